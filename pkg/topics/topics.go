@@ -1,0 +1,106 @@
+// Package topics names Parley's Kafka topics, provisions them and holds the
+// client options every service starts from.
+package topics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Topic names. Every topic is keyed by conversation id, and commands,
+// events and outcomes must have the same partition count: the sequencer
+// writes a command's event and outcome to the command's partition number.
+const (
+	Commands = "parley.commands.v1"
+	Events   = "parley.events.v1"
+	Outcomes = "parley.outcomes.v1"
+)
+
+// Spec sizes the topics.
+type Spec struct {
+	Partitions        int32
+	ReplicationFactor int16
+	// MinInsyncReplicas is 2 in production (with RF 3) so that acks=all
+	// survives one broker loss; 1 locally.
+	MinInsyncReplicas int
+}
+
+// LocalSpec is for one broker on a laptop or in tests.
+var LocalSpec = Spec{Partitions: 8, ReplicationFactor: 1, MinInsyncReplicas: 1}
+
+// Ensure creates missing topics and checks that existing ones have the
+// partition count the sequencer relies on.
+func Ensure(ctx context.Context, adm *kadm.Client, spec Spec) error {
+	minISR := strconv.Itoa(spec.MinInsyncReplicas)
+	// The event log is the source of truth and is never deleted; outcomes
+	// only need to live until the waiting Submit has read them.
+	configs := map[string]map[string]*string{
+		Commands: {"min.insync.replicas": &minISR, "retention.ms": ptr(strconv.FormatInt((7 * 24 * time.Hour).Milliseconds(), 10))},
+		Events:   {"min.insync.replicas": &minISR, "retention.ms": ptr("-1")},
+		Outcomes: {"min.insync.replicas": &minISR, "retention.ms": ptr(strconv.FormatInt(time.Hour.Milliseconds(), 10))},
+	}
+	for _, name := range []string{Commands, Events, Outcomes} {
+		resp, err := adm.CreateTopic(ctx, spec.Partitions, spec.ReplicationFactor, configs[name], name)
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("create topic %s: %w", name, err)
+		}
+		if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("create topic %s: %w", name, resp.Err)
+		}
+	}
+	details, err := adm.ListTopics(ctx, Commands, Events, Outcomes)
+	if err != nil {
+		return fmt.Errorf("describe topics: %w", err)
+	}
+	want := -1
+	for _, name := range []string{Commands, Events, Outcomes} {
+		d, ok := details[name]
+		if !ok || d.Err != nil {
+			return fmt.Errorf("describe topic %s: %v", name, d.Err)
+		}
+		if want == -1 {
+			want = len(d.Partitions)
+		} else if len(d.Partitions) != want {
+			return fmt.Errorf("topic %s has %d partitions but %s has %d: they must match", name, len(d.Partitions), Commands, want)
+		}
+	}
+	return nil
+}
+
+func ptr(s string) *string { return &s }
+
+// ClientOpts are the options every Parley Kafka client starts from:
+// idempotent acks=all producing (franz-go's default) and fetches that return
+// as soon as a record is there.
+func ClientOpts(brokers []string) []kgo.Opt {
+	return []kgo.Opt{
+		kgo.SeedBrokers(brokers...),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(0),
+		kgo.FetchMaxWait(250 * time.Millisecond),
+		kgo.MetadataMinAge(250 * time.Millisecond),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+	}
+}
+
+// WaitReady pings the cluster until it answers or ctx ends.
+func WaitReady(ctx context.Context, cl *kgo.Client) error {
+	for {
+		err := cl.Ping(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kafka not reachable: %w", err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,139 @@
+// Package wire encodes and decodes the client protocol's frames in both
+// WebSocket subprotocols. The edge and the SDK share it, so both ends agree
+// byte for byte on what a frame is and what a bad one costs.
+package wire
+
+import (
+	"errors"
+	"fmt"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// The two subprotocols carry the same messages.
+const (
+	// SubprotocolProto frames are binary protobuf.
+	SubprotocolProto = "parley.v1.proto"
+	// SubprotocolJSON frames are protojson text, for debugging by hand and
+	// for browsers that would rather not ship a protobuf runtime.
+	SubprotocolJSON = "parley.v1.json"
+)
+
+// MaxFrameBytes is the default limit for one client frame.
+const MaxFrameBytes = 64 << 10
+
+// Format is how frames are encoded on one connection.
+type Format int
+
+// Formats, one per subprotocol.
+const (
+	Binary Format = iota
+	JSON
+)
+
+// FormatFor maps a negotiated subprotocol to its format.
+func FormatFor(subprotocol string) (Format, bool) {
+	switch subprotocol {
+	case SubprotocolProto:
+		return Binary, true
+	case SubprotocolJSON:
+		return JSON, true
+	}
+	return 0, false
+}
+
+// Error is a protocol error with a stable code, sent to the client as an
+// Error frame.
+type Error struct {
+	Code    chatv1.ErrorCode
+	Message string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
+
+// Errorf builds an *Error.
+func Errorf(code chatv1.ErrorCode, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// CodeOf returns the code of err if it is an *Error, else INTERNAL.
+func CodeOf(err error) chatv1.ErrorCode {
+	var we *Error
+	if errors.As(err, &we) {
+		return we.Code
+	}
+	return chatv1.ErrorCode_ERROR_CODE_INTERNAL
+}
+
+var (
+	strictJSON  = protojson.UnmarshalOptions{}
+	lenientJSON = protojson.UnmarshalOptions{DiscardUnknown: true}
+	jsonOut     = protojson.MarshalOptions{}
+)
+
+// DecodeClient decodes a client frame. It never panics; on failure the
+// *Error says whether the bytes were malformed or the frame type unknown.
+// The request id is returned when it could be read, so the error frame can
+// echo it.
+func DecodeClient(f Format, data []byte) (*clientv1.ClientFrame, *Error) {
+	if len(data) > MaxFrameBytes {
+		return nil, Errorf(chatv1.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE, "frame of %d bytes exceeds %d", len(data), MaxFrameBytes)
+	}
+	frame := &clientv1.ClientFrame{}
+	switch f {
+	case Binary:
+		if err := proto.Unmarshal(data, frame); err != nil {
+			return nil, Errorf(chatv1.ErrorCode_ERROR_CODE_MALFORMED_FRAME, "not a protobuf ClientFrame: %v", err)
+		}
+	case JSON:
+		if err := strictJSON.Unmarshal(data, frame); err != nil {
+			// A frame type added after this server was built reads as an
+			// unknown field; tell that apart from garbage.
+			lenient := &clientv1.ClientFrame{}
+			if lenientJSON.Unmarshal(data, lenient) == nil && lenient.GetFrame() == nil {
+				return lenient, Errorf(chatv1.ErrorCode_ERROR_CODE_UNKNOWN_FRAME, "no known frame type: %v", err)
+			}
+			return nil, Errorf(chatv1.ErrorCode_ERROR_CODE_MALFORMED_FRAME, "not a protojson ClientFrame: %v", err)
+		}
+	default:
+		return nil, Errorf(chatv1.ErrorCode_ERROR_CODE_INTERNAL, "unknown format %d", f)
+	}
+	if frame.GetFrame() == nil {
+		return frame, Errorf(chatv1.ErrorCode_ERROR_CODE_UNKNOWN_FRAME, "frame has no known type")
+	}
+	return frame, nil
+}
+
+// DecodeServer decodes a server frame (the SDK's side).
+func DecodeServer(f Format, data []byte) (*clientv1.ServerFrame, error) {
+	frame := &clientv1.ServerFrame{}
+	var err error
+	if f == JSON {
+		err = lenientJSON.Unmarshal(data, frame)
+	} else {
+		err = proto.Unmarshal(data, frame)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("decode server frame: %w", err)
+	}
+	return frame, nil
+}
+
+// Encode marshals any frame in the given format.
+func Encode(f Format, m proto.Message) ([]byte, error) {
+	if f == JSON {
+		return jsonOut.Marshal(m)
+	}
+	return proto.Marshal(m)
+}
+
+// ErrorFrame builds the frame reporting err for the request it answers.
+func ErrorFrame(requestID string, err *Error) *clientv1.ServerFrame {
+	return &clientv1.ServerFrame{
+		RequestId: requestID,
+		Frame:     &clientv1.ServerFrame_Error{Error: &clientv1.Error{Code: err.Code, Message: err.Message}},
+	}
+}
