@@ -1,0 +1,352 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/coder/websocket"
+	"github.com/google/uuid"
+	"github.com/parleychat/parley/pkg/auth"
+	"github.com/parleychat/parley/pkg/wire"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
+	ingestv1 "github.com/parleychat/parley/pkg/pb/parley/ingest/v1"
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
+	persistencev1 "github.com/parleychat/parley/pkg/pb/parley/persistence/v1"
+	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
+)
+
+// WebSocket close codes beyond RFC 6455's, in the private 4000-4999 range.
+const (
+	// CloseResync: the server dropped this connection's queue; reconnect and
+	// sync from the last seq of each conversation.
+	CloseResync websocket.StatusCode = 4000
+	// CloseUnauthenticated: no valid token was presented.
+	CloseUnauthenticated websocket.StatusCode = 4001
+)
+
+// item is one queued write: a frame, or an event to be batched with its
+// neighbours into one EventBatch frame.
+type item struct {
+	frame *clientv1.ServerFrame
+	event *chatv1.Event
+}
+
+// conn is one client connection. Its read loop runs in its own goroutine
+// (the HTTP handler returns, releasing net/http's buffers); its writer
+// goroutine exists only while there is something to write, so an idle
+// connection costs one goroutine.
+type conn struct {
+	svc    *Service
+	ws     *websocket.Conn
+	format wire.Format
+
+	user, device, session string
+
+	// mu guards queue, writing and closed.
+	mu      sync.Mutex
+	queue   []item
+	writing bool
+	closed  bool
+}
+
+func (c *conn) readLoop() {
+	ctx := context.Background()
+	defer c.shutdown()
+	if !c.authenticate(ctx) {
+		return
+	}
+	for {
+		data, ferr, err := c.readFrame(ctx)
+		if err != nil {
+			return
+		}
+		if ferr != nil {
+			c.send(wire.ErrorFrame("", ferr))
+			continue
+		}
+		frame, derr := wire.DecodeClient(c.format, data)
+		if derr != nil {
+			c.send(wire.ErrorFrame(frame.GetRequestId(), derr))
+			continue
+		}
+		c.send(c.handle(ctx, frame))
+	}
+}
+
+// readFrame reads one message, enforcing the frame limit without closing
+// the connection: an oversize frame is drained and reported.
+func (c *conn) readFrame(ctx context.Context) ([]byte, *wire.Error, error) {
+	typ, r, err := c.ws.Reader(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	want := websocket.MessageBinary
+	if c.format == wire.JSON {
+		want = websocket.MessageText
+	}
+	data, err := io.ReadAll(io.LimitReader(r, int64(c.svc.cfg.MaxFrameBytes)+1))
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(data) > c.svc.cfg.MaxFrameBytes {
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return nil, nil, err
+		}
+		return nil, wire.Errorf(chatv1.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE, "frame exceeds %d bytes", c.svc.cfg.MaxFrameBytes), nil
+	}
+	if typ != want {
+		return nil, wire.Errorf(chatv1.ErrorCode_ERROR_CODE_MALFORMED_FRAME, "expected %v frames for this subprotocol, got %v", want, typ), nil
+	}
+	return data, nil, nil
+}
+
+// authenticate reads the first frame, which must carry a valid token.
+func (c *conn) authenticate(ctx context.Context) bool {
+	actx, cancel := context.WithTimeout(ctx, c.svc.cfg.AuthTimeout)
+	defer cancel()
+	data, ferr, err := c.readFrame(actx)
+	if err != nil {
+		return false
+	}
+	fail := func(reqID string, e *wire.Error) bool {
+		c.writeNow(ctx, wire.ErrorFrame(reqID, e))
+		c.ws.Close(CloseUnauthenticated, e.Code.String())
+		return false
+	}
+	if ferr != nil {
+		return fail("", ferr)
+	}
+	frame, derr := wire.DecodeClient(c.format, data)
+	if derr != nil {
+		return fail(frame.GetRequestId(), derr)
+	}
+	a := frame.GetAuthenticate()
+	if a == nil {
+		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "the first frame must be authenticate"))
+	}
+	user, err := c.svc.verifier.Verify(a.GetToken())
+	if errors.Is(err, auth.ErrExpired) {
+		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_TOKEN_EXPIRED, "token expired"))
+	}
+	if err != nil {
+		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "invalid token"))
+	}
+	device := a.GetDeviceId()
+	if device == "" {
+		device = "d-" + uuid.NewString()
+	}
+	if len(device) > 128 {
+		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "device_id longer than 128 bytes"))
+	}
+	c.user, c.device, c.session = user, device, uuid.Must(uuid.NewV7()).String()
+	c.svc.hub.add(c)
+	if err := c.svc.reporter.connect(actx, &presencev1.Session{SessionId: c.session, UserId: c.user, DeviceId: c.device}); err != nil {
+		c.svc.log.Warn("edge: presence did not take the session; live pushes may miss it until the next report", "err", err)
+	}
+	c.send(&clientv1.ServerFrame{RequestId: frame.GetRequestId(), Frame: &clientv1.ServerFrame_Authenticated{
+		Authenticated: &clientv1.Authenticated{UserId: c.user, DeviceId: c.device, SessionId: c.session},
+	}})
+	return true
+}
+
+// shutdown runs when the read loop ends, whatever the reason.
+func (c *conn) shutdown() {
+	c.mu.Lock()
+	c.closed = true
+	c.queue = nil
+	c.mu.Unlock()
+	if c.session != "" {
+		c.svc.hub.remove(c)
+		c.svc.reporter.disconnect(c.session)
+	}
+	c.ws.CloseNow()
+	c.svc.liveMu.Lock()
+	delete(c.svc.live, c)
+	c.svc.liveMu.Unlock()
+	c.svc.conns.Done()
+}
+
+// handle answers one authenticated frame.
+func (c *conn) handle(ctx context.Context, f *clientv1.ClientFrame) *clientv1.ServerFrame {
+	reply := func(out *clientv1.ServerFrame) *clientv1.ServerFrame {
+		out.RequestId = f.GetRequestId()
+		return out
+	}
+	errFrame := func(code chatv1.ErrorCode, msg, clientMsgID string) *clientv1.ServerFrame {
+		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Error{Error: &clientv1.Error{Code: code, Message: msg, ClientMsgId: clientMsgID}}})
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.svc.cfg.RequestTimeout)
+	defer cancel()
+	cmd := &logv1.Command{UserId: c.user, DeviceId: c.device}
+	switch b := f.GetFrame().(type) {
+	case *clientv1.ClientFrame_Ping:
+		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Pong{Pong: &clientv1.Pong{}}})
+	case *clientv1.ClientFrame_Authenticate:
+		return errFrame(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "already authenticated", "")
+	case *clientv1.ClientFrame_SendMessage:
+		cmd.ConversationId, cmd.ClientMsgId = b.SendMessage.GetConversationId(), b.SendMessage.GetClientMsgId()
+		cmd.Body = &logv1.Command_PostMessage{PostMessage: &logv1.PostMessage{Text: b.SendMessage.GetText()}}
+	case *clientv1.ClientFrame_CreateConversation:
+		cc := b.CreateConversation
+		cmd.ConversationId, cmd.ClientMsgId = cc.GetConversationId(), cc.GetClientMsgId()
+		cmd.Body = &logv1.Command_CreateConversation{CreateConversation: &logv1.CreateConversation{
+			Kind: cc.GetKind(), Title: cc.GetTitle(), MemberIds: cc.GetMemberIds(),
+		}}
+	case *clientv1.ClientFrame_AddMember:
+		cmd.ConversationId, cmd.ClientMsgId = b.AddMember.GetConversationId(), b.AddMember.GetClientMsgId()
+		cmd.Body = &logv1.Command_AddMember{AddMember: &logv1.AddMember{UserId: b.AddMember.GetUserId()}}
+	case *clientv1.ClientFrame_ListConversations:
+		resp, err := c.svc.persistence.Conversations(ctx, &persistencev1.ConversationsRequest{UserId: c.user, Limit: b.ListConversations.GetLimit()})
+		if err != nil {
+			code, msg := grpcError(err)
+			return errFrame(code, msg, "")
+		}
+		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Conversations{Conversations: &clientv1.ConversationList{Conversations: resp.GetConversations()}}})
+	case *clientv1.ClientFrame_GetHistory:
+		q := b.GetHistory
+		if q.GetConversationId() == "" {
+			return errFrame(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "conversation_id is required", "")
+		}
+		resp, err := c.svc.persistence.History(ctx, &persistencev1.HistoryRequest{
+			UserId: c.user, ConversationId: q.GetConversationId(), BeforeSeq: q.GetBeforeSeq(), AfterSeq: q.AfterSeq, Limit: q.GetLimit(),
+		})
+		if err != nil {
+			code, msg := grpcError(err)
+			return errFrame(code, msg, "")
+		}
+		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_History{History: &clientv1.HistoryPage{
+			ConversationId: q.GetConversationId(), Events: resp.GetEvents(), HasMore: resp.GetHasMore(),
+		}}})
+	default:
+		return errFrame(chatv1.ErrorCode_ERROR_CODE_UNKNOWN_FRAME, "frame has no known type", "")
+	}
+	resp, err := c.svc.ingest.Submit(ctx, &ingestv1.SubmitRequest{Command: cmd})
+	if err != nil {
+		code, msg := grpcError(err)
+		return errFrame(code, msg, cmd.GetClientMsgId())
+	}
+	o := resp.GetOutcome()
+	if o.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+		return errFrame(o.GetErrorCode(), o.GetErrorMessage(), cmd.GetClientMsgId())
+	}
+	return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Accepted{Accepted: &clientv1.Accepted{
+		ClientMsgId: o.GetClientMsgId(), ConversationId: o.GetConversationId(), Seq: o.GetSeq(), Duplicate: o.GetDuplicate(),
+	}}})
+}
+
+// grpcError maps an internal call's failure to a client error code.
+func grpcError(err error) (chatv1.ErrorCode, string) {
+	st := status.Convert(err)
+	switch st.Code() {
+	case codes.PermissionDenied:
+		return chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, st.Message()
+	case codes.NotFound:
+		return chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, st.Message()
+	case codes.InvalidArgument:
+		return chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, st.Message()
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.ResourceExhausted:
+		return chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "temporarily unavailable; retry with the same client_msg_id"
+	}
+	return chatv1.ErrorCode_ERROR_CODE_INTERNAL, fmt.Sprintf("internal error (%s)", st.Code())
+}
+
+// send queues a frame.
+func (c *conn) send(f *clientv1.ServerFrame) { c.enqueue(item{frame: f}) }
+
+// push queues an event; false if the connection is gone or was just
+// dropped for being too slow.
+func (c *conn) push(ev *chatv1.Event) bool { return c.enqueue(item{event: ev}) }
+
+func (c *conn) enqueue(it item) bool {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return false
+	}
+	if len(c.queue) >= c.svc.cfg.QueueLimit {
+		// A durable event is never dropped silently: the client is told to
+		// resync and catches up from history on reconnect.
+		c.closed = true
+		c.queue = nil
+		c.mu.Unlock()
+		c.svc.log.Warn("edge: slow connection dropped", "user", c.user, "session", c.session, "queue_limit", c.svc.cfg.QueueLimit)
+		go c.ws.Close(CloseResync, "resync")
+		return false
+	}
+	c.queue = append(c.queue, it)
+	start := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	if start {
+		go c.writeLoop()
+	}
+	return true
+}
+
+// writeLoop drains the queue, coalescing queued events into one frame per
+// write, and exits when the queue is empty.
+func (c *conn) writeLoop() {
+	for {
+		c.mu.Lock()
+		batch := c.queue
+		c.queue = nil
+		if len(batch) == 0 || c.closed {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		var events []*chatv1.Event
+		flush := func() bool {
+			if len(events) == 0 {
+				return true
+			}
+			f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Events{Events: &clientv1.EventBatch{Events: events}}}
+			events = nil
+			return c.writeNow(context.Background(), f)
+		}
+		ok := true
+		for _, it := range batch {
+			if it.event != nil {
+				events = append(events, it.event)
+				continue
+			}
+			if ok = flush() && c.writeNow(context.Background(), it.frame); !ok {
+				break
+			}
+		}
+		if ok {
+			ok = flush()
+		}
+		if !ok {
+			c.mu.Lock()
+			c.closed, c.queue, c.writing = true, nil, false
+			c.mu.Unlock()
+			c.ws.CloseNow()
+			return
+		}
+	}
+}
+
+func (c *conn) writeNow(ctx context.Context, f *clientv1.ServerFrame) bool {
+	data, err := wire.Encode(c.format, f)
+	if err != nil {
+		c.svc.log.Error("edge: encode frame", "err", err)
+		return true
+	}
+	typ := websocket.MessageBinary
+	if c.format == wire.JSON {
+		typ = websocket.MessageText
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.svc.cfg.WriteTimeout)
+	defer cancel()
+	return c.ws.Write(ctx, typ, data) == nil
+}
+

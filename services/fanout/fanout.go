@@ -1,0 +1,203 @@
+// Package fanout delivers each event of the log to the edges that hold its
+// recipients' sessions: it locates recipients through presence, groups
+// deliveries per edge and pushes them over gRPC.
+package fanout
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/parleychat/parley/pkg/health"
+	"github.com/parleychat/parley/pkg/topics"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	edgev1 "github.com/parleychat/parley/pkg/pb/parley/edge/v1"
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
+	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
+)
+
+// Group is the consumer group of fan-out nodes.
+const Group = "parley-fanout"
+
+// pushTimeout bounds one Push; a stuck edge must not stall every other.
+const pushTimeout = 5 * time.Second
+
+// Config configures the service.
+type Config struct {
+	Brokers      []string
+	PresenceAddr string
+	Logger       *slog.Logger
+}
+
+// Service is a running fan-out node.
+type Service struct {
+	cfg      Config
+	log      *slog.Logger
+	cl       *kgo.Client
+	presConn *grpc.ClientConn
+	presence presencev1.PresenceServiceClient
+	Probe    health.Probe
+
+	// mu guards edges, the pool of connections to edge nodes.
+	mu    sync.Mutex
+	edges map[string]*grpc.ClientConn
+}
+
+// New creates the Kafka client and the presence connection.
+func New(cfg Config) (*Service, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers),
+		kgo.ConsumerGroup(Group),
+		kgo.ConsumeTopics(topics.Events),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+	)...)
+	if err != nil {
+		return nil, fmt.Errorf("fanout kafka client: %w", err)
+	}
+	pc, err := grpc.NewClient(cfg.PresenceAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("fanout presence client %s: %w", cfg.PresenceAddr, err)
+	}
+	return &Service{cfg: cfg, log: cfg.Logger.With("service", "fanout"), cl: cl, presConn: pc,
+		presence: presencev1.NewPresenceServiceClient(pc), edges: map[string]*grpc.ClientConn{}}, nil
+}
+
+// Run consumes until ctx ends. Shutdown: readiness off, finish the batch
+// in hand, commit, leave the group, close connections.
+func (s *Service) Run(ctx context.Context) error {
+	defer func() {
+		s.cl.Close()
+		s.presConn.Close()
+		s.mu.Lock()
+		for _, c := range s.edges {
+			c.Close()
+		}
+		s.mu.Unlock()
+	}()
+	s.Probe.SetReady(true)
+	s.log.Info("fanout ready")
+	for {
+		fetches := s.cl.PollRecords(ctx, 1000)
+		if ctx.Err() != nil {
+			s.cl.AllowRebalance()
+			s.Probe.SetReady(false)
+			return nil
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			s.log.Warn("fanout fetch", "topic", t, "partition", p, "err", err)
+		})
+		var recs []*logv1.EventRecord
+		fetches.EachRecord(func(r *kgo.Record) {
+			rec := &logv1.EventRecord{}
+			if err := proto.Unmarshal(r.Value, rec); err != nil || rec.GetEvent() == nil {
+				s.log.Error("fanout: undecodable event record", "partition", r.Partition, "offset", r.Offset, "err", err)
+				return
+			}
+			recs = append(recs, rec)
+		})
+		if err := s.deliver(ctx, recs); err != nil && ctx.Err() == nil {
+			// Devices catch up from history on resume, so a failed push is
+			// a delay, not a loss; the batch is committed regardless.
+			s.log.Warn("fanout: delivery incomplete", "events", len(recs), "err", err)
+		}
+		if err := s.cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("fanout: commit failed; events may be pushed again", "err", err)
+		}
+		s.cl.AllowRebalance()
+	}
+}
+
+// Plan plans one batch: for each edge address, the deliveries it gets, in
+// log order, each naming only the recipients that edge holds.
+func Plan(recs []*logv1.EventRecord, locs []*presencev1.UserLocation) map[string][]*edgev1.Delivery {
+	where := make(map[string][]string, len(locs))
+	for _, l := range locs {
+		where[l.GetUserId()] = l.GetPushAddresses()
+	}
+	plan := map[string][]*edgev1.Delivery{}
+	for _, rec := range recs {
+		var byEdge map[string]*edgev1.Delivery
+		for _, u := range rec.GetRecipientIds() {
+			for _, addr := range where[u] {
+				if byEdge == nil {
+					byEdge = map[string]*edgev1.Delivery{}
+				}
+				d := byEdge[addr]
+				if d == nil {
+					d = &edgev1.Delivery{Event: rec.GetEvent()}
+					byEdge[addr] = d
+					plan[addr] = append(plan[addr], d)
+				}
+				d.UserIds = append(d.UserIds, u)
+			}
+		}
+	}
+	return plan
+}
+
+func (s *Service) deliver(ctx context.Context, recs []*logv1.EventRecord) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	seen := map[string]bool{}
+	var users []string
+	for _, r := range recs {
+		for _, u := range r.GetRecipientIds() {
+			if !seen[u] {
+				seen[u] = true
+				users = append(users, u)
+			}
+		}
+	}
+	var locs []*presencev1.UserLocation
+	for len(users) > 0 {
+		n := min(len(users), 5000)
+		resp, err := s.presence.Locate(ctx, &presencev1.LocateRequest{UserIds: users[:n]})
+		if err != nil {
+			return fmt.Errorf("locate %d users: %w", n, err)
+		}
+		locs = append(locs, resp.GetLocations()...)
+		users = users[n:]
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for addr, deliveries := range Plan(recs, locs) {
+		g.Go(func() error {
+			cctx, cancel := context.WithTimeout(gctx, pushTimeout)
+			defer cancel()
+			conn, err := s.edge(addr)
+			if err != nil {
+				return err
+			}
+			if _, err := edgev1.NewEdgeServiceClient(conn).Push(cctx, &edgev1.PushRequest{Deliveries: deliveries}); err != nil {
+				return fmt.Errorf("push %d deliveries to %s: %w", len(deliveries), addr, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func (s *Service) edge(addr string) (*grpc.ClientConn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.edges[addr]; c != nil {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("edge client %s: %w", addr, err)
+	}
+	s.edges[addr] = c
+	return c, nil
+}

@@ -1,0 +1,144 @@
+package ingest
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
+)
+
+// dedupKey scopes client message ids to their sender: ids are chosen by
+// clients, so two users may well pick the same one.
+type dedupKey struct{ user, clientMsgID string }
+
+// conversation is the sequencer's aggregate: everything needed to decide a
+// command, rebuilt from the event log alone.
+type conversation struct {
+	id      string
+	kind    chatv1.ConversationKind
+	members []string // in join order; stamped on every event for fan-out
+	lastSeq uint64
+	// applied maps every accepted client message id to its seq. It is what
+	// makes a retry, however late, return the original answer.
+	applied map[dedupKey]uint64
+}
+
+func (c *conversation) isMember(user string) bool {
+	for _, m := range c.members {
+		if m == user {
+			return true
+		}
+	}
+	return false
+}
+
+// replay folds an event read back from the log into the aggregate.
+func replay(convs map[string]*conversation, ev *chatv1.Event) {
+	c := convs[ev.GetConversationId()]
+	if c == nil {
+		c = &conversation{id: ev.GetConversationId(), applied: map[dedupKey]uint64{}}
+		convs[c.id] = c
+	}
+	if ev.GetSeq() <= c.lastSeq {
+		return
+	}
+	c.lastSeq = ev.GetSeq()
+	if id := ev.GetClientMsgId(); id != "" {
+		c.applied[dedupKey{ev.GetSenderId(), id}] = ev.GetSeq()
+	}
+	switch b := ev.GetBody().(type) {
+	case *chatv1.Event_ConversationCreated:
+		c.kind = b.ConversationCreated.GetKind()
+		c.members = append([]string(nil), b.ConversationCreated.GetMemberIds()...)
+	case *chatv1.Event_MemberAdded:
+		if u := b.MemberAdded.GetUserId(); !c.isMember(u) {
+			c.members = append(c.members, u)
+		}
+	}
+}
+
+// decide applies one command to the aggregates of its partition. It returns
+// the event to append (nil when nothing changes) and the outcome for the
+// waiting Submit. It is deterministic given its inputs but for event ids and
+// times, so a replayed command meets its own earlier event in applied and
+// yields a duplicate outcome, never a second event.
+func decide(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
+	out := &logv1.Outcome{CommandId: cmd.GetCommandId(), ConversationId: cmd.GetConversationId(), ClientMsgId: cmd.GetClientMsgId()}
+	reject := func(code chatv1.ErrorCode, msg string) (*logv1.EventRecord, *logv1.Outcome) {
+		out.ErrorCode, out.ErrorMessage = code, msg
+		return nil, out
+	}
+	c := convs[cmd.GetConversationId()]
+	key := dedupKey{cmd.GetUserId(), cmd.GetClientMsgId()}
+	if c != nil {
+		if seq, ok := c.applied[key]; ok {
+			out.Seq, out.Duplicate = seq, true
+			return nil, out
+		}
+	}
+	ev := &chatv1.Event{
+		ConversationId: cmd.GetConversationId(),
+		EventId:        uuid.Must(uuid.NewV7()).String(),
+		SenderId:       cmd.GetUserId(),
+		SenderDeviceId: cmd.GetDeviceId(),
+		Time:           timestamppb.New(now),
+		ClientMsgId:    cmd.GetClientMsgId(),
+	}
+	switch b := cmd.GetBody().(type) {
+	case *logv1.Command_CreateConversation:
+		if c != nil {
+			if c.kind == chatv1.ConversationKind_CONVERSATION_KIND_DIRECT && c.isMember(cmd.GetUserId()) {
+				// Opening a direct conversation that exists finds it.
+				out.Seq, out.Duplicate = 1, true
+				return nil, out
+			}
+			return reject(chatv1.ErrorCode_ERROR_CODE_ALREADY_EXISTS, "conversation already exists")
+		}
+		if len(b.CreateConversation.GetMemberIds()) > maxMembers {
+			return reject(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "too many members")
+		}
+		c = &conversation{id: cmd.GetConversationId(), kind: b.CreateConversation.GetKind(), applied: map[dedupKey]uint64{}}
+		c.members = append(c.members, b.CreateConversation.GetMemberIds()...)
+		convs[c.id] = c
+		ev.Body = &chatv1.Event_ConversationCreated{ConversationCreated: &chatv1.ConversationCreated{
+			Kind: b.CreateConversation.GetKind(), Title: b.CreateConversation.GetTitle(), MemberIds: c.members,
+		}}
+	case *logv1.Command_AddMember:
+		if c == nil {
+			return reject(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such conversation")
+		}
+		if !c.isMember(cmd.GetUserId()) {
+			return reject(chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, "you are not a member of this conversation")
+		}
+		if c.kind != chatv1.ConversationKind_CONVERSATION_KIND_GROUP {
+			return reject(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "members can only be added to groups")
+		}
+		u := b.AddMember.GetUserId()
+		if c.isMember(u) {
+			return reject(chatv1.ErrorCode_ERROR_CODE_ALREADY_EXISTS, u+" is already a member")
+		}
+		if len(c.members) >= maxMembers {
+			return reject(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "conversation is full")
+		}
+		c.members = append(c.members, u)
+		ev.Body = &chatv1.Event_MemberAdded{MemberAdded: &chatv1.MemberAdded{UserId: u}}
+	case *logv1.Command_PostMessage:
+		if c == nil {
+			return reject(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such conversation")
+		}
+		if !c.isMember(cmd.GetUserId()) {
+			return reject(chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, "you are not a member of this conversation")
+		}
+		ev.Body = &chatv1.Event_MessagePosted{MessagePosted: &chatv1.MessagePosted{Text: b.PostMessage.GetText()}}
+	default:
+		return reject(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "command has no known body")
+	}
+	c.lastSeq++
+	ev.Seq = c.lastSeq
+	c.applied[key] = ev.Seq
+	out.Seq = ev.Seq
+	return &logv1.EventRecord{Event: ev, RecipientIds: append([]string(nil), c.members...), CommandId: cmd.GetCommandId()}, out
+}

@@ -1,0 +1,328 @@
+// Package ingest is the write side: it validates commands, appends them to
+// parley.commands.v1 and answers Submit with the sequencer's outcome. The
+// sequencer stage (sequencer.go) runs in the same service.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/parleychat/parley/pkg/auth"
+	"github.com/parleychat/parley/pkg/health"
+	"github.com/parleychat/parley/pkg/topics"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	ingestv1 "github.com/parleychat/parley/pkg/pb/parley/ingest/v1"
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
+)
+
+// Limits on command content. Text is bounded well under the frame limit.
+const (
+	MaxTextBytes    = 16 << 10
+	MaxTitleBytes   = 256
+	MaxClientMsgID  = 128
+	DefaultMembers  = 1000
+	defaultTimeout  = 10 * time.Second
+	shutdownTimeout = 10 * time.Second
+)
+
+// Config configures the service.
+type Config struct {
+	Brokers []string
+	// GRPCAddr is where IngestService listens (host:port, port 0 for any).
+	GRPCAddr string
+	// SubmitTimeout bounds the wait for the sequencer's outcome.
+	SubmitTimeout time.Duration
+	// MaxMembers bounds a conversation's size.
+	MaxMembers int
+	Logger     *slog.Logger
+}
+
+// Service is a running ingest node.
+type Service struct {
+	ingestv1.UnimplementedIngestServiceServer
+	cfg      Config
+	log      *slog.Logger
+	lis      net.Listener
+	grpc     *grpc.Server
+	producer *kgo.Client
+	seq      *Sequencer
+	Probe    health.Probe
+
+	// mu guards waiters: Submit adds, the outcome reader resolves.
+	mu      sync.Mutex
+	waiters map[string]chan *logv1.Outcome
+}
+
+// New binds the gRPC listener and creates the Kafka clients.
+func New(cfg Config) (*Service, error) {
+	if cfg.SubmitTimeout <= 0 {
+		cfg.SubmitTimeout = defaultTimeout
+	}
+	if cfg.MaxMembers <= 0 {
+		cfg.MaxMembers = DefaultMembers
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	log := cfg.Logger.With("service", "ingest")
+	producer, err := kgo.NewClient(topics.ClientOpts(cfg.Brokers)...)
+	if err != nil {
+		return nil, fmt.Errorf("ingest kafka producer: %w", err)
+	}
+	seq, err := NewSequencer(cfg.Brokers, cfg.MaxMembers, log)
+	if err != nil {
+		producer.Close()
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		producer.Close()
+		return nil, fmt.Errorf("ingest listen %s: %w", cfg.GRPCAddr, err)
+	}
+	s := &Service{cfg: cfg, log: log, lis: lis, grpc: grpc.NewServer(), producer: producer, seq: seq, waiters: map[string]chan *logv1.Outcome{}}
+	ingestv1.RegisterIngestServiceServer(s.grpc, s)
+	return s, nil
+}
+
+// Addr is the bound gRPC address.
+func (s *Service) Addr() string { return s.lis.Addr().String() }
+
+// Run serves until ctx ends, then shuts down in order: readiness off, stop
+// taking Submits and let those in flight finish (they need the outcome
+// reader), then stop the outcome reader and the sequencer, then close Kafka.
+func (s *Service) Run(ctx context.Context) error {
+	defer s.producer.Close()
+	loops, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLoops()
+	outcomes, err := s.outcomeReader(ctx)
+	if err != nil {
+		return err
+	}
+	defer outcomes.Close()
+
+	g, gctx := errgroup.WithContext(loops)
+	g.Go(func() error { return s.readOutcomes(gctx, outcomes) })
+	g.Go(func() error { return s.seq.Run(gctx) })
+	g.Go(func() error {
+		if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("ingest grpc serve: %w", err)
+		}
+		return nil
+	})
+	s.Probe.SetReady(true)
+	s.log.Info("ingest ready", "grpc", s.Addr())
+
+	select {
+	case <-ctx.Done():
+	case <-gctx.Done():
+	}
+	s.Probe.SetReady(false)
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(shutdownTimeout):
+		s.grpc.Stop()
+	}
+	stopLoops()
+	return g.Wait()
+}
+
+// outcomeReader starts reading outcomes at the current end of every
+// partition, fixed before the first Submit so no outcome can slip past.
+func (s *Service) outcomeReader(ctx context.Context) (*kgo.Client, error) {
+	ends, err := kadm.NewClient(s.producer).ListEndOffsets(ctx, topics.Outcomes)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: outcome end offsets: %w", err)
+	}
+	start := map[int32]kgo.Offset{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			start[o.Partition] = kgo.NewOffset().At(o.Offset)
+		}
+	})
+	if len(start) == 0 {
+		return nil, fmt.Errorf("ingest: topic %s has no readable partitions", topics.Outcomes)
+	}
+	cl, err := kgo.NewClient(append(topics.ClientOpts(s.cfg.Brokers),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topics.Outcomes: start}),
+		kgo.FetchMaxWait(100*time.Millisecond),
+	)...)
+	if err != nil {
+		return nil, fmt.Errorf("ingest outcome reader: %w", err)
+	}
+	return cl, nil
+}
+
+func (s *Service) readOutcomes(ctx context.Context, cl *kgo.Client) error {
+	for {
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			s.log.Warn("outcome fetch", "topic", t, "partition", p, "err", err)
+		})
+		fetches.EachRecord(func(r *kgo.Record) {
+			o := &logv1.Outcome{}
+			if err := proto.Unmarshal(r.Value, o); err != nil {
+				s.log.Error("undecodable outcome", "partition", r.Partition, "offset", r.Offset, "err", err)
+				return
+			}
+			s.mu.Lock()
+			ch := s.waiters[o.GetCommandId()]
+			delete(s.waiters, o.GetCommandId())
+			s.mu.Unlock()
+			if ch != nil {
+				ch <- o
+			}
+		})
+	}
+}
+
+// Submit implements IngestService.
+func (s *Service) Submit(ctx context.Context, req *ingestv1.SubmitRequest) (*ingestv1.SubmitResponse, error) {
+	cmd := req.GetCommand()
+	if cmd == nil {
+		return nil, status.Error(codes.InvalidArgument, "command is required")
+	}
+	cmd = proto.CloneOf(cmd)
+	if code, msg := Prepare(cmd); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+		return &ingestv1.SubmitResponse{Outcome: &logv1.Outcome{
+			ConversationId: cmd.GetConversationId(), ClientMsgId: cmd.GetClientMsgId(), ErrorCode: code, ErrorMessage: msg,
+		}}, nil
+	}
+	cmd.CommandId = uuid.Must(uuid.NewV7()).String()
+	cmd.SubmitTime = timestamppb.Now()
+	value, err := proto.Marshal(cmd)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "marshal command: %v", err)
+	}
+	ch := make(chan *logv1.Outcome, 1)
+	s.mu.Lock()
+	s.waiters[cmd.CommandId] = ch
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.waiters, cmd.CommandId)
+		s.mu.Unlock()
+	}()
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.SubmitTimeout)
+	defer cancel()
+	rec := &kgo.Record{Topic: topics.Commands, Key: []byte(cmd.ConversationId), Value: value}
+	if err := s.producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "append command: %v", err)
+	}
+	select {
+	case o := <-ch:
+		return &ingestv1.SubmitResponse{Outcome: o}, nil
+	case <-ctx.Done():
+		// The command is in the log and will be sequenced; a retry with the
+		// same client message id gets its outcome.
+		return nil, status.Errorf(codes.Unavailable, "waiting for the sequencer: %v", ctx.Err())
+	}
+}
+
+// directNamespace derives direct conversation ids from the member pair.
+var directNamespace = uuid.MustParse("6f0e5bb4-6a42-4a50-9d0c-8f7b4b7d9a11")
+
+// DirectID is the id of the direct conversation between two users.
+func DirectID(a, b string) string {
+	if a > b {
+		a, b = b, a
+	}
+	return uuid.NewSHA1(directNamespace, []byte(a+"\x00"+b)).String()
+}
+
+// Prepare validates a command's shape and fills what ingest derives
+// (conversation ids, the creator's membership). It returns an error code
+// and message when the command must be rejected without reaching the log.
+func Prepare(cmd *logv1.Command) (chatv1.ErrorCode, string) {
+	invalid := chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT
+	if !auth.ValidUserID(cmd.GetUserId()) {
+		return invalid, "invalid user id"
+	}
+	if n := len(cmd.GetClientMsgId()); n == 0 || n > MaxClientMsgID || !utf8.ValidString(cmd.GetClientMsgId()) {
+		return invalid, fmt.Sprintf("client_msg_id must be 1-%d bytes of UTF-8", MaxClientMsgID)
+	}
+	if len(cmd.GetDeviceId()) > MaxClientMsgID || !utf8.ValidString(cmd.GetDeviceId()) {
+		return invalid, "invalid device id"
+	}
+	switch b := cmd.GetBody().(type) {
+	case *logv1.Command_CreateConversation:
+		cc := b.CreateConversation
+		if len(cc.GetTitle()) > MaxTitleBytes || !utf8.ValidString(cc.GetTitle()) {
+			return invalid, fmt.Sprintf("title must be at most %d bytes of UTF-8", MaxTitleBytes)
+		}
+		others := map[string]bool{}
+		for _, m := range cc.GetMemberIds() {
+			if !auth.ValidUserID(m) {
+				return invalid, fmt.Sprintf("invalid member id %q", m)
+			}
+			if m != cmd.GetUserId() {
+				others[m] = true
+			}
+		}
+		members := []string{cmd.GetUserId()}
+		for m := range others {
+			members = append(members, m)
+		}
+		sort.Strings(members[1:])
+		cc.MemberIds = members
+		switch cc.GetKind() {
+		case chatv1.ConversationKind_CONVERSATION_KIND_DIRECT:
+			if len(others) != 1 {
+				return invalid, "a direct conversation needs exactly one other member"
+			}
+			cmd.ConversationId = DirectID(members[0], members[1])
+			cc.Title = ""
+		case chatv1.ConversationKind_CONVERSATION_KIND_GROUP:
+			if cmd.GetConversationId() == "" {
+				cmd.ConversationId = uuid.Must(uuid.NewV7()).String()
+			} else if _, err := uuid.Parse(cmd.GetConversationId()); err != nil {
+				return invalid, "conversation_id must be a UUID"
+			}
+			if strings.TrimSpace(cc.GetTitle()) == "" {
+				return invalid, "a group needs a title"
+			}
+		default:
+			return invalid, "unknown conversation kind"
+		}
+	case *logv1.Command_AddMember:
+		if !auth.ValidUserID(b.AddMember.GetUserId()) {
+			return invalid, "invalid user id to add"
+		}
+	case *logv1.Command_PostMessage:
+		t := b.PostMessage.GetText()
+		if strings.TrimSpace(t) == "" {
+			return invalid, "text is empty"
+		}
+		if len(t) > MaxTextBytes || !utf8.ValidString(t) {
+			return invalid, fmt.Sprintf("text must be at most %d bytes of UTF-8", MaxTextBytes)
+		}
+	default:
+		return invalid, "command has no known body"
+	}
+	if cmd.GetConversationId() == "" || len(cmd.GetConversationId()) > 64 {
+		return invalid, "conversation_id is required"
+	}
+	return chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, ""
+}

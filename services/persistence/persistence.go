@@ -1,0 +1,191 @@
+// Package persistence keeps the read views of the event log (history,
+// conversation lists, members) in a history.Store and serves them over
+// gRPC.
+package persistence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/parleychat/parley/pkg/health"
+	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/services/persistence/history"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
+	persistencev1 "github.com/parleychat/parley/pkg/pb/parley/persistence/v1"
+)
+
+// Group is the consumer group of persistence nodes.
+const Group = "parley-persistence"
+
+// Config configures the service.
+type Config struct {
+	Brokers  []string
+	GRPCAddr string
+	Logger   *slog.Logger
+}
+
+// Service is a running persistence node.
+type Service struct {
+	persistencev1.UnimplementedPersistenceServiceServer
+	cfg   Config
+	log   *slog.Logger
+	store history.Store
+	cl    *kgo.Client
+	lis   net.Listener
+	grpc  *grpc.Server
+	Probe health.Probe
+}
+
+// New binds the listener and joins nothing yet. The store stays the
+// caller's to close.
+func New(cfg Config, store history.Store) (*Service, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers),
+		kgo.ConsumerGroup(Group),
+		kgo.ConsumeTopics(topics.Events),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+	)...)
+	if err != nil {
+		return nil, fmt.Errorf("persistence kafka client: %w", err)
+	}
+	lis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("persistence listen %s: %w", cfg.GRPCAddr, err)
+	}
+	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "persistence"), store: store, cl: cl, lis: lis, grpc: grpc.NewServer()}
+	persistencev1.RegisterPersistenceServiceServer(s.grpc, s)
+	return s, nil
+}
+
+// Addr is the bound gRPC address.
+func (s *Service) Addr() string { return s.lis.Addr().String() }
+
+// Run consumes and serves until ctx ends. Shutdown: readiness off, stop
+// serving reads, finish the batch in hand and commit, leave the group.
+func (s *Service) Run(ctx context.Context) error {
+	defer s.cl.Close()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("persistence grpc serve: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return s.consume(gctx) })
+	s.Probe.SetReady(true)
+	s.log.Info("persistence ready", "grpc", s.Addr())
+	<-gctx.Done()
+	s.Probe.SetReady(false)
+	s.grpc.GracefulStop()
+	return g.Wait()
+}
+
+func (s *Service) consume(ctx context.Context) error {
+	for {
+		fetches := s.cl.PollRecords(ctx, 1000)
+		if ctx.Err() != nil {
+			s.cl.AllowRebalance()
+			return nil
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			s.log.Warn("persistence fetch", "topic", t, "partition", p, "err", err)
+		})
+		recs := make([]*logv1.EventRecord, 0, fetches.NumRecords())
+		fetches.EachRecord(func(r *kgo.Record) {
+			rec := &logv1.EventRecord{}
+			if err := proto.Unmarshal(r.Value, rec); err != nil || rec.GetEvent() == nil {
+				s.log.Error("persistence: undecodable event record", "partition", r.Partition, "offset", r.Offset, "err", err)
+				return
+			}
+			recs = append(recs, rec)
+		})
+		// A store outage must not skip events: retry the same batch until it
+		// lands, then commit. The log holds the truth meanwhile.
+		for backoff := 100 * time.Millisecond; len(recs) > 0; backoff = min(2*backoff, 5*time.Second) {
+			err := s.store.Apply(ctx, recs)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				s.cl.AllowRebalance()
+				return nil
+			}
+			s.log.Error("persistence: store write failed; retrying", "events", len(recs), "err", err, "backoff", backoff)
+			select {
+			case <-ctx.Done():
+				s.cl.AllowRebalance()
+				return nil
+			case <-time.After(backoff):
+			}
+		}
+		if err := s.cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("persistence: commit failed; events will be re-applied", "err", err)
+		}
+		s.cl.AllowRebalance()
+	}
+}
+
+// History implements PersistenceService.
+func (s *Service) History(ctx context.Context, req *persistencev1.HistoryRequest) (*persistencev1.HistoryResponse, error) {
+	if err := s.authorize(ctx, req.GetConversationId(), req.GetUserId()); err != nil {
+		return nil, err
+	}
+	page, err := s.store.History(ctx, req.GetConversationId(), history.Query{
+		Forward: req.AfterSeq != nil, AfterSeq: req.GetAfterSeq(), BeforeSeq: req.GetBeforeSeq(), Limit: int(req.GetLimit()),
+	})
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	return &persistencev1.HistoryResponse{Events: page.Events, HasMore: page.HasMore}, nil
+}
+
+func (s *Service) authorize(ctx context.Context, conv, user string) error {
+	if conv == "" || user == "" {
+		return status.Error(codes.InvalidArgument, "conversation_id and user_id are required")
+	}
+	sum, err := s.store.Conversation(ctx, conv)
+	if err != nil {
+		return storeErr(err)
+	}
+	if !history.IsMember(sum, user) {
+		return status.Error(codes.PermissionDenied, "not a member of this conversation")
+	}
+	return nil
+}
+
+// Conversations implements PersistenceService.
+func (s *Service) Conversations(ctx context.Context, req *persistencev1.ConversationsRequest) (*persistencev1.ConversationsResponse, error) {
+	if req.GetUserId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "user_id is required")
+	}
+	list, err := s.store.Conversations(ctx, req.GetUserId(), int(req.GetLimit()))
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	return &persistencev1.ConversationsResponse{Conversations: list}, nil
+}
+
+func storeErr(err error) error {
+	switch {
+	case errors.Is(err, history.ErrNotFound):
+		return status.Error(codes.NotFound, "no such conversation")
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	}
+	return status.Errorf(codes.Unavailable, "history store: %v", err)
+}

@@ -1,0 +1,186 @@
+// Package platform runs every Parley service in one process on embedded
+// defaults: franz-go's kfake as the Kafka cluster (persisted to disk) and
+// the Pebble history store. The services still talk to each other over
+// loopback gRPC and Kafka, exactly as separate processes do.
+package platform
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/services/edge"
+	"github.com/parleychat/parley/services/fanout"
+	"github.com/parleychat/parley/services/ingest"
+	"github.com/parleychat/parley/services/persistence"
+	"github.com/parleychat/parley/services/persistence/history/pebblestore"
+	"github.com/parleychat/parley/services/presence"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Config configures the embedded platform.
+type Config struct {
+	// DataDir holds kafka/ and history/; both survive restarts.
+	DataDir string
+	// HTTPAddr is the edge's public address (WebSocket, page, probes).
+	HTTPAddr string
+	// KafkaPort is kfake's port, 0 for any.
+	KafkaPort  int
+	JWTSecret  []byte
+	DevTokens  bool
+	Partitions int32
+	// PresenceLease is how long a silent edge keeps its sessions.
+	PresenceLease time.Duration
+	Logger        *slog.Logger
+}
+
+// Platform is a started platform.
+type Platform struct {
+	Kafka       *kfake.Cluster
+	Presence    *presence.Service
+	Persistence *persistence.Service
+	Ingest      *ingest.Service
+	Fanout      *fanout.Service
+	Edge        *edge.Service
+	store       *pebblestore.Store
+	log         *slog.Logger
+}
+
+// Start builds every part and binds every listener; Run starts serving.
+func Start(ctx context.Context, cfg Config) (p *Platform, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Partitions <= 0 {
+		cfg.Partitions = topics.LocalSpec.Partitions
+	}
+	p = &Platform{log: cfg.Logger}
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	kafkaDir := filepath.Join(cfg.DataDir, "kafka")
+	if err := os.MkdirAll(kafkaDir, 0o755); err != nil {
+		return nil, fmt.Errorf("platform: data dir: %w", err)
+	}
+	kopts := []kfake.Opt{kfake.NumBrokers(1), kfake.DataDir(kafkaDir), kfake.SyncWrites()}
+	if cfg.KafkaPort != 0 {
+		kopts = append(kopts, kfake.Ports(cfg.KafkaPort))
+	}
+	if p.Kafka, err = kfake.NewCluster(kopts...); err != nil {
+		return nil, fmt.Errorf("platform: start kfake: %w", err)
+	}
+	brokers := p.Kafka.ListenAddrs()
+	if err := provision(ctx, brokers, topics.Spec{Partitions: cfg.Partitions, ReplicationFactor: 1, MinInsyncReplicas: 1}); err != nil {
+		return nil, err
+	}
+	if p.store, err = pebblestore.Open(filepath.Join(cfg.DataDir, "history")); err != nil {
+		return nil, err
+	}
+	if p.Presence, err = presence.New(presence.Config{GRPCAddr: "127.0.0.1:0", Lease: cfg.PresenceLease, Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	if p.Persistence, err = persistence.New(persistence.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Logger: cfg.Logger}, p.store); err != nil {
+		return nil, err
+	}
+	if p.Ingest, err = ingest.New(ingest.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	if p.Fanout, err = fanout.New(fanout.Config{Brokers: brokers, PresenceAddr: p.Presence.Addr(), Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	p.Edge, err = edge.New(edge.Config{
+		HTTPAddr: cfg.HTTPAddr, GRPCAddr: "127.0.0.1:0",
+		IngestAddr: p.Ingest.Addr(), PersistenceAddr: p.Persistence.Addr(), PresenceAddr: p.Presence.Addr(),
+		JWTSecret: cfg.JWTSecret, DevTokens: cfg.DevTokens, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func provision(ctx context.Context, brokers []string, spec topics.Spec) error {
+	cl, err := kgo.NewClient(topics.ClientOpts(brokers)...)
+	if err != nil {
+		return fmt.Errorf("platform: kafka admin client: %w", err)
+	}
+	defer cl.Close()
+	if err := topics.WaitReady(ctx, cl); err != nil {
+		return err
+	}
+	return topics.Ensure(ctx, kadm.NewClient(cl), spec)
+}
+
+// Ready reports whether every service is ready.
+func (p *Platform) Ready() bool {
+	return p.Edge.Probe.Ready() && p.Ingest.Probe.Ready() && p.Persistence.Probe.Ready() &&
+		p.Fanout.Probe.Ready() && p.Presence.Probe.Ready()
+}
+
+// URL is the WebSocket endpoint.
+func (p *Platform) URL() string { return "ws://" + p.Edge.HTTPAddr() + "/ws" }
+
+// Run serves until ctx ends or a service fails, then stops the services in
+// order: edge (no new input, clients told to go), ingest (in-flight Submits
+// answered, sequencer batch committed), fan-out, persistence (batch in hand
+// stored), presence; then the store and Kafka close.
+func (p *Platform) Run(ctx context.Context) error {
+	defer p.close()
+	type part struct {
+		name   string
+		run    func(context.Context) error
+		cancel context.CancelFunc
+		done   chan error
+	}
+	parts := []*part{
+		{name: "edge", run: p.Edge.Run},
+		{name: "ingest", run: p.Ingest.Run},
+		{name: "fanout", run: p.Fanout.Run},
+		{name: "persistence", run: p.Persistence.Run},
+		{name: "presence", run: p.Presence.Run},
+	}
+	failed := make(chan string, len(parts))
+	for _, pt := range parts {
+		var pctx context.Context
+		pctx, pt.cancel = context.WithCancel(context.WithoutCancel(ctx))
+		pt.done = make(chan error, 1)
+		go func() {
+			err := pt.run(pctx)
+			pt.done <- err
+			if pctx.Err() == nil {
+				failed <- pt.name
+			}
+		}()
+	}
+	select {
+	case <-ctx.Done():
+	case name := <-failed:
+		p.log.Error("platform: a service stopped; shutting down", "service", name)
+	}
+	var errs []error
+	for _, pt := range parts {
+		pt.cancel()
+		if err := <-pt.done; err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", pt.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (p *Platform) close() {
+	if p.store != nil {
+		_ = p.store.Close()
+	}
+	if p.Kafka != nil {
+		p.Kafka.Close()
+	}
+}

@@ -1,0 +1,125 @@
+package presence
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
+)
+
+// node is one edge process and the sessions it holds.
+type node struct {
+	pushAddr string
+	expires  time.Time
+	sessions map[string]*presencev1.Session
+}
+
+// Registry maps users to the edge nodes holding their sessions. A node's
+// sessions live as long as its lease; a node that stops reporting (killed,
+// partitioned) loses them all when the lease lapses.
+type Registry struct {
+	lease time.Duration
+	now   func() time.Time
+
+	// mu guards nodes and users.
+	mu    sync.Mutex
+	nodes map[string]*node
+	// users counts sessions per user per node: user -> node id -> count.
+	users map[string]map[string]int
+}
+
+// NewRegistry returns an empty registry with the given node lease.
+func NewRegistry(lease time.Duration, now func() time.Time) *Registry {
+	return &Registry{lease: lease, now: now, nodes: map[string]*node{}, users: map[string]map[string]int{}}
+}
+
+// Report applies one node's report and renews its lease. It returns false
+// when the node is unknown and the report was not a snapshot, in which case
+// the node must send a snapshot (its earlier sessions are not known here).
+func (r *Registry) Report(req *presencev1.ReportRequest) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n, known := r.nodes[req.GetNodeId()]
+	if !known {
+		n = &node{sessions: map[string]*presencev1.Session{}}
+		r.nodes[req.GetNodeId()] = n
+	}
+	n.pushAddr = req.GetPushAddress()
+	n.expires = r.now().Add(r.lease)
+	if req.GetSnapshot() {
+		for id := range n.sessions {
+			r.removeLocked(req.GetNodeId(), n, id)
+		}
+	}
+	for _, s := range req.GetConnected() {
+		if _, dup := n.sessions[s.GetSessionId()]; dup {
+			continue
+		}
+		n.sessions[s.GetSessionId()] = s
+		byNode := r.users[s.GetUserId()]
+		if byNode == nil {
+			byNode = map[string]int{}
+			r.users[s.GetUserId()] = byNode
+		}
+		byNode[req.GetNodeId()]++
+	}
+	for _, id := range req.GetDisconnectedSessionIds() {
+		r.removeLocked(req.GetNodeId(), n, id)
+	}
+	return known || req.GetSnapshot()
+}
+
+func (r *Registry) removeLocked(nodeID string, n *node, sessionID string) {
+	s, ok := n.sessions[sessionID]
+	if !ok {
+		return
+	}
+	delete(n.sessions, sessionID)
+	byNode := r.users[s.GetUserId()]
+	if byNode[nodeID]--; byNode[nodeID] <= 0 {
+		delete(byNode, nodeID)
+	}
+	if len(byNode) == 0 {
+		delete(r.users, s.GetUserId())
+	}
+}
+
+// Expire drops nodes whose lease has lapsed and returns their ids.
+func (r *Registry) Expire() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	var gone []string
+	for id, n := range r.nodes {
+		if now.After(n.expires) {
+			for sid := range n.sessions {
+				r.removeLocked(id, n, sid)
+			}
+			delete(r.nodes, id)
+			gone = append(gone, id)
+		}
+	}
+	return gone
+}
+
+// Locate returns, per user with sessions, the push addresses of their nodes.
+func (r *Registry) Locate(users []string) []*presencev1.UserLocation {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	var out []*presencev1.UserLocation
+	for _, u := range users {
+		loc := &presencev1.UserLocation{UserId: u}
+		for nodeID := range r.users[u] {
+			if n := r.nodes[nodeID]; n != nil && !now.After(n.expires) {
+				loc.PushAddresses = append(loc.PushAddresses, n.pushAddr)
+			}
+		}
+		if len(loc.PushAddresses) > 0 {
+			sort.Strings(loc.PushAddresses)
+			out = append(out, loc)
+		}
+	}
+	return out
+}
