@@ -349,4 +349,3 @@ func (c *conn) writeNow(ctx context.Context, f *clientv1.ServerFrame) bool {
 	defer cancel()
 	return c.ws.Write(ctx, typ, data) == nil
 }
-

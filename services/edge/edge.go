@@ -111,7 +111,7 @@ type Service struct {
 	// so shutdown can close them all.
 	liveMu sync.Mutex
 	live   map[*conn]struct{}
-	Probe health.Probe
+	Probe  health.Probe
 }
 
 // New binds both listeners and dials the internal services (lazily: gRPC
