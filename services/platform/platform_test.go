@@ -490,3 +490,50 @@ func authed(t *testing.T, e *env, user, subprotocol string) *websocket.Conn {
 	}
 	return ws
 }
+
+// TestRestartKeepsEverything stops the platform and starts it on the same
+// data folder: history, conversation lists, seq numbering and the memory of
+// accepted client message ids all survive.
+func TestRestartKeepsEverything(t *testing.T) {
+	dir := t.TempDir()
+	ctx := tctx(t)
+	e, stop := start(t, dir)
+	alice := e.dial("alice", "a", false)
+	acc, err := alice.CreateGroup(ctx, "kept", "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := acc.GetConversationId()
+	first, err := alice.SendWithID(ctx, conv, "before-1", "before restart")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitHistory(t, alice.Client, conv, first.GetSeq())
+	alice.Close()
+	stop()
+
+	e, stop = start(t, dir)
+	defer stop()
+	bob := e.dial("bob", "b", false)
+	list, err := bob.Conversations(ctx, 0)
+	if err != nil || len(list) != 1 || list[0].GetLastMessagePreview() != "before restart" {
+		t.Fatalf("bob's list after restart = %v, %v", list, err)
+	}
+	again, err := bob.Client.SendWithID(ctx, conv, "before-1", "same id, other user")
+	if err != nil || again.GetDuplicate() {
+		t.Fatalf("another user's identical client id must be a new message: %v, %v", again, err)
+	}
+	if again.GetSeq() != first.GetSeq()+1 {
+		t.Fatalf("seq after restart = %d, want %d", again.GetSeq(), first.GetSeq()+1)
+	}
+	alice = e.dial("alice", "a", false)
+	dup, err := alice.SendWithID(ctx, conv, "before-1", "before restart")
+	if err != nil || !dup.GetDuplicate() || dup.GetSeq() != first.GetSeq() {
+		t.Fatalf("resend after restart = %v, %v; want duplicate of seq %d", dup, err, first.GetSeq())
+	}
+	waitHistory(t, bob.Client, conv, again.GetSeq())
+	p, err := bob.History(ctx, &clientv1.GetHistory{ConversationId: conv})
+	if err != nil || len(p.GetEvents()) != 3 {
+		t.Fatalf("history after restart = %v, %v", p, err)
+	}
+}

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/parleychat/parley/pkg/daemon"
+	"github.com/parleychat/parley/services/platform"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+func runCmd(args []string) int {
+	fs := flag.NewFlagSet("parley run", flag.ExitOnError)
+	dataDir := fs.String("data", daemon.Env("PARLEY_DATA_DIR", "data"), "folder for the embedded Kafka log and history store (PARLEY_DATA_DIR)")
+	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8080"), "WebSocket endpoint and web page address (PARLEY_HTTP_ADDR)")
+	kafkaPort := fs.Int("kafka-port", 0, "embedded Kafka port (0: any free port)")
+	daemon.Parse(fs, args)
+	log := daemon.Logger()
+	// The edge serves /healthz and /readyz on -http.
+	return daemon.Run(log, "", nil, func(ctx context.Context) error {
+		p, err := platform.Start(ctx, platform.Config{
+			DataDir: *dataDir, HTTPAddr: *httpAddr, KafkaPort: *kafkaPort,
+			JWTSecret: secret(), DevTokens: true, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		go func() {
+			for !p.Ready() && ctx.Err() == nil {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if ctx.Err() == nil {
+				fmt.Printf("\nParley is running.\n  web chat:  http://%s/\n  WebSocket: %s\n  Kafka:     %v (embedded)\n  data:      %s\nStop with Ctrl-C.\n\n",
+					p.Edge.HTTPAddr(), p.URL(), p.Kafka.ListenAddrs(), *dataDir)
+			}
+		}()
+		return p.Run(ctx)
+	})
+}
+
+func kfakeCmd(args []string) int {
+	fs := flag.NewFlagSet("parley kfake", flag.ExitOnError)
+	dataDir := fs.String("data", daemon.Env("PARLEY_DATA_DIR", "data/kafka"), "folder for the log (PARLEY_DATA_DIR)")
+	port := fs.Int("port", 9092, "listen port on 127.0.0.1")
+	daemon.Parse(fs, args)
+	log := daemon.Logger()
+	return daemon.Run(log, "", func() bool { return true }, func(ctx context.Context) error {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(*port), kfake.DataDir(*dataDir), kfake.SyncWrites())
+		if err != nil {
+			return fmt.Errorf("start kfake: %w", err)
+		}
+		defer c.Close()
+		log.Info("embedded kafka ready", "addrs", c.ListenAddrs(), "data", *dataDir)
+		<-ctx.Done()
+		return nil
+	})
+}

@@ -1,0 +1,103 @@
+// Package daemon is the lifecycle every Parley binary shares: flags with
+// PARLEY_* environment fallbacks, a slog logger, /healthz and /readyz, and
+// a run function stopped by SIGINT or SIGTERM.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/parleychat/parley/pkg/health"
+)
+
+// Env returns the environment variable key, or def when it is unset.
+func Env(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}
+
+// EnvDuration is Env for durations; a malformed value is reported and
+// the default used.
+func EnvDuration(key string, def time.Duration) time.Duration {
+	v, ok := os.LookupEnv(key)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s=%q is not a duration; using %s\n", key, v, def)
+		return def
+	}
+	return d
+}
+
+// List splits a comma-separated flag value.
+func List(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Logger writes text logs to stderr at PARLEY_LOG_LEVEL (debug, info, warn,
+// error; info by default).
+func Logger() *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(Env("PARLEY_LOG_LEVEL", "info"))); err != nil {
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// Run runs run until SIGINT or SIGTERM, serving the probes on healthAddr
+// (none when empty), and returns the process exit code. run must return
+// once its context ends.
+func Run(log *slog.Logger, healthAddr string, ready func() bool, run func(ctx context.Context) error) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	var srv *http.Server
+	if healthAddr != "" {
+		mux := http.NewServeMux()
+		health.Register(mux, ready)
+		srv = &http.Server{Addr: healthAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("health server", "addr", healthAddr, "err", err)
+				stop()
+			}
+		}()
+	}
+	err := run(ctx)
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = srv.Shutdown(sctx)
+		cancel()
+	}
+	if err != nil {
+		log.Error("stopped with error", "err", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+
+// Parse parses args into fs and exits with a usage message on error.
+func Parse(fs *flag.FlagSet, args []string) {
+	if err := fs.Parse(args); err != nil {
+		os.Exit(2)
+	}
+}

@@ -1,0 +1,95 @@
+package wire
+
+import (
+	"strings"
+	"testing"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+func TestDecodeClient(t *testing.T) {
+	send := &clientv1.ClientFrame{RequestId: "7", Frame: &clientv1.ClientFrame_SendMessage{SendMessage: &clientv1.SendMessage{ConversationId: "c", ClientMsgId: "m", Text: "hi"}}}
+	bin, _ := Encode(Binary, send)
+	js, _ := Encode(JSON, send)
+	tests := []struct {
+		name   string
+		format Format
+		data   []byte
+		code   chatv1.ErrorCode
+		reqID  string
+	}{
+		{"binary ok", Binary, bin, chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, "7"},
+		{"json ok", JSON, js, chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, "7"},
+		{"json snake_case names", JSON, []byte(`{"request_id":"8","ping":{}}`), chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, "8"},
+		{"binary garbage", Binary, []byte{0xff, 0xff, 0xff}, chatv1.ErrorCode_ERROR_CODE_MALFORMED_FRAME, ""},
+		{"json garbage", JSON, []byte("not json"), chatv1.ErrorCode_ERROR_CODE_MALFORMED_FRAME, ""},
+		{"json unknown frame", JSON, []byte(`{"requestId":"9","teleport":{}}`), chatv1.ErrorCode_ERROR_CODE_UNKNOWN_FRAME, "9"},
+		{"json unknown field inside a known frame", JSON, []byte(`{"requestId":"9","ping":{"x":1}}`), chatv1.ErrorCode_ERROR_CODE_MALFORMED_FRAME, ""},
+		{"binary empty", Binary, nil, chatv1.ErrorCode_ERROR_CODE_UNKNOWN_FRAME, ""},
+		{"json empty object", JSON, []byte(`{}`), chatv1.ErrorCode_ERROR_CODE_UNKNOWN_FRAME, ""},
+		{"binary unknown field only", Binary, []byte{0xfa, 0x3f, 0x00}, chatv1.ErrorCode_ERROR_CODE_UNKNOWN_FRAME, ""},
+		{"oversize", JSON, []byte(`{"requestId":"1","ping":{}}` + strings.Repeat(" ", MaxFrameBytes)), chatv1.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE, ""},
+		{"invalid utf-8 in json string", JSON, []byte("{\"requestId\":\"\xff\"}"), chatv1.ErrorCode_ERROR_CODE_MALFORMED_FRAME, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := DecodeClient(tc.format, tc.data)
+			if tc.code == chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+				if err != nil {
+					t.Fatalf("unexpected error %v", err)
+				}
+			} else if err == nil || err.Code != tc.code {
+				t.Fatalf("err = %v, want code %v", err, tc.code)
+			}
+			if f.GetRequestId() != tc.reqID {
+				t.Fatalf("request id = %q, want %q", f.GetRequestId(), tc.reqID)
+			}
+		})
+	}
+}
+
+// FuzzDecodeClient feeds untrusted bytes to both decoders: they must never
+// panic, must return a frame or a coded error, and a frame that decodes must
+// survive a re-encode round trip.
+func FuzzDecodeClient(f *testing.F) {
+	seeds := []*clientv1.ClientFrame{
+		{RequestId: "1", Frame: &clientv1.ClientFrame_Authenticate{Authenticate: &clientv1.Authenticate{Token: "eyJ", DeviceId: "d"}}},
+		{RequestId: "2", Frame: &clientv1.ClientFrame_SendMessage{SendMessage: &clientv1.SendMessage{ConversationId: "c", ClientMsgId: "m", Text: "héllo"}}},
+		{RequestId: "3", Frame: &clientv1.ClientFrame_GetHistory{GetHistory: &clientv1.GetHistory{ConversationId: "c", AfterSeq: proto.Uint64(0), Limit: 50}}},
+		{RequestId: "4", Frame: &clientv1.ClientFrame_CreateConversation{CreateConversation: &clientv1.CreateConversation{Kind: chatv1.ConversationKind_CONVERSATION_KIND_GROUP, Title: "t", MemberIds: []string{"a", "b"}}}},
+		{RequestId: "5", Frame: &clientv1.ClientFrame_Ping{Ping: &clientv1.Ping{}}},
+	}
+	for _, s := range seeds {
+		b, _ := Encode(Binary, s)
+		j, _ := Encode(JSON, s)
+		f.Add(b, false)
+		f.Add(j, true)
+	}
+	f.Add([]byte(`{"requestId":"x","teleport":{}}`), true)
+	f.Fuzz(func(t *testing.T, data []byte, json bool) {
+		format := Binary
+		if json {
+			format = JSON
+		}
+		frame, err := DecodeClient(format, data)
+		if err != nil {
+			if err.Code == chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED || err.Message == "" {
+				t.Fatalf("error without code or message: %#v", err)
+			}
+			return
+		}
+		if frame.GetFrame() == nil {
+			t.Fatal("nil frame without error")
+		}
+		again, eerr := Encode(format, frame)
+		if eerr != nil {
+			t.Fatalf("re-encode: %v", eerr)
+		}
+		back, derr := DecodeClient(format, again)
+		if derr != nil || !proto.Equal(back, frame) {
+			t.Fatalf("round trip changed the frame: %v vs %v (%v)", back, frame, derr)
+		}
+	})
+}
