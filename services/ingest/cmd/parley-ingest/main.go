@@ -1,0 +1,26 @@
+// Command parley-ingest runs the ingest service and its sequencer.
+package main
+
+import (
+	"flag"
+	"os"
+
+	"github.com/parleychat/parley/pkg/daemon"
+	"github.com/parleychat/parley/services/ingest"
+)
+
+func main() {
+	fs := flag.NewFlagSet("parley-ingest", flag.ExitOnError)
+	brokers := fs.String("brokers", daemon.Env("PARLEY_KAFKA_BROKERS", "127.0.0.1:9092"), "Kafka seed brokers, comma-separated (PARLEY_KAFKA_BROKERS)")
+	grpcAddr := fs.String("grpc", daemon.Env("PARLEY_GRPC_ADDR", "127.0.0.1:7101"), "gRPC listen address (PARLEY_GRPC_ADDR)")
+	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8101"), "health listen address (PARLEY_HTTP_ADDR)")
+	timeout := fs.Duration("submit-timeout", daemon.EnvDuration("PARLEY_SUBMIT_TIMEOUT", 0), "wait for the sequencer's outcome (PARLEY_SUBMIT_TIMEOUT; 10s if 0)")
+	daemon.Parse(fs, os.Args[1:])
+	log := daemon.Logger()
+	svc, err := ingest.New(ingest.Config{Brokers: daemon.List(*brokers), GRPCAddr: *grpcAddr, SubmitTimeout: *timeout, Logger: log})
+	if err != nil {
+		log.Error("start", "err", err)
+		os.Exit(1)
+	}
+	os.Exit(daemon.Run(log, *httpAddr, svc.Probe.Ready, svc.Run))
+}
