@@ -1,0 +1,108 @@
+package edge
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/parleychat/parley/pkg/wire"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+)
+
+// pair returns a server-side conn (no read loop) and the client socket.
+func pair(t *testing.T, queueLimit int) (*conn, *websocket.Conn) {
+	t.Helper()
+	svc := &Service{cfg: Config{QueueLimit: queueLimit, WriteTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler)}
+	accepted := make(chan *websocket.Conn, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{wire.SubprotocolProto}})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		accepted <- ws
+	}))
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	client, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), &websocket.DialOptions{Subprotocols: []string{wire.SubprotocolProto}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.SetReadLimit(1 << 24)
+	t.Cleanup(func() { client.CloseNow() })
+	c := &conn{svc: svc, ws: <-accepted, format: wire.Binary, user: "u", session: "s"}
+	return c, client
+}
+
+// TestWriterCoalesces: events queued while a write is in flight leave in
+// one frame.
+func TestWriterCoalesces(t *testing.T) {
+	c, client := pair(t, 10_000)
+	c.mu.Lock()
+	c.writing = true // as if a write were in flight
+	c.mu.Unlock()
+	const n = 500
+	for i := range n {
+		if !c.push(&chatv1.Event{ConversationId: "c", Seq: uint64(i + 1)}) {
+			t.Fatal("push refused")
+		}
+	}
+	go c.writeLoop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, data, err := client.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := wire.DecodeServer(wire.Binary, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := f.GetEvents().GetEvents()
+	if len(evs) != n {
+		t.Fatalf("first frame carries %d events, want all %d", len(evs), n)
+	}
+	for i, ev := range evs {
+		if ev.GetSeq() != uint64(i+1) {
+			t.Fatalf("position %d has seq %d", i, ev.GetSeq())
+		}
+	}
+}
+
+// TestSlowConnectionIsDroppedWithResync: a full queue closes the connection
+// with the resync code instead of dropping events or growing without bound.
+func TestSlowConnectionIsDroppedWithResync(t *testing.T) {
+	c, client := pair(t, 10)
+	c.mu.Lock()
+	c.writing = true // the writer is stuck on a slow socket
+	c.mu.Unlock()
+	for i := range 10 {
+		if !c.push(&chatv1.Event{Seq: uint64(i + 1)}) {
+			t.Fatalf("push %d refused below the limit", i)
+		}
+	}
+	if c.push(&chatv1.Event{Seq: 11}) {
+		t.Fatal("push beyond the limit accepted")
+	}
+	c.mu.Lock()
+	queued := len(c.queue)
+	c.mu.Unlock()
+	if queued != 0 {
+		t.Fatalf("dropped connection still holds %d queued items", queued)
+	}
+	if c.push(&chatv1.Event{Seq: 12}) {
+		t.Fatal("push to a dropped connection accepted")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, _, err := client.Read(ctx); websocket.CloseStatus(err) != CloseResync {
+		t.Fatalf("client saw %v, want close %d", err, CloseResync)
+	}
+}

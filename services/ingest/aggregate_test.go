@@ -1,0 +1,190 @@
+package ingest
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
+)
+
+func createCmd(conv, user, id string, kind chatv1.ConversationKind, members ...string) *logv1.Command {
+	return &logv1.Command{CommandId: "cmd-" + id, ConversationId: conv, UserId: user, ClientMsgId: id,
+		Body: &logv1.Command_CreateConversation{CreateConversation: &logv1.CreateConversation{Kind: kind, Title: "t", MemberIds: members}}}
+}
+
+func postCmd(conv, user, id, text string) *logv1.Command {
+	return &logv1.Command{CommandId: "cmd-" + id, ConversationId: conv, UserId: user, ClientMsgId: id,
+		Body: &logv1.Command_PostMessage{PostMessage: &logv1.PostMessage{Text: text}}}
+}
+
+func addCmd(conv, user, id, who string) *logv1.Command {
+	return &logv1.Command{CommandId: "cmd-" + id, ConversationId: conv, UserId: user, ClientMsgId: id,
+		Body: &logv1.Command_AddMember{AddMember: &logv1.AddMember{UserId: who}}}
+}
+
+func TestDecide(t *testing.T) {
+	group := chatv1.ConversationKind_CONVERSATION_KIND_GROUP
+	direct := chatv1.ConversationKind_CONVERSATION_KIND_DIRECT
+	type step struct {
+		cmd  *logv1.Command
+		seq  uint64
+		dup  bool
+		code chatv1.ErrorCode
+	}
+	ok := chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"contiguous seq from 1", []step{
+			{createCmd("g", "alice", "c1", group, "alice", "bob"), 1, false, ok},
+			{postCmd("g", "alice", "m1", "a"), 2, false, ok},
+			{postCmd("g", "bob", "m1", "b"), 3, false, ok}, // same id, other user: new message
+			{postCmd("g", "alice", "m2", "c"), 4, false, ok},
+		}},
+		{"duplicate returns the original seq and emits nothing", []step{
+			{createCmd("g", "alice", "c1", group, "alice"), 1, false, ok},
+			{postCmd("g", "alice", "m1", "a"), 2, false, ok},
+			{postCmd("g", "alice", "m2", "b"), 3, false, ok},
+			{postCmd("g", "alice", "m1", "a"), 2, true, ok},
+			{createCmd("g", "alice", "c1", group, "alice"), 1, true, ok},
+			{postCmd("g", "alice", "m3", "c"), 4, false, ok},
+		}},
+		{"authorisation", []step{
+			{createCmd("g", "alice", "c1", group, "alice"), 1, false, ok},
+			{postCmd("g", "mallory", "m1", "x"), 0, false, chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER},
+			{addCmd("g", "mallory", "a1", "mallory"), 0, false, chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER},
+			{postCmd("missing", "alice", "m2", "x"), 0, false, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND},
+			{addCmd("g", "alice", "a2", "bob"), 2, false, ok},
+			{addCmd("g", "alice", "a3", "bob"), 0, false, chatv1.ErrorCode_ERROR_CODE_ALREADY_EXISTS},
+			{postCmd("g", "bob", "m3", "now a member"), 3, false, ok},
+			// A rejected id is not remembered: a later valid retry applies.
+			{postCmd("g", "mallory", "m1", "x"), 0, false, chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER},
+		}},
+		{"direct conversations", []step{
+			{createCmd("d", "alice", "c1", direct, "alice", "bob"), 1, false, ok},
+			{createCmd("d", "bob", "c9", direct, "bob", "alice"), 1, true, ok},
+			{addCmd("d", "alice", "a1", "carol"), 0, false, chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+			{createCmd("d", "mallory", "c2", direct, "mallory", "alice"), 0, false, chatv1.ErrorCode_ERROR_CODE_ALREADY_EXISTS},
+		}},
+		{"size limit", []step{
+			{createCmd("g", "alice", "c1", group, "alice", "bob", "carol"), 1, false, ok},
+			{addCmd("g", "alice", "a1", "dave"), 0, false, chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+			{createCmd("h", "alice", "c2", group, "alice", "bob", "carol", "dave"), 0, false, chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			convs := map[string]*conversation{}
+			for i, s := range tc.steps {
+				rec, out := decide(convs, s.cmd, 3, time.Unix(0, 0))
+				if out.GetErrorCode() != s.code || out.GetSeq() != s.seq || out.GetDuplicate() != s.dup {
+					t.Fatalf("step %d: outcome %v, want seq %d dup %v code %v", i, out, s.seq, s.dup, s.code)
+				}
+				if out.GetCommandId() != s.cmd.GetCommandId() || out.GetClientMsgId() != s.cmd.GetClientMsgId() {
+					t.Fatalf("step %d: outcome does not answer its command: %v", i, out)
+				}
+				wantEvent := s.code == ok && !s.dup
+				if (rec != nil) != wantEvent {
+					t.Fatalf("step %d: event %v, want one: %v", i, rec, wantEvent)
+				}
+				if rec != nil && (rec.GetEvent().GetSeq() != s.seq || rec.GetCommandId() != s.cmd.GetCommandId()) {
+					t.Fatalf("step %d: event %v", i, rec)
+				}
+			}
+		})
+	}
+}
+
+// TestReplayRebuildsTheAggregate checks the restart path: replaying the
+// events a sequencer emitted yields an aggregate that decides the same way.
+func TestReplayRebuildsTheAggregate(t *testing.T) {
+	group := chatv1.ConversationKind_CONVERSATION_KIND_GROUP
+	live := map[string]*conversation{}
+	var log []*chatv1.Event
+	for _, cmd := range []*logv1.Command{
+		createCmd("g", "alice", "c1", group, "alice", "bob"),
+		postCmd("g", "bob", "m1", "hi"),
+		addCmd("g", "alice", "a1", "carol"),
+		postCmd("g", "carol", "m1", "hello"),
+	} {
+		if rec, _ := decide(live, cmd, 10, time.Now()); rec != nil {
+			log = append(log, rec.GetEvent())
+		}
+	}
+	rebuilt := map[string]*conversation{}
+	for _, ev := range log {
+		replay(rebuilt, ev)
+		replay(rebuilt, ev) // a replay twice changes nothing
+	}
+	a, b := live["g"], rebuilt["g"]
+	if fmt.Sprint(a.kind, a.members, a.lastSeq, a.applied) != fmt.Sprint(b.kind, b.members, b.lastSeq, b.applied) {
+		t.Fatalf("rebuilt aggregate differs:\n live    %+v\n rebuilt %+v", a, b)
+	}
+	_, out := decide(rebuilt, postCmd("g", "carol", "m1", "hello"), 10, time.Now())
+	if !out.GetDuplicate() || out.GetSeq() != 4 {
+		t.Fatalf("retry after rebuild = %v", out)
+	}
+}
+
+func TestPrepare(t *testing.T) {
+	long := string(make([]byte, MaxTextBytes+1))
+	tests := []struct {
+		name string
+		cmd  *logv1.Command
+		ok   bool
+	}{
+		{"post", postCmd("g", "alice", "m", "hi"), true},
+		{"empty text", postCmd("g", "alice", "m", "  "), false},
+		{"text too long", postCmd("g", "alice", "m", long), false},
+		{"invalid utf-8", postCmd("g", "alice", "m", "\xff"), false},
+		{"no client id", postCmd("g", "alice", "", "hi"), false},
+		{"bad user", postCmd("g", "al ice", "m", "hi"), false},
+		{"no conversation", postCmd("", "alice", "m", "hi"), false},
+		{"direct", createCmd("", "alice", "c", chatv1.ConversationKind_CONVERSATION_KIND_DIRECT, "bob"), true},
+		{"direct with self only", createCmd("", "alice", "c", chatv1.ConversationKind_CONVERSATION_KIND_DIRECT, "alice"), false},
+		{"direct with two", createCmd("", "alice", "c", chatv1.ConversationKind_CONVERSATION_KIND_DIRECT, "bob", "carol"), false},
+		{"group", createCmd("", "alice", "c", chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "bob"), true},
+		{"group with client id", createCmd("01a20618-61df-73ef-ae9f-6f89cc11f467", "alice", "c", chatv1.ConversationKind_CONVERSATION_KIND_GROUP), true},
+		{"group with bad id", createCmd("not-a-uuid", "alice", "c", chatv1.ConversationKind_CONVERSATION_KIND_GROUP), false},
+		{"unknown kind", createCmd("", "alice", "c", chatv1.ConversationKind_CONVERSATION_KIND_UNSPECIFIED, "bob"), false},
+		{"bad member", createCmd("", "alice", "c", chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "b b"), false},
+		{"no body", &logv1.Command{ConversationId: "g", UserId: "alice", ClientMsgId: "m"}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, msg := Prepare(tc.cmd)
+			if ok := code == chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED; ok != tc.ok {
+				t.Fatalf("Prepare = %v %q, want ok=%v", code, msg, tc.ok)
+			}
+		})
+	}
+	t.Run("direct ids are symmetric and members canonical", func(t *testing.T) {
+		a := createCmd("", "alice", "c", chatv1.ConversationKind_CONVERSATION_KIND_DIRECT, "bob")
+		b := createCmd("", "bob", "c", chatv1.ConversationKind_CONVERSATION_KIND_DIRECT, "alice", "bob")
+		Prepare(a)
+		Prepare(b)
+		if a.ConversationId != b.ConversationId || a.ConversationId != DirectID("bob", "alice") {
+			t.Fatalf("direct ids differ: %s %s", a.ConversationId, b.ConversationId)
+		}
+		if got := a.GetCreateConversation().GetMemberIds(); fmt.Sprint(got) != "[alice bob]" {
+			t.Fatalf("members = %v, creator first", got)
+		}
+	})
+}
+
+func BenchmarkDecidePost(b *testing.B) {
+	convs := map[string]*conversation{}
+	decide(convs, createCmd("g", "alice", "c1", chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "alice", "bob", "carol"), 100, time.Now())
+	cmds := make([]*logv1.Command, b.N)
+	for i := range cmds {
+		cmds[i] = postCmd("g", "alice", fmt.Sprintf("m%d", i), "hello world")
+	}
+	now := time.Now()
+	b.ResetTimer()
+	for i := range b.N {
+		decide(convs, cmds[i], 100, now)
+	}
+}
