@@ -24,6 +24,7 @@ commands:
   token    print a dev token: parley token --user alice
   chat     chat from a terminal: parley chat --user alice --to bob
   smoke    scripted conversation against a running platform; prints "smoke ok: N events delivered"
+  topics   create Parley's Kafka topics on a real cluster
 
 Run "parley <command> -h" for a command's flags.
 `
@@ -34,11 +35,12 @@ func main() {
 		os.Exit(2)
 	}
 	cmds := map[string]func([]string) int{
-		"run":   runCmd,
-		"kfake": kfakeCmd,
-		"token": tokenCmd,
-		"chat":  chatCmd,
-		"smoke": smokeCmd,
+		"run":    runCmd,
+		"kfake":  kfakeCmd,
+		"token":  tokenCmd,
+		"chat":   chatCmd,
+		"smoke":  smokeCmd,
+		"topics": topicsCmd,
 	}
 	cmd, ok := cmds[os.Args[1]]
 	if !ok {

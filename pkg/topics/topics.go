@@ -55,6 +55,21 @@ func Ensure(ctx context.Context, adm *kadm.Client, spec Spec) error {
 			return fmt.Errorf("create topic %s: %w", name, resp.Err)
 		}
 	}
+	// A topic just created may take a moment to show in metadata.
+	for attempt := 0; ; attempt++ {
+		err := checkPartitions(ctx, adm)
+		if err == nil || attempt == 50 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func checkPartitions(ctx context.Context, adm *kadm.Client) error {
 	details, err := adm.ListTopics(ctx, Commands, Events, Outcomes)
 	if err != nil {
 		return fmt.Errorf("describe topics: %w", err)
@@ -88,6 +103,19 @@ func ClientOpts(brokers []string) []kgo.Opt {
 		kgo.MetadataMinAge(250 * time.Millisecond),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 	}
+}
+
+// GroupOpts joins group, as a static member when instanceID is set, and
+// appends extra. Static members keep their partitions across a restart
+// (a StatefulSet pod, or a process killed and started again) without a
+// rebalance; the cost is that a member that never returns holds its
+// partitions until the session timeout.
+func GroupOpts(group, instanceID string, extra ...kgo.Opt) []kgo.Opt {
+	opts := []kgo.Opt{kgo.ConsumerGroup(group), kgo.SessionTimeout(15 * time.Second)}
+	if instanceID != "" {
+		opts = append(opts, kgo.InstanceID(instanceID))
+	}
+	return append(opts, extra...)
 }
 
 // WaitReady pings the cluster until it answers or ctx ends.

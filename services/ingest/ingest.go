@@ -52,6 +52,9 @@ type Config struct {
 	SubmitTimeout time.Duration
 	// MaxMembers bounds a conversation's size.
 	MaxMembers int
+	// InstanceID, when set, makes the sequencer a static group member (see
+	// topics.GroupOpts).
+	InstanceID string
 	Logger     *slog.Logger
 }
 
@@ -87,7 +90,7 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ingest kafka producer: %w", err)
 	}
-	seq, err := NewSequencer(cfg.Brokers, cfg.MaxMembers, log)
+	seq, err := NewSequencer(cfg.Brokers, cfg.InstanceID, cfg.MaxMembers, log)
 	if err != nil {
 		producer.Close()
 		return nil, err

@@ -42,7 +42,7 @@ type Sequencer struct {
 }
 
 // NewSequencer joins the group lazily: nothing happens until Run polls.
-func NewSequencer(brokers []string, maxMembers int, log *slog.Logger) (*Sequencer, error) {
+func NewSequencer(brokers []string, instanceID string, maxMembers int, log *slog.Logger) (*Sequencer, error) {
 	s := &Sequencer{brokers: brokers, maxMembers: maxMembers, log: log, parts: map[int32]map[string]*conversation{}}
 	drop := func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 		s.mu.Lock()
@@ -51,8 +51,7 @@ func NewSequencer(brokers []string, maxMembers int, log *slog.Logger) (*Sequence
 			delete(s.parts, p)
 		}
 	}
-	cl, err := kgo.NewClient(append(topics.ClientOpts(brokers),
-		kgo.ConsumerGroup(SequencerGroup),
+	cl, err := kgo.NewClient(append(topics.ClientOpts(brokers), topics.GroupOpts(SequencerGroup, instanceID,
 		kgo.ConsumeTopics(topics.Commands),
 		kgo.DisableAutoCommit(),
 		// Rebalances wait until the batch in hand is produced and committed,
@@ -61,7 +60,7 @@ func NewSequencer(brokers []string, maxMembers int, log *slog.Logger) (*Sequence
 		kgo.OnPartitionsRevoked(drop),
 		kgo.OnPartitionsLost(drop),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-	)...)
+	)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("sequencer kafka client: %w", err)
 	}

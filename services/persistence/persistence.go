@@ -32,7 +32,11 @@ const Group = "parley-persistence"
 type Config struct {
 	Brokers  []string
 	GRPCAddr string
-	Logger   *slog.Logger
+	// InstanceID, when set, makes this node a static group member: a
+	// restart with the same id takes its partitions back at once instead of
+	// waiting out the session timeout of its dead predecessor.
+	InstanceID string
+	Logger     *slog.Logger
 }
 
 // Service is a running persistence node.
@@ -53,12 +57,11 @@ func New(cfg Config, store history.Store) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers),
-		kgo.ConsumerGroup(Group),
+	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers), topics.GroupOpts(Group, cfg.InstanceID,
 		kgo.ConsumeTopics(topics.Events),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
-	)...)
+	)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("persistence kafka client: %w", err)
 	}

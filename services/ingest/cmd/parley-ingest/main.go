@@ -15,9 +15,10 @@ func main() {
 	grpcAddr := fs.String("grpc", daemon.Env("PARLEY_GRPC_ADDR", "127.0.0.1:7101"), "gRPC listen address (PARLEY_GRPC_ADDR)")
 	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8101"), "health listen address (PARLEY_HTTP_ADDR)")
 	timeout := fs.Duration("submit-timeout", daemon.EnvDuration("PARLEY_SUBMIT_TIMEOUT", 0), "wait for the sequencer's outcome (PARLEY_SUBMIT_TIMEOUT; 10s if 0)")
+	instance := fs.String("instance-id", daemon.Env("PARLEY_INSTANCE_ID", ""), "static consumer-group member id, stable across restarts (PARLEY_INSTANCE_ID)")
 	daemon.Parse(fs, os.Args[1:])
 	log := daemon.Logger()
-	svc, err := ingest.New(ingest.Config{Brokers: daemon.List(*brokers), GRPCAddr: *grpcAddr, SubmitTimeout: *timeout, Logger: log})
+	svc, err := ingest.New(ingest.Config{Brokers: daemon.List(*brokers), InstanceID: *instance, GRPCAddr: *grpcAddr, SubmitTimeout: *timeout, Logger: log})
 	if err != nil {
 		log.Error("start", "err", err)
 		os.Exit(1)
