@@ -1,0 +1,98 @@
+// Command parley-persistence runs the persistence service on a history
+// store: the embedded Pebble store (the default) or Cassandra
+// (-store cassandra).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/parleychat/parley/pkg/daemon"
+	"github.com/parleychat/parley/services/persistence"
+	"github.com/parleychat/parley/services/persistence/history"
+	"github.com/parleychat/parley/services/persistence/history/cassandrastore"
+	"github.com/parleychat/parley/services/persistence/history/pebblestore"
+)
+
+func main() {
+	fs := flag.NewFlagSet("parley-persistence", flag.ExitOnError)
+	brokers := fs.String("brokers", daemon.Env("PARLEY_KAFKA_BROKERS", "127.0.0.1:9092"), "Kafka seed brokers, comma-separated (PARLEY_KAFKA_BROKERS)")
+	grpcAddr := fs.String("grpc", daemon.Env("PARLEY_GRPC_ADDR", "127.0.0.1:7102"), "gRPC listen address (PARLEY_GRPC_ADDR)")
+	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8102"), "health listen address (PARLEY_HTTP_ADDR)")
+	var sc storeConfig
+	fs.StringVar(&sc.kind, "store", daemon.Env("PARLEY_STORE", "pebble"), "history store: pebble (embedded) or cassandra (PARLEY_STORE)")
+	fs.StringVar(&sc.pebbleDir, "pebble-dir", daemon.Env("PARLEY_PEBBLE_DIR", "data/history"), "embedded history store folder (PARLEY_PEBBLE_DIR)")
+	fs.StringVar(&sc.cassandraHosts, "cassandra-hosts", daemon.Env("PARLEY_CASSANDRA_HOSTS", "127.0.0.1:9042"), "Cassandra contact points, host:port, comma-separated (PARLEY_CASSANDRA_HOSTS)")
+	fs.StringVar(&sc.cassandra.Keyspace, "cassandra-keyspace", daemon.Env("PARLEY_CASSANDRA_KEYSPACE", cassandrastore.DefaultKeyspace), "Cassandra keyspace (PARLEY_CASSANDRA_KEYSPACE)")
+	fs.StringVar(&sc.cassandra.Consistency, "cassandra-consistency", daemon.Env("PARLEY_CASSANDRA_CONSISTENCY", "local_quorum"), "consistency of Cassandra reads and writes: one, quorum, local_quorum, ... (PARLEY_CASSANDRA_CONSISTENCY)")
+	fs.BoolVar(&sc.migrate, "migrate", envBool("PARLEY_MIGRATE"), "with -store cassandra: create the keyspace and apply pending schema migrations before starting (PARLEY_MIGRATE=1)")
+	daemon.Parse(fs, os.Args[1:])
+	log := daemon.Logger()
+	store, err := openStore(log, sc)
+	if err != nil {
+		log.Error("start", "err", err)
+		os.Exit(1)
+	}
+	svc, err := persistence.New(persistence.Config{Brokers: daemon.List(*brokers), GRPCAddr: *grpcAddr, Logger: log}, store)
+	if err != nil {
+		_ = store.Close()
+		log.Error("start", "err", err)
+		os.Exit(1)
+	}
+	code := daemon.Run(log, *httpAddr, svc.Probe.Ready, func(ctx context.Context) error {
+		defer store.Close()
+		return svc.Run(ctx)
+	})
+	os.Exit(code)
+}
+
+type storeConfig struct {
+	kind           string
+	pebbleDir      string
+	cassandraHosts string
+	cassandra      cassandrastore.Config
+	migrate        bool
+}
+
+// openStore opens the configured history store; Cassandra's schema is
+// migrated first only when asked to.
+func openStore(log *slog.Logger, sc storeConfig) (history.Store, error) {
+	switch sc.kind {
+	case "pebble":
+		s, err := pebblestore.Open(sc.pebbleDir)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	case "cassandra":
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		cfg := sc.cassandra
+		cfg.Hosts = daemon.List(sc.cassandraHosts)
+		if sc.migrate {
+			start := time.Now()
+			if err := cassandrastore.Migrate(ctx, cfg); err != nil {
+				return nil, fmt.Errorf("migrate cassandra: %w", err)
+			}
+			log.Info("cassandra schema up to date", "keyspace", cfg.Keyspace, "took", time.Since(start).Round(time.Millisecond))
+		}
+		s, err := cassandrastore.Open(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	return nil, fmt.Errorf("unknown history store %q (-store / PARLEY_STORE: pebble or cassandra)", sc.kind)
+}
+
+// envBool reads a boolean environment variable ("1", "true", ...); unset
+// or unreadable is false.
+func envBool(key string) bool {
+	v, err := strconv.ParseBool(os.Getenv(key))
+	return err == nil && v
+}

@@ -1,0 +1,120 @@
+package cassandrastore
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/gocql/gocql"
+)
+
+// Tests that need no Cassandra.
+
+func TestSplitStatements(t *testing.T) {
+	got, err := splitStatements(`
+-- a comment; with a semicolon and a quote's apostrophe
+CREATE TABLE a (x int PRIMARY KEY) WITH comment = 'semi; colon and ''quotes''';
+// another comment
+/* block; comment */ INSERT INTO "Odd;Name" (x) VALUES (1);
+CREATE FUNCTION f() RETURNS NULL ON NULL INPUT RETURNS int LANGUAGE java AS $$ return 1; $$;
+   ;
+trailing statement without semicolon`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`CREATE TABLE a (x int PRIMARY KEY) WITH comment = 'semi; colon and ''quotes'''`,
+		`INSERT INTO "Odd;Name" (x) VALUES (1)`,
+		`CREATE FUNCTION f() RETURNS NULL ON NULL INPUT RETURNS int LANGUAGE java AS $$ return 1; $$`,
+		`trailing statement without semicolon`,
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %q\nwant %q", got, want)
+	}
+	for _, bad := range []string{"SELECT 'open", `SELECT "open`, "/* open", "AS $$ open"} {
+		if _, err := splitStatements(bad); err == nil {
+			t.Errorf("splitStatements(%q): no error", bad)
+		}
+	}
+}
+
+func TestEmbeddedMigrations(t *testing.T) {
+	all, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) == 0 || all[0].version != 1 {
+		t.Fatalf("migrations = %+v, want 0001 first", all)
+	}
+	for _, m := range all {
+		for _, s := range m.statements {
+			up := strings.ToUpper(strings.Join(strings.Fields(s), " "))
+			if strings.HasPrefix(up, "CREATE ") && !strings.Contains(up, "IF NOT EXISTS") {
+				t.Errorf("%s: statement is not idempotent: %.80s", m.name, s)
+			}
+		}
+	}
+	// Comments and layout do not count towards the checksum.
+	a, _ := splitStatements("CREATE TABLE x (k int PRIMARY KEY);")
+	b, _ := splitStatements("-- doc\nCREATE TABLE x (\n    k int PRIMARY KEY\n);\n")
+	if checksum(a) != checksum(b) {
+		t.Fatal("checksum depends on comments or whitespace")
+	}
+}
+
+func TestParseConsistency(t *testing.T) {
+	for in, want := range map[string]gocql.Consistency{
+		"one": gocql.One, "LOCAL_QUORUM": gocql.LocalQuorum, "local-quorum": gocql.LocalQuorum,
+		" quorum ": gocql.Quorum, "local_one": gocql.LocalOne, "all": gocql.All, "each_quorum": gocql.EachQuorum,
+	} {
+		if got, err := ParseConsistency(in); err != nil || got != want {
+			t.Errorf("ParseConsistency(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"any", "", "most", "serial"} {
+		if _, err := ParseConsistency(bad); err == nil {
+			t.Errorf("ParseConsistency(%q): no error", bad)
+		}
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	if _, _, err := (Config{}).normalized(); err == nil {
+		t.Error("no hosts: no error")
+	}
+	cfg, cons, err := Config{Hosts: []string{"127.0.0.1:19042"}}.normalized()
+	if err != nil || cfg.Keyspace != DefaultKeyspace || cons != gocql.LocalQuorum || cfg.Timeout != DefaultTimeout || cfg.ReplicationFactor != 1 {
+		t.Fatalf("defaults: %+v %v %v", cfg, cons, err)
+	}
+	for _, ks := range []string{"parley; DROP", "1abc", strings.Repeat("k", 49), `"q"`} {
+		if _, _, err := (Config{Hosts: []string{"h"}, Keyspace: ks}).normalized(); err == nil {
+			t.Errorf("keyspace %q accepted", ks)
+		}
+	}
+	if got := replication(cfg); got != "{'class': 'SimpleStrategy', 'replication_factor': 1}" {
+		t.Errorf("local replication = %s", got)
+	}
+	cfg.Datacenters, cfg.ReplicationFactor = []string{"dc1", "dc2"}, 3
+	if got := replication(cfg); got != "{'class': 'NetworkTopologyStrategy', 'dc1': 3, 'dc2': 3}" {
+		t.Errorf("production replication = %s", got)
+	}
+	if p := commonPort([]string{"a:19042", "b:19042"}); p != 19042 {
+		t.Errorf("commonPort = %d", p)
+	}
+	if p := commonPort([]string{"a:1", "b:2"}); p != 0 {
+		t.Errorf("commonPort of mixed ports = %d", p)
+	}
+}
+
+func TestMemberList(t *testing.T) {
+	m := map[int64]string{
+		1<<memberPosBits | 0: "bob", 1<<memberPosBits | 1: "alice", 1<<memberPosBits | 2: "bob",
+		3 << memberPosBits: "carol", 4 << memberPosBits: "alice",
+	}
+	if got := memberList(m); !slices.Equal(got, []string{"bob", "alice", "carol"}) {
+		t.Fatalf("memberList = %v", got)
+	}
+	if memberList(nil) != nil {
+		t.Fatal("memberList(nil) is not nil")
+	}
+}
