@@ -61,8 +61,12 @@ lint: ## gofmt and go vet over every module
 	go vet work
 
 .PHONY: unit
-unit: ## unit and in-process end-to-end tests (embedded Kafka and store)
+unit: ## unit and in-process end-to-end tests only (skips what needs the real stack)
 	go test -race -count=1 work
+
+.PHONY: test-all
+test-all: ## every Go test, with real Kafka and Cassandra up (started and stopped if needed)
+	bash deployments/local/with-stack.sh go test -race -count=1 -timeout 20m work
 
 .PHONY: fuzz-short
 fuzz-short: ## each fuzz target for FUZZTIME (10s)
@@ -74,8 +78,12 @@ fuzz: ## each fuzz target for FUZZ_LONG (5m)
 	$(MAKE) fuzz-short FUZZTIME=$(FUZZ_LONG)
 
 .PHONY: test
-test: proto-check lint unit fuzz-short ## everything CI runs
+test: proto-check lint test-all fuzz-short ## everything CI runs
 	@echo "make test: all green"
+
+.PHONY: run-stack
+run-stack: ## every service as its own process on the real local stack, page on http://127.0.0.1:8080
+	bash deployments/local/run-stack.sh
 
 .PHONY: up down status
 up: ## start real Kafka and Cassandra on loopback (deployments/local)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# with-stack.sh CMD [ARGS...]: run CMD with the real Kafka and Cassandra of
+# this folder up, PARLEY_KAFKA_BROKERS and PARLEY_CASSANDRA_HOSTS exported
+# and PARLEY_INTEGRATION=require (a test that cannot reach them fails instead
+# of skipping). Servers this script had to start are stopped afterwards;
+# servers that were already running are left running.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+stack() { bash "$here/stack.sh" "$@"; }
+
+started=()
+for c in kafka cassandra; do
+  if ! stack status | grep -Eq "^$c +running"; then
+    started+=("$c")
+  fi
+done
+cleanup() {
+  local c
+  for c in "${started[@]}"; do
+    stack stop "$c" >/dev/null 2>&1 || echo "with-stack.sh: could not stop $c" >&2
+  done
+}
+trap cleanup EXIT
+
+t0=$(date +%s)
+stack up
+echo "with-stack.sh: real Kafka and Cassandra ready after $(($(date +%s) - t0))s"
+set -a
+eval "$(stack env)"
+set +a
+export PARLEY_INTEGRATION=require
+"$@"

@@ -1,0 +1,240 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/parleychat/parley/pkg/auth"
+	"github.com/parleychat/parley/pkg/sdk"
+)
+
+// stack is the real infrastructure the test runs on.
+type stack struct {
+	brokers, cassandra string
+}
+
+func requireStack(t *testing.T) stack {
+	t.Helper()
+	s := stack{brokers: os.Getenv("PARLEY_KAFKA_BROKERS"), cassandra: os.Getenv("PARLEY_CASSANDRA_HOSTS")}
+	if s.brokers == "" || s.cassandra == "" {
+		msg := "PARLEY_KAFKA_BROKERS and PARLEY_CASSANDRA_HOSTS are not set: run `make up` and `eval $(bash deployments/local/stack.sh env)`"
+		if os.Getenv("PARLEY_INTEGRATION") == "require" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return s
+}
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// binaries builds every service binary once per test process.
+func binaries(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "parley-bin-")
+		if buildErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", binDir+"/",
+			"github.com/parleychat/parley/services/edge/cmd/parley-edge",
+			"github.com/parleychat/parley/services/ingest/cmd/parley-ingest",
+			"github.com/parleychat/parley/services/fanout/cmd/parley-fanout",
+			"github.com/parleychat/parley/services/persistence/cmd/parley-persistence",
+			"github.com/parleychat/parley/services/presence/cmd/parley-presence")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// proc is one service process.
+type proc struct {
+	t       *testing.T
+	name    string
+	bin     string
+	args    []string
+	env     []string
+	health  string
+	logPath string
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+}
+
+func (p *proc) start() {
+	p.t.Helper()
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	cmd := exec.Command(p.bin, p.args...)
+	cmd.Env = append(os.Environ(), p.env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		p.t.Fatalf("start %s: %v", p.name, err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(exited) }()
+	p.mu.Lock()
+	p.cmd, p.exited = cmd, exited
+	p.mu.Unlock()
+}
+
+func (p *proc) waitReady(timeout time.Duration) {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.exited:
+			p.t.Fatalf("%s exited during startup:\n%s", p.name, p.tail())
+		default:
+		}
+		resp, err := http.Get("http://" + p.health + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.t.Fatalf("%s not ready in %s:\n%s", p.name, timeout, p.tail())
+}
+
+// kill9 kills the process without letting it clean up.
+func (p *proc) kill9() {
+	p.mu.Lock()
+	cmd, exited := p.cmd, p.exited
+	p.mu.Unlock()
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-exited
+}
+
+// stop sends SIGTERM and waits for a graceful exit.
+func (p *proc) stop() {
+	p.mu.Lock()
+	cmd, exited := p.cmd, p.exited
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		p.t.Errorf("%s did not stop in 20s after SIGTERM", p.name)
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+}
+
+func (p *proc) tail() string {
+	data, _ := os.ReadFile(p.logPath)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	return strings.Join(lines[max(0, len(lines)-40):], "\n")
+}
+
+// cluster is every Parley service as its own process: presence,
+// persistence (Cassandra), ingest, fan-out and two edges.
+type cluster struct {
+	t           *testing.T
+	procs       map[string]*proc
+	edgeURLs    []string
+	minter      *auth.HS256
+	keyspace    string
+	startedTook time.Duration
+}
+
+const secret = "integration-secret-0123456789"
+
+func startCluster(t *testing.T, s stack) *cluster {
+	t.Helper()
+	bin := binaries(t)
+	logs := t.TempDir()
+	c := &cluster{t: t, procs: map[string]*proc{}, keyspace: "parley_it_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")}
+	c.minter, _ = auth.NewHS256([]byte(secret))
+	add := func(name, binary string, args ...string) *proc {
+		p := &proc{t: t, name: name, bin: filepath.Join(bin, binary), health: freeAddr(t), logPath: filepath.Join(logs, name+".log")}
+		p.args = append(args, "-http", p.health)
+		p.env = []string{"PARLEY_LOG_LEVEL=info"}
+		c.procs[name] = p
+		return p
+	}
+	presenceAddr, persistenceAddr, ingestAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	start := time.Now()
+	add("presence", "parley-presence", "-grpc", presenceAddr, "-lease", "5s").start()
+	add("persistence", "parley-persistence", "-brokers", s.brokers, "-grpc", persistenceAddr, "-instance-id", "persistence-0",
+		"-store", "cassandra", "-cassandra-hosts", s.cassandra, "-cassandra-keyspace", c.keyspace, "-migrate").start()
+	add("ingest", "parley-ingest", "-brokers", s.brokers, "-grpc", ingestAddr, "-instance-id", "ingest-0").start()
+	add("fanout", "parley-fanout", "-brokers", s.brokers, "-presence", presenceAddr, "-instance-id", "fanout-0").start()
+	for i := range 2 {
+		name := fmt.Sprintf("edge%d", i)
+		e := add(name, "parley-edge", "-grpc", freeAddr(t), "-node-id", name,
+			"-ingest", ingestAddr, "-persistence", persistenceAddr, "-presence", presenceAddr, "-jwt-secret", secret)
+		// The edge serves its probes and the WebSocket on one address.
+		e.args = e.args[:len(e.args)-2]
+		e.args = append(e.args, "-http", e.health)
+		e.start()
+		c.edgeURLs = append(c.edgeURLs, "ws://"+e.health+"/ws")
+	}
+	t.Cleanup(func() {
+		for _, name := range []string{"edge0", "edge1", "ingest", "fanout", "persistence", "presence"} {
+			c.procs[name].stop()
+		}
+		if t.Failed() {
+			for name, p := range c.procs {
+				t.Logf("---- %s log (last lines) ----\n%s", name, p.tail())
+			}
+		}
+	})
+	for _, p := range c.procs {
+		p.waitReady(90 * time.Second)
+	}
+	c.startedTook = time.Since(start)
+	t.Logf("six processes ready in %s", c.startedTook)
+	return c
+}
+
+func (c *cluster) dial(edge int, user, device string) *sdk.Client {
+	c.t.Helper()
+	tok, _ := c.minter.Mint(user, time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := sdk.Dial(ctx, sdk.Options{URL: c.edgeURLs[edge], Token: tok, DeviceID: device})
+	if err != nil {
+		c.t.Fatalf("dial edge%d as %s: %v", edge, user, err)
+	}
+	c.t.Cleanup(func() { cl.Close() })
+	return cl
+}
