@@ -147,6 +147,15 @@ comp_lib() { echo "$(comp_home "$1")/lib"; }
 comp_state() { echo "$STATE_DIR/$1"; }
 comp_log() { echo "$STATE_DIR/$1/$1.log"; }
 comp_pidfile() { echo "$STATE_DIR/$1/$1.pid"; }
+# True when the JVM has module $1. The list is read whole before grep sees
+# it: `java --list-modules | grep -q` under pipefail could fail on the
+# writer's SIGPIPE once grep has matched.
+java_has_module() {
+  local modules
+  modules=$("$JAVA" --list-modules 2>/dev/null) || return 1
+  grep -q "^$1@" <<<"$modules"
+}
+
 # Port recorded at launch, so status/env report what really runs.
 comp_portfile() { echo "$STATE_DIR/$1/$1.port"; }
 # Marker put on the JVM command line to recognise our own processes.
@@ -521,11 +530,11 @@ cassandra_command() {
     --add-opens java.base/java.util=ALL-UNNAMED \
     --add-opens java.base/java.nio=ALL-UNNAMED
   # Present only in a full JDK; Cassandra's shipped options list them too.
-  if "$JAVA" --list-modules 2>/dev/null | grep -q '^jdk.compiler@'; then
+  if java_has_module jdk.compiler; then
     printf '%s\n' --add-exports jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED \
       --add-opens jdk.compiler/com.sun.tools.javac=ALL-UNNAMED
   fi
-  if "$JAVA" --list-modules 2>/dev/null | grep -q '^jdk.attach@'; then
+  if java_has_module jdk.attach; then
     printf '%s\n' --add-exports jdk.attach/sun.tools.attach=ALL-UNNAMED
   fi
   jamm=$(find "$lib" -maxdepth 1 -name 'jamm-*.jar' | head -n 1)
@@ -813,7 +822,7 @@ cmd_check() {
     dir=$(comp_state kafka)
     lib=$(comp_lib kafka)
     port=$(comp_running_port kafka)
-    if ! "$JAVA" --list-modules 2>/dev/null | grep -q '^jdk.compiler@'; then
+    if ! java_has_module jdk.compiler; then
       if port_open "$port"; then
         say "kafka: OK, port 127.0.0.1:$port accepts connections (no JDK compiler for an admin round trip)"
       else
@@ -837,7 +846,7 @@ cmd_check() {
     dir=$(comp_state cassandra)
     lib=$(comp_lib cassandra)
     port=$(comp_running_port cassandra)
-    if "$JAVA" --list-modules 2>/dev/null | grep -q '^jdk.compiler@'; then
+    if java_has_module jdk.compiler; then
       write_cql_check "$dir/CqlCheck.java"
       if out=$("$JAVA" -Xmx256m -cp "$lib/*" -Dlogback.configurationFile="file:$dir/tools-logback.xml" \
         "$dir/CqlCheck.java" 127.0.0.1 "$port" 2>&1); then

@@ -9,8 +9,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 stack() { bash "$here/stack.sh" "$@"; }
 
 started=()
+# Read the status once into a variable: piping it into `grep -q` under
+# pipefail would count the writer's SIGPIPE as "not running" and stop a
+# server this script never started.
+status=$(stack status)
 for c in kafka cassandra; do
-  if ! stack status | grep -Eq "^$c +running"; then
+  if ! grep -Eq "^$c +running" <<<"$status"; then
     started+=("$c")
   fi
 done

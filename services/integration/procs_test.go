@@ -17,6 +17,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/auth"
 	"github.com/parleychat/parley/pkg/sdk"
+	"github.com/parleychat/parley/pkg/topics"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // stack is the real infrastructure the test runs on.
@@ -191,6 +194,9 @@ func startCluster(t *testing.T, s stack) *cluster {
 		c.procs[name] = p
 		return p
 	}
+	// A freshly formatted broker has no topics; the services expect them,
+	// as in production where `parley topics` or the chart's hook made them.
+	ensureTopics(t, s.brokers)
 	presenceAddr, persistenceAddr, ingestAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	start := time.Now()
 	add("presence", "parley-presence", "-grpc", presenceAddr, "-lease", "5s").start()
@@ -224,6 +230,23 @@ func startCluster(t *testing.T, s stack) *cluster {
 	c.startedTook = time.Since(start)
 	t.Logf("six processes ready in %s", c.startedTook)
 	return c
+}
+
+func ensureTopics(t *testing.T, brokers string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(topics.ClientOpts(strings.Split(brokers, ","))...)
+	if err != nil {
+		t.Fatalf("kafka client: %v", err)
+	}
+	defer cl.Close()
+	if err := topics.WaitReady(ctx, cl); err != nil {
+		t.Fatal(err)
+	}
+	if err := topics.Ensure(ctx, kadm.NewClient(cl), topics.LocalSpec); err != nil {
+		t.Fatalf("create topics: %v", err)
+	}
 }
 
 func (c *cluster) dial(edge int, user, device string) *sdk.Client {
