@@ -42,6 +42,9 @@ type Client struct {
 	conn   *websocket.Conn
 	format wire.Format
 	events chan *chatv1.Event
+	// errs carries error frames that answer no request (a frame the
+	// server could not even read a request id from).
+	errs chan *wire.Error
 
 	UserID, DeviceID, SessionID string
 
@@ -79,6 +82,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		conn:    conn,
 		format:  format,
 		events:  make(chan *chatv1.Event, o.EventBuffer),
+		errs:    make(chan *wire.Error, 16),
 		pending: make(map[string]chan *clientv1.ServerFrame),
 		done:    make(chan struct{}),
 		closing: make(chan struct{}),
@@ -99,6 +103,11 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	c.UserID, c.DeviceID, c.SessionID = a.UserId, a.DeviceId, a.SessionId
 	return c, nil
 }
+
+// Errors delivers error frames that answer no request, such as the answer
+// to bytes the server could not decode. It holds the latest 16; older ones
+// are dropped rather than stall the connection.
+func (c *Client) Errors() <-chan *wire.Error { return c.errs }
 
 // Events delivers pushed events, each conversation's in seq order. It is
 // closed when the connection ends; Err then says why.
@@ -155,7 +164,19 @@ func (c *Client) readLoop() {
 				}
 			}
 		case *clientv1.ServerFrame_Error:
-			err = &wire.Error{Code: f.Error.GetCode(), Message: f.Error.GetMessage()}
+			e := &wire.Error{Code: f.Error.GetCode(), Message: f.Error.GetMessage()}
+			select {
+			case c.errs <- e:
+			default: // full: drop the oldest to keep the newest
+				select {
+				case <-c.errs:
+				default:
+				}
+				select {
+				case c.errs <- e:
+				default:
+				}
+			}
 		}
 	}
 	c.mu.Lock()

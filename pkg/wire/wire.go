@@ -6,6 +6,7 @@ package wire
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
@@ -131,9 +132,14 @@ func Encode(f Format, m proto.Message) ([]byte, error) {
 }
 
 // ErrorFrame builds the frame reporting err for the request it answers.
+// Decoder messages can quote the client's own bytes, and a protobuf string
+// must be UTF-8 or the frame would fail to encode and the client would get
+// no answer at all, so invalid sequences are replaced.
 func ErrorFrame(requestID string, err *Error) *clientv1.ServerFrame {
 	return &clientv1.ServerFrame{
-		RequestId: requestID,
-		Frame:     &clientv1.ServerFrame_Error{Error: &clientv1.Error{Code: err.Code, Message: err.Message}},
+		RequestId: strings.ToValidUTF8(requestID, "\uFFFD"),
+		Frame: &clientv1.ServerFrame_Error{Error: &clientv1.Error{
+			Code: err.Code, Message: strings.ToValidUTF8(err.Message, "\uFFFD"),
+		}},
 	}
 }

@@ -53,6 +53,27 @@ func TestDecodeClient(t *testing.T) {
 // FuzzDecodeClient feeds untrusted bytes to both decoders: they must never
 // panic, must return a frame or a coded error, and a frame that decodes must
 // survive a re-encode round trip.
+func TestErrorFrameEncodesWhateverTheInput(t *testing.T) {
+	for name, data := range map[string][]byte{
+		"invalid utf-8 in a json string":  []byte("{\"requestId\":\"\xff\xfe\",\"ping\":{}}"),
+		"invalid utf-8 in a json key":     []byte("{\"\xc3\x28\":1}"),
+		"invalid utf-8 in a proto string": {0x0a, 0x02, 0xff, 0xfe},
+		"garbage starting with 0xff":      []byte("\xff\x00garbage{{"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			for _, format := range []Format{Binary, JSON} {
+				frame, err := DecodeClient(format, data)
+				if err == nil {
+					continue
+				}
+				if _, eerr := Encode(format, ErrorFrame(frame.GetRequestId(), err)); eerr != nil {
+					t.Fatalf("error frame for %q does not encode: %v", err.Message, eerr)
+				}
+			}
+		})
+	}
+}
+
 func FuzzDecodeClient(f *testing.F) {
 	seeds := []*clientv1.ClientFrame{
 		{RequestId: "1", Frame: &clientv1.ClientFrame_Authenticate{Authenticate: &clientv1.Authenticate{Token: "eyJ", DeviceId: "d"}}},
@@ -77,6 +98,13 @@ func FuzzDecodeClient(f *testing.F) {
 		if err != nil {
 			if err.Code == chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED || err.Message == "" {
 				t.Fatalf("error without code or message: %#v", err)
+			}
+			// The client must always get its error frame, whatever it sent.
+			ef := ErrorFrame(frame.GetRequestId(), err)
+			for _, out := range []Format{Binary, JSON} {
+				if _, eerr := Encode(out, ef); eerr != nil {
+					t.Fatalf("error frame for %q does not encode: %v", data, eerr)
+				}
 			}
 			return
 		}

@@ -350,8 +350,16 @@ func TestBadInput(t *testing.T) {
 			if err := d.WriteRaw(ctx, []byte("\xff\x00garbage{{")); err != nil {
 				t.Fatal(err)
 			}
-			// The error frame has no request id, so the SDK surfaces it as
-			// a connection-level error; read the answer to a ping instead.
+			// No request id can be read from garbage, so the answer is an
+			// error frame without one.
+			select {
+			case e := <-d.Errors():
+				if e.Code != chatv1.ErrorCode_ERROR_CODE_MALFORMED_FRAME || e.Message == "" {
+					t.Fatalf("%s: error frame %v, want MALFORMED_FRAME with a message", d.DeviceID, e)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s: no error frame for garbage bytes", d.DeviceID)
+			}
 			stillWorks(t, d)
 		}
 	})
