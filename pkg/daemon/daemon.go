@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -73,6 +74,7 @@ func Run(log *slog.Logger, healthAddr string, ready func() bool, run func(ctx co
 	if healthAddr != "" {
 		mux := http.NewServeMux()
 		health.Register(mux, ready)
+		Pprof(mux)
 		srv = &http.Server{Addr: healthAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -93,6 +95,24 @@ func Run(log *slog.Logger, healthAddr string, ready func() bool, run func(ctx co
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// Pprof registers net/http/pprof's handlers on mux when PARLEY_PPROF=1, so
+// a CPU or heap profile of a process under load can be taken (the benchmark
+// does). Off by default: a profile endpoint lets anyone who reaches the
+// address stall the process and read its memory.
+func Pprof(mux *http.ServeMux) {
+	if Env("PARLEY_PPROF", "") != "1" {
+		return
+	}
+	// Method-qualified patterns: a mux that also serves "GET /" would
+	// otherwise reject them as conflicting.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }
 
 // Parse parses args into fs and exits with a usage message on error.

@@ -20,6 +20,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/auth"
+	"github.com/parleychat/parley/pkg/daemon"
 	"github.com/parleychat/parley/pkg/health"
 	"github.com/parleychat/parley/pkg/wire"
 	"golang.org/x/sync/errgroup"
@@ -183,6 +184,7 @@ func (s *Service) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ws", s.serveWS)
 	health.Register(mux, s.Probe.Ready)
+	daemon.Pprof(mux)
 	page, _ := fs.Sub(webui, "webui")
 	mux.Handle("GET /", http.FileServerFS(page))
 	if s.cfg.DevTokens {
@@ -207,7 +209,7 @@ func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	ws, err := websocket.Accept(smallHijacker{w}, r, &websocket.AcceptOptions{
 		Subprotocols: []string{wire.SubprotocolProto, wire.SubprotocolJSON},
 		// Apps on other origins authenticate with a token in the first
 		// frame, never with cookies, so cross-origin use is safe.

@@ -1,0 +1,134 @@
+package edge
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/parleychat/parley/pkg/wire"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
+)
+
+// benchConn is a server-side conn on a real loopback WebSocket whose client
+// end is drained by a reader goroutine; every decoded event is counted on
+// got, so an operation ends only when the client holds what was written.
+func benchConn(b *testing.B) (*conn, <-chan int) {
+	b.Helper()
+	svc := &Service{cfg: Config{QueueLimit: 1 << 20, WriteTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler)}
+	accepted := make(chan *websocket.Conn, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// As serveWS accepts: with the small hijack buffers.
+		ws, err := websocket.Accept(smallHijacker{w}, r, &websocket.AcceptOptions{Subprotocols: []string{wire.SubprotocolProto}})
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		accepted <- ws
+	}))
+	b.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	client, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), &websocket.DialOptions{Subprotocols: []string{wire.SubprotocolProto}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	client.SetReadLimit(1 << 26)
+	got := make(chan int, 1024)
+	go func() {
+		defer close(got)
+		for {
+			_, data, err := client.Read(context.Background())
+			if err != nil {
+				return
+			}
+			f, err := wire.DecodeServer(wire.Binary, data)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			got <- len(f.GetEvents().GetEvents())
+		}
+	}()
+	c := &conn{svc: svc, ws: <-accepted, format: wire.Binary, user: "u", session: "s"}
+	b.Cleanup(func() {
+		c.ws.CloseNow()
+		client.CloseNow()
+		for range got {
+		}
+	})
+	return c, got
+}
+
+func benchEvents(n int) []*chatv1.Event {
+	text := strings.Repeat("x", 128)
+	evs := make([]*chatv1.Event, n)
+	for i := range evs {
+		evs[i] = &chatv1.Event{
+			ConversationId: "0198a0c4-6f1e-7c3a-9b2d-5e8f1a2b3c4d", Seq: uint64(i + 1),
+			EventId: "0198a0c4-7000-7d4e-8f90-123456789abc", SenderId: "user-000042",
+			SenderDeviceId: "d-0198a0c4-7001-7e5f-a012-3456789abcde", ClientMsgId: "0198a0c4-7002-7f60-b123-456789abcdef",
+			Time: timestamppb.New(time.Unix(1_760_000_000, 0)),
+			Body: &chatv1.Event_MessagePosted{MessagePosted: &chatv1.MessagePosted{Text: text}},
+		}
+	}
+	return evs
+}
+
+func awaitEvents(b *testing.B, got <-chan int, n int) {
+	for n > 0 {
+		k, ok := <-got
+		if !ok {
+			b.Fatal("client connection ended")
+		}
+		n -= k
+	}
+}
+
+// BenchmarkWritePath measures the edge's write path for n events queued on
+// one connection: "coalesced" pushes them as Push does, so the writer
+// goroutine batches whatever queued while a write was in flight;
+// "one-per-write" writes each event as its own frame, the design the
+// coalescing replaced. An operation ends when the client has read and
+// decoded all n events, so the writer goroutine's work and the socket's are
+// inside the timing.
+func BenchmarkWritePath(b *testing.B) {
+	for _, n := range []int{1, 16, 256} {
+		evs := benchEvents(n)
+		b.Run(fmt.Sprintf("coalesced/events=%d", n), func(b *testing.B) {
+			c, got := benchConn(b)
+			b.ReportAllocs()
+			for b.Loop() {
+				for _, ev := range evs {
+					if !c.push(ev) {
+						b.Fatal("push refused")
+					}
+				}
+				awaitEvents(b, got, n)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
+		})
+		b.Run(fmt.Sprintf("one-per-write/events=%d", n), func(b *testing.B) {
+			c, got := benchConn(b)
+			b.ReportAllocs()
+			for b.Loop() {
+				for _, ev := range evs {
+					f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Events{Events: &clientv1.EventBatch{Events: []*chatv1.Event{ev}}}}
+					if !c.writeNow(context.Background(), f) {
+						b.Fatal("write failed")
+					}
+				}
+				awaitEvents(b, got, n)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
+		})
+	}
+}
