@@ -12,7 +12,6 @@ import (
 	"github.com/parleychat/parley/pkg/sdk"
 	"github.com/parleychat/parley/pkg/wire"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/protobuf/proto"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
@@ -113,81 +112,17 @@ func TestKillPersistenceMidStream(t *testing.T) {
 	t.Logf("%d messages accepted in %s", count.Load(), time.Since(start))
 	c.procs["persistence"].waitReady(60 * time.Second)
 
-	// Every conversation's history: seq 1..last, each accepted message once.
-	for _, conv := range ids {
-		want := accepted[conv]
-		last := uint64(len(want) + 1)
-		var events []*chatv1.Event
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			events = events[:0]
-			after := uint64(0)
-			var err error
-			for {
-				var p *clientv1.HistoryPage
-				p, err = bobReader.History(ctx, &clientv1.GetHistory{ConversationId: conv, AfterSeq: proto.Uint64(after), Limit: 200})
-				if err != nil {
-					break
-				}
-				events = append(events, p.GetEvents()...)
-				if len(p.GetEvents()) > 0 {
-					after = p.GetEvents()[len(p.GetEvents())-1].GetSeq()
-				}
-				if !p.GetHasMore() {
-					break
-				}
-			}
-			if err == nil && uint64(len(events)) >= last || time.Now().After(deadline) {
-				if err != nil {
-					t.Fatalf("history of %s: %v", conv, err)
-				}
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		if uint64(len(events)) != last {
-			t.Fatalf("conversation %s: history holds %d events, want %d", conv, len(events), last)
-		}
-		seen := map[string]bool{}
-		for i, ev := range events {
-			if ev.GetSeq() != uint64(i+1) {
-				t.Fatalf("conversation %s: position %d holds seq %d", conv, i, ev.GetSeq())
-			}
-			if i == 0 {
-				continue
-			}
-			id := ev.GetClientMsgId()
-			a, ok := want[id]
-			if !ok || seen[id] {
-				t.Fatalf("conversation %s seq %d: client id %q unexpected or repeated", conv, ev.GetSeq(), id)
-			}
-			seen[id] = true
-			if a.seq != ev.GetSeq() || a.text != ev.GetMessagePosted().GetText() {
-				t.Fatalf("conversation %s: %s accepted as seq %d %q, stored as seq %d %q", conv, id, a.seq, a.text, ev.GetSeq(), ev.GetMessagePosted().GetText())
-			}
+	l := &ledger{byID: map[string]map[string]sentMsg{}}
+	for conv, byID := range accepted {
+		l.byID[conv] = map[string]sentMsg{}
+		for id, a := range byID {
+			l.byID[conv][id] = sentMsg{a.seq, a.text}
 		}
 	}
+	l.verifyHistory(t, ctx, bobReader)
 
 	// Live delivery on both edges: every event of every conversation, in order.
-	total := senders*perSender + convs
 	for _, r := range []*sdk.Client{aliceReader, bobReader} {
-		last := map[string]uint64{}
-		n := 0
-		timeout := time.After(60 * time.Second)
-		for n < total {
-			select {
-			case ev, ok := <-r.Events():
-				if !ok {
-					t.Fatalf("%s: connection closed: %v", r.DeviceID, r.Err())
-				}
-				if ev.GetSeq() != last[ev.GetConversationId()]+1 {
-					t.Fatalf("%s: conversation %s seq %d after %d", r.DeviceID, ev.GetConversationId(), ev.GetSeq(), last[ev.GetConversationId()])
-				}
-				last[ev.GetConversationId()] = ev.GetSeq()
-				n++
-			case <-timeout:
-				t.Fatalf("%s: %d of %d live events", r.DeviceID, n, total)
-			}
-		}
+		expectLive(t, r, senders*perSender+convs, 60*time.Second)
 	}
 }
