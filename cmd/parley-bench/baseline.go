@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/parleychat/parley/pkg/topics"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// baselineTopic carries the raw-Kafka baseline's records; nothing else
+// reads it.
+const baselineTopic = "parley.bench.baseline.v1"
+
+type baselineResult struct {
+	Topic        string      `json:"topic"`
+	RateTarget   float64     `json:"rate_target_msgs_per_s"`
+	DurationS    float64     `json:"duration_s"`
+	PayloadBytes int         `json:"payload_bytes"`
+	Sent         int64       `json:"sent"`
+	Acked        int64       `json:"acked"`
+	Errors       int64       `json:"errors"`
+	Received     int64       `json:"received"`
+	Lost         int64       `json:"lost"`
+	Duplicates   int64       `json:"duplicates"`
+	Throughput   float64     `json:"throughput_msgs_per_s"`
+	Latency      percentiles `json:"latency_ms"`
+	latencies    []float64
+}
+
+// runBaseline moves payload-sized records at rate for dur through the same
+// broker with the client options every Parley service uses (idempotent,
+// acks=all, no linger; read-committed fetches), from one producer to one
+// consumer, keyed like Parley's topics by one of many conversation ids.
+// Latency is produce call to consume, the floor under Parley's two hops.
+func runBaseline(ctx context.Context, brokers []string, rate float64, dur, grace time.Duration, payloadBytes int, progress *progressLine) (baselineResult, error) {
+	res := baselineResult{Topic: baselineTopic, RateTarget: rate, DurationS: dur.Seconds(), PayloadBytes: payloadBytes}
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return res, fmt.Errorf("baseline: %w", err)
+	}
+	defer admCl.Close()
+	adm := kadm.NewClient(admCl)
+	retention := strconv.FormatInt(time.Hour.Milliseconds(), 10)
+	if resp, err := adm.CreateTopic(ctx, topics.LocalSpec.Partitions, 1, map[string]*string{"retention.ms": &retention}, baselineTopic); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return res, fmt.Errorf("baseline: create topic: %w", err)
+	} else if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
+		return res, fmt.Errorf("baseline: create topic: %w", resp.Err)
+	}
+	// Start reading exactly at the current ends, so no old record counts.
+	var ends kadm.ListedOffsets
+	for attempt := 0; ; attempt++ {
+		ends, err = adm.ListEndOffsets(ctx, baselineTopic)
+		if err == nil {
+			err = ends.Error()
+		}
+		if err == nil && len(ends[baselineTopic]) > 0 {
+			break
+		}
+		if attempt == 50 {
+			return res, fmt.Errorf("baseline: list end offsets: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	start := map[string]map[int32]kgo.Offset{baselineTopic: {}}
+	for p, o := range ends[baselineTopic] {
+		start[baselineTopic][p] = kgo.NewOffset().At(o.Offset)
+	}
+	consumer, err := kgo.NewClient(append(topics.ClientOpts(brokers), kgo.ConsumePartitions(start))...)
+	if err != nil {
+		return res, fmt.Errorf("baseline: consumer: %w", err)
+	}
+	defer consumer.Close()
+	producer, err := kgo.NewClient(topics.ClientOpts(brokers)...)
+	if err != nil {
+		return res, fmt.Errorf("baseline: producer: %w", err)
+	}
+	defer producer.Close()
+
+	// A record's value starts with its number and its send time on this
+	// process's monotonic clock; the rest is filler up to the payload size.
+	epoch := time.Now()
+	var (
+		sent, acked, errs, received, dups atomic.Int64
+		mu                                sync.Mutex // guards got, lat, last
+		got                               = map[uint64]bool{}
+		lat                               []float64
+		last                              time.Time
+	)
+	cctx, stopConsumer := context.WithCancel(ctx)
+	defer stopConsumer()
+	consumed := make(chan struct{})
+	go func() {
+		defer close(consumed)
+		for cctx.Err() == nil {
+			fetches := consumer.PollFetches(cctx)
+			now := time.Now()
+			mu.Lock()
+			fetches.EachRecord(func(r *kgo.Record) {
+				if len(r.Value) < 16 {
+					return
+				}
+				n := binary.BigEndian.Uint64(r.Value)
+				if got[n] {
+					dups.Add(1)
+					return
+				}
+				got[n] = true
+				received.Add(1)
+				at := epoch.Add(time.Duration(binary.BigEndian.Uint64(r.Value[8:])))
+				lat = append(lat, float64(now.Sub(at))/float64(time.Millisecond))
+				last = now
+			})
+			mu.Unlock()
+		}
+	}()
+	// Let the consumer's first fetch be in flight before producing.
+	time.Sleep(500 * time.Millisecond)
+
+	keys := make([][]byte, 1000)
+	for i := range keys {
+		keys[i] = fmt.Appendf(nil, "bench-conv-%04d", i)
+	}
+	size := max(payloadBytes, 16)
+	rng := rand.New(rand.NewPCG(1, 2))
+	begin := time.Now()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	var n int64
+	progress.set(func() string {
+		return fmt.Sprintf("baseline %s/%s @%.0f msg/s: produced %d acked %d consumed %d", time.Since(begin).Truncate(time.Second), dur, rate, sent.Load(), acked.Load(), received.Load())
+	})
+	for now := begin; now.Sub(begin) < dur && ctx.Err() == nil; now = <-tick.C {
+		due := int64(float64(now.Sub(begin)) / float64(time.Second) * rate)
+		for ; n < due; n++ {
+			v := make([]byte, size)
+			binary.BigEndian.PutUint64(v, uint64(n))
+			binary.BigEndian.PutUint64(v[8:], uint64(time.Since(epoch)))
+			for i := 16; i < size; i++ {
+				v[i] = 'x'
+			}
+			sent.Add(1)
+			producer.Produce(ctx, &kgo.Record{Topic: baselineTopic, Key: keys[rng.IntN(len(keys))], Value: v}, func(_ *kgo.Record, err error) {
+				if err != nil {
+					errs.Add(1)
+					return
+				}
+				acked.Add(1)
+			})
+		}
+	}
+	if err := producer.Flush(ctx); err != nil {
+		return res, fmt.Errorf("baseline: flush: %w", err)
+	}
+	deadline := time.Now().Add(grace)
+	for received.Load() < acked.Load() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+	}
+	stopConsumer()
+	<-consumed
+
+	mu.Lock()
+	defer mu.Unlock()
+	res.Sent, res.Acked, res.Errors, res.Received, res.Duplicates = sent.Load(), acked.Load(), errs.Load(), received.Load(), dups.Load()
+	res.Lost = max(0, res.Acked-res.Received)
+	if span := last.Sub(begin).Seconds(); span > 0 {
+		res.Throughput = round3(float64(res.Received) / span)
+	}
+	res.latencies = lat
+	res.Latency = percentilesOf(lat)
+	return res, nil
+}

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+)
+
+func TestPercentiles(t *testing.T) {
+	xs := make([]float64, 0, 1000)
+	for i := 1000; i >= 1; i-- {
+		xs = append(xs, float64(i))
+	}
+	p := percentilesOf(xs)
+	if p.N != 1000 || p.P50 != 500 || p.P90 != 900 || p.P99 != 990 || p.P999 != 999 || p.Max != 1000 || p.Mean != 500.5 {
+		t.Fatalf("percentiles of 1..1000 = %+v", p)
+	}
+	if (percentilesOf(nil) != percentiles{}) {
+		t.Fatal("an empty sample must give zeros")
+	}
+	if p := percentilesOf([]float64{7}); p.P50 != 7 || p.P99 != 7 {
+		t.Fatalf("one sample: %+v", p)
+	}
+}
+
+// TestObserve: a delivery counts once per recipient device; the sender's
+// own copy, a repeat and a late gap-filler are told apart.
+func TestObserve(t *testing.T) {
+	w := &workload{}
+	alice, bob := &user{id: "alice"}, &user{id: "bob"}
+	a := &device{user: alice, convs: map[string]*seen{}}
+	b := &device{user: bob, convs: map[string]*seen{}}
+	alice.devices, bob.devices = []*device{a}, []*device{b}
+	cv := &conv{id: "c", members: []*user{alice, bob}, devices: 2}
+	r := newLoadRun("test", 1, time.Second)
+	sent := time.Now()
+	post := func(seq uint64, id string) *chatv1.Event {
+		return &chatv1.Event{ConversationId: "c", Seq: seq, ClientMsgId: id,
+			Body: &chatv1.Event_MessagePosted{MessagePosted: &chatv1.MessagePosted{Text: "x"}}}
+	}
+	for _, id := range []string{"m2", "m3", "m4"} {
+		m := &message{run: r, conv: cv, from: a, expected: 1, sentAt: sent}
+		m.state.Store(1)
+		r.msgs = append(r.msgs, m)
+		w.msgs.Store(id, m)
+	}
+	now := sent.Add(5 * time.Millisecond)
+	w.observe(a, &chatv1.Event{ConversationId: "c", Seq: 1}, now) // creation
+	w.observe(a, post(2, "m2"), now)                              // the sender's echo
+	w.observe(b, &chatv1.Event{ConversationId: "c", Seq: 1}, now)
+	w.observe(b, post(2, "m2"), now)
+	w.observe(b, post(2, "m2"), now) // duplicate
+	w.observe(b, post(4, "m4"), now) // skips 3
+	w.observe(b, post(3, "m3"), now) // late, fills the gap
+	res := r.result(0)
+	if res.Delivered != 3 || res.Expected != 3 || res.Lost != 0 || res.Duplicates != 1 || res.OutOfOrder != 1 || res.Echoes != 1 {
+		t.Fatalf("result = %+v", res)
+	}
+	if res.Latency.N != 3 || res.Latency.Max != 5 {
+		t.Fatalf("latency = %+v", res.Latency)
+	}
+	// A message that never arrives is lost; one that failed is not expected.
+	m := &message{run: r, conv: cv, from: a, expected: 1, sentAt: sent}
+	m.state.Store(1)
+	failed := &message{run: r, conv: cv, from: a, expected: 1, sentAt: sent}
+	failed.state.Store(2)
+	r.msgs = append(r.msgs, m, failed)
+	if res := r.result(0); res.Lost != 1 || res.Expected != 4 {
+		t.Fatalf("after a missing delivery: lost %d of %d", res.Lost, res.Expected)
+	}
+}
+
+func TestHeld(t *testing.T) {
+	ok := loadResult{RateTarget: 100, AcceptedPerS: 99, Latency: percentiles{N: 10, P99: 80}}
+	if !held(ok, 100) {
+		t.Fatal("a clean run under the limit must hold")
+	}
+	for name, mutate := range map[string]func(*loadResult){
+		"slow":        func(r *loadResult) { r.Latency.P99 = 101 },
+		"lost":        func(r *loadResult) { r.Lost = 1 },
+		"errors":      func(r *loadResult) { r.Errors = 1 },
+		"disconnects": func(r *loadResult) { r.Disconnects = 1 },
+		"under rate":  func(r *loadResult) { r.AcceptedPerS = 90 },
+		"no samples":  func(r *loadResult) { r.Latency.N = 0 },
+	} {
+		r := ok
+		mutate(&r)
+		if held(r, 100) {
+			t.Errorf("%s: held", name)
+		}
+	}
+}

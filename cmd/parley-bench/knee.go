@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+)
+
+type kneeStep struct {
+	Rate       float64 `json:"rate_msgs_per_s"`
+	Throughput float64 `json:"throughput_msgs_per_s"`
+	P99        float64 `json:"latency_p99_ms"`
+	Lost       int64   `json:"lost"`
+	Errors     int64   `json:"errors"`
+	Held       bool    `json:"held"`
+	LoadAvg    string  `json:"loadavg"`
+}
+
+type kneeResult struct {
+	// MsgsPerS is the highest rate that held; 0 if none did.
+	MsgsPerS   float64    `json:"msgs_per_s"`
+	P99LimitMS float64    `json:"p99_limit_ms"`
+	StepS      float64    `json:"step_s"`
+	Steps      []kneeStep `json:"steps"`
+}
+
+// held is the knee's criterion: p99 within the limit, every delivery there,
+// no send refused, and at least 95% of the target rate accepted.
+func held(r loadResult, limitMS float64) bool {
+	return r.Latency.N > 0 && r.Latency.P99 <= limitMS && r.Lost == 0 && r.Errors == 0 && r.Disconnects == 0 &&
+		r.AcceptedPerS >= 0.95*r.RateTarget
+}
+
+// findKnee doubles the rate from start until a step fails, then bisects
+// between the last rate that held and the first that did not. A failing
+// first step halves instead. At most maxSteps steps of stepDur each.
+func findKnee(ctx context.Context, w *workload, o *options, start float64, first *loadResult, progress *progressLine) *kneeResult {
+	k := &kneeResult{P99LimitMS: o.kneeP99, StepS: o.kneeStep.Seconds()}
+	good, bad := 0.0, 0.0
+	step := func(rate float64) bool {
+		var res loadResult
+		if first != nil && rate == first.RateTarget {
+			res = *first // the main run already measured this rate
+		} else {
+			r := newLoadRun(fmt.Sprintf("knee step %d", len(k.Steps)+1), rate, o.kneeStep)
+			progress.set(r.progress)
+			w.runLoad(ctx, r, o.kneeGrace, o.directShare)
+			res = r.result(w.disconnects.Swap(0))
+			// Let what is still queued drain before the next step.
+			time.Sleep(time.Second)
+		}
+		ok := held(res, o.kneeP99)
+		k.Steps = append(k.Steps, kneeStep{Rate: rate, Throughput: round3(res.Throughput), P99: res.Latency.P99, Lost: res.Lost, Errors: res.Errors, Held: ok, LoadAvg: loadavg()})
+		return ok
+	}
+	rate := start
+	for len(k.Steps) < o.kneeSteps && ctx.Err() == nil {
+		ok := step(rate)
+		if ok {
+			good = rate
+		} else {
+			bad = rate
+		}
+		switch {
+		case bad == 0:
+			rate *= 2
+		case good == 0:
+			rate = math.Round(rate / 2)
+		default:
+			// Stop bisecting once the bracket is within 10%.
+			if bad-good <= 0.1*good {
+				k.MsgsPerS = good
+				return k
+			}
+			rate = math.Round((good + bad) / 2)
+		}
+		if rate > o.kneeMax || rate < 1 {
+			break
+		}
+	}
+	k.MsgsPerS = good
+	return k
+}
