@@ -24,7 +24,8 @@ help: ## list targets
 
 .PHONY: run
 run: ## run the whole platform on embedded defaults (kfake + Pebble) on http://127.0.0.1:8080
-	go run ./cmd/parley run
+	go build -o $(BIN)/parley ./cmd/parley
+	exec $(BIN)/parley run
 
 .PHONY: smoke
 smoke: ## scripted conversation against the platform `make run` started
