@@ -1,0 +1,233 @@
+{{/*
+Chart name.
+*/}}
+{{- define "parley.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name. Truncated to 40 characters so that the longest
+derived name, "<fullname>-persistence-headless", stays within 63, and every
+StatefulSet name within the 52 its controller-revision-hash label allows.
+*/}}
+{{- define "parley.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of one component's objects: (dict "ctx" $ "component" "edge").
+*/}}
+{{- define "parley.componentName" -}}
+{{- printf "%s-%s" (include "parley.fullname" .ctx) .component }}
+{{- end }}
+
+{{- define "parley.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels: (dict "ctx" $ "component" "edge").
+*/}}
+{{- define "parley.labels" -}}
+helm.sh/chart: {{ include "parley.chart" .ctx }}
+{{ include "parley.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: parley
+{{- end }}
+
+{{- define "parley.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "parley.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "parley.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+A host list given as a list or a comma-separated string, as one
+comma-separated string: (dict "value" .Values.kafka.brokers "name" "kafka.brokers").
+Fails when empty.
+*/}}
+{{- define "parley.hostList" -}}
+{{- $v := .value }}
+{{- if kindIs "slice" $v }}
+{{- $v = join "," $v }}
+{{- end }}
+{{- $v = $v | toString | trim }}
+{{- if not $v }}
+{{- fail (printf "%s is required: the address(es) of the external server, host:port, comma-separated or a list" .name) }}
+{{- end }}
+{{- $v }}
+{{- end }}
+
+{{- define "parley.kafkaBrokers" -}}
+{{- include "parley.hostList" (dict "value" .Values.kafka.brokers "name" "kafka.brokers") }}
+{{- end }}
+
+{{- define "parley.cassandraHosts" -}}
+{{- include "parley.hostList" (dict "value" .Values.cassandra.hosts "name" "cassandra.hosts") }}
+{{- end }}
+
+{{/*
+The Secret holding the JWT secret, validating jwt.* on the way: exactly one
+of jwt.secret (at least 16 bytes) and jwt.existingSecret.
+*/}}
+{{- define "parley.jwtSecretName" -}}
+{{- $jwt := .Values.jwt }}
+{{- if and $jwt.secret $jwt.existingSecret }}
+{{- fail "set only one of jwt.secret and jwt.existingSecret" }}
+{{- else if $jwt.existingSecret }}
+{{- $jwt.existingSecret }}
+{{- else if $jwt.secret }}
+{{- if lt (len $jwt.secret) 16 }}
+{{- fail "jwt.secret must be at least 16 bytes" }}
+{{- end }}
+{{- printf "%s-jwt" (include "parley.fullname" .) }}
+{{- else }}
+{{- fail "a JWT secret is required: set jwt.secret (at least 16 bytes; the chart creates a Secret) or jwt.existingSecret (the name of a Secret you created, with the key jwt.existingSecretKey)" }}
+{{- end }}
+{{- end }}
+
+{{- define "parley.jwtSecretKey" -}}
+{{- if .Values.jwt.existingSecret }}
+{{- .Values.jwt.existingSecretKey }}
+{{- else -}}
+jwt-secret
+{{- end }}
+{{- end }}
+
+{{/*
+gRPC addresses of the internal Services, as the edge and fan-out dial them.
+*/}}
+{{- define "parley.ingestAddr" -}}
+{{- printf "%s:7101" (include "parley.componentName" (dict "ctx" . "component" "ingest")) }}
+{{- end }}
+{{- define "parley.persistenceAddr" -}}
+{{- printf "%s:7102" (include "parley.componentName" (dict "ctx" . "component" "persistence")) }}
+{{- end }}
+{{- define "parley.presenceAddr" -}}
+{{- printf "%s:7104" (include "parley.componentName" (dict "ctx" . "component" "presence")) }}
+{{- end }}
+
+{{/*
+Environment every service shares.
+*/}}
+{{- define "parley.commonEnv" -}}
+- name: PARLEY_LOG_LEVEL
+  value: {{ .Values.logLevel | quote }}
+{{- end }}
+
+{{/*
+PARLEY_INSTANCE_ID from the pod name (stable for a StatefulSet pod).
+*/}}
+{{- define "parley.instanceIDEnv" -}}
+- name: PARLEY_INSTANCE_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
+
+{{/*
+Pod-level settings every workload shares.
+*/}}
+{{- define "parley.podSpecCommon" -}}
+automountServiceAccountToken: false
+enableServiceLinks: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod metadata labels and annotations:
+(dict "ctx" $ "component" "edge" "annotations" (dict ...)); "annotations"
+is optional and merged with .Values.podAnnotations.
+*/}}
+{{- define "parley.podMetadata" -}}
+labels:
+  {{- include "parley.labels" . | nindent 2 }}
+  {{- with .ctx.Values.podLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- $ann := merge (dict) (.annotations | default dict) .ctx.Values.podAnnotations }}
+{{- with $ann }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Health probes on the container port named "http":
+(dict "startupFailureThreshold" 12); default 12, i.e. 2 minutes.
+*/}}
+{{- define "parley.probes" -}}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: http
+  periodSeconds: 10
+  timeoutSeconds: 3
+  failureThreshold: {{ .startupFailureThreshold | default 12 }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: http
+  periodSeconds: 10
+  timeoutSeconds: 3
+  failureThreshold: 3
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: http
+  periodSeconds: 5
+  timeoutSeconds: 3
+  failureThreshold: 2
+{{- end }}
+
+{{/*
+Container settings every service shares: image, security context and a
+writable /tmp on the otherwise read-only filesystem.
+*/}}
+{{- define "parley.containerCommon" -}}
+image: {{ include "parley.image" . | quote }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+volumeMounts:
+  - name: tmp
+    mountPath: /tmp
+{{- end }}
+
+{{- define "parley.tmpVolume" -}}
+volumes:
+  - name: tmp
+    emptyDir:
+      sizeLimit: 64Mi
+{{- end }}
