@@ -56,12 +56,13 @@ type conn struct {
 	closed  bool
 }
 
+// readLoop serves an authenticated connection until it ends. It runs in a
+// goroutine of its own, started after authentication: the stack a goroutine
+// grows (the JWT check and the presence call run deep) stays with it, and
+// an idle connection is mostly this goroutine's stack.
 func (c *conn) readLoop() {
 	ctx := context.Background()
 	defer c.shutdown()
-	if !c.authenticate(ctx) {
-		return
-	}
 	for {
 		data, ferr, err := c.readFrame(ctx)
 		if err != nil {

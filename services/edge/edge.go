@@ -231,6 +231,13 @@ func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.liveMu.Lock()
 	s.live[c] = struct{}{}
 	s.liveMu.Unlock()
+	// Authentication runs here, in the handler's goroutine, and is bounded
+	// by AuthTimeout; the net/http buffers this goroutine pins are released
+	// once it returns.
+	if !c.authenticate(context.Background()) {
+		c.shutdown()
+		return
+	}
 	go c.readLoop()
 }
 
