@@ -66,8 +66,14 @@ unit: ## unit and in-process end-to-end tests only (skips what needs the real st
 	go test -race -count=1 work
 
 .PHONY: test-all
+# Tests that stop a shared server (PARLEY_STACK_CONTROL=1) run after all
+# the others, alone.
+STACK_CONTROL_TESTS := TestCassandraOutage
 test-all: ## every Go test, with real Kafka and Cassandra up (started and stopped if needed)
-	bash deployments/local/with-stack.sh go test -race -count=1 -timeout 20m work
+	bash deployments/local/with-stack.sh bash -c '\
+		go test -race -count=1 -timeout 20m -skip "^($(STACK_CONTROL_TESTS))$$" work && \
+		PARLEY_STACK_CONTROL=1 go test -race -count=1 -timeout 10m -run "^($(STACK_CONTROL_TESTS))$$" -v ./services/integration'
+
 
 .PHONY: fuzz-short
 fuzz-short: ## each fuzz target for FUZZTIME (10s)

@@ -158,6 +158,10 @@ func cluster(cfg Config, cons gocql.Consistency, keyspace string, timeout time.D
 	// did not help Apply either (76k vs 93k events/s): off.
 	c.WriteCoalesceWaitTime = 0
 	c.ReconnectionPolicy = &gocql.ExponentialReconnectionPolicy{MaxRetries: 10, InitialInterval: 200 * time.Millisecond, MaxInterval: 5 * time.Second}
+	// Once those retries are spent a host counts as down until the next
+	// periodic check (gocql's default is 60 s): history would stay
+	// unavailable for up to a minute after Cassandra is back.
+	c.ReconnectInterval = 5 * time.Second
 	return c
 }
 
