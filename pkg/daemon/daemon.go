@@ -13,6 +13,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -41,6 +42,21 @@ func EnvDuration(key string, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+// EnvInt is Env for integers; a malformed value is reported and the
+// default used.
+func EnvInt(key string, def int) int {
+	v, ok := os.LookupEnv(key)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s=%q is not a whole number; using %d\n", key, v, def)
+		return def
+	}
+	return n
 }
 
 // List splits a comma-separated flag value.

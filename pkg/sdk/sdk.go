@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,9 @@ type Options struct {
 	// EventBuffer is how many pushed events may wait unread in Events()
 	// before the client stops reading the socket (default 4096).
 	EventBuffer int
+	// HTTPClient dials the WebSocket (http.DefaultClient if nil): a way to
+	// set a proxy, a source address or socket options.
+	HTTPClient *http.Client
 }
 
 // Client is one authenticated connection. Its methods are safe for
@@ -65,7 +69,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	if o.JSON {
 		proto = wire.SubprotocolJSON
 	}
-	conn, _, err := websocket.Dial(ctx, o.URL, &websocket.DialOptions{Subprotocols: []string{proto}})
+	conn, _, err := websocket.Dial(ctx, o.URL, &websocket.DialOptions{HTTPClient: o.HTTPClient, Subprotocols: []string{proto}})
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", o.URL, err)
 	}

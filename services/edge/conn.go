@@ -49,11 +49,14 @@ type conn struct {
 
 	user, device, session string
 
-	// mu guards queue, writing and closed.
+	// mu guards queue, writing, closed and resync.
 	mu      sync.Mutex
 	queue   []item
 	writing bool
 	closed  bool
+	// resync: the connection was dropped for overflowing its queue and
+	// still owes the client the resync close frame.
+	resync bool
 }
 
 // readLoop serves an authenticated connection until it ends. It runs in a
@@ -276,9 +279,18 @@ func (c *conn) enqueue(it item) bool {
 		// resync and catches up from history on reconnect.
 		c.closed = true
 		c.queue = nil
+		// A writer blocked on the full socket holds the connection's write
+		// lock, and a close frame sent beside it would time out and
+		// degrade into a bare TCP close the client cannot tell from a
+		// crash. So the writer sends it once its write completes (bounded
+		// by WriteTimeout); with no writer, it is sent now.
+		writer := c.writing
+		c.resync = writer
 		c.mu.Unlock()
 		c.svc.log.Warn("edge: slow connection dropped", "user", c.user, "session", c.session, "queue_limit", c.svc.cfg.QueueLimit)
-		go c.ws.Close(CloseResync, "resync")
+		if !writer {
+			go c.ws.Close(CloseResync, "resync")
+		}
 		return false
 	}
 	c.queue = append(c.queue, it)
@@ -300,7 +312,12 @@ func (c *conn) writeLoop() {
 		c.queue = nil
 		if len(batch) == 0 || c.closed {
 			c.writing = false
+			resync := c.resync
+			c.resync = false
 			c.mu.Unlock()
+			if resync {
+				c.ws.Close(CloseResync, "resync")
+			}
 			return
 		}
 		c.mu.Unlock()
@@ -328,7 +345,7 @@ func (c *conn) writeLoop() {
 		}
 		if !ok {
 			c.mu.Lock()
-			c.closed, c.queue, c.writing = true, nil, false
+			c.closed, c.queue, c.writing, c.resync = true, nil, false, false
 			c.mu.Unlock()
 			c.ws.CloseNow()
 			return

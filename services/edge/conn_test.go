@@ -100,6 +100,9 @@ func TestSlowConnectionIsDroppedWithResync(t *testing.T) {
 	if c.push(&chatv1.Event{Seq: 12}) {
 		t.Fatal("push to a dropped connection accepted")
 	}
+	// The stuck write completes; the writer goes round its loop, finds the
+	// connection dropped and owes the client the resync close.
+	go c.writeLoop()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, _, err := client.Read(ctx); websocket.CloseStatus(err) != CloseResync {

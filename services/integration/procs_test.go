@@ -183,6 +183,12 @@ const secret = "integration-secret-0123456789"
 
 func startCluster(t *testing.T, s stack) *cluster {
 	t.Helper()
+	return startClusterWith(t, s)
+}
+
+// startClusterWith starts the cluster with extra flags for both edges.
+func startClusterWith(t *testing.T, s stack, edgeArgs ...string) *cluster {
+	t.Helper()
 	bin := binaries(t)
 	logs := t.TempDir()
 	c := &cluster{t: t, procs: map[string]*proc{}, keyspace: "parley_it_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")}
@@ -210,7 +216,7 @@ func startCluster(t *testing.T, s stack) *cluster {
 			"-ingest", ingestAddr, "-persistence", persistenceAddr, "-presence", presenceAddr, "-jwt-secret", secret)
 		// The edge serves its probes and the WebSocket on one address.
 		e.args = e.args[:len(e.args)-2]
-		e.args = append(e.args, "-http", e.health)
+		e.args = append(append(e.args, edgeArgs...), "-http", e.health)
 		e.start()
 		c.edgeURLs = append(c.edgeURLs, "ws://"+e.health+"/ws")
 	}

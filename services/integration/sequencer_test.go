@@ -106,7 +106,7 @@ func readAll(ctx context.Context, c *sdk.Client, conv string) []*chatv1.Event {
 
 // expectLive reads n events from a live device and checks that each
 // conversation's arrive contiguous and in order.
-func expectLive(t *testing.T, r *sdk.Client, n int, timeout time.Duration) {
+func expectLive(t *testing.T, r *sdk.Client, n int, timeout time.Duration) map[string]uint64 {
 	t.Helper()
 	last := map[string]uint64{}
 	got := 0
@@ -126,6 +126,7 @@ func expectLive(t *testing.T, r *sdk.Client, n int, timeout time.Duration) {
 			t.Fatalf("%s: %d of %d live events", r.DeviceID, got, n)
 		}
 	}
+	return last
 }
 
 // TestKillSequencerMidStream kills the ingest process (Submit and the
@@ -138,7 +139,7 @@ func TestKillSequencerMidStream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	const convs, senders, perSender = 50, 10, 100
+	const convs, senders, perSender = 50, 10, 500
 	creator := c.dial(0, "alice", "alice-creator")
 	reader := c.dial(1, "bob", "bob-reader")
 	var ids []string
