@@ -71,7 +71,7 @@ func TestKillPersistenceMidStream(t *testing.T) {
 		if k%2 == 1 {
 			user, edge = "bob", 1
 		}
-		cl := c.dial(edge, user, fmt.Sprintf("%s-sender-%d", user, k))
+		cl := discardEvents(c.dial(edge, user, fmt.Sprintf("%s-sender-%d", user, k)))
 		g.Go(func() error {
 			for i := range perSender {
 				conv := ids[(k+i)%convs]
@@ -119,10 +119,10 @@ func TestKillPersistenceMidStream(t *testing.T) {
 			l.byID[conv][id] = sentMsg{a.seq, a.text}
 		}
 	}
-	l.verifyHistory(t, ctx, bobReader)
 
 	// Live delivery on both edges: every event of every conversation, in order.
 	for _, r := range []*sdk.Client{aliceReader, bobReader} {
 		expectLive(t, r, senders*perSender+convs, 60*time.Second)
 	}
+	l.verifyHistory(t, ctx, bobReader)
 }

@@ -8,12 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gocql/gocql"
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/auth"
 	"github.com/parleychat/parley/pkg/sdk"
@@ -224,6 +226,7 @@ func startClusterWith(t *testing.T, s stack, edgeArgs ...string) *cluster {
 		for _, name := range []string{"edge0", "edge1", "ingest", "fanout", "persistence", "presence"} {
 			c.procs[name].stop()
 		}
+		dropKeyspace(t, s.cassandra, c.keyspace)
 		if t.Failed() {
 			for name, p := range c.procs {
 				t.Logf("---- %s log (last lines) ----\n%s", name, p.tail())
@@ -236,6 +239,28 @@ func startClusterWith(t *testing.T, s stack, edgeArgs ...string) *cluster {
 	c.startedTook = time.Since(start)
 	t.Logf("six processes ready in %s", c.startedTook)
 	return c
+}
+
+// dropKeyspace removes a test's keyspace: the stack's data outlives CI
+// runs on the same machine, and hundreds of leftover keyspaces slow
+// Cassandra down for everyone.
+func dropKeyspace(t *testing.T, hosts, keyspace string) {
+	cl := gocql.NewCluster(strings.Split(hosts, ",")...)
+	cl.ProtoVersion = 4
+	cl.Timeout = 60 * time.Second
+	if h, p, err := net.SplitHostPort(strings.Split(hosts, ",")[0]); err == nil {
+		cl.Hosts = []string{h}
+		cl.Port, _ = strconv.Atoi(p)
+	}
+	sess, err := cl.CreateSession()
+	if err != nil {
+		t.Logf("drop keyspace %s: %v", keyspace, err)
+		return
+	}
+	defer sess.Close()
+	if err := sess.Query("DROP KEYSPACE IF EXISTS " + keyspace).Exec(); err != nil {
+		t.Logf("drop keyspace %s: %v", keyspace, err)
+	}
 }
 
 func ensureTopics(t *testing.T, brokers string) {
