@@ -234,6 +234,11 @@ func (c *conn) handle(ctx context.Context, f *clientv1.ClientFrame) *clientv1.Se
 	resp, err := c.svc.ingest.Submit(ctx, &ingestv1.SubmitRequest{Command: cmd})
 	if err != nil {
 		code, msg := grpcError(err)
+		if code == chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE {
+			// The command may already be in the log: only a retry with
+			// the same id is sure not to post it twice.
+			msg += "; retry with the same client_msg_id"
+		}
 		return errFrame(code, msg, cmd.GetClientMsgId())
 	}
 	o := resp.GetOutcome()
@@ -256,7 +261,7 @@ func grpcError(err error) (chatv1.ErrorCode, string) {
 	case codes.InvalidArgument:
 		return chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, st.Message()
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.ResourceExhausted:
-		return chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "temporarily unavailable; retry with the same client_msg_id"
+		return chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "temporarily unavailable"
 	}
 	return chatv1.ErrorCode_ERROR_CODE_INTERNAL, fmt.Sprintf("internal error (%s)", st.Code())
 }
