@@ -35,6 +35,9 @@ type Options struct {
 	// EventBuffer is how many pushed events may wait unread in Events()
 	// before the client stops reading the socket (default 4096).
 	EventBuffer int
+	// Resume asks the server to catch these conversations up from the
+	// given seqs before their live events (see Resumed).
+	Resume []*clientv1.Cursor
 	// HTTPClient dials the WebSocket (http.DefaultClient if nil): a way to
 	// set a proxy, a source address or socket options.
 	HTTPClient *http.Client
@@ -49,6 +52,8 @@ type Client struct {
 	// errs carries error frames that answer no request (a frame the
 	// server could not even read a request id from).
 	errs chan *wire.Error
+	// resumed carries the end of the catch-up asked for in Options.Resume.
+	resumed chan *clientv1.Resumed
 
 	UserID, DeviceID, SessionID string
 
@@ -87,13 +92,14 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		format:  format,
 		events:  make(chan *chatv1.Event, o.EventBuffer),
 		errs:    make(chan *wire.Error, 16),
+		resumed: make(chan *clientv1.Resumed, 1),
 		pending: make(map[string]chan *clientv1.ServerFrame),
 		done:    make(chan struct{}),
 		closing: make(chan struct{}),
 	}
 	go c.readLoop()
 	resp, err := c.Do(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_Authenticate{
-		Authenticate: &clientv1.Authenticate{Token: o.Token, DeviceId: o.DeviceID},
+		Authenticate: &clientv1.Authenticate{Token: o.Token, DeviceId: o.DeviceID, Resume: o.Resume},
 	}})
 	if err != nil {
 		c.Close()
@@ -107,6 +113,11 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	c.UserID, c.DeviceID, c.SessionID = a.UserId, a.DeviceId, a.SessionId
 	return c, nil
 }
+
+// Resumed delivers, once, the end of the catch-up asked for with
+// Options.Resume: the events before it in Events() were history, those
+// after it are live, each conversation's contiguous across the seam.
+func (c *Client) Resumed() <-chan *clientv1.Resumed { return c.resumed }
 
 // Errors delivers error frames that answer no request, such as the answer
 // to bytes the server could not decode. It holds the latest 16; older ones
@@ -148,6 +159,13 @@ func (c *Client) readLoop() {
 		if derr != nil {
 			err = derr
 			break
+		}
+		if r := frame.GetResumed(); r != nil {
+			select {
+			case c.resumed <- r: // one per connection
+			default:
+			}
+			continue
 		}
 		if id := frame.GetRequestId(); id != "" {
 			c.mu.Lock()

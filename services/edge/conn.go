@@ -57,6 +57,11 @@ type conn struct {
 	// resync: the connection was dropped for overflowing its queue and
 	// still owes the client the resync close frame.
 	resync bool
+	// held keeps back live events of conversations being resumed until
+	// their catch-up from history is queued (resume.go); heldN counts them
+	// against the queue limit.
+	held  map[string][]*chatv1.Event
+	heldN int
 }
 
 // readLoop serves an authenticated connection until it ends. It runs in a
@@ -149,7 +154,19 @@ func (c *conn) authenticate(ctx context.Context) bool {
 	if len(device) > 128 {
 		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "device_id longer than 128 bytes"))
 	}
+	resume := a.GetResume()
+	if len(resume) > MaxResumeCursors {
+		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "at most %d conversations can be resumed at once", MaxResumeCursors))
+	}
+	for _, cur := range resume {
+		if id := cur.GetConversationId(); id == "" || len(id) > 64 {
+			return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "resume: conversation_id must be 1-64 bytes"))
+		}
+	}
 	c.user, c.device, c.session = user, device, uuid.Must(uuid.NewV7()).String()
+	// Hold before joining the hub, so no live event of a resumed
+	// conversation can overtake its catch-up.
+	c.hold(resume)
 	c.svc.hub.add(c)
 	if err := c.svc.reporter.connect(actx, &presencev1.Session{SessionId: c.session, UserId: c.user, DeviceId: c.device}); err != nil {
 		c.svc.log.Warn("edge: presence did not take the session; live pushes may miss it until the next report", "err", err)
@@ -157,6 +174,9 @@ func (c *conn) authenticate(ctx context.Context) bool {
 	c.send(&clientv1.ServerFrame{RequestId: frame.GetRequestId(), Frame: &clientv1.ServerFrame_Authenticated{
 		Authenticated: &clientv1.Authenticated{UserId: c.user, DeviceId: c.device, SessionId: c.session},
 	}})
+	if len(resume) > 0 {
+		go c.resume(frame.GetRequestId(), resume)
+	}
 	return true
 }
 
@@ -164,7 +184,7 @@ func (c *conn) authenticate(ctx context.Context) bool {
 func (c *conn) shutdown() {
 	c.mu.Lock()
 	c.closed = true
-	c.queue = nil
+	c.queue, c.held, c.heldN = nil, nil, 0
 	c.mu.Unlock()
 	if c.session != "" {
 		c.svc.hub.remove(c)
@@ -267,23 +287,39 @@ func grpcError(err error) (chatv1.ErrorCode, string) {
 }
 
 // send queues a frame.
-func (c *conn) send(f *clientv1.ServerFrame) { c.enqueue(item{frame: f}) }
+func (c *conn) send(f *clientv1.ServerFrame) { c.enqueue(item{frame: f}, false) }
 
 // push queues an event; false if the connection is gone or was just
 // dropped for being too slow.
-func (c *conn) push(ev *chatv1.Event) bool { return c.enqueue(item{event: ev}) }
+func (c *conn) push(ev *chatv1.Event) bool { return c.enqueue(item{event: ev}, true) }
 
-func (c *conn) enqueue(it item) bool {
+// enqueue queues it; a live event of a conversation being resumed is held
+// back instead (see resume.go).
+func (c *conn) enqueue(it item, live bool) bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if live && c.held != nil && !c.closed {
+		if held, ok := c.held[it.event.GetConversationId()]; ok {
+			if c.heldN+len(c.queue) < c.svc.cfg.QueueLimit {
+				c.held[it.event.GetConversationId()] = append(held, it.event)
+				c.heldN++
+				return true
+			}
+		}
+	}
+	return c.enqueueLocked(it)
+}
+
+// enqueueLocked is enqueue with c.mu held.
+func (c *conn) enqueueLocked(it item) bool {
 	if c.closed {
-		c.mu.Unlock()
 		return false
 	}
-	if len(c.queue) >= c.svc.cfg.QueueLimit {
+	if len(c.queue)+c.heldN >= c.svc.cfg.QueueLimit {
 		// A durable event is never dropped silently: the client is told to
 		// resync and catches up from history on reconnect.
 		c.closed = true
-		c.queue = nil
+		c.queue, c.held, c.heldN = nil, nil, 0
 		// A writer blocked on the full socket holds the connection's write
 		// lock, and a close frame sent beside it would time out and
 		// degrade into a bare TCP close the client cannot tell from a
@@ -291,7 +327,6 @@ func (c *conn) enqueue(it item) bool {
 		// by WriteTimeout); with no writer, it is sent now.
 		writer := c.writing
 		c.resync = writer
-		c.mu.Unlock()
 		c.svc.log.Warn("edge: slow connection dropped", "user", c.user, "session", c.session, "queue_limit", c.svc.cfg.QueueLimit)
 		if !writer {
 			go c.ws.Close(CloseResync, "resync")
@@ -299,10 +334,8 @@ func (c *conn) enqueue(it item) bool {
 		return false
 	}
 	c.queue = append(c.queue, it)
-	start := !c.writing
-	c.writing = true
-	c.mu.Unlock()
-	if start {
+	if !c.writing {
+		c.writing = true
 		go c.writeLoop()
 	}
 	return true

@@ -110,9 +110,11 @@ func (l *ledger) lastSeqs() map[string]uint64 {
 }
 
 // TestOfflineDeviceCatchesUp takes one of bob's devices offline while
-// 1,000 messages flow, brings it back on the other edge under the same
-// device id, and checks it gets exactly what it missed, then live events
-// again; his other device, online throughout, got everything live.
+// 1,000 messages flow and brings it back on the other edge under the same
+// device id with its cursors: it gets exactly what it missed, in order,
+// then live events, with nothing missing or twice at the seam, and a
+// cursor of a conversation it is not in fails alone. His other device,
+// online throughout, got everything live.
 func TestOfflineDeviceCatchesUp(t *testing.T) {
 	s := requireStack(t)
 	c := startCluster(t, s)
@@ -143,38 +145,81 @@ func TestOfflineDeviceCatchesUp(t *testing.T) {
 	}
 	ends := l.lastSeqs()
 
-	back := c.dial(0, "bob", "bob-phone")
-	got := 0
-	for _, conv := range ids {
-		got += len(catchUp(t, ctx, back, conv, seen[conv], ends[conv]))
+	// A conversation bob is not in: its cursor must fail alone.
+	priv, err := senders[0].CreateGroup(ctx, "private", "carol")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got != missed {
-		t.Fatalf("caught up %d events, want %d", got, missed)
+	var cursors []*clientv1.Cursor
+	for _, conv := range ids {
+		cursors = append(cursors, &clientv1.Cursor{ConversationId: conv, LastSeq: seen[conv]})
+	}
+	cursors = append(cursors, &clientv1.Cursor{ConversationId: priv.GetConversationId()})
+
+	// Back on the other edge under the same device id, resuming: the edge
+	// sends what it missed from history and then live events, so the
+	// device sees every conversation contiguous, nothing twice at the seam.
+	tok, _ := c.minter.Mint("bob", time.Hour)
+	back, err := sdk.Dial(ctx, sdk.Options{URL: c.edgeURLs[0], Token: tok, DeviceID: "bob-phone", Resume: cursors})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	last := map[string]uint64{}
+	for conv, seq := range seen {
+		last[conv] = seq
+	}
+	next := func(what string) {
+		t.Helper()
+		select {
+		case ev := <-back.Events():
+			conv := ev.GetConversationId()
+			if ev.GetSeq() != last[conv]+1 {
+				t.Fatalf("%s: %s seq %d after %d", what, conv, ev.GetSeq(), last[conv])
+			}
+			last[conv] = ev.GetSeq()
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: no event in 30 s", what)
+		}
+	}
+	for range missed {
+		next("resume")
+	}
+	for _, conv := range ids {
+		if last[conv] != ends[conv] {
+			t.Fatalf("after resuming %d events, %s is at seq %d, want %d", missed, conv, last[conv], ends[conv])
+		}
+	}
+	select {
+	case r := <-back.Resumed():
+		if len(r.GetCaughtUp()) != convs || len(r.GetFailed()) != 1 || r.GetFailed()[0].GetConversationId() != priv.GetConversationId() {
+			t.Fatalf("resumed %v, want %d caught up and the private one failed", r, convs)
+		}
+		for _, cur := range r.GetCaughtUp() {
+			if cur.GetLastSeq() < seen[cur.GetConversationId()] || cur.GetLastSeq() > ends[cur.GetConversationId()] {
+				t.Fatalf("seam of %s at %d, outside %d..%d", cur.GetConversationId(), cur.GetLastSeq(), seen[cur.GetConversationId()], ends[cur.GetConversationId()])
+			}
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no resumed frame")
+	}
+	select {
+	case e := <-back.Errors():
+		if e.Code != chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER {
+			t.Fatalf("resume of a conversation bob is not in: %v, want NOT_MEMBER", e)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no error frame for the cursor bob may not resume")
 	}
 	if err := sendMany(ctx, l, "back", senders[:1], ids, convs, func(i int) string { return fmt.Sprintf("after return %d", i) }); err != nil {
 		t.Fatal(err)
 	}
-	// Events still in flight when the device came back are pushed to it
-	// live as well; until the edge resumes from cursors itself, the client
-	// drops what history already gave it, by seq.
-	for fresh := 0; fresh < convs; {
-		select {
-		case ev := <-back.Events():
-			conv, end := ev.GetConversationId(), ends[ev.GetConversationId()]
-			switch {
-			case ev.GetSeq() <= end:
-				continue
-			case ev.GetSeq() != end+1:
-				t.Fatalf("live after catch-up: %s seq %d, want %d", conv, ev.GetSeq(), end+1)
-			}
-			ends[conv] = ev.GetSeq()
-			fresh++
-		case <-time.After(30 * time.Second):
-			t.Fatal("no live event after catching up")
-		}
+	for range convs {
+		next("live after resuming")
 	}
+	got := missed
 	expectLive(t, laptop, convs+missed+convs, 60*time.Second)
-	t.Logf("device away for %d messages caught up %d events from history, then live", missed, got)
+	t.Logf("device away for %d messages resumed %d events, then live", missed, got)
 }
 
 // TestResendAfterTenThousand resends a message after 10,000 others in the

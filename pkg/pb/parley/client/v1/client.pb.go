@@ -205,7 +205,13 @@ type Authenticate struct {
 	Token string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	// device_id identifies this device across reconnects; the server picks one
 	// when it is empty.
-	DeviceId      string `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	DeviceId string `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// resume names, for conversations the device holds, the last seq it has.
+	// After Authenticated the server sends each one's later events in order,
+	// read from history, then its live events, with nothing missing and
+	// nothing twice at the seam: live events of these conversations that
+	// arrive meanwhile are held back until their turn. Resumed ends it.
+	Resume        []*Cursor `protobuf:"bytes,3,rep,name=resume,proto3" json:"resume,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -254,6 +260,67 @@ func (x *Authenticate) GetDeviceId() string {
 	return ""
 }
 
+func (x *Authenticate) GetResume() []*Cursor {
+	if x != nil {
+		return x.Resume
+	}
+	return nil
+}
+
+// Cursor is a device's position in one conversation.
+type Cursor struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// last_seq is the highest seq the device holds (0 for none).
+	LastSeq       uint64 `protobuf:"varint,2,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Cursor) Reset() {
+	*x = Cursor{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cursor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cursor) ProtoMessage() {}
+
+func (x *Cursor) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cursor.ProtoReflect.Descriptor instead.
+func (*Cursor) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Cursor) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *Cursor) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
 // SendMessage posts text. Resending the same client_msg_id never creates a
 // second message: the answer is the original Accepted.
 type SendMessage struct {
@@ -267,7 +334,7 @@ type SendMessage struct {
 
 func (x *SendMessage) Reset() {
 	*x = SendMessage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[2]
+	mi := &file_parley_client_v1_client_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -279,7 +346,7 @@ func (x *SendMessage) String() string {
 func (*SendMessage) ProtoMessage() {}
 
 func (x *SendMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[2]
+	mi := &file_parley_client_v1_client_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -292,7 +359,7 @@ func (x *SendMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessage.ProtoReflect.Descriptor instead.
 func (*SendMessage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{2}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SendMessage) GetConversationId() string {
@@ -334,7 +401,7 @@ type CreateConversation struct {
 
 func (x *CreateConversation) Reset() {
 	*x = CreateConversation{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[3]
+	mi := &file_parley_client_v1_client_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -346,7 +413,7 @@ func (x *CreateConversation) String() string {
 func (*CreateConversation) ProtoMessage() {}
 
 func (x *CreateConversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[3]
+	mi := &file_parley_client_v1_client_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -359,7 +426,7 @@ func (x *CreateConversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversation.ProtoReflect.Descriptor instead.
 func (*CreateConversation) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{3}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateConversation) GetClientMsgId() string {
@@ -409,7 +476,7 @@ type AddMember struct {
 
 func (x *AddMember) Reset() {
 	*x = AddMember{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[4]
+	mi := &file_parley_client_v1_client_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -421,7 +488,7 @@ func (x *AddMember) String() string {
 func (*AddMember) ProtoMessage() {}
 
 func (x *AddMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[4]
+	mi := &file_parley_client_v1_client_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -434,7 +501,7 @@ func (x *AddMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMember.ProtoReflect.Descriptor instead.
 func (*AddMember) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{4}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AddMember) GetConversationId() string {
@@ -468,7 +535,7 @@ type ListConversations struct {
 
 func (x *ListConversations) Reset() {
 	*x = ListConversations{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[5]
+	mi := &file_parley_client_v1_client_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +547,7 @@ func (x *ListConversations) String() string {
 func (*ListConversations) ProtoMessage() {}
 
 func (x *ListConversations) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[5]
+	mi := &file_parley_client_v1_client_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +560,7 @@ func (x *ListConversations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversations.ProtoReflect.Descriptor instead.
 func (*ListConversations) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{5}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListConversations) GetLimit() uint32 {
@@ -519,7 +586,7 @@ type GetHistory struct {
 
 func (x *GetHistory) Reset() {
 	*x = GetHistory{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[6]
+	mi := &file_parley_client_v1_client_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +598,7 @@ func (x *GetHistory) String() string {
 func (*GetHistory) ProtoMessage() {}
 
 func (x *GetHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[6]
+	mi := &file_parley_client_v1_client_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +611,7 @@ func (x *GetHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistory.ProtoReflect.Descriptor instead.
 func (*GetHistory) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{6}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetHistory) GetConversationId() string {
@@ -584,7 +651,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[7]
+	mi := &file_parley_client_v1_client_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +663,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[7]
+	mi := &file_parley_client_v1_client_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +676,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{7}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{8}
 }
 
 // ServerFrame is every frame the server sends.
@@ -626,6 +693,7 @@ type ServerFrame struct {
 	//	*ServerFrame_History
 	//	*ServerFrame_Error
 	//	*ServerFrame_Pong
+	//	*ServerFrame_Resumed
 	Frame         isServerFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -633,7 +701,7 @@ type ServerFrame struct {
 
 func (x *ServerFrame) Reset() {
 	*x = ServerFrame{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	mi := &file_parley_client_v1_client_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +713,7 @@ func (x *ServerFrame) String() string {
 func (*ServerFrame) ProtoMessage() {}
 
 func (x *ServerFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	mi := &file_parley_client_v1_client_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +726,7 @@ func (x *ServerFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerFrame.ProtoReflect.Descriptor instead.
 func (*ServerFrame) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{8}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ServerFrame) GetRequestId() string {
@@ -738,6 +806,15 @@ func (x *ServerFrame) GetPong() *Pong {
 	return nil
 }
 
+func (x *ServerFrame) GetResumed() *Resumed {
+	if x != nil {
+		if x, ok := x.Frame.(*ServerFrame_Resumed); ok {
+			return x.Resumed
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Frame interface {
 	isServerFrame_Frame()
 }
@@ -770,6 +847,10 @@ type ServerFrame_Pong struct {
 	Pong *Pong `protobuf:"bytes,16,opt,name=pong,proto3,oneof"`
 }
 
+type ServerFrame_Resumed struct {
+	Resumed *Resumed `protobuf:"bytes,17,opt,name=resumed,proto3,oneof"`
+}
+
 func (*ServerFrame_Authenticated) isServerFrame_Frame() {}
 
 func (*ServerFrame_Accepted) isServerFrame_Frame() {}
@@ -784,6 +865,68 @@ func (*ServerFrame_Error) isServerFrame_Frame() {}
 
 func (*ServerFrame_Pong) isServerFrame_Frame() {}
 
+func (*ServerFrame_Resumed) isServerFrame_Frame() {}
+
+// Resumed ends the catch-up that Authenticate.resume asked for; its
+// request_id is the Authenticate frame's.
+type Resumed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// caught_up holds each resumed conversation's seq at the seam: the device
+	// now holds everything up to it, and live events continue after it.
+	CaughtUp []*Cursor `protobuf:"bytes,1,rep,name=caught_up,json=caughtUp,proto3" json:"caught_up,omitempty"`
+	// failed lists cursors that could not be resumed (not a member, no such
+	// conversation, history unavailable), each reported by an Error frame
+	// before this one; their live events still flow, so the device may see a
+	// gap and page history itself.
+	Failed        []*Cursor `protobuf:"bytes,2,rep,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Resumed) Reset() {
+	*x = Resumed{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Resumed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Resumed) ProtoMessage() {}
+
+func (x *Resumed) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Resumed.ProtoReflect.Descriptor instead.
+func (*Resumed) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Resumed) GetCaughtUp() []*Cursor {
+	if x != nil {
+		return x.CaughtUp
+	}
+	return nil
+}
+
+func (x *Resumed) GetFailed() []*Cursor {
+	if x != nil {
+		return x.Failed
+	}
+	return nil
+}
+
 // Authenticated confirms who the connection is.
 type Authenticated struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -796,7 +939,7 @@ type Authenticated struct {
 
 func (x *Authenticated) Reset() {
 	*x = Authenticated{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	mi := &file_parley_client_v1_client_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +951,7 @@ func (x *Authenticated) String() string {
 func (*Authenticated) ProtoMessage() {}
 
 func (x *Authenticated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	mi := &file_parley_client_v1_client_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +964,7 @@ func (x *Authenticated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authenticated.ProtoReflect.Descriptor instead.
 func (*Authenticated) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{9}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Authenticated) GetUserId() string {
@@ -860,7 +1003,7 @@ type Accepted struct {
 
 func (x *Accepted) Reset() {
 	*x = Accepted{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	mi := &file_parley_client_v1_client_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +1015,7 @@ func (x *Accepted) String() string {
 func (*Accepted) ProtoMessage() {}
 
 func (x *Accepted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	mi := &file_parley_client_v1_client_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +1028,7 @@ func (x *Accepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accepted.ProtoReflect.Descriptor instead.
 func (*Accepted) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{10}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Accepted) GetClientMsgId() string {
@@ -927,7 +1070,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	mi := &file_parley_client_v1_client_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -939,7 +1082,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	mi := &file_parley_client_v1_client_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -952,7 +1095,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{11}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EventBatch) GetEvents() []*v1.Event {
@@ -972,7 +1115,7 @@ type ConversationList struct {
 
 func (x *ConversationList) Reset() {
 	*x = ConversationList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	mi := &file_parley_client_v1_client_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -984,7 +1127,7 @@ func (x *ConversationList) String() string {
 func (*ConversationList) ProtoMessage() {}
 
 func (x *ConversationList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	mi := &file_parley_client_v1_client_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -997,7 +1140,7 @@ func (x *ConversationList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationList.ProtoReflect.Descriptor instead.
 func (*ConversationList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{12}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ConversationList) GetConversations() []*v1.Conversation {
@@ -1020,7 +1163,7 @@ type HistoryPage struct {
 
 func (x *HistoryPage) Reset() {
 	*x = HistoryPage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	mi := &file_parley_client_v1_client_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1032,7 +1175,7 @@ func (x *HistoryPage) String() string {
 func (*HistoryPage) ProtoMessage() {}
 
 func (x *HistoryPage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	mi := &file_parley_client_v1_client_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1045,7 +1188,7 @@ func (x *HistoryPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryPage.ProtoReflect.Descriptor instead.
 func (*HistoryPage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{13}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HistoryPage) GetConversationId() string {
@@ -1073,17 +1216,20 @@ func (x *HistoryPage) GetHasMore() bool {
 // is UNAUTHENTICATED, TOKEN_EXPIRED or RESYNC, after which the server closes
 // it.
 type Error struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Code          v1.ErrorCode           `protobuf:"varint,1,opt,name=code,proto3,enum=parley.chat.v1.ErrorCode" json:"code,omitempty"`
-	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	ClientMsgId   string                 `protobuf:"bytes,3,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Code        v1.ErrorCode           `protobuf:"varint,1,opt,name=code,proto3,enum=parley.chat.v1.ErrorCode" json:"code,omitempty"`
+	Message     string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	ClientMsgId string                 `protobuf:"bytes,3,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	// conversation_id names the conversation the error is about, when there
+	// is one (a failed resume, for example).
+	ConversationId string `protobuf:"bytes,4,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	mi := &file_parley_client_v1_client_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1095,7 +1241,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	mi := &file_parley_client_v1_client_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1108,7 +1254,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{14}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Error) GetCode() v1.ErrorCode {
@@ -1132,6 +1278,13 @@ func (x *Error) GetClientMsgId() string {
 	return ""
 }
 
+func (x *Error) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
 // Pong answers Ping.
 type Pong struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1141,7 +1294,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	mi := &file_parley_client_v1_client_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1306,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	mi := &file_parley_client_v1_client_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1319,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{15}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{17}
 }
 
 var File_parley_client_v1_client_proto protoreflect.FileDescriptor
@@ -1187,10 +1340,14 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\vget_history\x18\x0f \x01(\v2\x1c.parley.client.v1.GetHistoryH\x00R\n" +
 	"getHistory\x12,\n" +
 	"\x04ping\x18\x10 \x01(\v2\x16.parley.client.v1.PingH\x00R\x04pingB\a\n" +
-	"\x05frame\"A\n" +
+	"\x05frame\"s\n" +
 	"\fAuthenticate\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
-	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\"n\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x120\n" +
+	"\x06resume\x18\x03 \x03(\v2\x18.parley.client.v1.CursorR\x06resume\"L\n" +
+	"\x06Cursor\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x19\n" +
+	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\"n\n" +
 	"\vSendMessage\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
 	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x12\n" +
@@ -1217,7 +1374,7 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x05limit\x18\x04 \x01(\rR\x05limitB\f\n" +
 	"\n" +
 	"_after_seq\"\x06\n" +
-	"\x04Ping\"\xd6\x03\n" +
+	"\x04Ping\"\x8d\x04\n" +
 	"\vServerFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12G\n" +
@@ -1228,8 +1385,12 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\rconversations\x18\r \x01(\v2\".parley.client.v1.ConversationListH\x00R\rconversations\x129\n" +
 	"\ahistory\x18\x0e \x01(\v2\x1d.parley.client.v1.HistoryPageH\x00R\ahistory\x12/\n" +
 	"\x05error\x18\x0f \x01(\v2\x17.parley.client.v1.ErrorH\x00R\x05error\x12,\n" +
-	"\x04pong\x18\x10 \x01(\v2\x16.parley.client.v1.PongH\x00R\x04pongB\a\n" +
-	"\x05frame\"d\n" +
+	"\x04pong\x18\x10 \x01(\v2\x16.parley.client.v1.PongH\x00R\x04pong\x125\n" +
+	"\aresumed\x18\x11 \x01(\v2\x19.parley.client.v1.ResumedH\x00R\aresumedB\a\n" +
+	"\x05frame\"r\n" +
+	"\aResumed\x125\n" +
+	"\tcaught_up\x18\x01 \x03(\v2\x18.parley.client.v1.CursorR\bcaughtUp\x120\n" +
+	"\x06failed\x18\x02 \x03(\v2\x18.parley.client.v1.CursorR\x06failed\"d\n" +
 	"\rAuthenticated\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x1d\n" +
@@ -1248,11 +1409,12 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\vHistoryPage\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12-\n" +
 	"\x06events\x18\x02 \x03(\v2\x15.parley.chat.v1.EventR\x06events\x12\x19\n" +
-	"\bhas_more\x18\x03 \x01(\bR\ahasMore\"t\n" +
+	"\bhas_more\x18\x03 \x01(\bR\ahasMore\"\x9d\x01\n" +
 	"\x05Error\x12-\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x19.parley.chat.v1.ErrorCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\"\n" +
-	"\rclient_msg_id\x18\x03 \x01(\tR\vclientMsgId\"\x06\n" +
+	"\rclient_msg_id\x18\x03 \x01(\tR\vclientMsgId\x12'\n" +
+	"\x0fconversation_id\x18\x04 \x01(\tR\x0econversationId\"\x06\n" +
 	"\x04PongB?Z=github.com/parleychat/parley/pkg/pb/parley/client/v1;clientv1b\x06proto3"
 
 var (
@@ -1267,54 +1429,60 @@ func file_parley_client_v1_client_proto_rawDescGZIP() []byte {
 	return file_parley_client_v1_client_proto_rawDescData
 }
 
-var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_parley_client_v1_client_proto_goTypes = []any{
 	(*ClientFrame)(nil),        // 0: parley.client.v1.ClientFrame
 	(*Authenticate)(nil),       // 1: parley.client.v1.Authenticate
-	(*SendMessage)(nil),        // 2: parley.client.v1.SendMessage
-	(*CreateConversation)(nil), // 3: parley.client.v1.CreateConversation
-	(*AddMember)(nil),          // 4: parley.client.v1.AddMember
-	(*ListConversations)(nil),  // 5: parley.client.v1.ListConversations
-	(*GetHistory)(nil),         // 6: parley.client.v1.GetHistory
-	(*Ping)(nil),               // 7: parley.client.v1.Ping
-	(*ServerFrame)(nil),        // 8: parley.client.v1.ServerFrame
-	(*Authenticated)(nil),      // 9: parley.client.v1.Authenticated
-	(*Accepted)(nil),           // 10: parley.client.v1.Accepted
-	(*EventBatch)(nil),         // 11: parley.client.v1.EventBatch
-	(*ConversationList)(nil),   // 12: parley.client.v1.ConversationList
-	(*HistoryPage)(nil),        // 13: parley.client.v1.HistoryPage
-	(*Error)(nil),              // 14: parley.client.v1.Error
-	(*Pong)(nil),               // 15: parley.client.v1.Pong
-	(v1.ConversationKind)(0),   // 16: parley.chat.v1.ConversationKind
-	(*v1.Event)(nil),           // 17: parley.chat.v1.Event
-	(*v1.Conversation)(nil),    // 18: parley.chat.v1.Conversation
-	(v1.ErrorCode)(0),          // 19: parley.chat.v1.ErrorCode
+	(*Cursor)(nil),             // 2: parley.client.v1.Cursor
+	(*SendMessage)(nil),        // 3: parley.client.v1.SendMessage
+	(*CreateConversation)(nil), // 4: parley.client.v1.CreateConversation
+	(*AddMember)(nil),          // 5: parley.client.v1.AddMember
+	(*ListConversations)(nil),  // 6: parley.client.v1.ListConversations
+	(*GetHistory)(nil),         // 7: parley.client.v1.GetHistory
+	(*Ping)(nil),               // 8: parley.client.v1.Ping
+	(*ServerFrame)(nil),        // 9: parley.client.v1.ServerFrame
+	(*Resumed)(nil),            // 10: parley.client.v1.Resumed
+	(*Authenticated)(nil),      // 11: parley.client.v1.Authenticated
+	(*Accepted)(nil),           // 12: parley.client.v1.Accepted
+	(*EventBatch)(nil),         // 13: parley.client.v1.EventBatch
+	(*ConversationList)(nil),   // 14: parley.client.v1.ConversationList
+	(*HistoryPage)(nil),        // 15: parley.client.v1.HistoryPage
+	(*Error)(nil),              // 16: parley.client.v1.Error
+	(*Pong)(nil),               // 17: parley.client.v1.Pong
+	(v1.ConversationKind)(0),   // 18: parley.chat.v1.ConversationKind
+	(*v1.Event)(nil),           // 19: parley.chat.v1.Event
+	(*v1.Conversation)(nil),    // 20: parley.chat.v1.Conversation
+	(v1.ErrorCode)(0),          // 21: parley.chat.v1.ErrorCode
 }
 var file_parley_client_v1_client_proto_depIdxs = []int32{
 	1,  // 0: parley.client.v1.ClientFrame.authenticate:type_name -> parley.client.v1.Authenticate
-	2,  // 1: parley.client.v1.ClientFrame.send_message:type_name -> parley.client.v1.SendMessage
-	3,  // 2: parley.client.v1.ClientFrame.create_conversation:type_name -> parley.client.v1.CreateConversation
-	4,  // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
-	5,  // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
-	6,  // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
-	7,  // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
-	16, // 7: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	9,  // 8: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
-	10, // 9: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
-	11, // 10: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
-	12, // 11: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
-	13, // 12: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
-	14, // 13: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
-	15, // 14: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
-	17, // 15: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
-	18, // 16: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
-	17, // 17: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
-	19, // 18: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	3,  // 1: parley.client.v1.ClientFrame.send_message:type_name -> parley.client.v1.SendMessage
+	4,  // 2: parley.client.v1.ClientFrame.create_conversation:type_name -> parley.client.v1.CreateConversation
+	5,  // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
+	6,  // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
+	7,  // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
+	8,  // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
+	2,  // 7: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
+	18, // 8: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	11, // 9: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
+	12, // 10: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
+	13, // 11: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
+	14, // 12: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
+	15, // 13: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
+	16, // 14: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
+	17, // 15: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
+	10, // 16: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
+	2,  // 17: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
+	2,  // 18: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
+	19, // 19: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
+	20, // 20: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
+	19, // 21: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
+	21, // 22: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_parley_client_v1_client_proto_init() }
@@ -1331,8 +1499,8 @@ func file_parley_client_v1_client_proto_init() {
 		(*ClientFrame_GetHistory)(nil),
 		(*ClientFrame_Ping)(nil),
 	}
-	file_parley_client_v1_client_proto_msgTypes[6].OneofWrappers = []any{}
-	file_parley_client_v1_client_proto_msgTypes[8].OneofWrappers = []any{
+	file_parley_client_v1_client_proto_msgTypes[7].OneofWrappers = []any{}
+	file_parley_client_v1_client_proto_msgTypes[9].OneofWrappers = []any{
 		(*ServerFrame_Authenticated)(nil),
 		(*ServerFrame_Accepted)(nil),
 		(*ServerFrame_Events)(nil),
@@ -1340,6 +1508,7 @@ func file_parley_client_v1_client_proto_init() {
 		(*ServerFrame_History)(nil),
 		(*ServerFrame_Error)(nil),
 		(*ServerFrame_Pong)(nil),
+		(*ServerFrame_Resumed)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1347,7 +1516,7 @@ func file_parley_client_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_client_v1_client_proto_rawDesc), len(file_parley_client_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

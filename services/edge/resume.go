@@ -1,0 +1,148 @@
+package edge
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
+	persistencev1 "github.com/parleychat/parley/pkg/pb/parley/persistence/v1"
+)
+
+// Limits of a resume.
+const (
+	// MaxResumeCursors bounds the conversations one Authenticate resumes.
+	MaxResumeCursors = 1000
+	// resumeGapWait is how long the seam waits for history (persistence)
+	// to reach live events that got ahead of it.
+	resumeGapWait = 5 * time.Second
+	resumePage    = 200
+)
+
+// hold starts holding back live events of the resumed conversations. It
+// runs before the connection joins the hub, so no live event can slip past
+// the catch-up.
+func (c *conn) hold(cursors []*clientv1.Cursor) {
+	if len(cursors) == 0 {
+		return
+	}
+	c.held = make(map[string][]*chatv1.Event, len(cursors))
+	for _, cur := range cursors {
+		c.held[cur.GetConversationId()] = nil
+	}
+}
+
+// resume catches each cursor up from history, then releases the live
+// events held meanwhile after the last one history gave, in order and
+// without duplicates, and ends with Resumed. It runs in a goroutine of its
+// own beside the read loop, so requests are answered during a long
+// catch-up.
+func (c *conn) resume(requestID string, cursors []*clientv1.Cursor) {
+	ctx := context.Background()
+	done := &clientv1.Resumed{}
+	for _, cur := range cursors {
+		seq, err := c.catchUp(ctx, cur)
+		if err != nil {
+			c.svc.log.Info("edge: resume failed", "user", c.user, "conversation", cur.GetConversationId(), "err", err)
+			code, msg := resumeError(err)
+			c.send(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Error{Error: &clientv1.Error{
+				Code: code, Message: "resume: " + msg, ConversationId: cur.GetConversationId(),
+			}}})
+			c.release(cur.GetConversationId(), 0)
+			done.Failed = append(done.Failed, proto.CloneOf(cur))
+			continue
+		}
+		done.CaughtUp = append(done.CaughtUp, &clientv1.Cursor{ConversationId: cur.GetConversationId(), LastSeq: seq})
+	}
+	c.send(&clientv1.ServerFrame{RequestId: requestID, Frame: &clientv1.ServerFrame_Resumed{Resumed: done}})
+}
+
+// catchUp sends conv's events after the cursor from history, up to the
+// first held live event, and releases the held ones. It returns the seq
+// the device holds at the seam.
+func (c *conn) catchUp(ctx context.Context, cur *clientv1.Cursor) (uint64, error) {
+	conv, seq := cur.GetConversationId(), cur.GetLastSeq()
+	var deadline time.Time
+	for {
+		rctx, cancel := context.WithTimeout(ctx, c.svc.cfg.RequestTimeout)
+		resp, err := c.svc.persistence.History(rctx, &persistencev1.HistoryRequest{
+			UserId: c.user, ConversationId: conv, AfterSeq: proto.Uint64(seq), Limit: resumePage,
+		})
+		cancel()
+		if err != nil {
+			return 0, err
+		}
+		for _, ev := range resp.GetEvents() {
+			if ev.GetSeq() != seq+1 {
+				return 0, fmt.Errorf("history of %s gave seq %d after %d", conv, ev.GetSeq(), seq)
+			}
+			if !c.enqueue(item{event: ev}, false) {
+				return 0, fmt.Errorf("connection closed")
+			}
+			seq = ev.GetSeq()
+		}
+		if resp.GetHasMore() {
+			continue
+		}
+		// History is exhausted. Release the held events if they start
+		// right after it (or there are none); otherwise history is behind
+		// the live log, so wait for persistence to catch up.
+		if c.release(conv, seq) {
+			return seq, nil
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(resumeGapWait)
+		} else if time.Now().After(deadline) {
+			c.release(conv, 0)
+			return 0, fmt.Errorf("history of %s stays behind the live events after seq %d", conv, seq)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// release queues the held live events of conv that come after seq and
+// stops holding conv, if the first of them is seq+1 (or none is held).
+// With seq 0 it releases whatever is held, gap or not. It reports whether
+// it released.
+func (c *conn) release(conv string, seq uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	held, ok := c.held[conv]
+	if !ok {
+		return true
+	}
+	slices.SortFunc(held, func(a, b *chatv1.Event) int { return cmp.Compare(a.GetSeq(), b.GetSeq()) })
+	i := 0
+	for i < len(held) && held[i].GetSeq() <= seq {
+		i++ // history already gave it
+	}
+	held = held[i:]
+	if seq != 0 && len(held) > 0 && held[0].GetSeq() != seq+1 {
+		c.held[conv] = held
+		c.heldN -= i
+		return false
+	}
+	delete(c.held, conv)
+	c.heldN -= len(held) + i
+	for _, ev := range held {
+		if !c.enqueueLocked(item{event: ev}) {
+			break
+		}
+	}
+	return true
+}
+
+// resumeError maps a failed catch-up to a client error.
+func resumeError(err error) (chatv1.ErrorCode, string) {
+	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
+		return grpcError(err)
+	}
+	return chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE, err.Error()
+}

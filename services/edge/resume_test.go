@@ -1,0 +1,150 @@
+package edge
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/pkg/wire"
+	"google.golang.org/grpc"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
+	persistencev1 "github.com/parleychat/parley/pkg/pb/parley/persistence/v1"
+)
+
+// scriptedHistory answers History from a list of what persistence holds,
+// which a test may grow between calls, and runs a hook on each call (to
+// push live events while the catch-up is under way).
+type scriptedHistory struct {
+	persistencev1.PersistenceServiceClient
+	mu     sync.Mutex
+	stored []uint64
+	onCall func(call int)
+	calls  int
+}
+
+func (h *scriptedHistory) History(_ context.Context, req *persistencev1.HistoryRequest, _ ...grpc.CallOption) (*persistencev1.HistoryResponse, error) {
+	h.mu.Lock()
+	h.calls++
+	call, hook := h.calls, h.onCall
+	h.mu.Unlock()
+	if hook != nil {
+		hook(call)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	resp := &persistencev1.HistoryResponse{}
+	for _, s := range h.stored {
+		if s > req.GetAfterSeq() {
+			if len(resp.Events) == int(req.GetLimit()) {
+				resp.HasMore = true
+				break
+			}
+			resp.Events = append(resp.Events, &chatv1.Event{ConversationId: req.GetConversationId(), Seq: s})
+		}
+	}
+	return resp, nil
+}
+
+func seqs(from, to uint64) []uint64 {
+	var out []uint64
+	for s := from; s <= to; s++ {
+		out = append(out, s)
+	}
+	return out
+}
+
+// TestResumeSeam runs a catch-up while live events race it: they are held
+// back, released after history without duplicates, and a gap between
+// history and the live events is waited out until persistence fills it.
+func TestResumeSeam(t *testing.T) {
+	const conv = "c1"
+	live := func(c *conn, from, to uint64) {
+		for s := from; s <= to; s++ {
+			c.push(&chatv1.Event{ConversationId: conv, Seq: s})
+		}
+	}
+	cases := []struct {
+		name   string
+		cursor uint64
+		// stored is what history holds at first; grow is added on the
+		// given call.
+		stored []uint64
+		grow   map[int][]uint64
+		// liveOn pushes live events [from, to] on the given call.
+		liveOn map[int][2]uint64
+		seam   uint64
+	}{
+		{name: "live overlaps history", cursor: 2, stored: seqs(1, 8), liveOn: map[int][2]uint64{1: {6, 10}}, seam: 8},
+		{name: "live right after history", cursor: 0, stored: seqs(1, 5), liveOn: map[int][2]uint64{1: {6, 7}}, seam: 5},
+		{name: "history behind live, then catches up", cursor: 1, stored: seqs(1, 3), liveOn: map[int][2]uint64{1: {7, 9}},
+			grow: map[int][]uint64{3: seqs(4, 6)}, seam: 6},
+		{name: "several pages", cursor: 0, stored: seqs(1, 450), liveOn: map[int][2]uint64{2: {449, 452}}, seam: 450},
+		{name: "nothing live", cursor: 3, stored: seqs(1, 4), seam: 4},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, client := pair(t, 1024)
+			h := &scriptedHistory{stored: tc.stored}
+			h.onCall = func(call int) {
+				if r, ok := tc.liveOn[call]; ok {
+					live(c, r[0], r[1])
+				}
+				if g, ok := tc.grow[call]; ok {
+					h.mu.Lock()
+					h.stored = append(h.stored, g...)
+					h.mu.Unlock()
+				}
+			}
+			c.svc.persistence = h
+			c.svc.cfg.RequestTimeout = 5 * time.Second
+			cursors := []*clientv1.Cursor{{ConversationId: conv, LastSeq: tc.cursor}}
+			c.hold(cursors)
+			go c.resume("auth", cursors)
+
+			want := tc.cursor
+			last := tc.seam
+			for _, r := range tc.liveOn {
+				last = max(last, r[1])
+			}
+			var resumed *clientv1.Resumed
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for resumed == nil || want < last {
+				_, data, err := client.Read(ctx)
+				if err != nil {
+					t.Fatalf("at seq %d of %d: %v", want, last, err)
+				}
+				f, err := wire.DecodeServer(wire.Binary, data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r := f.GetResumed(); r != nil {
+					resumed = r
+					continue
+				}
+				for _, ev := range f.GetEvents().GetEvents() {
+					if ev.GetSeq() != want+1 {
+						t.Fatalf("seq %d after %d", ev.GetSeq(), want)
+					}
+					want = ev.GetSeq()
+				}
+			}
+			if got := resumed.GetCaughtUp(); len(got) != 1 || got[0].GetLastSeq() != tc.seam || len(resumed.GetFailed()) != 0 {
+				t.Fatalf("resumed %v, want the seam at %d", resumed, tc.seam)
+			}
+			// After the resume, live events flow straight through.
+			c.push(&chatv1.Event{ConversationId: conv, Seq: last + 1})
+			_, data, err := client.Read(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, _ := wire.DecodeServer(wire.Binary, data)
+			if evs := f.GetEvents().GetEvents(); len(evs) != 1 || evs[0].GetSeq() != last+1 {
+				t.Fatalf("live after the resume: %v, want seq %d", f, last+1)
+			}
+		})
+	}
+}
