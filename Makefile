@@ -16,7 +16,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 FUZZTIME ?= 10s
 FUZZ_LONG ?= 5m
 # Fuzz targets as package:Func.
-FUZZ_TARGETS := ./pkg/wire:FuzzDecodeClient ./services/ingest:FuzzSequencerRecords
+FUZZ_TARGETS := ./pkg/wire:FuzzDecodeClient ./services/ingest:FuzzSequencerRecords ./services/fanout:FuzzPlanRecords
 
 .PHONY: help
 help: ## list targets

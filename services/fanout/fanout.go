@@ -129,13 +129,26 @@ func Plan(recs []*logv1.EventRecord, locs []*presencev1.UserLocation) map[string
 		where[l.GetUserId()] = l.GetPushAddresses()
 	}
 	plan := map[string][]*edgev1.Delivery{}
+	// A user named twice (in the record, or twice at one edge by
+	// presence) must still get the event once: the edge pushes to every
+	// connection of every user it is given.
+	type target struct{ user, addr string }
+	var named map[target]bool
 	for _, rec := range recs {
 		var byEdge map[string]*edgev1.Delivery
+		clear(named)
 		for _, u := range rec.GetRecipientIds() {
 			for _, addr := range where[u] {
+				if named[target{u, addr}] {
+					continue
+				}
 				if byEdge == nil {
 					byEdge = map[string]*edgev1.Delivery{}
 				}
+				if named == nil {
+					named = map[target]bool{}
+				}
+				named[target{u, addr}] = true
 				d := byEdge[addr]
 				if d == nil {
 					d = &edgev1.Delivery{Event: rec.GetEvent()}

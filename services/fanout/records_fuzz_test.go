@@ -1,0 +1,68 @@
+package fanout
+
+import (
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
+	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
+)
+
+// FuzzPlanRecords decodes arbitrary bytes as an event record, the way the
+// fan-out consumer does, and plans it: whatever decodes, each online
+// recipient must be named exactly once on each edge that holds it, and no
+// one else anywhere.
+func FuzzPlanRecords(f *testing.F) {
+	for _, r := range []*logv1.EventRecord{rec(1, "alice", "bob"), rec(2, "bob", "bob", "carol"), rec(3)} {
+		b, _ := proto.Marshal(r)
+		f.Add(b)
+	}
+	f.Add([]byte{0x12, 0x05, 'a', 'l', 'i', 'c', 'e'})
+	locs := []*presencev1.UserLocation{
+		{UserId: "alice", PushAddresses: []string{"e1", "e2"}},
+		{UserId: "bob", PushAddresses: []string{"e2"}},
+		{UserId: "carol", PushAddresses: []string{"e3", "e3"}},
+	}
+	where := map[string]map[string]bool{}
+	for _, l := range locs {
+		where[l.GetUserId()] = map[string]bool{}
+		for _, a := range l.GetPushAddresses() {
+			where[l.GetUserId()][a] = true
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := &logv1.EventRecord{}
+		if proto.Unmarshal(data, r) != nil || r.GetEvent() == nil {
+			return // the consumer logs these and never plans them
+		}
+		want := map[string]map[string]bool{} // edge -> users
+		for _, u := range r.GetRecipientIds() {
+			for a := range where[u] {
+				if want[a] == nil {
+					want[a] = map[string]bool{}
+				}
+				want[a][u] = true
+			}
+		}
+		plan := Plan([]*logv1.EventRecord{r}, locs)
+		if len(plan) != len(want) {
+			t.Fatalf("plan reaches %d edges, want %d", len(plan), len(want))
+		}
+		for a, ds := range plan {
+			if len(ds) != 1 {
+				t.Fatalf("edge %s gets %d deliveries of one event", a, len(ds))
+			}
+			got := map[string]bool{}
+			for _, u := range ds[0].GetUserIds() {
+				if got[u] || !want[a][u] {
+					t.Fatalf("edge %s: user %q named twice or not a recipient there (%v)", a, u, ds[0].GetUserIds())
+				}
+				got[u] = true
+			}
+			if len(got) != len(want[a]) {
+				t.Fatalf("edge %s names %d users, want %d", a, len(got), len(want[a]))
+			}
+		}
+	})
+}
