@@ -3,14 +3,10 @@ package edge
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/parleychat/parley/pkg/wire"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -23,24 +19,7 @@ import (
 // got, so an operation ends only when the client holds what was written.
 func benchConn(b *testing.B) (*conn, <-chan int) {
 	b.Helper()
-	svc := &Service{cfg: Config{QueueLimit: 1 << 20, WriteTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler)}
-	accepted := make(chan *websocket.Conn, 1)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// As serveWS accepts: with the small hijack buffers.
-		ws, err := websocket.Accept(smallHijacker{w}, r, &websocket.AcceptOptions{Subprotocols: []string{wire.SubprotocolProto}})
-		if err != nil {
-			b.Error(err)
-			return
-		}
-		accepted <- ws
-	}))
-	b.Cleanup(srv.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	client, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), &websocket.DialOptions{Subprotocols: []string{wire.SubprotocolProto}})
-	if err != nil {
-		b.Fatal(err)
-	}
+	c, client := pair(b, 1<<20)
 	client.SetReadLimit(1 << 26)
 	got := make(chan int, 1024)
 	go func() {
@@ -58,7 +37,6 @@ func benchConn(b *testing.B) (*conn, <-chan int) {
 			got <- len(f.GetEvents().GetEvents())
 		}
 	}()
-	c := &conn{svc: svc, ws: <-accepted, format: wire.Binary, user: "u", session: "s"}
 	b.Cleanup(func() {
 		c.ws.CloseNow()
 		client.CloseNow()

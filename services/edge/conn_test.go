@@ -15,13 +15,14 @@ import (
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 )
 
-// pair returns a server-side conn (no read loop) and the client socket.
-func pair(t *testing.T, queueLimit int) (*conn, *websocket.Conn) {
+// pair returns a server-side conn (no read loop), accepted as serveWS
+// accepts (with the small hijack buffers), and the client socket.
+func pair(t testing.TB, queueLimit int) (*conn, *websocket.Conn) {
 	t.Helper()
 	svc := &Service{cfg: Config{QueueLimit: queueLimit, WriteTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler)}
 	accepted := make(chan *websocket.Conn, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{wire.SubprotocolProto}})
+		ws, err := websocket.Accept(smallHijacker{w}, r, &websocket.AcceptOptions{Subprotocols: []string{wire.SubprotocolProto}})
 		if err != nil {
 			t.Error(err)
 			return
