@@ -128,14 +128,7 @@ func TestOfflineDeviceCatchesUp(t *testing.T) {
 	for k := range 4 {
 		senders = append(senders, discardEvents(c.dial(k%2, "alice", fmt.Sprintf("alice-%d", k))))
 	}
-	var ids []string
-	for i := range convs {
-		acc, err := senders[0].CreateGroup(ctx, fmt.Sprintf("offline %d", i), "bob")
-		if err != nil {
-			t.Fatalf("create group: %v", err)
-		}
-		ids = append(ids, acc.GetConversationId())
-	}
+	ids := createGroups(t, ctx, senders[0], convs, "offline", "bob")
 	seen := expectLive(t, phone, convs, 30*time.Second)
 	phone.Close()
 

@@ -52,14 +52,7 @@ func TestCassandraOutage(t *testing.T) {
 	const convs = 5
 	creator := c.dial(0, "alice", "alice-creator")
 	reader := c.dial(1, "bob", "bob-reader")
-	var ids []string
-	for i := range convs {
-		acc, err := creator.CreateGroup(ctx, fmt.Sprintf("outage %d", i), "bob")
-		if err != nil {
-			t.Fatalf("create group: %v", err)
-		}
-		ids = append(ids, acc.GetConversationId())
-	}
+	ids := createGroups(t, ctx, creator, convs, "outage", "bob")
 	l := newLedger(ids)
 	sent := 0
 	// Alternate senders so both edges submit during the outage.

@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/parleychat/parley/pkg/sdk"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
@@ -147,62 +145,9 @@ func TestKillSequencerMidStream(t *testing.T) {
 	const convs, senders, perSender = 50, 10, 500
 	creator := c.dial(0, "alice", "alice-creator")
 	reader := c.dial(1, "bob", "bob-reader")
-	var ids []string
-	for i := range convs {
-		acc, err := creator.CreateGroup(ctx, fmt.Sprintf("g%d", i), "bob")
-		if err != nil {
-			t.Fatalf("create group: %v", err)
-		}
-		ids = append(ids, acc.GetConversationId())
-	}
+	ids := createGroups(t, ctx, creator, convs, "g", "bob")
 	l := newLedger(ids)
-	var count atomic.Int64
-	kill := make(chan struct{})
-	g, gctx := errgroup.WithContext(ctx)
-	for k := range senders {
-		user, edge := "alice", 0
-		if k%2 == 1 {
-			user, edge = "bob", 1
-		}
-		cl := discardEvents(c.dial(edge, user, fmt.Sprintf("%s-sender-%d", user, k)))
-		g.Go(func() error {
-			for i := range perSender {
-				conv := ids[(k*7+i)%convs]
-				id := fmt.Sprintf("%s-%d-%d", user, k, i)
-				text := fmt.Sprintf("m%d/s%d", i, k)
-				acc, err := sendRetrying(gctx, cl, conv, id, text)
-				if err != nil {
-					return fmt.Errorf("sender %d message %d: %w", k, i, err)
-				}
-				if err := l.record(conv, id, acc.GetSeq(), text); err != nil {
-					return err
-				}
-				if count.Add(1) == 300 {
-					close(kill)
-				}
-			}
-			return nil
-		})
-	}
-	g.Go(func() error {
-		select {
-		case <-kill:
-		case <-gctx.Done():
-			return nil
-		}
-		p := c.procs["ingest"]
-		t.Logf("kill -9 ingest (sequencer) after %d accepted messages", count.Load())
-		p.kill9()
-		time.Sleep(time.Second)
-		p.start()
-		t.Logf("ingest restarted at %d accepted messages", count.Load())
-		return nil
-	})
-	start := time.Now()
-	if err := g.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%d messages accepted in %s", count.Load(), time.Since(start))
+	c.sendKilling(t, ctx, l, ids, killLoad{senders: senders, perSender: perSender, stride: 7, proc: "ingest", killAt: 300, down: time.Second})
 
 	// A resend of every 10th message after the restart, by its sender from
 	// another device on the other edge, still gets its original seq and
