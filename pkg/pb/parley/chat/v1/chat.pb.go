@@ -498,8 +498,13 @@ type Conversation struct {
 	LastActivity   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_activity,json=lastActivity,proto3" json:"last_activity,omitempty"`
 	// last_message_preview is an excerpt of the latest message, if any.
 	LastMessagePreview string `protobuf:"bytes,7,opt,name=last_message_preview,json=lastMessagePreview,proto3" json:"last_message_preview,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// read_seq is how far the listing user has read, on any of their devices.
+	// Posting moves the poster's read position to their own event.
+	ReadSeq uint64 `protobuf:"varint,8,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	// unread_count is the number of events after read_seq: last_seq - read_seq.
+	UnreadCount   uint64 `protobuf:"varint,9,opt,name=unread_count,json=unreadCount,proto3" json:"unread_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Conversation) Reset() {
@@ -581,6 +586,108 @@ func (x *Conversation) GetLastMessagePreview() string {
 	return ""
 }
 
+func (x *Conversation) GetReadSeq() uint64 {
+	if x != nil {
+		return x.ReadSeq
+	}
+	return 0
+}
+
+func (x *Conversation) GetUnreadCount() uint64 {
+	if x != nil {
+		return x.UnreadCount
+	}
+	return 0
+}
+
+// Receipt is one device's position in a conversation. delivered_seq is the
+// highest seq this device has received (it has every event up to it);
+// read_seq is the highest seq its user has read, on whichever device. Both
+// only move forward.
+type Receipt struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	UserId         string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId       string                 `protobuf:"bytes,3,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	DeliveredSeq   uint64                 `protobuf:"varint,4,opt,name=delivered_seq,json=deliveredSeq,proto3" json:"delivered_seq,omitempty"`
+	ReadSeq        uint64                 `protobuf:"varint,5,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	Time           *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Receipt) Reset() {
+	*x = Receipt{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Receipt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Receipt) ProtoMessage() {}
+
+func (x *Receipt) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
+func (*Receipt) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Receipt) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *Receipt) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Receipt) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *Receipt) GetDeliveredSeq() uint64 {
+	if x != nil {
+		return x.DeliveredSeq
+	}
+	return 0
+}
+
+func (x *Receipt) GetReadSeq() uint64 {
+	if x != nil {
+		return x.ReadSeq
+	}
+	return 0
+}
+
+func (x *Receipt) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 var File_parley_chat_v1_chat_proto protoreflect.FileDescriptor
 
 const file_parley_chat_v1_chat_proto_rawDesc = "" +
@@ -607,7 +714,7 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\vMemberAdded\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"#\n" +
 	"\rMessagePosted\x12\x12\n" +
-	"\x04text\x18\x01 \x01(\tR\x04text\"\xb0\x02\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\"\xee\x02\n" +
 	"\fConversation\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x124\n" +
 	"\x04kind\x18\x02 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x14\n" +
@@ -616,7 +723,16 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"member_ids\x18\x04 \x03(\tR\tmemberIds\x12\x19\n" +
 	"\blast_seq\x18\x05 \x01(\x04R\alastSeq\x12?\n" +
 	"\rlast_activity\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\flastActivity\x120\n" +
-	"\x14last_message_preview\x18\a \x01(\tR\x12lastMessagePreview*p\n" +
+	"\x14last_message_preview\x18\a \x01(\tR\x12lastMessagePreview\x12\x19\n" +
+	"\bread_seq\x18\b \x01(\x04R\areadSeq\x12!\n" +
+	"\funread_count\x18\t \x01(\x04R\vunreadCount\"\xd8\x01\n" +
+	"\aReceipt\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x12#\n" +
+	"\rdelivered_seq\x18\x04 \x01(\x04R\fdeliveredSeq\x12\x19\n" +
+	"\bread_seq\x18\x05 \x01(\x04R\areadSeq\x12.\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time*p\n" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONVERSATION_KIND_DIRECT\x10\x01\x12\x1b\n" +
@@ -651,7 +767,7 @@ func file_parley_chat_v1_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_parley_chat_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_parley_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_parley_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_parley_chat_v1_chat_proto_goTypes = []any{
 	(ConversationKind)(0),         // 0: parley.chat.v1.ConversationKind
 	(ErrorCode)(0),                // 1: parley.chat.v1.ErrorCode
@@ -660,21 +776,23 @@ var file_parley_chat_v1_chat_proto_goTypes = []any{
 	(*MemberAdded)(nil),           // 4: parley.chat.v1.MemberAdded
 	(*MessagePosted)(nil),         // 5: parley.chat.v1.MessagePosted
 	(*Conversation)(nil),          // 6: parley.chat.v1.Conversation
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(*Receipt)(nil),               // 7: parley.chat.v1.Receipt
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
 }
 var file_parley_chat_v1_chat_proto_depIdxs = []int32{
-	7, // 0: parley.chat.v1.Event.time:type_name -> google.protobuf.Timestamp
+	8, // 0: parley.chat.v1.Event.time:type_name -> google.protobuf.Timestamp
 	3, // 1: parley.chat.v1.Event.conversation_created:type_name -> parley.chat.v1.ConversationCreated
 	4, // 2: parley.chat.v1.Event.member_added:type_name -> parley.chat.v1.MemberAdded
 	5, // 3: parley.chat.v1.Event.message_posted:type_name -> parley.chat.v1.MessagePosted
 	0, // 4: parley.chat.v1.ConversationCreated.kind:type_name -> parley.chat.v1.ConversationKind
 	0, // 5: parley.chat.v1.Conversation.kind:type_name -> parley.chat.v1.ConversationKind
-	7, // 6: parley.chat.v1.Conversation.last_activity:type_name -> google.protobuf.Timestamp
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	8, // 6: parley.chat.v1.Conversation.last_activity:type_name -> google.protobuf.Timestamp
+	8, // 7: parley.chat.v1.Receipt.time:type_name -> google.protobuf.Timestamp
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_parley_chat_v1_chat_proto_init() }
@@ -693,7 +811,7 @@ func file_parley_chat_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_chat_v1_chat_proto_rawDesc), len(file_parley_chat_v1_chat_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

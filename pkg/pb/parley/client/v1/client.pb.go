@@ -41,6 +41,8 @@ type ClientFrame struct {
 	//	*ClientFrame_ListConversations
 	//	*ClientFrame_GetHistory
 	//	*ClientFrame_Ping
+	//	*ClientFrame_Mark
+	//	*ClientFrame_GetReceipts
 	Frame         isClientFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -153,6 +155,24 @@ func (x *ClientFrame) GetPing() *Ping {
 	return nil
 }
 
+func (x *ClientFrame) GetMark() *Mark {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_Mark); ok {
+			return x.Mark
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetGetReceipts() *GetReceipts {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_GetReceipts); ok {
+			return x.GetReceipts
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Frame interface {
 	isClientFrame_Frame()
 }
@@ -185,6 +205,14 @@ type ClientFrame_Ping struct {
 	Ping *Ping `protobuf:"bytes,16,opt,name=ping,proto3,oneof"`
 }
 
+type ClientFrame_Mark struct {
+	Mark *Mark `protobuf:"bytes,17,opt,name=mark,proto3,oneof"`
+}
+
+type ClientFrame_GetReceipts struct {
+	GetReceipts *GetReceipts `protobuf:"bytes,18,opt,name=get_receipts,json=getReceipts,proto3,oneof"`
+}
+
 func (*ClientFrame_Authenticate) isClientFrame_Frame() {}
 
 func (*ClientFrame_SendMessage) isClientFrame_Frame() {}
@@ -198,6 +226,10 @@ func (*ClientFrame_ListConversations) isClientFrame_Frame() {}
 func (*ClientFrame_GetHistory) isClientFrame_Frame() {}
 
 func (*ClientFrame_Ping) isClientFrame_Frame() {}
+
+func (*ClientFrame_Mark) isClientFrame_Frame() {}
+
+func (*ClientFrame_GetReceipts) isClientFrame_Frame() {}
 
 // Authenticate presents a JWT whose subject is the user id.
 type Authenticate struct {
@@ -526,9 +558,14 @@ func (x *AddMember) GetUserId() string {
 }
 
 // ListConversations asks for the caller's conversations, most recent first.
+// With changed_since (the sync_token of an earlier answer) it lists only the
+// conversations that changed since that answer: new events, or the caller's
+// read position moved on another device. It may include a few that did not
+// change (the token keeps a safety margin), never miss one that did.
 type ListConversations struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Limit         uint32                 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	ChangedSince  string                 `protobuf:"bytes,2,opt,name=changed_since,json=changedSince,proto3" json:"changed_since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -570,6 +607,124 @@ func (x *ListConversations) GetLimit() uint32 {
 	return 0
 }
 
+func (x *ListConversations) GetChangedSince() string {
+	if x != nil {
+		return x.ChangedSince
+	}
+	return ""
+}
+
+// Mark reports this device's position in a conversation: delivered_seq (it
+// has every event up to it) and/or read_seq (the user has read up to it).
+// Positions only move forward; a lower value changes nothing. The answer is
+// a receipts frame with this device's position after the mark.
+type Mark struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	DeliveredSeq   uint64                 `protobuf:"varint,2,opt,name=delivered_seq,json=deliveredSeq,proto3" json:"delivered_seq,omitempty"`
+	ReadSeq        uint64                 `protobuf:"varint,3,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Mark) Reset() {
+	*x = Mark{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Mark) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Mark) ProtoMessage() {}
+
+func (x *Mark) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Mark.ProtoReflect.Descriptor instead.
+func (*Mark) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Mark) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *Mark) GetDeliveredSeq() uint64 {
+	if x != nil {
+		return x.DeliveredSeq
+	}
+	return 0
+}
+
+func (x *Mark) GetReadSeq() uint64 {
+	if x != nil {
+		return x.ReadSeq
+	}
+	return 0
+}
+
+// GetReceipts asks for every device position in a conversation, from which
+// a client derives per-message status: delivered to N devices, read by M
+// members.
+type GetReceipts struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GetReceipts) Reset() {
+	*x = GetReceipts{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetReceipts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetReceipts) ProtoMessage() {}
+
+func (x *GetReceipts) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetReceipts.ProtoReflect.Descriptor instead.
+func (*GetReceipts) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GetReceipts) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
 // GetHistory pages a conversation's log. With after_seq present (0 included)
 // it pages forward from after_seq+1; otherwise it returns the newest events
 // before before_seq (or the newest of all when before_seq is 0). Events are
@@ -586,7 +741,7 @@ type GetHistory struct {
 
 func (x *GetHistory) Reset() {
 	*x = GetHistory{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[7]
+	mi := &file_parley_client_v1_client_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +753,7 @@ func (x *GetHistory) String() string {
 func (*GetHistory) ProtoMessage() {}
 
 func (x *GetHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[7]
+	mi := &file_parley_client_v1_client_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +766,7 @@ func (x *GetHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistory.ProtoReflect.Descriptor instead.
 func (*GetHistory) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{7}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetHistory) GetConversationId() string {
@@ -651,7 +806,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	mi := &file_parley_client_v1_client_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +818,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	mi := &file_parley_client_v1_client_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +831,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{8}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{10}
 }
 
 // ServerFrame is every frame the server sends.
@@ -694,6 +849,7 @@ type ServerFrame struct {
 	//	*ServerFrame_Error
 	//	*ServerFrame_Pong
 	//	*ServerFrame_Resumed
+	//	*ServerFrame_Receipts
 	Frame         isServerFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -701,7 +857,7 @@ type ServerFrame struct {
 
 func (x *ServerFrame) Reset() {
 	*x = ServerFrame{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	mi := &file_parley_client_v1_client_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -713,7 +869,7 @@ func (x *ServerFrame) String() string {
 func (*ServerFrame) ProtoMessage() {}
 
 func (x *ServerFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	mi := &file_parley_client_v1_client_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -726,7 +882,7 @@ func (x *ServerFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerFrame.ProtoReflect.Descriptor instead.
 func (*ServerFrame) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{9}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ServerFrame) GetRequestId() string {
@@ -815,6 +971,15 @@ func (x *ServerFrame) GetResumed() *Resumed {
 	return nil
 }
 
+func (x *ServerFrame) GetReceipts() *ReceiptBatch {
+	if x != nil {
+		if x, ok := x.Frame.(*ServerFrame_Receipts); ok {
+			return x.Receipts
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Frame interface {
 	isServerFrame_Frame()
 }
@@ -851,6 +1016,10 @@ type ServerFrame_Resumed struct {
 	Resumed *Resumed `protobuf:"bytes,17,opt,name=resumed,proto3,oneof"`
 }
 
+type ServerFrame_Receipts struct {
+	Receipts *ReceiptBatch `protobuf:"bytes,18,opt,name=receipts,proto3,oneof"`
+}
+
 func (*ServerFrame_Authenticated) isServerFrame_Frame() {}
 
 func (*ServerFrame_Accepted) isServerFrame_Frame() {}
@@ -866,6 +1035,8 @@ func (*ServerFrame_Error) isServerFrame_Frame() {}
 func (*ServerFrame_Pong) isServerFrame_Frame() {}
 
 func (*ServerFrame_Resumed) isServerFrame_Frame() {}
+
+func (*ServerFrame_Receipts) isServerFrame_Frame() {}
 
 // Resumed ends the catch-up that Authenticate.resume asked for; its
 // request_id is the Authenticate frame's.
@@ -885,7 +1056,7 @@ type Resumed struct {
 
 func (x *Resumed) Reset() {
 	*x = Resumed{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	mi := &file_parley_client_v1_client_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1068,7 @@ func (x *Resumed) String() string {
 func (*Resumed) ProtoMessage() {}
 
 func (x *Resumed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	mi := &file_parley_client_v1_client_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1081,7 @@ func (x *Resumed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resumed.ProtoReflect.Descriptor instead.
 func (*Resumed) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{10}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Resumed) GetCaughtUp() []*Cursor {
@@ -939,7 +1110,7 @@ type Authenticated struct {
 
 func (x *Authenticated) Reset() {
 	*x = Authenticated{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	mi := &file_parley_client_v1_client_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -951,7 +1122,7 @@ func (x *Authenticated) String() string {
 func (*Authenticated) ProtoMessage() {}
 
 func (x *Authenticated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	mi := &file_parley_client_v1_client_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -964,7 +1135,7 @@ func (x *Authenticated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authenticated.ProtoReflect.Descriptor instead.
 func (*Authenticated) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{11}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Authenticated) GetUserId() string {
@@ -1003,7 +1174,7 @@ type Accepted struct {
 
 func (x *Accepted) Reset() {
 	*x = Accepted{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	mi := &file_parley_client_v1_client_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1015,7 +1186,7 @@ func (x *Accepted) String() string {
 func (*Accepted) ProtoMessage() {}
 
 func (x *Accepted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	mi := &file_parley_client_v1_client_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1028,7 +1199,7 @@ func (x *Accepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accepted.ProtoReflect.Descriptor instead.
 func (*Accepted) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{12}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Accepted) GetClientMsgId() string {
@@ -1070,7 +1241,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	mi := &file_parley_client_v1_client_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1253,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	mi := &file_parley_client_v1_client_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1266,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{13}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EventBatch) GetEvents() []*v1.Event {
@@ -1109,13 +1280,15 @@ func (x *EventBatch) GetEvents() []*v1.Event {
 type ConversationList struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Conversations []*v1.Conversation     `protobuf:"bytes,1,rep,name=conversations,proto3" json:"conversations,omitempty"`
+	// sync_token goes in the next ListConversations.changed_since.
+	SyncToken     string `protobuf:"bytes,2,opt,name=sync_token,json=syncToken,proto3" json:"sync_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConversationList) Reset() {
 	*x = ConversationList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	mi := &file_parley_client_v1_client_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1300,7 @@ func (x *ConversationList) String() string {
 func (*ConversationList) ProtoMessage() {}
 
 func (x *ConversationList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	mi := &file_parley_client_v1_client_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,12 +1313,65 @@ func (x *ConversationList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationList.ProtoReflect.Descriptor instead.
 func (*ConversationList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{14}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ConversationList) GetConversations() []*v1.Conversation {
 	if x != nil {
 		return x.Conversations
+	}
+	return nil
+}
+
+func (x *ConversationList) GetSyncToken() string {
+	if x != nil {
+		return x.SyncToken
+	}
+	return ""
+}
+
+// ReceiptBatch carries device positions: pushed live to every member's
+// devices when a position moves, and answering Mark and GetReceipts.
+type ReceiptBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Receipts      []*v1.Receipt          `protobuf:"bytes,1,rep,name=receipts,proto3" json:"receipts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiptBatch) Reset() {
+	*x = ReceiptBatch{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiptBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiptBatch) ProtoMessage() {}
+
+func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiptBatch.ProtoReflect.Descriptor instead.
+func (*ReceiptBatch) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ReceiptBatch) GetReceipts() []*v1.Receipt {
+	if x != nil {
+		return x.Receipts
 	}
 	return nil
 }
@@ -1163,7 +1389,7 @@ type HistoryPage struct {
 
 func (x *HistoryPage) Reset() {
 	*x = HistoryPage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	mi := &file_parley_client_v1_client_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1401,7 @@ func (x *HistoryPage) String() string {
 func (*HistoryPage) ProtoMessage() {}
 
 func (x *HistoryPage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	mi := &file_parley_client_v1_client_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1414,7 @@ func (x *HistoryPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryPage.ProtoReflect.Descriptor instead.
 func (*HistoryPage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{15}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HistoryPage) GetConversationId() string {
@@ -1229,7 +1455,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[16]
+	mi := &file_parley_client_v1_client_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1241,7 +1467,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[16]
+	mi := &file_parley_client_v1_client_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1254,7 +1480,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{16}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Error) GetCode() v1.ErrorCode {
@@ -1294,7 +1520,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[17]
+	mi := &file_parley_client_v1_client_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1532,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[17]
+	mi := &file_parley_client_v1_client_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,14 +1545,14 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{17}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{20}
 }
 
 var File_parley_client_v1_client_proto protoreflect.FileDescriptor
 
 const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\n" +
-	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x19parley/chat/v1/chat.proto\"\x9b\x04\n" +
+	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x19parley/chat/v1/chat.proto\"\x8d\x05\n" +
 	"\vClientFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12D\n" +
@@ -1339,7 +1565,9 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x12list_conversations\x18\x0e \x01(\v2#.parley.client.v1.ListConversationsH\x00R\x11listConversations\x12?\n" +
 	"\vget_history\x18\x0f \x01(\v2\x1c.parley.client.v1.GetHistoryH\x00R\n" +
 	"getHistory\x12,\n" +
-	"\x04ping\x18\x10 \x01(\v2\x16.parley.client.v1.PingH\x00R\x04pingB\a\n" +
+	"\x04ping\x18\x10 \x01(\v2\x16.parley.client.v1.PingH\x00R\x04ping\x12,\n" +
+	"\x04mark\x18\x11 \x01(\v2\x16.parley.client.v1.MarkH\x00R\x04mark\x12B\n" +
+	"\fget_receipts\x18\x12 \x01(\v2\x1d.parley.client.v1.GetReceiptsH\x00R\vgetReceiptsB\a\n" +
 	"\x05frame\"s\n" +
 	"\fAuthenticate\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
@@ -1362,9 +1590,16 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\tAddMember\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
 	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x17\n" +
-	"\auser_id\x18\x03 \x01(\tR\x06userId\")\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\"N\n" +
 	"\x11ListConversations\x12\x14\n" +
-	"\x05limit\x18\x01 \x01(\rR\x05limit\"\x9a\x01\n" +
+	"\x05limit\x18\x01 \x01(\rR\x05limit\x12#\n" +
+	"\rchanged_since\x18\x02 \x01(\tR\fchangedSince\"o\n" +
+	"\x04Mark\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12#\n" +
+	"\rdelivered_seq\x18\x02 \x01(\x04R\fdeliveredSeq\x12\x19\n" +
+	"\bread_seq\x18\x03 \x01(\x04R\areadSeq\"6\n" +
+	"\vGetReceipts\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\"\x9a\x01\n" +
 	"\n" +
 	"GetHistory\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x1d\n" +
@@ -1374,7 +1609,7 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x05limit\x18\x04 \x01(\rR\x05limitB\f\n" +
 	"\n" +
 	"_after_seq\"\x06\n" +
-	"\x04Ping\"\x8d\x04\n" +
+	"\x04Ping\"\xcb\x04\n" +
 	"\vServerFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12G\n" +
@@ -1386,7 +1621,8 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\ahistory\x18\x0e \x01(\v2\x1d.parley.client.v1.HistoryPageH\x00R\ahistory\x12/\n" +
 	"\x05error\x18\x0f \x01(\v2\x17.parley.client.v1.ErrorH\x00R\x05error\x12,\n" +
 	"\x04pong\x18\x10 \x01(\v2\x16.parley.client.v1.PongH\x00R\x04pong\x125\n" +
-	"\aresumed\x18\x11 \x01(\v2\x19.parley.client.v1.ResumedH\x00R\aresumedB\a\n" +
+	"\aresumed\x18\x11 \x01(\v2\x19.parley.client.v1.ResumedH\x00R\aresumed\x12<\n" +
+	"\breceipts\x18\x12 \x01(\v2\x1e.parley.client.v1.ReceiptBatchH\x00R\breceiptsB\a\n" +
 	"\x05frame\"r\n" +
 	"\aResumed\x125\n" +
 	"\tcaught_up\x18\x01 \x03(\v2\x18.parley.client.v1.CursorR\bcaughtUp\x120\n" +
@@ -1403,9 +1639,13 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\tduplicate\x18\x04 \x01(\bR\tduplicate\";\n" +
 	"\n" +
 	"EventBatch\x12-\n" +
-	"\x06events\x18\x01 \x03(\v2\x15.parley.chat.v1.EventR\x06events\"V\n" +
+	"\x06events\x18\x01 \x03(\v2\x15.parley.chat.v1.EventR\x06events\"u\n" +
 	"\x10ConversationList\x12B\n" +
-	"\rconversations\x18\x01 \x03(\v2\x1c.parley.chat.v1.ConversationR\rconversations\"\x80\x01\n" +
+	"\rconversations\x18\x01 \x03(\v2\x1c.parley.chat.v1.ConversationR\rconversations\x12\x1d\n" +
+	"\n" +
+	"sync_token\x18\x02 \x01(\tR\tsyncToken\"C\n" +
+	"\fReceiptBatch\x123\n" +
+	"\breceipts\x18\x01 \x03(\v2\x17.parley.chat.v1.ReceiptR\breceipts\"\x80\x01\n" +
 	"\vHistoryPage\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12-\n" +
 	"\x06events\x18\x02 \x03(\v2\x15.parley.chat.v1.EventR\x06events\x12\x19\n" +
@@ -1429,7 +1669,7 @@ func file_parley_client_v1_client_proto_rawDescGZIP() []byte {
 	return file_parley_client_v1_client_proto_rawDescData
 }
 
-var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_parley_client_v1_client_proto_goTypes = []any{
 	(*ClientFrame)(nil),        // 0: parley.client.v1.ClientFrame
 	(*Authenticate)(nil),       // 1: parley.client.v1.Authenticate
@@ -1438,21 +1678,25 @@ var file_parley_client_v1_client_proto_goTypes = []any{
 	(*CreateConversation)(nil), // 4: parley.client.v1.CreateConversation
 	(*AddMember)(nil),          // 5: parley.client.v1.AddMember
 	(*ListConversations)(nil),  // 6: parley.client.v1.ListConversations
-	(*GetHistory)(nil),         // 7: parley.client.v1.GetHistory
-	(*Ping)(nil),               // 8: parley.client.v1.Ping
-	(*ServerFrame)(nil),        // 9: parley.client.v1.ServerFrame
-	(*Resumed)(nil),            // 10: parley.client.v1.Resumed
-	(*Authenticated)(nil),      // 11: parley.client.v1.Authenticated
-	(*Accepted)(nil),           // 12: parley.client.v1.Accepted
-	(*EventBatch)(nil),         // 13: parley.client.v1.EventBatch
-	(*ConversationList)(nil),   // 14: parley.client.v1.ConversationList
-	(*HistoryPage)(nil),        // 15: parley.client.v1.HistoryPage
-	(*Error)(nil),              // 16: parley.client.v1.Error
-	(*Pong)(nil),               // 17: parley.client.v1.Pong
-	(v1.ConversationKind)(0),   // 18: parley.chat.v1.ConversationKind
-	(*v1.Event)(nil),           // 19: parley.chat.v1.Event
-	(*v1.Conversation)(nil),    // 20: parley.chat.v1.Conversation
-	(v1.ErrorCode)(0),          // 21: parley.chat.v1.ErrorCode
+	(*Mark)(nil),               // 7: parley.client.v1.Mark
+	(*GetReceipts)(nil),        // 8: parley.client.v1.GetReceipts
+	(*GetHistory)(nil),         // 9: parley.client.v1.GetHistory
+	(*Ping)(nil),               // 10: parley.client.v1.Ping
+	(*ServerFrame)(nil),        // 11: parley.client.v1.ServerFrame
+	(*Resumed)(nil),            // 12: parley.client.v1.Resumed
+	(*Authenticated)(nil),      // 13: parley.client.v1.Authenticated
+	(*Accepted)(nil),           // 14: parley.client.v1.Accepted
+	(*EventBatch)(nil),         // 15: parley.client.v1.EventBatch
+	(*ConversationList)(nil),   // 16: parley.client.v1.ConversationList
+	(*ReceiptBatch)(nil),       // 17: parley.client.v1.ReceiptBatch
+	(*HistoryPage)(nil),        // 18: parley.client.v1.HistoryPage
+	(*Error)(nil),              // 19: parley.client.v1.Error
+	(*Pong)(nil),               // 20: parley.client.v1.Pong
+	(v1.ConversationKind)(0),   // 21: parley.chat.v1.ConversationKind
+	(*v1.Event)(nil),           // 22: parley.chat.v1.Event
+	(*v1.Conversation)(nil),    // 23: parley.chat.v1.Conversation
+	(*v1.Receipt)(nil),         // 24: parley.chat.v1.Receipt
+	(v1.ErrorCode)(0),          // 25: parley.chat.v1.ErrorCode
 }
 var file_parley_client_v1_client_proto_depIdxs = []int32{
 	1,  // 0: parley.client.v1.ClientFrame.authenticate:type_name -> parley.client.v1.Authenticate
@@ -1460,29 +1704,33 @@ var file_parley_client_v1_client_proto_depIdxs = []int32{
 	4,  // 2: parley.client.v1.ClientFrame.create_conversation:type_name -> parley.client.v1.CreateConversation
 	5,  // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
 	6,  // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
-	7,  // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
-	8,  // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
-	2,  // 7: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
-	18, // 8: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	11, // 9: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
-	12, // 10: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
-	13, // 11: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
-	14, // 12: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
-	15, // 13: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
-	16, // 14: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
-	17, // 15: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
-	10, // 16: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
-	2,  // 17: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
-	2,  // 18: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
-	19, // 19: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
-	20, // 20: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
-	19, // 21: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
-	21, // 22: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	9,  // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
+	10, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
+	7,  // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
+	8,  // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
+	2,  // 9: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
+	21, // 10: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	13, // 11: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
+	14, // 12: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
+	15, // 13: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
+	16, // 14: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
+	18, // 15: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
+	19, // 16: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
+	20, // 17: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
+	12, // 18: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
+	17, // 19: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
+	2,  // 20: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
+	2,  // 21: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
+	22, // 22: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
+	23, // 23: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
+	24, // 24: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
+	22, // 25: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
+	25, // 26: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_parley_client_v1_client_proto_init() }
@@ -1498,9 +1746,11 @@ func file_parley_client_v1_client_proto_init() {
 		(*ClientFrame_ListConversations)(nil),
 		(*ClientFrame_GetHistory)(nil),
 		(*ClientFrame_Ping)(nil),
+		(*ClientFrame_Mark)(nil),
+		(*ClientFrame_GetReceipts)(nil),
 	}
-	file_parley_client_v1_client_proto_msgTypes[7].OneofWrappers = []any{}
-	file_parley_client_v1_client_proto_msgTypes[9].OneofWrappers = []any{
+	file_parley_client_v1_client_proto_msgTypes[9].OneofWrappers = []any{}
+	file_parley_client_v1_client_proto_msgTypes[11].OneofWrappers = []any{
 		(*ServerFrame_Authenticated)(nil),
 		(*ServerFrame_Accepted)(nil),
 		(*ServerFrame_Events)(nil),
@@ -1509,6 +1759,7 @@ func file_parley_client_v1_client_proto_init() {
 		(*ServerFrame_Error)(nil),
 		(*ServerFrame_Pong)(nil),
 		(*ServerFrame_Resumed)(nil),
+		(*ServerFrame_Receipts)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1516,7 +1767,7 @@ func file_parley_client_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_client_v1_client_proto_rawDesc), len(file_parley_client_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

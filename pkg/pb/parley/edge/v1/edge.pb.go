@@ -70,11 +70,12 @@ func (x *PushRequest) GetDeliveries() []*Delivery {
 	return nil
 }
 
-// Delivery is one event for some users.
+// Delivery is one event, or one receipt, for some users.
 type Delivery struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Event         *v1.Event              `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
 	UserIds       []string               `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	Receipt       *v1.Receipt            `protobuf:"bytes,3,opt,name=receipt,proto3" json:"receipt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -119,6 +120,13 @@ func (x *Delivery) GetEvent() *v1.Event {
 func (x *Delivery) GetUserIds() []string {
 	if x != nil {
 		return x.UserIds
+	}
+	return nil
+}
+
+func (x *Delivery) GetReceipt() *v1.Receipt {
+	if x != nil {
+		return x.Receipt
 	}
 	return nil
 }
@@ -176,10 +184,11 @@ const file_parley_edge_v1_edge_proto_rawDesc = "" +
 	"\vPushRequest\x128\n" +
 	"\n" +
 	"deliveries\x18\x01 \x03(\v2\x18.parley.edge.v1.DeliveryR\n" +
-	"deliveries\"R\n" +
+	"deliveries\"\x85\x01\n" +
 	"\bDelivery\x12+\n" +
 	"\x05event\x18\x01 \x01(\v2\x15.parley.chat.v1.EventR\x05event\x12\x19\n" +
-	"\buser_ids\x18\x02 \x03(\tR\auserIds\"&\n" +
+	"\buser_ids\x18\x02 \x03(\tR\auserIds\x121\n" +
+	"\areceipt\x18\x03 \x01(\v2\x17.parley.chat.v1.ReceiptR\areceipt\"&\n" +
 	"\fPushResponse\x12\x16\n" +
 	"\x06queued\x18\x01 \x01(\rR\x06queued2P\n" +
 	"\vEdgeService\x12A\n" +
@@ -203,17 +212,19 @@ var file_parley_edge_v1_edge_proto_goTypes = []any{
 	(*Delivery)(nil),     // 1: parley.edge.v1.Delivery
 	(*PushResponse)(nil), // 2: parley.edge.v1.PushResponse
 	(*v1.Event)(nil),     // 3: parley.chat.v1.Event
+	(*v1.Receipt)(nil),   // 4: parley.chat.v1.Receipt
 }
 var file_parley_edge_v1_edge_proto_depIdxs = []int32{
 	1, // 0: parley.edge.v1.PushRequest.deliveries:type_name -> parley.edge.v1.Delivery
 	3, // 1: parley.edge.v1.Delivery.event:type_name -> parley.chat.v1.Event
-	0, // 2: parley.edge.v1.EdgeService.Push:input_type -> parley.edge.v1.PushRequest
-	2, // 3: parley.edge.v1.EdgeService.Push:output_type -> parley.edge.v1.PushResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	4, // 2: parley.edge.v1.Delivery.receipt:type_name -> parley.chat.v1.Receipt
+	0, // 3: parley.edge.v1.EdgeService.Push:input_type -> parley.edge.v1.PushRequest
+	2, // 4: parley.edge.v1.EdgeService.Push:output_type -> parley.edge.v1.PushResponse
+	4, // [4:5] is the sub-list for method output_type
+	3, // [3:4] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_parley_edge_v1_edge_proto_init() }

@@ -42,6 +42,7 @@ type Command struct {
 	//	*Command_CreateConversation
 	//	*Command_AddMember
 	//	*Command_PostMessage
+	//	*Command_Mark
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -153,6 +154,15 @@ func (x *Command) GetPostMessage() *PostMessage {
 	return nil
 }
 
+func (x *Command) GetMark() *Mark {
+	if x != nil {
+		if x, ok := x.Body.(*Command_Mark); ok {
+			return x.Mark
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -169,11 +179,17 @@ type Command_PostMessage struct {
 	PostMessage *PostMessage `protobuf:"bytes,12,opt,name=post_message,json=postMessage,proto3,oneof"`
 }
 
+type Command_Mark struct {
+	Mark *Mark `protobuf:"bytes,13,opt,name=mark,proto3,oneof"`
+}
+
 func (*Command_CreateConversation) isCommand_Body() {}
 
 func (*Command_AddMember) isCommand_Body() {}
 
 func (*Command_PostMessage) isCommand_Body() {}
+
+func (*Command_Mark) isCommand_Body() {}
 
 // CreateConversation creates the conversation named by the command.
 type CreateConversation struct {
@@ -327,21 +343,79 @@ func (x *PostMessage) GetText() string {
 	return ""
 }
 
-// EventRecord is a record of parley.events.v1, the source of truth.
+// Mark moves the device's delivered position and its user's read position
+// forward. Either may be zero (unchanged); reading implies delivered.
+type Mark struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeliveredSeq  uint64                 `protobuf:"varint,1,opt,name=delivered_seq,json=deliveredSeq,proto3" json:"delivered_seq,omitempty"`
+	ReadSeq       uint64                 `protobuf:"varint,2,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Mark) Reset() {
+	*x = Mark{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Mark) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Mark) ProtoMessage() {}
+
+func (x *Mark) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Mark.ProtoReflect.Descriptor instead.
+func (*Mark) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Mark) GetDeliveredSeq() uint64 {
+	if x != nil {
+		return x.DeliveredSeq
+	}
+	return 0
+}
+
+func (x *Mark) GetReadSeq() uint64 {
+	if x != nil {
+		return x.ReadSeq
+	}
+	return 0
+}
+
+// EventRecord is a record of parley.events.v1, the source of truth. It
+// holds exactly one of event (takes the next seq) or receipt (a position
+// change: no seq, so receipts never show in history or move unread counts
+// of others).
 type EventRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Event *v1.Event              `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
 	// recipient_ids are the conversation's members after this event, stamped
 	// by the sequencer so fan-out needs no membership view of its own.
-	RecipientIds  []string `protobuf:"bytes,2,rep,name=recipient_ids,json=recipientIds,proto3" json:"recipient_ids,omitempty"`
-	CommandId     string   `protobuf:"bytes,3,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	RecipientIds  []string    `protobuf:"bytes,2,rep,name=recipient_ids,json=recipientIds,proto3" json:"recipient_ids,omitempty"`
+	CommandId     string      `protobuf:"bytes,3,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	Receipt       *v1.Receipt `protobuf:"bytes,4,opt,name=receipt,proto3" json:"receipt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EventRecord) Reset() {
 	*x = EventRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	mi := &file_parley_log_v1_log_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -353,7 +427,7 @@ func (x *EventRecord) String() string {
 func (*EventRecord) ProtoMessage() {}
 
 func (x *EventRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	mi := &file_parley_log_v1_log_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -366,7 +440,7 @@ func (x *EventRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventRecord.ProtoReflect.Descriptor instead.
 func (*EventRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{4}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *EventRecord) GetEvent() *v1.Event {
@@ -390,6 +464,13 @@ func (x *EventRecord) GetCommandId() string {
 	return ""
 }
 
+func (x *EventRecord) GetReceipt() *v1.Receipt {
+	if x != nil {
+		return x.Receipt
+	}
+	return nil
+}
+
 // Outcome is a record of parley.outcomes.v1: the sequencer's answer to one
 // command, read by the ingest instance waiting to answer Submit.
 type Outcome struct {
@@ -398,17 +479,19 @@ type Outcome struct {
 	ConversationId string                 `protobuf:"bytes,2,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	ClientMsgId    string                 `protobuf:"bytes,3,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
 	// seq is set when the command was applied (now or before).
-	Seq           uint64       `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
-	Duplicate     bool         `protobuf:"varint,5,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
-	ErrorCode     v1.ErrorCode `protobuf:"varint,6,opt,name=error_code,json=errorCode,proto3,enum=parley.chat.v1.ErrorCode" json:"error_code,omitempty"`
-	ErrorMessage  string       `protobuf:"bytes,7,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	Seq          uint64       `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
+	Duplicate    bool         `protobuf:"varint,5,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	ErrorCode    v1.ErrorCode `protobuf:"varint,6,opt,name=error_code,json=errorCode,proto3,enum=parley.chat.v1.ErrorCode" json:"error_code,omitempty"`
+	ErrorMessage string       `protobuf:"bytes,7,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	// receipt is the device's position after a Mark, moved or not.
+	Receipt       *v1.Receipt `protobuf:"bytes,8,opt,name=receipt,proto3" json:"receipt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	mi := &file_parley_log_v1_log_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -420,7 +503,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	mi := &file_parley_log_v1_log_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -433,7 +516,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{5}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Outcome) GetCommandId() string {
@@ -485,11 +568,18 @@ func (x *Outcome) GetErrorMessage() string {
 	return ""
 }
 
+func (x *Outcome) GetReceipt() *v1.Receipt {
+	if x != nil {
+		return x.Receipt
+	}
+	return nil
+}
+
 var File_parley_log_v1_log_proto protoreflect.FileDescriptor
 
 const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\n" +
-	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xc2\x03\n" +
+	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xed\x03\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12'\n" +
@@ -503,7 +593,8 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	" \x01(\v2!.parley.log.v1.CreateConversationH\x00R\x12createConversation\x129\n" +
 	"\n" +
 	"add_member\x18\v \x01(\v2\x18.parley.log.v1.AddMemberH\x00R\taddMember\x12?\n" +
-	"\fpost_message\x18\f \x01(\v2\x1a.parley.log.v1.PostMessageH\x00R\vpostMessageB\x06\n" +
+	"\fpost_message\x18\f \x01(\v2\x1a.parley.log.v1.PostMessageH\x00R\vpostMessage\x12)\n" +
+	"\x04mark\x18\r \x01(\v2\x13.parley.log.v1.MarkH\x00R\x04markB\x06\n" +
 	"\x04body\"\x7f\n" +
 	"\x12CreateConversation\x124\n" +
 	"\x04kind\x18\x01 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x14\n" +
@@ -513,12 +604,16 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\tAddMember\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"!\n" +
 	"\vPostMessage\x12\x12\n" +
-	"\x04text\x18\x01 \x01(\tR\x04text\"~\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\"F\n" +
+	"\x04Mark\x12#\n" +
+	"\rdelivered_seq\x18\x01 \x01(\x04R\fdeliveredSeq\x12\x19\n" +
+	"\bread_seq\x18\x02 \x01(\x04R\areadSeq\"\xb1\x01\n" +
 	"\vEventRecord\x12+\n" +
 	"\x05event\x18\x01 \x01(\v2\x15.parley.chat.v1.EventR\x05event\x12#\n" +
 	"\rrecipient_ids\x18\x02 \x03(\tR\frecipientIds\x12\x1d\n" +
 	"\n" +
-	"command_id\x18\x03 \x01(\tR\tcommandId\"\x84\x02\n" +
+	"command_id\x18\x03 \x01(\tR\tcommandId\x121\n" +
+	"\areceipt\x18\x04 \x01(\v2\x17.parley.chat.v1.ReceiptR\areceipt\"\xb7\x02\n" +
 	"\aOutcome\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12'\n" +
@@ -528,7 +623,8 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\tduplicate\x18\x05 \x01(\bR\tduplicate\x128\n" +
 	"\n" +
 	"error_code\x18\x06 \x01(\x0e2\x19.parley.chat.v1.ErrorCodeR\terrorCode\x12#\n" +
-	"\rerror_message\x18\a \x01(\tR\ferrorMessageB9Z7github.com/parleychat/parley/pkg/pb/parley/log/v1;logv1b\x06proto3"
+	"\rerror_message\x18\a \x01(\tR\ferrorMessage\x121\n" +
+	"\areceipt\x18\b \x01(\v2\x17.parley.chat.v1.ReceiptR\areceiptB9Z7github.com/parleychat/parley/pkg/pb/parley/log/v1;logv1b\x06proto3"
 
 var (
 	file_parley_log_v1_log_proto_rawDescOnce sync.Once
@@ -542,32 +638,37 @@ func file_parley_log_v1_log_proto_rawDescGZIP() []byte {
 	return file_parley_log_v1_log_proto_rawDescData
 }
 
-var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_parley_log_v1_log_proto_goTypes = []any{
 	(*Command)(nil),               // 0: parley.log.v1.Command
 	(*CreateConversation)(nil),    // 1: parley.log.v1.CreateConversation
 	(*AddMember)(nil),             // 2: parley.log.v1.AddMember
 	(*PostMessage)(nil),           // 3: parley.log.v1.PostMessage
-	(*EventRecord)(nil),           // 4: parley.log.v1.EventRecord
-	(*Outcome)(nil),               // 5: parley.log.v1.Outcome
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
-	(v1.ConversationKind)(0),      // 7: parley.chat.v1.ConversationKind
-	(*v1.Event)(nil),              // 8: parley.chat.v1.Event
-	(v1.ErrorCode)(0),             // 9: parley.chat.v1.ErrorCode
+	(*Mark)(nil),                  // 4: parley.log.v1.Mark
+	(*EventRecord)(nil),           // 5: parley.log.v1.EventRecord
+	(*Outcome)(nil),               // 6: parley.log.v1.Outcome
+	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(v1.ConversationKind)(0),      // 8: parley.chat.v1.ConversationKind
+	(*v1.Event)(nil),              // 9: parley.chat.v1.Event
+	(*v1.Receipt)(nil),            // 10: parley.chat.v1.Receipt
+	(v1.ErrorCode)(0),             // 11: parley.chat.v1.ErrorCode
 }
 var file_parley_log_v1_log_proto_depIdxs = []int32{
-	6, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
-	1, // 1: parley.log.v1.Command.create_conversation:type_name -> parley.log.v1.CreateConversation
-	2, // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
-	3, // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
-	7, // 4: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	8, // 5: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
-	9, // 6: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	7,  // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
+	1,  // 1: parley.log.v1.Command.create_conversation:type_name -> parley.log.v1.CreateConversation
+	2,  // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
+	3,  // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
+	4,  // 4: parley.log.v1.Command.mark:type_name -> parley.log.v1.Mark
+	8,  // 5: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	9,  // 6: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
+	10, // 7: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
+	11, // 8: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
+	10, // 9: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_parley_log_v1_log_proto_init() }
@@ -579,6 +680,7 @@ func file_parley_log_v1_log_proto_init() {
 		(*Command_CreateConversation)(nil),
 		(*Command_AddMember)(nil),
 		(*Command_PostMessage)(nil),
+		(*Command_Mark)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -586,7 +688,7 @@ func file_parley_log_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_log_v1_log_proto_rawDesc), len(file_parley_log_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -158,9 +158,11 @@ func (x *HistoryResponse) GetHasMore() bool {
 
 // ConversationsRequest names the user.
 type ConversationsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Limit  uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// changed_since is a sync_token of an earlier response.
+	ChangedSince  string `protobuf:"bytes,3,opt,name=changed_since,json=changedSince,proto3" json:"changed_since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -209,10 +211,18 @@ func (x *ConversationsRequest) GetLimit() uint32 {
 	return 0
 }
 
+func (x *ConversationsRequest) GetChangedSince() string {
+	if x != nil {
+		return x.ChangedSince
+	}
+	return ""
+}
+
 // ConversationsResponse lists the conversations.
 type ConversationsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Conversations []*v1.Conversation     `protobuf:"bytes,1,rep,name=conversations,proto3" json:"conversations,omitempty"`
+	SyncToken     string                 `protobuf:"bytes,2,opt,name=sync_token,json=syncToken,proto3" json:"sync_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -254,6 +264,112 @@ func (x *ConversationsResponse) GetConversations() []*v1.Conversation {
 	return nil
 }
 
+func (x *ConversationsResponse) GetSyncToken() string {
+	if x != nil {
+		return x.SyncToken
+	}
+	return ""
+}
+
+// ReceiptsRequest names the caller, whose membership is checked.
+type ReceiptsRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	UserId         string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	ConversationId string                 `protobuf:"bytes,2,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ReceiptsRequest) Reset() {
+	*x = ReceiptsRequest{}
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiptsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiptsRequest) ProtoMessage() {}
+
+func (x *ReceiptsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiptsRequest.ProtoReflect.Descriptor instead.
+func (*ReceiptsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ReceiptsRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ReceiptsRequest) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+// ReceiptsResponse lists one receipt per device that ever reported or
+// posted in the conversation.
+type ReceiptsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Receipts      []*v1.Receipt          `protobuf:"bytes,1,rep,name=receipts,proto3" json:"receipts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiptsResponse) Reset() {
+	*x = ReceiptsResponse{}
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiptsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiptsResponse) ProtoMessage() {}
+
+func (x *ReceiptsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiptsResponse.ProtoReflect.Descriptor instead.
+func (*ReceiptsResponse) Descriptor() ([]byte, []int) {
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ReceiptsResponse) GetReceipts() []*v1.Receipt {
+	if x != nil {
+		return x.Receipts
+	}
+	return nil
+}
+
 var File_parley_persistence_v1_persistence_proto protoreflect.FileDescriptor
 
 const file_parley_persistence_v1_persistence_proto_rawDesc = "" +
@@ -270,15 +386,24 @@ const file_parley_persistence_v1_persistence_proto_rawDesc = "" +
 	"_after_seq\"[\n" +
 	"\x0fHistoryResponse\x12-\n" +
 	"\x06events\x18\x01 \x03(\v2\x15.parley.chat.v1.EventR\x06events\x12\x19\n" +
-	"\bhas_more\x18\x02 \x01(\bR\ahasMore\"E\n" +
+	"\bhas_more\x18\x02 \x01(\bR\ahasMore\"j\n" +
 	"\x14ConversationsRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"[\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12#\n" +
+	"\rchanged_since\x18\x03 \x01(\tR\fchangedSince\"z\n" +
 	"\x15ConversationsResponse\x12B\n" +
-	"\rconversations\x18\x01 \x03(\v2\x1c.parley.chat.v1.ConversationR\rconversations2\xda\x01\n" +
+	"\rconversations\x18\x01 \x03(\v2\x1c.parley.chat.v1.ConversationR\rconversations\x12\x1d\n" +
+	"\n" +
+	"sync_token\x18\x02 \x01(\tR\tsyncToken\"S\n" +
+	"\x0fReceiptsRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12'\n" +
+	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\"G\n" +
+	"\x10ReceiptsResponse\x123\n" +
+	"\breceipts\x18\x01 \x03(\v2\x17.parley.chat.v1.ReceiptR\breceipts2\xb7\x02\n" +
 	"\x12PersistenceService\x12X\n" +
 	"\aHistory\x12%.parley.persistence.v1.HistoryRequest\x1a&.parley.persistence.v1.HistoryResponse\x12j\n" +
-	"\rConversations\x12+.parley.persistence.v1.ConversationsRequest\x1a,.parley.persistence.v1.ConversationsResponseBIZGgithub.com/parleychat/parley/pkg/pb/parley/persistence/v1;persistencev1b\x06proto3"
+	"\rConversations\x12+.parley.persistence.v1.ConversationsRequest\x1a,.parley.persistence.v1.ConversationsResponse\x12[\n" +
+	"\bReceipts\x12&.parley.persistence.v1.ReceiptsRequest\x1a'.parley.persistence.v1.ReceiptsResponseBIZGgithub.com/parleychat/parley/pkg/pb/parley/persistence/v1;persistencev1b\x06proto3"
 
 var (
 	file_parley_persistence_v1_persistence_proto_rawDescOnce sync.Once
@@ -292,27 +417,33 @@ func file_parley_persistence_v1_persistence_proto_rawDescGZIP() []byte {
 	return file_parley_persistence_v1_persistence_proto_rawDescData
 }
 
-var file_parley_persistence_v1_persistence_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_parley_persistence_v1_persistence_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_parley_persistence_v1_persistence_proto_goTypes = []any{
 	(*HistoryRequest)(nil),        // 0: parley.persistence.v1.HistoryRequest
 	(*HistoryResponse)(nil),       // 1: parley.persistence.v1.HistoryResponse
 	(*ConversationsRequest)(nil),  // 2: parley.persistence.v1.ConversationsRequest
 	(*ConversationsResponse)(nil), // 3: parley.persistence.v1.ConversationsResponse
-	(*v1.Event)(nil),              // 4: parley.chat.v1.Event
-	(*v1.Conversation)(nil),       // 5: parley.chat.v1.Conversation
+	(*ReceiptsRequest)(nil),       // 4: parley.persistence.v1.ReceiptsRequest
+	(*ReceiptsResponse)(nil),      // 5: parley.persistence.v1.ReceiptsResponse
+	(*v1.Event)(nil),              // 6: parley.chat.v1.Event
+	(*v1.Conversation)(nil),       // 7: parley.chat.v1.Conversation
+	(*v1.Receipt)(nil),            // 8: parley.chat.v1.Receipt
 }
 var file_parley_persistence_v1_persistence_proto_depIdxs = []int32{
-	4, // 0: parley.persistence.v1.HistoryResponse.events:type_name -> parley.chat.v1.Event
-	5, // 1: parley.persistence.v1.ConversationsResponse.conversations:type_name -> parley.chat.v1.Conversation
-	0, // 2: parley.persistence.v1.PersistenceService.History:input_type -> parley.persistence.v1.HistoryRequest
-	2, // 3: parley.persistence.v1.PersistenceService.Conversations:input_type -> parley.persistence.v1.ConversationsRequest
-	1, // 4: parley.persistence.v1.PersistenceService.History:output_type -> parley.persistence.v1.HistoryResponse
-	3, // 5: parley.persistence.v1.PersistenceService.Conversations:output_type -> parley.persistence.v1.ConversationsResponse
-	4, // [4:6] is the sub-list for method output_type
-	2, // [2:4] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	6, // 0: parley.persistence.v1.HistoryResponse.events:type_name -> parley.chat.v1.Event
+	7, // 1: parley.persistence.v1.ConversationsResponse.conversations:type_name -> parley.chat.v1.Conversation
+	8, // 2: parley.persistence.v1.ReceiptsResponse.receipts:type_name -> parley.chat.v1.Receipt
+	0, // 3: parley.persistence.v1.PersistenceService.History:input_type -> parley.persistence.v1.HistoryRequest
+	2, // 4: parley.persistence.v1.PersistenceService.Conversations:input_type -> parley.persistence.v1.ConversationsRequest
+	4, // 5: parley.persistence.v1.PersistenceService.Receipts:input_type -> parley.persistence.v1.ReceiptsRequest
+	1, // 6: parley.persistence.v1.PersistenceService.History:output_type -> parley.persistence.v1.HistoryResponse
+	3, // 7: parley.persistence.v1.PersistenceService.Conversations:output_type -> parley.persistence.v1.ConversationsResponse
+	5, // 8: parley.persistence.v1.PersistenceService.Receipts:output_type -> parley.persistence.v1.ReceiptsResponse
+	6, // [6:9] is the sub-list for method output_type
+	3, // [3:6] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_parley_persistence_v1_persistence_proto_init() }
@@ -327,7 +458,7 @@ func file_parley_persistence_v1_persistence_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_persistence_v1_persistence_proto_rawDesc), len(file_parley_persistence_v1_persistence_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

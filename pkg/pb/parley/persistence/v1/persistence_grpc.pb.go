@@ -24,6 +24,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	PersistenceService_History_FullMethodName       = "/parley.persistence.v1.PersistenceService/History"
 	PersistenceService_Conversations_FullMethodName = "/parley.persistence.v1.PersistenceService/Conversations"
+	PersistenceService_Receipts_FullMethodName      = "/parley.persistence.v1.PersistenceService/Receipts"
 )
 
 // PersistenceServiceClient is the client API for PersistenceService service.
@@ -38,6 +39,8 @@ type PersistenceServiceClient interface {
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
 	// Conversations lists a user's conversations, most recent activity first.
 	Conversations(ctx context.Context, in *ConversationsRequest, opts ...grpc.CallOption) (*ConversationsResponse, error)
+	// Receipts lists every device position in a conversation.
+	Receipts(ctx context.Context, in *ReceiptsRequest, opts ...grpc.CallOption) (*ReceiptsResponse, error)
 }
 
 type persistenceServiceClient struct {
@@ -68,6 +71,16 @@ func (c *persistenceServiceClient) Conversations(ctx context.Context, in *Conver
 	return out, nil
 }
 
+func (c *persistenceServiceClient) Receipts(ctx context.Context, in *ReceiptsRequest, opts ...grpc.CallOption) (*ReceiptsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReceiptsResponse)
+	err := c.cc.Invoke(ctx, PersistenceService_Receipts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PersistenceServiceServer is the server API for PersistenceService service.
 // All implementations must embed UnimplementedPersistenceServiceServer
 // for forward compatibility.
@@ -80,6 +93,8 @@ type PersistenceServiceServer interface {
 	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
 	// Conversations lists a user's conversations, most recent activity first.
 	Conversations(context.Context, *ConversationsRequest) (*ConversationsResponse, error)
+	// Receipts lists every device position in a conversation.
+	Receipts(context.Context, *ReceiptsRequest) (*ReceiptsResponse, error)
 	mustEmbedUnimplementedPersistenceServiceServer()
 }
 
@@ -95,6 +110,9 @@ func (UnimplementedPersistenceServiceServer) History(context.Context, *HistoryRe
 }
 func (UnimplementedPersistenceServiceServer) Conversations(context.Context, *ConversationsRequest) (*ConversationsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Conversations not implemented")
+}
+func (UnimplementedPersistenceServiceServer) Receipts(context.Context, *ReceiptsRequest) (*ReceiptsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Receipts not implemented")
 }
 func (UnimplementedPersistenceServiceServer) mustEmbedUnimplementedPersistenceServiceServer() {}
 func (UnimplementedPersistenceServiceServer) testEmbeddedByValue()                            {}
@@ -153,6 +171,24 @@ func _PersistenceService_Conversations_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PersistenceService_Receipts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReceiptsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PersistenceServiceServer).Receipts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PersistenceService_Receipts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PersistenceServiceServer).Receipts(ctx, req.(*ReceiptsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PersistenceService_ServiceDesc is the grpc.ServiceDesc for PersistenceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -167,6 +203,10 @@ var PersistenceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Conversations",
 			Handler:    _PersistenceService_Conversations_Handler,
+		},
+		{
+			MethodName: "Receipts",
+			Handler:    _PersistenceService_Receipts_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
