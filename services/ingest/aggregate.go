@@ -1,9 +1,11 @@
 package ingest
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
@@ -24,6 +26,37 @@ type conversation struct {
 	// applied maps every accepted client message id to its seq. It is what
 	// makes a retry, however late, return the original answer.
 	applied map[dedupKey]uint64
+	// delivered is each device's position and read each member's: kept here
+	// so that a Mark only ever moves them forward and a receipt is logged
+	// only when something moved.
+	delivered map[deviceKey]uint64
+	read      map[string]uint64
+}
+
+type deviceKey struct{ user, device string }
+
+func newConversation(id string) *conversation {
+	return &conversation{id: id, applied: map[dedupKey]uint64{}, delivered: map[deviceKey]uint64{}, read: map[string]uint64{}}
+}
+
+// receipt is the device's position as a receipt.
+func (c *conversation) receipt(user, device string) *chatv1.Receipt {
+	return &chatv1.Receipt{ConversationId: c.id, UserId: user, DeviceId: device,
+		DeliveredSeq: c.delivered[deviceKey{user, device}], ReadSeq: c.read[user]}
+}
+
+// move applies a position change and reports whether anything moved.
+// Reading implies delivered; what a device posts it has, and its user has
+// read.
+func (c *conversation) move(user, device string, deliveredSeq, readSeq uint64) bool {
+	moved := false
+	if d := max(deliveredSeq, readSeq); device != "" && d > c.delivered[deviceKey{user, device}] {
+		c.delivered[deviceKey{user, device}], moved = d, true
+	}
+	if readSeq > c.read[user] {
+		c.read[user], moved = readSeq, true
+	}
+	return moved
 }
 
 func (c *conversation) isMember(user string) bool {
@@ -35,17 +68,28 @@ func (c *conversation) isMember(user string) bool {
 	return false
 }
 
-// replay folds an event read back from the log into the aggregate.
-func replay(convs map[string]*conversation, ev *chatv1.Event) {
+// replay folds a record read back from the log into the aggregate.
+func replay(convs map[string]*conversation, rec *logv1.EventRecord) {
+	if r := rec.GetReceipt(); r != nil {
+		if c := convs[r.GetConversationId()]; c != nil {
+			c.move(r.GetUserId(), r.GetDeviceId(), r.GetDeliveredSeq(), r.GetReadSeq())
+		}
+		return
+	}
+	ev := rec.GetEvent()
+	if ev == nil {
+		return
+	}
 	c := convs[ev.GetConversationId()]
 	if c == nil {
-		c = &conversation{id: ev.GetConversationId(), applied: map[dedupKey]uint64{}}
+		c = newConversation(ev.GetConversationId())
 		convs[c.id] = c
 	}
 	if ev.GetSeq() <= c.lastSeq {
 		return
 	}
 	c.lastSeq = ev.GetSeq()
+	c.move(ev.GetSenderId(), ev.GetSenderDeviceId(), ev.GetSeq(), ev.GetSeq())
 	if id := ev.GetClientMsgId(); id != "" {
 		c.applied[dedupKey{ev.GetSenderId(), id}] = ev.GetSeq()
 	}
@@ -72,6 +116,11 @@ func decide(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, 
 		return nil, out
 	}
 	c := convs[cmd.GetConversationId()]
+	if m, ok := cmd.GetBody().(*logv1.Command_Mark); ok {
+		// Marks carry no client message id worth deduplicating: moving a
+		// position is idempotent by itself.
+		return decideMark(c, cmd, m.Mark, out, now)
+	}
 	key := dedupKey{cmd.GetUserId(), cmd.GetClientMsgId()}
 	if c != nil {
 		if seq, ok := c.applied[key]; ok {
@@ -100,7 +149,8 @@ func decide(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, 
 		if len(b.CreateConversation.GetMemberIds()) > maxMembers {
 			return reject(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "too many members")
 		}
-		c = &conversation{id: cmd.GetConversationId(), kind: b.CreateConversation.GetKind(), applied: map[dedupKey]uint64{}}
+		c = newConversation(cmd.GetConversationId())
+		c.kind = b.CreateConversation.GetKind()
 		c.members = append(c.members, b.CreateConversation.GetMemberIds()...)
 		convs[c.id] = c
 		ev.Body = &chatv1.Event_ConversationCreated{ConversationCreated: &chatv1.ConversationCreated{
@@ -139,6 +189,34 @@ func decide(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, 
 	c.lastSeq++
 	ev.Seq = c.lastSeq
 	c.applied[key] = ev.Seq
+	c.move(cmd.GetUserId(), cmd.GetDeviceId(), ev.Seq, ev.Seq)
 	out.Seq = ev.Seq
 	return &logv1.EventRecord{Event: ev, RecipientIds: append([]string(nil), c.members...), CommandId: cmd.GetCommandId()}, out
+}
+
+// decideMark moves a device's positions. A receipt takes no seq: positions
+// are state, not history, so they neither show in history nor count as
+// unread for anyone. Nothing is logged when nothing moves, which makes a
+// repeated Mark free and idempotent.
+func decideMark(c *conversation, cmd *logv1.Command, m *logv1.Mark, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
+	switch {
+	case c == nil:
+		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such conversation"
+		return nil, out
+	case !c.isMember(cmd.GetUserId()):
+		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, "you are not a member of this conversation"
+		return nil, out
+	case max(m.GetDeliveredSeq(), m.GetReadSeq()) > c.lastSeq:
+		out.ErrorCode = chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT
+		out.ErrorMessage = fmt.Sprintf("seq %d is beyond the conversation's last seq %d", max(m.GetDeliveredSeq(), m.GetReadSeq()), c.lastSeq)
+		return nil, out
+	}
+	moved := c.move(cmd.GetUserId(), cmd.GetDeviceId(), m.GetDeliveredSeq(), m.GetReadSeq())
+	out.Receipt = c.receipt(cmd.GetUserId(), cmd.GetDeviceId())
+	if !moved {
+		return nil, out
+	}
+	r := proto.CloneOf(out.Receipt)
+	r.Time = timestamppb.New(now)
+	return &logv1.EventRecord{Receipt: r, RecipientIds: append([]string(nil), c.members...), CommandId: cmd.GetCommandId()}, out
 }

@@ -24,6 +24,11 @@ func addCmd(conv, user, id, who string) *logv1.Command {
 		Body: &logv1.Command_AddMember{AddMember: &logv1.AddMember{UserId: who}}}
 }
 
+func markCmd(conv, user, device string, delivered, read uint64) *logv1.Command {
+	return &logv1.Command{CommandId: "mark", ConversationId: conv, UserId: user, DeviceId: device,
+		Body: &logv1.Command_Mark{Mark: &logv1.Mark{DeliveredSeq: delivered, ReadSeq: read}}}
+}
+
 func TestDecide(t *testing.T) {
 	group := chatv1.ConversationKind_CONVERSATION_KIND_GROUP
 	direct := chatv1.ConversationKind_CONVERSATION_KIND_DIRECT
@@ -103,24 +108,26 @@ func TestDecide(t *testing.T) {
 func TestReplayRebuildsTheAggregate(t *testing.T) {
 	group := chatv1.ConversationKind_CONVERSATION_KIND_GROUP
 	live := map[string]*conversation{}
-	var log []*chatv1.Event
+	var log []*logv1.EventRecord
 	for _, cmd := range []*logv1.Command{
 		createCmd("g", "alice", "c1", group, "alice", "bob"),
 		postCmd("g", "bob", "m1", "hi"),
+		markCmd("g", "alice", "phone", 2, 0),
 		addCmd("g", "alice", "a1", "carol"),
 		postCmd("g", "carol", "m1", "hello"),
+		markCmd("g", "bob", "laptop", 0, 4),
 	} {
 		if rec, _ := decide(live, cmd, 10, time.Now()); rec != nil {
-			log = append(log, rec.GetEvent())
+			log = append(log, rec)
 		}
 	}
 	rebuilt := map[string]*conversation{}
-	for _, ev := range log {
-		replay(rebuilt, ev)
-		replay(rebuilt, ev) // a replay twice changes nothing
+	for _, rec := range log {
+		replay(rebuilt, rec)
+		replay(rebuilt, rec) // a replay twice changes nothing
 	}
 	a, b := live["g"], rebuilt["g"]
-	if fmt.Sprint(a.kind, a.members, a.lastSeq, a.applied) != fmt.Sprint(b.kind, b.members, b.lastSeq, b.applied) {
+	if fmt.Sprint(a.kind, a.members, a.lastSeq, a.applied, a.delivered, a.read) != fmt.Sprint(b.kind, b.members, b.lastSeq, b.applied, b.delivered, b.read) {
 		t.Fatalf("rebuilt aggregate differs:\n live    %+v\n rebuilt %+v", a, b)
 	}
 	_, out := decide(rebuilt, postCmd("g", "carol", "m1", "hello"), 10, time.Now())
@@ -152,6 +159,10 @@ func TestPrepare(t *testing.T) {
 		{"unknown kind", createCmd("", "alice", "c", chatv1.ConversationKind_CONVERSATION_KIND_UNSPECIFIED, "bob"), false},
 		{"bad member", createCmd("", "alice", "c", chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "b b"), false},
 		{"no body", &logv1.Command{ConversationId: "g", UserId: "alice", ClientMsgId: "m"}, false},
+		{"mark", markCmd("g", "alice", "phone", 3, 0), true},
+		{"mark without device", markCmd("g", "alice", "", 3, 0), false},
+		{"mark of nothing", markCmd("g", "alice", "phone", 0, 0), false},
+		{"mark without conversation", markCmd("", "alice", "phone", 0, 1), false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -173,6 +184,73 @@ func TestPrepare(t *testing.T) {
 			t.Fatalf("members = %v, creator first", got)
 		}
 	})
+}
+
+// TestDecideMark covers positions: forward only, reading implies
+// delivered, posting moves the poster's own, nothing logged when nothing
+// moves, and the authorisation and bounds errors.
+func TestDecideMark(t *testing.T) {
+	convs := map[string]*conversation{}
+	now := time.Unix(100, 0)
+	for _, cmd := range []*logv1.Command{
+		createCmd("g", "alice", "c1", chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "alice", "bob"),
+		postCmd("g", "bob", "m1", "one"),
+		postCmd("g", "bob", "m2", "two"),
+		postCmd("g", "alice", "m3", "three"),
+	} {
+		if _, out := decide(convs, cmd, 10, now); out.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+			t.Fatalf("setup %v: %v", cmd, out)
+		}
+	}
+	type want struct {
+		logged          bool
+		code            chatv1.ErrorCode
+		delivered, read uint64
+	}
+	steps := []struct {
+		name string
+		cmd  *logv1.Command
+		want want
+	}{
+		{"delivered moves", markCmd("g", "bob", "phone", 2, 0), want{true, 0, 2, 3}},
+		{"lower delivered changes nothing", markCmd("g", "bob", "phone", 1, 0), want{false, 0, 2, 3}},
+		{"same again changes nothing", markCmd("g", "bob", "phone", 2, 0), want{false, 0, 2, 3}},
+		{"read implies delivered", markCmd("g", "alice", "tablet", 0, 2), want{true, 0, 2, 4}},
+		{"read below the poster's own post", markCmd("g", "alice", "laptop", 0, 4), want{true, 0, 4, 4}},
+		{"another device of bob reads", markCmd("g", "bob", "laptop", 0, 4), want{true, 0, 4, 4}},
+		{"beyond the last seq", markCmd("g", "bob", "phone", 5, 0), want{false, chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, 0, 0}},
+		{"not a member", markCmd("g", "mallory", "phone", 1, 0), want{false, chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, 0, 0}},
+		{"no conversation", markCmd("nope", "bob", "phone", 1, 0), want{false, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, 0, 0}},
+	}
+	for _, st := range steps {
+		before := convs["g"].lastSeq
+		rec, out := decide(convs, st.cmd, 10, now)
+		if convs["g"].lastSeq != before {
+			t.Fatalf("%s: a mark moved the seq from %d to %d", st.name, before, convs["g"].lastSeq)
+		}
+		if got := out.GetErrorCode(); got != st.want.code {
+			t.Fatalf("%s: code %v (%s), want %v", st.name, got, out.GetErrorMessage(), st.want.code)
+		}
+		if (rec != nil) != st.want.logged {
+			t.Fatalf("%s: logged %v, want %v", st.name, rec, st.want.logged)
+		}
+		if st.want.code != 0 {
+			continue
+		}
+		if r := out.GetReceipt(); r.GetDeliveredSeq() != st.want.delivered || r.GetReadSeq() != st.want.read {
+			t.Fatalf("%s: receipt %v, want delivered %d read %d", st.name, r, st.want.delivered, st.want.read)
+		}
+		if rec != nil {
+			if rec.GetEvent() != nil || rec.GetReceipt().GetDeliveredSeq() != st.want.delivered || len(rec.GetRecipientIds()) != 2 {
+				t.Fatalf("%s: record %v", st.name, rec)
+			}
+		}
+	}
+	// Bob read up to 4 on his laptop: the read position is his, on every
+	// device; delivered stays per device.
+	if r := convs["g"].receipt("bob", "phone"); r.GetReadSeq() != 4 || r.GetDeliveredSeq() != 2 {
+		t.Fatalf("bob's phone: %v", r)
+	}
 }
 
 func BenchmarkDecidePost(b *testing.B) {

@@ -263,11 +263,25 @@ func Prepare(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 	if !auth.ValidUserID(cmd.GetUserId()) {
 		return invalid, "invalid user id"
 	}
-	if n := len(cmd.GetClientMsgId()); n == 0 || n > MaxClientMsgID || !utf8.ValidString(cmd.GetClientMsgId()) {
-		return invalid, fmt.Sprintf("client_msg_id must be 1-%d bytes of UTF-8", MaxClientMsgID)
-	}
 	if len(cmd.GetDeviceId()) > MaxClientMsgID || !utf8.ValidString(cmd.GetDeviceId()) {
 		return invalid, "invalid device id"
+	}
+	if m, ok := cmd.GetBody().(*logv1.Command_Mark); ok {
+		// A mark is about a device's position, so it needs the device and
+		// no client message id.
+		cmd.ClientMsgId = ""
+		switch {
+		case cmd.GetDeviceId() == "":
+			return invalid, "a mark needs a device id"
+		case m.Mark.GetDeliveredSeq() == 0 && m.Mark.GetReadSeq() == 0:
+			return invalid, "a mark needs delivered_seq or read_seq"
+		case cmd.GetConversationId() == "" || len(cmd.GetConversationId()) > 64:
+			return invalid, "conversation_id is required"
+		}
+		return chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, ""
+	}
+	if n := len(cmd.GetClientMsgId()); n == 0 || n > MaxClientMsgID || !utf8.ValidString(cmd.GetClientMsgId()) {
+		return invalid, fmt.Sprintf("client_msg_id must be 1-%d bytes of UTF-8", MaxClientMsgID)
 	}
 	switch b := cmd.GetBody().(type) {
 	case *logv1.Command_CreateConversation:

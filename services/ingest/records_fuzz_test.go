@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -24,6 +25,8 @@ func FuzzSequencerRecords(f *testing.F) {
 		postCmd("g1", "mallory", "p2", "let me in"),
 		addCmd("g1", "alice", "a1", "carol"),
 		{CommandId: "x", ConversationId: "g1", UserId: "alice", ClientMsgId: "e"},
+		markCmd("g1", "bob", "phone", 1, 1),
+		markCmd("g1", "bob", "phone", 0, 7),
 	}
 	for _, c := range seedCmds {
 		b, _ := proto.Marshal(c)
@@ -48,11 +51,15 @@ func FuzzSequencerRecords(f *testing.F) {
 			for id, c := range convs {
 				before[id] = c.lastSeq
 			}
-			replay(convs, rec.GetEvent())
+			pos := fmt.Sprint(convs["g1"].delivered, convs["g1"].read)
+			replay(convs, rec)
 			for id, c := range convs {
 				if c.lastSeq < before[id] {
 					t.Fatalf("replay moved %s back from seq %d to %d", id, before[id], c.lastSeq)
 				}
+			}
+			if rec.GetEvent() == nil && rec.GetReceipt() == nil && fmt.Sprint(convs["g1"].delivered, convs["g1"].read) != pos {
+				t.Fatalf("an empty record moved positions")
 			}
 			return
 		}
@@ -68,6 +75,10 @@ func FuzzSequencerRecords(f *testing.F) {
 		if out == nil {
 			t.Fatal("no outcome")
 		}
+		if _, ok := cmd.GetBody().(*logv1.Command_Mark); ok {
+			checkMark(t, convs, cmd, last, ev, out)
+			return
+		}
 		if ev == nil {
 			if out.GetErrorCode() == chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED && !out.GetDuplicate() {
 				t.Fatalf("no event, no error and no duplicate: %v", out)
@@ -82,4 +93,31 @@ func FuzzSequencerRecords(f *testing.F) {
 			t.Fatalf("second decision of the same command: event %v outcome %v, want a duplicate of seq %d", again, dup, out.GetSeq())
 		}
 	})
+}
+
+// checkMark is the oracle for a decided mark: it never takes a seq, logs a
+// receipt only when a position moved, never names a seq beyond the last,
+// and deciding it again logs nothing and answers the same positions.
+func checkMark(t *testing.T, convs map[string]*conversation, cmd *logv1.Command, last uint64, rec *logv1.EventRecord, out *logv1.Outcome) {
+	t.Helper()
+	if c := convs[cmd.GetConversationId()]; c != nil && c.lastSeq != last {
+		t.Fatalf("a mark moved the seq from %d to %d", last, c.lastSeq)
+	}
+	if out.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+		if rec != nil || out.GetReceipt() != nil {
+			t.Fatalf("rejected mark logged %v / answered %v", rec, out.GetReceipt())
+		}
+		return
+	}
+	r := out.GetReceipt()
+	if r.GetDeliveredSeq() > last || r.GetReadSeq() > last || r.GetReadSeq() > 0 && r.GetDeliveredSeq() == 0 {
+		t.Fatalf("positions %v beyond last seq %d", r, last)
+	}
+	if rec != nil && (rec.GetEvent() != nil || rec.GetReceipt().GetDeliveredSeq() != r.GetDeliveredSeq() || rec.GetReceipt().GetReadSeq() != r.GetReadSeq()) {
+		t.Fatalf("logged %v for answer %v", rec, r)
+	}
+	again, out2 := decide(convs, cmd, 10, time.Unix(0, 0))
+	if again != nil || !proto.Equal(out2.GetReceipt(), r) {
+		t.Fatalf("second decision of the same mark logged %v, answered %v (first %v)", again, out2.GetReceipt(), r)
+	}
 }

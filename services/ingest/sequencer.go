@@ -198,7 +198,7 @@ func loadPartition(ctx context.Context, brokers []string, p int32) (map[string]*
 				ferr = fmt.Errorf("load partition %d: decode event at offset %d: %w", p, r.Offset, err)
 				return
 			}
-			replay(convs, rec.GetEvent())
+			replay(convs, rec)
 			n++
 		})
 		if ferr != nil {
