@@ -31,11 +31,12 @@ const (
 	CloseUnauthenticated websocket.StatusCode = 4001
 )
 
-// item is one queued write: a frame, or an event to be batched with its
-// neighbours into one EventBatch frame.
+// item is one queued write: a frame, an event to be batched with its
+// neighbours into one EventBatch frame, or a receipt likewise.
 type item struct {
-	frame *clientv1.ServerFrame
-	event *chatv1.Event
+	frame   *clientv1.ServerFrame
+	event   *chatv1.Event
+	receipt *chatv1.Receipt
 }
 
 // conn is one client connection. Its read loop runs in its own goroutine
@@ -62,6 +63,8 @@ type conn struct {
 	// against the queue limit.
 	held  map[string][]*chatv1.Event
 	heldN int
+	// ephemeral counts the queued items that may be shed (receipts).
+	ephemeral int
 }
 
 // readLoop serves an authenticated connection until it ends. It runs in a
@@ -227,12 +230,29 @@ func (c *conn) handle(ctx context.Context, f *clientv1.ClientFrame) *clientv1.Se
 		cmd.ConversationId, cmd.ClientMsgId = b.AddMember.GetConversationId(), b.AddMember.GetClientMsgId()
 		cmd.Body = &logv1.Command_AddMember{AddMember: &logv1.AddMember{UserId: b.AddMember.GetUserId()}}
 	case *clientv1.ClientFrame_ListConversations:
-		resp, err := c.svc.persistence.Conversations(ctx, &persistencev1.ConversationsRequest{UserId: c.user, Limit: b.ListConversations.GetLimit()})
+		resp, err := c.svc.persistence.Conversations(ctx, &persistencev1.ConversationsRequest{
+			UserId: c.user, Limit: b.ListConversations.GetLimit(), ChangedSince: b.ListConversations.GetChangedSince(),
+		})
 		if err != nil {
 			code, msg := grpcError(err)
 			return errFrame(code, msg, "")
 		}
-		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Conversations{Conversations: &clientv1.ConversationList{Conversations: resp.GetConversations()}}})
+		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Conversations{Conversations: &clientv1.ConversationList{
+			Conversations: resp.GetConversations(), SyncToken: resp.GetSyncToken(),
+		}}})
+	case *clientv1.ClientFrame_GetReceipts:
+		if b.GetReceipts.GetConversationId() == "" {
+			return errFrame(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "conversation_id is required", "")
+		}
+		resp, err := c.svc.persistence.Receipts(ctx, &persistencev1.ReceiptsRequest{UserId: c.user, ConversationId: b.GetReceipts.GetConversationId()})
+		if err != nil {
+			code, msg := grpcError(err)
+			return errFrame(code, msg, "")
+		}
+		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Receipts{Receipts: &clientv1.ReceiptBatch{Receipts: resp.GetReceipts()}}})
+	case *clientv1.ClientFrame_Mark:
+		cmd.ConversationId = b.Mark.GetConversationId()
+		cmd.Body = &logv1.Command_Mark{Mark: &logv1.Mark{DeliveredSeq: b.Mark.GetDeliveredSeq(), ReadSeq: b.Mark.GetReadSeq()}}
 	case *clientv1.ClientFrame_GetHistory:
 		q := b.GetHistory
 		if q.GetConversationId() == "" {
@@ -264,6 +284,9 @@ func (c *conn) handle(ctx context.Context, f *clientv1.ClientFrame) *clientv1.Se
 	o := resp.GetOutcome()
 	if o.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
 		return errFrame(o.GetErrorCode(), o.GetErrorMessage(), cmd.GetClientMsgId())
+	}
+	if o.GetReceipt() != nil {
+		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Receipts{Receipts: &clientv1.ReceiptBatch{Receipts: []*chatv1.Receipt{o.GetReceipt()}}}})
 	}
 	return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Accepted{Accepted: &clientv1.Accepted{
 		ClientMsgId: o.GetClientMsgId(), ConversationId: o.GetConversationId(), Seq: o.GetSeq(), Duplicate: o.GetDuplicate(),
@@ -310,16 +333,50 @@ func (c *conn) enqueue(it item, live bool) bool {
 	return c.enqueueLocked(it)
 }
 
+// pushReceipt queues a receipt unless the queue is half full. Positions
+// are state, not history: a later one supersedes an earlier one and a
+// dropped one is read again with get_receipts. So they give way to events,
+// and are never the reason a connection is dropped.
+func (c *conn) pushReceipt(r *chatv1.Receipt) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	if len(c.queue)+c.heldN >= c.svc.cfg.QueueLimit/2 {
+		c.svc.shedReceipts.Add(1)
+		return false
+	}
+	c.ephemeral++
+	return c.enqueueLocked(item{receipt: r})
+}
+
+// shedLocked drops the queued receipts to make room for durable items.
+func (c *conn) shedLocked() {
+	kept := c.queue[:0]
+	for _, it := range c.queue {
+		if it.receipt == nil {
+			kept = append(kept, it)
+		}
+	}
+	clear(c.queue[len(kept):])
+	c.svc.shedReceipts.Add(int64(len(c.queue) - len(kept)))
+	c.queue, c.ephemeral = kept, 0
+}
+
 // enqueueLocked is enqueue with c.mu held.
 func (c *conn) enqueueLocked(it item) bool {
 	if c.closed {
 		return false
 	}
+	if len(c.queue)+c.heldN >= c.svc.cfg.QueueLimit && c.ephemeral > 0 && it.receipt == nil {
+		c.shedLocked()
+	}
 	if len(c.queue)+c.heldN >= c.svc.cfg.QueueLimit {
 		// A durable event is never dropped silently: the client is told to
 		// resync and catches up from history on reconnect.
 		c.closed = true
-		c.queue, c.held, c.heldN = nil, nil, 0
+		c.queue, c.held, c.heldN, c.ephemeral = nil, nil, 0, 0
 		// A writer blocked on the full socket holds the connection's write
 		// lock, and a close frame sent beside it would time out and
 		// degrade into a bare TCP close the client cannot tell from a
@@ -347,7 +404,7 @@ func (c *conn) writeLoop() {
 	for {
 		c.mu.Lock()
 		batch := c.queue
-		c.queue = nil
+		c.queue, c.ephemeral = nil, 0
 		if len(batch) == 0 || c.closed {
 			c.writing = false
 			resync := c.resync
@@ -360,18 +417,30 @@ func (c *conn) writeLoop() {
 		}
 		c.mu.Unlock()
 		var events []*chatv1.Event
+		var receipts []*chatv1.Receipt
 		flush := func() bool {
-			if len(events) == 0 {
-				return true
+			if len(events) > 0 {
+				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Events{Events: &clientv1.EventBatch{Events: events}}}
+				events = nil
+				if !c.writeNow(context.Background(), f) {
+					return false
+				}
 			}
-			f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Events{Events: &clientv1.EventBatch{Events: events}}}
-			events = nil
-			return c.writeNow(context.Background(), f)
+			if len(receipts) > 0 {
+				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Receipts{Receipts: &clientv1.ReceiptBatch{Receipts: receipts}}}
+				receipts = nil
+				return c.writeNow(context.Background(), f)
+			}
+			return true
 		}
 		ok := true
 		for _, it := range batch {
 			if it.event != nil {
 				events = append(events, it.event)
+				continue
+			}
+			if it.receipt != nil {
+				receipts = coalesceReceipt(receipts, it.receipt)
 				continue
 			}
 			if ok = flush() && c.writeNow(context.Background(), it.frame); !ok {
@@ -389,6 +458,18 @@ func (c *conn) writeLoop() {
 			return
 		}
 	}
+}
+
+// coalesceReceipt adds r to a batch, replacing an earlier position of the
+// same device: positions only move forward, so the later one says it all.
+func coalesceReceipt(batch []*chatv1.Receipt, r *chatv1.Receipt) []*chatv1.Receipt {
+	for i, b := range batch {
+		if b.GetConversationId() == r.GetConversationId() && b.GetUserId() == r.GetUserId() && b.GetDeviceId() == r.GetDeviceId() {
+			batch[i] = r
+			return batch
+		}
+	}
+	return append(batch, r)
 }
 
 func (c *conn) writeNow(ctx context.Context, f *clientv1.ServerFrame) bool {

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -108,5 +109,81 @@ func TestSlowConnectionIsDroppedWithResync(t *testing.T) {
 	defer cancel()
 	if _, _, err := client.Read(ctx); websocket.CloseStatus(err) != CloseResync {
 		t.Fatalf("client saw %v, want close %d", err, CloseResync)
+	}
+}
+
+// TestReceiptsGiveWayToEvents: receipts take at most half the queue, are
+// shed first when events need the room, never drop the connection, and
+// leave coalesced (one per device, the latest).
+func TestReceiptsGiveWayToEvents(t *testing.T) {
+	const limit = 10
+	c, client := pair(t, limit)
+	c.mu.Lock()
+	c.writing = true // as if a write were in flight: everything stays queued
+	c.mu.Unlock()
+	rcpt := func(device string, seq uint64) *chatv1.Receipt {
+		return &chatv1.Receipt{ConversationId: "c", UserId: "bob", DeviceId: device, DeliveredSeq: seq}
+	}
+	for i := range limit / 2 {
+		if !c.pushReceipt(rcpt("phone", uint64(i+1))) {
+			t.Fatalf("receipt %d refused below half the queue", i)
+		}
+	}
+	if c.pushReceipt(rcpt("phone", 99)) {
+		t.Fatal("a receipt was queued past half the queue")
+	}
+	// Events fill the queue: the receipts make room rather than the
+	// connection being dropped.
+	for i := range limit {
+		if !c.push(&chatv1.Event{ConversationId: "c", Seq: uint64(i + 1)}) {
+			t.Fatalf("event %d refused: receipts were not shed", i+1)
+		}
+	}
+	if got := c.svc.shedReceipts.Load(); got != 1+limit/2 {
+		t.Fatalf("shed %d receipts, want %d", got, 1+limit/2)
+	}
+	// Now full of events: the next event drops the connection as before.
+	if c.push(&chatv1.Event{ConversationId: "c", Seq: limit + 1}) {
+		t.Fatal("event queued past the limit")
+	}
+
+	// Coalescing, on a fresh connection: three positions of one device and
+	// one of another leave as one frame of two receipts, the latest each.
+	c, client = pair(t, limit)
+	c.mu.Lock()
+	c.writing = true
+	c.mu.Unlock()
+	for _, r := range []*chatv1.Receipt{rcpt("phone", 1), rcpt("laptop", 1), rcpt("phone", 2), rcpt("phone", 3)} {
+		if !c.pushReceipt(r) {
+			t.Fatal("receipt refused")
+		}
+	}
+	c.push(&chatv1.Event{ConversationId: "c", Seq: 1})
+	go c.writeLoop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var frames []string
+	for len(frames) < 2 {
+		_, data, err := client.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := wire.DecodeServer(wire.Binary, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case f.GetEvents() != nil:
+			frames = append(frames, fmt.Sprintf("events %d", len(f.GetEvents().GetEvents())))
+		case f.GetReceipts() != nil:
+			var s []string
+			for _, r := range f.GetReceipts().GetReceipts() {
+				s = append(s, fmt.Sprintf("%s@%d", r.GetDeviceId(), r.GetDeliveredSeq()))
+			}
+			frames = append(frames, "receipts "+strings.Join(s, " "))
+		}
+	}
+	if got := strings.Join(frames, "; "); got != "events 1; receipts phone@3 laptop@1" {
+		t.Fatalf("frames: %s", got)
 	}
 }

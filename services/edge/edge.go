@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -113,6 +114,9 @@ type Service struct {
 	liveMu sync.Mutex
 	live   map[*conn]struct{}
 	Probe  health.Probe
+	// shedReceipts counts receipts not written to a connection because its
+	// queue was filling up with events.
+	shedReceipts atomic.Int64
 }
 
 // New binds both listeners and dials the internal services (lazily: gRPC
@@ -245,7 +249,12 @@ func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 func (s *Service) Push(_ context.Context, req *edgev1.PushRequest) (*edgev1.PushResponse, error) {
 	n := 0
 	for _, d := range req.GetDeliveries() {
-		n += s.hub.deliver(d.GetEvent(), d.GetUserIds())
+		switch {
+		case d.GetEvent() != nil:
+			n += s.hub.deliver(d.GetEvent(), d.GetUserIds())
+		case d.GetReceipt() != nil:
+			n += s.hub.deliverReceipt(d.GetReceipt(), d.GetUserIds())
+		}
 	}
 	return &edgev1.PushResponse{Queued: uint32(n)}, nil
 }
