@@ -81,6 +81,9 @@ func FuzzDecodeClient(f *testing.F) {
 		{RequestId: "3", Frame: &clientv1.ClientFrame_GetHistory{GetHistory: &clientv1.GetHistory{ConversationId: "c", AfterSeq: proto.Uint64(0), Limit: 50}}},
 		{RequestId: "4", Frame: &clientv1.ClientFrame_CreateConversation{CreateConversation: &clientv1.CreateConversation{Kind: chatv1.ConversationKind_CONVERSATION_KIND_GROUP, Title: "t", MemberIds: []string{"a", "b"}}}},
 		{RequestId: "5", Frame: &clientv1.ClientFrame_Ping{Ping: &clientv1.Ping{}}},
+		{RequestId: "6", Frame: &clientv1.ClientFrame_Mark{Mark: &clientv1.Mark{ConversationId: "c", DeliveredSeq: 9, ReadSeq: 7}}},
+		{RequestId: "7", Frame: &clientv1.ClientFrame_GetReceipts{GetReceipts: &clientv1.GetReceipts{ConversationId: "c"}}},
+		{RequestId: "8", Frame: &clientv1.ClientFrame_ListConversations{ListConversations: &clientv1.ListConversations{ChangedSince: "tok"}}},
 	}
 	for _, s := range seeds {
 		b, _ := Encode(Binary, s)
