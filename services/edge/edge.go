@@ -60,6 +60,9 @@ type Config struct {
 	AuthTimeout    time.Duration
 	RequestTimeout time.Duration
 	WriteTimeout   time.Duration
+	// ResumeWait bounds how long a resume waits for history (persistence)
+	// to reach the conversation's head or the live events.
+	ResumeWait time.Duration
 	// Heartbeat is how often the node renews its presence lease.
 	Heartbeat time.Duration
 	Logger    *slog.Logger
@@ -83,6 +86,9 @@ func (c *Config) defaults() {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
+	}
+	if c.ResumeWait <= 0 {
+		c.ResumeWait = 5 * time.Second
 	}
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = 3 * time.Second

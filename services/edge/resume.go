@@ -3,16 +3,20 @@ package edge
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
+	ingestv1 "github.com/parleychat/parley/pkg/pb/parley/ingest/v1"
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
 	persistencev1 "github.com/parleychat/parley/pkg/pb/parley/persistence/v1"
 )
 
@@ -20,10 +24,9 @@ import (
 const (
 	// MaxResumeCursors bounds the conversations one Authenticate resumes.
 	MaxResumeCursors = 1000
-	// resumeGapWait is how long the seam waits for history (persistence)
-	// to reach live events that got ahead of it.
-	resumeGapWait = 5 * time.Second
-	resumePage    = 200
+	resumePage       = 200
+	// resumeProbes bounds the head probes of one resume in flight at once.
+	resumeProbes = 32
 )
 
 // hold starts holding back live events of the resumed conversations. It
@@ -46,9 +49,13 @@ func (c *conn) hold(cursors []*clientv1.Cursor) {
 // catch-up.
 func (c *conn) resume(requestID string, cursors []*clientv1.Cursor) {
 	ctx := context.Background()
+	heads, errs := c.heads(ctx, cursors)
 	done := &clientv1.Resumed{}
-	for _, cur := range cursors {
-		seq, err := c.catchUp(ctx, cur)
+	for i, cur := range cursors {
+		at, err := uint64(0), errs[i]
+		if err == nil {
+			at, err = c.catchUp(ctx, cur, heads[i])
+		}
 		if err != nil {
 			c.svc.log.Info("edge: resume failed", "user", c.user, "conversation", cur.GetConversationId(), "err", err)
 			code, msg := resumeError(err)
@@ -59,15 +66,55 @@ func (c *conn) resume(requestID string, cursors []*clientv1.Cursor) {
 			done.Failed = append(done.Failed, proto.CloneOf(cur))
 			continue
 		}
-		done.CaughtUp = append(done.CaughtUp, &clientv1.Cursor{ConversationId: cur.GetConversationId(), LastSeq: seq})
+		done.CaughtUp = append(done.CaughtUp, &clientv1.Cursor{ConversationId: cur.GetConversationId(), LastSeq: at})
 	}
 	c.send(&clientv1.ServerFrame{RequestId: requestID, Frame: &clientv1.ServerFrame_Resumed{Resumed: done}})
 }
 
+// heads asks the sequencer for each conversation's head with a mark of the
+// cursor: the device has everything up to it, and the answer comes only
+// after every event sequenced so far is on the log. Held live events cover
+// what comes later, so history must reach the head and no further. The
+// probes run concurrently: each is a round trip through Kafka.
+func (c *conn) heads(ctx context.Context, cursors []*clientv1.Cursor) ([]uint64, []error) {
+	heads, errs := make([]uint64, len(cursors)), make([]error, len(cursors))
+	var g errgroup.Group
+	g.SetLimit(resumeProbes)
+	for i, cur := range cursors {
+		g.Go(func() error {
+			rctx, cancel := context.WithTimeout(ctx, c.svc.cfg.RequestTimeout)
+			defer cancel()
+			resp, err := c.svc.ingest.Submit(rctx, &ingestv1.SubmitRequest{Command: &logv1.Command{
+				ConversationId: cur.GetConversationId(), UserId: c.user, DeviceId: c.device,
+				Body: &logv1.Command_Mark{Mark: &logv1.Mark{DeliveredSeq: cur.GetLastSeq()}},
+			}})
+			switch o := resp.GetOutcome(); {
+			case err != nil:
+				errs[i] = err
+			case o.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED:
+				errs[i] = &outcomeError{code: o.GetErrorCode(), msg: o.GetErrorMessage()}
+			default:
+				heads[i] = o.GetSeq()
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return heads, errs
+}
+
+// outcomeError is a sequencer's refusal of a probe.
+type outcomeError struct {
+	code chatv1.ErrorCode
+	msg  string
+}
+
+func (e *outcomeError) Error() string { return e.msg }
+
 // catchUp sends conv's events after the cursor from history, up to the
-// first held live event, and releases the held ones. It returns the seq
-// the device holds at the seam.
-func (c *conn) catchUp(ctx context.Context, cur *clientv1.Cursor) (uint64, error) {
+// head and the first held live event, and releases the held ones. It
+// returns the seq the device holds at the seam.
+func (c *conn) catchUp(ctx context.Context, cur *clientv1.Cursor, head uint64) (uint64, error) {
 	conv, seq := cur.GetConversationId(), cur.GetLastSeq()
 	var deadline time.Time
 	for {
@@ -91,17 +138,17 @@ func (c *conn) catchUp(ctx context.Context, cur *clientv1.Cursor) (uint64, error
 		if resp.GetHasMore() {
 			continue
 		}
-		// History is exhausted. Release the held events if they start
-		// right after it (or there are none); otherwise history is behind
-		// the live log, so wait for persistence to catch up.
-		if c.release(conv, seq) {
+		// History is exhausted. If it reached the head, release the held
+		// events if they start right after it (or there are none).
+		// Otherwise history (persistence) is behind the log: wait for it.
+		if seq >= head && c.release(conv, seq) {
 			return seq, nil
 		}
 		if deadline.IsZero() {
-			deadline = time.Now().Add(resumeGapWait)
+			deadline = time.Now().Add(c.svc.cfg.ResumeWait)
 		} else if time.Now().After(deadline) {
 			c.release(conv, 0)
-			return 0, fmt.Errorf("history of %s stays behind the live events after seq %d", conv, seq)
+			return 0, fmt.Errorf("history of %s stops at seq %d, behind the log (head %d); resume again shortly", conv, seq, head)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -141,6 +188,10 @@ func (c *conn) release(conv string, seq uint64) bool {
 
 // resumeError maps a failed catch-up to a client error.
 func resumeError(err error) (chatv1.ErrorCode, string) {
+	var oe *outcomeError
+	if errors.As(err, &oe) {
+		return oe.code, oe.msg
+	}
 	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
 		return grpcError(err)
 	}

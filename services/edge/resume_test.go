@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,8 @@ import (
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
+	ingestv1 "github.com/parleychat/parley/pkg/pb/parley/ingest/v1"
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
 	persistencev1 "github.com/parleychat/parley/pkg/pb/parley/persistence/v1"
 )
 
@@ -48,6 +51,24 @@ func (h *scriptedHistory) History(_ context.Context, req *persistencev1.HistoryR
 	return resp, nil
 }
 
+// headIngest answers the resume's head probe (a mark) with a fixed head,
+// refusing a cursor beyond it as the sequencer does.
+type headIngest struct {
+	ingestv1.IngestServiceClient
+	head uint64
+}
+
+func (h headIngest) Submit(_ context.Context, req *ingestv1.SubmitRequest, _ ...grpc.CallOption) (*ingestv1.SubmitResponse, error) {
+	m := req.GetCommand().GetMark()
+	if m == nil {
+		return nil, fmt.Errorf("not a mark: %v", req.GetCommand())
+	}
+	if m.GetDeliveredSeq() > h.head {
+		return &ingestv1.SubmitResponse{Outcome: &logv1.Outcome{ErrorCode: chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, ErrorMessage: "beyond the head"}}, nil
+	}
+	return &ingestv1.SubmitResponse{Outcome: &logv1.Outcome{Seq: h.head}}, nil
+}
+
 func seqs(from, to uint64) []uint64 {
 	var out []uint64
 	for s := from; s <= to; s++ {
@@ -75,14 +96,19 @@ func TestResumeSeam(t *testing.T) {
 		grow   map[int][]uint64
 		// liveOn pushes live events [from, to] on the given call.
 		liveOn map[int][2]uint64
-		seam   uint64
+		// head is the log's head when the resume asks.
+		head uint64
+		seam uint64
 	}{
-		{name: "live overlaps history", cursor: 2, stored: seqs(1, 8), liveOn: map[int][2]uint64{1: {6, 10}}, seam: 8},
-		{name: "live right after history", cursor: 0, stored: seqs(1, 5), liveOn: map[int][2]uint64{1: {6, 7}}, seam: 5},
+		{name: "live overlaps history", cursor: 2, stored: seqs(1, 8), liveOn: map[int][2]uint64{1: {6, 10}}, head: 8, seam: 8},
+		{name: "live right after history", cursor: 0, stored: seqs(1, 5), liveOn: map[int][2]uint64{1: {6, 7}}, head: 5, seam: 5},
 		{name: "history behind live, then catches up", cursor: 1, stored: seqs(1, 3), liveOn: map[int][2]uint64{1: {7, 9}},
-			grow: map[int][]uint64{3: seqs(4, 6)}, seam: 6},
-		{name: "several pages", cursor: 0, stored: seqs(1, 450), liveOn: map[int][2]uint64{2: {449, 452}}, seam: 450},
-		{name: "nothing live", cursor: 3, stored: seqs(1, 4), seam: 4},
+			grow: map[int][]uint64{3: seqs(4, 6)}, head: 6, seam: 6},
+		{name: "several pages", cursor: 0, stored: seqs(1, 450), liveOn: map[int][2]uint64{2: {449, 452}}, head: 450, seam: 450},
+		{name: "nothing live", cursor: 3, stored: seqs(1, 4), head: 4, seam: 4},
+		// Events sequenced before the device connected, not yet stored and
+		// no longer live: only the head says history is short.
+		{name: "history behind the head, nothing live", cursor: 1, stored: seqs(1, 3), grow: map[int][]uint64{3: seqs(4, 6)}, head: 6, seam: 6},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -99,7 +125,9 @@ func TestResumeSeam(t *testing.T) {
 				}
 			}
 			c.svc.persistence = h
+			c.svc.ingest = headIngest{head: tc.head}
 			c.svc.cfg.RequestTimeout = 5 * time.Second
+			c.svc.cfg.ResumeWait = 5 * time.Second
 			cursors := []*clientv1.Cursor{{ConversationId: conv, LastSeq: tc.cursor}}
 			c.hold(cursors)
 			go c.resume("auth", cursors)
@@ -144,6 +172,54 @@ func TestResumeSeam(t *testing.T) {
 			f, _ := wire.DecodeServer(wire.Binary, data)
 			if evs := f.GetEvents().GetEvents(); len(evs) != 1 || evs[0].GetSeq() != last+1 {
 				t.Fatalf("live after the resume: %v, want seq %d", f, last+1)
+			}
+		})
+	}
+}
+
+// TestResumeFailsShortOfTheHead: when history does not reach the head in
+// time, or the cursor is beyond it, the conversation is reported failed
+// with an error frame, never as caught up.
+func TestResumeFailsShortOfTheHead(t *testing.T) {
+	cases := []struct {
+		name   string
+		cursor uint64
+		code   chatv1.ErrorCode
+	}{
+		{"history stays behind", 1, chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE},
+		{"cursor beyond the head", 9, chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, client := pair(t, 1024)
+			c.svc.persistence = &scriptedHistory{stored: seqs(1, 3)}
+			c.svc.ingest = headIngest{head: 5}
+			c.svc.cfg.RequestTimeout = 5 * time.Second
+			c.svc.cfg.ResumeWait = 300 * time.Millisecond
+			cursors := []*clientv1.Cursor{{ConversationId: "c1", LastSeq: tc.cursor}}
+			c.hold(cursors)
+			go c.resume("auth", cursors)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var code chatv1.ErrorCode
+			for {
+				_, data, err := client.Read(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				f, err := wire.DecodeServer(wire.Binary, data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if e := f.GetError(); e != nil {
+					code = e.GetCode()
+				}
+				if r := f.GetResumed(); r != nil {
+					if len(r.GetCaughtUp()) != 0 || len(r.GetFailed()) != 1 || code != tc.code {
+						t.Fatalf("resumed %v after error code %v, want failed with %v", r, code, tc.code)
+					}
+					return
+				}
 			}
 		})
 	}

@@ -213,6 +213,9 @@ func decideMark(c *conversation, cmd *logv1.Command, m *logv1.Mark, out *logv1.O
 	}
 	moved := c.move(cmd.GetUserId(), cmd.GetDeviceId(), m.GetDeliveredSeq(), m.GetReadSeq())
 	out.Receipt = c.receipt(cmd.GetUserId(), cmd.GetDeviceId())
+	// The head: every event up to it is on the log before this outcome,
+	// which is what lets a resume know where history must reach.
+	out.Seq = c.lastSeq
 	if !moved {
 		return nil, out
 	}

@@ -161,7 +161,7 @@ func TestPrepare(t *testing.T) {
 		{"no body", &logv1.Command{ConversationId: "g", UserId: "alice", ClientMsgId: "m"}, false},
 		{"mark", markCmd("g", "alice", "phone", 3, 0), true},
 		{"mark without device", markCmd("g", "alice", "", 3, 0), false},
-		{"mark of nothing", markCmd("g", "alice", "phone", 0, 0), false},
+		{"mark of nothing asks for the head", markCmd("g", "alice", "phone", 0, 0), true},
 		{"mark without conversation", markCmd("", "alice", "phone", 0, 1), false},
 	}
 	for _, tc := range tests {
@@ -236,6 +236,9 @@ func TestDecideMark(t *testing.T) {
 		}
 		if st.want.code != 0 {
 			continue
+		}
+		if out.GetSeq() != 4 {
+			t.Fatalf("%s: outcome seq %d, want the head 4", st.name, out.GetSeq())
 		}
 		if r := out.GetReceipt(); r.GetDeliveredSeq() != st.want.delivered || r.GetReadSeq() != st.want.read {
 			t.Fatalf("%s: receipt %v, want delivered %d read %d", st.name, r, st.want.delivered, st.want.read)

@@ -266,15 +266,14 @@ func Prepare(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 	if len(cmd.GetDeviceId()) > MaxClientMsgID || !utf8.ValidString(cmd.GetDeviceId()) {
 		return invalid, "invalid device id"
 	}
-	if m, ok := cmd.GetBody().(*logv1.Command_Mark); ok {
+	if _, ok := cmd.GetBody().(*logv1.Command_Mark); ok {
 		// A mark is about a device's position, so it needs the device and
-		// no client message id.
+		// no client message id. A mark of zeros moves nothing: it asks for
+		// the conversation's head (Outcome.seq), as a resume does.
 		cmd.ClientMsgId = ""
 		switch {
 		case cmd.GetDeviceId() == "":
 			return invalid, "a mark needs a device id"
-		case m.Mark.GetDeliveredSeq() == 0 && m.Mark.GetReadSeq() == 0:
-			return invalid, "a mark needs delivered_seq or read_seq"
 		case cmd.GetConversationId() == "" || len(cmd.GetConversationId()) > 64:
 			return invalid, "conversation_id is required"
 		}

@@ -110,6 +110,9 @@ func checkMark(t *testing.T, convs map[string]*conversation, cmd *logv1.Command,
 		return
 	}
 	r := out.GetReceipt()
+	if out.GetSeq() != last {
+		t.Fatalf("mark answered head %d, want %d", out.GetSeq(), last)
+	}
 	if r.GetDeliveredSeq() > last || r.GetReadSeq() > last || r.GetReadSeq() > 0 && r.GetDeliveredSeq() == 0 {
 		t.Fatalf("positions %v beyond last seq %d", r, last)
 	}

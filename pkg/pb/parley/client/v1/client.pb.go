@@ -616,8 +616,8 @@ func (x *ListConversations) GetChangedSince() string {
 
 // Mark reports this device's position in a conversation: delivered_seq (it
 // has every event up to it) and/or read_seq (the user has read up to it).
-// Positions only move forward; a lower value changes nothing. The answer is
-// a receipts frame with this device's position after the mark.
+// Positions only move forward; a lower value (or zero) changes nothing. The
+// answer is a receipts frame with this device's position after the mark.
 type Mark struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`

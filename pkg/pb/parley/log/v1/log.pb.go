@@ -478,7 +478,8 @@ type Outcome struct {
 	CommandId      string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	ConversationId string                 `protobuf:"bytes,2,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	ClientMsgId    string                 `protobuf:"bytes,3,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
-	// seq is set when the command was applied (now or before).
+	// seq is set when the command was applied (now or before). For a Mark it
+	// is the conversation's head: every event up to it is on the log.
 	Seq          uint64       `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
 	Duplicate    bool         `protobuf:"varint,5,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	ErrorCode    v1.ErrorCode `protobuf:"varint,6,opt,name=error_code,json=errorCode,proto3,enum=parley.chat.v1.ErrorCode" json:"error_code,omitempty"`
