@@ -84,12 +84,21 @@ func Logger() *slog.Logger {
 // (none when empty), and returns the process exit code. run must return
 // once its context ends.
 func Run(log *slog.Logger, healthAddr string, ready func() bool, run func(ctx context.Context) error) int {
+	return RunWithMetrics(log, healthAddr, ready, nil, run)
+}
+
+// RunWithMetrics is Run that also serves metrics (when not nil) at
+// /metrics on healthAddr.
+func RunWithMetrics(log *slog.Logger, healthAddr string, ready func() bool, metrics http.Handler, run func(ctx context.Context) error) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	var srv *http.Server
 	if healthAddr != "" {
 		mux := http.NewServeMux()
 		health.Register(mux, ready)
+		if metrics != nil {
+			health.Metrics(mux, metrics)
+		}
 		Pprof(mux)
 		srv = &http.Server{Addr: healthAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {

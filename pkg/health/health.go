@@ -1,4 +1,5 @@
-// Package health serves the /healthz and /readyz probes every service has.
+// Package health serves the /healthz and /readyz probes every service
+// has, and /metrics beside them for services that keep metrics.
 package health
 
 import (
@@ -32,4 +33,10 @@ func Register(mux *http.ServeMux, readyFns ...func() bool) {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
+}
+
+// Metrics serves h, a service's own metrics registry, at GET /metrics on
+// the probes' mux: one address for the orchestrator and the scraper.
+func Metrics(mux *http.ServeMux, h http.Handler) {
+	mux.Handle("GET /metrics", h)
 }

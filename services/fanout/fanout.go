@@ -48,6 +48,7 @@ type Service struct {
 	presConn *grpc.ClientConn
 	presence presencev1.PresenceServiceClient
 	Probe    health.Probe
+	metrics  *metrics
 
 	// mu guards edges, the pool of connections to edge nodes.
 	mu    sync.Mutex
@@ -73,7 +74,8 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("fanout presence client %s: %w", cfg.PresenceAddr, err)
 	}
 	return &Service{cfg: cfg, log: cfg.Logger.With("service", "fanout"), cl: cl, presConn: pc,
-		presence: presencev1.NewPresenceServiceClient(pc), edges: map[string]*grpc.ClientConn{}}, nil
+		presence: presencev1.NewPresenceServiceClient(pc), edges: map[string]*grpc.ClientConn{},
+		metrics: newMetrics()}, nil
 }
 
 // Run consumes until ctx ends. Shutdown: readiness off, finish the batch

@@ -49,6 +49,8 @@ type Service struct {
 	lis   net.Listener
 	grpc  *grpc.Server
 	Probe health.Probe
+
+	metrics *metrics
 }
 
 // New binds the listener and joins nothing yet. The store stays the
@@ -70,7 +72,8 @@ func New(cfg Config, store history.Store) (*Service, error) {
 		cl.Close()
 		return nil, fmt.Errorf("persistence listen %s: %w", cfg.GRPCAddr, err)
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "persistence"), store: store, cl: cl, lis: lis, grpc: grpc.NewServer()}
+	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "persistence"), store: store, cl: cl, lis: lis, grpc: grpc.NewServer(),
+		metrics: newMetrics()}
 	persistencev1.RegisterPersistenceServiceServer(s.grpc, s)
 	return s, nil
 }

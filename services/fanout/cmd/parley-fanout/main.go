@@ -13,7 +13,7 @@ func main() {
 	fs := flag.NewFlagSet("parley-fanout", flag.ExitOnError)
 	brokers := fs.String("brokers", daemon.Env("PARLEY_KAFKA_BROKERS", "127.0.0.1:9092"), "Kafka seed brokers, comma-separated (PARLEY_KAFKA_BROKERS)")
 	presenceAddr := fs.String("presence", daemon.Env("PARLEY_PRESENCE_ADDR", "127.0.0.1:7104"), "presence gRPC address (PARLEY_PRESENCE_ADDR)")
-	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8103"), "health listen address (PARLEY_HTTP_ADDR)")
+	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8103"), "health and metrics listen address (PARLEY_HTTP_ADDR)")
 	instance := fs.String("instance-id", daemon.Env("PARLEY_INSTANCE_ID", ""), "static consumer-group member id, stable across restarts (PARLEY_INSTANCE_ID)")
 	daemon.Parse(fs, os.Args[1:])
 	log := daemon.Logger()
@@ -22,5 +22,5 @@ func main() {
 		log.Error("start", "err", err)
 		os.Exit(1)
 	}
-	os.Exit(daemon.Run(log, *httpAddr, svc.Probe.Ready, svc.Run))
+	os.Exit(daemon.RunWithMetrics(log, *httpAddr, svc.Probe.Ready, svc.Metrics(), svc.Run))
 }

@@ -23,7 +23,7 @@ func main() {
 	fs := flag.NewFlagSet("parley-persistence", flag.ExitOnError)
 	brokers := fs.String("brokers", daemon.Env("PARLEY_KAFKA_BROKERS", "127.0.0.1:9092"), "Kafka seed brokers, comma-separated (PARLEY_KAFKA_BROKERS)")
 	grpcAddr := fs.String("grpc", daemon.Env("PARLEY_GRPC_ADDR", "127.0.0.1:7102"), "gRPC listen address (PARLEY_GRPC_ADDR)")
-	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8102"), "health listen address (PARLEY_HTTP_ADDR)")
+	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8102"), "health and metrics listen address (PARLEY_HTTP_ADDR)")
 	var sc storeConfig
 	fs.StringVar(&sc.kind, "store", daemon.Env("PARLEY_STORE", "pebble"), "history store: pebble (embedded) or cassandra (PARLEY_STORE)")
 	fs.StringVar(&sc.pebbleDir, "pebble-dir", daemon.Env("PARLEY_PEBBLE_DIR", "data/history"), "embedded history store folder (PARLEY_PEBBLE_DIR)")
@@ -45,7 +45,7 @@ func main() {
 		log.Error("start", "err", err)
 		os.Exit(1)
 	}
-	code := daemon.Run(log, *httpAddr, svc.Probe.Ready, func(ctx context.Context) error {
+	code := daemon.RunWithMetrics(log, *httpAddr, svc.Probe.Ready, svc.Metrics(), func(ctx context.Context) error {
 		defer store.Close()
 		return svc.Run(ctx)
 	})
