@@ -17,10 +17,13 @@ import (
 // Topic names. Every topic is keyed by conversation id, and commands,
 // events and outcomes must have the same partition count: the sequencer
 // writes a command's event and outcome to the command's partition number.
+// DeadLetter holds the records a consumer could not use, unchanged; its
+// partition count is free.
 const (
-	Commands = "parley.commands.v1"
-	Events   = "parley.events.v1"
-	Outcomes = "parley.outcomes.v1"
+	Commands   = "parley.commands.v1"
+	Events     = "parley.events.v1"
+	Outcomes   = "parley.outcomes.v1"
+	DeadLetter = "parley.deadletter.v1"
 )
 
 // Spec sizes the topics.
@@ -40,13 +43,15 @@ var LocalSpec = Spec{Partitions: 8, ReplicationFactor: 1, MinInsyncReplicas: 1}
 func Ensure(ctx context.Context, adm *kadm.Client, spec Spec) error {
 	minISR := strconv.Itoa(spec.MinInsyncReplicas)
 	// The event log is the source of truth and is never deleted; outcomes
-	// only need to live until the waiting Submit has read them.
+	// only need to live until the waiting Submit has read them; dead letters
+	// long enough for someone to look at them after a holiday.
 	configs := map[string]map[string]*string{
-		Commands: {"min.insync.replicas": &minISR, "retention.ms": ptr(strconv.FormatInt((7 * 24 * time.Hour).Milliseconds(), 10))},
-		Events:   {"min.insync.replicas": &minISR, "retention.ms": ptr("-1")},
-		Outcomes: {"min.insync.replicas": &minISR, "retention.ms": ptr(strconv.FormatInt(time.Hour.Milliseconds(), 10))},
+		Commands:   {"min.insync.replicas": &minISR, "retention.ms": ptr(strconv.FormatInt((7 * 24 * time.Hour).Milliseconds(), 10))},
+		Events:     {"min.insync.replicas": &minISR, "retention.ms": ptr("-1")},
+		Outcomes:   {"min.insync.replicas": &minISR, "retention.ms": ptr(strconv.FormatInt(time.Hour.Milliseconds(), 10))},
+		DeadLetter: {"min.insync.replicas": &minISR, "retention.ms": ptr(strconv.FormatInt((30 * 24 * time.Hour).Milliseconds(), 10))},
 	}
-	for _, name := range []string{Commands, Events, Outcomes} {
+	for _, name := range []string{Commands, Events, Outcomes, DeadLetter} {
 		resp, err := adm.CreateTopic(ctx, spec.Partitions, spec.ReplicationFactor, configs[name], name)
 		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 			return fmt.Errorf("create topic %s: %w", name, err)
@@ -70,9 +75,14 @@ func Ensure(ctx context.Context, adm *kadm.Client, spec Spec) error {
 }
 
 func checkPartitions(ctx context.Context, adm *kadm.Client) error {
-	details, err := adm.ListTopics(ctx, Commands, Events, Outcomes)
+	details, err := adm.ListTopics(ctx, Commands, Events, Outcomes, DeadLetter)
 	if err != nil {
 		return fmt.Errorf("describe topics: %w", err)
+	}
+	// DeadLetter only has to exist: consumers produce to it before they
+	// commit, so a missing one would stall them.
+	if d, ok := details[DeadLetter]; !ok || d.Err != nil {
+		return fmt.Errorf("describe topic %s: %v", DeadLetter, d.Err)
 	}
 	want := -1
 	for _, name := range []string{Commands, Events, Outcomes} {

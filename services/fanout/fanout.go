@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/proto"
 
 	edgev1 "github.com/parleychat/parley/pkg/pb/parley/edge/v1"
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
@@ -102,25 +101,52 @@ func (s *Service) Run(ctx context.Context) error {
 		fetches.EachError(func(t string, p int32, err error) {
 			s.log.Warn("fanout fetch", "topic", t, "partition", p, "err", err)
 		})
-		var recs []*logv1.EventRecord
-		fetches.EachRecord(func(r *kgo.Record) {
-			rec := &logv1.EventRecord{}
-			if err := proto.Unmarshal(r.Value, rec); err != nil || rec.GetEvent() == nil {
-				s.log.Error("fanout: undecodable event record", "partition", r.Partition, "offset", r.Offset, "err", err)
-				return
-			}
-			recs = append(recs, rec)
-		})
-		if err := s.deliver(ctx, recs); err != nil && ctx.Err() == nil {
-			// Devices catch up from history on resume, so a failed push is
-			// a delay, not a loss; the batch is committed regardless.
-			s.log.Warn("fanout: delivery incomplete", "events", len(recs), "err", err)
+		var recs []*kgo.Record
+		fetches.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+		if !s.handle(ctx, recs) {
+			// Shutting down with dead letters unwritten: nothing is
+			// committed, so the batch is read again.
+			s.cl.AllowRebalance()
+			s.Probe.SetReady(false)
+			return nil
 		}
 		if err := s.cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("fanout: commit failed; events may be pushed again", "err", err)
 		}
 		s.cl.AllowRebalance()
 	}
+}
+
+// handle dead-letters what cannot be pushed and pushes the rest; once it
+// returns true the batch may be committed. It returns false only when ctx
+// ended before the dead letters were written.
+func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
+	b := topics.SortEvents(recs)
+	if err := topics.SetAside(ctx, s.cl, s.log, Group, b.Rejected); err != nil {
+		return false
+	}
+	for _, r := range b.Rejected {
+		s.metrics.deadLetters.WithLabelValues(topics.ReasonOf(r.Err)).Inc()
+	}
+	events := eventsOnly(b.Records)
+	if err := s.deliver(ctx, events); err != nil && ctx.Err() == nil {
+		// Devices catch up from history on resume, so a failed push is
+		// a delay, not a loss; the batch is committed regardless.
+		s.log.Warn("fanout: delivery incomplete", "events", len(events), "err", err)
+	}
+	return true
+}
+
+// eventsOnly drops receipts: valid records, but not pushed until edges
+// take them.
+func eventsOnly(recs []*logv1.EventRecord) []*logv1.EventRecord {
+	out := recs[:0:0]
+	for _, r := range recs {
+		if r.GetEvent() != nil {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // Plan plans one batch: for each edge address, the deliveries it gets, in

@@ -3,6 +3,7 @@ package persistence
 import (
 	"net/http"
 
+	"github.com/parleychat/parley/pkg/topics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -12,12 +13,26 @@ import (
 // services of the embedded platform (one process) and of tests keep
 // separate counts.
 type metrics struct {
-	reg *prometheus.Registry
+	reg         *prometheus.Registry
+	deadLetters *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
-	m := &metrics{reg: prometheus.NewRegistry()}
-	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	service := prometheus.Labels{"service": "persistence"}
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_dead_letters_total", ConstLabels: service,
+			Help: "Event records set aside on " + topics.DeadLetter + " instead of applied, by reason.",
+		}, []string{"reason"}),
+	}
+	// Every reason is exported from the start, so a rate over it exists
+	// before the first dead letter.
+	for _, r := range []string{topics.ReasonUndecodable, topics.ReasonEmpty, topics.ReasonInvalid} {
+		m.deadLetters.WithLabelValues(r)
+	}
+	m.reg.MustRegister(m.deadLetters,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

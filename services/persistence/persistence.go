@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
 	persistencev1 "github.com/parleychat/parley/pkg/pb/parley/persistence/v1"
@@ -111,39 +110,66 @@ func (s *Service) consume(ctx context.Context) error {
 		fetches.EachError(func(t string, p int32, err error) {
 			s.log.Warn("persistence fetch", "topic", t, "partition", p, "err", err)
 		})
-		recs := make([]*logv1.EventRecord, 0, fetches.NumRecords())
-		fetches.EachRecord(func(r *kgo.Record) {
-			rec := &logv1.EventRecord{}
-			if err := proto.Unmarshal(r.Value, rec); err != nil || rec.GetEvent() == nil {
-				s.log.Error("persistence: undecodable event record", "partition", r.Partition, "offset", r.Offset, "err", err)
-				return
-			}
-			recs = append(recs, rec)
-		})
-		// A store outage must not skip events: retry the same batch until it
-		// lands, then commit. The log holds the truth meanwhile.
-		for backoff := 100 * time.Millisecond; len(recs) > 0; backoff = min(2*backoff, 5*time.Second) {
-			err := s.store.Apply(ctx, recs)
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				s.cl.AllowRebalance()
-				return nil
-			}
-			s.log.Error("persistence: store write failed; retrying", "events", len(recs), "err", err, "backoff", backoff)
-			select {
-			case <-ctx.Done():
-				s.cl.AllowRebalance()
-				return nil
-			case <-time.After(backoff):
-			}
+		recs := make([]*kgo.Record, 0, fetches.NumRecords())
+		fetches.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+		if !s.handle(ctx, recs) {
+			// Shutting down: nothing is committed, so the batch is read
+			// again by whoever owns the partition next.
+			s.cl.AllowRebalance()
+			return nil
 		}
 		if err := s.cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("persistence: commit failed; events will be re-applied", "err", err)
 		}
 		s.cl.AllowRebalance()
 	}
+}
+
+// handle dead-letters what cannot be stored and stores the rest; once it
+// returns true the batch may be committed. It returns false only when ctx
+// ended first.
+func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
+	b := topics.SortEvents(recs)
+	if err := topics.SetAside(ctx, s.cl, s.log, Group, b.Rejected); err != nil {
+		return false
+	}
+	for _, r := range b.Rejected {
+		s.metrics.deadLetters.WithLabelValues(topics.ReasonOf(r.Err)).Inc()
+	}
+	events := eventsOnly(b.Records)
+	// A store outage must not skip events: retry the same batch until it
+	// lands, then commit. The log holds the truth meanwhile. The stores'
+	// errors do not tell a refused event from an outage, so a record a
+	// store refuses would block its partition: records missing what every
+	// store needs were dead-lettered above instead.
+	for backoff := 100 * time.Millisecond; len(events) > 0; backoff = min(2*backoff, 5*time.Second) {
+		err := s.store.Apply(ctx, events)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		s.log.Error("persistence: store write failed; retrying", "events", len(events), "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+	}
+	return true
+}
+
+// eventsOnly drops receipts: valid records, but not applied until the
+// store keeps read positions.
+func eventsOnly(recs []*logv1.EventRecord) []*logv1.EventRecord {
+	out := recs[:0:0]
+	for _, r := range recs {
+		if r.GetEvent() != nil {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // History implements PersistenceService.

@@ -1,0 +1,83 @@
+package topics
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
+)
+
+// Why a consumer set a record aside; the reason label of
+// parley_dead_letters_total and the HeaderReason of the dead letter.
+const (
+	// ReasonUndecodable: the value is not an EventRecord.
+	ReasonUndecodable = "undecodable"
+	// ReasonEmpty: the record holds neither an event nor a receipt.
+	ReasonEmpty = "empty"
+	// ReasonInvalid: it decodes, but no sequencer writes it (no
+	// conversation id, seq 0, or an event and a receipt at once), and the
+	// history store would reject it on every retry.
+	ReasonInvalid = "invalid"
+)
+
+// BadRecord is why DecodeEventRecord refused a record.
+type BadRecord struct {
+	Reason string
+	Err    error
+}
+
+func (e *BadRecord) Error() string { return e.Reason + " event record: " + e.Err.Error() }
+func (e *BadRecord) Unwrap() error { return e.Err }
+
+// DecodeEventRecord decodes a record of Events as every consumer of the
+// log must: an error is always a *BadRecord, and the record is then
+// dead-lettered, never applied, pushed or silently dropped.
+func DecodeEventRecord(value []byte) (*logv1.EventRecord, error) {
+	rec := &logv1.EventRecord{}
+	if err := proto.Unmarshal(value, rec); err != nil {
+		return nil, &BadRecord{ReasonUndecodable, err}
+	}
+	ev, rc := rec.GetEvent(), rec.GetReceipt()
+	switch {
+	case ev == nil && rc == nil:
+		return nil, &BadRecord{ReasonEmpty, errors.New("neither event nor receipt")}
+	case ev != nil && rc != nil:
+		return nil, &BadRecord{ReasonInvalid, errors.New("both an event and a receipt")}
+	case ev != nil && (ev.GetConversationId() == "" || ev.GetSeq() == 0):
+		return nil, &BadRecord{ReasonInvalid, fmt.Errorf("event %q without conversation id or seq", ev.GetEventId())}
+	case rc != nil && rc.GetConversationId() == "":
+		return nil, &BadRecord{ReasonInvalid, errors.New("receipt without conversation id")}
+	}
+	return rec, nil
+}
+
+// Rejected is a record a consumer will not use, and why.
+type Rejected struct {
+	Record *kgo.Record
+	Err    error
+}
+
+// EventBatch is one poll of the event log sorted out.
+type EventBatch struct {
+	// Records are the ones to handle, events and receipts, in log order.
+	Records []*logv1.EventRecord
+	// Rejected are for DeadLetter.
+	Rejected []Rejected
+}
+
+// SortEvents decodes records of Events as every consumer of the log does.
+func SortEvents(recs []*kgo.Record) EventBatch {
+	var b EventBatch
+	for _, r := range recs {
+		rec, err := DecodeEventRecord(r.Value)
+		if err != nil {
+			b.Rejected = append(b.Rejected, Rejected{r, err})
+			continue
+		}
+		b.Records = append(b.Records, rec)
+	}
+	return b
+}

@@ -1,0 +1,80 @@
+package topics
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
+)
+
+func ev(conv string, seq uint64) *chatv1.Event {
+	return &chatv1.Event{ConversationId: conv, Seq: seq}
+}
+
+func TestDecodeEventRecord(t *testing.T) {
+	marshal := func(r *logv1.EventRecord) []byte {
+		b, err := proto.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	receipt := &chatv1.Receipt{ConversationId: "c", UserId: "u", ReadSeq: 1}
+	cases := []struct {
+		name   string
+		value  []byte
+		reason string
+	}{
+		{"event", marshal(&logv1.EventRecord{Event: ev("c", 1)}), ""},
+		{"receipt", marshal(&logv1.EventRecord{Receipt: receipt}), ""},
+		{"garbage", []byte{0xff, 0xff, 0xff}, ReasonUndecodable},
+		{"empty value", nil, ReasonEmpty},
+		{"recipients only", marshal(&logv1.EventRecord{RecipientIds: []string{"u"}}), ReasonEmpty},
+		{"both", marshal(&logv1.EventRecord{Event: ev("c", 1), Receipt: receipt}), ReasonInvalid},
+		{"seq 0", marshal(&logv1.EventRecord{Event: ev("c", 0)}), ReasonInvalid},
+		{"no conversation", marshal(&logv1.EventRecord{Event: ev("", 1)}), ReasonInvalid},
+		{"receipt without conversation", marshal(&logv1.EventRecord{Receipt: &chatv1.Receipt{UserId: "u"}}), ReasonInvalid},
+	}
+	for _, c := range cases {
+		rec, err := DecodeEventRecord(c.value)
+		var bad *BadRecord
+		switch {
+		case c.reason == "" && (err != nil || rec == nil):
+			t.Errorf("%s: %v, want a record", c.name, err)
+		case c.reason != "" && (!errors.As(err, &bad) || bad.Reason != c.reason || rec != nil):
+			t.Errorf("%s: record %v, error %v, want reason %s", c.name, rec, err, c.reason)
+		}
+	}
+}
+
+func TestSortEvents(t *testing.T) {
+	value := func(r *logv1.EventRecord) []byte {
+		b, _ := proto.Marshal(r)
+		return b
+	}
+	recs := []*kgo.Record{
+		{Topic: Events, Offset: 0, Value: value(&logv1.EventRecord{Event: ev("a", 1)})},
+		{Topic: Events, Offset: 1, Value: []byte("garbage")},
+		{Topic: Events, Offset: 2, Value: value(&logv1.EventRecord{Event: ev("a", 2)})},
+		{Topic: Events, Offset: 3, Value: value(&logv1.EventRecord{Receipt: &chatv1.Receipt{ConversationId: "a", ReadSeq: 2}})},
+		{Topic: Events, Offset: 4, Value: value(&logv1.EventRecord{Event: ev("a", 3)})},
+	}
+	b := SortEvents(recs)
+	var got []string
+	for _, r := range b.Records {
+		if r.GetEvent() != nil {
+			got = append(got, fmt.Sprintf("event %d", r.GetEvent().GetSeq()))
+		} else {
+			got = append(got, "receipt")
+		}
+	}
+	if fmt.Sprint(got) != "[event 1 event 2 receipt event 3]" ||
+		len(b.Rejected) != 1 || b.Rejected[0].Record.Offset != 1 || ReasonOf(b.Rejected[0].Err) != ReasonUndecodable {
+		t.Fatalf("records %v, rejected %v", got, b.Rejected)
+	}
+}

@@ -1,0 +1,207 @@
+package fanout
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/pkg/topics"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	edgev1 "github.com/parleychat/parley/pkg/pb/parley/edge/v1"
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
+	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
+)
+
+// fakeEdge is an edge's Push and a presence that puts every user there.
+type fakeEdge struct {
+	edgev1.UnimplementedEdgeServiceServer
+	presencev1.UnimplementedPresenceServiceServer
+	addr string
+	mu   sync.Mutex
+	got  []string // seq:event_id:users of each delivery
+}
+
+func (f *fakeEdge) Push(_ context.Context, req *edgev1.PushRequest) (*edgev1.PushResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, d := range req.GetDeliveries() {
+		f.got = append(f.got, fmt.Sprintf("%d:%s:%v", d.GetEvent().GetSeq(), d.GetEvent().GetEventId(), d.GetUserIds()))
+	}
+	return &edgev1.PushResponse{}, nil
+}
+
+func (f *fakeEdge) Locate(_ context.Context, req *presencev1.LocateRequest) (*presencev1.LocateResponse, error) {
+	resp := &presencev1.LocateResponse{}
+	for _, u := range req.GetUserIds() {
+		resp.Locations = append(resp.Locations, &presencev1.UserLocation{UserId: u, PushAddresses: []string{f.addr}})
+	}
+	return resp, nil
+}
+
+func (f *fakeEdge) pushed() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return strings.Join(f.got, " ")
+}
+
+// start runs kfake with Parley's topics, the fake edge and presence, and
+// fan-out; it returns a Kafka client.
+func start(t *testing.T) (*Service, *fakeEdge, []string, *kgo.Client) {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	brokers := c.ListenAddrs()
+	cl, err := kgo.NewClient(topics.ClientOpts(brokers)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	if err := topics.Ensure(t.Context(), kadm.NewClient(cl), topics.Spec{Partitions: 2, ReplicationFactor: 1, MinInsyncReplicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	edge := &fakeEdge{addr: lis.Addr().String()}
+	gs := grpc.NewServer()
+	edgev1.RegisterEdgeServiceServer(gs, edge)
+	presencev1.RegisterPresenceServiceServer(gs, edge)
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+
+	s, err := New(Config{Brokers: brokers, PresenceAddr: edge.addr, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return s, edge, brokers, cl
+}
+
+func eventValue(seq uint64, id string) []byte {
+	b, _ := proto.Marshal(&logv1.EventRecord{
+		Event:        &chatv1.Event{ConversationId: "conv", Seq: seq, EventId: id},
+		RecipientIds: []string{"alice"},
+	})
+	return b
+}
+
+func produce(t *testing.T, cl *kgo.Client, values ...[]byte) []*kgo.Record {
+	t.Helper()
+	var recs []*kgo.Record
+	for _, v := range values {
+		recs = append(recs, &kgo.Record{Topic: topics.Events, Key: []byte("conv"), Value: v})
+	}
+	if err := cl.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func committedToEnd(t *testing.T, cl *kgo.Client) bool {
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(t.Context(), topics.Events)
+	if err != nil {
+		return false
+	}
+	committed, err := adm.FetchOffsets(t.Context(), Group)
+	if err != nil {
+		return false
+	}
+	all := true
+	ends.Each(func(o kadm.ListedOffset) {
+		if c, ok := committed.Lookup(o.Topic, o.Partition); o.Offset > 0 && (!ok || c.At != o.Offset) {
+			all = false
+		}
+	})
+	return all
+}
+
+// TestUndecodableRecordIsDeadLettered: garbage among events is not pushed
+// but lands, unchanged and with its origin, on the dead-letter topic
+// before the batch is committed; the events around it are pushed.
+func TestUndecodableRecordIsDeadLettered(t *testing.T) {
+	s, edge, brokers, cl := start(t)
+	recs := produce(t, cl, eventValue(1, "e1"), []byte("\xff\xff garbage"), eventValue(2, "e2"))
+	waitFor(t, "two events pushed", func() bool { return edge.pushed() == "1:e1:[alice] 2:e2:[alice]" })
+	waitFor(t, "offsets committed past the garbage", func() bool { return committedToEnd(t, cl) })
+
+	dcl, err := kgo.NewClient(append(topics.ClientOpts(brokers),
+		kgo.ConsumeTopics(topics.DeadLetter), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dcl.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	var dls []*kgo.Record
+	for len(dls) == 0 && ctx.Err() == nil {
+		dls = dcl.PollFetches(ctx).Records()
+	}
+	if len(dls) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(dls))
+	}
+	dl, src := dls[0], recs[1]
+	if !bytes.Equal(dl.Key, src.Key) || !bytes.Equal(dl.Value, src.Value) {
+		t.Errorf("dead letter %q=%q, want the original %q=%q", dl.Key, dl.Value, src.Key, src.Value)
+	}
+	h := map[string]string{}
+	for _, x := range dl.Headers {
+		h[x.Key] = string(x.Value)
+	}
+	for k, v := range map[string]string{
+		topics.HeaderConsumer: Group, topics.HeaderTopic: topics.Events, topics.HeaderReason: topics.ReasonUndecodable,
+		topics.HeaderPartition: strconv.Itoa(int(src.Partition)), topics.HeaderOffset: strconv.FormatInt(src.Offset, 10),
+	} {
+		if h[k] != v {
+			t.Errorf("dead letter header %s = %q, want %q", k, h[k], v)
+		}
+	}
+	if h[topics.HeaderError] == "" {
+		t.Error("dead letter without the error text")
+	}
+
+	if got := testutil.ToFloat64(s.metrics.deadLetters.WithLabelValues(topics.ReasonUndecodable)); got != 1 {
+		t.Errorf("parley_dead_letters_total{reason=undecodable} = %v, want 1", got)
+	}
+	w := httptest.NewRecorder()
+	s.Metrics().ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	if line := `parley_dead_letters_total{reason="undecodable",service="fanout"} 1`; !strings.Contains(w.Body.String(), line) {
+		t.Errorf("/metrics lacks %q", line)
+	}
+}

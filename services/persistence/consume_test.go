@@ -1,0 +1,227 @@
+package persistence
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/services/persistence/history"
+	"github.com/parleychat/parley/services/persistence/history/pebblestore"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
+)
+
+// kafka starts kfake with Parley's topics and returns a client of it.
+func kafka(t *testing.T) (brokers []string, cl *kgo.Client) {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	brokers = c.ListenAddrs()
+	if cl, err = kgo.NewClient(topics.ClientOpts(brokers)...); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	if err := topics.Ensure(t.Context(), kadm.NewClient(cl), topics.Spec{Partitions: 2, ReplicationFactor: 1, MinInsyncReplicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+	return brokers, cl
+}
+
+func eventValue(t *testing.T, seq uint64, id, text string) []byte {
+	t.Helper()
+	ev := &chatv1.Event{ConversationId: "conv", Seq: seq, EventId: id, SenderId: "alice"}
+	if seq == 1 {
+		ev.Body = &chatv1.Event_ConversationCreated{ConversationCreated: &chatv1.ConversationCreated{
+			Kind: chatv1.ConversationKind_CONVERSATION_KIND_GROUP, Title: "t", MemberIds: []string{"alice", "bob"}}}
+	} else {
+		ev.Body = &chatv1.Event_MessagePosted{MessagePosted: &chatv1.MessagePosted{Text: text}}
+	}
+	b, err := proto.Marshal(&logv1.EventRecord{Event: ev, RecipientIds: []string{"alice", "bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// produce appends values to the event log under one key, so they share a
+// partition, and returns the records with their offsets.
+func produce(t *testing.T, cl *kgo.Client, values ...[]byte) []*kgo.Record {
+	t.Helper()
+	var recs []*kgo.Record
+	for _, v := range values {
+		recs = append(recs, &kgo.Record{Topic: topics.Events, Key: []byte("conv"), Value: v})
+	}
+	if err := cl.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// committedToEnd reports whether group has committed every partition of
+// the event log up to its end.
+func committedToEnd(t *testing.T, cl *kgo.Client, group string) bool {
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(t.Context(), topics.Events)
+	if err != nil {
+		return false
+	}
+	committed, err := adm.FetchOffsets(t.Context(), group)
+	if err != nil {
+		return false
+	}
+	all := true
+	ends.Each(func(o kadm.ListedOffset) {
+		if c, ok := committed.Lookup(o.Topic, o.Partition); o.Offset > 0 && (!ok || c.At != o.Offset) {
+			all = false
+		}
+	})
+	return all
+}
+
+// readDeadLetters reads the dead-letter topic from its start until it
+// holds n records.
+func readDeadLetters(t *testing.T, brokers []string, n int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(append(topics.ClientOpts(brokers),
+		kgo.ConsumeTopics(topics.DeadLetter), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []*kgo.Record
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	for len(out) < n && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	}
+	if len(out) != n {
+		t.Fatalf("%d dead letters, want %d", len(out), n)
+	}
+	return out
+}
+
+func checkDeadLetter(t *testing.T, dl, src *kgo.Record, consumer, reason string) {
+	t.Helper()
+	if !bytes.Equal(dl.Key, src.Key) || !bytes.Equal(dl.Value, src.Value) {
+		t.Errorf("dead letter %q=%q, want the original %q=%q", dl.Key, dl.Value, src.Key, src.Value)
+	}
+	h := map[string]string{}
+	for _, x := range dl.Headers {
+		h[x.Key] = string(x.Value)
+	}
+	want := map[string]string{
+		topics.HeaderConsumer: consumer, topics.HeaderTopic: topics.Events, topics.HeaderReason: reason,
+		topics.HeaderPartition: strconv.Itoa(int(src.Partition)), topics.HeaderOffset: strconv.FormatInt(src.Offset, 10),
+	}
+	for k, v := range want {
+		if h[k] != v {
+			t.Errorf("dead letter header %s = %q, want %q", k, h[k], v)
+		}
+	}
+	if h[topics.HeaderError] == "" {
+		t.Error("dead letter without the error text")
+	}
+}
+
+func startPersistence(t *testing.T, brokers []string) (*Service, history.Store) {
+	t.Helper()
+	store, err := pebblestore.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)}, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		store.Close()
+	})
+	return s, store
+}
+
+// stored describes the conversation's history as seq:event_id:text.
+func stored(t *testing.T, store history.Store) string {
+	page, err := store.History(t.Context(), "conv", history.Query{Forward: true, Limit: history.MaxLimit})
+	if err != nil {
+		return err.Error()
+	}
+	var parts []string
+	for _, ev := range page.Events {
+		parts = append(parts, fmt.Sprintf("%d:%s:%s", ev.GetSeq(), ev.GetEventId(), ev.GetMessagePosted().GetText()))
+	}
+	return strings.Join(parts, " ")
+}
+
+// TestUndecodableRecordIsDeadLettered puts garbage, a record with nothing
+// in it and a receipt among valid events: the events are stored, the two
+// bad records land unchanged on the dead-letter topic with their origin,
+// the receipt is neither, and the group commits past all of them.
+func TestUndecodableRecordIsDeadLettered(t *testing.T) {
+	brokers, cl := kafka(t)
+	receipt, _ := proto.Marshal(&logv1.EventRecord{Receipt: &chatv1.Receipt{ConversationId: "conv", UserId: "bob", ReadSeq: 1}})
+	empty, _ := proto.Marshal(&logv1.EventRecord{CommandId: "c"})
+	recs := produce(t, cl,
+		eventValue(t, 1, "e1", ""),
+		[]byte("\xff\xff garbage"),
+		eventValue(t, 2, "e2", "two"),
+		receipt,
+		empty,
+		eventValue(t, 3, "e3", "three"),
+	)
+	s, store := startPersistence(t, brokers)
+
+	waitFor(t, "three events stored", func() bool { return stored(t, store) == "1:e1: 2:e2:two 3:e3:three" })
+	dls := readDeadLetters(t, brokers, 2)
+	checkDeadLetter(t, dls[0], recs[1], Group, topics.ReasonUndecodable)
+	checkDeadLetter(t, dls[1], recs[4], Group, topics.ReasonEmpty)
+	waitFor(t, "offsets committed past the bad records", func() bool { return committedToEnd(t, cl, Group) })
+
+	for reason, want := range map[string]float64{topics.ReasonUndecodable: 1, topics.ReasonEmpty: 1, topics.ReasonInvalid: 0} {
+		if got := testutil.ToFloat64(s.metrics.deadLetters.WithLabelValues(reason)); got != want {
+			t.Errorf("parley_dead_letters_total{reason=%q} = %v, want %v", reason, got, want)
+		}
+	}
+	w := httptest.NewRecorder()
+	s.Metrics().ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	for _, line := range []string{
+		`parley_dead_letters_total{reason="undecodable",service="persistence"} 1`,
+		"go_goroutines ",
+		"process_start_time_seconds ",
+	} {
+		if !strings.Contains(w.Body.String(), line) {
+			t.Errorf("/metrics lacks %q", line)
+		}
+	}
+}
