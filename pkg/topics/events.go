@@ -66,15 +66,22 @@ type EventBatch struct {
 	Records []*logv1.EventRecord
 	// Rejected are for DeadLetter.
 	Rejected []Rejected
+	// Stale counts events skipped by the guard.
+	Stale int
 }
 
-// SortEvents decodes records of Events as every consumer of the log does.
-func SortEvents(recs []*kgo.Record) EventBatch {
+// SortEvents decodes records of Events and passes each event through
+// guard, as every consumer of the log does.
+func SortEvents(recs []*kgo.Record, guard *SeqGuard) EventBatch {
 	var b EventBatch
 	for _, r := range recs {
 		rec, err := DecodeEventRecord(r.Value)
 		if err != nil {
 			b.Rejected = append(b.Rejected, Rejected{r, err})
+			continue
+		}
+		if ev := rec.GetEvent(); ev != nil && !guard.Fresh(r, ev) {
+			b.Stale++
 			continue
 		}
 		b.Records = append(b.Records, rec)

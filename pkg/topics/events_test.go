@@ -62,9 +62,11 @@ func TestSortEvents(t *testing.T) {
 		{Topic: Events, Offset: 1, Value: []byte("garbage")},
 		{Topic: Events, Offset: 2, Value: value(&logv1.EventRecord{Event: ev("a", 2)})},
 		{Topic: Events, Offset: 3, Value: value(&logv1.EventRecord{Receipt: &chatv1.Receipt{ConversationId: "a", ReadSeq: 2}})},
-		{Topic: Events, Offset: 4, Value: value(&logv1.EventRecord{Event: ev("a", 3)})},
+		{Topic: Events, Offset: 4, Value: value(&logv1.EventRecord{Event: &chatv1.Event{ConversationId: "a", Seq: 2, EventId: "zombie"}})},
+		{Topic: Events, Offset: 5, Value: value(&logv1.EventRecord{Event: ev("a", 3)})},
 	}
-	b := SortEvents(recs)
+	var g SeqGuard
+	b := SortEvents(recs, &g)
 	var got []string
 	for _, r := range b.Records {
 		if r.GetEvent() != nil {
@@ -73,8 +75,8 @@ func TestSortEvents(t *testing.T) {
 			got = append(got, "receipt")
 		}
 	}
-	if fmt.Sprint(got) != "[event 1 event 2 receipt event 3]" ||
+	if fmt.Sprint(got) != "[event 1 event 2 receipt event 3]" || b.Stale != 1 ||
 		len(b.Rejected) != 1 || b.Rejected[0].Record.Offset != 1 || ReasonOf(b.Rejected[0].Err) != ReasonUndecodable {
-		t.Fatalf("records %v, rejected %v", got, b.Rejected)
+		t.Fatalf("records %v, stale %d, rejected %v", got, b.Stale, b.Rejected)
 	}
 }

@@ -205,3 +205,20 @@ func TestUndecodableRecordIsDeadLettered(t *testing.T) {
 		t.Errorf("/metrics lacks %q", line)
 	}
 }
+
+// TestFirstSeqWins: copies of pushed seqs with other event ids (a zombie
+// sequencer's), in the same batch and in a later one, are not pushed.
+func TestFirstSeqWins(t *testing.T) {
+	s, edge, _, cl := start(t)
+	produce(t, cl, eventValue(1, "e1"), eventValue(2, "e2"), eventValue(1, "zombie-1"), eventValue(3, "e3"))
+	waitFor(t, "three events pushed", func() bool { return edge.pushed() == "1:e1:[alice] 2:e2:[alice] 3:e3:[alice]" })
+	waitFor(t, "the first batch committed", func() bool { return committedToEnd(t, cl) })
+	produce(t, cl, eventValue(3, "zombie-3"), eventValue(4, "e4"))
+	waitFor(t, "the fourth event pushed", func() bool { return strings.HasSuffix(edge.pushed(), " 4:e4:[alice]") })
+	if got, want := edge.pushed(), "1:e1:[alice] 2:e2:[alice] 3:e3:[alice] 4:e4:[alice]"; got != want {
+		t.Fatalf("pushed %s\nwant   %s", got, want)
+	}
+	if got := testutil.ToFloat64(s.metrics.stale); got != 2 {
+		t.Fatalf("parley_stale_events_total = %v, want 2", got)
+	}
+}

@@ -47,6 +47,7 @@ type Service struct {
 	presConn *grpc.ClientConn
 	presence presencev1.PresenceServiceClient
 	Probe    health.Probe
+	guard    *topics.SeqGuard
 	metrics  *metrics
 
 	// mu guards edges, the pool of connections to edge nodes.
@@ -59,11 +60,12 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers), topics.GroupOpts(Group, cfg.InstanceID,
+	guard := &topics.SeqGuard{}
+	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers), topics.GroupOpts(Group, cfg.InstanceID, append(guard.Opts(),
 		kgo.ConsumeTopics(topics.Events),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
-	)...)...)
+	)...)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("fanout kafka client: %w", err)
 	}
@@ -74,7 +76,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	return &Service{cfg: cfg, log: cfg.Logger.With("service", "fanout"), cl: cl, presConn: pc,
 		presence: presencev1.NewPresenceServiceClient(pc), edges: map[string]*grpc.ClientConn{},
-		metrics: newMetrics()}, nil
+		guard: guard, metrics: newMetrics()}, nil
 }
 
 // Run consumes until ctx ends. Shutdown: readiness off, finish the batch
@@ -121,7 +123,11 @@ func (s *Service) Run(ctx context.Context) error {
 // returns true the batch may be committed. It returns false only when ctx
 // ended before the dead letters were written.
 func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
-	b := topics.SortEvents(recs)
+	b := topics.SortEvents(recs, s.guard)
+	if b.Stale > 0 {
+		s.metrics.stale.Add(float64(b.Stale))
+		s.log.Warn("fanout: skipped events at or below a seq already pushed (a zombie sequencer's copies)", "events", b.Stale)
+	}
 	if err := topics.SetAside(ctx, s.cl, s.log, Group, b.Rejected); err != nil {
 		return false
 	}

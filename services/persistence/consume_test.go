@@ -217,11 +217,68 @@ func TestUndecodableRecordIsDeadLettered(t *testing.T) {
 	s.Metrics().ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
 	for _, line := range []string{
 		`parley_dead_letters_total{reason="undecodable",service="persistence"} 1`,
+		`parley_stale_events_total{service="persistence"} 0`,
 		"go_goroutines ",
 		"process_start_time_seconds ",
 	} {
 		if !strings.Contains(w.Body.String(), line) {
 			t.Errorf("/metrics lacks %q", line)
 		}
+	}
+}
+
+// TestFirstSeqWins replays what a zombie sequencer does: copies of events
+// under seqs already stored, with other event ids, in the same batch and
+// in a later one. The first copy of each seq stays.
+func TestFirstSeqWins(t *testing.T) {
+	brokers, cl := kafka(t)
+	produce(t, cl,
+		eventValue(t, 1, "e1", ""),
+		eventValue(t, 2, "e2", "two"),
+		eventValue(t, 3, "e3", "three"),
+		eventValue(t, 2, "zombie-2", "two"),
+		eventValue(t, 4, "e4", "four"),
+	)
+	s, store := startPersistence(t, brokers)
+	waitFor(t, "four events stored", func() bool { return stored(t, store) == "1:e1: 2:e2:two 3:e3:three 4:e4:four" })
+	waitFor(t, "the first batch committed", func() bool { return committedToEnd(t, cl, Group) })
+
+	produce(t, cl, eventValue(t, 3, "zombie-3", "three"), eventValue(t, 5, "e5", "five"))
+	waitFor(t, "the fifth event stored", func() bool { return strings.HasSuffix(stored(t, store), " 5:e5:five") })
+	if got, want := stored(t, store), "1:e1: 2:e2:two 3:e3:three 4:e4:four 5:e5:five"; got != want {
+		t.Fatalf("history %s\nwant    %s", got, want)
+	}
+	if got := testutil.ToFloat64(s.metrics.stale); got != 2 {
+		t.Fatalf("parley_stale_events_total = %v, want 2", got)
+	}
+}
+
+// TestGuardForgetsRevokedPartitions: the guard's group callbacks run when
+// the client gives its partitions up (here by leaving the group), so a
+// partition that comes back starts with no memory.
+func TestGuardForgetsRevokedPartitions(t *testing.T) {
+	brokers, cl := kafka(t)
+	produce(t, cl, eventValue(t, 3, "e3", "three"))
+	guard := &topics.SeqGuard{}
+	gcl, err := kgo.NewClient(append(topics.ClientOpts(brokers), topics.GroupOpts("guard-test", "", append(guard.Opts(),
+		kgo.ConsumeTopics(topics.Events), kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll())...)...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gcl.Close()
+	var rec *kgo.Record
+	for rec == nil && t.Context().Err() == nil {
+		if recs := gcl.PollRecords(t.Context(), 10).Records(); len(recs) > 0 {
+			rec = recs[0]
+		}
+	}
+	gcl.AllowRebalance()
+	seq := func(n uint64) *chatv1.Event { return &chatv1.Event{ConversationId: "conv", Seq: n} }
+	if !guard.Fresh(rec, seq(3)) || guard.Fresh(rec, seq(2)) {
+		t.Fatal("the guard let a lower seq through while the partition was held")
+	}
+	gcl.LeaveGroup()
+	if !guard.Fresh(rec, seq(2)) {
+		t.Fatal("the guard still remembers a partition the client gave up")
 	}
 }

@@ -15,6 +15,7 @@ import (
 type metrics struct {
 	reg         *prometheus.Registry
 	deadLetters *prometheus.CounterVec
+	stale       prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -25,13 +26,17 @@ func newMetrics() *metrics {
 			Name: "parley_dead_letters_total", ConstLabels: service,
 			Help: "Event records set aside on " + topics.DeadLetter + " instead of applied, by reason.",
 		}, []string{"reason"}),
+		stale: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_stale_events_total", ConstLabels: service,
+			Help: "Events skipped because their conversation's seq was already handled (copies from a zombie sequencer).",
+		}),
 	}
 	// Every reason is exported from the start, so a rate over it exists
 	// before the first dead letter.
 	for _, r := range []string{topics.ReasonUndecodable, topics.ReasonEmpty, topics.ReasonInvalid} {
 		m.deadLetters.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.deadLetters,
+	m.reg.MustRegister(m.deadLetters, m.stale,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -49,6 +49,7 @@ type Service struct {
 	grpc  *grpc.Server
 	Probe health.Probe
 
+	guard   *topics.SeqGuard
 	metrics *metrics
 }
 
@@ -58,11 +59,12 @@ func New(cfg Config, store history.Store) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers), topics.GroupOpts(Group, cfg.InstanceID,
+	guard := &topics.SeqGuard{}
+	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers), topics.GroupOpts(Group, cfg.InstanceID, append(guard.Opts(),
 		kgo.ConsumeTopics(topics.Events),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
-	)...)...)
+	)...)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("persistence kafka client: %w", err)
 	}
@@ -72,7 +74,7 @@ func New(cfg Config, store history.Store) (*Service, error) {
 		return nil, fmt.Errorf("persistence listen %s: %w", cfg.GRPCAddr, err)
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "persistence"), store: store, cl: cl, lis: lis, grpc: grpc.NewServer(),
-		metrics: newMetrics()}
+		guard: guard, metrics: newMetrics()}
 	persistencev1.RegisterPersistenceServiceServer(s.grpc, s)
 	return s, nil
 }
@@ -129,7 +131,11 @@ func (s *Service) consume(ctx context.Context) error {
 // returns true the batch may be committed. It returns false only when ctx
 // ended first.
 func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
-	b := topics.SortEvents(recs)
+	b := topics.SortEvents(recs, s.guard)
+	if b.Stale > 0 {
+		s.metrics.stale.Add(float64(b.Stale))
+		s.log.Warn("persistence: skipped events at or below a seq already stored (a zombie sequencer's copies)", "events", b.Stale)
+	}
 	if err := topics.SetAside(ctx, s.cl, s.log, Group, b.Rejected); err != nil {
 		return false
 	}
