@@ -16,11 +16,13 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 # Budgets are counts of executions, not durations: with a duration, Go
 # 1.26's fuzz coordinator can report "context deadline exceeded" at the
 # deadline on a busy machine with no failing input (golang/go#75804, fixed
-# in Go 1.27). 60,000 runs take 4-12 s per target here.
+# in Go 1.27). 60,000 runs take 4-12 s per target here, about 50 s for
+# FuzzApplyRecords (every run writes a Pebble store with fsync).
 FUZZTIME ?= 60000x
 FUZZ_LONG ?= 2000000x
 # Fuzz targets as package:Func.
-FUZZ_TARGETS := ./pkg/wire:FuzzDecodeClient ./services/ingest:FuzzSequencerRecords ./services/fanout:FuzzPlanRecords
+FUZZ_TARGETS := ./pkg/wire:FuzzDecodeClient ./services/ingest:FuzzSequencerRecords ./services/fanout:FuzzPlanRecords \
+	./services/persistence:FuzzApplyRecords
 
 .PHONY: help
 help: ## list targets
