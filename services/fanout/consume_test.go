@@ -33,13 +33,17 @@ type fakeEdge struct {
 	presencev1.UnimplementedPresenceServiceServer
 	addr string
 	mu   sync.Mutex
-	got  []string // seq:event_id:users of each delivery
+	got  []string // seq:event_id:users, or r:user:users, of each delivery
 }
 
 func (f *fakeEdge) Push(_ context.Context, req *edgev1.PushRequest) (*edgev1.PushResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, d := range req.GetDeliveries() {
+		if r := d.GetReceipt(); r != nil {
+			f.got = append(f.got, fmt.Sprintf("r:%s:%v", r.GetUserId(), d.GetUserIds()))
+			continue
+		}
 		f.got = append(f.got, fmt.Sprintf("%d:%s:%v", d.GetEvent().GetSeq(), d.GetEvent().GetEventId(), d.GetUserIds()))
 	}
 	return &edgev1.PushResponse{}, nil
@@ -154,11 +158,14 @@ func committedToEnd(t *testing.T, cl *kgo.Client) bool {
 
 // TestUndecodableRecordIsDeadLettered: garbage among events is not pushed
 // but lands, unchanged and with its origin, on the dead-letter topic
-// before the batch is committed; the events around it are pushed.
+// before the batch is committed; the events and the receipt around it are
+// pushed.
 func TestUndecodableRecordIsDeadLettered(t *testing.T) {
 	s, edge, brokers, cl := start(t)
-	recs := produce(t, cl, eventValue(1, "e1"), []byte("\xff\xff garbage"), eventValue(2, "e2"))
-	waitFor(t, "two events pushed", func() bool { return edge.pushed() == "1:e1:[alice] 2:e2:[alice]" })
+	receipt, _ := proto.Marshal(&logv1.EventRecord{
+		Receipt: &chatv1.Receipt{ConversationId: "conv", UserId: "bob", ReadSeq: 1}, RecipientIds: []string{"alice"}})
+	recs := produce(t, cl, eventValue(1, "e1"), []byte("\xff\xff garbage"), receipt, eventValue(2, "e2"))
+	waitFor(t, "two events and a receipt pushed", func() bool { return edge.pushed() == "1:e1:[alice] r:bob:[alice] 2:e2:[alice]" })
 	waitFor(t, "offsets committed past the garbage", func() bool { return committedToEnd(t, cl) })
 
 	dcl, err := kgo.NewClient(append(topics.ClientOpts(brokers),

@@ -134,29 +134,17 @@ func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
 	for _, r := range b.Rejected {
 		s.metrics.deadLetters.WithLabelValues(topics.ReasonOf(r.Err)).Inc()
 	}
-	events := eventsOnly(b.Records)
-	if err := s.deliver(ctx, events); err != nil && ctx.Err() == nil {
+	if err := s.deliver(ctx, b.Records); err != nil && ctx.Err() == nil {
 		// Devices catch up from history on resume, so a failed push is
 		// a delay, not a loss; the batch is committed regardless.
-		s.log.Warn("fanout: delivery incomplete", "events", len(events), "err", err)
+		s.log.Warn("fanout: delivery incomplete", "records", len(b.Records), "err", err)
 	}
 	return true
 }
 
-// eventsOnly drops receipts: valid records, but not pushed until edges
-// take them.
-func eventsOnly(recs []*logv1.EventRecord) []*logv1.EventRecord {
-	out := recs[:0:0]
-	for _, r := range recs {
-		if r.GetEvent() != nil {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// Plan plans one batch: for each edge address, the deliveries it gets, in
-// log order, each naming only the recipients that edge holds.
+// Plan plans one batch: for each edge address, the deliveries (an event or
+// a receipt each) it gets, in log order, each naming only the recipients
+// that edge holds.
 func Plan(recs []*logv1.EventRecord, locs []*presencev1.UserLocation) map[string][]*edgev1.Delivery {
 	where := make(map[string][]string, len(locs))
 	for _, l := range locs {
@@ -185,7 +173,7 @@ func Plan(recs []*logv1.EventRecord, locs []*presencev1.UserLocation) map[string
 				named[target{u, addr}] = true
 				d := byEdge[addr]
 				if d == nil {
-					d = &edgev1.Delivery{Event: rec.GetEvent()}
+					d = &edgev1.Delivery{Event: rec.GetEvent(), Receipt: rec.GetReceipt()}
 					byEdge[addr] = d
 					plan[addr] = append(plan[addr], d)
 				}

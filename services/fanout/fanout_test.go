@@ -19,6 +19,10 @@ func describe(plan map[string][]*edgev1.Delivery) map[string]string {
 	for addr, ds := range plan {
 		s := ""
 		for _, d := range ds {
+			if r := d.GetReceipt(); r != nil {
+				s += fmt.Sprintf("r(%s read %d)%v ", r.GetUserId(), r.GetReadSeq(), d.GetUserIds())
+				continue
+			}
 			s += fmt.Sprintf("%d%v ", d.GetEvent().GetSeq(), d.GetUserIds())
 		}
 		out[addr] = s
@@ -36,10 +40,11 @@ func TestPlan(t *testing.T) {
 		rec(1, "alice", "bob", "dave"), // dave is offline
 		rec(2, "bob"),
 		rec(3, "alice", "carol"),
+		{Receipt: &chatv1.Receipt{ConversationId: "c", UserId: "bob", ReadSeq: 3}, RecipientIds: []string{"alice", "bob"}},
 	}, locs))
 	want := map[string]string{
-		"e1": "1[alice] 3[alice] ",
-		"e2": "1[alice bob] 2[bob] 3[alice] ",
+		"e1": "1[alice] 3[alice] r(bob read 3)[alice] ",
+		"e2": "1[alice bob] 2[bob] 3[alice] r(bob read 3)[alice bob] ",
 		"e3": "3[carol] ",
 	}
 	if fmt.Sprint(plan) != fmt.Sprint(want) {

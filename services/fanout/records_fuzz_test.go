@@ -6,16 +6,19 @@ import (
 	"github.com/parleychat/parley/pkg/topics"
 	"google.golang.org/protobuf/proto"
 
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
 )
 
 // FuzzPlanRecords decodes arbitrary bytes as an event record, the way the
-// fan-out consumer does, and plans it: whatever decodes, each online
-// recipient must be named exactly once on each edge that holds it, and no
-// one else anywhere.
+// fan-out consumer does, and plans it: whatever decodes (an event or a
+// receipt), each online recipient must be named exactly once on each edge
+// that holds it, and no one else anywhere, in a delivery carrying what the
+// record carries.
 func FuzzPlanRecords(f *testing.F) {
-	for _, r := range []*logv1.EventRecord{rec(1, "alice", "bob"), rec(2, "bob", "bob", "carol"), rec(3)} {
+	receipt := &logv1.EventRecord{Receipt: &chatv1.Receipt{ConversationId: "c", UserId: "bob", ReadSeq: 1}, RecipientIds: []string{"alice", "bob"}}
+	for _, r := range []*logv1.EventRecord{rec(1, "alice", "bob"), rec(2, "bob", "bob", "carol"), rec(3), receipt} {
 		b, _ := proto.Marshal(r)
 		f.Add(b)
 	}
@@ -34,8 +37,8 @@ func FuzzPlanRecords(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := topics.DecodeEventRecord(data)
-		if err != nil || r.GetEvent() == nil {
-			return // the consumer dead-letters these, or (receipts) does not push them yet
+		if err != nil {
+			return // the consumer dead-letters these
 		}
 		want := map[string]map[string]bool{} // edge -> users
 		for _, u := range r.GetRecipientIds() {
@@ -52,7 +55,10 @@ func FuzzPlanRecords(f *testing.F) {
 		}
 		for a, ds := range plan {
 			if len(ds) != 1 {
-				t.Fatalf("edge %s gets %d deliveries of one event", a, len(ds))
+				t.Fatalf("edge %s gets %d deliveries of one record", a, len(ds))
+			}
+			if !proto.Equal(ds[0].GetEvent(), r.GetEvent()) || !proto.Equal(ds[0].GetReceipt(), r.GetReceipt()) {
+				t.Fatalf("edge %s gets %v for %v", a, ds[0], r)
 			}
 			got := map[string]bool{}
 			for _, u := range ds[0].GetUserIds() {
