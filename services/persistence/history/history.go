@@ -6,6 +6,7 @@ package history
 import (
 	"context"
 	"errors"
+	"time"
 	"unicode/utf8"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
@@ -43,9 +44,15 @@ type Page struct {
 // Store is the contract every backend keeps.
 type Store interface {
 	// Apply writes records of the event log. Records of one conversation
-	// arrive in seq order. Apply is idempotent: writing a record again, or
-	// replaying the whole log, leaves the same state. It returns nil only
-	// once the records are durable.
+	// arrive in log order. Apply is idempotent: writing a record again, or
+	// replaying the whole log, leaves the same state (but for ChangedAt
+	// times, which may move later: a replayed conversation may show as
+	// changed again, never as unchanged when it did change). It returns nil
+	// only once the records are durable.
+	//
+	// A record holds an event or a receipt (see ApplyReceipt). An event
+	// also moves its sender's read position, and its sending device's
+	// delivered position, to the event's seq: what you post you have read.
 	Apply(ctx context.Context, recs []*logv1.EventRecord) error
 	// History pages a conversation. ErrNotFound if it does not exist.
 	History(ctx context.Context, conversationID string, q Query) (Page, error)
@@ -53,10 +60,53 @@ type Store interface {
 	// ErrNotFound if it does not exist.
 	Conversation(ctx context.Context, conversationID string) (*chatv1.Conversation, error)
 	// Conversations lists a user's conversations, most recent activity
-	// first, at most limit (DefaultLimit when 0, capped at MaxLimit).
-	Conversations(ctx context.Context, userID string, limit int) ([]*chatv1.Conversation, error)
+	// first, at most q.Limit (DefaultLimit when 0, capped at MaxLimit), each
+	// with the user's ReadSeq and UnreadCount (LastSeq - ReadSeq). With
+	// q.ChangedSince set it lists only conversations whose summary changed,
+	// or whose read position for this user moved, at or after that time as
+	// the store saw it (the time of the Apply, not of the event: a view that
+	// catches up after an outage shows the change when it lands). A
+	// change becomes visible at most ChangeLag after the time it counts
+	// as changed at.
+	Conversations(ctx context.Context, userID string, q ListQuery) ([]*chatv1.Conversation, error)
+	// Receipts lists one receipt per device that has a position in the
+	// conversation (by a receipt or by posting), each with its user's read
+	// position, ordered by user then device. ErrNotFound if the
+	// conversation does not exist.
+	Receipts(ctx context.Context, conversationID string) ([]*chatv1.Receipt, error)
 	// Close releases the store.
 	Close() error
+}
+
+// ChangeLag bounds how long after its change time a change may become
+// visible to Conversations. A backend stamps a change with its clock before
+// the write that makes the change visible, and stamps it again (later) when
+// that write took longer than ChangeLag. Whoever hands out ChangedSince
+// times must therefore take the time before listing and subtract ChangeLag
+// (and any clock skew between persistence instances): otherwise a change
+// landing while the list runs, stamped before the list began, would be
+// missed by the next sync.
+const ChangeLag = 5 * time.Second
+
+// ListQuery selects a user's conversations.
+type ListQuery struct {
+	Limit int
+	// ChangedSince, when not zero, keeps only what changed at or after it.
+	ChangedSince time.Time
+}
+
+// ApplyReceipt folds a receipt into a device's position: each seq only
+// moves forward, and reading implies delivered. Backends use it so that
+// positions agree; it reports whether anything moved.
+func ApplyReceipt(pos *chatv1.Receipt, r *chatv1.Receipt) bool {
+	moved := false
+	if d := max(r.GetDeliveredSeq(), r.GetReadSeq()); d > pos.GetDeliveredSeq() {
+		pos.DeliveredSeq, moved = d, true
+	}
+	if r.GetReadSeq() > pos.GetReadSeq() {
+		pos.ReadSeq, moved = r.GetReadSeq(), true
+	}
+	return moved
 }
 
 // ClampLimit applies the default and the cap to a page size.

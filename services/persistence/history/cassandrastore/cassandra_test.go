@@ -149,6 +149,12 @@ func (h *harness) dropLater(tb testing.TB, keyspace string) {
 // last in, first out).
 func (h *harness) store(tb testing.TB, bucketSize int) *Store {
 	tb.Helper()
+	return h.storeWith(tb, bucketSize, nil)
+}
+
+// storeWith is store with the clock now (time.Now when nil).
+func (h *harness) storeWith(tb testing.TB, bucketSize int, now func() time.Time) *Store {
+	tb.Helper()
 	h.mu.Lock()
 	ch := h.next
 	if ch == nil {
@@ -168,6 +174,7 @@ func (h *harness) store(tb testing.TB, bucketSize int) *Store {
 	cfg := h.cfg
 	cfg.Keyspace = r.keyspace
 	cfg.BucketSize = bucketSize
+	cfg.Now = now
 	if _, err := settleBucketSize(ctx, r.sess, cfg, true); err != nil {
 		r.sess.Close()
 		tb.Fatal(err)
@@ -188,6 +195,11 @@ func TestConformance(t *testing.T) {
 	// 26 partitions and its 200-event pages cross bucket edges.
 	historytest.Run(t, func(t *testing.T) history.Store { return h.store(t, 100) })
 	t.Logf("conformance suite against Cassandra took %s", time.Since(start).Round(time.Millisecond))
+}
+
+func TestConformanceClock(t *testing.T) {
+	h := newHarness(t)
+	historytest.RunClock(t, func(t *testing.T, now func() time.Time) history.Store { return h.storeWith(t, 100, now) })
 }
 
 func TestMigrateIdempotent(t *testing.T) {
@@ -218,7 +230,8 @@ func TestMigrateIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	slices.Sort(tables)
-	want := []string{"conversations", "conversations_by_user", "history_events", "members_by_conversation", "read_positions", "schema_migrations", "store_settings"}
+	want := []string{"conversations", "conversations_by_user", "device_positions", "history_events", "members_by_conversation",
+		"read_positions", "read_positions_by_conversation", "schema_migrations", "store_settings"}
 	if !slices.Equal(tables, want) {
 		t.Fatalf("tables = %v, want %v", tables, want)
 	}
@@ -278,6 +291,111 @@ func TestMigrateIdempotent(t *testing.T) {
 	}
 }
 
+// TestMigrateFrom0001 upgrades a keyspace as the first release left it,
+// with its data, and checks that the new build reads that data and keeps
+// writing it.
+func TestMigrateFrom0001(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	cfg := h.cfg
+	cfg.Keyspace = testKeyspace()
+	h.dropLater(t, cfg.Keyspace)
+	if err := createKeyspace(ctx, h.admin, cfg); err != nil {
+		t.Fatal(err)
+	}
+	cons, _ := ParseConsistency(cfg.Consistency)
+	sess, err := connect(cfg, cons, cfg.Keyspace, migrationTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	all, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) < 2 || all[0].version != 1 {
+		t.Fatalf("migrations = %+v, want 0001 and more", all)
+	}
+	if err := applyThese(ctx, sess, cfg.Keyspace, all[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := settleBucketSize(ctx, sess, cfg, true); err != nil {
+		t.Fatal(err)
+	}
+	// What the 0001 build's Apply wrote for a direct conversation of two
+	// events, the second posted by bob.
+	const c = "old"
+	created := historytest.Created(c, chatv1.ConversationKind_CONVERSATION_KIND_DIRECT, "", "alice", "bob")
+	posted := historytest.Posted(c, 2, "bob", "from before")
+	for _, q := range []*gocql.Query{
+		sess.Query(`UPDATE conversations USING TIMESTAMP 1 SET kind = ?, title = '', members = members + ? WHERE conversation_id = ?`,
+			int32(chatv1.ConversationKind_CONVERSATION_KIND_DIRECT), map[int64]string{1 << memberPosBits: "alice", 1<<memberPosBits | 1: "bob"}, c),
+		sess.Query(`UPDATE conversations USING TIMESTAMP 2 SET last_seq = 2, last_activity = ?, last_message_preview = 'from before' WHERE conversation_id = ?`,
+			posted.GetEvent().GetTime().AsTime().UnixNano(), c),
+		sess.Query(insertUser, "alice", c, int64(1), int64(1)),
+		sess.Query(insertUser, "bob", c, int64(1), int64(1)),
+	} {
+		if err := q.WithContext(ctx).Exec(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ev := range []*chatv1.Event{created.GetEvent(), posted.GetEvent()} {
+		blob, _ := marshal.Marshal(ev)
+		seq := int64(ev.GetSeq())
+		if err := sess.Query(insertEvent, c, int64(0), seq, ev.GetEventId(), ev.GetSenderId(), eventTime(ev), blob, seq).WithContext(ctx).Exec(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if _, err := Open(ctx, cfg); err == nil || !strings.Contains(err.Error(), "0002") {
+		t.Fatalf("Open of a keyspace at 0001: err = %v, want it to name the missing migration", err)
+	}
+	if err := Migrate(ctx, cfg); err != nil {
+		t.Fatalf("Migrate from 0001: %v", err)
+	}
+	s, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	since := time.Now()
+	// Positions start with this build: nothing read yet, and rows from
+	// before count as unchanged.
+	for _, u := range []string{"alice", "bob"} {
+		l, err := s.Conversations(ctx, u, history.ListQuery{})
+		if err != nil || len(l) != 1 || l[0].GetLastSeq() != 2 || l[0].GetReadSeq() != 0 || l[0].GetUnreadCount() != 2 ||
+			l[0].GetLastMessagePreview() != "from before" || fmt.Sprint(l[0].GetMemberIds()) != "[alice bob]" {
+			t.Fatalf("%s lists %v, %v", u, l, err)
+		}
+		if l, err := s.Conversations(ctx, u, history.ListQuery{ChangedSince: since}); err != nil || len(l) != 0 {
+			t.Fatalf("%s's changes since the upgrade: %v, %v; want none", u, l, err)
+		}
+	}
+	if rs, err := s.Receipts(ctx, c); err != nil || len(rs) != 0 {
+		t.Fatalf("receipts after the upgrade = %v, %v; want none", rs, err)
+	}
+	// Replaying the old events and applying new records works on the
+	// upgraded tables.
+	err = s.Apply(ctx, []*logv1.EventRecord{created, posted, historytest.FromDevice(historytest.Posted(c, 3, "alice", "after"), "a1"),
+		historytest.Receipt(c, "bob", "b1", 3, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := s.Receipts(ctx, c)
+	if err != nil || len(rs) != 2 || rs[0].GetUserId() != "alice" || rs[0].GetDeliveredSeq() != 3 || rs[0].GetReadSeq() != 3 ||
+		rs[1].GetUserId() != "bob" || rs[1].GetDeliveredSeq() != 3 || rs[1].GetReadSeq() != 2 {
+		t.Fatalf("receipts = %v, %v", rs, err)
+	}
+	l, err := s.Conversations(ctx, "bob", history.ListQuery{ChangedSince: since})
+	if err != nil || len(l) != 1 || l[0].GetReadSeq() != 2 || l[0].GetUnreadCount() != 1 {
+		t.Fatalf("bob's changes = %v, %v", l, err)
+	}
+	p, err := s.History(ctx, c, history.Query{})
+	if err != nil || len(p.Events) != 3 || !proto.Equal(p.Events[1], posted.GetEvent()) {
+		t.Fatalf("history = %v, %v", p.Events, err)
+	}
+}
+
 // TestSummaryMatchesSummarize folds an awkward log (duplicate members, a
 // re-added member, an event without time, a long message) with
 // history.Summarize and checks that the stored summary is the same after
@@ -310,10 +428,13 @@ func TestSummaryMatchesSummarize(t *testing.T) {
 		if !proto.Equal(got, want) {
 			t.Fatalf("%s: summary\n got  %v\n want %v", stage, got, want)
 		}
-		for _, u := range []string{"alice", "bob", "carol", "dave"} {
-			l, err := s.Conversations(ctx, u, 0)
-			if err != nil || len(l) != 1 || !proto.Equal(l[0], want) {
-				t.Fatalf("%s: %s lists %v, %v", stage, u, l, err)
+		// Each sender has read up to their own last event.
+		for u, read := range map[string]uint64{"alice": 2, "bob": 6, "carol": 5, "dave": 0} {
+			entry := proto.CloneOf(want)
+			entry.ReadSeq, entry.UnreadCount = read, 6-read
+			l, err := s.Conversations(ctx, u, history.ListQuery{})
+			if err != nil || len(l) != 1 || !proto.Equal(l[0], entry) {
+				t.Fatalf("%s: %s lists %v, %v; want %v", stage, u, l, err, entry)
 			}
 		}
 	}

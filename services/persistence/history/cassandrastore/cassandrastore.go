@@ -10,10 +10,17 @@
 // arrival, and writing an event again stores what is already there.
 // Replaying parley.events.v1 therefore rebuilds the same views.
 //
-// Within one Apply, the events go first and the summaries after, so a
-// conversation's last_seq never names an event that is not yet stored.
-// History relies on that: it bounds its reads by last_seq and never shows a
-// gap.
+// Positions follow the same rule with the position as its own timestamp,
+// so they only move forward. The one value not derived from the log is
+// changed_at, the store's clock when Apply wrote a change (for
+// ListQuery.ChangedSince); it is written with the timestamp of the change
+// it records, so a replay can only move it later. See
+// migrations/0002_receipts.cql.
+//
+// Within one Apply, the events go first and the summaries and positions
+// after, so a conversation's last_seq never names an event that is not yet
+// stored. History relies on that: it bounds its reads by last_seq and never
+// shows a gap.
 package cassandrastore
 
 import (
@@ -55,6 +62,7 @@ type Store struct {
 	sess       *gocql.Session
 	keyspace   string
 	bucketSize uint64
+	now        func() time.Time
 }
 
 var _ history.Store = (*Store)(nil)
@@ -88,7 +96,11 @@ func newStore(ctx context.Context, sess *gocql.Session, cfg Config) (*Store, err
 	if err != nil {
 		return nil, err
 	}
-	return &Store{sess: sess, keyspace: cfg.Keyspace, bucketSize: uint64(size)}, nil
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{sess: sess, keyspace: cfg.Keyspace, bucketSize: uint64(size), now: now}, nil
 }
 
 // Close closes the session.
@@ -99,26 +111,81 @@ func (s *Store) Close() error {
 
 func (s *Store) bucket(seq uint64) int64 { return int64((seq - 1) / s.bucketSize) }
 
-// convWrites are one conversation's events within an Apply call.
+// convWrites are one conversation's records within an Apply call: its
+// events, and the positions they and its receipts move, folded to the
+// highest (the lower ones would lose to it anyway).
 type convWrites struct {
-	id     string
-	events []*chatv1.Event
-	blobs  [][]byte
+	id        string
+	events    []*chatv1.Event
+	blobs     [][]byte
+	reads     map[string]uint64    // user -> read seq
+	delivered map[[2]string]uint64 // (user, device) -> delivered seq
+}
+
+// move folds a position change with history.ApplyReceipt. A change
+// without a device has no delivered position to keep.
+func (w *convWrites) move(user, device string, r *chatv1.Receipt) {
+	dk := [2]string{user, device}
+	pos := &chatv1.Receipt{ReadSeq: w.reads[user], DeliveredSeq: w.delivered[dk]}
+	if !history.ApplyReceipt(pos, r) {
+		return
+	}
+	if pos.GetReadSeq() > 0 {
+		if w.reads == nil {
+			w.reads = map[string]uint64{}
+		}
+		w.reads[user] = pos.GetReadSeq()
+	}
+	if device != "" && pos.GetDeliveredSeq() > 0 {
+		if w.delivered == nil {
+			w.delivered = map[[2]string]uint64{}
+		}
+		w.delivered[dk] = pos.GetDeliveredSeq()
+	}
 }
 
 var marshal = proto.MarshalOptions{Deterministic: true}
 
 // Apply implements history.Store: first every event row, then every
-// summary and membership row; nil only when all of them were acknowledged
-// at the configured consistency.
+// summary, membership and position row; nil only when all of them were
+// acknowledged at the configured consistency. Should that second step
+// take longer than history.ChangeLag, a third one writes the change times
+// again with the clock after it.
 func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	var convs []*convWrites
 	byID := map[string]*convWrites{}
+	writes := func(conv string) *convWrites {
+		w := byID[conv]
+		if w == nil {
+			w = &convWrites{id: conv}
+			byID[conv] = w
+			convs = append(convs, w)
+		}
+		return w
+	}
 	for _, rec := range recs {
-		ev := rec.GetEvent()
+		ev, r := rec.GetEvent(), rec.GetReceipt()
+		switch {
+		case ev != nil && r != nil:
+			return fmt.Errorf("apply record of command %q: holds both an event and a receipt", rec.GetCommandId())
+		case r != nil:
+			conv, user := r.GetConversationId(), r.GetUserId()
+			if conv == "" || user == "" {
+				return fmt.Errorf("apply receipt of %q/%q in %q: missing conversation or user id", user, r.GetDeviceId(), conv)
+			}
+			if seq := max(r.GetDeliveredSeq(), r.GetReadSeq()); seq > maxSeq {
+				return fmt.Errorf("apply receipt of %s/%s in %s: seq %d beyond %d", user, r.GetDeviceId(), conv, seq, uint64(maxSeq))
+			}
+			// A conversation not stored yet gets the positions all the
+			// same; Receipts shows them once it exists.
+			writes(conv).move(user, r.GetDeviceId(), r)
+			continue
+		case ev == nil:
+			return fmt.Errorf("apply record of command %q: holds neither an event nor a receipt", rec.GetCommandId())
+		}
 		conv, seq := ev.GetConversationId(), ev.GetSeq()
 		if conv == "" || seq == 0 {
 			return fmt.Errorf("apply event %q: missing conversation id or seq", ev.GetEventId())
@@ -133,14 +200,13 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 		if err != nil {
 			return fmt.Errorf("marshal event %s/%d: %w", conv, seq, err)
 		}
-		w := byID[conv]
-		if w == nil {
-			w = &convWrites{id: conv}
-			byID[conv] = w
-			convs = append(convs, w)
-		}
+		w := writes(conv)
 		w.events = append(w.events, ev)
 		w.blobs = append(w.blobs, blob)
+		if u := ev.GetSenderId(); u != "" {
+			// What you post you have, and have read.
+			w.move(u, ev.GetSenderDeviceId(), &chatv1.Receipt{DeliveredSeq: seq, ReadSeq: seq})
+		}
 	}
 	if len(convs) == 0 {
 		return nil
@@ -155,12 +221,22 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 		return err
 	}
 
+	// The clock is read as late as possible: the changes become visible
+	// with the writes that follow.
+	stamp := s.now()
 	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(parallel)
 	for _, w := range convs {
-		s.writeSummary(gctx, g, w)
+		s.writeSummary(gctx, g, w, stamp.UnixNano())
 	}
-	return g.Wait()
+	s.writeUserReads(gctx, g, convs, stamp.UnixNano())
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if s.now().Sub(stamp) <= history.ChangeLag {
+		return nil
+	}
+	return s.restamp(ctx, convs, s.now().UnixNano())
 }
 
 const insertEvent = `INSERT INTO history_events (conversation_id, bucket, seq, event_id, sender_id, event_time, event)
@@ -222,24 +298,31 @@ func eventNanos(ev *chatv1.Event) any {
 }
 
 const (
-	updateLast    = `UPDATE conversations USING TIMESTAMP ? SET last_seq = ?, last_activity = ? WHERE conversation_id = ?`
+	updateLast    = `UPDATE conversations USING TIMESTAMP ? SET last_seq = ?, last_activity = ?, changed_at = ? WHERE conversation_id = ?`
 	updateCreated = `UPDATE conversations USING TIMESTAMP ? SET kind = ?, title = ? WHERE conversation_id = ?`
 	updatePreview = `UPDATE conversations USING TIMESTAMP ? SET last_message_preview = ? WHERE conversation_id = ?`
 	addMembers    = `UPDATE conversations USING TIMESTAMP ? SET members = members + ? WHERE conversation_id = ?`
 	insertMember  = `INSERT INTO members_by_conversation (conversation_id, user_id, joined_seq, join_pos) VALUES (?, ?, ?, ?) USING TIMESTAMP ?`
 	insertUser    = `INSERT INTO conversations_by_user (user_id, conversation_id, joined_seq) VALUES (?, ?, ?) USING TIMESTAMP ?`
+	updateRead    = `UPDATE read_positions_by_conversation USING TIMESTAMP ? SET read_seq = ? WHERE conversation_id = ? AND user_id = ?`
+	updateDevice  = `UPDATE device_positions USING TIMESTAMP ? SET delivered_seq = ? WHERE conversation_id = ? AND user_id = ? AND device_id = ?`
+	updateUser    = `UPDATE read_positions USING TIMESTAMP ? SET read_seq = ?, changed_at = ? WHERE user_id = ? AND conversation_id = ?`
+	restampConv   = `UPDATE conversations USING TIMESTAMP ? SET changed_at = ? WHERE conversation_id = ?`
+	restampUser   = `UPDATE read_positions USING TIMESTAMP ? SET changed_at = ? WHERE user_id = ? AND conversation_id = ?`
 )
 
-// writeSummary queues the conversation's summary and membership writes.
-// The summary row and the members_by_conversation rows share the partition
-// key, so they go in one unlogged batch (one mutation); each joined user's
-// conversations_by_user row is its own partition and its own write.
+// writeSummary queues the conversation's summary, membership and position
+// writes. The summary row, the members_by_conversation rows and the
+// conversation's position rows share the partition key, so they go in one
+// unlogged batch (one mutation); each joined user's conversations_by_user
+// row is its own partition and its own write.
 //
 // Only the cells that can win are written: of the events in this call, the
-// highest seq sets last_seq and last_activity, the highest
-// MessagePosted the preview, ConversationCreated kind and title. The
-// others would lose to those timestamps anyway. Every join is written.
-func (s *Store) writeSummary(ctx context.Context, g *errgroup.Group, w *convWrites) {
+// highest seq sets last_seq, last_activity and changed_at, the highest
+// MessagePosted the preview, ConversationCreated kind and title, and each
+// position is written once, at its highest. The others would lose to those
+// timestamps anyway. Every join is written.
+func (s *Store) writeSummary(ctx context.Context, g *errgroup.Group, w *convWrites, stamp int64) {
 	var last, created, posted *chatv1.Event
 	type join struct {
 		user string
@@ -284,8 +367,10 @@ func (s *Store) writeSummary(ctx context.Context, g *errgroup.Group, w *convWrit
 		}
 		batch.Query(addMembers, int64(seq), entries, w.id)
 	}
-	ts := int64(last.GetSeq())
-	batch.Query(updateLast, ts, ts, eventNanos(last), w.id)
+	if last != nil {
+		ts := int64(last.GetSeq())
+		batch.Query(updateLast, ts, ts, eventNanos(last), stamp, w.id)
+	}
 	if created != nil {
 		c := created.GetConversationCreated()
 		batch.Query(updateCreated, int64(created.GetSeq()), int32(c.GetKind()), c.GetTitle(), w.id)
@@ -296,8 +381,20 @@ func (s *Store) writeSummary(ctx context.Context, g *errgroup.Group, w *convWrit
 	for _, j := range joins {
 		batch.Query(insertMember, w.id, j.user, j.seq, j.pos, j.seq)
 	}
+	for u, seq := range w.reads {
+		batch.Query(updateRead, int64(seq), int64(seq), w.id, u)
+	}
+	for d, seq := range w.delivered {
+		batch.Query(updateDevice, int64(seq), int64(seq), w.id, d[0], d[1])
+	}
+	if batch.Size() == 0 {
+		return // receipts that moved nothing
+	}
 	g.Go(func() error {
 		if err := s.sess.ExecuteBatch(batch); err != nil {
+			if last == nil {
+				return fmt.Errorf("write positions in %s: %w", w.id, err)
+			}
 			return fmt.Errorf("write summary of %s up to seq %d: %w", w.id, last.GetSeq(), err)
 		}
 		return nil
@@ -312,12 +409,91 @@ func (s *Store) writeSummary(ctx context.Context, g *errgroup.Group, w *convWrit
 	}
 }
 
-const selectSummary = `SELECT kind, title, members, last_seq, last_activity, last_message_preview FROM conversations WHERE conversation_id = ?`
+// userReads groups the read positions of an Apply by user: a user's
+// read_positions rows share a partition and go in one unlogged batch.
+func userReads(convs []*convWrites) (users []string, byUser map[string][]*convWrites) {
+	byUser = map[string][]*convWrites{}
+	for _, w := range convs {
+		for u := range w.reads {
+			if byUser[u] == nil {
+				users = append(users, u)
+			}
+			byUser[u] = append(byUser[u], w)
+		}
+	}
+	return users, byUser
+}
+
+// writeUserReads queues each user's read_positions batch, stamped: what
+// the conversation list reads for unread counts and changes.
+func (s *Store) writeUserReads(ctx context.Context, g *errgroup.Group, convs []*convWrites, stamp int64) {
+	users, byUser := userReads(convs)
+	for _, u := range users {
+		batch := s.sess.NewBatch(gocql.UnloggedBatch).WithContext(ctx)
+		for _, w := range byUser[u] {
+			seq := int64(w.reads[u])
+			batch.Query(updateUser, seq, seq, stamp, u, w.id)
+		}
+		g.Go(func() error {
+			if err := s.sess.ExecuteBatch(batch); err != nil {
+				return fmt.Errorf("write read positions of %s in %d conversations: %w", u, len(byUser[u]), err)
+			}
+			return nil
+		})
+	}
+}
+
+// restamp writes the change times of an Apply again, at a time after its
+// changes became visible (see history.ChangeLag). Each changed_at goes
+// with the timestamp it was first written with and a later value, so it
+// wins the tie, and loses to anything newer.
+func (s *Store) restamp(ctx context.Context, convs []*convWrites, stamp int64) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallel)
+	for _, w := range convs {
+		var last uint64
+		for _, ev := range w.events {
+			last = max(last, ev.GetSeq())
+		}
+		if last == 0 {
+			continue
+		}
+		g.Go(func() error {
+			if err := s.sess.Query(restampConv, int64(last), stamp, w.id).WithContext(gctx).Exec(); err != nil {
+				return fmt.Errorf("write change time of %s: %w", w.id, err)
+			}
+			return nil
+		})
+	}
+	users, byUser := userReads(convs)
+	for _, u := range users {
+		batch := s.sess.NewBatch(gocql.UnloggedBatch).WithContext(gctx)
+		for _, w := range byUser[u] {
+			batch.Query(restampUser, int64(w.reads[u]), stamp, u, w.id)
+		}
+		g.Go(func() error {
+			if err := s.sess.ExecuteBatch(batch); err != nil {
+				return fmt.Errorf("write change times of %s's read positions: %w", u, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+const selectSummary = `SELECT kind, title, members, last_seq, last_activity, last_message_preview, changed_at FROM conversations WHERE conversation_id = ?`
 
 // Conversation implements history.Store.
 func (s *Store) Conversation(ctx context.Context, conv string) (*chatv1.Conversation, error) {
+	c, _, err := s.summary(ctx, conv)
+	return c, err
+}
+
+// summary reads a conversation's summary and when it last changed (Unix
+// nanoseconds, 0 when never recorded).
+func (s *Store) summary(ctx context.Context, conv string) (*chatv1.Conversation, int64, error) {
 	if conv == "" {
-		return nil, history.ErrNotFound
+		return nil, 0, history.ErrNotFound
 	}
 	var (
 		kind     int32
@@ -326,18 +502,19 @@ func (s *Store) Conversation(ctx context.Context, conv string) (*chatv1.Conversa
 		lastSeq  int64
 		activity *int64
 		preview  string
+		changed  *int64
 	)
-	err := s.sess.Query(selectSummary, conv).WithContext(ctx).Scan(&kind, &title, &members, &lastSeq, &activity, &preview)
+	err := s.sess.Query(selectSummary, conv).WithContext(ctx).Scan(&kind, &title, &members, &lastSeq, &activity, &preview, &changed)
 	if errors.Is(err, gocql.ErrNotFound) {
-		return nil, history.ErrNotFound
+		return nil, 0, history.ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read conversation %s: %w", conv, err)
+		return nil, 0, fmt.Errorf("read conversation %s: %w", conv, err)
 	}
 	if lastSeq <= 0 {
 		// Only possible for a row holding membership without any event
 		// applied, which Apply never writes: treat it as absent.
-		return nil, history.ErrNotFound
+		return nil, 0, history.ErrNotFound
 	}
 	c := &chatv1.Conversation{
 		ConversationId:     conv,
@@ -350,7 +527,11 @@ func (s *Store) Conversation(ctx context.Context, conv string) (*chatv1.Conversa
 	if activity != nil {
 		c.LastActivity = timestamppb.New(time.Unix(0, *activity).UTC())
 	}
-	return c, nil
+	var changedAt int64
+	if changed != nil {
+		changedAt = *changed
+	}
+	return c, changedAt, nil
 }
 
 // memberList orders the members map by key (join order) and keeps each
@@ -471,37 +652,93 @@ func (s *Store) scan(ctx context.Context, conv string, lo, hi uint64, n int, asc
 	return out, nil
 }
 
+// readPosition is a user's read position in one conversation and when it
+// last moved (Unix nanoseconds, 0 when never recorded).
+type readPosition struct {
+	seq     uint64
+	changed int64
+}
+
 // Conversations implements history.Store: the user's conversation ids
-// from conversations_by_user, then each summary (concurrent
+// from conversations_by_user and read positions from read_positions (two
+// single-partition reads, concurrent), then each summary (concurrent
 // single-partition reads), sorted by last activity, newest first, ties by
 // id. The cost grows with the number of conversations the user is in, not
-// with limit; see conversations_by_user in migrations/0001_init.cql.
-func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]*chatv1.Conversation, error) {
+// with limit or ChangedSince; see conversations_by_user in
+// migrations/0001_init.cql.
+func (s *Store) Conversations(ctx context.Context, user string, q history.ListQuery) ([]*chatv1.Conversation, error) {
 	if user == "" {
 		return nil, nil
 	}
-	var ids []string
-	iter := s.sess.Query(`SELECT conversation_id FROM conversations_by_user WHERE user_id = ?`, user).WithContext(ctx).Iter()
-	var id string
-	for iter.Scan(&id) {
-		ids = append(ids, id)
+	var (
+		ids   []string
+		reads = map[string]readPosition{}
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		iter := s.sess.Query(`SELECT conversation_id FROM conversations_by_user WHERE user_id = ?`, user).WithContext(gctx).Iter()
+		var id string
+		for iter.Scan(&id) {
+			ids = append(ids, id)
+		}
+		if err := iter.Close(); err != nil {
+			return fmt.Errorf("list conversations of %s: %w", user, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		iter := s.sess.Query(`SELECT conversation_id, read_seq, changed_at FROM read_positions WHERE user_id = ?`, user).WithContext(gctx).Iter()
+		var (
+			id      string
+			seq     *int64
+			changed *int64
+		)
+		for iter.Scan(&id, &seq, &changed) {
+			var p readPosition
+			if seq != nil {
+				p.seq = uint64(*seq)
+			}
+			if changed != nil {
+				p.changed = *changed
+			}
+			reads[id] = p
+		}
+		if err := iter.Close(); err != nil {
+			return fmt.Errorf("read read positions of %s: %w", user, err)
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
-	if err := iter.Close(); err != nil {
-		return nil, fmt.Errorf("list conversations of %s: %w", user, err)
+	var since int64
+	if !q.ChangedSince.IsZero() {
+		since = q.ChangedSince.UnixNano()
 	}
 	sums := make([]*chatv1.Conversation, len(ids))
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(parallel)
 	for i, id := range ids {
 		g.Go(func() error {
-			c, err := s.Conversation(gctx, id)
+			c, changed, err := s.summary(gctx, id)
 			if errors.Is(err, history.ErrNotFound) {
 				// Listed before its summary landed (an Apply cut short);
 				// the retry of that Apply writes it.
 				return nil
 			}
+			if err != nil {
+				return err
+			}
+			read := reads[id]
+			if since != 0 && changed < since && read.changed < since {
+				return nil
+			}
+			c.ReadSeq = read.seq
+			if read.seq < c.GetLastSeq() {
+				c.UnreadCount = c.GetLastSeq() - read.seq
+			}
 			sums[i] = c
-			return err
+			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -514,8 +751,68 @@ func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]*c
 		}
 		return strings.Compare(a.GetConversationId(), b.GetConversationId())
 	})
-	if n := history.ClampLimit(limit); len(out) > n {
+	if n := history.ClampLimit(q.Limit); len(out) > n {
 		out = out[:n]
+	}
+	return out, nil
+}
+
+// Receipts implements history.Store: the conversation's existence, its
+// read positions and its device positions, three concurrent
+// single-partition reads; device_positions is clustered in the order
+// Receipts returns.
+func (s *Store) Receipts(ctx context.Context, conv string) ([]*chatv1.Receipt, error) {
+	if conv == "" {
+		return nil, history.ErrNotFound
+	}
+	var (
+		reads = map[string]uint64{}
+		out   []*chatv1.Receipt
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		_, err := s.lastSeq(gctx, conv)
+		return err
+	})
+	g.Go(func() error {
+		iter := s.sess.Query(`SELECT user_id, read_seq FROM read_positions_by_conversation WHERE conversation_id = ?`, conv).WithContext(gctx).Iter()
+		var (
+			user string
+			seq  *int64
+		)
+		for iter.Scan(&user, &seq) {
+			if seq != nil {
+				reads[user] = uint64(*seq)
+			}
+		}
+		if err := iter.Close(); err != nil {
+			return fmt.Errorf("read read positions in %s: %w", conv, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		iter := s.sess.Query(`SELECT user_id, device_id, delivered_seq FROM device_positions WHERE conversation_id = ?`, conv).WithContext(gctx).Iter()
+		var (
+			user, device string
+			seq          *int64
+		)
+		for iter.Scan(&user, &device, &seq) {
+			r := &chatv1.Receipt{ConversationId: conv, UserId: user, DeviceId: device}
+			if seq != nil {
+				r.DeliveredSeq = uint64(*seq)
+			}
+			out = append(out, r)
+		}
+		if err := iter.Close(); err != nil {
+			return fmt.Errorf("read delivered positions in %s: %w", conv, err)
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	for _, r := range out {
+		r.ReadSeq = reads[r.GetUserId()]
 	}
 	return out, nil
 }

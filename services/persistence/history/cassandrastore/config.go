@@ -73,6 +73,11 @@ type Config struct {
 	// different value later. 0 means the recorded value, or
 	// DefaultBucketSize for a new keyspace.
 	BucketSize int
+
+	// Now is the clock change times (history.ListQuery.ChangedSince) are
+	// measured with; time.Now when nil. Every persistence instance's clock
+	// counts, so they should agree (NTP) well within history.ChangeLag.
+	Now func() time.Time
 }
 
 // keyspaceName is what CQL accepts as an unquoted identifier; the name is

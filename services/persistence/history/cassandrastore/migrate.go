@@ -251,6 +251,12 @@ func applyMigrations(ctx context.Context, sess *gocql.Session, keyspace string) 
 	if err != nil {
 		return err
 	}
+	return applyThese(ctx, sess, keyspace, all)
+}
+
+// applyThese applies those of the given migrations that are pending; tests
+// use it to build a keyspace as an older release left it.
+func applyThese(ctx context.Context, sess *gocql.Session, keyspace string, all []migration) error {
 	if err := sess.Query(createMigrationsTable).WithContext(ctx).Exec(); err != nil {
 		return fmt.Errorf("create %s.schema_migrations: %w", keyspace, err)
 	}

@@ -49,7 +49,16 @@ func TestEmbeddedMigrations(t *testing.T) {
 	for _, m := range all {
 		for _, s := range m.statements {
 			up := strings.ToUpper(strings.Join(strings.Fields(s), " "))
-			if strings.HasPrefix(up, "CREATE ") && !strings.Contains(up, "IF NOT EXISTS") {
+			idempotent := true
+			switch {
+			case strings.HasPrefix(up, "CREATE "):
+				idempotent = strings.Contains(up, "IF NOT EXISTS")
+			case strings.HasPrefix(up, "ALTER TABLE ") && strings.Contains(up, " ADD "):
+				idempotent = strings.Contains(up, " ADD IF NOT EXISTS ")
+			case strings.HasPrefix(up, "ALTER TABLE ") && strings.Contains(up, " DROP "):
+				idempotent = strings.Contains(up, " DROP IF EXISTS ")
+			}
+			if !idempotent {
 				t.Errorf("%s: statement is not idempotent: %.80s", m.name, s)
 			}
 		}

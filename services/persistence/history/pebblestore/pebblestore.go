@@ -11,6 +11,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/parleychat/parley/services/persistence/history"
@@ -24,27 +25,58 @@ import (
 //
 //	e 0 <conversation> 0 <seq, 8 bytes big endian>  -> chat.v1.Event
 //	c 0 <conversation>                               -> chat.v1.Conversation
+//	t 0 <conversation>                               -> changed-at (8 bytes)
 //	u 0 <user> 0 <conversation>                      -> empty (membership)
+//	r 0 <conversation> 0 <user>                      -> read seq, changed-at (8+8 bytes)
+//	d 0 <conversation> 0 <user> 0 <device>           -> delivered seq (8 bytes)
+//
+// Numbers are big endian; a changed-at is the store's clock in Unix
+// nanoseconds when Apply changed the summary (t) or moved the user's read
+// position (r). Positions are keyed by conversation first, so Receipts is
+// two range scans in (user, device) order, while Conversations reads one
+// r key per listed conversation.
 const (
 	prefixEvent        = 'e'
 	prefixConversation = 'c'
+	prefixChanged      = 't'
 	prefixUser         = 'u'
+	prefixRead         = 'r'
+	prefixDelivered    = 'd'
 )
 
 // Store is a history.Store on Pebble.
+//
+// Apply reads what it folds into (summaries, positions) and writes the
+// result in one batch, so two Apply calls must not carry records of the
+// same conversation at once; the persistence consumer applies one batch
+// at a time.
 type Store struct {
-	db *pebble.DB
+	db  *pebble.DB
+	now func() time.Time
 }
 
 var _ history.Store = (*Store)(nil)
 
+// Option configures Open.
+type Option func(*Store)
+
+// WithClock sets the clock that change times (ListQuery.ChangedSince) are
+// measured with; time.Now by default.
+func WithClock(now func() time.Time) Option {
+	return func(s *Store) { s.now = now }
+}
+
 // Open opens (creating if needed) the store in dir.
-func Open(dir string) (*Store, error) {
+func Open(dir string, opts ...Option) (*Store, error) {
 	db, err := pebble.Open(dir, &pebble.Options{Logger: quietLogger{}})
 	if err != nil {
 		return nil, fmt.Errorf("open pebble history store at %s: %w", dir, err)
 	}
-	return &Store{db: db}, nil
+	s := &Store{db: db, now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
 }
 
 // Close closes the database.
@@ -62,9 +94,58 @@ func convKey(conv string) []byte {
 	return append([]byte{prefixConversation, 0}, conv...)
 }
 
+func changedKey(conv string) []byte {
+	return append([]byte{prefixChanged, 0}, conv...)
+}
+
 func userPrefix(user string) []byte {
 	k := append([]byte{prefixUser, 0}, user...)
 	return append(k, 0)
+}
+
+// positionPrefix is where a conversation's read (r) or delivered (d)
+// positions start.
+func positionPrefix(kind byte, conv string) []byte {
+	k := make([]byte, 0, 3+len(conv))
+	k = append(k, kind, 0)
+	k = append(k, conv...)
+	return append(k, 0)
+}
+
+func readKey(conv, user string) []byte {
+	return append(positionPrefix(prefixRead, conv), user...)
+}
+
+func deliveredKey(conv, user, device string) []byte {
+	k := append(positionPrefix(prefixDelivered, conv), user...)
+	k = append(k, 0)
+	return append(k, device...)
+}
+
+// prefixEnd is the smallest key above every key starting with prefix,
+// which ends in the 0 separator.
+func prefixEnd(prefix []byte) []byte {
+	return append(bytes.Clone(prefix[:len(prefix)-1]), 1)
+}
+
+type userConv struct{ conv, user string }
+
+type device struct{ conv, user, device string }
+
+// position is a seq being folded in an Apply, and whether it moved.
+type position struct {
+	seq   uint64
+	moved bool
+}
+
+// applier folds one Apply's records over what the batch (and below it the
+// database) already holds.
+type applier struct {
+	b         *pebble.Batch
+	summaries map[string]*chatv1.Conversation
+	changed   map[string]bool
+	reads     map[userConv]*position
+	delivered map[device]*position
 }
 
 // Apply implements history.Store.
@@ -74,39 +155,33 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 	}
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
-	summaries := map[string]*chatv1.Conversation{}
+	a := &applier{
+		b:         b,
+		summaries: map[string]*chatv1.Conversation{},
+		changed:   map[string]bool{},
+		reads:     map[userConv]*position{},
+		delivered: map[device]*position{},
+	}
 	for _, rec := range recs {
-		ev := rec.GetEvent()
-		conv := ev.GetConversationId()
-		if conv == "" || ev.GetSeq() == 0 {
-			return fmt.Errorf("apply event %q: missing conversation id or seq", ev.GetEventId())
+		var err error
+		switch ev, r := rec.GetEvent(), rec.GetReceipt(); {
+		case ev != nil && r != nil:
+			err = fmt.Errorf("apply record of command %q: holds both an event and a receipt", rec.GetCommandId())
+		case ev != nil:
+			err = a.event(ev)
+		case r != nil:
+			err = a.receipt(r)
+		default:
+			err = fmt.Errorf("apply record of command %q: holds neither an event nor a receipt", rec.GetCommandId())
 		}
-		data, err := proto.Marshal(ev)
 		if err != nil {
-			return fmt.Errorf("marshal event %s/%d: %w", conv, ev.GetSeq(), err)
-		}
-		if err := b.Set(eventKey(conv, ev.GetSeq()), data, nil); err != nil {
-			return fmt.Errorf("write event %s/%d: %w", conv, ev.GetSeq(), err)
-		}
-		sum, ok := summaries[conv]
-		if !ok {
-			sum, err = getConversation(b, conv)
-			if errors.Is(err, history.ErrNotFound) {
-				sum, err = &chatv1.Conversation{}, nil
-			}
-			if err != nil {
-				return err
-			}
-			summaries[conv] = sum
-		}
-		joined, _ := history.Summarize(sum, ev)
-		for _, u := range joined {
-			if err := b.Set(append(userPrefix(u), conv...), nil, nil); err != nil {
-				return fmt.Errorf("write membership %s/%s: %w", conv, u, err)
-			}
+			return err
 		}
 	}
-	for conv, sum := range summaries {
+	for conv, sum := range a.summaries {
+		if !a.changed[conv] {
+			continue
+		}
 		data, err := proto.Marshal(sum)
 		if err != nil {
 			return fmt.Errorf("marshal conversation %s: %w", conv, err)
@@ -115,10 +190,178 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 			return fmt.Errorf("write conversation %s: %w", conv, err)
 		}
 	}
+	for k, p := range a.delivered {
+		if !p.moved {
+			continue
+		}
+		if err := b.Set(deliveredKey(k.conv, k.user, k.device), binary.BigEndian.AppendUint64(nil, p.seq), nil); err != nil {
+			return fmt.Errorf("write delivered position of %s/%s in %s: %w", k.user, k.device, k.conv, err)
+		}
+	}
+	// The clock is read as late as possible: the change becomes visible
+	// when the batch commits.
+	stamp := s.now()
+	if err := a.stamp(b, stamp); err != nil {
+		return err
+	}
 	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("commit %d events: %w", len(recs), err)
+		return fmt.Errorf("commit %d records: %w", len(recs), err)
+	}
+	if s.now().Sub(stamp) > history.ChangeLag {
+		return s.restamp(a)
 	}
 	return nil
+}
+
+// stamp writes the change times of what this Apply changed, and the read
+// positions, which carry theirs.
+func (a *applier) stamp(w pebble.Writer, at time.Time) error {
+	t := binary.BigEndian.AppendUint64(nil, uint64(at.UnixNano()))
+	for conv, ok := range a.changed {
+		if !ok {
+			continue
+		}
+		if err := w.Set(changedKey(conv), t, nil); err != nil {
+			return fmt.Errorf("write change time of %s: %w", conv, err)
+		}
+	}
+	for k, p := range a.reads {
+		if !p.moved {
+			continue
+		}
+		if err := w.Set(readKey(k.conv, k.user), append(binary.BigEndian.AppendUint64(nil, p.seq), t...), nil); err != nil {
+			return fmt.Errorf("write read position of %s in %s: %w", k.user, k.conv, err)
+		}
+	}
+	return nil
+}
+
+// restamp moves the change times of a slow Apply to now, which is after
+// its changes became visible (see history.ChangeLag).
+func (s *Store) restamp(a *applier) error {
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := a.stamp(b, s.now()); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("commit change times: %w", err)
+	}
+	return nil
+}
+
+func (a *applier) event(ev *chatv1.Event) error {
+	conv := ev.GetConversationId()
+	if conv == "" || ev.GetSeq() == 0 {
+		return fmt.Errorf("apply event %q: missing conversation id or seq", ev.GetEventId())
+	}
+	data, err := proto.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("marshal event %s/%d: %w", conv, ev.GetSeq(), err)
+	}
+	if err := a.b.Set(eventKey(conv, ev.GetSeq()), data, nil); err != nil {
+		return fmt.Errorf("write event %s/%d: %w", conv, ev.GetSeq(), err)
+	}
+	sum, ok := a.summaries[conv]
+	if !ok {
+		sum, err = getConversation(a.b, conv)
+		if errors.Is(err, history.ErrNotFound) {
+			sum, err = &chatv1.Conversation{}, nil
+		}
+		if err != nil {
+			return err
+		}
+		a.summaries[conv] = sum
+	}
+	joined, changed := history.Summarize(sum, ev)
+	if changed {
+		a.changed[conv] = true
+	}
+	for _, u := range joined {
+		if err := a.b.Set(append(userPrefix(u), conv...), nil, nil); err != nil {
+			return fmt.Errorf("write membership %s/%s: %w", conv, u, err)
+		}
+	}
+	if u := ev.GetSenderId(); u != "" {
+		// What you post you have, and have read.
+		return a.move(conv, u, ev.GetSenderDeviceId(), &chatv1.Receipt{DeliveredSeq: ev.GetSeq(), ReadSeq: ev.GetSeq()})
+	}
+	return nil
+}
+
+func (a *applier) receipt(r *chatv1.Receipt) error {
+	conv, user := r.GetConversationId(), r.GetUserId()
+	if conv == "" || user == "" {
+		return fmt.Errorf("apply receipt of %q/%q in %q: missing conversation or user id", user, r.GetDeviceId(), conv)
+	}
+	// A conversation this store has not seen yet gets the positions all the
+	// same; Receipts shows them once the conversation exists.
+	return a.move(conv, user, r.GetDeviceId(), r)
+}
+
+// move folds r into the user's read and the device's delivered position
+// with history.ApplyReceipt. A position without a device has no delivered
+// position to keep.
+func (a *applier) move(conv, user, dev string, r *chatv1.Receipt) error {
+	rk := userConv{conv, user}
+	read, err := a.read(rk)
+	if err != nil {
+		return err
+	}
+	pos := &chatv1.Receipt{ReadSeq: read.seq}
+	var del *position
+	if dev != "" {
+		dk := device{conv, user, dev}
+		if del, err = a.deliveredPos(dk); err != nil {
+			return err
+		}
+		pos.DeliveredSeq = del.seq
+	}
+	if !history.ApplyReceipt(pos, r) {
+		return nil
+	}
+	if pos.GetReadSeq() != read.seq {
+		read.seq, read.moved = pos.GetReadSeq(), true
+	}
+	if del != nil && pos.GetDeliveredSeq() != del.seq {
+		del.seq, del.moved = pos.GetDeliveredSeq(), true
+	}
+	return nil
+}
+
+func (a *applier) read(k userConv) (*position, error) {
+	if p := a.reads[k]; p != nil {
+		return p, nil
+	}
+	seq, _, err := getRead(a.b, k.conv, k.user)
+	if err != nil {
+		return nil, err
+	}
+	p := &position{seq: seq}
+	a.reads[k] = p
+	return p, nil
+}
+
+func (a *applier) deliveredPos(k device) (*position, error) {
+	if p := a.delivered[k]; p != nil {
+		return p, nil
+	}
+	p := &position{}
+	v, closer, err := a.b.Get(deliveredKey(k.conv, k.user, k.device))
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("read delivered position of %s/%s in %s: %w", k.user, k.device, k.conv, err)
+	default:
+		if len(v) != 8 {
+			closer.Close()
+			return nil, fmt.Errorf("read delivered position of %s/%s in %s: %d bytes, want 8", k.user, k.device, k.conv, len(v))
+		}
+		p.seq = binary.BigEndian.Uint64(v)
+		closer.Close()
+	}
+	a.delivered[k] = p
+	return p, nil
 }
 
 type getter interface {
@@ -203,21 +446,78 @@ func (s *Store) History(ctx context.Context, conv string, q history.Query) (hist
 	return page, nil
 }
 
-// Conversations implements history.Store.
-func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]*chatv1.Conversation, error) {
+// getRead returns a user's read position in a conversation and when it
+// last moved (Unix nanoseconds), zeros when there is none.
+func getRead(r getter, conv, user string) (seq uint64, changed int64, err error) {
+	v, closer, err := r.Get(readKey(conv, user))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("read read position of %s in %s: %w", user, conv, err)
+	}
+	defer closer.Close()
+	if len(v) != 16 {
+		return 0, 0, fmt.Errorf("read read position of %s in %s: %d bytes, want 16", user, conv, len(v))
+	}
+	return binary.BigEndian.Uint64(v), int64(binary.BigEndian.Uint64(v[8:])), nil
+}
+
+// getChanged returns when a conversation's summary last changed (Unix
+// nanoseconds), 0 when never recorded.
+func getChanged(r getter, conv string) (int64, error) {
+	v, closer, err := r.Get(changedKey(conv))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read change time of %s: %w", conv, err)
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, fmt.Errorf("read change time of %s: %d bytes, want 8", conv, len(v))
+	}
+	return int64(binary.BigEndian.Uint64(v)), nil
+}
+
+// Conversations implements history.Store. It reads from one snapshot, so
+// a summary and the user's read position in it agree.
+func (s *Store) Conversations(ctx context.Context, user string, q history.ListQuery) ([]*chatv1.Conversation, error) {
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
 	prefix := userPrefix(user)
-	upper := append(bytes.Clone(prefix[:len(prefix)-1]), 1)
-	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: prefix, UpperBound: upper})
+	it, err := snap.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
 	if err != nil {
 		return nil, fmt.Errorf("list conversations of %s: %w", user, err)
 	}
 	defer it.Close()
+	var since int64
+	if !q.ChangedSince.IsZero() {
+		since = q.ChangedSince.UnixNano()
+	}
 	var out []*chatv1.Conversation
 	for ok := it.First(); ok; ok = it.Next() {
 		conv := string(it.Key()[len(prefix):])
-		c, err := getConversation(s.db, conv)
+		c, err := getConversation(snap, conv)
 		if err != nil {
 			return nil, err
+		}
+		read, readChanged, err := getRead(snap, conv, user)
+		if err != nil {
+			return nil, err
+		}
+		if since != 0 && readChanged < since {
+			changed, err := getChanged(snap, conv)
+			if err != nil {
+				return nil, err
+			}
+			if changed < since {
+				continue
+			}
+		}
+		c.ReadSeq = read
+		if read < c.GetLastSeq() {
+			c.UnreadCount = c.GetLastSeq() - read
 		}
 		out = append(out, c)
 	}
@@ -230,8 +530,62 @@ func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]*c
 		}
 		return strings.Compare(a.GetConversationId(), b.GetConversationId())
 	})
-	if n := history.ClampLimit(limit); len(out) > n {
+	if n := history.ClampLimit(q.Limit); len(out) > n {
 		out = out[:n]
+	}
+	return out, nil
+}
+
+// Receipts implements history.Store: the conversation's read positions
+// into a map, then its delivered positions, which are in (user, device)
+// order already.
+func (s *Store) Receipts(ctx context.Context, conv string) ([]*chatv1.Receipt, error) {
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	if _, err := getConversation(snap, conv); err != nil {
+		return nil, err
+	}
+	reads := map[string]uint64{}
+	prefix := positionPrefix(prefixRead, conv)
+	it, err := snap.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, fmt.Errorf("read read positions in %s: %w", conv, err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		if len(it.Value()) != 16 {
+			it.Close()
+			return nil, fmt.Errorf("read read positions in %s: %d bytes for %q, want 16", conv, len(it.Value()), it.Key()[len(prefix):])
+		}
+		reads[string(it.Key()[len(prefix):])] = binary.BigEndian.Uint64(it.Value())
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return nil, fmt.Errorf("read read positions in %s: %w", conv, err)
+	}
+
+	var out []*chatv1.Receipt
+	prefix = positionPrefix(prefixDelivered, conv)
+	it, err = snap.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, fmt.Errorf("read delivered positions in %s: %w", conv, err)
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		rest := it.Key()[len(prefix):]
+		i := bytes.IndexByte(rest, 0)
+		if i < 0 || len(it.Value()) != 8 {
+			return nil, fmt.Errorf("read delivered positions in %s: malformed entry %q", conv, rest)
+		}
+		user := string(rest[:i])
+		out = append(out, &chatv1.Receipt{
+			ConversationId: conv,
+			UserId:         user,
+			DeviceId:       string(rest[i+1:]),
+			DeliveredSeq:   binary.BigEndian.Uint64(it.Value()),
+			ReadSeq:        reads[user],
+		})
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("read delivered positions in %s: %w", conv, err)
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package pebblestore_test
 
 import (
 	"testing"
+	"time"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
@@ -14,6 +15,16 @@ import (
 func TestConformance(t *testing.T) {
 	historytest.Run(t, func(t *testing.T) history.Store {
 		s, err := pebblestore.Open(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
+func TestConformanceClock(t *testing.T) {
+	historytest.RunClock(t, func(t *testing.T, now func() time.Time) history.Store {
+		s, err := pebblestore.Open(t.TempDir(), pebblestore.WithClock(now))
 		if err != nil {
 			t.Fatal(err)
 		}
