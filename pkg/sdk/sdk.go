@@ -19,262 +19,329 @@ import (
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
 )
 
-// ErrClosed is returned by calls on a closed client.
-var ErrClosed = errors.New("parley client closed")
+var (
+	// ErrClosed is returned by calls on a client that is finished: closed
+	// by Close, or ended by a failure it does not (or may not) retry.
+	ErrClosed = errors.New("parley client closed")
+	// ErrConnectionLost is returned by a request whose connection dropped
+	// before its answer came. The request may or may not have taken
+	// effect: retry it (a send retried with the same client message id
+	// lands exactly once).
+	ErrConnectionLost = errors.New("parley connection lost before the answer")
+	// ErrAuthRejected ends a client whose token the server refused when it
+	// reconnected; errors.As with *wire.Error gives the code
+	// (UNAUTHENTICATED, TOKEN_EXPIRED).
+	ErrAuthRejected = errors.New("parley authentication rejected")
+	// ErrEventBufferFull is why the client dropped its own connection: more
+	// than Options.EventBuffer pushed events were waiting unread in
+	// Events(). With Reconnect it resumes once the app has read half of
+	// them; without, the client ends.
+	ErrEventBufferFull = errors.New("parley client: too many pushed events unread")
+)
 
 // Options configure Dial.
 type Options struct {
 	// URL is the edge's WebSocket endpoint, e.g. ws://127.0.0.1:8080/ws.
-	URL   string
+	URL string
+	// Token authenticates the connection (a JWT whose subject is the user).
 	Token string
+	// TokenFunc, when set, is asked for a token before every connection
+	// instead of using Token, so a client that reconnects hours later can
+	// present a fresh one. Its error is treated like a failed dial.
+	TokenFunc func(ctx context.Context) (string, error)
 	// DeviceID identifies this device across reconnects; empty lets the
-	// server choose.
+	// server choose (and reconnects reuse its choice).
 	DeviceID string
 	// JSON selects the protojson subprotocol instead of binary protobuf.
 	JSON bool
 	// EventBuffer is how many pushed events may wait unread in Events()
-	// before the client stops reading the socket (default 4096).
+	// (default 4096). With Reconnect the client keeps reading the socket
+	// regardless, so answers never wait behind unread events, and past
+	// this bound it drops the connection (ErrEventBufferFull) and resumes
+	// from the last event the app read once the app has read half of
+	// them. Without Reconnect it stops reading the socket until the app
+	// reads: answers then wait behind the unread events, and the server,
+	// its queue for the connection full, drops it with close code 4000
+	// (resync).
 	EventBuffer int
 	// Resume asks the server to catch these conversations up from the
-	// given seqs before their live events (see Resumed).
+	// given seqs before their live events (see Resumed). Events at or
+	// below a cursor are never delivered.
 	Resume []*clientv1.Cursor
+	// Reconnect, when set, makes the client redial by itself after its
+	// connection drops, resuming every conversation from the last event
+	// delivered on Events(). Nil keeps one connection: when it ends, the
+	// client ends.
+	Reconnect *ReconnectPolicy
 	// HTTPClient dials the WebSocket (http.DefaultClient if nil): a way to
 	// set a proxy, a source address or socket options.
 	HTTPClient *http.Client
 }
 
-// Client is one authenticated connection. Its methods are safe for
-// concurrent use.
+// Client is a connection to Parley that, with Options.Reconnect, outlives
+// the WebSocket it started on. Its methods are safe for concurrent use.
 type Client struct {
-	conn   *websocket.Conn
-	format wire.Format
-	events chan *chatv1.Event
-	// errs carries error frames that answer no request (a frame the
-	// server could not even read a request id from).
-	errs chan *wire.Error
-	// resumed carries the end of the catch-up asked for in Options.Resume.
-	resumed chan *clientv1.Resumed
+	opts Options
+	// ctx ends with Close; everything the client runs is bounded by it.
+	ctx    context.Context
+	cancel context.CancelFunc
 
+	// UserID and DeviceID are who the first connection authenticated as;
+	// every reconnect is the same. SessionID is the first connection's
+	// (StateConnected carries each one's).
 	UserID, DeviceID, SessionID string
 
 	nextID atomic.Uint64
-	// mu guards pending and err.
-	mu      sync.Mutex
-	pending map[string]chan *clientv1.ServerFrame
-	err     error
-	done    chan struct{}
-	// closing unblocks a read loop waiting for room in events.
-	closing   chan struct{}
-	closeOnce sync.Once
+
+	// mu guards cur, up, err and seen.
+	mu sync.Mutex
+	// cur is the authenticated connection, nil while reconnecting.
+	cur *conn
+	// up is closed when cur is set again (or the client ends), releasing
+	// requests that wait for a connection.
+	up  chan struct{}
+	err error
+	// seen is the last seq delivered per conversation: the resume cursors
+	// and the bar below which an event is a duplicate.
+	seen map[string]*cursor
+	// touch orders seen by recency, to choose which conversations to
+	// resume when there are more than the server takes.
+	touch uint64
+	done  chan struct{}
+
+	in inbox
+
+	events chan *chatv1.Event
+	// errs carries error frames that answer no request (a frame the
+	// server could not even read a request id from, a failed resume) and
+	// gaps the client could not fill.
+	errs chan *wire.Error
+	// resumed carries the end of the catch-up asked for in Options.Resume.
+	resumed     chan *clientv1.Resumed
+	resumedOnce sync.Once
+	states      chan StateChange
+	// smu makes drop-oldest sends to states and errs atomic.
+	smu sync.Mutex
 }
 
-// Dial connects and authenticates.
+type cursor struct {
+	seq, touched uint64
+}
+
+// Dial connects and authenticates. It makes one attempt: a failure is
+// returned, not retried, whatever Options.Reconnect says.
 func Dial(ctx context.Context, o Options) (*Client, error) {
-	proto := wire.SubprotocolProto
-	if o.JSON {
-		proto = wire.SubprotocolJSON
-	}
-	conn, _, err := websocket.Dial(ctx, o.URL, &websocket.DialOptions{HTTPClient: o.HTTPClient, Subprotocols: []string{proto}})
-	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", o.URL, err)
-	}
-	conn.SetReadLimit(16 << 20)
-	format, ok := wire.FormatFor(conn.Subprotocol())
-	if !ok {
-		conn.Close(websocket.StatusProtocolError, "no subprotocol")
-		return nil, fmt.Errorf("dial %s: server chose no parley subprotocol", o.URL)
-	}
 	if o.EventBuffer <= 0 {
 		o.EventBuffer = 4096
 	}
+	if o.Reconnect != nil {
+		p := o.Reconnect.withDefaults()
+		o.Reconnect = &p
+	}
 	c := &Client{
-		conn:    conn,
-		format:  format,
-		events:  make(chan *chatv1.Event, o.EventBuffer),
+		opts:    o,
+		up:      make(chan struct{}),
+		seen:    make(map[string]*cursor, len(o.Resume)),
+		done:    make(chan struct{}),
+		in:      inbox{limit: o.EventBuffer, block: o.Reconnect == nil, wake: make(chan struct{}, 1)},
+		events:  make(chan *chatv1.Event),
 		errs:    make(chan *wire.Error, 16),
 		resumed: make(chan *clientv1.Resumed, 1),
-		pending: make(map[string]chan *clientv1.ServerFrame),
-		done:    make(chan struct{}),
-		closing: make(chan struct{}),
+		states:  make(chan StateChange, stateBuffer),
 	}
-	go c.readLoop()
-	resp, err := c.Do(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_Authenticate{
-		Authenticate: &clientv1.Authenticate{Token: o.Token, DeviceId: o.DeviceID, Resume: o.Resume},
-	}})
+	for _, cur := range o.Resume {
+		c.note(cur.GetConversationId(), cur.GetLastSeq())
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	token := o.Token
+	if o.TokenFunc != nil {
+		var err error
+		if token, err = o.TokenFunc(ctx); err != nil {
+			c.cancel()
+			return nil, fmt.Errorf("token: %w", err)
+		}
+	}
+	cn, a, err := c.connect(ctx, token, o.DeviceID, o.Resume)
 	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("authenticate: %w", err)
+		c.cancel()
+		return nil, err
 	}
-	a := resp.GetAuthenticated()
-	if a == nil {
-		c.Close()
-		return nil, fmt.Errorf("authenticate: unexpected answer %v", resp)
-	}
-	c.UserID, c.DeviceID, c.SessionID = a.UserId, a.DeviceId, a.SessionId
+	c.UserID, c.DeviceID, c.SessionID = a.GetUserId(), a.GetDeviceId(), a.GetSessionId()
+	c.install(cn)
+	go c.supervise(cn)
+	go c.deliver()
 	return c, nil
 }
 
 // Resumed delivers, once, the end of the catch-up asked for with
 // Options.Resume: the events before it in Events() were history, those
 // after it are live, each conversation's contiguous across the seam.
+// States reports the end of every later resume too.
 func (c *Client) Resumed() <-chan *clientv1.Resumed { return c.resumed }
 
 // Errors delivers error frames that answer no request, such as the answer
-// to bytes the server could not decode. It holds the latest 16; older ones
-// are dropped rather than stall the connection.
+// to bytes the server could not decode or a conversation that failed to
+// resume, and gaps in a conversation that history could not fill. It
+// holds the latest 16; older ones are dropped rather than stall the
+// connection.
 func (c *Client) Errors() <-chan *wire.Error { return c.errs }
 
-// Events delivers pushed events, each conversation's in seq order. It is
-// closed when the connection ends; Err then says why.
+// Events delivers pushed events, each conversation's in seq order, none
+// twice. With Reconnect it stays open across reconnects. When the client
+// ends it delivers what it had received, then closes (at once after
+// Close); Err then says why.
 func (c *Client) Events() <-chan *chatv1.Event { return c.events }
 
-// Done is closed when the connection ends.
+// Done is closed when the client is finished for good: after Close, or
+// when its connection ends and it will not reconnect.
 func (c *Client) Done() <-chan struct{} { return c.done }
 
-// Err is why the connection ended, or nil while it is up.
+// Err is why the client ended (ErrClosed after Close), or nil while it is
+// up or reconnecting.
 func (c *Client) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.err
 }
 
-// Close closes the connection.
+// Close closes the connection and stops reconnecting; it returns once the
+// client is finished. Events still unread are dropped.
 func (c *Client) Close() error {
-	c.closeOnce.Do(func() { close(c.closing) })
-	err := c.conn.Close(websocket.StatusNormalClosure, "bye")
+	c.cancel()
 	<-c.done
-	return err
+	return nil
 }
 
-func (c *Client) readLoop() {
-	defer close(c.events)
-	var err error
+// dispatch routes one server frame. An answer goes to the request waiting
+// for it; anything else is a push, handled by its type (a new push type
+// gets a case here and its handler in a file of its own). A non-nil error
+// drops the connection.
+func (c *Client) dispatch(cn *conn, f *clientv1.ServerFrame) error {
+	switch b := f.GetFrame().(type) {
+	case *clientv1.ServerFrame_Resumed:
+		// It carries the authenticate frame's request id, long answered.
+		c.onResumed(b.Resumed)
+		return nil
+	case *clientv1.ServerFrame_Authenticated:
+		// Reported here, in frame order, so Connected always comes before
+		// the Resumed that follows it.
+		c.state(StateChange{State: StateConnected, SessionID: b.Authenticated.GetSessionId()})
+	}
+	if id := f.GetRequestId(); id != "" {
+		cn.answer(id, f)
+		return nil
+	}
+	switch b := f.GetFrame().(type) {
+	case *clientv1.ServerFrame_Events:
+		return c.in.add(c.ctx, cn, b.Events.GetEvents())
+	case *clientv1.ServerFrame_Error:
+		c.report(&wire.Error{Code: b.Error.GetCode(), Message: b.Error.GetMessage()})
+	}
+	return nil
+}
+
+func (c *Client) onResumed(r *clientv1.Resumed) {
+	c.resumedOnce.Do(func() {
+		if len(c.opts.Resume) > 0 {
+			c.resumed <- r
+		}
+	})
+	c.state(StateChange{State: StateResumed, Resumed: r})
+}
+
+// report queues an error for Errors(), dropping the oldest when full.
+func (c *Client) report(e *wire.Error) {
+	c.smu.Lock()
+	defer c.smu.Unlock()
 	for {
-		var data []byte
-		_, data, err = c.conn.Read(context.Background())
-		if err != nil {
-			break
+		select {
+		case c.errs <- e:
+			return
+		default:
 		}
-		frame, derr := wire.DecodeServer(c.format, data)
-		if derr != nil {
-			err = derr
-			break
-		}
-		if r := frame.GetResumed(); r != nil {
-			select {
-			case c.resumed <- r: // one per connection
-			default:
-			}
-			continue
-		}
-		if id := frame.GetRequestId(); id != "" {
-			c.mu.Lock()
-			ch := c.pending[id]
-			delete(c.pending, id)
-			c.mu.Unlock()
-			if ch != nil {
-				ch <- frame
-			}
-			continue
-		}
-		switch f := frame.GetFrame().(type) {
-		case *clientv1.ServerFrame_Events:
-			for _, ev := range f.Events.GetEvents() {
-				select {
-				case c.events <- ev:
-				case <-c.closing:
-				}
-			}
-		case *clientv1.ServerFrame_Error:
-			e := &wire.Error{Code: f.Error.GetCode(), Message: f.Error.GetMessage()}
-			select {
-			case c.errs <- e:
-			default: // full: drop the oldest to keep the newest
-				select {
-				case <-c.errs:
-				default:
-				}
-				select {
-				case c.errs <- e:
-				default:
-				}
-			}
+		select {
+		case <-c.errs:
+		default:
 		}
 	}
-	c.mu.Lock()
-	if c.err == nil {
-		c.err = err
-	}
-	for id, ch := range c.pending {
-		close(ch)
-		delete(c.pending, id)
-	}
-	c.mu.Unlock()
-	close(c.done)
 }
 
 // Do sends a frame and waits for the frame answering it. An Error answer
-// is returned as a *wire.Error.
+// is returned as a *wire.Error. With Reconnect, a request made while the
+// client is reconnecting waits (within ctx) for the next connection; one
+// whose connection drops before the answer fails with ErrConnectionLost.
 func (c *Client) Do(ctx context.Context, f *clientv1.ClientFrame) (*clientv1.ServerFrame, error) {
-	id := strconv.FormatUint(c.nextID.Add(1), 10)
-	f.RequestId = id
-	ch := make(chan *clientv1.ServerFrame, 1)
-	c.mu.Lock()
-	if c.err != nil {
-		err := c.err
-		c.mu.Unlock()
-		return nil, fmt.Errorf("%w: %w", ErrClosed, err)
+	for {
+		cn, err := c.conn(ctx, true)
+		if err != nil {
+			return nil, err
+		}
+		f.RequestId = c.requestID()
+		resp, err := cn.do(ctx, f)
+		if errors.Is(err, errEnded) {
+			// Nothing was sent: the connection ended just before. Wait for
+			// the next one like any request made while reconnecting.
+			continue
+		}
+		return resp, err
 	}
-	c.pending[id] = ch
-	c.mu.Unlock()
-	defer func() {
+}
+
+func (c *Client) requestID() string { return strconv.FormatUint(c.nextID.Add(1), 10) }
+
+// conn returns the current connection, waiting for one while the client
+// reconnects if wait is set.
+func (c *Client) conn(ctx context.Context, wait bool) (*conn, error) {
+	for {
 		c.mu.Lock()
-		delete(c.pending, id)
+		cn, up, err := c.cur, c.up, c.err
 		c.mu.Unlock()
-	}()
-	if err := c.WriteFrame(ctx, f); err != nil {
-		return nil, err
-	}
-	select {
-	case resp, ok := <-ch:
-		if !ok {
-			return nil, fmt.Errorf("%w: %w", ErrClosed, c.Err())
+		switch {
+		case err != nil:
+			if errors.Is(err, ErrClosed) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %w", ErrClosed, err)
+		case cn != nil && !cn.isDead():
+			return cn, nil
+		case !wait:
+			return nil, errNotConnected
 		}
-		if e := resp.GetError(); e != nil {
-			return resp, &wire.Error{Code: e.GetCode(), Message: e.GetMessage()}
+		// Between connections: the supervisor replaces a dead one, or
+		// ends the client, and either closes up.
+		select {
+		case <-up:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for a connection: %w", ctx.Err())
 		}
-		return resp, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
 	}
 }
 
 // WriteFrame sends a frame without waiting for an answer.
 func (c *Client) WriteFrame(ctx context.Context, f *clientv1.ClientFrame) error {
-	data, err := wire.Encode(c.format, f)
+	cn, err := c.conn(ctx, true)
 	if err != nil {
-		return fmt.Errorf("encode frame: %w", err)
+		return err
 	}
-	return c.WriteRaw(ctx, data)
+	return cn.writeFrame(ctx, f)
 }
 
 // WriteRaw sends bytes as one frame of the connection's type; tests use it
 // to send what no well-behaved client would.
 func (c *Client) WriteRaw(ctx context.Context, data []byte) error {
-	typ := websocket.MessageBinary
-	if c.format == wire.JSON {
-		typ = websocket.MessageText
+	cn, err := c.conn(ctx, true)
+	if err != nil {
+		return err
 	}
-	if err := c.conn.Write(ctx, typ, data); err != nil {
-		return fmt.Errorf("write frame: %w", err)
-	}
-	return nil
+	return cn.write(ctx, data)
 }
 
 // NewClientMsgID returns a fresh client message id.
 func NewClientMsgID() string { return uuid.Must(uuid.NewV7()).String() }
 
-// Send posts text with a fresh client message id.
+// Send posts text with a fresh client message id. To retry a send that
+// failed with ErrConnectionLost without risking a second message, use
+// SendWithID with an id of your own.
 func (c *Client) Send(ctx context.Context, conversationID, text string) (*clientv1.Accepted, error) {
 	return c.SendWithID(ctx, conversationID, NewClientMsgID(), text)
 }
@@ -338,6 +405,10 @@ func (c *Client) Conversations(ctx context.Context, limit uint32) ([]*chatv1.Con
 // History pages a conversation; see GetHistory in the protocol.
 func (c *Client) History(ctx context.Context, q *clientv1.GetHistory) (*clientv1.HistoryPage, error) {
 	resp, err := c.Do(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_GetHistory{GetHistory: q}})
+	return historyPage(resp, err)
+}
+
+func historyPage(resp *clientv1.ServerFrame, err error) (*clientv1.HistoryPage, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -353,3 +424,6 @@ func (c *Client) Ping(ctx context.Context) error {
 	_, err := c.Do(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_Ping{Ping: &clientv1.Ping{}}})
 	return err
 }
+
+// closeStatus is the WebSocket close code in err, or -1.
+func closeStatus(err error) websocket.StatusCode { return websocket.CloseStatus(err) }
