@@ -31,7 +31,7 @@ type inbox struct {
 	// reconnect cannot resume what a dropped connection would lose).
 	block bool
 	mu    sync.Mutex
-	q     []*chatv1.Event
+	q     []item
 	// done: no more events will come.
 	done bool
 	// wake has a token when q or done changed.
@@ -39,6 +39,12 @@ type inbox struct {
 	// room, when set, is closed once q is down to roomAt events.
 	room   chan struct{}
 	roomAt int
+}
+
+// item is a pushed event, or a conversation to catch up from history.
+type item struct {
+	ev   *chatv1.Event
+	sync string
 }
 
 // add queues a frame's events from cn. With more than limit unread it
@@ -68,10 +74,21 @@ func (in *inbox) add(ctx context.Context, cn *conn, evs []*chatv1.Event) error {
 		}
 		in.mu.Lock()
 	}
-	in.q = append(in.q, evs...)
+	for _, ev := range evs {
+		in.q = append(in.q, item{ev: ev})
+	}
 	in.signal()
 	in.mu.Unlock()
 	return nil
+}
+
+// sync queues a catch-up of conv from history, in line with the events
+// received before it.
+func (in *inbox) sync(conv string) {
+	in.mu.Lock()
+	in.q = append(in.q, item{sync: conv})
+	in.signal()
+	in.mu.Unlock()
 }
 
 // waiter returns a channel closed once at most n events are queued; in.mu
@@ -100,32 +117,32 @@ func (in *inbox) finish() {
 	in.mu.Unlock()
 }
 
-// next waits for the next event; false once the inbox is finished and
+// next waits for the next item; false once the inbox is finished and
 // empty, or ctx ends.
-func (in *inbox) next(ctx context.Context) (*chatv1.Event, bool) {
+func (in *inbox) next(ctx context.Context) (item, bool) {
 	in.mu.Lock()
 	for len(in.q) == 0 {
 		if in.done {
 			in.mu.Unlock()
-			return nil, false
+			return item{}, false
 		}
 		in.mu.Unlock()
 		select {
 		case <-in.wake:
 		case <-ctx.Done():
-			return nil, false
+			return item{}, false
 		}
 		in.mu.Lock()
 	}
-	ev := in.q[0]
-	in.q[0] = nil
+	it := in.q[0]
+	in.q[0] = item{}
 	in.q = in.q[1:]
 	if in.room != nil && len(in.q) <= in.roomAt {
 		close(in.room)
 		in.room = nil
 	}
 	in.mu.Unlock()
-	return ev, true
+	return it, true
 }
 
 // waitRoom waits until at most half the limit is queued; false if ctx
@@ -148,16 +165,22 @@ func (in *inbox) waitRoom(ctx context.Context) bool {
 
 // deliver hands events to the app in seq order per conversation: it drops
 // what was delivered before (a resume overlapping what the app had, a
-// re-push after a fan-out crash) and fills a gap from history before the
-// event that shows it.
+// re-push after a fan-out crash), fills a gap from history before the
+// event that shows it, and catches up the conversations a resume failed.
 func (c *Client) deliver() {
 	defer close(c.events)
 	for {
-		ev, ok := c.in.next(c.ctx)
+		it, ok := c.in.next(c.ctx)
 		if !ok {
 			return
 		}
-		for _, e := range c.fill(ev) {
+		if it.sync != "" {
+			if !c.catchUp(it.sync) {
+				return
+			}
+			continue
+		}
+		for _, e := range c.fill(it.ev) {
 			if !c.hand(e) {
 				return
 			}
@@ -205,13 +228,13 @@ func (c *Client) note(conv string, seq uint64) {
 }
 
 // fill returns ev preceded by the events between the last one delivered in
-// its conversation and it, read from history, when it skips ahead. A
-// resume is only as complete as persistence when it ran, and an event
-// pushed while the connection was being replaced reaches nobody, so the
-// gap shows only here. With no connection to read history on and a
-// reconnect coming, it returns nothing: the resume will bring ev again.
-// When history cannot supply the gap, ev is delivered after what it could
-// and the gap is reported on Errors().
+// its conversation and it, read from history, when it skips ahead: after
+// a resume that failed for that conversation, or of one the client knows
+// but did not resume (past the server's cursor limit). With no
+// connection to read history on and a reconnect coming, it returns
+// nothing: the resume will bring ev again. When history cannot supply the
+// gap, ev is delivered after what it could and the gap is reported on
+// Errors().
 func (c *Client) fill(ev *chatv1.Event) []*chatv1.Event {
 	conv, seq := ev.GetConversationId(), ev.GetSeq()
 	last, ok := c.last(conv)
@@ -268,4 +291,42 @@ func (c *Client) history(conv string, from, to uint64) ([]*chatv1.Event, error) 
 		}
 	}
 	return got, nil
+}
+
+// catchUp delivers conv's events after the last one delivered, read from
+// history as far as it goes: a resume failed for conv (Resumed.failed),
+// and its missed events would otherwise wait for its next live event. A
+// failure is not reported again: the server's error frame for the resume
+// already was. False once Close was called.
+func (c *Client) catchUp(conv string) bool {
+	after, ok := c.last(conv)
+	if !ok {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, gapWait)
+	defer cancel()
+	for {
+		cn, err := c.conn(ctx, false)
+		if err != nil {
+			return true
+		}
+		p, err := historyPage(cn.do(ctx, &clientv1.ClientFrame{RequestId: c.requestID(), Frame: &clientv1.ClientFrame_GetHistory{
+			GetHistory: &clientv1.GetHistory{ConversationId: conv, AfterSeq: proto.Uint64(after), Limit: gapPage},
+		}}))
+		if err != nil {
+			return true
+		}
+		for _, ev := range p.GetEvents() {
+			if ev.GetSeq() != after+1 {
+				return true
+			}
+			if !c.hand(ev) {
+				return false
+			}
+			after = ev.GetSeq()
+		}
+		if !p.GetHasMore() || len(p.GetEvents()) == 0 {
+			return true
+		}
+	}
 }

@@ -30,13 +30,16 @@ type fakeEdge struct {
 
 	// mu guards everything below and serialises writes of pushes, so a
 	// resume's catch-up and live events cannot interleave.
-	mu        sync.Mutex
-	log       map[string][]*chatv1.Event
-	sent      map[string]uint64 // client msg id → seq
-	conns     map[*fakeConn]bool
-	badConvs  map[string]bool // history of these answers UNAVAILABLE
-	revoked   map[string]bool // tokens refused from now on
-	onRequest func(fc *fakeConn, f *clientv1.ClientFrame) bool
+	mu       sync.Mutex
+	log      map[string][]*chatv1.Event
+	sent     map[string]uint64 // client msg id → seq
+	conns    map[*fakeConn]bool
+	badConvs map[string]bool // history of these answers UNAVAILABLE
+	revoked  map[string]bool // tokens refused from now on
+	// failResume: a resume of these reports them failed (history behind,
+	// say), sending nothing.
+	failResume map[string]bool
+	onRequest  func(fc *fakeConn, f *clientv1.ClientFrame) bool
 	// gate, when set, holds every new WebSocket handshake until closed.
 	gate chan struct{}
 
@@ -58,7 +61,7 @@ type fakeConn struct {
 func newFakeEdge(t *testing.T) *fakeEdge {
 	e := &fakeEdge{
 		t: t, log: map[string][]*chatv1.Event{}, sent: map[string]uint64{}, conns: map[*fakeConn]bool{},
-		badConvs: map[string]bool{}, revoked: map[string]bool{}, accepted: make(chan *fakeConn, 64), dialed: make(chan int32, 64),
+		badConvs: map[string]bool{}, revoked: map[string]bool{}, failResume: map[string]bool{}, accepted: make(chan *fakeConn, 64), dialed: make(chan int32, 64),
 	}
 	e.srv = httptest.NewServer(http.HandlerFunc(e.serve))
 	t.Cleanup(e.srv.Close)
@@ -127,6 +130,13 @@ func (e *fakeEdge) serve(w http.ResponseWriter, r *http.Request) {
 	if cursors := fc.auth.GetResume(); len(cursors) > 0 {
 		done := &clientv1.Resumed{}
 		for _, cur := range cursors {
+			if e.failResume[cur.GetConversationId()] {
+				fc.write(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Error{Error: &clientv1.Error{
+					Code: chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE, Message: "resume: history behind", ConversationId: cur.GetConversationId(),
+				}}})
+				done.Failed = append(done.Failed, cur)
+				continue
+			}
 			log := e.log[cur.GetConversationId()]
 			if from := cur.GetLastSeq(); from < uint64(len(log)) {
 				fc.write(eventsFrame(log[from:]...))

@@ -102,7 +102,8 @@ type StateChange struct {
 	SessionID string
 	// Resumed is the server's account of a catch-up (StateResumed): each
 	// conversation's seq at the seam, and the cursors that failed (each
-	// also reported on Errors()).
+	// also reported on Errors()); the client then reads those from
+	// history itself, as far as history goes.
 	Resumed *clientv1.Resumed
 	// Err is why the connection dropped or the last redial failed
 	// (StateReconnecting), or why the client ended (StateClosed).

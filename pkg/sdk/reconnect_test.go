@@ -513,3 +513,22 @@ func TestWithoutReconnectAFullBufferWaits(t *testing.T) {
 		t.Fatalf("%d dials", n)
 	}
 }
+
+// TestFailedResumeIsCaughtUpFromHistory: a conversation whose resume the
+// server reports failed (its history was behind the log) is caught up by
+// the client from history, with no live event to show the gap.
+func TestFailedResumeIsCaughtUpFromHistory(t *testing.T) {
+	e := newFakeEdge(t)
+	e.record("c1", 4)
+	e.failResume["c1"] = true
+	c := dialFake(t, e, Options{Reconnect: fast(), Resume: []*clientv1.Cursor{{ConversationId: "c1", LastSeq: 1}}})
+	expect(t, c, "c1", 2, 4)
+	if r := <-c.Resumed(); len(r.GetFailed()) != 1 {
+		t.Fatalf("resumed %v", r)
+	}
+	if we := <-c.Errors(); we.Code != chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE {
+		t.Fatalf("error %v", we)
+	}
+	e.publish("c1", 1)
+	expect(t, c, "c1", 5, 5)
+}

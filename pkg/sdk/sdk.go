@@ -246,6 +246,9 @@ func (c *Client) onResumed(r *clientv1.Resumed) {
 			c.resumed <- r
 		}
 	})
+	for _, cur := range r.GetFailed() {
+		c.in.sync(cur.GetConversationId())
+	}
 	c.state(StateChange{State: StateResumed, Resumed: r})
 }
 
