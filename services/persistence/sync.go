@@ -1,0 +1,58 @@
+package persistence
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	persistencev1 "github.com/parleychat/parley/pkg/pb/parley/persistence/v1"
+)
+
+// defaultSyncMargin is how far back a sync token reaches before the moment the
+// list was read. Stores stamp a change with their clock when Apply starts,
+// and the write becomes visible a little later, possibly on another node
+// with a slightly different clock; reaching back a minute lists a few
+// conversations twice rather than miss one.
+const defaultSyncMargin = time.Minute
+
+// tokenPrefix versions the token format; clients treat tokens as opaque.
+const tokenPrefix = "s1."
+
+// syncToken is the token a list read at now hands out.
+func syncToken(now time.Time, margin time.Duration) string {
+	if margin <= 0 {
+		margin = defaultSyncMargin
+	}
+	return tokenPrefix + strconv.FormatInt(now.Add(-margin).UnixMilli(), 10)
+}
+
+// parseSyncToken reads a token; the empty token means "everything".
+func parseSyncToken(tok string) (time.Time, error) {
+	if tok == "" {
+		return time.Time{}, nil
+	}
+	ms, err := strconv.ParseInt(strings.TrimPrefix(tok, tokenPrefix), 10, 64)
+	if !strings.HasPrefix(tok, tokenPrefix) || err != nil || ms <= 0 {
+		return time.Time{}, fmt.Errorf("changed_since %q is not a sync_token of this server", tok)
+	}
+	return time.UnixMilli(ms), nil
+}
+
+// Receipts implements PersistenceService.
+func (s *Service) Receipts(ctx context.Context, req *persistencev1.ReceiptsRequest) (*persistencev1.ReceiptsResponse, error) {
+	if err := s.authorize(ctx, req.GetConversationId(), req.GetUserId()); err != nil {
+		return nil, err
+	}
+	rs, err := s.store.Receipts(ctx, req.GetConversationId())
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	return &persistencev1.ReceiptsResponse{Receipts: rs}, nil
+}
+
+func invalidToken(err error) error { return status.Error(codes.InvalidArgument, err.Error()) }
