@@ -2,6 +2,7 @@ package platform_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/parleychat/parley/pkg/auth"
+	"github.com/parleychat/parley/pkg/sdk"
 	"github.com/parleychat/parley/services/platform"
 )
 
@@ -35,7 +38,11 @@ func chromium(t *testing.T) string {
 
 // TestWebChatPage drives the page in two headless browser tabs: alice and
 // bob sign in, alice opens a direct chat with bob and sends; bob sees the
-// conversation and the message arrive live, and answers.
+// conversation and the message arrive live, and answers. Then bob's page
+// is cut off (the tabs reach the edge through a proxy the test can cut)
+// while alice posts from another device: it reconnects by itself,
+// resumes from what it had shown, and shows each missed message once and
+// in order, and the missed ones of a conversation not open as unread.
 func TestWebChatPage(t *testing.T) {
 	exe := chromium(t)
 	ctx0 := context.Background()
@@ -50,7 +57,8 @@ func TestWebChatPage(t *testing.T) {
 	for !p.Ready() {
 		time.Sleep(20 * time.Millisecond)
 	}
-	page := "http://" + p.Edge.HTTPAddr() + "/"
+	px := newProxy(t, p.Edge.HTTPAddr())
+	page := "http://" + px.addr() + "/"
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.Flag("disable-quic", true),
@@ -122,4 +130,90 @@ func TestWebChatPage(t *testing.T) {
 	if err := chromedp.Run(alice, chromedp.FullScreenshot(&shot, 100)); err == nil {
 		_ = os.WriteFile(os.TempDir()+"/parley-webui-alice.png", shot, 0o644)
 	}
+
+	// waitJS waits until a JavaScript expression's string value is want.
+	waitJS := func(tctx context.Context, who, expr, want string) {
+		t.Helper()
+		var got string
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			if err := chromedp.Run(tctx, chromedp.Evaluate(expr, &got)); err == nil && got == want {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatalf("%s: %s is %q, want %q", who, expr, got, want)
+	}
+
+	// Alice's other device, straight to the edge: it keeps posting while
+	// bob's page is cut off.
+	m, _ := auth.NewHS256(secret)
+	tok, _ := m.Mint("alice", time.Hour)
+	phone, err := sdk.Dial(ctx, sdk.Options{URL: p.URL(), Token: tok, DeviceID: "alice-phone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer phone.Close()
+	go func() {
+		for range phone.Events() {
+		}
+	}()
+	direct, err := phone.OpenDirect(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	side, err := phone.CreateGroup(ctx, "side", "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := phone.Send(ctx, side.GetConversationId(), "side 0"); err != nil {
+		t.Fatal(err)
+	}
+	unread := `(document.querySelector('#conversation-list .conversation[data-id="` + side.GetConversationId() + `"] .unread') || {}).textContent || ""`
+	waitJS(bob, "bob", unread, "1")
+
+	px.setRefuse(true)
+	px.sever()
+	waitJS(bob, "bob", `document.getElementById('status').dataset.state`, "disconnected")
+	for i := 1; i <= 3; i++ {
+		if _, err := phone.Send(ctx, direct.GetConversationId(), fmt.Sprintf("missed %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= 2; i++ {
+		if _, err := phone.Send(ctx, side.GetConversationId(), fmt.Sprintf("side %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	px.setRefuse(false)
+	waitText(bob, "bob", "#messages", "missed 3")
+	waitJS(bob, "bob", `document.getElementById('status').dataset.state`, "connected")
+	// Every message shown once, in seq order, none skipped.
+	var shown []struct {
+		Seq  string `json:"seq"`
+		Text string `json:"text"`
+	}
+	if err := chromedp.Run(bob, chromedp.Evaluate(`Array.from(document.querySelectorAll('#messages .event')).map(n => ({seq: n.dataset.seq, text: n.querySelector('.text').textContent}))`, &shown)); err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for i, m := range shown {
+		count[m.Text]++
+		if i > 0 {
+			var prev, cur int
+			fmt.Sscan(shown[i-1].Seq, &prev)
+			fmt.Sscan(m.Seq, &cur)
+			if cur != prev+1 {
+				t.Fatalf("bob's page shows seq %d after %d: %v", cur, prev, shown)
+			}
+		}
+	}
+	for _, text := range []string{"hello bob, from the browser", "hi alice", "missed 1", "missed 2", "missed 3"} {
+		if count[text] != 1 {
+			t.Fatalf("bob's page shows %q %d times: %v", text, count[text], shown)
+		}
+	}
+	// The other conversation's missed messages came with the resume: they
+	// count as unread, which a reload of the list alone would not do.
+	waitJS(bob, "bob", unread, "3")
 }
