@@ -59,10 +59,10 @@ type Options struct {
 	// regardless, so answers never wait behind unread events, and past
 	// this bound it drops the connection (ErrEventBufferFull) and resumes
 	// from the last event the app read once the app has read half of
-	// them. Without Reconnect it stops reading the socket until the app
-	// reads: answers then wait behind the unread events, and the server,
-	// its queue for the connection full, drops it with close code 4000
-	// (resync).
+	// them (requests made meanwhile wait for that connection). Without
+	// Reconnect it stops reading the socket until the app reads: answers
+	// then wait behind the unread events, and the server, its queue for
+	// the connection full, drops it with close code 4000 (resync).
 	EventBuffer int
 	// Resume asks the server to catch these conversations up from the
 	// given seqs before their live events (see Resumed). Events at or

@@ -86,6 +86,12 @@ func (ta *tally) add(ev *chatv1.Event) {
 	}
 }
 
+func (ta *tally) count() int {
+	ta.mu.Lock()
+	defer ta.mu.Unlock()
+	return ta.n
+}
+
 // waitFor waits until cond holds over (last, n).
 func (ta *tally) waitFor(what string, cond func(last map[string]uint64, n int) bool) {
 	ta.t.Helper()
@@ -230,14 +236,14 @@ func TestDeviceReconnectsByItself(t *testing.T) {
 		}
 		return true
 	})
-	if got.n != n+len(convs) {
-		t.Fatalf("bob got %d events, want %d", got.n, n+len(convs))
+	if k := got.count(); k != n+len(convs) {
+		t.Fatalf("bob got %d events, want %d", k, n+len(convs))
 	}
 	seen := drain(bob)
 	if seen[sdk.StateReconnecting] < 3 || seen[sdk.StateConnected] < 4 || seen[sdk.StateResumed] < 3 {
 		t.Fatalf("state changes %v: want at least 3 drops, each followed by a connection and a resume", seen)
 	}
-	t.Logf("bob: %d events, states %v", got.n, seen)
+	t.Logf("bob: %d events, states %v", got.count(), seen)
 }
 
 // TestRequestInFlightDuringACut: bob's send reaches the edge and is
@@ -400,5 +406,54 @@ func TestDeviceResumesAcrossARestart(t *testing.T) {
 		default:
 			t.Fatal("no reconnecting state reported")
 		}
+	}
+}
+
+// TestUnreadEventsDoNotHoldAnswers: with events piling up unread, bob's
+// requests are still answered; once more are unread than EventBuffer
+// the SDK drops the connection rather than grow, and when bob reads
+// again he gets every event once and in order.
+func TestUnreadEventsDoNotHoldAnswers(t *testing.T) {
+	e, stop := start(t, t.TempDir())
+	defer stop()
+	ctx := tctx(t)
+	p := newProxy(t, hostOf(e.url))
+	bob := e.through(p, "bob", "bob-phone", sdk.Options{EventBuffer: 16})
+	alice := e.dial("alice", "alice-1", false)
+	newTally(t, "alice", alice.Client)
+	acc, err := alice.CreateGroup(ctx, "unread", "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := acc.GetConversationId()
+	for i := range 10 {
+		if _, err := alice.Send(ctx, conv, fmt.Sprintf("early %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := bob.Conversations(ctx, 10); err != nil {
+		t.Fatalf("a request with events unread: %v", err)
+	}
+	for i := range 50 {
+		if _, err := alice.Send(ctx, conv, fmt.Sprintf("late %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	timeout := time.After(30 * time.Second)
+	for dropped := false; !dropped; {
+		select {
+		case s := <-bob.States():
+			dropped = s.State == sdk.StateReconnecting && errors.Is(s.Err, sdk.ErrEventBufferFull)
+		case <-timeout:
+			t.Fatal("bob kept a connection he was not reading")
+		}
+	}
+	got := newTally(t, "bob", bob)
+	got.waitFor("all 61 events in", func(last map[string]uint64, _ int) bool { return last[conv] == 61 })
+	if k := got.count(); k != 61 {
+		t.Fatalf("bob got %d events, want 61", k)
+	}
+	if err := bob.Ping(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
