@@ -532,3 +532,24 @@ func TestFailedResumeIsCaughtUpFromHistory(t *testing.T) {
 	e.publish("c1", 1)
 	expect(t, c, "c1", 5, 5)
 }
+
+// TestBackoffDoublesWithJitter: each wait is between half and all of
+// MinDelay doubled per failed attempt, capped at MaxDelay, and not always
+// the same.
+func TestBackoffDoublesWithJitter(t *testing.T) {
+	p := ReconnectPolicy{MinDelay: 100 * time.Millisecond, MaxDelay: 3 * time.Second}.withDefaults()
+	for n := range 8 {
+		full := min(p.MinDelay<<n, p.MaxDelay)
+		seen := map[time.Duration]bool{}
+		for range 50 {
+			d := p.delay(n)
+			if d < full/2 || d > full {
+				t.Fatalf("attempt %d: wait %v outside %v..%v", n, d, full/2, full)
+			}
+			seen[d] = true
+		}
+		if len(seen) < 10 {
+			t.Fatalf("attempt %d: only %d distinct waits in 50", n, len(seen))
+		}
+	}
+}

@@ -205,7 +205,8 @@ func (c *Client) Err() error {
 }
 
 // Close closes the connection and stops reconnecting; it returns once the
-// client is finished. Events still unread are dropped.
+// client is finished. Events still unread are dropped. Call it after Done
+// too: until then the client holds on to the events the app has not read.
 func (c *Client) Close() error {
 	c.cancel()
 	<-c.done
