@@ -35,6 +35,9 @@ type Config struct {
 	// restart with the same id takes its partitions back at once instead of
 	// waiting out the session timeout of its dead predecessor.
 	InstanceID string
+	// SyncMargin is how far back a conversation-list sync token reaches
+	// (see syncMargin); one minute if zero.
+	SyncMargin time.Duration
 	Logger     *slog.Logger
 }
 
@@ -211,11 +214,18 @@ func (s *Service) Conversations(ctx context.Context, req *persistencev1.Conversa
 	if req.GetUserId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "user_id is required")
 	}
-	list, err := s.store.Conversations(ctx, req.GetUserId(), int(req.GetLimit()))
+	since, err := parseSyncToken(req.GetChangedSince())
+	if err != nil {
+		return nil, invalidToken(err)
+	}
+	// The token is taken before the read, so a change landing during the
+	// read shows again next time rather than never.
+	tok := syncToken(time.Now(), s.cfg.SyncMargin)
+	list, err := s.store.Conversations(ctx, req.GetUserId(), history.ListQuery{Limit: int(req.GetLimit()), ChangedSince: since})
 	if err != nil {
 		return nil, storeErr(err)
 	}
-	return &persistencev1.ConversationsResponse{Conversations: list}, nil
+	return &persistencev1.ConversationsResponse{Conversations: list, SyncToken: tok}, nil
 }
 
 func storeErr(err error) error {

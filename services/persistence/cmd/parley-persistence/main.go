@@ -31,6 +31,7 @@ func main() {
 	fs.StringVar(&sc.cassandra.Keyspace, "cassandra-keyspace", daemon.Env("PARLEY_CASSANDRA_KEYSPACE", cassandrastore.DefaultKeyspace), "Cassandra keyspace (PARLEY_CASSANDRA_KEYSPACE)")
 	fs.StringVar(&sc.cassandra.Consistency, "cassandra-consistency", daemon.Env("PARLEY_CASSANDRA_CONSISTENCY", "local_quorum"), "consistency of Cassandra reads and writes: one, quorum, local_quorum, ... (PARLEY_CASSANDRA_CONSISTENCY)")
 	fs.BoolVar(&sc.migrate, "migrate", envBool("PARLEY_MIGRATE"), "with -store cassandra: create the keyspace and apply pending schema migrations before starting (PARLEY_MIGRATE=1)")
+	syncMargin := fs.Duration("sync-margin", daemon.EnvDuration("PARLEY_SYNC_MARGIN", 0), "how far back a conversation-list sync token reaches, covering clock skew between persistence nodes and slow writes (PARLEY_SYNC_MARGIN; 1m if 0)")
 	instance := fs.String("instance-id", daemon.Env("PARLEY_INSTANCE_ID", ""), "static consumer-group member id, stable across restarts (PARLEY_INSTANCE_ID)")
 	daemon.Parse(fs, os.Args[1:])
 	log := daemon.Logger()
@@ -39,7 +40,7 @@ func main() {
 		log.Error("start", "err", err)
 		os.Exit(1)
 	}
-	svc, err := persistence.New(persistence.Config{Brokers: daemon.List(*brokers), GRPCAddr: *grpcAddr, InstanceID: *instance, Logger: log}, store)
+	svc, err := persistence.New(persistence.Config{Brokers: daemon.List(*brokers), GRPCAddr: *grpcAddr, InstanceID: *instance, SyncMargin: *syncMargin, Logger: log}, store)
 	if err != nil {
 		_ = store.Close()
 		log.Error("start", "err", err)
