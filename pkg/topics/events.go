@@ -17,9 +17,10 @@ const (
 	ReasonUndecodable = "undecodable"
 	// ReasonEmpty: the record holds neither an event nor a receipt.
 	ReasonEmpty = "empty"
-	// ReasonInvalid: it decodes, but no sequencer writes it (no
-	// conversation id, seq 0, or an event and a receipt at once), and the
-	// history store would reject it on every retry.
+	// ReasonInvalid: it decodes, but no sequencer writes it (an event
+	// without conversation id or seq, a receipt without conversation or
+	// user id, or an event and a receipt at once), and every history store
+	// would refuse it on every retry.
 	ReasonInvalid = "invalid"
 )
 
@@ -48,8 +49,8 @@ func DecodeEventRecord(value []byte) (*logv1.EventRecord, error) {
 		return nil, &BadRecord{ReasonInvalid, errors.New("both an event and a receipt")}
 	case ev != nil && (ev.GetConversationId() == "" || ev.GetSeq() == 0):
 		return nil, &BadRecord{ReasonInvalid, fmt.Errorf("event %q without conversation id or seq", ev.GetEventId())}
-	case rc != nil && rc.GetConversationId() == "":
-		return nil, &BadRecord{ReasonInvalid, errors.New("receipt without conversation id")}
+	case rc != nil && (rc.GetConversationId() == "" || rc.GetUserId() == ""):
+		return nil, &BadRecord{ReasonInvalid, errors.New("receipt without conversation or user id")}
 	}
 	return rec, nil
 }

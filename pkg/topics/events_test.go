@@ -39,6 +39,7 @@ func TestDecodeEventRecord(t *testing.T) {
 		{"seq 0", marshal(&logv1.EventRecord{Event: ev("c", 0)}), ReasonInvalid},
 		{"no conversation", marshal(&logv1.EventRecord{Event: ev("", 1)}), ReasonInvalid},
 		{"receipt without conversation", marshal(&logv1.EventRecord{Receipt: &chatv1.Receipt{UserId: "u"}}), ReasonInvalid},
+		{"receipt without user", marshal(&logv1.EventRecord{Receipt: &chatv1.Receipt{ConversationId: "c", DeviceId: "d"}}), ReasonInvalid},
 	}
 	for _, c := range cases {
 		rec, err := DecodeEventRecord(c.value)
@@ -61,7 +62,7 @@ func TestSortEvents(t *testing.T) {
 		{Topic: Events, Offset: 0, Value: value(&logv1.EventRecord{Event: ev("a", 1)})},
 		{Topic: Events, Offset: 1, Value: []byte("garbage")},
 		{Topic: Events, Offset: 2, Value: value(&logv1.EventRecord{Event: ev("a", 2)})},
-		{Topic: Events, Offset: 3, Value: value(&logv1.EventRecord{Receipt: &chatv1.Receipt{ConversationId: "a", ReadSeq: 2}})},
+		{Topic: Events, Offset: 3, Value: value(&logv1.EventRecord{Receipt: &chatv1.Receipt{ConversationId: "a", UserId: "u", ReadSeq: 2}})},
 		{Topic: Events, Offset: 4, Value: value(&logv1.EventRecord{Event: &chatv1.Event{ConversationId: "a", Seq: 2, EventId: "zombie"}})},
 		{Topic: Events, Offset: 5, Value: value(&logv1.EventRecord{Event: ev("a", 3)})},
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -185,12 +186,12 @@ func stored(t *testing.T, store history.Store) string {
 }
 
 // TestUndecodableRecordIsDeadLettered puts garbage, a record with nothing
-// in it and a receipt among valid events: the events are stored, the two
-// bad records land unchanged on the dead-letter topic with their origin,
-// the receipt is neither, and the group commits past all of them.
+// in it and a receipt among valid events: the events and the receipt are
+// stored, the two bad records land unchanged on the dead-letter topic with
+// their origin, and the group commits past all of them.
 func TestUndecodableRecordIsDeadLettered(t *testing.T) {
 	brokers, cl := kafka(t)
-	receipt, _ := proto.Marshal(&logv1.EventRecord{Receipt: &chatv1.Receipt{ConversationId: "conv", UserId: "bob", ReadSeq: 1}})
+	receipt, _ := proto.Marshal(&logv1.EventRecord{Receipt: &chatv1.Receipt{ConversationId: "conv", UserId: "bob", DeviceId: "phone", ReadSeq: 1}})
 	empty, _ := proto.Marshal(&logv1.EventRecord{CommandId: "c"})
 	recs := produce(t, cl,
 		eventValue(t, 1, "e1", ""),
@@ -203,6 +204,10 @@ func TestUndecodableRecordIsDeadLettered(t *testing.T) {
 	s, store := startPersistence(t, brokers)
 
 	waitFor(t, "three events stored", func() bool { return stored(t, store) == "1:e1: 2:e2:two 3:e3:three" })
+	waitFor(t, "bob's receipt stored", func() bool {
+		rs, _ := store.Receipts(t.Context(), "conv")
+		return slices.ContainsFunc(rs, func(r *chatv1.Receipt) bool { return r.GetDeviceId() == "phone" && r.GetReadSeq() == 1 })
+	})
 	dls := readDeadLetters(t, brokers, 2)
 	checkDeadLetter(t, dls[0], recs[1], Group, topics.ReasonUndecodable)
 	checkDeadLetter(t, dls[1], recs[4], Group, topics.ReasonEmpty)

@@ -20,7 +20,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
 	persistencev1 "github.com/parleychat/parley/pkg/pb/parley/persistence/v1"
 )
 
@@ -145,21 +144,20 @@ func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
 	for _, r := range b.Rejected {
 		s.metrics.deadLetters.WithLabelValues(topics.ReasonOf(r.Err)).Inc()
 	}
-	events := eventsOnly(b.Records)
-	// A store outage must not skip events: retry the same batch until it
+	// A store outage must not skip records: retry the same batch until it
 	// lands, then commit. The log holds the truth meanwhile. The stores'
-	// errors do not tell a refused event from an outage, so a record a
+	// errors do not tell a refused record from an outage, so a record a
 	// store refuses would block its partition: records missing what every
 	// store needs were dead-lettered above instead.
-	for backoff := 100 * time.Millisecond; len(events) > 0; backoff = min(2*backoff, 5*time.Second) {
-		err := s.store.Apply(ctx, events)
+	for backoff := 100 * time.Millisecond; len(b.Records) > 0; backoff = min(2*backoff, 5*time.Second) {
+		err := s.store.Apply(ctx, b.Records)
 		if err == nil {
 			break
 		}
 		if ctx.Err() != nil {
 			return false
 		}
-		s.log.Error("persistence: store write failed; retrying", "events", len(events), "err", err, "backoff", backoff)
+		s.log.Error("persistence: store write failed; retrying", "records", len(b.Records), "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 			return false
@@ -167,18 +165,6 @@ func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
 		}
 	}
 	return true
-}
-
-// eventsOnly drops receipts: valid records, but not applied until the
-// store keeps read positions.
-func eventsOnly(recs []*logv1.EventRecord) []*logv1.EventRecord {
-	out := recs[:0:0]
-	for _, r := range recs {
-		if r.GetEvent() != nil {
-			out = append(out, r)
-		}
-	}
-	return out
 }
 
 // History implements PersistenceService.
