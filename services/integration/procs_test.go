@@ -209,7 +209,9 @@ func startClusterWith(t *testing.T, s stack, edgeArgs ...string) *cluster {
 	start := time.Now()
 	add("presence", "parley-presence", "-grpc", presenceAddr, "-lease", "5s").start()
 	add("persistence", "parley-persistence", "-brokers", s.brokers, "-grpc", persistenceAddr, "-instance-id", "persistence-0",
-		"-store", "cassandra", "-cassandra-hosts", s.cassandra, "-cassandra-keyspace", c.keyspace, "-migrate").start()
+		"-store", "cassandra", "-cassandra-hosts", s.cassandra, "-cassandra-keyspace", c.keyspace, "-migrate",
+		// Sync tokens reach back 1 s, so tests can check "unchanged" soon.
+		"-sync-margin", "1s").start()
 	add("ingest", "parley-ingest", "-brokers", s.brokers, "-grpc", ingestAddr, "-instance-id", "ingest-0").start()
 	add("fanout", "parley-fanout", "-brokers", s.brokers, "-presence", presenceAddr, "-instance-id", "fanout-0").start()
 	for i := range 2 {
