@@ -67,6 +67,7 @@ type Service struct {
 	grpc     *grpc.Server
 	producer *kgo.Client
 	seq      *Sequencer
+	metrics  *metrics
 	Probe    health.Probe
 
 	// mu guards waiters: Submit adds, the outcome reader resolves.
@@ -90,7 +91,8 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ingest kafka producer: %w", err)
 	}
-	seq, err := NewSequencer(cfg.Brokers, cfg.InstanceID, cfg.MaxMembers, log)
+	m := newMetrics()
+	seq, err := NewSequencer(cfg.Brokers, cfg.InstanceID, cfg.MaxMembers, log, m.deadLetters)
 	if err != nil {
 		producer.Close()
 		return nil, err
@@ -100,7 +102,7 @@ func New(cfg Config) (*Service, error) {
 		producer.Close()
 		return nil, fmt.Errorf("ingest listen %s: %w", cfg.GRPCAddr, err)
 	}
-	s := &Service{cfg: cfg, log: log, lis: lis, grpc: grpc.NewServer(), producer: producer, seq: seq, waiters: map[string]chan *logv1.Outcome{}}
+	s := &Service{cfg: cfg, log: log, lis: lis, grpc: grpc.NewServer(), producer: producer, seq: seq, metrics: m, waiters: map[string]chan *logv1.Outcome{}}
 	ingestv1.RegisterIngestServiceServer(s.grpc, s)
 	return s, nil
 }

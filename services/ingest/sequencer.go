@@ -9,10 +9,12 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/topics"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
 )
 
@@ -39,11 +41,13 @@ type Sequencer struct {
 	// client's goroutine) drop revoked partitions.
 	mu    sync.Mutex
 	parts map[int32]map[string]*conversation
+	// deadLetters counts commands set aside, by reason.
+	deadLetters *prometheus.CounterVec
 }
 
 // NewSequencer joins the group lazily: nothing happens until Run polls.
-func NewSequencer(brokers []string, instanceID string, maxMembers int, log *slog.Logger) (*Sequencer, error) {
-	s := &Sequencer{brokers: brokers, maxMembers: maxMembers, log: log, parts: map[int32]map[string]*conversation{}}
+func NewSequencer(brokers []string, instanceID string, maxMembers int, log *slog.Logger, deadLetters *prometheus.CounterVec) (*Sequencer, error) {
+	s := &Sequencer{brokers: brokers, maxMembers: maxMembers, log: log, parts: map[int32]map[string]*conversation{}, deadLetters: deadLetters}
 	drop := func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -93,6 +97,7 @@ func (s *Sequencer) Run(ctx context.Context) error {
 
 func (s *Sequencer) process(ctx context.Context, fetches kgo.Fetches) error {
 	var out []*kgo.Record
+	var rejected []topics.Rejected
 	now := time.Now()
 	var err error
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
@@ -108,8 +113,19 @@ func (s *Sequencer) process(ctx context.Context, fetches kgo.Fetches) error {
 			cmd := &logv1.Command{}
 			if uerr := proto.Unmarshal(r.Value, cmd); uerr != nil || cmd.GetConversationId() == "" {
 				// Only ingest writes this topic, so this is a bug or a foreign
-				// writer; it is logged loudly, never silently skipped.
-				s.log.Error("sequencer: undecodable command", "partition", r.Partition, "offset", r.Offset, "err", uerr)
+				// writer: set aside for people to look at, never silently
+				// skipped, and a Submit waiting for it is told at once
+				// rather than timing out.
+				if uerr == nil {
+					uerr = &topics.BadRecord{Reason: topics.ReasonInvalid, Err: errors.New("command without conversation id")}
+				} else {
+					uerr = &topics.BadRecord{Reason: topics.ReasonUndecodable, Err: uerr}
+				}
+				rejected = append(rejected, topics.Rejected{Record: r, Err: uerr})
+				if id := cmd.GetCommandId(); id != "" {
+					out = append(out, s.record(topics.Outcomes, r, &logv1.Outcome{CommandId: id, ClientMsgId: cmd.GetClientMsgId(),
+						ErrorCode: chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, ErrorMessage: "command is missing its conversation id"}))
+				}
 				continue
 			}
 			rec, outcome := decide(convs, cmd, s.maxMembers, now)
@@ -125,6 +141,14 @@ func (s *Sequencer) process(ctx context.Context, fetches kgo.Fetches) error {
 	if len(out) > 0 {
 		if err := s.cl.ProduceSync(ctx, out...).FirstErr(); err != nil {
 			return fmt.Errorf("produce %d events and outcomes: %w", len(out), err)
+		}
+	}
+	if len(rejected) > 0 {
+		for _, r := range rejected {
+			s.deadLetters.WithLabelValues(topics.ReasonOf(r.Err)).Inc()
+		}
+		if err := topics.SetAside(ctx, s.cl, s.log, SequencerGroup, rejected); err != nil {
+			return fmt.Errorf("set aside %d commands: %w", len(rejected), err)
 		}
 	}
 	if err := s.cl.CommitUncommittedOffsets(ctx); err != nil {

@@ -23,5 +23,5 @@ func main() {
 		log.Error("start", "err", err)
 		os.Exit(1)
 	}
-	os.Exit(daemon.Run(log, *httpAddr, svc.Probe.Ready, svc.Run))
+	os.Exit(daemon.RunWithMetrics(log, *httpAddr, svc.Probe.Ready, svc.Metrics(), svc.Run))
 }
