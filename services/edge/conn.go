@@ -384,6 +384,7 @@ func (c *conn) enqueueLocked(it item) bool {
 		// by WriteTimeout); with no writer, it is sent now.
 		writer := c.writing
 		c.resync = writer
+		c.svc.resyncs.Add(1)
 		c.svc.log.Warn("edge: slow connection dropped", "user", c.user, "session", c.session, "queue_limit", c.svc.cfg.QueueLimit)
 		if !writer {
 			go c.ws.Close(CloseResync, "resync")

@@ -146,6 +146,13 @@ func TestReceiptsGiveWayToEvents(t *testing.T) {
 	if c.push(&chatv1.Event{ConversationId: "c", Seq: limit + 1}) {
 		t.Fatal("event queued past the limit")
 	}
+	rec := httptest.NewRecorder()
+	c.svc.metricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{`parley_receipts_shed_total{service="edge"} 6`, `parley_resyncs_total{service="edge"} 1`} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Fatalf("metrics lack %q", want)
+		}
+	}
 
 	// Coalescing, on a fresh connection: three positions of one device and
 	// one of another leave as one frame of two receipts, the latest each.

@@ -123,6 +123,8 @@ type Service struct {
 	// shedReceipts counts receipts not written to a connection because its
 	// queue was filling up with events.
 	shedReceipts atomic.Int64
+	// resyncs counts connections dropped for a full queue.
+	resyncs atomic.Int64
 }
 
 // New binds both listeners and dials the internal services (lazily: gRPC
@@ -194,6 +196,7 @@ func (s *Service) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ws", s.serveWS)
 	health.Register(mux, s.Probe.Ready)
+	mux.Handle("GET /metrics", s.metricsHandler())
 	daemon.Pprof(mux)
 	page, _ := fs.Sub(webui, "webui")
 	mux.Handle("GET /", http.FileServerFS(page))
