@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
@@ -73,6 +74,15 @@ type Options struct {
 	// delivered on Events(). Nil keeps one connection: when it ends, the
 	// client ends.
 	Reconnect *ReconnectPolicy
+	// AckDelivered makes the client report, every AckInterval (500 ms by
+	// default), how far the app has read Events() in each conversation as
+	// this device's delivered position, so senders see their messages
+	// delivered to it.
+	AckDelivered bool
+	AckInterval  time.Duration
+	// TrackStatus makes the client follow the messages it sends and report
+	// each change of their status on Statuses().
+	TrackStatus bool
 	// HTTPClient dials the WebSocket (http.DefaultClient if nil): a way to
 	// set a proxy, a source address or socket options.
 	HTTPClient *http.Client
@@ -120,6 +130,7 @@ type Client struct {
 	resumed     chan *clientv1.Resumed
 	resumedOnce sync.Once
 	states      chan StateChange
+	pos         *positions
 	// smu makes drop-oldest sends to states and errs atomic.
 	smu sync.Mutex
 }
@@ -148,6 +159,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		errs:    make(chan *wire.Error, 16),
 		resumed: make(chan *clientv1.Resumed, 1),
 		states:  make(chan StateChange, stateBuffer),
+		pos:     newPositions(),
 	}
 	for _, cur := range o.Resume {
 		c.note(cur.GetConversationId(), cur.GetLastSeq())
@@ -167,6 +179,17 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		return nil, err
 	}
 	c.UserID, c.DeviceID, c.SessionID = a.GetUserId(), a.GetDeviceId(), a.GetSessionId()
+	if o.TrackStatus {
+		c.pos.mu.Lock()
+		c.pos.tracker = NewStatusTracker(c.UserID)
+		c.pos.mu.Unlock()
+	}
+	if o.AckDelivered {
+		if o.AckInterval <= 0 {
+			o.AckInterval = defaultAckInterval
+		}
+		go c.ackLoop(o.AckInterval)
+	}
 	c.install(cn)
 	go c.supervise(cn)
 	go c.deliver()
@@ -237,6 +260,8 @@ func (c *Client) dispatch(cn *conn, f *clientv1.ServerFrame) error {
 		return c.in.add(c.ctx, cn, b.Events.GetEvents())
 	case *clientv1.ServerFrame_Error:
 		c.report(&wire.Error{Code: b.Error.GetCode(), Message: b.Error.GetMessage()})
+	case *clientv1.ServerFrame_Receipts:
+		c.onReceipts(b.Receipts.GetReceipts())
 	}
 	return nil
 }
@@ -353,9 +378,13 @@ func (c *Client) Send(ctx context.Context, conversationID, text string) (*client
 // SendWithID posts text with the given client message id; sending the same
 // id again returns the original Accepted with Duplicate set.
 func (c *Client) SendWithID(ctx context.Context, conversationID, clientMsgID, text string) (*clientv1.Accepted, error) {
-	return c.accepted(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_SendMessage{SendMessage: &clientv1.SendMessage{
+	a, err := c.accepted(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_SendMessage{SendMessage: &clientv1.SendMessage{
 		ConversationId: conversationID, ClientMsgId: clientMsgID, Text: text,
 	}}})
+	if err == nil {
+		c.sent(a)
+	}
+	return a, err
 }
 
 // OpenDirect opens (or finds) the direct conversation with another user.
