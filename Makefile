@@ -21,7 +21,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 FUZZTIME ?= 60000x
 FUZZ_LONG ?= 2000000x
 # Fuzz targets as package:Func.
-FUZZ_TARGETS := ./pkg/wire:FuzzDecodeClient ./services/ingest:FuzzSequencerRecords ./services/fanout:FuzzPlanRecords \
+FUZZ_TARGETS := ./pkg/wire:FuzzDecodeClient ./services/ingest:FuzzSequencerRecords ./services/ingest:FuzzOutcomeRecords ./services/fanout:FuzzPlanRecords \
 	./services/persistence:FuzzApplyRecords
 
 .PHONY: help

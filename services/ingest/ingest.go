@@ -187,20 +187,29 @@ func (s *Service) readOutcomes(ctx context.Context, cl *kgo.Client) error {
 			s.log.Warn("outcome fetch", "topic", t, "partition", p, "err", err)
 		})
 		fetches.EachRecord(func(r *kgo.Record) {
-			o := &logv1.Outcome{}
-			if err := proto.Unmarshal(r.Value, o); err != nil {
+			if err := s.resolve(r.Value); err != nil {
 				s.log.Error("undecodable outcome", "partition", r.Partition, "offset", r.Offset, "err", err)
-				return
-			}
-			s.mu.Lock()
-			ch := s.waiters[o.GetCommandId()]
-			delete(s.waiters, o.GetCommandId())
-			s.mu.Unlock()
-			if ch != nil {
-				ch <- o
 			}
 		})
 	}
+}
+
+// resolve hands an outcome record to the Submit waiting for its command,
+// if one is. Each waiter is removed as it is answered, so its one-slot
+// channel never blocks the reader, whatever the topic holds.
+func (s *Service) resolve(value []byte) error {
+	o := &logv1.Outcome{}
+	if err := proto.Unmarshal(value, o); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	ch := s.waiters[o.GetCommandId()]
+	delete(s.waiters, o.GetCommandId())
+	s.mu.Unlock()
+	if ch != nil {
+		ch <- o
+	}
+	return nil
 }
 
 // Submit implements IngestService.

@@ -124,3 +124,42 @@ func checkMark(t *testing.T, convs map[string]*conversation, cmd *logv1.Command,
 		t.Fatalf("second decision of the same mark logged %v, answered %v (first %v)", again, out2.GetReceipt(), r)
 	}
 }
+
+// FuzzOutcomeRecords feeds arbitrary bytes, twice, to the outcome reader
+// of Submit: it never blocks or panics, and a waiter is answered at most
+// once, only by an outcome of its own command.
+func FuzzOutcomeRecords(f *testing.F) {
+	for _, o := range []*logv1.Outcome{
+		{CommandId: "a", ConversationId: "g", Seq: 3},
+		{CommandId: "b", ErrorCode: chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, ErrorMessage: "no"},
+		{CommandId: ""},
+	} {
+		b, _ := proto.Marshal(o)
+		f.Add(b)
+	}
+	f.Add([]byte{0x0a, 0xff})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s := &Service{waiters: map[string]chan *logv1.Outcome{}}
+		for _, id := range []string{"a", "b", ""} {
+			s.waiters[id] = make(chan *logv1.Outcome, 1)
+		}
+		chans := map[string]chan *logv1.Outcome{}
+		for id, ch := range s.waiters {
+			chans[id] = ch
+		}
+		err := s.resolve(data)
+		_ = s.resolve(data) // a second copy must not block
+		for id, ch := range chans {
+			select {
+			case o := <-ch:
+				if err != nil || o.GetCommandId() != id {
+					t.Fatalf("waiter %q answered with %v (decode error %v)", id, o, err)
+				}
+				if _, still := s.waiters[id]; still {
+					t.Fatalf("waiter %q answered but still waiting", id)
+				}
+			default:
+			}
+		}
+	})
+}
