@@ -151,8 +151,17 @@ func (s *Sequencer) process(ctx context.Context, fetches kgo.Fetches) error {
 			return fmt.Errorf("set aside %d commands: %w", len(rejected), err)
 		}
 	}
-	if err := s.cl.CommitUncommittedOffsets(ctx); err != nil {
-		return fmt.Errorf("commit command offsets: %w", err)
+	if err := s.cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
+		// Typically this node was expelled from the group (paused past the
+		// session timeout) and its partitions are another's now. What it
+		// produced is on the log, so the new owner, which rebuilds from the
+		// log, answers those commands again as duplicates. Forget every
+		// aggregate, so a partition this node gets back is rebuilt from the
+		// log too, and carry on: the client rejoins the group by itself.
+		s.log.Warn("sequencer: commit failed; commands will be decided again from the log", "err", err)
+		s.mu.Lock()
+		clear(s.parts)
+		s.mu.Unlock()
 	}
 	return nil
 }

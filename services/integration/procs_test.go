@@ -174,11 +174,16 @@ func (p *proc) tail() string {
 // persistence (Cassandra), ingest, fan-out and two edges.
 type cluster struct {
 	t           *testing.T
+	stack       stack
 	procs       map[string]*proc
 	edgeURLs    []string
 	minter      *auth.HS256
 	keyspace    string
 	startedTook time.Duration
+	// logs is the folder of the processes' logs; the addresses are what a
+	// process added later (addIngest, addEdge) needs.
+	logs                                      string
+	presenceAddr, persistenceAddr, ingestAddr string
 }
 
 const secret = "integration-secret-0123456789"
@@ -193,19 +198,14 @@ func startClusterWith(t *testing.T, s stack, edgeArgs ...string) *cluster {
 	t.Helper()
 	bin := binaries(t)
 	logs := t.TempDir()
-	c := &cluster{t: t, procs: map[string]*proc{}, keyspace: "parley_it_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")}
+	c := &cluster{t: t, stack: s, procs: map[string]*proc{}, logs: logs, keyspace: "parley_it_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")}
 	c.minter, _ = auth.NewHS256([]byte(secret))
-	add := func(name, binary string, args ...string) *proc {
-		p := &proc{t: t, name: name, bin: filepath.Join(bin, binary), health: freeAddr(t), logPath: filepath.Join(logs, name+".log")}
-		p.args = append(args, "-http", p.health)
-		p.env = []string{"PARLEY_LOG_LEVEL=info"}
-		c.procs[name] = p
-		return p
-	}
+	add := func(name, binary string, args ...string) *proc { return c.add(bin, name, binary, args...) }
 	// A freshly formatted broker has no topics; the services expect them,
 	// as in production where `parley topics` or the chart's hook made them.
 	ensureTopics(t, s.brokers)
 	presenceAddr, persistenceAddr, ingestAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	c.presenceAddr, c.persistenceAddr, c.ingestAddr = presenceAddr, persistenceAddr, ingestAddr
 	start := time.Now()
 	add("presence", "parley-presence", "-grpc", presenceAddr, "-lease", "5s").start()
 	add("persistence", "parley-persistence", "-brokers", s.brokers, "-grpc", persistenceAddr, "-instance-id", "persistence-0",
@@ -228,6 +228,11 @@ func startClusterWith(t *testing.T, s stack, edgeArgs ...string) *cluster {
 		for _, name := range []string{"edge0", "edge1", "ingest", "fanout", "persistence", "presence"} {
 			c.procs[name].stop()
 		}
+		for name, p := range c.procs {
+			if strings.HasPrefix(name, "extra-") {
+				p.stop()
+			}
+		}
 		dropKeyspace(t, s.cassandra, c.keyspace)
 		if t.Failed() {
 			for name, p := range c.procs {
@@ -246,6 +251,39 @@ func startClusterWith(t *testing.T, s stack, edgeArgs ...string) *cluster {
 // dropKeyspace removes a test's keyspace: the stack's data outlives CI
 // runs on the same machine, and hundreds of leftover keyspaces slow
 // Cassandra down for everyone.
+// add registers a process of the cluster, serving health on an address of
+// its own.
+func (c *cluster) add(bin, name, binary string, args ...string) *proc {
+	p := &proc{t: c.t, name: name, bin: filepath.Join(bin, binary), health: freeAddr(c.t), logPath: filepath.Join(c.logs, name+".log")}
+	p.args = append(args, "-http", p.health)
+	p.env = []string{"PARLEY_LOG_LEVEL=info"}
+	c.procs[name] = p
+	return p
+}
+
+// addIngest starts another ingest node (named "extra-<name>", stopped with
+// the cluster) and returns its gRPC address.
+func (c *cluster) addIngest(name string) string {
+	c.t.Helper()
+	addr := freeAddr(c.t)
+	p := c.add(binaries(c.t), "extra-"+name, "parley-ingest", "-brokers", c.stack.brokers, "-grpc", addr, "-instance-id", name)
+	p.start()
+	p.waitReady(60 * time.Second)
+	return addr
+}
+
+// addEdge starts another edge calling the given ingest and returns its
+// index for dial.
+func (c *cluster) addEdge(name, ingestAddr string) int {
+	c.t.Helper()
+	p := c.add(binaries(c.t), "extra-"+name, "parley-edge", "-grpc", freeAddr(c.t), "-node-id", name,
+		"-ingest", ingestAddr, "-persistence", c.persistenceAddr, "-presence", c.presenceAddr, "-jwt-secret", secret)
+	p.start()
+	p.waitReady(60 * time.Second)
+	c.edgeURLs = append(c.edgeURLs, "ws://"+p.health+"/ws")
+	return len(c.edgeURLs) - 1
+}
+
 func dropKeyspace(t *testing.T, hosts, keyspace string) {
 	cl := gocql.NewCluster(strings.Split(hosts, ",")...)
 	cl.ProtoVersion = 4
