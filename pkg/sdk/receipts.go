@@ -172,6 +172,8 @@ func (c *Client) ackLoop(interval time.Duration) {
 		select {
 		case <-c.ctx.Done():
 			return
+		case <-c.done:
+			return
 		case <-t.C:
 		}
 		c.mu.Lock()
