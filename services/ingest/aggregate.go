@@ -206,6 +206,10 @@ func decideMark(c *conversation, cmd *logv1.Command, m *logv1.Mark, out *logv1.O
 	case !c.isMember(cmd.GetUserId()):
 		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, "you are not a member of this conversation"
 		return nil, out
+	case cmd.GetDeviceId() == "":
+		// Prepare refuses these; a position belongs to a device.
+		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "a mark needs a device id"
+		return nil, out
 	case max(m.GetDeliveredSeq(), m.GetReadSeq()) > c.lastSeq:
 		out.ErrorCode = chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT
 		out.ErrorMessage = fmt.Sprintf("seq %d is beyond the conversation's last seq %d", max(m.GetDeliveredSeq(), m.GetReadSeq()), c.lastSeq)
