@@ -26,6 +26,7 @@ const defaultAckInterval = 500 * time.Millisecond
 type positions struct {
 	updates  chan *chatv1.Receipt
 	statuses chan MessageStatus
+	typing   chan *chatv1.Typing
 
 	// mu guards tracker and loaded, and makes drop-oldest sends atomic.
 	mu      sync.Mutex
@@ -40,6 +41,7 @@ func newPositions() *positions {
 	return &positions{
 		updates:  make(chan *chatv1.Receipt, receiptBuffer),
 		statuses: make(chan MessageStatus, receiptBuffer),
+		typing:   make(chan *chatv1.Typing, receiptBuffer),
 		loaded:   map[string]bool{},
 	}
 }

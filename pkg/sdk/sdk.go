@@ -262,6 +262,8 @@ func (c *Client) dispatch(cn *conn, f *clientv1.ServerFrame) error {
 		c.report(&wire.Error{Code: b.Error.GetCode(), Message: b.Error.GetMessage()})
 	case *clientv1.ServerFrame_Receipts:
 		c.onReceipts(b.Receipts.GetReceipts())
+	case *clientv1.ServerFrame_Typing:
+		c.onTyping(b.Typing.GetTyping())
 	}
 	return nil
 }

@@ -84,6 +84,7 @@ func FuzzDecodeClient(f *testing.F) {
 		{RequestId: "6", Frame: &clientv1.ClientFrame_Mark{Mark: &clientv1.Mark{ConversationId: "c", DeliveredSeq: 9, ReadSeq: 7}}},
 		{RequestId: "7", Frame: &clientv1.ClientFrame_GetReceipts{GetReceipts: &clientv1.GetReceipts{ConversationId: "c"}}},
 		{RequestId: "8", Frame: &clientv1.ClientFrame_ListConversations{ListConversations: &clientv1.ListConversations{ChangedSince: "tok"}}},
+		{RequestId: "9", Frame: &clientv1.ClientFrame_Typing{Typing: &clientv1.SetTyping{ConversationId: "c", Stopped: true}}},
 	}
 	for _, s := range seeds {
 		b, _ := Encode(Binary, s)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
@@ -37,7 +38,11 @@ type item struct {
 	frame   *clientv1.ServerFrame
 	event   *chatv1.Event
 	receipt *chatv1.Receipt
+	typing  *chatv1.Typing
 }
+
+// ephemeral items are state, not history: they may be shed.
+func (it item) ephemeral() bool { return it.receipt != nil || it.typing != nil }
 
 // conn is one client connection. Its read loop runs in its own goroutine
 // (the HTTP handler returns, releasing net/http's buffers); its writer
@@ -63,8 +68,11 @@ type conn struct {
 	// against the queue limit.
 	held  map[string][]*chatv1.Event
 	heldN int
-	// ephemeral counts the queued items that may be shed (receipts).
+	// ephemeral counts the queued items that may be shed (receipts,
+	// typing).
 	ephemeral int
+	// lastTyping is when this connection last forwarded a typing indicator.
+	lastTyping time.Time
 }
 
 // readLoop serves an authenticated connection until it ends. It runs in a
@@ -250,6 +258,13 @@ func (c *conn) handle(ctx context.Context, f *clientv1.ClientFrame) *clientv1.Se
 			return errFrame(code, msg, "")
 		}
 		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Receipts{Receipts: &clientv1.ReceiptBatch{Receipts: resp.GetReceipts()}}})
+	case *clientv1.ClientFrame_Typing:
+		ind, err := c.typing(ctx, b.Typing)
+		if err != nil {
+			code, msg := grpcError(err)
+			return errFrame(code, msg, "")
+		}
+		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Typing{Typing: &clientv1.TypingBatch{Typing: []*chatv1.Typing{ind}}}})
 	case *clientv1.ClientFrame_Mark:
 		cmd.ConversationId = b.Mark.GetConversationId()
 		cmd.Body = &logv1.Command_Mark{Mark: &logv1.Mark{DeliveredSeq: b.Mark.GetDeliveredSeq(), ReadSeq: b.Mark.GetReadSeq()}}
@@ -333,34 +348,35 @@ func (c *conn) enqueue(it item, live bool) bool {
 	return c.enqueueLocked(it)
 }
 
-// pushReceipt queues a receipt unless the queue is half full. Positions
-// are state, not history: a later one supersedes an earlier one and a
-// dropped one is read again with get_receipts. So they give way to events,
-// and are never the reason a connection is dropped.
-func (c *conn) pushReceipt(r *chatv1.Receipt) bool {
+// pushEphemeral queues a receipt or a typing indicator unless the queue is
+// half full. They are state, not history: a later one supersedes an
+// earlier one, a dropped position is read again with get_receipts and a
+// dropped indicator is renewed by its typist within seconds. So they give
+// way to events, and are never the reason a connection is dropped.
+func (c *conn) pushEphemeral(it item) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return false
 	}
 	if len(c.queue)+c.heldN >= c.svc.cfg.QueueLimit/2 {
-		c.svc.shedReceipts.Add(1)
+		c.svc.shedEphemeral.Add(1)
 		return false
 	}
 	c.ephemeral++
-	return c.enqueueLocked(item{receipt: r})
+	return c.enqueueLocked(it)
 }
 
-// shedLocked drops the queued receipts to make room for durable items.
+// shedLocked drops the queued ephemeral items to make room for durable ones.
 func (c *conn) shedLocked() {
 	kept := c.queue[:0]
 	for _, it := range c.queue {
-		if it.receipt == nil {
+		if !it.ephemeral() {
 			kept = append(kept, it)
 		}
 	}
 	clear(c.queue[len(kept):])
-	c.svc.shedReceipts.Add(int64(len(c.queue) - len(kept)))
+	c.svc.shedEphemeral.Add(int64(len(c.queue) - len(kept)))
 	c.queue, c.ephemeral = kept, 0
 }
 
@@ -369,7 +385,7 @@ func (c *conn) enqueueLocked(it item) bool {
 	if c.closed {
 		return false
 	}
-	if len(c.queue)+c.heldN >= c.svc.cfg.QueueLimit && c.ephemeral > 0 && it.receipt == nil {
+	if len(c.queue)+c.heldN >= c.svc.cfg.QueueLimit && c.ephemeral > 0 && !it.ephemeral() {
 		c.shedLocked()
 	}
 	if len(c.queue)+c.heldN >= c.svc.cfg.QueueLimit {
@@ -419,6 +435,7 @@ func (c *conn) writeLoop() {
 		c.mu.Unlock()
 		var events []*chatv1.Event
 		var receipts []*chatv1.Receipt
+		var typing []*chatv1.Typing
 		flush := func() bool {
 			if len(events) > 0 {
 				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Events{Events: &clientv1.EventBatch{Events: events}}}
@@ -430,6 +447,13 @@ func (c *conn) writeLoop() {
 			if len(receipts) > 0 {
 				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Receipts{Receipts: &clientv1.ReceiptBatch{Receipts: receipts}}}
 				receipts = nil
+				if !c.writeNow(context.Background(), f) {
+					return false
+				}
+			}
+			if len(typing) > 0 {
+				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Typing{Typing: &clientv1.TypingBatch{Typing: typing}}}
+				typing = nil
 				return c.writeNow(context.Background(), f)
 			}
 			return true
@@ -442,6 +466,10 @@ func (c *conn) writeLoop() {
 			}
 			if it.receipt != nil {
 				receipts = coalesceReceipt(receipts, it.receipt)
+				continue
+			}
+			if it.typing != nil {
+				typing = coalesceTyping(typing, it.typing)
 				continue
 			}
 			if ok = flush() && c.writeNow(context.Background(), it.frame); !ok {
@@ -471,6 +499,18 @@ func coalesceReceipt(batch []*chatv1.Receipt, r *chatv1.Receipt) []*chatv1.Recei
 		}
 	}
 	return append(batch, r)
+}
+
+// coalesceTyping adds t to a batch, replacing an earlier indicator of the
+// same user in the same conversation.
+func coalesceTyping(batch []*chatv1.Typing, t *chatv1.Typing) []*chatv1.Typing {
+	for i, b := range batch {
+		if b.GetConversationId() == t.GetConversationId() && b.GetUserId() == t.GetUserId() {
+			batch[i] = t
+			return batch
+		}
+	}
+	return append(batch, t)
 }
 
 func (c *conn) writeNow(ctx context.Context, f *clientv1.ServerFrame) bool {

@@ -125,11 +125,11 @@ func TestReceiptsGiveWayToEvents(t *testing.T) {
 		return &chatv1.Receipt{ConversationId: "c", UserId: "bob", DeviceId: device, DeliveredSeq: seq}
 	}
 	for i := range limit / 2 {
-		if !c.pushReceipt(rcpt("phone", uint64(i+1))) {
+		if !c.pushEphemeral(item{receipt: rcpt("phone", uint64(i+1))}) {
 			t.Fatalf("receipt %d refused below half the queue", i)
 		}
 	}
-	if c.pushReceipt(rcpt("phone", 99)) {
+	if c.pushEphemeral(item{receipt: rcpt("phone", 99)}) {
 		t.Fatal("a receipt was queued past half the queue")
 	}
 	// Events fill the queue: the receipts make room rather than the
@@ -139,7 +139,7 @@ func TestReceiptsGiveWayToEvents(t *testing.T) {
 			t.Fatalf("event %d refused: receipts were not shed", i+1)
 		}
 	}
-	if got := c.svc.shedReceipts.Load(); got != 1+limit/2 {
+	if got := c.svc.shedEphemeral.Load(); got != 1+limit/2 {
 		t.Fatalf("shed %d receipts, want %d", got, 1+limit/2)
 	}
 	// Now full of events: the next event drops the connection as before.
@@ -148,7 +148,7 @@ func TestReceiptsGiveWayToEvents(t *testing.T) {
 	}
 	rec := httptest.NewRecorder()
 	c.svc.metricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	for _, want := range []string{`parley_receipts_shed_total{service="edge"} 6`, `parley_resyncs_total{service="edge"} 1`} {
+	for _, want := range []string{`parley_ephemeral_shed_total{service="edge"} 6`, `parley_resyncs_total{service="edge"} 1`} {
 		if !strings.Contains(rec.Body.String(), want) {
 			t.Fatalf("metrics lack %q", want)
 		}
@@ -161,7 +161,7 @@ func TestReceiptsGiveWayToEvents(t *testing.T) {
 	c.writing = true
 	c.mu.Unlock()
 	for _, r := range []*chatv1.Receipt{rcpt("phone", 1), rcpt("laptop", 1), rcpt("phone", 2), rcpt("phone", 3)} {
-		if !c.pushReceipt(r) {
+		if !c.pushEphemeral(item{receipt: r}) {
 			t.Fatal("receipt refused")
 		}
 	}
@@ -192,5 +192,27 @@ func TestReceiptsGiveWayToEvents(t *testing.T) {
 	}
 	if got := strings.Join(frames, "; "); got != "events 1; receipts phone@3 laptop@1" {
 		t.Fatalf("frames: %s", got)
+	}
+}
+
+// TestTypingCoalesces: indicators of one user in one conversation leave as
+// one, the latest; they are shed like receipts.
+func TestTypingCoalesces(t *testing.T) {
+	ind := func(conv, user string, stopped bool) *chatv1.Typing {
+		return &chatv1.Typing{ConversationId: conv, UserId: user, Stopped: stopped}
+	}
+	var batch []*chatv1.Typing
+	for _, i := range []*chatv1.Typing{ind("c", "bob", false), ind("c", "carol", false), ind("d", "bob", false), ind("c", "bob", true)} {
+		batch = coalesceTyping(batch, i)
+	}
+	var got []string
+	for _, b := range batch {
+		got = append(got, fmt.Sprintf("%s/%s/%v", b.GetConversationId(), b.GetUserId(), b.GetStopped()))
+	}
+	if s := strings.Join(got, " "); s != "c/bob/true c/carol/false d/bob/false" {
+		t.Fatalf("coalesced to %s", s)
+	}
+	if !(item{typing: ind("c", "bob", false)}).ephemeral() || (item{event: &chatv1.Event{}}).ephemeral() {
+		t.Fatal("typing must be ephemeral, events not")
 	}
 }

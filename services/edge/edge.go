@@ -120,11 +120,19 @@ type Service struct {
 	liveMu sync.Mutex
 	live   map[*conn]struct{}
 	Probe  health.Probe
-	// shedReceipts counts receipts not written to a connection because its
-	// queue was filling up with events.
-	shedReceipts atomic.Int64
+	// shedEphemeral counts receipts and typing indicators not written to a
+	// connection because its queue was filling up with events.
+	shedEphemeral atomic.Int64
 	// resyncs counts connections dropped for a full queue.
 	resyncs atomic.Int64
+
+	// Typing (typing.go): presence locates the other members, whose edges
+	// this node pushes to itself; members are cached briefly.
+	presence presencev1.PresenceServiceClient
+	pushAddr string
+	members  membersCache
+	peersMu  sync.Mutex
+	peers    map[string]*grpc.ClientConn
 }
 
 // New binds both listeners and dials the internal services (lazily: gRPC
@@ -173,7 +181,9 @@ func New(cfg Config) (*Service, error) {
 	if pushAddr == "" {
 		pushAddr = s.grpcLis.Addr().String()
 	}
-	s.reporter = newReporter(presencev1.NewPresenceServiceClient(prc), cfg.NodeID, pushAddr, s.hub, s.log, cfg.Heartbeat)
+	s.presence = presencev1.NewPresenceServiceClient(prc)
+	s.pushAddr = pushAddr
+	s.reporter = newReporter(s.presence, cfg.NodeID, pushAddr, s.hub, s.log, cfg.Heartbeat)
 	s.grpc = grpc.NewServer()
 	edgev1.RegisterEdgeServiceServer(s.grpc, s)
 	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
@@ -184,6 +194,12 @@ func (s *Service) closeClients() {
 	for _, c := range s.clientConns {
 		c.Close()
 	}
+	s.peersMu.Lock()
+	for _, c := range s.peers {
+		c.Close()
+	}
+	s.peers = nil
+	s.peersMu.Unlock()
 }
 
 // HTTPAddr is the bound HTTP address.
@@ -262,7 +278,9 @@ func (s *Service) Push(_ context.Context, req *edgev1.PushRequest) (*edgev1.Push
 		case d.GetEvent() != nil:
 			n += s.hub.deliver(d.GetEvent(), d.GetUserIds())
 		case d.GetReceipt() != nil:
-			n += s.hub.deliverReceipt(d.GetReceipt(), d.GetUserIds())
+			n += s.hub.deliverEphemeral(item{receipt: d.GetReceipt()}, d.GetUserIds())
+		case d.GetTyping() != nil:
+			n += s.hub.deliverEphemeral(item{typing: d.GetTyping()}, d.GetUserIds())
 		}
 	}
 	return &edgev1.PushResponse{Queued: uint32(n)}, nil

@@ -54,15 +54,15 @@ func (h *hub) deliver(ev *chatv1.Event, users []string) int {
 	return n
 }
 
-// deliverReceipt queues r on every connection of the users and returns
-// how many took it.
-func (h *hub) deliverReceipt(r *chatv1.Receipt, users []string) int {
+// deliverEphemeral queues a receipt or typing indicator on every
+// connection of the users and returns how many took it.
+func (h *hub) deliverEphemeral(it item, users []string) int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	n := 0
 	for _, u := range users {
 		for c := range h.users[u] {
-			if c.pushReceipt(r) {
+			if c.pushEphemeral(it) {
 				n++
 			}
 		}

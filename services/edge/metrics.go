@@ -16,9 +16,9 @@ func (s *Service) metricsHandler() http.Handler {
 	service := prometheus.Labels{"service": "edge"}
 	reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "parley_receipts_shed_total", ConstLabels: service,
-			Help: "Receipts not written to a connection because its queue was filling up with events.",
-		}, func() float64 { return float64(s.shedReceipts.Load()) }),
+			Name: "parley_ephemeral_shed_total", ConstLabels: service,
+			Help: "Receipts and typing indicators not written to a connection because its queue was filling up with events.",
+		}, func() float64 { return float64(s.shedEphemeral.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "parley_resyncs_total", ConstLabels: service,
 			Help: "Connections closed with 4000 (resync) for letting their queue fill up.",

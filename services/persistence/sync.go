@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parleychat/parley/services/persistence/history"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -56,3 +57,18 @@ func (s *Service) Receipts(ctx context.Context, req *persistencev1.ReceiptsReque
 }
 
 func invalidToken(err error) error { return status.Error(codes.InvalidArgument, err.Error()) }
+
+// Conversation implements PersistenceService.
+func (s *Service) Conversation(ctx context.Context, req *persistencev1.ConversationRequest) (*persistencev1.ConversationResponse, error) {
+	if req.GetConversationId() == "" || req.GetUserId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "conversation_id and user_id are required")
+	}
+	sum, err := s.store.Conversation(ctx, req.GetConversationId())
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	if !history.IsMember(sum, req.GetUserId()) {
+		return nil, status.Error(codes.PermissionDenied, "not a member of this conversation")
+	}
+	return &persistencev1.ConversationResponse{Conversation: sum}, nil
+}

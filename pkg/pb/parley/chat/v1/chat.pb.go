@@ -600,6 +600,86 @@ func (x *Conversation) GetUnreadCount() uint64 {
 	return 0
 }
 
+// Typing says a member is typing in a conversation. It is ephemeral: never
+// logged or stored, pushed only to the other members' live devices, and
+// shown for expires_in_ms unless renewed (clients resend while typing) or
+// stopped.
+type Typing struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	UserId         string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId       string                 `protobuf:"bytes,3,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Stopped        bool                   `protobuf:"varint,4,opt,name=stopped,proto3" json:"stopped,omitempty"`
+	ExpiresInMs    uint32                 `protobuf:"varint,5,opt,name=expires_in_ms,json=expiresInMs,proto3" json:"expires_in_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Typing) Reset() {
+	*x = Typing{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Typing) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Typing) ProtoMessage() {}
+
+func (x *Typing) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Typing.ProtoReflect.Descriptor instead.
+func (*Typing) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Typing) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *Typing) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Typing) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *Typing) GetStopped() bool {
+	if x != nil {
+		return x.Stopped
+	}
+	return false
+}
+
+func (x *Typing) GetExpiresInMs() uint32 {
+	if x != nil {
+		return x.ExpiresInMs
+	}
+	return 0
+}
+
 // Receipt is one device's position in a conversation. delivered_seq is the
 // highest seq this device has received (it has every event up to it);
 // read_seq is the highest seq its user has read, on whichever device. Both
@@ -618,7 +698,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -630,7 +710,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -643,7 +723,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{5}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Receipt) GetConversationId() string {
@@ -725,7 +805,13 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\rlast_activity\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\flastActivity\x120\n" +
 	"\x14last_message_preview\x18\a \x01(\tR\x12lastMessagePreview\x12\x19\n" +
 	"\bread_seq\x18\b \x01(\x04R\areadSeq\x12!\n" +
-	"\funread_count\x18\t \x01(\x04R\vunreadCount\"\xd8\x01\n" +
+	"\funread_count\x18\t \x01(\x04R\vunreadCount\"\xa5\x01\n" +
+	"\x06Typing\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x12\x18\n" +
+	"\astopped\x18\x04 \x01(\bR\astopped\x12\"\n" +
+	"\rexpires_in_ms\x18\x05 \x01(\rR\vexpiresInMs\"\xd8\x01\n" +
 	"\aReceipt\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1b\n" +
@@ -767,7 +853,7 @@ func file_parley_chat_v1_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_parley_chat_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_parley_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_parley_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_parley_chat_v1_chat_proto_goTypes = []any{
 	(ConversationKind)(0),         // 0: parley.chat.v1.ConversationKind
 	(ErrorCode)(0),                // 1: parley.chat.v1.ErrorCode
@@ -776,18 +862,19 @@ var file_parley_chat_v1_chat_proto_goTypes = []any{
 	(*MemberAdded)(nil),           // 4: parley.chat.v1.MemberAdded
 	(*MessagePosted)(nil),         // 5: parley.chat.v1.MessagePosted
 	(*Conversation)(nil),          // 6: parley.chat.v1.Conversation
-	(*Receipt)(nil),               // 7: parley.chat.v1.Receipt
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*Typing)(nil),                // 7: parley.chat.v1.Typing
+	(*Receipt)(nil),               // 8: parley.chat.v1.Receipt
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
 var file_parley_chat_v1_chat_proto_depIdxs = []int32{
-	8, // 0: parley.chat.v1.Event.time:type_name -> google.protobuf.Timestamp
+	9, // 0: parley.chat.v1.Event.time:type_name -> google.protobuf.Timestamp
 	3, // 1: parley.chat.v1.Event.conversation_created:type_name -> parley.chat.v1.ConversationCreated
 	4, // 2: parley.chat.v1.Event.member_added:type_name -> parley.chat.v1.MemberAdded
 	5, // 3: parley.chat.v1.Event.message_posted:type_name -> parley.chat.v1.MessagePosted
 	0, // 4: parley.chat.v1.ConversationCreated.kind:type_name -> parley.chat.v1.ConversationKind
 	0, // 5: parley.chat.v1.Conversation.kind:type_name -> parley.chat.v1.ConversationKind
-	8, // 6: parley.chat.v1.Conversation.last_activity:type_name -> google.protobuf.Timestamp
-	8, // 7: parley.chat.v1.Receipt.time:type_name -> google.protobuf.Timestamp
+	9, // 6: parley.chat.v1.Conversation.last_activity:type_name -> google.protobuf.Timestamp
+	9, // 7: parley.chat.v1.Receipt.time:type_name -> google.protobuf.Timestamp
 	8, // [8:8] is the sub-list for method output_type
 	8, // [8:8] is the sub-list for method input_type
 	8, // [8:8] is the sub-list for extension type_name
@@ -811,7 +898,7 @@ func file_parley_chat_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_chat_v1_chat_proto_rawDesc), len(file_parley_chat_v1_chat_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

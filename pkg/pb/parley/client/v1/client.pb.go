@@ -43,6 +43,7 @@ type ClientFrame struct {
 	//	*ClientFrame_Ping
 	//	*ClientFrame_Mark
 	//	*ClientFrame_GetReceipts
+	//	*ClientFrame_Typing
 	Frame         isClientFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -173,6 +174,15 @@ func (x *ClientFrame) GetGetReceipts() *GetReceipts {
 	return nil
 }
 
+func (x *ClientFrame) GetTyping() *SetTyping {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_Typing); ok {
+			return x.Typing
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Frame interface {
 	isClientFrame_Frame()
 }
@@ -213,6 +223,10 @@ type ClientFrame_GetReceipts struct {
 	GetReceipts *GetReceipts `protobuf:"bytes,18,opt,name=get_receipts,json=getReceipts,proto3,oneof"`
 }
 
+type ClientFrame_Typing struct {
+	Typing *SetTyping `protobuf:"bytes,19,opt,name=typing,proto3,oneof"`
+}
+
 func (*ClientFrame_Authenticate) isClientFrame_Frame() {}
 
 func (*ClientFrame_SendMessage) isClientFrame_Frame() {}
@@ -230,6 +244,8 @@ func (*ClientFrame_Ping) isClientFrame_Frame() {}
 func (*ClientFrame_Mark) isClientFrame_Frame() {}
 
 func (*ClientFrame_GetReceipts) isClientFrame_Frame() {}
+
+func (*ClientFrame_Typing) isClientFrame_Frame() {}
 
 // Authenticate presents a JWT whose subject is the user id.
 type Authenticate struct {
@@ -678,6 +694,62 @@ func (x *Mark) GetReadSeq() uint64 {
 	return 0
 }
 
+// SetTyping says the user is typing in a conversation (resend every few
+// seconds while typing) or has stopped. The other members' live devices get
+// a typing frame; nothing is stored. The answer, when the frame has a
+// request_id, is a typing frame with the indicator as sent.
+type SetTyping struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Stopped        bool                   `protobuf:"varint,2,opt,name=stopped,proto3" json:"stopped,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SetTyping) Reset() {
+	*x = SetTyping{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTyping) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTyping) ProtoMessage() {}
+
+func (x *SetTyping) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTyping.ProtoReflect.Descriptor instead.
+func (*SetTyping) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SetTyping) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *SetTyping) GetStopped() bool {
+	if x != nil {
+		return x.Stopped
+	}
+	return false
+}
+
 // GetReceipts asks for every device position in a conversation, from which
 // a client derives per-message status: delivered to N devices, read by M
 // members.
@@ -690,7 +762,7 @@ type GetReceipts struct {
 
 func (x *GetReceipts) Reset() {
 	*x = GetReceipts{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	mi := &file_parley_client_v1_client_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -702,7 +774,7 @@ func (x *GetReceipts) String() string {
 func (*GetReceipts) ProtoMessage() {}
 
 func (x *GetReceipts) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	mi := &file_parley_client_v1_client_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -715,7 +787,7 @@ func (x *GetReceipts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReceipts.ProtoReflect.Descriptor instead.
 func (*GetReceipts) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{8}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetReceipts) GetConversationId() string {
@@ -741,7 +813,7 @@ type GetHistory struct {
 
 func (x *GetHistory) Reset() {
 	*x = GetHistory{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	mi := &file_parley_client_v1_client_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +825,7 @@ func (x *GetHistory) String() string {
 func (*GetHistory) ProtoMessage() {}
 
 func (x *GetHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	mi := &file_parley_client_v1_client_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +838,7 @@ func (x *GetHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistory.ProtoReflect.Descriptor instead.
 func (*GetHistory) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{9}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetHistory) GetConversationId() string {
@@ -806,7 +878,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	mi := &file_parley_client_v1_client_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +890,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	mi := &file_parley_client_v1_client_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +903,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{10}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{11}
 }
 
 // ServerFrame is every frame the server sends.
@@ -850,6 +922,7 @@ type ServerFrame struct {
 	//	*ServerFrame_Pong
 	//	*ServerFrame_Resumed
 	//	*ServerFrame_Receipts
+	//	*ServerFrame_Typing
 	Frame         isServerFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -857,7 +930,7 @@ type ServerFrame struct {
 
 func (x *ServerFrame) Reset() {
 	*x = ServerFrame{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	mi := &file_parley_client_v1_client_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +942,7 @@ func (x *ServerFrame) String() string {
 func (*ServerFrame) ProtoMessage() {}
 
 func (x *ServerFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	mi := &file_parley_client_v1_client_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +955,7 @@ func (x *ServerFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerFrame.ProtoReflect.Descriptor instead.
 func (*ServerFrame) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{11}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ServerFrame) GetRequestId() string {
@@ -980,6 +1053,15 @@ func (x *ServerFrame) GetReceipts() *ReceiptBatch {
 	return nil
 }
 
+func (x *ServerFrame) GetTyping() *TypingBatch {
+	if x != nil {
+		if x, ok := x.Frame.(*ServerFrame_Typing); ok {
+			return x.Typing
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Frame interface {
 	isServerFrame_Frame()
 }
@@ -1020,6 +1102,10 @@ type ServerFrame_Receipts struct {
 	Receipts *ReceiptBatch `protobuf:"bytes,18,opt,name=receipts,proto3,oneof"`
 }
 
+type ServerFrame_Typing struct {
+	Typing *TypingBatch `protobuf:"bytes,19,opt,name=typing,proto3,oneof"`
+}
+
 func (*ServerFrame_Authenticated) isServerFrame_Frame() {}
 
 func (*ServerFrame_Accepted) isServerFrame_Frame() {}
@@ -1037,6 +1123,8 @@ func (*ServerFrame_Pong) isServerFrame_Frame() {}
 func (*ServerFrame_Resumed) isServerFrame_Frame() {}
 
 func (*ServerFrame_Receipts) isServerFrame_Frame() {}
+
+func (*ServerFrame_Typing) isServerFrame_Frame() {}
 
 // Resumed ends the catch-up that Authenticate.resume asked for; its
 // request_id is the Authenticate frame's.
@@ -1056,7 +1144,7 @@ type Resumed struct {
 
 func (x *Resumed) Reset() {
 	*x = Resumed{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	mi := &file_parley_client_v1_client_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1068,7 +1156,7 @@ func (x *Resumed) String() string {
 func (*Resumed) ProtoMessage() {}
 
 func (x *Resumed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	mi := &file_parley_client_v1_client_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1081,7 +1169,7 @@ func (x *Resumed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resumed.ProtoReflect.Descriptor instead.
 func (*Resumed) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{12}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Resumed) GetCaughtUp() []*Cursor {
@@ -1110,7 +1198,7 @@ type Authenticated struct {
 
 func (x *Authenticated) Reset() {
 	*x = Authenticated{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	mi := &file_parley_client_v1_client_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1210,7 @@ func (x *Authenticated) String() string {
 func (*Authenticated) ProtoMessage() {}
 
 func (x *Authenticated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	mi := &file_parley_client_v1_client_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1223,7 @@ func (x *Authenticated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authenticated.ProtoReflect.Descriptor instead.
 func (*Authenticated) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{13}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Authenticated) GetUserId() string {
@@ -1174,7 +1262,7 @@ type Accepted struct {
 
 func (x *Accepted) Reset() {
 	*x = Accepted{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	mi := &file_parley_client_v1_client_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1186,7 +1274,7 @@ func (x *Accepted) String() string {
 func (*Accepted) ProtoMessage() {}
 
 func (x *Accepted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	mi := &file_parley_client_v1_client_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1199,7 +1287,7 @@ func (x *Accepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accepted.ProtoReflect.Descriptor instead.
 func (*Accepted) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{14}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Accepted) GetClientMsgId() string {
@@ -1241,7 +1329,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	mi := &file_parley_client_v1_client_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1341,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	mi := &file_parley_client_v1_client_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1354,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{15}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *EventBatch) GetEvents() []*v1.Event {
@@ -1288,7 +1376,7 @@ type ConversationList struct {
 
 func (x *ConversationList) Reset() {
 	*x = ConversationList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[16]
+	mi := &file_parley_client_v1_client_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1388,7 @@ func (x *ConversationList) String() string {
 func (*ConversationList) ProtoMessage() {}
 
 func (x *ConversationList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[16]
+	mi := &file_parley_client_v1_client_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1401,7 @@ func (x *ConversationList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationList.ProtoReflect.Descriptor instead.
 func (*ConversationList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{16}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ConversationList) GetConversations() []*v1.Conversation {
@@ -1330,6 +1418,52 @@ func (x *ConversationList) GetSyncToken() string {
 	return ""
 }
 
+// TypingBatch carries typing indicators, coalesced: at most one per user and
+// conversation, the latest.
+type TypingBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Typing        []*v1.Typing           `protobuf:"bytes,1,rep,name=typing,proto3" json:"typing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TypingBatch) Reset() {
+	*x = TypingBatch{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TypingBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TypingBatch) ProtoMessage() {}
+
+func (x *TypingBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TypingBatch.ProtoReflect.Descriptor instead.
+func (*TypingBatch) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *TypingBatch) GetTyping() []*v1.Typing {
+	if x != nil {
+		return x.Typing
+	}
+	return nil
+}
+
 // ReceiptBatch carries device positions: pushed live to every member's
 // devices when a position moves, and answering Mark and GetReceipts.
 type ReceiptBatch struct {
@@ -1341,7 +1475,7 @@ type ReceiptBatch struct {
 
 func (x *ReceiptBatch) Reset() {
 	*x = ReceiptBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[17]
+	mi := &file_parley_client_v1_client_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1487,7 @@ func (x *ReceiptBatch) String() string {
 func (*ReceiptBatch) ProtoMessage() {}
 
 func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[17]
+	mi := &file_parley_client_v1_client_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1500,7 @@ func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptBatch.ProtoReflect.Descriptor instead.
 func (*ReceiptBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{17}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReceiptBatch) GetReceipts() []*v1.Receipt {
@@ -1389,7 +1523,7 @@ type HistoryPage struct {
 
 func (x *HistoryPage) Reset() {
 	*x = HistoryPage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[18]
+	mi := &file_parley_client_v1_client_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1401,7 +1535,7 @@ func (x *HistoryPage) String() string {
 func (*HistoryPage) ProtoMessage() {}
 
 func (x *HistoryPage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[18]
+	mi := &file_parley_client_v1_client_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1414,7 +1548,7 @@ func (x *HistoryPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryPage.ProtoReflect.Descriptor instead.
 func (*HistoryPage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{18}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *HistoryPage) GetConversationId() string {
@@ -1455,7 +1589,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[19]
+	mi := &file_parley_client_v1_client_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1467,7 +1601,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[19]
+	mi := &file_parley_client_v1_client_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1480,7 +1614,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{19}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Error) GetCode() v1.ErrorCode {
@@ -1520,7 +1654,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[20]
+	mi := &file_parley_client_v1_client_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +1666,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[20]
+	mi := &file_parley_client_v1_client_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,14 +1679,14 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{20}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{22}
 }
 
 var File_parley_client_v1_client_proto protoreflect.FileDescriptor
 
 const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\n" +
-	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x19parley/chat/v1/chat.proto\"\x8d\x05\n" +
+	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x19parley/chat/v1/chat.proto\"\xc4\x05\n" +
 	"\vClientFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12D\n" +
@@ -1567,7 +1701,8 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"getHistory\x12,\n" +
 	"\x04ping\x18\x10 \x01(\v2\x16.parley.client.v1.PingH\x00R\x04ping\x12,\n" +
 	"\x04mark\x18\x11 \x01(\v2\x16.parley.client.v1.MarkH\x00R\x04mark\x12B\n" +
-	"\fget_receipts\x18\x12 \x01(\v2\x1d.parley.client.v1.GetReceiptsH\x00R\vgetReceiptsB\a\n" +
+	"\fget_receipts\x18\x12 \x01(\v2\x1d.parley.client.v1.GetReceiptsH\x00R\vgetReceipts\x125\n" +
+	"\x06typing\x18\x13 \x01(\v2\x1b.parley.client.v1.SetTypingH\x00R\x06typingB\a\n" +
 	"\x05frame\"s\n" +
 	"\fAuthenticate\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
@@ -1597,7 +1732,10 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x04Mark\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12#\n" +
 	"\rdelivered_seq\x18\x02 \x01(\x04R\fdeliveredSeq\x12\x19\n" +
-	"\bread_seq\x18\x03 \x01(\x04R\areadSeq\"6\n" +
+	"\bread_seq\x18\x03 \x01(\x04R\areadSeq\"N\n" +
+	"\tSetTyping\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x18\n" +
+	"\astopped\x18\x02 \x01(\bR\astopped\"6\n" +
 	"\vGetReceipts\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\"\x9a\x01\n" +
 	"\n" +
@@ -1609,7 +1747,7 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x05limit\x18\x04 \x01(\rR\x05limitB\f\n" +
 	"\n" +
 	"_after_seq\"\x06\n" +
-	"\x04Ping\"\xcb\x04\n" +
+	"\x04Ping\"\x84\x05\n" +
 	"\vServerFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12G\n" +
@@ -1622,7 +1760,8 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x05error\x18\x0f \x01(\v2\x17.parley.client.v1.ErrorH\x00R\x05error\x12,\n" +
 	"\x04pong\x18\x10 \x01(\v2\x16.parley.client.v1.PongH\x00R\x04pong\x125\n" +
 	"\aresumed\x18\x11 \x01(\v2\x19.parley.client.v1.ResumedH\x00R\aresumed\x12<\n" +
-	"\breceipts\x18\x12 \x01(\v2\x1e.parley.client.v1.ReceiptBatchH\x00R\breceiptsB\a\n" +
+	"\breceipts\x18\x12 \x01(\v2\x1e.parley.client.v1.ReceiptBatchH\x00R\breceipts\x127\n" +
+	"\x06typing\x18\x13 \x01(\v2\x1d.parley.client.v1.TypingBatchH\x00R\x06typingB\a\n" +
 	"\x05frame\"r\n" +
 	"\aResumed\x125\n" +
 	"\tcaught_up\x18\x01 \x03(\v2\x18.parley.client.v1.CursorR\bcaughtUp\x120\n" +
@@ -1643,7 +1782,9 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x10ConversationList\x12B\n" +
 	"\rconversations\x18\x01 \x03(\v2\x1c.parley.chat.v1.ConversationR\rconversations\x12\x1d\n" +
 	"\n" +
-	"sync_token\x18\x02 \x01(\tR\tsyncToken\"C\n" +
+	"sync_token\x18\x02 \x01(\tR\tsyncToken\"=\n" +
+	"\vTypingBatch\x12.\n" +
+	"\x06typing\x18\x01 \x03(\v2\x16.parley.chat.v1.TypingR\x06typing\"C\n" +
 	"\fReceiptBatch\x123\n" +
 	"\breceipts\x18\x01 \x03(\v2\x17.parley.chat.v1.ReceiptR\breceipts\"\x80\x01\n" +
 	"\vHistoryPage\x12'\n" +
@@ -1669,7 +1810,7 @@ func file_parley_client_v1_client_proto_rawDescGZIP() []byte {
 	return file_parley_client_v1_client_proto_rawDescData
 }
 
-var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_parley_client_v1_client_proto_goTypes = []any{
 	(*ClientFrame)(nil),        // 0: parley.client.v1.ClientFrame
 	(*Authenticate)(nil),       // 1: parley.client.v1.Authenticate
@@ -1679,24 +1820,27 @@ var file_parley_client_v1_client_proto_goTypes = []any{
 	(*AddMember)(nil),          // 5: parley.client.v1.AddMember
 	(*ListConversations)(nil),  // 6: parley.client.v1.ListConversations
 	(*Mark)(nil),               // 7: parley.client.v1.Mark
-	(*GetReceipts)(nil),        // 8: parley.client.v1.GetReceipts
-	(*GetHistory)(nil),         // 9: parley.client.v1.GetHistory
-	(*Ping)(nil),               // 10: parley.client.v1.Ping
-	(*ServerFrame)(nil),        // 11: parley.client.v1.ServerFrame
-	(*Resumed)(nil),            // 12: parley.client.v1.Resumed
-	(*Authenticated)(nil),      // 13: parley.client.v1.Authenticated
-	(*Accepted)(nil),           // 14: parley.client.v1.Accepted
-	(*EventBatch)(nil),         // 15: parley.client.v1.EventBatch
-	(*ConversationList)(nil),   // 16: parley.client.v1.ConversationList
-	(*ReceiptBatch)(nil),       // 17: parley.client.v1.ReceiptBatch
-	(*HistoryPage)(nil),        // 18: parley.client.v1.HistoryPage
-	(*Error)(nil),              // 19: parley.client.v1.Error
-	(*Pong)(nil),               // 20: parley.client.v1.Pong
-	(v1.ConversationKind)(0),   // 21: parley.chat.v1.ConversationKind
-	(*v1.Event)(nil),           // 22: parley.chat.v1.Event
-	(*v1.Conversation)(nil),    // 23: parley.chat.v1.Conversation
-	(*v1.Receipt)(nil),         // 24: parley.chat.v1.Receipt
-	(v1.ErrorCode)(0),          // 25: parley.chat.v1.ErrorCode
+	(*SetTyping)(nil),          // 8: parley.client.v1.SetTyping
+	(*GetReceipts)(nil),        // 9: parley.client.v1.GetReceipts
+	(*GetHistory)(nil),         // 10: parley.client.v1.GetHistory
+	(*Ping)(nil),               // 11: parley.client.v1.Ping
+	(*ServerFrame)(nil),        // 12: parley.client.v1.ServerFrame
+	(*Resumed)(nil),            // 13: parley.client.v1.Resumed
+	(*Authenticated)(nil),      // 14: parley.client.v1.Authenticated
+	(*Accepted)(nil),           // 15: parley.client.v1.Accepted
+	(*EventBatch)(nil),         // 16: parley.client.v1.EventBatch
+	(*ConversationList)(nil),   // 17: parley.client.v1.ConversationList
+	(*TypingBatch)(nil),        // 18: parley.client.v1.TypingBatch
+	(*ReceiptBatch)(nil),       // 19: parley.client.v1.ReceiptBatch
+	(*HistoryPage)(nil),        // 20: parley.client.v1.HistoryPage
+	(*Error)(nil),              // 21: parley.client.v1.Error
+	(*Pong)(nil),               // 22: parley.client.v1.Pong
+	(v1.ConversationKind)(0),   // 23: parley.chat.v1.ConversationKind
+	(*v1.Event)(nil),           // 24: parley.chat.v1.Event
+	(*v1.Conversation)(nil),    // 25: parley.chat.v1.Conversation
+	(*v1.Typing)(nil),          // 26: parley.chat.v1.Typing
+	(*v1.Receipt)(nil),         // 27: parley.chat.v1.Receipt
+	(v1.ErrorCode)(0),          // 28: parley.chat.v1.ErrorCode
 }
 var file_parley_client_v1_client_proto_depIdxs = []int32{
 	1,  // 0: parley.client.v1.ClientFrame.authenticate:type_name -> parley.client.v1.Authenticate
@@ -1704,33 +1848,36 @@ var file_parley_client_v1_client_proto_depIdxs = []int32{
 	4,  // 2: parley.client.v1.ClientFrame.create_conversation:type_name -> parley.client.v1.CreateConversation
 	5,  // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
 	6,  // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
-	9,  // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
-	10, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
+	10, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
+	11, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
 	7,  // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
-	8,  // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
-	2,  // 9: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
-	21, // 10: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	13, // 11: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
-	14, // 12: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
-	15, // 13: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
-	16, // 14: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
-	18, // 15: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
-	19, // 16: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
-	20, // 17: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
-	12, // 18: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
-	17, // 19: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
-	2,  // 20: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
-	2,  // 21: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
-	22, // 22: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
-	23, // 23: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
-	24, // 24: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
-	22, // 25: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
-	25, // 26: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	9,  // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
+	8,  // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
+	2,  // 10: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
+	23, // 11: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	14, // 12: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
+	15, // 13: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
+	16, // 14: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
+	17, // 15: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
+	20, // 16: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
+	21, // 17: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
+	22, // 18: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
+	13, // 19: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
+	19, // 20: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
+	18, // 21: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
+	2,  // 22: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
+	2,  // 23: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
+	24, // 24: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
+	25, // 25: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
+	26, // 26: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
+	27, // 27: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
+	24, // 28: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
+	28, // 29: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_parley_client_v1_client_proto_init() }
@@ -1748,9 +1895,10 @@ func file_parley_client_v1_client_proto_init() {
 		(*ClientFrame_Ping)(nil),
 		(*ClientFrame_Mark)(nil),
 		(*ClientFrame_GetReceipts)(nil),
+		(*ClientFrame_Typing)(nil),
 	}
-	file_parley_client_v1_client_proto_msgTypes[9].OneofWrappers = []any{}
-	file_parley_client_v1_client_proto_msgTypes[11].OneofWrappers = []any{
+	file_parley_client_v1_client_proto_msgTypes[10].OneofWrappers = []any{}
+	file_parley_client_v1_client_proto_msgTypes[12].OneofWrappers = []any{
 		(*ServerFrame_Authenticated)(nil),
 		(*ServerFrame_Accepted)(nil),
 		(*ServerFrame_Events)(nil),
@@ -1760,6 +1908,7 @@ func file_parley_client_v1_client_proto_init() {
 		(*ServerFrame_Pong)(nil),
 		(*ServerFrame_Resumed)(nil),
 		(*ServerFrame_Receipts)(nil),
+		(*ServerFrame_Typing)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1767,7 +1916,7 @@ func file_parley_client_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_client_v1_client_proto_rawDesc), len(file_parley_client_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -76,6 +76,7 @@ type Delivery struct {
 	Event         *v1.Event              `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
 	UserIds       []string               `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
 	Receipt       *v1.Receipt            `protobuf:"bytes,3,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	Typing        *v1.Typing             `protobuf:"bytes,4,opt,name=typing,proto3" json:"typing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -127,6 +128,13 @@ func (x *Delivery) GetUserIds() []string {
 func (x *Delivery) GetReceipt() *v1.Receipt {
 	if x != nil {
 		return x.Receipt
+	}
+	return nil
+}
+
+func (x *Delivery) GetTyping() *v1.Typing {
+	if x != nil {
+		return x.Typing
 	}
 	return nil
 }
@@ -184,11 +192,12 @@ const file_parley_edge_v1_edge_proto_rawDesc = "" +
 	"\vPushRequest\x128\n" +
 	"\n" +
 	"deliveries\x18\x01 \x03(\v2\x18.parley.edge.v1.DeliveryR\n" +
-	"deliveries\"\x85\x01\n" +
+	"deliveries\"\xb5\x01\n" +
 	"\bDelivery\x12+\n" +
 	"\x05event\x18\x01 \x01(\v2\x15.parley.chat.v1.EventR\x05event\x12\x19\n" +
 	"\buser_ids\x18\x02 \x03(\tR\auserIds\x121\n" +
-	"\areceipt\x18\x03 \x01(\v2\x17.parley.chat.v1.ReceiptR\areceipt\"&\n" +
+	"\areceipt\x18\x03 \x01(\v2\x17.parley.chat.v1.ReceiptR\areceipt\x12.\n" +
+	"\x06typing\x18\x04 \x01(\v2\x16.parley.chat.v1.TypingR\x06typing\"&\n" +
 	"\fPushResponse\x12\x16\n" +
 	"\x06queued\x18\x01 \x01(\rR\x06queued2P\n" +
 	"\vEdgeService\x12A\n" +
@@ -213,18 +222,20 @@ var file_parley_edge_v1_edge_proto_goTypes = []any{
 	(*PushResponse)(nil), // 2: parley.edge.v1.PushResponse
 	(*v1.Event)(nil),     // 3: parley.chat.v1.Event
 	(*v1.Receipt)(nil),   // 4: parley.chat.v1.Receipt
+	(*v1.Typing)(nil),    // 5: parley.chat.v1.Typing
 }
 var file_parley_edge_v1_edge_proto_depIdxs = []int32{
 	1, // 0: parley.edge.v1.PushRequest.deliveries:type_name -> parley.edge.v1.Delivery
 	3, // 1: parley.edge.v1.Delivery.event:type_name -> parley.chat.v1.Event
 	4, // 2: parley.edge.v1.Delivery.receipt:type_name -> parley.chat.v1.Receipt
-	0, // 3: parley.edge.v1.EdgeService.Push:input_type -> parley.edge.v1.PushRequest
-	2, // 4: parley.edge.v1.EdgeService.Push:output_type -> parley.edge.v1.PushResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	5, // 3: parley.edge.v1.Delivery.typing:type_name -> parley.chat.v1.Typing
+	0, // 4: parley.edge.v1.EdgeService.Push:input_type -> parley.edge.v1.PushRequest
+	2, // 5: parley.edge.v1.EdgeService.Push:output_type -> parley.edge.v1.PushResponse
+	5, // [5:6] is the sub-list for method output_type
+	4, // [4:5] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_parley_edge_v1_edge_proto_init() }

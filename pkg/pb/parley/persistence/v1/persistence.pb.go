@@ -271,6 +271,104 @@ func (x *ConversationsResponse) GetSyncToken() string {
 	return ""
 }
 
+// ConversationRequest names the caller, whose membership is checked.
+type ConversationRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	UserId         string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	ConversationId string                 `protobuf:"bytes,2,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ConversationRequest) Reset() {
+	*x = ConversationRequest{}
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConversationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConversationRequest) ProtoMessage() {}
+
+func (x *ConversationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConversationRequest.ProtoReflect.Descriptor instead.
+func (*ConversationRequest) Descriptor() ([]byte, []int) {
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ConversationRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ConversationRequest) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+// ConversationResponse is the summary.
+type ConversationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  *v1.Conversation       `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConversationResponse) Reset() {
+	*x = ConversationResponse{}
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConversationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConversationResponse) ProtoMessage() {}
+
+func (x *ConversationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConversationResponse.ProtoReflect.Descriptor instead.
+func (*ConversationResponse) Descriptor() ([]byte, []int) {
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ConversationResponse) GetConversation() *v1.Conversation {
+	if x != nil {
+		return x.Conversation
+	}
+	return nil
+}
+
 // ReceiptsRequest names the caller, whose membership is checked.
 type ReceiptsRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -282,7 +380,7 @@ type ReceiptsRequest struct {
 
 func (x *ReceiptsRequest) Reset() {
 	*x = ReceiptsRequest{}
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[4]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -294,7 +392,7 @@ func (x *ReceiptsRequest) String() string {
 func (*ReceiptsRequest) ProtoMessage() {}
 
 func (x *ReceiptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[4]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -307,7 +405,7 @@ func (x *ReceiptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptsRequest.ProtoReflect.Descriptor instead.
 func (*ReceiptsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{4}
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReceiptsRequest) GetUserId() string {
@@ -335,7 +433,7 @@ type ReceiptsResponse struct {
 
 func (x *ReceiptsResponse) Reset() {
 	*x = ReceiptsResponse{}
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[5]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -347,7 +445,7 @@ func (x *ReceiptsResponse) String() string {
 func (*ReceiptsResponse) ProtoMessage() {}
 
 func (x *ReceiptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[5]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -360,7 +458,7 @@ func (x *ReceiptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptsResponse.ProtoReflect.Descriptor instead.
 func (*ReceiptsResponse) Descriptor() ([]byte, []int) {
-	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{5}
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReceiptsResponse) GetReceipts() []*v1.Receipt {
@@ -394,16 +492,22 @@ const file_parley_persistence_v1_persistence_proto_rawDesc = "" +
 	"\x15ConversationsResponse\x12B\n" +
 	"\rconversations\x18\x01 \x03(\v2\x1c.parley.chat.v1.ConversationR\rconversations\x12\x1d\n" +
 	"\n" +
-	"sync_token\x18\x02 \x01(\tR\tsyncToken\"S\n" +
+	"sync_token\x18\x02 \x01(\tR\tsyncToken\"W\n" +
+	"\x13ConversationRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12'\n" +
+	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\"X\n" +
+	"\x14ConversationResponse\x12@\n" +
+	"\fconversation\x18\x01 \x01(\v2\x1c.parley.chat.v1.ConversationR\fconversation\"S\n" +
 	"\x0fReceiptsRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\"G\n" +
 	"\x10ReceiptsResponse\x123\n" +
-	"\breceipts\x18\x01 \x03(\v2\x17.parley.chat.v1.ReceiptR\breceipts2\xb7\x02\n" +
+	"\breceipts\x18\x01 \x03(\v2\x17.parley.chat.v1.ReceiptR\breceipts2\xa0\x03\n" +
 	"\x12PersistenceService\x12X\n" +
 	"\aHistory\x12%.parley.persistence.v1.HistoryRequest\x1a&.parley.persistence.v1.HistoryResponse\x12j\n" +
 	"\rConversations\x12+.parley.persistence.v1.ConversationsRequest\x1a,.parley.persistence.v1.ConversationsResponse\x12[\n" +
-	"\bReceipts\x12&.parley.persistence.v1.ReceiptsRequest\x1a'.parley.persistence.v1.ReceiptsResponseBIZGgithub.com/parleychat/parley/pkg/pb/parley/persistence/v1;persistencev1b\x06proto3"
+	"\bReceipts\x12&.parley.persistence.v1.ReceiptsRequest\x1a'.parley.persistence.v1.ReceiptsResponse\x12g\n" +
+	"\fConversation\x12*.parley.persistence.v1.ConversationRequest\x1a+.parley.persistence.v1.ConversationResponseBIZGgithub.com/parleychat/parley/pkg/pb/parley/persistence/v1;persistencev1b\x06proto3"
 
 var (
 	file_parley_persistence_v1_persistence_proto_rawDescOnce sync.Once
@@ -417,33 +521,38 @@ func file_parley_persistence_v1_persistence_proto_rawDescGZIP() []byte {
 	return file_parley_persistence_v1_persistence_proto_rawDescData
 }
 
-var file_parley_persistence_v1_persistence_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_parley_persistence_v1_persistence_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_parley_persistence_v1_persistence_proto_goTypes = []any{
 	(*HistoryRequest)(nil),        // 0: parley.persistence.v1.HistoryRequest
 	(*HistoryResponse)(nil),       // 1: parley.persistence.v1.HistoryResponse
 	(*ConversationsRequest)(nil),  // 2: parley.persistence.v1.ConversationsRequest
 	(*ConversationsResponse)(nil), // 3: parley.persistence.v1.ConversationsResponse
-	(*ReceiptsRequest)(nil),       // 4: parley.persistence.v1.ReceiptsRequest
-	(*ReceiptsResponse)(nil),      // 5: parley.persistence.v1.ReceiptsResponse
-	(*v1.Event)(nil),              // 6: parley.chat.v1.Event
-	(*v1.Conversation)(nil),       // 7: parley.chat.v1.Conversation
-	(*v1.Receipt)(nil),            // 8: parley.chat.v1.Receipt
+	(*ConversationRequest)(nil),   // 4: parley.persistence.v1.ConversationRequest
+	(*ConversationResponse)(nil),  // 5: parley.persistence.v1.ConversationResponse
+	(*ReceiptsRequest)(nil),       // 6: parley.persistence.v1.ReceiptsRequest
+	(*ReceiptsResponse)(nil),      // 7: parley.persistence.v1.ReceiptsResponse
+	(*v1.Event)(nil),              // 8: parley.chat.v1.Event
+	(*v1.Conversation)(nil),       // 9: parley.chat.v1.Conversation
+	(*v1.Receipt)(nil),            // 10: parley.chat.v1.Receipt
 }
 var file_parley_persistence_v1_persistence_proto_depIdxs = []int32{
-	6, // 0: parley.persistence.v1.HistoryResponse.events:type_name -> parley.chat.v1.Event
-	7, // 1: parley.persistence.v1.ConversationsResponse.conversations:type_name -> parley.chat.v1.Conversation
-	8, // 2: parley.persistence.v1.ReceiptsResponse.receipts:type_name -> parley.chat.v1.Receipt
-	0, // 3: parley.persistence.v1.PersistenceService.History:input_type -> parley.persistence.v1.HistoryRequest
-	2, // 4: parley.persistence.v1.PersistenceService.Conversations:input_type -> parley.persistence.v1.ConversationsRequest
-	4, // 5: parley.persistence.v1.PersistenceService.Receipts:input_type -> parley.persistence.v1.ReceiptsRequest
-	1, // 6: parley.persistence.v1.PersistenceService.History:output_type -> parley.persistence.v1.HistoryResponse
-	3, // 7: parley.persistence.v1.PersistenceService.Conversations:output_type -> parley.persistence.v1.ConversationsResponse
-	5, // 8: parley.persistence.v1.PersistenceService.Receipts:output_type -> parley.persistence.v1.ReceiptsResponse
-	6, // [6:9] is the sub-list for method output_type
-	3, // [3:6] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	8,  // 0: parley.persistence.v1.HistoryResponse.events:type_name -> parley.chat.v1.Event
+	9,  // 1: parley.persistence.v1.ConversationsResponse.conversations:type_name -> parley.chat.v1.Conversation
+	9,  // 2: parley.persistence.v1.ConversationResponse.conversation:type_name -> parley.chat.v1.Conversation
+	10, // 3: parley.persistence.v1.ReceiptsResponse.receipts:type_name -> parley.chat.v1.Receipt
+	0,  // 4: parley.persistence.v1.PersistenceService.History:input_type -> parley.persistence.v1.HistoryRequest
+	2,  // 5: parley.persistence.v1.PersistenceService.Conversations:input_type -> parley.persistence.v1.ConversationsRequest
+	6,  // 6: parley.persistence.v1.PersistenceService.Receipts:input_type -> parley.persistence.v1.ReceiptsRequest
+	4,  // 7: parley.persistence.v1.PersistenceService.Conversation:input_type -> parley.persistence.v1.ConversationRequest
+	1,  // 8: parley.persistence.v1.PersistenceService.History:output_type -> parley.persistence.v1.HistoryResponse
+	3,  // 9: parley.persistence.v1.PersistenceService.Conversations:output_type -> parley.persistence.v1.ConversationsResponse
+	7,  // 10: parley.persistence.v1.PersistenceService.Receipts:output_type -> parley.persistence.v1.ReceiptsResponse
+	5,  // 11: parley.persistence.v1.PersistenceService.Conversation:output_type -> parley.persistence.v1.ConversationResponse
+	8,  // [8:12] is the sub-list for method output_type
+	4,  // [4:8] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_parley_persistence_v1_persistence_proto_init() }
@@ -458,7 +567,7 @@ func file_parley_persistence_v1_persistence_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_persistence_v1_persistence_proto_rawDesc), len(file_parley_persistence_v1_persistence_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	PersistenceService_History_FullMethodName       = "/parley.persistence.v1.PersistenceService/History"
 	PersistenceService_Conversations_FullMethodName = "/parley.persistence.v1.PersistenceService/Conversations"
 	PersistenceService_Receipts_FullMethodName      = "/parley.persistence.v1.PersistenceService/Receipts"
+	PersistenceService_Conversation_FullMethodName  = "/parley.persistence.v1.PersistenceService/Conversation"
 )
 
 // PersistenceServiceClient is the client API for PersistenceService service.
@@ -41,6 +42,9 @@ type PersistenceServiceClient interface {
 	Conversations(ctx context.Context, in *ConversationsRequest, opts ...grpc.CallOption) (*ConversationsResponse, error)
 	// Receipts lists every device position in a conversation.
 	Receipts(ctx context.Context, in *ReceiptsRequest, opts ...grpc.CallOption) (*ReceiptsResponse, error)
+	// Conversation returns one conversation's summary, members included, to
+	// a member.
+	Conversation(ctx context.Context, in *ConversationRequest, opts ...grpc.CallOption) (*ConversationResponse, error)
 }
 
 type persistenceServiceClient struct {
@@ -81,6 +85,16 @@ func (c *persistenceServiceClient) Receipts(ctx context.Context, in *ReceiptsReq
 	return out, nil
 }
 
+func (c *persistenceServiceClient) Conversation(ctx context.Context, in *ConversationRequest, opts ...grpc.CallOption) (*ConversationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConversationResponse)
+	err := c.cc.Invoke(ctx, PersistenceService_Conversation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PersistenceServiceServer is the server API for PersistenceService service.
 // All implementations must embed UnimplementedPersistenceServiceServer
 // for forward compatibility.
@@ -95,6 +109,9 @@ type PersistenceServiceServer interface {
 	Conversations(context.Context, *ConversationsRequest) (*ConversationsResponse, error)
 	// Receipts lists every device position in a conversation.
 	Receipts(context.Context, *ReceiptsRequest) (*ReceiptsResponse, error)
+	// Conversation returns one conversation's summary, members included, to
+	// a member.
+	Conversation(context.Context, *ConversationRequest) (*ConversationResponse, error)
 	mustEmbedUnimplementedPersistenceServiceServer()
 }
 
@@ -113,6 +130,9 @@ func (UnimplementedPersistenceServiceServer) Conversations(context.Context, *Con
 }
 func (UnimplementedPersistenceServiceServer) Receipts(context.Context, *ReceiptsRequest) (*ReceiptsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Receipts not implemented")
+}
+func (UnimplementedPersistenceServiceServer) Conversation(context.Context, *ConversationRequest) (*ConversationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Conversation not implemented")
 }
 func (UnimplementedPersistenceServiceServer) mustEmbedUnimplementedPersistenceServiceServer() {}
 func (UnimplementedPersistenceServiceServer) testEmbeddedByValue()                            {}
@@ -189,6 +209,24 @@ func _PersistenceService_Receipts_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PersistenceService_Conversation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConversationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PersistenceServiceServer).Conversation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PersistenceService_Conversation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PersistenceServiceServer).Conversation(ctx, req.(*ConversationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PersistenceService_ServiceDesc is the grpc.ServiceDesc for PersistenceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -207,6 +245,10 @@ var PersistenceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Receipts",
 			Handler:    _PersistenceService_Receipts_Handler,
+		},
+		{
+			MethodName: "Conversation",
+			Handler:    _PersistenceService_Conversation_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,162 @@
+package edge
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
+	edgev1 "github.com/parleychat/parley/pkg/pb/parley/edge/v1"
+	persistencev1 "github.com/parleychat/parley/pkg/pb/parley/persistence/v1"
+	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
+)
+
+// Typing indicators never touch Kafka or a store: the edge that receives
+// one checks membership (persistence, cached), locates the other members'
+// sessions (presence) and pushes to their edges itself. Losing one costs
+// nothing, since the typist renews it every few seconds.
+const (
+	// TypingExpiry is how long a device shows an indicator that is not
+	// renewed.
+	TypingExpiry = 6 * time.Second
+	// typingEvery is the least time between two indicators a connection
+	// forwards; more are answered but not sent on.
+	typingEvery = 500 * time.Millisecond
+	// membersTTL bounds how stale a cached member list may be: a member
+	// who left may see someone typing for that long.
+	membersTTL = 5 * time.Second
+	// membersMax bounds the cache; it is dropped whole when full.
+	membersMax = 10_000
+	typingPush = 2 * time.Second
+)
+
+// membersCache keeps conversations' member lists for membersTTL.
+type membersCache struct {
+	mu sync.Mutex
+	m  map[string]membersEntry
+}
+
+type membersEntry struct {
+	members []string
+	at      time.Time
+}
+
+// members returns the conversation's members if user is one. A cached
+// list that lacks the user is read again: they may just have joined.
+func (s *Service) membersOf(ctx context.Context, user, conv string) ([]string, error) {
+	now := time.Now()
+	s.members.mu.Lock()
+	e, ok := s.members.m[conv]
+	s.members.mu.Unlock()
+	if ok && now.Sub(e.at) < membersTTL && slices.Contains(e.members, user) {
+		return e.members, nil
+	}
+	resp, err := s.persistence.Conversation(ctx, &persistencev1.ConversationRequest{UserId: user, ConversationId: conv})
+	if err != nil {
+		return nil, err
+	}
+	members := resp.GetConversation().GetMemberIds()
+	s.members.mu.Lock()
+	if s.members.m == nil || len(s.members.m) >= membersMax {
+		s.members.m = map[string]membersEntry{}
+	}
+	s.members.m[conv] = membersEntry{members: members, at: now}
+	s.members.mu.Unlock()
+	return members, nil
+}
+
+// typing handles a SetTyping frame: it answers the indicator as sent and
+// forwards it to the other members' live devices in the background.
+func (c *conn) typing(ctx context.Context, t *clientv1.SetTyping) (*chatv1.Typing, error) {
+	conv := t.GetConversationId()
+	if conv == "" {
+		return nil, status.Error(codes.InvalidArgument, "conversation_id is required")
+	}
+	members, err := c.svc.membersOf(ctx, c.user, conv)
+	if err != nil {
+		return nil, err
+	}
+	ind := &chatv1.Typing{ConversationId: conv, UserId: c.user, DeviceId: c.device, Stopped: t.GetStopped(),
+		ExpiresInMs: uint32(TypingExpiry.Milliseconds())}
+	now := time.Now()
+	c.mu.Lock()
+	// A stop always goes through, so an indicator never outlives typing
+	// by more than its expiry because of the rate limit.
+	forward := t.GetStopped() || now.Sub(c.lastTyping) >= typingEvery
+	if forward {
+		c.lastTyping = now
+	}
+	c.mu.Unlock()
+	if !forward {
+		return ind, nil
+	}
+	others := make([]string, 0, len(members))
+	for _, m := range members {
+		if m != c.user {
+			others = append(others, m)
+		}
+	}
+	go c.svc.pushTyping(ind, others)
+	return ind, nil
+}
+
+// pushTyping delivers an indicator to the edges holding the users.
+func (s *Service) pushTyping(ind *chatv1.Typing, users []string) {
+	if len(users) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), typingPush)
+	defer cancel()
+	resp, err := s.presence.Locate(ctx, &presencev1.LocateRequest{UserIds: users})
+	if err != nil {
+		s.log.Debug("edge: typing not forwarded", "err", err)
+		return
+	}
+	byEdge := map[string][]string{}
+	for _, l := range resp.GetLocations() {
+		for _, addr := range l.GetPushAddresses() {
+			if !slices.Contains(byEdge[addr], l.GetUserId()) {
+				byEdge[addr] = append(byEdge[addr], l.GetUserId())
+			}
+		}
+	}
+	for addr, us := range byEdge {
+		if addr == s.pushAddr {
+			s.hub.deliverEphemeral(item{typing: ind}, us)
+			continue
+		}
+		peer, err := s.peer(addr)
+		if err == nil {
+			_, err = edgev1.NewEdgeServiceClient(peer).Push(ctx, &edgev1.PushRequest{Deliveries: []*edgev1.Delivery{{Typing: ind, UserIds: us}}})
+		}
+		if err != nil {
+			s.log.Debug("edge: typing not pushed", "edge", addr, "err", err)
+		}
+	}
+}
+
+// peer is a connection to another edge node's Push.
+func (s *Service) peer(addr string) (*grpc.ClientConn, error) {
+	s.peersMu.Lock()
+	defer s.peersMu.Unlock()
+	if c := s.peers[addr]; c != nil {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("edge client %s: %w", addr, err)
+	}
+	if s.peers == nil {
+		s.peers = map[string]*grpc.ClientConn{}
+	}
+	s.peers[addr] = c
+	return c, nil
+}
