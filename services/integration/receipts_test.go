@@ -219,4 +219,20 @@ func TestReceiptsAcrossDevices(t *testing.T) {
 	if _, _, err := listSync(ctx, laptop, "garbage"); !errors.As(err, &we) || we.Code != chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
 		t.Fatalf("sync with a bad token: %v, want INVALID_ARGUMENT", err)
 	}
+
+	// Typing, from alice on edge 0: bob's phone on edge 1 gets it from edge
+	// to edge, his laptop on edge 0 locally.
+	if err := alice.SetTyping(ctx, x, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, dev := range []*sdk.Client{phone, laptop} {
+		select {
+		case ind := <-dev.Typing():
+			if ind.GetUserId() != "alice" || ind.GetConversationId() != x {
+				t.Fatalf("%s: typing %v", dev.DeviceID, ind)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no typing indicator", dev.DeviceID)
+		}
+	}
 }
