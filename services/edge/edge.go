@@ -125,6 +125,9 @@ type Service struct {
 	shedEphemeral atomic.Int64
 	// resyncs counts connections dropped for a full queue.
 	resyncs atomic.Int64
+	// pushed counts the deliveries Push received, by kind: what routing
+	// sent this node.
+	pushed [3]atomic.Int64
 
 	// Typing (typing.go): presence locates the other members, whose edges
 	// this node pushes to itself; members are cached briefly.
@@ -276,10 +279,13 @@ func (s *Service) Push(_ context.Context, req *edgev1.PushRequest) (*edgev1.Push
 	for _, d := range req.GetDeliveries() {
 		switch {
 		case d.GetEvent() != nil:
+			s.pushed[pushedEvent].Add(1)
 			n += s.hub.deliver(d.GetEvent(), d.GetUserIds())
 		case d.GetReceipt() != nil:
+			s.pushed[pushedReceipt].Add(1)
 			n += s.hub.deliverEphemeral(item{receipt: d.GetReceipt()}, d.GetUserIds())
 		case d.GetTyping() != nil:
+			s.pushed[pushedTyping].Add(1)
 			n += s.hub.deliverEphemeral(item{typing: d.GetTyping()}, d.GetUserIds())
 		}
 	}

@@ -23,6 +23,7 @@ func (s *Service) metricsHandler() http.Handler {
 			Name: "parley_resyncs_total", ConstLabels: service,
 			Help: "Connections closed with 4000 (resync) for letting their queue fill up.",
 		}, func() float64 { return float64(s.resyncs.Load()) }),
+		pushedCounter(s, pushedEvent, "event"), pushedCounter(s, pushedReceipt, "receipt"), pushedCounter(s, pushedTyping, "typing"),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "parley_connections", ConstLabels: service,
 			Help: "Open WebSocket connections, authenticated or not.",
@@ -34,4 +35,18 @@ func (s *Service) metricsHandler() http.Handler {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
+
+// Kinds of pushed deliveries.
+const (
+	pushedEvent = iota
+	pushedReceipt
+	pushedTyping
+)
+
+func pushedCounter(s *Service, kind int, name string) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "parley_pushed_deliveries_total", ConstLabels: prometheus.Labels{"service": "edge", "kind": name},
+		Help: "Deliveries received on Push (from fan-out, or typing from another edge), by kind: one per event, receipt or indicator, for any number of this node's users.",
+	}, func() float64 { return float64(s.pushed[kind].Load()) })
 }
