@@ -85,6 +85,7 @@ func FuzzDecodeClient(f *testing.F) {
 		{RequestId: "7", Frame: &clientv1.ClientFrame_GetReceipts{GetReceipts: &clientv1.GetReceipts{ConversationId: "c"}}},
 		{RequestId: "8", Frame: &clientv1.ClientFrame_ListConversations{ListConversations: &clientv1.ListConversations{ChangedSince: "tok"}}},
 		{RequestId: "9", Frame: &clientv1.ClientFrame_Typing{Typing: &clientv1.SetTyping{ConversationId: "c", Stopped: true}}},
+		{RequestId: "10", Frame: &clientv1.ClientFrame_GetPresence{GetPresence: &clientv1.GetPresence{UserIds: []string{"bob", "carol"}}}},
 	}
 	for _, s := range seeds {
 		b, _ := Encode(Binary, s)

@@ -265,6 +265,13 @@ func (c *conn) handle(ctx context.Context, f *clientv1.ClientFrame) *clientv1.Se
 			return errFrame(code, msg, "")
 		}
 		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Typing{Typing: &clientv1.TypingBatch{Typing: []*chatv1.Typing{ind}}}})
+	case *clientv1.ClientFrame_GetPresence:
+		ps, err := c.presenceOf(ctx, b.GetPresence.GetUserIds())
+		if err != nil {
+			code, msg := grpcError(err)
+			return errFrame(code, msg, "")
+		}
+		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Presence{Presence: &clientv1.PresenceList{Presence: ps}}})
 	case *clientv1.ClientFrame_Mark:
 		cmd.ConversationId = b.Mark.GetConversationId()
 		cmd.Body = &logv1.Command_Mark{Mark: &logv1.Mark{DeliveredSeq: b.Mark.GetDeliveredSeq(), ReadSeq: b.Mark.GetReadSeq()}}

@@ -134,8 +134,10 @@ type Service struct {
 	presence presencev1.PresenceServiceClient
 	pushAddr string
 	members  membersCache
-	peersMu  sync.Mutex
-	peers    map[string]*grpc.ClientConn
+	// coMembersCache backs the presence privacy rule (presence.go).
+	coMembersCache coMembersCache
+	peersMu        sync.Mutex
+	peers          map[string]*grpc.ClientConn
 }
 
 // New binds both listeners and dials the internal services (lazily: gRPC

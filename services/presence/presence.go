@@ -105,6 +105,14 @@ func (s *Service) Report(_ context.Context, req *presencev1.ReportRequest) (*pre
 	return &presencev1.ReportResponse{SendSnapshot: !ok, Lease: durationpb.New(s.cfg.Lease)}, nil
 }
 
+// Status implements PresenceService.
+func (s *Service) Status(_ context.Context, req *presencev1.StatusRequest) (*presencev1.StatusResponse, error) {
+	if len(req.GetUserIds()) > MaxLocate {
+		return nil, status.Errorf(codes.InvalidArgument, "at most %d users per call", MaxLocate)
+	}
+	return &presencev1.StatusResponse{Statuses: s.reg.Status(req.GetUserIds())}, nil
+}
+
 // Locate implements PresenceService.
 func (s *Service) Locate(_ context.Context, req *presencev1.LocateRequest) (*presencev1.LocateResponse, error) {
 	if len(req.GetUserIds()) > MaxLocate {

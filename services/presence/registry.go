@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
 )
 
@@ -27,11 +29,13 @@ type Registry struct {
 	nodes map[string]*node
 	// users counts sessions per user per node: user -> node id -> count.
 	users map[string]map[string]int
+	// lastSeen is when each user who went offline was last known online.
+	lastSeen map[string]time.Time
 }
 
 // NewRegistry returns an empty registry with the given node lease.
 func NewRegistry(lease time.Duration, now func() time.Time) *Registry {
-	return &Registry{lease: lease, now: now, nodes: map[string]*node{}, users: map[string]map[string]int{}}
+	return &Registry{lease: lease, now: now, nodes: map[string]*node{}, users: map[string]map[string]int{}, lastSeen: map[string]time.Time{}}
 }
 
 // Report applies one node's report and renews its lease. It returns false
@@ -49,7 +53,7 @@ func (r *Registry) Report(req *presencev1.ReportRequest) bool {
 	n.expires = r.now().Add(r.lease)
 	if req.GetSnapshot() {
 		for id := range n.sessions {
-			r.removeLocked(req.GetNodeId(), n, id)
+			r.removeLocked(req.GetNodeId(), n, id, r.now())
 		}
 	}
 	for _, s := range req.GetConnected() {
@@ -65,12 +69,13 @@ func (r *Registry) Report(req *presencev1.ReportRequest) bool {
 		byNode[req.GetNodeId()]++
 	}
 	for _, id := range req.GetDisconnectedSessionIds() {
-		r.removeLocked(req.GetNodeId(), n, id)
+		r.removeLocked(req.GetNodeId(), n, id, r.now())
 	}
 	return known || req.GetSnapshot()
 }
 
-func (r *Registry) removeLocked(nodeID string, n *node, sessionID string) {
+// removeLocked drops a session; at is when it was last known alive.
+func (r *Registry) removeLocked(nodeID string, n *node, sessionID string, at time.Time) {
 	s, ok := n.sessions[sessionID]
 	if !ok {
 		return
@@ -83,6 +88,11 @@ func (r *Registry) removeLocked(nodeID string, n *node, sessionID string) {
 	if len(byNode) == 0 {
 		delete(r.users, s.GetUserId())
 	}
+	// Every session that ends moves the user's last seen: their other
+	// sessions may be on a node that died earlier.
+	if at.After(r.lastSeen[s.GetUserId()]) {
+		r.lastSeen[s.GetUserId()] = at
+	}
 }
 
 // Expire drops nodes whose lease has lapsed and returns their ids.
@@ -93,8 +103,10 @@ func (r *Registry) Expire() []string {
 	var gone []string
 	for id, n := range r.nodes {
 		if now.After(n.expires) {
+			// The node's last heartbeat is the last time its users were
+			// known to be online.
 			for sid := range n.sessions {
-				r.removeLocked(id, n, sid)
+				r.removeLocked(id, n, sid, n.expires.Add(-r.lease))
 			}
 			delete(r.nodes, id)
 			gone = append(gone, id)
@@ -120,6 +132,44 @@ func (r *Registry) Locate(users []string) []*presencev1.UserLocation {
 			sort.Strings(loc.PushAddresses)
 			out = append(out, loc)
 		}
+	}
+	return out
+}
+
+// Status says, per user, whether a live node holds a session of theirs, and
+// otherwise when they were last seen. A node whose lease lapsed counts as
+// gone at once, before Expire runs, so a dead edge's users are offline
+// within the lease.
+func (r *Registry) Status(users []string) []*presencev1.UserStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	out := make([]*presencev1.UserStatus, 0, len(users))
+	for _, u := range users {
+		st := &presencev1.UserStatus{UserId: u}
+		var seen time.Time
+		for nodeID := range r.users[u] {
+			n := r.nodes[nodeID]
+			if n == nil {
+				continue
+			}
+			if !now.After(n.expires) {
+				st.Online = true
+				break
+			}
+			if t := n.expires.Add(-r.lease); t.After(seen) {
+				seen = t
+			}
+		}
+		if !st.Online {
+			if t, ok := r.lastSeen[u]; ok && t.After(seen) {
+				seen = t
+			}
+			if !seen.IsZero() {
+				st.LastSeen = timestamppb.New(seen)
+			}
+		}
+		out = append(out, st)
 	}
 	return out
 }

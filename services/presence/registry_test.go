@@ -72,3 +72,48 @@ func TestRegistry(t *testing.T) {
 		}
 	})
 }
+
+func statuses(ss []*presencev1.UserStatus) string {
+	out := ""
+	for _, s := range ss {
+		seen := "-"
+		if s.GetLastSeen() != nil {
+			seen = fmt.Sprint(s.GetLastSeen().AsTime().Unix())
+		}
+		out += fmt.Sprintf("%s:%v@%s ", s.GetUserId(), s.GetOnline(), seen)
+	}
+	return out
+}
+
+// TestStatus: online while any live node holds a session; offline with
+// last seen when the last session ends, or at the last heartbeat of a node
+// that died, as soon as its lease lapses (before Expire).
+func TestStatus(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	r := NewRegistry(10*time.Second, c.now)
+	r.Report(&presencev1.ReportRequest{NodeId: "e1", PushAddress: "a1", Snapshot: true, Connected: []*presencev1.Session{sess("s1", "alice"), sess("s2", "bob")}})
+	r.Report(&presencev1.ReportRequest{NodeId: "e2", PushAddress: "a2", Snapshot: true, Connected: []*presencev1.Session{sess("s3", "bob")}})
+	if got := statuses(r.Status([]string{"alice", "bob", "carol"})); got != "alice:true@- bob:true@- carol:false@- " {
+		t.Fatalf("status = %q", got)
+	}
+	c.t = c.t.Add(3 * time.Second) // 1003: alice closes her only session
+	r.Report(&presencev1.ReportRequest{NodeId: "e1", PushAddress: "a1", DisconnectedSessionIds: []string{"s1"}})
+	// e2 keeps beating, e1 dies after its beat at 1003.
+	c.t = c.t.Add(5 * time.Second)
+	r.Report(&presencev1.ReportRequest{NodeId: "e2", PushAddress: "a2"})
+	c.t = c.t.Add(6 * time.Second) // 1014: e1's lease (1013) lapsed; bob still on e2
+	r.Report(&presencev1.ReportRequest{NodeId: "e2", PushAddress: "a2", DisconnectedSessionIds: []string{"s3"}})
+	if got := statuses(r.Status([]string{"alice", "bob"})); got != "alice:false@1003 bob:false@1014 " {
+		t.Fatalf("status = %q", got)
+	}
+	// A user whose only node died: offline at once, seen at its last beat.
+	r.Report(&presencev1.ReportRequest{NodeId: "e3", PushAddress: "a3", Snapshot: true, Connected: []*presencev1.Session{sess("s4", "carol")}})
+	c.t = c.t.Add(11 * time.Second) // 1025: e3 beat at 1014, lease to 1024
+	if got := statuses(r.Status([]string{"carol"})); got != "carol:false@1014 " {
+		t.Fatalf("before expire: %q", got)
+	}
+	r.Expire()
+	if got := statuses(r.Status([]string{"carol"})); got != "carol:false@1014 " {
+		t.Fatalf("after expire: %q", got)
+	}
+}

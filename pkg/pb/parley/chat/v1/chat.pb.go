@@ -176,6 +176,62 @@ func (ErrorCode) EnumDescriptor() ([]byte, []int) {
 	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{1}
 }
 
+// PresenceState is what others see of a user.
+type PresenceState int32
+
+const (
+	PresenceState_PRESENCE_STATE_UNSPECIFIED PresenceState = 0
+	// At least one device connected.
+	PresenceState_PRESENCE_STATE_ONLINE PresenceState = 1
+	// Connected but idle (not reported yet).
+	PresenceState_PRESENCE_STATE_AWAY PresenceState = 2
+	// No device connected; last_seen says since when, if known.
+	PresenceState_PRESENCE_STATE_OFFLINE PresenceState = 3
+)
+
+// Enum value maps for PresenceState.
+var (
+	PresenceState_name = map[int32]string{
+		0: "PRESENCE_STATE_UNSPECIFIED",
+		1: "PRESENCE_STATE_ONLINE",
+		2: "PRESENCE_STATE_AWAY",
+		3: "PRESENCE_STATE_OFFLINE",
+	}
+	PresenceState_value = map[string]int32{
+		"PRESENCE_STATE_UNSPECIFIED": 0,
+		"PRESENCE_STATE_ONLINE":      1,
+		"PRESENCE_STATE_AWAY":        2,
+		"PRESENCE_STATE_OFFLINE":     3,
+	}
+)
+
+func (x PresenceState) Enum() *PresenceState {
+	p := new(PresenceState)
+	*p = x
+	return p
+}
+
+func (x PresenceState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PresenceState) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_chat_v1_chat_proto_enumTypes[2].Descriptor()
+}
+
+func (PresenceState) Type() protoreflect.EnumType {
+	return &file_parley_chat_v1_chat_proto_enumTypes[2]
+}
+
+func (x PresenceState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PresenceState.Descriptor instead.
+func (PresenceState) EnumDescriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{2}
+}
+
 // Event is one entry of a conversation's log. seq is contiguous per
 // conversation starting at 1, so a client that sees a gap knows to fill it.
 type Event struct {
@@ -600,6 +656,67 @@ func (x *Conversation) GetUnreadCount() uint64 {
 	return 0
 }
 
+// Presence is one user's presence, aggregated over their devices.
+type Presence struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	State         PresenceState          `protobuf:"varint,2,opt,name=state,proto3,enum=parley.chat.v1.PresenceState" json:"state,omitempty"`
+	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Presence) Reset() {
+	*x = Presence{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Presence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Presence) ProtoMessage() {}
+
+func (x *Presence) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Presence.ProtoReflect.Descriptor instead.
+func (*Presence) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Presence) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Presence) GetState() PresenceState {
+	if x != nil {
+		return x.State
+	}
+	return PresenceState_PRESENCE_STATE_UNSPECIFIED
+}
+
+func (x *Presence) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
 // Typing says a member is typing in a conversation. It is ephemeral: never
 // logged or stored, pushed only to the other members' live devices, and
 // shown for expires_in_ms unless renewed (clients resend while typing) or
@@ -617,7 +734,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -629,7 +746,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -642,7 +759,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{5}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Typing) GetConversationId() string {
@@ -698,7 +815,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +827,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +840,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{6}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Receipt) GetConversationId() string {
@@ -805,7 +922,11 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\rlast_activity\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\flastActivity\x120\n" +
 	"\x14last_message_preview\x18\a \x01(\tR\x12lastMessagePreview\x12\x19\n" +
 	"\bread_seq\x18\b \x01(\x04R\areadSeq\x12!\n" +
-	"\funread_count\x18\t \x01(\x04R\vunreadCount\"\xa5\x01\n" +
+	"\funread_count\x18\t \x01(\x04R\vunreadCount\"\x91\x01\n" +
+	"\bPresence\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x123\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1d.parley.chat.v1.PresenceStateR\x05state\x127\n" +
+	"\tlast_seen\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"\xa5\x01\n" +
 	"\x06Typing\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1b\n" +
@@ -838,7 +959,12 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\x12\x17\n" +
 	"\x13ERROR_CODE_INTERNAL\x10\v\x12\x1b\n" +
 	"\x17ERROR_CODE_RATE_LIMITED\x10\f\x12\x15\n" +
-	"\x11ERROR_CODE_RESYNC\x10\rB;Z9github.com/parleychat/parley/pkg/pb/parley/chat/v1;chatv1b\x06proto3"
+	"\x11ERROR_CODE_RESYNC\x10\r*\x7f\n" +
+	"\rPresenceState\x12\x1e\n" +
+	"\x1aPRESENCE_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15PRESENCE_STATE_ONLINE\x10\x01\x12\x17\n" +
+	"\x13PRESENCE_STATE_AWAY\x10\x02\x12\x1a\n" +
+	"\x16PRESENCE_STATE_OFFLINE\x10\x03B;Z9github.com/parleychat/parley/pkg/pb/parley/chat/v1;chatv1b\x06proto3"
 
 var (
 	file_parley_chat_v1_chat_proto_rawDescOnce sync.Once
@@ -852,34 +978,38 @@ func file_parley_chat_v1_chat_proto_rawDescGZIP() []byte {
 	return file_parley_chat_v1_chat_proto_rawDescData
 }
 
-var file_parley_chat_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_parley_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_parley_chat_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_parley_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_parley_chat_v1_chat_proto_goTypes = []any{
 	(ConversationKind)(0),         // 0: parley.chat.v1.ConversationKind
 	(ErrorCode)(0),                // 1: parley.chat.v1.ErrorCode
-	(*Event)(nil),                 // 2: parley.chat.v1.Event
-	(*ConversationCreated)(nil),   // 3: parley.chat.v1.ConversationCreated
-	(*MemberAdded)(nil),           // 4: parley.chat.v1.MemberAdded
-	(*MessagePosted)(nil),         // 5: parley.chat.v1.MessagePosted
-	(*Conversation)(nil),          // 6: parley.chat.v1.Conversation
-	(*Typing)(nil),                // 7: parley.chat.v1.Typing
-	(*Receipt)(nil),               // 8: parley.chat.v1.Receipt
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(PresenceState)(0),            // 2: parley.chat.v1.PresenceState
+	(*Event)(nil),                 // 3: parley.chat.v1.Event
+	(*ConversationCreated)(nil),   // 4: parley.chat.v1.ConversationCreated
+	(*MemberAdded)(nil),           // 5: parley.chat.v1.MemberAdded
+	(*MessagePosted)(nil),         // 6: parley.chat.v1.MessagePosted
+	(*Conversation)(nil),          // 7: parley.chat.v1.Conversation
+	(*Presence)(nil),              // 8: parley.chat.v1.Presence
+	(*Typing)(nil),                // 9: parley.chat.v1.Typing
+	(*Receipt)(nil),               // 10: parley.chat.v1.Receipt
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_parley_chat_v1_chat_proto_depIdxs = []int32{
-	9, // 0: parley.chat.v1.Event.time:type_name -> google.protobuf.Timestamp
-	3, // 1: parley.chat.v1.Event.conversation_created:type_name -> parley.chat.v1.ConversationCreated
-	4, // 2: parley.chat.v1.Event.member_added:type_name -> parley.chat.v1.MemberAdded
-	5, // 3: parley.chat.v1.Event.message_posted:type_name -> parley.chat.v1.MessagePosted
-	0, // 4: parley.chat.v1.ConversationCreated.kind:type_name -> parley.chat.v1.ConversationKind
-	0, // 5: parley.chat.v1.Conversation.kind:type_name -> parley.chat.v1.ConversationKind
-	9, // 6: parley.chat.v1.Conversation.last_activity:type_name -> google.protobuf.Timestamp
-	9, // 7: parley.chat.v1.Receipt.time:type_name -> google.protobuf.Timestamp
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	11, // 0: parley.chat.v1.Event.time:type_name -> google.protobuf.Timestamp
+	4,  // 1: parley.chat.v1.Event.conversation_created:type_name -> parley.chat.v1.ConversationCreated
+	5,  // 2: parley.chat.v1.Event.member_added:type_name -> parley.chat.v1.MemberAdded
+	6,  // 3: parley.chat.v1.Event.message_posted:type_name -> parley.chat.v1.MessagePosted
+	0,  // 4: parley.chat.v1.ConversationCreated.kind:type_name -> parley.chat.v1.ConversationKind
+	0,  // 5: parley.chat.v1.Conversation.kind:type_name -> parley.chat.v1.ConversationKind
+	11, // 6: parley.chat.v1.Conversation.last_activity:type_name -> google.protobuf.Timestamp
+	2,  // 7: parley.chat.v1.Presence.state:type_name -> parley.chat.v1.PresenceState
+	11, // 8: parley.chat.v1.Presence.last_seen:type_name -> google.protobuf.Timestamp
+	11, // 9: parley.chat.v1.Receipt.time:type_name -> google.protobuf.Timestamp
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_parley_chat_v1_chat_proto_init() }
@@ -897,8 +1027,8 @@ func file_parley_chat_v1_chat_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_chat_v1_chat_proto_rawDesc), len(file_parley_chat_v1_chat_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   7,
+			NumEnums:      3,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

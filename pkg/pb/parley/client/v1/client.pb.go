@@ -44,6 +44,7 @@ type ClientFrame struct {
 	//	*ClientFrame_Mark
 	//	*ClientFrame_GetReceipts
 	//	*ClientFrame_Typing
+	//	*ClientFrame_GetPresence
 	Frame         isClientFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -183,6 +184,15 @@ func (x *ClientFrame) GetTyping() *SetTyping {
 	return nil
 }
 
+func (x *ClientFrame) GetGetPresence() *GetPresence {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_GetPresence); ok {
+			return x.GetPresence
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Frame interface {
 	isClientFrame_Frame()
 }
@@ -227,6 +237,10 @@ type ClientFrame_Typing struct {
 	Typing *SetTyping `protobuf:"bytes,19,opt,name=typing,proto3,oneof"`
 }
 
+type ClientFrame_GetPresence struct {
+	GetPresence *GetPresence `protobuf:"bytes,20,opt,name=get_presence,json=getPresence,proto3,oneof"`
+}
+
 func (*ClientFrame_Authenticate) isClientFrame_Frame() {}
 
 func (*ClientFrame_SendMessage) isClientFrame_Frame() {}
@@ -246,6 +260,8 @@ func (*ClientFrame_Mark) isClientFrame_Frame() {}
 func (*ClientFrame_GetReceipts) isClientFrame_Frame() {}
 
 func (*ClientFrame_Typing) isClientFrame_Frame() {}
+
+func (*ClientFrame_GetPresence) isClientFrame_Frame() {}
 
 // Authenticate presents a JWT whose subject is the user id.
 type Authenticate struct {
@@ -750,6 +766,53 @@ func (x *SetTyping) GetStopped() bool {
 	return false
 }
 
+// GetPresence asks for users' presence: online, or offline since when.
+// Only users who share a conversation with the caller (and the caller) may
+// be asked about; at most 200 at once.
+type GetPresence struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserIds       []string               `protobuf:"bytes,1,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPresence) Reset() {
+	*x = GetPresence{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPresence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPresence) ProtoMessage() {}
+
+func (x *GetPresence) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPresence.ProtoReflect.Descriptor instead.
+func (*GetPresence) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GetPresence) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
 // GetReceipts asks for every device position in a conversation, from which
 // a client derives per-message status: delivered to N devices, read by M
 // members.
@@ -762,7 +825,7 @@ type GetReceipts struct {
 
 func (x *GetReceipts) Reset() {
 	*x = GetReceipts{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	mi := &file_parley_client_v1_client_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +837,7 @@ func (x *GetReceipts) String() string {
 func (*GetReceipts) ProtoMessage() {}
 
 func (x *GetReceipts) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	mi := &file_parley_client_v1_client_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +850,7 @@ func (x *GetReceipts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReceipts.ProtoReflect.Descriptor instead.
 func (*GetReceipts) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{9}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetReceipts) GetConversationId() string {
@@ -813,7 +876,7 @@ type GetHistory struct {
 
 func (x *GetHistory) Reset() {
 	*x = GetHistory{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	mi := &file_parley_client_v1_client_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +888,7 @@ func (x *GetHistory) String() string {
 func (*GetHistory) ProtoMessage() {}
 
 func (x *GetHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	mi := &file_parley_client_v1_client_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +901,7 @@ func (x *GetHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistory.ProtoReflect.Descriptor instead.
 func (*GetHistory) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{10}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetHistory) GetConversationId() string {
@@ -878,7 +941,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	mi := &file_parley_client_v1_client_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +953,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	mi := &file_parley_client_v1_client_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +966,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{11}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{12}
 }
 
 // ServerFrame is every frame the server sends.
@@ -923,6 +986,7 @@ type ServerFrame struct {
 	//	*ServerFrame_Resumed
 	//	*ServerFrame_Receipts
 	//	*ServerFrame_Typing
+	//	*ServerFrame_Presence
 	Frame         isServerFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -930,7 +994,7 @@ type ServerFrame struct {
 
 func (x *ServerFrame) Reset() {
 	*x = ServerFrame{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	mi := &file_parley_client_v1_client_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1006,7 @@ func (x *ServerFrame) String() string {
 func (*ServerFrame) ProtoMessage() {}
 
 func (x *ServerFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	mi := &file_parley_client_v1_client_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1019,7 @@ func (x *ServerFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerFrame.ProtoReflect.Descriptor instead.
 func (*ServerFrame) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{12}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ServerFrame) GetRequestId() string {
@@ -1062,6 +1126,15 @@ func (x *ServerFrame) GetTyping() *TypingBatch {
 	return nil
 }
 
+func (x *ServerFrame) GetPresence() *PresenceList {
+	if x != nil {
+		if x, ok := x.Frame.(*ServerFrame_Presence); ok {
+			return x.Presence
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Frame interface {
 	isServerFrame_Frame()
 }
@@ -1106,6 +1179,10 @@ type ServerFrame_Typing struct {
 	Typing *TypingBatch `protobuf:"bytes,19,opt,name=typing,proto3,oneof"`
 }
 
+type ServerFrame_Presence struct {
+	Presence *PresenceList `protobuf:"bytes,20,opt,name=presence,proto3,oneof"`
+}
+
 func (*ServerFrame_Authenticated) isServerFrame_Frame() {}
 
 func (*ServerFrame_Accepted) isServerFrame_Frame() {}
@@ -1126,6 +1203,8 @@ func (*ServerFrame_Receipts) isServerFrame_Frame() {}
 
 func (*ServerFrame_Typing) isServerFrame_Frame() {}
 
+func (*ServerFrame_Presence) isServerFrame_Frame() {}
+
 // Resumed ends the catch-up that Authenticate.resume asked for; its
 // request_id is the Authenticate frame's.
 type Resumed struct {
@@ -1144,7 +1223,7 @@ type Resumed struct {
 
 func (x *Resumed) Reset() {
 	*x = Resumed{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	mi := &file_parley_client_v1_client_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1235,7 @@ func (x *Resumed) String() string {
 func (*Resumed) ProtoMessage() {}
 
 func (x *Resumed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	mi := &file_parley_client_v1_client_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1248,7 @@ func (x *Resumed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resumed.ProtoReflect.Descriptor instead.
 func (*Resumed) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{13}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Resumed) GetCaughtUp() []*Cursor {
@@ -1198,7 +1277,7 @@ type Authenticated struct {
 
 func (x *Authenticated) Reset() {
 	*x = Authenticated{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	mi := &file_parley_client_v1_client_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1210,7 +1289,7 @@ func (x *Authenticated) String() string {
 func (*Authenticated) ProtoMessage() {}
 
 func (x *Authenticated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	mi := &file_parley_client_v1_client_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1223,7 +1302,7 @@ func (x *Authenticated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authenticated.ProtoReflect.Descriptor instead.
 func (*Authenticated) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{14}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Authenticated) GetUserId() string {
@@ -1262,7 +1341,7 @@ type Accepted struct {
 
 func (x *Accepted) Reset() {
 	*x = Accepted{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	mi := &file_parley_client_v1_client_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1274,7 +1353,7 @@ func (x *Accepted) String() string {
 func (*Accepted) ProtoMessage() {}
 
 func (x *Accepted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	mi := &file_parley_client_v1_client_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1287,7 +1366,7 @@ func (x *Accepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accepted.ProtoReflect.Descriptor instead.
 func (*Accepted) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{15}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Accepted) GetClientMsgId() string {
@@ -1329,7 +1408,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[16]
+	mi := &file_parley_client_v1_client_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1420,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[16]
+	mi := &file_parley_client_v1_client_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1433,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{16}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EventBatch) GetEvents() []*v1.Event {
@@ -1376,7 +1455,7 @@ type ConversationList struct {
 
 func (x *ConversationList) Reset() {
 	*x = ConversationList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[17]
+	mi := &file_parley_client_v1_client_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1388,7 +1467,7 @@ func (x *ConversationList) String() string {
 func (*ConversationList) ProtoMessage() {}
 
 func (x *ConversationList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[17]
+	mi := &file_parley_client_v1_client_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1401,7 +1480,7 @@ func (x *ConversationList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationList.ProtoReflect.Descriptor instead.
 func (*ConversationList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{17}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ConversationList) GetConversations() []*v1.Conversation {
@@ -1429,7 +1508,7 @@ type TypingBatch struct {
 
 func (x *TypingBatch) Reset() {
 	*x = TypingBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[18]
+	mi := &file_parley_client_v1_client_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1441,7 +1520,7 @@ func (x *TypingBatch) String() string {
 func (*TypingBatch) ProtoMessage() {}
 
 func (x *TypingBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[18]
+	mi := &file_parley_client_v1_client_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1454,12 +1533,57 @@ func (x *TypingBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingBatch.ProtoReflect.Descriptor instead.
 func (*TypingBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{18}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TypingBatch) GetTyping() []*v1.Typing {
 	if x != nil {
 		return x.Typing
+	}
+	return nil
+}
+
+// PresenceList answers GetPresence, one entry per user asked about.
+type PresenceList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Presence      []*v1.Presence         `protobuf:"bytes,1,rep,name=presence,proto3" json:"presence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceList) Reset() {
+	*x = PresenceList{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceList) ProtoMessage() {}
+
+func (x *PresenceList) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceList.ProtoReflect.Descriptor instead.
+func (*PresenceList) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *PresenceList) GetPresence() []*v1.Presence {
+	if x != nil {
+		return x.Presence
 	}
 	return nil
 }
@@ -1475,7 +1599,7 @@ type ReceiptBatch struct {
 
 func (x *ReceiptBatch) Reset() {
 	*x = ReceiptBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[19]
+	mi := &file_parley_client_v1_client_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1611,7 @@ func (x *ReceiptBatch) String() string {
 func (*ReceiptBatch) ProtoMessage() {}
 
 func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[19]
+	mi := &file_parley_client_v1_client_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1624,7 @@ func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptBatch.ProtoReflect.Descriptor instead.
 func (*ReceiptBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{19}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReceiptBatch) GetReceipts() []*v1.Receipt {
@@ -1523,7 +1647,7 @@ type HistoryPage struct {
 
 func (x *HistoryPage) Reset() {
 	*x = HistoryPage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[20]
+	mi := &file_parley_client_v1_client_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1659,7 @@ func (x *HistoryPage) String() string {
 func (*HistoryPage) ProtoMessage() {}
 
 func (x *HistoryPage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[20]
+	mi := &file_parley_client_v1_client_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1672,7 @@ func (x *HistoryPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryPage.ProtoReflect.Descriptor instead.
 func (*HistoryPage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{20}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HistoryPage) GetConversationId() string {
@@ -1589,7 +1713,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[21]
+	mi := &file_parley_client_v1_client_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1601,7 +1725,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[21]
+	mi := &file_parley_client_v1_client_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1614,7 +1738,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{21}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Error) GetCode() v1.ErrorCode {
@@ -1654,7 +1778,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[22]
+	mi := &file_parley_client_v1_client_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1666,7 +1790,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[22]
+	mi := &file_parley_client_v1_client_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1679,14 +1803,14 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{22}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{24}
 }
 
 var File_parley_client_v1_client_proto protoreflect.FileDescriptor
 
 const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\n" +
-	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x19parley/chat/v1/chat.proto\"\xc4\x05\n" +
+	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x19parley/chat/v1/chat.proto\"\x88\x06\n" +
 	"\vClientFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12D\n" +
@@ -1702,7 +1826,8 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x04ping\x18\x10 \x01(\v2\x16.parley.client.v1.PingH\x00R\x04ping\x12,\n" +
 	"\x04mark\x18\x11 \x01(\v2\x16.parley.client.v1.MarkH\x00R\x04mark\x12B\n" +
 	"\fget_receipts\x18\x12 \x01(\v2\x1d.parley.client.v1.GetReceiptsH\x00R\vgetReceipts\x125\n" +
-	"\x06typing\x18\x13 \x01(\v2\x1b.parley.client.v1.SetTypingH\x00R\x06typingB\a\n" +
+	"\x06typing\x18\x13 \x01(\v2\x1b.parley.client.v1.SetTypingH\x00R\x06typing\x12B\n" +
+	"\fget_presence\x18\x14 \x01(\v2\x1d.parley.client.v1.GetPresenceH\x00R\vgetPresenceB\a\n" +
 	"\x05frame\"s\n" +
 	"\fAuthenticate\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
@@ -1735,7 +1860,9 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\bread_seq\x18\x03 \x01(\x04R\areadSeq\"N\n" +
 	"\tSetTyping\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x18\n" +
-	"\astopped\x18\x02 \x01(\bR\astopped\"6\n" +
+	"\astopped\x18\x02 \x01(\bR\astopped\"(\n" +
+	"\vGetPresence\x12\x19\n" +
+	"\buser_ids\x18\x01 \x03(\tR\auserIds\"6\n" +
 	"\vGetReceipts\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\"\x9a\x01\n" +
 	"\n" +
@@ -1747,7 +1874,7 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x05limit\x18\x04 \x01(\rR\x05limitB\f\n" +
 	"\n" +
 	"_after_seq\"\x06\n" +
-	"\x04Ping\"\x84\x05\n" +
+	"\x04Ping\"\xc2\x05\n" +
 	"\vServerFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12G\n" +
@@ -1761,7 +1888,8 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x04pong\x18\x10 \x01(\v2\x16.parley.client.v1.PongH\x00R\x04pong\x125\n" +
 	"\aresumed\x18\x11 \x01(\v2\x19.parley.client.v1.ResumedH\x00R\aresumed\x12<\n" +
 	"\breceipts\x18\x12 \x01(\v2\x1e.parley.client.v1.ReceiptBatchH\x00R\breceipts\x127\n" +
-	"\x06typing\x18\x13 \x01(\v2\x1d.parley.client.v1.TypingBatchH\x00R\x06typingB\a\n" +
+	"\x06typing\x18\x13 \x01(\v2\x1d.parley.client.v1.TypingBatchH\x00R\x06typing\x12<\n" +
+	"\bpresence\x18\x14 \x01(\v2\x1e.parley.client.v1.PresenceListH\x00R\bpresenceB\a\n" +
 	"\x05frame\"r\n" +
 	"\aResumed\x125\n" +
 	"\tcaught_up\x18\x01 \x03(\v2\x18.parley.client.v1.CursorR\bcaughtUp\x120\n" +
@@ -1784,7 +1912,9 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\n" +
 	"sync_token\x18\x02 \x01(\tR\tsyncToken\"=\n" +
 	"\vTypingBatch\x12.\n" +
-	"\x06typing\x18\x01 \x03(\v2\x16.parley.chat.v1.TypingR\x06typing\"C\n" +
+	"\x06typing\x18\x01 \x03(\v2\x16.parley.chat.v1.TypingR\x06typing\"D\n" +
+	"\fPresenceList\x124\n" +
+	"\bpresence\x18\x01 \x03(\v2\x18.parley.chat.v1.PresenceR\bpresence\"C\n" +
 	"\fReceiptBatch\x123\n" +
 	"\breceipts\x18\x01 \x03(\v2\x17.parley.chat.v1.ReceiptR\breceipts\"\x80\x01\n" +
 	"\vHistoryPage\x12'\n" +
@@ -1810,7 +1940,7 @@ func file_parley_client_v1_client_proto_rawDescGZIP() []byte {
 	return file_parley_client_v1_client_proto_rawDescData
 }
 
-var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_parley_client_v1_client_proto_goTypes = []any{
 	(*ClientFrame)(nil),        // 0: parley.client.v1.ClientFrame
 	(*Authenticate)(nil),       // 1: parley.client.v1.Authenticate
@@ -1821,26 +1951,29 @@ var file_parley_client_v1_client_proto_goTypes = []any{
 	(*ListConversations)(nil),  // 6: parley.client.v1.ListConversations
 	(*Mark)(nil),               // 7: parley.client.v1.Mark
 	(*SetTyping)(nil),          // 8: parley.client.v1.SetTyping
-	(*GetReceipts)(nil),        // 9: parley.client.v1.GetReceipts
-	(*GetHistory)(nil),         // 10: parley.client.v1.GetHistory
-	(*Ping)(nil),               // 11: parley.client.v1.Ping
-	(*ServerFrame)(nil),        // 12: parley.client.v1.ServerFrame
-	(*Resumed)(nil),            // 13: parley.client.v1.Resumed
-	(*Authenticated)(nil),      // 14: parley.client.v1.Authenticated
-	(*Accepted)(nil),           // 15: parley.client.v1.Accepted
-	(*EventBatch)(nil),         // 16: parley.client.v1.EventBatch
-	(*ConversationList)(nil),   // 17: parley.client.v1.ConversationList
-	(*TypingBatch)(nil),        // 18: parley.client.v1.TypingBatch
-	(*ReceiptBatch)(nil),       // 19: parley.client.v1.ReceiptBatch
-	(*HistoryPage)(nil),        // 20: parley.client.v1.HistoryPage
-	(*Error)(nil),              // 21: parley.client.v1.Error
-	(*Pong)(nil),               // 22: parley.client.v1.Pong
-	(v1.ConversationKind)(0),   // 23: parley.chat.v1.ConversationKind
-	(*v1.Event)(nil),           // 24: parley.chat.v1.Event
-	(*v1.Conversation)(nil),    // 25: parley.chat.v1.Conversation
-	(*v1.Typing)(nil),          // 26: parley.chat.v1.Typing
-	(*v1.Receipt)(nil),         // 27: parley.chat.v1.Receipt
-	(v1.ErrorCode)(0),          // 28: parley.chat.v1.ErrorCode
+	(*GetPresence)(nil),        // 9: parley.client.v1.GetPresence
+	(*GetReceipts)(nil),        // 10: parley.client.v1.GetReceipts
+	(*GetHistory)(nil),         // 11: parley.client.v1.GetHistory
+	(*Ping)(nil),               // 12: parley.client.v1.Ping
+	(*ServerFrame)(nil),        // 13: parley.client.v1.ServerFrame
+	(*Resumed)(nil),            // 14: parley.client.v1.Resumed
+	(*Authenticated)(nil),      // 15: parley.client.v1.Authenticated
+	(*Accepted)(nil),           // 16: parley.client.v1.Accepted
+	(*EventBatch)(nil),         // 17: parley.client.v1.EventBatch
+	(*ConversationList)(nil),   // 18: parley.client.v1.ConversationList
+	(*TypingBatch)(nil),        // 19: parley.client.v1.TypingBatch
+	(*PresenceList)(nil),       // 20: parley.client.v1.PresenceList
+	(*ReceiptBatch)(nil),       // 21: parley.client.v1.ReceiptBatch
+	(*HistoryPage)(nil),        // 22: parley.client.v1.HistoryPage
+	(*Error)(nil),              // 23: parley.client.v1.Error
+	(*Pong)(nil),               // 24: parley.client.v1.Pong
+	(v1.ConversationKind)(0),   // 25: parley.chat.v1.ConversationKind
+	(*v1.Event)(nil),           // 26: parley.chat.v1.Event
+	(*v1.Conversation)(nil),    // 27: parley.chat.v1.Conversation
+	(*v1.Typing)(nil),          // 28: parley.chat.v1.Typing
+	(*v1.Presence)(nil),        // 29: parley.chat.v1.Presence
+	(*v1.Receipt)(nil),         // 30: parley.chat.v1.Receipt
+	(v1.ErrorCode)(0),          // 31: parley.chat.v1.ErrorCode
 }
 var file_parley_client_v1_client_proto_depIdxs = []int32{
 	1,  // 0: parley.client.v1.ClientFrame.authenticate:type_name -> parley.client.v1.Authenticate
@@ -1848,36 +1981,39 @@ var file_parley_client_v1_client_proto_depIdxs = []int32{
 	4,  // 2: parley.client.v1.ClientFrame.create_conversation:type_name -> parley.client.v1.CreateConversation
 	5,  // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
 	6,  // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
-	10, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
-	11, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
+	11, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
+	12, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
 	7,  // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
-	9,  // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
+	10, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
 	8,  // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
-	2,  // 10: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
-	23, // 11: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	14, // 12: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
-	15, // 13: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
-	16, // 14: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
-	17, // 15: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
-	20, // 16: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
-	21, // 17: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
-	22, // 18: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
-	13, // 19: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
-	19, // 20: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
-	18, // 21: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
-	2,  // 22: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
-	2,  // 23: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
-	24, // 24: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
-	25, // 25: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
-	26, // 26: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
-	27, // 27: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
-	24, // 28: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
-	28, // 29: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	9,  // 10: parley.client.v1.ClientFrame.get_presence:type_name -> parley.client.v1.GetPresence
+	2,  // 11: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
+	25, // 12: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	15, // 13: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
+	16, // 14: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
+	17, // 15: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
+	18, // 16: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
+	22, // 17: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
+	23, // 18: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
+	24, // 19: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
+	14, // 20: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
+	21, // 21: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
+	19, // 22: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
+	20, // 23: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
+	2,  // 24: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
+	2,  // 25: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
+	26, // 26: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
+	27, // 27: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
+	28, // 28: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
+	29, // 29: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
+	30, // 30: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
+	26, // 31: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
+	31, // 32: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_parley_client_v1_client_proto_init() }
@@ -1896,9 +2032,10 @@ func file_parley_client_v1_client_proto_init() {
 		(*ClientFrame_Mark)(nil),
 		(*ClientFrame_GetReceipts)(nil),
 		(*ClientFrame_Typing)(nil),
+		(*ClientFrame_GetPresence)(nil),
 	}
-	file_parley_client_v1_client_proto_msgTypes[10].OneofWrappers = []any{}
-	file_parley_client_v1_client_proto_msgTypes[12].OneofWrappers = []any{
+	file_parley_client_v1_client_proto_msgTypes[11].OneofWrappers = []any{}
+	file_parley_client_v1_client_proto_msgTypes[13].OneofWrappers = []any{
 		(*ServerFrame_Authenticated)(nil),
 		(*ServerFrame_Accepted)(nil),
 		(*ServerFrame_Events)(nil),
@@ -1909,6 +2046,7 @@ func file_parley_client_v1_client_proto_init() {
 		(*ServerFrame_Resumed)(nil),
 		(*ServerFrame_Receipts)(nil),
 		(*ServerFrame_Typing)(nil),
+		(*ServerFrame_Presence)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1916,7 +2054,7 @@ func file_parley_client_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_client_v1_client_proto_rawDesc), len(file_parley_client_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

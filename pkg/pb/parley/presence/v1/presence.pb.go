@@ -13,6 +13,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -364,11 +365,164 @@ func (x *UserLocation) GetPushAddresses() []string {
 	return nil
 }
 
+// StatusRequest names users.
+type StatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserIds       []string               `protobuf:"bytes,1,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusRequest) Reset() {
+	*x = StatusRequest{}
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusRequest) ProtoMessage() {}
+
+func (x *StatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
+func (*StatusRequest) Descriptor() ([]byte, []int) {
+	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *StatusRequest) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+// StatusResponse has an entry for each user asked about.
+type StatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Statuses      []*UserStatus          `protobuf:"bytes,1,rep,name=statuses,proto3" json:"statuses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusResponse) Reset() {
+	*x = StatusResponse{}
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusResponse) ProtoMessage() {}
+
+func (x *StatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
+func (*StatusResponse) Descriptor() ([]byte, []int) {
+	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *StatusResponse) GetStatuses() []*UserStatus {
+	if x != nil {
+		return x.Statuses
+	}
+	return nil
+}
+
+// UserStatus is one user's presence. last_seen is set for an offline user
+// this presence node saw online (when their last session ended, or their
+// edge's last heartbeat when it died).
+type UserStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Online        bool                   `protobuf:"varint,2,opt,name=online,proto3" json:"online,omitempty"`
+	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserStatus) Reset() {
+	*x = UserStatus{}
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserStatus) ProtoMessage() {}
+
+func (x *UserStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserStatus.ProtoReflect.Descriptor instead.
+func (*UserStatus) Descriptor() ([]byte, []int) {
+	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *UserStatus) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *UserStatus) GetOnline() bool {
+	if x != nil {
+		return x.Online
+	}
+	return false
+}
+
+func (x *UserStatus) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
 var File_parley_presence_v1_presence_proto protoreflect.FileDescriptor
 
 const file_parley_presence_v1_presence_proto_rawDesc = "" +
 	"\n" +
-	"!parley/presence/v1/presence.proto\x12\x12parley.presence.v1\x1a\x1egoogle/protobuf/duration.proto\"^\n" +
+	"!parley/presence/v1/presence.proto\x12\x12parley.presence.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n" +
 	"\aSession\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n" +
@@ -389,10 +543,20 @@ const file_parley_presence_v1_presence_proto_rawDesc = "" +
 	"\tlocations\x18\x01 \x03(\v2 .parley.presence.v1.UserLocationR\tlocations\"N\n" +
 	"\fUserLocation\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12%\n" +
-	"\x0epush_addresses\x18\x02 \x03(\tR\rpushAddresses2\xb3\x01\n" +
+	"\x0epush_addresses\x18\x02 \x03(\tR\rpushAddresses\"*\n" +
+	"\rStatusRequest\x12\x19\n" +
+	"\buser_ids\x18\x01 \x03(\tR\auserIds\"L\n" +
+	"\x0eStatusResponse\x12:\n" +
+	"\bstatuses\x18\x01 \x03(\v2\x1e.parley.presence.v1.UserStatusR\bstatuses\"v\n" +
+	"\n" +
+	"UserStatus\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
+	"\x06online\x18\x02 \x01(\bR\x06online\x127\n" +
+	"\tlast_seen\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen2\x84\x02\n" +
 	"\x0fPresenceService\x12O\n" +
 	"\x06Report\x12!.parley.presence.v1.ReportRequest\x1a\".parley.presence.v1.ReportResponse\x12O\n" +
-	"\x06Locate\x12!.parley.presence.v1.LocateRequest\x1a\".parley.presence.v1.LocateResponseBCZAgithub.com/parleychat/parley/pkg/pb/parley/presence/v1;presencev1b\x06proto3"
+	"\x06Locate\x12!.parley.presence.v1.LocateRequest\x1a\".parley.presence.v1.LocateResponse\x12O\n" +
+	"\x06Status\x12!.parley.presence.v1.StatusRequest\x1a\".parley.presence.v1.StatusResponseBCZAgithub.com/parleychat/parley/pkg/pb/parley/presence/v1;presencev1b\x06proto3"
 
 var (
 	file_parley_presence_v1_presence_proto_rawDescOnce sync.Once
@@ -406,29 +570,37 @@ func file_parley_presence_v1_presence_proto_rawDescGZIP() []byte {
 	return file_parley_presence_v1_presence_proto_rawDescData
 }
 
-var file_parley_presence_v1_presence_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_parley_presence_v1_presence_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_parley_presence_v1_presence_proto_goTypes = []any{
-	(*Session)(nil),             // 0: parley.presence.v1.Session
-	(*ReportRequest)(nil),       // 1: parley.presence.v1.ReportRequest
-	(*ReportResponse)(nil),      // 2: parley.presence.v1.ReportResponse
-	(*LocateRequest)(nil),       // 3: parley.presence.v1.LocateRequest
-	(*LocateResponse)(nil),      // 4: parley.presence.v1.LocateResponse
-	(*UserLocation)(nil),        // 5: parley.presence.v1.UserLocation
-	(*durationpb.Duration)(nil), // 6: google.protobuf.Duration
+	(*Session)(nil),               // 0: parley.presence.v1.Session
+	(*ReportRequest)(nil),         // 1: parley.presence.v1.ReportRequest
+	(*ReportResponse)(nil),        // 2: parley.presence.v1.ReportResponse
+	(*LocateRequest)(nil),         // 3: parley.presence.v1.LocateRequest
+	(*LocateResponse)(nil),        // 4: parley.presence.v1.LocateResponse
+	(*UserLocation)(nil),          // 5: parley.presence.v1.UserLocation
+	(*StatusRequest)(nil),         // 6: parley.presence.v1.StatusRequest
+	(*StatusResponse)(nil),        // 7: parley.presence.v1.StatusResponse
+	(*UserStatus)(nil),            // 8: parley.presence.v1.UserStatus
+	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_parley_presence_v1_presence_proto_depIdxs = []int32{
-	0, // 0: parley.presence.v1.ReportRequest.connected:type_name -> parley.presence.v1.Session
-	6, // 1: parley.presence.v1.ReportResponse.lease:type_name -> google.protobuf.Duration
-	5, // 2: parley.presence.v1.LocateResponse.locations:type_name -> parley.presence.v1.UserLocation
-	1, // 3: parley.presence.v1.PresenceService.Report:input_type -> parley.presence.v1.ReportRequest
-	3, // 4: parley.presence.v1.PresenceService.Locate:input_type -> parley.presence.v1.LocateRequest
-	2, // 5: parley.presence.v1.PresenceService.Report:output_type -> parley.presence.v1.ReportResponse
-	4, // 6: parley.presence.v1.PresenceService.Locate:output_type -> parley.presence.v1.LocateResponse
-	5, // [5:7] is the sub-list for method output_type
-	3, // [3:5] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	0,  // 0: parley.presence.v1.ReportRequest.connected:type_name -> parley.presence.v1.Session
+	9,  // 1: parley.presence.v1.ReportResponse.lease:type_name -> google.protobuf.Duration
+	5,  // 2: parley.presence.v1.LocateResponse.locations:type_name -> parley.presence.v1.UserLocation
+	8,  // 3: parley.presence.v1.StatusResponse.statuses:type_name -> parley.presence.v1.UserStatus
+	10, // 4: parley.presence.v1.UserStatus.last_seen:type_name -> google.protobuf.Timestamp
+	1,  // 5: parley.presence.v1.PresenceService.Report:input_type -> parley.presence.v1.ReportRequest
+	3,  // 6: parley.presence.v1.PresenceService.Locate:input_type -> parley.presence.v1.LocateRequest
+	6,  // 7: parley.presence.v1.PresenceService.Status:input_type -> parley.presence.v1.StatusRequest
+	2,  // 8: parley.presence.v1.PresenceService.Report:output_type -> parley.presence.v1.ReportResponse
+	4,  // 9: parley.presence.v1.PresenceService.Locate:output_type -> parley.presence.v1.LocateResponse
+	7,  // 10: parley.presence.v1.PresenceService.Status:output_type -> parley.presence.v1.StatusResponse
+	8,  // [8:11] is the sub-list for method output_type
+	5,  // [5:8] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_parley_presence_v1_presence_proto_init() }
@@ -442,7 +614,7 @@ func file_parley_presence_v1_presence_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_presence_v1_presence_proto_rawDesc), len(file_parley_presence_v1_presence_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

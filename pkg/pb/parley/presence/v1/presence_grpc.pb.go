@@ -24,6 +24,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	PresenceService_Report_FullMethodName = "/parley.presence.v1.PresenceService/Report"
 	PresenceService_Locate_FullMethodName = "/parley.presence.v1.PresenceService/Locate"
+	PresenceService_Status_FullMethodName = "/parley.presence.v1.PresenceService/Status"
 )
 
 // PresenceServiceClient is the client API for PresenceService service.
@@ -37,6 +38,9 @@ type PresenceServiceClient interface {
 	Report(ctx context.Context, in *ReportRequest, opts ...grpc.CallOption) (*ReportResponse, error)
 	// Locate answers which edge nodes hold sessions of the given users.
 	Locate(ctx context.Context, in *LocateRequest, opts ...grpc.CallOption) (*LocateResponse, error)
+	// Status answers whether users are online and, if not, when they were
+	// last seen.
+	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 }
 
 type presenceServiceClient struct {
@@ -67,6 +71,16 @@ func (c *presenceServiceClient) Locate(ctx context.Context, in *LocateRequest, o
 	return out, nil
 }
 
+func (c *presenceServiceClient) Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StatusResponse)
+	err := c.cc.Invoke(ctx, PresenceService_Status_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PresenceServiceServer is the server API for PresenceService service.
 // All implementations must embed UnimplementedPresenceServiceServer
 // for forward compatibility.
@@ -78,6 +92,9 @@ type PresenceServiceServer interface {
 	Report(context.Context, *ReportRequest) (*ReportResponse, error)
 	// Locate answers which edge nodes hold sessions of the given users.
 	Locate(context.Context, *LocateRequest) (*LocateResponse, error)
+	// Status answers whether users are online and, if not, when they were
+	// last seen.
+	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	mustEmbedUnimplementedPresenceServiceServer()
 }
 
@@ -93,6 +110,9 @@ func (UnimplementedPresenceServiceServer) Report(context.Context, *ReportRequest
 }
 func (UnimplementedPresenceServiceServer) Locate(context.Context, *LocateRequest) (*LocateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Locate not implemented")
+}
+func (UnimplementedPresenceServiceServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
 }
 func (UnimplementedPresenceServiceServer) mustEmbedUnimplementedPresenceServiceServer() {}
 func (UnimplementedPresenceServiceServer) testEmbeddedByValue()                         {}
@@ -151,6 +171,24 @@ func _PresenceService_Locate_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PresenceService_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PresenceServiceServer).Status(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PresenceService_Status_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PresenceServiceServer).Status(ctx, req.(*StatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PresenceService_ServiceDesc is the grpc.ServiceDesc for PresenceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -165,6 +203,10 @@ var PresenceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Locate",
 			Handler:    _PresenceService_Locate_Handler,
+		},
+		{
+			MethodName: "Status",
+			Handler:    _PresenceService_Status_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

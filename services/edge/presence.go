@@ -1,0 +1,103 @@
+package edge
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	persistencev1 "github.com/parleychat/parley/pkg/pb/parley/persistence/v1"
+	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
+)
+
+// MaxPresenceUsers bounds one get_presence.
+const MaxPresenceUsers = 200
+
+// coMembersCache keeps, per user, everyone they share a conversation with,
+// for membersTTL: the rule that only co-members may see each other's
+// presence is checked on every request, and recomputing it means reading
+// the user's conversation list.
+type coMembersCache struct {
+	mu sync.Mutex
+	m  map[string]coMembersEntry
+}
+
+type coMembersEntry struct {
+	users map[string]bool
+	at    time.Time
+}
+
+// coMembers is the set of users who share a conversation with user (user
+// included), from their most recent conversations (history.MaxLimit);
+// cached unless fresh is set.
+func (s *Service) coMembers(ctx context.Context, user string, fresh bool) (map[string]bool, error) {
+	now := time.Now()
+	s.coMembersCache.mu.Lock()
+	e, ok := s.coMembersCache.m[user]
+	s.coMembersCache.mu.Unlock()
+	if ok && !fresh && now.Sub(e.at) < membersTTL {
+		return e.users, nil
+	}
+	resp, err := s.persistence.Conversations(ctx, &persistencev1.ConversationsRequest{UserId: user, Limit: 200})
+	if err != nil {
+		return nil, err
+	}
+	users := map[string]bool{user: true}
+	for _, cv := range resp.GetConversations() {
+		for _, m := range cv.GetMemberIds() {
+			users[m] = true
+		}
+	}
+	s.coMembersCache.mu.Lock()
+	if s.coMembersCache.m == nil || len(s.coMembersCache.m) >= membersMax {
+		s.coMembersCache.m = map[string]coMembersEntry{}
+	}
+	s.coMembersCache.m[user] = coMembersEntry{users: users, at: now}
+	s.coMembersCache.mu.Unlock()
+	return users, nil
+}
+
+// presenceOf answers get_presence for the connection's user.
+func (c *conn) presenceOf(ctx context.Context, users []string) ([]*chatv1.Presence, error) {
+	if len(users) == 0 || len(users) > MaxPresenceUsers {
+		return nil, status.Errorf(codes.InvalidArgument, "ask about 1 to %d users", MaxPresenceUsers)
+	}
+	allowed, err := c.svc.coMembers(ctx, c.user, false)
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range users {
+		if !allowed[u] {
+			// A conversation may have been made since the cache was filled:
+			// a refusal is decided on a fresh read.
+			if allowed, err = c.svc.coMembers(ctx, c.user, true); err != nil {
+				return nil, err
+			}
+			break
+		}
+	}
+	for _, u := range users {
+		if !allowed[u] {
+			// The same answer whether or not the user exists: presence is
+			// private to the people one talks with.
+			return nil, status.Error(codes.PermissionDenied, fmt.Sprintf("you share no conversation with %q", u))
+		}
+	}
+	resp, err := c.svc.presence.Status(ctx, &presencev1.StatusRequest{UserIds: users})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*chatv1.Presence, 0, len(resp.GetStatuses()))
+	for _, st := range resp.GetStatuses() {
+		p := &chatv1.Presence{UserId: st.GetUserId(), State: chatv1.PresenceState_PRESENCE_STATE_OFFLINE, LastSeen: st.GetLastSeen()}
+		if st.GetOnline() {
+			p.State, p.LastSeen = chatv1.PresenceState_PRESENCE_STATE_ONLINE, nil
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
