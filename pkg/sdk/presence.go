@@ -20,3 +20,37 @@ func (c *Client) Presence(ctx context.Context, users ...string) ([]*chatv1.Prese
 	}
 	return resp.GetPresence().GetPresence(), nil
 }
+
+// WatchPresence replaces the users whose presence changes this client is
+// pushed on PresenceUpdates() (none with no users), and returns their
+// presence now. Changes come at most once per user per second. The watch
+// lasts as long as the connection: after a reconnect, watch again.
+func (c *Client) WatchPresence(ctx context.Context, users ...string) ([]*chatv1.Presence, error) {
+	resp, err := c.Do(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_WatchPresence{WatchPresence: &clientv1.WatchPresence{UserIds: users}}})
+	if err != nil {
+		return nil, err
+	}
+	if resp.GetPresence() == nil {
+		return nil, fmt.Errorf("unexpected answer %v", resp)
+	}
+	return resp.GetPresence().GetPresence(), nil
+}
+
+// PresenceUpdates delivers presence changes of watched users. The oldest
+// are dropped when the app does not keep up; Presence gives the current.
+func (c *Client) PresenceUpdates() <-chan *chatv1.Presence { return c.pos.presence }
+
+// SetIdle says whether the user is idle on this device (app in the
+// background): a user idle on every device shows away.
+func (c *Client) SetIdle(ctx context.Context, idle bool) error {
+	_, err := c.Do(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_SetIdle{SetIdle: &clientv1.SetIdle{Idle: idle}}})
+	return err
+}
+
+func (c *Client) onPresence(ps []*chatv1.Presence) {
+	c.pos.mu.Lock()
+	defer c.pos.mu.Unlock()
+	for _, p := range ps {
+		sendDropOldest(c.pos.presence, p)
+	}
+}

@@ -27,6 +27,7 @@ type positions struct {
 	updates  chan *chatv1.Receipt
 	statuses chan MessageStatus
 	typing   chan *chatv1.Typing
+	presence chan *chatv1.Presence
 
 	// mu guards tracker and loaded, and makes drop-oldest sends atomic.
 	mu      sync.Mutex
@@ -42,6 +43,7 @@ func newPositions() *positions {
 		updates:  make(chan *chatv1.Receipt, receiptBuffer),
 		statuses: make(chan MessageStatus, receiptBuffer),
 		typing:   make(chan *chatv1.Typing, receiptBuffer),
+		presence: make(chan *chatv1.Presence, receiptBuffer),
 		loaded:   map[string]bool{},
 	}
 }

@@ -264,6 +264,8 @@ func (c *Client) dispatch(cn *conn, f *clientv1.ServerFrame) error {
 		c.onReceipts(b.Receipts.GetReceipts())
 	case *clientv1.ServerFrame_Typing:
 		c.onTyping(b.Typing.GetTyping())
+	case *clientv1.ServerFrame_Presence:
+		c.onPresence(b.Presence.GetPresence())
 	}
 	return nil
 }

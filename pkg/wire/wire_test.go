@@ -86,6 +86,8 @@ func FuzzDecodeClient(f *testing.F) {
 		{RequestId: "8", Frame: &clientv1.ClientFrame_ListConversations{ListConversations: &clientv1.ListConversations{ChangedSince: "tok"}}},
 		{RequestId: "9", Frame: &clientv1.ClientFrame_Typing{Typing: &clientv1.SetTyping{ConversationId: "c", Stopped: true}}},
 		{RequestId: "10", Frame: &clientv1.ClientFrame_GetPresence{GetPresence: &clientv1.GetPresence{UserIds: []string{"bob", "carol"}}}},
+		{RequestId: "11", Frame: &clientv1.ClientFrame_WatchPresence{WatchPresence: &clientv1.WatchPresence{UserIds: []string{"bob"}}}},
+		{RequestId: "12", Frame: &clientv1.ClientFrame_SetIdle{SetIdle: &clientv1.SetIdle{Idle: true}}},
 	}
 	for _, s := range seeds {
 		b, _ := Encode(Binary, s)

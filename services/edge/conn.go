@@ -35,14 +35,15 @@ const (
 // item is one queued write: a frame, an event to be batched with its
 // neighbours into one EventBatch frame, or a receipt likewise.
 type item struct {
-	frame   *clientv1.ServerFrame
-	event   *chatv1.Event
-	receipt *chatv1.Receipt
-	typing  *chatv1.Typing
+	frame    *clientv1.ServerFrame
+	event    *chatv1.Event
+	receipt  *chatv1.Receipt
+	typing   *chatv1.Typing
+	presence *chatv1.Presence
 }
 
 // ephemeral items are state, not history: they may be shed.
-func (it item) ephemeral() bool { return it.receipt != nil || it.typing != nil }
+func (it item) ephemeral() bool { return it.receipt != nil || it.typing != nil || it.presence != nil }
 
 // conn is one client connection. Its read loop runs in its own goroutine
 // (the HTTP handler returns, releasing net/http's buffers); its writer
@@ -73,6 +74,13 @@ type conn struct {
 	ephemeral int
 	// lastTyping is when this connection last forwarded a typing indicator.
 	lastTyping time.Time
+	// idle is what the device last said with set_idle.
+	idle bool
+}
+
+// sessionLocked is the connection's session as presence knows it.
+func (c *conn) sessionLocked() *presencev1.Session {
+	return &presencev1.Session{SessionId: c.session, UserId: c.user, DeviceId: c.device, Idle: c.idle}
 }
 
 // readLoop serves an authenticated connection until it ends. It runs in a
@@ -199,6 +207,7 @@ func (c *conn) shutdown() {
 	c.mu.Unlock()
 	if c.session != "" {
 		c.svc.hub.remove(c)
+		c.svc.watchers.remove(c)
 		c.svc.reporter.disconnect(c.session)
 	}
 	c.ws.CloseNow()
@@ -265,6 +274,23 @@ func (c *conn) handle(ctx context.Context, f *clientv1.ClientFrame) *clientv1.Se
 			return errFrame(code, msg, "")
 		}
 		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Typing{Typing: &clientv1.TypingBatch{Typing: []*chatv1.Typing{ind}}}})
+	case *clientv1.ClientFrame_SetIdle:
+		c.mu.Lock()
+		changed := c.idle != b.SetIdle.GetIdle()
+		c.idle = b.SetIdle.GetIdle()
+		s := c.sessionLocked()
+		c.mu.Unlock()
+		if changed {
+			c.svc.reporter.update(s)
+		}
+		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Pong{Pong: &clientv1.Pong{}}})
+	case *clientv1.ClientFrame_WatchPresence:
+		ps, err := c.watch(ctx, b.WatchPresence.GetUserIds())
+		if err != nil {
+			code, msg := grpcError(err)
+			return errFrame(code, msg, "")
+		}
+		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Presence{Presence: &clientv1.PresenceList{Presence: ps}}})
 	case *clientv1.ClientFrame_GetPresence:
 		ps, err := c.presenceOf(ctx, b.GetPresence.GetUserIds())
 		if err != nil {
@@ -443,6 +469,7 @@ func (c *conn) writeLoop() {
 		var events []*chatv1.Event
 		var receipts []*chatv1.Receipt
 		var typing []*chatv1.Typing
+		var presence []*chatv1.Presence
 		flush := func() bool {
 			if len(events) > 0 {
 				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Events{Events: &clientv1.EventBatch{Events: events}}}
@@ -461,6 +488,13 @@ func (c *conn) writeLoop() {
 			if len(typing) > 0 {
 				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Typing{Typing: &clientv1.TypingBatch{Typing: typing}}}
 				typing = nil
+				if !c.writeNow(context.Background(), f) {
+					return false
+				}
+			}
+			if len(presence) > 0 {
+				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Presence{Presence: &clientv1.PresenceList{Presence: presence}}}
+				presence = nil
 				return c.writeNow(context.Background(), f)
 			}
 			return true
@@ -477,6 +511,10 @@ func (c *conn) writeLoop() {
 			}
 			if it.typing != nil {
 				typing = coalesceTyping(typing, it.typing)
+				continue
+			}
+			if it.presence != nil {
+				presence = coalescePresence(presence, it.presence)
 				continue
 			}
 			if ok = flush() && c.writeNow(context.Background(), it.frame); !ok {
@@ -518,6 +556,18 @@ func coalesceTyping(batch []*chatv1.Typing, t *chatv1.Typing) []*chatv1.Typing {
 		}
 	}
 	return append(batch, t)
+}
+
+// coalescePresence adds p to a batch, replacing an earlier state of the
+// same user.
+func coalescePresence(batch []*chatv1.Presence, p *chatv1.Presence) []*chatv1.Presence {
+	for i, b := range batch {
+		if b.GetUserId() == p.GetUserId() {
+			batch[i] = p
+			return batch
+		}
+	}
+	return append(batch, p)
 }
 
 func (c *conn) writeNow(ctx context.Context, f *clientv1.ServerFrame) bool {

@@ -136,6 +136,7 @@ type Service struct {
 	members  membersCache
 	// coMembersCache backs the presence privacy rule (presence.go).
 	coMembersCache coMembersCache
+	watchers       watchers
 	peersMu        sync.Mutex
 	peers          map[string]*grpc.ClientConn
 }
@@ -303,6 +304,7 @@ func (s *Service) Run(ctx context.Context) error {
 	reporterDone := make(chan struct{})
 	go func() { s.reporter.run(rctx); close(reporterDone) }()
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { s.watchLoop(gctx); return nil })
 	g.Go(func() error {
 		if err := s.http.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("edge http serve: %w", err)

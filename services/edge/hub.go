@@ -76,7 +76,9 @@ func (h *hub) sessions() []*presencev1.Session {
 	var out []*presencev1.Session
 	for _, set := range h.users {
 		for c := range set {
-			out = append(out, &presencev1.Session{SessionId: c.session, UserId: c.user, DeviceId: c.device})
+			c.mu.Lock()
+			out = append(out, c.sessionLocked())
+			c.mu.Unlock()
 		}
 	}
 	return out

@@ -93,11 +93,7 @@ func (c *conn) presenceOf(ctx context.Context, users []string) ([]*chatv1.Presen
 	}
 	out := make([]*chatv1.Presence, 0, len(resp.GetStatuses()))
 	for _, st := range resp.GetStatuses() {
-		p := &chatv1.Presence{UserId: st.GetUserId(), State: chatv1.PresenceState_PRESENCE_STATE_OFFLINE, LastSeen: st.GetLastSeen()}
-		if st.GetOnline() {
-			p.State, p.LastSeen = chatv1.PresenceState_PRESENCE_STATE_ONLINE, nil
-		}
-		out = append(out, p)
+		out = append(out, toPresence(st))
 	}
 	return out, nil
 }

@@ -52,6 +52,14 @@ func (r *reporter) disconnect(sessionID string) {
 	r.poke()
 }
 
+// update reports a session again, its idle flag flipped.
+func (r *reporter) update(s *presencev1.Session) {
+	r.mu.Lock()
+	r.connected = append(r.connected, s)
+	r.mu.Unlock()
+	r.poke()
+}
+
 func (r *reporter) poke() {
 	select {
 	case r.wake <- struct{}{}:

@@ -29,13 +29,15 @@ type Registry struct {
 	nodes map[string]*node
 	// users counts sessions per user per node: user -> node id -> count.
 	users map[string]map[string]int
+	// active counts, likewise, the sessions not idle.
+	active map[string]map[string]int
 	// lastSeen is when each user who went offline was last known online.
 	lastSeen map[string]time.Time
 }
 
 // NewRegistry returns an empty registry with the given node lease.
 func NewRegistry(lease time.Duration, now func() time.Time) *Registry {
-	return &Registry{lease: lease, now: now, nodes: map[string]*node{}, users: map[string]map[string]int{}, lastSeen: map[string]time.Time{}}
+	return &Registry{lease: lease, now: now, nodes: map[string]*node{}, users: map[string]map[string]int{}, active: map[string]map[string]int{}, lastSeen: map[string]time.Time{}}
 }
 
 // Report applies one node's report and renews its lease. It returns false
@@ -57,16 +59,22 @@ func (r *Registry) Report(req *presencev1.ReportRequest) bool {
 		}
 	}
 	for _, s := range req.GetConnected() {
-		if _, dup := n.sessions[s.GetSessionId()]; dup {
+		if old, dup := n.sessions[s.GetSessionId()]; dup {
+			// Reported again: its idle flag flipped.
+			n.sessions[s.GetSessionId()] = s
+			switch {
+			case old.GetIdle() && !s.GetIdle():
+				r.count(r.active, s.GetUserId(), req.GetNodeId(), 1)
+			case !old.GetIdle() && s.GetIdle():
+				r.count(r.active, s.GetUserId(), req.GetNodeId(), -1)
+			}
 			continue
 		}
 		n.sessions[s.GetSessionId()] = s
-		byNode := r.users[s.GetUserId()]
-		if byNode == nil {
-			byNode = map[string]int{}
-			r.users[s.GetUserId()] = byNode
+		r.count(r.users, s.GetUserId(), req.GetNodeId(), 1)
+		if !s.GetIdle() {
+			r.count(r.active, s.GetUserId(), req.GetNodeId(), 1)
 		}
-		byNode[req.GetNodeId()]++
 	}
 	for _, id := range req.GetDisconnectedSessionIds() {
 		r.removeLocked(req.GetNodeId(), n, id, r.now())
@@ -81,17 +89,29 @@ func (r *Registry) removeLocked(nodeID string, n *node, sessionID string, at tim
 		return
 	}
 	delete(n.sessions, sessionID)
-	byNode := r.users[s.GetUserId()]
-	if byNode[nodeID]--; byNode[nodeID] <= 0 {
-		delete(byNode, nodeID)
-	}
-	if len(byNode) == 0 {
-		delete(r.users, s.GetUserId())
+	r.count(r.users, s.GetUserId(), nodeID, -1)
+	if !s.GetIdle() {
+		r.count(r.active, s.GetUserId(), nodeID, -1)
 	}
 	// Every session that ends moves the user's last seen: their other
 	// sessions may be on a node that died earlier.
 	if at.After(r.lastSeen[s.GetUserId()]) {
 		r.lastSeen[s.GetUserId()] = at
+	}
+}
+
+// count adds d to counts[user][node], dropping zeros.
+func (r *Registry) count(counts map[string]map[string]int, user, node string, d int) {
+	byNode := counts[user]
+	if byNode == nil {
+		byNode = map[string]int{}
+		counts[user] = byNode
+	}
+	if byNode[node] += d; byNode[node] <= 0 {
+		delete(byNode, node)
+	}
+	if len(byNode) == 0 {
+		delete(counts, user)
 	}
 }
 
@@ -148,6 +168,7 @@ func (r *Registry) Status(users []string) []*presencev1.UserStatus {
 	for _, u := range users {
 		st := &presencev1.UserStatus{UserId: u}
 		var seen time.Time
+		active := false
 		for nodeID := range r.users[u] {
 			n := r.nodes[nodeID]
 			if n == nil {
@@ -155,12 +176,14 @@ func (r *Registry) Status(users []string) []*presencev1.UserStatus {
 			}
 			if !now.After(n.expires) {
 				st.Online = true
-				break
+				active = active || r.active[u][nodeID] > 0
+				continue
 			}
 			if t := n.expires.Add(-r.lease); t.After(seen) {
 				seen = t
 			}
 		}
+		st.Away = st.Online && !active
 		if !st.Online {
 			if t, ok := r.lastSeen[u]; ok && t.After(seen) {
 				seen = t

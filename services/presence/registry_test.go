@@ -117,3 +117,39 @@ func TestStatus(t *testing.T) {
 		t.Fatalf("after expire: %q", got)
 	}
 }
+
+// TestAway: a user idle on every live device is away; one active device
+// makes them online; idleness is reported by reporting the session again.
+func TestAway(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	r := NewRegistry(10*time.Second, c.now)
+	idle := func(id string, v bool) *presencev1.Session {
+		s := sess(id, "bob")
+		s.Idle = v
+		return s
+	}
+	st := func() string {
+		s := r.Status([]string{"bob"})[0]
+		return fmt.Sprintf("online=%v away=%v", s.GetOnline(), s.GetAway())
+	}
+	r.Report(&presencev1.ReportRequest{NodeId: "e1", PushAddress: "a1", Snapshot: true, Connected: []*presencev1.Session{idle("s1", false), idle("s2", false)}})
+	r.Report(&presencev1.ReportRequest{NodeId: "e1", PushAddress: "a1", Connected: []*presencev1.Session{idle("s1", true)}})
+	if got := st(); got != "online=true away=false" {
+		t.Fatalf("one of two idle: %s", got)
+	}
+	r.Report(&presencev1.ReportRequest{NodeId: "e1", PushAddress: "a1", Connected: []*presencev1.Session{idle("s2", true)}})
+	if got := st(); got != "online=true away=true" {
+		t.Fatalf("both idle: %s", got)
+	}
+	r.Report(&presencev1.ReportRequest{NodeId: "e1", PushAddress: "a1", Connected: []*presencev1.Session{idle("s1", false)}})
+	if got := st(); got != "online=true away=false" {
+		t.Fatalf("back: %s", got)
+	}
+	if got := addrs(r.Locate([]string{"bob"})); got != "bob@[a1] " {
+		t.Fatalf("a re-reported session counted twice? locate %q", got)
+	}
+	r.Report(&presencev1.ReportRequest{NodeId: "e1", PushAddress: "a1", DisconnectedSessionIds: []string{"s1", "s2"}})
+	if got := st(); got != "online=false away=false" {
+		t.Fatalf("gone: %s", got)
+	}
+}

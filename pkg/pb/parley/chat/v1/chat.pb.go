@@ -183,7 +183,7 @@ const (
 	PresenceState_PRESENCE_STATE_UNSPECIFIED PresenceState = 0
 	// At least one device connected.
 	PresenceState_PRESENCE_STATE_ONLINE PresenceState = 1
-	// Connected but idle (not reported yet).
+	// Connected, but every device says it is idle.
 	PresenceState_PRESENCE_STATE_AWAY PresenceState = 2
 	// No device connected; last_seen says since when, if known.
 	PresenceState_PRESENCE_STATE_OFFLINE PresenceState = 3

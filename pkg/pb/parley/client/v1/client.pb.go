@@ -45,6 +45,8 @@ type ClientFrame struct {
 	//	*ClientFrame_GetReceipts
 	//	*ClientFrame_Typing
 	//	*ClientFrame_GetPresence
+	//	*ClientFrame_WatchPresence
+	//	*ClientFrame_SetIdle
 	Frame         isClientFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -193,6 +195,24 @@ func (x *ClientFrame) GetGetPresence() *GetPresence {
 	return nil
 }
 
+func (x *ClientFrame) GetWatchPresence() *WatchPresence {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_WatchPresence); ok {
+			return x.WatchPresence
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetSetIdle() *SetIdle {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_SetIdle); ok {
+			return x.SetIdle
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Frame interface {
 	isClientFrame_Frame()
 }
@@ -241,6 +261,14 @@ type ClientFrame_GetPresence struct {
 	GetPresence *GetPresence `protobuf:"bytes,20,opt,name=get_presence,json=getPresence,proto3,oneof"`
 }
 
+type ClientFrame_WatchPresence struct {
+	WatchPresence *WatchPresence `protobuf:"bytes,21,opt,name=watch_presence,json=watchPresence,proto3,oneof"`
+}
+
+type ClientFrame_SetIdle struct {
+	SetIdle *SetIdle `protobuf:"bytes,22,opt,name=set_idle,json=setIdle,proto3,oneof"`
+}
+
 func (*ClientFrame_Authenticate) isClientFrame_Frame() {}
 
 func (*ClientFrame_SendMessage) isClientFrame_Frame() {}
@@ -262,6 +290,10 @@ func (*ClientFrame_GetReceipts) isClientFrame_Frame() {}
 func (*ClientFrame_Typing) isClientFrame_Frame() {}
 
 func (*ClientFrame_GetPresence) isClientFrame_Frame() {}
+
+func (*ClientFrame_WatchPresence) isClientFrame_Frame() {}
+
+func (*ClientFrame_SetIdle) isClientFrame_Frame() {}
 
 // Authenticate presents a JWT whose subject is the user id.
 type Authenticate struct {
@@ -813,6 +845,102 @@ func (x *GetPresence) GetUserIds() []string {
 	return nil
 }
 
+// WatchPresence replaces the set of users whose presence changes this
+// connection is pushed (empty: none); the same co-member rule and bound as
+// GetPresence. The answer is their presence now; after it, presence frames
+// carry changes, at most one per user per second (a user flapping faster
+// shows only where they settled).
+type WatchPresence struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserIds       []string               `protobuf:"bytes,1,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchPresence) Reset() {
+	*x = WatchPresence{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPresence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPresence) ProtoMessage() {}
+
+func (x *WatchPresence) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPresence.ProtoReflect.Descriptor instead.
+func (*WatchPresence) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *WatchPresence) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+// SetIdle says whether the user is idle on this device (app in the
+// background, screen locked): a user idle on every device shows away.
+// Answered with pong.
+type SetIdle struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Idle          bool                   `protobuf:"varint,1,opt,name=idle,proto3" json:"idle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetIdle) Reset() {
+	*x = SetIdle{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetIdle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetIdle) ProtoMessage() {}
+
+func (x *SetIdle) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetIdle.ProtoReflect.Descriptor instead.
+func (*SetIdle) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SetIdle) GetIdle() bool {
+	if x != nil {
+		return x.Idle
+	}
+	return false
+}
+
 // GetReceipts asks for every device position in a conversation, from which
 // a client derives per-message status: delivered to N devices, read by M
 // members.
@@ -825,7 +953,7 @@ type GetReceipts struct {
 
 func (x *GetReceipts) Reset() {
 	*x = GetReceipts{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	mi := &file_parley_client_v1_client_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +965,7 @@ func (x *GetReceipts) String() string {
 func (*GetReceipts) ProtoMessage() {}
 
 func (x *GetReceipts) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	mi := &file_parley_client_v1_client_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +978,7 @@ func (x *GetReceipts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReceipts.ProtoReflect.Descriptor instead.
 func (*GetReceipts) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{10}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetReceipts) GetConversationId() string {
@@ -876,7 +1004,7 @@ type GetHistory struct {
 
 func (x *GetHistory) Reset() {
 	*x = GetHistory{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	mi := &file_parley_client_v1_client_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +1016,7 @@ func (x *GetHistory) String() string {
 func (*GetHistory) ProtoMessage() {}
 
 func (x *GetHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	mi := &file_parley_client_v1_client_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +1029,7 @@ func (x *GetHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistory.ProtoReflect.Descriptor instead.
 func (*GetHistory) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{11}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetHistory) GetConversationId() string {
@@ -941,7 +1069,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	mi := &file_parley_client_v1_client_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1081,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	mi := &file_parley_client_v1_client_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1094,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{12}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{14}
 }
 
 // ServerFrame is every frame the server sends.
@@ -994,7 +1122,7 @@ type ServerFrame struct {
 
 func (x *ServerFrame) Reset() {
 	*x = ServerFrame{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	mi := &file_parley_client_v1_client_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1006,7 +1134,7 @@ func (x *ServerFrame) String() string {
 func (*ServerFrame) ProtoMessage() {}
 
 func (x *ServerFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	mi := &file_parley_client_v1_client_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,7 +1147,7 @@ func (x *ServerFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerFrame.ProtoReflect.Descriptor instead.
 func (*ServerFrame) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{13}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ServerFrame) GetRequestId() string {
@@ -1223,7 +1351,7 @@ type Resumed struct {
 
 func (x *Resumed) Reset() {
 	*x = Resumed{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	mi := &file_parley_client_v1_client_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1363,7 @@ func (x *Resumed) String() string {
 func (*Resumed) ProtoMessage() {}
 
 func (x *Resumed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	mi := &file_parley_client_v1_client_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1376,7 @@ func (x *Resumed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resumed.ProtoReflect.Descriptor instead.
 func (*Resumed) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{14}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Resumed) GetCaughtUp() []*Cursor {
@@ -1277,7 +1405,7 @@ type Authenticated struct {
 
 func (x *Authenticated) Reset() {
 	*x = Authenticated{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	mi := &file_parley_client_v1_client_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1417,7 @@ func (x *Authenticated) String() string {
 func (*Authenticated) ProtoMessage() {}
 
 func (x *Authenticated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	mi := &file_parley_client_v1_client_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1430,7 @@ func (x *Authenticated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authenticated.ProtoReflect.Descriptor instead.
 func (*Authenticated) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{15}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Authenticated) GetUserId() string {
@@ -1341,7 +1469,7 @@ type Accepted struct {
 
 func (x *Accepted) Reset() {
 	*x = Accepted{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[16]
+	mi := &file_parley_client_v1_client_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1481,7 @@ func (x *Accepted) String() string {
 func (*Accepted) ProtoMessage() {}
 
 func (x *Accepted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[16]
+	mi := &file_parley_client_v1_client_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1494,7 @@ func (x *Accepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accepted.ProtoReflect.Descriptor instead.
 func (*Accepted) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{16}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Accepted) GetClientMsgId() string {
@@ -1408,7 +1536,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[17]
+	mi := &file_parley_client_v1_client_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1548,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[17]
+	mi := &file_parley_client_v1_client_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1561,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{17}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EventBatch) GetEvents() []*v1.Event {
@@ -1455,7 +1583,7 @@ type ConversationList struct {
 
 func (x *ConversationList) Reset() {
 	*x = ConversationList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[18]
+	mi := &file_parley_client_v1_client_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1467,7 +1595,7 @@ func (x *ConversationList) String() string {
 func (*ConversationList) ProtoMessage() {}
 
 func (x *ConversationList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[18]
+	mi := &file_parley_client_v1_client_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1480,7 +1608,7 @@ func (x *ConversationList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationList.ProtoReflect.Descriptor instead.
 func (*ConversationList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{18}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ConversationList) GetConversations() []*v1.Conversation {
@@ -1508,7 +1636,7 @@ type TypingBatch struct {
 
 func (x *TypingBatch) Reset() {
 	*x = TypingBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[19]
+	mi := &file_parley_client_v1_client_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1520,7 +1648,7 @@ func (x *TypingBatch) String() string {
 func (*TypingBatch) ProtoMessage() {}
 
 func (x *TypingBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[19]
+	mi := &file_parley_client_v1_client_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1533,7 +1661,7 @@ func (x *TypingBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingBatch.ProtoReflect.Descriptor instead.
 func (*TypingBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{19}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TypingBatch) GetTyping() []*v1.Typing {
@@ -1543,7 +1671,8 @@ func (x *TypingBatch) GetTyping() []*v1.Typing {
 	return nil
 }
 
-// PresenceList answers GetPresence, one entry per user asked about.
+// PresenceList answers GetPresence and WatchPresence, one entry per user
+// asked about, and is pushed with changes of watched users.
 type PresenceList struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Presence      []*v1.Presence         `protobuf:"bytes,1,rep,name=presence,proto3" json:"presence,omitempty"`
@@ -1553,7 +1682,7 @@ type PresenceList struct {
 
 func (x *PresenceList) Reset() {
 	*x = PresenceList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[20]
+	mi := &file_parley_client_v1_client_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +1694,7 @@ func (x *PresenceList) String() string {
 func (*PresenceList) ProtoMessage() {}
 
 func (x *PresenceList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[20]
+	mi := &file_parley_client_v1_client_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +1707,7 @@ func (x *PresenceList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceList.ProtoReflect.Descriptor instead.
 func (*PresenceList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{20}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PresenceList) GetPresence() []*v1.Presence {
@@ -1599,7 +1728,7 @@ type ReceiptBatch struct {
 
 func (x *ReceiptBatch) Reset() {
 	*x = ReceiptBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[21]
+	mi := &file_parley_client_v1_client_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1611,7 +1740,7 @@ func (x *ReceiptBatch) String() string {
 func (*ReceiptBatch) ProtoMessage() {}
 
 func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[21]
+	mi := &file_parley_client_v1_client_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1624,7 +1753,7 @@ func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptBatch.ProtoReflect.Descriptor instead.
 func (*ReceiptBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{21}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReceiptBatch) GetReceipts() []*v1.Receipt {
@@ -1647,7 +1776,7 @@ type HistoryPage struct {
 
 func (x *HistoryPage) Reset() {
 	*x = HistoryPage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[22]
+	mi := &file_parley_client_v1_client_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1659,7 +1788,7 @@ func (x *HistoryPage) String() string {
 func (*HistoryPage) ProtoMessage() {}
 
 func (x *HistoryPage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[22]
+	mi := &file_parley_client_v1_client_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1672,7 +1801,7 @@ func (x *HistoryPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryPage.ProtoReflect.Descriptor instead.
 func (*HistoryPage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{22}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *HistoryPage) GetConversationId() string {
@@ -1713,7 +1842,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[23]
+	mi := &file_parley_client_v1_client_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1725,7 +1854,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[23]
+	mi := &file_parley_client_v1_client_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1738,7 +1867,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{23}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Error) GetCode() v1.ErrorCode {
@@ -1778,7 +1907,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[24]
+	mi := &file_parley_client_v1_client_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +1919,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[24]
+	mi := &file_parley_client_v1_client_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,14 +1932,14 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{24}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{26}
 }
 
 var File_parley_client_v1_client_proto protoreflect.FileDescriptor
 
 const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\n" +
-	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x19parley/chat/v1/chat.proto\"\x88\x06\n" +
+	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x19parley/chat/v1/chat.proto\"\x8a\a\n" +
 	"\vClientFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12D\n" +
@@ -1827,7 +1956,9 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x04mark\x18\x11 \x01(\v2\x16.parley.client.v1.MarkH\x00R\x04mark\x12B\n" +
 	"\fget_receipts\x18\x12 \x01(\v2\x1d.parley.client.v1.GetReceiptsH\x00R\vgetReceipts\x125\n" +
 	"\x06typing\x18\x13 \x01(\v2\x1b.parley.client.v1.SetTypingH\x00R\x06typing\x12B\n" +
-	"\fget_presence\x18\x14 \x01(\v2\x1d.parley.client.v1.GetPresenceH\x00R\vgetPresenceB\a\n" +
+	"\fget_presence\x18\x14 \x01(\v2\x1d.parley.client.v1.GetPresenceH\x00R\vgetPresence\x12H\n" +
+	"\x0ewatch_presence\x18\x15 \x01(\v2\x1f.parley.client.v1.WatchPresenceH\x00R\rwatchPresence\x126\n" +
+	"\bset_idle\x18\x16 \x01(\v2\x19.parley.client.v1.SetIdleH\x00R\asetIdleB\a\n" +
 	"\x05frame\"s\n" +
 	"\fAuthenticate\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
@@ -1862,7 +1993,11 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x18\n" +
 	"\astopped\x18\x02 \x01(\bR\astopped\"(\n" +
 	"\vGetPresence\x12\x19\n" +
-	"\buser_ids\x18\x01 \x03(\tR\auserIds\"6\n" +
+	"\buser_ids\x18\x01 \x03(\tR\auserIds\"*\n" +
+	"\rWatchPresence\x12\x19\n" +
+	"\buser_ids\x18\x01 \x03(\tR\auserIds\"\x1d\n" +
+	"\aSetIdle\x12\x12\n" +
+	"\x04idle\x18\x01 \x01(\bR\x04idle\"6\n" +
 	"\vGetReceipts\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\"\x9a\x01\n" +
 	"\n" +
@@ -1940,7 +2075,7 @@ func file_parley_client_v1_client_proto_rawDescGZIP() []byte {
 	return file_parley_client_v1_client_proto_rawDescData
 }
 
-var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_parley_client_v1_client_proto_goTypes = []any{
 	(*ClientFrame)(nil),        // 0: parley.client.v1.ClientFrame
 	(*Authenticate)(nil),       // 1: parley.client.v1.Authenticate
@@ -1952,28 +2087,30 @@ var file_parley_client_v1_client_proto_goTypes = []any{
 	(*Mark)(nil),               // 7: parley.client.v1.Mark
 	(*SetTyping)(nil),          // 8: parley.client.v1.SetTyping
 	(*GetPresence)(nil),        // 9: parley.client.v1.GetPresence
-	(*GetReceipts)(nil),        // 10: parley.client.v1.GetReceipts
-	(*GetHistory)(nil),         // 11: parley.client.v1.GetHistory
-	(*Ping)(nil),               // 12: parley.client.v1.Ping
-	(*ServerFrame)(nil),        // 13: parley.client.v1.ServerFrame
-	(*Resumed)(nil),            // 14: parley.client.v1.Resumed
-	(*Authenticated)(nil),      // 15: parley.client.v1.Authenticated
-	(*Accepted)(nil),           // 16: parley.client.v1.Accepted
-	(*EventBatch)(nil),         // 17: parley.client.v1.EventBatch
-	(*ConversationList)(nil),   // 18: parley.client.v1.ConversationList
-	(*TypingBatch)(nil),        // 19: parley.client.v1.TypingBatch
-	(*PresenceList)(nil),       // 20: parley.client.v1.PresenceList
-	(*ReceiptBatch)(nil),       // 21: parley.client.v1.ReceiptBatch
-	(*HistoryPage)(nil),        // 22: parley.client.v1.HistoryPage
-	(*Error)(nil),              // 23: parley.client.v1.Error
-	(*Pong)(nil),               // 24: parley.client.v1.Pong
-	(v1.ConversationKind)(0),   // 25: parley.chat.v1.ConversationKind
-	(*v1.Event)(nil),           // 26: parley.chat.v1.Event
-	(*v1.Conversation)(nil),    // 27: parley.chat.v1.Conversation
-	(*v1.Typing)(nil),          // 28: parley.chat.v1.Typing
-	(*v1.Presence)(nil),        // 29: parley.chat.v1.Presence
-	(*v1.Receipt)(nil),         // 30: parley.chat.v1.Receipt
-	(v1.ErrorCode)(0),          // 31: parley.chat.v1.ErrorCode
+	(*WatchPresence)(nil),      // 10: parley.client.v1.WatchPresence
+	(*SetIdle)(nil),            // 11: parley.client.v1.SetIdle
+	(*GetReceipts)(nil),        // 12: parley.client.v1.GetReceipts
+	(*GetHistory)(nil),         // 13: parley.client.v1.GetHistory
+	(*Ping)(nil),               // 14: parley.client.v1.Ping
+	(*ServerFrame)(nil),        // 15: parley.client.v1.ServerFrame
+	(*Resumed)(nil),            // 16: parley.client.v1.Resumed
+	(*Authenticated)(nil),      // 17: parley.client.v1.Authenticated
+	(*Accepted)(nil),           // 18: parley.client.v1.Accepted
+	(*EventBatch)(nil),         // 19: parley.client.v1.EventBatch
+	(*ConversationList)(nil),   // 20: parley.client.v1.ConversationList
+	(*TypingBatch)(nil),        // 21: parley.client.v1.TypingBatch
+	(*PresenceList)(nil),       // 22: parley.client.v1.PresenceList
+	(*ReceiptBatch)(nil),       // 23: parley.client.v1.ReceiptBatch
+	(*HistoryPage)(nil),        // 24: parley.client.v1.HistoryPage
+	(*Error)(nil),              // 25: parley.client.v1.Error
+	(*Pong)(nil),               // 26: parley.client.v1.Pong
+	(v1.ConversationKind)(0),   // 27: parley.chat.v1.ConversationKind
+	(*v1.Event)(nil),           // 28: parley.chat.v1.Event
+	(*v1.Conversation)(nil),    // 29: parley.chat.v1.Conversation
+	(*v1.Typing)(nil),          // 30: parley.chat.v1.Typing
+	(*v1.Presence)(nil),        // 31: parley.chat.v1.Presence
+	(*v1.Receipt)(nil),         // 32: parley.chat.v1.Receipt
+	(v1.ErrorCode)(0),          // 33: parley.chat.v1.ErrorCode
 }
 var file_parley_client_v1_client_proto_depIdxs = []int32{
 	1,  // 0: parley.client.v1.ClientFrame.authenticate:type_name -> parley.client.v1.Authenticate
@@ -1981,39 +2118,41 @@ var file_parley_client_v1_client_proto_depIdxs = []int32{
 	4,  // 2: parley.client.v1.ClientFrame.create_conversation:type_name -> parley.client.v1.CreateConversation
 	5,  // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
 	6,  // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
-	11, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
-	12, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
+	13, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
+	14, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
 	7,  // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
-	10, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
+	12, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
 	8,  // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
 	9,  // 10: parley.client.v1.ClientFrame.get_presence:type_name -> parley.client.v1.GetPresence
-	2,  // 11: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
-	25, // 12: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	15, // 13: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
-	16, // 14: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
-	17, // 15: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
-	18, // 16: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
-	22, // 17: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
-	23, // 18: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
-	24, // 19: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
-	14, // 20: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
-	21, // 21: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
-	19, // 22: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
-	20, // 23: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
-	2,  // 24: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
-	2,  // 25: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
-	26, // 26: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
-	27, // 27: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
-	28, // 28: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
-	29, // 29: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
-	30, // 30: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
-	26, // 31: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
-	31, // 32: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	10, // 11: parley.client.v1.ClientFrame.watch_presence:type_name -> parley.client.v1.WatchPresence
+	11, // 12: parley.client.v1.ClientFrame.set_idle:type_name -> parley.client.v1.SetIdle
+	2,  // 13: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
+	27, // 14: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	17, // 15: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
+	18, // 16: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
+	19, // 17: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
+	20, // 18: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
+	24, // 19: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
+	25, // 20: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
+	26, // 21: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
+	16, // 22: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
+	23, // 23: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
+	21, // 24: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
+	22, // 25: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
+	2,  // 26: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
+	2,  // 27: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
+	28, // 28: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
+	29, // 29: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
+	30, // 30: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
+	31, // 31: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
+	32, // 32: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
+	28, // 33: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
+	33, // 34: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
+	35, // [35:35] is the sub-list for method output_type
+	35, // [35:35] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_parley_client_v1_client_proto_init() }
@@ -2033,9 +2172,11 @@ func file_parley_client_v1_client_proto_init() {
 		(*ClientFrame_GetReceipts)(nil),
 		(*ClientFrame_Typing)(nil),
 		(*ClientFrame_GetPresence)(nil),
+		(*ClientFrame_WatchPresence)(nil),
+		(*ClientFrame_SetIdle)(nil),
 	}
-	file_parley_client_v1_client_proto_msgTypes[11].OneofWrappers = []any{}
-	file_parley_client_v1_client_proto_msgTypes[13].OneofWrappers = []any{
+	file_parley_client_v1_client_proto_msgTypes[13].OneofWrappers = []any{}
+	file_parley_client_v1_client_proto_msgTypes[15].OneofWrappers = []any{
 		(*ServerFrame_Authenticated)(nil),
 		(*ServerFrame_Accepted)(nil),
 		(*ServerFrame_Events)(nil),
@@ -2054,7 +2195,7 @@ func file_parley_client_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_client_v1_client_proto_rawDesc), len(file_parley_client_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

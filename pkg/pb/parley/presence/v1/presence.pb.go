@@ -28,10 +28,13 @@ const (
 
 // Session is one authenticated connection.
 type Session struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	DeviceId      string                 `protobuf:"bytes,3,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	UserId    string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId  string                 `protobuf:"bytes,3,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// idle: the device says its user is not using it (app in the
+	// background, screen locked). Reported again as connected when it flips.
+	Idle          bool `protobuf:"varint,4,opt,name=idle,proto3" json:"idle,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -85,6 +88,13 @@ func (x *Session) GetDeviceId() string {
 		return x.DeviceId
 	}
 	return ""
+}
+
+func (x *Session) GetIdle() bool {
+	if x != nil {
+		return x.Idle
+	}
+	return false
 }
 
 // ReportRequest carries changes since the node's previous report, or every
@@ -459,10 +469,12 @@ func (x *StatusResponse) GetStatuses() []*UserStatus {
 // this presence node saw online (when their last session ended, or their
 // edge's last heartbeat when it died).
 type UserStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	Online        bool                   `protobuf:"varint,2,opt,name=online,proto3" json:"online,omitempty"`
-	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	UserId   string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Online   bool                   `protobuf:"varint,2,opt,name=online,proto3" json:"online,omitempty"`
+	LastSeen *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	// away: online, but every live session is idle.
+	Away          bool `protobuf:"varint,4,opt,name=away,proto3" json:"away,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -518,16 +530,24 @@ func (x *UserStatus) GetLastSeen() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *UserStatus) GetAway() bool {
+	if x != nil {
+		return x.Away
+	}
+	return false
+}
+
 var File_parley_presence_v1_presence_proto protoreflect.FileDescriptor
 
 const file_parley_presence_v1_presence_proto_rawDesc = "" +
 	"\n" +
-	"!parley/presence/v1/presence.proto\x12\x12parley.presence.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n" +
+	"!parley/presence/v1/presence.proto\x12\x12parley.presence.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"r\n" +
 	"\aSession\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1b\n" +
-	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\"\xdc\x01\n" +
+	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x12\x12\n" +
+	"\x04idle\x18\x04 \x01(\bR\x04idle\"\xdc\x01\n" +
 	"\rReportRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12!\n" +
 	"\fpush_address\x18\x02 \x01(\tR\vpushAddress\x12\x1a\n" +
@@ -547,12 +567,13 @@ const file_parley_presence_v1_presence_proto_rawDesc = "" +
 	"\rStatusRequest\x12\x19\n" +
 	"\buser_ids\x18\x01 \x03(\tR\auserIds\"L\n" +
 	"\x0eStatusResponse\x12:\n" +
-	"\bstatuses\x18\x01 \x03(\v2\x1e.parley.presence.v1.UserStatusR\bstatuses\"v\n" +
+	"\bstatuses\x18\x01 \x03(\v2\x1e.parley.presence.v1.UserStatusR\bstatuses\"\x8a\x01\n" +
 	"\n" +
 	"UserStatus\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
 	"\x06online\x18\x02 \x01(\bR\x06online\x127\n" +
-	"\tlast_seen\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen2\x84\x02\n" +
+	"\tlast_seen\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x12\n" +
+	"\x04away\x18\x04 \x01(\bR\x04away2\x84\x02\n" +
 	"\x0fPresenceService\x12O\n" +
 	"\x06Report\x12!.parley.presence.v1.ReportRequest\x1a\".parley.presence.v1.ReportResponse\x12O\n" +
 	"\x06Locate\x12!.parley.presence.v1.LocateRequest\x1a\".parley.presence.v1.LocateResponse\x12O\n" +
