@@ -97,7 +97,9 @@ func newChat(ctx context.Context, url, user, device string, out io.Writer) (*cha
 	}
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c, err := sdk.Dial(dctx, sdk.Options{URL: url, Token: tok, DeviceID: device})
+	// A chat session outlives dropped connections: the SDK redials and
+	// resumes by itself.
+	c, err := sdk.Dial(dctx, sdk.Options{URL: url, Token: tok, DeviceID: device, Reconnect: &sdk.ReconnectPolicy{}})
 	if err != nil {
 		return nil, err
 	}
