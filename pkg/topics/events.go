@@ -3,6 +3,7 @@ package topics
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
@@ -51,8 +52,21 @@ func DecodeEventRecord(value []byte) (*logv1.EventRecord, error) {
 		return nil, &BadRecord{ReasonInvalid, fmt.Errorf("event %q without conversation id or seq", ev.GetEventId())}
 	case rc != nil && (rc.GetConversationId() == "" || rc.GetUserId() == ""):
 		return nil, &BadRecord{ReasonInvalid, errors.New("receipt without conversation or user id")}
+	case hasNUL(ev.GetConversationId(), ev.GetSenderId(), ev.GetSenderDeviceId(), rc.GetConversationId(), rc.GetUserId(), rc.GetDeviceId()):
+		// Ingest never lets one through, and stores that build keys from
+		// ids (Pebble) use NUL as the separator.
+		return nil, &BadRecord{ReasonInvalid, errors.New("an id holds a NUL byte")}
 	}
 	return rec, nil
+}
+
+func hasNUL(ids ...string) bool {
+	for _, id := range ids {
+		if strings.IndexByte(id, 0) >= 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Rejected is a record a consumer will not use, and why.

@@ -40,6 +40,8 @@ func TestDecodeEventRecord(t *testing.T) {
 		{"no conversation", marshal(&logv1.EventRecord{Event: ev("", 1)}), ReasonInvalid},
 		{"receipt without conversation", marshal(&logv1.EventRecord{Receipt: &chatv1.Receipt{UserId: "u"}}), ReasonInvalid},
 		{"receipt without user", marshal(&logv1.EventRecord{Receipt: &chatv1.Receipt{ConversationId: "c", DeviceId: "d"}}), ReasonInvalid},
+		{"NUL in a conversation id", marshal(&logv1.EventRecord{Event: ev("c\x00d", 1)}), ReasonInvalid},
+		{"NUL in a device id", marshal(&logv1.EventRecord{Receipt: &chatv1.Receipt{ConversationId: "c", UserId: "u", DeviceId: "d\x00"}}), ReasonInvalid},
 	}
 	for _, c := range cases {
 		rec, err := DecodeEventRecord(c.value)

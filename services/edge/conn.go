@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
@@ -172,6 +174,11 @@ func (c *conn) authenticate(ctx context.Context) bool {
 	}
 	if len(device) > 128 {
 		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "device_id longer than 128 bytes"))
+	}
+	if strings.ContainsFunc(device, unicode.IsControl) {
+		// Ids become parts of storage keys, which control bytes (NUL)
+		// separate.
+		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "device_id holds control characters"))
 	}
 	resume := a.GetResume()
 	if len(resume) > MaxResumeCursors {

@@ -161,6 +161,7 @@ func TestPrepare(t *testing.T) {
 		{"no body", &logv1.Command{ConversationId: "g", UserId: "alice", ClientMsgId: "m"}, false},
 		{"mark", markCmd("g", "alice", "phone", 3, 0), true},
 		{"mark without device", markCmd("g", "alice", "", 3, 0), false},
+		{"device with a NUL", markCmd("g", "alice", "ph\x00ne", 3, 0), false},
 		{"mark of nothing asks for the head", markCmd("g", "alice", "phone", 0, 0), true},
 		{"mark without conversation", markCmd("", "alice", "phone", 0, 1), false},
 	}

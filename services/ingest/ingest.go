@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -274,7 +275,7 @@ func Prepare(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 	if !auth.ValidUserID(cmd.GetUserId()) {
 		return invalid, "invalid user id"
 	}
-	if len(cmd.GetDeviceId()) > MaxClientMsgID || !utf8.ValidString(cmd.GetDeviceId()) {
+	if len(cmd.GetDeviceId()) > MaxClientMsgID || !utf8.ValidString(cmd.GetDeviceId()) || strings.ContainsFunc(cmd.GetDeviceId(), unicode.IsControl) {
 		return invalid, "invalid device id"
 	}
 	if _, ok := cmd.GetBody().(*logv1.Command_Mark); ok {

@@ -445,6 +445,10 @@ func TestBadInput(t *testing.T) {
 		tok, _ := other.Mint("bob", time.Hour)
 		authFail(t, `{"requestId":"1","authenticate":{"token":"`+tok+`"}}`, chatv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED)
 	})
+	t.Run("device id with a NUL", func(t *testing.T) {
+		tok, _ := e.minter.Mint("bob", time.Hour)
+		authFail(t, `{"requestId":"1","authenticate":{"token":"`+tok+`","deviceId":"ph\u0000ne"}}`, chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
+	})
 	t.Run("request before authenticate", func(t *testing.T) {
 		authFail(t, `{"requestId":"1","ping":{}}`, chatv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED)
 	})
