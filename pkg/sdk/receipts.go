@@ -28,6 +28,8 @@ type positions struct {
 	statuses chan MessageStatus
 	typing   chan *chatv1.Typing
 	presence chan *chatv1.Presence
+	// watching is the last watch set, renewed on every new connection.
+	watching []string
 
 	// mu guards tracker and loaded, and makes drop-oldest sends atomic.
 	mu      sync.Mutex

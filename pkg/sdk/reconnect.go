@@ -260,6 +260,9 @@ func (c *Client) attempt(timeout time.Duration) (*conn, error) {
 // waiting for one.
 func (c *Client) install(cn *conn) {
 	cn.installed.Store(true)
+	if c.installs.Add(1) > 1 {
+		go c.rewatch()
+	}
 	c.mu.Lock()
 	c.cur = cn
 	close(c.up)

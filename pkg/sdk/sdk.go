@@ -102,6 +102,8 @@ type Client struct {
 	UserID, DeviceID, SessionID string
 
 	nextID atomic.Uint64
+	// installs counts the connections the client has had.
+	installs atomic.Int64
 
 	// mu guards cur, up, err and seen.
 	mu sync.Mutex

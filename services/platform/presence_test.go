@@ -92,3 +92,51 @@ func TestPresenceWatch(t *testing.T) {
 		t.Fatalf("carol watches bob: %v, want NOT_MEMBER", err)
 	}
 }
+
+// TestPresenceWatchSurvivesAReconnect: the SDK renews a watch on its new
+// connection and tells the app where the watched user is now, so a change
+// made while it was cut off is seen, and later ones keep coming.
+func TestPresenceWatchSurvivesAReconnect(t *testing.T) {
+	e, stop := start(t, t.TempDir())
+	defer stop()
+	ctx := tctx(t)
+	p := newProxy(t, hostOf(e.url))
+	alice := e.through(p, "alice", "alice-phone", sdk.Options{})
+	bob := e.dialWith("bob", sdk.Options{DeviceID: "bob-phone"})
+	if _, err := alice.CreateGroup(ctx, "watch", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := alice.WatchPresence(ctx, "bob"); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("watch: %v", err)
+		}
+	}
+	next := func(want chatv1.PresenceState) {
+		t.Helper()
+		for {
+			select {
+			case p := <-alice.PresenceUpdates():
+				if p.GetUserId() == "bob" && p.GetState() == want {
+					return
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("bob never showed %v", want)
+			}
+		}
+	}
+	// Cut alice off; bob goes idle while she is away.
+	p.setRefuse(true)
+	p.sever()
+	if err := bob.SetIdle(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	p.setRefuse(false)
+	next(chatv1.PresenceState_PRESENCE_STATE_AWAY)
+	// The renewed watch keeps pushing.
+	if err := bob.SetIdle(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	next(chatv1.PresenceState_PRESENCE_STATE_ONLINE)
+}
