@@ -1,8 +1,10 @@
 package topics
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -102,4 +104,30 @@ func SortEvents(recs []*kgo.Record, guard *SeqGuard) EventBatch {
 		b.Records = append(b.Records, rec)
 	}
 	return b
+}
+
+// Counts is what Triage reports to a consumer's metrics.
+type Counts interface {
+	DeadLetter(reason string)
+	Stale(n int)
+}
+
+// Triage is the first step of every consumer of the event log with a poll
+// in hand: sort it (SortEvents), set aside what cannot be used (SetAside,
+// before anything is committed) and count both. It returns the records to
+// handle, and false when ctx ended before the dead letters were written
+// (the batch must then not be committed).
+func Triage(ctx context.Context, cl *kgo.Client, log *slog.Logger, consumer string, recs []*kgo.Record, guard *SeqGuard, counts Counts) ([]*logv1.EventRecord, bool) {
+	b := SortEvents(recs, guard)
+	if b.Stale > 0 {
+		counts.Stale(b.Stale)
+		log.Warn("skipped events at or below a seq already handled (a zombie sequencer's copies)", "consumer", consumer, "events", b.Stale)
+	}
+	if err := SetAside(ctx, cl, log, consumer, b.Rejected); err != nil {
+		return nil, false
+	}
+	for _, r := range b.Rejected {
+		counts.DeadLetter(ReasonOf(r.Err))
+	}
+	return b.Records, true
 }

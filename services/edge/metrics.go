@@ -3,16 +3,15 @@ package edge
 import (
 	"net/http"
 
+	"github.com/parleychat/parley/pkg/metrics"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // metricsHandler serves the node's counters from a registry of its own
 // (the embedded platform runs several services in one process). The
 // counters are atomics on the hot path, read here only when scraped.
 func (s *Service) metricsHandler() http.Handler {
-	reg := prometheus.NewRegistry()
+	reg := metrics.NewRegistry()
 	service := prometheus.Labels{"service": "edge"}
 	reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -32,9 +31,8 @@ func (s *Service) metricsHandler() http.Handler {
 			defer s.liveMu.Unlock()
 			return float64(len(s.live))
 		}),
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	return metrics.Handler(reg)
 }
 
 // Kinds of pushed deliveries.

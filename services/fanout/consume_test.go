@@ -203,7 +203,7 @@ func TestUndecodableRecordIsDeadLettered(t *testing.T) {
 		t.Error("dead letter without the error text")
 	}
 
-	if got := testutil.ToFloat64(s.metrics.deadLetters.WithLabelValues(topics.ReasonUndecodable)); got != 1 {
+	if got := testutil.ToFloat64(s.counts.DeadLetters.WithLabelValues(topics.ReasonUndecodable)); got != 1 {
 		t.Errorf("parley_dead_letters_total{reason=undecodable} = %v, want 1", got)
 	}
 	w := httptest.NewRecorder()
@@ -225,7 +225,7 @@ func TestFirstSeqWins(t *testing.T) {
 	if got, want := edge.pushed(), "1:e1:[alice] 2:e2:[alice] 3:e3:[alice] 4:e4:[alice]"; got != want {
 		t.Fatalf("pushed %s\nwant   %s", got, want)
 	}
-	if got := testutil.ToFloat64(s.metrics.stale); got != 2 {
+	if got := testutil.ToFloat64(s.counts.StaleEvents); got != 2 {
 		t.Fatalf("parley_stale_events_total = %v, want 2", got)
 	}
 }

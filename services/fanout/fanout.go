@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/health"
+	"github.com/parleychat/parley/pkg/metrics"
 	"github.com/parleychat/parley/pkg/topics"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -48,7 +50,8 @@ type Service struct {
 	presence presencev1.PresenceServiceClient
 	Probe    health.Probe
 	guard    *topics.SeqGuard
-	metrics  *metrics
+	reg      *prometheus.Registry
+	counts   *metrics.EventConsumer
 
 	// mu guards edges, the pool of connections to edge nodes.
 	mu    sync.Mutex
@@ -74,9 +77,11 @@ func New(cfg Config) (*Service, error) {
 		cl.Close()
 		return nil, fmt.Errorf("fanout presence client %s: %w", cfg.PresenceAddr, err)
 	}
+	reg := metrics.NewRegistry()
 	return &Service{cfg: cfg, log: cfg.Logger.With("service", "fanout"), cl: cl, presConn: pc,
 		presence: presencev1.NewPresenceServiceClient(pc), edges: map[string]*grpc.ClientConn{},
-		guard: guard, metrics: newMetrics()}, nil
+		guard: guard, reg: reg, counts: metrics.NewEventConsumer(reg, "fanout",
+			"Event records set aside on "+topics.DeadLetter+" instead of pushed, by reason.", topics.ReasonUndecodable, topics.ReasonEmpty, topics.ReasonInvalid)}, nil
 }
 
 // Run consumes until ctx ends. Shutdown: readiness off, finish the batch
@@ -123,21 +128,14 @@ func (s *Service) Run(ctx context.Context) error {
 // returns true the batch may be committed. It returns false only when ctx
 // ended before the dead letters were written.
 func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
-	b := topics.SortEvents(recs, s.guard)
-	if b.Stale > 0 {
-		s.metrics.stale.Add(float64(b.Stale))
-		s.log.Warn("fanout: skipped events at or below a seq already pushed (a zombie sequencer's copies)", "events", b.Stale)
-	}
-	if err := topics.SetAside(ctx, s.cl, s.log, Group, b.Rejected); err != nil {
+	records, ok := topics.Triage(ctx, s.cl, s.log, Group, recs, s.guard, s.counts)
+	if !ok {
 		return false
 	}
-	for _, r := range b.Rejected {
-		s.metrics.deadLetters.WithLabelValues(topics.ReasonOf(r.Err)).Inc()
-	}
-	if err := s.deliver(ctx, b.Records); err != nil && ctx.Err() == nil {
+	if err := s.deliver(ctx, records); err != nil && ctx.Err() == nil {
 		// Devices catch up from history on resume, so a failed push is
 		// a delay, not a loss; the batch is committed regardless.
-		s.log.Warn("fanout: delivery incomplete", "records", len(b.Records), "err", err)
+		s.log.Warn("fanout: delivery incomplete", "records", len(records), "err", err)
 	}
 	return true
 }

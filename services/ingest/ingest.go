@@ -19,7 +19,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/auth"
 	"github.com/parleychat/parley/pkg/health"
+	"github.com/parleychat/parley/pkg/metrics"
 	"github.com/parleychat/parley/pkg/topics"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
@@ -68,7 +70,7 @@ type Service struct {
 	grpc     *grpc.Server
 	producer *kgo.Client
 	seq      *Sequencer
-	metrics  *metrics
+	reg      *prometheus.Registry
 	Probe    health.Probe
 
 	// mu guards waiters: Submit adds, the outcome reader resolves.
@@ -92,8 +94,8 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ingest kafka producer: %w", err)
 	}
-	m := newMetrics()
-	seq, err := NewSequencer(cfg.Brokers, cfg.InstanceID, cfg.MaxMembers, log, m.deadLetters)
+	reg := metrics.NewRegistry()
+	seq, err := NewSequencer(cfg.Brokers, cfg.InstanceID, cfg.MaxMembers, log, newDeadLetters(reg))
 	if err != nil {
 		producer.Close()
 		return nil, err
@@ -103,7 +105,7 @@ func New(cfg Config) (*Service, error) {
 		producer.Close()
 		return nil, fmt.Errorf("ingest listen %s: %w", cfg.GRPCAddr, err)
 	}
-	s := &Service{cfg: cfg, log: log, lis: lis, grpc: grpc.NewServer(), producer: producer, seq: seq, metrics: m, waiters: map[string]chan *logv1.Outcome{}}
+	s := &Service{cfg: cfg, log: log, lis: lis, grpc: grpc.NewServer(), producer: producer, seq: seq, reg: reg, waiters: map[string]chan *logv1.Outcome{}}
 	ingestv1.RegisterIngestServiceServer(s.grpc, s)
 	return s, nil
 }

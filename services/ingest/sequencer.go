@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parleychat/parley/pkg/metrics"
 	"github.com/parleychat/parley/pkg/topics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -17,6 +18,12 @@ import (
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
 )
+
+// newDeadLetters registers the sequencer's dead-letter counter on reg.
+func newDeadLetters(reg *prometheus.Registry) *prometheus.CounterVec {
+	return metrics.DeadLetters(reg, "ingest", "Command records set aside on "+topics.DeadLetter+" instead of sequenced, by reason.",
+		topics.ReasonUndecodable, topics.ReasonInvalid)
+}
 
 // SequencerGroup is the consumer group whose members own command partitions.
 const SequencerGroup = "parley-sequencer"

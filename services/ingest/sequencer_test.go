@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/pkg/metrics"
 	"github.com/parleychat/parley/pkg/topics"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -57,8 +58,8 @@ func TestSequencerSetsAsideBadCommands(t *testing.T) {
 	if err := topics.Ensure(t.Context(), kadm.NewClient(cl), topics.Spec{Partitions: 1, ReplicationFactor: 1, MinInsyncReplicas: 1}); err != nil {
 		t.Fatal(err)
 	}
-	m := newMetrics()
-	seq, err := NewSequencer(brokers, "", 10, slog.New(slog.DiscardHandler), m.deadLetters)
+	deadLetters := newDeadLetters(metrics.NewRegistry())
+	seq, err := NewSequencer(brokers, "", 10, slog.New(slog.DiscardHandler), deadLetters)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +114,7 @@ func TestSequencerSetsAsideBadCommands(t *testing.T) {
 		t.Fatalf("the post after the bad records: %v, want seq 2", o)
 	}
 	for reason, want := range map[string]float64{topics.ReasonUndecodable: 1, topics.ReasonInvalid: 1} {
-		if got := testutil.ToFloat64(m.deadLetters.WithLabelValues(reason)); got != want {
+		if got := testutil.ToFloat64(deadLetters.WithLabelValues(reason)); got != want {
 			t.Fatalf("dead letters %s = %v, want %v", reason, got, want)
 		}
 	}

@@ -214,7 +214,7 @@ func TestUndecodableRecordIsDeadLettered(t *testing.T) {
 	waitFor(t, "offsets committed past the bad records", func() bool { return committedToEnd(t, cl, Group) })
 
 	for reason, want := range map[string]float64{topics.ReasonUndecodable: 1, topics.ReasonEmpty: 1, topics.ReasonInvalid: 0} {
-		if got := testutil.ToFloat64(s.metrics.deadLetters.WithLabelValues(reason)); got != want {
+		if got := testutil.ToFloat64(s.counts.DeadLetters.WithLabelValues(reason)); got != want {
 			t.Errorf("parley_dead_letters_total{reason=%q} = %v, want %v", reason, got, want)
 		}
 	}
@@ -253,7 +253,7 @@ func TestFirstSeqWins(t *testing.T) {
 	if got, want := stored(t, store), "1:e1: 2:e2:two 3:e3:three 4:e4:four 5:e5:five"; got != want {
 		t.Fatalf("history %s\nwant    %s", got, want)
 	}
-	if got := testutil.ToFloat64(s.metrics.stale); got != 2 {
+	if got := testutil.ToFloat64(s.counts.StaleEvents); got != 2 {
 		t.Fatalf("parley_stale_events_total = %v, want 2", got)
 	}
 }

@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/health"
+	"github.com/parleychat/parley/pkg/metrics"
 	"github.com/parleychat/parley/pkg/topics"
 	"github.com/parleychat/parley/services/persistence/history"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -51,8 +53,9 @@ type Service struct {
 	grpc  *grpc.Server
 	Probe health.Probe
 
-	guard   *topics.SeqGuard
-	metrics *metrics
+	guard  *topics.SeqGuard
+	reg    *prometheus.Registry
+	counts *metrics.EventConsumer
 }
 
 // New binds the listener and joins nothing yet. The store stays the
@@ -75,8 +78,10 @@ func New(cfg Config, store history.Store) (*Service, error) {
 		cl.Close()
 		return nil, fmt.Errorf("persistence listen %s: %w", cfg.GRPCAddr, err)
 	}
+	reg := metrics.NewRegistry()
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "persistence"), store: store, cl: cl, lis: lis, grpc: grpc.NewServer(),
-		guard: guard, metrics: newMetrics()}
+		guard: guard, reg: reg, counts: metrics.NewEventConsumer(reg, "persistence",
+			"Event records set aside on "+topics.DeadLetter+" instead of applied, by reason.", topics.ReasonUndecodable, topics.ReasonEmpty, topics.ReasonInvalid)}
 	persistencev1.RegisterPersistenceServiceServer(s.grpc, s)
 	return s, nil
 }
@@ -133,31 +138,24 @@ func (s *Service) consume(ctx context.Context) error {
 // returns true the batch may be committed. It returns false only when ctx
 // ended first.
 func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
-	b := topics.SortEvents(recs, s.guard)
-	if b.Stale > 0 {
-		s.metrics.stale.Add(float64(b.Stale))
-		s.log.Warn("persistence: skipped events at or below a seq already stored (a zombie sequencer's copies)", "events", b.Stale)
-	}
-	if err := topics.SetAside(ctx, s.cl, s.log, Group, b.Rejected); err != nil {
+	records, ok := topics.Triage(ctx, s.cl, s.log, Group, recs, s.guard, s.counts)
+	if !ok {
 		return false
-	}
-	for _, r := range b.Rejected {
-		s.metrics.deadLetters.WithLabelValues(topics.ReasonOf(r.Err)).Inc()
 	}
 	// A store outage must not skip records: retry the same batch until it
 	// lands, then commit. The log holds the truth meanwhile. The stores'
 	// errors do not tell a refused record from an outage, so a record a
 	// store refuses would block its partition: records missing what every
 	// store needs were dead-lettered above instead.
-	for backoff := 100 * time.Millisecond; len(b.Records) > 0; backoff = min(2*backoff, 5*time.Second) {
-		err := s.store.Apply(ctx, b.Records)
+	for backoff := 100 * time.Millisecond; len(records) > 0; backoff = min(2*backoff, 5*time.Second) {
+		err := s.store.Apply(ctx, records)
 		if err == nil {
 			break
 		}
 		if ctx.Err() != nil {
 			return false
 		}
-		s.log.Error("persistence: store write failed; retrying", "records", len(b.Records), "err", err, "backoff", backoff)
+		s.log.Error("persistence: store write failed; retrying", "records", len(records), "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 			return false
