@@ -133,9 +133,9 @@ type Service struct {
 	// this node pushes to itself; members are cached briefly.
 	presence presencev1.PresenceServiceClient
 	pushAddr string
-	members  membersCache
+	members  ttlCache[[]string]
 	// coMembersCache backs the presence privacy rule (presence.go).
-	coMembersCache coMembersCache
+	coMembersCache ttlCache[map[string]bool]
 	watchers       watchers
 	peersMu        sync.Mutex
 	peers          map[string]*grpc.ClientConn
@@ -283,13 +283,13 @@ func (s *Service) Push(_ context.Context, req *edgev1.PushRequest) (*edgev1.Push
 		switch {
 		case d.GetEvent() != nil:
 			s.pushed[pushedEvent].Add(1)
-			n += s.hub.deliver(d.GetEvent(), d.GetUserIds())
+			n += s.hub.deliver(item{event: d.GetEvent()}, d.GetUserIds())
 		case d.GetReceipt() != nil:
 			s.pushed[pushedReceipt].Add(1)
-			n += s.hub.deliverEphemeral(item{receipt: d.GetReceipt()}, d.GetUserIds())
+			n += s.hub.deliver(item{receipt: d.GetReceipt()}, d.GetUserIds())
 		case d.GetTyping() != nil:
 			s.pushed[pushedTyping].Add(1)
-			n += s.hub.deliverEphemeral(item{typing: d.GetTyping()}, d.GetUserIds())
+			n += s.hub.deliver(item{typing: d.GetTyping()}, d.GetUserIds())
 		}
 	}
 	return &edgev1.PushResponse{Queued: uint32(n)}, nil

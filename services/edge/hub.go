@@ -3,7 +3,6 @@ package edge
 import (
 	"sync"
 
-	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
 )
 
@@ -38,31 +37,16 @@ func (h *hub) remove(c *conn) {
 	}
 }
 
-// deliver queues ev on every connection of the users and returns how many
-// connections took it.
-func (h *hub) deliver(ev *chatv1.Event, users []string) int {
+// deliver queues an event (durably) or a receipt, typing indicator or
+// presence change (ephemerally) on every connection of the users, and
+// returns how many connections took it.
+func (h *hub) deliver(it item, users []string) int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	n := 0
 	for _, u := range users {
 		for c := range h.users[u] {
-			if c.push(ev) {
-				n++
-			}
-		}
-	}
-	return n
-}
-
-// deliverEphemeral queues a receipt or typing indicator on every
-// connection of the users and returns how many took it.
-func (h *hub) deliverEphemeral(it item, users []string) int {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	n := 0
-	for _, u := range users {
-		for c := range h.users[u] {
-			if c.pushEphemeral(it) {
+			if it.ephemeral() && c.pushEphemeral(it) || !it.ephemeral() && c.push(it.event) {
 				n++
 			}
 		}

@@ -3,7 +3,6 @@ package edge
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -17,30 +16,14 @@ import (
 // MaxPresenceUsers bounds one get_presence.
 const MaxPresenceUsers = 200
 
-// coMembersCache keeps, per user, everyone they share a conversation with,
-// for membersTTL: the rule that only co-members may see each other's
-// presence is checked on every request, and recomputing it means reading
-// the user's conversation list.
-type coMembersCache struct {
-	mu sync.Mutex
-	m  map[string]coMembersEntry
-}
-
-type coMembersEntry struct {
-	users map[string]bool
-	at    time.Time
-}
-
 // coMembers is the set of users who share a conversation with user (user
 // included), from their most recent conversations (history.MaxLimit);
-// cached unless fresh is set.
+// cached for membersTTL unless fresh is set, since the rule that only
+// co-members may see each other's presence is checked on every request.
 func (s *Service) coMembers(ctx context.Context, user string, fresh bool) (map[string]bool, error) {
 	now := time.Now()
-	s.coMembersCache.mu.Lock()
-	e, ok := s.coMembersCache.m[user]
-	s.coMembersCache.mu.Unlock()
-	if ok && !fresh && now.Sub(e.at) < membersTTL {
-		return e.users, nil
+	if users, ok := s.coMembersCache.get(user, now); ok && !fresh {
+		return users, nil
 	}
 	resp, err := s.persistence.Conversations(ctx, &persistencev1.ConversationsRequest{UserId: user, Limit: 200})
 	if err != nil {
@@ -52,12 +35,7 @@ func (s *Service) coMembers(ctx context.Context, user string, fresh bool) (map[s
 			users[m] = true
 		}
 	}
-	s.coMembersCache.mu.Lock()
-	if s.coMembersCache.m == nil || len(s.coMembersCache.m) >= membersMax {
-		s.coMembersCache.m = map[string]coMembersEntry{}
-	}
-	s.coMembersCache.m[user] = coMembersEntry{users: users, at: now}
-	s.coMembersCache.mu.Unlock()
+	s.coMembersCache.put(user, users, now)
 	return users, nil
 }
 

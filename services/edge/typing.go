@@ -38,38 +38,52 @@ const (
 	typingPush = 2 * time.Second
 )
 
-// membersCache keeps conversations' member lists for membersTTL.
-type membersCache struct {
+// ttlCache keeps values for membersTTL; it is dropped whole once it holds
+// membersMax of them, which bounds it without bookkeeping.
+type ttlCache[V any] struct {
 	mu sync.Mutex
-	m  map[string]membersEntry
+	m  map[string]ttlEntry[V]
 }
 
-type membersEntry struct {
-	members []string
-	at      time.Time
+type ttlEntry[V any] struct {
+	v  V
+	at time.Time
 }
 
-// members returns the conversation's members if user is one. A cached
+// get returns the value of key if it is younger than membersTTL.
+func (c *ttlCache[V]) get(key string, now time.Time) (V, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[key]
+	if !ok || now.Sub(e.at) >= membersTTL {
+		var zero V
+		return zero, false
+	}
+	return e.v, true
+}
+
+func (c *ttlCache[V]) put(key string, v V, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= membersMax {
+		c.m = map[string]ttlEntry[V]{}
+	}
+	c.m[key] = ttlEntry[V]{v, now}
+}
+
+// membersOf returns the conversation's members if user is one. A cached
 // list that lacks the user is read again: they may just have joined.
 func (s *Service) membersOf(ctx context.Context, user, conv string) ([]string, error) {
 	now := time.Now()
-	s.members.mu.Lock()
-	e, ok := s.members.m[conv]
-	s.members.mu.Unlock()
-	if ok && now.Sub(e.at) < membersTTL && slices.Contains(e.members, user) {
-		return e.members, nil
+	if members, ok := s.members.get(conv, now); ok && slices.Contains(members, user) {
+		return members, nil
 	}
 	resp, err := s.persistence.Conversation(ctx, &persistencev1.ConversationRequest{UserId: user, ConversationId: conv})
 	if err != nil {
 		return nil, err
 	}
 	members := resp.GetConversation().GetMemberIds()
-	s.members.mu.Lock()
-	if s.members.m == nil || len(s.members.m) >= membersMax {
-		s.members.m = map[string]membersEntry{}
-	}
-	s.members.m[conv] = membersEntry{members: members, at: now}
-	s.members.mu.Unlock()
+	s.members.put(conv, members, now)
 	return members, nil
 }
 
@@ -130,7 +144,7 @@ func (s *Service) pushTyping(ind *chatv1.Typing, users []string) {
 	}
 	for addr, us := range byEdge {
 		if addr == s.pushAddr {
-			s.hub.deliverEphemeral(item{typing: ind}, us)
+			s.hub.deliver(item{typing: ind}, us)
 			continue
 		}
 		peer, err := s.peer(addr)
