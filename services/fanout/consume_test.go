@@ -14,9 +14,8 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/pkg/topics/topicstest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -67,20 +66,7 @@ func (f *fakeEdge) pushed() string {
 // fan-out; it returns a Kafka client.
 func start(t *testing.T) (*Service, *fakeEdge, []string, *kgo.Client) {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	brokers := c.ListenAddrs()
-	cl, err := kgo.NewClient(topics.ClientOpts(brokers)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	if err := topics.Ensure(t.Context(), kadm.NewClient(cl), topics.Spec{Partitions: 2, ReplicationFactor: 1, MinInsyncReplicas: 1}); err != nil {
-		t.Fatal(err)
-	}
+	brokers, cl := topicstest.Cluster(t, 2)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -116,46 +102,6 @@ func eventValue(seq uint64, id string) []byte {
 	return b
 }
 
-func produce(t *testing.T, cl *kgo.Client, values ...[]byte) []*kgo.Record {
-	t.Helper()
-	var recs []*kgo.Record
-	for _, v := range values {
-		recs = append(recs, &kgo.Record{Topic: topics.Events, Key: []byte("conv"), Value: v})
-	}
-	if err := cl.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-	return recs
-}
-
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(15 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
-func committedToEnd(t *testing.T, cl *kgo.Client) bool {
-	adm := kadm.NewClient(cl)
-	ends, err := adm.ListEndOffsets(t.Context(), topics.Events)
-	if err != nil {
-		return false
-	}
-	committed, err := adm.FetchOffsets(t.Context(), Group)
-	if err != nil {
-		return false
-	}
-	all := true
-	ends.Each(func(o kadm.ListedOffset) {
-		if c, ok := committed.Lookup(o.Topic, o.Partition); o.Offset > 0 && (!ok || c.At != o.Offset) {
-			all = false
-		}
-	})
-	return all
-}
-
 // TestUndecodableRecordIsDeadLettered: garbage among events is not pushed
 // but lands, unchanged and with its origin, on the dead-letter topic
 // before the batch is committed; the events and the receipt around it are
@@ -164,9 +110,9 @@ func TestUndecodableRecordIsDeadLettered(t *testing.T) {
 	s, edge, brokers, cl := start(t)
 	receipt, _ := proto.Marshal(&logv1.EventRecord{
 		Receipt: &chatv1.Receipt{ConversationId: "conv", UserId: "bob", ReadSeq: 1}, RecipientIds: []string{"alice"}})
-	recs := produce(t, cl, eventValue(1, "e1"), []byte("\xff\xff garbage"), receipt, eventValue(2, "e2"))
-	waitFor(t, "two events and a receipt pushed", func() bool { return edge.pushed() == "1:e1:[alice] r:bob:[alice] 2:e2:[alice]" })
-	waitFor(t, "offsets committed past the garbage", func() bool { return committedToEnd(t, cl) })
+	recs := topicstest.Produce(t, cl, topics.Events, "conv", eventValue(1, "e1"), []byte("\xff\xff garbage"), receipt, eventValue(2, "e2"))
+	topicstest.WaitFor(t, "two events and a receipt pushed", func() bool { return edge.pushed() == "1:e1:[alice] r:bob:[alice] 2:e2:[alice]" })
+	topicstest.WaitFor(t, "offsets committed past the garbage", func() bool { return topicstest.CommittedToEnd(cl, Group, topics.Events) })
 
 	dcl, err := kgo.NewClient(append(topics.ClientOpts(brokers),
 		kgo.ConsumeTopics(topics.DeadLetter), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
@@ -217,11 +163,11 @@ func TestUndecodableRecordIsDeadLettered(t *testing.T) {
 // sequencer's), in the same batch and in a later one, are not pushed.
 func TestFirstSeqWins(t *testing.T) {
 	s, edge, _, cl := start(t)
-	produce(t, cl, eventValue(1, "e1"), eventValue(2, "e2"), eventValue(1, "zombie-1"), eventValue(3, "e3"))
-	waitFor(t, "three events pushed", func() bool { return edge.pushed() == "1:e1:[alice] 2:e2:[alice] 3:e3:[alice]" })
-	waitFor(t, "the first batch committed", func() bool { return committedToEnd(t, cl) })
-	produce(t, cl, eventValue(3, "zombie-3"), eventValue(4, "e4"))
-	waitFor(t, "the fourth event pushed", func() bool { return strings.HasSuffix(edge.pushed(), " 4:e4:[alice]") })
+	topicstest.Produce(t, cl, topics.Events, "conv", eventValue(1, "e1"), eventValue(2, "e2"), eventValue(1, "zombie-1"), eventValue(3, "e3"))
+	topicstest.WaitFor(t, "three events pushed", func() bool { return edge.pushed() == "1:e1:[alice] 2:e2:[alice] 3:e3:[alice]" })
+	topicstest.WaitFor(t, "the first batch committed", func() bool { return topicstest.CommittedToEnd(cl, Group, topics.Events) })
+	topicstest.Produce(t, cl, topics.Events, "conv", eventValue(3, "zombie-3"), eventValue(4, "e4"))
+	topicstest.WaitFor(t, "the fourth event pushed", func() bool { return strings.HasSuffix(edge.pushed(), " 4:e4:[alice]") })
 	if got, want := edge.pushed(), "1:e1:[alice] 2:e2:[alice] 3:e3:[alice] 4:e4:[alice]"; got != want {
 		t.Fatalf("pushed %s\nwant   %s", got, want)
 	}

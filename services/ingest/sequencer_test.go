@@ -4,13 +4,11 @@ import (
 	"context"
 	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/parleychat/parley/pkg/metrics"
 	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/pkg/topics/topicstest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
@@ -18,21 +16,10 @@ import (
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
 )
 
-// readAll reads topic from its start until it holds n records.
-func readAll(t *testing.T, brokers []string, topic string, n int) []*kgo.Record {
+// readAtLeast reads n records of topic, failing the test without them.
+func readAtLeast(t *testing.T, brokers []string, topic string, n int) []*kgo.Record {
 	t.Helper()
-	cl, err := kgo.NewClient(append(topics.ClientOpts(brokers),
-		kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
-	defer cancel()
-	var out []*kgo.Record
-	for len(out) < n && ctx.Err() == nil {
-		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { out = append(out, r) })
-	}
+	out := topicstest.Read(t, brokers, topic, n)
 	if len(out) < n {
 		t.Fatalf("%s holds %d records, want %d", topic, len(out), n)
 	}
@@ -44,20 +31,7 @@ func readAll(t *testing.T, brokers []string, topic string, n int) []*kgo.Record 
 // Submit waiting for the latter gets an error outcome at once, and the
 // commands around them are sequenced as usual.
 func TestSequencerSetsAsideBadCommands(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	brokers := c.ListenAddrs()
-	cl, err := kgo.NewClient(topics.ClientOpts(brokers)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	if err := topics.Ensure(t.Context(), kadm.NewClient(cl), topics.Spec{Partitions: 1, ReplicationFactor: 1, MinInsyncReplicas: 1}); err != nil {
-		t.Fatal(err)
-	}
+	brokers, cl := topicstest.Cluster(t, 1)
 	deadLetters := newDeadLetters(metrics.NewRegistry())
 	seq, err := NewSequencer(brokers, "", 10, slog.New(slog.DiscardHandler), deadLetters)
 	if err != nil {
@@ -84,7 +58,7 @@ func TestSequencerSetsAsideBadCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	dead := readAll(t, brokers, topics.DeadLetter, 2)
+	dead := readAtLeast(t, brokers, topics.DeadLetter, 2)
 	for i, want := range []string{topics.ReasonUndecodable, topics.ReasonInvalid} {
 		var consumer, reason string
 		for _, h := range dead[i].Headers {
@@ -100,7 +74,7 @@ func TestSequencerSetsAsideBadCommands(t *testing.T) {
 		}
 	}
 	outcomes := map[string]*logv1.Outcome{}
-	for _, r := range readAll(t, brokers, topics.Outcomes, 3) {
+	for _, r := range readAtLeast(t, brokers, topics.Outcomes, 3) {
 		o := &logv1.Outcome{}
 		if err := proto.Unmarshal(r.Value, o); err != nil {
 			t.Fatal(err)

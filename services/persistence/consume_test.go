@@ -10,39 +10,18 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/pkg/topics/topicstest"
 	"github.com/parleychat/parley/services/persistence/history"
 	"github.com/parleychat/parley/services/persistence/history/pebblestore"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
 )
-
-// kafka starts kfake with Parley's topics and returns a client of it.
-func kafka(t *testing.T) (brokers []string, cl *kgo.Client) {
-	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	brokers = c.ListenAddrs()
-	if cl, err = kgo.NewClient(topics.ClientOpts(brokers)...); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	if err := topics.Ensure(t.Context(), kadm.NewClient(cl), topics.Spec{Partitions: 2, ReplicationFactor: 1, MinInsyncReplicas: 1}); err != nil {
-		t.Fatal(err)
-	}
-	return brokers, cl
-}
 
 func eventValue(t *testing.T, seq uint64, id, text string) []byte {
 	t.Helper()
@@ -58,72 +37,6 @@ func eventValue(t *testing.T, seq uint64, id, text string) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-// produce appends values to the event log under one key, so they share a
-// partition, and returns the records with their offsets.
-func produce(t *testing.T, cl *kgo.Client, values ...[]byte) []*kgo.Record {
-	t.Helper()
-	var recs []*kgo.Record
-	for _, v := range values {
-		recs = append(recs, &kgo.Record{Topic: topics.Events, Key: []byte("conv"), Value: v})
-	}
-	if err := cl.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-	return recs
-}
-
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(15 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
-// committedToEnd reports whether group has committed every partition of
-// the event log up to its end.
-func committedToEnd(t *testing.T, cl *kgo.Client, group string) bool {
-	adm := kadm.NewClient(cl)
-	ends, err := adm.ListEndOffsets(t.Context(), topics.Events)
-	if err != nil {
-		return false
-	}
-	committed, err := adm.FetchOffsets(t.Context(), group)
-	if err != nil {
-		return false
-	}
-	all := true
-	ends.Each(func(o kadm.ListedOffset) {
-		if c, ok := committed.Lookup(o.Topic, o.Partition); o.Offset > 0 && (!ok || c.At != o.Offset) {
-			all = false
-		}
-	})
-	return all
-}
-
-// readDeadLetters reads the dead-letter topic from its start until it
-// holds n records.
-func readDeadLetters(t *testing.T, brokers []string, n int) []*kgo.Record {
-	t.Helper()
-	cl, err := kgo.NewClient(append(topics.ClientOpts(brokers),
-		kgo.ConsumeTopics(topics.DeadLetter), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	var out []*kgo.Record
-	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
-	defer cancel()
-	for len(out) < n && ctx.Err() == nil {
-		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { out = append(out, r) })
-	}
-	if len(out) != n {
-		t.Fatalf("%d dead letters, want %d", len(out), n)
-	}
-	return out
 }
 
 func checkDeadLetter(t *testing.T, dl, src *kgo.Record, consumer, reason string) {
@@ -190,10 +103,10 @@ func stored(t *testing.T, store history.Store) string {
 // stored, the two bad records land unchanged on the dead-letter topic with
 // their origin, and the group commits past all of them.
 func TestUndecodableRecordIsDeadLettered(t *testing.T) {
-	brokers, cl := kafka(t)
+	brokers, cl := topicstest.Cluster(t, 2)
 	receipt, _ := proto.Marshal(&logv1.EventRecord{Receipt: &chatv1.Receipt{ConversationId: "conv", UserId: "bob", DeviceId: "phone", ReadSeq: 1}})
 	empty, _ := proto.Marshal(&logv1.EventRecord{CommandId: "c"})
-	recs := produce(t, cl,
+	recs := topicstest.Produce(t, cl, topics.Events, "conv",
 		eventValue(t, 1, "e1", ""),
 		[]byte("\xff\xff garbage"),
 		eventValue(t, 2, "e2", "two"),
@@ -203,15 +116,18 @@ func TestUndecodableRecordIsDeadLettered(t *testing.T) {
 	)
 	s, store := startPersistence(t, brokers)
 
-	waitFor(t, "three events stored", func() bool { return stored(t, store) == "1:e1: 2:e2:two 3:e3:three" })
-	waitFor(t, "bob's receipt stored", func() bool {
+	topicstest.WaitFor(t, "three events stored", func() bool { return stored(t, store) == "1:e1: 2:e2:two 3:e3:three" })
+	topicstest.WaitFor(t, "bob's receipt stored", func() bool {
 		rs, _ := store.Receipts(t.Context(), "conv")
 		return slices.ContainsFunc(rs, func(r *chatv1.Receipt) bool { return r.GetDeviceId() == "phone" && r.GetReadSeq() == 1 })
 	})
-	dls := readDeadLetters(t, brokers, 2)
+	dls := topicstest.Read(t, brokers, topics.DeadLetter, 2)
+	if len(dls) != 2 {
+		t.Fatalf("%d dead letters, want 2", len(dls))
+	}
 	checkDeadLetter(t, dls[0], recs[1], Group, topics.ReasonUndecodable)
 	checkDeadLetter(t, dls[1], recs[4], Group, topics.ReasonEmpty)
-	waitFor(t, "offsets committed past the bad records", func() bool { return committedToEnd(t, cl, Group) })
+	topicstest.WaitFor(t, "offsets committed past the bad records", func() bool { return topicstest.CommittedToEnd(cl, Group, topics.Events) })
 
 	for reason, want := range map[string]float64{topics.ReasonUndecodable: 1, topics.ReasonEmpty: 1, topics.ReasonInvalid: 0} {
 		if got := testutil.ToFloat64(s.counts.DeadLetters.WithLabelValues(reason)); got != want {
@@ -236,8 +152,8 @@ func TestUndecodableRecordIsDeadLettered(t *testing.T) {
 // under seqs already stored, with other event ids, in the same batch and
 // in a later one. The first copy of each seq stays.
 func TestFirstSeqWins(t *testing.T) {
-	brokers, cl := kafka(t)
-	produce(t, cl,
+	brokers, cl := topicstest.Cluster(t, 2)
+	topicstest.Produce(t, cl, topics.Events, "conv",
 		eventValue(t, 1, "e1", ""),
 		eventValue(t, 2, "e2", "two"),
 		eventValue(t, 3, "e3", "three"),
@@ -245,11 +161,11 @@ func TestFirstSeqWins(t *testing.T) {
 		eventValue(t, 4, "e4", "four"),
 	)
 	s, store := startPersistence(t, brokers)
-	waitFor(t, "four events stored", func() bool { return stored(t, store) == "1:e1: 2:e2:two 3:e3:three 4:e4:four" })
-	waitFor(t, "the first batch committed", func() bool { return committedToEnd(t, cl, Group) })
+	topicstest.WaitFor(t, "four events stored", func() bool { return stored(t, store) == "1:e1: 2:e2:two 3:e3:three 4:e4:four" })
+	topicstest.WaitFor(t, "the first batch committed", func() bool { return topicstest.CommittedToEnd(cl, Group, topics.Events) })
 
-	produce(t, cl, eventValue(t, 3, "zombie-3", "three"), eventValue(t, 5, "e5", "five"))
-	waitFor(t, "the fifth event stored", func() bool { return strings.HasSuffix(stored(t, store), " 5:e5:five") })
+	topicstest.Produce(t, cl, topics.Events, "conv", eventValue(t, 3, "zombie-3", "three"), eventValue(t, 5, "e5", "five"))
+	topicstest.WaitFor(t, "the fifth event stored", func() bool { return strings.HasSuffix(stored(t, store), " 5:e5:five") })
 	if got, want := stored(t, store), "1:e1: 2:e2:two 3:e3:three 4:e4:four 5:e5:five"; got != want {
 		t.Fatalf("history %s\nwant    %s", got, want)
 	}
@@ -262,8 +178,8 @@ func TestFirstSeqWins(t *testing.T) {
 // the client gives its partitions up (here by leaving the group), so a
 // partition that comes back starts with no memory.
 func TestGuardForgetsRevokedPartitions(t *testing.T) {
-	brokers, cl := kafka(t)
-	produce(t, cl, eventValue(t, 3, "e3", "three"))
+	brokers, cl := topicstest.Cluster(t, 2)
+	topicstest.Produce(t, cl, topics.Events, "conv", eventValue(t, 3, "e3", "three"))
 	guard := &topics.SeqGuard{}
 	gcl, err := kgo.NewClient(append(topics.ClientOpts(brokers), topics.GroupOpts("guard-test", "", append(guard.Opts(),
 		kgo.ConsumeTopics(topics.Events), kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll())...)...)...)
