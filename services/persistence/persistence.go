@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	persistencev1 "github.com/parleychat/parley/pkg/pb/parley/persistence/v1"
 )
 
@@ -167,7 +168,7 @@ func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
 
 // History implements PersistenceService.
 func (s *Service) History(ctx context.Context, req *persistencev1.HistoryRequest) (*persistencev1.HistoryResponse, error) {
-	if err := s.authorize(ctx, req.GetConversationId(), req.GetUserId()); err != nil {
+	if _, err := s.authorize(ctx, req.GetConversationId(), req.GetUserId()); err != nil {
 		return nil, err
 	}
 	page, err := s.store.History(ctx, req.GetConversationId(), history.Query{
@@ -179,18 +180,19 @@ func (s *Service) History(ctx context.Context, req *persistencev1.HistoryRequest
 	return &persistencev1.HistoryResponse{Events: page.Events, HasMore: page.HasMore}, nil
 }
 
-func (s *Service) authorize(ctx context.Context, conv, user string) error {
+// authorize returns the conversation's summary if user is a member.
+func (s *Service) authorize(ctx context.Context, conv, user string) (*chatv1.Conversation, error) {
 	if conv == "" || user == "" {
-		return status.Error(codes.InvalidArgument, "conversation_id and user_id are required")
+		return nil, status.Error(codes.InvalidArgument, "conversation_id and user_id are required")
 	}
 	sum, err := s.store.Conversation(ctx, conv)
 	if err != nil {
-		return storeErr(err)
+		return nil, storeErr(err)
 	}
 	if !history.IsMember(sum, user) {
-		return status.Error(codes.PermissionDenied, "not a member of this conversation")
+		return nil, status.Error(codes.PermissionDenied, "not a member of this conversation")
 	}
-	return nil
+	return sum, nil
 }
 
 // Conversations implements PersistenceService.

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/parleychat/parley/services/persistence/history"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -46,7 +45,7 @@ func parseSyncToken(tok string) (time.Time, error) {
 
 // Receipts implements PersistenceService.
 func (s *Service) Receipts(ctx context.Context, req *persistencev1.ReceiptsRequest) (*persistencev1.ReceiptsResponse, error) {
-	if err := s.authorize(ctx, req.GetConversationId(), req.GetUserId()); err != nil {
+	if _, err := s.authorize(ctx, req.GetConversationId(), req.GetUserId()); err != nil {
 		return nil, err
 	}
 	rs, err := s.store.Receipts(ctx, req.GetConversationId())
@@ -60,15 +59,9 @@ func invalidToken(err error) error { return status.Error(codes.InvalidArgument, 
 
 // Conversation implements PersistenceService.
 func (s *Service) Conversation(ctx context.Context, req *persistencev1.ConversationRequest) (*persistencev1.ConversationResponse, error) {
-	if req.GetConversationId() == "" || req.GetUserId() == "" {
-		return nil, status.Error(codes.InvalidArgument, "conversation_id and user_id are required")
-	}
-	sum, err := s.store.Conversation(ctx, req.GetConversationId())
+	sum, err := s.authorize(ctx, req.GetConversationId(), req.GetUserId())
 	if err != nil {
-		return nil, storeErr(err)
-	}
-	if !history.IsMember(sum, req.GetUserId()) {
-		return nil, status.Error(codes.PermissionDenied, "not a member of this conversation")
+		return nil, err
 	}
 	return &persistencev1.ConversationResponse{Conversation: sum}, nil
 }
