@@ -196,6 +196,13 @@ func startCluster(t *testing.T, s stack) *cluster {
 // startClusterWith starts the cluster with extra flags for both edges.
 func startClusterWith(t *testing.T, s stack, edgeArgs ...string) *cluster {
 	t.Helper()
+	return startClusterEdges(t, s, [2][]string{edgeArgs, edgeArgs})
+}
+
+// startClusterEdges starts the cluster with extra flags for each edge, so
+// a test can make one edge unusual while the other serves its helpers.
+func startClusterEdges(t *testing.T, s stack, edgeArgs [2][]string) *cluster {
+	t.Helper()
 	bin := binaries(t)
 	logs := t.TempDir()
 	c := &cluster{t: t, stack: s, procs: map[string]*proc{}, logs: logs, keyspace: "parley_it_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")}
@@ -220,7 +227,7 @@ func startClusterWith(t *testing.T, s stack, edgeArgs ...string) *cluster {
 			"-ingest", ingestAddr, "-persistence", persistenceAddr, "-presence", presenceAddr, "-jwt-secret", secret)
 		// The edge serves its probes and the WebSocket on one address.
 		e.args = e.args[:len(e.args)-2]
-		e.args = append(append(e.args, edgeArgs...), "-http", e.health)
+		e.args = append(append(e.args, edgeArgs[i]...), "-http", e.health)
 		e.start()
 		c.edgeURLs = append(c.edgeURLs, "ws://"+e.health+"/ws")
 	}
