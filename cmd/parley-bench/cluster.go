@@ -94,7 +94,7 @@ func startStack(ctx context.Context, o *options, binDir, logDir string) (*cluste
 	// by) run-stack.sh or the integration tests, and a rerun takes its
 	// partitions back at once.
 	err := errors.Join(
-		start("presence", "parley-presence", presenceHTTP, "-grpc", c.presenceGRPC),
+		start("presence", "parley-presence", presenceHTTP, "-grpc", c.presenceGRPC, "-brokers", o.brokers),
 		start("persistence", "parley-persistence", persistenceHTTP, "-brokers", o.brokers, "-grpc", c.persistenceGRPC,
 			"-instance-id", "bench-persistence-0", "-store", "cassandra", "-cassandra-hosts", o.cassandra,
 			"-cassandra-keyspace", o.keyspace, "-migrate"),

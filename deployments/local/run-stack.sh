@@ -43,7 +43,7 @@ stop_all() {
 trap stop_all EXIT
 trap 'exit 0' INT TERM
 
-run parley-presence -grpc 127.0.0.1:7104 -http 127.0.0.1:8104
+run parley-presence -brokers "$PARLEY_KAFKA_BROKERS" -grpc 127.0.0.1:7104 -http 127.0.0.1:8104
 run parley-persistence -store cassandra -migrate -cassandra-hosts "$PARLEY_CASSANDRA_HOSTS" -brokers "$PARLEY_KAFKA_BROKERS" \
   -grpc 127.0.0.1:7102 -http 127.0.0.1:8102 -instance-id persistence-0
 run parley-ingest -brokers "$PARLEY_KAFKA_BROKERS" -grpc 127.0.0.1:7101 -http 127.0.0.1:8101 -instance-id ingest-0

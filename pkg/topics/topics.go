@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"time"
 
@@ -24,7 +25,20 @@ const (
 	Events     = "parley.events.v1"
 	Outcomes   = "parley.outcomes.v1"
 	DeadLetter = "parley.deadletter.v1"
+	// Presence is the compacted log of sessions, node heartbeats and last
+	// seen times that presence rebuilds its state from.
+	Presence = "parley.presence.v1"
 )
+
+// UserShard maps a user to one of n shards. The partition of a user's
+// presence records is UserShard(user, partitions) and the presence
+// instance that owns them UserShard(user, instances); the two agree because
+// the instance count must divide the partition count.
+func UserShard(user string, n int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(user))
+	return int(h.Sum32() % uint32(n))
+}
 
 // Spec sizes the topics.
 type Spec struct {
@@ -50,8 +64,12 @@ func Ensure(ctx context.Context, adm *kadm.Client, spec Spec) error {
 		Events:     {"min.insync.replicas": &minISR, "retention.ms": ptr("-1")},
 		Outcomes:   {"min.insync.replicas": &minISR, "retention.ms": ptr(strconv.FormatInt(time.Hour.Milliseconds(), 10))},
 		DeadLetter: {"min.insync.replicas": &minISR, "retention.ms": ptr(strconv.FormatInt((30 * 24 * time.Hour).Milliseconds(), 10))},
+		// Compaction keeps the latest record per session, node and user:
+		// the state, not its history. Tombstones of ended sessions stay a
+		// day, so an instance replaying meanwhile still sees them.
+		Presence: {"min.insync.replicas": &minISR, "cleanup.policy": ptr("compact"), "delete.retention.ms": ptr(strconv.FormatInt((24 * time.Hour).Milliseconds(), 10))},
 	}
-	for _, name := range []string{Commands, Events, Outcomes, DeadLetter} {
+	for _, name := range []string{Commands, Events, Outcomes, DeadLetter, Presence} {
 		resp, err := adm.CreateTopic(ctx, spec.Partitions, spec.ReplicationFactor, configs[name], name)
 		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 			return fmt.Errorf("create topic %s: %w", name, err)
@@ -75,7 +93,7 @@ func Ensure(ctx context.Context, adm *kadm.Client, spec Spec) error {
 }
 
 func checkPartitions(ctx context.Context, adm *kadm.Client) error {
-	details, err := adm.ListTopics(ctx, Commands, Events, Outcomes, DeadLetter)
+	details, err := adm.ListTopics(ctx, Commands, Events, Outcomes, DeadLetter, Presence)
 	if err != nil {
 		return fmt.Errorf("describe topics: %w", err)
 	}
@@ -83,6 +101,9 @@ func checkPartitions(ctx context.Context, adm *kadm.Client) error {
 	// commit, so a missing one would stall them.
 	if d, ok := details[DeadLetter]; !ok || d.Err != nil {
 		return fmt.Errorf("describe topic %s: %v", DeadLetter, d.Err)
+	}
+	if d, ok := details[Presence]; !ok || d.Err != nil {
+		return fmt.Errorf("describe topic %s: %v", Presence, d.Err)
 	}
 	want := -1
 	for _, name := range []string{Commands, Events, Outcomes} {

@@ -215,7 +215,7 @@ func (c *conn) shutdown() {
 	if c.session != "" {
 		c.svc.hub.remove(c)
 		c.svc.watchers.remove(c)
-		c.svc.reporter.disconnect(c.session)
+		c.svc.reporter.disconnect(&presencev1.Session{SessionId: c.session, UserId: c.user, DeviceId: c.device})
 	}
 	c.ws.CloseNow()
 	c.svc.liveMu.Lock()

@@ -23,6 +23,7 @@ import (
 	"github.com/parleychat/parley/pkg/auth"
 	"github.com/parleychat/parley/pkg/daemon"
 	"github.com/parleychat/parley/pkg/health"
+	"github.com/parleychat/parley/pkg/presenceclient"
 	"github.com/parleychat/parley/pkg/wire"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -48,7 +49,8 @@ type Config struct {
 	NodeID          string
 	IngestAddr      string
 	PersistenceAddr string
-	PresenceAddr    string
+	// PresenceAddrs are the presence instances, in instance order.
+	PresenceAddrs []string
 	// JWTSecret verifies HS256 tokens.
 	JWTSecret []byte
 	// DevTokens serves GET /v1/dev/token?user=NAME, minting a token for
@@ -101,18 +103,19 @@ func (c *Config) defaults() {
 // Service is a running edge node.
 type Service struct {
 	edgev1.UnimplementedEdgeServiceServer
-	cfg         Config
-	log         *slog.Logger
-	verifier    *auth.HS256
-	hub         *hub
-	reporter    *reporter
-	ingest      ingestv1.IngestServiceClient
-	persistence persistencev1.PersistenceServiceClient
-	clientConns []*grpc.ClientConn
-	httpLis     net.Listener
-	grpcLis     net.Listener
-	http        *http.Server
-	grpc        *grpc.Server
+	cfg            Config
+	log            *slog.Logger
+	verifier       *auth.HS256
+	hub            *hub
+	reporter       *reporter
+	ingest         ingestv1.IngestServiceClient
+	persistence    persistencev1.PersistenceServiceClient
+	clientConns    []*grpc.ClientConn
+	presenceClient *presenceclient.Client
+	httpLis        net.Listener
+	grpcLis        net.Listener
+	http           *http.Server
+	grpc           *grpc.Server
 	// conns counts live read loops, so shutdown can wait for them.
 	conns sync.WaitGroup
 	// liveMu guards live, every accepted connection (authenticated or not),
@@ -167,11 +170,12 @@ func New(cfg Config) (*Service, error) {
 		s.closeClients()
 		return nil, err
 	}
-	prc, err := dial(cfg.PresenceAddr)
+	prc, err := presenceclient.Dial(cfg.PresenceAddrs)
 	if err != nil {
 		s.closeClients()
-		return nil, err
+		return nil, fmt.Errorf("edge: %w", err)
 	}
+	s.presenceClient = prc
 	s.ingest = ingestv1.NewIngestServiceClient(ic)
 	s.persistence = persistencev1.NewPersistenceServiceClient(pc)
 	if s.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
@@ -187,7 +191,7 @@ func New(cfg Config) (*Service, error) {
 	if pushAddr == "" {
 		pushAddr = s.grpcLis.Addr().String()
 	}
-	s.presence = presencev1.NewPresenceServiceClient(prc)
+	s.presence = prc
 	s.pushAddr = pushAddr
 	s.reporter = newReporter(s.presence, cfg.NodeID, pushAddr, s.hub, s.log, cfg.Heartbeat)
 	s.grpc = grpc.NewServer()
@@ -199,6 +203,9 @@ func New(cfg Config) (*Service, error) {
 func (s *Service) closeClients() {
 	for _, c := range s.clientConns {
 		c.Close()
+	}
+	if s.presenceClient != nil {
+		s.presenceClient.Close()
 	}
 	s.peersMu.Lock()
 	for _, c := range s.peers {

@@ -26,7 +26,7 @@ type reporter struct {
 	// mu guards the pending changes and needSnapshot.
 	mu           sync.Mutex
 	connected    []*presencev1.Session
-	disconnected []string
+	disconnected []*presencev1.Session
 	needSnapshot bool
 	wake         chan struct{}
 }
@@ -45,9 +45,9 @@ func (r *reporter) connect(ctx context.Context, s *presencev1.Session) error {
 	return r.report(ctx)
 }
 
-func (r *reporter) disconnect(sessionID string) {
+func (r *reporter) disconnect(s *presencev1.Session) {
 	r.mu.Lock()
-	r.disconnected = append(r.disconnected, sessionID)
+	r.disconnected = append(r.disconnected, s)
 	r.mu.Unlock()
 	r.poke()
 }
@@ -83,9 +83,17 @@ func (r *reporter) run(ctx context.Context) {
 			time.Sleep(20 * time.Millisecond)
 		case <-t.C:
 		}
-		_ = r.report(ctx)
+		if err := r.report(ctx); err != nil {
+			// Presence may be restarting: come back sooner than the next
+			// heartbeat, so the node's snapshot is there as soon as it
+			// serves and it never has to wait for this node's lease.
+			time.AfterFunc(retryAfter, r.poke)
+		}
 	}
 }
+
+// retryAfter is how soon a failed report is tried again.
+const retryAfter = 300 * time.Millisecond
 
 // report sends the pending changes (or a snapshot) and renews the lease.
 // Both kinds are idempotent in the registry, so overlap is harmless.
@@ -97,7 +105,7 @@ func (r *reporter) report(ctx context.Context) error {
 	if r.needSnapshot {
 		req.Connected = r.hub.sessions()
 	} else {
-		req.Connected, req.DisconnectedSessionIds = r.connected, r.disconnected
+		req.Connected, req.Disconnected = r.connected, r.disconnected
 	}
 	r.connected, r.disconnected = nil, nil
 	r.mu.Unlock()

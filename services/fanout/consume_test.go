@@ -78,7 +78,7 @@ func start(t *testing.T) (*Service, *fakeEdge, []string, *kgo.Client) {
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
 
-	s, err := New(Config{Brokers: brokers, PresenceAddr: edge.addr, Logger: slog.New(slog.DiscardHandler)})
+	s, err := New(Config{Brokers: brokers, PresenceAddrs: []string{edge.addr}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ package fanout
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/parleychat/parley/pkg/health"
 	"github.com/parleychat/parley/pkg/metrics"
+	"github.com/parleychat/parley/pkg/presenceclient"
 	"github.com/parleychat/parley/pkg/topics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -32,8 +34,9 @@ const pushTimeout = 5 * time.Second
 
 // Config configures the service.
 type Config struct {
-	Brokers      []string
-	PresenceAddr string
+	Brokers []string
+	// PresenceAddrs are the presence instances, in instance order.
+	PresenceAddrs []string
 	// InstanceID, when set, makes this node a static group member: a
 	// restart with the same id takes its partitions back at once instead of
 	// waiting out the session timeout of its dead predecessor.
@@ -46,8 +49,7 @@ type Service struct {
 	cfg      Config
 	log      *slog.Logger
 	cl       *kgo.Client
-	presConn *grpc.ClientConn
-	presence presencev1.PresenceServiceClient
+	presence *presenceclient.Client
 	Probe    health.Probe
 	guard    *topics.SeqGuard
 	reg      *prometheus.Registry
@@ -72,14 +74,14 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fanout kafka client: %w", err)
 	}
-	pc, err := grpc.NewClient(cfg.PresenceAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	pc, err := presenceclient.Dial(cfg.PresenceAddrs)
 	if err != nil {
 		cl.Close()
-		return nil, fmt.Errorf("fanout presence client %s: %w", cfg.PresenceAddr, err)
+		return nil, fmt.Errorf("fanout: %w", err)
 	}
 	reg := metrics.NewRegistry()
-	return &Service{cfg: cfg, log: cfg.Logger.With("service", "fanout"), cl: cl, presConn: pc,
-		presence: presencev1.NewPresenceServiceClient(pc), edges: map[string]*grpc.ClientConn{},
+	return &Service{cfg: cfg, log: cfg.Logger.With("service", "fanout"), cl: cl,
+		presence: pc, edges: map[string]*grpc.ClientConn{},
 		guard: guard, reg: reg, counts: metrics.NewEventConsumer(reg, "fanout",
 			"Event records set aside on "+topics.DeadLetter+" instead of pushed, by reason.", topics.ReasonUndecodable, topics.ReasonEmpty, topics.ReasonInvalid)}, nil
 }
@@ -89,7 +91,7 @@ func New(cfg Config) (*Service, error) {
 func (s *Service) Run(ctx context.Context) error {
 	defer func() {
 		s.cl.Close()
-		s.presConn.Close()
+		s.presence.Close()
 		s.mu.Lock()
 		for _, c := range s.edges {
 			c.Close()
@@ -196,15 +198,11 @@ func (s *Service) deliver(ctx context.Context, recs []*logv1.EventRecord) error 
 			}
 		}
 	}
-	var locs []*presencev1.UserLocation
-	for len(users) > 0 {
-		n := min(len(users), 5000)
-		resp, err := s.presence.Locate(ctx, &presencev1.LocateRequest{UserIds: users[:n]})
-		if err != nil {
-			return fmt.Errorf("locate %d users: %w", n, err)
-		}
-		locs = append(locs, resp.GetLocations()...)
-		users = users[n:]
+	locs, err := s.locate(ctx, users)
+	if err != nil {
+		// Those located still get the batch; the others' devices catch
+		// up on resume or at the next event's gap.
+		s.log.Warn("fanout: some recipients not located; their live delivery is skipped", "err", err)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for addr, deliveries := range Plan(recs, locs) {
@@ -222,6 +220,39 @@ func (s *Service) deliver(ctx context.Context, recs []*logv1.EventRecord) error 
 		})
 	}
 	return g.Wait()
+}
+
+// locateFor bounds how long a batch waits for a presence instance that
+// does not answer (one restarting replays its partitions first): events
+// behind it wait too, since pushes keep log order.
+const locateFor = 5 * time.Second
+
+// locate asks presence where the users are, retrying while an instance
+// fails, and returns what it could learn.
+func (s *Service) locate(ctx context.Context, users []string) ([]*presencev1.UserLocation, error) {
+	deadline := time.Now().Add(locateFor)
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		var locs []*presencev1.UserLocation
+		var errs []error
+		for rest := users; len(rest) > 0; {
+			n := min(len(rest), 5000)
+			resp, err := s.presence.Locate(ctx, &presencev1.LocateRequest{UserIds: rest[:n]})
+			if err != nil {
+				errs = append(errs, fmt.Errorf("locate %d users: %w", n, err))
+			}
+			locs = append(locs, resp.GetLocations()...)
+			rest = rest[n:]
+		}
+		err := errors.Join(errs...)
+		if err == nil || ctx.Err() != nil || time.Now().Add(backoff).After(deadline) {
+			return locs, err
+		}
+		select {
+		case <-ctx.Done():
+			return locs, err
+		case <-time.After(backoff):
+		}
+	}
 }
 
 func (s *Service) edge(addr string) (*grpc.ClientConn, error) {

@@ -211,10 +211,15 @@ func startClusterEdges(t *testing.T, s stack, edgeArgs [2][]string) *cluster {
 	// A freshly formatted broker has no topics; the services expect them,
 	// as in production where `parley topics` or the chart's hook made them.
 	ensureTopics(t, s.brokers)
-	presenceAddr, persistenceAddr, ingestAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	// Two presence instances split the users (LocalSpec's 8 partitions).
+	presenceAddrs := []string{freeAddr(t), freeAddr(t)}
+	presenceAddr, persistenceAddr, ingestAddr := strings.Join(presenceAddrs, ","), freeAddr(t), freeAddr(t)
 	c.presenceAddr, c.persistenceAddr, c.ingestAddr = presenceAddr, persistenceAddr, ingestAddr
 	start := time.Now()
-	add("presence", "parley-presence", "-grpc", presenceAddr, "-lease", "5s").start()
+	for i, a := range presenceAddrs {
+		add(fmt.Sprintf("presence%d", i), "parley-presence", "-grpc", a, "-brokers", s.brokers,
+			"-instance", strconv.Itoa(i), "-instances", strconv.Itoa(len(presenceAddrs)), "-lease", "5s").start()
+	}
 	add("persistence", "parley-persistence", "-brokers", s.brokers, "-grpc", persistenceAddr, "-instance-id", "persistence-0",
 		"-store", "cassandra", "-cassandra-hosts", s.cassandra, "-cassandra-keyspace", c.keyspace, "-migrate",
 		// Sync tokens reach back 1 s, so tests can check "unchanged" soon.
@@ -223,7 +228,7 @@ func startClusterEdges(t *testing.T, s stack, edgeArgs [2][]string) *cluster {
 	add("fanout", "parley-fanout", "-brokers", s.brokers, "-presence", presenceAddr, "-instance-id", "fanout-0").start()
 	for i := range 2 {
 		name := fmt.Sprintf("edge%d", i)
-		e := add(name, "parley-edge", "-grpc", freeAddr(t), "-node-id", name,
+		e := add(name, "parley-edge", "-grpc", freeAddr(t), "-node-id", c.nodeID(name),
 			"-ingest", ingestAddr, "-persistence", persistenceAddr, "-presence", presenceAddr, "-jwt-secret", secret)
 		// The edge serves its probes and the WebSocket on one address.
 		e.args = e.args[:len(e.args)-2]
@@ -232,7 +237,7 @@ func startClusterEdges(t *testing.T, s stack, edgeArgs [2][]string) *cluster {
 		c.edgeURLs = append(c.edgeURLs, "ws://"+e.health+"/ws")
 	}
 	t.Cleanup(func() {
-		for _, name := range []string{"edge0", "edge1", "ingest", "fanout", "persistence", "presence"} {
+		for _, name := range []string{"edge0", "edge1", "ingest", "fanout", "persistence", "presence0", "presence1"} {
 			c.procs[name].stop()
 		}
 		for name, p := range c.procs {
@@ -268,6 +273,13 @@ func (c *cluster) add(bin, name, binary string, args ...string) *proc {
 	return p
 }
 
+// nodeID names an edge node uniquely across clusters: presence state
+// outlives a cluster on the shared Kafka, and a node id reused by the next
+// test would inherit the last one's sessions until its first snapshot.
+func (c *cluster) nodeID(name string) string {
+	return name + "-" + strings.TrimPrefix(c.keyspace, "parley_it_")
+}
+
 // addIngest starts another ingest node (named "extra-<name>", stopped with
 // the cluster) and returns its gRPC address.
 func (c *cluster) addIngest(name string) string {
@@ -283,7 +295,7 @@ func (c *cluster) addIngest(name string) string {
 // index for dial.
 func (c *cluster) addEdge(name, ingestAddr string) int {
 	c.t.Helper()
-	p := c.add(binaries(c.t), "extra-"+name, "parley-edge", "-grpc", freeAddr(c.t), "-node-id", name,
+	p := c.add(binaries(c.t), "extra-"+name, "parley-edge", "-grpc", freeAddr(c.t), "-node-id", c.nodeID(name),
 		"-ingest", ingestAddr, "-persistence", c.persistenceAddr, "-presence", c.presenceAddr, "-jwt-secret", secret)
 	p.start()
 	p.waitReady(60 * time.Second)

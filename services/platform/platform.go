@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/parleychat/parley/pkg/topics"
@@ -38,13 +39,16 @@ type Config struct {
 	Partitions int32
 	// PresenceLease is how long a silent edge keeps its sessions.
 	PresenceLease time.Duration
-	Logger        *slog.Logger
+	// PresenceInstances split the users (2 if 0, so the split is always
+	// exercised); it must divide Partitions.
+	PresenceInstances int
+	Logger            *slog.Logger
 }
 
 // Platform is a started platform.
 type Platform struct {
 	Kafka       *kfake.Cluster
-	Presence    *presence.Service
+	Presence    []*presence.Service
 	Persistence *persistence.Service
 	Ingest      *ingest.Service
 	Fanout      *fanout.Service
@@ -85,8 +89,17 @@ func Start(ctx context.Context, cfg Config) (p *Platform, err error) {
 	if p.store, err = pebblestore.Open(filepath.Join(cfg.DataDir, "history")); err != nil {
 		return nil, err
 	}
-	if p.Presence, err = presence.New(presence.Config{GRPCAddr: "127.0.0.1:0", Lease: cfg.PresenceLease, Logger: cfg.Logger}); err != nil {
-		return nil, err
+	if cfg.PresenceInstances <= 0 {
+		cfg.PresenceInstances = 2
+	}
+	var presenceAddrs []string
+	for i := range cfg.PresenceInstances {
+		pr, err := presence.New(presence.Config{GRPCAddr: "127.0.0.1:0", Brokers: brokers, Instance: i, Instances: cfg.PresenceInstances, Lease: cfg.PresenceLease, Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+		p.Presence = append(p.Presence, pr)
+		presenceAddrs = append(presenceAddrs, pr.Addr())
 	}
 	if p.Persistence, err = persistence.New(persistence.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Logger: cfg.Logger}, p.store); err != nil {
 		return nil, err
@@ -94,12 +107,12 @@ func Start(ctx context.Context, cfg Config) (p *Platform, err error) {
 	if p.Ingest, err = ingest.New(ingest.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if p.Fanout, err = fanout.New(fanout.Config{Brokers: brokers, PresenceAddr: p.Presence.Addr(), Logger: cfg.Logger}); err != nil {
+	if p.Fanout, err = fanout.New(fanout.Config{Brokers: brokers, PresenceAddrs: presenceAddrs, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	p.Edge, err = edge.New(edge.Config{
 		HTTPAddr: cfg.HTTPAddr, GRPCAddr: "127.0.0.1:0",
-		IngestAddr: p.Ingest.Addr(), PersistenceAddr: p.Persistence.Addr(), PresenceAddr: p.Presence.Addr(),
+		IngestAddr: p.Ingest.Addr(), PersistenceAddr: p.Persistence.Addr(), PresenceAddrs: presenceAddrs,
 		JWTSecret: cfg.JWTSecret, DevTokens: cfg.DevTokens, Logger: cfg.Logger,
 	})
 	if err != nil {
@@ -123,7 +136,7 @@ func provision(ctx context.Context, brokers []string, spec topics.Spec) error {
 // Ready reports whether every service is ready.
 func (p *Platform) Ready() bool {
 	return p.Edge.Probe.Ready() && p.Ingest.Probe.Ready() && p.Persistence.Probe.Ready() &&
-		p.Fanout.Probe.Ready() && p.Presence.Probe.Ready()
+		p.Fanout.Probe.Ready() && !slices.ContainsFunc(p.Presence, func(s *presence.Service) bool { return !s.Probe.Ready() })
 }
 
 // URL is the WebSocket endpoint.
@@ -146,7 +159,9 @@ func (p *Platform) Run(ctx context.Context) error {
 		{name: "ingest", run: p.Ingest.Run},
 		{name: "fanout", run: p.Fanout.Run},
 		{name: "persistence", run: p.Persistence.Run},
-		{name: "presence", run: p.Presence.Run},
+	}
+	for i, pr := range p.Presence {
+		parts = append(parts, &part{name: fmt.Sprintf("presence-%d", i), run: pr.Run})
 	}
 	failed := make(chan string, len(parts))
 	for _, pt := range parts {

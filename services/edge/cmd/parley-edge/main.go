@@ -17,7 +17,7 @@ func main() {
 	nodeID := fs.String("node-id", daemon.Env("PARLEY_NODE_ID", ""), "this node's id (PARLEY_NODE_ID; random if empty)")
 	ingestAddr := fs.String("ingest", daemon.Env("PARLEY_INGEST_ADDR", "127.0.0.1:7101"), "ingest gRPC address (PARLEY_INGEST_ADDR)")
 	persistenceAddr := fs.String("persistence", daemon.Env("PARLEY_PERSISTENCE_ADDR", "127.0.0.1:7102"), "persistence gRPC address (PARLEY_PERSISTENCE_ADDR)")
-	presenceAddr := fs.String("presence", daemon.Env("PARLEY_PRESENCE_ADDR", "127.0.0.1:7104"), "presence gRPC address (PARLEY_PRESENCE_ADDR)")
+	presenceAddr := fs.String("presence", daemon.Env("PARLEY_PRESENCE_ADDR", "127.0.0.1:7104"), "presence gRPC addresses, comma-separated in instance order (PARLEY_PRESENCE_ADDR)")
 	secret := fs.String("jwt-secret", daemon.Env("PARLEY_JWT_SECRET", ""), "HS256 secret for client tokens, at least 16 bytes (PARLEY_JWT_SECRET)")
 	queueLimit := fs.Int("queue-limit", daemon.EnvInt("PARLEY_QUEUE_LIMIT", 0), "items queued per connection before it is closed with 4000 resync (PARLEY_QUEUE_LIMIT; 1024 if 0)")
 	writeTimeout := fs.Duration("write-timeout", daemon.EnvDuration("PARLEY_WRITE_TIMEOUT", 0), "bound on one socket write; a connection that stays blocked longer is closed (PARLEY_WRITE_TIMEOUT; 10s if 0)")
@@ -27,7 +27,7 @@ func main() {
 	log := daemon.Logger()
 	svc, err := edge.New(edge.Config{
 		HTTPAddr: *httpAddr, GRPCAddr: *grpcAddr, PushAddr: *pushAddr, NodeID: *nodeID,
-		IngestAddr: *ingestAddr, PersistenceAddr: *persistenceAddr, PresenceAddr: *presenceAddr,
+		IngestAddr: *ingestAddr, PersistenceAddr: *persistenceAddr, PresenceAddrs: daemon.List(*presenceAddr),
 		JWTSecret: []byte(*secret), DevTokens: *devTokens, QueueLimit: *queueLimit, WriteTimeout: *writeTimeout, ResumeWait: *resumeWait, Logger: log,
 	})
 	if err != nil {

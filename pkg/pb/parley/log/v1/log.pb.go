@@ -13,6 +13,7 @@ import (
 	v1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -576,11 +577,317 @@ func (x *Outcome) GetReceipt() *v1.Receipt {
 	return nil
 }
 
+// PresenceRecord is the value of a record on parley.presence.v1, the
+// compacted log presence rebuilds its state from. The key says what the
+// record is about, fields separated by a NUL byte (ids never hold one):
+// "s", user, session: a session, open while the key has a value, ended by
+// a tombstone; "n", node: an edge node's last heartbeat, a tombstone once
+// its lease lapsed and its sessions were ended; "u", user: when the user
+// was last seen online. Session and user records go to the user's
+// partition; node records to every partition, so that each presence
+// instance knows the nodes its users' sessions live on.
+type PresenceRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Body:
+	//
+	//	*PresenceRecord_Session
+	//	*PresenceRecord_Beat
+	//	*PresenceRecord_Seen
+	Body          isPresenceRecord_Body `protobuf_oneof:"body"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceRecord) Reset() {
+	*x = PresenceRecord{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceRecord) ProtoMessage() {}
+
+func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceRecord.ProtoReflect.Descriptor instead.
+func (*PresenceRecord) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PresenceRecord) GetBody() isPresenceRecord_Body {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *PresenceRecord) GetSession() *PresenceSession {
+	if x != nil {
+		if x, ok := x.Body.(*PresenceRecord_Session); ok {
+			return x.Session
+		}
+	}
+	return nil
+}
+
+func (x *PresenceRecord) GetBeat() *PresenceBeat {
+	if x != nil {
+		if x, ok := x.Body.(*PresenceRecord_Beat); ok {
+			return x.Beat
+		}
+	}
+	return nil
+}
+
+func (x *PresenceRecord) GetSeen() *PresenceSeen {
+	if x != nil {
+		if x, ok := x.Body.(*PresenceRecord_Seen); ok {
+			return x.Seen
+		}
+	}
+	return nil
+}
+
+type isPresenceRecord_Body interface {
+	isPresenceRecord_Body()
+}
+
+type PresenceRecord_Session struct {
+	Session *PresenceSession `protobuf:"bytes,1,opt,name=session,proto3,oneof"`
+}
+
+type PresenceRecord_Beat struct {
+	Beat *PresenceBeat `protobuf:"bytes,2,opt,name=beat,proto3,oneof"`
+}
+
+type PresenceRecord_Seen struct {
+	Seen *PresenceSeen `protobuf:"bytes,3,opt,name=seen,proto3,oneof"`
+}
+
+func (*PresenceRecord_Session) isPresenceRecord_Body() {}
+
+func (*PresenceRecord_Beat) isPresenceRecord_Body() {}
+
+func (*PresenceRecord_Seen) isPresenceRecord_Body() {}
+
+// PresenceSession is an open session; written again when idle flips.
+type PresenceSession struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId      string                 `protobuf:"bytes,4,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Idle          bool                   `protobuf:"varint,5,opt,name=idle,proto3" json:"idle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceSession) Reset() {
+	*x = PresenceSession{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceSession) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceSession) ProtoMessage() {}
+
+func (x *PresenceSession) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
+func (*PresenceSession) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PresenceSession) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *PresenceSession) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *PresenceSession) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *PresenceSession) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *PresenceSession) GetIdle() bool {
+	if x != nil {
+		return x.Idle
+	}
+	return false
+}
+
+// PresenceBeat is a node's heartbeat: its sessions live until at + lease.
+type PresenceBeat struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	PushAddress   string                 `protobuf:"bytes,2,opt,name=push_address,json=pushAddress,proto3" json:"push_address,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	Lease         *durationpb.Duration   `protobuf:"bytes,4,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceBeat) Reset() {
+	*x = PresenceBeat{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceBeat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceBeat) ProtoMessage() {}
+
+func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceBeat.ProtoReflect.Descriptor instead.
+func (*PresenceBeat) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PresenceBeat) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *PresenceBeat) GetPushAddress() string {
+	if x != nil {
+		return x.PushAddress
+	}
+	return ""
+}
+
+func (x *PresenceBeat) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *PresenceBeat) GetLease() *durationpb.Duration {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
+
+// PresenceSeen is when a user was last known online.
+type PresenceSeen struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceSeen) Reset() {
+	*x = PresenceSeen{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceSeen) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceSeen) ProtoMessage() {}
+
+func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceSeen.ProtoReflect.Descriptor instead.
+func (*PresenceSeen) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PresenceSeen) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *PresenceSeen) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
 var File_parley_log_v1_log_proto protoreflect.FileDescriptor
 
 const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\n" +
-	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xed\x03\n" +
+	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xed\x03\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12'\n" +
@@ -625,7 +932,27 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\n" +
 	"error_code\x18\x06 \x01(\x0e2\x19.parley.chat.v1.ErrorCodeR\terrorCode\x12#\n" +
 	"\rerror_message\x18\a \x01(\tR\ferrorMessage\x121\n" +
-	"\areceipt\x18\b \x01(\v2\x17.parley.chat.v1.ReceiptR\areceiptB9Z7github.com/parleychat/parley/pkg/pb/parley/log/v1;logv1b\x06proto3"
+	"\areceipt\x18\b \x01(\v2\x17.parley.chat.v1.ReceiptR\areceipt\"\xba\x01\n" +
+	"\x0ePresenceRecord\x12:\n" +
+	"\asession\x18\x01 \x01(\v2\x1e.parley.log.v1.PresenceSessionH\x00R\asession\x121\n" +
+	"\x04beat\x18\x02 \x01(\v2\x1b.parley.log.v1.PresenceBeatH\x00R\x04beat\x121\n" +
+	"\x04seen\x18\x03 \x01(\v2\x1b.parley.log.v1.PresenceSeenH\x00R\x04seenB\x06\n" +
+	"\x04body\"\x93\x01\n" +
+	"\x0fPresenceSession\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tdevice_id\x18\x04 \x01(\tR\bdeviceId\x12\x12\n" +
+	"\x04idle\x18\x05 \x01(\bR\x04idle\"\xa7\x01\n" +
+	"\fPresenceBeat\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12!\n" +
+	"\fpush_address\x18\x02 \x01(\tR\vpushAddress\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12/\n" +
+	"\x05lease\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x05lease\"`\n" +
+	"\fPresenceSeen\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x127\n" +
+	"\tlast_seen\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeenB9Z7github.com/parleychat/parley/pkg/pb/parley/log/v1;logv1b\x06proto3"
 
 var (
 	file_parley_log_v1_log_proto_rawDescOnce sync.Once
@@ -639,7 +966,7 @@ func file_parley_log_v1_log_proto_rawDescGZIP() []byte {
 	return file_parley_log_v1_log_proto_rawDescData
 }
 
-var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_parley_log_v1_log_proto_goTypes = []any{
 	(*Command)(nil),               // 0: parley.log.v1.Command
 	(*CreateConversation)(nil),    // 1: parley.log.v1.CreateConversation
@@ -648,28 +975,39 @@ var file_parley_log_v1_log_proto_goTypes = []any{
 	(*Mark)(nil),                  // 4: parley.log.v1.Mark
 	(*EventRecord)(nil),           // 5: parley.log.v1.EventRecord
 	(*Outcome)(nil),               // 6: parley.log.v1.Outcome
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
-	(v1.ConversationKind)(0),      // 8: parley.chat.v1.ConversationKind
-	(*v1.Event)(nil),              // 9: parley.chat.v1.Event
-	(*v1.Receipt)(nil),            // 10: parley.chat.v1.Receipt
-	(v1.ErrorCode)(0),             // 11: parley.chat.v1.ErrorCode
+	(*PresenceRecord)(nil),        // 7: parley.log.v1.PresenceRecord
+	(*PresenceSession)(nil),       // 8: parley.log.v1.PresenceSession
+	(*PresenceBeat)(nil),          // 9: parley.log.v1.PresenceBeat
+	(*PresenceSeen)(nil),          // 10: parley.log.v1.PresenceSeen
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(v1.ConversationKind)(0),      // 12: parley.chat.v1.ConversationKind
+	(*v1.Event)(nil),              // 13: parley.chat.v1.Event
+	(*v1.Receipt)(nil),            // 14: parley.chat.v1.Receipt
+	(v1.ErrorCode)(0),             // 15: parley.chat.v1.ErrorCode
+	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
 }
 var file_parley_log_v1_log_proto_depIdxs = []int32{
-	7,  // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
+	11, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
 	1,  // 1: parley.log.v1.Command.create_conversation:type_name -> parley.log.v1.CreateConversation
 	2,  // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
 	3,  // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
 	4,  // 4: parley.log.v1.Command.mark:type_name -> parley.log.v1.Mark
-	8,  // 5: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	9,  // 6: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
-	10, // 7: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
-	11, // 8: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
-	10, // 9: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	12, // 5: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	13, // 6: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
+	14, // 7: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
+	15, // 8: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
+	14, // 9: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
+	8,  // 10: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
+	9,  // 11: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
+	10, // 12: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
+	11, // 13: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
+	16, // 14: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
+	11, // 15: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_parley_log_v1_log_proto_init() }
@@ -683,13 +1021,18 @@ func file_parley_log_v1_log_proto_init() {
 		(*Command_PostMessage)(nil),
 		(*Command_Mark)(nil),
 	}
+	file_parley_log_v1_log_proto_msgTypes[7].OneofWrappers = []any{
+		(*PresenceRecord_Session)(nil),
+		(*PresenceRecord_Beat)(nil),
+		(*PresenceRecord_Seen)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_log_v1_log_proto_rawDesc), len(file_parley_log_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -103,12 +103,18 @@ type ReportRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// push_address is the host:port of the node's EdgeService.
-	PushAddress            string     `protobuf:"bytes,2,opt,name=push_address,json=pushAddress,proto3" json:"push_address,omitempty"`
-	Snapshot               bool       `protobuf:"varint,3,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
-	Connected              []*Session `protobuf:"bytes,4,rep,name=connected,proto3" json:"connected,omitempty"`
-	DisconnectedSessionIds []string   `protobuf:"bytes,5,rep,name=disconnected_session_ids,json=disconnectedSessionIds,proto3" json:"disconnected_session_ids,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	PushAddress string     `protobuf:"bytes,2,opt,name=push_address,json=pushAddress,proto3" json:"push_address,omitempty"`
+	Snapshot    bool       `protobuf:"varint,3,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	Connected   []*Session `protobuf:"bytes,4,rep,name=connected,proto3" json:"connected,omitempty"`
+	// disconnected_session_ids is no longer read: presence routes each
+	// change to the instance owning its user, so it needs the user too.
+	//
+	// Deprecated: Marked as deprecated in parley/presence/v1/presence.proto.
+	DisconnectedSessionIds []string `protobuf:"bytes,5,rep,name=disconnected_session_ids,json=disconnectedSessionIds,proto3" json:"disconnected_session_ids,omitempty"`
+	// disconnected are the sessions that ended (only ids and user are read).
+	Disconnected  []*Session `protobuf:"bytes,6,rep,name=disconnected,proto3" json:"disconnected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReportRequest) Reset() {
@@ -169,9 +175,17 @@ func (x *ReportRequest) GetConnected() []*Session {
 	return nil
 }
 
+// Deprecated: Marked as deprecated in parley/presence/v1/presence.proto.
 func (x *ReportRequest) GetDisconnectedSessionIds() []string {
 	if x != nil {
 		return x.DisconnectedSessionIds
+	}
+	return nil
+}
+
+func (x *ReportRequest) GetDisconnected() []*Session {
+	if x != nil {
+		return x.Disconnected
 	}
 	return nil
 }
@@ -547,13 +561,14 @@ const file_parley_presence_v1_presence_proto_rawDesc = "" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1b\n" +
 	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x12\x12\n" +
-	"\x04idle\x18\x04 \x01(\bR\x04idle\"\xdc\x01\n" +
+	"\x04idle\x18\x04 \x01(\bR\x04idle\"\xa1\x02\n" +
 	"\rReportRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12!\n" +
 	"\fpush_address\x18\x02 \x01(\tR\vpushAddress\x12\x1a\n" +
 	"\bsnapshot\x18\x03 \x01(\bR\bsnapshot\x129\n" +
-	"\tconnected\x18\x04 \x03(\v2\x1b.parley.presence.v1.SessionR\tconnected\x128\n" +
-	"\x18disconnected_session_ids\x18\x05 \x03(\tR\x16disconnectedSessionIds\"f\n" +
+	"\tconnected\x18\x04 \x03(\v2\x1b.parley.presence.v1.SessionR\tconnected\x12<\n" +
+	"\x18disconnected_session_ids\x18\x05 \x03(\tB\x02\x18\x01R\x16disconnectedSessionIds\x12?\n" +
+	"\fdisconnected\x18\x06 \x03(\v2\x1b.parley.presence.v1.SessionR\fdisconnected\"f\n" +
 	"\x0eReportResponse\x12#\n" +
 	"\rsend_snapshot\x18\x01 \x01(\bR\fsendSnapshot\x12/\n" +
 	"\x05lease\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05lease\"*\n" +
@@ -607,21 +622,22 @@ var file_parley_presence_v1_presence_proto_goTypes = []any{
 }
 var file_parley_presence_v1_presence_proto_depIdxs = []int32{
 	0,  // 0: parley.presence.v1.ReportRequest.connected:type_name -> parley.presence.v1.Session
-	9,  // 1: parley.presence.v1.ReportResponse.lease:type_name -> google.protobuf.Duration
-	5,  // 2: parley.presence.v1.LocateResponse.locations:type_name -> parley.presence.v1.UserLocation
-	8,  // 3: parley.presence.v1.StatusResponse.statuses:type_name -> parley.presence.v1.UserStatus
-	10, // 4: parley.presence.v1.UserStatus.last_seen:type_name -> google.protobuf.Timestamp
-	1,  // 5: parley.presence.v1.PresenceService.Report:input_type -> parley.presence.v1.ReportRequest
-	3,  // 6: parley.presence.v1.PresenceService.Locate:input_type -> parley.presence.v1.LocateRequest
-	6,  // 7: parley.presence.v1.PresenceService.Status:input_type -> parley.presence.v1.StatusRequest
-	2,  // 8: parley.presence.v1.PresenceService.Report:output_type -> parley.presence.v1.ReportResponse
-	4,  // 9: parley.presence.v1.PresenceService.Locate:output_type -> parley.presence.v1.LocateResponse
-	7,  // 10: parley.presence.v1.PresenceService.Status:output_type -> parley.presence.v1.StatusResponse
-	8,  // [8:11] is the sub-list for method output_type
-	5,  // [5:8] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	0,  // 1: parley.presence.v1.ReportRequest.disconnected:type_name -> parley.presence.v1.Session
+	9,  // 2: parley.presence.v1.ReportResponse.lease:type_name -> google.protobuf.Duration
+	5,  // 3: parley.presence.v1.LocateResponse.locations:type_name -> parley.presence.v1.UserLocation
+	8,  // 4: parley.presence.v1.StatusResponse.statuses:type_name -> parley.presence.v1.UserStatus
+	10, // 5: parley.presence.v1.UserStatus.last_seen:type_name -> google.protobuf.Timestamp
+	1,  // 6: parley.presence.v1.PresenceService.Report:input_type -> parley.presence.v1.ReportRequest
+	3,  // 7: parley.presence.v1.PresenceService.Locate:input_type -> parley.presence.v1.LocateRequest
+	6,  // 8: parley.presence.v1.PresenceService.Status:input_type -> parley.presence.v1.StatusRequest
+	2,  // 9: parley.presence.v1.PresenceService.Report:output_type -> parley.presence.v1.ReportResponse
+	4,  // 10: parley.presence.v1.PresenceService.Locate:output_type -> parley.presence.v1.LocateResponse
+	7,  // 11: parley.presence.v1.PresenceService.Status:output_type -> parley.presence.v1.StatusResponse
+	9,  // [9:12] is the sub-list for method output_type
+	6,  // [6:9] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_parley_presence_v1_presence_proto_init() }
