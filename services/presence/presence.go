@@ -206,10 +206,15 @@ func (s *Service) replayAndServe(ctx context.Context) error {
 // a dead node's users online. Queries wait instead: refused, never wrong.
 func (s *Service) settle(ctx context.Context) {
 	deadline := time.Now().Add(s.cfg.Settle)
+	// A node without sessions here changes no answer: no need to wait.
 	waiting := func() int {
 		n := 0
 		for _, p := range s.owned {
-			n += len(s.regs[p].Lapsed())
+			for _, ln := range s.regs[p].Lapsed() {
+				if len(ln.Sessions) > 0 {
+					n++
+				}
+			}
 		}
 		return n
 	}
