@@ -145,7 +145,7 @@ func TestDecideGroups(t *testing.T) {
 			{cmdOf("g", "alice", "t3", &logv1.TransferOwnership{UserId: "alice"}), invalidArg, nil},
 			{cmdOf("g", "alice", "t4", &logv1.TransferOwnership{UserId: "bob"}), okCode, nil},
 			{cmdOf("g", "alice", "t5", &logv1.TransferOwnership{UserId: "carol"}), denied, nil},
-			{cmdOf("g", "alice", "r1", &logv1.RemoveMember{UserId: "bob"}), denied, nil}, // the new owner
+			{cmdOf("g", "alice", "r1", &logv1.RemoveMember{UserId: "bob"}), denied, nil},   // the new owner
 			{cmdOf("g", "alice", "r2", &logv1.RemoveMember{UserId: "carol"}), okCode, nil}, // still an admin
 			{cmdOf("g", "bob", "l1", &logv1.Leave{}), denied, nil},
 			{cmdOf("g", "alice", "l2", &logv1.Leave{}), okCode, nil},
