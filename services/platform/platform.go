@@ -38,6 +38,8 @@ type Config struct {
 	Partitions int32
 	// PresenceLease is how long a silent edge keeps its sessions.
 	PresenceLease time.Duration
+	// MaxMembers bounds a conversation's size (ingest's default if zero).
+	MaxMembers int
 	Logger        *slog.Logger
 }
 
@@ -91,7 +93,7 @@ func Start(ctx context.Context, cfg Config) (p *Platform, err error) {
 	if p.Persistence, err = persistence.New(persistence.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Logger: cfg.Logger}, p.store); err != nil {
 		return nil, err
 	}
-	if p.Ingest, err = ingest.New(ingest.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Logger: cfg.Logger}); err != nil {
+	if p.Ingest, err = ingest.New(ingest.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", MaxMembers: cfg.MaxMembers, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	if p.Fanout, err = fanout.New(fanout.Config{Brokers: brokers, PresenceAddr: p.Presence.Addr(), Logger: cfg.Logger}); err != nil {
