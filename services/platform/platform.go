@@ -40,7 +40,7 @@ type Config struct {
 	PresenceLease time.Duration
 	// MaxMembers bounds a conversation's size (ingest's default if zero).
 	MaxMembers int
-	Logger        *slog.Logger
+	Logger     *slog.Logger
 }
 
 // Platform is a started platform.
