@@ -18,7 +18,7 @@ import (
 const (
 	// ReasonUndecodable: the value is not an EventRecord.
 	ReasonUndecodable = "undecodable"
-	// ReasonEmpty: the record holds neither an event nor a receipt.
+	// ReasonEmpty: the record holds neither an event, a receipt nor a block.
 	ReasonEmpty = "empty"
 	// ReasonInvalid: it decodes, but no sequencer writes it (an event
 	// without conversation id or seq, a receipt without conversation or
@@ -44,12 +44,14 @@ func DecodeEventRecord(value []byte) (*logv1.EventRecord, error) {
 	if err := proto.Unmarshal(value, rec); err != nil {
 		return nil, &BadRecord{ReasonUndecodable, err}
 	}
-	ev, rc := rec.GetEvent(), rec.GetReceipt()
+	ev, rc, bl := rec.GetEvent(), rec.GetReceipt(), rec.GetBlock()
 	switch {
-	case ev == nil && rc == nil:
-		return nil, &BadRecord{ReasonEmpty, errors.New("neither event nor receipt")}
-	case ev != nil && rc != nil:
-		return nil, &BadRecord{ReasonInvalid, errors.New("both an event and a receipt")}
+	case ev == nil && rc == nil && bl == nil:
+		return nil, &BadRecord{ReasonEmpty, errors.New("neither event nor receipt nor block")}
+	case (ev != nil && rc != nil) || (bl != nil && (ev != nil || rc != nil)):
+		return nil, &BadRecord{ReasonInvalid, errors.New("more than one of event, receipt and block")}
+	case bl != nil && (bl.GetConversationId() == "" || bl.GetBlockerId() == ""):
+		return nil, &BadRecord{ReasonInvalid, errors.New("block without conversation or blocker id")}
 	case ev != nil && (ev.GetConversationId() == "" || ev.GetSeq() == 0):
 		return nil, &BadRecord{ReasonInvalid, fmt.Errorf("event %q without conversation id or seq", ev.GetEventId())}
 	case rc != nil && (rc.GetConversationId() == "" || rc.GetUserId() == ""):

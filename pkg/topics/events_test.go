@@ -32,6 +32,9 @@ func TestDecodeEventRecord(t *testing.T) {
 	}{
 		{"event", marshal(&logv1.EventRecord{Event: ev("c", 1)}), ""},
 		{"receipt", marshal(&logv1.EventRecord{Receipt: receipt}), ""},
+		{"block", marshal(&logv1.EventRecord{Block: &logv1.BlockChange{ConversationId: "c", BlockerId: "u", BlockedId: "v", Blocked: true}}), ""},
+		{"block and event", marshal(&logv1.EventRecord{Event: ev("c", 1), Block: &logv1.BlockChange{ConversationId: "c", BlockerId: "u"}}), ReasonInvalid},
+		{"block without blocker", marshal(&logv1.EventRecord{Block: &logv1.BlockChange{ConversationId: "c"}}), ReasonInvalid},
 		{"garbage", []byte{0xff, 0xff, 0xff}, ReasonUndecodable},
 		{"empty value", nil, ReasonEmpty},
 		{"recipients only", marshal(&logv1.EventRecord{RecipientIds: []string{"u"}}), ReasonEmpty},

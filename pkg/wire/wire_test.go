@@ -88,6 +88,19 @@ func FuzzDecodeClient(f *testing.F) {
 		{RequestId: "10", Frame: &clientv1.ClientFrame_GetPresence{GetPresence: &clientv1.GetPresence{UserIds: []string{"bob", "carol"}}}},
 		{RequestId: "11", Frame: &clientv1.ClientFrame_WatchPresence{WatchPresence: &clientv1.WatchPresence{UserIds: []string{"bob"}}}},
 		{RequestId: "12", Frame: &clientv1.ClientFrame_SetIdle{SetIdle: &clientv1.SetIdle{Idle: true}}},
+		{RequestId: "30", Frame: &clientv1.ClientFrame_RemoveMember{RemoveMember: &clientv1.RemoveMember{ConversationId: "c", ClientMsgId: "m", UserId: "bob"}}},
+		{RequestId: "31", Frame: &clientv1.ClientFrame_Leave{Leave: &clientv1.LeaveConversation{ConversationId: "c", ClientMsgId: "m"}}},
+		{RequestId: "32", Frame: &clientv1.ClientFrame_SetRole{SetRole: &clientv1.SetMemberRole{ConversationId: "c", ClientMsgId: "m", UserId: "bob", Role: chatv1.MemberRole_MEMBER_ROLE_ADMIN}}},
+		{RequestId: "33", Frame: &clientv1.ClientFrame_TransferOwnership{TransferOwnership: &clientv1.TransferOwnership{ConversationId: "c", ClientMsgId: "m", UserId: "bob"}}},
+		{RequestId: "34", Frame: &clientv1.ClientFrame_MuteMember{MuteMember: &clientv1.MuteMember{ConversationId: "c", ClientMsgId: "m", UserId: "bob", Muted: true}}},
+		{RequestId: "35", Frame: &clientv1.ClientFrame_Rename{Rename: &clientv1.RenameConversation{ConversationId: "c", ClientMsgId: "m", Title: "t"}}},
+		{RequestId: "36", Frame: &clientv1.ClientFrame_CreateInvite{CreateInvite: &clientv1.CreateInvite{ConversationId: "c", ClientMsgId: "m", Code: "invite-code-0001"}}},
+		{RequestId: "37", Frame: &clientv1.ClientFrame_RevokeInvite{RevokeInvite: &clientv1.RevokeInvite{ConversationId: "c", ClientMsgId: "m", Code: "invite-code-0001"}}},
+		{RequestId: "38", Frame: &clientv1.ClientFrame_JoinByInvite{JoinByInvite: &clientv1.JoinByInvite{ConversationId: "c", ClientMsgId: "m", Code: "invite-code-0001"}}},
+		{RequestId: "39", Frame: &clientv1.ClientFrame_Follow{Follow: &clientv1.FollowChannel{ConversationId: "c", ClientMsgId: "m"}}},
+		{RequestId: "40", Frame: &clientv1.ClientFrame_BlockUser{BlockUser: &clientv1.BlockUser{UserId: "bob"}}},
+		{RequestId: "41", Frame: &clientv1.ClientFrame_UnblockUser{UnblockUser: &clientv1.UnblockUser{UserId: "bob"}}},
+		{RequestId: "42", Frame: &clientv1.ClientFrame_CreateConversation{CreateConversation: &clientv1.CreateConversation{Kind: chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL, Title: "news", Public: true}}},
 	}
 	for _, s := range seeds {
 		b, _ := Encode(Binary, s)

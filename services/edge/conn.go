@@ -248,11 +248,45 @@ func (c *conn) handle(ctx context.Context, f *clientv1.ClientFrame) *clientv1.Se
 		cc := b.CreateConversation
 		cmd.ConversationId, cmd.ClientMsgId = cc.GetConversationId(), cc.GetClientMsgId()
 		cmd.Body = &logv1.Command_CreateConversation{CreateConversation: &logv1.CreateConversation{
-			Kind: cc.GetKind(), Title: cc.GetTitle(), MemberIds: cc.GetMemberIds(),
+			Kind: cc.GetKind(), Title: cc.GetTitle(), MemberIds: cc.GetMemberIds(), Public: cc.GetPublic(),
 		}}
 	case *clientv1.ClientFrame_AddMember:
 		cmd.ConversationId, cmd.ClientMsgId = b.AddMember.GetConversationId(), b.AddMember.GetClientMsgId()
 		cmd.Body = &logv1.Command_AddMember{AddMember: &logv1.AddMember{UserId: b.AddMember.GetUserId()}}
+	case *clientv1.ClientFrame_RemoveMember:
+		cmd.ConversationId, cmd.ClientMsgId = b.RemoveMember.GetConversationId(), b.RemoveMember.GetClientMsgId()
+		cmd.Body = &logv1.Command_RemoveMember{RemoveMember: &logv1.RemoveMember{UserId: b.RemoveMember.GetUserId()}}
+	case *clientv1.ClientFrame_Leave:
+		cmd.ConversationId, cmd.ClientMsgId = b.Leave.GetConversationId(), b.Leave.GetClientMsgId()
+		cmd.Body = &logv1.Command_Leave{Leave: &logv1.Leave{}}
+	case *clientv1.ClientFrame_SetRole:
+		cmd.ConversationId, cmd.ClientMsgId = b.SetRole.GetConversationId(), b.SetRole.GetClientMsgId()
+		cmd.Body = &logv1.Command_SetRole{SetRole: &logv1.SetRole{UserId: b.SetRole.GetUserId(), Role: b.SetRole.GetRole()}}
+	case *clientv1.ClientFrame_TransferOwnership:
+		cmd.ConversationId, cmd.ClientMsgId = b.TransferOwnership.GetConversationId(), b.TransferOwnership.GetClientMsgId()
+		cmd.Body = &logv1.Command_TransferOwnership{TransferOwnership: &logv1.TransferOwnership{UserId: b.TransferOwnership.GetUserId()}}
+	case *clientv1.ClientFrame_MuteMember:
+		cmd.ConversationId, cmd.ClientMsgId = b.MuteMember.GetConversationId(), b.MuteMember.GetClientMsgId()
+		cmd.Body = &logv1.Command_MuteMember{MuteMember: &logv1.MuteMember{UserId: b.MuteMember.GetUserId(), Muted: b.MuteMember.GetMuted()}}
+	case *clientv1.ClientFrame_Rename:
+		cmd.ConversationId, cmd.ClientMsgId = b.Rename.GetConversationId(), b.Rename.GetClientMsgId()
+		cmd.Body = &logv1.Command_Rename{Rename: &logv1.Rename{Title: b.Rename.GetTitle()}}
+	case *clientv1.ClientFrame_CreateInvite:
+		cmd.ConversationId, cmd.ClientMsgId = b.CreateInvite.GetConversationId(), b.CreateInvite.GetClientMsgId()
+		cmd.Body = &logv1.Command_CreateInvite{CreateInvite: &logv1.CreateInvite{Code: b.CreateInvite.GetCode()}}
+	case *clientv1.ClientFrame_RevokeInvite:
+		cmd.ConversationId, cmd.ClientMsgId = b.RevokeInvite.GetConversationId(), b.RevokeInvite.GetClientMsgId()
+		cmd.Body = &logv1.Command_RevokeInvite{RevokeInvite: &logv1.RevokeInvite{Code: b.RevokeInvite.GetCode()}}
+	case *clientv1.ClientFrame_JoinByInvite:
+		cmd.ConversationId, cmd.ClientMsgId = b.JoinByInvite.GetConversationId(), b.JoinByInvite.GetClientMsgId()
+		cmd.Body = &logv1.Command_JoinByInvite{JoinByInvite: &logv1.JoinByInvite{Code: b.JoinByInvite.GetCode()}}
+	case *clientv1.ClientFrame_Follow:
+		cmd.ConversationId, cmd.ClientMsgId = b.Follow.GetConversationId(), b.Follow.GetClientMsgId()
+		cmd.Body = &logv1.Command_Follow{Follow: &logv1.Follow{}}
+	case *clientv1.ClientFrame_BlockUser:
+		cmd.Body = &logv1.Command_Block{Block: &logv1.Block{UserId: b.BlockUser.GetUserId(), Blocked: true}}
+	case *clientv1.ClientFrame_UnblockUser:
+		cmd.Body = &logv1.Command_Block{Block: &logv1.Block{UserId: b.UnblockUser.GetUserId(), Blocked: false}}
 	case *clientv1.ClientFrame_ListConversations:
 		resp, err := c.svc.persistence.Conversations(ctx, &persistencev1.ConversationsRequest{
 			UserId: c.user, Limit: b.ListConversations.GetLimit(), ChangedSince: b.ListConversations.GetChangedSince(),
@@ -339,6 +373,11 @@ func (c *conn) handle(ctx context.Context, f *clientv1.ClientFrame) *clientv1.Se
 	o := resp.GetOutcome()
 	if o.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
 		return errFrame(o.GetErrorCode(), o.GetErrorMessage(), cmd.GetClientMsgId())
+	}
+	if bl := cmd.GetBlock(); bl != nil {
+		// The direct conversation stays out of the answer: blocking names
+		// a user, not a conversation.
+		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_BlockStatus{BlockStatus: &clientv1.BlockStatus{UserId: bl.GetUserId(), Blocked: bl.GetBlocked()}}})
 	}
 	if o.GetReceipt() != nil {
 		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Receipts{Receipts: &clientv1.ReceiptBatch{Receipts: []*chatv1.Receipt{o.GetReceipt()}}}})

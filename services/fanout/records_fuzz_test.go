@@ -18,7 +18,8 @@ import (
 // record carries.
 func FuzzPlanRecords(f *testing.F) {
 	receipt := &logv1.EventRecord{Receipt: &chatv1.Receipt{ConversationId: "c", UserId: "bob", ReadSeq: 1}, RecipientIds: []string{"alice", "bob"}}
-	for _, r := range []*logv1.EventRecord{rec(1, "alice", "bob"), rec(2, "bob", "bob", "carol"), rec(3), receipt} {
+	block := &logv1.EventRecord{Block: &logv1.BlockChange{ConversationId: "c", BlockerId: "alice", BlockedId: "bob", Blocked: true}}
+	for _, r := range []*logv1.EventRecord{rec(1, "alice", "bob"), rec(2, "bob", "bob", "carol"), rec(3), receipt, block} {
 		b, _ := proto.Marshal(r)
 		f.Add(b)
 	}

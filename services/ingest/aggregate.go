@@ -31,12 +31,25 @@ type conversation struct {
 	// only when something moved.
 	delivered map[deviceKey]uint64
 	read      map[string]uint64
+
+	// Groups and channels (groups.go): the owner, the admins, the muted
+	// members, every invite code ever created (true while valid) and
+	// whether a channel is public.
+	owner   string
+	admins  map[string]bool
+	muted   map[string]bool
+	invites map[string]bool
+	public  bool
+	// blocks holds, for a direct conversation, the users of the pair who
+	// block the other.
+	blocks map[string]bool
 }
 
 type deviceKey struct{ user, device string }
 
 func newConversation(id string) *conversation {
-	return &conversation{id: id, applied: map[dedupKey]uint64{}, delivered: map[deviceKey]uint64{}, read: map[string]uint64{}}
+	return &conversation{id: id, applied: map[dedupKey]uint64{}, delivered: map[deviceKey]uint64{}, read: map[string]uint64{},
+		admins: map[string]bool{}, muted: map[string]bool{}, invites: map[string]bool{}, blocks: map[string]bool{}}
 }
 
 // receipt is the device's position as a receipt.
@@ -76,6 +89,15 @@ func replay(convs map[string]*conversation, rec *logv1.EventRecord) {
 		}
 		return
 	}
+	if b := rec.GetBlock(); b != nil {
+		c := convs[b.GetConversationId()]
+		if c == nil {
+			c = newConversation(b.GetConversationId())
+			convs[c.id] = c
+		}
+		c.applyBlock(b)
+		return
+	}
 	ev := rec.GetEvent()
 	if ev == nil {
 		return
@@ -97,10 +119,13 @@ func replay(convs map[string]*conversation, rec *logv1.EventRecord) {
 	case *chatv1.Event_ConversationCreated:
 		c.kind = b.ConversationCreated.GetKind()
 		c.members = append([]string(nil), b.ConversationCreated.GetMemberIds()...)
+		c.owner, c.public = ev.GetSenderId(), b.ConversationCreated.GetPublic()
 	case *chatv1.Event_MemberAdded:
 		if u := b.MemberAdded.GetUserId(); !c.isMember(u) {
 			c.members = append(c.members, u)
 		}
+	default:
+		c.applyGroupEvent(ev)
 	}
 }
 
@@ -121,6 +146,10 @@ func decide(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, 
 		// position is idempotent by itself.
 		return decideMark(c, cmd, m.Mark, out, now)
 	}
+	if b, ok := cmd.GetBody().(*logv1.Command_Block); ok {
+		// Blocking is idempotent by itself too, and has no seq to answer.
+		return decideBlock(convs, cmd, b.Block, out, now)
+	}
 	key := dedupKey{cmd.GetUserId(), cmd.GetClientMsgId()}
 	if c != nil {
 		if seq, ok := c.applied[key]; ok {
@@ -136,9 +165,15 @@ func decide(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, 
 		Time:           timestamppb.New(now),
 		ClientMsgId:    cmd.GetClientMsgId(),
 	}
+	var removedTo string
 	switch b := cmd.GetBody().(type) {
 	case *logv1.Command_CreateConversation:
-		if c != nil {
+		if b.CreateConversation.GetKind() == chatv1.ConversationKind_CONVERSATION_KIND_DIRECT && c.blocked() {
+			// Checked first, so that the blocked user cannot tell a block
+			// of a conversation that exists from one that does not.
+			return reject(chatv1.ErrorCode_ERROR_CODE_BLOCKED, "you cannot message this user")
+		}
+		if c.exists() {
 			if c.kind == chatv1.ConversationKind_CONVERSATION_KIND_DIRECT && c.isMember(cmd.GetUserId()) {
 				// Opening a direct conversation that exists finds it.
 				out.Seq, out.Duplicate = 1, true
@@ -149,40 +184,62 @@ func decide(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, 
 		if len(b.CreateConversation.GetMemberIds()) > maxMembers {
 			return reject(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "too many members")
 		}
-		c = newConversation(cmd.GetConversationId())
+		if c == nil {
+			c = newConversation(cmd.GetConversationId())
+			convs[c.id] = c
+		}
 		c.kind = b.CreateConversation.GetKind()
 		c.members = append(c.members, b.CreateConversation.GetMemberIds()...)
-		convs[c.id] = c
+		c.owner, c.public = cmd.GetUserId(), b.CreateConversation.GetPublic()
 		ev.Body = &chatv1.Event_ConversationCreated{ConversationCreated: &chatv1.ConversationCreated{
 			Kind: b.CreateConversation.GetKind(), Title: b.CreateConversation.GetTitle(), MemberIds: c.members,
+			Public: b.CreateConversation.GetPublic(),
 		}}
 	case *logv1.Command_AddMember:
-		if c == nil {
+		if !c.exists() {
 			return reject(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such conversation")
 		}
 		if !c.isMember(cmd.GetUserId()) {
 			return reject(chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, "you are not a member of this conversation")
 		}
-		if c.kind != chatv1.ConversationKind_CONVERSATION_KIND_GROUP {
-			return reject(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "members can only be added to groups")
+		if !c.managed() {
+			return reject(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "members can only be added to groups and channels")
+		}
+		if c.kind == chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL && c.role(cmd.GetUserId()) < chatv1.MemberRole_MEMBER_ROLE_ADMIN {
+			return reject(chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "only the owner and admins add followers to a channel")
 		}
 		u := b.AddMember.GetUserId()
 		if c.isMember(u) {
 			return reject(chatv1.ErrorCode_ERROR_CODE_ALREADY_EXISTS, u+" is already a member")
 		}
 		if len(c.members) >= maxMembers {
-			return reject(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "conversation is full")
+			return reject(chatv1.ErrorCode_ERROR_CODE_CONVERSATION_FULL, "conversation is full")
 		}
 		c.members = append(c.members, u)
 		ev.Body = &chatv1.Event_MemberAdded{MemberAdded: &chatv1.MemberAdded{UserId: u}}
 	case *logv1.Command_PostMessage:
-		if c == nil {
+		if !c.exists() {
 			return reject(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such conversation")
 		}
 		if !c.isMember(cmd.GetUserId()) {
 			return reject(chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, "you are not a member of this conversation")
 		}
+		if code, msg := c.mayPost(cmd.GetUserId()); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+			return reject(code, msg)
+		}
 		ev.Body = &chatv1.Event_MessagePosted{MessagePosted: &chatv1.MessagePosted{Text: b.PostMessage.GetText()}}
+	case *logv1.Command_RemoveMember, *logv1.Command_Leave, *logv1.Command_SetRole, *logv1.Command_TransferOwnership,
+		*logv1.Command_MuteMember, *logv1.Command_Rename, *logv1.Command_CreateInvite, *logv1.Command_RevokeInvite,
+		*logv1.Command_JoinByInvite, *logv1.Command_Follow:
+		v := decideGroup(c, cmd, maxMembers, ev)
+		if v.code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+			return reject(v.code, v.msg)
+		}
+		c.applyGroupEvent(ev)
+		if v.removed != "" {
+			// Who leaves gets their own departure, then nothing more.
+			removedTo = v.removed
+		}
 	default:
 		return reject(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "command has no known body")
 	}
@@ -191,7 +248,11 @@ func decide(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, 
 	c.applied[key] = ev.Seq
 	c.move(cmd.GetUserId(), cmd.GetDeviceId(), ev.Seq, ev.Seq)
 	out.Seq = ev.Seq
-	return &logv1.EventRecord{Event: ev, RecipientIds: append([]string(nil), c.members...), CommandId: cmd.GetCommandId()}, out
+	recipients := append([]string(nil), c.members...)
+	if removedTo != "" {
+		recipients = append(recipients, removedTo)
+	}
+	return &logv1.EventRecord{Event: ev, RecipientIds: recipients, CommandId: cmd.GetCommandId()}, out
 }
 
 // decideMark moves a device's positions. A receipt takes no seq: positions
@@ -200,7 +261,7 @@ func decide(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, 
 // repeated Mark free and idempotent.
 func decideMark(c *conversation, cmd *logv1.Command, m *logv1.Mark, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
 	switch {
-	case c == nil:
+	case !c.exists():
 		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such conversation"
 		return nil, out
 	case !c.isMember(cmd.GetUserId()):

@@ -76,7 +76,7 @@ func TestDecide(t *testing.T) {
 		}},
 		{"size limit", []step{
 			{createCmd("g", "alice", "c1", group, "alice", "bob", "carol"), 1, false, ok},
-			{addCmd("g", "alice", "a1", "dave"), 0, false, chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+			{addCmd("g", "alice", "a1", "dave"), 0, false, chatv1.ErrorCode_ERROR_CODE_CONVERSATION_FULL},
 			{createCmd("h", "alice", "c2", group, "alice", "bob", "carol", "dave"), 0, false, chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
 		}},
 	}

@@ -258,6 +258,27 @@ func (s *Service) Submit(ctx context.Context, req *ingestv1.SubmitRequest) (*ing
 	}
 }
 
+// Invite codes are chosen by clients (the SDK draws 128 random bits), so
+// they must be long enough not to be guessed.
+const (
+	MinInviteCode  = 16
+	MaxInviteCode  = 64
+	inviteCodeRule = "an invite code is 16-64 letters, digits, '-' or '_'"
+)
+
+// ValidInviteCode reports whether code has an invite code's shape.
+func ValidInviteCode(code string) bool {
+	if len(code) < MinInviteCode || len(code) > MaxInviteCode {
+		return false
+	}
+	for _, r := range code {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 // directNamespace derives direct conversation ids from the member pair.
 var directNamespace = uuid.MustParse("6f0e5bb4-6a42-4a50-9d0c-8f7b4b7d9a11")
 
@@ -293,6 +314,20 @@ func Prepare(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 		}
 		return chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, ""
 	}
+	if b, ok := cmd.GetBody().(*logv1.Command_Block); ok {
+		// A block is state, set or not, so it needs no client message id;
+		// its conversation is the pair's direct one, never the client's say.
+		cmd.ClientMsgId = ""
+		switch u := b.Block.GetUserId(); {
+		case !auth.ValidUserID(u):
+			return invalid, "invalid user id to block"
+		case u == cmd.GetUserId():
+			return invalid, "you cannot block yourself"
+		default:
+			cmd.ConversationId = DirectID(cmd.GetUserId(), u)
+		}
+		return chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, ""
+	}
 	if n := len(cmd.GetClientMsgId()); n == 0 || n > MaxClientMsgID || !utf8.ValidString(cmd.GetClientMsgId()) {
 		return invalid, fmt.Sprintf("client_msg_id must be 1-%d bytes of UTF-8", MaxClientMsgID)
 	}
@@ -323,15 +358,21 @@ func Prepare(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 				return invalid, "a direct conversation needs exactly one other member"
 			}
 			cmd.ConversationId = DirectID(members[0], members[1])
-			cc.Title = ""
-		case chatv1.ConversationKind_CONVERSATION_KIND_GROUP:
+			cc.Title, cc.Public = "", false
+		case chatv1.ConversationKind_CONVERSATION_KIND_GROUP, chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL:
 			if cmd.GetConversationId() == "" {
 				cmd.ConversationId = uuid.Must(uuid.NewV7()).String()
-			} else if _, err := uuid.Parse(cmd.GetConversationId()); err != nil {
-				return invalid, "conversation_id must be a UUID"
+			} else if id, err := uuid.Parse(cmd.GetConversationId()); err != nil || id.Version() != 7 {
+				// Version 7 only: a client must not take the id of a
+				// direct conversation (version 5) and so keep the pair
+				// from opening it, or hold their blocks.
+				return invalid, "conversation_id must be a UUIDv7"
 			}
 			if strings.TrimSpace(cc.GetTitle()) == "" {
-				return invalid, "a group needs a title"
+				return invalid, "a group or channel needs a title"
+			}
+			if cc.GetKind() == chatv1.ConversationKind_CONVERSATION_KIND_GROUP {
+				cc.Public = false
 			}
 		default:
 			return invalid, "unknown conversation kind"
@@ -340,6 +381,43 @@ func Prepare(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 		if !auth.ValidUserID(b.AddMember.GetUserId()) {
 			return invalid, "invalid user id to add"
 		}
+	case *logv1.Command_RemoveMember:
+		if !auth.ValidUserID(b.RemoveMember.GetUserId()) {
+			return invalid, "invalid user id to remove"
+		}
+	case *logv1.Command_SetRole:
+		if !auth.ValidUserID(b.SetRole.GetUserId()) {
+			return invalid, "invalid user id"
+		}
+		if r := b.SetRole.GetRole(); r != chatv1.MemberRole_MEMBER_ROLE_ADMIN && r != chatv1.MemberRole_MEMBER_ROLE_MEMBER {
+			return invalid, "role must be MEMBER_ROLE_ADMIN or MEMBER_ROLE_MEMBER"
+		}
+	case *logv1.Command_TransferOwnership:
+		if !auth.ValidUserID(b.TransferOwnership.GetUserId()) {
+			return invalid, "invalid user id of the new owner"
+		}
+	case *logv1.Command_MuteMember:
+		if !auth.ValidUserID(b.MuteMember.GetUserId()) {
+			return invalid, "invalid user id to mute"
+		}
+	case *logv1.Command_Rename:
+		t := b.Rename.GetTitle()
+		if strings.TrimSpace(t) == "" || len(t) > MaxTitleBytes || !utf8.ValidString(t) {
+			return invalid, fmt.Sprintf("title must be 1-%d bytes of UTF-8", MaxTitleBytes)
+		}
+	case *logv1.Command_CreateInvite:
+		if !ValidInviteCode(b.CreateInvite.GetCode()) {
+			return invalid, inviteCodeRule
+		}
+	case *logv1.Command_RevokeInvite:
+		if !ValidInviteCode(b.RevokeInvite.GetCode()) {
+			return invalid, inviteCodeRule
+		}
+	case *logv1.Command_JoinByInvite:
+		if !ValidInviteCode(b.JoinByInvite.GetCode()) {
+			return invalid, inviteCodeRule
+		}
+	case *logv1.Command_Leave, *logv1.Command_Follow:
 	case *logv1.Command_PostMessage:
 		t := b.PostMessage.GetText()
 		if strings.TrimSpace(t) == "" {

@@ -27,6 +27,18 @@ func FuzzSequencerRecords(f *testing.F) {
 		{CommandId: "x", ConversationId: "g1", UserId: "alice", ClientMsgId: "e"},
 		markCmd("g1", "bob", "phone", 1, 1),
 		markCmd("g1", "bob", "phone", 0, 7),
+		cmdOf("g1", "alice", "r1", &logv1.RemoveMember{UserId: "bob"}),
+		cmdOf("g1", "bob", "l1", &logv1.Leave{}),
+		cmdOf("g1", "alice", "s1", &logv1.SetRole{UserId: "bob", Role: chatv1.MemberRole_MEMBER_ROLE_ADMIN}),
+		cmdOf("g1", "alice", "t1", &logv1.TransferOwnership{UserId: "bob"}),
+		cmdOf("g1", "alice", "m1", &logv1.MuteMember{UserId: "bob", Muted: true}),
+		cmdOf("g1", "alice", "n1", &logv1.Rename{Title: "renamed"}),
+		cmdOf("g1", "alice", "i1", &logv1.CreateInvite{Code: code1}),
+		cmdOf("g1", "alice", "v1", &logv1.RevokeInvite{Code: code1}),
+		cmdOf("g1", "carol", "j1", &logv1.JoinByInvite{Code: code1}),
+		cmdOf("g1", "carol", "f1", &logv1.Follow{}),
+		cmdOf(DirectID("alice", "bob"), "alice", "", &logv1.Block{UserId: "bob", Blocked: true}),
+		channelCmd("018f0000-0000-7000-8000-000000000001", "alice", "c2", true, "alice"),
 	}
 	for _, c := range seedCmds {
 		b, _ := proto.Marshal(c)
@@ -34,6 +46,9 @@ func FuzzSequencerRecords(f *testing.F) {
 	}
 	rec, _ := decide(map[string]*conversation{}, createCmd("g3", "alice", "c3", group, "alice"), 10, time.Unix(0, 0))
 	b, _ := proto.Marshal(rec)
+	f.Add(b, false)
+	block, _ := decide(map[string]*conversation{}, cmdOf("d", "alice", "", &logv1.Block{UserId: "bob", Blocked: true}), 10, time.Unix(0, 0))
+	b, _ = proto.Marshal(block)
 	f.Add(b, false)
 	f.Add([]byte{0xff, 0x00}, true)
 
@@ -79,6 +94,10 @@ func FuzzSequencerRecords(f *testing.F) {
 			checkMark(t, convs, cmd, last, ev, out)
 			return
 		}
+		if _, ok := cmd.GetBody().(*logv1.Command_Block); ok {
+			checkBlock(t, convs, cmd, last, ev, out)
+			return
+		}
 		if ev == nil {
 			if out.GetErrorCode() == chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED && !out.GetDuplicate() {
 				t.Fatalf("no event, no error and no duplicate: %v", out)
@@ -122,6 +141,22 @@ func checkMark(t *testing.T, convs map[string]*conversation, cmd *logv1.Command,
 	again, out2 := decide(convs, cmd, 10, time.Unix(0, 0))
 	if again != nil || !proto.Equal(out2.GetReceipt(), r) {
 		t.Fatalf("second decision of the same mark logged %v, answered %v (first %v)", again, out2.GetReceipt(), r)
+	}
+}
+
+// checkBlock is the oracle for a decided block: it never takes a seq, its
+// record names no recipients and holds no event (nobody is told), and
+// deciding it again logs nothing.
+func checkBlock(t *testing.T, convs map[string]*conversation, cmd *logv1.Command, last uint64, rec *logv1.EventRecord, out *logv1.Outcome) {
+	t.Helper()
+	if c := convs[cmd.GetConversationId()]; c != nil && c.lastSeq != last || out.GetSeq() != 0 {
+		t.Fatalf("a block took a seq: %v", out)
+	}
+	if rec != nil && (rec.GetEvent() != nil || rec.GetReceipt() != nil || len(rec.GetRecipientIds()) > 0 || rec.GetBlock() == nil) {
+		t.Fatalf("a block logged %v", rec)
+	}
+	if again, _ := decide(convs, cmd, 10, time.Unix(0, 0)); again != nil {
+		t.Fatalf("the same block decided twice logged %v", again)
 	}
 }
 

@@ -42,7 +42,9 @@ type Config struct {
 	// PresenceInstances split the users (2 if 0, so the split is always
 	// exercised); it must divide Partitions.
 	PresenceInstances int
-	Logger            *slog.Logger
+	// MaxMembers bounds a conversation's size (ingest's default if zero).
+	MaxMembers int
+	Logger     *slog.Logger
 }
 
 // Platform is a started platform.
@@ -104,7 +106,7 @@ func Start(ctx context.Context, cfg Config) (p *Platform, err error) {
 	if p.Persistence, err = persistence.New(persistence.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Logger: cfg.Logger}, p.store); err != nil {
 		return nil, err
 	}
-	if p.Ingest, err = ingest.New(ingest.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Logger: cfg.Logger}); err != nil {
+	if p.Ingest, err = ingest.New(ingest.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", MaxMembers: cfg.MaxMembers, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	if p.Fanout, err = fanout.New(fanout.Config{Brokers: brokers, PresenceAddrs: presenceAddrs, Logger: cfg.Logger}); err != nil {

@@ -29,8 +29,16 @@ type env struct {
 
 func start(t *testing.T, dir string) (*env, func()) {
 	t.Helper()
+	return startWith(t, platform.Config{DataDir: dir})
+}
+
+// startWith starts the platform on cfg with the tests' address, secret
+// and partitions.
+func startWith(t *testing.T, cfg platform.Config) (*env, func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	p, err := platform.Start(ctx, platform.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", JWTSecret: secret, Partitions: 4})
+	cfg.HTTPAddr, cfg.JWTSecret, cfg.Partitions = "127.0.0.1:0", secret, 4
+	p, err := platform.Start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start platform: %v", err)
 	}

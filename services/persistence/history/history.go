@@ -6,6 +6,7 @@ package history
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -123,33 +124,84 @@ func ClampLimit(n int) int {
 // Summarize folds one event into a conversation summary. It is what every
 // backend applies, so the views agree. Events at or below the summary's
 // last seq are ignored, which makes replays harmless. It reports the users
-// who became members.
-func Summarize(c *chatv1.Conversation, ev *chatv1.Event) (joined []string, changed bool) {
+// who became members and those who stopped being members (removed or
+// left): a backend drops the latter's conversation-list entry, and with
+// the summary's member list their access to history.
+func Summarize(c *chatv1.Conversation, ev *chatv1.Event) (joined, left []string, changed bool) {
 	if ev.GetSeq() <= c.GetLastSeq() {
-		return nil, false
+		return nil, nil, false
 	}
 	c.ConversationId = ev.GetConversationId()
 	c.LastSeq = ev.GetSeq()
 	c.LastActivity = ev.GetTime()
+	join := func(m string) {
+		if !IsMember(c, m) {
+			c.MemberIds = append(c.MemberIds, m)
+			joined = append(joined, m)
+		}
+	}
 	switch b := ev.GetBody().(type) {
 	case *chatv1.Event_ConversationCreated:
 		c.Kind = b.ConversationCreated.GetKind()
 		c.Title = b.ConversationCreated.GetTitle()
+		c.Public = b.ConversationCreated.GetPublic()
+		if c.Kind == chatv1.ConversationKind_CONVERSATION_KIND_GROUP || c.Kind == chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL {
+			c.OwnerId = ev.GetSenderId()
+		}
 		for _, m := range b.ConversationCreated.GetMemberIds() {
-			if !IsMember(c, m) {
-				c.MemberIds = append(c.MemberIds, m)
-				joined = append(joined, m)
-			}
+			join(m)
 		}
 	case *chatv1.Event_MemberAdded:
-		if m := b.MemberAdded.GetUserId(); !IsMember(c, m) {
-			c.MemberIds = append(c.MemberIds, m)
-			joined = append(joined, m)
+		join(b.MemberAdded.GetUserId())
+	case *chatv1.Event_MemberJoined:
+		join(b.MemberJoined.GetUserId())
+	case *chatv1.Event_MemberRemoved:
+		left = leave(c, b.MemberRemoved.GetUserId())
+	case *chatv1.Event_MemberLeft:
+		left = leave(c, b.MemberLeft.GetUserId())
+	case *chatv1.Event_RoleChanged:
+		c.AdminIds = setIn(c.AdminIds, b.RoleChanged.GetUserId(), b.RoleChanged.GetRole() == chatv1.MemberRole_MEMBER_ROLE_ADMIN)
+	case *chatv1.Event_OwnershipTransferred:
+		// The sender is the owner until now (the sequencer sees to it);
+		// taken from the event, not the summary, so that a backend writing
+		// without reading folds it the same way.
+		if s := ev.GetSenderId(); s != "" {
+			c.AdminIds = setIn(c.AdminIds, s, true)
 		}
+		c.OwnerId = b.OwnershipTransferred.GetNewOwnerId()
+		c.AdminIds = setIn(c.AdminIds, c.OwnerId, false)
+	case *chatv1.Event_MemberMuted:
+		c.MutedIds = setIn(c.MutedIds, b.MemberMuted.GetUserId(), b.MemberMuted.GetMuted())
+	case *chatv1.Event_ConversationRenamed:
+		c.Title = b.ConversationRenamed.GetTitle()
 	case *chatv1.Event_MessagePosted:
 		c.LastMessagePreview = Preview(b.MessagePosted.GetText())
 	}
-	return joined, true
+	return joined, left, true
+}
+
+// leave drops user from the summary with their role and mute.
+func leave(c *chatv1.Conversation, user string) []string {
+	c.AdminIds = setIn(c.AdminIds, user, false)
+	c.MutedIds = setIn(c.MutedIds, user, false)
+	i := slices.Index(c.MemberIds, user)
+	if i < 0 {
+		return nil
+	}
+	c.MemberIds = slices.Delete(c.MemberIds, i, i+1)
+	return []string{user}
+}
+
+// setIn adds user to (in) or removes them from a sorted id list.
+func setIn(ids []string, user string, in bool) []string {
+	i, found := slices.BinarySearch(ids, user)
+	switch {
+	case in && !found:
+		return slices.Insert(ids, i, user)
+	case !in && found:
+		return slices.Delete(ids, i, i+1)
+	}
+	return ids
 }
 
 // IsMember reports whether user is in the summary's member list.

@@ -169,6 +169,9 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 	for _, rec := range recs {
 		ev, r := rec.GetEvent(), rec.GetReceipt()
 		switch {
+		case rec.GetBlock() != nil && ev == nil && r == nil:
+			// Blocks are the sequencer's state alone: no view shows them.
+			continue
 		case ev != nil && r != nil:
 			return fmt.Errorf("apply record of command %q: holds both an event and a receipt", rec.GetCommandId())
 		case r != nil:
@@ -304,11 +307,22 @@ const (
 	addMembers    = `UPDATE conversations USING TIMESTAMP ? SET members = members + ? WHERE conversation_id = ?`
 	insertMember  = `INSERT INTO members_by_conversation (conversation_id, user_id, joined_seq, join_pos) VALUES (?, ?, ?, ?) USING TIMESTAMP ?`
 	insertUser    = `INSERT INTO conversations_by_user (user_id, conversation_id, joined_seq) VALUES (?, ?, ?) USING TIMESTAMP ?`
-	updateRead    = `UPDATE read_positions_by_conversation USING TIMESTAMP ? SET read_seq = ? WHERE conversation_id = ? AND user_id = ?`
-	updateDevice  = `UPDATE device_positions USING TIMESTAMP ? SET delivered_seq = ? WHERE conversation_id = ? AND user_id = ? AND device_id = ?`
-	updateUser    = `UPDATE read_positions USING TIMESTAMP ? SET read_seq = ?, changed_at = ? WHERE user_id = ? AND conversation_id = ?`
-	restampConv   = `UPDATE conversations USING TIMESTAMP ? SET changed_at = ? WHERE conversation_id = ?`
-	restampUser   = `UPDATE read_positions USING TIMESTAMP ? SET changed_at = ? WHERE user_id = ? AND conversation_id = ?`
+	// Groups (0003_groups.cql).
+	setLeft      = `UPDATE conversations USING TIMESTAMP ? SET member_left[?] = ? WHERE conversation_id = ?`
+	deleteMember = `DELETE FROM members_by_conversation USING TIMESTAMP ? WHERE conversation_id = ? AND user_id = ?`
+	deleteUser   = `DELETE FROM conversations_by_user USING TIMESTAMP ? WHERE user_id = ? AND conversation_id = ?`
+	setOwner     = `UPDATE conversations USING TIMESTAMP ? SET owner_id = ? WHERE conversation_id = ?`
+	setPublic    = `UPDATE conversations USING TIMESTAMP ? SET public = ? WHERE conversation_id = ?`
+	setTitle     = `UPDATE conversations USING TIMESTAMP ? SET title = ? WHERE conversation_id = ?`
+	addAdmin     = `UPDATE conversations USING TIMESTAMP ? SET admins = admins + ? WHERE conversation_id = ?`
+	removeAdmin  = `UPDATE conversations USING TIMESTAMP ? SET admins = admins - ? WHERE conversation_id = ?`
+	addMuted     = `UPDATE conversations USING TIMESTAMP ? SET muted = muted + ? WHERE conversation_id = ?`
+	removeMuted  = `UPDATE conversations USING TIMESTAMP ? SET muted = muted - ? WHERE conversation_id = ?`
+	updateRead   = `UPDATE read_positions_by_conversation USING TIMESTAMP ? SET read_seq = ? WHERE conversation_id = ? AND user_id = ?`
+	updateDevice = `UPDATE device_positions USING TIMESTAMP ? SET delivered_seq = ? WHERE conversation_id = ? AND user_id = ? AND device_id = ?`
+	updateUser   = `UPDATE read_positions USING TIMESTAMP ? SET read_seq = ?, changed_at = ? WHERE user_id = ? AND conversation_id = ?`
+	restampConv  = `UPDATE conversations USING TIMESTAMP ? SET changed_at = ? WHERE conversation_id = ?`
+	restampUser  = `UPDATE read_positions USING TIMESTAMP ? SET changed_at = ? WHERE user_id = ? AND conversation_id = ?`
 )
 
 // writeSummary queues the conversation's summary, membership and position
@@ -329,7 +343,7 @@ func (s *Store) writeSummary(ctx context.Context, g *errgroup.Group, w *convWrit
 		seq  int64
 		pos  int64
 	}
-	var joins []join
+	var joins, leaves []join
 	batch := s.sess.NewBatch(gocql.UnloggedBatch).WithContext(ctx)
 	for _, ev := range w.events {
 		seq := ev.GetSeq()
@@ -345,9 +359,15 @@ func (s *Store) writeSummary(ctx context.Context, g *errgroup.Group, w *convWrit
 			users = b.ConversationCreated.GetMemberIds()
 		case *chatv1.Event_MemberAdded:
 			users = []string{b.MemberAdded.GetUserId()}
+		case *chatv1.Event_MemberJoined:
+			users = []string{b.MemberJoined.GetUserId()}
 		case *chatv1.Event_MessagePosted:
 			if posted == nil || seq > posted.GetSeq() {
 				posted = ev
+			}
+		default:
+			if u := groupWrites(batch, w.id, ev); u != "" {
+				leaves = append(leaves, join{user: u, seq: int64(seq)})
 			}
 		}
 		if len(users) == 0 {
@@ -374,12 +394,19 @@ func (s *Store) writeSummary(ctx context.Context, g *errgroup.Group, w *convWrit
 	if created != nil {
 		c := created.GetConversationCreated()
 		batch.Query(updateCreated, int64(created.GetSeq()), int32(c.GetKind()), c.GetTitle(), w.id)
+		batch.Query(setPublic, int64(created.GetSeq()), c.GetPublic(), w.id)
+		if c.GetKind() == chatv1.ConversationKind_CONVERSATION_KIND_GROUP || c.GetKind() == chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL {
+			batch.Query(setOwner, int64(created.GetSeq()), created.GetSenderId(), w.id)
+		}
 	}
 	if posted != nil {
 		batch.Query(updatePreview, int64(posted.GetSeq()), history.Preview(posted.GetMessagePosted().GetText()), w.id)
 	}
 	for _, j := range joins {
 		batch.Query(insertMember, w.id, j.user, j.seq, j.pos, j.seq)
+	}
+	for _, l := range leaves {
+		batch.Query(deleteMember, l.seq, w.id, l.user)
 	}
 	for u, seq := range w.reads {
 		batch.Query(updateRead, int64(seq), int64(seq), w.id, u)
@@ -407,6 +434,56 @@ func (s *Store) writeSummary(ctx context.Context, g *errgroup.Group, w *convWrit
 			return nil
 		})
 	}
+	for _, l := range leaves {
+		g.Go(func() error {
+			if err := s.sess.Query(deleteUser, l.seq, l.user, w.id).WithContext(ctx).Exec(); err != nil {
+				return fmt.Errorf("delete conversation list entry %s of %s: %w", w.id, l.user, err)
+			}
+			return nil
+		})
+	}
+}
+
+// groupWrites queues the summary cells a group event sets, each USING
+// TIMESTAMP its seq, and returns the user it removes, if any. Every such
+// event is written (unlike last_seq, which only the highest needs): each
+// touches its own cells, and the timestamps decide which one holds.
+func groupWrites(batch *gocql.Batch, conv string, ev *chatv1.Event) (removed string) {
+	seq := int64(ev.GetSeq())
+	one := func(u string) []string { return []string{u} }
+	switch b := ev.GetBody().(type) {
+	case *chatv1.Event_MemberRemoved:
+		removed = b.MemberRemoved.GetUserId()
+	case *chatv1.Event_MemberLeft:
+		removed = b.MemberLeft.GetUserId()
+	case *chatv1.Event_RoleChanged:
+		q := removeAdmin
+		if b.RoleChanged.GetRole() == chatv1.MemberRole_MEMBER_ROLE_ADMIN {
+			q = addAdmin
+		}
+		batch.Query(q, seq, one(b.RoleChanged.GetUserId()), conv)
+	case *chatv1.Event_OwnershipTransferred:
+		// The sender is the owner until now; see history.Summarize.
+		if s := ev.GetSenderId(); s != "" {
+			batch.Query(addAdmin, seq, one(s), conv)
+		}
+		batch.Query(removeAdmin, seq, one(b.OwnershipTransferred.GetNewOwnerId()), conv)
+		batch.Query(setOwner, seq, b.OwnershipTransferred.GetNewOwnerId(), conv)
+	case *chatv1.Event_MemberMuted:
+		q := removeMuted
+		if b.MemberMuted.GetMuted() {
+			q = addMuted
+		}
+		batch.Query(q, seq, one(b.MemberMuted.GetUserId()), conv)
+	case *chatv1.Event_ConversationRenamed:
+		batch.Query(setTitle, seq, b.ConversationRenamed.GetTitle(), conv)
+	}
+	if removed != "" {
+		batch.Query(setLeft, seq, removed, seq, conv)
+		batch.Query(removeAdmin, seq, one(removed), conv)
+		batch.Query(removeMuted, seq, one(removed), conv)
+	}
+	return removed
 }
 
 // userReads groups the read positions of an Apply by user: a user's
@@ -481,7 +558,8 @@ func (s *Store) restamp(ctx context.Context, convs []*convWrites, stamp int64) e
 	return g.Wait()
 }
 
-const selectSummary = `SELECT kind, title, members, last_seq, last_activity, last_message_preview, changed_at FROM conversations WHERE conversation_id = ?`
+const selectSummary = `SELECT kind, title, members, last_seq, last_activity, last_message_preview, changed_at,
+member_left, owner_id, admins, muted, public FROM conversations WHERE conversation_id = ?`
 
 // Conversation implements history.Store.
 func (s *Store) Conversation(ctx context.Context, conv string) (*chatv1.Conversation, error) {
@@ -503,8 +581,14 @@ func (s *Store) summary(ctx context.Context, conv string) (*chatv1.Conversation,
 		activity *int64
 		preview  string
 		changed  *int64
+		left     map[string]int64
+		owner    string
+		admins   []string
+		muted    []string
+		public   bool
 	)
-	err := s.sess.Query(selectSummary, conv).WithContext(ctx).Scan(&kind, &title, &members, &lastSeq, &activity, &preview, &changed)
+	err := s.sess.Query(selectSummary, conv).WithContext(ctx).Scan(&kind, &title, &members, &lastSeq, &activity, &preview, &changed,
+		&left, &owner, &admins, &muted, &public)
 	if errors.Is(err, gocql.ErrNotFound) {
 		return nil, 0, history.ErrNotFound
 	}
@@ -520,9 +604,13 @@ func (s *Store) summary(ctx context.Context, conv string) (*chatv1.Conversation,
 		ConversationId:     conv,
 		Kind:               chatv1.ConversationKind(kind),
 		Title:              title,
-		MemberIds:          memberList(members),
+		MemberIds:          memberList(members, left),
 		LastSeq:            uint64(lastSeq),
 		LastMessagePreview: preview,
+		OwnerId:            owner,
+		AdminIds:           admins,
+		MutedIds:           muted,
+		Public:             public,
 	}
 	if activity != nil {
 		c.LastActivity = timestamppb.New(time.Unix(0, *activity).UTC())
@@ -535,8 +623,9 @@ func (s *Store) summary(ctx context.Context, conv string) (*chatv1.Conversation,
 }
 
 // memberList orders the members map by key (join order) and keeps each
-// user's first entry, as history.Summarize does.
-func memberList(m map[int64]string) []string {
+// user's first entry after their latest leave (left: user -> seq), as
+// history.Summarize does.
+func memberList(m map[int64]string, left map[string]int64) []string {
 	if len(m) == 0 {
 		return nil
 	}
@@ -548,7 +637,7 @@ func memberList(m map[int64]string) []string {
 	out := make([]string, 0, len(keys))
 	seen := make(map[string]bool, len(keys))
 	for _, k := range keys {
-		if u := m[k]; !seen[u] {
+		if u := m[k]; !seen[u] && k>>memberPosBits > left[u] {
 			seen[u] = true
 			out = append(out, u)
 		}

@@ -120,10 +120,15 @@ func TestMemberList(t *testing.T) {
 		1<<memberPosBits | 0: "bob", 1<<memberPosBits | 1: "alice", 1<<memberPosBits | 2: "bob",
 		3 << memberPosBits: "carol", 4 << memberPosBits: "alice",
 	}
-	if got := memberList(m); !slices.Equal(got, []string{"bob", "alice", "carol"}) {
+	if got := memberList(m, nil); !slices.Equal(got, []string{"bob", "alice", "carol"}) {
 		t.Fatalf("memberList = %v", got)
 	}
-	if memberList(nil) != nil {
+	// bob left at 2: his entries up to it are gone; alice left at 3 and
+	// came back at 4: she is last.
+	if got := memberList(m, map[string]int64{"bob": 2, "alice": 3}); !slices.Equal(got, []string{"carol", "alice"}) {
+		t.Fatalf("memberList with leaves = %v", got)
+	}
+	if memberList(nil, nil) != nil {
 		t.Fatal("memberList(nil) is not nil")
 	}
 }

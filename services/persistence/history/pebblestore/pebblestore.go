@@ -165,6 +165,8 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 	for _, rec := range recs {
 		var err error
 		switch ev, r := rec.GetEvent(), rec.GetReceipt(); {
+		case rec.GetBlock() != nil && ev == nil && r == nil:
+			// Blocks are the sequencer's state alone: no view shows them.
 		case ev != nil && r != nil:
 			err = fmt.Errorf("apply record of command %q: holds both an event and a receipt", rec.GetCommandId())
 		case ev != nil:
@@ -273,13 +275,18 @@ func (a *applier) event(ev *chatv1.Event) error {
 		}
 		a.summaries[conv] = sum
 	}
-	joined, changed := history.Summarize(sum, ev)
+	joined, left, changed := history.Summarize(sum, ev)
 	if changed {
 		a.changed[conv] = true
 	}
 	for _, u := range joined {
 		if err := a.b.Set(append(userPrefix(u), conv...), nil, nil); err != nil {
 			return fmt.Errorf("write membership %s/%s: %w", conv, u, err)
+		}
+	}
+	for _, u := range left {
+		if err := a.b.Delete(append(userPrefix(u), conv...), nil); err != nil {
+			return fmt.Errorf("delete membership %s/%s: %w", conv, u, err)
 		}
 	}
 	if u := ev.GetSenderId(); u != "" {

@@ -34,8 +34,13 @@ const (
 	// DIRECT is between exactly two users; its id is derived from the pair, so
 	// opening it twice yields the same conversation.
 	ConversationKind_CONVERSATION_KIND_DIRECT ConversationKind = 1
-	// GROUP has a title and members that members may add.
+	// GROUP has a title and members that members may add. Its creator is the
+	// owner; the owner and admins manage it (remove, mute, rename, invites).
 	ConversationKind_CONVERSATION_KIND_GROUP ConversationKind = 2
+	// CHANNEL is one-to-many: only the owner and admins post; every other
+	// member is a follower who reads. A public channel may be followed by
+	// anyone; a private one is joined by invite.
+	ConversationKind_CONVERSATION_KIND_CHANNEL ConversationKind = 3
 )
 
 // Enum value maps for ConversationKind.
@@ -44,11 +49,13 @@ var (
 		0: "CONVERSATION_KIND_UNSPECIFIED",
 		1: "CONVERSATION_KIND_DIRECT",
 		2: "CONVERSATION_KIND_GROUP",
+		3: "CONVERSATION_KIND_CHANNEL",
 	}
 	ConversationKind_value = map[string]int32{
 		"CONVERSATION_KIND_UNSPECIFIED": 0,
 		"CONVERSATION_KIND_DIRECT":      1,
 		"CONVERSATION_KIND_GROUP":       2,
+		"CONVERSATION_KIND_CHANNEL":     3,
 	}
 )
 
@@ -77,6 +84,64 @@ func (x ConversationKind) Number() protoreflect.EnumNumber {
 // Deprecated: Use ConversationKind.Descriptor instead.
 func (ConversationKind) EnumDescriptor() ([]byte, []int) {
 	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{0}
+}
+
+// MemberRole is what a member of a group or channel may do. Every member
+// holds exactly one; the creator is the OWNER, users who join are MEMBERs.
+type MemberRole int32
+
+const (
+	MemberRole_MEMBER_ROLE_UNSPECIFIED MemberRole = 0
+	// MEMBER posts in groups and reads channels (a follower).
+	MemberRole_MEMBER_ROLE_MEMBER MemberRole = 1
+	// ADMIN also removes and mutes members, renames, manages invites and
+	// posts in channels.
+	MemberRole_MEMBER_ROLE_ADMIN MemberRole = 2
+	// OWNER is one per conversation; also sets roles and transfers ownership.
+	MemberRole_MEMBER_ROLE_OWNER MemberRole = 3
+)
+
+// Enum value maps for MemberRole.
+var (
+	MemberRole_name = map[int32]string{
+		0: "MEMBER_ROLE_UNSPECIFIED",
+		1: "MEMBER_ROLE_MEMBER",
+		2: "MEMBER_ROLE_ADMIN",
+		3: "MEMBER_ROLE_OWNER",
+	}
+	MemberRole_value = map[string]int32{
+		"MEMBER_ROLE_UNSPECIFIED": 0,
+		"MEMBER_ROLE_MEMBER":      1,
+		"MEMBER_ROLE_ADMIN":       2,
+		"MEMBER_ROLE_OWNER":       3,
+	}
+)
+
+func (x MemberRole) Enum() *MemberRole {
+	p := new(MemberRole)
+	*p = x
+	return p
+}
+
+func (x MemberRole) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MemberRole) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_chat_v1_chat_proto_enumTypes[1].Descriptor()
+}
+
+func (MemberRole) Type() protoreflect.EnumType {
+	return &file_parley_chat_v1_chat_proto_enumTypes[1]
+}
+
+func (x MemberRole) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MemberRole.Descriptor instead.
+func (MemberRole) EnumDescriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{1}
 }
 
 // ErrorCode values are part of the public contract: never renumber or reuse.
@@ -111,6 +176,16 @@ const (
 	// The server dropped this connection's queue; reconnect and sync from the
 	// last seq of each conversation.
 	ErrorCode_ERROR_CODE_RESYNC ErrorCode = 13
+	// The user is a member but their role does not allow this (not an admin,
+	// a follower posting in a channel, removing the owner, a private channel).
+	ErrorCode_ERROR_CODE_PERMISSION_DENIED ErrorCode = 14
+	// An admin muted the user in this conversation: they cannot post.
+	ErrorCode_ERROR_CODE_MUTED ErrorCode = 15
+	// A block stands between the two users of a direct conversation: neither
+	// can open it or post into it.
+	ErrorCode_ERROR_CODE_BLOCKED ErrorCode = 16
+	// The conversation has reached its member limit.
+	ErrorCode_ERROR_CODE_CONVERSATION_FULL ErrorCode = 17
 )
 
 // Enum value maps for ErrorCode.
@@ -130,22 +205,30 @@ var (
 		11: "ERROR_CODE_INTERNAL",
 		12: "ERROR_CODE_RATE_LIMITED",
 		13: "ERROR_CODE_RESYNC",
+		14: "ERROR_CODE_PERMISSION_DENIED",
+		15: "ERROR_CODE_MUTED",
+		16: "ERROR_CODE_BLOCKED",
+		17: "ERROR_CODE_CONVERSATION_FULL",
 	}
 	ErrorCode_value = map[string]int32{
-		"ERROR_CODE_UNSPECIFIED":      0,
-		"ERROR_CODE_MALFORMED_FRAME":  1,
-		"ERROR_CODE_UNKNOWN_FRAME":    2,
-		"ERROR_CODE_FRAME_TOO_LARGE":  3,
-		"ERROR_CODE_UNAUTHENTICATED":  4,
-		"ERROR_CODE_TOKEN_EXPIRED":    5,
-		"ERROR_CODE_NOT_MEMBER":       6,
-		"ERROR_CODE_INVALID_ARGUMENT": 7,
-		"ERROR_CODE_NOT_FOUND":        8,
-		"ERROR_CODE_ALREADY_EXISTS":   9,
-		"ERROR_CODE_UNAVAILABLE":      10,
-		"ERROR_CODE_INTERNAL":         11,
-		"ERROR_CODE_RATE_LIMITED":     12,
-		"ERROR_CODE_RESYNC":           13,
+		"ERROR_CODE_UNSPECIFIED":       0,
+		"ERROR_CODE_MALFORMED_FRAME":   1,
+		"ERROR_CODE_UNKNOWN_FRAME":     2,
+		"ERROR_CODE_FRAME_TOO_LARGE":   3,
+		"ERROR_CODE_UNAUTHENTICATED":   4,
+		"ERROR_CODE_TOKEN_EXPIRED":     5,
+		"ERROR_CODE_NOT_MEMBER":        6,
+		"ERROR_CODE_INVALID_ARGUMENT":  7,
+		"ERROR_CODE_NOT_FOUND":         8,
+		"ERROR_CODE_ALREADY_EXISTS":    9,
+		"ERROR_CODE_UNAVAILABLE":       10,
+		"ERROR_CODE_INTERNAL":          11,
+		"ERROR_CODE_RATE_LIMITED":      12,
+		"ERROR_CODE_RESYNC":            13,
+		"ERROR_CODE_PERMISSION_DENIED": 14,
+		"ERROR_CODE_MUTED":             15,
+		"ERROR_CODE_BLOCKED":           16,
+		"ERROR_CODE_CONVERSATION_FULL": 17,
 	}
 )
 
@@ -160,11 +243,11 @@ func (x ErrorCode) String() string {
 }
 
 func (ErrorCode) Descriptor() protoreflect.EnumDescriptor {
-	return file_parley_chat_v1_chat_proto_enumTypes[1].Descriptor()
+	return file_parley_chat_v1_chat_proto_enumTypes[2].Descriptor()
 }
 
 func (ErrorCode) Type() protoreflect.EnumType {
-	return &file_parley_chat_v1_chat_proto_enumTypes[1]
+	return &file_parley_chat_v1_chat_proto_enumTypes[2]
 }
 
 func (x ErrorCode) Number() protoreflect.EnumNumber {
@@ -173,7 +256,7 @@ func (x ErrorCode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorCode.Descriptor instead.
 func (ErrorCode) EnumDescriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{1}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{2}
 }
 
 // PresenceState is what others see of a user.
@@ -216,11 +299,11 @@ func (x PresenceState) String() string {
 }
 
 func (PresenceState) Descriptor() protoreflect.EnumDescriptor {
-	return file_parley_chat_v1_chat_proto_enumTypes[2].Descriptor()
+	return file_parley_chat_v1_chat_proto_enumTypes[3].Descriptor()
 }
 
 func (PresenceState) Type() protoreflect.EnumType {
-	return &file_parley_chat_v1_chat_proto_enumTypes[2]
+	return &file_parley_chat_v1_chat_proto_enumTypes[3]
 }
 
 func (x PresenceState) Number() protoreflect.EnumNumber {
@@ -229,7 +312,7 @@ func (x PresenceState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PresenceState.Descriptor instead.
 func (PresenceState) EnumDescriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{2}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{3}
 }
 
 // Event is one entry of a conversation's log. seq is contiguous per
@@ -251,6 +334,15 @@ type Event struct {
 	//	*Event_ConversationCreated
 	//	*Event_MemberAdded
 	//	*Event_MessagePosted
+	//	*Event_MemberRemoved
+	//	*Event_MemberLeft
+	//	*Event_RoleChanged
+	//	*Event_OwnershipTransferred
+	//	*Event_MemberMuted
+	//	*Event_ConversationRenamed
+	//	*Event_InviteCreated
+	//	*Event_InviteRevoked
+	//	*Event_MemberJoined
 	Body          isEvent_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -369,6 +461,87 @@ func (x *Event) GetMessagePosted() *MessagePosted {
 	return nil
 }
 
+func (x *Event) GetMemberRemoved() *MemberRemoved {
+	if x != nil {
+		if x, ok := x.Body.(*Event_MemberRemoved); ok {
+			return x.MemberRemoved
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetMemberLeft() *MemberLeft {
+	if x != nil {
+		if x, ok := x.Body.(*Event_MemberLeft); ok {
+			return x.MemberLeft
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetRoleChanged() *RoleChanged {
+	if x != nil {
+		if x, ok := x.Body.(*Event_RoleChanged); ok {
+			return x.RoleChanged
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetOwnershipTransferred() *OwnershipTransferred {
+	if x != nil {
+		if x, ok := x.Body.(*Event_OwnershipTransferred); ok {
+			return x.OwnershipTransferred
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetMemberMuted() *MemberMuted {
+	if x != nil {
+		if x, ok := x.Body.(*Event_MemberMuted); ok {
+			return x.MemberMuted
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetConversationRenamed() *ConversationRenamed {
+	if x != nil {
+		if x, ok := x.Body.(*Event_ConversationRenamed); ok {
+			return x.ConversationRenamed
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetInviteCreated() *InviteCreated {
+	if x != nil {
+		if x, ok := x.Body.(*Event_InviteCreated); ok {
+			return x.InviteCreated
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetInviteRevoked() *InviteRevoked {
+	if x != nil {
+		if x, ok := x.Body.(*Event_InviteRevoked); ok {
+			return x.InviteRevoked
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetMemberJoined() *MemberJoined {
+	if x != nil {
+		if x, ok := x.Body.(*Event_MemberJoined); ok {
+			return x.MemberJoined
+		}
+	}
+	return nil
+}
+
 type isEvent_Body interface {
 	isEvent_Body()
 }
@@ -385,19 +558,76 @@ type Event_MessagePosted struct {
 	MessagePosted *MessagePosted `protobuf:"bytes,12,opt,name=message_posted,json=messagePosted,proto3,oneof"`
 }
 
+type Event_MemberRemoved struct {
+	MemberRemoved *MemberRemoved `protobuf:"bytes,20,opt,name=member_removed,json=memberRemoved,proto3,oneof"`
+}
+
+type Event_MemberLeft struct {
+	MemberLeft *MemberLeft `protobuf:"bytes,21,opt,name=member_left,json=memberLeft,proto3,oneof"`
+}
+
+type Event_RoleChanged struct {
+	RoleChanged *RoleChanged `protobuf:"bytes,22,opt,name=role_changed,json=roleChanged,proto3,oneof"`
+}
+
+type Event_OwnershipTransferred struct {
+	OwnershipTransferred *OwnershipTransferred `protobuf:"bytes,23,opt,name=ownership_transferred,json=ownershipTransferred,proto3,oneof"`
+}
+
+type Event_MemberMuted struct {
+	MemberMuted *MemberMuted `protobuf:"bytes,24,opt,name=member_muted,json=memberMuted,proto3,oneof"`
+}
+
+type Event_ConversationRenamed struct {
+	ConversationRenamed *ConversationRenamed `protobuf:"bytes,25,opt,name=conversation_renamed,json=conversationRenamed,proto3,oneof"`
+}
+
+type Event_InviteCreated struct {
+	InviteCreated *InviteCreated `protobuf:"bytes,26,opt,name=invite_created,json=inviteCreated,proto3,oneof"`
+}
+
+type Event_InviteRevoked struct {
+	InviteRevoked *InviteRevoked `protobuf:"bytes,27,opt,name=invite_revoked,json=inviteRevoked,proto3,oneof"`
+}
+
+type Event_MemberJoined struct {
+	MemberJoined *MemberJoined `protobuf:"bytes,28,opt,name=member_joined,json=memberJoined,proto3,oneof"`
+}
+
 func (*Event_ConversationCreated) isEvent_Body() {}
 
 func (*Event_MemberAdded) isEvent_Body() {}
 
 func (*Event_MessagePosted) isEvent_Body() {}
 
+func (*Event_MemberRemoved) isEvent_Body() {}
+
+func (*Event_MemberLeft) isEvent_Body() {}
+
+func (*Event_RoleChanged) isEvent_Body() {}
+
+func (*Event_OwnershipTransferred) isEvent_Body() {}
+
+func (*Event_MemberMuted) isEvent_Body() {}
+
+func (*Event_ConversationRenamed) isEvent_Body() {}
+
+func (*Event_InviteCreated) isEvent_Body() {}
+
+func (*Event_InviteRevoked) isEvent_Body() {}
+
+func (*Event_MemberJoined) isEvent_Body() {}
+
 // ConversationCreated is always seq 1.
 type ConversationCreated struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Kind  ConversationKind       `protobuf:"varint,1,opt,name=kind,proto3,enum=parley.chat.v1.ConversationKind" json:"kind,omitempty"`
 	Title string                 `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
-	// member_ids includes the creator.
-	MemberIds     []string `protobuf:"bytes,3,rep,name=member_ids,json=memberIds,proto3" json:"member_ids,omitempty"`
+	// member_ids includes the creator, who is the owner of a group or
+	// channel (sender_id).
+	MemberIds []string `protobuf:"bytes,3,rep,name=member_ids,json=memberIds,proto3" json:"member_ids,omitempty"`
+	// public channels may be followed without an invite.
+	Public        bool `protobuf:"varint,20,opt,name=public,proto3" json:"public,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -453,6 +683,13 @@ func (x *ConversationCreated) GetMemberIds() []string {
 	return nil
 }
 
+func (x *ConversationCreated) GetPublic() bool {
+	if x != nil {
+		return x.Public
+	}
+	return false
+}
+
 // MemberAdded names the user who joined; sender_id is who added them.
 type MemberAdded struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -498,6 +735,443 @@ func (x *MemberAdded) GetUserId() string {
 	return ""
 }
 
+// MemberRemoved names the member an admin or the owner (sender_id)
+// removed. The removed user receives this event, then nothing more of the
+// conversation, and loses access to its history.
+type MemberRemoved struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberRemoved) Reset() {
+	*x = MemberRemoved{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberRemoved) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberRemoved) ProtoMessage() {}
+
+func (x *MemberRemoved) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberRemoved.ProtoReflect.Descriptor instead.
+func (*MemberRemoved) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MemberRemoved) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// MemberLeft says user_id (the sender) left, or unfollowed a channel. Like a
+// removal, they receive this event and nothing after it.
+type MemberLeft struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberLeft) Reset() {
+	*x = MemberLeft{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberLeft) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberLeft) ProtoMessage() {}
+
+func (x *MemberLeft) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberLeft.ProtoReflect.Descriptor instead.
+func (*MemberLeft) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *MemberLeft) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// RoleChanged sets user_id's role (ADMIN or MEMBER; the owner changes only
+// by OwnershipTransferred).
+type RoleChanged struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Role          MemberRole             `protobuf:"varint,2,opt,name=role,proto3,enum=parley.chat.v1.MemberRole" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleChanged) Reset() {
+	*x = RoleChanged{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleChanged) ProtoMessage() {}
+
+func (x *RoleChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleChanged.ProtoReflect.Descriptor instead.
+func (*RoleChanged) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RoleChanged) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *RoleChanged) GetRole() MemberRole {
+	if x != nil {
+		return x.Role
+	}
+	return MemberRole_MEMBER_ROLE_UNSPECIFIED
+}
+
+// OwnershipTransferred makes new_owner_id the owner; the previous owner
+// (sender_id) becomes an admin.
+type OwnershipTransferred struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NewOwnerId    string                 `protobuf:"bytes,1,opt,name=new_owner_id,json=newOwnerId,proto3" json:"new_owner_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OwnershipTransferred) Reset() {
+	*x = OwnershipTransferred{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OwnershipTransferred) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OwnershipTransferred) ProtoMessage() {}
+
+func (x *OwnershipTransferred) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OwnershipTransferred.ProtoReflect.Descriptor instead.
+func (*OwnershipTransferred) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *OwnershipTransferred) GetNewOwnerId() string {
+	if x != nil {
+		return x.NewOwnerId
+	}
+	return ""
+}
+
+// MemberMuted mutes (muted) or unmutes user_id: a muted member reads but
+// cannot post.
+type MemberMuted struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Muted         bool                   `protobuf:"varint,2,opt,name=muted,proto3" json:"muted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberMuted) Reset() {
+	*x = MemberMuted{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberMuted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberMuted) ProtoMessage() {}
+
+func (x *MemberMuted) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberMuted.ProtoReflect.Descriptor instead.
+func (*MemberMuted) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *MemberMuted) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *MemberMuted) GetMuted() bool {
+	if x != nil {
+		return x.Muted
+	}
+	return false
+}
+
+// ConversationRenamed sets the title.
+type ConversationRenamed struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Title         string                 `protobuf:"bytes,1,opt,name=title,proto3" json:"title,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConversationRenamed) Reset() {
+	*x = ConversationRenamed{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConversationRenamed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConversationRenamed) ProtoMessage() {}
+
+func (x *ConversationRenamed) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConversationRenamed.ProtoReflect.Descriptor instead.
+func (*ConversationRenamed) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ConversationRenamed) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+// InviteCreated makes code an invite: any user holding the conversation id
+// and the code may join, until InviteRevoked.
+type InviteCreated struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          string                 `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InviteCreated) Reset() {
+	*x = InviteCreated{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InviteCreated) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InviteCreated) ProtoMessage() {}
+
+func (x *InviteCreated) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InviteCreated.ProtoReflect.Descriptor instead.
+func (*InviteCreated) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *InviteCreated) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+// InviteRevoked ends an invite.
+type InviteRevoked struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          string                 `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InviteRevoked) Reset() {
+	*x = InviteRevoked{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InviteRevoked) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InviteRevoked) ProtoMessage() {}
+
+func (x *InviteRevoked) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InviteRevoked.ProtoReflect.Descriptor instead.
+func (*InviteRevoked) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *InviteRevoked) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+// MemberJoined says user_id (the sender) joined by invite_code, or followed
+// a public channel (no code).
+type MemberJoined struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	InviteCode    string                 `protobuf:"bytes,2,opt,name=invite_code,json=inviteCode,proto3" json:"invite_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberJoined) Reset() {
+	*x = MemberJoined{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberJoined) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberJoined) ProtoMessage() {}
+
+func (x *MemberJoined) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberJoined.ProtoReflect.Descriptor instead.
+func (*MemberJoined) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *MemberJoined) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *MemberJoined) GetInviteCode() string {
+	if x != nil {
+		return x.InviteCode
+	}
+	return ""
+}
+
 // MessagePosted carries a text message.
 type MessagePosted struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -508,7 +1182,7 @@ type MessagePosted struct {
 
 func (x *MessagePosted) Reset() {
 	*x = MessagePosted{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[3]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -520,7 +1194,7 @@ func (x *MessagePosted) String() string {
 func (*MessagePosted) ProtoMessage() {}
 
 func (x *MessagePosted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[3]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -533,7 +1207,7 @@ func (x *MessagePosted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessagePosted.ProtoReflect.Descriptor instead.
 func (*MessagePosted) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{3}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MessagePosted) GetText() string {
@@ -558,14 +1232,22 @@ type Conversation struct {
 	// Posting moves the poster's read position to their own event.
 	ReadSeq uint64 `protobuf:"varint,8,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
 	// unread_count is the number of events after read_seq: last_seq - read_seq.
-	UnreadCount   uint64 `protobuf:"varint,9,opt,name=unread_count,json=unreadCount,proto3" json:"unread_count,omitempty"`
+	UnreadCount uint64 `protobuf:"varint,9,opt,name=unread_count,json=unreadCount,proto3" json:"unread_count,omitempty"`
+	// owner_id is the owner of a group or channel.
+	OwnerId string `protobuf:"bytes,20,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	// admin_ids are the members whose role is ADMIN, sorted.
+	AdminIds []string `protobuf:"bytes,21,rep,name=admin_ids,json=adminIds,proto3" json:"admin_ids,omitempty"`
+	// muted_ids are the muted members, sorted.
+	MutedIds []string `protobuf:"bytes,22,rep,name=muted_ids,json=mutedIds,proto3" json:"muted_ids,omitempty"`
+	// public is set for a channel anyone may follow.
+	Public        bool `protobuf:"varint,23,opt,name=public,proto3" json:"public,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Conversation) Reset() {
 	*x = Conversation{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[4]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +1259,7 @@ func (x *Conversation) String() string {
 func (*Conversation) ProtoMessage() {}
 
 func (x *Conversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[4]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +1272,7 @@ func (x *Conversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conversation.ProtoReflect.Descriptor instead.
 func (*Conversation) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{4}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Conversation) GetConversationId() string {
@@ -656,6 +1338,34 @@ func (x *Conversation) GetUnreadCount() uint64 {
 	return 0
 }
 
+func (x *Conversation) GetOwnerId() string {
+	if x != nil {
+		return x.OwnerId
+	}
+	return ""
+}
+
+func (x *Conversation) GetAdminIds() []string {
+	if x != nil {
+		return x.AdminIds
+	}
+	return nil
+}
+
+func (x *Conversation) GetMutedIds() []string {
+	if x != nil {
+		return x.MutedIds
+	}
+	return nil
+}
+
+func (x *Conversation) GetPublic() bool {
+	if x != nil {
+		return x.Public
+	}
+	return false
+}
+
 // Presence is one user's presence, aggregated over their devices.
 type Presence struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -668,7 +1378,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +1390,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +1403,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{5}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Presence) GetUserId() string {
@@ -734,7 +1444,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +1456,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +1469,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{6}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Typing) GetConversationId() string {
@@ -815,7 +1525,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[7]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -827,7 +1537,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[7]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -840,7 +1550,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{7}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Receipt) GetConversationId() string {
@@ -889,7 +1599,7 @@ var File_parley_chat_v1_chat_proto protoreflect.FileDescriptor
 
 const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\n" +
-	"\x19parley/chat/v1/chat.proto\x12\x0eparley.chat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\x03\n" +
+	"\x19parley/chat/v1/chat.proto\x12\x0eparley.chat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfb\b\n" +
 	"\x05Event\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x19\n" +
@@ -901,17 +1611,52 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\x14conversation_created\x18\n" +
 	" \x01(\v2#.parley.chat.v1.ConversationCreatedH\x00R\x13conversationCreated\x12@\n" +
 	"\fmember_added\x18\v \x01(\v2\x1b.parley.chat.v1.MemberAddedH\x00R\vmemberAdded\x12F\n" +
-	"\x0emessage_posted\x18\f \x01(\v2\x1d.parley.chat.v1.MessagePostedH\x00R\rmessagePostedB\x06\n" +
-	"\x04body\"\x80\x01\n" +
+	"\x0emessage_posted\x18\f \x01(\v2\x1d.parley.chat.v1.MessagePostedH\x00R\rmessagePosted\x12F\n" +
+	"\x0emember_removed\x18\x14 \x01(\v2\x1d.parley.chat.v1.MemberRemovedH\x00R\rmemberRemoved\x12=\n" +
+	"\vmember_left\x18\x15 \x01(\v2\x1a.parley.chat.v1.MemberLeftH\x00R\n" +
+	"memberLeft\x12@\n" +
+	"\frole_changed\x18\x16 \x01(\v2\x1b.parley.chat.v1.RoleChangedH\x00R\vroleChanged\x12[\n" +
+	"\x15ownership_transferred\x18\x17 \x01(\v2$.parley.chat.v1.OwnershipTransferredH\x00R\x14ownershipTransferred\x12@\n" +
+	"\fmember_muted\x18\x18 \x01(\v2\x1b.parley.chat.v1.MemberMutedH\x00R\vmemberMuted\x12X\n" +
+	"\x14conversation_renamed\x18\x19 \x01(\v2#.parley.chat.v1.ConversationRenamedH\x00R\x13conversationRenamed\x12F\n" +
+	"\x0einvite_created\x18\x1a \x01(\v2\x1d.parley.chat.v1.InviteCreatedH\x00R\rinviteCreated\x12F\n" +
+	"\x0einvite_revoked\x18\x1b \x01(\v2\x1d.parley.chat.v1.InviteRevokedH\x00R\rinviteRevoked\x12C\n" +
+	"\rmember_joined\x18\x1c \x01(\v2\x1c.parley.chat.v1.MemberJoinedH\x00R\fmemberJoinedB\x06\n" +
+	"\x04body\"\x98\x01\n" +
 	"\x13ConversationCreated\x124\n" +
 	"\x04kind\x18\x01 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x14\n" +
 	"\x05title\x18\x02 \x01(\tR\x05title\x12\x1d\n" +
 	"\n" +
-	"member_ids\x18\x03 \x03(\tR\tmemberIds\"&\n" +
+	"member_ids\x18\x03 \x03(\tR\tmemberIds\x12\x16\n" +
+	"\x06public\x18\x14 \x01(\bR\x06public\"&\n" +
 	"\vMemberAdded\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\"#\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"(\n" +
+	"\rMemberRemoved\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"%\n" +
+	"\n" +
+	"MemberLeft\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"V\n" +
+	"\vRoleChanged\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12.\n" +
+	"\x04role\x18\x02 \x01(\x0e2\x1a.parley.chat.v1.MemberRoleR\x04role\"8\n" +
+	"\x14OwnershipTransferred\x12 \n" +
+	"\fnew_owner_id\x18\x01 \x01(\tR\n" +
+	"newOwnerId\"<\n" +
+	"\vMemberMuted\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
+	"\x05muted\x18\x02 \x01(\bR\x05muted\"+\n" +
+	"\x13ConversationRenamed\x12\x14\n" +
+	"\x05title\x18\x01 \x01(\tR\x05title\"#\n" +
+	"\rInviteCreated\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\"#\n" +
+	"\rInviteRevoked\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\"H\n" +
+	"\fMemberJoined\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1f\n" +
+	"\vinvite_code\x18\x02 \x01(\tR\n" +
+	"inviteCode\"#\n" +
 	"\rMessagePosted\x12\x12\n" +
-	"\x04text\x18\x01 \x01(\tR\x04text\"\xee\x02\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\"\xdb\x03\n" +
 	"\fConversation\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x124\n" +
 	"\x04kind\x18\x02 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x14\n" +
@@ -922,7 +1667,11 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\rlast_activity\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\flastActivity\x120\n" +
 	"\x14last_message_preview\x18\a \x01(\tR\x12lastMessagePreview\x12\x19\n" +
 	"\bread_seq\x18\b \x01(\x04R\areadSeq\x12!\n" +
-	"\funread_count\x18\t \x01(\x04R\vunreadCount\"\x91\x01\n" +
+	"\funread_count\x18\t \x01(\x04R\vunreadCount\x12\x19\n" +
+	"\bowner_id\x18\x14 \x01(\tR\aownerId\x12\x1b\n" +
+	"\tadmin_ids\x18\x15 \x03(\tR\badminIds\x12\x1b\n" +
+	"\tmuted_ids\x18\x16 \x03(\tR\bmutedIds\x12\x16\n" +
+	"\x06public\x18\x17 \x01(\bR\x06public\"\x91\x01\n" +
 	"\bPresence\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x123\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1d.parley.chat.v1.PresenceStateR\x05state\x127\n" +
@@ -939,11 +1688,18 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x12#\n" +
 	"\rdelivered_seq\x18\x04 \x01(\x04R\fdeliveredSeq\x12\x19\n" +
 	"\bread_seq\x18\x05 \x01(\x04R\areadSeq\x12.\n" +
-	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time*p\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time*\x8f\x01\n" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONVERSATION_KIND_DIRECT\x10\x01\x12\x1b\n" +
-	"\x17CONVERSATION_KIND_GROUP\x10\x02*\xa1\x03\n" +
+	"\x17CONVERSATION_KIND_GROUP\x10\x02\x12\x1d\n" +
+	"\x19CONVERSATION_KIND_CHANNEL\x10\x03*o\n" +
+	"\n" +
+	"MemberRole\x12\x1b\n" +
+	"\x17MEMBER_ROLE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12MEMBER_ROLE_MEMBER\x10\x01\x12\x15\n" +
+	"\x11MEMBER_ROLE_ADMIN\x10\x02\x12\x15\n" +
+	"\x11MEMBER_ROLE_OWNER\x10\x03*\x93\x04\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_CODE_MALFORMED_FRAME\x10\x01\x12\x1c\n" +
@@ -959,7 +1715,11 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\x12\x17\n" +
 	"\x13ERROR_CODE_INTERNAL\x10\v\x12\x1b\n" +
 	"\x17ERROR_CODE_RATE_LIMITED\x10\f\x12\x15\n" +
-	"\x11ERROR_CODE_RESYNC\x10\r*\x7f\n" +
+	"\x11ERROR_CODE_RESYNC\x10\r\x12 \n" +
+	"\x1cERROR_CODE_PERMISSION_DENIED\x10\x0e\x12\x14\n" +
+	"\x10ERROR_CODE_MUTED\x10\x0f\x12\x16\n" +
+	"\x12ERROR_CODE_BLOCKED\x10\x10\x12 \n" +
+	"\x1cERROR_CODE_CONVERSATION_FULL\x10\x11*\x7f\n" +
 	"\rPresenceState\x12\x1e\n" +
 	"\x1aPRESENCE_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15PRESENCE_STATE_ONLINE\x10\x01\x12\x17\n" +
@@ -978,38 +1738,58 @@ func file_parley_chat_v1_chat_proto_rawDescGZIP() []byte {
 	return file_parley_chat_v1_chat_proto_rawDescData
 }
 
-var file_parley_chat_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_parley_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_parley_chat_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_parley_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_parley_chat_v1_chat_proto_goTypes = []any{
 	(ConversationKind)(0),         // 0: parley.chat.v1.ConversationKind
-	(ErrorCode)(0),                // 1: parley.chat.v1.ErrorCode
-	(PresenceState)(0),            // 2: parley.chat.v1.PresenceState
-	(*Event)(nil),                 // 3: parley.chat.v1.Event
-	(*ConversationCreated)(nil),   // 4: parley.chat.v1.ConversationCreated
-	(*MemberAdded)(nil),           // 5: parley.chat.v1.MemberAdded
-	(*MessagePosted)(nil),         // 6: parley.chat.v1.MessagePosted
-	(*Conversation)(nil),          // 7: parley.chat.v1.Conversation
-	(*Presence)(nil),              // 8: parley.chat.v1.Presence
-	(*Typing)(nil),                // 9: parley.chat.v1.Typing
-	(*Receipt)(nil),               // 10: parley.chat.v1.Receipt
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(MemberRole)(0),               // 1: parley.chat.v1.MemberRole
+	(ErrorCode)(0),                // 2: parley.chat.v1.ErrorCode
+	(PresenceState)(0),            // 3: parley.chat.v1.PresenceState
+	(*Event)(nil),                 // 4: parley.chat.v1.Event
+	(*ConversationCreated)(nil),   // 5: parley.chat.v1.ConversationCreated
+	(*MemberAdded)(nil),           // 6: parley.chat.v1.MemberAdded
+	(*MemberRemoved)(nil),         // 7: parley.chat.v1.MemberRemoved
+	(*MemberLeft)(nil),            // 8: parley.chat.v1.MemberLeft
+	(*RoleChanged)(nil),           // 9: parley.chat.v1.RoleChanged
+	(*OwnershipTransferred)(nil),  // 10: parley.chat.v1.OwnershipTransferred
+	(*MemberMuted)(nil),           // 11: parley.chat.v1.MemberMuted
+	(*ConversationRenamed)(nil),   // 12: parley.chat.v1.ConversationRenamed
+	(*InviteCreated)(nil),         // 13: parley.chat.v1.InviteCreated
+	(*InviteRevoked)(nil),         // 14: parley.chat.v1.InviteRevoked
+	(*MemberJoined)(nil),          // 15: parley.chat.v1.MemberJoined
+	(*MessagePosted)(nil),         // 16: parley.chat.v1.MessagePosted
+	(*Conversation)(nil),          // 17: parley.chat.v1.Conversation
+	(*Presence)(nil),              // 18: parley.chat.v1.Presence
+	(*Typing)(nil),                // 19: parley.chat.v1.Typing
+	(*Receipt)(nil),               // 20: parley.chat.v1.Receipt
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
 }
 var file_parley_chat_v1_chat_proto_depIdxs = []int32{
-	11, // 0: parley.chat.v1.Event.time:type_name -> google.protobuf.Timestamp
-	4,  // 1: parley.chat.v1.Event.conversation_created:type_name -> parley.chat.v1.ConversationCreated
-	5,  // 2: parley.chat.v1.Event.member_added:type_name -> parley.chat.v1.MemberAdded
-	6,  // 3: parley.chat.v1.Event.message_posted:type_name -> parley.chat.v1.MessagePosted
-	0,  // 4: parley.chat.v1.ConversationCreated.kind:type_name -> parley.chat.v1.ConversationKind
-	0,  // 5: parley.chat.v1.Conversation.kind:type_name -> parley.chat.v1.ConversationKind
-	11, // 6: parley.chat.v1.Conversation.last_activity:type_name -> google.protobuf.Timestamp
-	2,  // 7: parley.chat.v1.Presence.state:type_name -> parley.chat.v1.PresenceState
-	11, // 8: parley.chat.v1.Presence.last_seen:type_name -> google.protobuf.Timestamp
-	11, // 9: parley.chat.v1.Receipt.time:type_name -> google.protobuf.Timestamp
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	21, // 0: parley.chat.v1.Event.time:type_name -> google.protobuf.Timestamp
+	5,  // 1: parley.chat.v1.Event.conversation_created:type_name -> parley.chat.v1.ConversationCreated
+	6,  // 2: parley.chat.v1.Event.member_added:type_name -> parley.chat.v1.MemberAdded
+	16, // 3: parley.chat.v1.Event.message_posted:type_name -> parley.chat.v1.MessagePosted
+	7,  // 4: parley.chat.v1.Event.member_removed:type_name -> parley.chat.v1.MemberRemoved
+	8,  // 5: parley.chat.v1.Event.member_left:type_name -> parley.chat.v1.MemberLeft
+	9,  // 6: parley.chat.v1.Event.role_changed:type_name -> parley.chat.v1.RoleChanged
+	10, // 7: parley.chat.v1.Event.ownership_transferred:type_name -> parley.chat.v1.OwnershipTransferred
+	11, // 8: parley.chat.v1.Event.member_muted:type_name -> parley.chat.v1.MemberMuted
+	12, // 9: parley.chat.v1.Event.conversation_renamed:type_name -> parley.chat.v1.ConversationRenamed
+	13, // 10: parley.chat.v1.Event.invite_created:type_name -> parley.chat.v1.InviteCreated
+	14, // 11: parley.chat.v1.Event.invite_revoked:type_name -> parley.chat.v1.InviteRevoked
+	15, // 12: parley.chat.v1.Event.member_joined:type_name -> parley.chat.v1.MemberJoined
+	0,  // 13: parley.chat.v1.ConversationCreated.kind:type_name -> parley.chat.v1.ConversationKind
+	1,  // 14: parley.chat.v1.RoleChanged.role:type_name -> parley.chat.v1.MemberRole
+	0,  // 15: parley.chat.v1.Conversation.kind:type_name -> parley.chat.v1.ConversationKind
+	21, // 16: parley.chat.v1.Conversation.last_activity:type_name -> google.protobuf.Timestamp
+	3,  // 17: parley.chat.v1.Presence.state:type_name -> parley.chat.v1.PresenceState
+	21, // 18: parley.chat.v1.Presence.last_seen:type_name -> google.protobuf.Timestamp
+	21, // 19: parley.chat.v1.Receipt.time:type_name -> google.protobuf.Timestamp
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_parley_chat_v1_chat_proto_init() }
@@ -1021,14 +1801,23 @@ func file_parley_chat_v1_chat_proto_init() {
 		(*Event_ConversationCreated)(nil),
 		(*Event_MemberAdded)(nil),
 		(*Event_MessagePosted)(nil),
+		(*Event_MemberRemoved)(nil),
+		(*Event_MemberLeft)(nil),
+		(*Event_RoleChanged)(nil),
+		(*Event_OwnershipTransferred)(nil),
+		(*Event_MemberMuted)(nil),
+		(*Event_ConversationRenamed)(nil),
+		(*Event_InviteCreated)(nil),
+		(*Event_InviteRevoked)(nil),
+		(*Event_MemberJoined)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_chat_v1_chat_proto_rawDesc), len(file_parley_chat_v1_chat_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   8,
+			NumEnums:      4,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -47,6 +47,18 @@ type ClientFrame struct {
 	//	*ClientFrame_GetPresence
 	//	*ClientFrame_WatchPresence
 	//	*ClientFrame_SetIdle
+	//	*ClientFrame_RemoveMember
+	//	*ClientFrame_Leave
+	//	*ClientFrame_SetRole
+	//	*ClientFrame_TransferOwnership
+	//	*ClientFrame_MuteMember
+	//	*ClientFrame_Rename
+	//	*ClientFrame_CreateInvite
+	//	*ClientFrame_RevokeInvite
+	//	*ClientFrame_JoinByInvite
+	//	*ClientFrame_Follow
+	//	*ClientFrame_BlockUser
+	//	*ClientFrame_UnblockUser
 	Frame         isClientFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -213,6 +225,114 @@ func (x *ClientFrame) GetSetIdle() *SetIdle {
 	return nil
 }
 
+func (x *ClientFrame) GetRemoveMember() *RemoveMember {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_RemoveMember); ok {
+			return x.RemoveMember
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetLeave() *LeaveConversation {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_Leave); ok {
+			return x.Leave
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetSetRole() *SetMemberRole {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_SetRole); ok {
+			return x.SetRole
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetTransferOwnership() *TransferOwnership {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_TransferOwnership); ok {
+			return x.TransferOwnership
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetMuteMember() *MuteMember {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_MuteMember); ok {
+			return x.MuteMember
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetRename() *RenameConversation {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_Rename); ok {
+			return x.Rename
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetCreateInvite() *CreateInvite {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_CreateInvite); ok {
+			return x.CreateInvite
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetRevokeInvite() *RevokeInvite {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_RevokeInvite); ok {
+			return x.RevokeInvite
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetJoinByInvite() *JoinByInvite {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_JoinByInvite); ok {
+			return x.JoinByInvite
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetFollow() *FollowChannel {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_Follow); ok {
+			return x.Follow
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetBlockUser() *BlockUser {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_BlockUser); ok {
+			return x.BlockUser
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetUnblockUser() *UnblockUser {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_UnblockUser); ok {
+			return x.UnblockUser
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Frame interface {
 	isClientFrame_Frame()
 }
@@ -269,6 +389,54 @@ type ClientFrame_SetIdle struct {
 	SetIdle *SetIdle `protobuf:"bytes,22,opt,name=set_idle,json=setIdle,proto3,oneof"`
 }
 
+type ClientFrame_RemoveMember struct {
+	RemoveMember *RemoveMember `protobuf:"bytes,30,opt,name=remove_member,json=removeMember,proto3,oneof"`
+}
+
+type ClientFrame_Leave struct {
+	Leave *LeaveConversation `protobuf:"bytes,31,opt,name=leave,proto3,oneof"`
+}
+
+type ClientFrame_SetRole struct {
+	SetRole *SetMemberRole `protobuf:"bytes,32,opt,name=set_role,json=setRole,proto3,oneof"`
+}
+
+type ClientFrame_TransferOwnership struct {
+	TransferOwnership *TransferOwnership `protobuf:"bytes,33,opt,name=transfer_ownership,json=transferOwnership,proto3,oneof"`
+}
+
+type ClientFrame_MuteMember struct {
+	MuteMember *MuteMember `protobuf:"bytes,34,opt,name=mute_member,json=muteMember,proto3,oneof"`
+}
+
+type ClientFrame_Rename struct {
+	Rename *RenameConversation `protobuf:"bytes,35,opt,name=rename,proto3,oneof"`
+}
+
+type ClientFrame_CreateInvite struct {
+	CreateInvite *CreateInvite `protobuf:"bytes,36,opt,name=create_invite,json=createInvite,proto3,oneof"`
+}
+
+type ClientFrame_RevokeInvite struct {
+	RevokeInvite *RevokeInvite `protobuf:"bytes,37,opt,name=revoke_invite,json=revokeInvite,proto3,oneof"`
+}
+
+type ClientFrame_JoinByInvite struct {
+	JoinByInvite *JoinByInvite `protobuf:"bytes,38,opt,name=join_by_invite,json=joinByInvite,proto3,oneof"`
+}
+
+type ClientFrame_Follow struct {
+	Follow *FollowChannel `protobuf:"bytes,39,opt,name=follow,proto3,oneof"`
+}
+
+type ClientFrame_BlockUser struct {
+	BlockUser *BlockUser `protobuf:"bytes,40,opt,name=block_user,json=blockUser,proto3,oneof"`
+}
+
+type ClientFrame_UnblockUser struct {
+	UnblockUser *UnblockUser `protobuf:"bytes,41,opt,name=unblock_user,json=unblockUser,proto3,oneof"`
+}
+
 func (*ClientFrame_Authenticate) isClientFrame_Frame() {}
 
 func (*ClientFrame_SendMessage) isClientFrame_Frame() {}
@@ -294,6 +462,30 @@ func (*ClientFrame_GetPresence) isClientFrame_Frame() {}
 func (*ClientFrame_WatchPresence) isClientFrame_Frame() {}
 
 func (*ClientFrame_SetIdle) isClientFrame_Frame() {}
+
+func (*ClientFrame_RemoveMember) isClientFrame_Frame() {}
+
+func (*ClientFrame_Leave) isClientFrame_Frame() {}
+
+func (*ClientFrame_SetRole) isClientFrame_Frame() {}
+
+func (*ClientFrame_TransferOwnership) isClientFrame_Frame() {}
+
+func (*ClientFrame_MuteMember) isClientFrame_Frame() {}
+
+func (*ClientFrame_Rename) isClientFrame_Frame() {}
+
+func (*ClientFrame_CreateInvite) isClientFrame_Frame() {}
+
+func (*ClientFrame_RevokeInvite) isClientFrame_Frame() {}
+
+func (*ClientFrame_JoinByInvite) isClientFrame_Frame() {}
+
+func (*ClientFrame_Follow) isClientFrame_Frame() {}
+
+func (*ClientFrame_BlockUser) isClientFrame_Frame() {}
+
+func (*ClientFrame_UnblockUser) isClientFrame_Frame() {}
 
 // Authenticate presents a JWT whose subject is the user id.
 type Authenticate struct {
@@ -491,8 +683,11 @@ type CreateConversation struct {
 	// conversation_id may be set by the client (a UUIDv7) for groups, so that
 	// a retried create lands on the same conversation. Ignored for direct ones.
 	ConversationId string `protobuf:"bytes,5,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// public makes a channel followable by anyone (FollowChannel); otherwise
+	// it is joined by invite. Ignored for other kinds.
+	Public        bool `protobuf:"varint,30,opt,name=public,proto3" json:"public,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateConversation) Reset() {
@@ -560,6 +755,724 @@ func (x *CreateConversation) GetConversationId() string {
 	return ""
 }
 
+func (x *CreateConversation) GetPublic() bool {
+	if x != nil {
+		return x.Public
+	}
+	return false
+}
+
+// RemoveMember removes user_id (owner or admin; an admin removes members
+// only; nobody removes the owner).
+type RemoveMember struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	ClientMsgId    string                 `protobuf:"bytes,2,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	UserId         string                 `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RemoveMember) Reset() {
+	*x = RemoveMember{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMember) ProtoMessage() {}
+
+func (x *RemoveMember) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
+func (*RemoveMember) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RemoveMember) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *RemoveMember) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *RemoveMember) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// LeaveConversation leaves a group or unfollows a channel. The owner must
+// transfer ownership first.
+type LeaveConversation struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	ClientMsgId    string                 `protobuf:"bytes,2,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *LeaveConversation) Reset() {
+	*x = LeaveConversation{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveConversation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveConversation) ProtoMessage() {}
+
+func (x *LeaveConversation) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveConversation.ProtoReflect.Descriptor instead.
+func (*LeaveConversation) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *LeaveConversation) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *LeaveConversation) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+// SetMemberRole makes user_id an admin or a member (owner only).
+type SetMemberRole struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	ClientMsgId    string                 `protobuf:"bytes,2,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	UserId         string                 `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Role           v1.MemberRole          `protobuf:"varint,4,opt,name=role,proto3,enum=parley.chat.v1.MemberRole" json:"role,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SetMemberRole) Reset() {
+	*x = SetMemberRole{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetMemberRole) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetMemberRole) ProtoMessage() {}
+
+func (x *SetMemberRole) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetMemberRole.ProtoReflect.Descriptor instead.
+func (*SetMemberRole) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SetMemberRole) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *SetMemberRole) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *SetMemberRole) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *SetMemberRole) GetRole() v1.MemberRole {
+	if x != nil {
+		return x.Role
+	}
+	return v1.MemberRole(0)
+}
+
+// TransferOwnership makes user_id the owner; the caller, the owner until
+// now, becomes an admin.
+type TransferOwnership struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	ClientMsgId    string                 `protobuf:"bytes,2,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	UserId         string                 `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *TransferOwnership) Reset() {
+	*x = TransferOwnership{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferOwnership) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferOwnership) ProtoMessage() {}
+
+func (x *TransferOwnership) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferOwnership.ProtoReflect.Descriptor instead.
+func (*TransferOwnership) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *TransferOwnership) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *TransferOwnership) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *TransferOwnership) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// MuteMember mutes (or, with muted false, unmutes) user_id: a muted member
+// gets ERROR_CODE_MUTED when posting. Owner or admin, of a member below
+// them.
+type MuteMember struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	ClientMsgId    string                 `protobuf:"bytes,2,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	UserId         string                 `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Muted          bool                   `protobuf:"varint,4,opt,name=muted,proto3" json:"muted,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *MuteMember) Reset() {
+	*x = MuteMember{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MuteMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MuteMember) ProtoMessage() {}
+
+func (x *MuteMember) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MuteMember.ProtoReflect.Descriptor instead.
+func (*MuteMember) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *MuteMember) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *MuteMember) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *MuteMember) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *MuteMember) GetMuted() bool {
+	if x != nil {
+		return x.Muted
+	}
+	return false
+}
+
+// RenameConversation sets a group's or channel's title (owner or admin).
+type RenameConversation struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	ClientMsgId    string                 `protobuf:"bytes,2,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	Title          string                 `protobuf:"bytes,3,opt,name=title,proto3" json:"title,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RenameConversation) Reset() {
+	*x = RenameConversation{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenameConversation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenameConversation) ProtoMessage() {}
+
+func (x *RenameConversation) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenameConversation.ProtoReflect.Descriptor instead.
+func (*RenameConversation) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RenameConversation) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *RenameConversation) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *RenameConversation) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+// CreateInvite makes code (16-64 letters, digits, '-' or '_'; the SDK draws
+// a random one) an invite to the conversation (owner or admin). Share the
+// conversation id and the code; anyone holding both may JoinByInvite until
+// it is revoked.
+type CreateInvite struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	ClientMsgId    string                 `protobuf:"bytes,2,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	Code           string                 `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CreateInvite) Reset() {
+	*x = CreateInvite{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateInvite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateInvite) ProtoMessage() {}
+
+func (x *CreateInvite) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateInvite.ProtoReflect.Descriptor instead.
+func (*CreateInvite) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CreateInvite) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *CreateInvite) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *CreateInvite) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+// RevokeInvite ends an invite (owner or admin).
+type RevokeInvite struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	ClientMsgId    string                 `protobuf:"bytes,2,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	Code           string                 `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RevokeInvite) Reset() {
+	*x = RevokeInvite{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeInvite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeInvite) ProtoMessage() {}
+
+func (x *RevokeInvite) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeInvite.ProtoReflect.Descriptor instead.
+func (*RevokeInvite) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RevokeInvite) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *RevokeInvite) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *RevokeInvite) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+// JoinByInvite joins a group or channel with an invite code.
+type JoinByInvite struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	ClientMsgId    string                 `protobuf:"bytes,2,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	Code           string                 `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *JoinByInvite) Reset() {
+	*x = JoinByInvite{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinByInvite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinByInvite) ProtoMessage() {}
+
+func (x *JoinByInvite) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinByInvite.ProtoReflect.Descriptor instead.
+func (*JoinByInvite) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *JoinByInvite) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *JoinByInvite) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *JoinByInvite) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+// FollowChannel joins a public channel as a follower.
+type FollowChannel struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	ClientMsgId    string                 `protobuf:"bytes,2,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *FollowChannel) Reset() {
+	*x = FollowChannel{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FollowChannel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FollowChannel) ProtoMessage() {}
+
+func (x *FollowChannel) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FollowChannel.ProtoReflect.Descriptor instead.
+func (*FollowChannel) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *FollowChannel) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *FollowChannel) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+// BlockUser blocks user_id: from now on neither can open or post into the
+// direct conversation of the two. The block is private: user_id is not
+// told, and nothing shows in history. Answered by BlockStatus; blocking
+// twice changes nothing.
+type BlockUser struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockUser) Reset() {
+	*x = BlockUser{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockUser) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockUser) ProtoMessage() {}
+
+func (x *BlockUser) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockUser.ProtoReflect.Descriptor instead.
+func (*BlockUser) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *BlockUser) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// UnblockUser lifts the caller's block of user_id. Answered by BlockStatus.
+type UnblockUser struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnblockUser) Reset() {
+	*x = UnblockUser{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnblockUser) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnblockUser) ProtoMessage() {}
+
+func (x *UnblockUser) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnblockUser.ProtoReflect.Descriptor instead.
+func (*UnblockUser) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UnblockUser) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
 // AddMember adds a user to a group.
 type AddMember struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -572,7 +1485,7 @@ type AddMember struct {
 
 func (x *AddMember) Reset() {
 	*x = AddMember{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[5]
+	mi := &file_parley_client_v1_client_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +1497,7 @@ func (x *AddMember) String() string {
 func (*AddMember) ProtoMessage() {}
 
 func (x *AddMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[5]
+	mi := &file_parley_client_v1_client_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +1510,7 @@ func (x *AddMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMember.ProtoReflect.Descriptor instead.
 func (*AddMember) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{5}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AddMember) GetConversationId() string {
@@ -636,7 +1549,7 @@ type ListConversations struct {
 
 func (x *ListConversations) Reset() {
 	*x = ListConversations{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[6]
+	mi := &file_parley_client_v1_client_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +1561,7 @@ func (x *ListConversations) String() string {
 func (*ListConversations) ProtoMessage() {}
 
 func (x *ListConversations) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[6]
+	mi := &file_parley_client_v1_client_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +1574,7 @@ func (x *ListConversations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversations.ProtoReflect.Descriptor instead.
 func (*ListConversations) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{6}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListConversations) GetLimit() uint32 {
@@ -693,7 +1606,7 @@ type Mark struct {
 
 func (x *Mark) Reset() {
 	*x = Mark{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[7]
+	mi := &file_parley_client_v1_client_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +1618,7 @@ func (x *Mark) String() string {
 func (*Mark) ProtoMessage() {}
 
 func (x *Mark) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[7]
+	mi := &file_parley_client_v1_client_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +1631,7 @@ func (x *Mark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mark.ProtoReflect.Descriptor instead.
 func (*Mark) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{7}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Mark) GetConversationId() string {
@@ -756,7 +1669,7 @@ type SetTyping struct {
 
 func (x *SetTyping) Reset() {
 	*x = SetTyping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	mi := &file_parley_client_v1_client_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +1681,7 @@ func (x *SetTyping) String() string {
 func (*SetTyping) ProtoMessage() {}
 
 func (x *SetTyping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	mi := &file_parley_client_v1_client_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +1694,7 @@ func (x *SetTyping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTyping.ProtoReflect.Descriptor instead.
 func (*SetTyping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{8}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SetTyping) GetConversationId() string {
@@ -810,7 +1723,7 @@ type GetPresence struct {
 
 func (x *GetPresence) Reset() {
 	*x = GetPresence{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	mi := &file_parley_client_v1_client_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +1735,7 @@ func (x *GetPresence) String() string {
 func (*GetPresence) ProtoMessage() {}
 
 func (x *GetPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	mi := &file_parley_client_v1_client_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +1748,7 @@ func (x *GetPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresence.ProtoReflect.Descriptor instead.
 func (*GetPresence) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{9}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetPresence) GetUserIds() []string {
@@ -859,7 +1772,7 @@ type WatchPresence struct {
 
 func (x *WatchPresence) Reset() {
 	*x = WatchPresence{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	mi := &file_parley_client_v1_client_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +1784,7 @@ func (x *WatchPresence) String() string {
 func (*WatchPresence) ProtoMessage() {}
 
 func (x *WatchPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	mi := &file_parley_client_v1_client_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1797,7 @@ func (x *WatchPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPresence.ProtoReflect.Descriptor instead.
 func (*WatchPresence) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{10}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WatchPresence) GetUserIds() []string {
@@ -906,7 +1819,7 @@ type SetIdle struct {
 
 func (x *SetIdle) Reset() {
 	*x = SetIdle{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	mi := &file_parley_client_v1_client_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -918,7 +1831,7 @@ func (x *SetIdle) String() string {
 func (*SetIdle) ProtoMessage() {}
 
 func (x *SetIdle) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	mi := &file_parley_client_v1_client_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -931,7 +1844,7 @@ func (x *SetIdle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetIdle.ProtoReflect.Descriptor instead.
 func (*SetIdle) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{11}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SetIdle) GetIdle() bool {
@@ -953,7 +1866,7 @@ type GetReceipts struct {
 
 func (x *GetReceipts) Reset() {
 	*x = GetReceipts{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	mi := &file_parley_client_v1_client_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1878,7 @@ func (x *GetReceipts) String() string {
 func (*GetReceipts) ProtoMessage() {}
 
 func (x *GetReceipts) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	mi := &file_parley_client_v1_client_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1891,7 @@ func (x *GetReceipts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReceipts.ProtoReflect.Descriptor instead.
 func (*GetReceipts) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{12}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetReceipts) GetConversationId() string {
@@ -1004,7 +1917,7 @@ type GetHistory struct {
 
 func (x *GetHistory) Reset() {
 	*x = GetHistory{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	mi := &file_parley_client_v1_client_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1929,7 @@ func (x *GetHistory) String() string {
 func (*GetHistory) ProtoMessage() {}
 
 func (x *GetHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	mi := &file_parley_client_v1_client_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1942,7 @@ func (x *GetHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistory.ProtoReflect.Descriptor instead.
 func (*GetHistory) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{13}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetHistory) GetConversationId() string {
@@ -1069,7 +1982,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	mi := &file_parley_client_v1_client_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1994,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	mi := &file_parley_client_v1_client_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +2007,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{14}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{26}
 }
 
 // ServerFrame is every frame the server sends.
@@ -1115,6 +2028,7 @@ type ServerFrame struct {
 	//	*ServerFrame_Receipts
 	//	*ServerFrame_Typing
 	//	*ServerFrame_Presence
+	//	*ServerFrame_BlockStatus
 	Frame         isServerFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1122,7 +2036,7 @@ type ServerFrame struct {
 
 func (x *ServerFrame) Reset() {
 	*x = ServerFrame{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	mi := &file_parley_client_v1_client_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +2048,7 @@ func (x *ServerFrame) String() string {
 func (*ServerFrame) ProtoMessage() {}
 
 func (x *ServerFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	mi := &file_parley_client_v1_client_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +2061,7 @@ func (x *ServerFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerFrame.ProtoReflect.Descriptor instead.
 func (*ServerFrame) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{15}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ServerFrame) GetRequestId() string {
@@ -1263,6 +2177,15 @@ func (x *ServerFrame) GetPresence() *PresenceList {
 	return nil
 }
 
+func (x *ServerFrame) GetBlockStatus() *BlockStatus {
+	if x != nil {
+		if x, ok := x.Frame.(*ServerFrame_BlockStatus); ok {
+			return x.BlockStatus
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Frame interface {
 	isServerFrame_Frame()
 }
@@ -1311,6 +2234,10 @@ type ServerFrame_Presence struct {
 	Presence *PresenceList `protobuf:"bytes,20,opt,name=presence,proto3,oneof"`
 }
 
+type ServerFrame_BlockStatus struct {
+	BlockStatus *BlockStatus `protobuf:"bytes,30,opt,name=block_status,json=blockStatus,proto3,oneof"`
+}
+
 func (*ServerFrame_Authenticated) isServerFrame_Frame() {}
 
 func (*ServerFrame_Accepted) isServerFrame_Frame() {}
@@ -1333,6 +2260,62 @@ func (*ServerFrame_Typing) isServerFrame_Frame() {}
 
 func (*ServerFrame_Presence) isServerFrame_Frame() {}
 
+func (*ServerFrame_BlockStatus) isServerFrame_Frame() {}
+
+// BlockStatus answers BlockUser and UnblockUser: whether the caller now
+// blocks user_id.
+type BlockStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Blocked       bool                   `protobuf:"varint,2,opt,name=blocked,proto3" json:"blocked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockStatus) Reset() {
+	*x = BlockStatus{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockStatus) ProtoMessage() {}
+
+func (x *BlockStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockStatus.ProtoReflect.Descriptor instead.
+func (*BlockStatus) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *BlockStatus) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *BlockStatus) GetBlocked() bool {
+	if x != nil {
+		return x.Blocked
+	}
+	return false
+}
+
 // Resumed ends the catch-up that Authenticate.resume asked for; its
 // request_id is the Authenticate frame's.
 type Resumed struct {
@@ -1351,7 +2334,7 @@ type Resumed struct {
 
 func (x *Resumed) Reset() {
 	*x = Resumed{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[16]
+	mi := &file_parley_client_v1_client_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +2346,7 @@ func (x *Resumed) String() string {
 func (*Resumed) ProtoMessage() {}
 
 func (x *Resumed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[16]
+	mi := &file_parley_client_v1_client_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +2359,7 @@ func (x *Resumed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resumed.ProtoReflect.Descriptor instead.
 func (*Resumed) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{16}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Resumed) GetCaughtUp() []*Cursor {
@@ -1405,7 +2388,7 @@ type Authenticated struct {
 
 func (x *Authenticated) Reset() {
 	*x = Authenticated{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[17]
+	mi := &file_parley_client_v1_client_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +2400,7 @@ func (x *Authenticated) String() string {
 func (*Authenticated) ProtoMessage() {}
 
 func (x *Authenticated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[17]
+	mi := &file_parley_client_v1_client_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +2413,7 @@ func (x *Authenticated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authenticated.ProtoReflect.Descriptor instead.
 func (*Authenticated) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{17}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Authenticated) GetUserId() string {
@@ -1469,7 +2452,7 @@ type Accepted struct {
 
 func (x *Accepted) Reset() {
 	*x = Accepted{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[18]
+	mi := &file_parley_client_v1_client_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +2464,7 @@ func (x *Accepted) String() string {
 func (*Accepted) ProtoMessage() {}
 
 func (x *Accepted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[18]
+	mi := &file_parley_client_v1_client_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +2477,7 @@ func (x *Accepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accepted.ProtoReflect.Descriptor instead.
 func (*Accepted) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{18}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Accepted) GetClientMsgId() string {
@@ -1536,7 +2519,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[19]
+	mi := &file_parley_client_v1_client_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1548,7 +2531,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[19]
+	mi := &file_parley_client_v1_client_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1561,7 +2544,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{19}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *EventBatch) GetEvents() []*v1.Event {
@@ -1583,7 +2566,7 @@ type ConversationList struct {
 
 func (x *ConversationList) Reset() {
 	*x = ConversationList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[20]
+	mi := &file_parley_client_v1_client_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +2578,7 @@ func (x *ConversationList) String() string {
 func (*ConversationList) ProtoMessage() {}
 
 func (x *ConversationList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[20]
+	mi := &file_parley_client_v1_client_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +2591,7 @@ func (x *ConversationList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationList.ProtoReflect.Descriptor instead.
 func (*ConversationList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{20}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ConversationList) GetConversations() []*v1.Conversation {
@@ -1636,7 +2619,7 @@ type TypingBatch struct {
 
 func (x *TypingBatch) Reset() {
 	*x = TypingBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[21]
+	mi := &file_parley_client_v1_client_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1648,7 +2631,7 @@ func (x *TypingBatch) String() string {
 func (*TypingBatch) ProtoMessage() {}
 
 func (x *TypingBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[21]
+	mi := &file_parley_client_v1_client_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1661,7 +2644,7 @@ func (x *TypingBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingBatch.ProtoReflect.Descriptor instead.
 func (*TypingBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{21}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TypingBatch) GetTyping() []*v1.Typing {
@@ -1682,7 +2665,7 @@ type PresenceList struct {
 
 func (x *PresenceList) Reset() {
 	*x = PresenceList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[22]
+	mi := &file_parley_client_v1_client_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +2677,7 @@ func (x *PresenceList) String() string {
 func (*PresenceList) ProtoMessage() {}
 
 func (x *PresenceList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[22]
+	mi := &file_parley_client_v1_client_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +2690,7 @@ func (x *PresenceList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceList.ProtoReflect.Descriptor instead.
 func (*PresenceList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{22}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PresenceList) GetPresence() []*v1.Presence {
@@ -1728,7 +2711,7 @@ type ReceiptBatch struct {
 
 func (x *ReceiptBatch) Reset() {
 	*x = ReceiptBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[23]
+	mi := &file_parley_client_v1_client_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1740,7 +2723,7 @@ func (x *ReceiptBatch) String() string {
 func (*ReceiptBatch) ProtoMessage() {}
 
 func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[23]
+	mi := &file_parley_client_v1_client_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1753,7 +2736,7 @@ func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptBatch.ProtoReflect.Descriptor instead.
 func (*ReceiptBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{23}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReceiptBatch) GetReceipts() []*v1.Receipt {
@@ -1776,7 +2759,7 @@ type HistoryPage struct {
 
 func (x *HistoryPage) Reset() {
 	*x = HistoryPage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[24]
+	mi := &file_parley_client_v1_client_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1788,7 +2771,7 @@ func (x *HistoryPage) String() string {
 func (*HistoryPage) ProtoMessage() {}
 
 func (x *HistoryPage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[24]
+	mi := &file_parley_client_v1_client_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1801,7 +2784,7 @@ func (x *HistoryPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryPage.ProtoReflect.Descriptor instead.
 func (*HistoryPage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{24}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *HistoryPage) GetConversationId() string {
@@ -1842,7 +2825,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[25]
+	mi := &file_parley_client_v1_client_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1854,7 +2837,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[25]
+	mi := &file_parley_client_v1_client_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1867,7 +2850,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{25}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Error) GetCode() v1.ErrorCode {
@@ -1907,7 +2890,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[26]
+	mi := &file_parley_client_v1_client_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1919,7 +2902,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[26]
+	mi := &file_parley_client_v1_client_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1932,14 +2915,14 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{26}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{39}
 }
 
 var File_parley_client_v1_client_proto protoreflect.FileDescriptor
 
 const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\n" +
-	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x19parley/chat/v1/chat.proto\"\x8a\a\n" +
+	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x19parley/chat/v1/chat.proto\"\xb6\r\n" +
 	"\vClientFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12D\n" +
@@ -1958,7 +2941,21 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x06typing\x18\x13 \x01(\v2\x1b.parley.client.v1.SetTypingH\x00R\x06typing\x12B\n" +
 	"\fget_presence\x18\x14 \x01(\v2\x1d.parley.client.v1.GetPresenceH\x00R\vgetPresence\x12H\n" +
 	"\x0ewatch_presence\x18\x15 \x01(\v2\x1f.parley.client.v1.WatchPresenceH\x00R\rwatchPresence\x126\n" +
-	"\bset_idle\x18\x16 \x01(\v2\x19.parley.client.v1.SetIdleH\x00R\asetIdleB\a\n" +
+	"\bset_idle\x18\x16 \x01(\v2\x19.parley.client.v1.SetIdleH\x00R\asetIdle\x12E\n" +
+	"\rremove_member\x18\x1e \x01(\v2\x1e.parley.client.v1.RemoveMemberH\x00R\fremoveMember\x12;\n" +
+	"\x05leave\x18\x1f \x01(\v2#.parley.client.v1.LeaveConversationH\x00R\x05leave\x12<\n" +
+	"\bset_role\x18  \x01(\v2\x1f.parley.client.v1.SetMemberRoleH\x00R\asetRole\x12T\n" +
+	"\x12transfer_ownership\x18! \x01(\v2#.parley.client.v1.TransferOwnershipH\x00R\x11transferOwnership\x12?\n" +
+	"\vmute_member\x18\" \x01(\v2\x1c.parley.client.v1.MuteMemberH\x00R\n" +
+	"muteMember\x12>\n" +
+	"\x06rename\x18# \x01(\v2$.parley.client.v1.RenameConversationH\x00R\x06rename\x12E\n" +
+	"\rcreate_invite\x18$ \x01(\v2\x1e.parley.client.v1.CreateInviteH\x00R\fcreateInvite\x12E\n" +
+	"\rrevoke_invite\x18% \x01(\v2\x1e.parley.client.v1.RevokeInviteH\x00R\frevokeInvite\x12F\n" +
+	"\x0ejoin_by_invite\x18& \x01(\v2\x1e.parley.client.v1.JoinByInviteH\x00R\fjoinByInvite\x129\n" +
+	"\x06follow\x18' \x01(\v2\x1f.parley.client.v1.FollowChannelH\x00R\x06follow\x12<\n" +
+	"\n" +
+	"block_user\x18( \x01(\v2\x1b.parley.client.v1.BlockUserH\x00R\tblockUser\x12B\n" +
+	"\funblock_user\x18) \x01(\v2\x1d.parley.client.v1.UnblockUserH\x00R\vunblockUserB\a\n" +
 	"\x05frame\"s\n" +
 	"\fAuthenticate\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
@@ -1970,14 +2967,60 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\vSendMessage\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
 	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x12\n" +
-	"\x04text\x18\x03 \x01(\tR\x04text\"\xcc\x01\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\"\xe4\x01\n" +
 	"\x12CreateConversation\x12\"\n" +
 	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x124\n" +
 	"\x04kind\x18\x02 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x14\n" +
 	"\x05title\x18\x03 \x01(\tR\x05title\x12\x1d\n" +
 	"\n" +
 	"member_ids\x18\x04 \x03(\tR\tmemberIds\x12'\n" +
-	"\x0fconversation_id\x18\x05 \x01(\tR\x0econversationId\"q\n" +
+	"\x0fconversation_id\x18\x05 \x01(\tR\x0econversationId\x12\x16\n" +
+	"\x06public\x18\x1e \x01(\bR\x06public\"t\n" +
+	"\fRemoveMember\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
+	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\"`\n" +
+	"\x11LeaveConversation\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
+	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\"\xa5\x01\n" +
+	"\rSetMemberRole\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
+	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\x12.\n" +
+	"\x04role\x18\x04 \x01(\x0e2\x1a.parley.chat.v1.MemberRoleR\x04role\"y\n" +
+	"\x11TransferOwnership\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
+	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\"\x88\x01\n" +
+	"\n" +
+	"MuteMember\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
+	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\x12\x14\n" +
+	"\x05muted\x18\x04 \x01(\bR\x05muted\"w\n" +
+	"\x12RenameConversation\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
+	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x14\n" +
+	"\x05title\x18\x03 \x01(\tR\x05title\"o\n" +
+	"\fCreateInvite\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
+	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\tR\x04code\"o\n" +
+	"\fRevokeInvite\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
+	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\tR\x04code\"o\n" +
+	"\fJoinByInvite\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
+	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\tR\x04code\"\\\n" +
+	"\rFollowChannel\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
+	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\"$\n" +
+	"\tBlockUser\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"&\n" +
+	"\vUnblockUser\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"q\n" +
 	"\tAddMember\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
 	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x17\n" +
@@ -2009,7 +3052,7 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x05limit\x18\x04 \x01(\rR\x05limitB\f\n" +
 	"\n" +
 	"_after_seq\"\x06\n" +
-	"\x04Ping\"\xc2\x05\n" +
+	"\x04Ping\"\x86\x06\n" +
 	"\vServerFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12G\n" +
@@ -2024,8 +3067,12 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\aresumed\x18\x11 \x01(\v2\x19.parley.client.v1.ResumedH\x00R\aresumed\x12<\n" +
 	"\breceipts\x18\x12 \x01(\v2\x1e.parley.client.v1.ReceiptBatchH\x00R\breceipts\x127\n" +
 	"\x06typing\x18\x13 \x01(\v2\x1d.parley.client.v1.TypingBatchH\x00R\x06typing\x12<\n" +
-	"\bpresence\x18\x14 \x01(\v2\x1e.parley.client.v1.PresenceListH\x00R\bpresenceB\a\n" +
-	"\x05frame\"r\n" +
+	"\bpresence\x18\x14 \x01(\v2\x1e.parley.client.v1.PresenceListH\x00R\bpresence\x12B\n" +
+	"\fblock_status\x18\x1e \x01(\v2\x1d.parley.client.v1.BlockStatusH\x00R\vblockStatusB\a\n" +
+	"\x05frame\"@\n" +
+	"\vBlockStatus\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x18\n" +
+	"\ablocked\x18\x02 \x01(\bR\ablocked\"r\n" +
 	"\aResumed\x125\n" +
 	"\tcaught_up\x18\x01 \x03(\v2\x18.parley.client.v1.CursorR\bcaughtUp\x120\n" +
 	"\x06failed\x18\x02 \x03(\v2\x18.parley.client.v1.CursorR\x06failed\"d\n" +
@@ -2075,84 +3122,112 @@ func file_parley_client_v1_client_proto_rawDescGZIP() []byte {
 	return file_parley_client_v1_client_proto_rawDescData
 }
 
-var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_parley_client_v1_client_proto_goTypes = []any{
 	(*ClientFrame)(nil),        // 0: parley.client.v1.ClientFrame
 	(*Authenticate)(nil),       // 1: parley.client.v1.Authenticate
 	(*Cursor)(nil),             // 2: parley.client.v1.Cursor
 	(*SendMessage)(nil),        // 3: parley.client.v1.SendMessage
 	(*CreateConversation)(nil), // 4: parley.client.v1.CreateConversation
-	(*AddMember)(nil),          // 5: parley.client.v1.AddMember
-	(*ListConversations)(nil),  // 6: parley.client.v1.ListConversations
-	(*Mark)(nil),               // 7: parley.client.v1.Mark
-	(*SetTyping)(nil),          // 8: parley.client.v1.SetTyping
-	(*GetPresence)(nil),        // 9: parley.client.v1.GetPresence
-	(*WatchPresence)(nil),      // 10: parley.client.v1.WatchPresence
-	(*SetIdle)(nil),            // 11: parley.client.v1.SetIdle
-	(*GetReceipts)(nil),        // 12: parley.client.v1.GetReceipts
-	(*GetHistory)(nil),         // 13: parley.client.v1.GetHistory
-	(*Ping)(nil),               // 14: parley.client.v1.Ping
-	(*ServerFrame)(nil),        // 15: parley.client.v1.ServerFrame
-	(*Resumed)(nil),            // 16: parley.client.v1.Resumed
-	(*Authenticated)(nil),      // 17: parley.client.v1.Authenticated
-	(*Accepted)(nil),           // 18: parley.client.v1.Accepted
-	(*EventBatch)(nil),         // 19: parley.client.v1.EventBatch
-	(*ConversationList)(nil),   // 20: parley.client.v1.ConversationList
-	(*TypingBatch)(nil),        // 21: parley.client.v1.TypingBatch
-	(*PresenceList)(nil),       // 22: parley.client.v1.PresenceList
-	(*ReceiptBatch)(nil),       // 23: parley.client.v1.ReceiptBatch
-	(*HistoryPage)(nil),        // 24: parley.client.v1.HistoryPage
-	(*Error)(nil),              // 25: parley.client.v1.Error
-	(*Pong)(nil),               // 26: parley.client.v1.Pong
-	(v1.ConversationKind)(0),   // 27: parley.chat.v1.ConversationKind
-	(*v1.Event)(nil),           // 28: parley.chat.v1.Event
-	(*v1.Conversation)(nil),    // 29: parley.chat.v1.Conversation
-	(*v1.Typing)(nil),          // 30: parley.chat.v1.Typing
-	(*v1.Presence)(nil),        // 31: parley.chat.v1.Presence
-	(*v1.Receipt)(nil),         // 32: parley.chat.v1.Receipt
-	(v1.ErrorCode)(0),          // 33: parley.chat.v1.ErrorCode
+	(*RemoveMember)(nil),       // 5: parley.client.v1.RemoveMember
+	(*LeaveConversation)(nil),  // 6: parley.client.v1.LeaveConversation
+	(*SetMemberRole)(nil),      // 7: parley.client.v1.SetMemberRole
+	(*TransferOwnership)(nil),  // 8: parley.client.v1.TransferOwnership
+	(*MuteMember)(nil),         // 9: parley.client.v1.MuteMember
+	(*RenameConversation)(nil), // 10: parley.client.v1.RenameConversation
+	(*CreateInvite)(nil),       // 11: parley.client.v1.CreateInvite
+	(*RevokeInvite)(nil),       // 12: parley.client.v1.RevokeInvite
+	(*JoinByInvite)(nil),       // 13: parley.client.v1.JoinByInvite
+	(*FollowChannel)(nil),      // 14: parley.client.v1.FollowChannel
+	(*BlockUser)(nil),          // 15: parley.client.v1.BlockUser
+	(*UnblockUser)(nil),        // 16: parley.client.v1.UnblockUser
+	(*AddMember)(nil),          // 17: parley.client.v1.AddMember
+	(*ListConversations)(nil),  // 18: parley.client.v1.ListConversations
+	(*Mark)(nil),               // 19: parley.client.v1.Mark
+	(*SetTyping)(nil),          // 20: parley.client.v1.SetTyping
+	(*GetPresence)(nil),        // 21: parley.client.v1.GetPresence
+	(*WatchPresence)(nil),      // 22: parley.client.v1.WatchPresence
+	(*SetIdle)(nil),            // 23: parley.client.v1.SetIdle
+	(*GetReceipts)(nil),        // 24: parley.client.v1.GetReceipts
+	(*GetHistory)(nil),         // 25: parley.client.v1.GetHistory
+	(*Ping)(nil),               // 26: parley.client.v1.Ping
+	(*ServerFrame)(nil),        // 27: parley.client.v1.ServerFrame
+	(*BlockStatus)(nil),        // 28: parley.client.v1.BlockStatus
+	(*Resumed)(nil),            // 29: parley.client.v1.Resumed
+	(*Authenticated)(nil),      // 30: parley.client.v1.Authenticated
+	(*Accepted)(nil),           // 31: parley.client.v1.Accepted
+	(*EventBatch)(nil),         // 32: parley.client.v1.EventBatch
+	(*ConversationList)(nil),   // 33: parley.client.v1.ConversationList
+	(*TypingBatch)(nil),        // 34: parley.client.v1.TypingBatch
+	(*PresenceList)(nil),       // 35: parley.client.v1.PresenceList
+	(*ReceiptBatch)(nil),       // 36: parley.client.v1.ReceiptBatch
+	(*HistoryPage)(nil),        // 37: parley.client.v1.HistoryPage
+	(*Error)(nil),              // 38: parley.client.v1.Error
+	(*Pong)(nil),               // 39: parley.client.v1.Pong
+	(v1.ConversationKind)(0),   // 40: parley.chat.v1.ConversationKind
+	(v1.MemberRole)(0),         // 41: parley.chat.v1.MemberRole
+	(*v1.Event)(nil),           // 42: parley.chat.v1.Event
+	(*v1.Conversation)(nil),    // 43: parley.chat.v1.Conversation
+	(*v1.Typing)(nil),          // 44: parley.chat.v1.Typing
+	(*v1.Presence)(nil),        // 45: parley.chat.v1.Presence
+	(*v1.Receipt)(nil),         // 46: parley.chat.v1.Receipt
+	(v1.ErrorCode)(0),          // 47: parley.chat.v1.ErrorCode
 }
 var file_parley_client_v1_client_proto_depIdxs = []int32{
 	1,  // 0: parley.client.v1.ClientFrame.authenticate:type_name -> parley.client.v1.Authenticate
 	3,  // 1: parley.client.v1.ClientFrame.send_message:type_name -> parley.client.v1.SendMessage
 	4,  // 2: parley.client.v1.ClientFrame.create_conversation:type_name -> parley.client.v1.CreateConversation
-	5,  // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
-	6,  // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
-	13, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
-	14, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
-	7,  // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
-	12, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
-	8,  // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
-	9,  // 10: parley.client.v1.ClientFrame.get_presence:type_name -> parley.client.v1.GetPresence
-	10, // 11: parley.client.v1.ClientFrame.watch_presence:type_name -> parley.client.v1.WatchPresence
-	11, // 12: parley.client.v1.ClientFrame.set_idle:type_name -> parley.client.v1.SetIdle
-	2,  // 13: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
-	27, // 14: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	17, // 15: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
-	18, // 16: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
-	19, // 17: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
-	20, // 18: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
-	24, // 19: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
-	25, // 20: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
-	26, // 21: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
-	16, // 22: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
-	23, // 23: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
-	21, // 24: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
-	22, // 25: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
-	2,  // 26: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
-	2,  // 27: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
-	28, // 28: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
-	29, // 29: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
-	30, // 30: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
-	31, // 31: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
-	32, // 32: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
-	28, // 33: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
-	33, // 34: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
-	35, // [35:35] is the sub-list for method output_type
-	35, // [35:35] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	17, // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
+	18, // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
+	25, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
+	26, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
+	19, // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
+	24, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
+	20, // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
+	21, // 10: parley.client.v1.ClientFrame.get_presence:type_name -> parley.client.v1.GetPresence
+	22, // 11: parley.client.v1.ClientFrame.watch_presence:type_name -> parley.client.v1.WatchPresence
+	23, // 12: parley.client.v1.ClientFrame.set_idle:type_name -> parley.client.v1.SetIdle
+	5,  // 13: parley.client.v1.ClientFrame.remove_member:type_name -> parley.client.v1.RemoveMember
+	6,  // 14: parley.client.v1.ClientFrame.leave:type_name -> parley.client.v1.LeaveConversation
+	7,  // 15: parley.client.v1.ClientFrame.set_role:type_name -> parley.client.v1.SetMemberRole
+	8,  // 16: parley.client.v1.ClientFrame.transfer_ownership:type_name -> parley.client.v1.TransferOwnership
+	9,  // 17: parley.client.v1.ClientFrame.mute_member:type_name -> parley.client.v1.MuteMember
+	10, // 18: parley.client.v1.ClientFrame.rename:type_name -> parley.client.v1.RenameConversation
+	11, // 19: parley.client.v1.ClientFrame.create_invite:type_name -> parley.client.v1.CreateInvite
+	12, // 20: parley.client.v1.ClientFrame.revoke_invite:type_name -> parley.client.v1.RevokeInvite
+	13, // 21: parley.client.v1.ClientFrame.join_by_invite:type_name -> parley.client.v1.JoinByInvite
+	14, // 22: parley.client.v1.ClientFrame.follow:type_name -> parley.client.v1.FollowChannel
+	15, // 23: parley.client.v1.ClientFrame.block_user:type_name -> parley.client.v1.BlockUser
+	16, // 24: parley.client.v1.ClientFrame.unblock_user:type_name -> parley.client.v1.UnblockUser
+	2,  // 25: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
+	40, // 26: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	41, // 27: parley.client.v1.SetMemberRole.role:type_name -> parley.chat.v1.MemberRole
+	30, // 28: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
+	31, // 29: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
+	32, // 30: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
+	33, // 31: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
+	37, // 32: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
+	38, // 33: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
+	39, // 34: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
+	29, // 35: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
+	36, // 36: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
+	34, // 37: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
+	35, // 38: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
+	28, // 39: parley.client.v1.ServerFrame.block_status:type_name -> parley.client.v1.BlockStatus
+	2,  // 40: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
+	2,  // 41: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
+	42, // 42: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
+	43, // 43: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
+	44, // 44: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
+	45, // 45: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
+	46, // 46: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
+	42, // 47: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
+	47, // 48: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
+	49, // [49:49] is the sub-list for method output_type
+	49, // [49:49] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_parley_client_v1_client_proto_init() }
@@ -2174,9 +3249,21 @@ func file_parley_client_v1_client_proto_init() {
 		(*ClientFrame_GetPresence)(nil),
 		(*ClientFrame_WatchPresence)(nil),
 		(*ClientFrame_SetIdle)(nil),
+		(*ClientFrame_RemoveMember)(nil),
+		(*ClientFrame_Leave)(nil),
+		(*ClientFrame_SetRole)(nil),
+		(*ClientFrame_TransferOwnership)(nil),
+		(*ClientFrame_MuteMember)(nil),
+		(*ClientFrame_Rename)(nil),
+		(*ClientFrame_CreateInvite)(nil),
+		(*ClientFrame_RevokeInvite)(nil),
+		(*ClientFrame_JoinByInvite)(nil),
+		(*ClientFrame_Follow)(nil),
+		(*ClientFrame_BlockUser)(nil),
+		(*ClientFrame_UnblockUser)(nil),
 	}
-	file_parley_client_v1_client_proto_msgTypes[13].OneofWrappers = []any{}
-	file_parley_client_v1_client_proto_msgTypes[15].OneofWrappers = []any{
+	file_parley_client_v1_client_proto_msgTypes[25].OneofWrappers = []any{}
+	file_parley_client_v1_client_proto_msgTypes[27].OneofWrappers = []any{
 		(*ServerFrame_Authenticated)(nil),
 		(*ServerFrame_Accepted)(nil),
 		(*ServerFrame_Events)(nil),
@@ -2188,6 +3275,7 @@ func file_parley_client_v1_client_proto_init() {
 		(*ServerFrame_Receipts)(nil),
 		(*ServerFrame_Typing)(nil),
 		(*ServerFrame_Presence)(nil),
+		(*ServerFrame_BlockStatus)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2195,7 +3283,7 @@ func file_parley_client_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_client_v1_client_proto_rawDesc), len(file_parley_client_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -44,6 +44,17 @@ type Command struct {
 	//	*Command_AddMember
 	//	*Command_PostMessage
 	//	*Command_Mark
+	//	*Command_RemoveMember
+	//	*Command_Leave
+	//	*Command_SetRole
+	//	*Command_TransferOwnership
+	//	*Command_MuteMember
+	//	*Command_Rename
+	//	*Command_CreateInvite
+	//	*Command_RevokeInvite
+	//	*Command_JoinByInvite
+	//	*Command_Follow
+	//	*Command_Block
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -164,6 +175,105 @@ func (x *Command) GetMark() *Mark {
 	return nil
 }
 
+func (x *Command) GetRemoveMember() *RemoveMember {
+	if x != nil {
+		if x, ok := x.Body.(*Command_RemoveMember); ok {
+			return x.RemoveMember
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetLeave() *Leave {
+	if x != nil {
+		if x, ok := x.Body.(*Command_Leave); ok {
+			return x.Leave
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSetRole() *SetRole {
+	if x != nil {
+		if x, ok := x.Body.(*Command_SetRole); ok {
+			return x.SetRole
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetTransferOwnership() *TransferOwnership {
+	if x != nil {
+		if x, ok := x.Body.(*Command_TransferOwnership); ok {
+			return x.TransferOwnership
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetMuteMember() *MuteMember {
+	if x != nil {
+		if x, ok := x.Body.(*Command_MuteMember); ok {
+			return x.MuteMember
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRename() *Rename {
+	if x != nil {
+		if x, ok := x.Body.(*Command_Rename); ok {
+			return x.Rename
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCreateInvite() *CreateInvite {
+	if x != nil {
+		if x, ok := x.Body.(*Command_CreateInvite); ok {
+			return x.CreateInvite
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRevokeInvite() *RevokeInvite {
+	if x != nil {
+		if x, ok := x.Body.(*Command_RevokeInvite); ok {
+			return x.RevokeInvite
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetJoinByInvite() *JoinByInvite {
+	if x != nil {
+		if x, ok := x.Body.(*Command_JoinByInvite); ok {
+			return x.JoinByInvite
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetFollow() *Follow {
+	if x != nil {
+		if x, ok := x.Body.(*Command_Follow); ok {
+			return x.Follow
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetBlock() *Block {
+	if x != nil {
+		if x, ok := x.Body.(*Command_Block); ok {
+			return x.Block
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -184,6 +294,50 @@ type Command_Mark struct {
 	Mark *Mark `protobuf:"bytes,13,opt,name=mark,proto3,oneof"`
 }
 
+type Command_RemoveMember struct {
+	RemoveMember *RemoveMember `protobuf:"bytes,20,opt,name=remove_member,json=removeMember,proto3,oneof"`
+}
+
+type Command_Leave struct {
+	Leave *Leave `protobuf:"bytes,21,opt,name=leave,proto3,oneof"`
+}
+
+type Command_SetRole struct {
+	SetRole *SetRole `protobuf:"bytes,22,opt,name=set_role,json=setRole,proto3,oneof"`
+}
+
+type Command_TransferOwnership struct {
+	TransferOwnership *TransferOwnership `protobuf:"bytes,23,opt,name=transfer_ownership,json=transferOwnership,proto3,oneof"`
+}
+
+type Command_MuteMember struct {
+	MuteMember *MuteMember `protobuf:"bytes,24,opt,name=mute_member,json=muteMember,proto3,oneof"`
+}
+
+type Command_Rename struct {
+	Rename *Rename `protobuf:"bytes,25,opt,name=rename,proto3,oneof"`
+}
+
+type Command_CreateInvite struct {
+	CreateInvite *CreateInvite `protobuf:"bytes,26,opt,name=create_invite,json=createInvite,proto3,oneof"`
+}
+
+type Command_RevokeInvite struct {
+	RevokeInvite *RevokeInvite `protobuf:"bytes,27,opt,name=revoke_invite,json=revokeInvite,proto3,oneof"`
+}
+
+type Command_JoinByInvite struct {
+	JoinByInvite *JoinByInvite `protobuf:"bytes,28,opt,name=join_by_invite,json=joinByInvite,proto3,oneof"`
+}
+
+type Command_Follow struct {
+	Follow *Follow `protobuf:"bytes,29,opt,name=follow,proto3,oneof"`
+}
+
+type Command_Block struct {
+	Block *Block `protobuf:"bytes,30,opt,name=block,proto3,oneof"`
+}
+
 func (*Command_CreateConversation) isCommand_Body() {}
 
 func (*Command_AddMember) isCommand_Body() {}
@@ -192,13 +346,37 @@ func (*Command_PostMessage) isCommand_Body() {}
 
 func (*Command_Mark) isCommand_Body() {}
 
+func (*Command_RemoveMember) isCommand_Body() {}
+
+func (*Command_Leave) isCommand_Body() {}
+
+func (*Command_SetRole) isCommand_Body() {}
+
+func (*Command_TransferOwnership) isCommand_Body() {}
+
+func (*Command_MuteMember) isCommand_Body() {}
+
+func (*Command_Rename) isCommand_Body() {}
+
+func (*Command_CreateInvite) isCommand_Body() {}
+
+func (*Command_RevokeInvite) isCommand_Body() {}
+
+func (*Command_JoinByInvite) isCommand_Body() {}
+
+func (*Command_Follow) isCommand_Body() {}
+
+func (*Command_Block) isCommand_Body() {}
+
 // CreateConversation creates the conversation named by the command.
 type CreateConversation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Kind  v1.ConversationKind    `protobuf:"varint,1,opt,name=kind,proto3,enum=parley.chat.v1.ConversationKind" json:"kind,omitempty"`
 	Title string                 `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
 	// member_ids includes the creator.
-	MemberIds     []string `protobuf:"bytes,3,rep,name=member_ids,json=memberIds,proto3" json:"member_ids,omitempty"`
+	MemberIds []string `protobuf:"bytes,3,rep,name=member_ids,json=memberIds,proto3" json:"member_ids,omitempty"`
+	// public makes a channel followable without an invite.
+	Public        bool `protobuf:"varint,20,opt,name=public,proto3" json:"public,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -254,6 +432,599 @@ func (x *CreateConversation) GetMemberIds() []string {
 	return nil
 }
 
+func (x *CreateConversation) GetPublic() bool {
+	if x != nil {
+		return x.Public
+	}
+	return false
+}
+
+// RemoveMember removes user_id (owner or admin only; never the owner).
+type RemoveMember struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMember) Reset() {
+	*x = RemoveMember{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMember) ProtoMessage() {}
+
+func (x *RemoveMember) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
+func (*RemoveMember) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RemoveMember) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// Leave leaves a group or unfollows a channel. The owner cannot leave
+// before transferring ownership.
+type Leave struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Leave) Reset() {
+	*x = Leave{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Leave) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Leave) ProtoMessage() {}
+
+func (x *Leave) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Leave.ProtoReflect.Descriptor instead.
+func (*Leave) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{3}
+}
+
+// SetRole makes user_id an ADMIN or a MEMBER (owner only).
+type SetRole struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Role          v1.MemberRole          `protobuf:"varint,2,opt,name=role,proto3,enum=parley.chat.v1.MemberRole" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRole) Reset() {
+	*x = SetRole{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRole) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRole) ProtoMessage() {}
+
+func (x *SetRole) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRole.ProtoReflect.Descriptor instead.
+func (*SetRole) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SetRole) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *SetRole) GetRole() v1.MemberRole {
+	if x != nil {
+		return x.Role
+	}
+	return v1.MemberRole(0)
+}
+
+// TransferOwnership makes user_id, a member, the owner (owner only).
+type TransferOwnership struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferOwnership) Reset() {
+	*x = TransferOwnership{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferOwnership) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferOwnership) ProtoMessage() {}
+
+func (x *TransferOwnership) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferOwnership.ProtoReflect.Descriptor instead.
+func (*TransferOwnership) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *TransferOwnership) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// MuteMember mutes or unmutes user_id (owner or admin).
+type MuteMember struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Muted         bool                   `protobuf:"varint,2,opt,name=muted,proto3" json:"muted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MuteMember) Reset() {
+	*x = MuteMember{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MuteMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MuteMember) ProtoMessage() {}
+
+func (x *MuteMember) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MuteMember.ProtoReflect.Descriptor instead.
+func (*MuteMember) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *MuteMember) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *MuteMember) GetMuted() bool {
+	if x != nil {
+		return x.Muted
+	}
+	return false
+}
+
+// Rename sets the title of a group or channel (owner or admin).
+type Rename struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Title         string                 `protobuf:"bytes,1,opt,name=title,proto3" json:"title,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rename) Reset() {
+	*x = Rename{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rename) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rename) ProtoMessage() {}
+
+func (x *Rename) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rename.ProtoReflect.Descriptor instead.
+func (*Rename) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Rename) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+// CreateInvite creates an invite code (owner or admin). The client picks
+// the code, so that it knows it without waiting for the event and a retry
+// creates nothing twice.
+type CreateInvite struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          string                 `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateInvite) Reset() {
+	*x = CreateInvite{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateInvite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateInvite) ProtoMessage() {}
+
+func (x *CreateInvite) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateInvite.ProtoReflect.Descriptor instead.
+func (*CreateInvite) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CreateInvite) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+// RevokeInvite ends an invite (owner or admin).
+type RevokeInvite struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          string                 `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeInvite) Reset() {
+	*x = RevokeInvite{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeInvite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeInvite) ProtoMessage() {}
+
+func (x *RevokeInvite) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeInvite.ProtoReflect.Descriptor instead.
+func (*RevokeInvite) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RevokeInvite) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+// JoinByInvite joins the conversation holding an invite.
+type JoinByInvite struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          string                 `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinByInvite) Reset() {
+	*x = JoinByInvite{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinByInvite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinByInvite) ProtoMessage() {}
+
+func (x *JoinByInvite) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinByInvite.ProtoReflect.Descriptor instead.
+func (*JoinByInvite) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *JoinByInvite) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+// Follow joins a public channel.
+type Follow struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Follow) Reset() {
+	*x = Follow{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Follow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Follow) ProtoMessage() {}
+
+func (x *Follow) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Follow.ProtoReflect.Descriptor instead.
+func (*Follow) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{11}
+}
+
+// Block blocks (blocked) or unblocks user_id. The command's conversation is
+// the direct conversation of the pair, whether or not it was ever opened.
+type Block struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Blocked       bool                   `protobuf:"varint,2,opt,name=blocked,proto3" json:"blocked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Block) Reset() {
+	*x = Block{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Block) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Block) ProtoMessage() {}
+
+func (x *Block) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Block.ProtoReflect.Descriptor instead.
+func (*Block) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Block) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Block) GetBlocked() bool {
+	if x != nil {
+		return x.Blocked
+	}
+	return false
+}
+
+// BlockChange is the log's record of a block or unblock: state of the
+// pair's direct conversation, with no seq and no recipients, so that it
+// never shows in history and the blocked user is never told.
+type BlockChange struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	BlockerId      string                 `protobuf:"bytes,2,opt,name=blocker_id,json=blockerId,proto3" json:"blocker_id,omitempty"`
+	BlockedId      string                 `protobuf:"bytes,3,opt,name=blocked_id,json=blockedId,proto3" json:"blocked_id,omitempty"`
+	Blocked        bool                   `protobuf:"varint,4,opt,name=blocked,proto3" json:"blocked,omitempty"`
+	Time           *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *BlockChange) Reset() {
+	*x = BlockChange{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockChange) ProtoMessage() {}
+
+func (x *BlockChange) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockChange.ProtoReflect.Descriptor instead.
+func (*BlockChange) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *BlockChange) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *BlockChange) GetBlockerId() string {
+	if x != nil {
+		return x.BlockerId
+	}
+	return ""
+}
+
+func (x *BlockChange) GetBlockedId() string {
+	if x != nil {
+		return x.BlockedId
+	}
+	return ""
+}
+
+func (x *BlockChange) GetBlocked() bool {
+	if x != nil {
+		return x.Blocked
+	}
+	return false
+}
+
+func (x *BlockChange) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 // AddMember adds user_id to a group.
 type AddMember struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -264,7 +1035,7 @@ type AddMember struct {
 
 func (x *AddMember) Reset() {
 	*x = AddMember{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[2]
+	mi := &file_parley_log_v1_log_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -276,7 +1047,7 @@ func (x *AddMember) String() string {
 func (*AddMember) ProtoMessage() {}
 
 func (x *AddMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[2]
+	mi := &file_parley_log_v1_log_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -289,7 +1060,7 @@ func (x *AddMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMember.ProtoReflect.Descriptor instead.
 func (*AddMember) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{2}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AddMember) GetUserId() string {
@@ -309,7 +1080,7 @@ type PostMessage struct {
 
 func (x *PostMessage) Reset() {
 	*x = PostMessage{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[3]
+	mi := &file_parley_log_v1_log_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -321,7 +1092,7 @@ func (x *PostMessage) String() string {
 func (*PostMessage) ProtoMessage() {}
 
 func (x *PostMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[3]
+	mi := &file_parley_log_v1_log_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -334,7 +1105,7 @@ func (x *PostMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PostMessage.ProtoReflect.Descriptor instead.
 func (*PostMessage) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{3}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PostMessage) GetText() string {
@@ -356,7 +1127,7 @@ type Mark struct {
 
 func (x *Mark) Reset() {
 	*x = Mark{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	mi := &file_parley_log_v1_log_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -368,7 +1139,7 @@ func (x *Mark) String() string {
 func (*Mark) ProtoMessage() {}
 
 func (x *Mark) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	mi := &file_parley_log_v1_log_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -381,7 +1152,7 @@ func (x *Mark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mark.ProtoReflect.Descriptor instead.
 func (*Mark) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{4}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Mark) GetDeliveredSeq() uint64 {
@@ -399,24 +1170,27 @@ func (x *Mark) GetReadSeq() uint64 {
 }
 
 // EventRecord is a record of parley.events.v1, the source of truth. It
-// holds exactly one of event (takes the next seq) or receipt (a position
+// holds exactly one of event (takes the next seq), receipt (a position
 // change: no seq, so receipts never show in history or move unread counts
-// of others).
+// of others) or block.
 type EventRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Event *v1.Event              `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
 	// recipient_ids are the conversation's members after this event, stamped
 	// by the sequencer so fan-out needs no membership view of its own.
-	RecipientIds  []string    `protobuf:"bytes,2,rep,name=recipient_ids,json=recipientIds,proto3" json:"recipient_ids,omitempty"`
-	CommandId     string      `protobuf:"bytes,3,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
-	Receipt       *v1.Receipt `protobuf:"bytes,4,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	RecipientIds []string    `protobuf:"bytes,2,rep,name=recipient_ids,json=recipientIds,proto3" json:"recipient_ids,omitempty"`
+	CommandId    string      `protobuf:"bytes,3,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	Receipt      *v1.Receipt `protobuf:"bytes,4,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	// block is a block or unblock (no seq, no recipients): the sequencer
+	// replays it; persistence and fan-out pass it by.
+	Block         *BlockChange `protobuf:"bytes,20,opt,name=block,proto3" json:"block,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EventRecord) Reset() {
 	*x = EventRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	mi := &file_parley_log_v1_log_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +1202,7 @@ func (x *EventRecord) String() string {
 func (*EventRecord) ProtoMessage() {}
 
 func (x *EventRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	mi := &file_parley_log_v1_log_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +1215,7 @@ func (x *EventRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventRecord.ProtoReflect.Descriptor instead.
 func (*EventRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{5}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EventRecord) GetEvent() *v1.Event {
@@ -472,6 +1246,13 @@ func (x *EventRecord) GetReceipt() *v1.Receipt {
 	return nil
 }
 
+func (x *EventRecord) GetBlock() *BlockChange {
+	if x != nil {
+		return x.Block
+	}
+	return nil
+}
+
 // Outcome is a record of parley.outcomes.v1: the sequencer's answer to one
 // command, read by the ingest instance waiting to answer Submit.
 type Outcome struct {
@@ -493,7 +1274,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[6]
+	mi := &file_parley_log_v1_log_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -505,7 +1286,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[6]
+	mi := &file_parley_log_v1_log_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -518,7 +1299,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{6}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Outcome) GetCommandId() string {
@@ -600,7 +1381,7 @@ type PresenceRecord struct {
 
 func (x *PresenceRecord) Reset() {
 	*x = PresenceRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[7]
+	mi := &file_parley_log_v1_log_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -612,7 +1393,7 @@ func (x *PresenceRecord) String() string {
 func (*PresenceRecord) ProtoMessage() {}
 
 func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[7]
+	mi := &file_parley_log_v1_log_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -625,7 +1406,7 @@ func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRecord.ProtoReflect.Descriptor instead.
 func (*PresenceRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{7}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PresenceRecord) GetBody() isPresenceRecord_Body {
@@ -698,7 +1479,7 @@ type PresenceSession struct {
 
 func (x *PresenceSession) Reset() {
 	*x = PresenceSession{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[8]
+	mi := &file_parley_log_v1_log_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +1491,7 @@ func (x *PresenceSession) String() string {
 func (*PresenceSession) ProtoMessage() {}
 
 func (x *PresenceSession) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[8]
+	mi := &file_parley_log_v1_log_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +1504,7 @@ func (x *PresenceSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
 func (*PresenceSession) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{8}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PresenceSession) GetNodeId() string {
@@ -774,7 +1555,7 @@ type PresenceBeat struct {
 
 func (x *PresenceBeat) Reset() {
 	*x = PresenceBeat{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[9]
+	mi := &file_parley_log_v1_log_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -786,7 +1567,7 @@ func (x *PresenceBeat) String() string {
 func (*PresenceBeat) ProtoMessage() {}
 
 func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[9]
+	mi := &file_parley_log_v1_log_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -799,7 +1580,7 @@ func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceBeat.ProtoReflect.Descriptor instead.
 func (*PresenceBeat) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{9}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PresenceBeat) GetNodeId() string {
@@ -841,7 +1622,7 @@ type PresenceSeen struct {
 
 func (x *PresenceSeen) Reset() {
 	*x = PresenceSeen{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[10]
+	mi := &file_parley_log_v1_log_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +1634,7 @@ func (x *PresenceSeen) String() string {
 func (*PresenceSeen) ProtoMessage() {}
 
 func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[10]
+	mi := &file_parley_log_v1_log_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +1647,7 @@ func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSeen.ProtoReflect.Descriptor instead.
 func (*PresenceSeen) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{10}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PresenceSeen) GetUserId() string {
@@ -887,7 +1668,7 @@ var File_parley_log_v1_log_proto protoreflect.FileDescriptor
 
 const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\n" +
-	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xed\x03\n" +
+	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\x82\t\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12'\n" +
@@ -902,26 +1683,72 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\n" +
 	"add_member\x18\v \x01(\v2\x18.parley.log.v1.AddMemberH\x00R\taddMember\x12?\n" +
 	"\fpost_message\x18\f \x01(\v2\x1a.parley.log.v1.PostMessageH\x00R\vpostMessage\x12)\n" +
-	"\x04mark\x18\r \x01(\v2\x13.parley.log.v1.MarkH\x00R\x04markB\x06\n" +
-	"\x04body\"\x7f\n" +
+	"\x04mark\x18\r \x01(\v2\x13.parley.log.v1.MarkH\x00R\x04mark\x12B\n" +
+	"\rremove_member\x18\x14 \x01(\v2\x1b.parley.log.v1.RemoveMemberH\x00R\fremoveMember\x12,\n" +
+	"\x05leave\x18\x15 \x01(\v2\x14.parley.log.v1.LeaveH\x00R\x05leave\x123\n" +
+	"\bset_role\x18\x16 \x01(\v2\x16.parley.log.v1.SetRoleH\x00R\asetRole\x12Q\n" +
+	"\x12transfer_ownership\x18\x17 \x01(\v2 .parley.log.v1.TransferOwnershipH\x00R\x11transferOwnership\x12<\n" +
+	"\vmute_member\x18\x18 \x01(\v2\x19.parley.log.v1.MuteMemberH\x00R\n" +
+	"muteMember\x12/\n" +
+	"\x06rename\x18\x19 \x01(\v2\x15.parley.log.v1.RenameH\x00R\x06rename\x12B\n" +
+	"\rcreate_invite\x18\x1a \x01(\v2\x1b.parley.log.v1.CreateInviteH\x00R\fcreateInvite\x12B\n" +
+	"\rrevoke_invite\x18\x1b \x01(\v2\x1b.parley.log.v1.RevokeInviteH\x00R\frevokeInvite\x12C\n" +
+	"\x0ejoin_by_invite\x18\x1c \x01(\v2\x1b.parley.log.v1.JoinByInviteH\x00R\fjoinByInvite\x12/\n" +
+	"\x06follow\x18\x1d \x01(\v2\x15.parley.log.v1.FollowH\x00R\x06follow\x12,\n" +
+	"\x05block\x18\x1e \x01(\v2\x14.parley.log.v1.BlockH\x00R\x05blockB\x06\n" +
+	"\x04body\"\x97\x01\n" +
 	"\x12CreateConversation\x124\n" +
 	"\x04kind\x18\x01 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x14\n" +
 	"\x05title\x18\x02 \x01(\tR\x05title\x12\x1d\n" +
 	"\n" +
-	"member_ids\x18\x03 \x03(\tR\tmemberIds\"$\n" +
+	"member_ids\x18\x03 \x03(\tR\tmemberIds\x12\x16\n" +
+	"\x06public\x18\x14 \x01(\bR\x06public\"'\n" +
+	"\fRemoveMember\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"\a\n" +
+	"\x05Leave\"R\n" +
+	"\aSetRole\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12.\n" +
+	"\x04role\x18\x02 \x01(\x0e2\x1a.parley.chat.v1.MemberRoleR\x04role\",\n" +
+	"\x11TransferOwnership\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\";\n" +
+	"\n" +
+	"MuteMember\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
+	"\x05muted\x18\x02 \x01(\bR\x05muted\"\x1e\n" +
+	"\x06Rename\x12\x14\n" +
+	"\x05title\x18\x01 \x01(\tR\x05title\"\"\n" +
+	"\fCreateInvite\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\"\"\n" +
+	"\fRevokeInvite\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\"\"\n" +
+	"\fJoinByInvite\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\"\b\n" +
+	"\x06Follow\":\n" +
+	"\x05Block\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x18\n" +
+	"\ablocked\x18\x02 \x01(\bR\ablocked\"\xbe\x01\n" +
+	"\vBlockChange\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x1d\n" +
+	"\n" +
+	"blocker_id\x18\x02 \x01(\tR\tblockerId\x12\x1d\n" +
+	"\n" +
+	"blocked_id\x18\x03 \x01(\tR\tblockedId\x12\x18\n" +
+	"\ablocked\x18\x04 \x01(\bR\ablocked\x12.\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"$\n" +
 	"\tAddMember\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"!\n" +
 	"\vPostMessage\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\"F\n" +
 	"\x04Mark\x12#\n" +
 	"\rdelivered_seq\x18\x01 \x01(\x04R\fdeliveredSeq\x12\x19\n" +
-	"\bread_seq\x18\x02 \x01(\x04R\areadSeq\"\xb1\x01\n" +
+	"\bread_seq\x18\x02 \x01(\x04R\areadSeq\"\xe3\x01\n" +
 	"\vEventRecord\x12+\n" +
 	"\x05event\x18\x01 \x01(\v2\x15.parley.chat.v1.EventR\x05event\x12#\n" +
 	"\rrecipient_ids\x18\x02 \x03(\tR\frecipientIds\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x03 \x01(\tR\tcommandId\x121\n" +
-	"\areceipt\x18\x04 \x01(\v2\x17.parley.chat.v1.ReceiptR\areceipt\"\xb7\x02\n" +
+	"\areceipt\x18\x04 \x01(\v2\x17.parley.chat.v1.ReceiptR\areceipt\x120\n" +
+	"\x05block\x18\x14 \x01(\v2\x1a.parley.log.v1.BlockChangeR\x05block\"\xb7\x02\n" +
 	"\aOutcome\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12'\n" +
@@ -966,48 +1793,75 @@ func file_parley_log_v1_log_proto_rawDescGZIP() []byte {
 	return file_parley_log_v1_log_proto_rawDescData
 }
 
-var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_parley_log_v1_log_proto_goTypes = []any{
 	(*Command)(nil),               // 0: parley.log.v1.Command
 	(*CreateConversation)(nil),    // 1: parley.log.v1.CreateConversation
-	(*AddMember)(nil),             // 2: parley.log.v1.AddMember
-	(*PostMessage)(nil),           // 3: parley.log.v1.PostMessage
-	(*Mark)(nil),                  // 4: parley.log.v1.Mark
-	(*EventRecord)(nil),           // 5: parley.log.v1.EventRecord
-	(*Outcome)(nil),               // 6: parley.log.v1.Outcome
-	(*PresenceRecord)(nil),        // 7: parley.log.v1.PresenceRecord
-	(*PresenceSession)(nil),       // 8: parley.log.v1.PresenceSession
-	(*PresenceBeat)(nil),          // 9: parley.log.v1.PresenceBeat
-	(*PresenceSeen)(nil),          // 10: parley.log.v1.PresenceSeen
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(v1.ConversationKind)(0),      // 12: parley.chat.v1.ConversationKind
-	(*v1.Event)(nil),              // 13: parley.chat.v1.Event
-	(*v1.Receipt)(nil),            // 14: parley.chat.v1.Receipt
-	(v1.ErrorCode)(0),             // 15: parley.chat.v1.ErrorCode
-	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
+	(*RemoveMember)(nil),          // 2: parley.log.v1.RemoveMember
+	(*Leave)(nil),                 // 3: parley.log.v1.Leave
+	(*SetRole)(nil),               // 4: parley.log.v1.SetRole
+	(*TransferOwnership)(nil),     // 5: parley.log.v1.TransferOwnership
+	(*MuteMember)(nil),            // 6: parley.log.v1.MuteMember
+	(*Rename)(nil),                // 7: parley.log.v1.Rename
+	(*CreateInvite)(nil),          // 8: parley.log.v1.CreateInvite
+	(*RevokeInvite)(nil),          // 9: parley.log.v1.RevokeInvite
+	(*JoinByInvite)(nil),          // 10: parley.log.v1.JoinByInvite
+	(*Follow)(nil),                // 11: parley.log.v1.Follow
+	(*Block)(nil),                 // 12: parley.log.v1.Block
+	(*BlockChange)(nil),           // 13: parley.log.v1.BlockChange
+	(*AddMember)(nil),             // 14: parley.log.v1.AddMember
+	(*PostMessage)(nil),           // 15: parley.log.v1.PostMessage
+	(*Mark)(nil),                  // 16: parley.log.v1.Mark
+	(*EventRecord)(nil),           // 17: parley.log.v1.EventRecord
+	(*Outcome)(nil),               // 18: parley.log.v1.Outcome
+	(*PresenceRecord)(nil),        // 19: parley.log.v1.PresenceRecord
+	(*PresenceSession)(nil),       // 20: parley.log.v1.PresenceSession
+	(*PresenceBeat)(nil),          // 21: parley.log.v1.PresenceBeat
+	(*PresenceSeen)(nil),          // 22: parley.log.v1.PresenceSeen
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(v1.ConversationKind)(0),      // 24: parley.chat.v1.ConversationKind
+	(v1.MemberRole)(0),            // 25: parley.chat.v1.MemberRole
+	(*v1.Event)(nil),              // 26: parley.chat.v1.Event
+	(*v1.Receipt)(nil),            // 27: parley.chat.v1.Receipt
+	(v1.ErrorCode)(0),             // 28: parley.chat.v1.ErrorCode
+	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
 }
 var file_parley_log_v1_log_proto_depIdxs = []int32{
-	11, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
+	23, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
 	1,  // 1: parley.log.v1.Command.create_conversation:type_name -> parley.log.v1.CreateConversation
-	2,  // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
-	3,  // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
-	4,  // 4: parley.log.v1.Command.mark:type_name -> parley.log.v1.Mark
-	12, // 5: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	13, // 6: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
-	14, // 7: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
-	15, // 8: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
-	14, // 9: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
-	8,  // 10: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
-	9,  // 11: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
-	10, // 12: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
-	11, // 13: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
-	16, // 14: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
-	11, // 15: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	14, // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
+	15, // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
+	16, // 4: parley.log.v1.Command.mark:type_name -> parley.log.v1.Mark
+	2,  // 5: parley.log.v1.Command.remove_member:type_name -> parley.log.v1.RemoveMember
+	3,  // 6: parley.log.v1.Command.leave:type_name -> parley.log.v1.Leave
+	4,  // 7: parley.log.v1.Command.set_role:type_name -> parley.log.v1.SetRole
+	5,  // 8: parley.log.v1.Command.transfer_ownership:type_name -> parley.log.v1.TransferOwnership
+	6,  // 9: parley.log.v1.Command.mute_member:type_name -> parley.log.v1.MuteMember
+	7,  // 10: parley.log.v1.Command.rename:type_name -> parley.log.v1.Rename
+	8,  // 11: parley.log.v1.Command.create_invite:type_name -> parley.log.v1.CreateInvite
+	9,  // 12: parley.log.v1.Command.revoke_invite:type_name -> parley.log.v1.RevokeInvite
+	10, // 13: parley.log.v1.Command.join_by_invite:type_name -> parley.log.v1.JoinByInvite
+	11, // 14: parley.log.v1.Command.follow:type_name -> parley.log.v1.Follow
+	12, // 15: parley.log.v1.Command.block:type_name -> parley.log.v1.Block
+	24, // 16: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	25, // 17: parley.log.v1.SetRole.role:type_name -> parley.chat.v1.MemberRole
+	23, // 18: parley.log.v1.BlockChange.time:type_name -> google.protobuf.Timestamp
+	26, // 19: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
+	27, // 20: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
+	13, // 21: parley.log.v1.EventRecord.block:type_name -> parley.log.v1.BlockChange
+	28, // 22: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
+	27, // 23: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
+	20, // 24: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
+	21, // 25: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
+	22, // 26: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
+	23, // 27: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
+	29, // 28: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
+	23, // 29: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_parley_log_v1_log_proto_init() }
@@ -1020,8 +1874,19 @@ func file_parley_log_v1_log_proto_init() {
 		(*Command_AddMember)(nil),
 		(*Command_PostMessage)(nil),
 		(*Command_Mark)(nil),
+		(*Command_RemoveMember)(nil),
+		(*Command_Leave)(nil),
+		(*Command_SetRole)(nil),
+		(*Command_TransferOwnership)(nil),
+		(*Command_MuteMember)(nil),
+		(*Command_Rename)(nil),
+		(*Command_CreateInvite)(nil),
+		(*Command_RevokeInvite)(nil),
+		(*Command_JoinByInvite)(nil),
+		(*Command_Follow)(nil),
+		(*Command_Block)(nil),
 	}
-	file_parley_log_v1_log_proto_msgTypes[7].OneofWrappers = []any{
+	file_parley_log_v1_log_proto_msgTypes[19].OneofWrappers = []any{
 		(*PresenceRecord_Session)(nil),
 		(*PresenceRecord_Beat)(nil),
 		(*PresenceRecord_Seen)(nil),
@@ -1032,7 +1897,7 @@ func file_parley_log_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_log_v1_log_proto_rawDesc), len(file_parley_log_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,307 @@
+package ingest
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
+)
+
+// Roles, mutes, invites and blocks are decided here and folded into the
+// aggregate by applyGroupEvent, which both decide and replay use: the
+// state a decision leaves is by construction the state the log rebuilds.
+
+// exists reports whether the conversation has been created. A block of a
+// user one never talked to leaves an aggregate without any event (lastSeq
+// 0): it holds the block but, to everyone else, is no conversation at all.
+func (c *conversation) exists() bool { return c != nil && c.lastSeq > 0 }
+
+// managed reports whether the conversation has roles.
+func (c *conversation) managed() bool {
+	return c.kind == chatv1.ConversationKind_CONVERSATION_KIND_GROUP || c.kind == chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL
+}
+
+// role is what user may do here; UNSPECIFIED for a non-member.
+func (c *conversation) role(user string) chatv1.MemberRole {
+	switch {
+	case !c.isMember(user):
+		return chatv1.MemberRole_MEMBER_ROLE_UNSPECIFIED
+	case c.managed() && user == c.owner:
+		return chatv1.MemberRole_MEMBER_ROLE_OWNER
+	case c.admins[user]:
+		return chatv1.MemberRole_MEMBER_ROLE_ADMIN
+	}
+	return chatv1.MemberRole_MEMBER_ROLE_MEMBER
+}
+
+// blocked reports whether either user of a direct conversation blocks the
+// other. Only the pair can name the conversation (its id is derived from
+// them), so any block in it stands between them.
+func (c *conversation) blocked() bool { return c != nil && len(c.blocks) > 0 }
+
+// mayPost says why user may not post here, if they may not.
+func (c *conversation) mayPost(user string) (chatv1.ErrorCode, string) {
+	switch {
+	case c.kind == chatv1.ConversationKind_CONVERSATION_KIND_DIRECT && c.blocked():
+		return chatv1.ErrorCode_ERROR_CODE_BLOCKED, "you cannot message this user"
+	case c.muted[user]:
+		return chatv1.ErrorCode_ERROR_CODE_MUTED, "you are muted in this conversation"
+	case c.kind == chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL && c.role(user) < chatv1.MemberRole_MEMBER_ROLE_ADMIN:
+		return chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "only the owner and admins post in a channel"
+	}
+	return chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, ""
+}
+
+// removeMember drops user and everything their membership carried.
+func (c *conversation) removeMember(user string) {
+	for i, m := range c.members {
+		if m == user {
+			c.members = append(c.members[:i:i], c.members[i+1:]...)
+			break
+		}
+	}
+	delete(c.admins, user)
+	delete(c.muted, user)
+}
+
+// applyGroupEvent folds the events of this file into the aggregate.
+func (c *conversation) applyGroupEvent(ev *chatv1.Event) {
+	switch b := ev.GetBody().(type) {
+	case *chatv1.Event_MemberRemoved:
+		c.removeMember(b.MemberRemoved.GetUserId())
+	case *chatv1.Event_MemberLeft:
+		c.removeMember(b.MemberLeft.GetUserId())
+	case *chatv1.Event_MemberJoined:
+		if u := b.MemberJoined.GetUserId(); !c.isMember(u) {
+			c.members = append(c.members, u)
+		}
+	case *chatv1.Event_RoleChanged:
+		if b.RoleChanged.GetRole() == chatv1.MemberRole_MEMBER_ROLE_ADMIN {
+			c.admins[b.RoleChanged.GetUserId()] = true
+		} else {
+			delete(c.admins, b.RoleChanged.GetUserId())
+		}
+	case *chatv1.Event_OwnershipTransferred:
+		if c.owner != "" {
+			c.admins[c.owner] = true
+		}
+		c.owner = b.OwnershipTransferred.GetNewOwnerId()
+		delete(c.admins, c.owner)
+	case *chatv1.Event_MemberMuted:
+		if b.MemberMuted.GetMuted() {
+			c.muted[b.MemberMuted.GetUserId()] = true
+		} else {
+			delete(c.muted, b.MemberMuted.GetUserId())
+		}
+	case *chatv1.Event_InviteCreated:
+		c.invites[b.InviteCreated.GetCode()] = true
+	case *chatv1.Event_InviteRevoked:
+		// Kept as false: a revoked code is never valid again, not even if
+		// an admin creates it anew.
+		c.invites[b.InviteRevoked.GetCode()] = false
+	}
+}
+
+// verdict is decideGroup's answer: a refusal, or (code unspecified) the
+// event's body is set.
+type verdict struct {
+	code    chatv1.ErrorCode
+	msg     string
+	removed string // a user who leaves with this event and must still get it
+}
+
+func refuse(code chatv1.ErrorCode, msg string) verdict { return verdict{code: code, msg: msg} }
+
+var (
+	notFound     = refuse(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such conversation")
+	notMember    = refuse(chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, "you are not a member of this conversation")
+	notManaged   = refuse(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "only groups and channels have members to manage")
+	notAdmin     = refuse(chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "only the owner and admins may do this")
+	notOwner     = refuse(chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "only the owner may do this")
+	full         = refuse(chatv1.ErrorCode_ERROR_CODE_CONVERSATION_FULL, "conversation is full")
+	alreadyThere = refuse(chatv1.ErrorCode_ERROR_CODE_ALREADY_EXISTS, "you are already a member")
+)
+
+func notAMember(user string) verdict {
+	return refuse(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, user+" is not a member")
+}
+
+// decideGroup decides the membership and administration commands. It
+// changes nothing: the caller folds the event in with applyGroupEvent.
+func decideGroup(c *conversation, cmd *logv1.Command, maxMembers int, ev *chatv1.Event) verdict {
+	if !c.exists() {
+		return notFound
+	}
+	user := cmd.GetUserId()
+	actor := c.role(user)
+	// Joining is for non-members; everything else for members.
+	switch b := cmd.GetBody().(type) {
+	case *logv1.Command_JoinByInvite:
+		switch {
+		case !c.managed() || !c.invites[b.JoinByInvite.GetCode()]:
+			// The same answer for a wrong code and a conversation without
+			// invites, so a non-member learns nothing by guessing.
+			return refuse(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such invite")
+		case actor != chatv1.MemberRole_MEMBER_ROLE_UNSPECIFIED:
+			return alreadyThere
+		case len(c.members) >= maxMembers:
+			return full
+		}
+		ev.Body = &chatv1.Event_MemberJoined{MemberJoined: &chatv1.MemberJoined{UserId: user, InviteCode: b.JoinByInvite.GetCode()}}
+		return verdict{}
+	case *logv1.Command_Follow:
+		switch {
+		case c.kind != chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL:
+			return refuse(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "only channels can be followed")
+		case !c.public:
+			return refuse(chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "this channel is private: join it by invite")
+		case actor != chatv1.MemberRole_MEMBER_ROLE_UNSPECIFIED:
+			return alreadyThere
+		case len(c.members) >= maxMembers:
+			return full
+		}
+		ev.Body = &chatv1.Event_MemberJoined{MemberJoined: &chatv1.MemberJoined{UserId: user}}
+		return verdict{}
+	}
+	if actor == chatv1.MemberRole_MEMBER_ROLE_UNSPECIFIED {
+		return notMember
+	}
+	if !c.managed() {
+		return notManaged
+	}
+	admin := actor >= chatv1.MemberRole_MEMBER_ROLE_ADMIN
+	switch b := cmd.GetBody().(type) {
+	case *logv1.Command_RemoveMember:
+		u := b.RemoveMember.GetUserId()
+		switch target := c.role(u); {
+		case !admin:
+			return notAdmin
+		case u == user:
+			return refuse(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "to remove yourself, leave")
+		case target == chatv1.MemberRole_MEMBER_ROLE_UNSPECIFIED:
+			return notAMember(u)
+		case target == chatv1.MemberRole_MEMBER_ROLE_OWNER:
+			return refuse(chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "the owner cannot be removed")
+		case target >= actor:
+			return refuse(chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "admins can only remove members")
+		}
+		ev.Body = &chatv1.Event_MemberRemoved{MemberRemoved: &chatv1.MemberRemoved{UserId: u}}
+		return verdict{removed: u}
+	case *logv1.Command_Leave:
+		if actor == chatv1.MemberRole_MEMBER_ROLE_OWNER {
+			return refuse(chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "the owner must transfer ownership before leaving")
+		}
+		ev.Body = &chatv1.Event_MemberLeft{MemberLeft: &chatv1.MemberLeft{UserId: user}}
+		return verdict{removed: user}
+	case *logv1.Command_SetRole:
+		u, role := b.SetRole.GetUserId(), b.SetRole.GetRole()
+		switch target := c.role(u); {
+		case actor != chatv1.MemberRole_MEMBER_ROLE_OWNER:
+			return notOwner
+		case role != chatv1.MemberRole_MEMBER_ROLE_ADMIN && role != chatv1.MemberRole_MEMBER_ROLE_MEMBER:
+			return refuse(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "a role is ADMIN or MEMBER; ownership is transferred")
+		case target == chatv1.MemberRole_MEMBER_ROLE_UNSPECIFIED:
+			return notAMember(u)
+		case target == chatv1.MemberRole_MEMBER_ROLE_OWNER:
+			return refuse(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the owner's role changes only by transferring ownership")
+		case target == role:
+			return refuse(chatv1.ErrorCode_ERROR_CODE_ALREADY_EXISTS, u+" has this role already")
+		}
+		ev.Body = &chatv1.Event_RoleChanged{RoleChanged: &chatv1.RoleChanged{UserId: u, Role: role}}
+		return verdict{}
+	case *logv1.Command_TransferOwnership:
+		u := b.TransferOwnership.GetUserId()
+		switch {
+		case actor != chatv1.MemberRole_MEMBER_ROLE_OWNER:
+			return notOwner
+		case u == user:
+			return refuse(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "you are the owner already")
+		case !c.isMember(u):
+			return notAMember(u)
+		}
+		ev.Body = &chatv1.Event_OwnershipTransferred{OwnershipTransferred: &chatv1.OwnershipTransferred{NewOwnerId: u}}
+		return verdict{}
+	case *logv1.Command_MuteMember:
+		u, mute := b.MuteMember.GetUserId(), b.MuteMember.GetMuted()
+		switch target := c.role(u); {
+		case !admin:
+			return notAdmin
+		case u == user:
+			return refuse(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "you cannot mute yourself")
+		case target == chatv1.MemberRole_MEMBER_ROLE_UNSPECIFIED:
+			return notAMember(u)
+		case target >= actor:
+			return refuse(chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "you can only mute members below your role")
+		case mute && c.muted[u]:
+			return refuse(chatv1.ErrorCode_ERROR_CODE_ALREADY_EXISTS, u+" is muted already")
+		case !mute && !c.muted[u]:
+			return refuse(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, u+" is not muted")
+		}
+		ev.Body = &chatv1.Event_MemberMuted{MemberMuted: &chatv1.MemberMuted{UserId: u, Muted: mute}}
+		return verdict{}
+	case *logv1.Command_Rename:
+		if !admin {
+			return notAdmin
+		}
+		ev.Body = &chatv1.Event_ConversationRenamed{ConversationRenamed: &chatv1.ConversationRenamed{Title: b.Rename.GetTitle()}}
+		return verdict{}
+	case *logv1.Command_CreateInvite:
+		code := b.CreateInvite.GetCode()
+		switch _, known := c.invites[code]; {
+		case !admin:
+			return notAdmin
+		case known:
+			return refuse(chatv1.ErrorCode_ERROR_CODE_ALREADY_EXISTS, "this invite code was used before; pick another")
+		}
+		ev.Body = &chatv1.Event_InviteCreated{InviteCreated: &chatv1.InviteCreated{Code: code}}
+		return verdict{}
+	case *logv1.Command_RevokeInvite:
+		code := b.RevokeInvite.GetCode()
+		switch {
+		case !admin:
+			return notAdmin
+		case !c.invites[code]:
+			return refuse(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such invite")
+		}
+		ev.Body = &chatv1.Event_InviteRevoked{InviteRevoked: &chatv1.InviteRevoked{Code: code}}
+		return verdict{}
+	}
+	return refuse(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "command has no known body")
+}
+
+// decideBlock blocks or unblocks. The record takes no seq and names no
+// recipients: nothing of it shows in history, and fan-out pushes it to
+// nobody, so the blocked user is never told. The blocker's own answer is
+// the outcome. Blocking someone one never talked to leaves an aggregate
+// without events that holds the block, so a later attempt to open the
+// conversation is refused.
+func decideBlock(convs map[string]*conversation, cmd *logv1.Command, b *logv1.Block, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
+	c := convs[cmd.GetConversationId()]
+	if c.exists() && c.kind != chatv1.ConversationKind_CONVERSATION_KIND_DIRECT {
+		// Prepare derives the id from the pair; only a forged command
+		// lands here.
+		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "blocks belong to direct conversations"
+		return nil, out
+	}
+	user := cmd.GetUserId()
+	if c != nil && c.blocks[user] == b.GetBlocked() {
+		return nil, out
+	}
+	if c == nil {
+		c = newConversation(cmd.GetConversationId())
+		convs[c.id] = c
+	}
+	rec := &logv1.BlockChange{ConversationId: c.id, BlockerId: user, BlockedId: b.GetUserId(), Blocked: b.GetBlocked(), Time: timestamppb.New(now)}
+	c.applyBlock(rec)
+	return &logv1.EventRecord{Block: rec, CommandId: cmd.GetCommandId()}, out
+}
+
+func (c *conversation) applyBlock(b *logv1.BlockChange) {
+	if b.GetBlocked() {
+		c.blocks[b.GetBlockerId()] = true
+	} else {
+		delete(c.blocks, b.GetBlockerId())
+	}
+}
