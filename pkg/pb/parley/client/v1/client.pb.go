@@ -47,6 +47,9 @@ type ClientFrame struct {
 	//	*ClientFrame_GetPresence
 	//	*ClientFrame_WatchPresence
 	//	*ClientFrame_SetIdle
+	//	*ClientFrame_EditMessage
+	//	*ClientFrame_DeleteMessage
+	//	*ClientFrame_React
 	Frame         isClientFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -213,6 +216,33 @@ func (x *ClientFrame) GetSetIdle() *SetIdle {
 	return nil
 }
 
+func (x *ClientFrame) GetEditMessage() *EditMessage {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_EditMessage); ok {
+			return x.EditMessage
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetDeleteMessage() *DeleteMessage {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_DeleteMessage); ok {
+			return x.DeleteMessage
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetReact() *React {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_React); ok {
+			return x.React
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Frame interface {
 	isClientFrame_Frame()
 }
@@ -269,6 +299,18 @@ type ClientFrame_SetIdle struct {
 	SetIdle *SetIdle `protobuf:"bytes,22,opt,name=set_idle,json=setIdle,proto3,oneof"`
 }
 
+type ClientFrame_EditMessage struct {
+	EditMessage *EditMessage `protobuf:"bytes,50,opt,name=edit_message,json=editMessage,proto3,oneof"`
+}
+
+type ClientFrame_DeleteMessage struct {
+	DeleteMessage *DeleteMessage `protobuf:"bytes,51,opt,name=delete_message,json=deleteMessage,proto3,oneof"`
+}
+
+type ClientFrame_React struct {
+	React *React `protobuf:"bytes,52,opt,name=react,proto3,oneof"`
+}
+
 func (*ClientFrame_Authenticate) isClientFrame_Frame() {}
 
 func (*ClientFrame_SendMessage) isClientFrame_Frame() {}
@@ -294,6 +336,12 @@ func (*ClientFrame_GetPresence) isClientFrame_Frame() {}
 func (*ClientFrame_WatchPresence) isClientFrame_Frame() {}
 
 func (*ClientFrame_SetIdle) isClientFrame_Frame() {}
+
+func (*ClientFrame_EditMessage) isClientFrame_Frame() {}
+
+func (*ClientFrame_DeleteMessage) isClientFrame_Frame() {}
+
+func (*ClientFrame_React) isClientFrame_Frame() {}
 
 // Authenticate presents a JWT whose subject is the user id.
 type Authenticate struct {
@@ -417,15 +465,23 @@ func (x *Cursor) GetLastSeq() uint64 {
 	return 0
 }
 
-// SendMessage posts text. Resending the same client_msg_id never creates a
-// second message: the answer is the original Accepted.
+// SendMessage posts a message: text, attachments (at most 10) and/or a
+// contact card, optionally replying to an earlier message and mentioning
+// members. Resending the same client_msg_id never creates a second
+// message: the answer is the original Accepted.
 type SendMessage struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	ClientMsgId    string                 `protobuf:"bytes,2,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
 	Text           string                 `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	Attachments    []*v1.Attachment       `protobuf:"bytes,4,rep,name=attachments,proto3" json:"attachments,omitempty"`
+	Contact        *v1.ContactCard        `protobuf:"bytes,5,opt,name=contact,proto3" json:"contact,omitempty"`
+	// reply_to_seq quotes an earlier message (0: none).
+	ReplyToSeq uint64 `protobuf:"varint,6,opt,name=reply_to_seq,json=replyToSeq,proto3" json:"reply_to_seq,omitempty"`
+	// mention_ids must be members of the conversation.
+	MentionIds    []string `protobuf:"bytes,7,rep,name=mention_ids,json=mentionIds,proto3" json:"mention_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SendMessage) Reset() {
@@ -479,6 +535,255 @@ func (x *SendMessage) GetText() string {
 	return ""
 }
 
+func (x *SendMessage) GetAttachments() []*v1.Attachment {
+	if x != nil {
+		return x.Attachments
+	}
+	return nil
+}
+
+func (x *SendMessage) GetContact() *v1.ContactCard {
+	if x != nil {
+		return x.Contact
+	}
+	return nil
+}
+
+func (x *SendMessage) GetReplyToSeq() uint64 {
+	if x != nil {
+		return x.ReplyToSeq
+	}
+	return 0
+}
+
+func (x *SendMessage) GetMentionIds() []string {
+	if x != nil {
+		return x.MentionIds
+	}
+	return nil
+}
+
+// EditMessage replaces the text of one of the sender's own messages. The
+// answer is Accepted with the seq of the MessageEdited event.
+type EditMessage struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	ClientMsgId    string                 `protobuf:"bytes,2,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	TargetSeq      uint64                 `protobuf:"varint,3,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
+	Text           string                 `protobuf:"bytes,4,opt,name=text,proto3" json:"text,omitempty"`
+	MentionIds     []string               `protobuf:"bytes,5,rep,name=mention_ids,json=mentionIds,proto3" json:"mention_ids,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *EditMessage) Reset() {
+	*x = EditMessage{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EditMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EditMessage) ProtoMessage() {}
+
+func (x *EditMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EditMessage.ProtoReflect.Descriptor instead.
+func (*EditMessage) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *EditMessage) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *EditMessage) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *EditMessage) GetTargetSeq() uint64 {
+	if x != nil {
+		return x.TargetSeq
+	}
+	return 0
+}
+
+func (x *EditMessage) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *EditMessage) GetMentionIds() []string {
+	if x != nil {
+		return x.MentionIds
+	}
+	return nil
+}
+
+// DeleteMessage deletes a message: the sender's own, or any as a
+// moderator. The answer is Accepted with the seq of the MessageDeleted
+// event.
+type DeleteMessage struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	ClientMsgId    string                 `protobuf:"bytes,2,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	TargetSeq      uint64                 `protobuf:"varint,3,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DeleteMessage) Reset() {
+	*x = DeleteMessage{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteMessage) ProtoMessage() {}
+
+func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteMessage.ProtoReflect.Descriptor instead.
+func (*DeleteMessage) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DeleteMessage) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *DeleteMessage) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *DeleteMessage) GetTargetSeq() uint64 {
+	if x != nil {
+		return x.TargetSeq
+	}
+	return 0
+}
+
+// React adds (or with remove, takes back) the sender's reaction with emoji
+// to a message. Adding a reaction the user already has, or removing one
+// they do not have, changes nothing: the answer is Accepted with duplicate
+// set and the seq of the event that made it so (0 when there is none).
+type React struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	ClientMsgId    string                 `protobuf:"bytes,2,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	TargetSeq      uint64                 `protobuf:"varint,3,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
+	Emoji          string                 `protobuf:"bytes,4,opt,name=emoji,proto3" json:"emoji,omitempty"`
+	Remove         bool                   `protobuf:"varint,5,opt,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *React) Reset() {
+	*x = React{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *React) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*React) ProtoMessage() {}
+
+func (x *React) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use React.ProtoReflect.Descriptor instead.
+func (*React) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *React) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *React) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *React) GetTargetSeq() uint64 {
+	if x != nil {
+		return x.TargetSeq
+	}
+	return 0
+}
+
+func (x *React) GetEmoji() string {
+	if x != nil {
+		return x.Emoji
+	}
+	return ""
+}
+
+func (x *React) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
 // CreateConversation opens a direct conversation with one other user or
 // creates a group.
 type CreateConversation struct {
@@ -497,7 +802,7 @@ type CreateConversation struct {
 
 func (x *CreateConversation) Reset() {
 	*x = CreateConversation{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[4]
+	mi := &file_parley_client_v1_client_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -509,7 +814,7 @@ func (x *CreateConversation) String() string {
 func (*CreateConversation) ProtoMessage() {}
 
 func (x *CreateConversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[4]
+	mi := &file_parley_client_v1_client_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -522,7 +827,7 @@ func (x *CreateConversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversation.ProtoReflect.Descriptor instead.
 func (*CreateConversation) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{4}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateConversation) GetClientMsgId() string {
@@ -572,7 +877,7 @@ type AddMember struct {
 
 func (x *AddMember) Reset() {
 	*x = AddMember{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[5]
+	mi := &file_parley_client_v1_client_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +889,7 @@ func (x *AddMember) String() string {
 func (*AddMember) ProtoMessage() {}
 
 func (x *AddMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[5]
+	mi := &file_parley_client_v1_client_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +902,7 @@ func (x *AddMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMember.ProtoReflect.Descriptor instead.
 func (*AddMember) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{5}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AddMember) GetConversationId() string {
@@ -636,7 +941,7 @@ type ListConversations struct {
 
 func (x *ListConversations) Reset() {
 	*x = ListConversations{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[6]
+	mi := &file_parley_client_v1_client_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +953,7 @@ func (x *ListConversations) String() string {
 func (*ListConversations) ProtoMessage() {}
 
 func (x *ListConversations) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[6]
+	mi := &file_parley_client_v1_client_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +966,7 @@ func (x *ListConversations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversations.ProtoReflect.Descriptor instead.
 func (*ListConversations) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{6}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListConversations) GetLimit() uint32 {
@@ -693,7 +998,7 @@ type Mark struct {
 
 func (x *Mark) Reset() {
 	*x = Mark{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[7]
+	mi := &file_parley_client_v1_client_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +1010,7 @@ func (x *Mark) String() string {
 func (*Mark) ProtoMessage() {}
 
 func (x *Mark) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[7]
+	mi := &file_parley_client_v1_client_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +1023,7 @@ func (x *Mark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mark.ProtoReflect.Descriptor instead.
 func (*Mark) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{7}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Mark) GetConversationId() string {
@@ -756,7 +1061,7 @@ type SetTyping struct {
 
 func (x *SetTyping) Reset() {
 	*x = SetTyping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	mi := &file_parley_client_v1_client_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +1073,7 @@ func (x *SetTyping) String() string {
 func (*SetTyping) ProtoMessage() {}
 
 func (x *SetTyping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	mi := &file_parley_client_v1_client_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +1086,7 @@ func (x *SetTyping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTyping.ProtoReflect.Descriptor instead.
 func (*SetTyping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{8}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetTyping) GetConversationId() string {
@@ -810,7 +1115,7 @@ type GetPresence struct {
 
 func (x *GetPresence) Reset() {
 	*x = GetPresence{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	mi := &file_parley_client_v1_client_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +1127,7 @@ func (x *GetPresence) String() string {
 func (*GetPresence) ProtoMessage() {}
 
 func (x *GetPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	mi := &file_parley_client_v1_client_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +1140,7 @@ func (x *GetPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresence.ProtoReflect.Descriptor instead.
 func (*GetPresence) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{9}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetPresence) GetUserIds() []string {
@@ -859,7 +1164,7 @@ type WatchPresence struct {
 
 func (x *WatchPresence) Reset() {
 	*x = WatchPresence{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	mi := &file_parley_client_v1_client_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +1176,7 @@ func (x *WatchPresence) String() string {
 func (*WatchPresence) ProtoMessage() {}
 
 func (x *WatchPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	mi := &file_parley_client_v1_client_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1189,7 @@ func (x *WatchPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPresence.ProtoReflect.Descriptor instead.
 func (*WatchPresence) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{10}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchPresence) GetUserIds() []string {
@@ -906,7 +1211,7 @@ type SetIdle struct {
 
 func (x *SetIdle) Reset() {
 	*x = SetIdle{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	mi := &file_parley_client_v1_client_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -918,7 +1223,7 @@ func (x *SetIdle) String() string {
 func (*SetIdle) ProtoMessage() {}
 
 func (x *SetIdle) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	mi := &file_parley_client_v1_client_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -931,7 +1236,7 @@ func (x *SetIdle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetIdle.ProtoReflect.Descriptor instead.
 func (*SetIdle) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{11}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SetIdle) GetIdle() bool {
@@ -953,7 +1258,7 @@ type GetReceipts struct {
 
 func (x *GetReceipts) Reset() {
 	*x = GetReceipts{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	mi := &file_parley_client_v1_client_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1270,7 @@ func (x *GetReceipts) String() string {
 func (*GetReceipts) ProtoMessage() {}
 
 func (x *GetReceipts) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	mi := &file_parley_client_v1_client_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1283,7 @@ func (x *GetReceipts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReceipts.ProtoReflect.Descriptor instead.
 func (*GetReceipts) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{12}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetReceipts) GetConversationId() string {
@@ -1004,7 +1309,7 @@ type GetHistory struct {
 
 func (x *GetHistory) Reset() {
 	*x = GetHistory{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	mi := &file_parley_client_v1_client_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1321,7 @@ func (x *GetHistory) String() string {
 func (*GetHistory) ProtoMessage() {}
 
 func (x *GetHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	mi := &file_parley_client_v1_client_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1334,7 @@ func (x *GetHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistory.ProtoReflect.Descriptor instead.
 func (*GetHistory) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{13}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetHistory) GetConversationId() string {
@@ -1069,7 +1374,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	mi := &file_parley_client_v1_client_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1386,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	mi := &file_parley_client_v1_client_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1399,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{14}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{17}
 }
 
 // ServerFrame is every frame the server sends.
@@ -1122,7 +1427,7 @@ type ServerFrame struct {
 
 func (x *ServerFrame) Reset() {
 	*x = ServerFrame{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	mi := &file_parley_client_v1_client_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1439,7 @@ func (x *ServerFrame) String() string {
 func (*ServerFrame) ProtoMessage() {}
 
 func (x *ServerFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	mi := &file_parley_client_v1_client_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1452,7 @@ func (x *ServerFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerFrame.ProtoReflect.Descriptor instead.
 func (*ServerFrame) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{15}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ServerFrame) GetRequestId() string {
@@ -1351,7 +1656,7 @@ type Resumed struct {
 
 func (x *Resumed) Reset() {
 	*x = Resumed{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[16]
+	mi := &file_parley_client_v1_client_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1668,7 @@ func (x *Resumed) String() string {
 func (*Resumed) ProtoMessage() {}
 
 func (x *Resumed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[16]
+	mi := &file_parley_client_v1_client_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1681,7 @@ func (x *Resumed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resumed.ProtoReflect.Descriptor instead.
 func (*Resumed) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{16}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Resumed) GetCaughtUp() []*Cursor {
@@ -1405,7 +1710,7 @@ type Authenticated struct {
 
 func (x *Authenticated) Reset() {
 	*x = Authenticated{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[17]
+	mi := &file_parley_client_v1_client_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1722,7 @@ func (x *Authenticated) String() string {
 func (*Authenticated) ProtoMessage() {}
 
 func (x *Authenticated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[17]
+	mi := &file_parley_client_v1_client_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1735,7 @@ func (x *Authenticated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authenticated.ProtoReflect.Descriptor instead.
 func (*Authenticated) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{17}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Authenticated) GetUserId() string {
@@ -1469,7 +1774,7 @@ type Accepted struct {
 
 func (x *Accepted) Reset() {
 	*x = Accepted{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[18]
+	mi := &file_parley_client_v1_client_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1786,7 @@ func (x *Accepted) String() string {
 func (*Accepted) ProtoMessage() {}
 
 func (x *Accepted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[18]
+	mi := &file_parley_client_v1_client_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1799,7 @@ func (x *Accepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accepted.ProtoReflect.Descriptor instead.
 func (*Accepted) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{18}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Accepted) GetClientMsgId() string {
@@ -1536,7 +1841,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[19]
+	mi := &file_parley_client_v1_client_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1548,7 +1853,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[19]
+	mi := &file_parley_client_v1_client_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1561,7 +1866,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{19}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EventBatch) GetEvents() []*v1.Event {
@@ -1583,7 +1888,7 @@ type ConversationList struct {
 
 func (x *ConversationList) Reset() {
 	*x = ConversationList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[20]
+	mi := &file_parley_client_v1_client_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1900,7 @@ func (x *ConversationList) String() string {
 func (*ConversationList) ProtoMessage() {}
 
 func (x *ConversationList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[20]
+	mi := &file_parley_client_v1_client_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1913,7 @@ func (x *ConversationList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationList.ProtoReflect.Descriptor instead.
 func (*ConversationList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{20}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ConversationList) GetConversations() []*v1.Conversation {
@@ -1636,7 +1941,7 @@ type TypingBatch struct {
 
 func (x *TypingBatch) Reset() {
 	*x = TypingBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[21]
+	mi := &file_parley_client_v1_client_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1648,7 +1953,7 @@ func (x *TypingBatch) String() string {
 func (*TypingBatch) ProtoMessage() {}
 
 func (x *TypingBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[21]
+	mi := &file_parley_client_v1_client_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1661,7 +1966,7 @@ func (x *TypingBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingBatch.ProtoReflect.Descriptor instead.
 func (*TypingBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{21}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TypingBatch) GetTyping() []*v1.Typing {
@@ -1682,7 +1987,7 @@ type PresenceList struct {
 
 func (x *PresenceList) Reset() {
 	*x = PresenceList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[22]
+	mi := &file_parley_client_v1_client_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1999,7 @@ func (x *PresenceList) String() string {
 func (*PresenceList) ProtoMessage() {}
 
 func (x *PresenceList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[22]
+	mi := &file_parley_client_v1_client_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +2012,7 @@ func (x *PresenceList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceList.ProtoReflect.Descriptor instead.
 func (*PresenceList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{22}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PresenceList) GetPresence() []*v1.Presence {
@@ -1728,7 +2033,7 @@ type ReceiptBatch struct {
 
 func (x *ReceiptBatch) Reset() {
 	*x = ReceiptBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[23]
+	mi := &file_parley_client_v1_client_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1740,7 +2045,7 @@ func (x *ReceiptBatch) String() string {
 func (*ReceiptBatch) ProtoMessage() {}
 
 func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[23]
+	mi := &file_parley_client_v1_client_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1753,7 +2058,7 @@ func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptBatch.ProtoReflect.Descriptor instead.
 func (*ReceiptBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{23}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReceiptBatch) GetReceipts() []*v1.Receipt {
@@ -1776,7 +2081,7 @@ type HistoryPage struct {
 
 func (x *HistoryPage) Reset() {
 	*x = HistoryPage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[24]
+	mi := &file_parley_client_v1_client_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1788,7 +2093,7 @@ func (x *HistoryPage) String() string {
 func (*HistoryPage) ProtoMessage() {}
 
 func (x *HistoryPage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[24]
+	mi := &file_parley_client_v1_client_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1801,7 +2106,7 @@ func (x *HistoryPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryPage.ProtoReflect.Descriptor instead.
 func (*HistoryPage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{24}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *HistoryPage) GetConversationId() string {
@@ -1842,7 +2147,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[25]
+	mi := &file_parley_client_v1_client_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1854,7 +2159,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[25]
+	mi := &file_parley_client_v1_client_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1867,7 +2172,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{25}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Error) GetCode() v1.ErrorCode {
@@ -1907,7 +2212,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[26]
+	mi := &file_parley_client_v1_client_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1919,7 +2224,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[26]
+	mi := &file_parley_client_v1_client_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1932,14 +2237,14 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{26}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{29}
 }
 
 var File_parley_client_v1_client_proto protoreflect.FileDescriptor
 
 const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\n" +
-	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x19parley/chat/v1/chat.proto\"\x8a\a\n" +
+	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x19parley/chat/v1/chat.proto\"\xc9\b\n" +
 	"\vClientFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12D\n" +
@@ -1958,7 +2263,10 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x06typing\x18\x13 \x01(\v2\x1b.parley.client.v1.SetTypingH\x00R\x06typing\x12B\n" +
 	"\fget_presence\x18\x14 \x01(\v2\x1d.parley.client.v1.GetPresenceH\x00R\vgetPresence\x12H\n" +
 	"\x0ewatch_presence\x18\x15 \x01(\v2\x1f.parley.client.v1.WatchPresenceH\x00R\rwatchPresence\x126\n" +
-	"\bset_idle\x18\x16 \x01(\v2\x19.parley.client.v1.SetIdleH\x00R\asetIdleB\a\n" +
+	"\bset_idle\x18\x16 \x01(\v2\x19.parley.client.v1.SetIdleH\x00R\asetIdle\x12B\n" +
+	"\fedit_message\x182 \x01(\v2\x1d.parley.client.v1.EditMessageH\x00R\veditMessage\x12H\n" +
+	"\x0edelete_message\x183 \x01(\v2\x1f.parley.client.v1.DeleteMessageH\x00R\rdeleteMessage\x12/\n" +
+	"\x05react\x184 \x01(\v2\x17.parley.client.v1.ReactH\x00R\x05reactB\a\n" +
 	"\x05frame\"s\n" +
 	"\fAuthenticate\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
@@ -1966,11 +2274,37 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x06resume\x18\x03 \x03(\v2\x18.parley.client.v1.CursorR\x06resume\"L\n" +
 	"\x06Cursor\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x19\n" +
-	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\"n\n" +
+	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\"\xa6\x02\n" +
 	"\vSendMessage\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
 	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x12\n" +
-	"\x04text\x18\x03 \x01(\tR\x04text\"\xcc\x01\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\x12<\n" +
+	"\vattachments\x18\x04 \x03(\v2\x1a.parley.chat.v1.AttachmentR\vattachments\x125\n" +
+	"\acontact\x18\x05 \x01(\v2\x1b.parley.chat.v1.ContactCardR\acontact\x12 \n" +
+	"\freply_to_seq\x18\x06 \x01(\x04R\n" +
+	"replyToSeq\x12\x1f\n" +
+	"\vmention_ids\x18\a \x03(\tR\n" +
+	"mentionIds\"\xae\x01\n" +
+	"\vEditMessage\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
+	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x1d\n" +
+	"\n" +
+	"target_seq\x18\x03 \x01(\x04R\ttargetSeq\x12\x12\n" +
+	"\x04text\x18\x04 \x01(\tR\x04text\x12\x1f\n" +
+	"\vmention_ids\x18\x05 \x03(\tR\n" +
+	"mentionIds\"{\n" +
+	"\rDeleteMessage\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
+	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x1d\n" +
+	"\n" +
+	"target_seq\x18\x03 \x01(\x04R\ttargetSeq\"\xa1\x01\n" +
+	"\x05React\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
+	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x1d\n" +
+	"\n" +
+	"target_seq\x18\x03 \x01(\x04R\ttargetSeq\x12\x14\n" +
+	"\x05emoji\x18\x04 \x01(\tR\x05emoji\x12\x16\n" +
+	"\x06remove\x18\x05 \x01(\bR\x06remove\"\xcc\x01\n" +
 	"\x12CreateConversation\x12\"\n" +
 	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x124\n" +
 	"\x04kind\x18\x02 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x14\n" +
@@ -2075,84 +2409,94 @@ func file_parley_client_v1_client_proto_rawDescGZIP() []byte {
 	return file_parley_client_v1_client_proto_rawDescData
 }
 
-var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_parley_client_v1_client_proto_goTypes = []any{
 	(*ClientFrame)(nil),        // 0: parley.client.v1.ClientFrame
 	(*Authenticate)(nil),       // 1: parley.client.v1.Authenticate
 	(*Cursor)(nil),             // 2: parley.client.v1.Cursor
 	(*SendMessage)(nil),        // 3: parley.client.v1.SendMessage
-	(*CreateConversation)(nil), // 4: parley.client.v1.CreateConversation
-	(*AddMember)(nil),          // 5: parley.client.v1.AddMember
-	(*ListConversations)(nil),  // 6: parley.client.v1.ListConversations
-	(*Mark)(nil),               // 7: parley.client.v1.Mark
-	(*SetTyping)(nil),          // 8: parley.client.v1.SetTyping
-	(*GetPresence)(nil),        // 9: parley.client.v1.GetPresence
-	(*WatchPresence)(nil),      // 10: parley.client.v1.WatchPresence
-	(*SetIdle)(nil),            // 11: parley.client.v1.SetIdle
-	(*GetReceipts)(nil),        // 12: parley.client.v1.GetReceipts
-	(*GetHistory)(nil),         // 13: parley.client.v1.GetHistory
-	(*Ping)(nil),               // 14: parley.client.v1.Ping
-	(*ServerFrame)(nil),        // 15: parley.client.v1.ServerFrame
-	(*Resumed)(nil),            // 16: parley.client.v1.Resumed
-	(*Authenticated)(nil),      // 17: parley.client.v1.Authenticated
-	(*Accepted)(nil),           // 18: parley.client.v1.Accepted
-	(*EventBatch)(nil),         // 19: parley.client.v1.EventBatch
-	(*ConversationList)(nil),   // 20: parley.client.v1.ConversationList
-	(*TypingBatch)(nil),        // 21: parley.client.v1.TypingBatch
-	(*PresenceList)(nil),       // 22: parley.client.v1.PresenceList
-	(*ReceiptBatch)(nil),       // 23: parley.client.v1.ReceiptBatch
-	(*HistoryPage)(nil),        // 24: parley.client.v1.HistoryPage
-	(*Error)(nil),              // 25: parley.client.v1.Error
-	(*Pong)(nil),               // 26: parley.client.v1.Pong
-	(v1.ConversationKind)(0),   // 27: parley.chat.v1.ConversationKind
-	(*v1.Event)(nil),           // 28: parley.chat.v1.Event
-	(*v1.Conversation)(nil),    // 29: parley.chat.v1.Conversation
-	(*v1.Typing)(nil),          // 30: parley.chat.v1.Typing
-	(*v1.Presence)(nil),        // 31: parley.chat.v1.Presence
-	(*v1.Receipt)(nil),         // 32: parley.chat.v1.Receipt
-	(v1.ErrorCode)(0),          // 33: parley.chat.v1.ErrorCode
+	(*EditMessage)(nil),        // 4: parley.client.v1.EditMessage
+	(*DeleteMessage)(nil),      // 5: parley.client.v1.DeleteMessage
+	(*React)(nil),              // 6: parley.client.v1.React
+	(*CreateConversation)(nil), // 7: parley.client.v1.CreateConversation
+	(*AddMember)(nil),          // 8: parley.client.v1.AddMember
+	(*ListConversations)(nil),  // 9: parley.client.v1.ListConversations
+	(*Mark)(nil),               // 10: parley.client.v1.Mark
+	(*SetTyping)(nil),          // 11: parley.client.v1.SetTyping
+	(*GetPresence)(nil),        // 12: parley.client.v1.GetPresence
+	(*WatchPresence)(nil),      // 13: parley.client.v1.WatchPresence
+	(*SetIdle)(nil),            // 14: parley.client.v1.SetIdle
+	(*GetReceipts)(nil),        // 15: parley.client.v1.GetReceipts
+	(*GetHistory)(nil),         // 16: parley.client.v1.GetHistory
+	(*Ping)(nil),               // 17: parley.client.v1.Ping
+	(*ServerFrame)(nil),        // 18: parley.client.v1.ServerFrame
+	(*Resumed)(nil),            // 19: parley.client.v1.Resumed
+	(*Authenticated)(nil),      // 20: parley.client.v1.Authenticated
+	(*Accepted)(nil),           // 21: parley.client.v1.Accepted
+	(*EventBatch)(nil),         // 22: parley.client.v1.EventBatch
+	(*ConversationList)(nil),   // 23: parley.client.v1.ConversationList
+	(*TypingBatch)(nil),        // 24: parley.client.v1.TypingBatch
+	(*PresenceList)(nil),       // 25: parley.client.v1.PresenceList
+	(*ReceiptBatch)(nil),       // 26: parley.client.v1.ReceiptBatch
+	(*HistoryPage)(nil),        // 27: parley.client.v1.HistoryPage
+	(*Error)(nil),              // 28: parley.client.v1.Error
+	(*Pong)(nil),               // 29: parley.client.v1.Pong
+	(*v1.Attachment)(nil),      // 30: parley.chat.v1.Attachment
+	(*v1.ContactCard)(nil),     // 31: parley.chat.v1.ContactCard
+	(v1.ConversationKind)(0),   // 32: parley.chat.v1.ConversationKind
+	(*v1.Event)(nil),           // 33: parley.chat.v1.Event
+	(*v1.Conversation)(nil),    // 34: parley.chat.v1.Conversation
+	(*v1.Typing)(nil),          // 35: parley.chat.v1.Typing
+	(*v1.Presence)(nil),        // 36: parley.chat.v1.Presence
+	(*v1.Receipt)(nil),         // 37: parley.chat.v1.Receipt
+	(v1.ErrorCode)(0),          // 38: parley.chat.v1.ErrorCode
 }
 var file_parley_client_v1_client_proto_depIdxs = []int32{
 	1,  // 0: parley.client.v1.ClientFrame.authenticate:type_name -> parley.client.v1.Authenticate
 	3,  // 1: parley.client.v1.ClientFrame.send_message:type_name -> parley.client.v1.SendMessage
-	4,  // 2: parley.client.v1.ClientFrame.create_conversation:type_name -> parley.client.v1.CreateConversation
-	5,  // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
-	6,  // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
-	13, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
-	14, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
-	7,  // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
-	12, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
-	8,  // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
-	9,  // 10: parley.client.v1.ClientFrame.get_presence:type_name -> parley.client.v1.GetPresence
-	10, // 11: parley.client.v1.ClientFrame.watch_presence:type_name -> parley.client.v1.WatchPresence
-	11, // 12: parley.client.v1.ClientFrame.set_idle:type_name -> parley.client.v1.SetIdle
-	2,  // 13: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
-	27, // 14: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	17, // 15: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
-	18, // 16: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
-	19, // 17: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
-	20, // 18: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
-	24, // 19: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
-	25, // 20: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
-	26, // 21: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
-	16, // 22: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
-	23, // 23: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
-	21, // 24: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
-	22, // 25: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
-	2,  // 26: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
-	2,  // 27: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
-	28, // 28: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
-	29, // 29: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
-	30, // 30: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
-	31, // 31: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
-	32, // 32: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
-	28, // 33: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
-	33, // 34: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
-	35, // [35:35] is the sub-list for method output_type
-	35, // [35:35] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	7,  // 2: parley.client.v1.ClientFrame.create_conversation:type_name -> parley.client.v1.CreateConversation
+	8,  // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
+	9,  // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
+	16, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
+	17, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
+	10, // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
+	15, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
+	11, // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
+	12, // 10: parley.client.v1.ClientFrame.get_presence:type_name -> parley.client.v1.GetPresence
+	13, // 11: parley.client.v1.ClientFrame.watch_presence:type_name -> parley.client.v1.WatchPresence
+	14, // 12: parley.client.v1.ClientFrame.set_idle:type_name -> parley.client.v1.SetIdle
+	4,  // 13: parley.client.v1.ClientFrame.edit_message:type_name -> parley.client.v1.EditMessage
+	5,  // 14: parley.client.v1.ClientFrame.delete_message:type_name -> parley.client.v1.DeleteMessage
+	6,  // 15: parley.client.v1.ClientFrame.react:type_name -> parley.client.v1.React
+	2,  // 16: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
+	30, // 17: parley.client.v1.SendMessage.attachments:type_name -> parley.chat.v1.Attachment
+	31, // 18: parley.client.v1.SendMessage.contact:type_name -> parley.chat.v1.ContactCard
+	32, // 19: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	20, // 20: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
+	21, // 21: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
+	22, // 22: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
+	23, // 23: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
+	27, // 24: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
+	28, // 25: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
+	29, // 26: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
+	19, // 27: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
+	26, // 28: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
+	24, // 29: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
+	25, // 30: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
+	2,  // 31: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
+	2,  // 32: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
+	33, // 33: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
+	34, // 34: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
+	35, // 35: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
+	36, // 36: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
+	37, // 37: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
+	33, // 38: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
+	38, // 39: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_parley_client_v1_client_proto_init() }
@@ -2174,9 +2518,12 @@ func file_parley_client_v1_client_proto_init() {
 		(*ClientFrame_GetPresence)(nil),
 		(*ClientFrame_WatchPresence)(nil),
 		(*ClientFrame_SetIdle)(nil),
+		(*ClientFrame_EditMessage)(nil),
+		(*ClientFrame_DeleteMessage)(nil),
+		(*ClientFrame_React)(nil),
 	}
-	file_parley_client_v1_client_proto_msgTypes[13].OneofWrappers = []any{}
-	file_parley_client_v1_client_proto_msgTypes[15].OneofWrappers = []any{
+	file_parley_client_v1_client_proto_msgTypes[16].OneofWrappers = []any{}
+	file_parley_client_v1_client_proto_msgTypes[18].OneofWrappers = []any{
 		(*ServerFrame_Authenticated)(nil),
 		(*ServerFrame_Accepted)(nil),
 		(*ServerFrame_Events)(nil),
@@ -2195,7 +2542,7 @@ func file_parley_client_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_client_v1_client_proto_rawDesc), len(file_parley_client_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

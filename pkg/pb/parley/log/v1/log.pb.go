@@ -43,6 +43,9 @@ type Command struct {
 	//	*Command_AddMember
 	//	*Command_PostMessage
 	//	*Command_Mark
+	//	*Command_EditMessage
+	//	*Command_DeleteMessage
+	//	*Command_React
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -163,6 +166,33 @@ func (x *Command) GetMark() *Mark {
 	return nil
 }
 
+func (x *Command) GetEditMessage() *EditMessage {
+	if x != nil {
+		if x, ok := x.Body.(*Command_EditMessage); ok {
+			return x.EditMessage
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteMessage() *DeleteMessage {
+	if x != nil {
+		if x, ok := x.Body.(*Command_DeleteMessage); ok {
+			return x.DeleteMessage
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetReact() *React {
+	if x != nil {
+		if x, ok := x.Body.(*Command_React); ok {
+			return x.React
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -183,6 +213,18 @@ type Command_Mark struct {
 	Mark *Mark `protobuf:"bytes,13,opt,name=mark,proto3,oneof"`
 }
 
+type Command_EditMessage struct {
+	EditMessage *EditMessage `protobuf:"bytes,40,opt,name=edit_message,json=editMessage,proto3,oneof"`
+}
+
+type Command_DeleteMessage struct {
+	DeleteMessage *DeleteMessage `protobuf:"bytes,41,opt,name=delete_message,json=deleteMessage,proto3,oneof"`
+}
+
+type Command_React struct {
+	React *React `protobuf:"bytes,42,opt,name=react,proto3,oneof"`
+}
+
 func (*Command_CreateConversation) isCommand_Body() {}
 
 func (*Command_AddMember) isCommand_Body() {}
@@ -190,6 +232,12 @@ func (*Command_AddMember) isCommand_Body() {}
 func (*Command_PostMessage) isCommand_Body() {}
 
 func (*Command_Mark) isCommand_Body() {}
+
+func (*Command_EditMessage) isCommand_Body() {}
+
+func (*Command_DeleteMessage) isCommand_Body() {}
+
+func (*Command_React) isCommand_Body() {}
 
 // CreateConversation creates the conversation named by the command.
 type CreateConversation struct {
@@ -298,10 +346,15 @@ func (x *AddMember) GetUserId() string {
 	return ""
 }
 
-// PostMessage posts text.
+// PostMessage posts a message; see parley.client.v1.SendMessage. Links
+// are not part of the command: the sequencer finds them in the text.
 type PostMessage struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Text          string                 `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	Attachments   []*v1.Attachment       `protobuf:"bytes,2,rep,name=attachments,proto3" json:"attachments,omitempty"`
+	Contact       *v1.ContactCard        `protobuf:"bytes,3,opt,name=contact,proto3" json:"contact,omitempty"`
+	ReplyToSeq    uint64                 `protobuf:"varint,4,opt,name=reply_to_seq,json=replyToSeq,proto3" json:"reply_to_seq,omitempty"`
+	MentionIds    []string               `protobuf:"bytes,5,rep,name=mention_ids,json=mentionIds,proto3" json:"mention_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -343,6 +396,201 @@ func (x *PostMessage) GetText() string {
 	return ""
 }
 
+func (x *PostMessage) GetAttachments() []*v1.Attachment {
+	if x != nil {
+		return x.Attachments
+	}
+	return nil
+}
+
+func (x *PostMessage) GetContact() *v1.ContactCard {
+	if x != nil {
+		return x.Contact
+	}
+	return nil
+}
+
+func (x *PostMessage) GetReplyToSeq() uint64 {
+	if x != nil {
+		return x.ReplyToSeq
+	}
+	return 0
+}
+
+func (x *PostMessage) GetMentionIds() []string {
+	if x != nil {
+		return x.MentionIds
+	}
+	return nil
+}
+
+// EditMessage replaces the text of the user's message at target_seq.
+type EditMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TargetSeq     uint64                 `protobuf:"varint,1,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
+	Text          string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	MentionIds    []string               `protobuf:"bytes,3,rep,name=mention_ids,json=mentionIds,proto3" json:"mention_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EditMessage) Reset() {
+	*x = EditMessage{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EditMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EditMessage) ProtoMessage() {}
+
+func (x *EditMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EditMessage.ProtoReflect.Descriptor instead.
+func (*EditMessage) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *EditMessage) GetTargetSeq() uint64 {
+	if x != nil {
+		return x.TargetSeq
+	}
+	return 0
+}
+
+func (x *EditMessage) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *EditMessage) GetMentionIds() []string {
+	if x != nil {
+		return x.MentionIds
+	}
+	return nil
+}
+
+// DeleteMessage deletes the message at target_seq.
+type DeleteMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TargetSeq     uint64                 `protobuf:"varint,1,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteMessage) Reset() {
+	*x = DeleteMessage{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteMessage) ProtoMessage() {}
+
+func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteMessage.ProtoReflect.Descriptor instead.
+func (*DeleteMessage) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DeleteMessage) GetTargetSeq() uint64 {
+	if x != nil {
+		return x.TargetSeq
+	}
+	return 0
+}
+
+// React adds or (remove) takes back the user's emoji on target_seq.
+type React struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TargetSeq     uint64                 `protobuf:"varint,1,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
+	Emoji         string                 `protobuf:"bytes,2,opt,name=emoji,proto3" json:"emoji,omitempty"`
+	Remove        bool                   `protobuf:"varint,3,opt,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *React) Reset() {
+	*x = React{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *React) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*React) ProtoMessage() {}
+
+func (x *React) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use React.ProtoReflect.Descriptor instead.
+func (*React) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *React) GetTargetSeq() uint64 {
+	if x != nil {
+		return x.TargetSeq
+	}
+	return 0
+}
+
+func (x *React) GetEmoji() string {
+	if x != nil {
+		return x.Emoji
+	}
+	return ""
+}
+
+func (x *React) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
 // Mark moves the device's delivered position and its user's read position
 // forward. Either may be zero (unchanged); reading implies delivered.
 type Mark struct {
@@ -355,7 +603,7 @@ type Mark struct {
 
 func (x *Mark) Reset() {
 	*x = Mark{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	mi := &file_parley_log_v1_log_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -367,7 +615,7 @@ func (x *Mark) String() string {
 func (*Mark) ProtoMessage() {}
 
 func (x *Mark) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	mi := &file_parley_log_v1_log_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -380,7 +628,7 @@ func (x *Mark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mark.ProtoReflect.Descriptor instead.
 func (*Mark) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{4}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Mark) GetDeliveredSeq() uint64 {
@@ -415,7 +663,7 @@ type EventRecord struct {
 
 func (x *EventRecord) Reset() {
 	*x = EventRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	mi := &file_parley_log_v1_log_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -427,7 +675,7 @@ func (x *EventRecord) String() string {
 func (*EventRecord) ProtoMessage() {}
 
 func (x *EventRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	mi := &file_parley_log_v1_log_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -440,7 +688,7 @@ func (x *EventRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventRecord.ProtoReflect.Descriptor instead.
 func (*EventRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{5}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EventRecord) GetEvent() *v1.Event {
@@ -492,7 +740,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[6]
+	mi := &file_parley_log_v1_log_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +752,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[6]
+	mi := &file_parley_log_v1_log_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +765,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{6}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Outcome) GetCommandId() string {
@@ -580,7 +828,7 @@ var File_parley_log_v1_log_proto protoreflect.FileDescriptor
 
 const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\n" +
-	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xed\x03\n" +
+	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xa3\x05\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12'\n" +
@@ -595,7 +843,10 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\n" +
 	"add_member\x18\v \x01(\v2\x18.parley.log.v1.AddMemberH\x00R\taddMember\x12?\n" +
 	"\fpost_message\x18\f \x01(\v2\x1a.parley.log.v1.PostMessageH\x00R\vpostMessage\x12)\n" +
-	"\x04mark\x18\r \x01(\v2\x13.parley.log.v1.MarkH\x00R\x04markB\x06\n" +
+	"\x04mark\x18\r \x01(\v2\x13.parley.log.v1.MarkH\x00R\x04mark\x12?\n" +
+	"\fedit_message\x18( \x01(\v2\x1a.parley.log.v1.EditMessageH\x00R\veditMessage\x12E\n" +
+	"\x0edelete_message\x18) \x01(\v2\x1c.parley.log.v1.DeleteMessageH\x00R\rdeleteMessage\x12,\n" +
+	"\x05react\x18* \x01(\v2\x14.parley.log.v1.ReactH\x00R\x05reactB\x06\n" +
 	"\x04body\"\x7f\n" +
 	"\x12CreateConversation\x124\n" +
 	"\x04kind\x18\x01 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x14\n" +
@@ -603,9 +854,29 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\n" +
 	"member_ids\x18\x03 \x03(\tR\tmemberIds\"$\n" +
 	"\tAddMember\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\"!\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"\xd9\x01\n" +
 	"\vPostMessage\x12\x12\n" +
-	"\x04text\x18\x01 \x01(\tR\x04text\"F\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\x12<\n" +
+	"\vattachments\x18\x02 \x03(\v2\x1a.parley.chat.v1.AttachmentR\vattachments\x125\n" +
+	"\acontact\x18\x03 \x01(\v2\x1b.parley.chat.v1.ContactCardR\acontact\x12 \n" +
+	"\freply_to_seq\x18\x04 \x01(\x04R\n" +
+	"replyToSeq\x12\x1f\n" +
+	"\vmention_ids\x18\x05 \x03(\tR\n" +
+	"mentionIds\"a\n" +
+	"\vEditMessage\x12\x1d\n" +
+	"\n" +
+	"target_seq\x18\x01 \x01(\x04R\ttargetSeq\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\x12\x1f\n" +
+	"\vmention_ids\x18\x03 \x03(\tR\n" +
+	"mentionIds\".\n" +
+	"\rDeleteMessage\x12\x1d\n" +
+	"\n" +
+	"target_seq\x18\x01 \x01(\x04R\ttargetSeq\"T\n" +
+	"\x05React\x12\x1d\n" +
+	"\n" +
+	"target_seq\x18\x01 \x01(\x04R\ttargetSeq\x12\x14\n" +
+	"\x05emoji\x18\x02 \x01(\tR\x05emoji\x12\x16\n" +
+	"\x06remove\x18\x03 \x01(\bR\x06remove\"F\n" +
 	"\x04Mark\x12#\n" +
 	"\rdelivered_seq\x18\x01 \x01(\x04R\fdeliveredSeq\x12\x19\n" +
 	"\bread_seq\x18\x02 \x01(\x04R\areadSeq\"\xb1\x01\n" +
@@ -639,37 +910,47 @@ func file_parley_log_v1_log_proto_rawDescGZIP() []byte {
 	return file_parley_log_v1_log_proto_rawDescData
 }
 
-var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_parley_log_v1_log_proto_goTypes = []any{
 	(*Command)(nil),               // 0: parley.log.v1.Command
 	(*CreateConversation)(nil),    // 1: parley.log.v1.CreateConversation
 	(*AddMember)(nil),             // 2: parley.log.v1.AddMember
 	(*PostMessage)(nil),           // 3: parley.log.v1.PostMessage
-	(*Mark)(nil),                  // 4: parley.log.v1.Mark
-	(*EventRecord)(nil),           // 5: parley.log.v1.EventRecord
-	(*Outcome)(nil),               // 6: parley.log.v1.Outcome
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
-	(v1.ConversationKind)(0),      // 8: parley.chat.v1.ConversationKind
-	(*v1.Event)(nil),              // 9: parley.chat.v1.Event
-	(*v1.Receipt)(nil),            // 10: parley.chat.v1.Receipt
-	(v1.ErrorCode)(0),             // 11: parley.chat.v1.ErrorCode
+	(*EditMessage)(nil),           // 4: parley.log.v1.EditMessage
+	(*DeleteMessage)(nil),         // 5: parley.log.v1.DeleteMessage
+	(*React)(nil),                 // 6: parley.log.v1.React
+	(*Mark)(nil),                  // 7: parley.log.v1.Mark
+	(*EventRecord)(nil),           // 8: parley.log.v1.EventRecord
+	(*Outcome)(nil),               // 9: parley.log.v1.Outcome
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(v1.ConversationKind)(0),      // 11: parley.chat.v1.ConversationKind
+	(*v1.Attachment)(nil),         // 12: parley.chat.v1.Attachment
+	(*v1.ContactCard)(nil),        // 13: parley.chat.v1.ContactCard
+	(*v1.Event)(nil),              // 14: parley.chat.v1.Event
+	(*v1.Receipt)(nil),            // 15: parley.chat.v1.Receipt
+	(v1.ErrorCode)(0),             // 16: parley.chat.v1.ErrorCode
 }
 var file_parley_log_v1_log_proto_depIdxs = []int32{
-	7,  // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
+	10, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
 	1,  // 1: parley.log.v1.Command.create_conversation:type_name -> parley.log.v1.CreateConversation
 	2,  // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
 	3,  // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
-	4,  // 4: parley.log.v1.Command.mark:type_name -> parley.log.v1.Mark
-	8,  // 5: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	9,  // 6: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
-	10, // 7: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
-	11, // 8: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
-	10, // 9: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	7,  // 4: parley.log.v1.Command.mark:type_name -> parley.log.v1.Mark
+	4,  // 5: parley.log.v1.Command.edit_message:type_name -> parley.log.v1.EditMessage
+	5,  // 6: parley.log.v1.Command.delete_message:type_name -> parley.log.v1.DeleteMessage
+	6,  // 7: parley.log.v1.Command.react:type_name -> parley.log.v1.React
+	11, // 8: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	12, // 9: parley.log.v1.PostMessage.attachments:type_name -> parley.chat.v1.Attachment
+	13, // 10: parley.log.v1.PostMessage.contact:type_name -> parley.chat.v1.ContactCard
+	14, // 11: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
+	15, // 12: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
+	16, // 13: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
+	15, // 14: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_parley_log_v1_log_proto_init() }
@@ -682,6 +963,9 @@ func file_parley_log_v1_log_proto_init() {
 		(*Command_AddMember)(nil),
 		(*Command_PostMessage)(nil),
 		(*Command_Mark)(nil),
+		(*Command_EditMessage)(nil),
+		(*Command_DeleteMessage)(nil),
+		(*Command_React)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -689,7 +973,7 @@ func file_parley_log_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_log_v1_log_proto_rawDesc), len(file_parley_log_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
