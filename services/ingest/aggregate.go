@@ -31,12 +31,22 @@ type conversation struct {
 	// only when something moved.
 	delivered map[deviceKey]uint64
 	read      map[string]uint64
+	// creator is the sender of seq 1 (see canModerate).
+	creator string
+	// messages are the posted messages by seq, and lastMessage the latest
+	// one's seq: what edits, deletes, reactions and replies are checked
+	// against. reactions maps each user's reaction to the seq that added
+	// it.
+	messages    map[uint64]*message
+	lastMessage uint64
+	reactions   map[reactionKey]uint64
 }
 
 type deviceKey struct{ user, device string }
 
 func newConversation(id string) *conversation {
-	return &conversation{id: id, applied: map[dedupKey]uint64{}, delivered: map[deviceKey]uint64{}, read: map[string]uint64{}}
+	return &conversation{id: id, applied: map[dedupKey]uint64{}, delivered: map[deviceKey]uint64{}, read: map[string]uint64{},
+		messages: map[uint64]*message{}, reactions: map[reactionKey]uint64{}}
 }
 
 // receipt is the device's position as a receipt.
@@ -93,8 +103,10 @@ func replay(convs map[string]*conversation, rec *logv1.EventRecord) {
 	if id := ev.GetClientMsgId(); id != "" {
 		c.applied[dedupKey{ev.GetSenderId(), id}] = ev.GetSeq()
 	}
+	c.fold(ev)
 	switch b := ev.GetBody().(type) {
 	case *chatv1.Event_ConversationCreated:
+		c.creator = ev.GetSenderId()
 		c.kind = b.ConversationCreated.GetKind()
 		c.members = append([]string(nil), b.ConversationCreated.GetMemberIds()...)
 	case *chatv1.Event_MemberAdded:
@@ -150,6 +162,7 @@ func decide(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, 
 			return reject(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "too many members")
 		}
 		c = newConversation(cmd.GetConversationId())
+		c.creator = cmd.GetUserId()
 		c.kind = b.CreateConversation.GetKind()
 		c.members = append(c.members, b.CreateConversation.GetMemberIds()...)
 		convs[c.id] = c
@@ -175,20 +188,31 @@ func decide(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, 
 		}
 		c.members = append(c.members, u)
 		ev.Body = &chatv1.Event_MemberAdded{MemberAdded: &chatv1.MemberAdded{UserId: u}}
-	case *logv1.Command_PostMessage:
+	case *logv1.Command_PostMessage, *logv1.Command_EditMessage, *logv1.Command_DeleteMessage, *logv1.Command_React:
 		if c == nil {
 			return reject(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such conversation")
 		}
 		if !c.isMember(cmd.GetUserId()) {
 			return reject(chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, "you are not a member of this conversation")
 		}
-		ev.Body = &chatv1.Event_MessagePosted{MessagePosted: &chatv1.MessagePosted{Text: b.PostMessage.GetText()}}
+		seq, noop, code, msg := decideMessage(c, cmd, ev)
+		if code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+			return reject(code, msg)
+		}
+		if noop {
+			// A reaction already there, or one to remove that is not:
+			// nothing to log. Not remembered in applied either, so the
+			// same id later, once the state differs, still applies.
+			out.Seq, out.Duplicate = seq, true
+			return nil, out
+		}
 	default:
 		return reject(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "command has no known body")
 	}
 	c.lastSeq++
 	ev.Seq = c.lastSeq
 	c.applied[key] = ev.Seq
+	c.fold(ev)
 	c.move(cmd.GetUserId(), cmd.GetDeviceId(), ev.Seq, ev.Seq)
 	out.Seq = ev.Seq
 	return &logv1.EventRecord{Event: ev, RecipientIds: append([]string(nil), c.members...), CommandId: cmd.GetCommandId()}, out
