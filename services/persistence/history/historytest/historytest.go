@@ -645,6 +645,7 @@ func Run(t *testing.T, newStore Factory) {
 		check("reversed")
 		wantListed(t, s, "carol", time.Time{}, c+" r11 u1")
 	})
+	runMessages(t, open)
 }
 
 // ClockFactory returns an empty store that reads the time from now; the
