@@ -179,7 +179,9 @@ func runMessages(t *testing.T, open func(t *testing.T) history.Store) {
 			Reacted(c, 7, "alice", 2, "a", true),
 		}
 		apply(t, s, log...)
-		page := func(viewer string) history.Query { return history.Query{Forward: true, AfterSeq: 1, Limit: 1, Viewer: viewer} }
+		page := func(viewer string) history.Query {
+			return history.Query{Forward: true, AfterSeq: 1, Limit: 1, Viewer: viewer}
+		}
 		wantShown(t, s, c, page("bob"), `2:msg "hi" a1 🎉1* 👍1*`)
 		wantShown(t, s, c, page("alice"), `2:msg "hi" a1* 🎉1 👍1`)
 		wantShown(t, s, c, page(""), `2:msg "hi" a1 🎉1 👍1`)
