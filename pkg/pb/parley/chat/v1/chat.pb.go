@@ -1001,7 +1001,8 @@ type LinkSpan struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Start uint32                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
 	End   uint32                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
-	// url is the link as parsed (scheme and host lower-cased).
+	// url is the link as Go's net/url parses and prints it (the scheme
+	// lower-cased).
 	Url           string `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -705,9 +705,10 @@ func (x *DeleteMessage) GetTargetSeq() uint64 {
 }
 
 // React adds (or with remove, takes back) the sender's reaction with emoji
-// to a message. Adding a reaction the user already has, or removing one
-// they do not have, changes nothing: the answer is Accepted with duplicate
-// set and the seq of the event that made it so (0 when there is none).
+// to a message; a user has at most one reaction per emoji per message.
+// Adding one the user already has changes nothing: Accepted with duplicate
+// set and the seq of the ReactionAdded that holds it. Removing one they do
+// not have changes nothing either: Accepted with duplicate set and seq 0.
 type React struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
