@@ -15,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/wire"
+	"google.golang.org/protobuf/proto"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
@@ -391,6 +392,54 @@ func (c *Client) SendWithID(ctx context.Context, conversationID, clientMsgID, te
 		c.sent(a)
 	}
 	return a, err
+}
+
+// SendRich posts a message with whatever m holds besides text
+// (attachments, contact card, reply_to_seq, mention_ids). An empty
+// ClientMsgId gets a fresh one; set it to retry without risk of a second
+// message.
+func (c *Client) SendRich(ctx context.Context, m *clientv1.SendMessage) (*clientv1.Accepted, error) {
+	m = proto.CloneOf(m)
+	if m.GetClientMsgId() == "" {
+		m.ClientMsgId = NewClientMsgID()
+	}
+	a, err := c.accepted(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_SendMessage{SendMessage: m}})
+	if err == nil {
+		c.sent(a)
+	}
+	return a, err
+}
+
+// Edit replaces the text (and mentions) of one of the user's messages.
+func (c *Client) Edit(ctx context.Context, conversationID string, seq uint64, text string, mentions ...string) (*clientv1.Accepted, error) {
+	return c.accepted(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_EditMessage{EditMessage: &clientv1.EditMessage{
+		ConversationId: conversationID, ClientMsgId: NewClientMsgID(), TargetSeq: seq, Text: text, MentionIds: mentions,
+	}}})
+}
+
+// Delete deletes a message: the user's own, or any as a moderator.
+func (c *Client) Delete(ctx context.Context, conversationID string, seq uint64) (*clientv1.Accepted, error) {
+	return c.accepted(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_DeleteMessage{DeleteMessage: &clientv1.DeleteMessage{
+		ConversationId: conversationID, ClientMsgId: NewClientMsgID(), TargetSeq: seq,
+	}}})
+}
+
+// React adds the user's emoji reaction to a message. Reacting with an
+// emoji the user already has answers Duplicate, with the seq that added it.
+func (c *Client) React(ctx context.Context, conversationID string, seq uint64, emoji string) (*clientv1.Accepted, error) {
+	return c.react(ctx, conversationID, seq, emoji, false)
+}
+
+// Unreact takes the user's emoji reaction back. Taking back one the user
+// does not have answers Duplicate with seq 0.
+func (c *Client) Unreact(ctx context.Context, conversationID string, seq uint64, emoji string) (*clientv1.Accepted, error) {
+	return c.react(ctx, conversationID, seq, emoji, true)
+}
+
+func (c *Client) react(ctx context.Context, conversationID string, seq uint64, emoji string, remove bool) (*clientv1.Accepted, error) {
+	return c.accepted(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_React{React: &clientv1.React{
+		ConversationId: conversationID, ClientMsgId: NewClientMsgID(), TargetSeq: seq, Emoji: emoji, Remove: remove,
+	}}})
 }
 
 // OpenDirect opens (or finds) the direct conversation with another user.

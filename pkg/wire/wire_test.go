@@ -101,6 +101,12 @@ func FuzzDecodeClient(f *testing.F) {
 		{RequestId: "40", Frame: &clientv1.ClientFrame_BlockUser{BlockUser: &clientv1.BlockUser{UserId: "bob"}}},
 		{RequestId: "41", Frame: &clientv1.ClientFrame_UnblockUser{UnblockUser: &clientv1.UnblockUser{UserId: "bob"}}},
 		{RequestId: "42", Frame: &clientv1.ClientFrame_CreateConversation{CreateConversation: &clientv1.CreateConversation{Kind: chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL, Title: "news", Public: true}}},
+		{RequestId: "50", Frame: &clientv1.ClientFrame_SendMessage{SendMessage: &clientv1.SendMessage{ConversationId: "c", ClientMsgId: "m",
+			Text: "see https://a.b", ReplyToSeq: 2, MentionIds: []string{"bob"}, Contact: &chatv1.ContactCard{DisplayName: "Bob", UserId: "bob"},
+			Attachments: []*chatv1.Attachment{{Kind: chatv1.AttachmentKind_ATTACHMENT_KIND_IMAGE, Url: "https://cdn/x.png", ContentType: "image/png", SizeBytes: 3, Width: 1, Height: 1, Name: "x.png"}}}}},
+		{RequestId: "51", Frame: &clientv1.ClientFrame_EditMessage{EditMessage: &clientv1.EditMessage{ConversationId: "c", ClientMsgId: "e", TargetSeq: 2, Text: "fixed", MentionIds: []string{"bob"}}}},
+		{RequestId: "52", Frame: &clientv1.ClientFrame_DeleteMessage{DeleteMessage: &clientv1.DeleteMessage{ConversationId: "c", ClientMsgId: "d", TargetSeq: 2}}},
+		{RequestId: "53", Frame: &clientv1.ClientFrame_React{React: &clientv1.React{ConversationId: "c", ClientMsgId: "r", TargetSeq: 2, Emoji: "👍", Remove: true}}},
 	}
 	for _, s := range seeds {
 		b, _ := Encode(Binary, s)

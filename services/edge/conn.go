@@ -242,8 +242,23 @@ func (c *conn) handle(ctx context.Context, f *clientv1.ClientFrame) *clientv1.Se
 	case *clientv1.ClientFrame_Authenticate:
 		return errFrame(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "already authenticated", "")
 	case *clientv1.ClientFrame_SendMessage:
-		cmd.ConversationId, cmd.ClientMsgId = b.SendMessage.GetConversationId(), b.SendMessage.GetClientMsgId()
-		cmd.Body = &logv1.Command_PostMessage{PostMessage: &logv1.PostMessage{Text: b.SendMessage.GetText()}}
+		m := b.SendMessage
+		cmd.ConversationId, cmd.ClientMsgId = m.GetConversationId(), m.GetClientMsgId()
+		cmd.Body = &logv1.Command_PostMessage{PostMessage: &logv1.PostMessage{
+			Text: m.GetText(), Attachments: m.GetAttachments(), Contact: m.GetContact(), ReplyToSeq: m.GetReplyToSeq(), MentionIds: m.GetMentionIds(),
+		}}
+	case *clientv1.ClientFrame_EditMessage:
+		e := b.EditMessage
+		cmd.ConversationId, cmd.ClientMsgId = e.GetConversationId(), e.GetClientMsgId()
+		cmd.Body = &logv1.Command_EditMessage{EditMessage: &logv1.EditMessage{TargetSeq: e.GetTargetSeq(), Text: e.GetText(), MentionIds: e.GetMentionIds()}}
+	case *clientv1.ClientFrame_DeleteMessage:
+		d := b.DeleteMessage
+		cmd.ConversationId, cmd.ClientMsgId = d.GetConversationId(), d.GetClientMsgId()
+		cmd.Body = &logv1.Command_DeleteMessage{DeleteMessage: &logv1.DeleteMessage{TargetSeq: d.GetTargetSeq()}}
+	case *clientv1.ClientFrame_React:
+		r := b.React
+		cmd.ConversationId, cmd.ClientMsgId = r.GetConversationId(), r.GetClientMsgId()
+		cmd.Body = &logv1.Command_React{React: &logv1.React{TargetSeq: r.GetTargetSeq(), Emoji: r.GetEmoji(), Remove: r.GetRemove()}}
 	case *clientv1.ClientFrame_CreateConversation:
 		cc := b.CreateConversation
 		cmd.ConversationId, cmd.ClientMsgId = cc.GetConversationId(), cc.GetClientMsgId()

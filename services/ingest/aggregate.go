@@ -43,13 +43,21 @@ type conversation struct {
 	// blocks holds, for a direct conversation, the users of the pair who
 	// block the other.
 	blocks map[string]bool
+	// messages are the posted messages by seq, and lastMessage the latest
+	// one's seq: what edits, deletes, reactions and replies are checked
+	// against. reactions maps each user's reaction to the seq that added
+	// it.
+	messages    map[uint64]*message
+	lastMessage uint64
+	reactions   map[reactionKey]uint64
 }
 
 type deviceKey struct{ user, device string }
 
 func newConversation(id string) *conversation {
 	return &conversation{id: id, applied: map[dedupKey]uint64{}, delivered: map[deviceKey]uint64{}, read: map[string]uint64{},
-		admins: map[string]bool{}, muted: map[string]bool{}, invites: map[string]bool{}, blocks: map[string]bool{}}
+		admins: map[string]bool{}, muted: map[string]bool{}, invites: map[string]bool{}, blocks: map[string]bool{},
+		messages: map[uint64]*message{}, reactions: map[reactionKey]uint64{}}
 }
 
 // receipt is the device's position as a receipt.
@@ -115,6 +123,7 @@ func replay(convs map[string]*conversation, rec *logv1.EventRecord) {
 	if id := ev.GetClientMsgId(); id != "" {
 		c.applied[dedupKey{ev.GetSenderId(), id}] = ev.GetSeq()
 	}
+	c.fold(ev)
 	switch b := ev.GetBody().(type) {
 	case *chatv1.Event_ConversationCreated:
 		c.kind = b.ConversationCreated.GetKind()
@@ -217,17 +226,34 @@ func decide(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, 
 		}
 		c.members = append(c.members, u)
 		ev.Body = &chatv1.Event_MemberAdded{MemberAdded: &chatv1.MemberAdded{UserId: u}}
-	case *logv1.Command_PostMessage:
+	case *logv1.Command_PostMessage, *logv1.Command_EditMessage, *logv1.Command_DeleteMessage, *logv1.Command_React:
 		if !c.exists() {
 			return reject(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such conversation")
 		}
 		if !c.isMember(cmd.GetUserId()) {
 			return reject(chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, "you are not a member of this conversation")
 		}
-		if code, msg := c.mayPost(cmd.GetUserId()); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+		switch b.(type) {
+		case *logv1.Command_PostMessage, *logv1.Command_EditMessage:
+			// Editing puts words in the conversation as posting does:
+			// followers of a channel, muted members and a blocked pair
+			// may do neither. Reacting and deleting one's own are left
+			// to them.
+			if code, msg := c.mayPost(cmd.GetUserId()); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+				return reject(code, msg)
+			}
+		}
+		seq, noop, code, msg := decideMessage(c, cmd, ev)
+		if code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
 			return reject(code, msg)
 		}
-		ev.Body = &chatv1.Event_MessagePosted{MessagePosted: &chatv1.MessagePosted{Text: b.PostMessage.GetText()}}
+		if noop {
+			// A reaction already there, or one to remove that is not:
+			// nothing to log. Not remembered in applied either, so the
+			// same id later, once the state differs, still applies.
+			out.Seq, out.Duplicate = seq, true
+			return nil, out
+		}
 	case *logv1.Command_RemoveMember, *logv1.Command_Leave, *logv1.Command_SetRole, *logv1.Command_TransferOwnership,
 		*logv1.Command_MuteMember, *logv1.Command_Rename, *logv1.Command_CreateInvite, *logv1.Command_RevokeInvite,
 		*logv1.Command_JoinByInvite, *logv1.Command_Follow:
@@ -246,6 +272,7 @@ func decide(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, 
 	c.lastSeq++
 	ev.Seq = c.lastSeq
 	c.applied[key] = ev.Seq
+	c.fold(ev)
 	c.move(cmd.GetUserId(), cmd.GetDeviceId(), ev.Seq, ev.Seq)
 	out.Seq = ev.Seq
 	recipients := append([]string(nil), c.members...)

@@ -419,12 +419,20 @@ func Prepare(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 		}
 	case *logv1.Command_Leave, *logv1.Command_Follow:
 	case *logv1.Command_PostMessage:
-		t := b.PostMessage.GetText()
-		if strings.TrimSpace(t) == "" {
-			return invalid, "text is empty"
+		if code, msg := preparePost(b.PostMessage); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+			return code, msg
 		}
-		if len(t) > MaxTextBytes || !utf8.ValidString(t) {
-			return invalid, fmt.Sprintf("text must be at most %d bytes of UTF-8", MaxTextBytes)
+	case *logv1.Command_EditMessage:
+		if code, msg := prepareEdit(b.EditMessage); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+			return code, msg
+		}
+	case *logv1.Command_DeleteMessage:
+		if b.DeleteMessage.GetTargetSeq() == 0 {
+			return invalid, "target_seq is required"
+		}
+	case *logv1.Command_React:
+		if code, msg := prepareReact(b.React); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+			return code, msg
 		}
 	default:
 		return invalid, "command has no known body"

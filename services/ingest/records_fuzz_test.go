@@ -39,6 +39,15 @@ func FuzzSequencerRecords(f *testing.F) {
 		cmdOf("g1", "carol", "f1", &logv1.Follow{}),
 		cmdOf(DirectID("alice", "bob"), "alice", "", &logv1.Block{UserId: "bob", Blocked: true}),
 		channelCmd("018f0000-0000-7000-8000-000000000001", "alice", "c2", true, "alice"),
+		richCmd("g1", "bob", "p3", &logv1.PostMessage{Text: "see https://a.b/c", ReplyToSeq: 2, MentionIds: []string{"alice"},
+			Attachments: []*chatv1.Attachment{image("https://cdn.example/a.png")}}),
+		richCmd("g1", "bob", "p4", &logv1.PostMessage{Contact: &chatv1.ContactCard{DisplayName: "Al", UserId: "alice"}}),
+		editCmd("g1", "alice", "e1", 2, "edited http://x.y"),
+		editCmd("g1", "bob", "e2", 2, "not mine"),
+		deleteCmd("g1", "alice", "d1", 2),
+		deleteCmd("g1", "bob", "d2", 2),
+		reactCmd("g1", "bob", "r1", 2, "👍", false),
+		reactCmd("g1", "alice", "r2", 2, "👍", true),
 	}
 	for _, c := range seedCmds {
 		b, _ := proto.Marshal(c)
@@ -55,6 +64,12 @@ func FuzzSequencerRecords(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, asCommand bool) {
 		convs := map[string]*conversation{}
 		if _, out := decide(convs, createCmd("g1", "alice", "c0", group, "alice", "bob"), 10, time.Unix(0, 0)); out.GetSeq() != 1 {
+			t.Fatalf("setup: %v", out)
+		}
+		// A message and a reaction, for the seeds that edit, delete and
+		// react to seq 2.
+		decide(convs, postCmd("g1", "alice", "p0", "first"), 10, time.Unix(0, 0))
+		if _, out := decide(convs, reactCmd("g1", "alice", "r0", 2, "👍", false), 10, time.Unix(0, 0)); out.GetSeq() != 3 {
 			t.Fatalf("setup: %v", out)
 		}
 		if !asCommand {

@@ -210,4 +210,3 @@ func waitFor(t *testing.T, ctx context.Context, cl *sdk.Client, match func(*chat
 		}
 	}
 }
-

@@ -173,6 +173,7 @@ func (s *Service) History(ctx context.Context, req *persistencev1.HistoryRequest
 	}
 	page, err := s.store.History(ctx, req.GetConversationId(), history.Query{
 		Forward: req.AfterSeq != nil, AfterSeq: req.GetAfterSeq(), BeforeSeq: req.GetBeforeSeq(), Limit: int(req.GetLimit()),
+		Viewer: req.GetUserId(),
 	})
 	if err != nil {
 		return nil, storeErr(err)

@@ -62,7 +62,21 @@ func fuzzRecords(ns string, data []byte) []*kgo.Record {
 			case 1:
 				ev.Body = &chatv1.Event_MemberAdded{MemberAdded: &chatv1.MemberAdded{UserId: users[(kind/9)%3]}}
 			default:
-				ev.Body = &chatv1.Event_MessagePosted{MessagePosted: &chatv1.MessagePosted{Text: fmt.Sprintf("m%d", op)}}
+				// Messages, and edits, deletes and reactions of seqs below 8
+				// (messages or not: the store must cope either way).
+				target, emoji := uint64(kind/9%8), []string{"👍", "x"}[op%2]
+				switch op / 4 % 6 {
+				case 2:
+					ev.Body = &chatv1.Event_MessageEdited{MessageEdited: &chatv1.MessageEdited{TargetSeq: target, Text: fmt.Sprintf("e%d", op), Latest: op%2 == 0}}
+				case 3:
+					ev.Body = &chatv1.Event_MessageDeleted{MessageDeleted: &chatv1.MessageDeleted{TargetSeq: target, Latest: op%2 == 0}}
+				case 4:
+					ev.Body = &chatv1.Event_ReactionAdded{ReactionAdded: &chatv1.ReactionAdded{TargetSeq: target, Emoji: emoji}}
+				case 5:
+					ev.Body = &chatv1.Event_ReactionRemoved{ReactionRemoved: &chatv1.ReactionRemoved{TargetSeq: target, Emoji: emoji}}
+				default:
+					ev.Body = &chatv1.Event_MessagePosted{MessagePosted: &chatv1.MessagePosted{Text: fmt.Sprintf("m%d", op)}}
+				}
 			}
 			value, _ = proto.Marshal(&logv1.EventRecord{Event: ev, RecipientIds: users})
 		}
@@ -104,6 +118,8 @@ func FuzzApplyRecords(f *testing.F) {
 	f.Add([]byte{1, 0, 1, 0, 2, 0, 2, 6, 3, 0, 3, 8, 1, 0, 2, 7, 3, 0, 4, 8}) // c0: create, post, post, a second seq 2, post
 	f.Add([]byte{1, 1, 0, 0, 1, 1, 2, 3, 0, 9, 3, 2, 1, 0, 2, 2, 0})          // seq 0, member added, another conversation
 	f.Add([]byte{0, 5, 0xff, 0xff, 0xff, 0x01, 0x02, 1, 0, 1, 0})             // garbage, then an event
+	// c0: create, post 2, edit 2, react to 2, unreact, delete 2, post.
+	f.Add([]byte{1, 0, 1, 0, 1, 0, 2, 6, 9, 0, 3, 24, 17, 0, 4, 24, 21, 0, 5, 24, 13, 0, 6, 24, 1, 0, 7, 6})
 	receipt, _ := proto.Marshal(&logv1.EventRecord{Receipt: &chatv1.Receipt{ConversationId: "c0", UserId: "bob", ReadSeq: 1}})
 	both, _ := proto.Marshal(&logv1.EventRecord{Event: &chatv1.Event{ConversationId: "c0", Seq: 1}, Receipt: &chatv1.Receipt{ConversationId: "c0"}})
 	f.Add(append(append([]byte{1, 0, 1, 0, 0, byte(len(receipt))}, receipt...), append([]byte{0, byte(len(both))}, both...)...))
@@ -153,6 +169,9 @@ func FuzzApplyRecords(f *testing.F) {
 				want[conv] = append(want[conv], ev)
 			}
 		}
+		for conv, evs := range want {
+			want[conv] = nowShown(evs)
+		}
 		summaries := map[string]*chatv1.Conversation{}
 		for conv, evs := range want {
 			checkHistory(t, store, conv, evs)
@@ -174,6 +193,59 @@ func FuzzApplyRecords(f *testing.F) {
 			}
 		}
 	})
+}
+
+// nowShown is the model of history.Overlay's input: for each target seq,
+// the highest edit, whether it was deleted, and which (emoji, user)
+// reactions the latest add or remove left present. It returns copies of
+// evs as history shows them.
+func nowShown(evs []*chatv1.Event) []*chatv1.Event {
+	states := map[uint64]*history.MessageState{}
+	state := func(seq uint64) *history.MessageState {
+		if states[seq] == nil {
+			states[seq] = &history.MessageState{}
+		}
+		return states[seq]
+	}
+	type reaction struct {
+		seq         uint64
+		emoji, user string
+	}
+	present := map[reaction]bool{}
+	var order []reaction
+	for _, ev := range evs {
+		switch b := ev.GetBody().(type) {
+		case *chatv1.Event_MessageEdited:
+			state(b.MessageEdited.GetTargetSeq()).Edit = ev
+		case *chatv1.Event_MessageDeleted:
+			state(b.MessageDeleted.GetTargetSeq()).Deleted = true
+		case *chatv1.Event_ReactionAdded:
+			k := reaction{b.ReactionAdded.GetTargetSeq(), b.ReactionAdded.GetEmoji(), ev.GetSenderId()}
+			present[k] = true
+			order = append(order, k)
+		case *chatv1.Event_ReactionRemoved:
+			present[reaction{b.ReactionRemoved.GetTargetSeq(), b.ReactionRemoved.GetEmoji(), ev.GetSenderId()}] = false
+		}
+	}
+	counts := map[uint64]*history.Reactions{}
+	for _, k := range order {
+		if present[k] {
+			present[k] = false // count each once
+			if counts[k.seq] == nil {
+				counts[k.seq] = &history.Reactions{}
+			}
+			counts[k.seq].Add(k.emoji, k.user, "")
+		}
+	}
+	for seq, c := range counts {
+		state(seq).Reactions = c.Counts()
+	}
+	out := make([]*chatv1.Event, len(evs))
+	for i, ev := range evs {
+		out[i] = proto.CloneOf(ev)
+	}
+	history.Overlay(out, states)
+	return out
 }
 
 // checkHistory pages conv forwards by 3 and backwards by 2; both must give

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -33,10 +34,14 @@ type Query struct {
 	AfterSeq  uint64
 	BeforeSeq uint64
 	Limit     int
+	// Viewer is the user reading, for ReactionCount.Me; empty: nobody.
+	Viewer string
 }
 
 // Page is events in ascending seq order; HasMore says whether the query's
-// direction holds more.
+// direction holds more. Messages show as they are now (see Overlay); the
+// edit, delete and reaction events are in the page at their own seqs too,
+// so a device syncing forward learns what changed in messages it holds.
 type Page struct {
 	Events  []*chatv1.Event
 	HasMore bool
@@ -175,7 +180,19 @@ func Summarize(c *chatv1.Conversation, ev *chatv1.Event) (joined, left []string,
 	case *chatv1.Event_ConversationRenamed:
 		c.Title = b.ConversationRenamed.GetTitle()
 	case *chatv1.Event_MessagePosted:
-		c.LastMessagePreview = Preview(b.MessagePosted.GetText())
+		c.LastMessagePreview, c.LastMessageKind = MessagePreview(b.MessagePosted)
+		c.LastMessageSeq, c.LastMessageDeleted = ev.GetSeq(), false
+	case *chatv1.Event_MessageEdited:
+		// The sequencer says whether the target was the latest message, so
+		// that Cassandra can write the preview blindly; checking the seq as
+		// well costs nothing here.
+		if e := b.MessageEdited; e.GetLatest() && e.GetTargetSeq() == c.GetLastMessageSeq() && !c.GetLastMessageDeleted() {
+			c.LastMessagePreview = Preview(e.GetText())
+		}
+	case *chatv1.Event_MessageDeleted:
+		if d := b.MessageDeleted; d.GetLatest() && d.GetTargetSeq() == c.GetLastMessageSeq() {
+			c.LastMessagePreview, c.LastMessageDeleted = "", true
+		}
 	}
 	return joined, left, true
 }
@@ -204,6 +221,34 @@ func setIn(ids []string, user string, in bool) []string {
 	return ids
 }
 
+// Previews of messages without text. They are fixed words, not prose:
+// clients that localise go by Conversation.last_message_kind.
+const (
+	PreviewAttachment = "attachment"
+	PreviewContact    = "contact"
+)
+
+// MessagePreview is a message's preview in the conversation list and its
+// kind: an excerpt of its text, or a word for what it holds.
+func MessagePreview(m *chatv1.MessagePosted) (string, chatv1.MessageKind) {
+	kind := chatv1.MessageKind_MESSAGE_KIND_TEXT
+	switch {
+	case len(m.GetAttachments()) > 0:
+		kind = chatv1.MessageKind_MESSAGE_KIND_ATTACHMENT
+	case m.GetContact() != nil:
+		kind = chatv1.MessageKind_MESSAGE_KIND_CONTACT
+	}
+	switch {
+	case strings.TrimSpace(m.GetText()) != "":
+		return Preview(m.GetText()), kind
+	case kind == chatv1.MessageKind_MESSAGE_KIND_ATTACHMENT:
+		return PreviewAttachment, kind
+	case kind == chatv1.MessageKind_MESSAGE_KIND_CONTACT:
+		return PreviewContact, kind
+	}
+	return "", kind
+}
+
 // IsMember reports whether user is in the summary's member list.
 func IsMember(c *chatv1.Conversation, user string) bool {
 	for _, m := range c.GetMemberIds() {
@@ -221,4 +266,94 @@ func Preview(text string) string {
 	}
 	r := []rune(text)
 	return string(r[:PreviewRunes-1]) + "…"
+}
+
+// MessageState is what later events did to one message: its latest edit
+// (a MessageEdited event), whether it was deleted, and its reactions.
+type MessageState struct {
+	Edit      *chatv1.Event
+	Deleted   bool
+	Reactions []*chatv1.ReactionCount
+}
+
+// Overlay shows a page's messages as they are now, the same way for every
+// backend: a MessagePosted gets the text, links and mentions of its latest
+// edit (and edited_seq, edited_time), or becomes a tombstone when deleted
+// (no content, no reactions), and its reaction counts. A MessageEdited of
+// a deleted message loses its text too, or history would keep what the
+// delete took away. states holds the page's messages and the targets of
+// its edits, by seq; events are changed in place.
+func Overlay(evs []*chatv1.Event, states map[uint64]*MessageState) {
+	for _, ev := range evs {
+		switch b := ev.GetBody().(type) {
+		case *chatv1.Event_MessagePosted:
+			st := states[ev.GetSeq()]
+			if st == nil {
+				continue
+			}
+			m := b.MessagePosted
+			if st.Deleted {
+				b.MessagePosted = &chatv1.MessagePosted{Deleted: true}
+				continue
+			}
+			if e := st.Edit.GetMessageEdited(); e != nil && st.Edit.GetSeq() > ev.GetSeq() {
+				m.Text, m.Links, m.MentionIds = e.GetText(), e.GetLinks(), e.GetMentionIds()
+				m.EditedSeq, m.EditedTime = st.Edit.GetSeq(), st.Edit.GetTime()
+			}
+			m.Reactions = st.Reactions
+		case *chatv1.Event_MessageEdited:
+			if st := states[b.MessageEdited.GetTargetSeq()]; st != nil && st.Deleted {
+				e := b.MessageEdited
+				b.MessageEdited = &chatv1.MessageEdited{TargetSeq: e.GetTargetSeq(), Latest: e.GetLatest()}
+			}
+		}
+	}
+}
+
+// OverlaySeqs are the seqs whose MessageState a page needs: its messages
+// and the targets of its edits, ascending, without repeats.
+func OverlaySeqs(evs []*chatv1.Event) []uint64 {
+	var out []uint64
+	for _, ev := range evs {
+		switch b := ev.GetBody().(type) {
+		case *chatv1.Event_MessagePosted:
+			out = append(out, ev.GetSeq())
+		case *chatv1.Event_MessageEdited:
+			out = append(out, b.MessageEdited.GetTargetSeq())
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// Reactions counts reactions per emoji, in byte order of the emoji, for
+// the users whose reaction is present. me says whether viewer is one.
+type Reactions struct {
+	counts map[string]*chatv1.ReactionCount
+}
+
+// Add counts user's reaction with emoji.
+func (r *Reactions) Add(emoji, user, viewer string) {
+	if r.counts == nil {
+		r.counts = map[string]*chatv1.ReactionCount{}
+	}
+	c := r.counts[emoji]
+	if c == nil {
+		c = &chatv1.ReactionCount{Emoji: emoji}
+		r.counts[emoji] = c
+	}
+	c.Count++
+	if viewer != "" && user == viewer {
+		c.Me = true
+	}
+}
+
+// Counts returns the counts in emoji order.
+func (r *Reactions) Counts() []*chatv1.ReactionCount {
+	out := make([]*chatv1.ReactionCount, 0, len(r.counts))
+	for _, c := range r.counts {
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b *chatv1.ReactionCount) int { return strings.Compare(a.GetEmoji(), b.GetEmoji()) })
+	return out
 }

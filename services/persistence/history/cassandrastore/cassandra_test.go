@@ -231,7 +231,7 @@ func TestMigrateIdempotent(t *testing.T) {
 	}
 	slices.Sort(tables)
 	want := []string{"conversations", "conversations_by_user", "device_positions", "history_events", "members_by_conversation",
-		"read_positions", "read_positions_by_conversation", "schema_migrations", "store_settings"}
+		"reactions", "read_positions", "read_positions_by_conversation", "schema_migrations", "store_settings"}
 	if !slices.Equal(tables, want) {
 		t.Fatalf("tables = %v, want %v", tables, want)
 	}

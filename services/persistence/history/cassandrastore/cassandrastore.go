@@ -120,6 +120,17 @@ type convWrites struct {
 	blobs     [][]byte
 	reads     map[string]uint64    // user -> read seq
 	delivered map[[2]string]uint64 // (user, device) -> delivered seq
+	// states are the edits, deletes and reactions among events, written
+	// to their target message's rows (see migrations/0004_messages.cql).
+	states []stateWrite
+}
+
+// stateWrite is one edit, delete or reaction: what it does to the row of
+// its target message.
+type stateWrite struct {
+	ev     *chatv1.Event
+	target uint64
+	blob   []byte // the edit event, for edits
 }
 
 // move folds a position change with history.ApplyReceipt. A change
@@ -206,6 +217,16 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 		w := writes(conv)
 		w.events = append(w.events, ev)
 		w.blobs = append(w.blobs, blob)
+		if target := stateTarget(ev); target != 0 {
+			if target > maxSeq {
+				return fmt.Errorf("apply event %s/%d: target seq %d beyond %d", conv, seq, target, uint64(maxSeq))
+			}
+			st := stateWrite{ev: ev, target: target}
+			if ev.GetMessageEdited() != nil {
+				st.blob = blob
+			}
+			w.states = append(w.states, st)
+		}
 		if u := ev.GetSenderId(); u != "" {
 			// What you post you have, and have read.
 			w.move(u, ev.GetSenderDeviceId(), &chatv1.Receipt{DeliveredSeq: seq, ReadSeq: seq})
@@ -219,6 +240,7 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 	g.SetLimit(parallel)
 	for _, w := range convs {
 		s.writeEvents(gctx, g, w)
+		s.writeStates(gctx, g, w)
 	}
 	if err := g.Wait(); err != nil {
 		return err
@@ -284,6 +306,71 @@ func (s *Store) writeEvents(ctx context.Context, g *errgroup.Group, w *convWrite
 	}
 }
 
+// stateTarget is the message an edit, delete or reaction is about, 0 for
+// other events.
+func stateTarget(ev *chatv1.Event) uint64 {
+	switch b := ev.GetBody().(type) {
+	case *chatv1.Event_MessageEdited:
+		return b.MessageEdited.GetTargetSeq()
+	case *chatv1.Event_MessageDeleted:
+		return b.MessageDeleted.GetTargetSeq()
+	case *chatv1.Event_ReactionAdded:
+		return b.ReactionAdded.GetTargetSeq()
+	case *chatv1.Event_ReactionRemoved:
+		return b.ReactionRemoved.GetTargetSeq()
+	}
+	return 0
+}
+
+const (
+	updateEdit     = `UPDATE history_events USING TIMESTAMP ? SET edit = ? WHERE conversation_id = ? AND bucket = ? AND seq = ?`
+	updateDeleted  = `UPDATE history_events USING TIMESTAMP ? SET deleted_seq = ? WHERE conversation_id = ? AND bucket = ? AND seq = ?`
+	updateReaction = `UPDATE reactions USING TIMESTAMP ? SET present = ? WHERE conversation_id = ? AND bucket = ? AND message_seq = ? AND emoji = ? AND user_id = ?`
+)
+
+// writeStates queues what edits, deletes and reactions do to their
+// targets: one unlogged batch per target partition and table, each write
+// at its event's seq, so the newest wins in any order. They go with the
+// events, before the summary, like the events they come from.
+func (s *Store) writeStates(ctx context.Context, g *errgroup.Group, w *convWrites) {
+	type part struct {
+		reactions bool
+		bucket    int64
+	}
+	open := map[part]*gocql.Batch{}
+	var batches []*gocql.Batch
+	batch := func(p part) *gocql.Batch {
+		b := open[p]
+		if b == nil || b.Size() >= maxBatchStatements {
+			b = s.sess.NewBatch(gocql.UnloggedBatch).WithContext(ctx)
+			open[p] = b
+			batches = append(batches, b)
+		}
+		return b
+	}
+	for _, st := range w.states {
+		seq, bucket, target := int64(st.ev.GetSeq()), s.bucket(st.target), int64(st.target)
+		switch b := st.ev.GetBody().(type) {
+		case *chatv1.Event_MessageEdited:
+			batch(part{false, bucket}).Query(updateEdit, seq, st.blob, w.id, bucket, target)
+		case *chatv1.Event_MessageDeleted:
+			batch(part{false, bucket}).Query(updateDeleted, seq, seq, w.id, bucket, target)
+		case *chatv1.Event_ReactionAdded:
+			batch(part{true, bucket}).Query(updateReaction, seq, true, w.id, bucket, target, b.ReactionAdded.GetEmoji(), st.ev.GetSenderId())
+		case *chatv1.Event_ReactionRemoved:
+			batch(part{true, bucket}).Query(updateReaction, seq, false, w.id, bucket, target, b.ReactionRemoved.GetEmoji(), st.ev.GetSenderId())
+		}
+	}
+	for _, b := range batches {
+		g.Go(func() error {
+			if err := s.sess.ExecuteBatch(b); err != nil {
+				return fmt.Errorf("write edits, deletes and reactions in %s: %w", w.id, err)
+			}
+			return nil
+		})
+	}
+}
+
 func eventTime(ev *chatv1.Event) any {
 	if ev.GetTime() == nil {
 		return nil
@@ -303,7 +390,9 @@ func eventNanos(ev *chatv1.Event) any {
 const (
 	updateLast    = `UPDATE conversations USING TIMESTAMP ? SET last_seq = ?, last_activity = ?, changed_at = ? WHERE conversation_id = ?`
 	updateCreated = `UPDATE conversations USING TIMESTAMP ? SET kind = ?, title = ? WHERE conversation_id = ?`
-	updatePreview = `UPDATE conversations USING TIMESTAMP ? SET last_message_preview = ? WHERE conversation_id = ?`
+	updatePreview = `UPDATE conversations USING TIMESTAMP ? SET last_message_preview = ?, last_message_seq = ?, last_message_kind = ?, last_message_deleted = false WHERE conversation_id = ?`
+	updateEdited  = `UPDATE conversations USING TIMESTAMP ? SET last_message_preview = ? WHERE conversation_id = ?`
+	updateGone    = `UPDATE conversations USING TIMESTAMP ? SET last_message_preview = '', last_message_deleted = true WHERE conversation_id = ?`
 	addMembers    = `UPDATE conversations USING TIMESTAMP ? SET members = members + ? WHERE conversation_id = ?`
 	insertMember  = `INSERT INTO members_by_conversation (conversation_id, user_id, joined_seq, join_pos) VALUES (?, ?, ?, ?) USING TIMESTAMP ?`
 	insertUser    = `INSERT INTO conversations_by_user (user_id, conversation_id, joined_seq) VALUES (?, ?, ?) USING TIMESTAMP ?`
@@ -337,7 +426,7 @@ const (
 // position is written once, at its highest. The others would lose to those
 // timestamps anyway. Every join is written.
 func (s *Store) writeSummary(ctx context.Context, g *errgroup.Group, w *convWrites, stamp int64) {
-	var last, created, posted *chatv1.Event
+	var last, created, posted, edited, gone *chatv1.Event
 	type join struct {
 		user string
 		seq  int64
@@ -364,6 +453,16 @@ func (s *Store) writeSummary(ctx context.Context, g *errgroup.Group, w *convWrit
 		case *chatv1.Event_MessagePosted:
 			if posted == nil || seq > posted.GetSeq() {
 				posted = ev
+			}
+		case *chatv1.Event_MessageEdited:
+			// Only the sequencer knows, without a read, whether the target
+			// is the latest message: it says so in latest.
+			if b.MessageEdited.GetLatest() && (edited == nil || seq > edited.GetSeq()) {
+				edited = ev
+			}
+		case *chatv1.Event_MessageDeleted:
+			if b.MessageDeleted.GetLatest() && (gone == nil || seq > gone.GetSeq()) {
+				gone = ev
 			}
 		default:
 			if u := groupWrites(batch, w.id, ev); u != "" {
@@ -400,7 +499,14 @@ func (s *Store) writeSummary(ctx context.Context, g *errgroup.Group, w *convWrit
 		}
 	}
 	if posted != nil {
-		batch.Query(updatePreview, int64(posted.GetSeq()), history.Preview(posted.GetMessagePosted().GetText()), w.id)
+		preview, kind := history.MessagePreview(posted.GetMessagePosted())
+		batch.Query(updatePreview, int64(posted.GetSeq()), preview, int64(posted.GetSeq()), int32(kind), w.id)
+	}
+	if edited != nil {
+		batch.Query(updateEdited, int64(edited.GetSeq()), history.Preview(edited.GetMessageEdited().GetText()), w.id)
+	}
+	if gone != nil {
+		batch.Query(updateGone, int64(gone.GetSeq()), w.id)
 	}
 	for _, j := range joins {
 		batch.Query(insertMember, w.id, j.user, j.seq, j.pos, j.seq)
@@ -559,7 +665,7 @@ func (s *Store) restamp(ctx context.Context, convs []*convWrites, stamp int64) e
 }
 
 const selectSummary = `SELECT kind, title, members, last_seq, last_activity, last_message_preview, changed_at,
-member_left, owner_id, admins, muted, public FROM conversations WHERE conversation_id = ?`
+member_left, owner_id, admins, muted, public, last_message_seq, last_message_kind, last_message_deleted FROM conversations WHERE conversation_id = ?`
 
 // Conversation implements history.Store.
 func (s *Store) Conversation(ctx context.Context, conv string) (*chatv1.Conversation, error) {
@@ -586,9 +692,12 @@ func (s *Store) summary(ctx context.Context, conv string) (*chatv1.Conversation,
 		admins   []string
 		muted    []string
 		public   bool
+		msgSeq   int64
+		msgKind  int32
+		msgGone  bool
 	)
 	err := s.sess.Query(selectSummary, conv).WithContext(ctx).Scan(&kind, &title, &members, &lastSeq, &activity, &preview, &changed,
-		&left, &owner, &admins, &muted, &public)
+		&left, &owner, &admins, &muted, &public, &msgSeq, &msgKind, &msgGone)
 	if errors.Is(err, gocql.ErrNotFound) {
 		return nil, 0, history.ErrNotFound
 	}
@@ -611,6 +720,9 @@ func (s *Store) summary(ctx context.Context, conv string) (*chatv1.Conversation,
 		AdminIds:           admins,
 		MutedIds:           muted,
 		Public:             public,
+		LastMessageSeq:     uint64(msgSeq),
+		LastMessageKind:    chatv1.MessageKind(msgKind),
+		LastMessageDeleted: msgGone,
 	}
 	if activity != nil {
 		c.LastActivity = timestamppb.New(time.Unix(0, *activity).UTC())
@@ -677,7 +789,7 @@ func (s *Store) History(ctx context.Context, conv string, q history.Query) (hist
 		if q.AfterSeq >= last {
 			return page, nil
 		}
-		evs, err := s.scan(ctx, conv, q.AfterSeq+1, last, limit+1, true)
+		evs, states, err := s.scan(ctx, conv, q.AfterSeq+1, last, limit+1, true)
 		if err != nil {
 			return history.Page{}, err
 		}
@@ -685,6 +797,9 @@ func (s *Store) History(ctx context.Context, conv string, q history.Query) (hist
 			evs, page.HasMore = evs[:limit], true
 		}
 		page.Events = evs
+		if err := s.overlay(ctx, conv, evs, states, q.Viewer); err != nil {
+			return history.Page{}, err
+		}
 		return page, nil
 	}
 	hi := last
@@ -694,7 +809,7 @@ func (s *Store) History(ctx context.Context, conv string, q history.Query) (hist
 	if hi == 0 {
 		return page, nil
 	}
-	evs, err := s.scan(ctx, conv, 1, hi, limit+1, false)
+	evs, states, err := s.scan(ctx, conv, 1, hi, limit+1, false)
 	if err != nil {
 		return history.Page{}, err
 	}
@@ -703,18 +818,24 @@ func (s *Store) History(ctx context.Context, conv string, q history.Query) (hist
 	}
 	slices.Reverse(evs)
 	page.Events = evs
+	if err := s.overlay(ctx, conv, evs, states, q.Viewer); err != nil {
+		return history.Page{}, err
+	}
 	return page, nil
 }
 
 const (
-	selectAsc  = `SELECT event FROM history_events WHERE conversation_id = ? AND bucket = ? AND seq >= ? AND seq <= ? ORDER BY seq ASC LIMIT ?`
-	selectDesc = `SELECT event FROM history_events WHERE conversation_id = ? AND bucket = ? AND seq >= ? AND seq <= ? ORDER BY seq DESC LIMIT ?`
+	selectAsc       = `SELECT seq, event, edit, deleted_seq FROM history_events WHERE conversation_id = ? AND bucket = ? AND seq >= ? AND seq <= ? ORDER BY seq ASC LIMIT ?`
+	selectDesc      = `SELECT seq, event, edit, deleted_seq FROM history_events WHERE conversation_id = ? AND bucket = ? AND seq >= ? AND seq <= ? ORDER BY seq DESC LIMIT ?`
+	selectGone      = `SELECT seq, deleted_seq FROM history_events WHERE conversation_id = ? AND bucket = ? AND seq IN ?`
+	selectReactions = `SELECT message_seq, emoji, user_id, present FROM reactions WHERE conversation_id = ? AND bucket = ? AND message_seq >= ? AND message_seq <= ?`
 )
 
 // scan returns up to n events with lo <= seq <= hi, ascending from lo or
-// descending from hi.
-func (s *Store) scan(ctx context.Context, conv string, lo, hi uint64, n int, asc bool) ([]*chatv1.Event, error) {
+// descending from hi, and the edit and delete state of each row it read.
+func (s *Store) scan(ctx context.Context, conv string, lo, hi uint64, n int, asc bool) ([]*chatv1.Event, map[uint64]*history.MessageState, error) {
 	out := make([]*chatv1.Event, 0, n)
+	states := map[uint64]*history.MessageState{}
 	first, final := s.bucket(lo), s.bucket(hi)
 	stmt, step := selectAsc, int64(1)
 	if !asc {
@@ -722,23 +843,107 @@ func (s *Store) scan(ctx context.Context, conv string, lo, hi uint64, n int, asc
 	}
 	for b := first; len(out) < n; b += step {
 		iter := s.sess.Query(stmt, conv, b, int64(lo), int64(hi), n-len(out)).WithContext(ctx).Iter()
-		var blob []byte
-		for iter.Scan(&blob) {
+		var (
+			seq        int64
+			blob, edit []byte
+			deleted    *int64
+		)
+		for iter.Scan(&seq, &blob, &edit, &deleted) {
+			if len(blob) == 0 {
+				// A row holding only what an edit or delete wrote: its
+				// message is not stored (Apply writes events in log order,
+				// so only a hand-made log gets here).
+				continue
+			}
 			ev := &chatv1.Event{}
 			if err := proto.Unmarshal(blob, ev); err != nil {
 				_ = iter.Close()
-				return nil, fmt.Errorf("decode event of %s in bucket %d: %w", conv, b, err)
+				return nil, nil, fmt.Errorf("decode event of %s in bucket %d: %w", conv, b, err)
 			}
 			out = append(out, ev)
+			st := &history.MessageState{Deleted: deleted != nil}
+			if len(edit) > 0 {
+				st.Edit = &chatv1.Event{}
+				if err := proto.Unmarshal(edit, st.Edit); err != nil {
+					_ = iter.Close()
+					return nil, nil, fmt.Errorf("decode edit of %s/%d: %w", conv, seq, err)
+				}
+			}
+			states[uint64(seq)] = st
 		}
 		if err := iter.Close(); err != nil {
-			return nil, fmt.Errorf("read history of %s, bucket %d: %w", conv, b, err)
+			return nil, nil, fmt.Errorf("read history of %s, bucket %d: %w", conv, b, err)
 		}
 		if b == final {
 			break
 		}
 	}
-	return out, nil
+	return out, states, nil
+}
+
+// overlay shows a page's messages as they are now (history.Overlay): the
+// edit and delete state scan read with them, whether the targets of the
+// page's edits elsewhere were deleted (one read per bucket), and the
+// reactions of its messages (one range read per bucket).
+func (s *Store) overlay(ctx context.Context, conv string, evs []*chatv1.Event, states map[uint64]*history.MessageState, viewer string) error {
+	byBucket := map[int64][]int64{}
+	for _, seq := range history.OverlaySeqs(evs) {
+		if states[seq] == nil {
+			byBucket[s.bucket(seq)] = append(byBucket[s.bucket(seq)], int64(seq))
+		}
+	}
+	for b, seqs := range byBucket {
+		iter := s.sess.Query(selectGone, conv, b, seqs).WithContext(ctx).Iter()
+		var (
+			seq     int64
+			deleted *int64
+		)
+		for iter.Scan(&seq, &deleted) {
+			states[uint64(seq)] = &history.MessageState{Deleted: deleted != nil}
+		}
+		if err := iter.Close(); err != nil {
+			return fmt.Errorf("read deletes in %s, bucket %d: %w", conv, b, err)
+		}
+	}
+	var lo, hi uint64
+	for _, ev := range evs {
+		if st := states[ev.GetSeq()]; ev.GetMessagePosted() != nil && st != nil && !st.Deleted {
+			if lo == 0 {
+				lo = ev.GetSeq()
+			}
+			hi = ev.GetSeq()
+		}
+	}
+	counts := map[uint64]*history.Reactions{}
+	for b := s.bucket(max(lo, 1)); lo != 0 && b <= s.bucket(hi); b++ {
+		iter := s.sess.Query(selectReactions, conv, b, int64(lo), int64(hi)).WithContext(ctx).Iter()
+		var (
+			seq         int64
+			emoji, user string
+			present     bool
+		)
+		for iter.Scan(&seq, &emoji, &user, &present) {
+			if !present {
+				continue
+			}
+			r := counts[uint64(seq)]
+			if r == nil {
+				r = &history.Reactions{}
+				counts[uint64(seq)] = r
+			}
+			r.Add(emoji, user, viewer)
+		}
+		if err := iter.Close(); err != nil {
+			return fmt.Errorf("read reactions in %s, bucket %d: %w", conv, b, err)
+		}
+	}
+	for seq, r := range counts {
+		if st := states[seq]; st != nil {
+			st.Reactions = r.Counts()
+		}
+	}
+	history.Overlay(evs, states)
+	return nil
 }
 
 // readPosition is a user's read position in one conversation and when it

@@ -646,6 +646,7 @@ func Run(t *testing.T, newStore Factory) {
 		wantListed(t, s, "carol", time.Time{}, c+" r11 u1")
 	})
 	runGroups(t, open, conv)
+	runMessages(t, open)
 }
 
 // ClockFactory returns an empty store that reads the time from now; the

@@ -29,6 +29,16 @@ import (
 //	u 0 <user> 0 <conversation>                      -> empty (membership)
 //	r 0 <conversation> 0 <user>                      -> read seq, changed-at (8+8 bytes)
 //	d 0 <conversation> 0 <user> 0 <device>           -> delivered seq (8 bytes)
+//	m 0 <conversation> 0 <seq>                       -> latest chat.v1.Event editing seq
+//	k 0 <conversation> 0 <seq>                       -> seq of the event deleting seq (8 bytes)
+//	x 0 <conversation> 0 <seq> <emoji> 0 <user>      -> seq that set it (8 bytes), present (1 byte)
+//
+// The original message event is never rewritten by what happens to it
+// later (m, k and x keys hold that), so applying the message again, as a
+// replay does, cannot undo an edit. Each of m and x keeps the value of the
+// highest seq that set it, which makes their writes idempotent in any
+// order. Reactions are keyed by message seq first, so a message's counts
+// are one range scan.
 //
 // Numbers are big endian; a changed-at is the store's clock in Unix
 // nanoseconds when Apply changed the summary (t) or moved the user's read
@@ -42,6 +52,9 @@ const (
 	prefixUser         = 'u'
 	prefixRead         = 'r'
 	prefixDelivered    = 'd'
+	prefixEdit         = 'm'
+	prefixDeleted      = 'k'
+	prefixReaction     = 'x'
 )
 
 // Store is a history.Store on Pebble.
@@ -88,6 +101,21 @@ func eventKey(conv string, seq uint64) []byte {
 	k = append(k, conv...)
 	k = append(k, 0)
 	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// seqKey is the key of a per-message entry (edit, delete, reactions).
+func seqKey(kind byte, conv string, seq uint64) []byte {
+	k := make([]byte, 0, 3+len(conv)+8)
+	k = append(k, kind, 0)
+	k = append(k, conv...)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+func reactionKey(conv string, seq uint64, emoji, user string) []byte {
+	k := append(seqKey(prefixReaction, conv, seq), emoji...)
+	k = append(k, 0)
+	return append(k, user...)
 }
 
 func convKey(conv string) []byte {
@@ -275,6 +303,9 @@ func (a *applier) event(ev *chatv1.Event) error {
 		}
 		a.summaries[conv] = sum
 	}
+	if err := a.messageState(conv, ev); err != nil {
+		return err
+	}
 	joined, left, changed := history.Summarize(sum, ev)
 	if changed {
 		a.changed[conv] = true
@@ -294,6 +325,131 @@ func (a *applier) event(ev *chatv1.Event) error {
 		return a.move(conv, u, ev.GetSenderDeviceId(), &chatv1.Receipt{DeliveredSeq: ev.GetSeq(), ReadSeq: ev.GetSeq()})
 	}
 	return nil
+}
+
+// messageState records what an edit, delete or reaction did to its
+// target message, keeping the value of the highest seq.
+func (a *applier) messageState(conv string, ev *chatv1.Event) error {
+	seq := ev.GetSeq()
+	switch b := ev.GetBody().(type) {
+	case *chatv1.Event_MessageEdited:
+		k := seqKey(prefixEdit, conv, b.MessageEdited.GetTargetSeq())
+		prev, err := getEvent(a.b, k)
+		if err != nil {
+			return err
+		}
+		if prev != nil && prev.GetSeq() >= seq {
+			return nil
+		}
+		data, err := proto.Marshal(ev)
+		if err != nil {
+			return fmt.Errorf("marshal edit %s/%d: %w", conv, seq, err)
+		}
+		if err := a.b.Set(k, data, nil); err != nil {
+			return fmt.Errorf("write edit %s/%d: %w", conv, seq, err)
+		}
+	case *chatv1.Event_MessageDeleted:
+		// A message is deleted once (the sequencer refuses a second
+		// delete), so the value needs no comparison.
+		if err := a.b.Set(seqKey(prefixDeleted, conv, b.MessageDeleted.GetTargetSeq()), binary.BigEndian.AppendUint64(nil, seq), nil); err != nil {
+			return fmt.Errorf("write delete %s/%d: %w", conv, seq, err)
+		}
+	case *chatv1.Event_ReactionAdded:
+		return a.reaction(conv, seq, b.ReactionAdded.GetTargetSeq(), b.ReactionAdded.GetEmoji(), ev.GetSenderId(), true)
+	case *chatv1.Event_ReactionRemoved:
+		return a.reaction(conv, seq, b.ReactionRemoved.GetTargetSeq(), b.ReactionRemoved.GetEmoji(), ev.GetSenderId(), false)
+	}
+	return nil
+}
+
+func (a *applier) reaction(conv string, seq, target uint64, emoji, user string, present bool) error {
+	k := reactionKey(conv, target, emoji, user)
+	v, closer, err := a.b.Get(k)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("read reaction %s/%d: %w", conv, target, err)
+	default:
+		newer := len(v) == 9 && binary.BigEndian.Uint64(v) >= seq
+		closer.Close()
+		if newer {
+			return nil
+		}
+	}
+	val := binary.BigEndian.AppendUint64(nil, seq)
+	if present {
+		val = append(val, 1)
+	} else {
+		val = append(val, 0)
+	}
+	if err := a.b.Set(k, val, nil); err != nil {
+		return fmt.Errorf("write reaction %s/%d: %w", conv, seq, err)
+	}
+	return nil
+}
+
+// getEvent reads an event stored at k, nil when there is none.
+func getEvent(r getter, k []byte) (*chatv1.Event, error) {
+	v, closer, err := r.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %q: %w", k, err)
+	}
+	defer closer.Close()
+	ev := &chatv1.Event{}
+	if err := proto.Unmarshal(v, ev); err != nil {
+		return nil, fmt.Errorf("decode %q: %w", k, err)
+	}
+	return ev, nil
+}
+
+// states reads the MessageState of each seq (see history.Overlay).
+func (s *Store) states(ctx context.Context, r interface {
+	getter
+	NewIterWithContext(context.Context, *pebble.IterOptions) (*pebble.Iterator, error)
+}, conv string, seqs []uint64, viewer string) (map[uint64]*history.MessageState, error) {
+	out := make(map[uint64]*history.MessageState, len(seqs))
+	for _, seq := range seqs {
+		st := &history.MessageState{}
+		var err error
+		if st.Edit, err = getEvent(r, seqKey(prefixEdit, conv, seq)); err != nil {
+			return nil, err
+		}
+		switch _, closer, err := r.Get(seqKey(prefixDeleted, conv, seq)); {
+		case errors.Is(err, pebble.ErrNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("read delete of %s/%d: %w", conv, seq, err)
+		default:
+			closer.Close()
+			st.Deleted = true
+		}
+		if !st.Deleted {
+			lo := seqKey(prefixReaction, conv, seq)
+			it, err := r.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lo, UpperBound: seqKey(prefixReaction, conv, seq+1)})
+			if err != nil {
+				return nil, fmt.Errorf("read reactions of %s/%d: %w", conv, seq, err)
+			}
+			var counts history.Reactions
+			for ok := it.First(); ok; ok = it.Next() {
+				rest := it.Key()[len(lo):]
+				i := bytes.IndexByte(rest, 0)
+				if v := it.Value(); i < 0 || len(v) != 9 {
+					it.Close()
+					return nil, fmt.Errorf("read reactions of %s/%d: malformed entry %q", conv, seq, rest)
+				} else if v[8] == 1 {
+					counts.Add(string(rest[:i]), string(rest[i+1:]), viewer)
+				}
+			}
+			if err := errors.Join(it.Error(), it.Close()); err != nil {
+				return nil, fmt.Errorf("read reactions of %s/%d: %w", conv, seq, err)
+			}
+			st.Reactions = counts.Counts()
+		}
+		out[seq] = st
+	}
+	return out, nil
 }
 
 func (a *applier) receipt(r *chatv1.Receipt) error {
@@ -398,11 +554,14 @@ func (s *Store) Conversation(ctx context.Context, conv string) (*chatv1.Conversa
 
 // History implements history.Store.
 func (s *Store) History(ctx context.Context, conv string, q history.Query) (history.Page, error) {
-	if _, err := getConversation(s.db, conv); err != nil {
+	// One snapshot, so the messages and what happened to them agree.
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	if _, err := getConversation(snap, conv); err != nil {
 		return history.Page{}, err
 	}
 	limit := history.ClampLimit(q.Limit)
-	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{
+	it, err := snap.NewIterWithContext(ctx, &pebble.IterOptions{
 		LowerBound: eventKey(conv, 1),
 		UpperBound: eventKey(conv, ^uint64(0)),
 	})
@@ -450,6 +609,11 @@ func (s *Store) History(ctx context.Context, conv string, q history.Query) (hist
 	if err := it.Error(); err != nil {
 		return history.Page{}, fmt.Errorf("read history %s: %w", conv, err)
 	}
+	states, err := s.states(ctx, snap, conv, history.OverlaySeqs(page.Events), q.Viewer)
+	if err != nil {
+		return history.Page{}, err
+	}
+	history.Overlay(page.Events, states)
 	return page, nil
 }
 

@@ -186,6 +186,19 @@ const (
 	ErrorCode_ERROR_CODE_BLOCKED ErrorCode = 16
 	// The conversation has reached its member limit.
 	ErrorCode_ERROR_CODE_CONVERSATION_FULL ErrorCode = 17
+	// The target seq of an edit, delete, reaction or reply does not exist or
+	// is not a message.
+	ErrorCode_ERROR_CODE_MESSAGE_NOT_FOUND ErrorCode = 20
+	// The target message was deleted: it can no longer be edited, deleted,
+	// reacted to or replied to.
+	ErrorCode_ERROR_CODE_MESSAGE_DELETED ErrorCode = 21
+	// Only the author may edit a message; only the author or a moderator may
+	// delete it.
+	ErrorCode_ERROR_CODE_NOT_AUTHOR ErrorCode = 22
+	// An attachment URL is not an absolute http or https URL with a host.
+	ErrorCode_ERROR_CODE_INVALID_URL ErrorCode = 23
+	// A mentioned user is not a member of the conversation.
+	ErrorCode_ERROR_CODE_MENTION_NOT_MEMBER ErrorCode = 24
 )
 
 // Enum value maps for ErrorCode.
@@ -209,26 +222,36 @@ var (
 		15: "ERROR_CODE_MUTED",
 		16: "ERROR_CODE_BLOCKED",
 		17: "ERROR_CODE_CONVERSATION_FULL",
+		20: "ERROR_CODE_MESSAGE_NOT_FOUND",
+		21: "ERROR_CODE_MESSAGE_DELETED",
+		22: "ERROR_CODE_NOT_AUTHOR",
+		23: "ERROR_CODE_INVALID_URL",
+		24: "ERROR_CODE_MENTION_NOT_MEMBER",
 	}
 	ErrorCode_value = map[string]int32{
-		"ERROR_CODE_UNSPECIFIED":       0,
-		"ERROR_CODE_MALFORMED_FRAME":   1,
-		"ERROR_CODE_UNKNOWN_FRAME":     2,
-		"ERROR_CODE_FRAME_TOO_LARGE":   3,
-		"ERROR_CODE_UNAUTHENTICATED":   4,
-		"ERROR_CODE_TOKEN_EXPIRED":     5,
-		"ERROR_CODE_NOT_MEMBER":        6,
-		"ERROR_CODE_INVALID_ARGUMENT":  7,
-		"ERROR_CODE_NOT_FOUND":         8,
-		"ERROR_CODE_ALREADY_EXISTS":    9,
-		"ERROR_CODE_UNAVAILABLE":       10,
-		"ERROR_CODE_INTERNAL":          11,
-		"ERROR_CODE_RATE_LIMITED":      12,
-		"ERROR_CODE_RESYNC":            13,
-		"ERROR_CODE_PERMISSION_DENIED": 14,
-		"ERROR_CODE_MUTED":             15,
-		"ERROR_CODE_BLOCKED":           16,
-		"ERROR_CODE_CONVERSATION_FULL": 17,
+		"ERROR_CODE_UNSPECIFIED":        0,
+		"ERROR_CODE_MALFORMED_FRAME":    1,
+		"ERROR_CODE_UNKNOWN_FRAME":      2,
+		"ERROR_CODE_FRAME_TOO_LARGE":    3,
+		"ERROR_CODE_UNAUTHENTICATED":    4,
+		"ERROR_CODE_TOKEN_EXPIRED":      5,
+		"ERROR_CODE_NOT_MEMBER":         6,
+		"ERROR_CODE_INVALID_ARGUMENT":   7,
+		"ERROR_CODE_NOT_FOUND":          8,
+		"ERROR_CODE_ALREADY_EXISTS":     9,
+		"ERROR_CODE_UNAVAILABLE":        10,
+		"ERROR_CODE_INTERNAL":           11,
+		"ERROR_CODE_RATE_LIMITED":       12,
+		"ERROR_CODE_RESYNC":             13,
+		"ERROR_CODE_PERMISSION_DENIED":  14,
+		"ERROR_CODE_MUTED":              15,
+		"ERROR_CODE_BLOCKED":            16,
+		"ERROR_CODE_CONVERSATION_FULL":  17,
+		"ERROR_CODE_MESSAGE_NOT_FOUND":  20,
+		"ERROR_CODE_MESSAGE_DELETED":    21,
+		"ERROR_CODE_NOT_AUTHOR":         22,
+		"ERROR_CODE_INVALID_URL":        23,
+		"ERROR_CODE_MENTION_NOT_MEMBER": 24,
 	}
 )
 
@@ -257,6 +280,116 @@ func (x ErrorCode) Number() protoreflect.EnumNumber {
 // Deprecated: Use ErrorCode.Descriptor instead.
 func (ErrorCode) EnumDescriptor() ([]byte, []int) {
 	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{2}
+}
+
+// AttachmentKind says how a client should present an attachment.
+type AttachmentKind int32
+
+const (
+	AttachmentKind_ATTACHMENT_KIND_UNSPECIFIED AttachmentKind = 0
+	AttachmentKind_ATTACHMENT_KIND_IMAGE       AttachmentKind = 1
+	AttachmentKind_ATTACHMENT_KIND_VIDEO       AttachmentKind = 2
+	AttachmentKind_ATTACHMENT_KIND_AUDIO       AttachmentKind = 3
+	AttachmentKind_ATTACHMENT_KIND_FILE        AttachmentKind = 4
+)
+
+// Enum value maps for AttachmentKind.
+var (
+	AttachmentKind_name = map[int32]string{
+		0: "ATTACHMENT_KIND_UNSPECIFIED",
+		1: "ATTACHMENT_KIND_IMAGE",
+		2: "ATTACHMENT_KIND_VIDEO",
+		3: "ATTACHMENT_KIND_AUDIO",
+		4: "ATTACHMENT_KIND_FILE",
+	}
+	AttachmentKind_value = map[string]int32{
+		"ATTACHMENT_KIND_UNSPECIFIED": 0,
+		"ATTACHMENT_KIND_IMAGE":       1,
+		"ATTACHMENT_KIND_VIDEO":       2,
+		"ATTACHMENT_KIND_AUDIO":       3,
+		"ATTACHMENT_KIND_FILE":        4,
+	}
+)
+
+func (x AttachmentKind) Enum() *AttachmentKind {
+	p := new(AttachmentKind)
+	*p = x
+	return p
+}
+
+func (x AttachmentKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AttachmentKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_chat_v1_chat_proto_enumTypes[3].Descriptor()
+}
+
+func (AttachmentKind) Type() protoreflect.EnumType {
+	return &file_parley_chat_v1_chat_proto_enumTypes[3]
+}
+
+func (x AttachmentKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AttachmentKind.Descriptor instead.
+func (AttachmentKind) EnumDescriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{3}
+}
+
+// MessageKind is what the latest message of a conversation holds, for its
+// preview.
+type MessageKind int32
+
+const (
+	MessageKind_MESSAGE_KIND_UNSPECIFIED MessageKind = 0
+	MessageKind_MESSAGE_KIND_TEXT        MessageKind = 1
+	MessageKind_MESSAGE_KIND_ATTACHMENT  MessageKind = 2
+	MessageKind_MESSAGE_KIND_CONTACT     MessageKind = 3
+)
+
+// Enum value maps for MessageKind.
+var (
+	MessageKind_name = map[int32]string{
+		0: "MESSAGE_KIND_UNSPECIFIED",
+		1: "MESSAGE_KIND_TEXT",
+		2: "MESSAGE_KIND_ATTACHMENT",
+		3: "MESSAGE_KIND_CONTACT",
+	}
+	MessageKind_value = map[string]int32{
+		"MESSAGE_KIND_UNSPECIFIED": 0,
+		"MESSAGE_KIND_TEXT":        1,
+		"MESSAGE_KIND_ATTACHMENT":  2,
+		"MESSAGE_KIND_CONTACT":     3,
+	}
+)
+
+func (x MessageKind) Enum() *MessageKind {
+	p := new(MessageKind)
+	*p = x
+	return p
+}
+
+func (x MessageKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MessageKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_chat_v1_chat_proto_enumTypes[4].Descriptor()
+}
+
+func (MessageKind) Type() protoreflect.EnumType {
+	return &file_parley_chat_v1_chat_proto_enumTypes[4]
+}
+
+func (x MessageKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MessageKind.Descriptor instead.
+func (MessageKind) EnumDescriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{4}
 }
 
 // PresenceState is what others see of a user.
@@ -299,11 +432,11 @@ func (x PresenceState) String() string {
 }
 
 func (PresenceState) Descriptor() protoreflect.EnumDescriptor {
-	return file_parley_chat_v1_chat_proto_enumTypes[3].Descriptor()
+	return file_parley_chat_v1_chat_proto_enumTypes[5].Descriptor()
 }
 
 func (PresenceState) Type() protoreflect.EnumType {
-	return &file_parley_chat_v1_chat_proto_enumTypes[3]
+	return &file_parley_chat_v1_chat_proto_enumTypes[5]
 }
 
 func (x PresenceState) Number() protoreflect.EnumNumber {
@@ -312,7 +445,7 @@ func (x PresenceState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PresenceState.Descriptor instead.
 func (PresenceState) EnumDescriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{3}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{5}
 }
 
 // Event is one entry of a conversation's log. seq is contiguous per
@@ -343,6 +476,10 @@ type Event struct {
 	//	*Event_InviteCreated
 	//	*Event_InviteRevoked
 	//	*Event_MemberJoined
+	//	*Event_MessageEdited
+	//	*Event_MessageDeleted
+	//	*Event_ReactionAdded
+	//	*Event_ReactionRemoved
 	Body          isEvent_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -542,6 +679,42 @@ func (x *Event) GetMemberJoined() *MemberJoined {
 	return nil
 }
 
+func (x *Event) GetMessageEdited() *MessageEdited {
+	if x != nil {
+		if x, ok := x.Body.(*Event_MessageEdited); ok {
+			return x.MessageEdited
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetMessageDeleted() *MessageDeleted {
+	if x != nil {
+		if x, ok := x.Body.(*Event_MessageDeleted); ok {
+			return x.MessageDeleted
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetReactionAdded() *ReactionAdded {
+	if x != nil {
+		if x, ok := x.Body.(*Event_ReactionAdded); ok {
+			return x.ReactionAdded
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetReactionRemoved() *ReactionRemoved {
+	if x != nil {
+		if x, ok := x.Body.(*Event_ReactionRemoved); ok {
+			return x.ReactionRemoved
+		}
+	}
+	return nil
+}
+
 type isEvent_Body interface {
 	isEvent_Body()
 }
@@ -594,6 +767,22 @@ type Event_MemberJoined struct {
 	MemberJoined *MemberJoined `protobuf:"bytes,28,opt,name=member_joined,json=memberJoined,proto3,oneof"`
 }
 
+type Event_MessageEdited struct {
+	MessageEdited *MessageEdited `protobuf:"bytes,40,opt,name=message_edited,json=messageEdited,proto3,oneof"`
+}
+
+type Event_MessageDeleted struct {
+	MessageDeleted *MessageDeleted `protobuf:"bytes,41,opt,name=message_deleted,json=messageDeleted,proto3,oneof"`
+}
+
+type Event_ReactionAdded struct {
+	ReactionAdded *ReactionAdded `protobuf:"bytes,42,opt,name=reaction_added,json=reactionAdded,proto3,oneof"`
+}
+
+type Event_ReactionRemoved struct {
+	ReactionRemoved *ReactionRemoved `protobuf:"bytes,43,opt,name=reaction_removed,json=reactionRemoved,proto3,oneof"`
+}
+
 func (*Event_ConversationCreated) isEvent_Body() {}
 
 func (*Event_MemberAdded) isEvent_Body() {}
@@ -617,6 +806,14 @@ func (*Event_InviteCreated) isEvent_Body() {}
 func (*Event_InviteRevoked) isEvent_Body() {}
 
 func (*Event_MemberJoined) isEvent_Body() {}
+
+func (*Event_MessageEdited) isEvent_Body() {}
+
+func (*Event_MessageDeleted) isEvent_Body() {}
+
+func (*Event_ReactionAdded) isEvent_Body() {}
+
+func (*Event_ReactionRemoved) isEvent_Body() {}
 
 // ConversationCreated is always seq 1.
 type ConversationCreated struct {
@@ -1172,10 +1369,34 @@ func (x *MemberJoined) GetInviteCode() string {
 	return ""
 }
 
-// MessagePosted carries a text message.
+// MessagePosted carries a message: text, attachments and/or a contact
+// card. Live, it is exactly what was posted. In history pages it shows the
+// message as it is now: edited (text, links and mention_ids of the latest
+// edit, edited_seq set), deleted (deleted set, content cleared) and with
+// reaction counts. The edit, delete and reaction events stay in the log
+// (and in history) at their own seqs.
 type MessagePosted struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Text          string                 `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Text  string                 `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	// attachments describe files held in an object store outside Parley.
+	Attachments []*Attachment `protobuf:"bytes,2,rep,name=attachments,proto3" json:"attachments,omitempty"`
+	Contact     *ContactCard  `protobuf:"bytes,3,opt,name=contact,proto3" json:"contact,omitempty"`
+	// reply_to_seq quotes an earlier message of the same conversation.
+	ReplyToSeq uint64 `protobuf:"varint,4,opt,name=reply_to_seq,json=replyToSeq,proto3" json:"reply_to_seq,omitempty"`
+	// mention_ids are members named by the message.
+	MentionIds []string `protobuf:"bytes,5,rep,name=mention_ids,json=mentionIds,proto3" json:"mention_ids,omitempty"`
+	// links are the http(s) URLs the server found in text.
+	Links []*LinkSpan `protobuf:"bytes,6,rep,name=links,proto3" json:"links,omitempty"`
+	// edited_seq is the seq of the latest edit (history only).
+	EditedSeq uint64 `protobuf:"varint,7,opt,name=edited_seq,json=editedSeq,proto3" json:"edited_seq,omitempty"`
+	// edited_time is the time of that edit (history only).
+	EditedTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=edited_time,json=editedTime,proto3" json:"edited_time,omitempty"`
+	// deleted marks a tombstone: text, attachments, contact, mentions and
+	// links are gone (history only).
+	Deleted bool `protobuf:"varint,9,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	// reactions are counted per emoji, in byte order of the emoji (history
+	// only; empty for a deleted message).
+	Reactions     []*ReactionCount `protobuf:"bytes,10,rep,name=reactions,proto3" json:"reactions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1217,6 +1438,604 @@ func (x *MessagePosted) GetText() string {
 	return ""
 }
 
+func (x *MessagePosted) GetAttachments() []*Attachment {
+	if x != nil {
+		return x.Attachments
+	}
+	return nil
+}
+
+func (x *MessagePosted) GetContact() *ContactCard {
+	if x != nil {
+		return x.Contact
+	}
+	return nil
+}
+
+func (x *MessagePosted) GetReplyToSeq() uint64 {
+	if x != nil {
+		return x.ReplyToSeq
+	}
+	return 0
+}
+
+func (x *MessagePosted) GetMentionIds() []string {
+	if x != nil {
+		return x.MentionIds
+	}
+	return nil
+}
+
+func (x *MessagePosted) GetLinks() []*LinkSpan {
+	if x != nil {
+		return x.Links
+	}
+	return nil
+}
+
+func (x *MessagePosted) GetEditedSeq() uint64 {
+	if x != nil {
+		return x.EditedSeq
+	}
+	return 0
+}
+
+func (x *MessagePosted) GetEditedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EditedTime
+	}
+	return nil
+}
+
+func (x *MessagePosted) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+func (x *MessagePosted) GetReactions() []*ReactionCount {
+	if x != nil {
+		return x.Reactions
+	}
+	return nil
+}
+
+// Attachment is metadata of a file whose bytes live elsewhere.
+type Attachment struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  AttachmentKind         `protobuf:"varint,1,opt,name=kind,proto3,enum=parley.chat.v1.AttachmentKind" json:"kind,omitempty"`
+	// url is an absolute http or https URL.
+	Url string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	// content_type is a MIME type such as image/png.
+	ContentType string `protobuf:"bytes,3,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	SizeBytes   uint64 `protobuf:"varint,4,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// width and height are pixels, for images and videos.
+	Width  uint32 `protobuf:"varint,5,opt,name=width,proto3" json:"width,omitempty"`
+	Height uint32 `protobuf:"varint,6,opt,name=height,proto3" json:"height,omitempty"`
+	// name is the file name to show.
+	Name          string `protobuf:"bytes,7,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Attachment) Reset() {
+	*x = Attachment{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Attachment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Attachment) ProtoMessage() {}
+
+func (x *Attachment) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Attachment.ProtoReflect.Descriptor instead.
+func (*Attachment) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Attachment) GetKind() AttachmentKind {
+	if x != nil {
+		return x.Kind
+	}
+	return AttachmentKind_ATTACHMENT_KIND_UNSPECIFIED
+}
+
+func (x *Attachment) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *Attachment) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
+func (x *Attachment) GetSizeBytes() uint64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *Attachment) GetWidth() uint32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
+}
+
+func (x *Attachment) GetHeight() uint32 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+func (x *Attachment) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ContactCard shares a person: a Parley user, or anyone with a phone or
+// email.
+type ContactCard struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DisplayName   string                 `protobuf:"bytes,1,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Phone         string                 `protobuf:"bytes,3,opt,name=phone,proto3" json:"phone,omitempty"`
+	Email         string                 `protobuf:"bytes,4,opt,name=email,proto3" json:"email,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContactCard) Reset() {
+	*x = ContactCard{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContactCard) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContactCard) ProtoMessage() {}
+
+func (x *ContactCard) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContactCard.ProtoReflect.Descriptor instead.
+func (*ContactCard) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ContactCard) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *ContactCard) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ContactCard) GetPhone() string {
+	if x != nil {
+		return x.Phone
+	}
+	return ""
+}
+
+func (x *ContactCard) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+// LinkSpan is a URL found in a message's text. start and end are byte
+// offsets into the UTF-8 text, end exclusive: text[start:end] is the URL as
+// written.
+type LinkSpan struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Start uint32                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	End   uint32                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	// url is the link as Go's net/url parses and prints it (the scheme
+	// lower-cased).
+	Url           string `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinkSpan) Reset() {
+	*x = LinkSpan{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinkSpan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinkSpan) ProtoMessage() {}
+
+func (x *LinkSpan) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinkSpan.ProtoReflect.Descriptor instead.
+func (*LinkSpan) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *LinkSpan) GetStart() uint32 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *LinkSpan) GetEnd() uint32 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
+func (x *LinkSpan) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+// ReactionCount is one emoji's reactions on a message.
+type ReactionCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Emoji string                 `protobuf:"bytes,1,opt,name=emoji,proto3" json:"emoji,omitempty"`
+	Count uint32                 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// me is true when the user reading history is one of them.
+	Me            bool `protobuf:"varint,3,opt,name=me,proto3" json:"me,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReactionCount) Reset() {
+	*x = ReactionCount{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReactionCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReactionCount) ProtoMessage() {}
+
+func (x *ReactionCount) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReactionCount.ProtoReflect.Descriptor instead.
+func (*ReactionCount) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ReactionCount) GetEmoji() string {
+	if x != nil {
+		return x.Emoji
+	}
+	return ""
+}
+
+func (x *ReactionCount) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *ReactionCount) GetMe() bool {
+	if x != nil {
+		return x.Me
+	}
+	return false
+}
+
+// MessageEdited replaces the text (and links and mentions) of the message
+// at target_seq. Only its author edits it.
+type MessageEdited struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	TargetSeq  uint64                 `protobuf:"varint,1,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
+	Text       string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	Links      []*LinkSpan            `protobuf:"bytes,3,rep,name=links,proto3" json:"links,omitempty"`
+	MentionIds []string               `protobuf:"bytes,4,rep,name=mention_ids,json=mentionIds,proto3" json:"mention_ids,omitempty"`
+	// latest is true when the target was the conversation's latest message,
+	// so conversation lists update their preview.
+	Latest        bool `protobuf:"varint,5,opt,name=latest,proto3" json:"latest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageEdited) Reset() {
+	*x = MessageEdited{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageEdited) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageEdited) ProtoMessage() {}
+
+func (x *MessageEdited) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageEdited.ProtoReflect.Descriptor instead.
+func (*MessageEdited) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *MessageEdited) GetTargetSeq() uint64 {
+	if x != nil {
+		return x.TargetSeq
+	}
+	return 0
+}
+
+func (x *MessageEdited) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *MessageEdited) GetLinks() []*LinkSpan {
+	if x != nil {
+		return x.Links
+	}
+	return nil
+}
+
+func (x *MessageEdited) GetMentionIds() []string {
+	if x != nil {
+		return x.MentionIds
+	}
+	return nil
+}
+
+func (x *MessageEdited) GetLatest() bool {
+	if x != nil {
+		return x.Latest
+	}
+	return false
+}
+
+// MessageDeleted makes the message at target_seq a tombstone. sender_id is
+// who deleted it: its author or a moderator.
+type MessageDeleted struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	TargetSeq uint64                 `protobuf:"varint,1,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
+	// latest is true when the target was the conversation's latest message.
+	Latest        bool `protobuf:"varint,2,opt,name=latest,proto3" json:"latest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageDeleted) Reset() {
+	*x = MessageDeleted{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageDeleted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageDeleted) ProtoMessage() {}
+
+func (x *MessageDeleted) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageDeleted.ProtoReflect.Descriptor instead.
+func (*MessageDeleted) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *MessageDeleted) GetTargetSeq() uint64 {
+	if x != nil {
+		return x.TargetSeq
+	}
+	return 0
+}
+
+func (x *MessageDeleted) GetLatest() bool {
+	if x != nil {
+		return x.Latest
+	}
+	return false
+}
+
+// ReactionAdded: sender_id reacted with emoji to the message at target_seq.
+type ReactionAdded struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TargetSeq     uint64                 `protobuf:"varint,1,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
+	Emoji         string                 `protobuf:"bytes,2,opt,name=emoji,proto3" json:"emoji,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReactionAdded) Reset() {
+	*x = ReactionAdded{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReactionAdded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReactionAdded) ProtoMessage() {}
+
+func (x *ReactionAdded) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReactionAdded.ProtoReflect.Descriptor instead.
+func (*ReactionAdded) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ReactionAdded) GetTargetSeq() uint64 {
+	if x != nil {
+		return x.TargetSeq
+	}
+	return 0
+}
+
+func (x *ReactionAdded) GetEmoji() string {
+	if x != nil {
+		return x.Emoji
+	}
+	return ""
+}
+
+// ReactionRemoved: sender_id took back their emoji reaction.
+type ReactionRemoved struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TargetSeq     uint64                 `protobuf:"varint,1,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
+	Emoji         string                 `protobuf:"bytes,2,opt,name=emoji,proto3" json:"emoji,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReactionRemoved) Reset() {
+	*x = ReactionRemoved{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReactionRemoved) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReactionRemoved) ProtoMessage() {}
+
+func (x *ReactionRemoved) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReactionRemoved.ProtoReflect.Descriptor instead.
+func (*ReactionRemoved) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ReactionRemoved) GetTargetSeq() uint64 {
+	if x != nil {
+		return x.TargetSeq
+	}
+	return 0
+}
+
+func (x *ReactionRemoved) GetEmoji() string {
+	if x != nil {
+		return x.Emoji
+	}
+	return ""
+}
+
 // Conversation is one entry of a user's conversation list.
 type Conversation struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -1240,14 +2059,22 @@ type Conversation struct {
 	// muted_ids are the muted members, sorted.
 	MutedIds []string `protobuf:"bytes,22,rep,name=muted_ids,json=mutedIds,proto3" json:"muted_ids,omitempty"`
 	// public is set for a channel anyone may follow.
-	Public        bool `protobuf:"varint,23,opt,name=public,proto3" json:"public,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Public bool `protobuf:"varint,23,opt,name=public,proto3" json:"public,omitempty"`
+	// last_message_seq is the seq of the latest message (0: none yet).
+	LastMessageSeq uint64 `protobuf:"varint,30,opt,name=last_message_seq,json=lastMessageSeq,proto3" json:"last_message_seq,omitempty"`
+	// last_message_kind says what the latest message holds. Its preview is a
+	// text excerpt when it has text, else "attachment" or "contact".
+	LastMessageKind MessageKind `protobuf:"varint,31,opt,name=last_message_kind,json=lastMessageKind,proto3,enum=parley.chat.v1.MessageKind" json:"last_message_kind,omitempty"`
+	// last_message_deleted: the latest message was deleted; the preview is
+	// empty.
+	LastMessageDeleted bool `protobuf:"varint,32,opt,name=last_message_deleted,json=lastMessageDeleted,proto3" json:"last_message_deleted,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Conversation) Reset() {
 	*x = Conversation{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[13]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1259,7 +2086,7 @@ func (x *Conversation) String() string {
 func (*Conversation) ProtoMessage() {}
 
 func (x *Conversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[13]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1272,7 +2099,7 @@ func (x *Conversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conversation.ProtoReflect.Descriptor instead.
 func (*Conversation) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{13}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Conversation) GetConversationId() string {
@@ -1366,6 +2193,27 @@ func (x *Conversation) GetPublic() bool {
 	return false
 }
 
+func (x *Conversation) GetLastMessageSeq() uint64 {
+	if x != nil {
+		return x.LastMessageSeq
+	}
+	return 0
+}
+
+func (x *Conversation) GetLastMessageKind() MessageKind {
+	if x != nil {
+		return x.LastMessageKind
+	}
+	return MessageKind_MESSAGE_KIND_UNSPECIFIED
+}
+
+func (x *Conversation) GetLastMessageDeleted() bool {
+	if x != nil {
+		return x.LastMessageDeleted
+	}
+	return false
+}
+
 // Presence is one user's presence, aggregated over their devices.
 type Presence struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1378,7 +2226,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[14]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +2238,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[14]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +2251,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{14}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Presence) GetUserId() string {
@@ -1444,7 +2292,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[15]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +2304,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[15]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +2317,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{15}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Typing) GetConversationId() string {
@@ -1525,7 +2373,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[16]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +2385,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[16]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +2398,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{16}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Receipt) GetConversationId() string {
@@ -1599,7 +2447,7 @@ var File_parley_chat_v1_chat_proto protoreflect.FileDescriptor
 
 const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\n" +
-	"\x19parley/chat/v1/chat.proto\x12\x0eparley.chat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfb\b\n" +
+	"\x19parley/chat/v1/chat.proto\x12\x0eparley.chat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\v\n" +
 	"\x05Event\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x19\n" +
@@ -1621,7 +2469,11 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\x14conversation_renamed\x18\x19 \x01(\v2#.parley.chat.v1.ConversationRenamedH\x00R\x13conversationRenamed\x12F\n" +
 	"\x0einvite_created\x18\x1a \x01(\v2\x1d.parley.chat.v1.InviteCreatedH\x00R\rinviteCreated\x12F\n" +
 	"\x0einvite_revoked\x18\x1b \x01(\v2\x1d.parley.chat.v1.InviteRevokedH\x00R\rinviteRevoked\x12C\n" +
-	"\rmember_joined\x18\x1c \x01(\v2\x1c.parley.chat.v1.MemberJoinedH\x00R\fmemberJoinedB\x06\n" +
+	"\rmember_joined\x18\x1c \x01(\v2\x1c.parley.chat.v1.MemberJoinedH\x00R\fmemberJoined\x12F\n" +
+	"\x0emessage_edited\x18( \x01(\v2\x1d.parley.chat.v1.MessageEditedH\x00R\rmessageEdited\x12I\n" +
+	"\x0fmessage_deleted\x18) \x01(\v2\x1e.parley.chat.v1.MessageDeletedH\x00R\x0emessageDeleted\x12F\n" +
+	"\x0ereaction_added\x18* \x01(\v2\x1d.parley.chat.v1.ReactionAddedH\x00R\rreactionAdded\x12L\n" +
+	"\x10reaction_removed\x18+ \x01(\v2\x1f.parley.chat.v1.ReactionRemovedH\x00R\x0freactionRemovedB\x06\n" +
 	"\x04body\"\x98\x01\n" +
 	"\x13ConversationCreated\x124\n" +
 	"\x04kind\x18\x01 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x14\n" +
@@ -1654,9 +2506,66 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\fMemberJoined\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1f\n" +
 	"\vinvite_code\x18\x02 \x01(\tR\n" +
-	"inviteCode\"#\n" +
+	"inviteCode\"\xbe\x03\n" +
 	"\rMessagePosted\x12\x12\n" +
-	"\x04text\x18\x01 \x01(\tR\x04text\"\xdb\x03\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\x12<\n" +
+	"\vattachments\x18\x02 \x03(\v2\x1a.parley.chat.v1.AttachmentR\vattachments\x125\n" +
+	"\acontact\x18\x03 \x01(\v2\x1b.parley.chat.v1.ContactCardR\acontact\x12 \n" +
+	"\freply_to_seq\x18\x04 \x01(\x04R\n" +
+	"replyToSeq\x12\x1f\n" +
+	"\vmention_ids\x18\x05 \x03(\tR\n" +
+	"mentionIds\x12.\n" +
+	"\x05links\x18\x06 \x03(\v2\x18.parley.chat.v1.LinkSpanR\x05links\x12\x1d\n" +
+	"\n" +
+	"edited_seq\x18\a \x01(\x04R\teditedSeq\x12;\n" +
+	"\vedited_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"editedTime\x12\x18\n" +
+	"\adeleted\x18\t \x01(\bR\adeleted\x12;\n" +
+	"\treactions\x18\n" +
+	" \x03(\v2\x1d.parley.chat.v1.ReactionCountR\treactions\"\xd6\x01\n" +
+	"\n" +
+	"Attachment\x122\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1e.parley.chat.v1.AttachmentKindR\x04kind\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\x12!\n" +
+	"\fcontent_type\x18\x03 \x01(\tR\vcontentType\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x04 \x01(\x04R\tsizeBytes\x12\x14\n" +
+	"\x05width\x18\x05 \x01(\rR\x05width\x12\x16\n" +
+	"\x06height\x18\x06 \x01(\rR\x06height\x12\x12\n" +
+	"\x04name\x18\a \x01(\tR\x04name\"u\n" +
+	"\vContactCard\x12!\n" +
+	"\fdisplay_name\x18\x01 \x01(\tR\vdisplayName\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x14\n" +
+	"\x05phone\x18\x03 \x01(\tR\x05phone\x12\x14\n" +
+	"\x05email\x18\x04 \x01(\tR\x05email\"D\n" +
+	"\bLinkSpan\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\rR\x03end\x12\x10\n" +
+	"\x03url\x18\x03 \x01(\tR\x03url\"K\n" +
+	"\rReactionCount\x12\x14\n" +
+	"\x05emoji\x18\x01 \x01(\tR\x05emoji\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\rR\x05count\x12\x0e\n" +
+	"\x02me\x18\x03 \x01(\bR\x02me\"\xab\x01\n" +
+	"\rMessageEdited\x12\x1d\n" +
+	"\n" +
+	"target_seq\x18\x01 \x01(\x04R\ttargetSeq\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\x12.\n" +
+	"\x05links\x18\x03 \x03(\v2\x18.parley.chat.v1.LinkSpanR\x05links\x12\x1f\n" +
+	"\vmention_ids\x18\x04 \x03(\tR\n" +
+	"mentionIds\x12\x16\n" +
+	"\x06latest\x18\x05 \x01(\bR\x06latest\"G\n" +
+	"\x0eMessageDeleted\x12\x1d\n" +
+	"\n" +
+	"target_seq\x18\x01 \x01(\x04R\ttargetSeq\x12\x16\n" +
+	"\x06latest\x18\x02 \x01(\bR\x06latest\"D\n" +
+	"\rReactionAdded\x12\x1d\n" +
+	"\n" +
+	"target_seq\x18\x01 \x01(\x04R\ttargetSeq\x12\x14\n" +
+	"\x05emoji\x18\x02 \x01(\tR\x05emoji\"F\n" +
+	"\x0fReactionRemoved\x12\x1d\n" +
+	"\n" +
+	"target_seq\x18\x01 \x01(\x04R\ttargetSeq\x12\x14\n" +
+	"\x05emoji\x18\x02 \x01(\tR\x05emoji\"\x80\x05\n" +
 	"\fConversation\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x124\n" +
 	"\x04kind\x18\x02 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x14\n" +
@@ -1671,7 +2580,10 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\bowner_id\x18\x14 \x01(\tR\aownerId\x12\x1b\n" +
 	"\tadmin_ids\x18\x15 \x03(\tR\badminIds\x12\x1b\n" +
 	"\tmuted_ids\x18\x16 \x03(\tR\bmutedIds\x12\x16\n" +
-	"\x06public\x18\x17 \x01(\bR\x06public\"\x91\x01\n" +
+	"\x06public\x18\x17 \x01(\bR\x06public\x12(\n" +
+	"\x10last_message_seq\x18\x1e \x01(\x04R\x0elastMessageSeq\x12G\n" +
+	"\x11last_message_kind\x18\x1f \x01(\x0e2\x1b.parley.chat.v1.MessageKindR\x0flastMessageKind\x120\n" +
+	"\x14last_message_deleted\x18  \x01(\bR\x12lastMessageDeleted\"\x91\x01\n" +
 	"\bPresence\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x123\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1d.parley.chat.v1.PresenceStateR\x05state\x127\n" +
@@ -1699,7 +2611,7 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\x17MEMBER_ROLE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12MEMBER_ROLE_MEMBER\x10\x01\x12\x15\n" +
 	"\x11MEMBER_ROLE_ADMIN\x10\x02\x12\x15\n" +
-	"\x11MEMBER_ROLE_OWNER\x10\x03*\x93\x04\n" +
+	"\x11MEMBER_ROLE_OWNER\x10\x03*\xaf\x05\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_CODE_MALFORMED_FRAME\x10\x01\x12\x1c\n" +
@@ -1719,7 +2631,23 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\x1cERROR_CODE_PERMISSION_DENIED\x10\x0e\x12\x14\n" +
 	"\x10ERROR_CODE_MUTED\x10\x0f\x12\x16\n" +
 	"\x12ERROR_CODE_BLOCKED\x10\x10\x12 \n" +
-	"\x1cERROR_CODE_CONVERSATION_FULL\x10\x11*\x7f\n" +
+	"\x1cERROR_CODE_CONVERSATION_FULL\x10\x11\x12 \n" +
+	"\x1cERROR_CODE_MESSAGE_NOT_FOUND\x10\x14\x12\x1e\n" +
+	"\x1aERROR_CODE_MESSAGE_DELETED\x10\x15\x12\x19\n" +
+	"\x15ERROR_CODE_NOT_AUTHOR\x10\x16\x12\x1a\n" +
+	"\x16ERROR_CODE_INVALID_URL\x10\x17\x12!\n" +
+	"\x1dERROR_CODE_MENTION_NOT_MEMBER\x10\x18*\x9c\x01\n" +
+	"\x0eAttachmentKind\x12\x1f\n" +
+	"\x1bATTACHMENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15ATTACHMENT_KIND_IMAGE\x10\x01\x12\x19\n" +
+	"\x15ATTACHMENT_KIND_VIDEO\x10\x02\x12\x19\n" +
+	"\x15ATTACHMENT_KIND_AUDIO\x10\x03\x12\x18\n" +
+	"\x14ATTACHMENT_KIND_FILE\x10\x04*y\n" +
+	"\vMessageKind\x12\x1c\n" +
+	"\x18MESSAGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11MESSAGE_KIND_TEXT\x10\x01\x12\x1b\n" +
+	"\x17MESSAGE_KIND_ATTACHMENT\x10\x02\x12\x18\n" +
+	"\x14MESSAGE_KIND_CONTACT\x10\x03*\x7f\n" +
 	"\rPresenceState\x12\x1e\n" +
 	"\x1aPRESENCE_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15PRESENCE_STATE_ONLINE\x10\x01\x12\x17\n" +
@@ -1738,58 +2666,80 @@ func file_parley_chat_v1_chat_proto_rawDescGZIP() []byte {
 	return file_parley_chat_v1_chat_proto_rawDescData
 }
 
-var file_parley_chat_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_parley_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_parley_chat_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_parley_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_parley_chat_v1_chat_proto_goTypes = []any{
 	(ConversationKind)(0),         // 0: parley.chat.v1.ConversationKind
 	(MemberRole)(0),               // 1: parley.chat.v1.MemberRole
 	(ErrorCode)(0),                // 2: parley.chat.v1.ErrorCode
-	(PresenceState)(0),            // 3: parley.chat.v1.PresenceState
-	(*Event)(nil),                 // 4: parley.chat.v1.Event
-	(*ConversationCreated)(nil),   // 5: parley.chat.v1.ConversationCreated
-	(*MemberAdded)(nil),           // 6: parley.chat.v1.MemberAdded
-	(*MemberRemoved)(nil),         // 7: parley.chat.v1.MemberRemoved
-	(*MemberLeft)(nil),            // 8: parley.chat.v1.MemberLeft
-	(*RoleChanged)(nil),           // 9: parley.chat.v1.RoleChanged
-	(*OwnershipTransferred)(nil),  // 10: parley.chat.v1.OwnershipTransferred
-	(*MemberMuted)(nil),           // 11: parley.chat.v1.MemberMuted
-	(*ConversationRenamed)(nil),   // 12: parley.chat.v1.ConversationRenamed
-	(*InviteCreated)(nil),         // 13: parley.chat.v1.InviteCreated
-	(*InviteRevoked)(nil),         // 14: parley.chat.v1.InviteRevoked
-	(*MemberJoined)(nil),          // 15: parley.chat.v1.MemberJoined
-	(*MessagePosted)(nil),         // 16: parley.chat.v1.MessagePosted
-	(*Conversation)(nil),          // 17: parley.chat.v1.Conversation
-	(*Presence)(nil),              // 18: parley.chat.v1.Presence
-	(*Typing)(nil),                // 19: parley.chat.v1.Typing
-	(*Receipt)(nil),               // 20: parley.chat.v1.Receipt
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(AttachmentKind)(0),           // 3: parley.chat.v1.AttachmentKind
+	(MessageKind)(0),              // 4: parley.chat.v1.MessageKind
+	(PresenceState)(0),            // 5: parley.chat.v1.PresenceState
+	(*Event)(nil),                 // 6: parley.chat.v1.Event
+	(*ConversationCreated)(nil),   // 7: parley.chat.v1.ConversationCreated
+	(*MemberAdded)(nil),           // 8: parley.chat.v1.MemberAdded
+	(*MemberRemoved)(nil),         // 9: parley.chat.v1.MemberRemoved
+	(*MemberLeft)(nil),            // 10: parley.chat.v1.MemberLeft
+	(*RoleChanged)(nil),           // 11: parley.chat.v1.RoleChanged
+	(*OwnershipTransferred)(nil),  // 12: parley.chat.v1.OwnershipTransferred
+	(*MemberMuted)(nil),           // 13: parley.chat.v1.MemberMuted
+	(*ConversationRenamed)(nil),   // 14: parley.chat.v1.ConversationRenamed
+	(*InviteCreated)(nil),         // 15: parley.chat.v1.InviteCreated
+	(*InviteRevoked)(nil),         // 16: parley.chat.v1.InviteRevoked
+	(*MemberJoined)(nil),          // 17: parley.chat.v1.MemberJoined
+	(*MessagePosted)(nil),         // 18: parley.chat.v1.MessagePosted
+	(*Attachment)(nil),            // 19: parley.chat.v1.Attachment
+	(*ContactCard)(nil),           // 20: parley.chat.v1.ContactCard
+	(*LinkSpan)(nil),              // 21: parley.chat.v1.LinkSpan
+	(*ReactionCount)(nil),         // 22: parley.chat.v1.ReactionCount
+	(*MessageEdited)(nil),         // 23: parley.chat.v1.MessageEdited
+	(*MessageDeleted)(nil),        // 24: parley.chat.v1.MessageDeleted
+	(*ReactionAdded)(nil),         // 25: parley.chat.v1.ReactionAdded
+	(*ReactionRemoved)(nil),       // 26: parley.chat.v1.ReactionRemoved
+	(*Conversation)(nil),          // 27: parley.chat.v1.Conversation
+	(*Presence)(nil),              // 28: parley.chat.v1.Presence
+	(*Typing)(nil),                // 29: parley.chat.v1.Typing
+	(*Receipt)(nil),               // 30: parley.chat.v1.Receipt
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
 }
 var file_parley_chat_v1_chat_proto_depIdxs = []int32{
-	21, // 0: parley.chat.v1.Event.time:type_name -> google.protobuf.Timestamp
-	5,  // 1: parley.chat.v1.Event.conversation_created:type_name -> parley.chat.v1.ConversationCreated
-	6,  // 2: parley.chat.v1.Event.member_added:type_name -> parley.chat.v1.MemberAdded
-	16, // 3: parley.chat.v1.Event.message_posted:type_name -> parley.chat.v1.MessagePosted
-	7,  // 4: parley.chat.v1.Event.member_removed:type_name -> parley.chat.v1.MemberRemoved
-	8,  // 5: parley.chat.v1.Event.member_left:type_name -> parley.chat.v1.MemberLeft
-	9,  // 6: parley.chat.v1.Event.role_changed:type_name -> parley.chat.v1.RoleChanged
-	10, // 7: parley.chat.v1.Event.ownership_transferred:type_name -> parley.chat.v1.OwnershipTransferred
-	11, // 8: parley.chat.v1.Event.member_muted:type_name -> parley.chat.v1.MemberMuted
-	12, // 9: parley.chat.v1.Event.conversation_renamed:type_name -> parley.chat.v1.ConversationRenamed
-	13, // 10: parley.chat.v1.Event.invite_created:type_name -> parley.chat.v1.InviteCreated
-	14, // 11: parley.chat.v1.Event.invite_revoked:type_name -> parley.chat.v1.InviteRevoked
-	15, // 12: parley.chat.v1.Event.member_joined:type_name -> parley.chat.v1.MemberJoined
-	0,  // 13: parley.chat.v1.ConversationCreated.kind:type_name -> parley.chat.v1.ConversationKind
-	1,  // 14: parley.chat.v1.RoleChanged.role:type_name -> parley.chat.v1.MemberRole
-	0,  // 15: parley.chat.v1.Conversation.kind:type_name -> parley.chat.v1.ConversationKind
-	21, // 16: parley.chat.v1.Conversation.last_activity:type_name -> google.protobuf.Timestamp
-	3,  // 17: parley.chat.v1.Presence.state:type_name -> parley.chat.v1.PresenceState
-	21, // 18: parley.chat.v1.Presence.last_seen:type_name -> google.protobuf.Timestamp
-	21, // 19: parley.chat.v1.Receipt.time:type_name -> google.protobuf.Timestamp
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	31, // 0: parley.chat.v1.Event.time:type_name -> google.protobuf.Timestamp
+	7,  // 1: parley.chat.v1.Event.conversation_created:type_name -> parley.chat.v1.ConversationCreated
+	8,  // 2: parley.chat.v1.Event.member_added:type_name -> parley.chat.v1.MemberAdded
+	18, // 3: parley.chat.v1.Event.message_posted:type_name -> parley.chat.v1.MessagePosted
+	9,  // 4: parley.chat.v1.Event.member_removed:type_name -> parley.chat.v1.MemberRemoved
+	10, // 5: parley.chat.v1.Event.member_left:type_name -> parley.chat.v1.MemberLeft
+	11, // 6: parley.chat.v1.Event.role_changed:type_name -> parley.chat.v1.RoleChanged
+	12, // 7: parley.chat.v1.Event.ownership_transferred:type_name -> parley.chat.v1.OwnershipTransferred
+	13, // 8: parley.chat.v1.Event.member_muted:type_name -> parley.chat.v1.MemberMuted
+	14, // 9: parley.chat.v1.Event.conversation_renamed:type_name -> parley.chat.v1.ConversationRenamed
+	15, // 10: parley.chat.v1.Event.invite_created:type_name -> parley.chat.v1.InviteCreated
+	16, // 11: parley.chat.v1.Event.invite_revoked:type_name -> parley.chat.v1.InviteRevoked
+	17, // 12: parley.chat.v1.Event.member_joined:type_name -> parley.chat.v1.MemberJoined
+	23, // 13: parley.chat.v1.Event.message_edited:type_name -> parley.chat.v1.MessageEdited
+	24, // 14: parley.chat.v1.Event.message_deleted:type_name -> parley.chat.v1.MessageDeleted
+	25, // 15: parley.chat.v1.Event.reaction_added:type_name -> parley.chat.v1.ReactionAdded
+	26, // 16: parley.chat.v1.Event.reaction_removed:type_name -> parley.chat.v1.ReactionRemoved
+	0,  // 17: parley.chat.v1.ConversationCreated.kind:type_name -> parley.chat.v1.ConversationKind
+	1,  // 18: parley.chat.v1.RoleChanged.role:type_name -> parley.chat.v1.MemberRole
+	19, // 19: parley.chat.v1.MessagePosted.attachments:type_name -> parley.chat.v1.Attachment
+	20, // 20: parley.chat.v1.MessagePosted.contact:type_name -> parley.chat.v1.ContactCard
+	21, // 21: parley.chat.v1.MessagePosted.links:type_name -> parley.chat.v1.LinkSpan
+	31, // 22: parley.chat.v1.MessagePosted.edited_time:type_name -> google.protobuf.Timestamp
+	22, // 23: parley.chat.v1.MessagePosted.reactions:type_name -> parley.chat.v1.ReactionCount
+	3,  // 24: parley.chat.v1.Attachment.kind:type_name -> parley.chat.v1.AttachmentKind
+	21, // 25: parley.chat.v1.MessageEdited.links:type_name -> parley.chat.v1.LinkSpan
+	0,  // 26: parley.chat.v1.Conversation.kind:type_name -> parley.chat.v1.ConversationKind
+	31, // 27: parley.chat.v1.Conversation.last_activity:type_name -> google.protobuf.Timestamp
+	4,  // 28: parley.chat.v1.Conversation.last_message_kind:type_name -> parley.chat.v1.MessageKind
+	5,  // 29: parley.chat.v1.Presence.state:type_name -> parley.chat.v1.PresenceState
+	31, // 30: parley.chat.v1.Presence.last_seen:type_name -> google.protobuf.Timestamp
+	31, // 31: parley.chat.v1.Receipt.time:type_name -> google.protobuf.Timestamp
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_parley_chat_v1_chat_proto_init() }
@@ -1810,14 +2760,18 @@ func file_parley_chat_v1_chat_proto_init() {
 		(*Event_InviteCreated)(nil),
 		(*Event_InviteRevoked)(nil),
 		(*Event_MemberJoined)(nil),
+		(*Event_MessageEdited)(nil),
+		(*Event_MessageDeleted)(nil),
+		(*Event_ReactionAdded)(nil),
+		(*Event_ReactionRemoved)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_chat_v1_chat_proto_rawDesc), len(file_parley_chat_v1_chat_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   17,
+			NumEnums:      6,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -59,6 +59,9 @@ type ClientFrame struct {
 	//	*ClientFrame_Follow
 	//	*ClientFrame_BlockUser
 	//	*ClientFrame_UnblockUser
+	//	*ClientFrame_EditMessage
+	//	*ClientFrame_DeleteMessage
+	//	*ClientFrame_React
 	Frame         isClientFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -333,6 +336,33 @@ func (x *ClientFrame) GetUnblockUser() *UnblockUser {
 	return nil
 }
 
+func (x *ClientFrame) GetEditMessage() *EditMessage {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_EditMessage); ok {
+			return x.EditMessage
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetDeleteMessage() *DeleteMessage {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_DeleteMessage); ok {
+			return x.DeleteMessage
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetReact() *React {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_React); ok {
+			return x.React
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Frame interface {
 	isClientFrame_Frame()
 }
@@ -437,6 +467,18 @@ type ClientFrame_UnblockUser struct {
 	UnblockUser *UnblockUser `protobuf:"bytes,41,opt,name=unblock_user,json=unblockUser,proto3,oneof"`
 }
 
+type ClientFrame_EditMessage struct {
+	EditMessage *EditMessage `protobuf:"bytes,50,opt,name=edit_message,json=editMessage,proto3,oneof"`
+}
+
+type ClientFrame_DeleteMessage struct {
+	DeleteMessage *DeleteMessage `protobuf:"bytes,51,opt,name=delete_message,json=deleteMessage,proto3,oneof"`
+}
+
+type ClientFrame_React struct {
+	React *React `protobuf:"bytes,52,opt,name=react,proto3,oneof"`
+}
+
 func (*ClientFrame_Authenticate) isClientFrame_Frame() {}
 
 func (*ClientFrame_SendMessage) isClientFrame_Frame() {}
@@ -486,6 +528,12 @@ func (*ClientFrame_Follow) isClientFrame_Frame() {}
 func (*ClientFrame_BlockUser) isClientFrame_Frame() {}
 
 func (*ClientFrame_UnblockUser) isClientFrame_Frame() {}
+
+func (*ClientFrame_EditMessage) isClientFrame_Frame() {}
+
+func (*ClientFrame_DeleteMessage) isClientFrame_Frame() {}
+
+func (*ClientFrame_React) isClientFrame_Frame() {}
 
 // Authenticate presents a JWT whose subject is the user id.
 type Authenticate struct {
@@ -609,15 +657,23 @@ func (x *Cursor) GetLastSeq() uint64 {
 	return 0
 }
 
-// SendMessage posts text. Resending the same client_msg_id never creates a
-// second message: the answer is the original Accepted.
+// SendMessage posts a message: text, attachments (at most 10) and/or a
+// contact card, optionally replying to an earlier message and mentioning
+// members. Resending the same client_msg_id never creates a second
+// message: the answer is the original Accepted.
 type SendMessage struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	ClientMsgId    string                 `protobuf:"bytes,2,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
 	Text           string                 `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	Attachments    []*v1.Attachment       `protobuf:"bytes,4,rep,name=attachments,proto3" json:"attachments,omitempty"`
+	Contact        *v1.ContactCard        `protobuf:"bytes,5,opt,name=contact,proto3" json:"contact,omitempty"`
+	// reply_to_seq quotes an earlier message (0: none).
+	ReplyToSeq uint64 `protobuf:"varint,6,opt,name=reply_to_seq,json=replyToSeq,proto3" json:"reply_to_seq,omitempty"`
+	// mention_ids must be members of the conversation.
+	MentionIds    []string `protobuf:"bytes,7,rep,name=mention_ids,json=mentionIds,proto3" json:"mention_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SendMessage) Reset() {
@@ -671,6 +727,256 @@ func (x *SendMessage) GetText() string {
 	return ""
 }
 
+func (x *SendMessage) GetAttachments() []*v1.Attachment {
+	if x != nil {
+		return x.Attachments
+	}
+	return nil
+}
+
+func (x *SendMessage) GetContact() *v1.ContactCard {
+	if x != nil {
+		return x.Contact
+	}
+	return nil
+}
+
+func (x *SendMessage) GetReplyToSeq() uint64 {
+	if x != nil {
+		return x.ReplyToSeq
+	}
+	return 0
+}
+
+func (x *SendMessage) GetMentionIds() []string {
+	if x != nil {
+		return x.MentionIds
+	}
+	return nil
+}
+
+// EditMessage replaces the text of one of the sender's own messages. The
+// answer is Accepted with the seq of the MessageEdited event.
+type EditMessage struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	ClientMsgId    string                 `protobuf:"bytes,2,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	TargetSeq      uint64                 `protobuf:"varint,3,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
+	Text           string                 `protobuf:"bytes,4,opt,name=text,proto3" json:"text,omitempty"`
+	MentionIds     []string               `protobuf:"bytes,5,rep,name=mention_ids,json=mentionIds,proto3" json:"mention_ids,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *EditMessage) Reset() {
+	*x = EditMessage{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EditMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EditMessage) ProtoMessage() {}
+
+func (x *EditMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EditMessage.ProtoReflect.Descriptor instead.
+func (*EditMessage) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *EditMessage) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *EditMessage) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *EditMessage) GetTargetSeq() uint64 {
+	if x != nil {
+		return x.TargetSeq
+	}
+	return 0
+}
+
+func (x *EditMessage) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *EditMessage) GetMentionIds() []string {
+	if x != nil {
+		return x.MentionIds
+	}
+	return nil
+}
+
+// DeleteMessage deletes a message: the sender's own, or any as a
+// moderator. The answer is Accepted with the seq of the MessageDeleted
+// event.
+type DeleteMessage struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	ClientMsgId    string                 `protobuf:"bytes,2,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	TargetSeq      uint64                 `protobuf:"varint,3,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DeleteMessage) Reset() {
+	*x = DeleteMessage{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteMessage) ProtoMessage() {}
+
+func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteMessage.ProtoReflect.Descriptor instead.
+func (*DeleteMessage) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DeleteMessage) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *DeleteMessage) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *DeleteMessage) GetTargetSeq() uint64 {
+	if x != nil {
+		return x.TargetSeq
+	}
+	return 0
+}
+
+// React adds (or with remove, takes back) the sender's reaction with emoji
+// to a message; a user has at most one reaction per emoji per message.
+// Adding one the user already has changes nothing: Accepted with duplicate
+// set and the seq of the ReactionAdded that holds it. Removing one they do
+// not have changes nothing either: Accepted with duplicate set and seq 0.
+type React struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	ClientMsgId    string                 `protobuf:"bytes,2,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	TargetSeq      uint64                 `protobuf:"varint,3,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
+	Emoji          string                 `protobuf:"bytes,4,opt,name=emoji,proto3" json:"emoji,omitempty"`
+	Remove         bool                   `protobuf:"varint,5,opt,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *React) Reset() {
+	*x = React{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *React) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*React) ProtoMessage() {}
+
+func (x *React) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use React.ProtoReflect.Descriptor instead.
+func (*React) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *React) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *React) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *React) GetTargetSeq() uint64 {
+	if x != nil {
+		return x.TargetSeq
+	}
+	return 0
+}
+
+func (x *React) GetEmoji() string {
+	if x != nil {
+		return x.Emoji
+	}
+	return ""
+}
+
+func (x *React) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
 // CreateConversation opens a direct conversation with one other user or
 // creates a group.
 type CreateConversation struct {
@@ -692,7 +998,7 @@ type CreateConversation struct {
 
 func (x *CreateConversation) Reset() {
 	*x = CreateConversation{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[4]
+	mi := &file_parley_client_v1_client_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -704,7 +1010,7 @@ func (x *CreateConversation) String() string {
 func (*CreateConversation) ProtoMessage() {}
 
 func (x *CreateConversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[4]
+	mi := &file_parley_client_v1_client_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -717,7 +1023,7 @@ func (x *CreateConversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversation.ProtoReflect.Descriptor instead.
 func (*CreateConversation) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{4}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateConversation) GetClientMsgId() string {
@@ -775,7 +1081,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[5]
+	mi := &file_parley_client_v1_client_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -787,7 +1093,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[5]
+	mi := &file_parley_client_v1_client_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -800,7 +1106,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{5}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RemoveMember) GetConversationId() string {
@@ -836,7 +1142,7 @@ type LeaveConversation struct {
 
 func (x *LeaveConversation) Reset() {
 	*x = LeaveConversation{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[6]
+	mi := &file_parley_client_v1_client_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +1154,7 @@ func (x *LeaveConversation) String() string {
 func (*LeaveConversation) ProtoMessage() {}
 
 func (x *LeaveConversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[6]
+	mi := &file_parley_client_v1_client_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +1167,7 @@ func (x *LeaveConversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveConversation.ProtoReflect.Descriptor instead.
 func (*LeaveConversation) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{6}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LeaveConversation) GetConversationId() string {
@@ -891,7 +1197,7 @@ type SetMemberRole struct {
 
 func (x *SetMemberRole) Reset() {
 	*x = SetMemberRole{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[7]
+	mi := &file_parley_client_v1_client_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +1209,7 @@ func (x *SetMemberRole) String() string {
 func (*SetMemberRole) ProtoMessage() {}
 
 func (x *SetMemberRole) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[7]
+	mi := &file_parley_client_v1_client_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +1222,7 @@ func (x *SetMemberRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberRole.ProtoReflect.Descriptor instead.
 func (*SetMemberRole) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{7}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SetMemberRole) GetConversationId() string {
@@ -960,7 +1266,7 @@ type TransferOwnership struct {
 
 func (x *TransferOwnership) Reset() {
 	*x = TransferOwnership{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	mi := &file_parley_client_v1_client_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -972,7 +1278,7 @@ func (x *TransferOwnership) String() string {
 func (*TransferOwnership) ProtoMessage() {}
 
 func (x *TransferOwnership) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	mi := &file_parley_client_v1_client_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -985,7 +1291,7 @@ func (x *TransferOwnership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferOwnership.ProtoReflect.Descriptor instead.
 func (*TransferOwnership) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{8}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TransferOwnership) GetConversationId() string {
@@ -1024,7 +1330,7 @@ type MuteMember struct {
 
 func (x *MuteMember) Reset() {
 	*x = MuteMember{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	mi := &file_parley_client_v1_client_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1342,7 @@ func (x *MuteMember) String() string {
 func (*MuteMember) ProtoMessage() {}
 
 func (x *MuteMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	mi := &file_parley_client_v1_client_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1355,7 @@ func (x *MuteMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MuteMember.ProtoReflect.Descriptor instead.
 func (*MuteMember) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{9}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MuteMember) GetConversationId() string {
@@ -1092,7 +1398,7 @@ type RenameConversation struct {
 
 func (x *RenameConversation) Reset() {
 	*x = RenameConversation{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	mi := &file_parley_client_v1_client_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1104,7 +1410,7 @@ func (x *RenameConversation) String() string {
 func (*RenameConversation) ProtoMessage() {}
 
 func (x *RenameConversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	mi := &file_parley_client_v1_client_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1117,7 +1423,7 @@ func (x *RenameConversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameConversation.ProtoReflect.Descriptor instead.
 func (*RenameConversation) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{10}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RenameConversation) GetConversationId() string {
@@ -1156,7 +1462,7 @@ type CreateInvite struct {
 
 func (x *CreateInvite) Reset() {
 	*x = CreateInvite{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	mi := &file_parley_client_v1_client_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1168,7 +1474,7 @@ func (x *CreateInvite) String() string {
 func (*CreateInvite) ProtoMessage() {}
 
 func (x *CreateInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	mi := &file_parley_client_v1_client_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1181,7 +1487,7 @@ func (x *CreateInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateInvite.ProtoReflect.Descriptor instead.
 func (*CreateInvite) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{11}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateInvite) GetConversationId() string {
@@ -1217,7 +1523,7 @@ type RevokeInvite struct {
 
 func (x *RevokeInvite) Reset() {
 	*x = RevokeInvite{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	mi := &file_parley_client_v1_client_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1229,7 +1535,7 @@ func (x *RevokeInvite) String() string {
 func (*RevokeInvite) ProtoMessage() {}
 
 func (x *RevokeInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	mi := &file_parley_client_v1_client_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1242,7 +1548,7 @@ func (x *RevokeInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeInvite.ProtoReflect.Descriptor instead.
 func (*RevokeInvite) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{12}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RevokeInvite) GetConversationId() string {
@@ -1278,7 +1584,7 @@ type JoinByInvite struct {
 
 func (x *JoinByInvite) Reset() {
 	*x = JoinByInvite{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	mi := &file_parley_client_v1_client_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1290,7 +1596,7 @@ func (x *JoinByInvite) String() string {
 func (*JoinByInvite) ProtoMessage() {}
 
 func (x *JoinByInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	mi := &file_parley_client_v1_client_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1303,7 +1609,7 @@ func (x *JoinByInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinByInvite.ProtoReflect.Descriptor instead.
 func (*JoinByInvite) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{13}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *JoinByInvite) GetConversationId() string {
@@ -1338,7 +1644,7 @@ type FollowChannel struct {
 
 func (x *FollowChannel) Reset() {
 	*x = FollowChannel{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	mi := &file_parley_client_v1_client_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1656,7 @@ func (x *FollowChannel) String() string {
 func (*FollowChannel) ProtoMessage() {}
 
 func (x *FollowChannel) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	mi := &file_parley_client_v1_client_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1669,7 @@ func (x *FollowChannel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowChannel.ProtoReflect.Descriptor instead.
 func (*FollowChannel) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{14}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *FollowChannel) GetConversationId() string {
@@ -1393,7 +1699,7 @@ type BlockUser struct {
 
 func (x *BlockUser) Reset() {
 	*x = BlockUser{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	mi := &file_parley_client_v1_client_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1405,7 +1711,7 @@ func (x *BlockUser) String() string {
 func (*BlockUser) ProtoMessage() {}
 
 func (x *BlockUser) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	mi := &file_parley_client_v1_client_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1418,7 +1724,7 @@ func (x *BlockUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockUser.ProtoReflect.Descriptor instead.
 func (*BlockUser) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{15}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BlockUser) GetUserId() string {
@@ -1438,7 +1744,7 @@ type UnblockUser struct {
 
 func (x *UnblockUser) Reset() {
 	*x = UnblockUser{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[16]
+	mi := &file_parley_client_v1_client_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +1756,7 @@ func (x *UnblockUser) String() string {
 func (*UnblockUser) ProtoMessage() {}
 
 func (x *UnblockUser) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[16]
+	mi := &file_parley_client_v1_client_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +1769,7 @@ func (x *UnblockUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnblockUser.ProtoReflect.Descriptor instead.
 func (*UnblockUser) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{16}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UnblockUser) GetUserId() string {
@@ -1485,7 +1791,7 @@ type AddMember struct {
 
 func (x *AddMember) Reset() {
 	*x = AddMember{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[17]
+	mi := &file_parley_client_v1_client_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +1803,7 @@ func (x *AddMember) String() string {
 func (*AddMember) ProtoMessage() {}
 
 func (x *AddMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[17]
+	mi := &file_parley_client_v1_client_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1816,7 @@ func (x *AddMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMember.ProtoReflect.Descriptor instead.
 func (*AddMember) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{17}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AddMember) GetConversationId() string {
@@ -1549,7 +1855,7 @@ type ListConversations struct {
 
 func (x *ListConversations) Reset() {
 	*x = ListConversations{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[18]
+	mi := &file_parley_client_v1_client_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1561,7 +1867,7 @@ func (x *ListConversations) String() string {
 func (*ListConversations) ProtoMessage() {}
 
 func (x *ListConversations) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[18]
+	mi := &file_parley_client_v1_client_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1574,7 +1880,7 @@ func (x *ListConversations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversations.ProtoReflect.Descriptor instead.
 func (*ListConversations) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{18}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListConversations) GetLimit() uint32 {
@@ -1606,7 +1912,7 @@ type Mark struct {
 
 func (x *Mark) Reset() {
 	*x = Mark{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[19]
+	mi := &file_parley_client_v1_client_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1618,7 +1924,7 @@ func (x *Mark) String() string {
 func (*Mark) ProtoMessage() {}
 
 func (x *Mark) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[19]
+	mi := &file_parley_client_v1_client_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1631,7 +1937,7 @@ func (x *Mark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mark.ProtoReflect.Descriptor instead.
 func (*Mark) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{19}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Mark) GetConversationId() string {
@@ -1669,7 +1975,7 @@ type SetTyping struct {
 
 func (x *SetTyping) Reset() {
 	*x = SetTyping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[20]
+	mi := &file_parley_client_v1_client_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1681,7 +1987,7 @@ func (x *SetTyping) String() string {
 func (*SetTyping) ProtoMessage() {}
 
 func (x *SetTyping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[20]
+	mi := &file_parley_client_v1_client_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1694,7 +2000,7 @@ func (x *SetTyping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTyping.ProtoReflect.Descriptor instead.
 func (*SetTyping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{20}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SetTyping) GetConversationId() string {
@@ -1723,7 +2029,7 @@ type GetPresence struct {
 
 func (x *GetPresence) Reset() {
 	*x = GetPresence{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[21]
+	mi := &file_parley_client_v1_client_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1735,7 +2041,7 @@ func (x *GetPresence) String() string {
 func (*GetPresence) ProtoMessage() {}
 
 func (x *GetPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[21]
+	mi := &file_parley_client_v1_client_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1748,7 +2054,7 @@ func (x *GetPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresence.ProtoReflect.Descriptor instead.
 func (*GetPresence) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{21}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetPresence) GetUserIds() []string {
@@ -1772,7 +2078,7 @@ type WatchPresence struct {
 
 func (x *WatchPresence) Reset() {
 	*x = WatchPresence{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[22]
+	mi := &file_parley_client_v1_client_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1784,7 +2090,7 @@ func (x *WatchPresence) String() string {
 func (*WatchPresence) ProtoMessage() {}
 
 func (x *WatchPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[22]
+	mi := &file_parley_client_v1_client_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1797,7 +2103,7 @@ func (x *WatchPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPresence.ProtoReflect.Descriptor instead.
 func (*WatchPresence) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{22}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchPresence) GetUserIds() []string {
@@ -1819,7 +2125,7 @@ type SetIdle struct {
 
 func (x *SetIdle) Reset() {
 	*x = SetIdle{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[23]
+	mi := &file_parley_client_v1_client_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1831,7 +2137,7 @@ func (x *SetIdle) String() string {
 func (*SetIdle) ProtoMessage() {}
 
 func (x *SetIdle) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[23]
+	mi := &file_parley_client_v1_client_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1844,7 +2150,7 @@ func (x *SetIdle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetIdle.ProtoReflect.Descriptor instead.
 func (*SetIdle) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{23}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SetIdle) GetIdle() bool {
@@ -1866,7 +2172,7 @@ type GetReceipts struct {
 
 func (x *GetReceipts) Reset() {
 	*x = GetReceipts{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[24]
+	mi := &file_parley_client_v1_client_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1878,7 +2184,7 @@ func (x *GetReceipts) String() string {
 func (*GetReceipts) ProtoMessage() {}
 
 func (x *GetReceipts) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[24]
+	mi := &file_parley_client_v1_client_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1891,7 +2197,7 @@ func (x *GetReceipts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReceipts.ProtoReflect.Descriptor instead.
 func (*GetReceipts) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{24}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetReceipts) GetConversationId() string {
@@ -1917,7 +2223,7 @@ type GetHistory struct {
 
 func (x *GetHistory) Reset() {
 	*x = GetHistory{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[25]
+	mi := &file_parley_client_v1_client_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1929,7 +2235,7 @@ func (x *GetHistory) String() string {
 func (*GetHistory) ProtoMessage() {}
 
 func (x *GetHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[25]
+	mi := &file_parley_client_v1_client_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1942,7 +2248,7 @@ func (x *GetHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistory.ProtoReflect.Descriptor instead.
 func (*GetHistory) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{25}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetHistory) GetConversationId() string {
@@ -1982,7 +2288,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[26]
+	mi := &file_parley_client_v1_client_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1994,7 +2300,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[26]
+	mi := &file_parley_client_v1_client_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2007,7 +2313,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{26}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{29}
 }
 
 // ServerFrame is every frame the server sends.
@@ -2036,7 +2342,7 @@ type ServerFrame struct {
 
 func (x *ServerFrame) Reset() {
 	*x = ServerFrame{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[27]
+	mi := &file_parley_client_v1_client_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2048,7 +2354,7 @@ func (x *ServerFrame) String() string {
 func (*ServerFrame) ProtoMessage() {}
 
 func (x *ServerFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[27]
+	mi := &file_parley_client_v1_client_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2061,7 +2367,7 @@ func (x *ServerFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerFrame.ProtoReflect.Descriptor instead.
 func (*ServerFrame) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{27}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ServerFrame) GetRequestId() string {
@@ -2274,7 +2580,7 @@ type BlockStatus struct {
 
 func (x *BlockStatus) Reset() {
 	*x = BlockStatus{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[28]
+	mi := &file_parley_client_v1_client_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2286,7 +2592,7 @@ func (x *BlockStatus) String() string {
 func (*BlockStatus) ProtoMessage() {}
 
 func (x *BlockStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[28]
+	mi := &file_parley_client_v1_client_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2299,7 +2605,7 @@ func (x *BlockStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockStatus.ProtoReflect.Descriptor instead.
 func (*BlockStatus) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{28}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *BlockStatus) GetUserId() string {
@@ -2334,7 +2640,7 @@ type Resumed struct {
 
 func (x *Resumed) Reset() {
 	*x = Resumed{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[29]
+	mi := &file_parley_client_v1_client_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2346,7 +2652,7 @@ func (x *Resumed) String() string {
 func (*Resumed) ProtoMessage() {}
 
 func (x *Resumed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[29]
+	mi := &file_parley_client_v1_client_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2359,7 +2665,7 @@ func (x *Resumed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resumed.ProtoReflect.Descriptor instead.
 func (*Resumed) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{29}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Resumed) GetCaughtUp() []*Cursor {
@@ -2388,7 +2694,7 @@ type Authenticated struct {
 
 func (x *Authenticated) Reset() {
 	*x = Authenticated{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[30]
+	mi := &file_parley_client_v1_client_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2400,7 +2706,7 @@ func (x *Authenticated) String() string {
 func (*Authenticated) ProtoMessage() {}
 
 func (x *Authenticated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[30]
+	mi := &file_parley_client_v1_client_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2413,7 +2719,7 @@ func (x *Authenticated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authenticated.ProtoReflect.Descriptor instead.
 func (*Authenticated) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{30}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Authenticated) GetUserId() string {
@@ -2452,7 +2758,7 @@ type Accepted struct {
 
 func (x *Accepted) Reset() {
 	*x = Accepted{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[31]
+	mi := &file_parley_client_v1_client_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2464,7 +2770,7 @@ func (x *Accepted) String() string {
 func (*Accepted) ProtoMessage() {}
 
 func (x *Accepted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[31]
+	mi := &file_parley_client_v1_client_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2477,7 +2783,7 @@ func (x *Accepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accepted.ProtoReflect.Descriptor instead.
 func (*Accepted) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{31}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Accepted) GetClientMsgId() string {
@@ -2519,7 +2825,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[32]
+	mi := &file_parley_client_v1_client_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2531,7 +2837,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[32]
+	mi := &file_parley_client_v1_client_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2544,7 +2850,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{32}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *EventBatch) GetEvents() []*v1.Event {
@@ -2566,7 +2872,7 @@ type ConversationList struct {
 
 func (x *ConversationList) Reset() {
 	*x = ConversationList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[33]
+	mi := &file_parley_client_v1_client_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2578,7 +2884,7 @@ func (x *ConversationList) String() string {
 func (*ConversationList) ProtoMessage() {}
 
 func (x *ConversationList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[33]
+	mi := &file_parley_client_v1_client_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2591,7 +2897,7 @@ func (x *ConversationList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationList.ProtoReflect.Descriptor instead.
 func (*ConversationList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{33}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ConversationList) GetConversations() []*v1.Conversation {
@@ -2619,7 +2925,7 @@ type TypingBatch struct {
 
 func (x *TypingBatch) Reset() {
 	*x = TypingBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[34]
+	mi := &file_parley_client_v1_client_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2631,7 +2937,7 @@ func (x *TypingBatch) String() string {
 func (*TypingBatch) ProtoMessage() {}
 
 func (x *TypingBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[34]
+	mi := &file_parley_client_v1_client_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2644,7 +2950,7 @@ func (x *TypingBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingBatch.ProtoReflect.Descriptor instead.
 func (*TypingBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{34}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TypingBatch) GetTyping() []*v1.Typing {
@@ -2665,7 +2971,7 @@ type PresenceList struct {
 
 func (x *PresenceList) Reset() {
 	*x = PresenceList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[35]
+	mi := &file_parley_client_v1_client_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2677,7 +2983,7 @@ func (x *PresenceList) String() string {
 func (*PresenceList) ProtoMessage() {}
 
 func (x *PresenceList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[35]
+	mi := &file_parley_client_v1_client_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2690,7 +2996,7 @@ func (x *PresenceList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceList.ProtoReflect.Descriptor instead.
 func (*PresenceList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{35}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PresenceList) GetPresence() []*v1.Presence {
@@ -2711,7 +3017,7 @@ type ReceiptBatch struct {
 
 func (x *ReceiptBatch) Reset() {
 	*x = ReceiptBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[36]
+	mi := &file_parley_client_v1_client_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2723,7 +3029,7 @@ func (x *ReceiptBatch) String() string {
 func (*ReceiptBatch) ProtoMessage() {}
 
 func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[36]
+	mi := &file_parley_client_v1_client_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2736,7 +3042,7 @@ func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptBatch.ProtoReflect.Descriptor instead.
 func (*ReceiptBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{36}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReceiptBatch) GetReceipts() []*v1.Receipt {
@@ -2759,7 +3065,7 @@ type HistoryPage struct {
 
 func (x *HistoryPage) Reset() {
 	*x = HistoryPage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[37]
+	mi := &file_parley_client_v1_client_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2771,7 +3077,7 @@ func (x *HistoryPage) String() string {
 func (*HistoryPage) ProtoMessage() {}
 
 func (x *HistoryPage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[37]
+	mi := &file_parley_client_v1_client_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2784,7 +3090,7 @@ func (x *HistoryPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryPage.ProtoReflect.Descriptor instead.
 func (*HistoryPage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{37}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *HistoryPage) GetConversationId() string {
@@ -2825,7 +3131,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[38]
+	mi := &file_parley_client_v1_client_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2837,7 +3143,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[38]
+	mi := &file_parley_client_v1_client_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2850,7 +3156,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{38}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Error) GetCode() v1.ErrorCode {
@@ -2890,7 +3196,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[39]
+	mi := &file_parley_client_v1_client_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2902,7 +3208,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[39]
+	mi := &file_parley_client_v1_client_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2915,14 +3221,14 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{39}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{42}
 }
 
 var File_parley_client_v1_client_proto protoreflect.FileDescriptor
 
 const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\n" +
-	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x19parley/chat/v1/chat.proto\"\xb6\r\n" +
+	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x19parley/chat/v1/chat.proto\"\xf5\x0e\n" +
 	"\vClientFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12D\n" +
@@ -2955,7 +3261,10 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x06follow\x18' \x01(\v2\x1f.parley.client.v1.FollowChannelH\x00R\x06follow\x12<\n" +
 	"\n" +
 	"block_user\x18( \x01(\v2\x1b.parley.client.v1.BlockUserH\x00R\tblockUser\x12B\n" +
-	"\funblock_user\x18) \x01(\v2\x1d.parley.client.v1.UnblockUserH\x00R\vunblockUserB\a\n" +
+	"\funblock_user\x18) \x01(\v2\x1d.parley.client.v1.UnblockUserH\x00R\vunblockUser\x12B\n" +
+	"\fedit_message\x182 \x01(\v2\x1d.parley.client.v1.EditMessageH\x00R\veditMessage\x12H\n" +
+	"\x0edelete_message\x183 \x01(\v2\x1f.parley.client.v1.DeleteMessageH\x00R\rdeleteMessage\x12/\n" +
+	"\x05react\x184 \x01(\v2\x17.parley.client.v1.ReactH\x00R\x05reactB\a\n" +
 	"\x05frame\"s\n" +
 	"\fAuthenticate\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
@@ -2963,11 +3272,37 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x06resume\x18\x03 \x03(\v2\x18.parley.client.v1.CursorR\x06resume\"L\n" +
 	"\x06Cursor\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x19\n" +
-	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\"n\n" +
+	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\"\xa6\x02\n" +
 	"\vSendMessage\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
 	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x12\n" +
-	"\x04text\x18\x03 \x01(\tR\x04text\"\xe4\x01\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\x12<\n" +
+	"\vattachments\x18\x04 \x03(\v2\x1a.parley.chat.v1.AttachmentR\vattachments\x125\n" +
+	"\acontact\x18\x05 \x01(\v2\x1b.parley.chat.v1.ContactCardR\acontact\x12 \n" +
+	"\freply_to_seq\x18\x06 \x01(\x04R\n" +
+	"replyToSeq\x12\x1f\n" +
+	"\vmention_ids\x18\a \x03(\tR\n" +
+	"mentionIds\"\xae\x01\n" +
+	"\vEditMessage\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
+	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x1d\n" +
+	"\n" +
+	"target_seq\x18\x03 \x01(\x04R\ttargetSeq\x12\x12\n" +
+	"\x04text\x18\x04 \x01(\tR\x04text\x12\x1f\n" +
+	"\vmention_ids\x18\x05 \x03(\tR\n" +
+	"mentionIds\"{\n" +
+	"\rDeleteMessage\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
+	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x1d\n" +
+	"\n" +
+	"target_seq\x18\x03 \x01(\x04R\ttargetSeq\"\xa1\x01\n" +
+	"\x05React\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
+	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x1d\n" +
+	"\n" +
+	"target_seq\x18\x03 \x01(\x04R\ttargetSeq\x12\x14\n" +
+	"\x05emoji\x18\x04 \x01(\tR\x05emoji\x12\x16\n" +
+	"\x06remove\x18\x05 \x01(\bR\x06remove\"\xe4\x01\n" +
 	"\x12CreateConversation\x12\"\n" +
 	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x124\n" +
 	"\x04kind\x18\x02 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x14\n" +
@@ -3122,112 +3457,122 @@ func file_parley_client_v1_client_proto_rawDescGZIP() []byte {
 	return file_parley_client_v1_client_proto_rawDescData
 }
 
-var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_parley_client_v1_client_proto_goTypes = []any{
 	(*ClientFrame)(nil),        // 0: parley.client.v1.ClientFrame
 	(*Authenticate)(nil),       // 1: parley.client.v1.Authenticate
 	(*Cursor)(nil),             // 2: parley.client.v1.Cursor
 	(*SendMessage)(nil),        // 3: parley.client.v1.SendMessage
-	(*CreateConversation)(nil), // 4: parley.client.v1.CreateConversation
-	(*RemoveMember)(nil),       // 5: parley.client.v1.RemoveMember
-	(*LeaveConversation)(nil),  // 6: parley.client.v1.LeaveConversation
-	(*SetMemberRole)(nil),      // 7: parley.client.v1.SetMemberRole
-	(*TransferOwnership)(nil),  // 8: parley.client.v1.TransferOwnership
-	(*MuteMember)(nil),         // 9: parley.client.v1.MuteMember
-	(*RenameConversation)(nil), // 10: parley.client.v1.RenameConversation
-	(*CreateInvite)(nil),       // 11: parley.client.v1.CreateInvite
-	(*RevokeInvite)(nil),       // 12: parley.client.v1.RevokeInvite
-	(*JoinByInvite)(nil),       // 13: parley.client.v1.JoinByInvite
-	(*FollowChannel)(nil),      // 14: parley.client.v1.FollowChannel
-	(*BlockUser)(nil),          // 15: parley.client.v1.BlockUser
-	(*UnblockUser)(nil),        // 16: parley.client.v1.UnblockUser
-	(*AddMember)(nil),          // 17: parley.client.v1.AddMember
-	(*ListConversations)(nil),  // 18: parley.client.v1.ListConversations
-	(*Mark)(nil),               // 19: parley.client.v1.Mark
-	(*SetTyping)(nil),          // 20: parley.client.v1.SetTyping
-	(*GetPresence)(nil),        // 21: parley.client.v1.GetPresence
-	(*WatchPresence)(nil),      // 22: parley.client.v1.WatchPresence
-	(*SetIdle)(nil),            // 23: parley.client.v1.SetIdle
-	(*GetReceipts)(nil),        // 24: parley.client.v1.GetReceipts
-	(*GetHistory)(nil),         // 25: parley.client.v1.GetHistory
-	(*Ping)(nil),               // 26: parley.client.v1.Ping
-	(*ServerFrame)(nil),        // 27: parley.client.v1.ServerFrame
-	(*BlockStatus)(nil),        // 28: parley.client.v1.BlockStatus
-	(*Resumed)(nil),            // 29: parley.client.v1.Resumed
-	(*Authenticated)(nil),      // 30: parley.client.v1.Authenticated
-	(*Accepted)(nil),           // 31: parley.client.v1.Accepted
-	(*EventBatch)(nil),         // 32: parley.client.v1.EventBatch
-	(*ConversationList)(nil),   // 33: parley.client.v1.ConversationList
-	(*TypingBatch)(nil),        // 34: parley.client.v1.TypingBatch
-	(*PresenceList)(nil),       // 35: parley.client.v1.PresenceList
-	(*ReceiptBatch)(nil),       // 36: parley.client.v1.ReceiptBatch
-	(*HistoryPage)(nil),        // 37: parley.client.v1.HistoryPage
-	(*Error)(nil),              // 38: parley.client.v1.Error
-	(*Pong)(nil),               // 39: parley.client.v1.Pong
-	(v1.ConversationKind)(0),   // 40: parley.chat.v1.ConversationKind
-	(v1.MemberRole)(0),         // 41: parley.chat.v1.MemberRole
-	(*v1.Event)(nil),           // 42: parley.chat.v1.Event
-	(*v1.Conversation)(nil),    // 43: parley.chat.v1.Conversation
-	(*v1.Typing)(nil),          // 44: parley.chat.v1.Typing
-	(*v1.Presence)(nil),        // 45: parley.chat.v1.Presence
-	(*v1.Receipt)(nil),         // 46: parley.chat.v1.Receipt
-	(v1.ErrorCode)(0),          // 47: parley.chat.v1.ErrorCode
+	(*EditMessage)(nil),        // 4: parley.client.v1.EditMessage
+	(*DeleteMessage)(nil),      // 5: parley.client.v1.DeleteMessage
+	(*React)(nil),              // 6: parley.client.v1.React
+	(*CreateConversation)(nil), // 7: parley.client.v1.CreateConversation
+	(*RemoveMember)(nil),       // 8: parley.client.v1.RemoveMember
+	(*LeaveConversation)(nil),  // 9: parley.client.v1.LeaveConversation
+	(*SetMemberRole)(nil),      // 10: parley.client.v1.SetMemberRole
+	(*TransferOwnership)(nil),  // 11: parley.client.v1.TransferOwnership
+	(*MuteMember)(nil),         // 12: parley.client.v1.MuteMember
+	(*RenameConversation)(nil), // 13: parley.client.v1.RenameConversation
+	(*CreateInvite)(nil),       // 14: parley.client.v1.CreateInvite
+	(*RevokeInvite)(nil),       // 15: parley.client.v1.RevokeInvite
+	(*JoinByInvite)(nil),       // 16: parley.client.v1.JoinByInvite
+	(*FollowChannel)(nil),      // 17: parley.client.v1.FollowChannel
+	(*BlockUser)(nil),          // 18: parley.client.v1.BlockUser
+	(*UnblockUser)(nil),        // 19: parley.client.v1.UnblockUser
+	(*AddMember)(nil),          // 20: parley.client.v1.AddMember
+	(*ListConversations)(nil),  // 21: parley.client.v1.ListConversations
+	(*Mark)(nil),               // 22: parley.client.v1.Mark
+	(*SetTyping)(nil),          // 23: parley.client.v1.SetTyping
+	(*GetPresence)(nil),        // 24: parley.client.v1.GetPresence
+	(*WatchPresence)(nil),      // 25: parley.client.v1.WatchPresence
+	(*SetIdle)(nil),            // 26: parley.client.v1.SetIdle
+	(*GetReceipts)(nil),        // 27: parley.client.v1.GetReceipts
+	(*GetHistory)(nil),         // 28: parley.client.v1.GetHistory
+	(*Ping)(nil),               // 29: parley.client.v1.Ping
+	(*ServerFrame)(nil),        // 30: parley.client.v1.ServerFrame
+	(*BlockStatus)(nil),        // 31: parley.client.v1.BlockStatus
+	(*Resumed)(nil),            // 32: parley.client.v1.Resumed
+	(*Authenticated)(nil),      // 33: parley.client.v1.Authenticated
+	(*Accepted)(nil),           // 34: parley.client.v1.Accepted
+	(*EventBatch)(nil),         // 35: parley.client.v1.EventBatch
+	(*ConversationList)(nil),   // 36: parley.client.v1.ConversationList
+	(*TypingBatch)(nil),        // 37: parley.client.v1.TypingBatch
+	(*PresenceList)(nil),       // 38: parley.client.v1.PresenceList
+	(*ReceiptBatch)(nil),       // 39: parley.client.v1.ReceiptBatch
+	(*HistoryPage)(nil),        // 40: parley.client.v1.HistoryPage
+	(*Error)(nil),              // 41: parley.client.v1.Error
+	(*Pong)(nil),               // 42: parley.client.v1.Pong
+	(*v1.Attachment)(nil),      // 43: parley.chat.v1.Attachment
+	(*v1.ContactCard)(nil),     // 44: parley.chat.v1.ContactCard
+	(v1.ConversationKind)(0),   // 45: parley.chat.v1.ConversationKind
+	(v1.MemberRole)(0),         // 46: parley.chat.v1.MemberRole
+	(*v1.Event)(nil),           // 47: parley.chat.v1.Event
+	(*v1.Conversation)(nil),    // 48: parley.chat.v1.Conversation
+	(*v1.Typing)(nil),          // 49: parley.chat.v1.Typing
+	(*v1.Presence)(nil),        // 50: parley.chat.v1.Presence
+	(*v1.Receipt)(nil),         // 51: parley.chat.v1.Receipt
+	(v1.ErrorCode)(0),          // 52: parley.chat.v1.ErrorCode
 }
 var file_parley_client_v1_client_proto_depIdxs = []int32{
 	1,  // 0: parley.client.v1.ClientFrame.authenticate:type_name -> parley.client.v1.Authenticate
 	3,  // 1: parley.client.v1.ClientFrame.send_message:type_name -> parley.client.v1.SendMessage
-	4,  // 2: parley.client.v1.ClientFrame.create_conversation:type_name -> parley.client.v1.CreateConversation
-	17, // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
-	18, // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
-	25, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
-	26, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
-	19, // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
-	24, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
-	20, // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
-	21, // 10: parley.client.v1.ClientFrame.get_presence:type_name -> parley.client.v1.GetPresence
-	22, // 11: parley.client.v1.ClientFrame.watch_presence:type_name -> parley.client.v1.WatchPresence
-	23, // 12: parley.client.v1.ClientFrame.set_idle:type_name -> parley.client.v1.SetIdle
-	5,  // 13: parley.client.v1.ClientFrame.remove_member:type_name -> parley.client.v1.RemoveMember
-	6,  // 14: parley.client.v1.ClientFrame.leave:type_name -> parley.client.v1.LeaveConversation
-	7,  // 15: parley.client.v1.ClientFrame.set_role:type_name -> parley.client.v1.SetMemberRole
-	8,  // 16: parley.client.v1.ClientFrame.transfer_ownership:type_name -> parley.client.v1.TransferOwnership
-	9,  // 17: parley.client.v1.ClientFrame.mute_member:type_name -> parley.client.v1.MuteMember
-	10, // 18: parley.client.v1.ClientFrame.rename:type_name -> parley.client.v1.RenameConversation
-	11, // 19: parley.client.v1.ClientFrame.create_invite:type_name -> parley.client.v1.CreateInvite
-	12, // 20: parley.client.v1.ClientFrame.revoke_invite:type_name -> parley.client.v1.RevokeInvite
-	13, // 21: parley.client.v1.ClientFrame.join_by_invite:type_name -> parley.client.v1.JoinByInvite
-	14, // 22: parley.client.v1.ClientFrame.follow:type_name -> parley.client.v1.FollowChannel
-	15, // 23: parley.client.v1.ClientFrame.block_user:type_name -> parley.client.v1.BlockUser
-	16, // 24: parley.client.v1.ClientFrame.unblock_user:type_name -> parley.client.v1.UnblockUser
-	2,  // 25: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
-	40, // 26: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	41, // 27: parley.client.v1.SetMemberRole.role:type_name -> parley.chat.v1.MemberRole
-	30, // 28: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
-	31, // 29: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
-	32, // 30: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
-	33, // 31: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
-	37, // 32: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
-	38, // 33: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
-	39, // 34: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
-	29, // 35: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
-	36, // 36: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
-	34, // 37: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
-	35, // 38: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
-	28, // 39: parley.client.v1.ServerFrame.block_status:type_name -> parley.client.v1.BlockStatus
-	2,  // 40: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
-	2,  // 41: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
-	42, // 42: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
-	43, // 43: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
-	44, // 44: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
-	45, // 45: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
-	46, // 46: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
-	42, // 47: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
-	47, // 48: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
-	49, // [49:49] is the sub-list for method output_type
-	49, // [49:49] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	7,  // 2: parley.client.v1.ClientFrame.create_conversation:type_name -> parley.client.v1.CreateConversation
+	20, // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
+	21, // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
+	28, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
+	29, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
+	22, // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
+	27, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
+	23, // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
+	24, // 10: parley.client.v1.ClientFrame.get_presence:type_name -> parley.client.v1.GetPresence
+	25, // 11: parley.client.v1.ClientFrame.watch_presence:type_name -> parley.client.v1.WatchPresence
+	26, // 12: parley.client.v1.ClientFrame.set_idle:type_name -> parley.client.v1.SetIdle
+	8,  // 13: parley.client.v1.ClientFrame.remove_member:type_name -> parley.client.v1.RemoveMember
+	9,  // 14: parley.client.v1.ClientFrame.leave:type_name -> parley.client.v1.LeaveConversation
+	10, // 15: parley.client.v1.ClientFrame.set_role:type_name -> parley.client.v1.SetMemberRole
+	11, // 16: parley.client.v1.ClientFrame.transfer_ownership:type_name -> parley.client.v1.TransferOwnership
+	12, // 17: parley.client.v1.ClientFrame.mute_member:type_name -> parley.client.v1.MuteMember
+	13, // 18: parley.client.v1.ClientFrame.rename:type_name -> parley.client.v1.RenameConversation
+	14, // 19: parley.client.v1.ClientFrame.create_invite:type_name -> parley.client.v1.CreateInvite
+	15, // 20: parley.client.v1.ClientFrame.revoke_invite:type_name -> parley.client.v1.RevokeInvite
+	16, // 21: parley.client.v1.ClientFrame.join_by_invite:type_name -> parley.client.v1.JoinByInvite
+	17, // 22: parley.client.v1.ClientFrame.follow:type_name -> parley.client.v1.FollowChannel
+	18, // 23: parley.client.v1.ClientFrame.block_user:type_name -> parley.client.v1.BlockUser
+	19, // 24: parley.client.v1.ClientFrame.unblock_user:type_name -> parley.client.v1.UnblockUser
+	4,  // 25: parley.client.v1.ClientFrame.edit_message:type_name -> parley.client.v1.EditMessage
+	5,  // 26: parley.client.v1.ClientFrame.delete_message:type_name -> parley.client.v1.DeleteMessage
+	6,  // 27: parley.client.v1.ClientFrame.react:type_name -> parley.client.v1.React
+	2,  // 28: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
+	43, // 29: parley.client.v1.SendMessage.attachments:type_name -> parley.chat.v1.Attachment
+	44, // 30: parley.client.v1.SendMessage.contact:type_name -> parley.chat.v1.ContactCard
+	45, // 31: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	46, // 32: parley.client.v1.SetMemberRole.role:type_name -> parley.chat.v1.MemberRole
+	33, // 33: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
+	34, // 34: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
+	35, // 35: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
+	36, // 36: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
+	40, // 37: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
+	41, // 38: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
+	42, // 39: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
+	32, // 40: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
+	39, // 41: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
+	37, // 42: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
+	38, // 43: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
+	31, // 44: parley.client.v1.ServerFrame.block_status:type_name -> parley.client.v1.BlockStatus
+	2,  // 45: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
+	2,  // 46: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
+	47, // 47: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
+	48, // 48: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
+	49, // 49: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
+	50, // 50: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
+	51, // 51: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
+	47, // 52: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
+	52, // 53: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
+	54, // [54:54] is the sub-list for method output_type
+	54, // [54:54] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_parley_client_v1_client_proto_init() }
@@ -3261,9 +3606,12 @@ func file_parley_client_v1_client_proto_init() {
 		(*ClientFrame_Follow)(nil),
 		(*ClientFrame_BlockUser)(nil),
 		(*ClientFrame_UnblockUser)(nil),
+		(*ClientFrame_EditMessage)(nil),
+		(*ClientFrame_DeleteMessage)(nil),
+		(*ClientFrame_React)(nil),
 	}
-	file_parley_client_v1_client_proto_msgTypes[25].OneofWrappers = []any{}
-	file_parley_client_v1_client_proto_msgTypes[27].OneofWrappers = []any{
+	file_parley_client_v1_client_proto_msgTypes[28].OneofWrappers = []any{}
+	file_parley_client_v1_client_proto_msgTypes[30].OneofWrappers = []any{
 		(*ServerFrame_Authenticated)(nil),
 		(*ServerFrame_Accepted)(nil),
 		(*ServerFrame_Events)(nil),
@@ -3283,7 +3631,7 @@ func file_parley_client_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_client_v1_client_proto_rawDesc), len(file_parley_client_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   40,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

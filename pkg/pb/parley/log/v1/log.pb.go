@@ -55,6 +55,9 @@ type Command struct {
 	//	*Command_JoinByInvite
 	//	*Command_Follow
 	//	*Command_Block
+	//	*Command_EditMessage
+	//	*Command_DeleteMessage
+	//	*Command_React
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -274,6 +277,33 @@ func (x *Command) GetBlock() *Block {
 	return nil
 }
 
+func (x *Command) GetEditMessage() *EditMessage {
+	if x != nil {
+		if x, ok := x.Body.(*Command_EditMessage); ok {
+			return x.EditMessage
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteMessage() *DeleteMessage {
+	if x != nil {
+		if x, ok := x.Body.(*Command_DeleteMessage); ok {
+			return x.DeleteMessage
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetReact() *React {
+	if x != nil {
+		if x, ok := x.Body.(*Command_React); ok {
+			return x.React
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -338,6 +368,18 @@ type Command_Block struct {
 	Block *Block `protobuf:"bytes,30,opt,name=block,proto3,oneof"`
 }
 
+type Command_EditMessage struct {
+	EditMessage *EditMessage `protobuf:"bytes,40,opt,name=edit_message,json=editMessage,proto3,oneof"`
+}
+
+type Command_DeleteMessage struct {
+	DeleteMessage *DeleteMessage `protobuf:"bytes,41,opt,name=delete_message,json=deleteMessage,proto3,oneof"`
+}
+
+type Command_React struct {
+	React *React `protobuf:"bytes,42,opt,name=react,proto3,oneof"`
+}
+
 func (*Command_CreateConversation) isCommand_Body() {}
 
 func (*Command_AddMember) isCommand_Body() {}
@@ -367,6 +409,12 @@ func (*Command_JoinByInvite) isCommand_Body() {}
 func (*Command_Follow) isCommand_Body() {}
 
 func (*Command_Block) isCommand_Body() {}
+
+func (*Command_EditMessage) isCommand_Body() {}
+
+func (*Command_DeleteMessage) isCommand_Body() {}
+
+func (*Command_React) isCommand_Body() {}
 
 // CreateConversation creates the conversation named by the command.
 type CreateConversation struct {
@@ -1070,10 +1118,15 @@ func (x *AddMember) GetUserId() string {
 	return ""
 }
 
-// PostMessage posts text.
+// PostMessage posts a message; see parley.client.v1.SendMessage. Links
+// are not part of the command: the sequencer finds them in the text.
 type PostMessage struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Text          string                 `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	Attachments   []*v1.Attachment       `protobuf:"bytes,2,rep,name=attachments,proto3" json:"attachments,omitempty"`
+	Contact       *v1.ContactCard        `protobuf:"bytes,3,opt,name=contact,proto3" json:"contact,omitempty"`
+	ReplyToSeq    uint64                 `protobuf:"varint,4,opt,name=reply_to_seq,json=replyToSeq,proto3" json:"reply_to_seq,omitempty"`
+	MentionIds    []string               `protobuf:"bytes,5,rep,name=mention_ids,json=mentionIds,proto3" json:"mention_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1115,6 +1168,201 @@ func (x *PostMessage) GetText() string {
 	return ""
 }
 
+func (x *PostMessage) GetAttachments() []*v1.Attachment {
+	if x != nil {
+		return x.Attachments
+	}
+	return nil
+}
+
+func (x *PostMessage) GetContact() *v1.ContactCard {
+	if x != nil {
+		return x.Contact
+	}
+	return nil
+}
+
+func (x *PostMessage) GetReplyToSeq() uint64 {
+	if x != nil {
+		return x.ReplyToSeq
+	}
+	return 0
+}
+
+func (x *PostMessage) GetMentionIds() []string {
+	if x != nil {
+		return x.MentionIds
+	}
+	return nil
+}
+
+// EditMessage replaces the text of the user's message at target_seq.
+type EditMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TargetSeq     uint64                 `protobuf:"varint,1,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
+	Text          string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	MentionIds    []string               `protobuf:"bytes,3,rep,name=mention_ids,json=mentionIds,proto3" json:"mention_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EditMessage) Reset() {
+	*x = EditMessage{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EditMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EditMessage) ProtoMessage() {}
+
+func (x *EditMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EditMessage.ProtoReflect.Descriptor instead.
+func (*EditMessage) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *EditMessage) GetTargetSeq() uint64 {
+	if x != nil {
+		return x.TargetSeq
+	}
+	return 0
+}
+
+func (x *EditMessage) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *EditMessage) GetMentionIds() []string {
+	if x != nil {
+		return x.MentionIds
+	}
+	return nil
+}
+
+// DeleteMessage deletes the message at target_seq.
+type DeleteMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TargetSeq     uint64                 `protobuf:"varint,1,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteMessage) Reset() {
+	*x = DeleteMessage{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteMessage) ProtoMessage() {}
+
+func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteMessage.ProtoReflect.Descriptor instead.
+func (*DeleteMessage) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *DeleteMessage) GetTargetSeq() uint64 {
+	if x != nil {
+		return x.TargetSeq
+	}
+	return 0
+}
+
+// React adds or (remove) takes back the user's emoji on target_seq.
+type React struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TargetSeq     uint64                 `protobuf:"varint,1,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
+	Emoji         string                 `protobuf:"bytes,2,opt,name=emoji,proto3" json:"emoji,omitempty"`
+	Remove        bool                   `protobuf:"varint,3,opt,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *React) Reset() {
+	*x = React{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *React) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*React) ProtoMessage() {}
+
+func (x *React) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use React.ProtoReflect.Descriptor instead.
+func (*React) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *React) GetTargetSeq() uint64 {
+	if x != nil {
+		return x.TargetSeq
+	}
+	return 0
+}
+
+func (x *React) GetEmoji() string {
+	if x != nil {
+		return x.Emoji
+	}
+	return ""
+}
+
+func (x *React) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
 // Mark moves the device's delivered position and its user's read position
 // forward. Either may be zero (unchanged); reading implies delivered.
 type Mark struct {
@@ -1127,7 +1375,7 @@ type Mark struct {
 
 func (x *Mark) Reset() {
 	*x = Mark{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[16]
+	mi := &file_parley_log_v1_log_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1139,7 +1387,7 @@ func (x *Mark) String() string {
 func (*Mark) ProtoMessage() {}
 
 func (x *Mark) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[16]
+	mi := &file_parley_log_v1_log_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1152,7 +1400,7 @@ func (x *Mark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mark.ProtoReflect.Descriptor instead.
 func (*Mark) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{16}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Mark) GetDeliveredSeq() uint64 {
@@ -1190,7 +1438,7 @@ type EventRecord struct {
 
 func (x *EventRecord) Reset() {
 	*x = EventRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[17]
+	mi := &file_parley_log_v1_log_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1450,7 @@ func (x *EventRecord) String() string {
 func (*EventRecord) ProtoMessage() {}
 
 func (x *EventRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[17]
+	mi := &file_parley_log_v1_log_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1463,7 @@ func (x *EventRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventRecord.ProtoReflect.Descriptor instead.
 func (*EventRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{17}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EventRecord) GetEvent() *v1.Event {
@@ -1274,7 +1522,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[18]
+	mi := &file_parley_log_v1_log_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1534,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[18]
+	mi := &file_parley_log_v1_log_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1547,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{18}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Outcome) GetCommandId() string {
@@ -1381,7 +1629,7 @@ type PresenceRecord struct {
 
 func (x *PresenceRecord) Reset() {
 	*x = PresenceRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[19]
+	mi := &file_parley_log_v1_log_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1641,7 @@ func (x *PresenceRecord) String() string {
 func (*PresenceRecord) ProtoMessage() {}
 
 func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[19]
+	mi := &file_parley_log_v1_log_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1654,7 @@ func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRecord.ProtoReflect.Descriptor instead.
 func (*PresenceRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{19}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PresenceRecord) GetBody() isPresenceRecord_Body {
@@ -1479,7 +1727,7 @@ type PresenceSession struct {
 
 func (x *PresenceSession) Reset() {
 	*x = PresenceSession{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[20]
+	mi := &file_parley_log_v1_log_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1491,7 +1739,7 @@ func (x *PresenceSession) String() string {
 func (*PresenceSession) ProtoMessage() {}
 
 func (x *PresenceSession) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[20]
+	mi := &file_parley_log_v1_log_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1504,7 +1752,7 @@ func (x *PresenceSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
 func (*PresenceSession) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{20}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PresenceSession) GetNodeId() string {
@@ -1555,7 +1803,7 @@ type PresenceBeat struct {
 
 func (x *PresenceBeat) Reset() {
 	*x = PresenceBeat{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[21]
+	mi := &file_parley_log_v1_log_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1567,7 +1815,7 @@ func (x *PresenceBeat) String() string {
 func (*PresenceBeat) ProtoMessage() {}
 
 func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[21]
+	mi := &file_parley_log_v1_log_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1580,7 +1828,7 @@ func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceBeat.ProtoReflect.Descriptor instead.
 func (*PresenceBeat) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{21}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PresenceBeat) GetNodeId() string {
@@ -1622,7 +1870,7 @@ type PresenceSeen struct {
 
 func (x *PresenceSeen) Reset() {
 	*x = PresenceSeen{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[22]
+	mi := &file_parley_log_v1_log_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +1882,7 @@ func (x *PresenceSeen) String() string {
 func (*PresenceSeen) ProtoMessage() {}
 
 func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[22]
+	mi := &file_parley_log_v1_log_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +1895,7 @@ func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSeen.ProtoReflect.Descriptor instead.
 func (*PresenceSeen) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{22}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PresenceSeen) GetUserId() string {
@@ -1668,7 +1916,8 @@ var File_parley_log_v1_log_proto protoreflect.FileDescriptor
 
 const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\n" +
-	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\x82\t\n" +
+	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xb8\n" +
+	"\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12'\n" +
@@ -1695,7 +1944,10 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\rrevoke_invite\x18\x1b \x01(\v2\x1b.parley.log.v1.RevokeInviteH\x00R\frevokeInvite\x12C\n" +
 	"\x0ejoin_by_invite\x18\x1c \x01(\v2\x1b.parley.log.v1.JoinByInviteH\x00R\fjoinByInvite\x12/\n" +
 	"\x06follow\x18\x1d \x01(\v2\x15.parley.log.v1.FollowH\x00R\x06follow\x12,\n" +
-	"\x05block\x18\x1e \x01(\v2\x14.parley.log.v1.BlockH\x00R\x05blockB\x06\n" +
+	"\x05block\x18\x1e \x01(\v2\x14.parley.log.v1.BlockH\x00R\x05block\x12?\n" +
+	"\fedit_message\x18( \x01(\v2\x1a.parley.log.v1.EditMessageH\x00R\veditMessage\x12E\n" +
+	"\x0edelete_message\x18) \x01(\v2\x1c.parley.log.v1.DeleteMessageH\x00R\rdeleteMessage\x12,\n" +
+	"\x05react\x18* \x01(\v2\x14.parley.log.v1.ReactH\x00R\x05reactB\x06\n" +
 	"\x04body\"\x97\x01\n" +
 	"\x12CreateConversation\x124\n" +
 	"\x04kind\x18\x01 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x14\n" +
@@ -1736,9 +1988,29 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\ablocked\x18\x04 \x01(\bR\ablocked\x12.\n" +
 	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"$\n" +
 	"\tAddMember\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\"!\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"\xd9\x01\n" +
 	"\vPostMessage\x12\x12\n" +
-	"\x04text\x18\x01 \x01(\tR\x04text\"F\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\x12<\n" +
+	"\vattachments\x18\x02 \x03(\v2\x1a.parley.chat.v1.AttachmentR\vattachments\x125\n" +
+	"\acontact\x18\x03 \x01(\v2\x1b.parley.chat.v1.ContactCardR\acontact\x12 \n" +
+	"\freply_to_seq\x18\x04 \x01(\x04R\n" +
+	"replyToSeq\x12\x1f\n" +
+	"\vmention_ids\x18\x05 \x03(\tR\n" +
+	"mentionIds\"a\n" +
+	"\vEditMessage\x12\x1d\n" +
+	"\n" +
+	"target_seq\x18\x01 \x01(\x04R\ttargetSeq\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\x12\x1f\n" +
+	"\vmention_ids\x18\x03 \x03(\tR\n" +
+	"mentionIds\".\n" +
+	"\rDeleteMessage\x12\x1d\n" +
+	"\n" +
+	"target_seq\x18\x01 \x01(\x04R\ttargetSeq\"T\n" +
+	"\x05React\x12\x1d\n" +
+	"\n" +
+	"target_seq\x18\x01 \x01(\x04R\ttargetSeq\x12\x14\n" +
+	"\x05emoji\x18\x02 \x01(\tR\x05emoji\x12\x16\n" +
+	"\x06remove\x18\x03 \x01(\bR\x06remove\"F\n" +
 	"\x04Mark\x12#\n" +
 	"\rdelivered_seq\x18\x01 \x01(\x04R\fdeliveredSeq\x12\x19\n" +
 	"\bread_seq\x18\x02 \x01(\x04R\areadSeq\"\xe3\x01\n" +
@@ -1793,7 +2065,7 @@ func file_parley_log_v1_log_proto_rawDescGZIP() []byte {
 	return file_parley_log_v1_log_proto_rawDescData
 }
 
-var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_parley_log_v1_log_proto_goTypes = []any{
 	(*Command)(nil),               // 0: parley.log.v1.Command
 	(*CreateConversation)(nil),    // 1: parley.log.v1.CreateConversation
@@ -1811,27 +2083,32 @@ var file_parley_log_v1_log_proto_goTypes = []any{
 	(*BlockChange)(nil),           // 13: parley.log.v1.BlockChange
 	(*AddMember)(nil),             // 14: parley.log.v1.AddMember
 	(*PostMessage)(nil),           // 15: parley.log.v1.PostMessage
-	(*Mark)(nil),                  // 16: parley.log.v1.Mark
-	(*EventRecord)(nil),           // 17: parley.log.v1.EventRecord
-	(*Outcome)(nil),               // 18: parley.log.v1.Outcome
-	(*PresenceRecord)(nil),        // 19: parley.log.v1.PresenceRecord
-	(*PresenceSession)(nil),       // 20: parley.log.v1.PresenceSession
-	(*PresenceBeat)(nil),          // 21: parley.log.v1.PresenceBeat
-	(*PresenceSeen)(nil),          // 22: parley.log.v1.PresenceSeen
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(v1.ConversationKind)(0),      // 24: parley.chat.v1.ConversationKind
-	(v1.MemberRole)(0),            // 25: parley.chat.v1.MemberRole
-	(*v1.Event)(nil),              // 26: parley.chat.v1.Event
-	(*v1.Receipt)(nil),            // 27: parley.chat.v1.Receipt
-	(v1.ErrorCode)(0),             // 28: parley.chat.v1.ErrorCode
-	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
+	(*EditMessage)(nil),           // 16: parley.log.v1.EditMessage
+	(*DeleteMessage)(nil),         // 17: parley.log.v1.DeleteMessage
+	(*React)(nil),                 // 18: parley.log.v1.React
+	(*Mark)(nil),                  // 19: parley.log.v1.Mark
+	(*EventRecord)(nil),           // 20: parley.log.v1.EventRecord
+	(*Outcome)(nil),               // 21: parley.log.v1.Outcome
+	(*PresenceRecord)(nil),        // 22: parley.log.v1.PresenceRecord
+	(*PresenceSession)(nil),       // 23: parley.log.v1.PresenceSession
+	(*PresenceBeat)(nil),          // 24: parley.log.v1.PresenceBeat
+	(*PresenceSeen)(nil),          // 25: parley.log.v1.PresenceSeen
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(v1.ConversationKind)(0),      // 27: parley.chat.v1.ConversationKind
+	(v1.MemberRole)(0),            // 28: parley.chat.v1.MemberRole
+	(*v1.Attachment)(nil),         // 29: parley.chat.v1.Attachment
+	(*v1.ContactCard)(nil),        // 30: parley.chat.v1.ContactCard
+	(*v1.Event)(nil),              // 31: parley.chat.v1.Event
+	(*v1.Receipt)(nil),            // 32: parley.chat.v1.Receipt
+	(v1.ErrorCode)(0),             // 33: parley.chat.v1.ErrorCode
+	(*durationpb.Duration)(nil),   // 34: google.protobuf.Duration
 }
 var file_parley_log_v1_log_proto_depIdxs = []int32{
-	23, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
+	26, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
 	1,  // 1: parley.log.v1.Command.create_conversation:type_name -> parley.log.v1.CreateConversation
 	14, // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
 	15, // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
-	16, // 4: parley.log.v1.Command.mark:type_name -> parley.log.v1.Mark
+	19, // 4: parley.log.v1.Command.mark:type_name -> parley.log.v1.Mark
 	2,  // 5: parley.log.v1.Command.remove_member:type_name -> parley.log.v1.RemoveMember
 	3,  // 6: parley.log.v1.Command.leave:type_name -> parley.log.v1.Leave
 	4,  // 7: parley.log.v1.Command.set_role:type_name -> parley.log.v1.SetRole
@@ -1843,25 +2120,30 @@ var file_parley_log_v1_log_proto_depIdxs = []int32{
 	10, // 13: parley.log.v1.Command.join_by_invite:type_name -> parley.log.v1.JoinByInvite
 	11, // 14: parley.log.v1.Command.follow:type_name -> parley.log.v1.Follow
 	12, // 15: parley.log.v1.Command.block:type_name -> parley.log.v1.Block
-	24, // 16: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	25, // 17: parley.log.v1.SetRole.role:type_name -> parley.chat.v1.MemberRole
-	23, // 18: parley.log.v1.BlockChange.time:type_name -> google.protobuf.Timestamp
-	26, // 19: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
-	27, // 20: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
-	13, // 21: parley.log.v1.EventRecord.block:type_name -> parley.log.v1.BlockChange
-	28, // 22: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
-	27, // 23: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
-	20, // 24: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
-	21, // 25: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
-	22, // 26: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
-	23, // 27: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
-	29, // 28: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
-	23, // 29: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	16, // 16: parley.log.v1.Command.edit_message:type_name -> parley.log.v1.EditMessage
+	17, // 17: parley.log.v1.Command.delete_message:type_name -> parley.log.v1.DeleteMessage
+	18, // 18: parley.log.v1.Command.react:type_name -> parley.log.v1.React
+	27, // 19: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	28, // 20: parley.log.v1.SetRole.role:type_name -> parley.chat.v1.MemberRole
+	26, // 21: parley.log.v1.BlockChange.time:type_name -> google.protobuf.Timestamp
+	29, // 22: parley.log.v1.PostMessage.attachments:type_name -> parley.chat.v1.Attachment
+	30, // 23: parley.log.v1.PostMessage.contact:type_name -> parley.chat.v1.ContactCard
+	31, // 24: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
+	32, // 25: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
+	13, // 26: parley.log.v1.EventRecord.block:type_name -> parley.log.v1.BlockChange
+	33, // 27: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
+	32, // 28: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
+	23, // 29: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
+	24, // 30: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
+	25, // 31: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
+	26, // 32: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
+	34, // 33: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
+	26, // 34: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
+	35, // [35:35] is the sub-list for method output_type
+	35, // [35:35] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_parley_log_v1_log_proto_init() }
@@ -1885,8 +2167,11 @@ func file_parley_log_v1_log_proto_init() {
 		(*Command_JoinByInvite)(nil),
 		(*Command_Follow)(nil),
 		(*Command_Block)(nil),
+		(*Command_EditMessage)(nil),
+		(*Command_DeleteMessage)(nil),
+		(*Command_React)(nil),
 	}
-	file_parley_log_v1_log_proto_msgTypes[19].OneofWrappers = []any{
+	file_parley_log_v1_log_proto_msgTypes[22].OneofWrappers = []any{
 		(*PresenceRecord_Session)(nil),
 		(*PresenceRecord_Beat)(nil),
 		(*PresenceRecord_Seen)(nil),
@@ -1897,7 +2182,7 @@ func file_parley_log_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_log_v1_log_proto_rawDesc), len(file_parley_log_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
