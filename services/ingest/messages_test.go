@@ -351,3 +351,26 @@ func TestReactionsPerMessageAreBounded(t *testing.T) {
 		t.Fatalf("an emoji already there: %v", out)
 	}
 }
+
+// TestModeratorsAreOwnerAndAdmins: others' messages are deleted by the
+// owner and admins of a group, by nobody in a direct conversation.
+func TestModeratorsAreOwnerAndAdmins(t *testing.T) {
+	group, direct := chatv1.ConversationKind_CONVERSATION_KIND_GROUP, chatv1.ConversationKind_CONVERSATION_KIND_DIRECT
+	notAuthor := chatv1.ErrorCode_ERROR_CODE_NOT_AUTHOR
+	convs := map[string]*conversation{}
+	runSteps(t, convs, 10, []gstep{
+		{cmd: createCmd("g", "alice", "c", group, "alice", "bob", "carol", "dave")},
+		{cmd: richCmd("g", "dave", "p1", &logv1.PostMessage{Text: "one"})},   // seq 2
+		{cmd: richCmd("g", "dave", "p2", &logv1.PostMessage{Text: "two"})},   // seq 3
+		{cmd: richCmd("g", "dave", "p3", &logv1.PostMessage{Text: "three"})}, // seq 4
+		{cmd: cmdOf("g", "alice", "r", &logv1.SetRole{UserId: "bob", Role: chatv1.MemberRole_MEMBER_ROLE_ADMIN})},
+		{cmd: deleteCmd("g", "carol", "d1", 2), code: notAuthor},
+		{cmd: deleteCmd("g", "bob", "d2", 2)},
+		{cmd: deleteCmd("g", "alice", "d3", 3)},
+		{cmd: cmdOf("g", "alice", "r2", &logv1.SetRole{UserId: "bob", Role: chatv1.MemberRole_MEMBER_ROLE_MEMBER})},
+		{cmd: deleteCmd("g", "bob", "d4", 4), code: notAuthor},
+		{cmd: createCmd("dm", "alice", "c", direct, "alice", "bob")},
+		{cmd: richCmd("dm", "bob", "p1", &logv1.PostMessage{Text: "hi"})},
+		{cmd: deleteCmd("dm", "alice", "d1", 2), code: notAuthor},
+	})
+}

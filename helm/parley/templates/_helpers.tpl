@@ -118,7 +118,12 @@ gRPC addresses of the internal Services, as the edge and fan-out dial them.
 {{- printf "%s:7102" (include "parley.componentName" (dict "ctx" . "component" "persistence")) }}
 {{- end }}
 {{- define "parley.presenceAddr" -}}
-{{- printf "%s:7104" (include "parley.componentName" (dict "ctx" . "component" "presence")) }}
+{{- $name := include "parley.componentName" (dict "ctx" . "component" "presence") }}
+{{- $addrs := list }}
+{{- range $i := until (int .Values.presence.replicas) }}
+{{- $addrs = append $addrs (printf "%s-%d.%s-headless:7104" $name $i $name) }}
+{{- end }}
+{{- join "," $addrs }}
 {{- end }}
 
 {{/*
