@@ -129,7 +129,7 @@ func FuzzApplyRecords(f *testing.F) {
 		Body: &chatv1.Event_MemberRemoved{MemberRemoved: &chatv1.MemberRemoved{UserId: "bob"}}}})
 	f.Add(append(append([]byte{1, 0, 1, 1, 0, byte(len(block))}, block...), append([]byte{0, byte(len(removed))}, removed...)...))
 
-	store, err := pebblestore.Open(f.TempDir())
+	store, err := pebblestore.Open("fuzz", pebblestore.InMemory())
 	if err != nil {
 		f.Fatal(err)
 	}

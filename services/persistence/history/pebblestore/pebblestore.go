@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/parleychat/parley/services/persistence/history"
 	"google.golang.org/protobuf/proto"
 
@@ -71,25 +72,36 @@ type Store struct {
 var _ history.Store = (*Store)(nil)
 
 // Option configures Open.
-type Option func(*Store)
+type Option func(*settings)
+
+type settings struct {
+	now func() time.Time
+	fs  vfs.FS
+}
 
 // WithClock sets the clock that change times (ListQuery.ChangedSince) are
 // measured with; time.Now by default.
 func WithClock(now func() time.Time) Option {
-	return func(s *Store) { s.now = now }
+	return func(s *settings) { s.now = now }
+}
+
+// InMemory keeps the store in memory instead of dir, for tests that open
+// many stores or write a lot: a synced commit costs no fsync there.
+func InMemory() Option {
+	return func(s *settings) { s.fs = vfs.NewMem() }
 }
 
 // Open opens (creating if needed) the store in dir.
 func Open(dir string, opts ...Option) (*Store, error) {
-	db, err := pebble.Open(dir, &pebble.Options{Logger: quietLogger{}})
+	set := settings{now: time.Now}
+	for _, o := range opts {
+		o(&set)
+	}
+	db, err := pebble.Open(dir, &pebble.Options{Logger: quietLogger{}, FS: set.fs})
 	if err != nil {
 		return nil, fmt.Errorf("open pebble history store at %s: %w", dir, err)
 	}
-	s := &Store{db: db, now: time.Now}
-	for _, o := range opts {
-		o(s)
-	}
-	return s, nil
+	return &Store{db: db, now: set.now}, nil
 }
 
 // Close closes the database.
