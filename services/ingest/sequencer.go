@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/metrics"
 	"github.com/parleychat/parley/pkg/topics"
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,18 +32,21 @@ const SequencerGroup = "parley-sequencer"
 // Sequencer turns commands into events. One member of SequencerGroup owns
 // each command partition, so each conversation has one writer.
 //
-// Crash safety without a gap or duplicate: events and outcomes are produced
-// (acks=all) before the command offsets are committed, and a partition's
-// aggregates are rebuilt from its event log before its first command is
-// decided. A command re-read after a crash therefore meets its own event in
-// the rebuilt aggregate and only yields a duplicate outcome. Fencing a
-// zombie owner (alive but expelled from the group) needs Kafka transactions;
-// see docs/ARCHITECTURE.md.
+// Each polled batch is one Kafka transaction: its events, outcomes and dead
+// letters and the command offsets it consumed commit together or not at
+// all, and every reader of those topics reads committed records only. A
+// crash mid-batch therefore leaves nothing behind that anyone sees, and the
+// next owner decides the same commands again. A zombie owner (alive, but
+// expelled from the group after a pause) cannot commit: its offset commit
+// carries its old group generation, the coordinator refuses it, and the
+// whole transaction aborts (KIP-447). A partition's aggregates are rebuilt
+// from its committed events before its first command is decided, after the
+// previous owner's open transaction has ended.
 type Sequencer struct {
 	brokers    []string
 	maxMembers int
 	log        *slog.Logger
-	cl         *kgo.Client
+	sess       *kgo.GroupTransactSession
 
 	// mu guards parts: the poll loop reads it, rebalance callbacks (on the
 	// client's goroutine) drop revoked partitions.
@@ -50,10 +54,14 @@ type Sequencer struct {
 	parts map[int32]map[string]*conversation
 	// deadLetters counts commands set aside, by reason.
 	deadLetters *prometheus.CounterVec
+	// beforeEnd, when set (by tests), runs after a batch is produced and
+	// before its transaction ends: the window a zombie is caught in.
+	beforeEnd func()
 }
 
 // NewSequencer joins the group lazily: nothing happens until Run polls.
-func NewSequencer(brokers []string, instanceID string, maxMembers int, log *slog.Logger, deadLetters *prometheus.CounterVec) (*Sequencer, error) {
+// Options in extra are applied last (tests shorten the group's timeouts).
+func NewSequencer(brokers []string, instanceID string, maxMembers int, log *slog.Logger, deadLetters *prometheus.CounterVec, extra ...kgo.Opt) (*Sequencer, error) {
 	s := &Sequencer{brokers: brokers, maxMembers: maxMembers, log: log, parts: map[int32]map[string]*conversation{}, deadLetters: deadLetters}
 	drop := func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 		s.mu.Lock()
@@ -62,58 +70,135 @@ func NewSequencer(brokers []string, instanceID string, maxMembers int, log *slog
 			delete(s.parts, p)
 		}
 	}
-	cl, err := kgo.NewClient(append(topics.ClientOpts(brokers), topics.GroupOpts(SequencerGroup, instanceID,
+	// A transactional id must be unique among live sequencers. A static
+	// member keeps its id across restarts, so a restarted process also
+	// fences its predecessor's producer; otherwise any unique id will do,
+	// since the group generation fences a zombie (KIP-447).
+	txnID := "parley-sequencer-" + instanceID
+	if instanceID == "" {
+		txnID = "parley-sequencer-" + uuid.NewString()
+	}
+	sess, err := kgo.NewGroupTransactSession(append(append(topics.ClientOpts(brokers), topics.GroupOpts(SequencerGroup, instanceID,
 		kgo.ConsumeTopics(topics.Commands),
-		kgo.DisableAutoCommit(),
-		// Rebalances wait until the batch in hand is produced and committed,
+		kgo.TransactionalID(txnID),
+		// A transaction left open by a process that died holds back every
+		// committed reader of its partitions until the broker aborts it, so
+		// keep that short: a batch's transaction lasts milliseconds.
+		kgo.TransactionTimeout(10*time.Second),
+		// Rebalances wait until the batch in hand is committed or aborted,
 		// so a partition never has two owners deciding at once.
 		kgo.BlockRebalanceOnPoll(),
 		kgo.OnPartitionsRevoked(drop),
 		kgo.OnPartitionsLost(drop),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-	)...)...)
+	)...), extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("sequencer kafka client: %w", err)
 	}
-	s.cl = cl
+	s.sess = sess
 	return s, nil
 }
 
 // Run polls commands until ctx ends; it returns nil on a clean stop.
 func (s *Sequencer) Run(ctx context.Context) error {
-	defer s.cl.Close()
+	defer s.sess.Close()
 	for {
-		fetches := s.cl.PollRecords(ctx, 2000)
+		fetches := s.sess.PollRecords(ctx, 2000)
 		if ctx.Err() != nil {
-			s.cl.AllowRebalance()
+			s.sess.AllowRebalance()
 			return nil
 		}
 		fetches.EachError(func(t string, p int32, err error) {
 			s.log.Warn("sequencer fetch", "topic", t, "partition", p, "err", err)
 		})
-		if err := s.process(ctx, fetches); err != nil {
-			s.cl.AllowRebalance()
+		err := s.batch(ctx, fetches)
+		s.sess.AllowRebalance()
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		s.cl.AllowRebalance()
 	}
 }
 
-func (s *Sequencer) process(ctx context.Context, fetches kgo.Fetches) error {
+// batch decides the commands of one poll and commits what they yield, with
+// their offsets, in one transaction.
+func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) error {
+	if fetches.NumRecords() == 0 {
+		return nil
+	}
+	// Aggregates are loaded before the transaction begins, so their
+	// loading never waits on this sequencer's own open transaction.
+	var err error
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		if err == nil && len(fp.Records) > 0 {
+			_, err = s.partition(ctx, fp.Partition)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if err := s.sess.Begin(); err != nil {
+		return fmt.Errorf("sequencer: begin transaction: %w", err)
+	}
+	out, rejected, ok := s.decideAll(fetches)
+	end := kgo.TryCommit
+	if !ok {
+		// A partition was lost while its commands were in hand: what was
+		// decided for it cannot be trusted, and committing its offsets
+		// without its events would lose them.
+		end = kgo.TryAbort
+	} else if len(out) > 0 {
+		if err := s.sess.ProduceSync(ctx, out...).FirstErr(); err != nil {
+			// The transaction cannot commit now; End aborts it and rewinds
+			// the consumer to the last committed offsets.
+			s.log.Warn("sequencer: produce failed; the batch is aborted and decided again", "records", len(out), "err", err)
+			end = kgo.TryAbort
+		}
+	}
+	if s.beforeEnd != nil {
+		s.beforeEnd()
+	}
+	committed, err := s.sess.End(ctx, end)
+	if err != nil {
+		return fmt.Errorf("sequencer: end transaction: %w", err)
+	}
+	if !committed {
+		// Aborted: typically this node was expelled from the group, or a
+		// produce failed. The aggregates hold decisions nobody will see, so
+		// forget them all; a partition this node keeps or gets back is
+		// rebuilt from the committed log before its next command.
+		s.log.Warn("sequencer: transaction aborted; its commands will be decided again", "commands", fetches.NumRecords())
+		s.mu.Lock()
+		clear(s.parts)
+		s.mu.Unlock()
+		return nil
+	}
+	for _, r := range rejected {
+		s.deadLetters.WithLabelValues(topics.ReasonOf(r.Err)).Inc()
+	}
+	return nil
+}
+
+// decideAll decides every command of fetches against its partition's
+// aggregates and returns the records to produce: events, outcomes, and the
+// dead letters of the commands it set aside. It reports false if a
+// partition's aggregates are gone (the partition was lost meanwhile).
+func (s *Sequencer) decideAll(fetches kgo.Fetches) ([]*kgo.Record, []topics.Rejected, bool) {
 	var out []*kgo.Record
 	var rejected []topics.Rejected
 	now := time.Now()
-	var err error
+	ok := true
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-		if err != nil || len(fp.Records) == 0 {
+		if len(fp.Records) == 0 {
 			return
 		}
-		var convs map[string]*conversation
-		convs, err = s.partition(ctx, fp.Partition)
-		if err != nil {
+		s.mu.Lock()
+		convs, have := s.parts[fp.Partition]
+		s.mu.Unlock()
+		if !have {
+			ok = false
 			return
 		}
 		for _, r := range fp.Records {
@@ -129,6 +214,8 @@ func (s *Sequencer) process(ctx context.Context, fetches kgo.Fetches) error {
 					uerr = &topics.BadRecord{Reason: topics.ReasonUndecodable, Err: uerr}
 				}
 				rejected = append(rejected, topics.Rejected{Record: r, Err: uerr})
+				s.log.Error("command set aside", "to", topics.DeadLetter, "partition", r.Partition, "offset", r.Offset, "err", uerr)
+				out = append(out, topics.DeadLetterRecord(r, SequencerGroup, uerr))
 				if id := cmd.GetCommandId(); id != "" {
 					out = append(out, s.record(topics.Outcomes, r, &logv1.Outcome{CommandId: id, ClientMsgId: cmd.GetClientMsgId(),
 						ErrorCode: chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, ErrorMessage: "command is missing its conversation id"}))
@@ -142,35 +229,7 @@ func (s *Sequencer) process(ctx context.Context, fetches kgo.Fetches) error {
 			out = append(out, s.record(topics.Outcomes, r, outcome))
 		}
 	})
-	if err != nil {
-		return err
-	}
-	if len(out) > 0 {
-		if err := s.cl.ProduceSync(ctx, out...).FirstErr(); err != nil {
-			return fmt.Errorf("produce %d events and outcomes: %w", len(out), err)
-		}
-	}
-	if len(rejected) > 0 {
-		for _, r := range rejected {
-			s.deadLetters.WithLabelValues(topics.ReasonOf(r.Err)).Inc()
-		}
-		if err := topics.SetAside(ctx, s.cl, s.log, SequencerGroup, rejected); err != nil {
-			return fmt.Errorf("set aside %d commands: %w", len(rejected), err)
-		}
-	}
-	if err := s.cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
-		// Typically this node was expelled from the group (paused past the
-		// session timeout) and its partitions are another's now. What it
-		// produced is on the log, so the new owner, which rebuilds from the
-		// log, answers those commands again as duplicates. Forget every
-		// aggregate, so a partition this node gets back is rebuilt from the
-		// log too, and carry on: the client rejoins the group by itself.
-		s.log.Warn("sequencer: commit failed; commands will be decided again from the log", "err", err)
-		s.mu.Lock()
-		clear(s.parts)
-		s.mu.Unlock()
-	}
-	return nil
+	return out, rejected, ok
 }
 
 func (s *Sequencer) record(topic string, cmd *kgo.Record, m proto.Message) *kgo.Record {
@@ -202,26 +261,26 @@ func (s *Sequencer) partition(ctx context.Context, p int32) (map[string]*convers
 	return convs, nil
 }
 
-// loadPartition reads event partition p from its start to its current end.
+// loadPartition reads the committed events of partition p, from its start
+// to its end.
 func loadPartition(ctx context.Context, brokers []string, p int32) (map[string]*conversation, int, error) {
 	convs := map[string]*conversation{}
 	cl, err := kgo.NewClient(append(topics.ClientOpts(brokers),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topics.Events: {p: kgo.NewOffset().AtStart()}}),
+		// Commit and abort markers take offsets too; seeing them is how the
+		// reader knows it reached the end when the log ends with one.
+		kgo.KeepControlRecords(),
 	)...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("load partition %d: %w", p, err)
 	}
 	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topics.Events)
+	end, err := settledEnd(ctx, kadm.NewClient(cl), p)
 	if err != nil {
-		return nil, 0, fmt.Errorf("load partition %d: end offsets: %w", p, err)
-	}
-	end, ok := ends.Lookup(topics.Events, p)
-	if !ok || end.Err != nil {
-		return nil, 0, fmt.Errorf("load partition %d: no end offset: %v", p, end.Err)
+		return nil, 0, err
 	}
 	n := 0
-	for next := int64(-1); next < end.Offset-1; {
+	for next := int64(-1); next < end-1; {
 		fetches := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
 			return nil, 0, err
@@ -233,6 +292,9 @@ func loadPartition(ctx context.Context, brokers []string, p int32) (map[string]*
 		}
 		fetches.EachRecord(func(r *kgo.Record) {
 			next = r.Offset
+			if r.Attrs.IsControl() {
+				return
+			}
 			rec := &logv1.EventRecord{}
 			if err := proto.Unmarshal(r.Value, rec); err != nil {
 				ferr = fmt.Errorf("load partition %d: decode event at offset %d: %w", p, r.Offset, err)
@@ -246,4 +308,36 @@ func loadPartition(ctx context.Context, brokers []string, p int32) (map[string]*
 		}
 	}
 	return convs, n, nil
+}
+
+// settledEnd waits until event partition p has no open transaction (its
+// last stable offset is its end) and returns that end. A transaction still
+// open is the previous owner's: it commits, aborts, or times out, and the
+// aggregates must not be built before the log says which. Past a settled
+// end every offset belongs to a record or a marker the reader sees, so
+// reading up to it cannot stall on a record an abort hid.
+func settledEnd(ctx context.Context, adm *kadm.Client, p int32) (int64, error) {
+	for {
+		high, err := adm.ListEndOffsets(ctx, topics.Events)
+		if err != nil {
+			return 0, fmt.Errorf("load partition %d: end offsets: %w", p, err)
+		}
+		stable, err := adm.ListCommittedOffsets(ctx, topics.Events)
+		if err != nil {
+			return 0, fmt.Errorf("load partition %d: stable offsets: %w", p, err)
+		}
+		h, ok := high.Lookup(topics.Events, p)
+		st, ok2 := stable.Lookup(topics.Events, p)
+		if !ok || !ok2 || h.Err != nil || st.Err != nil {
+			return 0, fmt.Errorf("load partition %d: no end offset: %v", p, errors.Join(h.Err, st.Err))
+		}
+		if st.Offset >= h.Offset {
+			return h.Offset, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -3,12 +3,18 @@ package ingest
 import (
 	"context"
 	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/parleychat/parley/pkg/metrics"
 	"github.com/parleychat/parley/pkg/topics"
 	"github.com/parleychat/parley/pkg/topics/topicstest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
@@ -91,5 +97,116 @@ func TestSequencerSetsAsideBadCommands(t *testing.T) {
 		if got := testutil.ToFloat64(deadLetters.WithLabelValues(reason)); got != want {
 			t.Fatalf("dead letters %s = %v, want %v", reason, got, want)
 		}
+	}
+}
+
+// TestZombieSequencerIsFenced: sequencer A decides a post and produces its
+// event, then stalls before committing; B joins, A is expelled once the
+// rebalance times out, and B decides the same command. A's late commit
+// must fail and its event must never be read: committed readers see every
+// seq once, while the raw log shows that A's copy was written (so without
+// transactions a reader would have seen two events at seq 2).
+func TestZombieSequencerIsFenced(t *testing.T) {
+	brokers, cl := topicstest.Cluster(t, 1)
+	fast := []kgo.Opt{kgo.SessionTimeout(6 * time.Second), kgo.RebalanceTimeout(2 * time.Second), kgo.HeartbeatInterval(200 * time.Millisecond)}
+	start := func(name string) *Sequencer {
+		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+		s, err := NewSequencer(brokers, "", 10, log.With("seq", name), newDeadLetters(metrics.NewRegistry()), fast...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	a := start("a")
+	stalled, release := make(chan struct{}), make(chan struct{})
+	var armed atomic.Bool
+	a.beforeEnd = func() {
+		if armed.CompareAndSwap(true, false) {
+			close(stalled)
+			<-release
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	run := func(s *Sequencer) {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- s.Run(ctx) }()
+	}
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	run(a)
+
+	send := func(cmd *logv1.Command) {
+		b, _ := proto.Marshal(cmd)
+		topicstest.Produce(t, cl, topics.Commands, cmd.GetConversationId(), b)
+	}
+	send(createCmd("g", "alice", "c1", chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "alice", "bob"))
+	readAtLeast(t, brokers, topics.Outcomes, 1)
+
+	armed.Store(true)
+	send(postCmd("g", "alice", "m1", "hi"))
+	select {
+	case <-stalled:
+	case <-time.After(15 * time.Second):
+		t.Fatal("sequencer A never reached the end of the post's transaction")
+	}
+	b := start("b")
+	run(b)
+	// A is expelled when the rebalance it blocks times out; B then owns
+	// the partition and waits for A's open transaction to end.
+	adm := kadm.NewClient(cl)
+	topicstest.WaitFor(t, "A expelled and B the only member", func() bool {
+		groups, err := adm.DescribeGroups(context.Background(), SequencerGroup)
+		if err != nil {
+			return false
+		}
+		g := groups[SequencerGroup]
+		bID, _ := b.sess.Client().GroupMetadata()
+		return g.State == "Stable" && len(g.Members) == 1 && g.Members[0].MemberID == bID
+	})
+	close(release)
+	send(postCmd("g", "alice", "m2", "again"))
+
+	// Committed readers: create, m1 and m2, each seq once and in order.
+	var seqs []uint64
+	var texts []string
+	for _, r := range readAtLeast(t, brokers, topics.Events, 3) {
+		rec := &logv1.EventRecord{}
+		if err := proto.Unmarshal(r.Value, rec); err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, rec.GetEvent().GetSeq())
+		texts = append(texts, rec.GetEvent().GetMessagePosted().GetText())
+	}
+	time.Sleep(500 * time.Millisecond) // anything more would show up now
+	all := readAtLeast(t, brokers, topics.Events, 3)
+	if len(all) != 3 || !slices.Equal(seqs, []uint64{1, 2, 3}) || texts[1] != "hi" || texts[2] != "again" {
+		t.Fatalf("committed events: %d records, seqs %v texts %q; want 3, seqs [1 2 3]", len(all), seqs, texts)
+	}
+	// The raw log holds A's copy of seq 2 too, aborted.
+	raw, err := kgo.NewClient(append(topics.ClientOpts(brokers), kgo.ConsumeTopics(topics.Events),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadUncommitted()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	var rawSeqs []uint64
+	rctx, rcancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer rcancel()
+	for len(rawSeqs) < 4 && rctx.Err() == nil {
+		raw.PollFetches(rctx).EachRecord(func(r *kgo.Record) {
+			rec := &logv1.EventRecord{}
+			if proto.Unmarshal(r.Value, rec) == nil {
+				rawSeqs = append(rawSeqs, rec.GetEvent().GetSeq())
+			}
+		})
+	}
+	if !slices.Equal(rawSeqs, []uint64{1, 2, 2, 3}) {
+		t.Fatalf("raw log seqs %v, want [1 2 2 3]: the zombie's copy of seq 2 should be there, aborted", rawSeqs)
+	}
+	select {
+	case err := <-errs:
+		t.Fatalf("a sequencer stopped: %v", err)
+	default:
 	}
 }

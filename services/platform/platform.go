@@ -106,7 +106,11 @@ func Start(ctx context.Context, cfg Config) (p *Platform, err error) {
 	if p.Persistence, err = persistence.New(persistence.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Logger: cfg.Logger}, p.store); err != nil {
 		return nil, err
 	}
-	if p.Ingest, err = ingest.New(ingest.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", MaxMembers: cfg.MaxMembers, Logger: cfg.Logger}); err != nil {
+	if p.Ingest, err = ingest.New(ingest.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0",
+		// A fixed instance id keeps the sequencer's transactional id across
+		// restarts, so a restart after a crash aborts the transaction the
+		// crash left open instead of waiting out its timeout.
+		InstanceID: "ingest-0", MaxMembers: cfg.MaxMembers, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	if p.Fanout, err = fanout.New(fanout.Config{Brokers: brokers, PresenceAddrs: presenceAddrs, Logger: cfg.Logger}); err != nil {
