@@ -48,8 +48,10 @@ func parseKey(key []byte) (kind byte, ids []string, err error) {
 type node struct {
 	pushAddr string
 	// beat is the node's last heartbeat; its sessions live until beat+lease.
-	beat     time.Time
-	lease    time.Duration
+	beat  time.Time
+	lease time.Duration
+	// sessions is keyed like the log (user and session id): a session id is
+	// unique only as far as the edge that made it is honest.
 	sessions map[string]*logv1.PresenceSession
 }
 
@@ -155,9 +157,9 @@ func (r *Registry) openLocked(s *logv1.PresenceSession) {
 		r.endLocked(s.GetUserId(), s.GetSessionId())
 	}
 	n := r.nodeLocked(s.GetNodeId())
-	if old := n.sessions[s.GetSessionId()]; old != nil {
+	if old := n.sessions[key]; old != nil {
 		// Written again: its idle flag flipped.
-		n.sessions[s.GetSessionId()] = s
+		n.sessions[key] = s
 		switch {
 		case old.GetIdle() && !s.GetIdle():
 			count(r.active, s.GetUserId(), s.GetNodeId(), 1)
@@ -166,7 +168,7 @@ func (r *Registry) openLocked(s *logv1.PresenceSession) {
 		}
 		return
 	}
-	n.sessions[s.GetSessionId()] = s
+	n.sessions[key] = s
 	r.sessionNode[key] = s.GetNodeId()
 	count(r.users, s.GetUserId(), s.GetNodeId(), 1)
 	if !s.GetIdle() {
@@ -182,8 +184,13 @@ func (r *Registry) endLocked(user, session string) {
 	}
 	delete(r.sessionNode, key)
 	n := r.nodes[nodeID]
-	s := n.sessions[session]
-	delete(n.sessions, session)
+	s := n.sessions[key]
+	delete(n.sessions, key)
+	if len(n.sessions) == 0 && n.beat.IsZero() {
+		// Made only to hold sessions ahead of its heartbeat: forget it
+		// with the last one, or it would linger as a lapsed node forever.
+		delete(r.nodes, nodeID)
+	}
 	count(r.users, user, nodeID, -1)
 	if !s.GetIdle() {
 		count(r.active, user, nodeID, -1)
