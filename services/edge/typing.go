@@ -62,6 +62,13 @@ func (c *ttlCache[V]) get(key string, now time.Time) (V, bool) {
 	return e.v, true
 }
 
+// drop forgets key.
+func (c *ttlCache[V]) drop(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, key)
+}
+
 func (c *ttlCache[V]) put(key string, v V, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -72,7 +79,9 @@ func (c *ttlCache[V]) put(key string, v V, now time.Time) {
 }
 
 // membersOf returns the conversation's members if user is one. A cached
-// list that lacks the user is read again: they may just have joined.
+// list that lacks the user is read again: they may just have joined. A
+// list that still holds a user who left is dropped when their departure
+// is pushed through this node (forgetDeparture).
 func (s *Service) membersOf(ctx context.Context, user, conv string) ([]string, error) {
 	now := time.Now()
 	if members, ok := s.members.get(conv, now); ok && slices.Contains(members, user) {

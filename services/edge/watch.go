@@ -124,6 +124,11 @@ func (s *Service) watchLoop(ctx context.Context) {
 				s.log.Debug("edge: presence watch", "err", err)
 				continue
 			}
+			type change struct {
+				c *conn
+				p *chatv1.Presence
+			}
+			var changes []change
 			s.watchers.mu.Lock()
 			for _, st := range resp.GetStatuses() {
 				p := toPresence(st)
@@ -133,10 +138,30 @@ func (s *Service) watchLoop(ctx context.Context) {
 					continue
 				}
 				for c := range s.watchers.byUser[p.GetUserId()] {
-					c.pushEphemeral(item{presence: p})
+					changes = append(changes, change{c, p})
 				}
 			}
 			s.watchers.mu.Unlock()
+			for _, ch := range changes {
+				// A watch outlives the membership that allowed it: the
+				// co-member rule is asked again (cached) for each push.
+				if s.mayWatch(ctx, ch.c.user, ch.p.GetUserId()) {
+					ch.c.pushEphemeral(item{presence: ch.p})
+				}
+			}
 		}
 	}
+}
+
+// mayWatch reports whether watcher still shares a conversation with user;
+// false when that cannot be read either.
+func (s *Service) mayWatch(ctx context.Context, watcher, user string) bool {
+	ctx, cancel := context.WithTimeout(ctx, watchEvery)
+	defer cancel()
+	allowed, err := s.coMembers(ctx, watcher, false)
+	if err != nil {
+		s.log.Debug("edge: presence watch", "err", err)
+		return false
+	}
+	return allowed[user]
 }

@@ -140,3 +140,60 @@ func TestPresenceWatchSurvivesAReconnect(t *testing.T) {
 	}
 	next(chatv1.PresenceState_PRESENCE_STATE_ONLINE)
 }
+
+// TestPresenceWatchEndsWithTheMembership: a watch made while sharing a
+// conversation stops pushing once that is over, while a co-member's watch
+// of the same user goes on.
+func TestPresenceWatchEndsWithTheMembership(t *testing.T) {
+	e, stop := start(t, t.TempDir())
+	defer stop()
+	ctx := tctx(t)
+	alice := e.dialWith("alice", sdk.Options{DeviceID: "alice-phone"})
+	bob := e.dialWith("bob", sdk.Options{DeviceID: "bob-phone"})
+	carol := e.dialWith("carol", sdk.Options{DeviceID: "carol-phone", JSON: true})
+	g, err := alice.CreateGroup(ctx, "presence", "bob", "carol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*sdk.Client{bob, carol} {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			// Persistence lists the group a moment after it is created.
+			if _, err := c.WatchPresence(ctx, "alice"); err == nil {
+				break
+			} else if time.Now().After(deadline) {
+				t.Fatalf("%s watches alice: %v", c.UserID, err)
+			}
+		}
+	}
+	removed, err := alice.RemoveMember(ctx, g.GetConversationId(), "carol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ev := range carol.Events() {
+		if ev.GetSeq() == removed.GetSeq() {
+			break
+		}
+	}
+	listedTitle(t, carol, g.GetConversationId(), "")
+
+	if err := alice.SetIdle(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case p := <-bob.PresenceUpdates():
+			if p.GetUserId() != "alice" || p.GetState() != chatv1.PresenceState_PRESENCE_STATE_AWAY {
+				continue
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("bob, a member, never saw alice away")
+		}
+		break
+	}
+	// Changes are sampled once a second; bob's came, so carol's would have.
+	select {
+	case p := <-carol.PresenceUpdates():
+		t.Fatalf("carol, removed, was pushed %v", p)
+	case <-time.After(1500 * time.Millisecond):
+	}
+}

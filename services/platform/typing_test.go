@@ -83,3 +83,47 @@ func TestTyping(t *testing.T) {
 		t.Fatalf("history holds %d events, want only the creation", len(page.GetEvents()))
 	}
 }
+
+// TestTypingEndsWithTheMembership: once a removed member has their
+// removal, they can no longer type into the conversation nor see its
+// members type, though the edge had just cached them as a member.
+func TestTypingEndsWithTheMembership(t *testing.T) {
+	e, stop := start(t, t.TempDir())
+	defer stop()
+	ctx := tctx(t)
+	alice := e.dial("alice", "a", false)
+	bob := e.dial("bob", "b", false)
+	carol := e.dial("carol", "c", true)
+	g, err := alice.CreateGroup(ctx, "typing", "bob", "carol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := g.GetConversationId()
+	// Carol types as a member: the edge caches the member list with her.
+	if err := carol.SetTyping(ctx, conv, false); err != nil {
+		t.Fatal(err)
+	}
+	nextTyping(t, bob.Client)
+	removed, err := alice.RemoveMember(ctx, conv, "carol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	carol.upTo(t, conv, removed.GetSeq())
+	listedTitle(t, carol.Client, conv, "")
+
+	var we *wire.Error
+	if err := carol.SetTyping(ctx, conv, false); !errors.As(err, &we) || we.Code != chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER {
+		t.Fatalf("the removed member typing: %v, want NOT_MEMBER", err)
+	}
+	if err := alice.SetTyping(ctx, conv, false); err != nil {
+		t.Fatal(err)
+	}
+	if ind := nextTyping(t, bob.Client); ind.GetUserId() != "alice" {
+		t.Fatalf("bob got %v, want alice typing", ind)
+	}
+	select {
+	case ind := <-carol.Typing():
+		t.Fatalf("the removed member was pushed %v", ind)
+	case <-time.After(500 * time.Millisecond):
+	}
+}
