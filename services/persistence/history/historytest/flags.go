@@ -146,4 +146,3 @@ func runFlags(t *testing.T, open func(*testing.T) history.Store) {
 		wantFlagged(t, s, "bob", all, "c2 pinned, c1, c3")
 	})
 }
-
