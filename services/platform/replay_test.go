@@ -82,7 +82,9 @@ func TestReplayReproducesViews(t *testing.T) {
 	}
 	alice, bob, carol, dave, erin, frank := dev["alice"], dev["bob"], dev["carol"], dev["dave"], dev["erin"], dev["frank"]
 	laptop := e.dial("alice", "alice-laptop", false)
-	acc := func(what string) func(*clientv1.Accepted, error) *clientv1.Accepted { return must[*clientv1.Accepted](t, what) }
+	acc := func(what string) func(*clientv1.Accepted, error) *clientv1.Accepted {
+		return must[*clientv1.Accepted](t, what)
+	}
 	flags := func(what string) func(*chatv1.ConversationFlags, error) *chatv1.ConversationFlags {
 		return must[*chatv1.ConversationFlags](t, what)
 	}
