@@ -28,6 +28,7 @@ type positions struct {
 	statuses chan MessageStatus
 	typing   chan *chatv1.Typing
 	presence chan *chatv1.Presence
+	flags    chan *chatv1.ConversationFlags
 	// watching is the last watch set, renewed on every new connection.
 	watching []string
 
@@ -46,6 +47,7 @@ func newPositions() *positions {
 		statuses: make(chan MessageStatus, receiptBuffer),
 		typing:   make(chan *chatv1.Typing, receiptBuffer),
 		presence: make(chan *chatv1.Presence, receiptBuffer),
+		flags:    make(chan *chatv1.ConversationFlags, receiptBuffer),
 		loaded:   map[string]bool{},
 	}
 }

@@ -269,6 +269,8 @@ func (c *Client) dispatch(cn *conn, f *clientv1.ServerFrame) error {
 		c.onTyping(b.Typing.GetTyping())
 	case *clientv1.ServerFrame_Presence:
 		c.onPresence(b.Presence.GetPresence())
+	case *clientv1.ServerFrame_Flags:
+		c.onFlags(b.Flags.GetFlags())
 	}
 	return nil
 }

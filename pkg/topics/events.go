@@ -18,7 +18,8 @@ import (
 const (
 	// ReasonUndecodable: the value is not an EventRecord.
 	ReasonUndecodable = "undecodable"
-	// ReasonEmpty: the record holds neither an event, a receipt nor a block.
+	// ReasonEmpty: the record holds neither an event, a receipt, a block
+	// nor flags.
 	ReasonEmpty = "empty"
 	// ReasonInvalid: it decodes, but no sequencer writes it (an event
 	// without conversation id or seq, a receipt without conversation or
@@ -44,24 +45,37 @@ func DecodeEventRecord(value []byte) (*logv1.EventRecord, error) {
 	if err := proto.Unmarshal(value, rec); err != nil {
 		return nil, &BadRecord{ReasonUndecodable, err}
 	}
-	ev, rc, bl := rec.GetEvent(), rec.GetReceipt(), rec.GetBlock()
-	switch {
-	case ev == nil && rc == nil && bl == nil:
-		return nil, &BadRecord{ReasonEmpty, errors.New("neither event nor receipt nor block")}
-	case (ev != nil && rc != nil) || (bl != nil && (ev != nil || rc != nil)):
-		return nil, &BadRecord{ReasonInvalid, errors.New("more than one of event, receipt and block")}
+	ev, rc, bl, fl := rec.GetEvent(), rec.GetReceipt(), rec.GetBlock(), rec.GetFlags()
+	switch n := count(ev != nil, rc != nil, bl != nil, fl != nil); {
+	case n == 0:
+		return nil, &BadRecord{ReasonEmpty, errors.New("neither event nor receipt nor block nor flags")}
+	case n > 1:
+		return nil, &BadRecord{ReasonInvalid, errors.New("more than one of event, receipt, block and flags")}
+	case fl != nil && (fl.GetConversationId() == "" || fl.GetUserId() == "" || fl.GetVersion() == 0):
+		return nil, &BadRecord{ReasonInvalid, errors.New("flags without conversation id, user id or version")}
 	case bl != nil && (bl.GetConversationId() == "" || bl.GetBlockerId() == ""):
 		return nil, &BadRecord{ReasonInvalid, errors.New("block without conversation or blocker id")}
 	case ev != nil && (ev.GetConversationId() == "" || ev.GetSeq() == 0):
 		return nil, &BadRecord{ReasonInvalid, fmt.Errorf("event %q without conversation id or seq", ev.GetEventId())}
 	case rc != nil && (rc.GetConversationId() == "" || rc.GetUserId() == ""):
 		return nil, &BadRecord{ReasonInvalid, errors.New("receipt without conversation or user id")}
-	case hasNUL(ev.GetConversationId(), ev.GetSenderId(), ev.GetSenderDeviceId(), rc.GetConversationId(), rc.GetUserId(), rc.GetDeviceId()):
+	case hasNUL(ev.GetConversationId(), ev.GetSenderId(), ev.GetSenderDeviceId(), rc.GetConversationId(), rc.GetUserId(), rc.GetDeviceId(),
+		fl.GetConversationId(), fl.GetUserId()):
 		// Ingest never lets one through, and stores that build keys from
 		// ids (Pebble) use NUL as the separator.
 		return nil, &BadRecord{ReasonInvalid, errors.New("an id holds a NUL byte")}
 	}
 	return rec, nil
+}
+
+func count(set ...bool) int {
+	n := 0
+	for _, b := range set {
+		if b {
+			n++
+		}
+	}
+	return n
 }
 
 func hasNUL(ids ...string) bool {
@@ -81,7 +95,8 @@ type Rejected struct {
 
 // EventBatch is one poll of the event log sorted out.
 type EventBatch struct {
-	// Records are the ones to handle, events and receipts, in log order.
+	// Records are the ones to handle, events, receipts, blocks and flags,
+	// in log order.
 	Records []*logv1.EventRecord
 	// Rejected are for DeadLetter.
 	Rejected []Rejected

@@ -107,6 +107,8 @@ func FuzzDecodeClient(f *testing.F) {
 		{RequestId: "51", Frame: &clientv1.ClientFrame_EditMessage{EditMessage: &clientv1.EditMessage{ConversationId: "c", ClientMsgId: "e", TargetSeq: 2, Text: "fixed", MentionIds: []string{"bob"}}}},
 		{RequestId: "52", Frame: &clientv1.ClientFrame_DeleteMessage{DeleteMessage: &clientv1.DeleteMessage{ConversationId: "c", ClientMsgId: "d", TargetSeq: 2}}},
 		{RequestId: "53", Frame: &clientv1.ClientFrame_React{React: &clientv1.React{ConversationId: "c", ClientMsgId: "r", TargetSeq: 2, Emoji: "👍", Remove: true}}},
+		{RequestId: "60", Frame: &clientv1.ClientFrame_SetFlags{SetFlags: &clientv1.SetConversationFlags{ConversationId: "c", Muted: proto.Bool(true)}}},
+		{RequestId: "61", Frame: &clientv1.ClientFrame_SetFlags{SetFlags: &clientv1.SetConversationFlags{ConversationId: "c", Muted: proto.Bool(false), Pinned: proto.Bool(true)}}},
 	}
 	for _, s := range seeds {
 		b, _ := Encode(Binary, s)

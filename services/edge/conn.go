@@ -42,10 +42,15 @@ type item struct {
 	receipt  *chatv1.Receipt
 	typing   *chatv1.Typing
 	presence *chatv1.Presence
+	flags    *chatv1.ConversationFlags
 }
 
-// ephemeral items are state, not history: they may be shed.
-func (it item) ephemeral() bool { return it.receipt != nil || it.typing != nil || it.presence != nil }
+// ephemeral items are state, not history: they may be shed. A shed flags
+// change is not lost either: the conversation list carries the flags, and
+// lists it as changed for its user.
+func (it item) ephemeral() bool {
+	return it.receipt != nil || it.typing != nil || it.presence != nil || it.flags != nil
+}
 
 // conn is one client connection. Its read loop runs in its own goroutine
 // (the HTTP handler returns, releasing net/http's buffers); its writer
@@ -298,6 +303,10 @@ func (c *conn) handle(ctx context.Context, f *clientv1.ClientFrame) *clientv1.Se
 	case *clientv1.ClientFrame_Follow:
 		cmd.ConversationId, cmd.ClientMsgId = b.Follow.GetConversationId(), b.Follow.GetClientMsgId()
 		cmd.Body = &logv1.Command_Follow{Follow: &logv1.Follow{}}
+	case *clientv1.ClientFrame_SetFlags:
+		f := b.SetFlags
+		cmd.ConversationId = f.GetConversationId()
+		cmd.Body = &logv1.Command_SetFlags{SetFlags: &logv1.SetFlags{Muted: f.Muted, Pinned: f.Pinned}}
 	case *clientv1.ClientFrame_BlockUser:
 		cmd.Body = &logv1.Command_Block{Block: &logv1.Block{UserId: b.BlockUser.GetUserId(), Blocked: true}}
 	case *clientv1.ClientFrame_UnblockUser:
@@ -393,6 +402,9 @@ func (c *conn) handle(ctx context.Context, f *clientv1.ClientFrame) *clientv1.Se
 		// The direct conversation stays out of the answer: blocking names
 		// a user, not a conversation.
 		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_BlockStatus{BlockStatus: &clientv1.BlockStatus{UserId: bl.GetUserId(), Blocked: bl.GetBlocked()}}})
+	}
+	if cmd.GetSetFlags() != nil {
+		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Flags{Flags: &clientv1.FlagsBatch{Flags: []*chatv1.ConversationFlags{o.GetFlags()}}}})
 	}
 	if o.GetReceipt() != nil {
 		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Receipts{Receipts: &clientv1.ReceiptBatch{Receipts: []*chatv1.Receipt{o.GetReceipt()}}}})
@@ -531,6 +543,7 @@ func (c *conn) writeLoop() {
 		var receipts []*chatv1.Receipt
 		var typing []*chatv1.Typing
 		var presence []*chatv1.Presence
+		var flags []*chatv1.ConversationFlags
 		flush := func() bool {
 			if len(events) > 0 {
 				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Events{Events: &clientv1.EventBatch{Events: events}}}
@@ -556,6 +569,13 @@ func (c *conn) writeLoop() {
 			if len(presence) > 0 {
 				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Presence{Presence: &clientv1.PresenceList{Presence: presence}}}
 				presence = nil
+				if !c.writeNow(context.Background(), f) {
+					return false
+				}
+			}
+			if len(flags) > 0 {
+				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Flags{Flags: &clientv1.FlagsBatch{Flags: flags}}}
+				flags = nil
 				return c.writeNow(context.Background(), f)
 			}
 			return true
@@ -576,6 +596,10 @@ func (c *conn) writeLoop() {
 			}
 			if it.presence != nil {
 				presence = coalescePresence(presence, it.presence)
+				continue
+			}
+			if it.flags != nil {
+				flags = coalesceFlags(flags, it.flags)
 				continue
 			}
 			if ok = flush() && c.writeNow(context.Background(), it.frame); !ok {
@@ -629,6 +653,20 @@ func coalescePresence(batch []*chatv1.Presence, p *chatv1.Presence) []*chatv1.Pr
 		}
 	}
 	return append(batch, p)
+}
+
+// coalesceFlags adds f to a batch, replacing an earlier version of the
+// same conversation's flags (a connection has one user).
+func coalesceFlags(batch []*chatv1.ConversationFlags, f *chatv1.ConversationFlags) []*chatv1.ConversationFlags {
+	for i, b := range batch {
+		if b.GetConversationId() == f.GetConversationId() && b.GetUserId() == f.GetUserId() {
+			if f.GetVersion() > b.GetVersion() {
+				batch[i] = f
+			}
+			return batch
+		}
+	}
+	return append(batch, f)
 }
 
 func (c *conn) writeNow(ctx context.Context, f *clientv1.ServerFrame) bool {

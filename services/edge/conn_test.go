@@ -216,3 +216,26 @@ func TestTypingCoalesces(t *testing.T) {
 		t.Fatal("typing must be ephemeral, events not")
 	}
 }
+
+// TestFlagsCoalesce: flags of one conversation leave as one, the highest
+// version, whatever order they were queued in; they are shed like
+// receipts (the conversation list has them).
+func TestFlagsCoalesce(t *testing.T) {
+	fl := func(conv string, version uint64, pinned bool) *chatv1.ConversationFlags {
+		return &chatv1.ConversationFlags{ConversationId: conv, UserId: "u", Version: version, Pinned: pinned}
+	}
+	var batch []*chatv1.ConversationFlags
+	for _, f := range []*chatv1.ConversationFlags{fl("c", 1, true), fl("d", 1, true), fl("c", 3, true), fl("c", 2, false)} {
+		batch = coalesceFlags(batch, f)
+	}
+	var got []string
+	for _, b := range batch {
+		got = append(got, fmt.Sprintf("%s/v%d/%v", b.GetConversationId(), b.GetVersion(), b.GetPinned()))
+	}
+	if s := strings.Join(got, " "); s != "c/v3/true d/v1/true" {
+		t.Fatalf("coalesced to %s", s)
+	}
+	if !(item{flags: fl("c", 1, true)}).ephemeral() {
+		t.Fatal("flags must be ephemeral")
+	}
+}

@@ -131,7 +131,7 @@ type Service struct {
 	resyncs atomic.Int64
 	// pushed counts the deliveries Push received, by kind: what routing
 	// sent this node.
-	pushed [3]atomic.Int64
+	pushed [pushedKinds]atomic.Int64
 
 	// Typing (typing.go): presence locates the other members, whose edges
 	// this node pushes to itself; members are cached briefly.
@@ -299,6 +299,9 @@ func (s *Service) Push(_ context.Context, req *edgev1.PushRequest) (*edgev1.Push
 		case d.GetTyping() != nil:
 			s.pushed[pushedTyping].Add(1)
 			n += s.hub.deliver(item{typing: d.GetTyping()}, d.GetUserIds())
+		case d.GetFlags() != nil:
+			s.pushed[pushedFlags].Add(1)
+			n += s.hub.deliver(item{flags: d.GetFlags()}, d.GetUserIds())
 		}
 	}
 	return &edgev1.PushResponse{Queued: uint32(n)}, nil

@@ -37,8 +37,8 @@ func (h *hub) remove(c *conn) {
 	}
 }
 
-// deliver queues an event (durably) or a receipt, typing indicator or
-// presence change (ephemerally) on every connection of the users, and
+// deliver queues an event (durably) or a receipt, typing indicator,
+// presence change or flags change (ephemerally) on every connection of the users, and
 // returns how many connections took it.
 func (h *hub) deliver(it item, users []string) int {
 	h.mu.RLock()

@@ -23,6 +23,7 @@ func (s *Service) metricsHandler() http.Handler {
 			Help: "Connections closed with 4000 (resync) for letting their queue fill up.",
 		}, func() float64 { return float64(s.resyncs.Load()) }),
 		pushedCounter(s, pushedEvent, "event"), pushedCounter(s, pushedReceipt, "receipt"), pushedCounter(s, pushedTyping, "typing"),
+		pushedCounter(s, pushedFlags, "flags"),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "parley_connections", ConstLabels: service,
 			Help: "Open WebSocket connections, authenticated or not.",
@@ -40,11 +41,13 @@ const (
 	pushedEvent = iota
 	pushedReceipt
 	pushedTyping
+	pushedFlags
+	pushedKinds
 )
 
 func pushedCounter(s *Service, kind int, name string) prometheus.Collector {
 	return prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "parley_pushed_deliveries_total", ConstLabels: prometheus.Labels{"service": "edge", "kind": name},
-		Help: "Deliveries received on Push (from fan-out, or typing from another edge), by kind: one per event, receipt or indicator, for any number of this node's users.",
+		Help: "Deliveries received on Push (from fan-out, or typing from another edge), by kind: one per event, receipt, indicator or flags change, for any number of this node's users.",
 	}, func() float64 { return float64(s.pushed[kind].Load()) })
 }

@@ -142,8 +142,8 @@ func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
 	return true
 }
 
-// Plan plans one batch: for each edge address, the deliveries (an event or
-// a receipt each) it gets, in log order, each naming only the recipients
+// Plan plans one batch: for each edge address, the deliveries (an event,
+// a receipt or flags each) it gets, in log order, each naming only the recipients
 // that edge holds.
 func Plan(recs []*logv1.EventRecord, locs []*presencev1.UserLocation) map[string][]*edgev1.Delivery {
 	where := make(map[string][]string, len(locs))
@@ -173,7 +173,7 @@ func Plan(recs []*logv1.EventRecord, locs []*presencev1.UserLocation) map[string
 				named[target{u, addr}] = true
 				d := byEdge[addr]
 				if d == nil {
-					d = &edgev1.Delivery{Event: rec.GetEvent(), Receipt: rec.GetReceipt()}
+					d = &edgev1.Delivery{Event: rec.GetEvent(), Receipt: rec.GetReceipt(), Flags: rec.GetFlags()}
 					byEdge[addr] = d
 					plan[addr] = append(plan[addr], d)
 				}

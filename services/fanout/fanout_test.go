@@ -23,6 +23,10 @@ func describe(plan map[string][]*edgev1.Delivery) map[string]string {
 				s += fmt.Sprintf("r(%s read %d)%v ", r.GetUserId(), r.GetReadSeq(), d.GetUserIds())
 				continue
 			}
+			if f := d.GetFlags(); f != nil {
+				s += fmt.Sprintf("f(%s muted=%v pinned=%v)%v ", f.GetUserId(), f.GetMuted(), f.GetPinned(), d.GetUserIds())
+				continue
+			}
 			s += fmt.Sprintf("%d%v ", d.GetEvent().GetSeq(), d.GetUserIds())
 		}
 		out[addr] = s
@@ -41,10 +45,12 @@ func TestPlan(t *testing.T) {
 		rec(2, "bob"),
 		rec(3, "alice", "carol"),
 		{Receipt: &chatv1.Receipt{ConversationId: "c", UserId: "bob", ReadSeq: 3}, RecipientIds: []string{"alice", "bob"}},
+		// A user's flags go to that user's devices alone.
+		{Flags: &chatv1.ConversationFlags{ConversationId: "c", UserId: "alice", Pinned: true, Version: 1}, RecipientIds: []string{"alice"}},
 	}, locs))
 	want := map[string]string{
-		"e1": "1[alice] 3[alice] r(bob read 3)[alice] ",
-		"e2": "1[alice bob] 2[bob] 3[alice] r(bob read 3)[alice bob] ",
+		"e1": "1[alice] 3[alice] r(bob read 3)[alice] f(alice muted=false pinned=true)[alice] ",
+		"e2": "1[alice bob] 2[bob] 3[alice] r(bob read 3)[alice bob] f(alice muted=false pinned=true)[alice] ",
 		"e3": "3[carol] ",
 	}
 	if fmt.Sprint(plan) != fmt.Sprint(want) {

@@ -50,6 +50,8 @@ type conversation struct {
 	messages    map[uint64]*message
 	lastMessage uint64
 	reactions   map[reactionKey]uint64
+	// flags are each user's own muted and pinned flags (flags.go).
+	flags map[string]*chatv1.ConversationFlags
 }
 
 type deviceKey struct{ user, device string }
@@ -57,7 +59,7 @@ type deviceKey struct{ user, device string }
 func newConversation(id string) *conversation {
 	return &conversation{id: id, applied: map[dedupKey]uint64{}, delivered: map[deviceKey]uint64{}, read: map[string]uint64{},
 		admins: map[string]bool{}, muted: map[string]bool{}, invites: map[string]bool{}, blocks: map[string]bool{},
-		messages: map[uint64]*message{}, reactions: map[reactionKey]uint64{}}
+		messages: map[uint64]*message{}, reactions: map[reactionKey]uint64{}, flags: map[string]*chatv1.ConversationFlags{}}
 }
 
 // receipt is the device's position as a receipt.
@@ -94,6 +96,12 @@ func replay(convs map[string]*conversation, rec *logv1.EventRecord) {
 	if r := rec.GetReceipt(); r != nil {
 		if c := convs[r.GetConversationId()]; c != nil {
 			c.move(r.GetUserId(), r.GetDeviceId(), r.GetDeliveredSeq(), r.GetReadSeq())
+		}
+		return
+	}
+	if f := rec.GetFlags(); f != nil {
+		if c := convs[f.GetConversationId()]; c != nil {
+			c.applyFlags(f)
 		}
 		return
 	}
@@ -154,6 +162,10 @@ func decide(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, 
 		// Marks carry no client message id worth deduplicating: moving a
 		// position is idempotent by itself.
 		return decideMark(c, cmd, m.Mark, out, now)
+	}
+	if f, ok := cmd.GetBody().(*logv1.Command_SetFlags); ok {
+		// So is setting a flag, which takes no seq either.
+		return decideFlags(c, cmd, f.SetFlags, out, now)
 	}
 	if b, ok := cmd.GetBody().(*logv1.Command_Block); ok {
 		// Blocking is idempotent by itself too, and has no seq to answer.

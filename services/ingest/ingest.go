@@ -314,6 +314,18 @@ func Prepare(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 		}
 		return chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, ""
 	}
+	if f, ok := cmd.GetBody().(*logv1.Command_SetFlags); ok {
+		// Flags are state too: no client message id, and a command that
+		// sets nothing is a mistake worth telling.
+		cmd.ClientMsgId = ""
+		switch {
+		case f.SetFlags.Muted == nil && f.SetFlags.Pinned == nil:
+			return invalid, "set muted, pinned or both"
+		case cmd.GetConversationId() == "" || len(cmd.GetConversationId()) > 64:
+			return invalid, "conversation_id is required"
+		}
+		return chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, ""
+	}
 	if b, ok := cmd.GetBody().(*logv1.Command_Block); ok {
 		// A block is state, set or not, so it needs no client message id;
 		// its conversation is the pair's direct one, never the client's say.

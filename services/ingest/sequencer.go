@@ -262,82 +262,32 @@ func (s *Sequencer) partition(ctx context.Context, p int32) (map[string]*convers
 }
 
 // loadPartition reads the committed events of partition p, from its start
-// to its end.
+// to its end once no transaction is open on it (the previous owner's, which
+// must commit, abort or time out before the aggregates can be trusted).
 func loadPartition(ctx context.Context, brokers []string, p int32) (map[string]*conversation, int, error) {
-	convs := map[string]*conversation{}
-	cl, err := kgo.NewClient(append(topics.ClientOpts(brokers),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topics.Events: {p: kgo.NewOffset().AtStart()}}),
-		// Commit and abort markers take offsets too; seeing them is how the
-		// reader knows it reached the end when the log ends with one.
-		kgo.KeepControlRecords(),
-	)...)
+	adminCl, err := kgo.NewClient(topics.ClientOpts(brokers)...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("load partition %d: %w", p, err)
 	}
-	defer cl.Close()
-	end, err := settledEnd(ctx, kadm.NewClient(cl), p)
+	ends, err := topics.SettledEnds(ctx, kadm.NewClient(adminCl), topics.Events, p)
+	adminCl.Close()
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, fmt.Errorf("load partition %d: %w", p, err)
 	}
-	n := 0
-	for next := int64(-1); next < end-1; {
-		fetches := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return nil, 0, err
-		}
-		var ferr error
-		fetches.EachError(func(_ string, _ int32, err error) { ferr = errors.Join(ferr, err) })
-		if ferr != nil {
-			return nil, 0, fmt.Errorf("load partition %d: %w", p, ferr)
-		}
-		fetches.EachRecord(func(r *kgo.Record) {
-			next = r.Offset
-			if r.Attrs.IsControl() {
-				return
-			}
+	convs, n := map[string]*conversation{}, 0
+	_, err = topics.ReadToEnd(ctx, brokers, topics.Events, ends, func(recs []*kgo.Record) error {
+		for _, r := range recs {
 			rec := &logv1.EventRecord{}
 			if err := proto.Unmarshal(r.Value, rec); err != nil {
-				ferr = fmt.Errorf("load partition %d: decode event at offset %d: %w", p, r.Offset, err)
-				return
+				return fmt.Errorf("decode event at offset %d: %w", r.Offset, err)
 			}
 			replay(convs, rec)
 			n++
-		})
-		if ferr != nil {
-			return nil, 0, ferr
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("load partition %d: %w", p, err)
 	}
 	return convs, n, nil
-}
-
-// settledEnd waits until event partition p has no open transaction (its
-// last stable offset is its end) and returns that end. A transaction still
-// open is the previous owner's: it commits, aborts, or times out, and the
-// aggregates must not be built before the log says which. Past a settled
-// end every offset belongs to a record or a marker the reader sees, so
-// reading up to it cannot stall on a record an abort hid.
-func settledEnd(ctx context.Context, adm *kadm.Client, p int32) (int64, error) {
-	for {
-		high, err := adm.ListEndOffsets(ctx, topics.Events)
-		if err != nil {
-			return 0, fmt.Errorf("load partition %d: end offsets: %w", p, err)
-		}
-		stable, err := adm.ListCommittedOffsets(ctx, topics.Events)
-		if err != nil {
-			return 0, fmt.Errorf("load partition %d: stable offsets: %w", p, err)
-		}
-		h, ok := high.Lookup(topics.Events, p)
-		st, ok2 := stable.Lookup(topics.Events, p)
-		if !ok || !ok2 || h.Err != nil || st.Err != nil {
-			return 0, fmt.Errorf("load partition %d: no end offset: %v", p, errors.Join(h.Err, st.Err))
-		}
-		if st.Offset >= h.Offset {
-			return h.Offset, nil
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
 	persistencev1 "github.com/parleychat/parley/pkg/pb/parley/persistence/v1"
 )
 
@@ -143,20 +144,25 @@ func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
 	if !ok {
 		return false
 	}
-	// A store outage must not skip records: retry the same batch until it
-	// lands, then commit. The log holds the truth meanwhile. The stores'
-	// errors do not tell a refused record from an outage, so a record a
-	// store refuses would block its partition: records missing what every
-	// store needs were dead-lettered above instead.
+	return storeBatch(ctx, s.store, s.log, records)
+}
+
+// storeBatch applies one batch of records to store. A store outage must
+// not skip records: it retries the same batch until it lands (true) or ctx
+// ends (false). The log holds the truth meanwhile. The stores' errors do
+// not tell a refused record from an outage, so a record a store refuses
+// would block its partition: records missing what every store needs are
+// dead-lettered before they get here (topics.Triage).
+func storeBatch(ctx context.Context, store history.Store, log *slog.Logger, records []*logv1.EventRecord) bool {
 	for backoff := 100 * time.Millisecond; len(records) > 0; backoff = min(2*backoff, 5*time.Second) {
-		err := s.store.Apply(ctx, records)
+		err := store.Apply(ctx, records)
 		if err == nil {
 			break
 		}
 		if ctx.Err() != nil {
 			return false
 		}
-		s.log.Error("persistence: store write failed; retrying", "records", len(records), "err", err, "backoff", backoff)
+		log.Error("persistence: store write failed; retrying", "records", len(records), "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 			return false

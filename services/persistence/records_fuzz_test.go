@@ -47,6 +47,14 @@ func fuzzRecords(ns string, data []byte) []*kgo.Record {
 				ConversationId: fmt.Sprintf("%sc%d", ns, conv%3), Seq: uint64(seq % 8),
 				EventId: fmt.Sprintf("e%d", n), SenderId: users[kind%3], Time: timestamppb.New(time.Unix(int64(n), 0)),
 			}
+			if kind/3%4 == 3 && op%8 == 7 {
+				// A user's flags, which never show in history either.
+				value, _ = proto.Marshal(&logv1.EventRecord{Flags: &chatv1.ConversationFlags{
+					ConversationId: fmt.Sprintf("%sc%d", ns, conv%3), UserId: users[kind%3],
+					Muted: seq%2 == 0, Pinned: seq%3 == 0, Version: uint64(seq % 8)}})
+				recs = append(recs, &kgo.Record{Topic: topics.Events, Key: []byte("k"), Value: value, Offset: int64(len(recs))})
+				continue
+			}
 			if kind/3%4 == 3 {
 				// A receipt, which never shows in history.
 				value, _ = proto.Marshal(&logv1.EventRecord{Receipt: &chatv1.Receipt{
@@ -97,6 +105,9 @@ func namespaced(ns string, value []byte) []byte {
 	}
 	if r := rec.GetReceipt(); r.GetConversationId() != "" {
 		r.ConversationId = ns + r.GetConversationId()
+	}
+	if f := rec.GetFlags(); f.GetConversationId() != "" {
+		f.ConversationId = ns + f.GetConversationId()
 	}
 	b, err := proto.Marshal(rec)
 	if err != nil {

@@ -210,6 +210,10 @@ func authzRows() []authzRow {
 			return (&clientv1.ClientFrame{Frame: &clientv1.ClientFrame_React{React: &clientv1.React{
 				ConversationId: s.group, ClientMsgId: fresh(), TargetSeq: s.carolMsg, Emoji: "👍", Remove: true}}})
 		}},
+		{frame: "set_flags", what: "mute and pin", want: notMember, build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
+			return (&clientv1.ClientFrame{Frame: &clientv1.ClientFrame_SetFlags{SetFlags: &clientv1.SetConversationFlags{
+				ConversationId: s.group, Muted: proto.Bool(true), Pinned: proto.Bool(true)}}})
+		}},
 	}
 }
 

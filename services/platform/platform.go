@@ -19,6 +19,7 @@ import (
 	"github.com/parleychat/parley/services/fanout"
 	"github.com/parleychat/parley/services/ingest"
 	"github.com/parleychat/parley/services/persistence"
+	"github.com/parleychat/parley/services/persistence/history"
 	"github.com/parleychat/parley/services/persistence/history/pebblestore"
 	"github.com/parleychat/parley/services/presence"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -144,6 +145,10 @@ func (p *Platform) Ready() bool {
 	return p.Edge.Probe.Ready() && p.Ingest.Probe.Ready() && p.Persistence.Probe.Ready() &&
 		p.Fanout.Probe.Ready() && !slices.ContainsFunc(p.Presence, func(s *presence.Service) bool { return !s.Probe.Ready() })
 }
+
+// Store is the history store persistence writes. Tests compare it with a
+// store rebuilt from the log.
+func (p *Platform) Store() history.Store { return p.store }
 
 // URL is the WebSocket endpoint.
 func (p *Platform) URL() string { return "ws://" + p.Edge.HTTPAddr() + "/ws" }

@@ -25,6 +25,7 @@ type env struct {
 	t      *testing.T
 	url    string
 	minter *auth.HS256
+	p      *platform.Platform
 }
 
 func start(t *testing.T, dir string) (*env, func()) {
@@ -63,7 +64,7 @@ func startWith(t *testing.T, cfg platform.Config) (*env, func()) {
 			t.Error("platform did not stop in 30s")
 		}
 	}
-	return &env{t: t, url: p.URL(), minter: m}, stop
+	return &env{t: t, url: p.URL(), minter: m, p: p}, stop
 }
 
 func (e *env) dial(user, dev string, json bool) *device {

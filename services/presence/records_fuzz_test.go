@@ -85,8 +85,8 @@ func compacted(recs []fuzzRecord) []fuzzRecord {
 // the compacted log (what a restarted instance reads) answers every query
 // as the full log does.
 func FuzzPresenceRecords(f *testing.F) {
-	f.Add([]byte{1, 0, 4, 0, 2, 0, 7, 1, 3, 0})         // open, beat, go idle, seen, close
-	f.Add([]byte{1, 0, 1, 3, 4, 0, 4, 3, 6, 3, 1, 6})   // sessions on two nodes, one node dropped
+	f.Add([]byte{1, 0, 4, 0, 2, 0, 7, 1, 3, 0})        // open, beat, go idle, seen, close
+	f.Add([]byte{1, 0, 1, 3, 4, 0, 4, 3, 6, 3, 1, 6})  // sessions on two nodes, one node dropped
 	f.Add([]byte{0, 6, 's', 0, 'a', 0xff, 0xff, 0x01}) // garbage
 	f.Fuzz(func(t *testing.T, data []byte) {
 		base := time.Unix(1_700_000_000, 0)

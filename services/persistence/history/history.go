@@ -56,20 +56,24 @@ type Store interface {
 	// changed again, never as unchanged when it did change). It returns nil
 	// only once the records are durable.
 	//
-	// A record holds an event or a receipt (see ApplyReceipt). An event
-	// also moves its sender's read position, and its sending device's
-	// delivered position, to the event's seq: what you post you have read.
+	// A record holds an event, a receipt (see ApplyReceipt), a block
+	// (which no view shows) or a user's conversation flags (the highest
+	// version wins; see NewerFlags). An event also moves its sender's read
+	// position, and its sending device's delivered position, to the event's
+	// seq: what you post you have read.
 	Apply(ctx context.Context, recs []*logv1.EventRecord) error
 	// History pages a conversation. ErrNotFound if it does not exist.
 	History(ctx context.Context, conversationID string, q Query) (Page, error)
 	// Conversation returns one conversation's summary, members included.
 	// ErrNotFound if it does not exist.
 	Conversation(ctx context.Context, conversationID string) (*chatv1.Conversation, error)
-	// Conversations lists a user's conversations, most recent activity
-	// first, at most q.Limit (DefaultLimit when 0, capped at MaxLimit), each
-	// with the user's ReadSeq and UnreadCount (LastSeq - ReadSeq). With
+	// Conversations lists a user's conversations in ListOrder (pinned
+	// first, then most recent activity), at most q.Limit (DefaultLimit when
+	// 0, capped at MaxLimit), each with the user's ReadSeq, UnreadCount
+	// (LastSeq - ReadSeq) and own Muted and Pinned flags. With
 	// q.ChangedSince set it lists only conversations whose summary changed,
-	// or whose read position for this user moved, at or after that time as
+	// or whose read position or flags for this user changed, at or after
+	// that time as
 	// the store saw it (the time of the Apply, not of the event: a view that
 	// catches up after an outage shows the change when it lands). A
 	// change becomes visible at most ChangeLag after the time it counts
@@ -113,6 +117,32 @@ func ApplyReceipt(pos *chatv1.Receipt, r *chatv1.Receipt) bool {
 		pos.ReadSeq, moved = r.GetReadSeq(), true
 	}
 	return moved
+}
+
+// NewerFlags reports whether f should replace what a store holds for its
+// user and conversation (held: the version stored, 0 for none). Flags
+// records carry a version the sequencer counts per user and conversation,
+// so keeping the highest makes Apply idempotent in any order.
+func NewerFlags(f *chatv1.ConversationFlags, held uint64) bool {
+	return f.GetVersion() > held
+}
+
+// ListOrder is the order of a conversation list: the user's pinned
+// conversations first, then the others; within each, the most recent
+// activity first, ties by id. Pinned ones are ordered by activity too
+// (not by when they were pinned), so a list is one sort by what the
+// entries show.
+func ListOrder(a, b *chatv1.Conversation) int {
+	if a.GetPinned() != b.GetPinned() {
+		if a.GetPinned() {
+			return -1
+		}
+		return 1
+	}
+	if c := b.GetLastActivity().AsTime().Compare(a.GetLastActivity().AsTime()); c != 0 {
+		return c
+	}
+	return strings.Compare(a.GetConversationId(), b.GetConversationId())
 }
 
 // ClampLimit applies the default and the cap to a page size.

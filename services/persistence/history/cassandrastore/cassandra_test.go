@@ -230,7 +230,7 @@ func TestMigrateIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	slices.Sort(tables)
-	want := []string{"conversations", "conversations_by_user", "device_positions", "history_events", "members_by_conversation",
+	want := []string{"conversation_flags", "conversations", "conversations_by_user", "device_positions", "history_events", "members_by_conversation",
 		"reactions", "read_positions", "read_positions_by_conversation", "schema_migrations", "store_settings"}
 	if !slices.Equal(tables, want) {
 		t.Fatalf("tables = %v, want %v", tables, want)

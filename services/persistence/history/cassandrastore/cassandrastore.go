@@ -28,7 +28,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/gocql/gocql"
@@ -123,6 +122,20 @@ type convWrites struct {
 	// states are the edits, deletes and reactions among events, written
 	// to their target message's rows (see migrations/0004_messages.cql).
 	states []stateWrite
+	// flags are each user's flags of highest version in this call (see
+	// migrations/0005_flags.cql).
+	flags map[string]*chatv1.ConversationFlags
+}
+
+// setFlags keeps f if it is the user's newest in this call; the store's
+// timestamps sort it out against what is stored.
+func (w *convWrites) setFlags(f *chatv1.ConversationFlags) {
+	if w.flags == nil {
+		w.flags = map[string]*chatv1.ConversationFlags{}
+	}
+	if history.NewerFlags(f, w.flags[f.GetUserId()].GetVersion()) {
+		w.flags[f.GetUserId()] = f
+	}
 }
 
 // stateWrite is one edit, delete or reaction: what it does to the row of
@@ -179,9 +192,19 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 	}
 	for _, rec := range recs {
 		ev, r := rec.GetEvent(), rec.GetReceipt()
-		switch {
+		switch f := rec.GetFlags(); {
 		case rec.GetBlock() != nil && ev == nil && r == nil:
 			// Blocks are the sequencer's state alone: no view shows them.
+			continue
+		case f != nil && ev == nil && r == nil:
+			conv, user := f.GetConversationId(), f.GetUserId()
+			if conv == "" || user == "" {
+				return fmt.Errorf("apply flags of %q in %q: missing conversation or user id", user, conv)
+			}
+			if f.GetVersion() == 0 || f.GetVersion() > maxSeq {
+				return fmt.Errorf("apply flags of %s in %s: version %d not in 1..%d", user, conv, f.GetVersion(), uint64(maxSeq))
+			}
+			writes(conv).setFlags(f)
 			continue
 		case ev != nil && r != nil:
 			return fmt.Errorf("apply record of command %q: holds both an event and a receipt", rec.GetCommandId())
@@ -255,6 +278,7 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 		s.writeSummary(gctx, g, w, stamp.UnixNano())
 	}
 	s.writeUserReads(gctx, g, convs, stamp.UnixNano())
+	s.writeFlags(gctx, g, convs, stamp.UnixNano(), false)
 	if err := g.Wait(); err != nil {
 		return err
 	}
@@ -412,6 +436,9 @@ const (
 	updateUser   = `UPDATE read_positions USING TIMESTAMP ? SET read_seq = ?, changed_at = ? WHERE user_id = ? AND conversation_id = ?`
 	restampConv  = `UPDATE conversations USING TIMESTAMP ? SET changed_at = ? WHERE conversation_id = ?`
 	restampUser  = `UPDATE read_positions USING TIMESTAMP ? SET changed_at = ? WHERE user_id = ? AND conversation_id = ?`
+	// Flags (0005_flags.cql), USING TIMESTAMP their version.
+	updateFlags  = `UPDATE conversation_flags USING TIMESTAMP ? SET muted = ?, pinned = ?, version = ?, changed_at = ? WHERE user_id = ? AND conversation_id = ?`
+	restampFlags = `UPDATE conversation_flags USING TIMESTAMP ? SET changed_at = ? WHERE user_id = ? AND conversation_id = ?`
 )
 
 // writeSummary queues the conversation's summary, membership and position
@@ -626,6 +653,38 @@ func (s *Store) writeUserReads(ctx context.Context, g *errgroup.Group, convs []*
 	}
 }
 
+// writeFlags queues each user's conversation_flags batch (one partition
+// per user), stamped; with again set, only the change times (restamp).
+func (s *Store) writeFlags(ctx context.Context, g *errgroup.Group, convs []*convWrites, stamp int64, again bool) {
+	var users []string
+	byUser := map[string][]*chatv1.ConversationFlags{}
+	for _, w := range convs {
+		for u, f := range w.flags {
+			if byUser[u] == nil {
+				users = append(users, u)
+			}
+			byUser[u] = append(byUser[u], f)
+		}
+	}
+	for _, u := range users {
+		batch := s.sess.NewBatch(gocql.UnloggedBatch).WithContext(ctx)
+		for _, f := range byUser[u] {
+			v := int64(f.GetVersion())
+			if again {
+				batch.Query(restampFlags, v, stamp, u, f.GetConversationId())
+			} else {
+				batch.Query(updateFlags, v, f.GetMuted(), f.GetPinned(), v, stamp, u, f.GetConversationId())
+			}
+		}
+		g.Go(func() error {
+			if err := s.sess.ExecuteBatch(batch); err != nil {
+				return fmt.Errorf("write flags of %s in %d conversations: %w", u, len(byUser[u]), err)
+			}
+			return nil
+		})
+	}
+}
+
 // restamp writes the change times of an Apply again, at a time after its
 // changes became visible (see history.ChangeLag). Each changed_at goes
 // with the timestamp it was first written with and a later value, so it
@@ -661,6 +720,7 @@ func (s *Store) restamp(ctx context.Context, convs []*convWrites, stamp int64) e
 			return nil
 		})
 	}
+	s.writeFlags(gctx, g, convs, stamp, true)
 	return g.Wait()
 }
 
@@ -953,13 +1013,20 @@ type readPosition struct {
 	changed int64
 }
 
+// userFlags are a user's flags of one conversation and when they last
+// changed (Unix nanoseconds, 0 when never set).
+type userFlags struct {
+	muted, pinned bool
+	changed       int64
+}
+
 // Conversations implements history.Store: the user's conversation ids
-// from conversations_by_user and read positions from read_positions (two
-// single-partition reads, concurrent), then each summary (concurrent
-// single-partition reads), sorted by last activity, newest first, ties by
-// id. The cost grows with the number of conversations the user is in, not
-// with limit or ChangedSince; see conversations_by_user in
-// migrations/0001_init.cql.
+// from conversations_by_user, read positions from read_positions and
+// flags from conversation_flags (three single-partition reads,
+// concurrent), then each summary (concurrent single-partition reads), in
+// history.ListOrder. The cost grows with the number of conversations the
+// user is in, not with limit or ChangedSince; see conversations_by_user
+// in migrations/0001_init.cql.
 func (s *Store) Conversations(ctx context.Context, user string, q history.ListQuery) ([]*chatv1.Conversation, error) {
 	if user == "" {
 		return nil, nil
@@ -967,8 +1034,29 @@ func (s *Store) Conversations(ctx context.Context, user string, q history.ListQu
 	var (
 		ids   []string
 		reads = map[string]readPosition{}
+		flags = map[string]userFlags{}
 	)
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		iter := s.sess.Query(`SELECT conversation_id, muted, pinned, changed_at FROM conversation_flags WHERE user_id = ?`, user).WithContext(gctx).Iter()
+		var (
+			id            string
+			muted, pinned *bool
+			changed       *int64
+		)
+		for iter.Scan(&id, &muted, &pinned, &changed) {
+			var f userFlags
+			f.muted, f.pinned = muted != nil && *muted, pinned != nil && *pinned
+			if changed != nil {
+				f.changed = *changed
+			}
+			flags[id] = f
+		}
+		if err := iter.Close(); err != nil {
+			return fmt.Errorf("read flags of %s: %w", user, err)
+		}
+		return nil
+	})
 	g.Go(func() error {
 		iter := s.sess.Query(`SELECT conversation_id FROM conversations_by_user WHERE user_id = ?`, user).WithContext(gctx).Iter()
 		var id string
@@ -1023,14 +1111,15 @@ func (s *Store) Conversations(ctx context.Context, user string, q history.ListQu
 			if err != nil {
 				return err
 			}
-			read := reads[id]
-			if since != 0 && changed < since && read.changed < since {
+			read, fl := reads[id], flags[id]
+			if since != 0 && changed < since && read.changed < since && fl.changed < since {
 				return nil
 			}
 			c.ReadSeq = read.seq
 			if read.seq < c.GetLastSeq() {
 				c.UnreadCount = c.GetLastSeq() - read.seq
 			}
+			c.Muted, c.Pinned = fl.muted, fl.pinned
 			sums[i] = c
 			return nil
 		})
@@ -1039,12 +1128,7 @@ func (s *Store) Conversations(ctx context.Context, user string, q history.ListQu
 		return nil, fmt.Errorf("list conversations of %s: %w", user, err)
 	}
 	out := slices.DeleteFunc(sums, func(c *chatv1.Conversation) bool { return c == nil })
-	slices.SortFunc(out, func(a, b *chatv1.Conversation) int {
-		if c := b.GetLastActivity().AsTime().Compare(a.GetLastActivity().AsTime()); c != 0 {
-			return c
-		}
-		return strings.Compare(a.GetConversationId(), b.GetConversationId())
-	})
+	slices.SortFunc(out, history.ListOrder)
 	if n := history.ClampLimit(q.Limit); len(out) > n {
 		out = out[:n]
 	}

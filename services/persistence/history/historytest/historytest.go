@@ -647,6 +647,7 @@ func Run(t *testing.T, newStore Factory) {
 	})
 	runGroups(t, open, conv)
 	runMessages(t, open)
+	runFlags(t, open)
 }
 
 // ClockFactory returns an empty store that reads the time from now; the

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -33,6 +32,7 @@ import (
 //	m 0 <conversation> 0 <seq>                       -> latest chat.v1.Event editing seq
 //	k 0 <conversation> 0 <seq>                       -> seq of the event deleting seq (8 bytes)
 //	x 0 <conversation> 0 <seq> <emoji> 0 <user>      -> seq that set it (8 bytes), present (1 byte)
+//	f 0 <user> 0 <conversation>                      -> flags version (8), muted (1), pinned (1), changed-at (8)
 //
 // The original message event is never rewritten by what happens to it
 // later (m, k and x keys hold that), so applying the message again, as a
@@ -42,8 +42,10 @@ import (
 // are one range scan.
 //
 // Numbers are big endian; a changed-at is the store's clock in Unix
-// nanoseconds when Apply changed the summary (t) or moved the user's read
-// position (r). Positions are keyed by conversation first, so Receipts is
+// nanoseconds when Apply changed the summary (t), moved the user's read
+// position (r) or changed the user's flags (f). Flags are keyed by user
+// first, next to the u keys the conversation list walks; each keeps the
+// highest version, so its writes are idempotent in any order. Positions are keyed by conversation first, so Receipts is
 // two range scans in (user, device) order, while Conversations reads one
 // r key per listed conversation.
 const (
@@ -56,6 +58,7 @@ const (
 	prefixEdit         = 'm'
 	prefixDeleted      = 'k'
 	prefixReaction     = 'x'
+	prefixFlags        = 'f'
 )
 
 // Store is a history.Store on Pebble.
@@ -168,7 +171,18 @@ func prefixEnd(prefix []byte) []byte {
 	return append(bytes.Clone(prefix[:len(prefix)-1]), 1)
 }
 
+func flagsKey(user, conv string) []byte {
+	return append(append([]byte{prefixFlags, 0}, user...), append([]byte{0}, conv...)...)
+}
+
 type userConv struct{ conv, user string }
+
+// flagsState is a user's flags being folded in an Apply: what the store
+// holds (or the newer record to write, moved).
+type flagsState struct {
+	f     *chatv1.ConversationFlags
+	moved bool
+}
 
 type device struct{ conv, user, device string }
 
@@ -186,6 +200,7 @@ type applier struct {
 	changed   map[string]bool
 	reads     map[userConv]*position
 	delivered map[device]*position
+	flags     map[userConv]*flagsState
 }
 
 // Apply implements history.Store.
@@ -201,12 +216,15 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 		changed:   map[string]bool{},
 		reads:     map[userConv]*position{},
 		delivered: map[device]*position{},
+		flags:     map[userConv]*flagsState{},
 	}
 	for _, rec := range recs {
 		var err error
 		switch ev, r := rec.GetEvent(), rec.GetReceipt(); {
 		case rec.GetBlock() != nil && ev == nil && r == nil:
 			// Blocks are the sequencer's state alone: no view shows them.
+		case rec.GetFlags() != nil && ev == nil && r == nil:
+			err = a.setFlags(rec.GetFlags())
 		case ev != nil && r != nil:
 			err = fmt.Errorf("apply record of command %q: holds both an event and a receipt", rec.GetCommandId())
 		case ev != nil:
@@ -275,7 +293,73 @@ func (a *applier) stamp(w pebble.Writer, at time.Time) error {
 			return fmt.Errorf("write read position of %s in %s: %w", k.user, k.conv, err)
 		}
 	}
+	for k, st := range a.flags {
+		if !st.moved {
+			continue
+		}
+		v := binary.BigEndian.AppendUint64(nil, st.f.GetVersion())
+		v = append(v, boolByte(st.f.GetMuted()), boolByte(st.f.GetPinned()))
+		if err := w.Set(flagsKey(k.user, k.conv), append(v, t...), nil); err != nil {
+			return fmt.Errorf("write flags of %s in %s: %w", k.user, k.conv, err)
+		}
+	}
 	return nil
+}
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// setFlags folds a flags record in: the highest version wins. Like a
+// receipt, it is kept even before its conversation is stored.
+func (a *applier) setFlags(f *chatv1.ConversationFlags) error {
+	conv, user := f.GetConversationId(), f.GetUserId()
+	if conv == "" || user == "" {
+		return fmt.Errorf("apply flags of %q in %q: missing conversation or user id", user, conv)
+	}
+	k := userConv{conv, user}
+	st := a.flags[k]
+	if st == nil {
+		held, err := getFlags(a.b, user, conv)
+		if err != nil {
+			return err
+		}
+		st = &flagsState{f: held.f}
+		a.flags[k] = st
+	}
+	if history.NewerFlags(f, st.f.GetVersion()) {
+		st.f, st.moved = f, true
+	}
+	return nil
+}
+
+// storedFlags are a user's flags of one conversation as stored, and when
+// they last changed (Unix nanoseconds; zeros when never set).
+type storedFlags struct {
+	f       *chatv1.ConversationFlags
+	changed int64
+}
+
+func getFlags(r getter, user, conv string) (storedFlags, error) {
+	v, closer, err := r.Get(flagsKey(user, conv))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return storedFlags{}, nil
+	}
+	if err != nil {
+		return storedFlags{}, fmt.Errorf("read flags of %s in %s: %w", user, conv, err)
+	}
+	defer closer.Close()
+	if len(v) != 18 {
+		return storedFlags{}, fmt.Errorf("read flags of %s in %s: %d bytes, want 18", user, conv, len(v))
+	}
+	return storedFlags{
+		f: &chatv1.ConversationFlags{ConversationId: conv, UserId: user, Version: binary.BigEndian.Uint64(v),
+			Muted: v[8] == 1, Pinned: v[9] == 1},
+		changed: int64(binary.BigEndian.Uint64(v[10:])),
+	}, nil
 }
 
 // restamp moves the change times of a slow Apply to now, which is after
@@ -689,7 +773,11 @@ func (s *Store) Conversations(ctx context.Context, user string, q history.ListQu
 		if err != nil {
 			return nil, err
 		}
-		if since != 0 && readChanged < since {
+		flags, err := getFlags(snap, user, conv)
+		if err != nil {
+			return nil, err
+		}
+		if since != 0 && readChanged < since && flags.changed < since {
 			changed, err := getChanged(snap, conv)
 			if err != nil {
 				return nil, err
@@ -702,17 +790,13 @@ func (s *Store) Conversations(ctx context.Context, user string, q history.ListQu
 		if read < c.GetLastSeq() {
 			c.UnreadCount = c.GetLastSeq() - read
 		}
+		c.Muted, c.Pinned = flags.f.GetMuted(), flags.f.GetPinned()
 		out = append(out, c)
 	}
 	if err := it.Error(); err != nil {
 		return nil, fmt.Errorf("list conversations of %s: %w", user, err)
 	}
-	slices.SortStableFunc(out, func(a, b *chatv1.Conversation) int {
-		if c := b.GetLastActivity().AsTime().Compare(a.GetLastActivity().AsTime()); c != 0 {
-			return c
-		}
-		return strings.Compare(a.GetConversationId(), b.GetConversationId())
-	})
+	slices.SortStableFunc(out, history.ListOrder)
 	if n := history.ClampLimit(q.Limit); len(out) > n {
 		out = out[:n]
 	}

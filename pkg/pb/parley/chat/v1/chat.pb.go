@@ -2068,8 +2068,16 @@ type Conversation struct {
 	// last_message_deleted: the latest message was deleted; the preview is
 	// empty.
 	LastMessageDeleted bool `protobuf:"varint,32,opt,name=last_message_deleted,json=lastMessageDeleted,proto3" json:"last_message_deleted,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// muted: the listing user silenced notifications of this conversation
+	// (their own setting, private to them and the same on all their
+	// devices; unlike muted_ids, it does not stop anyone posting).
+	Muted bool `protobuf:"varint,40,opt,name=muted,proto3" json:"muted,omitempty"`
+	// pinned: the listing user pinned this conversation. Pinned
+	// conversations come first in their list, by last activity among
+	// themselves.
+	Pinned        bool `protobuf:"varint,41,opt,name=pinned,proto3" json:"pinned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Conversation) Reset() {
@@ -2214,6 +2222,114 @@ func (x *Conversation) GetLastMessageDeleted() bool {
 	return false
 }
 
+func (x *Conversation) GetMuted() bool {
+	if x != nil {
+		return x.Muted
+	}
+	return false
+}
+
+func (x *Conversation) GetPinned() bool {
+	if x != nil {
+		return x.Pinned
+	}
+	return false
+}
+
+// ConversationFlags are one user's own settings of one conversation. They
+// are private: only that user's devices are told, and only their
+// conversation list shows them.
+type ConversationFlags struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	UserId         string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// muted silences notifications of the conversation for this user.
+	Muted bool `protobuf:"varint,3,opt,name=muted,proto3" json:"muted,omitempty"`
+	// pinned puts the conversation at the top of this user's list.
+	Pinned bool `protobuf:"varint,4,opt,name=pinned,proto3" json:"pinned,omitempty"`
+	// version counts the user's flag changes in this conversation, 1 for the
+	// first. The sequencer assigns it, so replaying the log gives the same
+	// numbers; stores keep the flags of the highest version, which makes a
+	// replayed or reordered record harmless.
+	Version uint64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
+	// time is when the sequencer decided the change.
+	Time          *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConversationFlags) Reset() {
+	*x = ConversationFlags{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConversationFlags) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConversationFlags) ProtoMessage() {}
+
+func (x *ConversationFlags) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConversationFlags.ProtoReflect.Descriptor instead.
+func (*ConversationFlags) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ConversationFlags) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *ConversationFlags) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ConversationFlags) GetMuted() bool {
+	if x != nil {
+		return x.Muted
+	}
+	return false
+}
+
+func (x *ConversationFlags) GetPinned() bool {
+	if x != nil {
+		return x.Pinned
+	}
+	return false
+}
+
+func (x *ConversationFlags) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ConversationFlags) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 // Presence is one user's presence, aggregated over their devices.
 type Presence struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2226,7 +2342,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[22]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2238,7 +2354,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[22]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2251,7 +2367,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{22}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Presence) GetUserId() string {
@@ -2292,7 +2408,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[23]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2304,7 +2420,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[23]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2317,7 +2433,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{23}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Typing) GetConversationId() string {
@@ -2373,7 +2489,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[24]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2385,7 +2501,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[24]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2398,7 +2514,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{24}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Receipt) GetConversationId() string {
@@ -2565,7 +2681,7 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\x0fReactionRemoved\x12\x1d\n" +
 	"\n" +
 	"target_seq\x18\x01 \x01(\x04R\ttargetSeq\x12\x14\n" +
-	"\x05emoji\x18\x02 \x01(\tR\x05emoji\"\x80\x05\n" +
+	"\x05emoji\x18\x02 \x01(\tR\x05emoji\"\xae\x05\n" +
 	"\fConversation\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x124\n" +
 	"\x04kind\x18\x02 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x14\n" +
@@ -2583,7 +2699,16 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\x06public\x18\x17 \x01(\bR\x06public\x12(\n" +
 	"\x10last_message_seq\x18\x1e \x01(\x04R\x0elastMessageSeq\x12G\n" +
 	"\x11last_message_kind\x18\x1f \x01(\x0e2\x1b.parley.chat.v1.MessageKindR\x0flastMessageKind\x120\n" +
-	"\x14last_message_deleted\x18  \x01(\bR\x12lastMessageDeleted\"\x91\x01\n" +
+	"\x14last_message_deleted\x18  \x01(\bR\x12lastMessageDeleted\x12\x14\n" +
+	"\x05muted\x18( \x01(\bR\x05muted\x12\x16\n" +
+	"\x06pinned\x18) \x01(\bR\x06pinned\"\xcd\x01\n" +
+	"\x11ConversationFlags\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x14\n" +
+	"\x05muted\x18\x03 \x01(\bR\x05muted\x12\x16\n" +
+	"\x06pinned\x18\x04 \x01(\bR\x06pinned\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\x04R\aversion\x12.\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x91\x01\n" +
 	"\bPresence\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x123\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1d.parley.chat.v1.PresenceStateR\x05state\x127\n" +
@@ -2667,7 +2792,7 @@ func file_parley_chat_v1_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_parley_chat_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_parley_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_parley_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_parley_chat_v1_chat_proto_goTypes = []any{
 	(ConversationKind)(0),         // 0: parley.chat.v1.ConversationKind
 	(MemberRole)(0),               // 1: parley.chat.v1.MemberRole
@@ -2697,13 +2822,14 @@ var file_parley_chat_v1_chat_proto_goTypes = []any{
 	(*ReactionAdded)(nil),         // 25: parley.chat.v1.ReactionAdded
 	(*ReactionRemoved)(nil),       // 26: parley.chat.v1.ReactionRemoved
 	(*Conversation)(nil),          // 27: parley.chat.v1.Conversation
-	(*Presence)(nil),              // 28: parley.chat.v1.Presence
-	(*Typing)(nil),                // 29: parley.chat.v1.Typing
-	(*Receipt)(nil),               // 30: parley.chat.v1.Receipt
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*ConversationFlags)(nil),     // 28: parley.chat.v1.ConversationFlags
+	(*Presence)(nil),              // 29: parley.chat.v1.Presence
+	(*Typing)(nil),                // 30: parley.chat.v1.Typing
+	(*Receipt)(nil),               // 31: parley.chat.v1.Receipt
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
 }
 var file_parley_chat_v1_chat_proto_depIdxs = []int32{
-	31, // 0: parley.chat.v1.Event.time:type_name -> google.protobuf.Timestamp
+	32, // 0: parley.chat.v1.Event.time:type_name -> google.protobuf.Timestamp
 	7,  // 1: parley.chat.v1.Event.conversation_created:type_name -> parley.chat.v1.ConversationCreated
 	8,  // 2: parley.chat.v1.Event.member_added:type_name -> parley.chat.v1.MemberAdded
 	18, // 3: parley.chat.v1.Event.message_posted:type_name -> parley.chat.v1.MessagePosted
@@ -2725,21 +2851,22 @@ var file_parley_chat_v1_chat_proto_depIdxs = []int32{
 	19, // 19: parley.chat.v1.MessagePosted.attachments:type_name -> parley.chat.v1.Attachment
 	20, // 20: parley.chat.v1.MessagePosted.contact:type_name -> parley.chat.v1.ContactCard
 	21, // 21: parley.chat.v1.MessagePosted.links:type_name -> parley.chat.v1.LinkSpan
-	31, // 22: parley.chat.v1.MessagePosted.edited_time:type_name -> google.protobuf.Timestamp
+	32, // 22: parley.chat.v1.MessagePosted.edited_time:type_name -> google.protobuf.Timestamp
 	22, // 23: parley.chat.v1.MessagePosted.reactions:type_name -> parley.chat.v1.ReactionCount
 	3,  // 24: parley.chat.v1.Attachment.kind:type_name -> parley.chat.v1.AttachmentKind
 	21, // 25: parley.chat.v1.MessageEdited.links:type_name -> parley.chat.v1.LinkSpan
 	0,  // 26: parley.chat.v1.Conversation.kind:type_name -> parley.chat.v1.ConversationKind
-	31, // 27: parley.chat.v1.Conversation.last_activity:type_name -> google.protobuf.Timestamp
+	32, // 27: parley.chat.v1.Conversation.last_activity:type_name -> google.protobuf.Timestamp
 	4,  // 28: parley.chat.v1.Conversation.last_message_kind:type_name -> parley.chat.v1.MessageKind
-	5,  // 29: parley.chat.v1.Presence.state:type_name -> parley.chat.v1.PresenceState
-	31, // 30: parley.chat.v1.Presence.last_seen:type_name -> google.protobuf.Timestamp
-	31, // 31: parley.chat.v1.Receipt.time:type_name -> google.protobuf.Timestamp
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	32, // 29: parley.chat.v1.ConversationFlags.time:type_name -> google.protobuf.Timestamp
+	5,  // 30: parley.chat.v1.Presence.state:type_name -> parley.chat.v1.PresenceState
+	32, // 31: parley.chat.v1.Presence.last_seen:type_name -> google.protobuf.Timestamp
+	32, // 32: parley.chat.v1.Receipt.time:type_name -> google.protobuf.Timestamp
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_parley_chat_v1_chat_proto_init() }
@@ -2771,7 +2898,7 @@ func file_parley_chat_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_chat_v1_chat_proto_rawDesc), len(file_parley_chat_v1_chat_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

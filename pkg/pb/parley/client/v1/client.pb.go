@@ -62,6 +62,7 @@ type ClientFrame struct {
 	//	*ClientFrame_EditMessage
 	//	*ClientFrame_DeleteMessage
 	//	*ClientFrame_React
+	//	*ClientFrame_SetFlags
 	Frame         isClientFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -363,6 +364,15 @@ func (x *ClientFrame) GetReact() *React {
 	return nil
 }
 
+func (x *ClientFrame) GetSetFlags() *SetConversationFlags {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_SetFlags); ok {
+			return x.SetFlags
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Frame interface {
 	isClientFrame_Frame()
 }
@@ -479,6 +489,10 @@ type ClientFrame_React struct {
 	React *React `protobuf:"bytes,52,opt,name=react,proto3,oneof"`
 }
 
+type ClientFrame_SetFlags struct {
+	SetFlags *SetConversationFlags `protobuf:"bytes,60,opt,name=set_flags,json=setFlags,proto3,oneof"`
+}
+
 func (*ClientFrame_Authenticate) isClientFrame_Frame() {}
 
 func (*ClientFrame_SendMessage) isClientFrame_Frame() {}
@@ -535,6 +549,75 @@ func (*ClientFrame_DeleteMessage) isClientFrame_Frame() {}
 
 func (*ClientFrame_React) isClientFrame_Frame() {}
 
+func (*ClientFrame_SetFlags) isClientFrame_Frame() {}
+
+// SetConversationFlags sets the caller's own flags of a conversation:
+// muted (no notifications) and pinned (first in their list). A field left
+// out stays as it is; at least one must be set. The flags are private and
+// kept for all the caller's devices, each of which is pushed a flags frame
+// with the change; the answer is a flags frame with the caller's flags
+// after it. Setting a flag to what it is changes nothing and pushes
+// nothing. Members only.
+type SetConversationFlags struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Muted          *bool                  `protobuf:"varint,2,opt,name=muted,proto3,oneof" json:"muted,omitempty"`
+	Pinned         *bool                  `protobuf:"varint,3,opt,name=pinned,proto3,oneof" json:"pinned,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SetConversationFlags) Reset() {
+	*x = SetConversationFlags{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetConversationFlags) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetConversationFlags) ProtoMessage() {}
+
+func (x *SetConversationFlags) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetConversationFlags.ProtoReflect.Descriptor instead.
+func (*SetConversationFlags) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SetConversationFlags) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *SetConversationFlags) GetMuted() bool {
+	if x != nil && x.Muted != nil {
+		return *x.Muted
+	}
+	return false
+}
+
+func (x *SetConversationFlags) GetPinned() bool {
+	if x != nil && x.Pinned != nil {
+		return *x.Pinned
+	}
+	return false
+}
+
 // Authenticate presents a JWT whose subject is the user id.
 type Authenticate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -554,7 +637,7 @@ type Authenticate struct {
 
 func (x *Authenticate) Reset() {
 	*x = Authenticate{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[1]
+	mi := &file_parley_client_v1_client_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -566,7 +649,7 @@ func (x *Authenticate) String() string {
 func (*Authenticate) ProtoMessage() {}
 
 func (x *Authenticate) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[1]
+	mi := &file_parley_client_v1_client_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -579,7 +662,7 @@ func (x *Authenticate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authenticate.ProtoReflect.Descriptor instead.
 func (*Authenticate) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{1}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Authenticate) GetToken() string {
@@ -615,7 +698,7 @@ type Cursor struct {
 
 func (x *Cursor) Reset() {
 	*x = Cursor{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[2]
+	mi := &file_parley_client_v1_client_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +710,7 @@ func (x *Cursor) String() string {
 func (*Cursor) ProtoMessage() {}
 
 func (x *Cursor) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[2]
+	mi := &file_parley_client_v1_client_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +723,7 @@ func (x *Cursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cursor.ProtoReflect.Descriptor instead.
 func (*Cursor) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{2}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Cursor) GetConversationId() string {
@@ -678,7 +761,7 @@ type SendMessage struct {
 
 func (x *SendMessage) Reset() {
 	*x = SendMessage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[3]
+	mi := &file_parley_client_v1_client_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +773,7 @@ func (x *SendMessage) String() string {
 func (*SendMessage) ProtoMessage() {}
 
 func (x *SendMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[3]
+	mi := &file_parley_client_v1_client_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +786,7 @@ func (x *SendMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessage.ProtoReflect.Descriptor instead.
 func (*SendMessage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{3}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SendMessage) GetConversationId() string {
@@ -770,7 +853,7 @@ type EditMessage struct {
 
 func (x *EditMessage) Reset() {
 	*x = EditMessage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[4]
+	mi := &file_parley_client_v1_client_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +865,7 @@ func (x *EditMessage) String() string {
 func (*EditMessage) ProtoMessage() {}
 
 func (x *EditMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[4]
+	mi := &file_parley_client_v1_client_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +878,7 @@ func (x *EditMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditMessage.ProtoReflect.Descriptor instead.
 func (*EditMessage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{4}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *EditMessage) GetConversationId() string {
@@ -847,7 +930,7 @@ type DeleteMessage struct {
 
 func (x *DeleteMessage) Reset() {
 	*x = DeleteMessage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[5]
+	mi := &file_parley_client_v1_client_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +942,7 @@ func (x *DeleteMessage) String() string {
 func (*DeleteMessage) ProtoMessage() {}
 
 func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[5]
+	mi := &file_parley_client_v1_client_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +955,7 @@ func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMessage.ProtoReflect.Descriptor instead.
 func (*DeleteMessage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{5}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DeleteMessage) GetConversationId() string {
@@ -914,7 +997,7 @@ type React struct {
 
 func (x *React) Reset() {
 	*x = React{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[6]
+	mi := &file_parley_client_v1_client_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1009,7 @@ func (x *React) String() string {
 func (*React) ProtoMessage() {}
 
 func (x *React) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[6]
+	mi := &file_parley_client_v1_client_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1022,7 @@ func (x *React) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use React.ProtoReflect.Descriptor instead.
 func (*React) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{6}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *React) GetConversationId() string {
@@ -998,7 +1081,7 @@ type CreateConversation struct {
 
 func (x *CreateConversation) Reset() {
 	*x = CreateConversation{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[7]
+	mi := &file_parley_client_v1_client_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1010,7 +1093,7 @@ func (x *CreateConversation) String() string {
 func (*CreateConversation) ProtoMessage() {}
 
 func (x *CreateConversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[7]
+	mi := &file_parley_client_v1_client_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1023,7 +1106,7 @@ func (x *CreateConversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversation.ProtoReflect.Descriptor instead.
 func (*CreateConversation) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{7}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateConversation) GetClientMsgId() string {
@@ -1081,7 +1164,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	mi := &file_parley_client_v1_client_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1176,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	mi := &file_parley_client_v1_client_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1189,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{8}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RemoveMember) GetConversationId() string {
@@ -1142,7 +1225,7 @@ type LeaveConversation struct {
 
 func (x *LeaveConversation) Reset() {
 	*x = LeaveConversation{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	mi := &file_parley_client_v1_client_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1154,7 +1237,7 @@ func (x *LeaveConversation) String() string {
 func (*LeaveConversation) ProtoMessage() {}
 
 func (x *LeaveConversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	mi := &file_parley_client_v1_client_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1167,7 +1250,7 @@ func (x *LeaveConversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveConversation.ProtoReflect.Descriptor instead.
 func (*LeaveConversation) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{9}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LeaveConversation) GetConversationId() string {
@@ -1197,7 +1280,7 @@ type SetMemberRole struct {
 
 func (x *SetMemberRole) Reset() {
 	*x = SetMemberRole{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	mi := &file_parley_client_v1_client_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1292,7 @@ func (x *SetMemberRole) String() string {
 func (*SetMemberRole) ProtoMessage() {}
 
 func (x *SetMemberRole) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	mi := &file_parley_client_v1_client_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1305,7 @@ func (x *SetMemberRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberRole.ProtoReflect.Descriptor instead.
 func (*SetMemberRole) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{10}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetMemberRole) GetConversationId() string {
@@ -1266,7 +1349,7 @@ type TransferOwnership struct {
 
 func (x *TransferOwnership) Reset() {
 	*x = TransferOwnership{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	mi := &file_parley_client_v1_client_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1361,7 @@ func (x *TransferOwnership) String() string {
 func (*TransferOwnership) ProtoMessage() {}
 
 func (x *TransferOwnership) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	mi := &file_parley_client_v1_client_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1374,7 @@ func (x *TransferOwnership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferOwnership.ProtoReflect.Descriptor instead.
 func (*TransferOwnership) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{11}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TransferOwnership) GetConversationId() string {
@@ -1330,7 +1413,7 @@ type MuteMember struct {
 
 func (x *MuteMember) Reset() {
 	*x = MuteMember{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	mi := &file_parley_client_v1_client_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +1425,7 @@ func (x *MuteMember) String() string {
 func (*MuteMember) ProtoMessage() {}
 
 func (x *MuteMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	mi := &file_parley_client_v1_client_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +1438,7 @@ func (x *MuteMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MuteMember.ProtoReflect.Descriptor instead.
 func (*MuteMember) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{12}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MuteMember) GetConversationId() string {
@@ -1398,7 +1481,7 @@ type RenameConversation struct {
 
 func (x *RenameConversation) Reset() {
 	*x = RenameConversation{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	mi := &file_parley_client_v1_client_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1493,7 @@ func (x *RenameConversation) String() string {
 func (*RenameConversation) ProtoMessage() {}
 
 func (x *RenameConversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	mi := &file_parley_client_v1_client_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1506,7 @@ func (x *RenameConversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameConversation.ProtoReflect.Descriptor instead.
 func (*RenameConversation) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{13}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RenameConversation) GetConversationId() string {
@@ -1462,7 +1545,7 @@ type CreateInvite struct {
 
 func (x *CreateInvite) Reset() {
 	*x = CreateInvite{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	mi := &file_parley_client_v1_client_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1474,7 +1557,7 @@ func (x *CreateInvite) String() string {
 func (*CreateInvite) ProtoMessage() {}
 
 func (x *CreateInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	mi := &file_parley_client_v1_client_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1487,7 +1570,7 @@ func (x *CreateInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateInvite.ProtoReflect.Descriptor instead.
 func (*CreateInvite) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{14}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateInvite) GetConversationId() string {
@@ -1523,7 +1606,7 @@ type RevokeInvite struct {
 
 func (x *RevokeInvite) Reset() {
 	*x = RevokeInvite{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	mi := &file_parley_client_v1_client_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1618,7 @@ func (x *RevokeInvite) String() string {
 func (*RevokeInvite) ProtoMessage() {}
 
 func (x *RevokeInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	mi := &file_parley_client_v1_client_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1631,7 @@ func (x *RevokeInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeInvite.ProtoReflect.Descriptor instead.
 func (*RevokeInvite) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{15}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RevokeInvite) GetConversationId() string {
@@ -1584,7 +1667,7 @@ type JoinByInvite struct {
 
 func (x *JoinByInvite) Reset() {
 	*x = JoinByInvite{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[16]
+	mi := &file_parley_client_v1_client_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +1679,7 @@ func (x *JoinByInvite) String() string {
 func (*JoinByInvite) ProtoMessage() {}
 
 func (x *JoinByInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[16]
+	mi := &file_parley_client_v1_client_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +1692,7 @@ func (x *JoinByInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinByInvite.ProtoReflect.Descriptor instead.
 func (*JoinByInvite) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{16}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *JoinByInvite) GetConversationId() string {
@@ -1644,7 +1727,7 @@ type FollowChannel struct {
 
 func (x *FollowChannel) Reset() {
 	*x = FollowChannel{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[17]
+	mi := &file_parley_client_v1_client_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1656,7 +1739,7 @@ func (x *FollowChannel) String() string {
 func (*FollowChannel) ProtoMessage() {}
 
 func (x *FollowChannel) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[17]
+	mi := &file_parley_client_v1_client_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1669,7 +1752,7 @@ func (x *FollowChannel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowChannel.ProtoReflect.Descriptor instead.
 func (*FollowChannel) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{17}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *FollowChannel) GetConversationId() string {
@@ -1699,7 +1782,7 @@ type BlockUser struct {
 
 func (x *BlockUser) Reset() {
 	*x = BlockUser{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[18]
+	mi := &file_parley_client_v1_client_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1711,7 +1794,7 @@ func (x *BlockUser) String() string {
 func (*BlockUser) ProtoMessage() {}
 
 func (x *BlockUser) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[18]
+	mi := &file_parley_client_v1_client_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1724,7 +1807,7 @@ func (x *BlockUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockUser.ProtoReflect.Descriptor instead.
 func (*BlockUser) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{18}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BlockUser) GetUserId() string {
@@ -1744,7 +1827,7 @@ type UnblockUser struct {
 
 func (x *UnblockUser) Reset() {
 	*x = UnblockUser{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[19]
+	mi := &file_parley_client_v1_client_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +1839,7 @@ func (x *UnblockUser) String() string {
 func (*UnblockUser) ProtoMessage() {}
 
 func (x *UnblockUser) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[19]
+	mi := &file_parley_client_v1_client_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +1852,7 @@ func (x *UnblockUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnblockUser.ProtoReflect.Descriptor instead.
 func (*UnblockUser) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{19}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UnblockUser) GetUserId() string {
@@ -1791,7 +1874,7 @@ type AddMember struct {
 
 func (x *AddMember) Reset() {
 	*x = AddMember{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[20]
+	mi := &file_parley_client_v1_client_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1803,7 +1886,7 @@ func (x *AddMember) String() string {
 func (*AddMember) ProtoMessage() {}
 
 func (x *AddMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[20]
+	mi := &file_parley_client_v1_client_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1816,7 +1899,7 @@ func (x *AddMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMember.ProtoReflect.Descriptor instead.
 func (*AddMember) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{20}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AddMember) GetConversationId() string {
@@ -1855,7 +1938,7 @@ type ListConversations struct {
 
 func (x *ListConversations) Reset() {
 	*x = ListConversations{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[21]
+	mi := &file_parley_client_v1_client_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1867,7 +1950,7 @@ func (x *ListConversations) String() string {
 func (*ListConversations) ProtoMessage() {}
 
 func (x *ListConversations) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[21]
+	mi := &file_parley_client_v1_client_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1880,7 +1963,7 @@ func (x *ListConversations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversations.ProtoReflect.Descriptor instead.
 func (*ListConversations) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{21}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListConversations) GetLimit() uint32 {
@@ -1912,7 +1995,7 @@ type Mark struct {
 
 func (x *Mark) Reset() {
 	*x = Mark{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[22]
+	mi := &file_parley_client_v1_client_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1924,7 +2007,7 @@ func (x *Mark) String() string {
 func (*Mark) ProtoMessage() {}
 
 func (x *Mark) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[22]
+	mi := &file_parley_client_v1_client_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1937,7 +2020,7 @@ func (x *Mark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mark.ProtoReflect.Descriptor instead.
 func (*Mark) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{22}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Mark) GetConversationId() string {
@@ -1975,7 +2058,7 @@ type SetTyping struct {
 
 func (x *SetTyping) Reset() {
 	*x = SetTyping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[23]
+	mi := &file_parley_client_v1_client_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1987,7 +2070,7 @@ func (x *SetTyping) String() string {
 func (*SetTyping) ProtoMessage() {}
 
 func (x *SetTyping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[23]
+	mi := &file_parley_client_v1_client_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2000,7 +2083,7 @@ func (x *SetTyping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTyping.ProtoReflect.Descriptor instead.
 func (*SetTyping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{23}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SetTyping) GetConversationId() string {
@@ -2029,7 +2112,7 @@ type GetPresence struct {
 
 func (x *GetPresence) Reset() {
 	*x = GetPresence{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[24]
+	mi := &file_parley_client_v1_client_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2041,7 +2124,7 @@ func (x *GetPresence) String() string {
 func (*GetPresence) ProtoMessage() {}
 
 func (x *GetPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[24]
+	mi := &file_parley_client_v1_client_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2054,7 +2137,7 @@ func (x *GetPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresence.ProtoReflect.Descriptor instead.
 func (*GetPresence) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{24}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetPresence) GetUserIds() []string {
@@ -2078,7 +2161,7 @@ type WatchPresence struct {
 
 func (x *WatchPresence) Reset() {
 	*x = WatchPresence{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[25]
+	mi := &file_parley_client_v1_client_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2173,7 @@ func (x *WatchPresence) String() string {
 func (*WatchPresence) ProtoMessage() {}
 
 func (x *WatchPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[25]
+	mi := &file_parley_client_v1_client_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2186,7 @@ func (x *WatchPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPresence.ProtoReflect.Descriptor instead.
 func (*WatchPresence) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{25}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchPresence) GetUserIds() []string {
@@ -2125,7 +2208,7 @@ type SetIdle struct {
 
 func (x *SetIdle) Reset() {
 	*x = SetIdle{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[26]
+	mi := &file_parley_client_v1_client_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2137,7 +2220,7 @@ func (x *SetIdle) String() string {
 func (*SetIdle) ProtoMessage() {}
 
 func (x *SetIdle) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[26]
+	mi := &file_parley_client_v1_client_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2150,7 +2233,7 @@ func (x *SetIdle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetIdle.ProtoReflect.Descriptor instead.
 func (*SetIdle) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{26}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SetIdle) GetIdle() bool {
@@ -2172,7 +2255,7 @@ type GetReceipts struct {
 
 func (x *GetReceipts) Reset() {
 	*x = GetReceipts{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[27]
+	mi := &file_parley_client_v1_client_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2184,7 +2267,7 @@ func (x *GetReceipts) String() string {
 func (*GetReceipts) ProtoMessage() {}
 
 func (x *GetReceipts) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[27]
+	mi := &file_parley_client_v1_client_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2197,7 +2280,7 @@ func (x *GetReceipts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReceipts.ProtoReflect.Descriptor instead.
 func (*GetReceipts) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{27}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetReceipts) GetConversationId() string {
@@ -2223,7 +2306,7 @@ type GetHistory struct {
 
 func (x *GetHistory) Reset() {
 	*x = GetHistory{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[28]
+	mi := &file_parley_client_v1_client_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2235,7 +2318,7 @@ func (x *GetHistory) String() string {
 func (*GetHistory) ProtoMessage() {}
 
 func (x *GetHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[28]
+	mi := &file_parley_client_v1_client_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2248,7 +2331,7 @@ func (x *GetHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistory.ProtoReflect.Descriptor instead.
 func (*GetHistory) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{28}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetHistory) GetConversationId() string {
@@ -2288,7 +2371,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[29]
+	mi := &file_parley_client_v1_client_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2300,7 +2383,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[29]
+	mi := &file_parley_client_v1_client_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2313,7 +2396,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{29}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{30}
 }
 
 // ServerFrame is every frame the server sends.
@@ -2335,6 +2418,7 @@ type ServerFrame struct {
 	//	*ServerFrame_Typing
 	//	*ServerFrame_Presence
 	//	*ServerFrame_BlockStatus
+	//	*ServerFrame_Flags
 	Frame         isServerFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2342,7 +2426,7 @@ type ServerFrame struct {
 
 func (x *ServerFrame) Reset() {
 	*x = ServerFrame{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[30]
+	mi := &file_parley_client_v1_client_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2354,7 +2438,7 @@ func (x *ServerFrame) String() string {
 func (*ServerFrame) ProtoMessage() {}
 
 func (x *ServerFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[30]
+	mi := &file_parley_client_v1_client_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2367,7 +2451,7 @@ func (x *ServerFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerFrame.ProtoReflect.Descriptor instead.
 func (*ServerFrame) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{30}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ServerFrame) GetRequestId() string {
@@ -2492,6 +2576,15 @@ func (x *ServerFrame) GetBlockStatus() *BlockStatus {
 	return nil
 }
 
+func (x *ServerFrame) GetFlags() *FlagsBatch {
+	if x != nil {
+		if x, ok := x.Frame.(*ServerFrame_Flags); ok {
+			return x.Flags
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Frame interface {
 	isServerFrame_Frame()
 }
@@ -2544,6 +2637,10 @@ type ServerFrame_BlockStatus struct {
 	BlockStatus *BlockStatus `protobuf:"bytes,30,opt,name=block_status,json=blockStatus,proto3,oneof"`
 }
 
+type ServerFrame_Flags struct {
+	Flags *FlagsBatch `protobuf:"bytes,60,opt,name=flags,proto3,oneof"`
+}
+
 func (*ServerFrame_Authenticated) isServerFrame_Frame() {}
 
 func (*ServerFrame_Accepted) isServerFrame_Frame() {}
@@ -2568,6 +2665,55 @@ func (*ServerFrame_Presence) isServerFrame_Frame() {}
 
 func (*ServerFrame_BlockStatus) isServerFrame_Frame() {}
 
+func (*ServerFrame_Flags) isServerFrame_Frame() {}
+
+// FlagsBatch carries the caller's own conversation flags: pushed to all
+// their devices when they change, and answering SetConversationFlags.
+// Pushed batches hold the latest flags per conversation.
+type FlagsBatch struct {
+	state         protoimpl.MessageState  `protogen:"open.v1"`
+	Flags         []*v1.ConversationFlags `protobuf:"bytes,1,rep,name=flags,proto3" json:"flags,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlagsBatch) Reset() {
+	*x = FlagsBatch{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlagsBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlagsBatch) ProtoMessage() {}
+
+func (x *FlagsBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlagsBatch.ProtoReflect.Descriptor instead.
+func (*FlagsBatch) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *FlagsBatch) GetFlags() []*v1.ConversationFlags {
+	if x != nil {
+		return x.Flags
+	}
+	return nil
+}
+
 // BlockStatus answers BlockUser and UnblockUser: whether the caller now
 // blocks user_id.
 type BlockStatus struct {
@@ -2580,7 +2726,7 @@ type BlockStatus struct {
 
 func (x *BlockStatus) Reset() {
 	*x = BlockStatus{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[31]
+	mi := &file_parley_client_v1_client_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2592,7 +2738,7 @@ func (x *BlockStatus) String() string {
 func (*BlockStatus) ProtoMessage() {}
 
 func (x *BlockStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[31]
+	mi := &file_parley_client_v1_client_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2605,7 +2751,7 @@ func (x *BlockStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockStatus.ProtoReflect.Descriptor instead.
 func (*BlockStatus) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{31}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *BlockStatus) GetUserId() string {
@@ -2640,7 +2786,7 @@ type Resumed struct {
 
 func (x *Resumed) Reset() {
 	*x = Resumed{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[32]
+	mi := &file_parley_client_v1_client_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2652,7 +2798,7 @@ func (x *Resumed) String() string {
 func (*Resumed) ProtoMessage() {}
 
 func (x *Resumed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[32]
+	mi := &file_parley_client_v1_client_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2665,7 +2811,7 @@ func (x *Resumed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resumed.ProtoReflect.Descriptor instead.
 func (*Resumed) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{32}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Resumed) GetCaughtUp() []*Cursor {
@@ -2694,7 +2840,7 @@ type Authenticated struct {
 
 func (x *Authenticated) Reset() {
 	*x = Authenticated{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[33]
+	mi := &file_parley_client_v1_client_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2706,7 +2852,7 @@ func (x *Authenticated) String() string {
 func (*Authenticated) ProtoMessage() {}
 
 func (x *Authenticated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[33]
+	mi := &file_parley_client_v1_client_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2719,7 +2865,7 @@ func (x *Authenticated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authenticated.ProtoReflect.Descriptor instead.
 func (*Authenticated) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{33}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Authenticated) GetUserId() string {
@@ -2758,7 +2904,7 @@ type Accepted struct {
 
 func (x *Accepted) Reset() {
 	*x = Accepted{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[34]
+	mi := &file_parley_client_v1_client_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2770,7 +2916,7 @@ func (x *Accepted) String() string {
 func (*Accepted) ProtoMessage() {}
 
 func (x *Accepted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[34]
+	mi := &file_parley_client_v1_client_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2783,7 +2929,7 @@ func (x *Accepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accepted.ProtoReflect.Descriptor instead.
 func (*Accepted) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{34}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Accepted) GetClientMsgId() string {
@@ -2825,7 +2971,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[35]
+	mi := &file_parley_client_v1_client_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2837,7 +2983,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[35]
+	mi := &file_parley_client_v1_client_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2850,7 +2996,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{35}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *EventBatch) GetEvents() []*v1.Event {
@@ -2872,7 +3018,7 @@ type ConversationList struct {
 
 func (x *ConversationList) Reset() {
 	*x = ConversationList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[36]
+	mi := &file_parley_client_v1_client_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2884,7 +3030,7 @@ func (x *ConversationList) String() string {
 func (*ConversationList) ProtoMessage() {}
 
 func (x *ConversationList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[36]
+	mi := &file_parley_client_v1_client_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2897,7 +3043,7 @@ func (x *ConversationList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationList.ProtoReflect.Descriptor instead.
 func (*ConversationList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{36}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ConversationList) GetConversations() []*v1.Conversation {
@@ -2925,7 +3071,7 @@ type TypingBatch struct {
 
 func (x *TypingBatch) Reset() {
 	*x = TypingBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[37]
+	mi := &file_parley_client_v1_client_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2937,7 +3083,7 @@ func (x *TypingBatch) String() string {
 func (*TypingBatch) ProtoMessage() {}
 
 func (x *TypingBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[37]
+	mi := &file_parley_client_v1_client_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2950,7 +3096,7 @@ func (x *TypingBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingBatch.ProtoReflect.Descriptor instead.
 func (*TypingBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{37}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *TypingBatch) GetTyping() []*v1.Typing {
@@ -2971,7 +3117,7 @@ type PresenceList struct {
 
 func (x *PresenceList) Reset() {
 	*x = PresenceList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[38]
+	mi := &file_parley_client_v1_client_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2983,7 +3129,7 @@ func (x *PresenceList) String() string {
 func (*PresenceList) ProtoMessage() {}
 
 func (x *PresenceList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[38]
+	mi := &file_parley_client_v1_client_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2996,7 +3142,7 @@ func (x *PresenceList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceList.ProtoReflect.Descriptor instead.
 func (*PresenceList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{38}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PresenceList) GetPresence() []*v1.Presence {
@@ -3017,7 +3163,7 @@ type ReceiptBatch struct {
 
 func (x *ReceiptBatch) Reset() {
 	*x = ReceiptBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[39]
+	mi := &file_parley_client_v1_client_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3029,7 +3175,7 @@ func (x *ReceiptBatch) String() string {
 func (*ReceiptBatch) ProtoMessage() {}
 
 func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[39]
+	mi := &file_parley_client_v1_client_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3042,7 +3188,7 @@ func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptBatch.ProtoReflect.Descriptor instead.
 func (*ReceiptBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{39}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReceiptBatch) GetReceipts() []*v1.Receipt {
@@ -3065,7 +3211,7 @@ type HistoryPage struct {
 
 func (x *HistoryPage) Reset() {
 	*x = HistoryPage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[40]
+	mi := &file_parley_client_v1_client_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3077,7 +3223,7 @@ func (x *HistoryPage) String() string {
 func (*HistoryPage) ProtoMessage() {}
 
 func (x *HistoryPage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[40]
+	mi := &file_parley_client_v1_client_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3090,7 +3236,7 @@ func (x *HistoryPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryPage.ProtoReflect.Descriptor instead.
 func (*HistoryPage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{40}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *HistoryPage) GetConversationId() string {
@@ -3131,7 +3277,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[41]
+	mi := &file_parley_client_v1_client_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3143,7 +3289,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[41]
+	mi := &file_parley_client_v1_client_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3156,7 +3302,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{41}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Error) GetCode() v1.ErrorCode {
@@ -3196,7 +3342,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[42]
+	mi := &file_parley_client_v1_client_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3208,7 +3354,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[42]
+	mi := &file_parley_client_v1_client_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3221,14 +3367,14 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{42}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{44}
 }
 
 var File_parley_client_v1_client_proto protoreflect.FileDescriptor
 
 const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\n" +
-	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x19parley/chat/v1/chat.proto\"\xf5\x0e\n" +
+	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x19parley/chat/v1/chat.proto\"\xbc\x0f\n" +
 	"\vClientFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12D\n" +
@@ -3264,8 +3410,15 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\funblock_user\x18) \x01(\v2\x1d.parley.client.v1.UnblockUserH\x00R\vunblockUser\x12B\n" +
 	"\fedit_message\x182 \x01(\v2\x1d.parley.client.v1.EditMessageH\x00R\veditMessage\x12H\n" +
 	"\x0edelete_message\x183 \x01(\v2\x1f.parley.client.v1.DeleteMessageH\x00R\rdeleteMessage\x12/\n" +
-	"\x05react\x184 \x01(\v2\x17.parley.client.v1.ReactH\x00R\x05reactB\a\n" +
-	"\x05frame\"s\n" +
+	"\x05react\x184 \x01(\v2\x17.parley.client.v1.ReactH\x00R\x05react\x12E\n" +
+	"\tset_flags\x18< \x01(\v2&.parley.client.v1.SetConversationFlagsH\x00R\bsetFlagsB\a\n" +
+	"\x05frame\"\x8c\x01\n" +
+	"\x14SetConversationFlags\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x19\n" +
+	"\x05muted\x18\x02 \x01(\bH\x00R\x05muted\x88\x01\x01\x12\x1b\n" +
+	"\x06pinned\x18\x03 \x01(\bH\x01R\x06pinned\x88\x01\x01B\b\n" +
+	"\x06_mutedB\t\n" +
+	"\a_pinned\"s\n" +
 	"\fAuthenticate\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x120\n" +
@@ -3387,7 +3540,7 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x05limit\x18\x04 \x01(\rR\x05limitB\f\n" +
 	"\n" +
 	"_after_seq\"\x06\n" +
-	"\x04Ping\"\x86\x06\n" +
+	"\x04Ping\"\xbc\x06\n" +
 	"\vServerFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12G\n" +
@@ -3403,8 +3556,12 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\breceipts\x18\x12 \x01(\v2\x1e.parley.client.v1.ReceiptBatchH\x00R\breceipts\x127\n" +
 	"\x06typing\x18\x13 \x01(\v2\x1d.parley.client.v1.TypingBatchH\x00R\x06typing\x12<\n" +
 	"\bpresence\x18\x14 \x01(\v2\x1e.parley.client.v1.PresenceListH\x00R\bpresence\x12B\n" +
-	"\fblock_status\x18\x1e \x01(\v2\x1d.parley.client.v1.BlockStatusH\x00R\vblockStatusB\a\n" +
-	"\x05frame\"@\n" +
+	"\fblock_status\x18\x1e \x01(\v2\x1d.parley.client.v1.BlockStatusH\x00R\vblockStatus\x124\n" +
+	"\x05flags\x18< \x01(\v2\x1c.parley.client.v1.FlagsBatchH\x00R\x05flagsB\a\n" +
+	"\x05frame\"E\n" +
+	"\n" +
+	"FlagsBatch\x127\n" +
+	"\x05flags\x18\x01 \x03(\v2!.parley.chat.v1.ConversationFlagsR\x05flags\"@\n" +
 	"\vBlockStatus\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x18\n" +
 	"\ablocked\x18\x02 \x01(\bR\ablocked\"r\n" +
@@ -3457,122 +3614,128 @@ func file_parley_client_v1_client_proto_rawDescGZIP() []byte {
 	return file_parley_client_v1_client_proto_rawDescData
 }
 
-var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_parley_client_v1_client_proto_goTypes = []any{
-	(*ClientFrame)(nil),        // 0: parley.client.v1.ClientFrame
-	(*Authenticate)(nil),       // 1: parley.client.v1.Authenticate
-	(*Cursor)(nil),             // 2: parley.client.v1.Cursor
-	(*SendMessage)(nil),        // 3: parley.client.v1.SendMessage
-	(*EditMessage)(nil),        // 4: parley.client.v1.EditMessage
-	(*DeleteMessage)(nil),      // 5: parley.client.v1.DeleteMessage
-	(*React)(nil),              // 6: parley.client.v1.React
-	(*CreateConversation)(nil), // 7: parley.client.v1.CreateConversation
-	(*RemoveMember)(nil),       // 8: parley.client.v1.RemoveMember
-	(*LeaveConversation)(nil),  // 9: parley.client.v1.LeaveConversation
-	(*SetMemberRole)(nil),      // 10: parley.client.v1.SetMemberRole
-	(*TransferOwnership)(nil),  // 11: parley.client.v1.TransferOwnership
-	(*MuteMember)(nil),         // 12: parley.client.v1.MuteMember
-	(*RenameConversation)(nil), // 13: parley.client.v1.RenameConversation
-	(*CreateInvite)(nil),       // 14: parley.client.v1.CreateInvite
-	(*RevokeInvite)(nil),       // 15: parley.client.v1.RevokeInvite
-	(*JoinByInvite)(nil),       // 16: parley.client.v1.JoinByInvite
-	(*FollowChannel)(nil),      // 17: parley.client.v1.FollowChannel
-	(*BlockUser)(nil),          // 18: parley.client.v1.BlockUser
-	(*UnblockUser)(nil),        // 19: parley.client.v1.UnblockUser
-	(*AddMember)(nil),          // 20: parley.client.v1.AddMember
-	(*ListConversations)(nil),  // 21: parley.client.v1.ListConversations
-	(*Mark)(nil),               // 22: parley.client.v1.Mark
-	(*SetTyping)(nil),          // 23: parley.client.v1.SetTyping
-	(*GetPresence)(nil),        // 24: parley.client.v1.GetPresence
-	(*WatchPresence)(nil),      // 25: parley.client.v1.WatchPresence
-	(*SetIdle)(nil),            // 26: parley.client.v1.SetIdle
-	(*GetReceipts)(nil),        // 27: parley.client.v1.GetReceipts
-	(*GetHistory)(nil),         // 28: parley.client.v1.GetHistory
-	(*Ping)(nil),               // 29: parley.client.v1.Ping
-	(*ServerFrame)(nil),        // 30: parley.client.v1.ServerFrame
-	(*BlockStatus)(nil),        // 31: parley.client.v1.BlockStatus
-	(*Resumed)(nil),            // 32: parley.client.v1.Resumed
-	(*Authenticated)(nil),      // 33: parley.client.v1.Authenticated
-	(*Accepted)(nil),           // 34: parley.client.v1.Accepted
-	(*EventBatch)(nil),         // 35: parley.client.v1.EventBatch
-	(*ConversationList)(nil),   // 36: parley.client.v1.ConversationList
-	(*TypingBatch)(nil),        // 37: parley.client.v1.TypingBatch
-	(*PresenceList)(nil),       // 38: parley.client.v1.PresenceList
-	(*ReceiptBatch)(nil),       // 39: parley.client.v1.ReceiptBatch
-	(*HistoryPage)(nil),        // 40: parley.client.v1.HistoryPage
-	(*Error)(nil),              // 41: parley.client.v1.Error
-	(*Pong)(nil),               // 42: parley.client.v1.Pong
-	(*v1.Attachment)(nil),      // 43: parley.chat.v1.Attachment
-	(*v1.ContactCard)(nil),     // 44: parley.chat.v1.ContactCard
-	(v1.ConversationKind)(0),   // 45: parley.chat.v1.ConversationKind
-	(v1.MemberRole)(0),         // 46: parley.chat.v1.MemberRole
-	(*v1.Event)(nil),           // 47: parley.chat.v1.Event
-	(*v1.Conversation)(nil),    // 48: parley.chat.v1.Conversation
-	(*v1.Typing)(nil),          // 49: parley.chat.v1.Typing
-	(*v1.Presence)(nil),        // 50: parley.chat.v1.Presence
-	(*v1.Receipt)(nil),         // 51: parley.chat.v1.Receipt
-	(v1.ErrorCode)(0),          // 52: parley.chat.v1.ErrorCode
+	(*ClientFrame)(nil),          // 0: parley.client.v1.ClientFrame
+	(*SetConversationFlags)(nil), // 1: parley.client.v1.SetConversationFlags
+	(*Authenticate)(nil),         // 2: parley.client.v1.Authenticate
+	(*Cursor)(nil),               // 3: parley.client.v1.Cursor
+	(*SendMessage)(nil),          // 4: parley.client.v1.SendMessage
+	(*EditMessage)(nil),          // 5: parley.client.v1.EditMessage
+	(*DeleteMessage)(nil),        // 6: parley.client.v1.DeleteMessage
+	(*React)(nil),                // 7: parley.client.v1.React
+	(*CreateConversation)(nil),   // 8: parley.client.v1.CreateConversation
+	(*RemoveMember)(nil),         // 9: parley.client.v1.RemoveMember
+	(*LeaveConversation)(nil),    // 10: parley.client.v1.LeaveConversation
+	(*SetMemberRole)(nil),        // 11: parley.client.v1.SetMemberRole
+	(*TransferOwnership)(nil),    // 12: parley.client.v1.TransferOwnership
+	(*MuteMember)(nil),           // 13: parley.client.v1.MuteMember
+	(*RenameConversation)(nil),   // 14: parley.client.v1.RenameConversation
+	(*CreateInvite)(nil),         // 15: parley.client.v1.CreateInvite
+	(*RevokeInvite)(nil),         // 16: parley.client.v1.RevokeInvite
+	(*JoinByInvite)(nil),         // 17: parley.client.v1.JoinByInvite
+	(*FollowChannel)(nil),        // 18: parley.client.v1.FollowChannel
+	(*BlockUser)(nil),            // 19: parley.client.v1.BlockUser
+	(*UnblockUser)(nil),          // 20: parley.client.v1.UnblockUser
+	(*AddMember)(nil),            // 21: parley.client.v1.AddMember
+	(*ListConversations)(nil),    // 22: parley.client.v1.ListConversations
+	(*Mark)(nil),                 // 23: parley.client.v1.Mark
+	(*SetTyping)(nil),            // 24: parley.client.v1.SetTyping
+	(*GetPresence)(nil),          // 25: parley.client.v1.GetPresence
+	(*WatchPresence)(nil),        // 26: parley.client.v1.WatchPresence
+	(*SetIdle)(nil),              // 27: parley.client.v1.SetIdle
+	(*GetReceipts)(nil),          // 28: parley.client.v1.GetReceipts
+	(*GetHistory)(nil),           // 29: parley.client.v1.GetHistory
+	(*Ping)(nil),                 // 30: parley.client.v1.Ping
+	(*ServerFrame)(nil),          // 31: parley.client.v1.ServerFrame
+	(*FlagsBatch)(nil),           // 32: parley.client.v1.FlagsBatch
+	(*BlockStatus)(nil),          // 33: parley.client.v1.BlockStatus
+	(*Resumed)(nil),              // 34: parley.client.v1.Resumed
+	(*Authenticated)(nil),        // 35: parley.client.v1.Authenticated
+	(*Accepted)(nil),             // 36: parley.client.v1.Accepted
+	(*EventBatch)(nil),           // 37: parley.client.v1.EventBatch
+	(*ConversationList)(nil),     // 38: parley.client.v1.ConversationList
+	(*TypingBatch)(nil),          // 39: parley.client.v1.TypingBatch
+	(*PresenceList)(nil),         // 40: parley.client.v1.PresenceList
+	(*ReceiptBatch)(nil),         // 41: parley.client.v1.ReceiptBatch
+	(*HistoryPage)(nil),          // 42: parley.client.v1.HistoryPage
+	(*Error)(nil),                // 43: parley.client.v1.Error
+	(*Pong)(nil),                 // 44: parley.client.v1.Pong
+	(*v1.Attachment)(nil),        // 45: parley.chat.v1.Attachment
+	(*v1.ContactCard)(nil),       // 46: parley.chat.v1.ContactCard
+	(v1.ConversationKind)(0),     // 47: parley.chat.v1.ConversationKind
+	(v1.MemberRole)(0),           // 48: parley.chat.v1.MemberRole
+	(*v1.ConversationFlags)(nil), // 49: parley.chat.v1.ConversationFlags
+	(*v1.Event)(nil),             // 50: parley.chat.v1.Event
+	(*v1.Conversation)(nil),      // 51: parley.chat.v1.Conversation
+	(*v1.Typing)(nil),            // 52: parley.chat.v1.Typing
+	(*v1.Presence)(nil),          // 53: parley.chat.v1.Presence
+	(*v1.Receipt)(nil),           // 54: parley.chat.v1.Receipt
+	(v1.ErrorCode)(0),            // 55: parley.chat.v1.ErrorCode
 }
 var file_parley_client_v1_client_proto_depIdxs = []int32{
-	1,  // 0: parley.client.v1.ClientFrame.authenticate:type_name -> parley.client.v1.Authenticate
-	3,  // 1: parley.client.v1.ClientFrame.send_message:type_name -> parley.client.v1.SendMessage
-	7,  // 2: parley.client.v1.ClientFrame.create_conversation:type_name -> parley.client.v1.CreateConversation
-	20, // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
-	21, // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
-	28, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
-	29, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
-	22, // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
-	27, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
-	23, // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
-	24, // 10: parley.client.v1.ClientFrame.get_presence:type_name -> parley.client.v1.GetPresence
-	25, // 11: parley.client.v1.ClientFrame.watch_presence:type_name -> parley.client.v1.WatchPresence
-	26, // 12: parley.client.v1.ClientFrame.set_idle:type_name -> parley.client.v1.SetIdle
-	8,  // 13: parley.client.v1.ClientFrame.remove_member:type_name -> parley.client.v1.RemoveMember
-	9,  // 14: parley.client.v1.ClientFrame.leave:type_name -> parley.client.v1.LeaveConversation
-	10, // 15: parley.client.v1.ClientFrame.set_role:type_name -> parley.client.v1.SetMemberRole
-	11, // 16: parley.client.v1.ClientFrame.transfer_ownership:type_name -> parley.client.v1.TransferOwnership
-	12, // 17: parley.client.v1.ClientFrame.mute_member:type_name -> parley.client.v1.MuteMember
-	13, // 18: parley.client.v1.ClientFrame.rename:type_name -> parley.client.v1.RenameConversation
-	14, // 19: parley.client.v1.ClientFrame.create_invite:type_name -> parley.client.v1.CreateInvite
-	15, // 20: parley.client.v1.ClientFrame.revoke_invite:type_name -> parley.client.v1.RevokeInvite
-	16, // 21: parley.client.v1.ClientFrame.join_by_invite:type_name -> parley.client.v1.JoinByInvite
-	17, // 22: parley.client.v1.ClientFrame.follow:type_name -> parley.client.v1.FollowChannel
-	18, // 23: parley.client.v1.ClientFrame.block_user:type_name -> parley.client.v1.BlockUser
-	19, // 24: parley.client.v1.ClientFrame.unblock_user:type_name -> parley.client.v1.UnblockUser
-	4,  // 25: parley.client.v1.ClientFrame.edit_message:type_name -> parley.client.v1.EditMessage
-	5,  // 26: parley.client.v1.ClientFrame.delete_message:type_name -> parley.client.v1.DeleteMessage
-	6,  // 27: parley.client.v1.ClientFrame.react:type_name -> parley.client.v1.React
-	2,  // 28: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
-	43, // 29: parley.client.v1.SendMessage.attachments:type_name -> parley.chat.v1.Attachment
-	44, // 30: parley.client.v1.SendMessage.contact:type_name -> parley.chat.v1.ContactCard
-	45, // 31: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	46, // 32: parley.client.v1.SetMemberRole.role:type_name -> parley.chat.v1.MemberRole
-	33, // 33: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
-	34, // 34: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
-	35, // 35: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
-	36, // 36: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
-	40, // 37: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
-	41, // 38: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
-	42, // 39: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
-	32, // 40: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
-	39, // 41: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
-	37, // 42: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
-	38, // 43: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
-	31, // 44: parley.client.v1.ServerFrame.block_status:type_name -> parley.client.v1.BlockStatus
-	2,  // 45: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
-	2,  // 46: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
-	47, // 47: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
-	48, // 48: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
-	49, // 49: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
-	50, // 50: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
-	51, // 51: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
-	47, // 52: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
-	52, // 53: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
-	54, // [54:54] is the sub-list for method output_type
-	54, // [54:54] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	2,  // 0: parley.client.v1.ClientFrame.authenticate:type_name -> parley.client.v1.Authenticate
+	4,  // 1: parley.client.v1.ClientFrame.send_message:type_name -> parley.client.v1.SendMessage
+	8,  // 2: parley.client.v1.ClientFrame.create_conversation:type_name -> parley.client.v1.CreateConversation
+	21, // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
+	22, // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
+	29, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
+	30, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
+	23, // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
+	28, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
+	24, // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
+	25, // 10: parley.client.v1.ClientFrame.get_presence:type_name -> parley.client.v1.GetPresence
+	26, // 11: parley.client.v1.ClientFrame.watch_presence:type_name -> parley.client.v1.WatchPresence
+	27, // 12: parley.client.v1.ClientFrame.set_idle:type_name -> parley.client.v1.SetIdle
+	9,  // 13: parley.client.v1.ClientFrame.remove_member:type_name -> parley.client.v1.RemoveMember
+	10, // 14: parley.client.v1.ClientFrame.leave:type_name -> parley.client.v1.LeaveConversation
+	11, // 15: parley.client.v1.ClientFrame.set_role:type_name -> parley.client.v1.SetMemberRole
+	12, // 16: parley.client.v1.ClientFrame.transfer_ownership:type_name -> parley.client.v1.TransferOwnership
+	13, // 17: parley.client.v1.ClientFrame.mute_member:type_name -> parley.client.v1.MuteMember
+	14, // 18: parley.client.v1.ClientFrame.rename:type_name -> parley.client.v1.RenameConversation
+	15, // 19: parley.client.v1.ClientFrame.create_invite:type_name -> parley.client.v1.CreateInvite
+	16, // 20: parley.client.v1.ClientFrame.revoke_invite:type_name -> parley.client.v1.RevokeInvite
+	17, // 21: parley.client.v1.ClientFrame.join_by_invite:type_name -> parley.client.v1.JoinByInvite
+	18, // 22: parley.client.v1.ClientFrame.follow:type_name -> parley.client.v1.FollowChannel
+	19, // 23: parley.client.v1.ClientFrame.block_user:type_name -> parley.client.v1.BlockUser
+	20, // 24: parley.client.v1.ClientFrame.unblock_user:type_name -> parley.client.v1.UnblockUser
+	5,  // 25: parley.client.v1.ClientFrame.edit_message:type_name -> parley.client.v1.EditMessage
+	6,  // 26: parley.client.v1.ClientFrame.delete_message:type_name -> parley.client.v1.DeleteMessage
+	7,  // 27: parley.client.v1.ClientFrame.react:type_name -> parley.client.v1.React
+	1,  // 28: parley.client.v1.ClientFrame.set_flags:type_name -> parley.client.v1.SetConversationFlags
+	3,  // 29: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
+	45, // 30: parley.client.v1.SendMessage.attachments:type_name -> parley.chat.v1.Attachment
+	46, // 31: parley.client.v1.SendMessage.contact:type_name -> parley.chat.v1.ContactCard
+	47, // 32: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	48, // 33: parley.client.v1.SetMemberRole.role:type_name -> parley.chat.v1.MemberRole
+	35, // 34: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
+	36, // 35: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
+	37, // 36: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
+	38, // 37: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
+	42, // 38: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
+	43, // 39: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
+	44, // 40: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
+	34, // 41: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
+	41, // 42: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
+	39, // 43: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
+	40, // 44: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
+	33, // 45: parley.client.v1.ServerFrame.block_status:type_name -> parley.client.v1.BlockStatus
+	32, // 46: parley.client.v1.ServerFrame.flags:type_name -> parley.client.v1.FlagsBatch
+	49, // 47: parley.client.v1.FlagsBatch.flags:type_name -> parley.chat.v1.ConversationFlags
+	3,  // 48: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
+	3,  // 49: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
+	50, // 50: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
+	51, // 51: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
+	52, // 52: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
+	53, // 53: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
+	54, // 54: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
+	50, // 55: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
+	55, // 56: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
+	57, // [57:57] is the sub-list for method output_type
+	57, // [57:57] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_parley_client_v1_client_proto_init() }
@@ -3609,9 +3772,11 @@ func file_parley_client_v1_client_proto_init() {
 		(*ClientFrame_EditMessage)(nil),
 		(*ClientFrame_DeleteMessage)(nil),
 		(*ClientFrame_React)(nil),
+		(*ClientFrame_SetFlags)(nil),
 	}
-	file_parley_client_v1_client_proto_msgTypes[28].OneofWrappers = []any{}
-	file_parley_client_v1_client_proto_msgTypes[30].OneofWrappers = []any{
+	file_parley_client_v1_client_proto_msgTypes[1].OneofWrappers = []any{}
+	file_parley_client_v1_client_proto_msgTypes[29].OneofWrappers = []any{}
+	file_parley_client_v1_client_proto_msgTypes[31].OneofWrappers = []any{
 		(*ServerFrame_Authenticated)(nil),
 		(*ServerFrame_Accepted)(nil),
 		(*ServerFrame_Events)(nil),
@@ -3624,6 +3789,7 @@ func file_parley_client_v1_client_proto_init() {
 		(*ServerFrame_Typing)(nil),
 		(*ServerFrame_Presence)(nil),
 		(*ServerFrame_BlockStatus)(nil),
+		(*ServerFrame_Flags)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3631,7 +3797,7 @@ func file_parley_client_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_client_v1_client_proto_rawDesc), len(file_parley_client_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   43,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

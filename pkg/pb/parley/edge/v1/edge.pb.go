@@ -70,13 +70,16 @@ func (x *PushRequest) GetDeliveries() []*Delivery {
 	return nil
 }
 
-// Delivery is one event, or one receipt, for some users.
+// Delivery is one event, receipt, typing indicator or flags change, for
+// some users.
 type Delivery struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Event         *v1.Event              `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
-	UserIds       []string               `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
-	Receipt       *v1.Receipt            `protobuf:"bytes,3,opt,name=receipt,proto3" json:"receipt,omitempty"`
-	Typing        *v1.Typing             `protobuf:"bytes,4,opt,name=typing,proto3" json:"typing,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Event   *v1.Event              `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	UserIds []string               `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	Receipt *v1.Receipt            `protobuf:"bytes,3,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	Typing  *v1.Typing             `protobuf:"bytes,4,opt,name=typing,proto3" json:"typing,omitempty"`
+	// flags are a user's own conversation flags, for that user's devices.
+	Flags         *v1.ConversationFlags `protobuf:"bytes,60,opt,name=flags,proto3" json:"flags,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -139,6 +142,13 @@ func (x *Delivery) GetTyping() *v1.Typing {
 	return nil
 }
 
+func (x *Delivery) GetFlags() *v1.ConversationFlags {
+	if x != nil {
+		return x.Flags
+	}
+	return nil
+}
+
 // PushResponse counts the connections the events were queued on.
 type PushResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -192,12 +202,13 @@ const file_parley_edge_v1_edge_proto_rawDesc = "" +
 	"\vPushRequest\x128\n" +
 	"\n" +
 	"deliveries\x18\x01 \x03(\v2\x18.parley.edge.v1.DeliveryR\n" +
-	"deliveries\"\xb5\x01\n" +
+	"deliveries\"\xee\x01\n" +
 	"\bDelivery\x12+\n" +
 	"\x05event\x18\x01 \x01(\v2\x15.parley.chat.v1.EventR\x05event\x12\x19\n" +
 	"\buser_ids\x18\x02 \x03(\tR\auserIds\x121\n" +
 	"\areceipt\x18\x03 \x01(\v2\x17.parley.chat.v1.ReceiptR\areceipt\x12.\n" +
-	"\x06typing\x18\x04 \x01(\v2\x16.parley.chat.v1.TypingR\x06typing\"&\n" +
+	"\x06typing\x18\x04 \x01(\v2\x16.parley.chat.v1.TypingR\x06typing\x127\n" +
+	"\x05flags\x18< \x01(\v2!.parley.chat.v1.ConversationFlagsR\x05flags\"&\n" +
 	"\fPushResponse\x12\x16\n" +
 	"\x06queued\x18\x01 \x01(\rR\x06queued2P\n" +
 	"\vEdgeService\x12A\n" +
@@ -217,25 +228,27 @@ func file_parley_edge_v1_edge_proto_rawDescGZIP() []byte {
 
 var file_parley_edge_v1_edge_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_parley_edge_v1_edge_proto_goTypes = []any{
-	(*PushRequest)(nil),  // 0: parley.edge.v1.PushRequest
-	(*Delivery)(nil),     // 1: parley.edge.v1.Delivery
-	(*PushResponse)(nil), // 2: parley.edge.v1.PushResponse
-	(*v1.Event)(nil),     // 3: parley.chat.v1.Event
-	(*v1.Receipt)(nil),   // 4: parley.chat.v1.Receipt
-	(*v1.Typing)(nil),    // 5: parley.chat.v1.Typing
+	(*PushRequest)(nil),          // 0: parley.edge.v1.PushRequest
+	(*Delivery)(nil),             // 1: parley.edge.v1.Delivery
+	(*PushResponse)(nil),         // 2: parley.edge.v1.PushResponse
+	(*v1.Event)(nil),             // 3: parley.chat.v1.Event
+	(*v1.Receipt)(nil),           // 4: parley.chat.v1.Receipt
+	(*v1.Typing)(nil),            // 5: parley.chat.v1.Typing
+	(*v1.ConversationFlags)(nil), // 6: parley.chat.v1.ConversationFlags
 }
 var file_parley_edge_v1_edge_proto_depIdxs = []int32{
 	1, // 0: parley.edge.v1.PushRequest.deliveries:type_name -> parley.edge.v1.Delivery
 	3, // 1: parley.edge.v1.Delivery.event:type_name -> parley.chat.v1.Event
 	4, // 2: parley.edge.v1.Delivery.receipt:type_name -> parley.chat.v1.Receipt
 	5, // 3: parley.edge.v1.Delivery.typing:type_name -> parley.chat.v1.Typing
-	0, // 4: parley.edge.v1.EdgeService.Push:input_type -> parley.edge.v1.PushRequest
-	2, // 5: parley.edge.v1.EdgeService.Push:output_type -> parley.edge.v1.PushResponse
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	6, // 4: parley.edge.v1.Delivery.flags:type_name -> parley.chat.v1.ConversationFlags
+	0, // 5: parley.edge.v1.EdgeService.Push:input_type -> parley.edge.v1.PushRequest
+	2, // 6: parley.edge.v1.EdgeService.Push:output_type -> parley.edge.v1.PushResponse
+	6, // [6:7] is the sub-list for method output_type
+	5, // [5:6] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_parley_edge_v1_edge_proto_init() }

@@ -58,6 +58,7 @@ type Command struct {
 	//	*Command_EditMessage
 	//	*Command_DeleteMessage
 	//	*Command_React
+	//	*Command_SetFlags
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -304,6 +305,15 @@ func (x *Command) GetReact() *React {
 	return nil
 }
 
+func (x *Command) GetSetFlags() *SetFlags {
+	if x != nil {
+		if x, ok := x.Body.(*Command_SetFlags); ok {
+			return x.SetFlags
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -380,6 +390,10 @@ type Command_React struct {
 	React *React `protobuf:"bytes,42,opt,name=react,proto3,oneof"`
 }
 
+type Command_SetFlags struct {
+	SetFlags *SetFlags `protobuf:"bytes,50,opt,name=set_flags,json=setFlags,proto3,oneof"`
+}
+
 func (*Command_CreateConversation) isCommand_Body() {}
 
 func (*Command_AddMember) isCommand_Body() {}
@@ -416,6 +430,63 @@ func (*Command_DeleteMessage) isCommand_Body() {}
 
 func (*Command_React) isCommand_Body() {}
 
+func (*Command_SetFlags) isCommand_Body() {}
+
+// SetFlags sets the user's own muted and/or pinned flag of the
+// conversation; an absent field stays as it is. Like a Mark it needs no
+// client message id: setting a flag to what it is changes nothing.
+type SetFlags struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Muted         *bool                  `protobuf:"varint,1,opt,name=muted,proto3,oneof" json:"muted,omitempty"`
+	Pinned        *bool                  `protobuf:"varint,2,opt,name=pinned,proto3,oneof" json:"pinned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetFlags) Reset() {
+	*x = SetFlags{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetFlags) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetFlags) ProtoMessage() {}
+
+func (x *SetFlags) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetFlags.ProtoReflect.Descriptor instead.
+func (*SetFlags) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SetFlags) GetMuted() bool {
+	if x != nil && x.Muted != nil {
+		return *x.Muted
+	}
+	return false
+}
+
+func (x *SetFlags) GetPinned() bool {
+	if x != nil && x.Pinned != nil {
+		return *x.Pinned
+	}
+	return false
+}
+
 // CreateConversation creates the conversation named by the command.
 type CreateConversation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -431,7 +502,7 @@ type CreateConversation struct {
 
 func (x *CreateConversation) Reset() {
 	*x = CreateConversation{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[1]
+	mi := &file_parley_log_v1_log_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +514,7 @@ func (x *CreateConversation) String() string {
 func (*CreateConversation) ProtoMessage() {}
 
 func (x *CreateConversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[1]
+	mi := &file_parley_log_v1_log_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +527,7 @@ func (x *CreateConversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversation.ProtoReflect.Descriptor instead.
 func (*CreateConversation) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{1}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CreateConversation) GetKind() v1.ConversationKind {
@@ -497,7 +568,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[2]
+	mi := &file_parley_log_v1_log_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -509,7 +580,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[2]
+	mi := &file_parley_log_v1_log_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -522,7 +593,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{2}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RemoveMember) GetUserId() string {
@@ -542,7 +613,7 @@ type Leave struct {
 
 func (x *Leave) Reset() {
 	*x = Leave{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[3]
+	mi := &file_parley_log_v1_log_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +625,7 @@ func (x *Leave) String() string {
 func (*Leave) ProtoMessage() {}
 
 func (x *Leave) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[3]
+	mi := &file_parley_log_v1_log_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +638,7 @@ func (x *Leave) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Leave.ProtoReflect.Descriptor instead.
 func (*Leave) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{3}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{4}
 }
 
 // SetRole makes user_id an ADMIN or a MEMBER (owner only).
@@ -581,7 +652,7 @@ type SetRole struct {
 
 func (x *SetRole) Reset() {
 	*x = SetRole{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	mi := &file_parley_log_v1_log_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -593,7 +664,7 @@ func (x *SetRole) String() string {
 func (*SetRole) ProtoMessage() {}
 
 func (x *SetRole) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	mi := &file_parley_log_v1_log_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -606,7 +677,7 @@ func (x *SetRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRole.ProtoReflect.Descriptor instead.
 func (*SetRole) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{4}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SetRole) GetUserId() string {
@@ -633,7 +704,7 @@ type TransferOwnership struct {
 
 func (x *TransferOwnership) Reset() {
 	*x = TransferOwnership{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	mi := &file_parley_log_v1_log_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +716,7 @@ func (x *TransferOwnership) String() string {
 func (*TransferOwnership) ProtoMessage() {}
 
 func (x *TransferOwnership) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	mi := &file_parley_log_v1_log_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +729,7 @@ func (x *TransferOwnership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferOwnership.ProtoReflect.Descriptor instead.
 func (*TransferOwnership) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{5}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TransferOwnership) GetUserId() string {
@@ -679,7 +750,7 @@ type MuteMember struct {
 
 func (x *MuteMember) Reset() {
 	*x = MuteMember{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[6]
+	mi := &file_parley_log_v1_log_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +762,7 @@ func (x *MuteMember) String() string {
 func (*MuteMember) ProtoMessage() {}
 
 func (x *MuteMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[6]
+	mi := &file_parley_log_v1_log_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +775,7 @@ func (x *MuteMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MuteMember.ProtoReflect.Descriptor instead.
 func (*MuteMember) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{6}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MuteMember) GetUserId() string {
@@ -731,7 +802,7 @@ type Rename struct {
 
 func (x *Rename) Reset() {
 	*x = Rename{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[7]
+	mi := &file_parley_log_v1_log_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -743,7 +814,7 @@ func (x *Rename) String() string {
 func (*Rename) ProtoMessage() {}
 
 func (x *Rename) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[7]
+	mi := &file_parley_log_v1_log_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -756,7 +827,7 @@ func (x *Rename) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rename.ProtoReflect.Descriptor instead.
 func (*Rename) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{7}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Rename) GetTitle() string {
@@ -778,7 +849,7 @@ type CreateInvite struct {
 
 func (x *CreateInvite) Reset() {
 	*x = CreateInvite{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[8]
+	mi := &file_parley_log_v1_log_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +861,7 @@ func (x *CreateInvite) String() string {
 func (*CreateInvite) ProtoMessage() {}
 
 func (x *CreateInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[8]
+	mi := &file_parley_log_v1_log_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +874,7 @@ func (x *CreateInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateInvite.ProtoReflect.Descriptor instead.
 func (*CreateInvite) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{8}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateInvite) GetCode() string {
@@ -823,7 +894,7 @@ type RevokeInvite struct {
 
 func (x *RevokeInvite) Reset() {
 	*x = RevokeInvite{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[9]
+	mi := &file_parley_log_v1_log_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +906,7 @@ func (x *RevokeInvite) String() string {
 func (*RevokeInvite) ProtoMessage() {}
 
 func (x *RevokeInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[9]
+	mi := &file_parley_log_v1_log_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +919,7 @@ func (x *RevokeInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeInvite.ProtoReflect.Descriptor instead.
 func (*RevokeInvite) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{9}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RevokeInvite) GetCode() string {
@@ -868,7 +939,7 @@ type JoinByInvite struct {
 
 func (x *JoinByInvite) Reset() {
 	*x = JoinByInvite{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[10]
+	mi := &file_parley_log_v1_log_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +951,7 @@ func (x *JoinByInvite) String() string {
 func (*JoinByInvite) ProtoMessage() {}
 
 func (x *JoinByInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[10]
+	mi := &file_parley_log_v1_log_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +964,7 @@ func (x *JoinByInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinByInvite.ProtoReflect.Descriptor instead.
 func (*JoinByInvite) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{10}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *JoinByInvite) GetCode() string {
@@ -912,7 +983,7 @@ type Follow struct {
 
 func (x *Follow) Reset() {
 	*x = Follow{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[11]
+	mi := &file_parley_log_v1_log_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -924,7 +995,7 @@ func (x *Follow) String() string {
 func (*Follow) ProtoMessage() {}
 
 func (x *Follow) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[11]
+	mi := &file_parley_log_v1_log_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -937,7 +1008,7 @@ func (x *Follow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Follow.ProtoReflect.Descriptor instead.
 func (*Follow) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{11}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{12}
 }
 
 // Block blocks (blocked) or unblocks user_id. The command's conversation is
@@ -952,7 +1023,7 @@ type Block struct {
 
 func (x *Block) Reset() {
 	*x = Block{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[12]
+	mi := &file_parley_log_v1_log_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -964,7 +1035,7 @@ func (x *Block) String() string {
 func (*Block) ProtoMessage() {}
 
 func (x *Block) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[12]
+	mi := &file_parley_log_v1_log_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -977,7 +1048,7 @@ func (x *Block) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Block.ProtoReflect.Descriptor instead.
 func (*Block) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{12}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Block) GetUserId() string {
@@ -1010,7 +1081,7 @@ type BlockChange struct {
 
 func (x *BlockChange) Reset() {
 	*x = BlockChange{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[13]
+	mi := &file_parley_log_v1_log_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1093,7 @@ func (x *BlockChange) String() string {
 func (*BlockChange) ProtoMessage() {}
 
 func (x *BlockChange) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[13]
+	mi := &file_parley_log_v1_log_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1106,7 @@ func (x *BlockChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockChange.ProtoReflect.Descriptor instead.
 func (*BlockChange) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{13}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BlockChange) GetConversationId() string {
@@ -1083,7 +1154,7 @@ type AddMember struct {
 
 func (x *AddMember) Reset() {
 	*x = AddMember{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[14]
+	mi := &file_parley_log_v1_log_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1095,7 +1166,7 @@ func (x *AddMember) String() string {
 func (*AddMember) ProtoMessage() {}
 
 func (x *AddMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[14]
+	mi := &file_parley_log_v1_log_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1108,7 +1179,7 @@ func (x *AddMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMember.ProtoReflect.Descriptor instead.
 func (*AddMember) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{14}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AddMember) GetUserId() string {
@@ -1133,7 +1204,7 @@ type PostMessage struct {
 
 func (x *PostMessage) Reset() {
 	*x = PostMessage{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[15]
+	mi := &file_parley_log_v1_log_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1216,7 @@ func (x *PostMessage) String() string {
 func (*PostMessage) ProtoMessage() {}
 
 func (x *PostMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[15]
+	mi := &file_parley_log_v1_log_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1229,7 @@ func (x *PostMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PostMessage.ProtoReflect.Descriptor instead.
 func (*PostMessage) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{15}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PostMessage) GetText() string {
@@ -1208,7 +1279,7 @@ type EditMessage struct {
 
 func (x *EditMessage) Reset() {
 	*x = EditMessage{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[16]
+	mi := &file_parley_log_v1_log_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1220,7 +1291,7 @@ func (x *EditMessage) String() string {
 func (*EditMessage) ProtoMessage() {}
 
 func (x *EditMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[16]
+	mi := &file_parley_log_v1_log_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1233,7 +1304,7 @@ func (x *EditMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditMessage.ProtoReflect.Descriptor instead.
 func (*EditMessage) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{16}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EditMessage) GetTargetSeq() uint64 {
@@ -1267,7 +1338,7 @@ type DeleteMessage struct {
 
 func (x *DeleteMessage) Reset() {
 	*x = DeleteMessage{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[17]
+	mi := &file_parley_log_v1_log_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1279,7 +1350,7 @@ func (x *DeleteMessage) String() string {
 func (*DeleteMessage) ProtoMessage() {}
 
 func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[17]
+	mi := &file_parley_log_v1_log_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1292,7 +1363,7 @@ func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMessage.ProtoReflect.Descriptor instead.
 func (*DeleteMessage) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{17}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteMessage) GetTargetSeq() uint64 {
@@ -1314,7 +1385,7 @@ type React struct {
 
 func (x *React) Reset() {
 	*x = React{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[18]
+	mi := &file_parley_log_v1_log_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1326,7 +1397,7 @@ func (x *React) String() string {
 func (*React) ProtoMessage() {}
 
 func (x *React) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[18]
+	mi := &file_parley_log_v1_log_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1339,7 +1410,7 @@ func (x *React) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use React.ProtoReflect.Descriptor instead.
 func (*React) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{18}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *React) GetTargetSeq() uint64 {
@@ -1375,7 +1446,7 @@ type Mark struct {
 
 func (x *Mark) Reset() {
 	*x = Mark{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[19]
+	mi := &file_parley_log_v1_log_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1458,7 @@ func (x *Mark) String() string {
 func (*Mark) ProtoMessage() {}
 
 func (x *Mark) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[19]
+	mi := &file_parley_log_v1_log_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1471,7 @@ func (x *Mark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mark.ProtoReflect.Descriptor instead.
 func (*Mark) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{19}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Mark) GetDeliveredSeq() uint64 {
@@ -1420,7 +1491,7 @@ func (x *Mark) GetReadSeq() uint64 {
 // EventRecord is a record of parley.events.v1, the source of truth. It
 // holds exactly one of event (takes the next seq), receipt (a position
 // change: no seq, so receipts never show in history or move unread counts
-// of others) or block.
+// of others), block or flags.
 type EventRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Event *v1.Event              `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
@@ -1431,14 +1502,17 @@ type EventRecord struct {
 	Receipt      *v1.Receipt `protobuf:"bytes,4,opt,name=receipt,proto3" json:"receipt,omitempty"`
 	// block is a block or unblock (no seq, no recipients): the sequencer
 	// replays it; persistence and fan-out pass it by.
-	Block         *BlockChange `protobuf:"bytes,20,opt,name=block,proto3" json:"block,omitempty"`
+	Block *BlockChange `protobuf:"bytes,20,opt,name=block,proto3" json:"block,omitempty"`
+	// flags are a user's own conversation flags after a change (no seq; the
+	// one recipient is that user, so only their devices are pushed it).
+	Flags         *v1.ConversationFlags `protobuf:"bytes,21,opt,name=flags,proto3" json:"flags,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EventRecord) Reset() {
 	*x = EventRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[20]
+	mi := &file_parley_log_v1_log_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +1524,7 @@ func (x *EventRecord) String() string {
 func (*EventRecord) ProtoMessage() {}
 
 func (x *EventRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[20]
+	mi := &file_parley_log_v1_log_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +1537,7 @@ func (x *EventRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventRecord.ProtoReflect.Descriptor instead.
 func (*EventRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{20}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EventRecord) GetEvent() *v1.Event {
@@ -1501,6 +1575,13 @@ func (x *EventRecord) GetBlock() *BlockChange {
 	return nil
 }
 
+func (x *EventRecord) GetFlags() *v1.ConversationFlags {
+	if x != nil {
+		return x.Flags
+	}
+	return nil
+}
+
 // Outcome is a record of parley.outcomes.v1: the sequencer's answer to one
 // command, read by the ingest instance waiting to answer Submit.
 type Outcome struct {
@@ -1515,14 +1596,16 @@ type Outcome struct {
 	ErrorCode    v1.ErrorCode `protobuf:"varint,6,opt,name=error_code,json=errorCode,proto3,enum=parley.chat.v1.ErrorCode" json:"error_code,omitempty"`
 	ErrorMessage string       `protobuf:"bytes,7,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
 	// receipt is the device's position after a Mark, moved or not.
-	Receipt       *v1.Receipt `protobuf:"bytes,8,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	Receipt *v1.Receipt `protobuf:"bytes,8,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	// flags are the user's flags after a SetFlags, changed or not.
+	Flags         *v1.ConversationFlags `protobuf:"bytes,21,opt,name=flags,proto3" json:"flags,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[21]
+	mi := &file_parley_log_v1_log_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1534,7 +1617,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[21]
+	mi := &file_parley_log_v1_log_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1547,7 +1630,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{21}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Outcome) GetCommandId() string {
@@ -1606,6 +1689,13 @@ func (x *Outcome) GetReceipt() *v1.Receipt {
 	return nil
 }
 
+func (x *Outcome) GetFlags() *v1.ConversationFlags {
+	if x != nil {
+		return x.Flags
+	}
+	return nil
+}
+
 // PresenceRecord is the value of a record on parley.presence.v1, the
 // compacted log presence rebuilds its state from. The key says what the
 // record is about, fields separated by a NUL byte (ids never hold one):
@@ -1629,7 +1719,7 @@ type PresenceRecord struct {
 
 func (x *PresenceRecord) Reset() {
 	*x = PresenceRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[22]
+	mi := &file_parley_log_v1_log_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1641,7 +1731,7 @@ func (x *PresenceRecord) String() string {
 func (*PresenceRecord) ProtoMessage() {}
 
 func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[22]
+	mi := &file_parley_log_v1_log_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1654,7 +1744,7 @@ func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRecord.ProtoReflect.Descriptor instead.
 func (*PresenceRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{22}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PresenceRecord) GetBody() isPresenceRecord_Body {
@@ -1727,7 +1817,7 @@ type PresenceSession struct {
 
 func (x *PresenceSession) Reset() {
 	*x = PresenceSession{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[23]
+	mi := &file_parley_log_v1_log_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1739,7 +1829,7 @@ func (x *PresenceSession) String() string {
 func (*PresenceSession) ProtoMessage() {}
 
 func (x *PresenceSession) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[23]
+	mi := &file_parley_log_v1_log_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1752,7 +1842,7 @@ func (x *PresenceSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
 func (*PresenceSession) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{23}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PresenceSession) GetNodeId() string {
@@ -1803,7 +1893,7 @@ type PresenceBeat struct {
 
 func (x *PresenceBeat) Reset() {
 	*x = PresenceBeat{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[24]
+	mi := &file_parley_log_v1_log_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1815,7 +1905,7 @@ func (x *PresenceBeat) String() string {
 func (*PresenceBeat) ProtoMessage() {}
 
 func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[24]
+	mi := &file_parley_log_v1_log_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1828,7 +1918,7 @@ func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceBeat.ProtoReflect.Descriptor instead.
 func (*PresenceBeat) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{24}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PresenceBeat) GetNodeId() string {
@@ -1870,7 +1960,7 @@ type PresenceSeen struct {
 
 func (x *PresenceSeen) Reset() {
 	*x = PresenceSeen{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[25]
+	mi := &file_parley_log_v1_log_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1882,7 +1972,7 @@ func (x *PresenceSeen) String() string {
 func (*PresenceSeen) ProtoMessage() {}
 
 func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[25]
+	mi := &file_parley_log_v1_log_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1895,7 +1985,7 @@ func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSeen.ProtoReflect.Descriptor instead.
 func (*PresenceSeen) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{25}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PresenceSeen) GetUserId() string {
@@ -1916,7 +2006,7 @@ var File_parley_log_v1_log_proto protoreflect.FileDescriptor
 
 const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\n" +
-	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xb8\n" +
+	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xf0\n" +
 	"\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
@@ -1947,8 +2037,14 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\x05block\x18\x1e \x01(\v2\x14.parley.log.v1.BlockH\x00R\x05block\x12?\n" +
 	"\fedit_message\x18( \x01(\v2\x1a.parley.log.v1.EditMessageH\x00R\veditMessage\x12E\n" +
 	"\x0edelete_message\x18) \x01(\v2\x1c.parley.log.v1.DeleteMessageH\x00R\rdeleteMessage\x12,\n" +
-	"\x05react\x18* \x01(\v2\x14.parley.log.v1.ReactH\x00R\x05reactB\x06\n" +
-	"\x04body\"\x97\x01\n" +
+	"\x05react\x18* \x01(\v2\x14.parley.log.v1.ReactH\x00R\x05react\x126\n" +
+	"\tset_flags\x182 \x01(\v2\x17.parley.log.v1.SetFlagsH\x00R\bsetFlagsB\x06\n" +
+	"\x04body\"W\n" +
+	"\bSetFlags\x12\x19\n" +
+	"\x05muted\x18\x01 \x01(\bH\x00R\x05muted\x88\x01\x01\x12\x1b\n" +
+	"\x06pinned\x18\x02 \x01(\bH\x01R\x06pinned\x88\x01\x01B\b\n" +
+	"\x06_mutedB\t\n" +
+	"\a_pinned\"\x97\x01\n" +
 	"\x12CreateConversation\x124\n" +
 	"\x04kind\x18\x01 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x14\n" +
 	"\x05title\x18\x02 \x01(\tR\x05title\x12\x1d\n" +
@@ -2013,14 +2109,15 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\x06remove\x18\x03 \x01(\bR\x06remove\"F\n" +
 	"\x04Mark\x12#\n" +
 	"\rdelivered_seq\x18\x01 \x01(\x04R\fdeliveredSeq\x12\x19\n" +
-	"\bread_seq\x18\x02 \x01(\x04R\areadSeq\"\xe3\x01\n" +
+	"\bread_seq\x18\x02 \x01(\x04R\areadSeq\"\x9c\x02\n" +
 	"\vEventRecord\x12+\n" +
 	"\x05event\x18\x01 \x01(\v2\x15.parley.chat.v1.EventR\x05event\x12#\n" +
 	"\rrecipient_ids\x18\x02 \x03(\tR\frecipientIds\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x03 \x01(\tR\tcommandId\x121\n" +
 	"\areceipt\x18\x04 \x01(\v2\x17.parley.chat.v1.ReceiptR\areceipt\x120\n" +
-	"\x05block\x18\x14 \x01(\v2\x1a.parley.log.v1.BlockChangeR\x05block\"\xb7\x02\n" +
+	"\x05block\x18\x14 \x01(\v2\x1a.parley.log.v1.BlockChangeR\x05block\x127\n" +
+	"\x05flags\x18\x15 \x01(\v2!.parley.chat.v1.ConversationFlagsR\x05flags\"\xf0\x02\n" +
 	"\aOutcome\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12'\n" +
@@ -2031,7 +2128,8 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\n" +
 	"error_code\x18\x06 \x01(\x0e2\x19.parley.chat.v1.ErrorCodeR\terrorCode\x12#\n" +
 	"\rerror_message\x18\a \x01(\tR\ferrorMessage\x121\n" +
-	"\areceipt\x18\b \x01(\v2\x17.parley.chat.v1.ReceiptR\areceipt\"\xba\x01\n" +
+	"\areceipt\x18\b \x01(\v2\x17.parley.chat.v1.ReceiptR\areceipt\x127\n" +
+	"\x05flags\x18\x15 \x01(\v2!.parley.chat.v1.ConversationFlagsR\x05flags\"\xba\x01\n" +
 	"\x0ePresenceRecord\x12:\n" +
 	"\asession\x18\x01 \x01(\v2\x1e.parley.log.v1.PresenceSessionH\x00R\asession\x121\n" +
 	"\x04beat\x18\x02 \x01(\v2\x1b.parley.log.v1.PresenceBeatH\x00R\x04beat\x121\n" +
@@ -2065,85 +2163,90 @@ func file_parley_log_v1_log_proto_rawDescGZIP() []byte {
 	return file_parley_log_v1_log_proto_rawDescData
 }
 
-var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_parley_log_v1_log_proto_goTypes = []any{
 	(*Command)(nil),               // 0: parley.log.v1.Command
-	(*CreateConversation)(nil),    // 1: parley.log.v1.CreateConversation
-	(*RemoveMember)(nil),          // 2: parley.log.v1.RemoveMember
-	(*Leave)(nil),                 // 3: parley.log.v1.Leave
-	(*SetRole)(nil),               // 4: parley.log.v1.SetRole
-	(*TransferOwnership)(nil),     // 5: parley.log.v1.TransferOwnership
-	(*MuteMember)(nil),            // 6: parley.log.v1.MuteMember
-	(*Rename)(nil),                // 7: parley.log.v1.Rename
-	(*CreateInvite)(nil),          // 8: parley.log.v1.CreateInvite
-	(*RevokeInvite)(nil),          // 9: parley.log.v1.RevokeInvite
-	(*JoinByInvite)(nil),          // 10: parley.log.v1.JoinByInvite
-	(*Follow)(nil),                // 11: parley.log.v1.Follow
-	(*Block)(nil),                 // 12: parley.log.v1.Block
-	(*BlockChange)(nil),           // 13: parley.log.v1.BlockChange
-	(*AddMember)(nil),             // 14: parley.log.v1.AddMember
-	(*PostMessage)(nil),           // 15: parley.log.v1.PostMessage
-	(*EditMessage)(nil),           // 16: parley.log.v1.EditMessage
-	(*DeleteMessage)(nil),         // 17: parley.log.v1.DeleteMessage
-	(*React)(nil),                 // 18: parley.log.v1.React
-	(*Mark)(nil),                  // 19: parley.log.v1.Mark
-	(*EventRecord)(nil),           // 20: parley.log.v1.EventRecord
-	(*Outcome)(nil),               // 21: parley.log.v1.Outcome
-	(*PresenceRecord)(nil),        // 22: parley.log.v1.PresenceRecord
-	(*PresenceSession)(nil),       // 23: parley.log.v1.PresenceSession
-	(*PresenceBeat)(nil),          // 24: parley.log.v1.PresenceBeat
-	(*PresenceSeen)(nil),          // 25: parley.log.v1.PresenceSeen
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
-	(v1.ConversationKind)(0),      // 27: parley.chat.v1.ConversationKind
-	(v1.MemberRole)(0),            // 28: parley.chat.v1.MemberRole
-	(*v1.Attachment)(nil),         // 29: parley.chat.v1.Attachment
-	(*v1.ContactCard)(nil),        // 30: parley.chat.v1.ContactCard
-	(*v1.Event)(nil),              // 31: parley.chat.v1.Event
-	(*v1.Receipt)(nil),            // 32: parley.chat.v1.Receipt
-	(v1.ErrorCode)(0),             // 33: parley.chat.v1.ErrorCode
-	(*durationpb.Duration)(nil),   // 34: google.protobuf.Duration
+	(*SetFlags)(nil),              // 1: parley.log.v1.SetFlags
+	(*CreateConversation)(nil),    // 2: parley.log.v1.CreateConversation
+	(*RemoveMember)(nil),          // 3: parley.log.v1.RemoveMember
+	(*Leave)(nil),                 // 4: parley.log.v1.Leave
+	(*SetRole)(nil),               // 5: parley.log.v1.SetRole
+	(*TransferOwnership)(nil),     // 6: parley.log.v1.TransferOwnership
+	(*MuteMember)(nil),            // 7: parley.log.v1.MuteMember
+	(*Rename)(nil),                // 8: parley.log.v1.Rename
+	(*CreateInvite)(nil),          // 9: parley.log.v1.CreateInvite
+	(*RevokeInvite)(nil),          // 10: parley.log.v1.RevokeInvite
+	(*JoinByInvite)(nil),          // 11: parley.log.v1.JoinByInvite
+	(*Follow)(nil),                // 12: parley.log.v1.Follow
+	(*Block)(nil),                 // 13: parley.log.v1.Block
+	(*BlockChange)(nil),           // 14: parley.log.v1.BlockChange
+	(*AddMember)(nil),             // 15: parley.log.v1.AddMember
+	(*PostMessage)(nil),           // 16: parley.log.v1.PostMessage
+	(*EditMessage)(nil),           // 17: parley.log.v1.EditMessage
+	(*DeleteMessage)(nil),         // 18: parley.log.v1.DeleteMessage
+	(*React)(nil),                 // 19: parley.log.v1.React
+	(*Mark)(nil),                  // 20: parley.log.v1.Mark
+	(*EventRecord)(nil),           // 21: parley.log.v1.EventRecord
+	(*Outcome)(nil),               // 22: parley.log.v1.Outcome
+	(*PresenceRecord)(nil),        // 23: parley.log.v1.PresenceRecord
+	(*PresenceSession)(nil),       // 24: parley.log.v1.PresenceSession
+	(*PresenceBeat)(nil),          // 25: parley.log.v1.PresenceBeat
+	(*PresenceSeen)(nil),          // 26: parley.log.v1.PresenceSeen
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(v1.ConversationKind)(0),      // 28: parley.chat.v1.ConversationKind
+	(v1.MemberRole)(0),            // 29: parley.chat.v1.MemberRole
+	(*v1.Attachment)(nil),         // 30: parley.chat.v1.Attachment
+	(*v1.ContactCard)(nil),        // 31: parley.chat.v1.ContactCard
+	(*v1.Event)(nil),              // 32: parley.chat.v1.Event
+	(*v1.Receipt)(nil),            // 33: parley.chat.v1.Receipt
+	(*v1.ConversationFlags)(nil),  // 34: parley.chat.v1.ConversationFlags
+	(v1.ErrorCode)(0),             // 35: parley.chat.v1.ErrorCode
+	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
 }
 var file_parley_log_v1_log_proto_depIdxs = []int32{
-	26, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
-	1,  // 1: parley.log.v1.Command.create_conversation:type_name -> parley.log.v1.CreateConversation
-	14, // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
-	15, // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
-	19, // 4: parley.log.v1.Command.mark:type_name -> parley.log.v1.Mark
-	2,  // 5: parley.log.v1.Command.remove_member:type_name -> parley.log.v1.RemoveMember
-	3,  // 6: parley.log.v1.Command.leave:type_name -> parley.log.v1.Leave
-	4,  // 7: parley.log.v1.Command.set_role:type_name -> parley.log.v1.SetRole
-	5,  // 8: parley.log.v1.Command.transfer_ownership:type_name -> parley.log.v1.TransferOwnership
-	6,  // 9: parley.log.v1.Command.mute_member:type_name -> parley.log.v1.MuteMember
-	7,  // 10: parley.log.v1.Command.rename:type_name -> parley.log.v1.Rename
-	8,  // 11: parley.log.v1.Command.create_invite:type_name -> parley.log.v1.CreateInvite
-	9,  // 12: parley.log.v1.Command.revoke_invite:type_name -> parley.log.v1.RevokeInvite
-	10, // 13: parley.log.v1.Command.join_by_invite:type_name -> parley.log.v1.JoinByInvite
-	11, // 14: parley.log.v1.Command.follow:type_name -> parley.log.v1.Follow
-	12, // 15: parley.log.v1.Command.block:type_name -> parley.log.v1.Block
-	16, // 16: parley.log.v1.Command.edit_message:type_name -> parley.log.v1.EditMessage
-	17, // 17: parley.log.v1.Command.delete_message:type_name -> parley.log.v1.DeleteMessage
-	18, // 18: parley.log.v1.Command.react:type_name -> parley.log.v1.React
-	27, // 19: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	28, // 20: parley.log.v1.SetRole.role:type_name -> parley.chat.v1.MemberRole
-	26, // 21: parley.log.v1.BlockChange.time:type_name -> google.protobuf.Timestamp
-	29, // 22: parley.log.v1.PostMessage.attachments:type_name -> parley.chat.v1.Attachment
-	30, // 23: parley.log.v1.PostMessage.contact:type_name -> parley.chat.v1.ContactCard
-	31, // 24: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
-	32, // 25: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
-	13, // 26: parley.log.v1.EventRecord.block:type_name -> parley.log.v1.BlockChange
-	33, // 27: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
-	32, // 28: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
-	23, // 29: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
-	24, // 30: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
-	25, // 31: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
-	26, // 32: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
-	34, // 33: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
-	26, // 34: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
-	35, // [35:35] is the sub-list for method output_type
-	35, // [35:35] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	27, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
+	2,  // 1: parley.log.v1.Command.create_conversation:type_name -> parley.log.v1.CreateConversation
+	15, // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
+	16, // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
+	20, // 4: parley.log.v1.Command.mark:type_name -> parley.log.v1.Mark
+	3,  // 5: parley.log.v1.Command.remove_member:type_name -> parley.log.v1.RemoveMember
+	4,  // 6: parley.log.v1.Command.leave:type_name -> parley.log.v1.Leave
+	5,  // 7: parley.log.v1.Command.set_role:type_name -> parley.log.v1.SetRole
+	6,  // 8: parley.log.v1.Command.transfer_ownership:type_name -> parley.log.v1.TransferOwnership
+	7,  // 9: parley.log.v1.Command.mute_member:type_name -> parley.log.v1.MuteMember
+	8,  // 10: parley.log.v1.Command.rename:type_name -> parley.log.v1.Rename
+	9,  // 11: parley.log.v1.Command.create_invite:type_name -> parley.log.v1.CreateInvite
+	10, // 12: parley.log.v1.Command.revoke_invite:type_name -> parley.log.v1.RevokeInvite
+	11, // 13: parley.log.v1.Command.join_by_invite:type_name -> parley.log.v1.JoinByInvite
+	12, // 14: parley.log.v1.Command.follow:type_name -> parley.log.v1.Follow
+	13, // 15: parley.log.v1.Command.block:type_name -> parley.log.v1.Block
+	17, // 16: parley.log.v1.Command.edit_message:type_name -> parley.log.v1.EditMessage
+	18, // 17: parley.log.v1.Command.delete_message:type_name -> parley.log.v1.DeleteMessage
+	19, // 18: parley.log.v1.Command.react:type_name -> parley.log.v1.React
+	1,  // 19: parley.log.v1.Command.set_flags:type_name -> parley.log.v1.SetFlags
+	28, // 20: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	29, // 21: parley.log.v1.SetRole.role:type_name -> parley.chat.v1.MemberRole
+	27, // 22: parley.log.v1.BlockChange.time:type_name -> google.protobuf.Timestamp
+	30, // 23: parley.log.v1.PostMessage.attachments:type_name -> parley.chat.v1.Attachment
+	31, // 24: parley.log.v1.PostMessage.contact:type_name -> parley.chat.v1.ContactCard
+	32, // 25: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
+	33, // 26: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
+	14, // 27: parley.log.v1.EventRecord.block:type_name -> parley.log.v1.BlockChange
+	34, // 28: parley.log.v1.EventRecord.flags:type_name -> parley.chat.v1.ConversationFlags
+	35, // 29: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
+	33, // 30: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
+	34, // 31: parley.log.v1.Outcome.flags:type_name -> parley.chat.v1.ConversationFlags
+	24, // 32: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
+	25, // 33: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
+	26, // 34: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
+	27, // 35: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
+	36, // 36: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
+	27, // 37: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
+	38, // [38:38] is the sub-list for method output_type
+	38, // [38:38] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_parley_log_v1_log_proto_init() }
@@ -2170,8 +2273,10 @@ func file_parley_log_v1_log_proto_init() {
 		(*Command_EditMessage)(nil),
 		(*Command_DeleteMessage)(nil),
 		(*Command_React)(nil),
+		(*Command_SetFlags)(nil),
 	}
-	file_parley_log_v1_log_proto_msgTypes[22].OneofWrappers = []any{
+	file_parley_log_v1_log_proto_msgTypes[1].OneofWrappers = []any{}
+	file_parley_log_v1_log_proto_msgTypes[23].OneofWrappers = []any{
 		(*PresenceRecord_Session)(nil),
 		(*PresenceRecord_Beat)(nil),
 		(*PresenceRecord_Seen)(nil),
@@ -2182,7 +2287,7 @@ func file_parley_log_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_log_v1_log_proto_rawDesc), len(file_parley_log_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

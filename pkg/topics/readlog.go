@@ -1,0 +1,122 @@
+package topics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// SettledEnds waits until none of the given partitions of topic (all of
+// them when none are given) has an open transaction, and returns each
+// one's end offset. An open transaction's fate is unknown until it commits,
+// aborts or times out, so a reader that means to have seen "everything"
+// must wait for it; past a settled end, every offset holds a record or a
+// transaction marker a reader keeping control records sees, so reading up
+// to it cannot stall on records an abort hid.
+func SettledEnds(ctx context.Context, adm *kadm.Client, topic string, partitions ...int32) (map[int32]int64, error) {
+	for {
+		high, err := adm.ListEndOffsets(ctx, topic)
+		if err != nil {
+			return nil, fmt.Errorf("end offsets of %s: %w", topic, err)
+		}
+		stable, err := adm.ListCommittedOffsets(ctx, topic)
+		if err != nil {
+			return nil, fmt.Errorf("stable offsets of %s: %w", topic, err)
+		}
+		ends, settled := map[int32]int64{}, true
+		var lerr error
+		high.Each(func(h kadm.ListedOffset) {
+			if len(partitions) > 0 && !slices.Contains(partitions, h.Partition) {
+				return
+			}
+			st, ok := stable.Lookup(topic, h.Partition)
+			if h.Err != nil || !ok || st.Err != nil {
+				lerr = errors.Join(lerr, fmt.Errorf("partition %d: no end offset: %w", h.Partition, errors.Join(h.Err, st.Err)))
+				return
+			}
+			ends[h.Partition] = h.Offset
+			settled = settled && st.Offset >= h.Offset
+		})
+		if lerr != nil {
+			return nil, fmt.Errorf("end offsets of %s: %w", topic, lerr)
+		}
+		for _, p := range partitions {
+			if _, ok := ends[p]; !ok {
+				return nil, fmt.Errorf("end offsets of %s: no partition %d", topic, p)
+			}
+		}
+		if settled {
+			return ends, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// ReadToEnd reads the committed records of topic's partitions from their
+// start up to ends (as SettledEnds returns them), passing each poll's
+// records to apply, transaction markers left out. It returns, per
+// partition, the offset of the last record it passed (-1 for none).
+func ReadToEnd(ctx context.Context, brokers []string, topic string, ends map[int32]int64, apply func([]*kgo.Record) error) (map[int32]int64, error) {
+	last, start := map[int32]int64{}, map[int32]kgo.Offset{}
+	pending := map[int32]int64{}
+	for p, end := range ends {
+		last[p] = -1
+		if end > 0 {
+			pending[p] = end
+			start[p] = kgo.NewOffset().AtStart()
+		}
+	}
+	if len(pending) == 0 {
+		return last, nil
+	}
+	cl, err := kgo.NewClient(append(ClientOpts(brokers),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: start}),
+		// Markers take offsets too; seeing them is how the reader knows it
+		// reached an end that follows one.
+		kgo.KeepControlRecords(),
+	)...)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", topic, err)
+	}
+	defer cl.Close()
+	for len(pending) > 0 {
+		fetches := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("read %s: %w", topic, err)
+		}
+		var ferr error
+		fetches.EachError(func(_ string, p int32, err error) { ferr = errors.Join(ferr, fmt.Errorf("partition %d: %w", p, err)) })
+		if ferr != nil {
+			return nil, fmt.Errorf("read %s: %w", topic, ferr)
+		}
+		var recs []*kgo.Record
+		fetches.EachRecord(func(r *kgo.Record) {
+			end, ok := pending[r.Partition]
+			if !ok || r.Offset >= end {
+				return // only what was there when the read began
+			}
+			if r.Offset+1 >= end {
+				delete(pending, r.Partition)
+			}
+			if !r.Attrs.IsControl() {
+				recs = append(recs, r)
+				last[r.Partition] = r.Offset
+			}
+		})
+		if len(recs) > 0 {
+			if err := apply(recs); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return last, nil
+}

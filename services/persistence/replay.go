@@ -1,0 +1,64 @@
+package persistence
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/services/persistence/history"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// ReplayStats say what Replay read.
+type ReplayStats struct {
+	// Records were handed to the store (events, receipts, blocks, flags).
+	Records int
+	// Stale are events the seq guard skipped (a zombie sequencer's copies).
+	Stale int
+	// Rejected are records the consumer sets aside as dead letters; Replay
+	// passes them by, as the consumer did when it first read them.
+	Rejected int
+}
+
+// Replay reads parley.events.v1 from the start of every partition to its
+// settled end at the time of the call (topics.SettledEnds) and applies it to store exactly as the
+// consumer does: each poll sorted and guarded by topics.SortEvents (the
+// core of topics.Triage), then stored by storeBatch. It is how a view is
+// rebuilt from the log into an empty store, and how the tests check that
+// the log alone reproduces every view. It returns when it has applied
+// everything up to those ends, or with the error that stopped it.
+func Replay(ctx context.Context, brokers []string, store history.Store, log *slog.Logger) (ReplayStats, error) {
+	var st ReplayStats
+	if log == nil {
+		log = slog.Default()
+	}
+	adminCl, err := kgo.NewClient(topics.ClientOpts(brokers)...)
+	if err != nil {
+		return st, fmt.Errorf("replay: kafka client: %w", err)
+	}
+	ends, err := topics.SettledEnds(ctx, kadm.NewClient(adminCl), topics.Events)
+	adminCl.Close()
+	if err != nil {
+		return st, fmt.Errorf("replay: %w", err)
+	}
+	guard := &topics.SeqGuard{}
+	_, err = topics.ReadToEnd(ctx, brokers, topics.Events, ends, func(recs []*kgo.Record) error {
+		b := topics.SortEvents(recs, guard)
+		st.Stale += b.Stale
+		st.Rejected += len(b.Rejected)
+		for _, r := range b.Rejected {
+			log.Warn("replay: passed by a record the consumer sets aside", "partition", r.Record.Partition, "offset", r.Record.Offset, "err", r.Err)
+		}
+		if !storeBatch(ctx, store, log, b.Records) {
+			return fmt.Errorf("replay: store %d records: %w", len(b.Records), ctx.Err())
+		}
+		st.Records += len(b.Records)
+		return nil
+	})
+	if err != nil {
+		return st, fmt.Errorf("replay: %w", err)
+	}
+	return st, nil
+}
