@@ -371,10 +371,14 @@ func TestWebChatGroupAdmin(t *testing.T) {
 	row := func(u string) string { return `Q('#member-list .member-row[data-user="` + u + `"]')` }
 	w.waitJS(alice, "alice", row("carol")+`.dataset.role`, "member")
 
+	w.typeInto(alice, "alice", "#composer-input", "welcome")
+	w.click(alice, "alice", `Q('#send-button')`)
+
 	w.waitJS(bob, "bob", listEntry("Crew", ".kind-tag"), "group")
 	w.openConv(bob, "bob", "Crew")
 	w.click(bob, "bob", `Q('#members-button')`)
 	// A plain member sees no moderation.
+	w.waitJS(bob, "bob", `!!M('welcome').querySelector('.act-delete')`, "false")
 	w.waitJS(bob, "bob", `Q('#rename-button').hidden`, "true")
 	w.waitJS(bob, "bob", `Q('#member-list .member-actions') === null`, "true")
 	w.waitJS(bob, "bob", `Q('#invite-box').hidden`, "true")
@@ -384,6 +388,7 @@ func TestWebChatGroupAdmin(t *testing.T) {
 	w.waitJS(alice, "alice", row("bob")+`.dataset.role`, "admin")
 	w.waitJS(bob, "bob", row("bob")+`.dataset.role`, "admin")
 	w.waitJS(bob, "bob", `Q('#rename-button').hidden`, "false")
+	w.waitJS(bob, "bob", `!!M('welcome').querySelector('.act-delete')`, "true")
 	// An admin manages plain members, not the owner.
 	w.waitJS(bob, "bob", `!!`+row("carol")+`.querySelector('.act-mute')`, "true")
 	w.waitJS(bob, "bob", `!!`+row("alice")+`.querySelector('.member-actions')`, "false")
