@@ -239,3 +239,45 @@ func TestFlagsCoalesce(t *testing.T) {
 		t.Fatal("flags must be ephemeral")
 	}
 }
+
+// TestEveryStateKindGivesWay: typing indicators, presence changes and
+// flags take at most half the queue and are shed for events, like
+// receipts, so a flood of any of them never drops a connection.
+func TestEveryStateKindGivesWay(t *testing.T) {
+	const limit = 10
+	kinds := map[string]func(i int) item{
+		"typing": func(i int) item {
+			return item{typing: &chatv1.Typing{ConversationId: "c", UserId: fmt.Sprint("u", i)}}
+		},
+		"presence": func(i int) item {
+			return item{presence: &chatv1.Presence{UserId: fmt.Sprint("u", i), State: chatv1.PresenceState_PRESENCE_STATE_ONLINE}}
+		},
+		"flags": func(i int) item {
+			return item{flags: &chatv1.ConversationFlags{ConversationId: fmt.Sprint("c", i), UserId: "u", Version: 1}}
+		},
+	}
+	for name, mk := range kinds {
+		t.Run(name, func(t *testing.T) {
+			c, _ := pair(t, limit)
+			c.mu.Lock()
+			c.writing = true // everything stays queued
+			c.mu.Unlock()
+			for i := range limit / 2 {
+				if !c.pushEphemeral(mk(i)) {
+					t.Fatalf("%s %d refused below half the queue", name, i)
+				}
+			}
+			if c.pushEphemeral(mk(limit)) {
+				t.Fatalf("a %s item was queued past half the queue", name)
+			}
+			for i := range limit {
+				if !c.push(&chatv1.Event{ConversationId: "c", Seq: uint64(i + 1)}) {
+					t.Fatalf("event %d refused: %s items were not shed", i+1, name)
+				}
+			}
+			if got := c.svc.shedEphemeral.Load(); got != 1+limit/2 {
+				t.Fatalf("shed %d %s items, want %d", got, name, 1+limit/2)
+			}
+		})
+	}
+}
