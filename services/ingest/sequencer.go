@@ -54,6 +54,8 @@ type Sequencer struct {
 	parts map[int32]map[string]*conversation
 	// deadLetters counts commands set aside, by reason.
 	deadLetters *prometheus.CounterVec
+	// opts make the Kafka session (again, after a failed transaction).
+	opts []kgo.Opt
 	// beforeEnd, when set (by tests), runs after a batch is produced and
 	// before its transaction ends: the window a zombie is caught in.
 	beforeEnd func()
@@ -78,7 +80,7 @@ func NewSequencer(brokers []string, instanceID string, maxMembers int, log *slog
 	if instanceID == "" {
 		txnID = "parley-sequencer-" + uuid.NewString()
 	}
-	sess, err := kgo.NewGroupTransactSession(append(append(topics.ClientOpts(brokers), topics.GroupOpts(SequencerGroup, instanceID,
+	s.opts = append(append(topics.ClientOpts(brokers), topics.GroupOpts(SequencerGroup, instanceID,
 		kgo.ConsumeTopics(topics.Commands),
 		kgo.TransactionalID(txnID),
 		// A transaction left open by a process that died holds back every
@@ -91,7 +93,8 @@ func NewSequencer(brokers []string, instanceID string, maxMembers int, log *slog
 		kgo.OnPartitionsRevoked(drop),
 		kgo.OnPartitionsLost(drop),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-	)...), extra...)...)
+	)...), extra...)
+	sess, err := kgo.NewGroupTransactSession(s.opts...)
 	if err != nil {
 		return nil, fmt.Errorf("sequencer kafka client: %w", err)
 	}
@@ -99,9 +102,31 @@ func NewSequencer(brokers []string, instanceID string, maxMembers int, log *slog
 	return s, nil
 }
 
+// errTxn marks a failure of the transaction itself (begin or end), after
+// which franz-go's transactional client cannot go on: typically a zombie
+// whose transaction the broker already aborted on timeout, fencing its
+// producer epoch.
+var errTxn = errors.New("sequencer transaction failed")
+
+// renew replaces the Kafka session after errTxn: a new client gets a new
+// producer epoch and rejoins the group; every aggregate is forgotten, since
+// what the failed transaction decided may or may not be on the log.
+func (s *Sequencer) renew() error {
+	s.sess.CloseAllowingRebalance()
+	s.mu.Lock()
+	clear(s.parts)
+	s.mu.Unlock()
+	sess, err := kgo.NewGroupTransactSession(s.opts...)
+	if err != nil {
+		return fmt.Errorf("sequencer kafka client: %w", err)
+	}
+	s.sess = sess
+	return nil
+}
+
 // Run polls commands until ctx ends; it returns nil on a clean stop.
 func (s *Sequencer) Run(ctx context.Context) error {
-	defer s.sess.Close()
+	defer func() { s.sess.Close() }()
 	for {
 		fetches := s.sess.PollRecords(ctx, 2000)
 		if ctx.Err() != nil {
@@ -113,6 +138,12 @@ func (s *Sequencer) Run(ctx context.Context) error {
 		})
 		err := s.batch(ctx, fetches)
 		s.sess.AllowRebalance()
+		if err != nil && ctx.Err() == nil && errors.Is(err, errTxn) {
+			s.log.Warn("sequencer: transaction failed; starting a new Kafka session", "err", err)
+			if err = s.renew(); err == nil {
+				continue
+			}
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -140,7 +171,7 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) error {
 		return err
 	}
 	if err := s.sess.Begin(); err != nil {
-		return fmt.Errorf("sequencer: begin transaction: %w", err)
+		return fmt.Errorf("%w: begin: %w", errTxn, err)
 	}
 	out, rejected, ok := s.decideAll(fetches)
 	end := kgo.TryCommit
@@ -162,7 +193,7 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) error {
 	}
 	committed, err := s.sess.End(ctx, end)
 	if err != nil {
-		return fmt.Errorf("sequencer: end transaction: %w", err)
+		return fmt.Errorf("%w: end: %w", errTxn, err)
 	}
 	if !committed {
 		// Aborted: typically this node was expelled from the group, or a
