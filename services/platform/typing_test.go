@@ -30,6 +30,15 @@ func TestTyping(t *testing.T) {
 		t.Fatal(err)
 	}
 	conv := g.GetConversationId()
+	// Typing is checked against persistence's view of the members, which
+	// follows the log by a moment: wait until the new group is stored.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := alice.History(ctx, &clientv1.GetHistory{ConversationId: conv}); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the new group never reached history: %v", err)
+		}
+	}
 
 	next := func(c *sdk.Client) *chatv1.Typing {
 		t.Helper()
