@@ -11,7 +11,9 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
@@ -55,6 +57,19 @@ func (c *Client) Close() error {
 }
 
 func (c *Client) owner(user string) int { return topics.UserShard(user, len(c.instances)) }
+
+// Owner is the index of the instance that owns user.
+func (c *Client) Owner(user string) int { return c.owner(user) }
+
+// Instances are the clients of each instance, in instance order, for the
+// calls that address one instance (WatchLocations).
+func (c *Client) Instances() []presencev1.PresenceServiceClient { return c.instances }
+
+// WatchLocations is per instance: a lease and its invalidations concern
+// one instance's users. Call it on Instances()[i].
+func (c *Client) WatchLocations(context.Context, ...grpc.CallOption) (grpc.BidiStreamingClient[presencev1.WatchLocationsRequest, presencev1.WatchLocationsResponse], error) {
+	return nil, status.Error(codes.Unimplemented, "presence client: watch each instance (Instances()[i]), not all at once")
+}
 
 // each calls f for every instance i with a request, concurrently, and
 // joins the errors, each naming its instance.

@@ -41,7 +41,10 @@ type Config struct {
 	// restart with the same id takes its partitions back at once instead of
 	// waiting out the session timeout of its dead predecessor.
 	InstanceID string
-	Logger     *slog.Logger
+	// NoLocationCache makes every batch ask presence where its recipients
+	// are, instead of answering from the leased cache (for comparison).
+	NoLocationCache bool
+	Logger          *slog.Logger
 }
 
 // Service is a running fan-out node.
@@ -50,10 +53,12 @@ type Service struct {
 	log      *slog.Logger
 	cl       *kgo.Client
 	presence *presenceclient.Client
-	Probe    health.Probe
-	guard    *topics.SeqGuard
-	reg      *prometheus.Registry
-	counts   *metrics.EventConsumer
+	// locs caches where users are; nil with NoLocationCache.
+	locs   *locations
+	Probe  health.Probe
+	guard  *topics.SeqGuard
+	reg    *prometheus.Registry
+	counts *metrics.EventConsumer
 
 	// mu guards edges, the pool of connections to edge nodes.
 	mu    sync.Mutex
@@ -80,10 +85,14 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("fanout: %w", err)
 	}
 	reg := metrics.NewRegistry()
-	return &Service{cfg: cfg, log: cfg.Logger.With("service", "fanout"), cl: cl,
+	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "fanout"), cl: cl,
 		presence: pc, edges: map[string]*grpc.ClientConn{},
 		guard: guard, reg: reg, counts: metrics.NewEventConsumer(reg, "fanout",
-			"Event records set aside on "+topics.DeadLetter+" instead of pushed, by reason.", topics.ReasonUndecodable, topics.ReasonEmpty, topics.ReasonInvalid)}, nil
+			"Event records set aside on "+topics.DeadLetter+" instead of pushed, by reason.", topics.ReasonUndecodable, topics.ReasonEmpty, topics.ReasonInvalid)}
+	if !cfg.NoLocationCache {
+		s.locs = newLocations(pc, s.log, s.locate)
+	}
+	return s, nil
 }
 
 // Run consumes until ctx ends. Shutdown: readiness off, finish the batch
@@ -98,6 +107,12 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		s.mu.Unlock()
 	}()
+	if s.locs != nil {
+		wctx, stop := context.WithCancel(ctx)
+		watched := make(chan struct{})
+		go func() { s.locs.watch(wctx); close(watched) }()
+		defer func() { stop(); <-watched }()
+	}
 	s.Probe.SetReady(true)
 	s.log.Info("fanout ready")
 	for {
@@ -198,7 +213,11 @@ func (s *Service) deliver(ctx context.Context, recs []*logv1.EventRecord) error 
 			}
 		}
 	}
-	locs, err := s.locate(ctx, users)
+	locate := s.locate
+	if s.locs != nil {
+		locate = s.locs.locate
+	}
+	locs, err := locate(ctx, users)
 	if err != nil {
 		// Those located still get the batch; the others' devices catch
 		// up on resume or at the next event's gap.

@@ -97,7 +97,10 @@ func Start(ctx context.Context, cfg Config) (p *Platform, err error) {
 	}
 	var presenceAddrs []string
 	for i := range cfg.PresenceInstances {
-		pr, err := presence.New(presence.Config{GRPCAddr: "127.0.0.1:0", Brokers: brokers, Instance: i, Instances: cfg.PresenceInstances, Lease: cfg.PresenceLease, Logger: cfg.Logger})
+		pr, err := presence.New(presence.Config{GRPCAddr: "127.0.0.1:0", Brokers: brokers, Instance: i, Instances: cfg.PresenceInstances, Lease: cfg.PresenceLease,
+			// In one process nothing is far: a short lease keeps the wait
+			// after a start short.
+			WatchLease: 500 * time.Millisecond, Logger: cfg.Logger})
 		if err != nil {
 			return nil, err
 		}

@@ -51,7 +51,12 @@ type Config struct {
 	// Settle bounds how long a restarted instance waits for nodes that
 	// were silent while it was down (see settle); Lease if 0.
 	Settle time.Duration
-	Logger *slog.Logger
+	// WatchLease is the lease of location watchers (WatchLease if 0): how
+	// long a fan-out node may trust its cache unrenewed, and so how long a
+	// report opening a session may wait for one that stopped answering, or,
+	// just after this instance started, for one its predecessor leased to.
+	WatchLease time.Duration
+	Logger     *slog.Logger
 }
 
 // Service is a running presence instance.
@@ -90,6 +95,9 @@ type Service struct {
 	// applied; progress is closed and replaced whenever it moves.
 	applied  map[int32]int64
 	progress chan struct{}
+
+	// watch are the fan-out nodes caching locations.
+	watch *watchers
 }
 
 // New binds the gRPC listener and creates the Kafka client.
@@ -105,6 +113,9 @@ func newService(cfg Config, now func() time.Time) (*Service, error) {
 	}
 	if cfg.Instances <= 0 {
 		cfg.Instances = 1
+	}
+	if cfg.WatchLease <= 0 {
+		cfg.WatchLease = WatchLease
 	}
 	if cfg.Instance < 0 || cfg.Instance >= cfg.Instances {
 		return nil, fmt.Errorf("presence instance %d of %d: out of range", cfg.Instance, cfg.Instances)
@@ -123,6 +134,7 @@ func newService(cfg Config, now func() time.Time) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "presence", "instance", cfg.Instance), now: now, regs: map[int32]*Registry{},
 		cl: cl, lis: lis, grpc: grpc.NewServer(), ready: make(chan struct{}), reporting: make(chan struct{}), applied: map[int32]int64{}, progress: make(chan struct{})}
+	s.watch = newWatchers(cfg.WatchLease, min(watchAckTimeout, cfg.WatchLease/2), s.log)
 	presencev1.RegisterPresenceServiceServer(s.grpc, s)
 	return s, nil
 }
@@ -145,7 +157,17 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error {
 		<-gctx.Done()
 		s.Probe.SetReady(false)
-		s.grpc.GracefulStop()
+		// Watch streams never end by themselves; a graceful stop would
+		// wait for them forever.
+		s.watch.closeAll()
+		stopped := make(chan struct{})
+		go func() { s.grpc.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(5 * time.Second):
+			// A watcher that came in during the stop holds it open.
+			s.grpc.Stop()
+		}
 		return nil
 	})
 	g.Go(func() error { return s.replayAndServe(gctx) })
@@ -393,6 +415,13 @@ func (s *Service) expire(ctx context.Context) {
 		}
 		return
 	}
+	var gone []string
+	for _, r := range recs {
+		if kind, ids, err := parseKey(r.Key); err == nil && kind == kindSession {
+			gone = append(gone, ids[0])
+		}
+	}
+	_ = s.watch.invalidate(ctx, gone, false)
 	for id, n := range ended {
 		s.log.Warn("edge lease lapsed; its sessions are gone", "node", id, "sessions", n)
 	}
@@ -461,9 +490,29 @@ func (s *Service) Report(ctx context.Context, req *presencev1.ReportRequest) (*p
 			}
 		}
 	}
+	resp, moved, left, err := s.report(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	// Watchers must drop what they cached about users who just appeared
+	// somewhere before the edge tells the device it is connected: events
+	// sequenced after that must find the new session. Users who left only
+	// make cached answers stale in the harmless direction (a push to an
+	// edge that no longer holds them), so they are not waited for.
+	if err := s.watch.invalidate(ctx, moved, true); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "presence: invalidating cached locations: %v", err)
+	}
+	_ = s.watch.invalidate(ctx, left, false)
+	return resp, nil
+}
+
+// report writes a report's records and returns the users whose locations
+// it added to (moved) and took from (left).
+func (s *Service) report(ctx context.Context, req *presencev1.ReportRequest) (*presencev1.ReportResponse, []string, []string, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	known := s.known(req.GetNodeId())
+	moved := s.appearing(req)
 	now := s.now()
 	var recs []*kgo.Record
 	for _, p := range s.owned {
@@ -498,9 +547,44 @@ func (s *Service) Report(ctx context.Context, req *presencev1.ReportRequest) (*p
 		recs = recs[:len(s.owned)]
 	}
 	if err := s.write(ctx, recs); err != nil {
-		return nil, status.Errorf(codes.Unavailable, "presence log: %v", err)
+		return nil, nil, nil, status.Errorf(codes.Unavailable, "presence log: %v", err)
 	}
-	return &presencev1.ReportResponse{SendSnapshot: !known && !req.GetSnapshot(), Lease: durationpb.New(s.cfg.Lease)}, nil
+	var left []string
+	for _, r := range recs {
+		if r.Value == nil {
+			if kind, ids, err := parseKey(r.Key); err == nil && kind == kindSession {
+				left = append(left, ids[0])
+			}
+		}
+	}
+	return &presencev1.ReportResponse{SendSnapshot: !known && !req.GetSnapshot(), Lease: durationpb.New(s.cfg.Lease)}, moved, left, nil
+}
+
+// appearing names the users a report adds a location to: those of
+// sessions new on the node, and, if the node's lease had lapsed (its users
+// located nowhere meanwhile), every user it holds.
+func (s *Service) appearing(req *presencev1.ReportRequest) []string {
+	seen := map[string]bool{}
+	var users []string
+	add := func(u string) {
+		if !seen[u] {
+			seen[u] = true
+			users = append(users, u)
+		}
+	}
+	for _, p := range s.owned {
+		if ln, lapsed := s.regs[p].Lapsed()[req.GetNodeId()]; lapsed {
+			for _, sess := range ln.Sessions {
+				add(sess.GetUserId())
+			}
+		}
+	}
+	for _, sess := range req.GetConnected() {
+		if !s.regs[s.partitionOf(sess.GetUserId())].Holds(req.GetNodeId(), sess.GetUserId(), sess.GetSessionId()) {
+			add(sess.GetUserId())
+		}
+	}
+	return users
 }
 
 // Status implements PresenceService.

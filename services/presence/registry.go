@@ -232,6 +232,13 @@ func (r *Registry) Known(nodeID string) bool {
 	return n != nil && !n.beat.IsZero()
 }
 
+// Holds says whether nodeID holds the session.
+func (r *Registry) Holds(nodeID, user, session string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sessionNode[string(sessionKey(user, session))] == nodeID
+}
+
 // Sessions returns the sessions held for a node.
 func (r *Registry) Sessions(nodeID string) []*logv1.PresenceSession {
 	r.mu.Lock()

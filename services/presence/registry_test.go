@@ -34,8 +34,9 @@ func (c *clock) add(d time.Duration) {
 
 const (
 	lease = 10 * time.Second
-	// settle is real time, not the test clock's.
-	settle = 2 * time.Second
+	// settle and watchLease are real time, not the test clock's.
+	settle     = 2 * time.Second
+	watchLease = 600 * time.Millisecond
 )
 
 // deployment is a set of presence instances on one Kafka cluster, reached
@@ -76,7 +77,7 @@ func (d *deployment) launch(n int) {
 	d.t.Helper()
 	var addrs []string
 	for i := range n {
-		s, err := newService(Config{GRPCAddr: "127.0.0.1:0", Brokers: d.brokers, Instance: i, Instances: n, Lease: lease, Settle: settle, Logger: slog.New(slog.DiscardHandler)}, d.clock.now)
+		s, err := newService(Config{GRPCAddr: "127.0.0.1:0", Brokers: d.brokers, Instance: i, Instances: n, Lease: lease, Settle: settle, WatchLease: watchLease, Logger: slog.New(slog.DiscardHandler)}, d.clock.now)
 		if err != nil {
 			d.t.Fatal(err)
 		}

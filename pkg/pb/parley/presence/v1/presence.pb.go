@@ -26,6 +26,134 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// WatchLocationsRequest is a lease request or an acknowledgement.
+type WatchLocationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// lease_request, when non-zero, asks for the lease to be renewed; the
+	// grant echoes it.
+	LeaseRequest uint64 `protobuf:"varint,1,opt,name=lease_request,json=leaseRequest,proto3" json:"lease_request,omitempty"`
+	// ack acknowledges the invalidation numbered so (and every one before).
+	Ack           uint64 `protobuf:"varint,2,opt,name=ack,proto3" json:"ack,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchLocationsRequest) Reset() {
+	*x = WatchLocationsRequest{}
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchLocationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchLocationsRequest) ProtoMessage() {}
+
+func (x *WatchLocationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchLocationsRequest.ProtoReflect.Descriptor instead.
+func (*WatchLocationsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *WatchLocationsRequest) GetLeaseRequest() uint64 {
+	if x != nil {
+		return x.LeaseRequest
+	}
+	return 0
+}
+
+func (x *WatchLocationsRequest) GetAck() uint64 {
+	if x != nil {
+		return x.Ack
+	}
+	return 0
+}
+
+// WatchLocationsResponse is a lease grant or an invalidation.
+type WatchLocationsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// lease_granted echoes a lease_request: the watcher holds the lease for
+	// `lease` from when it sent that request.
+	LeaseGranted uint64               `protobuf:"varint,1,opt,name=lease_granted,json=leaseGranted,proto3" json:"lease_granted,omitempty"`
+	Lease        *durationpb.Duration `protobuf:"bytes,2,opt,name=lease,proto3" json:"lease,omitempty"`
+	// invalidation numbers an invalidation of user_ids; acknowledge it.
+	Invalidation  uint64   `protobuf:"varint,3,opt,name=invalidation,proto3" json:"invalidation,omitempty"`
+	UserIds       []string `protobuf:"bytes,4,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchLocationsResponse) Reset() {
+	*x = WatchLocationsResponse{}
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchLocationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchLocationsResponse) ProtoMessage() {}
+
+func (x *WatchLocationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchLocationsResponse.ProtoReflect.Descriptor instead.
+func (*WatchLocationsResponse) Descriptor() ([]byte, []int) {
+	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WatchLocationsResponse) GetLeaseGranted() uint64 {
+	if x != nil {
+		return x.LeaseGranted
+	}
+	return 0
+}
+
+func (x *WatchLocationsResponse) GetLease() *durationpb.Duration {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
+
+func (x *WatchLocationsResponse) GetInvalidation() uint64 {
+	if x != nil {
+		return x.Invalidation
+	}
+	return 0
+}
+
+func (x *WatchLocationsResponse) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
 // Session is one authenticated connection.
 type Session struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -41,7 +169,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_parley_presence_v1_presence_proto_msgTypes[0]
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -53,7 +181,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_presence_v1_presence_proto_msgTypes[0]
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -66,7 +194,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{0}
+	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Session) GetSessionId() string {
@@ -119,7 +247,7 @@ type ReportRequest struct {
 
 func (x *ReportRequest) Reset() {
 	*x = ReportRequest{}
-	mi := &file_parley_presence_v1_presence_proto_msgTypes[1]
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -131,7 +259,7 @@ func (x *ReportRequest) String() string {
 func (*ReportRequest) ProtoMessage() {}
 
 func (x *ReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_presence_v1_presence_proto_msgTypes[1]
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -144,7 +272,7 @@ func (x *ReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRequest.ProtoReflect.Descriptor instead.
 func (*ReportRequest) Descriptor() ([]byte, []int) {
-	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{1}
+	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ReportRequest) GetNodeId() string {
@@ -204,7 +332,7 @@ type ReportResponse struct {
 
 func (x *ReportResponse) Reset() {
 	*x = ReportResponse{}
-	mi := &file_parley_presence_v1_presence_proto_msgTypes[2]
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -216,7 +344,7 @@ func (x *ReportResponse) String() string {
 func (*ReportResponse) ProtoMessage() {}
 
 func (x *ReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_presence_v1_presence_proto_msgTypes[2]
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -229,7 +357,7 @@ func (x *ReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportResponse.ProtoReflect.Descriptor instead.
 func (*ReportResponse) Descriptor() ([]byte, []int) {
-	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{2}
+	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ReportResponse) GetSendSnapshot() bool {
@@ -256,7 +384,7 @@ type LocateRequest struct {
 
 func (x *LocateRequest) Reset() {
 	*x = LocateRequest{}
-	mi := &file_parley_presence_v1_presence_proto_msgTypes[3]
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -268,7 +396,7 @@ func (x *LocateRequest) String() string {
 func (*LocateRequest) ProtoMessage() {}
 
 func (x *LocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_presence_v1_presence_proto_msgTypes[3]
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -281,7 +409,7 @@ func (x *LocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateRequest.ProtoReflect.Descriptor instead.
 func (*LocateRequest) Descriptor() ([]byte, []int) {
-	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{3}
+	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *LocateRequest) GetUserIds() []string {
@@ -301,7 +429,7 @@ type LocateResponse struct {
 
 func (x *LocateResponse) Reset() {
 	*x = LocateResponse{}
-	mi := &file_parley_presence_v1_presence_proto_msgTypes[4]
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -313,7 +441,7 @@ func (x *LocateResponse) String() string {
 func (*LocateResponse) ProtoMessage() {}
 
 func (x *LocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_presence_v1_presence_proto_msgTypes[4]
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -326,7 +454,7 @@ func (x *LocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateResponse.ProtoReflect.Descriptor instead.
 func (*LocateResponse) Descriptor() ([]byte, []int) {
-	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{4}
+	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LocateResponse) GetLocations() []*UserLocation {
@@ -347,7 +475,7 @@ type UserLocation struct {
 
 func (x *UserLocation) Reset() {
 	*x = UserLocation{}
-	mi := &file_parley_presence_v1_presence_proto_msgTypes[5]
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -359,7 +487,7 @@ func (x *UserLocation) String() string {
 func (*UserLocation) ProtoMessage() {}
 
 func (x *UserLocation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_presence_v1_presence_proto_msgTypes[5]
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -372,7 +500,7 @@ func (x *UserLocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserLocation.ProtoReflect.Descriptor instead.
 func (*UserLocation) Descriptor() ([]byte, []int) {
-	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{5}
+	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *UserLocation) GetUserId() string {
@@ -399,7 +527,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_parley_presence_v1_presence_proto_msgTypes[6]
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -411,7 +539,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_presence_v1_presence_proto_msgTypes[6]
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -424,7 +552,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{6}
+	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StatusRequest) GetUserIds() []string {
@@ -444,7 +572,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_parley_presence_v1_presence_proto_msgTypes[7]
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -456,7 +584,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_presence_v1_presence_proto_msgTypes[7]
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -469,7 +597,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{7}
+	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StatusResponse) GetStatuses() []*UserStatus {
@@ -495,7 +623,7 @@ type UserStatus struct {
 
 func (x *UserStatus) Reset() {
 	*x = UserStatus{}
-	mi := &file_parley_presence_v1_presence_proto_msgTypes[8]
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -507,7 +635,7 @@ func (x *UserStatus) String() string {
 func (*UserStatus) ProtoMessage() {}
 
 func (x *UserStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_presence_v1_presence_proto_msgTypes[8]
+	mi := &file_parley_presence_v1_presence_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -520,7 +648,7 @@ func (x *UserStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserStatus.ProtoReflect.Descriptor instead.
 func (*UserStatus) Descriptor() ([]byte, []int) {
-	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{8}
+	return file_parley_presence_v1_presence_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UserStatus) GetUserId() string {
@@ -555,7 +683,15 @@ var File_parley_presence_v1_presence_proto protoreflect.FileDescriptor
 
 const file_parley_presence_v1_presence_proto_rawDesc = "" +
 	"\n" +
-	"!parley/presence/v1/presence.proto\x12\x12parley.presence.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"r\n" +
+	"!parley/presence/v1/presence.proto\x12\x12parley.presence.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"N\n" +
+	"\x15WatchLocationsRequest\x12#\n" +
+	"\rlease_request\x18\x01 \x01(\x04R\fleaseRequest\x12\x10\n" +
+	"\x03ack\x18\x02 \x01(\x04R\x03ack\"\xad\x01\n" +
+	"\x16WatchLocationsResponse\x12#\n" +
+	"\rlease_granted\x18\x01 \x01(\x04R\fleaseGranted\x12/\n" +
+	"\x05lease\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05lease\x12\"\n" +
+	"\finvalidation\x18\x03 \x01(\x04R\finvalidation\x12\x19\n" +
+	"\buser_ids\x18\x04 \x03(\tR\auserIds\"r\n" +
 	"\aSession\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n" +
@@ -588,11 +724,12 @@ const file_parley_presence_v1_presence_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
 	"\x06online\x18\x02 \x01(\bR\x06online\x127\n" +
 	"\tlast_seen\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x12\n" +
-	"\x04away\x18\x04 \x01(\bR\x04away2\x84\x02\n" +
+	"\x04away\x18\x04 \x01(\bR\x04away2\xf1\x02\n" +
 	"\x0fPresenceService\x12O\n" +
 	"\x06Report\x12!.parley.presence.v1.ReportRequest\x1a\".parley.presence.v1.ReportResponse\x12O\n" +
 	"\x06Locate\x12!.parley.presence.v1.LocateRequest\x1a\".parley.presence.v1.LocateResponse\x12O\n" +
-	"\x06Status\x12!.parley.presence.v1.StatusRequest\x1a\".parley.presence.v1.StatusResponseBCZAgithub.com/parleychat/parley/pkg/pb/parley/presence/v1;presencev1b\x06proto3"
+	"\x06Status\x12!.parley.presence.v1.StatusRequest\x1a\".parley.presence.v1.StatusResponse\x12k\n" +
+	"\x0eWatchLocations\x12).parley.presence.v1.WatchLocationsRequest\x1a*.parley.presence.v1.WatchLocationsResponse(\x010\x01BCZAgithub.com/parleychat/parley/pkg/pb/parley/presence/v1;presencev1b\x06proto3"
 
 var (
 	file_parley_presence_v1_presence_proto_rawDescOnce sync.Once
@@ -606,38 +743,43 @@ func file_parley_presence_v1_presence_proto_rawDescGZIP() []byte {
 	return file_parley_presence_v1_presence_proto_rawDescData
 }
 
-var file_parley_presence_v1_presence_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_parley_presence_v1_presence_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_parley_presence_v1_presence_proto_goTypes = []any{
-	(*Session)(nil),               // 0: parley.presence.v1.Session
-	(*ReportRequest)(nil),         // 1: parley.presence.v1.ReportRequest
-	(*ReportResponse)(nil),        // 2: parley.presence.v1.ReportResponse
-	(*LocateRequest)(nil),         // 3: parley.presence.v1.LocateRequest
-	(*LocateResponse)(nil),        // 4: parley.presence.v1.LocateResponse
-	(*UserLocation)(nil),          // 5: parley.presence.v1.UserLocation
-	(*StatusRequest)(nil),         // 6: parley.presence.v1.StatusRequest
-	(*StatusResponse)(nil),        // 7: parley.presence.v1.StatusResponse
-	(*UserStatus)(nil),            // 8: parley.presence.v1.UserStatus
-	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*WatchLocationsRequest)(nil),  // 0: parley.presence.v1.WatchLocationsRequest
+	(*WatchLocationsResponse)(nil), // 1: parley.presence.v1.WatchLocationsResponse
+	(*Session)(nil),                // 2: parley.presence.v1.Session
+	(*ReportRequest)(nil),          // 3: parley.presence.v1.ReportRequest
+	(*ReportResponse)(nil),         // 4: parley.presence.v1.ReportResponse
+	(*LocateRequest)(nil),          // 5: parley.presence.v1.LocateRequest
+	(*LocateResponse)(nil),         // 6: parley.presence.v1.LocateResponse
+	(*UserLocation)(nil),           // 7: parley.presence.v1.UserLocation
+	(*StatusRequest)(nil),          // 8: parley.presence.v1.StatusRequest
+	(*StatusResponse)(nil),         // 9: parley.presence.v1.StatusResponse
+	(*UserStatus)(nil),             // 10: parley.presence.v1.UserStatus
+	(*durationpb.Duration)(nil),    // 11: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 12: google.protobuf.Timestamp
 }
 var file_parley_presence_v1_presence_proto_depIdxs = []int32{
-	0,  // 0: parley.presence.v1.ReportRequest.connected:type_name -> parley.presence.v1.Session
-	0,  // 1: parley.presence.v1.ReportRequest.disconnected:type_name -> parley.presence.v1.Session
-	9,  // 2: parley.presence.v1.ReportResponse.lease:type_name -> google.protobuf.Duration
-	5,  // 3: parley.presence.v1.LocateResponse.locations:type_name -> parley.presence.v1.UserLocation
-	8,  // 4: parley.presence.v1.StatusResponse.statuses:type_name -> parley.presence.v1.UserStatus
-	10, // 5: parley.presence.v1.UserStatus.last_seen:type_name -> google.protobuf.Timestamp
-	1,  // 6: parley.presence.v1.PresenceService.Report:input_type -> parley.presence.v1.ReportRequest
-	3,  // 7: parley.presence.v1.PresenceService.Locate:input_type -> parley.presence.v1.LocateRequest
-	6,  // 8: parley.presence.v1.PresenceService.Status:input_type -> parley.presence.v1.StatusRequest
-	2,  // 9: parley.presence.v1.PresenceService.Report:output_type -> parley.presence.v1.ReportResponse
-	4,  // 10: parley.presence.v1.PresenceService.Locate:output_type -> parley.presence.v1.LocateResponse
-	7,  // 11: parley.presence.v1.PresenceService.Status:output_type -> parley.presence.v1.StatusResponse
-	9,  // [9:12] is the sub-list for method output_type
-	6,  // [6:9] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	11, // 0: parley.presence.v1.WatchLocationsResponse.lease:type_name -> google.protobuf.Duration
+	2,  // 1: parley.presence.v1.ReportRequest.connected:type_name -> parley.presence.v1.Session
+	2,  // 2: parley.presence.v1.ReportRequest.disconnected:type_name -> parley.presence.v1.Session
+	11, // 3: parley.presence.v1.ReportResponse.lease:type_name -> google.protobuf.Duration
+	7,  // 4: parley.presence.v1.LocateResponse.locations:type_name -> parley.presence.v1.UserLocation
+	10, // 5: parley.presence.v1.StatusResponse.statuses:type_name -> parley.presence.v1.UserStatus
+	12, // 6: parley.presence.v1.UserStatus.last_seen:type_name -> google.protobuf.Timestamp
+	3,  // 7: parley.presence.v1.PresenceService.Report:input_type -> parley.presence.v1.ReportRequest
+	5,  // 8: parley.presence.v1.PresenceService.Locate:input_type -> parley.presence.v1.LocateRequest
+	8,  // 9: parley.presence.v1.PresenceService.Status:input_type -> parley.presence.v1.StatusRequest
+	0,  // 10: parley.presence.v1.PresenceService.WatchLocations:input_type -> parley.presence.v1.WatchLocationsRequest
+	4,  // 11: parley.presence.v1.PresenceService.Report:output_type -> parley.presence.v1.ReportResponse
+	6,  // 12: parley.presence.v1.PresenceService.Locate:output_type -> parley.presence.v1.LocateResponse
+	9,  // 13: parley.presence.v1.PresenceService.Status:output_type -> parley.presence.v1.StatusResponse
+	1,  // 14: parley.presence.v1.PresenceService.WatchLocations:output_type -> parley.presence.v1.WatchLocationsResponse
+	11, // [11:15] is the sub-list for method output_type
+	7,  // [7:11] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_parley_presence_v1_presence_proto_init() }
@@ -651,7 +793,7 @@ func file_parley_presence_v1_presence_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_presence_v1_presence_proto_rawDesc), len(file_parley_presence_v1_presence_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

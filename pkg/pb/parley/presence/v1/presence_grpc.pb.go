@@ -22,9 +22,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PresenceService_Report_FullMethodName = "/parley.presence.v1.PresenceService/Report"
-	PresenceService_Locate_FullMethodName = "/parley.presence.v1.PresenceService/Locate"
-	PresenceService_Status_FullMethodName = "/parley.presence.v1.PresenceService/Status"
+	PresenceService_Report_FullMethodName         = "/parley.presence.v1.PresenceService/Report"
+	PresenceService_Locate_FullMethodName         = "/parley.presence.v1.PresenceService/Locate"
+	PresenceService_Status_FullMethodName         = "/parley.presence.v1.PresenceService/Status"
+	PresenceService_WatchLocations_FullMethodName = "/parley.presence.v1.PresenceService/WatchLocations"
 )
 
 // PresenceServiceClient is the client API for PresenceService service.
@@ -41,6 +42,13 @@ type PresenceServiceClient interface {
 	// Status answers whether users are online and, if not, when they were
 	// last seen.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// WatchLocations lets a caller (fan-out) cache Locate answers. The
+	// instance sends an invalidation naming the users whose locations
+	// changed; for a new session it waits, before answering the Report, until
+	// every watcher acknowledged it or until the lease of a watcher that did
+	// not has run out (and stops renewing it). A watcher trusts its cache only
+	// while it holds a lease, counted from when it sent the lease request.
+	WatchLocations(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchLocationsRequest, WatchLocationsResponse], error)
 }
 
 type presenceServiceClient struct {
@@ -81,6 +89,19 @@ func (c *presenceServiceClient) Status(ctx context.Context, in *StatusRequest, o
 	return out, nil
 }
 
+func (c *presenceServiceClient) WatchLocations(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchLocationsRequest, WatchLocationsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PresenceService_ServiceDesc.Streams[0], PresenceService_WatchLocations_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchLocationsRequest, WatchLocationsResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PresenceService_WatchLocationsClient = grpc.BidiStreamingClient[WatchLocationsRequest, WatchLocationsResponse]
+
 // PresenceServiceServer is the server API for PresenceService service.
 // All implementations must embed UnimplementedPresenceServiceServer
 // for forward compatibility.
@@ -95,6 +116,13 @@ type PresenceServiceServer interface {
 	// Status answers whether users are online and, if not, when they were
 	// last seen.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// WatchLocations lets a caller (fan-out) cache Locate answers. The
+	// instance sends an invalidation naming the users whose locations
+	// changed; for a new session it waits, before answering the Report, until
+	// every watcher acknowledged it or until the lease of a watcher that did
+	// not has run out (and stops renewing it). A watcher trusts its cache only
+	// while it holds a lease, counted from when it sent the lease request.
+	WatchLocations(grpc.BidiStreamingServer[WatchLocationsRequest, WatchLocationsResponse]) error
 	mustEmbedUnimplementedPresenceServiceServer()
 }
 
@@ -113,6 +141,9 @@ func (UnimplementedPresenceServiceServer) Locate(context.Context, *LocateRequest
 }
 func (UnimplementedPresenceServiceServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedPresenceServiceServer) WatchLocations(grpc.BidiStreamingServer[WatchLocationsRequest, WatchLocationsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchLocations not implemented")
 }
 func (UnimplementedPresenceServiceServer) mustEmbedUnimplementedPresenceServiceServer() {}
 func (UnimplementedPresenceServiceServer) testEmbeddedByValue()                         {}
@@ -189,6 +220,13 @@ func _PresenceService_Status_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PresenceService_WatchLocations_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PresenceServiceServer).WatchLocations(&grpc.GenericServerStream[WatchLocationsRequest, WatchLocationsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PresenceService_WatchLocationsServer = grpc.BidiStreamingServer[WatchLocationsRequest, WatchLocationsResponse]
+
 // PresenceService_ServiceDesc is the grpc.ServiceDesc for PresenceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -209,6 +247,13 @@ var PresenceService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _PresenceService_Status_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchLocations",
+			Handler:       _PresenceService_WatchLocations_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "parley/presence/v1/presence.proto",
 }
