@@ -250,20 +250,22 @@ func TestWebChatReceipts(t *testing.T) {
 	w.waitJS(alice, "alice", status("second")+`.textContent`, "✓✓ Read by 1")
 	w.waitJS(alice, "alice", `document.querySelectorAll('#messages .seen-by').length`, "1")
 
-	// Bob's own messages have no status on alice's page, and do not move
-	// the line.
-	if _, err := bob.Send(ctx, conv, "from bob"); err != nil {
+	// Carol posts without marking anything: posting moves her read
+	// position past alice's message. Her message has no status on
+	// alice's page, and the line stays under alice's latest.
+	if _, err := carol.Send(ctx, conv, "from carol"); err != nil {
 		t.Fatal(err)
 	}
-	w.waitJS(alice, "alice", `!!M('from bob').querySelector('.receipt')`, "false")
-	w.waitJS(alice, "alice", `M('second').querySelector('.seen-by').textContent`, "Seen by bob")
+	w.waitJS(alice, "alice", `!!M('from carol').querySelector('.receipt')`, "false")
+	w.waitJS(alice, "alice", `M('second').querySelector('.seen-by').textContent`, "Seen by bob, carol")
+	w.waitJS(alice, "alice", status("second")+`.textContent`, "✓✓ Read by 2")
 
 	// A reload reads the positions again.
 	if err := chromedp.Run(alice, chromedp.Reload()); err != nil {
 		t.Fatal(err)
 	}
 	w.waitJS(alice, "alice", `Q('#status').dataset.state`, "connected")
-	w.waitJS(alice, "alice", `M('second').querySelector('.seen-by').textContent`, "Seen by bob")
+	w.waitJS(alice, "alice", `M('second').querySelector('.seen-by').textContent`, "Seen by bob, carol")
 	w.waitJS(alice, "alice", status("status check")+`.textContent`, "✓✓ Read by 2")
 
 	// A direct chat: Read, and no seen-by line.
