@@ -90,7 +90,7 @@ func New(cfg Config) (*Service, error) {
 		guard: guard, reg: reg, counts: metrics.NewEventConsumer(reg, "fanout",
 			"Event records set aside on "+topics.DeadLetter+" instead of pushed, by reason.", topics.ReasonUndecodable, topics.ReasonEmpty, topics.ReasonInvalid)}
 	if !cfg.NoLocationCache {
-		s.locs = newLocations(pc, s.log, s.locate)
+		s.locs = newLocations(pc, s.log, reg, s.locate)
 	}
 	return s, nil
 }

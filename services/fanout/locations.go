@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/presenceclient"
+	"github.com/prometheus/client_golang/prometheus"
 
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
 )
@@ -29,10 +30,11 @@ type locations struct {
 	// lookup asks presence (locate, with its retries).
 	lookup func(ctx context.Context, users []string) ([]*presencev1.UserLocation, error)
 
+	// lookups counts users answered from the cache (hit) or asked for (miss).
+	lookups *prometheus.CounterVec
+
 	mu    sync.Mutex
 	insts []*instCache
-	// hits and misses count lookups, for tests and metrics.
-	hits, misses int
 }
 
 type instCache struct {
@@ -44,8 +46,11 @@ type instCache struct {
 	users map[string][]string
 }
 
-func newLocations(client *presenceclient.Client, log *slog.Logger, lookup func(context.Context, []string) ([]*presencev1.UserLocation, error)) *locations {
-	l := &locations{log: log, client: client, lookup: lookup}
+func newLocations(client *presenceclient.Client, log *slog.Logger, reg prometheus.Registerer, lookup func(context.Context, []string) ([]*presencev1.UserLocation, error)) *locations {
+	l := &locations{log: log, client: client, lookup: lookup, lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "parley_location_lookups_total", Help: "Recipients located from fan-out's leased cache (hit) or by asking presence (miss).",
+	}, []string{"result"})}
+	reg.MustRegister(l.lookups)
 	for range client.Instances() {
 		l.insts = append(l.insts, &instCache{users: map[string][]string{}})
 	}
@@ -76,9 +81,9 @@ func (l *locations) locate(ctx context.Context, users []string) ([]*presencev1.U
 			out = append(out, &presencev1.UserLocation{UserId: u, PushAddresses: addrs})
 		}
 	}
-	l.hits += len(users) - len(missed)
-	l.misses += len(missed)
 	l.mu.Unlock()
+	l.lookups.WithLabelValues("hit").Add(float64(len(users) - len(missed)))
+	l.lookups.WithLabelValues("miss").Add(float64(len(missed)))
 	if len(missed) == 0 {
 		return out, nil
 	}

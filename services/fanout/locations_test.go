@@ -12,6 +12,7 @@ import (
 	"github.com/parleychat/parley/pkg/presenceclient"
 	"github.com/parleychat/parley/pkg/topics/topicstest"
 	"github.com/parleychat/parley/services/presence"
+	"github.com/prometheus/client_golang/prometheus"
 
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
 )
@@ -58,7 +59,7 @@ func TestLocationCache(t *testing.T) {
 		}
 		return resp.GetLocations(), err
 	}
-	l := newLocations(pc, slog.New(slog.DiscardHandler), lookup)
+	l := newLocations(pc, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), lookup)
 	ctx, cancel := context.WithCancel(t.Context())
 	watched := make(chan struct{})
 	go func() { l.watch(ctx); close(watched) }()

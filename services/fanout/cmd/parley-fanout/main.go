@@ -15,9 +15,10 @@ func main() {
 	presenceAddr := fs.String("presence", daemon.Env("PARLEY_PRESENCE_ADDR", "127.0.0.1:7104"), "presence gRPC addresses, comma-separated in instance order (PARLEY_PRESENCE_ADDR)")
 	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8103"), "health and metrics listen address (PARLEY_HTTP_ADDR)")
 	instance := fs.String("instance-id", daemon.Env("PARLEY_INSTANCE_ID", ""), "static consumer-group member id, stable across restarts (PARLEY_INSTANCE_ID)")
+	noCache := fs.Bool("no-location-cache", false, "ask presence where recipients are for every batch instead of caching under a lease (for comparison)")
 	daemon.Parse(fs, os.Args[1:])
 	log := daemon.Logger()
-	svc, err := fanout.New(fanout.Config{Brokers: daemon.List(*brokers), InstanceID: *instance, PresenceAddrs: daemon.List(*presenceAddr), Logger: log})
+	svc, err := fanout.New(fanout.Config{Brokers: daemon.List(*brokers), InstanceID: *instance, PresenceAddrs: daemon.List(*presenceAddr), NoLocationCache: *noCache, Logger: log})
 	if err != nil {
 		log.Error("start", "err", err)
 		os.Exit(1)
