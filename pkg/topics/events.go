@@ -23,7 +23,8 @@ const (
 	ReasonEmpty = "empty"
 	// ReasonInvalid: it decodes, but no sequencer writes it (an event
 	// without conversation id or seq, a receipt without conversation or
-	// user id, or an event and a receipt at once), and every history store
+	// user id, a block without its users or time, or an event and a
+	// receipt at once), and every history store
 	// would refuse it on every retry.
 	ReasonInvalid = "invalid"
 )
@@ -53,14 +54,16 @@ func DecodeEventRecord(value []byte) (*logv1.EventRecord, error) {
 		return nil, &BadRecord{ReasonInvalid, errors.New("more than one of event, receipt, block and flags")}
 	case fl != nil && (fl.GetConversationId() == "" || fl.GetUserId() == "" || fl.GetVersion() == 0):
 		return nil, &BadRecord{ReasonInvalid, errors.New("flags without conversation id, user id or version")}
-	case bl != nil && (bl.GetConversationId() == "" || bl.GetBlockerId() == ""):
-		return nil, &BadRecord{ReasonInvalid, errors.New("block without conversation or blocker id")}
+	case bl != nil && (bl.GetConversationId() == "" || bl.GetBlockerId() == "" || bl.GetBlockedId() == "" || bl.GetTime() == nil):
+		// The time orders a pair's block records in the stores' views
+		// (history.NewerBlock); without it a record could not be ranked.
+		return nil, &BadRecord{ReasonInvalid, errors.New("block without conversation, blocker or blocked id, or time")}
 	case ev != nil && (ev.GetConversationId() == "" || ev.GetSeq() == 0):
 		return nil, &BadRecord{ReasonInvalid, fmt.Errorf("event %q without conversation id or seq", ev.GetEventId())}
 	case rc != nil && (rc.GetConversationId() == "" || rc.GetUserId() == ""):
 		return nil, &BadRecord{ReasonInvalid, errors.New("receipt without conversation or user id")}
 	case hasNUL(ev.GetConversationId(), ev.GetSenderId(), ev.GetSenderDeviceId(), rc.GetConversationId(), rc.GetUserId(), rc.GetDeviceId(),
-		fl.GetConversationId(), fl.GetUserId()):
+		fl.GetConversationId(), fl.GetUserId(), bl.GetBlockerId(), bl.GetBlockedId()):
 		// Ingest never lets one through, and stores that build keys from
 		// ids (Pebble) use NUL as the separator.
 		return nil, &BadRecord{ReasonInvalid, errors.New("an id holds a NUL byte")}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
@@ -32,7 +33,10 @@ func TestDecodeEventRecord(t *testing.T) {
 	}{
 		{"event", marshal(&logv1.EventRecord{Event: ev("c", 1)}), ""},
 		{"receipt", marshal(&logv1.EventRecord{Receipt: receipt}), ""},
-		{"block", marshal(&logv1.EventRecord{Block: &logv1.BlockChange{ConversationId: "c", BlockerId: "u", BlockedId: "v", Blocked: true}}), ""},
+		{"block", marshal(&logv1.EventRecord{Block: &logv1.BlockChange{ConversationId: "c", BlockerId: "u", BlockedId: "v", Blocked: true, Time: timestamppb.Now()}}), ""},
+		{"block without time", marshal(&logv1.EventRecord{Block: &logv1.BlockChange{ConversationId: "c", BlockerId: "u", BlockedId: "v", Blocked: true}}), ReasonInvalid},
+		{"block without blocked", marshal(&logv1.EventRecord{Block: &logv1.BlockChange{ConversationId: "c", BlockerId: "u", Time: timestamppb.Now()}}), ReasonInvalid},
+		{"block of NUL", marshal(&logv1.EventRecord{Block: &logv1.BlockChange{ConversationId: "c", BlockerId: "u", BlockedId: "v\x00w", Time: timestamppb.Now()}}), ReasonInvalid},
 		{"block and event", marshal(&logv1.EventRecord{Event: ev("c", 1), Block: &logv1.BlockChange{ConversationId: "c", BlockerId: "u"}}), ReasonInvalid},
 		{"block without blocker", marshal(&logv1.EventRecord{Block: &logv1.BlockChange{ConversationId: "c"}}), ReasonInvalid},
 		{"flags", marshal(&logv1.EventRecord{Flags: &chatv1.ConversationFlags{ConversationId: "c", UserId: "u", Muted: true, Version: 1}}), ""},

@@ -2,9 +2,11 @@ package fanout
 
 import (
 	"testing"
+	"time"
 
 	"github.com/parleychat/parley/pkg/topics"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
@@ -18,7 +20,7 @@ import (
 // record carries.
 func FuzzPlanRecords(f *testing.F) {
 	receipt := &logv1.EventRecord{Receipt: &chatv1.Receipt{ConversationId: "c", UserId: "bob", ReadSeq: 1}, RecipientIds: []string{"alice", "bob"}}
-	block := &logv1.EventRecord{Block: &logv1.BlockChange{ConversationId: "c", BlockerId: "alice", BlockedId: "bob", Blocked: true}}
+	block := &logv1.EventRecord{Block: &logv1.BlockChange{ConversationId: "c", BlockerId: "alice", BlockedId: "bob", Blocked: true, Time: timestamppb.New(time.Unix(1, 0))}}
 	for _, r := range []*logv1.EventRecord{rec(1, "alice", "bob"), rec(2, "bob", "bob", "carol"), rec(3), receipt, block} {
 		b, _ := proto.Marshal(r)
 		f.Add(b)

@@ -41,8 +41,10 @@ type conversation struct {
 	invites map[string]bool
 	public  bool
 	// blocks holds, for a direct conversation, the users of the pair who
-	// block the other.
-	blocks map[string]bool
+	// block the other, and lastBlock the time of the latest block record,
+	// which the next one must pass (see decideBlock).
+	blocks    map[string]bool
+	lastBlock time.Time
 	// messages are the posted messages by seq, and lastMessage the latest
 	// one's seq: what edits, deletes, reactions and replies are checked
 	// against. reactions maps each user's reaction to the seq that added

@@ -293,12 +293,23 @@ func decideBlock(convs map[string]*conversation, cmd *logv1.Command, b *logv1.Bl
 		c = newConversation(cmd.GetConversationId())
 		convs[c.id] = c
 	}
-	rec := &logv1.BlockChange{ConversationId: c.id, BlockerId: user, BlockedId: b.GetUserId(), Blocked: b.GetBlocked(), Time: timestamppb.New(now)}
+	// Persistence ranks a pair's block records by time, to the
+	// microsecond (Cassandra's write timestamps), so each one here is
+	// stamped strictly after the one before, whatever the clock says (it
+	// may have stepped back, or another instance may have written that one).
+	at := now.Truncate(time.Microsecond)
+	if !at.After(c.lastBlock) {
+		at = c.lastBlock.Add(time.Microsecond)
+	}
+	rec := &logv1.BlockChange{ConversationId: c.id, BlockerId: user, BlockedId: b.GetUserId(), Blocked: b.GetBlocked(), Time: timestamppb.New(at)}
 	c.applyBlock(rec)
 	return &logv1.EventRecord{Block: rec, CommandId: cmd.GetCommandId()}, out
 }
 
 func (c *conversation) applyBlock(b *logv1.BlockChange) {
+	if t := b.GetTime().AsTime(); t.After(c.lastBlock) {
+		c.lastBlock = t
+	}
 	if b.GetBlocked() {
 		c.blocks[b.GetBlockerId()] = true
 	} else {

@@ -274,12 +274,28 @@ func TestDecideBlocks(t *testing.T) {
 		if n := convs[DirectID("alice", "bob")].lastSeq; n != 3 {
 			t.Fatalf("blocks took seqs: last seq %d, want 3", n)
 		}
+		// The clock stands still in runSteps; persistence ranks a pair's
+		// records by their time, so each must still be after the last.
+		var prev time.Time
+		for _, rec := range log {
+			if b := rec.GetBlock(); b != nil {
+				if at := b.GetTime().AsTime(); !at.After(prev) || at.Truncate(time.Microsecond) != at {
+					t.Fatalf("block record at %v follows one at %v", at, prev)
+				} else {
+					prev = at
+				}
+			}
+		}
 		rebuilt := map[string]*conversation{}
 		for _, rec := range log {
 			replay(rebuilt, rec)
 		}
 		if _, out := decide(rebuilt, post("bob", "alice", "p9"), 10, time.Unix(0, 0)); out.GetErrorCode() != okCode {
 			t.Fatalf("after replay of the unblocks: %v", out)
+		}
+		again := block("alice", "bob", true)
+		if rec, out := decide(rebuilt, again, 10, time.Unix(0, 0)); out.GetErrorCode() != okCode || !rec.GetBlock().GetTime().AsTime().After(prev) {
+			t.Fatalf("a block after the replay: %v at %v, want after %v", out, rec.GetBlock().GetTime().AsTime(), prev)
 		}
 	})
 	t.Run("blocking someone never talked to", func(t *testing.T) {

@@ -135,7 +135,7 @@ func FuzzApplyRecords(f *testing.F) {
 	both, _ := proto.Marshal(&logv1.EventRecord{Event: &chatv1.Event{ConversationId: "c0", Seq: 1}, Receipt: &chatv1.Receipt{ConversationId: "c0"}})
 	f.Add(append(append([]byte{1, 0, 1, 0, 0, byte(len(receipt))}, receipt...), append([]byte{0, byte(len(both))}, both...)...))
 	// A block (no view shows it) and a removal among events.
-	block, _ := proto.Marshal(&logv1.EventRecord{Block: &logv1.BlockChange{ConversationId: "c0", BlockerId: "alice", BlockedId: "bob", Blocked: true}})
+	block, _ := proto.Marshal(&logv1.EventRecord{Block: &logv1.BlockChange{ConversationId: "c0", BlockerId: "alice", BlockedId: "bob", Blocked: true, Time: timestamppb.New(time.Unix(1, 0))}})
 	removed, _ := proto.Marshal(&logv1.EventRecord{Event: &chatv1.Event{ConversationId: "c0", Seq: 2, SenderId: "alice",
 		Body: &chatv1.Event_MemberRemoved{MemberRemoved: &chatv1.MemberRemoved{UserId: "bob"}}}})
 	f.Add(append(append([]byte{1, 0, 1, 1, 0, byte(len(block))}, block...), append([]byte{0, byte(len(removed))}, removed...)...))
