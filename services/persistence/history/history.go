@@ -56,9 +56,10 @@ type Store interface {
 	// changed again, never as unchanged when it did change). It returns nil
 	// only once the records are durable.
 	//
-	// A record holds an event, a receipt (see ApplyReceipt), a block
-	// (which no view shows) or a user's conversation flags (the highest
-	// version wins; see NewerFlags). An event also moves its sender's read
+	// A record holds an event, a receipt (see ApplyReceipt), a block or
+	// unblock (shown to the blocker alone by Blocks; the latest wins, see
+	// NewerBlock) or a user's conversation flags (the highest version
+	// wins; see NewerFlags). An event also moves its sender's read
 	// position, and its sending device's delivered position, to the event's
 	// seq: what you post you have read.
 	Apply(ctx context.Context, recs []*logv1.EventRecord) error
@@ -84,6 +85,10 @@ type Store interface {
 	// position, ordered by user then device. ErrNotFound if the
 	// conversation does not exist.
 	Receipts(ctx context.Context, conversationID string) ([]*chatv1.Receipt, error)
+	// Blocks lists the users blockerID blocks, in byte order: those whose
+	// latest block record (see NewerBlock) blocks them. A user who blocks
+	// nobody has an empty list, not an error.
+	Blocks(ctx context.Context, blockerID string) ([]string, error)
 	// Close releases the store.
 	Close() error
 }
@@ -125,6 +130,29 @@ func ApplyReceipt(pos *chatv1.Receipt, r *chatv1.Receipt) bool {
 // so keeping the highest makes Apply idempotent in any order.
 func NewerFlags(f *chatv1.ConversationFlags, held uint64) bool {
 	return f.GetVersion() > held
+}
+
+// BlockStamp is the version of a block record: its time in whole
+// microseconds, the resolution of Cassandra's write timestamps, so that
+// every backend ranks two records alike. Block records carry no seq, but
+// all those of one pair of users are in their direct conversation, one
+// aggregate of the sequencer, which stamps them with strictly increasing
+// times (see the ingest service's decideBlock); log order and time order
+// therefore agree.
+func BlockStamp(b *logv1.BlockChange) int64 {
+	return b.GetTime().AsTime().UnixMicro()
+}
+
+// NewerBlock reports whether b should replace what a store holds for its
+// blocker and blocked user (held: the stamp stored and whether it blocks;
+// a stamp of 0 with false for nothing held). The later stamp wins, so
+// applying records again, or in any order, leaves the same state. On a
+// tie, which the sequencer never produces, blocking wins: it is what
+// Cassandra does with two writes of one timestamp (the greater value, and
+// true is greater), so the backends agree even then.
+func NewerBlock(b *logv1.BlockChange, heldStamp int64, heldBlocked bool) bool {
+	st := BlockStamp(b)
+	return st > heldStamp || st == heldStamp && b.GetBlocked() && !heldBlocked
 }
 
 // ListOrder is the order of a conversation list: the user's pinned

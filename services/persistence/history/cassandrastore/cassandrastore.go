@@ -180,6 +180,7 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 		return err
 	}
 	var convs []*convWrites
+	var blocks blockWrites
 	byID := map[string]*convWrites{}
 	writes := func(conv string) *convWrites {
 		w := byID[conv]
@@ -194,7 +195,14 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 		ev, r := rec.GetEvent(), rec.GetReceipt()
 		switch f := rec.GetFlags(); {
 		case rec.GetBlock() != nil && ev == nil && r == nil:
-			// Blocks are the sequencer's state alone: no view shows them.
+			bl := rec.GetBlock()
+			if bl.GetBlockerId() == "" || bl.GetBlockedId() == "" || bl.GetTime() == nil {
+				return fmt.Errorf("apply block of %q by %q: missing blocker, blocked user or time", bl.GetBlockedId(), bl.GetBlockerId())
+			}
+			if history.BlockStamp(bl) <= 0 {
+				return fmt.Errorf("apply block of %s by %s: time %v not after 1970, no write timestamp", bl.GetBlockedId(), bl.GetBlockerId(), bl.GetTime().AsTime())
+			}
+			blocks.add(bl)
 			continue
 		case f != nil && ev == nil && r == nil:
 			conv, user := f.GetConversationId(), f.GetUserId()
@@ -255,12 +263,15 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 			w.move(u, ev.GetSenderDeviceId(), &chatv1.Receipt{DeliveredSeq: seq, ReadSeq: seq})
 		}
 	}
-	if len(convs) == 0 {
+	if len(convs) == 0 && len(blocks.order) == 0 {
 		return nil
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(parallel)
+	// Blocks belong to no conversation's view, so they may land with the
+	// events.
+	s.writeBlocks(gctx, g, &blocks)
 	for _, w := range convs {
 		s.writeEvents(gctx, g, w)
 		s.writeStates(gctx, g, w)
@@ -651,6 +662,67 @@ func (s *Store) writeUserReads(ctx context.Context, g *errgroup.Group, convs []*
 			return nil
 		})
 	}
+}
+
+// blockWrites are the block records of one Apply call, the newest per
+// pair (see history.NewerBlock), by blocker in arrival order.
+type blockWrites struct {
+	order []string
+	by    map[string]map[string]*logv1.BlockChange // blocker -> blocked -> record
+}
+
+func (b *blockWrites) add(bl *logv1.BlockChange) {
+	if b.by == nil {
+		b.by = map[string]map[string]*logv1.BlockChange{}
+	}
+	pairs := b.by[bl.GetBlockerId()]
+	if pairs == nil {
+		pairs = map[string]*logv1.BlockChange{}
+		b.by[bl.GetBlockerId()] = pairs
+		b.order = append(b.order, bl.GetBlockerId())
+	}
+	held := pairs[bl.GetBlockedId()]
+	if held == nil || history.NewerBlock(bl, history.BlockStamp(held), held.GetBlocked()) {
+		pairs[bl.GetBlockedId()] = bl
+	}
+}
+
+// writeBlocks queues one user_blocks batch per blocker (one partition),
+// each row USING TIMESTAMP its record's stamp (see
+// migrations/0006_blocks.cql).
+func (s *Store) writeBlocks(ctx context.Context, g *errgroup.Group, b *blockWrites) {
+	for _, blocker := range b.order {
+		batch := s.sess.NewBatch(gocql.UnloggedBatch).WithContext(ctx)
+		for blocked, bl := range b.by[blocker] {
+			batch.Query(insertBlock, blocker, blocked, bl.GetBlocked(), history.BlockStamp(bl))
+		}
+		g.Go(func() error {
+			if err := s.sess.ExecuteBatch(batch); err != nil {
+				return fmt.Errorf("write %d blocks of %s: %w", len(b.by[blocker]), blocker, err)
+			}
+			return nil
+		})
+	}
+}
+
+const insertBlock = `INSERT INTO user_blocks (blocker_id, blocked_id, blocked) VALUES (?, ?, ?) USING TIMESTAMP ?`
+
+// Blocks implements history.Store: one partition read; rows come in
+// blocked-id order, the clustering order.
+func (s *Store) Blocks(ctx context.Context, blocker string) ([]string, error) {
+	iter := s.sess.Query(`SELECT blocked_id, blocked FROM user_blocks WHERE blocker_id = ?`, blocker).WithContext(ctx).Iter()
+	out := []string{}
+	var id string
+	var blocked bool
+	for iter.Scan(&id, &blocked) {
+		if blocked {
+			out = append(out, id)
+		}
+	}
+	if err := iter.Close(); err != nil {
+		return nil, fmt.Errorf("read blocks of %s: %w", blocker, err)
+	}
+	return out, nil
 }
 
 // writeFlags queues each user's conversation_flags batch (one partition

@@ -15,7 +15,8 @@ import (
 // conversation list (every entry, with its preview, unread count and
 // flags, in order), and for every conversation listed its summary, its
 // whole history paged forward as that user reads it (messages as they
-// are now, reactions with the user's own) and its receipts. It returns
+// are now, reactions with the user's own) and its receipts; and whom
+// each user blocks. It returns
 // nil when they agree, else an error naming the first difference with a
 // diff of the two renderings. Lists longer than history.MaxLimit are
 // compared up to it.
@@ -35,6 +36,14 @@ func Compare(ctx context.Context, want, got history.Store, users []string) error
 		}
 		if err := sameList(fmt.Sprintf("%s's conversation list", u), wl, gl); err != nil {
 			return err
+		}
+		wb, werr := want.Blocks(ctx, u)
+		gb, gerr := got.Blocks(ctx, u)
+		if err := errors.Join(werr, gerr); err != nil {
+			return fmt.Errorf("blocks of %s: %w", u, err)
+		}
+		if w, g := strings.Join(wb, "\n"), strings.Join(gb, "\n"); w != g {
+			return fmt.Errorf("%s's blocks differ:\n want %q\n got  %q", u, wb, gb)
 		}
 		for _, c := range wl {
 			conv := c.GetConversationId()

@@ -52,7 +52,8 @@ func At(conv string, seq uint64, sender string, body any) *logv1.EventRecord {
 // a member after removals, leaves and re-joins (the conversation list and
 // with it persistence's history authorisation), owner, admins, muted,
 // title and public, folded exactly as history.Summarize folds them, in
-// any order and again; and block records, which no view shows.
+// any order and again; and block records, which show in no conversation
+// (only in the blocker's Blocks, see runBlocks).
 func runGroups(t *testing.T, open func(*testing.T) history.Store, conv func(*testing.T) string) {
 	ctx := context.Background()
 	admin, member := chatv1.MemberRole_MEMBER_ROLE_ADMIN, chatv1.MemberRole_MEMBER_ROLE_MEMBER
@@ -76,7 +77,7 @@ func runGroups(t *testing.T, open func(*testing.T) history.Store, conv func(*tes
 			Added(c, 14, "bob", "carol"), // back, neither muted nor anything else
 			At(c, 15, "alice", &chatv1.InviteRevoked{Code: "code-0000000000001"}),
 			Posted(c, 16, "bob", "hello again"),
-			{Block: &logv1.BlockChange{ConversationId: c, BlockerId: "alice", BlockedId: "bob", Blocked: true}},
+			Block(c, "alice", "bob", true, 1),
 		}
 		want := &chatv1.Conversation{}
 		for _, r := range recs {
@@ -153,7 +154,7 @@ func runGroups(t *testing.T, open func(*testing.T) history.Store, conv func(*tes
 	t.Run("BlockRecordsChangeNothing", func(t *testing.T) {
 		s := open(t)
 		c := conv(t)
-		apply(t, s, &logv1.EventRecord{Block: &logv1.BlockChange{ConversationId: c, BlockerId: "alice", BlockedId: "bob", Blocked: true}})
+		apply(t, s, Block(c, "alice", "bob", true, 1))
 		if _, err := s.Conversation(ctx, c); !errors.Is(err, history.ErrNotFound) {
 			t.Fatalf("a block made a conversation: %v", err)
 		}

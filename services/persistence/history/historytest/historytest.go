@@ -648,6 +648,7 @@ func Run(t *testing.T, newStore Factory) {
 	runGroups(t, open, conv)
 	runMessages(t, open)
 	runFlags(t, open)
+	runBlocks(t, open)
 }
 
 // ClockFactory returns an empty store that reads the time from now; the

@@ -33,6 +33,7 @@ import (
 //	k 0 <conversation> 0 <seq>                       -> seq of the event deleting seq (8 bytes)
 //	x 0 <conversation> 0 <seq> <emoji> 0 <user>      -> seq that set it (8 bytes), present (1 byte)
 //	f 0 <user> 0 <conversation>                      -> flags version (8), muted (1), pinned (1), changed-at (8)
+//	b 0 <blocker> 0 <blocked>                        -> block stamp (8), blocked (1)
 //
 // The original message event is never rewritten by what happens to it
 // later (m, k and x keys hold that), so applying the message again, as a
@@ -40,6 +41,11 @@ import (
 // highest seq that set it, which makes their writes idempotent in any
 // order. Reactions are keyed by message seq first, so a message's counts
 // are one range scan.
+//
+// A b key stays when its block is lifted (blocked 0): its stamp (see
+// history.NewerBlock) is what keeps an older record, applied again, from
+// bringing the block back. Keyed by blocker, a user's blocks are one range
+// scan.
 //
 // Numbers are big endian; a changed-at is the store's clock in Unix
 // nanoseconds when Apply changed the summary (t), moved the user's read
@@ -59,6 +65,7 @@ const (
 	prefixDeleted      = 'k'
 	prefixReaction     = 'x'
 	prefixFlags        = 'f'
+	prefixBlock        = 'b'
 )
 
 // Store is a history.Store on Pebble.
@@ -175,6 +182,11 @@ func flagsKey(user, conv string) []byte {
 	return append(append([]byte{prefixFlags, 0}, user...), append([]byte{0}, conv...)...)
 }
 
+func blockPrefix(blocker string) []byte {
+	k := append([]byte{prefixBlock, 0}, blocker...)
+	return append(k, 0)
+}
+
 type userConv struct{ conv, user string }
 
 // flagsState is a user's flags being folded in an Apply: what the store
@@ -222,7 +234,7 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 		var err error
 		switch ev, r := rec.GetEvent(), rec.GetReceipt(); {
 		case rec.GetBlock() != nil && ev == nil && r == nil:
-			// Blocks are the sequencer's state alone: no view shows them.
+			err = a.block(rec.GetBlock())
 		case rec.GetFlags() != nil && ev == nil && r == nil:
 			err = a.setFlags(rec.GetFlags())
 		case ev != nil && r != nil:
@@ -334,6 +346,67 @@ func (a *applier) setFlags(f *chatv1.ConversationFlags) error {
 		st.f, st.moved = f, true
 	}
 	return nil
+}
+
+// block folds a block record into its pair's entry; the batch is indexed,
+// so a later record of the same pair in this Apply reads what an earlier
+// one wrote.
+func (a *applier) block(bl *logv1.BlockChange) error {
+	blocker, blocked := bl.GetBlockerId(), bl.GetBlockedId()
+	if blocker == "" || blocked == "" || bl.GetTime() == nil {
+		return fmt.Errorf("apply block of %q by %q: missing blocker, blocked user or time", blocked, blocker)
+	}
+	k := append(blockPrefix(blocker), blocked...)
+	var heldStamp int64
+	var heldBlocked bool
+	v, closer, err := a.b.Get(k)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("read block of %s by %s: %w", blocked, blocker, err)
+	default:
+		ok := len(v) == 9
+		if ok {
+			heldStamp, heldBlocked = int64(binary.BigEndian.Uint64(v)), v[8] == 1
+		}
+		closer.Close()
+		if !ok {
+			return fmt.Errorf("read block of %s by %s: %d bytes, want 9", blocked, blocker, len(v))
+		}
+	}
+	if !history.NewerBlock(bl, heldStamp, heldBlocked) {
+		return nil
+	}
+	val := append(binary.BigEndian.AppendUint64(nil, uint64(history.BlockStamp(bl))), boolByte(bl.GetBlocked()))
+	if err := a.b.Set(k, val, nil); err != nil {
+		return fmt.Errorf("write block of %s by %s: %w", blocked, blocker, err)
+	}
+	return nil
+}
+
+// Blocks implements history.Store: one range scan of the blocker's
+// entries, which come in blocked-id order.
+func (s *Store) Blocks(ctx context.Context, blocker string) ([]string, error) {
+	prefix := blockPrefix(blocker)
+	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, fmt.Errorf("read blocks of %s: %w", blocker, err)
+	}
+	defer it.Close()
+	out := []string{}
+	for ok := it.First(); ok; ok = it.Next() {
+		v := it.Value()
+		if len(v) != 9 {
+			return nil, fmt.Errorf("read blocks of %s: %d bytes for %q, want 9", blocker, len(v), it.Key()[len(prefix):])
+		}
+		if v[8] == 1 {
+			out = append(out, string(it.Key()[len(prefix):]))
+		}
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("read blocks of %s: %w", blocker, err)
+	}
+	return out, nil
 }
 
 // storedFlags are a user's flags of one conversation as stored, and when
