@@ -116,6 +116,20 @@ func (c *Client) Unblock(ctx context.Context, user string) error {
 	return c.blockStatus(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_UnblockUser{UnblockUser: &clientv1.UnblockUser{UserId: user}}}, false)
 }
 
+// Blocks lists the users the caller blocks, in byte order. It is read
+// from history, which follows Block and Unblock by a moment: a list asked
+// for right after one of them may not show it yet.
+func (c *Client) Blocks(ctx context.Context) ([]string, error) {
+	resp, err := c.Do(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_ListBlocks{ListBlocks: &clientv1.ListBlocks{}}})
+	if err != nil {
+		return nil, err
+	}
+	if resp.GetBlocks() == nil {
+		return nil, fmt.Errorf("unexpected answer %v", resp)
+	}
+	return resp.GetBlocks().GetUserIds(), nil
+}
+
 func (c *Client) blockStatus(ctx context.Context, f *clientv1.ClientFrame, want bool) error {
 	resp, err := c.Do(ctx, f)
 	if err != nil {

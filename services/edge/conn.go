@@ -322,6 +322,15 @@ func (c *conn) handle(ctx context.Context, f *clientv1.ClientFrame) *clientv1.Se
 		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Conversations{Conversations: &clientv1.ConversationList{
 			Conversations: resp.GetConversations(), SyncToken: resp.GetSyncToken(),
 		}}})
+	case *clientv1.ClientFrame_ListBlocks:
+		// Always the connection's own user: who blocks whom is private,
+		// so the frame takes no user to ask about.
+		resp, err := c.svc.persistence.Blocks(ctx, &persistencev1.BlocksRequest{UserId: c.user})
+		if err != nil {
+			code, msg := grpcError(err)
+			return errFrame(code, msg, "")
+		}
+		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Blocks{Blocks: &clientv1.BlockList{UserIds: resp.GetBlockedIds()}}})
 	case *clientv1.ClientFrame_GetReceipts:
 		if b.GetReceipts.GetConversationId() == "" {
 			return errFrame(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "conversation_id is required", "")

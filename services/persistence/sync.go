@@ -65,3 +65,17 @@ func (s *Service) Conversation(ctx context.Context, req *persistencev1.Conversat
 	}
 	return &persistencev1.ConversationResponse{Conversation: sum}, nil
 }
+
+// Blocks implements PersistenceService. It trusts user_id: the edge asks
+// only for the connection's own user, and nothing else may reach this
+// service.
+func (s *Service) Blocks(ctx context.Context, req *persistencev1.BlocksRequest) (*persistencev1.BlocksResponse, error) {
+	if req.GetUserId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "user_id is required")
+	}
+	ids, err := s.store.Blocks(ctx, req.GetUserId())
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	return &persistencev1.BlocksResponse{BlockedIds: ids}, nil
+}

@@ -26,6 +26,7 @@ var notConversationScoped = map[protoreflect.Name]string{
 	"set_idle":     "the caller's own presence",
 	"block_user":   "names a user, not a conversation; what a block stops is TestBlocksEndToEnd",
 	"unblock_user": "names a user, not a conversation",
+	"list_blocks":  "takes no argument: it lists the caller's own blocks, so there is no one else's to ask for (TestListBlocks)",
 }
 
 // authzScene is what the matrix runs against: a group with an owner

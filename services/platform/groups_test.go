@@ -3,6 +3,7 @@ package platform_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -319,5 +320,68 @@ func TestBlocksEndToEnd(t *testing.T) {
 	}
 	if a, err := carol.OpenDirect(ctx, "alice"); err != nil || a.GetSeq() != 1 {
 		t.Fatalf("open after the unblock: %v %v", a, err)
+	}
+}
+
+// waitBlocks waits until c's list of blocks reads want (comma separated):
+// the list is read from persistence, which follows the log by a moment.
+func waitBlocks(t *testing.T, c *sdk.Client, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := c.Blocks(context.Background())
+		if err == nil && strings.Join(got, ",") == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("blocks = %q, %v; want %q", got, err, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestListBlocks(t *testing.T) {
+	e, stop := start(t, t.TempDir())
+	defer stop()
+	ctx := tctx(t)
+	// Alice blocks from her phone (binary frames) and lists from her
+	// laptop (protojson frames).
+	phone, laptop := e.dial("alice", "phone", false), e.dial("alice", "laptop", true)
+	bob, carol := e.dial("bob", "b", true), e.dial("carol", "c", false)
+	if l, err := laptop.Blocks(ctx); err != nil || len(l) != 0 {
+		t.Fatalf("before any block: %v, %v; want an empty list", l, err)
+	}
+	if _, err := bob.OpenDirect(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"carol", "bob"} {
+		if err := phone.Block(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitBlocks(t, laptop.Client, "bob,carol")
+	if err := phone.Unblock(ctx, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	waitBlocks(t, laptop.Client, "bob")
+	// Bob blocks carol too, and unblocks her: his list is his own.
+	if err := bob.Block(ctx, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	waitBlocks(t, bob.Client, "carol")
+	if err := bob.Unblock(ctx, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	waitBlocks(t, bob.Client, "")
+	// Alice's list has settled (and bob's after it, in the same store):
+	// neither the blocked nor anyone else sees her block.
+	waitBlocks(t, laptop.Client, "bob")
+	for _, c := range []*device{bob, carol} {
+		if l, err := c.Blocks(ctx); err != nil || len(l) != 0 {
+			t.Fatalf("a user who blocks nobody lists %v, %v", l, err)
+		}
+	}
+	if l, err := phone.Blocks(ctx); err != nil || strings.Join(l, ",") != "bob" {
+		t.Fatalf("the blocking device lists %v, %v", l, err)
 	}
 }

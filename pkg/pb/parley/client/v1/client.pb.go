@@ -63,6 +63,7 @@ type ClientFrame struct {
 	//	*ClientFrame_DeleteMessage
 	//	*ClientFrame_React
 	//	*ClientFrame_SetFlags
+	//	*ClientFrame_ListBlocks
 	Frame         isClientFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -373,6 +374,15 @@ func (x *ClientFrame) GetSetFlags() *SetConversationFlags {
 	return nil
 }
 
+func (x *ClientFrame) GetListBlocks() *ListBlocks {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_ListBlocks); ok {
+			return x.ListBlocks
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Frame interface {
 	isClientFrame_Frame()
 }
@@ -493,6 +503,10 @@ type ClientFrame_SetFlags struct {
 	SetFlags *SetConversationFlags `protobuf:"bytes,60,opt,name=set_flags,json=setFlags,proto3,oneof"`
 }
 
+type ClientFrame_ListBlocks struct {
+	ListBlocks *ListBlocks `protobuf:"bytes,70,opt,name=list_blocks,json=listBlocks,proto3,oneof"`
+}
+
 func (*ClientFrame_Authenticate) isClientFrame_Frame() {}
 
 func (*ClientFrame_SendMessage) isClientFrame_Frame() {}
@@ -550,6 +564,8 @@ func (*ClientFrame_DeleteMessage) isClientFrame_Frame() {}
 func (*ClientFrame_React) isClientFrame_Frame() {}
 
 func (*ClientFrame_SetFlags) isClientFrame_Frame() {}
+
+func (*ClientFrame_ListBlocks) isClientFrame_Frame() {}
 
 // SetConversationFlags sets the caller's own flags of a conversation:
 // muted (no notifications) and pinned (first in their list). A field left
@@ -1862,6 +1878,44 @@ func (x *UnblockUser) GetUserId() string {
 	return ""
 }
 
+// ListBlocks asks whom the caller blocks. Answered by BlockList. Only the
+// caller's own blocks are listed: nobody can learn who blocks them.
+type ListBlocks struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBlocks) Reset() {
+	*x = ListBlocks{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBlocks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBlocks) ProtoMessage() {}
+
+func (x *ListBlocks) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBlocks.ProtoReflect.Descriptor instead.
+func (*ListBlocks) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{21}
+}
+
 // AddMember adds a user to a group.
 type AddMember struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -1874,7 +1928,7 @@ type AddMember struct {
 
 func (x *AddMember) Reset() {
 	*x = AddMember{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[21]
+	mi := &file_parley_client_v1_client_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +1940,7 @@ func (x *AddMember) String() string {
 func (*AddMember) ProtoMessage() {}
 
 func (x *AddMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[21]
+	mi := &file_parley_client_v1_client_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +1953,7 @@ func (x *AddMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMember.ProtoReflect.Descriptor instead.
 func (*AddMember) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{21}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AddMember) GetConversationId() string {
@@ -1938,7 +1992,7 @@ type ListConversations struct {
 
 func (x *ListConversations) Reset() {
 	*x = ListConversations{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[22]
+	mi := &file_parley_client_v1_client_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2004,7 @@ func (x *ListConversations) String() string {
 func (*ListConversations) ProtoMessage() {}
 
 func (x *ListConversations) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[22]
+	mi := &file_parley_client_v1_client_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2017,7 @@ func (x *ListConversations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversations.ProtoReflect.Descriptor instead.
 func (*ListConversations) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{22}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListConversations) GetLimit() uint32 {
@@ -1995,7 +2049,7 @@ type Mark struct {
 
 func (x *Mark) Reset() {
 	*x = Mark{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[23]
+	mi := &file_parley_client_v1_client_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2007,7 +2061,7 @@ func (x *Mark) String() string {
 func (*Mark) ProtoMessage() {}
 
 func (x *Mark) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[23]
+	mi := &file_parley_client_v1_client_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2020,7 +2074,7 @@ func (x *Mark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mark.ProtoReflect.Descriptor instead.
 func (*Mark) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{23}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Mark) GetConversationId() string {
@@ -2058,7 +2112,7 @@ type SetTyping struct {
 
 func (x *SetTyping) Reset() {
 	*x = SetTyping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[24]
+	mi := &file_parley_client_v1_client_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2070,7 +2124,7 @@ func (x *SetTyping) String() string {
 func (*SetTyping) ProtoMessage() {}
 
 func (x *SetTyping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[24]
+	mi := &file_parley_client_v1_client_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2083,7 +2137,7 @@ func (x *SetTyping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTyping.ProtoReflect.Descriptor instead.
 func (*SetTyping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{24}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SetTyping) GetConversationId() string {
@@ -2112,7 +2166,7 @@ type GetPresence struct {
 
 func (x *GetPresence) Reset() {
 	*x = GetPresence{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[25]
+	mi := &file_parley_client_v1_client_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2124,7 +2178,7 @@ func (x *GetPresence) String() string {
 func (*GetPresence) ProtoMessage() {}
 
 func (x *GetPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[25]
+	mi := &file_parley_client_v1_client_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2137,7 +2191,7 @@ func (x *GetPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresence.ProtoReflect.Descriptor instead.
 func (*GetPresence) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{25}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetPresence) GetUserIds() []string {
@@ -2161,7 +2215,7 @@ type WatchPresence struct {
 
 func (x *WatchPresence) Reset() {
 	*x = WatchPresence{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[26]
+	mi := &file_parley_client_v1_client_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2173,7 +2227,7 @@ func (x *WatchPresence) String() string {
 func (*WatchPresence) ProtoMessage() {}
 
 func (x *WatchPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[26]
+	mi := &file_parley_client_v1_client_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2186,7 +2240,7 @@ func (x *WatchPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPresence.ProtoReflect.Descriptor instead.
 func (*WatchPresence) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{26}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WatchPresence) GetUserIds() []string {
@@ -2208,7 +2262,7 @@ type SetIdle struct {
 
 func (x *SetIdle) Reset() {
 	*x = SetIdle{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[27]
+	mi := &file_parley_client_v1_client_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2220,7 +2274,7 @@ func (x *SetIdle) String() string {
 func (*SetIdle) ProtoMessage() {}
 
 func (x *SetIdle) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[27]
+	mi := &file_parley_client_v1_client_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2233,7 +2287,7 @@ func (x *SetIdle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetIdle.ProtoReflect.Descriptor instead.
 func (*SetIdle) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{27}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SetIdle) GetIdle() bool {
@@ -2255,7 +2309,7 @@ type GetReceipts struct {
 
 func (x *GetReceipts) Reset() {
 	*x = GetReceipts{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[28]
+	mi := &file_parley_client_v1_client_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2267,7 +2321,7 @@ func (x *GetReceipts) String() string {
 func (*GetReceipts) ProtoMessage() {}
 
 func (x *GetReceipts) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[28]
+	mi := &file_parley_client_v1_client_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2280,7 +2334,7 @@ func (x *GetReceipts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReceipts.ProtoReflect.Descriptor instead.
 func (*GetReceipts) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{28}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetReceipts) GetConversationId() string {
@@ -2306,7 +2360,7 @@ type GetHistory struct {
 
 func (x *GetHistory) Reset() {
 	*x = GetHistory{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[29]
+	mi := &file_parley_client_v1_client_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2318,7 +2372,7 @@ func (x *GetHistory) String() string {
 func (*GetHistory) ProtoMessage() {}
 
 func (x *GetHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[29]
+	mi := &file_parley_client_v1_client_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2331,7 +2385,7 @@ func (x *GetHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistory.ProtoReflect.Descriptor instead.
 func (*GetHistory) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{29}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetHistory) GetConversationId() string {
@@ -2371,7 +2425,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[30]
+	mi := &file_parley_client_v1_client_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2383,7 +2437,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[30]
+	mi := &file_parley_client_v1_client_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2396,7 +2450,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{30}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{31}
 }
 
 // ServerFrame is every frame the server sends.
@@ -2419,6 +2473,7 @@ type ServerFrame struct {
 	//	*ServerFrame_Presence
 	//	*ServerFrame_BlockStatus
 	//	*ServerFrame_Flags
+	//	*ServerFrame_Blocks
 	Frame         isServerFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2426,7 +2481,7 @@ type ServerFrame struct {
 
 func (x *ServerFrame) Reset() {
 	*x = ServerFrame{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[31]
+	mi := &file_parley_client_v1_client_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2438,7 +2493,7 @@ func (x *ServerFrame) String() string {
 func (*ServerFrame) ProtoMessage() {}
 
 func (x *ServerFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[31]
+	mi := &file_parley_client_v1_client_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2451,7 +2506,7 @@ func (x *ServerFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerFrame.ProtoReflect.Descriptor instead.
 func (*ServerFrame) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{31}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ServerFrame) GetRequestId() string {
@@ -2585,6 +2640,15 @@ func (x *ServerFrame) GetFlags() *FlagsBatch {
 	return nil
 }
 
+func (x *ServerFrame) GetBlocks() *BlockList {
+	if x != nil {
+		if x, ok := x.Frame.(*ServerFrame_Blocks); ok {
+			return x.Blocks
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Frame interface {
 	isServerFrame_Frame()
 }
@@ -2641,6 +2705,10 @@ type ServerFrame_Flags struct {
 	Flags *FlagsBatch `protobuf:"bytes,60,opt,name=flags,proto3,oneof"`
 }
 
+type ServerFrame_Blocks struct {
+	Blocks *BlockList `protobuf:"bytes,70,opt,name=blocks,proto3,oneof"`
+}
+
 func (*ServerFrame_Authenticated) isServerFrame_Frame() {}
 
 func (*ServerFrame_Accepted) isServerFrame_Frame() {}
@@ -2667,6 +2735,55 @@ func (*ServerFrame_BlockStatus) isServerFrame_Frame() {}
 
 func (*ServerFrame_Flags) isServerFrame_Frame() {}
 
+func (*ServerFrame_Blocks) isServerFrame_Frame() {}
+
+// BlockList answers ListBlocks: the ids of the users the caller blocks, in
+// byte order. It follows the caller's BlockUser and UnblockUser answers by
+// a moment (it is read from persistence, which follows the log).
+type BlockList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserIds       []string               `protobuf:"bytes,1,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockList) Reset() {
+	*x = BlockList{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockList) ProtoMessage() {}
+
+func (x *BlockList) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockList.ProtoReflect.Descriptor instead.
+func (*BlockList) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *BlockList) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
 // FlagsBatch carries the caller's own conversation flags: pushed to all
 // their devices when they change, and answering SetConversationFlags.
 // Pushed batches hold the latest flags per conversation.
@@ -2679,7 +2796,7 @@ type FlagsBatch struct {
 
 func (x *FlagsBatch) Reset() {
 	*x = FlagsBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[32]
+	mi := &file_parley_client_v1_client_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2691,7 +2808,7 @@ func (x *FlagsBatch) String() string {
 func (*FlagsBatch) ProtoMessage() {}
 
 func (x *FlagsBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[32]
+	mi := &file_parley_client_v1_client_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2704,7 +2821,7 @@ func (x *FlagsBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlagsBatch.ProtoReflect.Descriptor instead.
 func (*FlagsBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{32}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *FlagsBatch) GetFlags() []*v1.ConversationFlags {
@@ -2726,7 +2843,7 @@ type BlockStatus struct {
 
 func (x *BlockStatus) Reset() {
 	*x = BlockStatus{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[33]
+	mi := &file_parley_client_v1_client_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2738,7 +2855,7 @@ func (x *BlockStatus) String() string {
 func (*BlockStatus) ProtoMessage() {}
 
 func (x *BlockStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[33]
+	mi := &file_parley_client_v1_client_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2751,7 +2868,7 @@ func (x *BlockStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockStatus.ProtoReflect.Descriptor instead.
 func (*BlockStatus) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{33}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *BlockStatus) GetUserId() string {
@@ -2786,7 +2903,7 @@ type Resumed struct {
 
 func (x *Resumed) Reset() {
 	*x = Resumed{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[34]
+	mi := &file_parley_client_v1_client_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2798,7 +2915,7 @@ func (x *Resumed) String() string {
 func (*Resumed) ProtoMessage() {}
 
 func (x *Resumed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[34]
+	mi := &file_parley_client_v1_client_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2811,7 +2928,7 @@ func (x *Resumed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resumed.ProtoReflect.Descriptor instead.
 func (*Resumed) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{34}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Resumed) GetCaughtUp() []*Cursor {
@@ -2840,7 +2957,7 @@ type Authenticated struct {
 
 func (x *Authenticated) Reset() {
 	*x = Authenticated{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[35]
+	mi := &file_parley_client_v1_client_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2852,7 +2969,7 @@ func (x *Authenticated) String() string {
 func (*Authenticated) ProtoMessage() {}
 
 func (x *Authenticated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[35]
+	mi := &file_parley_client_v1_client_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2865,7 +2982,7 @@ func (x *Authenticated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authenticated.ProtoReflect.Descriptor instead.
 func (*Authenticated) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{35}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Authenticated) GetUserId() string {
@@ -2904,7 +3021,7 @@ type Accepted struct {
 
 func (x *Accepted) Reset() {
 	*x = Accepted{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[36]
+	mi := &file_parley_client_v1_client_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2916,7 +3033,7 @@ func (x *Accepted) String() string {
 func (*Accepted) ProtoMessage() {}
 
 func (x *Accepted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[36]
+	mi := &file_parley_client_v1_client_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2929,7 +3046,7 @@ func (x *Accepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accepted.ProtoReflect.Descriptor instead.
 func (*Accepted) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{36}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Accepted) GetClientMsgId() string {
@@ -2971,7 +3088,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[37]
+	mi := &file_parley_client_v1_client_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2983,7 +3100,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[37]
+	mi := &file_parley_client_v1_client_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2996,7 +3113,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{37}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *EventBatch) GetEvents() []*v1.Event {
@@ -3018,7 +3135,7 @@ type ConversationList struct {
 
 func (x *ConversationList) Reset() {
 	*x = ConversationList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[38]
+	mi := &file_parley_client_v1_client_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3030,7 +3147,7 @@ func (x *ConversationList) String() string {
 func (*ConversationList) ProtoMessage() {}
 
 func (x *ConversationList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[38]
+	mi := &file_parley_client_v1_client_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3043,7 +3160,7 @@ func (x *ConversationList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationList.ProtoReflect.Descriptor instead.
 func (*ConversationList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{38}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ConversationList) GetConversations() []*v1.Conversation {
@@ -3071,7 +3188,7 @@ type TypingBatch struct {
 
 func (x *TypingBatch) Reset() {
 	*x = TypingBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[39]
+	mi := &file_parley_client_v1_client_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3083,7 +3200,7 @@ func (x *TypingBatch) String() string {
 func (*TypingBatch) ProtoMessage() {}
 
 func (x *TypingBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[39]
+	mi := &file_parley_client_v1_client_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3096,7 +3213,7 @@ func (x *TypingBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingBatch.ProtoReflect.Descriptor instead.
 func (*TypingBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{39}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *TypingBatch) GetTyping() []*v1.Typing {
@@ -3117,7 +3234,7 @@ type PresenceList struct {
 
 func (x *PresenceList) Reset() {
 	*x = PresenceList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[40]
+	mi := &file_parley_client_v1_client_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3129,7 +3246,7 @@ func (x *PresenceList) String() string {
 func (*PresenceList) ProtoMessage() {}
 
 func (x *PresenceList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[40]
+	mi := &file_parley_client_v1_client_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3142,7 +3259,7 @@ func (x *PresenceList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceList.ProtoReflect.Descriptor instead.
 func (*PresenceList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{40}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PresenceList) GetPresence() []*v1.Presence {
@@ -3163,7 +3280,7 @@ type ReceiptBatch struct {
 
 func (x *ReceiptBatch) Reset() {
 	*x = ReceiptBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[41]
+	mi := &file_parley_client_v1_client_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3175,7 +3292,7 @@ func (x *ReceiptBatch) String() string {
 func (*ReceiptBatch) ProtoMessage() {}
 
 func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[41]
+	mi := &file_parley_client_v1_client_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3188,7 +3305,7 @@ func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptBatch.ProtoReflect.Descriptor instead.
 func (*ReceiptBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{41}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReceiptBatch) GetReceipts() []*v1.Receipt {
@@ -3211,7 +3328,7 @@ type HistoryPage struct {
 
 func (x *HistoryPage) Reset() {
 	*x = HistoryPage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[42]
+	mi := &file_parley_client_v1_client_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3223,7 +3340,7 @@ func (x *HistoryPage) String() string {
 func (*HistoryPage) ProtoMessage() {}
 
 func (x *HistoryPage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[42]
+	mi := &file_parley_client_v1_client_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3236,7 +3353,7 @@ func (x *HistoryPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryPage.ProtoReflect.Descriptor instead.
 func (*HistoryPage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{42}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *HistoryPage) GetConversationId() string {
@@ -3277,7 +3394,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[43]
+	mi := &file_parley_client_v1_client_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3289,7 +3406,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[43]
+	mi := &file_parley_client_v1_client_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3302,7 +3419,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{43}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Error) GetCode() v1.ErrorCode {
@@ -3342,7 +3459,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[44]
+	mi := &file_parley_client_v1_client_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3354,7 +3471,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[44]
+	mi := &file_parley_client_v1_client_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3367,14 +3484,14 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{44}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{46}
 }
 
 var File_parley_client_v1_client_proto protoreflect.FileDescriptor
 
 const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\n" +
-	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x19parley/chat/v1/chat.proto\"\xbc\x0f\n" +
+	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x19parley/chat/v1/chat.proto\"\xfd\x0f\n" +
 	"\vClientFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12D\n" +
@@ -3411,7 +3528,9 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\fedit_message\x182 \x01(\v2\x1d.parley.client.v1.EditMessageH\x00R\veditMessage\x12H\n" +
 	"\x0edelete_message\x183 \x01(\v2\x1f.parley.client.v1.DeleteMessageH\x00R\rdeleteMessage\x12/\n" +
 	"\x05react\x184 \x01(\v2\x17.parley.client.v1.ReactH\x00R\x05react\x12E\n" +
-	"\tset_flags\x18< \x01(\v2&.parley.client.v1.SetConversationFlagsH\x00R\bsetFlagsB\a\n" +
+	"\tset_flags\x18< \x01(\v2&.parley.client.v1.SetConversationFlagsH\x00R\bsetFlags\x12?\n" +
+	"\vlist_blocks\x18F \x01(\v2\x1c.parley.client.v1.ListBlocksH\x00R\n" +
+	"listBlocksB\a\n" +
 	"\x05frame\"\x8c\x01\n" +
 	"\x14SetConversationFlags\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x19\n" +
@@ -3508,7 +3627,9 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\tBlockUser\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"&\n" +
 	"\vUnblockUser\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\"q\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"\f\n" +
+	"\n" +
+	"ListBlocks\"q\n" +
 	"\tAddMember\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
 	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x17\n" +
@@ -3540,7 +3661,7 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x05limit\x18\x04 \x01(\rR\x05limitB\f\n" +
 	"\n" +
 	"_after_seq\"\x06\n" +
-	"\x04Ping\"\xbc\x06\n" +
+	"\x04Ping\"\xf3\x06\n" +
 	"\vServerFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12G\n" +
@@ -3557,8 +3678,11 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x06typing\x18\x13 \x01(\v2\x1d.parley.client.v1.TypingBatchH\x00R\x06typing\x12<\n" +
 	"\bpresence\x18\x14 \x01(\v2\x1e.parley.client.v1.PresenceListH\x00R\bpresence\x12B\n" +
 	"\fblock_status\x18\x1e \x01(\v2\x1d.parley.client.v1.BlockStatusH\x00R\vblockStatus\x124\n" +
-	"\x05flags\x18< \x01(\v2\x1c.parley.client.v1.FlagsBatchH\x00R\x05flagsB\a\n" +
-	"\x05frame\"E\n" +
+	"\x05flags\x18< \x01(\v2\x1c.parley.client.v1.FlagsBatchH\x00R\x05flags\x125\n" +
+	"\x06blocks\x18F \x01(\v2\x1b.parley.client.v1.BlockListH\x00R\x06blocksB\a\n" +
+	"\x05frame\"&\n" +
+	"\tBlockList\x12\x19\n" +
+	"\buser_ids\x18\x01 \x03(\tR\auserIds\"E\n" +
 	"\n" +
 	"FlagsBatch\x127\n" +
 	"\x05flags\x18\x01 \x03(\v2!.parley.chat.v1.ConversationFlagsR\x05flags\"@\n" +
@@ -3614,7 +3738,7 @@ func file_parley_client_v1_client_proto_rawDescGZIP() []byte {
 	return file_parley_client_v1_client_proto_rawDescData
 }
 
-var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_parley_client_v1_client_proto_goTypes = []any{
 	(*ClientFrame)(nil),          // 0: parley.client.v1.ClientFrame
 	(*SetConversationFlags)(nil), // 1: parley.client.v1.SetConversationFlags
@@ -3637,56 +3761,58 @@ var file_parley_client_v1_client_proto_goTypes = []any{
 	(*FollowChannel)(nil),        // 18: parley.client.v1.FollowChannel
 	(*BlockUser)(nil),            // 19: parley.client.v1.BlockUser
 	(*UnblockUser)(nil),          // 20: parley.client.v1.UnblockUser
-	(*AddMember)(nil),            // 21: parley.client.v1.AddMember
-	(*ListConversations)(nil),    // 22: parley.client.v1.ListConversations
-	(*Mark)(nil),                 // 23: parley.client.v1.Mark
-	(*SetTyping)(nil),            // 24: parley.client.v1.SetTyping
-	(*GetPresence)(nil),          // 25: parley.client.v1.GetPresence
-	(*WatchPresence)(nil),        // 26: parley.client.v1.WatchPresence
-	(*SetIdle)(nil),              // 27: parley.client.v1.SetIdle
-	(*GetReceipts)(nil),          // 28: parley.client.v1.GetReceipts
-	(*GetHistory)(nil),           // 29: parley.client.v1.GetHistory
-	(*Ping)(nil),                 // 30: parley.client.v1.Ping
-	(*ServerFrame)(nil),          // 31: parley.client.v1.ServerFrame
-	(*FlagsBatch)(nil),           // 32: parley.client.v1.FlagsBatch
-	(*BlockStatus)(nil),          // 33: parley.client.v1.BlockStatus
-	(*Resumed)(nil),              // 34: parley.client.v1.Resumed
-	(*Authenticated)(nil),        // 35: parley.client.v1.Authenticated
-	(*Accepted)(nil),             // 36: parley.client.v1.Accepted
-	(*EventBatch)(nil),           // 37: parley.client.v1.EventBatch
-	(*ConversationList)(nil),     // 38: parley.client.v1.ConversationList
-	(*TypingBatch)(nil),          // 39: parley.client.v1.TypingBatch
-	(*PresenceList)(nil),         // 40: parley.client.v1.PresenceList
-	(*ReceiptBatch)(nil),         // 41: parley.client.v1.ReceiptBatch
-	(*HistoryPage)(nil),          // 42: parley.client.v1.HistoryPage
-	(*Error)(nil),                // 43: parley.client.v1.Error
-	(*Pong)(nil),                 // 44: parley.client.v1.Pong
-	(*v1.Attachment)(nil),        // 45: parley.chat.v1.Attachment
-	(*v1.ContactCard)(nil),       // 46: parley.chat.v1.ContactCard
-	(v1.ConversationKind)(0),     // 47: parley.chat.v1.ConversationKind
-	(v1.MemberRole)(0),           // 48: parley.chat.v1.MemberRole
-	(*v1.ConversationFlags)(nil), // 49: parley.chat.v1.ConversationFlags
-	(*v1.Event)(nil),             // 50: parley.chat.v1.Event
-	(*v1.Conversation)(nil),      // 51: parley.chat.v1.Conversation
-	(*v1.Typing)(nil),            // 52: parley.chat.v1.Typing
-	(*v1.Presence)(nil),          // 53: parley.chat.v1.Presence
-	(*v1.Receipt)(nil),           // 54: parley.chat.v1.Receipt
-	(v1.ErrorCode)(0),            // 55: parley.chat.v1.ErrorCode
+	(*ListBlocks)(nil),           // 21: parley.client.v1.ListBlocks
+	(*AddMember)(nil),            // 22: parley.client.v1.AddMember
+	(*ListConversations)(nil),    // 23: parley.client.v1.ListConversations
+	(*Mark)(nil),                 // 24: parley.client.v1.Mark
+	(*SetTyping)(nil),            // 25: parley.client.v1.SetTyping
+	(*GetPresence)(nil),          // 26: parley.client.v1.GetPresence
+	(*WatchPresence)(nil),        // 27: parley.client.v1.WatchPresence
+	(*SetIdle)(nil),              // 28: parley.client.v1.SetIdle
+	(*GetReceipts)(nil),          // 29: parley.client.v1.GetReceipts
+	(*GetHistory)(nil),           // 30: parley.client.v1.GetHistory
+	(*Ping)(nil),                 // 31: parley.client.v1.Ping
+	(*ServerFrame)(nil),          // 32: parley.client.v1.ServerFrame
+	(*BlockList)(nil),            // 33: parley.client.v1.BlockList
+	(*FlagsBatch)(nil),           // 34: parley.client.v1.FlagsBatch
+	(*BlockStatus)(nil),          // 35: parley.client.v1.BlockStatus
+	(*Resumed)(nil),              // 36: parley.client.v1.Resumed
+	(*Authenticated)(nil),        // 37: parley.client.v1.Authenticated
+	(*Accepted)(nil),             // 38: parley.client.v1.Accepted
+	(*EventBatch)(nil),           // 39: parley.client.v1.EventBatch
+	(*ConversationList)(nil),     // 40: parley.client.v1.ConversationList
+	(*TypingBatch)(nil),          // 41: parley.client.v1.TypingBatch
+	(*PresenceList)(nil),         // 42: parley.client.v1.PresenceList
+	(*ReceiptBatch)(nil),         // 43: parley.client.v1.ReceiptBatch
+	(*HistoryPage)(nil),          // 44: parley.client.v1.HistoryPage
+	(*Error)(nil),                // 45: parley.client.v1.Error
+	(*Pong)(nil),                 // 46: parley.client.v1.Pong
+	(*v1.Attachment)(nil),        // 47: parley.chat.v1.Attachment
+	(*v1.ContactCard)(nil),       // 48: parley.chat.v1.ContactCard
+	(v1.ConversationKind)(0),     // 49: parley.chat.v1.ConversationKind
+	(v1.MemberRole)(0),           // 50: parley.chat.v1.MemberRole
+	(*v1.ConversationFlags)(nil), // 51: parley.chat.v1.ConversationFlags
+	(*v1.Event)(nil),             // 52: parley.chat.v1.Event
+	(*v1.Conversation)(nil),      // 53: parley.chat.v1.Conversation
+	(*v1.Typing)(nil),            // 54: parley.chat.v1.Typing
+	(*v1.Presence)(nil),          // 55: parley.chat.v1.Presence
+	(*v1.Receipt)(nil),           // 56: parley.chat.v1.Receipt
+	(v1.ErrorCode)(0),            // 57: parley.chat.v1.ErrorCode
 }
 var file_parley_client_v1_client_proto_depIdxs = []int32{
 	2,  // 0: parley.client.v1.ClientFrame.authenticate:type_name -> parley.client.v1.Authenticate
 	4,  // 1: parley.client.v1.ClientFrame.send_message:type_name -> parley.client.v1.SendMessage
 	8,  // 2: parley.client.v1.ClientFrame.create_conversation:type_name -> parley.client.v1.CreateConversation
-	21, // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
-	22, // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
-	29, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
-	30, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
-	23, // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
-	28, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
-	24, // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
-	25, // 10: parley.client.v1.ClientFrame.get_presence:type_name -> parley.client.v1.GetPresence
-	26, // 11: parley.client.v1.ClientFrame.watch_presence:type_name -> parley.client.v1.WatchPresence
-	27, // 12: parley.client.v1.ClientFrame.set_idle:type_name -> parley.client.v1.SetIdle
+	22, // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
+	23, // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
+	30, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
+	31, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
+	24, // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
+	29, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
+	25, // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
+	26, // 10: parley.client.v1.ClientFrame.get_presence:type_name -> parley.client.v1.GetPresence
+	27, // 11: parley.client.v1.ClientFrame.watch_presence:type_name -> parley.client.v1.WatchPresence
+	28, // 12: parley.client.v1.ClientFrame.set_idle:type_name -> parley.client.v1.SetIdle
 	9,  // 13: parley.client.v1.ClientFrame.remove_member:type_name -> parley.client.v1.RemoveMember
 	10, // 14: parley.client.v1.ClientFrame.leave:type_name -> parley.client.v1.LeaveConversation
 	11, // 15: parley.client.v1.ClientFrame.set_role:type_name -> parley.client.v1.SetMemberRole
@@ -3703,39 +3829,41 @@ var file_parley_client_v1_client_proto_depIdxs = []int32{
 	6,  // 26: parley.client.v1.ClientFrame.delete_message:type_name -> parley.client.v1.DeleteMessage
 	7,  // 27: parley.client.v1.ClientFrame.react:type_name -> parley.client.v1.React
 	1,  // 28: parley.client.v1.ClientFrame.set_flags:type_name -> parley.client.v1.SetConversationFlags
-	3,  // 29: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
-	45, // 30: parley.client.v1.SendMessage.attachments:type_name -> parley.chat.v1.Attachment
-	46, // 31: parley.client.v1.SendMessage.contact:type_name -> parley.chat.v1.ContactCard
-	47, // 32: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	48, // 33: parley.client.v1.SetMemberRole.role:type_name -> parley.chat.v1.MemberRole
-	35, // 34: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
-	36, // 35: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
-	37, // 36: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
-	38, // 37: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
-	42, // 38: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
-	43, // 39: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
-	44, // 40: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
-	34, // 41: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
-	41, // 42: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
-	39, // 43: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
-	40, // 44: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
-	33, // 45: parley.client.v1.ServerFrame.block_status:type_name -> parley.client.v1.BlockStatus
-	32, // 46: parley.client.v1.ServerFrame.flags:type_name -> parley.client.v1.FlagsBatch
-	49, // 47: parley.client.v1.FlagsBatch.flags:type_name -> parley.chat.v1.ConversationFlags
-	3,  // 48: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
-	3,  // 49: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
-	50, // 50: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
-	51, // 51: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
-	52, // 52: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
-	53, // 53: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
-	54, // 54: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
-	50, // 55: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
-	55, // 56: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
-	57, // [57:57] is the sub-list for method output_type
-	57, // [57:57] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	21, // 29: parley.client.v1.ClientFrame.list_blocks:type_name -> parley.client.v1.ListBlocks
+	3,  // 30: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
+	47, // 31: parley.client.v1.SendMessage.attachments:type_name -> parley.chat.v1.Attachment
+	48, // 32: parley.client.v1.SendMessage.contact:type_name -> parley.chat.v1.ContactCard
+	49, // 33: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	50, // 34: parley.client.v1.SetMemberRole.role:type_name -> parley.chat.v1.MemberRole
+	37, // 35: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
+	38, // 36: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
+	39, // 37: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
+	40, // 38: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
+	44, // 39: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
+	45, // 40: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
+	46, // 41: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
+	36, // 42: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
+	43, // 43: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
+	41, // 44: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
+	42, // 45: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
+	35, // 46: parley.client.v1.ServerFrame.block_status:type_name -> parley.client.v1.BlockStatus
+	34, // 47: parley.client.v1.ServerFrame.flags:type_name -> parley.client.v1.FlagsBatch
+	33, // 48: parley.client.v1.ServerFrame.blocks:type_name -> parley.client.v1.BlockList
+	51, // 49: parley.client.v1.FlagsBatch.flags:type_name -> parley.chat.v1.ConversationFlags
+	3,  // 50: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
+	3,  // 51: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
+	52, // 52: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
+	53, // 53: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
+	54, // 54: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
+	55, // 55: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
+	56, // 56: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
+	52, // 57: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
+	57, // 58: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
+	59, // [59:59] is the sub-list for method output_type
+	59, // [59:59] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_parley_client_v1_client_proto_init() }
@@ -3773,10 +3901,11 @@ func file_parley_client_v1_client_proto_init() {
 		(*ClientFrame_DeleteMessage)(nil),
 		(*ClientFrame_React)(nil),
 		(*ClientFrame_SetFlags)(nil),
+		(*ClientFrame_ListBlocks)(nil),
 	}
 	file_parley_client_v1_client_proto_msgTypes[1].OneofWrappers = []any{}
-	file_parley_client_v1_client_proto_msgTypes[29].OneofWrappers = []any{}
-	file_parley_client_v1_client_proto_msgTypes[31].OneofWrappers = []any{
+	file_parley_client_v1_client_proto_msgTypes[30].OneofWrappers = []any{}
+	file_parley_client_v1_client_proto_msgTypes[32].OneofWrappers = []any{
 		(*ServerFrame_Authenticated)(nil),
 		(*ServerFrame_Accepted)(nil),
 		(*ServerFrame_Events)(nil),
@@ -3790,6 +3919,7 @@ func file_parley_client_v1_client_proto_init() {
 		(*ServerFrame_Presence)(nil),
 		(*ServerFrame_BlockStatus)(nil),
 		(*ServerFrame_Flags)(nil),
+		(*ServerFrame_Blocks)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3797,7 +3927,7 @@ func file_parley_client_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_client_v1_client_proto_rawDesc), len(file_parley_client_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   45,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -25,6 +25,96 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// BlocksRequest names the blocker.
+type BlocksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlocksRequest) Reset() {
+	*x = BlocksRequest{}
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlocksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlocksRequest) ProtoMessage() {}
+
+func (x *BlocksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlocksRequest.ProtoReflect.Descriptor instead.
+func (*BlocksRequest) Descriptor() ([]byte, []int) {
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *BlocksRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// BlocksResponse lists the blocked user ids in byte order.
+type BlocksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BlockedIds    []string               `protobuf:"bytes,1,rep,name=blocked_ids,json=blockedIds,proto3" json:"blocked_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlocksResponse) Reset() {
+	*x = BlocksResponse{}
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlocksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlocksResponse) ProtoMessage() {}
+
+func (x *BlocksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlocksResponse.ProtoReflect.Descriptor instead.
+func (*BlocksResponse) Descriptor() ([]byte, []int) {
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BlocksResponse) GetBlockedIds() []string {
+	if x != nil {
+		return x.BlockedIds
+	}
+	return nil
+}
+
 // HistoryRequest: see parley.client.v1.GetHistory for paging.
 type HistoryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -40,7 +130,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[0]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -52,7 +142,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[0]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -65,7 +155,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{0}
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *HistoryRequest) GetUserId() string {
@@ -114,7 +204,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[1]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -126,7 +216,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[1]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -139,7 +229,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{1}
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *HistoryResponse) GetEvents() []*v1.Event {
@@ -169,7 +259,7 @@ type ConversationsRequest struct {
 
 func (x *ConversationsRequest) Reset() {
 	*x = ConversationsRequest{}
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[2]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -181,7 +271,7 @@ func (x *ConversationsRequest) String() string {
 func (*ConversationsRequest) ProtoMessage() {}
 
 func (x *ConversationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[2]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -194,7 +284,7 @@ func (x *ConversationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationsRequest.ProtoReflect.Descriptor instead.
 func (*ConversationsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{2}
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ConversationsRequest) GetUserId() string {
@@ -229,7 +319,7 @@ type ConversationsResponse struct {
 
 func (x *ConversationsResponse) Reset() {
 	*x = ConversationsResponse{}
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[3]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -241,7 +331,7 @@ func (x *ConversationsResponse) String() string {
 func (*ConversationsResponse) ProtoMessage() {}
 
 func (x *ConversationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[3]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -254,7 +344,7 @@ func (x *ConversationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationsResponse.ProtoReflect.Descriptor instead.
 func (*ConversationsResponse) Descriptor() ([]byte, []int) {
-	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{3}
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ConversationsResponse) GetConversations() []*v1.Conversation {
@@ -282,7 +372,7 @@ type ConversationRequest struct {
 
 func (x *ConversationRequest) Reset() {
 	*x = ConversationRequest{}
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[4]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -294,7 +384,7 @@ func (x *ConversationRequest) String() string {
 func (*ConversationRequest) ProtoMessage() {}
 
 func (x *ConversationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[4]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -307,7 +397,7 @@ func (x *ConversationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationRequest.ProtoReflect.Descriptor instead.
 func (*ConversationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{4}
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ConversationRequest) GetUserId() string {
@@ -334,7 +424,7 @@ type ConversationResponse struct {
 
 func (x *ConversationResponse) Reset() {
 	*x = ConversationResponse{}
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[5]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -346,7 +436,7 @@ func (x *ConversationResponse) String() string {
 func (*ConversationResponse) ProtoMessage() {}
 
 func (x *ConversationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[5]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -359,7 +449,7 @@ func (x *ConversationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationResponse.ProtoReflect.Descriptor instead.
 func (*ConversationResponse) Descriptor() ([]byte, []int) {
-	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{5}
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ConversationResponse) GetConversation() *v1.Conversation {
@@ -380,7 +470,7 @@ type ReceiptsRequest struct {
 
 func (x *ReceiptsRequest) Reset() {
 	*x = ReceiptsRequest{}
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[6]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -392,7 +482,7 @@ func (x *ReceiptsRequest) String() string {
 func (*ReceiptsRequest) ProtoMessage() {}
 
 func (x *ReceiptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[6]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -405,7 +495,7 @@ func (x *ReceiptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptsRequest.ProtoReflect.Descriptor instead.
 func (*ReceiptsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{6}
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReceiptsRequest) GetUserId() string {
@@ -433,7 +523,7 @@ type ReceiptsResponse struct {
 
 func (x *ReceiptsResponse) Reset() {
 	*x = ReceiptsResponse{}
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[7]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -445,7 +535,7 @@ func (x *ReceiptsResponse) String() string {
 func (*ReceiptsResponse) ProtoMessage() {}
 
 func (x *ReceiptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[7]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -458,7 +548,7 @@ func (x *ReceiptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptsResponse.ProtoReflect.Descriptor instead.
 func (*ReceiptsResponse) Descriptor() ([]byte, []int) {
-	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{7}
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReceiptsResponse) GetReceipts() []*v1.Receipt {
@@ -472,7 +562,12 @@ var File_parley_persistence_v1_persistence_proto protoreflect.FileDescriptor
 
 const file_parley_persistence_v1_persistence_proto_rawDesc = "" +
 	"\n" +
-	"'parley/persistence/v1/persistence.proto\x12\x15parley.persistence.v1\x1a\x19parley/chat/v1/chat.proto\"\xb7\x01\n" +
+	"'parley/persistence/v1/persistence.proto\x12\x15parley.persistence.v1\x1a\x19parley/chat/v1/chat.proto\"(\n" +
+	"\rBlocksRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"1\n" +
+	"\x0eBlocksResponse\x12\x1f\n" +
+	"\vblocked_ids\x18\x01 \x03(\tR\n" +
+	"blockedIds\"\xb7\x01\n" +
 	"\x0eHistoryRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x1d\n" +
@@ -502,12 +597,13 @@ const file_parley_persistence_v1_persistence_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\"G\n" +
 	"\x10ReceiptsResponse\x123\n" +
-	"\breceipts\x18\x01 \x03(\v2\x17.parley.chat.v1.ReceiptR\breceipts2\xa0\x03\n" +
+	"\breceipts\x18\x01 \x03(\v2\x17.parley.chat.v1.ReceiptR\breceipts2\xf7\x03\n" +
 	"\x12PersistenceService\x12X\n" +
 	"\aHistory\x12%.parley.persistence.v1.HistoryRequest\x1a&.parley.persistence.v1.HistoryResponse\x12j\n" +
 	"\rConversations\x12+.parley.persistence.v1.ConversationsRequest\x1a,.parley.persistence.v1.ConversationsResponse\x12[\n" +
 	"\bReceipts\x12&.parley.persistence.v1.ReceiptsRequest\x1a'.parley.persistence.v1.ReceiptsResponse\x12g\n" +
-	"\fConversation\x12*.parley.persistence.v1.ConversationRequest\x1a+.parley.persistence.v1.ConversationResponseBIZGgithub.com/parleychat/parley/pkg/pb/parley/persistence/v1;persistencev1b\x06proto3"
+	"\fConversation\x12*.parley.persistence.v1.ConversationRequest\x1a+.parley.persistence.v1.ConversationResponse\x12U\n" +
+	"\x06Blocks\x12$.parley.persistence.v1.BlocksRequest\x1a%.parley.persistence.v1.BlocksResponseBIZGgithub.com/parleychat/parley/pkg/pb/parley/persistence/v1;persistencev1b\x06proto3"
 
 var (
 	file_parley_persistence_v1_persistence_proto_rawDescOnce sync.Once
@@ -521,35 +617,39 @@ func file_parley_persistence_v1_persistence_proto_rawDescGZIP() []byte {
 	return file_parley_persistence_v1_persistence_proto_rawDescData
 }
 
-var file_parley_persistence_v1_persistence_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_parley_persistence_v1_persistence_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_parley_persistence_v1_persistence_proto_goTypes = []any{
-	(*HistoryRequest)(nil),        // 0: parley.persistence.v1.HistoryRequest
-	(*HistoryResponse)(nil),       // 1: parley.persistence.v1.HistoryResponse
-	(*ConversationsRequest)(nil),  // 2: parley.persistence.v1.ConversationsRequest
-	(*ConversationsResponse)(nil), // 3: parley.persistence.v1.ConversationsResponse
-	(*ConversationRequest)(nil),   // 4: parley.persistence.v1.ConversationRequest
-	(*ConversationResponse)(nil),  // 5: parley.persistence.v1.ConversationResponse
-	(*ReceiptsRequest)(nil),       // 6: parley.persistence.v1.ReceiptsRequest
-	(*ReceiptsResponse)(nil),      // 7: parley.persistence.v1.ReceiptsResponse
-	(*v1.Event)(nil),              // 8: parley.chat.v1.Event
-	(*v1.Conversation)(nil),       // 9: parley.chat.v1.Conversation
-	(*v1.Receipt)(nil),            // 10: parley.chat.v1.Receipt
+	(*BlocksRequest)(nil),         // 0: parley.persistence.v1.BlocksRequest
+	(*BlocksResponse)(nil),        // 1: parley.persistence.v1.BlocksResponse
+	(*HistoryRequest)(nil),        // 2: parley.persistence.v1.HistoryRequest
+	(*HistoryResponse)(nil),       // 3: parley.persistence.v1.HistoryResponse
+	(*ConversationsRequest)(nil),  // 4: parley.persistence.v1.ConversationsRequest
+	(*ConversationsResponse)(nil), // 5: parley.persistence.v1.ConversationsResponse
+	(*ConversationRequest)(nil),   // 6: parley.persistence.v1.ConversationRequest
+	(*ConversationResponse)(nil),  // 7: parley.persistence.v1.ConversationResponse
+	(*ReceiptsRequest)(nil),       // 8: parley.persistence.v1.ReceiptsRequest
+	(*ReceiptsResponse)(nil),      // 9: parley.persistence.v1.ReceiptsResponse
+	(*v1.Event)(nil),              // 10: parley.chat.v1.Event
+	(*v1.Conversation)(nil),       // 11: parley.chat.v1.Conversation
+	(*v1.Receipt)(nil),            // 12: parley.chat.v1.Receipt
 }
 var file_parley_persistence_v1_persistence_proto_depIdxs = []int32{
-	8,  // 0: parley.persistence.v1.HistoryResponse.events:type_name -> parley.chat.v1.Event
-	9,  // 1: parley.persistence.v1.ConversationsResponse.conversations:type_name -> parley.chat.v1.Conversation
-	9,  // 2: parley.persistence.v1.ConversationResponse.conversation:type_name -> parley.chat.v1.Conversation
-	10, // 3: parley.persistence.v1.ReceiptsResponse.receipts:type_name -> parley.chat.v1.Receipt
-	0,  // 4: parley.persistence.v1.PersistenceService.History:input_type -> parley.persistence.v1.HistoryRequest
-	2,  // 5: parley.persistence.v1.PersistenceService.Conversations:input_type -> parley.persistence.v1.ConversationsRequest
-	6,  // 6: parley.persistence.v1.PersistenceService.Receipts:input_type -> parley.persistence.v1.ReceiptsRequest
-	4,  // 7: parley.persistence.v1.PersistenceService.Conversation:input_type -> parley.persistence.v1.ConversationRequest
-	1,  // 8: parley.persistence.v1.PersistenceService.History:output_type -> parley.persistence.v1.HistoryResponse
-	3,  // 9: parley.persistence.v1.PersistenceService.Conversations:output_type -> parley.persistence.v1.ConversationsResponse
-	7,  // 10: parley.persistence.v1.PersistenceService.Receipts:output_type -> parley.persistence.v1.ReceiptsResponse
-	5,  // 11: parley.persistence.v1.PersistenceService.Conversation:output_type -> parley.persistence.v1.ConversationResponse
-	8,  // [8:12] is the sub-list for method output_type
-	4,  // [4:8] is the sub-list for method input_type
+	10, // 0: parley.persistence.v1.HistoryResponse.events:type_name -> parley.chat.v1.Event
+	11, // 1: parley.persistence.v1.ConversationsResponse.conversations:type_name -> parley.chat.v1.Conversation
+	11, // 2: parley.persistence.v1.ConversationResponse.conversation:type_name -> parley.chat.v1.Conversation
+	12, // 3: parley.persistence.v1.ReceiptsResponse.receipts:type_name -> parley.chat.v1.Receipt
+	2,  // 4: parley.persistence.v1.PersistenceService.History:input_type -> parley.persistence.v1.HistoryRequest
+	4,  // 5: parley.persistence.v1.PersistenceService.Conversations:input_type -> parley.persistence.v1.ConversationsRequest
+	8,  // 6: parley.persistence.v1.PersistenceService.Receipts:input_type -> parley.persistence.v1.ReceiptsRequest
+	6,  // 7: parley.persistence.v1.PersistenceService.Conversation:input_type -> parley.persistence.v1.ConversationRequest
+	0,  // 8: parley.persistence.v1.PersistenceService.Blocks:input_type -> parley.persistence.v1.BlocksRequest
+	3,  // 9: parley.persistence.v1.PersistenceService.History:output_type -> parley.persistence.v1.HistoryResponse
+	5,  // 10: parley.persistence.v1.PersistenceService.Conversations:output_type -> parley.persistence.v1.ConversationsResponse
+	9,  // 11: parley.persistence.v1.PersistenceService.Receipts:output_type -> parley.persistence.v1.ReceiptsResponse
+	7,  // 12: parley.persistence.v1.PersistenceService.Conversation:output_type -> parley.persistence.v1.ConversationResponse
+	1,  // 13: parley.persistence.v1.PersistenceService.Blocks:output_type -> parley.persistence.v1.BlocksResponse
+	9,  // [9:14] is the sub-list for method output_type
+	4,  // [4:9] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -560,14 +660,14 @@ func file_parley_persistence_v1_persistence_proto_init() {
 	if File_parley_persistence_v1_persistence_proto != nil {
 		return
 	}
-	file_parley_persistence_v1_persistence_proto_msgTypes[0].OneofWrappers = []any{}
+	file_parley_persistence_v1_persistence_proto_msgTypes[2].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_persistence_v1_persistence_proto_rawDesc), len(file_parley_persistence_v1_persistence_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	PersistenceService_Conversations_FullMethodName = "/parley.persistence.v1.PersistenceService/Conversations"
 	PersistenceService_Receipts_FullMethodName      = "/parley.persistence.v1.PersistenceService/Receipts"
 	PersistenceService_Conversation_FullMethodName  = "/parley.persistence.v1.PersistenceService/Conversation"
+	PersistenceService_Blocks_FullMethodName        = "/parley.persistence.v1.PersistenceService/Blocks"
 )
 
 // PersistenceServiceClient is the client API for PersistenceService service.
@@ -45,6 +46,9 @@ type PersistenceServiceClient interface {
 	// Conversation returns one conversation's summary, members included, to
 	// a member.
 	Conversation(ctx context.Context, in *ConversationRequest, opts ...grpc.CallOption) (*ConversationResponse, error)
+	// Blocks lists the users user_id blocks. The caller is trusted to ask
+	// only for its own user (the edge asks for the connection's user).
+	Blocks(ctx context.Context, in *BlocksRequest, opts ...grpc.CallOption) (*BlocksResponse, error)
 }
 
 type persistenceServiceClient struct {
@@ -95,6 +99,16 @@ func (c *persistenceServiceClient) Conversation(ctx context.Context, in *Convers
 	return out, nil
 }
 
+func (c *persistenceServiceClient) Blocks(ctx context.Context, in *BlocksRequest, opts ...grpc.CallOption) (*BlocksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BlocksResponse)
+	err := c.cc.Invoke(ctx, PersistenceService_Blocks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PersistenceServiceServer is the server API for PersistenceService service.
 // All implementations must embed UnimplementedPersistenceServiceServer
 // for forward compatibility.
@@ -112,6 +126,9 @@ type PersistenceServiceServer interface {
 	// Conversation returns one conversation's summary, members included, to
 	// a member.
 	Conversation(context.Context, *ConversationRequest) (*ConversationResponse, error)
+	// Blocks lists the users user_id blocks. The caller is trusted to ask
+	// only for its own user (the edge asks for the connection's user).
+	Blocks(context.Context, *BlocksRequest) (*BlocksResponse, error)
 	mustEmbedUnimplementedPersistenceServiceServer()
 }
 
@@ -133,6 +150,9 @@ func (UnimplementedPersistenceServiceServer) Receipts(context.Context, *Receipts
 }
 func (UnimplementedPersistenceServiceServer) Conversation(context.Context, *ConversationRequest) (*ConversationResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Conversation not implemented")
+}
+func (UnimplementedPersistenceServiceServer) Blocks(context.Context, *BlocksRequest) (*BlocksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Blocks not implemented")
 }
 func (UnimplementedPersistenceServiceServer) mustEmbedUnimplementedPersistenceServiceServer() {}
 func (UnimplementedPersistenceServiceServer) testEmbeddedByValue()                            {}
@@ -227,6 +247,24 @@ func _PersistenceService_Conversation_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PersistenceService_Blocks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BlocksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PersistenceServiceServer).Blocks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PersistenceService_Blocks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PersistenceServiceServer).Blocks(ctx, req.(*BlocksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PersistenceService_ServiceDesc is the grpc.ServiceDesc for PersistenceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -249,6 +287,10 @@ var PersistenceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Conversation",
 			Handler:    _PersistenceService_Conversation_Handler,
+		},
+		{
+			MethodName: "Blocks",
+			Handler:    _PersistenceService_Blocks_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
