@@ -457,7 +457,8 @@ func TestWebChatGroupAdmin(t *testing.T) {
 // TestWebChatChannelsAndBlocks: a follower of a public channel reads but
 // has no composer, following a private channel is refused with its code,
 // and a block refuses bob's post (BLOCKED, shown on the message) until
-// alice unblocks and he retries. The list previews an attachment and a
+// alice unblocks and he retries; a reload of alice's page in between still
+// offers Unblock (listBlocks). The list previews an attachment and a
 // deleted message.
 func TestWebChatChannelsAndBlocks(t *testing.T) {
 	w := startWeb(t, 6*time.Minute)
@@ -513,6 +514,24 @@ func TestWebChatChannelsAndBlocks(t *testing.T) {
 	w.click(bob, "bob", `Q('#send-button')`)
 	w.waitJS(bob, "bob", `Q('#outbox .message.failed').dataset.code`, "BLOCKED")
 	w.waitHas(bob, "bob", `T('#outbox .message.failed .state')`, "[BLOCKED]")
+	// A reload forgets what the page was told; listBlocks brings the
+	// block back. The page's list is read from persistence, so the
+	// reload waits until the block is stored there.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b, err := w.p.Store().Blocks(context.Background(), "alice")
+		if err == nil && strings.Join(b, ",") == "bob" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alice's block of bob not stored: %v, %v", b, err)
+		}
+	}
+	if err := chromedp.Run(alice, chromedp.Reload()); err != nil {
+		t.Fatal(err)
+	}
+	w.waitJS(alice, "alice", `T('#conversation-title')`, "bob")
+	w.waitJS(alice, "alice", `T('#block-button')`, "Unblock bob")
+	w.waitHas(alice, "alice", `T('#composer-note')`, "You blocked bob")
 	w.click(alice, "alice", `Q('#block-button')`)
 	w.waitJS(alice, "alice", `T('#block-button')`, "Block bob")
 	w.click(bob, "bob", `Array.from(document.querySelectorAll('#outbox .message.failed button')).find(b => b.textContent === 'Retry')`)
