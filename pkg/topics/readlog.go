@@ -66,13 +66,19 @@ func SettledEnds(ctx context.Context, adm *kadm.Client, topic string, partitions
 // records to apply, transaction markers left out. It returns, per
 // partition, the offset of the last record it passed (-1 for none).
 func ReadToEnd(ctx context.Context, brokers []string, topic string, ends map[int32]int64, apply func([]*kgo.Record) error) (map[int32]int64, error) {
+	return ReadRange(ctx, brokers, topic, nil, ends, apply)
+}
+
+// ReadRange is ReadToEnd from the offsets in from (a partition missing
+// there is read from its start).
+func ReadRange(ctx context.Context, brokers []string, topic string, from, ends map[int32]int64, apply func([]*kgo.Record) error) (map[int32]int64, error) {
 	last, start := map[int32]int64{}, map[int32]kgo.Offset{}
 	pending := map[int32]int64{}
 	for p, end := range ends {
 		last[p] = -1
-		if end > 0 {
+		if end > from[p] {
 			pending[p] = end
-			start[p] = kgo.NewOffset().AtStart()
+			start[p] = kgo.NewOffset().At(from[p])
 		}
 	}
 	if len(pending) == 0 {
