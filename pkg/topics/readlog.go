@@ -71,6 +71,15 @@ func ReadToEnd(ctx context.Context, brokers []string, topic string, ends map[int
 
 // ReadRange is ReadToEnd from the offsets in from (a partition missing
 // there is read from its start).
+//
+// It reads uncommitted and sorts transactions out itself: a transaction's
+// records are passed on when its commit marker comes and dropped at its
+// abort marker. A committed reader would hide aborted records, and the
+// reader could not tell where it stands when the log ends with one whose
+// marker is missing (kfake, restarted after a crash, leaves such a tail),
+// so it would wait for ever. Reading everything, every offset below the
+// end shows up. Past a settled end every transaction has its marker, so
+// what is still held at the end was never committed and is dropped.
 func ReadRange(ctx context.Context, brokers []string, topic string, from, ends map[int32]int64, apply func([]*kgo.Record) error) (map[int32]int64, error) {
 	last, start := map[int32]int64{}, map[int32]kgo.Offset{}
 	pending := map[int32]int64{}
@@ -86,14 +95,18 @@ func ReadRange(ctx context.Context, brokers []string, topic string, from, ends m
 	}
 	cl, err := kgo.NewClient(append(ClientOpts(brokers),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: start}),
-		// Markers take offsets too; seeing them is how the reader knows it
-		// reached an end that follows one.
+		kgo.FetchIsolationLevel(kgo.ReadUncommitted()),
 		kgo.KeepControlRecords(),
 	)...)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", topic, err)
 	}
 	defer cl.Close()
+	type txn struct {
+		partition int32
+		producer  int64
+	}
+	open := map[txn][]*kgo.Record{}
 	for len(pending) > 0 {
 		fetches := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
@@ -113,7 +126,21 @@ func ReadRange(ctx context.Context, brokers []string, topic string, from, ends m
 			if r.Offset+1 >= end {
 				delete(pending, r.Partition)
 			}
-			if !r.Attrs.IsControl() {
+			k := txn{r.Partition, r.ProducerID}
+			switch {
+			case r.Attrs.IsControl():
+				// A marker's key is a version and a type, both int16:
+				// type 1 commits, 0 aborts.
+				if len(r.Key) >= 4 && r.Key[3] == 1 && r.Key[2] == 0 {
+					for _, held := range open[k] {
+						recs = append(recs, held)
+						last[held.Partition] = held.Offset
+					}
+				}
+				delete(open, k)
+			case r.Attrs.IsTransactional():
+				open[k] = append(open[k], r)
+			default:
 				recs = append(recs, r)
 				last[r.Partition] = r.Offset
 			}
