@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/sdk"
 	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/pkg/topics/topicstest"
 	"github.com/parleychat/parley/services/persistence"
 	"github.com/parleychat/parley/services/persistence/history/cassandrastore"
 	"github.com/parleychat/parley/services/persistence/history/historytest"
@@ -101,29 +102,7 @@ func TestReplayIntoCassandra(t *testing.T) {
 	must("block", cc.Block(ctx, alice))
 
 	// Live persistence must have taken everything up to the log's end.
-	ends, err := topics.SettledEnds(ctx, adm, topics.Events)
-	if err != nil {
-		t.Fatal(err)
-	}
-	last2, err := topics.ReadRange(ctx, brokers, topics.Events, from, ends, func([]*kgo.Record) error { return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		committed, err := adm.FetchOffsets(ctx, persistence.Group)
-		behind := 0
-		for p, off := range last2 {
-			if o, ok := committed.Lookup(topics.Events, p); off >= from[p] && (!ok || o.At <= off) {
-				behind++
-			}
-		}
-		if err == nil && behind == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("persistence did not take the whole log in 60 s: %d partitions behind (%v)", behind, err)
-		}
-	}
+	topicstest.WaitCommittedPast(t, brokers, persistence.Group, topics.Events, from, 60*time.Second)
 
 	hosts := strings.Split(s.cassandra, ",")
 	live, err := cassandrastore.Open(ctx, cassandrastore.Config{Hosts: hosts, Keyspace: c.keyspace})

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/parleychat/parley/pkg/auth"
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
 	"github.com/parleychat/parley/pkg/sdk"
@@ -36,17 +35,9 @@ func startWeb(t *testing.T, bound time.Duration) *webEnv {
 	t.Helper()
 	exe := chromium(t)
 	ctx0 := context.Background()
-	p, err := platform.Start(ctx0, platform.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", JWTSecret: secret, DevTokens: true, Partitions: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stopPlatform := context.WithCancel(ctx0)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(runCtx) }()
-	t.Cleanup(func() { stopPlatform(); <-done })
-	for !p.Ready() {
-		time.Sleep(20 * time.Millisecond)
-	}
+	e, stop := startWith(t, platform.Config{DataDir: t.TempDir(), DevTokens: true, Partitions: 2})
+	t.Cleanup(stop)
+	p := e.p
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.Flag("disable-quic", true),
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
@@ -86,19 +77,7 @@ func (w *webEnv) tab(user string) context.Context {
 
 // client is user's SDK client, straight to the edge.
 func (w *webEnv) client(user string) *sdk.Client {
-	w.t.Helper()
-	m, _ := auth.NewHS256(secret)
-	tok, _ := m.Mint(user, time.Hour)
-	c, err := sdk.Dial(w.ctx, sdk.Options{URL: w.p.URL(), Token: tok, DeviceID: user + "-sdk"})
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	w.t.Cleanup(func() { c.Close() })
-	go func() {
-		for range c.Events() {
-		}
-	}()
-	return c
+	return w.clientWith(user, sdk.Options{DeviceID: user + "-sdk"})
 }
 
 func (w *webEnv) eval(tctx context.Context, expr string, out any) error {

@@ -33,12 +33,15 @@ func start(t *testing.T, dir string) (*env, func()) {
 	return startWith(t, platform.Config{DataDir: dir})
 }
 
-// startWith starts the platform on cfg with the tests' address, secret
-// and partitions.
+// startWith starts the platform on cfg with the tests' address and
+// secret, and 4 partitions unless cfg names a count.
 func startWith(t *testing.T, cfg platform.Config) (*env, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cfg.HTTPAddr, cfg.JWTSecret, cfg.Partitions = "127.0.0.1:0", secret, 4
+	cfg.HTTPAddr, cfg.JWTSecret = "127.0.0.1:0", secret
+	if cfg.Partitions == 0 {
+		cfg.Partitions = 4
+	}
 	p, err := platform.Start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start platform: %v", err)

@@ -7,12 +7,11 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/pkg/topics/topicstest"
 	"github.com/parleychat/parley/services/persistence"
 	"github.com/parleychat/parley/services/persistence/history"
 	"github.com/parleychat/parley/services/persistence/history/historytest"
 	"github.com/parleychat/parley/services/persistence/history/pebblestore"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
@@ -26,48 +25,6 @@ func must[T any](t *testing.T, what string) func(T, error) T {
 			t.Fatalf("%s: %v", what, err)
 		}
 		return v
-	}
-}
-
-// caughtUp waits until persistence has committed every record of the
-// event log as it ends now: it commits a batch only once the store holds
-// it, so the store then holds the whole log.
-func caughtUp(t *testing.T, brokers []string) {
-	t.Helper()
-	cl, err := kgo.NewClient(topics.ClientOpts(brokers)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	ctx := tctx(t)
-	ends, err := topics.SettledEnds(ctx, adm, topics.Events)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The log ends with transaction markers, which consumers do not commit
-	// past: caught up is having committed past the last record.
-	last, err := topics.ReadToEnd(ctx, brokers, topics.Events, ends, func([]*kgo.Record) error { return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		committed, err := adm.FetchOffsets(ctx, persistence.Group)
-		behind := 0
-		for p, off := range last {
-			c, ok := committed.Lookup(topics.Events, p)
-			if off >= 0 && (!ok || c.At <= off) {
-				behind++
-			}
-		}
-		if err == nil && behind == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("persistence did not commit the whole log in 20s: %d partitions behind, %v", behind, err)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -180,7 +137,9 @@ func TestReplayReproducesViews(t *testing.T) {
 	flags("unmute")(erin.SetMuted(ctx, g, false))
 
 	brokers := e.p.Kafka.ListenAddrs()
-	caughtUp(t, brokers)
+	// Persistence commits a batch only once the store holds it, so then
+	// the live store holds the whole log.
+	topicstest.WaitCommittedPast(t, brokers, persistence.Group, topics.Events, nil, 20*time.Second)
 	live := e.p.Store()
 
 	rebuilt, err := pebblestore.Open(t.TempDir())

@@ -415,13 +415,7 @@ func (s *Service) expire(ctx context.Context) {
 		}
 		return
 	}
-	var gone []string
-	for _, r := range recs {
-		if kind, ids, err := parseKey(r.Key); err == nil && kind == kindSession {
-			gone = append(gone, ids[0])
-		}
-	}
-	_ = s.watch.invalidate(ctx, gone, false)
+	_ = s.watch.invalidate(ctx, endedUsers(recs), false)
 	for id, n := range ended {
 		s.log.Warn("edge lease lapsed; its sessions are gone", "node", id, "sessions", n)
 	}
@@ -549,15 +543,21 @@ func (s *Service) report(ctx context.Context, req *presencev1.ReportRequest) (*p
 	if err := s.write(ctx, recs); err != nil {
 		return nil, nil, nil, status.Errorf(codes.Unavailable, "presence log: %v", err)
 	}
-	var left []string
+	return &presencev1.ReportResponse{SendSnapshot: !known && !req.GetSnapshot(), Lease: durationpb.New(s.cfg.Lease)}, moved, endedUsers(recs), nil
+}
+
+// endedUsers names the users of the sessions that records end.
+func endedUsers(recs []*kgo.Record) []string {
+	var users []string
 	for _, r := range recs {
-		if r.Value == nil {
-			if kind, ids, err := parseKey(r.Key); err == nil && kind == kindSession {
-				left = append(left, ids[0])
-			}
+		if r.Value != nil {
+			continue
+		}
+		if kind, ids, err := parseKey(r.Key); err == nil && kind == kindSession {
+			users = append(users, ids[0])
 		}
 	}
-	return &presencev1.ReportResponse{SendSnapshot: !known && !req.GetSnapshot(), Lease: durationpb.New(s.cfg.Lease)}, moved, left, nil
+	return users
 }
 
 // appearing names the users a report adds a location to: those of

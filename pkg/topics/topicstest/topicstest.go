@@ -98,3 +98,43 @@ func WaitFor(t testing.TB, what string, ok func() bool) {
 		}
 	}
 }
+
+// WaitCommittedPast waits, for at most timeout, until group has committed
+// past every record of topic from the offsets in from (nil: the start) to
+// the topic's end as it is now. The log ends with transaction markers,
+// which consumers never commit past, so the goal is the last record, not
+// the end.
+func WaitCommittedPast(t testing.TB, brokers []string, group, topic string, from map[int32]int64, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout+30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(topics.ClientOpts(brokers)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ends, err := topics.SettledEnds(ctx, adm, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := topics.ReadRange(ctx, brokers, topic, from, ends, func([]*kgo.Record) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(timeout); ; time.Sleep(50 * time.Millisecond) {
+		committed, err := adm.FetchOffsets(ctx, group)
+		behind := 0
+		for p, off := range last {
+			if c, ok := committed.Lookup(topic, p); off >= 0 && (!ok || c.At <= off) {
+				behind++
+			}
+		}
+		if err == nil && behind == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not commit past the last record of %s in %v: %d partitions behind (%v)", group, topic, timeout, behind, err)
+		}
+	}
+}
