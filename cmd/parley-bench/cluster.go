@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parleychat/parley/pkg/freeport"
 	"github.com/parleychat/parley/pkg/topics"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -77,7 +78,7 @@ func startStack(ctx context.Context, o *options, binDir, logDir string) (*cluste
 	var presenceHTTP, persistenceHTTP, ingestHTTP, fanoutHTTP string
 	for _, a := range []*string{&c.presenceGRPC, &presenceHTTP, &c.persistenceGRPC, &persistenceHTTP, &c.ingestGRPC, &ingestHTTP, &fanoutHTTP} {
 		var err error
-		if *a, err = freeAddr(); err != nil {
+		if *a, err = freeport.Addr(); err != nil {
 			return nil, err
 		}
 	}
@@ -119,11 +120,11 @@ func startStack(ctx context.Context, o *options, binDir, logDir string) (*cluste
 
 // startEdge starts one more edge node on the running services.
 func (c *cluster) startEdge(name string) error {
-	httpAddr, err := freeAddr()
+	httpAddr, err := freeport.Addr()
 	if err != nil {
 		return err
 	}
-	grpcAddr, err := freeAddr()
+	grpcAddr, err := freeport.Addr()
 	if err != nil {
 		return err
 	}
@@ -143,11 +144,11 @@ func (c *cluster) startEdge(name string) error {
 
 // startEmbedded runs `parley run` on a fresh data folder.
 func startEmbedded(ctx context.Context, binDir, logDir, dataDir string) (*cluster, error) {
-	httpAddr, err := freeAddr()
+	httpAddr, err := freeport.Addr()
 	if err != nil {
 		return nil, err
 	}
-	kafkaAddr, err := freeAddr()
+	kafkaAddr, err := freeport.Addr()
 	if err != nil {
 		return nil, err
 	}

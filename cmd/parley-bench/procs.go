@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -126,17 +125,6 @@ func (p *proc) pprofGet(ctx context.Context, path string) ([]byte, error) {
 		return nil, fmt.Errorf("pprof %s of %s: %s (is PARLEY_PPROF=1 set?)", path, p.name, resp.Status)
 	}
 	return body, nil
-}
-
-// freeAddr returns a loopback address with a port that was free a moment
-// ago.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // raiseFileLimit lifts the soft RLIMIT_NOFILE to the hard one, which the

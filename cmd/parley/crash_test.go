@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -10,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/parleychat/parley/pkg/freeport"
 )
 
 // TestRunRecoversFromKill: `parley run` killed with SIGKILL in the middle
@@ -25,12 +26,11 @@ func TestRunRecoversFromKill(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// The address must stay free across three restarts.
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
 	data := filepath.Join(dir, "data")
 	start := func() *exec.Cmd {
 		t.Helper()

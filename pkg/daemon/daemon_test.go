@@ -4,21 +4,20 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/parleychat/parley/pkg/freeport"
 )
 
 // TestRunWithMetricsServesThemBesideTheProbes runs a service whose run
 // function reads its own /metrics and /healthz, then returns.
 func TestRunWithMetricsServesThemBesideTheProbes(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := lis.Addr().String()
-	lis.Close()
 	metrics := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "parley_up 1\n") })
 	got := map[string]string{}
 	code := RunWithMetrics(slog.New(slog.DiscardHandler), addr, func() bool { return true }, metrics, func(ctx context.Context) error {

@@ -18,6 +18,7 @@ import (
 	"github.com/gocql/gocql"
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/auth"
+	"github.com/parleychat/parley/pkg/freeport"
 	"github.com/parleychat/parley/pkg/sdk"
 	"github.com/parleychat/parley/pkg/topics"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -75,12 +76,11 @@ func binaries(t *testing.T) string {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return a
 }
 
 // proc is one service process.
