@@ -30,7 +30,7 @@ type stack struct {
 	brokers, cassandra string
 }
 
-func requireStack(t *testing.T) stack {
+func requireStack(t testing.TB) stack {
 	t.Helper()
 	s := stack{brokers: os.Getenv("PARLEY_KAFKA_BROKERS"), cassandra: os.Getenv("PARLEY_CASSANDRA_HOSTS")}
 	if s.brokers == "" || s.cassandra == "" {
