@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/parleychat/parley/pkg/topics"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -51,10 +49,8 @@ func runBaseline(ctx context.Context, brokers []string, rate float64, dur, grace
 	defer admCl.Close()
 	adm := kadm.NewClient(admCl)
 	retention := strconv.FormatInt(time.Hour.Milliseconds(), 10)
-	if resp, err := adm.CreateTopic(ctx, topics.LocalSpec.Partitions, 1, map[string]*string{"retention.ms": &retention}, baselineTopic); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		return res, fmt.Errorf("baseline: create topic: %w", err)
-	} else if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
-		return res, fmt.Errorf("baseline: create topic: %w", resp.Err)
+	if err := topics.CreateIfMissing(ctx, adm, baselineTopic, topics.LocalSpec.Partitions, 1, map[string]*string{"retention.ms": &retention}); err != nil {
+		return res, fmt.Errorf("baseline: %w", err)
 	}
 	// Start reading exactly at the current ends, so no old record counts.
 	var ends kadm.ListedOffsets

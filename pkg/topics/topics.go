@@ -70,12 +70,8 @@ func Ensure(ctx context.Context, adm *kadm.Client, spec Spec) error {
 		Presence: {"min.insync.replicas": &minISR, "cleanup.policy": ptr("compact"), "delete.retention.ms": ptr(strconv.FormatInt((24 * time.Hour).Milliseconds(), 10))},
 	}
 	for _, name := range []string{Commands, Events, Outcomes, DeadLetter, Presence} {
-		resp, err := adm.CreateTopic(ctx, spec.Partitions, spec.ReplicationFactor, configs[name], name)
-		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-			return fmt.Errorf("create topic %s: %w", name, err)
-		}
-		if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
-			return fmt.Errorf("create topic %s: %w", name, resp.Err)
+		if err := CreateIfMissing(ctx, adm, name, spec.Partitions, spec.ReplicationFactor, configs[name]); err != nil {
+			return err
 		}
 	}
 	// A topic just created may take a moment to show in metadata.
@@ -90,6 +86,19 @@ func Ensure(ctx context.Context, adm *kadm.Client, spec Spec) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// CreateIfMissing creates a topic; one that already exists is left as it
+// is, whatever its settings.
+func CreateIfMissing(ctx context.Context, adm *kadm.Client, name string, partitions int32, replicationFactor int16, configs map[string]*string) error {
+	resp, err := adm.CreateTopic(ctx, partitions, replicationFactor, configs, name)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("create topic %s: %w", name, err)
+	}
+	return nil
 }
 
 func checkPartitions(ctx context.Context, adm *kadm.Client) error {
