@@ -26,7 +26,13 @@ import (
 //     never shown offline.
 func TestPresenceRestart(t *testing.T) {
 	s := requireStack(t)
-	c := startCluster(t, s)
+	// A restarted instance replays its partitions before it serves, and the
+	// frozen edge of part A must outlast that within its lease. Replay time
+	// grows with parley.presence.v1, which on a long-lived stack holds the
+	// last seen of every user any run made (5 s seen in CI), so the lease
+	// is well above it.
+	const lease = 20 * time.Second
+	c := startClusterLease(t, s, [2][]string{}, lease)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	// Names of this run only: last-seen times outlive a cluster on the
@@ -144,8 +150,8 @@ func TestPresenceRestart(t *testing.T) {
 	}
 	c.procs["edge1"].signal(syscall.SIGCONT)
 	t.Logf("A: presence restarted and answered right with bob's edge frozen for %s", time.Since(frozen).Round(time.Millisecond))
-	if time.Since(frozen) > 4*time.Second {
-		t.Logf("A: edge 1 was frozen for close to the 5 s lease; bob may have lapsed")
+	if time.Since(frozen) > lease*4/5 {
+		t.Logf("A: edge 1 was frozen for close to the %s lease; bob may have lapsed", lease)
 	}
 	if _, err := a.Send(ctx, conv, "after the restart"); err != nil {
 		t.Fatal(err)
@@ -160,7 +166,7 @@ func TestPresenceRestart(t *testing.T) {
 	}
 	c.procs["extra-edge2"].kill9()
 	erinGone := time.Now()
-	time.Sleep(6 * time.Second)
+	time.Sleep(lease + time.Second)
 	wants[erin] = want{state: chatv1.PresenceState_PRESENCE_STATE_OFFLINE, seenNear: erinGone}
 	stop = make(chan struct{})
 	answers = watch(wants, stop)

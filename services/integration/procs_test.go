@@ -203,6 +203,13 @@ func startClusterWith(t *testing.T, s stack, edgeArgs ...string) *cluster {
 // a test can make one edge unusual while the other serves its helpers.
 func startClusterEdges(t *testing.T, s stack, edgeArgs [2][]string) *cluster {
 	t.Helper()
+	return startClusterLease(t, s, edgeArgs, 5*time.Second)
+}
+
+// startClusterLease starts the cluster with the given presence lease: how
+// long an edge may stay silent before its sessions end.
+func startClusterLease(t *testing.T, s stack, edgeArgs [2][]string, lease time.Duration) *cluster {
+	t.Helper()
 	bin := binaries(t)
 	logs := t.TempDir()
 	c := &cluster{t: t, stack: s, procs: map[string]*proc{}, logs: logs, keyspace: "parley_it_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")}
@@ -218,7 +225,7 @@ func startClusterEdges(t *testing.T, s stack, edgeArgs [2][]string) *cluster {
 	start := time.Now()
 	for i, a := range presenceAddrs {
 		add(fmt.Sprintf("presence%d", i), "parley-presence", "-grpc", a, "-brokers", s.brokers,
-			"-instance", strconv.Itoa(i), "-instances", strconv.Itoa(len(presenceAddrs)), "-lease", "5s").start()
+			"-instance", strconv.Itoa(i), "-instances", strconv.Itoa(len(presenceAddrs)), "-lease", lease.String()).start()
 	}
 	add("persistence", "parley-persistence", "-brokers", s.brokers, "-grpc", persistenceAddr, "-instance-id", "persistence-0",
 		"-store", "cassandra", "-cassandra-hosts", s.cassandra, "-cassandra-keyspace", c.keyspace, "-migrate",
