@@ -8,7 +8,6 @@ import (
 
 	"github.com/parleychat/parley/pkg/daemon"
 	"github.com/parleychat/parley/services/platform"
-	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 func runCmd(args []string) int {
@@ -47,9 +46,9 @@ func kfakeCmd(args []string) int {
 	daemon.Parse(fs, args)
 	log := daemon.Logger()
 	return daemon.Run(log, "", func() bool { return true }, func(ctx context.Context) error {
-		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(*port), kfake.DataDir(*dataDir), kfake.SyncWrites())
+		c, err := platform.OpenKafka(ctx, *dataDir, *port)
 		if err != nil {
-			return fmt.Errorf("start kfake: %w", err)
+			return err
 		}
 		defer c.Close()
 		log.Info("embedded kafka ready", "addrs", c.ListenAddrs(), "data", *dataDir)

@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // SettledEnds waits until none of the given partitions of topic (all of
@@ -72,50 +74,81 @@ func ReadToEnd(ctx context.Context, brokers []string, topic string, ends map[int
 // ReadRange is ReadToEnd from the offsets in from (a partition missing
 // there is read from its start).
 //
-// It reads uncommitted and sorts transactions out itself: a transaction's
-// records are passed on when its commit marker comes and dropped at its
-// abort marker. A committed reader would hide aborted records, and the
-// reader could not tell where it stands when the log ends with one whose
-// marker is missing (kfake, restarted after a crash, leaves such a tail),
-// so it would wait for ever. Reading everything, every offset below the
-// end shows up. Past a settled end every transaction has its marker, so
-// what is still held at the end was never committed and is dropped.
+// It reads committed, as persistence and fan-out do, so what it passes on
+// is exactly what they see: the broker, not this reader, decides which
+// transactions count.
 func ReadRange(ctx context.Context, brokers []string, topic string, from, ends map[int32]int64, apply func([]*kgo.Record) error) (map[int32]int64, error) {
-	last, start := map[int32]int64{}, map[int32]kgo.Offset{}
-	pending := map[int32]int64{}
-	for p, end := range ends {
+	last := map[int32]int64{}
+	for p := range ends {
 		last[p] = -1
+	}
+	err := scan(ctx, brokers, topic, kgo.ReadCommitted(), from, ends, func(recs []*kgo.Record) error {
+		data := recs[:0]
+		for _, r := range recs {
+			if !r.Attrs.IsControl() {
+				data = append(data, r)
+				last[r.Partition] = r.Offset
+			}
+		}
+		if len(data) == 0 {
+			return nil
+		}
+		return apply(data)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return last, nil
+}
+
+// scan reads topic's partitions from the offsets in from up to ends with
+// the given isolation, passing each poll's records to each, transaction
+// markers included.
+//
+// Markers are what tell a committed reader where it stands: past a settled
+// end every transaction has its marker, so the last offset below the end
+// is a record or a marker it sees. A log ending in records of a
+// transaction that lost its marker to a crash would hide that last offset;
+// the embedded broker's logs are sealed at start (SealCrashedTransactions)
+// so that it cannot happen, and should it happen anyway the read fails
+// after stallAfter instead of waiting for ever.
+func scan(ctx context.Context, brokers []string, topic string, iso kgo.IsolationLevel, from, ends map[int32]int64, each func([]*kgo.Record) error) error {
+	start, pending := map[int32]kgo.Offset{}, map[int32]int64{}
+	for p, end := range ends {
 		if end > from[p] {
 			pending[p] = end
 			start[p] = kgo.NewOffset().At(from[p])
 		}
 	}
 	if len(pending) == 0 {
-		return last, nil
+		return nil
 	}
 	cl, err := kgo.NewClient(append(ClientOpts(brokers),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: start}),
-		kgo.FetchIsolationLevel(kgo.ReadUncommitted()),
+		kgo.FetchIsolationLevel(iso),
 		kgo.KeepControlRecords(),
 	)...)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", topic, err)
+		return fmt.Errorf("read %s: %w", topic, err)
 	}
 	defer cl.Close()
-	type txn struct {
-		partition int32
-		producer  int64
-	}
-	open := map[txn][]*kgo.Record{}
+	seen := map[int32]int64{}
 	for len(pending) > 0 {
-		fetches := cl.PollFetches(ctx)
+		pctx, cancel := context.WithTimeout(ctx, stallAfter)
+		fetches := cl.PollFetches(pctx)
+		stalled := pctx.Err() != nil
+		cancel()
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("read %s: %w", topic, err)
+			return fmt.Errorf("read %s: %w", topic, err)
 		}
 		var ferr error
-		fetches.EachError(func(_ string, p int32, err error) { ferr = errors.Join(ferr, fmt.Errorf("partition %d: %w", p, err)) })
+		fetches.EachError(func(_ string, p int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				ferr = errors.Join(ferr, fmt.Errorf("partition %d: %w", p, err))
+			}
+		})
 		if ferr != nil {
-			return nil, fmt.Errorf("read %s: %w", topic, ferr)
+			return fmt.Errorf("read %s: %w", topic, ferr)
 		}
 		var recs []*kgo.Record
 		fetches.EachRecord(func(r *kgo.Record) {
@@ -123,33 +156,142 @@ func ReadRange(ctx context.Context, brokers []string, topic string, from, ends m
 			if !ok || r.Offset >= end {
 				return // only what was there when the read began
 			}
+			seen[r.Partition] = r.Offset
 			if r.Offset+1 >= end {
 				delete(pending, r.Partition)
 			}
-			k := txn{r.Partition, r.ProducerID}
-			switch {
-			case r.Attrs.IsControl():
-				// A marker's key is a version and a type, both int16:
-				// type 1 commits, 0 aborts.
-				if len(r.Key) >= 4 && r.Key[3] == 1 && r.Key[2] == 0 {
-					for _, held := range open[k] {
-						recs = append(recs, held)
-						last[held.Partition] = held.Offset
-					}
-				}
-				delete(open, k)
-			case r.Attrs.IsTransactional():
-				open[k] = append(open[k], r)
-			default:
-				recs = append(recs, r)
-				last[r.Partition] = r.Offset
-			}
+			recs = append(recs, r)
 		})
 		if len(recs) > 0 {
-			if err := apply(recs); err != nil {
-				return nil, err
+			if err := each(recs); err != nil {
+				return err
+			}
+			continue
+		}
+		if stalled {
+			var stuck error
+			for p, end := range pending {
+				at, ok := seen[p]
+				if !ok {
+					at = from[p] - 1
+				}
+				stuck = errors.Join(stuck, fmt.Errorf("partition %d: nothing readable after offset %d though the log ends at %d (a transaction without its marker?)", p, at, end))
+			}
+			return fmt.Errorf("read %s: %w", topic, stuck)
+		}
+	}
+	return nil
+}
+
+// stallAfter is how long scan waits for a record or marker before it gives
+// up: a fetch returns within FetchMaxWait when there is anything to read,
+// so a long silence below the end means nothing will come.
+const stallAfter = 10 * time.Second
+
+// SealCrashedTransactions writes an abort marker after every transaction
+// of the named topics that a crash of the broker left without one, and
+// must run before any producer of those topics starts.
+//
+// Only the embedded broker needs it. kfake, restarted after a kill,
+// counts a transaction it finds open in its log as aborted but writes no
+// marker for it. Two readers then go wrong once the same producer commits
+// a later transaction on that partition: a committed consumer that fetches
+// both at once drops the committed one too (a marker is what ends an
+// aborted range for it), and any reader sorting transactions by their
+// markers would count the crashed records as part of the committed one.
+// With the marker in the log, every reader agrees with the broker. A real
+// broker's coordinator writes the markers of every transaction it ends,
+// crash or not, so its logs never need this.
+//
+// A transaction the broker still holds open (restored after a clean stop)
+// is left alone: the broker ends it, with markers, when its producer
+// comes back or its timeout passes.
+func SealCrashedTransactions(ctx context.Context, brokers []string, names ...string) error {
+	cl, err := kgo.NewClient(ClientOpts(brokers)...)
+	if err != nil {
+		return fmt.Errorf("seal transactions: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	existing, err := adm.ListTopics(ctx, names...)
+	if err != nil {
+		return fmt.Errorf("seal transactions: list topics: %w", err)
+	}
+	for _, topic := range names {
+		if !existing.Has(topic) {
+			continue
+		}
+		high, err := adm.ListEndOffsets(ctx, topic)
+		if err != nil {
+			return fmt.Errorf("seal transactions: end offsets of %s: %w", topic, err)
+		}
+		if err := high.Error(); err != nil {
+			return fmt.Errorf("seal transactions: end offsets of %s: %w", topic, err)
+		}
+		ends := map[int32]int64{}
+		high.Each(func(o kadm.ListedOffset) { ends[o.Partition] = o.Offset })
+		type producer struct {
+			partition int32
+			id        int64
+		}
+		// The epoch of each producer's records not yet followed by a marker.
+		open := map[producer]int16{}
+		err = scan(ctx, brokers, topic, kgo.ReadUncommitted(), nil, ends, func(recs []*kgo.Record) error {
+			for _, r := range recs {
+				k := producer{r.Partition, r.ProducerID}
+				switch {
+				case r.Attrs.IsControl():
+					delete(open, k)
+				case r.Attrs.IsTransactional():
+					open[k] = r.ProducerEpoch
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("seal transactions: %w", err)
+		}
+		if len(open) == 0 {
+			continue
+		}
+		live, err := adm.DescribeProducers(ctx, kadm.TopicsSet{topic: {}})
+		if err != nil {
+			return fmt.Errorf("seal transactions: producers of %s: %w", topic, err)
+		}
+		for k, epoch := range open {
+			if _, ok := live[topic].Partitions[k.partition].ActiveProducers[k.id]; ok {
+				continue
+			}
+			if err := abortMarker(ctx, cl, topic, k.partition, k.id, epoch); err != nil {
+				return fmt.Errorf("seal transactions: %w", err)
 			}
 		}
 	}
-	return last, nil
+	return nil
+}
+
+// abortMarker writes an abort marker for producer id to a partition, the
+// request a transaction coordinator sends the partition's leader.
+func abortMarker(ctx context.Context, cl *kgo.Client, topic string, partition int32, id int64, epoch int16) error {
+	req := kmsg.NewPtrWriteTxnMarkersRequest()
+	m := kmsg.NewWriteTxnMarkersRequestMarker()
+	m.ProducerID, m.ProducerEpoch, m.Committed = id, epoch, false
+	mt := kmsg.NewWriteTxnMarkersRequestMarkerTopic()
+	mt.Topic, mt.Partitions = topic, []int32{partition}
+	m.Topics = append(m.Topics, mt)
+	req.Markers = append(req.Markers, m)
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return fmt.Errorf("abort marker for producer %d on %s/%d: %w", id, topic, partition, err)
+	}
+	for _, rm := range resp.Markers {
+		for _, rt := range rm.Topics {
+			for _, rp := range rt.Partitions {
+				if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+					return fmt.Errorf("abort marker for producer %d on %s/%d: %w", id, topic, partition, err)
+				}
+			}
+		}
+	}
+	return nil
 }

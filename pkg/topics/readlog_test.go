@@ -2,11 +2,13 @@ package topics_test
 
 import (
 	"context"
+	"os"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/pkg/topics/topicstest"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -117,5 +119,112 @@ func TestReadRangeSortsTransactionsOut(t *testing.T) {
 	}
 	if last[0] < 0 || last[0] >= ends[0] {
 		t.Fatalf("last record at %d, end %d", last[0], ends[0])
+	}
+}
+
+// TestCrashedTransactionStaysAborted: a transaction open when the broker
+// dies (kfake killed, not closed: its data folder copied while the
+// transaction is open) is aborted for good. After the restart its producer
+// commits a new transaction on the same partition; the log read to its end
+// and a committed consumer reading from the start must both show the new
+// transaction and not the crashed one. Before the crash recovery sealed
+// such a transaction with an abort marker, the read released the crashed
+// records at the new commit (the sequencer counted a command as decided
+// that no reader ever saw) and a committed consumer that fetched both
+// transactions at once dropped the committed one.
+func TestCrashedTransactionStaysAborted(t *testing.T) {
+	dir, image := t.TempDir(), t.TempDir()
+	start := func(dir string) (*kfake.Cluster, []string) {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DataDir(dir), kfake.SyncWrites())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, c.ListenAddrs()
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	produce := func(cl *kgo.Client, v string) {
+		t.Helper()
+		if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte(v)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client := func(brokers []string, opts ...kgo.Opt) *kgo.Client {
+		t.Helper()
+		cl, err := kgo.NewClient(append(append(topics.ClientOpts(brokers), kgo.DefaultProduceTopic("t")), opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cl
+	}
+	transact := func(cl *kgo.Client, v string, end kgo.TransactionEndTry) {
+		t.Helper()
+		if err := cl.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		produce(cl, v)
+		if end == kgo.TryCommit || end == kgo.TryAbort {
+			if err := cl.EndTransaction(ctx, end); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	c, brokers := start(dir)
+	plain := client(brokers)
+	if _, err := kadm.NewClient(plain).CreateTopic(ctx, 1, 1, nil, "t"); err != nil {
+		t.Fatal(err)
+	}
+	produce(plain, "p1")
+	seq := client(brokers, kgo.TransactionalID("seq"))
+	transact(seq, "c1", kgo.TryCommit)
+	transact(seq, "x1", kgo.TryAbort)
+	if err := seq.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	produce(seq, "crashed")
+	// The crash: what is on disk now is what a restart finds.
+	if err := os.CopyFS(image, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	seq.Close()
+	plain.Close()
+	c.Close()
+
+	c, brokers = start(image)
+	defer c.Close()
+	if err := topics.SealCrashedTransactions(ctx, brokers, "t"); err != nil {
+		t.Fatal(err)
+	}
+	seq = client(brokers, kgo.TransactionalID("seq"))
+	defer seq.Close()
+	transact(seq, "after", kgo.TryCommit)
+
+	want := []string{"p1", "c1", "after"}
+	adm := client(brokers)
+	defer adm.Close()
+	ends, err := topics.SettledEnds(ctx, kadm.NewClient(adm), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var read []string
+	if _, err := topics.ReadToEnd(ctx, brokers, "t", ends, func(recs []*kgo.Record) error {
+		for _, r := range recs {
+			read = append(read, string(r.Value))
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("read: %v (so far %v)", err, read)
+	}
+	if !slices.Equal(read, want) {
+		t.Errorf("read to the end: %v, want %v", read, want)
+	}
+	// A committed consumer from the start gets every record in one fetch.
+	var consumed []string
+	for _, r := range topicstest.Read(t, brokers, "t", len(want)) {
+		consumed = append(consumed, string(r.Value))
+	}
+	if !slices.Equal(consumed, want) {
+		t.Errorf("committed consumer: %v, want %v", consumed, want)
 	}
 }

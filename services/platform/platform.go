@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -74,16 +73,8 @@ func Start(ctx context.Context, cfg Config) (p *Platform, err error) {
 			p.close()
 		}
 	}()
-	kafkaDir := filepath.Join(cfg.DataDir, "kafka")
-	if err := os.MkdirAll(kafkaDir, 0o755); err != nil {
-		return nil, fmt.Errorf("platform: data dir: %w", err)
-	}
-	kopts := []kfake.Opt{kfake.NumBrokers(1), kfake.DataDir(kafkaDir), kfake.SyncWrites()}
-	if cfg.KafkaPort != 0 {
-		kopts = append(kopts, kfake.Ports(cfg.KafkaPort))
-	}
-	if p.Kafka, err = kfake.NewCluster(kopts...); err != nil {
-		return nil, fmt.Errorf("platform: start kfake: %w", err)
+	if p.Kafka, err = OpenKafka(ctx, filepath.Join(cfg.DataDir, "kafka"), cfg.KafkaPort); err != nil {
+		return nil, fmt.Errorf("platform: %w", err)
 	}
 	brokers := p.Kafka.ListenAddrs()
 	if err := provision(ctx, brokers, topics.Spec{Partitions: cfg.Partitions, ReplicationFactor: 1, MinInsyncReplicas: 1}); err != nil {
