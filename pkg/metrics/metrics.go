@@ -5,6 +5,7 @@
 package metrics
 
 import (
+	"log/slog"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,10 +41,12 @@ func DeadLetters(reg *prometheus.Registry, service, help string, reasons ...stri
 }
 
 // EventConsumer counts what a consumer of the event log did not use: the
-// records it set aside and the events it skipped as copies.
+// records it set aside and the events it skipped as copies; and the holes
+// it met.
 type EventConsumer struct {
 	DeadLetters *prometheus.CounterVec
 	StaleEvents prometheus.Counter
+	Gaps        *Gaps
 }
 
 // NewEventConsumer registers both counters of service on reg; reasons are
@@ -54,7 +57,7 @@ func NewEventConsumer(reg *prometheus.Registry, service, deadLetterHelp string, 
 		Help: "Events skipped because their conversation's seq was already handled (copies from a zombie sequencer).",
 	})
 	reg.MustRegister(stale)
-	return &EventConsumer{DeadLetters: DeadLetters(reg, service, deadLetterHelp, reasons...), StaleEvents: stale}
+	return &EventConsumer{DeadLetters: DeadLetters(reg, service, deadLetterHelp, reasons...), StaleEvents: stale, Gaps: NewGaps(reg, service)}
 }
 
 // DeadLetter counts one record set aside for reason.
@@ -62,3 +65,8 @@ func (c *EventConsumer) DeadLetter(reason string) { c.DeadLetters.WithLabelValue
 
 // Stale counts n events skipped as copies.
 func (c *EventConsumer) Stale(n int) { c.StaleEvents.Add(float64(n)) }
+
+// Gap counts, and logs once per conversation, the hole from..to in conv.
+func (c *EventConsumer) Gap(log *slog.Logger, conv string, from, to uint64) {
+	c.Gaps.Report(log, conv, from, to)
+}

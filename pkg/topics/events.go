@@ -105,6 +105,15 @@ type EventBatch struct {
 	Rejected []Rejected
 	// Stale counts events skipped by the guard.
 	Stale int
+	// Gaps are the holes the guard saw in conversations' seqs.
+	Gaps []Gap
+}
+
+// Gap is a hole in a conversation's seqs: From..To (inclusive) are not on
+// the log.
+type Gap struct {
+	Conversation string
+	From, To     uint64
 }
 
 // SortEvents decodes records of Events and passes each event through
@@ -117,9 +126,15 @@ func SortEvents(recs []*kgo.Record, guard *SeqGuard) EventBatch {
 			b.Rejected = append(b.Rejected, Rejected{r, err})
 			continue
 		}
-		if ev := rec.GetEvent(); ev != nil && !guard.Fresh(r, ev) {
-			b.Stale++
-			continue
+		if ev := rec.GetEvent(); ev != nil {
+			fresh, missing := guard.Admit(r, ev)
+			if !fresh {
+				b.Stale++
+				continue
+			}
+			if missing > 0 {
+				b.Gaps = append(b.Gaps, Gap{ev.GetConversationId(), missing, ev.GetSeq() - 1})
+			}
 		}
 		b.Records = append(b.Records, rec)
 	}
@@ -130,6 +145,7 @@ func SortEvents(recs []*kgo.Record, guard *SeqGuard) EventBatch {
 type Counts interface {
 	DeadLetter(reason string)
 	Stale(n int)
+	Gap(log *slog.Logger, conv string, from, to uint64)
 }
 
 // Triage is the first step of every consumer of the event log with a poll
@@ -142,6 +158,9 @@ func Triage(ctx context.Context, cl *kgo.Client, log *slog.Logger, consumer stri
 	if b.Stale > 0 {
 		counts.Stale(b.Stale)
 		log.Warn("skipped events at or below a seq already handled (a zombie sequencer's copies)", "consumer", consumer, "events", b.Stale)
+	}
+	for _, g := range b.Gaps {
+		counts.Gap(log.With("consumer", consumer), g.Conversation, g.From, g.To)
 	}
 	if err := SetAside(ctx, cl, log, consumer, b.Rejected); err != nil {
 		return nil, false

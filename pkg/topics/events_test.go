@@ -96,3 +96,22 @@ func TestSortEvents(t *testing.T) {
 		t.Fatalf("records %v, stale %d, rejected %v", got, b.Stale, b.Rejected)
 	}
 }
+
+// TestSortEventsFindsHoles: an event beyond the next seq of a conversation
+// the guard knows is kept and its hole reported; a conversation seen for
+// the first time (after a restart, say) reports none, whatever its seq.
+func TestSortEventsFindsHoles(t *testing.T) {
+	rec := func(conv string, seq uint64) *kgo.Record {
+		b, _ := proto.Marshal(&logv1.EventRecord{Event: ev(conv, seq)})
+		return &kgo.Record{Topic: Events, Value: b}
+	}
+	var g SeqGuard
+	b := SortEvents([]*kgo.Record{rec("a", 1), rec("a", 2), rec("a", 5), rec("b", 7), rec("b", 8), rec("a", 6), rec("b", 10)}, &g)
+	if len(b.Records) != 7 || b.Stale != 0 {
+		t.Fatalf("%d records, %d stale; want 7 and 0", len(b.Records), b.Stale)
+	}
+	want := []Gap{{"a", 3, 4}, {"b", 9, 9}}
+	if fmt.Sprint(b.Gaps) != fmt.Sprint(want) {
+		t.Fatalf("gaps %v, want %v", b.Gaps, want)
+	}
+}

@@ -37,6 +37,14 @@ type partitionKey struct {
 // Fresh reports whether ev, read from r, is past the last seq handled of
 // its conversation in r's partition, and if it is, records it as handled.
 func (g *SeqGuard) Fresh(r *kgo.Record, ev *chatv1.Event) bool {
+	fresh, _ := g.Admit(r, ev)
+	return fresh
+}
+
+// Admit is Fresh, and also reports the first seq ev skips (0 if none):
+// when the guard knew the conversation and ev is beyond the next seq, the
+// events between are not on the log.
+func (g *SeqGuard) Admit(r *kgo.Record, ev *chatv1.Event) (fresh bool, missing uint64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	k := partitionKey{r.Topic, r.Partition}
@@ -48,11 +56,15 @@ func (g *SeqGuard) Fresh(r *kgo.Record, ev *chatv1.Event) bool {
 		convs = map[string]uint64{}
 		g.last[k] = convs
 	}
-	if last, ok := convs[ev.GetConversationId()]; ok && ev.GetSeq() <= last {
-		return false
+	last, ok := convs[ev.GetConversationId()]
+	if ok && ev.GetSeq() <= last {
+		return false, 0
 	}
 	convs[ev.GetConversationId()] = ev.GetSeq()
-	return true
+	if ok && ev.GetSeq() > last+1 {
+		return true, last + 1
+	}
+	return true, 0
 }
 
 // Forget drops what is known of the partitions, topic to partitions.

@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"fmt"
+	"github.com/parleychat/parley/pkg/metrics"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -20,7 +21,8 @@ import (
 // accepts (with the small hijack buffers), and the client socket.
 func pair(t testing.TB, queueLimit int) (*conn, *websocket.Conn) {
 	t.Helper()
-	svc := &Service{cfg: Config{QueueLimit: queueLimit, WriteTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler)}
+	svc := &Service{cfg: Config{QueueLimit: queueLimit, WriteTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler), reg: metrics.NewRegistry()}
+	svc.gaps = metrics.NewGaps(svc.reg, "edge")
 	accepted := make(chan *websocket.Conn, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ws, err := websocket.Accept(smallHijacker{w}, r, &websocket.AcceptOptions{Subprotocols: []string{wire.SubprotocolProto}})

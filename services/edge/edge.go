@@ -23,8 +23,10 @@ import (
 	"github.com/parleychat/parley/pkg/auth"
 	"github.com/parleychat/parley/pkg/daemon"
 	"github.com/parleychat/parley/pkg/health"
+	"github.com/parleychat/parley/pkg/metrics"
 	"github.com/parleychat/parley/pkg/presenceclient"
 	"github.com/parleychat/parley/pkg/wire"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -129,6 +131,10 @@ type Service struct {
 	shedEphemeral atomic.Int64
 	// resyncs counts connections dropped for a full queue.
 	resyncs atomic.Int64
+	// reg holds the node's metrics; gaps counts the holes resumes met in
+	// history (resume.go).
+	reg  *prometheus.Registry
+	gaps *metrics.Gaps
 	// pushed counts the deliveries Push received, by kind: what routing
 	// sent this node.
 	pushed [pushedKinds]atomic.Int64
@@ -154,6 +160,8 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "edge", "node", cfg.NodeID), verifier: verifier, hub: newHub(), live: map[*conn]struct{}{}}
+	s.reg = metrics.NewRegistry()
+	s.gaps = metrics.NewGaps(s.reg, "edge")
 	dial := func(addr string) (*grpc.ClientConn, error) {
 		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {

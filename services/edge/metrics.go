@@ -11,7 +11,7 @@ import (
 // (the embedded platform runs several services in one process). The
 // counters are atomics on the hot path, read here only when scraped.
 func (s *Service) metricsHandler() http.Handler {
-	reg := metrics.NewRegistry()
+	reg := s.reg
 	service := prometheus.Labels{"service": "edge"}
 	reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{

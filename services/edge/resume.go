@@ -114,9 +114,16 @@ func (e *outcomeError) Error() string { return e.msg }
 // catchUp sends conv's events after the cursor from history, up to the
 // head and the first held live event, and releases the held ones. It
 // returns the seq the device holds at the seam.
+//
+// A hole in history (seq n+2 after n) is waited for like a history behind
+// the log, since a store may show a batch's later events a moment before
+// its earlier ones. A hole still there after ResumeWait is taken for what
+// it is, events lost from the log: the device is told once with
+// EVENTS_MISSING, the events after it follow, and the resume goes on, so a
+// lost event never blocks a conversation's resume for good.
 func (c *conn) catchUp(ctx context.Context, cur *clientv1.Cursor, head uint64) (uint64, error) {
 	conv, seq := cur.GetConversationId(), cur.GetLastSeq()
-	var deadline time.Time
+	var deadline, holeSince time.Time
 	for {
 		rctx, cancel := context.WithTimeout(ctx, c.svc.cfg.RequestTimeout)
 		resp, err := c.svc.persistence.History(rctx, &persistencev1.HistoryRequest{
@@ -126,14 +133,35 @@ func (c *conn) catchUp(ctx context.Context, cur *clientv1.Cursor, head uint64) (
 		if err != nil {
 			return 0, err
 		}
+		hole := false
 		for _, ev := range resp.GetEvents() {
-			if ev.GetSeq() != seq+1 {
+			if ev.GetSeq() <= seq {
 				return 0, fmt.Errorf("history of %s gave seq %d after %d", conv, ev.GetSeq(), seq)
 			}
+			if ev.GetSeq() > seq+1 {
+				if holeSince.IsZero() {
+					holeSince = time.Now()
+				}
+				if time.Since(holeSince) < c.svc.cfg.ResumeWait {
+					hole = true
+					break
+				}
+				c.svc.gaps.Report(c.svc.log, conv, seq+1, ev.GetSeq()-1)
+				c.send(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Error{Error: &clientv1.Error{
+					Code:           chatv1.ErrorCode_ERROR_CODE_EVENTS_MISSING,
+					Message:        fmt.Sprintf("resume: events %d-%d are missing from the log and will not come", seq+1, ev.GetSeq()-1),
+					ConversationId: conv,
+				}}})
+			}
+			holeSince = time.Time{}
 			if !c.enqueue(item{event: ev}, false) {
 				return 0, fmt.Errorf("connection closed")
 			}
 			seq = ev.GetSeq()
+		}
+		if hole {
+			time.Sleep(100 * time.Millisecond)
+			continue
 		}
 		if resp.GetHasMore() {
 			continue

@@ -3,6 +3,9 @@ package edge
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -220,6 +223,106 @@ func TestResumeFailsShortOfTheHead(t *testing.T) {
 					}
 					return
 				}
+			}
+		})
+	}
+}
+
+// TestResumeCrossesAHole: a hole in history that fills within the wait is
+// no hole (a store showed later events first); one that stays is reported
+// once with EVENTS_MISSING naming the conversation and counted, and the
+// resume goes on past it to the head and the live events, every time.
+// Before, every resume of such a conversation failed, for ever.
+func TestResumeCrossesAHole(t *testing.T) {
+	const conv = "c1"
+	cases := []struct {
+		name    string
+		stored  []uint64
+		grow    map[int][]uint64
+		missing bool
+	}{
+		{name: "hole that stays", stored: append(seqs(1, 3), seqs(5, 8)...), missing: true},
+		{name: "hole filled while waiting", stored: append(seqs(1, 3), seqs(5, 8)...), grow: map[int][]uint64{3: {4}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, client := pair(t, 1024)
+			h := &scriptedHistory{stored: tc.stored}
+			h.onCall = func(call int) {
+				if call == 1 {
+					for s := uint64(9); s <= 10; s++ {
+						c.push(&chatv1.Event{ConversationId: conv, Seq: s})
+					}
+				}
+				if g, ok := tc.grow[call]; ok {
+					h.mu.Lock()
+					h.stored = append(h.stored, g...)
+					slices.Sort(h.stored)
+					h.mu.Unlock()
+				}
+			}
+			c.svc.persistence = h
+			c.svc.ingest = headIngest{head: 8}
+			c.svc.cfg.RequestTimeout = 5 * time.Second
+			c.svc.cfg.ResumeWait = 500 * time.Millisecond
+			for round := range 2 {
+				cursors := []*clientv1.Cursor{{ConversationId: conv, LastSeq: 2}}
+				c.hold(cursors)
+				go c.resume("auth", cursors)
+				ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+				defer cancel()
+				var got []uint64
+				var errs []*clientv1.Error
+				var resumed *clientv1.Resumed
+				for resumed == nil {
+					_, data, err := client.Read(ctx)
+					if err != nil {
+						t.Fatalf("round %d after seqs %v: %v", round, got, err)
+					}
+					f, err := wire.DecodeServer(wire.Binary, data)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, ev := range f.GetEvents().GetEvents() {
+						got = append(got, ev.GetSeq())
+					}
+					if e := f.GetError(); e != nil {
+						errs = append(errs, e)
+					}
+					resumed = f.GetResumed()
+				}
+				want := seqs(3, 8)
+				if tc.missing {
+					want = append(seqs(3, 3), seqs(5, 8)...)
+				}
+				if round == 0 {
+					want = append(want, 9, 10)
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("round %d: seqs %v, want %v", round, got, want)
+				}
+				if cu := resumed.GetCaughtUp(); len(cu) != 1 || cu[0].GetLastSeq() != 8 || len(resumed.GetFailed()) != 0 {
+					t.Fatalf("round %d: resumed %v, want caught up at 8", round, resumed)
+				}
+				wantErrs := 0
+				if tc.missing {
+					wantErrs = 1
+				}
+				if len(errs) != wantErrs {
+					t.Fatalf("round %d: error frames %v, want %d", round, errs, wantErrs)
+				}
+				if tc.missing && (errs[0].GetCode() != chatv1.ErrorCode_ERROR_CODE_EVENTS_MISSING || errs[0].GetConversationId() != conv) {
+					t.Fatalf("round %d: error %v, want EVENTS_MISSING for %s", round, errs[0], conv)
+				}
+			}
+			rec := httptest.NewRecorder()
+			c.svc.metricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+			want := `parley_seq_gaps_total{service="edge"} 0`
+			if tc.missing {
+				want = `parley_seq_gaps_total{service="edge"} 2`
+			}
+			if !strings.Contains(rec.Body.String(), want) {
+				t.Fatalf("metrics lack %q", want)
 			}
 		})
 	}

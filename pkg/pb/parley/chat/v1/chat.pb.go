@@ -199,6 +199,11 @@ const (
 	ErrorCode_ERROR_CODE_INVALID_URL ErrorCode = 23
 	// A mentioned user is not a member of the conversation.
 	ErrorCode_ERROR_CODE_MENTION_NOT_MEMBER ErrorCode = 24
+	// Events of a conversation are missing from its log and will never come
+	// (a broker lost them, or an operator deleted records). Sent once per
+	// resume that meets the hole, naming the conversation; the events after
+	// the hole follow as usual.
+	ErrorCode_ERROR_CODE_EVENTS_MISSING ErrorCode = 25
 )
 
 // Enum value maps for ErrorCode.
@@ -227,6 +232,7 @@ var (
 		22: "ERROR_CODE_NOT_AUTHOR",
 		23: "ERROR_CODE_INVALID_URL",
 		24: "ERROR_CODE_MENTION_NOT_MEMBER",
+		25: "ERROR_CODE_EVENTS_MISSING",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":        0,
@@ -252,6 +258,7 @@ var (
 		"ERROR_CODE_NOT_AUTHOR":         22,
 		"ERROR_CODE_INVALID_URL":        23,
 		"ERROR_CODE_MENTION_NOT_MEMBER": 24,
+		"ERROR_CODE_EVENTS_MISSING":     25,
 	}
 )
 
@@ -2736,7 +2743,7 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\x17MEMBER_ROLE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12MEMBER_ROLE_MEMBER\x10\x01\x12\x15\n" +
 	"\x11MEMBER_ROLE_ADMIN\x10\x02\x12\x15\n" +
-	"\x11MEMBER_ROLE_OWNER\x10\x03*\xaf\x05\n" +
+	"\x11MEMBER_ROLE_OWNER\x10\x03*\xce\x05\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_CODE_MALFORMED_FRAME\x10\x01\x12\x1c\n" +
@@ -2761,7 +2768,8 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\x1aERROR_CODE_MESSAGE_DELETED\x10\x15\x12\x19\n" +
 	"\x15ERROR_CODE_NOT_AUTHOR\x10\x16\x12\x1a\n" +
 	"\x16ERROR_CODE_INVALID_URL\x10\x17\x12!\n" +
-	"\x1dERROR_CODE_MENTION_NOT_MEMBER\x10\x18*\x9c\x01\n" +
+	"\x1dERROR_CODE_MENTION_NOT_MEMBER\x10\x18\x12\x1d\n" +
+	"\x19ERROR_CODE_EVENTS_MISSING\x10\x19*\x9c\x01\n" +
 	"\x0eAttachmentKind\x12\x1f\n" +
 	"\x1bATTACHMENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ATTACHMENT_KIND_IMAGE\x10\x01\x12\x19\n" +
