@@ -201,6 +201,15 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
+// Close releases what New opened, for a service whose Run is never called
+// (Run releases it otherwise): a process that fails to start the parts
+// after this one.
+func (s *Service) Close() {
+	s.grpcLis.Close()
+	s.httpLis.Close()
+	s.closeClients()
+}
+
 func (s *Service) closeClients() {
 	for _, c := range s.clientConns {
 		c.Close()

@@ -95,6 +95,14 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
+// Close releases what New opened, for a service whose Run is never called
+// (Run releases it otherwise): a process that fails to start the parts
+// after this one.
+func (s *Service) Close() {
+	s.cl.Close()
+	s.presence.Close()
+}
+
 // Run consumes until ctx ends. Shutdown: readiness off, finish the batch
 // in hand, commit, leave the group, close connections.
 func (s *Service) Run(ctx context.Context) error {

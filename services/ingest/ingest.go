@@ -102,6 +102,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
+		seq.sess.Close()
 		producer.Close()
 		return nil, fmt.Errorf("ingest listen %s: %w", cfg.GRPCAddr, err)
 	}
@@ -112,6 +113,15 @@ func New(cfg Config) (*Service, error) {
 
 // Addr is the bound gRPC address.
 func (s *Service) Addr() string { return s.lis.Addr().String() }
+
+// Close releases what New opened, for a service whose Run is never called
+// (Run releases it otherwise): a process that fails to start the parts
+// after this one.
+func (s *Service) Close() {
+	s.lis.Close()
+	s.seq.sess.Close()
+	s.producer.Close()
+}
 
 // Run serves until ctx ends, then shuts down in order: readiness off, stop
 // taking Submits and let those in flight finish (they need the outcome

@@ -91,6 +91,14 @@ func New(cfg Config, store history.Store) (*Service, error) {
 // Addr is the bound gRPC address.
 func (s *Service) Addr() string { return s.lis.Addr().String() }
 
+// Close releases what New opened (not the store, which is the caller's),
+// for a service whose Run is never called (Run releases it otherwise): a
+// process that fails to start the parts after this one.
+func (s *Service) Close() {
+	s.lis.Close()
+	s.cl.Close()
+}
+
 // Run consumes and serves until ctx ends. Shutdown: readiness off, stop
 // serving reads, finish the batch in hand and commit, leave the group.
 func (s *Service) Run(ctx context.Context) error {

@@ -142,6 +142,14 @@ func newService(cfg Config, now func() time.Time) (*Service, error) {
 // Addr is the bound gRPC address.
 func (s *Service) Addr() string { return s.lis.Addr().String() }
 
+// Close releases what New opened, for a service whose Run is never called
+// (Run releases it otherwise): a process that fails to start the parts
+// after this one.
+func (s *Service) Close() {
+	s.lis.Close()
+	s.cl.Close()
+}
+
 // Run replays the instance's partitions, then serves until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
 	defer s.cl.Close()
