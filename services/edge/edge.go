@@ -181,12 +181,12 @@ func New(cfg Config) (*Service, error) {
 	s.persistence = persistencev1.NewPersistenceServiceClient(pc)
 	if s.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		s.closeClients()
-		return nil, fmt.Errorf("edge: listen %s: %w", cfg.GRPCAddr, err)
+		return nil, fmt.Errorf("edge: grpc address: %w", err)
 	}
 	if s.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		s.grpcLis.Close()
 		s.closeClients()
-		return nil, fmt.Errorf("edge: listen %s: %w", cfg.HTTPAddr, err)
+		return nil, fmt.Errorf("edge: http address: %w", err)
 	}
 	pushAddr := cfg.PushAddr
 	if pushAddr == "" {

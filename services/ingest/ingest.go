@@ -104,7 +104,7 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		seq.sess.Close()
 		producer.Close()
-		return nil, fmt.Errorf("ingest listen %s: %w", cfg.GRPCAddr, err)
+		return nil, fmt.Errorf("ingest: grpc address: %w", err)
 	}
 	s := &Service{cfg: cfg, log: log, lis: lis, grpc: grpc.NewServer(), producer: producer, seq: seq, reg: reg, waiters: map[string]chan *logv1.Outcome{}}
 	ingestv1.RegisterIngestServiceServer(s.grpc, s)

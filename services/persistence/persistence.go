@@ -78,7 +78,7 @@ func New(cfg Config, store history.Store) (*Service, error) {
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		cl.Close()
-		return nil, fmt.Errorf("persistence listen %s: %w", cfg.GRPCAddr, err)
+		return nil, fmt.Errorf("persistence: grpc address: %w", err)
 	}
 	reg := metrics.NewRegistry()
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "persistence"), store: store, cl: cl, lis: lis, grpc: grpc.NewServer(),

@@ -130,7 +130,7 @@ func newService(cfg Config, now func() time.Time) (*Service, error) {
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		cl.Close()
-		return nil, fmt.Errorf("presence listen %s: %w", cfg.GRPCAddr, err)
+		return nil, fmt.Errorf("presence: grpc address: %w", err)
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "presence", "instance", cfg.Instance), now: now, regs: map[int32]*Registry{},
 		cl: cl, lis: lis, grpc: grpc.NewServer(), ready: make(chan struct{}), reporting: make(chan struct{}), applied: map[int32]int64{}, progress: make(chan struct{})}

@@ -20,8 +20,7 @@ func main() {
 	log := daemon.Logger()
 	svc, err := fanout.New(fanout.Config{Brokers: daemon.List(*brokers), InstanceID: *instance, PresenceAddrs: daemon.List(*presenceAddr), NoLocationCache: *noCache, Logger: log})
 	if err != nil {
-		log.Error("start", "err", err)
-		os.Exit(1)
+		os.Exit(daemon.Fail(log, err))
 	}
 	os.Exit(daemon.RunWithMetrics(log, *httpAddr, svc.Probe.Ready, svc.Metrics(), svc.Run))
 }

@@ -20,8 +20,7 @@ func main() {
 	log := daemon.Logger()
 	svc, err := ingest.New(ingest.Config{Brokers: daemon.List(*brokers), InstanceID: *instance, GRPCAddr: *grpcAddr, SubmitTimeout: *timeout, Logger: log})
 	if err != nil {
-		log.Error("start", "err", err)
-		os.Exit(1)
+		os.Exit(daemon.Fail(log, err))
 	}
 	os.Exit(daemon.RunWithMetrics(log, *httpAddr, svc.Probe.Ready, svc.Metrics(), svc.Run))
 }

@@ -37,14 +37,12 @@ func main() {
 	log := daemon.Logger()
 	store, err := openStore(log, sc)
 	if err != nil {
-		log.Error("start", "err", err)
-		os.Exit(1)
+		os.Exit(daemon.Fail(log, err))
 	}
 	svc, err := persistence.New(persistence.Config{Brokers: daemon.List(*brokers), GRPCAddr: *grpcAddr, InstanceID: *instance, SyncMargin: *syncMargin, Logger: log}, store)
 	if err != nil {
 		_ = store.Close()
-		log.Error("start", "err", err)
-		os.Exit(1)
+		os.Exit(daemon.Fail(log, err))
 	}
 	code := daemon.RunWithMetrics(log, *httpAddr, svc.Probe.Ready, svc.Metrics(), func(ctx context.Context) error {
 		defer store.Close()

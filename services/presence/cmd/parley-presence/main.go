@@ -21,8 +21,7 @@ func main() {
 	log := daemon.Logger()
 	svc, err := presence.New(presence.Config{GRPCAddr: *grpcAddr, Brokers: daemon.List(*brokers), Instance: *instance, Instances: *instances, Lease: *lease, Logger: log})
 	if err != nil {
-		log.Error("start", "err", err)
-		os.Exit(1)
+		os.Exit(daemon.Fail(log, err))
 	}
 	os.Exit(daemon.Run(log, *httpAddr, svc.Probe.Ready, svc.Run))
 }
