@@ -41,7 +41,10 @@ type Config struct {
 	// SyncMargin is how far back a conversation-list sync token reaches
 	// (see syncMargin); one minute if zero.
 	SyncMargin time.Duration
-	Logger     *slog.Logger
+	// StartupTimeout bounds Run's wait for Kafka to answer, after which
+	// Run fails naming the brokers (topics.StartupTimeout if 0).
+	StartupTimeout time.Duration
+	Logger         *slog.Logger
 }
 
 // Service is a running persistence node.
@@ -103,6 +106,13 @@ func (s *Service) Close() {
 // serving reads, finish the batch in hand and commit, leave the group.
 func (s *Service) Run(ctx context.Context) error {
 	defer s.cl.Close()
+	if err := topics.WaitReadyWithin(ctx, s.cl, s.cfg.StartupTimeout); err != nil {
+		s.lis.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("persistence: %w", err)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {

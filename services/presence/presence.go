@@ -56,7 +56,10 @@ type Config struct {
 	// report opening a session may wait for one that stopped answering, or,
 	// just after this instance started, for one its predecessor leased to.
 	WatchLease time.Duration
-	Logger     *slog.Logger
+	// StartupTimeout bounds Run's wait for Kafka to answer, after which
+	// Run fails naming the brokers (topics.StartupTimeout if 0).
+	StartupTimeout time.Duration
+	Logger         *slog.Logger
 }
 
 // Service is a running presence instance.
@@ -184,7 +187,10 @@ func (s *Service) Run(ctx context.Context) error {
 
 func (s *Service) replayAndServe(ctx context.Context) error {
 	start := time.Now()
-	if err := topics.WaitReady(ctx, s.cl); err != nil {
+	if err := topics.WaitReadyWithin(ctx, s.cl, s.cfg.StartupTimeout); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("presence: %w", err)
 	}
 	ends, err := s.assign(ctx)
