@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -93,17 +94,24 @@ func RunWithMetrics(log *slog.Logger, healthAddr string, ready func() bool, metr
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	var srv *http.Server
+	served := make(chan error, 1)
 	if healthAddr != "" {
+		// Bound before run starts, so a taken address fails the start
+		// rather than stopping a running service with exit code 0.
+		lis, err := net.Listen("tcp", healthAddr)
+		if err != nil {
+			return Fail(log, fmt.Errorf("health address: %w", err))
+		}
 		mux := http.NewServeMux()
 		health.Register(mux, ready)
 		if metrics != nil {
 			health.Metrics(mux, metrics)
 		}
 		Pprof(mux)
-		srv = &http.Server{Addr: healthAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
-			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("health server", "addr", healthAddr, "err", err)
+			if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				served <- fmt.Errorf("health server on %s: %w", healthAddr, err)
 				stop()
 			}
 		}()
@@ -114,12 +122,24 @@ func RunWithMetrics(log *slog.Logger, healthAddr string, ready func() bool, metr
 		_ = srv.Shutdown(sctx)
 		cancel()
 	}
+	select {
+	case serr := <-served:
+		err = errors.Join(err, serr)
+	default:
+	}
 	if err != nil {
 		log.Error("stopped with error", "err", err)
 		return 1
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// Fail reports, as the one line a process that could not start leaves,
+// what stopped it, and returns the exit code for that.
+func Fail(log *slog.Logger, err error) int {
+	log.Error("start failed", "err", err)
+	return 1
 }
 
 // Pprof registers net/http/pprof's handlers on mux when PARLEY_PPROF=1, so

@@ -1,10 +1,13 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,5 +40,34 @@ func TestRunWithMetricsServesThemBesideTheProbes(t *testing.T) {
 	})
 	if code != 0 || got["/metrics"] != "parley_up 1\n" || got["/healthz"] != "ok\n" {
 		t.Fatalf("exit %d, served %q", code, got)
+	}
+}
+
+// TestRunFailsOnTakenHealthAddress: a health address another process holds
+// fails the start with one line naming it, and run is never called. (It
+// once ran the service, then stopped it with exit code 0.)
+func TestRunFailsOnTakenHealthAddress(t *testing.T) {
+	addr, err := freeport.Addr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	var out bytes.Buffer
+	ran := false
+	code := Run(slog.New(slog.NewTextHandler(&out, nil)), addr, nil, func(ctx context.Context) error {
+		ran = true
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
+		}
+		return nil
+	})
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if code == 0 || ran || len(lines) != 1 || !strings.Contains(lines[0], addr) || !strings.Contains(lines[0], "address already in use") {
+		t.Fatalf("exit %d, run called %v, log:\n%s\nwant a non-zero exit, no run, one line naming %s in use", code, ran, out.String(), addr)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -160,14 +161,52 @@ func GroupOpts(group, instanceID string, extra ...kgo.Opt) []kgo.Opt {
 
 // WaitReady pings the cluster until it answers or ctx ends.
 func WaitReady(ctx context.Context, cl *kgo.Client) error {
+	if err := ping(ctx, cl); err != nil {
+		return fmt.Errorf("kafka not reachable: %w", err)
+	}
+	return nil
+}
+
+// StartupTimeout is how long a service waits by default, when it starts,
+// for Kafka (and Cassandra) to answer: long enough for a cluster started
+// beside it, short enough that a wrong address ends in an error rather
+// than in a process that waits, silent and unready, for ever.
+const StartupTimeout = 60 * time.Second
+
+// WaitReadyWithin is WaitReady bounded by timeout (StartupTimeout if 0),
+// for a service that cannot start without Kafka: its error names the seed
+// brokers it could not reach. When ctx ends first it returns ctx's error.
+func WaitReadyWithin(ctx context.Context, cl *kgo.Client, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = StartupTimeout
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := ping(wctx, cl)
+	if err == nil || ctx.Err() != nil {
+		return ctx.Err()
+	}
+	seeds, _ := cl.OptValue(kgo.SeedBrokers).([]string)
+	return fmt.Errorf("kafka at %s not reachable within %s: %w", strings.Join(seeds, ","), timeout, err)
+}
+
+// ping pings until the cluster answers, nil, or ctx ends, the last
+// reason it did not.
+func ping(ctx context.Context, cl *kgo.Client) error {
+	var last error
 	for {
 		err := cl.Ping(ctx)
 		if err == nil {
 			return nil
 		}
+		// A ping that ctx cut short says nothing about the cluster; the
+		// one before it does (a refused connection, say).
+		if last == nil || ctx.Err() == nil {
+			last = err
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("kafka not reachable: %w", err)
+			return last
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -189,12 +189,12 @@ func New(cfg Config) (*Service, error) {
 	s.persistence = persistencev1.NewPersistenceServiceClient(pc)
 	if s.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		s.closeClients()
-		return nil, fmt.Errorf("edge: listen %s: %w", cfg.GRPCAddr, err)
+		return nil, fmt.Errorf("edge: grpc address: %w", err)
 	}
 	if s.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		s.grpcLis.Close()
 		s.closeClients()
-		return nil, fmt.Errorf("edge: listen %s: %w", cfg.HTTPAddr, err)
+		return nil, fmt.Errorf("edge: http address: %w", err)
 	}
 	pushAddr := cfg.PushAddr
 	if pushAddr == "" {
@@ -207,6 +207,15 @@ func New(cfg Config) (*Service, error) {
 	edgev1.RegisterEdgeServiceServer(s.grpc, s)
 	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
+}
+
+// Close releases what New opened, for a service whose Run is never called
+// (Run releases it otherwise): a process that fails to start the parts
+// after this one.
+func (s *Service) Close() {
+	s.grpcLis.Close()
+	s.httpLis.Close()
+	s.closeClients()
 }
 
 func (s *Service) closeClients() {

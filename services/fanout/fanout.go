@@ -44,7 +44,10 @@ type Config struct {
 	// NoLocationCache makes every batch ask presence where its recipients
 	// are, instead of answering from the leased cache (for comparison).
 	NoLocationCache bool
-	Logger          *slog.Logger
+	// StartupTimeout bounds Run's wait for Kafka to answer, after which
+	// Run fails naming the brokers (topics.StartupTimeout if 0).
+	StartupTimeout time.Duration
+	Logger         *slog.Logger
 }
 
 // Service is a running fan-out node.
@@ -95,6 +98,14 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
+// Close releases what New opened, for a service whose Run is never called
+// (Run releases it otherwise): a process that fails to start the parts
+// after this one.
+func (s *Service) Close() {
+	s.cl.Close()
+	s.presence.Close()
+}
+
 // Run consumes until ctx ends. Shutdown: readiness off, finish the batch
 // in hand, commit, leave the group, close connections.
 func (s *Service) Run(ctx context.Context) error {
@@ -107,6 +118,12 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		s.mu.Unlock()
 	}()
+	if err := topics.WaitReadyWithin(ctx, s.cl, s.cfg.StartupTimeout); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("fanout: %w", err)
+	}
 	if s.locs != nil {
 		wctx, stop := context.WithCancel(ctx)
 		watched := make(chan struct{})

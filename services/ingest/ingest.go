@@ -58,7 +58,10 @@ type Config struct {
 	// InstanceID, when set, makes the sequencer a static group member (see
 	// topics.GroupOpts).
 	InstanceID string
-	Logger     *slog.Logger
+	// StartupTimeout bounds Run's wait for Kafka to answer, after which
+	// Run fails naming the brokers (topics.StartupTimeout if 0).
+	StartupTimeout time.Duration
+	Logger         *slog.Logger
 }
 
 // Service is a running ingest node.
@@ -102,8 +105,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
+		seq.sess.Close()
 		producer.Close()
-		return nil, fmt.Errorf("ingest listen %s: %w", cfg.GRPCAddr, err)
+		return nil, fmt.Errorf("ingest: grpc address: %w", err)
 	}
 	s := &Service{cfg: cfg, log: log, lis: lis, grpc: grpc.NewServer(), producer: producer, seq: seq, reg: reg, waiters: map[string]chan *logv1.Outcome{}}
 	ingestv1.RegisterIngestServiceServer(s.grpc, s)
@@ -113,18 +117,31 @@ func New(cfg Config) (*Service, error) {
 // Addr is the bound gRPC address.
 func (s *Service) Addr() string { return s.lis.Addr().String() }
 
+// Close releases what New opened, for a service whose Run is never called
+// (Run releases it otherwise): a process that fails to start the parts
+// after this one.
+func (s *Service) Close() {
+	s.lis.Close()
+	s.seq.sess.Close()
+	s.producer.Close()
+}
+
 // Run serves until ctx ends, then shuts down in order: readiness off, stop
 // taking Submits and let those in flight finish (they need the outcome
 // reader), then stop the outcome reader and the sequencer, then close Kafka.
 func (s *Service) Run(ctx context.Context) error {
-	defer s.producer.Close()
-	loops, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopLoops()
-	outcomes, err := s.outcomeReader(ctx)
+	outcomes, err := s.start(ctx)
 	if err != nil {
+		s.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
+	defer s.producer.Close()
 	defer outcomes.Close()
+	loops, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLoops()
 
 	g, gctx := errgroup.WithContext(loops)
 	g.Go(func() error { return s.readOutcomes(gctx, outcomes) })
@@ -152,6 +169,14 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	stopLoops()
 	return g.Wait()
+}
+
+// start waits for Kafka, then opens the outcome reader.
+func (s *Service) start(ctx context.Context) (*kgo.Client, error) {
+	if err := topics.WaitReadyWithin(ctx, s.producer, s.cfg.StartupTimeout); err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	return s.outcomeReader(ctx)
 }
 
 // outcomeReader starts reading outcomes at the current end of every

@@ -41,7 +41,10 @@ type Config struct {
 	// SyncMargin is how far back a conversation-list sync token reaches
 	// (see syncMargin); one minute if zero.
 	SyncMargin time.Duration
-	Logger     *slog.Logger
+	// StartupTimeout bounds Run's wait for Kafka to answer, after which
+	// Run fails naming the brokers (topics.StartupTimeout if 0).
+	StartupTimeout time.Duration
+	Logger         *slog.Logger
 }
 
 // Service is a running persistence node.
@@ -78,7 +81,7 @@ func New(cfg Config, store history.Store) (*Service, error) {
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		cl.Close()
-		return nil, fmt.Errorf("persistence listen %s: %w", cfg.GRPCAddr, err)
+		return nil, fmt.Errorf("persistence: grpc address: %w", err)
 	}
 	reg := metrics.NewRegistry()
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "persistence"), store: store, cl: cl, lis: lis, grpc: grpc.NewServer(),
@@ -91,10 +94,25 @@ func New(cfg Config, store history.Store) (*Service, error) {
 // Addr is the bound gRPC address.
 func (s *Service) Addr() string { return s.lis.Addr().String() }
 
+// Close releases what New opened (not the store, which is the caller's),
+// for a service whose Run is never called (Run releases it otherwise): a
+// process that fails to start the parts after this one.
+func (s *Service) Close() {
+	s.lis.Close()
+	s.cl.Close()
+}
+
 // Run consumes and serves until ctx ends. Shutdown: readiness off, stop
 // serving reads, finish the batch in hand and commit, leave the group.
 func (s *Service) Run(ctx context.Context) error {
 	defer s.cl.Close()
+	if err := topics.WaitReadyWithin(ctx, s.cl, s.cfg.StartupTimeout); err != nil {
+		s.lis.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("persistence: %w", err)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {

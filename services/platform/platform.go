@@ -13,6 +13,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/parleychat/parley/pkg/auth"
 	"github.com/parleychat/parley/pkg/topics"
 	"github.com/parleychat/parley/services/edge"
 	"github.com/parleychat/parley/services/fanout"
@@ -67,12 +68,19 @@ func Start(ctx context.Context, cfg Config) (p *Platform, err error) {
 	if cfg.Partitions <= 0 {
 		cfg.Partitions = topics.LocalSpec.Partitions
 	}
-	p = &Platform{log: cfg.Logger}
+	// A secret the edge would refuse is known before anything starts.
+	if _, err := auth.NewHS256(cfg.JWTSecret); err != nil {
+		return nil, fmt.Errorf("platform: %w", err)
+	}
+	// The error paths return a nil *Platform, so the cleanup holds its own
+	// reference to what was started.
+	started := &Platform{log: cfg.Logger}
 	defer func() {
 		if err != nil {
-			p.close()
+			started.abort()
 		}
 	}()
+	p = started
 	if p.Kafka, err = OpenKafka(ctx, filepath.Join(cfg.DataDir, "kafka"), cfg.KafkaPort); err != nil {
 		return nil, fmt.Errorf("platform: %w", err)
 	}
@@ -194,6 +202,27 @@ func (p *Platform) Run(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// abort releases what a failed Start had started: the services, whose
+// Run was never called, then the store and Kafka.
+func (p *Platform) abort() {
+	if p.Edge != nil {
+		p.Edge.Close()
+	}
+	if p.Fanout != nil {
+		p.Fanout.Close()
+	}
+	if p.Ingest != nil {
+		p.Ingest.Close()
+	}
+	if p.Persistence != nil {
+		p.Persistence.Close()
+	}
+	for _, pr := range p.Presence {
+		pr.Close()
+	}
+	p.close()
 }
 
 func (p *Platform) close() {

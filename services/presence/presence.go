@@ -56,7 +56,10 @@ type Config struct {
 	// report opening a session may wait for one that stopped answering, or,
 	// just after this instance started, for one its predecessor leased to.
 	WatchLease time.Duration
-	Logger     *slog.Logger
+	// StartupTimeout bounds Run's wait for Kafka to answer, after which
+	// Run fails naming the brokers (topics.StartupTimeout if 0).
+	StartupTimeout time.Duration
+	Logger         *slog.Logger
 }
 
 // Service is a running presence instance.
@@ -130,7 +133,7 @@ func newService(cfg Config, now func() time.Time) (*Service, error) {
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		cl.Close()
-		return nil, fmt.Errorf("presence listen %s: %w", cfg.GRPCAddr, err)
+		return nil, fmt.Errorf("presence: grpc address: %w", err)
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "presence", "instance", cfg.Instance), now: now, regs: map[int32]*Registry{},
 		cl: cl, lis: lis, grpc: grpc.NewServer(), ready: make(chan struct{}), reporting: make(chan struct{}), applied: map[int32]int64{}, progress: make(chan struct{})}
@@ -141,6 +144,14 @@ func newService(cfg Config, now func() time.Time) (*Service, error) {
 
 // Addr is the bound gRPC address.
 func (s *Service) Addr() string { return s.lis.Addr().String() }
+
+// Close releases what New opened, for a service whose Run is never called
+// (Run releases it otherwise): a process that fails to start the parts
+// after this one.
+func (s *Service) Close() {
+	s.lis.Close()
+	s.cl.Close()
+}
 
 // Run replays the instance's partitions, then serves until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
@@ -176,7 +187,10 @@ func (s *Service) Run(ctx context.Context) error {
 
 func (s *Service) replayAndServe(ctx context.Context) error {
 	start := time.Now()
-	if err := topics.WaitReady(ctx, s.cl); err != nil {
+	if err := topics.WaitReadyWithin(ctx, s.cl, s.cfg.StartupTimeout); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("presence: %w", err)
 	}
 	ends, err := s.assign(ctx)

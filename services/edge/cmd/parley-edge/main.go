@@ -31,8 +31,7 @@ func main() {
 		JWTSecret: []byte(*secret), DevTokens: *devTokens, QueueLimit: *queueLimit, WriteTimeout: *writeTimeout, ResumeWait: *resumeWait, Logger: log,
 	})
 	if err != nil {
-		log.Error("start", "err", err)
-		os.Exit(1)
+		os.Exit(daemon.Fail(log, err))
 	}
 	// The edge serves its probes on its own HTTP address.
 	os.Exit(daemon.Run(log, "", svc.Probe.Ready, svc.Run))

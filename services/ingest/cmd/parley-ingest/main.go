@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/parleychat/parley/pkg/daemon"
+	"github.com/parleychat/parley/pkg/topics"
 	"github.com/parleychat/parley/services/ingest"
 )
 
@@ -16,12 +17,12 @@ func main() {
 	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8101"), "health listen address (PARLEY_HTTP_ADDR)")
 	timeout := fs.Duration("submit-timeout", daemon.EnvDuration("PARLEY_SUBMIT_TIMEOUT", 0), "wait for the sequencer's outcome (PARLEY_SUBMIT_TIMEOUT; 10s if 0)")
 	instance := fs.String("instance-id", daemon.Env("PARLEY_INSTANCE_ID", ""), "static consumer-group member id, stable across restarts (PARLEY_INSTANCE_ID)")
+	startupTimeout := fs.Duration("startup-timeout", daemon.EnvDuration("PARLEY_STARTUP_TIMEOUT", topics.StartupTimeout), "how long to wait at startup for Kafka to answer before exiting with an error (PARLEY_STARTUP_TIMEOUT)")
 	daemon.Parse(fs, os.Args[1:])
 	log := daemon.Logger()
-	svc, err := ingest.New(ingest.Config{Brokers: daemon.List(*brokers), InstanceID: *instance, GRPCAddr: *grpcAddr, SubmitTimeout: *timeout, Logger: log})
+	svc, err := ingest.New(ingest.Config{Brokers: daemon.List(*brokers), InstanceID: *instance, GRPCAddr: *grpcAddr, SubmitTimeout: *timeout, StartupTimeout: *startupTimeout, Logger: log})
 	if err != nil {
-		log.Error("start", "err", err)
-		os.Exit(1)
+		os.Exit(daemon.Fail(log, err))
 	}
 	os.Exit(daemon.RunWithMetrics(log, *httpAddr, svc.Probe.Ready, svc.Metrics(), svc.Run))
 }

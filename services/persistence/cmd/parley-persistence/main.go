@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/daemon"
+	"github.com/parleychat/parley/pkg/topics"
 	"github.com/parleychat/parley/services/persistence"
 	"github.com/parleychat/parley/services/persistence/history"
 	"github.com/parleychat/parley/services/persistence/history/cassandrastore"
@@ -33,18 +34,20 @@ func main() {
 	fs.BoolVar(&sc.migrate, "migrate", envBool("PARLEY_MIGRATE"), "with -store cassandra: create the keyspace and apply pending schema migrations before starting (PARLEY_MIGRATE=1)")
 	syncMargin := fs.Duration("sync-margin", daemon.EnvDuration("PARLEY_SYNC_MARGIN", 0), "how far back a conversation-list sync token reaches, covering clock skew between persistence nodes and slow writes (PARLEY_SYNC_MARGIN; 1m if 0)")
 	instance := fs.String("instance-id", daemon.Env("PARLEY_INSTANCE_ID", ""), "static consumer-group member id, stable across restarts (PARLEY_INSTANCE_ID)")
+	fs.DurationVar(&sc.startupTimeout, "startup-timeout", daemon.EnvDuration("PARLEY_STARTUP_TIMEOUT", topics.StartupTimeout), "how long to wait at startup for Kafka (and Cassandra, with -store cassandra) to answer before exiting with an error (PARLEY_STARTUP_TIMEOUT)")
 	daemon.Parse(fs, os.Args[1:])
+	if sc.startupTimeout <= 0 {
+		sc.startupTimeout = topics.StartupTimeout
+	}
 	log := daemon.Logger()
 	store, err := openStore(log, sc)
 	if err != nil {
-		log.Error("start", "err", err)
-		os.Exit(1)
+		os.Exit(daemon.Fail(log, err))
 	}
-	svc, err := persistence.New(persistence.Config{Brokers: daemon.List(*brokers), GRPCAddr: *grpcAddr, InstanceID: *instance, SyncMargin: *syncMargin, Logger: log}, store)
+	svc, err := persistence.New(persistence.Config{Brokers: daemon.List(*brokers), GRPCAddr: *grpcAddr, InstanceID: *instance, SyncMargin: *syncMargin, StartupTimeout: sc.startupTimeout, Logger: log}, store)
 	if err != nil {
 		_ = store.Close()
-		log.Error("start", "err", err)
-		os.Exit(1)
+		os.Exit(daemon.Fail(log, err))
 	}
 	code := daemon.RunWithMetrics(log, *httpAddr, svc.Probe.Ready, svc.Metrics(), func(ctx context.Context) error {
 		defer store.Close()
@@ -59,10 +62,11 @@ type storeConfig struct {
 	cassandraHosts string
 	cassandra      cassandrastore.Config
 	migrate        bool
+	startupTimeout time.Duration
 }
 
 // openStore opens the configured history store; Cassandra's schema is
-// migrated first only when asked to.
+// migrated first only when asked to, once Cassandra answers.
 func openStore(log *slog.Logger, sc storeConfig) (history.Store, error) {
 	switch sc.kind {
 	case "pebble":
@@ -72,10 +76,13 @@ func openStore(log *slog.Logger, sc storeConfig) (history.Store, error) {
 		}
 		return s, nil
 	case "cassandra":
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
 		cfg := sc.cassandra
 		cfg.Hosts = daemon.List(sc.cassandraHosts)
+		if err := cassandrastore.WaitReachable(context.Background(), cfg.Hosts, sc.startupTimeout); err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
 		if sc.migrate {
 			start := time.Now()
 			if err := cassandrastore.Migrate(ctx, cfg); err != nil {

@@ -1,6 +1,7 @@
 package cassandrastore
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"regexp"
@@ -168,6 +169,53 @@ func cluster(cfg Config, cons gocql.Consistency, keyspace string, timeout time.D
 	// unavailable for up to a minute after Cassandra is back.
 	c.ReconnectInterval = 5 * time.Second
 	return c
+}
+
+// WaitReachable waits until one of hosts ("host:port", port 9042 when
+// omitted) accepts a connection, for at most timeout (ctx alone bounds it
+// if timeout is not positive). The driver gives up at the first refused
+// connection, while Cassandra opens its native port only once it can
+// serve: this waits out a node that is still starting, and ends a wrong
+// address in an error naming it. When ctx ends first it returns ctx's
+// error.
+func WaitReachable(ctx context.Context, hosts []string, timeout time.Duration) error {
+	if len(hosts) == 0 {
+		return fmt.Errorf("cassandra: no hosts configured")
+	}
+	wctx := ctx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	var d net.Dialer
+	var last error
+	for {
+		for _, h := range hosts {
+			addr := h
+			if _, _, err := net.SplitHostPort(h); err != nil {
+				addr = net.JoinHostPort(h, "9042")
+			}
+			c, err := d.DialContext(wctx, "tcp", addr)
+			if err == nil {
+				c.Close()
+				return nil
+			}
+			// A dial that the deadline cut short says less than the
+			// refusal before it.
+			if last == nil || wctx.Err() == nil {
+				last = err
+			}
+		}
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("cassandra at %s not reachable within %s: %w", strings.Join(hosts, ","), timeout, last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // commonPort is the port every host names, or 0.

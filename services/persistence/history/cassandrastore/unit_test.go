@@ -1,11 +1,14 @@
 package cassandrastore
 
 import (
+	"net"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gocql/gocql"
+	"github.com/parleychat/parley/pkg/freeport"
 )
 
 // Tests that need no Cassandra.
@@ -130,5 +133,31 @@ func TestMemberList(t *testing.T) {
 	}
 	if memberList(nil, nil) != nil {
 		t.Fatal("memberList(nil) is not nil")
+	}
+}
+
+// TestWaitReachable: a contact point nobody listens on ends the wait at
+// the timeout with an error naming it; one that accepts ends it at once.
+func TestWaitReachable(t *testing.T) {
+	closed, err := freeport.Addr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = WaitReachable(t.Context(), []string{closed}, time.Second)
+	if took := time.Since(start); took < time.Second || took > 5*time.Second {
+		t.Errorf("gave up after %s, want about 1s", took)
+	}
+	if err == nil || !strings.Contains(err.Error(), "cassandra at "+closed+" not reachable within 1s") || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("err = %v, want it to name %s, the timeout and the refused connection", err, closed)
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := WaitReachable(t.Context(), []string{closed, l.Addr().String()}, time.Second); err != nil {
+		t.Errorf("with one host listening: %v", err)
 	}
 }

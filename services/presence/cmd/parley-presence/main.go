@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/parleychat/parley/pkg/daemon"
+	"github.com/parleychat/parley/pkg/topics"
 	"github.com/parleychat/parley/services/presence"
 )
 
@@ -17,12 +18,12 @@ func main() {
 	instance := fs.Int("instance", daemon.EnvInt("PARLEY_PRESENCE_INSTANCE", 0), "this instance's index, 0 to instances-1: it owns the partitions p with p mod instances = index (PARLEY_PRESENCE_INSTANCE)")
 	instances := fs.Int("instances", daemon.EnvInt("PARLEY_PRESENCE_INSTANCES", 1), "how many presence instances split the users; must divide the partition count (PARLEY_PRESENCE_INSTANCES)")
 	lease := fs.Duration("lease", daemon.EnvDuration("PARLEY_PRESENCE_LEASE", presence.DefaultLease), "how long a silent edge keeps its sessions (PARLEY_PRESENCE_LEASE)")
+	startupTimeout := fs.Duration("startup-timeout", daemon.EnvDuration("PARLEY_STARTUP_TIMEOUT", topics.StartupTimeout), "how long to wait at startup for Kafka to answer before exiting with an error (PARLEY_STARTUP_TIMEOUT)")
 	daemon.Parse(fs, os.Args[1:])
 	log := daemon.Logger()
-	svc, err := presence.New(presence.Config{GRPCAddr: *grpcAddr, Brokers: daemon.List(*brokers), Instance: *instance, Instances: *instances, Lease: *lease, Logger: log})
+	svc, err := presence.New(presence.Config{GRPCAddr: *grpcAddr, Brokers: daemon.List(*brokers), Instance: *instance, Instances: *instances, Lease: *lease, StartupTimeout: *startupTimeout, Logger: log})
 	if err != nil {
-		log.Error("start", "err", err)
-		os.Exit(1)
+		os.Exit(daemon.Fail(log, err))
 	}
 	os.Exit(daemon.Run(log, *httpAddr, svc.Probe.Ready, svc.Run))
 }
