@@ -240,10 +240,13 @@ func (s *Service) deliver(ctx context.Context, recs []*logv1.EventRecord) error 
 		// up on resume or at the next event's gap.
 		s.log.Warn("fanout: some recipients not located; their live delivery is skipped", "err", err)
 	}
-	g, gctx := errgroup.WithContext(ctx)
+	// Each push stands alone: an edge that died still holds sessions in
+	// presence until its lease lapses, and its failure must not cancel the
+	// pushes to the live edges its users came back on.
+	var g errgroup.Group
 	for addr, deliveries := range Plan(recs, locs) {
 		g.Go(func() error {
-			cctx, cancel := context.WithTimeout(gctx, pushTimeout)
+			cctx, cancel := context.WithTimeout(ctx, pushTimeout)
 			defer cancel()
 			conn, err := s.edge(addr)
 			if err != nil {
