@@ -199,14 +199,15 @@ func (c *conn) authenticate(ctx context.Context) bool {
 	// conversation can overtake its catch-up.
 	c.hold(resume)
 	c.svc.hub.add(c)
-	if err := c.svc.reporter.connect(actx, &presencev1.Session{SessionId: c.session, UserId: c.user, DeviceId: c.device}); err != nil {
-		c.svc.log.Warn("edge: presence did not take the session; live pushes may miss it until the next report", "err", err)
+	taken, err := c.svc.reporter.connect(actx, &presencev1.Session{SessionId: c.session, UserId: c.user, DeviceId: c.device})
+	if err != nil {
+		c.svc.log.Warn("edge: presence did not take the session yet; live pushes miss it until a report is taken, and its resume waits for that", "err", err)
 	}
 	c.send(&clientv1.ServerFrame{RequestId: frame.GetRequestId(), Frame: &clientv1.ServerFrame_Authenticated{
 		Authenticated: &clientv1.Authenticated{UserId: c.user, DeviceId: c.device, SessionId: c.session},
 	}})
 	if len(resume) > 0 {
-		go c.resume(frame.GetRequestId(), resume)
+		go c.resume(frame.GetRequestId(), resume, taken)
 	}
 	return true
 }

@@ -28,21 +28,38 @@ type reporter struct {
 	connected    []*presencev1.Session
 	disconnected []*presencev1.Session
 	needSnapshot bool
-	wake         chan struct{}
+	// taken is closed, and replaced, by each report presence takes: what
+	// a session whose own report was not taken waits on.
+	taken chan struct{}
+	wake  chan struct{}
 }
 
 func newReporter(client presencev1.PresenceServiceClient, nodeID, pushAddr string, h *hub, log *slog.Logger, beat time.Duration) *reporter {
-	return &reporter{client: client, nodeID: nodeID, pushAddr: pushAddr, hub: h, log: log, beat: beat, needSnapshot: true, wake: make(chan struct{}, 1)}
+	return &reporter{client: client, nodeID: nodeID, pushAddr: pushAddr, hub: h, log: log, beat: beat, needSnapshot: true, taken: make(chan struct{}), wake: make(chan struct{}, 1)}
 }
 
-// connect reports a new session and returns once presence has it (or the
-// report failed), so that every event sequenced after the client is told
-// it is authenticated finds this session.
-func (r *reporter) connect(ctx context.Context, s *presencev1.Session) error {
+// connect reports a new session. The channel it returns is closed once
+// presence has the session: at once if this report is taken, otherwise by
+// the next report that is (a snapshot of the hub, which holds the
+// session). Until then fan-out cannot find the session, so an event
+// sequenced meanwhile is pushed to nobody here: a resume waits for the
+// channel before it asks for the heads, and the error says why it has to.
+func (r *reporter) connect(ctx context.Context, s *presencev1.Session) (<-chan struct{}, error) {
 	r.mu.Lock()
 	r.connected = append(r.connected, s)
 	r.mu.Unlock()
-	return r.report(ctx)
+	pending, err := r.report(ctx)
+	if pending == nil {
+		taken := make(chan struct{})
+		close(taken)
+		return taken, nil
+	}
+	if err != nil {
+		// The run loop retries its own failures only; presence may be
+		// replaying after a restart and take the snapshot in a moment.
+		time.AfterFunc(retryAfter, r.poke)
+	}
+	return pending, err
 }
 
 func (r *reporter) disconnect(s *presencev1.Session) {
@@ -75,7 +92,7 @@ func (r *reporter) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			_ = r.report(fctx)
+			_, _ = r.report(fctx)
 			cancel()
 			return
 		case <-r.wake:
@@ -83,7 +100,7 @@ func (r *reporter) run(ctx context.Context) {
 			time.Sleep(20 * time.Millisecond)
 		case <-t.C:
 		}
-		if err := r.report(ctx); err != nil {
+		if _, err := r.report(ctx); err != nil {
 			// Presence may be restarting: come back sooner than the next
 			// heartbeat, so the node's snapshot is there as soon as it
 			// serves and it never has to wait for this node's lease.
@@ -96,8 +113,10 @@ func (r *reporter) run(ctx context.Context) {
 const retryAfter = 300 * time.Millisecond
 
 // report sends the pending changes (or a snapshot) and renews the lease.
-// Both kinds are idempotent in the registry, so overlap is harmless.
-func (r *reporter) report(ctx context.Context) error {
+// Both kinds are idempotent in the registry, so overlap is harmless. When
+// presence did not take the report it returns the channel the next report
+// it takes will close; nil when it took this one.
+func (r *reporter) report(ctx context.Context) (<-chan struct{}, error) {
 	r.sendMu.Lock()
 	defer r.sendMu.Unlock()
 	r.mu.Lock()
@@ -119,12 +138,17 @@ func (r *reporter) report(ctx context.Context) error {
 			r.log.Warn("presence report failed; will send a snapshot", "err", err)
 		}
 		r.needSnapshot = true
-		return err
+		return r.taken, err
 	case resp.GetSendSnapshot():
+		// Presence did not know this node, so the changes may not have
+		// been applied: the snapshot asked for carries them.
 		r.needSnapshot = true
 		r.poke()
+		return r.taken, nil
 	default:
 		r.needSnapshot = false
+		close(r.taken)
+		r.taken = make(chan struct{})
 	}
-	return nil
+	return nil, nil
 }

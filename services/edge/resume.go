@@ -27,6 +27,10 @@ const (
 	resumePage       = 200
 	// resumeProbes bounds the head probes of one resume in flight at once.
 	resumeProbes = 32
+	// presenceWait bounds how long a resume waits for presence to take
+	// the session. A restarted presence waits up to a lease (10 s) for the
+	// nodes it knew before it serves; past that the resume goes ahead.
+	presenceWait = 15 * time.Second
 )
 
 // hold starts holding back live events of the resumed conversations. It
@@ -47,8 +51,22 @@ func (c *conn) hold(cursors []*clientv1.Cursor) {
 // without duplicates, and ends with Resumed. It runs in a goroutine of its
 // own beside the read loop, so requests are answered during a long
 // catch-up.
-func (c *conn) resume(requestID string, cursors []*clientv1.Cursor) {
+//
+// It asks for the heads only once taken is closed, when presence has the
+// session: until then fan-out pushes an event to nobody here, so only
+// history can bring it, and only a head asked for afterwards covers it.
+// (Devices reconnecting to a restarted `parley run` while presence
+// replayed missed the last events before this.)
+func (c *conn) resume(requestID string, cursors []*clientv1.Cursor, taken <-chan struct{}) {
 	ctx := context.Background()
+	wait := time.NewTimer(presenceWait)
+	select {
+	case <-taken:
+	case <-wait.C:
+		c.svc.log.Warn("edge: presence still lacks the session; resuming regardless, live events until it has it come only with a later event's gap",
+			"user", c.user, "waited", presenceWait)
+	}
+	wait.Stop()
 	heads, errs := c.heads(ctx, cursors)
 	done := &clientv1.Resumed{}
 	for i, cur := range cursors {

@@ -72,6 +72,13 @@ func (h headIngest) Submit(_ context.Context, req *ingestv1.SubmitRequest, _ ...
 	return &ingestv1.SubmitResponse{Outcome: &logv1.Outcome{Seq: h.head}}, nil
 }
 
+// taken is a session presence already has.
+func taken() <-chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}
+
 func seqs(from, to uint64) []uint64 {
 	var out []uint64
 	for s := from; s <= to; s++ {
@@ -133,7 +140,7 @@ func TestResumeSeam(t *testing.T) {
 			c.svc.cfg.ResumeWait = 5 * time.Second
 			cursors := []*clientv1.Cursor{{ConversationId: conv, LastSeq: tc.cursor}}
 			c.hold(cursors)
-			go c.resume("auth", cursors)
+			go c.resume("auth", cursors, taken())
 
 			want := tc.cursor
 			last := tc.seam
@@ -201,7 +208,7 @@ func TestResumeFailsShortOfTheHead(t *testing.T) {
 			c.svc.cfg.ResumeWait = 300 * time.Millisecond
 			cursors := []*clientv1.Cursor{{ConversationId: "c1", LastSeq: tc.cursor}}
 			c.hold(cursors)
-			go c.resume("auth", cursors)
+			go c.resume("auth", cursors, taken())
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			var code chatv1.ErrorCode
@@ -268,7 +275,7 @@ func TestResumeCrossesAHole(t *testing.T) {
 			for round := range 2 {
 				cursors := []*clientv1.Cursor{{ConversationId: conv, LastSeq: 2}}
 				c.hold(cursors)
-				go c.resume("auth", cursors)
+				go c.resume("auth", cursors, taken())
 				ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 				defer cancel()
 				var got []uint64
@@ -325,5 +332,65 @@ func TestResumeCrossesAHole(t *testing.T) {
 				t.Fatalf("metrics lack %q", want)
 			}
 		})
+	}
+}
+
+// countingIngest is headIngest counting the head probes.
+type countingIngest struct {
+	headIngest
+	mu    sync.Mutex
+	calls int
+}
+
+func (c *countingIngest) Submit(ctx context.Context, req *ingestv1.SubmitRequest, opts ...grpc.CallOption) (*ingestv1.SubmitResponse, error) {
+	c.mu.Lock()
+	c.calls++
+	c.mu.Unlock()
+	return c.headIngest.Submit(ctx, req, opts...)
+}
+
+// TestResumeWaitsForPresence: the head is asked for only once presence
+// has the session. An event sequenced before then is pushed to nobody on
+// this edge, so the head must come after it for history to bring it.
+func TestResumeWaitsForPresence(t *testing.T) {
+	c, client := pair(t, 1024)
+	c.svc.persistence = &scriptedHistory{stored: seqs(1, 5)}
+	ingest := &countingIngest{headIngest: headIngest{head: 5}}
+	c.svc.ingest = ingest
+	c.svc.cfg.RequestTimeout = 5 * time.Second
+	c.svc.cfg.ResumeWait = 5 * time.Second
+	cursors := []*clientv1.Cursor{{ConversationId: "c1", LastSeq: 2}}
+	c.hold(cursors)
+	presence := make(chan struct{})
+	go c.resume("auth", cursors, presence)
+	time.Sleep(200 * time.Millisecond)
+	ingest.mu.Lock()
+	early := ingest.calls
+	ingest.mu.Unlock()
+	if early != 0 {
+		t.Fatalf("%d head probes before presence had the session", early)
+	}
+	close(presence)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var got []uint64
+	for {
+		_, data, err := client.Read(ctx)
+		if err != nil {
+			t.Fatalf("after seqs %v: %v", got, err)
+		}
+		f, err := wire.DecodeServer(wire.Binary, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range f.GetEvents().GetEvents() {
+			got = append(got, ev.GetSeq())
+		}
+		if r := f.GetResumed(); r != nil {
+			if fmt.Sprint(got) != "[3 4 5]" || len(r.GetCaughtUp()) != 1 || r.GetCaughtUp()[0].GetLastSeq() != 5 {
+				t.Fatalf("resumed %v after seqs %v, want 3 4 5 and the seam at 5", r, got)
+			}
+			return
+		}
 	}
 }
