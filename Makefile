@@ -83,6 +83,13 @@ test-all: ## every Go test, with real Kafka and Cassandra up (started and stoppe
 		PARLEY_STACK_CONTROL=1 go test -race -count=1 -timeout 10m -run "^($(STACK_CONTROL_TESTS))$$" -v ./services/integration'
 
 
+# TestCrashLoop (cmd/parley) runs in test-all with its default of 10
+# rounds; this is the same test with many more kills on one data folder.
+CRASH_ROUNDS ?= 50
+.PHONY: crash
+crash: ## kill -9 `parley run` CRASH_ROUNDS (50) times mid-traffic, checking every guarantee after each restart (PARLEY_CRASH_SEED replays)
+	PARLEY_CRASH_ROUNDS=$(CRASH_ROUNDS) go test -count=1 -run '^TestCrashLoop$$' -v -timeout 60m ./cmd/parley
+
 .PHONY: fuzz-short
 fuzz-short: ## each fuzz target for FUZZTIME (60,000 runs)
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
