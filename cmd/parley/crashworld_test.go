@@ -217,9 +217,13 @@ func (d *device) add(ev *chatv1.Event) {
 	d.mu.Lock()
 	conv := ev.GetConversationId()
 	evs := d.got[conv]
-	if want := uint64(len(evs) + 1); ev.GetSeq() != want {
+	last := uint64(0)
+	if len(evs) > 0 {
+		last = evs[len(evs)-1].GetSeq()
+	}
+	if ev.GetSeq() != last+1 {
 		d.problems = append(d.problems, fmt.Sprintf("%s: %s delivered seq %d after %d (a gap, a duplicate or out of order)",
-			d.name, d.convNames[conv], ev.GetSeq(), len(evs)))
+			d.name, d.convNames[conv], ev.GetSeq(), last))
 	}
 	d.got[conv] = append(evs, ev)
 	d.mu.Unlock()
