@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/parleychat/parley/cmd/internal/cluster"
 )
 
 // cpuMeter samples the CPU time of the benchmark's processes, the local
@@ -19,12 +21,12 @@ type cpuMeter struct {
 	busy, total uint64
 }
 
-func newCPUMeter(c *cluster, o *options) *cpuMeter {
+func newCPUMeter(c *cluster.Cluster, o *options) *cpuMeter {
 	m := &cpuMeter{start: time.Now(), pids: map[string]int{"bench": os.Getpid()}, before: map[string]float64{}}
-	for _, p := range c.procs {
-		m.pids[p.name] = p.pid()
+	for _, p := range c.Procs {
+		m.pids[p.Name] = p.PID()
 	}
-	if !c.embedded {
+	if !c.Embedded {
 		if pid := pidListening(portOf(strings.Split(o.brokers, ",")[0])); pid != 0 {
 			m.pids["kafka"] = pid
 		}
@@ -79,25 +81,25 @@ func busyPct(d time.Duration) float64 {
 // startProfiles takes a CPU profile of each asked-for role while the
 // fixed-rate run goes (one profile per process), and sends the files
 // written, comma-separated, when done.
-func startProfiles(ctx context.Context, c *cluster, o *options, progress *progressLine) <-chan string {
+func startProfiles(ctx context.Context, c *cluster.Cluster, o *options, progress *progressLine) <-chan string {
 	out := make(chan string, 1)
 	roles := strings.Split(o.profile, ",")
 	if o.profile == "all" {
 		roles = []string{"edge", "ingest", "fanout", "persistence", "presence"}
 	}
 	type job struct {
-		p    *proc
+		p    *cluster.Proc
 		path string
 	}
 	var jobs []job
-	seen := map[*proc]bool{}
+	seen := map[*cluster.Proc]bool{}
 	for _, role := range roles {
-		p := c.byRole[strings.TrimSpace(role)]
+		p := c.First(strings.TrimSpace(role))
 		if p == nil || seen[p] {
 			continue
 		}
 		seen[p] = true
-		jobs = append(jobs, job{p, filepath.Join(o.out, fmt.Sprintf("cpu-%s.prof", p.name))})
+		jobs = append(jobs, job{p, filepath.Join(o.out, fmt.Sprintf("cpu-%s.prof", p.Name))})
 	}
 	if len(jobs) == 0 {
 		out <- ""
@@ -116,14 +118,14 @@ func startProfiles(ctx context.Context, c *cluster, o *options, progress *progre
 					results <- ""
 					return
 				}
-				data, err := j.p.pprofGet(ctx, fmt.Sprintf("profile?seconds=%d", secs))
+				data, err := j.p.PprofGet(ctx, fmt.Sprintf("profile?seconds=%d", secs))
 				if err == nil {
 					if err = os.MkdirAll(o.out, 0o755); err == nil {
 						err = os.WriteFile(j.path, data, 0o644)
 					}
 				}
 				if err != nil {
-					progress.logf("profile %s: %v", j.p.name, err)
+					progress.logf("profile %s: %v", j.p.Name, err)
 					results <- ""
 					return
 				}

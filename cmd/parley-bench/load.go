@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/parleychat/parley/cmd/internal/cluster"
 	"github.com/parleychat/parley/pkg/auth"
 	"github.com/parleychat/parley/pkg/sdk"
 	"github.com/parleychat/parley/pkg/wire"
@@ -110,7 +111,7 @@ const sendTimeout = 15 * time.Second
 // setupWorkload connects the devices, creates the conversations and waits
 // until every device has seen every conversation it is in, so that the
 // measured phases start on a warm pipeline.
-func setupWorkload(ctx context.Context, o *options, c *cluster, minter *auth.HS256, runID string) (*workload, error) {
+func setupWorkload(ctx context.Context, o *options, c *cluster.Cluster, minter *auth.HS256, runID string) (*workload, error) {
 	w := &workload{text: payload(o.payload)}
 	for i := range o.users {
 		u := &user{id: fmt.Sprintf("b%s-u%04d", runID, i)}
@@ -127,7 +128,7 @@ func setupWorkload(ctx context.Context, o *options, c *cluster, minter *auth.HS2
 		for d, dev := range u.devices {
 			// A user's devices sit on different edges, so delivery to the
 			// sender's other device crosses nodes.
-			url := c.wsURL(i + d)
+			url := c.WSURL(i + d)
 			g.Go(func() error {
 				tok, err := minter.Mint(u.id, 24*time.Hour)
 				if err != nil {
