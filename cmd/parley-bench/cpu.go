@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/cmd/internal/cluster"
+	"github.com/parleychat/parley/cmd/internal/stats"
 )
 
 // cpuMeter samples the CPU time of the benchmark's processes, the local
@@ -44,24 +45,24 @@ func newCPUMeter(c *cluster.Cluster, o *options) *cpuMeter {
 }
 
 func (m *cpuMeter) report() *cpuReport {
-	r := &cpuReport{WindowS: round3(time.Since(m.start).Seconds()), Seconds: map[string]float64{}}
+	r := &cpuReport{WindowS: stats.Round3(time.Since(m.start).Seconds()), Seconds: map[string]float64{}}
 	for name, pid := range m.pids {
 		if s, err := cpuSeconds(pid); err == nil {
 			if b, ok := m.before[name]; ok {
-				r.Seconds[name] = round3(s - b)
+				r.Seconds[name] = stats.Round3(s - b)
 			}
 		}
 	}
 	busy, total := machineBusy()
 	if total > m.total {
-		r.MachineBusyPct = round3(100 * float64(busy-m.busy) / float64(total-m.total))
+		r.MachineBusyPct = stats.Round3(100 * float64(busy-m.busy) / float64(total-m.total))
 		// Whatever the machine did beyond the processes measured: the
 		// kernel, and work that has nothing to do with the benchmark.
 		other := float64(busy-m.busy) / clockTicks
 		for _, s := range r.Seconds {
 			other -= s
 		}
-		r.Seconds["other"] = round3(max(0, other))
+		r.Seconds["other"] = stats.Round3(max(0, other))
 	}
 	return r
 }
@@ -75,7 +76,7 @@ func busyPct(d time.Duration) float64 {
 	if t1 <= t0 {
 		return 0
 	}
-	return round3(100 * float64(b1-b0) / float64(t1-t0))
+	return stats.Round3(100 * float64(b1-b0) / float64(t1-t0))
 }
 
 // startProfiles takes a CPU profile of each asked-for role while the

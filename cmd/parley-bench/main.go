@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/cmd/internal/cluster"
+	"github.com/parleychat/parley/cmd/internal/stats"
 	"github.com/parleychat/parley/pkg/auth"
 )
 
@@ -331,7 +332,7 @@ func run(ctx context.Context, o *options) error {
 	}
 	progress.set(nil)
 	rep.Machine.LoadEnd = loadavg()
-	rep.TookS = round3(time.Since(began).Seconds())
+	rep.TookS = stats.Round3(time.Since(began).Seconds())
 	rep.addNotes()
 	path, err := rep.write(o.out)
 	if err != nil {

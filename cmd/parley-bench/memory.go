@@ -17,6 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/parleychat/parley/cmd/internal/cluster"
+	"github.com/parleychat/parley/cmd/internal/stats"
 	"github.com/parleychat/parley/pkg/auth"
 	"github.com/parleychat/parley/pkg/wire"
 
@@ -170,9 +171,9 @@ func runMemory(ctx context.Context, p *cluster.Proc, url string, requested, n in
 		}()
 	}
 	wg.Wait()
-	res.ConnectSeconds = round3(time.Since(start).Seconds())
+	res.ConnectSeconds = stats.Round3(time.Since(start).Seconds())
 	res.Connections, res.Failed = int(opened.Load()), int(failed.Load())
-	res.ConnectPerS = round3(float64(res.Connections) / res.ConnectSeconds)
+	res.ConnectPerS = stats.Round3(float64(res.Connections) / res.ConnectSeconds)
 	defer func() {
 		for _, c := range conns {
 			if c != nil {
@@ -203,10 +204,10 @@ func runMemory(ctx context.Context, p *cluster.Proc, url string, requested, n in
 	}
 	c := float64(res.Connections)
 	res.RSSAfterKiB = after
-	res.KiBPerConn = round3(float64(after-before) / c)
-	res.HeapInuseKiBPerConn = round3(float64(rtAfter.heapInuse-rtBefore.heapInuse) / 1024 / c)
-	res.StackInuseKiBPerConn = round3(float64(rtAfter.stackInuse-rtBefore.stackInuse) / 1024 / c)
-	res.GoroutinesPerConn = round3(float64(rtAfter.goroutines-rtBefore.goroutines) / c)
+	res.KiBPerConn = stats.Round3(float64(after-before) / c)
+	res.HeapInuseKiBPerConn = stats.Round3(float64(rtAfter.heapInuse-rtBefore.heapInuse) / 1024 / c)
+	res.StackInuseKiBPerConn = stats.Round3(float64(rtAfter.stackInuse-rtBefore.stackInuse) / 1024 / c)
+	res.GoroutinesPerConn = stats.Round3(float64(rtAfter.goroutines-rtBefore.goroutines) / c)
 	if res.Failed > 0 {
 		if err, _ := firstErr.Load().(error); err != nil {
 			res.LimitedBy = strings.TrimPrefix(res.LimitedBy+"; ", "; ") + "first connect error: " + err.Error()
