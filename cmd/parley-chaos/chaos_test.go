@@ -349,3 +349,20 @@ func TestClientsBack(t *testing.T) {
 		t.Fatalf("a client never back: %+v", f)
 	}
 }
+
+func TestSlowestDeliveries(t *testing.T) {
+	tl := newTally()
+	for i, ms := range []float64{5, 50, 1, 70, 20, 9, 30, 2, 60, 40, 10, 80, 3} {
+		tl.latency(delivery{Seq: uint64(i), LatencyMS: ms})
+	}
+	var got []float64
+	for _, d := range tl.slowest {
+		got = append(got, d.LatencyMS)
+	}
+	if want := []float64{80, 70, 60, 50, 40, 30, 20, 10, 9, 5}; !slices.Equal(got, want) {
+		t.Fatalf("slowest %v, want %v", got, want)
+	}
+	if len(tl.latencies) != 13 {
+		t.Fatalf("%d latencies kept, want all 13", len(tl.latencies))
+	}
+}

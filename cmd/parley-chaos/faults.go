@@ -131,11 +131,18 @@ func (k *keeper) isUp() bool {
 }
 
 // kill sends SIGKILL; the keeper starts the process again after pause.
-func (k *keeper) kill(f *fault, pause time.Duration) {
+// It refuses (false) while the process is not up: it is down or
+// starting already.
+func (k *keeper) kill(f *fault, pause time.Duration) bool {
 	k.mu.Lock()
+	if !k.up {
+		k.mu.Unlock()
+		return false
+	}
 	k.planned, k.pause, k.up = f, pause, false
 	k.mu.Unlock()
 	k.p.Kill()
+	return true
 }
 
 func (k *keeper) run(ctx context.Context) {
@@ -229,8 +236,10 @@ type injector struct {
 	// kafkaAddr and cassandraAddr are checked to be refused after a stop,
 	// so a stop that stopped nothing is not counted as a fault.
 	kafkaAddr, cassandraAddr string
-	// edgeFault is set while the edge kill with clients runs: random
-	// kills then spare the edges, so the clients have one to go to.
+	// mu is held while a random victim is chosen and killed, so the edge
+	// kill with clients never meets one already under way. edgeFault is
+	// set while that runs: random kills then spare the edges, so the
+	// clients have one to go to.
 	mu        sync.Mutex
 	edgeFault bool
 }
@@ -279,6 +288,7 @@ func (x *injector) killLoop(ctx context.Context, end time.Time, rng *rand.Rand) 
 				return
 			}
 		}
+		x.mu.Lock()
 		for range roles {
 			role := roles[next%len(roles)]
 			next++
@@ -286,19 +296,20 @@ func (x *injector) killLoop(ctx context.Context, end time.Time, rng *rand.Rand) 
 				pause := 500*time.Millisecond + time.Duration(rng.Int64N(int64(2*time.Second)))
 				f := x.faults.begin(kindKill, k.p.Name, fmt.Sprintf("started again after %s", pause.Round(time.Millisecond)))
 				x.log.Info("fault: kill -9", "process", k.p.Name, "pause", pause.Round(time.Millisecond))
-				k.kill(f, pause)
+				if !k.kill(f, pause) {
+					x.faults.failed(f, fmt.Errorf("%s was not up", k.p.Name))
+				}
 				break
 			}
 		}
+		x.mu.Unlock()
 	}
 }
 
+// victim picks an instance of role to kill, or none; x.mu is held.
 func (x *injector) victim(role string, rng *rand.Rand) *keeper {
-	x.mu.Lock()
-	spare := role == "edge" && x.edgeFault
-	x.mu.Unlock()
 	ks := x.keepers[role]
-	if spare || len(ks) == 0 {
+	if (role == "edge" && x.edgeFault) || len(ks) == 0 {
 		return nil
 	}
 	for _, k := range ks {
@@ -347,7 +358,10 @@ func (x *injector) killEdgeWithClients(ctx context.Context) {
 		return
 	}
 	x.log.Info("fault: kill -9 of the edge with the most clients", "process", k.p.Name, "clients", len(devs))
-	k.kill(f, edgePause)
+	if !k.kill(f, edgePause) {
+		x.faults.failed(f, fmt.Errorf("%s was not up", k.p.Name))
+		return
+	}
 	waitUntil(ctx, 2*time.Minute, func() bool {
 		if !k.isUp() {
 			return false

@@ -49,25 +49,27 @@ type report struct {
 	GapList            []gapRecord   `json:"gap_list,omitempty"`
 
 	MaxLatencyMS float64           `json:"max_latency_ms"`
+	Slowest      []delivery        `json:"slowest_deliveries"`
 	Latency      stats.Percentiles `json:"delivery_latency_ms"`
 	AckLatency   stats.Percentiles `json:"ack_latency_ms"`
 	Convergence  *convergence      `json:"convergence"`
 
-	Faults          []*fault                 `json:"faults"`
-	FaultCounts     map[string]int           `json:"fault_counts"`
-	KillsByRole     map[string]int           `json:"kills_by_role"`
-	RecoveryByKind  map[string]recoveryRange `json:"recovery_by_kind"`
-	MissingFaults   []string                 `json:"missing_faults,omitempty"`
-	Crashes         []crash                  `json:"crashes,omitempty"`
-	RestartFailures map[string]int           `json:"restart_failures,omitempty"`
-	ClientDrops     int                      `json:"client_drops"`
-	RedialCauses    map[string]int           `json:"redial_causes,omitempty"`
-	SDKErrors       map[string]int           `json:"sdk_errors,omitempty"`
-	SDKErrorSample  []string                 `json:"sdk_error_sample,omitempty"`
-	ProblemCount    int                      `json:"problem_count"`
-	Problems        []string                 `json:"problems,omitempty"`
-	Definitions     map[string]string        `json:"definitions"`
-	Logs            string                   `json:"logs,omitempty"`
+	Faults           []*fault                 `json:"faults"`
+	FaultCounts      map[string]int           `json:"fault_counts"`
+	KillsByRole      map[string]int           `json:"kills_by_role"`
+	RecoveryByKind   map[string]recoveryRange `json:"recovery_by_kind"`
+	MissingFaults    []string                 `json:"missing_faults,omitempty"`
+	Crashes          []crash                  `json:"crashes,omitempty"`
+	RestartFailures  map[string]int           `json:"restart_failures,omitempty"`
+	ClientDrops      int                      `json:"client_drops"`
+	ClientsMovedHome int64                    `json:"clients_moved_home"`
+	RedialCauses     map[string]int           `json:"redial_causes,omitempty"`
+	SDKErrors        map[string]int           `json:"sdk_errors,omitempty"`
+	SDKErrorSample   []string                 `json:"sdk_error_sample,omitempty"`
+	ProblemCount     int                      `json:"problem_count"`
+	Problems         []string                 `json:"problems,omitempty"`
+	Definitions      map[string]string        `json:"definitions"`
+	Logs             string                   `json:"logs,omitempty"`
 }
 
 // lostMessage is the evidence for one acknowledged message that history
@@ -113,6 +115,7 @@ var definitions = map[string]string{
 	"down_s":                     "from the fault to its target serving again: the killed process ready, or stack.sh start done",
 	"convergence":                "after the last send was answered: history_s until both persistence instances served every conversation up to its last acknowledged seq, the same events; devices_s until every device held exactly each of its conversations' history (same seqs, event ids, client ids and texts)",
 	"crashes":                    "service exits nobody asked for; the run restarts them like the killed ones",
+	"clients_moved_home":         "devices that had failed over, cut off (their TCP connection closed) to move back to their home edge once it served again, so clients stay spread over both edges",
 	"redial_causes":              "why devices' connections dropped or redials failed (the SDK's StateReconnecting errors, numbers blanked), counted",
 }
 
@@ -138,6 +141,7 @@ func (r *runner) report(c *convergence, faultsEnded time.Time) *report {
 	}
 	t.mu.Lock()
 	rep.Latency, rep.AckLatency = stats.Of(t.latencies), stats.Of(t.ackLatencies)
+	rep.Slowest = slices.Clone(t.slowest)
 	for k, v := range t.sendErrors {
 		rep.SendErrors[k] = v
 	}
@@ -148,6 +152,7 @@ func (r *runner) report(c *convergence, faultsEnded time.Time) *report {
 	rep.Deliveries, rep.Duplicates, rep.Reordered = t.deliveries.Load(), t.duplicates.Load(), t.reordered.Load()
 	rep.Mismatched, rep.Unknown, rep.Rejected = t.mismatched.Load(), t.unknown.Load(), t.rejected.Load()
 	rep.Gaps, rep.GapSeqs, rep.GapFilled = t.gaps.Load(), t.gapSeqs.Load(), t.filled.Load()
+	rep.ClientsMovedHome = t.movedHome.Load()
 
 	msgs := w.ledger.messages()
 	faults := r.faults.snapshot()

@@ -114,6 +114,7 @@ func (r *runner) drive(ctx context.Context, runID string) (*report, error) {
 		edges = append(edges, e.HTTPAddr)
 	}
 	r.w = newWorkload(o, runID, edges, minter)
+	r.w.edgeUp = func(i int) bool { return r.keepers["edge"][i].isUp() }
 	shutdown := sync.OnceFunc(func() {
 		// Keepers first, so the stops are not taken for crashes.
 		stopKeepers()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,8 @@ type tally struct {
 	unknown atomic.Int64
 	// rejected: a send refused for good.
 	rejected atomic.Int64
+	// movedHome: devices cut off to move them back to their home edge.
+	movedHome atomic.Int64
 
 	// mu guards the fields below.
 	mu           sync.Mutex
@@ -46,7 +49,22 @@ type tally struct {
 	problems     []string
 	problemCount int
 	gapList      []gapRecord
+	// slowest are the slowest deliveries, slowest first.
+	slowest []delivery
 }
+
+// delivery is one event delivered to a device other than the sender's.
+type delivery struct {
+	Device       string    `json:"device"`
+	Conv         string    `json:"conversation"`
+	Seq          uint64    `json:"seq"`
+	FirstAttempt time.Time `json:"first_attempt"`
+	Delivered    time.Time `json:"delivered"`
+	LatencyMS    float64   `json:"latency_ms"`
+}
+
+// slowestKept is how many of the slowest deliveries the report lists.
+const slowestKept = 10
 
 type gapRecord struct {
 	At     time.Time `json:"at"`
@@ -79,10 +97,17 @@ func (t *tally) gap(at time.Time, device, conv string, r seqRange) {
 	}
 }
 
-func (t *tally) latency(d time.Duration) {
+func (t *tally) latency(d delivery) {
 	t.mu.Lock()
-	t.latencies = append(t.latencies, float64(d)/float64(time.Millisecond))
-	t.mu.Unlock()
+	defer t.mu.Unlock()
+	t.latencies = append(t.latencies, d.LatencyMS)
+	i := len(t.slowest)
+	for i > 0 && t.slowest[i-1].LatencyMS < d.LatencyMS {
+		i--
+	}
+	if i < slowestKept {
+		t.slowest = slices.Insert(t.slowest, i, d)[:min(len(t.slowest)+1, slowestKept)]
+	}
 }
 
 func (t *tally) ackLatency(d time.Duration) {

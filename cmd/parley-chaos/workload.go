@@ -46,6 +46,8 @@ type workload struct {
 	convs   []*conv
 	ledger  *ledger
 	tally   *tally
+	// edgeUp says whether edge i serves (its process is ready).
+	edgeUp func(i int) bool
 	// stopNew, once closed, stops the senders from starting messages; the
 	// ones in flight are still retried until answered.
 	stopNew chan struct{}
@@ -78,6 +80,8 @@ type device struct {
 	// dialed is the edge of the latest successful TCP dial.
 	dialed atomic.Int32
 	repair chan struct{}
+	// tcp is the latest connection dialed; closing it cuts the device off.
+	tcp atomic.Pointer[net.Conn]
 
 	// mu guards the fields below.
 	mu    sync.Mutex
@@ -156,6 +160,7 @@ func (w *workload) httpClient(d *device) *http.Client {
 				c, err := nd.DialContext(ctx, network, w.edges[i])
 				if err == nil {
 					d.dialed.Store(int32(i))
+					d.tcp.Store(&c)
 					return c, nil
 				}
 				errs = append(errs, err)
@@ -193,7 +198,8 @@ func (w *workload) connect(ctx, loops context.Context) error {
 			// watchStates records this first connection too: the SDK
 			// reports it on States().
 			d.cl = cl
-			w.bg.Add(4)
+			w.bg.Add(5)
+			go func() { defer w.bg.Done(); w.homecoming(loops, d) }()
 			go func() { defer w.bg.Done(); w.receive(d) }()
 			go func() { defer w.bg.Done(); w.watchStates(loops, d) }()
 			go func() { defer w.bg.Done(); w.watchErrors(loops, d) }()
@@ -416,8 +422,37 @@ func (w *workload) observe(d *device, ev *chatv1.Event, now time.Time) {
 	}
 	t.deliveries.Add(1)
 	if d != m.from {
-		t.latency(now.Sub(m.first))
+		t.latency(delivery{Device: d.name, Conv: conv, Seq: seq, FirstAttempt: m.first.UTC(), Delivered: now.UTC(),
+			LatencyMS: round1(float64(now.Sub(m.first)) / float64(time.Millisecond))})
 		m.delivered(d, now)
+	}
+}
+
+// homecoming moves a device that failed over back to its home edge once
+// that serves again, by cutting its TCP connection (as a phone changing
+// networks would): a client stays on the edge it reconnected to for as
+// long as the connection lasts, so after a few edge kills every client
+// would sit on one edge and no delivery would cross edges. It checks
+// every 10-20 s while the senders run.
+func (w *workload) homecoming(ctx context.Context, d *device) {
+	for {
+		t := time.NewTimer(10*time.Second + rand.N(10*time.Second))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-w.stopNew:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		d.mu.Lock()
+		away := d.connected && d.edge != d.home
+		d.mu.Unlock()
+		if c := d.tcp.Load(); away && c != nil && w.edgeUp(d.home) {
+			(*c).Close()
+			w.tally.movedHome.Add(1)
+		}
 	}
 }
 
