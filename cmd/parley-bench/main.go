@@ -174,8 +174,8 @@ func run(ctx context.Context, o *options) error {
 	progress := newProgressLine()
 	defer progress.close()
 	phase := func(name string) {
-		rep.Machine.LoadPhases = append(rep.Machine.LoadPhases, fmt.Sprintf("%s: %s", name, loadavg()))
-		progress.logf("== %s (load average %s)", name, loadavg())
+		rep.Machine.LoadPhases = append(rep.Machine.LoadPhases, fmt.Sprintf("%s: %s", name, stats.Loadavg()))
+		progress.logf("== %s (load average %s)", name, stats.Loadavg())
 	}
 
 	phase("build")
@@ -331,7 +331,7 @@ func run(ctx context.Context, o *options) error {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("%d events the load did not send (conversation creation) reached a device twice", n))
 	}
 	progress.set(nil)
-	rep.Machine.LoadEnd = loadavg()
+	rep.Machine.LoadEnd = stats.Loadavg()
 	rep.TookS = stats.Round3(time.Since(began).Seconds())
 	rep.addNotes()
 	path, err := rep.write(o.out)

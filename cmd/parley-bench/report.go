@@ -74,7 +74,7 @@ type cpuReport struct {
 }
 
 func machineInfo() machine {
-	m := machine{Cores: runtime.NumCPU(), GoVersion: runtime.Version(), LoadStart: loadavg()}
+	m := machine{Cores: runtime.NumCPU(), GoVersion: runtime.Version(), LoadStart: stats.Loadavg()}
 	if f, err := os.Open("/proc/cpuinfo"); err == nil {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
@@ -99,15 +99,6 @@ func machineInfo() machine {
 		}
 	}
 	return m
-}
-
-func loadavg() string {
-	data, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
 }
 
 func (r *report) write(dir string) (string, error) {

@@ -25,6 +25,9 @@ type report struct {
 	TookS     float64        `json:"took_s"`
 	Seed      uint64         `json:"seed"`
 	Config    map[string]any `json:"config"`
+	// Load averages of the machine (shared with others) at the start,
+	// after the faults and at the end.
+	Load []string `json:"load"`
 
 	Messages         int            `json:"messages"`
 	Attempted        int            `json:"messages_attempted"`
@@ -136,6 +139,7 @@ func (r *runner) report(c *convergence, faultsEnded time.Time) *report {
 			"instances_per_service": instances, "cores": runtime.NumCPU(), "keyspace": o.keyspace,
 			"faults_ended_after_s": round1(faultsEnded.Sub(r.faults.start).Seconds()),
 		},
+		Load:       []string{"start " + r.loadStart, "faults over " + r.loadFaultsOver},
 		SendErrors: map[string]int{}, FaultCounts: map[string]int{}, KillsByRole: map[string]int{},
 		RecoveryByKind: map[string]recoveryRange{}, RestartFailures: map[string]int{},
 	}
@@ -371,6 +375,7 @@ func (r *runner) judge(rep *report, c *convergence, ended []string) {
 // finish sets the wall time and the summary line.
 func (rep *report) finish(took time.Duration) {
 	rep.TookS = round1(took.Seconds())
+	rep.Load = append(rep.Load, "end "+stats.Loadavg())
 	rep.OK = len(rep.Failures) == 0
 	faults := 0
 	for _, n := range rep.FaultCounts {

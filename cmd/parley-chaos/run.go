@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/cmd/internal/cluster"
+	"github.com/parleychat/parley/cmd/internal/stats"
 	"github.com/parleychat/parley/pkg/auth"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -37,13 +38,16 @@ type runner struct {
 	faults  *faultLog
 	w       *workload
 	logDir  string
+	// loadStart and loadFaultsOver are the machine's load averages.
+	loadStart, loadFaultsOver string
 }
 
 func run(ctx context.Context, o *options, log *slog.Logger) (*report, error) {
 	if os.Getenv("PARLEY_STACK_CONTROL") != "1" {
 		return nil, errors.New("the run stops and starts the shared Kafka and Cassandra: run it alone on the stack with PARLEY_STACK_CONTROL=1 (make chaos does)")
 	}
-	r := &runner{o: o, log: log, began: time.Now(), stack: stackControl{script: o.stackScript, log: log}, keepers: map[string][]*keeper{}}
+	r := &runner{o: o, log: log, began: time.Now(), stack: stackControl{script: o.stackScript, log: log}, keepers: map[string][]*keeper{},
+		loadStart: stats.Loadavg()}
 	if err := r.waitForeign(ctx); err != nil {
 		return nil, err
 	}
@@ -150,6 +154,7 @@ func (r *runner) drive(ctx context.Context, runID string) (*report, error) {
 	log.Info("injecting faults", "for", o.duration, "kill_every", o.killEvery, "seed", o.seed)
 	inj.run(ctx, o.seed)
 	faultsEnded := time.Now()
+	r.loadFaultsOver = stats.Loadavg()
 	log.Info("faults over; waiting for every service and the stack")
 	allUp := waitUntil(ctx, 3*time.Minute, func() bool {
 		for _, ks := range r.keepers {
@@ -258,7 +263,8 @@ func (r *runner) progress(ctx context.Context) chan struct{} {
 			}
 			r.log.Info("progress", "t", time.Since(r.began).Round(time.Second), "acked", acked, "unanswered", pending,
 				"deliveries", r.w.tally.deliveries.Load(), "connected", fmt.Sprintf("%d/%d", connected, len(r.w.devices)),
-				"faults", len(r.faults.snapshot()), "down", strings.Join(down, ","), "problems", r.w.tally.problemCountNow())
+				"faults", len(r.faults.snapshot()), "down", strings.Join(down, ","), "problems", r.w.tally.problemCountNow(),
+				"load", stats.Loadavg())
 		}
 	}()
 	return done
