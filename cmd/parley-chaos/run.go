@@ -83,12 +83,10 @@ func run(ctx context.Context, o *options, log *slog.Logger) (*report, error) {
 		return nil, err
 	}
 	rep, err := r.drive(ctx, runID)
-	if rep != nil {
-		rep.Logs = r.logDir
-		if rep.OK && !o.keepLogs {
-			os.RemoveAll(r.logDir)
-			rep.Logs = ""
-		}
+	if rep != nil && rep.Logs == "" {
+		os.RemoveAll(r.logDir)
+	} else {
+		log.Info("the services' logs are kept", "dir", r.logDir)
 	}
 	return rep, err
 }
@@ -197,6 +195,9 @@ func (r *runner) drive(ctx context.Context, runID string) (*report, error) {
 	}
 	shutdown()
 	rep.finish(time.Since(r.began))
+	if !rep.OK || o.keepLogs {
+		rep.Logs = r.logDir
+	}
 	if err := rep.write(o.report); err != nil {
 		return rep, err
 	}
