@@ -137,6 +137,9 @@ func (r *runner) report(c *convergence, faultsEnded time.Time) *report {
 			"kill_every_s": o.killEvery.Seconds(), "rate_msgs_per_s": o.rate, "warmup_s": o.warmup.Seconds(), "settle_s": o.settle.Seconds(),
 			"converge_s": o.converge.Seconds(), "cassandra_down_s": o.cassandraDown.Seconds(), "short": o.short,
 			"instances_per_service": instances, "cores": runtime.NumCPU(), "keyspace": o.keyspace,
+			// cluster.Start gives each process one address per service it
+			// calls: no load balancer in front, as a Kubernetes Service is.
+			"topology":             "edge i calls ingest i and persistence i (one address each) and both presence instances; fan-out calls both presence instances",
 			"faults_ended_after_s": round1(faultsEnded.Sub(r.faults.start).Seconds()),
 		},
 		Load:       []string{"start " + r.loadStart, "faults over " + r.loadFaultsOver},
@@ -146,6 +149,12 @@ func (r *runner) report(c *convergence, faultsEnded time.Time) *report {
 	t.mu.Lock()
 	rep.Latency, rep.AckLatency = stats.Of(t.latencies), stats.Of(t.ackLatencies)
 	rep.Slowest = slices.Clone(t.slowest)
+	for i, d := range rep.Slowest {
+		if st := d.msg.state(); st.acked {
+			at := st.ackAt.UTC()
+			rep.Slowest[i].AckedAt = &at
+		}
+	}
 	for k, v := range t.sendErrors {
 		rep.SendErrors[k] = v
 	}

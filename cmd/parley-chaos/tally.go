@@ -61,6 +61,10 @@ type delivery struct {
 	FirstAttempt time.Time `json:"first_attempt"`
 	Delivered    time.Time `json:"delivered"`
 	LatencyMS    float64   `json:"latency_ms"`
+	// AckedAt tells sequencing delay from delivery delay (set when the
+	// report is made: the answer may come after the delivery).
+	AckedAt *time.Time `json:"acked_at,omitempty"`
+	msg     *message
 }
 
 // slowestKept is how many of the slowest deliveries the report lists.
