@@ -353,7 +353,7 @@ func TestClientsBack(t *testing.T) {
 func TestSlowestDeliveries(t *testing.T) {
 	tl := newTally()
 	for i, ms := range []float64{5, 50, 1, 70, 20, 9, 30, 2, 60, 40, 10, 80, 3} {
-		tl.latency(delivery{Seq: uint64(i), LatencyMS: ms})
+		tl.latency(delivery{msgRef: msgRef{Seq: uint64(i)}, LatencyMS: ms})
 	}
 	var got []float64
 	for _, d := range tl.slowest {

@@ -78,16 +78,13 @@ type report struct {
 // lostMessage is the evidence for one acknowledged message that history
 // or a member device lacks at the end.
 type lostMessage struct {
-	Conv             string    `json:"conversation"`
-	Partition        int32     `json:"partition"`
-	Seq              uint64    `json:"seq"`
-	ClientID         string    `json:"client_msg_id"`
-	Sender           string    `json:"sender"`
-	FirstAttempt     time.Time `json:"first_attempt"`
-	AckedAt          time.Time `json:"acked_at"`
-	Attempts         int       `json:"attempts"`
-	DuplicateAnswers int       `json:"duplicate_answers"`
-	InHistory        bool      `json:"in_history"`
+	msgRef
+	Partition        int32  `json:"partition"`
+	ClientID         string `json:"client_msg_id"`
+	Sender           string `json:"sender"`
+	Attempts         int    `json:"attempts"`
+	DuplicateAnswers int    `json:"duplicate_answers"`
+	InHistory        bool   `json:"in_history"`
 	// HistoryHolds is what history holds at Seq instead, if anything.
 	HistoryHolds   string   `json:"history_holds,omitempty"`
 	DevicesMissing []string `json:"devices_missing,omitempty"`
@@ -230,8 +227,9 @@ func (r *runner) report(c *convergence, faultsEnded time.Time) *report {
 // lostCheck returns the evidence if an acknowledged message is missing
 // from history or a member device, and how many devices miss it.
 func (r *runner) lostCheck(m *message, st msgState, c *convergence, faults []*fault) (*lostMessage, int) {
-	lm := &lostMessage{Conv: m.conv.id, Partition: m.conv.partition, Seq: st.seq, ClientID: m.id, Sender: m.from.name,
-		FirstAttempt: m.first.UTC(), AckedAt: st.ackAt.UTC(), Attempts: st.attempts, DuplicateAnswers: st.duplicateAnswers}
+	acked := st.ackAt.UTC()
+	lm := &lostMessage{msgRef: msgRef{Conv: m.conv.id, Seq: st.seq, FirstAttempt: m.first.UTC(), AckedAt: &acked},
+		Partition: m.conv.partition, ClientID: m.id, Sender: m.from.name, Attempts: st.attempts, DuplicateAnswers: st.duplicateAnswers}
 	for _, ev := range c.history[m.conv] {
 		if ev.GetSeq() == st.seq {
 			lm.InHistory = ev.GetClientMsgId() == m.id

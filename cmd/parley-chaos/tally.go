@@ -53,18 +53,23 @@ type tally struct {
 	slowest []delivery
 }
 
-// delivery is one event delivered to a device other than the sender's.
-type delivery struct {
-	Device       string    `json:"device"`
+// msgRef names a sent message in the report's evidence.
+type msgRef struct {
 	Conv         string    `json:"conversation"`
 	Seq          uint64    `json:"seq"`
 	FirstAttempt time.Time `json:"first_attempt"`
-	Delivered    time.Time `json:"delivered"`
-	LatencyMS    float64   `json:"latency_ms"`
 	// AckedAt tells sequencing delay from delivery delay (set when the
-	// report is made: the answer may come after the delivery).
+	// report is made: the answer may come after a delivery).
 	AckedAt *time.Time `json:"acked_at,omitempty"`
-	msg     *message
+}
+
+// delivery is one event delivered to a device other than the sender's.
+type delivery struct {
+	msgRef
+	Device    string    `json:"device"`
+	Delivered time.Time `json:"delivered"`
+	LatencyMS float64   `json:"latency_ms"`
+	msg       *message
 }
 
 // slowestKept is how many of the slowest deliveries the report lists.

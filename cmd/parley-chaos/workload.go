@@ -422,7 +422,7 @@ func (w *workload) observe(d *device, ev *chatv1.Event, now time.Time) {
 	}
 	t.deliveries.Add(1)
 	if d != m.from {
-		t.latency(delivery{Device: d.name, Conv: conv, Seq: seq, FirstAttempt: m.first.UTC(), Delivered: now.UTC(),
+		t.latency(delivery{msgRef: msgRef{Conv: conv, Seq: seq, FirstAttempt: m.first.UTC()}, Device: d.name, Delivered: now.UTC(),
 			LatencyMS: round1(float64(now.Sub(m.first)) / float64(time.Millisecond)), msg: m})
 		m.delivered(d, now)
 	}
