@@ -99,8 +99,24 @@ fuzz-short: ## each fuzz target for FUZZTIME (60,000 runs)
 fuzz: ## each fuzz target for FUZZ_LONG (2,000,000 runs, minutes each)
 	$(MAKE) fuzz-short FUZZTIME=$(FUZZ_LONG)
 
+# The chaos runs stop and start the stack's Kafka and Cassandra
+# (PARLEY_STACK_CONTROL=1), so they run alone: in `make test` after
+# test-all, never beside other tests. A missing stack is started, and a
+# stack that cannot start fails the run: nothing is skipped.
+CHAOS_DURATION ?= 5m
+CHAOS_REPORT ?= bench/results/chaos.json
+# More flags for both, e.g. CHAOS_FLAGS='-keep-logs -seed 42'.
+CHAOS_FLAGS ?=
+.PHONY: chaos chaos-short
+chaos: ## chaos run on the real stack: 2 of each service, 200 devices, kill -9 every 5 s, a broker restart, Cassandra down 20 s (CHAOS_DURATION=5m); report in bench/results/chaos.json
+	bash deployments/local/with-stack.sh env PARLEY_STACK_CONTROL=1 \
+		go run ./cmd/parley-chaos -duration $(CHAOS_DURATION) -report $(CHAOS_REPORT) $(CHAOS_FLAGS)
+chaos-short: ## the chaos run in short mode (60 devices, 1 minute of faults, about 2 minutes), part of make test
+	bash deployments/local/with-stack.sh env PARLEY_STACK_CONTROL=1 \
+		go run ./cmd/parley-chaos -short -report "$${TMPDIR:-/tmp}/parley-chaos-short.json" $(CHAOS_FLAGS)
+
 .PHONY: test
-test: proto-check lint test-all fuzz-short ## everything CI runs
+test: proto-check lint test-all chaos-short fuzz-short ## everything CI runs
 	@echo "make test: all green"
 
 .PHONY: run-stack

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/parleychat/parley/cmd/internal/stats"
 	"github.com/parleychat/parley/pkg/topics"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -20,18 +21,18 @@ import (
 const baselineTopic = "parley.bench.baseline.v1"
 
 type baselineResult struct {
-	Topic        string      `json:"topic"`
-	RateTarget   float64     `json:"rate_target_msgs_per_s"`
-	DurationS    float64     `json:"duration_s"`
-	PayloadBytes int         `json:"payload_bytes"`
-	Sent         int64       `json:"sent"`
-	Acked        int64       `json:"acked"`
-	Errors       int64       `json:"errors"`
-	Received     int64       `json:"received"`
-	Lost         int64       `json:"lost"`
-	Duplicates   int64       `json:"duplicates"`
-	Throughput   float64     `json:"throughput_msgs_per_s"`
-	Latency      percentiles `json:"latency_ms"`
+	Topic        string            `json:"topic"`
+	RateTarget   float64           `json:"rate_target_msgs_per_s"`
+	DurationS    float64           `json:"duration_s"`
+	PayloadBytes int               `json:"payload_bytes"`
+	Sent         int64             `json:"sent"`
+	Acked        int64             `json:"acked"`
+	Errors       int64             `json:"errors"`
+	Received     int64             `json:"received"`
+	Lost         int64             `json:"lost"`
+	Duplicates   int64             `json:"duplicates"`
+	Throughput   float64           `json:"throughput_msgs_per_s"`
+	Latency      stats.Percentiles `json:"latency_ms"`
 	latencies    []float64
 }
 
@@ -169,9 +170,9 @@ func runBaseline(ctx context.Context, brokers []string, rate float64, dur, grace
 	res.Sent, res.Acked, res.Errors, res.Received, res.Duplicates = sent.Load(), acked.Load(), errs.Load(), received.Load(), dups.Load()
 	res.Lost = max(0, res.Acked-res.Received)
 	if span := last.Sub(begin).Seconds(); span > 0 {
-		res.Throughput = round3(float64(res.Received) / span)
+		res.Throughput = stats.Round3(float64(res.Received) / span)
 	}
 	res.latencies = lat
-	res.Latency = percentilesOf(lat)
+	res.Latency = stats.Of(lat)
 	return res, nil
 }

@@ -4,25 +4,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/cmd/internal/stats"
+
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 )
-
-func TestPercentiles(t *testing.T) {
-	xs := make([]float64, 0, 1000)
-	for i := 1000; i >= 1; i-- {
-		xs = append(xs, float64(i))
-	}
-	p := percentilesOf(xs)
-	if p.N != 1000 || p.P50 != 500 || p.P90 != 900 || p.P99 != 990 || p.P999 != 999 || p.Max != 1000 || p.Mean != 500.5 {
-		t.Fatalf("percentiles of 1..1000 = %+v", p)
-	}
-	if (percentilesOf(nil) != percentiles{}) {
-		t.Fatal("an empty sample must give zeros")
-	}
-	if p := percentilesOf([]float64{7}); p.P50 != 7 || p.P99 != 7 {
-		t.Fatalf("one sample: %+v", p)
-	}
-}
 
 // TestObserve: a delivery counts once per recipient device; the sender's
 // own copy, a repeat and a late gap-filler are told apart.
@@ -72,7 +57,7 @@ func TestObserve(t *testing.T) {
 }
 
 func TestHeld(t *testing.T) {
-	ok := loadResult{RateTarget: 100, AcceptedPerS: 99, Latency: percentiles{N: 10, P99: 80}}
+	ok := loadResult{RateTarget: 100, AcceptedPerS: 99, Latency: stats.Percentiles{N: 10, P99: 80}}
 	if !held(ok, 100) {
 		t.Fatal("a clean run under the limit must hold")
 	}

@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/parleychat/parley/cmd/internal/cluster"
+	"github.com/parleychat/parley/cmd/internal/stats"
 )
 
 // cpuMeter samples the CPU time of the benchmark's processes, the local
@@ -19,12 +22,12 @@ type cpuMeter struct {
 	busy, total uint64
 }
 
-func newCPUMeter(c *cluster, o *options) *cpuMeter {
+func newCPUMeter(c *cluster.Cluster, o *options) *cpuMeter {
 	m := &cpuMeter{start: time.Now(), pids: map[string]int{"bench": os.Getpid()}, before: map[string]float64{}}
-	for _, p := range c.procs {
-		m.pids[p.name] = p.pid()
+	for _, p := range c.Procs {
+		m.pids[p.Name] = p.PID()
 	}
-	if !c.embedded {
+	if !c.Embedded {
 		if pid := pidListening(portOf(strings.Split(o.brokers, ",")[0])); pid != 0 {
 			m.pids["kafka"] = pid
 		}
@@ -42,24 +45,24 @@ func newCPUMeter(c *cluster, o *options) *cpuMeter {
 }
 
 func (m *cpuMeter) report() *cpuReport {
-	r := &cpuReport{WindowS: round3(time.Since(m.start).Seconds()), Seconds: map[string]float64{}}
+	r := &cpuReport{WindowS: stats.Round3(time.Since(m.start).Seconds()), Seconds: map[string]float64{}}
 	for name, pid := range m.pids {
 		if s, err := cpuSeconds(pid); err == nil {
 			if b, ok := m.before[name]; ok {
-				r.Seconds[name] = round3(s - b)
+				r.Seconds[name] = stats.Round3(s - b)
 			}
 		}
 	}
 	busy, total := machineBusy()
 	if total > m.total {
-		r.MachineBusyPct = round3(100 * float64(busy-m.busy) / float64(total-m.total))
+		r.MachineBusyPct = stats.Round3(100 * float64(busy-m.busy) / float64(total-m.total))
 		// Whatever the machine did beyond the processes measured: the
 		// kernel, and work that has nothing to do with the benchmark.
 		other := float64(busy-m.busy) / clockTicks
 		for _, s := range r.Seconds {
 			other -= s
 		}
-		r.Seconds["other"] = round3(max(0, other))
+		r.Seconds["other"] = stats.Round3(max(0, other))
 	}
 	return r
 }
@@ -73,31 +76,31 @@ func busyPct(d time.Duration) float64 {
 	if t1 <= t0 {
 		return 0
 	}
-	return round3(100 * float64(b1-b0) / float64(t1-t0))
+	return stats.Round3(100 * float64(b1-b0) / float64(t1-t0))
 }
 
 // startProfiles takes a CPU profile of each asked-for role while the
 // fixed-rate run goes (one profile per process), and sends the files
 // written, comma-separated, when done.
-func startProfiles(ctx context.Context, c *cluster, o *options, progress *progressLine) <-chan string {
+func startProfiles(ctx context.Context, c *cluster.Cluster, o *options, progress *progressLine) <-chan string {
 	out := make(chan string, 1)
 	roles := strings.Split(o.profile, ",")
 	if o.profile == "all" {
 		roles = []string{"edge", "ingest", "fanout", "persistence", "presence"}
 	}
 	type job struct {
-		p    *proc
+		p    *cluster.Proc
 		path string
 	}
 	var jobs []job
-	seen := map[*proc]bool{}
+	seen := map[*cluster.Proc]bool{}
 	for _, role := range roles {
-		p := c.byRole[strings.TrimSpace(role)]
+		p := c.First(strings.TrimSpace(role))
 		if p == nil || seen[p] {
 			continue
 		}
 		seen[p] = true
-		jobs = append(jobs, job{p, filepath.Join(o.out, fmt.Sprintf("cpu-%s.prof", p.name))})
+		jobs = append(jobs, job{p, filepath.Join(o.out, fmt.Sprintf("cpu-%s.prof", p.Name))})
 	}
 	if len(jobs) == 0 {
 		out <- ""
@@ -116,14 +119,14 @@ func startProfiles(ctx context.Context, c *cluster, o *options, progress *progre
 					results <- ""
 					return
 				}
-				data, err := j.p.pprofGet(ctx, fmt.Sprintf("profile?seconds=%d", secs))
+				data, err := j.p.PprofGet(ctx, fmt.Sprintf("profile?seconds=%d", secs))
 				if err == nil {
 					if err = os.MkdirAll(o.out, 0o755); err == nil {
 						err = os.WriteFile(j.path, data, 0o644)
 					}
 				}
 				if err != nil {
-					progress.logf("profile %s: %v", j.p.name, err)
+					progress.logf("profile %s: %v", j.p.Name, err)
 					results <- ""
 					return
 				}

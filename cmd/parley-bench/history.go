@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parleychat/parley/cmd/internal/stats"
 	"github.com/parleychat/parley/pkg/auth"
 	"github.com/parleychat/parley/pkg/sdk"
 	"golang.org/x/sync/errgroup"
@@ -34,14 +35,14 @@ type historyReader struct {
 }
 
 type historyResult struct {
-	PageSize int         `json:"page_size"`
-	Reads    int         `json:"reads"`
-	Errors   int         `json:"errors"`
-	Short    int         `json:"short_pages"`
-	Latency  percentiles `json:"latency_ms"`
+	PageSize int               `json:"page_size"`
+	Reads    int               `json:"reads"`
+	Errors   int               `json:"errors"`
+	Short    int               `json:"short_pages"`
+	Latency  stats.Percentiles `json:"latency_ms"`
 	// GRPCLatency is the same page straight from PersistenceService, when
 	// the benchmark knows its address (not in embedded mode).
-	GRPCLatency *percentiles `json:"grpc_latency_ms,omitempty"`
+	GRPCLatency *stats.Percentiles `json:"grpc_latency_ms,omitempty"`
 }
 
 // newHistoryReader connects a reader of its own, creates its conversation
@@ -165,9 +166,9 @@ func (h *historyReader) run(ctx context.Context, rate float64) historyResult {
 		}()
 	}
 	wg.Wait()
-	res.Latency = percentilesOf(ws)
+	res.Latency = stats.Of(ws)
 	if h.grpc != nil {
-		p := percentilesOf(direct)
+		p := stats.Of(direct)
 		res.GRPCLatency = &p
 	}
 	return res

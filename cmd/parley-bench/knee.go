@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/parleychat/parley/cmd/internal/stats"
 )
 
 type kneeStep struct {
@@ -51,7 +53,7 @@ func findKnee(ctx context.Context, w *workload, o *options, start float64, first
 			time.Sleep(time.Second)
 		}
 		ok := held(res, o.kneeP99)
-		k.Steps = append(k.Steps, kneeStep{Rate: rate, Throughput: round3(res.Throughput), P99: res.Latency.P99, Lost: res.Lost, Errors: res.Errors, Held: ok, LoadAvg: loadavg()})
+		k.Steps = append(k.Steps, kneeStep{Rate: rate, Throughput: stats.Round3(res.Throughput), P99: res.Latency.P99, Lost: res.Lost, Errors: res.Errors, Held: ok, LoadAvg: stats.Loadavg()})
 		return ok
 	}
 	rate := start

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/parleychat/parley/cmd/internal/cluster"
+	"github.com/parleychat/parley/cmd/internal/stats"
 	"github.com/parleychat/parley/pkg/auth"
 	"github.com/parleychat/parley/pkg/sdk"
 	"github.com/parleychat/parley/pkg/wire"
@@ -110,7 +112,7 @@ const sendTimeout = 15 * time.Second
 // setupWorkload connects the devices, creates the conversations and waits
 // until every device has seen every conversation it is in, so that the
 // measured phases start on a warm pipeline.
-func setupWorkload(ctx context.Context, o *options, c *cluster, minter *auth.HS256, runID string) (*workload, error) {
+func setupWorkload(ctx context.Context, o *options, c *cluster.Cluster, minter *auth.HS256, runID string) (*workload, error) {
 	w := &workload{text: payload(o.payload)}
 	for i := range o.users {
 		u := &user{id: fmt.Sprintf("b%s-u%04d", runID, i)}
@@ -127,7 +129,7 @@ func setupWorkload(ctx context.Context, o *options, c *cluster, minter *auth.HS2
 		for d, dev := range u.devices {
 			// A user's devices sit on different edges, so delivery to the
 			// sender's other device crosses nodes.
-			url := c.wsURL(i + d)
+			url := c.WSURL(i + d)
 			g.Go(func() error {
 				tok, err := minter.Mint(u.id, 24*time.Hour)
 				if err != nil {
@@ -403,26 +405,26 @@ func (r *loadRun) pending() int {
 
 // loadResult is what a load run measured.
 type loadResult struct {
-	RateTarget          float64        `json:"rate_target_msgs_per_s"`
-	DurationS           float64        `json:"duration_s"`
-	Sent                int64          `json:"sent"`
-	Accepted            int64          `json:"accepted"`
-	Errors              int64          `json:"errors"`
-	ErrorsByCode        map[string]int `json:"errors_by_code,omitempty"`
-	Expected            int64          `json:"expected_deliveries"`
-	Delivered           int64          `json:"delivered"`
-	Lost                int64          `json:"lost"`
-	Duplicates          int64          `json:"duplicates"`
-	OutOfOrder          int64          `json:"out_of_order"`
-	Echoes              int64          `json:"echoes_to_sender"`
-	DeliveredUnaccepted int64          `json:"delivered_unaccepted"`
-	Disconnects         int64          `json:"disconnects"`
-	AcceptedPerS        float64        `json:"accepted_msgs_per_s"`
-	Throughput          float64        `json:"throughput_msgs_per_s"`
-	DeliveriesPerS      float64        `json:"deliveries_per_s"`
-	MaxSendLagMS        float64        `json:"max_send_lag_ms"`
-	Latency             percentiles    `json:"latency_ms"`
-	AcceptLatency       percentiles    `json:"accept_latency_ms"`
+	RateTarget          float64           `json:"rate_target_msgs_per_s"`
+	DurationS           float64           `json:"duration_s"`
+	Sent                int64             `json:"sent"`
+	Accepted            int64             `json:"accepted"`
+	Errors              int64             `json:"errors"`
+	ErrorsByCode        map[string]int    `json:"errors_by_code,omitempty"`
+	Expected            int64             `json:"expected_deliveries"`
+	Delivered           int64             `json:"delivered"`
+	Lost                int64             `json:"lost"`
+	Duplicates          int64             `json:"duplicates"`
+	OutOfOrder          int64             `json:"out_of_order"`
+	Echoes              int64             `json:"echoes_to_sender"`
+	DeliveredUnaccepted int64             `json:"delivered_unaccepted"`
+	Disconnects         int64             `json:"disconnects"`
+	AcceptedPerS        float64           `json:"accepted_msgs_per_s"`
+	Throughput          float64           `json:"throughput_msgs_per_s"`
+	DeliveriesPerS      float64           `json:"deliveries_per_s"`
+	MaxSendLagMS        float64           `json:"max_send_lag_ms"`
+	Latency             stats.Percentiles `json:"latency_ms"`
+	AcceptLatency       stats.Percentiles `json:"accept_latency_ms"`
 	// Timeline has the deliveries of each second of the run, to tell a
 	// steady tail from a few bad seconds.
 	Timeline  []second `json:"timeline,omitempty"`
@@ -469,8 +471,8 @@ func (r *loadRun) result(disconnects int64) loadResult {
 		res.DeliveriesPerS = float64(res.Delivered) / span
 	}
 	res.Timeline = timeline(r.latencies, r.arrivals)
-	res.Latency = percentilesOf(res.latencies)
-	res.AcceptLatency = percentilesOf(r.acceptLatencies)
+	res.Latency = stats.Of(res.latencies)
+	res.AcceptLatency = stats.Of(r.acceptLatencies)
 	return res
 }
 
@@ -512,7 +514,7 @@ func timeline(latencies []float64, arrivals []float32) []second {
 	}
 	out := make([]second, len(buckets))
 	for i, b := range buckets {
-		p := percentilesOf(b)
+		p := stats.Of(b)
 		out[i] = second{T: i, Deliveries: p.N, P50: p.P50, P99: p.P99, Max: p.Max}
 	}
 	return out

@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/parleychat/parley/cmd/internal/cluster"
+	"github.com/parleychat/parley/cmd/internal/stats"
 	"github.com/parleychat/parley/pkg/auth"
 )
 
@@ -172,12 +174,12 @@ func run(ctx context.Context, o *options) error {
 	progress := newProgressLine()
 	defer progress.close()
 	phase := func(name string) {
-		rep.Machine.LoadPhases = append(rep.Machine.LoadPhases, fmt.Sprintf("%s: %s", name, loadavg()))
-		progress.logf("== %s (load average %s)", name, loadavg())
+		rep.Machine.LoadPhases = append(rep.Machine.LoadPhases, fmt.Sprintf("%s: %s", name, stats.Loadavg()))
+		progress.logf("== %s (load average %s)", name, stats.Loadavg())
 	}
 
 	phase("build")
-	binDir, err := buildBinaries(ctx, o.embedded)
+	binDir, err := cluster.Build(ctx, o.embedded)
 	if err != nil {
 		return err
 	}
@@ -187,19 +189,19 @@ func run(ctx context.Context, o *options) error {
 		return err
 	}
 	phase("start " + rep.Mode)
-	var c *cluster
+	var c *cluster.Cluster
 	if o.embedded {
 		dataDir, err := os.MkdirTemp("", "parley-bench-data-")
 		if err != nil {
 			return err
 		}
 		defer os.RemoveAll(dataDir)
-		c, err = startEmbedded(ctx, binDir, logDir, dataDir)
+		c, err = cluster.StartEmbedded(ctx, binDir, logDir, dataDir, benchSecret, procEnv)
 		if err != nil {
 			return err
 		}
 	} else {
-		if others := foreignParleyProcs(nil); len(others) > 0 {
+		if others := cluster.ForeignProcs(nil); len(others) > 0 {
 			msg := fmt.Sprintf("other Parley services are running (%s); they join the same consumer groups and would take partitions from the benchmark's services", strings.Join(others, ", "))
 			if !o.force {
 				return fmt.Errorf("%s: stop them or pass -force", msg)
@@ -216,7 +218,7 @@ func run(ctx context.Context, o *options) error {
 		if !stopped {
 			stopped = true
 			progress.logf("== stopping the services (logs in %s)", logDir)
-			c.stop()
+			c.Stop()
 		}
 	}
 	defer stopCluster()
@@ -242,7 +244,11 @@ func run(ctx context.Context, o *options) error {
 		progress.set(func() string {
 			return fmt.Sprintf("setup: seeding a %d-message conversation for history reads", historySeed)
 		})
-		if hr, err = newHistoryReader(ctx, c.wsURL(0), c.persistenceGRPC, minter, runID); err != nil {
+		persistenceAddr := "" // none embedded: history is read over the WebSocket only
+		if len(c.PersistenceGRPC) > 0 {
+			persistenceAddr = c.PersistenceGRPC[0]
+		}
+		if hr, err = newHistoryReader(ctx, c.WSURL(0), persistenceAddr, minter, runID); err != nil {
 			return err
 		}
 		closeHistory = sync.OnceFunc(hr.close)
@@ -289,7 +295,7 @@ func run(ctx context.Context, o *options) error {
 
 	if !o.skips("baseline") {
 		phase("baseline")
-		b, err := runBaseline(ctx, c.brokers, o.rate, o.baselineDur, o.grace, o.payload, progress)
+		b, err := runBaseline(ctx, c.Brokers, o.rate, o.baselineDur, o.grace, o.payload, progress)
 		if err != nil {
 			return err
 		}
@@ -325,8 +331,8 @@ func run(ctx context.Context, o *options) error {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("%d events the load did not send (conversation creation) reached a device twice", n))
 	}
 	progress.set(nil)
-	rep.Machine.LoadEnd = loadavg()
-	rep.TookS = round3(time.Since(began).Seconds())
+	rep.Machine.LoadEnd = stats.Loadavg()
+	rep.TookS = stats.Round3(time.Since(began).Seconds())
 	rep.addNotes()
 	path, err := rep.write(o.out)
 	if err != nil {
@@ -350,7 +356,7 @@ func run(ctx context.Context, o *options) error {
 // measureMemory opens the idle connections against a fresh edge process
 // (real stack) or the platform process (embedded), as many as the file
 // limit allows both ends.
-func measureMemory(ctx context.Context, c *cluster, o *options, limit uint64, minter *auth.HS256, runID string, progress *progressLine) (memoryResult, error) {
+func measureMemory(ctx context.Context, c *cluster.Cluster, o *options, limit uint64, minter *auth.HS256, runID string, progress *progressLine) (memoryResult, error) {
 	n, limitedBy := o.conns, ""
 	// Each end holds one descriptor per connection, plus its own few
 	// hundred (Kafka, gRPC, files).
@@ -358,21 +364,18 @@ func measureMemory(ctx context.Context, c *cluster, o *options, limit uint64, mi
 		n = max(headroom, 0)
 		limitedBy = fmt.Sprintf("RLIMIT_NOFILE %d of this machine (the hard limit; raising it needs CAP_SYS_RESOURCE)", limit)
 	}
-	p := c.edges[0]
-	if !c.embedded {
-		if err := c.startEdge("edge-mem"); err != nil {
-			return memoryResult{}, err
-		}
-		p = c.edges[len(c.edges)-1]
-		if err := p.waitReady(ctx, time.Minute); err != nil {
+	p := c.Edges[0]
+	if !c.Embedded {
+		var err error
+		if p, err = c.StartEdge(ctx, "edge-mem"); err != nil {
 			return memoryResult{}, err
 		}
 	}
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return memoryResult{}, err
 	}
-	heap := filepath.Join(o.out, "heap-"+p.name+".prof")
-	return runMemory(ctx, p, "ws://"+p.httpAddr+"/ws", o.conns, n, limitedBy, heap, minter, runID, progress)
+	heap := filepath.Join(o.out, "heap-"+p.Name+".prof")
+	return runMemory(ctx, p, "ws://"+p.HTTPAddr+"/ws", o.conns, n, limitedBy, heap, minter, runID, progress)
 }
 
 func (r *loadRun) acceptLatenciesSorted() []float64 {

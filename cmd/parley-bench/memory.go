@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/parleychat/parley/cmd/internal/cluster"
+	"github.com/parleychat/parley/cmd/internal/stats"
 	"github.com/parleychat/parley/pkg/auth"
 	"github.com/parleychat/parley/pkg/wire"
 
@@ -49,10 +51,10 @@ type runtimeStats struct {
 	heapInuse, stackInuse, goroutines int64
 }
 
-func readRuntimeStats(ctx context.Context, p *proc) (runtimeStats, error) {
+func readRuntimeStats(ctx context.Context, p *cluster.Proc) (runtimeStats, error) {
 	var s runtimeStats
 	// gc=1 collects first, so freed memory does not count.
-	heap, err := p.pprofGet(ctx, "heap?gc=1&debug=1")
+	heap, err := p.PprofGet(ctx, "heap?gc=1&debug=1")
 	if err != nil {
 		return s, err
 	}
@@ -69,7 +71,7 @@ func readRuntimeStats(ctx context.Context, p *proc) (runtimeStats, error) {
 			s.stackInuse, _ = strconv.ParseInt(inuse, 10, 64)
 		}
 	}
-	g, err := p.pprofGet(ctx, "goroutine?debug=1")
+	g, err := p.PprofGet(ctx, "goroutine?debug=1")
 	if err != nil {
 		return s, err
 	}
@@ -82,14 +84,14 @@ func readRuntimeStats(ctx context.Context, p *proc) (runtimeStats, error) {
 
 // settledRSS collects garbage in the process and waits until its RSS
 // stops moving (within 0.5% over three one-second samples, at most 20 s).
-func settledRSS(ctx context.Context, p *proc) (int64, error) {
+func settledRSS(ctx context.Context, p *cluster.Proc) (int64, error) {
 	var prev []int64
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if _, err := p.pprofGet(ctx, "heap?gc=1"); err != nil {
+		if _, err := p.PprofGet(ctx, "heap?gc=1"); err != nil {
 			return 0, err
 		}
-		rss, err := rssKiB(p.pid())
+		rss, err := rssKiB(p.PID())
 		if err != nil {
 			return 0, err
 		}
@@ -113,8 +115,8 @@ func settledRSS(ctx context.Context, p *proc) (int64, error) {
 // 127.0.0.2-254 so the client side never runs out of ephemeral ports.
 // Connections are opened by a bounded pool of dialers; each one costs the
 // edge a synchronous presence report, which bounds the connect rate.
-func runMemory(ctx context.Context, p *proc, url string, requested, n int, limitedBy, heapProfile string, minter *auth.HS256, runID string, progress *progressLine) (memoryResult, error) {
-	res := memoryResult{Process: p.name, Requested: requested, LimitedBy: limitedBy}
+func runMemory(ctx context.Context, p *cluster.Proc, url string, requested, n int, limitedBy, heapProfile string, minter *auth.HS256, runID string, progress *progressLine) (memoryResult, error) {
+	res := memoryResult{Process: p.Name, Requested: requested, LimitedBy: limitedBy}
 	before, err := settledRSS(ctx, p)
 	if err != nil {
 		return res, err
@@ -169,9 +171,9 @@ func runMemory(ctx context.Context, p *proc, url string, requested, n int, limit
 		}()
 	}
 	wg.Wait()
-	res.ConnectSeconds = round3(time.Since(start).Seconds())
+	res.ConnectSeconds = stats.Round3(time.Since(start).Seconds())
 	res.Connections, res.Failed = int(opened.Load()), int(failed.Load())
-	res.ConnectPerS = round3(float64(res.Connections) / res.ConnectSeconds)
+	res.ConnectPerS = stats.Round3(float64(res.Connections) / res.ConnectSeconds)
 	defer func() {
 		for _, c := range conns {
 			if c != nil {
@@ -195,17 +197,17 @@ func runMemory(ctx context.Context, p *proc, url string, requested, n int, limit
 	}
 	// A heap profile of the loaded edge shows where the per-connection
 	// memory goes (go tool pprof -sample_index=inuse_space -top).
-	if heap, err := p.pprofGet(ctx, "heap"); err == nil && heapProfile != "" {
+	if heap, err := p.PprofGet(ctx, "heap"); err == nil && heapProfile != "" {
 		if err := os.WriteFile(heapProfile, heap, 0o644); err == nil {
 			res.HeapProfile = heapProfile
 		}
 	}
 	c := float64(res.Connections)
 	res.RSSAfterKiB = after
-	res.KiBPerConn = round3(float64(after-before) / c)
-	res.HeapInuseKiBPerConn = round3(float64(rtAfter.heapInuse-rtBefore.heapInuse) / 1024 / c)
-	res.StackInuseKiBPerConn = round3(float64(rtAfter.stackInuse-rtBefore.stackInuse) / 1024 / c)
-	res.GoroutinesPerConn = round3(float64(rtAfter.goroutines-rtBefore.goroutines) / c)
+	res.KiBPerConn = stats.Round3(float64(after-before) / c)
+	res.HeapInuseKiBPerConn = stats.Round3(float64(rtAfter.heapInuse-rtBefore.heapInuse) / 1024 / c)
+	res.StackInuseKiBPerConn = stats.Round3(float64(rtAfter.stackInuse-rtBefore.stackInuse) / 1024 / c)
+	res.GoroutinesPerConn = stats.Round3(float64(rtAfter.goroutines-rtBefore.goroutines) / c)
 	if res.Failed > 0 {
 		if err, _ := firstErr.Load().(error); err != nil {
 			res.LimitedBy = strings.TrimPrefix(res.LimitedBy+"; ", "; ") + "first connect error: " + err.Error()

@@ -2,130 +2,13 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 )
-
-// proc is one Parley process the benchmark started.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	// httpAddr serves /readyz and, with PARLEY_PPROF=1, /debug/pprof.
-	httpAddr string
-	exited   chan struct{}
-}
-
-// startProc starts bin with args, logging to logDir/name.log. The child
-// inherits this process's raised file limit and is killed if the
-// benchmark dies without stopping it.
-func startProc(name, bin, httpAddr, logDir string, env []string, args ...string) (*proc, error) {
-	p := &proc{name: name, httpAddr: httpAddr, logPath: filepath.Join(logDir, name+".log"), exited: make(chan struct{})}
-	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	go func() { _ = p.cmd.Wait(); logf.Close(); close(p.exited) }()
-	return p, nil
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-// waitReady polls /readyz until it answers 200.
-func (p *proc) waitReady(ctx context.Context, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		select {
-		case <-p.exited:
-			return fmt.Errorf("%s exited during startup; last log lines:\n%s", p.name, p.tail(30))
-		default:
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.httpAddr+"/readyz", nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s not ready within %s; last log lines:\n%s", p.name, timeout, p.tail(30))
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// stop asks for a graceful exit and kills the process if it takes longer
-// than grace.
-func (p *proc) stop(grace time.Duration) {
-	select {
-	case <-p.exited:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(grace):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	}
-}
-
-func (p *proc) alive() bool {
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
-	}
-}
-
-func (p *proc) tail(n int) string {
-	data, _ := os.ReadFile(p.logPath)
-	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-// pprofGet fetches a pprof endpoint of the process, e.g. "heap?gc=1".
-func (p *proc) pprofGet(ctx context.Context, path string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.httpAddr+"/debug/pprof/"+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("pprof %s of %s: %w", path, p.name, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("pprof %s of %s: %w", path, p.name, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("pprof %s of %s: %s (is PARLEY_PPROF=1 set?)", path, p.name, resp.Status)
-	}
-	return body, nil
-}
 
 // raiseFileLimit lifts the soft RLIMIT_NOFILE to the hard one, which the
 // processes started afterwards inherit, and returns the limit in force.
@@ -242,27 +125,4 @@ func pidListening(port int) int {
 		}
 	}
 	return 0
-}
-
-// foreignParleyProcs lists Parley service processes this benchmark did not
-// start. They join the same consumer groups on the same topics, so the
-// benchmark's services would share partitions with them.
-func foreignParleyProcs(own map[int]bool) []string {
-	var out []string
-	dirs, _ := os.ReadDir("/proc")
-	for _, d := range dirs {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil || own[pid] || pid == os.Getpid() {
-			continue
-		}
-		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-		if err != nil {
-			continue
-		}
-		switch name := strings.TrimSpace(string(comm)); name {
-		case "parley-ingest", "parley-fanout", "parley-persiste", "parley-presence", "parley-edge":
-			out = append(out, fmt.Sprintf("%s (pid %d)", name, pid))
-		}
-	}
-	return out
 }

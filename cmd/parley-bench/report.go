@@ -18,6 +18,8 @@ import (
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
+
+	"github.com/parleychat/parley/cmd/internal/stats"
 )
 
 // report is bench/results/latest.json.
@@ -42,7 +44,7 @@ type report struct {
 type ratios struct {
 	// Throughput is Parley's e2e throughput over the baseline's.
 	Throughput float64 `json:"throughput"`
-	// LatencyP50 and LatencyP99 are Parley's send→delivery percentiles
+	// LatencyP50 and LatencyP99 are Parley's send→delivery stats.Percentiles
 	// over the baseline's produce→consume ones.
 	LatencyP50 float64 `json:"latency_p50"`
 	LatencyP99 float64 `json:"latency_p99"`
@@ -72,7 +74,7 @@ type cpuReport struct {
 }
 
 func machineInfo() machine {
-	m := machine{Cores: runtime.NumCPU(), GoVersion: runtime.Version(), LoadStart: loadavg()}
+	m := machine{Cores: runtime.NumCPU(), GoVersion: runtime.Version(), LoadStart: stats.Loadavg()}
 	if f, err := os.Open("/proc/cpuinfo"); err == nil {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
@@ -97,15 +99,6 @@ func machineInfo() machine {
 		}
 	}
 	return m
-}
-
-func loadavg() string {
-	data, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
 }
 
 func (r *report) write(dir string) (string, error) {
@@ -211,7 +204,7 @@ func fmtNum(v float64) string {
 	}
 }
 
-func fmtP(p percentiles, p90 bool) string {
+func fmtP(p stats.Percentiles, p90 bool) string {
 	if p90 {
 		return fmt.Sprintf("%s / %s / %s / %s", fmtNum(p.P50), fmtNum(p.P90), fmtNum(p.P99), fmtNum(p.Max))
 	}
@@ -264,7 +257,7 @@ func writePlot(path string, series []plotSeries) error {
 		l.Color = colors[i%len(colors)]
 		l.Width = vg.Points(1.5)
 		p.Add(l)
-		pc := percentilesOf(s.sorted)
+		pc := stats.Of(s.sorted)
 		p.Legend.Add(fmt.Sprintf("%s (p50 %s, p99 %s ms)", s.name, fmtNum(pc.P50), fmtNum(pc.P99)), l)
 		drawn++
 	}
