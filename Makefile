@@ -65,8 +65,10 @@ proto-check: proto ## fail if regenerating changes the committed code, or if a .
 		$(BIN)/buf breaking --against '.git#ref=HEAD~1'; fi
 
 .PHONY: lint
-lint: ## gofmt and go vet over every module
+lint: ## gofmt and go vet over every module; the SDK's module stays free of server dependencies
 	@unformatted=$$(gofmt -l $(GO_DIRS)); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	@if grep -nE 'twmb/franz-go|prometheus' pkg/go.mod; then \
+		echo "pkg/go.mod (the module apps import for the SDK) requires a server dependency: keep it in pkg/server"; exit 1; fi
 	go vet work
 
 .PHONY: unit

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/cmd/internal/stats"
-	"github.com/parleychat/parley/pkg/auth"
 	"github.com/parleychat/parley/pkg/sdk"
+	"github.com/parleychat/parley/pkg/server/auth"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"

@@ -13,8 +13,8 @@ import (
 
 	"github.com/parleychat/parley/cmd/internal/cluster"
 	"github.com/parleychat/parley/cmd/internal/stats"
-	"github.com/parleychat/parley/pkg/auth"
 	"github.com/parleychat/parley/pkg/sdk"
+	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/wire"
 	"golang.org/x/sync/errgroup"
 

@@ -26,7 +26,7 @@ import (
 
 	"github.com/parleychat/parley/cmd/internal/cluster"
 	"github.com/parleychat/parley/cmd/internal/stats"
-	"github.com/parleychat/parley/pkg/auth"
+	"github.com/parleychat/parley/pkg/server/auth"
 )
 
 type options struct {

@@ -18,7 +18,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/parleychat/parley/cmd/internal/cluster"
 	"github.com/parleychat/parley/cmd/internal/stats"
-	"github.com/parleychat/parley/pkg/auth"
+	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/wire"
 
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"

@@ -29,7 +29,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/parleychat/parley/pkg/daemon"
+	"github.com/parleychat/parley/pkg/server/daemon"
 )
 
 type options struct {

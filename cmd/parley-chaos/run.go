@@ -13,7 +13,7 @@ import (
 
 	"github.com/parleychat/parley/cmd/internal/cluster"
 	"github.com/parleychat/parley/cmd/internal/stats"
-	"github.com/parleychat/parley/pkg/auth"
+	"github.com/parleychat/parley/pkg/server/auth"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 

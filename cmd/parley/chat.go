@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/parleychat/parley/pkg/daemon"
 	"github.com/parleychat/parley/pkg/sdk"
+	"github.com/parleychat/parley/pkg/server/daemon"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"

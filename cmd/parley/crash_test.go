@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/pkg/freeport"
+	"github.com/parleychat/parley/pkg/server/freeport"
 )
 
 // Crash-loop knobs. The defaults are what `make test` runs; `make crash`

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/parleychat/parley/pkg/daemon"
+	"github.com/parleychat/parley/pkg/server/daemon"
 )
 
 // devSecret is the HS256 secret `parley run` and `parley token` agree on

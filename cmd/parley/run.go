@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/parleychat/parley/pkg/daemon"
+	"github.com/parleychat/parley/pkg/server/daemon"
 	"github.com/parleychat/parley/services/platform"
 )
 

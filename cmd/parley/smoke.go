@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/parleychat/parley/pkg/daemon"
 	"github.com/parleychat/parley/pkg/sdk"
+	"github.com/parleychat/parley/pkg/server/daemon"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 

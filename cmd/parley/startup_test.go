@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/pkg/freeport"
+	"github.com/parleychat/parley/pkg/server/freeport"
 )
 
 // TestRunStartupFailures: `parley run` that cannot start exits non-zero

@@ -6,8 +6,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/parleychat/parley/pkg/auth"
-	"github.com/parleychat/parley/pkg/daemon"
+	"github.com/parleychat/parley/pkg/server/auth"
+	"github.com/parleychat/parley/pkg/server/daemon"
 )
 
 func tokenCmd(args []string) int {

@@ -7,8 +7,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/parleychat/parley/pkg/daemon"
-	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/pkg/server/daemon"
+	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )

@@ -12,7 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
-	"github.com/parleychat/parley/pkg/auth"
+	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/wire"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"

@@ -3,7 +3,7 @@ package edge
 import (
 	"context"
 	"fmt"
-	"github.com/parleychat/parley/pkg/metrics"
+	"github.com/parleychat/parley/pkg/server/metrics"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"

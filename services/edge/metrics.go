@@ -3,7 +3,7 @@ package edge
 import (
 	"net/http"
 
-	"github.com/parleychat/parley/pkg/metrics"
+	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 )
 

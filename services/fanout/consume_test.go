@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/pkg/topics"
-	"github.com/parleychat/parley/pkg/topics/topicstest"
+	"github.com/parleychat/parley/pkg/server/topics"
+	"github.com/parleychat/parley/pkg/server/topics/topicstest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"

@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/parleychat/parley/pkg/presenceclient"
+	"github.com/parleychat/parley/pkg/server/presenceclient"
 	"github.com/prometheus/client_golang/prometheus"
 
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"

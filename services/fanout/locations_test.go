@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/pkg/presenceclient"
-	"github.com/parleychat/parley/pkg/topics/topicstest"
+	"github.com/parleychat/parley/pkg/server/presenceclient"
+	"github.com/parleychat/parley/pkg/server/topics/topicstest"
 	"github.com/parleychat/parley/services/presence"
 	"github.com/prometheus/client_golang/prometheus"
 

@@ -3,7 +3,7 @@ package fanout
 import (
 	"net/http"
 
-	"github.com/parleychat/parley/pkg/metrics"
+	"github.com/parleychat/parley/pkg/server/metrics"
 )
 
 // Metrics serves the service's metrics in the Prometheus text format.

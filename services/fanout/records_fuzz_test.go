@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/pkg/server/topics"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 

@@ -17,10 +17,10 @@ import (
 
 	"github.com/gocql/gocql"
 	"github.com/google/uuid"
-	"github.com/parleychat/parley/pkg/auth"
-	"github.com/parleychat/parley/pkg/freeport"
 	"github.com/parleychat/parley/pkg/sdk"
-	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/pkg/server/auth"
+	"github.com/parleychat/parley/pkg/server/freeport"
+	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )

@@ -9,8 +9,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/sdk"
-	"github.com/parleychat/parley/pkg/topics"
-	"github.com/parleychat/parley/pkg/topics/topicstest"
+	"github.com/parleychat/parley/pkg/server/topics"
+	"github.com/parleychat/parley/pkg/server/topics/topicstest"
 	"github.com/parleychat/parley/services/persistence"
 	"github.com/parleychat/parley/services/persistence/history/cassandrastore"
 	"github.com/parleychat/parley/services/persistence/history/historytest"

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/parleychat/parley/pkg/topics"
-	"github.com/parleychat/parley/pkg/topics/topicstest"
+	"github.com/parleychat/parley/pkg/server/topics"
+	"github.com/parleychat/parley/pkg/server/topics/topicstest"
 	"github.com/parleychat/parley/services/persistence/history"
 	"github.com/parleychat/parley/services/persistence/history/pebblestore"
 	"github.com/prometheus/client_golang/prometheus/testutil"

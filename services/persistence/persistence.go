@@ -11,9 +11,9 @@ import (
 	"net"
 	"time"
 
-	"github.com/parleychat/parley/pkg/health"
-	"github.com/parleychat/parley/pkg/metrics"
-	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/pkg/server/health"
+	"github.com/parleychat/parley/pkg/server/metrics"
+	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/services/persistence/history"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"

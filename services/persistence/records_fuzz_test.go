@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/services/persistence/history"
 	"github.com/parleychat/parley/services/persistence/history/pebblestore"
 	"github.com/twmb/franz-go/pkg/kgo"

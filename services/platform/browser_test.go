@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/parleychat/parley/pkg/auth"
 	"github.com/parleychat/parley/pkg/sdk"
+	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/services/platform"
 )
 

@@ -13,8 +13,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/parleychat/parley/pkg/auth"
-	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/pkg/server/auth"
+	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/services/edge"
 	"github.com/parleychat/parley/services/fanout"
 	"github.com/parleychat/parley/services/ingest"

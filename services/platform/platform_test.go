@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/parleychat/parley/pkg/auth"
 	"github.com/parleychat/parley/pkg/sdk"
+	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/wire"
 	"github.com/parleychat/parley/services/platform"
 	"google.golang.org/protobuf/proto"

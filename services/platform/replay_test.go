@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/pkg/topics"
-	"github.com/parleychat/parley/pkg/topics/topicstest"
+	"github.com/parleychat/parley/pkg/server/topics"
+	"github.com/parleychat/parley/pkg/server/topics/topicstest"
 	"github.com/parleychat/parley/services/persistence"
 	"github.com/parleychat/parley/services/persistence/history"
 	"github.com/parleychat/parley/services/persistence/history/historytest"

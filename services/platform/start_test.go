@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/pkg/freeport"
+	"github.com/parleychat/parley/pkg/server/freeport"
 	"github.com/parleychat/parley/services/platform"
 )
 

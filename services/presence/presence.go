@@ -28,10 +28,10 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/parleychat/parley/pkg/health"
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
-	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/pkg/server/health"
+	"github.com/parleychat/parley/pkg/server/topics"
 )
 
 // DefaultLease bounds how long a dead edge's sessions linger.

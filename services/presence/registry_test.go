@@ -9,9 +9,9 @@ import (
 	"time"
 
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
-	"github.com/parleychat/parley/pkg/presenceclient"
-	"github.com/parleychat/parley/pkg/topics"
-	"github.com/parleychat/parley/pkg/topics/topicstest"
+	"github.com/parleychat/parley/pkg/server/presenceclient"
+	"github.com/parleychat/parley/pkg/server/topics"
+	"github.com/parleychat/parley/pkg/server/topics/topicstest"
 )
 
 // clock is a time tests move by hand; the services read it concurrently.

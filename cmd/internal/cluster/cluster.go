@@ -15,8 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/parleychat/parley/pkg/freeport"
-	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/pkg/server/freeport"
+	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )

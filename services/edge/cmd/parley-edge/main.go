@@ -5,7 +5,7 @@ import (
 	"flag"
 	"os"
 
-	"github.com/parleychat/parley/pkg/daemon"
+	"github.com/parleychat/parley/pkg/server/daemon"
 	"github.com/parleychat/parley/services/edge"
 )
 

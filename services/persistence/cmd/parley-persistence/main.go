@@ -12,8 +12,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/parleychat/parley/pkg/daemon"
-	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/pkg/server/daemon"
+	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/services/persistence"
 	"github.com/parleychat/parley/services/persistence/history"
 	"github.com/parleychat/parley/services/persistence/history/cassandrastore"

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/gocql/gocql"
-	"github.com/parleychat/parley/pkg/freeport"
+	"github.com/parleychat/parley/pkg/server/freeport"
 )
 
 // Tests that need no Cassandra.

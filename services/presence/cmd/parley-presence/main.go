@@ -5,8 +5,8 @@ import (
 	"flag"
 	"os"
 
-	"github.com/parleychat/parley/pkg/daemon"
-	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/pkg/server/daemon"
+	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/services/presence"
 )
 

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
-	"github.com/parleychat/parley/pkg/topics"
+	"github.com/parleychat/parley/pkg/server/topics"
 )
 
 // Client is a presencev1.PresenceServiceClient over every instance.

@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/parleychat/parley/pkg/health"
+	"github.com/parleychat/parley/pkg/server/health"
 )
 
 // Env returns the environment variable key, or def when it is unset.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/pkg/freeport"
+	"github.com/parleychat/parley/pkg/server/freeport"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
