@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parleychat/parley/pkg/server/consumer"
 	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/presenceclient"
@@ -132,30 +133,16 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.Probe.SetReady(true)
 	s.log.Info("fanout ready")
-	for {
-		fetches := s.cl.PollRecords(ctx, 1000)
-		if ctx.Err() != nil {
-			s.cl.AllowRebalance()
-			s.Probe.SetReady(false)
-			return nil
-		}
-		fetches.EachError(func(t string, p int32, err error) {
-			s.log.Warn("fanout fetch", "topic", t, "partition", p, "err", err)
-		})
-		var recs []*kgo.Record
-		fetches.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
-		if !s.handle(ctx, recs) {
-			// Shutting down with dead letters unwritten: nothing is
-			// committed, so the batch is read again.
-			s.cl.AllowRebalance()
-			s.Probe.SetReady(false)
-			return nil
-		}
-		if err := s.cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("fanout: commit failed; events may be pushed again", "err", err)
-		}
-		s.cl.AllowRebalance()
+	defer s.Probe.SetReady(false)
+	loop := consumer.Loop{Name: Group, Source: s.cl, MaxRecords: 1000, Log: s.log,
+		Handle: func(ctx context.Context, fetches kgo.Fetches) (bool, error) {
+			// false: shutting down with dead letters unwritten; the batch
+			// is read again.
+			return s.handle(ctx, fetches.Records()), nil
+		},
+		Commit: s.cl.CommitUncommittedOffsets,
 	}
+	return loop.Run(ctx)
 }
 
 // handle dead-letters what cannot be pushed and pushes the rest; once it

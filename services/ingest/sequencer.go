@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/parleychat/parley/pkg/server/consumer"
 	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/prometheus/client_golang/prometheus"
@@ -127,31 +128,27 @@ func (s *Sequencer) renew() error {
 // Run polls commands until ctx ends; it returns nil on a clean stop.
 func (s *Sequencer) Run(ctx context.Context) error {
 	defer func() { s.sess.Close() }()
-	for {
-		fetches := s.sess.PollRecords(ctx, 2000)
-		if ctx.Err() != nil {
-			s.sess.AllowRebalance()
-			return nil
-		}
-		fetches.EachError(func(t string, p int32, err error) {
-			s.log.Warn("sequencer fetch", "topic", t, "partition", p, "err", err)
-		})
-		err := s.batch(ctx, fetches)
-		s.sess.AllowRebalance()
-		if err != nil && ctx.Err() == nil && errors.Is(err, errTxn) {
-			s.log.Warn("sequencer: transaction failed; starting a new Kafka session", "err", err)
-			if err = s.renew(); err == nil {
-				continue
+	loop := consumer.Loop{Name: SequencerGroup, Source: s, MaxRecords: 2000, Log: s.log,
+		Handle: func(ctx context.Context, fetches kgo.Fetches) (bool, error) {
+			err := s.batch(ctx, fetches)
+			if err != nil && ctx.Err() == nil && errors.Is(err, errTxn) {
+				s.log.Warn("sequencer: transaction failed; starting a new Kafka session", "err", err)
+				err = s.renew()
 			}
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
+			return true, err
+		},
 	}
+	return loop.Run(ctx)
 }
+
+// PollRecords and AllowRebalance make the current Kafka session, which
+// renew replaces, the loop's source.
+func (s *Sequencer) PollRecords(ctx context.Context, n int) kgo.Fetches {
+	return s.sess.PollRecords(ctx, n)
+}
+
+// AllowRebalance: see PollRecords.
+func (s *Sequencer) AllowRebalance() { s.sess.AllowRebalance() }
 
 // batch decides the commands of one poll and commits what they yield, with
 // their offsets, in one transaction.

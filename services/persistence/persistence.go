@@ -11,6 +11,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/parleychat/parley/pkg/server/consumer"
 	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/topics"
@@ -130,28 +131,15 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 func (s *Service) consume(ctx context.Context) error {
-	for {
-		fetches := s.cl.PollRecords(ctx, 1000)
-		if ctx.Err() != nil {
-			s.cl.AllowRebalance()
-			return nil
-		}
-		fetches.EachError(func(t string, p int32, err error) {
-			s.log.Warn("persistence fetch", "topic", t, "partition", p, "err", err)
-		})
-		recs := make([]*kgo.Record, 0, fetches.NumRecords())
-		fetches.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
-		if !s.handle(ctx, recs) {
-			// Shutting down: nothing is committed, so the batch is read
-			// again by whoever owns the partition next.
-			s.cl.AllowRebalance()
-			return nil
-		}
-		if err := s.cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("persistence: commit failed; events will be re-applied", "err", err)
-		}
-		s.cl.AllowRebalance()
+	loop := consumer.Loop{Name: Group, Source: s.cl, MaxRecords: 1000, Log: s.log,
+		Handle: func(ctx context.Context, fetches kgo.Fetches) (bool, error) {
+			// false: shutting down; the batch is read again by whoever
+			// owns the partition next.
+			return s.handle(ctx, fetches.Records()), nil
+		},
+		Commit: s.cl.CommitUncommittedOffsets,
 	}
+	return loop.Run(ctx)
 }
 
 // handle dead-letters what cannot be stored and stores the rest; once it
