@@ -1,0 +1,142 @@
+package cassandrastore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/parleychat/parley/services/persistence/history"
+	"golang.org/x/sync/errgroup"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+)
+
+// readPosition is a user's read position in one conversation and when it
+// last moved (Unix nanoseconds, 0 when never recorded).
+type readPosition struct {
+	seq     uint64
+	changed int64
+}
+
+// userFlags are a user's flags of one conversation and when they last
+// changed (Unix nanoseconds, 0 when never set).
+type userFlags struct {
+	muted, pinned bool
+	changed       int64
+}
+
+// Conversations implements history.Store: the user's conversation ids
+// from conversations_by_user, read positions from read_positions and
+// flags from conversation_flags (three single-partition reads,
+// concurrent), then each summary (concurrent single-partition reads), in
+// history.ListOrder. The cost grows with the number of conversations the
+// user is in, not with limit or ChangedSince; see conversations_by_user
+// in migrations/0001_init.cql.
+func (s *Store) Conversations(ctx context.Context, user string, q history.ListQuery) ([]*chatv1.Conversation, error) {
+	if user == "" {
+		return nil, nil
+	}
+	var (
+		ids   []string
+		reads = map[string]readPosition{}
+		flags = map[string]userFlags{}
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		iter := s.sess.Query(`SELECT conversation_id, muted, pinned, changed_at FROM conversation_flags WHERE user_id = ?`, user).WithContext(gctx).Iter()
+		var (
+			id            string
+			muted, pinned *bool
+			changed       *int64
+		)
+		for iter.Scan(&id, &muted, &pinned, &changed) {
+			var f userFlags
+			f.muted, f.pinned = muted != nil && *muted, pinned != nil && *pinned
+			if changed != nil {
+				f.changed = *changed
+			}
+			flags[id] = f
+		}
+		if err := iter.Close(); err != nil {
+			return fmt.Errorf("read flags of %s: %w", user, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		iter := s.sess.Query(`SELECT conversation_id FROM conversations_by_user WHERE user_id = ?`, user).WithContext(gctx).Iter()
+		var id string
+		for iter.Scan(&id) {
+			ids = append(ids, id)
+		}
+		if err := iter.Close(); err != nil {
+			return fmt.Errorf("list conversations of %s: %w", user, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		iter := s.sess.Query(`SELECT conversation_id, read_seq, changed_at FROM read_positions WHERE user_id = ?`, user).WithContext(gctx).Iter()
+		var (
+			id      string
+			seq     *int64
+			changed *int64
+		)
+		for iter.Scan(&id, &seq, &changed) {
+			var p readPosition
+			if seq != nil {
+				p.seq = uint64(*seq)
+			}
+			if changed != nil {
+				p.changed = *changed
+			}
+			reads[id] = p
+		}
+		if err := iter.Close(); err != nil {
+			return fmt.Errorf("read read positions of %s: %w", user, err)
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	var since int64
+	if !q.ChangedSince.IsZero() {
+		since = q.ChangedSince.UnixNano()
+	}
+	sums := make([]*chatv1.Conversation, len(ids))
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(parallel)
+	for i, id := range ids {
+		g.Go(func() error {
+			c, changed, err := s.summary(gctx, id)
+			if errors.Is(err, history.ErrNotFound) {
+				// Listed before its summary landed (an Apply cut short);
+				// the retry of that Apply writes it.
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			read, fl := reads[id], flags[id]
+			if since != 0 && changed < since && read.changed < since && fl.changed < since {
+				return nil
+			}
+			c.ReadSeq = read.seq
+			if read.seq < c.GetLastSeq() {
+				c.UnreadCount = c.GetLastSeq() - read.seq
+			}
+			c.Muted, c.Pinned = fl.muted, fl.pinned
+			sums[i] = c
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, fmt.Errorf("list conversations of %s: %w", user, err)
+	}
+	out := slices.DeleteFunc(sums, func(c *chatv1.Conversation) bool { return c == nil })
+	slices.SortFunc(out, history.ListOrder)
+	if n := history.ClampLimit(q.Limit); len(out) > n {
+		out = out[:n]
+	}
+	return out, nil
+}

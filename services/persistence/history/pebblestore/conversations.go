@@ -1,0 +1,109 @@
+package pebblestore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/parleychat/parley/services/persistence/history"
+	"google.golang.org/protobuf/proto"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+)
+
+func getConversation(r getter, conv string) (*chatv1.Conversation, error) {
+	v, closer, err := r.Get(convKey(conv))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, history.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read conversation %s: %w", conv, err)
+	}
+	defer closer.Close()
+	c := &chatv1.Conversation{}
+	if err := proto.Unmarshal(v, c); err != nil {
+		return nil, fmt.Errorf("decode conversation %s: %w", conv, err)
+	}
+	return c, nil
+}
+
+// Conversation implements history.Store.
+func (s *Store) Conversation(ctx context.Context, conv string) (*chatv1.Conversation, error) {
+	return getConversation(s.db, conv)
+}
+
+// getChanged returns when a conversation's summary last changed (Unix
+// nanoseconds), 0 when never recorded.
+func getChanged(r getter, conv string) (int64, error) {
+	v, closer, err := r.Get(changedKey(conv))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read change time of %s: %w", conv, err)
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, fmt.Errorf("read change time of %s: %d bytes, want 8", conv, len(v))
+	}
+	return int64(binary.BigEndian.Uint64(v)), nil
+}
+
+// Conversations implements history.Store. It reads from one snapshot, so
+// a summary and the user's read position in it agree.
+func (s *Store) Conversations(ctx context.Context, user string, q history.ListQuery) ([]*chatv1.Conversation, error) {
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	prefix := userPrefix(user)
+	it, err := snap.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, fmt.Errorf("list conversations of %s: %w", user, err)
+	}
+	defer it.Close()
+	var since int64
+	if !q.ChangedSince.IsZero() {
+		since = q.ChangedSince.UnixNano()
+	}
+	var out []*chatv1.Conversation
+	for ok := it.First(); ok; ok = it.Next() {
+		conv := string(it.Key()[len(prefix):])
+		c, err := getConversation(snap, conv)
+		if err != nil {
+			return nil, err
+		}
+		read, readChanged, err := getRead(snap, conv, user)
+		if err != nil {
+			return nil, err
+		}
+		flags, err := getFlags(snap, user, conv)
+		if err != nil {
+			return nil, err
+		}
+		if since != 0 && readChanged < since && flags.changed < since {
+			changed, err := getChanged(snap, conv)
+			if err != nil {
+				return nil, err
+			}
+			if changed < since {
+				continue
+			}
+		}
+		c.ReadSeq = read
+		if read < c.GetLastSeq() {
+			c.UnreadCount = c.GetLastSeq() - read
+		}
+		c.Muted, c.Pinned = flags.f.GetMuted(), flags.f.GetPinned()
+		out = append(out, c)
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("list conversations of %s: %w", user, err)
+	}
+	slices.SortStableFunc(out, history.ListOrder)
+	if n := history.ClampLimit(q.Limit); len(out) > n {
+		out = out[:n]
+	}
+	return out, nil
+}
