@@ -15,6 +15,15 @@ import (
 // something changed, as a seq-less record whose one recipient is the user,
 // so that every device of theirs is told and nobody else is.
 
+// prepareFlags checks a flags command: one that sets nothing is a
+// mistake worth telling.
+func prepareFlags(cmd *logv1.Command) (chatv1.ErrorCode, string) {
+	if f := cmd.GetSetFlags(); f.Muted == nil && f.Pinned == nil {
+		return chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "set muted, pinned or both"
+	}
+	return needConversation(cmd)
+}
+
 // decideFlags applies a SetFlags command. The outcome carries the user's
 // flags after it, changed or not, which is what the edge answers with.
 func decideFlags(c *conversation, cmd *logv1.Command, f *logv1.SetFlags, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {

@@ -1,17 +1,20 @@
 package ingest
 
 import (
-	"time"
+	"fmt"
+	"strings"
+	"unicode/utf8"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
+	"github.com/parleychat/parley/pkg/server/auth"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
 )
 
-// Roles, mutes, invites and blocks are decided here and folded into the
-// aggregate by applyGroupEvent, which both decide and replay use: the
-// state a decision leaves is by construction the state the log rebuilds.
+// Membership, roles, mutes and invites are decided here and folded into
+// the aggregate by applyGroupEvent (through conversation.apply), which
+// both decide and replay use: the state a decision leaves is by
+// construction the state the log rebuilds.
 
 // exists reports whether the conversation has been created. A block of a
 // user one never talked to leaves an aggregate without any event (lastSeq
@@ -110,6 +113,9 @@ type verdict struct {
 	code    chatv1.ErrorCode
 	msg     string
 	removed string // a user who leaves with this event and must still get it
+	// noop: nothing to log; the command is answered as a duplicate of seq.
+	noop bool
+	seq  uint64
 }
 
 func refuse(code chatv1.ErrorCode, msg string) verdict { return verdict{code: code, msg: msg} }
@@ -128,9 +134,86 @@ func notAMember(user string) verdict {
 	return refuse(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, user+" is not a member")
 }
 
+// prepareMembership checks the membership and administration commands.
+func prepareMembership(cmd *logv1.Command) (chatv1.ErrorCode, string) {
+	invalid := chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT
+	switch b := cmd.GetBody().(type) {
+	case *logv1.Command_AddMember:
+		if !auth.ValidUserID(b.AddMember.GetUserId()) {
+			return invalid, "invalid user id to add"
+		}
+	case *logv1.Command_RemoveMember:
+		if !auth.ValidUserID(b.RemoveMember.GetUserId()) {
+			return invalid, "invalid user id to remove"
+		}
+	case *logv1.Command_SetRole:
+		if !auth.ValidUserID(b.SetRole.GetUserId()) {
+			return invalid, "invalid user id"
+		}
+		if r := b.SetRole.GetRole(); r != chatv1.MemberRole_MEMBER_ROLE_ADMIN && r != chatv1.MemberRole_MEMBER_ROLE_MEMBER {
+			return invalid, "role must be MEMBER_ROLE_ADMIN or MEMBER_ROLE_MEMBER"
+		}
+	case *logv1.Command_TransferOwnership:
+		if !auth.ValidUserID(b.TransferOwnership.GetUserId()) {
+			return invalid, "invalid user id of the new owner"
+		}
+	case *logv1.Command_MuteMember:
+		if !auth.ValidUserID(b.MuteMember.GetUserId()) {
+			return invalid, "invalid user id to mute"
+		}
+	case *logv1.Command_Rename:
+		t := b.Rename.GetTitle()
+		if strings.TrimSpace(t) == "" || len(t) > MaxTitleBytes || !utf8.ValidString(t) {
+			return invalid, fmt.Sprintf("title must be 1-%d bytes of UTF-8", MaxTitleBytes)
+		}
+	case *logv1.Command_CreateInvite:
+		if !ValidInviteCode(b.CreateInvite.GetCode()) {
+			return invalid, inviteCodeRule
+		}
+	case *logv1.Command_RevokeInvite:
+		if !ValidInviteCode(b.RevokeInvite.GetCode()) {
+			return invalid, inviteCodeRule
+		}
+	case *logv1.Command_JoinByInvite:
+		if !ValidInviteCode(b.JoinByInvite.GetCode()) {
+			return invalid, inviteCodeRule
+		}
+	case *logv1.Command_Leave, *logv1.Command_Follow:
+	}
+	return chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, ""
+}
+
+// decideAdd decides adding a member.
+func decideAdd(c *conversation, cmd *logv1.Command, maxMembers int, ev *chatv1.Event) verdict {
+	if !c.exists() {
+		return refuse(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such conversation")
+	}
+	if !c.isMember(cmd.GetUserId()) {
+		return refuse(chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, "you are not a member of this conversation")
+	}
+	if !c.managed() {
+		return refuse(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "members can only be added to groups and channels")
+	}
+	if c.kind == chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL && c.role(cmd.GetUserId()) < chatv1.MemberRole_MEMBER_ROLE_ADMIN {
+		return refuse(chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "only the owner and admins add followers to a channel")
+	}
+	u := cmd.GetAddMember().GetUserId()
+	if c.isMember(u) {
+		return refuse(chatv1.ErrorCode_ERROR_CODE_ALREADY_EXISTS, u+" is already a member")
+	}
+	if len(c.members) >= maxMembers {
+		return refuse(chatv1.ErrorCode_ERROR_CODE_CONVERSATION_FULL, "conversation is full")
+	}
+	ev.Body = &chatv1.Event_MemberAdded{MemberAdded: &chatv1.MemberAdded{UserId: u}}
+	return verdict{}
+}
+
 // decideGroup decides the membership and administration commands. It
-// changes nothing: the caller folds the event in with applyGroupEvent.
+// changes nothing: the caller folds the event in (conversation.apply).
 func decideGroup(c *conversation, cmd *logv1.Command, maxMembers int, ev *chatv1.Event) verdict {
+	if _, ok := cmd.GetBody().(*logv1.Command_AddMember); ok {
+		return decideAdd(c, cmd, maxMembers, ev)
+	}
 	if !c.exists() {
 		return notFound
 	}
@@ -269,50 +352,4 @@ func decideGroup(c *conversation, cmd *logv1.Command, maxMembers int, ev *chatv1
 		return verdict{}
 	}
 	return refuse(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "command has no known body")
-}
-
-// decideBlock blocks or unblocks. The record takes no seq and names no
-// recipients: nothing of it shows in history, and fan-out pushes it to
-// nobody, so the blocked user is never told. The blocker's own answer is
-// the outcome. Blocking someone one never talked to leaves an aggregate
-// without events that holds the block, so a later attempt to open the
-// conversation is refused.
-func decideBlock(convs map[string]*conversation, cmd *logv1.Command, b *logv1.Block, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
-	c := convs[cmd.GetConversationId()]
-	if c.exists() && c.kind != chatv1.ConversationKind_CONVERSATION_KIND_DIRECT {
-		// Prepare derives the id from the pair; only a forged command
-		// lands here.
-		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "blocks belong to direct conversations"
-		return nil, out
-	}
-	user := cmd.GetUserId()
-	if c != nil && c.blocks[user] == b.GetBlocked() {
-		return nil, out
-	}
-	if c == nil {
-		c = newConversation(cmd.GetConversationId())
-		convs[c.id] = c
-	}
-	// Persistence ranks a pair's block records by time, to the
-	// microsecond (Cassandra's write timestamps), so each one here is
-	// stamped strictly after the one before, whatever the clock says (it
-	// may have stepped back, or another instance may have written that one).
-	at := now.Truncate(time.Microsecond)
-	if !at.After(c.lastBlock) {
-		at = c.lastBlock.Add(time.Microsecond)
-	}
-	rec := &logv1.BlockChange{ConversationId: c.id, BlockerId: user, BlockedId: b.GetUserId(), Blocked: b.GetBlocked(), Time: timestamppb.New(at)}
-	c.applyBlock(rec)
-	return &logv1.EventRecord{Block: rec, CommandId: cmd.GetCommandId()}, out
-}
-
-func (c *conversation) applyBlock(b *logv1.BlockChange) {
-	if t := b.GetTime().AsTime(); t.After(c.lastBlock) {
-		c.lastBlock = t
-	}
-	if b.GetBlocked() {
-		c.blocks[b.GetBlockerId()] = true
-	} else {
-		delete(c.blocks, b.GetBlockerId())
-	}
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -326,156 +325,28 @@ func Prepare(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 	if len(cmd.GetDeviceId()) > MaxClientMsgID || !utf8.ValidString(cmd.GetDeviceId()) || strings.ContainsFunc(cmd.GetDeviceId(), unicode.IsControl) {
 		return invalid, "invalid device id"
 	}
-	if _, ok := cmd.GetBody().(*logv1.Command_Mark); ok {
-		// A mark is about a device's position, so it needs the device and
-		// no client message id. A mark of zeros moves nothing: it asks for
-		// the conversation's head (Outcome.seq), as a resume does.
-		cmd.ClientMsgId = ""
-		switch {
-		case cmd.GetDeviceId() == "":
-			return invalid, "a mark needs a device id"
-		case cmd.GetConversationId() == "" || len(cmd.GetConversationId()) > 64:
-			return invalid, "conversation_id is required"
-		}
-		return chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, ""
+	f := familyOf(cmd)
+	if f == nil {
+		return invalid, "command has no known body"
 	}
-	if f, ok := cmd.GetBody().(*logv1.Command_SetFlags); ok {
-		// Flags are state too: no client message id, and a command that
-		// sets nothing is a mistake worth telling.
+	if f.state {
+		// State, not history: no seq, so no client message id either.
 		cmd.ClientMsgId = ""
-		switch {
-		case f.SetFlags.Muted == nil && f.SetFlags.Pinned == nil:
-			return invalid, "set muted, pinned or both"
-		case cmd.GetConversationId() == "" || len(cmd.GetConversationId()) > 64:
-			return invalid, "conversation_id is required"
-		}
-		return chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, ""
-	}
-	if b, ok := cmd.GetBody().(*logv1.Command_Block); ok {
-		// A block is state, set or not, so it needs no client message id;
-		// its conversation is the pair's direct one, never the client's say.
-		cmd.ClientMsgId = ""
-		switch u := b.Block.GetUserId(); {
-		case !auth.ValidUserID(u):
-			return invalid, "invalid user id to block"
-		case u == cmd.GetUserId():
-			return invalid, "you cannot block yourself"
-		default:
-			cmd.ConversationId = DirectID(cmd.GetUserId(), u)
-		}
-		return chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, ""
+		return f.prepare(cmd)
 	}
 	if n := len(cmd.GetClientMsgId()); n == 0 || n > MaxClientMsgID || !utf8.ValidString(cmd.GetClientMsgId()) {
 		return invalid, fmt.Sprintf("client_msg_id must be 1-%d bytes of UTF-8", MaxClientMsgID)
 	}
-	switch b := cmd.GetBody().(type) {
-	case *logv1.Command_CreateConversation:
-		cc := b.CreateConversation
-		if len(cc.GetTitle()) > MaxTitleBytes || !utf8.ValidString(cc.GetTitle()) {
-			return invalid, fmt.Sprintf("title must be at most %d bytes of UTF-8", MaxTitleBytes)
-		}
-		others := map[string]bool{}
-		for _, m := range cc.GetMemberIds() {
-			if !auth.ValidUserID(m) {
-				return invalid, fmt.Sprintf("invalid member id %q", m)
-			}
-			if m != cmd.GetUserId() {
-				others[m] = true
-			}
-		}
-		members := []string{cmd.GetUserId()}
-		for m := range others {
-			members = append(members, m)
-		}
-		sort.Strings(members[1:])
-		cc.MemberIds = members
-		switch cc.GetKind() {
-		case chatv1.ConversationKind_CONVERSATION_KIND_DIRECT:
-			if len(others) != 1 {
-				return invalid, "a direct conversation needs exactly one other member"
-			}
-			cmd.ConversationId = DirectID(members[0], members[1])
-			cc.Title, cc.Public = "", false
-		case chatv1.ConversationKind_CONVERSATION_KIND_GROUP, chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL:
-			if cmd.GetConversationId() == "" {
-				cmd.ConversationId = uuid.Must(uuid.NewV7()).String()
-			} else if id, err := uuid.Parse(cmd.GetConversationId()); err != nil || id.Version() != 7 {
-				// Version 7 only: a client must not take the id of a
-				// direct conversation (version 5) and so keep the pair
-				// from opening it, or hold their blocks.
-				return invalid, "conversation_id must be a UUIDv7"
-			}
-			if strings.TrimSpace(cc.GetTitle()) == "" {
-				return invalid, "a group or channel needs a title"
-			}
-			if cc.GetKind() == chatv1.ConversationKind_CONVERSATION_KIND_GROUP {
-				cc.Public = false
-			}
-		default:
-			return invalid, "unknown conversation kind"
-		}
-	case *logv1.Command_AddMember:
-		if !auth.ValidUserID(b.AddMember.GetUserId()) {
-			return invalid, "invalid user id to add"
-		}
-	case *logv1.Command_RemoveMember:
-		if !auth.ValidUserID(b.RemoveMember.GetUserId()) {
-			return invalid, "invalid user id to remove"
-		}
-	case *logv1.Command_SetRole:
-		if !auth.ValidUserID(b.SetRole.GetUserId()) {
-			return invalid, "invalid user id"
-		}
-		if r := b.SetRole.GetRole(); r != chatv1.MemberRole_MEMBER_ROLE_ADMIN && r != chatv1.MemberRole_MEMBER_ROLE_MEMBER {
-			return invalid, "role must be MEMBER_ROLE_ADMIN or MEMBER_ROLE_MEMBER"
-		}
-	case *logv1.Command_TransferOwnership:
-		if !auth.ValidUserID(b.TransferOwnership.GetUserId()) {
-			return invalid, "invalid user id of the new owner"
-		}
-	case *logv1.Command_MuteMember:
-		if !auth.ValidUserID(b.MuteMember.GetUserId()) {
-			return invalid, "invalid user id to mute"
-		}
-	case *logv1.Command_Rename:
-		t := b.Rename.GetTitle()
-		if strings.TrimSpace(t) == "" || len(t) > MaxTitleBytes || !utf8.ValidString(t) {
-			return invalid, fmt.Sprintf("title must be 1-%d bytes of UTF-8", MaxTitleBytes)
-		}
-	case *logv1.Command_CreateInvite:
-		if !ValidInviteCode(b.CreateInvite.GetCode()) {
-			return invalid, inviteCodeRule
-		}
-	case *logv1.Command_RevokeInvite:
-		if !ValidInviteCode(b.RevokeInvite.GetCode()) {
-			return invalid, inviteCodeRule
-		}
-	case *logv1.Command_JoinByInvite:
-		if !ValidInviteCode(b.JoinByInvite.GetCode()) {
-			return invalid, inviteCodeRule
-		}
-	case *logv1.Command_Leave, *logv1.Command_Follow:
-	case *logv1.Command_PostMessage:
-		if code, msg := preparePost(b.PostMessage); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
-			return code, msg
-		}
-	case *logv1.Command_EditMessage:
-		if code, msg := prepareEdit(b.EditMessage); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
-			return code, msg
-		}
-	case *logv1.Command_DeleteMessage:
-		if b.DeleteMessage.GetTargetSeq() == 0 {
-			return invalid, "target_seq is required"
-		}
-	case *logv1.Command_React:
-		if code, msg := prepareReact(b.React); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
-			return code, msg
-		}
-	default:
-		return invalid, "command has no known body"
+	if code, msg := f.prepare(cmd); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+		return code, msg
 	}
+	return needConversation(cmd)
+}
+
+// needConversation refuses a command without a usable conversation id.
+func needConversation(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 	if cmd.GetConversationId() == "" || len(cmd.GetConversationId()) > 64 {
-		return invalid, "conversation_id is required"
+		return chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "conversation_id is required"
 	}
 	return chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, ""
 }

@@ -247,11 +247,63 @@ func (c *conversation) checkMentions(ids []string) (chatv1.ErrorCode, string) {
 	return chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, ""
 }
 
+// prepareMessage checks the message commands.
+func prepareMessage(cmd *logv1.Command) (chatv1.ErrorCode, string) {
+	invalid := chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT
+	switch b := cmd.GetBody().(type) {
+	case *logv1.Command_PostMessage:
+		if code, msg := preparePost(b.PostMessage); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+			return code, msg
+		}
+	case *logv1.Command_EditMessage:
+		if code, msg := prepareEdit(b.EditMessage); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+			return code, msg
+		}
+	case *logv1.Command_DeleteMessage:
+		if b.DeleteMessage.GetTargetSeq() == 0 {
+			return invalid, "target_seq is required"
+		}
+	case *logv1.Command_React:
+		if code, msg := prepareReact(b.React); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+			return code, msg
+		}
+	}
+	return chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, ""
+}
+
+// decideMessage decides posting, editing, deleting and reacting.
+func decideMessage(c *conversation, cmd *logv1.Command, ev *chatv1.Event) verdict {
+	if !c.exists() {
+		return refuse(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such conversation")
+	}
+	if !c.isMember(cmd.GetUserId()) {
+		return refuse(chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, "you are not a member of this conversation")
+	}
+	switch cmd.GetBody().(type) {
+	case *logv1.Command_PostMessage, *logv1.Command_EditMessage:
+		// Editing puts words in the conversation as posting does:
+		// followers of a channel, muted members and a blocked pair may do
+		// neither. Reacting and deleting one's own are left to them.
+		if code, msg := c.mayPost(cmd.GetUserId()); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+			return refuse(code, msg)
+		}
+	}
+	seq, noop, code, msg := decideMessageBody(c, cmd, ev)
+	switch {
+	case code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED:
+		return refuse(code, msg)
+	case noop:
+		// A reaction already there, or one to remove that is not.
+		return verdict{noop: true, seq: seq}
+	}
+	return verdict{}
+}
+
 // decideMessage decides the message commands against an existing
 // conversation of which the user is a member: it sets ev's body, or
 // returns an error code, or noop (with the seq that holds the state) when
 // the command would change nothing.
-func decideMessage(c *conversation, cmd *logv1.Command, ev *chatv1.Event) (noopSeq uint64, noop bool, code chatv1.ErrorCode, msg string) {
+func decideMessageBody(c *conversation, cmd *logv1.Command, ev *chatv1.Event) (noopSeq uint64, noop bool, code chatv1.ErrorCode, msg string) {
 	ok := chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED
 	user := cmd.GetUserId()
 	switch b := cmd.GetBody().(type) {

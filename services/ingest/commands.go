@@ -1,0 +1,80 @@
+package ingest
+
+import (
+	"time"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
+)
+
+// family is the home of one family of commands: its shape check at Submit
+// and its decision in the sequencer. What its events do to the aggregate
+// is conversation.apply, shared by deciding and by the rebuild from the
+// log, so the two cannot disagree.
+type family struct {
+	// state families change state, not history: the record they log takes
+	// no seq, and their commands carry no client message id (moving a
+	// position, setting a flag or a block is idempotent by itself).
+	state bool
+	// prepare checks the command's shape and fills what ingest derives
+	// (ids, member lists); it runs before the command reaches the log.
+	prepare func(cmd *logv1.Command) (chatv1.ErrorCode, string)
+	// decideState decides a command of a state family: the record to log
+	// (nil when nothing changes) and the outcome.
+	decideState func(convs map[string]*conversation, cmd *logv1.Command, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome)
+	// decideEvent decides a command of a history family: it sets ev's
+	// body, or refuses, or finds nothing to do. It changes no aggregate
+	// but for registering a conversation being created: the event is
+	// folded in by the caller once it has its seq.
+	decideEvent func(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, ev *chatv1.Event) verdict
+}
+
+// familyOf is the one place that names each command's family. A new kind
+// of command is a case here, plus its prepare and decide in its family's
+// file (and a fold in conversation.apply if its event changes the
+// aggregate).
+func familyOf(cmd *logv1.Command) *family {
+	switch cmd.GetBody().(type) {
+	case *logv1.Command_Mark:
+		return &marks
+	case *logv1.Command_SetFlags:
+		return &flags
+	case *logv1.Command_Block:
+		return &blocks
+	case *logv1.Command_CreateConversation:
+		return &creates
+	case *logv1.Command_AddMember, *logv1.Command_RemoveMember, *logv1.Command_Leave, *logv1.Command_SetRole,
+		*logv1.Command_TransferOwnership, *logv1.Command_MuteMember, *logv1.Command_Rename,
+		*logv1.Command_CreateInvite, *logv1.Command_RevokeInvite, *logv1.Command_JoinByInvite, *logv1.Command_Follow:
+		return &membership
+	case *logv1.Command_PostMessage, *logv1.Command_EditMessage, *logv1.Command_DeleteMessage, *logv1.Command_React:
+		return &messages
+	}
+	return nil
+}
+
+// The families. Each is a table of functions, never changed after start.
+var (
+	// marks: aggregate.go.
+	marks = family{state: true, prepare: prepareMark, decideState: func(convs map[string]*conversation, cmd *logv1.Command, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
+		return decideMark(convs[cmd.GetConversationId()], cmd, cmd.GetMark(), out, now)
+	}}
+	// flags: flags.go.
+	flags = family{state: true, prepare: prepareFlags, decideState: func(convs map[string]*conversation, cmd *logv1.Command, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
+		return decideFlags(convs[cmd.GetConversationId()], cmd, cmd.GetSetFlags(), out, now)
+	}}
+	// blocks: groups.go.
+	blocks = family{state: true, prepare: prepareBlock, decideState: func(convs map[string]*conversation, cmd *logv1.Command, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
+		return decideBlock(convs, cmd, cmd.GetBlock(), out, now)
+	}}
+	// creates: conversations.go.
+	creates = family{prepare: prepareCreate, decideEvent: decideCreate}
+	// membership and administration: groups.go.
+	membership = family{prepare: prepareMembership, decideEvent: func(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, ev *chatv1.Event) verdict {
+		return decideGroup(convs[cmd.GetConversationId()], cmd, maxMembers, ev)
+	}}
+	// messages: messages.go.
+	messages = family{prepare: prepareMessage, decideEvent: func(convs map[string]*conversation, cmd *logv1.Command, _ int, ev *chatv1.Event) verdict {
+		return decideMessage(convs[cmd.GetConversationId()], cmd, ev)
+	}}
+)
