@@ -34,24 +34,6 @@ const (
 	CloseUnauthenticated websocket.StatusCode = 4001
 )
 
-// item is one queued write: a frame, an event to be batched with its
-// neighbours into one EventBatch frame, or a receipt likewise.
-type item struct {
-	frame    *clientv1.ServerFrame
-	event    *chatv1.Event
-	receipt  *chatv1.Receipt
-	typing   *chatv1.Typing
-	presence *chatv1.Presence
-	flags    *chatv1.ConversationFlags
-}
-
-// ephemeral items are state, not history: they may be shed. A shed flags
-// change is not lost either: the conversation list carries the flags, and
-// lists it as changed for its user.
-func (it item) ephemeral() bool {
-	return it.receipt != nil || it.typing != nil || it.presence != nil || it.flags != nil
-}
-
 // conn is one client connection. Its read loop runs in its own goroutine
 // (the HTTP handler returns, releasing net/http's buffers); its writer
 // goroutine exists only while there is something to write, so an idle
@@ -63,11 +45,15 @@ type conn struct {
 
 	user, device, session string
 
-	// mu guards queue, writing, closed and resync.
-	mu      sync.Mutex
-	queue   []item
+	// mu guards every field below it. It is never held across a socket
+	// write or a remote call, so Push (under the hub's lock) never waits
+	// for a client.
+	mu    sync.Mutex
+	queue []item
+	// writing: a writer goroutine exists; it alone writes to the socket.
 	writing bool
-	closed  bool
+	// closed: the connection takes nothing more.
+	closed bool
 	// resync: the connection was dropped for overflowing its queue and
 	// still owes the client the resync close frame.
 	resync bool
@@ -76,8 +62,7 @@ type conn struct {
 	// against the queue limit.
 	held  map[string][]*chatv1.Event
 	heldN int
-	// ephemeral counts the queued items that may be shed (receipts,
-	// typing).
+	// ephemeral counts the queued items that may be shed.
 	ephemeral int
 	// lastTyping is when this connection last forwarded a typing indicator.
 	lastTyping time.Time
@@ -438,258 +423,4 @@ func grpcError(err error) (chatv1.ErrorCode, string) {
 		return chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "temporarily unavailable"
 	}
 	return chatv1.ErrorCode_ERROR_CODE_INTERNAL, fmt.Sprintf("internal error (%s)", st.Code())
-}
-
-// send queues a frame.
-func (c *conn) send(f *clientv1.ServerFrame) { c.enqueue(item{frame: f}, false) }
-
-// push queues an event; false if the connection is gone or was just
-// dropped for being too slow.
-func (c *conn) push(ev *chatv1.Event) bool { return c.enqueue(item{event: ev}, true) }
-
-// enqueue queues it; a live event of a conversation being resumed is held
-// back instead (see resume.go).
-func (c *conn) enqueue(it item, live bool) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if live && c.held != nil && !c.closed {
-		if held, ok := c.held[it.event.GetConversationId()]; ok {
-			if c.heldN+len(c.queue) < c.svc.cfg.QueueLimit {
-				c.held[it.event.GetConversationId()] = append(held, it.event)
-				c.heldN++
-				return true
-			}
-		}
-	}
-	return c.enqueueLocked(it)
-}
-
-// pushEphemeral queues a receipt or a typing indicator unless the queue is
-// half full. They are state, not history: a later one supersedes an
-// earlier one, a dropped position is read again with get_receipts and a
-// dropped indicator is renewed by its typist within seconds. So they give
-// way to events, and are never the reason a connection is dropped.
-func (c *conn) pushEphemeral(it item) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return false
-	}
-	if len(c.queue)+c.heldN >= c.svc.cfg.QueueLimit/2 {
-		c.svc.shedEphemeral.Add(1)
-		return false
-	}
-	c.ephemeral++
-	return c.enqueueLocked(it)
-}
-
-// shedLocked drops the queued ephemeral items to make room for durable ones.
-func (c *conn) shedLocked() {
-	kept := c.queue[:0]
-	for _, it := range c.queue {
-		if !it.ephemeral() {
-			kept = append(kept, it)
-		}
-	}
-	clear(c.queue[len(kept):])
-	c.svc.shedEphemeral.Add(int64(len(c.queue) - len(kept)))
-	c.queue, c.ephemeral = kept, 0
-}
-
-// enqueueLocked is enqueue with c.mu held.
-func (c *conn) enqueueLocked(it item) bool {
-	if c.closed {
-		return false
-	}
-	if len(c.queue)+c.heldN >= c.svc.cfg.QueueLimit && c.ephemeral > 0 && !it.ephemeral() {
-		c.shedLocked()
-	}
-	if len(c.queue)+c.heldN >= c.svc.cfg.QueueLimit {
-		// A durable event is never dropped silently: the client is told to
-		// resync and catches up from history on reconnect.
-		c.closed = true
-		c.queue, c.held, c.heldN, c.ephemeral = nil, nil, 0, 0
-		// A writer blocked on the full socket holds the connection's write
-		// lock, and a close frame sent beside it would time out and
-		// degrade into a bare TCP close the client cannot tell from a
-		// crash. So the writer sends it once its write completes (bounded
-		// by WriteTimeout); with no writer, it is sent now.
-		writer := c.writing
-		c.resync = writer
-		c.svc.resyncs.Add(1)
-		c.svc.log.Warn("edge: slow connection dropped", "user", c.user, "session", c.session, "queue_limit", c.svc.cfg.QueueLimit)
-		if !writer {
-			go c.ws.Close(CloseResync, "resync")
-		}
-		return false
-	}
-	c.queue = append(c.queue, it)
-	if !c.writing {
-		c.writing = true
-		go c.writeLoop()
-	}
-	return true
-}
-
-// writeLoop drains the queue, coalescing queued events into one frame per
-// write, and exits when the queue is empty.
-func (c *conn) writeLoop() {
-	for {
-		c.mu.Lock()
-		batch := c.queue
-		c.queue, c.ephemeral = nil, 0
-		if len(batch) == 0 || c.closed {
-			c.writing = false
-			resync := c.resync
-			c.resync = false
-			c.mu.Unlock()
-			if resync {
-				c.ws.Close(CloseResync, "resync")
-			}
-			return
-		}
-		c.mu.Unlock()
-		var events []*chatv1.Event
-		var receipts []*chatv1.Receipt
-		var typing []*chatv1.Typing
-		var presence []*chatv1.Presence
-		var flags []*chatv1.ConversationFlags
-		flush := func() bool {
-			if len(events) > 0 {
-				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Events{Events: &clientv1.EventBatch{Events: events}}}
-				events = nil
-				if !c.writeNow(context.Background(), f) {
-					return false
-				}
-			}
-			if len(receipts) > 0 {
-				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Receipts{Receipts: &clientv1.ReceiptBatch{Receipts: receipts}}}
-				receipts = nil
-				if !c.writeNow(context.Background(), f) {
-					return false
-				}
-			}
-			if len(typing) > 0 {
-				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Typing{Typing: &clientv1.TypingBatch{Typing: typing}}}
-				typing = nil
-				if !c.writeNow(context.Background(), f) {
-					return false
-				}
-			}
-			if len(presence) > 0 {
-				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Presence{Presence: &clientv1.PresenceList{Presence: presence}}}
-				presence = nil
-				if !c.writeNow(context.Background(), f) {
-					return false
-				}
-			}
-			if len(flags) > 0 {
-				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Flags{Flags: &clientv1.FlagsBatch{Flags: flags}}}
-				flags = nil
-				return c.writeNow(context.Background(), f)
-			}
-			return true
-		}
-		ok := true
-		for _, it := range batch {
-			if it.event != nil {
-				events = append(events, it.event)
-				continue
-			}
-			if it.receipt != nil {
-				receipts = coalesceReceipt(receipts, it.receipt)
-				continue
-			}
-			if it.typing != nil {
-				typing = coalesceTyping(typing, it.typing)
-				continue
-			}
-			if it.presence != nil {
-				presence = coalescePresence(presence, it.presence)
-				continue
-			}
-			if it.flags != nil {
-				flags = coalesceFlags(flags, it.flags)
-				continue
-			}
-			if ok = flush() && c.writeNow(context.Background(), it.frame); !ok {
-				break
-			}
-		}
-		if ok {
-			ok = flush()
-		}
-		if !ok {
-			c.mu.Lock()
-			c.closed, c.queue, c.writing, c.resync = true, nil, false, false
-			c.mu.Unlock()
-			c.ws.CloseNow()
-			return
-		}
-	}
-}
-
-// coalesceReceipt adds r to a batch, replacing an earlier position of the
-// same device: positions only move forward, so the later one says it all.
-func coalesceReceipt(batch []*chatv1.Receipt, r *chatv1.Receipt) []*chatv1.Receipt {
-	for i, b := range batch {
-		if b.GetConversationId() == r.GetConversationId() && b.GetUserId() == r.GetUserId() && b.GetDeviceId() == r.GetDeviceId() {
-			batch[i] = r
-			return batch
-		}
-	}
-	return append(batch, r)
-}
-
-// coalesceTyping adds t to a batch, replacing an earlier indicator of the
-// same user in the same conversation.
-func coalesceTyping(batch []*chatv1.Typing, t *chatv1.Typing) []*chatv1.Typing {
-	for i, b := range batch {
-		if b.GetConversationId() == t.GetConversationId() && b.GetUserId() == t.GetUserId() {
-			batch[i] = t
-			return batch
-		}
-	}
-	return append(batch, t)
-}
-
-// coalescePresence adds p to a batch, replacing an earlier state of the
-// same user.
-func coalescePresence(batch []*chatv1.Presence, p *chatv1.Presence) []*chatv1.Presence {
-	for i, b := range batch {
-		if b.GetUserId() == p.GetUserId() {
-			batch[i] = p
-			return batch
-		}
-	}
-	return append(batch, p)
-}
-
-// coalesceFlags adds f to a batch, replacing an earlier version of the
-// same conversation's flags (a connection has one user).
-func coalesceFlags(batch []*chatv1.ConversationFlags, f *chatv1.ConversationFlags) []*chatv1.ConversationFlags {
-	for i, b := range batch {
-		if b.GetConversationId() == f.GetConversationId() && b.GetUserId() == f.GetUserId() {
-			if f.GetVersion() > b.GetVersion() {
-				batch[i] = f
-			}
-			return batch
-		}
-	}
-	return append(batch, f)
-}
-
-func (c *conn) writeNow(ctx context.Context, f *clientv1.ServerFrame) bool {
-	data, err := wire.Encode(c.format, f)
-	if err != nil {
-		c.svc.log.Error("edge: encode frame", "err", err)
-		return true
-	}
-	typ := websocket.MessageBinary
-	if c.format == wire.JSON {
-		typ = websocket.MessageText
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.svc.cfg.WriteTimeout)
-	defer cancel()
-	return c.ws.Write(ctx, typ, data) == nil
 }

@@ -205,7 +205,7 @@ func TestTypingCoalesces(t *testing.T) {
 	}
 	var batch []*chatv1.Typing
 	for _, i := range []*chatv1.Typing{ind("c", "bob", false), ind("c", "carol", false), ind("d", "bob", false), ind("c", "bob", true)} {
-		batch = coalesceTyping(batch, i)
+		batch = typingRule.add(batch, i)
 	}
 	var got []string
 	for _, b := range batch {
@@ -228,7 +228,7 @@ func TestFlagsCoalesce(t *testing.T) {
 	}
 	var batch []*chatv1.ConversationFlags
 	for _, f := range []*chatv1.ConversationFlags{fl("c", 1, true), fl("d", 1, true), fl("c", 3, true), fl("c", 2, false)} {
-		batch = coalesceFlags(batch, f)
+		batch = flagsRule.add(batch, f)
 	}
 	var got []string
 	for _, b := range batch {
