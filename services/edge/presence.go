@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
 	persistencev1 "github.com/parleychat/parley/pkg/pb/parley/persistence/v1"
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
 )
@@ -37,6 +38,43 @@ func (s *Service) coMembers(ctx context.Context, user string, fresh bool) (map[s
 	}
 	s.coMembersCache.put(user, users, now)
 	return users, nil
+}
+
+// getPresence answers get_presence.
+func getPresence(ctx context.Context, c *conn, b *clientv1.ClientFrame_GetPresence) *clientv1.ServerFrame {
+	ps, err := c.presenceOf(ctx, b.GetPresence.GetUserIds())
+	if err != nil {
+		return failed(err)
+	}
+	return presenceList(ps)
+}
+
+// watchPresence replaces the connection's watch set (watch.go) and answers
+// the watched users' presence now.
+func watchPresence(ctx context.Context, c *conn, b *clientv1.ClientFrame_WatchPresence) *clientv1.ServerFrame {
+	ps, err := c.watch(ctx, b.WatchPresence.GetUserIds())
+	if err != nil {
+		return failed(err)
+	}
+	return presenceList(ps)
+}
+
+func presenceList(ps []*chatv1.Presence) *clientv1.ServerFrame {
+	return &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Presence{Presence: &clientv1.PresenceList{Presence: ps}}}
+}
+
+// setIdle reports the device's idle flag to presence when it changed: a
+// user idle on every device is away.
+func setIdle(_ context.Context, c *conn, b *clientv1.ClientFrame_SetIdle) *clientv1.ServerFrame {
+	c.mu.Lock()
+	changed := c.idle != b.SetIdle.GetIdle()
+	c.idle = b.SetIdle.GetIdle()
+	s := c.sessionLocked()
+	c.mu.Unlock()
+	if changed {
+		c.svc.reporter.update(s)
+	}
+	return pong()
 }
 
 // presenceOf answers get_presence for the connection's user.

@@ -8,9 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
@@ -96,19 +94,21 @@ func (s *Service) membersOf(ctx context.Context, user, conv string) ([]string, e
 	return members, nil
 }
 
-// typing handles a SetTyping frame: it answers the indicator as sent and
-// forwards it to the other members' live devices in the background.
-func (c *conn) typing(ctx context.Context, t *clientv1.SetTyping) (*chatv1.Typing, error) {
+// typing answers a typing frame with the indicator as sent and forwards
+// it to the other members' live devices in the background.
+func typing(ctx context.Context, c *conn, b *clientv1.ClientFrame_Typing) *clientv1.ServerFrame {
+	t := b.Typing
 	conv := t.GetConversationId()
 	if conv == "" {
-		return nil, status.Error(codes.InvalidArgument, "conversation_id is required")
+		return errorFrame(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "conversation_id is required", "")
 	}
 	members, err := c.svc.membersOf(ctx, c.user, conv)
 	if err != nil {
-		return nil, err
+		return failed(err)
 	}
 	ind := &chatv1.Typing{ConversationId: conv, UserId: c.user, DeviceId: c.device, Stopped: t.GetStopped(),
 		ExpiresInMs: uint32(TypingExpiry.Milliseconds())}
+	answer := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Typing{Typing: &clientv1.TypingBatch{Typing: []*chatv1.Typing{ind}}}}
 	now := time.Now()
 	c.mu.Lock()
 	// A stop always goes through, so an indicator never outlives typing
@@ -119,7 +119,7 @@ func (c *conn) typing(ctx context.Context, t *clientv1.SetTyping) (*chatv1.Typin
 	}
 	c.mu.Unlock()
 	if !forward {
-		return ind, nil
+		return answer
 	}
 	others := make([]string, 0, len(members))
 	for _, m := range members {
@@ -128,7 +128,7 @@ func (c *conn) typing(ctx context.Context, t *clientv1.SetTyping) (*chatv1.Typin
 		}
 	}
 	go c.svc.pushTyping(ind, others)
-	return ind, nil
+	return answer
 }
 
 // pushTyping delivers an indicator to the edges holding the users.
