@@ -31,7 +31,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	edgev1 "github.com/parleychat/parley/pkg/pb/parley/edge/v1"
 	ingestv1 "github.com/parleychat/parley/pkg/pb/parley/ingest/v1"
 	persistencev1 "github.com/parleychat/parley/pkg/pb/parley/persistence/v1"
@@ -143,12 +142,10 @@ type Service struct {
 	// this node pushes to itself; members are cached briefly.
 	presence presencev1.PresenceServiceClient
 	pushAddr string
-	members  ttlCache[[]string]
-	// coMembersCache backs the presence privacy rule (presence.go).
-	coMembersCache ttlCache[map[string]bool]
-	watchers       watchers
-	peersMu        sync.Mutex
-	peers          map[string]*grpc.ClientConn
+	access   access
+	watchers watchers
+	peersMu  sync.Mutex
+	peers    map[string]*grpc.ClientConn
 }
 
 // New binds both listeners and dials the internal services (lazily: gRPC
@@ -187,6 +184,7 @@ func New(cfg Config) (*Service, error) {
 	s.presenceClient = prc
 	s.ingest = ingestv1.NewIngestServiceClient(ic)
 	s.persistence = persistencev1.NewPersistenceServiceClient(pc)
+	s.access.persistence = s.persistence
 	if s.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		s.closeClients()
 		return nil, fmt.Errorf("edge: grpc address: %w", err)
@@ -308,7 +306,7 @@ func (s *Service) Push(_ context.Context, req *edgev1.PushRequest) (*edgev1.Push
 		switch {
 		case d.GetEvent() != nil:
 			s.pushed[pushedEvent].Add(1)
-			s.forgetDeparture(d.GetEvent(), d.GetUserIds())
+			s.access.forget(d.GetEvent(), d.GetUserIds())
 			n += s.hub.deliver(item{event: d.GetEvent()}, d.GetUserIds())
 		case d.GetReceipt() != nil:
 			s.pushed[pushedReceipt].Add(1)
@@ -322,22 +320,6 @@ func (s *Service) Push(_ context.Context, req *edgev1.PushRequest) (*edgev1.Push
 		}
 	}
 	return &edgev1.PushResponse{Queued: uint32(n)}, nil
-}
-
-// forgetDeparture drops what this node cached of a membership that ev
-// ends: the conversation's member list, and who the users it is delivered
-// to share conversations with. Else a removed member could type into the
-// conversation, and see its members' presence, for as long as the caches
-// keep them (membersTTL). It runs before the event is queued, so once a
-// client has its removal, this node decides by persistence's view.
-func (s *Service) forgetDeparture(ev *chatv1.Event, users []string) {
-	if ev.GetMemberRemoved() == nil && ev.GetMemberLeft() == nil {
-		return
-	}
-	s.members.drop(ev.GetConversationId())
-	for _, u := range users {
-		s.coMembersCache.drop(u)
-	}
 }
 
 // Run serves until ctx ends. Shutdown order: readiness off; stop accepting

@@ -143,25 +143,23 @@ func (s *Service) watchLoop(ctx context.Context) {
 			}
 			s.watchers.mu.Unlock()
 			for _, ch := range changes {
-				// A watch outlives the membership that allowed it: the
-				// co-member rule is asked again (cached) for each push.
-				if s.mayWatch(ctx, ch.c.user, ch.p.GetUserId()) {
-					ch.c.pushEphemeral(item{presence: ch.p})
-				}
+				s.pushChange(ctx, ch.c, ch.p)
 			}
 		}
 	}
 }
 
-// mayWatch reports whether watcher still shares a conversation with user;
-// false when that cannot be read either.
-func (s *Service) mayWatch(ctx context.Context, watcher, user string) bool {
+// pushChange sends a watched user's presence to a watcher that may still
+// see it; not when that cannot be read either.
+func (s *Service) pushChange(ctx context.Context, c *conn, p *chatv1.Presence) {
 	ctx, cancel := context.WithTimeout(ctx, watchEvery)
 	defer cancel()
-	allowed, err := s.coMembers(ctx, watcher, false)
+	ok, err := s.access.mayWatch(ctx, c.user, p.GetUserId())
 	if err != nil {
 		s.log.Debug("edge: presence watch", "err", err)
-		return false
+		return
 	}
-	return allowed[user]
+	if ok {
+		c.pushEphemeral(item{presence: p})
+	}
 }
