@@ -31,7 +31,7 @@ func blockStatus(cmd *logv1.Command, _ *logv1.Outcome) *clientv1.ServerFrame {
 func listBlocks(ctx context.Context, c *conn, _ *clientv1.ClientFrame_ListBlocks) *clientv1.ServerFrame {
 	// Always the connection's own user: who blocks whom is private, so the
 	// frame takes no user to ask about.
-	resp, err := c.svc.persistence.Blocks(ctx, &persistencev1.BlocksRequest{UserId: c.user})
+	resp, err := c.svc.clients.persistence.Blocks(ctx, &persistencev1.BlocksRequest{UserId: c.user})
 	if err != nil {
 		return failed(err)
 	}

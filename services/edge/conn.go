@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"io"
+	"net/http"
 	"sync"
 	"time"
 
@@ -56,6 +57,42 @@ type conn struct {
 	lastTyping time.Time
 	// idle is what the device last said with set_idle.
 	idle bool
+}
+
+// serveWS accepts a WebSocket. It counts as live from here on, so
+// shutdown closes and waits for it even while it authenticates.
+func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
+	if !s.Probe.Ready() {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	ws, err := websocket.Accept(smallHijacker{w}, r, &websocket.AcceptOptions{
+		Subprotocols: []string{wire.SubprotocolProto, wire.SubprotocolJSON},
+		// Apps on other origins authenticate with a token in the first
+		// frame, never with cookies, so cross-origin use is safe.
+		InsecureSkipVerify: true,
+	})
+	if err != nil {
+		return
+	}
+	format, ok := wire.FormatFor(ws.Subprotocol())
+	if !ok {
+		ws.Close(websocket.StatusPolicyViolation, "subprotocol must be "+wire.SubprotocolProto+" or "+wire.SubprotocolJSON)
+		return
+	}
+	// Beyond this the library closes the connection; below it, oversize
+	// frames get an error frame and the connection lives on.
+	ws.SetReadLimit(int64(s.cfg.MaxFrameBytes) * 16)
+	c := &conn{svc: s, ws: ws, format: format}
+	s.live.add(c)
+	// Authentication runs here, in the handler's goroutine, and is bounded
+	// by AuthTimeout; the net/http buffers this goroutine pins are released
+	// once it returns.
+	if !c.authenticate(context.Background()) {
+		c.shutdown()
+		return
+	}
+	go c.readLoop()
 }
 
 // sessionLocked is the connection's session as presence knows it.
@@ -127,8 +164,61 @@ func (c *conn) shutdown() {
 		c.svc.reporter.disconnect(&presencev1.Session{SessionId: c.session, UserId: c.user, DeviceId: c.device})
 	}
 	c.ws.CloseNow()
-	c.svc.liveMu.Lock()
-	delete(c.svc.live, c)
-	c.svc.liveMu.Unlock()
-	c.svc.conns.Done()
+	c.svc.live.remove(c)
+}
+
+// liveConns is every accepted connection, authenticated or not, so that
+// shutdown can close them all and wait for their read loops.
+type liveConns struct {
+	// loops counts the connections not yet shut down.
+	loops sync.WaitGroup
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+}
+
+func (l *liveConns) add(c *conn) {
+	l.loops.Add(1)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conns == nil {
+		l.conns = map[*conn]struct{}{}
+	}
+	l.conns[c] = struct{}{}
+}
+
+// remove is the last step of a connection's shutdown.
+func (l *liveConns) remove(c *conn) {
+	l.mu.Lock()
+	delete(l.conns, c)
+	l.mu.Unlock()
+	l.loops.Done()
+}
+
+func (l *liveConns) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
+
+// closeAll starts closing every connection; each close waits for the
+// client's answer, so none waits for another.
+func (l *liveConns) closeAll(code websocket.StatusCode, reason string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c := range l.conns {
+		go c.ws.Close(code, reason)
+	}
+}
+
+// wait waits until every connection is shut down; false if ctx ended
+// first.
+func (l *liveConns) wait(ctx context.Context) bool {
+	done := make(chan struct{})
+	go func() { l.loops.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

@@ -3,7 +3,6 @@ package edge
 import (
 	"context"
 	"fmt"
-	"github.com/parleychat/parley/pkg/server/metrics"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -21,8 +20,7 @@ import (
 // accepts (with the small hijack buffers), and the client socket.
 func pair(t testing.TB, queueLimit int) (*conn, *websocket.Conn) {
 	t.Helper()
-	svc := &Service{cfg: Config{QueueLimit: queueLimit, WriteTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler), reg: metrics.NewRegistry()}
-	svc.gaps = metrics.NewGaps(svc.reg, "edge")
+	svc := &Service{cfg: Config{QueueLimit: queueLimit, WriteTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler), stats: newStats()}
 	accepted := make(chan *websocket.Conn, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ws, err := websocket.Accept(smallHijacker{w}, r, &websocket.AcceptOptions{Subprotocols: []string{wire.SubprotocolProto}})
@@ -141,7 +139,7 @@ func TestReceiptsGiveWayToEvents(t *testing.T) {
 			t.Fatalf("event %d refused: receipts were not shed", i+1)
 		}
 	}
-	if got := c.svc.shedEphemeral.Load(); got != 1+limit/2 {
+	if got := c.svc.stats.shedEphemeral.Load(); got != 1+limit/2 {
 		t.Fatalf("shed %d receipts, want %d", got, 1+limit/2)
 	}
 	// Now full of events: the next event drops the connection as before.
@@ -277,7 +275,7 @@ func TestEveryStateKindGivesWay(t *testing.T) {
 					t.Fatalf("event %d refused: %s items were not shed", i+1, name)
 				}
 			}
-			if got := c.svc.shedEphemeral.Load(); got != 1+limit/2 {
+			if got := c.svc.stats.shedEphemeral.Load(); got != 1+limit/2 {
 				t.Fatalf("shed %d %s items, want %d", got, name, 1+limit/2)
 			}
 		})

@@ -76,7 +76,7 @@ func follow(b *clientv1.ClientFrame_Follow, cmd *logv1.Command) {
 }
 
 func listConversations(ctx context.Context, c *conn, b *clientv1.ClientFrame_ListConversations) *clientv1.ServerFrame {
-	resp, err := c.svc.persistence.Conversations(ctx, &persistencev1.ConversationsRequest{
+	resp, err := c.svc.clients.persistence.Conversations(ctx, &persistencev1.ConversationsRequest{
 		UserId: c.user, Limit: b.ListConversations.GetLimit(), ChangedSince: b.ListConversations.GetChangedSince(),
 	})
 	if err != nil {

@@ -59,7 +59,7 @@ func (c *conn) presenceOf(ctx context.Context, users []string) ([]*chatv1.Presen
 	if err := c.svc.access.seePresence(ctx, c.user, users); err != nil {
 		return nil, err
 	}
-	resp, err := c.svc.presence.Status(ctx, &presencev1.StatusRequest{UserIds: users})
+	resp, err := c.svc.clients.presence.Status(ctx, &presencev1.StatusRequest{UserIds: users})
 	if err != nil {
 		return nil, err
 	}

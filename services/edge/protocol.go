@@ -116,7 +116,7 @@ func command[B any](build func(body B, cmd *logv1.Command), answer func(*logv1.C
 	return func(ctx context.Context, c *conn, body B) *clientv1.ServerFrame {
 		cmd := &logv1.Command{UserId: c.user, DeviceId: c.device}
 		build(body, cmd)
-		resp, err := c.svc.ingest.Submit(ctx, &ingestv1.SubmitRequest{Command: cmd})
+		resp, err := c.svc.clients.ingest.Submit(ctx, &ingestv1.SubmitRequest{Command: cmd})
 		if err != nil {
 			code, msg := grpcError(err)
 			if code == chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE {

@@ -63,7 +63,7 @@ func (c *conn) pushEphemeral(it item) bool {
 		return false
 	}
 	if len(c.queue)+c.heldN >= c.svc.cfg.QueueLimit/2 {
-		c.svc.shedEphemeral.Add(1)
+		c.svc.stats.shedEphemeral.Add(1)
 		return false
 	}
 	c.ephemeral++
@@ -79,7 +79,7 @@ func (c *conn) shedLocked() {
 		}
 	}
 	clear(c.queue[len(kept):])
-	c.svc.shedEphemeral.Add(int64(len(c.queue) - len(kept)))
+	c.svc.stats.shedEphemeral.Add(int64(len(c.queue) - len(kept)))
 	c.queue, c.ephemeral = kept, 0
 }
 
@@ -103,7 +103,7 @@ func (c *conn) enqueueLocked(it item) bool {
 		// by WriteTimeout); with no writer, it is sent now.
 		writer := c.writing
 		c.resync = writer
-		c.svc.resyncs.Add(1)
+		c.svc.stats.resyncs.Add(1)
 		c.svc.log.Warn("edge: slow connection dropped", "user", c.user, "session", c.session, "queue_limit", c.svc.cfg.QueueLimit)
 		if !writer {
 			go c.ws.Close(CloseResync, "resync")

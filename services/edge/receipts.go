@@ -21,7 +21,7 @@ func getReceipts(ctx context.Context, c *conn, b *clientv1.ClientFrame_GetReceip
 	if b.GetReceipts.GetConversationId() == "" {
 		return errorFrame(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "conversation_id is required", "")
 	}
-	resp, err := c.svc.persistence.Receipts(ctx, &persistencev1.ReceiptsRequest{UserId: c.user, ConversationId: b.GetReceipts.GetConversationId()})
+	resp, err := c.svc.clients.persistence.Receipts(ctx, &persistencev1.ReceiptsRequest{UserId: c.user, ConversationId: b.GetReceipts.GetConversationId()})
 	if err != nil {
 		return failed(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -73,7 +74,7 @@ func (s *Service) pushTyping(ind *chatv1.Typing, users []string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), typingPush)
 	defer cancel()
-	resp, err := s.presence.Locate(ctx, &presencev1.LocateRequest{UserIds: users})
+	resp, err := s.clients.presence.Locate(ctx, &presencev1.LocateRequest{UserIds: users})
 	if err != nil {
 		s.log.Debug("edge: typing not forwarded", "err", err)
 		return
@@ -87,11 +88,11 @@ func (s *Service) pushTyping(ind *chatv1.Typing, users []string) {
 		}
 	}
 	for addr, us := range byEdge {
-		if addr == s.pushAddr {
+		if addr == s.peers.self {
 			s.hub.deliver(item{typing: ind}, us)
 			continue
 		}
-		peer, err := s.peer(addr)
+		peer, err := s.peers.get(addr)
 		if err == nil {
 			_, err = edgev1.NewEdgeServiceClient(peer).Push(ctx, &edgev1.PushRequest{Deliveries: []*edgev1.Delivery{{Typing: ind, UserIds: us}}})
 		}
@@ -101,20 +102,39 @@ func (s *Service) pushTyping(ind *chatv1.Typing, users []string) {
 	}
 }
 
-// peer is a connection to another edge node's Push.
-func (s *Service) peer(addr string) (*grpc.ClientConn, error) {
-	s.peersMu.Lock()
-	defer s.peersMu.Unlock()
-	if c := s.peers[addr]; c != nil {
+// peers are this node's connections to other edges' Push: typing
+// indicators are routed by the edge that receives them, not by fan-out.
+type peers struct {
+	// self is this node's own push address; its users' indicators are
+	// delivered without a call.
+	self  string
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+// get is a connection to the edge at addr, dialled on first use.
+func (p *peers) get(addr string) (*grpc.ClientConn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c := p.conns[addr]; c != nil {
 		return c, nil
 	}
 	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, fmt.Errorf("edge client %s: %w", addr, err)
 	}
-	if s.peers == nil {
-		s.peers = map[string]*grpc.ClientConn{}
+	if p.conns == nil {
+		p.conns = map[string]*grpc.ClientConn{}
 	}
-	s.peers[addr] = c
+	p.conns[addr] = c
 	return c, nil
+}
+
+func (p *peers) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
 }

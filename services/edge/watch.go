@@ -117,7 +117,7 @@ func (s *Service) watchLoop(ctx context.Context) {
 		for len(users) > 0 {
 			n := min(len(users), 5000)
 			rctx, cancel := context.WithTimeout(ctx, watchEvery)
-			resp, err := s.presence.Status(rctx, &presencev1.StatusRequest{UserIds: users[:n]})
+			resp, err := s.clients.presence.Status(rctx, &presencev1.StatusRequest{UserIds: users[:n]})
 			cancel()
 			users = users[n:]
 			if err != nil {
