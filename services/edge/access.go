@@ -145,6 +145,7 @@ func (a *access) coMembersOf(ctx context.Context, user string, fresh bool) (map[
 // ttlCache keeps values for membersTTL; it is dropped whole once it holds
 // membersMax of them, which bounds it without bookkeeping.
 type ttlCache[V any] struct {
+	// mu guards m; a leaf in the lock order (package doc).
 	mu sync.Mutex
 	m  map[string]ttlEntry[V]
 }

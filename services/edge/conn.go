@@ -172,6 +172,7 @@ func (c *conn) shutdown() {
 type liveConns struct {
 	// loops counts the connections not yet shut down.
 	loops sync.WaitGroup
+	// mu guards conns; a leaf in the lock order (package doc).
 	mu    sync.Mutex
 	conns map[*conn]struct{}
 }

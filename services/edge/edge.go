@@ -2,6 +2,34 @@
 // connections, turns their frames into commands and reads, serves Push to
 // fan-out and writes deliveries to sockets, and reports its sessions to
 // presence. It holds no state but its live connections.
+//
+// It does four jobs, each in its own files: the transport (conn.go,
+// queue.go, writer.go), the protocol (protocol.go's table of handlers, one
+// file per family of frames), the access decisions the edge takes itself
+// rather than the sequencer or persistence (access.go), and the node
+// (edge.go: clients, Push, the presence reporter, the hub).
+//
+// # Lock order
+//
+// A goroutine holding one of these mutexes may take only those after it:
+//
+//  1. reporter.sendMu serialises reports to presence, so a snapshot never
+//     overtakes a later session's own report. It is the one lock held
+//     across a remote call (Report); only the reporter and a handshake,
+//     which waits for presence by design, take it.
+//  2. reporter.mu guards the pending session changes; a snapshot reads
+//     the hub under it.
+//  3. hub.mu (read-write) indexes connections by user; Push queues on
+//     each connection under its read lock.
+//  4. conn.mu guards one connection's queue, held events and device
+//     state. Nothing is taken under it, and it is never held across a
+//     socket write, so Push never waits for a slow client.
+//
+// The others are leaves, taken with none of the above held and nothing
+// taken under them: Service.live's mu (every accepted connection),
+// watchers.mu (watchLoop collects changes under it and queues them after
+// releasing it), peers.mu (connections to other edges) and the mu of each
+// of access's caches.
 package edge
 
 import (

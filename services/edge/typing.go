@@ -107,7 +107,8 @@ func (s *Service) pushTyping(ind *chatv1.Typing, users []string) {
 type peers struct {
 	// self is this node's own push address; its users' indicators are
 	// delivered without a call.
-	self  string
+	self string
+	// mu guards conns; a leaf in the lock order (package doc).
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }

@@ -22,6 +22,7 @@ const watchEvery = time.Second
 // watchers maps watched users to the connections watching them, and keeps
 // what each watched user's presence was last time.
 type watchers struct {
+	// mu guards the maps; a leaf in the lock order (package doc).
 	mu     sync.Mutex
 	byUser map[string]map[*conn]struct{}
 	byConn map[*conn][]string
