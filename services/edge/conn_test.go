@@ -14,6 +14,7 @@ import (
 	"github.com/parleychat/parley/pkg/wire"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
 )
 
 // pair returns a server-side conn (no read loop), accepted as serveWS
@@ -43,6 +44,20 @@ func pair(t testing.TB, queueLimit int) (*conn, *websocket.Conn) {
 	return c, client
 }
 
+// nextFrame reads and decodes the next frame the client gets.
+func nextFrame(ctx context.Context, t testing.TB, client *websocket.Conn) *clientv1.ServerFrame {
+	t.Helper()
+	_, data, err := client.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := wire.DecodeServer(wire.Binary, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // TestWriterCoalesces: events queued while a write is in flight leave in
 // one frame.
 func TestWriterCoalesces(t *testing.T) {
@@ -59,15 +74,7 @@ func TestWriterCoalesces(t *testing.T) {
 	go c.writeLoop()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, data, err := client.Read(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := wire.DecodeServer(wire.Binary, data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	evs := f.GetEvents().GetEvents()
+	evs := nextFrame(ctx, t, client).GetEvents().GetEvents()
 	if len(evs) != n {
 		t.Fatalf("first frame carries %d events, want all %d", len(evs), n)
 	}
@@ -171,14 +178,7 @@ func TestReceiptsGiveWayToEvents(t *testing.T) {
 	defer cancel()
 	var frames []string
 	for len(frames) < 2 {
-		_, data, err := client.Read(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f, err := wire.DecodeServer(wire.Binary, data)
-		if err != nil {
-			t.Fatal(err)
-		}
+		f := nextFrame(ctx, t, client)
 		switch {
 		case f.GetEvents() != nil:
 			frames = append(frames, fmt.Sprintf("events %d", len(f.GetEvents().GetEvents())))

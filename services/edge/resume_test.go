@@ -213,14 +213,7 @@ func TestResumeFailsShortOfTheHead(t *testing.T) {
 			defer cancel()
 			var code chatv1.ErrorCode
 			for {
-				_, data, err := client.Read(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				f, err := wire.DecodeServer(wire.Binary, data)
-				if err != nil {
-					t.Fatal(err)
-				}
+				f := nextFrame(ctx, t, client)
 				if e := f.GetError(); e != nil {
 					code = e.GetCode()
 				}

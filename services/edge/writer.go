@@ -128,10 +128,8 @@ var receiptRule = rule[*chatv1.Receipt]{
 
 // typingRule keeps the latest indicator of each user in each conversation.
 var typingRule = rule[*chatv1.Typing]{
-	of: func(it item) *chatv1.Typing { return it.typing },
-	same: func(a, b *chatv1.Typing) bool {
-		return a.GetConversationId() == b.GetConversationId() && a.GetUserId() == b.GetUserId()
-	},
+	of:   func(it item) *chatv1.Typing { return it.typing },
+	same: sameUserIn[*chatv1.Typing],
 	wrap: func(b []*chatv1.Typing) *clientv1.ServerFrame {
 		return &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Typing{Typing: &clientv1.TypingBatch{Typing: b}}}
 	},
@@ -149,14 +147,21 @@ var presenceRule = rule[*chatv1.Presence]{
 // flagsRule keeps the highest version of each conversation's flags,
 // whatever order they were queued in.
 var flagsRule = rule[*chatv1.ConversationFlags]{
-	of: func(it item) *chatv1.ConversationFlags { return it.flags },
-	same: func(a, b *chatv1.ConversationFlags) bool {
-		return a.GetConversationId() == b.GetConversationId() && a.GetUserId() == b.GetUserId()
-	},
+	of:    func(it item) *chatv1.ConversationFlags { return it.flags },
+	same:  sameUserIn[*chatv1.ConversationFlags],
 	newer: func(prev, next *chatv1.ConversationFlags) bool { return next.GetVersion() > prev.GetVersion() },
 	wrap: func(b []*chatv1.ConversationFlags) *clientv1.ServerFrame {
 		return &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Flags{Flags: &clientv1.FlagsBatch{Flags: b}}}
 	},
+}
+
+// sameUserIn reports whether a and b are about the same user in the same
+// conversation.
+func sameUserIn[T interface {
+	GetConversationId() string
+	GetUserId() string
+}](a, b T) bool {
+	return a.GetConversationId() == b.GetConversationId() && a.GetUserId() == b.GetUserId()
 }
 
 // writeNow writes one frame, bounded by WriteTimeout; false if the socket

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/pkg/wire"
-
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
 )
@@ -37,15 +35,7 @@ func TestWriterKeepsFramesInOrder(t *testing.T) {
 	defer cancel()
 	var got []string
 	for len(got) < strings.Count(want, ";")+1 {
-		_, data, err := client.Read(ctx)
-		if err != nil {
-			t.Fatalf("after %v: %v", got, err)
-		}
-		f, err := wire.DecodeServer(wire.Binary, data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		switch {
+		switch f := nextFrame(ctx, t, client); {
 		case f.GetEvents() != nil:
 			got = append(got, fmt.Sprint("events ", len(f.GetEvents().GetEvents())))
 		case f.GetReceipts() != nil:
