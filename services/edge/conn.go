@@ -2,26 +2,15 @@ package edge
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
-	"strings"
+	"net/http"
 	"sync"
 	"time"
-	"unicode"
 
 	"github.com/coder/websocket"
-	"github.com/google/uuid"
-	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/wire"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
-	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
-	ingestv1 "github.com/parleychat/parley/pkg/pb/parley/ingest/v1"
-	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
-	persistencev1 "github.com/parleychat/parley/pkg/pb/parley/persistence/v1"
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
 )
 
@@ -34,24 +23,6 @@ const (
 	CloseUnauthenticated websocket.StatusCode = 4001
 )
 
-// item is one queued write: a frame, an event to be batched with its
-// neighbours into one EventBatch frame, or a receipt likewise.
-type item struct {
-	frame    *clientv1.ServerFrame
-	event    *chatv1.Event
-	receipt  *chatv1.Receipt
-	typing   *chatv1.Typing
-	presence *chatv1.Presence
-	flags    *chatv1.ConversationFlags
-}
-
-// ephemeral items are state, not history: they may be shed. A shed flags
-// change is not lost either: the conversation list carries the flags, and
-// lists it as changed for its user.
-func (it item) ephemeral() bool {
-	return it.receipt != nil || it.typing != nil || it.presence != nil || it.flags != nil
-}
-
 // conn is one client connection. Its read loop runs in its own goroutine
 // (the HTTP handler returns, releasing net/http's buffers); its writer
 // goroutine exists only while there is something to write, so an idle
@@ -63,11 +34,15 @@ type conn struct {
 
 	user, device, session string
 
-	// mu guards queue, writing, closed and resync.
-	mu      sync.Mutex
-	queue   []item
+	// mu guards every field below it. It is never held across a socket
+	// write or a remote call, so Push (under the hub's lock) never waits
+	// for a client.
+	mu    sync.Mutex
+	queue []item
+	// writing: a writer goroutine exists; it alone writes to the socket.
 	writing bool
-	closed  bool
+	// closed: the connection takes nothing more.
+	closed bool
 	// resync: the connection was dropped for overflowing its queue and
 	// still owes the client the resync close frame.
 	resync bool
@@ -76,13 +51,48 @@ type conn struct {
 	// against the queue limit.
 	held  map[string][]*chatv1.Event
 	heldN int
-	// ephemeral counts the queued items that may be shed (receipts,
-	// typing).
+	// ephemeral counts the queued items that may be shed.
 	ephemeral int
 	// lastTyping is when this connection last forwarded a typing indicator.
 	lastTyping time.Time
 	// idle is what the device last said with set_idle.
 	idle bool
+}
+
+// serveWS accepts a WebSocket. It counts as live from here on, so
+// shutdown closes and waits for it even while it authenticates.
+func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
+	if !s.Probe.Ready() {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	ws, err := websocket.Accept(smallHijacker{w}, r, &websocket.AcceptOptions{
+		Subprotocols: []string{wire.SubprotocolProto, wire.SubprotocolJSON},
+		// Apps on other origins authenticate with a token in the first
+		// frame, never with cookies, so cross-origin use is safe.
+		InsecureSkipVerify: true,
+	})
+	if err != nil {
+		return
+	}
+	format, ok := wire.FormatFor(ws.Subprotocol())
+	if !ok {
+		ws.Close(websocket.StatusPolicyViolation, "subprotocol must be "+wire.SubprotocolProto+" or "+wire.SubprotocolJSON)
+		return
+	}
+	// Beyond this the library closes the connection; below it, oversize
+	// frames get an error frame and the connection lives on.
+	ws.SetReadLimit(int64(s.cfg.MaxFrameBytes) * 16)
+	c := &conn{svc: s, ws: ws, format: format}
+	s.live.add(c)
+	// Authentication runs here, in the handler's goroutine, and is bounded
+	// by AuthTimeout; the net/http buffers this goroutine pins are released
+	// once it returns.
+	if !c.authenticate(context.Background()) {
+		c.shutdown()
+		return
+	}
+	go c.readLoop()
 }
 
 // sessionLocked is the connection's session as presence knows it.
@@ -142,76 +152,6 @@ func (c *conn) readFrame(ctx context.Context) ([]byte, *wire.Error, error) {
 	return data, nil, nil
 }
 
-// authenticate reads the first frame, which must carry a valid token.
-func (c *conn) authenticate(ctx context.Context) bool {
-	actx, cancel := context.WithTimeout(ctx, c.svc.cfg.AuthTimeout)
-	defer cancel()
-	data, ferr, err := c.readFrame(actx)
-	if err != nil {
-		return false
-	}
-	fail := func(reqID string, e *wire.Error) bool {
-		c.writeNow(ctx, wire.ErrorFrame(reqID, e))
-		c.ws.Close(CloseUnauthenticated, e.Code.String())
-		return false
-	}
-	if ferr != nil {
-		return fail("", ferr)
-	}
-	frame, derr := wire.DecodeClient(c.format, data)
-	if derr != nil {
-		return fail(frame.GetRequestId(), derr)
-	}
-	a := frame.GetAuthenticate()
-	if a == nil {
-		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "the first frame must be authenticate"))
-	}
-	user, err := c.svc.verifier.Verify(a.GetToken())
-	if errors.Is(err, auth.ErrExpired) {
-		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_TOKEN_EXPIRED, "token expired"))
-	}
-	if err != nil {
-		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "invalid token"))
-	}
-	device := a.GetDeviceId()
-	if device == "" {
-		device = "d-" + uuid.NewString()
-	}
-	if len(device) > 128 {
-		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "device_id longer than 128 bytes"))
-	}
-	if strings.ContainsFunc(device, unicode.IsControl) {
-		// Ids become parts of storage keys, which control bytes (NUL)
-		// separate.
-		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "device_id holds control characters"))
-	}
-	resume := a.GetResume()
-	if len(resume) > MaxResumeCursors {
-		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "at most %d conversations can be resumed at once", MaxResumeCursors))
-	}
-	for _, cur := range resume {
-		if id := cur.GetConversationId(); id == "" || len(id) > 64 {
-			return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "resume: conversation_id must be 1-64 bytes"))
-		}
-	}
-	c.user, c.device, c.session = user, device, uuid.Must(uuid.NewV7()).String()
-	// Hold before joining the hub, so no live event of a resumed
-	// conversation can overtake its catch-up.
-	c.hold(resume)
-	c.svc.hub.add(c)
-	taken, err := c.svc.reporter.connect(actx, &presencev1.Session{SessionId: c.session, UserId: c.user, DeviceId: c.device})
-	if err != nil {
-		c.svc.log.Warn("edge: presence did not take the session yet; live pushes miss it until a report is taken, and its resume waits for that", "err", err)
-	}
-	c.send(&clientv1.ServerFrame{RequestId: frame.GetRequestId(), Frame: &clientv1.ServerFrame_Authenticated{
-		Authenticated: &clientv1.Authenticated{UserId: c.user, DeviceId: c.device, SessionId: c.session},
-	}})
-	if len(resume) > 0 {
-		go c.resume(frame.GetRequestId(), resume, taken)
-	}
-	return true
-}
-
 // shutdown runs when the read loop ends, whatever the reason.
 func (c *conn) shutdown() {
 	c.mu.Lock()
@@ -224,472 +164,62 @@ func (c *conn) shutdown() {
 		c.svc.reporter.disconnect(&presencev1.Session{SessionId: c.session, UserId: c.user, DeviceId: c.device})
 	}
 	c.ws.CloseNow()
-	c.svc.liveMu.Lock()
-	delete(c.svc.live, c)
-	c.svc.liveMu.Unlock()
-	c.svc.conns.Done()
+	c.svc.live.remove(c)
 }
 
-// handle answers one authenticated frame.
-func (c *conn) handle(ctx context.Context, f *clientv1.ClientFrame) *clientv1.ServerFrame {
-	reply := func(out *clientv1.ServerFrame) *clientv1.ServerFrame {
-		out.RequestId = f.GetRequestId()
-		return out
-	}
-	errFrame := func(code chatv1.ErrorCode, msg, clientMsgID string) *clientv1.ServerFrame {
-		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Error{Error: &clientv1.Error{Code: code, Message: msg, ClientMsgId: clientMsgID}}})
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.svc.cfg.RequestTimeout)
-	defer cancel()
-	cmd := &logv1.Command{UserId: c.user, DeviceId: c.device}
-	switch b := f.GetFrame().(type) {
-	case *clientv1.ClientFrame_Ping:
-		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Pong{Pong: &clientv1.Pong{}}})
-	case *clientv1.ClientFrame_Authenticate:
-		return errFrame(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "already authenticated", "")
-	case *clientv1.ClientFrame_SendMessage:
-		m := b.SendMessage
-		cmd.ConversationId, cmd.ClientMsgId = m.GetConversationId(), m.GetClientMsgId()
-		cmd.Body = &logv1.Command_PostMessage{PostMessage: &logv1.PostMessage{
-			Text: m.GetText(), Attachments: m.GetAttachments(), Contact: m.GetContact(), ReplyToSeq: m.GetReplyToSeq(), MentionIds: m.GetMentionIds(),
-		}}
-	case *clientv1.ClientFrame_EditMessage:
-		e := b.EditMessage
-		cmd.ConversationId, cmd.ClientMsgId = e.GetConversationId(), e.GetClientMsgId()
-		cmd.Body = &logv1.Command_EditMessage{EditMessage: &logv1.EditMessage{TargetSeq: e.GetTargetSeq(), Text: e.GetText(), MentionIds: e.GetMentionIds()}}
-	case *clientv1.ClientFrame_DeleteMessage:
-		d := b.DeleteMessage
-		cmd.ConversationId, cmd.ClientMsgId = d.GetConversationId(), d.GetClientMsgId()
-		cmd.Body = &logv1.Command_DeleteMessage{DeleteMessage: &logv1.DeleteMessage{TargetSeq: d.GetTargetSeq()}}
-	case *clientv1.ClientFrame_React:
-		r := b.React
-		cmd.ConversationId, cmd.ClientMsgId = r.GetConversationId(), r.GetClientMsgId()
-		cmd.Body = &logv1.Command_React{React: &logv1.React{TargetSeq: r.GetTargetSeq(), Emoji: r.GetEmoji(), Remove: r.GetRemove()}}
-	case *clientv1.ClientFrame_CreateConversation:
-		cc := b.CreateConversation
-		cmd.ConversationId, cmd.ClientMsgId = cc.GetConversationId(), cc.GetClientMsgId()
-		cmd.Body = &logv1.Command_CreateConversation{CreateConversation: &logv1.CreateConversation{
-			Kind: cc.GetKind(), Title: cc.GetTitle(), MemberIds: cc.GetMemberIds(), Public: cc.GetPublic(),
-		}}
-	case *clientv1.ClientFrame_AddMember:
-		cmd.ConversationId, cmd.ClientMsgId = b.AddMember.GetConversationId(), b.AddMember.GetClientMsgId()
-		cmd.Body = &logv1.Command_AddMember{AddMember: &logv1.AddMember{UserId: b.AddMember.GetUserId()}}
-	case *clientv1.ClientFrame_RemoveMember:
-		cmd.ConversationId, cmd.ClientMsgId = b.RemoveMember.GetConversationId(), b.RemoveMember.GetClientMsgId()
-		cmd.Body = &logv1.Command_RemoveMember{RemoveMember: &logv1.RemoveMember{UserId: b.RemoveMember.GetUserId()}}
-	case *clientv1.ClientFrame_Leave:
-		cmd.ConversationId, cmd.ClientMsgId = b.Leave.GetConversationId(), b.Leave.GetClientMsgId()
-		cmd.Body = &logv1.Command_Leave{Leave: &logv1.Leave{}}
-	case *clientv1.ClientFrame_SetRole:
-		cmd.ConversationId, cmd.ClientMsgId = b.SetRole.GetConversationId(), b.SetRole.GetClientMsgId()
-		cmd.Body = &logv1.Command_SetRole{SetRole: &logv1.SetRole{UserId: b.SetRole.GetUserId(), Role: b.SetRole.GetRole()}}
-	case *clientv1.ClientFrame_TransferOwnership:
-		cmd.ConversationId, cmd.ClientMsgId = b.TransferOwnership.GetConversationId(), b.TransferOwnership.GetClientMsgId()
-		cmd.Body = &logv1.Command_TransferOwnership{TransferOwnership: &logv1.TransferOwnership{UserId: b.TransferOwnership.GetUserId()}}
-	case *clientv1.ClientFrame_MuteMember:
-		cmd.ConversationId, cmd.ClientMsgId = b.MuteMember.GetConversationId(), b.MuteMember.GetClientMsgId()
-		cmd.Body = &logv1.Command_MuteMember{MuteMember: &logv1.MuteMember{UserId: b.MuteMember.GetUserId(), Muted: b.MuteMember.GetMuted()}}
-	case *clientv1.ClientFrame_Rename:
-		cmd.ConversationId, cmd.ClientMsgId = b.Rename.GetConversationId(), b.Rename.GetClientMsgId()
-		cmd.Body = &logv1.Command_Rename{Rename: &logv1.Rename{Title: b.Rename.GetTitle()}}
-	case *clientv1.ClientFrame_CreateInvite:
-		cmd.ConversationId, cmd.ClientMsgId = b.CreateInvite.GetConversationId(), b.CreateInvite.GetClientMsgId()
-		cmd.Body = &logv1.Command_CreateInvite{CreateInvite: &logv1.CreateInvite{Code: b.CreateInvite.GetCode()}}
-	case *clientv1.ClientFrame_RevokeInvite:
-		cmd.ConversationId, cmd.ClientMsgId = b.RevokeInvite.GetConversationId(), b.RevokeInvite.GetClientMsgId()
-		cmd.Body = &logv1.Command_RevokeInvite{RevokeInvite: &logv1.RevokeInvite{Code: b.RevokeInvite.GetCode()}}
-	case *clientv1.ClientFrame_JoinByInvite:
-		cmd.ConversationId, cmd.ClientMsgId = b.JoinByInvite.GetConversationId(), b.JoinByInvite.GetClientMsgId()
-		cmd.Body = &logv1.Command_JoinByInvite{JoinByInvite: &logv1.JoinByInvite{Code: b.JoinByInvite.GetCode()}}
-	case *clientv1.ClientFrame_Follow:
-		cmd.ConversationId, cmd.ClientMsgId = b.Follow.GetConversationId(), b.Follow.GetClientMsgId()
-		cmd.Body = &logv1.Command_Follow{Follow: &logv1.Follow{}}
-	case *clientv1.ClientFrame_SetFlags:
-		f := b.SetFlags
-		cmd.ConversationId = f.GetConversationId()
-		cmd.Body = &logv1.Command_SetFlags{SetFlags: &logv1.SetFlags{Muted: f.Muted, Pinned: f.Pinned}}
-	case *clientv1.ClientFrame_BlockUser:
-		cmd.Body = &logv1.Command_Block{Block: &logv1.Block{UserId: b.BlockUser.GetUserId(), Blocked: true}}
-	case *clientv1.ClientFrame_UnblockUser:
-		cmd.Body = &logv1.Command_Block{Block: &logv1.Block{UserId: b.UnblockUser.GetUserId(), Blocked: false}}
-	case *clientv1.ClientFrame_ListConversations:
-		resp, err := c.svc.persistence.Conversations(ctx, &persistencev1.ConversationsRequest{
-			UserId: c.user, Limit: b.ListConversations.GetLimit(), ChangedSince: b.ListConversations.GetChangedSince(),
-		})
-		if err != nil {
-			code, msg := grpcError(err)
-			return errFrame(code, msg, "")
-		}
-		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Conversations{Conversations: &clientv1.ConversationList{
-			Conversations: resp.GetConversations(), SyncToken: resp.GetSyncToken(),
-		}}})
-	case *clientv1.ClientFrame_ListBlocks:
-		// Always the connection's own user: who blocks whom is private,
-		// so the frame takes no user to ask about.
-		resp, err := c.svc.persistence.Blocks(ctx, &persistencev1.BlocksRequest{UserId: c.user})
-		if err != nil {
-			code, msg := grpcError(err)
-			return errFrame(code, msg, "")
-		}
-		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Blocks{Blocks: &clientv1.BlockList{UserIds: resp.GetBlockedIds()}}})
-	case *clientv1.ClientFrame_GetReceipts:
-		if b.GetReceipts.GetConversationId() == "" {
-			return errFrame(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "conversation_id is required", "")
-		}
-		resp, err := c.svc.persistence.Receipts(ctx, &persistencev1.ReceiptsRequest{UserId: c.user, ConversationId: b.GetReceipts.GetConversationId()})
-		if err != nil {
-			code, msg := grpcError(err)
-			return errFrame(code, msg, "")
-		}
-		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Receipts{Receipts: &clientv1.ReceiptBatch{Receipts: resp.GetReceipts()}}})
-	case *clientv1.ClientFrame_Typing:
-		ind, err := c.typing(ctx, b.Typing)
-		if err != nil {
-			code, msg := grpcError(err)
-			return errFrame(code, msg, "")
-		}
-		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Typing{Typing: &clientv1.TypingBatch{Typing: []*chatv1.Typing{ind}}}})
-	case *clientv1.ClientFrame_SetIdle:
-		c.mu.Lock()
-		changed := c.idle != b.SetIdle.GetIdle()
-		c.idle = b.SetIdle.GetIdle()
-		s := c.sessionLocked()
-		c.mu.Unlock()
-		if changed {
-			c.svc.reporter.update(s)
-		}
-		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Pong{Pong: &clientv1.Pong{}}})
-	case *clientv1.ClientFrame_WatchPresence:
-		ps, err := c.watch(ctx, b.WatchPresence.GetUserIds())
-		if err != nil {
-			code, msg := grpcError(err)
-			return errFrame(code, msg, "")
-		}
-		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Presence{Presence: &clientv1.PresenceList{Presence: ps}}})
-	case *clientv1.ClientFrame_GetPresence:
-		ps, err := c.presenceOf(ctx, b.GetPresence.GetUserIds())
-		if err != nil {
-			code, msg := grpcError(err)
-			return errFrame(code, msg, "")
-		}
-		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Presence{Presence: &clientv1.PresenceList{Presence: ps}}})
-	case *clientv1.ClientFrame_Mark:
-		cmd.ConversationId = b.Mark.GetConversationId()
-		cmd.Body = &logv1.Command_Mark{Mark: &logv1.Mark{DeliveredSeq: b.Mark.GetDeliveredSeq(), ReadSeq: b.Mark.GetReadSeq()}}
-	case *clientv1.ClientFrame_GetHistory:
-		q := b.GetHistory
-		if q.GetConversationId() == "" {
-			return errFrame(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "conversation_id is required", "")
-		}
-		resp, err := c.svc.persistence.History(ctx, &persistencev1.HistoryRequest{
-			UserId: c.user, ConversationId: q.GetConversationId(), BeforeSeq: q.GetBeforeSeq(), AfterSeq: q.AfterSeq, Limit: q.GetLimit(),
-		})
-		if err != nil {
-			code, msg := grpcError(err)
-			return errFrame(code, msg, "")
-		}
-		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_History{History: &clientv1.HistoryPage{
-			ConversationId: q.GetConversationId(), Events: resp.GetEvents(), HasMore: resp.GetHasMore(),
-		}}})
-	default:
-		return errFrame(chatv1.ErrorCode_ERROR_CODE_UNKNOWN_FRAME, "frame has no known type", "")
-	}
-	resp, err := c.svc.ingest.Submit(ctx, &ingestv1.SubmitRequest{Command: cmd})
-	if err != nil {
-		code, msg := grpcError(err)
-		if code == chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE {
-			// The command may already be in the log: only a retry with
-			// the same id is sure not to post it twice.
-			msg += "; retry with the same client_msg_id"
-		}
-		return errFrame(code, msg, cmd.GetClientMsgId())
-	}
-	o := resp.GetOutcome()
-	if o.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
-		return errFrame(o.GetErrorCode(), o.GetErrorMessage(), cmd.GetClientMsgId())
-	}
-	if bl := cmd.GetBlock(); bl != nil {
-		// The direct conversation stays out of the answer: blocking names
-		// a user, not a conversation.
-		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_BlockStatus{BlockStatus: &clientv1.BlockStatus{UserId: bl.GetUserId(), Blocked: bl.GetBlocked()}}})
-	}
-	if cmd.GetSetFlags() != nil {
-		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Flags{Flags: &clientv1.FlagsBatch{Flags: []*chatv1.ConversationFlags{o.GetFlags()}}}})
-	}
-	if o.GetReceipt() != nil {
-		return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Receipts{Receipts: &clientv1.ReceiptBatch{Receipts: []*chatv1.Receipt{o.GetReceipt()}}}})
-	}
-	return reply(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Accepted{Accepted: &clientv1.Accepted{
-		ClientMsgId: o.GetClientMsgId(), ConversationId: o.GetConversationId(), Seq: o.GetSeq(), Duplicate: o.GetDuplicate(),
-	}}})
+// liveConns is every accepted connection, authenticated or not, so that
+// shutdown can close them all and wait for their read loops.
+type liveConns struct {
+	// loops counts the connections not yet shut down.
+	loops sync.WaitGroup
+	// mu guards conns; a leaf in the lock order (package doc).
+	mu    sync.Mutex
+	conns map[*conn]struct{}
 }
 
-// grpcError maps an internal call's failure to a client error code.
-func grpcError(err error) (chatv1.ErrorCode, string) {
-	st := status.Convert(err)
-	switch st.Code() {
-	case codes.PermissionDenied:
-		return chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, st.Message()
-	case codes.NotFound:
-		return chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, st.Message()
-	case codes.InvalidArgument:
-		return chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, st.Message()
-	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.ResourceExhausted:
-		return chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "temporarily unavailable"
+func (l *liveConns) add(c *conn) {
+	l.loops.Add(1)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conns == nil {
+		l.conns = map[*conn]struct{}{}
 	}
-	return chatv1.ErrorCode_ERROR_CODE_INTERNAL, fmt.Sprintf("internal error (%s)", st.Code())
+	l.conns[c] = struct{}{}
 }
 
-// send queues a frame.
-func (c *conn) send(f *clientv1.ServerFrame) { c.enqueue(item{frame: f}, false) }
-
-// push queues an event; false if the connection is gone or was just
-// dropped for being too slow.
-func (c *conn) push(ev *chatv1.Event) bool { return c.enqueue(item{event: ev}, true) }
-
-// enqueue queues it; a live event of a conversation being resumed is held
-// back instead (see resume.go).
-func (c *conn) enqueue(it item, live bool) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if live && c.held != nil && !c.closed {
-		if held, ok := c.held[it.event.GetConversationId()]; ok {
-			if c.heldN+len(c.queue) < c.svc.cfg.QueueLimit {
-				c.held[it.event.GetConversationId()] = append(held, it.event)
-				c.heldN++
-				return true
-			}
-		}
-	}
-	return c.enqueueLocked(it)
+// remove is the last step of a connection's shutdown.
+func (l *liveConns) remove(c *conn) {
+	l.mu.Lock()
+	delete(l.conns, c)
+	l.mu.Unlock()
+	l.loops.Done()
 }
 
-// pushEphemeral queues a receipt or a typing indicator unless the queue is
-// half full. They are state, not history: a later one supersedes an
-// earlier one, a dropped position is read again with get_receipts and a
-// dropped indicator is renewed by its typist within seconds. So they give
-// way to events, and are never the reason a connection is dropped.
-func (c *conn) pushEphemeral(it item) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return false
-	}
-	if len(c.queue)+c.heldN >= c.svc.cfg.QueueLimit/2 {
-		c.svc.shedEphemeral.Add(1)
-		return false
-	}
-	c.ephemeral++
-	return c.enqueueLocked(it)
+func (l *liveConns) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
 }
 
-// shedLocked drops the queued ephemeral items to make room for durable ones.
-func (c *conn) shedLocked() {
-	kept := c.queue[:0]
-	for _, it := range c.queue {
-		if !it.ephemeral() {
-			kept = append(kept, it)
-		}
-	}
-	clear(c.queue[len(kept):])
-	c.svc.shedEphemeral.Add(int64(len(c.queue) - len(kept)))
-	c.queue, c.ephemeral = kept, 0
-}
-
-// enqueueLocked is enqueue with c.mu held.
-func (c *conn) enqueueLocked(it item) bool {
-	if c.closed {
-		return false
-	}
-	if len(c.queue)+c.heldN >= c.svc.cfg.QueueLimit && c.ephemeral > 0 && !it.ephemeral() {
-		c.shedLocked()
-	}
-	if len(c.queue)+c.heldN >= c.svc.cfg.QueueLimit {
-		// A durable event is never dropped silently: the client is told to
-		// resync and catches up from history on reconnect.
-		c.closed = true
-		c.queue, c.held, c.heldN, c.ephemeral = nil, nil, 0, 0
-		// A writer blocked on the full socket holds the connection's write
-		// lock, and a close frame sent beside it would time out and
-		// degrade into a bare TCP close the client cannot tell from a
-		// crash. So the writer sends it once its write completes (bounded
-		// by WriteTimeout); with no writer, it is sent now.
-		writer := c.writing
-		c.resync = writer
-		c.svc.resyncs.Add(1)
-		c.svc.log.Warn("edge: slow connection dropped", "user", c.user, "session", c.session, "queue_limit", c.svc.cfg.QueueLimit)
-		if !writer {
-			go c.ws.Close(CloseResync, "resync")
-		}
-		return false
-	}
-	c.queue = append(c.queue, it)
-	if !c.writing {
-		c.writing = true
-		go c.writeLoop()
-	}
-	return true
-}
-
-// writeLoop drains the queue, coalescing queued events into one frame per
-// write, and exits when the queue is empty.
-func (c *conn) writeLoop() {
-	for {
-		c.mu.Lock()
-		batch := c.queue
-		c.queue, c.ephemeral = nil, 0
-		if len(batch) == 0 || c.closed {
-			c.writing = false
-			resync := c.resync
-			c.resync = false
-			c.mu.Unlock()
-			if resync {
-				c.ws.Close(CloseResync, "resync")
-			}
-			return
-		}
-		c.mu.Unlock()
-		var events []*chatv1.Event
-		var receipts []*chatv1.Receipt
-		var typing []*chatv1.Typing
-		var presence []*chatv1.Presence
-		var flags []*chatv1.ConversationFlags
-		flush := func() bool {
-			if len(events) > 0 {
-				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Events{Events: &clientv1.EventBatch{Events: events}}}
-				events = nil
-				if !c.writeNow(context.Background(), f) {
-					return false
-				}
-			}
-			if len(receipts) > 0 {
-				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Receipts{Receipts: &clientv1.ReceiptBatch{Receipts: receipts}}}
-				receipts = nil
-				if !c.writeNow(context.Background(), f) {
-					return false
-				}
-			}
-			if len(typing) > 0 {
-				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Typing{Typing: &clientv1.TypingBatch{Typing: typing}}}
-				typing = nil
-				if !c.writeNow(context.Background(), f) {
-					return false
-				}
-			}
-			if len(presence) > 0 {
-				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Presence{Presence: &clientv1.PresenceList{Presence: presence}}}
-				presence = nil
-				if !c.writeNow(context.Background(), f) {
-					return false
-				}
-			}
-			if len(flags) > 0 {
-				f := &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Flags{Flags: &clientv1.FlagsBatch{Flags: flags}}}
-				flags = nil
-				return c.writeNow(context.Background(), f)
-			}
-			return true
-		}
-		ok := true
-		for _, it := range batch {
-			if it.event != nil {
-				events = append(events, it.event)
-				continue
-			}
-			if it.receipt != nil {
-				receipts = coalesceReceipt(receipts, it.receipt)
-				continue
-			}
-			if it.typing != nil {
-				typing = coalesceTyping(typing, it.typing)
-				continue
-			}
-			if it.presence != nil {
-				presence = coalescePresence(presence, it.presence)
-				continue
-			}
-			if it.flags != nil {
-				flags = coalesceFlags(flags, it.flags)
-				continue
-			}
-			if ok = flush() && c.writeNow(context.Background(), it.frame); !ok {
-				break
-			}
-		}
-		if ok {
-			ok = flush()
-		}
-		if !ok {
-			c.mu.Lock()
-			c.closed, c.queue, c.writing, c.resync = true, nil, false, false
-			c.mu.Unlock()
-			c.ws.CloseNow()
-			return
-		}
+// closeAll starts closing every connection; each close waits for the
+// client's answer, so none waits for another.
+func (l *liveConns) closeAll(code websocket.StatusCode, reason string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c := range l.conns {
+		go c.ws.Close(code, reason)
 	}
 }
 
-// coalesceReceipt adds r to a batch, replacing an earlier position of the
-// same device: positions only move forward, so the later one says it all.
-func coalesceReceipt(batch []*chatv1.Receipt, r *chatv1.Receipt) []*chatv1.Receipt {
-	for i, b := range batch {
-		if b.GetConversationId() == r.GetConversationId() && b.GetUserId() == r.GetUserId() && b.GetDeviceId() == r.GetDeviceId() {
-			batch[i] = r
-			return batch
-		}
-	}
-	return append(batch, r)
-}
-
-// coalesceTyping adds t to a batch, replacing an earlier indicator of the
-// same user in the same conversation.
-func coalesceTyping(batch []*chatv1.Typing, t *chatv1.Typing) []*chatv1.Typing {
-	for i, b := range batch {
-		if b.GetConversationId() == t.GetConversationId() && b.GetUserId() == t.GetUserId() {
-			batch[i] = t
-			return batch
-		}
-	}
-	return append(batch, t)
-}
-
-// coalescePresence adds p to a batch, replacing an earlier state of the
-// same user.
-func coalescePresence(batch []*chatv1.Presence, p *chatv1.Presence) []*chatv1.Presence {
-	for i, b := range batch {
-		if b.GetUserId() == p.GetUserId() {
-			batch[i] = p
-			return batch
-		}
-	}
-	return append(batch, p)
-}
-
-// coalesceFlags adds f to a batch, replacing an earlier version of the
-// same conversation's flags (a connection has one user).
-func coalesceFlags(batch []*chatv1.ConversationFlags, f *chatv1.ConversationFlags) []*chatv1.ConversationFlags {
-	for i, b := range batch {
-		if b.GetConversationId() == f.GetConversationId() && b.GetUserId() == f.GetUserId() {
-			if f.GetVersion() > b.GetVersion() {
-				batch[i] = f
-			}
-			return batch
-		}
-	}
-	return append(batch, f)
-}
-
-func (c *conn) writeNow(ctx context.Context, f *clientv1.ServerFrame) bool {
-	data, err := wire.Encode(c.format, f)
-	if err != nil {
-		c.svc.log.Error("edge: encode frame", "err", err)
+// wait waits until every connection is shut down; false if ctx ended
+// first.
+func (l *liveConns) wait(ctx context.Context) bool {
+	done := make(chan struct{})
+	go func() { l.loops.Wait(); close(done) }()
+	select {
+	case <-done:
 		return true
+	case <-ctx.Done():
+		return false
 	}
-	typ := websocket.MessageBinary
-	if c.format == wire.JSON {
-		typ = websocket.MessageText
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.svc.cfg.WriteTimeout)
-	defer cancel()
-	return c.ws.Write(ctx, typ, data) == nil
 }

@@ -3,7 +3,6 @@ package edge
 import (
 	"context"
 	"fmt"
-	"github.com/parleychat/parley/pkg/server/metrics"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -15,14 +14,14 @@ import (
 	"github.com/parleychat/parley/pkg/wire"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
 )
 
 // pair returns a server-side conn (no read loop), accepted as serveWS
 // accepts (with the small hijack buffers), and the client socket.
 func pair(t testing.TB, queueLimit int) (*conn, *websocket.Conn) {
 	t.Helper()
-	svc := &Service{cfg: Config{QueueLimit: queueLimit, WriteTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler), reg: metrics.NewRegistry()}
-	svc.gaps = metrics.NewGaps(svc.reg, "edge")
+	svc := &Service{cfg: Config{QueueLimit: queueLimit, WriteTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler), stats: newStats()}
 	accepted := make(chan *websocket.Conn, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ws, err := websocket.Accept(smallHijacker{w}, r, &websocket.AcceptOptions{Subprotocols: []string{wire.SubprotocolProto}})
@@ -45,6 +44,20 @@ func pair(t testing.TB, queueLimit int) (*conn, *websocket.Conn) {
 	return c, client
 }
 
+// nextFrame reads and decodes the next frame the client gets.
+func nextFrame(ctx context.Context, t testing.TB, client *websocket.Conn) *clientv1.ServerFrame {
+	t.Helper()
+	_, data, err := client.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := wire.DecodeServer(wire.Binary, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // TestWriterCoalesces: events queued while a write is in flight leave in
 // one frame.
 func TestWriterCoalesces(t *testing.T) {
@@ -61,15 +74,7 @@ func TestWriterCoalesces(t *testing.T) {
 	go c.writeLoop()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, data, err := client.Read(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := wire.DecodeServer(wire.Binary, data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	evs := f.GetEvents().GetEvents()
+	evs := nextFrame(ctx, t, client).GetEvents().GetEvents()
 	if len(evs) != n {
 		t.Fatalf("first frame carries %d events, want all %d", len(evs), n)
 	}
@@ -141,7 +146,7 @@ func TestReceiptsGiveWayToEvents(t *testing.T) {
 			t.Fatalf("event %d refused: receipts were not shed", i+1)
 		}
 	}
-	if got := c.svc.shedEphemeral.Load(); got != 1+limit/2 {
+	if got := c.svc.stats.shedEphemeral.Load(); got != 1+limit/2 {
 		t.Fatalf("shed %d receipts, want %d", got, 1+limit/2)
 	}
 	// Now full of events: the next event drops the connection as before.
@@ -173,14 +178,7 @@ func TestReceiptsGiveWayToEvents(t *testing.T) {
 	defer cancel()
 	var frames []string
 	for len(frames) < 2 {
-		_, data, err := client.Read(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f, err := wire.DecodeServer(wire.Binary, data)
-		if err != nil {
-			t.Fatal(err)
-		}
+		f := nextFrame(ctx, t, client)
 		switch {
 		case f.GetEvents() != nil:
 			frames = append(frames, fmt.Sprintf("events %d", len(f.GetEvents().GetEvents())))
@@ -205,7 +203,7 @@ func TestTypingCoalesces(t *testing.T) {
 	}
 	var batch []*chatv1.Typing
 	for _, i := range []*chatv1.Typing{ind("c", "bob", false), ind("c", "carol", false), ind("d", "bob", false), ind("c", "bob", true)} {
-		batch = coalesceTyping(batch, i)
+		batch = typingRule.add(batch, i)
 	}
 	var got []string
 	for _, b := range batch {
@@ -228,7 +226,7 @@ func TestFlagsCoalesce(t *testing.T) {
 	}
 	var batch []*chatv1.ConversationFlags
 	for _, f := range []*chatv1.ConversationFlags{fl("c", 1, true), fl("d", 1, true), fl("c", 3, true), fl("c", 2, false)} {
-		batch = coalesceFlags(batch, f)
+		batch = flagsRule.add(batch, f)
 	}
 	var got []string
 	for _, b := range batch {
@@ -277,7 +275,7 @@ func TestEveryStateKindGivesWay(t *testing.T) {
 					t.Fatalf("event %d refused: %s items were not shed", i+1, name)
 				}
 			}
-			if got := c.svc.shedEphemeral.Load(); got != 1+limit/2 {
+			if got := c.svc.stats.shedEphemeral.Load(); got != 1+limit/2 {
 				t.Fatalf("shed %d %s items, want %d", got, name, 1+limit/2)
 			}
 		})

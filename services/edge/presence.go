@@ -2,41 +2,53 @@ package edge
 
 import (
 	"context"
-	"fmt"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
-	persistencev1 "github.com/parleychat/parley/pkg/pb/parley/persistence/v1"
+	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
 )
 
 // MaxPresenceUsers bounds one get_presence.
 const MaxPresenceUsers = 200
 
-// coMembers is the set of users who share a conversation with user (user
-// included), from their most recent conversations (history.MaxLimit);
-// cached for membersTTL unless fresh is set, since the rule that only
-// co-members may see each other's presence is checked on every request.
-func (s *Service) coMembers(ctx context.Context, user string, fresh bool) (map[string]bool, error) {
-	now := time.Now()
-	if users, ok := s.coMembersCache.get(user, now); ok && !fresh {
-		return users, nil
-	}
-	resp, err := s.persistence.Conversations(ctx, &persistencev1.ConversationsRequest{UserId: user, Limit: 200})
+// getPresence answers get_presence.
+func getPresence(ctx context.Context, c *conn, b *clientv1.ClientFrame_GetPresence) *clientv1.ServerFrame {
+	ps, err := c.presenceOf(ctx, b.GetPresence.GetUserIds())
 	if err != nil {
-		return nil, err
+		return failed(err)
 	}
-	users := map[string]bool{user: true}
-	for _, cv := range resp.GetConversations() {
-		for _, m := range cv.GetMemberIds() {
-			users[m] = true
-		}
+	return presenceList(ps)
+}
+
+// watchPresence replaces the connection's watch set (watch.go) and answers
+// the watched users' presence now.
+func watchPresence(ctx context.Context, c *conn, b *clientv1.ClientFrame_WatchPresence) *clientv1.ServerFrame {
+	ps, err := c.watch(ctx, b.WatchPresence.GetUserIds())
+	if err != nil {
+		return failed(err)
 	}
-	s.coMembersCache.put(user, users, now)
-	return users, nil
+	return presenceList(ps)
+}
+
+func presenceList(ps []*chatv1.Presence) *clientv1.ServerFrame {
+	return &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Presence{Presence: &clientv1.PresenceList{Presence: ps}}}
+}
+
+// setIdle reports the device's idle flag to presence when it changed: a
+// user idle on every device is away.
+func setIdle(_ context.Context, c *conn, b *clientv1.ClientFrame_SetIdle) *clientv1.ServerFrame {
+	c.mu.Lock()
+	changed := c.idle != b.SetIdle.GetIdle()
+	c.idle = b.SetIdle.GetIdle()
+	s := c.sessionLocked()
+	c.mu.Unlock()
+	if changed {
+		c.svc.reporter.update(s)
+	}
+	return pong()
 }
 
 // presenceOf answers get_presence for the connection's user.
@@ -44,28 +56,10 @@ func (c *conn) presenceOf(ctx context.Context, users []string) ([]*chatv1.Presen
 	if len(users) == 0 || len(users) > MaxPresenceUsers {
 		return nil, status.Errorf(codes.InvalidArgument, "ask about 1 to %d users", MaxPresenceUsers)
 	}
-	allowed, err := c.svc.coMembers(ctx, c.user, false)
-	if err != nil {
+	if err := c.svc.access.seePresence(ctx, c.user, users); err != nil {
 		return nil, err
 	}
-	for _, u := range users {
-		if !allowed[u] {
-			// A conversation may have been made since the cache was filled:
-			// a refusal is decided on a fresh read.
-			if allowed, err = c.svc.coMembers(ctx, c.user, true); err != nil {
-				return nil, err
-			}
-			break
-		}
-	}
-	for _, u := range users {
-		if !allowed[u] {
-			// The same answer whether or not the user exists: presence is
-			// private to the people one talks with.
-			return nil, status.Error(codes.PermissionDenied, fmt.Sprintf("you share no conversation with %q", u))
-		}
-	}
-	resp, err := c.svc.presence.Status(ctx, &presencev1.StatusRequest{UserIds: users})
+	resp, err := c.svc.clients.presence.Status(ctx, &presencev1.StatusRequest{UserIds: users})
 	if err != nil {
 		return nil, err
 	}

@@ -102,7 +102,7 @@ func (c *conn) heads(ctx context.Context, cursors []*clientv1.Cursor) ([]uint64,
 		g.Go(func() error {
 			rctx, cancel := context.WithTimeout(ctx, c.svc.cfg.RequestTimeout)
 			defer cancel()
-			resp, err := c.svc.ingest.Submit(rctx, &ingestv1.SubmitRequest{Command: &logv1.Command{
+			resp, err := c.svc.clients.ingest.Submit(rctx, &ingestv1.SubmitRequest{Command: &logv1.Command{
 				ConversationId: cur.GetConversationId(), UserId: c.user, DeviceId: c.device,
 				Body: &logv1.Command_Mark{Mark: &logv1.Mark{DeliveredSeq: cur.GetLastSeq()}},
 			}})
@@ -144,7 +144,7 @@ func (c *conn) catchUp(ctx context.Context, cur *clientv1.Cursor, head uint64) (
 	var deadline, holeSince time.Time
 	for {
 		rctx, cancel := context.WithTimeout(ctx, c.svc.cfg.RequestTimeout)
-		resp, err := c.svc.persistence.History(rctx, &persistencev1.HistoryRequest{
+		resp, err := c.svc.clients.persistence.History(rctx, &persistencev1.HistoryRequest{
 			UserId: c.user, ConversationId: conv, AfterSeq: proto.Uint64(seq), Limit: resumePage,
 		})
 		cancel()
@@ -164,7 +164,7 @@ func (c *conn) catchUp(ctx context.Context, cur *clientv1.Cursor, head uint64) (
 					hole = true
 					break
 				}
-				c.svc.gaps.Report(c.svc.log, conv, seq+1, ev.GetSeq()-1)
+				c.svc.stats.gaps.Report(c.svc.log, conv, seq+1, ev.GetSeq()-1)
 				c.send(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Error{Error: &clientv1.Error{
 					Code:           chatv1.ErrorCode_ERROR_CODE_EVENTS_MISSING,
 					Message:        fmt.Sprintf("resume: events %d-%d are missing from the log and will not come", seq+1, ev.GetSeq()-1),

@@ -134,8 +134,8 @@ func TestResumeSeam(t *testing.T) {
 					h.mu.Unlock()
 				}
 			}
-			c.svc.persistence = h
-			c.svc.ingest = headIngest{head: tc.head}
+			c.svc.clients.persistence = h
+			c.svc.clients.ingest = headIngest{head: tc.head}
 			c.svc.cfg.RequestTimeout = 5 * time.Second
 			c.svc.cfg.ResumeWait = 5 * time.Second
 			cursors := []*clientv1.Cursor{{ConversationId: conv, LastSeq: tc.cursor}}
@@ -202,8 +202,8 @@ func TestResumeFailsShortOfTheHead(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c, client := pair(t, 1024)
-			c.svc.persistence = &scriptedHistory{stored: seqs(1, 3)}
-			c.svc.ingest = headIngest{head: 5}
+			c.svc.clients.persistence = &scriptedHistory{stored: seqs(1, 3)}
+			c.svc.clients.ingest = headIngest{head: 5}
 			c.svc.cfg.RequestTimeout = 5 * time.Second
 			c.svc.cfg.ResumeWait = 300 * time.Millisecond
 			cursors := []*clientv1.Cursor{{ConversationId: "c1", LastSeq: tc.cursor}}
@@ -213,14 +213,7 @@ func TestResumeFailsShortOfTheHead(t *testing.T) {
 			defer cancel()
 			var code chatv1.ErrorCode
 			for {
-				_, data, err := client.Read(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				f, err := wire.DecodeServer(wire.Binary, data)
-				if err != nil {
-					t.Fatal(err)
-				}
+				f := nextFrame(ctx, t, client)
 				if e := f.GetError(); e != nil {
 					code = e.GetCode()
 				}
@@ -268,8 +261,8 @@ func TestResumeCrossesAHole(t *testing.T) {
 					h.mu.Unlock()
 				}
 			}
-			c.svc.persistence = h
-			c.svc.ingest = headIngest{head: 8}
+			c.svc.clients.persistence = h
+			c.svc.clients.ingest = headIngest{head: 8}
 			c.svc.cfg.RequestTimeout = 5 * time.Second
 			c.svc.cfg.ResumeWait = 500 * time.Millisecond
 			for round := range 2 {
@@ -354,9 +347,9 @@ func (c *countingIngest) Submit(ctx context.Context, req *ingestv1.SubmitRequest
 // this edge, so the head must come after it for history to bring it.
 func TestResumeWaitsForPresence(t *testing.T) {
 	c, client := pair(t, 1024)
-	c.svc.persistence = &scriptedHistory{stored: seqs(1, 5)}
+	c.svc.clients.persistence = &scriptedHistory{stored: seqs(1, 5)}
 	ingest := &countingIngest{headIngest: headIngest{head: 5}}
-	c.svc.ingest = ingest
+	c.svc.clients.ingest = ingest
 	c.svc.cfg.RequestTimeout = 5 * time.Second
 	c.svc.cfg.ResumeWait = 5 * time.Second
 	cursors := []*clientv1.Cursor{{ConversationId: "c1", LastSeq: 2}}

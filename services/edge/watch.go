@@ -22,6 +22,7 @@ const watchEvery = time.Second
 // watchers maps watched users to the connections watching them, and keeps
 // what each watched user's presence was last time.
 type watchers struct {
+	// mu guards the maps; a leaf in the lock order (package doc).
 	mu     sync.Mutex
 	byUser map[string]map[*conn]struct{}
 	byConn map[*conn][]string
@@ -117,7 +118,7 @@ func (s *Service) watchLoop(ctx context.Context) {
 		for len(users) > 0 {
 			n := min(len(users), 5000)
 			rctx, cancel := context.WithTimeout(ctx, watchEvery)
-			resp, err := s.presence.Status(rctx, &presencev1.StatusRequest{UserIds: users[:n]})
+			resp, err := s.clients.presence.Status(rctx, &presencev1.StatusRequest{UserIds: users[:n]})
 			cancel()
 			users = users[n:]
 			if err != nil {
@@ -143,25 +144,23 @@ func (s *Service) watchLoop(ctx context.Context) {
 			}
 			s.watchers.mu.Unlock()
 			for _, ch := range changes {
-				// A watch outlives the membership that allowed it: the
-				// co-member rule is asked again (cached) for each push.
-				if s.mayWatch(ctx, ch.c.user, ch.p.GetUserId()) {
-					ch.c.pushEphemeral(item{presence: ch.p})
-				}
+				s.pushChange(ctx, ch.c, ch.p)
 			}
 		}
 	}
 }
 
-// mayWatch reports whether watcher still shares a conversation with user;
-// false when that cannot be read either.
-func (s *Service) mayWatch(ctx context.Context, watcher, user string) bool {
+// pushChange sends a watched user's presence to a watcher that may still
+// see it; not when that cannot be read either.
+func (s *Service) pushChange(ctx context.Context, c *conn, p *chatv1.Presence) {
 	ctx, cancel := context.WithTimeout(ctx, watchEvery)
 	defer cancel()
-	allowed, err := s.coMembers(ctx, watcher, false)
+	ok, err := s.access.mayWatch(ctx, c.user, p.GetUserId())
 	if err != nil {
 		s.log.Debug("edge: presence watch", "err", err)
-		return false
+		return
 	}
-	return allowed[user]
+	if ok {
+		c.pushEphemeral(item{presence: p})
+	}
 }

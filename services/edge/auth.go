@@ -1,0 +1,92 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"unicode"
+
+	"github.com/google/uuid"
+	"github.com/parleychat/parley/pkg/server/auth"
+	"github.com/parleychat/parley/pkg/wire"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
+	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
+)
+
+// authenticate reads the first frame, which must carry a valid token.
+func (c *conn) authenticate(ctx context.Context) bool {
+	actx, cancel := context.WithTimeout(ctx, c.svc.cfg.AuthTimeout)
+	defer cancel()
+	data, ferr, err := c.readFrame(actx)
+	if err != nil {
+		return false
+	}
+	fail := func(reqID string, e *wire.Error) bool {
+		c.writeNow(ctx, wire.ErrorFrame(reqID, e))
+		c.ws.Close(CloseUnauthenticated, e.Code.String())
+		return false
+	}
+	if ferr != nil {
+		return fail("", ferr)
+	}
+	frame, derr := wire.DecodeClient(c.format, data)
+	if derr != nil {
+		return fail(frame.GetRequestId(), derr)
+	}
+	a := frame.GetAuthenticate()
+	if a == nil {
+		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "the first frame must be authenticate"))
+	}
+	user, err := c.svc.verifier.Verify(a.GetToken())
+	if errors.Is(err, auth.ErrExpired) {
+		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_TOKEN_EXPIRED, "token expired"))
+	}
+	if err != nil {
+		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "invalid token"))
+	}
+	device := a.GetDeviceId()
+	if device == "" {
+		device = "d-" + uuid.NewString()
+	}
+	if len(device) > 128 {
+		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "device_id longer than 128 bytes"))
+	}
+	if strings.ContainsFunc(device, unicode.IsControl) {
+		// Ids become parts of storage keys, which control bytes (NUL)
+		// separate.
+		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "device_id holds control characters"))
+	}
+	resume := a.GetResume()
+	if len(resume) > MaxResumeCursors {
+		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "at most %d conversations can be resumed at once", MaxResumeCursors))
+	}
+	for _, cur := range resume {
+		if id := cur.GetConversationId(); id == "" || len(id) > 64 {
+			return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "resume: conversation_id must be 1-64 bytes"))
+		}
+	}
+	c.user, c.device, c.session = user, device, uuid.Must(uuid.NewV7()).String()
+	// Hold before joining the hub, so no live event of a resumed
+	// conversation can overtake its catch-up.
+	c.hold(resume)
+	c.svc.hub.add(c)
+	taken, err := c.svc.reporter.connect(actx, &presencev1.Session{SessionId: c.session, UserId: c.user, DeviceId: c.device})
+	if err != nil {
+		c.svc.log.Warn("edge: presence did not take the session yet; live pushes miss it until a report is taken, and its resume waits for that", "err", err)
+	}
+	c.send(&clientv1.ServerFrame{RequestId: frame.GetRequestId(), Frame: &clientv1.ServerFrame_Authenticated{
+		Authenticated: &clientv1.Authenticated{UserId: c.user, DeviceId: c.device, SessionId: c.session},
+	}})
+	if len(resume) > 0 {
+		go c.resume(frame.GetRequestId(), resume, taken)
+	}
+	return true
+}
+
+// alreadyAuthenticated answers an authenticate frame on a connection that
+// passed the handshake: a connection's user never changes.
+func alreadyAuthenticated(context.Context, *conn, *clientv1.ClientFrame_Authenticate) *clientv1.ServerFrame {
+	return errorFrame(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "already authenticated", "")
+}
