@@ -241,6 +241,11 @@ func (c *Client) fill(ev *chatv1.Event) []*chatv1.Event {
 	if !ok || seq <= last+1 {
 		return []*chatv1.Event{ev}
 	}
+	if c.takeLost(conv) {
+		// The server said these events are gone (and Errors() has it):
+		// history cannot have them, so waiting for it would only delay.
+		return []*chatv1.Event{ev}
+	}
 	got, err := c.history(conv, last, seq-1)
 	if err == nil {
 		return append(got, ev)
@@ -252,6 +257,16 @@ func (c *Client) fill(ev *chatv1.Event) []*chatv1.Event {
 	c.report(&wire.Error{Code: wire.CodeOf(err), Message: fmt.Sprintf(
 		"conversation %s: events %d-%d missing and not in history (%v); page it with History later", conv, from, seq-1, err)})
 	return append(got, ev)
+}
+
+// takeLost reports whether the server said conv lost events since the
+// last gap, and forgets it.
+func (c *Client) takeLost(conv string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	lost := c.lost[conv]
+	delete(c.lost, conv)
+	return lost
 }
 
 // history reads conv's events after seq from up to to, waiting up to

@@ -553,3 +553,42 @@ func TestBackoffDoublesWithJitter(t *testing.T) {
 		}
 	}
 }
+
+// TestLostEventsAreNotWaitedFor: after the server's EVENTS_MISSING for a
+// conversation (a resume met events lost from the log), the gap the next
+// event shows is not looked for in history: the event is delivered at
+// once and the error is on Errors().
+func TestLostEventsAreNotWaitedFor(t *testing.T) {
+	e := newFakeEdge(t)
+	e.record("c1", 3)
+	c := dialFake(t, e, Options{Reconnect: fast(), Resume: []*clientv1.Cursor{{ConversationId: "c1", LastSeq: 1}}})
+	expect(t, c, "c1", 2, 3)
+	var asked atomic.Int32
+	e.setHook(func(_ *fakeConn, f *clientv1.ClientFrame) bool {
+		if f.GetGetHistory().GetConversationId() == "c1" {
+			asked.Add(1)
+		}
+		return false
+	})
+	e.mu.Lock()
+	ev := &chatv1.Event{ConversationId: "c1", Seq: 5, SenderId: "bob"}
+	e.log["c1"] = append(e.log["c1"], ev)
+	for fc := range e.conns {
+		fc.write(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Error{Error: &clientv1.Error{
+			Code: chatv1.ErrorCode_ERROR_CODE_EVENTS_MISSING, Message: "resume: events 4-4 are missing from the log", ConversationId: "c1"}}})
+	}
+	e.pushLocked(ev)
+	e.mu.Unlock()
+	expect(t, c, "c1", 5, 5)
+	if n := asked.Load(); n != 0 {
+		t.Fatalf("asked history %d times for events the server said were lost", n)
+	}
+	select {
+	case we := <-c.Errors():
+		if we.Code != chatv1.ErrorCode_ERROR_CODE_EVENTS_MISSING {
+			t.Fatalf("error %v, want EVENTS_MISSING", we)
+		}
+	case <-time.After(wait):
+		t.Fatal("EVENTS_MISSING not reported")
+	}
+}

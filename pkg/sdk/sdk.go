@@ -106,7 +106,7 @@ type Client struct {
 	// installs counts the connections the client has had.
 	installs atomic.Int64
 
-	// mu guards cur, up, err and seen.
+	// mu guards cur, up, err, seen and lost.
 	mu sync.Mutex
 	// cur is the authenticated connection, nil while reconnecting.
 	cur *conn
@@ -117,6 +117,9 @@ type Client struct {
 	// seen is the last seq delivered per conversation: the resume cursors
 	// and the bar below which an event is a duplicate.
 	seen map[string]*cursor
+	// lost names the conversations the server said lost events
+	// (EVENTS_MISSING): the next gap there is not waited for in history.
+	lost map[string]bool
 	// touch orders seen by recency, to choose which conversations to
 	// resume when there are more than the server takes.
 	touch uint64
@@ -156,6 +159,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		opts:    o,
 		up:      make(chan struct{}),
 		seen:    make(map[string]*cursor, len(o.Resume)),
+		lost:    map[string]bool{},
 		done:    make(chan struct{}),
 		in:      inbox{limit: o.EventBuffer, block: o.Reconnect == nil, wake: make(chan struct{}, 1)},
 		events:  make(chan *chatv1.Event),
@@ -262,6 +266,13 @@ func (c *Client) dispatch(cn *conn, f *clientv1.ServerFrame) error {
 	case *clientv1.ServerFrame_Events:
 		return c.in.add(c.ctx, cn, b.Events.GetEvents())
 	case *clientv1.ServerFrame_Error:
+		if conv := b.Error.GetConversationId(); conv != "" && b.Error.GetCode() == chatv1.ErrorCode_ERROR_CODE_EVENTS_MISSING {
+			// Sent before the events after the hole, so it is noted
+			// before deliver meets the gap they show.
+			c.mu.Lock()
+			c.lost[conv] = true
+			c.mu.Unlock()
+		}
 		c.report(&wire.Error{Code: b.Error.GetCode(), Message: b.Error.GetMessage()})
 	case *clientv1.ServerFrame_Receipts:
 		c.onReceipts(b.Receipts.GetReceipts())
