@@ -13,7 +13,7 @@ import (
 )
 
 // TestWaitReadyWithin: nothing listening at the seed broker ends the wait
-// at the timeout with an error naming the broker and why; a cluster that
+// at the timeout with an error naming the broker and why (the dial); a cluster that
 // answers ends it at once; an ended context returns its own error.
 func TestWaitReadyWithin(t *testing.T) {
 	// A reserved port nobody listens on: connections to it are refused.
@@ -31,8 +31,10 @@ func TestWaitReadyWithin(t *testing.T) {
 	if took := time.Since(start); took < time.Second || took > 5*time.Second {
 		t.Errorf("gave up after %s, want about 1s", took)
 	}
-	if err == nil || !strings.Contains(err.Error(), "kafka at "+closed+" not reachable within 1s") || !strings.Contains(err.Error(), "connection refused") {
-		t.Errorf("err = %v, want it to name %s, the timeout and the refused connection", err, closed)
+	// Why: the dial failed. Usually "connection refused"; on a loaded
+	// machine the only dial may itself run out the second ("i/o timeout").
+	if err == nil || !strings.Contains(err.Error(), "kafka at "+closed+" not reachable within 1s") || !strings.Contains(err.Error(), "dial") {
+		t.Errorf("err = %v, want it to name %s, the timeout and the failed dial", err, closed)
 	}
 
 	ctx, cancel := context.WithCancel(t.Context())
