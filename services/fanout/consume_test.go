@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/pkg/server/records"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/pkg/server/topics/topicstest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -138,18 +139,18 @@ func TestUndecodableRecordIsDeadLettered(t *testing.T) {
 		h[x.Key] = string(x.Value)
 	}
 	for k, v := range map[string]string{
-		topics.HeaderConsumer: Group, topics.HeaderTopic: topics.Events, topics.HeaderReason: topics.ReasonUndecodable,
-		topics.HeaderPartition: strconv.Itoa(int(src.Partition)), topics.HeaderOffset: strconv.FormatInt(src.Offset, 10),
+		records.HeaderConsumer: Group, records.HeaderTopic: topics.Events, records.HeaderReason: records.ReasonUndecodable,
+		records.HeaderPartition: strconv.Itoa(int(src.Partition)), records.HeaderOffset: strconv.FormatInt(src.Offset, 10),
 	} {
 		if h[k] != v {
 			t.Errorf("dead letter header %s = %q, want %q", k, h[k], v)
 		}
 	}
-	if h[topics.HeaderError] == "" {
+	if h[records.HeaderError] == "" {
 		t.Error("dead letter without the error text")
 	}
 
-	if got := testutil.ToFloat64(s.counts.DeadLetters.WithLabelValues(topics.ReasonUndecodable)); got != 1 {
+	if got := testutil.ToFloat64(s.counts.DeadLetters.WithLabelValues(records.ReasonUndecodable)); got != 1 {
 		t.Errorf("parley_dead_letters_total{reason=undecodable} = %v, want 1", got)
 	}
 	w := httptest.NewRecorder()

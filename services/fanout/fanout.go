@@ -15,6 +15,7 @@ import (
 	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/presenceclient"
+	"github.com/parleychat/parley/pkg/server/records"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -60,7 +61,7 @@ type Service struct {
 	// locs caches where users are; nil with NoLocationCache.
 	locs   *locations
 	Probe  health.Probe
-	guard  *topics.SeqGuard
+	guard  *records.SeqGuard
 	reg    *prometheus.Registry
 	counts *metrics.EventConsumer
 
@@ -74,7 +75,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	guard := &topics.SeqGuard{}
+	guard := &records.SeqGuard{}
 	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers), topics.GroupOpts(Group, cfg.InstanceID, append(guard.Opts(),
 		kgo.ConsumeTopics(topics.Events),
 		kgo.DisableAutoCommit(),
@@ -92,7 +93,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "fanout"), cl: cl,
 		presence: pc, edges: map[string]*grpc.ClientConn{},
 		guard: guard, reg: reg, counts: metrics.NewEventConsumer(reg, "fanout",
-			"Event records set aside on "+topics.DeadLetter+" instead of pushed, by reason.", topics.ReasonUndecodable, topics.ReasonEmpty, topics.ReasonInvalid)}
+			"Event records set aside on "+topics.DeadLetter+" instead of pushed, by reason.", records.ReasonUndecodable, records.ReasonEmpty, records.ReasonInvalid)}
 	if !cfg.NoLocationCache {
 		s.locs = newLocations(pc, s.log, reg, s.locate)
 	}
@@ -149,7 +150,7 @@ func (s *Service) Run(ctx context.Context) error {
 // returns true the batch may be committed. It returns false only when ctx
 // ended before the dead letters were written.
 func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
-	records, ok := topics.Triage(ctx, s.cl, s.log, Group, recs, s.guard, s.counts)
+	records, ok := records.Triage(ctx, s.cl, s.log, Group, recs, s.guard, s.counts)
 	if !ok {
 		return false
 	}

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/pkg/server/topics"
+	"github.com/parleychat/parley/pkg/server/records"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -39,7 +39,7 @@ func FuzzPlanRecords(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r, err := topics.DecodeEventRecord(data)
+		r, err := records.DecodeEventRecord(data)
 		if err != nil {
 			return // the consumer dead-letters these
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/pkg/server/logread"
 	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/pkg/server/topics/topicstest"
@@ -151,7 +152,7 @@ func crashInsideTransaction(t *testing.T, committed []string) {
 	defer c.Close()
 	defer cl.Close()
 	brokers := c.ListenAddrs()
-	if err := topics.SealCrashedTransactions(ctx, brokers, topics.Events, topics.Outcomes, topics.DeadLetter); err != nil {
+	if err := logread.SealCrashedTransactions(ctx, brokers, topics.Events, topics.Outcomes, topics.DeadLetter); err != nil {
 		t.Fatal(err)
 	}
 	// What a waiting Submit could have answered before the crash.

@@ -10,7 +10,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/server/consumer"
+	"github.com/parleychat/parley/pkg/server/logread"
 	"github.com/parleychat/parley/pkg/server/metrics"
+	"github.com/parleychat/parley/pkg/server/records"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -24,7 +26,7 @@ import (
 // newDeadLetters registers the sequencer's dead-letter counter on reg.
 func newDeadLetters(reg *prometheus.Registry) *prometheus.CounterVec {
 	return metrics.DeadLetters(reg, "ingest", "Command records set aside on "+topics.DeadLetter+" instead of sequenced, by reason.",
-		topics.ReasonUndecodable, topics.ReasonInvalid)
+		records.ReasonUndecodable, records.ReasonInvalid)
 }
 
 // SequencerGroup is the consumer group whose members own command partitions.
@@ -204,7 +206,7 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) error {
 		return nil
 	}
 	for _, r := range rejected {
-		s.deadLetters.WithLabelValues(topics.ReasonOf(r.Err)).Inc()
+		s.deadLetters.WithLabelValues(records.ReasonOf(r.Err)).Inc()
 	}
 	return nil
 }
@@ -213,9 +215,9 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) error {
 // aggregates and returns the records to produce: events, outcomes, and the
 // dead letters of the commands it set aside. It reports false if a
 // partition's aggregates are gone (the partition was lost meanwhile).
-func (s *Sequencer) decideAll(fetches kgo.Fetches) ([]*kgo.Record, []topics.Rejected, bool) {
+func (s *Sequencer) decideAll(fetches kgo.Fetches) ([]*kgo.Record, []records.Rejected, bool) {
 	var out []*kgo.Record
-	var rejected []topics.Rejected
+	var rejected []records.Rejected
 	now := time.Now()
 	ok := true
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
@@ -237,13 +239,13 @@ func (s *Sequencer) decideAll(fetches kgo.Fetches) ([]*kgo.Record, []topics.Reje
 				// skipped, and a Submit waiting for it is told at once
 				// rather than timing out.
 				if uerr == nil {
-					uerr = &topics.BadRecord{Reason: topics.ReasonInvalid, Err: errors.New("command without conversation id")}
+					uerr = &records.BadRecord{Reason: records.ReasonInvalid, Err: errors.New("command without conversation id")}
 				} else {
-					uerr = &topics.BadRecord{Reason: topics.ReasonUndecodable, Err: uerr}
+					uerr = &records.BadRecord{Reason: records.ReasonUndecodable, Err: uerr}
 				}
-				rejected = append(rejected, topics.Rejected{Record: r, Err: uerr})
+				rejected = append(rejected, records.Rejected{Record: r, Err: uerr})
 				s.log.Error("command set aside", "to", topics.DeadLetter, "partition", r.Partition, "offset", r.Offset, "err", uerr)
-				out = append(out, topics.DeadLetterRecord(r, SequencerGroup, uerr))
+				out = append(out, records.DeadLetterRecord(r, SequencerGroup, uerr))
 				if id := cmd.GetCommandId(); id != "" {
 					out = append(out, s.record(topics.Outcomes, r, &logv1.Outcome{CommandId: id, ClientMsgId: cmd.GetClientMsgId(),
 						ErrorCode: chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, ErrorMessage: "command is missing its conversation id"}))
@@ -297,13 +299,13 @@ func loadPartition(ctx context.Context, brokers []string, p int32) (map[string]*
 	if err != nil {
 		return nil, 0, fmt.Errorf("load partition %d: %w", p, err)
 	}
-	ends, err := topics.SettledEnds(ctx, kadm.NewClient(adminCl), topics.Events, p)
+	ends, err := logread.SettledEnds(ctx, kadm.NewClient(adminCl), topics.Events, p)
 	adminCl.Close()
 	if err != nil {
 		return nil, 0, fmt.Errorf("load partition %d: %w", p, err)
 	}
 	convs, n := map[string]*conversation{}, 0
-	_, err = topics.ReadToEnd(ctx, brokers, topics.Events, ends, func(recs []*kgo.Record) error {
+	_, err = logread.ReadToEnd(ctx, brokers, topics.Events, ends, func(recs []*kgo.Record) error {
 		for _, r := range recs {
 			rec := &logv1.EventRecord{}
 			if err := proto.Unmarshal(r.Value, rec); err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/server/metrics"
+	"github.com/parleychat/parley/pkg/server/records"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/pkg/server/topics/topicstest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -65,13 +66,13 @@ func TestSequencerSetsAsideBadCommands(t *testing.T) {
 	}
 
 	dead := readAtLeast(t, brokers, topics.DeadLetter, 2)
-	for i, want := range []string{topics.ReasonUndecodable, topics.ReasonInvalid} {
+	for i, want := range []string{records.ReasonUndecodable, records.ReasonInvalid} {
 		var consumer, reason string
 		for _, h := range dead[i].Headers {
 			switch h.Key {
-			case topics.HeaderConsumer:
+			case records.HeaderConsumer:
 				consumer = string(h.Value)
-			case topics.HeaderReason:
+			case records.HeaderReason:
 				reason = string(h.Value)
 			}
 		}
@@ -93,7 +94,7 @@ func TestSequencerSetsAsideBadCommands(t *testing.T) {
 	if o := outcomes["cmd-m1"]; o.GetSeq() != 2 || o.GetErrorCode() != 0 {
 		t.Fatalf("the post after the bad records: %v, want seq 2", o)
 	}
-	for reason, want := range map[string]float64{topics.ReasonUndecodable: 1, topics.ReasonInvalid: 1} {
+	for reason, want := range map[string]float64{records.ReasonUndecodable: 1, records.ReasonInvalid: 1} {
 		if got := testutil.ToFloat64(deadLetters.WithLabelValues(reason)); got != want {
 			t.Fatalf("dead letters %s = %v, want %v", reason, got, want)
 		}

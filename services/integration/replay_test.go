@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/sdk"
+	"github.com/parleychat/parley/pkg/server/logread"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/pkg/server/topics/topicstest"
 	"github.com/parleychat/parley/services/persistence"
@@ -41,7 +42,7 @@ func TestReplayIntoCassandra(t *testing.T) {
 	// The stack's log holds other tests' events; this test replays from
 	// where the log ended before it wrote anything.
 	ensureTopics(t, s.brokers)
-	from, err := topics.SettledEnds(ctx, adm, topics.Events)
+	from, err := logread.SettledEnds(ctx, adm, topics.Events)
 	if err != nil {
 		t.Fatal(err)
 	}

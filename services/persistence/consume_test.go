@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/parleychat/parley/pkg/server/records"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/pkg/server/topics/topicstest"
 	"github.com/parleychat/parley/services/persistence/history"
@@ -49,15 +50,15 @@ func checkDeadLetter(t *testing.T, dl, src *kgo.Record, consumer, reason string)
 		h[x.Key] = string(x.Value)
 	}
 	want := map[string]string{
-		topics.HeaderConsumer: consumer, topics.HeaderTopic: topics.Events, topics.HeaderReason: reason,
-		topics.HeaderPartition: strconv.Itoa(int(src.Partition)), topics.HeaderOffset: strconv.FormatInt(src.Offset, 10),
+		records.HeaderConsumer: consumer, records.HeaderTopic: topics.Events, records.HeaderReason: reason,
+		records.HeaderPartition: strconv.Itoa(int(src.Partition)), records.HeaderOffset: strconv.FormatInt(src.Offset, 10),
 	}
 	for k, v := range want {
 		if h[k] != v {
 			t.Errorf("dead letter header %s = %q, want %q", k, h[k], v)
 		}
 	}
-	if h[topics.HeaderError] == "" {
+	if h[records.HeaderError] == "" {
 		t.Error("dead letter without the error text")
 	}
 }
@@ -125,11 +126,11 @@ func TestUndecodableRecordIsDeadLettered(t *testing.T) {
 	if len(dls) != 2 {
 		t.Fatalf("%d dead letters, want 2", len(dls))
 	}
-	checkDeadLetter(t, dls[0], recs[1], Group, topics.ReasonUndecodable)
-	checkDeadLetter(t, dls[1], recs[4], Group, topics.ReasonEmpty)
+	checkDeadLetter(t, dls[0], recs[1], Group, records.ReasonUndecodable)
+	checkDeadLetter(t, dls[1], recs[4], Group, records.ReasonEmpty)
 	topicstest.WaitFor(t, "offsets committed past the bad records", func() bool { return topicstest.CommittedToEnd(cl, Group, topics.Events) })
 
-	for reason, want := range map[string]float64{topics.ReasonUndecodable: 1, topics.ReasonEmpty: 1, topics.ReasonInvalid: 0} {
+	for reason, want := range map[string]float64{records.ReasonUndecodable: 1, records.ReasonEmpty: 1, records.ReasonInvalid: 0} {
 		if got := testutil.ToFloat64(s.counts.DeadLetters.WithLabelValues(reason)); got != want {
 			t.Errorf("parley_dead_letters_total{reason=%q} = %v, want %v", reason, got, want)
 		}
@@ -180,7 +181,7 @@ func TestFirstSeqWins(t *testing.T) {
 func TestGuardForgetsRevokedPartitions(t *testing.T) {
 	brokers, cl := topicstest.Cluster(t, 2)
 	topicstest.Produce(t, cl, topics.Events, "conv", eventValue(t, 3, "e3", "three"))
-	guard := &topics.SeqGuard{}
+	guard := &records.SeqGuard{}
 	gcl, err := kgo.NewClient(append(topics.ClientOpts(brokers), topics.GroupOpts("guard-test", "", append(guard.Opts(),
 		kgo.ConsumeTopics(topics.Events), kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll())...)...)...)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/parleychat/parley/pkg/server/consumer"
 	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/metrics"
+	"github.com/parleychat/parley/pkg/server/records"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/services/persistence/history"
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,7 +60,7 @@ type Service struct {
 	grpc  *grpc.Server
 	Probe health.Probe
 
-	guard  *topics.SeqGuard
+	guard  *records.SeqGuard
 	reg    *prometheus.Registry
 	counts *metrics.EventConsumer
 }
@@ -70,7 +71,7 @@ func New(cfg Config, store history.Store) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	guard := &topics.SeqGuard{}
+	guard := &records.SeqGuard{}
 	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers), topics.GroupOpts(Group, cfg.InstanceID, append(guard.Opts(),
 		kgo.ConsumeTopics(topics.Events),
 		kgo.DisableAutoCommit(),
@@ -87,7 +88,7 @@ func New(cfg Config, store history.Store) (*Service, error) {
 	reg := metrics.NewRegistry()
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "persistence"), store: store, cl: cl, lis: lis, grpc: grpc.NewServer(),
 		guard: guard, reg: reg, counts: metrics.NewEventConsumer(reg, "persistence",
-			"Event records set aside on "+topics.DeadLetter+" instead of applied, by reason.", topics.ReasonUndecodable, topics.ReasonEmpty, topics.ReasonInvalid)}
+			"Event records set aside on "+topics.DeadLetter+" instead of applied, by reason.", records.ReasonUndecodable, records.ReasonEmpty, records.ReasonInvalid)}
 	persistencev1.RegisterPersistenceServiceServer(s.grpc, s)
 	return s, nil
 }
@@ -146,7 +147,7 @@ func (s *Service) consume(ctx context.Context) error {
 // returns true the batch may be committed. It returns false only when ctx
 // ended first.
 func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
-	records, ok := topics.Triage(ctx, s.cl, s.log, Group, recs, s.guard, s.counts)
+	records, ok := records.Triage(ctx, s.cl, s.log, Group, recs, s.guard, s.counts)
 	if !ok {
 		return false
 	}
@@ -158,7 +159,7 @@ func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
 // ends (false). The log holds the truth meanwhile. The stores' errors do
 // not tell a refused record from an outage, so a record a store refuses
 // would block its partition: records missing what every store needs are
-// dead-lettered before they get here (topics.Triage).
+// dead-lettered before they get here (records.Triage).
 func storeBatch(ctx context.Context, store history.Store, log *slog.Logger, records []*logv1.EventRecord) bool {
 	for backoff := 100 * time.Millisecond; len(records) > 0; backoff = min(2*backoff, 5*time.Second) {
 		err := store.Apply(ctx, records)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/pkg/server/records"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/services/persistence/history"
 	"github.com/parleychat/parley/services/persistence/history/pebblestore"
@@ -152,9 +153,9 @@ func FuzzApplyRecords(f *testing.F) {
 		recs := fuzzRecords(fmt.Sprintf("r%d/", run), data)
 		polls := [][]*kgo.Record{recs[:len(recs)/2], recs[len(recs)/2:]}
 		apply := func() {
-			guard := &topics.SeqGuard{}
+			guard := &records.SeqGuard{}
 			for _, poll := range polls {
-				b := topics.SortEvents(poll, guard)
+				b := records.SortEvents(poll, guard)
 				if got := len(b.Records) + len(b.Rejected) + b.Stale; got != len(poll) {
 					t.Fatalf("%d records sorted into %d", len(poll), got)
 				}
@@ -171,7 +172,7 @@ func FuzzApplyRecords(f *testing.F) {
 		// seq taken so far, in log order.
 		want := map[string][]*chatv1.Event{}
 		for _, r := range recs {
-			rec, err := topics.DecodeEventRecord(r.Value)
+			rec, err := records.DecodeEventRecord(r.Value)
 			if err != nil || rec.GetEvent() == nil {
 				continue
 			}

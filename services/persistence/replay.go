@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/parleychat/parley/pkg/server/logread"
+	"github.com/parleychat/parley/pkg/server/records"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/services/persistence/history"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -23,9 +25,9 @@ type ReplayStats struct {
 }
 
 // Replay reads parley.events.v1 from the start of every partition to its
-// settled end at the time of the call (topics.SettledEnds) and applies it to store exactly as the
-// consumer does: each poll sorted and guarded by topics.SortEvents (the
-// core of topics.Triage), then stored by storeBatch. It is how a view is
+// settled end at the time of the call (logread.SettledEnds) and applies it to store exactly as the
+// consumer does: each poll sorted and guarded by records.SortEvents (the
+// core of records.Triage), then stored by storeBatch. It is how a view is
 // rebuilt from the log into an empty store, and how the tests check that
 // the log alone reproduces every view. It returns when it has applied
 // everything up to those ends, or with the error that stopped it.
@@ -45,14 +47,14 @@ func ReplayFrom(ctx context.Context, brokers []string, store history.Store, log 
 	if err != nil {
 		return st, fmt.Errorf("replay: kafka client: %w", err)
 	}
-	ends, err := topics.SettledEnds(ctx, kadm.NewClient(adminCl), topics.Events)
+	ends, err := logread.SettledEnds(ctx, kadm.NewClient(adminCl), topics.Events)
 	adminCl.Close()
 	if err != nil {
 		return st, fmt.Errorf("replay: %w", err)
 	}
-	guard := &topics.SeqGuard{}
-	_, err = topics.ReadRange(ctx, brokers, topics.Events, from, ends, func(recs []*kgo.Record) error {
-		b := topics.SortEvents(recs, guard)
+	guard := &records.SeqGuard{}
+	_, err = logread.ReadRange(ctx, brokers, topics.Events, from, ends, func(recs []*kgo.Record) error {
+		b := records.SortEvents(recs, guard)
 		st.Stale += b.Stale
 		st.Rejected += len(b.Rejected)
 		for _, r := range b.Rejected {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/parleychat/parley/pkg/server/logread"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
@@ -16,7 +17,7 @@ import (
 //
 // A kill leaves transactions open in the log, which kfake counts as
 // aborted without writing their markers (see
-// topics.SealCrashedTransactions). The markers must be in the log before
+// logread.SealCrashedTransactions). The markers must be in the log before
 // any producer writes again, so when the folder holds a previous run the
 // cluster is first opened on a port nobody knows, sealed and closed, then
 // opened for real.
@@ -40,7 +41,7 @@ func OpenKafka(ctx context.Context, dir string, port int) (*kfake.Cluster, error
 		if err != nil {
 			return nil, err
 		}
-		err = topics.SealCrashedTransactions(ctx, c.ListenAddrs(), topics.Events, topics.Outcomes, topics.DeadLetter)
+		err = logread.SealCrashedTransactions(ctx, c.ListenAddrs(), topics.Events, topics.Outcomes, topics.DeadLetter)
 		c.Close()
 		if err != nil {
 			return nil, fmt.Errorf("repair kafka log in %s: %w", dir, err)

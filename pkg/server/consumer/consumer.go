@@ -7,7 +7,7 @@
 // its handler said it is done; a handler that returns early (the process is
 // stopping) leaves it uncommitted, and the next owner handles it again.
 // Never skipping a record is the handlers' business: they set aside what
-// they cannot use (topics.Triage) rather than drop it.
+// they cannot use (records.Triage) rather than drop it.
 package consumer
 
 import (

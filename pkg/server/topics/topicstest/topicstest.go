@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/pkg/server/logread"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -114,11 +115,11 @@ func WaitCommittedPast(t testing.TB, brokers []string, group, topic string, from
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	ends, err := topics.SettledEnds(ctx, adm, topic)
+	ends, err := logread.SettledEnds(ctx, adm, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	last, err := topics.ReadRange(ctx, brokers, topic, from, ends, func([]*kgo.Record) error { return nil })
+	last, err := logread.ReadRange(ctx, brokers, topic, from, ends, func([]*kgo.Record) error { return nil })
 	if err != nil {
 		t.Fatal(err)
 	}

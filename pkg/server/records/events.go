@@ -1,4 +1,4 @@
-package topics
+package records
 
 import (
 	"context"
@@ -38,7 +38,7 @@ type BadRecord struct {
 func (e *BadRecord) Error() string { return e.Reason + " event record: " + e.Err.Error() }
 func (e *BadRecord) Unwrap() error { return e.Err }
 
-// DecodeEventRecord decodes a record of Events as every consumer of the
+// DecodeEventRecord decodes a record of topics.Events as every consumer of the
 // log must: an error is always a *BadRecord, and the record is then
 // dead-lettered, never applied, pushed or silently dropped.
 func DecodeEventRecord(value []byte) (*logv1.EventRecord, error) {
@@ -101,7 +101,7 @@ type EventBatch struct {
 	// Records are the ones to handle, events, receipts, blocks and flags,
 	// in log order.
 	Records []*logv1.EventRecord
-	// Rejected are for DeadLetter.
+	// Rejected are for topics.DeadLetter.
 	Rejected []Rejected
 	// Stale counts events skipped by the guard.
 	Stale int
@@ -116,7 +116,7 @@ type Gap struct {
 	From, To     uint64
 }
 
-// SortEvents decodes records of Events and passes each event through
+// SortEvents decodes records of topics.Events and passes each event through
 // guard, as every consumer of the log does.
 func SortEvents(recs []*kgo.Record, guard *SeqGuard) EventBatch {
 	var b EventBatch

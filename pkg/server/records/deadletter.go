@@ -1,4 +1,4 @@
-package topics
+package records
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -23,7 +24,7 @@ const (
 )
 
 // DeadLetterRecord is r's key, value and headers, unchanged, addressed to
-// DeadLetter, with headers naming the consumer group that gave up on it,
+// topics.DeadLetter, with headers naming the consumer group that gave up on it,
 // where it came from and why.
 func DeadLetterRecord(r *kgo.Record, consumer string, cause error) *kgo.Record {
 	h := append(make([]kgo.RecordHeader, 0, len(r.Headers)+6), r.Headers...)
@@ -35,7 +36,7 @@ func DeadLetterRecord(r *kgo.Record, consumer string, cause error) *kgo.Record {
 		kgo.RecordHeader{Key: HeaderReason, Value: []byte(ReasonOf(cause))},
 		kgo.RecordHeader{Key: HeaderError, Value: []byte(truncate(cause.Error(), maxErrorHeader))},
 	)
-	return &kgo.Record{Topic: DeadLetter, Key: r.Key, Value: r.Value, Headers: h}
+	return &kgo.Record{Topic: topics.DeadLetter, Key: r.Key, Value: r.Value, Headers: h}
 }
 
 // maxErrorHeader bounds the error text, so that a dead letter is not much
@@ -59,16 +60,16 @@ func ReasonOf(err error) string {
 }
 
 // SetAside logs each rejected record and produces it, unchanged, to
-// DeadLetter under the consumer group's name, retrying with backoff until
-// every one is acknowledged (acks=all, see ClientOpts) or ctx ends. A
+// topics.DeadLetter under the consumer group's name, retrying with backoff until
+// every one is acknowledged (acks=all, see topics.ClientOpts) or ctx ends. A
 // consumer calls it before committing, so a record it sets aside is
-// either in DeadLetter or read again. A retry after a partial failure may
+// either in topics.DeadLetter or read again. A retry after a partial failure may
 // write a dead letter twice; they are for people to look at, so that is
 // harmless.
 func SetAside(ctx context.Context, cl *kgo.Client, log *slog.Logger, consumer string, rejected []Rejected) error {
 	recs := make([]*kgo.Record, len(rejected))
 	for i, r := range rejected {
-		log.Error("event record set aside", "to", DeadLetter, "topic", r.Record.Topic, "partition", r.Record.Partition, "offset", r.Record.Offset, "err", r.Err)
+		log.Error("event record set aside", "to", topics.DeadLetter, "topic", r.Record.Topic, "partition", r.Record.Partition, "offset", r.Record.Offset, "err", r.Err)
 		recs[i] = DeadLetterRecord(r.Record, consumer, r.Err)
 	}
 	return produceAcked(ctx, cl, log, recs)

@@ -1,4 +1,4 @@
-package topics
+package logread
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -123,7 +124,7 @@ func scan(ctx context.Context, brokers []string, topic string, iso kgo.Isolation
 	if len(pending) == 0 {
 		return nil
 	}
-	cl, err := kgo.NewClient(append(ClientOpts(brokers),
+	cl, err := kgo.NewClient(append(topics.ClientOpts(brokers),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: start}),
 		kgo.FetchIsolationLevel(iso),
 		kgo.KeepControlRecords(),
@@ -207,7 +208,7 @@ const stallAfter = 10 * time.Second
 // is left alone: the broker ends it, with markers, when its producer
 // comes back or its timeout passes.
 func SealCrashedTransactions(ctx context.Context, brokers []string, names ...string) error {
-	cl, err := kgo.NewClient(ClientOpts(brokers)...)
+	cl, err := kgo.NewClient(topics.ClientOpts(brokers)...)
 	if err != nil {
 		return fmt.Errorf("seal transactions: %w", err)
 	}

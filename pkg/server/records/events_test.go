@@ -1,10 +1,11 @@
-package topics
+package records
 
 import (
 	"errors"
 	"fmt"
 	"testing"
 
+	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -74,12 +75,12 @@ func TestSortEvents(t *testing.T) {
 		return b
 	}
 	recs := []*kgo.Record{
-		{Topic: Events, Offset: 0, Value: value(&logv1.EventRecord{Event: ev("a", 1)})},
-		{Topic: Events, Offset: 1, Value: []byte("garbage")},
-		{Topic: Events, Offset: 2, Value: value(&logv1.EventRecord{Event: ev("a", 2)})},
-		{Topic: Events, Offset: 3, Value: value(&logv1.EventRecord{Receipt: &chatv1.Receipt{ConversationId: "a", UserId: "u", ReadSeq: 2}})},
-		{Topic: Events, Offset: 4, Value: value(&logv1.EventRecord{Event: &chatv1.Event{ConversationId: "a", Seq: 2, EventId: "zombie"}})},
-		{Topic: Events, Offset: 5, Value: value(&logv1.EventRecord{Event: ev("a", 3)})},
+		{Topic: topics.Events, Offset: 0, Value: value(&logv1.EventRecord{Event: ev("a", 1)})},
+		{Topic: topics.Events, Offset: 1, Value: []byte("garbage")},
+		{Topic: topics.Events, Offset: 2, Value: value(&logv1.EventRecord{Event: ev("a", 2)})},
+		{Topic: topics.Events, Offset: 3, Value: value(&logv1.EventRecord{Receipt: &chatv1.Receipt{ConversationId: "a", UserId: "u", ReadSeq: 2}})},
+		{Topic: topics.Events, Offset: 4, Value: value(&logv1.EventRecord{Event: &chatv1.Event{ConversationId: "a", Seq: 2, EventId: "zombie"}})},
+		{Topic: topics.Events, Offset: 5, Value: value(&logv1.EventRecord{Event: ev("a", 3)})},
 	}
 	var g SeqGuard
 	b := SortEvents(recs, &g)
@@ -103,7 +104,7 @@ func TestSortEvents(t *testing.T) {
 func TestSortEventsFindsHoles(t *testing.T) {
 	rec := func(conv string, seq uint64) *kgo.Record {
 		b, _ := proto.Marshal(&logv1.EventRecord{Event: ev(conv, seq)})
-		return &kgo.Record{Topic: Events, Value: b}
+		return &kgo.Record{Topic: topics.Events, Value: b}
 	}
 	var g SeqGuard
 	b := SortEvents([]*kgo.Record{rec("a", 1), rec("a", 2), rec("a", 5), rec("b", 7), rec("b", 8), rec("a", 6), rec("b", 10)}, &g)

@@ -1,16 +1,17 @@
-package topics
+package records
 
 import (
 	"sync"
 	"testing"
 
+	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 func TestSeqGuardFirstCopyWins(t *testing.T) {
 	var g SeqGuard
-	p0 := &kgo.Record{Topic: Events, Partition: 0}
-	p1 := &kgo.Record{Topic: Events, Partition: 1}
+	p0 := &kgo.Record{Topic: topics.Events, Partition: 0}
+	p1 := &kgo.Record{Topic: topics.Events, Partition: 1}
 	steps := []struct {
 		r     *kgo.Record
 		conv  string
@@ -33,7 +34,7 @@ func TestSeqGuardFirstCopyWins(t *testing.T) {
 	}
 	// A revoked partition is forgotten: its next owner may have read on,
 	// and when it comes back the committed offset may be behind.
-	g.Forget(map[string][]int32{Events: {0}})
+	g.Forget(map[string][]int32{topics.Events: {0}})
 	if !g.Fresh(p0, ev("a", 2)) {
 		t.Fatal("after Forget, a seq below the old last must be fresh again")
 	}
@@ -49,11 +50,11 @@ func TestSeqGuardForgetsOnAnotherGoroutine(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for range 1000 {
-			g.Forget(map[string][]int32{Events: {0, 1}})
+			g.Forget(map[string][]int32{topics.Events: {0, 1}})
 		}
 	}()
 	for i := range uint64(1000) {
-		g.Fresh(&kgo.Record{Topic: Events, Partition: int32(i % 2)}, ev("a", i+1))
+		g.Fresh(&kgo.Record{Topic: topics.Events, Partition: int32(i % 2)}, ev("a", i+1))
 	}
 	wg.Wait()
 }

@@ -1,27 +1,28 @@
-package topics
+package records
 
 import (
 	"errors"
 	"strings"
 	"testing"
 
+	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 func TestDeadLetterRecordKeepsTheRecord(t *testing.T) {
-	src := &kgo.Record{Topic: Events, Partition: 3, Offset: 41, Key: []byte("conv"), Value: []byte{0xff, 1},
+	src := &kgo.Record{Topic: topics.Events, Partition: 3, Offset: 41, Key: []byte("conv"), Value: []byte{0xff, 1},
 		Headers: []kgo.RecordHeader{{Key: "trace", Value: []byte("t1")}}}
 	_, cause := DecodeEventRecord(src.Value)
 	dl := DeadLetterRecord(src, "parley-persistence", cause)
-	if dl.Topic != DeadLetter || string(dl.Key) != "conv" || string(dl.Value) != "\xff\x01" {
-		t.Fatalf("dead letter %s %q %q, want the source's key and value on %s", dl.Topic, dl.Key, dl.Value, DeadLetter)
+	if dl.Topic != topics.DeadLetter || string(dl.Key) != "conv" || string(dl.Value) != "\xff\x01" {
+		t.Fatalf("dead letter %s %q %q, want the source's key and value on %s", dl.Topic, dl.Key, dl.Value, topics.DeadLetter)
 	}
 	got := map[string]string{}
 	for _, h := range dl.Headers {
 		got[h.Key] = string(h.Value)
 	}
 	want := map[string]string{
-		"trace": "t1", HeaderConsumer: "parley-persistence", HeaderTopic: Events,
+		"trace": "t1", HeaderConsumer: "parley-persistence", HeaderTopic: topics.Events,
 		HeaderPartition: "3", HeaderOffset: "41", HeaderReason: ReasonUndecodable, HeaderError: cause.Error(),
 	}
 	for k, v := range want {

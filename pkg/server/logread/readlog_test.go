@@ -1,4 +1,4 @@
-package topics_test
+package logread_test
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/pkg/server/logread"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/pkg/server/topics/topicstest"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -100,12 +101,12 @@ func TestReadRangeSortsTransactionsOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer adm.Close()
-	ends, err := topics.SettledEnds(ctx, kadm.NewClient(adm), "t")
+	ends, err := logread.SettledEnds(ctx, kadm.NewClient(adm), "t")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got []string
-	last, err := topics.ReadToEnd(ctx, brokers, "t", ends, func(recs []*kgo.Record) error {
+	last, err := logread.ReadToEnd(ctx, brokers, "t", ends, func(recs []*kgo.Record) error {
 		for _, r := range recs {
 			got = append(got, string(r.Value))
 		}
@@ -193,7 +194,7 @@ func TestCrashedTransactionStaysAborted(t *testing.T) {
 
 	c, brokers = start(image)
 	defer c.Close()
-	if err := topics.SealCrashedTransactions(ctx, brokers, "t"); err != nil {
+	if err := logread.SealCrashedTransactions(ctx, brokers, "t"); err != nil {
 		t.Fatal(err)
 	}
 	seq = client(brokers, kgo.TransactionalID("seq"))
@@ -203,12 +204,12 @@ func TestCrashedTransactionStaysAborted(t *testing.T) {
 	want := []string{"p1", "c1", "after"}
 	adm := client(brokers)
 	defer adm.Close()
-	ends, err := topics.SettledEnds(ctx, kadm.NewClient(adm), "t")
+	ends, err := logread.SettledEnds(ctx, kadm.NewClient(adm), "t")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var read []string
-	if _, err := topics.ReadToEnd(ctx, brokers, "t", ends, func(recs []*kgo.Record) error {
+	if _, err := logread.ReadToEnd(ctx, brokers, "t", ends, func(recs []*kgo.Record) error {
 		for _, r := range recs {
 			read = append(read, string(r.Value))
 		}
