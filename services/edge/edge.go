@@ -185,12 +185,18 @@ func (s *Service) routes() http.Handler {
 	health.Register(mux, s.Probe.Ready)
 	mux.Handle("GET /metrics", s.metricsHandler())
 	daemon.Pprof(mux)
-	page, _ := fs.Sub(webui, "webui")
-	mux.Handle("GET /", http.FileServerFS(page))
+	mux.Handle("GET /", pageHandler())
 	if s.cfg.DevTokens {
 		mux.HandleFunc("GET /v1/dev/token", s.devToken)
 	}
 	return mux
+}
+
+// pageHandler serves the chat page from webui/ as it is: index.html, its
+// stylesheet and its ES modules, with no build step between.
+func pageHandler() http.Handler {
+	page, _ := fs.Sub(webui, "webui")
+	return http.FileServerFS(page)
 }
 
 func (s *Service) devToken(w http.ResponseWriter, r *http.Request) {
