@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/wire"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures the service.
@@ -38,6 +39,9 @@ type Config struct {
 	// Heartbeat is how often the node renews its presence lease.
 	Heartbeat time.Duration
 	Logger    *slog.Logger
+	// Registry holds the service's metrics; the caller makes it
+	// (metrics.NewRegistry) and may serve it too. Required.
+	Registry *prometheus.Registry
 }
 
 func (c *Config) defaults() {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/wire"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
@@ -21,7 +22,7 @@ import (
 // accepts (with the small hijack buffers), and the client socket.
 func pair(t testing.TB, queueLimit int) (*conn, *websocket.Conn) {
 	t.Helper()
-	svc := &Service{cfg: Config{QueueLimit: queueLimit, WriteTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler), stats: newStats()}
+	svc := &Service{cfg: Config{QueueLimit: queueLimit, WriteTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler), stats: newStats(metrics.NewRegistry())}
 	accepted := make(chan *websocket.Conn, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ws, err := websocket.Accept(smallHijacker{w}, r, &websocket.AcceptOptions{Subprotocols: []string{wire.SubprotocolProto}})

@@ -104,12 +104,15 @@ type clients struct {
 // New binds both listeners and dials the internal services (lazily: gRPC
 // connects on first use).
 func New(cfg Config) (*Service, error) {
+	if cfg.Registry == nil {
+		return nil, errors.New("edge: Config.Registry is required")
+	}
 	cfg.defaults()
 	verifier, err := auth.NewHS256(cfg.JWTSecret)
 	if err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "edge", "node", cfg.NodeID), verifier: verifier, hub: newHub(), stats: newStats()}
+	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "edge", "node", cfg.NodeID), verifier: verifier, hub: newHub(), stats: newStats(cfg.Registry)}
 	dial := func(addr string) (*grpc.ClientConn, error) {
 		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {

@@ -26,8 +26,7 @@ type stats struct {
 	pushed [pushedKinds]atomic.Int64
 }
 
-func newStats() *stats {
-	reg := metrics.NewRegistry()
+func newStats(reg *prometheus.Registry) *stats {
 	return &stats{reg: reg, gaps: metrics.NewGaps(reg, "edge")}
 }
 

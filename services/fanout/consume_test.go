@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/records"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/pkg/server/topics/topicstest"
@@ -79,7 +80,7 @@ func start(t *testing.T) (*Service, *fakeEdge, []string, *kgo.Client) {
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
 
-	s, err := New(Config{Brokers: brokers, PresenceAddrs: []string{edge.addr}, Logger: slog.New(slog.DiscardHandler)})
+	s, err := New(Config{Brokers: brokers, PresenceAddrs: []string{edge.addr}, Logger: slog.New(slog.DiscardHandler), Registry: metrics.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/pkg/server/metrics"
 	"google.golang.org/grpc"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
@@ -75,7 +76,7 @@ func TestDeadEdgeDoesNotStopPushes(t *testing.T) {
 
 	// The Kafka client is never used: deliver is called directly.
 	s, err := New(Config{Brokers: []string{"127.0.0.1:1"}, PresenceAddrs: []string{lis.Addr().String()}, NoLocationCache: true,
-		Logger: slog.New(slog.DiscardHandler)})
+		Logger: slog.New(slog.DiscardHandler), Registry: metrics.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,6 +37,9 @@ const pushTimeout = 5 * time.Second
 // Config configures the service.
 type Config struct {
 	Brokers []string
+	// Registry holds the service's metrics; the caller makes it
+	// (metrics.NewRegistry) and may serve it too. Required.
+	Registry *prometheus.Registry
 	// PresenceAddrs are the presence instances, in instance order.
 	PresenceAddrs []string
 	// InstanceID, when set, makes this node a static group member: a
@@ -72,6 +75,9 @@ type Service struct {
 
 // New creates the Kafka client and the presence connection.
 func New(cfg Config) (*Service, error) {
+	if cfg.Registry == nil {
+		return nil, errors.New("fanout: Config.Registry is required")
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -89,7 +95,7 @@ func New(cfg Config) (*Service, error) {
 		cl.Close()
 		return nil, fmt.Errorf("fanout: %w", err)
 	}
-	reg := metrics.NewRegistry()
+	reg := cfg.Registry
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "fanout"), cl: cl,
 		presence: pc, edges: map[string]*grpc.ClientConn{},
 		guard: guard, reg: reg, counts: metrics.NewEventConsumer(reg, "fanout",

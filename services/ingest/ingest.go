@@ -18,7 +18,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/server/health"
-	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -48,6 +47,9 @@ const (
 // Config configures the service.
 type Config struct {
 	Brokers []string
+	// Registry holds the service's metrics; the caller makes it
+	// (metrics.NewRegistry) and may serve it too. Required.
+	Registry *prometheus.Registry
 	// GRPCAddr is where IngestService listens (host:port, port 0 for any).
 	GRPCAddr string
 	// SubmitTimeout bounds the wait for the sequencer's outcome.
@@ -82,6 +84,9 @@ type Service struct {
 
 // New binds the gRPC listener and creates the Kafka clients.
 func New(cfg Config) (*Service, error) {
+	if cfg.Registry == nil {
+		return nil, errors.New("ingest: Config.Registry is required")
+	}
 	if cfg.SubmitTimeout <= 0 {
 		cfg.SubmitTimeout = defaultTimeout
 	}
@@ -96,7 +101,7 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ingest kafka producer: %w", err)
 	}
-	reg := metrics.NewRegistry()
+	reg := cfg.Registry
 	seq, err := NewSequencer(cfg.Brokers, cfg.InstanceID, cfg.MaxMembers, log, newDeadLetters(reg))
 	if err != nil {
 		producer.Close()

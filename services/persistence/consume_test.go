@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/records"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/pkg/server/topics/topicstest"
@@ -69,7 +70,7 @@ func startPersistence(t *testing.T, brokers []string) (*Service, history.Store) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)}, store)
+	s, err := New(Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler), Registry: metrics.NewRegistry()}, store)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,10 @@ const Group = "parley-persistence"
 
 // Config configures the service.
 type Config struct {
-	Brokers  []string
+	Brokers []string
+	// Registry holds the service's metrics; the caller makes it
+	// (metrics.NewRegistry) and may serve it too. Required.
+	Registry *prometheus.Registry
 	GRPCAddr string
 	// InstanceID, when set, makes this node a static group member: a
 	// restart with the same id takes its partitions back at once instead of
@@ -68,6 +71,9 @@ type Service struct {
 // New binds the listener and joins nothing yet. The store stays the
 // caller's to close.
 func New(cfg Config, store history.Store) (*Service, error) {
+	if cfg.Registry == nil {
+		return nil, errors.New("persistence: Config.Registry is required")
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -85,7 +91,7 @@ func New(cfg Config, store history.Store) (*Service, error) {
 		cl.Close()
 		return nil, fmt.Errorf("persistence: grpc address: %w", err)
 	}
-	reg := metrics.NewRegistry()
+	reg := cfg.Registry
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "persistence"), store: store, cl: cl, lis: lis, grpc: grpc.NewServer(),
 		guard: guard, reg: reg, counts: metrics.NewEventConsumer(reg, "persistence",
 			"Event records set aside on "+topics.DeadLetter+" instead of applied, by reason.", records.ReasonUndecodable, records.ReasonEmpty, records.ReasonInvalid)}

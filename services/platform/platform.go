@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/server/auth"
+	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/services/edge"
 	"github.com/parleychat/parley/services/fanout"
@@ -106,20 +107,20 @@ func Start(ctx context.Context, cfg Config) (p *Platform, err error) {
 		p.Presence = append(p.Presence, pr)
 		presenceAddrs = append(presenceAddrs, pr.Addr())
 	}
-	if p.Persistence, err = persistence.New(persistence.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Logger: cfg.Logger}, p.store); err != nil {
+	if p.Persistence, err = persistence.New(persistence.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Logger: cfg.Logger, Registry: metrics.NewRegistry()}, p.store); err != nil {
 		return nil, err
 	}
-	if p.Ingest, err = ingest.New(ingest.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0",
+	if p.Ingest, err = ingest.New(ingest.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Registry: metrics.NewRegistry(),
 		// A fixed instance id keeps the sequencer's transactional id across
 		// restarts, so a restart after a crash aborts the transaction the
 		// crash left open instead of waiting out its timeout.
 		InstanceID: "ingest-0", MaxMembers: cfg.MaxMembers, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if p.Fanout, err = fanout.New(fanout.Config{Brokers: brokers, PresenceAddrs: presenceAddrs, Logger: cfg.Logger}); err != nil {
+	if p.Fanout, err = fanout.New(fanout.Config{Brokers: brokers, PresenceAddrs: presenceAddrs, Logger: cfg.Logger, Registry: metrics.NewRegistry()}); err != nil {
 		return nil, err
 	}
-	p.Edge, err = edge.New(edge.Config{
+	p.Edge, err = edge.New(edge.Config{Registry: metrics.NewRegistry(),
 		HTTPAddr: cfg.HTTPAddr, GRPCAddr: "127.0.0.1:0",
 		IngestAddr: p.Ingest.Addr(), PersistenceAddr: p.Persistence.Addr(), PresenceAddrs: presenceAddrs,
 		JWTSecret: cfg.JWTSecret, DevTokens: cfg.DevTokens, Logger: cfg.Logger,

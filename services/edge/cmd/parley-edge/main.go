@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/parleychat/parley/pkg/server/daemon"
+	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/services/edge"
 )
 
@@ -25,7 +26,7 @@ func main() {
 	devTokens := fs.Bool("dev-tokens", daemon.Env("PARLEY_DEV_TOKENS", "") == "1", "serve /v1/dev/token to anyone: local use only (PARLEY_DEV_TOKENS=1)")
 	daemon.Parse(fs, os.Args[1:])
 	log := daemon.Logger()
-	svc, err := edge.New(edge.Config{
+	svc, err := edge.New(edge.Config{Registry: metrics.NewRegistry(),
 		HTTPAddr: *httpAddr, GRPCAddr: *grpcAddr, PushAddr: *pushAddr, NodeID: *nodeID,
 		IngestAddr: *ingestAddr, PersistenceAddr: *persistenceAddr, PresenceAddrs: daemon.List(*presenceAddr),
 		JWTSecret: []byte(*secret), DevTokens: *devTokens, QueueLimit: *queueLimit, WriteTimeout: *writeTimeout, ResumeWait: *resumeWait, Logger: log,

@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/parleychat/parley/pkg/server/daemon"
+	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/services/ingest"
 )
@@ -20,7 +21,7 @@ func main() {
 	startupTimeout := fs.Duration("startup-timeout", daemon.EnvDuration("PARLEY_STARTUP_TIMEOUT", topics.StartupTimeout), "how long to wait at startup for Kafka to answer before exiting with an error (PARLEY_STARTUP_TIMEOUT)")
 	daemon.Parse(fs, os.Args[1:])
 	log := daemon.Logger()
-	svc, err := ingest.New(ingest.Config{Brokers: daemon.List(*brokers), InstanceID: *instance, GRPCAddr: *grpcAddr, SubmitTimeout: *timeout, StartupTimeout: *startupTimeout, Logger: log})
+	svc, err := ingest.New(ingest.Config{Brokers: daemon.List(*brokers), InstanceID: *instance, GRPCAddr: *grpcAddr, SubmitTimeout: *timeout, StartupTimeout: *startupTimeout, Logger: log, Registry: metrics.NewRegistry()})
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}

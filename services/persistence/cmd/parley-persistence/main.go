@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/server/daemon"
+	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/services/persistence"
 	"github.com/parleychat/parley/services/persistence/history"
@@ -44,7 +45,7 @@ func main() {
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
-	svc, err := persistence.New(persistence.Config{Brokers: daemon.List(*brokers), GRPCAddr: *grpcAddr, InstanceID: *instance, SyncMargin: *syncMargin, StartupTimeout: sc.startupTimeout, Logger: log}, store)
+	svc, err := persistence.New(persistence.Config{Brokers: daemon.List(*brokers), GRPCAddr: *grpcAddr, InstanceID: *instance, SyncMargin: *syncMargin, StartupTimeout: sc.startupTimeout, Logger: log, Registry: metrics.NewRegistry()}, store)
 	if err != nil {
 		_ = store.Close()
 		os.Exit(daemon.Fail(log, err))
