@@ -28,7 +28,7 @@
 // The others are leaves, taken with none of the above held and nothing
 // taken under them: Service.live's mu (every accepted connection),
 // watchers.mu (watchLoop collects changes under it and queues them after
-// releasing it), peers.mu (connections to other edges) and the mu of each
+// releasing it), peers' connection pool (push.Edges) and the mu of each
 // of access's caches.
 package edge
 
@@ -149,6 +149,7 @@ func New(cfg Config) (*Service, error) {
 		s.closeClients()
 		return nil, fmt.Errorf("edge: http address: %w", err)
 	}
+	s.peers.Timeout = typingPush
 	s.peers.self = cfg.PushAddr
 	if s.peers.self == "" {
 		s.peers.self = s.srv.grpcLis.Addr().String()
@@ -173,7 +174,7 @@ func (s *Service) closeClients() {
 	for _, c := range s.clients.open {
 		c.Close()
 	}
-	s.peers.close()
+	s.peers.Close()
 }
 
 // HTTPAddr is the bound HTTP address.

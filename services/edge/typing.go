@@ -2,13 +2,9 @@ package edge
 
 import (
 	"context"
-	"fmt"
-	"slices"
-	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"github.com/parleychat/parley/pkg/server/push"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
@@ -67,7 +63,9 @@ func typing(ctx context.Context, c *conn, b *clientv1.ClientFrame_Typing) *clien
 	return answer
 }
 
-// pushTyping delivers an indicator to the edges holding the users.
+// pushTyping delivers an indicator to the edges holding the users,
+// planned and pushed the way fan-out delivers the log (package push);
+// this node's own users get theirs without a call.
 func (s *Service) pushTyping(ind *chatv1.Typing, users []string) {
 	if len(users) == 0 {
 		return
@@ -79,63 +77,23 @@ func (s *Service) pushTyping(ind *chatv1.Typing, users []string) {
 		s.log.Debug("edge: typing not forwarded", "err", err)
 		return
 	}
-	byEdge := map[string][]string{}
-	for _, l := range resp.GetLocations() {
-		for _, addr := range l.GetPushAddresses() {
-			if !slices.Contains(byEdge[addr], l.GetUserId()) {
-				byEdge[addr] = append(byEdge[addr], l.GetUserId())
-			}
+	plan := push.Plan([]push.Item{{Delivery: &edgev1.Delivery{Typing: ind}, Recipients: users}}, resp.GetLocations())
+	if own, ok := plan[s.peers.self]; ok {
+		delete(plan, s.peers.self)
+		for _, d := range own {
+			s.hub.deliver(item{typing: ind}, d.GetUserIds())
 		}
 	}
-	for addr, us := range byEdge {
-		if addr == s.peers.self {
-			s.hub.deliver(item{typing: ind}, us)
-			continue
-		}
-		peer, err := s.peers.get(addr)
-		if err == nil {
-			_, err = edgev1.NewEdgeServiceClient(peer).Push(ctx, &edgev1.PushRequest{Deliveries: []*edgev1.Delivery{{Typing: ind, UserIds: us}}})
-		}
-		if err != nil {
-			s.log.Debug("edge: typing not pushed", "edge", addr, "err", err)
-		}
+	if err := s.peers.Push(ctx, plan); err != nil {
+		s.log.Debug("edge: typing not pushed", "err", err)
 	}
 }
 
-// peers are this node's connections to other edges' Push: typing
-// indicators are routed by the edge that receives them, not by fan-out.
+// peers are this node's connections to other edges' Push: a typing
+// indicator goes from the edge that receives it straight to the others,
+// never through Kafka or fan-out.
 type peers struct {
-	// self is this node's own push address; its users' indicators are
-	// delivered without a call.
+	// self is this node's own push address.
 	self string
-	// mu guards conns; a leaf in the lock order (package doc).
-	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
-}
-
-// get is a connection to the edge at addr, dialled on first use.
-func (p *peers) get(addr string) (*grpc.ClientConn, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c := p.conns[addr]; c != nil {
-		return c, nil
-	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, fmt.Errorf("edge client %s: %w", addr, err)
-	}
-	if p.conns == nil {
-		p.conns = map[string]*grpc.ClientConn{}
-	}
-	p.conns[addr] = c
-	return c, nil
-}
-
-func (p *peers) close() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
+	push.Edges
 }

@@ -83,9 +83,7 @@ func TestDeadEdgeDoesNotStopPushes(t *testing.T) {
 	t.Cleanup(func() {
 		s.cl.Close()
 		s.presence.Close()
-		for _, c := range s.edges {
-			c.Close()
-		}
+		s.edges.Close()
 	})
 	err = s.deliver(t.Context(), []*logv1.EventRecord{{
 		Event: &chatv1.Event{ConversationId: "c", Seq: 1, EventId: "e1"}, RecipientIds: []string{"bob"},

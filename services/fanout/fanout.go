@@ -8,20 +8,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/parleychat/parley/pkg/server/consumer"
 	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/presenceclient"
+	"github.com/parleychat/parley/pkg/server/push"
 	"github.com/parleychat/parley/pkg/server/records"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	edgev1 "github.com/parleychat/parley/pkg/pb/parley/edge/v1"
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
@@ -68,9 +65,8 @@ type Service struct {
 	reg    *prometheus.Registry
 	counts *metrics.EventConsumer
 
-	// mu guards edges, the pool of connections to edge nodes.
-	mu    sync.Mutex
-	edges map[string]*grpc.ClientConn
+	// edges pushes to the edge nodes.
+	edges push.Edges
 }
 
 // New creates the Kafka client and the presence connection.
@@ -97,7 +93,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	reg := cfg.Registry
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "fanout"), cl: cl,
-		presence: pc, edges: map[string]*grpc.ClientConn{},
+		presence: pc, edges: push.Edges{Timeout: pushTimeout},
 		guard: guard, reg: reg, counts: metrics.NewEventConsumer(reg, "fanout",
 			"Event records set aside on "+topics.DeadLetter+" instead of pushed, by reason.", records.ReasonUndecodable, records.ReasonEmpty, records.ReasonInvalid)}
 	if !cfg.NoLocationCache {
@@ -120,11 +116,7 @@ func (s *Service) Run(ctx context.Context) error {
 	defer func() {
 		s.cl.Close()
 		s.presence.Close()
-		s.mu.Lock()
-		for _, c := range s.edges {
-			c.Close()
-		}
-		s.mu.Unlock()
+		s.edges.Close()
 	}()
 	if err := topics.WaitReadyWithin(ctx, s.cl, s.cfg.StartupTimeout); err != nil {
 		if ctx.Err() != nil {
@@ -168,46 +160,18 @@ func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
 	return true
 }
 
-// Plan plans one batch: for each edge address, the deliveries (an event,
-// a receipt or flags each) it gets, in log order, each naming only the recipients
-// that edge holds.
+// Plan plans one batch of log records: for each edge address, the
+// deliveries (an event, a receipt or flags each) it gets, in log order,
+// each naming only the recipients that edge holds.
 func Plan(recs []*logv1.EventRecord, locs []*presencev1.UserLocation) map[string][]*edgev1.Delivery {
-	where := make(map[string][]string, len(locs))
-	for _, l := range locs {
-		where[l.GetUserId()] = l.GetPushAddresses()
-	}
-	plan := map[string][]*edgev1.Delivery{}
-	// A user named twice (in the record, or twice at one edge by
-	// presence) must still get the event once: the edge pushes to every
-	// connection of every user it is given.
-	type target struct{ user, addr string }
-	var named map[target]bool
-	for _, rec := range recs {
-		var byEdge map[string]*edgev1.Delivery
-		clear(named)
-		for _, u := range rec.GetRecipientIds() {
-			for _, addr := range where[u] {
-				if named[target{u, addr}] {
-					continue
-				}
-				if byEdge == nil {
-					byEdge = map[string]*edgev1.Delivery{}
-				}
-				if named == nil {
-					named = map[target]bool{}
-				}
-				named[target{u, addr}] = true
-				d := byEdge[addr]
-				if d == nil {
-					d = &edgev1.Delivery{Event: rec.GetEvent(), Receipt: rec.GetReceipt(), Flags: rec.GetFlags()}
-					byEdge[addr] = d
-					plan[addr] = append(plan[addr], d)
-				}
-				d.UserIds = append(d.UserIds, u)
-			}
+	items := make([]push.Item, len(recs))
+	for i, rec := range recs {
+		items[i] = push.Item{
+			Delivery:   &edgev1.Delivery{Event: rec.GetEvent(), Receipt: rec.GetReceipt(), Flags: rec.GetFlags()},
+			Recipients: rec.GetRecipientIds(),
 		}
 	}
-	return plan
+	return push.Plan(items, locs)
 }
 
 func (s *Service) deliver(ctx context.Context, recs []*logv1.EventRecord) error {
@@ -234,25 +198,7 @@ func (s *Service) deliver(ctx context.Context, recs []*logv1.EventRecord) error 
 		// up on resume or at the next event's gap.
 		s.log.Warn("fanout: some recipients not located; their live delivery is skipped", "err", err)
 	}
-	// Each push stands alone: an edge that died still holds sessions in
-	// presence until its lease lapses, and its failure must not cancel the
-	// pushes to the live edges its users came back on.
-	var g errgroup.Group
-	for addr, deliveries := range Plan(recs, locs) {
-		g.Go(func() error {
-			cctx, cancel := context.WithTimeout(ctx, pushTimeout)
-			defer cancel()
-			conn, err := s.edge(addr)
-			if err != nil {
-				return err
-			}
-			if _, err := edgev1.NewEdgeServiceClient(conn).Push(cctx, &edgev1.PushRequest{Deliveries: deliveries}); err != nil {
-				return fmt.Errorf("push %d deliveries to %s: %w", len(deliveries), addr, err)
-			}
-			return nil
-		})
-	}
-	return g.Wait()
+	return s.edges.Push(ctx, Plan(recs, locs))
 }
 
 // locateFor bounds how long a batch waits for a presence instance that
@@ -286,18 +232,4 @@ func (s *Service) locate(ctx context.Context, users []string) ([]*presencev1.Use
 		case <-time.After(backoff):
 		}
 	}
-}
-
-func (s *Service) edge(addr string) (*grpc.ClientConn, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if c := s.edges[addr]; c != nil {
-		return c, nil
-	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, fmt.Errorf("edge client %s: %w", addr, err)
-	}
-	s.edges[addr] = c
-	return c, nil
 }
