@@ -8,6 +8,7 @@ import (
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
+	"github.com/parleychat/parley/pkg/server/membership"
 )
 
 // dedupKey scopes client message ids to their sender: ids are chosen by
@@ -17,9 +18,12 @@ type dedupKey struct{ user, clientMsgID string }
 // conversation is the sequencer's aggregate: everything needed to decide a
 // command, rebuilt from the event log alone.
 type conversation struct {
-	id      string
-	kind    chatv1.ConversationKind
-	members []string // in join order; stamped on every event for fan-out
+	id string
+	// sum is the conversation's membership, roles, kind and public flag,
+	// folded by membership.Fold: the same fold the history stores'
+	// summaries use. Its member list, in join order, is stamped on every
+	// event for fan-out.
+	sum     *chatv1.Conversation
 	lastSeq uint64
 	// applied maps every accepted client message id to its seq. It is what
 	// makes a retry, however late, return the original answer.
@@ -30,14 +34,8 @@ type conversation struct {
 	delivered map[deviceKey]uint64
 	read      map[string]uint64
 
-	// Groups and channels (groups.go): the owner, the admins, the muted
-	// members, every invite code ever created (true while valid) and
-	// whether a channel is public.
-	owner   string
-	admins  map[string]bool
-	muted   map[string]bool
+	// invites holds every invite code ever created (true while valid).
 	invites map[string]bool
-	public  bool
 	// blocks holds, for a direct conversation, the users of the pair who
 	// block the other, and lastBlock the time of the latest block record,
 	// which the next one must pass (see decideBlock).
@@ -57,8 +55,8 @@ type conversation struct {
 type deviceKey struct{ user, device string }
 
 func newConversation(id string) *conversation {
-	return &conversation{id: id, applied: map[dedupKey]uint64{}, delivered: map[deviceKey]uint64{}, read: map[string]uint64{},
-		admins: map[string]bool{}, muted: map[string]bool{}, invites: map[string]bool{}, blocks: map[string]bool{},
+	return &conversation{id: id, sum: &chatv1.Conversation{ConversationId: id}, applied: map[dedupKey]uint64{}, delivered: map[deviceKey]uint64{}, read: map[string]uint64{},
+		invites: map[string]bool{}, blocks: map[string]bool{},
 		messages: map[uint64]*message{}, reactions: map[reactionKey]uint64{}, flags: map[string]*chatv1.ConversationFlags{}}
 }
 
@@ -82,14 +80,11 @@ func (c *conversation) move(user, device string, deliveredSeq, readSeq uint64) b
 	return moved
 }
 
-func (c *conversation) isMember(user string) bool {
-	for _, m := range c.members {
-		if m == user {
-			return true
-		}
-	}
-	return false
-}
+func (c *conversation) isMember(user string) bool { return membership.IsMember(c.sum, user) }
+
+// members are the conversation's members in join order; not to be
+// changed by the caller.
+func (c *conversation) members() []string { return c.sum.GetMemberIds() }
 
 // replay folds a record read back from the log into the aggregate.
 func replay(convs map[string]*conversation, rec *logv1.EventRecord) {
@@ -138,18 +133,8 @@ func replay(convs map[string]*conversation, rec *logv1.EventRecord) {
 // it, so the live aggregate and the one rebuilt from the log agree.
 func (c *conversation) apply(ev *chatv1.Event) {
 	c.fold(ev)
-	switch b := ev.GetBody().(type) {
-	case *chatv1.Event_ConversationCreated:
-		c.kind = b.ConversationCreated.GetKind()
-		c.members = append([]string(nil), b.ConversationCreated.GetMemberIds()...)
-		c.owner, c.public = ev.GetSenderId(), b.ConversationCreated.GetPublic()
-	case *chatv1.Event_MemberAdded:
-		if u := b.MemberAdded.GetUserId(); !c.isMember(u) {
-			c.members = append(c.members, u)
-		}
-	default:
-		c.applyGroupEvent(ev)
-	}
+	membership.Fold(c.sum, ev)
+	c.applyGroupEvent(ev)
 }
 
 // decide applies one command to the aggregates of its partition. It returns
@@ -203,7 +188,7 @@ func decide(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, 
 	c.apply(ev)
 	c.move(cmd.GetUserId(), cmd.GetDeviceId(), ev.Seq, ev.Seq)
 	out.Seq = ev.Seq
-	recipients := append([]string(nil), c.members...)
+	recipients := append([]string(nil), c.members()...)
 	if v.removed != "" {
 		// Who leaves gets their own departure, then nothing more.
 		recipients = append(recipients, v.removed)

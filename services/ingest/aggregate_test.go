@@ -127,7 +127,7 @@ func TestReplayRebuildsTheAggregate(t *testing.T) {
 		replay(rebuilt, rec) // a replay twice changes nothing
 	}
 	a, b := live["g"], rebuilt["g"]
-	if fmt.Sprint(a.kind, a.members, a.lastSeq, a.applied, a.delivered, a.read) != fmt.Sprint(b.kind, b.members, b.lastSeq, b.applied, b.delivered, b.read) {
+	if fmt.Sprint(a.kind(), a.members(), a.lastSeq, a.applied, a.delivered, a.read) != fmt.Sprint(b.kind(), b.members(), b.lastSeq, b.applied, b.delivered, b.read) {
 		t.Fatalf("rebuilt aggregate differs:\n live    %+v\n rebuilt %+v", a, b)
 	}
 	_, out := decide(rebuilt, postCmd("g", "carol", "m1", "hello"), 10, time.Now())

@@ -32,7 +32,7 @@ func prepareBlock(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 // conversation is refused.
 func decideBlock(convs map[string]*conversation, cmd *logv1.Command, b *logv1.Block, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
 	c := convs[cmd.GetConversationId()]
-	if c.exists() && c.kind != chatv1.ConversationKind_CONVERSATION_KIND_DIRECT {
+	if c.exists() && c.kind() != chatv1.ConversationKind_CONVERSATION_KIND_DIRECT {
 		// Prepare derives the id from the pair; only a forged command
 		// lands here.
 		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "blocks belong to direct conversations"

@@ -36,19 +36,19 @@ type family struct {
 func familyOf(cmd *logv1.Command) *family {
 	switch cmd.GetBody().(type) {
 	case *logv1.Command_Mark:
-		return &marks
+		return &markFamily
 	case *logv1.Command_SetFlags:
-		return &flags
+		return &flagFamily
 	case *logv1.Command_Block:
-		return &blocks
+		return &blockFamily
 	case *logv1.Command_CreateConversation:
-		return &creates
+		return &createFamily
 	case *logv1.Command_AddMember, *logv1.Command_RemoveMember, *logv1.Command_Leave, *logv1.Command_SetRole,
 		*logv1.Command_TransferOwnership, *logv1.Command_MuteMember, *logv1.Command_Rename,
 		*logv1.Command_CreateInvite, *logv1.Command_RevokeInvite, *logv1.Command_JoinByInvite, *logv1.Command_Follow:
-		return &membership
+		return &memberFamily
 	case *logv1.Command_PostMessage, *logv1.Command_EditMessage, *logv1.Command_DeleteMessage, *logv1.Command_React:
-		return &messages
+		return &messageFamily
 	}
 	return nil
 }
@@ -56,25 +56,25 @@ func familyOf(cmd *logv1.Command) *family {
 // The families. Each is a table of functions, never changed after start.
 var (
 	// marks: aggregate.go.
-	marks = family{state: true, prepare: prepareMark, decideState: func(convs map[string]*conversation, cmd *logv1.Command, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
+	markFamily = family{state: true, prepare: prepareMark, decideState: func(convs map[string]*conversation, cmd *logv1.Command, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
 		return decideMark(convs[cmd.GetConversationId()], cmd, cmd.GetMark(), out, now)
 	}}
 	// flags: flags.go.
-	flags = family{state: true, prepare: prepareFlags, decideState: func(convs map[string]*conversation, cmd *logv1.Command, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
+	flagFamily = family{state: true, prepare: prepareFlags, decideState: func(convs map[string]*conversation, cmd *logv1.Command, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
 		return decideFlags(convs[cmd.GetConversationId()], cmd, cmd.GetSetFlags(), out, now)
 	}}
 	// blocks: groups.go.
-	blocks = family{state: true, prepare: prepareBlock, decideState: func(convs map[string]*conversation, cmd *logv1.Command, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
+	blockFamily = family{state: true, prepare: prepareBlock, decideState: func(convs map[string]*conversation, cmd *logv1.Command, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
 		return decideBlock(convs, cmd, cmd.GetBlock(), out, now)
 	}}
 	// creates: conversations.go.
-	creates = family{prepare: prepareCreate, decideEvent: decideCreate}
+	createFamily = family{prepare: prepareCreate, decideEvent: decideCreate}
 	// membership and administration: groups.go.
-	membership = family{prepare: prepareMembership, decideEvent: func(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, ev *chatv1.Event) verdict {
+	memberFamily = family{prepare: prepareMembership, decideEvent: func(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, ev *chatv1.Event) verdict {
 		return decideGroup(convs[cmd.GetConversationId()], cmd, maxMembers, ev)
 	}}
 	// messages: messages.go.
-	messages = family{prepare: prepareMessage, decideEvent: func(convs map[string]*conversation, cmd *logv1.Command, _ int, ev *chatv1.Event) verdict {
+	messageFamily = family{prepare: prepareMessage, decideEvent: func(convs map[string]*conversation, cmd *logv1.Command, _ int, ev *chatv1.Event) verdict {
 		return decideMessage(convs[cmd.GetConversationId()], cmd, ev)
 	}}
 )

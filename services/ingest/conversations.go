@@ -77,7 +77,7 @@ func decideCreate(convs map[string]*conversation, cmd *logv1.Command, maxMembers
 		return refuse(chatv1.ErrorCode_ERROR_CODE_BLOCKED, "you cannot message this user")
 	}
 	if c.exists() {
-		if c.kind == chatv1.ConversationKind_CONVERSATION_KIND_DIRECT && c.isMember(cmd.GetUserId()) {
+		if c.kind() == chatv1.ConversationKind_CONVERSATION_KIND_DIRECT && c.isMember(cmd.GetUserId()) {
 			return verdict{noop: true, seq: 1}
 		}
 		return refuse(chatv1.ErrorCode_ERROR_CODE_ALREADY_EXISTS, "conversation already exists")
@@ -90,7 +90,7 @@ func decideCreate(convs map[string]*conversation, cmd *logv1.Command, maxMembers
 		convs[c.id] = c
 	}
 	ev.Body = &chatv1.Event_ConversationCreated{ConversationCreated: &chatv1.ConversationCreated{
-		Kind: cc.GetKind(), Title: cc.GetTitle(), MemberIds: append(append([]string(nil), c.members...), cc.GetMemberIds()...),
+		Kind: cc.GetKind(), Title: cc.GetTitle(), MemberIds: append(append([]string(nil), c.members()...), cc.GetMemberIds()...),
 		Public: cc.GetPublic(),
 	}}
 	return verdict{}

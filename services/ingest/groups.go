@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/parleychat/parley/pkg/server/auth"
+	"github.com/parleychat/parley/pkg/server/membership"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
@@ -22,18 +23,19 @@ import (
 func (c *conversation) exists() bool { return c != nil && c.lastSeq > 0 }
 
 // managed reports whether the conversation has roles.
-func (c *conversation) managed() bool {
-	return c.kind == chatv1.ConversationKind_CONVERSATION_KIND_GROUP || c.kind == chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL
-}
+func (c *conversation) managed() bool { return membership.Managed(c.sum) }
+
+// kind is the conversation's kind (UNSPECIFIED before its creation).
+func (c *conversation) kind() chatv1.ConversationKind { return c.sum.GetKind() }
 
 // role is what user may do here; UNSPECIFIED for a non-member.
 func (c *conversation) role(user string) chatv1.MemberRole {
 	switch {
 	case !c.isMember(user):
 		return chatv1.MemberRole_MEMBER_ROLE_UNSPECIFIED
-	case c.managed() && user == c.owner:
+	case c.managed() && user == c.sum.GetOwnerId():
 		return chatv1.MemberRole_MEMBER_ROLE_OWNER
-	case c.admins[user]:
+	case membership.IsAdmin(c.sum, user):
 		return chatv1.MemberRole_MEMBER_ROLE_ADMIN
 	}
 	return chatv1.MemberRole_MEMBER_ROLE_MEMBER
@@ -47,57 +49,20 @@ func (c *conversation) blocked() bool { return c != nil && len(c.blocks) > 0 }
 // mayPost says why user may not post here, if they may not.
 func (c *conversation) mayPost(user string) (chatv1.ErrorCode, string) {
 	switch {
-	case c.kind == chatv1.ConversationKind_CONVERSATION_KIND_DIRECT && c.blocked():
+	case c.kind() == chatv1.ConversationKind_CONVERSATION_KIND_DIRECT && c.blocked():
 		return chatv1.ErrorCode_ERROR_CODE_BLOCKED, "you cannot message this user"
-	case c.muted[user]:
+	case membership.IsMuted(c.sum, user):
 		return chatv1.ErrorCode_ERROR_CODE_MUTED, "you are muted in this conversation"
-	case c.kind == chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL && c.role(user) < chatv1.MemberRole_MEMBER_ROLE_ADMIN:
+	case c.kind() == chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL && c.role(user) < chatv1.MemberRole_MEMBER_ROLE_ADMIN:
 		return chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "only the owner and admins post in a channel"
 	}
 	return chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, ""
 }
 
-// removeMember drops user and everything their membership carried.
-func (c *conversation) removeMember(user string) {
-	for i, m := range c.members {
-		if m == user {
-			c.members = append(c.members[:i:i], c.members[i+1:]...)
-			break
-		}
-	}
-	delete(c.admins, user)
-	delete(c.muted, user)
-}
-
-// applyGroupEvent folds the events of this file into the aggregate.
+// applyGroupEvent folds what membership.Fold leaves to the sequencer:
+// invite codes.
 func (c *conversation) applyGroupEvent(ev *chatv1.Event) {
 	switch b := ev.GetBody().(type) {
-	case *chatv1.Event_MemberRemoved:
-		c.removeMember(b.MemberRemoved.GetUserId())
-	case *chatv1.Event_MemberLeft:
-		c.removeMember(b.MemberLeft.GetUserId())
-	case *chatv1.Event_MemberJoined:
-		if u := b.MemberJoined.GetUserId(); !c.isMember(u) {
-			c.members = append(c.members, u)
-		}
-	case *chatv1.Event_RoleChanged:
-		if b.RoleChanged.GetRole() == chatv1.MemberRole_MEMBER_ROLE_ADMIN {
-			c.admins[b.RoleChanged.GetUserId()] = true
-		} else {
-			delete(c.admins, b.RoleChanged.GetUserId())
-		}
-	case *chatv1.Event_OwnershipTransferred:
-		if c.owner != "" {
-			c.admins[c.owner] = true
-		}
-		c.owner = b.OwnershipTransferred.GetNewOwnerId()
-		delete(c.admins, c.owner)
-	case *chatv1.Event_MemberMuted:
-		if b.MemberMuted.GetMuted() {
-			c.muted[b.MemberMuted.GetUserId()] = true
-		} else {
-			delete(c.muted, b.MemberMuted.GetUserId())
-		}
 	case *chatv1.Event_InviteCreated:
 		c.invites[b.InviteCreated.GetCode()] = true
 	case *chatv1.Event_InviteRevoked:
@@ -194,14 +159,14 @@ func decideAdd(c *conversation, cmd *logv1.Command, maxMembers int, ev *chatv1.E
 	if !c.managed() {
 		return refuse(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "members can only be added to groups and channels")
 	}
-	if c.kind == chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL && c.role(cmd.GetUserId()) < chatv1.MemberRole_MEMBER_ROLE_ADMIN {
+	if c.kind() == chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL && c.role(cmd.GetUserId()) < chatv1.MemberRole_MEMBER_ROLE_ADMIN {
 		return refuse(chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "only the owner and admins add followers to a channel")
 	}
 	u := cmd.GetAddMember().GetUserId()
 	if c.isMember(u) {
 		return refuse(chatv1.ErrorCode_ERROR_CODE_ALREADY_EXISTS, u+" is already a member")
 	}
-	if len(c.members) >= maxMembers {
+	if len(c.members()) >= maxMembers {
 		return refuse(chatv1.ErrorCode_ERROR_CODE_CONVERSATION_FULL, "conversation is full")
 	}
 	ev.Body = &chatv1.Event_MemberAdded{MemberAdded: &chatv1.MemberAdded{UserId: u}}
@@ -229,20 +194,20 @@ func decideGroup(c *conversation, cmd *logv1.Command, maxMembers int, ev *chatv1
 			return refuse(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such invite")
 		case actor != chatv1.MemberRole_MEMBER_ROLE_UNSPECIFIED:
 			return alreadyThere
-		case len(c.members) >= maxMembers:
+		case len(c.members()) >= maxMembers:
 			return full
 		}
 		ev.Body = &chatv1.Event_MemberJoined{MemberJoined: &chatv1.MemberJoined{UserId: user, InviteCode: b.JoinByInvite.GetCode()}}
 		return verdict{}
 	case *logv1.Command_Follow:
 		switch {
-		case c.kind != chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL:
+		case c.kind() != chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL:
 			return refuse(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "only channels can be followed")
-		case !c.public:
+		case !c.sum.GetPublic():
 			return refuse(chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "this channel is private: join it by invite")
 		case actor != chatv1.MemberRole_MEMBER_ROLE_UNSPECIFIED:
 			return alreadyThere
-		case len(c.members) >= maxMembers:
+		case len(c.members()) >= maxMembers:
 			return full
 		}
 		ev.Body = &chatv1.Event_MemberJoined{MemberJoined: &chatv1.MemberJoined{UserId: user}}
@@ -317,9 +282,9 @@ func decideGroup(c *conversation, cmd *logv1.Command, maxMembers int, ev *chatv1
 			return notAMember(u)
 		case target >= actor:
 			return refuse(chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "you can only mute members below your role")
-		case mute && c.muted[u]:
+		case mute && membership.IsMuted(c.sum, u):
 			return refuse(chatv1.ErrorCode_ERROR_CODE_ALREADY_EXISTS, u+" is muted already")
-		case !mute && !c.muted[u]:
+		case !mute && !membership.IsMuted(c.sum, u):
 			return refuse(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, u+" is not muted")
 		}
 		ev.Body = &chatv1.Event_MemberMuted{MemberMuted: &chatv1.MemberMuted{UserId: u, Muted: mute}}

@@ -349,12 +349,12 @@ func TestReplayRebuildsGroups(t *testing.T) {
 		replay(rebuilt, rec)
 	}
 	state := func(c *conversation) string {
-		return fmt.Sprint(c.members, c.owner, c.admins, c.muted, c.invites, c.public, c.lastSeq)
+		return fmt.Sprint(c.members(), c.sum.GetOwnerId(), c.sum.GetAdminIds(), c.sum.GetMutedIds(), c.invites, c.sum.GetPublic(), c.lastSeq)
 	}
 	if a, b := state(live["g"]), state(rebuilt["g"]); a != b {
 		t.Fatalf("rebuilt aggregate differs:\n live    %s\n rebuilt %s", a, b)
 	}
-	if want := "[alice dave erin]davemap[alice:true] map[] map[invite-code-0001:false second-code-0002:true] false 11"; state(live["g"]) != want {
+	if want := "[alice dave erin]dave[alice] [] map[invite-code-0001:false second-code-0002:true] false 11"; state(live["g"]) != want {
 		t.Fatalf("state %s, want %s", state(live["g"]), want)
 	}
 }

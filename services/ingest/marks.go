@@ -52,5 +52,5 @@ func decideMark(c *conversation, cmd *logv1.Command, m *logv1.Mark, out *logv1.O
 	}
 	r := proto.CloneOf(out.Receipt)
 	r.Time = timestamppb.New(now)
-	return &logv1.EventRecord{Receipt: r, RecipientIds: append([]string(nil), c.members...), CommandId: cmd.GetCommandId()}, out
+	return &logv1.EventRecord{Receipt: r, RecipientIds: append([]string(nil), c.members()...), CommandId: cmd.GetCommandId()}, out
 }

@@ -187,7 +187,7 @@ func TestReplayRebuildsMessages(t *testing.T) {
 		replay(rebuilt, rec)
 	}
 	dump := func(c *conversation) string {
-		s := fmt.Sprint(c.owner, c.lastMessage, c.reactions)
+		s := fmt.Sprint(c.sum.GetOwnerId(), c.lastMessage, c.reactions)
 		for seq := range uint64(10) {
 			if m := c.messages[seq]; m != nil {
 				s += fmt.Sprint(seq, *m)

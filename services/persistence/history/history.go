@@ -13,6 +13,7 @@ import (
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
+	"github.com/parleychat/parley/pkg/server/membership"
 )
 
 // ErrNotFound means the store has no such conversation.
@@ -197,46 +198,8 @@ func Summarize(c *chatv1.Conversation, ev *chatv1.Event) (joined, left []string,
 	c.ConversationId = ev.GetConversationId()
 	c.LastSeq = ev.GetSeq()
 	c.LastActivity = ev.GetTime()
-	join := func(m string) {
-		if !IsMember(c, m) {
-			c.MemberIds = append(c.MemberIds, m)
-			joined = append(joined, m)
-		}
-	}
+	joined, left = membership.Fold(c, ev)
 	switch b := ev.GetBody().(type) {
-	case *chatv1.Event_ConversationCreated:
-		c.Kind = b.ConversationCreated.GetKind()
-		c.Title = b.ConversationCreated.GetTitle()
-		c.Public = b.ConversationCreated.GetPublic()
-		if c.Kind == chatv1.ConversationKind_CONVERSATION_KIND_GROUP || c.Kind == chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL {
-			c.OwnerId = ev.GetSenderId()
-		}
-		for _, m := range b.ConversationCreated.GetMemberIds() {
-			join(m)
-		}
-	case *chatv1.Event_MemberAdded:
-		join(b.MemberAdded.GetUserId())
-	case *chatv1.Event_MemberJoined:
-		join(b.MemberJoined.GetUserId())
-	case *chatv1.Event_MemberRemoved:
-		left = leave(c, b.MemberRemoved.GetUserId())
-	case *chatv1.Event_MemberLeft:
-		left = leave(c, b.MemberLeft.GetUserId())
-	case *chatv1.Event_RoleChanged:
-		c.AdminIds = setIn(c.AdminIds, b.RoleChanged.GetUserId(), b.RoleChanged.GetRole() == chatv1.MemberRole_MEMBER_ROLE_ADMIN)
-	case *chatv1.Event_OwnershipTransferred:
-		// The sender is the owner until now (the sequencer sees to it);
-		// taken from the event, not the summary, so that a backend writing
-		// without reading folds it the same way.
-		if s := ev.GetSenderId(); s != "" {
-			c.AdminIds = setIn(c.AdminIds, s, true)
-		}
-		c.OwnerId = b.OwnershipTransferred.GetNewOwnerId()
-		c.AdminIds = setIn(c.AdminIds, c.OwnerId, false)
-	case *chatv1.Event_MemberMuted:
-		c.MutedIds = setIn(c.MutedIds, b.MemberMuted.GetUserId(), b.MemberMuted.GetMuted())
-	case *chatv1.Event_ConversationRenamed:
-		c.Title = b.ConversationRenamed.GetTitle()
 	case *chatv1.Event_MessagePosted:
 		c.LastMessagePreview, c.LastMessageKind = MessagePreview(b.MessagePosted)
 		c.LastMessageSeq, c.LastMessageDeleted = ev.GetSeq(), false
@@ -253,30 +216,6 @@ func Summarize(c *chatv1.Conversation, ev *chatv1.Event) (joined, left []string,
 		}
 	}
 	return joined, left, true
-}
-
-// leave drops user from the summary with their role and mute.
-func leave(c *chatv1.Conversation, user string) []string {
-	c.AdminIds = setIn(c.AdminIds, user, false)
-	c.MutedIds = setIn(c.MutedIds, user, false)
-	i := slices.Index(c.MemberIds, user)
-	if i < 0 {
-		return nil
-	}
-	c.MemberIds = slices.Delete(c.MemberIds, i, i+1)
-	return []string{user}
-}
-
-// setIn adds user to (in) or removes them from a sorted id list.
-func setIn(ids []string, user string, in bool) []string {
-	i, found := slices.BinarySearch(ids, user)
-	switch {
-	case in && !found:
-		return slices.Insert(ids, i, user)
-	case !in && found:
-		return slices.Delete(ids, i, i+1)
-	}
-	return ids
 }
 
 // Previews of messages without text. They are fixed words, not prose:
@@ -308,14 +247,7 @@ func MessagePreview(m *chatv1.MessagePosted) (string, chatv1.MessageKind) {
 }
 
 // IsMember reports whether user is in the summary's member list.
-func IsMember(c *chatv1.Conversation, user string) bool {
-	for _, m := range c.GetMemberIds() {
-		if m == user {
-			return true
-		}
-	}
-	return false
-}
+func IsMember(c *chatv1.Conversation, user string) bool { return membership.IsMember(c, user) }
 
 // Preview cuts text to PreviewRunes runes.
 func Preview(text string) string {
