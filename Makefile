@@ -12,6 +12,10 @@ GO_DIRS := pkg services cmd
 BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
+# helm for `make helm-check`, built from source like the generators. The
+# Kubernetes version it renders for and validates against follows k8s.io/api
+# in cmd/go.mod (v0.37.2: Kubernetes v1.37.2).
+HELM_VERSION := v3.21.4
 
 # Budgets are counts of executions, not durations: with a duration, Go
 # 1.26's fuzz coordinator can report "context deadline exceeded" at the
@@ -63,6 +67,17 @@ proto-check: proto ## fail if regenerating changes the committed code, or if a .
 		echo "generated code is stale: run 'make proto' and commit pkg/pb"; git status --short -- pkg/pb; exit 1; fi
 	@if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then \
 		$(BIN)/buf breaking --against '.git#ref=HEAD~1'; fi
+
+# In a folder per version, so that changing HELM_VERSION installs the new
+# one. The first build takes a few minutes; later ones come from the Go
+# build cache. -X sets the version `helm version` prints.
+HELM := $(BIN)/helm/$(HELM_VERSION)/helm
+$(HELM):
+	GOBIN=$(dir $(HELM)) go install -ldflags "-X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+.PHONY: helm-check
+helm-check: $(HELM) ## lint and render helm/parley with each values file in helm/parley/ci; check every object against k8s.io/api and the OpenAPI schema
+	go run ./cmd/internal/helmcheck -helm $(HELM) -chart helm/parley
 
 .PHONY: lint
 lint: ## gofmt and go vet over every module; the SDK's module stays free of server dependencies
@@ -118,7 +133,7 @@ chaos-short: ## the chaos run in short mode (60 devices, 1 minute of faults, abo
 		go run ./cmd/parley-chaos -short -report "$${TMPDIR:-/tmp}/parley-chaos-short.json" $(CHAOS_FLAGS)
 
 .PHONY: test
-test: proto-check lint test-all chaos-short fuzz-short ## everything CI runs
+test: proto-check lint helm-check test-all chaos-short fuzz-short ## everything CI runs
 	@echo "make test: all green"
 
 .PHONY: run-stack
