@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/server/health"
+	"github.com/parleychat/parley/pkg/server/tracing"
 )
 
 // Env returns the environment variable key, or def when it is unset.
@@ -71,14 +73,38 @@ func List(s string) []string {
 	return out
 }
 
-// Logger writes text logs to stderr at PARLEY_LOG_LEVEL (debug, info, warn,
-// error; info by default).
+// Logger writes logs to stderr at PARLEY_LOG_LEVEL (debug, info, warn,
+// error; info by default), as text or, with PARLEY_LOG_FORMAT=json, one
+// JSON object a line. Lines logged with a context carry its trace_id,
+// span_id and request_id (tracing.LogHandler).
 func Logger() *slog.Logger {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(Env("PARLEY_LOG_LEVEL", "info"))); err != nil {
-		level = slog.LevelInfo
+	log, err := NewLogger(os.Stderr, Env("PARLEY_LOG_FORMAT", "text"), Env("PARLEY_LOG_LEVEL", "info"))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%v; logging text at info\n", err)
+		log, _ = NewLogger(os.Stderr, "text", "info")
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	return log
+}
+
+// NewLogger writes logs to w in format (text or json) from level (debug,
+// info, warn, error) up, each line logged with a context carrying its
+// trace and request ids.
+func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler
+	switch format {
+	case "text", "":
+		h = slog.NewTextHandler(w, opts)
+	case "json":
+		h = slog.NewJSONHandler(w, opts)
+	default:
+		return nil, fmt.Errorf("log format %q: want text or json", format)
+	}
+	return slog.New(tracing.LogHandler(h)), nil
 }
 
 // Run runs run until SIGINT or SIGTERM, serving the probes on healthAddr

@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/server/freeport"
+	"github.com/parleychat/parley/pkg/server/tracing"
 )
 
 // TestRunWithMetricsServesThemBesideTheProbes runs a service whose run
@@ -69,5 +71,36 @@ func TestRunFailsOnTakenHealthAddress(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if code == 0 || ran || len(lines) != 1 || !strings.Contains(lines[0], addr) || !strings.Contains(lines[0], "address already in use") {
 		t.Fatalf("exit %d, run called %v, log:\n%s\nwant a non-zero exit, no run, one line naming %s in use", code, ran, out.String(), addr)
+	}
+}
+
+func TestNewLoggerFormats(t *testing.T) {
+	var buf bytes.Buffer
+	log, err := NewLogger(&buf, "json", "warn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("below the level")
+	log.WarnContext(tracing.WithRequestID(context.Background(), "r1"), "kept", "k", "v")
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("json format wrote %q: %v", buf.String(), err)
+	}
+	if line["msg"] != "kept" || line["k"] != "v" || line["request_id"] != "r1" {
+		t.Fatalf("line %v", line)
+	}
+	buf.Reset()
+	if log, err = NewLogger(&buf, "text", "info"); err != nil {
+		t.Fatal(err)
+	}
+	log.Info("plain", "k", "v")
+	if !strings.Contains(buf.String(), "msg=plain k=v") {
+		t.Fatalf("text format wrote %q", buf.String())
+	}
+	if _, err := NewLogger(&buf, "xml", "info"); err == nil {
+		t.Fatal("format xml accepted")
+	}
+	if _, err := NewLogger(&buf, "json", "loud"); err == nil {
+		t.Fatal("level loud accepted")
 	}
 }
