@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/wire"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config configures the service.
@@ -42,6 +43,9 @@ type Config struct {
 	// Registry holds the service's metrics; the caller makes it
 	// (metrics.NewRegistry) and may serve it too. Required.
 	Registry *prometheus.Registry
+	// TracerProvider makes the edge's spans (frames, calls, pushes); nil
+	// makes none.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) defaults() {

@@ -50,6 +50,8 @@ import (
 	"github.com/parleychat/parley/pkg/server/daemon"
 	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/presenceclient"
+	"github.com/parleychat/parley/pkg/server/tracing"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -82,6 +84,7 @@ type Service struct {
 	watchers watchers
 	peers    peers
 	stats    *stats
+	tracer   trace.Tracer
 }
 
 // servers are what New binds and Run serves.
@@ -112,9 +115,11 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "edge", "node", cfg.NodeID), verifier: verifier, hub: newHub(), stats: newStats(cfg.Registry)}
+	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "edge", "node", cfg.NodeID), verifier: verifier, hub: newHub(), stats: newStats(cfg.Registry),
+		tracer: tracing.Tracer(cfg.TracerProvider)}
+	dialOpts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, tracing.GRPCClient(cfg.TracerProvider)...)
 	dial := func(addr string) (*grpc.ClientConn, error) {
-		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		c, err := grpc.NewClient(addr, dialOpts...)
 		if err != nil {
 			return nil, fmt.Errorf("edge: dial %s: %w", addr, err)
 		}
@@ -130,7 +135,7 @@ func New(cfg Config) (*Service, error) {
 		s.closeClients()
 		return nil, err
 	}
-	prc, err := presenceclient.Dial(cfg.PresenceAddrs)
+	prc, err := presenceclient.Dial(cfg.PresenceAddrs, tracing.GRPCClient(cfg.TracerProvider)...)
 	if err != nil {
 		s.closeClients()
 		return nil, fmt.Errorf("edge: %w", err)
@@ -150,12 +155,13 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("edge: http address: %w", err)
 	}
 	s.peers.Timeout = typingPush
+	s.peers.DialOptions = tracing.GRPCClient(cfg.TracerProvider)
 	s.peers.self = cfg.PushAddr
 	if s.peers.self == "" {
 		s.peers.self = s.srv.grpcLis.Addr().String()
 	}
 	s.reporter = newReporter(s.clients.presence, cfg.NodeID, s.peers.self, s.hub, s.log, cfg.Heartbeat)
-	s.srv.grpc = grpc.NewServer()
+	s.srv.grpc = grpc.NewServer(tracing.GRPCServer(cfg.TracerProvider)...)
 	edgev1.RegisterEdgeServiceServer(s.srv.grpc, s)
 	s.srv.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
@@ -215,7 +221,7 @@ func (s *Service) devToken(w http.ResponseWriter, r *http.Request) {
 }
 
 // Push implements EdgeService.
-func (s *Service) Push(_ context.Context, req *edgev1.PushRequest) (*edgev1.PushResponse, error) {
+func (s *Service) Push(ctx context.Context, req *edgev1.PushRequest) (*edgev1.PushResponse, error) {
 	n := 0
 	for _, d := range req.GetDeliveries() {
 		switch {
@@ -234,6 +240,7 @@ func (s *Service) Push(_ context.Context, req *edgev1.PushRequest) (*edgev1.Push
 			n += s.hub.deliver(item{flags: d.GetFlags()}, d.GetUserIds())
 		}
 	}
+	s.pushed(ctx, len(req.GetDeliveries()), n)
 	return &edgev1.PushResponse{Queued: uint32(n)}, nil
 }
 

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -89,8 +92,10 @@ func table(routes ...route) map[reflect.Type]handler {
 
 // handle answers one authenticated frame.
 func (c *conn) handle(ctx context.Context, f *clientv1.ClientFrame) *clientv1.ServerFrame {
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, c.svc.cfg.RequestTimeout)
 	defer cancel()
+	ctx, span, typ := c.startFrame(ctx, f)
 	var out *clientv1.ServerFrame
 	if h := handlers[reflect.TypeOf(f.GetFrame())]; h != nil {
 		out = h(ctx, c, f)
@@ -98,6 +103,7 @@ func (c *conn) handle(ctx context.Context, f *clientv1.ClientFrame) *clientv1.Se
 		out = errorFrame(chatv1.ErrorCode_ERROR_CODE_UNKNOWN_FRAME, "frame has no known type", "")
 	}
 	out.RequestId = f.GetRequestId()
+	c.endFrame(ctx, span, typ, start, out)
 	return out
 }
 
@@ -116,6 +122,7 @@ func command[B any](build func(body B, cmd *logv1.Command), answer func(*logv1.C
 	return func(ctx context.Context, c *conn, body B) *clientv1.ServerFrame {
 		cmd := &logv1.Command{UserId: c.user, DeviceId: c.device}
 		build(body, cmd)
+		trace.SpanFromContext(ctx).SetAttributes(attrConv.String(cmd.GetConversationId()))
 		resp, err := c.svc.clients.ingest.Submit(ctx, &ingestv1.SubmitRequest{Command: cmd})
 		if err != nil {
 			code, msg := grpcError(err)

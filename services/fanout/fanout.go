@@ -17,8 +17,12 @@ import (
 	"github.com/parleychat/parley/pkg/server/push"
 	"github.com/parleychat/parley/pkg/server/records"
 	"github.com/parleychat/parley/pkg/server/topics"
+	"github.com/parleychat/parley/pkg/server/tracing"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	edgev1 "github.com/parleychat/parley/pkg/pb/parley/edge/v1"
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
@@ -50,6 +54,9 @@ type Config struct {
 	// Run fails naming the brokers (topics.StartupTimeout if 0).
 	StartupTimeout time.Duration
 	Logger         *slog.Logger
+	// TracerProvider makes the service's spans (a batch, its Locate and
+	// Push calls); nil makes none.
+	TracerProvider trace.TracerProvider
 }
 
 // Service is a running fan-out node.
@@ -67,6 +74,9 @@ type Service struct {
 
 	// edges pushes to the edge nodes.
 	edges push.Edges
+	// tracer makes batch spans when traced (TracerProvider set).
+	tracer trace.Tracer
+	traced bool
 }
 
 // New creates the Kafka client and the presence connection.
@@ -86,14 +96,15 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fanout kafka client: %w", err)
 	}
-	pc, err := presenceclient.Dial(cfg.PresenceAddrs)
+	pc, err := presenceclient.Dial(cfg.PresenceAddrs, tracing.GRPCClient(cfg.TracerProvider)...)
 	if err != nil {
 		cl.Close()
 		return nil, fmt.Errorf("fanout: %w", err)
 	}
 	reg := cfg.Registry
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "fanout"), cl: cl,
-		presence: pc, edges: push.Edges{Timeout: pushTimeout},
+		presence: pc, edges: push.Edges{Timeout: pushTimeout, DialOptions: tracing.GRPCClient(cfg.TracerProvider)},
+		tracer: tracing.Tracer(cfg.TracerProvider), traced: cfg.TracerProvider != nil,
 		guard: guard, reg: reg, counts: metrics.NewEventConsumer(reg, "fanout",
 			"Event records set aside on "+topics.DeadLetter+" instead of pushed, by reason.", records.ReasonUndecodable, records.ReasonEmpty, records.ReasonInvalid)}
 	if !cfg.NoLocationCache {
@@ -148,6 +159,8 @@ func (s *Service) Run(ctx context.Context) error {
 // returns true the batch may be committed. It returns false only when ctx
 // ended before the dead letters were written.
 func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
+	ctx, span := s.startBatch(ctx, recs)
+	defer span.End()
 	records, ok := records.Triage(ctx, s.cl, s.log, Group, recs, s.guard, s.counts)
 	if !ok {
 		return false
@@ -155,9 +168,24 @@ func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
 	if err := s.deliver(ctx, records); err != nil && ctx.Err() == nil {
 		// Devices catch up from history on resume, so a failed push is
 		// a delay, not a loss; the batch is committed regardless.
-		s.log.Warn("fanout: delivery incomplete", "records", len(records), "err", err)
+		span.SetStatus(codes.Error, err.Error())
+		s.log.WarnContext(ctx, "fanout: delivery incomplete", "records", len(records), "err", err)
 	}
 	return true
+}
+
+// startBatch starts the span of one batch: a root of its own, linked to
+// the span context each event record carries (the sequencer's decision),
+// since one batch's pushes serve many messages and a span has one parent.
+// Its Locate and Push calls are its children.
+func (s *Service) startBatch(ctx context.Context, recs []*kgo.Record) (context.Context, trace.Span) {
+	if !s.traced {
+		return ctx, trace.SpanFromContext(ctx)
+	}
+	return s.tracer.Start(ctx, "fanout.batch", trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithLinks(tracing.Links(recs)...),
+		trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("messaging.destination.name", topics.Events),
+			attribute.Int("parley.records", len(recs))))
 }
 
 // Plan plans one batch of log records: for each edge address, the
@@ -196,9 +224,11 @@ func (s *Service) deliver(ctx context.Context, recs []*logv1.EventRecord) error 
 	if err != nil {
 		// Those located still get the batch; the others' devices catch
 		// up on resume or at the next event's gap.
-		s.log.Warn("fanout: some recipients not located; their live delivery is skipped", "err", err)
+		s.log.WarnContext(ctx, "fanout: some recipients not located; their live delivery is skipped", "err", err)
 	}
-	return s.edges.Push(ctx, Plan(recs, locs))
+	plan := Plan(recs, locs)
+	trace.SpanFromContext(ctx).SetAttributes(attribute.Int("parley.recipients", len(users)), attribute.Int("parley.edges", len(plan)))
+	return s.edges.Push(ctx, plan)
 }
 
 // locateFor bounds how long a batch waits for a presence instance that

@@ -19,9 +19,12 @@ import (
 	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/topics"
+	"github.com/parleychat/parley/pkg/server/tracing"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -63,6 +66,9 @@ type Config struct {
 	// Run fails naming the brokers (topics.StartupTimeout if 0).
 	StartupTimeout time.Duration
 	Logger         *slog.Logger
+	// TracerProvider makes the service's spans (Submit, the command's
+	// append, the sequencer's batches and decisions); nil makes none.
+	TracerProvider trace.TracerProvider
 }
 
 // Service is a running ingest node.
@@ -75,6 +81,7 @@ type Service struct {
 	producer *kgo.Client
 	seq      *Sequencer
 	reg      *prometheus.Registry
+	tracer   trace.Tracer
 	Probe    health.Probe
 
 	// mu guards waiters: Submit adds, the outcome reader resolves.
@@ -107,13 +114,15 @@ func New(cfg Config) (*Service, error) {
 		producer.Close()
 		return nil, err
 	}
+	seq.tracer, seq.traced = tracing.Tracer(cfg.TracerProvider), cfg.TracerProvider != nil
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		seq.sess.Close()
 		producer.Close()
 		return nil, fmt.Errorf("ingest: grpc address: %w", err)
 	}
-	s := &Service{cfg: cfg, log: log, lis: lis, grpc: grpc.NewServer(), producer: producer, seq: seq, reg: reg, waiters: map[string]chan *logv1.Outcome{}}
+	s := &Service{cfg: cfg, log: log, lis: lis, grpc: grpc.NewServer(tracing.GRPCServer(cfg.TracerProvider)...), producer: producer, seq: seq, reg: reg,
+		tracer: tracing.Tracer(cfg.TracerProvider), waiters: map[string]chan *logv1.Outcome{}}
 	ingestv1.RegisterIngestServiceServer(s.grpc, s)
 	return s, nil
 }
@@ -273,18 +282,41 @@ func (s *Service) Submit(ctx context.Context, req *ingestv1.SubmitRequest) (*ing
 	}()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.SubmitTimeout)
 	defer cancel()
-	rec := &kgo.Record{Topic: topics.Commands, Key: []byte(cmd.ConversationId), Value: value}
-	if err := s.producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
+	start := time.Now()
+	trace.SpanFromContext(ctx).SetAttributes(attrCommandID.String(cmd.CommandId), attrConv.String(cmd.ConversationId))
+	if err := s.append(ctx, cmd, value); err != nil {
+		s.log.WarnContext(ctx, "ingest: command not appended", "command_id", cmd.CommandId, "conversation", cmd.ConversationId, "err", err)
 		return nil, status.Errorf(codes.Unavailable, "append command: %v", err)
 	}
 	select {
 	case o := <-ch:
+		if s.log.Enabled(ctx, slog.LevelDebug) {
+			s.log.DebugContext(ctx, "ingest: submitted", "command_id", cmd.CommandId, "conversation", cmd.ConversationId,
+				"seq", o.GetSeq(), "duplicate", o.GetDuplicate(), "error_code", o.GetErrorCode().String(), "took", time.Since(start))
+		}
 		return &ingestv1.SubmitResponse{Outcome: o}, nil
 	case <-ctx.Done():
 		// The command is in the log and will be sequenced; a retry with the
 		// same client message id gets its outcome.
+		s.log.WarnContext(ctx, "ingest: no outcome in time", "command_id", cmd.CommandId, "conversation", cmd.ConversationId, "err", ctx.Err())
 		return nil, status.Errorf(codes.Unavailable, "waiting for the sequencer: %v", ctx.Err())
 	}
+}
+
+// append produces the command to topics.Commands in a span of its own,
+// whose context the record carries to the sequencer.
+func (s *Service) append(ctx context.Context, cmd *logv1.Command, value []byte) error {
+	ctx, span := s.tracer.Start(ctx, "ingest.append", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+		attrMessagingSystem, attrDestination.String(topics.Commands), attrCommandID.String(cmd.CommandId), attrConv.String(cmd.ConversationId)))
+	defer span.End()
+	rec := &kgo.Record{Topic: topics.Commands, Key: []byte(cmd.ConversationId), Value: value}
+	tracing.Inject(ctx, rec)
+	if err := s.producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		span.SetStatus(otelcodes.Error, err.Error())
+		return err
+	}
+	span.SetAttributes(attrPartition.Int(int(rec.Partition)), attrOffset.Int64(rec.Offset))
+	return nil
 }
 
 // Invite codes are chosen by clients (the SDK draws 128 random bits), so

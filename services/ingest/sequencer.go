@@ -14,9 +14,11 @@ import (
 	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/records"
 	"github.com/parleychat/parley/pkg/server/topics"
+	"github.com/parleychat/parley/pkg/server/tracing"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
@@ -62,12 +64,18 @@ type Sequencer struct {
 	// beforeEnd, when set (by tests), runs after a batch is produced and
 	// before its transaction ends: the window a zombie is caught in.
 	beforeEnd func()
+	// tracer makes the batch and decision spans when traced (ingest.New
+	// sets both from its Config); untraced, no span is started, so a
+	// batch does not read every record's headers for nothing.
+	tracer trace.Tracer
+	traced bool
 }
 
 // NewSequencer joins the group lazily: nothing happens until Run polls.
 // Options in extra are applied last (tests shorten the group's timeouts).
 func NewSequencer(brokers []string, instanceID string, maxMembers int, log *slog.Logger, deadLetters *prometheus.CounterVec, extra ...kgo.Opt) (*Sequencer, error) {
-	s := &Sequencer{brokers: brokers, maxMembers: maxMembers, log: log, parts: map[int32]map[string]*conversation{}, deadLetters: deadLetters}
+	s := &Sequencer{brokers: brokers, maxMembers: maxMembers, log: log, parts: map[int32]map[string]*conversation{}, deadLetters: deadLetters,
+		tracer: tracing.Tracer(nil)}
 	drop := func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -154,13 +162,15 @@ func (s *Sequencer) AllowRebalance() { s.sess.AllowRebalance() }
 
 // batch decides the commands of one poll and commits what they yield, with
 // their offsets, in one transaction.
-func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) error {
+func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) (err error) {
 	if fetches.NumRecords() == 0 {
 		return nil
 	}
+	committed := false
+	ctx, span := s.startBatch(ctx, fetches)
+	defer func() { s.endBatch(span, committed, err) }()
 	// Aggregates are loaded before the transaction begins, so their
 	// loading never waits on this sequencer's own open transaction.
-	var err error
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 		if err == nil && len(fp.Records) > 0 {
 			_, err = s.partition(ctx, fp.Partition)
@@ -172,7 +182,7 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) error {
 	if err := s.sess.Begin(); err != nil {
 		return fmt.Errorf("%w: begin: %w", errTxn, err)
 	}
-	out, rejected, ok := s.decideAll(fetches)
+	out, rejected, ok := s.decideAll(ctx, fetches)
 	end := kgo.TryCommit
 	if !ok {
 		// A partition was lost while its commands were in hand: what was
@@ -183,14 +193,14 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) error {
 		if err := s.sess.ProduceSync(ctx, out...).FirstErr(); err != nil {
 			// The transaction cannot commit now; End aborts it and rewinds
 			// the consumer to the last committed offsets.
-			s.log.Warn("sequencer: produce failed; the batch is aborted and decided again", "records", len(out), "err", err)
+			s.log.WarnContext(ctx, "sequencer: produce failed; the batch is aborted and decided again", "records", len(out), "err", err)
 			end = kgo.TryAbort
 		}
 	}
 	if s.beforeEnd != nil {
 		s.beforeEnd()
 	}
-	committed, err := s.sess.End(ctx, end)
+	committed, err = s.sess.End(ctx, end)
 	if err != nil {
 		return fmt.Errorf("%w: end: %w", errTxn, err)
 	}
@@ -199,7 +209,7 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) error {
 		// produce failed. The aggregates hold decisions nobody will see, so
 		// forget them all; a partition this node keeps or gets back is
 		// rebuilt from the committed log before its next command.
-		s.log.Warn("sequencer: transaction aborted; its commands will be decided again", "commands", fetches.NumRecords())
+		s.log.WarnContext(ctx, "sequencer: transaction aborted; its commands will be decided again", "commands", fetches.NumRecords())
 		s.mu.Lock()
 		clear(s.parts)
 		s.mu.Unlock()
@@ -215,7 +225,7 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) error {
 // aggregates and returns the records to produce: events, outcomes, and the
 // dead letters of the commands it set aside. It reports false if a
 // partition's aggregates are gone (the partition was lost meanwhile).
-func (s *Sequencer) decideAll(fetches kgo.Fetches) ([]*kgo.Record, []records.Rejected, bool) {
+func (s *Sequencer) decideAll(ctx context.Context, fetches kgo.Fetches) ([]*kgo.Record, []records.Rejected, bool) {
 	var out []*kgo.Record
 	var rejected []records.Rejected
 	now := time.Now()
@@ -232,6 +242,7 @@ func (s *Sequencer) decideAll(fetches kgo.Fetches) ([]*kgo.Record, []records.Rej
 			return
 		}
 		for _, r := range fp.Records {
+			dctx, span := s.startDecide(ctx, r)
 			cmd := &logv1.Command{}
 			if uerr := proto.Unmarshal(r.Value, cmd); uerr != nil || cmd.GetConversationId() == "" {
 				// Only ingest writes this topic, so this is a bug or a foreign
@@ -244,30 +255,39 @@ func (s *Sequencer) decideAll(fetches kgo.Fetches) ([]*kgo.Record, []records.Rej
 					uerr = &records.BadRecord{Reason: records.ReasonUndecodable, Err: uerr}
 				}
 				rejected = append(rejected, records.Rejected{Record: r, Err: uerr})
-				s.log.Error("command set aside", "to", topics.DeadLetter, "partition", r.Partition, "offset", r.Offset, "err", uerr)
+				s.log.ErrorContext(dctx, "command set aside", "to", topics.DeadLetter, "partition", r.Partition, "offset", r.Offset, "err", uerr)
 				out = append(out, records.DeadLetterRecord(r, SequencerGroup, uerr))
-				if id := cmd.GetCommandId(); id != "" {
-					out = append(out, s.record(topics.Outcomes, r, &logv1.Outcome{CommandId: id, ClientMsgId: cmd.GetClientMsgId(),
-						ErrorCode: chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, ErrorMessage: "command is missing its conversation id"}))
+				outcome := &logv1.Outcome{CommandId: cmd.GetCommandId(), ClientMsgId: cmd.GetClientMsgId(),
+					ErrorCode: chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, ErrorMessage: "command is missing its conversation id"}
+				if outcome.CommandId != "" {
+					out = append(out, s.record(dctx, topics.Outcomes, r, outcome))
 				}
+				s.decided(dctx, span, cmd, outcome)
 				continue
 			}
 			rec, outcome := decide(convs, cmd, s.maxMembers, now)
 			if rec != nil {
-				out = append(out, s.record(topics.Events, r, rec))
+				out = append(out, s.record(dctx, topics.Events, r, rec))
 			}
-			out = append(out, s.record(topics.Outcomes, r, outcome))
+			out = append(out, s.record(dctx, topics.Outcomes, r, outcome))
+			s.decided(dctx, span, cmd, outcome)
 		}
 	})
 	return out, rejected, ok
 }
 
-func (s *Sequencer) record(topic string, cmd *kgo.Record, m proto.Message) *kgo.Record {
+// record addresses m to topic at the command's partition, carrying the
+// span context of ctx (the command's decision).
+func (s *Sequencer) record(ctx context.Context, topic string, cmd *kgo.Record, m proto.Message) *kgo.Record {
 	v, err := proto.Marshal(m)
 	if err != nil {
 		panic(fmt.Sprintf("marshal %T: %v", m, err)) // only fails on invalid UTF-8 we validated away
 	}
-	return &kgo.Record{Topic: topic, Partition: cmd.Partition, Key: cmd.Key, Value: v}
+	r := &kgo.Record{Topic: topic, Partition: cmd.Partition, Key: cmd.Key, Value: v}
+	if s.traced {
+		tracing.Inject(ctx, r)
+	}
+	return r
 }
 
 // partition returns the aggregates of a command partition, rebuilding them

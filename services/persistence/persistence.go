@@ -16,9 +16,12 @@ import (
 	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/records"
 	"github.com/parleychat/parley/pkg/server/topics"
+	"github.com/parleychat/parley/pkg/server/tracing"
 	"github.com/parleychat/parley/services/persistence/history"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -50,6 +53,9 @@ type Config struct {
 	// Run fails naming the brokers (topics.StartupTimeout if 0).
 	StartupTimeout time.Duration
 	Logger         *slog.Logger
+	// TracerProvider makes the service's spans (its gRPC calls, each
+	// applied batch); nil makes none.
+	TracerProvider trace.TracerProvider
 }
 
 // Service is a running persistence node.
@@ -66,6 +72,9 @@ type Service struct {
 	guard  *records.SeqGuard
 	reg    *prometheus.Registry
 	counts *metrics.EventConsumer
+	// tracer makes batch spans when traced (TracerProvider set).
+	tracer trace.Tracer
+	traced bool
 }
 
 // New binds the listener and joins nothing yet. The store stays the
@@ -92,7 +101,8 @@ func New(cfg Config, store history.Store) (*Service, error) {
 		return nil, fmt.Errorf("persistence: grpc address: %w", err)
 	}
 	reg := cfg.Registry
-	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "persistence"), store: store, cl: cl, lis: lis, grpc: grpc.NewServer(),
+	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "persistence"), store: store, cl: cl, lis: lis, grpc: grpc.NewServer(tracing.GRPCServer(cfg.TracerProvider)...),
+		tracer: tracing.Tracer(cfg.TracerProvider), traced: cfg.TracerProvider != nil,
 		guard: guard, reg: reg, counts: metrics.NewEventConsumer(reg, "persistence",
 			"Event records set aside on "+topics.DeadLetter+" instead of applied, by reason.", records.ReasonUndecodable, records.ReasonEmpty, records.ReasonInvalid)}
 	persistencev1.RegisterPersistenceServiceServer(s.grpc, s)
@@ -153,6 +163,15 @@ func (s *Service) consume(ctx context.Context) error {
 // returns true the batch may be committed. It returns false only when ctx
 // ended first.
 func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
+	if s.traced {
+		// A root linked to each record's decision, as fan-out's batch.
+		var span trace.Span
+		ctx, span = s.tracer.Start(ctx, "persistence.batch", trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithLinks(tracing.Links(recs)...),
+			trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("messaging.destination.name", topics.Events),
+				attribute.Int("parley.records", len(recs))))
+		defer span.End()
+	}
 	records, ok := records.Triage(ctx, s.cl, s.log, Group, recs, s.guard, s.counts)
 	if !ok {
 		return false
@@ -175,7 +194,8 @@ func storeBatch(ctx context.Context, store history.Store, log *slog.Logger, reco
 		if ctx.Err() != nil {
 			return false
 		}
-		log.Error("persistence: store write failed; retrying", "records", len(records), "err", err, "backoff", backoff)
+		trace.SpanFromContext(ctx).AddEvent("store write failed", trace.WithAttributes(attribute.String("error", err.Error())))
+		log.ErrorContext(ctx, "persistence: store write failed; retrying", "records", len(records), "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 			return false

@@ -26,6 +26,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config configures the embedded platform.
@@ -47,6 +48,8 @@ type Config struct {
 	// MaxMembers bounds a conversation's size (ingest's default if zero).
 	MaxMembers int
 	Logger     *slog.Logger
+	// TracerProvider makes every service's spans; nil makes none.
+	TracerProvider trace.TracerProvider
 }
 
 // Platform is a started platform.
@@ -100,30 +103,32 @@ func Start(ctx context.Context, cfg Config) (p *Platform, err error) {
 		pr, err := presence.New(presence.Config{GRPCAddr: "127.0.0.1:0", Brokers: brokers, Instance: i, Instances: cfg.PresenceInstances, Lease: cfg.PresenceLease,
 			// In one process nothing is far: a short lease keeps the wait
 			// after a start short.
-			WatchLease: 500 * time.Millisecond, Logger: cfg.Logger})
+			WatchLease: 500 * time.Millisecond, Logger: cfg.Logger, TracerProvider: cfg.TracerProvider})
 		if err != nil {
 			return nil, err
 		}
 		p.Presence = append(p.Presence, pr)
 		presenceAddrs = append(presenceAddrs, pr.Addr())
 	}
-	if p.Persistence, err = persistence.New(persistence.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Logger: cfg.Logger, Registry: metrics.NewRegistry()}, p.store); err != nil {
+	if p.Persistence, err = persistence.New(persistence.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Logger: cfg.Logger, Registry: metrics.NewRegistry(),
+		TracerProvider: cfg.TracerProvider}, p.store); err != nil {
 		return nil, err
 	}
 	if p.Ingest, err = ingest.New(ingest.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Registry: metrics.NewRegistry(),
 		// A fixed instance id keeps the sequencer's transactional id across
 		// restarts, so a restart after a crash aborts the transaction the
 		// crash left open instead of waiting out its timeout.
-		InstanceID: "ingest-0", MaxMembers: cfg.MaxMembers, Logger: cfg.Logger}); err != nil {
+		InstanceID: "ingest-0", MaxMembers: cfg.MaxMembers, Logger: cfg.Logger, TracerProvider: cfg.TracerProvider}); err != nil {
 		return nil, err
 	}
-	if p.Fanout, err = fanout.New(fanout.Config{Brokers: brokers, PresenceAddrs: presenceAddrs, Logger: cfg.Logger, Registry: metrics.NewRegistry()}); err != nil {
+	if p.Fanout, err = fanout.New(fanout.Config{Brokers: brokers, PresenceAddrs: presenceAddrs, Logger: cfg.Logger, Registry: metrics.NewRegistry(),
+		TracerProvider: cfg.TracerProvider}); err != nil {
 		return nil, err
 	}
 	p.Edge, err = edge.New(edge.Config{Registry: metrics.NewRegistry(),
 		HTTPAddr: cfg.HTTPAddr, GRPCAddr: "127.0.0.1:0",
 		IngestAddr: p.Ingest.Addr(), PersistenceAddr: p.Persistence.Addr(), PresenceAddrs: presenceAddrs,
-		JWTSecret: cfg.JWTSecret, DevTokens: cfg.DevTokens, Logger: cfg.Logger,
+		JWTSecret: cfg.JWTSecret, DevTokens: cfg.DevTokens, Logger: cfg.Logger, TracerProvider: cfg.TracerProvider,
 	})
 	if err != nil {
 		return nil, err

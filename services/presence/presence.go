@@ -20,6 +20,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -32,6 +33,7 @@ import (
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
 	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/topics"
+	"github.com/parleychat/parley/pkg/server/tracing"
 )
 
 // DefaultLease bounds how long a dead edge's sessions linger.
@@ -60,6 +62,8 @@ type Config struct {
 	// Run fails naming the brokers (topics.StartupTimeout if 0).
 	StartupTimeout time.Duration
 	Logger         *slog.Logger
+	// TracerProvider makes a span of each gRPC call; nil makes none.
+	TracerProvider trace.TracerProvider
 }
 
 // Service is a running presence instance.
@@ -136,7 +140,7 @@ func newService(cfg Config, now func() time.Time) (*Service, error) {
 		return nil, fmt.Errorf("presence: grpc address: %w", err)
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "presence", "instance", cfg.Instance), now: now, regs: map[int32]*Registry{},
-		cl: cl, lis: lis, grpc: grpc.NewServer(), ready: make(chan struct{}), reporting: make(chan struct{}), applied: map[int32]int64{}, progress: make(chan struct{})}
+		cl: cl, lis: lis, grpc: grpc.NewServer(tracing.GRPCServer(cfg.TracerProvider)...), ready: make(chan struct{}), reporting: make(chan struct{}), applied: map[int32]int64{}, progress: make(chan struct{})}
 	s.watch = newWatchers(cfg.WatchLease, min(watchAckTimeout, cfg.WatchLease/2), s.log)
 	presencev1.RegisterPresenceServiceServer(s.grpc, s)
 	return s, nil

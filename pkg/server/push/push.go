@@ -73,6 +73,9 @@ func Plan(items []Item, locs []*presencev1.UserLocation) map[string][]*edgev1.De
 type Edges struct {
 	// Timeout bounds one Push: a stuck edge must not stall the others.
 	Timeout time.Duration
+	// DialOptions are added to the dialling's own (tracing's stats
+	// handler, for one).
+	DialOptions []grpc.DialOption
 	// mu guards conns.
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -107,7 +110,7 @@ func (e *Edges) conn(addr string) (*grpc.ClientConn, error) {
 	if c := e.conns[addr]; c != nil {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, e.DialOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("edge client %s: %w", addr, err)
 	}
