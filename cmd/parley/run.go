@@ -15,13 +15,19 @@ func runCmd(args []string) int {
 	dataDir := fs.String("data", daemon.Env("PARLEY_DATA_DIR", "data"), "folder for the embedded Kafka log and history store (PARLEY_DATA_DIR)")
 	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8080"), "WebSocket endpoint and web page address (PARLEY_HTTP_ADDR)")
 	kafkaPort := fs.Int("kafka-port", 0, "embedded Kafka port (0: any free port)")
+	tr := daemon.TracingFlags(fs, "parley")
 	daemon.Parse(fs, args)
 	log := daemon.Logger()
+	tp, flush, err := tr.Start(log)
+	if err != nil {
+		return daemon.Fail(log, err)
+	}
+	defer flush()
 	// The edge serves /healthz and /readyz on -http.
 	return daemon.Run(log, "", nil, func(ctx context.Context) error {
 		p, err := platform.Start(ctx, platform.Config{
 			DataDir: *dataDir, HTTPAddr: *httpAddr, KafkaPort: *kafkaPort,
-			JWTSecret: secret(), DevTokens: true, Logger: log,
+			JWTSecret: secret(), DevTokens: true, Logger: log, TracerProvider: tp,
 		})
 		if err != nil {
 			return err

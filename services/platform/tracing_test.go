@@ -98,8 +98,10 @@ func TestTracingFollowsOneMessage(t *testing.T) {
 
 // chain is one message's spans, hop by hop.
 type chain struct {
-	frame, submitClient, submitServer, appendCmd, decide, seqBatch, fanoutBatch, pushClient, pushServer sdktrace.ReadOnlySpan
-	err                                                                                                   string
+	frame, submitClient, submitServer, appendCmd, decide sdktrace.ReadOnlySpan
+	seqBatch, fanoutBatch, pushClient, pushServer        sdktrace.ReadOnlySpan
+	// err names the first hop not found.
+	err string
 }
 
 // follow finds the send_message frame and walks from it to the edge's

@@ -22,6 +22,7 @@ import (
 
 	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/tracing"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Env returns the environment variable key, or def when it is unset.
@@ -191,4 +192,52 @@ func Parse(fs *flag.FlagSet, args []string) {
 	if err := fs.Parse(args); err != nil {
 		os.Exit(2)
 	}
+}
+
+// Tracing is the span export a process's flags ask for: -otlp-endpoint
+// (PARLEY_OTLP_ENDPOINT; when unset, the standard
+// OTEL_EXPORTER_OTLP_ENDPOINT also turns export on) and -trace-ratio
+// (PARLEY_TRACE_RATIO). Off by default.
+type Tracing struct {
+	service  string
+	endpoint *string
+	ratio    *float64
+}
+
+// TracingFlags registers the tracing flags on fs for service (the
+// resource's service.name).
+func TracingFlags(fs *flag.FlagSet, service string) *Tracing {
+	env, err := tracing.ConfigFromEnv(service)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%v; sampling every trace\n", err)
+		env.Ratio = 1
+	}
+	return &Tracing{service: service,
+		endpoint: fs.String("otlp-endpoint", env.Endpoint, "OTLP/gRPC collector for spans, http://host:port (plaintext), https://host:port (TLS) or host:port; empty: no export unless OTEL_EXPORTER_OTLP_ENDPOINT is set (PARLEY_OTLP_ENDPOINT)"),
+		ratio:    fs.Float64("trace-ratio", env.Ratio, "share of new traces sampled, 0 to 1; a span with a parent follows the parent (PARLEY_TRACE_RATIO)"),
+	}
+}
+
+// Start makes the TracerProvider the flags ask for (nil when export is
+// off) and the func that flushes it, to call once the services stopped.
+func (t *Tracing) Start(log *slog.Logger) (trace.TracerProvider, func(), error) {
+	if *t.ratio < 0 || *t.ratio > 1 {
+		return nil, nil, fmt.Errorf("-trace-ratio %v: want 0 to 1", *t.ratio)
+	}
+	c := tracing.Config{Service: t.service, Endpoint: *t.endpoint, Ratio: *t.ratio,
+		FromEnv: *t.endpoint == "" && (os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "")}
+	tp, shutdown, err := tracing.Start(context.Background(), c)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tp != nil {
+		log.Info("exporting spans over OTLP", "endpoint", c.Endpoint, "from_env", c.FromEnv, "ratio", c.Ratio)
+	}
+	return tp, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdown(ctx); err != nil {
+			log.Warn("spans not flushed", "err", err)
+		}
+	}, nil
 }

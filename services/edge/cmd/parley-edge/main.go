@@ -24,16 +24,23 @@ func main() {
 	writeTimeout := fs.Duration("write-timeout", daemon.EnvDuration("PARLEY_WRITE_TIMEOUT", 0), "bound on one socket write; a connection that stays blocked longer is closed (PARLEY_WRITE_TIMEOUT; 10s if 0)")
 	resumeWait := fs.Duration("resume-wait", daemon.EnvDuration("PARLEY_RESUME_WAIT", 0), "how long a resume waits for history to reach the log's head before reporting the conversation failed (PARLEY_RESUME_WAIT; 5s if 0)")
 	devTokens := fs.Bool("dev-tokens", daemon.Env("PARLEY_DEV_TOKENS", "") == "1", "serve /v1/dev/token to anyone: local use only (PARLEY_DEV_TOKENS=1)")
+	tr := daemon.TracingFlags(fs, "parley-edge")
 	daemon.Parse(fs, os.Args[1:])
 	log := daemon.Logger()
+	tp, flush, err := tr.Start(log)
+	if err != nil {
+		os.Exit(daemon.Fail(log, err))
+	}
 	svc, err := edge.New(edge.Config{Registry: metrics.NewRegistry(),
 		HTTPAddr: *httpAddr, GRPCAddr: *grpcAddr, PushAddr: *pushAddr, NodeID: *nodeID,
 		IngestAddr: *ingestAddr, PersistenceAddr: *persistenceAddr, PresenceAddrs: daemon.List(*presenceAddr),
-		JWTSecret: []byte(*secret), DevTokens: *devTokens, QueueLimit: *queueLimit, WriteTimeout: *writeTimeout, ResumeWait: *resumeWait, Logger: log,
+		JWTSecret: []byte(*secret), DevTokens: *devTokens, QueueLimit: *queueLimit, WriteTimeout: *writeTimeout, ResumeWait: *resumeWait, Logger: log, TracerProvider: tp,
 	})
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
 	// The edge serves its probes on its own HTTP address.
-	os.Exit(daemon.Run(log, "", svc.Probe.Ready, svc.Run))
+	code := daemon.Run(log, "", svc.Probe.Ready, svc.Run)
+	flush()
+	os.Exit(code)
 }

@@ -19,11 +19,18 @@ func main() {
 	instance := fs.String("instance-id", daemon.Env("PARLEY_INSTANCE_ID", ""), "static consumer-group member id, stable across restarts (PARLEY_INSTANCE_ID)")
 	noCache := fs.Bool("no-location-cache", false, "ask presence where recipients are for every batch instead of caching under a lease (for comparison)")
 	startupTimeout := fs.Duration("startup-timeout", daemon.EnvDuration("PARLEY_STARTUP_TIMEOUT", topics.StartupTimeout), "how long to wait at startup for Kafka to answer before exiting with an error (PARLEY_STARTUP_TIMEOUT)")
+	tr := daemon.TracingFlags(fs, "parley-fanout")
 	daemon.Parse(fs, os.Args[1:])
 	log := daemon.Logger()
-	svc, err := fanout.New(fanout.Config{Brokers: daemon.List(*brokers), InstanceID: *instance, PresenceAddrs: daemon.List(*presenceAddr), NoLocationCache: *noCache, StartupTimeout: *startupTimeout, Logger: log, Registry: metrics.NewRegistry()})
+	tp, flush, err := tr.Start(log)
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
-	os.Exit(daemon.RunWithMetrics(log, *httpAddr, svc.Probe.Ready, svc.Metrics(), svc.Run))
+	svc, err := fanout.New(fanout.Config{Brokers: daemon.List(*brokers), InstanceID: *instance, PresenceAddrs: daemon.List(*presenceAddr), NoLocationCache: *noCache, StartupTimeout: *startupTimeout, Logger: log, TracerProvider: tp, Registry: metrics.NewRegistry()})
+	if err != nil {
+		os.Exit(daemon.Fail(log, err))
+	}
+	code := daemon.RunWithMetrics(log, *httpAddr, svc.Probe.Ready, svc.Metrics(), svc.Run)
+	flush()
+	os.Exit(code)
 }

@@ -36,16 +36,21 @@ func main() {
 	syncMargin := fs.Duration("sync-margin", daemon.EnvDuration("PARLEY_SYNC_MARGIN", 0), "how far back a conversation-list sync token reaches, covering clock skew between persistence nodes and slow writes (PARLEY_SYNC_MARGIN; 1m if 0)")
 	instance := fs.String("instance-id", daemon.Env("PARLEY_INSTANCE_ID", ""), "static consumer-group member id, stable across restarts (PARLEY_INSTANCE_ID)")
 	fs.DurationVar(&sc.startupTimeout, "startup-timeout", daemon.EnvDuration("PARLEY_STARTUP_TIMEOUT", topics.StartupTimeout), "how long to wait at startup for Kafka (and Cassandra, with -store cassandra) to answer before exiting with an error (PARLEY_STARTUP_TIMEOUT)")
+	tr := daemon.TracingFlags(fs, "parley-persistence")
 	daemon.Parse(fs, os.Args[1:])
 	if sc.startupTimeout <= 0 {
 		sc.startupTimeout = topics.StartupTimeout
 	}
 	log := daemon.Logger()
+	tp, flush, err := tr.Start(log)
+	if err != nil {
+		os.Exit(daemon.Fail(log, err))
+	}
 	store, err := openStore(log, sc)
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
-	svc, err := persistence.New(persistence.Config{Brokers: daemon.List(*brokers), GRPCAddr: *grpcAddr, InstanceID: *instance, SyncMargin: *syncMargin, StartupTimeout: sc.startupTimeout, Logger: log, Registry: metrics.NewRegistry()}, store)
+	svc, err := persistence.New(persistence.Config{Brokers: daemon.List(*brokers), GRPCAddr: *grpcAddr, InstanceID: *instance, SyncMargin: *syncMargin, StartupTimeout: sc.startupTimeout, Logger: log, TracerProvider: tp, Registry: metrics.NewRegistry()}, store)
 	if err != nil {
 		_ = store.Close()
 		os.Exit(daemon.Fail(log, err))
@@ -54,6 +59,7 @@ func main() {
 		defer store.Close()
 		return svc.Run(ctx)
 	})
+	flush()
 	os.Exit(code)
 }
 

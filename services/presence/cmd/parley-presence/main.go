@@ -19,11 +19,18 @@ func main() {
 	instances := fs.Int("instances", daemon.EnvInt("PARLEY_PRESENCE_INSTANCES", 1), "how many presence instances split the users; must divide the partition count (PARLEY_PRESENCE_INSTANCES)")
 	lease := fs.Duration("lease", daemon.EnvDuration("PARLEY_PRESENCE_LEASE", presence.DefaultLease), "how long a silent edge keeps its sessions (PARLEY_PRESENCE_LEASE)")
 	startupTimeout := fs.Duration("startup-timeout", daemon.EnvDuration("PARLEY_STARTUP_TIMEOUT", topics.StartupTimeout), "how long to wait at startup for Kafka to answer before exiting with an error (PARLEY_STARTUP_TIMEOUT)")
+	tr := daemon.TracingFlags(fs, "parley-presence")
 	daemon.Parse(fs, os.Args[1:])
 	log := daemon.Logger()
-	svc, err := presence.New(presence.Config{GRPCAddr: *grpcAddr, Brokers: daemon.List(*brokers), Instance: *instance, Instances: *instances, Lease: *lease, StartupTimeout: *startupTimeout, Logger: log})
+	tp, flush, err := tr.Start(log)
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
-	os.Exit(daemon.Run(log, *httpAddr, svc.Probe.Ready, svc.Run))
+	svc, err := presence.New(presence.Config{GRPCAddr: *grpcAddr, Brokers: daemon.List(*brokers), Instance: *instance, Instances: *instances, Lease: *lease, StartupTimeout: *startupTimeout, Logger: log, TracerProvider: tp})
+	if err != nil {
+		os.Exit(daemon.Fail(log, err))
+	}
+	code := daemon.Run(log, *httpAddr, svc.Probe.Ready, svc.Run)
+	flush()
+	os.Exit(code)
 }
