@@ -82,7 +82,7 @@ helm-check: $(HELM) ## lint and render helm/parley with each values file in helm
 .PHONY: lint
 lint: ## gofmt and go vet over every module; the SDK's module stays free of server dependencies
 	@unformatted=$$(gofmt -l $(GO_DIRS)); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
-	@if grep -nE 'twmb/franz-go|prometheus' pkg/go.mod; then \
+	@if grep -nE 'twmb/franz-go|prometheus|opentelemetry' pkg/go.mod; then \
 		echo "pkg/go.mod (the module apps import for the SDK) requires a server dependency: keep it in pkg/server"; exit 1; fi
 	go vet work
 
