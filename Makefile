@@ -28,7 +28,7 @@ FUZZMINIMIZE ?= 500x
 FUZZ_LONG ?= 2000000x
 # Fuzz targets as package:Func.
 FUZZ_TARGETS := ./pkg/wire:FuzzDecodeClient ./services/ingest:FuzzSequencerRecords ./services/ingest:FuzzOutcomeRecords ./services/fanout:FuzzPlanRecords \
-	./services/persistence:FuzzApplyRecords ./services/presence:FuzzPresenceRecords
+	./services/persistence:FuzzApplyRecords ./services/presence:FuzzPresenceRecords ./pkg/server/tracing:FuzzExtract
 
 .PHONY: help
 help: ## list targets
