@@ -22,6 +22,7 @@ import (
 
 	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/tracing"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -232,6 +233,10 @@ func (t *Tracing) Start(log *slog.Logger) (trace.TracerProvider, func(), error) 
 	}
 	if tp != nil {
 		log.Info("exporting spans over OTLP", "endpoint", c.Endpoint, "from_env", c.FromEnv, "ratio", c.Ratio)
+		// The SDK reports failed exports to otel's process-wide handler,
+		// which writes plain lines to stderr; a main owns the process, so
+		// it sends them through its logger (JSON included) instead.
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("tracing", "err", err) }))
 	}
 	return tp, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
