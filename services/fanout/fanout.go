@@ -228,7 +228,11 @@ func (s *Service) deliver(ctx context.Context, recs []*logv1.EventRecord) error 
 	}
 	plan := Plan(recs, locs)
 	trace.SpanFromContext(ctx).SetAttributes(attribute.Int("parley.recipients", len(users)), attribute.Int("parley.edges", len(plan)))
-	return s.edges.Push(ctx, plan)
+	err = s.edges.Push(ctx, plan)
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.DebugContext(ctx, "fanout: batch pushed", "records", len(recs), "recipients", len(users), "edges", len(plan), "err", err)
+	}
+	return err
 }
 
 // locateFor bounds how long a batch waits for a presence instance that

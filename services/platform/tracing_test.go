@@ -94,6 +94,22 @@ func TestTracingFollowsOneMessage(t *testing.T) {
 			t.Errorf("no %q line with trace_id %s; lines with it: %v", msg, traceID, seen)
 		}
 	}
+	// Fan-out's batch is a trace of its own, linked to the message's; its
+	// line comes once every Push returned, so it may still be due.
+	pushed := func() bool {
+		for _, line := range logs.lines(t) {
+			if line["msg"] == "fanout: batch pushed" && line["trace_id"] == c.fanoutBatch.SpanContext().TraceID().String() {
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(5 * time.Second); !pushed() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !pushed() {
+		t.Errorf("no fan-out line with its batch's trace id %s", c.fanoutBatch.SpanContext().TraceID())
+	}
 }
 
 // chain is one message's spans, hop by hop.
