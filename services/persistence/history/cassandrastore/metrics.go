@@ -56,10 +56,14 @@ func (m *QueryMetrics) ObserveBatch(_ context.Context, b gocql.ObservedBatch) {
 	m.observe(op, b.End.Sub(b.Start).Seconds(), b.Err)
 }
 
+// observe times a request, and counts it if it failed. An op's error
+// series exists from its first request, so that an error rate over it is
+// 0 rather than absent.
 func (m *QueryMetrics) observe(op string, seconds float64, err error) {
 	m.seconds.WithLabelValues(op).Observe(seconds)
+	errs := m.errors.WithLabelValues(op)
 	if err != nil {
-		m.errors.WithLabelValues(op).Inc()
+		errs.Inc()
 	}
 }
 

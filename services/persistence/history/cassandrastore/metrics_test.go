@@ -48,6 +48,9 @@ func TestQueryMetricsCount(t *testing.T) {
 	if got := testutil.ToFloat64(m.errors.WithLabelValues("select_history_events")); got != 1 {
 		t.Fatalf("select errors = %v, want 1", got)
 	}
+	if n := testutil.CollectAndCount(m.errors); n != 2 {
+		t.Fatalf("%d ops with an error series, want 2: every op timed has one, failed or not", n)
+	}
 	if got := testutil.ToFloat64(m.errors.WithLabelValues("batch_insert_history_events")); got != 0 {
 		t.Fatalf("batch errors = %v, want 0", got)
 	}
