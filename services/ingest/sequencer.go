@@ -62,6 +62,18 @@ type Sequencer struct {
 	// beforeEnd, when set (by tests), runs after a batch is produced and
 	// before its transaction ends: the window a zombie is caught in.
 	beforeEnd func()
+
+	// What measure sets; nil (not measured) until then. accepted holds
+	// the submit times of the batch in hand's events, for sequenced.
+	sequenced, perTxn prometheus.Observer
+	lag               *metrics.Lag
+	accepted          []time.Time
+}
+
+// measure makes the sequencer report to m: the sequenced stage, commands
+// per transaction and its consumer lag. Called before Run.
+func (s *Sequencer) measure(m *metrics.Service) {
+	s.sequenced, s.perTxn, s.lag = m.Stage(metrics.StageSequenced), m.BatchSize(metrics.BatchCommandsPerTxn), m.Lag
 }
 
 // NewSequencer joins the group lazily: nothing happens until Run polls.
@@ -74,6 +86,7 @@ func NewSequencer(brokers []string, instanceID string, maxMembers int, log *slog
 		for _, p := range lost[topics.Commands] {
 			delete(s.parts, p)
 		}
+		s.lag.Forget(SequencerGroup, lost)
 	}
 	// A transactional id must be unique among live sequencers. A static
 	// member keeps its id across restarts, so a restarted process also
@@ -130,7 +143,7 @@ func (s *Sequencer) renew() error {
 // Run polls commands until ctx ends; it returns nil on a clean stop.
 func (s *Sequencer) Run(ctx context.Context) error {
 	defer func() { s.sess.Close() }()
-	loop := consumer.Loop{Name: SequencerGroup, Source: s, MaxRecords: 2000, Log: s.log,
+	loop := consumer.Loop{Name: SequencerGroup, Source: s, MaxRecords: 2000, Log: s.log, Lag: s.lag,
 		Handle: func(ctx context.Context, fetches kgo.Fetches) (bool, error) {
 			err := s.batch(ctx, fetches)
 			if err != nil && ctx.Err() == nil && errors.Is(err, errTxn) {
@@ -172,6 +185,7 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) error {
 	if err := s.sess.Begin(); err != nil {
 		return fmt.Errorf("%w: begin: %w", errTxn, err)
 	}
+	s.accepted = s.accepted[:0]
 	out, rejected, ok := s.decideAll(fetches)
 	end := kgo.TryCommit
 	if !ok {
@@ -207,6 +221,13 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) error {
 	}
 	for _, r := range rejected {
 		s.deadLetters.WithLabelValues(records.ReasonOf(r.Err)).Inc()
+	}
+	if s.sequenced != nil {
+		now := time.Now()
+		for _, t := range s.accepted {
+			metrics.ObserveStage(s.sequenced, t, now)
+		}
+		s.perTxn.Observe(float64(fetches.NumRecords()))
 	}
 	return nil
 }
@@ -255,6 +276,9 @@ func (s *Sequencer) decideAll(fetches kgo.Fetches) ([]*kgo.Record, []records.Rej
 			rec, outcome := decide(convs, cmd, s.maxMembers, now)
 			if rec != nil {
 				out = append(out, s.record(topics.Events, r, rec))
+				if s.sequenced != nil && rec.GetEvent() != nil {
+					s.accepted = append(s.accepted, cmd.GetSubmitTime().AsTime())
+				}
 			}
 			out = append(out, s.record(topics.Outcomes, r, outcome))
 		}
