@@ -50,6 +50,8 @@ type Sequencer struct {
 	maxMembers int
 	log        *slog.Logger
 	sess       *kgo.GroupTransactSession
+	// claimed: sess has its producer id (see batch); renew clears it.
+	claimed bool
 
 	// mu guards parts: the poll loop reads it, rebalance callbacks (on the
 	// client's goroutine) drop revoked partitions.
@@ -137,6 +139,7 @@ func (s *Sequencer) renew() error {
 		return fmt.Errorf("sequencer kafka client: %w", err)
 	}
 	s.sess = sess
+	s.claimed = false
 	return nil
 }
 
@@ -170,6 +173,17 @@ func (s *Sequencer) AllowRebalance() { s.sess.AllowRebalance() }
 func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) error {
 	if fetches.NumRecords() == 0 {
 		return nil
+	}
+	// Claiming the producer id first fences this transactional id's
+	// previous incarnation (the process this one restarts) and aborts the
+	// transaction it left open; otherwise loading an aggregate below waits
+	// for that transaction to time out (10 s, plus up to the broker's
+	// abort check interval, another 10 s by default).
+	if !s.claimed {
+		if _, _, err := s.sess.Client().ProducerID(ctx); err != nil {
+			return fmt.Errorf("%w: claim producer id: %w", errTxn, err)
+		}
+		s.claimed = true
 	}
 	// Aggregates are loaded before the transaction begins, so their
 	// loading never waits on this sequencer's own open transaction.
