@@ -43,6 +43,9 @@ type Config struct {
 	// Registry holds the service's metrics; the caller makes it
 	// (metrics.NewRegistry) and may serve it too. Required.
 	Registry *prometheus.Registry
+	// Metrics is what /metrics serves: Registry if nil. The embedded
+	// platform serves every service's registry there (metrics.Merged).
+	Metrics prometheus.Gatherer
 	// TracerProvider makes the edge's spans (frames, calls, pushes); nil
 	// makes none.
 	TracerProvider trace.TracerProvider

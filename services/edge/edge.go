@@ -117,7 +117,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "edge", "node", cfg.NodeID), verifier: verifier, hub: newHub(), stats: newStats(cfg.Registry),
 		tracer: tracing.Tracer(cfg.TracerProvider)}
-	dialOpts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, tracing.GRPCClient(cfg.TracerProvider)...)
+	// Every internal client is measured (metrics) and traced.
+	clientOpts := append(s.stats.metrics.GRPCClient(), tracing.GRPCClient(cfg.TracerProvider)...)
+	dialOpts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, clientOpts...)
 	dial := func(addr string) (*grpc.ClientConn, error) {
 		c, err := grpc.NewClient(addr, dialOpts...)
 		if err != nil {
@@ -135,7 +137,7 @@ func New(cfg Config) (*Service, error) {
 		s.closeClients()
 		return nil, err
 	}
-	prc, err := presenceclient.Dial(cfg.PresenceAddrs, tracing.GRPCClient(cfg.TracerProvider)...)
+	prc, err := presenceclient.Dial(cfg.PresenceAddrs, clientOpts...)
 	if err != nil {
 		s.closeClients()
 		return nil, fmt.Errorf("edge: %w", err)
@@ -155,13 +157,13 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("edge: http address: %w", err)
 	}
 	s.peers.Timeout = typingPush
-	s.peers.DialOptions = tracing.GRPCClient(cfg.TracerProvider)
+	s.peers.DialOptions = clientOpts
 	s.peers.self = cfg.PushAddr
 	if s.peers.self == "" {
 		s.peers.self = s.srv.grpcLis.Addr().String()
 	}
 	s.reporter = newReporter(s.clients.presence, cfg.NodeID, s.peers.self, s.hub, s.log, cfg.Heartbeat)
-	s.srv.grpc = grpc.NewServer(tracing.GRPCServer(cfg.TracerProvider)...)
+	s.srv.grpc = grpc.NewServer(append(s.stats.metrics.GRPCServer(), tracing.GRPCServer(cfg.TracerProvider)...)...)
 	edgev1.RegisterEdgeServiceServer(s.srv.grpc, s)
 	s.srv.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
 	return s, nil

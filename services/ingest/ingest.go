@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/server/health"
+	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/pkg/server/tracing"
 	"github.com/prometheus/client_golang/prometheus"
@@ -81,6 +82,7 @@ type Service struct {
 	producer *kgo.Client
 	seq      *Sequencer
 	reg      *prometheus.Registry
+	metrics  *metrics.Service
 	tracer   trace.Tracer
 	Probe    health.Probe
 
@@ -104,16 +106,18 @@ func New(cfg Config) (*Service, error) {
 		cfg.Logger = slog.Default()
 	}
 	log := cfg.Logger.With("service", "ingest")
-	producer, err := kgo.NewClient(topics.ClientOpts(cfg.Brokers)...)
+	reg := cfg.Registry
+	m := metrics.ForService(reg, "ingest")
+	producer, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers), m.Kafka("producer"))...)
 	if err != nil {
 		return nil, fmt.Errorf("ingest kafka producer: %w", err)
 	}
-	reg := cfg.Registry
-	seq, err := NewSequencer(cfg.Brokers, cfg.InstanceID, cfg.MaxMembers, log, newDeadLetters(reg))
+	seq, err := NewSequencer(cfg.Brokers, cfg.InstanceID, cfg.MaxMembers, log, newDeadLetters(reg), m.Kafka("sequencer"))
 	if err != nil {
 		producer.Close()
 		return nil, err
 	}
+	seq.measure(m)
 	seq.tracer, seq.traced = tracing.Tracer(cfg.TracerProvider), cfg.TracerProvider != nil
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
@@ -121,7 +125,7 @@ func New(cfg Config) (*Service, error) {
 		producer.Close()
 		return nil, fmt.Errorf("ingest: grpc address: %w", err)
 	}
-	s := &Service{cfg: cfg, log: log, lis: lis, grpc: grpc.NewServer(tracing.GRPCServer(cfg.TracerProvider)...), producer: producer, seq: seq, reg: reg,
+	s := &Service{cfg: cfg, log: log, lis: lis, grpc: grpc.NewServer(append(m.GRPCServer(), tracing.GRPCServer(cfg.TracerProvider)...)...), producer: producer, seq: seq, reg: reg, metrics: m,
 		tracer: tracing.Tracer(cfg.TracerProvider), waiters: map[string]chan *logv1.Outcome{}}
 	ingestv1.RegisterIngestServiceServer(s.grpc, s)
 	return s, nil
@@ -211,6 +215,7 @@ func (s *Service) outcomeReader(ctx context.Context) (*kgo.Client, error) {
 	cl, err := kgo.NewClient(append(topics.ClientOpts(s.cfg.Brokers),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topics.Outcomes: start}),
 		kgo.FetchMaxWait(100*time.Millisecond),
+		s.metrics.Kafka("outcomes"),
 	)...)
 	if err != nil {
 		return nil, fmt.Errorf("ingest outcome reader: %w", err)

@@ -52,6 +52,8 @@ type Sequencer struct {
 	maxMembers int
 	log        *slog.Logger
 	sess       *kgo.GroupTransactSession
+	// claimed: sess has its producer id (see batch); renew clears it.
+	claimed bool
 
 	// mu guards parts: the poll loop reads it, rebalance callbacks (on the
 	// client's goroutine) drop revoked partitions.
@@ -69,6 +71,18 @@ type Sequencer struct {
 	// batch does not read every record's headers for nothing.
 	tracer trace.Tracer
 	traced bool
+
+	// What measure sets; nil (not measured) until then. accepted holds
+	// the submit times of the batch in hand's events, for sequenced.
+	sequenced, perTxn prometheus.Observer
+	lag               *metrics.Lag
+	accepted          []time.Time
+}
+
+// measure makes the sequencer report to m: the sequenced stage, commands
+// per transaction and its consumer lag. Called before Run.
+func (s *Sequencer) measure(m *metrics.Service) {
+	s.sequenced, s.perTxn, s.lag = m.Stage(metrics.StageSequenced), m.BatchSize(metrics.BatchCommandsPerTxn), m.Lag
 }
 
 // NewSequencer joins the group lazily: nothing happens until Run polls.
@@ -82,6 +96,7 @@ func NewSequencer(brokers []string, instanceID string, maxMembers int, log *slog
 		for _, p := range lost[topics.Commands] {
 			delete(s.parts, p)
 		}
+		s.lag.Forget(SequencerGroup, lost)
 	}
 	// A transactional id must be unique among live sequencers. A static
 	// member keeps its id across restarts, so a restarted process also
@@ -132,13 +147,14 @@ func (s *Sequencer) renew() error {
 		return fmt.Errorf("sequencer kafka client: %w", err)
 	}
 	s.sess = sess
+	s.claimed = false
 	return nil
 }
 
 // Run polls commands until ctx ends; it returns nil on a clean stop.
 func (s *Sequencer) Run(ctx context.Context) error {
 	defer func() { s.sess.Close() }()
-	loop := consumer.Loop{Name: SequencerGroup, Source: s, MaxRecords: 2000, Log: s.log,
+	loop := consumer.Loop{Name: SequencerGroup, Source: s, MaxRecords: 2000, Log: s.log, Lag: s.lag,
 		Handle: func(ctx context.Context, fetches kgo.Fetches) (bool, error) {
 			err := s.batch(ctx, fetches)
 			if err != nil && ctx.Err() == nil && errors.Is(err, errTxn) {
@@ -169,6 +185,17 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) (err error) 
 	committed := false
 	ctx, span := s.startBatch(ctx, fetches)
 	defer func() { s.endBatch(span, committed, err) }()
+	// Claiming the producer id first fences this transactional id's
+	// previous incarnation (the process this one restarts) and aborts the
+	// transaction it left open; otherwise loading an aggregate below waits
+	// for that transaction to time out (10 s, plus up to the broker's
+	// abort check interval, another 10 s by default).
+	if !s.claimed {
+		if _, _, err := s.sess.Client().ProducerID(ctx); err != nil {
+			return fmt.Errorf("%w: claim producer id: %w", errTxn, err)
+		}
+		s.claimed = true
+	}
 	// Aggregates are loaded before the transaction begins, so their
 	// loading never waits on this sequencer's own open transaction.
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
@@ -182,6 +209,7 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) (err error) 
 	if err := s.sess.Begin(); err != nil {
 		return fmt.Errorf("%w: begin: %w", errTxn, err)
 	}
+	s.accepted = s.accepted[:0]
 	out, rejected, ok := s.decideAll(ctx, fetches)
 	end := kgo.TryCommit
 	if !ok {
@@ -217,6 +245,13 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) (err error) 
 	}
 	for _, r := range rejected {
 		s.deadLetters.WithLabelValues(records.ReasonOf(r.Err)).Inc()
+	}
+	if s.sequenced != nil {
+		now := time.Now()
+		for _, t := range s.accepted {
+			metrics.ObserveStage(s.sequenced, t, now)
+		}
+		s.perTxn.Observe(float64(fetches.NumRecords()))
 	}
 	return nil
 }
@@ -268,6 +303,9 @@ func (s *Sequencer) decideAll(ctx context.Context, fetches kgo.Fetches) ([]*kgo.
 			rec, outcome := decide(convs, cmd, s.maxMembers, now)
 			if rec != nil {
 				out = append(out, s.record(dctx, topics.Events, r, rec))
+				if s.sequenced != nil && rec.GetEvent() != nil {
+					s.accepted = append(s.accepted, cmd.GetSubmitTime().AsTime())
+				}
 			}
 			out = append(out, s.record(dctx, topics.Outcomes, r, outcome))
 			s.decided(dctx, span, cmd, outcome)

@@ -29,8 +29,9 @@ type Client struct {
 var _ presencev1.PresenceServiceClient = (*Client)(nil)
 
 // Dial connects (lazily, as gRPC does) to the instances, in instance order:
-// addrs[i] must be instance i of len(addrs). opts are added to the
-// dialling's own (tracing's stats handler, for one).
+// addrs[i] must be instance i of len(addrs). opts are added to every
+// connection's (the caller's metrics interceptors, tracing's stats
+// handler).
 func Dial(addrs []string, opts ...grpc.DialOption) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("presence client: no instance addresses")

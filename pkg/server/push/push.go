@@ -73,9 +73,12 @@ func Plan(items []Item, locs []*presencev1.UserLocation) map[string][]*edgev1.De
 type Edges struct {
 	// Timeout bounds one Push: a stuck edge must not stall the others.
 	Timeout time.Duration
-	// DialOptions are added to the dialling's own (tracing's stats
-	// handler, for one).
+	// DialOptions are added to every connection's (the caller's metrics
+	// interceptors, tracing's stats handler).
 	DialOptions []grpc.DialOption
+	// Pushed, when set, is told the deliveries of every Push that
+	// succeeded, as it returns; it may be called concurrently.
+	Pushed func([]*edgev1.Delivery)
 	// mu guards conns.
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -97,6 +100,9 @@ func (e *Edges) Push(ctx context.Context, plan map[string][]*edgev1.Delivery) er
 			}
 			if _, err := edgev1.NewEdgeServiceClient(conn).Push(cctx, &edgev1.PushRequest{Deliveries: deliveries}); err != nil {
 				return fmt.Errorf("push %d deliveries to %s: %w", len(deliveries), addr, err)
+			}
+			if e.Pushed != nil {
+				e.Pushed(deliveries)
 			}
 			return nil
 		})
