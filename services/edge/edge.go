@@ -50,6 +50,7 @@ import (
 	"github.com/parleychat/parley/pkg/server/daemon"
 	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/presenceclient"
+	"github.com/parleychat/parley/pkg/server/rpcdial"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -114,7 +115,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "edge", "node", cfg.NodeID), verifier: verifier, hub: newHub(), stats: newStats(cfg.Registry)}
 	dial := func(addr string) (*grpc.ClientConn, error) {
-		c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, s.stats.metrics.GRPCClient()...)...)
+		c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), rpcdial.Reconnect}, s.stats.metrics.GRPCClient()...)...)
 		if err != nil {
 			return nil, fmt.Errorf("edge: dial %s: %w", addr, err)
 		}
