@@ -144,13 +144,27 @@ func (p *prober) probe(ctx context.Context, since time.Time, deadline time.Time)
 
 // measureRecovery kills and restarts the first instance of each role
 // rounds times, with the prober's pair on edge 0 (the edge killed is
-// edge 0, so the pair reconnects to the restarted process).
+// edge 0, so the pair reconnects to the restarted process), while a second
+// pair on edge 1 keeps closed-loop traffic going.
 func measureRecovery(ctx context.Context, c *cluster.Cluster, rounds int, minter *auth.HS256, runID string, progress *progressLine) (*recoveryResult, error) {
 	p, err := newProber(ctx, c.WSURL(0), minter, runID)
 	if err != nil {
 		return nil, err
 	}
 	defer p.close()
+	// Closed-loop traffic beside the prober keeps the sequencer inside a
+	// transaction most of the time, so kills land mid-transaction too (a
+	// restart must abort what its predecessor left open).
+	bg, err := newProber(ctx, c.WSURL(1), minter, runID+"bg")
+	if err != nil {
+		return nil, err
+	}
+	defer bg.close()
+	bctx, stopBackground := context.WithCancel(ctx)
+	defer stopBackground()
+	for w := range recoveryBackgroundSenders {
+		go bg.flood(bctx, w)
+	}
 	// The path must work before anything is killed.
 	if _, _, _, err := p.probe(ctx, time.Now(), time.Now().Add(recoveryBudget)); err != nil {
 		return nil, fmt.Errorf("recovery: before any kill: %w", err)
@@ -201,6 +215,38 @@ func measureRecovery(ctx context.Context, c *cluster.Cluster, rounds int, minter
 		_, rr.HistoryMax = medianMax(rr.HistoryS)
 	}
 	return res, nil
+}
+
+// recoveryBackgroundSenders is how many sends the background traffic keeps
+// in flight.
+const recoveryBackgroundSenders = 4
+
+// flood sends messages one after another until ctx ends, retrying each
+// under its client_msg_id; bob's copies are drained and dropped.
+func (p *prober) flood(ctx context.Context, worker int) {
+	if worker == 0 {
+		go func() {
+			for {
+				select {
+				case <-p.bob.Events():
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; ctx.Err() == nil; i++ {
+		id := sdk.NewClientMsgID()
+		for ctx.Err() == nil {
+			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err := p.alice.SendWithID(sctx, p.conv, id, "background "+strconv.Itoa(worker)+" "+strconv.Itoa(i))
+			cancel()
+			if err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }
 
 func medianMax(xs []float64) (float64, float64) {

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
+	"github.com/parleychat/parley/pkg/server/rpcdial"
 	"github.com/parleychat/parley/pkg/server/topics"
 )
 
@@ -38,7 +39,7 @@ func Dial(addrs []string, opts ...grpc.DialOption) (*Client, error) {
 	}
 	c := &Client{}
 	for _, a := range addrs {
-		conn, err := grpc.NewClient(a, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
+		conn, err := grpc.NewClient(a, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), rpcdial.Reconnect}, opts...)...)
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("presence client %s: %w", a, err)

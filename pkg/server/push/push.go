@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parleychat/parley/pkg/server/rpcdial"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -116,7 +117,7 @@ func (e *Edges) conn(addr string) (*grpc.ClientConn, error) {
 	if c := e.conns[addr]; c != nil {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, e.DialOptions...)...)
+	c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), rpcdial.Reconnect}, e.DialOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("edge client %s: %w", addr, err)
 	}
