@@ -25,5 +25,5 @@ func main() {
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
-	os.Exit(daemon.RunWithMetrics(log, *httpAddr, svc.Probe.Ready, svc.Metrics(), svc.Run))
+	os.Exit(daemon.RunWithMetrics(log, *httpAddr, &svc.Probe, svc.Metrics(), svc.Run))
 }

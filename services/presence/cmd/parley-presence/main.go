@@ -25,5 +25,5 @@ func main() {
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
-	os.Exit(daemon.Run(log, *httpAddr, svc.Probe.Ready, svc.Run))
+	os.Exit(daemon.Run(log, *httpAddr, &svc.Probe, svc.Run))
 }
