@@ -124,6 +124,11 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("fanout: %w", err)
 	}
+	s.Probe.NeedKafka(ctx, s.cl)
+	s.Probe.NeedGroup("consumer group", func() *kgo.Client { return s.cl })
+	for _, c := range s.presence.Conns() {
+		s.Probe.Need("presence "+c.Target(), health.WatchConn(ctx, c).Err)
+	}
 	if s.locs != nil {
 		wctx, stop := context.WithCancel(ctx)
 		watched := make(chan struct{})

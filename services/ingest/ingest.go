@@ -147,6 +147,9 @@ func (s *Service) Run(ctx context.Context) error {
 	loops, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLoops()
 
+	s.Probe.NeedKafka(ctx, s.producer)
+	s.Probe.NeedGroup("sequencer group", s.seq.client)
+	s.Probe.Need("sequencer", s.seq.rebuilding)
 	g, gctx := errgroup.WithContext(loops)
 	g.Go(func() error { return s.readOutcomes(gctx, outcomes) })
 	g.Go(func() error { return s.seq.Run(gctx) })

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -51,7 +52,8 @@ type Sequencer struct {
 	log        *slog.Logger
 	sess       *kgo.GroupTransactSession
 
-	// mu guards parts: the poll loop reads it, rebalance callbacks (on the
+	// mu guards parts and sess (renew replaces it; readiness reads it):
+	// the poll loop reads parts, rebalance callbacks (on the
 	// client's goroutine) drop revoked partitions.
 	mu    sync.Mutex
 	parts map[int32]map[string]*conversation
@@ -59,6 +61,8 @@ type Sequencer struct {
 	deadLetters *prometheus.CounterVec
 	// opts make the Kafka session (again, after a failed transaction).
 	opts []kgo.Opt
+	// loading counts the partitions being rebuilt now.
+	loading atomic.Int32
 	// beforeEnd, when set (by tests), runs after a batch is produced and
 	// before its transaction ends: the window a zombie is caught in.
 	beforeEnd func()
@@ -123,7 +127,25 @@ func (s *Sequencer) renew() error {
 	if err != nil {
 		return fmt.Errorf("sequencer kafka client: %w", err)
 	}
+	s.mu.Lock()
 	s.sess = sess
+	s.mu.Unlock()
+	return nil
+}
+
+// client is the current session's Kafka client, for readiness.
+func (s *Sequencer) client() *kgo.Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sess.Client()
+}
+
+// rebuilding fails, for readiness, while a partition's aggregates are
+// being rebuilt from the log: commands of that partition wait meanwhile.
+func (s *Sequencer) rebuilding() error {
+	if n := s.loading.Load(); n > 0 {
+		return fmt.Errorf("rebuilding %d partition(s) from the log", n)
+	}
 	return nil
 }
 
@@ -280,7 +302,9 @@ func (s *Sequencer) partition(ctx context.Context, p int32) (map[string]*convers
 		return convs, nil
 	}
 	start := time.Now()
+	s.loading.Add(1)
 	convs, n, err := loadPartition(ctx, s.brokers, p)
+	s.loading.Add(-1)
 	if err != nil {
 		return nil, err
 	}

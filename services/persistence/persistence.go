@@ -121,6 +121,11 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("persistence: %w", err)
 	}
+	s.Probe.NeedKafka(ctx, s.cl)
+	s.Probe.NeedGroup("consumer group", func() *kgo.Client { return s.cl })
+	if p, ok := s.store.(interface{ Ping(context.Context) error }); ok {
+		s.Probe.Need("history store", health.Ping(ctx, health.PingEvery, p.Ping).Err)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
