@@ -138,7 +138,7 @@ func (s *Service) Run(ctx context.Context) error {
 	s.Probe.SetReady(true)
 	s.log.Info("fanout ready")
 	defer s.Probe.SetReady(false)
-	loop := consumer.Loop{Name: Group, Source: s.cl, MaxRecords: 1000, Log: s.log,
+	loop := consumer.Loop{Name: Group, Source: s.cl, MaxRecords: 1000, Log: s.log, Live: s.Probe.Watch("consumer", consumer.Stall),
 		Handle: func(ctx context.Context, fetches kgo.Fetches) (bool, error) {
 			// false: shutting down with dead letters unwritten; the batch
 			// is read again.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/server/consumer"
+	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/logread"
 	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/records"
@@ -61,6 +62,8 @@ type Sequencer struct {
 	deadLetters *prometheus.CounterVec
 	// opts make the Kafka session (again, after a failed transaction).
 	opts []kgo.Opt
+	// live, when set, is the liveness watch of the poll loop.
+	live *health.Loop
 	// loading counts the partitions being rebuilt now.
 	loading atomic.Int32
 	// beforeEnd, when set (by tests), runs after a batch is produced and
@@ -152,7 +155,7 @@ func (s *Sequencer) rebuilding() error {
 // Run polls commands until ctx ends; it returns nil on a clean stop.
 func (s *Sequencer) Run(ctx context.Context) error {
 	defer func() { s.sess.Close() }()
-	loop := consumer.Loop{Name: SequencerGroup, Source: s, MaxRecords: 2000, Log: s.log,
+	loop := consumer.Loop{Name: SequencerGroup, Source: s, MaxRecords: 2000, Log: s.log, Live: s.live,
 		Handle: func(ctx context.Context, fetches kgo.Fetches) (bool, error) {
 			err := s.batch(ctx, fetches)
 			if err != nil && ctx.Err() == nil && errors.Is(err, errTxn) {

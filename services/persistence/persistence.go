@@ -143,7 +143,7 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 func (s *Service) consume(ctx context.Context) error {
-	loop := consumer.Loop{Name: Group, Source: s.cl, MaxRecords: 1000, Log: s.log,
+	loop := consumer.Loop{Name: Group, Source: s.cl, MaxRecords: 1000, Log: s.log, Live: s.Probe.Watch("consumer", consumer.Stall),
 		Handle: func(ctx context.Context, fetches kgo.Fetches) (bool, error) {
 			// false: shutting down; the batch is read again by whoever
 			// owns the partition next.
