@@ -51,7 +51,7 @@ func kfakeCmd(args []string) int {
 	port := fs.Int("port", 9092, "listen port on 127.0.0.1")
 	daemon.Parse(fs, args)
 	log := daemon.Logger()
-	return daemon.Run(log, "", func() bool { return true }, func(ctx context.Context) error {
+	return daemon.Run(log, "", nil, func(ctx context.Context) error {
 		c, err := platform.OpenKafka(ctx, *dataDir, *port)
 		if err != nil {
 			return err

@@ -350,9 +350,10 @@ func authRejected(err error) bool {
 }
 
 // retryable says whether a dropped connection or a failed redial is worth
-// another attempt: network errors, server closes (4000 resync, 1001 going
-// away, …) and temporary server errors are; a refused token, a request
-// the server calls invalid, a wrong subprotocol and the client's own
+// another attempt: network errors, server closes (4000 resync, 4002
+// reconnect elsewhere from a draining edge, 1001 going away, …) and
+// temporary server errors are; a refused token, a request the server
+// calls invalid, a wrong subprotocol and the client's own
 // Close are not.
 func retryable(err error) bool {
 	var p permanentError

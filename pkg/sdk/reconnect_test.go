@@ -104,8 +104,8 @@ func cursorsOf(a *clientv1.Authenticate) map[string]uint64 {
 }
 
 // TestReconnectResumesFromWhatTheAppRead cuts the connection three ways
-// (network error, the edge's 4000 resync close, its 1001 going away on
-// restart) while events flow. Each time the client redials by itself
+// (network error, the edge's 4000 resync close, its 1001 going away, its
+// 4002 reconnect elsewhere while it drains) while events flow. Each time the client redials by itself
 // under the same device id with cursors at exactly the last event the app
 // read, and Events() goes on with the next one: nothing twice, nothing
 // missing, even when the edge pushes some again.
@@ -127,6 +127,7 @@ func TestReconnectResumesFromWhatTheAppRead(t *testing.T) {
 		{"network error", func(fc *fakeConn) { fc.ws.CloseNow() }, -1},
 		{"resync close", func(fc *fakeConn) { fc.ws.Close(4000, "resync") }, 4000},
 		{"edge restart", func(fc *fakeConn) { fc.ws.Close(websocket.StatusGoingAway, "shutting down") }, websocket.StatusGoingAway},
+		{"edge drain", func(fc *fakeConn) { fc.ws.Close(4002, "draining: reconnect elsewhere") }, 4002},
 	}
 	read := uint64(0)
 	for _, cut := range cuts {

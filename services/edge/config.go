@@ -39,7 +39,12 @@ type Config struct {
 	ResumeWait time.Duration
 	// Heartbeat is how often the node renews its presence lease.
 	Heartbeat time.Duration
-	Logger    *slog.Logger
+	// Drain is the window over which shutdown closes the live connections
+	// (with CloseReconnect), in batches spread evenly across it, so that
+	// their clients reconnect to other nodes a few at a time rather than
+	// all at once. 0 closes them all at once.
+	Drain  time.Duration
+	Logger *slog.Logger
 	// Registry holds the service's metrics; the caller makes it
 	// (metrics.NewRegistry) and may serve it too. Required.
 	Registry *prometheus.Registry

@@ -21,6 +21,9 @@ const (
 	CloseResync websocket.StatusCode = 4000
 	// CloseUnauthenticated: no valid token was presented.
 	CloseUnauthenticated websocket.StatusCode = 4001
+	// CloseReconnect: this node is draining (shutting down); reconnect,
+	// after a short jittered delay, to another node and resume.
+	CloseReconnect websocket.StatusCode = 4002
 )
 
 // conn is one client connection. Its read loop runs in its own goroutine
@@ -62,8 +65,8 @@ type conn struct {
 // serveWS accepts a WebSocket. It counts as live from here on, so
 // shutdown closes and waits for it even while it authenticates.
 func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
-	if !s.Probe.Ready() {
-		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+	if !s.accepting.Load() {
+		http.Error(w, "draining: connect to another node", http.StatusServiceUnavailable)
 		return
 	}
 	ws, err := websocket.Accept(smallHijacker{w}, r, &websocket.AcceptOptions{
@@ -204,11 +207,20 @@ func (l *liveConns) count() int {
 // closeAll starts closing every connection; each close waits for the
 // client's answer, so none waits for another.
 func (l *liveConns) closeAll(code websocket.StatusCode, reason string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for c := range l.conns {
+	for _, c := range l.snapshot() {
 		go c.ws.Close(code, reason)
 	}
+}
+
+// snapshot is every live connection now.
+func (l *liveConns) snapshot() []*conn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]*conn, 0, len(l.conns))
+	for c := range l.conns {
+		out = append(out, c)
+	}
+	return out
 }
 
 // wait waits until every connection is shut down; false if ctx ended

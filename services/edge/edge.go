@@ -43,9 +43,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/server/daemon"
 	"github.com/parleychat/parley/pkg/server/health"
@@ -86,6 +86,9 @@ type Service struct {
 	peers    peers
 	stats    *stats
 	tracer   trace.Tracer
+	// accepting is true while the node takes new connections: from Run's
+	// start until it drains.
+	accepting atomic.Bool
 }
 
 // servers are what New binds and Run serves.
@@ -103,6 +106,9 @@ type clients struct {
 	presence presencev1.PresenceServiceClient
 	// open is what closeClients closes.
 	open []io.Closer
+	// conns are the connections readiness follows: ingest's and each
+	// presence instance's.
+	conns []*grpc.ClientConn
 }
 
 // New binds both listeners and dials the internal services (lazily: gRPC
@@ -144,6 +150,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
 	s.clients.open = append(s.clients.open, prc)
+	s.clients.conns = append([]*grpc.ClientConn{ic}, prc.Conns()...)
 	s.clients.ingest = ingestv1.NewIngestServiceClient(ic)
 	s.clients.persistence = persistencev1.NewPersistenceServiceClient(pc)
 	s.clients.presence = prc
@@ -195,7 +202,7 @@ func (s *Service) GRPCAddr() string { return s.srv.grpcLis.Addr().String() }
 func (s *Service) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ws", s.serveWS)
-	health.Register(mux, s.Probe.Ready)
+	health.Register(mux, &s.Probe)
 	mux.Handle("GET /metrics", s.metricsHandler())
 	daemon.Pprof(mux)
 	mux.Handle("GET /", pageHandler())
@@ -247,16 +254,25 @@ func (s *Service) Push(ctx context.Context, req *edgev1.PushRequest) (*edgev1.Pu
 	return &edgev1.PushResponse{Queued: uint32(n)}, nil
 }
 
-// Run serves until ctx ends. Shutdown order: readiness off; stop accepting
-// connections; close live ones with "going away" so clients reconnect to
-// another node, and wait for their read loops; stop Push; tell presence the
-// sessions are gone; close clients.
+// Run serves until ctx ends. Shutdown order: readiness off and new
+// connections refused (503); drain: close the live ones with
+// CloseReconnect spread over Config.Drain, Push still delivering to those
+// not yet closed; stop HTTP and wait for the read loops; stop Push; tell
+// presence the sessions are gone; close clients.
 func (s *Service) Run(ctx context.Context) error {
 	rctx, stopReporter := context.WithCancel(context.WithoutCancel(ctx))
 	reporterDone := make(chan struct{})
 	go func() { s.reporter.run(rctx); close(reporterDone) }()
+	// Presence watches go on through the drain, for the connections still
+	// open.
+	wctx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	watchDone := make(chan struct{})
+	go func() { s.watchLoop(wctx); close(watchDone) }()
+	for _, c := range s.clients.conns {
+		st := health.WatchConn(wctx, c)
+		s.Probe.Need(c.Target(), st.Err)
+	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { s.watchLoop(gctx); return nil })
 	g.Go(func() error {
 		if err := s.srv.http.Serve(s.srv.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("edge http serve: %w", err)
@@ -269,15 +285,25 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	s.accepting.Store(true)
 	s.Probe.SetReady(true)
 	s.log.Info("edge ready", "http", s.HTTPAddr(), "push", s.GRPCAddr())
 	<-gctx.Done()
 
+	s.Probe.SetNotReady("draining")
+	s.accepting.Store(false)
+	// HTTP keeps serving through the drain: /readyz says why it fails and
+	// /ws answers 503, so a load balancer still routing here retries
+	// another node.
+	s.drain(context.WithoutCancel(ctx))
 	s.Probe.SetReady(false)
+	stopWatch()
+	<-watchDone
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	_ = s.srv.http.Shutdown(sctx)
-	s.live.closeAll(websocket.StatusGoingAway, "server shutting down")
+	// Connections accepted as the drain began.
+	s.live.closeAll(CloseReconnect, "draining: reconnect elsewhere")
 	if !s.live.wait(sctx) {
 		s.log.Warn("edge: connections did not close in time")
 	}

@@ -22,6 +22,8 @@ type stats struct {
 	shedEphemeral atomic.Int64
 	// resyncs counts connections dropped for a full queue.
 	resyncs atomic.Int64
+	// drained counts connections closed with CloseReconnect by a drain.
+	drained atomic.Int64
 	// pushed counts the deliveries Push received, by kind: what routing
 	// sent this node.
 	pushed [pushedKinds]atomic.Int64
@@ -77,6 +79,10 @@ func (s *Service) metricsHandler() http.Handler {
 			Name: "parley_resyncs_total", ConstLabels: service,
 			Help: "Connections closed with 4000 (resync) for letting their queue fill up.",
 		}, func() float64 { return float64(s.stats.resyncs.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "parley_drained_connections_total", ConstLabels: service,
+			Help: "Connections closed with 4002 (reconnect elsewhere) while the node drained on shutdown.",
+		}, func() float64 { return float64(s.stats.drained.Load()) }),
 		pushedCounter(s, pushedEvent, "event"), pushedCounter(s, pushedReceipt, "receipt"), pushedCounter(s, pushedTyping, "typing"),
 		pushedCounter(s, pushedFlags, "flags"),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -139,6 +139,11 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("fanout: %w", err)
 	}
+	s.Probe.NeedKafka(ctx, s.cl)
+	s.Probe.NeedGroup("consumer group", func() *kgo.Client { return s.cl })
+	for _, c := range s.presence.Conns() {
+		s.Probe.Need("presence "+c.Target(), health.WatchConn(ctx, c).Err)
+	}
 	if s.locs != nil {
 		wctx, stop := context.WithCancel(ctx)
 		watched := make(chan struct{})
@@ -148,7 +153,7 @@ func (s *Service) Run(ctx context.Context) error {
 	s.Probe.SetReady(true)
 	s.log.Info("fanout ready")
 	defer s.Probe.SetReady(false)
-	loop := consumer.Loop{Name: Group, Source: s.cl, MaxRecords: 1000, Log: s.log, Lag: s.metrics.Lag,
+	loop := consumer.Loop{Name: Group, Source: s.cl, MaxRecords: 1000, Log: s.log, Lag: s.metrics.Lag, Live: s.Probe.Watch("consumer", consumer.Stall),
 		Handle: func(ctx context.Context, fetches kgo.Fetches) (bool, error) {
 			// false: shutting down with dead letters unwritten; the batch
 			// is read again.

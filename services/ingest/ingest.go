@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/server/auth"
+	"github.com/parleychat/parley/pkg/server/consumer"
 	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/topics"
@@ -160,6 +161,10 @@ func (s *Service) Run(ctx context.Context) error {
 	loops, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLoops()
 
+	s.Probe.NeedKafka(ctx, s.producer)
+	s.Probe.NeedGroup("sequencer group", s.seq.client)
+	s.Probe.Need("sequencer", s.seq.rebuilding)
+	s.seq.live = s.Probe.Watch("sequencer", consumer.Stall)
 	g, gctx := errgroup.WithContext(loops)
 	g.Go(func() error { return s.readOutcomes(gctx, outcomes) })
 	g.Go(func() error { return s.seq.Run(gctx) })

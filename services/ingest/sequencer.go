@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/server/consumer"
+	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/logread"
 	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/records"
@@ -55,7 +57,8 @@ type Sequencer struct {
 	// claimed: sess has its producer id (see batch); renew clears it.
 	claimed bool
 
-	// mu guards parts: the poll loop reads it, rebalance callbacks (on the
+	// mu guards parts and sess (renew replaces it; readiness reads it):
+	// the poll loop reads parts, rebalance callbacks (on the
 	// client's goroutine) drop revoked partitions.
 	mu    sync.Mutex
 	parts map[int32]map[string]*conversation
@@ -63,6 +66,10 @@ type Sequencer struct {
 	deadLetters *prometheus.CounterVec
 	// opts make the Kafka session (again, after a failed transaction).
 	opts []kgo.Opt
+	// live, when set, is the liveness watch of the poll loop.
+	live *health.Loop
+	// loading counts the partitions being rebuilt now.
+	loading atomic.Int32
 	// beforeEnd, when set (by tests), runs after a batch is produced and
 	// before its transaction ends: the window a zombie is caught in.
 	beforeEnd func()
@@ -146,15 +153,33 @@ func (s *Sequencer) renew() error {
 	if err != nil {
 		return fmt.Errorf("sequencer kafka client: %w", err)
 	}
+	s.mu.Lock()
 	s.sess = sess
 	s.claimed = false
+	s.mu.Unlock()
+	return nil
+}
+
+// client is the current session's Kafka client, for readiness.
+func (s *Sequencer) client() *kgo.Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sess.Client()
+}
+
+// rebuilding fails, for readiness, while a partition's aggregates are
+// being rebuilt from the log: commands of that partition wait meanwhile.
+func (s *Sequencer) rebuilding() error {
+	if n := s.loading.Load(); n > 0 {
+		return fmt.Errorf("rebuilding %d partition(s) from the log", n)
+	}
 	return nil
 }
 
 // Run polls commands until ctx ends; it returns nil on a clean stop.
 func (s *Sequencer) Run(ctx context.Context) error {
 	defer func() { s.sess.Close() }()
-	loop := consumer.Loop{Name: SequencerGroup, Source: s, MaxRecords: 2000, Log: s.log, Lag: s.lag,
+	loop := consumer.Loop{Name: SequencerGroup, Source: s, MaxRecords: 2000, Log: s.log, Lag: s.lag, Live: s.live,
 		Handle: func(ctx context.Context, fetches kgo.Fetches) (bool, error) {
 			err := s.batch(ctx, fetches)
 			if err != nil && ctx.Err() == nil && errors.Is(err, errTxn) {
@@ -338,7 +363,9 @@ func (s *Sequencer) partition(ctx context.Context, p int32) (map[string]*convers
 		return convs, nil
 	}
 	start := time.Now()
+	s.loading.Add(1)
 	convs, n, err := loadPartition(ctx, s.brokers, p)
+	s.loading.Add(-1)
 	if err != nil {
 		return nil, err
 	}

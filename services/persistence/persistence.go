@@ -137,6 +137,11 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("persistence: %w", err)
 	}
+	s.Probe.NeedKafka(ctx, s.cl)
+	s.Probe.NeedGroup("consumer group", func() *kgo.Client { return s.cl })
+	if p, ok := s.store.(interface{ Ping(context.Context) error }); ok {
+		s.Probe.Need("history store", health.Ping(ctx, health.PingEvery, p.Ping).Err)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -154,7 +159,7 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 func (s *Service) consume(ctx context.Context) error {
-	loop := consumer.Loop{Name: Group, Source: s.cl, MaxRecords: 1000, Log: s.log, Lag: s.metrics.Lag,
+	loop := consumer.Loop{Name: Group, Source: s.cl, MaxRecords: 1000, Log: s.log, Lag: s.metrics.Lag, Live: s.Probe.Watch("consumer", consumer.Stall),
 		Handle: func(ctx context.Context, fetches kgo.Fetches) (bool, error) {
 			// false: shutting down; the batch is read again by whoever
 			// owns the partition next.

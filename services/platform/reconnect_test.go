@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/parleychat/parley/pkg/sdk"
 	"github.com/parleychat/parley/pkg/wire"
+	"github.com/parleychat/parley/services/edge"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 )
@@ -359,7 +360,8 @@ func TestReconnectEndsOnARejectedToken(t *testing.T) {
 
 // TestDeviceResumesAcrossARestart stops the whole platform under bob's
 // reconnecting device and starts it again on the same data: the edge's
-// shutdown closes him with 1001 (going away), his redials fail while it
+// shutdown closes him with 4002 (reconnect elsewhere; its drain window is
+// 0 here, so at once), his redials fail while it
 // is down, and once it is back he resumes and gets what was posted
 // meanwhile, after what he had, once each.
 func TestDeviceResumesAcrossARestart(t *testing.T) {
@@ -399,8 +401,8 @@ func TestDeviceResumesAcrossARestart(t *testing.T) {
 			if s.State != sdk.StateReconnecting {
 				continue
 			}
-			if websocket.CloseStatus(s.Err) != websocket.StatusGoingAway {
-				t.Fatalf("dropped by the restart with %v, want 1001 going away", s.Err)
+			if websocket.CloseStatus(s.Err) != edge.CloseReconnect {
+				t.Fatalf("dropped by the restart with %v, want 4002 reconnect elsewhere", s.Err)
 			}
 			return
 		default:

@@ -216,6 +216,7 @@ func (s *Service) replayAndServe(ctx context.Context) error {
 		}
 		return fmt.Errorf("presence: %w", err)
 	}
+	s.Probe.NeedKafka(ctx, s.cl)
 	ends, err := s.assign(ctx)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -13,7 +13,9 @@ package consumer
 import (
 	"context"
 	"log/slog"
+	"time"
 
+	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -45,27 +47,45 @@ type Loop struct {
 	// Lag, when set, is told the position of every poll, as the lag of
 	// group Name.
 	Lag *metrics.Lag
+	// Live, when set, is the liveness watch of this loop: it checks in at
+	// every poll, and marks Handle busy so a handler waiting out an
+	// outage does not count as stalled. An idle poll then returns every
+	// IdlePoll (5 s if 0) to check in.
+	Live     *health.Loop
+	IdlePoll time.Duration
 }
+
+// Stall is how long a watched loop may go without checking in before
+// liveness fails: many idle polls, so only a wedged loop meets it.
+const Stall = time.Minute
 
 // Run polls, handles and commits until ctx ends (it returns nil) or
 // Handle fails (it returns that error).
 func (l *Loop) Run(ctx context.Context) error {
+	defer l.Live.Done()
 	for {
-		fetches := l.Source.PollRecords(ctx, l.MaxRecords)
+		l.Live.Beat()
+		fetches, idle := l.poll(ctx)
 		if ctx.Err() != nil {
 			l.Source.AllowRebalance()
 			return nil
+		}
+		if idle {
+			l.Source.AllowRebalance()
+			continue
 		}
 		fetches.EachError(func(t string, p int32, err error) {
 			l.Log.Warn("fetch failed", "consumer", l.Name, "topic", t, "partition", p, "err", err)
 		})
 		l.Lag.Observe(l.Name, fetches)
+		l.Live.Busy(true)
 		done, err := l.Handle(ctx, fetches)
 		if done && err == nil && l.Commit != nil {
 			if err := l.Commit(ctx); err != nil && ctx.Err() == nil {
 				l.Log.Warn("commit failed; the batch will be handled again", "consumer", l.Name, "err", err)
 			}
 		}
+		l.Live.Busy(false)
 		l.Source.AllowRebalance()
 		switch {
 		case err != nil && ctx.Err() == nil:
@@ -74,4 +94,19 @@ func (l *Loop) Run(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// poll polls once; idle when a watched loop's bounded poll found nothing.
+func (l *Loop) poll(ctx context.Context) (kgo.Fetches, bool) {
+	if l.Live == nil {
+		return l.Source.PollRecords(ctx, l.MaxRecords), false
+	}
+	idle := l.IdlePoll
+	if idle <= 0 {
+		idle = 5 * time.Second
+	}
+	pctx, cancel := context.WithTimeout(ctx, idle)
+	defer cancel()
+	fetches := l.Source.PollRecords(pctx, l.MaxRecords)
+	return fetches, pctx.Err() != nil && ctx.Err() == nil && fetches.NumRecords() == 0
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/server/consumer"
+	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/pkg/server/topics/topicstest"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -69,4 +70,94 @@ func TestLoopCommitsOnlyWhatWasHandled(t *testing.T) {
 			}
 		})
 	}
+}
+
+// blockingSource polls like a client: nothing to fetch, so it waits for
+// ctx, unless wedged, when it ignores ctx until released.
+type blockingSource struct {
+	wedged  bool
+	release chan struct{}
+}
+
+func (b *blockingSource) PollRecords(ctx context.Context, _ int) kgo.Fetches {
+	if b.wedged {
+		<-b.release
+		return nil
+	}
+	<-ctx.Done()
+	return kgo.NewErrFetch(ctx.Err())
+}
+
+func (b *blockingSource) AllowRebalance() {}
+
+// TestWatchedLoopLiveness: an idle loop keeps checking in between polls
+// and stays alive well past its stall bound; a loop wedged in a poll that
+// never returns fails liveness; a busy handler does not count as stalled.
+func TestWatchedLoopLiveness(t *testing.T) {
+	const stall = 300 * time.Millisecond
+	waitAlive := func(p *health.Probe, want bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); (p.Alive() == nil) != want; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("alive %v after 10s, want %v: %v", p.Alive() == nil, want, p.Alive())
+			}
+		}
+	}
+	t.Run("idle", func(t *testing.T) {
+		var p health.Probe
+		ctx, cancel := context.WithCancel(t.Context())
+		loop := consumer.Loop{Name: "g", Source: &blockingSource{}, Log: slog.New(slog.DiscardHandler), Live: p.Watch("g", stall), IdlePoll: 20 * time.Millisecond,
+			Handle: func(context.Context, kgo.Fetches) (bool, error) { t.Error("handled an idle poll"); return true, nil }}
+		done := make(chan error, 1)
+		go func() { done <- loop.Run(ctx) }()
+		for end := time.Now().Add(3 * stall); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+			if err := p.Alive(); err != nil {
+				t.Fatalf("idle loop: %v", err)
+			}
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("wedged", func(t *testing.T) {
+		var p health.Probe
+		src := &blockingSource{wedged: true, release: make(chan struct{})}
+		loop := consumer.Loop{Name: "g", Source: src, Log: slog.New(slog.DiscardHandler), Live: p.Watch("g", stall), IdlePoll: 20 * time.Millisecond,
+			Handle: func(context.Context, kgo.Fetches) (bool, error) { return true, nil }}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- loop.Run(ctx) }()
+		waitAlive(&p, false)
+		cancel()
+		close(src.release)
+		<-done
+		waitAlive(&p, true) // an ended loop is not watched
+	})
+	t.Run("busy", func(t *testing.T) {
+		brokers, cl := topicstest.Cluster(t, 1)
+		topicstest.Produce(t, cl, topics.Events, "k", []byte("a"))
+		group, err := kgo.NewClient(append(topics.ClientOpts(brokers), kgo.ConsumerGroup("g"), kgo.ConsumeTopics(topics.Events),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.BlockRebalanceOnPoll(), kgo.DisableAutoCommit())...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer group.Close()
+		var p health.Probe
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		loop := consumer.Loop{Name: "g", Source: group, Log: slog.New(slog.DiscardHandler), Live: p.Watch("g", stall), MaxRecords: 10,
+			Handle: func(context.Context, kgo.Fetches) (bool, error) {
+				// A handler waiting out an outage, far past the bound.
+				time.Sleep(3 * stall)
+				if err := p.Alive(); err != nil {
+					t.Errorf("busy handler counted as stalled: %v", err)
+				}
+				cancel()
+				return false, nil
+			}}
+		if err := loop.Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
 }

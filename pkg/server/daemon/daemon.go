@@ -109,16 +109,16 @@ func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	return slog.New(tracing.LogHandler(h)), nil
 }
 
-// Run runs run until SIGINT or SIGTERM, serving the probes on healthAddr
+// Run runs run until SIGINT or SIGTERM, serving probe on healthAddr
 // (none when empty), and returns the process exit code. run must return
 // once its context ends.
-func Run(log *slog.Logger, healthAddr string, ready func() bool, run func(ctx context.Context) error) int {
-	return RunWithMetrics(log, healthAddr, ready, nil, run)
+func Run(log *slog.Logger, healthAddr string, probe health.Checker, run func(ctx context.Context) error) int {
+	return RunWithMetrics(log, healthAddr, probe, nil, run)
 }
 
 // RunWithMetrics is Run that also serves metrics (when not nil) at
 // /metrics on healthAddr.
-func RunWithMetrics(log *slog.Logger, healthAddr string, ready func() bool, metrics http.Handler, run func(ctx context.Context) error) int {
+func RunWithMetrics(log *slog.Logger, healthAddr string, probe health.Checker, metrics http.Handler, run func(ctx context.Context) error) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	var srv *http.Server
@@ -131,7 +131,7 @@ func RunWithMetrics(log *slog.Logger, healthAddr string, ready func() bool, metr
 			return Fail(log, fmt.Errorf("health address: %w", err))
 		}
 		mux := http.NewServeMux()
-		health.Register(mux, ready)
+		health.Register(mux, probe)
 		if metrics != nil {
 			health.Metrics(mux, metrics)
 		}

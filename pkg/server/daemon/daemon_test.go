@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/server/freeport"
+	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/tracing"
 )
 
@@ -25,7 +26,9 @@ func TestRunWithMetricsServesThemBesideTheProbes(t *testing.T) {
 	}
 	metrics := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "parley_up 1\n") })
 	got := map[string]string{}
-	code := RunWithMetrics(slog.New(slog.DiscardHandler), addr, func() bool { return true }, metrics, func(ctx context.Context) error {
+	var probe health.Probe
+	probe.SetReady(true)
+	code := RunWithMetrics(slog.New(slog.DiscardHandler), addr, &probe, metrics, func(ctx context.Context) error {
 		for _, path := range []string{"/metrics", "/healthz"} {
 			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 				resp, err := http.Get("http://" + addr + path)

@@ -59,6 +59,10 @@ func (c *Client) Close() error {
 	return errors.Join(errs...)
 }
 
+// Conns are the connections to the instances, in instance order, for
+// readiness to follow.
+func (c *Client) Conns() []*grpc.ClientConn { return c.conns }
+
 func (c *Client) owner(user string) int { return topics.UserShard(user, len(c.instances)) }
 
 // Owner is the index of the instance that owns user.

@@ -4,6 +4,7 @@ package main
 import (
 	"flag"
 	"os"
+	"time"
 
 	"github.com/parleychat/parley/pkg/server/daemon"
 	"github.com/parleychat/parley/pkg/server/metrics"
@@ -23,6 +24,7 @@ func main() {
 	queueLimit := fs.Int("queue-limit", daemon.EnvInt("PARLEY_QUEUE_LIMIT", 0), "items queued per connection before it is closed with 4000 resync (PARLEY_QUEUE_LIMIT; 1024 if 0)")
 	writeTimeout := fs.Duration("write-timeout", daemon.EnvDuration("PARLEY_WRITE_TIMEOUT", 0), "bound on one socket write; a connection that stays blocked longer is closed (PARLEY_WRITE_TIMEOUT; 10s if 0)")
 	resumeWait := fs.Duration("resume-wait", daemon.EnvDuration("PARLEY_RESUME_WAIT", 0), "how long a resume waits for history to reach the log's head before reporting the conversation failed (PARLEY_RESUME_WAIT; 5s if 0)")
+	drain := fs.Duration("drain", daemon.EnvDuration("PARLEY_EDGE_DRAIN", 10*time.Second), "on SIGTERM, close the live connections with 4002 (reconnect elsewhere) in batches spread over this window; 0 closes them all at once (PARLEY_EDGE_DRAIN)")
 	devTokens := fs.Bool("dev-tokens", daemon.Env("PARLEY_DEV_TOKENS", "") == "1", "serve /v1/dev/token to anyone: local use only (PARLEY_DEV_TOKENS=1)")
 	tr := daemon.TracingFlags(fs, "parley-edge")
 	daemon.Parse(fs, os.Args[1:])
@@ -34,13 +36,13 @@ func main() {
 	svc, err := edge.New(edge.Config{Registry: metrics.NewRegistry(),
 		HTTPAddr: *httpAddr, GRPCAddr: *grpcAddr, PushAddr: *pushAddr, NodeID: *nodeID,
 		IngestAddr: *ingestAddr, PersistenceAddr: *persistenceAddr, PresenceAddrs: daemon.List(*presenceAddr),
-		JWTSecret: []byte(*secret), DevTokens: *devTokens, QueueLimit: *queueLimit, WriteTimeout: *writeTimeout, ResumeWait: *resumeWait, Logger: log, TracerProvider: tp,
+		JWTSecret: []byte(*secret), DevTokens: *devTokens, QueueLimit: *queueLimit, WriteTimeout: *writeTimeout, ResumeWait: *resumeWait, Logger: log, Drain: *drain, TracerProvider: tp,
 	})
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
 	// The edge serves its probes on its own HTTP address.
-	code := daemon.Run(log, "", svc.Probe.Ready, svc.Run)
+	code := daemon.Run(log, "", &svc.Probe, svc.Run)
 	flush()
 	os.Exit(code)
 }

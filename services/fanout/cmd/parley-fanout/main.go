@@ -30,7 +30,7 @@ func main() {
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
-	code := daemon.RunWithMetrics(log, *httpAddr, svc.Probe.Ready, svc.Metrics(), svc.Run)
+	code := daemon.RunWithMetrics(log, *httpAddr, &svc.Probe, svc.Metrics(), svc.Run)
 	flush()
 	os.Exit(code)
 }

@@ -57,7 +57,7 @@ func main() {
 		_ = store.Close()
 		os.Exit(daemon.Fail(log, err))
 	}
-	code := daemon.RunWithMetrics(log, *httpAddr, svc.Probe.Ready, svc.Metrics(), func(ctx context.Context) error {
+	code := daemon.RunWithMetrics(log, *httpAddr, &svc.Probe, svc.Metrics(), func(ctx context.Context) error {
 		defer store.Close()
 		return svc.Run(ctx)
 	})

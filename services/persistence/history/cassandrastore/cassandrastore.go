@@ -101,3 +101,13 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) bucket(seq uint64) int64 { return int64((seq - 1) / s.bucketSize) }
+
+// Ping asks the cluster one cheap question (readiness uses it): an error
+// means no coordinator answered.
+func (s *Store) Ping(ctx context.Context) error {
+	var v string
+	if err := s.sess.Query("SELECT release_version FROM system.local").WithContext(ctx).Scan(&v); err != nil {
+		return fmt.Errorf("cassandra: %w", err)
+	}
+	return nil
+}
