@@ -11,8 +11,11 @@ import (
 
 // Config configures the service.
 type Config struct {
-	// HTTPAddr serves /ws, the web page, /healthz and /readyz.
+	// HTTPAddr is the public address: /ws and the web page.
 	HTTPAddr string
+	// AdminAddr serves /healthz, /readyz, /metrics and (PARLEY_PPROF=1)
+	// /debug/pprof, never on HTTPAddr; any free loopback port if empty.
+	AdminAddr string
 	// GRPCAddr serves EdgeService.Push.
 	GRPCAddr string
 	// PushAddr is how fan-out reaches GRPCAddr; the bound address if empty.
@@ -38,7 +41,9 @@ type Config struct {
 	ResumeWait time.Duration
 	// Heartbeat is how often the node renews its presence lease.
 	Heartbeat time.Duration
-	Logger    *slog.Logger
+	// Limits bound what one client, user or address may cost the node.
+	Limits Limits
+	Logger *slog.Logger
 	// Registry holds the service's metrics; the caller makes it
 	// (metrics.NewRegistry) and may serve it too. Required.
 	Registry *prometheus.Registry
@@ -72,4 +77,8 @@ func (c *Config) defaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.AdminAddr == "" {
+		c.AdminAddr = "127.0.0.1:0"
+	}
+	c.Limits.defaults()
 }

@@ -47,7 +47,6 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/parleychat/parley/pkg/server/auth"
-	"github.com/parleychat/parley/pkg/server/daemon"
 	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/presenceclient"
 	"golang.org/x/sync/errgroup"
@@ -82,13 +81,14 @@ type Service struct {
 	watchers watchers
 	peers    peers
 	stats    *stats
+	lim      *limiter
 }
 
 // servers are what New binds and Run serves.
 type servers struct {
-	httpLis, grpcLis net.Listener
-	http             *http.Server
-	grpc             *grpc.Server
+	httpLis, grpcLis, adminLis net.Listener
+	http, admin                *http.Server
+	grpc                       *grpc.Server
 }
 
 // clients are the internal services the node calls.
@@ -112,7 +112,8 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "edge", "node", cfg.NodeID), verifier: verifier, hub: newHub(), stats: newStats(cfg.Registry)}
+	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "edge", "node", cfg.NodeID), verifier: verifier, hub: newHub(), stats: newStats(cfg.Registry),
+		lim: newLimiter(cfg.Limits, cfg.Registry)}
 	dial := func(addr string) (*grpc.ClientConn, error) {
 		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -149,6 +150,12 @@ func New(cfg Config) (*Service, error) {
 		s.closeClients()
 		return nil, fmt.Errorf("edge: http address: %w", err)
 	}
+	if s.srv.adminLis, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+		s.srv.grpcLis.Close()
+		s.srv.httpLis.Close()
+		s.closeClients()
+		return nil, fmt.Errorf("edge: admin address: %w", err)
+	}
 	s.peers.Timeout = typingPush
 	s.peers.self = cfg.PushAddr
 	if s.peers.self == "" {
@@ -158,6 +165,7 @@ func New(cfg Config) (*Service, error) {
 	s.srv.grpc = grpc.NewServer()
 	edgev1.RegisterEdgeServiceServer(s.srv.grpc, s)
 	s.srv.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+	s.srv.admin = &http.Server{Handler: s.adminRoutes(), ReadHeaderTimeout: 5 * time.Second}
 	return s, nil
 }
 
@@ -167,6 +175,7 @@ func New(cfg Config) (*Service, error) {
 func (s *Service) Close() {
 	s.srv.grpcLis.Close()
 	s.srv.httpLis.Close()
+	s.srv.adminLis.Close()
 	s.closeClients()
 }
 
@@ -185,10 +194,9 @@ func (s *Service) GRPCAddr() string { return s.srv.grpcLis.Addr().String() }
 
 func (s *Service) routes() http.Handler {
 	mux := http.NewServeMux()
+	// Only what clients use: the probes, metrics and profiles are on the
+	// admin listener (admin.go).
 	mux.HandleFunc("GET /ws", s.serveWS)
-	health.Register(mux, s.Probe.Ready)
-	mux.Handle("GET /metrics", s.metricsHandler())
-	daemon.Pprof(mux)
 	mux.Handle("GET /", pageHandler())
 	if s.cfg.DevTokens {
 		mux.HandleFunc("GET /v1/dev/token", s.devToken)
@@ -247,6 +255,8 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() { s.reporter.run(rctx); close(reporterDone) }()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { s.watchLoop(gctx); return nil })
+	g.Go(func() error { s.keepalive(gctx); return nil })
+	adminDone := s.serveAdmin()
 	g.Go(func() error {
 		if err := s.srv.http.Serve(s.srv.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("edge http serve: %w", err)
@@ -260,7 +270,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return nil
 	})
 	s.Probe.SetReady(true)
-	s.log.Info("edge ready", "http", s.HTTPAddr(), "push", s.GRPCAddr())
+	s.log.Info("edge ready", "http", s.HTTPAddr(), "admin", s.AdminAddr(), "push", s.GRPCAddr())
 	<-gctx.Done()
 
 	s.Probe.SetReady(false)
@@ -275,5 +285,6 @@ func (s *Service) Run(ctx context.Context) error {
 	stopReporter()
 	<-reporterDone
 	s.closeClients()
-	return g.Wait()
+	err := g.Wait()
+	return errors.Join(err, s.stopAdmin(adminDone))
 }
