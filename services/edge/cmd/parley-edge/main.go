@@ -12,7 +12,8 @@ import (
 
 func main() {
 	fs := flag.NewFlagSet("parley-edge", flag.ExitOnError)
-	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8080"), "WebSocket, page and health listen address (PARLEY_HTTP_ADDR)")
+	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8080"), "public listen address: the WebSocket and the page (PARLEY_HTTP_ADDR)")
+	adminAddr := fs.String("admin", daemon.Env("PARLEY_ADMIN_ADDR", "127.0.0.1:8100"), "admin listen address: /healthz, /readyz, /metrics and, with PARLEY_PPROF=1, /debug/pprof (PARLEY_ADMIN_ADDR)")
 	grpcAddr := fs.String("grpc", daemon.Env("PARLEY_GRPC_ADDR", "127.0.0.1:7100"), "Push gRPC listen address (PARLEY_GRPC_ADDR)")
 	pushAddr := fs.String("push-addr", daemon.Env("PARLEY_PUSH_ADDR", ""), "address fan-out uses to reach -grpc (PARLEY_PUSH_ADDR; the bound address if empty)")
 	nodeID := fs.String("node-id", daemon.Env("PARLEY_NODE_ID", ""), "this node's id (PARLEY_NODE_ID; random if empty)")
@@ -24,16 +25,18 @@ func main() {
 	writeTimeout := fs.Duration("write-timeout", daemon.EnvDuration("PARLEY_WRITE_TIMEOUT", 0), "bound on one socket write; a connection that stays blocked longer is closed (PARLEY_WRITE_TIMEOUT; 10s if 0)")
 	resumeWait := fs.Duration("resume-wait", daemon.EnvDuration("PARLEY_RESUME_WAIT", 0), "how long a resume waits for history to reach the log's head before reporting the conversation failed (PARLEY_RESUME_WAIT; 5s if 0)")
 	devTokens := fs.Bool("dev-tokens", daemon.Env("PARLEY_DEV_TOKENS", "") == "1", "serve /v1/dev/token to anyone: local use only (PARLEY_DEV_TOKENS=1)")
+	var limits edge.Limits
+	limits.RegisterFlags(fs)
 	daemon.Parse(fs, os.Args[1:])
 	log := daemon.Logger()
 	svc, err := edge.New(edge.Config{Registry: metrics.NewRegistry(),
-		HTTPAddr: *httpAddr, GRPCAddr: *grpcAddr, PushAddr: *pushAddr, NodeID: *nodeID,
+		HTTPAddr: *httpAddr, AdminAddr: *adminAddr, Limits: limits, GRPCAddr: *grpcAddr, PushAddr: *pushAddr, NodeID: *nodeID,
 		IngestAddr: *ingestAddr, PersistenceAddr: *persistenceAddr, PresenceAddrs: daemon.List(*presenceAddr),
 		JWTSecret: []byte(*secret), DevTokens: *devTokens, QueueLimit: *queueLimit, WriteTimeout: *writeTimeout, ResumeWait: *resumeWait, Logger: log,
 	})
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
-	// The edge serves its probes on its own HTTP address.
+	// The edge serves its probes on its own admin address.
 	os.Exit(daemon.Run(log, "", svc.Probe.Ready, svc.Run))
 }
