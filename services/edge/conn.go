@@ -117,6 +117,8 @@ func (c *conn) sessionLocked() *presencev1.Session {
 func (c *conn) readLoop() {
 	ctx := context.Background()
 	defer c.shutdown()
+	c.heardNow()
+	c.lim.authed.Store(true)
 	for {
 		if !c.awaitRoom() {
 			return

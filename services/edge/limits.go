@@ -280,7 +280,8 @@ type connLimits struct {
 	ip netip.Addr
 	// heard is when the client was last heard from (unix nanoseconds).
 	heard *atomic.Int64
-	// authed is set once the connection joined its user.
+	// authed is set once the read loop runs: the keepalive pings only
+	// connections whose frames (and so pongs) are being read.
 	authed atomic.Bool
 	// room wakes a read loop paused for its unwritten answers.
 	room chan struct{}
@@ -433,7 +434,6 @@ func (c *conn) joinUser(user string) *clientv1.ServerFrame {
 	}
 	c.lim.user = u
 	c.lim.messages, c.lim.requests = cfg.ConnMessages.limiter(), cfg.ConnRequests.limiter()
-	c.lim.authed.Store(true)
 	return nil
 }
 
