@@ -120,6 +120,7 @@ func (c *conn) readLoop() {
 	c.heardNow()
 	c.lim.authed.Store(true)
 	for {
+		c.heed()
 		if !c.awaitRoom() {
 			return
 		}

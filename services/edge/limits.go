@@ -245,8 +245,8 @@ type limiter struct {
 	// refused counts the refusals, by limit.
 	refused [limitKinds]atomic.Int64
 	// paused counts the times a connection's reading was paused for its
-	// unwritten answers.
-	paused atomic.Int64
+	// unwritten answers; heeded, for sending past RATE_LIMITED.
+	paused, heeded atomic.Int64
 }
 
 // userLimits are one user's buckets on this node. They outlive the user's
@@ -266,9 +266,13 @@ func newLimiter(cfg Limits, reg *prometheus.Registry) *limiter {
 		}, func() float64 { return float64(l.refused[kind].Load()) }))
 	}
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "parley_read_paused_total", ConstLabels: prometheus.Labels{"service": "edge"},
-		Help: "Times the edge stopped reading a connection's requests because its answers were not yet written.",
+		Name: "parley_read_paused_total", ConstLabels: prometheus.Labels{"service": "edge", "reason": "outstanding"},
+		Help: "Times the edge stopped reading a connection: for its unwritten answers (outstanding), or for sending on past RATE_LIMITED (rate_limited).",
 	}, func() float64 { return float64(l.paused.Load()) }))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "parley_read_paused_total", ConstLabels: prometheus.Labels{"service": "edge", "reason": "rate_limited"},
+		Help: "Times the edge stopped reading a connection: for its unwritten answers (outstanding), or for sending on past RATE_LIMITED (rate_limited).",
+	}, func() float64 { return float64(l.heeded.Load()) }))
 	return l
 }
 
@@ -285,6 +289,10 @@ type connLimits struct {
 	authed atomic.Bool
 	// room wakes a read loop paused for its unwritten answers.
 	room chan struct{}
+	// Read loop only: refusals counts the frames refused in a row, and
+	// quietUntil is when the last refused one's bucket has a token again.
+	refusals   int
+	quietUntil time.Time
 
 	// Under conn.mu:
 	// outstanding and answerBytes count the answers not yet written.
@@ -491,9 +499,36 @@ func (c *conn) admit(f *clientv1.ClientFrame) *clientv1.ServerFrame {
 			continue
 		}
 		c.svc.lim.refused[ch.kind].Add(1)
-		return rateLimited(fmt.Sprintf("too many frames (%s limit)", limitNames[ch.kind]), refillIn(ch.b, now))
+		wait := refillIn(ch.b, now)
+		c.lim.refusals++
+		c.lim.quietUntil = now.Add(wait)
+		return rateLimited(fmt.Sprintf("too many frames (%s limit)", limitNames[ch.kind]), jitter(wait))
 	}
+	c.lim.refusals = 0
 	return nil
+}
+
+// Past floodRefusals refusals in a row the client is not heeding
+// retry_after: its next frame is read only once the bucket that refused
+// the last one has a token again (at most floodPause later, so its pongs
+// are still read in time). TCP then holds the flood back at the client,
+// and a flood costs the edge what the limit lets through, not a read,
+// a decode and an answer per frame.
+const (
+	floodRefusals = 3
+	floodPause    = time.Second
+)
+
+// heed waits, before the read loop reads again, until a client that keeps
+// sending past RATE_LIMITED may be answered otherwise.
+func (c *conn) heed() {
+	if c.lim.refusals < floodRefusals {
+		return
+	}
+	if d := min(time.Until(c.lim.quietUntil), floodPause); d > 0 {
+		c.svc.lim.heeded.Add(1)
+		time.Sleep(d)
+	}
 }
 
 // bucket is one bucket a frame takes a token from, and the limit it is.
@@ -526,11 +561,11 @@ func rateLimited(msg string, after time.Duration) *clientv1.ServerFrame {
 	}}}
 }
 
-// refillIn is how long until b has a token again, jittered.
+// refillIn is how long until b has a token again.
 func refillIn(b *rate.Limiter, now time.Time) time.Duration {
 	need := 1 - b.TokensAt(now)
 	d := time.Duration(max(need, 0) / float64(b.Limit()) * float64(time.Second))
-	return jitter(max(d, 10*time.Millisecond))
+	return max(d, time.Millisecond)
 }
 
 // jitter lengthens d by up to half, so clients refused together spread
