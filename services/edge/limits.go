@@ -624,14 +624,20 @@ func (c *conn) awaitRoom() bool {
 // heardNow notes that the client was heard from.
 func (c *conn) heardNow() { c.lim.heard.Store(time.Now().UnixNano()) }
 
+// keepalivePings bounds the pings waiting for their pong at once.
+const keepalivePings = 128
+
 // keepalive pings every authenticated connection each PingInterval and
 // closes the ones idle for IdleTimeout, until ctx ends. One loop serves
 // the node; each ping runs in a goroutine of its own while it waits for
-// its pong, so an idle connection still costs one goroutine between pings.
+// its pong, at most keepalivePings at a time, so an idle connection still
+// costs one goroutine between pings and a node of many connections does
+// not grow a goroutine for each of them every interval.
 func (s *Service) keepalive(ctx context.Context) {
 	cfg := s.lim.cfg
 	t := time.NewTicker(cfg.PingInterval)
 	defer t.Stop()
+	pings := make(chan struct{}, keepalivePings)
 	for {
 		select {
 		case <-ctx.Done():
@@ -649,7 +655,12 @@ func (s *Service) keepalive(ctx context.Context) {
 				go c.ws.Close(CloseIdle, "idle")
 				continue
 			}
-			go c.ping()
+			select {
+			case pings <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			go func() { c.ping(); <-pings }()
 		}
 	}
 }
