@@ -238,10 +238,12 @@ func startClusterLease(t *testing.T, s stack, edgeArgs [2][]string, lease time.D
 		e := add(name, "parley-edge", "-grpc", freeAddr(t), "-node-id", c.nodeID(name),
 			"-ingest", ingestAddr, "-persistence", persistenceAddr, "-presence", presenceAddr, "-jwt-secret", secret)
 		// The edge serves its probes and metrics on -admin (health here),
-		// the WebSocket on -http.
+		// the WebSocket on -http. The tests drive the pipeline from one
+		// address at rates no client would send: the limits stay off
+		// (services/platform tests them).
 		public := freeAddr(t)
 		e.args = e.args[:len(e.args)-2]
-		e.args = append(append(e.args, edgeArgs[i]...), "-http", public, "-admin", e.health)
+		e.args = append(append(e.args, edgeArgs[i]...), "-http", public, "-admin", e.health, "-limits-off")
 		e.start()
 		c.edgeURLs = append(c.edgeURLs, "ws://"+public+"/ws")
 	}
@@ -308,7 +310,7 @@ func (c *cluster) addEdge(name, ingestAddr string) int {
 	p := c.add(binaries(c.t), "extra-"+name, "parley-edge", "-grpc", freeAddr(c.t), "-node-id", c.nodeID(name),
 		"-ingest", ingestAddr, "-persistence", c.persistenceAddr, "-presence", c.presenceAddr, "-jwt-secret", secret)
 	p.args = p.args[:len(p.args)-2]
-	p.args = append(p.args, "-http", public, "-admin", p.health)
+	p.args = append(p.args, "-http", public, "-admin", p.health, "-limits-off")
 	p.start()
 	p.waitReady(60 * time.Second)
 	c.edgeURLs = append(c.edgeURLs, "ws://"+public+"/ws")
