@@ -104,3 +104,33 @@ func TestDoReturnsRateLimited(t *testing.T) {
 		}
 	})
 }
+
+// TestRedialWaitsOutTooManyConnections: a redial refused RATE_LIMITED (too
+// many connections) waits the server's retry_after before the next one,
+// though the policy's own backoff is milliseconds.
+func TestRedialWaitsOutTooManyConnections(t *testing.T) {
+	e := newFakeEdge(t)
+	c := dialFake(t, e, Options{Reconnect: fast()})
+	fc := accept(t, e)
+	const after = 400 * time.Millisecond
+	e.mu.Lock()
+	e.tooMany, e.retryAfter = 1, after
+	e.mu.Unlock()
+	fc.ws.Close(1001, "going away")
+	var refusedDelay time.Duration
+	deadline := time.After(wait)
+	for refusedDelay == 0 {
+		select {
+		case s := <-c.States():
+			if s.State == StateReconnecting && wire.CodeOf(s.Err) == chatv1.ErrorCode_ERROR_CODE_RATE_LIMITED {
+				refusedDelay = s.Delay
+			}
+		case <-deadline:
+			t.Fatal("no redial was refused")
+		}
+	}
+	if refusedDelay < after {
+		t.Fatalf("redial after a refusal with retry_after %v waits %v", after, refusedDelay)
+	}
+	accept(t, e)
+}
