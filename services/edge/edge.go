@@ -28,8 +28,8 @@
 // The others are leaves, taken with none of the above held and nothing
 // taken under them: Service.live's mu (every accepted connection),
 // watchers.mu (watchLoop collects changes under it and queues them after
-// releasing it), peers' connection pool (push.Edges) and the mu of each
-// of access's caches.
+// releasing it), peers' connection pool (push.Edges), the mu of each
+// of access's caches and limiter.mu (limits.go).
 package edge
 
 import (
