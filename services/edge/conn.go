@@ -130,12 +130,12 @@ func (c *conn) readLoop() {
 		}
 		c.heardNow()
 		if ferr != nil {
-			c.answer(wire.ErrorFrame("", ferr))
+			c.answer(orRefused(c.admitBad(), wire.ErrorFrame("", ferr)))
 			continue
 		}
 		frame, derr := wire.DecodeClient(c.format, data)
 		if derr != nil {
-			c.answer(wire.ErrorFrame(frame.GetRequestId(), derr))
+			c.answer(orRefused(c.admitBad(), wire.ErrorFrame(frame.GetRequestId(), derr)))
 			continue
 		}
 		if refused := c.admit(frame); refused != nil {

@@ -475,6 +475,10 @@ func frameTypes(bodies ...any) map[reflect.Type]bool {
 // admit checks a decoded frame against the bounds and the connection's
 // and user's buckets before it is handled; the answer if it is refused.
 func (c *conn) admit(f *clientv1.ClientFrame) *clientv1.ServerFrame {
+	// Every frame costs a request token, even one refused for its bounds.
+	if refused := c.admitBad(); refused != nil {
+		return refused
+	}
 	if len(f.GetRequestId()) > MaxRequestIDBytes {
 		// The answer cannot echo an id it refuses; it goes out without one.
 		f.RequestId = ""
@@ -483,9 +487,8 @@ func (c *conn) admit(f *clientv1.ClientFrame) *clientv1.ServerFrame {
 	if e := bounds(f); e != nil {
 		return e
 	}
-	now := time.Now()
 	body := reflect.TypeOf(f.GetFrame())
-	checks := []bucket{{c.lim.requests, limitConnRequests}, {c.lim.user.requests, limitUserRequests}}
+	var checks []bucket
 	switch {
 	case messageFrames[body]:
 		checks = append(checks, bucket{c.lim.messages, limitConnMessages}, bucket{c.lim.user.messages, limitUserMessages})
@@ -494,6 +497,24 @@ func (c *conn) admit(f *clientv1.ClientFrame) *clientv1.ServerFrame {
 	case blockFrames[body]:
 		checks = append(checks, bucket{c.lim.user.blocks, limitBlocks})
 	}
+	if refused := c.takeTokens(checks); refused != nil {
+		return refused
+	}
+	c.lim.refusals = 0
+	return nil
+}
+
+// admitBad charges a frame to the request buckets, which every frame
+// takes from: one that did not decode, or was too large, too, since
+// garbage costs the edge a read like any frame. Its answer if refused.
+func (c *conn) admitBad() *clientv1.ServerFrame {
+	return c.takeTokens([]bucket{{c.lim.requests, limitConnRequests}, {c.lim.user.requests, limitUserRequests}})
+}
+
+// takeTokens takes a token from each bucket in turn; the RATE_LIMITED answer
+// of the first that has none.
+func (c *conn) takeTokens(checks []bucket) *clientv1.ServerFrame {
+	now := time.Now()
 	for _, ch := range checks {
 		if ch.b == nil || ch.b.AllowN(now, 1) {
 			continue
@@ -504,7 +525,6 @@ func (c *conn) admit(f *clientv1.ClientFrame) *clientv1.ServerFrame {
 		c.lim.quietUntil = now.Add(wait)
 		return rateLimited(fmt.Sprintf("too many frames (%s limit)", limitNames[ch.kind]), jitter(wait))
 	}
-	c.lim.refusals = 0
 	return nil
 }
 
@@ -730,4 +750,12 @@ func heldSize(evs []*chatv1.Event) int {
 		n += item{event: ev}.sizeOf()
 	}
 	return n
+}
+
+// orRefused is refused if it is set, else answer.
+func orRefused(refused, answer *clientv1.ServerFrame) *clientv1.ServerFrame {
+	if refused != nil {
+		return refused
+	}
+	return answer
 }

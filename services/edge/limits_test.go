@@ -324,3 +324,47 @@ func TestOutstandingPausesReading(t *testing.T) {
 		t.Errorf("paused counter = %d, want 1", n)
 	}
 }
+
+// TestAdmitChargesEveryFrame: frames refused for their bounds, and frames
+// that did not decode, still take from the request buckets.
+func TestAdmitChargesEveryFrame(t *testing.T) {
+	c := limitedConn(t, limitedService(Limits{ConnRequests: Rate{Events: 1, Per: time.Hour, Burst: 3}}), "alice")
+	long := &clientv1.ClientFrame{RequestId: strings.Repeat("r", MaxRequestIDBytes+1), Frame: &clientv1.ClientFrame_Ping{Ping: &clientv1.Ping{}}}
+	if f := c.admit(long); f.GetError().GetCode() != chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
+		t.Fatalf("long request id: %v", f)
+	}
+	if f := c.admitBad(); f != nil {
+		t.Fatalf("undecodable frame within the burst refused: %v", f)
+	}
+	if f := c.admit(pingFrame()); f != nil {
+		t.Fatalf("third frame within the burst refused: %v", f)
+	}
+	wantLimited(t, c.admitBad(), "undecodable frame past the burst")
+	wantLimited(t, c.admit(pingFrame()), "ping past the burst")
+}
+
+// TestHeedAfterRefusals: past three refusals in a row the read loop waits
+// for the refusing bucket; an admitted frame ends that.
+func TestHeedAfterRefusals(t *testing.T) {
+	svc := limitedService(Limits{ConnMessages: Rate{Events: 1, Per: time.Hour, Burst: 1}})
+	c := limitedConn(t, svc, "alice")
+	c.admit(sendFrame("m"))
+	for range floodRefusals {
+		wantLimited(t, c.admit(sendFrame("m")), "send past the burst")
+	}
+	if c.lim.refusals != floodRefusals || time.Until(c.lim.quietUntil) < 59*time.Minute {
+		t.Fatalf("after %d refusals: refusals %d, quiet for %v", floodRefusals, c.lim.refusals, time.Until(c.lim.quietUntil))
+	}
+	// The wait is capped so pongs are still read: heed returns.
+	c.heed()
+	if n := svc.lim.heeded.Load(); n != 1 {
+		t.Fatalf("heeded = %d, want 1", n)
+	}
+	if f := c.admit(pingFrame()); f != nil || c.lim.refusals != 0 {
+		t.Fatalf("a ping after the refusals: %v, refusals %d; want admitted and the count reset", f, c.lim.refusals)
+	}
+	c.heed()
+	if n := svc.lim.heeded.Load(); n != 1 {
+		t.Fatalf("heeded = %d after an admitted frame, want still 1", n)
+	}
+}
