@@ -251,5 +251,8 @@ func dialIdle(ctx context.Context, hc *http.Client, url string, minter *auth.HS2
 		c.CloseNow()
 		return nil, errors.Join(errors.New("authenticate: unexpected answer"), err)
 	}
+	// Answer the edge's keepalive pings, as any client that reads does;
+	// one that does not is closed as dead within a ping interval.
+	c.CloseRead(context.Background())
 	return c, nil
 }

@@ -159,9 +159,10 @@ func TestCrashLoop(t *testing.T) {
 // one HTTP address, so clients reconnect to it by themselves.
 type server struct {
 	bin, dir string
-	addr     string
-	starts   int
-	cmd      *exec.Cmd
+	// addr is the WebSocket's, admin the probes'.
+	addr, admin string
+	starts      int
+	cmd         *exec.Cmd
 	// exited receives the process's end; kill and the cleanup wait on it.
 	exited chan error
 	// logs are the server's output files, one per start.
@@ -178,7 +179,11 @@ func newServer(t *testing.T, dir string) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &server{bin: bin, dir: dir, addr: addr}
+	admin, err := freeport.Addr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &server{bin: bin, dir: dir, addr: addr, admin: admin}
 	t.Cleanup(func() {
 		if s.cmd != nil {
 			_ = s.cmd.Process.Kill()
@@ -199,7 +204,9 @@ func (s *server) start(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("server log: %w", err)
 	}
-	cmd := exec.Command(s.bin, "run", "-data", filepath.Join(s.dir, "data"), "-http", s.addr)
+	// The writers send as fast as the server answers: the limits, which
+	// would slow them, are not what this test is about.
+	cmd := exec.Command(s.bin, "run", "-data", filepath.Join(s.dir, "data"), "-http", s.addr, "-admin", s.admin, "-limits-off")
 	cmd.Stdout, cmd.Stderr = lf, lf
 	began := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -215,7 +222,7 @@ func (s *server) start(ctx context.Context) (time.Duration, error) {
 	}()
 	probe := &http.Client{Timeout: time.Second}
 	for deadline := time.Now().Add(60 * time.Second); ; {
-		resp, err := probe.Get("http://" + s.addr + "/readyz")
+		resp, err := probe.Get("http://" + s.admin + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/server/daemon"
+	"github.com/parleychat/parley/services/edge"
 	"github.com/parleychat/parley/services/platform"
 )
 
@@ -14,7 +15,10 @@ func runCmd(args []string) int {
 	fs := flag.NewFlagSet("parley run", flag.ExitOnError)
 	dataDir := fs.String("data", daemon.Env("PARLEY_DATA_DIR", "data"), "folder for the embedded Kafka log and history store (PARLEY_DATA_DIR)")
 	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8080"), "WebSocket endpoint and web page address (PARLEY_HTTP_ADDR)")
+	adminAddr := fs.String("admin", daemon.Env("PARLEY_ADMIN_ADDR", "127.0.0.1:8100"), "the edge's /healthz, /readyz, /metrics and, with PARLEY_PPROF=1, /debug/pprof (PARLEY_ADMIN_ADDR)")
 	kafkaPort := fs.Int("kafka-port", 0, "embedded Kafka port (0: any free port)")
+	var limits edge.Limits
+	limits.RegisterFlags(fs)
 	tr := daemon.TracingFlags(fs, "parley")
 	daemon.Parse(fs, args)
 	log := daemon.Logger()
@@ -23,10 +27,10 @@ func runCmd(args []string) int {
 		return daemon.Fail(log, err)
 	}
 	defer flush()
-	// The edge serves /healthz and /readyz on -http.
+	// The edge serves /healthz, /readyz and every service's /metrics on -admin.
 	return daemon.Run(log, "", nil, func(ctx context.Context) error {
 		p, err := platform.Start(ctx, platform.Config{
-			DataDir: *dataDir, HTTPAddr: *httpAddr, KafkaPort: *kafkaPort,
+			DataDir: *dataDir, HTTPAddr: *httpAddr, AdminAddr: *adminAddr, Limits: limits, KafkaPort: *kafkaPort,
 			JWTSecret: secret(), DevTokens: true, Logger: log, TracerProvider: tp,
 		})
 		if err != nil {
@@ -37,8 +41,8 @@ func runCmd(args []string) int {
 				time.Sleep(50 * time.Millisecond)
 			}
 			if ctx.Err() == nil {
-				fmt.Printf("\nParley is running.\n  web chat:  http://%s/\n  WebSocket: %s\n  Kafka:     %v (embedded)\n  data:      %s\nStop with Ctrl-C.\n\n",
-					p.Edge.HTTPAddr(), p.URL(), p.Kafka.ListenAddrs(), *dataDir)
+				fmt.Printf("\nParley is running.\n  web chat:  http://%s/\n  WebSocket: %s\n  admin:     http://%s/metrics\n  Kafka:     %v (embedded)\n  data:      %s\nStop with Ctrl-C.\n\n",
+					p.Edge.HTTPAddr(), p.URL(), p.Edge.AdminAddr(), p.Kafka.ListenAddrs(), *dataDir)
 			}
 		}()
 		return p.Run(ctx)

@@ -47,7 +47,7 @@ func TestRunStartupFailures(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, bin, "run", "-data", filepath.Join(t.TempDir(), "data"), "-http", tc.http)
+			cmd := exec.CommandContext(ctx, bin, "run", "-data", filepath.Join(t.TempDir(), "data"), "-http", tc.http, "-admin", "127.0.0.1:0")
 			cmd.Env = append(os.Environ(), "PARLEY_JWT_SECRET="+tc.secret, "PARLEY_LOG_LEVEL=info")
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -54,9 +54,10 @@ run parley-persistence -store cassandra -migrate -cassandra-hosts "$PARLEY_CASSA
 run parley-ingest -brokers "$PARLEY_KAFKA_BROKERS" -grpc 127.0.0.1:7101 -http 127.0.0.1:8101 -instance-id ingest-0
 run parley-fanout -brokers "$PARLEY_KAFKA_BROKERS" -presence 127.0.0.1:7104 -http 127.0.0.1:8103 -instance-id fanout-0
 run parley-edge -http "127.0.0.1:$http_port" -grpc 127.0.0.1:7100 -ingest 127.0.0.1:7101 -persistence 127.0.0.1:7102 \
-  -presence 127.0.0.1:7104 -jwt-secret "$secret" -dev-tokens
+  -presence 127.0.0.1:7104 -jwt-secret "$secret" -dev-tokens -admin 127.0.0.1:8100
 
-for addr in 127.0.0.1:8104 127.0.0.1:8102 127.0.0.1:8101 127.0.0.1:8103 "127.0.0.1:$http_port"; do
+# The edge's probes are on its admin address (8100), not its public one.
+for addr in 127.0.0.1:8104 127.0.0.1:8102 127.0.0.1:8101 127.0.0.1:8103 127.0.0.1:8100; do
   for _ in $(seq 1 300); do
     curl -fsS "http://$addr/readyz" >/dev/null 2>&1 && break
     sleep 0.1

@@ -180,7 +180,7 @@ func (cn *conn) do(ctx context.Context, f *clientv1.ClientFrame) (*clientv1.Serv
 			return nil, lost(err)
 		}
 		if e := resp.GetError(); e != nil {
-			return resp, &wire.Error{Code: e.GetCode(), Message: e.GetMessage()}
+			return resp, wire.ErrorOf(e)
 		}
 		return resp, nil
 	case <-ctx.Done():

@@ -40,6 +40,10 @@ type fakeEdge struct {
 	// say), sending nothing.
 	failResume map[string]bool
 	onRequest  func(fc *fakeConn, f *clientv1.ClientFrame) bool
+	// tooMany refuses that many authenticates as the edge refuses a user
+	// with too many connections: RATE_LIMITED with retryAfter, close 4029.
+	tooMany    int
+	retryAfter time.Duration
 	// gate, when set, holds every new WebSocket handshake until closed.
 	gate chan struct{}
 
@@ -106,7 +110,18 @@ func (e *fakeEdge) serve(w http.ResponseWriter, r *http.Request) {
 	user, code := "", chatv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED
 	e.mu.Lock()
 	revoked := e.revoked[fc.auth.GetToken()]
+	full := e.tooMany > 0
+	if full {
+		e.tooMany--
+	}
 	e.mu.Unlock()
+	if full {
+		fc.write(&clientv1.ServerFrame{RequestId: f.GetRequestId(), Frame: &clientv1.ServerFrame_Error{Error: &clientv1.Error{
+			Code: chatv1.ErrorCode_ERROR_CODE_RATE_LIMITED, Message: "too many connections", RetryAfterMs: uint32(e.retryAfter.Milliseconds()),
+		}}})
+		ws.Close(4029, "too many connections")
+		return
+	}
 	switch tok := fc.auth.GetToken(); {
 	case revoked:
 	case strings.HasPrefix(tok, "ok:"):

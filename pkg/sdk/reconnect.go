@@ -188,6 +188,11 @@ func (c *Client) redial(cause error) (*conn, error) {
 	rejected := false
 	for attempt := 0; ; attempt++ {
 		delay := p.delay(attempt)
+		if we := (*wire.Error)(nil); errors.As(cause, &we) && we.Code == chatv1.ErrorCode_ERROR_CODE_RATE_LIMITED {
+			// Refused for too many connections: the server's wait, not
+			// ours, says when another is welcome.
+			delay = max(delay, we.RetryAfter)
+		}
 		c.state(StateChange{State: StateReconnecting, Err: cause, Attempt: attempt, Delay: delay})
 		if errors.Is(cause, ErrEventBufferFull) {
 			// Coming back at once would only refill the buffer the app is

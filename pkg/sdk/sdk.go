@@ -273,7 +273,7 @@ func (c *Client) dispatch(cn *conn, f *clientv1.ServerFrame) error {
 			c.lost[conv] = true
 			c.mu.Unlock()
 		}
-		c.report(&wire.Error{Code: b.Error.GetCode(), Message: b.Error.GetMessage()})
+		c.report(wire.ErrorOf(b.Error))
 	case *clientv1.ServerFrame_Receipts:
 		c.onReceipts(b.Receipts.GetReceipts())
 	case *clientv1.ServerFrame_Typing:
@@ -319,7 +319,13 @@ func (c *Client) report(e *wire.Error) {
 // is returned as a *wire.Error. With Reconnect, a request made while the
 // client is reconnecting waits (within ctx) for the next connection; one
 // whose connection drops before the answer fails with ErrConnectionLost.
+//
+// A RATE_LIMITED answer is retried after the wait the server asked for,
+// up to MaxRateLimitRetries times and only while ctx leaves time for it;
+// after that it is returned, its RetryAfter set. The server refused the
+// frame without acting on it, so a retry never acts twice.
 func (c *Client) Do(ctx context.Context, f *clientv1.ClientFrame) (*clientv1.ServerFrame, error) {
+	limited := 0
 	for {
 		cn, err := c.conn(ctx, true)
 		if err != nil {
@@ -332,7 +338,33 @@ func (c *Client) Do(ctx context.Context, f *clientv1.ClientFrame) (*clientv1.Ser
 			// the next one like any request made while reconnecting.
 			continue
 		}
+		var we *wire.Error
+		if errors.As(err, &we) && we.Code == chatv1.ErrorCode_ERROR_CODE_RATE_LIMITED && limited < MaxRateLimitRetries && waitRetry(ctx, we.RetryAfter) {
+			limited++
+			continue
+		}
 		return resp, err
+	}
+}
+
+// MaxRateLimitRetries is how many RATE_LIMITED answers in a row Do waits
+// out before it returns one.
+const MaxRateLimitRetries = 5
+
+// waitRetry waits d (at least a millisecond); false, at once, if ctx would
+// end first.
+func waitRetry(ctx context.Context, d time.Duration) bool {
+	d = max(d, time.Millisecond)
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
@@ -51,6 +52,9 @@ func FormatFor(subprotocol string) (Format, bool) {
 type Error struct {
 	Code    chatv1.ErrorCode
 	Message string
+	// RetryAfter is how long the server asked to wait before sending the
+	// frame again (RATE_LIMITED).
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
@@ -139,7 +143,12 @@ func ErrorFrame(requestID string, err *Error) *clientv1.ServerFrame {
 	return &clientv1.ServerFrame{
 		RequestId: strings.ToValidUTF8(requestID, "\uFFFD"),
 		Frame: &clientv1.ServerFrame_Error{Error: &clientv1.Error{
-			Code: err.Code, Message: strings.ToValidUTF8(err.Message, "\uFFFD"),
+			Code: err.Code, Message: strings.ToValidUTF8(err.Message, "\uFFFD"), RetryAfterMs: uint32(err.RetryAfter.Milliseconds()),
 		}},
 	}
+}
+
+// ErrorOf is the *Error an Error frame reports.
+func ErrorOf(e *clientv1.Error) *Error {
+	return &Error{Code: e.GetCode(), Message: e.GetMessage(), RetryAfter: time.Duration(e.GetRetryAfterMs()) * time.Millisecond}
 }

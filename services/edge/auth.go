@@ -58,14 +58,22 @@ func (c *conn) authenticate(ctx context.Context) bool {
 		// separate.
 		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "device_id holds control characters"))
 	}
-	resume := a.GetResume()
-	if len(resume) > MaxResumeCursors {
-		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "at most %d conversations can be resumed at once", MaxResumeCursors))
+	// A conversation named twice would be caught up twice, at twice the
+	// cost; only distinct ones count against the cap.
+	resume := dedupeCursors(a.GetResume())
+	if n := c.svc.lim.cfg.MaxResumeCursors; len(resume) > n {
+		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "at most %d conversations can be resumed at once", n))
 	}
 	for _, cur := range resume {
 		if id := cur.GetConversationId(); id == "" || len(id) > 64 {
 			return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "resume: conversation_id must be 1-64 bytes"))
 		}
+	}
+	if refused := c.joinUser(user); refused != nil {
+		refused.RequestId = frame.GetRequestId()
+		c.writeNow(ctx, refused)
+		c.ws.Close(CloseTooManyConnections, "too many connections")
+		return false
 	}
 	c.user, c.device, c.session = user, device, uuid.Must(uuid.NewV7()).String()
 	// Hold before joining the hub, so no live event of a resumed

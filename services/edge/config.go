@@ -12,8 +12,11 @@ import (
 
 // Config configures the service.
 type Config struct {
-	// HTTPAddr serves /ws, the web page, /healthz and /readyz.
+	// HTTPAddr is the public address: /ws and the web page.
 	HTTPAddr string
+	// AdminAddr serves /healthz, /readyz, /metrics and (PARLEY_PPROF=1)
+	// /debug/pprof, never on HTTPAddr; any free loopback port if empty.
+	AdminAddr string
 	// GRPCAddr serves EdgeService.Push.
 	GRPCAddr string
 	// PushAddr is how fan-out reaches GRPCAddr; the bound address if empty.
@@ -43,7 +46,9 @@ type Config struct {
 	// (with CloseReconnect), in batches spread evenly across it, so that
 	// their clients reconnect to other nodes a few at a time rather than
 	// all at once. 0 closes them all at once.
-	Drain  time.Duration
+	Drain time.Duration
+	// Limits bound what one client, user or address may cost the node.
+	Limits Limits
 	Logger *slog.Logger
 	// Registry holds the service's metrics; the caller makes it
 	// (metrics.NewRegistry) and may serve it too. Required.
@@ -84,4 +89,8 @@ func (c *Config) defaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.AdminAddr == "" {
+		c.AdminAddr = "127.0.0.1:0"
+	}
+	c.Limits.defaults()
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -60,6 +61,9 @@ type conn struct {
 	lastTyping time.Time
 	// idle is what the device last said with set_idle.
 	idle bool
+	// lim is the connection's share of the limits (limits.go); its
+	// counters are guarded by mu.
+	lim connLimits
 }
 
 // serveWS accepts a WebSocket. It counts as live from here on, so
@@ -69,24 +73,30 @@ func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "draining: connect to another node", http.StatusServiceUnavailable)
 		return
 	}
-	ws, err := websocket.Accept(smallHijacker{w}, r, &websocket.AcceptOptions{
-		Subprotocols: []string{wire.SubprotocolProto, wire.SubprotocolJSON},
-		// Apps on other origins authenticate with a token in the first
-		// frame, never with cookies, so cross-origin use is safe.
-		InsecureSkipVerify: true,
-	})
+	ip := s.lim.clientIP(r)
+	if !s.lim.acquireIP(ip) {
+		refuseIP(w)
+		return
+	}
+	heard := new(atomic.Int64)
+	opts := s.lim.acceptOptions(heard)
+	opts.Subprotocols = []string{wire.SubprotocolProto, wire.SubprotocolJSON}
+	ws, err := websocket.Accept(smallHijacker{w}, r, opts)
 	if err != nil {
+		s.lim.releaseIP(ip)
 		return
 	}
 	format, ok := wire.FormatFor(ws.Subprotocol())
 	if !ok {
+		s.lim.releaseIP(ip)
 		ws.Close(websocket.StatusPolicyViolation, "subprotocol must be "+wire.SubprotocolProto+" or "+wire.SubprotocolJSON)
 		return
 	}
 	// Beyond this the library closes the connection; below it, oversize
 	// frames get an error frame and the connection lives on.
 	ws.SetReadLimit(int64(s.cfg.MaxFrameBytes) * 16)
-	c := &conn{svc: s, ws: ws, format: format}
+	c := &conn{svc: s, ws: ws, format: format, lim: connLimits{ip: ip, heard: heard, room: make(chan struct{}, 1)}}
+	c.heardNow()
 	s.live.add(c)
 	// Authentication runs here, in the handler's goroutine, and is bounded
 	// by AuthTimeout; the net/http buffers this goroutine pins are released
@@ -110,21 +120,33 @@ func (c *conn) sessionLocked() *presencev1.Session {
 func (c *conn) readLoop() {
 	ctx := context.Background()
 	defer c.shutdown()
+	c.heardNow()
+	c.lim.authed.Store(true)
 	for {
+		c.heed()
+		if !c.awaitRoom() {
+			return
+		}
 		data, ferr, err := c.readFrame(ctx)
 		if err != nil {
 			return
 		}
+		c.heardNow()
 		if ferr != nil {
-			c.send(wire.ErrorFrame("", ferr))
+			c.answer(orRefused(c.admitBad(), wire.ErrorFrame("", ferr)))
 			continue
 		}
 		frame, derr := wire.DecodeClient(c.format, data)
 		if derr != nil {
-			c.send(wire.ErrorFrame(frame.GetRequestId(), derr))
+			c.answer(orRefused(c.admitBad(), wire.ErrorFrame(frame.GetRequestId(), derr)))
 			continue
 		}
-		c.send(c.handle(ctx, frame))
+		if refused := c.admit(frame); refused != nil {
+			refused.RequestId = frame.GetRequestId()
+			c.answer(refused)
+			continue
+		}
+		c.answer(c.handle(ctx, frame))
 	}
 }
 
@@ -160,6 +182,7 @@ func (c *conn) shutdown() {
 	c.mu.Lock()
 	c.closed = true
 	c.queue, c.held, c.heldN = nil, nil, 0
+	c.lim.queueBytes, c.lim.heldBytes = 0, 0
 	c.mu.Unlock()
 	if c.session != "" {
 		c.svc.hub.remove(c)
@@ -167,6 +190,7 @@ func (c *conn) shutdown() {
 		c.svc.reporter.disconnect(&presencev1.Session{SessionId: c.session, UserId: c.user, DeviceId: c.device})
 	}
 	c.ws.CloseNow()
+	c.releaseLimits()
 	c.svc.live.remove(c)
 }
 

@@ -23,8 +23,10 @@ import (
 // accepts (with the small hijack buffers), and the client socket.
 func pair(t testing.TB, queueLimit int) (*conn, *websocket.Conn) {
 	t.Helper()
+	lim := DefaultLimits()
+	lim.defaults()
 	svc := &Service{cfg: Config{QueueLimit: queueLimit, WriteTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler), stats: newStats(metrics.NewRegistry()),
-		tracer: tracing.Tracer(nil)}
+		lim: newLimiter(lim, metrics.NewRegistry()), tracer: tracing.Tracer(nil)}
 	accepted := make(chan *websocket.Conn, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ws, err := websocket.Accept(smallHijacker{w}, r, &websocket.AcceptOptions{Subprotocols: []string{wire.SubprotocolProto}})
@@ -43,7 +45,7 @@ func pair(t testing.TB, queueLimit int) (*conn, *websocket.Conn) {
 	}
 	client.SetReadLimit(1 << 24)
 	t.Cleanup(func() { client.CloseNow() })
-	c := &conn{svc: svc, ws: <-accepted, format: wire.Binary, user: "u", session: "s"}
+	c := &conn{svc: svc, ws: <-accepted, format: wire.Binary, user: "u", session: "s", lim: connLimits{room: make(chan struct{}, 1)}}
 	return c, client
 }
 

@@ -28,8 +28,8 @@
 // The others are leaves, taken with none of the above held and nothing
 // taken under them: Service.live's mu (every accepted connection),
 // watchers.mu (watchLoop collects changes under it and queues them after
-// releasing it), peers' connection pool (push.Edges) and the mu of each
-// of access's caches.
+// releasing it), peers' connection pool (push.Edges), the mu of each
+// of access's caches and limiter.mu (limits.go).
 package edge
 
 import (
@@ -47,7 +47,6 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/server/auth"
-	"github.com/parleychat/parley/pkg/server/daemon"
 	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/presenceclient"
 	"github.com/parleychat/parley/pkg/server/rpcdial"
@@ -89,13 +88,14 @@ type Service struct {
 	// accepting is true while the node takes new connections: from Run's
 	// start until it drains.
 	accepting atomic.Bool
+	lim       *limiter
 }
 
 // servers are what New binds and Run serves.
 type servers struct {
-	httpLis, grpcLis net.Listener
-	http             *http.Server
-	grpc             *grpc.Server
+	httpLis, grpcLis, adminLis net.Listener
+	http, admin                *http.Server
+	grpc                       *grpc.Server
 }
 
 // clients are the internal services the node calls.
@@ -123,7 +123,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "edge", "node", cfg.NodeID), verifier: verifier, hub: newHub(), stats: newStats(cfg.Registry),
-		tracer: tracing.Tracer(cfg.TracerProvider)}
+		tracer: tracing.Tracer(cfg.TracerProvider), lim: newLimiter(cfg.Limits, cfg.Registry)}
 	// Every internal client is measured (metrics) and traced.
 	clientOpts := append(s.stats.metrics.GRPCClient(), tracing.GRPCClient(cfg.TracerProvider)...)
 	dialOpts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), rpcdial.Reconnect}, clientOpts...)
@@ -164,6 +164,12 @@ func New(cfg Config) (*Service, error) {
 		s.closeClients()
 		return nil, fmt.Errorf("edge: http address: %w", err)
 	}
+	if s.srv.adminLis, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+		s.srv.grpcLis.Close()
+		s.srv.httpLis.Close()
+		s.closeClients()
+		return nil, fmt.Errorf("edge: admin address: %w", err)
+	}
 	s.peers.Timeout = typingPush
 	s.peers.DialOptions = clientOpts
 	s.peers.self = cfg.PushAddr
@@ -174,6 +180,7 @@ func New(cfg Config) (*Service, error) {
 	s.srv.grpc = grpc.NewServer(append(s.stats.metrics.GRPCServer(), tracing.GRPCServer(cfg.TracerProvider)...)...)
 	edgev1.RegisterEdgeServiceServer(s.srv.grpc, s)
 	s.srv.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+	s.srv.admin = &http.Server{Handler: s.adminRoutes(), ReadHeaderTimeout: 5 * time.Second}
 	return s, nil
 }
 
@@ -183,6 +190,7 @@ func New(cfg Config) (*Service, error) {
 func (s *Service) Close() {
 	s.srv.grpcLis.Close()
 	s.srv.httpLis.Close()
+	s.srv.adminLis.Close()
 	s.closeClients()
 }
 
@@ -201,10 +209,9 @@ func (s *Service) GRPCAddr() string { return s.srv.grpcLis.Addr().String() }
 
 func (s *Service) routes() http.Handler {
 	mux := http.NewServeMux()
+	// Only what clients use: the probes, metrics and profiles are on the
+	// admin listener (admin.go).
 	mux.HandleFunc("GET /ws", s.serveWS)
-	health.Register(mux, &s.Probe)
-	mux.Handle("GET /metrics", s.metricsHandler())
-	daemon.Pprof(mux)
 	mux.Handle("GET /", pageHandler())
 	if s.cfg.DevTokens {
 		mux.HandleFunc("GET /v1/dev/token", s.devToken)
@@ -273,6 +280,8 @@ func (s *Service) Run(ctx context.Context) error {
 		s.Probe.Need(c.Target(), st.Err)
 	}
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { s.keepalive(gctx); return nil })
+	adminDone := s.serveAdmin()
 	g.Go(func() error {
 		if err := s.srv.http.Serve(s.srv.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("edge http serve: %w", err)
@@ -287,7 +296,7 @@ func (s *Service) Run(ctx context.Context) error {
 	})
 	s.accepting.Store(true)
 	s.Probe.SetReady(true)
-	s.log.Info("edge ready", "http", s.HTTPAddr(), "push", s.GRPCAddr())
+	s.log.Info("edge ready", "http", s.HTTPAddr(), "admin", s.AdminAddr(), "push", s.GRPCAddr())
 	<-gctx.Done()
 
 	s.Probe.SetNotReady("draining")
@@ -311,5 +320,6 @@ func (s *Service) Run(ctx context.Context) error {
 	stopReporter()
 	<-reporterDone
 	s.closeClients()
-	return g.Wait()
+	err := g.Wait()
+	return errors.Join(err, s.stopAdmin(adminDone))
 }

@@ -41,6 +41,7 @@ func (h *hub) remove(c *conn) {
 // presence change or flags change (ephemerally) on every connection of the users, and
 // returns how many connections took it.
 func (h *hub) deliver(it item, users []string) int {
+	it.size = it.sizeOf()
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	n := 0

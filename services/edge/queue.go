@@ -17,6 +17,11 @@ type item struct {
 	// live marks an event pushed as it happened (not one of a resume's
 	// catch-up): only those measure the written stage.
 	live bool
+	// answer marks the answer to a request: it counts as outstanding
+	// until written (limits.go).
+	answer bool
+	// size is its bytes as queued (sizeOf), set when queued.
+	size int
 }
 
 // ephemeral items are state, not history: they may be shed. A shed flags
@@ -40,13 +45,17 @@ func (c *conn) push(ev *chatv1.Event) bool { return c.enqueue(item{event: ev, li
 // enqueue queues it; a live event of a conversation being resumed is held
 // back instead (see resume.go).
 func (c *conn) enqueue(it item, live bool) bool {
+	if it.size == 0 {
+		it.size = it.sizeOf()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if live && c.held != nil && !c.closed {
 		if held, ok := c.held[it.event.GetConversationId()]; ok {
-			if c.heldN+len(c.queue) < c.svc.cfg.QueueLimit {
+			if c.heldN+len(c.queue) < c.svc.cfg.QueueLimit && c.lim.heldBytes+c.lim.queueBytes+it.size <= c.svc.lim.cfg.QueueBytes {
 				c.held[it.event.GetConversationId()] = append(held, it.event)
 				c.heldN++
+				c.lim.heldBytes += it.size
 				return true
 			}
 		}
@@ -65,7 +74,7 @@ func (c *conn) pushEphemeral(it item) bool {
 	if c.closed {
 		return false
 	}
-	if len(c.queue)+c.heldN >= c.svc.cfg.QueueLimit/2 {
+	if len(c.queue)+c.heldN >= c.svc.cfg.QueueLimit/2 || c.lim.queueBytes+c.lim.heldBytes >= c.svc.lim.cfg.QueueBytes/2 {
 		c.svc.stats.shedEphemeral.Add(1)
 		return false
 	}
@@ -79,6 +88,8 @@ func (c *conn) shedLocked() {
 	for _, it := range c.queue {
 		if !it.ephemeral() {
 			kept = append(kept, it)
+		} else {
+			c.lim.queueBytes -= it.size
 		}
 	}
 	clear(c.queue[len(kept):])
@@ -91,14 +102,18 @@ func (c *conn) enqueueLocked(it item) bool {
 	if c.closed {
 		return false
 	}
-	if len(c.queue)+c.heldN >= c.svc.cfg.QueueLimit && c.ephemeral > 0 && !it.ephemeral() {
+	if it.size == 0 {
+		it.size = it.sizeOf()
+	}
+	if c.fullLocked(it) && c.ephemeral > 0 && !it.ephemeral() {
 		c.shedLocked()
 	}
-	if len(c.queue)+c.heldN >= c.svc.cfg.QueueLimit {
+	if c.fullLocked(it) {
 		// A durable event is never dropped silently: the client is told to
 		// resync and catches up from history on reconnect.
 		c.closed = true
 		c.queue, c.held, c.heldN, c.ephemeral = nil, nil, 0, 0
+		c.lim.queueBytes, c.lim.heldBytes = 0, 0
 		// A writer blocked on the full socket holds the connection's write
 		// lock, and a close frame sent beside it would time out and
 		// degrade into a bare TCP close the client cannot tell from a
@@ -107,13 +122,18 @@ func (c *conn) enqueueLocked(it item) bool {
 		writer := c.writing
 		c.resync = writer
 		c.svc.stats.resyncs.Add(1)
-		c.svc.log.Warn("edge: slow connection dropped", "user", c.user, "session", c.session, "queue_limit", c.svc.cfg.QueueLimit)
+		c.svc.log.Warn("edge: slow connection dropped", "user", c.user, "session", c.session, "queue_limit", c.svc.cfg.QueueLimit, "queue_bytes", c.svc.lim.cfg.QueueBytes)
 		if !writer {
 			go c.ws.Close(CloseResync, "resync")
 		}
 		return false
 	}
 	c.queue = append(c.queue, it)
+	c.lim.queueBytes += it.size
+	if it.answer {
+		c.lim.outstanding++
+		c.lim.answerBytes += it.size
+	}
 	if !c.writing {
 		c.writing = true
 		go c.writeLoop()
@@ -127,7 +147,7 @@ func (c *conn) enqueueLocked(it item) bool {
 func (c *conn) take() []item {
 	c.mu.Lock()
 	batch := c.queue
-	c.queue, c.ephemeral = nil, 0
+	c.queue, c.ephemeral, c.lim.queueBytes = nil, 0, 0
 	if len(batch) > 0 && !c.closed {
 		c.mu.Unlock()
 		return batch
@@ -140,4 +160,11 @@ func (c *conn) take() []item {
 		c.ws.Close(CloseResync, "resync")
 	}
 	return nil
+}
+
+// fullLocked reports whether it would pass the queue's bound in items or
+// in bytes (Limits.QueueBytes, held events included).
+func (c *conn) fullLocked(it item) bool {
+	return len(c.queue)+c.heldN >= c.svc.cfg.QueueLimit ||
+		c.lim.queueBytes+c.lim.heldBytes+it.size > c.svc.lim.cfg.QueueBytes
 }

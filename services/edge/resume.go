@@ -69,13 +69,16 @@ func (c *conn) resume(requestID string, cursors []*clientv1.Cursor, taken <-chan
 	wait.Stop()
 	heads, errs := c.heads(ctx, cursors)
 	done := &clientv1.Resumed{}
+	var firstErr error
 	for i, cur := range cursors {
 		at, err := uint64(0), errs[i]
 		if err == nil {
 			at, err = c.catchUp(ctx, cur, heads[i])
 		}
 		if err != nil {
-			c.svc.log.Info("edge: resume failed", "user", c.user, "conversation", cur.GetConversationId(), "err", err)
+			if firstErr == nil {
+				firstErr = fmt.Errorf("%s: %w", cur.GetConversationId(), err)
+			}
 			code, msg := resumeError(err)
 			c.send(&clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Error{Error: &clientv1.Error{
 				Code: code, Message: "resume: " + msg, ConversationId: cur.GetConversationId(),
@@ -85,6 +88,11 @@ func (c *conn) resume(requestID string, cursors []*clientv1.Cursor, taken <-chan
 			continue
 		}
 		done.CaughtUp = append(done.CaughtUp, &clientv1.Cursor{ConversationId: cur.GetConversationId(), LastSeq: at})
+	}
+	if firstErr != nil {
+		// One line per resume, not per conversation: a client naming many
+		// conversations it is not in would otherwise write as many lines.
+		c.svc.log.Info("edge: resume failed", "user", c.user, "failed", len(done.Failed), "of", len(cursors), "first", firstErr)
 	}
 	c.send(&clientv1.ServerFrame{RequestId: requestID, Frame: &clientv1.ServerFrame_Resumed{Resumed: done}})
 }
@@ -216,6 +224,7 @@ func (c *conn) release(conv string, seq uint64) bool {
 	for i < len(held) && held[i].GetSeq() <= seq {
 		i++ // history already gave it
 	}
+	c.lim.heldBytes -= heldSize(held[:i])
 	held = held[i:]
 	if seq != 0 && len(held) > 0 && held[0].GetSeq() != seq+1 {
 		c.held[conv] = held
@@ -224,6 +233,7 @@ func (c *conn) release(conv string, seq uint64) bool {
 	}
 	delete(c.held, conv)
 	c.heldN -= len(held) + i
+	c.lim.heldBytes -= heldSize(held)
 	for _, ev := range held {
 		if !c.enqueueLocked(item{event: ev}) {
 			break

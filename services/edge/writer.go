@@ -41,6 +41,9 @@ func (c *conn) writeBatch(batch []item) bool {
 		if !c.flush(batch[start:i]) || !c.writeNow(context.Background(), it.frame) {
 			return false
 		}
+		if it.answer {
+			c.answered(it.size)
+		}
 		start = i + 1
 	}
 	return c.flush(batch[start:])

@@ -18,15 +18,21 @@ import (
 // Limits on rich messages. They keep one message, with everything it may
 // carry, well under the 64 KiB client frame.
 const (
-	MaxAttachments     = 10
-	MaxMentions        = 50
-	MaxLinks           = 50
-	MaxURLBytes        = 2048
-	MaxNameBytes       = 255
-	MaxContentType     = 255
-	MaxEmojiBytes      = 32
-	MaxContactField    = 256
-	maxReactionsPerMsg = 100 // distinct emoji on one message
+	MaxAttachments  = 10
+	MaxMentions     = 50
+	MaxLinks        = 50
+	MaxURLBytes     = 2048
+	MaxNameBytes    = 255
+	MaxContentType  = 255
+	MaxEmojiBytes   = 32
+	MaxContactField = 256
+	// MaxAttachmentBytes bounds an attachment's declared size_bytes (the
+	// bytes live elsewhere; the bound keeps the number honest for the
+	// apps that show it or plan a download by it).
+	MaxAttachmentBytes = 1 << 40
+	// MaxAttachmentPixels bounds an attachment's width and height.
+	MaxAttachmentPixels = 1 << 16
+	maxReactionsPerMsg  = 100 // distinct emoji on one message
 )
 
 // message is what the sequencer remembers of a posted message: enough to
@@ -145,6 +151,12 @@ func preparePost(p *logv1.PostMessage) (chatv1.ErrorCode, string) {
 			if _, _, err := mime.ParseMediaType(ct); err != nil {
 				return invalid, fmt.Sprintf("attachment %d: content type %q: %v", i, ct, err)
 			}
+		}
+		if a.GetSizeBytes() > MaxAttachmentBytes {
+			return invalid, fmt.Sprintf("attachment %d: size_bytes above %d", i, uint64(MaxAttachmentBytes))
+		}
+		if a.GetWidth() > MaxAttachmentPixels || a.GetHeight() > MaxAttachmentPixels {
+			return invalid, fmt.Sprintf("attachment %d: width and height must be at most %d", i, MaxAttachmentPixels)
 		}
 		if n := a.GetName(); len(n) > MaxNameBytes || !printable(n) {
 			return invalid, fmt.Sprintf("attachment %d: name must be at most %d bytes of printable UTF-8", i, MaxNameBytes)

@@ -224,6 +224,11 @@ func TestPrepareMessages(t *testing.T) {
 	for i := range many {
 		many[i] = image("https://cdn.example/x")
 	}
+	sized := func(size uint64, w, h uint32) *chatv1.Attachment {
+		a := image("https://cdn.example/x")
+		a.SizeBytes, a.Width, a.Height = size, w, h
+		return a
+	}
 	withKind := func(k chatv1.AttachmentKind) *chatv1.Attachment {
 		a := image("https://cdn.example/x")
 		a.Kind = k
@@ -238,6 +243,11 @@ func TestPrepareMessages(t *testing.T) {
 		{"attachment only", post(&logv1.PostMessage{Attachments: []*chatv1.Attachment{image("https://cdn.example/a.png")}}), ok},
 		{"text and attachments", post(&logv1.PostMessage{Text: "look", Attachments: many[:MaxAttachments]}), ok},
 		{"too many attachments", post(&logv1.PostMessage{Attachments: many}), invalid},
+		{"largest attachment", post(&logv1.PostMessage{Attachments: []*chatv1.Attachment{sized(MaxAttachmentBytes, MaxAttachmentPixels, MaxAttachmentPixels)}}), ok},
+		{"attachment size past the bound", post(&logv1.PostMessage{Attachments: []*chatv1.Attachment{sized(MaxAttachmentBytes+1, 1, 1)}}), invalid},
+		{"attachment size_bytes of 2^64-1", post(&logv1.PostMessage{Attachments: []*chatv1.Attachment{sized(^uint64(0), 1, 1)}}), invalid},
+		{"attachment too wide", post(&logv1.PostMessage{Attachments: []*chatv1.Attachment{sized(1, MaxAttachmentPixels+1, 1)}}), invalid},
+		{"attachment too tall", post(&logv1.PostMessage{Attachments: []*chatv1.Attachment{sized(1, 1, MaxAttachmentPixels+1)}}), invalid},
 		{"nothing to show", post(&logv1.PostMessage{Text: " "}), invalid},
 		{"oversize text with attachment", post(&logv1.PostMessage{Text: strings.Repeat("a", MaxTextBytes+1), Attachments: many[:1]}), invalid},
 		{"unknown attachment kind", post(&logv1.PostMessage{Attachments: []*chatv1.Attachment{withKind(99)}}), invalid},

@@ -237,11 +237,15 @@ func startClusterLease(t *testing.T, s stack, edgeArgs [2][]string, lease time.D
 		name := fmt.Sprintf("edge%d", i)
 		e := add(name, "parley-edge", "-grpc", freeAddr(t), "-node-id", c.nodeID(name),
 			"-ingest", ingestAddr, "-persistence", persistenceAddr, "-presence", presenceAddr, "-jwt-secret", secret)
-		// The edge serves its probes and the WebSocket on one address.
+		// The edge serves its probes and metrics on -admin (health here),
+		// the WebSocket on -http. The tests drive the pipeline from one
+		// address at rates no client would send: the limits stay off
+		// (services/platform tests them).
+		public := freeAddr(t)
 		e.args = e.args[:len(e.args)-2]
-		e.args = append(append(e.args, edgeArgs[i]...), "-http", e.health)
+		e.args = append(append(e.args, edgeArgs[i]...), "-http", public, "-admin", e.health, "-limits-off")
 		e.start()
-		c.edgeURLs = append(c.edgeURLs, "ws://"+e.health+"/ws")
+		c.edgeURLs = append(c.edgeURLs, "ws://"+public+"/ws")
 	}
 	t.Cleanup(func() {
 		for _, name := range []string{"edge0", "edge1", "ingest", "fanout", "persistence", "presence0", "presence1"} {
@@ -302,11 +306,14 @@ func (c *cluster) addIngest(name string) string {
 // index for dial.
 func (c *cluster) addEdge(name, ingestAddr string) int {
 	c.t.Helper()
+	public := freeAddr(c.t)
 	p := c.add(binaries(c.t), "extra-"+name, "parley-edge", "-grpc", freeAddr(c.t), "-node-id", c.nodeID(name),
 		"-ingest", ingestAddr, "-persistence", c.persistenceAddr, "-presence", c.presenceAddr, "-jwt-secret", secret)
+	p.args = p.args[:len(p.args)-2]
+	p.args = append(p.args, "-http", public, "-admin", p.health, "-limits-off")
 	p.start()
 	p.waitReady(60 * time.Second)
-	c.edgeURLs = append(c.edgeURLs, "ws://"+p.health+"/ws")
+	c.edgeURLs = append(c.edgeURLs, "ws://"+public+"/ws")
 	return len(c.edgeURLs) - 1
 }
 

@@ -70,6 +70,8 @@ func TestStartupFailures(t *testing.T) {
 			want: []string{"cassandra at " + cassandra + " not reachable within 2s"}},
 		tc{name: "parley-edge/http taken", bin: "parley-edge", args: []string{"-http", taken, "-grpc", freeAddr(t), "-jwt-secret", secret}, want: inUse},
 		tc{name: "parley-edge/grpc taken", bin: "parley-edge", args: []string{"-http", freeAddr(t), "-grpc", taken, "-jwt-secret", secret}, want: inUse},
+		tc{name: "parley-edge/admin taken", bin: "parley-edge", args: []string{"-http", freeAddr(t), "-grpc", freeAddr(t), "-admin", taken, "-jwt-secret", secret},
+			want: []string{"admin address", taken, "address already in use"}},
 		tc{name: "parley-edge/jwt secret too short", bin: "parley-edge", args: []string{"-http", freeAddr(t), "-grpc", freeAddr(t), "-jwt-secret", "short"},
 			want: []string{"jwt secret must be at least 16 bytes"}},
 	)

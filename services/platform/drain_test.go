@@ -142,7 +142,7 @@ func TestEdgeDrainMovesClientsWithoutLoss(t *testing.T) {
 	// While it drains, A says why it is not ready and refuses new
 	// WebSockets with 503, so a balancer still routing to it retries.
 	for deadline := time.Now().Add(window / 2); ; time.Sleep(5 * time.Millisecond) {
-		code, body := httpGet(t, "http://"+a.HTTPAddr()+"/readyz")
+		code, body := httpGet(t, "http://"+a.AdminAddr()+"/readyz")
 		if code == http.StatusServiceUnavailable {
 			if body != "not ready: draining\n" {
 				t.Fatalf("A's /readyz while draining: %q", body)

@@ -155,10 +155,10 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		})
 	}
 
-	// parley run has one address: the edge's /metrics serves every
+	// parley run has one admin address: the edge's /metrics serves every
 	// service's families there.
 	t.Run("combined", func(t *testing.T) {
-		resp, err := http.Get("http://" + e.p.Edge.HTTPAddr() + "/metrics")
+		resp, err := http.Get("http://" + e.p.Edge.AdminAddr() + "/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -34,9 +34,13 @@ import (
 type Config struct {
 	// DataDir holds kafka/ and history/; both survive restarts.
 	DataDir string
-	// HTTPAddr is the edge's public address (WebSocket, page, probes, and
-	// every service's metrics).
+	// HTTPAddr is the edge's public address (WebSocket, page).
 	HTTPAddr string
+	// AdminAddr is the edge's admin address (probes, metrics); any free
+	// loopback port if empty.
+	AdminAddr string
+	// Limits are the edge's (edge.DefaultLimits where zero).
+	Limits edge.Limits
 	// KafkaPort is kfake's port, 0 for any.
 	KafkaPort  int
 	JWTSecret  []byte
@@ -137,7 +141,7 @@ func Start(ctx context.Context, cfg Config) (p *Platform, err error) {
 		return nil, err
 	}
 	p.Edge, err = edge.New(edge.Config{Registry: edgeReg, Metrics: metrics.Merged(regs...),
-		HTTPAddr: cfg.HTTPAddr, GRPCAddr: "127.0.0.1:0",
+		HTTPAddr: cfg.HTTPAddr, AdminAddr: cfg.AdminAddr, Limits: cfg.Limits, GRPCAddr: "127.0.0.1:0",
 		IngestAddr: p.Ingest.Addr(), PersistenceAddr: p.Persistence.Addr(), PresenceAddrs: presenceAddrs,
 		JWTSecret: cfg.JWTSecret, DevTokens: cfg.DevTokens, Logger: cfg.Logger, TracerProvider: cfg.TracerProvider,
 	})

@@ -206,8 +206,18 @@ func (c *Cluster) addNamed(name, role string, args ...string) error {
 	if err != nil {
 		return err
 	}
-	p := NewProc(name, role, filepath.Join(c.cfg.BinDir, "parley-"+role), httpAddr, c.cfg.LogDir, c.cfg.Env,
-		append(args, "-http", httpAddr)...)
+	args = append(args, "-http", httpAddr)
+	adminAddr := httpAddr
+	if role == "edge" {
+		if adminAddr, err = freeport.Addr(); err != nil {
+			return err
+		}
+		// The tools measure capacity and faults, from one address and at
+		// rates no one client would send: the edge's limits stay off.
+		args = append(args, "-admin", adminAddr, "-limits-off")
+	}
+	p := NewProc(name, role, filepath.Join(c.cfg.BinDir, "parley-"+role), httpAddr, c.cfg.LogDir, c.cfg.Env, args...)
+	p.AdminAddr = adminAddr
 	c.Procs = append(c.Procs, p)
 	c.roles[role] = append(c.roles[role], p)
 	return nil
@@ -254,10 +264,15 @@ func StartEmbedded(ctx context.Context, binDir, logDir, dataDir, secret string, 
 	if err != nil {
 		return nil, err
 	}
+	adminAddr, err := freeport.Addr()
+	if err != nil {
+		return nil, err
+	}
 	_, kport, _ := strings.Cut(kafkaAddr, ":")
 	p := NewProc("parley-run", "parley-run", filepath.Join(binDir, "parley"), httpAddr, logDir,
 		append([]string{"PARLEY_JWT_SECRET=" + secret}, env...),
-		"run", "-data", dataDir, "-http", httpAddr, "-kafka-port", kport)
+		"run", "-data", dataDir, "-http", httpAddr, "-admin", adminAddr, "-kafka-port", kport, "-limits-off")
+	p.AdminAddr = adminAddr
 	if err := p.Start(); err != nil {
 		return nil, err
 	}

@@ -22,13 +22,16 @@ type Proc struct {
 	// Name is unique in the cluster (edge0, ingest1, ...); Role is the
 	// service (edge, ingest, fanout, persistence, presence, or parley-run).
 	Name, Role string
-	// HTTPAddr serves /readyz and, with PARLEY_PPROF=1, /debug/pprof; an
-	// edge serves its WebSocket there too.
+	// HTTPAddr is the process's -http address: an edge's WebSocket, the
+	// other services' probes.
 	HTTPAddr string
-	bin      string
-	args     []string
-	env      []string
-	logPath  string
+	// AdminAddr serves /readyz, /metrics and, with PARLEY_PPROF=1,
+	// /debug/pprof: an edge's -admin address, HTTPAddr for the others.
+	AdminAddr string
+	bin       string
+	args      []string
+	env       []string
+	logPath   string
 
 	// mu guards cmd and exited, which each Start replaces.
 	mu     sync.Mutex
@@ -39,7 +42,7 @@ type Proc struct {
 // NewProc describes a process; Start runs it. Its output is appended to
 // logDir/name.log across restarts.
 func NewProc(name, role, bin, httpAddr, logDir string, env []string, args ...string) *Proc {
-	return &Proc{Name: name, Role: role, HTTPAddr: httpAddr, bin: bin, args: args, env: env, logPath: filepath.Join(logDir, name+".log")}
+	return &Proc{Name: name, Role: role, HTTPAddr: httpAddr, AdminAddr: httpAddr, bin: bin, args: args, env: env, logPath: filepath.Join(logDir, name+".log")}
 }
 
 // Start runs the process. The child is killed if the tool dies without
@@ -113,7 +116,7 @@ func (p *Proc) WaitReady(ctx context.Context, timeout time.Duration) error {
 			return fmt.Errorf("%s exited during startup; last log lines:\n%s", p.Name, p.Tail(30))
 		default:
 		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.HTTPAddr+"/readyz", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.AdminAddr+"/readyz", nil)
 		if resp, err := http.DefaultClient.Do(req); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -172,7 +175,7 @@ func (p *Proc) LogPath() string { return p.logPath }
 
 // PprofGet fetches a pprof endpoint of the process, e.g. "heap?gc=1".
 func (p *Proc) PprofGet(ctx context.Context, path string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.HTTPAddr+"/debug/pprof/"+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.AdminAddr+"/debug/pprof/"+path, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -189,28 +189,29 @@ annotations:
 {{- end }}
 
 {{/*
-Health probes on the container port named "http":
-(dict "startupFailureThreshold" 12); default 12, i.e. 2 minutes.
+Health probes on the container port named "http", or the one named by
+"port": (dict "startupFailureThreshold" 12 "port" "admin"); the threshold
+defaults to 12, i.e. 2 minutes.
 */}}
 {{- define "parley.probes" -}}
 startupProbe:
   httpGet:
     path: /healthz
-    port: http
+    port: {{ .port | default "http" }}
   periodSeconds: 10
   timeoutSeconds: 3
   failureThreshold: {{ .startupFailureThreshold | default 12 }}
 livenessProbe:
   httpGet:
     path: /healthz
-    port: http
+    port: {{ .port | default "http" }}
   periodSeconds: 10
   timeoutSeconds: 3
   failureThreshold: 3
 readinessProbe:
   httpGet:
     path: /readyz
-    port: http
+    port: {{ .port | default "http" }}
   periodSeconds: 5
   timeoutSeconds: 3
   failureThreshold: 2
@@ -235,4 +236,45 @@ volumes:
   - name: tmp
     emptyDir:
       sizeLimit: 64Mi
+{{- end }}
+
+{{/*
+The edge's limits (edge.limits) as PARLEY_* variables; an empty value
+keeps the edge's default. Behind the Ingress with no trustedProxies every
+client comes from the controller's address, so the per-address cap is
+left off (-1) there rather than cap the controller.
+*/}}
+{{- define "parley.edgeLimitsEnv" -}}
+{{- $l := .Values.edge.limits }}
+{{- $env := list
+  (list "PARLEY_CONN_MESSAGE_RATE" $l.connMessageRate)
+  (list "PARLEY_USER_MESSAGE_RATE" $l.userMessageRate)
+  (list "PARLEY_CONN_REQUEST_RATE" $l.connRequestRate)
+  (list "PARLEY_USER_REQUEST_RATE" $l.userRequestRate)
+  (list "PARLEY_GROUP_OP_RATE" $l.groupOpRate)
+  (list "PARLEY_BLOCK_RATE" $l.blockRate)
+  (list "PARLEY_MAX_CONNS_PER_USER" $l.maxConnsPerUser)
+  (list "PARLEY_MAX_OUTSTANDING" $l.maxOutstanding)
+  (list "PARLEY_QUEUE_BYTES" $l.queueBytes)
+  (list "PARLEY_MAX_RESUME_CURSORS" $l.maxResumeCursors)
+  (list "PARLEY_PING_INTERVAL" $l.pingInterval)
+  (list "PARLEY_IDLE_TIMEOUT" $l.idleTimeout)
+  (list "PARLEY_ALLOWED_ORIGINS" (join "," ($l.allowedOrigins | default list)))
+  (list "PARLEY_TRUSTED_PROXIES" (join "," ($l.trustedProxies | default list)))
+}}
+{{- $perIP := $l.maxConnsPerIP }}
+{{- if and .Values.edge.ingress.enabled (not $l.trustedProxies) }}
+{{- $perIP = -1 }}
+{{- end }}
+{{- $env = append $env (list "PARLEY_MAX_CONNS_PER_IP" $perIP) }}
+{{- range $env }}
+{{- $v := index . 1 }}
+{{- if or (kindIs "int" $v) (kindIs "int64" $v) (kindIs "float64" $v) }}
+- name: {{ index . 0 }}
+  value: {{ int64 $v | toString | quote }}
+{{- else if and (kindIs "string" $v) (ne $v "") }}
+- name: {{ index . 0 }}
+  value: {{ $v | quote }}
+{{- end }}
+{{- end }}
 {{- end }}

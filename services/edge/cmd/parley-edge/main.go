@@ -13,7 +13,8 @@ import (
 
 func main() {
 	fs := flag.NewFlagSet("parley-edge", flag.ExitOnError)
-	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8080"), "WebSocket, page and health listen address (PARLEY_HTTP_ADDR)")
+	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8080"), "public listen address: the WebSocket and the page (PARLEY_HTTP_ADDR)")
+	adminAddr := fs.String("admin", daemon.Env("PARLEY_ADMIN_ADDR", "127.0.0.1:8100"), "admin listen address: /healthz, /readyz, /metrics and, with PARLEY_PPROF=1, /debug/pprof (PARLEY_ADMIN_ADDR)")
 	grpcAddr := fs.String("grpc", daemon.Env("PARLEY_GRPC_ADDR", "127.0.0.1:7100"), "Push gRPC listen address (PARLEY_GRPC_ADDR)")
 	pushAddr := fs.String("push-addr", daemon.Env("PARLEY_PUSH_ADDR", ""), "address fan-out uses to reach -grpc (PARLEY_PUSH_ADDR; the bound address if empty)")
 	nodeID := fs.String("node-id", daemon.Env("PARLEY_NODE_ID", ""), "this node's id (PARLEY_NODE_ID; random if empty)")
@@ -26,6 +27,8 @@ func main() {
 	resumeWait := fs.Duration("resume-wait", daemon.EnvDuration("PARLEY_RESUME_WAIT", 0), "how long a resume waits for history to reach the log's head before reporting the conversation failed (PARLEY_RESUME_WAIT; 5s if 0)")
 	drain := fs.Duration("drain", daemon.EnvDuration("PARLEY_EDGE_DRAIN", 10*time.Second), "on SIGTERM, close the live connections with 4002 (reconnect elsewhere) in batches spread over this window; 0 closes them all at once (PARLEY_EDGE_DRAIN)")
 	devTokens := fs.Bool("dev-tokens", daemon.Env("PARLEY_DEV_TOKENS", "") == "1", "serve /v1/dev/token to anyone: local use only (PARLEY_DEV_TOKENS=1)")
+	var limits edge.Limits
+	limits.RegisterFlags(fs)
 	tr := daemon.TracingFlags(fs, "parley-edge")
 	daemon.Parse(fs, os.Args[1:])
 	log := daemon.Logger()
@@ -34,14 +37,14 @@ func main() {
 		os.Exit(daemon.Fail(log, err))
 	}
 	svc, err := edge.New(edge.Config{Registry: metrics.NewRegistry(),
-		HTTPAddr: *httpAddr, GRPCAddr: *grpcAddr, PushAddr: *pushAddr, NodeID: *nodeID,
+		HTTPAddr: *httpAddr, AdminAddr: *adminAddr, Limits: limits, GRPCAddr: *grpcAddr, PushAddr: *pushAddr, NodeID: *nodeID,
 		IngestAddr: *ingestAddr, PersistenceAddr: *persistenceAddr, PresenceAddrs: daemon.List(*presenceAddr),
 		JWTSecret: []byte(*secret), DevTokens: *devTokens, QueueLimit: *queueLimit, WriteTimeout: *writeTimeout, ResumeWait: *resumeWait, Logger: log, Drain: *drain, TracerProvider: tp,
 	})
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
-	// The edge serves its probes on its own HTTP address.
+	// The edge serves its probes on its own admin address.
 	code := daemon.Run(log, "", &svc.Probe, svc.Run)
 	flush()
 	os.Exit(code)

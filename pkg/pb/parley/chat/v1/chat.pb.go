@@ -171,7 +171,8 @@ const (
 	ErrorCode_ERROR_CODE_UNAVAILABLE ErrorCode = 10
 	// A bug on our side; the message is safe to show.
 	ErrorCode_ERROR_CODE_INTERNAL ErrorCode = 11
-	// Too many frames; slow down.
+	// Too many frames, connections or operations; slow down. Error frames
+	// with this code carry retry_after_ms.
 	ErrorCode_ERROR_CODE_RATE_LIMITED ErrorCode = 12
 	// The server dropped this connection's queue; reconnect and sync from the
 	// last seq of each conversation.

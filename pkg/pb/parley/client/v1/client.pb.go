@@ -3388,8 +3388,12 @@ type Error struct {
 	// conversation_id names the conversation the error is about, when there
 	// is one (a failed resume, for example).
 	ConversationId string `protobuf:"bytes,4,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// retry_after_ms is set with RATE_LIMITED: how long to wait before
+	// sending the refused frame again. It is jittered, so clients refused
+	// together do not all return at once.
+	RetryAfterMs  uint32 `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Error) Reset() {
@@ -3448,6 +3452,13 @@ func (x *Error) GetConversationId() string {
 		return x.ConversationId
 	}
 	return ""
+}
+
+func (x *Error) GetRetryAfterMs() uint32 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
 }
 
 // Pong answers Ping.
@@ -3718,12 +3729,13 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\vHistoryPage\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12-\n" +
 	"\x06events\x18\x02 \x03(\v2\x15.parley.chat.v1.EventR\x06events\x12\x19\n" +
-	"\bhas_more\x18\x03 \x01(\bR\ahasMore\"\x9d\x01\n" +
+	"\bhas_more\x18\x03 \x01(\bR\ahasMore\"\xc3\x01\n" +
 	"\x05Error\x12-\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x19.parley.chat.v1.ErrorCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\"\n" +
 	"\rclient_msg_id\x18\x03 \x01(\tR\vclientMsgId\x12'\n" +
-	"\x0fconversation_id\x18\x04 \x01(\tR\x0econversationId\"\x06\n" +
+	"\x0fconversation_id\x18\x04 \x01(\tR\x0econversationId\x12$\n" +
+	"\x0eretry_after_ms\x18\x05 \x01(\rR\fretryAfterMs\"\x06\n" +
 	"\x04PongB?Z=github.com/parleychat/parley/pkg/pb/parley/client/v1;clientv1b\x06proto3"
 
 var (
