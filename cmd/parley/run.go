@@ -15,13 +15,14 @@ func runCmd(args []string) int {
 	dataDir := fs.String("data", daemon.Env("PARLEY_DATA_DIR", "data"), "folder for the embedded Kafka log and history store (PARLEY_DATA_DIR)")
 	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8080"), "WebSocket endpoint and web page address (PARLEY_HTTP_ADDR)")
 	kafkaPort := fs.Int("kafka-port", 0, "embedded Kafka port (0: any free port)")
+	insecureDev := fs.Bool("insecure-dev", daemon.Env("PARLEY_INSECURE_DEV", "") == "1", "serve dev tokens (and the dev secret, if PARLEY_JWT_SECRET is unset) on a non-loopback -http address (PARLEY_INSECURE_DEV=1): anyone who reaches it can act as any user")
 	daemon.Parse(fs, args)
 	log := daemon.Logger()
 	// The edge serves /healthz and /readyz on -http.
 	return daemon.Run(log, "", nil, func(ctx context.Context) error {
 		p, err := platform.Start(ctx, platform.Config{
 			DataDir: *dataDir, HTTPAddr: *httpAddr, KafkaPort: *kafkaPort,
-			JWTSecret: secret(), DevTokens: true, Logger: log,
+			JWTSecret: secret(), DevTokens: true, InsecureDev: *insecureDev, Logger: log,
 		})
 		if err != nil {
 			return err

@@ -19,7 +19,8 @@ const (
 	// CloseResync: the server dropped this connection's queue; reconnect and
 	// sync from the last seq of each conversation.
 	CloseResync websocket.StatusCode = 4000
-	// CloseUnauthenticated: no valid token was presented.
+	// CloseUnauthenticated: no valid token was presented, or the token
+	// expired without a refresh_token (after an Error TOKEN_EXPIRED).
 	CloseUnauthenticated websocket.StatusCode = 4001
 )
 
@@ -57,6 +58,8 @@ type conn struct {
 	lastTyping time.Time
 	// idle is what the device last said with set_idle.
 	idle bool
+	// token ends the connection when its token expires (tokenclock.go).
+	token tokenClock
 }
 
 // serveWS accepts a WebSocket. It counts as live from here on, so
@@ -154,6 +157,7 @@ func (c *conn) readFrame(ctx context.Context) ([]byte, *wire.Error, error) {
 
 // shutdown runs when the read loop ends, whatever the reason.
 func (c *conn) shutdown() {
+	c.stopTokenClock()
 	c.mu.Lock()
 	c.closed = true
 	c.queue, c.held, c.heldN = nil, nil, 0
