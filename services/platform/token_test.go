@@ -221,4 +221,3 @@ func writeJSON(t *testing.T, ws *websocket.Conn, f *clientv1.ClientFrame) {
 		t.Fatal(err)
 	}
 }
-
