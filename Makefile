@@ -8,6 +8,15 @@ SHELL := bash
 BIN := $(CURDIR)/bin
 GO_DIRS := pkg services cmd
 
+# The commit and version every binary reports in parley_build_info. A go
+# build in the go.work workspace stamps no VCS information (checked with
+# go version -m), so they are passed to the linker; a tree with changes
+# not committed reports <commit>-dirty.
+PARLEY_COMMIT ?= $(shell if c=$$(git rev-parse HEAD 2>/dev/null); then git diff --quiet HEAD -- 2>/dev/null || c=$$c-dirty; echo $$c; else echo unknown; fi)
+PARLEY_VERSION ?= devel
+GO_LDFLAGS := -X github.com/parleychat/parley/pkg/server/metrics.Commit=$(PARLEY_COMMIT) \
+	-X github.com/parleychat/parley/pkg/server/metrics.Version=$(PARLEY_VERSION)
+
 # Code generators, pinned and installed into bin/ with `go install`.
 BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
@@ -36,7 +45,7 @@ help: ## list targets
 
 .PHONY: run
 run: ## run the whole platform on embedded defaults (kfake + Pebble) on http://127.0.0.1:8080
-	go build -o $(BIN)/parley ./cmd/parley
+	go build -ldflags "$(GO_LDFLAGS)" -o $(BIN)/parley ./cmd/parley
 	exec $(BIN)/parley run
 
 .PHONY: smoke
@@ -45,7 +54,7 @@ smoke: ## scripted conversation against the platform `make run` started
 
 .PHONY: build
 build: ## build every binary into bin/
-	go build -o $(BIN)/ ./cmd/parley ./services/edge/cmd/parley-edge ./services/ingest/cmd/parley-ingest \
+	go build -ldflags "$(GO_LDFLAGS)" -o $(BIN)/ ./cmd/parley ./services/edge/cmd/parley-edge ./services/ingest/cmd/parley-ingest \
 		./services/fanout/cmd/parley-fanout ./services/persistence/cmd/parley-persistence ./services/presence/cmd/parley-presence
 
 $(BIN)/buf:

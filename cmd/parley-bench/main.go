@@ -30,32 +30,33 @@ import (
 )
 
 type options struct {
-	embedded    bool
-	duration    time.Duration
-	rate        float64
-	users       int
-	devices     int
-	groupSize   int
-	directShare float64
-	edges       int
-	payload     int
-	grace       time.Duration
-	warmup      time.Duration
-	baselineDur time.Duration
-	kneeStep    time.Duration
-	kneeGrace   time.Duration
-	kneeSteps   int
-	kneeMax     float64
-	kneeP99     float64
-	conns       int
-	historyRate float64
-	out         string
-	profile     string
-	skip        string
-	brokers     string
-	cassandra   string
-	keyspace    string
-	force       bool
+	embedded       bool
+	duration       time.Duration
+	rate           float64
+	users          int
+	devices        int
+	groupSize      int
+	directShare    float64
+	edges          int
+	payload        int
+	grace          time.Duration
+	warmup         time.Duration
+	baselineDur    time.Duration
+	kneeStep       time.Duration
+	kneeGrace      time.Duration
+	kneeSteps      int
+	kneeMax        float64
+	kneeP99        float64
+	conns          int
+	historyRate    float64
+	recoveryRounds int
+	out            string
+	profile        string
+	skip           string
+	brokers        string
+	cassandra      string
+	keyspace       string
+	force          bool
 }
 
 func env(key, def string) string {
@@ -89,7 +90,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.Float64Var(&o.historyRate, "history-rate", 20, "history page reads per second during the fixed-rate run")
 	fs.StringVar(&o.out, "out", env("BENCH_OUT", "bench/results"), "folder for latest.json, latest.png and profiles (BENCH_OUT)")
 	fs.StringVar(&o.profile, "profile", env("BENCH_PROFILE", ""), "take CPU profiles during the fixed-rate run: comma-separated roles (edge, ingest, fanout, persistence, presence) or all (BENCH_PROFILE)")
-	fs.StringVar(&o.skip, "skip", env("BENCH_SKIP", ""), "phases to leave out: comma-separated baseline, knee, memory, history (BENCH_SKIP)")
+	fs.StringVar(&o.skip, "skip", env("BENCH_SKIP", ""), "phases to leave out: comma-separated baseline, knee, memory, history, recovery (BENCH_SKIP)")
+	roundsS := fs.String("recovery-rounds", env("BENCH_RECOVERY_ROUNDS", "10"), "kill -9 and restart rounds per service kind in the recovery phase (BENCH_RECOVERY_ROUNDS)")
 	fs.StringVar(&o.brokers, "brokers", env("PARLEY_KAFKA_BROKERS", "127.0.0.1:19092"), "Kafka of the local stack (PARLEY_KAFKA_BROKERS)")
 	fs.StringVar(&o.cassandra, "cassandra", env("PARLEY_CASSANDRA_HOSTS", "127.0.0.1:19042"), "Cassandra of the local stack (PARLEY_CASSANDRA_HOSTS)")
 	fs.StringVar(&o.keyspace, "keyspace", "parley_bench", "Cassandra keyspace the benchmark's persistence writes")
@@ -106,6 +108,9 @@ func parseOptions(args []string) (*options, error) {
 	}
 	if o.conns, err = strconv.Atoi(*connsS); err != nil || o.conns < 0 {
 		return nil, fmt.Errorf("conns %q: want a count", *connsS)
+	}
+	if o.recoveryRounds, err = strconv.Atoi(*roundsS); err != nil || o.recoveryRounds < 1 {
+		return nil, fmt.Errorf("recovery-rounds %q: want a positive count", *roundsS)
 	}
 	if o.users < 2 || o.devices < 1 || o.edges < 1 {
 		return nil, fmt.Errorf("need at least 2 users, 1 device each and 1 edge")
@@ -141,6 +146,7 @@ func (o *options) asMap() map[string]any {
 		"payload_bytes": o.payload, "grace_s": o.grace.Seconds(), "warmup_s": o.warmup.Seconds(), "baseline_duration_s": o.baselineDur.Seconds(),
 		"knee_step_s": o.kneeStep.Seconds(), "knee_steps_max": o.kneeSteps, "knee_p99_ms": o.kneeP99,
 		"memory_connections_requested": o.conns, "history_reads_per_s": o.historyRate, "skip": o.skip,
+		"recovery_rounds": o.recoveryRounds,
 	}
 }
 
@@ -314,6 +320,21 @@ func run(ctx context.Context, o *options) error {
 	closeWorkload()
 	closeHistory()
 
+	// Recovery kills and restarts services, so it runs with no load and
+	// after every phase that measures a steady platform but the memory
+	// one, which starts an edge of its own.
+	if !o.skips("recovery") && ctx.Err() == nil {
+		phase("recovery")
+		if c.Embedded {
+			rep.Notes = append(rep.Notes, "recovery: not measured in embedded mode (one process holds every service)")
+		} else {
+			r, err := measureRecovery(ctx, c, o.recoveryRounds, minter, runID, progress)
+			if err != nil {
+				return err
+			}
+			rep.Recovery = r
+		}
+	}
 	if !o.skips("memory") && o.conns > 0 && ctx.Err() == nil {
 		phase("memory")
 		m, err := measureMemory(ctx, c, o, limit, minter, runID, progress)

@@ -19,6 +19,7 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 
+	"github.com/parleychat/parley/cmd/internal/cluster"
 	"github.com/parleychat/parley/cmd/internal/stats"
 )
 
@@ -35,6 +36,7 @@ type report struct {
 	Knee      *kneeResult     `json:"knee,omitempty"`
 	Memory    *memoryResult   `json:"memory,omitempty"`
 	History   *historyResult  `json:"history,omitempty"`
+	Recovery  *recoveryResult `json:"recovery,omitempty"`
 	// CPU is the CPU time each process used during the e2e phase.
 	CPU     *cpuReport `json:"cpu,omitempty"`
 	Profile string     `json:"cpu_profile,omitempty"`
@@ -170,6 +172,19 @@ func (r *report) printTable(w io.Writer) {
 			detail += fmt.Sprintf("; PersistenceService direct %s / %s", fmtNum(h.GRPCLatency.P50), fmtNum(h.GRPCLatency.P99))
 		}
 		row("history p50/p99", fmt.Sprintf("%s / %s", fmtNum(h.Latency.P50), fmtNum(h.Latency.P99)), detail)
+	}
+	if rc := r.Recovery; rc != nil {
+		for _, role := range cluster.Roles {
+			rr := rc.Roles[role]
+			if rr == nil {
+				continue
+			}
+			detail := fmt.Sprintf("s from restart, %d rounds; delivered p50/max %s / %s, history max %s", rc.Rounds, fmtNum(rr.DeliveredP50), fmtNum(rr.DeliveredMax), fmtNum(rr.HistoryMax))
+			if len(rr.Failures) > 0 {
+				detail += fmt.Sprintf("; %d rounds failed", len(rr.Failures))
+			}
+			row("recovery "+role+" accepted p50/max", fmt.Sprintf("%s / %s", fmtNum(rr.AcceptedP50), fmtNum(rr.AcceptedMax)), detail)
+		}
 	}
 	if c := r.CPU; c != nil {
 		names := make([]string, 0, len(c.Seconds))

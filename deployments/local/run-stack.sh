@@ -15,7 +15,12 @@ bash "$here/stack.sh" up
 eval "$(bash "$here/stack.sh" env)"
 export PARLEY_KAFKA_BROKERS PARLEY_CASSANDRA_HOSTS
 
-(cd "$root" && go build -o "$bin/" ./cmd/parley ./services/edge/cmd/parley-edge ./services/ingest/cmd/parley-ingest \
+# parley_build_info's commit: a go build in the go.work workspace stamps
+# no VCS information, so it goes to the linker (as make build does).
+commit=$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)
+if [[ $commit != unknown ]] && ! git -C "$root" diff --quiet HEAD -- 2>/dev/null; then commit=$commit-dirty; fi
+ldflags="-X github.com/parleychat/parley/pkg/server/metrics.Commit=$commit -X github.com/parleychat/parley/pkg/server/metrics.Version=${PARLEY_VERSION:-devel}"
+(cd "$root" && go build -ldflags "$ldflags" -o "$bin/" ./cmd/parley ./services/edge/cmd/parley-edge ./services/ingest/cmd/parley-ingest \
   ./services/fanout/cmd/parley-fanout ./services/persistence/cmd/parley-persistence ./services/presence/cmd/parley-presence)
 "$bin/parley" topics -brokers "$PARLEY_KAFKA_BROKERS"
 

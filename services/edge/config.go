@@ -58,6 +58,9 @@ type Config struct {
 	// Registry holds the service's metrics; the caller makes it
 	// (metrics.NewRegistry) and may serve it too. Required.
 	Registry *prometheus.Registry
+	// Metrics is what /metrics serves: Registry if nil. The embedded
+	// platform serves every service's registry there (metrics.Merged).
+	Metrics prometheus.Gatherer
 }
 
 func (c *Config) defaults() {

@@ -50,6 +50,7 @@ import (
 	"github.com/parleychat/parley/pkg/server/daemon"
 	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/presenceclient"
+	"github.com/parleychat/parley/pkg/server/rpcdial"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -123,7 +124,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{cfg: cfg, log: log, verifier: verifier, hub: newHub(), stats: newStats(cfg.Registry)}
 	s.tokens.register(cfg.Registry)
 	dial := func(addr string) (*grpc.ClientConn, error) {
-		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), rpcdial.Reconnect}, s.stats.metrics.GRPCClient()...)...)
 		if err != nil {
 			return nil, fmt.Errorf("edge: dial %s: %w", addr, err)
 		}
@@ -139,7 +140,7 @@ func New(cfg Config) (*Service, error) {
 		s.closeClients()
 		return nil, err
 	}
-	prc, err := presenceclient.Dial(cfg.PresenceAddrs)
+	prc, err := presenceclient.Dial(cfg.PresenceAddrs, s.stats.metrics.GRPCClient()...)
 	if err != nil {
 		s.closeClients()
 		return nil, fmt.Errorf("edge: %w", err)
@@ -163,12 +164,13 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s.peers.Timeout = typingPush
+	s.peers.DialOptions = s.stats.metrics.GRPCClient()
 	s.peers.self = cfg.PushAddr
 	if s.peers.self == "" {
 		s.peers.self = s.srv.grpcLis.Addr().String()
 	}
 	s.reporter = newReporter(s.clients.presence, cfg.NodeID, s.peers.self, s.hub, s.log, cfg.Heartbeat)
-	s.srv.grpc = grpc.NewServer()
+	s.srv.grpc = grpc.NewServer(s.stats.metrics.GRPCServer()...)
 	edgev1.RegisterEdgeServiceServer(s.srv.grpc, s)
 	s.srv.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
 	return s, nil

@@ -3,6 +3,7 @@ package edge
 import (
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,13 +25,46 @@ type stats struct {
 	// pushed counts the deliveries Push received, by kind: what routing
 	// sent this node.
 	pushed [pushedKinds]atomic.Int64
+	// metrics are the families every service shares; written and
+	// perFrame its stage and batch size.
+	metrics           *metrics.Service
+	written, perFrame prometheus.Observer
 }
 
 func newStats(reg *prometheus.Registry) *stats {
-	return &stats{reg: reg, gaps: metrics.NewGaps(reg, "edge")}
+	m := metrics.ForService(reg, "edge")
+	return &stats{reg: reg, gaps: metrics.NewGaps(reg, "edge"), metrics: m,
+		written: m.Stage(metrics.StageWritten), perFrame: m.BatchSize(metrics.BatchEventsPerFrame)}
 }
 
-// metricsHandler serves the node's metrics.
+// wrote measures a run of items just written to a socket: the events in
+// its events frame, and the written stage of the live ones.
+func (st *stats) wrote(run []item) {
+	n := 0
+	var now time.Time
+	for _, it := range run {
+		if it.event == nil {
+			continue
+		}
+		n++
+		if it.live {
+			if now.IsZero() {
+				now = time.Now()
+			}
+			metrics.ObserveStage(st.written, it.event.GetTime().AsTime(), now)
+		}
+	}
+	if n > 0 {
+		st.perFrame.Observe(float64(n))
+	}
+}
+
+// Metrics serves the node's own registry (whatever Config.Metrics says
+// /metrics serves).
+func (s *Service) Metrics() http.Handler { return metrics.Handler(s.stats.reg) }
+
+// metricsHandler registers the node's counters and serves what /metrics
+// serves.
 func (s *Service) metricsHandler() http.Handler {
 	reg := s.stats.reg
 	service := prometheus.Labels{"service": "edge"}
@@ -50,6 +84,9 @@ func (s *Service) metricsHandler() http.Handler {
 			Help: "Open WebSocket connections, authenticated or not.",
 		}, func() float64 { return float64(s.live.count()) }),
 	)
+	if s.cfg.Metrics != nil {
+		return metrics.Handler(s.cfg.Metrics)
+	}
 	return metrics.Handler(reg)
 }
 

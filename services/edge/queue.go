@@ -14,6 +14,9 @@ type item struct {
 	typing   *chatv1.Typing
 	presence *chatv1.Presence
 	flags    *chatv1.ConversationFlags
+	// live marks an event pushed as it happened (not one of a resume's
+	// catch-up): only those measure the written stage.
+	live bool
 }
 
 // ephemeral items are state, not history: they may be shed. A shed flags
@@ -32,7 +35,7 @@ func (c *conn) send(f *clientv1.ServerFrame) { c.enqueue(item{frame: f}, false) 
 
 // push queues an event; false if the connection is gone or was just
 // dropped for being too slow.
-func (c *conn) push(ev *chatv1.Event) bool { return c.enqueue(item{event: ev}, true) }
+func (c *conn) push(ev *chatv1.Event) bool { return c.enqueue(item{event: ev, live: true}, true) }
 
 // enqueue queues it; a live event of a conversation being resumed is held
 // back instead (see resume.go).

@@ -54,6 +54,7 @@ func (c *conn) flush(run []item) bool {
 			return false
 		}
 	}
+	c.svc.stats.wrote(run)
 	return true
 }
 

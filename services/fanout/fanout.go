@@ -59,11 +59,12 @@ type Service struct {
 	cl       *kgo.Client
 	presence *presenceclient.Client
 	// locs caches where users are; nil with NoLocationCache.
-	locs   *locations
-	Probe  health.Probe
-	guard  *records.SeqGuard
-	reg    *prometheus.Registry
-	counts *metrics.EventConsumer
+	locs    *locations
+	Probe   health.Probe
+	guard   *records.SeqGuard
+	reg     *prometheus.Registry
+	counts  *metrics.EventConsumer
+	metrics *metrics.Service
 
 	// edges pushes to the edge nodes.
 	edges push.Edges
@@ -77,24 +78,26 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	reg := cfg.Registry
+	m := metrics.ForService(reg, "fanout")
 	guard := &records.SeqGuard{}
-	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers), topics.GroupOpts(Group, cfg.InstanceID, append(guard.Opts(),
+	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers), topics.GroupOpts(Group, cfg.InstanceID, append(guard.Opts(func(ps map[string][]int32) { m.Lag.Forget(Group, ps) }),
 		kgo.ConsumeTopics(topics.Events),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
+		m.Kafka("consumer"),
 	)...)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("fanout kafka client: %w", err)
 	}
-	pc, err := presenceclient.Dial(cfg.PresenceAddrs)
+	pc, err := presenceclient.Dial(cfg.PresenceAddrs, m.GRPCClient()...)
 	if err != nil {
 		cl.Close()
 		return nil, fmt.Errorf("fanout: %w", err)
 	}
-	reg := cfg.Registry
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "fanout"), cl: cl,
-		presence: pc, edges: push.Edges{Timeout: pushTimeout},
-		guard: guard, reg: reg, counts: metrics.NewEventConsumer(reg, "fanout",
+		presence: pc, edges: push.Edges{Timeout: pushTimeout, DialOptions: m.GRPCClient(), Pushed: pushed(m)},
+		guard: guard, reg: reg, metrics: m, counts: metrics.NewEventConsumer(reg, "fanout",
 			"Event records set aside on "+topics.DeadLetter+" instead of pushed, by reason.", records.ReasonUndecodable, records.ReasonEmpty, records.ReasonInvalid)}
 	if !cfg.NoLocationCache {
 		s.locs = newLocations(pc, s.log, reg, s.locate)
@@ -133,7 +136,7 @@ func (s *Service) Run(ctx context.Context) error {
 	s.Probe.SetReady(true)
 	s.log.Info("fanout ready")
 	defer s.Probe.SetReady(false)
-	loop := consumer.Loop{Name: Group, Source: s.cl, MaxRecords: 1000, Log: s.log,
+	loop := consumer.Loop{Name: Group, Source: s.cl, MaxRecords: 1000, Log: s.log, Lag: s.metrics.Lag,
 		Handle: func(ctx context.Context, fetches kgo.Fetches) (bool, error) {
 			// false: shutting down with dead letters unwritten; the batch
 			// is read again.

@@ -48,7 +48,7 @@ type instCache struct {
 
 func newLocations(client *presenceclient.Client, log *slog.Logger, reg prometheus.Registerer, lookup func(context.Context, []string) ([]*presencev1.UserLocation, error)) *locations {
 	l := &locations{log: log, client: client, lookup: lookup, lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "parley_location_lookups_total", Help: "Recipients located from fan-out's leased cache (hit) or by asking presence (miss).",
+		Name: "parley_location_lookups_total", ConstLabels: prometheus.Labels{"service": "fanout"}, Help: "Recipients located from fan-out's leased cache (hit) or by asking presence (miss).",
 	}, []string{"result"})}
 	reg.MustRegister(l.lookups)
 	for range client.Instances() {

@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/server/health"
+	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -75,6 +76,7 @@ type Service struct {
 	producer *kgo.Client
 	seq      *Sequencer
 	reg      *prometheus.Registry
+	metrics  *metrics.Service
 	Probe    health.Probe
 
 	// mu guards waiters: Submit adds, the outcome reader resolves.
@@ -97,23 +99,25 @@ func New(cfg Config) (*Service, error) {
 		cfg.Logger = slog.Default()
 	}
 	log := cfg.Logger.With("service", "ingest")
-	producer, err := kgo.NewClient(topics.ClientOpts(cfg.Brokers)...)
+	reg := cfg.Registry
+	m := metrics.ForService(reg, "ingest")
+	producer, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers), m.Kafka("producer"))...)
 	if err != nil {
 		return nil, fmt.Errorf("ingest kafka producer: %w", err)
 	}
-	reg := cfg.Registry
-	seq, err := NewSequencer(cfg.Brokers, cfg.InstanceID, cfg.MaxMembers, log, newDeadLetters(reg))
+	seq, err := NewSequencer(cfg.Brokers, cfg.InstanceID, cfg.MaxMembers, log, newDeadLetters(reg), m.Kafka("sequencer"))
 	if err != nil {
 		producer.Close()
 		return nil, err
 	}
+	seq.measure(m)
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		seq.sess.Close()
 		producer.Close()
 		return nil, fmt.Errorf("ingest: grpc address: %w", err)
 	}
-	s := &Service{cfg: cfg, log: log, lis: lis, grpc: grpc.NewServer(), producer: producer, seq: seq, reg: reg, waiters: map[string]chan *logv1.Outcome{}}
+	s := &Service{cfg: cfg, log: log, lis: lis, grpc: grpc.NewServer(m.GRPCServer()...), producer: producer, seq: seq, reg: reg, metrics: m, waiters: map[string]chan *logv1.Outcome{}}
 	ingestv1.RegisterIngestServiceServer(s.grpc, s)
 	return s, nil
 }
@@ -202,6 +206,7 @@ func (s *Service) outcomeReader(ctx context.Context) (*kgo.Client, error) {
 	cl, err := kgo.NewClient(append(topics.ClientOpts(s.cfg.Brokers),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topics.Outcomes: start}),
 		kgo.FetchMaxWait(100*time.Millisecond),
+		s.metrics.Kafka("outcomes"),
 	)...)
 	if err != nil {
 		return nil, fmt.Errorf("ingest outcome reader: %w", err)

@@ -50,6 +50,8 @@ type Sequencer struct {
 	maxMembers int
 	log        *slog.Logger
 	sess       *kgo.GroupTransactSession
+	// claimed: sess has its producer id (see batch); renew clears it.
+	claimed bool
 
 	// mu guards parts: the poll loop reads it, rebalance callbacks (on the
 	// client's goroutine) drop revoked partitions.
@@ -62,6 +64,18 @@ type Sequencer struct {
 	// beforeEnd, when set (by tests), runs after a batch is produced and
 	// before its transaction ends: the window a zombie is caught in.
 	beforeEnd func()
+
+	// What measure sets; nil (not measured) until then. accepted holds
+	// the submit times of the batch in hand's events, for sequenced.
+	sequenced, perTxn prometheus.Observer
+	lag               *metrics.Lag
+	accepted          []time.Time
+}
+
+// measure makes the sequencer report to m: the sequenced stage, commands
+// per transaction and its consumer lag. Called before Run.
+func (s *Sequencer) measure(m *metrics.Service) {
+	s.sequenced, s.perTxn, s.lag = m.Stage(metrics.StageSequenced), m.BatchSize(metrics.BatchCommandsPerTxn), m.Lag
 }
 
 // NewSequencer joins the group lazily: nothing happens until Run polls.
@@ -74,6 +88,7 @@ func NewSequencer(brokers []string, instanceID string, maxMembers int, log *slog
 		for _, p := range lost[topics.Commands] {
 			delete(s.parts, p)
 		}
+		s.lag.Forget(SequencerGroup, lost)
 	}
 	// A transactional id must be unique among live sequencers. A static
 	// member keeps its id across restarts, so a restarted process also
@@ -124,13 +139,14 @@ func (s *Sequencer) renew() error {
 		return fmt.Errorf("sequencer kafka client: %w", err)
 	}
 	s.sess = sess
+	s.claimed = false
 	return nil
 }
 
 // Run polls commands until ctx ends; it returns nil on a clean stop.
 func (s *Sequencer) Run(ctx context.Context) error {
 	defer func() { s.sess.Close() }()
-	loop := consumer.Loop{Name: SequencerGroup, Source: s, MaxRecords: 2000, Log: s.log,
+	loop := consumer.Loop{Name: SequencerGroup, Source: s, MaxRecords: 2000, Log: s.log, Lag: s.lag,
 		Handle: func(ctx context.Context, fetches kgo.Fetches) (bool, error) {
 			err := s.batch(ctx, fetches)
 			if err != nil && ctx.Err() == nil && errors.Is(err, errTxn) {
@@ -158,6 +174,17 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) error {
 	if fetches.NumRecords() == 0 {
 		return nil
 	}
+	// Claiming the producer id first fences this transactional id's
+	// previous incarnation (the process this one restarts) and aborts the
+	// transaction it left open; otherwise loading an aggregate below waits
+	// for that transaction to time out (10 s, plus up to the broker's
+	// abort check interval, another 10 s by default).
+	if !s.claimed {
+		if _, _, err := s.sess.Client().ProducerID(ctx); err != nil {
+			return fmt.Errorf("%w: claim producer id: %w", errTxn, err)
+		}
+		s.claimed = true
+	}
 	// Aggregates are loaded before the transaction begins, so their
 	// loading never waits on this sequencer's own open transaction.
 	var err error
@@ -172,6 +199,7 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) error {
 	if err := s.sess.Begin(); err != nil {
 		return fmt.Errorf("%w: begin: %w", errTxn, err)
 	}
+	s.accepted = s.accepted[:0]
 	out, rejected, ok := s.decideAll(fetches)
 	end := kgo.TryCommit
 	if !ok {
@@ -207,6 +235,13 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) error {
 	}
 	for _, r := range rejected {
 		s.deadLetters.WithLabelValues(records.ReasonOf(r.Err)).Inc()
+	}
+	if s.sequenced != nil {
+		now := time.Now()
+		for _, t := range s.accepted {
+			metrics.ObserveStage(s.sequenced, t, now)
+		}
+		s.perTxn.Observe(float64(fetches.NumRecords()))
 	}
 	return nil
 }
@@ -255,6 +290,9 @@ func (s *Sequencer) decideAll(fetches kgo.Fetches) ([]*kgo.Record, []records.Rej
 			rec, outcome := decide(convs, cmd, s.maxMembers, now)
 			if rec != nil {
 				out = append(out, s.record(topics.Events, r, rec))
+				if s.sequenced != nil && rec.GetEvent() != nil {
+					s.accepted = append(s.accepted, cmd.GetSubmitTime().AsTime())
+				}
 			}
 			out = append(out, s.record(topics.Outcomes, r, outcome))
 		}

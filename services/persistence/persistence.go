@@ -63,9 +63,12 @@ type Service struct {
 	grpc  *grpc.Server
 	Probe health.Probe
 
-	guard  *records.SeqGuard
-	reg    *prometheus.Registry
-	counts *metrics.EventConsumer
+	guard   *records.SeqGuard
+	reg     *prometheus.Registry
+	counts  *metrics.EventConsumer
+	metrics *metrics.Service
+	// persisted and perApply are metrics' stage and batch size.
+	persisted, perApply prometheus.Observer
 }
 
 // New binds the listener and joins nothing yet. The store stays the
@@ -77,11 +80,14 @@ func New(cfg Config, store history.Store) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	reg := cfg.Registry
+	m := metrics.ForService(reg, "persistence")
 	guard := &records.SeqGuard{}
-	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers), topics.GroupOpts(Group, cfg.InstanceID, append(guard.Opts(),
+	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers), topics.GroupOpts(Group, cfg.InstanceID, append(guard.Opts(func(ps map[string][]int32) { m.Lag.Forget(Group, ps) }),
 		kgo.ConsumeTopics(topics.Events),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
+		m.Kafka("consumer"),
 	)...)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("persistence kafka client: %w", err)
@@ -91,8 +97,8 @@ func New(cfg Config, store history.Store) (*Service, error) {
 		cl.Close()
 		return nil, fmt.Errorf("persistence: grpc address: %w", err)
 	}
-	reg := cfg.Registry
-	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "persistence"), store: store, cl: cl, lis: lis, grpc: grpc.NewServer(),
+	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "persistence"), store: store, cl: cl, lis: lis, grpc: grpc.NewServer(m.GRPCServer()...),
+		metrics: m, persisted: m.Stage(metrics.StagePersisted), perApply: m.BatchSize(metrics.BatchEventsPerApply),
 		guard: guard, reg: reg, counts: metrics.NewEventConsumer(reg, "persistence",
 			"Event records set aside on "+topics.DeadLetter+" instead of applied, by reason.", records.ReasonUndecodable, records.ReasonEmpty, records.ReasonInvalid)}
 	persistencev1.RegisterPersistenceServiceServer(s.grpc, s)
@@ -138,7 +144,7 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 func (s *Service) consume(ctx context.Context) error {
-	loop := consumer.Loop{Name: Group, Source: s.cl, MaxRecords: 1000, Log: s.log,
+	loop := consumer.Loop{Name: Group, Source: s.cl, MaxRecords: 1000, Log: s.log, Lag: s.metrics.Lag,
 		Handle: func(ctx context.Context, fetches kgo.Fetches) (bool, error) {
 			// false: shutting down; the batch is read again by whoever
 			// owns the partition next.
@@ -157,7 +163,19 @@ func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
 	if !ok {
 		return false
 	}
-	return storeBatch(ctx, s.store, s.log, records)
+	if !storeBatch(ctx, s.store, s.log, records) {
+		return false
+	}
+	if len(records) > 0 {
+		s.perApply.Observe(float64(len(records)))
+		now := time.Now()
+		for _, r := range records {
+			if ev := r.GetEvent(); ev != nil {
+				metrics.ObserveStage(s.persisted, ev.GetTime().AsTime(), now)
+			}
+		}
+	}
+	return true
 }
 
 // storeBatch applies one batch of records to store. A store outage must

@@ -23,6 +23,7 @@ import (
 	"github.com/parleychat/parley/services/persistence/history"
 	"github.com/parleychat/parley/services/persistence/history/pebblestore"
 	"github.com/parleychat/parley/services/presence"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -32,7 +33,8 @@ import (
 type Config struct {
 	// DataDir holds kafka/ and history/; both survive restarts.
 	DataDir string
-	// HTTPAddr is the edge's public address (WebSocket, page, probes).
+	// HTTPAddr is the edge's public address (WebSocket, page, probes, and
+	// every service's metrics).
 	HTTPAddr string
 	// KafkaPort is kfake's port, 0 for any.
 	KafkaPort int
@@ -105,9 +107,18 @@ func Start(ctx context.Context, cfg Config) (p *Platform, err error) {
 	if cfg.PresenceInstances <= 0 {
 		cfg.PresenceInstances = 2
 	}
+	// Each service keeps its own registry, as it would in a process of
+	// its own; the edge's /metrics serves them all (metrics.Merged).
+	regs := []prometheus.Gatherer{}
+	registry := func() *prometheus.Registry {
+		r := metrics.NewRegistry()
+		regs = append(regs, r)
+		return r
+	}
+	edgeReg := registry()
 	var presenceAddrs []string
 	for i := range cfg.PresenceInstances {
-		pr, err := presence.New(presence.Config{GRPCAddr: "127.0.0.1:0", Brokers: brokers, Instance: i, Instances: cfg.PresenceInstances, Lease: cfg.PresenceLease,
+		pr, err := presence.New(presence.Config{GRPCAddr: "127.0.0.1:0", Brokers: brokers, Instance: i, Instances: cfg.PresenceInstances, Lease: cfg.PresenceLease, Registry: registry(),
 			// In one process nothing is far: a short lease keeps the wait
 			// after a start short.
 			WatchLease: 500 * time.Millisecond, Logger: cfg.Logger})
@@ -117,20 +128,20 @@ func Start(ctx context.Context, cfg Config) (p *Platform, err error) {
 		p.Presence = append(p.Presence, pr)
 		presenceAddrs = append(presenceAddrs, pr.Addr())
 	}
-	if p.Persistence, err = persistence.New(persistence.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Logger: cfg.Logger, Registry: metrics.NewRegistry()}, p.store); err != nil {
+	if p.Persistence, err = persistence.New(persistence.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Logger: cfg.Logger, Registry: registry()}, p.store); err != nil {
 		return nil, err
 	}
-	if p.Ingest, err = ingest.New(ingest.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Registry: metrics.NewRegistry(),
+	if p.Ingest, err = ingest.New(ingest.Config{Brokers: brokers, GRPCAddr: "127.0.0.1:0", Registry: registry(),
 		// A fixed instance id keeps the sequencer's transactional id across
 		// restarts, so a restart after a crash aborts the transaction the
 		// crash left open instead of waiting out its timeout.
 		InstanceID: "ingest-0", MaxMembers: cfg.MaxMembers, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if p.Fanout, err = fanout.New(fanout.Config{Brokers: brokers, PresenceAddrs: presenceAddrs, Logger: cfg.Logger, Registry: metrics.NewRegistry()}); err != nil {
+	if p.Fanout, err = fanout.New(fanout.Config{Brokers: brokers, PresenceAddrs: presenceAddrs, Logger: cfg.Logger, Registry: registry()}); err != nil {
 		return nil, err
 	}
-	p.Edge, err = edge.New(edge.Config{Registry: metrics.NewRegistry(),
+	p.Edge, err = edge.New(edge.Config{Registry: edgeReg, Metrics: metrics.Merged(regs...),
 		HTTPAddr: cfg.HTTPAddr, GRPCAddr: "127.0.0.1:0",
 		IngestAddr: p.Ingest.Addr(), PersistenceAddr: p.Persistence.Addr(), PresenceAddrs: presenceAddrs,
 		JWTSecret: cfg.JWTSecret, DevTokens: cfg.DevTokens, InsecureDev: cfg.InsecureDev, TokenWarning: cfg.TokenWarning, Logger: cfg.Logger,

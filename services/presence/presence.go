@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
@@ -31,6 +32,7 @@ import (
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
 	"github.com/parleychat/parley/pkg/server/health"
+	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/topics"
 )
 
@@ -60,7 +62,16 @@ type Config struct {
 	// Run fails naming the brokers (topics.StartupTimeout if 0).
 	StartupTimeout time.Duration
 	Logger         *slog.Logger
+	// Registry holds the service's metrics; the caller makes it
+	// (metrics.NewRegistry) and may serve it too. A registry nobody
+	// serves if nil.
+	Registry *prometheus.Registry
 }
+
+// Consumer is the name presence's consumer goes by in
+// parley_consumer_lag: it assigns itself its partitions, in no Kafka
+// group.
+const Consumer = "parley-presence"
 
 // Service is a running presence instance.
 type Service struct {
@@ -101,6 +112,9 @@ type Service struct {
 
 	// watch are the fan-out nodes caching locations.
 	watch *watchers
+
+	reg     *prometheus.Registry
+	metrics *metrics.Service
 }
 
 // New binds the gRPC listener and creates the Kafka client.
@@ -126,7 +140,11 @@ func newService(cfg Config, now func() time.Time) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
+	if cfg.Registry == nil {
+		cfg.Registry = metrics.NewRegistry()
+	}
+	m := metrics.ForService(cfg.Registry, "presence")
+	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers), kgo.RecordPartitioner(kgo.ManualPartitioner()), m.Kafka("client"))...)
 	if err != nil {
 		return nil, fmt.Errorf("presence kafka client: %w", err)
 	}
@@ -136,7 +154,8 @@ func newService(cfg Config, now func() time.Time) (*Service, error) {
 		return nil, fmt.Errorf("presence: grpc address: %w", err)
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "presence", "instance", cfg.Instance), now: now, regs: map[int32]*Registry{},
-		cl: cl, lis: lis, grpc: grpc.NewServer(), ready: make(chan struct{}), reporting: make(chan struct{}), applied: map[int32]int64{}, progress: make(chan struct{})}
+		reg: cfg.Registry, metrics: m,
+		cl: cl, lis: lis, grpc: grpc.NewServer(m.GRPCServer()...), ready: make(chan struct{}), reporting: make(chan struct{}), applied: map[int32]int64{}, progress: make(chan struct{})}
 	s.watch = newWatchers(cfg.WatchLease, min(watchAckTimeout, cfg.WatchLease/2), s.log)
 	presencev1.RegisterPresenceServiceServer(s.grpc, s)
 	return s, nil
@@ -313,6 +332,7 @@ func (s *Service) consume(ctx context.Context) error {
 		fetches.EachError(func(t string, p int32, err error) {
 			s.log.Warn("presence fetch", "topic", t, "partition", p, "err", err)
 		})
+		s.metrics.Lag.Observe(Consumer, fetches)
 		moved := map[int32]int64{}
 		fetches.EachRecord(func(r *kgo.Record) {
 			reg := s.regs[r.Partition]

@@ -14,6 +14,7 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -41,6 +42,9 @@ type Loop struct {
 	// failed commit is logged: the batch is handled again later, which the
 	// handlers' idempotence absorbs.
 	Commit func(ctx context.Context) error
+	// Lag, when set, is told the position of every poll, as the lag of
+	// group Name.
+	Lag *metrics.Lag
 }
 
 // Run polls, handles and commits until ctx ends (it returns nil) or
@@ -55,6 +59,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		fetches.EachError(func(t string, p int32, err error) {
 			l.Log.Warn("fetch failed", "consumer", l.Name, "topic", t, "partition", p, "err", err)
 		})
+		l.Lag.Observe(l.Name, fetches)
 		done, err := l.Handle(ctx, fetches)
 		if done && err == nil && l.Commit != nil {
 			if err := l.Commit(ctx); err != nil && ctx.Err() == nil {

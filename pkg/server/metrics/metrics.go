@@ -21,9 +21,10 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// Handler serves reg in the Prometheus text format.
-func Handler(reg *prometheus.Registry) http.Handler {
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+// Handler serves g (a service's registry, or Merged ones) in the
+// Prometheus text format.
+func Handler(g prometheus.Gatherer) http.Handler {
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{})
 }
 
 // DeadLetters registers parley_dead_letters_total{service, reason} on reg.

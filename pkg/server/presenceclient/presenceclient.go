@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
+	"github.com/parleychat/parley/pkg/server/rpcdial"
 	"github.com/parleychat/parley/pkg/server/topics"
 )
 
@@ -29,14 +30,15 @@ type Client struct {
 var _ presencev1.PresenceServiceClient = (*Client)(nil)
 
 // Dial connects (lazily, as gRPC does) to the instances, in instance order:
-// addrs[i] must be instance i of len(addrs).
-func Dial(addrs []string) (*Client, error) {
+// addrs[i] must be instance i of len(addrs). opts are added to every
+// connection's (the caller's metrics interceptors).
+func Dial(addrs []string, opts ...grpc.DialOption) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("presence client: no instance addresses")
 	}
 	c := &Client{}
 	for _, a := range addrs {
-		conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(a, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), rpcdial.Reconnect}, opts...)...)
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("presence client %s: %w", a, err)

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parleychat/parley/pkg/server/rpcdial"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -73,6 +74,12 @@ func Plan(items []Item, locs []*presencev1.UserLocation) map[string][]*edgev1.De
 type Edges struct {
 	// Timeout bounds one Push: a stuck edge must not stall the others.
 	Timeout time.Duration
+	// DialOptions are added to every connection's (the caller's metrics
+	// interceptors).
+	DialOptions []grpc.DialOption
+	// Pushed, when set, is told the deliveries of every Push that
+	// succeeded, as it returns; it may be called concurrently.
+	Pushed func([]*edgev1.Delivery)
 	// mu guards conns.
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -95,6 +102,9 @@ func (e *Edges) Push(ctx context.Context, plan map[string][]*edgev1.Delivery) er
 			if _, err := edgev1.NewEdgeServiceClient(conn).Push(cctx, &edgev1.PushRequest{Deliveries: deliveries}); err != nil {
 				return fmt.Errorf("push %d deliveries to %s: %w", len(deliveries), addr, err)
 			}
+			if e.Pushed != nil {
+				e.Pushed(deliveries)
+			}
 			return nil
 		})
 	}
@@ -107,7 +117,7 @@ func (e *Edges) conn(addr string) (*grpc.ClientConn, error) {
 	if c := e.conns[addr]; c != nil {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), rpcdial.Reconnect}, e.DialOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("edge client %s: %w", addr, err)
 	}

@@ -78,8 +78,15 @@ func (g *SeqGuard) Forget(partitions map[string][]int32) {
 	}
 }
 
-// Opts make the client forget partitions as they are revoked or lost.
-func (g *SeqGuard) Opts() []kgo.Opt {
-	forget := func(_ context.Context, _ *kgo.Client, ps map[string][]int32) { g.Forget(ps) }
+// Opts make the client forget partitions as they are revoked or lost;
+// also are told the same partitions (a client has one callback of each
+// kind, so whatever else must forget them goes through here).
+func (g *SeqGuard) Opts(also ...func(map[string][]int32)) []kgo.Opt {
+	forget := func(_ context.Context, _ *kgo.Client, ps map[string][]int32) {
+		g.Forget(ps)
+		for _, f := range also {
+			f(ps)
+		}
+	}
 	return []kgo.Opt{kgo.OnPartitionsRevoked(forget), kgo.OnPartitionsLost(forget)}
 }

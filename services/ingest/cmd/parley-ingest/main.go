@@ -15,7 +15,7 @@ func main() {
 	fs := flag.NewFlagSet("parley-ingest", flag.ExitOnError)
 	brokers := fs.String("brokers", daemon.Env("PARLEY_KAFKA_BROKERS", "127.0.0.1:9092"), "Kafka seed brokers, comma-separated (PARLEY_KAFKA_BROKERS)")
 	grpcAddr := fs.String("grpc", daemon.Env("PARLEY_GRPC_ADDR", "127.0.0.1:7101"), "gRPC listen address (PARLEY_GRPC_ADDR)")
-	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8101"), "health listen address (PARLEY_HTTP_ADDR)")
+	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8101"), "health and metrics listen address (PARLEY_HTTP_ADDR)")
 	timeout := fs.Duration("submit-timeout", daemon.EnvDuration("PARLEY_SUBMIT_TIMEOUT", 0), "wait for the sequencer's outcome (PARLEY_SUBMIT_TIMEOUT; 10s if 0)")
 	instance := fs.String("instance-id", daemon.Env("PARLEY_INSTANCE_ID", ""), "static consumer-group member id, stable across restarts (PARLEY_INSTANCE_ID)")
 	startupTimeout := fs.Duration("startup-timeout", daemon.EnvDuration("PARLEY_STARTUP_TIMEOUT", topics.StartupTimeout), "how long to wait at startup for Kafka to answer before exiting with an error (PARLEY_STARTUP_TIMEOUT)")

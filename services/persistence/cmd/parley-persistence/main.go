@@ -19,6 +19,7 @@ import (
 	"github.com/parleychat/parley/services/persistence/history"
 	"github.com/parleychat/parley/services/persistence/history/cassandrastore"
 	"github.com/parleychat/parley/services/persistence/history/pebblestore"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func main() {
@@ -41,11 +42,12 @@ func main() {
 		sc.startupTimeout = topics.StartupTimeout
 	}
 	log := daemon.Logger()
-	store, err := openStore(log, sc)
+	reg := metrics.NewRegistry()
+	store, err := openStore(log, sc, reg)
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
-	svc, err := persistence.New(persistence.Config{Brokers: daemon.List(*brokers), GRPCAddr: *grpcAddr, InstanceID: *instance, SyncMargin: *syncMargin, StartupTimeout: sc.startupTimeout, Logger: log, Registry: metrics.NewRegistry()}, store)
+	svc, err := persistence.New(persistence.Config{Brokers: daemon.List(*brokers), GRPCAddr: *grpcAddr, InstanceID: *instance, SyncMargin: *syncMargin, StartupTimeout: sc.startupTimeout, Logger: log, Registry: reg}, store)
 	if err != nil {
 		_ = store.Close()
 		os.Exit(daemon.Fail(log, err))
@@ -67,8 +69,9 @@ type storeConfig struct {
 }
 
 // openStore opens the configured history store; Cassandra's schema is
-// migrated first only when asked to, once Cassandra answers.
-func openStore(log *slog.Logger, sc storeConfig) (history.Store, error) {
+// migrated first only when asked to, once Cassandra answers. The
+// Cassandra store's requests are measured on reg.
+func openStore(log *slog.Logger, sc storeConfig, reg prometheus.Registerer) (history.Store, error) {
 	switch sc.kind {
 	case "pebble":
 		s, err := pebblestore.Open(sc.pebbleDir)
@@ -91,6 +94,7 @@ func openStore(log *slog.Logger, sc storeConfig) (history.Store, error) {
 			}
 			log.Info("cassandra schema up to date", "keyspace", cfg.Keyspace, "took", time.Since(start).Round(time.Millisecond))
 		}
+		cfg.Metrics = cassandrastore.NewQueryMetrics(reg, "persistence")
 		s, err := cassandrastore.Open(ctx, cfg)
 		if err != nil {
 			return nil, err

@@ -79,6 +79,10 @@ type Config struct {
 	// measured with; time.Now when nil. Every persistence instance's clock
 	// counts, so they should agree (NTP) well within history.ChangeLag.
 	Now func() time.Time
+
+	// Metrics, when set, times and counts every request of the sessions
+	// made with this Config (NewQueryMetrics).
+	Metrics *QueryMetrics
 }
 
 // keyspaceName is what CQL accepts as an unquoted identifier; the name is
@@ -168,6 +172,9 @@ func cluster(cfg Config, cons gocql.Consistency, keyspace string, timeout time.D
 	// periodic check (gocql's default is 60 s): history would stay
 	// unavailable for up to a minute after Cassandra is back.
 	c.ReconnectInterval = 5 * time.Second
+	if cfg.Metrics != nil {
+		c.QueryObserver, c.BatchObserver = cfg.Metrics, cfg.Metrics
+	}
 	return c
 }
 

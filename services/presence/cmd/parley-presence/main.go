@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/parleychat/parley/pkg/server/daemon"
+	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/services/presence"
 )
@@ -13,7 +14,7 @@ import (
 func main() {
 	fs := flag.NewFlagSet("parley-presence", flag.ExitOnError)
 	grpcAddr := fs.String("grpc", daemon.Env("PARLEY_GRPC_ADDR", "127.0.0.1:7104"), "gRPC listen address (PARLEY_GRPC_ADDR)")
-	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8104"), "health listen address (PARLEY_HTTP_ADDR)")
+	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8104"), "health and metrics listen address (PARLEY_HTTP_ADDR)")
 	brokers := fs.String("brokers", daemon.Env("PARLEY_KAFKA_BROKERS", "127.0.0.1:9092"), "Kafka bootstrap brokers, comma-separated (PARLEY_KAFKA_BROKERS)")
 	instance := fs.Int("instance", daemon.EnvInt("PARLEY_PRESENCE_INSTANCE", 0), "this instance's index, 0 to instances-1: it owns the partitions p with p mod instances = index (PARLEY_PRESENCE_INSTANCE)")
 	instances := fs.Int("instances", daemon.EnvInt("PARLEY_PRESENCE_INSTANCES", 1), "how many presence instances split the users; must divide the partition count (PARLEY_PRESENCE_INSTANCES)")
@@ -21,9 +22,9 @@ func main() {
 	startupTimeout := fs.Duration("startup-timeout", daemon.EnvDuration("PARLEY_STARTUP_TIMEOUT", topics.StartupTimeout), "how long to wait at startup for Kafka to answer before exiting with an error (PARLEY_STARTUP_TIMEOUT)")
 	daemon.Parse(fs, os.Args[1:])
 	log := daemon.Logger()
-	svc, err := presence.New(presence.Config{GRPCAddr: *grpcAddr, Brokers: daemon.List(*brokers), Instance: *instance, Instances: *instances, Lease: *lease, StartupTimeout: *startupTimeout, Logger: log})
+	svc, err := presence.New(presence.Config{GRPCAddr: *grpcAddr, Brokers: daemon.List(*brokers), Instance: *instance, Instances: *instances, Lease: *lease, StartupTimeout: *startupTimeout, Logger: log, Registry: metrics.NewRegistry()})
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
-	os.Exit(daemon.Run(log, *httpAddr, svc.Probe.Ready, svc.Run))
+	os.Exit(daemon.RunWithMetrics(log, *httpAddr, svc.Probe.Ready, svc.Metrics(), svc.Run))
 }

@@ -1,0 +1,116 @@
+package cassandrastore
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/gocql/gocql"
+	"github.com/parleychat/parley/services/persistence/history"
+	"github.com/parleychat/parley/services/persistence/history/historytest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
+)
+
+func TestOpOf(t *testing.T) {
+	for stmt, want := range map[string]string{
+		insertEvent:                            "insert_history_events",
+		selectAsc:                              "select_history_events",
+		updateLast:                             "update_conversations",
+		deleteMember:                           "delete_members_by_conversation",
+		`INSERT INTO ks.t(a, b) VALUES (?, ?)`: "insert_t",
+		`select x from "Quoted" where y = ?`:   "select_quoted",
+		`CREATE TABLE IF NOT EXISTS schema_migrations (x int)`: "other",
+		``: "other",
+	} {
+		if got := opOf(stmt); got != want {
+			t.Errorf("opOf(%q) = %q, want %q", stmt, got, want)
+		}
+	}
+}
+
+// TestQueryMetricsCount: every observed request is timed under its op,
+// and a failed one counted as an error too.
+func TestQueryMetricsCount(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewQueryMetrics(reg, "persistence")
+	start := time.Unix(100, 0)
+	m.ObserveQuery(context.Background(), gocql.ObservedQuery{Statement: selectAsc, Start: start, End: start.Add(3 * time.Millisecond)})
+	m.ObserveQuery(context.Background(), gocql.ObservedQuery{Statement: selectAsc, Start: start, End: start.Add(time.Millisecond), Err: errors.New("timeout")})
+	m.ObserveBatch(context.Background(), gocql.ObservedBatch{Statements: []string{insertEvent, insertEvent}, Start: start, End: start.Add(time.Millisecond)})
+	if n := testutil.CollectAndCount(m.seconds); n != 2 {
+		t.Fatalf("%d ops timed, want 2 (select_history_events, batch_insert_history_events)", n)
+	}
+	if got := testutil.ToFloat64(m.errors.WithLabelValues("select_history_events")); got != 1 {
+		t.Fatalf("select errors = %v, want 1", got)
+	}
+	if n := testutil.CollectAndCount(m.errors); n != 2 {
+		t.Fatalf("%d ops with an error series, want 2: every op timed has one, failed or not", n)
+	}
+	if got := testutil.ToFloat64(m.errors.WithLabelValues("batch_insert_history_events")); got != 0 {
+		t.Fatalf("batch errors = %v, want 0", got)
+	}
+}
+
+// TestQueryMetricsOnCassandra: a store opened with Metrics reports the
+// requests its writes and reads make.
+func TestQueryMetricsOnCassandra(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	cfg := h.cfg
+	cfg.Keyspace = testKeyspace()
+	h.dropLater(t, cfg.Keyspace)
+	if err := Migrate(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	cfg.Metrics = NewQueryMetrics(reg, "persistence")
+	s, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	conv := "c-metrics"
+	if err := s.Apply(ctx, []*logv1.EventRecord{
+		historytest.Created(conv, chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "metrics", "alice", "bob"),
+		historytest.Posted(conv, 2, "alice", "hi"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.History(ctx, conv, history.Query{Limit: 10, Viewer: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range []string{"batch_insert_history_events", "select_history_events"} {
+		n, err := histogramCount(reg, "parley_cassandra_query_seconds", op)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			t.Errorf("op %s: no request timed", op)
+		}
+	}
+}
+
+func histogramCount(g prometheus.Gatherer, name, op string) (uint64, error) {
+	mfs, err := g.Gather()
+	if err != nil {
+		return 0, err
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "op" && l.GetValue() == op {
+					return m.GetHistogram().GetSampleCount(), nil
+				}
+			}
+		}
+	}
+	return 0, nil
+}
