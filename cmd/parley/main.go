@@ -7,14 +7,14 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/server/daemon"
 )
 
-// devSecret is the HS256 secret `parley run` and `parley token` agree on
-// when PARLEY_JWT_SECRET is unset. It is for local use only.
-const devSecret = "parley-dev-secret-not-for-production"
-
-func secret() []byte { return []byte(daemon.Env("PARLEY_JWT_SECRET", devSecret)) }
+// secret is the HS256 secret `parley run` and `parley token` agree on:
+// PARLEY_JWT_SECRET, or the public auth.DevSecret, which the edge accepts
+// only on loopback (or with -insecure-dev).
+func secret() []byte { return []byte(daemon.Env("PARLEY_JWT_SECRET", auth.DevSecret)) }
 
 const usage = `usage: parley <command> [flags]
 

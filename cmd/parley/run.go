@@ -20,6 +20,7 @@ func runCmd(args []string) int {
 	var limits edge.Limits
 	limits.RegisterFlags(fs)
 	tr := daemon.TracingFlags(fs, "parley")
+	insecureDev := fs.Bool("insecure-dev", daemon.Env("PARLEY_INSECURE_DEV", "") == "1", "serve dev tokens (and the dev secret, if PARLEY_JWT_SECRET is unset) on a non-loopback -http address (PARLEY_INSECURE_DEV=1): anyone who reaches it can act as any user")
 	daemon.Parse(fs, args)
 	log := daemon.Logger()
 	tp, flush, err := tr.Start(log)
@@ -31,7 +32,7 @@ func runCmd(args []string) int {
 	return daemon.Run(log, "", nil, func(ctx context.Context) error {
 		p, err := platform.Start(ctx, platform.Config{
 			DataDir: *dataDir, HTTPAddr: *httpAddr, AdminAddr: *adminAddr, Limits: limits, KafkaPort: *kafkaPort,
-			JWTSecret: secret(), DevTokens: true, Logger: log, TracerProvider: tp,
+			JWTSecret: secret(), DevTokens: true, InsecureDev: *insecureDev, Logger: log, TracerProvider: tp,
 		})
 		if err != nil {
 			return err

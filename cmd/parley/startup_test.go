@@ -43,6 +43,8 @@ func TestRunStartupFailures(t *testing.T) {
 	}{
 		{"http address taken", taken, "a-secret-long-enough-for-hs256", []string{taken, "address already in use"}},
 		{"jwt secret too short", free, "short", []string{"jwt secret", "at least 16 bytes"}},
+		// parley run always serves dev tokens, so it keeps to loopback.
+		{"dev tokens on every interface", "0.0.0.0:0", "a-secret-long-enough-for-hs256", []string{"refusing dev tokens", "non-loopback", "-insecure-dev"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)

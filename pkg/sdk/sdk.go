@@ -49,7 +49,10 @@ type Options struct {
 	Token string
 	// TokenFunc, when set, is asked for a token before every connection
 	// instead of using Token, so a client that reconnects hours later can
-	// present a fresh one. Its error is treated like a failed dial.
+	// present a fresh one. Its error is treated like a failed dial. It is
+	// also asked when the server warns that the connection's token expires
+	// soon, and its token handed to the connection (RefreshToken), so the
+	// connection outlives its first token.
 	TokenFunc func(ctx context.Context) (string, error)
 	// DeviceID identifies this device across reconnects; empty lets the
 	// server choose (and reconnects reuse its choice).
@@ -105,6 +108,9 @@ type Client struct {
 	nextID atomic.Uint64
 	// installs counts the connections the client has had.
 	installs atomic.Int64
+	// tokenExpires is the current connection's token expiry in Unix
+	// nanoseconds (token.go).
+	tokenExpires atomic.Int64
 
 	// mu guards cur, up, err, seen and lost.
 	mu sync.Mutex
@@ -256,6 +262,7 @@ func (c *Client) dispatch(cn *conn, f *clientv1.ServerFrame) error {
 	case *clientv1.ServerFrame_Authenticated:
 		// Reported here, in frame order, so Connected always comes before
 		// the Resumed that follows it.
+		c.noteTokenExpires(b.Authenticated.GetTokenExpires())
 		c.state(StateChange{State: StateConnected, SessionID: b.Authenticated.GetSessionId()})
 	}
 	if id := f.GetRequestId(); id != "" {
@@ -282,6 +289,8 @@ func (c *Client) dispatch(cn *conn, f *clientv1.ServerFrame) error {
 		c.onPresence(b.Presence.GetPresence())
 	case *clientv1.ServerFrame_Flags:
 		c.onFlags(b.Flags.GetFlags())
+	case *clientv1.ServerFrame_TokenExpiring:
+		c.onTokenExpiring(cn, b.TokenExpiring)
 	}
 	return nil
 }

@@ -109,6 +109,7 @@ func FuzzDecodeClient(f *testing.F) {
 		{RequestId: "53", Frame: &clientv1.ClientFrame_React{React: &clientv1.React{ConversationId: "c", ClientMsgId: "r", TargetSeq: 2, Emoji: "👍", Remove: true}}},
 		{RequestId: "60", Frame: &clientv1.ClientFrame_SetFlags{SetFlags: &clientv1.SetConversationFlags{ConversationId: "c", Muted: proto.Bool(true)}}},
 		{RequestId: "61", Frame: &clientv1.ClientFrame_SetFlags{SetFlags: &clientv1.SetConversationFlags{ConversationId: "c", Muted: proto.Bool(false), Pinned: proto.Bool(true)}}},
+		{RequestId: "80", Frame: &clientv1.ClientFrame_RefreshToken{RefreshToken: &clientv1.RefreshToken{Token: "a.b.c"}}},
 	}
 	for _, s := range seeds {
 		b, _ := Encode(Binary, s)

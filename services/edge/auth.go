@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/wire"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
@@ -39,7 +40,7 @@ func (c *conn) authenticate(ctx context.Context) bool {
 	if a == nil {
 		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "the first frame must be authenticate"))
 	}
-	user, err := c.svc.verifier.Verify(a.GetToken())
+	id, err := c.svc.verifier.Verify(actx, a.GetToken())
 	if errors.Is(err, auth.ErrExpired) {
 		return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_TOKEN_EXPIRED, "token expired"))
 	}
@@ -69,13 +70,13 @@ func (c *conn) authenticate(ctx context.Context) bool {
 			return fail(frame.GetRequestId(), wire.Errorf(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "resume: conversation_id must be 1-64 bytes"))
 		}
 	}
-	if refused := c.joinUser(user); refused != nil {
+	if refused := c.joinUser(id.User); refused != nil {
 		refused.RequestId = frame.GetRequestId()
 		c.writeNow(ctx, refused)
 		c.ws.Close(CloseTooManyConnections, "too many connections")
 		return false
 	}
-	c.user, c.device, c.session = user, device, uuid.Must(uuid.NewV7()).String()
+	c.user, c.device, c.session = id.User, device, uuid.Must(uuid.NewV7()).String()
 	// Hold before joining the hub, so no live event of a resumed
 	// conversation can overtake its catch-up.
 	c.hold(resume)
@@ -85,8 +86,11 @@ func (c *conn) authenticate(ctx context.Context) bool {
 		c.svc.log.Warn("edge: presence did not take the session yet; live pushes miss it until a report is taken, and its resume waits for that", "err", err)
 	}
 	c.send(&clientv1.ServerFrame{RequestId: frame.GetRequestId(), Frame: &clientv1.ServerFrame_Authenticated{
-		Authenticated: &clientv1.Authenticated{UserId: c.user, DeviceId: c.device, SessionId: c.session},
+		Authenticated: &clientv1.Authenticated{UserId: c.user, DeviceId: c.device, SessionId: c.session, TokenExpires: timestamppb.New(id.Expires)},
 	}})
+	// Armed after authenticated is queued, so a token_expiring for a
+	// token that is nearly spent follows it.
+	c.startTokenClock(id.Expires)
 	if len(resume) > 0 {
 		go c.resume(frame.GetRequestId(), resume, taken)
 	}

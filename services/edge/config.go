@@ -26,11 +26,27 @@ type Config struct {
 	PersistenceAddr string
 	// PresenceAddrs are the presence instances, in instance order.
 	PresenceAddrs []string
-	// JWTSecret verifies HS256 tokens.
+	// JWTSecret verifies HS256 tokens (and signs dev tokens).
 	JWTSecret []byte
+	// JWKSURL, JWTIssuer, JWTAudience, JWKSRefresh and JWKSMinRefresh
+	// configure the verifier (auth.Config): RS256, ES256 and EdDSA tokens
+	// from an identity provider's key set, and the iss and aud every token
+	// must carry when set. A JWKSURL alone (no JWTSecret) is enough.
+	JWKSURL                     string
+	JWTIssuer, JWTAudience      string
+	JWKSRefresh, JWKSMinRefresh time.Duration
 	// DevTokens serves GET /v1/dev/token?user=NAME, minting a token for
-	// anyone who asks. For local use only.
+	// anyone who asks. For local use only: with it, or with the public
+	// auth.DevSecret as JWTSecret, New refuses any listener off loopback
+	// unless InsecureDev is set.
 	DevTokens bool
+	// InsecureDev lets dev tokens and the dev secret serve on non-loopback
+	// addresses (a demo on a LAN); it is logged loudly.
+	InsecureDev bool
+	// TokenWarning is how long before a connection's token expires the
+	// edge pushes token_expiring (1 minute if 0); at expiry, unless a
+	// refresh_token came, it closes the connection with 4001.
+	TokenWarning time.Duration
 
 	MaxFrameBytes  int
 	QueueLimit     int
@@ -82,6 +98,9 @@ func (c *Config) defaults() {
 	}
 	if c.ResumeWait <= 0 {
 		c.ResumeWait = 5 * time.Second
+	}
+	if c.TokenWarning <= 0 {
+		c.TokenWarning = time.Minute
 	}
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = 3 * time.Second

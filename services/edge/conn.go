@@ -20,7 +20,8 @@ const (
 	// CloseResync: the server dropped this connection's queue; reconnect and
 	// sync from the last seq of each conversation.
 	CloseResync websocket.StatusCode = 4000
-	// CloseUnauthenticated: no valid token was presented.
+	// CloseUnauthenticated: no valid token was presented, or the token
+	// expired without a refresh_token (after an Error TOKEN_EXPIRED).
 	CloseUnauthenticated websocket.StatusCode = 4001
 	// CloseReconnect: this node is draining (shutting down); reconnect,
 	// after a short jittered delay, to another node and resume.
@@ -64,6 +65,8 @@ type conn struct {
 	// lim is the connection's share of the limits (limits.go); its
 	// counters are guarded by mu.
 	lim connLimits
+	// token ends the connection when its token expires (tokenclock.go).
+	token tokenClock
 }
 
 // serveWS accepts a WebSocket. It counts as live from here on, so
@@ -179,6 +182,7 @@ func (c *conn) readFrame(ctx context.Context) ([]byte, *wire.Error, error) {
 
 // shutdown runs when the read loop ends, whatever the reason.
 func (c *conn) shutdown() {
+	c.stopTokenClock()
 	c.mu.Lock()
 	c.closed = true
 	c.queue, c.held, c.heldN = nil, nil, 0

@@ -72,7 +72,7 @@ type Service struct {
 
 	cfg      Config
 	log      *slog.Logger
-	verifier *auth.HS256
+	verifier *auth.Verifier
 	srv      servers
 	clients  clients
 	// live is every accepted connection; hub indexes the authenticated
@@ -89,6 +89,7 @@ type Service struct {
 	// start until it drains.
 	accepting atomic.Bool
 	lim       *limiter
+	tokens    tokenStats
 }
 
 // servers are what New binds and Run serves.
@@ -118,12 +119,20 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("edge: Config.Registry is required")
 	}
 	cfg.defaults()
-	verifier, err := auth.NewHS256(cfg.JWTSecret)
+	log := cfg.Logger.With("service", "edge", "node", cfg.NodeID)
+	if cfg.DevTokens && len(cfg.JWTSecret) == 0 {
+		return nil, errors.New("edge: dev tokens need a jwt secret to sign them")
+	}
+	verifier, err := auth.NewVerifier(auth.Config{
+		Secret: cfg.JWTSecret, JWKSURL: cfg.JWKSURL, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience,
+		JWKSRefresh: cfg.JWKSRefresh, JWKSMinRefresh: cfg.JWKSMinRefresh, Logger: log,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "edge", "node", cfg.NodeID), verifier: verifier, hub: newHub(), stats: newStats(cfg.Registry),
+	s := &Service{cfg: cfg, log: log, verifier: verifier, hub: newHub(), stats: newStats(cfg.Registry),
 		tracer: tracing.Tracer(cfg.TracerProvider), lim: newLimiter(cfg.Limits, cfg.Registry)}
+	s.tokens.register(cfg.Registry)
 	// Every internal client is measured (metrics) and traced.
 	clientOpts := append(s.stats.metrics.GRPCClient(), tracing.GRPCClient(cfg.TracerProvider)...)
 	dialOpts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), rpcdial.Reconnect}, clientOpts...)
@@ -170,6 +179,10 @@ func New(cfg Config) (*Service, error) {
 		s.closeClients()
 		return nil, fmt.Errorf("edge: admin address: %w", err)
 	}
+	if err := s.checkDevExposure(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	s.peers.Timeout = typingPush
 	s.peers.DialOptions = clientOpts
 	s.peers.self = cfg.PushAddr
@@ -199,6 +212,7 @@ func (s *Service) closeClients() {
 		c.Close()
 	}
 	s.peers.Close()
+	s.verifier.Close()
 }
 
 // HTTPAddr is the bound HTTP address.
@@ -228,7 +242,7 @@ func pageHandler() http.Handler {
 
 func (s *Service) devToken(w http.ResponseWriter, r *http.Request) {
 	user := r.URL.Query().Get("user")
-	tok, err := s.verifier.Mint(user, 24*time.Hour)
+	tok, err := s.verifier.Minter().Mint(user, 24*time.Hour)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return

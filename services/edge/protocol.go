@@ -24,6 +24,7 @@ import (
 var handlers = table(
 	on(ping),
 	on(alreadyAuthenticated), // auth.go
+	on(refreshToken),         // tokenclock.go
 
 	on(command(sendMessage, accepted)), // messages.go
 	on(command(editMessage, accepted)),
@@ -97,7 +98,10 @@ func (c *conn) handle(ctx context.Context, f *clientv1.ClientFrame) *clientv1.Se
 	defer cancel()
 	ctx, span, typ := c.startFrame(ctx, f)
 	var out *clientv1.ServerFrame
-	if h := handlers[reflect.TypeOf(f.GetFrame())]; h != nil {
+	if c.token.expired.Load() {
+		// Between the expiry and the close nothing acts as the user.
+		out = errorFrame(chatv1.ErrorCode_ERROR_CODE_TOKEN_EXPIRED, "token expired", "")
+	} else if h := handlers[reflect.TypeOf(f.GetFrame())]; h != nil {
 		out = h(ctx, c, f)
 	} else {
 		out = errorFrame(chatv1.ErrorCode_ERROR_CODE_UNKNOWN_FRAME, "frame has no known type", "")

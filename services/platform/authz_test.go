@@ -21,12 +21,13 @@ import (
 // leaves out, each with why: they name no conversation, so there is no
 // membership to check.
 var notConversationScoped = map[protoreflect.Name]string{
-	"authenticate": "opens the connection; a second one is INVALID_ARGUMENT (TestBadInput)",
-	"ping":         "a round trip through the edge only",
-	"set_idle":     "the caller's own presence",
-	"block_user":   "names a user, not a conversation; what a block stops is TestBlocksEndToEnd",
-	"unblock_user": "names a user, not a conversation",
-	"list_blocks":  "takes no argument: it lists the caller's own blocks, so there is no one else's to ask for (TestListBlocks)",
+	"authenticate":  "opens the connection; a second one is INVALID_ARGUMENT (TestBadInput)",
+	"ping":          "a round trip through the edge only",
+	"set_idle":      "the caller's own presence",
+	"block_user":    "names a user, not a conversation; what a block stops is TestBlocksEndToEnd",
+	"unblock_user":  "names a user, not a conversation",
+	"list_blocks":   "takes no argument: it lists the caller's own blocks, so there is no one else's to ask for (TestListBlocks)",
+	"refresh_token": "the connection's own token; another user's is PERMISSION_DENIED (TestRefreshTokenRefusals)",
 }
 
 // authzScene is what the matrix runs against: a group with an owner

@@ -116,6 +116,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 			nonZero("parley_batch_size", "service", "edge", "kind", "events_per_frame"),
 			nonZero("parley_connections", "service", "edge"),
 			present("parley_resyncs_total", "service", "edge"),
+			present("parley_token_expiries_total", "service", "edge"),
 			present("parley_ephemeral_shed_total", "service", "edge"),
 			nonZero("parley_pushed_deliveries_total", "service", "edge", "kind", "event"),
 			present("parley_seq_gaps_total", "service", "edge"),

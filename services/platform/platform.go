@@ -42,10 +42,18 @@ type Config struct {
 	// Limits are the edge's (edge.DefaultLimits where zero).
 	Limits edge.Limits
 	// KafkaPort is kfake's port, 0 for any.
-	KafkaPort  int
-	JWTSecret  []byte
-	DevTokens  bool
-	Partitions int32
+	KafkaPort int
+	JWTSecret []byte
+	DevTokens bool
+	// InsecureDev lets DevTokens or the public dev secret serve on a
+	// non-loopback HTTPAddr (edge.Config.InsecureDev).
+	InsecureDev bool
+	// TokenWarning is the edge's (edge.Config.TokenWarning).
+	TokenWarning time.Duration
+	// JWKSURL, JWTIssuer and JWTAudience are the edge's: tokens from an
+	// identity provider, and the iss and aud every token must carry.
+	JWKSURL, JWTIssuer, JWTAudience string
+	Partitions                      int32
 	// PresenceLease is how long a silent edge keeps its sessions.
 	PresenceLease time.Duration
 	// PresenceInstances split the users (2 if 0, so the split is always
@@ -79,8 +87,10 @@ func Start(ctx context.Context, cfg Config) (p *Platform, err error) {
 		cfg.Partitions = topics.LocalSpec.Partitions
 	}
 	// A secret the edge would refuse is known before anything starts.
-	if _, err := auth.NewHS256(cfg.JWTSecret); err != nil {
-		return nil, fmt.Errorf("platform: %w", err)
+	if len(cfg.JWTSecret) > 0 || cfg.JWKSURL == "" {
+		if _, err := auth.NewHS256(cfg.JWTSecret); err != nil {
+			return nil, fmt.Errorf("platform: %w", err)
+		}
 	}
 	// The error paths return a nil *Platform, so the cleanup holds its own
 	// reference to what was started.
@@ -143,7 +153,8 @@ func Start(ctx context.Context, cfg Config) (p *Platform, err error) {
 	p.Edge, err = edge.New(edge.Config{Registry: edgeReg, Metrics: metrics.Merged(regs...),
 		HTTPAddr: cfg.HTTPAddr, AdminAddr: cfg.AdminAddr, Limits: cfg.Limits, GRPCAddr: "127.0.0.1:0",
 		IngestAddr: p.Ingest.Addr(), PersistenceAddr: p.Persistence.Addr(), PresenceAddrs: presenceAddrs,
-		JWTSecret: cfg.JWTSecret, DevTokens: cfg.DevTokens, Logger: cfg.Logger, TracerProvider: cfg.TracerProvider,
+		JWTSecret: cfg.JWTSecret, DevTokens: cfg.DevTokens, InsecureDev: cfg.InsecureDev, TokenWarning: cfg.TokenWarning, Logger: cfg.Logger, TracerProvider: cfg.TracerProvider,
+		JWKSURL: cfg.JWKSURL, JWTIssuer: cfg.JWTIssuer, JWTAudience: cfg.JWTAudience,
 	})
 	if err != nil {
 		return nil, err

@@ -82,7 +82,8 @@ Fails when empty.
 
 {{/*
 The Secret holding the JWT secret, validating jwt.* on the way: exactly one
-of jwt.secret (at least 16 bytes) and jwt.existingSecret.
+of jwt.secret (at least 16 bytes) and jwt.existingSecret, or neither when
+jwt.jwksUrl is set (empty then: no HS256 secret).
 */}}
 {{- define "parley.jwtSecretName" -}}
 {{- $jwt := .Values.jwt }}
@@ -95,8 +96,9 @@ of jwt.secret (at least 16 bytes) and jwt.existingSecret.
 {{- fail "jwt.secret must be at least 16 bytes" }}
 {{- end }}
 {{- printf "%s-jwt" (include "parley.fullname" .) }}
+{{- else if $jwt.jwksUrl }}
 {{- else }}
-{{- fail "a JWT secret is required: set jwt.secret (at least 16 bytes; the chart creates a Secret) or jwt.existingSecret (the name of a Secret you created, with the key jwt.existingSecretKey)" }}
+{{- fail "a JWT secret or JWKS is required: set jwt.jwksUrl (your identity provider's keys), or jwt.secret (at least 16 bytes; the chart creates a Secret) or jwt.existingSecret (the name of a Secret you created, with the key jwt.existingSecretKey)" }}
 {{- end }}
 {{- end }}
 

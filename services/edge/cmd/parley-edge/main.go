@@ -21,7 +21,14 @@ func main() {
 	ingestAddr := fs.String("ingest", daemon.Env("PARLEY_INGEST_ADDR", "127.0.0.1:7101"), "ingest gRPC address (PARLEY_INGEST_ADDR)")
 	persistenceAddr := fs.String("persistence", daemon.Env("PARLEY_PERSISTENCE_ADDR", "127.0.0.1:7102"), "persistence gRPC address (PARLEY_PERSISTENCE_ADDR)")
 	presenceAddr := fs.String("presence", daemon.Env("PARLEY_PRESENCE_ADDR", "127.0.0.1:7104"), "presence gRPC addresses, comma-separated in instance order (PARLEY_PRESENCE_ADDR)")
-	secret := fs.String("jwt-secret", daemon.Env("PARLEY_JWT_SECRET", ""), "HS256 secret for client tokens, at least 16 bytes (PARLEY_JWT_SECRET)")
+	secret := fs.String("jwt-secret", daemon.Env("PARLEY_JWT_SECRET", ""), "HS256 secret for client tokens, at least 16 bytes (PARLEY_JWT_SECRET); optional with -jwks-url")
+	jwksURL := fs.String("jwks-url", daemon.Env("PARLEY_JWKS_URL", ""), "identity provider's JWKS url: RS256, ES256 and EdDSA tokens verify against its keys (PARLEY_JWKS_URL; https, or http on loopback)")
+	issuer := fs.String("jwt-issuer", daemon.Env("PARLEY_JWT_ISSUER", ""), "required iss of every token (PARLEY_JWT_ISSUER; not checked if empty)")
+	audience := fs.String("jwt-audience", daemon.Env("PARLEY_JWT_AUDIENCE", ""), "required aud of every token (PARLEY_JWT_AUDIENCE; not checked if empty)")
+	jwksRefresh := fs.Duration("jwks-refresh", daemon.EnvDuration("PARLEY_JWKS_REFRESH", 0), "how often the JWKS is fetched again (PARLEY_JWKS_REFRESH; 1h if 0)")
+	jwksMinRefresh := fs.Duration("jwks-min-refresh", daemon.EnvDuration("PARLEY_JWKS_MIN_REFRESH", 0), "at most one JWKS fetch per this for tokens with an unknown kid (PARLEY_JWKS_MIN_REFRESH; 30s if 0)")
+	tokenWarning := fs.Duration("token-warning", daemon.EnvDuration("PARLEY_TOKEN_WARNING", 0), "push token_expiring this long before a connection's token expires (PARLEY_TOKEN_WARNING; 1m if 0)")
+	insecureDev := fs.Bool("insecure-dev", daemon.Env("PARLEY_INSECURE_DEV", "") == "1", "allow -dev-tokens or the public dev secret on non-loopback addresses (PARLEY_INSECURE_DEV=1): anyone can then act as any user")
 	queueLimit := fs.Int("queue-limit", daemon.EnvInt("PARLEY_QUEUE_LIMIT", 0), "items queued per connection before it is closed with 4000 resync (PARLEY_QUEUE_LIMIT; 1024 if 0)")
 	writeTimeout := fs.Duration("write-timeout", daemon.EnvDuration("PARLEY_WRITE_TIMEOUT", 0), "bound on one socket write; a connection that stays blocked longer is closed (PARLEY_WRITE_TIMEOUT; 10s if 0)")
 	resumeWait := fs.Duration("resume-wait", daemon.EnvDuration("PARLEY_RESUME_WAIT", 0), "how long a resume waits for history to reach the log's head before reporting the conversation failed (PARLEY_RESUME_WAIT; 5s if 0)")
@@ -39,7 +46,8 @@ func main() {
 	svc, err := edge.New(edge.Config{Registry: metrics.NewRegistry(),
 		HTTPAddr: *httpAddr, AdminAddr: *adminAddr, Limits: limits, GRPCAddr: *grpcAddr, PushAddr: *pushAddr, NodeID: *nodeID,
 		IngestAddr: *ingestAddr, PersistenceAddr: *persistenceAddr, PresenceAddrs: daemon.List(*presenceAddr),
-		JWTSecret: []byte(*secret), DevTokens: *devTokens, QueueLimit: *queueLimit, WriteTimeout: *writeTimeout, ResumeWait: *resumeWait, Logger: log, Drain: *drain, TracerProvider: tp,
+		JWTSecret: []byte(*secret), JWKSURL: *jwksURL, JWTIssuer: *issuer, JWTAudience: *audience, JWKSRefresh: *jwksRefresh, JWKSMinRefresh: *jwksMinRefresh,
+		TokenWarning: *tokenWarning, DevTokens: *devTokens, InsecureDev: *insecureDev, QueueLimit: *queueLimit, WriteTimeout: *writeTimeout, ResumeWait: *resumeWait, Logger: log, Drain: *drain, TracerProvider: tp,
 	})
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))

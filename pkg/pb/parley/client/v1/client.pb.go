@@ -14,6 +14,7 @@ import (
 	v1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -64,6 +65,7 @@ type ClientFrame struct {
 	//	*ClientFrame_React
 	//	*ClientFrame_SetFlags
 	//	*ClientFrame_ListBlocks
+	//	*ClientFrame_RefreshToken
 	Frame         isClientFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -383,6 +385,15 @@ func (x *ClientFrame) GetListBlocks() *ListBlocks {
 	return nil
 }
 
+func (x *ClientFrame) GetRefreshToken() *RefreshToken {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_RefreshToken); ok {
+			return x.RefreshToken
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Frame interface {
 	isClientFrame_Frame()
 }
@@ -507,6 +518,10 @@ type ClientFrame_ListBlocks struct {
 	ListBlocks *ListBlocks `protobuf:"bytes,70,opt,name=list_blocks,json=listBlocks,proto3,oneof"`
 }
 
+type ClientFrame_RefreshToken struct {
+	RefreshToken *RefreshToken `protobuf:"bytes,80,opt,name=refresh_token,json=refreshToken,proto3,oneof"`
+}
+
 func (*ClientFrame_Authenticate) isClientFrame_Frame() {}
 
 func (*ClientFrame_SendMessage) isClientFrame_Frame() {}
@@ -567,6 +582,57 @@ func (*ClientFrame_SetFlags) isClientFrame_Frame() {}
 
 func (*ClientFrame_ListBlocks) isClientFrame_Frame() {}
 
+func (*ClientFrame_RefreshToken) isClientFrame_Frame() {}
+
+// RefreshToken hands the connection a fresh token before the one it
+// authenticated with (or last refreshed with) expires. Its subject must be
+// the connection's user. The answer is TokenRefreshed, or an Error
+// (TOKEN_EXPIRED, UNAUTHENTICATED, PERMISSION_DENIED for another user's
+// token) that leaves the connection on its current token.
+type RefreshToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshToken) Reset() {
+	*x = RefreshToken{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshToken) ProtoMessage() {}
+
+func (x *RefreshToken) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshToken.ProtoReflect.Descriptor instead.
+func (*RefreshToken) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RefreshToken) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
 // SetConversationFlags sets the caller's own flags of a conversation:
 // muted (no notifications) and pinned (first in their list). A field left
 // out stays as it is; at least one must be set. The flags are private and
@@ -585,7 +651,7 @@ type SetConversationFlags struct {
 
 func (x *SetConversationFlags) Reset() {
 	*x = SetConversationFlags{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[1]
+	mi := &file_parley_client_v1_client_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +663,7 @@ func (x *SetConversationFlags) String() string {
 func (*SetConversationFlags) ProtoMessage() {}
 
 func (x *SetConversationFlags) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[1]
+	mi := &file_parley_client_v1_client_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +676,7 @@ func (x *SetConversationFlags) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConversationFlags.ProtoReflect.Descriptor instead.
 func (*SetConversationFlags) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{1}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SetConversationFlags) GetConversationId() string {
@@ -653,7 +719,7 @@ type Authenticate struct {
 
 func (x *Authenticate) Reset() {
 	*x = Authenticate{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[2]
+	mi := &file_parley_client_v1_client_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -665,7 +731,7 @@ func (x *Authenticate) String() string {
 func (*Authenticate) ProtoMessage() {}
 
 func (x *Authenticate) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[2]
+	mi := &file_parley_client_v1_client_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -678,7 +744,7 @@ func (x *Authenticate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authenticate.ProtoReflect.Descriptor instead.
 func (*Authenticate) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{2}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Authenticate) GetToken() string {
@@ -714,7 +780,7 @@ type Cursor struct {
 
 func (x *Cursor) Reset() {
 	*x = Cursor{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[3]
+	mi := &file_parley_client_v1_client_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -726,7 +792,7 @@ func (x *Cursor) String() string {
 func (*Cursor) ProtoMessage() {}
 
 func (x *Cursor) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[3]
+	mi := &file_parley_client_v1_client_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -739,7 +805,7 @@ func (x *Cursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cursor.ProtoReflect.Descriptor instead.
 func (*Cursor) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{3}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Cursor) GetConversationId() string {
@@ -777,7 +843,7 @@ type SendMessage struct {
 
 func (x *SendMessage) Reset() {
 	*x = SendMessage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[4]
+	mi := &file_parley_client_v1_client_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +855,7 @@ func (x *SendMessage) String() string {
 func (*SendMessage) ProtoMessage() {}
 
 func (x *SendMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[4]
+	mi := &file_parley_client_v1_client_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +868,7 @@ func (x *SendMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessage.ProtoReflect.Descriptor instead.
 func (*SendMessage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{4}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SendMessage) GetConversationId() string {
@@ -869,7 +935,7 @@ type EditMessage struct {
 
 func (x *EditMessage) Reset() {
 	*x = EditMessage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[5]
+	mi := &file_parley_client_v1_client_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -881,7 +947,7 @@ func (x *EditMessage) String() string {
 func (*EditMessage) ProtoMessage() {}
 
 func (x *EditMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[5]
+	mi := &file_parley_client_v1_client_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -894,7 +960,7 @@ func (x *EditMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditMessage.ProtoReflect.Descriptor instead.
 func (*EditMessage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{5}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *EditMessage) GetConversationId() string {
@@ -946,7 +1012,7 @@ type DeleteMessage struct {
 
 func (x *DeleteMessage) Reset() {
 	*x = DeleteMessage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[6]
+	mi := &file_parley_client_v1_client_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1024,7 @@ func (x *DeleteMessage) String() string {
 func (*DeleteMessage) ProtoMessage() {}
 
 func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[6]
+	mi := &file_parley_client_v1_client_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1037,7 @@ func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMessage.ProtoReflect.Descriptor instead.
 func (*DeleteMessage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{6}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeleteMessage) GetConversationId() string {
@@ -1013,7 +1079,7 @@ type React struct {
 
 func (x *React) Reset() {
 	*x = React{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[7]
+	mi := &file_parley_client_v1_client_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1091,7 @@ func (x *React) String() string {
 func (*React) ProtoMessage() {}
 
 func (x *React) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[7]
+	mi := &file_parley_client_v1_client_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1104,7 @@ func (x *React) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use React.ProtoReflect.Descriptor instead.
 func (*React) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{7}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *React) GetConversationId() string {
@@ -1097,7 +1163,7 @@ type CreateConversation struct {
 
 func (x *CreateConversation) Reset() {
 	*x = CreateConversation{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	mi := &file_parley_client_v1_client_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1175,7 @@ func (x *CreateConversation) String() string {
 func (*CreateConversation) ProtoMessage() {}
 
 func (x *CreateConversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[8]
+	mi := &file_parley_client_v1_client_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1188,7 @@ func (x *CreateConversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversation.ProtoReflect.Descriptor instead.
 func (*CreateConversation) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{8}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateConversation) GetClientMsgId() string {
@@ -1180,7 +1246,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	mi := &file_parley_client_v1_client_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1258,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[9]
+	mi := &file_parley_client_v1_client_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1271,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{9}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RemoveMember) GetConversationId() string {
@@ -1241,7 +1307,7 @@ type LeaveConversation struct {
 
 func (x *LeaveConversation) Reset() {
 	*x = LeaveConversation{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	mi := &file_parley_client_v1_client_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1319,7 @@ func (x *LeaveConversation) String() string {
 func (*LeaveConversation) ProtoMessage() {}
 
 func (x *LeaveConversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[10]
+	mi := &file_parley_client_v1_client_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1332,7 @@ func (x *LeaveConversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveConversation.ProtoReflect.Descriptor instead.
 func (*LeaveConversation) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{10}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LeaveConversation) GetConversationId() string {
@@ -1296,7 +1362,7 @@ type SetMemberRole struct {
 
 func (x *SetMemberRole) Reset() {
 	*x = SetMemberRole{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	mi := &file_parley_client_v1_client_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1308,7 +1374,7 @@ func (x *SetMemberRole) String() string {
 func (*SetMemberRole) ProtoMessage() {}
 
 func (x *SetMemberRole) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[11]
+	mi := &file_parley_client_v1_client_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1321,7 +1387,7 @@ func (x *SetMemberRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberRole.ProtoReflect.Descriptor instead.
 func (*SetMemberRole) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{11}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SetMemberRole) GetConversationId() string {
@@ -1365,7 +1431,7 @@ type TransferOwnership struct {
 
 func (x *TransferOwnership) Reset() {
 	*x = TransferOwnership{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	mi := &file_parley_client_v1_client_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1443,7 @@ func (x *TransferOwnership) String() string {
 func (*TransferOwnership) ProtoMessage() {}
 
 func (x *TransferOwnership) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[12]
+	mi := &file_parley_client_v1_client_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1456,7 @@ func (x *TransferOwnership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferOwnership.ProtoReflect.Descriptor instead.
 func (*TransferOwnership) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{12}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TransferOwnership) GetConversationId() string {
@@ -1429,7 +1495,7 @@ type MuteMember struct {
 
 func (x *MuteMember) Reset() {
 	*x = MuteMember{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	mi := &file_parley_client_v1_client_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1441,7 +1507,7 @@ func (x *MuteMember) String() string {
 func (*MuteMember) ProtoMessage() {}
 
 func (x *MuteMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[13]
+	mi := &file_parley_client_v1_client_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1454,7 +1520,7 @@ func (x *MuteMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MuteMember.ProtoReflect.Descriptor instead.
 func (*MuteMember) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{13}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MuteMember) GetConversationId() string {
@@ -1497,7 +1563,7 @@ type RenameConversation struct {
 
 func (x *RenameConversation) Reset() {
 	*x = RenameConversation{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	mi := &file_parley_client_v1_client_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1575,7 @@ func (x *RenameConversation) String() string {
 func (*RenameConversation) ProtoMessage() {}
 
 func (x *RenameConversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[14]
+	mi := &file_parley_client_v1_client_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1588,7 @@ func (x *RenameConversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameConversation.ProtoReflect.Descriptor instead.
 func (*RenameConversation) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{14}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RenameConversation) GetConversationId() string {
@@ -1561,7 +1627,7 @@ type CreateInvite struct {
 
 func (x *CreateInvite) Reset() {
 	*x = CreateInvite{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	mi := &file_parley_client_v1_client_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1573,7 +1639,7 @@ func (x *CreateInvite) String() string {
 func (*CreateInvite) ProtoMessage() {}
 
 func (x *CreateInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[15]
+	mi := &file_parley_client_v1_client_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1586,7 +1652,7 @@ func (x *CreateInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateInvite.ProtoReflect.Descriptor instead.
 func (*CreateInvite) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{15}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CreateInvite) GetConversationId() string {
@@ -1622,7 +1688,7 @@ type RevokeInvite struct {
 
 func (x *RevokeInvite) Reset() {
 	*x = RevokeInvite{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[16]
+	mi := &file_parley_client_v1_client_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +1700,7 @@ func (x *RevokeInvite) String() string {
 func (*RevokeInvite) ProtoMessage() {}
 
 func (x *RevokeInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[16]
+	mi := &file_parley_client_v1_client_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +1713,7 @@ func (x *RevokeInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeInvite.ProtoReflect.Descriptor instead.
 func (*RevokeInvite) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{16}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RevokeInvite) GetConversationId() string {
@@ -1683,7 +1749,7 @@ type JoinByInvite struct {
 
 func (x *JoinByInvite) Reset() {
 	*x = JoinByInvite{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[17]
+	mi := &file_parley_client_v1_client_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1695,7 +1761,7 @@ func (x *JoinByInvite) String() string {
 func (*JoinByInvite) ProtoMessage() {}
 
 func (x *JoinByInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[17]
+	mi := &file_parley_client_v1_client_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1708,7 +1774,7 @@ func (x *JoinByInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinByInvite.ProtoReflect.Descriptor instead.
 func (*JoinByInvite) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{17}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JoinByInvite) GetConversationId() string {
@@ -1743,7 +1809,7 @@ type FollowChannel struct {
 
 func (x *FollowChannel) Reset() {
 	*x = FollowChannel{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[18]
+	mi := &file_parley_client_v1_client_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1755,7 +1821,7 @@ func (x *FollowChannel) String() string {
 func (*FollowChannel) ProtoMessage() {}
 
 func (x *FollowChannel) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[18]
+	mi := &file_parley_client_v1_client_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1768,7 +1834,7 @@ func (x *FollowChannel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowChannel.ProtoReflect.Descriptor instead.
 func (*FollowChannel) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{18}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FollowChannel) GetConversationId() string {
@@ -1798,7 +1864,7 @@ type BlockUser struct {
 
 func (x *BlockUser) Reset() {
 	*x = BlockUser{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[19]
+	mi := &file_parley_client_v1_client_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1810,7 +1876,7 @@ func (x *BlockUser) String() string {
 func (*BlockUser) ProtoMessage() {}
 
 func (x *BlockUser) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[19]
+	mi := &file_parley_client_v1_client_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1823,7 +1889,7 @@ func (x *BlockUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockUser.ProtoReflect.Descriptor instead.
 func (*BlockUser) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{19}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BlockUser) GetUserId() string {
@@ -1843,7 +1909,7 @@ type UnblockUser struct {
 
 func (x *UnblockUser) Reset() {
 	*x = UnblockUser{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[20]
+	mi := &file_parley_client_v1_client_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1855,7 +1921,7 @@ func (x *UnblockUser) String() string {
 func (*UnblockUser) ProtoMessage() {}
 
 func (x *UnblockUser) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[20]
+	mi := &file_parley_client_v1_client_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1868,7 +1934,7 @@ func (x *UnblockUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnblockUser.ProtoReflect.Descriptor instead.
 func (*UnblockUser) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{20}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UnblockUser) GetUserId() string {
@@ -1888,7 +1954,7 @@ type ListBlocks struct {
 
 func (x *ListBlocks) Reset() {
 	*x = ListBlocks{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[21]
+	mi := &file_parley_client_v1_client_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1900,7 +1966,7 @@ func (x *ListBlocks) String() string {
 func (*ListBlocks) ProtoMessage() {}
 
 func (x *ListBlocks) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[21]
+	mi := &file_parley_client_v1_client_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1913,7 +1979,7 @@ func (x *ListBlocks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBlocks.ProtoReflect.Descriptor instead.
 func (*ListBlocks) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{21}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{22}
 }
 
 // AddMember adds a user to a group.
@@ -1928,7 +1994,7 @@ type AddMember struct {
 
 func (x *AddMember) Reset() {
 	*x = AddMember{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[22]
+	mi := &file_parley_client_v1_client_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1940,7 +2006,7 @@ func (x *AddMember) String() string {
 func (*AddMember) ProtoMessage() {}
 
 func (x *AddMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[22]
+	mi := &file_parley_client_v1_client_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1953,7 +2019,7 @@ func (x *AddMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMember.ProtoReflect.Descriptor instead.
 func (*AddMember) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{22}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AddMember) GetConversationId() string {
@@ -1992,7 +2058,7 @@ type ListConversations struct {
 
 func (x *ListConversations) Reset() {
 	*x = ListConversations{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[23]
+	mi := &file_parley_client_v1_client_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2004,7 +2070,7 @@ func (x *ListConversations) String() string {
 func (*ListConversations) ProtoMessage() {}
 
 func (x *ListConversations) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[23]
+	mi := &file_parley_client_v1_client_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2017,7 +2083,7 @@ func (x *ListConversations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversations.ProtoReflect.Descriptor instead.
 func (*ListConversations) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{23}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListConversations) GetLimit() uint32 {
@@ -2049,7 +2115,7 @@ type Mark struct {
 
 func (x *Mark) Reset() {
 	*x = Mark{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[24]
+	mi := &file_parley_client_v1_client_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2061,7 +2127,7 @@ func (x *Mark) String() string {
 func (*Mark) ProtoMessage() {}
 
 func (x *Mark) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[24]
+	mi := &file_parley_client_v1_client_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2074,7 +2140,7 @@ func (x *Mark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mark.ProtoReflect.Descriptor instead.
 func (*Mark) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{24}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Mark) GetConversationId() string {
@@ -2112,7 +2178,7 @@ type SetTyping struct {
 
 func (x *SetTyping) Reset() {
 	*x = SetTyping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[25]
+	mi := &file_parley_client_v1_client_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2124,7 +2190,7 @@ func (x *SetTyping) String() string {
 func (*SetTyping) ProtoMessage() {}
 
 func (x *SetTyping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[25]
+	mi := &file_parley_client_v1_client_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2137,7 +2203,7 @@ func (x *SetTyping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTyping.ProtoReflect.Descriptor instead.
 func (*SetTyping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{25}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SetTyping) GetConversationId() string {
@@ -2166,7 +2232,7 @@ type GetPresence struct {
 
 func (x *GetPresence) Reset() {
 	*x = GetPresence{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[26]
+	mi := &file_parley_client_v1_client_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2178,7 +2244,7 @@ func (x *GetPresence) String() string {
 func (*GetPresence) ProtoMessage() {}
 
 func (x *GetPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[26]
+	mi := &file_parley_client_v1_client_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2191,7 +2257,7 @@ func (x *GetPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresence.ProtoReflect.Descriptor instead.
 func (*GetPresence) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{26}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetPresence) GetUserIds() []string {
@@ -2215,7 +2281,7 @@ type WatchPresence struct {
 
 func (x *WatchPresence) Reset() {
 	*x = WatchPresence{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[27]
+	mi := &file_parley_client_v1_client_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2227,7 +2293,7 @@ func (x *WatchPresence) String() string {
 func (*WatchPresence) ProtoMessage() {}
 
 func (x *WatchPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[27]
+	mi := &file_parley_client_v1_client_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2240,7 +2306,7 @@ func (x *WatchPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPresence.ProtoReflect.Descriptor instead.
 func (*WatchPresence) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{27}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchPresence) GetUserIds() []string {
@@ -2262,7 +2328,7 @@ type SetIdle struct {
 
 func (x *SetIdle) Reset() {
 	*x = SetIdle{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[28]
+	mi := &file_parley_client_v1_client_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2274,7 +2340,7 @@ func (x *SetIdle) String() string {
 func (*SetIdle) ProtoMessage() {}
 
 func (x *SetIdle) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[28]
+	mi := &file_parley_client_v1_client_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2287,7 +2353,7 @@ func (x *SetIdle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetIdle.ProtoReflect.Descriptor instead.
 func (*SetIdle) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{28}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SetIdle) GetIdle() bool {
@@ -2309,7 +2375,7 @@ type GetReceipts struct {
 
 func (x *GetReceipts) Reset() {
 	*x = GetReceipts{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[29]
+	mi := &file_parley_client_v1_client_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2321,7 +2387,7 @@ func (x *GetReceipts) String() string {
 func (*GetReceipts) ProtoMessage() {}
 
 func (x *GetReceipts) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[29]
+	mi := &file_parley_client_v1_client_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2334,7 +2400,7 @@ func (x *GetReceipts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReceipts.ProtoReflect.Descriptor instead.
 func (*GetReceipts) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{29}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetReceipts) GetConversationId() string {
@@ -2360,7 +2426,7 @@ type GetHistory struct {
 
 func (x *GetHistory) Reset() {
 	*x = GetHistory{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[30]
+	mi := &file_parley_client_v1_client_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2372,7 +2438,7 @@ func (x *GetHistory) String() string {
 func (*GetHistory) ProtoMessage() {}
 
 func (x *GetHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[30]
+	mi := &file_parley_client_v1_client_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2385,7 +2451,7 @@ func (x *GetHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistory.ProtoReflect.Descriptor instead.
 func (*GetHistory) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{30}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetHistory) GetConversationId() string {
@@ -2425,7 +2491,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[31]
+	mi := &file_parley_client_v1_client_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2437,7 +2503,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[31]
+	mi := &file_parley_client_v1_client_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2450,7 +2516,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{31}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{32}
 }
 
 // ServerFrame is every frame the server sends.
@@ -2474,6 +2540,8 @@ type ServerFrame struct {
 	//	*ServerFrame_BlockStatus
 	//	*ServerFrame_Flags
 	//	*ServerFrame_Blocks
+	//	*ServerFrame_TokenExpiring
+	//	*ServerFrame_TokenRefreshed
 	Frame         isServerFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2481,7 +2549,7 @@ type ServerFrame struct {
 
 func (x *ServerFrame) Reset() {
 	*x = ServerFrame{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[32]
+	mi := &file_parley_client_v1_client_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2493,7 +2561,7 @@ func (x *ServerFrame) String() string {
 func (*ServerFrame) ProtoMessage() {}
 
 func (x *ServerFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[32]
+	mi := &file_parley_client_v1_client_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2506,7 +2574,7 @@ func (x *ServerFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerFrame.ProtoReflect.Descriptor instead.
 func (*ServerFrame) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{32}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ServerFrame) GetRequestId() string {
@@ -2649,6 +2717,24 @@ func (x *ServerFrame) GetBlocks() *BlockList {
 	return nil
 }
 
+func (x *ServerFrame) GetTokenExpiring() *TokenExpiring {
+	if x != nil {
+		if x, ok := x.Frame.(*ServerFrame_TokenExpiring); ok {
+			return x.TokenExpiring
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetTokenRefreshed() *TokenRefreshed {
+	if x != nil {
+		if x, ok := x.Frame.(*ServerFrame_TokenRefreshed); ok {
+			return x.TokenRefreshed
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Frame interface {
 	isServerFrame_Frame()
 }
@@ -2709,6 +2795,14 @@ type ServerFrame_Blocks struct {
 	Blocks *BlockList `protobuf:"bytes,70,opt,name=blocks,proto3,oneof"`
 }
 
+type ServerFrame_TokenExpiring struct {
+	TokenExpiring *TokenExpiring `protobuf:"bytes,80,opt,name=token_expiring,json=tokenExpiring,proto3,oneof"`
+}
+
+type ServerFrame_TokenRefreshed struct {
+	TokenRefreshed *TokenRefreshed `protobuf:"bytes,81,opt,name=token_refreshed,json=tokenRefreshed,proto3,oneof"`
+}
+
 func (*ServerFrame_Authenticated) isServerFrame_Frame() {}
 
 func (*ServerFrame_Accepted) isServerFrame_Frame() {}
@@ -2737,6 +2831,104 @@ func (*ServerFrame_Flags) isServerFrame_Frame() {}
 
 func (*ServerFrame_Blocks) isServerFrame_Frame() {}
 
+func (*ServerFrame_TokenExpiring) isServerFrame_Frame() {}
+
+func (*ServerFrame_TokenRefreshed) isServerFrame_Frame() {}
+
+// TokenExpiring warns that the connection's token expires soon (pushed
+// once per token, a while before expires; docs/PROTOCOL.md says when).
+// Send RefreshToken with a fresh token before then, or at expires the
+// server sends an Error TOKEN_EXPIRED and closes with code 4001.
+type TokenExpiring struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Expires       *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=expires,proto3" json:"expires,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenExpiring) Reset() {
+	*x = TokenExpiring{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenExpiring) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenExpiring) ProtoMessage() {}
+
+func (x *TokenExpiring) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenExpiring.ProtoReflect.Descriptor instead.
+func (*TokenExpiring) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *TokenExpiring) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+// TokenRefreshed answers RefreshToken: the connection now lives until the
+// new token's expiry.
+type TokenRefreshed struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Expires       *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=expires,proto3" json:"expires,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenRefreshed) Reset() {
+	*x = TokenRefreshed{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenRefreshed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenRefreshed) ProtoMessage() {}
+
+func (x *TokenRefreshed) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenRefreshed.ProtoReflect.Descriptor instead.
+func (*TokenRefreshed) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *TokenRefreshed) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
 // BlockList answers ListBlocks: the ids of the users the caller blocks, in
 // byte order. It follows the caller's BlockUser and UnblockUser answers by
 // a moment (it is read from persistence, which follows the log).
@@ -2749,7 +2941,7 @@ type BlockList struct {
 
 func (x *BlockList) Reset() {
 	*x = BlockList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[33]
+	mi := &file_parley_client_v1_client_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2761,7 +2953,7 @@ func (x *BlockList) String() string {
 func (*BlockList) ProtoMessage() {}
 
 func (x *BlockList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[33]
+	mi := &file_parley_client_v1_client_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2774,7 +2966,7 @@ func (x *BlockList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockList.ProtoReflect.Descriptor instead.
 func (*BlockList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{33}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *BlockList) GetUserIds() []string {
@@ -2796,7 +2988,7 @@ type FlagsBatch struct {
 
 func (x *FlagsBatch) Reset() {
 	*x = FlagsBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[34]
+	mi := &file_parley_client_v1_client_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2808,7 +3000,7 @@ func (x *FlagsBatch) String() string {
 func (*FlagsBatch) ProtoMessage() {}
 
 func (x *FlagsBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[34]
+	mi := &file_parley_client_v1_client_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2821,7 +3013,7 @@ func (x *FlagsBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlagsBatch.ProtoReflect.Descriptor instead.
 func (*FlagsBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{34}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *FlagsBatch) GetFlags() []*v1.ConversationFlags {
@@ -2843,7 +3035,7 @@ type BlockStatus struct {
 
 func (x *BlockStatus) Reset() {
 	*x = BlockStatus{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[35]
+	mi := &file_parley_client_v1_client_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2855,7 +3047,7 @@ func (x *BlockStatus) String() string {
 func (*BlockStatus) ProtoMessage() {}
 
 func (x *BlockStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[35]
+	mi := &file_parley_client_v1_client_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2868,7 +3060,7 @@ func (x *BlockStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockStatus.ProtoReflect.Descriptor instead.
 func (*BlockStatus) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{35}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *BlockStatus) GetUserId() string {
@@ -2903,7 +3095,7 @@ type Resumed struct {
 
 func (x *Resumed) Reset() {
 	*x = Resumed{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[36]
+	mi := &file_parley_client_v1_client_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2915,7 +3107,7 @@ func (x *Resumed) String() string {
 func (*Resumed) ProtoMessage() {}
 
 func (x *Resumed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[36]
+	mi := &file_parley_client_v1_client_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2928,7 +3120,7 @@ func (x *Resumed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resumed.ProtoReflect.Descriptor instead.
 func (*Resumed) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{36}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Resumed) GetCaughtUp() []*Cursor {
@@ -2947,17 +3139,20 @@ func (x *Resumed) GetFailed() []*Cursor {
 
 // Authenticated confirms who the connection is.
 type Authenticated struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
-	SessionId     string                 `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	UserId    string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId  string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	SessionId string                 `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// token_expires is when the token expires: the connection is closed then
+	// unless RefreshToken extends it.
+	TokenExpires  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=token_expires,json=tokenExpires,proto3" json:"token_expires,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Authenticated) Reset() {
 	*x = Authenticated{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[37]
+	mi := &file_parley_client_v1_client_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2969,7 +3164,7 @@ func (x *Authenticated) String() string {
 func (*Authenticated) ProtoMessage() {}
 
 func (x *Authenticated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[37]
+	mi := &file_parley_client_v1_client_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2982,7 +3177,7 @@ func (x *Authenticated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authenticated.ProtoReflect.Descriptor instead.
 func (*Authenticated) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{37}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Authenticated) GetUserId() string {
@@ -3006,6 +3201,13 @@ func (x *Authenticated) GetSessionId() string {
 	return ""
 }
 
+func (x *Authenticated) GetTokenExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TokenExpires
+	}
+	return nil
+}
+
 // Accepted means the command is durably in the log and has been sequenced.
 type Accepted struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -3021,7 +3223,7 @@ type Accepted struct {
 
 func (x *Accepted) Reset() {
 	*x = Accepted{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[38]
+	mi := &file_parley_client_v1_client_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3033,7 +3235,7 @@ func (x *Accepted) String() string {
 func (*Accepted) ProtoMessage() {}
 
 func (x *Accepted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[38]
+	mi := &file_parley_client_v1_client_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3046,7 +3248,7 @@ func (x *Accepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accepted.ProtoReflect.Descriptor instead.
 func (*Accepted) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{38}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Accepted) GetClientMsgId() string {
@@ -3088,7 +3290,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[39]
+	mi := &file_parley_client_v1_client_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3100,7 +3302,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[39]
+	mi := &file_parley_client_v1_client_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3113,7 +3315,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{39}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *EventBatch) GetEvents() []*v1.Event {
@@ -3135,7 +3337,7 @@ type ConversationList struct {
 
 func (x *ConversationList) Reset() {
 	*x = ConversationList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[40]
+	mi := &file_parley_client_v1_client_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3147,7 +3349,7 @@ func (x *ConversationList) String() string {
 func (*ConversationList) ProtoMessage() {}
 
 func (x *ConversationList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[40]
+	mi := &file_parley_client_v1_client_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3160,7 +3362,7 @@ func (x *ConversationList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationList.ProtoReflect.Descriptor instead.
 func (*ConversationList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{40}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ConversationList) GetConversations() []*v1.Conversation {
@@ -3188,7 +3390,7 @@ type TypingBatch struct {
 
 func (x *TypingBatch) Reset() {
 	*x = TypingBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[41]
+	mi := &file_parley_client_v1_client_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3200,7 +3402,7 @@ func (x *TypingBatch) String() string {
 func (*TypingBatch) ProtoMessage() {}
 
 func (x *TypingBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[41]
+	mi := &file_parley_client_v1_client_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3213,7 +3415,7 @@ func (x *TypingBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingBatch.ProtoReflect.Descriptor instead.
 func (*TypingBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{41}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *TypingBatch) GetTyping() []*v1.Typing {
@@ -3234,7 +3436,7 @@ type PresenceList struct {
 
 func (x *PresenceList) Reset() {
 	*x = PresenceList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[42]
+	mi := &file_parley_client_v1_client_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3246,7 +3448,7 @@ func (x *PresenceList) String() string {
 func (*PresenceList) ProtoMessage() {}
 
 func (x *PresenceList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[42]
+	mi := &file_parley_client_v1_client_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3259,7 +3461,7 @@ func (x *PresenceList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceList.ProtoReflect.Descriptor instead.
 func (*PresenceList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{42}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *PresenceList) GetPresence() []*v1.Presence {
@@ -3280,7 +3482,7 @@ type ReceiptBatch struct {
 
 func (x *ReceiptBatch) Reset() {
 	*x = ReceiptBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[43]
+	mi := &file_parley_client_v1_client_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3292,7 +3494,7 @@ func (x *ReceiptBatch) String() string {
 func (*ReceiptBatch) ProtoMessage() {}
 
 func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[43]
+	mi := &file_parley_client_v1_client_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3305,7 +3507,7 @@ func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptBatch.ProtoReflect.Descriptor instead.
 func (*ReceiptBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{43}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReceiptBatch) GetReceipts() []*v1.Receipt {
@@ -3328,7 +3530,7 @@ type HistoryPage struct {
 
 func (x *HistoryPage) Reset() {
 	*x = HistoryPage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[44]
+	mi := &file_parley_client_v1_client_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3340,7 +3542,7 @@ func (x *HistoryPage) String() string {
 func (*HistoryPage) ProtoMessage() {}
 
 func (x *HistoryPage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[44]
+	mi := &file_parley_client_v1_client_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3353,7 +3555,7 @@ func (x *HistoryPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryPage.ProtoReflect.Descriptor instead.
 func (*HistoryPage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{44}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *HistoryPage) GetConversationId() string {
@@ -3398,7 +3600,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[45]
+	mi := &file_parley_client_v1_client_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3410,7 +3612,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[45]
+	mi := &file_parley_client_v1_client_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3423,7 +3625,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{45}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Error) GetCode() v1.ErrorCode {
@@ -3470,7 +3672,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[46]
+	mi := &file_parley_client_v1_client_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3482,7 +3684,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[46]
+	mi := &file_parley_client_v1_client_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3495,14 +3697,14 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{46}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{49}
 }
 
 var File_parley_client_v1_client_proto protoreflect.FileDescriptor
 
 const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\n" +
-	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x19parley/chat/v1/chat.proto\"\xfd\x0f\n" +
+	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xc4\x10\n" +
 	"\vClientFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12D\n" +
@@ -3541,8 +3743,11 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x05react\x184 \x01(\v2\x17.parley.client.v1.ReactH\x00R\x05react\x12E\n" +
 	"\tset_flags\x18< \x01(\v2&.parley.client.v1.SetConversationFlagsH\x00R\bsetFlags\x12?\n" +
 	"\vlist_blocks\x18F \x01(\v2\x1c.parley.client.v1.ListBlocksH\x00R\n" +
-	"listBlocksB\a\n" +
-	"\x05frame\"\x8c\x01\n" +
+	"listBlocks\x12E\n" +
+	"\rrefresh_token\x18P \x01(\v2\x1e.parley.client.v1.RefreshTokenH\x00R\frefreshTokenB\a\n" +
+	"\x05frame\"$\n" +
+	"\fRefreshToken\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"\x8c\x01\n" +
 	"\x14SetConversationFlags\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x19\n" +
 	"\x05muted\x18\x02 \x01(\bH\x00R\x05muted\x88\x01\x01\x12\x1b\n" +
@@ -3672,7 +3877,7 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x05limit\x18\x04 \x01(\rR\x05limitB\f\n" +
 	"\n" +
 	"_after_seq\"\x06\n" +
-	"\x04Ping\"\xf3\x06\n" +
+	"\x04Ping\"\x8a\b\n" +
 	"\vServerFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12G\n" +
@@ -3690,8 +3895,14 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\bpresence\x18\x14 \x01(\v2\x1e.parley.client.v1.PresenceListH\x00R\bpresence\x12B\n" +
 	"\fblock_status\x18\x1e \x01(\v2\x1d.parley.client.v1.BlockStatusH\x00R\vblockStatus\x124\n" +
 	"\x05flags\x18< \x01(\v2\x1c.parley.client.v1.FlagsBatchH\x00R\x05flags\x125\n" +
-	"\x06blocks\x18F \x01(\v2\x1b.parley.client.v1.BlockListH\x00R\x06blocksB\a\n" +
-	"\x05frame\"&\n" +
+	"\x06blocks\x18F \x01(\v2\x1b.parley.client.v1.BlockListH\x00R\x06blocks\x12H\n" +
+	"\x0etoken_expiring\x18P \x01(\v2\x1f.parley.client.v1.TokenExpiringH\x00R\rtokenExpiring\x12K\n" +
+	"\x0ftoken_refreshed\x18Q \x01(\v2 .parley.client.v1.TokenRefreshedH\x00R\x0etokenRefreshedB\a\n" +
+	"\x05frame\"E\n" +
+	"\rTokenExpiring\x124\n" +
+	"\aexpires\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"F\n" +
+	"\x0eTokenRefreshed\x124\n" +
+	"\aexpires\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"&\n" +
 	"\tBlockList\x12\x19\n" +
 	"\buser_ids\x18\x01 \x03(\tR\auserIds\"E\n" +
 	"\n" +
@@ -3702,12 +3913,13 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\ablocked\x18\x02 \x01(\bR\ablocked\"r\n" +
 	"\aResumed\x125\n" +
 	"\tcaught_up\x18\x01 \x03(\v2\x18.parley.client.v1.CursorR\bcaughtUp\x120\n" +
-	"\x06failed\x18\x02 \x03(\v2\x18.parley.client.v1.CursorR\x06failed\"d\n" +
+	"\x06failed\x18\x02 \x03(\v2\x18.parley.client.v1.CursorR\x06failed\"\xa5\x01\n" +
 	"\rAuthenticated\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x1d\n" +
 	"\n" +
-	"session_id\x18\x03 \x01(\tR\tsessionId\"\x87\x01\n" +
+	"session_id\x18\x03 \x01(\tR\tsessionId\x12?\n" +
+	"\rtoken_expires\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\ftokenExpires\"\x87\x01\n" +
 	"\bAccepted\x12\"\n" +
 	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x10\n" +
@@ -3750,132 +3962,142 @@ func file_parley_client_v1_client_proto_rawDescGZIP() []byte {
 	return file_parley_client_v1_client_proto_rawDescData
 }
 
-var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_parley_client_v1_client_proto_goTypes = []any{
-	(*ClientFrame)(nil),          // 0: parley.client.v1.ClientFrame
-	(*SetConversationFlags)(nil), // 1: parley.client.v1.SetConversationFlags
-	(*Authenticate)(nil),         // 2: parley.client.v1.Authenticate
-	(*Cursor)(nil),               // 3: parley.client.v1.Cursor
-	(*SendMessage)(nil),          // 4: parley.client.v1.SendMessage
-	(*EditMessage)(nil),          // 5: parley.client.v1.EditMessage
-	(*DeleteMessage)(nil),        // 6: parley.client.v1.DeleteMessage
-	(*React)(nil),                // 7: parley.client.v1.React
-	(*CreateConversation)(nil),   // 8: parley.client.v1.CreateConversation
-	(*RemoveMember)(nil),         // 9: parley.client.v1.RemoveMember
-	(*LeaveConversation)(nil),    // 10: parley.client.v1.LeaveConversation
-	(*SetMemberRole)(nil),        // 11: parley.client.v1.SetMemberRole
-	(*TransferOwnership)(nil),    // 12: parley.client.v1.TransferOwnership
-	(*MuteMember)(nil),           // 13: parley.client.v1.MuteMember
-	(*RenameConversation)(nil),   // 14: parley.client.v1.RenameConversation
-	(*CreateInvite)(nil),         // 15: parley.client.v1.CreateInvite
-	(*RevokeInvite)(nil),         // 16: parley.client.v1.RevokeInvite
-	(*JoinByInvite)(nil),         // 17: parley.client.v1.JoinByInvite
-	(*FollowChannel)(nil),        // 18: parley.client.v1.FollowChannel
-	(*BlockUser)(nil),            // 19: parley.client.v1.BlockUser
-	(*UnblockUser)(nil),          // 20: parley.client.v1.UnblockUser
-	(*ListBlocks)(nil),           // 21: parley.client.v1.ListBlocks
-	(*AddMember)(nil),            // 22: parley.client.v1.AddMember
-	(*ListConversations)(nil),    // 23: parley.client.v1.ListConversations
-	(*Mark)(nil),                 // 24: parley.client.v1.Mark
-	(*SetTyping)(nil),            // 25: parley.client.v1.SetTyping
-	(*GetPresence)(nil),          // 26: parley.client.v1.GetPresence
-	(*WatchPresence)(nil),        // 27: parley.client.v1.WatchPresence
-	(*SetIdle)(nil),              // 28: parley.client.v1.SetIdle
-	(*GetReceipts)(nil),          // 29: parley.client.v1.GetReceipts
-	(*GetHistory)(nil),           // 30: parley.client.v1.GetHistory
-	(*Ping)(nil),                 // 31: parley.client.v1.Ping
-	(*ServerFrame)(nil),          // 32: parley.client.v1.ServerFrame
-	(*BlockList)(nil),            // 33: parley.client.v1.BlockList
-	(*FlagsBatch)(nil),           // 34: parley.client.v1.FlagsBatch
-	(*BlockStatus)(nil),          // 35: parley.client.v1.BlockStatus
-	(*Resumed)(nil),              // 36: parley.client.v1.Resumed
-	(*Authenticated)(nil),        // 37: parley.client.v1.Authenticated
-	(*Accepted)(nil),             // 38: parley.client.v1.Accepted
-	(*EventBatch)(nil),           // 39: parley.client.v1.EventBatch
-	(*ConversationList)(nil),     // 40: parley.client.v1.ConversationList
-	(*TypingBatch)(nil),          // 41: parley.client.v1.TypingBatch
-	(*PresenceList)(nil),         // 42: parley.client.v1.PresenceList
-	(*ReceiptBatch)(nil),         // 43: parley.client.v1.ReceiptBatch
-	(*HistoryPage)(nil),          // 44: parley.client.v1.HistoryPage
-	(*Error)(nil),                // 45: parley.client.v1.Error
-	(*Pong)(nil),                 // 46: parley.client.v1.Pong
-	(*v1.Attachment)(nil),        // 47: parley.chat.v1.Attachment
-	(*v1.ContactCard)(nil),       // 48: parley.chat.v1.ContactCard
-	(v1.ConversationKind)(0),     // 49: parley.chat.v1.ConversationKind
-	(v1.MemberRole)(0),           // 50: parley.chat.v1.MemberRole
-	(*v1.ConversationFlags)(nil), // 51: parley.chat.v1.ConversationFlags
-	(*v1.Event)(nil),             // 52: parley.chat.v1.Event
-	(*v1.Conversation)(nil),      // 53: parley.chat.v1.Conversation
-	(*v1.Typing)(nil),            // 54: parley.chat.v1.Typing
-	(*v1.Presence)(nil),          // 55: parley.chat.v1.Presence
-	(*v1.Receipt)(nil),           // 56: parley.chat.v1.Receipt
-	(v1.ErrorCode)(0),            // 57: parley.chat.v1.ErrorCode
+	(*ClientFrame)(nil),           // 0: parley.client.v1.ClientFrame
+	(*RefreshToken)(nil),          // 1: parley.client.v1.RefreshToken
+	(*SetConversationFlags)(nil),  // 2: parley.client.v1.SetConversationFlags
+	(*Authenticate)(nil),          // 3: parley.client.v1.Authenticate
+	(*Cursor)(nil),                // 4: parley.client.v1.Cursor
+	(*SendMessage)(nil),           // 5: parley.client.v1.SendMessage
+	(*EditMessage)(nil),           // 6: parley.client.v1.EditMessage
+	(*DeleteMessage)(nil),         // 7: parley.client.v1.DeleteMessage
+	(*React)(nil),                 // 8: parley.client.v1.React
+	(*CreateConversation)(nil),    // 9: parley.client.v1.CreateConversation
+	(*RemoveMember)(nil),          // 10: parley.client.v1.RemoveMember
+	(*LeaveConversation)(nil),     // 11: parley.client.v1.LeaveConversation
+	(*SetMemberRole)(nil),         // 12: parley.client.v1.SetMemberRole
+	(*TransferOwnership)(nil),     // 13: parley.client.v1.TransferOwnership
+	(*MuteMember)(nil),            // 14: parley.client.v1.MuteMember
+	(*RenameConversation)(nil),    // 15: parley.client.v1.RenameConversation
+	(*CreateInvite)(nil),          // 16: parley.client.v1.CreateInvite
+	(*RevokeInvite)(nil),          // 17: parley.client.v1.RevokeInvite
+	(*JoinByInvite)(nil),          // 18: parley.client.v1.JoinByInvite
+	(*FollowChannel)(nil),         // 19: parley.client.v1.FollowChannel
+	(*BlockUser)(nil),             // 20: parley.client.v1.BlockUser
+	(*UnblockUser)(nil),           // 21: parley.client.v1.UnblockUser
+	(*ListBlocks)(nil),            // 22: parley.client.v1.ListBlocks
+	(*AddMember)(nil),             // 23: parley.client.v1.AddMember
+	(*ListConversations)(nil),     // 24: parley.client.v1.ListConversations
+	(*Mark)(nil),                  // 25: parley.client.v1.Mark
+	(*SetTyping)(nil),             // 26: parley.client.v1.SetTyping
+	(*GetPresence)(nil),           // 27: parley.client.v1.GetPresence
+	(*WatchPresence)(nil),         // 28: parley.client.v1.WatchPresence
+	(*SetIdle)(nil),               // 29: parley.client.v1.SetIdle
+	(*GetReceipts)(nil),           // 30: parley.client.v1.GetReceipts
+	(*GetHistory)(nil),            // 31: parley.client.v1.GetHistory
+	(*Ping)(nil),                  // 32: parley.client.v1.Ping
+	(*ServerFrame)(nil),           // 33: parley.client.v1.ServerFrame
+	(*TokenExpiring)(nil),         // 34: parley.client.v1.TokenExpiring
+	(*TokenRefreshed)(nil),        // 35: parley.client.v1.TokenRefreshed
+	(*BlockList)(nil),             // 36: parley.client.v1.BlockList
+	(*FlagsBatch)(nil),            // 37: parley.client.v1.FlagsBatch
+	(*BlockStatus)(nil),           // 38: parley.client.v1.BlockStatus
+	(*Resumed)(nil),               // 39: parley.client.v1.Resumed
+	(*Authenticated)(nil),         // 40: parley.client.v1.Authenticated
+	(*Accepted)(nil),              // 41: parley.client.v1.Accepted
+	(*EventBatch)(nil),            // 42: parley.client.v1.EventBatch
+	(*ConversationList)(nil),      // 43: parley.client.v1.ConversationList
+	(*TypingBatch)(nil),           // 44: parley.client.v1.TypingBatch
+	(*PresenceList)(nil),          // 45: parley.client.v1.PresenceList
+	(*ReceiptBatch)(nil),          // 46: parley.client.v1.ReceiptBatch
+	(*HistoryPage)(nil),           // 47: parley.client.v1.HistoryPage
+	(*Error)(nil),                 // 48: parley.client.v1.Error
+	(*Pong)(nil),                  // 49: parley.client.v1.Pong
+	(*v1.Attachment)(nil),         // 50: parley.chat.v1.Attachment
+	(*v1.ContactCard)(nil),        // 51: parley.chat.v1.ContactCard
+	(v1.ConversationKind)(0),      // 52: parley.chat.v1.ConversationKind
+	(v1.MemberRole)(0),            // 53: parley.chat.v1.MemberRole
+	(*timestamppb.Timestamp)(nil), // 54: google.protobuf.Timestamp
+	(*v1.ConversationFlags)(nil),  // 55: parley.chat.v1.ConversationFlags
+	(*v1.Event)(nil),              // 56: parley.chat.v1.Event
+	(*v1.Conversation)(nil),       // 57: parley.chat.v1.Conversation
+	(*v1.Typing)(nil),             // 58: parley.chat.v1.Typing
+	(*v1.Presence)(nil),           // 59: parley.chat.v1.Presence
+	(*v1.Receipt)(nil),            // 60: parley.chat.v1.Receipt
+	(v1.ErrorCode)(0),             // 61: parley.chat.v1.ErrorCode
 }
 var file_parley_client_v1_client_proto_depIdxs = []int32{
-	2,  // 0: parley.client.v1.ClientFrame.authenticate:type_name -> parley.client.v1.Authenticate
-	4,  // 1: parley.client.v1.ClientFrame.send_message:type_name -> parley.client.v1.SendMessage
-	8,  // 2: parley.client.v1.ClientFrame.create_conversation:type_name -> parley.client.v1.CreateConversation
-	22, // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
-	23, // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
-	30, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
-	31, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
-	24, // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
-	29, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
-	25, // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
-	26, // 10: parley.client.v1.ClientFrame.get_presence:type_name -> parley.client.v1.GetPresence
-	27, // 11: parley.client.v1.ClientFrame.watch_presence:type_name -> parley.client.v1.WatchPresence
-	28, // 12: parley.client.v1.ClientFrame.set_idle:type_name -> parley.client.v1.SetIdle
-	9,  // 13: parley.client.v1.ClientFrame.remove_member:type_name -> parley.client.v1.RemoveMember
-	10, // 14: parley.client.v1.ClientFrame.leave:type_name -> parley.client.v1.LeaveConversation
-	11, // 15: parley.client.v1.ClientFrame.set_role:type_name -> parley.client.v1.SetMemberRole
-	12, // 16: parley.client.v1.ClientFrame.transfer_ownership:type_name -> parley.client.v1.TransferOwnership
-	13, // 17: parley.client.v1.ClientFrame.mute_member:type_name -> parley.client.v1.MuteMember
-	14, // 18: parley.client.v1.ClientFrame.rename:type_name -> parley.client.v1.RenameConversation
-	15, // 19: parley.client.v1.ClientFrame.create_invite:type_name -> parley.client.v1.CreateInvite
-	16, // 20: parley.client.v1.ClientFrame.revoke_invite:type_name -> parley.client.v1.RevokeInvite
-	17, // 21: parley.client.v1.ClientFrame.join_by_invite:type_name -> parley.client.v1.JoinByInvite
-	18, // 22: parley.client.v1.ClientFrame.follow:type_name -> parley.client.v1.FollowChannel
-	19, // 23: parley.client.v1.ClientFrame.block_user:type_name -> parley.client.v1.BlockUser
-	20, // 24: parley.client.v1.ClientFrame.unblock_user:type_name -> parley.client.v1.UnblockUser
-	5,  // 25: parley.client.v1.ClientFrame.edit_message:type_name -> parley.client.v1.EditMessage
-	6,  // 26: parley.client.v1.ClientFrame.delete_message:type_name -> parley.client.v1.DeleteMessage
-	7,  // 27: parley.client.v1.ClientFrame.react:type_name -> parley.client.v1.React
-	1,  // 28: parley.client.v1.ClientFrame.set_flags:type_name -> parley.client.v1.SetConversationFlags
-	21, // 29: parley.client.v1.ClientFrame.list_blocks:type_name -> parley.client.v1.ListBlocks
-	3,  // 30: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
-	47, // 31: parley.client.v1.SendMessage.attachments:type_name -> parley.chat.v1.Attachment
-	48, // 32: parley.client.v1.SendMessage.contact:type_name -> parley.chat.v1.ContactCard
-	49, // 33: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	50, // 34: parley.client.v1.SetMemberRole.role:type_name -> parley.chat.v1.MemberRole
-	37, // 35: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
-	38, // 36: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
-	39, // 37: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
-	40, // 38: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
-	44, // 39: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
-	45, // 40: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
-	46, // 41: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
-	36, // 42: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
-	43, // 43: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
-	41, // 44: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
-	42, // 45: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
-	35, // 46: parley.client.v1.ServerFrame.block_status:type_name -> parley.client.v1.BlockStatus
-	34, // 47: parley.client.v1.ServerFrame.flags:type_name -> parley.client.v1.FlagsBatch
-	33, // 48: parley.client.v1.ServerFrame.blocks:type_name -> parley.client.v1.BlockList
-	51, // 49: parley.client.v1.FlagsBatch.flags:type_name -> parley.chat.v1.ConversationFlags
-	3,  // 50: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
-	3,  // 51: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
-	52, // 52: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
-	53, // 53: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
-	54, // 54: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
-	55, // 55: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
-	56, // 56: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
-	52, // 57: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
-	57, // 58: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
-	59, // [59:59] is the sub-list for method output_type
-	59, // [59:59] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	3,  // 0: parley.client.v1.ClientFrame.authenticate:type_name -> parley.client.v1.Authenticate
+	5,  // 1: parley.client.v1.ClientFrame.send_message:type_name -> parley.client.v1.SendMessage
+	9,  // 2: parley.client.v1.ClientFrame.create_conversation:type_name -> parley.client.v1.CreateConversation
+	23, // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
+	24, // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
+	31, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
+	32, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
+	25, // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
+	30, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
+	26, // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
+	27, // 10: parley.client.v1.ClientFrame.get_presence:type_name -> parley.client.v1.GetPresence
+	28, // 11: parley.client.v1.ClientFrame.watch_presence:type_name -> parley.client.v1.WatchPresence
+	29, // 12: parley.client.v1.ClientFrame.set_idle:type_name -> parley.client.v1.SetIdle
+	10, // 13: parley.client.v1.ClientFrame.remove_member:type_name -> parley.client.v1.RemoveMember
+	11, // 14: parley.client.v1.ClientFrame.leave:type_name -> parley.client.v1.LeaveConversation
+	12, // 15: parley.client.v1.ClientFrame.set_role:type_name -> parley.client.v1.SetMemberRole
+	13, // 16: parley.client.v1.ClientFrame.transfer_ownership:type_name -> parley.client.v1.TransferOwnership
+	14, // 17: parley.client.v1.ClientFrame.mute_member:type_name -> parley.client.v1.MuteMember
+	15, // 18: parley.client.v1.ClientFrame.rename:type_name -> parley.client.v1.RenameConversation
+	16, // 19: parley.client.v1.ClientFrame.create_invite:type_name -> parley.client.v1.CreateInvite
+	17, // 20: parley.client.v1.ClientFrame.revoke_invite:type_name -> parley.client.v1.RevokeInvite
+	18, // 21: parley.client.v1.ClientFrame.join_by_invite:type_name -> parley.client.v1.JoinByInvite
+	19, // 22: parley.client.v1.ClientFrame.follow:type_name -> parley.client.v1.FollowChannel
+	20, // 23: parley.client.v1.ClientFrame.block_user:type_name -> parley.client.v1.BlockUser
+	21, // 24: parley.client.v1.ClientFrame.unblock_user:type_name -> parley.client.v1.UnblockUser
+	6,  // 25: parley.client.v1.ClientFrame.edit_message:type_name -> parley.client.v1.EditMessage
+	7,  // 26: parley.client.v1.ClientFrame.delete_message:type_name -> parley.client.v1.DeleteMessage
+	8,  // 27: parley.client.v1.ClientFrame.react:type_name -> parley.client.v1.React
+	2,  // 28: parley.client.v1.ClientFrame.set_flags:type_name -> parley.client.v1.SetConversationFlags
+	22, // 29: parley.client.v1.ClientFrame.list_blocks:type_name -> parley.client.v1.ListBlocks
+	1,  // 30: parley.client.v1.ClientFrame.refresh_token:type_name -> parley.client.v1.RefreshToken
+	4,  // 31: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
+	50, // 32: parley.client.v1.SendMessage.attachments:type_name -> parley.chat.v1.Attachment
+	51, // 33: parley.client.v1.SendMessage.contact:type_name -> parley.chat.v1.ContactCard
+	52, // 34: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	53, // 35: parley.client.v1.SetMemberRole.role:type_name -> parley.chat.v1.MemberRole
+	40, // 36: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
+	41, // 37: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
+	42, // 38: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
+	43, // 39: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
+	47, // 40: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
+	48, // 41: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
+	49, // 42: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
+	39, // 43: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
+	46, // 44: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
+	44, // 45: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
+	45, // 46: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
+	38, // 47: parley.client.v1.ServerFrame.block_status:type_name -> parley.client.v1.BlockStatus
+	37, // 48: parley.client.v1.ServerFrame.flags:type_name -> parley.client.v1.FlagsBatch
+	36, // 49: parley.client.v1.ServerFrame.blocks:type_name -> parley.client.v1.BlockList
+	34, // 50: parley.client.v1.ServerFrame.token_expiring:type_name -> parley.client.v1.TokenExpiring
+	35, // 51: parley.client.v1.ServerFrame.token_refreshed:type_name -> parley.client.v1.TokenRefreshed
+	54, // 52: parley.client.v1.TokenExpiring.expires:type_name -> google.protobuf.Timestamp
+	54, // 53: parley.client.v1.TokenRefreshed.expires:type_name -> google.protobuf.Timestamp
+	55, // 54: parley.client.v1.FlagsBatch.flags:type_name -> parley.chat.v1.ConversationFlags
+	4,  // 55: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
+	4,  // 56: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
+	54, // 57: parley.client.v1.Authenticated.token_expires:type_name -> google.protobuf.Timestamp
+	56, // 58: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
+	57, // 59: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
+	58, // 60: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
+	59, // 61: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
+	60, // 62: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
+	56, // 63: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
+	61, // 64: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
+	65, // [65:65] is the sub-list for method output_type
+	65, // [65:65] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_parley_client_v1_client_proto_init() }
@@ -3914,10 +4136,11 @@ func file_parley_client_v1_client_proto_init() {
 		(*ClientFrame_React)(nil),
 		(*ClientFrame_SetFlags)(nil),
 		(*ClientFrame_ListBlocks)(nil),
+		(*ClientFrame_RefreshToken)(nil),
 	}
-	file_parley_client_v1_client_proto_msgTypes[1].OneofWrappers = []any{}
-	file_parley_client_v1_client_proto_msgTypes[30].OneofWrappers = []any{}
-	file_parley_client_v1_client_proto_msgTypes[32].OneofWrappers = []any{
+	file_parley_client_v1_client_proto_msgTypes[2].OneofWrappers = []any{}
+	file_parley_client_v1_client_proto_msgTypes[31].OneofWrappers = []any{}
+	file_parley_client_v1_client_proto_msgTypes[33].OneofWrappers = []any{
 		(*ServerFrame_Authenticated)(nil),
 		(*ServerFrame_Accepted)(nil),
 		(*ServerFrame_Events)(nil),
@@ -3932,6 +4155,8 @@ func file_parley_client_v1_client_proto_init() {
 		(*ServerFrame_BlockStatus)(nil),
 		(*ServerFrame_Flags)(nil),
 		(*ServerFrame_Blocks)(nil),
+		(*ServerFrame_TokenExpiring)(nil),
+		(*ServerFrame_TokenRefreshed)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3939,7 +4164,7 @@ func file_parley_client_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_client_v1_client_proto_rawDesc), len(file_parley_client_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   47,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
