@@ -287,6 +287,11 @@ func (s *Service) Submit(ctx context.Context, req *ingestv1.SubmitRequest) (*ing
 	}
 }
 
+// NoSuchConversation is the one answer, with ERROR_CODE_NOT_FOUND, to a
+// command naming a conversation that does not exist or that its user is
+// not in.
+const NoSuchConversation = "no such conversation"
+
 // Invite codes are chosen by clients (the SDK draws 128 random bits), so
 // they must be long enough not to be guessed.
 const (

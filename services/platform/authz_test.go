@@ -66,8 +66,11 @@ func fresh() string { return sdk.NewClientMsgID() }
 
 func authzRows() []authzRow {
 	var (
-		notMember = chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER
+		notMember = chatv1.ErrorCode_ERROR_CODE_NOT_FOUND // one answer with a missing conversation
 		notFound  = chatv1.ErrorCode_ERROR_CODE_NOT_FOUND
+		// presence is of users, not conversations: one who shares none
+		// with the caller is refused whether or not they exist.
+		noPresence = chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER
 	)
 	// own picks the message the actor is most entitled to touch: carol's
 	// own, which she may edit and delete while a member.
@@ -147,10 +150,10 @@ func authzRows() []authzRow {
 		{frame: "typing", want: notMember, build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
 			return (&clientv1.ClientFrame{Frame: &clientv1.ClientFrame_Typing{Typing: &clientv1.SetTyping{ConversationId: s.group}}})
 		}},
-		{frame: "get_presence", what: "of the group's owner", want: notMember, build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
+		{frame: "get_presence", what: "of the group's owner", want: noPresence, build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
 			return (&clientv1.ClientFrame{Frame: &clientv1.ClientFrame_GetPresence{GetPresence: &clientv1.GetPresence{UserIds: []string{"alice"}}}})
 		}},
-		{frame: "watch_presence", what: "of the group's owner", want: notMember, build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
+		{frame: "watch_presence", what: "of the group's owner", want: noPresence, build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
 			return (&clientv1.ClientFrame{Frame: &clientv1.ClientFrame_WatchPresence{WatchPresence: &clientv1.WatchPresence{UserIds: []string{"alice"}}}})
 		}},
 		{frame: "remove_member", want: notMember, build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
@@ -192,7 +195,7 @@ func authzRows() []authzRow {
 			return (&clientv1.ClientFrame{Frame: &clientv1.ClientFrame_JoinByInvite{JoinByInvite: &clientv1.JoinByInvite{
 				ConversationId: s.group, ClientMsgId: fresh(), Code: "guess-0000000000000000"}}})
 		}},
-		{frame: "follow", what: "a private channel", want: chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
+		{frame: "follow", what: "a private channel", want: notFound, build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
 			return (&clientv1.ClientFrame{Frame: &clientv1.ClientFrame_Follow{Follow: &clientv1.FollowChannel{ConversationId: s.channel, ClientMsgId: fresh()}}})
 		}},
 		{frame: "edit_message", want: notMember, build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
