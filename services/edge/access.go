@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/server/membership"
 	"golang.org/x/sync/errgroup"
@@ -45,7 +46,8 @@ const (
 //     conversation with (seePresence), and a watch is asked again before
 //     each change it pushes (mayWatch);
 //   - a user blocked by another sees them offline and is pushed none of
-//     their changes (hideBlockers, mayWatch);
+//     their changes (hideBlockers, mayWatch), and in a direct conversation
+//     with a block either way no typing indicator is forwarded (typingTo);
 //   - nobody may put into a group, by creating it or adding them, a user
 //     who blocks them (consent): blocks are kept in the direct
 //     conversation's aggregate, in another partition than the group's, so
@@ -146,6 +148,27 @@ func (a *access) hideBlockers(ctx context.Context, viewer string, ps []*chatv1.P
 		}
 	}
 	return out, nil
+}
+
+// typingTo is who is sent user's typing indicator in conv, of its other
+// members: nobody in a direct conversation with a block either way, where
+// neither may post either. A group's indicators go to every other
+// member, as its messages do. Direct conversation ids are UUIDv5 (the
+// pair's), groups' and channels' UUIDv7, so no read tells them apart.
+func (a *access) typingTo(ctx context.Context, user, conv string, others []string) ([]string, error) {
+	if id, err := uuid.Parse(conv); err != nil || id.Version() != 5 || len(others) != 1 {
+		return others, nil
+	}
+	for _, pair := range [][2]string{{others[0], user}, {user, others[0]}} {
+		blocked, err := a.blocking(ctx, pair[0], false)
+		if err != nil {
+			return nil, err
+		}
+		if slices.Contains(blocked, pair[1]) {
+			return nil, nil
+		}
+	}
+	return others, nil
 }
 
 // errNotConsented answers a command that would put into a group someone

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/server/membership"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -201,5 +202,37 @@ func TestAccessBlocks(t *testing.T) {
 	}
 	if got, err := a.blockedBy(ctx, "mallory", []string{"alice", "not a user id"}); got || err != nil {
 		t.Errorf("an invalid id: refused %v, %v; want it left to ingest", got, err)
+	}
+}
+
+// TestAccessTypingBlocked: in a direct conversation with a block either
+// way, an indicator goes to nobody; in a group, to every other member.
+func TestAccessTypingBlocked(t *testing.T) {
+	p := &memberships{}
+	a := &access{persistence: p}
+	ctx := t.Context()
+	direct := uuid.NewSHA1(uuid.NameSpaceOID, []byte("alice\x00bob")).String()
+	group := uuid.Must(uuid.NewV7()).String()
+	to := func(user, conv string, others ...string) string {
+		t.Helper()
+		got, err := a.typingTo(ctx, user, conv, others)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(got)
+	}
+	if got := to("bob", direct, "alice"); got != "[alice]" {
+		t.Errorf("no block: bob's indicator goes to %s", got)
+	}
+	p.block("alice", "bob")
+	a.blocks.drop("alice")
+	for _, tc := range []struct{ user, conv, other, want string }{
+		{"bob", direct, "alice", "[]"},
+		{"alice", direct, "bob", "[]"},
+		{"bob", group, "alice", "[alice]"},
+	} {
+		if got := to(tc.user, tc.conv, tc.other); got != tc.want {
+			t.Errorf("%s types in %s: to %s, want %s", tc.user, tc.conv, got, tc.want)
+		}
 	}
 }
