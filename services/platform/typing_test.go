@@ -108,6 +108,9 @@ func TestTypingEndsWithTheMembership(t *testing.T) {
 		t.Fatal(err)
 	}
 	conv := g.GetConversationId()
+	// Typing is checked against persistence, which stores the group a
+	// moment after its creation is accepted.
+	listedTitle(t, carol.Client, conv, "typing")
 	// Carol types as a member: the edge caches the member list with her.
 	if err := carol.SetTyping(ctx, conv, false); err != nil {
 		t.Fatal(err)
