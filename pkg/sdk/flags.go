@@ -17,7 +17,7 @@ import (
 // devices, which are each pushed the change (FlagUpdates) and show it in
 // the conversation list (Conversation.Muted). It returns the user's flags
 // after the call. Setting it to what it is changes nothing. Not a member:
-// a *wire.Error with NOT_MEMBER.
+// a *wire.Error with NOT_FOUND, as for a conversation that does not exist.
 func (c *Client) SetMuted(ctx context.Context, conversationID string, muted bool) (*chatv1.ConversationFlags, error) {
 	return c.setFlags(ctx, &clientv1.SetConversationFlags{ConversationId: conversationID, Muted: proto.Bool(muted)})
 }
@@ -59,7 +59,7 @@ func (c *Client) onFlags(fs []*chatv1.ConversationFlags) {
 // derived from read positions (Receipts), not kept per message, so it
 // costs two requests and holds for any event. Users who left after
 // reading still count: they did see it. A seq with no event is
-// MESSAGE_NOT_FOUND; a non-member gets NOT_MEMBER.
+// MESSAGE_NOT_FOUND; a non-member gets NOT_FOUND.
 func (c *Client) SeenBy(ctx context.Context, conversationID string, seq uint64) ([]string, error) {
 	if seq == 0 {
 		return nil, wire.Errorf(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "seq must be at least 1")

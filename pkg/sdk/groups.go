@@ -13,8 +13,10 @@ import (
 
 // Groups and channels. Each method is one command: it returns the Accepted
 // of its event (pushed to every member, the removed one included) or a
-// *wire.Error with a stable code: NOT_MEMBER, PERMISSION_DENIED (role),
-// MUTED, CONVERSATION_FULL, NOT_FOUND (no such member or invite),
+// *wire.Error with a stable code: NOT_FOUND (no such conversation, or
+// not a member of it: one answer; no such member or invite),
+// PERMISSION_DENIED (role), MUTED, CONVERSATION_FULL, BLOCKED (a user
+// named blocks the caller),
 // ALREADY_EXISTS, INVALID_ARGUMENT. Each uses a fresh client message id.
 
 // CreateChannel creates a channel, in which only the owner and admins post.

@@ -2,10 +2,13 @@ package edge
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
 
+	"github.com/google/uuid"
+	"github.com/parleychat/parley/pkg/server/membership"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -20,7 +23,25 @@ type memberships struct {
 	persistencev1.PersistenceServiceClient
 	mu    sync.Mutex
 	convs map[string][]string
-	reads int
+	// blocks is whom each user blocks.
+	blocks map[string][]string
+	reads  int
+}
+
+func (m *memberships) block(blocker string, blocked ...string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.blocks == nil {
+		m.blocks = map[string][]string{}
+	}
+	m.blocks[blocker] = blocked
+}
+
+func (m *memberships) Blocks(_ context.Context, req *persistencev1.BlocksRequest, _ ...grpc.CallOption) (*persistencev1.BlocksResponse, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.reads++
+	return &persistencev1.BlocksResponse{BlockedIds: m.blocks[req.GetUserId()]}, nil
 }
 
 func (m *memberships) set(conv string, members ...string) {
@@ -35,7 +56,7 @@ func (m *memberships) Conversation(_ context.Context, req *persistencev1.Convers
 	m.reads++
 	members := m.convs[req.GetConversationId()]
 	if !slices.Contains(members, req.GetUserId()) {
-		return nil, status.Error(codes.PermissionDenied, "not a member of this conversation")
+		return nil, status.Error(codes.NotFound, "no such conversation")
 	}
 	return &persistencev1.ConversationResponse{Conversation: &chatv1.Conversation{ConversationId: req.GetConversationId(), MemberIds: members}}, nil
 }
@@ -72,7 +93,7 @@ func TestAccessTyping(t *testing.T) {
 	if _, err := a.typingMembers(ctx, "bob", "c"); err != nil || p.readCount() != 1 {
 		t.Fatalf("a cached member: %v after %d reads, want 1", err, p.readCount())
 	}
-	if _, err := a.typingMembers(ctx, "carol", "c"); status.Code(err) != codes.PermissionDenied {
+	if _, err := a.typingMembers(ctx, "carol", "c"); status.Code(err) != codes.NotFound {
 		t.Fatalf("a non-member: %v", err)
 	}
 	p.set("c", "alice", "bob", "carol")
@@ -81,7 +102,7 @@ func TestAccessTyping(t *testing.T) {
 	}
 	p.set("c", "alice", "carol")
 	a.forget(&chatv1.Event{ConversationId: "c", Body: &chatv1.Event_MemberLeft{MemberLeft: &chatv1.MemberLeft{}}}, []string{"alice", "carol"})
-	if _, err := a.typingMembers(ctx, "bob", "c"); status.Code(err) != codes.PermissionDenied {
+	if _, err := a.typingMembers(ctx, "bob", "c"); status.Code(err) != codes.NotFound {
 		t.Fatalf("a member who left: %v", err)
 	}
 }
@@ -110,5 +131,108 @@ func TestAccessPresence(t *testing.T) {
 	a.forget(&chatv1.Event{ConversationId: "c", Body: &chatv1.Event_MemberRemoved{MemberRemoved: &chatv1.MemberRemoved{}}}, []string{"alice"})
 	if ok, err := a.mayWatch(ctx, "alice", "bob"); ok || err != nil {
 		t.Fatalf("mayWatch after the removal: %v, %v", ok, err)
+	}
+}
+
+// TestAccessBlocks: a co-member who blocks the viewer shows offline
+// without last seen and is not watched; consent refuses a command naming
+// a user who blocks its sender, reading their block list fresh, and
+// leaves a list ingest refuses anyway unread.
+func TestAccessBlocks(t *testing.T) {
+	p := &memberships{convs: map[string][]string{"c": {"alice", "bob", "mallory"}}}
+	a := &access{persistence: p}
+	ctx := t.Context()
+	online := func(u string) *chatv1.Presence {
+		return &chatv1.Presence{UserId: u, State: chatv1.PresenceState_PRESENCE_STATE_ONLINE}
+	}
+	show := func(viewer string) string {
+		t.Helper()
+		ps, err := a.hideBlockers(ctx, viewer, []*chatv1.Presence{online("alice"), online("bob")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(ps)
+	}
+	if got, want := show("mallory"), fmt.Sprint([]*chatv1.Presence{online("alice"), online("bob")}); got != want {
+		t.Fatalf("before any block: %s, want %s", got, want)
+	}
+	p.block("alice", "mallory")
+	a.blocks.drop("alice") // what membersTTL does in time
+	offline := &chatv1.Presence{UserId: "alice", State: chatv1.PresenceState_PRESENCE_STATE_OFFLINE}
+	if got, want := show("mallory"), fmt.Sprint([]*chatv1.Presence{offline, online("bob")}); got != want {
+		t.Errorf("mallory sees %s, want %s", got, want)
+	}
+	if got, want := show("bob"), fmt.Sprint([]*chatv1.Presence{online("alice"), online("bob")}); got != want {
+		t.Errorf("bob sees %s, want %s", got, want)
+	}
+	if ok, err := a.mayWatch(ctx, "mallory", "alice"); ok || err != nil {
+		t.Errorf("mallory may watch alice: %v, %v", ok, err)
+	}
+	if ok, err := a.mayWatch(ctx, "bob", "alice"); !ok || err != nil {
+		t.Errorf("bob may not watch alice: %v, %v", ok, err)
+	}
+
+	// consent reads fresh: an unblock is seen at once.
+	for _, tc := range []struct {
+		sender string
+		users  []string
+		want   bool
+	}{
+		{"mallory", []string{"bob", "alice"}, true},
+		{"mallory", []string{"bob", "carol"}, false},
+		{"alice", []string{"mallory"}, false},
+		{"bob", []string{"alice"}, false},
+	} {
+		if got, err := a.blockedBy(ctx, tc.sender, tc.users); got != tc.want || err != nil {
+			t.Errorf("%s names %v: refused %v, %v; want %v", tc.sender, tc.users, got, err, tc.want)
+		}
+	}
+	p.block("alice")
+	if got, err := a.blockedBy(ctx, "mallory", []string{"alice"}); got || err != nil {
+		t.Errorf("after the unblock: refused %v, %v", got, err)
+	}
+	p.block("alice", "mallory")
+	many := []string{"alice"}
+	for i := range membership.MaxCreateMembers {
+		many = append(many, fmt.Sprintf("u%d", i))
+	}
+	before := p.readCount()
+	if got, err := a.blockedBy(ctx, "mallory", many); got || err != nil || p.readCount() != before {
+		t.Errorf("an oversized list: refused %v, %v after %d reads; want it left to ingest unread", got, err, p.readCount()-before)
+	}
+	if got, err := a.blockedBy(ctx, "mallory", []string{"alice", "not a user id"}); got || err != nil {
+		t.Errorf("an invalid id: refused %v, %v; want it left to ingest", got, err)
+	}
+}
+
+// TestAccessTypingBlocked: in a direct conversation with a block either
+// way, an indicator goes to nobody; in a group, to every other member.
+func TestAccessTypingBlocked(t *testing.T) {
+	p := &memberships{}
+	a := &access{persistence: p}
+	ctx := t.Context()
+	direct := uuid.NewSHA1(uuid.NameSpaceOID, []byte("alice\x00bob")).String()
+	group := uuid.Must(uuid.NewV7()).String()
+	to := func(user, conv string, others ...string) string {
+		t.Helper()
+		got, err := a.typingTo(ctx, user, conv, others)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(got)
+	}
+	if got := to("bob", direct, "alice"); got != "[alice]" {
+		t.Errorf("no block: bob's indicator goes to %s", got)
+	}
+	p.block("alice", "bob")
+	a.blocks.drop("alice")
+	for _, tc := range []struct{ user, conv, other, want string }{
+		{"bob", direct, "alice", "[]"},
+		{"alice", direct, "bob", "[]"},
+		{"bob", group, "alice", "[alice]"},
+	} {
+		if got := to(tc.user, tc.conv, tc.other); got != tc.want {
+			t.Errorf("%s types in %s: to %s, want %s", tc.user, tc.conv, got, tc.want)
+		}
 	}
 }

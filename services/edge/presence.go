@@ -20,6 +20,9 @@ func getPresence(ctx context.Context, c *conn, b *clientv1.ClientFrame_GetPresen
 	if err != nil {
 		return failed(err)
 	}
+	if ps, err = c.svc.access.hideBlockers(ctx, c.user, ps); err != nil {
+		return failed(err)
+	}
 	return presenceList(ps)
 }
 

@@ -31,8 +31,8 @@ var handlers = table(
 	on(command(deleteMessage, accepted)),
 	on(command(react, accepted)),
 
-	on(command(createConversation, accepted)), // conversations.go
-	on(command(addMember, accepted)),
+	on(consent(groupMembers, command(createConversation, accepted))), // conversations.go; consent: access.go
+	on(consent(addedMember, command(addMember, accepted))),
 	on(command(removeMember, accepted)),
 	on(command(leave, accepted)),
 	on(command(setRole, accepted)),

@@ -59,6 +59,9 @@ func typing(ctx context.Context, c *conn, b *clientv1.ClientFrame_Typing) *clien
 			others = append(others, m)
 		}
 	}
+	if others, err = c.svc.access.typingTo(ctx, c.user, conv, others); err != nil {
+		return failed(err)
+	}
 	go c.svc.pushTyping(ind, others)
 	return answer
 }

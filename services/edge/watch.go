@@ -97,8 +97,14 @@ func (c *conn) watch(ctx context.Context, users []string) ([]*chatv1.Presence, e
 	if err != nil {
 		return nil, err
 	}
+	shown, err := c.svc.access.hideBlockers(ctx, c.user, ps)
+	if err != nil {
+		return nil, err
+	}
+	// The baseline is the users' presence as it is, not as this watcher
+	// is shown it: it is shared by every watcher of the user.
 	c.svc.watchers.set(c, users, ps)
-	return ps, nil
+	return shown, nil
 }
 
 // watchLoop pushes presence changes of watched users to their watchers

@@ -59,14 +59,14 @@ func TestDecide(t *testing.T) {
 		}},
 		{"authorisation", []step{
 			{createCmd("g", "alice", "c1", group, "alice"), 1, false, ok},
-			{postCmd("g", "mallory", "m1", "x"), 0, false, chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER},
-			{addCmd("g", "mallory", "a1", "mallory"), 0, false, chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER},
+			{postCmd("g", "mallory", "m1", "x"), 0, false, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND},
+			{addCmd("g", "mallory", "a1", "mallory"), 0, false, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND},
 			{postCmd("missing", "alice", "m2", "x"), 0, false, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND},
 			{addCmd("g", "alice", "a2", "bob"), 2, false, ok},
 			{addCmd("g", "alice", "a3", "bob"), 0, false, chatv1.ErrorCode_ERROR_CODE_ALREADY_EXISTS},
 			{postCmd("g", "bob", "m3", "now a member"), 3, false, ok},
 			// A rejected id is not remembered: a later valid retry applies.
-			{postCmd("g", "mallory", "m1", "x"), 0, false, chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER},
+			{postCmd("g", "mallory", "m1", "x"), 0, false, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND},
 		}},
 		{"direct conversations", []step{
 			{createCmd("d", "alice", "c1", direct, "alice", "bob"), 1, false, ok},
@@ -220,7 +220,7 @@ func TestDecideMark(t *testing.T) {
 		{"read below the poster's own post", markCmd("g", "alice", "laptop", 0, 4), want{true, 0, 4, 4}},
 		{"another device of bob reads", markCmd("g", "bob", "laptop", 0, 4), want{true, 0, 4, 4}},
 		{"beyond the last seq", markCmd("g", "bob", "phone", 5, 0), want{false, chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, 0, 0}},
-		{"not a member", markCmd("g", "mallory", "phone", 1, 0), want{false, chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, 0, 0}},
+		{"not a member", markCmd("g", "mallory", "phone", 1, 0), want{false, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, 0, 0}},
 		{"no conversation", markCmd("nope", "bob", "phone", 1, 0), want{false, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, 0, 0}},
 	}
 	for _, st := range steps {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/server/auth"
+	"github.com/parleychat/parley/pkg/server/membership"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
@@ -37,6 +38,9 @@ func prepareCreate(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 		members = append(members, m)
 	}
 	sort.Strings(members[1:])
+	if len(members) > membership.MaxCreateMembers {
+		return invalid, fmt.Sprintf("a creation names at most %d members, you included: add the others later, or invite them", membership.MaxCreateMembers)
+	}
 	cc.MemberIds = members
 	switch cc.GetKind() {
 	case chatv1.ConversationKind_CONVERSATION_KIND_DIRECT:

@@ -29,11 +29,9 @@ func prepareFlags(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 func decideFlags(c *conversation, cmd *logv1.Command, f *logv1.SetFlags, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
 	user := cmd.GetUserId()
 	switch {
-	case !c.exists():
-		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such conversation"
-		return nil, out
-	case !c.isMember(user):
-		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, "you are not a member of this conversation"
+	case !c.exists() || !c.isMember(user):
+		// One answer for both (notFound).
+		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, NoSuchConversation
 		return nil, out
 	case f.Muted == nil && f.Pinned == nil:
 		// Prepare refuses these.

@@ -47,7 +47,7 @@ func TestDecideFlags(t *testing.T) {
 		{"pin keeps muted", flagsCmd("g", "alice", nil, proto.Bool(true)), want{logged: true, muted: true, pinned: true, version: 2}},
 		{"both at once", flagsCmd("g", "alice", proto.Bool(false), proto.Bool(false)), want{logged: true, version: 3}},
 		{"another member's flags are their own", flagsCmd("g", "bob", nil, proto.Bool(true)), want{logged: true, pinned: true, version: 1}},
-		{"non-member", flagsCmd("g", "mallory", proto.Bool(true), nil), want{code: chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER}},
+		{"non-member", flagsCmd("g", "mallory", proto.Bool(true), nil), want{code: chatv1.ErrorCode_ERROR_CODE_NOT_FOUND}},
 		{"no such conversation", flagsCmd("nope", "alice", proto.Bool(true), nil), want{code: chatv1.ErrorCode_ERROR_CODE_NOT_FOUND}},
 		{"nothing to set", flagsCmd("g", "alice", nil, nil), want{code: chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT}},
 	}

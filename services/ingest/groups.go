@@ -86,11 +86,15 @@ type verdict struct {
 func refuse(code chatv1.ErrorCode, msg string) verdict { return verdict{code: code, msg: msg} }
 
 var (
-	notFound     = refuse(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such conversation")
-	notMember    = refuse(chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, "you are not a member of this conversation")
+	// notFound answers both a conversation that does not exist and one
+	// the user is not in: telling them apart would say, of a direct
+	// conversation (whose id anyone can derive from the pair), who talks
+	// to whom.
+	notFound     = refuse(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, NoSuchConversation)
 	notManaged   = refuse(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "only groups and channels have members to manage")
 	notAdmin     = refuse(chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "only the owner and admins may do this")
 	notOwner     = refuse(chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "only the owner may do this")
+	noSuchInvite = refuse(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such invite")
 	full         = refuse(chatv1.ErrorCode_ERROR_CODE_CONVERSATION_FULL, "conversation is full")
 	alreadyThere = refuse(chatv1.ErrorCode_ERROR_CODE_ALREADY_EXISTS, "you are already a member")
 )
@@ -150,11 +154,8 @@ func prepareMembership(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 
 // decideAdd decides adding a member.
 func decideAdd(c *conversation, cmd *logv1.Command, maxMembers int, ev *chatv1.Event) verdict {
-	if !c.exists() {
-		return refuse(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such conversation")
-	}
-	if !c.isMember(cmd.GetUserId()) {
-		return refuse(chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, "you are not a member of this conversation")
+	if !c.exists() || !c.isMember(cmd.GetUserId()) {
+		return notFound
 	}
 	if !c.managed() {
 		return refuse(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "members can only be added to groups and channels")
@@ -180,6 +181,9 @@ func decideGroup(c *conversation, cmd *logv1.Command, maxMembers int, ev *chatv1
 		return decideAdd(c, cmd, maxMembers, ev)
 	}
 	if !c.exists() {
+		if _, ok := cmd.GetBody().(*logv1.Command_JoinByInvite); ok {
+			return noSuchInvite
+		}
 		return notFound
 	}
 	user := cmd.GetUserId()
@@ -189,9 +193,10 @@ func decideGroup(c *conversation, cmd *logv1.Command, maxMembers int, ev *chatv1
 	case *logv1.Command_JoinByInvite:
 		switch {
 		case !c.managed() || !c.invites[b.JoinByInvite.GetCode()]:
-			// The same answer for a wrong code and a conversation without
-			// invites, so a non-member learns nothing by guessing.
-			return refuse(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such invite")
+			// The same answer for a wrong code, a conversation without
+			// invites and one that does not exist, so a non-member
+			// learns nothing by guessing.
+			return noSuchInvite
 		case actor != chatv1.MemberRole_MEMBER_ROLE_UNSPECIFIED:
 			return alreadyThere
 		case len(c.members()) >= maxMembers:
@@ -201,10 +206,13 @@ func decideGroup(c *conversation, cmd *logv1.Command, maxMembers int, ev *chatv1
 		return verdict{}
 	case *logv1.Command_Follow:
 		switch {
+		case actor == chatv1.MemberRole_MEMBER_ROLE_UNSPECIFIED && (c.kind() != chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL || !c.sum.GetPublic()):
+			// To a non-member only a public channel is there to follow:
+			// a group, a direct conversation or a private channel answers
+			// as one that does not exist.
+			return notFound
 		case c.kind() != chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL:
 			return refuse(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "only channels can be followed")
-		case !c.sum.GetPublic():
-			return refuse(chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "this channel is private: join it by invite")
 		case actor != chatv1.MemberRole_MEMBER_ROLE_UNSPECIFIED:
 			return alreadyThere
 		case len(c.members()) >= maxMembers:
@@ -214,7 +222,7 @@ func decideGroup(c *conversation, cmd *logv1.Command, maxMembers int, ev *chatv1
 		return verdict{}
 	}
 	if actor == chatv1.MemberRole_MEMBER_ROLE_UNSPECIFIED {
-		return notMember
+		return notFound
 	}
 	if !c.managed() {
 		return notManaged
@@ -311,7 +319,7 @@ func decideGroup(c *conversation, cmd *logv1.Command, maxMembers int, ev *chatv1
 		case !admin:
 			return notAdmin
 		case !c.invites[code]:
-			return refuse(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such invite")
+			return noSuchInvite
 		}
 		ev.Body = &chatv1.Event_InviteRevoked{InviteRevoked: &chatv1.InviteRevoked{Code: code}}
 		return verdict{}

@@ -52,7 +52,7 @@ const code1 = "invite-code-0001"
 
 var (
 	okCode     = chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED
-	notMem     = chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER
+	notMem     = chatv1.ErrorCode_ERROR_CODE_NOT_FOUND // a non-member is told what a missing conversation tells
 	denied     = chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED
 	invalidArg = chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT
 	missing    = chatv1.ErrorCode_ERROR_CODE_NOT_FOUND
@@ -193,7 +193,10 @@ func TestDecideGroups(t *testing.T) {
 		}},
 		{"groups cannot be followed, direct ones have no roles", []gstep{
 			{createCmd("g", "alice", "c1", group, "alice"), okCode, nil},
-			{cmdOf("g", "bob", "f1", &logv1.Follow{}), invalidArg, nil},
+			// To a non-member a group is not there to follow; its
+			// member is told why.
+			{cmdOf("g", "bob", "f1", &logv1.Follow{}), missing, nil},
+			{cmdOf("g", "alice", "f2", &logv1.Follow{}), invalidArg, nil},
 			{createCmd("d", "alice", "c1", chatv1.ConversationKind_CONVERSATION_KIND_DIRECT, "alice", "bob"), okCode, nil},
 			{cmdOf("d", "alice", "n1", &logv1.Rename{Title: "x"}), invalidArg, nil},
 			{cmdOf("d", "alice", "l1", &logv1.Leave{}), invalidArg, nil},
@@ -225,9 +228,10 @@ func TestDecideChannels(t *testing.T) {
 		{cmdOf("ch", "carol", "u1", &logv1.Leave{}), okCode, []string{"alice", "bob", "carol", "dave"}},
 		{cmdOf("ch", "erin", "f5", &logv1.Follow{}), okCode, nil},
 		{cmdOf("missing", "erin", "f6", &logv1.Follow{}), missing, nil},
-		// A private channel is joined by invite only.
+		// A private channel is joined by invite only: to a non-member
+		// it answers as one that does not exist.
 		{channelCmd("pc", "alice", "c2", false, "alice"), okCode, nil},
-		{cmdOf("pc", "bob", "f1", &logv1.Follow{}), denied, nil},
+		{cmdOf("pc", "bob", "f1", &logv1.Follow{}), missing, nil},
 		{cmdOf("pc", "alice", "i1", &logv1.CreateInvite{Code: code1}), okCode, nil},
 		{cmdOf("pc", "bob", "j1", &logv1.JoinByInvite{Code: code1}), okCode, nil},
 		{postCmd("pc", "bob", "p2", "follower"), denied, nil},

@@ -329,6 +329,11 @@ func (s *Service) append(ctx context.Context, cmd *logv1.Command, value []byte) 
 	return nil
 }
 
+// NoSuchConversation is the one answer, with ERROR_CODE_NOT_FOUND, to a
+// command naming a conversation that does not exist or that its user is
+// not in.
+const NoSuchConversation = "no such conversation"
+
 // Invite codes are chosen by clients (the SDK draws 128 random bits), so
 // they must be long enough not to be guessed.
 const (

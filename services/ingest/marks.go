@@ -27,11 +27,9 @@ func prepareMark(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 // repeated Mark free and idempotent.
 func decideMark(c *conversation, cmd *logv1.Command, m *logv1.Mark, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
 	switch {
-	case !c.exists():
-		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such conversation"
-		return nil, out
-	case !c.isMember(cmd.GetUserId()):
-		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, "you are not a member of this conversation"
+	case !c.exists() || !c.isMember(cmd.GetUserId()):
+		// One answer for both (notFound).
+		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, NoSuchConversation
 		return nil, out
 	case cmd.GetDeviceId() == "":
 		// Prepare refuses these; a position belongs to a device.

@@ -285,11 +285,8 @@ func prepareMessage(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 
 // decideMessage decides posting, editing, deleting and reacting.
 func decideMessage(c *conversation, cmd *logv1.Command, ev *chatv1.Event) verdict {
-	if !c.exists() {
-		return refuse(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such conversation")
-	}
-	if !c.isMember(cmd.GetUserId()) {
-		return refuse(chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER, "you are not a member of this conversation")
+	if !c.exists() || !c.isMember(cmd.GetUserId()) {
+		return notFound
 	}
 	switch cmd.GetBody().(type) {
 	case *logv1.Command_PostMessage, *logv1.Command_EditMessage:

@@ -43,7 +43,7 @@ func TestDecideMessages(t *testing.T) {
 		notFound   = chatv1.ErrorCode_ERROR_CODE_MESSAGE_NOT_FOUND
 		deleted    = chatv1.ErrorCode_ERROR_CODE_MESSAGE_DELETED
 		notAuthor  = chatv1.ErrorCode_ERROR_CODE_NOT_AUTHOR
-		notMember  = chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER
+		notMember  = chatv1.ErrorCode_ERROR_CODE_NOT_FOUND // as for a missing conversation
 		mentionOut = chatv1.ErrorCode_ERROR_CODE_MENTION_NOT_MEMBER
 	)
 	type step struct {

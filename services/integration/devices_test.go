@@ -202,8 +202,8 @@ func TestOfflineDeviceCatchesUp(t *testing.T) {
 	}
 	select {
 	case e := <-back.Errors():
-		if e.Code != chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER {
-			t.Fatalf("resume of a conversation bob is not in: %v, want NOT_MEMBER", e)
+		if e.Code != chatv1.ErrorCode_ERROR_CODE_NOT_FOUND {
+			t.Fatalf("resume of a conversation bob is not in: %v, want NOT_FOUND", e)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no error frame for the cursor bob may not resume")

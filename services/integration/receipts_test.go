@@ -128,11 +128,11 @@ func TestReceiptsAcrossDevices(t *testing.T) {
 	if _, err := mark(ctx, phone, x, 99, 0); !errors.As(err, &we) || we.Code != chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
 		t.Fatalf("mark beyond the head: %v, want INVALID_ARGUMENT", err)
 	}
-	if _, err := mark(ctx, carol, x, 1, 0); !errors.As(err, &we) || we.Code != chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER {
-		t.Fatalf("mark by a non-member: %v, want NOT_MEMBER", err)
+	if _, err := mark(ctx, carol, x, 1, 0); !errors.As(err, &we) || we.Code != chatv1.ErrorCode_ERROR_CODE_NOT_FOUND {
+		t.Fatalf("mark by a non-member: %v, want NOT_FOUND", err)
 	}
-	if _, err := receipts(ctx, carol, x); !errors.As(err, &we) || we.Code != chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER {
-		t.Fatalf("receipts for a non-member: %v, want NOT_MEMBER", err)
+	if _, err := receipts(ctx, carol, x); !errors.As(err, &we) || we.Code != chatv1.ErrorCode_ERROR_CODE_NOT_FOUND {
+		t.Fatalf("receipts for a non-member: %v, want NOT_FOUND", err)
 	}
 
 	// What persistence serves, once it has applied the receipts: the poster

@@ -243,7 +243,11 @@ func (s *Service) History(ctx context.Context, req *persistencev1.HistoryRequest
 	return &persistencev1.HistoryResponse{Events: page.Events, HasMore: page.HasMore}, nil
 }
 
-// authorize returns the conversation's summary if user is a member.
+// authorize returns the conversation's summary if user is a member. A
+// non-member gets the answer of a conversation that does not exist
+// (errNoSuchConversation): telling them apart would say, of a direct
+// conversation, whose id anyone can derive from the pair, who talks to
+// whom.
 func (s *Service) authorize(ctx context.Context, conv, user string) (*chatv1.Conversation, error) {
 	if conv == "" || user == "" {
 		return nil, status.Error(codes.InvalidArgument, "conversation_id and user_id are required")
@@ -253,7 +257,7 @@ func (s *Service) authorize(ctx context.Context, conv, user string) (*chatv1.Con
 		return nil, storeErr(err)
 	}
 	if !history.IsMember(sum, user) {
-		return nil, status.Error(codes.PermissionDenied, "not a member of this conversation")
+		return nil, errNoSuchConversation
 	}
 	return sum, nil
 }
@@ -277,10 +281,14 @@ func (s *Service) Conversations(ctx context.Context, req *persistencev1.Conversa
 	return &persistencev1.ConversationsResponse{Conversations: list, SyncToken: tok}, nil
 }
 
+// errNoSuchConversation answers a conversation that does not exist, or
+// that the caller is not in.
+var errNoSuchConversation = status.Error(codes.NotFound, "no such conversation")
+
 func storeErr(err error) error {
 	switch {
 	case errors.Is(err, history.ErrNotFound):
-		return status.Error(codes.NotFound, "no such conversation")
+		return errNoSuchConversation
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	}

@@ -465,7 +465,8 @@ func TestWebChatChannelsAndBlocks(t *testing.T) {
 	w.waitJS(bob, "bob", `M('breaking').dataset.sender`, "alice")
 	w.waitJS(bob, "bob", `!!M('breaking').querySelector('.act-reply')`, "false")
 
-	// A private channel cannot be followed: the refusal shows its code.
+	// A private channel cannot be followed: to a non-member it is not
+	// there, and the refusal shows its code.
 	w.typeInto(alice, "alice", "#new-group-title", "Board")
 	if err := chromedp.Run(alice, chromedp.SetValue("#new-group-kind", "private", chromedp.ByQuery)); err != nil {
 		t.Fatal(err)
@@ -475,8 +476,8 @@ func TestWebChatChannelsAndBlocks(t *testing.T) {
 	board := w.str(alice, `Q('#conversation-title').title`)
 	w.typeInto(bob, "bob", "#join-id", board)
 	w.click(bob, "bob", `Q('#join-button')`)
-	w.waitJS(bob, "bob", `Q('#toast').dataset.code`, "PERMISSION_DENIED")
-	w.waitHas(bob, "bob", `T('#toast-text')`, "[PERMISSION_DENIED]")
+	w.waitJS(bob, "bob", `Q('#toast').dataset.code`, "NOT_FOUND")
+	w.waitHas(bob, "bob", `T('#toast-text')`, "[NOT_FOUND]")
 	w.waitJS(bob, "bob", listEntry("Board", ".conv-title"), "")
 
 	// A block: alice opens the direct chat and blocks bob.

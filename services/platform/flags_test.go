@@ -157,9 +157,9 @@ func TestConversationFlags(t *testing.T) {
 
 	t.Run("errors have stable codes", func(t *testing.T) {
 		_, err := mallory.SetMuted(ctx, tid, true)
-		wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER)
+		wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND)
 		_, err = mallory.SetPinned(ctx, tid, true)
-		wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER)
+		wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND)
 		_, err = phone.SetMuted(ctx, "0199a3c2-7a1e-7b51-9c1e-2f1f5c1d0a99", true)
 		wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND)
 		_, err = phone.Do(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_SetFlags{SetFlags: &clientv1.SetConversationFlags{ConversationId: tid}}})
@@ -171,7 +171,7 @@ func TestConversationFlags(t *testing.T) {
 
 // TestSeenBy: who has read a group message, derived from read positions:
 // the author never counts, a reader counts once they read it or anything
-// after, a non-member gets NOT_MEMBER.
+// after, a non-member gets NOT_FOUND.
 func TestSeenBy(t *testing.T) {
 	e, stop := start(t, t.TempDir())
 	defer stop()
@@ -226,7 +226,7 @@ func TestSeenBy(t *testing.T) {
 	}
 
 	_, err = mallory.SeenBy(ctx, conv, msg.GetSeq())
-	wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER)
+	wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND)
 	_, err = alice.SeenBy(ctx, conv, 99)
 	wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_MESSAGE_NOT_FOUND)
 	_, err = alice.SeenBy(ctx, conv, 0)

@@ -89,13 +89,13 @@ func TestRichMessages(t *testing.T) {
 
 	t.Run("a non-member can neither edit, delete nor react", func(t *testing.T) {
 		_, err := mallory.Edit(ctx, conv, msg, "x")
-		wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER)
+		wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND)
 		_, err = mallory.Delete(ctx, conv, msg)
-		wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER)
+		wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND)
 		_, err = mallory.React(ctx, conv, msg, "👍")
-		wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER)
+		wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND)
 		_, err = mallory.Unreact(ctx, conv, msg, "👍")
-		wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER)
+		wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND)
 	})
 
 	var last uint64

@@ -387,8 +387,8 @@ func TestBadInput(t *testing.T) {
 		{"oversize frame", `{"requestId":"x1","sendMessage":{"text":"` + strings.Repeat("a", wire.MaxFrameBytes) + `"}}`,
 			append([]byte{0x0a, 0x02, 'x', '1'}, make([]byte, wire.MaxFrameBytes)...), chatv1.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE},
 		{"second authenticate", `{"requestId":"x1","authenticate":{"token":"t"}}`, nil, chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
-		{"send to a conversation you are not in", `{"requestId":"x1","sendMessage":{"conversationId":"` + conv + `","clientMsgId":"m1","text":"let me in"}}`, nil, chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER},
-		{"history of a conversation you are not in", `{"requestId":"x1","getHistory":{"conversationId":"` + conv + `"}}`, nil, chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER},
+		{"send to a conversation you are not in", `{"requestId":"x1","sendMessage":{"conversationId":"` + conv + `","clientMsgId":"m1","text":"let me in"}}`, nil, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND},
+		{"history of a conversation you are not in", `{"requestId":"x1","getHistory":{"conversationId":"` + conv + `"}}`, nil, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND},
 		{"send to a missing conversation", `{"requestId":"x1","sendMessage":{"conversationId":"nope","clientMsgId":"m2","text":"hello?"}}`, nil, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND},
 		{"empty text", `{"requestId":"x1","sendMessage":{"conversationId":"` + conv + `","clientMsgId":"m3","text":" "}}`, nil, chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
 		{"missing client message id", `{"requestId":"x1","sendMessage":{"conversationId":"` + conv + `","text":"x"}}`, nil, chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
@@ -479,9 +479,9 @@ func TestBadInput(t *testing.T) {
 	})
 	t.Run("sdk surfaces error codes", func(t *testing.T) {
 		_, err := bob.Send(ctx, conv, "let me in")
-		wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER)
+		wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND)
 		_, err = bob.AddMember(ctx, conv, "bob")
-		wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER)
+		wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND)
 		_, err = alice.AddMember(ctx, conv, "dave")
 		wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_ALREADY_EXISTS)
 		stillWorks(t, bob)

@@ -74,8 +74,8 @@ func TestTyping(t *testing.T) {
 	}
 
 	var we *wire.Error
-	if err := carol.SetTyping(ctx, conv, false); !errors.As(err, &we) || we.Code != chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER {
-		t.Fatalf("a non-member typing: %v, want NOT_MEMBER", err)
+	if err := carol.SetTyping(ctx, conv, false); !errors.As(err, &we) || we.Code != chatv1.ErrorCode_ERROR_CODE_NOT_FOUND {
+		t.Fatalf("a non-member typing: %v, want NOT_FOUND", err)
 	}
 	// The typist's own other device got nothing, and history holds only
 	// the creation.
@@ -108,6 +108,9 @@ func TestTypingEndsWithTheMembership(t *testing.T) {
 		t.Fatal(err)
 	}
 	conv := g.GetConversationId()
+	// Typing is checked against persistence, which stores the group a
+	// moment after its creation is accepted.
+	listedTitle(t, carol.Client, conv, "typing")
 	// Carol types as a member: the edge caches the member list with her.
 	if err := carol.SetTyping(ctx, conv, false); err != nil {
 		t.Fatal(err)
@@ -121,8 +124,8 @@ func TestTypingEndsWithTheMembership(t *testing.T) {
 	listedTitle(t, carol.Client, conv, "")
 
 	var we *wire.Error
-	if err := carol.SetTyping(ctx, conv, false); !errors.As(err, &we) || we.Code != chatv1.ErrorCode_ERROR_CODE_NOT_MEMBER {
-		t.Fatalf("the removed member typing: %v, want NOT_MEMBER", err)
+	if err := carol.SetTyping(ctx, conv, false); !errors.As(err, &we) || we.Code != chatv1.ErrorCode_ERROR_CODE_NOT_FOUND {
+		t.Fatalf("the removed member typing: %v, want NOT_FOUND", err)
 	}
 	if err := alice.SetTyping(ctx, conv, false); err != nil {
 		t.Fatal(err)

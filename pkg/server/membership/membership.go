@@ -12,6 +12,12 @@ import (
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 )
 
+// MaxCreateMembers bounds the members one creation names, its creator
+// included: the sequencer refuses more, and the edge reads the block list
+// of each before it lets the creation through. A bigger group grows by
+// adding members, or by invites.
+const MaxCreateMembers = 100
+
 // Fold applies ev's membership and role change, if it has one, to c. It
 // reports the users who became members and those who stopped being
 // members (removed or left). It does not look at seqs: callers apply each

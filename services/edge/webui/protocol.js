@@ -12,9 +12,9 @@ var CLOSE_RESYNC = 4000;
 var CLOSE_UNAUTHENTICATED = 4001;
 
 var ERROR_TEXT = {
-  ERROR_CODE_NOT_MEMBER: 'You are not a member of this conversation.',
+  ERROR_CODE_NOT_MEMBER: 'You share no conversation with this user.',
   ERROR_CODE_INVALID_ARGUMENT: 'That request was not valid.',
-  ERROR_CODE_NOT_FOUND: 'Not found: no such conversation, member or invite code.',
+  ERROR_CODE_NOT_FOUND: 'Not found: no such conversation (or you are not in it), member or invite code.',
   ERROR_CODE_ALREADY_EXISTS: 'That already exists.',
   ERROR_CODE_UNAVAILABLE: 'The service is temporarily unavailable. Please try again.',
   ERROR_CODE_TOKEN_EXPIRED: 'Your sign-in expired. Getting a new token…',
@@ -27,7 +27,7 @@ var ERROR_TEXT = {
   ERROR_CODE_INTERNAL: 'Something went wrong on the server.',
   ERROR_CODE_PERMISSION_DENIED: 'Your role in this conversation does not allow that.',
   ERROR_CODE_MUTED: 'You are muted in this conversation.',
-  ERROR_CODE_BLOCKED: 'A block stands between you and this user.',
+  ERROR_CODE_BLOCKED: 'A block stands between you and this user, or someone you named.',
   ERROR_CODE_CONVERSATION_FULL: 'The conversation is full.',
   ERROR_CODE_MESSAGE_NOT_FOUND: 'That message does not exist.',
   ERROR_CODE_MESSAGE_DELETED: 'That message was deleted.',

@@ -18,6 +18,7 @@ func main() {
 	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8101"), "health and metrics listen address (PARLEY_HTTP_ADDR)")
 	timeout := fs.Duration("submit-timeout", daemon.EnvDuration("PARLEY_SUBMIT_TIMEOUT", 0), "wait for the sequencer's outcome (PARLEY_SUBMIT_TIMEOUT; 10s if 0)")
 	instance := fs.String("instance-id", daemon.Env("PARLEY_INSTANCE_ID", ""), "static consumer-group member id, stable across restarts (PARLEY_INSTANCE_ID)")
+	maxMembers := fs.Int("max-members", daemon.EnvInt("PARLEY_MAX_MEMBERS", ingest.DefaultMembers), "members a group or channel may hold; adding, joining or following beyond it is CONVERSATION_FULL (PARLEY_MAX_MEMBERS)")
 	startupTimeout := fs.Duration("startup-timeout", daemon.EnvDuration("PARLEY_STARTUP_TIMEOUT", topics.StartupTimeout), "how long to wait at startup for Kafka to answer before exiting with an error (PARLEY_STARTUP_TIMEOUT)")
 	tr := daemon.TracingFlags(fs, "parley-ingest")
 	daemon.Parse(fs, os.Args[1:])
@@ -26,7 +27,7 @@ func main() {
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
-	svc, err := ingest.New(ingest.Config{Brokers: daemon.List(*brokers), InstanceID: *instance, GRPCAddr: *grpcAddr, SubmitTimeout: *timeout, StartupTimeout: *startupTimeout, Logger: log, TracerProvider: tp, Registry: metrics.NewRegistry()})
+	svc, err := ingest.New(ingest.Config{Brokers: daemon.List(*brokers), InstanceID: *instance, MaxMembers: *maxMembers, GRPCAddr: *grpcAddr, SubmitTimeout: *timeout, StartupTimeout: *startupTimeout, Logger: log, TracerProvider: tp, Registry: metrics.NewRegistry()})
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}

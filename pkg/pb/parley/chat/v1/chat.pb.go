@@ -159,11 +159,13 @@ const (
 	ErrorCode_ERROR_CODE_UNAUTHENTICATED ErrorCode = 4
 	// The token was valid once but has expired.
 	ErrorCode_ERROR_CODE_TOKEN_EXPIRED ErrorCode = 5
-	// The user is not a member of the conversation.
+	// The user asked for the presence of a user they share no conversation
+	// with. A conversation the user is not in answers NOT_FOUND instead.
 	ErrorCode_ERROR_CODE_NOT_MEMBER ErrorCode = 6
 	// A field is missing or out of bounds; the message says which.
 	ErrorCode_ERROR_CODE_INVALID_ARGUMENT ErrorCode = 7
-	// The conversation does not exist.
+	// The conversation does not exist, or the user is not in it: one answer
+	// for both, so that an id does not tell who talks to whom.
 	ErrorCode_ERROR_CODE_NOT_FOUND ErrorCode = 8
 	// The thing to create exists already (for example a member being added twice).
 	ErrorCode_ERROR_CODE_ALREADY_EXISTS ErrorCode = 9
@@ -178,12 +180,13 @@ const (
 	// last seq of each conversation.
 	ErrorCode_ERROR_CODE_RESYNC ErrorCode = 13
 	// The user is a member but their role does not allow this (not an admin,
-	// a follower posting in a channel, removing the owner, a private channel).
+	// a follower posting in a channel, removing the owner).
 	ErrorCode_ERROR_CODE_PERMISSION_DENIED ErrorCode = 14
 	// An admin muted the user in this conversation: they cannot post.
 	ErrorCode_ERROR_CODE_MUTED ErrorCode = 15
 	// A block stands between the two users of a direct conversation: neither
-	// can open it or post into it.
+	// can open it or post into it. Also: a group creation or an added member
+	// names a user who blocks the sender.
 	ErrorCode_ERROR_CODE_BLOCKED ErrorCode = 16
 	// The conversation has reached its member limit.
 	ErrorCode_ERROR_CODE_CONVERSATION_FULL ErrorCode = 17

@@ -34,8 +34,9 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // PersistenceService answers reads for edges and internal backends. Errors
-// use gRPC codes: PERMISSION_DENIED when user_id is not a member, NOT_FOUND
-// for an unknown conversation, UNAVAILABLE when the store is down.
+// use gRPC codes: NOT_FOUND for an unknown conversation and, the same
+// answer, when user_id is not a member; UNAVAILABLE when the store is
+// down.
 type PersistenceServiceClient interface {
 	// History pages a conversation's events.
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
@@ -114,8 +115,9 @@ func (c *persistenceServiceClient) Blocks(ctx context.Context, in *BlocksRequest
 // for forward compatibility.
 //
 // PersistenceService answers reads for edges and internal backends. Errors
-// use gRPC codes: PERMISSION_DENIED when user_id is not a member, NOT_FOUND
-// for an unknown conversation, UNAVAILABLE when the store is down.
+// use gRPC codes: NOT_FOUND for an unknown conversation and, the same
+// answer, when user_id is not a member; UNAVAILABLE when the store is
+// down.
 type PersistenceServiceServer interface {
 	// History pages a conversation's events.
 	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
