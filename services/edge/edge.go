@@ -49,10 +49,10 @@ import (
 	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/server/daemon"
 	"github.com/parleychat/parley/pkg/server/health"
+	"github.com/parleychat/parley/pkg/server/mtls"
 	"github.com/parleychat/parley/pkg/server/presenceclient"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	edgev1 "github.com/parleychat/parley/pkg/pb/parley/edge/v1"
 	ingestv1 "github.com/parleychat/parley/pkg/pb/parley/ingest/v1"
@@ -114,7 +114,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "edge", "node", cfg.NodeID), verifier: verifier, hub: newHub(), stats: newStats(cfg.Registry)}
 	dial := func(addr string) (*grpc.ClientConn, error) {
-		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		c, err := grpc.NewClient(addr, mtls.DialOption(cfg.TLS))
 		if err != nil {
 			return nil, fmt.Errorf("edge: dial %s: %w", addr, err)
 		}
@@ -130,7 +130,7 @@ func New(cfg Config) (*Service, error) {
 		s.closeClients()
 		return nil, err
 	}
-	prc, err := presenceclient.Dial(cfg.PresenceAddrs)
+	prc, err := presenceclient.Dial(cfg.PresenceAddrs, mtls.DialOption(cfg.TLS))
 	if err != nil {
 		s.closeClients()
 		return nil, fmt.Errorf("edge: %w", err)
@@ -150,12 +150,13 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("edge: http address: %w", err)
 	}
 	s.peers.Timeout = typingPush
+	s.peers.Dial = mtls.DialOption(cfg.TLS)
 	s.peers.self = cfg.PushAddr
 	if s.peers.self == "" {
 		s.peers.self = s.srv.grpcLis.Addr().String()
 	}
 	s.reporter = newReporter(s.clients.presence, cfg.NodeID, s.peers.self, s.hub, s.log, cfg.Heartbeat)
-	s.srv.grpc = grpc.NewServer()
+	s.srv.grpc = grpc.NewServer(mtls.ServerOption(cfg.TLS))
 	edgev1.RegisterEdgeServiceServer(s.srv.grpc, s)
 	s.srv.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
 	return s, nil

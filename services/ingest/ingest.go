@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/server/health"
+	"github.com/parleychat/parley/pkg/server/mtls"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -47,6 +48,12 @@ const (
 // Config configures the service.
 type Config struct {
 	Brokers []string
+	// Kafka are the TLS and SASL options every Kafka client of the service
+	// adds to the seed brokers (kafkaconf.Config.Opts); none for plaintext.
+	Kafka []kgo.Opt
+	// TLS, when set, is the internal mTLS: the gRPC server requires a
+	// client certificate from its CA, and the clients present one.
+	TLS *mtls.Source
 	// Registry holds the service's metrics; the caller makes it
 	// (metrics.NewRegistry) and may serve it too. Required.
 	Registry *prometheus.Registry
@@ -97,12 +104,12 @@ func New(cfg Config) (*Service, error) {
 		cfg.Logger = slog.Default()
 	}
 	log := cfg.Logger.With("service", "ingest")
-	producer, err := kgo.NewClient(topics.ClientOpts(cfg.Brokers)...)
+	producer, err := kgo.NewClient(topics.ClientOpts(cfg.Brokers, cfg.Kafka...)...)
 	if err != nil {
 		return nil, fmt.Errorf("ingest kafka producer: %w", err)
 	}
 	reg := cfg.Registry
-	seq, err := NewSequencer(cfg.Brokers, cfg.InstanceID, cfg.MaxMembers, log, newDeadLetters(reg))
+	seq, err := NewSequencer(topics.ClientOpts(cfg.Brokers, cfg.Kafka...), cfg.InstanceID, cfg.MaxMembers, log, newDeadLetters(reg))
 	if err != nil {
 		producer.Close()
 		return nil, err
@@ -113,7 +120,7 @@ func New(cfg Config) (*Service, error) {
 		producer.Close()
 		return nil, fmt.Errorf("ingest: grpc address: %w", err)
 	}
-	s := &Service{cfg: cfg, log: log, lis: lis, grpc: grpc.NewServer(), producer: producer, seq: seq, reg: reg, waiters: map[string]chan *logv1.Outcome{}}
+	s := &Service{cfg: cfg, log: log, lis: lis, grpc: grpc.NewServer(mtls.ServerOption(cfg.TLS)), producer: producer, seq: seq, reg: reg, waiters: map[string]chan *logv1.Outcome{}}
 	ingestv1.RegisterIngestServiceServer(s.grpc, s)
 	return s, nil
 }
@@ -199,7 +206,7 @@ func (s *Service) outcomeReader(ctx context.Context) (*kgo.Client, error) {
 	if len(start) == 0 {
 		return nil, fmt.Errorf("ingest: topic %s has no readable partitions", topics.Outcomes)
 	}
-	cl, err := kgo.NewClient(append(topics.ClientOpts(s.cfg.Brokers),
+	cl, err := kgo.NewClient(append(topics.ClientOpts(s.cfg.Brokers, s.cfg.Kafka...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topics.Outcomes: start}),
 		kgo.FetchMaxWait(100*time.Millisecond),
 	)...)

@@ -14,6 +14,7 @@ import (
 	"github.com/parleychat/parley/pkg/server/consumer"
 	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/metrics"
+	"github.com/parleychat/parley/pkg/server/mtls"
 	"github.com/parleychat/parley/pkg/server/records"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/services/persistence/history"
@@ -35,6 +36,12 @@ const Group = "parley-persistence"
 // Config configures the service.
 type Config struct {
 	Brokers []string
+	// Kafka are the TLS and SASL options every Kafka client of the service
+	// adds to the seed brokers (kafkaconf.Config.Opts); none for plaintext.
+	Kafka []kgo.Opt
+	// TLS, when set, is the internal mTLS: the gRPC server requires a
+	// client certificate from its CA.
+	TLS *mtls.Source
 	// Registry holds the service's metrics; the caller makes it
 	// (metrics.NewRegistry) and may serve it too. Required.
 	Registry *prometheus.Registry
@@ -78,7 +85,7 @@ func New(cfg Config, store history.Store) (*Service, error) {
 		cfg.Logger = slog.Default()
 	}
 	guard := &records.SeqGuard{}
-	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers), topics.GroupOpts(Group, cfg.InstanceID, append(guard.Opts(),
+	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers, cfg.Kafka...), topics.GroupOpts(Group, cfg.InstanceID, append(guard.Opts(),
 		kgo.ConsumeTopics(topics.Events),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
@@ -92,7 +99,7 @@ func New(cfg Config, store history.Store) (*Service, error) {
 		return nil, fmt.Errorf("persistence: grpc address: %w", err)
 	}
 	reg := cfg.Registry
-	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "persistence"), store: store, cl: cl, lis: lis, grpc: grpc.NewServer(),
+	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "persistence"), store: store, cl: cl, lis: lis, grpc: grpc.NewServer(mtls.ServerOption(cfg.TLS)),
 		guard: guard, reg: reg, counts: metrics.NewEventConsumer(reg, "persistence",
 			"Event records set aside on "+topics.DeadLetter+" instead of applied, by reason.", records.ReasonUndecodable, records.ReasonEmpty, records.ReasonInvalid)}
 	persistencev1.RegisterPersistenceServiceServer(s.grpc, s)

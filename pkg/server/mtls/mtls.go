@@ -46,17 +46,15 @@ type Files struct {
 // Enabled reports whether any file is named.
 func (f Files) Enabled() bool { return f.CA != "" || f.Cert != "" || f.Key != "" }
 
-// Register adds -<prefix>tls-ca, -<prefix>tls-cert, -<prefix>tls-key and
-// -<prefix>tls-server-name to fs, each falling back to the environment
-// variable PARLEY_<ENV>TLS_CA and so on. what names the connections in the
-// help text.
-func Register(fs *flag.FlagSet, prefix, env, what string) *Files {
-	f := &Files{}
+// Register binds -<prefix>tls-ca, -<prefix>tls-cert, -<prefix>tls-key and
+// -<prefix>tls-server-name of fs to f, each falling back to the
+// environment variable PARLEY_<env>TLS_CA and so on. what names the
+// connections in the help text.
+func Register(fs *flag.FlagSet, f *Files, prefix, env, what string) {
 	fs.StringVar(&f.CA, prefix+"tls-ca", daemon.Env("PARLEY_"+env+"TLS_CA", ""), "PEM CA bundle that "+what+" peers are verified against (PARLEY_"+env+"TLS_CA)")
 	fs.StringVar(&f.Cert, prefix+"tls-cert", daemon.Env("PARLEY_"+env+"TLS_CERT", ""), "PEM certificate this process presents on "+what+" connections (PARLEY_"+env+"TLS_CERT)")
 	fs.StringVar(&f.Key, prefix+"tls-key", daemon.Env("PARLEY_"+env+"TLS_KEY", ""), "PEM private key of -"+prefix+"tls-cert (PARLEY_"+env+"TLS_KEY)")
 	fs.StringVar(&f.ServerName, prefix+"tls-server-name", daemon.Env("PARLEY_"+env+"TLS_SERVER_NAME", ""), "name "+what+" server certificates are checked against instead of the host dialled (PARLEY_"+env+"TLS_SERVER_NAME)")
-	return f
 }
 
 // FromEnv reads the same settings as Register from the environment only,

@@ -29,14 +29,18 @@ type Client struct {
 var _ presencev1.PresenceServiceClient = (*Client)(nil)
 
 // Dial connects (lazily, as gRPC does) to the instances, in instance order:
-// addrs[i] must be instance i of len(addrs).
-func Dial(addrs []string) (*Client, error) {
+// addrs[i] must be instance i of len(addrs). creds says how to secure the
+// connections (mtls.DialOption); plaintext when nil.
+func Dial(addrs []string, creds grpc.DialOption) (*Client, error) {
+	if creds == nil {
+		creds = grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
 	if len(addrs) == 0 {
 		return nil, errors.New("presence client: no instance addresses")
 	}
 	c := &Client{}
 	for _, a := range addrs {
-		conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(a, creds)
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("presence client %s: %w", a, err)

@@ -73,6 +73,8 @@ func Plan(items []Item, locs []*presencev1.UserLocation) map[string][]*edgev1.De
 type Edges struct {
 	// Timeout bounds one Push: a stuck edge must not stall the others.
 	Timeout time.Duration
+	// Dial secures the connections (mtls.DialOption); plaintext when nil.
+	Dial grpc.DialOption
 	// mu guards conns.
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -107,7 +109,11 @@ func (e *Edges) conn(addr string) (*grpc.ClientConn, error) {
 	if c := e.conns[addr]; c != nil {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := e.Dial
+	if creds == nil {
+		creds = grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
+	c, err := grpc.NewClient(addr, creds)
 	if err != nil {
 		return nil, fmt.Errorf("edge client %s: %w", addr, err)
 	}

@@ -6,7 +6,9 @@ import (
 	"os"
 
 	"github.com/parleychat/parley/pkg/server/daemon"
+	"github.com/parleychat/parley/pkg/server/kafkaconf"
 	"github.com/parleychat/parley/pkg/server/metrics"
+	"github.com/parleychat/parley/pkg/server/mtls"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/services/ingest"
 )
@@ -19,9 +21,20 @@ func main() {
 	timeout := fs.Duration("submit-timeout", daemon.EnvDuration("PARLEY_SUBMIT_TIMEOUT", 0), "wait for the sequencer's outcome (PARLEY_SUBMIT_TIMEOUT; 10s if 0)")
 	instance := fs.String("instance-id", daemon.Env("PARLEY_INSTANCE_ID", ""), "static consumer-group member id, stable across restarts (PARLEY_INSTANCE_ID)")
 	startupTimeout := fs.Duration("startup-timeout", daemon.EnvDuration("PARLEY_STARTUP_TIMEOUT", topics.StartupTimeout), "how long to wait at startup for Kafka to answer before exiting with an error (PARLEY_STARTUP_TIMEOUT)")
+	var tlsFiles mtls.Files
+	mtls.Register(fs, &tlsFiles, "", "", "internal gRPC")
+	kafkaSec := kafkaconf.Register(fs)
 	daemon.Parse(fs, os.Args[1:])
 	log := daemon.Logger()
-	svc, err := ingest.New(ingest.Config{Brokers: daemon.List(*brokers), InstanceID: *instance, GRPCAddr: *grpcAddr, SubmitTimeout: *timeout, StartupTimeout: *startupTimeout, Logger: log, Registry: metrics.NewRegistry()})
+	tlsSrc, err := mtls.OpenMutual(tlsFiles)
+	if err != nil {
+		os.Exit(daemon.Fail(log, err))
+	}
+	kafkaOpts, err := kafkaSec.Opts()
+	if err != nil {
+		os.Exit(daemon.Fail(log, err))
+	}
+	svc, err := ingest.New(ingest.Config{Brokers: daemon.List(*brokers), Kafka: kafkaOpts, TLS: tlsSrc, InstanceID: *instance, GRPCAddr: *grpcAddr, SubmitTimeout: *timeout, StartupTimeout: *startupTimeout, Logger: log, Registry: metrics.NewRegistry()})
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}

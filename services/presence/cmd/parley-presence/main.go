@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"github.com/parleychat/parley/pkg/server/daemon"
+	"github.com/parleychat/parley/pkg/server/kafkaconf"
+	"github.com/parleychat/parley/pkg/server/mtls"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/services/presence"
 )
@@ -19,9 +21,20 @@ func main() {
 	instances := fs.Int("instances", daemon.EnvInt("PARLEY_PRESENCE_INSTANCES", 1), "how many presence instances split the users; must divide the partition count (PARLEY_PRESENCE_INSTANCES)")
 	lease := fs.Duration("lease", daemon.EnvDuration("PARLEY_PRESENCE_LEASE", presence.DefaultLease), "how long a silent edge keeps its sessions (PARLEY_PRESENCE_LEASE)")
 	startupTimeout := fs.Duration("startup-timeout", daemon.EnvDuration("PARLEY_STARTUP_TIMEOUT", topics.StartupTimeout), "how long to wait at startup for Kafka to answer before exiting with an error (PARLEY_STARTUP_TIMEOUT)")
+	var tlsFiles mtls.Files
+	mtls.Register(fs, &tlsFiles, "", "", "internal gRPC")
+	kafkaSec := kafkaconf.Register(fs)
 	daemon.Parse(fs, os.Args[1:])
 	log := daemon.Logger()
-	svc, err := presence.New(presence.Config{GRPCAddr: *grpcAddr, Brokers: daemon.List(*brokers), Instance: *instance, Instances: *instances, Lease: *lease, StartupTimeout: *startupTimeout, Logger: log})
+	tlsSrc, err := mtls.OpenMutual(tlsFiles)
+	if err != nil {
+		os.Exit(daemon.Fail(log, err))
+	}
+	kafkaOpts, err := kafkaSec.Opts()
+	if err != nil {
+		os.Exit(daemon.Fail(log, err))
+	}
+	svc, err := presence.New(presence.Config{GRPCAddr: *grpcAddr, Brokers: daemon.List(*brokers), Kafka: kafkaOpts, TLS: tlsSrc, Instance: *instance, Instances: *instances, Lease: *lease, StartupTimeout: *startupTimeout, Logger: log})
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
