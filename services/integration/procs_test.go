@@ -28,6 +28,9 @@ import (
 // stack is the real infrastructure the test runs on.
 type stack struct {
 	brokers, cassandra string
+	// env is added to the environment of every service process a cluster
+	// starts (after the test's own, so it wins).
+	env []string
 }
 
 func requireStack(t testing.TB) stack {
@@ -293,7 +296,7 @@ func startClusterLease(t *testing.T, s stack, edgeArgs [2][]string, lease time.D
 func (c *cluster) add(bin, name, binary string, args ...string) *proc {
 	p := &proc{t: c.t, name: name, bin: filepath.Join(bin, binary), health: freeAddr(c.t), logPath: filepath.Join(c.logs, name+".log")}
 	p.args = append(args, "-http", p.health)
-	p.env = []string{"PARLEY_LOG_LEVEL=info"}
+	p.env = append([]string{"PARLEY_LOG_LEVEL=info"}, c.stack.env...)
 	c.procs[name] = p
 	return p
 }
