@@ -2,6 +2,7 @@ package kafkaconf_test
 
 import (
 	"context"
+	"flag"
 	"os"
 	"path/filepath"
 	"testing"
@@ -101,5 +102,26 @@ func TestBadSettingsAreRefused(t *testing.T) {
 	}
 	if opts, err := (kafkaconf.Config{}).Opts(); err != nil || len(opts) != 0 {
 		t.Fatalf("zero config: %d options, %v; want plaintext", len(opts), err)
+	}
+}
+
+func TestFlagsAndEnvironmentGiveTheSameSettings(t *testing.T) {
+	t.Setenv("PARLEY_KAFKA_TLS", "1")
+	t.Setenv("PARLEY_KAFKA_TLS_CA", "/etc/kafka-ca/ca.crt")
+	t.Setenv("PARLEY_KAFKA_SASL_MECHANISM", kafkaconf.ScramSHA512)
+	t.Setenv("PARLEY_KAFKA_SASL_USER", "parley")
+	t.Setenv("PARLEY_KAFKA_SASL_PASSWORD", "from-env")
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	c := kafkaconf.Register(fs)
+	if err := fs.Parse([]string{"-kafka-sasl-password", "from-flag", "-kafka-tls-server-name", "kafka.internal"}); err != nil {
+		t.Fatal(err)
+	}
+	want := kafkaconf.Config{TLS: true, Files: mtls.Files{CA: "/etc/kafka-ca/ca.crt", ServerName: "kafka.internal"}, Mechanism: kafkaconf.ScramSHA512, User: "parley", Password: "from-flag"}
+	if *c != want {
+		t.Fatalf("flags: %+v, want %+v", *c, want)
+	}
+	want.Password, want.Files.ServerName = "from-env", ""
+	if got := kafkaconf.FromEnv(); got != want {
+		t.Fatalf("environment: %+v, want %+v", got, want)
 	}
 }
