@@ -161,6 +161,6 @@ status: ## what runs
 # The stack is started if needed and left running (make down stops it).
 bench: ## load benchmark on the real stack: bench/results/latest.{json,png}; BENCH_DURATION=20s for a short run
 	bash deployments/local/stack.sh up
-	eval "$$(bash deployments/local/stack.sh env)" && export PARLEY_KAFKA_BROKERS PARLEY_CASSANDRA_HOSTS && go run ./cmd/parley-bench
+	set -a && eval "$$(bash deployments/local/stack.sh env)" && set +a && go run ./cmd/parley-bench
 bench-short: ## the same in short mode (BENCH_DURATION=20s, under 3 minutes)
 	BENCH_DURATION=20s $(MAKE) --no-print-directory bench

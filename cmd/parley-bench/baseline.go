@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -41,9 +42,10 @@ type baselineResult struct {
 // acks=all, no linger; read-committed fetches), from one producer to one
 // consumer, keyed like Parley's topics by one of many conversation ids.
 // Latency is produce call to consume, the floor under Parley's two hops.
-func runBaseline(ctx context.Context, brokers []string, rate float64, dur, grace time.Duration, payloadBytes int, progress *progressLine) (baselineResult, error) {
+// conn reaches the cluster (topics.ClientOpts with its security).
+func runBaseline(ctx context.Context, conn []kgo.Opt, rate float64, dur, grace time.Duration, payloadBytes int, progress *progressLine) (baselineResult, error) {
 	res := baselineResult{Topic: baselineTopic, RateTarget: rate, DurationS: dur.Seconds(), PayloadBytes: payloadBytes}
-	admCl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	admCl, err := kgo.NewClient(conn...)
 	if err != nil {
 		return res, fmt.Errorf("baseline: %w", err)
 	}
@@ -72,12 +74,12 @@ func runBaseline(ctx context.Context, brokers []string, rate float64, dur, grace
 	for p, o := range ends[baselineTopic] {
 		start[baselineTopic][p] = kgo.NewOffset().At(o.Offset)
 	}
-	consumer, err := kgo.NewClient(append(topics.ClientOpts(brokers), kgo.ConsumePartitions(start))...)
+	consumer, err := kgo.NewClient(append(slices.Clip(conn), kgo.ConsumePartitions(start))...)
 	if err != nil {
 		return res, fmt.Errorf("baseline: consumer: %w", err)
 	}
 	defer consumer.Close()
-	producer, err := kgo.NewClient(topics.ClientOpts(brokers)...)
+	producer, err := kgo.NewClient(conn...)
 	if err != nil {
 		return res, fmt.Errorf("baseline: producer: %w", err)
 	}

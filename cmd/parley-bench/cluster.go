@@ -20,7 +20,12 @@ var procEnv = []string{"PARLEY_PPROF=1", "PARLEY_LOG_LEVEL=warn"}
 // run never fences (or is fenced by) run-stack.sh or the integration
 // tests, and a rerun takes its partitions back at once.
 func startStack(ctx context.Context, o *options, binDir, logDir string) (*cluster.Cluster, error) {
+	kafkaSec, tlsSrc, err := cluster.SecurityFromEnv()
+	if err != nil {
+		return nil, err
+	}
 	return cluster.Start(ctx, cluster.Config{
+		Kafka: kafkaSec, TLS: tlsSrc,
 		Brokers: strings.Split(o.brokers, ","), Cassandra: o.cassandra, Keyspace: o.keyspace,
 		BinDir: binDir, LogDir: logDir, Name: "bench", Edges: o.edges, JWTSecret: benchSecret, Env: procEnv,
 	})

@@ -12,7 +12,6 @@ import (
 	"github.com/parleychat/parley/pkg/server/auth"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
 	persistencev1 "github.com/parleychat/parley/pkg/pb/parley/persistence/v1"
@@ -47,7 +46,7 @@ type historyResult struct {
 
 // newHistoryReader connects a reader of its own, creates its conversation
 // and seeds it, then waits until persistence has stored the last message.
-func newHistoryReader(ctx context.Context, url, persistenceAddr string, minter *auth.HS256, runID string) (*historyReader, error) {
+func newHistoryReader(ctx context.Context, url, persistenceAddr string, creds grpc.DialOption, minter *auth.HS256, runID string) (*historyReader, error) {
 	h := &historyReader{user: "b" + runID + "-history", done: make(chan struct{})}
 	tok, err := minter.Mint(h.user, 24*time.Hour)
 	if err != nil {
@@ -98,7 +97,7 @@ func newHistoryReader(ctx context.Context, url, persistenceAddr string, minter *
 		time.Sleep(100 * time.Millisecond)
 	}
 	if persistenceAddr != "" {
-		if h.gconn, err = grpc.NewClient(persistenceAddr, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+		if h.gconn, err = grpc.NewClient(persistenceAddr, creds); err != nil {
 			h.close()
 			return nil, fmt.Errorf("history reader: %w", err)
 		}

@@ -254,7 +254,7 @@ func run(ctx context.Context, o *options) error {
 		if len(c.PersistenceGRPC) > 0 {
 			persistenceAddr = c.PersistenceGRPC[0]
 		}
-		if hr, err = newHistoryReader(ctx, c.WSURL(0), persistenceAddr, minter, runID); err != nil {
+		if hr, err = newHistoryReader(ctx, c.WSURL(0), persistenceAddr, c.DialOption(), minter, runID); err != nil {
 			return err
 		}
 		closeHistory = sync.OnceFunc(hr.close)
@@ -301,7 +301,7 @@ func run(ctx context.Context, o *options) error {
 
 	if !o.skips("baseline") {
 		phase("baseline")
-		b, err := runBaseline(ctx, c.Brokers, o.rate, o.baselineDur, o.grace, o.payload, progress)
+		b, err := runBaseline(ctx, c.KafkaOpts(), o.rate, o.baselineDur, o.grace, o.payload, progress)
 		if err != nil {
 			return err
 		}

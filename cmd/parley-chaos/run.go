@@ -15,7 +15,6 @@ import (
 	"github.com/parleychat/parley/cmd/internal/stats"
 	"github.com/parleychat/parley/pkg/server/auth"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	persistencev1 "github.com/parleychat/parley/pkg/pb/parley/persistence/v1"
@@ -74,7 +73,12 @@ func run(ctx context.Context, o *options, log *slog.Logger) (*report, error) {
 	}
 	runID := strconv.FormatInt(time.Now().Unix(), 36)
 	log.Info("starting the cluster", "instances", instances, "keyspace", o.keyspace, "logs", r.logDir)
+	kafkaSec, tlsSrc, err := cluster.SecurityFromEnv()
+	if err != nil {
+		return nil, err
+	}
 	r.cl, err = cluster.Start(ctx, cluster.Config{
+		Kafka: kafkaSec, TLS: tlsSrc,
 		Brokers: strings.Split(o.brokers, ","), Cassandra: o.cassandra, Keyspace: o.keyspace,
 		BinDir: binDir, LogDir: r.logDir, Name: "chaos", NodePrefix: "chaos" + runID,
 		Instances: instances, Edges: instances, JWTSecret: chaosSecret, Env: []string{"PARLEY_LOG_LEVEL=info"},
@@ -298,7 +302,7 @@ func (r *runner) converge(ctx context.Context, since, deadline time.Time) *conve
 	c := &convergence{DeadlineS: round1(deadline.Sub(since).Seconds()), history: map[*conv][]*chatv1.Event{}, findings: map[*conv]historyFinding{}}
 	var sources []historySource
 	for i, addr := range r.cl.PersistenceGRPC {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(addr, r.cl.DialOption())
 		if err != nil {
 			c.HistoryProblems = append(c.HistoryProblems, err.Error())
 			return c

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/server/daemon"
+	"github.com/parleychat/parley/pkg/server/kafkaconf"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -22,10 +23,16 @@ func topicsCmd(args []string) int {
 	rf := fs.Int("replication-factor", int(topics.LocalSpec.ReplicationFactor), "replication factor (3 in production)")
 	minISR := fs.Int("min-isr", topics.LocalSpec.MinInsyncReplicas, "min.insync.replicas (2 in production)")
 	timeout := fs.Duration("timeout", 60*time.Second, "give up after")
+	kafkaSec := kafkaconf.Register(fs)
 	daemon.Parse(fs, args)
+	sec, err := kafkaSec.Opts()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	cl, err := kgo.NewClient(topics.ClientOpts(daemon.List(*brokers))...)
+	cl, err := kgo.NewClient(topics.ClientOpts(daemon.List(*brokers), sec...)...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -12,8 +12,12 @@ logs=${PARLEY_STACK_DIR:-$HOME/.local/state/parley-stack}/services
 mkdir -p "$logs"
 
 bash "$here/stack.sh" up
+# Exported, the stack's TLS, SASL and login settings (and the development
+# certificates as internal mTLS) reach every service through its
+# PARLEY_* environment fallbacks.
+set -a
 eval "$(bash "$here/stack.sh" env)"
-export PARLEY_KAFKA_BROKERS PARLEY_CASSANDRA_HOSTS
+set +a
 
 # parley_build_info's commit: a go build in the go.work workspace stamps
 # no VCS information, so it goes to the linker (as make build does).
@@ -66,6 +70,9 @@ for addr in 127.0.0.1:8104 127.0.0.1:8102 127.0.0.1:8101 127.0.0.1:8103 127.0.0.
 done
 echo
 echo "Parley runs as five processes on real Kafka ($PARLEY_KAFKA_BROKERS) and Cassandra ($PARLEY_CASSANDRA_HOSTS)."
+if [[ -n ${PARLEY_TLS_CA:-} ]]; then
+  echo "Internal gRPC runs with mTLS ($PARLEY_TLS_CERT), Kafka over SASL_SSL, Cassandra with a login."
+fi
 echo "  web chat:  http://127.0.0.1:$http_port/"
 echo "  WebSocket: ws://127.0.0.1:$http_port/ws"
 echo "Stop with Ctrl-C."

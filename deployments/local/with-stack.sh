@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # with-stack.sh CMD [ARGS...]: run CMD with the real Kafka and Cassandra of
 # this folder up, PARLEY_KAFKA_BROKERS and PARLEY_CASSANDRA_HOSTS exported
+# (on a secure stack with its TLS, SASL and login settings and the internal
+# mTLS certificates, which every service and test client reads),
 # and PARLEY_INTEGRATION=require (a test that cannot reach them fails instead
 # of skipping). Servers this script had to start are stopped afterwards;
 # servers that were already running are left running.

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/parleychat/parley/pkg/server/mtls"
 	"github.com/parleychat/parley/pkg/wire"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
@@ -26,6 +27,10 @@ type Config struct {
 	PersistenceAddr string
 	// PresenceAddrs are the presence instances, in instance order.
 	PresenceAddrs []string
+	// TLS, when set, is the internal mTLS: Push requires a client
+	// certificate from its CA, and the node's own gRPC clients (ingest,
+	// persistence, presence, other edges) present one.
+	TLS *mtls.Source
 	// JWTSecret verifies HS256 tokens (and signs dev tokens).
 	JWTSecret []byte
 	// JWKSURL, JWTIssuer, JWTAudience, JWKSRefresh and JWKSMinRefresh

@@ -48,13 +48,13 @@ import (
 
 	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/server/health"
+	"github.com/parleychat/parley/pkg/server/mtls"
 	"github.com/parleychat/parley/pkg/server/presenceclient"
 	"github.com/parleychat/parley/pkg/server/rpcdial"
 	"github.com/parleychat/parley/pkg/server/tracing"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	edgev1 "github.com/parleychat/parley/pkg/pb/parley/edge/v1"
 	ingestv1 "github.com/parleychat/parley/pkg/pb/parley/ingest/v1"
@@ -135,7 +135,7 @@ func New(cfg Config) (*Service, error) {
 	s.tokens.register(cfg.Registry)
 	// Every internal client is measured (metrics) and traced.
 	clientOpts := append(s.stats.metrics.GRPCClient(), tracing.GRPCClient(cfg.TracerProvider)...)
-	dialOpts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), rpcdial.Reconnect}, clientOpts...)
+	dialOpts := append([]grpc.DialOption{mtls.DialOption(cfg.TLS), rpcdial.Reconnect}, clientOpts...)
 	dial := func(addr string) (*grpc.ClientConn, error) {
 		c, err := grpc.NewClient(addr, dialOpts...)
 		if err != nil {
@@ -153,7 +153,7 @@ func New(cfg Config) (*Service, error) {
 		s.closeClients()
 		return nil, err
 	}
-	prc, err := presenceclient.Dial(cfg.PresenceAddrs, clientOpts...)
+	prc, err := presenceclient.Dial(cfg.PresenceAddrs, mtls.DialOption(cfg.TLS), clientOpts...)
 	if err != nil {
 		s.closeClients()
 		return nil, fmt.Errorf("edge: %w", err)
@@ -185,12 +185,13 @@ func New(cfg Config) (*Service, error) {
 	}
 	s.peers.Timeout = typingPush
 	s.peers.DialOptions = clientOpts
+	s.peers.Dial = mtls.DialOption(cfg.TLS)
 	s.peers.self = cfg.PushAddr
 	if s.peers.self == "" {
 		s.peers.self = s.srv.grpcLis.Addr().String()
 	}
 	s.reporter = newReporter(s.clients.presence, cfg.NodeID, s.peers.self, s.hub, s.log, cfg.Heartbeat)
-	s.srv.grpc = grpc.NewServer(append(s.stats.metrics.GRPCServer(), tracing.GRPCServer(cfg.TracerProvider)...)...)
+	s.srv.grpc = grpc.NewServer(append(append(s.stats.metrics.GRPCServer(), tracing.GRPCServer(cfg.TracerProvider)...), mtls.ServerOption(cfg.TLS))...)
 	edgev1.RegisterEdgeServiceServer(s.srv.grpc, s)
 	s.srv.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
 	s.srv.admin = &http.Server{Handler: s.adminRoutes(), ReadHeaderTimeout: 5 * time.Second}

@@ -13,6 +13,7 @@ import (
 	"github.com/parleychat/parley/pkg/server/consumer"
 	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/metrics"
+	"github.com/parleychat/parley/pkg/server/mtls"
 	"github.com/parleychat/parley/pkg/server/presenceclient"
 	"github.com/parleychat/parley/pkg/server/push"
 	"github.com/parleychat/parley/pkg/server/records"
@@ -38,6 +39,12 @@ const pushTimeout = 5 * time.Second
 // Config configures the service.
 type Config struct {
 	Brokers []string
+	// Kafka are the TLS and SASL options every Kafka client of the service
+	// adds to the seed brokers (kafkaconf.Config.Opts); none for plaintext.
+	Kafka []kgo.Opt
+	// TLS, when set, is the internal mTLS its gRPC clients present and
+	// check servers with.
+	TLS *mtls.Source
 	// Registry holds the service's metrics; the caller makes it
 	// (metrics.NewRegistry) and may serve it too. Required.
 	Registry *prometheus.Registry
@@ -91,7 +98,7 @@ func New(cfg Config) (*Service, error) {
 	reg := cfg.Registry
 	m := metrics.ForService(reg, "fanout")
 	guard := &records.SeqGuard{}
-	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers), topics.GroupOpts(Group, cfg.InstanceID, append(guard.Opts(func(ps map[string][]int32) { m.Lag.Forget(Group, ps) }),
+	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers, cfg.Kafka...), topics.GroupOpts(Group, cfg.InstanceID, append(guard.Opts(func(ps map[string][]int32) { m.Lag.Forget(Group, ps) }),
 		kgo.ConsumeTopics(topics.Events),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
@@ -101,13 +108,13 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("fanout kafka client: %w", err)
 	}
 	clientOpts := append(m.GRPCClient(), tracing.GRPCClient(cfg.TracerProvider)...)
-	pc, err := presenceclient.Dial(cfg.PresenceAddrs, clientOpts...)
+	pc, err := presenceclient.Dial(cfg.PresenceAddrs, mtls.DialOption(cfg.TLS), clientOpts...)
 	if err != nil {
 		cl.Close()
 		return nil, fmt.Errorf("fanout: %w", err)
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "fanout"), cl: cl,
-		presence: pc, edges: push.Edges{Timeout: pushTimeout, DialOptions: clientOpts, Pushed: pushed(m)},
+		presence: pc, edges: push.Edges{Timeout: pushTimeout, Dial: mtls.DialOption(cfg.TLS), DialOptions: clientOpts, Pushed: pushed(m)},
 		tracer: tracing.Tracer(cfg.TracerProvider), traced: cfg.TracerProvider != nil,
 		guard: guard, reg: reg, metrics: m, counts: metrics.NewEventConsumer(reg, "fanout",
 			"Event records set aside on "+topics.DeadLetter+" instead of pushed, by reason.", records.ReasonUndecodable, records.ReasonEmpty, records.ReasonInvalid)}

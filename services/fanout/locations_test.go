@@ -42,7 +42,7 @@ func TestLocationCache(t *testing.T) {
 		addrs = append(addrs, svc.Addr())
 		topicstest.WaitFor(t, "presence ready", svc.Probe.Ready)
 	}
-	pc, err := presenceclient.Dial(addrs)
+	pc, err := presenceclient.Dial(addrs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

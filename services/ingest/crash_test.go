@@ -70,7 +70,7 @@ func crashInsideTransaction(t *testing.T, committed []string) {
 	}
 	runSequencer := func(brokers []string) (*Sequencer, func()) {
 		t.Helper()
-		s, err := NewSequencer(brokers, "seq-0", 10, log, newDeadLetters(metrics.NewRegistry()))
+		s, err := NewSequencer(topics.ClientOpts(brokers), "seq-0", 10, log, newDeadLetters(metrics.NewRegistry()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -152,7 +152,7 @@ func crashInsideTransaction(t *testing.T, committed []string) {
 	defer c.Close()
 	defer cl.Close()
 	brokers := c.ListenAddrs()
-	if err := logread.SealCrashedTransactions(ctx, brokers, topics.Events, topics.Outcomes, topics.DeadLetter); err != nil {
+	if err := logread.SealCrashedTransactions(ctx, topics.ClientOpts(brokers), topics.Events, topics.Outcomes, topics.DeadLetter); err != nil {
 		t.Fatal(err)
 	}
 	// What a waiting Submit could have answered before the crash.

@@ -20,6 +20,7 @@ import (
 	"github.com/parleychat/parley/pkg/server/consumer"
 	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/metrics"
+	"github.com/parleychat/parley/pkg/server/mtls"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/pkg/server/tracing"
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,6 +53,12 @@ const (
 // Config configures the service.
 type Config struct {
 	Brokers []string
+	// Kafka are the TLS and SASL options every Kafka client of the service
+	// adds to the seed brokers (kafkaconf.Config.Opts); none for plaintext.
+	Kafka []kgo.Opt
+	// TLS, when set, is the internal mTLS: the gRPC server requires a
+	// client certificate from its CA, and the clients present one.
+	TLS *mtls.Source
 	// Registry holds the service's metrics; the caller makes it
 	// (metrics.NewRegistry) and may serve it too. Required.
 	Registry *prometheus.Registry
@@ -109,11 +116,11 @@ func New(cfg Config) (*Service, error) {
 	log := cfg.Logger.With("service", "ingest")
 	reg := cfg.Registry
 	m := metrics.ForService(reg, "ingest")
-	producer, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers), m.Kafka("producer"))...)
+	producer, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers, cfg.Kafka...), m.Kafka("producer"))...)
 	if err != nil {
 		return nil, fmt.Errorf("ingest kafka producer: %w", err)
 	}
-	seq, err := NewSequencer(cfg.Brokers, cfg.InstanceID, cfg.MaxMembers, log, newDeadLetters(reg), m.Kafka("sequencer"))
+	seq, err := NewSequencer(topics.ClientOpts(cfg.Brokers, cfg.Kafka...), cfg.InstanceID, cfg.MaxMembers, log, newDeadLetters(reg), m.Kafka("sequencer"))
 	if err != nil {
 		producer.Close()
 		return nil, err
@@ -126,7 +133,7 @@ func New(cfg Config) (*Service, error) {
 		producer.Close()
 		return nil, fmt.Errorf("ingest: grpc address: %w", err)
 	}
-	s := &Service{cfg: cfg, log: log, lis: lis, grpc: grpc.NewServer(append(m.GRPCServer(), tracing.GRPCServer(cfg.TracerProvider)...)...), producer: producer, seq: seq, reg: reg, metrics: m,
+	s := &Service{cfg: cfg, log: log, lis: lis, grpc: grpc.NewServer(append(append(m.GRPCServer(), tracing.GRPCServer(cfg.TracerProvider)...), mtls.ServerOption(cfg.TLS))...), producer: producer, seq: seq, reg: reg, metrics: m,
 		tracer: tracing.Tracer(cfg.TracerProvider), waiters: map[string]chan *logv1.Outcome{}}
 	ingestv1.RegisterIngestServiceServer(s.grpc, s)
 	return s, nil
@@ -217,7 +224,7 @@ func (s *Service) outcomeReader(ctx context.Context) (*kgo.Client, error) {
 	if len(start) == 0 {
 		return nil, fmt.Errorf("ingest: topic %s has no readable partitions", topics.Outcomes)
 	}
-	cl, err := kgo.NewClient(append(topics.ClientOpts(s.cfg.Brokers),
+	cl, err := kgo.NewClient(append(topics.ClientOpts(s.cfg.Brokers, s.cfg.Kafka...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topics.Outcomes: start}),
 		kgo.FetchMaxWait(100*time.Millisecond),
 		s.metrics.Kafka("outcomes"),

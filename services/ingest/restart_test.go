@@ -58,7 +58,7 @@ func TestRestartedSequencerAbortsItsCrashedTransaction(t *testing.T) {
 	}
 
 	began := time.Now()
-	seq, err := NewSequencer(brokers, "seq-0", 10, slog.New(slog.DiscardHandler), newDeadLetters(metrics.NewRegistry()))
+	seq, err := NewSequencer(topics.ClientOpts(brokers), "seq-0", 10, slog.New(slog.DiscardHandler), newDeadLetters(metrics.NewRegistry()))
 	if err != nil {
 		t.Fatal(err)
 	}

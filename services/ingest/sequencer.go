@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,7 +51,7 @@ const SequencerGroup = "parley-sequencer"
 // from its committed events before its first command is decided, after the
 // previous owner's open transaction has ended.
 type Sequencer struct {
-	brokers    []string
+	conn       []kgo.Opt
 	maxMembers int
 	log        *slog.Logger
 	sess       *kgo.GroupTransactSession
@@ -93,9 +94,11 @@ func (s *Sequencer) measure(m *metrics.Service) {
 }
 
 // NewSequencer joins the group lazily: nothing happens until Run polls.
-// Options in extra are applied last (tests shorten the group's timeouts).
-func NewSequencer(brokers []string, instanceID string, maxMembers int, log *slog.Logger, deadLetters *prometheus.CounterVec, extra ...kgo.Opt) (*Sequencer, error) {
-	s := &Sequencer{brokers: brokers, maxMembers: maxMembers, log: log, parts: map[int32]map[string]*conversation{}, deadLetters: deadLetters,
+// conn reaches the cluster (topics.ClientOpts with the connection's
+// security). Options in extra are applied last (tests shorten the group's
+// timeouts).
+func NewSequencer(conn []kgo.Opt, instanceID string, maxMembers int, log *slog.Logger, deadLetters *prometheus.CounterVec, extra ...kgo.Opt) (*Sequencer, error) {
+	s := &Sequencer{conn: conn, maxMembers: maxMembers, log: log, parts: map[int32]map[string]*conversation{}, deadLetters: deadLetters,
 		tracer: tracing.Tracer(nil)}
 	drop := func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 		s.mu.Lock()
@@ -113,7 +116,7 @@ func NewSequencer(brokers []string, instanceID string, maxMembers int, log *slog
 	if instanceID == "" {
 		txnID = "parley-sequencer-" + uuid.NewString()
 	}
-	s.opts = append(append(topics.ClientOpts(brokers), topics.GroupOpts(SequencerGroup, instanceID,
+	s.opts = append(append(slices.Clip(conn), topics.GroupOpts(SequencerGroup, instanceID,
 		kgo.ConsumeTopics(topics.Commands),
 		kgo.TransactionalID(txnID),
 		// A transaction left open by a process that died holds back every
@@ -364,7 +367,7 @@ func (s *Sequencer) partition(ctx context.Context, p int32) (map[string]*convers
 	}
 	start := time.Now()
 	s.loading.Add(1)
-	convs, n, err := loadPartition(ctx, s.brokers, p)
+	convs, n, err := loadPartition(ctx, s.conn, p)
 	s.loading.Add(-1)
 	if err != nil {
 		return nil, err
@@ -379,8 +382,8 @@ func (s *Sequencer) partition(ctx context.Context, p int32) (map[string]*convers
 // loadPartition reads the committed events of partition p, from its start
 // to its end once no transaction is open on it (the previous owner's, which
 // must commit, abort or time out before the aggregates can be trusted).
-func loadPartition(ctx context.Context, brokers []string, p int32) (map[string]*conversation, int, error) {
-	adminCl, err := kgo.NewClient(topics.ClientOpts(brokers)...)
+func loadPartition(ctx context.Context, conn []kgo.Opt, p int32) (map[string]*conversation, int, error) {
+	adminCl, err := kgo.NewClient(conn...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("load partition %d: %w", p, err)
 	}
@@ -390,7 +393,7 @@ func loadPartition(ctx context.Context, brokers []string, p int32) (map[string]*
 		return nil, 0, fmt.Errorf("load partition %d: %w", p, err)
 	}
 	convs, n := map[string]*conversation{}, 0
-	_, err = logread.ReadToEnd(ctx, brokers, topics.Events, ends, func(recs []*kgo.Record) error {
+	_, err = logread.ReadToEnd(ctx, conn, topics.Events, ends, func(recs []*kgo.Record) error {
 		for _, r := range recs {
 			rec := &logv1.EventRecord{}
 			if err := proto.Unmarshal(r.Value, rec); err != nil {

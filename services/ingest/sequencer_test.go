@@ -40,7 +40,7 @@ func readAtLeast(t *testing.T, brokers []string, topic string, n int) []*kgo.Rec
 func TestSequencerSetsAsideBadCommands(t *testing.T) {
 	brokers, cl := topicstest.Cluster(t, 1)
 	deadLetters := newDeadLetters(metrics.NewRegistry())
-	seq, err := NewSequencer(brokers, "", 10, slog.New(slog.DiscardHandler), deadLetters)
+	seq, err := NewSequencer(topics.ClientOpts(brokers), "", 10, slog.New(slog.DiscardHandler), deadLetters)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func zombieSequencer(t *testing.T, pastTimeout bool) {
 	}
 	start := func(name string) *Sequencer {
 		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-		s, err := NewSequencer(brokers, "", 10, log.With("seq", name), newDeadLetters(metrics.NewRegistry()), fast...)
+		s, err := NewSequencer(topics.ClientOpts(brokers), "", 10, log.With("seq", name), newDeadLetters(metrics.NewRegistry()), fast...)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,12 +14,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gocql/gocql"
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/sdk"
 	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/server/freeport"
+	"github.com/parleychat/parley/pkg/server/kafkaconf"
 	"github.com/parleychat/parley/pkg/server/topics"
+	"github.com/parleychat/parley/services/persistence/history/cassandrastore"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -28,6 +28,9 @@ import (
 // stack is the real infrastructure the test runs on.
 type stack struct {
 	brokers, cassandra string
+	// env is added to the environment of every service process a cluster
+	// starts (after the test's own, so it wins).
+	env []string
 }
 
 func requireStack(t testing.TB) stack {
@@ -41,6 +44,24 @@ func requireStack(t testing.TB) stack {
 		t.Skip(msg)
 	}
 	return s
+}
+
+// kafka reaches the stack's Kafka with its TLS and SASL, when it has them
+// (stack.sh env exports them; the services read the same variables).
+func (s stack) kafka() []kgo.Opt {
+	return topics.ClientOpts(strings.Split(s.brokers, ","), kafkaconf.MustEnv()...)
+}
+
+// cassandraConfig reaches the stack's Cassandra with its login and TLS.
+func (s stack) cassandraConfig(t testing.TB, keyspace string) cassandrastore.Config {
+	t.Helper()
+	cfg := cassandrastore.Config{Keyspace: keyspace}
+	set := cassandrastore.SettingsFromEnv()
+	set.Hosts = s.cassandra
+	if err := set.Apply(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 var (
@@ -279,7 +300,7 @@ func startClusterLease(t *testing.T, s stack, edgeArgs [2][]string, lease time.D
 func (c *cluster) add(bin, name, binary string, args ...string) *proc {
 	p := &proc{t: c.t, name: name, bin: filepath.Join(bin, binary), health: freeAddr(c.t), logPath: filepath.Join(c.logs, name+".log")}
 	p.args = append(args, "-http", p.health)
-	p.env = []string{"PARLEY_LOG_LEVEL=info"}
+	p.env = append([]string{"PARLEY_LOG_LEVEL=info"}, c.stack.env...)
 	c.procs[name] = p
 	return p
 }
@@ -318,12 +339,11 @@ func (c *cluster) addEdge(name, ingestAddr string) int {
 }
 
 func dropKeyspace(t *testing.T, hosts, keyspace string) {
-	cl := gocql.NewCluster(strings.Split(hosts, ",")...)
-	cl.ProtoVersion = 4
-	cl.Timeout = 60 * time.Second
-	if h, p, err := net.SplitHostPort(strings.Split(hosts, ",")[0]); err == nil {
-		cl.Hosts = []string{h}
-		cl.Port, _ = strconv.Atoi(p)
+	cfg := stack{cassandra: hosts}.cassandraConfig(t, "")
+	cfg.Timeout = 60 * time.Second
+	cl, err := cassandrastore.NewClusterConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
 	}
 	sess, err := cl.CreateSession()
 	if err != nil {
@@ -340,7 +360,7 @@ func ensureTopics(t *testing.T, brokers string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(topics.ClientOpts(strings.Split(brokers, ","))...)
+	cl, err := kgo.NewClient(stack{brokers: brokers}.kafka()...)
 	if err != nil {
 		t.Fatalf("kafka client: %v", err)
 	}

@@ -32,8 +32,7 @@ func TestReplayIntoCassandra(t *testing.T) {
 	s := requireStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	brokers := strings.Split(s.brokers, ",")
-	admCl, err := kgo.NewClient(topics.ClientOpts(brokers)...)
+	admCl, err := kgo.NewClient(s.kafka()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,21 +102,20 @@ func TestReplayIntoCassandra(t *testing.T) {
 	must("block", cc.Block(ctx, alice))
 
 	// Live persistence must have taken everything up to the log's end.
-	topicstest.WaitCommittedPast(t, brokers, persistence.Group, topics.Events, from, 60*time.Second)
+	topicstest.WaitCommittedPast(t, s.kafka(), persistence.Group, topics.Events, from, 60*time.Second)
 
-	hosts := strings.Split(s.cassandra, ",")
-	live, err := cassandrastore.Open(ctx, cassandrastore.Config{Hosts: hosts, Keyspace: c.keyspace})
+	live, err := cassandrastore.Open(ctx, s.cassandraConfig(t, c.keyspace))
 	must("open the live keyspace", err)
 	defer live.Close()
 	fresh := c.keyspace + "_r"
 	t.Cleanup(func() { dropKeyspace(t, s.cassandra, fresh) })
-	cfg := cassandrastore.Config{Hosts: hosts, Keyspace: fresh}
+	cfg := s.cassandraConfig(t, fresh)
 	must("migrate a fresh keyspace", cassandrastore.Migrate(ctx, cfg))
 	rebuilt, err := cassandrastore.Open(ctx, cfg)
 	must("open the fresh keyspace", err)
 	defer rebuilt.Close()
 	start := time.Now()
-	st, err := persistence.ReplayFrom(ctx, brokers, rebuilt, nil, from)
+	st, err := persistence.ReplayFrom(ctx, s.kafka(), rebuilt, nil, from)
 	must("replay", err)
 	t.Logf("replayed %d records (%d stale, %d set aside) into %s in %v", st.Records, st.Stale, st.Rejected, fresh, time.Since(start).Round(time.Millisecond))
 	if st.Records == 0 || st.Stale != 0 || st.Rejected != 0 {

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"strings"
 	"testing"
 
 	"github.com/parleychat/parley/pkg/server/topics"
@@ -20,8 +19,7 @@ func BenchmarkTransactionRoundTrip(b *testing.B) {
 	s := requireStack(b)
 	ctx := context.Background()
 	const topic = "parley.bench.txn"
-	brokers := strings.Split(s.brokers, ",")
-	admin, err := kgo.NewClient(topics.ClientOpts(brokers)...)
+	admin, err := kgo.NewClient(s.kafka()...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -30,7 +28,7 @@ func BenchmarkTransactionRoundTrip(b *testing.B) {
 	if err := topics.CreateIfMissing(ctx, kadm.NewClient(admin), topic, 1, 1, map[string]*string{"retention.ms": &retention}); err != nil {
 		b.Fatal(err)
 	}
-	cl, err := kgo.NewClient(append(topics.ClientOpts(brokers), kgo.TransactionalID("parley-bench-txn"), kgo.DefaultProduceTopic(topic))...)
+	cl, err := kgo.NewClient(append(s.kafka(), kgo.TransactionalID("parley-bench-txn"), kgo.DefaultProduceTopic(topic))...)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/parleychat/parley/pkg/server/consumer"
 	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/metrics"
+	"github.com/parleychat/parley/pkg/server/mtls"
 	"github.com/parleychat/parley/pkg/server/records"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/pkg/server/tracing"
@@ -38,6 +39,12 @@ const Group = "parley-persistence"
 // Config configures the service.
 type Config struct {
 	Brokers []string
+	// Kafka are the TLS and SASL options every Kafka client of the service
+	// adds to the seed brokers (kafkaconf.Config.Opts); none for plaintext.
+	Kafka []kgo.Opt
+	// TLS, when set, is the internal mTLS: the gRPC server requires a
+	// client certificate from its CA.
+	TLS *mtls.Source
 	// Registry holds the service's metrics; the caller makes it
 	// (metrics.NewRegistry) and may serve it too. Required.
 	Registry *prometheus.Registry
@@ -92,7 +99,7 @@ func New(cfg Config, store history.Store) (*Service, error) {
 	reg := cfg.Registry
 	m := metrics.ForService(reg, "persistence")
 	guard := &records.SeqGuard{}
-	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers), topics.GroupOpts(Group, cfg.InstanceID, append(guard.Opts(func(ps map[string][]int32) { m.Lag.Forget(Group, ps) }),
+	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers, cfg.Kafka...), topics.GroupOpts(Group, cfg.InstanceID, append(guard.Opts(func(ps map[string][]int32) { m.Lag.Forget(Group, ps) }),
 		kgo.ConsumeTopics(topics.Events),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
@@ -106,7 +113,7 @@ func New(cfg Config, store history.Store) (*Service, error) {
 		cl.Close()
 		return nil, fmt.Errorf("persistence: grpc address: %w", err)
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "persistence"), store: store, cl: cl, lis: lis, grpc: grpc.NewServer(append(m.GRPCServer(), tracing.GRPCServer(cfg.TracerProvider)...)...),
+	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "persistence"), store: store, cl: cl, lis: lis, grpc: grpc.NewServer(append(append(m.GRPCServer(), tracing.GRPCServer(cfg.TracerProvider)...), mtls.ServerOption(cfg.TLS))...),
 		metrics: m, persisted: m.Stage(metrics.StagePersisted), perApply: m.BatchSize(metrics.BatchEventsPerApply),
 		tracer: tracing.Tracer(cfg.TracerProvider), traced: cfg.TracerProvider != nil,
 		guard: guard, reg: reg, counts: metrics.NewEventConsumer(reg, "persistence",

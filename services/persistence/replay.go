@@ -30,20 +30,21 @@ type ReplayStats struct {
 // core of records.Triage), then stored by storeBatch. It is how a view is
 // rebuilt from the log into an empty store, and how the tests check that
 // the log alone reproduces every view. It returns when it has applied
-// everything up to those ends, or with the error that stopped it.
-func Replay(ctx context.Context, brokers []string, store history.Store, log *slog.Logger) (ReplayStats, error) {
-	return ReplayFrom(ctx, brokers, store, log, nil)
+// everything up to those ends, or with the error that stopped it. conn
+// reaches the cluster (topics.ClientOpts with the connection's security).
+func Replay(ctx context.Context, conn []kgo.Opt, store history.Store, log *slog.Logger) (ReplayStats, error) {
+	return ReplayFrom(ctx, conn, store, log, nil)
 }
 
 // ReplayFrom is Replay from the offsets in from (a partition missing there
 // from its start): what a test replays when the log holds more than it
 // made, or an operator when a store only lacks the log's later part.
-func ReplayFrom(ctx context.Context, brokers []string, store history.Store, log *slog.Logger, from map[int32]int64) (ReplayStats, error) {
+func ReplayFrom(ctx context.Context, conn []kgo.Opt, store history.Store, log *slog.Logger, from map[int32]int64) (ReplayStats, error) {
 	var st ReplayStats
 	if log == nil {
 		log = slog.Default()
 	}
-	adminCl, err := kgo.NewClient(topics.ClientOpts(brokers)...)
+	adminCl, err := kgo.NewClient(conn...)
 	if err != nil {
 		return st, fmt.Errorf("replay: kafka client: %w", err)
 	}
@@ -53,7 +54,7 @@ func ReplayFrom(ctx context.Context, brokers []string, store history.Store, log 
 		return st, fmt.Errorf("replay: %w", err)
 	}
 	guard := &records.SeqGuard{}
-	_, err = logread.ReadRange(ctx, brokers, topics.Events, from, ends, func(recs []*kgo.Record) error {
+	_, err = logread.ReadRange(ctx, conn, topics.Events, from, ends, func(recs []*kgo.Record) error {
 		b := records.SortEvents(recs, guard)
 		st.Stale += b.Stale
 		st.Rejected += len(b.Rejected)

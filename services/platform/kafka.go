@@ -41,7 +41,7 @@ func OpenKafka(ctx context.Context, dir string, port int) (*kfake.Cluster, error
 		if err != nil {
 			return nil, err
 		}
-		err = logread.SealCrashedTransactions(ctx, c.ListenAddrs(), topics.Events, topics.Outcomes, topics.DeadLetter)
+		err = logread.SealCrashedTransactions(ctx, topics.ClientOpts(c.ListenAddrs()), topics.Events, topics.Outcomes, topics.DeadLetter)
 		c.Close()
 		if err != nil {
 			return nil, fmt.Errorf("repair kafka log in %s: %w", dir, err)

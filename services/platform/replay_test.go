@@ -139,7 +139,7 @@ func TestReplayReproducesViews(t *testing.T) {
 	brokers := e.p.Kafka.ListenAddrs()
 	// Persistence commits a batch only once the store holds it, so then
 	// the live store holds the whole log.
-	topicstest.WaitCommittedPast(t, brokers, persistence.Group, topics.Events, nil, 20*time.Second)
+	topicstest.WaitCommittedPast(t, topics.ClientOpts(brokers), persistence.Group, topics.Events, nil, 20*time.Second)
 	live := e.p.Store()
 
 	rebuilt, err := pebblestore.Open(t.TempDir())
@@ -147,7 +147,7 @@ func TestReplayReproducesViews(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rebuilt.Close()
-	st, err := persistence.Replay(ctx, brokers, rebuilt, nil)
+	st, err := persistence.Replay(ctx, topics.ClientOpts(brokers), rebuilt, nil)
 	if err != nil {
 		t.Fatalf("replay: %v", err)
 	}

@@ -34,6 +34,7 @@ import (
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
 	"github.com/parleychat/parley/pkg/server/health"
 	"github.com/parleychat/parley/pkg/server/metrics"
+	"github.com/parleychat/parley/pkg/server/mtls"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/pkg/server/tracing"
 )
@@ -48,6 +49,12 @@ const MaxLocate = 10_000
 type Config struct {
 	GRPCAddr string
 	Brokers  []string
+	// Kafka are the TLS and SASL options every Kafka client of the service
+	// adds to the seed brokers (kafkaconf.Config.Opts); none for plaintext.
+	Kafka []kgo.Opt
+	// TLS, when set, is the internal mTLS: the gRPC server requires a
+	// client certificate from its CA.
+	TLS *mtls.Source
 	// Instance is this instance's index among Instances; Instances must
 	// divide the partition count of parley.presence.v1.
 	Instance, Instances int
@@ -148,7 +155,7 @@ func newService(cfg Config, now func() time.Time) (*Service, error) {
 		cfg.Registry = metrics.NewRegistry()
 	}
 	m := metrics.ForService(cfg.Registry, "presence")
-	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers), kgo.RecordPartitioner(kgo.ManualPartitioner()), m.Kafka("client"))...)
+	cl, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers, cfg.Kafka...), kgo.RecordPartitioner(kgo.ManualPartitioner()), m.Kafka("client"))...)
 	if err != nil {
 		return nil, fmt.Errorf("presence kafka client: %w", err)
 	}
@@ -159,7 +166,7 @@ func newService(cfg Config, now func() time.Time) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger.With("service", "presence", "instance", cfg.Instance), now: now, regs: map[int32]*Registry{},
 		reg: cfg.Registry, metrics: m,
-		cl: cl, lis: lis, grpc: grpc.NewServer(append(m.GRPCServer(), tracing.GRPCServer(cfg.TracerProvider)...)...), ready: make(chan struct{}), reporting: make(chan struct{}), applied: map[int32]int64{}, progress: make(chan struct{})}
+		cl: cl, lis: lis, grpc: grpc.NewServer(append(append(m.GRPCServer(), tracing.GRPCServer(cfg.TracerProvider)...), mtls.ServerOption(cfg.TLS))...), ready: make(chan struct{}), reporting: make(chan struct{}), applied: map[int32]int64{}, progress: make(chan struct{})}
 	s.watch = newWatchers(cfg.WatchLease, min(watchAckTimeout, cfg.WatchLease/2), s.log)
 	presencev1.RegisterPresenceServiceServer(s.grpc, s)
 	return s, nil

@@ -94,7 +94,7 @@ func (d *deployment) launch(n int) {
 		d.svcs, d.stops = append(d.svcs, s), append(d.stops, stop)
 		addrs = append(addrs, s.Addr())
 	}
-	c, err := presenceclient.Dial(addrs)
+	c, err := presenceclient.Dial(addrs, nil)
 	if err != nil {
 		d.t.Fatal(err)
 	}

@@ -16,9 +16,12 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/server/freeport"
+	"github.com/parleychat/parley/pkg/server/kafkaconf"
+	"github.com/parleychat/parley/pkg/server/mtls"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
 )
 
 // Roles are the five services, in the order a cluster starts them.
@@ -51,6 +54,27 @@ type Config struct {
 	JWTSecret string
 	// Env is added to every process's environment.
 	Env []string
+	// Kafka are the TLS and SASL options of the tool's own Kafka clients,
+	// and TLS the internal mTLS of its gRPC clients: what the processes
+	// read from the same environment (SecurityFromEnv). None for
+	// plaintext.
+	Kafka []kgo.Opt
+	TLS   *mtls.Source
+}
+
+// SecurityFromEnv reads what the processes read from the environment
+// (stack.sh env exports it): the Kafka TLS and SASL options and the
+// internal mTLS files.
+func SecurityFromEnv() ([]kgo.Opt, *mtls.Source, error) {
+	kafka, err := kafkaconf.FromEnv().Opts()
+	if err != nil {
+		return nil, nil, err
+	}
+	src, err := mtls.OpenMutual(mtls.FromEnv(""))
+	if err != nil {
+		return nil, nil, err
+	}
+	return kafka, src, nil
 }
 
 // Cluster is a running Parley.
@@ -67,6 +91,13 @@ type Cluster struct {
 	PersistenceGRPC, IngestGRPC, PresenceGRPC []string
 	cfg                                       Config
 }
+
+// KafkaOpts reach the cluster's Kafka: topics.ClientOpts with its
+// security.
+func (c *Cluster) KafkaOpts() []kgo.Opt { return topics.ClientOpts(c.Brokers, c.cfg.Kafka...) }
+
+// DialOption secures a gRPC connection to the cluster's services.
+func (c *Cluster) DialOption() grpc.DialOption { return mtls.DialOption(c.cfg.TLS) }
 
 // Role returns the instances of a role (edge, ingest, ...).
 func (c *Cluster) Role(role string) []*Proc { return c.roles[role] }
@@ -118,7 +149,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		cfg.NodePrefix = cfg.Name
 	}
 	c := &Cluster{Brokers: cfg.Brokers, roles: map[string][]*Proc{}, cfg: cfg}
-	if err := EnsureTopics(ctx, cfg.Brokers); err != nil {
+	if err := EnsureTopics(ctx, c.KafkaOpts()); err != nil {
 		return nil, err
 	}
 	brokers := strings.Join(cfg.Brokers, ",")
@@ -304,10 +335,10 @@ func (c *Cluster) PIDs() map[int]bool {
 	return out
 }
 
-// EnsureTopics waits for the broker and creates the topics the services
-// expect (a fresh broker has none).
-func EnsureTopics(ctx context.Context, brokers []string) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+// EnsureTopics waits for the broker conn reaches (topics.ClientOpts) and
+// creates the topics the services expect (a fresh broker has none).
+func EnsureTopics(ctx context.Context, conn []kgo.Opt) error {
+	cl, err := kgo.NewClient(conn...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}

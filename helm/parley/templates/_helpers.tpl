@@ -231,6 +231,7 @@ securityContext:
 volumeMounts:
   - name: tmp
     mountPath: /tmp
+  {{- with include "parley.securityMounts" . | trim }}{{ . | nindent 2 }}{{ end }}
 {{- end }}
 
 {{- define "parley.tmpVolume" -}}
@@ -238,6 +239,7 @@ volumes:
   - name: tmp
     emptyDir:
       sizeLimit: 64Mi
+  {{- with include "parley.securityVolumes" . | trim }}{{ . | nindent 2 }}{{ end }}
 {{- end }}
 
 {{/*

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -64,12 +63,15 @@ func SettledEnds(ctx context.Context, adm *kadm.Client, topic string, partitions
 	}
 }
 
+// The readers here take conn, the options that reach the cluster
+// (topics.ClientOpts with the connection's security), and add their own.
+
 // ReadToEnd reads the committed records of topic's partitions from their
 // start up to ends (as SettledEnds returns them), passing each poll's
 // records to apply, transaction markers left out. It returns, per
 // partition, the offset of the last record it passed (-1 for none).
-func ReadToEnd(ctx context.Context, brokers []string, topic string, ends map[int32]int64, apply func([]*kgo.Record) error) (map[int32]int64, error) {
-	return ReadRange(ctx, brokers, topic, nil, ends, apply)
+func ReadToEnd(ctx context.Context, conn []kgo.Opt, topic string, ends map[int32]int64, apply func([]*kgo.Record) error) (map[int32]int64, error) {
+	return ReadRange(ctx, conn, topic, nil, ends, apply)
 }
 
 // ReadRange is ReadToEnd from the offsets in from (a partition missing
@@ -78,12 +80,12 @@ func ReadToEnd(ctx context.Context, brokers []string, topic string, ends map[int
 // It reads committed, as persistence and fan-out do, so what it passes on
 // is exactly what they see: the broker, not this reader, decides which
 // transactions count.
-func ReadRange(ctx context.Context, brokers []string, topic string, from, ends map[int32]int64, apply func([]*kgo.Record) error) (map[int32]int64, error) {
+func ReadRange(ctx context.Context, conn []kgo.Opt, topic string, from, ends map[int32]int64, apply func([]*kgo.Record) error) (map[int32]int64, error) {
 	last := map[int32]int64{}
 	for p := range ends {
 		last[p] = -1
 	}
-	err := scan(ctx, brokers, topic, kgo.ReadCommitted(), from, ends, func(recs []*kgo.Record) error {
+	err := scan(ctx, conn, topic, kgo.ReadCommitted(), from, ends, func(recs []*kgo.Record) error {
 		data := recs[:0]
 		for _, r := range recs {
 			if !r.Attrs.IsControl() {
@@ -113,7 +115,7 @@ func ReadRange(ctx context.Context, brokers []string, topic string, from, ends m
 // the embedded broker's logs are sealed at start (SealCrashedTransactions)
 // so that it cannot happen, and should it happen anyway the read fails
 // after stallAfter instead of waiting for ever.
-func scan(ctx context.Context, brokers []string, topic string, iso kgo.IsolationLevel, from, ends map[int32]int64, each func([]*kgo.Record) error) error {
+func scan(ctx context.Context, conn []kgo.Opt, topic string, iso kgo.IsolationLevel, from, ends map[int32]int64, each func([]*kgo.Record) error) error {
 	start, pending := map[int32]kgo.Offset{}, map[int32]int64{}
 	for p, end := range ends {
 		if end > from[p] {
@@ -124,7 +126,7 @@ func scan(ctx context.Context, brokers []string, topic string, iso kgo.Isolation
 	if len(pending) == 0 {
 		return nil
 	}
-	cl, err := kgo.NewClient(append(topics.ClientOpts(brokers),
+	cl, err := kgo.NewClient(append(slices.Clip(conn),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: start}),
 		kgo.FetchIsolationLevel(iso),
 		kgo.KeepControlRecords(),
@@ -207,8 +209,8 @@ const stallAfter = 10 * time.Second
 // A transaction the broker still holds open (restored after a clean stop)
 // is left alone: the broker ends it, with markers, when its producer
 // comes back or its timeout passes.
-func SealCrashedTransactions(ctx context.Context, brokers []string, names ...string) error {
-	cl, err := kgo.NewClient(topics.ClientOpts(brokers)...)
+func SealCrashedTransactions(ctx context.Context, conn []kgo.Opt, names ...string) error {
+	cl, err := kgo.NewClient(conn...)
 	if err != nil {
 		return fmt.Errorf("seal transactions: %w", err)
 	}
@@ -237,7 +239,7 @@ func SealCrashedTransactions(ctx context.Context, brokers []string, names ...str
 		}
 		// The epoch of each producer's records not yet followed by a marker.
 		open := map[producer]int16{}
-		err = scan(ctx, brokers, topic, kgo.ReadUncommitted(), nil, ends, func(recs []*kgo.Record) error {
+		err = scan(ctx, conn, topic, kgo.ReadUncommitted(), nil, ends, func(recs []*kgo.Record) error {
 			for _, r := range recs {
 				k := producer{r.Partition, r.ProducerID}
 				switch {

@@ -106,7 +106,7 @@ func TestReadRangeSortsTransactionsOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []string
-	last, err := logread.ReadToEnd(ctx, brokers, "t", ends, func(recs []*kgo.Record) error {
+	last, err := logread.ReadToEnd(ctx, topics.ClientOpts(brokers), "t", ends, func(recs []*kgo.Record) error {
 		for _, r := range recs {
 			got = append(got, string(r.Value))
 		}
@@ -194,7 +194,7 @@ func TestCrashedTransactionStaysAborted(t *testing.T) {
 
 	c, brokers = start(image)
 	defer c.Close()
-	if err := logread.SealCrashedTransactions(ctx, brokers, "t"); err != nil {
+	if err := logread.SealCrashedTransactions(ctx, topics.ClientOpts(brokers), "t"); err != nil {
 		t.Fatal(err)
 	}
 	seq = client(brokers, kgo.TransactionalID("seq"))
@@ -209,7 +209,7 @@ func TestCrashedTransactionStaysAborted(t *testing.T) {
 		t.Fatal(err)
 	}
 	var read []string
-	if _, err := logread.ReadToEnd(ctx, brokers, "t", ends, func(recs []*kgo.Record) error {
+	if _, err := logread.ReadToEnd(ctx, topics.ClientOpts(brokers), "t", ends, func(recs []*kgo.Record) error {
 		for _, r := range recs {
 			read = append(read, string(r.Value))
 		}

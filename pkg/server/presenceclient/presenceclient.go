@@ -30,16 +30,20 @@ type Client struct {
 var _ presencev1.PresenceServiceClient = (*Client)(nil)
 
 // Dial connects (lazily, as gRPC does) to the instances, in instance order:
-// addrs[i] must be instance i of len(addrs). opts are added to every
-// connection's (the caller's metrics interceptors, tracing's stats
+// addrs[i] must be instance i of len(addrs). creds says how to secure the
+// connections (mtls.DialOption); plaintext when nil. opts are added to
+// every connection's (the caller's metrics interceptors, tracing's stats
 // handler).
-func Dial(addrs []string, opts ...grpc.DialOption) (*Client, error) {
+func Dial(addrs []string, creds grpc.DialOption, opts ...grpc.DialOption) (*Client, error) {
+	if creds == nil {
+		creds = grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
 	if len(addrs) == 0 {
 		return nil, errors.New("presence client: no instance addresses")
 	}
 	c := &Client{}
 	for _, a := range addrs {
-		conn, err := grpc.NewClient(a, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), rpcdial.Reconnect}, opts...)...)
+		conn, err := grpc.NewClient(a, append([]grpc.DialOption{creds, rpcdial.Reconnect}, opts...)...)
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("presence client %s: %w", a, err)

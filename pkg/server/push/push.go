@@ -74,6 +74,8 @@ func Plan(items []Item, locs []*presencev1.UserLocation) map[string][]*edgev1.De
 type Edges struct {
 	// Timeout bounds one Push: a stuck edge must not stall the others.
 	Timeout time.Duration
+	// Dial secures the connections (mtls.DialOption); plaintext when nil.
+	Dial grpc.DialOption
 	// DialOptions are added to every connection's (the caller's metrics
 	// interceptors, tracing's stats handler).
 	DialOptions []grpc.DialOption
@@ -117,7 +119,11 @@ func (e *Edges) conn(addr string) (*grpc.ClientConn, error) {
 	if c := e.conns[addr]; c != nil {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), rpcdial.Reconnect}, e.DialOptions...)...)
+	creds := e.Dial
+	if creds == nil {
+		creds = grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
+	c, err := grpc.NewClient(addr, append([]grpc.DialOption{creds, rpcdial.Reconnect}, e.DialOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("edge client %s: %w", addr, err)
 	}

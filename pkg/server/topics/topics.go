@@ -134,16 +134,17 @@ func ptr(s string) *string { return &s }
 
 // ClientOpts are the options every Parley Kafka client starts from:
 // idempotent acks=all producing (franz-go's default) and fetches that return
-// as soon as a record is there.
-func ClientOpts(brokers []string) []kgo.Opt {
-	return []kgo.Opt{
+// as soon as a record is there, followed by security, the connection's TLS
+// and SASL options (kafkaconf.Config.Opts; none for plaintext).
+func ClientOpts(brokers []string, security ...kgo.Opt) []kgo.Opt {
+	return append([]kgo.Opt{
 		kgo.SeedBrokers(brokers...),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
 		kgo.FetchMaxWait(250 * time.Millisecond),
 		kgo.MetadataMinAge(250 * time.Millisecond),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-	}
+	}, security...)
 }
 
 // GroupOpts joins group, as a static member when instanceID is set, and

@@ -104,12 +104,12 @@ func WaitFor(t testing.TB, what string, ok func() bool) {
 // past every record of topic from the offsets in from (nil: the start) to
 // the topic's end as it is now. The log ends with transaction markers,
 // which consumers never commit past, so the goal is the last record, not
-// the end.
-func WaitCommittedPast(t testing.TB, brokers []string, group, topic string, from map[int32]int64, timeout time.Duration) {
+// the end. conn reaches the cluster (topics.ClientOpts).
+func WaitCommittedPast(t testing.TB, conn []kgo.Opt, group, topic string, from map[int32]int64, timeout time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout+30*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(topics.ClientOpts(brokers)...)
+	cl, err := kgo.NewClient(conn...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func WaitCommittedPast(t testing.TB, brokers []string, group, topic string, from
 	if err != nil {
 		t.Fatal(err)
 	}
-	last, err := logread.ReadRange(ctx, brokers, topic, from, ends, func([]*kgo.Record) error { return nil })
+	last, err := logread.ReadRange(ctx, conn, topic, from, ends, func([]*kgo.Record) error { return nil })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/parleychat/parley/pkg/server/daemon"
 	"github.com/parleychat/parley/pkg/server/metrics"
+	"github.com/parleychat/parley/pkg/server/mtls"
 	"github.com/parleychat/parley/services/edge"
 )
 
@@ -37,15 +38,21 @@ func main() {
 	var limits edge.Limits
 	limits.RegisterFlags(fs)
 	tr := daemon.TracingFlags(fs, "parley-edge")
+	var tlsFiles mtls.Files
+	mtls.Register(fs, &tlsFiles, "", "", "internal gRPC")
 	daemon.Parse(fs, os.Args[1:])
 	log := daemon.Logger()
+	tlsSrc, err := mtls.OpenMutual(tlsFiles)
+	if err != nil {
+		os.Exit(daemon.Fail(log, err))
+	}
 	tp, flush, err := tr.Start(log)
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
 	svc, err := edge.New(edge.Config{Registry: metrics.NewRegistry(),
 		HTTPAddr: *httpAddr, AdminAddr: *adminAddr, Limits: limits, GRPCAddr: *grpcAddr, PushAddr: *pushAddr, NodeID: *nodeID,
-		IngestAddr: *ingestAddr, PersistenceAddr: *persistenceAddr, PresenceAddrs: daemon.List(*presenceAddr),
+		IngestAddr: *ingestAddr, PersistenceAddr: *persistenceAddr, PresenceAddrs: daemon.List(*presenceAddr), TLS: tlsSrc,
 		JWTSecret: []byte(*secret), JWKSURL: *jwksURL, JWTIssuer: *issuer, JWTAudience: *audience, JWKSRefresh: *jwksRefresh, JWKSMinRefresh: *jwksMinRefresh,
 		TokenWarning: *tokenWarning, DevTokens: *devTokens, InsecureDev: *insecureDev, QueueLimit: *queueLimit, WriteTimeout: *writeTimeout, ResumeWait: *resumeWait, Logger: log, Drain: *drain, TracerProvider: tp,
 	})

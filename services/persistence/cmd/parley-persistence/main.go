@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/server/daemon"
+	"github.com/parleychat/parley/pkg/server/kafkaconf"
 	"github.com/parleychat/parley/pkg/server/metrics"
+	"github.com/parleychat/parley/pkg/server/mtls"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/services/persistence"
 	"github.com/parleychat/parley/services/persistence/history"
@@ -30,7 +32,7 @@ func main() {
 	var sc storeConfig
 	fs.StringVar(&sc.kind, "store", daemon.Env("PARLEY_STORE", "pebble"), "history store: pebble (embedded) or cassandra (PARLEY_STORE)")
 	fs.StringVar(&sc.pebbleDir, "pebble-dir", daemon.Env("PARLEY_PEBBLE_DIR", "data/history"), "embedded history store folder (PARLEY_PEBBLE_DIR)")
-	fs.StringVar(&sc.cassandraHosts, "cassandra-hosts", daemon.Env("PARLEY_CASSANDRA_HOSTS", "127.0.0.1:9042"), "Cassandra contact points, host:port, comma-separated (PARLEY_CASSANDRA_HOSTS)")
+	sc.cassandraConn = cassandrastore.Register(fs)
 	fs.StringVar(&sc.cassandra.Keyspace, "cassandra-keyspace", daemon.Env("PARLEY_CASSANDRA_KEYSPACE", cassandrastore.DefaultKeyspace), "Cassandra keyspace (PARLEY_CASSANDRA_KEYSPACE)")
 	fs.StringVar(&sc.cassandra.Consistency, "cassandra-consistency", daemon.Env("PARLEY_CASSANDRA_CONSISTENCY", "local_quorum"), "consistency of Cassandra reads and writes: one, quorum, local_quorum, ... (PARLEY_CASSANDRA_CONSISTENCY)")
 	fs.BoolVar(&sc.migrate, "migrate", envBool("PARLEY_MIGRATE"), "with -store cassandra: create the keyspace and apply pending schema migrations before starting (PARLEY_MIGRATE=1)")
@@ -38,11 +40,22 @@ func main() {
 	instance := fs.String("instance-id", daemon.Env("PARLEY_INSTANCE_ID", ""), "static consumer-group member id, stable across restarts (PARLEY_INSTANCE_ID)")
 	fs.DurationVar(&sc.startupTimeout, "startup-timeout", daemon.EnvDuration("PARLEY_STARTUP_TIMEOUT", topics.StartupTimeout), "how long to wait at startup for Kafka (and Cassandra, with -store cassandra) to answer before exiting with an error (PARLEY_STARTUP_TIMEOUT)")
 	tr := daemon.TracingFlags(fs, "parley-persistence")
+	var tlsFiles mtls.Files
+	mtls.Register(fs, &tlsFiles, "", "", "internal gRPC")
+	kafkaSec := kafkaconf.Register(fs)
 	daemon.Parse(fs, os.Args[1:])
 	if sc.startupTimeout <= 0 {
 		sc.startupTimeout = topics.StartupTimeout
 	}
 	log := daemon.Logger()
+	tlsSrc, err := mtls.OpenMutual(tlsFiles)
+	if err != nil {
+		os.Exit(daemon.Fail(log, err))
+	}
+	kafkaOpts, err := kafkaSec.Opts()
+	if err != nil {
+		os.Exit(daemon.Fail(log, err))
+	}
 	tp, flush, err := tr.Start(log)
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
@@ -52,7 +65,7 @@ func main() {
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
-	svc, err := persistence.New(persistence.Config{Brokers: daemon.List(*brokers), GRPCAddr: *grpcAddr, InstanceID: *instance, SyncMargin: *syncMargin, StartupTimeout: sc.startupTimeout, Logger: log, TracerProvider: tp, Registry: reg}, store)
+	svc, err := persistence.New(persistence.Config{Brokers: daemon.List(*brokers), Kafka: kafkaOpts, TLS: tlsSrc, GRPCAddr: *grpcAddr, InstanceID: *instance, SyncMargin: *syncMargin, StartupTimeout: sc.startupTimeout, Logger: log, TracerProvider: tp, Registry: reg}, store)
 	if err != nil {
 		_ = store.Close()
 		os.Exit(daemon.Fail(log, err))
@@ -68,7 +81,7 @@ func main() {
 type storeConfig struct {
 	kind           string
 	pebbleDir      string
-	cassandraHosts string
+	cassandraConn  *cassandrastore.Settings
 	cassandra      cassandrastore.Config
 	migrate        bool
 	startupTimeout time.Duration
@@ -87,7 +100,9 @@ func openStore(log *slog.Logger, sc storeConfig, reg prometheus.Registerer) (his
 		return s, nil
 	case "cassandra":
 		cfg := sc.cassandra
-		cfg.Hosts = daemon.List(sc.cassandraHosts)
+		if err := sc.cassandraConn.Apply(&cfg); err != nil {
+			return nil, err
+		}
 		if err := cassandrastore.WaitReachable(context.Background(), cfg.Hosts, sc.startupTimeout); err != nil {
 			return nil, err
 		}

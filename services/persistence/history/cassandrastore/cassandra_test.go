@@ -77,7 +77,13 @@ type ready struct {
 
 func newHarness(tb testing.TB) *harness {
 	tb.Helper()
-	cfg, cons, err := Config{Hosts: cassandraHosts(tb), Consistency: "local_quorum"}.normalized()
+	cfg := Config{Consistency: "local_quorum"}
+	// The stack's login and TLS, when it has them (stack.sh env).
+	if err := SettingsFromEnv().Apply(&cfg); err != nil {
+		tb.Fatal(err)
+	}
+	cfg.Hosts = cassandraHosts(tb)
+	cfg, cons, err := cfg.normalized()
 	if err != nil {
 		tb.Fatal(err)
 	}

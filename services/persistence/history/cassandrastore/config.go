@@ -2,6 +2,7 @@ package cassandrastore
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"regexp"
@@ -45,8 +46,17 @@ type Config struct {
 	Timeout time.Duration
 	// LocalDatacenter, when set, routes requests to that datacenter's
 	// replicas first (token aware, DC aware). Set it wherever the keyspace
-	// spans several datacenters.
+	// spans several datacenters. With no Datacenters, Migrate creates the
+	// keyspace with NetworkTopologyStrategy in this datacenter.
 	LocalDatacenter string
+
+	// Username and Password log in with Cassandra's PasswordAuthenticator;
+	// none when Username is empty.
+	Username, Password string
+	// TLS, when set, encrypts every connection; each node's certificate is
+	// checked against its roots and the node's address (ServerName, when
+	// set, instead).
+	TLS *tls.Config
 
 	// ReplicationFactor and Datacenters are only used by Migrate, and only
 	// when it creates the keyspace; an existing keyspace is left alone.
@@ -116,6 +126,12 @@ func (cfg Config) normalized() (Config, gocql.Consistency, error) {
 	if cfg.BucketSize < 0 {
 		return cfg, 0, fmt.Errorf("cassandra: bucket size %d is negative", cfg.BucketSize)
 	}
+	if len(cfg.Datacenters) == 0 && cfg.LocalDatacenter != "" {
+		cfg.Datacenters = []string{cfg.LocalDatacenter}
+	}
+	if cfg.Username == "" && cfg.Password != "" {
+		return cfg, 0, fmt.Errorf("cassandra: a password is set but no username")
+	}
 	for _, dc := range cfg.Datacenters {
 		if dc == "" || strings.ContainsAny(dc, `'\`) {
 			return cfg, 0, fmt.Errorf("cassandra: datacenter name %q is not usable", dc)
@@ -175,7 +191,26 @@ func cluster(cfg Config, cons gocql.Consistency, keyspace string, timeout time.D
 	if cfg.Metrics != nil {
 		c.QueryObserver, c.BatchObserver = cfg.Metrics, cfg.Metrics
 	}
+	if cfg.Username != "" {
+		c.Authenticator = gocql.PasswordAuthenticator{Username: cfg.Username, Password: cfg.Password}
+	}
+	if cfg.TLS != nil {
+		// gocql names each node's address as the server name to verify
+		// when the configuration leaves it empty and verification on.
+		c.SslOpts = &gocql.SslOptions{Config: cfg.TLS, EnableHostVerification: !cfg.TLS.InsecureSkipVerify}
+	}
 	return c
+}
+
+// NewClusterConfig is the driver configuration the store uses, for tools
+// and tests that need a session of their own (dropping a keyspace, say)
+// with the same contact points, credentials and TLS.
+func NewClusterConfig(cfg Config) (*gocql.ClusterConfig, error) {
+	cfg, cons, err := cfg.normalized()
+	if err != nil {
+		return nil, err
+	}
+	return cluster(cfg, cons, "", cfg.Timeout), nil
 }
 
 // WaitReachable waits until one of hosts ("host:port", port 9042 when

@@ -1,7 +1,9 @@
 package cassandrastore
 
 import (
+	"crypto/tls"
 	"net"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -9,6 +11,8 @@ import (
 
 	"github.com/gocql/gocql"
 	"github.com/parleychat/parley/pkg/server/freeport"
+	"github.com/parleychat/parley/pkg/server/mtls"
+	"github.com/parleychat/parley/pkg/server/mtls/devcert"
 )
 
 // Tests that need no Cassandra.
@@ -110,6 +114,17 @@ func TestConfigDefaults(t *testing.T) {
 	if got := replication(cfg); got != "{'class': 'NetworkTopologyStrategy', 'dc1': 3, 'dc2': 3}" {
 		t.Errorf("production replication = %s", got)
 	}
+	cfg.Datacenters = nil
+	cfg.LocalDatacenter = "eu-west"
+	if cfg, _, err = cfg.normalized(); err != nil {
+		t.Fatal(err)
+	}
+	if got := replication(cfg); got != "{'class': 'NetworkTopologyStrategy', 'eu-west': 3}" {
+		t.Errorf("replication with only a local datacenter = %s", got)
+	}
+	if _, _, err := (Config{Hosts: []string{"h"}, Password: "p"}).normalized(); err == nil {
+		t.Error("a password without a username was accepted")
+	}
 	if p := commonPort([]string{"a:19042", "b:19042"}); p != 19042 {
 		t.Errorf("commonPort = %d", p)
 	}
@@ -159,5 +174,46 @@ func TestWaitReachable(t *testing.T) {
 	defer l.Close()
 	if err := WaitReachable(t.Context(), []string{closed, l.Addr().String()}, time.Second); err != nil {
 		t.Errorf("with one host listening: %v", err)
+	}
+}
+
+func TestClusterCarriesLoginAndTLS(t *testing.T) {
+	tc := &tls.Config{ServerName: "cassandra.internal"}
+	c, err := NewClusterConfig(Config{Hosts: []string{"h:9042"}, Username: "parley", Password: "pw", TLS: tc, LocalDatacenter: "dc1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, ok := c.Authenticator.(gocql.PasswordAuthenticator)
+	if !ok || auth.Username != "parley" || auth.Password != "pw" {
+		t.Errorf("authenticator = %#v", c.Authenticator)
+	}
+	if c.SslOpts == nil || c.SslOpts.Config != tc || !c.SslOpts.EnableHostVerification {
+		t.Errorf("TLS options = %#v", c.SslOpts)
+	}
+	plain, err := NewClusterConfig(Config{Hosts: []string{"h"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.Authenticator != nil || plain.SslOpts != nil {
+		t.Errorf("no login or TLS configured, got %#v / %#v", plain.Authenticator, plain.SslOpts)
+	}
+}
+
+func TestSettingsApply(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := devcert.Write(dir, devcert.LoopbackHosts, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	var cfg Config
+	s := Settings{Hosts: "a:1, b:1", Username: "u", Password: "p", TLSFiles: mtls.Files{CA: filepath.Join(dir, devcert.CAFile)}, LocalDatacenter: "dc1"}
+	if err := s.Apply(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cfg.Hosts, []string{"a:1", "b:1"}) || cfg.Username != "u" || cfg.Password != "p" || cfg.LocalDatacenter != "dc1" || cfg.TLS == nil || cfg.TLS.RootCAs == nil {
+		t.Fatalf("applied config %+v", cfg)
+	}
+	s.TLSFiles.CA = filepath.Join(dir, "missing.crt")
+	if err := s.Apply(&cfg); err == nil {
+		t.Fatal("a missing CA file was accepted")
 	}
 }
