@@ -101,13 +101,13 @@ type ruleGroup struct {
 }
 
 type rule struct {
-	Record        string             `json:"record,omitempty"`
-	Alert         string             `json:"alert,omitempty"`
-	Expr          intstr.IntOrString `json:"expr"`
-	For           string             `json:"for,omitempty"`
-	KeepFiringFor string             `json:"keep_firing_for,omitempty"`
-	Labels        map[string]string  `json:"labels,omitempty"`
-	Annotations   map[string]string  `json:"annotations,omitempty"`
+	Record        string              `json:"record,omitempty"`
+	Alert         string              `json:"alert,omitempty"`
+	Expr          *intstr.IntOrString `json:"expr"`
+	For           string              `json:"for,omitempty"`
+	KeepFiringFor string              `json:"keep_firing_for,omitempty"`
+	Labels        map[string]string   `json:"labels,omitempty"`
+	Annotations   map[string]string   `json:"annotations,omitempty"`
 }
 
 // DeepCopyObject makes the local types runtime.Objects, as helmcheck's
@@ -312,7 +312,9 @@ func oneRuleErrors(r rule) []error {
 			errs = append(errs, fmt.Errorf("alert name %q is not of the form [a-zA-Z_][a-zA-Z0-9_]*", r.Alert))
 		}
 	}
-	if _, err := checkPromQL(r.Expr.String()); err != nil {
+	if r.Expr == nil {
+		errs = append(errs, errors.New("expr is required"))
+	} else if _, err := checkPromQL(r.Expr.String()); err != nil {
 		errs = append(errs, fmt.Errorf("expr: %w", err))
 	}
 	for name, d := range map[string]string{"for": r.For, "keep_firing_for": r.KeepFiringFor} {

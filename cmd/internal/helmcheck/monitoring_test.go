@@ -124,6 +124,8 @@ func TestCheckMonitoringAndPolicies(t *testing.T) {
 			want: []string{`function "humanise" not defined`}},
 		{name: "rule unknown field", extra: ruleDoc, old: "for: 2m", new: "for: 2m\n          severity: critical",
 			want: []string{`unknown field "spec.groups[0].rules[1].severity"`}},
+		{name: "rule without expr", extra: ruleDoc, old: "          expr: sum by (service)", new: "          exp: sum by (service)",
+			want: []string{"expr is required", `unknown field "spec.groups[0].rules[1].exp"`}},
 		{name: "rule groups repeated", extra: ruleDoc + "    - name: parley\n      rules: [{record: a, expr: vector(1)}]\n",
 			want: []string{`group name "parley" repeated`}},
 
