@@ -95,6 +95,7 @@ func (c *checker) check(manifests []byte) (int, []error) {
 		}
 	}
 	errs = append(errs, crossCheck(objs)...)
+	errs = append(errs, moreCrossChecks(objs, namespace)...)
 	return len(objs), errs
 }
 
@@ -128,8 +129,14 @@ func (c *checker) document(doc []byte) (*object, []error) {
 	if err := utiljson.Unmarshal(js, &generic); err != nil {
 		return nil, []error{where(fmt.Errorf("invalid JSON from YAML: %w", err))}
 	}
-	if _, ok := generic.(map[string]any); !ok {
+	top, ok := generic.(map[string]any)
+	if !ok {
 		return nil, []error{where(fmt.Errorf("a manifest must be a mapping, got %T", generic))}
+	}
+	apiVersion, _ := top["apiVersion"].(string)
+	kind, _ := top["kind"].(string)
+	if gv, err := schema.ParseGroupVersion(apiVersion); err == nil && gv.Group == monitoringGroup {
+		return monitoringDocument(js, gv.WithKind(kind), src)
 	}
 
 	obj, gvk, err := c.decoder.Decode(js, nil, nil)
@@ -162,6 +169,9 @@ func (c *checker) document(doc []byte) (*object, []error) {
 
 	for _, e := range metaErrors(o) {
 		errs = append(errs, fmt.Errorf("%s: %w", o, e))
+	}
+	if cm, ok := obj.(*corev1.ConfigMap); ok {
+		errs = append(errs, prefixed(o, configMapErrors(cm))...)
 	}
 	return o, errs
 }

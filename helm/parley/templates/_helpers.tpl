@@ -51,8 +51,16 @@ app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/*
+The image every container runs: repository@digest when image.digest is set
+(it pins the exact image and overrides image.tag), else repository:tag.
+*/}}
 {{- define "parley.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -280,5 +288,86 @@ left off (-1) there rather than cap the controller.
 - name: {{ index . 0 }}
   value: {{ $v | quote }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+topologySpreadConstraints of one component's pods, one per entry of
+topologySpread.constraints: (dict "ctx" $ "component" "edge"). The edge
+(a Deployment) counts only pods of its current ReplicaSet
+(pod-template-hash), so a rollout does not skew the spread; StatefulSets
+replace pods one at a time and count them all.
+*/}}
+{{- define "parley.topologySpread" -}}
+{{- $ts := .ctx.Values.topologySpread }}
+{{- if and $ts.enabled $ts.constraints }}
+topologySpreadConstraints:
+{{- range $ts.constraints }}
+  - topologyKey: {{ .topologyKey }}
+    maxSkew: {{ .maxSkew | default 1 }}
+    whenUnsatisfiable: {{ .whenUnsatisfiable | default "ScheduleAnyway" }}
+    labelSelector:
+      matchLabels:
+        {{- include "parley.selectorLabels" $ | nindent 8 }}
+    {{- if eq $.component "edge" }}
+    matchLabelKeys:
+      - pod-template-hash
+    {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+replicas of a workload, left out when a HorizontalPodAutoscaler owns the
+count (otherwise every helm upgrade would reset it): (dict "ctx" $
+"component" "ingest").
+*/}}
+{{- define "parley.replicas" -}}
+{{- $v := index .ctx.Values .component }}
+{{- if not (and $v.autoscaling $v.autoscaling.enabled) }}
+replicas: {{ $v.replicas }}
+{{- end }}
+{{- end }}
+
+{{/*
+The ports each component listens on, for the NetworkPolicies and the
+metrics Services. admin serves /healthz, /readyz and /metrics; the edge's
+is a port of its own, never its public one.
+*/}}
+{{- define "parley.ports" -}}
+edge: {public: 8080, admin: 8100, adminName: admin, grpc: 7100}
+ingest: {admin: 8101, adminName: http, grpc: 7101}
+fanout: {admin: 8103, adminName: http}
+persistence: {admin: 8102, adminName: http, grpc: 7102}
+presence: {admin: 8104, adminName: http, grpc: 7104}
+{{- end }}
+
+{{/*
+The distinct ports of a host:port list, for NetworkPolicy egress:
+(dict "value" .Values.kafka.brokers "name" "kafka.brokers"). Fails on an
+entry without a port.
+*/}}
+{{- define "parley.hostPorts" -}}
+{{- $ports := list }}
+{{- range (include "parley.hostList" . | splitList ",") }}
+{{- $p := regexFind ":[0-9]+$" (trim .) | trimPrefix ":" }}
+{{- if not $p }}
+{{- fail (printf "networkPolicy needs the port of every %s entry (host:port), got %q; or set the ports in networkPolicy" $.name (trim .)) }}
+{{- end }}
+{{- $ports = append $ports (int $p) }}
+{{- end }}
+{{- $ports | uniq | toJson }}
+{{- end }}
+
+{{/*
+"N replicas" or "autoscaled MIN-MAX replicas", for NOTES.txt:
+(dict "ctx" $ "component" "edge").
+*/}}
+{{- define "parley.notesReplicas" -}}
+{{- $v := index .ctx.Values .component }}
+{{- if and $v.autoscaling $v.autoscaling.enabled -}}
+autoscaled {{ $v.autoscaling.minReplicas }}-{{ $v.autoscaling.maxReplicas }} replicas
+{{- else -}}
+{{ $v.replicas }} replicas
 {{- end }}
 {{- end }}
