@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -139,9 +141,20 @@ func runFlood(b *testing.B) floodResult {
 	// The flooders: each a user of its own in a direct conversation with a
 	// user who is not connected, so what gets through costs the pipeline
 	// but delivers to nobody.
+	// FLOOD_FACTOR (100 by default) scales the flood against the limit:
+	// 1 sends exactly what the limit lets through, the same accepted load
+	// without refusals, to tell the cost of the load from that of the flood.
+	factor := 100.0
+	if v, err := strconv.ParseFloat(os.Getenv("FLOOD_FACTOR"), 64); err == nil && v > 0 {
+		factor = v
+	}
 	rate := edge.DefaultLimits().ConnMessages
+	perSecond := factor * rate.Events / rate.Per.Seconds()
 	every := 10 * time.Millisecond
-	perTick := int(100 * rate.Events / rate.Per.Seconds() * every.Seconds())
+	perTick := int(perSecond * every.Seconds())
+	if perTick < 1 {
+		perTick, every = 1, time.Duration(float64(time.Second)/perSecond)
+	}
 	fctx, stopFlood := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var sent, limited, accepted, other atomic.Int64
