@@ -6,10 +6,9 @@ import (
 	"os"
 
 	"github.com/parleychat/parley/pkg/server/daemon"
-	"github.com/parleychat/parley/pkg/server/kafkaconf"
 	"github.com/parleychat/parley/pkg/server/metrics"
-	"github.com/parleychat/parley/pkg/server/mtls"
 	"github.com/parleychat/parley/pkg/server/topics"
+	"github.com/parleychat/parley/pkg/server/transport"
 	"github.com/parleychat/parley/services/fanout"
 )
 
@@ -22,16 +21,10 @@ func main() {
 	noCache := fs.Bool("no-location-cache", false, "ask presence where recipients are for every batch instead of caching under a lease (for comparison)")
 	startupTimeout := fs.Duration("startup-timeout", daemon.EnvDuration("PARLEY_STARTUP_TIMEOUT", topics.StartupTimeout), "how long to wait at startup for Kafka to answer before exiting with an error (PARLEY_STARTUP_TIMEOUT)")
 	tr := daemon.TracingFlags(fs, "parley-fanout")
-	var tlsFiles mtls.Files
-	mtls.Register(fs, &tlsFiles, "", "", "internal gRPC")
-	kafkaSec := kafkaconf.Register(fs)
+	sec := transport.Register(fs)
 	daemon.Parse(fs, os.Args[1:])
 	log := daemon.Logger()
-	tlsSrc, err := mtls.OpenMutual(tlsFiles)
-	if err != nil {
-		os.Exit(daemon.Fail(log, err))
-	}
-	kafkaOpts, err := kafkaSec.Opts()
+	tlsSrc, kafkaOpts, err := sec.Open()
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}

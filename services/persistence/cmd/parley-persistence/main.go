@@ -13,10 +13,9 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/server/daemon"
-	"github.com/parleychat/parley/pkg/server/kafkaconf"
 	"github.com/parleychat/parley/pkg/server/metrics"
-	"github.com/parleychat/parley/pkg/server/mtls"
 	"github.com/parleychat/parley/pkg/server/topics"
+	"github.com/parleychat/parley/pkg/server/transport"
 	"github.com/parleychat/parley/services/persistence"
 	"github.com/parleychat/parley/services/persistence/history"
 	"github.com/parleychat/parley/services/persistence/history/cassandrastore"
@@ -40,19 +39,13 @@ func main() {
 	instance := fs.String("instance-id", daemon.Env("PARLEY_INSTANCE_ID", ""), "static consumer-group member id, stable across restarts (PARLEY_INSTANCE_ID)")
 	fs.DurationVar(&sc.startupTimeout, "startup-timeout", daemon.EnvDuration("PARLEY_STARTUP_TIMEOUT", topics.StartupTimeout), "how long to wait at startup for Kafka (and Cassandra, with -store cassandra) to answer before exiting with an error (PARLEY_STARTUP_TIMEOUT)")
 	tr := daemon.TracingFlags(fs, "parley-persistence")
-	var tlsFiles mtls.Files
-	mtls.Register(fs, &tlsFiles, "", "", "internal gRPC")
-	kafkaSec := kafkaconf.Register(fs)
+	sec := transport.Register(fs)
 	daemon.Parse(fs, os.Args[1:])
 	if sc.startupTimeout <= 0 {
 		sc.startupTimeout = topics.StartupTimeout
 	}
 	log := daemon.Logger()
-	tlsSrc, err := mtls.OpenMutual(tlsFiles)
-	if err != nil {
-		os.Exit(daemon.Fail(log, err))
-	}
-	kafkaOpts, err := kafkaSec.Opts()
+	tlsSrc, kafkaOpts, err := sec.Open()
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}

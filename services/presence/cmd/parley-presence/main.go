@@ -6,10 +6,9 @@ import (
 	"os"
 
 	"github.com/parleychat/parley/pkg/server/daemon"
-	"github.com/parleychat/parley/pkg/server/kafkaconf"
 	"github.com/parleychat/parley/pkg/server/metrics"
-	"github.com/parleychat/parley/pkg/server/mtls"
 	"github.com/parleychat/parley/pkg/server/topics"
+	"github.com/parleychat/parley/pkg/server/transport"
 	"github.com/parleychat/parley/services/presence"
 )
 
@@ -23,16 +22,10 @@ func main() {
 	lease := fs.Duration("lease", daemon.EnvDuration("PARLEY_PRESENCE_LEASE", presence.DefaultLease), "how long a silent edge keeps its sessions (PARLEY_PRESENCE_LEASE)")
 	startupTimeout := fs.Duration("startup-timeout", daemon.EnvDuration("PARLEY_STARTUP_TIMEOUT", topics.StartupTimeout), "how long to wait at startup for Kafka to answer before exiting with an error (PARLEY_STARTUP_TIMEOUT)")
 	tr := daemon.TracingFlags(fs, "parley-presence")
-	var tlsFiles mtls.Files
-	mtls.Register(fs, &tlsFiles, "", "", "internal gRPC")
-	kafkaSec := kafkaconf.Register(fs)
+	sec := transport.Register(fs)
 	daemon.Parse(fs, os.Args[1:])
 	log := daemon.Logger()
-	tlsSrc, err := mtls.OpenMutual(tlsFiles)
-	if err != nil {
-		os.Exit(daemon.Fail(log, err))
-	}
-	kafkaOpts, err := kafkaSec.Opts()
+	tlsSrc, kafkaOpts, err := sec.Open()
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
