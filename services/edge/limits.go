@@ -287,6 +287,8 @@ type connLimits struct {
 	// authed is set once the read loop runs: the keepalive pings only
 	// connections whose frames (and so pongs) are being read.
 	authed atomic.Bool
+	// wrote is when the writer last finished a batch (unix nanoseconds).
+	wrote atomic.Int64
 	// room wakes a read loop paused for its unwritten answers.
 	room chan struct{}
 	// Read loop only: refusals counts the frames refused in a row, and
@@ -675,6 +677,9 @@ func (s *Service) keepalive(ctx context.Context) {
 				go c.ws.Close(CloseIdle, "idle")
 				continue
 			}
+			if !c.needsPing(now, cfg.PingInterval) {
+				continue
+			}
 			select {
 			case pings <- struct{}{}:
 			case <-ctx.Done():
@@ -685,12 +690,30 @@ func (s *Service) keepalive(ctx context.Context) {
 	}
 }
 
-// ping pings the client; no pong within WriteTimeout ends the connection.
+// needsPing says whether the keepalive should ping c now. Not while it is
+// closing or being written to, nor within interval of a finished write:
+// a write proves the peer alive or ends under WriteTimeout anyway, and a
+// ping stuck behind a full socket holds the write lock that a resync
+// close needs, which then times out into a bare TCP close (queue.go).
+func (c *conn) needsPing(now time.Time, interval time.Duration) bool {
+	c.mu.Lock()
+	busy := c.closed || c.writing
+	c.mu.Unlock()
+	return !busy && now.Sub(time.Unix(0, c.lim.wrote.Load())) >= interval
+}
+
+// ping pings the client; no pong within WriteTimeout ends the connection,
+// unless it is already closing (a CloseNow would cut its close frame).
 func (c *conn) ping() {
 	ctx, cancel := context.WithTimeout(context.Background(), c.svc.cfg.WriteTimeout)
 	defer cancel()
 	if err := c.ws.Ping(ctx); err != nil {
-		c.ws.CloseNow()
+		c.mu.Lock()
+		closing := c.closed
+		c.mu.Unlock()
+		if !closing {
+			c.ws.CloseNow()
+		}
 	}
 }
 

@@ -368,3 +368,48 @@ func TestHeedAfterRefusals(t *testing.T) {
 		t.Fatalf("heeded = %d after an admitted frame, want still 1", n)
 	}
 }
+
+// TestKeepaliveLeavesBusyConnectionsAlone: the keepalive pings neither a
+// connection being written to or closing, nor one a batch was written to
+// within the ping interval. A ping stuck behind a stalled reader's full
+// socket held the write lock the resync close needed, which then timed
+// out into a bare TCP close (TestSlowReaderIsResynced saw EOF, not 4000).
+func TestKeepaliveLeavesBusyConnectionsAlone(t *testing.T) {
+	c, _ := pair(t, 64)
+	const interval = 30 * time.Second
+	now := time.Now()
+	if !c.needsPing(now, interval) {
+		t.Fatal("an idle connection never written to is not pinged")
+	}
+	c.mu.Lock()
+	c.writing = true
+	c.mu.Unlock()
+	if c.needsPing(now, interval) {
+		t.Fatal("a connection being written to is pinged")
+	}
+	c.mu.Lock()
+	c.writing, c.closed = false, true
+	c.mu.Unlock()
+	if c.needsPing(now, interval) {
+		t.Fatal("a closing connection is pinged")
+	}
+	c.mu.Lock()
+	c.closed = false
+	c.mu.Unlock()
+	if !c.push(&chatv1.Event{ConversationId: "c", Seq: 1}) {
+		t.Fatal("push refused")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for c.lim.wrote.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the writer never finished its batch")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if c.needsPing(time.Now(), interval) {
+		t.Fatal("a connection written to just now is pinged")
+	}
+	if !c.needsPing(time.Now().Add(interval), interval) {
+		t.Fatal("a connection last written to an interval ago is not pinged")
+	}
+}

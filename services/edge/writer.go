@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/parleychat/parley/pkg/wire"
@@ -18,7 +19,9 @@ func (c *conn) writeLoop() {
 		if batch == nil {
 			return
 		}
-		if !c.writeBatch(batch) {
+		ok := c.writeBatch(batch)
+		c.lim.wrote.Store(time.Now().UnixNano())
+		if !ok {
 			c.mu.Lock()
 			c.closed, c.queue, c.writing, c.resync = true, nil, false, false
 			c.mu.Unlock()
