@@ -193,9 +193,24 @@ func (c *conn) shutdown() {
 		c.svc.watchers.remove(c)
 		c.svc.reporter.disconnect(&presencev1.Session{SessionId: c.session, UserId: c.user, DeviceId: c.device})
 	}
-	c.ws.CloseNow()
+	c.closeSocket()
 	c.releaseLimits()
 	c.svc.live.remove(c)
+}
+
+// closeSocket closes the socket as the read loop ends, unless the writer
+// still owes the client the resync close (queue.go): a frame read after
+// the queue was dropped ends the read loop, and closing then would cut
+// the write in flight and the close frame behind it, leaving the client a
+// bare TCP close it cannot tell from a crash. The writer's close, or its
+// failed write (bounded by WriteTimeout), closes the socket instead.
+func (c *conn) closeSocket() {
+	c.mu.Lock()
+	owed := c.resync
+	c.mu.Unlock()
+	if !owed {
+		c.ws.CloseNow()
+	}
 }
 
 // liveConns is every accepted connection, authenticated or not, so that

@@ -124,6 +124,37 @@ func TestSlowConnectionIsDroppedWithResync(t *testing.T) {
 	}
 }
 
+// TestResyncCloseOutlivesTheReadLoop: a frame read after the queue was
+// dropped ends the read loop while the writer, stuck on the full socket,
+// still owes the resync close. Ending the read loop must not close the
+// socket under it: TestSlowReaderIsResynced (services/integration) saw
+// "unexpected EOF" mid-frame instead of 4000 when its device, stalled,
+// sent a frame before reading again.
+func TestResyncCloseOutlivesTheReadLoop(t *testing.T) {
+	c, client := pair(t, 10)
+	c.mu.Lock()
+	c.writing = true // the writer is stuck on a slow socket
+	c.mu.Unlock()
+	for i := range 11 {
+		c.push(&chatv1.Event{Seq: uint64(i + 1)})
+	}
+	c.mu.Lock()
+	owed := c.resync
+	c.mu.Unlock()
+	if !owed {
+		t.Fatal("the overflow left no resync close to the writer")
+	}
+	// The read loop ends (awaitRoom finds the connection closed) before
+	// the stuck write completes.
+	c.closeSocket()
+	go c.writeLoop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, _, err := client.Read(ctx); websocket.CloseStatus(err) != CloseResync {
+		t.Fatalf("client saw %v, want close %d", err, CloseResync)
+	}
+}
+
 // TestReceiptsGiveWayToEvents: receipts take at most half the queue, are
 // shed first when events need the room, never drop the connection, and
 // leave coalesced (one per device, the latest).
