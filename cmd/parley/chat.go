@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chzyer/readline"
+	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/sdk"
 	"github.com/parleychat/parley/pkg/server/daemon"
 
@@ -26,7 +27,7 @@ const chatHelp = `commands:
   /group TITLE [USER...]     open your group TITLE, creating it with USERs
   /add USER                  add USER to the open group
   /history                   the last 20 events of the open conversation
-  /quit                      leave
+  /quit                      leave (or Ctrl-D)
 anything else is sent to the open conversation`
 
 func chatCmd(args []string) int {
@@ -40,12 +41,23 @@ func chatCmd(args []string) int {
 	daemon.Parse(fs, args)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	ch, err := newChat(ctx, *url, *user, *device, os.Stdout)
+	// The line editor keeps the line being typed below everything printed
+	// through rl.Stdout(), and erases a line once it is entered: the
+	// message comes back as its delivery, so it shows once, in the order
+	// the server gave it.
+	rl, err := readline.NewEx(&readline.Config{Prompt: "> ", UniqueEditLine: true, InterruptPrompt: "^C"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer rl.Close()
+	ch, err := newChat(ctx, *url, *user, *device, rl.Stdout())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer ch.c.Close()
+	ch.onOpen = func(name string) { rl.SetPrompt(name + "> ") }
 	switch {
 	case *to != "":
 		ch.command(ctx, "/to "+*to)
@@ -57,11 +69,19 @@ func chatCmd(args []string) int {
 	ch.printf("type /help for commands\n")
 	lines := make(chan string)
 	go func() {
-		sc := bufio.NewScanner(os.Stdin)
-		for sc.Scan() {
-			lines <- sc.Text()
+		defer close(lines)
+		for {
+			// Ctrl-C (readline.ErrInterrupt) and Ctrl-D (io.EOF) end it.
+			line, err := rl.Readline()
+			if err != nil {
+				return
+			}
+			select {
+			case lines <- line:
+			case <-ctx.Done():
+				return
+			}
 		}
-		close(lines)
 	}()
 	for {
 		select {
@@ -82,12 +102,17 @@ func chatCmd(args []string) int {
 // chat is the terminal client's state.
 type chat struct {
 	c   *sdk.Client
+	me  string
 	out io.Writer
-	// mu guards open, list and titles: the event printer reads them.
-	mu     sync.Mutex
-	open   string
-	list   []*chatv1.Conversation
-	titles map[string]string
+	// onOpen, if set, is told the name of each conversation opened.
+	onOpen func(name string)
+	// outMu keeps lines whole: the event printer and commands both print.
+	outMu sync.Mutex
+	// mu guards open, list and names: the event printer reads them.
+	mu    sync.Mutex
+	open  string
+	list  []*chatv1.Conversation
+	names map[string]string
 }
 
 func newChat(ctx context.Context, url, user, device string, out io.Writer) (*chat, error) {
@@ -103,48 +128,183 @@ func newChat(ctx context.Context, url, user, device string, out io.Writer) (*cha
 	if err != nil {
 		return nil, err
 	}
-	ch := &chat{c: c, out: out, titles: map[string]string{}}
+	ch := &chat{c: c, me: c.UserID, out: out, names: map[string]string{}}
+	// Names for what the printer shows of other conversations; one that
+	// is not known yet is looked up when its first event comes.
+	if list, err := c.Conversations(dctx, 200); err == nil {
+		ch.remember(list)
+	}
 	go ch.printEvents()
 	return ch, nil
 }
 
-func (ch *chat) printf(format string, args ...any) { fmt.Fprintf(ch.out, format, args...) }
+func (ch *chat) printf(format string, args ...any) {
+	ch.outMu.Lock()
+	defer ch.outMu.Unlock()
+	fmt.Fprintf(ch.out, format, args...)
+}
 
 func (ch *chat) printEvents() {
 	for ev := range ch.c.Events() {
+		conv := ev.GetConversationId()
 		ch.mu.Lock()
-		open, title := ch.open, ch.titles[ev.GetConversationId()]
-		ch.mu.Unlock()
-		prefix := ""
-		if ev.GetConversationId() != open {
-			if title == "" {
-				title = ev.GetConversationId()[:8]
-			}
-			prefix = "[" + title + "] "
+		if name, ok := nameFromEvent(ev, ch.me); ok {
+			ch.names[conv] = name
 		}
-		ch.printf("%s%s\n", prefix, describe(ev))
+		open, name, known := ch.open, ch.names[conv], ch.names[conv] != ""
+		ch.mu.Unlock()
+		if conv != open && !known {
+			name = ch.lookup(conv)
+		}
+		ch.printf("%s\n", eventLine(ev, open, name, ch.me, time.Local))
 	}
 }
 
-func describe(ev *chatv1.Event) string {
-	at := ev.GetTime().AsTime().Local().Format("15:04:05")
+// lookup names a conversation the client has not seen yet (a group it
+// was added to, say) from a fresh conversation list. The list is a view
+// that trails live delivery by a moment, so it asks for up to 2 seconds.
+func (ch *chat) lookup(conv string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for {
+		if list, err := ch.c.Conversations(ctx, 200); err == nil {
+			ch.remember(list)
+		}
+		ch.mu.Lock()
+		name := ch.names[conv]
+		ch.mu.Unlock()
+		if name != "" {
+			return name
+		}
+		select {
+		case <-ctx.Done():
+			return ""
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (ch *chat) remember(list []*chatv1.Conversation) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	for _, c := range list {
+		ch.names[c.GetConversationId()] = title(c, ch.me)
+	}
+}
+
+// eventLine is how the printer shows ev: events of conversations other
+// than the open one are labelled with the conversation's name (name;
+// its id's first 8 characters when no name is known).
+func eventLine(ev *chatv1.Event, open, name, me string, loc *time.Location) string {
+	line := describe(ev, me, loc)
+	if conv := ev.GetConversationId(); conv != open {
+		if name == "" {
+			name = conv[:min(8, len(conv))]
+		}
+		line = "[" + name + "] " + line
+	}
+	return line
+}
+
+// describe renders one event for me, with its time in loc.
+func describe(ev *chatv1.Event, me string, loc *time.Location) string {
+	at := ev.GetTime().AsTime().In(loc).Format("15:04:05")
+	who := ev.GetSenderId()
 	switch b := ev.GetBody().(type) {
 	case *chatv1.Event_MessagePosted:
-		return fmt.Sprintf("%s %s: %s", at, ev.GetSenderId(), b.MessagePosted.GetText())
+		return fmt.Sprintf("%s %s: %s", at, who, b.MessagePosted.GetText())
 	case *chatv1.Event_MemberAdded:
-		return fmt.Sprintf("%s * %s added %s", at, ev.GetSenderId(), b.MemberAdded.GetUserId())
+		return fmt.Sprintf("%s * %s added %s", at, who, b.MemberAdded.GetUserId())
+	case *chatv1.Event_MemberRemoved:
+		return fmt.Sprintf("%s * %s removed %s", at, who, b.MemberRemoved.GetUserId())
+	case *chatv1.Event_MemberLeft:
+		return fmt.Sprintf("%s * %s left", at, b.MemberLeft.GetUserId())
+	case *chatv1.Event_MemberJoined:
+		return fmt.Sprintf("%s * %s joined", at, b.MemberJoined.GetUserId())
+	case *chatv1.Event_ConversationRenamed:
+		return fmt.Sprintf("%s * %s renamed this conversation %q", at, who, b.ConversationRenamed.GetTitle())
+	case *chatv1.Event_MessageEdited:
+		return fmt.Sprintf("%s * %s edited message %d: %s", at, who, b.MessageEdited.GetTargetSeq(), b.MessageEdited.GetText())
+	case *chatv1.Event_MessageDeleted:
+		return fmt.Sprintf("%s * %s deleted message %d", at, who, b.MessageDeleted.GetTargetSeq())
 	case *chatv1.Event_ConversationCreated:
-		return fmt.Sprintf("%s * %s started this conversation with %s", at, ev.GetSenderId(), strings.Join(b.ConversationCreated.GetMemberIds(), ", "))
+		return fmt.Sprintf("%s * %s", at, created(who, b.ConversationCreated))
 	}
 	return fmt.Sprintf("%s * event %d", at, ev.GetSeq())
 }
 
-func (ch *chat) setOpen(conv, title string) {
+// created describes a creation: memberIds holds the creator too, who is
+// not among the people they started it with.
+func created(creator string, cc *chatv1.ConversationCreated) string {
+	var others []string
+	for _, m := range cc.GetMemberIds() {
+		if m != creator {
+			others = append(others, m)
+		}
+	}
+	with := ""
+	if len(others) > 0 {
+		with = " with " + strings.Join(others, ", ")
+	}
+	switch cc.GetKind() {
+	case chatv1.ConversationKind_CONVERSATION_KIND_GROUP:
+		return fmt.Sprintf("%s created the group %q%s", creator, cc.GetTitle(), with)
+	case chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL:
+		return fmt.Sprintf("%s created the channel %q%s", creator, cc.GetTitle(), with)
+	}
+	return fmt.Sprintf("%s started this conversation%s", creator, with)
+}
+
+// nameFromEvent is the conversation's name for me when ev tells it: its
+// creation (a title, or the other member of a direct conversation) or a
+// rename.
+func nameFromEvent(ev *chatv1.Event, me string) (string, bool) {
+	switch b := ev.GetBody().(type) {
+	case *chatv1.Event_ConversationCreated:
+		cc := b.ConversationCreated
+		return title(&chatv1.Conversation{Kind: cc.GetKind(), Title: cc.GetTitle(), MemberIds: cc.GetMemberIds()}, me), true
+	case *chatv1.Event_ConversationRenamed:
+		return b.ConversationRenamed.GetTitle(), true
+	}
+	return "", false
+}
+
+// directNamespace and directID derive a direct conversation's id as
+// docs/PROTOCOL.md ("Direct conversation ids") says: the client knows it
+// before it sends createConversation, so it can show the conversation's
+// header before the creation event arrives.
+var directNamespace = uuid.MustParse("6f0e5bb4-6a42-4a50-9d0c-8f7b4b7d9a11")
+
+func directID(a, b string) string {
+	if a > b {
+		a, b = b, a
+	}
+	return uuid.NewSHA1(directNamespace, []byte(a+"\x00"+b)).String()
+}
+
+// setOpen makes conv the open conversation and prints its header; it
+// returns the conversation open before, for undoing.
+func (ch *chat) setOpen(conv, name string) (prevConv, prevName string) {
+	ch.mu.Lock()
+	prevConv, prevName = ch.open, ch.names[ch.open]
+	ch.open = conv
+	ch.names[conv] = name
+	ch.mu.Unlock()
+	ch.printf("-- %s --\n", name)
+	if ch.onOpen != nil {
+		ch.onOpen(name)
+	}
+	return prevConv, prevName
+}
+
+// restore goes back to the conversation open before a failed open.
+func (ch *chat) restore(conv, name string) {
 	ch.mu.Lock()
 	ch.open = conv
-	ch.titles[conv] = title
 	ch.mu.Unlock()
-	ch.printf("-- %s --\n", title)
+	if ch.onOpen != nil {
+		ch.onOpen(name)
+	}
 }
 
 func (ch *chat) command(ctx context.Context, line string) {
@@ -171,17 +331,15 @@ func (ch *chat) do(ctx context.Context, line string) error {
 		if err != nil {
 			return err
 		}
+		ch.remember(list)
 		ch.mu.Lock()
 		ch.list = list
-		for _, c := range list {
-			ch.titles[c.GetConversationId()] = title(c, ch.c.UserID)
-		}
 		ch.mu.Unlock()
 		if len(list) == 0 {
 			ch.printf("no conversations yet: /to USER or /group TITLE USER...\n")
 		}
 		for i, c := range list {
-			ch.printf("%2d. %-24s %s\n", i+1, title(c, ch.c.UserID), c.GetLastMessagePreview())
+			ch.printf("%2d. %-24s %s\n", i+1, title(c, ch.me), c.GetLastMessagePreview())
 		}
 	case "/open":
 		var n int
@@ -195,17 +353,24 @@ func (ch *chat) do(ctx context.Context, line string) error {
 		}
 		c := ch.list[n-1]
 		ch.mu.Unlock()
-		ch.setOpen(c.GetConversationId(), title(c, ch.c.UserID))
+		ch.setOpen(c.GetConversationId(), title(c, ch.me))
 		return ch.history(ctx, c.GetConversationId())
 	case "/to":
 		if len(fields) != 2 {
 			return fmt.Errorf("usage: /to USER")
 		}
+		// Open it before asking, so that its creation event, which may
+		// come before the answer, prints under its header.
+		conv := directID(ch.me, fields[1])
+		prev, prevName := ch.setOpen(conv, fields[1])
 		acc, err := ch.c.OpenDirect(ctx, fields[1])
 		if err != nil {
+			ch.restore(prev, prevName)
 			return err
 		}
-		ch.setOpen(acc.GetConversationId(), fields[1])
+		if acc.GetConversationId() != conv {
+			ch.setOpen(acc.GetConversationId(), fields[1])
+		}
 		if acc.GetDuplicate() {
 			return ch.history(ctx, acc.GetConversationId())
 		}
@@ -217,17 +382,24 @@ func (ch *chat) do(ctx context.Context, line string) error {
 		if err != nil {
 			return err
 		}
+		ch.remember(list)
 		for _, c := range list {
 			if c.GetKind() == chatv1.ConversationKind_CONVERSATION_KIND_GROUP && c.GetTitle() == fields[1] {
 				ch.setOpen(c.GetConversationId(), c.GetTitle())
 				return ch.history(ctx, c.GetConversationId())
 			}
 		}
-		acc, err := ch.c.CreateGroup(ctx, fields[1], fields[2:]...)
+		// The client picks the id, so the header can come first here too.
+		conv := uuid.Must(uuid.NewV7()).String()
+		prev, prevName := ch.setOpen(conv, fields[1])
+		_, err = ch.c.Do(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_CreateConversation{CreateConversation: &clientv1.CreateConversation{
+			ClientMsgId: sdk.NewClientMsgID(), Kind: chatv1.ConversationKind_CONVERSATION_KIND_GROUP, Title: fields[1], MemberIds: fields[2:],
+			ConversationId: conv,
+		}}})
 		if err != nil {
+			ch.restore(prev, prevName)
 			return err
 		}
-		ch.setOpen(acc.GetConversationId(), fields[1])
 	case "/add":
 		if open == "" || len(fields) != 2 {
 			return fmt.Errorf("usage: /add USER, with a group open")
@@ -266,15 +438,15 @@ func (ch *chat) history(ctx context.Context, conv string) error {
 		return err
 	}
 	for _, ev := range page.GetEvents() {
-		ch.printf("%s\n", describe(ev))
+		ch.printf("%s\n", describe(ev, ch.me, time.Local))
 	}
 	return nil
 }
 
-// title names a conversation for user: the group title, or the other
-// member of a direct conversation.
+// title names a conversation for user: the group's or channel's title,
+// or the other member of a direct conversation.
 func title(c *chatv1.Conversation, user string) string {
-	if c.GetKind() == chatv1.ConversationKind_CONVERSATION_KIND_GROUP {
+	if c.GetKind() != chatv1.ConversationKind_CONVERSATION_KIND_DIRECT {
 		return c.GetTitle()
 	}
 	for _, m := range c.GetMemberIds() {

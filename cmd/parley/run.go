@@ -20,6 +20,7 @@ func runCmd(args []string) int {
 	var limits edge.Limits
 	limits.RegisterFlags(fs)
 	tr := daemon.TracingFlags(fs, "parley")
+	fs.Usage = usageWithEnv(fs, "parley run [flags]", runEnv)
 	insecureDev := fs.Bool("insecure-dev", daemon.Env("PARLEY_INSECURE_DEV", "") == "1", "serve dev tokens (and the dev secret, if PARLEY_JWT_SECRET is unset) on a non-loopback -http address (PARLEY_INSECURE_DEV=1): anyone who reaches it can act as any user")
 	daemon.Parse(fs, args)
 	log := daemon.Logger()
@@ -48,6 +49,26 @@ func runCmd(args []string) int {
 		}()
 		return p.Run(ctx)
 	})
+}
+
+// runEnv lists what `parley run` reads from the environment only.
+const runEnv = `
+environment:
+  PARLEY_JWT_SECRET  the HS256 secret the edge verifies client tokens with,
+                     and parley token and parley chat sign them with: any
+                     random string of at least 16 bytes (openssl rand
+                     -base64 32); give your app's login the same one.
+                     Unset: the public dev secret, on loopback only.
+  PARLEY_LOG_LEVEL   debug, info, warn or error
+`
+
+// usageWithEnv is a -h that prints the flags, then env.
+func usageWithEnv(fs *flag.FlagSet, synopsis, env string) func() {
+	return func() {
+		fmt.Fprintf(fs.Output(), "usage: %s\n\nflags:\n", synopsis)
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), env)
+	}
 }
 
 func kfakeCmd(args []string) int {

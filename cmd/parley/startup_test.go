@@ -80,3 +80,17 @@ func checkOneLine(t *testing.T, out string, want ...string) {
 		}
 	}
 }
+
+// TestRunHelpListsJWTSecret: `parley run -h` names PARLEY_JWT_SECRET, which
+// no flag carries, and its minimum length.
+func TestRunHelpListsJWTSecret(t *testing.T) {
+	out, err := exec.Command("go", "run", ".", "run", "-h").CombinedOutput()
+	if exit := (*exec.ExitError)(nil); err != nil && !errors.As(err, &exit) {
+		t.Fatalf("go run . run -h: %v\n%s", err, out)
+	}
+	for _, want := range []string{"PARLEY_JWT_SECRET", "at least 16 bytes", "-insecure-dev"} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("parley run -h does not say %q:\n%s", want, out)
+		}
+	}
+}

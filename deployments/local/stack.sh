@@ -14,6 +14,10 @@
 #                                      secure stack)
 #   stack.sh check                     admin round trip to Kafka, CQL query
 #   stack.sh fetch [kafka|cassandra]   only fill the jar cache
+#
+# The stack is one per machine (its ports and state folder are shared by
+# every clone): up, down, start and stop refuse while another clone's
+# stack runs, naming that clone; FORCE=1 overrides.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -732,6 +736,55 @@ acquire_lock() {
   flock -w 900 9 || die "another stack.sh holds $STATE_DIR/.lock"
 }
 
+# One stack per machine, one owner: the state folder and ports are
+# shared by every clone of the repository, so the clone that started the
+# running stack is recorded (its root, in $STATE_DIR/owner), and up, down,
+# start and stop from another clone refuse while it runs: one clone's
+# `make down` must not stop the stack another clone's tests are using.
+# FORCE=1 acts anyway. A stack started before owners were recorded, or
+# by a clone that no longer exists, is anyone's.
+owner_file() { echo "$STATE_DIR/owner"; }
+
+stack_running() {
+  local c
+  for c in $ALL_COMPONENTS; do
+    comp_pid "$c" >/dev/null && return 0
+  done
+  return 1
+}
+
+# check_owner VERB: die unless this clone may VERB the running stack.
+check_owner() {
+  local verb=$1 owner
+  stack_running || return 0
+  [[ -s $(owner_file) ]] || return 0
+  owner=$(head -n 1 "$(owner_file)")
+  [[ $owner == "$REPO_ROOT" ]] && return 0
+  if [[ ! -d $owner ]]; then
+    warn "the running stack was started by $owner, which no longer exists; this clone takes it over"
+    return 0
+  fi
+  if [[ ${FORCE:-0} == 1 ]]; then
+    warn "FORCE=1: acting on the stack started by the clone at $owner"
+    return 0
+  fi
+  die "the Kafka and Cassandra running from $STATE_DIR were started by another clone, $owner (this one is $REPO_ROOT); its tests may be using them, so this clone does not $verb them. Run 'make down' in $owner when it is done, or run this with FORCE=1 to $verb them anyway."
+}
+
+# claim_owner records this clone as the owner, unless another clone's
+# stack runs (FORCE=1 acts on it without taking it over).
+claim_owner() {
+  if [[ -s $(owner_file) ]] && [[ $(head -n 1 "$(owner_file)") != "$REPO_ROOT" ]] && [[ -d $(head -n 1 "$(owner_file)") ]] && stack_running; then
+    return 0
+  fi
+  printf '%s\n' "$REPO_ROOT" >"$(owner_file)"
+}
+
+# release_owner forgets the owner once nothing runs.
+release_owner() {
+  stack_running || rm -f "$(owner_file)"
+}
+
 cmd_fetch() {
   local comps c
   comps=$(parse_components "$@")
@@ -750,6 +803,8 @@ cmd_up() {
   acquire_lock
   STATE_DIR=$(abs_dir "$STATE_DIR")
   CACHE_DIR=$(abs_dir "$CACHE_DIR")
+  check_owner start
+  claim_owner
   for c in $comps; do
     fetch_component "$c"
   done
@@ -875,9 +930,11 @@ cmd_down() {
     comps=$ALL_COMPONENTS
   fi
   acquire_lock
+  check_owner stop
   for c in $comps; do
     stop_component "$c"
   done
+  release_owner
   if ((purge)); then
     for c in $comps; do
       dir=$(comp_state "$c")
@@ -905,6 +962,9 @@ cmd_status() {
     fi
   done
   printf 'cache %s\nstate %s\n' "$CACHE_DIR" "$STATE_DIR"
+  if stack_running && [[ -s $(owner_file) ]]; then
+    printf 'owner %s\n' "$(head -n 1 "$(owner_file)")"
+  fi
 }
 
 # The settings the services and tests read. A secure stack (see

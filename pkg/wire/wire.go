@@ -4,14 +4,17 @@
 package wire
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -91,7 +94,7 @@ func DecodeClient(f Format, data []byte) (*clientv1.ClientFrame, *Error) {
 	switch f {
 	case Binary:
 		if err := proto.Unmarshal(data, frame); err != nil {
-			return nil, Errorf(chatv1.ErrorCode_ERROR_CODE_MALFORMED_FRAME, "not a protobuf ClientFrame: %v", err)
+			return readableID(binaryRequestID(data)), Errorf(chatv1.ErrorCode_ERROR_CODE_MALFORMED_FRAME, "not a protobuf ClientFrame: %v", err)
 		}
 	case JSON:
 		if err := strictJSON.Unmarshal(data, frame); err != nil {
@@ -101,7 +104,7 @@ func DecodeClient(f Format, data []byte) (*clientv1.ClientFrame, *Error) {
 			if lenientJSON.Unmarshal(data, lenient) == nil && lenient.GetFrame() == nil {
 				return lenient, Errorf(chatv1.ErrorCode_ERROR_CODE_UNKNOWN_FRAME, "no known frame type: %v", err)
 			}
-			return nil, Errorf(chatv1.ErrorCode_ERROR_CODE_MALFORMED_FRAME, "not a protojson ClientFrame: %v", err)
+			return readableID(jsonRequestID(data)), Errorf(chatv1.ErrorCode_ERROR_CODE_MALFORMED_FRAME, "not a protojson ClientFrame: %v", err)
 		}
 	default:
 		return nil, Errorf(chatv1.ErrorCode_ERROR_CODE_INTERNAL, "unknown format %d", f)
@@ -110,6 +113,60 @@ func DecodeClient(f Format, data []byte) (*clientv1.ClientFrame, *Error) {
 		return frame, Errorf(chatv1.ErrorCode_ERROR_CODE_UNKNOWN_FRAME, "frame has no known type")
 	}
 	return frame, nil
+}
+
+// readableID is the frame a MALFORMED_FRAME answer comes with: only the
+// request id that could be read from it, if any, so the answer echoes it.
+func readableID(id string) *clientv1.ClientFrame {
+	if id == "" {
+		return nil
+	}
+	return &clientv1.ClientFrame{RequestId: id}
+}
+
+// jsonRequestID is the request id of a text frame that is a JSON object
+// whose "requestId" (or "request_id") member is a string, however wrong
+// the rest of it is; empty otherwise.
+func jsonRequestID(data []byte) string {
+	var members map[string]json.RawMessage
+	if json.Unmarshal(data, &members) != nil {
+		return ""
+	}
+	for _, name := range []string{"requestId", "request_id"} {
+		var id string
+		// encoding/json would read invalid UTF-8 as U+FFFD: an id the
+		// client never sent.
+		if raw, ok := members[name]; ok && utf8.Valid(raw) && json.Unmarshal(raw, &id) == nil {
+			return id
+		}
+	}
+	return ""
+}
+
+// binaryRequestID is the request id (field 1, a string) of a binary frame
+// whose fields parse at the protobuf wire level up to it; empty if it is
+// not valid UTF-8 or the bytes break before it.
+func binaryRequestID(data []byte) string {
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 {
+			return ""
+		}
+		data = data[n:]
+		if num == 1 && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(data)
+			if n < 0 || !utf8.Valid(v) {
+				return ""
+			}
+			return string(v)
+		}
+		n = protowire.ConsumeFieldValue(num, typ, data)
+		if n < 0 {
+			return ""
+		}
+		data = data[n:]
+	}
+	return ""
 }
 
 // DecodeServer decodes a server frame (the SDK's side).

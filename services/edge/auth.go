@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
+	"time"
 	"unicode"
 
 	"github.com/google/uuid"
@@ -20,8 +22,20 @@ import (
 func (c *conn) authenticate(ctx context.Context) bool {
 	actx, cancel := context.WithTimeout(ctx, c.svc.cfg.AuthTimeout)
 	defer cancel()
-	data, ferr, err := c.readFrame(actx)
-	if err != nil {
+	// The timeout is not the read's deadline: coder/websocket drops the
+	// TCP connection when a read's context ends, with no close frame, and
+	// a client could not tell that from a network loss. The timer tells
+	// it (UNAUTHENTICATED, then 4001), unless the first frame came first.
+	var settled atomic.Bool
+	timer := time.AfterFunc(c.svc.cfg.AuthTimeout, func() {
+		if settled.CompareAndSwap(false, true) {
+			c.writeNow(ctx, wire.ErrorFrame("", wire.Errorf(chatv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "no authenticate frame within %v", c.svc.cfg.AuthTimeout)))
+			c.ws.Close(CloseUnauthenticated, "authentication timeout")
+		}
+	})
+	defer timer.Stop()
+	data, ferr, err := c.readFrame(ctx)
+	if err != nil || !settled.CompareAndSwap(false, true) {
 		return false
 	}
 	fail := func(reqID string, e *wire.Error) bool {
@@ -34,7 +48,7 @@ func (c *conn) authenticate(ctx context.Context) bool {
 	}
 	frame, derr := wire.DecodeClient(c.format, data)
 	if derr != nil {
-		return fail(frame.GetRequestId(), derr)
+		return fail(echoable(frame.GetRequestId()), derr)
 	}
 	a := frame.GetAuthenticate()
 	if a == nil {

@@ -141,7 +141,12 @@ func (c *conn) readLoop() {
 		}
 		frame, derr := wire.DecodeClient(c.format, data)
 		if derr != nil {
-			c.answer(orRefused(c.admitBad(), wire.ErrorFrame(frame.GetRequestId(), derr)))
+			// The request id, when it could be read, is echoed whatever
+			// the answer: a client can tell which request failed.
+			id := echoable(frame.GetRequestId())
+			answer := orRefused(c.admitBad(), wire.ErrorFrame(id, derr))
+			answer.RequestId = id
+			c.answer(answer)
 			continue
 		}
 		if refused := c.admit(frame); refused != nil {

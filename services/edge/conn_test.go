@@ -119,9 +119,44 @@ func TestSlowConnectionIsDroppedWithResync(t *testing.T) {
 	go c.writeLoop()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, _, err := client.Read(ctx); websocket.CloseStatus(err) != CloseResync {
-		t.Fatalf("client saw %v, want close %d", err, CloseResync)
+	wantResync(ctx, t, client)
+}
+
+// wantResync: the client is told RESYNC by an error frame, then closed
+// with 4000.
+func wantResync(ctx context.Context, t *testing.T, client *websocket.Conn) {
+	t.Helper()
+	_, data, err := client.Read(ctx)
+	if err != nil {
+		t.Fatalf("client saw %v, want an error RESYNC frame before close %d", err, CloseResync)
 	}
+	if f, err := wire.DecodeServer(wire.Binary, data); err != nil || f.GetError().GetCode() != chatv1.ErrorCode_ERROR_CODE_RESYNC || f.GetRequestId() != "" {
+		t.Fatalf("client got %v (%v), want an error RESYNC without a request id", f, err)
+	}
+	if _, _, err := client.Read(ctx); websocket.CloseStatus(err) != CloseResync {
+		t.Fatalf("client saw %v after the error frame, want close %d", err, CloseResync)
+	}
+}
+
+// TestIdleConnectionIsDroppedWithResync: with no writer running when the
+// queue overflows (the client read everything so far), the edge still
+// sends the error RESYNC, then closes with 4000.
+func TestIdleConnectionIsDroppedWithResync(t *testing.T) {
+	c, client := pair(t, 4)
+	// An ephemeral-free queue that overflows with no writer at work: the
+	// items go straight into the queue under the lock, as if the writer
+	// had not started yet.
+	c.mu.Lock()
+	for i := range 4 {
+		c.queue = append(c.queue, item{event: &chatv1.Event{Seq: uint64(i + 1)}, size: 1})
+	}
+	c.mu.Unlock()
+	if c.push(&chatv1.Event{Seq: 5}) {
+		t.Fatal("push beyond the limit accepted")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	wantResync(ctx, t, client)
 }
 
 // TestResyncCloseOutlivesTheReadLoop: a frame read after the queue was

@@ -765,6 +765,15 @@ func heldSize(evs []*chatv1.Event) int {
 }
 
 // orRefused is refused if it is set, else answer.
+// echoable is the request id of a frame that did not decode, for its
+// answer to echo: none if it is longer than MaxRequestIDBytes.
+func echoable(id string) string {
+	if len(id) > MaxRequestIDBytes {
+		return ""
+	}
+	return id
+}
+
 func orRefused(refused, answer *clientv1.ServerFrame) *clientv1.ServerFrame {
 	if refused != nil {
 		return refused

@@ -1,6 +1,8 @@
 package edge
 
 import (
+	"context"
+
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
 )
@@ -124,7 +126,7 @@ func (c *conn) enqueueLocked(it item) bool {
 		c.svc.stats.resyncs.Add(1)
 		c.svc.log.Warn("edge: slow connection dropped", "user", c.user, "session", c.session, "queue_limit", c.svc.cfg.QueueLimit, "queue_bytes", c.svc.lim.cfg.QueueBytes)
 		if !writer {
-			go c.ws.Close(CloseResync, "resync")
+			go c.closeResync()
 		}
 		return false
 	}
@@ -157,9 +159,19 @@ func (c *conn) take() []item {
 	c.resync = false
 	c.mu.Unlock()
 	if resync {
-		c.ws.Close(CloseResync, "resync")
+		c.closeResync()
 	}
 	return nil
+}
+
+// closeResync tells the client why before the close: an error RESYNC
+// without a request id, then close 4000. Both are small and bounded by
+// WriteTimeout; a socket that takes neither ends with a bare TCP close,
+// which the client resumes from the same way.
+func (c *conn) closeResync() {
+	c.writeNow(context.Background(), errorFrame(chatv1.ErrorCode_ERROR_CODE_RESYNC,
+		"this connection fell too far behind and its queue was dropped: reconnect and resume from the last seq of each conversation", ""))
+	c.ws.Close(CloseResync, "resync")
 }
 
 // fullLocked reports whether it would pass the queue's bound in items or

@@ -276,3 +276,65 @@ func TestLimitsAtTheEdge(t *testing.T) {
 		}
 	})
 }
+
+// TestPingBurstWhileReading (issue 19): a client that reads continuously
+// and sends a burst of 1,600 pings with the default limits is never
+// closed: every ping is answered, with its request id, by pong or by
+// RATE_LIMITED with a retryAfterMs. Its answers are bounded by
+// MaxOutstanding, far below the queue bound, so requests alone never make
+// the edge close a connection with 4000.
+func TestPingBurstWhileReading(t *testing.T) {
+	const pings = 1600
+	e, stop := startWith(t, platform.Config{DataDir: t.TempDir()})
+	defer stop()
+	ws := authed(t, e, "alice", wire.SubprotocolJSON)
+	ctx, cancel := context.WithTimeout(tctx(t), 60*time.Second)
+	defer cancel()
+	type tally struct {
+		pongs, limited int
+		err            error
+	}
+	done := make(chan tally, 1)
+	go func() {
+		var n tally
+		for seen := map[string]bool{}; n.pongs+n.limited < pings; {
+			_, data, err := ws.Read(ctx)
+			if err != nil {
+				n.err = err
+				break
+			}
+			f, err := wire.DecodeServer(wire.JSON, data)
+			switch {
+			case err != nil:
+				n.err = err
+			case seen[f.GetRequestId()] || f.GetRequestId() == "":
+				n.err = fmt.Errorf("answer %v: request id empty or answered before", f)
+			case f.GetPong() != nil:
+				n.pongs++
+			case f.GetError().GetCode() == chatv1.ErrorCode_ERROR_CODE_RATE_LIMITED && f.GetError().GetRetryAfterMs() > 0:
+				n.limited++
+			default:
+				n.err = fmt.Errorf("unexpected answer %v", f)
+			}
+			if n.err != nil {
+				break
+			}
+			seen[f.GetRequestId()] = true
+		}
+		done <- n
+	}()
+	for i := range pings {
+		data, _ := wire.Encode(wire.JSON, &clientv1.ClientFrame{RequestId: fmt.Sprint(i), Frame: &clientv1.ClientFrame_Ping{Ping: &clientv1.Ping{}}})
+		if err := ws.Write(ctx, websocket.MessageText, data); err != nil {
+			t.Fatalf("ping %d: %v", i, err)
+		}
+	}
+	n := <-done
+	if n.err != nil {
+		t.Fatalf("after %d pongs and %d RATE_LIMITED: %v (close code %d)", n.pongs, n.limited, n.err, websocket.CloseStatus(n.err))
+	}
+	t.Logf("%d pings: %d pong, %d RATE_LIMITED", pings, n.pongs, n.limited)
+	if n.limited == 0 {
+		t.Errorf("no RATE_LIMITED in a burst of %d pings: the request rate did not apply", pings)
+	}
+}

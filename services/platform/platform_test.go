@@ -12,6 +12,7 @@ import (
 	"github.com/parleychat/parley/pkg/sdk"
 	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/wire"
+	"github.com/parleychat/parley/services/edge"
 	"github.com/parleychat/parley/services/platform"
 	"google.golang.org/protobuf/proto"
 
@@ -424,6 +425,44 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
+	// MALFORMED_FRAME echoes the request id when it can be read: a JSON
+	// object with a string requestId, or protobuf bytes that parse up to
+	// field 1; an id over 64 bytes is not echoed.
+	t.Run("malformed frames echo a readable request id", func(t *testing.T) {
+		long := strings.Repeat("r", edge.MaxRequestIDBytes+1)
+		for _, tc := range []struct {
+			name, json string
+			proto      []byte
+			id         string
+		}{
+			{"unknown field in a known frame", `{"requestId":"m1","ping":{"bogus":1}}`, nil, "m1"},
+			{"a field of the wrong type", `{"request_id":"m2","getHistory":{"limit":"many"}}`, nil, "m2"},
+			{"broken bytes after the request id", "", []byte{0x0a, 0x02, 'm', '3', 0x5a, 0xff}, "m3"},
+			{"unreadable", `{"requestId":"m4",`, []byte{0x5a, 0xff, 0x0a, 0x02, 'm', '4'}, ""},
+			{"too long to echo", `{"requestId":"` + long + `","ping":{"bogus":1}}`, nil, ""},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				for _, sp := range []string{wire.SubprotocolJSON, wire.SubprotocolProto} {
+					f, _ := wire.FormatFor(sp)
+					data, typ := []byte(tc.json), websocket.MessageText
+					if f == wire.Binary {
+						data, typ = tc.proto, websocket.MessageBinary
+					}
+					if len(data) == 0 {
+						continue
+					}
+					ws := authed(t, e, "bob", sp)
+					if err := ws.Write(ctx, typ, data); err != nil {
+						t.Fatal(err)
+					}
+					frame := readFrame(t, ws, f)
+					if frame.GetError().GetCode() != chatv1.ErrorCode_ERROR_CODE_MALFORMED_FRAME || frame.GetRequestId() != tc.id {
+						t.Fatalf("%s: answer %v, want MALFORMED_FRAME with request id %q", sp, frame, tc.id)
+					}
+				}
+			})
+		}
+	})
 	t.Run("text frame on the binary subprotocol", func(t *testing.T) {
 		ws := authed(t, e, "bob", wire.SubprotocolProto)
 		if err := ws.Write(ctx, websocket.MessageText, []byte("{}")); err != nil {
