@@ -123,6 +123,10 @@ CRASH_ROUNDS ?= 50
 crash: ## kill -9 `parley run` CRASH_ROUNDS (50) times mid-traffic, checking every guarantee after each restart (PARLEY_CRASH_SEED replays)
 	PARLEY_CRASH_ROUNDS=$(CRASH_ROUNDS) go test -count=1 -run '^TestCrashLoop$$' -v -timeout 60m ./cmd/parley
 
+.PHONY: sdk-js-test
+sdk-js-test: ## the JavaScript SDK (sdk/js): npm ci, its types, and its tests against a real `parley run`
+	cd sdk/js && npm ci --no-audit --no-fund && npm test
+
 .PHONY: fuzz-short
 fuzz-short: ## each fuzz target for FUZZTIME (60,000 runs)
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
@@ -149,7 +153,7 @@ chaos-short: ## the chaos run in short mode (60 devices, 1 minute of faults, abo
 		go run ./cmd/parley-chaos -short -report "$${TMPDIR:-/tmp}/parley-chaos-short.json" $(CHAOS_FLAGS)
 
 .PHONY: test
-test: proto-check lint helm-check test-all chaos-short fuzz-short ## everything CI runs
+test: proto-check lint helm-check sdk-js-test test-all chaos-short fuzz-short ## everything CI runs
 	@echo "make test: all green"
 
 .PHONY: run-stack
