@@ -51,7 +51,8 @@ async function waitHistory(c, conv, seq) {
 }
 
 for (const subprotocol of ['json', 'binary']) {
-  describe(`${subprotocol} subprotocol`, () => {
+  // Timeouts turn a wait that never ends into a failure.
+  describe(`${subprotocol} subprotocol`, { timeout: 120000 }, () => {
     const wire = subprotocol === 'json' ? 'parley.v1.json' : 'parley.v1.proto';
 
     test('speaks the subprotocol and delivers each conversation in order', async () => {
@@ -242,7 +243,7 @@ for (const subprotocol of ['json', 'binary']) {
       assert.equal(seen[0].state, 'PRESENCE_STATE_ONLINE');
     });
 
-    test('token provider: a token about to expire is refreshed on the connection', async () => {
+    test('token provider: a token about to expire is refreshed on the connection', { timeout: 15000 }, async () => {
       const alice = uniq('alice');
       const reasons = [];
       const c = new Client({
