@@ -64,16 +64,23 @@ $(BIN)/protoc-gen-go:
 $(BIN)/protoc-gen-go-grpc:
 	GOBIN=$(BIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 PROTO_TOOLS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
+# The JavaScript SDK's generator (protoc-gen-es) and runtime come from npm,
+# pinned by sdk/js/package-lock.json; npm ci rewrites this hidden lockfile,
+# so it marks an install as current.
+SDK_JS_MODULES := sdk/js/node_modules/.package-lock.json
+$(SDK_JS_MODULES): sdk/js/package-lock.json
+	cd sdk/js && npm ci --no-audit --no-fund
 
 .PHONY: proto
-proto: $(PROTO_TOOLS) ## lint the .proto files and regenerate pkg/pb
+proto: $(PROTO_TOOLS) $(SDK_JS_MODULES) ## lint the .proto files and regenerate pkg/pb and sdk/js/gen
 	$(BIN)/buf lint
 	$(BIN)/buf generate
+	$(BIN)/buf generate --template buf.gen.js.yaml
 
 .PHONY: proto-check
-proto-check: proto ## fail if regenerating changes the committed code, or if a .proto change breaks the wire
-	@if [ -n "$$(git status --porcelain -- pkg/pb)" ]; then \
-		echo "generated code is stale: run 'make proto' and commit pkg/pb"; git status --short -- pkg/pb; exit 1; fi
+proto-check: proto ## fail if regenerating changes the committed code (pkg/pb, sdk/js/gen), or if a .proto change breaks the wire
+	@if [ -n "$$(git status --porcelain -- pkg/pb sdk/js/gen)" ]; then \
+		echo "generated code is stale: run 'make proto' and commit pkg/pb and sdk/js/gen"; git status --short -- pkg/pb sdk/js/gen; exit 1; fi
 	@if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then \
 		$(BIN)/buf breaking --against '.git#ref=HEAD~1'; fi
 
@@ -116,6 +123,10 @@ CRASH_ROUNDS ?= 50
 crash: ## kill -9 `parley run` CRASH_ROUNDS (50) times mid-traffic, checking every guarantee after each restart (PARLEY_CRASH_SEED replays)
 	PARLEY_CRASH_ROUNDS=$(CRASH_ROUNDS) go test -count=1 -run '^TestCrashLoop$$' -v -timeout 60m ./cmd/parley
 
+.PHONY: sdk-js-test
+sdk-js-test: ## the JavaScript SDK (sdk/js): npm ci, its types, and its tests against a real `parley run`
+	cd sdk/js && npm ci --no-audit --no-fund && npm test
+
 .PHONY: fuzz-short
 fuzz-short: ## each fuzz target for FUZZTIME (60,000 runs)
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
@@ -142,7 +153,7 @@ chaos-short: ## the chaos run in short mode (60 devices, 1 minute of faults, abo
 		go run ./cmd/parley-chaos -short -report "$${TMPDIR:-/tmp}/parley-chaos-short.json" $(CHAOS_FLAGS)
 
 .PHONY: test
-test: proto-check lint helm-check test-all chaos-short fuzz-short ## everything CI runs
+test: proto-check lint helm-check sdk-js-test test-all chaos-short fuzz-short ## everything CI runs
 	@echo "make test: all green"
 
 .PHONY: run-stack

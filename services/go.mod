@@ -12,6 +12,7 @@ require (
 	github.com/google/uuid v1.6.0
 	github.com/parleychat/parley/pkg v0.0.0
 	github.com/parleychat/parley/pkg/server v0.0.0
+	github.com/parleychat/parley/sdk/js v0.0.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.72.0
@@ -89,3 +90,5 @@ replace github.com/parleychat/parley/pkg => ../pkg
 replace github.com/parleychat/parley/pkg/server => ../pkg/server
 
 exclude google.golang.org/genproto v0.0.0-20230410155749-daa745c078e1
+
+replace github.com/parleychat/parley/sdk/js => ../sdk/js

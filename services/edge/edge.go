@@ -52,6 +52,7 @@ import (
 	"github.com/parleychat/parley/pkg/server/presenceclient"
 	"github.com/parleychat/parley/pkg/server/rpcdial"
 	"github.com/parleychat/parley/pkg/server/tracing"
+	sdkjs "github.com/parleychat/parley/sdk/js"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -228,6 +229,7 @@ func (s *Service) routes() http.Handler {
 	// admin listener (admin.go).
 	mux.HandleFunc("GET /ws", s.serveWS)
 	mux.Handle("GET /", pageHandler())
+	mux.Handle("GET /sdk/", sdkHandler())
 	if s.cfg.DevTokens {
 		mux.HandleFunc("GET /v1/dev/token", s.devToken)
 	}
@@ -239,6 +241,12 @@ func (s *Service) routes() http.Handler {
 func pageHandler() http.Handler {
 	page, _ := fs.Sub(webui, "webui")
 	return http.FileServerFS(page)
+}
+
+// sdkHandler serves the JavaScript SDK's ES modules (sdk/js/src) at
+// /sdk/, where the page's protocol.js imports them from.
+func sdkHandler() http.Handler {
+	return http.StripPrefix("/sdk", http.FileServerFS(sdkjs.Browser()))
 }
 
 func (s *Service) devToken(w http.ResponseWriter, r *http.Request) {

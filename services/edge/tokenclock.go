@@ -61,12 +61,12 @@ func (c *conn) stopTokenClock() {
 	}
 }
 
-// nextTokenTickLocked is how long until the warning is due, or the expiry
-// once warned (or too close to warn ahead).
+// nextTokenTickLocked is how long until the warning is due (at once when
+// less than the warning is left), or until the expiry once warned.
 func (c *conn) nextTokenTickLocked(now time.Time) time.Duration {
 	left := c.token.expires.Sub(now)
-	if !c.token.warned && left > c.svc.cfg.TokenWarning {
-		return left - c.svc.cfg.TokenWarning
+	if !c.token.warned {
+		return max(left-c.svc.cfg.TokenWarning, 0)
 	}
 	return max(left, 0)
 }

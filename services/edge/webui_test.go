@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	sdkjs "github.com/parleychat/parley/sdk/js"
 )
 
 var (
@@ -93,6 +95,12 @@ func TestPageModules(t *testing.T) {
 			t.Errorf("index.html does not preload %s", p)
 		}
 		for _, m := range importFrom.FindAllStringSubmatch(src, -1) {
+			if sdkPath, ok := strings.CutPrefix(m[1], "/sdk/"); ok {
+				if _, err := fs.Stat(sdkjs.Browser(), sdkPath); err != nil {
+					t.Errorf("%s imports %s, which the SDK does not have: %v", p, m[1], err)
+				}
+				continue
+			}
 			if dep := path.Join(path.Dir(p), m[1]); !modules[dep] {
 				t.Errorf("%s imports %s, which is not embedded", p, dep)
 			}
@@ -103,5 +111,41 @@ func TestPageModules(t *testing.T) {
 	}
 	if _, ctype := get("css/parley.css"); ctype != "text/css" {
 		t.Errorf("GET /css/parley.css: Content-Type %q", ctype)
+	}
+}
+
+// TestSDKModules: the JavaScript SDK is served at /sdk/ as JavaScript, and
+// its modules import one another by relative paths, which a browser
+// resolves without an import map.
+func TestSDKModules(t *testing.T) {
+	srv := httptest.NewServer(sdkHandler())
+	defer srv.Close()
+	files, err := fs.Glob(sdkjs.Browser(), "*.js")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("SDK files: %v %v", files, err)
+	}
+	served := map[string]bool{}
+	for _, f := range files {
+		res, err := http.Get(srv.URL + "/sdk/" + f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		mt, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type"))
+		if res.StatusCode != http.StatusOK || (mt != "text/javascript" && mt != "application/javascript") {
+			t.Errorf("GET /sdk/%s: %s, Content-Type %q", f, res.Status, mt)
+		}
+		served[f] = true
+		for _, m := range importFrom.FindAllStringSubmatch(string(body), -1) {
+			// codec-proto.js, the binary codec, is imported lazily and
+			// only by a page that resolves @bufbuild/protobuf itself.
+			if !strings.HasPrefix(m[1], "./") && f != "codec-proto.js" {
+				t.Errorf("%s imports %s statically: the page cannot resolve a package name", f, m[1])
+			}
+		}
+	}
+	if !served["index.js"] {
+		t.Error("the SDK has no index.js")
 	}
 }

@@ -1,15 +1,14 @@
-// The WebSocket protocol client: connect, authenticate, resume, requests
-// and their answers, pushes, keep-alive and reconnecting. It knows no DOM
-// and no page state: the page hears from it through on(), and asks it
-// things through start, stop, retry and request.
+// The page's side of the WebSocket protocol: the SDK (@parley/sdk, served
+// by the edge at /sdk/) connects, authenticates, resumes, dedupes, orders
+// and reconnects; this module turns its states into what the page shows,
+// and its errors into the page's words. It knows no DOM and no page
+// state: the page hears from it through on(), and asks it things through
+// start, stop, retry and request.
 
-var SUBPROTOCOL = 'parley.v1.json';
-var PING_EVERY_MS = 25000;
-var PONG_TIMEOUT_MS = 10000;
+import { Client as SdkClient } from '/sdk/index.js';
+
 var REQUEST_TIMEOUT_MS = 20000;
-var BACKOFF_MAX_MS = 15000;
 var CLOSE_RESYNC = 4000;
-var CLOSE_UNAUTHENTICATED = 4001;
 
 var ERROR_TEXT = {
   ERROR_CODE_NOT_MEMBER: 'You share no conversation with this user.',
@@ -109,7 +108,9 @@ export function fetchToken(name) {
 //   signedOut(message): the token is refused for good;
 //   error(err), notice(text, info): for the user to see; info marks a
 //     notice as news rather than a failure;
-//   events, receipts, typing, presence, flags (list): pushes.
+//   events, receipts, typing, presence, flags (list): pushes. The SDK
+//     drops events delivered before and fills gaps from history, so each
+//     conversation's events come in seq order, none twice.
 export class Client {
   // opts: url() the WebSocket URL; deviceId() this device's id;
   // cursors() the last seq shown of each conversation, to resume from.
@@ -119,23 +120,14 @@ export class Client {
     this.user = '';
     this.token = '';
     this.tokenFresh = false; // fetched since the last successful authentication
-    this.needToken = false;  // the server rejected the token: fetch a new one first
     this.me = null;
-    this.ws = null;
-    this.connected = false;  // authenticated on this.ws
+    this.sdk = null;
+    this.connected = false;  // authenticated; requests go out at once
     // epoch changes with every connection and drop: a caller compares it
     // before and after an answer to know it is from the same connection.
     this.epoch = 0;
-    this.nextRequest = 1;
-    this.pending = new Map();
-    this.backoff = 0;
-    this.reconnectAt = 0;
-    this.reconnectTimer = 0;
     this.countdownTimer = 0;
-    this.pingTimer = 0;
-    // resuming is the catch-up asked for in the last authenticate, until
-    // the resumed frame ends it.
-    this.resuming = null;
+    this.resumeTimer = 0;
   }
 
   on(name, fn) { this.handlers[name] = fn; return this; }
@@ -145,279 +137,165 @@ export class Client {
   // start signs user in with token; fresh says it was fetched just now,
   // so a refusal is final rather than a reason to fetch another.
   start(user, token, fresh) {
+    this.stop();
     this.user = user;
     this.token = token;
     this.tokenFresh = !!fresh;
-    this.needToken = false;
-    this.connect();
+    var self = this;
+    var sdk = new SdkClient({
+      url: this.opts.url,
+      deviceId: this.opts.deviceId(),
+      getToken: function (info) { return self.getToken(sdk, info.reason); },
+      cursors: this.opts.cursors,
+      reconnect: { minDelayMs: 1000, maxDelayMs: 15000 },
+      requestTimeoutMs: REQUEST_TIMEOUT_MS
+    });
+    this.sdk = sdk;
+    sdk.on('state', function (s) { if (self.sdk === sdk) self.onState(sdk, s); });
+    sdk.on('events', function (evs) { if (self.sdk === sdk) self.emit('events', evs); });
+    sdk.on('receipts', function (rs) { if (self.sdk === sdk) self.emit('receipts', rs); });
+    sdk.on('typing', function (ts) { if (self.sdk === sdk) self.emit('typing', ts); });
+    sdk.on('presence', function (ps) { if (self.sdk === sdk) self.emit('presence', ps); });
+    sdk.on('flags', function (fs) { if (self.sdk === sdk) self.emit('flags', fs); });
+    sdk.on('error', function (e) { if (self.sdk === sdk) self.onUnsolicitedError(e); });
+    sdk.connect().catch(function () { /* reported by the closed state */ });
   }
 
   // stop signs out: the connection closes and no other is made.
   stop() {
-    var ws = this.ws;
-    this.setSocket(null);
-    if (ws) {
-      detach(ws);
-      try { ws.close(1000, 'signed out'); } catch (e) { /* ignore */ }
-    }
-    this.rejectPending();
-    this.stopPing();
-    if (this.resuming) { clearTimeout(this.resuming.timer); this.resuming = null; }
-    clearTimeout(this.reconnectTimer);
+    var sdk = this.sdk;
+    this.sdk = null;
+    if (sdk) sdk.close();
+    if (this.connected) this.setConnected(false);
     clearInterval(this.countdownTimer);
+    clearTimeout(this.resumeTimer);
     this.user = '';
     this.token = '';
     this.tokenFresh = false;
-    this.needToken = false;
     this.me = null;
-    this.backoff = 0;
   }
 
   // retry reconnects now rather than when the backoff says.
   retry() {
-    if (this.token && !this.ws) { this.backoff = 0; this.reconnect(); }
+    if (this.sdk && !this.connected) this.sdk.reconnectNow();
   }
 
-  request(body, timeoutMs) { return this.send(body, timeoutMs, false); }
+  // request sends body and resolves with the answering frame. It does not
+  // wait for a connection: without one it fails at once (DISCONNECTED),
+  // and the page retries when it is back.
+  request(body, timeoutMs) {
+    var sdk = this.sdk;
+    if (!sdk || !this.connected) return Promise.reject(new ParleyError('DISCONNECTED', ''));
+    return sdk.request(body, { timeoutMs: timeoutMs || REQUEST_TIMEOUT_MS, wait: false, rateLimitRetries: 0 })
+      .catch(function (err) { throw pageError(err); });
+  }
 
-  setSocket(ws) {
-    this.ws = ws;
-    this.connected = false;
+  setConnected(on) {
+    this.connected = on;
     this.epoch++;
   }
 
-  connect() {
-    clearTimeout(this.reconnectTimer);
-    clearInterval(this.countdownTimer);
-    if (!this.token) return;
-    this.emit('status', 'connecting', { phase: 'connect' });
-    var ws;
-    try {
-      ws = new WebSocket(this.opts.url(), [SUBPROTOCOL]);
-    } catch (e) {
-      this.emit('error', e);
-      this.scheduleReconnect();
-      return;
-    }
-    this.setSocket(ws);
-    this.nextRequest = 1;
-    this.pending = new Map();
+  // getToken gives the SDK the token for a connection: the one the page
+  // holds, or a fresh one from the dev endpoint once the server refused
+  // it or warns that it expires.
+  getToken(sdk, reason) {
+    if (reason === 'connect' || reason === 'reconnect') return this.token;
     var self = this;
-    ws.onopen = function () { self.authenticate(ws); };
-    ws.onmessage = function (e) { if (typeof e.data === 'string') self.onFrame(ws, e.data); };
-    ws.onclose = function (e) { self.onClose(ws, e.code, e.reason); };
-    ws.onerror = function () { /* a close event follows */ };
-  }
-
-  authenticate(ws) {
-    if (ws !== this.ws) return;
-    var self = this;
-    if (ws.protocol && ws.protocol !== SUBPROTOCOL) {
-      this.emit('notice', 'The server picked an unexpected subprotocol: ' + ws.protocol);
-    }
-    // The first frame of a connection; its requestId is "1". After a drop
-    // it names the last seq shown of each conversation, and the server
-    // sends what was missed, in order, before the live events.
-    var cursors = this.opts.cursors();
-    var deviceId = this.opts.deviceId();
-    var auth = { token: this.token, deviceId: deviceId };
-    if (cursors.length) auth.resume = cursors;
-    this.send({ authenticate: auth }, REQUEST_TIMEOUT_MS, true).then(function (f) {
-      if (ws !== self.ws) return;
-      var a = f.authenticated || {};
-      self.me = { userId: a.userId || self.user, deviceId: a.deviceId || deviceId, sessionId: a.sessionId || '' };
-      self.connected = true;
-      self.backoff = 0;
-      self.tokenFresh = false;
-      self.startPing(ws);
-      self.emit('authenticated', self.me);
-      if (cursors.length) {
-        self.emit('status', 'connecting', { phase: 'catch-up' });
-        // If the end of the catch-up never comes, sync the old way.
-        var timer = setTimeout(function () { if (self.resuming && self.ws === ws) self.onResumed(ws, null); }, REQUEST_TIMEOUT_MS);
-        self.resuming = { timer: timer };
-      } else {
-        self.emit('status', 'connected');
-        self.emit('ready', null);
-      }
+    var user = this.user;
+    this.emit('status', 'connecting', { phase: 'token' });
+    return fetchToken(user).then(function (token) {
+      if (self.sdk !== sdk) return token;
+      self.token = token;
+      self.tokenFresh = true;
+      self.emit('token', token);
+      return token;
     }, function (err) {
-      if (ws !== self.ws) return;
-      if (err.code === 'ERROR_CODE_TOKEN_EXPIRED' || err.code === 'ERROR_CODE_UNAUTHENTICATED') {
-        if (self.tokenFresh && err.code === 'ERROR_CODE_UNAUTHENTICATED') {
-          // A token minted a moment ago was refused: retrying will not help.
-          self.emit('signedOut', describe(err));
-          return;
-        }
-        self.needToken = true;
-        self.emit('notice', describe(err), err.code === 'ERROR_CODE_TOKEN_EXPIRED');
-      } else {
-        self.emit('error', err);
+      if (self.sdk === sdk && !err.network && err.status && err.status >= 400 && err.status < 500) {
+        self.emit('signedOut', describe(err));
+        self.stop();
       }
-      // The server closes the connection after a failed authentication;
-      // make sure we do not hang if it does not.
-      if (err.code !== 'DISCONNECTED') self.dropSocket(ws);
+      throw err;
     });
   }
 
-  // onResumed ends a catch-up: the page syncs only the conversations it
-  // did not bring up to date.
-  onResumed(ws, resumed) {
-    if (ws !== this.ws || !this.resuming) return;
-    clearTimeout(this.resuming.timer);
-    this.resuming = null;
-    var caughtUp = new Set();
-    ((resumed && resumed.caughtUp) || []).forEach(function (cur) { caughtUp.add(cur.conversationId); });
-    this.emit('status', 'connected');
-    this.emit('ready', caughtUp);
+  onState(sdk, s) {
+    var self = this;
+    if (s.state === 'connecting') {
+      clearInterval(this.countdownTimer);
+      if (s.reason !== 'rejected') this.emit('status', 'connecting', { phase: 'connect' });
+    } else if (s.state === 'connected') {
+      var a = s.authenticated || {};
+      this.me = { userId: a.userId || this.user, deviceId: a.deviceId || sdk.deviceId, sessionId: a.sessionId || '' };
+      this.tokenFresh = false;
+      this.setConnected(true);
+      this.emit('authenticated', this.me);
+      if (s.resuming) {
+        this.emit('status', 'connecting', { phase: 'catch-up' });
+        // If the end of the catch-up never comes, sync the old way.
+        var epoch = this.epoch;
+        clearTimeout(this.resumeTimer);
+        this.resumeTimer = setTimeout(function () {
+          if (self.sdk === sdk && self.epoch === epoch) { self.emit('status', 'connected'); self.emit('ready', null); }
+        }, REQUEST_TIMEOUT_MS);
+      } else {
+        this.emit('status', 'connected');
+        this.emit('ready', null);
+      }
+    } else if (s.state === 'resumed') {
+      clearTimeout(this.resumeTimer);
+      var caughtUp = new Set();
+      ((s.resumed && s.resumed.caughtUp) || []).forEach(function (cur) { caughtUp.add(cur.conversationId); });
+      this.emit('status', 'connected');
+      this.emit('ready', caughtUp);
+    } else if (s.state === 'reconnecting') {
+      this.dropped();
+      var err = s.error;
+      if (err && err.closeCode === CLOSE_RESYNC) this.emit('notice', ERROR_TEXT.ERROR_CODE_RESYNC, true);
+      else if (err && (err.code === 'ERROR_CODE_TOKEN_EXPIRED' || err.code === 'ERROR_CODE_UNAUTHENTICATED')) {
+        this.emit('notice', describe(pageError(err)), err.code === 'ERROR_CODE_TOKEN_EXPIRED');
+      } else if (err && err.server && err.code !== 'ERROR_CODE_RATE_LIMITED') this.emit('error', pageError(err));
+      var at = Date.now() + s.delayMs;
+      var tick = function () {
+        var left = Math.max(0, Math.ceil((at - Date.now()) / 1000));
+        self.emit('status', 'disconnected', { retryIn: left });
+      };
+      tick();
+      clearInterval(this.countdownTimer);
+      this.countdownTimer = setInterval(tick, 1000);
+    } else if (s.state === 'closed') {
+      this.dropped();
+      clearInterval(this.countdownTimer);
+      if (this.sdk !== sdk) return;
+      this.sdk = null;
+      var cause = s.error && s.error.code === 'AUTH_REJECTED' ? s.error.cause || s.error : s.error;
+      this.emit('signedOut', describe(pageError(cause)));
+    }
   }
 
-  onFrame(ws, data) {
-    if (ws !== this.ws) return;
-    var f;
-    try { f = JSON.parse(data); } catch (e) { return; }
-    if (!f || typeof f !== 'object') return;
-    if (f.resumed) {
-      // It carries the authenticate frame's requestId, answered already.
-      this.onResumed(ws, f.resumed);
-      return;
-    }
-    if (f.requestId) {
-      var p = this.pending.get(f.requestId);
-      if (p) {
-        this.pending.delete(f.requestId);
-        clearTimeout(p.timer);
-        if (f.error) p.reject(new ParleyError(f.error.code, f.error.message, f.error.clientMsgId));
-        else p.resolve(f);
-        return;
-      }
-      if (f.error) this.onUnsolicitedError(f.error);
-      return;
-    }
-    if (f.events) this.emit('events', (f.events && f.events.events) || []);
-    else if (f.receipts) this.emit('receipts', f.receipts.receipts || []);
-    else if (f.typing) this.emit('typing', f.typing.typing || []);
-    else if (f.presence) this.emit('presence', f.presence.presence || []);
-    else if (f.flags) this.emit('flags', f.flags.flags || []);
-    else if (f.error) this.onUnsolicitedError(f.error);
+  // dropped: the connection is gone, once per connection.
+  dropped() {
+    clearTimeout(this.resumeTimer);
+    if (!this.connected) return;
+    this.setConnected(false);
+    this.emit('closed');
   }
 
   onUnsolicitedError(e) {
-    var err = new ParleyError(e.code, e.message, e.clientMsgId);
+    var err = pageError(e);
     this.emit('notice', describe(err), e.code === 'ERROR_CODE_RESYNC');
   }
-
-  rejectPending() {
-    var pending = this.pending;
-    this.pending = new Map();
-    pending.forEach(function (p) {
-      clearTimeout(p.timer);
-      p.reject(new ParleyError('DISCONNECTED', 'connection lost'));
-    });
-  }
-
-  onClose(ws, code) {
-    if (ws !== this.ws) return;
-    detach(ws);
-    this.setSocket(null);
-    if (this.resuming) { clearTimeout(this.resuming.timer); this.resuming = null; }
-    this.stopPing();
-    this.rejectPending();
-    this.emit('closed');
-    if (!this.token) return;
-    if (code === CLOSE_UNAUTHENTICATED) this.needToken = true;
-    if (code === CLOSE_RESYNC) this.emit('notice', ERROR_TEXT.ERROR_CODE_RESYNC, true);
-    this.scheduleReconnect();
-  }
-
-  dropSocket(ws) {
-    if (ws !== this.ws) return;
-    try { ws.close(); } catch (e) { /* ignore */ }
-    this.onClose(ws, 1006);
-  }
-
-  scheduleReconnect() {
-    var self = this;
-    clearTimeout(this.reconnectTimer);
-    clearInterval(this.countdownTimer);
-    // Exponential, drawn between half and all of it, so the pages an edge
-    // restart cut off do not all come back in the same instant.
-    var delay = Math.min(BACKOFF_MAX_MS, 1000 * Math.pow(2, this.backoff));
-    delay = delay / 2 + Math.random() * delay / 2;
-    this.backoff = Math.min(this.backoff + 1, 10);
-    this.reconnectAt = Date.now() + delay;
-    var tick = function () {
-      var left = Math.max(0, Math.ceil((self.reconnectAt - Date.now()) / 1000));
-      self.emit('status', 'disconnected', { retryIn: left });
-    };
-    tick();
-    this.countdownTimer = setInterval(tick, 1000);
-    this.reconnectTimer = setTimeout(function () { self.reconnect(); }, delay);
-  }
-
-  reconnect() {
-    var self = this;
-    clearTimeout(this.reconnectTimer);
-    clearInterval(this.countdownTimer);
-    if (!this.token || this.ws) return;
-    if (!this.needToken) { this.connect(); return; }
-    this.emit('status', 'connecting', { phase: 'token' });
-    var user = this.user;
-    fetchToken(user).then(function (token) {
-      if (self.user !== user) return;
-      self.token = token;
-      self.tokenFresh = true;
-      self.needToken = false;
-      self.emit('token', token);
-      self.connect();
-    }, function (err) {
-      if (self.user !== user) return;
-      if (!err.network && err.status && err.status >= 400 && err.status < 500) self.emit('signedOut', describe(err));
-      else { self.emit('error', err); self.scheduleReconnect(); }
-    });
-  }
-
-  // send frames body with the next requestId; beforeAuth lets the
-  // authenticate frame go before the connection is authenticated.
-  send(body, timeoutMs, beforeAuth) {
-    var self = this;
-    return new Promise(function (resolve, reject) {
-      var ws = self.ws;
-      if (!ws || ws.readyState !== WebSocket.OPEN || (!self.connected && !beforeAuth)) {
-        reject(new ParleyError('DISCONNECTED', ''));
-        return;
-      }
-      var requestId = String(self.nextRequest++);
-      var pending = self.pending;
-      var timer = setTimeout(function () {
-        if (pending.delete(requestId)) reject(new ParleyError('TIMEOUT', ''));
-      }, timeoutMs || REQUEST_TIMEOUT_MS);
-      pending.set(requestId, { resolve: resolve, reject: reject, timer: timer });
-      var frame = { requestId: requestId };
-      for (var k in body) if (Object.prototype.hasOwnProperty.call(body, k)) frame[k] = body[k];
-      try {
-        ws.send(JSON.stringify(frame));
-      } catch (e) {
-        pending.delete(requestId);
-        clearTimeout(timer);
-        reject(new ParleyError('DISCONNECTED', String(e && e.message || e)));
-      }
-    });
-  }
-
-  startPing(ws) {
-    var self = this;
-    this.stopPing();
-    this.pingTimer = setInterval(function () {
-      if (ws !== self.ws || !self.connected) return;
-      self.request({ ping: {} }, PONG_TIMEOUT_MS).catch(function (err) {
-        if (err.code === 'TIMEOUT') self.dropSocket(ws);
-      });
-    }, PING_EVERY_MS);
-  }
-
-  stopPing() { clearInterval(this.pingTimer); this.pingTimer = 0; }
 }
 
-function detach(ws) {
-  ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+// pageError gives an SDK error the page's codes: a request that could
+// not go or whose connection dropped is DISCONNECTED.
+function pageError(err) {
+  if (!err) return new ParleyError('DISCONNECTED', '');
+  var code = err.code;
+  if (code === 'CONNECTION_LOST' || code === 'NOT_CONNECTED' || code === 'CLOSED') code = 'DISCONNECTED';
+  if (typeof code === 'string' && code.indexOf('ERROR_CODE_') === 0 || code === 'DISCONNECTED' || code === 'TIMEOUT') {
+    var out = new ParleyError(code, err.serverMessage || '', err.clientMsgId);
+    if (err.retryAfterMs) out.retryAfterMs = err.retryAfterMs;
+    return out;
+  }
+  return err;
 }
