@@ -116,6 +116,13 @@ test-all: ## every Go test, with real Kafka and Cassandra up (started and stoppe
 		PARLEY_STACK_CONTROL=1 go test -race -count=1 -timeout 10m -run "^($(STACK_CONTROL_TESTS))$$" -v ./services/integration'
 
 
+.PHONY: web-test
+# The page's browser tests (web/test): playwright-core drives Debian's
+# Chromium (PARLEY_CHROMIUM to use another) against a `parley run` of
+# their own; screenshots land in web/test/artifacts.
+web-test: ## the web page at 390 and 1280 px and unread across devices, in Chromium (needs node, npm, /usr/bin/chromium)
+	cd web/test && npm ci --no-audit --no-fund && npm test
+
 # TestCrashLoop (cmd/parley) runs in test-all with its default of 10
 # rounds; this is the same test with many more kills on one data folder.
 CRASH_ROUNDS ?= 50
@@ -153,7 +160,7 @@ chaos-short: ## the chaos run in short mode (60 devices, 1 minute of faults, abo
 		go run ./cmd/parley-chaos -short -report "$${TMPDIR:-/tmp}/parley-chaos-short.json" $(CHAOS_FLAGS)
 
 .PHONY: test
-test: proto-check lint helm-check sdk-js-test test-all chaos-short fuzz-short ## everything CI runs
+test: proto-check lint helm-check sdk-js-test web-test test-all chaos-short fuzz-short ## everything CI runs
 	@echo "make test: all green"
 
 .PHONY: run-stack

@@ -67,7 +67,7 @@ func (w *webEnv) tab(user string) context.Context {
 		chromedp.Evaluate(catchErrors, nil),
 		chromedp.SendKeys("#user-input", user, chromedp.ByQuery),
 		chromedp.Click("#login-button", chromedp.ByQuery),
-		chromedp.WaitVisible("#new-direct-input", chromedp.ByQuery),
+		chromedp.WaitVisible("#new-button", chromedp.ByQuery),
 	); err != nil {
 		w.t.Fatalf("%s signs in: %v", user, err)
 	}
@@ -130,10 +130,14 @@ func (w *webEnv) click(tctx context.Context, who, expr string) {
 	w.t.Fatalf("%s: nothing to click at %s%s", who, expr, w.dump(tctx))
 }
 
-// typeInto types text into the input sel, after clearing it.
+// typeInto types text into the input sel, after clearing it; an input
+// of the forms behind the sidebar's "New" button opens them first.
 func (w *webEnv) typeInto(tctx context.Context, who, sel, text string) {
 	w.t.Helper()
 	var cleared bool
+	if err := w.eval(tctx, `(() => { const p = Q(`+jsq(sel)+`).closest('#new-panel'); if (p && p.hidden) Q('#new-button').click(); return true; })()`, &cleared); err != nil {
+		w.t.Fatalf("%s opens the form of %s: %v", who, sel, err)
+	}
 	if err := chromedp.Run(tctx, chromedp.WaitVisible(sel, chromedp.ByQuery)); err != nil {
 		w.t.Fatalf("%s types into %s: %v", who, sel, err)
 	}

@@ -85,7 +85,7 @@ func TestWebChatPage(t *testing.T) {
 			chromedp.WaitVisible("#user-input", chromedp.ByQuery),
 			chromedp.SendKeys("#user-input", user, chromedp.ByQuery),
 			chromedp.Click("#login-button", chromedp.ByQuery),
-			chromedp.WaitVisible("#new-direct-input", chromedp.ByQuery),
+			chromedp.WaitVisible("#new-button", chromedp.ByQuery),
 		); err != nil {
 			t.Fatalf("%s signs in: %v", user, err)
 		}
@@ -107,6 +107,7 @@ func TestWebChatPage(t *testing.T) {
 	}
 
 	if err := chromedp.Run(alice,
+		chromedp.Click("#new-button", chromedp.ByQuery),
 		chromedp.SendKeys("#new-direct-input", "bob", chromedp.ByQuery),
 		chromedp.Click("#new-direct-button", chromedp.ByQuery),
 		chromedp.WaitVisible("#composer-input", chromedp.ByQuery),

@@ -170,7 +170,7 @@ func TestReplayReproducesViews(t *testing.T) {
 		for _, c := range l {
 			got = append(got, fmt.Sprintf("%s muted=%v pinned=%v unread=%d", c.GetTitle(), c.GetMuted(), c.GetPinned(), c.GetUnreadCount()))
 		}
-		want := []string{"news muted=false pinned=true unread=3", " muted=false pinned=false unread=0", "the team muted=true pinned=false unread=0"}
+		want := []string{"news muted=false pinned=true unread=1", " muted=false pinned=false unread=0", "the team muted=true pinned=false unread=0"}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("alice's rebuilt list:\n got  %v\n want %v", got, want)
 		}

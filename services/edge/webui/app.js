@@ -13,7 +13,7 @@ import { initHeader, loadBlocks, renderChatHeader } from './view/header.js';
 import { checkIdle, IDLE_CHECK_MS, onActivity, onPresence, updateWatch } from './view/presence.js';
 import { onTyping, renderTypingLine, resetTypingOut, stopTyping } from './view/typing.js';
 import { flushOutbox, initComposer, renderOutbox } from './view/composer.js';
-import { initForms } from './view/forms.js';
+import { initForms, setNewPanel } from './view/forms.js';
 
 var CONNECTING_TEXT = { connect: 'connecting…', 'catch-up': 'catching up…', token: 'signing in again…' };
 
@@ -47,7 +47,6 @@ function enterApp() {
   $('whoami').hidden = false;
   $('signout').hidden = false;
   $('me-user').textContent = state.user;
-  $('me-device').textContent = getDeviceId();
   renderList();
   renderChat();
 }
@@ -75,6 +74,7 @@ function signOut(message) {
   clearTimeout(state.watchTimer);
   state.idleSent = false;
   closeConvMenu();
+  setNewPanel(false);
   document.title = 'Parley';
   ssSet(SS_USER, '');
   ssSet(SS_TOKEN, '');
@@ -105,7 +105,6 @@ function onStatus(kind, detail) {
 function onAuthenticated(me) {
   state.me = me;
   $('me-user').textContent = me.userId;
-  $('me-device').textContent = me.deviceId;
   $('whoami').title = 'user ' + me.userId + ', device ' + me.deviceId + ', session ' + me.sessionId;
   // A new connection starts not idle, and watches no one.
   state.idleSent = false;

@@ -12,6 +12,9 @@ export var ROLE_ADMIN = 'MEMBER_ROLE_ADMIN';
 export var ROLE_MEMBER = 'MEMBER_ROLE_MEMBER';
 export var MAX_TITLE_BYTES = 256;
 var MAX_RESUME = 100;
+// UNREAD_CAP is the server's cap on unread counts (history.UnreadCap):
+// a count at it means that many or more.
+export var UNREAD_CAP = 100;
 
 export var state = {
   user: '',          // the name typed at sign-in
@@ -215,8 +218,25 @@ function postedPreview(c, seq, mp) {
   c.previewKind = mp.deleted ? 'deleted' : (mp.attachments && mp.attachments.length) ? 'attachment' : mp.contact ? 'contact' : 'text';
 }
 
+// countsAsUnread is the one definition of unread (docs/PROTOCOL.md,
+// "Unread"; the server's history.CountsAsUnread): a message posted by
+// someone else. Creation, membership, edits, deletes and reactions do
+// not count.
+export function countsAsUnread(ev) {
+  return !!ev.messagePosted && ev.senderId !== myId();
+}
+
+// countUnread folds a pushed event after the user's read position into
+// c.unread the way the server counts it: one more for a message by
+// someone else (up to UNREAD_CAP), none left after an event of the
+// user's own, since sending moves one's read position to it.
+export function countUnread(c, ev) {
+  if (ev.senderId && ev.senderId === myId()) c.unread = 0;
+  else if (countsAsUnread(ev)) c.unread = Math.min(UNREAD_CAP, c.unread + 1);
+}
+
 // noteEvent folds one event into a conversation summary.
-export function noteEvent(c, ev, countUnread) {
+export function noteEvent(c, ev, live) {
   var s = seqOf(ev.seq);
   foldState(c, ev);
   foldInvite(c, ev);
@@ -224,9 +244,9 @@ export function noteEvent(c, ev, countUnread) {
     c.lastSeq = s;
     var t = parseTime(ev.time);
     if (t) c.lastActivity = t;
+    if (live) countUnread(c, ev);
     if (ev.messagePosted) {
       postedPreview(c, s, ev.messagePosted);
-      if (countUnread && ev.senderId !== myId()) c.unread++;
     } else if (ev.messageEdited) {
       var me = ev.messageEdited;
       if ((me.latest || seqOf(me.targetSeq) === c.lastMessageSeq) && c.previewKind !== 'deleted') c.preview = preview(me.text || '');
@@ -306,8 +326,8 @@ export function mergeList(list, flagsGen) {
         c.lastSeq = old.lastSeq;
       }
     } else if (!(state.open && state.open.id === c.id)) {
-      // First sight of it: the server's count (events after the
-      // user's read position, on any device).
+      // First sight of it: the server's count (messages by others
+      // after the user's read position, on any device).
       c.unread = c.serverUnread;
     }
     next.set(c.id, c);

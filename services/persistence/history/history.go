@@ -72,7 +72,7 @@ type Store interface {
 	// Conversations lists a user's conversations in ListOrder (pinned
 	// first, then most recent activity), at most q.Limit (DefaultLimit when
 	// 0, capped at MaxLimit), each with the user's ReadSeq, UnreadCount
-	// (LastSeq - ReadSeq) and own Muted and Pinned flags. With
+	// (see CountsAsUnread) and own Muted and Pinned flags. With
 	// q.ChangedSince set it lists only conversations whose summary changed,
 	// or whose read position or flags for this user changed, at or after
 	// that time as
@@ -172,6 +172,22 @@ func ListOrder(a, b *chatv1.Conversation) int {
 		return c
 	}
 	return strings.Compare(a.GetConversationId(), b.GetConversationId())
+}
+
+// UnreadCap bounds Conversation.unread_count: a count of UnreadCap means
+// that many or more. It also bounds the work of counting, which reads the
+// events after the user's read position until it has UnreadCap messages.
+const UnreadCap = 100
+
+// CountsAsUnread reports whether ev, after user's read position, counts
+// toward user's unread count: a message posted by someone else. Creation,
+// membership, role, invite, edit, delete and reaction events do not, nor
+// does anything user sent (posting moves one's read position anyway). A
+// message deleted since it was posted still counts, as it did for a
+// client that counted it live. Clients counting pushed events apply the
+// same rule, so a live count and a listed one agree.
+func CountsAsUnread(ev *chatv1.Event, user string) bool {
+	return ev.GetMessagePosted() != nil && ev.GetSenderId() != user
 }
 
 // ClampLimit applies the default and the cap to a page size.

@@ -13,6 +13,7 @@ import { renderChatHeader } from './header.js';
 import { updateWatch } from './presence.js';
 import { renderTypingLine, stopTyping } from './typing.js';
 import { removeOutbox, renderCompose, renderOutbox } from './composer.js';
+import { watchDays } from './days.js';
 
 var HISTORY_PAGE = 50;
 var SYNC_PAGE = 100;
@@ -365,7 +366,49 @@ export function leftConversation(id, ev) {
   else showToast('You left ' + name + '.', true);
 }
 
+// Message actions (reply, react, edit, delete) show on hover where there
+// is a pointer that hovers; on a touch screen a tap on a message, or a
+// long press, shows them on that message alone.
+var LONG_PRESS_MS = 450;
+var canHover = window.matchMedia('(hover: hover)');
+
+function showActions(node) {
+  document.querySelectorAll('#messages .message.actions-open').forEach(function (n) {
+    if (n !== node) n.classList.remove('actions-open');
+  });
+  if (node) node.classList.add('actions-open');
+}
+
+function initMessageActions(box) {
+  var press = 0;
+  var pressed = null;
+  var cancel = function () { clearTimeout(press); press = 0; };
+  box.addEventListener('pointerdown', function (e) {
+    cancel();
+    pressed = null;
+    if (e.pointerType !== 'touch') return;
+    var node = e.target.closest('.message.event');
+    if (!node) return;
+    press = setTimeout(function () { press = 0; pressed = node; showActions(node); }, LONG_PRESS_MS);
+  });
+  ['pointerup', 'pointercancel', 'pointermove'].forEach(function (t) { box.addEventListener(t, cancel); });
+  box.addEventListener('contextmenu', function (e) {
+    // A long press on a touch screen opens the actions, not the menu.
+    if (!canHover.matches && e.target.closest('.message.event')) e.preventDefault();
+  });
+  box.addEventListener('click', function (e) {
+    if (e.target.closest('button, a, input, textarea, .quote')) return;
+    var node = e.target.closest('.message.event');
+    if (pressed) { pressed = null; return; }
+    if (canHover.matches && !node) return;
+    if (!node || node.classList.contains('actions-open')) showActions(null);
+    else if (!canHover.matches) showActions(node);
+  });
+}
+
 export function initChat() {
   $('load-older').addEventListener('click', loadOlder);
   $('back-button').addEventListener('click', closeConversationView);
+  watchDays($('messages'));
+  initMessageActions($('messages'));
 }

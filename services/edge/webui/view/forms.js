@@ -20,6 +20,7 @@ function onNewDirect(e) {
     var a = f.accepted || {};
     if (!a.conversationId) throw new Error('The server did not say which conversation was opened.');
     input.value = '';
+    setNewPanel(false);
     ensureLocalConv(a.conversationId, KIND_DIRECT, '', [myId(), other]);
     openConversation(a.conversationId);
     scheduleListRefresh(300);
@@ -59,6 +60,7 @@ function onNewGroup(e) {
     var id = a.conversationId || body.conversationId;
     titleInput.value = '';
     membersInput.value = '';
+    setNewPanel(false);
     var c = ensureLocalConv(id, kind, title, [myId()].concat(members));
     if (!c.ownerId) c.ownerId = myId();
     c.isPublic = !!body.public;
@@ -83,6 +85,7 @@ function onJoin(e) {
   request(frame).then(function () {
     idInput.value = '';
     codeInput.value = '';
+    setNewPanel(false);
     state.gone.delete(id);
     ensureLocalConv(id, '', '', [myId()]);
     openConversation(id);
@@ -100,7 +103,20 @@ export function openDirectWith(other) {
   }, showError);
 }
 
+// setNewPanel shows or hides the three forms behind the sidebar's "New"
+// button; they would otherwise take the top of the list on a phone.
+export function setNewPanel(open) {
+  $('new-panel').hidden = !open;
+  $('new-button').setAttribute('aria-expanded', open ? 'true' : 'false');
+  $('new-button').textContent = open ? 'Close' : 'New';
+  if (open) $('new-direct-input').focus();
+}
+
 export function initForms() {
+  $('new-button').addEventListener('click', function () { setNewPanel($('new-panel').hidden); });
+  $('new-panel').addEventListener('keydown', function (e) {
+    if (e.key === 'Escape') { setNewPanel(false); $('new-button').focus(); }
+  });
   $('new-direct-form').addEventListener('submit', onNewDirect);
   $('new-group-form').addEventListener('submit', onNewGroup);
   $('join-form').addEventListener('submit', onJoin);

@@ -93,6 +93,7 @@ export function renderList() {
     li.appendChild(pnode);
     if (c.unread > 0 && !isOpen) {
       var badge = el('span', 'unread' + (c.muted ? ' unread-muted' : ''), c.unread > 99 ? '99+' : c.unread);
+      badge.dataset.count = String(c.unread);
       if (c.muted) badge.title = c.unread + ' unread (muted)';
       li.appendChild(badge);
     }

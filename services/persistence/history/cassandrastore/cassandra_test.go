@@ -367,9 +367,10 @@ func TestMigrateFrom0001(t *testing.T) {
 	since := time.Now()
 	// Positions start with this build: nothing read yet, and rows from
 	// before count as unchanged.
-	for _, u := range []string{"alice", "bob"} {
+	// Unread counts bob's message for alice only.
+	for u, unread := range map[string]uint64{"alice": 1, "bob": 0} {
 		l, err := s.Conversations(ctx, u, history.ListQuery{})
-		if err != nil || len(l) != 1 || l[0].GetLastSeq() != 2 || l[0].GetReadSeq() != 0 || l[0].GetUnreadCount() != 2 ||
+		if err != nil || len(l) != 1 || l[0].GetLastSeq() != 2 || l[0].GetReadSeq() != 0 || l[0].GetUnreadCount() != unread ||
 			l[0].GetLastMessagePreview() != "from before" || fmt.Sprint(l[0].GetMemberIds()) != "[alice bob]" {
 			t.Fatalf("%s lists %v, %v", u, l, err)
 		}
@@ -434,10 +435,11 @@ func TestSummaryMatchesSummarize(t *testing.T) {
 		if !proto.Equal(got, want) {
 			t.Fatalf("%s: summary\n got  %v\n want %v", stage, got, want)
 		}
-		// Each sender has read up to their own last event.
-		for u, read := range map[string]uint64{"alice": 2, "bob": 6, "carol": 5, "dave": 0} {
+		// Each sender has read up to their own last event; unread are
+		// the messages by others after it (alice's 2, carol's 5).
+		for u, pos := range map[string][2]uint64{"alice": {2, 1}, "bob": {6, 0}, "carol": {5, 0}, "dave": {0, 2}} {
 			entry := proto.CloneOf(want)
-			entry.ReadSeq, entry.UnreadCount = read, 6-read
+			entry.ReadSeq, entry.UnreadCount = pos[0], pos[1]
 			l, err := s.Conversations(ctx, u, history.ListQuery{})
 			if err != nil || len(l) != 1 || !proto.Equal(l[0], entry) {
 				t.Fatalf("%s: %s lists %v, %v; want %v", stage, u, l, err, entry)

@@ -29,8 +29,9 @@ type userFlags struct {
 // Conversations implements history.Store: the user's conversation ids
 // from conversations_by_user, read positions from read_positions and
 // flags from conversation_flags (three single-partition reads,
-// concurrent), then each summary (concurrent single-partition reads), in
-// history.ListOrder. The cost grows with the number of conversations the
+// concurrent), then each summary (concurrent single-partition reads) and,
+// where the user has not read to the end, the unread count (see unread),
+// in history.ListOrder. The cost grows with the number of conversations the
 // user is in, not with limit or ChangedSince; see conversations_by_user
 // in migrations/0001_init.cql.
 func (s *Store) Conversations(ctx context.Context, user string, q history.ListQuery) ([]*chatv1.Conversation, error) {
@@ -123,7 +124,9 @@ func (s *Store) Conversations(ctx context.Context, user string, q history.ListQu
 			}
 			c.ReadSeq = read.seq
 			if read.seq < c.GetLastSeq() {
-				c.UnreadCount = c.GetLastSeq() - read.seq
+				if c.UnreadCount, err = s.unread(gctx, id, user, read.seq, c.GetLastSeq()); err != nil {
+					return err
+				}
 			}
 			c.Muted, c.Pinned = fl.muted, fl.pinned
 			sums[i] = c
@@ -139,4 +142,30 @@ func (s *Store) Conversations(ctx context.Context, user string, q history.ListQu
 		out = out[:n]
 	}
 	return out, nil
+}
+
+// unread counts the events in (read, last] that history.CountsAsUnread
+// for user, up to history.UnreadCap: it reads history pages forward from
+// read+1 (one single-partition read per bucket and page) until it has
+// UnreadCap messages or reaches last. Most entries read nothing (read ==
+// last); one far behind reads at least UnreadCap events, more when
+// reactions, edits and membership events lie between the messages.
+func (s *Store) unread(ctx context.Context, conv, user string, read, last uint64) (uint64, error) {
+	var n uint64
+	for lo := read + 1; lo <= last && n < history.UnreadCap; {
+		evs, _, err := s.scan(ctx, conv, lo, last, history.MaxLimit, true)
+		if err != nil {
+			return 0, fmt.Errorf("count unread of %s: %w", user, err)
+		}
+		for _, ev := range evs {
+			if history.CountsAsUnread(ev, user) {
+				n++
+			}
+		}
+		if len(evs) < history.MaxLimit {
+			break
+		}
+		lo = evs[len(evs)-1].GetSeq() + 1
+	}
+	return min(n, history.UnreadCap), nil
 }

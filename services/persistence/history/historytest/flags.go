@@ -77,7 +77,7 @@ func runFlags(t *testing.T, open func(*testing.T) history.Store) {
 		// The limit applies to the list in that order.
 		wantFlagged(t, s, "alice", history.ListQuery{Limit: 1}, "c3 pinned")
 		// Flags change no summary: nobody's unread counts or seqs move.
-		wantListed(t, s, "bob", time.Time{}, "c1 r0 u4, c2 r0 u3, c3 r0 u2")
+		wantListed(t, s, "bob", time.Time{}, "c1 r0 u3, c2 r0 u2, c3 r0 u1")
 		if sum, err := s.Conversation(context.Background(), "c2"); err != nil || sum.GetMuted() || sum.GetPinned() {
 			t.Fatalf("summary of c2 carries a user's flags: %v, %v", sum, err)
 		}

@@ -484,7 +484,7 @@ func Run(t *testing.T, newStore Factory) {
 		apply(t, s, FromDevice(Created(c, chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "t", "alice", "bob", "carol"), "a1"))
 		wantReceipts(t, s, c, "alice/a1 d1 r1")
 		wantListed(t, s, "alice", time.Time{}, c+" r1 u0")
-		wantListed(t, s, "bob", time.Time{}, c+" r0 u1")
+		wantListed(t, s, "bob", time.Time{}, c+" r0 u0")
 		apply(t, s, FromDevice(Posted(c, 2, "bob", "from the phone"), "b1"))
 		wantReceipts(t, s, c, "alice/a1 d1 r1, bob/b1 d2 r2")
 		// Another device of the same user: its own delivered position, the
@@ -525,7 +525,7 @@ func Run(t *testing.T, newStore Factory) {
 		s := open(t)
 		c := conv(t)
 		deviceGroup(t, s, c, "a1", 10, "alice", "bob")
-		wantListed(t, s, "bob", time.Time{}, c+" r0 u10")
+		wantListed(t, s, "bob", time.Time{}, c+" r0 u9")
 		wantListed(t, s, "alice", time.Time{}, c+" r10 u0")
 		apply(t, s, Receipt(c, "bob", "phone", 4, 4))
 		wantListed(t, s, "bob", time.Time{}, c+" r4 u6")
@@ -542,6 +542,42 @@ func Run(t *testing.T, newStore Factory) {
 		// Other users are not affected by bob's reads.
 		wantListed(t, s, "alice", time.Time{}, c+" r11 u0")
 	})
+	t.Run("UnreadCountsMessagesByOthers", func(t *testing.T) {
+		// Unread is the messages by others after the read position (see
+		// history.CountsAsUnread): creation, membership, roles, renames,
+		// invites, edits, deletes and reactions count for nobody.
+		s := open(t)
+		c := conv(t)
+		apply(t, s, Created(c, chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "t", "alice", "bob"))
+		wantListed(t, s, "bob", time.Time{}, c+" r0 u0")
+		apply(t, s, Posted(c, 2, "alice", "one"))
+		wantListed(t, s, "bob", time.Time{}, c+" r0 u1")
+		apply(t, s, Added(c, 3, "alice", "carol"),
+			At(c, 4, "alice", &chatv1.RoleChanged{UserId: "bob", Role: chatv1.MemberRole_MEMBER_ROLE_ADMIN}),
+			At(c, 5, "alice", &chatv1.ConversationRenamed{Title: "u"}),
+			At(c, 6, "alice", &chatv1.InviteCreated{Code: "abc"}),
+			Edited(c, 7, "alice", 2, "one!", true),
+			Reacted(c, 8, "carol", 2, "👍", true))
+		wantListed(t, s, "bob", time.Time{}, c+" r0 u1")
+		wantListed(t, s, "carol", time.Time{}, c+" r8 u0")
+		apply(t, s, Posted(c, 9, "carol", "two"), Posted(c, 10, "alice", "three"), Deleted(c, 11, "alice", 10, true))
+		// A message deleted since it was posted still counts.
+		wantListed(t, s, "bob", time.Time{}, c+" r0 u3")
+		wantListed(t, s, "carol", time.Time{}, c+" r9 u1")
+		wantListed(t, s, "alice", time.Time{}, c+" r11 u0")
+		apply(t, s, Receipt(c, "bob", "b1", 9, 9))
+		wantListed(t, s, "bob", time.Time{}, c+" r9 u1")
+		// The count stops at history.UnreadCap.
+		var recs []*logv1.EventRecord
+		for seq := uint64(12); seq < 12+2*history.UnreadCap; seq += 2 {
+			recs = append(recs, Posted(c, seq, "alice", "m"), Reacted(c, seq+1, "carol", seq, "👍", true))
+		}
+		apply(t, s, recs...)
+		wantListed(t, s, "carol", time.Time{}, fmt.Sprintf("%s r%d u%d", c, 11+2*history.UnreadCap, 0))
+		wantListed(t, s, "bob", time.Time{}, fmt.Sprintf("%s r9 u%d", c, history.UnreadCap))
+		apply(t, s, Receipt(c, "bob", "b1", 0, 11+history.UnreadCap))
+		wantListed(t, s, "bob", time.Time{}, fmt.Sprintf("%s r%d u%d", c, 11+history.UnreadCap, history.UnreadCap/2))
+	})
 	t.Run("ChangedSince", func(t *testing.T) {
 		s := open(t)
 		// c1 is the most recent, c3 the least.
@@ -549,15 +585,15 @@ func Run(t *testing.T, newStore Factory) {
 		deviceGroup(t, s, "c1", "a1", 9, "alice", "bob")
 		deviceGroup(t, s, "c2", "a1", 5, "alice", "bob")
 		deviceGroup(t, s, "c3", "a1", 3, "alice", "bob")
-		wantListed(t, s, "bob", older, "c1 r0 u9, c2 r0 u5, c3 r0 u3")
+		wantListed(t, s, "bob", older, "c1 r0 u8, c2 r0 u4, c3 r0 u2")
 		t0 := later()
 		wantListed(t, s, "bob", t0, "")
-		wantListed(t, s, "bob", time.Time{}, "c1 r0 u9, c2 r0 u5, c3 r0 u3")
+		wantListed(t, s, "bob", time.Time{}, "c1 r0 u8, c2 r0 u4, c3 r0 u2")
 
 		// A new event: changed for every member, although the event's own
 		// time lies long before t0 (the store's clock counts).
 		apply(t, s, FromDevice(Posted("c3", 4, "alice", "new"), "a1"))
-		wantListed(t, s, "bob", t0, "c3 r0 u4")
+		wantListed(t, s, "bob", t0, "c3 r0 u3")
 		wantListed(t, s, "alice", t0, "c3 r4 u0")
 
 		// A read position that moves: changed for its user only.
@@ -565,7 +601,7 @@ func Run(t *testing.T, newStore Factory) {
 		apply(t, s, Receipt("c2", "bob", "b1", 0, 2))
 		wantListed(t, s, "bob", t1, "c2 r2 u3")
 		wantListed(t, s, "alice", t1, "")
-		wantListed(t, s, "bob", t0, "c2 r2 u3, c3 r0 u4")
+		wantListed(t, s, "bob", t0, "c2 r2 u3, c3 r0 u3")
 
 		// Receipts that move no read position: lower ones, and one that
 		// only moves delivery.
@@ -583,7 +619,7 @@ func Run(t *testing.T, newStore Factory) {
 		replay = append(replay, Receipt("c2", "bob", "b1", 0, 1), Receipt("c2", "bob", "b1", 2, 2))
 		apply(t, s, replay...)
 		wantListed(t, s, "bob", t1, "c2 r2 u3")
-		wantListed(t, s, "bob", t0, "c2 r2 u3, c3 r0 u4")
+		wantListed(t, s, "bob", t0, "c2 r2 u3, c3 r0 u3")
 		wantListed(t, s, "alice", t0, "c3 r4 u0")
 
 		// The limit applies after the filter.
@@ -692,7 +728,7 @@ func RunClock(t *testing.T, newStore ClockFactory) {
 		deviceGroup(t, s, c, "a1", 3, "alice", "bob")
 		// Neither the events' times (an hour before) nor the wall clock
 		// count.
-		wantListed(t, s, "bob", base.Add(time.Hour), c+" r0 u3")
+		wantListed(t, s, "bob", base.Add(time.Hour), c+" r0 u2")
 		wantListed(t, s, "bob", base.Add(2*time.Hour), "")
 	})
 	t.Run("SlowApplyStampedAgain", func(t *testing.T) {
@@ -705,7 +741,7 @@ func RunClock(t *testing.T, newStore ClockFactory) {
 		deviceGroup(t, s, c, "a1", 3, "alice", "bob")
 		since := clk.last()
 		wantListed(t, s, "alice", since, c+" r3 u0")
-		wantListed(t, s, "bob", since, c+" r0 u3")
+		wantListed(t, s, "bob", since, c+" r0 u2")
 		// A moved read position alone, stamped again the same way.
 		apply(t, s, Receipt(c, "bob", "b1", 0, 2))
 		since = clk.last()

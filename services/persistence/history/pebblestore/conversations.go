@@ -52,6 +52,33 @@ func getChanged(r getter, conv string) (int64, error) {
 	return int64(binary.BigEndian.Uint64(v)), nil
 }
 
+// unread counts the events after read that history.CountsAsUnread for
+// user, up to history.UnreadCap.
+func unread(ctx context.Context, snap *pebble.Snapshot, conv, user string, read uint64) (uint64, error) {
+	it, err := snap.NewIterWithContext(ctx, &pebble.IterOptions{
+		LowerBound: eventKey(conv, read+1),
+		UpperBound: eventKey(conv, ^uint64(0)),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count unread of %s in %s: %w", user, conv, err)
+	}
+	defer it.Close()
+	var n uint64
+	for ok := it.First(); ok && n < history.UnreadCap; ok = it.Next() {
+		ev := &chatv1.Event{}
+		if err := proto.Unmarshal(it.Value(), ev); err != nil {
+			return 0, fmt.Errorf("decode event in %s: %w", conv, err)
+		}
+		if history.CountsAsUnread(ev, user) {
+			n++
+		}
+	}
+	if err := it.Error(); err != nil {
+		return 0, fmt.Errorf("count unread of %s in %s: %w", user, conv, err)
+	}
+	return n, nil
+}
+
 // Conversations implements history.Store. It reads from one snapshot, so
 // a summary and the user's read position in it agree.
 func (s *Store) Conversations(ctx context.Context, user string, q history.ListQuery) ([]*chatv1.Conversation, error) {
@@ -93,7 +120,9 @@ func (s *Store) Conversations(ctx context.Context, user string, q history.ListQu
 		}
 		c.ReadSeq = read
 		if read < c.GetLastSeq() {
-			c.UnreadCount = c.GetLastSeq() - read
+			if c.UnreadCount, err = unread(ctx, snap, conv, user, read); err != nil {
+				return nil, err
+			}
 		}
 		c.Muted, c.Pinned = flags.f.GetMuted(), flags.f.GetPinned()
 		out = append(out, c)

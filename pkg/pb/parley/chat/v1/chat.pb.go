@@ -2061,7 +2061,9 @@ type Conversation struct {
 	// read_seq is how far the listing user has read, on any of their devices.
 	// Posting moves the poster's read position to their own event.
 	ReadSeq uint64 `protobuf:"varint,8,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
-	// unread_count is the number of events after read_seq: last_seq - read_seq.
+	// unread_count is the number of messages (MessagePosted events) by other
+	// users after read_seq, at most 100 (100 means 100 or more). Creation,
+	// membership, edit, delete and reaction events do not count.
 	UnreadCount uint64 `protobuf:"varint,9,opt,name=unread_count,json=unreadCount,proto3" json:"unread_count,omitempty"`
 	// owner_id is the owner of a group or channel.
 	OwnerId string `protobuf:"bytes,20,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
