@@ -1420,7 +1420,9 @@ export declare type Conversation = Message<"parley.chat.v1.Conversation"> & {
   readSeq: bigint;
 
   /**
-   * unread_count is the number of events after read_seq: last_seq - read_seq.
+   * unread_count is the number of messages (MessagePosted events) by other
+   * users after read_seq, at most 100 (100 means 100 or more). Creation,
+   * membership, edit, delete and reaction events do not count.
    *
    * @generated from field: uint64 unread_count = 9;
    */
@@ -1548,7 +1550,9 @@ export declare type ConversationJson = {
   readSeq?: string;
 
   /**
-   * unread_count is the number of events after read_seq: last_seq - read_seq.
+   * unread_count is the number of messages (MessagePosted events) by other
+   * users after read_seq, at most 100 (100 means 100 or more). Creation,
+   * membership, edit, delete and reaction events do not count.
    *
    * @generated from field: uint64 unread_count = 9;
    */
