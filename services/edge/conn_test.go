@@ -185,9 +185,7 @@ func TestResyncCloseOutlivesTheReadLoop(t *testing.T) {
 	go c.writeLoop()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, _, err := client.Read(ctx); websocket.CloseStatus(err) != CloseResync {
-		t.Fatalf("client saw %v, want close %d", err, CloseResync)
-	}
+	wantResync(ctx, t, client)
 }
 
 // TestReceiptsGiveWayToEvents: receipts take at most half the queue, are
