@@ -4,22 +4,11 @@
 // date separators, and one pane at a time on the phone.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { createGroup, DESKTOP, launch, listItem, PHONE, screenshot, send, signIn, startParley } from './parley.js';
+import { test } from 'node:test';
+import { createGroup, DESKTOP, listItem, PHONE, screenshot, send, signIn, useParley } from './parley.js';
 
 const TITLE = 'Weekend plans for the whole climbing club';
-let server;
-let browser;
-
-before(async () => {
-  server = await startParley();
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const ctx = useParley();
 
 // layout measures what the assertions need in one go.
 function layout(page) {
@@ -72,8 +61,8 @@ function opacityOfActions(page, text) {
 }
 
 test('layout at 1280 px and 390 px', async () => {
-  const alice = await signIn(browser, server.url, 'alice', DESKTOP);
-  const bob = await signIn(browser, server.url, 'bob', PHONE);
+  const alice = await signIn(ctx.browser, ctx.server.url, 'alice', DESKTOP);
+  const bob = await signIn(ctx.browser, ctx.server.url, 'bob', PHONE);
 
   // The forms are behind "New" on both.
   for (const [who, page] of [['alice', alice], ['bob', bob]]) {

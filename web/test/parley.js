@@ -2,79 +2,39 @@
 // with a temporary data folder, Debian's Chromium through playwright-core,
 // signing in, and screenshots kept as artifacts.
 
-import { spawn } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { copyFileSync, mkdirSync } from 'node:fs';
+import { after, before } from 'node:test';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { startServer } from '../../sdk/js/test/server.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-export const repoRoot = resolve(here, '..', '..');
 export const artifacts = join(here, 'artifacts');
 // SCREENS_DIR, when set, also gets a copy of every screenshot.
 const screensDir = process.env.SCREENS_DIR || '';
 
-function freePort() {
-  return new Promise((ok, fail) => {
-    const s = createServer();
-    s.on('error', fail);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => ok(port));
-    });
-  });
+// startParley runs a real `parley run` with the SDK tests' starter (one
+// way to build and start it in the repository) and gives the page's URL.
+export async function startParley() {
+  const s = await startServer();
+  return { url: `http://${s.http}/`, log: () => s.log.join(''), stop: () => s.stop() };
 }
 
-// startParley runs `go run ./cmd/parley run` from the repository root and
-// resolves once its page answers. The first run builds the binary, which
-// can take minutes on a cold cache.
-export async function startParley() {
-  const [http, admin] = [await freePort(), await freePort()];
-  const data = mkdtempSync(join(tmpdir(), 'parley-webtest-'));
-  const out = [];
-  const proc = spawn('go', ['run', './cmd/parley', 'run'], {
-    cwd: repoRoot,
-    env: {
-      ...process.env,
-      PARLEY_JWT_SECRET: 'web-test-secret-web-test-secret-0123456789',
-      PARLEY_DATA_DIR: data,
-      PARLEY_HTTP_ADDR: `127.0.0.1:${http}`,
-      PARLEY_ADMIN_ADDR: `127.0.0.1:${admin}`
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true
+// useParley registers the hooks every page test file needs: a server and
+// a browser before its tests, both ended after them. The returned object
+// holds them once the before hook has run.
+export function useParley() {
+  const ctx = { server: null, browser: null };
+  before(async () => {
+    ctx.server = await startParley();
+    ctx.browser = await launch();
   });
-  const keep = (b) => { out.push(b.toString()); if (out.length > 400) out.shift(); };
-  proc.stdout.on('data', keep);
-  proc.stderr.on('data', keep);
-  let exited = null;
-  proc.on('exit', (code, sig) => { exited = `exit ${code ?? sig}`; });
-  const url = `http://127.0.0.1:${http}/`;
-  const deadline = Date.now() + 6 * 60 * 1000;
-  for (;;) {
-    if (exited) throw new Error(`parley run ended (${exited}):\n${out.join('')}`);
-    if (Date.now() > deadline) throw new Error(`parley run did not serve ${url}:\n${out.join('')}`);
-    try {
-      const ready = await fetch(`http://127.0.0.1:${admin}/readyz`);
-      const page = await fetch(url);
-      if (ready.ok && page.ok) break;
-    } catch { /* not listening yet */ }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  return {
-    url,
-    log: () => out.join(''),
-    async stop() {
-      if (!exited) {
-        // go run starts the binary as a child: end the whole group.
-        try { process.kill(-proc.pid, 'SIGTERM'); } catch { /* gone */ }
-        await new Promise((r) => { if (exited) r(); else proc.on('exit', r); setTimeout(r, 10000); });
-      }
-      rmSync(data, { recursive: true, force: true });
-    }
-  };
+  after(async () => {
+    await ctx.browser?.close();
+    await ctx.server?.stop();
+  });
+  return ctx;
 }
 
 export function launch() {

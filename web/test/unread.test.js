@@ -4,34 +4,23 @@
 // carol, shows the same unread count at every step.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { createGroup, DESKTOP, eventually, launch, listItem, screenshot, send, signIn, startParley, unreadOf } from './parley.js';
+import { test } from 'node:test';
+import { createGroup, DESKTOP, eventually, listItem, screenshot, send, signIn, useParley, unreadOf } from './parley.js';
 
 const GROUP = 'Unread agreement';
-let server;
-let browser;
-
-before(async () => {
-  server = await startParley();
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const ctx = useParley();
 
 test('unread agrees across an open tab, a fresh device and another member', async () => {
-  const alice = await signIn(browser, server.url, 'alice');
-  const tab = await signIn(browser, server.url, 'bob');
-  const carol = await signIn(browser, server.url, 'carol');
+  const alice = await signIn(ctx.browser, ctx.server.url, 'alice');
+  const tab = await signIn(ctx.browser, ctx.server.url, 'bob');
+  const carol = await signIn(ctx.browser, ctx.server.url, 'carol');
   let fresh = 0;
 
   // freshCount signs bob in on a new device and reads the group's count
   // from the list it loads, reloading while the server has not stored
   // the step yet.
   const freshCount = async (want) => {
-    const page = await signIn(browser, server.url, 'bob', DESKTOP);
+    const page = await signIn(ctx.browser, ctx.server.url, 'bob', DESKTOP);
     fresh++;
     try {
       let got = -1;
@@ -88,7 +77,7 @@ test('unread agrees across an open tab, a fresh device and another member', asyn
   await step('alice posted again', 2, 2);
 
   // bob reads and posts on his laptop: his tab counts nothing left.
-  const laptop = await signIn(browser, server.url, 'bob');
+  const laptop = await signIn(ctx.browser, ctx.server.url, 'bob');
   await listItem(laptop, GROUP).click();
   await send(laptop, 'three');
   await step('bob posted on his laptop', 0, 3);
