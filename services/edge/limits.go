@@ -287,8 +287,6 @@ type connLimits struct {
 	// authed is set once the read loop runs: the keepalive pings only
 	// connections whose frames (and so pongs) are being read.
 	authed atomic.Bool
-	// wrote is when the writer last finished a batch (unix nanoseconds).
-	wrote atomic.Int64
 	// room wakes a read loop paused for its unwritten answers.
 	room chan struct{}
 	// Read loop only: refusals counts the frames refused in a row, and
@@ -677,7 +675,7 @@ func (s *Service) keepalive(ctx context.Context) {
 				go c.ws.Close(CloseIdle, "idle")
 				continue
 			}
-			if !c.needsPing(now, cfg.PingInterval) {
+			if !c.needsPing() {
 				continue
 			}
 			select {
@@ -690,16 +688,16 @@ func (s *Service) keepalive(ctx context.Context) {
 	}
 }
 
-// needsPing says whether the keepalive should ping c now. Not while it is
-// closing or being written to, nor within interval of a finished write:
-// a write proves the peer alive or ends under WriteTimeout anyway, and a
-// ping stuck behind a full socket holds the write lock that a resync
-// close needs, which then times out into a bare TCP close (queue.go).
-func (c *conn) needsPing(now time.Time, interval time.Duration) bool {
+// needsPing says whether the keepalive should ping c now: not while it
+// is closing, nor while a write is in flight (a ping behind a full socket
+// would wait on the write, which WriteTimeout bounds anyway). A connection
+// that was merely written to recently is pinged like any other: a client
+// that only receives answers nothing but pongs, and without them the idle
+// timeout would close it while it reads.
+func (c *conn) needsPing() bool {
 	c.mu.Lock()
-	busy := c.closed || c.writing
-	c.mu.Unlock()
-	return !busy && now.Sub(time.Unix(0, c.lim.wrote.Load())) >= interval
+	defer c.mu.Unlock()
+	return !c.closed && !c.writing
 }
 
 // ping pings the client; no pong within WriteTimeout ends the connection,

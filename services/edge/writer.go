@@ -2,7 +2,6 @@ package edge
 
 import (
 	"context"
-	"time"
 
 	"github.com/coder/websocket"
 	"github.com/parleychat/parley/pkg/wire"
@@ -20,7 +19,6 @@ func (c *conn) writeLoop() {
 			return
 		}
 		ok := c.writeBatch(batch)
-		c.lim.wrote.Store(time.Now().UnixNano())
 		if !ok {
 			c.mu.Lock()
 			c.closed, c.queue, c.writing, c.resync = true, nil, false, false
