@@ -113,8 +113,7 @@ func settledRSS(ctx context.Context, p *cluster.Proc) (int64, error) {
 // runMemory opens n idle, authenticated connections to the edge process p
 // and reports its RSS growth per connection. Source addresses rotate over
 // 127.0.0.2-254 so the client side never runs out of ephemeral ports.
-// Connections are opened by a bounded pool of dialers; each one costs the
-// edge a synchronous presence report, which bounds the connect rate.
+// Connections are opened by a bounded pool of dialers.
 func runMemory(ctx context.Context, p *cluster.Proc, url string, requested, n int, limitedBy, heapProfile string, minter *auth.HS256, runID string, progress *progressLine) (memoryResult, error) {
 	res := memoryResult{Process: p.Name, Requested: requested, LimitedBy: limitedBy}
 	before, err := settledRSS(ctx, p)

@@ -95,9 +95,19 @@ func (c *conn) authenticate(ctx context.Context) bool {
 	// conversation can overtake its catch-up.
 	c.hold(resume)
 	c.svc.hub.add(c)
-	taken, err := c.svc.reporter.connect(actx, &presencev1.Session{SessionId: c.session, UserId: c.user, DeviceId: c.device})
-	if err != nil {
-		c.svc.log.Warn("edge: presence did not take the session yet; live pushes miss it until a report is taken, and its resume waits for that", "err", err)
+	fate := c.svc.reporter.connect(&presencev1.Session{SessionId: c.session, UserId: c.user, DeviceId: c.device})
+	// Authenticated promises live events from here on, which fan-out can
+	// push only once presence has the session: wait for the report that
+	// carries it. A presence that refuses (replaying after a restart) does
+	// not hold the handshake up; the resume waits for it instead.
+	select {
+	case <-fate.tried:
+	case <-actx.Done():
+	}
+	select {
+	case <-fate.taken:
+	default:
+		c.svc.log.Warn("edge: presence did not take the session yet; live pushes miss it until a report is taken, and its resume waits for that", "user", c.user)
 	}
 	c.send(&clientv1.ServerFrame{RequestId: frame.GetRequestId(), Frame: &clientv1.ServerFrame_Authenticated{
 		Authenticated: &clientv1.Authenticated{UserId: c.user, DeviceId: c.device, SessionId: c.session, TokenExpires: timestamppb.New(id.Expires)},
@@ -106,7 +116,7 @@ func (c *conn) authenticate(ctx context.Context) bool {
 	// token that is nearly spent follows it.
 	c.startTokenClock(id.Expires)
 	if len(resume) > 0 {
-		go c.resume(frame.GetRequestId(), resume, taken)
+		go c.resume(frame.GetRequestId(), resume, fate.taken)
 	}
 	return true
 }

@@ -15,8 +15,9 @@
 //
 //  1. reporter.sendMu serialises reports to presence, so a snapshot never
 //     overtakes a later session's own report. It is the one lock held
-//     across a remote call (Report); only the reporter and a handshake,
-//     which waits for presence by design, take it.
+//     across a remote call (Report); only the reporter's run loop (and its
+//     last report at shutdown) takes it. A handshake waits for the report
+//     carrying its session on a channel, never on the lock.
 //  2. reporter.mu guards the pending session changes; a snapshot reads
 //     the hub under it.
 //  3. hub.mu (read-write) indexes connections by user; Push queues on
