@@ -34,5 +34,17 @@ echo "with-stack.sh: real Kafka and Cassandra ready after $(($(date +%s) - t0))s
 set -a
 eval "$(stack env)"
 set +a
+# The suite is meant to run the way production does: reusing a stack that
+# someone started without security would run it in plaintext, silently.
+secure=$(bash -c 'source "$1/versions.env" && echo "$PARLEY_STACK_SECURE"' _ "$here")
+if ((secure)); then
+  for v in PARLEY_KAFKA_SASL_MECHANISM PARLEY_KAFKA_TLS_CA PARLEY_TLS_CERT PARLEY_CASSANDRA_USERNAME; do
+    if [[ -z ${!v:-} ]]; then
+      echo "with-stack.sh: the running stack is not secured ($v unset): 'make down' and run again, or set PARLEY_STACK_SECURE=0" >&2
+      exit 1
+    fi
+  done
+  echo "with-stack.sh: Kafka SASL_SSL ($PARLEY_KAFKA_SASL_MECHANISM), Cassandra password auth and internal mTLS on"
+fi
 export PARLEY_INTEGRATION=require
 "$@"
