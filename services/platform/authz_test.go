@@ -427,7 +427,10 @@ func TestAuthorisationMatrix(t *testing.T) {
 	// group_ops burst of 30 an hour.
 	e, stop := startWith(t, platform.Config{DataDir: t.TempDir(), Limits: edge.Limits{Off: true}})
 	defer stop()
-	ctx := tctx(t)
+	// One bound for the whole matrix, which sends some 160 frames over
+	// 60 fresh scenes: tctx's 20 s ran out on a loaded CI machine.
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
 	cast := authzCast{alice: e.dial("alice", "a", true), bob: e.dial("bob", "b", false), carol: e.dial("carol", "c", false), dave: e.dial("dave", "d", true)}
 	erin := e.dial("erin", "e", false)
 	// alice blocks dave, who stays in her groups; erin blocks him too,
