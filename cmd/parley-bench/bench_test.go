@@ -76,3 +76,22 @@ func TestHeld(t *testing.T) {
 		}
 	}
 }
+
+// TestStormTally: an owed event that never came counts as missing, one
+// that came twice as a duplicate, and a device without Resumed as failed.
+func TestStormTally(t *testing.T) {
+	start := time.Now()
+	cv := &stormConv{id: "c", cursor: 1, last: 5}
+	ok := &stormDevice{convs: []*stormConv{cv}, seen: map[string][]uint64{"c": {2, 3, 3, 5, 4}},
+		dialAt: start, authAt: start.Add(10 * time.Millisecond), doneAt: start.Add(30 * time.Millisecond)}
+	stuck := &stormDevice{convs: []*stormConv{cv}, seen: map[string][]uint64{"c": {2}},
+		dialAt: start, authAt: start.Add(20 * time.Millisecond)}
+	var res stormResult
+	res.tally([]*stormDevice{ok, stuck}, start)
+	if res.Expected != 8 || res.Missing != 3 || res.Duplicates != 1 || res.OutOfOrder != 1 {
+		t.Errorf("expected/missing/duplicates/out of order %d/%d/%d/%d, want 8/3/1/1", res.Expected, res.Missing, res.Duplicates, res.OutOfOrder)
+	}
+	if res.Resumed != 1 || res.Failed != 1 || res.Resume.P50 != 20 || res.AllAuthenticatedS != 0.02 {
+		t.Errorf("resumed %d failed %d resume p50 %v all authenticated %v s, want 1, 1, 20, 0.02", res.Resumed, res.Failed, res.Resume.P50, res.AllAuthenticatedS)
+	}
+}

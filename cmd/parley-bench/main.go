@@ -50,6 +50,8 @@ type options struct {
 	conns          int
 	historyRate    float64
 	recoveryRounds int
+	storm          stormOptions
+	only           string
 	out            string
 	profile        string
 	skip           string
@@ -89,9 +91,17 @@ func parseOptions(args []string) (*options, error) {
 	connsS := fs.String("conns", env("BENCH_CONNS", "50000"), "idle connections for the memory figure (BENCH_CONNS); capped by the file limit")
 	fs.Float64Var(&o.historyRate, "history-rate", 20, "history page reads per second during the fixed-rate run")
 	fs.StringVar(&o.out, "out", env("BENCH_OUT", "bench/results"), "folder for latest.json, latest.png and profiles (BENCH_OUT)")
-	fs.StringVar(&o.profile, "profile", env("BENCH_PROFILE", ""), "take CPU profiles during the fixed-rate run: comma-separated roles (edge, ingest, fanout, persistence, presence) or all (BENCH_PROFILE)")
+	fs.StringVar(&o.profile, "profile", env("BENCH_PROFILE", ""), "take CPU profiles during the fixed-rate run: comma-separated roles (edge, ingest, fanout, persistence, presence, storm) or all (BENCH_PROFILE)")
 	fs.StringVar(&o.skip, "skip", env("BENCH_SKIP", ""), "phases to leave out: comma-separated baseline, knee, memory, history, recovery (BENCH_SKIP)")
 	roundsS := fs.String("recovery-rounds", env("BENCH_RECOVERY_ROUNDS", "10"), "kill -9 and restart rounds per service kind in the recovery phase (BENCH_RECOVERY_ROUNDS)")
+	stormS := fs.String("storm-devices", env("BENCH_STORM_DEVICES", "10000"), "devices that reconnect at once in the storm phase, against a `parley run` of its own (BENCH_STORM_DEVICES); capped by the file limit")
+	fs.IntVar(&o.storm.Convs, "storm-convs", 3, "group conversations per storm device")
+	fs.IntVar(&o.storm.Group, "storm-group", 10, "storm devices per conversation (a feeder posts to each too)")
+	fs.IntVar(&o.storm.Missed, "storm-missed", 5, "messages each storm conversation gets while its devices are away")
+	fs.IntVar(&o.storm.Chatters, "storm-chatters", 200, "devices chatting in pairs through the storm")
+	fs.Float64Var(&o.storm.ChatRate, "storm-chat-rate", 100, "messages per second the chatters send in all")
+	fs.IntVar(&o.storm.Dialers, "storm-dialers", 1000, "storm connections being opened at once")
+	fs.StringVar(&o.only, "only", env("BENCH_ONLY", ""), "run one phase alone: storm (BENCH_ONLY)")
 	fs.StringVar(&o.brokers, "brokers", env("PARLEY_KAFKA_BROKERS", "127.0.0.1:19092"), "Kafka of the local stack (PARLEY_KAFKA_BROKERS)")
 	fs.StringVar(&o.cassandra, "cassandra", env("PARLEY_CASSANDRA_HOSTS", "127.0.0.1:19042"), "Cassandra of the local stack (PARLEY_CASSANDRA_HOSTS)")
 	fs.StringVar(&o.keyspace, "keyspace", "parley_bench", "Cassandra keyspace the benchmark's persistence writes")
@@ -108,6 +118,15 @@ func parseOptions(args []string) (*options, error) {
 	}
 	if o.conns, err = strconv.Atoi(*connsS); err != nil || o.conns < 0 {
 		return nil, fmt.Errorf("conns %q: want a count", *connsS)
+	}
+	if o.storm.Devices, err = strconv.Atoi(*stormS); err != nil || o.storm.Devices < 0 {
+		return nil, fmt.Errorf("storm-devices %q: want a count", *stormS)
+	}
+	if o.only != "" && o.only != "storm" {
+		return nil, fmt.Errorf("only %q: the one phase that runs alone is storm", o.only)
+	}
+	if o.storm.Group < 2 || o.storm.Convs < 1 || o.storm.Missed < 0 || o.storm.Dialers < 1 || o.storm.ChatRate <= 0 {
+		return nil, fmt.Errorf("storm: need -storm-group ≥ 2, -storm-convs ≥ 1, -storm-dialers ≥ 1, a positive -storm-chat-rate")
 	}
 	if o.recoveryRounds, err = strconv.Atoi(*roundsS); err != nil || o.recoveryRounds < 1 {
 		return nil, fmt.Errorf("recovery-rounds %q: want a positive count", *roundsS)
@@ -137,6 +156,16 @@ func parseOptions(args []string) (*options, error) {
 	return o, nil
 }
 
+// stormProfile is where the storm's server CPU profile goes, if -profile
+// names storm (or all).
+func (o *options) stormProfile() string {
+	roles := strings.Split(o.profile, ",")
+	if !slices.Contains(roles, "storm") && !slices.Contains(roles, "all") {
+		return ""
+	}
+	return filepath.Join(o.out, "cpu-storm.prof")
+}
+
 func (o *options) skips(phase string) bool { return slices.Contains(strings.Split(o.skip, ","), phase) }
 
 func (o *options) asMap() map[string]any {
@@ -146,7 +175,7 @@ func (o *options) asMap() map[string]any {
 		"payload_bytes": o.payload, "grace_s": o.grace.Seconds(), "warmup_s": o.warmup.Seconds(), "baseline_duration_s": o.baselineDur.Seconds(),
 		"knee_step_s": o.kneeStep.Seconds(), "knee_steps_max": o.kneeSteps, "knee_p99_ms": o.kneeP99,
 		"memory_connections_requested": o.conns, "history_reads_per_s": o.historyRate, "skip": o.skip,
-		"recovery_rounds": o.recoveryRounds,
+		"recovery_rounds": o.recoveryRounds, "storm": o.storm, "only": o.only,
 	}
 }
 
@@ -193,6 +222,9 @@ func run(ctx context.Context, o *options) error {
 	logDir, err := os.MkdirTemp("", "parley-bench-logs-")
 	if err != nil {
 		return err
+	}
+	if o.only == "storm" {
+		return runOnlyStorm(ctx, o, rep, binDir, logDir, limit, began, phase, progress)
 	}
 	phase("start " + rep.Mode)
 	var c *cluster.Cluster
@@ -345,6 +377,17 @@ func run(ctx context.Context, o *options) error {
 		}
 	}
 	stopCluster()
+	// The storm runs against a `parley run` of its own, with nothing
+	// else running.
+	if !o.skips("storm") && o.storm.Devices > 0 && ctx.Err() == nil {
+		phase("storm")
+		st, err := runStorm(ctx, o.storm, o.stormProfile(), binDir, logDir, limit, minter, runID, progress)
+		if err != nil {
+			rep.Notes = append(rep.Notes, err.Error())
+		} else {
+			rep.Storm = &st
+		}
+	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -371,6 +414,34 @@ func run(ctx context.Context, o *options) error {
 	fmt.Println()
 	rep.printTable(os.Stdout)
 	fmt.Printf("\nwrote %s and %s (took %s)\n", path, png, time.Since(began).Round(time.Second))
+	return nil
+}
+
+// runOnlyStorm is `parley-bench -only storm`: the storm phase alone, its
+// report in storm.json beside latest.json.
+func runOnlyStorm(ctx context.Context, o *options, rep *report, binDir, logDir string, limit uint64, began time.Time, phase func(string), progress *progressLine) error {
+	minter, err := auth.NewHS256([]byte(benchSecret))
+	if err != nil {
+		return err
+	}
+	phase("storm")
+	st, err := runStorm(ctx, o.storm, o.stormProfile(), binDir, logDir, limit, minter, strconv.FormatInt(time.Now().Unix(), 36), progress)
+	if err != nil {
+		return err
+	}
+	rep.Storm = &st
+	rep.Mode = "storm"
+	progress.set(nil)
+	rep.Machine.LoadEnd = stats.Loadavg()
+	rep.TookS = stats.Round3(time.Since(began).Seconds())
+	path, err := rep.writeAs(o.out, "storm.json")
+	if err != nil {
+		return err
+	}
+	progress.close()
+	fmt.Println()
+	rep.printTable(os.Stdout)
+	fmt.Printf("\nwrote %s (took %s; service logs in %s)\n", path, time.Since(began).Round(time.Second), logDir)
 	return nil
 }
 

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -126,12 +125,7 @@ func runMemory(ctx context.Context, p *cluster.Proc, url string, requested, n in
 	}
 	res.RSSBeforeKiB = before
 
-	const sources = 253
-	clients := make([]*http.Client, sources)
-	for i := range clients {
-		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i))}, Timeout: 10 * time.Second}
-		clients[i] = &http.Client{Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
-	}
+	clients := sourceClients()
 	conns := make([]*websocket.Conn, n)
 	var opened, failed atomic.Int64
 	var firstErr atomic.Value
@@ -154,7 +148,7 @@ func runMemory(ctx context.Context, p *cluster.Proc, url string, requested, n in
 				if i >= n {
 					return
 				}
-				c, err := dialIdle(cctx, clients[i%sources], url, minter, fmt.Sprintf("b%s-idle%05d", runID, i))
+				c, err := dialIdle(cctx, clients[i%len(clients)], url, minter, fmt.Sprintf("b%s-idle%05d", runID, i))
 				if err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err)

@@ -37,6 +37,7 @@ type report struct {
 	Memory    *memoryResult   `json:"memory,omitempty"`
 	History   *historyResult  `json:"history,omitempty"`
 	Recovery  *recoveryResult `json:"recovery,omitempty"`
+	Storm     *stormResult    `json:"storm,omitempty"`
 	// CPU is the CPU time each process used during the e2e phase.
 	CPU     *cpuReport `json:"cpu,omitempty"`
 	Profile string     `json:"cpu_profile,omitempty"`
@@ -103,7 +104,10 @@ func machineInfo() machine {
 	return m
 }
 
-func (r *report) write(dir string) (string, error) {
+func (r *report) write(dir string) (string, error) { return r.writeAs(dir, "latest.json") }
+
+// writeAs writes the report as dir/name.
+func (r *report) writeAs(dir, name string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
@@ -111,7 +115,7 @@ func (r *report) write(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	path := filepath.Join(dir, "latest.json")
+	path := filepath.Join(dir, name)
 	return path, os.WriteFile(path, append(data, '\n'), 0o644)
 }
 
@@ -185,6 +189,15 @@ func (r *report) printTable(w io.Writer) {
 			}
 			row("recovery "+role+" accepted p50/max", fmt.Sprintf("%s / %s", fmtNum(rr.AcceptedP50), fmtNum(rr.AcceptedMax)), detail)
 		}
+	}
+	if st := r.Storm; st != nil {
+		o := st.Options
+		row("storm devices resumed / failed", fmt.Sprintf("%d / %d", st.Resumed, st.Failed), fmt.Sprintf("%d conversations each (%d devices per conversation), %d missed messages each; errors %s", o.Convs, o.Group, o.Missed, fmtErrors(st.Errors)))
+		row("storm connect rate", st.ConnectPerS, fmt.Sprintf("authenticated/s; all in %s s, connect p50/p99 %s / %s ms", fmtNum(st.AllAuthenticatedS), fmtNum(st.Connect.P50), fmtNum(st.Connect.P99)))
+		row("storm all resumed", st.AllResumedS, fmt.Sprintf("s from the first dial; resume p50/p99 %s / %s ms", fmtNum(st.Resume.P50), fmtNum(st.Resume.P99)))
+		row("storm missing / duplicates", fmt.Sprintf("%d / %d", st.Missing, st.Duplicates), fmt.Sprintf("of %d events owed; out of order %d", st.Expected, st.OutOfOrder))
+		row("storm cpu", fmt.Sprintf("%s / %s", fmtNum(st.ServerCPUS), fmtNum(st.ClientCPUS)), fmt.Sprintf("CPU s of the server / this client from the first dial to the last resumed (%s s)", fmtNum(st.AllResumedS)))
+		row("storm chat p50/p99 before / during", fmt.Sprintf("%s / %s, %s / %s", fmtNum(st.ChatBefore.P50), fmtNum(st.ChatBefore.P99), fmtNum(st.ChatDuring.P50), fmtNum(st.ChatDuring.P99)), fmt.Sprintf("ms, %d chatters at %s msg/s; lost %d", o.Chatters, fmtNum(o.ChatRate), st.ChatLost))
 	}
 	if c := r.CPU; c != nil {
 		names := make([]string, 0, len(c.Seconds))
