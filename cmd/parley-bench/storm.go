@@ -38,6 +38,8 @@ type stormOptions struct {
 	Chatters int     `json:"chatters"`
 	ChatRate float64 `json:"chat_msgs_per_s"`
 	Dialers  int     `json:"dialers"`
+	// NoResume dials without cursors: the connect cost alone.
+	NoResume bool `json:"no_resume,omitempty"`
 }
 
 type stormResult struct {
@@ -273,7 +275,7 @@ func runStorm(ctx context.Context, so stormOptions, profile, binDir, logDir stri
 					return
 				}
 				d := devices[i]
-				c, err := d.resume(sctx, clients[i%len(clients)], url, minter, &authed)
+				c, err := d.resume(sctx, clients[i%len(clients)], url, minter, !so.NoResume, &authed)
 				conns[i] = c
 				if err != nil {
 					d.failed = true
@@ -324,6 +326,9 @@ func (res *stormResult) tally(devices []*stormDevice, start time.Time) {
 			res.Resumed++
 			resume = append(resume, ms(d.doneAt.Sub(d.authAt)))
 			lastDone = later(lastDone, d.doneAt)
+		}
+		if d.seen == nil {
+			continue // dialled without cursors
 		}
 		for _, cv := range d.convs {
 			got := d.seen[cv.id]
@@ -382,7 +387,7 @@ func sourceClients() []*http.Client {
 // resume dials, authenticates with a cursor per conversation and reads
 // until Resumed, keeping every event's seq. The connection stays open
 // (reading in the background) for the caller to close.
-func (d *stormDevice) resume(ctx context.Context, hc *http.Client, url string, minter *auth.HS256, authed *atomic.Int64) (*websocket.Conn, error) {
+func (d *stormDevice) resume(ctx context.Context, hc *http.Client, url string, minter *auth.HS256, cursors bool, authed *atomic.Int64) (*websocket.Conn, error) {
 	d.dialAt = time.Now()
 	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: hc, Subprotocols: []string{wire.SubprotocolProto}})
 	if err != nil {
@@ -395,6 +400,9 @@ func (d *stormDevice) resume(ctx context.Context, hc *http.Client, url string, m
 	}
 	a := &clientv1.Authenticate{Token: tok, DeviceId: "storm"}
 	for _, cv := range d.convs {
+		if !cursors {
+			break
+		}
 		a.Resume = append(a.Resume, &clientv1.Cursor{ConversationId: cv.id, LastSeq: cv.cursor})
 	}
 	frame, err := wire.Encode(wire.Binary, &clientv1.ClientFrame{RequestId: "auth", Frame: &clientv1.ClientFrame_Authenticate{Authenticate: a}})
@@ -417,6 +425,12 @@ func (d *stormDevice) resume(ctx context.Context, hc *http.Client, url string, m
 		case f.GetAuthenticated() != nil:
 			d.authAt = time.Now()
 			authed.Add(1)
+			if !cursors {
+				// No Resumed comes without cursors.
+				d.doneAt, d.seen = d.authAt, nil
+				c.CloseRead(context.Background())
+				return c, nil
+			}
 		case f.GetEvents() != nil:
 			for _, ev := range f.GetEvents().GetEvents() {
 				d.seen[ev.GetConversationId()] = append(d.seen[ev.GetConversationId()], ev.GetSeq())
