@@ -97,11 +97,15 @@ func (c *conn) resume(requestID string, cursors []*clientv1.Cursor, taken <-chan
 	c.send(&clientv1.ServerFrame{RequestId: requestID, Frame: &clientv1.ServerFrame_Resumed{Resumed: done}})
 }
 
-// heads asks the sequencer for each conversation's head with a mark of the
-// cursor: the device has everything up to it, and the answer comes only
+// heads asks the sequencer for each conversation's head with a mark of
+// zeros, which moves no position and logs nothing: the answer comes only
 // after every event sequenced so far is on the log. Held live events cover
-// what comes later, so history must reach the head and no further. The
-// probes run concurrently: each is a round trip through Kafka.
+// what comes later, so history must reach the head and no further. (The
+// probe used to mark the cursor delivered too, which made every resumed
+// conversation log a receipt that persistence stored and fan-out pushed to
+// every member: most of a reconnect storm's work. Devices report delivered
+// positions with mark.) The probes run concurrently: each is a round trip
+// through Kafka.
 func (c *conn) heads(ctx context.Context, cursors []*clientv1.Cursor) ([]uint64, []error) {
 	heads, errs := make([]uint64, len(cursors)), make([]error, len(cursors))
 	var g errgroup.Group
@@ -112,13 +116,16 @@ func (c *conn) heads(ctx context.Context, cursors []*clientv1.Cursor) ([]uint64,
 			defer cancel()
 			resp, err := c.svc.clients.ingest.Submit(rctx, &ingestv1.SubmitRequest{Command: &logv1.Command{
 				ConversationId: cur.GetConversationId(), UserId: c.user, DeviceId: c.device,
-				Body: &logv1.Command_Mark{Mark: &logv1.Mark{DeliveredSeq: cur.GetLastSeq()}},
+				Body: &logv1.Command_Mark{Mark: &logv1.Mark{}},
 			}})
 			switch o := resp.GetOutcome(); {
 			case err != nil:
 				errs[i] = err
 			case o.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED:
 				errs[i] = &outcomeError{code: o.GetErrorCode(), msg: o.GetErrorMessage()}
+			case cur.GetLastSeq() > o.GetSeq():
+				errs[i] = &outcomeError{code: chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT,
+					msg: fmt.Sprintf("seq %d is beyond the conversation's last seq %d", cur.GetLastSeq(), o.GetSeq())}
 			default:
 				heads[i] = o.GetSeq()
 			}

@@ -54,8 +54,8 @@ func (h *scriptedHistory) History(_ context.Context, req *persistencev1.HistoryR
 	return resp, nil
 }
 
-// headIngest answers the resume's head probe (a mark) with a fixed head,
-// refusing a cursor beyond it as the sequencer does.
+// headIngest answers the resume's head probe (a mark of zeros, which moves
+// nothing) with a fixed head, as the sequencer does.
 type headIngest struct {
 	ingestv1.IngestServiceClient
 	head uint64
@@ -63,11 +63,8 @@ type headIngest struct {
 
 func (h headIngest) Submit(_ context.Context, req *ingestv1.SubmitRequest, _ ...grpc.CallOption) (*ingestv1.SubmitResponse, error) {
 	m := req.GetCommand().GetMark()
-	if m == nil {
-		return nil, fmt.Errorf("not a mark: %v", req.GetCommand())
-	}
-	if m.GetDeliveredSeq() > h.head {
-		return &ingestv1.SubmitResponse{Outcome: &logv1.Outcome{ErrorCode: chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, ErrorMessage: "beyond the head"}}, nil
+	if m == nil || m.GetDeliveredSeq() != 0 || m.GetReadSeq() != 0 {
+		return nil, fmt.Errorf("not a head probe: %v", req.GetCommand())
 	}
 	return &ingestv1.SubmitResponse{Outcome: &logv1.Outcome{Seq: h.head}}, nil
 }
