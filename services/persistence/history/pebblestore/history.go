@@ -31,49 +31,66 @@ func getEvent(r getter, k []byte) (*chatv1.Event, error) {
 	return ev, nil
 }
 
-// states reads the MessageState of each seq (see history.Overlay).
+// states reads the MessageState of each seq (see history.Overlay), seqs
+// in ascending order. One iterator per kind of entry walks forward over
+// the seqs: a point read per seq and kind cost a fresh descent through
+// every level each, most of a history page's CPU.
 func (s *Store) states(ctx context.Context, r interface {
-	getter
 	NewIterWithContext(context.Context, *pebble.IterOptions) (*pebble.Iterator, error)
 }, conv string, seqs []uint64, viewer string) (map[uint64]*history.MessageState, error) {
 	out := make(map[uint64]*history.MessageState, len(seqs))
+	if len(seqs) == 0 {
+		return out, nil
+	}
+	var its [3]*pebble.Iterator
+	defer func() {
+		for _, it := range its {
+			if it != nil {
+				it.Close()
+			}
+		}
+	}()
+	for i, kind := range []byte{prefixEdit, prefixDeleted, prefixReaction} {
+		it, err := r.NewIterWithContext(ctx, &pebble.IterOptions{
+			LowerBound: seqKey(kind, conv, seqs[0]), UpperBound: seqKey(kind, conv, seqs[len(seqs)-1]+1),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read message states of %s: %w", conv, err)
+		}
+		its[i] = it
+	}
+	edits, deletes, reactions := its[0], its[1], its[2]
 	for _, seq := range seqs {
 		st := &history.MessageState{}
-		var err error
-		if st.Edit, err = getEvent(r, seqKey(prefixEdit, conv, seq)); err != nil {
-			return nil, err
+		if k := seqKey(prefixEdit, conv, seq); edits.SeekGE(k) && bytes.Equal(edits.Key(), k) {
+			st.Edit = &chatv1.Event{}
+			if err := proto.Unmarshal(edits.Value(), st.Edit); err != nil {
+				return nil, fmt.Errorf("decode edit of %s/%d: %w", conv, seq, err)
+			}
 		}
-		switch _, closer, err := r.Get(seqKey(prefixDeleted, conv, seq)); {
-		case errors.Is(err, pebble.ErrNotFound):
-		case err != nil:
-			return nil, fmt.Errorf("read delete of %s/%d: %w", conv, seq, err)
-		default:
-			closer.Close()
+		if k := seqKey(prefixDeleted, conv, seq); deletes.SeekGE(k) && bytes.Equal(deletes.Key(), k) {
 			st.Deleted = true
 		}
 		if !st.Deleted {
 			lo := seqKey(prefixReaction, conv, seq)
-			it, err := r.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lo, UpperBound: seqKey(prefixReaction, conv, seq+1)})
-			if err != nil {
-				return nil, fmt.Errorf("read reactions of %s/%d: %w", conv, seq, err)
-			}
 			var counts history.Reactions
-			for ok := it.First(); ok; ok = it.Next() {
-				rest := it.Key()[len(lo):]
+			for ok := reactions.SeekGE(lo); ok && bytes.HasPrefix(reactions.Key(), lo); ok = reactions.Next() {
+				rest := reactions.Key()[len(lo):]
 				i := bytes.IndexByte(rest, 0)
-				if v := it.Value(); i < 0 || len(v) != 9 {
-					it.Close()
+				if v := reactions.Value(); i < 0 || len(v) != 9 {
 					return nil, fmt.Errorf("read reactions of %s/%d: malformed entry %q", conv, seq, rest)
 				} else if v[8] == 1 {
 					counts.Add(string(rest[:i]), string(rest[i+1:]), viewer)
 				}
 			}
-			if err := errors.Join(it.Error(), it.Close()); err != nil {
-				return nil, fmt.Errorf("read reactions of %s/%d: %w", conv, seq, err)
-			}
 			st.Reactions = counts.Counts()
 		}
 		out[seq] = st
+	}
+	for _, it := range its {
+		if err := it.Error(); err != nil {
+			return nil, fmt.Errorf("read message states of %s: %w", conv, err)
+		}
 	}
 	return out, nil
 }
