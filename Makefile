@@ -180,5 +180,5 @@ status: ## what runs
 bench: ## load benchmark on the real stack: bench/results/latest.{json,png}; BENCH_DURATION=20s for a short run
 	bash deployments/local/stack.sh up
 	set -a && eval "$$(bash deployments/local/stack.sh env)" && set +a && go run ./cmd/parley-bench
-bench-short: ## the same in short mode (BENCH_DURATION=20s, under 3 minutes)
-	BENCH_DURATION=20s $(MAKE) --no-print-directory bench
+bench-short: ## the same in short mode (BENCH_DURATION=20s, a 2,000-device storm)
+	BENCH_DURATION=20s BENCH_STORM_DEVICES=$${BENCH_STORM_DEVICES:-2000} $(MAKE) --no-print-directory bench
