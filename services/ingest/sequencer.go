@@ -55,7 +55,7 @@ type Sequencer struct {
 	maxMembers int
 	log        *slog.Logger
 	sess       *kgo.GroupTransactSession
-	// claimed: sess has its producer id (see batch); renew clears it.
+	// claimed: sess has its producer id (see claim); renew clears it.
 	claimed bool
 
 	// mu guards parts and sess (renew replaces it; readiness reads it):
@@ -160,6 +160,13 @@ func (s *Sequencer) renew() error {
 	s.sess = sess
 	s.claimed = false
 	s.mu.Unlock()
+	// The new session's offsets read must not wait on the old session's
+	// transaction either (see claim).
+	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.claim(cctx); err != nil {
+		s.log.Warn("sequencer: producer id not claimed yet; the next batch claims it", "err", err)
+	}
 	return nil
 }
 
@@ -179,9 +186,41 @@ func (s *Sequencer) rebuilding() error {
 	return nil
 }
 
+// claim loads the session's producer id, which fences this transactional
+// id's previous incarnation (the process this one restarts) and aborts the
+// transaction it left open. It must come before anything waits on that
+// transaction: loading an aggregate reads the event log up to its end,
+// and, worse, a transaction killed after it sent the group's offsets
+// leaves them pending, so the group answers the new member's offset read
+// with UNSTABLE_OFFSET_COMMIT (KIP-447) and no batch ever comes to claim
+// in. Either waits for the transaction to time out: 10 s, plus up to the
+// broker's abort check interval, another 10 s by default.
+func (s *Sequencer) claim(ctx context.Context) error {
+	s.mu.Lock()
+	sess, claimed := s.sess, s.claimed
+	s.mu.Unlock()
+	if claimed {
+		return nil
+	}
+	if _, _, err := sess.Client().ProducerID(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.sess == sess {
+		s.claimed = true
+	}
+	s.mu.Unlock()
+	return nil
+}
+
 // Run polls commands until ctx ends; it returns nil on a clean stop.
 func (s *Sequencer) Run(ctx context.Context) error {
 	defer func() { s.sess.Close() }()
+	// Before the first poll: see claim. A failure here (Kafka not up yet)
+	// is retried at the first batch.
+	if err := s.claim(ctx); err != nil && ctx.Err() == nil {
+		s.log.Warn("sequencer: producer id not claimed yet; the first batch claims it", "err", err)
+	}
 	loop := consumer.Loop{Name: SequencerGroup, Source: s, MaxRecords: 2000, Log: s.log, Lag: s.lag, Live: s.live,
 		Handle: func(ctx context.Context, fetches kgo.Fetches) (bool, error) {
 			err := s.batch(ctx, fetches)
@@ -213,16 +252,9 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) (err error) 
 	committed := false
 	ctx, span := s.startBatch(ctx, fetches)
 	defer func() { s.endBatch(span, committed, err) }()
-	// Claiming the producer id first fences this transactional id's
-	// previous incarnation (the process this one restarts) and aborts the
-	// transaction it left open; otherwise loading an aggregate below waits
-	// for that transaction to time out (10 s, plus up to the broker's
-	// abort check interval, another 10 s by default).
-	if !s.claimed {
-		if _, _, err := s.sess.Client().ProducerID(ctx); err != nil {
-			return fmt.Errorf("%w: claim producer id: %w", errTxn, err)
-		}
-		s.claimed = true
+	// Run claimed the producer id already, unless that failed.
+	if err := s.claim(ctx); err != nil {
+		return fmt.Errorf("%w: claim producer id: %w", errTxn, err)
 	}
 	// Aggregates are loaded before the transaction begins, so their
 	// loading never waits on this sequencer's own open transaction.
