@@ -11,8 +11,9 @@ import (
 // benchSecret signs the benchmark's tokens; the edges it starts trust it.
 const benchSecret = "parley-bench-secret-0123456789"
 
-// procEnv is what every started process gets: profiling on, quiet logs.
-var procEnv = []string{"PARLEY_PPROF=1", "PARLEY_LOG_LEVEL=warn"}
+// procEnv is what every started process gets: profiling on, quiet logs
+// (BENCH_LOG_LEVEL=info or debug to study a run).
+var procEnv = []string{"PARLEY_PPROF=1", "PARLEY_LOG_LEVEL=" + env("BENCH_LOG_LEVEL", "warn")}
 
 // startStack starts presence, persistence (Cassandra, keyspace
 // o.keyspace), ingest, fan-out and o.edges edges as processes, one of

@@ -50,6 +50,7 @@ type options struct {
 	conns          int
 	historyRate    float64
 	recoveryRounds int
+	recoveryRoles  []string
 	storm          stormOptions
 	only           string
 	out            string
@@ -93,6 +94,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.out, "out", env("BENCH_OUT", "bench/results"), "folder for latest.json, latest.png and profiles (BENCH_OUT)")
 	fs.StringVar(&o.profile, "profile", env("BENCH_PROFILE", ""), "take CPU profiles during the fixed-rate run: comma-separated roles (edge, ingest, fanout, persistence, presence, storm) or all (BENCH_PROFILE)")
 	fs.StringVar(&o.skip, "skip", env("BENCH_SKIP", ""), "phases to leave out: comma-separated baseline, knee, memory, history, recovery (BENCH_SKIP)")
+	rolesS := fs.String("recovery-roles", env("BENCH_RECOVERY_ROLES", strings.Join(cluster.Roles, ",")), "service kinds the recovery phase kills and restarts, in order (BENCH_RECOVERY_ROLES)")
 	roundsS := fs.String("recovery-rounds", env("BENCH_RECOVERY_ROUNDS", "10"), "kill -9 and restart rounds per service kind in the recovery phase (BENCH_RECOVERY_ROUNDS)")
 	stormS := fs.String("storm-devices", env("BENCH_STORM_DEVICES", "10000"), "devices that reconnect at once in the storm phase, against a `parley run` of its own (BENCH_STORM_DEVICES); capped by the file limit")
 	fs.IntVar(&o.storm.Convs, "storm-convs", 3, "group conversations per storm device")
@@ -128,6 +130,12 @@ func parseOptions(args []string) (*options, error) {
 	}
 	if o.storm.Group < 2 || o.storm.Convs < 1 || o.storm.Missed < 0 || o.storm.Dialers < 1 || o.storm.ChatRate <= 0 {
 		return nil, fmt.Errorf("storm: need -storm-group ≥ 2, -storm-convs ≥ 1, -storm-dialers ≥ 1, a positive -storm-chat-rate")
+	}
+	for _, r := range strings.Split(*rolesS, ",") {
+		if r = strings.TrimSpace(r); !slices.Contains(cluster.Roles, r) {
+			return nil, fmt.Errorf("recovery-roles: %q is not one of %s", r, strings.Join(cluster.Roles, ", "))
+		}
+		o.recoveryRoles = append(o.recoveryRoles, r)
 	}
 	if o.recoveryRounds, err = strconv.Atoi(*roundsS); err != nil || o.recoveryRounds < 1 {
 		return nil, fmt.Errorf("recovery-rounds %q: want a positive count", *roundsS)
@@ -361,7 +369,7 @@ func run(ctx context.Context, o *options) error {
 		if c.Embedded {
 			rep.Notes = append(rep.Notes, "recovery: not measured in embedded mode (one process holds every service)")
 		} else {
-			r, err := measureRecovery(ctx, c, o.recoveryRounds, minter, runID, progress)
+			r, err := measureRecovery(ctx, c, o.recoveryRounds, o.recoveryRoles, minter, runID, progress)
 			if err != nil {
 				return err
 			}

@@ -146,7 +146,7 @@ func (p *prober) probe(ctx context.Context, since time.Time, deadline time.Time)
 // rounds times, with the prober's pair on edge 0 (the edge killed is
 // edge 0, so the pair reconnects to the restarted process), while a second
 // pair on edge 1 keeps closed-loop traffic going.
-func measureRecovery(ctx context.Context, c *cluster.Cluster, rounds int, minter *auth.HS256, runID string, progress *progressLine) (*recoveryResult, error) {
+func measureRecovery(ctx context.Context, c *cluster.Cluster, rounds int, roles []string, minter *auth.HS256, runID string, progress *progressLine) (*recoveryResult, error) {
 	p, err := newProber(ctx, c.WSURL(0), minter, runID)
 	if err != nil {
 		return nil, err
@@ -170,7 +170,7 @@ func measureRecovery(ctx context.Context, c *cluster.Cluster, rounds int, minter
 		return nil, fmt.Errorf("recovery: before any kill: %w", err)
 	}
 	res := &recoveryResult{Rounds: rounds, Roles: map[string]*recoveryRole{}}
-	for _, role := range cluster.Roles {
+	for _, role := range roles {
 		proc := c.First(role)
 		if role == "edge" {
 			proc = c.Edges[0]
