@@ -68,12 +68,13 @@ func (c *conn) resume(requestID string, cursors []*clientv1.Cursor, taken <-chan
 	}
 	wait.Stop()
 	heads, errs := c.heads(ctx, cursors)
+	firsts := c.firstPages(ctx, cursors, errs)
 	done := &clientv1.Resumed{}
 	var firstErr error
 	for i, cur := range cursors {
 		at, err := uint64(0), errs[i]
 		if err == nil {
-			at, err = c.catchUp(ctx, cur, heads[i])
+			at, err = c.catchUp(ctx, cur, heads[i], firsts[i])
 		}
 		if err != nil {
 			if firstErr == nil {
@@ -136,6 +137,36 @@ func (c *conn) heads(ctx context.Context, cursors []*clientv1.Cursor) ([]uint64,
 	return heads, errs
 }
 
+// firstPages reads the first page after each cursor whose head is known
+// in one CatchUp call, instead of a History call each. A failed call
+// leaves them all nil, and catchUp reads them itself.
+func (c *conn) firstPages(ctx context.Context, cursors []*clientv1.Cursor, errs []error) []*persistencev1.CatchUpPage {
+	pages := make([]*persistencev1.CatchUpPage, len(cursors))
+	req := &persistencev1.CatchUpRequest{UserId: c.user, Limit: resumePage}
+	var idx []int
+	for i, cur := range cursors {
+		if errs[i] == nil {
+			req.Cursors = append(req.Cursors, &persistencev1.CatchUpCursor{ConversationId: cur.GetConversationId(), AfterSeq: cur.GetLastSeq()})
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		return pages
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.svc.cfg.RequestTimeout)
+	defer cancel()
+	resp, err := c.svc.clients.persistence.CatchUp(rctx, req)
+	if err != nil || len(resp.GetPages()) != len(idx) {
+		return pages
+	}
+	for j, i := range idx {
+		if resp.GetPages()[j].GetConversationId() == cursors[i].GetConversationId() {
+			pages[i] = resp.GetPages()[j]
+		}
+	}
+	return pages
+}
+
 // outcomeError is a sequencer's refusal of a probe.
 type outcomeError struct {
 	code chatv1.ErrorCode
@@ -154,17 +185,28 @@ func (e *outcomeError) Error() string { return e.msg }
 // it is, events lost from the log: the device is told once with
 // EVENTS_MISSING, the events after it follow, and the resume goes on, so a
 // lost event never blocks a conversation's resume for good.
-func (c *conn) catchUp(ctx context.Context, cur *clientv1.Cursor, head uint64) (uint64, error) {
+func (c *conn) catchUp(ctx context.Context, cur *clientv1.Cursor, head uint64, first *persistencev1.CatchUpPage) (uint64, error) {
 	conv, seq := cur.GetConversationId(), cur.GetLastSeq()
 	var deadline, holeSince time.Time
 	for {
-		rctx, cancel := context.WithTimeout(ctx, c.svc.cfg.RequestTimeout)
-		resp, err := c.svc.clients.persistence.History(rctx, &persistencev1.HistoryRequest{
-			UserId: c.user, ConversationId: conv, AfterSeq: proto.Uint64(seq), Limit: resumePage,
-		})
-		cancel()
-		if err != nil {
-			return 0, err
+		var resp *persistencev1.HistoryResponse
+		if first != nil {
+			// The page firstPages read, starting at the cursor.
+			if code := codes.Code(first.GetErrorCode()); code != codes.OK {
+				return 0, status.Error(code, first.GetErrorMessage())
+			}
+			resp = &persistencev1.HistoryResponse{Events: first.GetEvents(), HasMore: first.GetHasMore()}
+			first = nil
+		} else {
+			rctx, cancel := context.WithTimeout(ctx, c.svc.cfg.RequestTimeout)
+			var err error
+			resp, err = c.svc.clients.persistence.History(rctx, &persistencev1.HistoryRequest{
+				UserId: c.user, ConversationId: conv, AfterSeq: proto.Uint64(seq), Limit: resumePage,
+			})
+			cancel()
+			if err != nil {
+				return 0, err
+			}
 		}
 		hole := false
 		for _, ev := range resp.GetEvents() {

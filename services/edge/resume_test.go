@@ -54,6 +54,20 @@ func (h *scriptedHistory) History(_ context.Context, req *persistencev1.HistoryR
 	return resp, nil
 }
 
+// CatchUp answers each cursor as History would, one call each, so the
+// scripted calls count the same whether the edge batches or not.
+func (h *scriptedHistory) CatchUp(ctx context.Context, req *persistencev1.CatchUpRequest, _ ...grpc.CallOption) (*persistencev1.CatchUpResponse, error) {
+	resp := &persistencev1.CatchUpResponse{}
+	for _, cur := range req.GetCursors() {
+		page, err := h.History(ctx, &persistencev1.HistoryRequest{UserId: req.GetUserId(), ConversationId: cur.GetConversationId(), AfterSeq: &cur.AfterSeq, Limit: req.GetLimit()})
+		if err != nil {
+			return nil, err
+		}
+		resp.Pages = append(resp.Pages, &persistencev1.CatchUpPage{ConversationId: cur.GetConversationId(), Events: page.GetEvents(), HasMore: page.GetHasMore()})
+	}
+	return resp, nil
+}
+
 // headIngest answers the resume's head probe (a mark of zeros, which moves
 // nothing) with a fixed head, as the sequencer does.
 type headIngest struct {

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
@@ -248,6 +249,35 @@ func (s *Service) History(ctx context.Context, req *persistencev1.HistoryRequest
 		return nil, storeErr(err)
 	}
 	return &persistencev1.HistoryResponse{Events: page.Events, HasMore: page.HasMore}, nil
+}
+
+// maxCatchUpCursors bounds one CatchUp, as the edge bounds a resume.
+const maxCatchUpCursors = 1000
+
+// CatchUp implements PersistenceService: History's first forward page for
+// each cursor, in one call.
+func (s *Service) CatchUp(ctx context.Context, req *persistencev1.CatchUpRequest) (*persistencev1.CatchUpResponse, error) {
+	if n := len(req.GetCursors()); n > maxCatchUpCursors {
+		return nil, status.Errorf(codes.InvalidArgument, "at most %d cursors, got %d", maxCatchUpCursors, n)
+	}
+	resp := &persistencev1.CatchUpResponse{Pages: make([]*persistencev1.CatchUpPage, 0, len(req.GetCursors()))}
+	for _, cur := range req.GetCursors() {
+		page := &persistencev1.CatchUpPage{ConversationId: cur.GetConversationId()}
+		h, err := s.History(ctx, &persistencev1.HistoryRequest{
+			UserId: req.GetUserId(), ConversationId: cur.GetConversationId(), AfterSeq: proto.Uint64(cur.GetAfterSeq()), Limit: req.GetLimit(),
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, status.FromContextError(ctx.Err()).Err()
+			}
+			st := status.Convert(err)
+			page.ErrorCode, page.ErrorMessage = uint32(st.Code()), st.Message()
+		} else {
+			page.Events, page.HasMore = h.GetEvents(), h.GetHasMore()
+		}
+		resp.Pages = append(resp.Pages, page)
+	}
+	return resp, nil
 }
 
 // authorize returns the conversation's summary if user is a member. A

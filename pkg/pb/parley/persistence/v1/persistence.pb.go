@@ -246,6 +246,246 @@ func (x *HistoryResponse) GetHasMore() bool {
 	return false
 }
 
+// CatchUpRequest names the caller, whose membership of each conversation
+// is checked, and where each page starts.
+type CatchUpRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	UserId  string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Cursors []*CatchUpCursor       `protobuf:"bytes,2,rep,name=cursors,proto3" json:"cursors,omitempty"`
+	// limit bounds each page, as HistoryRequest.limit.
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CatchUpRequest) Reset() {
+	*x = CatchUpRequest{}
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CatchUpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CatchUpRequest) ProtoMessage() {}
+
+func (x *CatchUpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CatchUpRequest.ProtoReflect.Descriptor instead.
+func (*CatchUpRequest) Descriptor() ([]byte, []int) {
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CatchUpRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *CatchUpRequest) GetCursors() []*CatchUpCursor {
+	if x != nil {
+		return x.Cursors
+	}
+	return nil
+}
+
+func (x *CatchUpRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// CatchUpCursor asks for the events of a conversation after after_seq.
+type CatchUpCursor struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	AfterSeq       uint64                 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CatchUpCursor) Reset() {
+	*x = CatchUpCursor{}
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CatchUpCursor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CatchUpCursor) ProtoMessage() {}
+
+func (x *CatchUpCursor) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CatchUpCursor.ProtoReflect.Descriptor instead.
+func (*CatchUpCursor) Descriptor() ([]byte, []int) {
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CatchUpCursor) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *CatchUpCursor) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+// CatchUpResponse has a page per cursor, in the request's order.
+type CatchUpResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pages         []*CatchUpPage         `protobuf:"bytes,1,rep,name=pages,proto3" json:"pages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CatchUpResponse) Reset() {
+	*x = CatchUpResponse{}
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CatchUpResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CatchUpResponse) ProtoMessage() {}
+
+func (x *CatchUpResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CatchUpResponse.ProtoReflect.Descriptor instead.
+func (*CatchUpResponse) Descriptor() ([]byte, []int) {
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CatchUpResponse) GetPages() []*CatchUpPage {
+	if x != nil {
+		return x.Pages
+	}
+	return nil
+}
+
+// CatchUpPage is one cursor's page: events in ascending seq order and
+// has_more as in HistoryResponse, or, when error_code is not 0 (OK), the
+// gRPC code and message History would have answered with.
+type CatchUpPage struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Events         []*v1.Event            `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	HasMore        bool                   `protobuf:"varint,3,opt,name=has_more,json=hasMore,proto3" json:"has_more,omitempty"`
+	ErrorCode      uint32                 `protobuf:"varint,4,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorMessage   string                 `protobuf:"bytes,5,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CatchUpPage) Reset() {
+	*x = CatchUpPage{}
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CatchUpPage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CatchUpPage) ProtoMessage() {}
+
+func (x *CatchUpPage) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CatchUpPage.ProtoReflect.Descriptor instead.
+func (*CatchUpPage) Descriptor() ([]byte, []int) {
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CatchUpPage) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *CatchUpPage) GetEvents() []*v1.Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *CatchUpPage) GetHasMore() bool {
+	if x != nil {
+		return x.HasMore
+	}
+	return false
+}
+
+func (x *CatchUpPage) GetErrorCode() uint32 {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return 0
+}
+
+func (x *CatchUpPage) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
 // ConversationsRequest names the user.
 type ConversationsRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -259,7 +499,7 @@ type ConversationsRequest struct {
 
 func (x *ConversationsRequest) Reset() {
 	*x = ConversationsRequest{}
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[4]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -271,7 +511,7 @@ func (x *ConversationsRequest) String() string {
 func (*ConversationsRequest) ProtoMessage() {}
 
 func (x *ConversationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[4]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -284,7 +524,7 @@ func (x *ConversationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationsRequest.ProtoReflect.Descriptor instead.
 func (*ConversationsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{4}
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ConversationsRequest) GetUserId() string {
@@ -319,7 +559,7 @@ type ConversationsResponse struct {
 
 func (x *ConversationsResponse) Reset() {
 	*x = ConversationsResponse{}
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[5]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -331,7 +571,7 @@ func (x *ConversationsResponse) String() string {
 func (*ConversationsResponse) ProtoMessage() {}
 
 func (x *ConversationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[5]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -344,7 +584,7 @@ func (x *ConversationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationsResponse.ProtoReflect.Descriptor instead.
 func (*ConversationsResponse) Descriptor() ([]byte, []int) {
-	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{5}
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ConversationsResponse) GetConversations() []*v1.Conversation {
@@ -372,7 +612,7 @@ type ConversationRequest struct {
 
 func (x *ConversationRequest) Reset() {
 	*x = ConversationRequest{}
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[6]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -384,7 +624,7 @@ func (x *ConversationRequest) String() string {
 func (*ConversationRequest) ProtoMessage() {}
 
 func (x *ConversationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[6]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -397,7 +637,7 @@ func (x *ConversationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationRequest.ProtoReflect.Descriptor instead.
 func (*ConversationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{6}
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ConversationRequest) GetUserId() string {
@@ -424,7 +664,7 @@ type ConversationResponse struct {
 
 func (x *ConversationResponse) Reset() {
 	*x = ConversationResponse{}
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[7]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -436,7 +676,7 @@ func (x *ConversationResponse) String() string {
 func (*ConversationResponse) ProtoMessage() {}
 
 func (x *ConversationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[7]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -449,7 +689,7 @@ func (x *ConversationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationResponse.ProtoReflect.Descriptor instead.
 func (*ConversationResponse) Descriptor() ([]byte, []int) {
-	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{7}
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ConversationResponse) GetConversation() *v1.Conversation {
@@ -470,7 +710,7 @@ type ReceiptsRequest struct {
 
 func (x *ReceiptsRequest) Reset() {
 	*x = ReceiptsRequest{}
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[8]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -482,7 +722,7 @@ func (x *ReceiptsRequest) String() string {
 func (*ReceiptsRequest) ProtoMessage() {}
 
 func (x *ReceiptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[8]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -495,7 +735,7 @@ func (x *ReceiptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptsRequest.ProtoReflect.Descriptor instead.
 func (*ReceiptsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{8}
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReceiptsRequest) GetUserId() string {
@@ -523,7 +763,7 @@ type ReceiptsResponse struct {
 
 func (x *ReceiptsResponse) Reset() {
 	*x = ReceiptsResponse{}
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[9]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +775,7 @@ func (x *ReceiptsResponse) String() string {
 func (*ReceiptsResponse) ProtoMessage() {}
 
 func (x *ReceiptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[9]
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -548,7 +788,7 @@ func (x *ReceiptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptsResponse.ProtoReflect.Descriptor instead.
 func (*ReceiptsResponse) Descriptor() ([]byte, []int) {
-	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{9}
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReceiptsResponse) GetReceipts() []*v1.Receipt {
@@ -579,7 +819,23 @@ const file_parley_persistence_v1_persistence_proto_rawDesc = "" +
 	"_after_seq\"[\n" +
 	"\x0fHistoryResponse\x12-\n" +
 	"\x06events\x18\x01 \x03(\v2\x15.parley.chat.v1.EventR\x06events\x12\x19\n" +
-	"\bhas_more\x18\x02 \x01(\bR\ahasMore\"j\n" +
+	"\bhas_more\x18\x02 \x01(\bR\ahasMore\"\x7f\n" +
+	"\x0eCatchUpRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12>\n" +
+	"\acursors\x18\x02 \x03(\v2$.parley.persistence.v1.CatchUpCursorR\acursors\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"U\n" +
+	"\rCatchUpCursor\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x1b\n" +
+	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\"K\n" +
+	"\x0fCatchUpResponse\x128\n" +
+	"\x05pages\x18\x01 \x03(\v2\".parley.persistence.v1.CatchUpPageR\x05pages\"\xc4\x01\n" +
+	"\vCatchUpPage\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12-\n" +
+	"\x06events\x18\x02 \x03(\v2\x15.parley.chat.v1.EventR\x06events\x12\x19\n" +
+	"\bhas_more\x18\x03 \x01(\bR\ahasMore\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x04 \x01(\rR\terrorCode\x12#\n" +
+	"\rerror_message\x18\x05 \x01(\tR\ferrorMessage\"j\n" +
 	"\x14ConversationsRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\x12#\n" +
@@ -597,9 +853,10 @@ const file_parley_persistence_v1_persistence_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\"G\n" +
 	"\x10ReceiptsResponse\x123\n" +
-	"\breceipts\x18\x01 \x03(\v2\x17.parley.chat.v1.ReceiptR\breceipts2\xf7\x03\n" +
+	"\breceipts\x18\x01 \x03(\v2\x17.parley.chat.v1.ReceiptR\breceipts2\xd1\x04\n" +
 	"\x12PersistenceService\x12X\n" +
-	"\aHistory\x12%.parley.persistence.v1.HistoryRequest\x1a&.parley.persistence.v1.HistoryResponse\x12j\n" +
+	"\aHistory\x12%.parley.persistence.v1.HistoryRequest\x1a&.parley.persistence.v1.HistoryResponse\x12X\n" +
+	"\aCatchUp\x12%.parley.persistence.v1.CatchUpRequest\x1a&.parley.persistence.v1.CatchUpResponse\x12j\n" +
 	"\rConversations\x12+.parley.persistence.v1.ConversationsRequest\x1a,.parley.persistence.v1.ConversationsResponse\x12[\n" +
 	"\bReceipts\x12&.parley.persistence.v1.ReceiptsRequest\x1a'.parley.persistence.v1.ReceiptsResponse\x12g\n" +
 	"\fConversation\x12*.parley.persistence.v1.ConversationRequest\x1a+.parley.persistence.v1.ConversationResponse\x12U\n" +
@@ -617,42 +874,51 @@ func file_parley_persistence_v1_persistence_proto_rawDescGZIP() []byte {
 	return file_parley_persistence_v1_persistence_proto_rawDescData
 }
 
-var file_parley_persistence_v1_persistence_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_parley_persistence_v1_persistence_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_parley_persistence_v1_persistence_proto_goTypes = []any{
 	(*BlocksRequest)(nil),         // 0: parley.persistence.v1.BlocksRequest
 	(*BlocksResponse)(nil),        // 1: parley.persistence.v1.BlocksResponse
 	(*HistoryRequest)(nil),        // 2: parley.persistence.v1.HistoryRequest
 	(*HistoryResponse)(nil),       // 3: parley.persistence.v1.HistoryResponse
-	(*ConversationsRequest)(nil),  // 4: parley.persistence.v1.ConversationsRequest
-	(*ConversationsResponse)(nil), // 5: parley.persistence.v1.ConversationsResponse
-	(*ConversationRequest)(nil),   // 6: parley.persistence.v1.ConversationRequest
-	(*ConversationResponse)(nil),  // 7: parley.persistence.v1.ConversationResponse
-	(*ReceiptsRequest)(nil),       // 8: parley.persistence.v1.ReceiptsRequest
-	(*ReceiptsResponse)(nil),      // 9: parley.persistence.v1.ReceiptsResponse
-	(*v1.Event)(nil),              // 10: parley.chat.v1.Event
-	(*v1.Conversation)(nil),       // 11: parley.chat.v1.Conversation
-	(*v1.Receipt)(nil),            // 12: parley.chat.v1.Receipt
+	(*CatchUpRequest)(nil),        // 4: parley.persistence.v1.CatchUpRequest
+	(*CatchUpCursor)(nil),         // 5: parley.persistence.v1.CatchUpCursor
+	(*CatchUpResponse)(nil),       // 6: parley.persistence.v1.CatchUpResponse
+	(*CatchUpPage)(nil),           // 7: parley.persistence.v1.CatchUpPage
+	(*ConversationsRequest)(nil),  // 8: parley.persistence.v1.ConversationsRequest
+	(*ConversationsResponse)(nil), // 9: parley.persistence.v1.ConversationsResponse
+	(*ConversationRequest)(nil),   // 10: parley.persistence.v1.ConversationRequest
+	(*ConversationResponse)(nil),  // 11: parley.persistence.v1.ConversationResponse
+	(*ReceiptsRequest)(nil),       // 12: parley.persistence.v1.ReceiptsRequest
+	(*ReceiptsResponse)(nil),      // 13: parley.persistence.v1.ReceiptsResponse
+	(*v1.Event)(nil),              // 14: parley.chat.v1.Event
+	(*v1.Conversation)(nil),       // 15: parley.chat.v1.Conversation
+	(*v1.Receipt)(nil),            // 16: parley.chat.v1.Receipt
 }
 var file_parley_persistence_v1_persistence_proto_depIdxs = []int32{
-	10, // 0: parley.persistence.v1.HistoryResponse.events:type_name -> parley.chat.v1.Event
-	11, // 1: parley.persistence.v1.ConversationsResponse.conversations:type_name -> parley.chat.v1.Conversation
-	11, // 2: parley.persistence.v1.ConversationResponse.conversation:type_name -> parley.chat.v1.Conversation
-	12, // 3: parley.persistence.v1.ReceiptsResponse.receipts:type_name -> parley.chat.v1.Receipt
-	2,  // 4: parley.persistence.v1.PersistenceService.History:input_type -> parley.persistence.v1.HistoryRequest
-	4,  // 5: parley.persistence.v1.PersistenceService.Conversations:input_type -> parley.persistence.v1.ConversationsRequest
-	8,  // 6: parley.persistence.v1.PersistenceService.Receipts:input_type -> parley.persistence.v1.ReceiptsRequest
-	6,  // 7: parley.persistence.v1.PersistenceService.Conversation:input_type -> parley.persistence.v1.ConversationRequest
-	0,  // 8: parley.persistence.v1.PersistenceService.Blocks:input_type -> parley.persistence.v1.BlocksRequest
-	3,  // 9: parley.persistence.v1.PersistenceService.History:output_type -> parley.persistence.v1.HistoryResponse
-	5,  // 10: parley.persistence.v1.PersistenceService.Conversations:output_type -> parley.persistence.v1.ConversationsResponse
-	9,  // 11: parley.persistence.v1.PersistenceService.Receipts:output_type -> parley.persistence.v1.ReceiptsResponse
-	7,  // 12: parley.persistence.v1.PersistenceService.Conversation:output_type -> parley.persistence.v1.ConversationResponse
-	1,  // 13: parley.persistence.v1.PersistenceService.Blocks:output_type -> parley.persistence.v1.BlocksResponse
-	9,  // [9:14] is the sub-list for method output_type
-	4,  // [4:9] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	14, // 0: parley.persistence.v1.HistoryResponse.events:type_name -> parley.chat.v1.Event
+	5,  // 1: parley.persistence.v1.CatchUpRequest.cursors:type_name -> parley.persistence.v1.CatchUpCursor
+	7,  // 2: parley.persistence.v1.CatchUpResponse.pages:type_name -> parley.persistence.v1.CatchUpPage
+	14, // 3: parley.persistence.v1.CatchUpPage.events:type_name -> parley.chat.v1.Event
+	15, // 4: parley.persistence.v1.ConversationsResponse.conversations:type_name -> parley.chat.v1.Conversation
+	15, // 5: parley.persistence.v1.ConversationResponse.conversation:type_name -> parley.chat.v1.Conversation
+	16, // 6: parley.persistence.v1.ReceiptsResponse.receipts:type_name -> parley.chat.v1.Receipt
+	2,  // 7: parley.persistence.v1.PersistenceService.History:input_type -> parley.persistence.v1.HistoryRequest
+	4,  // 8: parley.persistence.v1.PersistenceService.CatchUp:input_type -> parley.persistence.v1.CatchUpRequest
+	8,  // 9: parley.persistence.v1.PersistenceService.Conversations:input_type -> parley.persistence.v1.ConversationsRequest
+	12, // 10: parley.persistence.v1.PersistenceService.Receipts:input_type -> parley.persistence.v1.ReceiptsRequest
+	10, // 11: parley.persistence.v1.PersistenceService.Conversation:input_type -> parley.persistence.v1.ConversationRequest
+	0,  // 12: parley.persistence.v1.PersistenceService.Blocks:input_type -> parley.persistence.v1.BlocksRequest
+	3,  // 13: parley.persistence.v1.PersistenceService.History:output_type -> parley.persistence.v1.HistoryResponse
+	6,  // 14: parley.persistence.v1.PersistenceService.CatchUp:output_type -> parley.persistence.v1.CatchUpResponse
+	9,  // 15: parley.persistence.v1.PersistenceService.Conversations:output_type -> parley.persistence.v1.ConversationsResponse
+	13, // 16: parley.persistence.v1.PersistenceService.Receipts:output_type -> parley.persistence.v1.ReceiptsResponse
+	11, // 17: parley.persistence.v1.PersistenceService.Conversation:output_type -> parley.persistence.v1.ConversationResponse
+	1,  // 18: parley.persistence.v1.PersistenceService.Blocks:output_type -> parley.persistence.v1.BlocksResponse
+	13, // [13:19] is the sub-list for method output_type
+	7,  // [7:13] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_parley_persistence_v1_persistence_proto_init() }
@@ -667,7 +933,7 @@ func file_parley_persistence_v1_persistence_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_persistence_v1_persistence_proto_rawDesc), len(file_parley_persistence_v1_persistence_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	PersistenceService_History_FullMethodName       = "/parley.persistence.v1.PersistenceService/History"
+	PersistenceService_CatchUp_FullMethodName       = "/parley.persistence.v1.PersistenceService/CatchUp"
 	PersistenceService_Conversations_FullMethodName = "/parley.persistence.v1.PersistenceService/Conversations"
 	PersistenceService_Receipts_FullMethodName      = "/parley.persistence.v1.PersistenceService/Receipts"
 	PersistenceService_Conversation_FullMethodName  = "/parley.persistence.v1.PersistenceService/Conversation"
@@ -40,6 +41,11 @@ const (
 type PersistenceServiceClient interface {
 	// History pages a conversation's events.
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
+	// CatchUp reads the first page after each cursor of one user in one
+	// call: a resuming device's catch-up, which cost a History call per
+	// conversation. Each page answers for itself; a refused one carries its
+	// gRPC code instead of events.
+	CatchUp(ctx context.Context, in *CatchUpRequest, opts ...grpc.CallOption) (*CatchUpResponse, error)
 	// Conversations lists a user's conversations, most recent activity first.
 	Conversations(ctx context.Context, in *ConversationsRequest, opts ...grpc.CallOption) (*ConversationsResponse, error)
 	// Receipts lists every device position in a conversation.
@@ -64,6 +70,16 @@ func (c *persistenceServiceClient) History(ctx context.Context, in *HistoryReque
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(HistoryResponse)
 	err := c.cc.Invoke(ctx, PersistenceService_History_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *persistenceServiceClient) CatchUp(ctx context.Context, in *CatchUpRequest, opts ...grpc.CallOption) (*CatchUpResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CatchUpResponse)
+	err := c.cc.Invoke(ctx, PersistenceService_CatchUp_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -121,6 +137,11 @@ func (c *persistenceServiceClient) Blocks(ctx context.Context, in *BlocksRequest
 type PersistenceServiceServer interface {
 	// History pages a conversation's events.
 	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
+	// CatchUp reads the first page after each cursor of one user in one
+	// call: a resuming device's catch-up, which cost a History call per
+	// conversation. Each page answers for itself; a refused one carries its
+	// gRPC code instead of events.
+	CatchUp(context.Context, *CatchUpRequest) (*CatchUpResponse, error)
 	// Conversations lists a user's conversations, most recent activity first.
 	Conversations(context.Context, *ConversationsRequest) (*ConversationsResponse, error)
 	// Receipts lists every device position in a conversation.
@@ -143,6 +164,9 @@ type UnimplementedPersistenceServiceServer struct{}
 
 func (UnimplementedPersistenceServiceServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method History not implemented")
+}
+func (UnimplementedPersistenceServiceServer) CatchUp(context.Context, *CatchUpRequest) (*CatchUpResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CatchUp not implemented")
 }
 func (UnimplementedPersistenceServiceServer) Conversations(context.Context, *ConversationsRequest) (*ConversationsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Conversations not implemented")
@@ -191,6 +215,24 @@ func _PersistenceService_History_Handler(srv interface{}, ctx context.Context, d
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(PersistenceServiceServer).History(ctx, req.(*HistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PersistenceService_CatchUp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CatchUpRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PersistenceServiceServer).CatchUp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PersistenceService_CatchUp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PersistenceServiceServer).CatchUp(ctx, req.(*CatchUpRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -277,6 +319,10 @@ var PersistenceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "History",
 			Handler:    _PersistenceService_History_Handler,
+		},
+		{
+			MethodName: "CatchUp",
+			Handler:    _PersistenceService_CatchUp_Handler,
 		},
 		{
 			MethodName: "Conversations",
