@@ -265,7 +265,7 @@ func runStorm(ctx context.Context, so stormOptions, profile, binDir, logDir stri
 			}
 		}
 	}()
-	var wg sync.WaitGroup
+	var wg, readers sync.WaitGroup
 	next := atomic.Int64{}
 	for range so.Dialers {
 		wg.Go(func() {
@@ -275,7 +275,7 @@ func runStorm(ctx context.Context, so stormOptions, profile, binDir, logDir stri
 					return
 				}
 				d := devices[i]
-				c, err := d.resume(sctx, clients[i%len(clients)], url, minter, !so.NoResume, &authed)
+				c, async, err := d.resume(sctx, clients[i%len(clients)], url, minter, !so.NoResume, &authed, &done, &readers)
 				conns[i] = c
 				if err != nil {
 					d.failed = true
@@ -283,11 +283,14 @@ func runStorm(ctx context.Context, so stormOptions, profile, binDir, logDir stri
 						d.errCode = "connect: " + errorName(err)
 					}
 				}
-				done.Add(1)
+				if !async {
+					done.Add(1) // nothing more to read
+				}
 			}
 		})
 	}
 	wg.Wait()
+	readers.Wait()
 	ch.mark()
 	serverCPU1, _ := cpuSeconds(server.PID())
 	clientCPU1, _ := cpuSeconds(os.Getpid())
@@ -387,16 +390,16 @@ func sourceClients() []*http.Client {
 // resume dials, authenticates with a cursor per conversation and reads
 // until Resumed, keeping every event's seq. The connection stays open
 // (reading in the background) for the caller to close.
-func (d *stormDevice) resume(ctx context.Context, hc *http.Client, url string, minter *auth.HS256, cursors bool, authed *atomic.Int64) (*websocket.Conn, error) {
+func (d *stormDevice) resume(ctx context.Context, hc *http.Client, url string, minter *auth.HS256, cursors bool, authed, done *atomic.Int64, readers *sync.WaitGroup) (c *websocket.Conn, async bool, err error) {
 	d.dialAt = time.Now()
-	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: hc, Subprotocols: []string{wire.SubprotocolProto}})
+	c, _, err = websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: hc, Subprotocols: []string{wire.SubprotocolProto}})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	c.SetReadLimit(1 << 22)
 	tok, err := minter.Mint(d.user, 24*time.Hour)
 	if err != nil {
-		return c, err
+		return c, false, err
 	}
 	a := &clientv1.Authenticate{Token: tok, DeviceId: "storm"}
 	for _, cv := range d.convs {
@@ -407,19 +410,40 @@ func (d *stormDevice) resume(ctx context.Context, hc *http.Client, url string, m
 	}
 	frame, err := wire.Encode(wire.Binary, &clientv1.ClientFrame{RequestId: "auth", Frame: &clientv1.ClientFrame_Authenticate{Authenticate: a}})
 	if err != nil {
-		return c, err
+		return c, false, err
 	}
 	if err := c.Write(ctx, websocket.MessageBinary, frame); err != nil {
-		return c, err
+		return c, false, err
 	}
+	// Until authenticated here; the rest of the resume is read by a
+	// goroutine of its own, so a dialer moves on to its next device as a
+	// fleet's devices would, each on its own.
+	if stop, err := d.read(ctx, c, cursors, authed, true); stop || err != nil {
+		return c, false, err
+	}
+	readers.Go(func() {
+		if _, err := d.read(ctx, c, cursors, authed, false); err != nil {
+			d.failed = true
+			if d.errCode == "" {
+				d.errCode = "read: " + errorName(err)
+			}
+		}
+		done.Add(1)
+	})
+	return c, true, nil
+}
+
+// read reads frames until Authenticated (untilAuth) or Resumed, keeping
+// every event's seq. It reports stop when nothing more is to be read.
+func (d *stormDevice) read(ctx context.Context, c *websocket.Conn, cursors bool, authed *atomic.Int64, untilAuth bool) (stop bool, err error) {
 	for {
 		_, data, err := c.Read(ctx)
 		if err != nil {
-			return c, err
+			return true, err
 		}
 		f, err := wire.DecodeServer(wire.Binary, data)
 		if err != nil {
-			return c, err
+			return true, err
 		}
 		switch {
 		case f.GetAuthenticated() != nil:
@@ -429,7 +453,10 @@ func (d *stormDevice) resume(ctx context.Context, hc *http.Client, url string, m
 				// No Resumed comes without cursors.
 				d.doneAt, d.seen = d.authAt, nil
 				c.CloseRead(context.Background())
-				return c, nil
+				return true, nil
+			}
+			if untilAuth {
+				return false, nil
 			}
 		case f.GetEvents() != nil:
 			for _, ev := range f.GetEvents().GetEvents() {
@@ -441,14 +468,14 @@ func (d *stormDevice) resume(ctx context.Context, hc *http.Client, url string, m
 			}
 			if f.GetError().GetCode() == chatv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED {
 				d.failed = true
-				return c, nil
+				return true, nil
 			}
 		case f.GetResumed() != nil:
 			d.doneAt = time.Now()
 			d.failed = len(f.GetResumed().GetFailed()) > 0
 			// Keep answering the edge's pings until the storm ends.
 			c.CloseRead(context.Background())
-			return c, nil
+			return true, nil
 		}
 	}
 }
@@ -533,6 +560,14 @@ func startChat(ctx context.Context, so stormOptions, dial func(context.Context, 
 	for i, cl := range ch.clients {
 		conv := ids[i/2]
 		ch.wg.Go(func() {
+			// Spread the chatters' sends over the period: tickers started
+			// together would send all 200 at once every 2 s, a burst that
+			// queues and measures itself.
+			select {
+			case <-cctx.Done():
+				return
+			case <-time.After(every * time.Duration(i) / time.Duration(len(ch.clients))):
+			}
 			t := time.NewTicker(every)
 			defer t.Stop()
 			for {

@@ -45,6 +45,7 @@ func (l *Limits) RegisterFlags(fs *flag.FlagSet) {
 		"bytes queued per connection before it is closed with 4000 resync (PARLEY_QUEUE_BYTES)")
 	fs.IntVar(&l.MaxResumeCursors, "max-resume-cursors", daemon.EnvInt("PARLEY_MAX_RESUME_CURSORS", l.MaxResumeCursors),
 		"distinct conversations one authenticate may resume (PARLEY_MAX_RESUME_CURSORS)")
+	count(&l.ResumeConcurrency, "resume-concurrency", "PARLEY_RESUME_CONCURRENCY", "resumes this node runs at once (more wait their turn; -limits-off keeps it)")
 	fs.DurationVar(&l.PingInterval, "ping-interval", daemon.EnvDuration("PARLEY_PING_INTERVAL", l.PingInterval),
 		"how often the edge pings each authenticated client (PARLEY_PING_INTERVAL)")
 	fs.DurationVar(&l.IdleTimeout, "idle-timeout", daemon.EnvDuration("PARLEY_IDLE_TIMEOUT", l.IdleTimeout),

@@ -415,3 +415,40 @@ func TestKeepaliveLeavesBusyConnectionsAlone(t *testing.T) {
 		t.Fatal("a connection written to just now is not pinged: a receive-only client would be closed as idle")
 	}
 }
+
+// TestResumeTurns: at most ResumeConcurrency resumes run at once; the
+// next waits for one to end, and one that waited past its bound goes
+// ahead anyway rather than starve.
+func TestResumeTurns(t *testing.T) {
+	l := newLimiter(Limits{ResumeConcurrency: 2}, metrics.NewRegistry())
+	end1, end2 := l.resumeTurn(time.Second), l.resumeTurn(time.Second)
+	got := make(chan func(), 1)
+	go func() { got <- l.resumeTurn(time.Minute) }()
+	select {
+	case <-got:
+		t.Fatal("a third resume ran beside two")
+	case <-time.After(100 * time.Millisecond):
+	}
+	end1()
+	select {
+	case end3 := <-got:
+		end3()
+	case <-time.After(5 * time.Second):
+		t.Fatal("the third resume did not get the turn the first ended")
+	}
+	end4 := l.resumeTurn(time.Second) // the third's turn is back
+	start := time.Now()
+	end5 := l.resumeTurn(200 * time.Millisecond)
+	if waited := time.Since(start); waited < 150*time.Millisecond {
+		t.Fatalf("a resume past the bound waited %v, want its 200 ms", waited)
+	}
+	end2()
+	end4()
+	end5() // ends nothing: it never held a turn
+	if n := len(l.resumes); n != 0 {
+		t.Fatalf("%d turns held after every resume ended", n)
+	}
+	if unbounded := newLimiter(Limits{ResumeConcurrency: -1}, metrics.NewRegistry()); unbounded.resumes != nil {
+		t.Fatal("-1 bounded the resumes")
+	}
+}

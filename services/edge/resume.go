@@ -31,6 +31,9 @@ const (
 	// the session. A restarted presence waits up to a lease (10 s) for the
 	// nodes it knew before it serves; past that the resume goes ahead.
 	presenceWait = 15 * time.Second
+	// resumeTurnWait bounds a resume's wait for its turn (see
+	// Limits.ResumeConcurrency).
+	resumeTurnWait = 30 * time.Second
 )
 
 // hold starts holding back live events of the resumed conversations. It
@@ -67,6 +70,11 @@ func (c *conn) resume(requestID string, cursors []*clientv1.Cursor, taken <-chan
 			"user", c.user, "waited", presenceWait)
 	}
 	wait.Stop()
+	end := c.svc.lim.resumeTurn(resumeTurnWait)
+	defer end()
+	if c.isClosed() {
+		return // it ended while it waited its turn
+	}
 	heads, errs := c.heads(ctx, cursors)
 	firsts := c.firstPages(ctx, cursors, errs)
 	done := &clientv1.Resumed{}
@@ -165,6 +173,13 @@ func (c *conn) firstPages(ctx context.Context, cursors []*clientv1.Cursor, errs 
 		}
 	}
 	return pages
+}
+
+// isClosed reports whether the connection takes nothing more.
+func (c *conn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
 }
 
 // outcomeError is a sequencer's refusal of a probe.
