@@ -19,6 +19,54 @@ import (
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 )
 
+// restartCluster is a one-broker kfake cluster with Parley's topics of
+// one partition, an admin client, and a context bounding the test.
+func restartCluster(t *testing.T) (*kfake.Cluster, []string, *kgo.Client, context.Context) {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	brokers := c.ListenAddrs()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	t.Cleanup(cancel)
+	admin, err := kgo.NewClient(topics.ClientOpts(brokers)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	if err := topics.Ensure(ctx, kadm.NewClient(admin), topics.Spec{Partitions: 1, ReplicationFactor: 1, MinInsyncReplicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+	return c, brokers, admin, ctx
+}
+
+// restartSequencer starts the restarted incarnation ("seq-0", stopped at
+// the test's end) and sends it a command; it returns the restart's time.
+func restartSequencer(t *testing.T, ctx context.Context, brokers []string, admin *kgo.Client) time.Time {
+	t.Helper()
+	began := time.Now()
+	seq, err := NewSequencer(topics.ClientOpts(brokers), "seq-0", 10, slog.New(slog.DiscardHandler), newDeadLetters(metrics.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- seq.Run(sctx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("sequencer: %v", err)
+		}
+	})
+	b, _ := proto.Marshal(createCmd("g", "alice", "c1", chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "alice", "bob"))
+	if err := admin.ProduceSync(ctx, &kgo.Record{Topic: topics.Commands, Key: []byte("g"), Value: b}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	return began
+}
+
 // TestRestartedSequencerAbortsItsCrashedTransaction: a sequencer killed
 // inside a transaction leaves it open, and a committed reader of the event
 // partition (the restarted sequencer's rebuild among them) cannot pass it
@@ -27,22 +75,7 @@ import (
 // waiting for the transaction to time out. The crashed transaction here
 // has a 60 s timeout; the restart must decide a new command well before.
 func TestRestartedSequencerAbortsItsCrashedTransaction(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	brokers := c.ListenAddrs()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	admin, err := kgo.NewClient(topics.ClientOpts(brokers)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
-	if err := topics.Ensure(ctx, kadm.NewClient(admin), topics.Spec{Partitions: 1, ReplicationFactor: 1, MinInsyncReplicas: 1}); err != nil {
-		t.Fatal(err)
-	}
+	_, brokers, admin, ctx := restartCluster(t)
 
 	// The crashed incarnation: its transaction holds an event record and
 	// never ends (the process is gone; its client is simply abandoned).
@@ -59,24 +92,7 @@ func TestRestartedSequencerAbortsItsCrashedTransaction(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	began := time.Now()
-	seq, err := NewSequencer(topics.ClientOpts(brokers), "seq-0", 10, slog.New(slog.DiscardHandler), newDeadLetters(metrics.NewRegistry()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- seq.Run(sctx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("sequencer: %v", err)
-		}
-	}()
-	b, _ := proto.Marshal(createCmd("g", "alice", "c1", chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "alice", "bob"))
-	if err := admin.ProduceSync(ctx, &kgo.Record{Topic: topics.Commands, Key: []byte("g"), Value: b}).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	began := restartSequencer(t, ctx, brokers, admin)
 	// Half the crashed transaction's timeout: a restart that waits for
 	// the timeout cannot make it, one that claims the id has 30 s of
 	// slack on a slow machine.
@@ -104,22 +120,7 @@ func TestRestartedSequencerAbortsItsCrashedTransaction(t *testing.T) {
 // 20). It must claim before it reads its offsets. The crashed transaction
 // here has a 60 s timeout.
 func TestRestartedSequencerClaimsBeforeReadingOffsets(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	brokers := c.ListenAddrs()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	admin, err := kgo.NewClient(topics.ClientOpts(brokers)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
-	if err := topics.Ensure(ctx, kadm.NewClient(admin), topics.Spec{Partitions: 1, ReplicationFactor: 1, MinInsyncReplicas: 1}); err != nil {
-		t.Fatal(err)
-	}
+	c, brokers, admin, ctx := restartCluster(t)
 
 	// The crashed incarnation, by hand: a producer id under the restarted
 	// process's transactional id, the group's offsets added to its
@@ -164,24 +165,7 @@ func TestRestartedSequencerClaimsBeforeReadingOffsets(t *testing.T) {
 		}
 	}
 
-	began := time.Now()
-	seq, err := NewSequencer(topics.ClientOpts(brokers), "seq-0", 10, slog.New(slog.DiscardHandler), newDeadLetters(metrics.NewRegistry()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- seq.Run(sctx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("sequencer: %v", err)
-		}
-	}()
-	b, _ := proto.Marshal(createCmd("g", "alice", "c1", chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "alice", "bob"))
-	if err := admin.ProduceSync(ctx, &kgo.Record{Topic: topics.Commands, Key: []byte("g"), Value: b}).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	began := restartSequencer(t, ctx, brokers, admin)
 	deadline := began.Add(30 * time.Second)
 	for len(outcomes(t, brokers, 500*time.Millisecond)) == 0 {
 		if time.Now().After(deadline) {
