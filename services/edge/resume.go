@@ -203,25 +203,43 @@ func (e *outcomeError) Error() string { return e.msg }
 func (c *conn) catchUp(ctx context.Context, cur *clientv1.Cursor, head uint64, first *persistencev1.CatchUpPage) (uint64, error) {
 	conv, seq := cur.GetConversationId(), cur.GetLastSeq()
 	var deadline, holeSince time.Time
+	// behind waits for a history that lags the log, at most ResumeWait
+	// from the first time; false once that is over.
+	behind := func() bool {
+		if deadline.IsZero() {
+			deadline = time.Now().Add(c.svc.cfg.ResumeWait)
+		} else if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
+		return true
+	}
 	for {
 		var resp *persistencev1.HistoryResponse
+		var err error
 		if first != nil {
 			// The page firstPages read, starting at the cursor.
 			if code := codes.Code(first.GetErrorCode()); code != codes.OK {
-				return 0, status.Error(code, first.GetErrorMessage())
+				err = status.Error(code, first.GetErrorMessage())
+			} else {
+				resp = &persistencev1.HistoryResponse{Events: first.GetEvents(), HasMore: first.GetHasMore()}
 			}
-			resp = &persistencev1.HistoryResponse{Events: first.GetEvents(), HasMore: first.GetHasMore()}
 			first = nil
 		} else {
 			rctx, cancel := context.WithTimeout(ctx, c.svc.cfg.RequestTimeout)
-			var err error
 			resp, err = c.svc.clients.persistence.History(rctx, &persistencev1.HistoryRequest{
 				UserId: c.user, ConversationId: conv, AfterSeq: proto.Uint64(seq), Limit: resumePage,
 			})
 			cancel()
-			if err != nil {
-				return 0, err
-			}
+		}
+		if status.Code(err) == codes.NotFound && head > 0 && behind() {
+			// The sequencer answered the head probe, so the conversation
+			// exists and the user is in it: persistence has not stored
+			// its creation (or the user's joining) yet.
+			continue
+		}
+		if err != nil {
+			return 0, err
 		}
 		hole := false
 		for _, ev := range resp.GetEvents() {
@@ -262,13 +280,10 @@ func (c *conn) catchUp(ctx context.Context, cur *clientv1.Cursor, head uint64, f
 		if seq >= head && c.release(conv, seq) {
 			return seq, nil
 		}
-		if deadline.IsZero() {
-			deadline = time.Now().Add(c.svc.cfg.ResumeWait)
-		} else if time.Now().After(deadline) {
+		if !behind() {
 			c.release(conv, 0)
 			return 0, fmt.Errorf("history of %s stops at seq %d, behind the log (head %d); resume again shortly", conv, seq, head)
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 
 	"github.com/parleychat/parley/pkg/wire"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
@@ -29,6 +31,9 @@ type scriptedHistory struct {
 	stored []uint64
 	onCall func(call int)
 	calls  int
+	// unknownFor answers its first calls NOT_FOUND, as a persistence that
+	// has not stored the conversation's creation yet does.
+	unknownFor int
 }
 
 func (h *scriptedHistory) History(_ context.Context, req *persistencev1.HistoryRequest, _ ...grpc.CallOption) (*persistencev1.HistoryResponse, error) {
@@ -41,6 +46,9 @@ func (h *scriptedHistory) History(_ context.Context, req *persistencev1.HistoryR
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if call <= h.unknownFor {
+		return nil, status.Error(codes.NotFound, "conversation not found")
+	}
 	resp := &persistencev1.HistoryResponse{}
 	for _, s := range h.stored {
 		if s > req.GetAfterSeq() {
@@ -393,6 +401,40 @@ func TestResumeWaitsForPresence(t *testing.T) {
 		if r := f.GetResumed(); r != nil {
 			if fmt.Sprint(got) != "[3 4 5]" || len(r.GetCaughtUp()) != 1 || r.GetCaughtUp()[0].GetLastSeq() != 5 {
 				t.Fatalf("resumed %v after seqs %v, want 3 4 5 and the seam at 5", r, got)
+			}
+			return
+		}
+	}
+}
+
+// TestResumeWaitsForACreationToBeStored: the sequencer knows a
+// conversation created a moment ago (its head probe answers), while
+// persistence has not stored the creation yet and answers NOT_FOUND. That
+// is history behind the log, to be waited for like any other; the resume
+// used to fail the cursor at once.
+func TestResumeWaitsForACreationToBeStored(t *testing.T) {
+	c, client := pair(t, 1024)
+	c.svc.clients.persistence = &scriptedHistory{stored: seqs(1, 3), unknownFor: 3}
+	c.svc.clients.ingest = headIngest{head: 3}
+	c.svc.cfg.RequestTimeout = 5 * time.Second
+	c.svc.cfg.ResumeWait = 5 * time.Second
+	cursors := []*clientv1.Cursor{{ConversationId: "c1", LastSeq: 0}}
+	c.hold(cursors)
+	go c.resume("auth", cursors, taken())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []uint64
+	for {
+		f := nextFrame(ctx, t, client)
+		if e := f.GetError(); e != nil {
+			t.Fatalf("resume sent %v", e)
+		}
+		for _, ev := range f.GetEvents().GetEvents() {
+			got = append(got, ev.GetSeq())
+		}
+		if r := f.GetResumed(); r != nil {
+			if len(r.GetFailed()) != 0 || !slices.Equal(got, seqs(1, 3)) {
+				t.Fatalf("resumed %v with events %v, want seqs 1-3 and nothing failed", r, got)
 			}
 			return
 		}
