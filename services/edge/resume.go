@@ -106,16 +106,47 @@ func (c *conn) resume(requestID string, cursors []*clientv1.Cursor, taken <-chan
 	c.send(&clientv1.ServerFrame{RequestId: requestID, Frame: &clientv1.ServerFrame_Resumed{Resumed: done}})
 }
 
-// heads asks the sequencer for each conversation's head with a mark of
-// zeros, which moves no position and logs nothing: the answer comes only
-// after every event sequenced so far is on the log. Held live events cover
-// what comes later, so history must reach the head and no further. (The
-// probe used to mark the cursor delivered too, which made every resumed
-// conversation log a receipt that persistence stored and fan-out pushed to
-// every member: most of a reconnect storm's work. Devices report delivered
-// positions with mark.) The probes run concurrently: each is a round trip
-// through Kafka.
+// heads learns each conversation's head from the sequencer: the answer
+// comes only after every event sequenced so far is on the log. Held live
+// events cover what comes later, so history must reach the head and no
+// further. One Heads call asks for all of them, and ingest gathers the
+// asks of every resume in flight into one probe command per partition (a
+// probe per cursor was half the server's work in a reconnect storm). A
+// failed call falls back to a probe per cursor, a mark of zeros, which
+// moves no position and logs nothing.
 func (c *conn) heads(ctx context.Context, cursors []*clientv1.Cursor) ([]uint64, []error) {
+	heads, errs := make([]uint64, len(cursors)), make([]error, len(cursors))
+	req := &ingestv1.HeadsRequest{Asks: make([]*logv1.HeadAsk, len(cursors))}
+	for i, cur := range cursors {
+		req.Asks[i] = &logv1.HeadAsk{ConversationId: cur.GetConversationId(), UserId: c.user}
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.svc.cfg.RequestTimeout)
+	resp, err := c.svc.clients.ingest.Heads(rctx, req)
+	cancel()
+	if err != nil || len(resp.GetHeads()) != len(cursors) {
+		return c.probeEach(ctx, cursors)
+	}
+	for i, cur := range cursors {
+		heads[i], errs[i] = checkHead(cur, resp.GetHeads()[i])
+	}
+	return heads, errs
+}
+
+// checkHead refuses a head of 0 (no such conversation, or not the user's:
+// one answer for both) and a cursor beyond the head.
+func checkHead(cur *clientv1.Cursor, head uint64) (uint64, error) {
+	switch {
+	case head == 0:
+		return 0, &outcomeError{code: chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, msg: "conversation not found"}
+	case cur.GetLastSeq() > head:
+		return 0, &outcomeError{code: chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT,
+			msg: fmt.Sprintf("seq %d is beyond the conversation's last seq %d", cur.GetLastSeq(), head)}
+	}
+	return head, nil
+}
+
+// probeEach asks each head with a Submit of its own, concurrently.
+func (c *conn) probeEach(ctx context.Context, cursors []*clientv1.Cursor) ([]uint64, []error) {
 	heads, errs := make([]uint64, len(cursors)), make([]error, len(cursors))
 	var g errgroup.Group
 	g.SetLimit(resumeProbes)
@@ -132,11 +163,8 @@ func (c *conn) heads(ctx context.Context, cursors []*clientv1.Cursor) ([]uint64,
 				errs[i] = err
 			case o.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED:
 				errs[i] = &outcomeError{code: o.GetErrorCode(), msg: o.GetErrorMessage()}
-			case cur.GetLastSeq() > o.GetSeq():
-				errs[i] = &outcomeError{code: chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT,
-					msg: fmt.Sprintf("seq %d is beyond the conversation's last seq %d", cur.GetLastSeq(), o.GetSeq())}
 			default:
-				heads[i] = o.GetSeq()
+				heads[i], errs[i] = checkHead(cur, o.GetSeq())
 			}
 			return nil
 		})

@@ -81,6 +81,21 @@ func (h *scriptedHistory) CatchUp(ctx context.Context, req *persistencev1.CatchU
 type headIngest struct {
 	ingestv1.IngestServiceClient
 	head uint64
+	// probeOnly answers Heads Unimplemented, as an older ingest does, so
+	// the edge falls back to a probe per cursor.
+	probeOnly bool
+}
+
+// Heads answers every ask with the fixed head.
+func (h headIngest) Heads(_ context.Context, req *ingestv1.HeadsRequest, _ ...grpc.CallOption) (*ingestv1.HeadsResponse, error) {
+	if h.probeOnly {
+		return nil, status.Error(codes.Unimplemented, "no Heads here")
+	}
+	resp := &ingestv1.HeadsResponse{}
+	for range req.GetAsks() {
+		resp.Heads = append(resp.Heads, h.head)
+	}
+	return resp, nil
 }
 
 func (h headIngest) Submit(_ context.Context, req *ingestv1.SubmitRequest, _ ...grpc.CallOption) (*ingestv1.SubmitResponse, error) {
@@ -126,8 +141,9 @@ func TestResumeSeam(t *testing.T) {
 		// liveOn pushes live events [from, to] on the given call.
 		liveOn map[int][2]uint64
 		// head is the log's head when the resume asks.
-		head uint64
-		seam uint64
+		head      uint64
+		seam      uint64
+		probeOnly bool
 	}{
 		{name: "live overlaps history", cursor: 2, stored: seqs(1, 8), liveOn: map[int][2]uint64{1: {6, 10}}, head: 8, seam: 8},
 		{name: "live right after history", cursor: 0, stored: seqs(1, 5), liveOn: map[int][2]uint64{1: {6, 7}}, head: 5, seam: 5},
@@ -135,6 +151,7 @@ func TestResumeSeam(t *testing.T) {
 			grow: map[int][]uint64{3: seqs(4, 6)}, head: 6, seam: 6},
 		{name: "several pages", cursor: 0, stored: seqs(1, 450), liveOn: map[int][2]uint64{2: {449, 452}}, head: 450, seam: 450},
 		{name: "nothing live", cursor: 3, stored: seqs(1, 4), head: 4, seam: 4},
+		{name: "nothing live, heads probed one by one", cursor: 3, stored: seqs(1, 4), head: 4, seam: 4, probeOnly: true},
 		// Events sequenced before the device connected, not yet stored and
 		// no longer live: only the head says history is short.
 		{name: "history behind the head, nothing live", cursor: 1, stored: seqs(1, 3), grow: map[int][]uint64{3: seqs(4, 6)}, head: 6, seam: 6},
@@ -154,7 +171,7 @@ func TestResumeSeam(t *testing.T) {
 				}
 			}
 			c.svc.clients.persistence = h
-			c.svc.clients.ingest = headIngest{head: tc.head}
+			c.svc.clients.ingest = headIngest{head: tc.head, probeOnly: tc.probeOnly}
 			c.svc.cfg.RequestTimeout = 5 * time.Second
 			c.svc.cfg.ResumeWait = 5 * time.Second
 			cursors := []*clientv1.Cursor{{ConversationId: conv, LastSeq: tc.cursor}}

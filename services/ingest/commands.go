@@ -37,6 +37,8 @@ func familyOf(cmd *logv1.Command) *family {
 	switch cmd.GetBody().(type) {
 	case *logv1.Command_Mark:
 		return &markFamily
+	case *logv1.Command_HeadProbe:
+		return &headFamily
 	case *logv1.Command_SetFlags:
 		return &flagFamily
 	case *logv1.Command_Block:
@@ -58,6 +60,10 @@ var (
 	// marks: aggregate.go.
 	markFamily = family{state: true, prepare: prepareMark, decideState: func(convs map[string]*conversation, cmd *logv1.Command, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
 		return decideMark(convs[cmd.GetConversationId()], cmd, cmd.GetMark(), out, now)
+	}}
+	// head probes: heads.go.
+	headFamily = family{state: true, prepare: prepareHeads, decideState: func(convs map[string]*conversation, cmd *logv1.Command, out *logv1.Outcome, _ time.Time) (*logv1.EventRecord, *logv1.Outcome) {
+		return decideHeads(convs, cmd, out)
 	}}
 	// flags: flags.go.
 	flagFamily = family{state: true, prepare: prepareFlags, decideState: func(convs map[string]*conversation, cmd *logv1.Command, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {

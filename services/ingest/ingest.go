@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -97,6 +98,9 @@ type Service struct {
 	// mu guards waiters: Submit adds, the outcome reader resolves.
 	mu      sync.Mutex
 	waiters map[string]chan *logv1.Outcome
+	// heads gathers Heads calls into probes; set once the commands topic's
+	// partitions are known (start).
+	heads atomic.Pointer[headBatcher]
 }
 
 // New binds the gRPC listener and creates the Kafka clients.
@@ -205,6 +209,16 @@ func (s *Service) start(ctx context.Context) (*kgo.Client, error) {
 	if err := topics.WaitReadyWithin(ctx, s.producer, s.cfg.StartupTimeout); err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
+	parts, err := kadm.NewClient(s.producer).ListEndOffsets(ctx, topics.Commands)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: command partitions: %w", err)
+	}
+	n := 0
+	parts.Each(func(kadm.ListedOffset) { n++ })
+	if n == 0 {
+		return nil, fmt.Errorf("ingest: topic %s has no partitions", topics.Commands)
+	}
+	s.heads.Store(newHeadBatcher(commandPartitioner(n), s.probeHeads, s.cfg.SubmitTimeout))
 	return s.outcomeReader(ctx)
 }
 
@@ -288,6 +302,16 @@ func (s *Service) Submit(ctx context.Context, req *ingestv1.SubmitRequest) (*ing
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "marshal command: %v", err)
 	}
+	o, err := s.appendAndWait(ctx, cmd, value)
+	if err != nil {
+		return nil, err
+	}
+	return &ingestv1.SubmitResponse{Outcome: o}, nil
+}
+
+// appendAndWait appends a prepared command (value is its encoding) and
+// waits, at most SubmitTimeout, for the sequencer's outcome.
+func (s *Service) appendAndWait(ctx context.Context, cmd *logv1.Command, value []byte) (*logv1.Outcome, error) {
 	ch := make(chan *logv1.Outcome, 1)
 	s.mu.Lock()
 	s.waiters[cmd.CommandId] = ch
@@ -311,7 +335,7 @@ func (s *Service) Submit(ctx context.Context, req *ingestv1.SubmitRequest) (*ing
 			s.log.DebugContext(ctx, "ingest: submitted", "command_id", cmd.CommandId, "conversation", cmd.ConversationId,
 				"seq", o.GetSeq(), "duplicate", o.GetDuplicate(), "error_code", o.GetErrorCode().String(), "took", time.Since(start))
 		}
-		return &ingestv1.SubmitResponse{Outcome: o}, nil
+		return o, nil
 	case <-ctx.Done():
 		// The command is in the log and will be sequenced; a retry with the
 		// same client message id gets its outcome.

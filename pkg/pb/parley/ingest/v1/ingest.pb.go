@@ -25,6 +25,96 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// HeadsRequest lists the conversations, each with its user.
+type HeadsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Asks          []*v1.HeadAsk          `protobuf:"bytes,1,rep,name=asks,proto3" json:"asks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeadsRequest) Reset() {
+	*x = HeadsRequest{}
+	mi := &file_parley_ingest_v1_ingest_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeadsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeadsRequest) ProtoMessage() {}
+
+func (x *HeadsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_ingest_v1_ingest_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeadsRequest.ProtoReflect.Descriptor instead.
+func (*HeadsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_ingest_v1_ingest_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *HeadsRequest) GetAsks() []*v1.HeadAsk {
+	if x != nil {
+		return x.Asks
+	}
+	return nil
+}
+
+// HeadsResponse answers the asks in order.
+type HeadsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Heads         []uint64               `protobuf:"varint,1,rep,packed,name=heads,proto3" json:"heads,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeadsResponse) Reset() {
+	*x = HeadsResponse{}
+	mi := &file_parley_ingest_v1_ingest_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeadsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeadsResponse) ProtoMessage() {}
+
+func (x *HeadsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_ingest_v1_ingest_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeadsResponse.ProtoReflect.Descriptor instead.
+func (*HeadsResponse) Descriptor() ([]byte, []int) {
+	return file_parley_ingest_v1_ingest_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *HeadsResponse) GetHeads() []uint64 {
+	if x != nil {
+		return x.Heads
+	}
+	return nil
+}
+
 // SubmitRequest carries the command; ingest sets command_id and submit_time.
 type SubmitRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -35,7 +125,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_parley_ingest_v1_ingest_proto_msgTypes[0]
+	mi := &file_parley_ingest_v1_ingest_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -47,7 +137,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_ingest_v1_ingest_proto_msgTypes[0]
+	mi := &file_parley_ingest_v1_ingest_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -60,7 +150,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_parley_ingest_v1_ingest_proto_rawDescGZIP(), []int{0}
+	return file_parley_ingest_v1_ingest_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SubmitRequest) GetCommand() *v1.Command {
@@ -80,7 +170,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_parley_ingest_v1_ingest_proto_msgTypes[1]
+	mi := &file_parley_ingest_v1_ingest_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -92,7 +182,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_ingest_v1_ingest_proto_msgTypes[1]
+	mi := &file_parley_ingest_v1_ingest_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -105,7 +195,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_parley_ingest_v1_ingest_proto_rawDescGZIP(), []int{1}
+	return file_parley_ingest_v1_ingest_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SubmitResponse) GetOutcome() *v1.Outcome {
@@ -119,13 +209,18 @@ var File_parley_ingest_v1_ingest_proto protoreflect.FileDescriptor
 
 const file_parley_ingest_v1_ingest_proto_rawDesc = "" +
 	"\n" +
-	"\x1dparley/ingest/v1/ingest.proto\x12\x10parley.ingest.v1\x1a\x17parley/log/v1/log.proto\"A\n" +
+	"\x1dparley/ingest/v1/ingest.proto\x12\x10parley.ingest.v1\x1a\x17parley/log/v1/log.proto\":\n" +
+	"\fHeadsRequest\x12*\n" +
+	"\x04asks\x18\x01 \x03(\v2\x16.parley.log.v1.HeadAskR\x04asks\"%\n" +
+	"\rHeadsResponse\x12\x14\n" +
+	"\x05heads\x18\x01 \x03(\x04R\x05heads\"A\n" +
 	"\rSubmitRequest\x120\n" +
 	"\acommand\x18\x01 \x01(\v2\x16.parley.log.v1.CommandR\acommand\"B\n" +
 	"\x0eSubmitResponse\x120\n" +
-	"\aoutcome\x18\x01 \x01(\v2\x16.parley.log.v1.OutcomeR\aoutcome2\\\n" +
+	"\aoutcome\x18\x01 \x01(\v2\x16.parley.log.v1.OutcomeR\aoutcome2\xa6\x01\n" +
 	"\rIngestService\x12K\n" +
-	"\x06Submit\x12\x1f.parley.ingest.v1.SubmitRequest\x1a .parley.ingest.v1.SubmitResponseB?Z=github.com/parleychat/parley/pkg/pb/parley/ingest/v1;ingestv1b\x06proto3"
+	"\x06Submit\x12\x1f.parley.ingest.v1.SubmitRequest\x1a .parley.ingest.v1.SubmitResponse\x12H\n" +
+	"\x05Heads\x12\x1e.parley.ingest.v1.HeadsRequest\x1a\x1f.parley.ingest.v1.HeadsResponseB?Z=github.com/parleychat/parley/pkg/pb/parley/ingest/v1;ingestv1b\x06proto3"
 
 var (
 	file_parley_ingest_v1_ingest_proto_rawDescOnce sync.Once
@@ -139,23 +234,29 @@ func file_parley_ingest_v1_ingest_proto_rawDescGZIP() []byte {
 	return file_parley_ingest_v1_ingest_proto_rawDescData
 }
 
-var file_parley_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_parley_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_parley_ingest_v1_ingest_proto_goTypes = []any{
-	(*SubmitRequest)(nil),  // 0: parley.ingest.v1.SubmitRequest
-	(*SubmitResponse)(nil), // 1: parley.ingest.v1.SubmitResponse
-	(*v1.Command)(nil),     // 2: parley.log.v1.Command
-	(*v1.Outcome)(nil),     // 3: parley.log.v1.Outcome
+	(*HeadsRequest)(nil),   // 0: parley.ingest.v1.HeadsRequest
+	(*HeadsResponse)(nil),  // 1: parley.ingest.v1.HeadsResponse
+	(*SubmitRequest)(nil),  // 2: parley.ingest.v1.SubmitRequest
+	(*SubmitResponse)(nil), // 3: parley.ingest.v1.SubmitResponse
+	(*v1.HeadAsk)(nil),     // 4: parley.log.v1.HeadAsk
+	(*v1.Command)(nil),     // 5: parley.log.v1.Command
+	(*v1.Outcome)(nil),     // 6: parley.log.v1.Outcome
 }
 var file_parley_ingest_v1_ingest_proto_depIdxs = []int32{
-	2, // 0: parley.ingest.v1.SubmitRequest.command:type_name -> parley.log.v1.Command
-	3, // 1: parley.ingest.v1.SubmitResponse.outcome:type_name -> parley.log.v1.Outcome
-	0, // 2: parley.ingest.v1.IngestService.Submit:input_type -> parley.ingest.v1.SubmitRequest
-	1, // 3: parley.ingest.v1.IngestService.Submit:output_type -> parley.ingest.v1.SubmitResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	4, // 0: parley.ingest.v1.HeadsRequest.asks:type_name -> parley.log.v1.HeadAsk
+	5, // 1: parley.ingest.v1.SubmitRequest.command:type_name -> parley.log.v1.Command
+	6, // 2: parley.ingest.v1.SubmitResponse.outcome:type_name -> parley.log.v1.Outcome
+	2, // 3: parley.ingest.v1.IngestService.Submit:input_type -> parley.ingest.v1.SubmitRequest
+	0, // 4: parley.ingest.v1.IngestService.Heads:input_type -> parley.ingest.v1.HeadsRequest
+	3, // 5: parley.ingest.v1.IngestService.Submit:output_type -> parley.ingest.v1.SubmitResponse
+	1, // 6: parley.ingest.v1.IngestService.Heads:output_type -> parley.ingest.v1.HeadsResponse
+	5, // [5:7] is the sub-list for method output_type
+	3, // [3:5] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_parley_ingest_v1_ingest_proto_init() }
@@ -169,7 +270,7 @@ func file_parley_ingest_v1_ingest_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_ingest_v1_ingest_proto_rawDesc), len(file_parley_ingest_v1_ingest_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	IngestService_Submit_FullMethodName = "/parley.ingest.v1.IngestService/Submit"
+	IngestService_Heads_FullMethodName  = "/parley.ingest.v1.IngestService/Heads"
 )
 
 // IngestServiceClient is the client API for IngestService service.
@@ -35,6 +36,12 @@ type IngestServiceClient interface {
 	// it again with the same user and client_msg_id returns the same outcome.
 	// A gRPC error means the outcome is unknown: retry with the same ids.
 	Submit(ctx context.Context, in *SubmitRequest, opts ...grpc.CallOption) (*SubmitResponse, error)
+	// Heads answers the head of each conversation for its user: the last
+	// seq, every event up to it on the log by the time of the answer, or 0
+	// for a conversation that does not exist or that the user is not in. A
+	// resume asks it once its session is registered; ingest gathers the
+	// asks of concurrent calls into one probe command per partition.
+	Heads(ctx context.Context, in *HeadsRequest, opts ...grpc.CallOption) (*HeadsResponse, error)
 }
 
 type ingestServiceClient struct {
@@ -55,6 +62,16 @@ func (c *ingestServiceClient) Submit(ctx context.Context, in *SubmitRequest, opt
 	return out, nil
 }
 
+func (c *ingestServiceClient) Heads(ctx context.Context, in *HeadsRequest, opts ...grpc.CallOption) (*HeadsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HeadsResponse)
+	err := c.cc.Invoke(ctx, IngestService_Heads_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // IngestServiceServer is the server API for IngestService service.
 // All implementations must embed UnimplementedIngestServiceServer
 // for forward compatibility.
@@ -65,6 +82,12 @@ type IngestServiceServer interface {
 	// it again with the same user and client_msg_id returns the same outcome.
 	// A gRPC error means the outcome is unknown: retry with the same ids.
 	Submit(context.Context, *SubmitRequest) (*SubmitResponse, error)
+	// Heads answers the head of each conversation for its user: the last
+	// seq, every event up to it on the log by the time of the answer, or 0
+	// for a conversation that does not exist or that the user is not in. A
+	// resume asks it once its session is registered; ingest gathers the
+	// asks of concurrent calls into one probe command per partition.
+	Heads(context.Context, *HeadsRequest) (*HeadsResponse, error)
 	mustEmbedUnimplementedIngestServiceServer()
 }
 
@@ -77,6 +100,9 @@ type UnimplementedIngestServiceServer struct{}
 
 func (UnimplementedIngestServiceServer) Submit(context.Context, *SubmitRequest) (*SubmitResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Submit not implemented")
+}
+func (UnimplementedIngestServiceServer) Heads(context.Context, *HeadsRequest) (*HeadsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Heads not implemented")
 }
 func (UnimplementedIngestServiceServer) mustEmbedUnimplementedIngestServiceServer() {}
 func (UnimplementedIngestServiceServer) testEmbeddedByValue()                       {}
@@ -117,6 +143,24 @@ func _IngestService_Submit_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _IngestService_Heads_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HeadsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IngestServiceServer).Heads(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IngestService_Heads_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IngestServiceServer).Heads(ctx, req.(*HeadsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // IngestService_ServiceDesc is the grpc.ServiceDesc for IngestService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -127,6 +171,10 @@ var IngestService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Submit",
 			Handler:    _IngestService_Submit_Handler,
+		},
+		{
+			MethodName: "Heads",
+			Handler:    _IngestService_Heads_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -59,6 +59,7 @@ type Command struct {
 	//	*Command_DeleteMessage
 	//	*Command_React
 	//	*Command_SetFlags
+	//	*Command_HeadProbe
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -314,6 +315,15 @@ func (x *Command) GetSetFlags() *SetFlags {
 	return nil
 }
 
+func (x *Command) GetHeadProbe() *HeadProbe {
+	if x != nil {
+		if x, ok := x.Body.(*Command_HeadProbe); ok {
+			return x.HeadProbe
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -394,6 +404,10 @@ type Command_SetFlags struct {
 	SetFlags *SetFlags `protobuf:"bytes,50,opt,name=set_flags,json=setFlags,proto3,oneof"`
 }
 
+type Command_HeadProbe struct {
+	HeadProbe *HeadProbe `protobuf:"bytes,60,opt,name=head_probe,json=headProbe,proto3,oneof"`
+}
+
 func (*Command_CreateConversation) isCommand_Body() {}
 
 func (*Command_AddMember) isCommand_Body() {}
@@ -431,6 +445,8 @@ func (*Command_DeleteMessage) isCommand_Body() {}
 func (*Command_React) isCommand_Body() {}
 
 func (*Command_SetFlags) isCommand_Body() {}
+
+func (*Command_HeadProbe) isCommand_Body() {}
 
 // SetFlags sets the user's own muted and/or pinned flag of the
 // conversation; an absent field stays as it is. Like a Mark it needs no
@@ -1488,6 +1504,107 @@ func (x *Mark) GetReadSeq() uint64 {
 	return 0
 }
 
+// HeadProbe asks for the heads of many conversations of one partition at
+// once (the command's conversation_id is one of them, for the partition),
+// each for a user: ingest gathers the resumes' head probes into one per
+// partition. It moves nothing and logs nothing; Outcome.heads answers.
+type HeadProbe struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Asks          []*HeadAsk             `protobuf:"bytes,1,rep,name=asks,proto3" json:"asks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeadProbe) Reset() {
+	*x = HeadProbe{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeadProbe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeadProbe) ProtoMessage() {}
+
+func (x *HeadProbe) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeadProbe.ProtoReflect.Descriptor instead.
+func (*HeadProbe) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *HeadProbe) GetAsks() []*HeadAsk {
+	if x != nil {
+		return x.Asks
+	}
+	return nil
+}
+
+// HeadAsk is one conversation's head, asked for a user.
+type HeadAsk struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	UserId         string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *HeadAsk) Reset() {
+	*x = HeadAsk{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeadAsk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeadAsk) ProtoMessage() {}
+
+func (x *HeadAsk) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeadAsk.ProtoReflect.Descriptor instead.
+func (*HeadAsk) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *HeadAsk) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *HeadAsk) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
 // EventRecord is a record of parley.events.v1, the source of truth. It
 // holds exactly one of event (takes the next seq), receipt (a position
 // change: no seq, so receipts never show in history or move unread counts
@@ -1512,7 +1629,7 @@ type EventRecord struct {
 
 func (x *EventRecord) Reset() {
 	*x = EventRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[21]
+	mi := &file_parley_log_v1_log_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1641,7 @@ func (x *EventRecord) String() string {
 func (*EventRecord) ProtoMessage() {}
 
 func (x *EventRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[21]
+	mi := &file_parley_log_v1_log_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1654,7 @@ func (x *EventRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventRecord.ProtoReflect.Descriptor instead.
 func (*EventRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{21}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EventRecord) GetEvent() *v1.Event {
@@ -1598,14 +1715,18 @@ type Outcome struct {
 	// receipt is the device's position after a Mark, moved or not.
 	Receipt *v1.Receipt `protobuf:"bytes,8,opt,name=receipt,proto3" json:"receipt,omitempty"`
 	// flags are the user's flags after a SetFlags, changed or not.
-	Flags         *v1.ConversationFlags `protobuf:"bytes,21,opt,name=flags,proto3" json:"flags,omitempty"`
+	Flags *v1.ConversationFlags `protobuf:"bytes,21,opt,name=flags,proto3" json:"flags,omitempty"`
+	// heads answer a HeadProbe's asks in order: the conversation's last seq
+	// (every event up to it is on the log), or 0 when it does not exist or
+	// the user is not a member.
+	Heads         []uint64 `protobuf:"varint,22,rep,packed,name=heads,proto3" json:"heads,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[22]
+	mi := &file_parley_log_v1_log_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1617,7 +1738,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[22]
+	mi := &file_parley_log_v1_log_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1630,7 +1751,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{22}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Outcome) GetCommandId() string {
@@ -1696,6 +1817,13 @@ func (x *Outcome) GetFlags() *v1.ConversationFlags {
 	return nil
 }
 
+func (x *Outcome) GetHeads() []uint64 {
+	if x != nil {
+		return x.Heads
+	}
+	return nil
+}
+
 // PresenceRecord is the value of a record on parley.presence.v1, the
 // compacted log presence rebuilds its state from. The key says what the
 // record is about, fields separated by a NUL byte (ids never hold one):
@@ -1719,7 +1847,7 @@ type PresenceRecord struct {
 
 func (x *PresenceRecord) Reset() {
 	*x = PresenceRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[23]
+	mi := &file_parley_log_v1_log_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1731,7 +1859,7 @@ func (x *PresenceRecord) String() string {
 func (*PresenceRecord) ProtoMessage() {}
 
 func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[23]
+	mi := &file_parley_log_v1_log_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1744,7 +1872,7 @@ func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRecord.ProtoReflect.Descriptor instead.
 func (*PresenceRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{23}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PresenceRecord) GetBody() isPresenceRecord_Body {
@@ -1817,7 +1945,7 @@ type PresenceSession struct {
 
 func (x *PresenceSession) Reset() {
 	*x = PresenceSession{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[24]
+	mi := &file_parley_log_v1_log_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +1957,7 @@ func (x *PresenceSession) String() string {
 func (*PresenceSession) ProtoMessage() {}
 
 func (x *PresenceSession) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[24]
+	mi := &file_parley_log_v1_log_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +1970,7 @@ func (x *PresenceSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
 func (*PresenceSession) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{24}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PresenceSession) GetNodeId() string {
@@ -1893,7 +2021,7 @@ type PresenceBeat struct {
 
 func (x *PresenceBeat) Reset() {
 	*x = PresenceBeat{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[25]
+	mi := &file_parley_log_v1_log_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +2033,7 @@ func (x *PresenceBeat) String() string {
 func (*PresenceBeat) ProtoMessage() {}
 
 func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[25]
+	mi := &file_parley_log_v1_log_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +2046,7 @@ func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceBeat.ProtoReflect.Descriptor instead.
 func (*PresenceBeat) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{25}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PresenceBeat) GetNodeId() string {
@@ -1960,7 +2088,7 @@ type PresenceSeen struct {
 
 func (x *PresenceSeen) Reset() {
 	*x = PresenceSeen{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[26]
+	mi := &file_parley_log_v1_log_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1972,7 +2100,7 @@ func (x *PresenceSeen) String() string {
 func (*PresenceSeen) ProtoMessage() {}
 
 func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[26]
+	mi := &file_parley_log_v1_log_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1985,7 +2113,7 @@ func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSeen.ProtoReflect.Descriptor instead.
 func (*PresenceSeen) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{26}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PresenceSeen) GetUserId() string {
@@ -2006,8 +2134,7 @@ var File_parley_log_v1_log_proto protoreflect.FileDescriptor
 
 const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\n" +
-	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xf0\n" +
-	"\n" +
+	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xab\v\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12'\n" +
@@ -2038,7 +2165,9 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\fedit_message\x18( \x01(\v2\x1a.parley.log.v1.EditMessageH\x00R\veditMessage\x12E\n" +
 	"\x0edelete_message\x18) \x01(\v2\x1c.parley.log.v1.DeleteMessageH\x00R\rdeleteMessage\x12,\n" +
 	"\x05react\x18* \x01(\v2\x14.parley.log.v1.ReactH\x00R\x05react\x126\n" +
-	"\tset_flags\x182 \x01(\v2\x17.parley.log.v1.SetFlagsH\x00R\bsetFlagsB\x06\n" +
+	"\tset_flags\x182 \x01(\v2\x17.parley.log.v1.SetFlagsH\x00R\bsetFlags\x129\n" +
+	"\n" +
+	"head_probe\x18< \x01(\v2\x18.parley.log.v1.HeadProbeH\x00R\theadProbeB\x06\n" +
 	"\x04body\"W\n" +
 	"\bSetFlags\x12\x19\n" +
 	"\x05muted\x18\x01 \x01(\bH\x00R\x05muted\x88\x01\x01\x12\x1b\n" +
@@ -2109,7 +2238,12 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\x06remove\x18\x03 \x01(\bR\x06remove\"F\n" +
 	"\x04Mark\x12#\n" +
 	"\rdelivered_seq\x18\x01 \x01(\x04R\fdeliveredSeq\x12\x19\n" +
-	"\bread_seq\x18\x02 \x01(\x04R\areadSeq\"\x9c\x02\n" +
+	"\bread_seq\x18\x02 \x01(\x04R\areadSeq\"7\n" +
+	"\tHeadProbe\x12*\n" +
+	"\x04asks\x18\x01 \x03(\v2\x16.parley.log.v1.HeadAskR\x04asks\"K\n" +
+	"\aHeadAsk\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"\x9c\x02\n" +
 	"\vEventRecord\x12+\n" +
 	"\x05event\x18\x01 \x01(\v2\x15.parley.chat.v1.EventR\x05event\x12#\n" +
 	"\rrecipient_ids\x18\x02 \x03(\tR\frecipientIds\x12\x1d\n" +
@@ -2117,7 +2251,7 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"command_id\x18\x03 \x01(\tR\tcommandId\x121\n" +
 	"\areceipt\x18\x04 \x01(\v2\x17.parley.chat.v1.ReceiptR\areceipt\x120\n" +
 	"\x05block\x18\x14 \x01(\v2\x1a.parley.log.v1.BlockChangeR\x05block\x127\n" +
-	"\x05flags\x18\x15 \x01(\v2!.parley.chat.v1.ConversationFlagsR\x05flags\"\xf0\x02\n" +
+	"\x05flags\x18\x15 \x01(\v2!.parley.chat.v1.ConversationFlagsR\x05flags\"\x86\x03\n" +
 	"\aOutcome\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12'\n" +
@@ -2129,7 +2263,8 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"error_code\x18\x06 \x01(\x0e2\x19.parley.chat.v1.ErrorCodeR\terrorCode\x12#\n" +
 	"\rerror_message\x18\a \x01(\tR\ferrorMessage\x121\n" +
 	"\areceipt\x18\b \x01(\v2\x17.parley.chat.v1.ReceiptR\areceipt\x127\n" +
-	"\x05flags\x18\x15 \x01(\v2!.parley.chat.v1.ConversationFlagsR\x05flags\"\xba\x01\n" +
+	"\x05flags\x18\x15 \x01(\v2!.parley.chat.v1.ConversationFlagsR\x05flags\x12\x14\n" +
+	"\x05heads\x18\x16 \x03(\x04R\x05heads\"\xba\x01\n" +
 	"\x0ePresenceRecord\x12:\n" +
 	"\asession\x18\x01 \x01(\v2\x1e.parley.log.v1.PresenceSessionH\x00R\asession\x121\n" +
 	"\x04beat\x18\x02 \x01(\v2\x1b.parley.log.v1.PresenceBeatH\x00R\x04beat\x121\n" +
@@ -2163,7 +2298,7 @@ func file_parley_log_v1_log_proto_rawDescGZIP() []byte {
 	return file_parley_log_v1_log_proto_rawDescData
 }
 
-var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_parley_log_v1_log_proto_goTypes = []any{
 	(*Command)(nil),               // 0: parley.log.v1.Command
 	(*SetFlags)(nil),              // 1: parley.log.v1.SetFlags
@@ -2186,25 +2321,27 @@ var file_parley_log_v1_log_proto_goTypes = []any{
 	(*DeleteMessage)(nil),         // 18: parley.log.v1.DeleteMessage
 	(*React)(nil),                 // 19: parley.log.v1.React
 	(*Mark)(nil),                  // 20: parley.log.v1.Mark
-	(*EventRecord)(nil),           // 21: parley.log.v1.EventRecord
-	(*Outcome)(nil),               // 22: parley.log.v1.Outcome
-	(*PresenceRecord)(nil),        // 23: parley.log.v1.PresenceRecord
-	(*PresenceSession)(nil),       // 24: parley.log.v1.PresenceSession
-	(*PresenceBeat)(nil),          // 25: parley.log.v1.PresenceBeat
-	(*PresenceSeen)(nil),          // 26: parley.log.v1.PresenceSeen
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
-	(v1.ConversationKind)(0),      // 28: parley.chat.v1.ConversationKind
-	(v1.MemberRole)(0),            // 29: parley.chat.v1.MemberRole
-	(*v1.Attachment)(nil),         // 30: parley.chat.v1.Attachment
-	(*v1.ContactCard)(nil),        // 31: parley.chat.v1.ContactCard
-	(*v1.Event)(nil),              // 32: parley.chat.v1.Event
-	(*v1.Receipt)(nil),            // 33: parley.chat.v1.Receipt
-	(*v1.ConversationFlags)(nil),  // 34: parley.chat.v1.ConversationFlags
-	(v1.ErrorCode)(0),             // 35: parley.chat.v1.ErrorCode
-	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
+	(*HeadProbe)(nil),             // 21: parley.log.v1.HeadProbe
+	(*HeadAsk)(nil),               // 22: parley.log.v1.HeadAsk
+	(*EventRecord)(nil),           // 23: parley.log.v1.EventRecord
+	(*Outcome)(nil),               // 24: parley.log.v1.Outcome
+	(*PresenceRecord)(nil),        // 25: parley.log.v1.PresenceRecord
+	(*PresenceSession)(nil),       // 26: parley.log.v1.PresenceSession
+	(*PresenceBeat)(nil),          // 27: parley.log.v1.PresenceBeat
+	(*PresenceSeen)(nil),          // 28: parley.log.v1.PresenceSeen
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
+	(v1.ConversationKind)(0),      // 30: parley.chat.v1.ConversationKind
+	(v1.MemberRole)(0),            // 31: parley.chat.v1.MemberRole
+	(*v1.Attachment)(nil),         // 32: parley.chat.v1.Attachment
+	(*v1.ContactCard)(nil),        // 33: parley.chat.v1.ContactCard
+	(*v1.Event)(nil),              // 34: parley.chat.v1.Event
+	(*v1.Receipt)(nil),            // 35: parley.chat.v1.Receipt
+	(*v1.ConversationFlags)(nil),  // 36: parley.chat.v1.ConversationFlags
+	(v1.ErrorCode)(0),             // 37: parley.chat.v1.ErrorCode
+	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
 }
 var file_parley_log_v1_log_proto_depIdxs = []int32{
-	27, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
+	29, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
 	2,  // 1: parley.log.v1.Command.create_conversation:type_name -> parley.log.v1.CreateConversation
 	15, // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
 	16, // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
@@ -2224,29 +2361,31 @@ var file_parley_log_v1_log_proto_depIdxs = []int32{
 	18, // 17: parley.log.v1.Command.delete_message:type_name -> parley.log.v1.DeleteMessage
 	19, // 18: parley.log.v1.Command.react:type_name -> parley.log.v1.React
 	1,  // 19: parley.log.v1.Command.set_flags:type_name -> parley.log.v1.SetFlags
-	28, // 20: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	29, // 21: parley.log.v1.SetRole.role:type_name -> parley.chat.v1.MemberRole
-	27, // 22: parley.log.v1.BlockChange.time:type_name -> google.protobuf.Timestamp
-	30, // 23: parley.log.v1.PostMessage.attachments:type_name -> parley.chat.v1.Attachment
-	31, // 24: parley.log.v1.PostMessage.contact:type_name -> parley.chat.v1.ContactCard
-	32, // 25: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
-	33, // 26: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
-	14, // 27: parley.log.v1.EventRecord.block:type_name -> parley.log.v1.BlockChange
-	34, // 28: parley.log.v1.EventRecord.flags:type_name -> parley.chat.v1.ConversationFlags
-	35, // 29: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
-	33, // 30: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
-	34, // 31: parley.log.v1.Outcome.flags:type_name -> parley.chat.v1.ConversationFlags
-	24, // 32: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
-	25, // 33: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
-	26, // 34: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
-	27, // 35: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
-	36, // 36: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
-	27, // 37: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
-	38, // [38:38] is the sub-list for method output_type
-	38, // [38:38] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	21, // 20: parley.log.v1.Command.head_probe:type_name -> parley.log.v1.HeadProbe
+	30, // 21: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	31, // 22: parley.log.v1.SetRole.role:type_name -> parley.chat.v1.MemberRole
+	29, // 23: parley.log.v1.BlockChange.time:type_name -> google.protobuf.Timestamp
+	32, // 24: parley.log.v1.PostMessage.attachments:type_name -> parley.chat.v1.Attachment
+	33, // 25: parley.log.v1.PostMessage.contact:type_name -> parley.chat.v1.ContactCard
+	22, // 26: parley.log.v1.HeadProbe.asks:type_name -> parley.log.v1.HeadAsk
+	34, // 27: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
+	35, // 28: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
+	14, // 29: parley.log.v1.EventRecord.block:type_name -> parley.log.v1.BlockChange
+	36, // 30: parley.log.v1.EventRecord.flags:type_name -> parley.chat.v1.ConversationFlags
+	37, // 31: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
+	35, // 32: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
+	36, // 33: parley.log.v1.Outcome.flags:type_name -> parley.chat.v1.ConversationFlags
+	26, // 34: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
+	27, // 35: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
+	28, // 36: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
+	29, // 37: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
+	38, // 38: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
+	29, // 39: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_parley_log_v1_log_proto_init() }
@@ -2274,9 +2413,10 @@ func file_parley_log_v1_log_proto_init() {
 		(*Command_DeleteMessage)(nil),
 		(*Command_React)(nil),
 		(*Command_SetFlags)(nil),
+		(*Command_HeadProbe)(nil),
 	}
 	file_parley_log_v1_log_proto_msgTypes[1].OneofWrappers = []any{}
-	file_parley_log_v1_log_proto_msgTypes[23].OneofWrappers = []any{
+	file_parley_log_v1_log_proto_msgTypes[25].OneofWrappers = []any{
 		(*PresenceRecord_Session)(nil),
 		(*PresenceRecord_Beat)(nil),
 		(*PresenceRecord_Seen)(nil),
@@ -2287,7 +2427,7 @@ func file_parley_log_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_log_v1_log_proto_rawDesc), len(file_parley_log_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
