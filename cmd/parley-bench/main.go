@@ -189,6 +189,13 @@ func (o *options) asMap() map[string]any {
 }
 
 func main() {
+	if os.Getenv(chatChildEnv) != "" {
+		if err := chatChild(); err != nil {
+			fmt.Fprintln(os.Stderr, "parley-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	o, err := parseOptions(os.Args[1:])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "parley-bench:", err)

@@ -79,6 +79,14 @@ type stormResult struct {
 	ChatBefore stats.Percentiles `json:"chat_before_ms"`
 	ChatDuring stats.Percentiles `json:"chat_during_ms"`
 	ChatLost   int               `json:"chat_lost"`
+	// ChatBySecond is the chatters' p99 for each second from the first
+	// dial: where in the storm the latency builds.
+	ChatBySecond []float64 `json:"chat_p99_ms_by_second,omitempty"`
+	// ChatSleepLag is the chatters' own process's scheduling delay.
+	ChatSleepLag stats.Percentiles `json:"chat_process_sleep_lag_ms"`
+	// ChatStages are the server's stage histograms over the storm: how
+	// far into the pipeline the chatters' latency builds up.
+	ChatStages map[string]stageWindow `json:"chat_stages_during,omitempty"`
 	// ServerCPUS and ClientCPUS are the CPU seconds `parley run` and this
 	// process used from the first dial to the last resumed.
 	ServerCPUS float64 `json:"server_cpu_s"`
@@ -218,14 +226,15 @@ func runStorm(ctx context.Context, so stormOptions, profile, binDir, logDir stri
 
 	// Chatters: pairs in direct conversations, each device sending in
 	// turn; latency is send → delivered to the other device.
-	ch, err := startChat(ctx, so, dial, runID)
+	ch, err := startChatProc(ctx, so, url, runID)
 	if err != nil {
 		return res, err
 	}
-	defer ch.stop()
+	defer ch.kill()
 	progress.set(func() string { return "storm: chat before the storm" })
 	time.Sleep(5 * time.Second)
 	ch.mark()
+	stages0, stagesErr := scrapeStages(ctx, c.Procs[0].AdminAddr)
 
 	// The storm: every device dials at once (through a pool of dialers,
 	// as a fleet's connections arrive) and resumes its conversations.
@@ -292,14 +301,20 @@ func runStorm(ctx context.Context, so stormOptions, profile, binDir, logDir stri
 	wg.Wait()
 	readers.Wait()
 	ch.mark()
+	if stages1, err := scrapeStages(ctx, c.Procs[0].AdminAddr); err == nil && stagesErr == nil {
+		res.ChatStages = stagesBetween(stages0, stages1)
+	}
 	serverCPU1, _ := cpuSeconds(server.PID())
 	clientCPU1, _ := cpuSeconds(os.Getpid())
 	res.ServerCPUS, res.ClientCPUS = stats.Round3(serverCPU1-serverCPU0), stats.Round3(clientCPU1-clientCPU0)
 	progress.set(func() string { return "storm: chat after the storm" })
 
 	res.tally(devices, start)
-	time.Sleep(2 * time.Second) // deliveries of the last chat messages
-	res.ChatBefore, res.ChatDuring, res.ChatLost = ch.result()
+	cr, err := ch.result()
+	if err != nil {
+		return res, err
+	}
+	res.ChatBefore, res.ChatDuring, res.ChatLost, res.ChatBySecond, res.ChatSleepLag = cr.Before, cr.During, cr.Lost, cr.BySecond, cr.SleepLag
 	res.Profile = <-profDone
 	if len(res.Errors) == 0 {
 		res.Errors = nil
@@ -619,6 +634,29 @@ func (ch *chat) result() (before, during stats.Percentiles, lost int) {
 		}
 	}
 	return stats.Of(b), stats.Of(d), lost
+}
+
+// bySecond is the p99 of the samples sent in each second from start to
+// the last mark.
+func (ch *chat) bySecond(start time.Time) []float64 {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if len(ch.marks) < 2 {
+		return nil
+	}
+	secs := make([][]float64, int(ch.marks[1].Sub(start)/time.Second)+1)
+	for _, s := range ch.lat {
+		if s.at.Before(start) || !s.at.Before(ch.marks[1]) {
+			continue
+		}
+		i := int(s.at.Sub(start) / time.Second)
+		secs[i] = append(secs[i], s.ms)
+	}
+	out := make([]float64, len(secs))
+	for i, v := range secs {
+		out[i] = stats.Round3(stats.Of(v).P99)
+	}
+	return out
 }
 
 func (ch *chat) stop() {
