@@ -57,6 +57,10 @@ type Config struct {
 	// NoLocationCache makes every batch ask presence where its recipients
 	// are, instead of answering from the leased cache (for comparison).
 	NoLocationCache bool
+	// CommitEvery is how often the consumer commits its offsets
+	// (consumer.Loop.CommitEvery): consumer.DefaultCommitEvery if zero,
+	// after every batch if negative.
+	CommitEvery time.Duration
 	// StartupTimeout bounds Run's wait for Kafka to answer, after which
 	// Run fails naming the brokers (topics.StartupTimeout if 0).
 	StartupTimeout time.Duration
@@ -166,7 +170,8 @@ func (s *Service) Run(ctx context.Context) error {
 			// is read again.
 			return s.handle(ctx, fetches.Records()), nil
 		},
-		Commit: s.cl.CommitUncommittedOffsets,
+		Commit:      s.cl.CommitUncommittedOffsets,
+		CommitEvery: consumer.CommitPeriod(s.cfg.CommitEvery),
 	}
 	return loop.Run(ctx)
 }

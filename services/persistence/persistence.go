@@ -57,6 +57,10 @@ type Config struct {
 	// SyncMargin is how far back a conversation-list sync token reaches
 	// (see syncMargin); one minute if zero.
 	SyncMargin time.Duration
+	// CommitEvery is how often the consumer commits its offsets
+	// (consumer.Loop.CommitEvery): consumer.DefaultCommitEvery if zero,
+	// after every batch if negative.
+	CommitEvery time.Duration
 	// StartupTimeout bounds Run's wait for Kafka to answer, after which
 	// Run fails naming the brokers (topics.StartupTimeout if 0).
 	StartupTimeout time.Duration
@@ -173,7 +177,8 @@ func (s *Service) consume(ctx context.Context) error {
 			// owns the partition next.
 			return s.handle(ctx, fetches.Records()), nil
 		},
-		Commit: s.cl.CommitUncommittedOffsets,
+		Commit:      s.cl.CommitUncommittedOffsets,
+		CommitEvery: consumer.CommitPeriod(s.cfg.CommitEvery),
 	}
 	return loop.Run(ctx)
 }

@@ -44,6 +44,14 @@ type Loop struct {
 	// failed commit is logged: the batch is handled again later, which the
 	// handlers' idempotence absorbs.
 	Commit func(ctx context.Context) error
+	// CommitEvery, when positive, commits at most this often instead of
+	// after every batch: a commit is a broker request and a log append,
+	// which at low rates every single message paid. What is handled but
+	// not yet committed is committed when the period is up (also while
+	// idle) and when the loop stops; after a crash or a rebalance the
+	// next owner handles up to this much again, which the handlers'
+	// idempotence and the seq guards absorb.
+	CommitEvery time.Duration
 	// Lag, when set, is told the position of every poll, as the lag of
 	// group Name.
 	Lag *metrics.Lag
@@ -55,6 +63,22 @@ type Loop struct {
 	IdlePoll time.Duration
 }
 
+// DefaultCommitEvery is the commit period of persistence and fan-out
+// (their CommitEvery flag's default).
+const DefaultCommitEvery = time.Second
+
+// CommitPeriod reads a service's CommitEvery setting: the default if
+// zero, after every batch (0) if negative.
+func CommitPeriod(d time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return DefaultCommitEvery
+	case d < 0:
+		return 0
+	}
+	return d
+}
+
 // Stall is how long a watched loop may go without checking in before
 // liveness fails: many idle polls, so only a wedged loop meets it.
 const Stall = time.Minute
@@ -63,26 +87,66 @@ const Stall = time.Minute
 // Handle fails (it returns that error).
 func (l *Loop) Run(ctx context.Context) error {
 	defer l.Live.Done()
+	// due is when the handled but uncommitted batches must be committed;
+	// zero when there are none. Commit commits every offset polled, so it
+	// runs only while everything polled is handled: right after a batch,
+	// or after a poll that brought nothing.
+	var due time.Time
+	commit := func(ctx context.Context) {
+		due = time.Time{}
+		if err := l.Commit(ctx); err != nil && ctx.Err() == nil {
+			l.Log.Warn("commit failed; the batch will be handled again", "consumer", l.Name, "err", err)
+		}
+	}
+	// stop commits what was handled when the loop stops, so the next
+	// owner does not handle it again; never records polled and unhandled.
+	stop := func() {
+		if !due.IsZero() {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			commit(cctx)
+		}
+	}
 	for {
 		l.Live.Beat()
-		fetches, idle := l.poll(ctx)
+		fetches, idle := l.poll(ctx, due)
+		if fetches.NumRecords() == 0 {
+			if !due.IsZero() && (ctx.Err() != nil || !time.Now().Before(due)) {
+				if ctx.Err() != nil {
+					stop()
+				} else {
+					commit(ctx)
+				}
+			}
+			l.Source.AllowRebalance()
+			if ctx.Err() != nil {
+				return nil
+			}
+			if idle || len(fetches.Errors()) == 0 {
+				continue
+			}
+		}
 		if ctx.Err() != nil {
+			// Records polled and not handled: nothing more is committed.
 			l.Source.AllowRebalance()
 			return nil
-		}
-		if idle {
-			l.Source.AllowRebalance()
-			continue
 		}
 		fetches.EachError(func(t string, p int32, err error) {
 			l.Log.Warn("fetch failed", "consumer", l.Name, "topic", t, "partition", p, "err", err)
 		})
+		if fetches.NumRecords() == 0 {
+			l.Source.AllowRebalance()
+			continue
+		}
 		l.Lag.Observe(l.Name, fetches)
 		l.Live.Busy(true)
 		done, err := l.Handle(ctx, fetches)
 		if done && err == nil && l.Commit != nil {
-			if err := l.Commit(ctx); err != nil && ctx.Err() == nil {
-				l.Log.Warn("commit failed; the batch will be handled again", "consumer", l.Name, "err", err)
+			if due.IsZero() {
+				due = time.Now().Add(l.CommitEvery)
+			}
+			if !time.Now().Before(due) {
+				commit(ctx)
 			}
 		}
 		l.Live.Busy(false)
@@ -96,17 +160,34 @@ func (l *Loop) Run(ctx context.Context) error {
 	}
 }
 
-// poll polls once; idle when a watched loop's bounded poll found nothing.
-func (l *Loop) poll(ctx context.Context) (kgo.Fetches, bool) {
-	if l.Live == nil {
+// poll polls once, returning by due at the latest when due is set; idle
+// when a watched loop's bounded poll found nothing.
+func (l *Loop) poll(ctx context.Context, due time.Time) (kgo.Fetches, bool) {
+	if l.Live == nil && due.IsZero() {
 		return l.Source.PollRecords(ctx, l.MaxRecords), false
 	}
-	idle := l.IdlePoll
-	if idle <= 0 {
-		idle = 5 * time.Second
+	wait := time.Duration(1<<63 - 1)
+	if l.Live != nil {
+		wait = l.IdlePoll
+		if wait <= 0 {
+			wait = 5 * time.Second
+		}
 	}
-	pctx, cancel := context.WithTimeout(ctx, idle)
+	if !due.IsZero() {
+		wait = min(wait, time.Until(due))
+	}
+	if wait <= 0 {
+		// A commit is due: see whether records are waiting without
+		// waiting for them.
+		wait = time.Millisecond
+	}
+	pctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	fetches := l.Source.PollRecords(pctx, l.MaxRecords)
-	return fetches, pctx.Err() != nil && ctx.Err() == nil && fetches.NumRecords() == 0
+	// A poll cut short by its own bound returns the context's error as a
+	// fetch error; it is no error of the log.
+	if pctx.Err() != nil && ctx.Err() == nil && fetches.NumRecords() == 0 {
+		return nil, l.Live != nil
+	}
+	return fetches, false
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,6 +159,98 @@ func TestWatchedLoopLiveness(t *testing.T) {
 			}}
 		if err := loop.Run(ctx); err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+// TestLoopCommitsOnACadence: with CommitEvery, a stream of small batches
+// costs a commit per period, not one per batch; what was handled is
+// committed once the period is up even if nothing more comes, and when the
+// loop stops; a batch polled but not handled when it stops is not.
+func TestLoopCommitsOnACadence(t *testing.T) {
+	group := func(t *testing.T, brokers []string) *kgo.Client {
+		t.Helper()
+		g, err := kgo.NewClient(append(topics.ClientOpts(brokers), kgo.ConsumerGroup("g"), kgo.ConsumeTopics(topics.Events),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.BlockRebalanceOnPoll(), kgo.DisableAutoCommit())...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(g.Close)
+		return g
+	}
+	t.Run("period", func(t *testing.T) {
+		brokers, cl := topicstest.Cluster(t, 1)
+		g := group(t, brokers)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		var batches, commits atomic.Int64
+		loop := consumer.Loop{Name: "g", Source: g, MaxRecords: 10, Log: slog.New(slog.DiscardHandler), CommitEvery: 400 * time.Millisecond,
+			Handle: func(_ context.Context, f kgo.Fetches) (bool, error) { batches.Add(1); return true, nil },
+			Commit: func(ctx context.Context) error { commits.Add(1); return g.CommitUncommittedOffsets(ctx) },
+		}
+		done := make(chan error, 1)
+		go func() { done <- loop.Run(ctx) }()
+		for i := range 20 {
+			topicstest.Produce(t, cl, topics.Events, "k", []byte{byte(i)})
+			time.Sleep(20 * time.Millisecond)
+		}
+		// Nothing more comes: the last batches are committed by the
+		// period's end all the same.
+		for deadline := time.Now().Add(5 * time.Second); !topicstest.CommittedToEnd(cl, "g", topics.Events); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("not committed to the end 5 s after the last record (%d batches, %d commits)", batches.Load(), commits.Load())
+			}
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if b, c := batches.Load(), commits.Load(); c > 4 || b <= c {
+			t.Fatalf("%d batches cost %d commits; want one commit per 400 ms period, not one per batch", b, c)
+		}
+	})
+	t.Run("stop", func(t *testing.T) {
+		brokers, cl := topicstest.Cluster(t, 1)
+		topicstest.Produce(t, cl, topics.Events, "k", []byte("a"), []byte("b"))
+		g := group(t, brokers)
+		ctx, cancel := context.WithCancel(t.Context())
+		loop := consumer.Loop{Name: "g", Source: g, MaxRecords: 10, Log: slog.New(slog.DiscardHandler), CommitEvery: time.Hour,
+			Handle: func(_ context.Context, f kgo.Fetches) (bool, error) { cancel(); return true, nil },
+			Commit: g.CommitUncommittedOffsets,
+		}
+		if err := loop.Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !topicstest.CommittedToEnd(cl, "g", topics.Events) {
+			t.Fatal("handled batch not committed when the loop stopped")
+		}
+	})
+	t.Run("unhandled", func(t *testing.T) {
+		brokers, cl := topicstest.Cluster(t, 1)
+		topicstest.Produce(t, cl, topics.Events, "k", []byte("a"))
+		g := group(t, brokers)
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		seen := 0
+		loop := consumer.Loop{Name: "g", Source: g, MaxRecords: 10, Log: slog.New(slog.DiscardHandler), CommitEvery: time.Hour,
+			Handle: func(_ context.Context, f kgo.Fetches) (bool, error) {
+				seen += f.NumRecords()
+				if seen == 1 {
+					topicstest.Produce(t, cl, topics.Events, "k", []byte("b"))
+					return true, nil
+				}
+				return false, nil // stopping before b is handled
+			},
+			Commit: g.CommitUncommittedOffsets,
+		}
+		if err := loop.Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if seen != 2 {
+			t.Fatalf("handled %d records, want 2", seen)
+		}
+		if topicstest.CommittedToEnd(cl, "g", topics.Events) {
+			t.Fatal("a record polled but not handled was committed")
 		}
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/parleychat/parley/pkg/server/consumer"
 	"github.com/parleychat/parley/pkg/server/daemon"
 	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/topics"
@@ -35,6 +36,7 @@ func main() {
 	fs.StringVar(&sc.cassandra.Keyspace, "cassandra-keyspace", daemon.Env("PARLEY_CASSANDRA_KEYSPACE", cassandrastore.DefaultKeyspace), "Cassandra keyspace (PARLEY_CASSANDRA_KEYSPACE)")
 	fs.StringVar(&sc.cassandra.Consistency, "cassandra-consistency", daemon.Env("PARLEY_CASSANDRA_CONSISTENCY", "local_quorum"), "consistency of Cassandra reads and writes: one, quorum, local_quorum, ... (PARLEY_CASSANDRA_CONSISTENCY)")
 	fs.BoolVar(&sc.migrate, "migrate", envBool("PARLEY_MIGRATE"), "with -store cassandra: create the keyspace and apply pending schema migrations before starting (PARLEY_MIGRATE=1)")
+	commitEvery := fs.Duration("commit-every", daemon.EnvDuration("PARLEY_COMMIT_EVERY", consumer.DefaultCommitEvery), "how often the consumer commits its offsets; a crash or rebalance applies up to this much again, idempotently; negative: after every batch (PARLEY_COMMIT_EVERY)")
 	syncMargin := fs.Duration("sync-margin", daemon.EnvDuration("PARLEY_SYNC_MARGIN", 0), "how far back a conversation-list sync token reaches, covering clock skew between persistence nodes and slow writes (PARLEY_SYNC_MARGIN; 1m if 0)")
 	instance := fs.String("instance-id", daemon.Env("PARLEY_INSTANCE_ID", ""), "static consumer-group member id, stable across restarts (PARLEY_INSTANCE_ID)")
 	fs.DurationVar(&sc.startupTimeout, "startup-timeout", daemon.EnvDuration("PARLEY_STARTUP_TIMEOUT", topics.StartupTimeout), "how long to wait at startup for Kafka (and Cassandra, with -store cassandra) to answer before exiting with an error (PARLEY_STARTUP_TIMEOUT)")
@@ -58,7 +60,7 @@ func main() {
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
-	svc, err := persistence.New(persistence.Config{Brokers: daemon.List(*brokers), Kafka: kafkaOpts, TLS: tlsSrc, GRPCAddr: *grpcAddr, InstanceID: *instance, SyncMargin: *syncMargin, StartupTimeout: sc.startupTimeout, Logger: log, TracerProvider: tp, Registry: reg}, store)
+	svc, err := persistence.New(persistence.Config{Brokers: daemon.List(*brokers), Kafka: kafkaOpts, TLS: tlsSrc, GRPCAddr: *grpcAddr, InstanceID: *instance, SyncMargin: *syncMargin, CommitEvery: *commitEvery, StartupTimeout: sc.startupTimeout, Logger: log, TracerProvider: tp, Registry: reg}, store)
 	if err != nil {
 		_ = store.Close()
 		os.Exit(daemon.Fail(log, err))
