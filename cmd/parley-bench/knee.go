@@ -17,6 +17,41 @@ type kneeStep struct {
 	Errors     int64   `json:"errors"`
 	Held       bool    `json:"held"`
 	LoadAvg    string  `json:"loadavg"`
+	// CPU is where the step's CPU went, per process and per message and
+	// delivery; nil for the step the main run measured.
+	CPU *stepCPU `json:"cpu,omitempty"`
+}
+
+// stepCPU is one knee step's CPU: seconds per process over the step, and
+// microseconds per accepted message and per delivery, for each process
+// and for the stack as a whole (every process but the load generator and
+// "other").
+type stepCPU struct {
+	Seconds         map[string]float64 `json:"seconds_by_process"`
+	MachineBusyPct  float64            `json:"machine_busy_pct"`
+	USPerMessage    map[string]float64 `json:"us_per_message"`
+	USPerDelivery   map[string]float64 `json:"us_per_delivery"`
+	StackUSPerMsg   float64            `json:"stack_us_per_message"`
+	StackUSPerDeliv float64            `json:"stack_us_per_delivery"`
+}
+
+// newStepCPU divides a step's CPU report by its messages and deliveries.
+func newStepCPU(r *cpuReport, res loadResult) *stepCPU {
+	s := &stepCPU{Seconds: r.Seconds, MachineBusyPct: r.MachineBusyPct, USPerMessage: map[string]float64{}, USPerDelivery: map[string]float64{}}
+	if res.Accepted == 0 || res.Delivered == 0 {
+		return s
+	}
+	var stack float64
+	for name, sec := range r.Seconds {
+		s.USPerMessage[name] = stats.Round3(sec * 1e6 / float64(res.Accepted))
+		s.USPerDelivery[name] = stats.Round3(sec * 1e6 / float64(res.Delivered))
+		if name != "bench" && name != "other" {
+			stack += sec
+		}
+	}
+	s.StackUSPerMsg = stats.Round3(stack * 1e6 / float64(res.Accepted))
+	s.StackUSPerDeliv = stats.Round3(stack * 1e6 / float64(res.Delivered))
+	return s
 }
 
 type kneeResult struct {
@@ -36,24 +71,28 @@ func held(r loadResult, limitMS float64) bool {
 
 // findKnee doubles the rate from start until a step fails, then bisects
 // between the last rate that held and the first that did not. A failing
-// first step halves instead. At most maxSteps steps of stepDur each.
-func findKnee(ctx context.Context, w *workload, o *options, start float64, first *loadResult, progress *progressLine) *kneeResult {
+// first step halves instead. At most maxSteps steps of stepDur each;
+// meter starts the CPU meter of a step.
+func findKnee(ctx context.Context, w *workload, o *options, start float64, first *loadResult, meter func() *cpuMeter, progress *progressLine) *kneeResult {
 	k := &kneeResult{P99LimitMS: o.kneeP99, StepS: o.kneeStep.Seconds()}
 	good, bad := 0.0, 0.0
 	step := func(rate float64) bool {
 		var res loadResult
+		var cpu *stepCPU
 		if first != nil && rate == first.RateTarget {
 			res = *first // the main run already measured this rate
 		} else {
 			r := newLoadRun(fmt.Sprintf("knee step %d", len(k.Steps)+1), rate, o.kneeStep)
 			progress.set(r.progress)
+			m := meter()
 			w.runLoad(ctx, r, o.kneeGrace, o.directShare)
 			res = r.result(w.disconnects.Swap(0))
+			cpu = newStepCPU(m.report(), res)
 			// Let what is still queued drain before the next step.
 			time.Sleep(time.Second)
 		}
 		ok := held(res, o.kneeP99)
-		k.Steps = append(k.Steps, kneeStep{Rate: rate, Throughput: stats.Round3(res.Throughput), P99: res.Latency.P99, Lost: res.Lost, Errors: res.Errors, Held: ok, LoadAvg: stats.Loadavg()})
+		k.Steps = append(k.Steps, kneeStep{Rate: rate, Throughput: stats.Round3(res.Throughput), P99: res.Latency.P99, Lost: res.Lost, Errors: res.Errors, Held: ok, LoadAvg: stats.Loadavg(), CPU: cpu})
 		return ok
 	}
 	rate := start

@@ -362,7 +362,7 @@ func run(ctx context.Context, o *options) error {
 	}
 	if !o.skips("knee") && ctx.Err() == nil {
 		phase("knee")
-		rep.Knee = findKnee(ctx, w, o, o.rate, &e2e, progress)
+		rep.Knee = findKnee(ctx, w, o, o.rate, &e2e, func() *cpuMeter { return newCPUMeter(c, o) }, progress)
 	}
 	// The memory figure is taken with nothing else connected.
 	closeWorkload()
