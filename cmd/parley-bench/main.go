@@ -12,6 +12,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -321,6 +322,7 @@ func run(ctx context.Context, o *options) error {
 	// profiles, if asked) alongside.
 	phase("e2e")
 	cpu := newCPUMeter(c, o)
+	kafka0, kafkaErr := scrapeKafka(ctx, c.Procs)
 	profDone := startProfiles(ctx, c, o, progress)
 	var hist historyResult
 	hctx, stopHistory := context.WithCancel(ctx)
@@ -339,6 +341,11 @@ func run(ctx context.Context, o *options) error {
 	rep.CPU = cpu.report()
 	e2e := fixed.result(w.disconnects.Swap(0))
 	rep.E2E = &e2e
+	if kafka1, err := scrapeKafka(ctx, c.Procs); err == nil && kafkaErr == nil {
+		rep.Kafka = kafkaBetween(kafka0, kafka1, e2e.Accepted)
+	} else {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("Kafka requests not counted: %v", errors.Join(kafkaErr, err)))
+	}
 	if hr != nil {
 		rep.History = &hist
 	}

@@ -2,10 +2,12 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"image/color"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
@@ -39,9 +41,11 @@ type report struct {
 	Recovery  *recoveryResult `json:"recovery,omitempty"`
 	Storm     *stormResult    `json:"storm,omitempty"`
 	// CPU is the CPU time each process used during the e2e phase.
-	CPU     *cpuReport `json:"cpu,omitempty"`
-	Profile string     `json:"cpu_profile,omitempty"`
-	Notes   []string   `json:"notes,omitempty"`
+	CPU *cpuReport `json:"cpu,omitempty"`
+	// Kafka is the requests the services made during the fixed-rate run.
+	Kafka   *kafkaReport `json:"kafka,omitempty"`
+	Profile string       `json:"cpu_profile,omitempty"`
+	Notes   []string     `json:"notes,omitempty"`
 }
 
 type ratios struct {
@@ -210,6 +214,15 @@ func (r *report) printTable(w io.Writer) {
 			parts = append(parts, fmt.Sprintf("%s %.1f", n, c.Seconds[n]))
 		}
 		row("cpu during e2e", fmt.Sprintf("%.0f%% busy", c.MachineBusyPct), "CPU s: "+strings.Join(parts, ", "))
+	}
+	if k := r.Kafka; k != nil {
+		names := slices.Sorted(maps.Keys(k.PerMessageByClient))
+		slices.SortStableFunc(names, func(a, b string) int { return cmp.Compare(k.PerMessageByClient[b], k.PerMessageByClient[a]) })
+		var parts []string
+		for _, n := range names {
+			parts = append(parts, fmt.Sprintf("%s %.2f", n, k.PerMessageByClient[n]))
+		}
+		row("kafka requests", fmt.Sprintf("%.1f", k.RequestsPerMessage), "per accepted message: "+strings.Join(parts, ", "))
 	}
 	row("machine", fmt.Sprintf("%d cores", r.Machine.Cores), fmt.Sprintf("%.0f%% busy before the run, load %s → %s, %s, %s",
 		r.Machine.BusyBeforePct, r.Machine.LoadStart, r.Machine.LoadEnd, r.Machine.GoVersion, r.Machine.GitCommit))

@@ -32,3 +32,20 @@ parley_event_stage_seconds_bucket{service="ingest",stage="sequenced",le="+Inf"} 
 		t.Errorf("sequenced = %+v, want 3 events past the last bucket", w)
 	}
 }
+
+func TestKafkaBetween(t *testing.T) {
+	a, b := kafkaCounts{}, kafkaCounts{}
+	parseKafka([]byte(`parley_kafka_request_duration_e2e_seconds_count{client="producer",node_id="0",service="ingest"} 10
+parley_kafka_request_duration_e2e_seconds_count{client="producer",node_id="seed_0",service="ingest"} 2
+parley_kafka_request_duration_e2e_seconds_sum{client="producer",node_id="0",service="ingest"} 99
+`), "ingest", a)
+	parseKafka([]byte(`parley_kafka_request_duration_e2e_seconds_count{client="producer",node_id="0",service="ingest"} 210
+parley_kafka_request_duration_e2e_seconds_count{client="producer",node_id="seed_0",service="ingest"} 2
+`), "ingest", b)
+	parseKafka([]byte(`parley_kafka_request_duration_e2e_seconds_count{client="consumer",node_id="0",service="fanout"} 100
+`), "fanout", b)
+	r := kafkaBetween(a, b, 100)
+	if r.RequestsPerMessage != 3 || r.PerMessageByClient["ingest/producer"] != 2 || r.PerMessageByClient["fanout/consumer"] != 1 {
+		t.Fatalf("got %+v, want 3 requests per message: 2 of ingest's producer, 1 of fan-out's consumer", r)
+	}
+}
