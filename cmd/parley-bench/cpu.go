@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,14 +28,7 @@ func newCPUMeter(c *cluster.Cluster, o *options) *cpuMeter {
 	for _, p := range c.Procs {
 		m.pids[p.Name] = p.PID()
 	}
-	if !c.Embedded {
-		if pid := pidListening(portOf(strings.Split(o.brokers, ",")[0])); pid != 0 {
-			m.pids["kafka"] = pid
-		}
-		if pid := pidListening(portOf(strings.Split(o.cassandra, ",")[0])); pid != 0 {
-			m.pids["cassandra"] = pid
-		}
-	}
+	maps.Copy(m.pids, jvmPIDs(c, o))
 	for name, pid := range m.pids {
 		if s, err := cpuSeconds(pid); err == nil {
 			m.before[name] = s
@@ -42,6 +36,22 @@ func newCPUMeter(c *cluster.Cluster, o *options) *cpuMeter {
 	}
 	m.busy, m.total = machineBusy()
 	return m
+}
+
+// jvmPIDs are the local Kafka's and Cassandra's processes, when the run
+// is on the stack and they listen here.
+func jvmPIDs(c *cluster.Cluster, o *options) map[string]int {
+	pids := map[string]int{}
+	if c.Embedded {
+		return pids
+	}
+	if pid := pidListening(portOf(strings.Split(o.brokers, ",")[0])); pid != 0 {
+		pids["kafka"] = pid
+	}
+	if pid := pidListening(portOf(strings.Split(o.cassandra, ",")[0])); pid != 0 {
+		pids["cassandra"] = pid
+	}
+	return pids
 }
 
 func (m *cpuMeter) report() *cpuReport {

@@ -42,6 +42,8 @@ type options struct {
 	payload        int
 	grace          time.Duration
 	warmup         time.Duration
+	jitQuiet       float64
+	warmupMax      time.Duration
 	baselineDur    time.Duration
 	kneeStep       time.Duration
 	kneeGrace      time.Duration
@@ -83,6 +85,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.edges, "edges", 2, "edge processes (real stack only)")
 	fs.IntVar(&o.payload, "payload", 128, "message text bytes (and baseline record bytes)")
 	fs.DurationVar(&o.grace, "grace", 10*time.Second, "wait after the last send for deliveries still due; later ones count as lost")
+	fs.Float64Var(&o.jitQuiet, "warmup-jit", 0.05, "on the stack, the warm-up goes on (10 s at a time) until the JVMs' JIT compilers use at most this share of a core; 0 turns it off")
+	fs.DurationVar(&o.warmupMax, "warmup-max", 3*time.Minute, "the longest the warm-up goes on waiting for the JIT compilers")
 	fs.DurationVar(&o.warmup, "warmup", 0, "unmeasured load at -rate before the measured run, so the JVMs' JIT and every pool are warm (default: -duration/6, 5-10s)")
 	fs.DurationVar(&o.baselineDur, "baseline-duration", 0, "length of the raw Kafka baseline (default: half of -duration, 10-30s)")
 	fs.DurationVar(&o.kneeStep, "knee-step", 0, "length of each knee step (default: -duration/6, 4-10s)")
@@ -182,7 +186,7 @@ func (o *options) asMap() map[string]any {
 	return map[string]any{
 		"duration_s": o.duration.Seconds(), "rate_msgs_per_s": o.rate, "users": o.users, "devices_per_user": o.devices,
 		"connections": o.users * o.devices, "group_size": o.groupSize, "direct_share": o.directShare, "edges": o.edges,
-		"payload_bytes": o.payload, "grace_s": o.grace.Seconds(), "warmup_s": o.warmup.Seconds(), "baseline_duration_s": o.baselineDur.Seconds(),
+		"payload_bytes": o.payload, "grace_s": o.grace.Seconds(), "warmup_s": o.warmup.Seconds(), "warmup_jit": o.jitQuiet, "warmup_max_s": o.warmupMax.Seconds(), "baseline_duration_s": o.baselineDur.Seconds(),
 		"knee_step_s": o.kneeStep.Seconds(), "knee_steps_max": o.kneeSteps, "knee_p99_ms": o.kneeP99,
 		"memory_connections_requested": o.conns, "history_reads_per_s": o.historyRate, "skip": o.skip,
 		"recovery_rounds": o.recoveryRounds, "storm": o.storm, "only": o.only,
@@ -311,12 +315,7 @@ func run(ctx context.Context, o *options) error {
 	}
 
 	phase("warm-up")
-	warm := newLoadRun("warm-up", o.rate, o.warmup)
-	progress.set(warm.progress)
-	w.runLoad(ctx, warm, o.grace, o.directShare)
-	if res := warm.result(w.disconnects.Swap(0)); res.Lost > 0 || res.Errors > 0 {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("the warm-up lost %d deliveries and had %d errors", res.Lost, res.Errors))
-	}
+	rep.WarmUp = warmUp(ctx, w, o, jvmPIDs(c, o), rep, progress)
 
 	// The fixed-rate run, with history reads and the CPU accounting (and
 	// profiles, if asked) alongside.

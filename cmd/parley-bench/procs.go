@@ -47,23 +47,30 @@ const clockTicks = 100
 
 // cpuSeconds reads the user+system CPU time a process has used.
 func cpuSeconds(pid int) (float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	name := fmt.Sprintf("/proc/%d/stat", pid)
+	data, err := os.ReadFile(name)
 	if err != nil {
 		return 0, err
 	}
+	return statCPUSeconds(data, name)
+}
+
+// statCPUSeconds reads user+system time from a process's or thread's
+// stat (name says which, for errors).
+func statCPUSeconds(data []byte, name string) (float64, error) {
 	// The command name is in parentheses and may hold spaces.
 	i := strings.LastIndexByte(string(data), ')')
 	if i < 0 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+		return 0, fmt.Errorf("malformed %s", name)
 	}
 	fields := strings.Fields(string(data[i+1:]))
 	if len(fields) < 13 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+		return 0, fmt.Errorf("malformed %s", name)
 	}
 	utime, err1 := strconv.ParseUint(fields[11], 10, 64)
 	stime, err2 := strconv.ParseUint(fields[12], 10, 64)
 	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		return 0, fmt.Errorf("%s: %w", name, err)
 	}
 	return float64(utime+stime) / clockTicks, nil
 }

@@ -42,6 +42,8 @@ type report struct {
 	Storm     *stormResult    `json:"storm,omitempty"`
 	// CPU is the CPU time each process used during the e2e phase.
 	CPU *cpuReport `json:"cpu,omitempty"`
+	// WarmUp is how long the unmeasured load ran before the measured one.
+	WarmUp *warmUpReport `json:"warm_up,omitempty"`
 	// Kafka is the requests the services made during the fixed-rate run.
 	Kafka   *kafkaReport `json:"kafka,omitempty"`
 	Profile string       `json:"cpu_profile,omitempty"`
@@ -214,6 +216,17 @@ func (r *report) printTable(w io.Writer) {
 			parts = append(parts, fmt.Sprintf("%s %.1f", n, c.Seconds[n]))
 		}
 		row("cpu during e2e", fmt.Sprintf("%.0f%% busy", c.MachineBusyPct), "CPU s: "+strings.Join(parts, ", "))
+	}
+	if wu := r.WarmUp; wu != nil {
+		var parts []string
+		for _, n := range slices.Sorted(maps.Keys(wu.JITShare)) {
+			parts = append(parts, fmt.Sprintf("%s %.3f", n, wu.JITShare[n]))
+		}
+		detail := "unmeasured load at the run's rate"
+		if len(parts) > 0 {
+			detail = fmt.Sprintf("until the JIT compilers were quiet (warm %v); share of a core in the last slice: %s", wu.Warm, strings.Join(parts, ", "))
+		}
+		row("warm-up", fmt.Sprintf("%.0f s", wu.Seconds), detail)
 	}
 	if k := r.Kafka; k != nil {
 		names := slices.Sorted(maps.Keys(k.PerMessageByClient))
