@@ -34,6 +34,10 @@ type baselineResult struct {
 	Duplicates   int64             `json:"duplicates"`
 	Throughput   float64           `json:"throughput_msgs_per_s"`
 	Latency      stats.Percentiles `json:"latency_ms"`
+	// KneeMsgsPerS is the raw pipeline's knee under the knee phase's
+	// criterion, and Knee its steps.
+	KneeMsgsPerS float64     `json:"knee_msgs_per_s,omitempty"`
+	Knee         *kneeResult `json:"knee,omitempty"`
 	latencies    []float64
 }
 

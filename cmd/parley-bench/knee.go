@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"math"
 	"time"
 
@@ -75,7 +76,6 @@ func held(r loadResult, limitMS float64) bool {
 // meter starts the CPU meter of a step.
 func findKnee(ctx context.Context, w *workload, o *options, start float64, first *loadResult, meter func() *cpuMeter, progress *progressLine) *kneeResult {
 	k := &kneeResult{P99LimitMS: o.kneeP99, StepS: o.kneeStep.Seconds()}
-	good, bad := 0.0, 0.0
 	step := func(rate float64) bool {
 		var res loadResult
 		var cpu *stepCPU
@@ -95,10 +95,20 @@ func findKnee(ctx context.Context, w *workload, o *options, start float64, first
 		k.Steps = append(k.Steps, kneeStep{Rate: rate, Throughput: stats.Round3(res.Throughput), P99: res.Latency.P99, Lost: res.Lost, Errors: res.Errors, Held: ok, LoadAvg: stats.Loadavg(), CPU: cpu})
 		return ok
 	}
+	k.MsgsPerS = bisect(ctx, start, o.kneeSteps, o.kneeMax, func() int { return len(k.Steps) }, step)
+	return k
+}
+
+// bisect doubles rate from start while step holds, then bisects between
+// the last rate that held and the first that did not, until the bracket
+// is within 10%; a failing first step halves instead. It stops once
+// steps() reaches maxSteps, and returns the highest rate that held (0 if
+// none did).
+func bisect(ctx context.Context, start float64, maxSteps int, maxRate float64, steps func() int, step func(rate float64) bool) float64 {
+	good, bad := 0.0, 0.0
 	rate := start
-	for len(k.Steps) < o.kneeSteps && ctx.Err() == nil {
-		ok := step(rate)
-		if ok {
+	for steps() < maxSteps && ctx.Err() == nil {
+		if step(rate) {
 			good = rate
 		} else {
 			bad = rate
@@ -109,17 +119,39 @@ func findKnee(ctx context.Context, w *workload, o *options, start float64, first
 		case good == 0:
 			rate = math.Round(rate / 2)
 		default:
-			// Stop bisecting once the bracket is within 10%.
 			if bad-good <= 0.1*good {
-				k.MsgsPerS = good
-				return k
+				return good
 			}
 			rate = math.Round((good + bad) / 2)
 		}
-		if rate > o.kneeMax || rate < 1 {
+		if rate > maxRate || rate < 1 {
 			break
 		}
 	}
-	k.MsgsPerS = good
-	return k
+	return good
+}
+
+// baselineKnee is the raw franz-go produce→consume knee through the same
+// broker under the same criterion (p99 within -knee-p99, nothing lost, no
+// error, 95% of the rate carried), searched from start.
+func baselineKnee(ctx context.Context, conn []kgo.Opt, o *options, start float64, progress *progressLine) (*kneeResult, error) {
+	k := &kneeResult{P99LimitMS: o.kneeP99, StepS: o.kneeStep.Seconds()}
+	var failed error
+	step := func(rate float64) bool {
+		b, err := runBaseline(ctx, conn, rate, o.kneeStep, o.kneeGrace, o.payload, progress)
+		if err != nil {
+			failed = err
+			return false
+		}
+		ok := b.Latency.N > 0 && b.Latency.P99 <= o.kneeP99 && b.Lost == 0 && b.Errors == 0 && b.Throughput >= 0.95*rate
+		k.Steps = append(k.Steps, kneeStep{Rate: rate, Throughput: stats.Round3(b.Throughput), P99: b.Latency.P99, Lost: b.Lost, Errors: b.Errors, Held: ok, LoadAvg: stats.Loadavg()})
+		return ok
+	}
+	k.MsgsPerS = bisect(ctx, start, o.kneeSteps, o.kneeMax, func() int {
+		if failed != nil {
+			return o.kneeSteps
+		}
+		return len(k.Steps)
+	}, step)
+	return k, failed
 }

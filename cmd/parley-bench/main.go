@@ -369,6 +369,19 @@ func run(ctx context.Context, o *options) error {
 	if !o.skips("knee") && ctx.Err() == nil {
 		phase("knee")
 		rep.Knee = findKnee(ctx, w, o, o.rate, &e2e, func() *cpuMeter { return newCPUMeter(c, o) }, progress)
+		if !o.skips("baseline") && ctx.Err() == nil && rep.Baseline != nil {
+			// The raw pipeline's knee, from twice Parley's: how far
+			// Parley is from what the broker and client allow here.
+			phase("baseline knee")
+			bk, err := baselineKnee(ctx, c.KafkaOpts(), o, max(2*rep.Knee.MsgsPerS, o.rate), progress)
+			if err != nil {
+				return err
+			}
+			rep.Baseline.Knee, rep.Baseline.KneeMsgsPerS = bk, bk.MsgsPerS
+			if bk.MsgsPerS > 0 {
+				rep.Ratio.KneeVsRaw = stats.Round3(rep.Knee.MsgsPerS / bk.MsgsPerS)
+			}
+		}
 	}
 	// The memory figure is taken with nothing else connected.
 	closeWorkload()

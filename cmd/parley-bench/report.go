@@ -57,6 +57,8 @@ type ratios struct {
 	// over the baseline's produce→consume ones.
 	LatencyP50 float64 `json:"latency_p50"`
 	LatencyP99 float64 `json:"latency_p99"`
+	// KneeVsRaw is Parley's knee over the raw franz-go pipeline's.
+	KneeVsRaw float64 `json:"knee_vs_raw,omitempty"`
 }
 
 type machine struct {
@@ -172,6 +174,9 @@ func (r *report) printTable(w io.Writer) {
 	}
 	if k := r.Knee; k != nil {
 		row("knee", k.MsgsPerS, fmt.Sprintf("msg/s: highest rate with p99 ≤ %.0f ms, nothing lost, no errors (%d steps)", k.P99LimitMS, len(k.Steps)))
+		if b := r.Baseline; b != nil && b.Knee != nil {
+			row("raw Kafka knee", b.KneeMsgsPerS, fmt.Sprintf("msg/s: franz-go produce → consume under the same criterion (%d steps); Parley's knee is %.3f of it", len(b.Knee.Steps), r.Ratio.KneeVsRaw))
+		}
 	}
 	if m := r.Memory; m != nil {
 		row("memory per idle connection", m.KiBPerConn, fmt.Sprintf("KiB RSS, %d connections on %s (heap %s, stack %s KiB)", m.Connections, m.Process, fmtNum(m.HeapInuseKiBPerConn), fmtNum(m.StackInuseKiBPerConn)))

@@ -49,3 +49,24 @@ parley_kafka_request_duration_e2e_seconds_count{client="producer",node_id="seed_
 		t.Fatalf("got %+v, want 3 requests per message: 2 of ingest's producer, 1 of fan-out's consumer", r)
 	}
 }
+
+func TestBisect(t *testing.T) {
+	for _, tc := range []struct {
+		limit, start float64
+		steps        int
+		want         float64
+	}{
+		{limit: 1000, start: 100, steps: 20, want: 1000}, // 100..800 hold, 1600 fails; 1200 fails, 1000 holds, 1100 fails
+		{limit: 40, start: 100, steps: 20, want: 38},     // 100 and 50 fail, 25 and 38 hold, 44 and 41 fail
+		{limit: 1e9, start: 100, steps: 4, want: 800},    // out of steps, every one held
+	} {
+		var tried []float64
+		got := bisect(t.Context(), tc.start, tc.steps, 1e12, func() int { return len(tried) }, func(rate float64) bool {
+			tried = append(tried, rate)
+			return rate <= tc.limit
+		})
+		if got != tc.want {
+			t.Errorf("limit %v from %v: knee %v after %v, want %v", tc.limit, tc.start, got, tried, tc.want)
+		}
+	}
+}
