@@ -111,33 +111,30 @@ func (l *Loop) Run(ctx context.Context) error {
 		l.Live.Beat()
 		fetches, idle := l.poll(ctx, due)
 		if fetches.NumRecords() == 0 {
-			if !due.IsZero() && (ctx.Err() != nil || !time.Now().Before(due)) {
-				if ctx.Err() != nil {
-					stop()
-				} else {
-					commit(ctx)
-				}
+			// Nothing new polled, so everything polled is handled: a
+			// commit that is due (or the stop's) is safe now.
+			switch {
+			case due.IsZero():
+			case ctx.Err() != nil:
+				stop()
+			case !time.Now().Before(due):
+				commit(ctx)
+			}
+			if !idle && ctx.Err() == nil {
+				l.logErrors(fetches)
 			}
 			l.Source.AllowRebalance()
 			if ctx.Err() != nil {
 				return nil
 			}
-			if idle || len(fetches.Errors()) == 0 {
-				continue
-			}
+			continue
 		}
 		if ctx.Err() != nil {
 			// Records polled and not handled: nothing more is committed.
 			l.Source.AllowRebalance()
 			return nil
 		}
-		fetches.EachError(func(t string, p int32, err error) {
-			l.Log.Warn("fetch failed", "consumer", l.Name, "topic", t, "partition", p, "err", err)
-		})
-		if fetches.NumRecords() == 0 {
-			l.Source.AllowRebalance()
-			continue
-		}
+		l.logErrors(fetches)
 		l.Lag.Observe(l.Name, fetches)
 		l.Live.Busy(true)
 		done, err := l.Handle(ctx, fetches)
@@ -158,6 +155,12 @@ func (l *Loop) Run(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+func (l *Loop) logErrors(fetches kgo.Fetches) {
+	fetches.EachError(func(t string, p int32, err error) {
+		l.Log.Warn("fetch failed", "consumer", l.Name, "topic", t, "partition", p, "err", err)
+	})
 }
 
 // poll polls once, returning by due at the latest when due is set; idle
