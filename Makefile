@@ -121,7 +121,7 @@ test-all: ## every Go test, with real Kafka and Cassandra up (started and stoppe
 # Chromium (PARLEY_CHROMIUM to use another) against a `parley run` of
 # their own; screenshots land in web/test/artifacts.
 web-test: ## the web page at 390 and 1280 px and unread across devices, in Chromium (needs node, npm, /usr/bin/chromium)
-	cd web/test && npm ci --no-audit --no-fund && npm test
+	cd web/test && npm ci --no-audit --no-fund && { npm test || { echo 'the last lines of parley run:'; tail -n 60 artifacts/parley-run-*.log; exit 1; }; }
 
 # TestCrashLoop (cmd/parley) runs in test-all with its default of 10
 # rounds; this is the same test with many more kills on one data folder.

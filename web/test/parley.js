@@ -2,9 +2,9 @@
 // with a temporary data folder, Debian's Chromium through playwright-core,
 // signing in, and screenshots kept as artifacts.
 
-import { copyFileSync, mkdirSync } from 'node:fs';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { after, before } from 'node:test';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { startServer } from '../../sdk/js/test/server.js';
@@ -32,6 +32,12 @@ export function useParley() {
   });
   after(async () => {
     await ctx.browser?.close();
+    // The server's last lines, for a failure to be read after the fact
+    // (`make web-test` prints them when a test failed).
+    if (ctx.server) {
+      mkdirSync(artifacts, { recursive: true });
+      writeFileSync(join(artifacts, `parley-run-${basename(process.argv[1] || 'test')}.log`), ctx.server.log());
+    }
     await ctx.server?.stop();
   });
   return ctx;
