@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"strconv"
 	"strings"
 
@@ -31,18 +29,9 @@ type kafkaReport struct {
 func scrapeKafka(ctx context.Context, procs []*cluster.Proc) (kafkaCounts, error) {
 	out := kafkaCounts{}
 	for _, p := range procs {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.AdminAddr+"/metrics", nil)
+		body, err := fetchMetrics(ctx, p.AdminAddr)
 		if err != nil {
-			return nil, err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return nil, fmt.Errorf("metrics of %s: %w", p.Name, err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return nil, fmt.Errorf("metrics of %s: %w", p.Name, err)
+			return nil, fmt.Errorf("%s: %w", p.Name, err)
 		}
 		parseKafka(body, p.Name, out)
 	}

@@ -20,6 +20,15 @@ type stageCounts map[string]map[float64]float64
 
 // scrapeStages reads the stage histograms from a process's /metrics.
 func scrapeStages(ctx context.Context, adminAddr string) (stageCounts, error) {
+	body, err := fetchMetrics(ctx, adminAddr)
+	if err != nil {
+		return nil, err
+	}
+	return parseStages(body), nil
+}
+
+// fetchMetrics reads a process's /metrics page.
+func fetchMetrics(ctx context.Context, adminAddr string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+adminAddr+"/metrics", nil)
 	if err != nil {
 		return nil, err
@@ -33,7 +42,7 @@ func scrapeStages(ctx context.Context, adminAddr string) (stageCounts, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metrics of %s: %w", adminAddr, err)
 	}
-	return parseStages(body), nil
+	return body, nil
 }
 
 func parseStages(body []byte) stageCounts {
