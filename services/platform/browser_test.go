@@ -130,10 +130,7 @@ func TestWebChatPage(t *testing.T) {
 		t.Fatalf("bob answers: %v", err)
 	}
 	waitText(alice, "alice", "#messages", "hi alice")
-	var shot []byte
-	if err := chromedp.Run(alice, chromedp.FullScreenshot(&shot, 100)); err == nil {
-		_ = os.WriteFile(os.TempDir()+"/parley-webui-alice.png", shot, 0o644)
-	}
+	screenshot(t, alice, "parley-webui-alice.png")
 
 	// waitJS waits until a JavaScript expression's string value is want.
 	waitJS := func(tctx context.Context, who, expr, want string) {
