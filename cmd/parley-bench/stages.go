@@ -51,15 +51,24 @@ func parseStages(body []byte) stageCounts {
 	sc.Buffer(make([]byte, 0, 1<<16), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
+		var stage string
 		rest, ok := strings.CutPrefix(line, "parley_event_stage_seconds_bucket{")
 		if !ok {
-			continue
+			// The process's scheduling latency, kept beside the stages
+			// as if it were one: how long a runnable goroutine waited.
+			if rest, ok = strings.CutPrefix(line, "go_sched_latencies_seconds_bucket{"); !ok {
+				continue
+			}
+			stage = "go_sched_latency"
 		}
 		labels, value, ok := strings.Cut(rest, "} ")
 		if !ok {
 			continue
 		}
-		stage, le := label(labels, "stage"), label(labels, "le")
+		if stage == "" {
+			stage = label(labels, "stage")
+		}
+		le := label(labels, "le")
 		n, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
 		if stage == "" || le == "" || err != nil {
 			continue

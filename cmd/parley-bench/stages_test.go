@@ -22,6 +22,10 @@ parley_event_stage_seconds_bucket{service="edge2",stage="written",le="0.004"} 30
 parley_event_stage_seconds_bucket{service="edge2",stage="written",le="+Inf"} 30
 parley_event_stage_seconds_bucket{service="ingest",stage="sequenced",le="0.001"} 0
 parley_event_stage_seconds_bucket{service="ingest",stage="sequenced",le="+Inf"} 3
+go_sched_latencies_seconds_bucket{le="1e-05"} 50
+go_sched_latencies_seconds_bucket{le="0.001"} 98
+go_sched_latencies_seconds_bucket{le="0.01"} 100
+go_sched_latencies_seconds_bucket{le="+Inf"} 100
 `))
 	got := stagesBetween(before, after)
 	if w := got["written"]; w != (stageWindow{N: 100, P50Ms: 1, P99Ms: 2}) {
@@ -30,6 +34,10 @@ parley_event_stage_seconds_bucket{service="ingest",stage="sequenced",le="+Inf"} 
 	// Beyond the last finite bucket: -1, as JSON cannot carry +Inf.
 	if w := got["sequenced"]; w != (stageWindow{N: 3, P50Ms: -1, P99Ms: -1}) {
 		t.Errorf("sequenced = %+v, want 3 events past the last bucket", w)
+	}
+	// The scheduler's histogram rides along as a stage of its own.
+	if w := got["go_sched_latency"]; w != (stageWindow{N: 100, P50Ms: 0.01, P99Ms: 10}) {
+		t.Errorf("go_sched_latency = %+v, want 100 waits, p50 ≤ 0.01 ms, p99 ≤ 10 ms", w)
 	}
 }
 

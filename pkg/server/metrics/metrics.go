@@ -7,6 +7,7 @@ package metrics
 import (
 	"log/slog"
 	"net/http"
+	"regexp"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -14,10 +15,18 @@ import (
 )
 
 // NewRegistry is a service's registry, with the Go runtime and process
-// collectors.
+// collectors. The runtime's scheduling latency (go_sched_latencies_seconds:
+// how long goroutines waited runnable before they ran) is added to the
+// defaults: when a saturated process slows every request, it is the
+// figure that says so.
 func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/sched/latencies:seconds$`)},
+		)),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
 	return reg
 }
 
