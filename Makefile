@@ -21,6 +21,8 @@ GO_LDFLAGS := -X github.com/parleychat/parley/pkg/server/metrics.Commit=$(PARLEY
 BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
+# grpcurl runs docs/BACKEND_API.md's examples in the tests (TestBackendAPIDocExamples).
+GRPCURL_VERSION := v1.9.4
 # helm for `make helm-check`, built from source like the generators. The
 # Kubernetes version it renders for and validates against follows k8s.io/api
 # in cmd/go.mod (v0.37.2: Kubernetes v1.37.2).
@@ -63,6 +65,8 @@ $(BIN)/protoc-gen-go:
 	GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 $(BIN)/protoc-gen-go-grpc:
 	GOBIN=$(BIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+$(BIN)/grpcurl:
+	GOBIN=$(BIN) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 PROTO_TOOLS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 # The JavaScript SDK's generator (protoc-gen-es) and runtime come from npm,
 # pinned by sdk/js/package-lock.json; npm ci rewrites this hidden lockfile,
@@ -110,7 +114,7 @@ unit: ## unit and in-process end-to-end tests only (skips what needs the real st
 # Tests that stop a shared server (PARLEY_STACK_CONTROL=1) run after all
 # the others, alone.
 STACK_CONTROL_TESTS := TestCassandraOutage
-test-all: ## every Go test, with real Kafka and Cassandra up (started and stopped if needed)
+test-all: $(BIN)/grpcurl ## every Go test, with real Kafka and Cassandra up (started and stopped if needed)
 	bash deployments/local/with-stack.sh bash -c '\
 		go test -race -count=1 -timeout 20m -skip "^($(STACK_CONTROL_TESTS))$$" work && \
 		PARLEY_STACK_CONTROL=1 go test -race -count=1 -timeout 10m -run "^($(STACK_CONTROL_TESTS))$$" -v ./services/integration'

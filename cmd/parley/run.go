@@ -19,6 +19,8 @@ func runCmd(args []string) int {
 	kafkaPort := fs.Int("kafka-port", 0, "embedded Kafka port (0: any free port)")
 	var limits edge.Limits
 	limits.RegisterFlags(fs)
+	var backend edge.BackendFlags
+	backend.Register(fs)
 	tr := daemon.TracingFlags(fs, "parley")
 	fs.Usage = usageWithEnv(fs, "parley run [flags]", runEnv)
 	insecureDev := fs.Bool("insecure-dev", daemon.Env("PARLEY_INSECURE_DEV", "") == "1", "serve dev tokens (and the dev secret, if PARLEY_JWT_SECRET is unset) on a non-loopback -http address (PARLEY_INSECURE_DEV=1): anyone who reaches it can act as any user")
@@ -29,11 +31,16 @@ func runCmd(args []string) int {
 		return daemon.Fail(log, err)
 	}
 	defer flush()
+	backendTokens, err := backend.Tokens()
+	if err != nil {
+		return daemon.Fail(log, err)
+	}
 	// The edge serves /healthz, /readyz and every service's /metrics on -admin.
 	return daemon.Run(log, "", nil, func(ctx context.Context) error {
 		p, err := platform.Start(ctx, platform.Config{
 			DataDir: *dataDir, HTTPAddr: *httpAddr, AdminAddr: *adminAddr, Limits: limits, KafkaPort: *kafkaPort,
 			JWTSecret: secret(), DevTokens: true, InsecureDev: *insecureDev, Logger: log, TracerProvider: tp,
+			BackendAddr: backend.Addr, BackendTokens: backendTokens,
 		})
 		if err != nil {
 			return err
@@ -43,8 +50,12 @@ func runCmd(args []string) int {
 				time.Sleep(50 * time.Millisecond)
 			}
 			if ctx.Err() == nil {
-				fmt.Printf("\nParley is running.\n  web chat:  http://%s/\n  WebSocket: %s\n  admin:     http://%s/metrics\n  Kafka:     %v (embedded)\n  data:      %s\nStop with Ctrl-C.\n\n",
-					p.Edge.HTTPAddr(), p.URL(), p.Edge.AdminAddr(), p.Kafka.ListenAddrs(), *dataDir)
+				backendLine := ""
+				if a := p.Edge.BackendAddr(); a != "" {
+					backendLine = "\n  backend:   " + a + " (gRPC, parley.backend.v1)"
+				}
+				fmt.Printf("\nParley is running.\n  web chat:  http://%s/\n  WebSocket: %s%s\n  admin:     http://%s/metrics\n  Kafka:     %v (embedded)\n  data:      %s\nStop with Ctrl-C.\n\n",
+					p.Edge.HTTPAddr(), p.URL(), backendLine, p.Edge.AdminAddr(), p.Kafka.ListenAddrs(), *dataDir)
 			}
 		}()
 		return p.Run(ctx)

@@ -20,6 +20,12 @@ type Config struct {
 	AdminAddr string
 	// GRPCAddr serves EdgeService.Push.
 	GRPCAddr string
+	// BackendAddr serves the backend API (parley.backend.v1) to an
+	// application's own servers; off if empty. BackendTokens are the
+	// service tokens it accepts: at least one, each at least
+	// MinBackendTokenLen bytes, or New fails.
+	BackendAddr   string
+	BackendTokens []BackendToken
 	// PushAddr is how fan-out reaches GRPCAddr; the bound address if empty.
 	PushAddr        string
 	NodeID          string

@@ -99,6 +99,10 @@ type servers struct {
 	httpLis, grpcLis, adminLis net.Listener
 	http, admin                *http.Server
 	grpc                       *grpc.Server
+	// backendLis and backend serve the backend API (backend.go); nil
+	// when it is off.
+	backendLis net.Listener
+	backend    *grpc.Server
 }
 
 // clients are the internal services the node calls.
@@ -193,8 +197,13 @@ func New(cfg Config) (*Service, error) {
 		s.peers.self = s.srv.grpcLis.Addr().String()
 	}
 	s.reporter = newReporter(s.clients.presence, cfg.NodeID, s.peers.self, s.hub, s.log, cfg.Heartbeat)
-	s.srv.grpc = grpc.NewServer(append(append(s.stats.metrics.GRPCServer(), tracing.GRPCServer(cfg.TracerProvider)...), mtls.ServerOption(cfg.TLS))...)
+	serverOpts := append(s.stats.metrics.GRPCServer(), tracing.GRPCServer(cfg.TracerProvider)...)
+	s.srv.grpc = grpc.NewServer(append(serverOpts, mtls.ServerOption(cfg.TLS))...)
 	edgev1.RegisterEdgeServiceServer(s.srv.grpc, s)
+	if err := s.listenBackend(cfg, serverOpts); err != nil {
+		s.Close()
+		return nil, err
+	}
 	s.srv.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
 	s.srv.admin = &http.Server{Handler: s.adminRoutes(), ReadHeaderTimeout: 5 * time.Second}
 	return s, nil
@@ -207,6 +216,9 @@ func (s *Service) Close() {
 	s.srv.grpcLis.Close()
 	s.srv.httpLis.Close()
 	s.srv.adminLis.Close()
+	if s.srv.backendLis != nil {
+		s.srv.backendLis.Close()
+	}
 	s.closeClients()
 }
 
@@ -318,9 +330,17 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	if s.srv.backend != nil {
+		g.Go(func() error {
+			if err := s.srv.backend.Serve(s.srv.backendLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				return fmt.Errorf("edge backend serve: %w", err)
+			}
+			return nil
+		})
+	}
 	s.accepting.Store(true)
 	s.Probe.SetReady(true)
-	s.log.Info("edge ready", "http", s.HTTPAddr(), "admin", s.AdminAddr(), "push", s.GRPCAddr())
+	s.log.Info("edge ready", "http", s.HTTPAddr(), "admin", s.AdminAddr(), "push", s.GRPCAddr(), "backend", s.BackendAddr())
 	<-gctx.Done()
 
 	s.Probe.SetNotReady("draining")
@@ -341,6 +361,9 @@ func (s *Service) Run(ctx context.Context) error {
 		s.log.Warn("edge: connections did not close in time")
 	}
 	s.srv.grpc.GracefulStop()
+	if s.srv.backend != nil {
+		s.srv.backend.GracefulStop()
+	}
 	stopReporter()
 	<-reporterDone
 	s.closeClients()

@@ -88,3 +88,28 @@ func ParsePrefixes(s string) ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+// BackendFlags are the backend API's flags, shared by the edge binary and
+// `parley run`.
+type BackendFlags struct {
+	Addr, TokensFile string
+}
+
+// Register adds -backend-addr and -backend-tokens-file to fs.
+func (f *BackendFlags) Register(fs *flag.FlagSet) {
+	fs.StringVar(&f.Addr, "backend-addr", daemon.Env("PARLEY_BACKEND_ADDR", ""),
+		"backend API (parley.backend.v1) gRPC listen address, for the application's own servers; off if empty (PARLEY_BACKEND_ADDR)")
+	fs.StringVar(&f.TokensFile, "backend-tokens-file", daemon.Env("PARLEY_BACKEND_TOKENS_FILE", ""),
+		"the service tokens the backend API accepts: one NAME TOKEN per line, tokens of 32 bytes or more (PARLEY_BACKEND_TOKENS_FILE)")
+}
+
+// Tokens reads the token file, when the backend API is on.
+func (f BackendFlags) Tokens() ([]BackendToken, error) {
+	if f.Addr == "" {
+		return nil, nil
+	}
+	if f.TokensFile == "" {
+		return nil, fmt.Errorf("-backend-addr %s needs -backend-tokens-file: the backend API serves no caller without a token", f.Addr)
+	}
+	return LoadBackendTokens(f.TokensFile)
+}

@@ -22,9 +22,9 @@ import (
 // internal mTLS from a CA of the test's own, a message crosses ingest,
 // fan-out, presence and both edges' Push; then every internal gRPC
 // endpoint (ingest, persistence, both presence instances, both edges'
-// Push) refuses a plaintext caller, a TLS caller without a certificate and
-// one whose certificate another CA signed, and answers one with a
-// certificate from the right CA.
+// Push, edge0's backend API) refuses a plaintext caller, a TLS caller
+// without a certificate and one whose certificate another CA signed, and
+// answers one with a certificate from the right CA.
 func TestInternalGRPCRefusesCallersWithoutAClientCertificate(t *testing.T) {
 	s := requireStack(t)
 	dir := t.TempDir()
@@ -33,7 +33,9 @@ func TestInternalGRPCRefusesCallersWithoutAClientCertificate(t *testing.T) {
 	}
 	good := mtls.Files{CA: filepath.Join(dir, devcert.CAFile), Cert: filepath.Join(dir, devcert.CertFile), Key: filepath.Join(dir, devcert.KeyFile)}
 	s.env = append(slices.Clip(s.env), "PARLEY_TLS_CA="+good.CA, "PARLEY_TLS_CERT="+good.Cert, "PARLEY_TLS_KEY="+good.Key, "PARLEY_TLS_SERVER_NAME=")
-	c := startCluster(t, s)
+	// edge0 serves the backend API too: with mTLS on it asks for a
+	// certificate before any token is looked at.
+	c := startClusterEdges(t, s, [2][]string{backendArgs(t), nil})
 
 	// The services reach each other through mTLS: a message goes from
 	// edge0 through ingest and fan-out (presence's Locate, edge1's Push)
@@ -73,6 +75,7 @@ func TestInternalGRPCRefusesCallersWithoutAClientCertificate(t *testing.T) {
 	for _, e := range []string{"edge0", "edge1"} {
 		endpoints[e+" push"] = flagValue(t, c.procs[e].args, "-grpc")
 	}
+	endpoints["edge0 backend"] = flagValue(t, c.procs["edge0"].args, "-backend-addr")
 	for name, addr := range endpoints {
 		// A method no service has: a caller the server accepts gets
 		// Unimplemented from it, so only the transport decides.

@@ -59,6 +59,10 @@ type Config struct {
 	// PresenceInstances split the users (2 if 0, so the split is always
 	// exercised); it must divide Partitions.
 	PresenceInstances int
+	// BackendAddr and BackendTokens are the edge's backend API
+	// (edge.Config.BackendAddr); off if BackendAddr is empty.
+	BackendAddr   string
+	BackendTokens []edge.BackendToken
 	// MaxMembers bounds a conversation's size (ingest's default if zero).
 	MaxMembers int
 	Logger     *slog.Logger
@@ -155,6 +159,7 @@ func Start(ctx context.Context, cfg Config) (p *Platform, err error) {
 		IngestAddr: p.Ingest.Addr(), PersistenceAddr: p.Persistence.Addr(), PresenceAddrs: presenceAddrs,
 		JWTSecret: cfg.JWTSecret, DevTokens: cfg.DevTokens, InsecureDev: cfg.InsecureDev, TokenWarning: cfg.TokenWarning, Logger: cfg.Logger, TracerProvider: cfg.TracerProvider,
 		JWKSURL: cfg.JWKSURL, JWTIssuer: cfg.JWTIssuer, JWTAudience: cfg.JWTAudience,
+		BackendAddr: cfg.BackendAddr, BackendTokens: cfg.BackendTokens,
 	})
 	if err != nil {
 		return nil, err

@@ -37,6 +37,8 @@ func main() {
 	devTokens := fs.Bool("dev-tokens", daemon.Env("PARLEY_DEV_TOKENS", "") == "1", "serve /v1/dev/token to anyone: local use only (PARLEY_DEV_TOKENS=1)")
 	var limits edge.Limits
 	limits.RegisterFlags(fs)
+	var backend edge.BackendFlags
+	backend.Register(fs)
 	tr := daemon.TracingFlags(fs, "parley-edge")
 	var tlsFiles mtls.Files
 	mtls.Register(fs, &tlsFiles, "", "", "internal gRPC")
@@ -46,12 +48,17 @@ func main() {
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
+	backendTokens, err := backend.Tokens()
+	if err != nil {
+		os.Exit(daemon.Fail(log, err))
+	}
 	tp, flush, err := tr.Start(log)
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
 	svc, err := edge.New(edge.Config{Registry: metrics.NewRegistry(),
 		HTTPAddr: *httpAddr, AdminAddr: *adminAddr, Limits: limits, GRPCAddr: *grpcAddr, PushAddr: *pushAddr, NodeID: *nodeID,
+		BackendAddr: backend.Addr, BackendTokens: backendTokens,
 		IngestAddr: *ingestAddr, PersistenceAddr: *persistenceAddr, PresenceAddrs: daemon.List(*presenceAddr), TLS: tlsSrc,
 		JWTSecret: []byte(*secret), JWKSURL: *jwksURL, JWTIssuer: *issuer, JWTAudience: *audience, JWKSRefresh: *jwksRefresh, JWKSMinRefresh: *jwksMinRefresh,
 		TokenWarning: *tokenWarning, DevTokens: *devTokens, InsecureDev: *insecureDev, QueueLimit: *queueLimit, WriteTimeout: *writeTimeout, ResumeWait: *resumeWait, Logger: log, Drain: *drain, TracerProvider: tp,
