@@ -8,6 +8,7 @@ import (
 
 	"github.com/parleychat/parley/pkg/server/daemon"
 	"github.com/parleychat/parley/services/edge"
+	"github.com/parleychat/parley/services/fanout"
 	"github.com/parleychat/parley/services/platform"
 )
 
@@ -21,6 +22,8 @@ func runCmd(args []string) int {
 	limits.RegisterFlags(fs)
 	var backend edge.BackendFlags
 	backend.Register(fs)
+	var notify fanout.NotifyConfig
+	notify.RegisterFlags(fs)
 	tr := daemon.TracingFlags(fs, "parley")
 	fs.Usage = usageWithEnv(fs, "parley run [flags]", runEnv)
 	insecureDev := fs.Bool("insecure-dev", daemon.Env("PARLEY_INSECURE_DEV", "") == "1", "serve dev tokens (and the dev secret, if PARLEY_JWT_SECRET is unset) on a non-loopback -http address (PARLEY_INSECURE_DEV=1): anyone who reaches it can act as any user")
@@ -40,7 +43,7 @@ func runCmd(args []string) int {
 		p, err := platform.Start(ctx, platform.Config{
 			DataDir: *dataDir, HTTPAddr: *httpAddr, AdminAddr: *adminAddr, Limits: limits, KafkaPort: *kafkaPort,
 			JWTSecret: secret(), DevTokens: true, InsecureDev: *insecureDev, Logger: log, TracerProvider: tp,
-			BackendAddr: backend.Addr, BackendTokens: backendTokens,
+			BackendAddr: backend.Addr, BackendTokens: backendTokens, Notify: notify,
 		})
 		if err != nil {
 			return err

@@ -47,6 +47,6 @@ func topicsCmd(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	fmt.Printf("topics ready: %s %s %s %s %s (%d partitions, RF %d, min ISR %d)\n", topics.Commands, topics.Events, topics.Outcomes, topics.DeadLetter, topics.Presence, spec.Partitions, spec.ReplicationFactor, spec.MinInsyncReplicas)
+	fmt.Printf("topics ready: %s %s %s %s %s %s (%d partitions, RF %d, min ISR %d)\n", topics.Commands, topics.Events, topics.Outcomes, topics.DeadLetter, topics.Presence, topics.Notifications, spec.Partitions, spec.ReplicationFactor, spec.MinInsyncReplicas)
 	return 0
 }

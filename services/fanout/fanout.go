@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/sync/errgroup"
 	"log/slog"
 	"time"
 
@@ -68,6 +69,8 @@ type Config struct {
 	// TracerProvider makes the service's spans (a batch, its Locate and
 	// Push calls); nil makes none.
 	TracerProvider trace.TracerProvider
+	// Notify turns on offline notifications to a webhook (notify.go).
+	Notify NotifyConfig
 }
 
 // Service is a running fan-out node.
@@ -89,6 +92,9 @@ type Service struct {
 	// tracer makes batch spans when traced (TracerProvider set).
 	tracer trace.Tracer
 	traced bool
+	// notifier delivers offline notifications; nil when they are off.
+	notifier      *notifier
+	notifications notifyMetrics
 }
 
 // New creates the Kafka client and the presence connection.
@@ -125,6 +131,18 @@ func New(cfg Config) (*Service, error) {
 	if !cfg.NoLocationCache {
 		s.locs = newLocations(pc, s.log, reg, s.locate)
 	}
+	if cfg.Notify.Webhook != "" {
+		if err := checkWebhook(cfg.Notify.Webhook); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("fanout: %w", err)
+		}
+		s.cfg.Notify.defaults()
+		s.notifications = newNotifyMetrics(reg)
+		if s.notifier, err = newNotifier(s.cfg, s.log, s.notifications); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("fanout: %w", err)
+		}
+	}
 	return s, nil
 }
 
@@ -134,6 +152,9 @@ func New(cfg Config) (*Service, error) {
 func (s *Service) Close() {
 	s.cl.Close()
 	s.presence.Close()
+	if s.notifier != nil {
+		s.notifier.cl.Close()
+	}
 }
 
 // Run consumes until ctx ends. Shutdown: readiness off, finish the batch
@@ -143,6 +164,9 @@ func (s *Service) Run(ctx context.Context) error {
 		s.cl.Close()
 		s.presence.Close()
 		s.edges.Close()
+		if s.notifier != nil {
+			s.notifier.cl.Close()
+		}
 	}()
 	if err := topics.WaitReadyWithin(ctx, s.cl, s.cfg.StartupTimeout); err != nil {
 		if ctx.Err() != nil {
@@ -173,7 +197,21 @@ func (s *Service) Run(ctx context.Context) error {
 		Commit:      s.cl.CommitUncommittedOffsets,
 		CommitEvery: consumer.CommitPeriod(s.cfg.CommitEvery),
 	}
-	return loop.Run(ctx)
+	if s.notifier == nil {
+		return loop.Run(ctx)
+	}
+	n := s.notifier
+	notify := consumer.Loop{Name: NotifierGroup, Source: n.cl, MaxRecords: 500, Log: n.log, Lag: s.metrics.Lag,
+		Handle: func(ctx context.Context, fetches kgo.Fetches) (bool, error) {
+			return n.handle(ctx, fetches.Records()), nil
+		},
+		Commit:      n.cl.CommitUncommittedOffsets,
+		CommitEvery: consumer.CommitPeriod(s.cfg.CommitEvery),
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return loop.Run(gctx) })
+	g.Go(func() error { return notify.Run(gctx) })
+	return g.Wait()
 }
 
 // handle dead-letters what cannot be pushed and pushes the rest; once it
@@ -186,7 +224,12 @@ func (s *Service) handle(ctx context.Context, recs []*kgo.Record) bool {
 	if !ok {
 		return false
 	}
-	if err := s.deliver(ctx, records); err != nil && ctx.Err() == nil {
+	err := s.deliver(ctx, records)
+	if errors.Is(err, errNotEmitted) {
+		// Committing now would lose the notifications owed.
+		return false
+	}
+	if err != nil && ctx.Err() == nil {
 		// Devices catch up from history on resume, so a failed push is
 		// a delay, not a loss; the batch is committed regardless.
 		span.SetStatus(codes.Error, err.Error())
@@ -223,6 +266,10 @@ func Plan(recs []*logv1.EventRecord, locs []*presencev1.UserLocation) map[string
 	return push.Plan(items, locs)
 }
 
+// errNotEmitted is a delivery whose notifications are not all produced
+// (ctx ended): the batch must not be committed.
+var errNotEmitted = errors.New("offline notifications not produced")
+
 func (s *Service) deliver(ctx context.Context, recs []*logv1.EventRecord) error {
 	if len(recs) == 0 {
 		return nil
@@ -247,9 +294,19 @@ func (s *Service) deliver(ctx context.Context, recs []*logv1.EventRecord) error 
 		// up on resume or at the next event's gap.
 		s.log.WarnContext(ctx, "fanout: some recipients not located; their live delivery is skipped", "err", err)
 	}
+	located := err == nil
 	plan := Plan(recs, locs)
 	trace.SpanFromContext(ctx).SetAttributes(attribute.Int("parley.recipients", len(users)), attribute.Int("parley.edges", len(plan)))
 	err = s.edges.Push(ctx, plan)
+	if s.notifier != nil {
+		if !located {
+			// Who is offline is unknown: no notification beats one to
+			// every recipient an unanswering presence instance holds.
+			s.log.WarnContext(ctx, "fanout: recipients not all located; this batch's offline notifications are skipped")
+		} else if eerr := s.emit(ctx, recs, locs); eerr != nil {
+			return fmt.Errorf("%w: %w", errNotEmitted, eerr)
+		}
+	}
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.DebugContext(ctx, "fanout: batch pushed", "records", len(recs), "recipients", len(users), "edges", len(plan), "err", err)
 	}

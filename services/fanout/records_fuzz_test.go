@@ -1,6 +1,7 @@
 package fanout
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -21,7 +22,11 @@ import (
 func FuzzPlanRecords(f *testing.F) {
 	receipt := &logv1.EventRecord{Receipt: &chatv1.Receipt{ConversationId: "c", UserId: "bob", ReadSeq: 1}, RecipientIds: []string{"alice", "bob"}}
 	block := &logv1.EventRecord{Block: &logv1.BlockChange{ConversationId: "c", BlockerId: "alice", BlockedId: "bob", Blocked: true, Time: timestamppb.New(time.Unix(1, 0))}}
-	for _, r := range []*logv1.EventRecord{rec(1, "alice", "bob"), rec(2, "bob", "bob", "carol"), rec(3), receipt, block} {
+	muted := rec(4, "alice", "bob", "carol", "dave")
+	muted.MutedIds = []string{"dave"}
+	muted.Event.SenderId = "alice"
+	muted.Event.Body = &chatv1.Event_MessagePosted{MessagePosted: &chatv1.MessagePosted{Text: "hi"}}
+	for _, r := range []*logv1.EventRecord{rec(1, "alice", "bob"), rec(2, "bob", "bob", "carol"), rec(3), receipt, block, muted} {
 		b, _ := proto.Marshal(r)
 		f.Add(b)
 	}
@@ -73,6 +78,27 @@ func FuzzPlanRecords(f *testing.F) {
 			if len(got) != len(want[a]) {
 				t.Fatalf("edge %s names %d users, want %d", a, len(got), len(want[a]))
 			}
+		}
+		// Offline notifications: only for a message, only to recipients
+		// who are neither located, nor its sender, nor muted, and they
+		// collapse into one entry per user.
+		located := locatedUsers(locs)
+		ns := Offline([]*logv1.EventRecord{r}, located, true)
+		if len(ns) > 0 && r.GetEvent().GetMessagePosted() == nil {
+			t.Fatalf("%d notifications for a record that is no message: %v", len(ns), r)
+		}
+		for _, n := range ns {
+			if located[n.GetUserId()] || n.GetUserId() == r.GetEvent().GetSenderId() || slices.Contains(r.GetMutedIds(), n.GetUserId()) ||
+				!slices.Contains(r.GetRecipientIds(), n.GetUserId()) || n.GetSeq() != r.GetEvent().GetSeq() {
+				t.Fatalf("notification %v of %v", n, r)
+			}
+		}
+		users := map[string]bool{}
+		for _, n := range ns {
+			users[n.GetUserId()] = true
+		}
+		if c := Collapse(ns); len(c) != len(users) {
+			t.Fatalf("%d notifications of %d users collapse into %d entries", len(ns), len(users), len(c))
 		}
 	})
 }

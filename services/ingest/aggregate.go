@@ -193,5 +193,15 @@ func decide(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, 
 		// Who leaves gets their own departure, then nothing more.
 		recipients = append(recipients, v.removed)
 	}
-	return &logv1.EventRecord{Event: ev, RecipientIds: recipients, CommandId: cmd.GetCommandId()}, out
+	rec := &logv1.EventRecord{Event: ev, RecipientIds: recipients, CommandId: cmd.GetCommandId()}
+	if ev.GetMessagePosted() != nil {
+		// Fan-out notifies offline recipients of messages, except those
+		// who muted the conversation: only the sequencer knows who did.
+		for _, u := range recipients {
+			if c.flags[u].GetMuted() {
+				rec.MutedIds = append(rec.MutedIds, u)
+			}
+		}
+	}
+	return rec, out
 }

@@ -124,3 +124,27 @@ func TestPrepareFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestMessagesNameWhoMuted: a message's record names the recipients who
+// muted the conversation (fan-out sends them no offline notification),
+// and no other record does.
+func TestMessagesNameWhoMuted(t *testing.T) {
+	convs := map[string]*conversation{}
+	now := time.Unix(1_700_000_000, 0)
+	decide(convs, createCmd("g", "alice", "c1", chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "alice", "bob", "carol"), 10, now)
+	if rec, _ := decide(convs, postCmd("g", "alice", "m1", "hi"), 10, now); len(rec.GetMutedIds()) != 0 {
+		t.Fatalf("before any mute: muted %v", rec.GetMutedIds())
+	}
+	decide(convs, flagsCmd("g", "bob", proto.Bool(true), nil), 10, now)
+	decide(convs, flagsCmd("g", "carol", nil, proto.Bool(true)), 10, now) // pinned, not muted
+	rec, _ := decide(convs, postCmd("g", "alice", "m2", "again"), 10, now)
+	if got := rec.GetMutedIds(); len(got) != 1 || got[0] != "bob" {
+		t.Fatalf("after bob muted: muted %v, want [bob]", got)
+	}
+	if rec, _ := decide(convs, flagsCmd("g", "bob", proto.Bool(false), nil), 10, now); len(rec.GetMutedIds()) != 0 {
+		t.Fatalf("a flags record names muted %v", rec.GetMutedIds())
+	}
+	if rec, _ := decide(convs, postCmd("g", "carol", "m3", "unmuted"), 10, now); len(rec.GetMutedIds()) != 0 {
+		t.Fatalf("after bob unmuted: muted %v", rec.GetMutedIds())
+	}
+}

@@ -63,6 +63,9 @@ type Config struct {
 	// (edge.Config.BackendAddr); off if BackendAddr is empty.
 	BackendAddr   string
 	BackendTokens []edge.BackendToken
+	// Notify is fan-out's offline notifications (fanout.Config.Notify);
+	// off while its Webhook is empty.
+	Notify fanout.NotifyConfig
 	// MaxMembers bounds a conversation's size (ingest's default if zero).
 	MaxMembers int
 	Logger     *slog.Logger
@@ -151,7 +154,7 @@ func Start(ctx context.Context, cfg Config) (p *Platform, err error) {
 		return nil, err
 	}
 	if p.Fanout, err = fanout.New(fanout.Config{Brokers: brokers, PresenceAddrs: presenceAddrs, Logger: cfg.Logger, Registry: registry(),
-		TracerProvider: cfg.TracerProvider}); err != nil {
+		TracerProvider: cfg.TracerProvider, Notify: cfg.Notify}); err != nil {
 		return nil, err
 	}
 	p.Edge, err = edge.New(edge.Config{Registry: edgeReg, Metrics: metrics.Merged(regs...),

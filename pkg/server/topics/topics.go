@@ -29,6 +29,10 @@ const (
 	// Presence is the compacted log of sessions, node heartbeats and last
 	// seen times that presence rebuilds its state from.
 	Presence = "parley.presence.v1"
+	// Notifications holds, keyed by user, the messages for users with no
+	// connected device that fan-out's notifier delivers to a webhook
+	// (logv1.NotificationRecord); its partition count is free.
+	Notifications = "parley.notifications.v1"
 )
 
 // UserShard maps a user to one of n shards. The partition of a user's
@@ -69,8 +73,10 @@ func Ensure(ctx context.Context, adm *kadm.Client, spec Spec) error {
 		// the state, not its history. Tombstones of ended sessions stay a
 		// day, so an instance replaying meanwhile still sees them.
 		Presence: {"min.insync.replicas": &minISR, "cleanup.policy": ptr("compact"), "delete.retention.ms": ptr(strconv.FormatInt((24 * time.Hour).Milliseconds(), 10))},
+		// A notification is worth little after a day.
+		Notifications: {"min.insync.replicas": &minISR, "retention.ms": ptr(strconv.FormatInt((24 * time.Hour).Milliseconds(), 10))},
 	}
-	for _, name := range []string{Commands, Events, Outcomes, DeadLetter, Presence} {
+	for _, name := range []string{Commands, Events, Outcomes, DeadLetter, Presence, Notifications} {
 		if err := CreateIfMissing(ctx, adm, name, spec.Partitions, spec.ReplicationFactor, configs[name]); err != nil {
 			return err
 		}
@@ -103,7 +109,7 @@ func CreateIfMissing(ctx context.Context, adm *kadm.Client, name string, partiti
 }
 
 func checkPartitions(ctx context.Context, adm *kadm.Client) error {
-	details, err := adm.ListTopics(ctx, Commands, Events, Outcomes, DeadLetter, Presence)
+	details, err := adm.ListTopics(ctx, Commands, Events, Outcomes, DeadLetter, Presence, Notifications)
 	if err != nil {
 		return fmt.Errorf("describe topics: %w", err)
 	}
@@ -112,8 +118,10 @@ func checkPartitions(ctx context.Context, adm *kadm.Client) error {
 	if d, ok := details[DeadLetter]; !ok || d.Err != nil {
 		return fmt.Errorf("describe topic %s: %v", DeadLetter, d.Err)
 	}
-	if d, ok := details[Presence]; !ok || d.Err != nil {
-		return fmt.Errorf("describe topic %s: %v", Presence, d.Err)
+	for _, name := range []string{Presence, Notifications} {
+		if d, ok := details[name]; !ok || d.Err != nil {
+			return fmt.Errorf("describe topic %s: %v", name, d.Err)
+		}
 	}
 	want := -1
 	for _, name := range []string{Commands, Events, Outcomes} {

@@ -22,6 +22,8 @@ func main() {
 	noCache := fs.Bool("no-location-cache", false, "ask presence where recipients are for every batch instead of caching under a lease (for comparison)")
 	commitEvery := fs.Duration("commit-every", daemon.EnvDuration("PARLEY_COMMIT_EVERY", consumer.DefaultCommitEvery), "how often the consumer commits its offsets; a crash or rebalance pushes up to this much again, which devices drop by seq; negative: after every batch (PARLEY_COMMIT_EVERY)")
 	startupTimeout := fs.Duration("startup-timeout", daemon.EnvDuration("PARLEY_STARTUP_TIMEOUT", topics.StartupTimeout), "how long to wait at startup for Kafka to answer before exiting with an error (PARLEY_STARTUP_TIMEOUT)")
+	var notify fanout.NotifyConfig
+	notify.RegisterFlags(fs)
 	tr := daemon.TracingFlags(fs, "parley-fanout")
 	sec := transport.Register(fs)
 	daemon.Parse(fs, os.Args[1:])
@@ -34,7 +36,7 @@ func main() {
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
-	svc, err := fanout.New(fanout.Config{Brokers: daemon.List(*brokers), Kafka: kafkaOpts, TLS: tlsSrc, InstanceID: *instance, PresenceAddrs: daemon.List(*presenceAddr), NoLocationCache: *noCache, CommitEvery: *commitEvery, StartupTimeout: *startupTimeout, Logger: log, TracerProvider: tp, Registry: metrics.NewRegistry()})
+	svc, err := fanout.New(fanout.Config{Brokers: daemon.List(*brokers), Kafka: kafkaOpts, TLS: tlsSrc, InstanceID: *instance, PresenceAddrs: daemon.List(*presenceAddr), NoLocationCache: *noCache, CommitEvery: *commitEvery, StartupTimeout: *startupTimeout, Logger: log, TracerProvider: tp, Registry: metrics.NewRegistry(), Notify: notify})
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}

@@ -1622,7 +1622,10 @@ type EventRecord struct {
 	Block *BlockChange `protobuf:"bytes,20,opt,name=block,proto3" json:"block,omitempty"`
 	// flags are a user's own conversation flags after a change (no seq; the
 	// one recipient is that user, so only their devices are pushed it).
-	Flags         *v1.ConversationFlags `protobuf:"bytes,21,opt,name=flags,proto3" json:"flags,omitempty"`
+	Flags *v1.ConversationFlags `protobuf:"bytes,21,opt,name=flags,proto3" json:"flags,omitempty"`
+	// muted_ids are the recipients who muted the conversation, stamped on
+	// message events only, so fan-out sends them no offline notification.
+	MutedIds      []string `protobuf:"bytes,22,rep,name=muted_ids,json=mutedIds,proto3" json:"muted_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1699,6 +1702,111 @@ func (x *EventRecord) GetFlags() *v1.ConversationFlags {
 	return nil
 }
 
+func (x *EventRecord) GetMutedIds() []string {
+	if x != nil {
+		return x.MutedIds
+	}
+	return nil
+}
+
+// NotificationRecord is a record of parley.notifications.v1, keyed by
+// user id: a message for a user none of whose devices was connected when
+// fan-out pushed it, and who has not muted the conversation. Fan-out's
+// notifier delivers these to the configured webhook.
+type NotificationRecord struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	UserId         string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	ConversationId string                 `protobuf:"bytes,2,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Seq            uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	EventId        string                 `protobuf:"bytes,4,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	SenderId       string                 `protobuf:"bytes,5,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
+	Time           *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time,proto3" json:"time,omitempty"`
+	// text is the message's text, set only when fan-out is told to include
+	// it (-notify-text); otherwise no message content leaves Parley.
+	Text          string `protobuf:"bytes,7,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NotificationRecord) Reset() {
+	*x = NotificationRecord{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotificationRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotificationRecord) ProtoMessage() {}
+
+func (x *NotificationRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotificationRecord.ProtoReflect.Descriptor instead.
+func (*NotificationRecord) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *NotificationRecord) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *NotificationRecord) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *NotificationRecord) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *NotificationRecord) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *NotificationRecord) GetSenderId() string {
+	if x != nil {
+		return x.SenderId
+	}
+	return ""
+}
+
+func (x *NotificationRecord) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *NotificationRecord) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
 // Outcome is a record of parley.outcomes.v1: the sequencer's answer to one
 // command, read by the ingest instance waiting to answer Submit.
 type Outcome struct {
@@ -1726,7 +1834,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[24]
+	mi := &file_parley_log_v1_log_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1738,7 +1846,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[24]
+	mi := &file_parley_log_v1_log_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1751,7 +1859,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{24}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Outcome) GetCommandId() string {
@@ -1847,7 +1955,7 @@ type PresenceRecord struct {
 
 func (x *PresenceRecord) Reset() {
 	*x = PresenceRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[25]
+	mi := &file_parley_log_v1_log_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1859,7 +1967,7 @@ func (x *PresenceRecord) String() string {
 func (*PresenceRecord) ProtoMessage() {}
 
 func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[25]
+	mi := &file_parley_log_v1_log_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1872,7 +1980,7 @@ func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRecord.ProtoReflect.Descriptor instead.
 func (*PresenceRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{25}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PresenceRecord) GetBody() isPresenceRecord_Body {
@@ -1945,7 +2053,7 @@ type PresenceSession struct {
 
 func (x *PresenceSession) Reset() {
 	*x = PresenceSession{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[26]
+	mi := &file_parley_log_v1_log_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1957,7 +2065,7 @@ func (x *PresenceSession) String() string {
 func (*PresenceSession) ProtoMessage() {}
 
 func (x *PresenceSession) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[26]
+	mi := &file_parley_log_v1_log_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1970,7 +2078,7 @@ func (x *PresenceSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
 func (*PresenceSession) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{26}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PresenceSession) GetNodeId() string {
@@ -2021,7 +2129,7 @@ type PresenceBeat struct {
 
 func (x *PresenceBeat) Reset() {
 	*x = PresenceBeat{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[27]
+	mi := &file_parley_log_v1_log_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2033,7 +2141,7 @@ func (x *PresenceBeat) String() string {
 func (*PresenceBeat) ProtoMessage() {}
 
 func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[27]
+	mi := &file_parley_log_v1_log_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2046,7 +2154,7 @@ func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceBeat.ProtoReflect.Descriptor instead.
 func (*PresenceBeat) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{27}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PresenceBeat) GetNodeId() string {
@@ -2088,7 +2196,7 @@ type PresenceSeen struct {
 
 func (x *PresenceSeen) Reset() {
 	*x = PresenceSeen{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[28]
+	mi := &file_parley_log_v1_log_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2100,7 +2208,7 @@ func (x *PresenceSeen) String() string {
 func (*PresenceSeen) ProtoMessage() {}
 
 func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[28]
+	mi := &file_parley_log_v1_log_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2113,7 +2221,7 @@ func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSeen.ProtoReflect.Descriptor instead.
 func (*PresenceSeen) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{28}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PresenceSeen) GetUserId() string {
@@ -2243,7 +2351,7 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\x04asks\x18\x01 \x03(\v2\x16.parley.log.v1.HeadAskR\x04asks\"K\n" +
 	"\aHeadAsk\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x17\n" +
-	"\auser_id\x18\x02 \x01(\tR\x06userId\"\x9c\x02\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"\xb9\x02\n" +
 	"\vEventRecord\x12+\n" +
 	"\x05event\x18\x01 \x01(\v2\x15.parley.chat.v1.EventR\x05event\x12#\n" +
 	"\rrecipient_ids\x18\x02 \x03(\tR\frecipientIds\x12\x1d\n" +
@@ -2251,7 +2359,16 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"command_id\x18\x03 \x01(\tR\tcommandId\x121\n" +
 	"\areceipt\x18\x04 \x01(\v2\x17.parley.chat.v1.ReceiptR\areceipt\x120\n" +
 	"\x05block\x18\x14 \x01(\v2\x1a.parley.log.v1.BlockChangeR\x05block\x127\n" +
-	"\x05flags\x18\x15 \x01(\v2!.parley.chat.v1.ConversationFlagsR\x05flags\"\x86\x03\n" +
+	"\x05flags\x18\x15 \x01(\v2!.parley.chat.v1.ConversationFlagsR\x05flags\x12\x1b\n" +
+	"\tmuted_ids\x18\x16 \x03(\tR\bmutedIds\"\xe4\x01\n" +
+	"\x12NotificationRecord\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12'\n" +
+	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x19\n" +
+	"\bevent_id\x18\x04 \x01(\tR\aeventId\x12\x1b\n" +
+	"\tsender_id\x18\x05 \x01(\tR\bsenderId\x12.\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
+	"\x04text\x18\a \x01(\tR\x04text\"\x86\x03\n" +
 	"\aOutcome\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12'\n" +
@@ -2298,7 +2415,7 @@ func file_parley_log_v1_log_proto_rawDescGZIP() []byte {
 	return file_parley_log_v1_log_proto_rawDescData
 }
 
-var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_parley_log_v1_log_proto_goTypes = []any{
 	(*Command)(nil),               // 0: parley.log.v1.Command
 	(*SetFlags)(nil),              // 1: parley.log.v1.SetFlags
@@ -2324,24 +2441,25 @@ var file_parley_log_v1_log_proto_goTypes = []any{
 	(*HeadProbe)(nil),             // 21: parley.log.v1.HeadProbe
 	(*HeadAsk)(nil),               // 22: parley.log.v1.HeadAsk
 	(*EventRecord)(nil),           // 23: parley.log.v1.EventRecord
-	(*Outcome)(nil),               // 24: parley.log.v1.Outcome
-	(*PresenceRecord)(nil),        // 25: parley.log.v1.PresenceRecord
-	(*PresenceSession)(nil),       // 26: parley.log.v1.PresenceSession
-	(*PresenceBeat)(nil),          // 27: parley.log.v1.PresenceBeat
-	(*PresenceSeen)(nil),          // 28: parley.log.v1.PresenceSeen
-	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
-	(v1.ConversationKind)(0),      // 30: parley.chat.v1.ConversationKind
-	(v1.MemberRole)(0),            // 31: parley.chat.v1.MemberRole
-	(*v1.Attachment)(nil),         // 32: parley.chat.v1.Attachment
-	(*v1.ContactCard)(nil),        // 33: parley.chat.v1.ContactCard
-	(*v1.Event)(nil),              // 34: parley.chat.v1.Event
-	(*v1.Receipt)(nil),            // 35: parley.chat.v1.Receipt
-	(*v1.ConversationFlags)(nil),  // 36: parley.chat.v1.ConversationFlags
-	(v1.ErrorCode)(0),             // 37: parley.chat.v1.ErrorCode
-	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
+	(*NotificationRecord)(nil),    // 24: parley.log.v1.NotificationRecord
+	(*Outcome)(nil),               // 25: parley.log.v1.Outcome
+	(*PresenceRecord)(nil),        // 26: parley.log.v1.PresenceRecord
+	(*PresenceSession)(nil),       // 27: parley.log.v1.PresenceSession
+	(*PresenceBeat)(nil),          // 28: parley.log.v1.PresenceBeat
+	(*PresenceSeen)(nil),          // 29: parley.log.v1.PresenceSeen
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(v1.ConversationKind)(0),      // 31: parley.chat.v1.ConversationKind
+	(v1.MemberRole)(0),            // 32: parley.chat.v1.MemberRole
+	(*v1.Attachment)(nil),         // 33: parley.chat.v1.Attachment
+	(*v1.ContactCard)(nil),        // 34: parley.chat.v1.ContactCard
+	(*v1.Event)(nil),              // 35: parley.chat.v1.Event
+	(*v1.Receipt)(nil),            // 36: parley.chat.v1.Receipt
+	(*v1.ConversationFlags)(nil),  // 37: parley.chat.v1.ConversationFlags
+	(v1.ErrorCode)(0),             // 38: parley.chat.v1.ErrorCode
+	(*durationpb.Duration)(nil),   // 39: google.protobuf.Duration
 }
 var file_parley_log_v1_log_proto_depIdxs = []int32{
-	29, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
+	30, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
 	2,  // 1: parley.log.v1.Command.create_conversation:type_name -> parley.log.v1.CreateConversation
 	15, // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
 	16, // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
@@ -2362,30 +2480,31 @@ var file_parley_log_v1_log_proto_depIdxs = []int32{
 	19, // 18: parley.log.v1.Command.react:type_name -> parley.log.v1.React
 	1,  // 19: parley.log.v1.Command.set_flags:type_name -> parley.log.v1.SetFlags
 	21, // 20: parley.log.v1.Command.head_probe:type_name -> parley.log.v1.HeadProbe
-	30, // 21: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	31, // 22: parley.log.v1.SetRole.role:type_name -> parley.chat.v1.MemberRole
-	29, // 23: parley.log.v1.BlockChange.time:type_name -> google.protobuf.Timestamp
-	32, // 24: parley.log.v1.PostMessage.attachments:type_name -> parley.chat.v1.Attachment
-	33, // 25: parley.log.v1.PostMessage.contact:type_name -> parley.chat.v1.ContactCard
+	31, // 21: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	32, // 22: parley.log.v1.SetRole.role:type_name -> parley.chat.v1.MemberRole
+	30, // 23: parley.log.v1.BlockChange.time:type_name -> google.protobuf.Timestamp
+	33, // 24: parley.log.v1.PostMessage.attachments:type_name -> parley.chat.v1.Attachment
+	34, // 25: parley.log.v1.PostMessage.contact:type_name -> parley.chat.v1.ContactCard
 	22, // 26: parley.log.v1.HeadProbe.asks:type_name -> parley.log.v1.HeadAsk
-	34, // 27: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
-	35, // 28: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
+	35, // 27: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
+	36, // 28: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
 	14, // 29: parley.log.v1.EventRecord.block:type_name -> parley.log.v1.BlockChange
-	36, // 30: parley.log.v1.EventRecord.flags:type_name -> parley.chat.v1.ConversationFlags
-	37, // 31: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
-	35, // 32: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
-	36, // 33: parley.log.v1.Outcome.flags:type_name -> parley.chat.v1.ConversationFlags
-	26, // 34: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
-	27, // 35: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
-	28, // 36: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
-	29, // 37: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
-	38, // 38: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
-	29, // 39: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
-	40, // [40:40] is the sub-list for method output_type
-	40, // [40:40] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	37, // 30: parley.log.v1.EventRecord.flags:type_name -> parley.chat.v1.ConversationFlags
+	30, // 31: parley.log.v1.NotificationRecord.time:type_name -> google.protobuf.Timestamp
+	38, // 32: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
+	36, // 33: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
+	37, // 34: parley.log.v1.Outcome.flags:type_name -> parley.chat.v1.ConversationFlags
+	27, // 35: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
+	28, // 36: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
+	29, // 37: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
+	30, // 38: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
+	39, // 39: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
+	30, // 40: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_parley_log_v1_log_proto_init() }
@@ -2416,7 +2535,7 @@ func file_parley_log_v1_log_proto_init() {
 		(*Command_HeadProbe)(nil),
 	}
 	file_parley_log_v1_log_proto_msgTypes[1].OneofWrappers = []any{}
-	file_parley_log_v1_log_proto_msgTypes[25].OneofWrappers = []any{
+	file_parley_log_v1_log_proto_msgTypes[26].OneofWrappers = []any{
 		(*PresenceRecord_Session)(nil),
 		(*PresenceRecord_Beat)(nil),
 		(*PresenceRecord_Seen)(nil),
@@ -2427,7 +2546,7 @@ func file_parley_log_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_log_v1_log_proto_rawDesc), len(file_parley_log_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

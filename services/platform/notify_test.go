@@ -1,0 +1,139 @@
+package platform_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/services/fanout"
+	"github.com/parleychat/parley/services/platform"
+)
+
+// webhook records what fan-out's notifier posts.
+type webhook struct {
+	mu  sync.Mutex
+	got []fanout.Notification
+	bad []string
+}
+
+func (w *webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	data, _ := io.ReadAll(r.Body)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if got, want := r.Header.Get("X-Parley-Signature"), fanout.Sign([]byte("notify-secret"), data); got != want {
+		w.bad = append(w.bad, "signature "+got)
+	}
+	var b fanout.WebhookBody
+	if err := json.Unmarshal(data, &b); err != nil {
+		w.bad = append(w.bad, "body "+string(data))
+	}
+	w.got = append(w.got, b.Notifications...)
+}
+
+func (w *webhook) snapshot() ([]fanout.Notification, []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]fanout.Notification(nil), w.got...), append([]string(nil), w.bad...)
+}
+
+// TestOfflineNotificationsReachTheWebhook: a message to a group notifies,
+// through the webhook, the member with no connected device, and neither
+// the member who is online, nor the one who muted the conversation, nor
+// the sender; without -notify-text no text leaves.
+func TestOfflineNotificationsReachTheWebhook(t *testing.T) {
+	hook := &webhook{}
+	srv := httptest.NewServer(hook)
+	defer srv.Close()
+	e, stop := startWith(t, platform.Config{DataDir: t.TempDir(),
+		Notify: fanout.NotifyConfig{Webhook: srv.URL, Secret: []byte("notify-secret"), Backoff: 10 * time.Millisecond}})
+	defer stop()
+	ctx := tctx(t)
+
+	alice := e.dial("alice", "alice-phone", false)
+	bob := e.dial("bob", "bob-phone", false)
+	acc, err := alice.CreateGroup(ctx, "team", "bob", "carol", "dave")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := acc.GetConversationId()
+	// dave mutes the conversation and goes away; carol never connects.
+	dave := e.dial("dave", "dave-phone", false)
+	if _, err := dave.SetMuted(ctx, conv, true); err != nil {
+		t.Fatal(err)
+	}
+	dave.Close()
+
+	var last uint64
+	for _, text := range []string{"lunch?", "12:30 at the usual place"} {
+		a, err := alice.Send(ctx, conv, text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = a.GetSeq()
+	}
+	bob.upTo(t, conv, last)
+
+	// carol's notifications arrive (one POST per poll, so one or two
+	// entries); once the one for the last message is in, every record of
+	// both batches was produced, so nothing else can still come.
+	var got []fanout.Notification
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var bad []string
+		got, bad = hook.snapshot()
+		if len(bad) > 0 {
+			t.Fatalf("the webhook got bad POSTs: %v", bad)
+		}
+		if len(got) > 0 && got[len(got)-1].LastSeq == last {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no notification for seq %d after 20s; got %+v", last, got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	count := 0
+	for _, n := range got {
+		if n.UserID != "carol" || n.ConversationID != conv || n.SenderID != "alice" || n.Text != "" {
+			t.Fatalf("notification %+v: want only carol's, from alice, without text", n)
+		}
+		count += n.Count
+	}
+	if count != 2 {
+		t.Fatalf("notifications count %d messages, want 2: %+v", count, got)
+	}
+	body := e.metricsPage(t)
+	if !strings.Contains(body, "parley_notifications_emitted_total 2\n") {
+		t.Fatalf("emitted notifications: want exactly carol's 2 (not bob's, dave's or alice's):\n%s", grepLines(body, "parley_notification"))
+	}
+}
+
+// metricsPage is the platform's /metrics (every service's registry).
+func (e *env) metricsPage(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get("http://" + e.p.Edge.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
