@@ -1,6 +1,7 @@
 package platform_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -10,8 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/pkg/sdk"
 	"github.com/parleychat/parley/services/fanout"
 	"github.com/parleychat/parley/services/platform"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 )
 
 // webhook records what fan-out's notifier posts.
@@ -42,9 +46,9 @@ func (w *webhook) snapshot() ([]fanout.Notification, []string) {
 }
 
 // TestOfflineNotificationsReachTheWebhook: a message to a group notifies,
-// through the webhook, the member with no connected device, and neither
-// the member who is online, nor the one who muted the conversation, nor
-// the sender; without -notify-text no text leaves.
+// through the webhook, the members with no connected device, and neither
+// the member who is online, nor the offline one who muted the
+// conversation, nor the sender; without -notify-text no text leaves.
 func TestOfflineNotificationsReachTheWebhook(t *testing.T) {
 	hook := &webhook{}
 	srv := httptest.NewServer(hook)
@@ -56,17 +60,33 @@ func TestOfflineNotificationsReachTheWebhook(t *testing.T) {
 
 	alice := e.dial("alice", "alice-phone", false)
 	bob := e.dial("bob", "bob-phone", false)
-	acc, err := alice.CreateGroup(ctx, "team", "bob", "carol", "dave")
+	acc, err := alice.CreateGroup(ctx, "team", "bob", "carol", "dave", "erin")
 	if err != nil {
 		t.Fatal(err)
 	}
 	conv := acc.GetConversationId()
-	// dave mutes the conversation and goes away; carol never connects.
+	// dave mutes the conversation and goes away; erin comes and goes
+	// without muting; carol never connects. Both leavers must be offline
+	// for presence before the messages, which alice watches: erin's
+	// notifications then show that fan-out sees them as offline too.
 	dave := e.dial("dave", "dave-phone", false)
 	if _, err := dave.SetMuted(ctx, conv, true); err != nil {
 		t.Fatal(err)
 	}
+	erin := e.dial("erin", "erin-phone", false)
+	watch(t, alice.Client, "dave", "erin")
+	erin.Close()
 	dave.Close()
+	for gone := map[string]bool{}; len(gone) < 2; {
+		select {
+		case p := <-alice.PresenceUpdates():
+			if p.GetState() == chatv1.PresenceState_PRESENCE_STATE_OFFLINE {
+				gone[p.GetUserId()] = true
+			}
+		case <-ctx.Done():
+			t.Fatal("dave and erin never showed offline")
+		}
+	}
 
 	var last uint64
 	for _, text := range []string{"lunch?", "12:30 at the usual place"} {
@@ -78,9 +98,9 @@ func TestOfflineNotificationsReachTheWebhook(t *testing.T) {
 	}
 	bob.upTo(t, conv, last)
 
-	// carol's notifications arrive (one POST per poll, so one or two
-	// entries); once the one for the last message is in, every record of
-	// both batches was produced, so nothing else can still come.
+	// carol's and erin's notifications arrive (one POST per poll, so
+	// one or two entries each); once both have the last message, every
+	// record of both batches was produced, so nothing else can come.
 	var got []fanout.Notification
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -89,27 +109,50 @@ func TestOfflineNotificationsReachTheWebhook(t *testing.T) {
 		if len(bad) > 0 {
 			t.Fatalf("the webhook got bad POSTs: %v", bad)
 		}
-		if len(got) > 0 && got[len(got)-1].LastSeq == last {
+		done := map[string]bool{}
+		for _, n := range got {
+			if n.LastSeq == last {
+				done[n.UserID] = true
+			}
+		}
+		if done["carol"] && done["erin"] {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no notification for seq %d after 20s; got %+v", last, got)
+			t.Fatalf("no notification of seq %d for carol and erin after 20s; got %+v", last, got)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	count := 0
+	count := map[string]int{}
 	for _, n := range got {
-		if n.UserID != "carol" || n.ConversationID != conv || n.SenderID != "alice" || n.Text != "" {
-			t.Fatalf("notification %+v: want only carol's, from alice, without text", n)
+		if (n.UserID != "carol" && n.UserID != "erin") || n.ConversationID != conv || n.SenderID != "alice" || n.Text != "" {
+			t.Fatalf("notification %+v: want only carol's and erin's, from alice, without text", n)
 		}
-		count += n.Count
+		count[n.UserID] += n.Count
 	}
-	if count != 2 {
-		t.Fatalf("notifications count %d messages, want 2: %+v", count, got)
+	if count["carol"] != 2 || count["erin"] != 2 {
+		t.Fatalf("notified messages by user %v, want 2 each for carol and erin: %+v", count, got)
 	}
 	body := e.metricsPage(t)
-	if !strings.Contains(body, "parley_notifications_emitted_total 2\n") {
-		t.Fatalf("emitted notifications: want exactly carol's 2 (not bob's, dave's or alice's):\n%s", grepLines(body, "parley_notification"))
+	if !strings.Contains(body, "parley_notifications_emitted_total 4\n") {
+		t.Fatalf("emitted notifications: want exactly carol's and erin's 4 (not bob's, dave's or alice's):\n%s", grepLines(body, "parley_notification"))
+	}
+}
+
+// watch makes users the ones whose presence c watches, once the
+// conversation that allows it is listed.
+func watch(t *testing.T, c *sdk.Client, users ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := c.WatchPresence(context.Background(), users...)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("watch %v: %v", users, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
