@@ -10,7 +10,10 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -111,6 +114,11 @@ type backendAPI struct {
 	backendv1.UnimplementedBackendServiceServer
 	svc  *Service
 	keys []backendKey
+	// refused counts calls refused for their credentials; refusals are
+	// logged at most every 10 s, so a caller without a token cannot
+	// flood the log.
+	refused    prometheus.Counter
+	refusedLog rate.Sometimes
 }
 
 // listenBackend binds the backend API's listener and builds its server, or
@@ -126,7 +134,10 @@ func (s *Service) listenBackend(cfg Config, serverOpts []grpc.ServerOption) erro
 	if s.srv.backendLis, err = net.Listen("tcp", cfg.BackendAddr); err != nil {
 		return fmt.Errorf("edge: backend address: %w", err)
 	}
-	b := &backendAPI{svc: s, keys: keys}
+	b := &backendAPI{svc: s, keys: keys, refusedLog: rate.Sometimes{Interval: 10 * time.Second},
+		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_backend_refused_total",
+			Help: "Backend API calls refused for a missing or wrong service token."})}
+	cfg.Registry.MustRegister(b.refused)
 	opts := append(append([]grpc.ServerOption{}, serverOpts...),
 		grpc.ChainUnaryInterceptor(b.unaryAuth), grpc.ChainStreamInterceptor(b.streamAuth),
 		// With internal mTLS on, the backend API takes TLS too and asks
@@ -173,20 +184,27 @@ func (b *backendAPI) authenticate(ctx context.Context) (context.Context, error) 
 }
 
 func (b *backendAPI) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	ctx, err := b.authenticate(ctx)
+	actx, err := b.authenticate(ctx)
 	if err != nil {
-		b.svc.log.InfoContext(ctx, "edge: backend call refused", "method", info.FullMethod, "err", err)
+		b.refuse(info.FullMethod, err)
 		return nil, err
 	}
-	return handler(ctx, req)
+	return handler(actx, req)
 }
 
 func (b *backendAPI) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if _, err := b.authenticate(ss.Context()); err != nil {
-		b.svc.log.Info("edge: backend call refused", "method", info.FullMethod, "err", err)
+		b.refuse(info.FullMethod, err)
 		return err
 	}
 	return handler(srv, ss)
+}
+
+func (b *backendAPI) refuse(method string, err error) {
+	b.refused.Inc()
+	b.refusedLog.Do(func() {
+		b.svc.log.Warn("edge: backend call refused (logged at most every 10 s; parley_backend_refused_total counts them)", "method", method, "err", err)
+	})
 }
 
 // submit runs a command as user, from a device named after the calling

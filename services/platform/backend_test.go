@@ -54,7 +54,7 @@ func parleyCode(err error) string {
 }
 
 func TestBackendAPIRefusesCallersWithoutAServiceToken(t *testing.T) {
-	_, api, cc, stop := startBackend(t)
+	e, api, cc, stop := startBackend(t)
 	defer stop()
 	ctx := tctx(t)
 	room := uuid.Must(uuid.NewV7()).String()
@@ -101,6 +101,10 @@ func TestBackendAPIRefusesCallersWithoutAServiceToken(t *testing.T) {
 	got, err := services(withToken(ctx, backendToken))
 	if err != nil || !strings.Contains(strings.Join(got, " "), "parley.backend.v1.BackendService") {
 		t.Errorf("reflection with the token = %v, %v; want parley.backend.v1.BackendService listed", got, err)
+	}
+	// Each refusal is counted (8 calls and the reflection stream).
+	if page := e.metricsPage(t); !strings.Contains(page, "parley_backend_refused_total 9\n") {
+		t.Errorf("refusals counted: %s", grepLines(page, "parley_backend_refused"))
 	}
 	// Nothing the refused calls asked for happened: the conversation they
 	// would have created does not exist, and creating it now is no
