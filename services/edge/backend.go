@@ -236,10 +236,14 @@ func (b *backendAPI) submit(ctx context.Context, user string, cmd *logv1.Command
 
 // SendMessage implements BackendService.
 func (b *backendAPI) SendMessage(ctx context.Context, req *backendv1.SendMessageRequest) (*backendv1.SendMessageResponse, error) {
-	o, err := b.submit(ctx, req.GetSenderId(), &logv1.Command{
+	sender := req.GetSenderId()
+	if req.GetAsSystem() && sender == "" {
+		sender = "system"
+	}
+	o, err := b.submit(ctx, sender, &logv1.Command{
 		ConversationId: req.GetConversationId(), ClientMsgId: req.GetClientMsgId(),
 		Body: &logv1.Command_PostMessage{PostMessage: &logv1.PostMessage{
-			Text: req.GetText(), MentionIds: req.GetMentionIds(), ReplyToSeq: req.GetReplyToSeq(),
+			Text: req.GetText(), MentionIds: req.GetMentionIds(), ReplyToSeq: req.GetReplyToSeq(), System: req.GetAsSystem(),
 		}},
 	})
 	if err != nil {

@@ -285,11 +285,17 @@ func prepareMessage(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 
 // decideMessage decides posting, editing, deleting and reacting.
 func decideMessage(c *conversation, cmd *logv1.Command, ev *chatv1.Event) verdict {
-	if !c.exists() || !c.isMember(cmd.GetUserId()) {
+	// The application posting as itself (the backend API) answers to no
+	// membership, role or block; the conversation must exist.
+	system := cmd.GetPostMessage().GetSystem()
+	if !c.exists() || (!system && !c.isMember(cmd.GetUserId())) {
 		return notFound
 	}
 	switch cmd.GetBody().(type) {
 	case *logv1.Command_PostMessage, *logv1.Command_EditMessage:
+		if system {
+			break
+		}
 		// Editing puts words in the conversation as posting does:
 		// followers of a channel, muted members and a blocked pair may do
 		// neither. Reacting and deleting one's own are left to them.
@@ -329,6 +335,7 @@ func decideMessageBody(c *conversation, cmd *logv1.Command, ev *chatv1.Event) (n
 		ev.Body = &chatv1.Event_MessagePosted{MessagePosted: &chatv1.MessagePosted{
 			Text: p.GetText(), Attachments: p.GetAttachments(), Contact: p.GetContact(),
 			ReplyToSeq: p.GetReplyToSeq(), MentionIds: p.GetMentionIds(), Links: FindLinks(p.GetText()),
+			System: p.GetSystem(),
 		}}
 		return 0, false, ok, ""
 	case *logv1.Command_EditMessage:
@@ -393,7 +400,14 @@ func decideMessageBody(c *conversation, cmd *logv1.Command, ev *chatv1.Event) (n
 func (c *conversation) fold(ev *chatv1.Event) {
 	switch b := ev.GetBody().(type) {
 	case *chatv1.Event_MessagePosted:
-		c.messages[ev.GetSeq()] = &message{author: ev.GetSenderId()}
+		author := ev.GetSenderId()
+		if b.MessagePosted.GetSystem() {
+			// No member wrote it, so none edits it as its author (a
+			// member named like the application's sender included); a
+			// moderator may still delete it.
+			author = ""
+		}
+		c.messages[ev.GetSeq()] = &message{author: author}
 		c.lastMessage = ev.GetSeq()
 	case *chatv1.Event_MessageDeleted:
 		if m := c.messages[b.MessageDeleted.GetTargetSeq()]; m != nil {

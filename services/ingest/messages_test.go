@@ -384,3 +384,47 @@ func TestModeratorsAreOwnerAndAdmins(t *testing.T) {
 		{cmd: deleteCmd("dm", "alice", "d1", 2), code: notAuthor},
 	})
 }
+
+// TestSystemPosts: the application posting as itself needs no
+// membership, marks the message as system, and no member edits it as
+// its author, even one named like the application's sender; the owner
+// may still delete it.
+func TestSystemPosts(t *testing.T) {
+	convs := map[string]*conversation{}
+	now := time.Unix(1_700_000_000, 0)
+	// "app-notices" is also the name of a member: its own posts are its,
+	// the application's are not.
+	decide(convs, createCmd("g", "alice", "c1", chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "alice", "app-notices"), 10, now)
+	post := func(conv, id string, system bool) (*logv1.EventRecord, *logv1.Outcome) {
+		sender := "app-notices"
+		if !system {
+			sender = "mallory"
+		}
+		cmd := postCmd(conv, sender, id, "maintenance at 22:00")
+		cmd.GetPostMessage().System = system
+		return decide(convs, cmd, 10, now)
+	}
+	if _, out := post("g", "n0", false); out.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_NOT_FOUND {
+		t.Fatalf("a non-member's plain post: %v, want NOT_FOUND", out)
+	}
+	rec, out := post("g", "n1", true)
+	if out.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED || !rec.GetEvent().GetMessagePosted().GetSystem() || rec.GetEvent().GetSenderId() != "app-notices" {
+		t.Fatalf("system post: %v %v, want a system message from app-notices", rec, out)
+	}
+	if _, out := post("nowhere", "n2", true); out.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_NOT_FOUND {
+		t.Fatalf("system post to no conversation: %v, want NOT_FOUND", out)
+	}
+	seq := rec.GetEvent().GetSeq()
+	for _, user := range []string{"app-notices", "alice"} {
+		edit := &logv1.Command{CommandId: "e-" + user, ConversationId: "g", UserId: user, ClientMsgId: "e-" + user,
+			Body: &logv1.Command_EditMessage{EditMessage: &logv1.EditMessage{TargetSeq: seq, Text: "changed"}}}
+		if _, out := decide(convs, edit, 10, now); out.GetErrorCode() == chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+			t.Fatalf("%s edited the system message", user)
+		}
+	}
+	del := &logv1.Command{CommandId: "d1", ConversationId: "g", UserId: "alice", ClientMsgId: "d1",
+		Body: &logv1.Command_DeleteMessage{DeleteMessage: &logv1.DeleteMessage{TargetSeq: seq}}}
+	if _, out := decide(convs, del, 10, now); out.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+		t.Fatalf("the owner deleting the system message: %v", out)
+	}
+}

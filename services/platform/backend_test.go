@@ -223,6 +223,17 @@ func TestBackendAPISendsAsABotAndManagesMembers(t *testing.T) {
 	if first := page.GetEvents()[0]; first.GetSeq() != 1 || first.GetConversationCreated().GetTitle() != "forecasts" || first.GetSenderId() != "bot-weather" {
 		t.Fatalf("history's first event %v, want the bot's creation of forecasts", first)
 	}
+
+	// The application as itself: no membership needed, and the message
+	// says it is the system's.
+	notice, err := api.SendMessage(ctx, &backendv1.SendMessageRequest{AsSystem: true, ConversationId: conv, ClientMsgId: "notice-1", Text: "maintenance at 22:00"})
+	if err != nil {
+		t.Fatalf("SendMessage as the system: %v", err)
+	}
+	evs = alice.upTo(t, conv, notice.GetSeq())
+	if ev := evs[len(evs)-1]; !ev.GetMessagePosted().GetSystem() || ev.GetSenderId() != "system" || ev.GetMessagePosted().GetText() != "maintenance at 22:00" {
+		t.Fatalf("alice got %v, want the system's notice", ev)
+	}
 }
 
 func TestBackendAPIRefusesWeakConfiguration(t *testing.T) {

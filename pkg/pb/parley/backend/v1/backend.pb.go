@@ -40,7 +40,11 @@ type SendMessageRequest struct {
 	// mention_ids are the members mentioned.
 	MentionIds []string `protobuf:"bytes,5,rep,name=mention_ids,json=mentionIds,proto3" json:"mention_ids,omitempty"`
 	// reply_to_seq names the message this one answers, 0 for none.
-	ReplyToSeq    uint64 `protobuf:"varint,6,opt,name=reply_to_seq,json=replyToSeq,proto3" json:"reply_to_seq,omitempty"`
+	ReplyToSeq uint64 `protobuf:"varint,6,opt,name=reply_to_seq,json=replyToSeq,proto3" json:"reply_to_seq,omitempty"`
+	// as_system posts as the application itself: sender_id ("system" if
+	// empty) need not be a member, and the event's MessagePosted.system is
+	// set, so clients show it as a notice.
+	AsSystem      bool `protobuf:"varint,7,opt,name=as_system,json=asSystem,proto3" json:"as_system,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -115,6 +119,13 @@ func (x *SendMessageRequest) GetReplyToSeq() uint64 {
 		return x.ReplyToSeq
 	}
 	return 0
+}
+
+func (x *SendMessageRequest) GetAsSystem() bool {
+	if x != nil {
+		return x.AsSystem
+	}
+	return false
 }
 
 // SendMessageResponse says where the message landed.
@@ -715,7 +726,7 @@ var File_parley_backend_v1_backend_proto protoreflect.FileDescriptor
 
 const file_parley_backend_v1_backend_proto_rawDesc = "" +
 	"\n" +
-	"\x1fparley/backend/v1/backend.proto\x12\x11parley.backend.v1\x1a\x19parley/chat/v1/chat.proto\"\xd5\x01\n" +
+	"\x1fparley/backend/v1/backend.proto\x12\x11parley.backend.v1\x1a\x19parley/chat/v1/chat.proto\"\xf2\x01\n" +
 	"\x12SendMessageRequest\x12\x1b\n" +
 	"\tsender_id\x18\x01 \x01(\tR\bsenderId\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\"\n" +
@@ -724,7 +735,8 @@ const file_parley_backend_v1_backend_proto_rawDesc = "" +
 	"\vmention_ids\x18\x05 \x03(\tR\n" +
 	"mentionIds\x12 \n" +
 	"\freply_to_seq\x18\x06 \x01(\x04R\n" +
-	"replyToSeq\"E\n" +
+	"replyToSeq\x12\x1b\n" +
+	"\tas_system\x18\a \x01(\bR\basSystem\"E\n" +
 	"\x13SendMessageResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x8a\x02\n" +

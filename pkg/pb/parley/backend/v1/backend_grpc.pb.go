@@ -43,7 +43,7 @@ const (
 // a client would get (for example ERROR_CODE_NOT_MEMBER).
 type BackendServiceClient interface {
 	// SendMessage posts a message as sender_id (a user or a bot, which must
-	// be a member). Calling it again with the same sender_id and
+	// be a member), or with as_system as the application itself. Calling it again with the same sender_id and
 	// client_msg_id returns the first outcome with duplicate set.
 	SendMessage(ctx context.Context, in *SendMessageRequest, opts ...grpc.CallOption) (*SendMessageResponse, error)
 	// CreateConversation creates a conversation owned by creator_id.
@@ -125,7 +125,7 @@ func (c *backendServiceClient) GetHistory(ctx context.Context, in *GetHistoryReq
 // a client would get (for example ERROR_CODE_NOT_MEMBER).
 type BackendServiceServer interface {
 	// SendMessage posts a message as sender_id (a user or a bot, which must
-	// be a member). Calling it again with the same sender_id and
+	// be a member), or with as_system as the application itself. Calling it again with the same sender_id and
 	// client_msg_id returns the first outcome with duplicate set.
 	SendMessage(context.Context, *SendMessageRequest) (*SendMessageResponse, error)
 	// CreateConversation creates a conversation owned by creator_id.

@@ -1407,7 +1407,11 @@ type MessagePosted struct {
 	Deleted bool `protobuf:"varint,9,opt,name=deleted,proto3" json:"deleted,omitempty"`
 	// reactions are counted per emoji, in byte order of the emoji (history
 	// only; empty for a deleted message).
-	Reactions     []*ReactionCount `protobuf:"bytes,10,rep,name=reactions,proto3" json:"reactions,omitempty"`
+	Reactions []*ReactionCount `protobuf:"bytes,10,rep,name=reactions,proto3" json:"reactions,omitempty"`
+	// system marks a message the application posted as itself, not a
+	// member (the backend API's SendMessage with as_system): sender_id is
+	// the name it gave, shown as a notice rather than a person's message.
+	System        bool `protobuf:"varint,11,opt,name=system,proto3" json:"system,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1510,6 +1514,13 @@ func (x *MessagePosted) GetReactions() []*ReactionCount {
 		return x.Reactions
 	}
 	return nil
+}
+
+func (x *MessagePosted) GetSystem() bool {
+	if x != nil {
+		return x.System
+	}
+	return false
 }
 
 // Attachment is metadata of a file whose bytes live elsewhere.
@@ -2635,7 +2646,7 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\fMemberJoined\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1f\n" +
 	"\vinvite_code\x18\x02 \x01(\tR\n" +
-	"inviteCode\"\xbe\x03\n" +
+	"inviteCode\"\xd6\x03\n" +
 	"\rMessagePosted\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12<\n" +
 	"\vattachments\x18\x02 \x03(\v2\x1a.parley.chat.v1.AttachmentR\vattachments\x125\n" +
@@ -2651,7 +2662,8 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"editedTime\x12\x18\n" +
 	"\adeleted\x18\t \x01(\bR\adeleted\x12;\n" +
 	"\treactions\x18\n" +
-	" \x03(\v2\x1d.parley.chat.v1.ReactionCountR\treactions\"\xd6\x01\n" +
+	" \x03(\v2\x1d.parley.chat.v1.ReactionCountR\treactions\x12\x16\n" +
+	"\x06system\x18\v \x01(\bR\x06system\"\xd6\x01\n" +
 	"\n" +
 	"Attachment\x122\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1e.parley.chat.v1.AttachmentKindR\x04kind\x12\x10\n" +

@@ -1208,12 +1208,16 @@ func (x *AddMember) GetUserId() string {
 // PostMessage posts a message; see parley.client.v1.SendMessage. Links
 // are not part of the command: the sequencer finds them in the text.
 type PostMessage struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Text          string                 `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
-	Attachments   []*v1.Attachment       `protobuf:"bytes,2,rep,name=attachments,proto3" json:"attachments,omitempty"`
-	Contact       *v1.ContactCard        `protobuf:"bytes,3,opt,name=contact,proto3" json:"contact,omitempty"`
-	ReplyToSeq    uint64                 `protobuf:"varint,4,opt,name=reply_to_seq,json=replyToSeq,proto3" json:"reply_to_seq,omitempty"`
-	MentionIds    []string               `protobuf:"bytes,5,rep,name=mention_ids,json=mentionIds,proto3" json:"mention_ids,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Text        string                 `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	Attachments []*v1.Attachment       `protobuf:"bytes,2,rep,name=attachments,proto3" json:"attachments,omitempty"`
+	Contact     *v1.ContactCard        `protobuf:"bytes,3,opt,name=contact,proto3" json:"contact,omitempty"`
+	ReplyToSeq  uint64                 `protobuf:"varint,4,opt,name=reply_to_seq,json=replyToSeq,proto3" json:"reply_to_seq,omitempty"`
+	MentionIds  []string               `protobuf:"bytes,5,rep,name=mention_ids,json=mentionIds,proto3" json:"mention_ids,omitempty"`
+	// system posts as the application itself (the backend API's
+	// SendMessage with as_system): the user need not be a member, and the
+	// event carries MessagePosted.system. Edges never set it.
+	System        bool `protobuf:"varint,6,opt,name=system,proto3" json:"system,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1281,6 +1285,13 @@ func (x *PostMessage) GetMentionIds() []string {
 		return x.MentionIds
 	}
 	return nil
+}
+
+func (x *PostMessage) GetSystem() bool {
+	if x != nil {
+		return x.System
+	}
+	return false
 }
 
 // EditMessage replaces the text of the user's message at target_seq.
@@ -2321,7 +2332,7 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\ablocked\x18\x04 \x01(\bR\ablocked\x12.\n" +
 	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"$\n" +
 	"\tAddMember\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\"\xd9\x01\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"\xf1\x01\n" +
 	"\vPostMessage\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12<\n" +
 	"\vattachments\x18\x02 \x03(\v2\x1a.parley.chat.v1.AttachmentR\vattachments\x125\n" +
@@ -2329,7 +2340,8 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\freply_to_seq\x18\x04 \x01(\x04R\n" +
 	"replyToSeq\x12\x1f\n" +
 	"\vmention_ids\x18\x05 \x03(\tR\n" +
-	"mentionIds\"a\n" +
+	"mentionIds\x12\x16\n" +
+	"\x06system\x18\x06 \x01(\bR\x06system\"a\n" +
 	"\vEditMessage\x12\x1d\n" +
 	"\n" +
 	"target_seq\x18\x01 \x01(\x04R\ttargetSeq\x12\x12\n" +

@@ -794,6 +794,15 @@ export declare type MessagePosted = Message<"parley.chat.v1.MessagePosted"> & {
    * @generated from field: repeated parley.chat.v1.ReactionCount reactions = 10;
    */
   reactions: ReactionCount[];
+
+  /**
+   * system marks a message the application posted as itself, not a
+   * member (the backend API's SendMessage with as_system): sender_id is
+   * the name it gave, shown as a notice rather than a person's message.
+   *
+   * @generated from field: bool system = 11;
+   */
+  system: boolean;
 };
 
 /**
@@ -874,6 +883,15 @@ export declare type MessagePostedJson = {
    * @generated from field: repeated parley.chat.v1.ReactionCount reactions = 10;
    */
   reactions?: ReactionCountJson[];
+
+  /**
+   * system marks a message the application posted as itself, not a
+   * member (the backend API's SendMessage with as_system): sender_id is
+   * the name it gave, shown as a notice rather than a person's message.
+   *
+   * @generated from field: bool system = 11;
+   */
+  system?: boolean;
 };
 
 /**
