@@ -254,3 +254,33 @@ func TestBackendAPIRefusesWeakConfiguration(t *testing.T) {
 		}
 	}
 }
+
+// TestWebChatShowsSystemNotices: a message the application posts as
+// itself through the backend API shows on the page as a notice line,
+// not as someone's message.
+func TestWebChatShowsSystemNotices(t *testing.T) {
+	w := startWebWith(t, 3*time.Minute, platform.Config{BackendAddr: "127.0.0.1:0",
+		BackendTokens: []edge.BackendToken{{Name: "test-app", Token: backendToken}}})
+	cc, err := grpc.NewClient(w.p.Edge.BackendAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	api := backendv1.NewBackendServiceClient(cc)
+	ctx := withToken(w.ctx, backendToken)
+	created, err := api.CreateConversation(ctx, &backendv1.CreateConversationRequest{CreatorId: "alice",
+		Kind: chatv1.ConversationKind_CONVERSATION_KIND_GROUP, Title: "ops", MemberIds: []string{"bob"}, ClientMsgId: "ops"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := w.tab("alice")
+	w.openConv(alice, "alice", "ops")
+	if _, err := api.SendMessage(ctx, &backendv1.SendMessageRequest{AsSystem: true, ConversationId: created.GetConversationId(),
+		ClientMsgId: "n1", Text: "maintenance at 22:00"}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitHas(alice, "alice", `Array.from(document.querySelectorAll('#messages .system.notice')).map(n => n.textContent).join('|')`, "maintenance at 22:00")
+	if got := w.str(alice, `M('maintenance') ? 'a message line' : 'none'`); got != "none" {
+		t.Fatalf("the notice is also %s", got)
+	}
+}

@@ -35,9 +35,17 @@ const T = (s) => { const n = document.querySelector(s); return n ? n.textContent
 
 func startWeb(t *testing.T, bound time.Duration) *webEnv {
 	t.Helper()
+	return startWebWith(t, bound, platform.Config{})
+}
+
+// startWebWith is startWeb on cfg (its data folder, dev tokens and
+// partitions set here).
+func startWebWith(t *testing.T, bound time.Duration, cfg platform.Config) *webEnv {
+	t.Helper()
 	exe := chromium(t)
 	ctx0 := context.Background()
-	e, stop := startWith(t, platform.Config{DataDir: t.TempDir(), DevTokens: true, Partitions: 2})
+	cfg.DataDir, cfg.DevTokens, cfg.Partitions = t.TempDir(), true, 2
+	e, stop := startWith(t, cfg)
 	t.Cleanup(stop)
 	p := e.p
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],

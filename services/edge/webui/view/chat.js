@@ -250,7 +250,9 @@ function appendEvent(o, ev, snap) {
 // eventNode makes the node of an event, or applies it to the message it
 // changes (edits, deletes, reactions have no line of their own).
 function eventNode(o, ev, snap) {
-  if (ev.messagePosted) {
+  // A message the application posted as itself is a notice, not a
+  // person's line: no reply, reaction or edit applies to it here.
+  if (ev.messagePosted && !ev.messagePosted.system) {
     var m = messageFrom(ev, snap);
     o.msgs.set(m.seq, m);
     o.quotes.delete(m.seq);

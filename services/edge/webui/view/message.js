@@ -103,6 +103,9 @@ export function systemNode(ev) {
     line = who + ' created an invite';
   } else if (ev.inviteRevoked) {
     line = who + ' revoked an invite';
+  } else if (ev.messagePosted && ev.messagePosted.system) {
+    node.classList.add('notice');
+    line = ev.messagePosted.text || '';
   } else {
     line = 'An update this page does not know how to show';
   }
