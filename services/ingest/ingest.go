@@ -72,6 +72,11 @@ type Config struct {
 	// InstanceID, when set, makes the sequencer a static group member (see
 	// topics.GroupOpts).
 	InstanceID string
+	// BatchWindow is how long the sequencer keeps collecting commands
+	// after the first of a batch before deciding them in one transaction
+	// (consumer.Loop.Gather): consumer.DefaultBatchWindow if zero; negative
+	// decides what each poll brings.
+	BatchWindow time.Duration
 	// StartupTimeout bounds Run's wait for Kafka to answer, after which
 	// Run fails naming the brokers (topics.StartupTimeout if 0).
 	StartupTimeout time.Duration
@@ -130,6 +135,12 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	seq.measure(m)
+	switch {
+	case cfg.BatchWindow == 0:
+		seq.gather = consumer.DefaultBatchWindow
+	case cfg.BatchWindow > 0:
+		seq.gather = cfg.BatchWindow
+	}
 	seq.tracer, seq.traced = tracing.Tracer(cfg.TracerProvider), cfg.TracerProvider != nil
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {

@@ -79,6 +79,9 @@ type Sequencer struct {
 	// batch does not read every record's headers for nothing.
 	tracer trace.Tracer
 	traced bool
+	// gather is the loop's Gather: how long a batch keeps collecting
+	// commands after its first (Config.BatchWindow).
+	gather time.Duration
 
 	// What measure sets; nil (not measured) until then. accepted holds
 	// the submit times of the batch in hand's events, for sequenced.
@@ -221,7 +224,7 @@ func (s *Sequencer) Run(ctx context.Context) error {
 	if err := s.claim(ctx); err != nil && ctx.Err() == nil {
 		s.log.Warn("sequencer: producer id not claimed yet; the first batch claims it", "err", err)
 	}
-	loop := consumer.Loop{Name: SequencerGroup, Source: s, MaxRecords: 2000, Log: s.log, Lag: s.lag, Live: s.live,
+	loop := consumer.Loop{Name: SequencerGroup, Source: s, MaxRecords: 2000, Log: s.log, Lag: s.lag, Live: s.live, Gather: s.gather,
 		Handle: func(ctx context.Context, fetches kgo.Fetches) (bool, error) {
 			err := s.batch(ctx, fetches)
 			if err != nil && ctx.Err() == nil && errors.Is(err, errTxn) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -253,4 +254,72 @@ func TestLoopCommitsOnACadence(t *testing.T) {
 			t.Fatal("a record polled but not handled was committed")
 		}
 	})
+}
+
+// producingSource is a group client that, after the first poll brings
+// records, produces more: records arriving while a batch gathers.
+type producingSource struct {
+	*kgo.Client
+	t       *testing.T
+	cl      *kgo.Client
+	polled  int
+	arrive  [][]byte
+	arrived bool
+}
+
+func (p *producingSource) PollRecords(ctx context.Context, n int) kgo.Fetches {
+	f := p.Client.PollRecords(ctx, n)
+	if f.NumRecords() > 0 && !p.arrived {
+		p.arrived = true
+		topicstest.Produce(p.t, p.cl, topics.Events, "k", p.arrive...)
+	}
+	return f
+}
+
+// TestLoopGathersABatch: with Gather set, records that arrive within the
+// window after a poll are handled in the same batch as it, up to
+// MaxRecords; without it, each poll is a batch of its own.
+func TestLoopGathersABatch(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		gather  time.Duration
+		max     int
+		batches []int
+	}{
+		{name: "no window", gather: 0, max: 10, batches: []int{1, 3}},
+		{name: "window", gather: 2 * time.Second, max: 10, batches: []int{4}},
+		{name: "window up to MaxRecords", gather: 2 * time.Second, max: 2, batches: []int{2, 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			brokers, cl := topicstest.Cluster(t, 1)
+			topicstest.Produce(t, cl, topics.Events, "k", []byte("a"))
+			group, err := kgo.NewClient(append(topics.ClientOpts(brokers), kgo.ConsumerGroup("g"), kgo.ConsumeTopics(topics.Events),
+				kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.BlockRebalanceOnPoll(), kgo.DisableAutoCommit())...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer group.Close()
+			src := &producingSource{Client: group, t: t, cl: cl, arrive: [][]byte{[]byte("b"), []byte("c"), []byte("d")}}
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			var batches []int
+			seen := 0
+			loop := consumer.Loop{Name: "g", Source: src, MaxRecords: tc.max, Gather: tc.gather, Log: slog.New(slog.DiscardHandler),
+				Handle: func(_ context.Context, f kgo.Fetches) (bool, error) {
+					batches = append(batches, f.NumRecords())
+					seen += f.NumRecords()
+					if seen == 4 {
+						cancel()
+					}
+					return true, nil
+				},
+			}
+			if err := loop.Run(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(batches, tc.batches) {
+				t.Fatalf("batches of %v records, want %v", batches, tc.batches)
+			}
+		})
+	}
 }
