@@ -48,44 +48,62 @@ type baselineResult struct {
 // Latency is produce call to consume, the floor under Parley's two hops.
 // conn reaches the cluster (topics.ClientOpts with its security).
 func runBaseline(ctx context.Context, conn []kgo.Opt, rate float64, dur, grace time.Duration, payloadBytes int, progress *progressLine) (baselineResult, error) {
-	res := baselineResult{Topic: baselineTopic, RateTarget: rate, DurationS: dur.Seconds(), PayloadBytes: payloadBytes}
+	return runKafkaPath(ctx, conn, kafkaPath{name: "baseline", in: baselineTopic, out: baselineTopic}, rate, dur, grace, payloadBytes, progress)
+}
+
+// kafkaPath is a pipeline of bare franz-go clients: records produced to
+// in, read (committed) from out. When relay is set, in and out differ and
+// relay carries records from one to the other until its context ends.
+type kafkaPath struct {
+	name    string
+	in, out string
+	relay   func(ctx context.Context, ready chan<- error)
+}
+
+// runKafkaPath measures p at rate for dur: latency from the produce call
+// to the consume of out, lost and duplicated records.
+func runKafkaPath(ctx context.Context, conn []kgo.Opt, p kafkaPath, rate float64, dur, grace time.Duration, payloadBytes int, progress *progressLine) (baselineResult, error) {
+	res := baselineResult{Topic: p.out, RateTarget: rate, DurationS: dur.Seconds(), PayloadBytes: payloadBytes}
 	admCl, err := kgo.NewClient(conn...)
 	if err != nil {
-		return res, fmt.Errorf("baseline: %w", err)
+		return res, fmt.Errorf("%s: %w", p.name, err)
 	}
 	defer admCl.Close()
 	adm := kadm.NewClient(admCl)
 	retention := strconv.FormatInt(time.Hour.Milliseconds(), 10)
-	if err := topics.CreateIfMissing(ctx, adm, baselineTopic, topics.LocalSpec.Partitions, 1, map[string]*string{"retention.ms": &retention}); err != nil {
-		return res, fmt.Errorf("baseline: %w", err)
+	for _, t := range slices.Compact([]string{p.in, p.out}) {
+		if err := topics.CreateIfMissing(ctx, adm, t, topics.LocalSpec.Partitions, 1, map[string]*string{"retention.ms": &retention}); err != nil {
+			return res, fmt.Errorf("%s: %w", p.name, err)
+		}
 	}
+	out := p.out
 	// Start reading exactly at the current ends, so no old record counts.
 	var ends kadm.ListedOffsets
 	for attempt := 0; ; attempt++ {
-		ends, err = adm.ListEndOffsets(ctx, baselineTopic)
+		ends, err = adm.ListEndOffsets(ctx, out)
 		if err == nil {
 			err = ends.Error()
 		}
-		if err == nil && len(ends[baselineTopic]) > 0 {
+		if err == nil && len(ends[out]) > 0 {
 			break
 		}
 		if attempt == 50 {
-			return res, fmt.Errorf("baseline: list end offsets: %v", err)
+			return res, fmt.Errorf("%s: list end offsets: %v", p.name, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	start := map[string]map[int32]kgo.Offset{baselineTopic: {}}
-	for p, o := range ends[baselineTopic] {
-		start[baselineTopic][p] = kgo.NewOffset().At(o.Offset)
+	start := map[string]map[int32]kgo.Offset{out: {}}
+	for part, o := range ends[out] {
+		start[out][part] = kgo.NewOffset().At(o.Offset)
 	}
 	consumer, err := kgo.NewClient(append(slices.Clip(conn), kgo.ConsumePartitions(start))...)
 	if err != nil {
-		return res, fmt.Errorf("baseline: consumer: %w", err)
+		return res, fmt.Errorf("%s: consumer: %w", p.name, err)
 	}
 	defer consumer.Close()
 	producer, err := kgo.NewClient(conn...)
 	if err != nil {
-		return res, fmt.Errorf("baseline: producer: %w", err)
+		return res, fmt.Errorf("%s: producer: %w", p.name, err)
 	}
 	defer producer.Close()
 
@@ -128,6 +146,21 @@ func runBaseline(ctx context.Context, conn []kgo.Opt, rate float64, dur, grace t
 	}()
 	// Let the consumer's first fetch be in flight before producing.
 	time.Sleep(500 * time.Millisecond)
+	relayed := make(chan struct{})
+	if p.relay != nil {
+		rctx, stopRelay := context.WithCancel(ctx)
+		ready := make(chan error, 1)
+		go func() { defer close(relayed); p.relay(rctx, ready) }()
+		defer func() { stopRelay(); <-relayed }()
+		select {
+		case err := <-ready:
+			if err != nil {
+				return res, fmt.Errorf("%s: relay: %w", p.name, err)
+			}
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+	}
 
 	keys := make([][]byte, 1000)
 	for i := range keys {
@@ -140,7 +173,7 @@ func runBaseline(ctx context.Context, conn []kgo.Opt, rate float64, dur, grace t
 	defer tick.Stop()
 	var n int64
 	progress.set(func() string {
-		return fmt.Sprintf("baseline %s/%s @%.0f msg/s: produced %d acked %d consumed %d", time.Since(begin).Truncate(time.Second), dur, rate, sent.Load(), acked.Load(), received.Load())
+		return fmt.Sprintf("%s %s/%s @%.0f msg/s: produced %d acked %d consumed %d", p.name, time.Since(begin).Truncate(time.Second), dur, rate, sent.Load(), acked.Load(), received.Load())
 	})
 	for now := begin; now.Sub(begin) < dur && ctx.Err() == nil; now = <-tick.C {
 		due := int64(float64(now.Sub(begin)) / float64(time.Second) * rate)
@@ -152,7 +185,7 @@ func runBaseline(ctx context.Context, conn []kgo.Opt, rate float64, dur, grace t
 				v[i] = 'x'
 			}
 			sent.Add(1)
-			producer.Produce(ctx, &kgo.Record{Topic: baselineTopic, Key: keys[rng.IntN(len(keys))], Value: v}, func(_ *kgo.Record, err error) {
+			producer.Produce(ctx, &kgo.Record{Topic: p.in, Key: keys[rng.IntN(len(keys))], Value: v}, func(_ *kgo.Record, err error) {
 				if err != nil {
 					errs.Add(1)
 					return
@@ -162,7 +195,7 @@ func runBaseline(ctx context.Context, conn []kgo.Opt, rate float64, dur, grace t
 		}
 	}
 	if err := producer.Flush(ctx); err != nil {
-		return res, fmt.Errorf("baseline: flush: %w", err)
+		return res, fmt.Errorf("%s: flush: %w", p.name, err)
 	}
 	deadline := time.Now().Add(grace)
 	for received.Load() < acked.Load() && time.Now().Before(deadline) && ctx.Err() == nil {

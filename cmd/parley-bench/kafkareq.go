@@ -25,17 +25,137 @@ type kafkaReport struct {
 	PerMessageByClient map[string]float64 `json:"requests_per_message_by_client"`
 }
 
-// scrapeKafka reads the counts from every process's /metrics.
-func scrapeKafka(ctx context.Context, procs []*cluster.Proc) (kafkaCounts, error) {
-	out := kafkaCounts{}
+// counters are the services' request and batch counters at one moment.
+type counters struct {
+	kafka   kafkaCounts
+	batches batchCounts
+	cql     cqlCounts
+}
+
+// scrapeCounters reads the Kafka request counts, the Cassandra statement
+// counts and the batch sizes from every process's /metrics.
+func scrapeCounters(ctx context.Context, procs []*cluster.Proc) (counters, error) {
+	c := counters{kafka: kafkaCounts{}, batches: batchCounts{}}
 	for _, p := range procs {
 		body, err := fetchMetrics(ctx, p.AdminAddr)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p.Name, err)
+			return counters{}, fmt.Errorf("%s: %w", p.Name, err)
 		}
-		parseKafka(body, p.Name, out)
+		parseKafka(body, p.Name, c.kafka)
+		parseBatches(body, c.batches)
+		parseCQL(body, &c.cql)
 	}
-	return out, nil
+	return c, nil
+}
+
+// cqlCounts are the Cassandra statements and requests the services sent
+// so far, writes and reads (select_ ops) apart.
+type cqlCounts struct {
+	WriteStatements, WriteRequests, ReadStatements, ReadRequests float64
+}
+
+func parseCQL(body []byte, into *cqlCounts) {
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	sc.Buffer(make([]byte, 0, 1<<16), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, "parley_cassandra_statements_total{")
+		requests := false
+		if !ok {
+			if rest, ok = strings.CutPrefix(line, "parley_cassandra_query_seconds_count{"); !ok {
+				continue
+			}
+			requests = true
+		}
+		labels, value, ok := strings.Cut(rest, "} ")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			continue
+		}
+		read := strings.HasPrefix(label(labels, "op"), "select_")
+		switch {
+		case requests && read:
+			into.ReadRequests += n
+		case requests:
+			into.WriteRequests += n
+		case read:
+			into.ReadStatements += n
+		default:
+			into.WriteStatements += n
+		}
+	}
+}
+
+// cassandraReport is the Cassandra work of a run per accepted message.
+type cassandraReport struct {
+	StatementsPerMessage     float64 `json:"statements_per_message"`
+	RequestsPerMessage       float64 `json:"requests_per_message"`
+	ReadStatementsPerMessage float64 `json:"read_statements_per_message"`
+}
+
+// cassandraBetween is the report from a to b over msgs accepted messages;
+// nil without messages.
+func cassandraBetween(a, b cqlCounts, msgs int64) *cassandraReport {
+	if msgs <= 0 {
+		return nil
+	}
+	per := func(x, y float64) float64 { return stats.Round3((y - x) / float64(msgs)) }
+	return &cassandraReport{
+		StatementsPerMessage:     per(a.WriteStatements, b.WriteStatements),
+		RequestsPerMessage:       per(a.WriteRequests, b.WriteRequests),
+		ReadStatementsPerMessage: per(a.ReadStatements, b.ReadStatements),
+	}
+}
+
+// batchCounts are the services' batch-size histograms summed over the
+// processes, by kind (commands_per_txn, events_per_apply,
+// deliveries_per_push, events_per_frame): items and batches so far.
+type batchCounts map[string]struct{ Items, Batches float64 }
+
+func parseBatches(body []byte, into batchCounts) {
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	sc.Buffer(make([]byte, 0, 1<<16), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, "parley_batch_size_sum{")
+		count := false
+		if !ok {
+			if rest, ok = strings.CutPrefix(line, "parley_batch_size_count{"); !ok {
+				continue
+			}
+			count = true
+		}
+		labels, value, ok := strings.Cut(rest, "} ")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		kind := label(labels, "kind")
+		if err != nil || kind == "" {
+			continue
+		}
+		c := into[kind]
+		if count {
+			c.Batches += n
+		} else {
+			c.Items += n
+		}
+		into[kind] = c
+	}
+}
+
+// batchMeans is the mean batch of each kind from a to b: items per batch.
+func batchMeans(a, b batchCounts) map[string]float64 {
+	out := map[string]float64{}
+	for kind, cb := range b {
+		if n := cb.Batches - a[kind].Batches; n > 0 {
+			out[kind] = stats.Round3((cb.Items - a[kind].Items) / n)
+		}
+	}
+	return out
 }
 
 func parseKafka(body []byte, proc string, into kafkaCounts) {

@@ -21,6 +21,14 @@ type kneeStep struct {
 	// CPU is where the step's CPU went, per process and per message and
 	// delivery; nil for the step the main run measured.
 	CPU *stepCPU `json:"cpu,omitempty"`
+	// KafkaPerMessage is the services' Kafka requests per accepted
+	// message, and Batches the mean of each batch kind (commands per
+	// transaction, events per apply, deliveries per push, events per
+	// frame): what the step's messages shared their fixed costs with.
+	// Unset for the step the main run measured.
+	KafkaPerMessage float64            `json:"kafka_requests_per_message,omitempty"`
+	Cassandra       *cassandraReport   `json:"cassandra,omitempty"`
+	Batches         map[string]float64 `json:"batch_mean,omitempty"`
 }
 
 // stepCPU is one knee step's CPU: seconds per process over the step, and
@@ -74,25 +82,35 @@ func held(r loadResult, limitMS float64) bool {
 // between the last rate that held and the first that did not. A failing
 // first step halves instead. At most maxSteps steps of stepDur each;
 // meter starts the CPU meter of a step.
-func findKnee(ctx context.Context, w *workload, o *options, start float64, first *loadResult, meter func() *cpuMeter, progress *progressLine) *kneeResult {
+// scrape reads the services' request and batch counters.
+func findKnee(ctx context.Context, w *workload, o *options, start float64, first *loadResult, meter func() *cpuMeter, scrape func() (counters, error), progress *progressLine) *kneeResult {
 	k := &kneeResult{P99LimitMS: o.kneeP99, StepS: o.kneeStep.Seconds()}
 	step := func(rate float64) bool {
 		var res loadResult
 		var cpu *stepCPU
+		var perMsg float64
+		var cql *cassandraReport
+		var batches map[string]float64
 		if first != nil && rate == first.RateTarget {
 			res = *first // the main run already measured this rate
 		} else {
 			r := newLoadRun(fmt.Sprintf("knee step %d", len(k.Steps)+1), rate, o.kneeStep)
 			progress.set(r.progress)
 			m := meter()
+			c0, cerr := scrape()
 			w.runLoad(ctx, r, o.kneeGrace, o.directShare)
 			res = r.result(w.disconnects.Swap(0))
 			cpu = newStepCPU(m.report(), res)
+			if c1, err := scrape(); err == nil && cerr == nil {
+				perMsg = kafkaBetween(c0.kafka, c1.kafka, res.Accepted).RequestsPerMessage
+				cql = cassandraBetween(c0.cql, c1.cql, res.Accepted)
+				batches = batchMeans(c0.batches, c1.batches)
+			}
 			// Let what is still queued drain before the next step.
 			time.Sleep(time.Second)
 		}
 		ok := held(res, o.kneeP99)
-		k.Steps = append(k.Steps, kneeStep{Rate: rate, Throughput: stats.Round3(res.Throughput), P99: res.Latency.P99, Lost: res.Lost, Errors: res.Errors, Held: ok, LoadAvg: stats.Loadavg(), CPU: cpu})
+		k.Steps = append(k.Steps, kneeStep{Rate: rate, Throughput: stats.Round3(res.Throughput), P99: res.Latency.P99, Lost: res.Lost, Errors: res.Errors, Held: ok, LoadAvg: stats.Loadavg(), CPU: cpu, KafkaPerMessage: perMsg, Cassandra: cql, Batches: batches})
 		return ok
 	}
 	k.MsgsPerS = bisect(ctx, start, o.kneeSteps, o.kneeMax, func() int { return len(k.Steps) }, step)
@@ -135,10 +153,25 @@ func bisect(ctx context.Context, start float64, maxSteps int, maxRate float64, s
 // broker under the same criterion (p99 within -knee-p99, nothing lost, no
 // error, 95% of the rate carried), searched from start.
 func baselineKnee(ctx context.Context, conn []kgo.Opt, o *options, start float64, progress *progressLine) (*kneeResult, error) {
+	return pathKnee(ctx, o, start, func(rate float64) (baselineResult, error) {
+		return runBaseline(ctx, conn, rate, o.kneeStep, o.kneeGrace, o.payload, progress)
+	})
+}
+
+// skeletonKnee is the skeleton pipeline's knee (runSkeleton) under the
+// same criterion, searched from start.
+func skeletonKnee(ctx context.Context, conn []kgo.Opt, o *options, start float64, progress *progressLine) (*kneeResult, error) {
+	return pathKnee(ctx, o, start, func(rate float64) (baselineResult, error) {
+		return runSkeleton(ctx, conn, o.batchWindow, rate, o.kneeStep, o.kneeGrace, o.payload, progress)
+	})
+}
+
+// pathKnee searches the knee of a bare Kafka path; run measures one step.
+func pathKnee(ctx context.Context, o *options, start float64, run func(rate float64) (baselineResult, error)) (*kneeResult, error) {
 	k := &kneeResult{P99LimitMS: o.kneeP99, StepS: o.kneeStep.Seconds()}
 	var failed error
 	step := func(rate float64) bool {
-		b, err := runBaseline(ctx, conn, rate, o.kneeStep, o.kneeGrace, o.payload, progress)
+		b, err := run(rate)
 		if err != nil {
 			failed = err
 			return false

@@ -15,6 +15,7 @@ import (
 	"github.com/parleychat/parley/cmd/internal/stats"
 	"github.com/parleychat/parley/pkg/sdk"
 	"github.com/parleychat/parley/pkg/server/auth"
+	"github.com/parleychat/parley/pkg/server/membership"
 	"github.com/parleychat/parley/pkg/wire"
 	"golang.org/x/sync/errgroup"
 
@@ -157,7 +158,7 @@ func setupWorkload(ctx context.Context, o *options, c *cluster.Cluster, minter *
 	for i := 0; i+o.groupSize <= len(w.users) && o.groupSize >= 2; i += o.groupSize {
 		w.groups = append(w.groups, &conv{members: w.users[i : i+o.groupSize]})
 	}
-	for i := 0; i+1 < len(w.users); i += 2 {
+	for i := 0; i+1 < len(w.users) && o.directShare > 0; i += 2 {
 		w.directs = append(w.directs, &conv{members: w.users[i : i+2], direct: true})
 	}
 	g, gctx = errgroup.WithContext(ctx)
@@ -177,12 +178,18 @@ func setupWorkload(ctx context.Context, o *options, c *cluster.Cluster, minter *
 				a, e := creator.OpenDirect(cctx, cv.members[1].id)
 				id, err = a.GetConversationId(), e
 			} else {
-				others := make([]string, 0, len(cv.members)-1)
-				for _, m := range cv.members[1:] {
+				// A creation names at most MaxCreateMembers; a bigger
+				// group gets the rest added.
+				first := min(len(cv.members), membership.MaxCreateMembers)
+				others := make([]string, 0, first-1)
+				for _, m := range cv.members[1:first] {
 					others = append(others, m.id)
 				}
 				a, e := creator.CreateGroup(cctx, "bench", others...)
 				id, err = a.GetConversationId(), e
+				if err == nil && first < len(cv.members) {
+					err = addMembers(gctx, creator, id, cv.members[first:])
+				}
 			}
 			if err != nil {
 				return fmt.Errorf("create conversation: %w", err)
@@ -212,6 +219,23 @@ func setupWorkload(ctx context.Context, o *options, c *cluster.Cluster, minter *
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// addMembers adds users to conversation id, a few at a time.
+func addMembers(ctx context.Context, cl *sdk.Client, id string, users []*user) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for _, u := range users {
+		g.Go(func() error {
+			actx, cancel := context.WithTimeout(gctx, sendTimeout)
+			defer cancel()
+			if _, err := cl.AddMember(actx, id, u.id); err != nil {
+				return fmt.Errorf("add %s: %w", u.id, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }
 
 func (w *workload) all() []*conv { return append(slices.Clone(w.groups), w.directs...) }

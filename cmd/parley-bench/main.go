@@ -28,6 +28,7 @@ import (
 	"github.com/parleychat/parley/cmd/internal/cluster"
 	"github.com/parleychat/parley/cmd/internal/stats"
 	"github.com/parleychat/parley/pkg/server/auth"
+	"github.com/parleychat/parley/pkg/server/consumer"
 )
 
 type options struct {
@@ -50,6 +51,8 @@ type options struct {
 	kneeSteps      int
 	kneeMax        float64
 	kneeP99        float64
+	batchWindow    time.Duration
+	bigRoom        bigRoomOptions
 	conns          int
 	historyRate    float64
 	recoveryRounds int
@@ -94,11 +97,14 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.kneeSteps, "knee-steps", 0, "knee steps at most (default 8, 6 when -duration < 60s)")
 	fs.Float64Var(&o.kneeMax, "knee-max", 50_000, "highest rate the knee finder tries")
 	fs.Float64Var(&o.kneeP99, "knee-p99", 100, "p99 latency (ms) a rate must keep to hold")
+	fs.IntVar(&o.bigRoom.Members, "big-room-members", 1000, "members (one device each) of the big-room phase's one group; 0 leaves the phase out")
+	fs.Float64Var(&o.bigRoom.Rate, "big-room-rate", 10, "messages per second posted to the big room")
+	windowS := fs.String("batch-window", env("PARLEY_BATCH_WINDOW", consumer.DefaultBatchWindow.String()), "the sequencer's batch window, which the skeleton pipeline's relay uses too; the services read PARLEY_BATCH_WINDOW themselves")
 	connsS := fs.String("conns", env("BENCH_CONNS", "50000"), "idle connections for the memory figure (BENCH_CONNS); capped by the file limit")
 	fs.Float64Var(&o.historyRate, "history-rate", 20, "history page reads per second during the fixed-rate run")
 	fs.StringVar(&o.out, "out", env("BENCH_OUT", "bench/results"), "folder for latest.json, latest.png and profiles (BENCH_OUT)")
 	fs.StringVar(&o.profile, "profile", env("BENCH_PROFILE", ""), "take CPU profiles during the fixed-rate run: comma-separated roles (edge, ingest, fanout, persistence, presence, storm) or all (BENCH_PROFILE)")
-	fs.StringVar(&o.skip, "skip", env("BENCH_SKIP", ""), "phases to leave out: comma-separated baseline, knee, memory, history, recovery (BENCH_SKIP)")
+	fs.StringVar(&o.skip, "skip", env("BENCH_SKIP", ""), "phases to leave out: comma-separated baseline, knee, skeleton, bigroom, memory, history, recovery, storm (BENCH_SKIP)")
 	rolesS := fs.String("recovery-roles", env("BENCH_RECOVERY_ROLES", strings.Join(cluster.Roles, ",")), "service kinds the recovery phase kills and restarts, in order (BENCH_RECOVERY_ROLES)")
 	roundsS := fs.String("recovery-rounds", env("BENCH_RECOVERY_ROUNDS", "10"), "kill -9 and restart rounds per service kind in the recovery phase (BENCH_RECOVERY_ROUNDS)")
 	stormS := fs.String("storm-devices", env("BENCH_STORM_DEVICES", "10000"), "devices that reconnect at once in the storm phase, against a `parley run` of its own (BENCH_STORM_DEVICES); capped by the file limit")
@@ -123,6 +129,9 @@ func parseOptions(args []string) (*options, error) {
 	}
 	if o.rate, err = strconv.ParseFloat(*rateS, 64); err != nil || o.rate <= 0 {
 		return nil, fmt.Errorf("rate %q: want a positive number", *rateS)
+	}
+	if o.batchWindow, err = time.ParseDuration(*windowS); err != nil {
+		return nil, fmt.Errorf("batch window %q: want a Go duration", *windowS)
 	}
 	if o.conns, err = strconv.Atoi(*connsS); err != nil || o.conns < 0 {
 		return nil, fmt.Errorf("conns %q: want a count", *connsS)
@@ -321,7 +330,7 @@ func run(ctx context.Context, o *options) error {
 	// profiles, if asked) alongside.
 	phase("e2e")
 	cpu := newCPUMeter(c, o)
-	kafka0, kafkaErr := scrapeKafka(ctx, c.Procs)
+	counters0, countersErr := scrapeCounters(ctx, c.Procs)
 	profDone := startProfiles(ctx, c, o, progress)
 	var hist historyResult
 	hctx, stopHistory := context.WithCancel(ctx)
@@ -340,10 +349,12 @@ func run(ctx context.Context, o *options) error {
 	rep.CPU = cpu.report()
 	e2e := fixed.result(w.disconnects.Swap(0))
 	rep.E2E = &e2e
-	if kafka1, err := scrapeKafka(ctx, c.Procs); err == nil && kafkaErr == nil {
-		rep.Kafka = kafkaBetween(kafka0, kafka1, e2e.Accepted)
+	if counters1, err := scrapeCounters(ctx, c.Procs); err == nil && countersErr == nil {
+		rep.Kafka = kafkaBetween(counters0.kafka, counters1.kafka, e2e.Accepted)
+		rep.Cassandra = cassandraBetween(counters0.cql, counters1.cql, e2e.Accepted)
+		rep.Batches = batchMeans(counters0.batches, counters1.batches)
 	} else {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("Kafka requests not counted: %v", errors.Join(kafkaErr, err)))
+		rep.Notes = append(rep.Notes, fmt.Sprintf("Kafka and Cassandra requests not counted: %v", errors.Join(countersErr, err)))
 	}
 	if hr != nil {
 		rep.History = &hist
@@ -368,7 +379,8 @@ func run(ctx context.Context, o *options) error {
 	}
 	if !o.skips("knee") && ctx.Err() == nil {
 		phase("knee")
-		rep.Knee = findKnee(ctx, w, o, o.rate, &e2e, func() *cpuMeter { return newCPUMeter(c, o) }, progress)
+		rep.Knee = findKnee(ctx, w, o, o.rate, &e2e, func() *cpuMeter { return newCPUMeter(c, o) },
+			func() (counters, error) { return scrapeCounters(ctx, c.Procs) }, progress)
 		if !o.skips("baseline") && ctx.Err() == nil && rep.Baseline != nil {
 			// The raw pipeline's knee, from twice Parley's: how far
 			// Parley is from what the broker and client allow here.
@@ -382,10 +394,35 @@ func run(ctx context.Context, o *options) error {
 				rep.Ratio.KneeVsRaw = stats.Round3(rep.Knee.MsgsPerS / bk.MsgsPerS)
 			}
 		}
+		if !o.skips("skeleton") && ctx.Err() == nil {
+			// The same Kafka path with no Parley logic: how much of the
+			// gap is Kafka's transactions, and how much Parley.
+			phase("skeleton knee")
+			sk, err := skeletonKnee(ctx, c.KafkaOpts(), o, max(2*rep.Knee.MsgsPerS, o.rate), progress)
+			if err != nil {
+				return err
+			}
+			rep.Skeleton = &skeletonResult{BatchWindowMS: float64(o.batchWindow) / float64(time.Millisecond), KneeMsgsPerS: sk.MsgsPerS, Knee: sk}
+			if sk.MsgsPerS > 0 {
+				if rep.Ratio == nil {
+					rep.Ratio = &ratios{}
+				}
+				rep.Ratio.KneeVsSkeleton = stats.Round3(rep.Knee.MsgsPerS / sk.MsgsPerS)
+			}
+		}
 	}
 	// The memory figure is taken with nothing else connected.
 	closeWorkload()
 	closeHistory()
+
+	if !o.skips("bigroom") && o.bigRoom.Members >= 2 && ctx.Err() == nil {
+		phase("big room")
+		br, err := runBigRoom(ctx, o, c, minter, runID, progress)
+		if err != nil {
+			return fmt.Errorf("big room: %w", err)
+		}
+		rep.BigRoom = br
+	}
 
 	// Recovery kills and restarts services, so it runs with no load and
 	// after every phase that measures a steady platform but the memory

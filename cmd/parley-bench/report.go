@@ -34,12 +34,18 @@ type report struct {
 	Config    map[string]any  `json:"config"`
 	E2E       *loadResult     `json:"e2e,omitempty"`
 	Baseline  *baselineResult `json:"baseline,omitempty"`
-	Ratio     *ratios         `json:"ratio,omitempty"`
-	Knee      *kneeResult     `json:"knee,omitempty"`
-	Memory    *memoryResult   `json:"memory,omitempty"`
-	History   *historyResult  `json:"history,omitempty"`
-	Recovery  *recoveryResult `json:"recovery,omitempty"`
-	Storm     *stormResult    `json:"storm,omitempty"`
+	Skeleton  *skeletonResult `json:"skeleton,omitempty"`
+	BigRoom   *bigRoomResult  `json:"big_room,omitempty"`
+	// Cassandra is the e2e run's statements per message, and Batches
+	// the mean of each batch kind over it.
+	Cassandra *cassandraReport   `json:"cassandra,omitempty"`
+	Batches   map[string]float64 `json:"batch_mean,omitempty"`
+	Ratio     *ratios            `json:"ratio,omitempty"`
+	Knee      *kneeResult        `json:"knee,omitempty"`
+	Memory    *memoryResult      `json:"memory,omitempty"`
+	History   *historyResult     `json:"history,omitempty"`
+	Recovery  *recoveryResult    `json:"recovery,omitempty"`
+	Storm     *stormResult       `json:"storm,omitempty"`
 	// CPU is the CPU time each process used during the e2e phase.
 	CPU *cpuReport `json:"cpu,omitempty"`
 	// WarmUp is how long the unmeasured load ran before the measured one.
@@ -59,6 +65,15 @@ type ratios struct {
 	LatencyP99 float64 `json:"latency_p99"`
 	// KneeVsRaw is Parley's knee over the raw franz-go pipeline's.
 	KneeVsRaw float64 `json:"knee_vs_raw,omitempty"`
+	// KneeVsSkeleton is Parley's knee over the skeleton pipeline's.
+	KneeVsSkeleton float64 `json:"knee_vs_skeleton,omitempty"`
+}
+
+// skeletonResult is the knee of the skeleton pipeline (runSkeleton).
+type skeletonResult struct {
+	BatchWindowMS float64     `json:"batch_window_ms"`
+	KneeMsgsPerS  float64     `json:"knee_msgs_per_s"`
+	Knee          *kneeResult `json:"knee"`
 }
 
 type machine struct {
@@ -177,6 +192,16 @@ func (r *report) printTable(w io.Writer) {
 		if b := r.Baseline; b != nil && b.Knee != nil {
 			row("raw Kafka knee", b.KneeMsgsPerS, fmt.Sprintf("msg/s: franz-go produce → consume under the same criterion (%d steps); Parley's knee is %.3f of it", len(b.Knee.Steps), r.Ratio.KneeVsRaw))
 		}
+		if sk := r.Skeleton; sk != nil {
+			row("skeleton knee", sk.KneeMsgsPerS, fmt.Sprintf("msg/s: produce → transactional relay → read committed, no Parley logic (%d steps); Parley's knee is %.3f of it", len(sk.Knee.Steps), r.Ratio.KneeVsSkeleton))
+		}
+	}
+	if b := r.BigRoom; b != nil {
+		detail := fmt.Sprintf("us of stack CPU per delivery; %d members, %.0f msg/s, %.0f deliveries/s, p50/p99 %s / %s ms, lost %d, duplicates %d",
+			b.Members, b.Run.RateTarget, b.Run.DeliveriesPerS, fmtNum(b.Run.Latency.P50), fmtNum(b.Run.Latency.P99), b.Run.Lost, b.Run.Duplicates)
+		if b.CPU != nil {
+			row("big room", fmtNum(b.CPU.StackUSPerDeliv), detail)
+		}
 	}
 	if m := r.Memory; m != nil {
 		row("memory per idle connection", m.KiBPerConn, fmt.Sprintf("KiB RSS, %d connections on %s (heap %s, stack %s KiB)", m.Connections, m.Process, fmtNum(m.HeapInuseKiBPerConn), fmtNum(m.StackInuseKiBPerConn)))
@@ -241,6 +266,16 @@ func (r *report) printTable(w io.Writer) {
 			parts = append(parts, fmt.Sprintf("%s %.2f", n, k.PerMessageByClient[n]))
 		}
 		row("kafka requests", fmt.Sprintf("%.1f", k.RequestsPerMessage), "per accepted message: "+strings.Join(parts, ", "))
+	}
+	if c := r.Cassandra; c != nil {
+		row("cassandra statements", fmt.Sprintf("%.1f", c.StatementsPerMessage), fmt.Sprintf("written per accepted message, in %.2f requests; %.2f read", c.RequestsPerMessage, c.ReadStatementsPerMessage))
+	}
+	if len(r.Batches) > 0 {
+		var parts []string
+		for _, kind := range slices.Sorted(maps.Keys(r.Batches)) {
+			parts = append(parts, fmt.Sprintf("%s %.2f", kind, r.Batches[kind]))
+		}
+		row("mean batches", "", strings.Join(parts, ", "))
 	}
 	row("machine", fmt.Sprintf("%d cores", r.Machine.Cores), fmt.Sprintf("%.0f%% busy before the run, load %s → %s, %s, %s",
 		r.Machine.BusyBeforePct, r.Machine.LoadStart, r.Machine.LoadEnd, r.Machine.GoVersion, r.Machine.GitCommit))

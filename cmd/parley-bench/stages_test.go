@@ -78,3 +78,56 @@ func TestBisect(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchMeans: the mean batch of each kind between two scrapes, with
+// the series of several processes added up; a kind with no batch in the
+// window is left out.
+func TestBatchMeans(t *testing.T) {
+	a, b := batchCounts{}, batchCounts{}
+	parseBatches([]byte(`parley_batch_size_sum{kind="commands_per_txn",service="ingest"} 10
+parley_batch_size_count{kind="commands_per_txn",service="ingest"} 10
+parley_batch_size_sum{kind="events_per_frame",service="edge"} 7
+parley_batch_size_count{kind="events_per_frame",service="edge"} 7
+`), a)
+	parseBatches([]byte(`parley_batch_size_bucket{kind="commands_per_txn",service="ingest",le="1"} 10
+parley_batch_size_sum{kind="commands_per_txn",service="ingest"} 70
+parley_batch_size_count{kind="commands_per_txn",service="ingest"} 20
+parley_batch_size_sum{kind="deliveries_per_push",service="fanout"} 30
+parley_batch_size_count{kind="deliveries_per_push",service="fanout"} 10
+parley_batch_size_sum{kind="events_per_frame",service="edge"} 7
+parley_batch_size_count{kind="events_per_frame",service="edge"} 7
+`), b)
+	parseBatches([]byte(`parley_batch_size_sum{kind="deliveries_per_push",service="fanout"} 10
+parley_batch_size_count{kind="deliveries_per_push",service="fanout"} 10
+`), b)
+	got := batchMeans(a, b)
+	want := map[string]float64{"commands_per_txn": 6, "deliveries_per_push": 2}
+	if len(got) != len(want) || got["commands_per_txn"] != 6 || got["deliveries_per_push"] != 2 {
+		t.Fatalf("batch means %v, want %v", got, want)
+	}
+}
+
+// TestCassandraBetween: statements and requests per message, writes and
+// reads apart, summed over processes.
+func TestCassandraBetween(t *testing.T) {
+	var a, b cqlCounts
+	parseCQL([]byte(`parley_cassandra_statements_total{op="batch_insert_history_events",service="persistence"} 10
+parley_cassandra_query_seconds_count{op="batch_insert_history_events",service="persistence"} 5
+`), &a)
+	parseCQL([]byte(`parley_cassandra_statements_total{op="batch_insert_history_events",service="persistence"} 40
+parley_cassandra_statements_total{op="update_conversations",service="persistence"} 20
+parley_cassandra_statements_total{op="select_history_events",service="persistence"} 5
+parley_cassandra_query_seconds_bucket{op="batch_insert_history_events",service="persistence",le="0.001"} 7
+parley_cassandra_query_seconds_count{op="batch_insert_history_events",service="persistence"} 10
+parley_cassandra_query_seconds_count{op="update_conversations",service="persistence"} 20
+parley_cassandra_query_seconds_count{op="select_history_events",service="persistence"} 5
+`), &b)
+	got := cassandraBetween(a, b, 10)
+	want := cassandraReport{StatementsPerMessage: 5, RequestsPerMessage: 2.5, ReadStatementsPerMessage: 0.5}
+	if got == nil || *got != want {
+		t.Fatalf("cassandra report %+v, want %+v", got, want)
+	}
+	if cassandraBetween(a, b, 0) != nil {
+		t.Fatal("a report without messages")
+	}
+}

@@ -13,8 +13,9 @@ import (
 // "insert_conversations_by_user"), and "batch_" before the first
 // statement's for a batch. Each attempt counts, a retry too.
 type QueryMetrics struct {
-	seconds *prometheus.HistogramVec
-	errors  *prometheus.CounterVec
+	seconds    *prometheus.HistogramVec
+	errors     *prometheus.CounterVec
+	statements *prometheus.CounterVec
 }
 
 var (
@@ -22,8 +23,9 @@ var (
 	_ gocql.BatchObserver = (*QueryMetrics)(nil)
 )
 
-// NewQueryMetrics registers parley_cassandra_query_seconds{service,op} and
-// parley_cassandra_query_errors_total{service,op} on reg. Config.Metrics
+// NewQueryMetrics registers parley_cassandra_query_seconds{service,op},
+// parley_cassandra_query_errors_total{service,op} and
+// parley_cassandra_statements_total{service,op} on reg. Config.Metrics
 // takes it.
 func NewQueryMetrics(reg prometheus.Registerer, service string) *QueryMetrics {
 	labels := prometheus.Labels{"service": service}
@@ -37,14 +39,20 @@ func NewQueryMetrics(reg prometheus.Registerer, service string) *QueryMetrics {
 			Name: "parley_cassandra_query_errors_total", ConstLabels: labels,
 			Help: "Cassandra requests (every attempt) that failed, by op.",
 		}, []string{"op"}),
+		statements: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_cassandra_statements_total", ConstLabels: labels,
+			Help: "Statements sent to Cassandra (every attempt; a batch counts each of its statements), by op.",
+		}, []string{"op"}),
 	}
-	reg.MustRegister(m.seconds, m.errors)
+	reg.MustRegister(m.seconds, m.errors, m.statements)
 	return m
 }
 
 // ObserveQuery implements gocql.QueryObserver.
 func (m *QueryMetrics) ObserveQuery(_ context.Context, q gocql.ObservedQuery) {
-	m.observe(opOf(q.Statement), q.End.Sub(q.Start).Seconds(), q.Err)
+	op := opOf(q.Statement)
+	m.statements.WithLabelValues(op).Inc()
+	m.observe(op, q.End.Sub(q.Start).Seconds(), q.Err)
 }
 
 // ObserveBatch implements gocql.BatchObserver.
@@ -53,6 +61,7 @@ func (m *QueryMetrics) ObserveBatch(_ context.Context, b gocql.ObservedBatch) {
 	if len(b.Statements) > 0 {
 		op += "_" + opOf(b.Statements[0])
 	}
+	m.statements.WithLabelValues(op).Add(float64(len(b.Statements)))
 	m.observe(op, b.End.Sub(b.Start).Seconds(), b.Err)
 }
 

@@ -54,6 +54,13 @@ func TestQueryMetricsCount(t *testing.T) {
 	if got := testutil.ToFloat64(m.errors.WithLabelValues("batch_insert_history_events")); got != 0 {
 		t.Fatalf("batch errors = %v, want 0", got)
 	}
+	// A batch counts each of its statements; every attempt of a query one.
+	if got := testutil.ToFloat64(m.statements.WithLabelValues("batch_insert_history_events")); got != 2 {
+		t.Fatalf("batch statements = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(m.statements.WithLabelValues("select_history_events")); got != 2 {
+		t.Fatalf("select statements = %v, want 2", got)
+	}
 }
 
 // TestQueryMetricsOnCassandra: a store opened with Metrics reports the
