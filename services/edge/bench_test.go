@@ -110,3 +110,39 @@ func BenchmarkWritePath(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDeliverToRoom measures one event delivered to every member of
+// a room, one connection each, as Push does for a big group: queued on
+// each connection through the hub, written by each connection's writer.
+// An operation ends when every client has read and decoded it, so the
+// clients' reads are inside the timing too; ns/delivery is per
+// connection.
+func BenchmarkDeliverToRoom(b *testing.B) {
+	for _, members := range []int{100} {
+		b.Run(fmt.Sprintf("members=%d", members), func(b *testing.B) {
+			h := newHub()
+			users := make([]string, members)
+			got := make(chan int, members*4)
+			for i := range users {
+				c, g := benchConn(b)
+				c.user = fmt.Sprintf("u%04d", i)
+				users[i] = c.user
+				h.add(c)
+				go func() {
+					for n := range g {
+						got <- n
+					}
+				}()
+			}
+			ev := benchEvents(1)[0]
+			b.ReportAllocs()
+			for b.Loop() {
+				if n := h.deliver(item{event: ev, live: true}, users); n != members {
+					b.Fatalf("delivered to %d of %d", n, members)
+				}
+				awaitEvents(b, got, members)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*members), "ns/delivery")
+		})
+	}
+}

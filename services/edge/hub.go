@@ -42,12 +42,15 @@ func (h *hub) remove(c *conn) {
 // returns how many connections took it.
 func (h *hub) deliver(it item, users []string) int {
 	it.size = it.sizeOf()
+	if it.event != nil && it.shared == nil {
+		it.shared = newSharedEvent(it.event)
+	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	n := 0
 	for _, u := range users {
 		for c := range h.users[u] {
-			if it.ephemeral() && c.pushEphemeral(it) || !it.ephemeral() && c.push(it.event) {
+			if it.ephemeral() && c.pushEphemeral(it) || !it.ephemeral() && c.pushShared(it.event, it.shared) {
 				n++
 			}
 		}

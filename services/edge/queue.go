@@ -16,6 +16,9 @@ type item struct {
 	typing   *chatv1.Typing
 	presence *chatv1.Presence
 	flags    *chatv1.ConversationFlags
+	// shared, when set, holds event's encodings for every connection it
+	// is queued on (hub.deliver makes it).
+	shared *sharedEvent
 	// live marks an event pushed as it happened (not one of a resume's
 	// catch-up): only those measure the written stage.
 	live bool
@@ -42,7 +45,12 @@ func (c *conn) send(f *clientv1.ServerFrame) { c.enqueue(item{frame: f}, false) 
 
 // push queues an event; false if the connection is gone or was just
 // dropped for being too slow.
-func (c *conn) push(ev *chatv1.Event) bool { return c.enqueue(item{event: ev, live: true}, true) }
+func (c *conn) push(ev *chatv1.Event) bool { return c.pushShared(ev, nil) }
+
+// pushShared is push with the event's shared encodings (hub.deliver).
+func (c *conn) pushShared(ev *chatv1.Event, shared *sharedEvent) bool {
+	return c.enqueue(item{event: ev, shared: shared, live: true}, true)
+}
 
 // enqueue queues it; a live event of a conversation being resumed is held
 // back instead (see resume.go).

@@ -53,6 +53,9 @@ func (c *conn) writeBatch(batch []item) bool {
 // flush writes the coalesced items of a run without frames, kind by kind
 // in the order of coalescing.
 func (c *conn) flush(run []item) bool {
+	if !c.flushEvents(run) {
+		return false
+	}
 	for _, r := range coalescing {
 		if f := r.frame(run); f != nil && !c.writeNow(context.Background(), f) {
 			return false
@@ -62,11 +65,40 @@ func (c *conn) flush(run []item) bool {
 	return true
 }
 
-// coalescing is the writer's rule for each coalesced kind, in the order
-// a run's frames are written.
+// flushEvents writes the events of a run as one frame, built from their
+// shared encodings when every one has them (sharedEventsFrame).
+func (c *conn) flushEvents(run []item) bool {
+	var shared []*sharedEvent
+	for _, it := range run {
+		switch {
+		case it.event == nil:
+		case it.shared == nil:
+			return c.writeFrame(eventRule.frame(run))
+		default:
+			shared = append(shared, it.shared)
+		}
+	}
+	data, ok, err := sharedEventsFrame(c.format, shared)
+	if err != nil {
+		c.svc.log.Error("edge: encode frame", "err", err)
+		return true
+	}
+	if !ok {
+		return c.writeFrame(eventRule.frame(run))
+	}
+	return c.writeData(context.Background(), data)
+}
+
+// writeFrame writes f unless it is nil.
+func (c *conn) writeFrame(f *clientv1.ServerFrame) bool {
+	return f == nil || c.writeNow(context.Background(), f)
+}
+
+// coalescing is the writer's rule for each coalesced kind but events
+// (flushEvents, first), in the order a run's frames are written.
 var coalescing = []interface {
 	frame(run []item) *clientv1.ServerFrame
-}{eventRule, receiptRule, typingRule, presenceRule, flagsRule}
+}{receiptRule, typingRule, presenceRule, flagsRule}
 
 // rule says how the items of one kind in a run leave as one frame.
 type rule[T comparable] struct {
@@ -177,6 +209,11 @@ func (c *conn) writeNow(ctx context.Context, f *clientv1.ServerFrame) bool {
 		c.svc.log.Error("edge: encode frame", "err", err)
 		return true
 	}
+	return c.writeData(ctx, data)
+}
+
+// writeData writes an encoded frame.
+func (c *conn) writeData(ctx context.Context, data []byte) bool {
 	typ := websocket.MessageBinary
 	if c.format == wire.JSON {
 		typ = websocket.MessageText
