@@ -20,6 +20,8 @@ type bigRoomResult struct {
 	Members int        `json:"members"`
 	Run     loadResult `json:"run"`
 	CPU     *stepCPU   `json:"cpu"`
+	// Profile lists the CPU profiles taken during the run (-profile).
+	Profile string `json:"profile,omitempty"`
 }
 
 // runBigRoom connects Members users (one device each, spread over the
@@ -43,7 +45,8 @@ func runBigRoom(ctx context.Context, o *options, c *cluster.Cluster, minter *aut
 	r := newLoadRun("big room", o.bigRoom.Rate, dur)
 	progress.set(r.progress)
 	m := newCPUMeter(c, o)
+	prof := startProfiles(ctx, c, o, "bigroom", dur, progress)
 	w.runLoad(ctx, r, o.grace, 0)
 	res := r.result(w.disconnects.Swap(0))
-	return &bigRoomResult{Members: bo.users, Run: res, CPU: newStepCPU(m.report(), res)}, nil
+	return &bigRoomResult{Members: bo.users, Run: res, CPU: newStepCPU(m.report(), res), Profile: <-prof}, nil
 }

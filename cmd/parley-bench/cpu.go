@@ -92,7 +92,9 @@ func busyPct(d time.Duration) float64 {
 // startProfiles takes a CPU profile of each asked-for role while the
 // fixed-rate run goes (one profile per process), and sends the files
 // written, comma-separated, when done.
-func startProfiles(ctx context.Context, c *cluster.Cluster, o *options, progress *progressLine) <-chan string {
+// A phase other than the fixed-rate run names itself in tag (the files
+// are cpu-NAME-TAG.prof) and lasts dur.
+func startProfiles(ctx context.Context, c *cluster.Cluster, o *options, tag string, dur time.Duration, progress *progressLine) <-chan string {
 	out := make(chan string, 1)
 	roles := strings.Split(o.profile, ",")
 	if o.profile == "all" {
@@ -110,14 +112,18 @@ func startProfiles(ctx context.Context, c *cluster.Cluster, o *options, progress
 			continue
 		}
 		seen[p] = true
-		jobs = append(jobs, job{p, filepath.Join(o.out, fmt.Sprintf("cpu-%s.prof", p.Name))})
+		name := p.Name
+		if tag != "" {
+			name += "-" + tag
+		}
+		jobs = append(jobs, job{p, filepath.Join(o.out, fmt.Sprintf("cpu-%s.prof", name))})
 	}
 	if len(jobs) == 0 {
 		out <- ""
 		return out
 	}
 	// Profile the middle of the run, leaving out the ramp at either end.
-	secs := max(1, min(30, int(o.duration.Seconds())-4))
+	secs := max(1, min(30, int(dur.Seconds())-4))
 	go func() {
 		var files []string
 		results := make(chan string, len(jobs))

@@ -331,7 +331,7 @@ func run(ctx context.Context, o *options) error {
 	phase("e2e")
 	cpu := newCPUMeter(c, o)
 	counters0, countersErr := scrapeCounters(ctx, c.Procs)
-	profDone := startProfiles(ctx, c, o, progress)
+	profDone := startProfiles(ctx, c, o, "", o.duration, progress)
 	var hist historyResult
 	hctx, stopHistory := context.WithCancel(ctx)
 	histDone := make(chan struct{})
