@@ -64,8 +64,12 @@ func newStepCPU(r *cpuReport, res loadResult) *stepCPU {
 }
 
 type kneeResult struct {
-	// MsgsPerS is the highest rate that held; 0 if none did.
-	MsgsPerS   float64    `json:"msgs_per_s"`
+	// MsgsPerS is the highest rate that held (the median over Runs when
+	// there are several searches); 0 if none did.
+	MsgsPerS float64 `json:"msgs_per_s"`
+	// Runs is each search's knee, in order, when there were several; the
+	// steps of all of them are in Steps.
+	Runs       []float64  `json:"runs_msgs_per_s,omitempty"`
 	P99LimitMS float64    `json:"p99_limit_ms"`
 	StepS      float64    `json:"step_s"`
 	Steps      []kneeStep `json:"steps"`

@@ -31,6 +31,9 @@ import (
 	"github.com/parleychat/parley/pkg/server/consumer"
 )
 
+// idleWindow is how long the stack's CPU at rest is measured.
+const idleWindow = 5 * time.Second
+
 type options struct {
 	embedded       bool
 	duration       time.Duration
@@ -49,6 +52,7 @@ type options struct {
 	kneeStep       time.Duration
 	kneeGrace      time.Duration
 	kneeSteps      int
+	kneeRuns       int
 	kneeMax        float64
 	kneeP99        float64
 	batchWindow    time.Duration
@@ -95,6 +99,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.DurationVar(&o.kneeStep, "knee-step", 0, "length of each knee step (default: -duration/6, 4-10s)")
 	fs.DurationVar(&o.kneeGrace, "knee-grace", 5*time.Second, "deliveries still due after a knee step's last send may take this long")
 	fs.IntVar(&o.kneeSteps, "knee-steps", 0, "knee steps at most (default 8, 6 when -duration < 60s)")
+	fs.IntVar(&o.kneeRuns, "knee-runs", 0, "knee searches; the knee is their median (default 3, 1 when -duration < 60s)")
 	fs.Float64Var(&o.kneeMax, "knee-max", 50_000, "highest rate the knee finder tries")
 	fs.Float64Var(&o.kneeP99, "knee-p99", 100, "p99 latency (ms) a rate must keep to hold")
 	fs.IntVar(&o.bigRoom.Members, "big-room-members", 1000, "members (one device each) of the big-room phase's one group; 0 leaves the phase out")
@@ -166,6 +171,12 @@ func parseOptions(args []string) (*options, error) {
 	}
 	if o.kneeStep == 0 {
 		o.kneeStep = clamp(o.duration/6, 4*time.Second, 10*time.Second)
+	}
+	if o.kneeRuns <= 0 {
+		o.kneeRuns = 3
+		if o.duration < time.Minute {
+			o.kneeRuns = 1
+		}
 	}
 	if o.kneeSteps == 0 {
 		o.kneeSteps = 8
@@ -326,6 +337,13 @@ func run(ctx context.Context, o *options) error {
 	phase("warm-up")
 	rep.WarmUp = warmUp(ctx, w, o, jvmPIDs(c, o), rep, progress)
 
+	// The stack at rest, after what the warm-up left queued has drained.
+	phase("idle")
+	time.Sleep(2 * time.Second)
+	idle := newCPUMeter(c, o)
+	time.Sleep(idleWindow)
+	rep.IdleCPU = idle.report()
+
 	// The fixed-rate run, with history reads and the CPU accounting (and
 	// profiles, if asked) alongside.
 	phase("e2e")
@@ -348,6 +366,10 @@ func run(ctx context.Context, o *options) error {
 	<-histDone
 	rep.CPU = cpu.report()
 	e2e := fixed.result(w.disconnects.Swap(0))
+	if per := newStepCPU(rep.CPU, e2e); per != nil {
+		rep.CPU.USPerMessage, rep.CPU.USPerDelivery = per.USPerMessage, per.USPerDelivery
+		rep.CPU.StackUSPerMsg, rep.CPU.StackUSPerDeliv = per.StackUSPerMsg, per.StackUSPerDeliv
+	}
 	rep.E2E = &e2e
 	if counters1, err := scrapeCounters(ctx, c.Procs); err == nil && countersErr == nil {
 		rep.Kafka = kafkaBetween(counters0.kafka, counters1.kafka, e2e.Accepted)
@@ -379,8 +401,26 @@ func run(ctx context.Context, o *options) error {
 	}
 	if !o.skips("knee") && ctx.Err() == nil {
 		phase("knee")
-		rep.Knee = findKnee(ctx, w, o, o.rate, &e2e, func() *cpuMeter { return newCPUMeter(c, o) },
-			func() (counters, error) { return scrapeCounters(ctx, c.Procs) }, progress)
+		// Single knee searches swing from run to run on this machine, so
+		// the knee is the median of several, with their spread.
+		for run := range o.kneeRuns {
+			first := &e2e
+			if run > 0 {
+				first = nil // measure the main run's rate again too
+			}
+			k := findKnee(ctx, w, o, o.rate, first, func() *cpuMeter { return newCPUMeter(c, o) },
+				func() (counters, error) { return scrapeCounters(ctx, c.Procs) }, progress)
+			if rep.Knee == nil {
+				rep.Knee = k
+			} else {
+				rep.Knee.Steps = append(rep.Knee.Steps, k.Steps...)
+			}
+			rep.Knee.Runs = append(rep.Knee.Runs, k.MsgsPerS)
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		rep.Knee.MsgsPerS = stats.Of(slices.Clone(rep.Knee.Runs)).P50
 		if !o.skips("baseline") && ctx.Err() == nil && rep.Baseline != nil {
 			// The raw pipeline's knee, from twice Parley's: how far
 			// Parley is from what the broker and client allow here.

@@ -48,6 +48,9 @@ type report struct {
 	Storm     *stormResult       `json:"storm,omitempty"`
 	// CPU is the CPU time each process used during the e2e phase.
 	CPU *cpuReport `json:"cpu,omitempty"`
+	// IdleCPU is every process's CPU over a few seconds with the
+	// devices connected and nothing sent: what the stack costs at rest.
+	IdleCPU *cpuReport `json:"idle_cpu,omitempty"`
 	// WarmUp is how long the unmeasured load ran before the measured one.
 	WarmUp *warmUpReport `json:"warm_up,omitempty"`
 	// Kafka is the requests the services made during the fixed-rate run.
@@ -97,6 +100,13 @@ type cpuReport struct {
 	// MachineBusyPct is the share of all cores that was busy.
 	MachineBusyPct float64            `json:"machine_busy_pct"`
 	Seconds        map[string]float64 `json:"seconds_by_process"`
+	// The e2e run's CPU per accepted message and per delivery, by
+	// process and for the stack (every process but the load generator
+	// and "other"); unset for the idle window.
+	USPerMessage    map[string]float64 `json:"us_per_message,omitempty"`
+	USPerDelivery   map[string]float64 `json:"us_per_delivery,omitempty"`
+	StackUSPerMsg   float64            `json:"stack_us_per_message,omitempty"`
+	StackUSPerDeliv float64            `json:"stack_us_per_delivery,omitempty"`
 }
 
 func machineInfo() machine {
@@ -188,7 +198,11 @@ func (r *report) printTable(w io.Writer) {
 		row("ratio latency p99", x.LatencyP99, fmt.Sprintf("parley / baseline (p50 %s)", fmtNum(x.LatencyP50)))
 	}
 	if k := r.Knee; k != nil {
-		row("knee", k.MsgsPerS, fmt.Sprintf("msg/s: highest rate with p99 ≤ %.0f ms, nothing lost, no errors (%d steps)", k.P99LimitMS, len(k.Steps)))
+		detail := fmt.Sprintf("msg/s: highest rate with p99 ≤ %.0f ms, nothing lost, no errors (%d steps)", k.P99LimitMS, len(k.Steps))
+		if len(k.Runs) > 1 {
+			detail += fmt.Sprintf("; median of %d searches: %s", len(k.Runs), strings.Trim(fmt.Sprint(k.Runs), "[]"))
+		}
+		row("knee", k.MsgsPerS, detail)
 		if b := r.Baseline; b != nil && b.Knee != nil {
 			row("raw Kafka knee", b.KneeMsgsPerS, fmt.Sprintf("msg/s: franz-go produce → consume under the same criterion (%d steps); Parley's knee is %.3f of it", len(b.Knee.Steps), r.Ratio.KneeVsRaw))
 		}
@@ -246,6 +260,16 @@ func (r *report) printTable(w io.Writer) {
 			parts = append(parts, fmt.Sprintf("%s %.1f", n, c.Seconds[n]))
 		}
 		row("cpu during e2e", fmt.Sprintf("%.0f%% busy", c.MachineBusyPct), "CPU s: "+strings.Join(parts, ", "))
+		if c.StackUSPerMsg > 0 {
+			row("cpu per message", fmtNum(c.StackUSPerMsg), fmt.Sprintf("us of stack CPU per accepted message (%s per delivery), the load generator left out", fmtNum(c.StackUSPerDeliv)))
+		}
+	}
+	if c := r.IdleCPU; c != nil && c.WindowS > 0 {
+		var parts []string
+		for _, n := range slices.Sorted(maps.Keys(c.Seconds)) {
+			parts = append(parts, fmt.Sprintf("%s %.3f", n, c.Seconds[n]/c.WindowS))
+		}
+		row("cpu at rest", fmt.Sprintf("%.0f%% busy", c.MachineBusyPct), "cores, devices connected and nothing sent: "+strings.Join(parts, ", "))
 	}
 	if wu := r.WarmUp; wu != nil {
 		var parts []string
