@@ -137,9 +137,7 @@ func startProfiles(ctx context.Context, c *cluster.Cluster, o *options, tag stri
 				}
 				data, err := j.p.PprofGet(ctx, fmt.Sprintf("profile?seconds=%d", secs))
 				if err == nil {
-					if err = os.MkdirAll(o.out, 0o755); err == nil {
-						err = os.WriteFile(j.path, data, 0o644)
-					}
+					err = saveProfile(j.path, data)
 				}
 				if err != nil {
 					progress.logf("profile %s: %v", j.p.Name, err)
@@ -157,4 +155,15 @@ func startProfiles(ctx context.Context, c *cluster.Cluster, o *options, tag stri
 		out <- strings.Join(files, ",")
 	}()
 	return out
+}
+
+// saveProfile writes a profile to path, making its folder if need be.
+func saveProfile(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("save profile: %w", err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		return fmt.Errorf("save profile: %w", err)
+	}
+	return nil
 }

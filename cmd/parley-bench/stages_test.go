@@ -1,6 +1,10 @@
 package main
 
-import "testing"
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
 
 func TestStagesBetween(t *testing.T) {
 	before := parseStages([]byte(`# HELP parley_event_stage_seconds x
@@ -129,5 +133,17 @@ parley_cassandra_query_seconds_count{op="select_history_events",service="persist
 	}
 	if cassandraBetween(a, b, 0) != nil {
 		t.Fatal("a report without messages")
+	}
+}
+
+// TestSaveProfileMakesItsFolder: a profile asked for into a folder that
+// does not exist yet (-out of a first storm run) is written, not dropped.
+func TestSaveProfileMakesItsFolder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "new", "cpu-storm.prof")
+	if err := saveProfile(path, []byte("profile")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "profile" {
+		t.Fatalf("read back %q, %v", b, err)
 	}
 }

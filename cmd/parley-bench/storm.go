@@ -252,9 +252,10 @@ func runStorm(ctx context.Context, so stormOptions, profile, binDir, logDir stri
 		}
 		data, err := server.PprofGet(ctx, "profile?seconds=10")
 		if err == nil {
-			err = os.WriteFile(profile, data, 0o644)
+			err = saveProfile(profile, data)
 		}
 		if err != nil {
+			progress.logf("storm profile: %v", err)
 			profDone <- ""
 			return
 		}
