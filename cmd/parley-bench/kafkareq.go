@@ -55,38 +55,19 @@ type cqlCounts struct {
 }
 
 func parseCQL(body []byte, into *cqlCounts) {
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	sc.Buffer(make([]byte, 0, 1<<16), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, "parley_cassandra_statements_total{")
-		requests := false
-		if !ok {
-			if rest, ok = strings.CutPrefix(line, "parley_cassandra_query_seconds_count{"); !ok {
-				continue
-			}
-			requests = true
-		}
-		labels, value, ok := strings.Cut(rest, "} ")
-		if !ok {
-			continue
-		}
-		n, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-		if err != nil {
-			continue
-		}
+	eachSample(body, func(name, labels string, n float64) {
 		read := strings.HasPrefix(label(labels, "op"), "select_")
 		switch {
-		case requests && read:
+		case name == "parley_cassandra_query_seconds_count" && read:
 			into.ReadRequests += n
-		case requests:
+		case name == "parley_cassandra_query_seconds_count":
 			into.WriteRequests += n
-		case read:
+		case name == "parley_cassandra_statements_total" && read:
 			into.ReadStatements += n
-		default:
+		case name == "parley_cassandra_statements_total":
 			into.WriteStatements += n
 		}
-	}
+	})
 }
 
 // cassandraReport is the Cassandra work of a run per accepted message.
@@ -116,35 +97,19 @@ func cassandraBetween(a, b cqlCounts, msgs int64) *cassandraReport {
 type batchCounts map[string]struct{ Items, Batches float64 }
 
 func parseBatches(body []byte, into batchCounts) {
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	sc.Buffer(make([]byte, 0, 1<<16), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, "parley_batch_size_sum{")
-		count := false
-		if !ok {
-			if rest, ok = strings.CutPrefix(line, "parley_batch_size_count{"); !ok {
-				continue
-			}
-			count = true
-		}
-		labels, value, ok := strings.Cut(rest, "} ")
-		if !ok {
-			continue
-		}
-		n, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+	eachSample(body, func(name, labels string, n float64) {
 		kind := label(labels, "kind")
-		if err != nil || kind == "" {
-			continue
+		if kind == "" || name != "parley_batch_size_sum" && name != "parley_batch_size_count" {
+			return
 		}
 		c := into[kind]
-		if count {
+		if name == "parley_batch_size_count" {
 			c.Batches += n
 		} else {
 			c.Items += n
 		}
 		into[kind] = c
-	}
+	})
 }
 
 // batchMeans is the mean batch of each kind from a to b: items per batch.
@@ -159,11 +124,23 @@ func batchMeans(a, b batchCounts) map[string]float64 {
 }
 
 func parseKafka(body []byte, proc string, into kafkaCounts) {
+	eachSample(body, func(name, labels string, n float64) {
+		if name == "parley_kafka_request_duration_e2e_seconds_count" {
+			// Two edges are two processes of one service: the process
+			// names them apart.
+			into[proc+"/"+label(labels, "client")] += n
+		}
+	})
+}
+
+// eachSample calls f with every sample of a Prometheus text page that has
+// labels: its metric name, its labels (between the braces) and its value.
+func eachSample(body []byte, f func(name, labels string, value float64)) {
 	sc := bufio.NewScanner(bytes.NewReader(body))
 	sc.Buffer(make([]byte, 0, 1<<16), 1<<20)
 	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), "parley_kafka_request_duration_e2e_seconds_count{")
-		if !ok {
+		name, rest, ok := strings.Cut(sc.Text(), "{")
+		if !ok || strings.HasPrefix(name, "#") {
 			continue
 		}
 		labels, value, ok := strings.Cut(rest, "} ")
@@ -174,9 +151,7 @@ func parseKafka(body []byte, proc string, into kafkaCounts) {
 		if err != nil {
 			continue
 		}
-		// Two edges are two processes of one service: the process names
-		// them apart.
-		into[proc+"/"+label(labels, "client")] += n
+		f(name, labels, n)
 	}
 }
 

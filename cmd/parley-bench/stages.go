@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -47,43 +45,32 @@ func fetchMetrics(ctx context.Context, adminAddr string) ([]byte, error) {
 
 func parseStages(body []byte) stageCounts {
 	out := stageCounts{}
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	sc.Buffer(make([]byte, 0, 1<<16), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
+	eachSample(body, func(name, labels string, n float64) {
 		var stage string
-		rest, ok := strings.CutPrefix(line, "parley_event_stage_seconds_bucket{")
-		if !ok {
+		switch name {
+		case "parley_event_stage_seconds_bucket":
+			stage = label(labels, "stage")
+		case "go_sched_latencies_seconds_bucket":
 			// The process's scheduling latency, kept beside the stages
 			// as if it were one: how long a runnable goroutine waited.
-			if rest, ok = strings.CutPrefix(line, "go_sched_latencies_seconds_bucket{"); !ok {
-				continue
-			}
 			stage = "go_sched_latency"
 		}
-		labels, value, ok := strings.Cut(rest, "} ")
-		if !ok {
-			continue
-		}
-		if stage == "" {
-			stage = label(labels, "stage")
-		}
 		le := label(labels, "le")
-		n, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-		if stage == "" || le == "" || err != nil {
-			continue
+		if stage == "" || le == "" {
+			return
 		}
 		bound := math.Inf(1)
 		if le != "+Inf" {
+			var err error
 			if bound, err = strconv.ParseFloat(le, 64); err != nil {
-				continue
+				return
 			}
 		}
 		if out[stage] == nil {
 			out[stage] = map[float64]float64{}
 		}
 		out[stage][bound] += n
-	}
+	})
 	return out
 }
 

@@ -35,12 +35,7 @@ func TestLoopCommitsOnlyWhatWasHandled(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			brokers, cl := topicstest.Cluster(t, 1)
 			topicstest.Produce(t, cl, topics.Events, "k", []byte("a"), []byte("b"), []byte("c"))
-			group, err := kgo.NewClient(append(topics.ClientOpts(brokers), kgo.ConsumerGroup("g"), kgo.ConsumeTopics(topics.Events),
-				kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.BlockRebalanceOnPoll(), kgo.DisableAutoCommit())...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer group.Close()
+			group := newGroup(t, brokers)
 			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 			defer cancel()
 			seen := 0
@@ -60,7 +55,7 @@ func TestLoopCommitsOnlyWhatWasHandled(t *testing.T) {
 					return err
 				},
 			}
-			err = loop.Run(ctx)
+			err := loop.Run(ctx)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("Run: %v, want an error %v", err, tc.wantErr)
 			}
@@ -139,12 +134,7 @@ func TestWatchedLoopLiveness(t *testing.T) {
 	t.Run("busy", func(t *testing.T) {
 		brokers, cl := topicstest.Cluster(t, 1)
 		topicstest.Produce(t, cl, topics.Events, "k", []byte("a"))
-		group, err := kgo.NewClient(append(topics.ClientOpts(brokers), kgo.ConsumerGroup("g"), kgo.ConsumeTopics(topics.Events),
-			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.BlockRebalanceOnPoll(), kgo.DisableAutoCommit())...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer group.Close()
+		group := newGroup(t, brokers)
 		var p health.Probe
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -169,19 +159,9 @@ func TestWatchedLoopLiveness(t *testing.T) {
 // committed once the period is up even if nothing more comes, and when the
 // loop stops; a batch polled but not handled when it stops is not.
 func TestLoopCommitsOnACadence(t *testing.T) {
-	group := func(t *testing.T, brokers []string) *kgo.Client {
-		t.Helper()
-		g, err := kgo.NewClient(append(topics.ClientOpts(brokers), kgo.ConsumerGroup("g"), kgo.ConsumeTopics(topics.Events),
-			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.BlockRebalanceOnPoll(), kgo.DisableAutoCommit())...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(g.Close)
-		return g
-	}
 	t.Run("period", func(t *testing.T) {
 		brokers, cl := topicstest.Cluster(t, 1)
-		g := group(t, brokers)
+		g := newGroup(t, brokers)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
 		var batches, commits atomic.Int64
@@ -213,7 +193,7 @@ func TestLoopCommitsOnACadence(t *testing.T) {
 	t.Run("stop", func(t *testing.T) {
 		brokers, cl := topicstest.Cluster(t, 1)
 		topicstest.Produce(t, cl, topics.Events, "k", []byte("a"), []byte("b"))
-		g := group(t, brokers)
+		g := newGroup(t, brokers)
 		ctx, cancel := context.WithCancel(t.Context())
 		loop := consumer.Loop{Name: "g", Source: g, MaxRecords: 10, Log: slog.New(slog.DiscardHandler), CommitEvery: time.Hour,
 			Handle: func(_ context.Context, f kgo.Fetches) (bool, error) { cancel(); return true, nil },
@@ -229,7 +209,7 @@ func TestLoopCommitsOnACadence(t *testing.T) {
 	t.Run("unhandled", func(t *testing.T) {
 		brokers, cl := topicstest.Cluster(t, 1)
 		topicstest.Produce(t, cl, topics.Events, "k", []byte("a"))
-		g := group(t, brokers)
+		g := newGroup(t, brokers)
 		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 		defer cancel()
 		seen := 0
@@ -293,12 +273,7 @@ func TestLoopGathersABatch(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			brokers, cl := topicstest.Cluster(t, 1)
 			topicstest.Produce(t, cl, topics.Events, "k", []byte("a"))
-			group, err := kgo.NewClient(append(topics.ClientOpts(brokers), kgo.ConsumerGroup("g"), kgo.ConsumeTopics(topics.Events),
-				kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.BlockRebalanceOnPoll(), kgo.DisableAutoCommit())...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer group.Close()
+			group := newGroup(t, brokers)
 			src := &producingSource{Client: group, t: t, cl: cl, arrive: [][]byte{[]byte("b"), []byte("c"), []byte("d")}}
 			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 			defer cancel()
@@ -322,4 +297,17 @@ func TestLoopGathersABatch(t *testing.T) {
 			}
 		})
 	}
+}
+
+// newGroup is a client of group "g" on topics.Events, as the services make
+// theirs for consumer.Loop, reading from the start; closed with t.
+func newGroup(t *testing.T, brokers []string) *kgo.Client {
+	t.Helper()
+	g, err := kgo.NewClient(append(topics.ClientOpts(brokers), kgo.ConsumerGroup("g"), kgo.ConsumeTopics(topics.Events),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.BlockRebalanceOnPoll(), kgo.DisableAutoCommit())...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g
 }
