@@ -43,7 +43,7 @@ func runCmd(args []string) int {
 		p, err := platform.Start(ctx, platform.Config{
 			DataDir: *dataDir, HTTPAddr: *httpAddr, AdminAddr: *adminAddr, Limits: limits, KafkaPort: *kafkaPort,
 			JWTSecret: secret(), DevTokens: true, InsecureDev: *insecureDev, Logger: log, TracerProvider: tp,
-			BackendAddr: backend.Addr, BackendTokens: backendTokens, Notify: notify,
+			BackendAddr: backend.Addr, BackendTokens: backendTokens, BackendRate: backend.Rate, Notify: notify,
 		})
 		if err != nil {
 			return err

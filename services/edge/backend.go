@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/server/mtls"
@@ -106,8 +107,19 @@ func backendKeys(tokens []BackendToken) ([]backendKey, error) {
 	return keys, nil
 }
 
+// DefaultBackendRate bounds each service token's backend API calls: far
+// above what an application's servers send in the normal way of things,
+// low enough that a runaway job cannot flood the sequencer.
+var DefaultBackendRate = Rate{Events: 1000, Per: time.Second, Burst: 2000}
+
 // backendCaller is the context key of the authenticated service's name.
 type backendCaller struct{}
+
+// callerOf is the authenticated service's name ("" before authenticate).
+func callerOf(ctx context.Context) string {
+	name, _ := ctx.Value(backendCaller{}).(string)
+	return name
+}
 
 // backendAPI implements BackendService.
 type backendAPI struct {
@@ -119,6 +131,11 @@ type backendAPI struct {
 	// flood the log.
 	refused    prometheus.Counter
 	refusedLog rate.Sometimes
+	// limits holds each service's token bucket (Config.BackendRate),
+	// made at start for the fixed set of tokens; nil when the limit is
+	// off. limited counts the calls it refused.
+	limits  map[string]*rate.Limiter
+	limited prometheus.Counter
 }
 
 // listenBackend binds the backend API's listener and builds its server, or
@@ -137,7 +154,19 @@ func (s *Service) listenBackend(cfg Config, serverOpts []grpc.ServerOption) erro
 	b := &backendAPI{svc: s, keys: keys, refusedLog: rate.Sometimes{Interval: 10 * time.Second},
 		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_backend_refused_total",
 			Help: "Backend API calls refused for a missing or wrong service token."})}
-	cfg.Registry.MustRegister(b.refused)
+	b.limited = prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_backend_rate_limited_total",
+		Help: "Backend API calls refused for their service's rate (-backend-rate)."})
+	cfg.Registry.MustRegister(b.refused, b.limited)
+	r := cfg.BackendRate
+	if r == (Rate{}) {
+		r = DefaultBackendRate
+	}
+	if !r.Off {
+		b.limits = map[string]*rate.Limiter{}
+		for _, k := range keys {
+			b.limits[k.name] = rate.NewLimiter(rate.Limit(r.Events/r.Per.Seconds()), r.Burst)
+		}
+	}
 	opts := append(append([]grpc.ServerOption{}, serverOpts...),
 		grpc.ChainUnaryInterceptor(b.unaryAuth), grpc.ChainStreamInterceptor(b.streamAuth),
 		// With internal mTLS on, the backend API takes TLS too and asks
@@ -189,15 +218,48 @@ func (b *backendAPI) unaryAuth(ctx context.Context, req any, info *grpc.UnarySer
 		b.refuse(info.FullMethod, err)
 		return nil, err
 	}
+	if err := b.admit(actx); err != nil {
+		return nil, err
+	}
 	return handler(actx, req)
 }
 
 func (b *backendAPI) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if _, err := b.authenticate(ss.Context()); err != nil {
+	actx, err := b.authenticate(ss.Context())
+	if err != nil {
 		b.refuse(info.FullMethod, err)
 		return err
 	}
+	if err := b.admit(actx); err != nil {
+		return err
+	}
 	return handler(srv, ss)
+}
+
+// admit takes a token from the calling service's bucket, or refuses the
+// call with RESOURCE_EXHAUSTED, ERROR_CODE_RATE_LIMITED and a RetryInfo
+// saying when the next call would be let through: one runaway job of the
+// application cannot take the chat down for everyone.
+func (b *backendAPI) admit(ctx context.Context) error {
+	lim := b.limits[callerOf(ctx)]
+	if lim == nil {
+		return nil
+	}
+	r := lim.Reserve()
+	after := r.Delay()
+	if after == 0 {
+		return nil
+	}
+	r.Cancel()
+	b.limited.Inc()
+	st := status.New(codes.ResourceExhausted, fmt.Sprintf("this service's rate of backend calls is used up; retry in %s", after.Round(time.Millisecond)))
+	if d, err := st.WithDetails(
+		&errdetails.ErrorInfo{Reason: chatv1.ErrorCode_ERROR_CODE_RATE_LIMITED.String(), Domain: "parley.chat.v1"},
+		&errdetails.RetryInfo{RetryDelay: durationpb.New(after)},
+	); err == nil {
+		st = d
+	}
+	return st.Err()
 }
 
 func (b *backendAPI) refuse(method string, err error) {
@@ -217,8 +279,7 @@ func (b *backendAPI) submit(ctx context.Context, user string, cmd *logv1.Command
 		// A retry without one would act twice.
 		return nil, backendError(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "client_msg_id is required")
 	}
-	name, _ := ctx.Value(backendCaller{}).(string)
-	cmd.UserId, cmd.DeviceId = user, "backend:"+name
+	cmd.UserId, cmd.DeviceId = user, "backend:"+callerOf(ctx)
 	resp, err := b.svc.clients.ingest.Submit(ctx, &ingestv1.SubmitRequest{Command: cmd})
 	if err != nil {
 		code, msg := grpcError(err)

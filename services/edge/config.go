@@ -26,6 +26,9 @@ type Config struct {
 	// MinBackendTokenLen bytes, or New fails.
 	BackendAddr   string
 	BackendTokens []BackendToken
+	// BackendRate bounds each service token's calls to the backend API
+	// (DefaultBackendRate when zero; Off turns it off).
+	BackendRate Rate
 	// PushAddr is how fan-out reaches GRPCAddr; the bound address if empty.
 	PushAddr        string
 	NodeID          string

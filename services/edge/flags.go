@@ -93,6 +93,8 @@ func ParsePrefixes(s string) ([]netip.Prefix, error) {
 // `parley run`.
 type BackendFlags struct {
 	Addr, TokensFile string
+	// Rate bounds each service token's calls (edge.Config.BackendRate).
+	Rate Rate
 }
 
 // Register adds -backend-addr and -backend-tokens-file to fs.
@@ -101,6 +103,13 @@ func (f *BackendFlags) Register(fs *flag.FlagSet) {
 		"backend API (parley.backend.v1) gRPC listen address, for the application's own servers; off if empty (PARLEY_BACKEND_ADDR)")
 	fs.StringVar(&f.TokensFile, "backend-tokens-file", daemon.Env("PARLEY_BACKEND_TOKENS_FILE", ""),
 		"the service tokens the backend API accepts: one NAME TOKEN per line, tokens of 32 bytes or more (PARLEY_BACKEND_TOKENS_FILE)")
+	f.Rate = DefaultBackendRate
+	if v, ok := os.LookupEnv("PARLEY_BACKEND_RATE"); ok {
+		if err := f.Rate.Set(v); err != nil {
+			fmt.Fprintf(os.Stderr, "PARLEY_BACKEND_RATE: %v; using %s\n", err, f.Rate)
+		}
+	}
+	fs.Var(&f.Rate, "backend-rate", fmt.Sprintf("backend API calls per service token: N/s, N/m or N/h with an optional :BURST, or off (PARLEY_BACKEND_RATE; default %s)", f.Rate))
 }
 
 // Tokens reads the token file, when the backend API is on.

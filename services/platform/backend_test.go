@@ -255,6 +255,58 @@ func TestBackendAPIRefusesWeakConfiguration(t *testing.T) {
 	}
 }
 
+// TestBackendAPIRateLimitsEachService: a service past its rate is
+// refused with RESOURCE_EXHAUSTED, RATE_LIMITED and a RetryInfo, before
+// anything it asked for happens; another service's bucket is its own.
+func TestBackendAPIRateLimitsEachService(t *testing.T) {
+	other := backendToken + "-other"
+	e, stop := startWith(t, platform.Config{DataDir: t.TempDir(), BackendAddr: "127.0.0.1:0",
+		BackendTokens: []edge.BackendToken{{Name: "test-app", Token: backendToken}, {Name: "other-app", Token: other}},
+		BackendRate:   edge.Rate{Events: 1, Per: time.Minute, Burst: 2}})
+	defer stop()
+	cc, err := grpc.NewClient(e.p.Edge.BackendAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	api := backendv1.NewBackendServiceClient(cc)
+	ctx := tctx(t)
+	create := func(token, id string) error {
+		_, err := api.CreateConversation(withToken(ctx, token), &backendv1.CreateConversationRequest{CreatorId: "bot", ConversationId: id,
+			Kind: chatv1.ConversationKind_CONVERSATION_KIND_GROUP, Title: "room", ClientMsgId: id})
+		return err
+	}
+	rooms := []string{uuid.Must(uuid.NewV7()).String(), uuid.Must(uuid.NewV7()).String(), uuid.Must(uuid.NewV7()).String()}
+	for _, id := range rooms[:2] {
+		if err := create(backendToken, id); err != nil {
+			t.Fatalf("a call within the burst: %v", err)
+		}
+	}
+	err = create(backendToken, rooms[2])
+	if status.Code(err) != codes.ResourceExhausted || parleyCode(err) != "ERROR_CODE_RATE_LIMITED" {
+		t.Fatalf("the third call in a minute = %v, want RESOURCE_EXHAUSTED with RATE_LIMITED", err)
+	}
+	var retry *errdetails.RetryInfo
+	for _, d := range status.Convert(err).Details() {
+		if r, ok := d.(*errdetails.RetryInfo); ok {
+			retry = r
+		}
+	}
+	if after := retry.GetRetryDelay().AsDuration(); after < 20*time.Second || after > time.Minute {
+		t.Fatalf("retry after %v, want the bucket's next token, a minute away at most", after)
+	}
+	// The refused creation did not happen; the other service is let through.
+	if _, err := api.GetHistory(withToken(ctx, other), &backendv1.GetHistoryRequest{AsUserId: "bot", ConversationId: rooms[2]}); status.Code(err) != codes.NotFound {
+		t.Fatalf("history of the refused room = %v, want NOT_FOUND", err)
+	}
+	if err := create(other, rooms[2]); err != nil {
+		t.Fatalf("another service's call: %v", err)
+	}
+	if page := e.metricsPage(t); !strings.Contains(page, "parley_backend_rate_limited_total 1\n") {
+		t.Errorf("rate-limited calls counted: %s", grepLines(page, "parley_backend_rate_limited"))
+	}
+}
+
 // TestWebChatShowsSystemNotices: a message the application posts as
 // itself through the backend API shows on the page as a notice line,
 // not as someone's message.

@@ -63,6 +63,8 @@ type Config struct {
 	// (edge.Config.BackendAddr); off if BackendAddr is empty.
 	BackendAddr   string
 	BackendTokens []edge.BackendToken
+	// BackendRate bounds each token's calls (edge.Config.BackendRate).
+	BackendRate edge.Rate
 	// Notify is fan-out's offline notifications (fanout.Config.Notify);
 	// off while its Webhook is empty.
 	Notify fanout.NotifyConfig
@@ -162,7 +164,7 @@ func Start(ctx context.Context, cfg Config) (p *Platform, err error) {
 		IngestAddr: p.Ingest.Addr(), PersistenceAddr: p.Persistence.Addr(), PresenceAddrs: presenceAddrs,
 		JWTSecret: cfg.JWTSecret, DevTokens: cfg.DevTokens, InsecureDev: cfg.InsecureDev, TokenWarning: cfg.TokenWarning, Logger: cfg.Logger, TracerProvider: cfg.TracerProvider,
 		JWKSURL: cfg.JWKSURL, JWTIssuer: cfg.JWTIssuer, JWTAudience: cfg.JWTAudience,
-		BackendAddr: cfg.BackendAddr, BackendTokens: cfg.BackendTokens,
+		BackendAddr: cfg.BackendAddr, BackendTokens: cfg.BackendTokens, BackendRate: cfg.BackendRate,
 	})
 	if err != nil {
 		return nil, err

@@ -58,7 +58,7 @@ func main() {
 	}
 	svc, err := edge.New(edge.Config{Registry: metrics.NewRegistry(),
 		HTTPAddr: *httpAddr, AdminAddr: *adminAddr, Limits: limits, GRPCAddr: *grpcAddr, PushAddr: *pushAddr, NodeID: *nodeID,
-		BackendAddr: backend.Addr, BackendTokens: backendTokens,
+		BackendAddr: backend.Addr, BackendTokens: backendTokens, BackendRate: backend.Rate,
 		IngestAddr: *ingestAddr, PersistenceAddr: *persistenceAddr, PresenceAddrs: daemon.List(*presenceAddr), TLS: tlsSrc,
 		JWTSecret: []byte(*secret), JWKSURL: *jwksURL, JWTIssuer: *issuer, JWTAudience: *audience, JWKSRefresh: *jwksRefresh, JWKSMinRefresh: *jwksMinRefresh,
 		TokenWarning: *tokenWarning, DevTokens: *devTokens, InsecureDev: *insecureDev, QueueLimit: *queueLimit, WriteTimeout: *writeTimeout, ResumeWait: *resumeWait, Logger: log, Drain: *drain, TracerProvider: tp,
