@@ -78,6 +78,9 @@ func (c *conn) flushEvents(run []item) bool {
 			shared = append(shared, it.shared)
 		}
 	}
+	if len(shared) == 0 {
+		return true // no events in this run
+	}
 	data, ok, err := sharedEventsFrame(c.format, shared)
 	if err != nil {
 		c.svc.log.Error("edge: encode frame", "err", err)
