@@ -104,6 +104,10 @@ type Client struct {
 	// every reconnect is the same. SessionID is the first connection's
 	// (StateConnected carries each one's).
 	UserID, DeviceID, SessionID string
+	// InboxID is the user's inbox (CONVERSATION_KIND_INBOX): contact
+	// requests and their answers arrive there as events, like any
+	// conversation's.
+	InboxID string
 
 	nextID atomic.Uint64
 	// installs counts the connections the client has had.
@@ -191,7 +195,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		c.cancel()
 		return nil, err
 	}
-	c.UserID, c.DeviceID, c.SessionID = a.GetUserId(), a.GetDeviceId(), a.GetSessionId()
+	c.UserID, c.DeviceID, c.SessionID, c.InboxID = a.GetUserId(), a.GetDeviceId(), a.GetSessionId(), a.GetInboxId()
 	if o.TrackStatus {
 		c.pos.mu.Lock()
 		c.pos.tracker = NewStatusTracker(c.UserID)

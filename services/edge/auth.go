@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/server/auth"
+	"github.com/parleychat/parley/pkg/server/membership"
 	"github.com/parleychat/parley/pkg/wire"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -110,7 +111,8 @@ func (c *conn) authenticate(ctx context.Context) bool {
 		c.svc.log.Warn("edge: presence did not take the session yet; live pushes miss it until a report is taken, and its resume waits for that", "user", c.user)
 	}
 	c.send(&clientv1.ServerFrame{RequestId: frame.GetRequestId(), Frame: &clientv1.ServerFrame_Authenticated{
-		Authenticated: &clientv1.Authenticated{UserId: c.user, DeviceId: c.device, SessionId: c.session, TokenExpires: timestamppb.New(id.Expires)},
+		Authenticated: &clientv1.Authenticated{UserId: c.user, DeviceId: c.device, SessionId: c.session, TokenExpires: timestamppb.New(id.Expires),
+			InboxId: membership.InboxID(c.user)},
 	}})
 	// Armed after authenticated is queued, so a token_expiring for a
 	// token that is nearly spent follows it.

@@ -59,6 +59,11 @@ var handlers = table(
 	on(listBlocks),
 	on(command(setFlags, flagsSet)),
 
+	on(command(requestContact, contactStatus)), // contacts.go
+	on(command(respondContact, contactStatus)),
+	on(command(cancelContact, contactStatus)),
+	on(listContacts),
+
 	on(getHistory), // history.go
 )
 

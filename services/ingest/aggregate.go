@@ -50,6 +50,9 @@ type conversation struct {
 	reactions   map[reactionKey]uint64
 	// flags are each user's own muted and pinned flags (flags.go).
 	flags map[string]*chatv1.ConversationFlags
+	// contact is, for a direct conversation, the pair's contact state
+	// (contacts.go).
+	contact pairContact
 }
 
 type deviceKey struct{ user, device string }
@@ -98,6 +101,15 @@ func replay(convs map[string]*conversation, rec *logv1.EventRecord) {
 		if c := convs[f.GetConversationId()]; c != nil {
 			c.applyFlags(f)
 		}
+		return
+	}
+	if r := rec.GetContact(); r != nil {
+		c := convs[r.GetConversationId()]
+		if c == nil {
+			c = newConversation(r.GetConversationId())
+			convs[c.id] = c
+		}
+		c.applyContact(r)
 		return
 	}
 	if b := rec.GetBlock(); b != nil {
@@ -149,6 +161,10 @@ func decide(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, 
 		return nil, out
 	}
 	f := familyOf(cmd)
+	if f != nil && f.decideMore != nil {
+		// decideCommand's to decide: it may yield several records.
+		return reject(chatv1.ErrorCode_ERROR_CODE_INTERNAL, "command needs decideCommand")
+	}
 	if f != nil && f.state {
 		return f.decideState(convs, cmd, out, now)
 	}

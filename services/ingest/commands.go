@@ -27,6 +27,36 @@ type family struct {
 	// but for registering a conversation being created: the event is
 	// folded in by the caller once it has its seq.
 	decideEvent func(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, ev *chatv1.Event) verdict
+	// decideMore decides a command whose decision may log several
+	// records or hand commands on to other conversations (contacts,
+	// inboxes); see decideCommand.
+	decideMore func(convs map[string]*conversation, cmd *logv1.Command, out *logv1.Outcome, now time.Time) decision
+	// internal families are written by the sequencer alone: ingest
+	// refuses them at Submit.
+	internal bool
+}
+
+// decision is everything one command yields: the records to log, the
+// commands it hands on (produced in the same transaction, decided later
+// by their own conversations' sequencer), and the outcome.
+type decision struct {
+	recs    []*logv1.EventRecord
+	derived []*logv1.Command
+	out     *logv1.Outcome
+}
+
+// decideCommand decides one command (see decide), for every family.
+func decideCommand(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, now time.Time) decision {
+	if f := familyOf(cmd); f != nil && f.decideMore != nil {
+		out := &logv1.Outcome{CommandId: cmd.GetCommandId(), ConversationId: cmd.GetConversationId(), ClientMsgId: cmd.GetClientMsgId()}
+		return f.decideMore(convs, cmd, out, now)
+	}
+	rec, out := decide(convs, cmd, maxMembers, now)
+	d := decision{out: out}
+	if rec != nil {
+		d.recs = []*logv1.EventRecord{rec}
+	}
+	return d
 }
 
 // familyOf is the one place that names each command's family. A new kind
@@ -43,6 +73,10 @@ func familyOf(cmd *logv1.Command) *family {
 		return &flagFamily
 	case *logv1.Command_Block:
 		return &blockFamily
+	case *logv1.Command_ContactRequest, *logv1.Command_ContactResponse, *logv1.Command_ContactCancel:
+		return &contactFamily
+	case *logv1.Command_InboxDeliver:
+		return &inboxFamily
 	case *logv1.Command_CreateConversation:
 		return &createFamily
 	case *logv1.Command_AddMember, *logv1.Command_RemoveMember, *logv1.Command_Leave, *logv1.Command_SetRole,
@@ -73,6 +107,10 @@ var (
 	blockFamily = family{state: true, prepare: prepareBlock, decideState: func(convs map[string]*conversation, cmd *logv1.Command, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
 		return decideBlock(convs, cmd, cmd.GetBlock(), out, now)
 	}}
+	// contacts: contacts.go.
+	contactFamily = family{state: true, prepare: prepareContact, decideMore: decideContact}
+	// inbox items: inbox.go.
+	inboxFamily = family{internal: true, decideMore: decideInbox}
 	// creates: conversations.go.
 	createFamily = family{prepare: prepareCreate, decideEvent: decideCreate}
 	// membership and administration: groups.go.

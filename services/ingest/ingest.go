@@ -423,6 +423,9 @@ func Prepare(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 	if f == nil {
 		return invalid, "command has no known body"
 	}
+	if f.internal {
+		return chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "only Parley writes this command"
+	}
 	if f.state {
 		// State, not history: no seq, so no client message id either.
 		cmd.ClientMsgId = ""

@@ -291,6 +291,9 @@ func decideMessage(c *conversation, cmd *logv1.Command, ev *chatv1.Event) verdic
 	if !c.exists() || (!system && !c.isMember(cmd.GetUserId())) {
 		return notFound
 	}
+	if c.kind() == chatv1.ConversationKind_CONVERSATION_KIND_INBOX {
+		return refuse(chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "only Parley writes to an inbox")
+	}
 	switch cmd.GetBody().(type) {
 	case *logv1.Command_PostMessage, *logv1.Command_EditMessage:
 		if system {

@@ -131,7 +131,7 @@ func NewSequencer(conn []kgo.Opt, instanceID string, maxMembers int, log *slog.L
 		kgo.BlockRebalanceOnPoll(),
 		kgo.OnPartitionsRevoked(drop),
 		kgo.OnPartitionsLost(drop),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.RecordPartitioner(commandPartitions()),
 	)...), extra...)
 	sess, err := kgo.NewGroupTransactSession(s.opts...)
 	if err != nil {
@@ -363,13 +363,17 @@ func (s *Sequencer) decideAll(ctx context.Context, fetches kgo.Fetches) ([]*kgo.
 				s.decided(dctx, span, cmd, outcome)
 				continue
 			}
-			rec, outcome := decide(convs, cmd, s.maxMembers, now)
-			if rec != nil {
+			d := decideCommand(convs, cmd, s.maxMembers, now)
+			for _, rec := range d.recs {
 				out = append(out, s.record(dctx, topics.Events, r, rec))
 				if s.sequenced != nil && rec.GetEvent() != nil {
 					s.accepted = append(s.accepted, cmd.GetSubmitTime().AsTime())
 				}
 			}
+			for _, next := range d.derived {
+				out = append(out, s.handOn(dctx, next))
+			}
+			outcome := d.out
 			out = append(out, s.record(dctx, topics.Outcomes, r, outcome))
 			s.decided(dctx, span, cmd, outcome)
 		}
@@ -389,6 +393,35 @@ func (s *Sequencer) record(ctx context.Context, topic string, cmd *kgo.Record, m
 		tracing.Inject(ctx, r)
 	}
 	return r
+}
+
+// handOn addresses a command a decision hands on to the commands topic,
+// keyed by its conversation and placed by the key as ingest's producer
+// places it (see commandPartitions), carrying ctx's span context.
+func (s *Sequencer) handOn(ctx context.Context, cmd *logv1.Command) *kgo.Record {
+	v, err := proto.Marshal(cmd)
+	if err != nil {
+		panic(fmt.Sprintf("marshal %T: %v", cmd, err)) // only fails on invalid UTF-8 we validated away
+	}
+	r := &kgo.Record{Topic: topics.Commands, Key: []byte(cmd.GetConversationId()), Value: v}
+	if s.traced {
+		tracing.Inject(ctx, r)
+	}
+	return r
+}
+
+// commandPartitions places the sequencer's records: those it hands on to
+// the commands topic by their key, as ingest's producer does (murmur2,
+// Kafka's own), so a conversation's commands all reach one partition;
+// everything else at the partition the record names, its command's.
+func commandPartitions() kgo.Partitioner {
+	return kgo.BasicConsistentPartitioner(func(topic string) func(*kgo.Record, int) int {
+		if topic == topics.Commands {
+			byKey := kgo.StickyKeyPartitioner(nil).ForTopic(topic)
+			return byKey.Partition
+		}
+		return func(r *kgo.Record, _ int) int { return int(r.Partition) }
+	})
 }
 
 // partition returns the aggregates of a command partition, rebuilding them

@@ -100,6 +100,21 @@ func TestReplayIntoCassandra(t *testing.T) {
 	_, err = a2.SetPinned(ctx, direct, true)
 	must("pin", err)
 	must("block", cc.Block(ctx, alice))
+	// Contacts: one accepted, one declined; their items reach the three
+	// inboxes (waited for, so live persistence holds them before the
+	// log's end is taken).
+	_, err = a.RequestContact(ctx, bob)
+	must("request", err)
+	_, err = b.RespondContact(ctx, alice, true)
+	must("accept", err)
+	_, err = b.RequestContact(ctx, carol)
+	must("request", err)
+	_, err = cc.RespondContact(ctx, bob, false)
+	must("decline", err)
+	for cl, last := range map[*sdk.Client]uint64{a: 3, b: 4, cc: 3} {
+		waitExists(t, ctx, cl, cl.InboxID)
+		catchUp(t, ctx, cl, cl.InboxID, 0, last)
+	}
 
 	// Live persistence must have taken everything up to the log's end.
 	topicstest.WaitCommittedPast(t, s.kafka(), persistence.Group, topics.Events, from, 60*time.Second)

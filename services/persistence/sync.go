@@ -79,3 +79,15 @@ func (s *Service) Blocks(ctx context.Context, req *persistencev1.BlocksRequest) 
 	}
 	return &persistencev1.BlocksResponse{BlockedIds: ids}, nil
 }
+
+// Contacts implements PersistenceService: the user's own contact list.
+func (s *Service) Contacts(ctx context.Context, req *persistencev1.ContactsRequest) (*persistencev1.ContactsResponse, error) {
+	if req.GetUserId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "user_id is required")
+	}
+	contacts, err := s.store.Contacts(ctx, req.GetUserId())
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	return &persistencev1.ContactsResponse{Contacts: contacts}, nil
+}

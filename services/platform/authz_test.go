@@ -278,6 +278,21 @@ func authzRows() []authzRow {
 		{frame: "list_blocks", what: "their own", want: cells(ok, ok), build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
 			return &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_ListBlocks{ListBlocks: &clientv1.ListBlocks{}}}
 		}},
+		{frame: "request_contact", what: "zed", want: cells(ok, ok), build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
+			return &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_RequestContact{RequestContact: &clientv1.RequestContact{UserId: "zed"}}}
+		}},
+		{frame: "request_contact", what: "alice, who blocks dave", want: cells(ok, ok, colBlocked, "BLOCKED"), build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
+			return &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_RequestContact{RequestContact: &clientv1.RequestContact{UserId: "alice"}}}
+		}},
+		{frame: "respond_contact", what: "zed, who asked nobody", want: cells(notFound, notFound), build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
+			return &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_RespondContact{RespondContact: &clientv1.RespondContact{UserId: "zed", Accept: true}}}
+		}},
+		{frame: "cancel_contact", what: "zed", want: cells(ok, ok), build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
+			return &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_CancelContact{CancelContact: &clientv1.CancelContact{UserId: "zed"}}}
+		}},
+		{frame: "list_contacts", what: "their own", want: cells(ok, ok), build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
+			return &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_ListContacts{ListContacts: &clientv1.ListContacts{}}}
+		}},
 	}
 }
 

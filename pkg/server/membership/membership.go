@@ -9,6 +9,8 @@ package membership
 import (
 	"slices"
 
+	"github.com/google/uuid"
+
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 )
 
@@ -111,4 +113,15 @@ func setIn(ids []string, user string, in bool) []string {
 		return slices.Delete(ids, i, i+1)
 	}
 	return ids
+}
+
+// inboxNamespace derives inbox ids from their owners.
+var inboxNamespace = uuid.MustParse("0b8f6a3e-2f43-4c1e-9a57-5d2f0f1c7e64")
+
+// InboxID is the id of user's inbox (CONVERSATION_KIND_INBOX): a UUIDv5 of
+// the user, so the sequencer that hands an item to it, and the edge that
+// tells the user where it is, agree without asking anyone. No client can
+// create a conversation of that id: theirs must be UUIDv7.
+func InboxID(user string) string {
+	return uuid.NewSHA1(inboxNamespace, []byte(user)).String()
 }

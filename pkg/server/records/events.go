@@ -18,8 +18,8 @@ import (
 const (
 	// ReasonUndecodable: the value is not an EventRecord.
 	ReasonUndecodable = "undecodable"
-	// ReasonEmpty: the record holds neither an event, a receipt, a block
-	// nor flags.
+	// ReasonEmpty: the record holds neither an event, a receipt, a block,
+	// flags nor a contact change.
 	ReasonEmpty = "empty"
 	// ReasonInvalid: it decodes, but no sequencer writes it (an event
 	// without conversation id or seq, a receipt without conversation or
@@ -46,12 +46,14 @@ func DecodeEventRecord(value []byte) (*logv1.EventRecord, error) {
 	if err := proto.Unmarshal(value, rec); err != nil {
 		return nil, &BadRecord{ReasonUndecodable, err}
 	}
-	ev, rc, bl, fl := rec.GetEvent(), rec.GetReceipt(), rec.GetBlock(), rec.GetFlags()
-	switch n := count(ev != nil, rc != nil, bl != nil, fl != nil); {
+	ev, rc, bl, fl, ct := rec.GetEvent(), rec.GetReceipt(), rec.GetBlock(), rec.GetFlags(), rec.GetContact()
+	switch n := count(ev != nil, rc != nil, bl != nil, fl != nil, ct != nil); {
 	case n == 0:
-		return nil, &BadRecord{ReasonEmpty, errors.New("neither event nor receipt nor block nor flags")}
+		return nil, &BadRecord{ReasonEmpty, errors.New("neither event nor receipt nor block nor flags nor contact")}
 	case n > 1:
-		return nil, &BadRecord{ReasonInvalid, errors.New("more than one of event, receipt, block and flags")}
+		return nil, &BadRecord{ReasonInvalid, errors.New("more than one of event, receipt, block, flags and contact")}
+	case ct != nil && (ct.GetConversationId() == "" || ct.GetActorId() == "" || ct.GetOtherId() == ""):
+		return nil, &BadRecord{ReasonInvalid, errors.New("contact change without conversation, actor or other id")}
 	case fl != nil && (fl.GetConversationId() == "" || fl.GetUserId() == "" || fl.GetVersion() == 0):
 		return nil, &BadRecord{ReasonInvalid, errors.New("flags without conversation id, user id or version")}
 	case bl != nil && (bl.GetConversationId() == "" || bl.GetBlockerId() == "" || bl.GetBlockedId() == "" || bl.GetTime() == nil):
@@ -60,10 +62,14 @@ func DecodeEventRecord(value []byte) (*logv1.EventRecord, error) {
 		return nil, &BadRecord{ReasonInvalid, errors.New("block without conversation, blocker or blocked id, or time")}
 	case ev != nil && (ev.GetConversationId() == "" || ev.GetSeq() == 0):
 		return nil, &BadRecord{ReasonInvalid, fmt.Errorf("event %q without conversation id or seq", ev.GetEventId())}
+	case ev.GetContactUpdated() != nil && (ev.GetContactUpdated().GetOwnerId() == "" || ev.GetContactUpdated().GetUserId() == ""):
+		// The stores key the owner's contact list by both.
+		return nil, &BadRecord{ReasonInvalid, fmt.Errorf("inbox item %q without its owner or user id", ev.GetEventId())}
 	case rc != nil && (rc.GetConversationId() == "" || rc.GetUserId() == ""):
 		return nil, &BadRecord{ReasonInvalid, errors.New("receipt without conversation or user id")}
 	case hasNUL(ev.GetConversationId(), ev.GetSenderId(), ev.GetSenderDeviceId(), rc.GetConversationId(), rc.GetUserId(), rc.GetDeviceId(),
-		fl.GetConversationId(), fl.GetUserId(), bl.GetBlockerId(), bl.GetBlockedId()):
+		fl.GetConversationId(), fl.GetUserId(), bl.GetBlockerId(), bl.GetBlockedId(),
+		ct.GetConversationId(), ct.GetActorId(), ct.GetOtherId(), ev.GetContactUpdated().GetOwnerId(), ev.GetContactUpdated().GetUserId()):
 		// Ingest never lets one through, and stores that build keys from
 		// ids (Pebble) use NUL as the separator.
 		return nil, &BadRecord{ReasonInvalid, errors.New("an id holds a NUL byte")}

@@ -18,6 +18,13 @@ func ev(conv string, seq uint64) *chatv1.Event {
 	return &chatv1.Event{ConversationId: conv, Seq: seq}
 }
 
+// contactItem is an inbox item of owner's about user.
+func contactItem(owner, user string) *chatv1.Event {
+	e := ev("inbox", 2)
+	e.Body = &chatv1.Event_ContactUpdated{ContactUpdated: &chatv1.ContactUpdated{OwnerId: owner, UserId: user}}
+	return e
+}
+
 func TestDecodeEventRecord(t *testing.T) {
 	marshal := func(r *logv1.EventRecord) []byte {
 		b, err := proto.Marshal(r)
@@ -46,6 +53,15 @@ func TestDecodeEventRecord(t *testing.T) {
 		{"flags without user", marshal(&logv1.EventRecord{Flags: &chatv1.ConversationFlags{ConversationId: "c", Version: 1}}), ReasonInvalid},
 		{"flags without version", marshal(&logv1.EventRecord{Flags: &chatv1.ConversationFlags{ConversationId: "c", UserId: "u"}}), ReasonInvalid},
 		{"flags with a NUL", marshal(&logv1.EventRecord{Flags: &chatv1.ConversationFlags{ConversationId: "c", UserId: "u\x00v", Version: 1}}), ReasonInvalid},
+		{"contact change", marshal(&logv1.EventRecord{Contact: &logv1.ContactChange{ConversationId: "c", ActorId: "u", OtherId: "v", Time: timestamppb.Now()}}), ""},
+		{"contact change without other", marshal(&logv1.EventRecord{Contact: &logv1.ContactChange{ConversationId: "c", ActorId: "u"}}), ReasonInvalid},
+		{"contact change and block", marshal(&logv1.EventRecord{Contact: &logv1.ContactChange{ConversationId: "c", ActorId: "u", OtherId: "v"},
+			Block: &logv1.BlockChange{ConversationId: "c", BlockerId: "u", BlockedId: "v", Time: timestamppb.Now()}}), ReasonInvalid},
+		{"contact change with a NUL", marshal(&logv1.EventRecord{Contact: &logv1.ContactChange{ConversationId: "c", ActorId: "u\x00", OtherId: "v"}}), ReasonInvalid},
+		{"inbox item", marshal(&logv1.EventRecord{Event: contactItem("u", "v")}), ""},
+		{"inbox item without owner", marshal(&logv1.EventRecord{Event: contactItem("", "v")}), ReasonInvalid},
+		{"inbox item without user", marshal(&logv1.EventRecord{Event: contactItem("u", "")}), ReasonInvalid},
+		{"inbox item with a NUL", marshal(&logv1.EventRecord{Event: contactItem("u", "v\x00")}), ReasonInvalid},
 		{"garbage", []byte{0xff, 0xff, 0xff}, ReasonUndecodable},
 		{"empty value", nil, ReasonEmpty},
 		{"recipients only", marshal(&logv1.EventRecord{RecipientIds: []string{"u"}}), ReasonEmpty},

@@ -57,7 +57,8 @@ type Store interface {
 	// changed again, never as unchanged when it did change). It returns nil
 	// only once the records are durable.
 	//
-	// A record holds an event, a receipt (see ApplyReceipt), a block or
+	// A record holds an event, a receipt (see ApplyReceipt), a contact
+	// change (nothing to store: see Contacts), a block or
 	// unblock (shown to the blocker alone by Blocks; the latest wins, see
 	// NewerBlock) or a user's conversation flags (the highest version
 	// wins; see NewerFlags). An event also moves its sender's read
@@ -90,6 +91,14 @@ type Store interface {
 	// latest block record (see NewerBlock) blocks them. A user who blocks
 	// nobody has an empty list, not an error.
 	Blocks(ctx context.Context, blockerID string) ([]string, error)
+	// Contacts lists the user's contact list in user id order: for each
+	// other user, the state of the ContactUpdated item of the user's
+	// inbox (CONVERSATION_KIND_INBOX) with the highest seq that names
+	// them, with that seq and the item's time, leaving out those whose
+	// state is none. Apply folds it from those items (a ContactChange
+	// record, the pair's own, changes nothing here). A user without any
+	// has an empty list, not an error.
+	Contacts(ctx context.Context, userID string) ([]*chatv1.Contact, error)
 	// Close releases the store.
 	Close() error
 }

@@ -84,6 +84,7 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 	}
 	var convs []*convWrites
 	var blocks blockWrites
+	var contacts contactWrites
 	byID := map[string]*convWrites{}
 	writes := func(conv string) *convWrites {
 		w := byID[conv]
@@ -106,6 +107,10 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 				return fmt.Errorf("apply block of %s by %s: time %v not after 1970, no write timestamp", bl.GetBlockedId(), bl.GetBlockerId(), bl.GetTime().AsTime())
 			}
 			blocks.add(bl)
+			continue
+		case rec.GetContact() != nil && ev == nil && r == nil:
+			// The pair's own record is the sequencer's; each user's
+			// contact list is folded from the items of their inbox.
 			continue
 		case f != nil && ev == nil && r == nil:
 			conv, user := f.GetConversationId(), f.GetUserId()
@@ -161,12 +166,18 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 			}
 			w.states = append(w.states, st)
 		}
+		if u := ev.GetContactUpdated(); u != nil {
+			if u.GetOwnerId() == "" || u.GetUserId() == "" {
+				return fmt.Errorf("apply contact item %s/%d: missing owner or user id", conv, seq)
+			}
+			contacts.add(ev)
+		}
 		if u := ev.GetSenderId(); u != "" {
 			// What you post you have, and have read.
 			w.move(u, ev.GetSenderDeviceId(), &chatv1.Receipt{DeliveredSeq: seq, ReadSeq: seq})
 		}
 	}
-	if len(convs) == 0 && len(blocks.order) == 0 {
+	if len(convs) == 0 && len(blocks.order) == 0 && len(contacts.order) == 0 {
 		return nil
 	}
 
@@ -175,6 +186,7 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 	// Blocks belong to no conversation's view, so they may land with the
 	// events.
 	s.writeBlocks(gctx, g, &blocks)
+	s.writeContacts(gctx, g, &contacts)
 	for _, w := range convs {
 		s.writeEvents(gctx, g, w)
 		s.writeStates(gctx, g, w)

@@ -237,7 +237,7 @@ func TestMigrateIdempotent(t *testing.T) {
 	}
 	slices.Sort(tables)
 	want := []string{"conversation_flags", "conversations", "conversations_by_user", "device_positions", "history_events", "members_by_conversation",
-		"reactions", "read_positions", "read_positions_by_conversation", "schema_migrations", "store_settings", "user_blocks"}
+		"reactions", "read_positions", "read_positions_by_conversation", "schema_migrations", "store_settings", "user_blocks", "user_contacts"}
 	if !slices.Equal(tables, want) {
 		t.Fatalf("tables = %v, want %v", tables, want)
 	}

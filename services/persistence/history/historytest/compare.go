@@ -15,8 +15,8 @@ import (
 // conversation list (every entry, with its preview, unread count and
 // flags, in order), and for every conversation listed its summary, its
 // whole history paged forward as that user reads it (messages as they
-// are now, reactions with the user's own) and its receipts; and whom
-// each user blocks. It returns
+// are now, reactions with the user's own) and its receipts; whom each
+// user blocks; and each user's contact list. It returns
 // nil when they agree, else an error naming the first difference with a
 // diff of the two renderings. Lists longer than history.MaxLimit are
 // compared up to it.
@@ -26,6 +26,14 @@ import (
 // rebuilt one), on any backend.
 func Compare(ctx context.Context, want, got history.Store, users []string) error {
 	for _, u := range users {
+		wc, werr := want.Contacts(ctx, u)
+		gc, gerr := got.Contacts(ctx, u)
+		if err := errors.Join(werr, gerr); err != nil {
+			return fmt.Errorf("contacts of %s: %w", u, err)
+		}
+		if err := sameList(fmt.Sprintf("%s's contacts", u), wc, gc); err != nil {
+			return err
+		}
 		wl, err := want.Conversations(ctx, u, history.ListQuery{Limit: history.MaxLimit})
 		if err != nil {
 			return fmt.Errorf("list %s's conversations in the first store: %w", u, err)

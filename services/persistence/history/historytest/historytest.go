@@ -685,6 +685,7 @@ func Run(t *testing.T, newStore Factory) {
 	runMessages(t, open)
 	runFlags(t, open)
 	runBlocks(t, open)
+	runContacts(t, open)
 }
 
 // ClockFactory returns an empty store that reads the time from now; the

@@ -26,6 +26,7 @@ func TestCompareFindsEachKindOfDifference(t *testing.T) {
 		historytest.Receipt(c, "bob", "b1", 4, 4),
 		historytest.Flags(c, "bob", 1, true, false),
 	}
+	log = append(log, historytest.Inbox("alice", []string{"bob"}, []chatv1.ContactState{chatv1.ContactState_CONTACT_STATE_OUTGOING})...)
 	users := []string{"alice", "bob"}
 	open := func(recs ...*logv1.EventRecord) *pebblestore.Store {
 		s, err := pebblestore.Open("", pebblestore.InMemory())
@@ -47,6 +48,7 @@ func TestCompareFindsEachKindOfDifference(t *testing.T) {
 		3: "alice's conversation list", // the edit (its preview, seq, read position)
 		4: "receipts of c",             // the read position (alice, compared first, sees it there)
 		5: "bob's conversation list",   // the flags
+		7: "alice's contacts",          // the inbox item (compared before the list it is in)
 	} {
 		without := append(append([]*logv1.EventRecord(nil), log[:i]...), log[i+1:]...)
 		err := historytest.Compare(ctx, full, open(without...), users)

@@ -38,6 +38,11 @@ func (a *applier) event(ev *chatv1.Event) error {
 	if err := a.messageState(conv, ev); err != nil {
 		return err
 	}
+	if u := ev.GetContactUpdated(); u != nil {
+		if err := a.contact(ev, u); err != nil {
+			return err
+		}
+	}
 	joined, left, changed := history.Summarize(sum, ev)
 	if changed {
 		a.changed[conv] = true

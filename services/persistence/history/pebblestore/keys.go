@@ -18,6 +18,7 @@ import (
 //	x 0 <conversation> 0 <seq> <emoji> 0 <user>      -> seq that set it (8 bytes), present (1 byte)
 //	f 0 <user> 0 <conversation>                      -> flags version (8), muted (1), pinned (1), changed-at (8)
 //	b 0 <blocker> 0 <blocked>                        -> block stamp (8), blocked (1)
+//	n 0 <owner> 0 <user>                             -> inbox seq (8), contact state (1), time in Unix µs (8)
 //
 // The original message event is never rewritten by what happens to it
 // later (m, k and x keys hold that), so applying the message again, as a
@@ -29,7 +30,9 @@ import (
 // A b key stays when its block is lifted (blocked 0): its stamp (see
 // history.NewerBlock) is what keeps an older record, applied again, from
 // bringing the block back. Keyed by blocker, a user's blocks are one range
-// scan.
+// scan. An n key is the owner's contact entry for another user, folded
+// from the owner's inbox items (the highest seq wins); one of state none
+// stays, for the same reason as a lifted block.
 //
 // Numbers are big endian; a changed-at is the store's clock in Unix
 // nanoseconds when Apply changed the summary (t), moved the user's read
@@ -50,6 +53,7 @@ const (
 	prefixReaction     = 'x'
 	prefixFlags        = 'f'
 	prefixBlock        = 'b'
+	prefixContact      = 'n'
 )
 
 func eventKey(conv string, seq uint64) []byte {
@@ -119,5 +123,10 @@ func flagsKey(user, conv string) []byte {
 
 func blockPrefix(blocker string) []byte {
 	k := append([]byte{prefixBlock, 0}, blocker...)
+	return append(k, 0)
+}
+
+func contactPrefix(owner string) []byte {
+	k := append([]byte{prefixContact, 0}, owner...)
 	return append(k, 0)
 }

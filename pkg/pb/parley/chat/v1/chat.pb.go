@@ -41,6 +41,12 @@ const (
 	// member is a follower who reads. A public channel may be followed by
 	// anyone; a private one is joined by invite.
 	ConversationKind_CONVERSATION_KIND_CHANNEL ConversationKind = 3
+	// INBOX is a user's own stream of what is addressed to them as a person
+	// rather than to a conversation (contact requests and their answers).
+	// Its only member is its owner; only Parley writes to it, so nobody
+	// posts, edits or reacts in it, but it is listed, paged, marked read and
+	// resumed like any conversation. Its id is Authenticated.inbox_id.
+	ConversationKind_CONVERSATION_KIND_INBOX ConversationKind = 4
 )
 
 // Enum value maps for ConversationKind.
@@ -50,12 +56,14 @@ var (
 		1: "CONVERSATION_KIND_DIRECT",
 		2: "CONVERSATION_KIND_GROUP",
 		3: "CONVERSATION_KIND_CHANNEL",
+		4: "CONVERSATION_KIND_INBOX",
 	}
 	ConversationKind_value = map[string]int32{
 		"CONVERSATION_KIND_UNSPECIFIED": 0,
 		"CONVERSATION_KIND_DIRECT":      1,
 		"CONVERSATION_KIND_GROUP":       2,
 		"CONVERSATION_KIND_CHANNEL":     3,
+		"CONVERSATION_KIND_INBOX":       4,
 	}
 )
 
@@ -293,6 +301,127 @@ func (ErrorCode) EnumDescriptor() ([]byte, []int) {
 	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{2}
 }
 
+// ContactState is where a pair of users stands, as one of them sees it.
+type ContactState int32
+
+const (
+	// UNSPECIFIED is none: no request either way, or one that ended
+	// (cancelled, declined by this user, or a contact removed).
+	ContactState_CONTACT_STATE_UNSPECIFIED ContactState = 0
+	// OUTGOING: this user asked the other and waits. A request the other
+	// declined stays OUTGOING for the asker: a decline is never told.
+	ContactState_CONTACT_STATE_OUTGOING ContactState = 1
+	// INCOMING: the other asked this user, who may accept or decline.
+	ContactState_CONTACT_STATE_INCOMING ContactState = 2
+	// CONTACT: either accepted the other's request.
+	ContactState_CONTACT_STATE_CONTACT ContactState = 3
+)
+
+// Enum value maps for ContactState.
+var (
+	ContactState_name = map[int32]string{
+		0: "CONTACT_STATE_UNSPECIFIED",
+		1: "CONTACT_STATE_OUTGOING",
+		2: "CONTACT_STATE_INCOMING",
+		3: "CONTACT_STATE_CONTACT",
+	}
+	ContactState_value = map[string]int32{
+		"CONTACT_STATE_UNSPECIFIED": 0,
+		"CONTACT_STATE_OUTGOING":    1,
+		"CONTACT_STATE_INCOMING":    2,
+		"CONTACT_STATE_CONTACT":     3,
+	}
+)
+
+func (x ContactState) Enum() *ContactState {
+	p := new(ContactState)
+	*p = x
+	return p
+}
+
+func (x ContactState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ContactState) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_chat_v1_chat_proto_enumTypes[3].Descriptor()
+}
+
+func (ContactState) Type() protoreflect.EnumType {
+	return &file_parley_chat_v1_chat_proto_enumTypes[3]
+}
+
+func (x ContactState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ContactState.Descriptor instead.
+func (ContactState) EnumDescriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{3}
+}
+
+// ContactAction is what changed a pair's contact state.
+type ContactAction int32
+
+const (
+	ContactAction_CONTACT_ACTION_UNSPECIFIED ContactAction = 0
+	ContactAction_CONTACT_ACTION_REQUESTED   ContactAction = 1
+	// ACCEPTED: the request was accepted, or both asked each other.
+	ContactAction_CONTACT_ACTION_ACCEPTED ContactAction = 2
+	ContactAction_CONTACT_ACTION_DECLINED ContactAction = 3
+	// CANCELLED: the asker withdrew the request.
+	ContactAction_CONTACT_ACTION_CANCELLED ContactAction = 4
+	// REMOVED: one of two contacts ended it.
+	ContactAction_CONTACT_ACTION_REMOVED ContactAction = 5
+)
+
+// Enum value maps for ContactAction.
+var (
+	ContactAction_name = map[int32]string{
+		0: "CONTACT_ACTION_UNSPECIFIED",
+		1: "CONTACT_ACTION_REQUESTED",
+		2: "CONTACT_ACTION_ACCEPTED",
+		3: "CONTACT_ACTION_DECLINED",
+		4: "CONTACT_ACTION_CANCELLED",
+		5: "CONTACT_ACTION_REMOVED",
+	}
+	ContactAction_value = map[string]int32{
+		"CONTACT_ACTION_UNSPECIFIED": 0,
+		"CONTACT_ACTION_REQUESTED":   1,
+		"CONTACT_ACTION_ACCEPTED":    2,
+		"CONTACT_ACTION_DECLINED":    3,
+		"CONTACT_ACTION_CANCELLED":   4,
+		"CONTACT_ACTION_REMOVED":     5,
+	}
+)
+
+func (x ContactAction) Enum() *ContactAction {
+	p := new(ContactAction)
+	*p = x
+	return p
+}
+
+func (x ContactAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ContactAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_chat_v1_chat_proto_enumTypes[4].Descriptor()
+}
+
+func (ContactAction) Type() protoreflect.EnumType {
+	return &file_parley_chat_v1_chat_proto_enumTypes[4]
+}
+
+func (x ContactAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ContactAction.Descriptor instead.
+func (ContactAction) EnumDescriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{4}
+}
+
 // AttachmentKind says how a client should present an attachment.
 type AttachmentKind int32
 
@@ -333,11 +462,11 @@ func (x AttachmentKind) String() string {
 }
 
 func (AttachmentKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_parley_chat_v1_chat_proto_enumTypes[3].Descriptor()
+	return file_parley_chat_v1_chat_proto_enumTypes[5].Descriptor()
 }
 
 func (AttachmentKind) Type() protoreflect.EnumType {
-	return &file_parley_chat_v1_chat_proto_enumTypes[3]
+	return &file_parley_chat_v1_chat_proto_enumTypes[5]
 }
 
 func (x AttachmentKind) Number() protoreflect.EnumNumber {
@@ -346,7 +475,7 @@ func (x AttachmentKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AttachmentKind.Descriptor instead.
 func (AttachmentKind) EnumDescriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{3}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{5}
 }
 
 // MessageKind is what the latest message of a conversation holds, for its
@@ -387,11 +516,11 @@ func (x MessageKind) String() string {
 }
 
 func (MessageKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_parley_chat_v1_chat_proto_enumTypes[4].Descriptor()
+	return file_parley_chat_v1_chat_proto_enumTypes[6].Descriptor()
 }
 
 func (MessageKind) Type() protoreflect.EnumType {
-	return &file_parley_chat_v1_chat_proto_enumTypes[4]
+	return &file_parley_chat_v1_chat_proto_enumTypes[6]
 }
 
 func (x MessageKind) Number() protoreflect.EnumNumber {
@@ -400,7 +529,7 @@ func (x MessageKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MessageKind.Descriptor instead.
 func (MessageKind) EnumDescriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{4}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{6}
 }
 
 // PresenceState is what others see of a user.
@@ -443,11 +572,11 @@ func (x PresenceState) String() string {
 }
 
 func (PresenceState) Descriptor() protoreflect.EnumDescriptor {
-	return file_parley_chat_v1_chat_proto_enumTypes[5].Descriptor()
+	return file_parley_chat_v1_chat_proto_enumTypes[7].Descriptor()
 }
 
 func (PresenceState) Type() protoreflect.EnumType {
-	return &file_parley_chat_v1_chat_proto_enumTypes[5]
+	return &file_parley_chat_v1_chat_proto_enumTypes[7]
 }
 
 func (x PresenceState) Number() protoreflect.EnumNumber {
@@ -456,7 +585,7 @@ func (x PresenceState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PresenceState.Descriptor instead.
 func (PresenceState) EnumDescriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{5}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{7}
 }
 
 // Event is one entry of a conversation's log. seq is contiguous per
@@ -491,6 +620,7 @@ type Event struct {
 	//	*Event_MessageDeleted
 	//	*Event_ReactionAdded
 	//	*Event_ReactionRemoved
+	//	*Event_ContactUpdated
 	Body          isEvent_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -726,6 +856,15 @@ func (x *Event) GetReactionRemoved() *ReactionRemoved {
 	return nil
 }
 
+func (x *Event) GetContactUpdated() *ContactUpdated {
+	if x != nil {
+		if x, ok := x.Body.(*Event_ContactUpdated); ok {
+			return x.ContactUpdated
+		}
+	}
+	return nil
+}
+
 type isEvent_Body interface {
 	isEvent_Body()
 }
@@ -794,6 +933,10 @@ type Event_ReactionRemoved struct {
 	ReactionRemoved *ReactionRemoved `protobuf:"bytes,43,opt,name=reaction_removed,json=reactionRemoved,proto3,oneof"`
 }
 
+type Event_ContactUpdated struct {
+	ContactUpdated *ContactUpdated `protobuf:"bytes,50,opt,name=contact_updated,json=contactUpdated,proto3,oneof"`
+}
+
 func (*Event_ConversationCreated) isEvent_Body() {}
 
 func (*Event_MemberAdded) isEvent_Body() {}
@@ -826,6 +969,162 @@ func (*Event_ReactionAdded) isEvent_Body() {}
 
 func (*Event_ReactionRemoved) isEvent_Body() {}
 
+func (*Event_ContactUpdated) isEvent_Body() {}
+
+// ContactUpdated is an inbox event: the contact state between the inbox's
+// owner and user_id changed. Parley writes it, so it has no sender:
+// outgoing says which of the two acted.
+type ContactUpdated struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// user_id is the other user of the pair.
+	UserId string        `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Action ContactAction `protobuf:"varint,2,opt,name=action,proto3,enum=parley.chat.v1.ContactAction" json:"action,omitempty"`
+	// outgoing: the inbox's owner acted; otherwise user_id did.
+	Outgoing bool `protobuf:"varint,3,opt,name=outgoing,proto3" json:"outgoing,omitempty"`
+	// state is the owner's view of the pair after the change.
+	State ContactState `protobuf:"varint,4,opt,name=state,proto3,enum=parley.chat.v1.ContactState" json:"state,omitempty"`
+	// owner_id is the inbox's owner, so a store folds the contact list
+	// from the event alone.
+	OwnerId       string `protobuf:"bytes,5,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContactUpdated) Reset() {
+	*x = ContactUpdated{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContactUpdated) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContactUpdated) ProtoMessage() {}
+
+func (x *ContactUpdated) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContactUpdated.ProtoReflect.Descriptor instead.
+func (*ContactUpdated) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ContactUpdated) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ContactUpdated) GetAction() ContactAction {
+	if x != nil {
+		return x.Action
+	}
+	return ContactAction_CONTACT_ACTION_UNSPECIFIED
+}
+
+func (x *ContactUpdated) GetOutgoing() bool {
+	if x != nil {
+		return x.Outgoing
+	}
+	return false
+}
+
+func (x *ContactUpdated) GetState() ContactState {
+	if x != nil {
+		return x.State
+	}
+	return ContactState_CONTACT_STATE_UNSPECIFIED
+}
+
+func (x *ContactUpdated) GetOwnerId() string {
+	if x != nil {
+		return x.OwnerId
+	}
+	return ""
+}
+
+// Contact is one entry of a user's contact list: another user and where
+// the pair stands, with the inbox seq of the event that set it.
+type Contact struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	State         ContactState           `protobuf:"varint,2,opt,name=state,proto3,enum=parley.chat.v1.ContactState" json:"state,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	InboxSeq      uint64                 `protobuf:"varint,4,opt,name=inbox_seq,json=inboxSeq,proto3" json:"inbox_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Contact) Reset() {
+	*x = Contact{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Contact) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Contact) ProtoMessage() {}
+
+func (x *Contact) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Contact.ProtoReflect.Descriptor instead.
+func (*Contact) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Contact) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Contact) GetState() ContactState {
+	if x != nil {
+		return x.State
+	}
+	return ContactState_CONTACT_STATE_UNSPECIFIED
+}
+
+func (x *Contact) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *Contact) GetInboxSeq() uint64 {
+	if x != nil {
+		return x.InboxSeq
+	}
+	return 0
+}
+
 // ConversationCreated is always seq 1.
 type ConversationCreated struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -842,7 +1141,7 @@ type ConversationCreated struct {
 
 func (x *ConversationCreated) Reset() {
 	*x = ConversationCreated{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[1]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +1153,7 @@ func (x *ConversationCreated) String() string {
 func (*ConversationCreated) ProtoMessage() {}
 
 func (x *ConversationCreated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[1]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +1166,7 @@ func (x *ConversationCreated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationCreated.ProtoReflect.Descriptor instead.
 func (*ConversationCreated) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{1}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ConversationCreated) GetKind() ConversationKind {
@@ -908,7 +1207,7 @@ type MemberAdded struct {
 
 func (x *MemberAdded) Reset() {
 	*x = MemberAdded{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[2]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -920,7 +1219,7 @@ func (x *MemberAdded) String() string {
 func (*MemberAdded) ProtoMessage() {}
 
 func (x *MemberAdded) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[2]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -933,7 +1232,7 @@ func (x *MemberAdded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberAdded.ProtoReflect.Descriptor instead.
 func (*MemberAdded) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{2}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *MemberAdded) GetUserId() string {
@@ -955,7 +1254,7 @@ type MemberRemoved struct {
 
 func (x *MemberRemoved) Reset() {
 	*x = MemberRemoved{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[3]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1266,7 @@ func (x *MemberRemoved) String() string {
 func (*MemberRemoved) ProtoMessage() {}
 
 func (x *MemberRemoved) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[3]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1279,7 @@ func (x *MemberRemoved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRemoved.ProtoReflect.Descriptor instead.
 func (*MemberRemoved) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{3}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MemberRemoved) GetUserId() string {
@@ -1001,7 +1300,7 @@ type MemberLeft struct {
 
 func (x *MemberLeft) Reset() {
 	*x = MemberLeft{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[4]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1312,7 @@ func (x *MemberLeft) String() string {
 func (*MemberLeft) ProtoMessage() {}
 
 func (x *MemberLeft) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[4]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1325,7 @@ func (x *MemberLeft) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberLeft.ProtoReflect.Descriptor instead.
 func (*MemberLeft) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{4}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MemberLeft) GetUserId() string {
@@ -1048,7 +1347,7 @@ type RoleChanged struct {
 
 func (x *RoleChanged) Reset() {
 	*x = RoleChanged{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1359,7 @@ func (x *RoleChanged) String() string {
 func (*RoleChanged) ProtoMessage() {}
 
 func (x *RoleChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1372,7 @@ func (x *RoleChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleChanged.ProtoReflect.Descriptor instead.
 func (*RoleChanged) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{5}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RoleChanged) GetUserId() string {
@@ -1101,7 +1400,7 @@ type OwnershipTransferred struct {
 
 func (x *OwnershipTransferred) Reset() {
 	*x = OwnershipTransferred{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1113,7 +1412,7 @@ func (x *OwnershipTransferred) String() string {
 func (*OwnershipTransferred) ProtoMessage() {}
 
 func (x *OwnershipTransferred) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1126,7 +1425,7 @@ func (x *OwnershipTransferred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnershipTransferred.ProtoReflect.Descriptor instead.
 func (*OwnershipTransferred) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{6}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *OwnershipTransferred) GetNewOwnerId() string {
@@ -1148,7 +1447,7 @@ type MemberMuted struct {
 
 func (x *MemberMuted) Reset() {
 	*x = MemberMuted{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[7]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1459,7 @@ func (x *MemberMuted) String() string {
 func (*MemberMuted) ProtoMessage() {}
 
 func (x *MemberMuted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[7]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1472,7 @@ func (x *MemberMuted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberMuted.ProtoReflect.Descriptor instead.
 func (*MemberMuted) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{7}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *MemberMuted) GetUserId() string {
@@ -1200,7 +1499,7 @@ type ConversationRenamed struct {
 
 func (x *ConversationRenamed) Reset() {
 	*x = ConversationRenamed{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[8]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1511,7 @@ func (x *ConversationRenamed) String() string {
 func (*ConversationRenamed) ProtoMessage() {}
 
 func (x *ConversationRenamed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[8]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,7 +1524,7 @@ func (x *ConversationRenamed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationRenamed.ProtoReflect.Descriptor instead.
 func (*ConversationRenamed) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{8}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ConversationRenamed) GetTitle() string {
@@ -1246,7 +1545,7 @@ type InviteCreated struct {
 
 func (x *InviteCreated) Reset() {
 	*x = InviteCreated{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[9]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1557,7 @@ func (x *InviteCreated) String() string {
 func (*InviteCreated) ProtoMessage() {}
 
 func (x *InviteCreated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[9]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1570,7 @@ func (x *InviteCreated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InviteCreated.ProtoReflect.Descriptor instead.
 func (*InviteCreated) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{9}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *InviteCreated) GetCode() string {
@@ -1291,7 +1590,7 @@ type InviteRevoked struct {
 
 func (x *InviteRevoked) Reset() {
 	*x = InviteRevoked{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[10]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1303,7 +1602,7 @@ func (x *InviteRevoked) String() string {
 func (*InviteRevoked) ProtoMessage() {}
 
 func (x *InviteRevoked) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[10]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1316,7 +1615,7 @@ func (x *InviteRevoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InviteRevoked.ProtoReflect.Descriptor instead.
 func (*InviteRevoked) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{10}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *InviteRevoked) GetCode() string {
@@ -1338,7 +1637,7 @@ type MemberJoined struct {
 
 func (x *MemberJoined) Reset() {
 	*x = MemberJoined{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[11]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1649,7 @@ func (x *MemberJoined) String() string {
 func (*MemberJoined) ProtoMessage() {}
 
 func (x *MemberJoined) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[11]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1662,7 @@ func (x *MemberJoined) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberJoined.ProtoReflect.Descriptor instead.
 func (*MemberJoined) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{11}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MemberJoined) GetUserId() string {
@@ -1418,7 +1717,7 @@ type MessagePosted struct {
 
 func (x *MessagePosted) Reset() {
 	*x = MessagePosted{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[12]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1430,7 +1729,7 @@ func (x *MessagePosted) String() string {
 func (*MessagePosted) ProtoMessage() {}
 
 func (x *MessagePosted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[12]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1443,7 +1742,7 @@ func (x *MessagePosted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessagePosted.ProtoReflect.Descriptor instead.
 func (*MessagePosted) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{12}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MessagePosted) GetText() string {
@@ -1543,7 +1842,7 @@ type Attachment struct {
 
 func (x *Attachment) Reset() {
 	*x = Attachment{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[13]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1555,7 +1854,7 @@ func (x *Attachment) String() string {
 func (*Attachment) ProtoMessage() {}
 
 func (x *Attachment) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[13]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1568,7 +1867,7 @@ func (x *Attachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attachment.ProtoReflect.Descriptor instead.
 func (*Attachment) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{13}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Attachment) GetKind() AttachmentKind {
@@ -1634,7 +1933,7 @@ type ContactCard struct {
 
 func (x *ContactCard) Reset() {
 	*x = ContactCard{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[14]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +1945,7 @@ func (x *ContactCard) String() string {
 func (*ContactCard) ProtoMessage() {}
 
 func (x *ContactCard) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[14]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +1958,7 @@ func (x *ContactCard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactCard.ProtoReflect.Descriptor instead.
 func (*ContactCard) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{14}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ContactCard) GetDisplayName() string {
@@ -1706,7 +2005,7 @@ type LinkSpan struct {
 
 func (x *LinkSpan) Reset() {
 	*x = LinkSpan{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[15]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1718,7 +2017,7 @@ func (x *LinkSpan) String() string {
 func (*LinkSpan) ProtoMessage() {}
 
 func (x *LinkSpan) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[15]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1731,7 +2030,7 @@ func (x *LinkSpan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkSpan.ProtoReflect.Descriptor instead.
 func (*LinkSpan) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{15}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LinkSpan) GetStart() uint32 {
@@ -1768,7 +2067,7 @@ type ReactionCount struct {
 
 func (x *ReactionCount) Reset() {
 	*x = ReactionCount{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[16]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1780,7 +2079,7 @@ func (x *ReactionCount) String() string {
 func (*ReactionCount) ProtoMessage() {}
 
 func (x *ReactionCount) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[16]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1793,7 +2092,7 @@ func (x *ReactionCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReactionCount.ProtoReflect.Descriptor instead.
 func (*ReactionCount) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{16}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReactionCount) GetEmoji() string {
@@ -1834,7 +2133,7 @@ type MessageEdited struct {
 
 func (x *MessageEdited) Reset() {
 	*x = MessageEdited{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[17]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1846,7 +2145,7 @@ func (x *MessageEdited) String() string {
 func (*MessageEdited) ProtoMessage() {}
 
 func (x *MessageEdited) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[17]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1859,7 +2158,7 @@ func (x *MessageEdited) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageEdited.ProtoReflect.Descriptor instead.
 func (*MessageEdited) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{17}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MessageEdited) GetTargetSeq() uint64 {
@@ -1910,7 +2209,7 @@ type MessageDeleted struct {
 
 func (x *MessageDeleted) Reset() {
 	*x = MessageDeleted{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[18]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +2221,7 @@ func (x *MessageDeleted) String() string {
 func (*MessageDeleted) ProtoMessage() {}
 
 func (x *MessageDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[18]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2234,7 @@ func (x *MessageDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageDeleted.ProtoReflect.Descriptor instead.
 func (*MessageDeleted) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{18}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MessageDeleted) GetTargetSeq() uint64 {
@@ -1963,7 +2262,7 @@ type ReactionAdded struct {
 
 func (x *ReactionAdded) Reset() {
 	*x = ReactionAdded{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[19]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1975,7 +2274,7 @@ func (x *ReactionAdded) String() string {
 func (*ReactionAdded) ProtoMessage() {}
 
 func (x *ReactionAdded) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[19]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1988,7 +2287,7 @@ func (x *ReactionAdded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReactionAdded.ProtoReflect.Descriptor instead.
 func (*ReactionAdded) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{19}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReactionAdded) GetTargetSeq() uint64 {
@@ -2016,7 +2315,7 @@ type ReactionRemoved struct {
 
 func (x *ReactionRemoved) Reset() {
 	*x = ReactionRemoved{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[20]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2028,7 +2327,7 @@ func (x *ReactionRemoved) String() string {
 func (*ReactionRemoved) ProtoMessage() {}
 
 func (x *ReactionRemoved) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[20]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2041,7 +2340,7 @@ func (x *ReactionRemoved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReactionRemoved.ProtoReflect.Descriptor instead.
 func (*ReactionRemoved) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{20}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReactionRemoved) GetTargetSeq() uint64 {
@@ -2106,7 +2405,7 @@ type Conversation struct {
 
 func (x *Conversation) Reset() {
 	*x = Conversation{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[21]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2118,7 +2417,7 @@ func (x *Conversation) String() string {
 func (*Conversation) ProtoMessage() {}
 
 func (x *Conversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[21]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2131,7 +2430,7 @@ func (x *Conversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conversation.ProtoReflect.Descriptor instead.
 func (*Conversation) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{21}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Conversation) GetConversationId() string {
@@ -2284,7 +2583,7 @@ type ConversationFlags struct {
 
 func (x *ConversationFlags) Reset() {
 	*x = ConversationFlags{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[22]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2296,7 +2595,7 @@ func (x *ConversationFlags) String() string {
 func (*ConversationFlags) ProtoMessage() {}
 
 func (x *ConversationFlags) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[22]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2309,7 +2608,7 @@ func (x *ConversationFlags) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationFlags.ProtoReflect.Descriptor instead.
 func (*ConversationFlags) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{22}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ConversationFlags) GetConversationId() string {
@@ -2366,7 +2665,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[23]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2378,7 +2677,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[23]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2391,7 +2690,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{23}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Presence) GetUserId() string {
@@ -2432,7 +2731,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[24]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2444,7 +2743,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[24]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2457,7 +2756,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{24}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Typing) GetConversationId() string {
@@ -2513,7 +2812,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[25]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2525,7 +2824,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[25]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2538,7 +2837,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{25}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Receipt) GetConversationId() string {
@@ -2587,7 +2886,7 @@ var File_parley_chat_v1_chat_proto protoreflect.FileDescriptor
 
 const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\n" +
-	"\x19parley/chat/v1/chat.proto\x12\x0eparley.chat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\v\n" +
+	"\x19parley/chat/v1/chat.proto\x12\x0eparley.chat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\v\n" +
 	"\x05Event\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x19\n" +
@@ -2613,8 +2912,20 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\x0emessage_edited\x18( \x01(\v2\x1d.parley.chat.v1.MessageEditedH\x00R\rmessageEdited\x12I\n" +
 	"\x0fmessage_deleted\x18) \x01(\v2\x1e.parley.chat.v1.MessageDeletedH\x00R\x0emessageDeleted\x12F\n" +
 	"\x0ereaction_added\x18* \x01(\v2\x1d.parley.chat.v1.ReactionAddedH\x00R\rreactionAdded\x12L\n" +
-	"\x10reaction_removed\x18+ \x01(\v2\x1f.parley.chat.v1.ReactionRemovedH\x00R\x0freactionRemovedB\x06\n" +
-	"\x04body\"\x98\x01\n" +
+	"\x10reaction_removed\x18+ \x01(\v2\x1f.parley.chat.v1.ReactionRemovedH\x00R\x0freactionRemoved\x12I\n" +
+	"\x0fcontact_updated\x182 \x01(\v2\x1e.parley.chat.v1.ContactUpdatedH\x00R\x0econtactUpdatedB\x06\n" +
+	"\x04body\"\xcb\x01\n" +
+	"\x0eContactUpdated\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x125\n" +
+	"\x06action\x18\x02 \x01(\x0e2\x1d.parley.chat.v1.ContactActionR\x06action\x12\x1a\n" +
+	"\boutgoing\x18\x03 \x01(\bR\boutgoing\x122\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x1c.parley.chat.v1.ContactStateR\x05state\x12\x19\n" +
+	"\bowner_id\x18\x05 \x01(\tR\aownerId\"\xa5\x01\n" +
+	"\aContact\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x122\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1c.parley.chat.v1.ContactStateR\x05state\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x1b\n" +
+	"\tinbox_seq\x18\x04 \x01(\x04R\binboxSeq\"\x98\x01\n" +
 	"\x13ConversationCreated\x124\n" +
 	"\x04kind\x18\x01 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x14\n" +
 	"\x05title\x18\x02 \x01(\tR\x05title\x12\x1d\n" +
@@ -2750,12 +3061,13 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x12#\n" +
 	"\rdelivered_seq\x18\x04 \x01(\x04R\fdeliveredSeq\x12\x19\n" +
 	"\bread_seq\x18\x05 \x01(\x04R\areadSeq\x12.\n" +
-	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time*\x8f\x01\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time*\xac\x01\n" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONVERSATION_KIND_DIRECT\x10\x01\x12\x1b\n" +
 	"\x17CONVERSATION_KIND_GROUP\x10\x02\x12\x1d\n" +
-	"\x19CONVERSATION_KIND_CHANNEL\x10\x03*o\n" +
+	"\x19CONVERSATION_KIND_CHANNEL\x10\x03\x12\x1b\n" +
+	"\x17CONVERSATION_KIND_INBOX\x10\x04*o\n" +
 	"\n" +
 	"MemberRole\x12\x1b\n" +
 	"\x17MEMBER_ROLE_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -2787,7 +3099,19 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\x15ERROR_CODE_NOT_AUTHOR\x10\x16\x12\x1a\n" +
 	"\x16ERROR_CODE_INVALID_URL\x10\x17\x12!\n" +
 	"\x1dERROR_CODE_MENTION_NOT_MEMBER\x10\x18\x12\x1d\n" +
-	"\x19ERROR_CODE_EVENTS_MISSING\x10\x19*\x9c\x01\n" +
+	"\x19ERROR_CODE_EVENTS_MISSING\x10\x19*\x80\x01\n" +
+	"\fContactState\x12\x1d\n" +
+	"\x19CONTACT_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16CONTACT_STATE_OUTGOING\x10\x01\x12\x1a\n" +
+	"\x16CONTACT_STATE_INCOMING\x10\x02\x12\x19\n" +
+	"\x15CONTACT_STATE_CONTACT\x10\x03*\xc1\x01\n" +
+	"\rContactAction\x12\x1e\n" +
+	"\x1aCONTACT_ACTION_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18CONTACT_ACTION_REQUESTED\x10\x01\x12\x1b\n" +
+	"\x17CONTACT_ACTION_ACCEPTED\x10\x02\x12\x1b\n" +
+	"\x17CONTACT_ACTION_DECLINED\x10\x03\x12\x1c\n" +
+	"\x18CONTACT_ACTION_CANCELLED\x10\x04\x12\x1a\n" +
+	"\x16CONTACT_ACTION_REMOVED\x10\x05*\x9c\x01\n" +
 	"\x0eAttachmentKind\x12\x1f\n" +
 	"\x1bATTACHMENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ATTACHMENT_KIND_IMAGE\x10\x01\x12\x19\n" +
@@ -2817,82 +3141,91 @@ func file_parley_chat_v1_chat_proto_rawDescGZIP() []byte {
 	return file_parley_chat_v1_chat_proto_rawDescData
 }
 
-var file_parley_chat_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_parley_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_parley_chat_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_parley_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_parley_chat_v1_chat_proto_goTypes = []any{
 	(ConversationKind)(0),         // 0: parley.chat.v1.ConversationKind
 	(MemberRole)(0),               // 1: parley.chat.v1.MemberRole
 	(ErrorCode)(0),                // 2: parley.chat.v1.ErrorCode
-	(AttachmentKind)(0),           // 3: parley.chat.v1.AttachmentKind
-	(MessageKind)(0),              // 4: parley.chat.v1.MessageKind
-	(PresenceState)(0),            // 5: parley.chat.v1.PresenceState
-	(*Event)(nil),                 // 6: parley.chat.v1.Event
-	(*ConversationCreated)(nil),   // 7: parley.chat.v1.ConversationCreated
-	(*MemberAdded)(nil),           // 8: parley.chat.v1.MemberAdded
-	(*MemberRemoved)(nil),         // 9: parley.chat.v1.MemberRemoved
-	(*MemberLeft)(nil),            // 10: parley.chat.v1.MemberLeft
-	(*RoleChanged)(nil),           // 11: parley.chat.v1.RoleChanged
-	(*OwnershipTransferred)(nil),  // 12: parley.chat.v1.OwnershipTransferred
-	(*MemberMuted)(nil),           // 13: parley.chat.v1.MemberMuted
-	(*ConversationRenamed)(nil),   // 14: parley.chat.v1.ConversationRenamed
-	(*InviteCreated)(nil),         // 15: parley.chat.v1.InviteCreated
-	(*InviteRevoked)(nil),         // 16: parley.chat.v1.InviteRevoked
-	(*MemberJoined)(nil),          // 17: parley.chat.v1.MemberJoined
-	(*MessagePosted)(nil),         // 18: parley.chat.v1.MessagePosted
-	(*Attachment)(nil),            // 19: parley.chat.v1.Attachment
-	(*ContactCard)(nil),           // 20: parley.chat.v1.ContactCard
-	(*LinkSpan)(nil),              // 21: parley.chat.v1.LinkSpan
-	(*ReactionCount)(nil),         // 22: parley.chat.v1.ReactionCount
-	(*MessageEdited)(nil),         // 23: parley.chat.v1.MessageEdited
-	(*MessageDeleted)(nil),        // 24: parley.chat.v1.MessageDeleted
-	(*ReactionAdded)(nil),         // 25: parley.chat.v1.ReactionAdded
-	(*ReactionRemoved)(nil),       // 26: parley.chat.v1.ReactionRemoved
-	(*Conversation)(nil),          // 27: parley.chat.v1.Conversation
-	(*ConversationFlags)(nil),     // 28: parley.chat.v1.ConversationFlags
-	(*Presence)(nil),              // 29: parley.chat.v1.Presence
-	(*Typing)(nil),                // 30: parley.chat.v1.Typing
-	(*Receipt)(nil),               // 31: parley.chat.v1.Receipt
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(ContactState)(0),             // 3: parley.chat.v1.ContactState
+	(ContactAction)(0),            // 4: parley.chat.v1.ContactAction
+	(AttachmentKind)(0),           // 5: parley.chat.v1.AttachmentKind
+	(MessageKind)(0),              // 6: parley.chat.v1.MessageKind
+	(PresenceState)(0),            // 7: parley.chat.v1.PresenceState
+	(*Event)(nil),                 // 8: parley.chat.v1.Event
+	(*ContactUpdated)(nil),        // 9: parley.chat.v1.ContactUpdated
+	(*Contact)(nil),               // 10: parley.chat.v1.Contact
+	(*ConversationCreated)(nil),   // 11: parley.chat.v1.ConversationCreated
+	(*MemberAdded)(nil),           // 12: parley.chat.v1.MemberAdded
+	(*MemberRemoved)(nil),         // 13: parley.chat.v1.MemberRemoved
+	(*MemberLeft)(nil),            // 14: parley.chat.v1.MemberLeft
+	(*RoleChanged)(nil),           // 15: parley.chat.v1.RoleChanged
+	(*OwnershipTransferred)(nil),  // 16: parley.chat.v1.OwnershipTransferred
+	(*MemberMuted)(nil),           // 17: parley.chat.v1.MemberMuted
+	(*ConversationRenamed)(nil),   // 18: parley.chat.v1.ConversationRenamed
+	(*InviteCreated)(nil),         // 19: parley.chat.v1.InviteCreated
+	(*InviteRevoked)(nil),         // 20: parley.chat.v1.InviteRevoked
+	(*MemberJoined)(nil),          // 21: parley.chat.v1.MemberJoined
+	(*MessagePosted)(nil),         // 22: parley.chat.v1.MessagePosted
+	(*Attachment)(nil),            // 23: parley.chat.v1.Attachment
+	(*ContactCard)(nil),           // 24: parley.chat.v1.ContactCard
+	(*LinkSpan)(nil),              // 25: parley.chat.v1.LinkSpan
+	(*ReactionCount)(nil),         // 26: parley.chat.v1.ReactionCount
+	(*MessageEdited)(nil),         // 27: parley.chat.v1.MessageEdited
+	(*MessageDeleted)(nil),        // 28: parley.chat.v1.MessageDeleted
+	(*ReactionAdded)(nil),         // 29: parley.chat.v1.ReactionAdded
+	(*ReactionRemoved)(nil),       // 30: parley.chat.v1.ReactionRemoved
+	(*Conversation)(nil),          // 31: parley.chat.v1.Conversation
+	(*ConversationFlags)(nil),     // 32: parley.chat.v1.ConversationFlags
+	(*Presence)(nil),              // 33: parley.chat.v1.Presence
+	(*Typing)(nil),                // 34: parley.chat.v1.Typing
+	(*Receipt)(nil),               // 35: parley.chat.v1.Receipt
+	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
 }
 var file_parley_chat_v1_chat_proto_depIdxs = []int32{
-	32, // 0: parley.chat.v1.Event.time:type_name -> google.protobuf.Timestamp
-	7,  // 1: parley.chat.v1.Event.conversation_created:type_name -> parley.chat.v1.ConversationCreated
-	8,  // 2: parley.chat.v1.Event.member_added:type_name -> parley.chat.v1.MemberAdded
-	18, // 3: parley.chat.v1.Event.message_posted:type_name -> parley.chat.v1.MessagePosted
-	9,  // 4: parley.chat.v1.Event.member_removed:type_name -> parley.chat.v1.MemberRemoved
-	10, // 5: parley.chat.v1.Event.member_left:type_name -> parley.chat.v1.MemberLeft
-	11, // 6: parley.chat.v1.Event.role_changed:type_name -> parley.chat.v1.RoleChanged
-	12, // 7: parley.chat.v1.Event.ownership_transferred:type_name -> parley.chat.v1.OwnershipTransferred
-	13, // 8: parley.chat.v1.Event.member_muted:type_name -> parley.chat.v1.MemberMuted
-	14, // 9: parley.chat.v1.Event.conversation_renamed:type_name -> parley.chat.v1.ConversationRenamed
-	15, // 10: parley.chat.v1.Event.invite_created:type_name -> parley.chat.v1.InviteCreated
-	16, // 11: parley.chat.v1.Event.invite_revoked:type_name -> parley.chat.v1.InviteRevoked
-	17, // 12: parley.chat.v1.Event.member_joined:type_name -> parley.chat.v1.MemberJoined
-	23, // 13: parley.chat.v1.Event.message_edited:type_name -> parley.chat.v1.MessageEdited
-	24, // 14: parley.chat.v1.Event.message_deleted:type_name -> parley.chat.v1.MessageDeleted
-	25, // 15: parley.chat.v1.Event.reaction_added:type_name -> parley.chat.v1.ReactionAdded
-	26, // 16: parley.chat.v1.Event.reaction_removed:type_name -> parley.chat.v1.ReactionRemoved
-	0,  // 17: parley.chat.v1.ConversationCreated.kind:type_name -> parley.chat.v1.ConversationKind
-	1,  // 18: parley.chat.v1.RoleChanged.role:type_name -> parley.chat.v1.MemberRole
-	19, // 19: parley.chat.v1.MessagePosted.attachments:type_name -> parley.chat.v1.Attachment
-	20, // 20: parley.chat.v1.MessagePosted.contact:type_name -> parley.chat.v1.ContactCard
-	21, // 21: parley.chat.v1.MessagePosted.links:type_name -> parley.chat.v1.LinkSpan
-	32, // 22: parley.chat.v1.MessagePosted.edited_time:type_name -> google.protobuf.Timestamp
-	22, // 23: parley.chat.v1.MessagePosted.reactions:type_name -> parley.chat.v1.ReactionCount
-	3,  // 24: parley.chat.v1.Attachment.kind:type_name -> parley.chat.v1.AttachmentKind
-	21, // 25: parley.chat.v1.MessageEdited.links:type_name -> parley.chat.v1.LinkSpan
-	0,  // 26: parley.chat.v1.Conversation.kind:type_name -> parley.chat.v1.ConversationKind
-	32, // 27: parley.chat.v1.Conversation.last_activity:type_name -> google.protobuf.Timestamp
-	4,  // 28: parley.chat.v1.Conversation.last_message_kind:type_name -> parley.chat.v1.MessageKind
-	32, // 29: parley.chat.v1.ConversationFlags.time:type_name -> google.protobuf.Timestamp
-	5,  // 30: parley.chat.v1.Presence.state:type_name -> parley.chat.v1.PresenceState
-	32, // 31: parley.chat.v1.Presence.last_seen:type_name -> google.protobuf.Timestamp
-	32, // 32: parley.chat.v1.Receipt.time:type_name -> google.protobuf.Timestamp
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	36, // 0: parley.chat.v1.Event.time:type_name -> google.protobuf.Timestamp
+	11, // 1: parley.chat.v1.Event.conversation_created:type_name -> parley.chat.v1.ConversationCreated
+	12, // 2: parley.chat.v1.Event.member_added:type_name -> parley.chat.v1.MemberAdded
+	22, // 3: parley.chat.v1.Event.message_posted:type_name -> parley.chat.v1.MessagePosted
+	13, // 4: parley.chat.v1.Event.member_removed:type_name -> parley.chat.v1.MemberRemoved
+	14, // 5: parley.chat.v1.Event.member_left:type_name -> parley.chat.v1.MemberLeft
+	15, // 6: parley.chat.v1.Event.role_changed:type_name -> parley.chat.v1.RoleChanged
+	16, // 7: parley.chat.v1.Event.ownership_transferred:type_name -> parley.chat.v1.OwnershipTransferred
+	17, // 8: parley.chat.v1.Event.member_muted:type_name -> parley.chat.v1.MemberMuted
+	18, // 9: parley.chat.v1.Event.conversation_renamed:type_name -> parley.chat.v1.ConversationRenamed
+	19, // 10: parley.chat.v1.Event.invite_created:type_name -> parley.chat.v1.InviteCreated
+	20, // 11: parley.chat.v1.Event.invite_revoked:type_name -> parley.chat.v1.InviteRevoked
+	21, // 12: parley.chat.v1.Event.member_joined:type_name -> parley.chat.v1.MemberJoined
+	27, // 13: parley.chat.v1.Event.message_edited:type_name -> parley.chat.v1.MessageEdited
+	28, // 14: parley.chat.v1.Event.message_deleted:type_name -> parley.chat.v1.MessageDeleted
+	29, // 15: parley.chat.v1.Event.reaction_added:type_name -> parley.chat.v1.ReactionAdded
+	30, // 16: parley.chat.v1.Event.reaction_removed:type_name -> parley.chat.v1.ReactionRemoved
+	9,  // 17: parley.chat.v1.Event.contact_updated:type_name -> parley.chat.v1.ContactUpdated
+	4,  // 18: parley.chat.v1.ContactUpdated.action:type_name -> parley.chat.v1.ContactAction
+	3,  // 19: parley.chat.v1.ContactUpdated.state:type_name -> parley.chat.v1.ContactState
+	3,  // 20: parley.chat.v1.Contact.state:type_name -> parley.chat.v1.ContactState
+	36, // 21: parley.chat.v1.Contact.since:type_name -> google.protobuf.Timestamp
+	0,  // 22: parley.chat.v1.ConversationCreated.kind:type_name -> parley.chat.v1.ConversationKind
+	1,  // 23: parley.chat.v1.RoleChanged.role:type_name -> parley.chat.v1.MemberRole
+	23, // 24: parley.chat.v1.MessagePosted.attachments:type_name -> parley.chat.v1.Attachment
+	24, // 25: parley.chat.v1.MessagePosted.contact:type_name -> parley.chat.v1.ContactCard
+	25, // 26: parley.chat.v1.MessagePosted.links:type_name -> parley.chat.v1.LinkSpan
+	36, // 27: parley.chat.v1.MessagePosted.edited_time:type_name -> google.protobuf.Timestamp
+	26, // 28: parley.chat.v1.MessagePosted.reactions:type_name -> parley.chat.v1.ReactionCount
+	5,  // 29: parley.chat.v1.Attachment.kind:type_name -> parley.chat.v1.AttachmentKind
+	25, // 30: parley.chat.v1.MessageEdited.links:type_name -> parley.chat.v1.LinkSpan
+	0,  // 31: parley.chat.v1.Conversation.kind:type_name -> parley.chat.v1.ConversationKind
+	36, // 32: parley.chat.v1.Conversation.last_activity:type_name -> google.protobuf.Timestamp
+	6,  // 33: parley.chat.v1.Conversation.last_message_kind:type_name -> parley.chat.v1.MessageKind
+	36, // 34: parley.chat.v1.ConversationFlags.time:type_name -> google.protobuf.Timestamp
+	7,  // 35: parley.chat.v1.Presence.state:type_name -> parley.chat.v1.PresenceState
+	36, // 36: parley.chat.v1.Presence.last_seen:type_name -> google.protobuf.Timestamp
+	36, // 37: parley.chat.v1.Receipt.time:type_name -> google.protobuf.Timestamp
+	38, // [38:38] is the sub-list for method output_type
+	38, // [38:38] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_parley_chat_v1_chat_proto_init() }
@@ -2917,14 +3250,15 @@ func file_parley_chat_v1_chat_proto_init() {
 		(*Event_MessageDeleted)(nil),
 		(*Event_ReactionAdded)(nil),
 		(*Event_ReactionRemoved)(nil),
+		(*Event_ContactUpdated)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_chat_v1_chat_proto_rawDesc), len(file_parley_chat_v1_chat_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   26,
+			NumEnums:      8,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

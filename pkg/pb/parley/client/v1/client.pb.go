@@ -60,11 +60,15 @@ type ClientFrame struct {
 	//	*ClientFrame_Follow
 	//	*ClientFrame_BlockUser
 	//	*ClientFrame_UnblockUser
+	//	*ClientFrame_RequestContact
+	//	*ClientFrame_RespondContact
+	//	*ClientFrame_CancelContact
 	//	*ClientFrame_EditMessage
 	//	*ClientFrame_DeleteMessage
 	//	*ClientFrame_React
 	//	*ClientFrame_SetFlags
 	//	*ClientFrame_ListBlocks
+	//	*ClientFrame_ListContacts
 	//	*ClientFrame_RefreshToken
 	Frame         isClientFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
@@ -340,6 +344,33 @@ func (x *ClientFrame) GetUnblockUser() *UnblockUser {
 	return nil
 }
 
+func (x *ClientFrame) GetRequestContact() *RequestContact {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_RequestContact); ok {
+			return x.RequestContact
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetRespondContact() *RespondContact {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_RespondContact); ok {
+			return x.RespondContact
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetCancelContact() *CancelContact {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_CancelContact); ok {
+			return x.CancelContact
+		}
+	}
+	return nil
+}
+
 func (x *ClientFrame) GetEditMessage() *EditMessage {
 	if x != nil {
 		if x, ok := x.Frame.(*ClientFrame_EditMessage); ok {
@@ -380,6 +411,15 @@ func (x *ClientFrame) GetListBlocks() *ListBlocks {
 	if x != nil {
 		if x, ok := x.Frame.(*ClientFrame_ListBlocks); ok {
 			return x.ListBlocks
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetListContacts() *ListContacts {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_ListContacts); ok {
+			return x.ListContacts
 		}
 	}
 	return nil
@@ -498,6 +538,18 @@ type ClientFrame_UnblockUser struct {
 	UnblockUser *UnblockUser `protobuf:"bytes,41,opt,name=unblock_user,json=unblockUser,proto3,oneof"`
 }
 
+type ClientFrame_RequestContact struct {
+	RequestContact *RequestContact `protobuf:"bytes,42,opt,name=request_contact,json=requestContact,proto3,oneof"`
+}
+
+type ClientFrame_RespondContact struct {
+	RespondContact *RespondContact `protobuf:"bytes,43,opt,name=respond_contact,json=respondContact,proto3,oneof"`
+}
+
+type ClientFrame_CancelContact struct {
+	CancelContact *CancelContact `protobuf:"bytes,44,opt,name=cancel_contact,json=cancelContact,proto3,oneof"`
+}
+
 type ClientFrame_EditMessage struct {
 	EditMessage *EditMessage `protobuf:"bytes,50,opt,name=edit_message,json=editMessage,proto3,oneof"`
 }
@@ -516,6 +568,10 @@ type ClientFrame_SetFlags struct {
 
 type ClientFrame_ListBlocks struct {
 	ListBlocks *ListBlocks `protobuf:"bytes,70,opt,name=list_blocks,json=listBlocks,proto3,oneof"`
+}
+
+type ClientFrame_ListContacts struct {
+	ListContacts *ListContacts `protobuf:"bytes,71,opt,name=list_contacts,json=listContacts,proto3,oneof"`
 }
 
 type ClientFrame_RefreshToken struct {
@@ -572,6 +628,12 @@ func (*ClientFrame_BlockUser) isClientFrame_Frame() {}
 
 func (*ClientFrame_UnblockUser) isClientFrame_Frame() {}
 
+func (*ClientFrame_RequestContact) isClientFrame_Frame() {}
+
+func (*ClientFrame_RespondContact) isClientFrame_Frame() {}
+
+func (*ClientFrame_CancelContact) isClientFrame_Frame() {}
+
 func (*ClientFrame_EditMessage) isClientFrame_Frame() {}
 
 func (*ClientFrame_DeleteMessage) isClientFrame_Frame() {}
@@ -581,6 +643,8 @@ func (*ClientFrame_React) isClientFrame_Frame() {}
 func (*ClientFrame_SetFlags) isClientFrame_Frame() {}
 
 func (*ClientFrame_ListBlocks) isClientFrame_Frame() {}
+
+func (*ClientFrame_ListContacts) isClientFrame_Frame() {}
 
 func (*ClientFrame_RefreshToken) isClientFrame_Frame() {}
 
@@ -1982,6 +2046,193 @@ func (*ListBlocks) Descriptor() ([]byte, []int) {
 	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{22}
 }
 
+// RequestContact asks user_id to become a contact: the request waits in
+// their inbox (ContactUpdated) until they accept or decline it, and shows
+// in the asker's own inbox on their other devices. If user_id had asked
+// first, this accepts their request. Answered with ContactStatus. Refused
+// with BLOCKED if either blocks the other.
+type RequestContact struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestContact) Reset() {
+	*x = RequestContact{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestContact) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestContact) ProtoMessage() {}
+
+func (x *RequestContact) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestContact.ProtoReflect.Descriptor instead.
+func (*RequestContact) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RequestContact) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// RespondContact accepts or declines user_id's pending request (NOT_FOUND
+// if there is none). Accepting opens the direct conversation of the pair;
+// a decline is told to nobody but the decliner's own devices.
+type RespondContact struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Accept        bool                   `protobuf:"varint,2,opt,name=accept,proto3" json:"accept,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RespondContact) Reset() {
+	*x = RespondContact{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RespondContact) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RespondContact) ProtoMessage() {}
+
+func (x *RespondContact) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RespondContact.ProtoReflect.Descriptor instead.
+func (*RespondContact) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RespondContact) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *RespondContact) GetAccept() bool {
+	if x != nil {
+		return x.Accept
+	}
+	return false
+}
+
+// CancelContact withdraws the user's own request to user_id, or removes
+// user_id from the user's contacts.
+type CancelContact struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelContact) Reset() {
+	*x = CancelContact{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelContact) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelContact) ProtoMessage() {}
+
+func (x *CancelContact) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelContact.ProtoReflect.Descriptor instead.
+func (*CancelContact) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CancelContact) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// ListContacts lists the user's contacts and pending requests either way.
+type ListContacts struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListContacts) Reset() {
+	*x = ListContacts{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListContacts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListContacts) ProtoMessage() {}
+
+func (x *ListContacts) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListContacts.ProtoReflect.Descriptor instead.
+func (*ListContacts) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{26}
+}
+
 // AddMember adds a user to a group.
 type AddMember struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -1994,7 +2245,7 @@ type AddMember struct {
 
 func (x *AddMember) Reset() {
 	*x = AddMember{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[23]
+	mi := &file_parley_client_v1_client_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2006,7 +2257,7 @@ func (x *AddMember) String() string {
 func (*AddMember) ProtoMessage() {}
 
 func (x *AddMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[23]
+	mi := &file_parley_client_v1_client_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2019,7 +2270,7 @@ func (x *AddMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMember.ProtoReflect.Descriptor instead.
 func (*AddMember) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{23}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AddMember) GetConversationId() string {
@@ -2058,7 +2309,7 @@ type ListConversations struct {
 
 func (x *ListConversations) Reset() {
 	*x = ListConversations{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[24]
+	mi := &file_parley_client_v1_client_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2070,7 +2321,7 @@ func (x *ListConversations) String() string {
 func (*ListConversations) ProtoMessage() {}
 
 func (x *ListConversations) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[24]
+	mi := &file_parley_client_v1_client_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2083,7 +2334,7 @@ func (x *ListConversations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversations.ProtoReflect.Descriptor instead.
 func (*ListConversations) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{24}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListConversations) GetLimit() uint32 {
@@ -2115,7 +2366,7 @@ type Mark struct {
 
 func (x *Mark) Reset() {
 	*x = Mark{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[25]
+	mi := &file_parley_client_v1_client_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2127,7 +2378,7 @@ func (x *Mark) String() string {
 func (*Mark) ProtoMessage() {}
 
 func (x *Mark) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[25]
+	mi := &file_parley_client_v1_client_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2140,7 +2391,7 @@ func (x *Mark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mark.ProtoReflect.Descriptor instead.
 func (*Mark) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{25}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Mark) GetConversationId() string {
@@ -2178,7 +2429,7 @@ type SetTyping struct {
 
 func (x *SetTyping) Reset() {
 	*x = SetTyping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[26]
+	mi := &file_parley_client_v1_client_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2190,7 +2441,7 @@ func (x *SetTyping) String() string {
 func (*SetTyping) ProtoMessage() {}
 
 func (x *SetTyping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[26]
+	mi := &file_parley_client_v1_client_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2203,7 +2454,7 @@ func (x *SetTyping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTyping.ProtoReflect.Descriptor instead.
 func (*SetTyping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{26}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SetTyping) GetConversationId() string {
@@ -2232,7 +2483,7 @@ type GetPresence struct {
 
 func (x *GetPresence) Reset() {
 	*x = GetPresence{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[27]
+	mi := &file_parley_client_v1_client_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2244,7 +2495,7 @@ func (x *GetPresence) String() string {
 func (*GetPresence) ProtoMessage() {}
 
 func (x *GetPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[27]
+	mi := &file_parley_client_v1_client_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2257,7 +2508,7 @@ func (x *GetPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresence.ProtoReflect.Descriptor instead.
 func (*GetPresence) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{27}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetPresence) GetUserIds() []string {
@@ -2281,7 +2532,7 @@ type WatchPresence struct {
 
 func (x *WatchPresence) Reset() {
 	*x = WatchPresence{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[28]
+	mi := &file_parley_client_v1_client_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2293,7 +2544,7 @@ func (x *WatchPresence) String() string {
 func (*WatchPresence) ProtoMessage() {}
 
 func (x *WatchPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[28]
+	mi := &file_parley_client_v1_client_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2306,7 +2557,7 @@ func (x *WatchPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPresence.ProtoReflect.Descriptor instead.
 func (*WatchPresence) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{28}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WatchPresence) GetUserIds() []string {
@@ -2328,7 +2579,7 @@ type SetIdle struct {
 
 func (x *SetIdle) Reset() {
 	*x = SetIdle{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[29]
+	mi := &file_parley_client_v1_client_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2340,7 +2591,7 @@ func (x *SetIdle) String() string {
 func (*SetIdle) ProtoMessage() {}
 
 func (x *SetIdle) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[29]
+	mi := &file_parley_client_v1_client_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2353,7 +2604,7 @@ func (x *SetIdle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetIdle.ProtoReflect.Descriptor instead.
 func (*SetIdle) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{29}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SetIdle) GetIdle() bool {
@@ -2375,7 +2626,7 @@ type GetReceipts struct {
 
 func (x *GetReceipts) Reset() {
 	*x = GetReceipts{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[30]
+	mi := &file_parley_client_v1_client_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2387,7 +2638,7 @@ func (x *GetReceipts) String() string {
 func (*GetReceipts) ProtoMessage() {}
 
 func (x *GetReceipts) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[30]
+	mi := &file_parley_client_v1_client_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2400,7 +2651,7 @@ func (x *GetReceipts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReceipts.ProtoReflect.Descriptor instead.
 func (*GetReceipts) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{30}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetReceipts) GetConversationId() string {
@@ -2426,7 +2677,7 @@ type GetHistory struct {
 
 func (x *GetHistory) Reset() {
 	*x = GetHistory{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[31]
+	mi := &file_parley_client_v1_client_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2438,7 +2689,7 @@ func (x *GetHistory) String() string {
 func (*GetHistory) ProtoMessage() {}
 
 func (x *GetHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[31]
+	mi := &file_parley_client_v1_client_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2451,7 +2702,7 @@ func (x *GetHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistory.ProtoReflect.Descriptor instead.
 func (*GetHistory) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{31}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetHistory) GetConversationId() string {
@@ -2491,7 +2742,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[32]
+	mi := &file_parley_client_v1_client_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2503,7 +2754,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[32]
+	mi := &file_parley_client_v1_client_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2516,7 +2767,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{32}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{36}
 }
 
 // ServerFrame is every frame the server sends.
@@ -2538,8 +2789,10 @@ type ServerFrame struct {
 	//	*ServerFrame_Typing
 	//	*ServerFrame_Presence
 	//	*ServerFrame_BlockStatus
+	//	*ServerFrame_ContactStatus
 	//	*ServerFrame_Flags
 	//	*ServerFrame_Blocks
+	//	*ServerFrame_Contacts
 	//	*ServerFrame_TokenExpiring
 	//	*ServerFrame_TokenRefreshed
 	Frame         isServerFrame_Frame `protobuf_oneof:"frame"`
@@ -2549,7 +2802,7 @@ type ServerFrame struct {
 
 func (x *ServerFrame) Reset() {
 	*x = ServerFrame{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[33]
+	mi := &file_parley_client_v1_client_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2561,7 +2814,7 @@ func (x *ServerFrame) String() string {
 func (*ServerFrame) ProtoMessage() {}
 
 func (x *ServerFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[33]
+	mi := &file_parley_client_v1_client_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2574,7 +2827,7 @@ func (x *ServerFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerFrame.ProtoReflect.Descriptor instead.
 func (*ServerFrame) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{33}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ServerFrame) GetRequestId() string {
@@ -2699,6 +2952,15 @@ func (x *ServerFrame) GetBlockStatus() *BlockStatus {
 	return nil
 }
 
+func (x *ServerFrame) GetContactStatus() *ContactStatus {
+	if x != nil {
+		if x, ok := x.Frame.(*ServerFrame_ContactStatus); ok {
+			return x.ContactStatus
+		}
+	}
+	return nil
+}
+
 func (x *ServerFrame) GetFlags() *FlagsBatch {
 	if x != nil {
 		if x, ok := x.Frame.(*ServerFrame_Flags); ok {
@@ -2712,6 +2974,15 @@ func (x *ServerFrame) GetBlocks() *BlockList {
 	if x != nil {
 		if x, ok := x.Frame.(*ServerFrame_Blocks); ok {
 			return x.Blocks
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetContacts() *ContactList {
+	if x != nil {
+		if x, ok := x.Frame.(*ServerFrame_Contacts); ok {
+			return x.Contacts
 		}
 	}
 	return nil
@@ -2787,12 +3058,20 @@ type ServerFrame_BlockStatus struct {
 	BlockStatus *BlockStatus `protobuf:"bytes,30,opt,name=block_status,json=blockStatus,proto3,oneof"`
 }
 
+type ServerFrame_ContactStatus struct {
+	ContactStatus *ContactStatus `protobuf:"bytes,31,opt,name=contact_status,json=contactStatus,proto3,oneof"`
+}
+
 type ServerFrame_Flags struct {
 	Flags *FlagsBatch `protobuf:"bytes,60,opt,name=flags,proto3,oneof"`
 }
 
 type ServerFrame_Blocks struct {
 	Blocks *BlockList `protobuf:"bytes,70,opt,name=blocks,proto3,oneof"`
+}
+
+type ServerFrame_Contacts struct {
+	Contacts *ContactList `protobuf:"bytes,71,opt,name=contacts,proto3,oneof"`
 }
 
 type ServerFrame_TokenExpiring struct {
@@ -2827,9 +3106,13 @@ func (*ServerFrame_Presence) isServerFrame_Frame() {}
 
 func (*ServerFrame_BlockStatus) isServerFrame_Frame() {}
 
+func (*ServerFrame_ContactStatus) isServerFrame_Frame() {}
+
 func (*ServerFrame_Flags) isServerFrame_Frame() {}
 
 func (*ServerFrame_Blocks) isServerFrame_Frame() {}
+
+func (*ServerFrame_Contacts) isServerFrame_Frame() {}
 
 func (*ServerFrame_TokenExpiring) isServerFrame_Frame() {}
 
@@ -2848,7 +3131,7 @@ type TokenExpiring struct {
 
 func (x *TokenExpiring) Reset() {
 	*x = TokenExpiring{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[34]
+	mi := &file_parley_client_v1_client_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2860,7 +3143,7 @@ func (x *TokenExpiring) String() string {
 func (*TokenExpiring) ProtoMessage() {}
 
 func (x *TokenExpiring) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[34]
+	mi := &file_parley_client_v1_client_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2873,7 +3156,7 @@ func (x *TokenExpiring) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenExpiring.ProtoReflect.Descriptor instead.
 func (*TokenExpiring) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{34}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TokenExpiring) GetExpires() *timestamppb.Timestamp {
@@ -2894,7 +3177,7 @@ type TokenRefreshed struct {
 
 func (x *TokenRefreshed) Reset() {
 	*x = TokenRefreshed{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[35]
+	mi := &file_parley_client_v1_client_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2906,7 +3189,7 @@ func (x *TokenRefreshed) String() string {
 func (*TokenRefreshed) ProtoMessage() {}
 
 func (x *TokenRefreshed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[35]
+	mi := &file_parley_client_v1_client_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2919,7 +3202,7 @@ func (x *TokenRefreshed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRefreshed.ProtoReflect.Descriptor instead.
 func (*TokenRefreshed) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{35}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *TokenRefreshed) GetExpires() *timestamppb.Timestamp {
@@ -2941,7 +3224,7 @@ type BlockList struct {
 
 func (x *BlockList) Reset() {
 	*x = BlockList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[36]
+	mi := &file_parley_client_v1_client_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2953,7 +3236,7 @@ func (x *BlockList) String() string {
 func (*BlockList) ProtoMessage() {}
 
 func (x *BlockList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[36]
+	mi := &file_parley_client_v1_client_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2966,7 +3249,7 @@ func (x *BlockList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockList.ProtoReflect.Descriptor instead.
 func (*BlockList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{36}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *BlockList) GetUserIds() []string {
@@ -2988,7 +3271,7 @@ type FlagsBatch struct {
 
 func (x *FlagsBatch) Reset() {
 	*x = FlagsBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[37]
+	mi := &file_parley_client_v1_client_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3000,7 +3283,7 @@ func (x *FlagsBatch) String() string {
 func (*FlagsBatch) ProtoMessage() {}
 
 func (x *FlagsBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[37]
+	mi := &file_parley_client_v1_client_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3013,7 +3296,7 @@ func (x *FlagsBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlagsBatch.ProtoReflect.Descriptor instead.
 func (*FlagsBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{37}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *FlagsBatch) GetFlags() []*v1.ConversationFlags {
@@ -3035,7 +3318,7 @@ type BlockStatus struct {
 
 func (x *BlockStatus) Reset() {
 	*x = BlockStatus{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[38]
+	mi := &file_parley_client_v1_client_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3047,7 +3330,7 @@ func (x *BlockStatus) String() string {
 func (*BlockStatus) ProtoMessage() {}
 
 func (x *BlockStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[38]
+	mi := &file_parley_client_v1_client_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3060,7 +3343,7 @@ func (x *BlockStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockStatus.ProtoReflect.Descriptor instead.
 func (*BlockStatus) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{38}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *BlockStatus) GetUserId() string {
@@ -3075,6 +3358,106 @@ func (x *BlockStatus) GetBlocked() bool {
 		return x.Blocked
 	}
 	return false
+}
+
+// ContactStatus answers a contact command: the user's view of the pair
+// after it, changed or not.
+type ContactStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	State         v1.ContactState        `protobuf:"varint,2,opt,name=state,proto3,enum=parley.chat.v1.ContactState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContactStatus) Reset() {
+	*x = ContactStatus{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContactStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContactStatus) ProtoMessage() {}
+
+func (x *ContactStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContactStatus.ProtoReflect.Descriptor instead.
+func (*ContactStatus) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ContactStatus) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ContactStatus) GetState() v1.ContactState {
+	if x != nil {
+		return x.State
+	}
+	return v1.ContactState(0)
+}
+
+// ContactList answers ListContacts: every user with whom the pair's state is
+// not UNSPECIFIED (none), in user id order.
+type ContactList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Contacts      []*v1.Contact          `protobuf:"bytes,1,rep,name=contacts,proto3" json:"contacts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContactList) Reset() {
+	*x = ContactList{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContactList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContactList) ProtoMessage() {}
+
+func (x *ContactList) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContactList.ProtoReflect.Descriptor instead.
+func (*ContactList) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ContactList) GetContacts() []*v1.Contact {
+	if x != nil {
+		return x.Contacts
+	}
+	return nil
 }
 
 // Resumed ends the catch-up that Authenticate.resume asked for; its
@@ -3095,7 +3478,7 @@ type Resumed struct {
 
 func (x *Resumed) Reset() {
 	*x = Resumed{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[39]
+	mi := &file_parley_client_v1_client_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3107,7 +3490,7 @@ func (x *Resumed) String() string {
 func (*Resumed) ProtoMessage() {}
 
 func (x *Resumed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[39]
+	mi := &file_parley_client_v1_client_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3120,7 +3503,7 @@ func (x *Resumed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resumed.ProtoReflect.Descriptor instead.
 func (*Resumed) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{39}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Resumed) GetCaughtUp() []*Cursor {
@@ -3145,14 +3528,18 @@ type Authenticated struct {
 	SessionId string                 `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// token_expires is when the token expires: the connection is closed then
 	// unless RefreshToken extends it.
-	TokenExpires  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=token_expires,json=tokenExpires,proto3" json:"token_expires,omitempty"`
+	TokenExpires *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=token_expires,json=tokenExpires,proto3" json:"token_expires,omitempty"`
+	// inbox_id is the id of the user's inbox (CONVERSATION_KIND_INBOX). It
+	// exists once something was delivered to it; resume it like any other
+	// conversation.
+	InboxId       string `protobuf:"bytes,5,opt,name=inbox_id,json=inboxId,proto3" json:"inbox_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Authenticated) Reset() {
 	*x = Authenticated{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[40]
+	mi := &file_parley_client_v1_client_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3164,7 +3551,7 @@ func (x *Authenticated) String() string {
 func (*Authenticated) ProtoMessage() {}
 
 func (x *Authenticated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[40]
+	mi := &file_parley_client_v1_client_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3177,7 +3564,7 @@ func (x *Authenticated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authenticated.ProtoReflect.Descriptor instead.
 func (*Authenticated) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{40}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Authenticated) GetUserId() string {
@@ -3208,6 +3595,13 @@ func (x *Authenticated) GetTokenExpires() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Authenticated) GetInboxId() string {
+	if x != nil {
+		return x.InboxId
+	}
+	return ""
+}
+
 // Accepted means the command is durably in the log and has been sequenced.
 type Accepted struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -3223,7 +3617,7 @@ type Accepted struct {
 
 func (x *Accepted) Reset() {
 	*x = Accepted{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[41]
+	mi := &file_parley_client_v1_client_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3235,7 +3629,7 @@ func (x *Accepted) String() string {
 func (*Accepted) ProtoMessage() {}
 
 func (x *Accepted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[41]
+	mi := &file_parley_client_v1_client_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3248,7 +3642,7 @@ func (x *Accepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accepted.ProtoReflect.Descriptor instead.
 func (*Accepted) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{41}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Accepted) GetClientMsgId() string {
@@ -3290,7 +3684,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[42]
+	mi := &file_parley_client_v1_client_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3302,7 +3696,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[42]
+	mi := &file_parley_client_v1_client_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3315,7 +3709,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{42}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *EventBatch) GetEvents() []*v1.Event {
@@ -3337,7 +3731,7 @@ type ConversationList struct {
 
 func (x *ConversationList) Reset() {
 	*x = ConversationList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[43]
+	mi := &file_parley_client_v1_client_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3349,7 +3743,7 @@ func (x *ConversationList) String() string {
 func (*ConversationList) ProtoMessage() {}
 
 func (x *ConversationList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[43]
+	mi := &file_parley_client_v1_client_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3362,7 +3756,7 @@ func (x *ConversationList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationList.ProtoReflect.Descriptor instead.
 func (*ConversationList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{43}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ConversationList) GetConversations() []*v1.Conversation {
@@ -3390,7 +3784,7 @@ type TypingBatch struct {
 
 func (x *TypingBatch) Reset() {
 	*x = TypingBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[44]
+	mi := &file_parley_client_v1_client_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3402,7 +3796,7 @@ func (x *TypingBatch) String() string {
 func (*TypingBatch) ProtoMessage() {}
 
 func (x *TypingBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[44]
+	mi := &file_parley_client_v1_client_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3415,7 +3809,7 @@ func (x *TypingBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingBatch.ProtoReflect.Descriptor instead.
 func (*TypingBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{44}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *TypingBatch) GetTyping() []*v1.Typing {
@@ -3436,7 +3830,7 @@ type PresenceList struct {
 
 func (x *PresenceList) Reset() {
 	*x = PresenceList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[45]
+	mi := &file_parley_client_v1_client_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3448,7 +3842,7 @@ func (x *PresenceList) String() string {
 func (*PresenceList) ProtoMessage() {}
 
 func (x *PresenceList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[45]
+	mi := &file_parley_client_v1_client_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3461,7 +3855,7 @@ func (x *PresenceList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceList.ProtoReflect.Descriptor instead.
 func (*PresenceList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{45}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PresenceList) GetPresence() []*v1.Presence {
@@ -3482,7 +3876,7 @@ type ReceiptBatch struct {
 
 func (x *ReceiptBatch) Reset() {
 	*x = ReceiptBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[46]
+	mi := &file_parley_client_v1_client_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3494,7 +3888,7 @@ func (x *ReceiptBatch) String() string {
 func (*ReceiptBatch) ProtoMessage() {}
 
 func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[46]
+	mi := &file_parley_client_v1_client_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3507,7 +3901,7 @@ func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptBatch.ProtoReflect.Descriptor instead.
 func (*ReceiptBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{46}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ReceiptBatch) GetReceipts() []*v1.Receipt {
@@ -3530,7 +3924,7 @@ type HistoryPage struct {
 
 func (x *HistoryPage) Reset() {
 	*x = HistoryPage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[47]
+	mi := &file_parley_client_v1_client_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3542,7 +3936,7 @@ func (x *HistoryPage) String() string {
 func (*HistoryPage) ProtoMessage() {}
 
 func (x *HistoryPage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[47]
+	mi := &file_parley_client_v1_client_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3555,7 +3949,7 @@ func (x *HistoryPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryPage.ProtoReflect.Descriptor instead.
 func (*HistoryPage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{47}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *HistoryPage) GetConversationId() string {
@@ -3600,7 +3994,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[48]
+	mi := &file_parley_client_v1_client_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3612,7 +4006,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[48]
+	mi := &file_parley_client_v1_client_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3625,7 +4019,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{48}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *Error) GetCode() v1.ErrorCode {
@@ -3672,7 +4066,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[49]
+	mi := &file_parley_client_v1_client_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3684,7 +4078,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[49]
+	mi := &file_parley_client_v1_client_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3697,14 +4091,14 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{49}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{55}
 }
 
 var File_parley_client_v1_client_proto protoreflect.FileDescriptor
 
 const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\n" +
-	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xc4\x10\n" +
+	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xef\x12\n" +
 	"\vClientFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12D\n" +
@@ -3737,13 +4131,17 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x06follow\x18' \x01(\v2\x1f.parley.client.v1.FollowChannelH\x00R\x06follow\x12<\n" +
 	"\n" +
 	"block_user\x18( \x01(\v2\x1b.parley.client.v1.BlockUserH\x00R\tblockUser\x12B\n" +
-	"\funblock_user\x18) \x01(\v2\x1d.parley.client.v1.UnblockUserH\x00R\vunblockUser\x12B\n" +
+	"\funblock_user\x18) \x01(\v2\x1d.parley.client.v1.UnblockUserH\x00R\vunblockUser\x12K\n" +
+	"\x0frequest_contact\x18* \x01(\v2 .parley.client.v1.RequestContactH\x00R\x0erequestContact\x12K\n" +
+	"\x0frespond_contact\x18+ \x01(\v2 .parley.client.v1.RespondContactH\x00R\x0erespondContact\x12H\n" +
+	"\x0ecancel_contact\x18, \x01(\v2\x1f.parley.client.v1.CancelContactH\x00R\rcancelContact\x12B\n" +
 	"\fedit_message\x182 \x01(\v2\x1d.parley.client.v1.EditMessageH\x00R\veditMessage\x12H\n" +
 	"\x0edelete_message\x183 \x01(\v2\x1f.parley.client.v1.DeleteMessageH\x00R\rdeleteMessage\x12/\n" +
 	"\x05react\x184 \x01(\v2\x17.parley.client.v1.ReactH\x00R\x05react\x12E\n" +
 	"\tset_flags\x18< \x01(\v2&.parley.client.v1.SetConversationFlagsH\x00R\bsetFlags\x12?\n" +
 	"\vlist_blocks\x18F \x01(\v2\x1c.parley.client.v1.ListBlocksH\x00R\n" +
 	"listBlocks\x12E\n" +
+	"\rlist_contacts\x18G \x01(\v2\x1e.parley.client.v1.ListContactsH\x00R\flistContacts\x12E\n" +
 	"\rrefresh_token\x18P \x01(\v2\x1e.parley.client.v1.RefreshTokenH\x00R\frefreshTokenB\a\n" +
 	"\x05frame\"$\n" +
 	"\fRefreshToken\x12\x14\n" +
@@ -3845,7 +4243,15 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\vUnblockUser\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"\f\n" +
 	"\n" +
-	"ListBlocks\"q\n" +
+	"ListBlocks\")\n" +
+	"\x0eRequestContact\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"A\n" +
+	"\x0eRespondContact\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
+	"\x06accept\x18\x02 \x01(\bR\x06accept\"(\n" +
+	"\rCancelContact\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"\x0e\n" +
+	"\fListContacts\"q\n" +
 	"\tAddMember\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
 	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x17\n" +
@@ -3877,7 +4283,7 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x05limit\x18\x04 \x01(\rR\x05limitB\f\n" +
 	"\n" +
 	"_after_seq\"\x06\n" +
-	"\x04Ping\"\x8a\b\n" +
+	"\x04Ping\"\x91\t\n" +
 	"\vServerFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12G\n" +
@@ -3893,9 +4299,11 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\breceipts\x18\x12 \x01(\v2\x1e.parley.client.v1.ReceiptBatchH\x00R\breceipts\x127\n" +
 	"\x06typing\x18\x13 \x01(\v2\x1d.parley.client.v1.TypingBatchH\x00R\x06typing\x12<\n" +
 	"\bpresence\x18\x14 \x01(\v2\x1e.parley.client.v1.PresenceListH\x00R\bpresence\x12B\n" +
-	"\fblock_status\x18\x1e \x01(\v2\x1d.parley.client.v1.BlockStatusH\x00R\vblockStatus\x124\n" +
+	"\fblock_status\x18\x1e \x01(\v2\x1d.parley.client.v1.BlockStatusH\x00R\vblockStatus\x12H\n" +
+	"\x0econtact_status\x18\x1f \x01(\v2\x1f.parley.client.v1.ContactStatusH\x00R\rcontactStatus\x124\n" +
 	"\x05flags\x18< \x01(\v2\x1c.parley.client.v1.FlagsBatchH\x00R\x05flags\x125\n" +
-	"\x06blocks\x18F \x01(\v2\x1b.parley.client.v1.BlockListH\x00R\x06blocks\x12H\n" +
+	"\x06blocks\x18F \x01(\v2\x1b.parley.client.v1.BlockListH\x00R\x06blocks\x12;\n" +
+	"\bcontacts\x18G \x01(\v2\x1d.parley.client.v1.ContactListH\x00R\bcontacts\x12H\n" +
 	"\x0etoken_expiring\x18P \x01(\v2\x1f.parley.client.v1.TokenExpiringH\x00R\rtokenExpiring\x12K\n" +
 	"\x0ftoken_refreshed\x18Q \x01(\v2 .parley.client.v1.TokenRefreshedH\x00R\x0etokenRefreshedB\a\n" +
 	"\x05frame\"E\n" +
@@ -3910,16 +4318,22 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x05flags\x18\x01 \x03(\v2!.parley.chat.v1.ConversationFlagsR\x05flags\"@\n" +
 	"\vBlockStatus\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x18\n" +
-	"\ablocked\x18\x02 \x01(\bR\ablocked\"r\n" +
+	"\ablocked\x18\x02 \x01(\bR\ablocked\"\\\n" +
+	"\rContactStatus\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x122\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1c.parley.chat.v1.ContactStateR\x05state\"B\n" +
+	"\vContactList\x123\n" +
+	"\bcontacts\x18\x01 \x03(\v2\x17.parley.chat.v1.ContactR\bcontacts\"r\n" +
 	"\aResumed\x125\n" +
 	"\tcaught_up\x18\x01 \x03(\v2\x18.parley.client.v1.CursorR\bcaughtUp\x120\n" +
-	"\x06failed\x18\x02 \x03(\v2\x18.parley.client.v1.CursorR\x06failed\"\xa5\x01\n" +
+	"\x06failed\x18\x02 \x03(\v2\x18.parley.client.v1.CursorR\x06failed\"\xc0\x01\n" +
 	"\rAuthenticated\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x03 \x01(\tR\tsessionId\x12?\n" +
-	"\rtoken_expires\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\ftokenExpires\"\x87\x01\n" +
+	"\rtoken_expires\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\ftokenExpires\x12\x19\n" +
+	"\binbox_id\x18\x05 \x01(\tR\ainboxId\"\x87\x01\n" +
 	"\bAccepted\x12\"\n" +
 	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x10\n" +
@@ -3962,7 +4376,7 @@ func file_parley_client_v1_client_proto_rawDescGZIP() []byte {
 	return file_parley_client_v1_client_proto_rawDescData
 }
 
-var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_parley_client_v1_client_proto_goTypes = []any{
 	(*ClientFrame)(nil),           // 0: parley.client.v1.ClientFrame
 	(*RefreshToken)(nil),          // 1: parley.client.v1.RefreshToken
@@ -3987,60 +4401,68 @@ var file_parley_client_v1_client_proto_goTypes = []any{
 	(*BlockUser)(nil),             // 20: parley.client.v1.BlockUser
 	(*UnblockUser)(nil),           // 21: parley.client.v1.UnblockUser
 	(*ListBlocks)(nil),            // 22: parley.client.v1.ListBlocks
-	(*AddMember)(nil),             // 23: parley.client.v1.AddMember
-	(*ListConversations)(nil),     // 24: parley.client.v1.ListConversations
-	(*Mark)(nil),                  // 25: parley.client.v1.Mark
-	(*SetTyping)(nil),             // 26: parley.client.v1.SetTyping
-	(*GetPresence)(nil),           // 27: parley.client.v1.GetPresence
-	(*WatchPresence)(nil),         // 28: parley.client.v1.WatchPresence
-	(*SetIdle)(nil),               // 29: parley.client.v1.SetIdle
-	(*GetReceipts)(nil),           // 30: parley.client.v1.GetReceipts
-	(*GetHistory)(nil),            // 31: parley.client.v1.GetHistory
-	(*Ping)(nil),                  // 32: parley.client.v1.Ping
-	(*ServerFrame)(nil),           // 33: parley.client.v1.ServerFrame
-	(*TokenExpiring)(nil),         // 34: parley.client.v1.TokenExpiring
-	(*TokenRefreshed)(nil),        // 35: parley.client.v1.TokenRefreshed
-	(*BlockList)(nil),             // 36: parley.client.v1.BlockList
-	(*FlagsBatch)(nil),            // 37: parley.client.v1.FlagsBatch
-	(*BlockStatus)(nil),           // 38: parley.client.v1.BlockStatus
-	(*Resumed)(nil),               // 39: parley.client.v1.Resumed
-	(*Authenticated)(nil),         // 40: parley.client.v1.Authenticated
-	(*Accepted)(nil),              // 41: parley.client.v1.Accepted
-	(*EventBatch)(nil),            // 42: parley.client.v1.EventBatch
-	(*ConversationList)(nil),      // 43: parley.client.v1.ConversationList
-	(*TypingBatch)(nil),           // 44: parley.client.v1.TypingBatch
-	(*PresenceList)(nil),          // 45: parley.client.v1.PresenceList
-	(*ReceiptBatch)(nil),          // 46: parley.client.v1.ReceiptBatch
-	(*HistoryPage)(nil),           // 47: parley.client.v1.HistoryPage
-	(*Error)(nil),                 // 48: parley.client.v1.Error
-	(*Pong)(nil),                  // 49: parley.client.v1.Pong
-	(*v1.Attachment)(nil),         // 50: parley.chat.v1.Attachment
-	(*v1.ContactCard)(nil),        // 51: parley.chat.v1.ContactCard
-	(v1.ConversationKind)(0),      // 52: parley.chat.v1.ConversationKind
-	(v1.MemberRole)(0),            // 53: parley.chat.v1.MemberRole
-	(*timestamppb.Timestamp)(nil), // 54: google.protobuf.Timestamp
-	(*v1.ConversationFlags)(nil),  // 55: parley.chat.v1.ConversationFlags
-	(*v1.Event)(nil),              // 56: parley.chat.v1.Event
-	(*v1.Conversation)(nil),       // 57: parley.chat.v1.Conversation
-	(*v1.Typing)(nil),             // 58: parley.chat.v1.Typing
-	(*v1.Presence)(nil),           // 59: parley.chat.v1.Presence
-	(*v1.Receipt)(nil),            // 60: parley.chat.v1.Receipt
-	(v1.ErrorCode)(0),             // 61: parley.chat.v1.ErrorCode
+	(*RequestContact)(nil),        // 23: parley.client.v1.RequestContact
+	(*RespondContact)(nil),        // 24: parley.client.v1.RespondContact
+	(*CancelContact)(nil),         // 25: parley.client.v1.CancelContact
+	(*ListContacts)(nil),          // 26: parley.client.v1.ListContacts
+	(*AddMember)(nil),             // 27: parley.client.v1.AddMember
+	(*ListConversations)(nil),     // 28: parley.client.v1.ListConversations
+	(*Mark)(nil),                  // 29: parley.client.v1.Mark
+	(*SetTyping)(nil),             // 30: parley.client.v1.SetTyping
+	(*GetPresence)(nil),           // 31: parley.client.v1.GetPresence
+	(*WatchPresence)(nil),         // 32: parley.client.v1.WatchPresence
+	(*SetIdle)(nil),               // 33: parley.client.v1.SetIdle
+	(*GetReceipts)(nil),           // 34: parley.client.v1.GetReceipts
+	(*GetHistory)(nil),            // 35: parley.client.v1.GetHistory
+	(*Ping)(nil),                  // 36: parley.client.v1.Ping
+	(*ServerFrame)(nil),           // 37: parley.client.v1.ServerFrame
+	(*TokenExpiring)(nil),         // 38: parley.client.v1.TokenExpiring
+	(*TokenRefreshed)(nil),        // 39: parley.client.v1.TokenRefreshed
+	(*BlockList)(nil),             // 40: parley.client.v1.BlockList
+	(*FlagsBatch)(nil),            // 41: parley.client.v1.FlagsBatch
+	(*BlockStatus)(nil),           // 42: parley.client.v1.BlockStatus
+	(*ContactStatus)(nil),         // 43: parley.client.v1.ContactStatus
+	(*ContactList)(nil),           // 44: parley.client.v1.ContactList
+	(*Resumed)(nil),               // 45: parley.client.v1.Resumed
+	(*Authenticated)(nil),         // 46: parley.client.v1.Authenticated
+	(*Accepted)(nil),              // 47: parley.client.v1.Accepted
+	(*EventBatch)(nil),            // 48: parley.client.v1.EventBatch
+	(*ConversationList)(nil),      // 49: parley.client.v1.ConversationList
+	(*TypingBatch)(nil),           // 50: parley.client.v1.TypingBatch
+	(*PresenceList)(nil),          // 51: parley.client.v1.PresenceList
+	(*ReceiptBatch)(nil),          // 52: parley.client.v1.ReceiptBatch
+	(*HistoryPage)(nil),           // 53: parley.client.v1.HistoryPage
+	(*Error)(nil),                 // 54: parley.client.v1.Error
+	(*Pong)(nil),                  // 55: parley.client.v1.Pong
+	(*v1.Attachment)(nil),         // 56: parley.chat.v1.Attachment
+	(*v1.ContactCard)(nil),        // 57: parley.chat.v1.ContactCard
+	(v1.ConversationKind)(0),      // 58: parley.chat.v1.ConversationKind
+	(v1.MemberRole)(0),            // 59: parley.chat.v1.MemberRole
+	(*timestamppb.Timestamp)(nil), // 60: google.protobuf.Timestamp
+	(*v1.ConversationFlags)(nil),  // 61: parley.chat.v1.ConversationFlags
+	(v1.ContactState)(0),          // 62: parley.chat.v1.ContactState
+	(*v1.Contact)(nil),            // 63: parley.chat.v1.Contact
+	(*v1.Event)(nil),              // 64: parley.chat.v1.Event
+	(*v1.Conversation)(nil),       // 65: parley.chat.v1.Conversation
+	(*v1.Typing)(nil),             // 66: parley.chat.v1.Typing
+	(*v1.Presence)(nil),           // 67: parley.chat.v1.Presence
+	(*v1.Receipt)(nil),            // 68: parley.chat.v1.Receipt
+	(v1.ErrorCode)(0),             // 69: parley.chat.v1.ErrorCode
 }
 var file_parley_client_v1_client_proto_depIdxs = []int32{
 	3,  // 0: parley.client.v1.ClientFrame.authenticate:type_name -> parley.client.v1.Authenticate
 	5,  // 1: parley.client.v1.ClientFrame.send_message:type_name -> parley.client.v1.SendMessage
 	9,  // 2: parley.client.v1.ClientFrame.create_conversation:type_name -> parley.client.v1.CreateConversation
-	23, // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
-	24, // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
-	31, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
-	32, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
-	25, // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
-	30, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
-	26, // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
-	27, // 10: parley.client.v1.ClientFrame.get_presence:type_name -> parley.client.v1.GetPresence
-	28, // 11: parley.client.v1.ClientFrame.watch_presence:type_name -> parley.client.v1.WatchPresence
-	29, // 12: parley.client.v1.ClientFrame.set_idle:type_name -> parley.client.v1.SetIdle
+	27, // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
+	28, // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
+	35, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
+	36, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
+	29, // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
+	34, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
+	30, // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
+	31, // 10: parley.client.v1.ClientFrame.get_presence:type_name -> parley.client.v1.GetPresence
+	32, // 11: parley.client.v1.ClientFrame.watch_presence:type_name -> parley.client.v1.WatchPresence
+	33, // 12: parley.client.v1.ClientFrame.set_idle:type_name -> parley.client.v1.SetIdle
 	10, // 13: parley.client.v1.ClientFrame.remove_member:type_name -> parley.client.v1.RemoveMember
 	11, // 14: parley.client.v1.ClientFrame.leave:type_name -> parley.client.v1.LeaveConversation
 	12, // 15: parley.client.v1.ClientFrame.set_role:type_name -> parley.client.v1.SetMemberRole
@@ -4053,51 +4475,59 @@ var file_parley_client_v1_client_proto_depIdxs = []int32{
 	19, // 22: parley.client.v1.ClientFrame.follow:type_name -> parley.client.v1.FollowChannel
 	20, // 23: parley.client.v1.ClientFrame.block_user:type_name -> parley.client.v1.BlockUser
 	21, // 24: parley.client.v1.ClientFrame.unblock_user:type_name -> parley.client.v1.UnblockUser
-	6,  // 25: parley.client.v1.ClientFrame.edit_message:type_name -> parley.client.v1.EditMessage
-	7,  // 26: parley.client.v1.ClientFrame.delete_message:type_name -> parley.client.v1.DeleteMessage
-	8,  // 27: parley.client.v1.ClientFrame.react:type_name -> parley.client.v1.React
-	2,  // 28: parley.client.v1.ClientFrame.set_flags:type_name -> parley.client.v1.SetConversationFlags
-	22, // 29: parley.client.v1.ClientFrame.list_blocks:type_name -> parley.client.v1.ListBlocks
-	1,  // 30: parley.client.v1.ClientFrame.refresh_token:type_name -> parley.client.v1.RefreshToken
-	4,  // 31: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
-	50, // 32: parley.client.v1.SendMessage.attachments:type_name -> parley.chat.v1.Attachment
-	51, // 33: parley.client.v1.SendMessage.contact:type_name -> parley.chat.v1.ContactCard
-	52, // 34: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	53, // 35: parley.client.v1.SetMemberRole.role:type_name -> parley.chat.v1.MemberRole
-	40, // 36: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
-	41, // 37: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
-	42, // 38: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
-	43, // 39: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
-	47, // 40: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
-	48, // 41: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
-	49, // 42: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
-	39, // 43: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
-	46, // 44: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
-	44, // 45: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
-	45, // 46: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
-	38, // 47: parley.client.v1.ServerFrame.block_status:type_name -> parley.client.v1.BlockStatus
-	37, // 48: parley.client.v1.ServerFrame.flags:type_name -> parley.client.v1.FlagsBatch
-	36, // 49: parley.client.v1.ServerFrame.blocks:type_name -> parley.client.v1.BlockList
-	34, // 50: parley.client.v1.ServerFrame.token_expiring:type_name -> parley.client.v1.TokenExpiring
-	35, // 51: parley.client.v1.ServerFrame.token_refreshed:type_name -> parley.client.v1.TokenRefreshed
-	54, // 52: parley.client.v1.TokenExpiring.expires:type_name -> google.protobuf.Timestamp
-	54, // 53: parley.client.v1.TokenRefreshed.expires:type_name -> google.protobuf.Timestamp
-	55, // 54: parley.client.v1.FlagsBatch.flags:type_name -> parley.chat.v1.ConversationFlags
-	4,  // 55: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
-	4,  // 56: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
-	54, // 57: parley.client.v1.Authenticated.token_expires:type_name -> google.protobuf.Timestamp
-	56, // 58: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
-	57, // 59: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
-	58, // 60: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
-	59, // 61: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
-	60, // 62: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
-	56, // 63: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
-	61, // 64: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
-	65, // [65:65] is the sub-list for method output_type
-	65, // [65:65] is the sub-list for method input_type
-	65, // [65:65] is the sub-list for extension type_name
-	65, // [65:65] is the sub-list for extension extendee
-	0,  // [0:65] is the sub-list for field type_name
+	23, // 25: parley.client.v1.ClientFrame.request_contact:type_name -> parley.client.v1.RequestContact
+	24, // 26: parley.client.v1.ClientFrame.respond_contact:type_name -> parley.client.v1.RespondContact
+	25, // 27: parley.client.v1.ClientFrame.cancel_contact:type_name -> parley.client.v1.CancelContact
+	6,  // 28: parley.client.v1.ClientFrame.edit_message:type_name -> parley.client.v1.EditMessage
+	7,  // 29: parley.client.v1.ClientFrame.delete_message:type_name -> parley.client.v1.DeleteMessage
+	8,  // 30: parley.client.v1.ClientFrame.react:type_name -> parley.client.v1.React
+	2,  // 31: parley.client.v1.ClientFrame.set_flags:type_name -> parley.client.v1.SetConversationFlags
+	22, // 32: parley.client.v1.ClientFrame.list_blocks:type_name -> parley.client.v1.ListBlocks
+	26, // 33: parley.client.v1.ClientFrame.list_contacts:type_name -> parley.client.v1.ListContacts
+	1,  // 34: parley.client.v1.ClientFrame.refresh_token:type_name -> parley.client.v1.RefreshToken
+	4,  // 35: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
+	56, // 36: parley.client.v1.SendMessage.attachments:type_name -> parley.chat.v1.Attachment
+	57, // 37: parley.client.v1.SendMessage.contact:type_name -> parley.chat.v1.ContactCard
+	58, // 38: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	59, // 39: parley.client.v1.SetMemberRole.role:type_name -> parley.chat.v1.MemberRole
+	46, // 40: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
+	47, // 41: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
+	48, // 42: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
+	49, // 43: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
+	53, // 44: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
+	54, // 45: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
+	55, // 46: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
+	45, // 47: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
+	52, // 48: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
+	50, // 49: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
+	51, // 50: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
+	42, // 51: parley.client.v1.ServerFrame.block_status:type_name -> parley.client.v1.BlockStatus
+	43, // 52: parley.client.v1.ServerFrame.contact_status:type_name -> parley.client.v1.ContactStatus
+	41, // 53: parley.client.v1.ServerFrame.flags:type_name -> parley.client.v1.FlagsBatch
+	40, // 54: parley.client.v1.ServerFrame.blocks:type_name -> parley.client.v1.BlockList
+	44, // 55: parley.client.v1.ServerFrame.contacts:type_name -> parley.client.v1.ContactList
+	38, // 56: parley.client.v1.ServerFrame.token_expiring:type_name -> parley.client.v1.TokenExpiring
+	39, // 57: parley.client.v1.ServerFrame.token_refreshed:type_name -> parley.client.v1.TokenRefreshed
+	60, // 58: parley.client.v1.TokenExpiring.expires:type_name -> google.protobuf.Timestamp
+	60, // 59: parley.client.v1.TokenRefreshed.expires:type_name -> google.protobuf.Timestamp
+	61, // 60: parley.client.v1.FlagsBatch.flags:type_name -> parley.chat.v1.ConversationFlags
+	62, // 61: parley.client.v1.ContactStatus.state:type_name -> parley.chat.v1.ContactState
+	63, // 62: parley.client.v1.ContactList.contacts:type_name -> parley.chat.v1.Contact
+	4,  // 63: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
+	4,  // 64: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
+	60, // 65: parley.client.v1.Authenticated.token_expires:type_name -> google.protobuf.Timestamp
+	64, // 66: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
+	65, // 67: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
+	66, // 68: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
+	67, // 69: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
+	68, // 70: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
+	64, // 71: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
+	69, // 72: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
+	73, // [73:73] is the sub-list for method output_type
+	73, // [73:73] is the sub-list for method input_type
+	73, // [73:73] is the sub-list for extension type_name
+	73, // [73:73] is the sub-list for extension extendee
+	0,  // [0:73] is the sub-list for field type_name
 }
 
 func init() { file_parley_client_v1_client_proto_init() }
@@ -4131,16 +4561,20 @@ func file_parley_client_v1_client_proto_init() {
 		(*ClientFrame_Follow)(nil),
 		(*ClientFrame_BlockUser)(nil),
 		(*ClientFrame_UnblockUser)(nil),
+		(*ClientFrame_RequestContact)(nil),
+		(*ClientFrame_RespondContact)(nil),
+		(*ClientFrame_CancelContact)(nil),
 		(*ClientFrame_EditMessage)(nil),
 		(*ClientFrame_DeleteMessage)(nil),
 		(*ClientFrame_React)(nil),
 		(*ClientFrame_SetFlags)(nil),
 		(*ClientFrame_ListBlocks)(nil),
+		(*ClientFrame_ListContacts)(nil),
 		(*ClientFrame_RefreshToken)(nil),
 	}
 	file_parley_client_v1_client_proto_msgTypes[2].OneofWrappers = []any{}
-	file_parley_client_v1_client_proto_msgTypes[31].OneofWrappers = []any{}
-	file_parley_client_v1_client_proto_msgTypes[33].OneofWrappers = []any{
+	file_parley_client_v1_client_proto_msgTypes[35].OneofWrappers = []any{}
+	file_parley_client_v1_client_proto_msgTypes[37].OneofWrappers = []any{
 		(*ServerFrame_Authenticated)(nil),
 		(*ServerFrame_Accepted)(nil),
 		(*ServerFrame_Events)(nil),
@@ -4153,8 +4587,10 @@ func file_parley_client_v1_client_proto_init() {
 		(*ServerFrame_Typing)(nil),
 		(*ServerFrame_Presence)(nil),
 		(*ServerFrame_BlockStatus)(nil),
+		(*ServerFrame_ContactStatus)(nil),
 		(*ServerFrame_Flags)(nil),
 		(*ServerFrame_Blocks)(nil),
+		(*ServerFrame_Contacts)(nil),
 		(*ServerFrame_TokenExpiring)(nil),
 		(*ServerFrame_TokenRefreshed)(nil),
 	}
@@ -4164,7 +4600,7 @@ func file_parley_client_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_client_v1_client_proto_rawDesc), len(file_parley_client_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   50,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -55,11 +55,15 @@ type Command struct {
 	//	*Command_JoinByInvite
 	//	*Command_Follow
 	//	*Command_Block
+	//	*Command_ContactRequest
+	//	*Command_ContactResponse
+	//	*Command_ContactCancel
 	//	*Command_EditMessage
 	//	*Command_DeleteMessage
 	//	*Command_React
 	//	*Command_SetFlags
 	//	*Command_HeadProbe
+	//	*Command_InboxDeliver
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -279,6 +283,33 @@ func (x *Command) GetBlock() *Block {
 	return nil
 }
 
+func (x *Command) GetContactRequest() *ContactRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Command_ContactRequest); ok {
+			return x.ContactRequest
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetContactResponse() *ContactResponse {
+	if x != nil {
+		if x, ok := x.Body.(*Command_ContactResponse); ok {
+			return x.ContactResponse
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetContactCancel() *ContactCancel {
+	if x != nil {
+		if x, ok := x.Body.(*Command_ContactCancel); ok {
+			return x.ContactCancel
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetEditMessage() *EditMessage {
 	if x != nil {
 		if x, ok := x.Body.(*Command_EditMessage); ok {
@@ -319,6 +350,15 @@ func (x *Command) GetHeadProbe() *HeadProbe {
 	if x != nil {
 		if x, ok := x.Body.(*Command_HeadProbe); ok {
 			return x.HeadProbe
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetInboxDeliver() *InboxDeliver {
+	if x != nil {
+		if x, ok := x.Body.(*Command_InboxDeliver); ok {
+			return x.InboxDeliver
 		}
 	}
 	return nil
@@ -388,6 +428,18 @@ type Command_Block struct {
 	Block *Block `protobuf:"bytes,30,opt,name=block,proto3,oneof"`
 }
 
+type Command_ContactRequest struct {
+	ContactRequest *ContactRequest `protobuf:"bytes,31,opt,name=contact_request,json=contactRequest,proto3,oneof"`
+}
+
+type Command_ContactResponse struct {
+	ContactResponse *ContactResponse `protobuf:"bytes,32,opt,name=contact_response,json=contactResponse,proto3,oneof"`
+}
+
+type Command_ContactCancel struct {
+	ContactCancel *ContactCancel `protobuf:"bytes,33,opt,name=contact_cancel,json=contactCancel,proto3,oneof"`
+}
+
 type Command_EditMessage struct {
 	EditMessage *EditMessage `protobuf:"bytes,40,opt,name=edit_message,json=editMessage,proto3,oneof"`
 }
@@ -406,6 +458,10 @@ type Command_SetFlags struct {
 
 type Command_HeadProbe struct {
 	HeadProbe *HeadProbe `protobuf:"bytes,60,opt,name=head_probe,json=headProbe,proto3,oneof"`
+}
+
+type Command_InboxDeliver struct {
+	InboxDeliver *InboxDeliver `protobuf:"bytes,70,opt,name=inbox_deliver,json=inboxDeliver,proto3,oneof"`
 }
 
 func (*Command_CreateConversation) isCommand_Body() {}
@@ -438,6 +494,12 @@ func (*Command_Follow) isCommand_Body() {}
 
 func (*Command_Block) isCommand_Body() {}
 
+func (*Command_ContactRequest) isCommand_Body() {}
+
+func (*Command_ContactResponse) isCommand_Body() {}
+
+func (*Command_ContactCancel) isCommand_Body() {}
+
 func (*Command_EditMessage) isCommand_Body() {}
 
 func (*Command_DeleteMessage) isCommand_Body() {}
@@ -447,6 +509,315 @@ func (*Command_React) isCommand_Body() {}
 func (*Command_SetFlags) isCommand_Body() {}
 
 func (*Command_HeadProbe) isCommand_Body() {}
+
+func (*Command_InboxDeliver) isCommand_Body() {}
+
+// ContactRequest asks user_id to become a contact. The command's
+// conversation is the pair's direct one (whether or not it was opened),
+// whose aggregate holds the pair's contact state and blocks. If user_id
+// had asked first, it accepts their request.
+type ContactRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContactRequest) Reset() {
+	*x = ContactRequest{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContactRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContactRequest) ProtoMessage() {}
+
+func (x *ContactRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContactRequest.ProtoReflect.Descriptor instead.
+func (*ContactRequest) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ContactRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// ContactResponse accepts or declines user_id's pending request.
+// Accepting opens the pair's direct conversation.
+type ContactResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Accept        bool                   `protobuf:"varint,2,opt,name=accept,proto3" json:"accept,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContactResponse) Reset() {
+	*x = ContactResponse{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContactResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContactResponse) ProtoMessage() {}
+
+func (x *ContactResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContactResponse.ProtoReflect.Descriptor instead.
+func (*ContactResponse) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ContactResponse) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ContactResponse) GetAccept() bool {
+	if x != nil {
+		return x.Accept
+	}
+	return false
+}
+
+// ContactCancel withdraws the user's own request to user_id, or ends a
+// contact with user_id.
+type ContactCancel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContactCancel) Reset() {
+	*x = ContactCancel{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContactCancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContactCancel) ProtoMessage() {}
+
+func (x *ContactCancel) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContactCancel.ProtoReflect.Descriptor instead.
+func (*ContactCancel) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ContactCancel) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// ContactChange is the log's record of a pair's contact state, in the
+// pair's direct conversation (like BlockChange: no seq, no recipients).
+// The sequencer rebuilds the pair's state from it; what each user sees is
+// the ContactUpdated event it hands to their inboxes.
+type ContactChange struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	ActorId        string                 `protobuf:"bytes,2,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	OtherId        string                 `protobuf:"bytes,3,opt,name=other_id,json=otherId,proto3" json:"other_id,omitempty"`
+	Action         v1.ContactAction       `protobuf:"varint,4,opt,name=action,proto3,enum=parley.chat.v1.ContactAction" json:"action,omitempty"`
+	Time           *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ContactChange) Reset() {
+	*x = ContactChange{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContactChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContactChange) ProtoMessage() {}
+
+func (x *ContactChange) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContactChange.ProtoReflect.Descriptor instead.
+func (*ContactChange) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ContactChange) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *ContactChange) GetActorId() string {
+	if x != nil {
+		return x.ActorId
+	}
+	return ""
+}
+
+func (x *ContactChange) GetOtherId() string {
+	if x != nil {
+		return x.OtherId
+	}
+	return ""
+}
+
+func (x *ContactChange) GetAction() v1.ContactAction {
+	if x != nil {
+		return x.Action
+	}
+	return v1.ContactAction(0)
+}
+
+func (x *ContactChange) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+// InboxDeliver appends an item to owner_id's inbox (the command's
+// conversation), creating the inbox first if it has none. Only the
+// sequencer writes it, as the consequence of a command it accepted, in
+// the same transaction; ingest refuses it from anyone else. The command's
+// user is the one who acted; the item itself has no sender.
+type InboxDeliver struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	OwnerId string                 `protobuf:"bytes,1,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	// Types that are valid to be assigned to Item:
+	//
+	//	*InboxDeliver_ContactUpdated
+	Item          isInboxDeliver_Item `protobuf_oneof:"item"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InboxDeliver) Reset() {
+	*x = InboxDeliver{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InboxDeliver) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InboxDeliver) ProtoMessage() {}
+
+func (x *InboxDeliver) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InboxDeliver.ProtoReflect.Descriptor instead.
+func (*InboxDeliver) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *InboxDeliver) GetOwnerId() string {
+	if x != nil {
+		return x.OwnerId
+	}
+	return ""
+}
+
+func (x *InboxDeliver) GetItem() isInboxDeliver_Item {
+	if x != nil {
+		return x.Item
+	}
+	return nil
+}
+
+func (x *InboxDeliver) GetContactUpdated() *v1.ContactUpdated {
+	if x != nil {
+		if x, ok := x.Item.(*InboxDeliver_ContactUpdated); ok {
+			return x.ContactUpdated
+		}
+	}
+	return nil
+}
+
+type isInboxDeliver_Item interface {
+	isInboxDeliver_Item()
+}
+
+type InboxDeliver_ContactUpdated struct {
+	ContactUpdated *v1.ContactUpdated `protobuf:"bytes,2,opt,name=contact_updated,json=contactUpdated,proto3,oneof"`
+}
+
+func (*InboxDeliver_ContactUpdated) isInboxDeliver_Item() {}
 
 // SetFlags sets the user's own muted and/or pinned flag of the
 // conversation; an absent field stays as it is. Like a Mark it needs no
@@ -461,7 +832,7 @@ type SetFlags struct {
 
 func (x *SetFlags) Reset() {
 	*x = SetFlags{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[1]
+	mi := &file_parley_log_v1_log_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -473,7 +844,7 @@ func (x *SetFlags) String() string {
 func (*SetFlags) ProtoMessage() {}
 
 func (x *SetFlags) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[1]
+	mi := &file_parley_log_v1_log_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -486,7 +857,7 @@ func (x *SetFlags) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFlags.ProtoReflect.Descriptor instead.
 func (*SetFlags) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{1}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SetFlags) GetMuted() bool {
@@ -518,7 +889,7 @@ type CreateConversation struct {
 
 func (x *CreateConversation) Reset() {
 	*x = CreateConversation{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[2]
+	mi := &file_parley_log_v1_log_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -530,7 +901,7 @@ func (x *CreateConversation) String() string {
 func (*CreateConversation) ProtoMessage() {}
 
 func (x *CreateConversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[2]
+	mi := &file_parley_log_v1_log_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -543,7 +914,7 @@ func (x *CreateConversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversation.ProtoReflect.Descriptor instead.
 func (*CreateConversation) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{2}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateConversation) GetKind() v1.ConversationKind {
@@ -584,7 +955,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[3]
+	mi := &file_parley_log_v1_log_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +967,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[3]
+	mi := &file_parley_log_v1_log_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +980,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{3}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RemoveMember) GetUserId() string {
@@ -629,7 +1000,7 @@ type Leave struct {
 
 func (x *Leave) Reset() {
 	*x = Leave{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	mi := &file_parley_log_v1_log_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +1012,7 @@ func (x *Leave) String() string {
 func (*Leave) ProtoMessage() {}
 
 func (x *Leave) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	mi := &file_parley_log_v1_log_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +1025,7 @@ func (x *Leave) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Leave.ProtoReflect.Descriptor instead.
 func (*Leave) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{4}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{9}
 }
 
 // SetRole makes user_id an ADMIN or a MEMBER (owner only).
@@ -668,7 +1039,7 @@ type SetRole struct {
 
 func (x *SetRole) Reset() {
 	*x = SetRole{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	mi := &file_parley_log_v1_log_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +1051,7 @@ func (x *SetRole) String() string {
 func (*SetRole) ProtoMessage() {}
 
 func (x *SetRole) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	mi := &file_parley_log_v1_log_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +1064,7 @@ func (x *SetRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRole.ProtoReflect.Descriptor instead.
 func (*SetRole) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{5}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SetRole) GetUserId() string {
@@ -720,7 +1091,7 @@ type TransferOwnership struct {
 
 func (x *TransferOwnership) Reset() {
 	*x = TransferOwnership{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[6]
+	mi := &file_parley_log_v1_log_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +1103,7 @@ func (x *TransferOwnership) String() string {
 func (*TransferOwnership) ProtoMessage() {}
 
 func (x *TransferOwnership) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[6]
+	mi := &file_parley_log_v1_log_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +1116,7 @@ func (x *TransferOwnership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferOwnership.ProtoReflect.Descriptor instead.
 func (*TransferOwnership) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{6}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TransferOwnership) GetUserId() string {
@@ -766,7 +1137,7 @@ type MuteMember struct {
 
 func (x *MuteMember) Reset() {
 	*x = MuteMember{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[7]
+	mi := &file_parley_log_v1_log_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +1149,7 @@ func (x *MuteMember) String() string {
 func (*MuteMember) ProtoMessage() {}
 
 func (x *MuteMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[7]
+	mi := &file_parley_log_v1_log_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +1162,7 @@ func (x *MuteMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MuteMember.ProtoReflect.Descriptor instead.
 func (*MuteMember) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{7}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MuteMember) GetUserId() string {
@@ -818,7 +1189,7 @@ type Rename struct {
 
 func (x *Rename) Reset() {
 	*x = Rename{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[8]
+	mi := &file_parley_log_v1_log_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -830,7 +1201,7 @@ func (x *Rename) String() string {
 func (*Rename) ProtoMessage() {}
 
 func (x *Rename) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[8]
+	mi := &file_parley_log_v1_log_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -843,7 +1214,7 @@ func (x *Rename) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rename.ProtoReflect.Descriptor instead.
 func (*Rename) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{8}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Rename) GetTitle() string {
@@ -865,7 +1236,7 @@ type CreateInvite struct {
 
 func (x *CreateInvite) Reset() {
 	*x = CreateInvite{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[9]
+	mi := &file_parley_log_v1_log_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +1248,7 @@ func (x *CreateInvite) String() string {
 func (*CreateInvite) ProtoMessage() {}
 
 func (x *CreateInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[9]
+	mi := &file_parley_log_v1_log_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +1261,7 @@ func (x *CreateInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateInvite.ProtoReflect.Descriptor instead.
 func (*CreateInvite) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{9}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateInvite) GetCode() string {
@@ -910,7 +1281,7 @@ type RevokeInvite struct {
 
 func (x *RevokeInvite) Reset() {
 	*x = RevokeInvite{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[10]
+	mi := &file_parley_log_v1_log_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1293,7 @@ func (x *RevokeInvite) String() string {
 func (*RevokeInvite) ProtoMessage() {}
 
 func (x *RevokeInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[10]
+	mi := &file_parley_log_v1_log_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1306,7 @@ func (x *RevokeInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeInvite.ProtoReflect.Descriptor instead.
 func (*RevokeInvite) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{10}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RevokeInvite) GetCode() string {
@@ -955,7 +1326,7 @@ type JoinByInvite struct {
 
 func (x *JoinByInvite) Reset() {
 	*x = JoinByInvite{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[11]
+	mi := &file_parley_log_v1_log_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1338,7 @@ func (x *JoinByInvite) String() string {
 func (*JoinByInvite) ProtoMessage() {}
 
 func (x *JoinByInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[11]
+	mi := &file_parley_log_v1_log_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1351,7 @@ func (x *JoinByInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinByInvite.ProtoReflect.Descriptor instead.
 func (*JoinByInvite) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{11}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *JoinByInvite) GetCode() string {
@@ -999,7 +1370,7 @@ type Follow struct {
 
 func (x *Follow) Reset() {
 	*x = Follow{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[12]
+	mi := &file_parley_log_v1_log_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1011,7 +1382,7 @@ func (x *Follow) String() string {
 func (*Follow) ProtoMessage() {}
 
 func (x *Follow) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[12]
+	mi := &file_parley_log_v1_log_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1024,7 +1395,7 @@ func (x *Follow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Follow.ProtoReflect.Descriptor instead.
 func (*Follow) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{12}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{17}
 }
 
 // Block blocks (blocked) or unblocks user_id. The command's conversation is
@@ -1039,7 +1410,7 @@ type Block struct {
 
 func (x *Block) Reset() {
 	*x = Block{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[13]
+	mi := &file_parley_log_v1_log_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1422,7 @@ func (x *Block) String() string {
 func (*Block) ProtoMessage() {}
 
 func (x *Block) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[13]
+	mi := &file_parley_log_v1_log_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1435,7 @@ func (x *Block) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Block.ProtoReflect.Descriptor instead.
 func (*Block) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{13}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Block) GetUserId() string {
@@ -1097,7 +1468,7 @@ type BlockChange struct {
 
 func (x *BlockChange) Reset() {
 	*x = BlockChange{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[14]
+	mi := &file_parley_log_v1_log_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1480,7 @@ func (x *BlockChange) String() string {
 func (*BlockChange) ProtoMessage() {}
 
 func (x *BlockChange) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[14]
+	mi := &file_parley_log_v1_log_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1493,7 @@ func (x *BlockChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockChange.ProtoReflect.Descriptor instead.
 func (*BlockChange) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{14}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BlockChange) GetConversationId() string {
@@ -1170,7 +1541,7 @@ type AddMember struct {
 
 func (x *AddMember) Reset() {
 	*x = AddMember{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[15]
+	mi := &file_parley_log_v1_log_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1182,7 +1553,7 @@ func (x *AddMember) String() string {
 func (*AddMember) ProtoMessage() {}
 
 func (x *AddMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[15]
+	mi := &file_parley_log_v1_log_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1195,7 +1566,7 @@ func (x *AddMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMember.ProtoReflect.Descriptor instead.
 func (*AddMember) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{15}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AddMember) GetUserId() string {
@@ -1224,7 +1595,7 @@ type PostMessage struct {
 
 func (x *PostMessage) Reset() {
 	*x = PostMessage{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[16]
+	mi := &file_parley_log_v1_log_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1236,7 +1607,7 @@ func (x *PostMessage) String() string {
 func (*PostMessage) ProtoMessage() {}
 
 func (x *PostMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[16]
+	mi := &file_parley_log_v1_log_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1249,7 +1620,7 @@ func (x *PostMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PostMessage.ProtoReflect.Descriptor instead.
 func (*PostMessage) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{16}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PostMessage) GetText() string {
@@ -1306,7 +1677,7 @@ type EditMessage struct {
 
 func (x *EditMessage) Reset() {
 	*x = EditMessage{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[17]
+	mi := &file_parley_log_v1_log_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +1689,7 @@ func (x *EditMessage) String() string {
 func (*EditMessage) ProtoMessage() {}
 
 func (x *EditMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[17]
+	mi := &file_parley_log_v1_log_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +1702,7 @@ func (x *EditMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditMessage.ProtoReflect.Descriptor instead.
 func (*EditMessage) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{17}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EditMessage) GetTargetSeq() uint64 {
@@ -1365,7 +1736,7 @@ type DeleteMessage struct {
 
 func (x *DeleteMessage) Reset() {
 	*x = DeleteMessage{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[18]
+	mi := &file_parley_log_v1_log_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1748,7 @@ func (x *DeleteMessage) String() string {
 func (*DeleteMessage) ProtoMessage() {}
 
 func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[18]
+	mi := &file_parley_log_v1_log_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1761,7 @@ func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMessage.ProtoReflect.Descriptor instead.
 func (*DeleteMessage) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{18}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DeleteMessage) GetTargetSeq() uint64 {
@@ -1412,7 +1783,7 @@ type React struct {
 
 func (x *React) Reset() {
 	*x = React{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[19]
+	mi := &file_parley_log_v1_log_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1795,7 @@ func (x *React) String() string {
 func (*React) ProtoMessage() {}
 
 func (x *React) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[19]
+	mi := &file_parley_log_v1_log_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1808,7 @@ func (x *React) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use React.ProtoReflect.Descriptor instead.
 func (*React) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{19}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *React) GetTargetSeq() uint64 {
@@ -1473,7 +1844,7 @@ type Mark struct {
 
 func (x *Mark) Reset() {
 	*x = Mark{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[20]
+	mi := &file_parley_log_v1_log_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1485,7 +1856,7 @@ func (x *Mark) String() string {
 func (*Mark) ProtoMessage() {}
 
 func (x *Mark) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[20]
+	mi := &file_parley_log_v1_log_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1498,7 +1869,7 @@ func (x *Mark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mark.ProtoReflect.Descriptor instead.
 func (*Mark) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{20}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Mark) GetDeliveredSeq() uint64 {
@@ -1528,7 +1899,7 @@ type HeadProbe struct {
 
 func (x *HeadProbe) Reset() {
 	*x = HeadProbe{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[21]
+	mi := &file_parley_log_v1_log_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1911,7 @@ func (x *HeadProbe) String() string {
 func (*HeadProbe) ProtoMessage() {}
 
 func (x *HeadProbe) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[21]
+	mi := &file_parley_log_v1_log_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +1924,7 @@ func (x *HeadProbe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeadProbe.ProtoReflect.Descriptor instead.
 func (*HeadProbe) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{21}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HeadProbe) GetAsks() []*HeadAsk {
@@ -1574,7 +1945,7 @@ type HeadAsk struct {
 
 func (x *HeadAsk) Reset() {
 	*x = HeadAsk{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[22]
+	mi := &file_parley_log_v1_log_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +1957,7 @@ func (x *HeadAsk) String() string {
 func (*HeadAsk) ProtoMessage() {}
 
 func (x *HeadAsk) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[22]
+	mi := &file_parley_log_v1_log_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +1970,7 @@ func (x *HeadAsk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeadAsk.ProtoReflect.Descriptor instead.
 func (*HeadAsk) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{22}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *HeadAsk) GetConversationId() string {
@@ -1636,14 +2007,18 @@ type EventRecord struct {
 	Flags *v1.ConversationFlags `protobuf:"bytes,21,opt,name=flags,proto3" json:"flags,omitempty"`
 	// muted_ids are the recipients who muted the conversation, stamped on
 	// message events only, so fan-out sends them no offline notification.
-	MutedIds      []string `protobuf:"bytes,22,rep,name=muted_ids,json=mutedIds,proto3" json:"muted_ids,omitempty"`
+	MutedIds []string `protobuf:"bytes,22,rep,name=muted_ids,json=mutedIds,proto3" json:"muted_ids,omitempty"`
+	// contact is a pair's contact change (no seq, no recipients): the
+	// sequencer replays it; persistence and fan-out pass it by (the
+	// users see the ContactUpdated events in their inboxes).
+	Contact       *ContactChange `protobuf:"bytes,23,opt,name=contact,proto3" json:"contact,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EventRecord) Reset() {
 	*x = EventRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[23]
+	mi := &file_parley_log_v1_log_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +2030,7 @@ func (x *EventRecord) String() string {
 func (*EventRecord) ProtoMessage() {}
 
 func (x *EventRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[23]
+	mi := &file_parley_log_v1_log_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +2043,7 @@ func (x *EventRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventRecord.ProtoReflect.Descriptor instead.
 func (*EventRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{23}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *EventRecord) GetEvent() *v1.Event {
@@ -1720,6 +2095,13 @@ func (x *EventRecord) GetMutedIds() []string {
 	return nil
 }
 
+func (x *EventRecord) GetContact() *ContactChange {
+	if x != nil {
+		return x.Contact
+	}
+	return nil
+}
+
 // NotificationRecord is a record of parley.notifications.v1, keyed by
 // user id: a message for a user none of whose devices was connected when
 // fan-out pushed it, and who has not muted the conversation. Fan-out's
@@ -1741,7 +2123,7 @@ type NotificationRecord struct {
 
 func (x *NotificationRecord) Reset() {
 	*x = NotificationRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[24]
+	mi := &file_parley_log_v1_log_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +2135,7 @@ func (x *NotificationRecord) String() string {
 func (*NotificationRecord) ProtoMessage() {}
 
 func (x *NotificationRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[24]
+	mi := &file_parley_log_v1_log_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +2148,7 @@ func (x *NotificationRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotificationRecord.ProtoReflect.Descriptor instead.
 func (*NotificationRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{24}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *NotificationRecord) GetUserId() string {
@@ -1838,14 +2220,17 @@ type Outcome struct {
 	// heads answer a HeadProbe's asks in order: the conversation's last seq
 	// (every event up to it is on the log), or 0 when it does not exist or
 	// the user is not a member.
-	Heads         []uint64 `protobuf:"varint,22,rep,packed,name=heads,proto3" json:"heads,omitempty"`
+	Heads []uint64 `protobuf:"varint,22,rep,packed,name=heads,proto3" json:"heads,omitempty"`
+	// contact_state is the user's view of the pair after a contact command,
+	// changed or not.
+	ContactState  v1.ContactState `protobuf:"varint,23,opt,name=contact_state,json=contactState,proto3,enum=parley.chat.v1.ContactState" json:"contact_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[25]
+	mi := &file_parley_log_v1_log_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1857,7 +2242,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[25]
+	mi := &file_parley_log_v1_log_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1870,7 +2255,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{25}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Outcome) GetCommandId() string {
@@ -1943,6 +2328,13 @@ func (x *Outcome) GetHeads() []uint64 {
 	return nil
 }
 
+func (x *Outcome) GetContactState() v1.ContactState {
+	if x != nil {
+		return x.ContactState
+	}
+	return v1.ContactState(0)
+}
+
 // PresenceRecord is the value of a record on parley.presence.v1, the
 // compacted log presence rebuilds its state from. The key says what the
 // record is about, fields separated by a NUL byte (ids never hold one):
@@ -1966,7 +2358,7 @@ type PresenceRecord struct {
 
 func (x *PresenceRecord) Reset() {
 	*x = PresenceRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[26]
+	mi := &file_parley_log_v1_log_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1978,7 +2370,7 @@ func (x *PresenceRecord) String() string {
 func (*PresenceRecord) ProtoMessage() {}
 
 func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[26]
+	mi := &file_parley_log_v1_log_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1991,7 +2383,7 @@ func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRecord.ProtoReflect.Descriptor instead.
 func (*PresenceRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{26}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PresenceRecord) GetBody() isPresenceRecord_Body {
@@ -2064,7 +2456,7 @@ type PresenceSession struct {
 
 func (x *PresenceSession) Reset() {
 	*x = PresenceSession{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[27]
+	mi := &file_parley_log_v1_log_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2076,7 +2468,7 @@ func (x *PresenceSession) String() string {
 func (*PresenceSession) ProtoMessage() {}
 
 func (x *PresenceSession) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[27]
+	mi := &file_parley_log_v1_log_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2089,7 +2481,7 @@ func (x *PresenceSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
 func (*PresenceSession) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{27}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PresenceSession) GetNodeId() string {
@@ -2140,7 +2532,7 @@ type PresenceBeat struct {
 
 func (x *PresenceBeat) Reset() {
 	*x = PresenceBeat{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[28]
+	mi := &file_parley_log_v1_log_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2152,7 +2544,7 @@ func (x *PresenceBeat) String() string {
 func (*PresenceBeat) ProtoMessage() {}
 
 func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[28]
+	mi := &file_parley_log_v1_log_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2165,7 +2557,7 @@ func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceBeat.ProtoReflect.Descriptor instead.
 func (*PresenceBeat) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{28}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PresenceBeat) GetNodeId() string {
@@ -2207,7 +2599,7 @@ type PresenceSeen struct {
 
 func (x *PresenceSeen) Reset() {
 	*x = PresenceSeen{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[29]
+	mi := &file_parley_log_v1_log_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2219,7 +2611,7 @@ func (x *PresenceSeen) String() string {
 func (*PresenceSeen) ProtoMessage() {}
 
 func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[29]
+	mi := &file_parley_log_v1_log_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2232,7 +2624,7 @@ func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSeen.ProtoReflect.Descriptor instead.
 func (*PresenceSeen) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{29}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PresenceSeen) GetUserId() string {
@@ -2253,7 +2645,7 @@ var File_parley_log_v1_log_proto protoreflect.FileDescriptor
 
 const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\n" +
-	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xab\v\n" +
+	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xcd\r\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12'\n" +
@@ -2280,14 +2672,35 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\rrevoke_invite\x18\x1b \x01(\v2\x1b.parley.log.v1.RevokeInviteH\x00R\frevokeInvite\x12C\n" +
 	"\x0ejoin_by_invite\x18\x1c \x01(\v2\x1b.parley.log.v1.JoinByInviteH\x00R\fjoinByInvite\x12/\n" +
 	"\x06follow\x18\x1d \x01(\v2\x15.parley.log.v1.FollowH\x00R\x06follow\x12,\n" +
-	"\x05block\x18\x1e \x01(\v2\x14.parley.log.v1.BlockH\x00R\x05block\x12?\n" +
+	"\x05block\x18\x1e \x01(\v2\x14.parley.log.v1.BlockH\x00R\x05block\x12H\n" +
+	"\x0fcontact_request\x18\x1f \x01(\v2\x1d.parley.log.v1.ContactRequestH\x00R\x0econtactRequest\x12K\n" +
+	"\x10contact_response\x18  \x01(\v2\x1e.parley.log.v1.ContactResponseH\x00R\x0fcontactResponse\x12E\n" +
+	"\x0econtact_cancel\x18! \x01(\v2\x1c.parley.log.v1.ContactCancelH\x00R\rcontactCancel\x12?\n" +
 	"\fedit_message\x18( \x01(\v2\x1a.parley.log.v1.EditMessageH\x00R\veditMessage\x12E\n" +
 	"\x0edelete_message\x18) \x01(\v2\x1c.parley.log.v1.DeleteMessageH\x00R\rdeleteMessage\x12,\n" +
 	"\x05react\x18* \x01(\v2\x14.parley.log.v1.ReactH\x00R\x05react\x126\n" +
 	"\tset_flags\x182 \x01(\v2\x17.parley.log.v1.SetFlagsH\x00R\bsetFlags\x129\n" +
 	"\n" +
-	"head_probe\x18< \x01(\v2\x18.parley.log.v1.HeadProbeH\x00R\theadProbeB\x06\n" +
-	"\x04body\"W\n" +
+	"head_probe\x18< \x01(\v2\x18.parley.log.v1.HeadProbeH\x00R\theadProbe\x12B\n" +
+	"\rinbox_deliver\x18F \x01(\v2\x1b.parley.log.v1.InboxDeliverH\x00R\finboxDeliverB\x06\n" +
+	"\x04body\")\n" +
+	"\x0eContactRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"B\n" +
+	"\x0fContactResponse\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
+	"\x06accept\x18\x02 \x01(\bR\x06accept\"(\n" +
+	"\rContactCancel\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"\xd5\x01\n" +
+	"\rContactChange\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x19\n" +
+	"\bactor_id\x18\x02 \x01(\tR\aactorId\x12\x19\n" +
+	"\bother_id\x18\x03 \x01(\tR\aotherId\x125\n" +
+	"\x06action\x18\x04 \x01(\x0e2\x1d.parley.chat.v1.ContactActionR\x06action\x12.\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"|\n" +
+	"\fInboxDeliver\x12\x19\n" +
+	"\bowner_id\x18\x01 \x01(\tR\aownerId\x12I\n" +
+	"\x0fcontact_updated\x18\x02 \x01(\v2\x1e.parley.chat.v1.ContactUpdatedH\x00R\x0econtactUpdatedB\x06\n" +
+	"\x04item\"W\n" +
 	"\bSetFlags\x12\x19\n" +
 	"\x05muted\x18\x01 \x01(\bH\x00R\x05muted\x88\x01\x01\x12\x1b\n" +
 	"\x06pinned\x18\x02 \x01(\bH\x01R\x06pinned\x88\x01\x01B\b\n" +
@@ -2363,7 +2776,7 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\x04asks\x18\x01 \x03(\v2\x16.parley.log.v1.HeadAskR\x04asks\"K\n" +
 	"\aHeadAsk\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x17\n" +
-	"\auser_id\x18\x02 \x01(\tR\x06userId\"\xb9\x02\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"\xf1\x02\n" +
 	"\vEventRecord\x12+\n" +
 	"\x05event\x18\x01 \x01(\v2\x15.parley.chat.v1.EventR\x05event\x12#\n" +
 	"\rrecipient_ids\x18\x02 \x03(\tR\frecipientIds\x12\x1d\n" +
@@ -2372,7 +2785,8 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\areceipt\x18\x04 \x01(\v2\x17.parley.chat.v1.ReceiptR\areceipt\x120\n" +
 	"\x05block\x18\x14 \x01(\v2\x1a.parley.log.v1.BlockChangeR\x05block\x127\n" +
 	"\x05flags\x18\x15 \x01(\v2!.parley.chat.v1.ConversationFlagsR\x05flags\x12\x1b\n" +
-	"\tmuted_ids\x18\x16 \x03(\tR\bmutedIds\"\xe4\x01\n" +
+	"\tmuted_ids\x18\x16 \x03(\tR\bmutedIds\x126\n" +
+	"\acontact\x18\x17 \x01(\v2\x1c.parley.log.v1.ContactChangeR\acontact\"\xe4\x01\n" +
 	"\x12NotificationRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x10\n" +
@@ -2380,7 +2794,7 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\bevent_id\x18\x04 \x01(\tR\aeventId\x12\x1b\n" +
 	"\tsender_id\x18\x05 \x01(\tR\bsenderId\x12.\n" +
 	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
-	"\x04text\x18\a \x01(\tR\x04text\"\x86\x03\n" +
+	"\x04text\x18\a \x01(\tR\x04text\"\xc9\x03\n" +
 	"\aOutcome\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12'\n" +
@@ -2393,7 +2807,8 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\rerror_message\x18\a \x01(\tR\ferrorMessage\x121\n" +
 	"\areceipt\x18\b \x01(\v2\x17.parley.chat.v1.ReceiptR\areceipt\x127\n" +
 	"\x05flags\x18\x15 \x01(\v2!.parley.chat.v1.ConversationFlagsR\x05flags\x12\x14\n" +
-	"\x05heads\x18\x16 \x03(\x04R\x05heads\"\xba\x01\n" +
+	"\x05heads\x18\x16 \x03(\x04R\x05heads\x12A\n" +
+	"\rcontact_state\x18\x17 \x01(\x0e2\x1c.parley.chat.v1.ContactStateR\fcontactState\"\xba\x01\n" +
 	"\x0ePresenceRecord\x12:\n" +
 	"\asession\x18\x01 \x01(\v2\x1e.parley.log.v1.PresenceSessionH\x00R\asession\x121\n" +
 	"\x04beat\x18\x02 \x01(\v2\x1b.parley.log.v1.PresenceBeatH\x00R\x04beat\x121\n" +
@@ -2427,96 +2842,113 @@ func file_parley_log_v1_log_proto_rawDescGZIP() []byte {
 	return file_parley_log_v1_log_proto_rawDescData
 }
 
-var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_parley_log_v1_log_proto_goTypes = []any{
 	(*Command)(nil),               // 0: parley.log.v1.Command
-	(*SetFlags)(nil),              // 1: parley.log.v1.SetFlags
-	(*CreateConversation)(nil),    // 2: parley.log.v1.CreateConversation
-	(*RemoveMember)(nil),          // 3: parley.log.v1.RemoveMember
-	(*Leave)(nil),                 // 4: parley.log.v1.Leave
-	(*SetRole)(nil),               // 5: parley.log.v1.SetRole
-	(*TransferOwnership)(nil),     // 6: parley.log.v1.TransferOwnership
-	(*MuteMember)(nil),            // 7: parley.log.v1.MuteMember
-	(*Rename)(nil),                // 8: parley.log.v1.Rename
-	(*CreateInvite)(nil),          // 9: parley.log.v1.CreateInvite
-	(*RevokeInvite)(nil),          // 10: parley.log.v1.RevokeInvite
-	(*JoinByInvite)(nil),          // 11: parley.log.v1.JoinByInvite
-	(*Follow)(nil),                // 12: parley.log.v1.Follow
-	(*Block)(nil),                 // 13: parley.log.v1.Block
-	(*BlockChange)(nil),           // 14: parley.log.v1.BlockChange
-	(*AddMember)(nil),             // 15: parley.log.v1.AddMember
-	(*PostMessage)(nil),           // 16: parley.log.v1.PostMessage
-	(*EditMessage)(nil),           // 17: parley.log.v1.EditMessage
-	(*DeleteMessage)(nil),         // 18: parley.log.v1.DeleteMessage
-	(*React)(nil),                 // 19: parley.log.v1.React
-	(*Mark)(nil),                  // 20: parley.log.v1.Mark
-	(*HeadProbe)(nil),             // 21: parley.log.v1.HeadProbe
-	(*HeadAsk)(nil),               // 22: parley.log.v1.HeadAsk
-	(*EventRecord)(nil),           // 23: parley.log.v1.EventRecord
-	(*NotificationRecord)(nil),    // 24: parley.log.v1.NotificationRecord
-	(*Outcome)(nil),               // 25: parley.log.v1.Outcome
-	(*PresenceRecord)(nil),        // 26: parley.log.v1.PresenceRecord
-	(*PresenceSession)(nil),       // 27: parley.log.v1.PresenceSession
-	(*PresenceBeat)(nil),          // 28: parley.log.v1.PresenceBeat
-	(*PresenceSeen)(nil),          // 29: parley.log.v1.PresenceSeen
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
-	(v1.ConversationKind)(0),      // 31: parley.chat.v1.ConversationKind
-	(v1.MemberRole)(0),            // 32: parley.chat.v1.MemberRole
-	(*v1.Attachment)(nil),         // 33: parley.chat.v1.Attachment
-	(*v1.ContactCard)(nil),        // 34: parley.chat.v1.ContactCard
-	(*v1.Event)(nil),              // 35: parley.chat.v1.Event
-	(*v1.Receipt)(nil),            // 36: parley.chat.v1.Receipt
-	(*v1.ConversationFlags)(nil),  // 37: parley.chat.v1.ConversationFlags
-	(v1.ErrorCode)(0),             // 38: parley.chat.v1.ErrorCode
-	(*durationpb.Duration)(nil),   // 39: google.protobuf.Duration
+	(*ContactRequest)(nil),        // 1: parley.log.v1.ContactRequest
+	(*ContactResponse)(nil),       // 2: parley.log.v1.ContactResponse
+	(*ContactCancel)(nil),         // 3: parley.log.v1.ContactCancel
+	(*ContactChange)(nil),         // 4: parley.log.v1.ContactChange
+	(*InboxDeliver)(nil),          // 5: parley.log.v1.InboxDeliver
+	(*SetFlags)(nil),              // 6: parley.log.v1.SetFlags
+	(*CreateConversation)(nil),    // 7: parley.log.v1.CreateConversation
+	(*RemoveMember)(nil),          // 8: parley.log.v1.RemoveMember
+	(*Leave)(nil),                 // 9: parley.log.v1.Leave
+	(*SetRole)(nil),               // 10: parley.log.v1.SetRole
+	(*TransferOwnership)(nil),     // 11: parley.log.v1.TransferOwnership
+	(*MuteMember)(nil),            // 12: parley.log.v1.MuteMember
+	(*Rename)(nil),                // 13: parley.log.v1.Rename
+	(*CreateInvite)(nil),          // 14: parley.log.v1.CreateInvite
+	(*RevokeInvite)(nil),          // 15: parley.log.v1.RevokeInvite
+	(*JoinByInvite)(nil),          // 16: parley.log.v1.JoinByInvite
+	(*Follow)(nil),                // 17: parley.log.v1.Follow
+	(*Block)(nil),                 // 18: parley.log.v1.Block
+	(*BlockChange)(nil),           // 19: parley.log.v1.BlockChange
+	(*AddMember)(nil),             // 20: parley.log.v1.AddMember
+	(*PostMessage)(nil),           // 21: parley.log.v1.PostMessage
+	(*EditMessage)(nil),           // 22: parley.log.v1.EditMessage
+	(*DeleteMessage)(nil),         // 23: parley.log.v1.DeleteMessage
+	(*React)(nil),                 // 24: parley.log.v1.React
+	(*Mark)(nil),                  // 25: parley.log.v1.Mark
+	(*HeadProbe)(nil),             // 26: parley.log.v1.HeadProbe
+	(*HeadAsk)(nil),               // 27: parley.log.v1.HeadAsk
+	(*EventRecord)(nil),           // 28: parley.log.v1.EventRecord
+	(*NotificationRecord)(nil),    // 29: parley.log.v1.NotificationRecord
+	(*Outcome)(nil),               // 30: parley.log.v1.Outcome
+	(*PresenceRecord)(nil),        // 31: parley.log.v1.PresenceRecord
+	(*PresenceSession)(nil),       // 32: parley.log.v1.PresenceSession
+	(*PresenceBeat)(nil),          // 33: parley.log.v1.PresenceBeat
+	(*PresenceSeen)(nil),          // 34: parley.log.v1.PresenceSeen
+	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
+	(v1.ContactAction)(0),         // 36: parley.chat.v1.ContactAction
+	(*v1.ContactUpdated)(nil),     // 37: parley.chat.v1.ContactUpdated
+	(v1.ConversationKind)(0),      // 38: parley.chat.v1.ConversationKind
+	(v1.MemberRole)(0),            // 39: parley.chat.v1.MemberRole
+	(*v1.Attachment)(nil),         // 40: parley.chat.v1.Attachment
+	(*v1.ContactCard)(nil),        // 41: parley.chat.v1.ContactCard
+	(*v1.Event)(nil),              // 42: parley.chat.v1.Event
+	(*v1.Receipt)(nil),            // 43: parley.chat.v1.Receipt
+	(*v1.ConversationFlags)(nil),  // 44: parley.chat.v1.ConversationFlags
+	(v1.ErrorCode)(0),             // 45: parley.chat.v1.ErrorCode
+	(v1.ContactState)(0),          // 46: parley.chat.v1.ContactState
+	(*durationpb.Duration)(nil),   // 47: google.protobuf.Duration
 }
 var file_parley_log_v1_log_proto_depIdxs = []int32{
-	30, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
-	2,  // 1: parley.log.v1.Command.create_conversation:type_name -> parley.log.v1.CreateConversation
-	15, // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
-	16, // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
-	20, // 4: parley.log.v1.Command.mark:type_name -> parley.log.v1.Mark
-	3,  // 5: parley.log.v1.Command.remove_member:type_name -> parley.log.v1.RemoveMember
-	4,  // 6: parley.log.v1.Command.leave:type_name -> parley.log.v1.Leave
-	5,  // 7: parley.log.v1.Command.set_role:type_name -> parley.log.v1.SetRole
-	6,  // 8: parley.log.v1.Command.transfer_ownership:type_name -> parley.log.v1.TransferOwnership
-	7,  // 9: parley.log.v1.Command.mute_member:type_name -> parley.log.v1.MuteMember
-	8,  // 10: parley.log.v1.Command.rename:type_name -> parley.log.v1.Rename
-	9,  // 11: parley.log.v1.Command.create_invite:type_name -> parley.log.v1.CreateInvite
-	10, // 12: parley.log.v1.Command.revoke_invite:type_name -> parley.log.v1.RevokeInvite
-	11, // 13: parley.log.v1.Command.join_by_invite:type_name -> parley.log.v1.JoinByInvite
-	12, // 14: parley.log.v1.Command.follow:type_name -> parley.log.v1.Follow
-	13, // 15: parley.log.v1.Command.block:type_name -> parley.log.v1.Block
-	17, // 16: parley.log.v1.Command.edit_message:type_name -> parley.log.v1.EditMessage
-	18, // 17: parley.log.v1.Command.delete_message:type_name -> parley.log.v1.DeleteMessage
-	19, // 18: parley.log.v1.Command.react:type_name -> parley.log.v1.React
-	1,  // 19: parley.log.v1.Command.set_flags:type_name -> parley.log.v1.SetFlags
-	21, // 20: parley.log.v1.Command.head_probe:type_name -> parley.log.v1.HeadProbe
-	31, // 21: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	32, // 22: parley.log.v1.SetRole.role:type_name -> parley.chat.v1.MemberRole
-	30, // 23: parley.log.v1.BlockChange.time:type_name -> google.protobuf.Timestamp
-	33, // 24: parley.log.v1.PostMessage.attachments:type_name -> parley.chat.v1.Attachment
-	34, // 25: parley.log.v1.PostMessage.contact:type_name -> parley.chat.v1.ContactCard
-	22, // 26: parley.log.v1.HeadProbe.asks:type_name -> parley.log.v1.HeadAsk
-	35, // 27: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
-	36, // 28: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
-	14, // 29: parley.log.v1.EventRecord.block:type_name -> parley.log.v1.BlockChange
-	37, // 30: parley.log.v1.EventRecord.flags:type_name -> parley.chat.v1.ConversationFlags
-	30, // 31: parley.log.v1.NotificationRecord.time:type_name -> google.protobuf.Timestamp
-	38, // 32: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
-	36, // 33: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
-	37, // 34: parley.log.v1.Outcome.flags:type_name -> parley.chat.v1.ConversationFlags
-	27, // 35: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
-	28, // 36: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
-	29, // 37: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
-	30, // 38: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
-	39, // 39: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
-	30, // 40: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
-	41, // [41:41] is the sub-list for method output_type
-	41, // [41:41] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	35, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
+	7,  // 1: parley.log.v1.Command.create_conversation:type_name -> parley.log.v1.CreateConversation
+	20, // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
+	21, // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
+	25, // 4: parley.log.v1.Command.mark:type_name -> parley.log.v1.Mark
+	8,  // 5: parley.log.v1.Command.remove_member:type_name -> parley.log.v1.RemoveMember
+	9,  // 6: parley.log.v1.Command.leave:type_name -> parley.log.v1.Leave
+	10, // 7: parley.log.v1.Command.set_role:type_name -> parley.log.v1.SetRole
+	11, // 8: parley.log.v1.Command.transfer_ownership:type_name -> parley.log.v1.TransferOwnership
+	12, // 9: parley.log.v1.Command.mute_member:type_name -> parley.log.v1.MuteMember
+	13, // 10: parley.log.v1.Command.rename:type_name -> parley.log.v1.Rename
+	14, // 11: parley.log.v1.Command.create_invite:type_name -> parley.log.v1.CreateInvite
+	15, // 12: parley.log.v1.Command.revoke_invite:type_name -> parley.log.v1.RevokeInvite
+	16, // 13: parley.log.v1.Command.join_by_invite:type_name -> parley.log.v1.JoinByInvite
+	17, // 14: parley.log.v1.Command.follow:type_name -> parley.log.v1.Follow
+	18, // 15: parley.log.v1.Command.block:type_name -> parley.log.v1.Block
+	1,  // 16: parley.log.v1.Command.contact_request:type_name -> parley.log.v1.ContactRequest
+	2,  // 17: parley.log.v1.Command.contact_response:type_name -> parley.log.v1.ContactResponse
+	3,  // 18: parley.log.v1.Command.contact_cancel:type_name -> parley.log.v1.ContactCancel
+	22, // 19: parley.log.v1.Command.edit_message:type_name -> parley.log.v1.EditMessage
+	23, // 20: parley.log.v1.Command.delete_message:type_name -> parley.log.v1.DeleteMessage
+	24, // 21: parley.log.v1.Command.react:type_name -> parley.log.v1.React
+	6,  // 22: parley.log.v1.Command.set_flags:type_name -> parley.log.v1.SetFlags
+	26, // 23: parley.log.v1.Command.head_probe:type_name -> parley.log.v1.HeadProbe
+	5,  // 24: parley.log.v1.Command.inbox_deliver:type_name -> parley.log.v1.InboxDeliver
+	36, // 25: parley.log.v1.ContactChange.action:type_name -> parley.chat.v1.ContactAction
+	35, // 26: parley.log.v1.ContactChange.time:type_name -> google.protobuf.Timestamp
+	37, // 27: parley.log.v1.InboxDeliver.contact_updated:type_name -> parley.chat.v1.ContactUpdated
+	38, // 28: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	39, // 29: parley.log.v1.SetRole.role:type_name -> parley.chat.v1.MemberRole
+	35, // 30: parley.log.v1.BlockChange.time:type_name -> google.protobuf.Timestamp
+	40, // 31: parley.log.v1.PostMessage.attachments:type_name -> parley.chat.v1.Attachment
+	41, // 32: parley.log.v1.PostMessage.contact:type_name -> parley.chat.v1.ContactCard
+	27, // 33: parley.log.v1.HeadProbe.asks:type_name -> parley.log.v1.HeadAsk
+	42, // 34: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
+	43, // 35: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
+	19, // 36: parley.log.v1.EventRecord.block:type_name -> parley.log.v1.BlockChange
+	44, // 37: parley.log.v1.EventRecord.flags:type_name -> parley.chat.v1.ConversationFlags
+	4,  // 38: parley.log.v1.EventRecord.contact:type_name -> parley.log.v1.ContactChange
+	35, // 39: parley.log.v1.NotificationRecord.time:type_name -> google.protobuf.Timestamp
+	45, // 40: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
+	43, // 41: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
+	44, // 42: parley.log.v1.Outcome.flags:type_name -> parley.chat.v1.ConversationFlags
+	46, // 43: parley.log.v1.Outcome.contact_state:type_name -> parley.chat.v1.ContactState
+	32, // 44: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
+	33, // 45: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
+	34, // 46: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
+	35, // 47: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
+	47, // 48: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
+	35, // 49: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
+	50, // [50:50] is the sub-list for method output_type
+	50, // [50:50] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_parley_log_v1_log_proto_init() }
@@ -2540,14 +2972,21 @@ func file_parley_log_v1_log_proto_init() {
 		(*Command_JoinByInvite)(nil),
 		(*Command_Follow)(nil),
 		(*Command_Block)(nil),
+		(*Command_ContactRequest)(nil),
+		(*Command_ContactResponse)(nil),
+		(*Command_ContactCancel)(nil),
 		(*Command_EditMessage)(nil),
 		(*Command_DeleteMessage)(nil),
 		(*Command_React)(nil),
 		(*Command_SetFlags)(nil),
 		(*Command_HeadProbe)(nil),
+		(*Command_InboxDeliver)(nil),
 	}
-	file_parley_log_v1_log_proto_msgTypes[1].OneofWrappers = []any{}
-	file_parley_log_v1_log_proto_msgTypes[26].OneofWrappers = []any{
+	file_parley_log_v1_log_proto_msgTypes[5].OneofWrappers = []any{
+		(*InboxDeliver_ContactUpdated)(nil),
+	}
+	file_parley_log_v1_log_proto_msgTypes[6].OneofWrappers = []any{}
+	file_parley_log_v1_log_proto_msgTypes[31].OneofWrappers = []any{
 		(*PresenceRecord_Session)(nil),
 		(*PresenceRecord_Beat)(nil),
 		(*PresenceRecord_Seen)(nil),
@@ -2558,7 +2997,7 @@ func file_parley_log_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_log_v1_log_proto_rawDesc), len(file_parley_log_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

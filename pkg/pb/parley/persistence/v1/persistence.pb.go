@@ -798,6 +798,97 @@ func (x *ReceiptsResponse) GetReceipts() []*v1.Receipt {
 	return nil
 }
 
+// ContactsRequest names the user.
+type ContactsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContactsRequest) Reset() {
+	*x = ContactsRequest{}
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContactsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContactsRequest) ProtoMessage() {}
+
+func (x *ContactsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContactsRequest.ProtoReflect.Descriptor instead.
+func (*ContactsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ContactsRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// ContactsResponse lists the user's contacts and pending requests in user
+// id order.
+type ContactsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Contacts      []*v1.Contact          `protobuf:"bytes,1,rep,name=contacts,proto3" json:"contacts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContactsResponse) Reset() {
+	*x = ContactsResponse{}
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContactsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContactsResponse) ProtoMessage() {}
+
+func (x *ContactsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContactsResponse.ProtoReflect.Descriptor instead.
+func (*ContactsResponse) Descriptor() ([]byte, []int) {
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ContactsResponse) GetContacts() []*v1.Contact {
+	if x != nil {
+		return x.Contacts
+	}
+	return nil
+}
+
 var File_parley_persistence_v1_persistence_proto protoreflect.FileDescriptor
 
 const file_parley_persistence_v1_persistence_proto_rawDesc = "" +
@@ -853,14 +944,19 @@ const file_parley_persistence_v1_persistence_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\"G\n" +
 	"\x10ReceiptsResponse\x123\n" +
-	"\breceipts\x18\x01 \x03(\v2\x17.parley.chat.v1.ReceiptR\breceipts2\xd1\x04\n" +
+	"\breceipts\x18\x01 \x03(\v2\x17.parley.chat.v1.ReceiptR\breceipts\"*\n" +
+	"\x0fContactsRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"G\n" +
+	"\x10ContactsResponse\x123\n" +
+	"\bcontacts\x18\x01 \x03(\v2\x17.parley.chat.v1.ContactR\bcontacts2\xae\x05\n" +
 	"\x12PersistenceService\x12X\n" +
 	"\aHistory\x12%.parley.persistence.v1.HistoryRequest\x1a&.parley.persistence.v1.HistoryResponse\x12X\n" +
 	"\aCatchUp\x12%.parley.persistence.v1.CatchUpRequest\x1a&.parley.persistence.v1.CatchUpResponse\x12j\n" +
 	"\rConversations\x12+.parley.persistence.v1.ConversationsRequest\x1a,.parley.persistence.v1.ConversationsResponse\x12[\n" +
 	"\bReceipts\x12&.parley.persistence.v1.ReceiptsRequest\x1a'.parley.persistence.v1.ReceiptsResponse\x12g\n" +
 	"\fConversation\x12*.parley.persistence.v1.ConversationRequest\x1a+.parley.persistence.v1.ConversationResponse\x12U\n" +
-	"\x06Blocks\x12$.parley.persistence.v1.BlocksRequest\x1a%.parley.persistence.v1.BlocksResponseBIZGgithub.com/parleychat/parley/pkg/pb/parley/persistence/v1;persistencev1b\x06proto3"
+	"\x06Blocks\x12$.parley.persistence.v1.BlocksRequest\x1a%.parley.persistence.v1.BlocksResponse\x12[\n" +
+	"\bContacts\x12&.parley.persistence.v1.ContactsRequest\x1a'.parley.persistence.v1.ContactsResponseBIZGgithub.com/parleychat/parley/pkg/pb/parley/persistence/v1;persistencev1b\x06proto3"
 
 var (
 	file_parley_persistence_v1_persistence_proto_rawDescOnce sync.Once
@@ -874,7 +970,7 @@ func file_parley_persistence_v1_persistence_proto_rawDescGZIP() []byte {
 	return file_parley_persistence_v1_persistence_proto_rawDescData
 }
 
-var file_parley_persistence_v1_persistence_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_parley_persistence_v1_persistence_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_parley_persistence_v1_persistence_proto_goTypes = []any{
 	(*BlocksRequest)(nil),         // 0: parley.persistence.v1.BlocksRequest
 	(*BlocksResponse)(nil),        // 1: parley.persistence.v1.BlocksResponse
@@ -890,35 +986,41 @@ var file_parley_persistence_v1_persistence_proto_goTypes = []any{
 	(*ConversationResponse)(nil),  // 11: parley.persistence.v1.ConversationResponse
 	(*ReceiptsRequest)(nil),       // 12: parley.persistence.v1.ReceiptsRequest
 	(*ReceiptsResponse)(nil),      // 13: parley.persistence.v1.ReceiptsResponse
-	(*v1.Event)(nil),              // 14: parley.chat.v1.Event
-	(*v1.Conversation)(nil),       // 15: parley.chat.v1.Conversation
-	(*v1.Receipt)(nil),            // 16: parley.chat.v1.Receipt
+	(*ContactsRequest)(nil),       // 14: parley.persistence.v1.ContactsRequest
+	(*ContactsResponse)(nil),      // 15: parley.persistence.v1.ContactsResponse
+	(*v1.Event)(nil),              // 16: parley.chat.v1.Event
+	(*v1.Conversation)(nil),       // 17: parley.chat.v1.Conversation
+	(*v1.Receipt)(nil),            // 18: parley.chat.v1.Receipt
+	(*v1.Contact)(nil),            // 19: parley.chat.v1.Contact
 }
 var file_parley_persistence_v1_persistence_proto_depIdxs = []int32{
-	14, // 0: parley.persistence.v1.HistoryResponse.events:type_name -> parley.chat.v1.Event
+	16, // 0: parley.persistence.v1.HistoryResponse.events:type_name -> parley.chat.v1.Event
 	5,  // 1: parley.persistence.v1.CatchUpRequest.cursors:type_name -> parley.persistence.v1.CatchUpCursor
 	7,  // 2: parley.persistence.v1.CatchUpResponse.pages:type_name -> parley.persistence.v1.CatchUpPage
-	14, // 3: parley.persistence.v1.CatchUpPage.events:type_name -> parley.chat.v1.Event
-	15, // 4: parley.persistence.v1.ConversationsResponse.conversations:type_name -> parley.chat.v1.Conversation
-	15, // 5: parley.persistence.v1.ConversationResponse.conversation:type_name -> parley.chat.v1.Conversation
-	16, // 6: parley.persistence.v1.ReceiptsResponse.receipts:type_name -> parley.chat.v1.Receipt
-	2,  // 7: parley.persistence.v1.PersistenceService.History:input_type -> parley.persistence.v1.HistoryRequest
-	4,  // 8: parley.persistence.v1.PersistenceService.CatchUp:input_type -> parley.persistence.v1.CatchUpRequest
-	8,  // 9: parley.persistence.v1.PersistenceService.Conversations:input_type -> parley.persistence.v1.ConversationsRequest
-	12, // 10: parley.persistence.v1.PersistenceService.Receipts:input_type -> parley.persistence.v1.ReceiptsRequest
-	10, // 11: parley.persistence.v1.PersistenceService.Conversation:input_type -> parley.persistence.v1.ConversationRequest
-	0,  // 12: parley.persistence.v1.PersistenceService.Blocks:input_type -> parley.persistence.v1.BlocksRequest
-	3,  // 13: parley.persistence.v1.PersistenceService.History:output_type -> parley.persistence.v1.HistoryResponse
-	6,  // 14: parley.persistence.v1.PersistenceService.CatchUp:output_type -> parley.persistence.v1.CatchUpResponse
-	9,  // 15: parley.persistence.v1.PersistenceService.Conversations:output_type -> parley.persistence.v1.ConversationsResponse
-	13, // 16: parley.persistence.v1.PersistenceService.Receipts:output_type -> parley.persistence.v1.ReceiptsResponse
-	11, // 17: parley.persistence.v1.PersistenceService.Conversation:output_type -> parley.persistence.v1.ConversationResponse
-	1,  // 18: parley.persistence.v1.PersistenceService.Blocks:output_type -> parley.persistence.v1.BlocksResponse
-	13, // [13:19] is the sub-list for method output_type
-	7,  // [7:13] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	16, // 3: parley.persistence.v1.CatchUpPage.events:type_name -> parley.chat.v1.Event
+	17, // 4: parley.persistence.v1.ConversationsResponse.conversations:type_name -> parley.chat.v1.Conversation
+	17, // 5: parley.persistence.v1.ConversationResponse.conversation:type_name -> parley.chat.v1.Conversation
+	18, // 6: parley.persistence.v1.ReceiptsResponse.receipts:type_name -> parley.chat.v1.Receipt
+	19, // 7: parley.persistence.v1.ContactsResponse.contacts:type_name -> parley.chat.v1.Contact
+	2,  // 8: parley.persistence.v1.PersistenceService.History:input_type -> parley.persistence.v1.HistoryRequest
+	4,  // 9: parley.persistence.v1.PersistenceService.CatchUp:input_type -> parley.persistence.v1.CatchUpRequest
+	8,  // 10: parley.persistence.v1.PersistenceService.Conversations:input_type -> parley.persistence.v1.ConversationsRequest
+	12, // 11: parley.persistence.v1.PersistenceService.Receipts:input_type -> parley.persistence.v1.ReceiptsRequest
+	10, // 12: parley.persistence.v1.PersistenceService.Conversation:input_type -> parley.persistence.v1.ConversationRequest
+	0,  // 13: parley.persistence.v1.PersistenceService.Blocks:input_type -> parley.persistence.v1.BlocksRequest
+	14, // 14: parley.persistence.v1.PersistenceService.Contacts:input_type -> parley.persistence.v1.ContactsRequest
+	3,  // 15: parley.persistence.v1.PersistenceService.History:output_type -> parley.persistence.v1.HistoryResponse
+	6,  // 16: parley.persistence.v1.PersistenceService.CatchUp:output_type -> parley.persistence.v1.CatchUpResponse
+	9,  // 17: parley.persistence.v1.PersistenceService.Conversations:output_type -> parley.persistence.v1.ConversationsResponse
+	13, // 18: parley.persistence.v1.PersistenceService.Receipts:output_type -> parley.persistence.v1.ReceiptsResponse
+	11, // 19: parley.persistence.v1.PersistenceService.Conversation:output_type -> parley.persistence.v1.ConversationResponse
+	1,  // 20: parley.persistence.v1.PersistenceService.Blocks:output_type -> parley.persistence.v1.BlocksResponse
+	15, // 21: parley.persistence.v1.PersistenceService.Contacts:output_type -> parley.persistence.v1.ContactsResponse
+	15, // [15:22] is the sub-list for method output_type
+	8,  // [8:15] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_parley_persistence_v1_persistence_proto_init() }
@@ -933,7 +1035,7 @@ func file_parley_persistence_v1_persistence_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_persistence_v1_persistence_proto_rawDesc), len(file_parley_persistence_v1_persistence_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

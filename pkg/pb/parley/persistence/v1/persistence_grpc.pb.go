@@ -28,6 +28,7 @@ const (
 	PersistenceService_Receipts_FullMethodName      = "/parley.persistence.v1.PersistenceService/Receipts"
 	PersistenceService_Conversation_FullMethodName  = "/parley.persistence.v1.PersistenceService/Conversation"
 	PersistenceService_Blocks_FullMethodName        = "/parley.persistence.v1.PersistenceService/Blocks"
+	PersistenceService_Contacts_FullMethodName      = "/parley.persistence.v1.PersistenceService/Contacts"
 )
 
 // PersistenceServiceClient is the client API for PersistenceService service.
@@ -56,6 +57,9 @@ type PersistenceServiceClient interface {
 	// Blocks lists the users user_id blocks. The caller is trusted to ask
 	// only for its own user (the edge asks for the connection's user).
 	Blocks(ctx context.Context, in *BlocksRequest, opts ...grpc.CallOption) (*BlocksResponse, error)
+	// Contacts lists user_id's contact list (see the history store's
+	// Contacts). The caller is trusted to ask for the user it serves.
+	Contacts(ctx context.Context, in *ContactsRequest, opts ...grpc.CallOption) (*ContactsResponse, error)
 }
 
 type persistenceServiceClient struct {
@@ -126,6 +130,16 @@ func (c *persistenceServiceClient) Blocks(ctx context.Context, in *BlocksRequest
 	return out, nil
 }
 
+func (c *persistenceServiceClient) Contacts(ctx context.Context, in *ContactsRequest, opts ...grpc.CallOption) (*ContactsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ContactsResponse)
+	err := c.cc.Invoke(ctx, PersistenceService_Contacts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PersistenceServiceServer is the server API for PersistenceService service.
 // All implementations must embed UnimplementedPersistenceServiceServer
 // for forward compatibility.
@@ -152,6 +166,9 @@ type PersistenceServiceServer interface {
 	// Blocks lists the users user_id blocks. The caller is trusted to ask
 	// only for its own user (the edge asks for the connection's user).
 	Blocks(context.Context, *BlocksRequest) (*BlocksResponse, error)
+	// Contacts lists user_id's contact list (see the history store's
+	// Contacts). The caller is trusted to ask for the user it serves.
+	Contacts(context.Context, *ContactsRequest) (*ContactsResponse, error)
 	mustEmbedUnimplementedPersistenceServiceServer()
 }
 
@@ -179,6 +196,9 @@ func (UnimplementedPersistenceServiceServer) Conversation(context.Context, *Conv
 }
 func (UnimplementedPersistenceServiceServer) Blocks(context.Context, *BlocksRequest) (*BlocksResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Blocks not implemented")
+}
+func (UnimplementedPersistenceServiceServer) Contacts(context.Context, *ContactsRequest) (*ContactsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Contacts not implemented")
 }
 func (UnimplementedPersistenceServiceServer) mustEmbedUnimplementedPersistenceServiceServer() {}
 func (UnimplementedPersistenceServiceServer) testEmbeddedByValue()                            {}
@@ -309,6 +329,24 @@ func _PersistenceService_Blocks_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PersistenceService_Contacts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ContactsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PersistenceServiceServer).Contacts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PersistenceService_Contacts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PersistenceServiceServer).Contacts(ctx, req.(*ContactsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PersistenceService_ServiceDesc is the grpc.ServiceDesc for PersistenceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -339,6 +377,10 @@ var PersistenceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Blocks",
 			Handler:    _PersistenceService_Blocks_Handler,
+		},
+		{
+			MethodName: "Contacts",
+			Handler:    _PersistenceService_Contacts_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -162,6 +162,12 @@ export declare type Event = Message<"parley.chat.v1.Event"> & {
      */
     value: ReactionRemoved;
     case: "reactionRemoved";
+  } | {
+    /**
+     * @generated from field: parley.chat.v1.ContactUpdated contact_updated = 50;
+     */
+    value: ContactUpdated;
+    case: "contactUpdated";
   } | { case: undefined; value?: undefined };
 };
 
@@ -292,6 +298,11 @@ export declare type EventJson = {
    * @generated from field: parley.chat.v1.ReactionRemoved reaction_removed = 43;
    */
   reactionRemoved?: ReactionRemovedJson;
+
+  /**
+   * @generated from field: parley.chat.v1.ContactUpdated contact_updated = 50;
+   */
+  contactUpdated?: ContactUpdatedJson;
 };
 
 /**
@@ -299,6 +310,160 @@ export declare type EventJson = {
  * Use `create(EventSchema)` to create a new message.
  */
 export declare const EventSchema: GenMessage<Event, {jsonType: EventJson}>;
+
+/**
+ * ContactUpdated is an inbox event: the contact state between the inbox's
+ * owner and user_id changed. Parley writes it, so it has no sender:
+ * outgoing says which of the two acted.
+ *
+ * @generated from message parley.chat.v1.ContactUpdated
+ */
+export declare type ContactUpdated = Message<"parley.chat.v1.ContactUpdated"> & {
+  /**
+   * user_id is the other user of the pair.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * @generated from field: parley.chat.v1.ContactAction action = 2;
+   */
+  action: ContactAction;
+
+  /**
+   * outgoing: the inbox's owner acted; otherwise user_id did.
+   *
+   * @generated from field: bool outgoing = 3;
+   */
+  outgoing: boolean;
+
+  /**
+   * state is the owner's view of the pair after the change.
+   *
+   * @generated from field: parley.chat.v1.ContactState state = 4;
+   */
+  state: ContactState;
+
+  /**
+   * owner_id is the inbox's owner, so a store folds the contact list
+   * from the event alone.
+   *
+   * @generated from field: string owner_id = 5;
+   */
+  ownerId: string;
+};
+
+/**
+ * ContactUpdated is an inbox event: the contact state between the inbox's
+ * owner and user_id changed. Parley writes it, so it has no sender:
+ * outgoing says which of the two acted.
+ *
+ * @generated from message parley.chat.v1.ContactUpdated
+ */
+export declare type ContactUpdatedJson = {
+  /**
+   * user_id is the other user of the pair.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId?: string;
+
+  /**
+   * @generated from field: parley.chat.v1.ContactAction action = 2;
+   */
+  action?: ContactActionJson;
+
+  /**
+   * outgoing: the inbox's owner acted; otherwise user_id did.
+   *
+   * @generated from field: bool outgoing = 3;
+   */
+  outgoing?: boolean;
+
+  /**
+   * state is the owner's view of the pair after the change.
+   *
+   * @generated from field: parley.chat.v1.ContactState state = 4;
+   */
+  state?: ContactStateJson;
+
+  /**
+   * owner_id is the inbox's owner, so a store folds the contact list
+   * from the event alone.
+   *
+   * @generated from field: string owner_id = 5;
+   */
+  ownerId?: string;
+};
+
+/**
+ * Describes the message parley.chat.v1.ContactUpdated.
+ * Use `create(ContactUpdatedSchema)` to create a new message.
+ */
+export declare const ContactUpdatedSchema: GenMessage<ContactUpdated, {jsonType: ContactUpdatedJson}>;
+
+/**
+ * Contact is one entry of a user's contact list: another user and where
+ * the pair stands, with the inbox seq of the event that set it.
+ *
+ * @generated from message parley.chat.v1.Contact
+ */
+export declare type Contact = Message<"parley.chat.v1.Contact"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * @generated from field: parley.chat.v1.ContactState state = 2;
+   */
+  state: ContactState;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp since = 3;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * @generated from field: uint64 inbox_seq = 4;
+   */
+  inboxSeq: bigint;
+};
+
+/**
+ * Contact is one entry of a user's contact list: another user and where
+ * the pair stands, with the inbox seq of the event that set it.
+ *
+ * @generated from message parley.chat.v1.Contact
+ */
+export declare type ContactJson = {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId?: string;
+
+  /**
+   * @generated from field: parley.chat.v1.ContactState state = 2;
+   */
+  state?: ContactStateJson;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp since = 3;
+   */
+  since?: TimestampJson;
+
+  /**
+   * @generated from field: uint64 inbox_seq = 4;
+   */
+  inboxSeq?: string;
+};
+
+/**
+ * Describes the message parley.chat.v1.Contact.
+ * Use `create(ContactSchema)` to create a new message.
+ */
+export declare const ContactSchema: GenMessage<Contact, {jsonType: ContactJson}>;
 
 /**
  * ConversationCreated is always seq 1.
@@ -2005,6 +2170,17 @@ export enum ConversationKind {
    * @generated from enum value: CONVERSATION_KIND_CHANNEL = 3;
    */
   CHANNEL = 3,
+
+  /**
+   * INBOX is a user's own stream of what is addressed to them as a person
+   * rather than to a conversation (contact requests and their answers).
+   * Its only member is its owner; only Parley writes to it, so nobody
+   * posts, edits or reacts in it, but it is listed, paged, marked read and
+   * resumed like any conversation. Its id is Authenticated.inbox_id.
+   *
+   * @generated from enum value: CONVERSATION_KIND_INBOX = 4;
+   */
+  INBOX = 4,
 }
 
 /**
@@ -2012,7 +2188,7 @@ export enum ConversationKind {
  *
  * @generated from enum parley.chat.v1.ConversationKind
  */
-export declare type ConversationKindJson = "CONVERSATION_KIND_UNSPECIFIED" | "CONVERSATION_KIND_DIRECT" | "CONVERSATION_KIND_GROUP" | "CONVERSATION_KIND_CHANNEL";
+export declare type ConversationKindJson = "CONVERSATION_KIND_UNSPECIFIED" | "CONVERSATION_KIND_DIRECT" | "CONVERSATION_KIND_GROUP" | "CONVERSATION_KIND_CHANNEL" | "CONVERSATION_KIND_INBOX";
 
 /**
  * Describes the enum parley.chat.v1.ConversationKind.
@@ -2264,6 +2440,110 @@ export declare type ErrorCodeJson = "ERROR_CODE_UNSPECIFIED" | "ERROR_CODE_MALFO
  * Describes the enum parley.chat.v1.ErrorCode.
  */
 export declare const ErrorCodeSchema: GenEnum<ErrorCode, ErrorCodeJson>;
+
+/**
+ * ContactState is where a pair of users stands, as one of them sees it.
+ *
+ * @generated from enum parley.chat.v1.ContactState
+ */
+export enum ContactState {
+  /**
+   * UNSPECIFIED is none: no request either way, or one that ended
+   * (cancelled, declined by this user, or a contact removed).
+   *
+   * @generated from enum value: CONTACT_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * OUTGOING: this user asked the other and waits. A request the other
+   * declined stays OUTGOING for the asker: a decline is never told.
+   *
+   * @generated from enum value: CONTACT_STATE_OUTGOING = 1;
+   */
+  OUTGOING = 1,
+
+  /**
+   * INCOMING: the other asked this user, who may accept or decline.
+   *
+   * @generated from enum value: CONTACT_STATE_INCOMING = 2;
+   */
+  INCOMING = 2,
+
+  /**
+   * CONTACT: either accepted the other's request.
+   *
+   * @generated from enum value: CONTACT_STATE_CONTACT = 3;
+   */
+  CONTACT = 3,
+}
+
+/**
+ * ContactState is where a pair of users stands, as one of them sees it.
+ *
+ * @generated from enum parley.chat.v1.ContactState
+ */
+export declare type ContactStateJson = "CONTACT_STATE_UNSPECIFIED" | "CONTACT_STATE_OUTGOING" | "CONTACT_STATE_INCOMING" | "CONTACT_STATE_CONTACT";
+
+/**
+ * Describes the enum parley.chat.v1.ContactState.
+ */
+export declare const ContactStateSchema: GenEnum<ContactState, ContactStateJson>;
+
+/**
+ * ContactAction is what changed a pair's contact state.
+ *
+ * @generated from enum parley.chat.v1.ContactAction
+ */
+export enum ContactAction {
+  /**
+   * @generated from enum value: CONTACT_ACTION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: CONTACT_ACTION_REQUESTED = 1;
+   */
+  REQUESTED = 1,
+
+  /**
+   * ACCEPTED: the request was accepted, or both asked each other.
+   *
+   * @generated from enum value: CONTACT_ACTION_ACCEPTED = 2;
+   */
+  ACCEPTED = 2,
+
+  /**
+   * @generated from enum value: CONTACT_ACTION_DECLINED = 3;
+   */
+  DECLINED = 3,
+
+  /**
+   * CANCELLED: the asker withdrew the request.
+   *
+   * @generated from enum value: CONTACT_ACTION_CANCELLED = 4;
+   */
+  CANCELLED = 4,
+
+  /**
+   * REMOVED: one of two contacts ended it.
+   *
+   * @generated from enum value: CONTACT_ACTION_REMOVED = 5;
+   */
+  REMOVED = 5,
+}
+
+/**
+ * ContactAction is what changed a pair's contact state.
+ *
+ * @generated from enum parley.chat.v1.ContactAction
+ */
+export declare type ContactActionJson = "CONTACT_ACTION_UNSPECIFIED" | "CONTACT_ACTION_REQUESTED" | "CONTACT_ACTION_ACCEPTED" | "CONTACT_ACTION_DECLINED" | "CONTACT_ACTION_CANCELLED" | "CONTACT_ACTION_REMOVED";
+
+/**
+ * Describes the enum parley.chat.v1.ContactAction.
+ */
+export declare const ContactActionSchema: GenEnum<ContactAction, ContactActionJson>;
 
 /**
  * AttachmentKind says how a client should present an attachment.

@@ -13,7 +13,7 @@ import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
  * Describes the file parley/chat/v1/chat.proto.
  */
 export const file_parley_chat_v1_chat = /*@__PURE__*/
-  fileDesc("ChlwYXJsZXkvY2hhdC92MS9jaGF0LnByb3RvEg5wYXJsZXkuY2hhdC52MSLdCAoFRXZlbnQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoBBIQCghldmVudF9pZBgDIAEoCRIRCglzZW5kZXJfaWQYBCABKAkSGAoQc2VuZGVyX2RldmljZV9pZBgFIAEoCRIoCgR0aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1jbGllbnRfbXNnX2lkGAcgASgJEkMKFGNvbnZlcnNhdGlvbl9jcmVhdGVkGAogASgLMiMucGFybGV5LmNoYXQudjEuQ29udmVyc2F0aW9uQ3JlYXRlZEgAEjMKDG1lbWJlcl9hZGRlZBgLIAEoCzIbLnBhcmxleS5jaGF0LnYxLk1lbWJlckFkZGVkSAASNwoObWVzc2FnZV9wb3N0ZWQYDCABKAsyHS5wYXJsZXkuY2hhdC52MS5NZXNzYWdlUG9zdGVkSAASNwoObWVtYmVyX3JlbW92ZWQYFCABKAsyHS5wYXJsZXkuY2hhdC52MS5NZW1iZXJSZW1vdmVkSAASMQoLbWVtYmVyX2xlZnQYFSABKAsyGi5wYXJsZXkuY2hhdC52MS5NZW1iZXJMZWZ0SAASMwoMcm9sZV9jaGFuZ2VkGBYgASgLMhsucGFybGV5LmNoYXQudjEuUm9sZUNoYW5nZWRIABJFChVvd25lcnNoaXBfdHJhbnNmZXJyZWQYFyABKAsyJC5wYXJsZXkuY2hhdC52MS5Pd25lcnNoaXBUcmFuc2ZlcnJlZEgAEjMKDG1lbWJlcl9tdXRlZBgYIAEoCzIbLnBhcmxleS5jaGF0LnYxLk1lbWJlck11dGVkSAASQwoUY29udmVyc2F0aW9uX3JlbmFtZWQYGSABKAsyIy5wYXJsZXkuY2hhdC52MS5Db252ZXJzYXRpb25SZW5hbWVkSAASNwoOaW52aXRlX2NyZWF0ZWQYGiABKAsyHS5wYXJsZXkuY2hhdC52MS5JbnZpdGVDcmVhdGVkSAASNwoOaW52aXRlX3Jldm9rZWQYGyABKAsyHS5wYXJsZXkuY2hhdC52MS5JbnZpdGVSZXZva2VkSAASNQoNbWVtYmVyX2pvaW5lZBgcIAEoCzIcLnBhcmxleS5jaGF0LnYxLk1lbWJlckpvaW5lZEgAEjcKDm1lc3NhZ2VfZWRpdGVkGCggASgLMh0ucGFybGV5LmNoYXQudjEuTWVzc2FnZUVkaXRlZEgAEjkKD21lc3NhZ2VfZGVsZXRlZBgpIAEoCzIeLnBhcmxleS5jaGF0LnYxLk1lc3NhZ2VEZWxldGVkSAASNwoOcmVhY3Rpb25fYWRkZWQYKiABKAsyHS5wYXJsZXkuY2hhdC52MS5SZWFjdGlvbkFkZGVkSAASOwoQcmVhY3Rpb25fcmVtb3ZlZBgrIAEoCzIfLnBhcmxleS5jaGF0LnYxLlJlYWN0aW9uUmVtb3ZlZEgAQgYKBGJvZHkieAoTQ29udmVyc2F0aW9uQ3JlYXRlZBIuCgRraW5kGAEgASgOMiAucGFybGV5LmNoYXQudjEuQ29udmVyc2F0aW9uS2luZBINCgV0aXRsZRgCIAEoCRISCgptZW1iZXJfaWRzGAMgAygJEg4KBnB1YmxpYxgUIAEoCCIeCgtNZW1iZXJBZGRlZBIPCgd1c2VyX2lkGAEgASgJIiAKDU1lbWJlclJlbW92ZWQSDwoHdXNlcl9pZBgBIAEoCSIdCgpNZW1iZXJMZWZ0Eg8KB3VzZXJfaWQYASABKAkiSAoLUm9sZUNoYW5nZWQSDwoHdXNlcl9pZBgBIAEoCRIoCgRyb2xlGAIgASgOMhoucGFybGV5LmNoYXQudjEuTWVtYmVyUm9sZSIsChRPd25lcnNoaXBUcmFuc2ZlcnJlZBIUCgxuZXdfb3duZXJfaWQYASABKAkiLQoLTWVtYmVyTXV0ZWQSDwoHdXNlcl9pZBgBIAEoCRINCgVtdXRlZBgCIAEoCCIkChNDb252ZXJzYXRpb25SZW5hbWVkEg0KBXRpdGxlGAEgASgJIh0KDUludml0ZUNyZWF0ZWQSDAoEY29kZRgBIAEoCSIdCg1JbnZpdGVSZXZva2VkEgwKBGNvZGUYASABKAkiNAoMTWVtYmVySm9pbmVkEg8KB3VzZXJfaWQYASABKAkSEwoLaW52aXRlX2NvZGUYAiABKAki6AIKDU1lc3NhZ2VQb3N0ZWQSDAoEdGV4dBgBIAEoCRIvCgthdHRhY2htZW50cxgCIAMoCzIaLnBhcmxleS5jaGF0LnYxLkF0dGFjaG1lbnQSLAoHY29udGFjdBgDIAEoCzIbLnBhcmxleS5jaGF0LnYxLkNvbnRhY3RDYXJkEhQKDHJlcGx5X3RvX3NlcRgEIAEoBBITCgttZW50aW9uX2lkcxgFIAMoCRInCgVsaW5rcxgGIAMoCzIYLnBhcmxleS5jaGF0LnYxLkxpbmtTcGFuEhIKCmVkaXRlZF9zZXEYByABKAQSLwoLZWRpdGVkX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2RlbGV0ZWQYCSABKAgSMAoJcmVhY3Rpb25zGAogAygLMh0ucGFybGV5LmNoYXQudjEuUmVhY3Rpb25Db3VudBIOCgZzeXN0ZW0YCyABKAgingEKCkF0dGFjaG1lbnQSLAoEa2luZBgBIAEoDjIeLnBhcmxleS5jaGF0LnYxLkF0dGFjaG1lbnRLaW5kEgsKA3VybBgCIAEoCRIUCgxjb250ZW50X3R5cGUYAyABKAkSEgoKc2l6ZV9ieXRlcxgEIAEoBBINCgV3aWR0aBgFIAEoDRIOCgZoZWlnaHQYBiABKA0SDAoEbmFtZRgHIAEoCSJSCgtDb250YWN0Q2FyZBIUCgxkaXNwbGF5X25hbWUYASABKAkSDwoHdXNlcl9pZBgCIAEoCRINCgVwaG9uZRgDIAEoCRINCgVlbWFpbBgEIAEoCSIzCghMaW5rU3BhbhINCgVzdGFydBgBIAEoDRILCgNlbmQYAiABKA0SCwoDdXJsGAMgASgJIjkKDVJlYWN0aW9uQ291bnQSDQoFZW1vamkYASABKAkSDQoFY291bnQYAiABKA0SCgoCbWUYAyABKAgifwoNTWVzc2FnZUVkaXRlZBISCgp0YXJnZXRfc2VxGAEgASgEEgwKBHRleHQYAiABKAkSJwoFbGlua3MYAyADKAsyGC5wYXJsZXkuY2hhdC52MS5MaW5rU3BhbhITCgttZW50aW9uX2lkcxgEIAMoCRIOCgZsYXRlc3QYBSABKAgiNAoOTWVzc2FnZURlbGV0ZWQSEgoKdGFyZ2V0X3NlcRgBIAEoBBIOCgZsYXRlc3QYAiABKAgiMgoNUmVhY3Rpb25BZGRlZBISCgp0YXJnZXRfc2VxGAEgASgEEg0KBWVtb2ppGAIgASgJIjQKD1JlYWN0aW9uUmVtb3ZlZBISCgp0YXJnZXRfc2VxGAEgASgEEg0KBWVtb2ppGAIgASgJItwDCgxDb252ZXJzYXRpb24SFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEi4KBGtpbmQYAiABKA4yIC5wYXJsZXkuY2hhdC52MS5Db252ZXJzYXRpb25LaW5kEg0KBXRpdGxlGAMgASgJEhIKCm1lbWJlcl9pZHMYBCADKAkSEAoIbGFzdF9zZXEYBSABKAQSMQoNbGFzdF9hY3Rpdml0eRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHAoUbGFzdF9tZXNzYWdlX3ByZXZpZXcYByABKAkSEAoIcmVhZF9zZXEYCCABKAQSFAoMdW5yZWFkX2NvdW50GAkgASgEEhAKCG93bmVyX2lkGBQgASgJEhEKCWFkbWluX2lkcxgVIAMoCRIRCgltdXRlZF9pZHMYFiADKAkSDgoGcHVibGljGBcgASgIEhgKEGxhc3RfbWVzc2FnZV9zZXEYHiABKAQSNgoRbGFzdF9tZXNzYWdlX2tpbmQYHyABKA4yGy5wYXJsZXkuY2hhdC52MS5NZXNzYWdlS2luZBIcChRsYXN0X21lc3NhZ2VfZGVsZXRlZBggIAEoCBINCgVtdXRlZBgoIAEoCBIOCgZwaW5uZWQYKSABKAgilwEKEUNvbnZlcnNhdGlvbkZsYWdzEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEg0KBW11dGVkGAMgASgIEg4KBnBpbm5lZBgEIAEoCBIPCgd2ZXJzaW9uGAUgASgEEigKBHRpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIngKCFByZXNlbmNlEg8KB3VzZXJfaWQYASABKAkSLAoFc3RhdGUYAiABKA4yHS5wYXJsZXkuY2hhdC52MS5QcmVzZW5jZVN0YXRlEi0KCWxhc3Rfc2VlbhgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAibQoGVHlwaW5nEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhEKCWRldmljZV9pZBgDIAEoCRIPCgdzdG9wcGVkGAQgASgIEhUKDWV4cGlyZXNfaW5fbXMYBSABKA0imQEKB1JlY2VpcHQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSEQoJZGV2aWNlX2lkGAMgASgJEhUKDWRlbGl2ZXJlZF9zZXEYBCABKAQSEAoIcmVhZF9zZXEYBSABKAQSKAoEdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqjwEKEENvbnZlcnNhdGlvbktpbmQSIQodQ09OVkVSU0FUSU9OX0tJTkRfVU5TUEVDSUZJRUQQABIcChhDT05WRVJTQVRJT05fS0lORF9ESVJFQ1QQARIbChdDT05WRVJTQVRJT05fS0lORF9HUk9VUBACEh0KGUNPTlZFUlNBVElPTl9LSU5EX0NIQU5ORUwQAypvCgpNZW1iZXJSb2xlEhsKF01FTUJFUl9ST0xFX1VOU1BFQ0lGSUVEEAASFgoSTUVNQkVSX1JPTEVfTUVNQkVSEAESFQoRTUVNQkVSX1JPTEVfQURNSU4QAhIVChFNRU1CRVJfUk9MRV9PV05FUhADKs4FCglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEh4KGkVSUk9SX0NPREVfTUFMRk9STUVEX0ZSQU1FEAESHAoYRVJST1JfQ09ERV9VTktOT1dOX0ZSQU1FEAISHgoaRVJST1JfQ09ERV9GUkFNRV9UT09fTEFSR0UQAxIeChpFUlJPUl9DT0RFX1VOQVVUSEVOVElDQVRFRBAEEhwKGEVSUk9SX0NPREVfVE9LRU5fRVhQSVJFRBAFEhkKFUVSUk9SX0NPREVfTk9UX01FTUJFUhAGEh8KG0VSUk9SX0NPREVfSU5WQUxJRF9BUkdVTUVOVBAHEhgKFEVSUk9SX0NPREVfTk9UX0ZPVU5EEAgSHQoZRVJST1JfQ09ERV9BTFJFQURZX0VYSVNUUxAJEhoKFkVSUk9SX0NPREVfVU5BVkFJTEFCTEUQChIXChNFUlJPUl9DT0RFX0lOVEVSTkFMEAsSGwoXRVJST1JfQ09ERV9SQVRFX0xJTUlURUQQDBIVChFFUlJPUl9DT0RFX1JFU1lOQxANEiAKHEVSUk9SX0NPREVfUEVSTUlTU0lPTl9ERU5JRUQQDhIUChBFUlJPUl9DT0RFX01VVEVEEA8SFgoSRVJST1JfQ09ERV9CTE9DS0VEEBASIAocRVJST1JfQ09ERV9DT05WRVJTQVRJT05fRlVMTBAREiAKHEVSUk9SX0NPREVfTUVTU0FHRV9OT1RfRk9VTkQQFBIeChpFUlJPUl9DT0RFX01FU1NBR0VfREVMRVRFRBAVEhkKFUVSUk9SX0NPREVfTk9UX0FVVEhPUhAWEhoKFkVSUk9SX0NPREVfSU5WQUxJRF9VUkwQFxIhCh1FUlJPUl9DT0RFX01FTlRJT05fTk9UX01FTUJFUhAYEh0KGUVSUk9SX0NPREVfRVZFTlRTX01JU1NJTkcQGSqcAQoOQXR0YWNobWVudEtpbmQSHwobQVRUQUNITUVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVQVRUQUNITUVOVF9LSU5EX0lNQUdFEAESGQoVQVRUQUNITUVOVF9LSU5EX1ZJREVPEAISGQoVQVRUQUNITUVOVF9LSU5EX0FVRElPEAMSGAoUQVRUQUNITUVOVF9LSU5EX0ZJTEUQBCp5CgtNZXNzYWdlS2luZBIcChhNRVNTQUdFX0tJTkRfVU5TUEVDSUZJRUQQABIVChFNRVNTQUdFX0tJTkRfVEVYVBABEhsKF01FU1NBR0VfS0lORF9BVFRBQ0hNRU5UEAISGAoUTUVTU0FHRV9LSU5EX0NPTlRBQ1QQAyp/Cg1QcmVzZW5jZVN0YXRlEh4KGlBSRVNFTkNFX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVUFJFU0VOQ0VfU1RBVEVfT05MSU5FEAESFwoTUFJFU0VOQ0VfU1RBVEVfQVdBWRACEhoKFlBSRVNFTkNFX1NUQVRFX09GRkxJTkUQA0I7WjlnaXRodWIuY29tL3BhcmxleWNoYXQvcGFybGV5L3BrZy9wYi9wYXJsZXkvY2hhdC92MTtjaGF0djFiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChlwYXJsZXkvY2hhdC92MS9jaGF0LnByb3RvEg5wYXJsZXkuY2hhdC52MSKYCQoFRXZlbnQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoBBIQCghldmVudF9pZBgDIAEoCRIRCglzZW5kZXJfaWQYBCABKAkSGAoQc2VuZGVyX2RldmljZV9pZBgFIAEoCRIoCgR0aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1jbGllbnRfbXNnX2lkGAcgASgJEkMKFGNvbnZlcnNhdGlvbl9jcmVhdGVkGAogASgLMiMucGFybGV5LmNoYXQudjEuQ29udmVyc2F0aW9uQ3JlYXRlZEgAEjMKDG1lbWJlcl9hZGRlZBgLIAEoCzIbLnBhcmxleS5jaGF0LnYxLk1lbWJlckFkZGVkSAASNwoObWVzc2FnZV9wb3N0ZWQYDCABKAsyHS5wYXJsZXkuY2hhdC52MS5NZXNzYWdlUG9zdGVkSAASNwoObWVtYmVyX3JlbW92ZWQYFCABKAsyHS5wYXJsZXkuY2hhdC52MS5NZW1iZXJSZW1vdmVkSAASMQoLbWVtYmVyX2xlZnQYFSABKAsyGi5wYXJsZXkuY2hhdC52MS5NZW1iZXJMZWZ0SAASMwoMcm9sZV9jaGFuZ2VkGBYgASgLMhsucGFybGV5LmNoYXQudjEuUm9sZUNoYW5nZWRIABJFChVvd25lcnNoaXBfdHJhbnNmZXJyZWQYFyABKAsyJC5wYXJsZXkuY2hhdC52MS5Pd25lcnNoaXBUcmFuc2ZlcnJlZEgAEjMKDG1lbWJlcl9tdXRlZBgYIAEoCzIbLnBhcmxleS5jaGF0LnYxLk1lbWJlck11dGVkSAASQwoUY29udmVyc2F0aW9uX3JlbmFtZWQYGSABKAsyIy5wYXJsZXkuY2hhdC52MS5Db252ZXJzYXRpb25SZW5hbWVkSAASNwoOaW52aXRlX2NyZWF0ZWQYGiABKAsyHS5wYXJsZXkuY2hhdC52MS5JbnZpdGVDcmVhdGVkSAASNwoOaW52aXRlX3Jldm9rZWQYGyABKAsyHS5wYXJsZXkuY2hhdC52MS5JbnZpdGVSZXZva2VkSAASNQoNbWVtYmVyX2pvaW5lZBgcIAEoCzIcLnBhcmxleS5jaGF0LnYxLk1lbWJlckpvaW5lZEgAEjcKDm1lc3NhZ2VfZWRpdGVkGCggASgLMh0ucGFybGV5LmNoYXQudjEuTWVzc2FnZUVkaXRlZEgAEjkKD21lc3NhZ2VfZGVsZXRlZBgpIAEoCzIeLnBhcmxleS5jaGF0LnYxLk1lc3NhZ2VEZWxldGVkSAASNwoOcmVhY3Rpb25fYWRkZWQYKiABKAsyHS5wYXJsZXkuY2hhdC52MS5SZWFjdGlvbkFkZGVkSAASOwoQcmVhY3Rpb25fcmVtb3ZlZBgrIAEoCzIfLnBhcmxleS5jaGF0LnYxLlJlYWN0aW9uUmVtb3ZlZEgAEjkKD2NvbnRhY3RfdXBkYXRlZBgyIAEoCzIeLnBhcmxleS5jaGF0LnYxLkNvbnRhY3RVcGRhdGVkSABCBgoEYm9keSKhAQoOQ29udGFjdFVwZGF0ZWQSDwoHdXNlcl9pZBgBIAEoCRItCgZhY3Rpb24YAiABKA4yHS5wYXJsZXkuY2hhdC52MS5Db250YWN0QWN0aW9uEhAKCG91dGdvaW5nGAMgASgIEisKBXN0YXRlGAQgASgOMhwucGFybGV5LmNoYXQudjEuQ29udGFjdFN0YXRlEhAKCG93bmVyX2lkGAUgASgJIoUBCgdDb250YWN0Eg8KB3VzZXJfaWQYASABKAkSKwoFc3RhdGUYAiABKA4yHC5wYXJsZXkuY2hhdC52MS5Db250YWN0U3RhdGUSKQoFc2luY2UYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWluYm94X3NlcRgEIAEoBCJ4ChNDb252ZXJzYXRpb25DcmVhdGVkEi4KBGtpbmQYASABKA4yIC5wYXJsZXkuY2hhdC52MS5Db252ZXJzYXRpb25LaW5kEg0KBXRpdGxlGAIgASgJEhIKCm1lbWJlcl9pZHMYAyADKAkSDgoGcHVibGljGBQgASgIIh4KC01lbWJlckFkZGVkEg8KB3VzZXJfaWQYASABKAkiIAoNTWVtYmVyUmVtb3ZlZBIPCgd1c2VyX2lkGAEgASgJIh0KCk1lbWJlckxlZnQSDwoHdXNlcl9pZBgBIAEoCSJICgtSb2xlQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEigKBHJvbGUYAiABKA4yGi5wYXJsZXkuY2hhdC52MS5NZW1iZXJSb2xlIiwKFE93bmVyc2hpcFRyYW5zZmVycmVkEhQKDG5ld19vd25lcl9pZBgBIAEoCSItCgtNZW1iZXJNdXRlZBIPCgd1c2VyX2lkGAEgASgJEg0KBW11dGVkGAIgASgIIiQKE0NvbnZlcnNhdGlvblJlbmFtZWQSDQoFdGl0bGUYASABKAkiHQoNSW52aXRlQ3JlYXRlZBIMCgRjb2RlGAEgASgJIh0KDUludml0ZVJldm9rZWQSDAoEY29kZRgBIAEoCSI0CgxNZW1iZXJKb2luZWQSDwoHdXNlcl9pZBgBIAEoCRITCgtpbnZpdGVfY29kZRgCIAEoCSLoAgoNTWVzc2FnZVBvc3RlZBIMCgR0ZXh0GAEgASgJEi8KC2F0dGFjaG1lbnRzGAIgAygLMhoucGFybGV5LmNoYXQudjEuQXR0YWNobWVudBIsCgdjb250YWN0GAMgASgLMhsucGFybGV5LmNoYXQudjEuQ29udGFjdENhcmQSFAoMcmVwbHlfdG9fc2VxGAQgASgEEhMKC21lbnRpb25faWRzGAUgAygJEicKBWxpbmtzGAYgAygLMhgucGFybGV5LmNoYXQudjEuTGlua1NwYW4SEgoKZWRpdGVkX3NlcRgHIAEoBBIvCgtlZGl0ZWRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHZGVsZXRlZBgJIAEoCBIwCglyZWFjdGlvbnMYCiADKAsyHS5wYXJsZXkuY2hhdC52MS5SZWFjdGlvbkNvdW50Eg4KBnN5c3RlbRgLIAEoCCKeAQoKQXR0YWNobWVudBIsCgRraW5kGAEgASgOMh4ucGFybGV5LmNoYXQudjEuQXR0YWNobWVudEtpbmQSCwoDdXJsGAIgASgJEhQKDGNvbnRlbnRfdHlwZRgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgEEg0KBXdpZHRoGAUgASgNEg4KBmhlaWdodBgGIAEoDRIMCgRuYW1lGAcgASgJIlIKC0NvbnRhY3RDYXJkEhQKDGRpc3BsYXlfbmFtZRgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEg0KBXBob25lGAMgASgJEg0KBWVtYWlsGAQgASgJIjMKCExpbmtTcGFuEg0KBXN0YXJ0GAEgASgNEgsKA2VuZBgCIAEoDRILCgN1cmwYAyABKAkiOQoNUmVhY3Rpb25Db3VudBINCgVlbW9qaRgBIAEoCRINCgVjb3VudBgCIAEoDRIKCgJtZRgDIAEoCCJ/Cg1NZXNzYWdlRWRpdGVkEhIKCnRhcmdldF9zZXEYASABKAQSDAoEdGV4dBgCIAEoCRInCgVsaW5rcxgDIAMoCzIYLnBhcmxleS5jaGF0LnYxLkxpbmtTcGFuEhMKC21lbnRpb25faWRzGAQgAygJEg4KBmxhdGVzdBgFIAEoCCI0Cg5NZXNzYWdlRGVsZXRlZBISCgp0YXJnZXRfc2VxGAEgASgEEg4KBmxhdGVzdBgCIAEoCCIyCg1SZWFjdGlvbkFkZGVkEhIKCnRhcmdldF9zZXEYASABKAQSDQoFZW1vamkYAiABKAkiNAoPUmVhY3Rpb25SZW1vdmVkEhIKCnRhcmdldF9zZXEYASABKAQSDQoFZW1vamkYAiABKAki3AMKDENvbnZlcnNhdGlvbhIXCg9jb252ZXJzYXRpb25faWQYASABKAkSLgoEa2luZBgCIAEoDjIgLnBhcmxleS5jaGF0LnYxLkNvbnZlcnNhdGlvbktpbmQSDQoFdGl0bGUYAyABKAkSEgoKbWVtYmVyX2lkcxgEIAMoCRIQCghsYXN0X3NlcRgFIAEoBBIxCg1sYXN0X2FjdGl2aXR5GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRsYXN0X21lc3NhZ2VfcHJldmlldxgHIAEoCRIQCghyZWFkX3NlcRgIIAEoBBIUCgx1bnJlYWRfY291bnQYCSABKAQSEAoIb3duZXJfaWQYFCABKAkSEQoJYWRtaW5faWRzGBUgAygJEhEKCW11dGVkX2lkcxgWIAMoCRIOCgZwdWJsaWMYFyABKAgSGAoQbGFzdF9tZXNzYWdlX3NlcRgeIAEoBBI2ChFsYXN0X21lc3NhZ2Vfa2luZBgfIAEoDjIbLnBhcmxleS5jaGF0LnYxLk1lc3NhZ2VLaW5kEhwKFGxhc3RfbWVzc2FnZV9kZWxldGVkGCAgASgIEg0KBW11dGVkGCggASgIEg4KBnBpbm5lZBgpIAEoCCKXAQoRQ29udmVyc2F0aW9uRmxhZ3MSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDQoFbXV0ZWQYAyABKAgSDgoGcGlubmVkGAQgASgIEg8KB3ZlcnNpb24YBSABKAQSKAoEdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAieAoIUHJlc2VuY2USDwoHdXNlcl9pZBgBIAEoCRIsCgVzdGF0ZRgCIAEoDjIdLnBhcmxleS5jaGF0LnYxLlByZXNlbmNlU3RhdGUSLQoJbGFzdF9zZWVuGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJtCgZUeXBpbmcSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSEQoJZGV2aWNlX2lkGAMgASgJEg8KB3N0b3BwZWQYBCABKAgSFQoNZXhwaXJlc19pbl9tcxgFIAEoDSKZAQoHUmVjZWlwdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIRCglkZXZpY2VfaWQYAyABKAkSFQoNZGVsaXZlcmVkX3NlcRgEIAEoBBIQCghyZWFkX3NlcRgFIAEoBBIoCgR0aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCqsAQoQQ29udmVyc2F0aW9uS2luZBIhCh1DT05WRVJTQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEhwKGENPTlZFUlNBVElPTl9LSU5EX0RJUkVDVBABEhsKF0NPTlZFUlNBVElPTl9LSU5EX0dST1VQEAISHQoZQ09OVkVSU0FUSU9OX0tJTkRfQ0hBTk5FTBADEhsKF0NPTlZFUlNBVElPTl9LSU5EX0lOQk9YEAQqbwoKTWVtYmVyUm9sZRIbChdNRU1CRVJfUk9MRV9VTlNQRUNJRklFRBAAEhYKEk1FTUJFUl9ST0xFX01FTUJFUhABEhUKEU1FTUJFUl9ST0xFX0FETUlOEAISFQoRTUVNQkVSX1JPTEVfT1dORVIQAyrOBQoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIeChpFUlJPUl9DT0RFX01BTEZPUk1FRF9GUkFNRRABEhwKGEVSUk9SX0NPREVfVU5LTk9XTl9GUkFNRRACEh4KGkVSUk9SX0NPREVfRlJBTUVfVE9PX0xBUkdFEAMSHgoaRVJST1JfQ09ERV9VTkFVVEhFTlRJQ0FURUQQBBIcChhFUlJPUl9DT0RFX1RPS0VOX0VYUElSRUQQBRIZChVFUlJPUl9DT0RFX05PVF9NRU1CRVIQBhIfChtFUlJPUl9DT0RFX0lOVkFMSURfQVJHVU1FTlQQBxIYChRFUlJPUl9DT0RFX05PVF9GT1VORBAIEh0KGUVSUk9SX0NPREVfQUxSRUFEWV9FWElTVFMQCRIaChZFUlJPUl9DT0RFX1VOQVZBSUxBQkxFEAoSFwoTRVJST1JfQ09ERV9JTlRFUk5BTBALEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEAwSFQoRRVJST1JfQ09ERV9SRVNZTkMQDRIgChxFUlJPUl9DT0RFX1BFUk1JU1NJT05fREVOSUVEEA4SFAoQRVJST1JfQ09ERV9NVVRFRBAPEhYKEkVSUk9SX0NPREVfQkxPQ0tFRBAQEiAKHEVSUk9SX0NPREVfQ09OVkVSU0FUSU9OX0ZVTEwQERIgChxFUlJPUl9DT0RFX01FU1NBR0VfTk9UX0ZPVU5EEBQSHgoaRVJST1JfQ09ERV9NRVNTQUdFX0RFTEVURUQQFRIZChVFUlJPUl9DT0RFX05PVF9BVVRIT1IQFhIaChZFUlJPUl9DT0RFX0lOVkFMSURfVVJMEBcSIQodRVJST1JfQ09ERV9NRU5USU9OX05PVF9NRU1CRVIQGBIdChlFUlJPUl9DT0RFX0VWRU5UU19NSVNTSU5HEBkqgAEKDENvbnRhY3RTdGF0ZRIdChlDT05UQUNUX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWQ09OVEFDVF9TVEFURV9PVVRHT0lORxABEhoKFkNPTlRBQ1RfU1RBVEVfSU5DT01JTkcQAhIZChVDT05UQUNUX1NUQVRFX0NPTlRBQ1QQAyrBAQoNQ29udGFjdEFjdGlvbhIeChpDT05UQUNUX0FDVElPTl9VTlNQRUNJRklFRBAAEhwKGENPTlRBQ1RfQUNUSU9OX1JFUVVFU1RFRBABEhsKF0NPTlRBQ1RfQUNUSU9OX0FDQ0VQVEVEEAISGwoXQ09OVEFDVF9BQ1RJT05fREVDTElORUQQAxIcChhDT05UQUNUX0FDVElPTl9DQU5DRUxMRUQQBBIaChZDT05UQUNUX0FDVElPTl9SRU1PVkVEEAUqnAEKDkF0dGFjaG1lbnRLaW5kEh8KG0FUVEFDSE1FTlRfS0lORF9VTlNQRUNJRklFRBAAEhkKFUFUVEFDSE1FTlRfS0lORF9JTUFHRRABEhkKFUFUVEFDSE1FTlRfS0lORF9WSURFTxACEhkKFUFUVEFDSE1FTlRfS0lORF9BVURJTxADEhgKFEFUVEFDSE1FTlRfS0lORF9GSUxFEAQqeQoLTWVzc2FnZUtpbmQSHAoYTUVTU0FHRV9LSU5EX1VOU1BFQ0lGSUVEEAASFQoRTUVTU0FHRV9LSU5EX1RFWFQQARIbChdNRVNTQUdFX0tJTkRfQVRUQUNITUVOVBACEhgKFE1FU1NBR0VfS0lORF9DT05UQUNUEAMqfwoNUHJlc2VuY2VTdGF0ZRIeChpQUkVTRU5DRV9TVEFURV9VTlNQRUNJRklFRBAAEhkKFVBSRVNFTkNFX1NUQVRFX09OTElORRABEhcKE1BSRVNFTkNFX1NUQVRFX0FXQVkQAhIaChZQUkVTRU5DRV9TVEFURV9PRkZMSU5FEANCO1o5Z2l0aHViLmNvbS9wYXJsZXljaGF0L3BhcmxleS9wa2cvcGIvcGFybGV5L2NoYXQvdjE7Y2hhdHYxYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * Describes the message parley.chat.v1.Event.
@@ -23,179 +23,193 @@ export const EventSchema = /*@__PURE__*/
   messageDesc(file_parley_chat_v1_chat, 0);
 
 /**
+ * Describes the message parley.chat.v1.ContactUpdated.
+ * Use `create(ContactUpdatedSchema)` to create a new message.
+ */
+export const ContactUpdatedSchema = /*@__PURE__*/
+  messageDesc(file_parley_chat_v1_chat, 1);
+
+/**
+ * Describes the message parley.chat.v1.Contact.
+ * Use `create(ContactSchema)` to create a new message.
+ */
+export const ContactSchema = /*@__PURE__*/
+  messageDesc(file_parley_chat_v1_chat, 2);
+
+/**
  * Describes the message parley.chat.v1.ConversationCreated.
  * Use `create(ConversationCreatedSchema)` to create a new message.
  */
 export const ConversationCreatedSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 1);
+  messageDesc(file_parley_chat_v1_chat, 3);
 
 /**
  * Describes the message parley.chat.v1.MemberAdded.
  * Use `create(MemberAddedSchema)` to create a new message.
  */
 export const MemberAddedSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 2);
+  messageDesc(file_parley_chat_v1_chat, 4);
 
 /**
  * Describes the message parley.chat.v1.MemberRemoved.
  * Use `create(MemberRemovedSchema)` to create a new message.
  */
 export const MemberRemovedSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 3);
+  messageDesc(file_parley_chat_v1_chat, 5);
 
 /**
  * Describes the message parley.chat.v1.MemberLeft.
  * Use `create(MemberLeftSchema)` to create a new message.
  */
 export const MemberLeftSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 4);
+  messageDesc(file_parley_chat_v1_chat, 6);
 
 /**
  * Describes the message parley.chat.v1.RoleChanged.
  * Use `create(RoleChangedSchema)` to create a new message.
  */
 export const RoleChangedSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 5);
+  messageDesc(file_parley_chat_v1_chat, 7);
 
 /**
  * Describes the message parley.chat.v1.OwnershipTransferred.
  * Use `create(OwnershipTransferredSchema)` to create a new message.
  */
 export const OwnershipTransferredSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 6);
+  messageDesc(file_parley_chat_v1_chat, 8);
 
 /**
  * Describes the message parley.chat.v1.MemberMuted.
  * Use `create(MemberMutedSchema)` to create a new message.
  */
 export const MemberMutedSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 7);
+  messageDesc(file_parley_chat_v1_chat, 9);
 
 /**
  * Describes the message parley.chat.v1.ConversationRenamed.
  * Use `create(ConversationRenamedSchema)` to create a new message.
  */
 export const ConversationRenamedSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 8);
+  messageDesc(file_parley_chat_v1_chat, 10);
 
 /**
  * Describes the message parley.chat.v1.InviteCreated.
  * Use `create(InviteCreatedSchema)` to create a new message.
  */
 export const InviteCreatedSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 9);
+  messageDesc(file_parley_chat_v1_chat, 11);
 
 /**
  * Describes the message parley.chat.v1.InviteRevoked.
  * Use `create(InviteRevokedSchema)` to create a new message.
  */
 export const InviteRevokedSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 10);
+  messageDesc(file_parley_chat_v1_chat, 12);
 
 /**
  * Describes the message parley.chat.v1.MemberJoined.
  * Use `create(MemberJoinedSchema)` to create a new message.
  */
 export const MemberJoinedSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 11);
+  messageDesc(file_parley_chat_v1_chat, 13);
 
 /**
  * Describes the message parley.chat.v1.MessagePosted.
  * Use `create(MessagePostedSchema)` to create a new message.
  */
 export const MessagePostedSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 12);
+  messageDesc(file_parley_chat_v1_chat, 14);
 
 /**
  * Describes the message parley.chat.v1.Attachment.
  * Use `create(AttachmentSchema)` to create a new message.
  */
 export const AttachmentSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 13);
+  messageDesc(file_parley_chat_v1_chat, 15);
 
 /**
  * Describes the message parley.chat.v1.ContactCard.
  * Use `create(ContactCardSchema)` to create a new message.
  */
 export const ContactCardSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 14);
+  messageDesc(file_parley_chat_v1_chat, 16);
 
 /**
  * Describes the message parley.chat.v1.LinkSpan.
  * Use `create(LinkSpanSchema)` to create a new message.
  */
 export const LinkSpanSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 15);
+  messageDesc(file_parley_chat_v1_chat, 17);
 
 /**
  * Describes the message parley.chat.v1.ReactionCount.
  * Use `create(ReactionCountSchema)` to create a new message.
  */
 export const ReactionCountSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 16);
+  messageDesc(file_parley_chat_v1_chat, 18);
 
 /**
  * Describes the message parley.chat.v1.MessageEdited.
  * Use `create(MessageEditedSchema)` to create a new message.
  */
 export const MessageEditedSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 17);
+  messageDesc(file_parley_chat_v1_chat, 19);
 
 /**
  * Describes the message parley.chat.v1.MessageDeleted.
  * Use `create(MessageDeletedSchema)` to create a new message.
  */
 export const MessageDeletedSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 18);
+  messageDesc(file_parley_chat_v1_chat, 20);
 
 /**
  * Describes the message parley.chat.v1.ReactionAdded.
  * Use `create(ReactionAddedSchema)` to create a new message.
  */
 export const ReactionAddedSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 19);
+  messageDesc(file_parley_chat_v1_chat, 21);
 
 /**
  * Describes the message parley.chat.v1.ReactionRemoved.
  * Use `create(ReactionRemovedSchema)` to create a new message.
  */
 export const ReactionRemovedSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 20);
+  messageDesc(file_parley_chat_v1_chat, 22);
 
 /**
  * Describes the message parley.chat.v1.Conversation.
  * Use `create(ConversationSchema)` to create a new message.
  */
 export const ConversationSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 21);
+  messageDesc(file_parley_chat_v1_chat, 23);
 
 /**
  * Describes the message parley.chat.v1.ConversationFlags.
  * Use `create(ConversationFlagsSchema)` to create a new message.
  */
 export const ConversationFlagsSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 22);
+  messageDesc(file_parley_chat_v1_chat, 24);
 
 /**
  * Describes the message parley.chat.v1.Presence.
  * Use `create(PresenceSchema)` to create a new message.
  */
 export const PresenceSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 23);
+  messageDesc(file_parley_chat_v1_chat, 25);
 
 /**
  * Describes the message parley.chat.v1.Typing.
  * Use `create(TypingSchema)` to create a new message.
  */
 export const TypingSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 24);
+  messageDesc(file_parley_chat_v1_chat, 26);
 
 /**
  * Describes the message parley.chat.v1.Receipt.
  * Use `create(ReceiptSchema)` to create a new message.
  */
 export const ReceiptSchema = /*@__PURE__*/
-  messageDesc(file_parley_chat_v1_chat, 25);
+  messageDesc(file_parley_chat_v1_chat, 27);
 
 /**
  * Describes the enum parley.chat.v1.ConversationKind.
@@ -241,10 +255,38 @@ export const ErrorCode = /*@__PURE__*/
   tsEnum(ErrorCodeSchema);
 
 /**
+ * Describes the enum parley.chat.v1.ContactState.
+ */
+export const ContactStateSchema = /*@__PURE__*/
+  enumDesc(file_parley_chat_v1_chat, 3);
+
+/**
+ * ContactState is where a pair of users stands, as one of them sees it.
+ *
+ * @generated from enum parley.chat.v1.ContactState
+ */
+export const ContactState = /*@__PURE__*/
+  tsEnum(ContactStateSchema);
+
+/**
+ * Describes the enum parley.chat.v1.ContactAction.
+ */
+export const ContactActionSchema = /*@__PURE__*/
+  enumDesc(file_parley_chat_v1_chat, 4);
+
+/**
+ * ContactAction is what changed a pair's contact state.
+ *
+ * @generated from enum parley.chat.v1.ContactAction
+ */
+export const ContactAction = /*@__PURE__*/
+  tsEnum(ContactActionSchema);
+
+/**
  * Describes the enum parley.chat.v1.AttachmentKind.
  */
 export const AttachmentKindSchema = /*@__PURE__*/
-  enumDesc(file_parley_chat_v1_chat, 3);
+  enumDesc(file_parley_chat_v1_chat, 5);
 
 /**
  * AttachmentKind says how a client should present an attachment.
@@ -258,7 +300,7 @@ export const AttachmentKind = /*@__PURE__*/
  * Describes the enum parley.chat.v1.MessageKind.
  */
 export const MessageKindSchema = /*@__PURE__*/
-  enumDesc(file_parley_chat_v1_chat, 4);
+  enumDesc(file_parley_chat_v1_chat, 6);
 
 /**
  * MessageKind is what the latest message of a conversation holds, for its
@@ -273,7 +315,7 @@ export const MessageKind = /*@__PURE__*/
  * Describes the enum parley.chat.v1.PresenceState.
  */
 export const PresenceStateSchema = /*@__PURE__*/
-  enumDesc(file_parley_chat_v1_chat, 5);
+  enumDesc(file_parley_chat_v1_chat, 7);
 
 /**
  * PresenceState is what others see of a user.

@@ -8,7 +8,7 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
-import type { Attachment, AttachmentJson, ContactCard, ContactCardJson, Conversation, ConversationFlags, ConversationFlagsJson, ConversationJson, ConversationKind, ConversationKindJson, ErrorCode, ErrorCodeJson, Event, EventJson, MemberRole, MemberRoleJson, Presence, PresenceJson, Receipt, ReceiptJson, Typing, TypingJson } from "../../chat/v1/chat_pb.js";
+import type { Attachment, AttachmentJson, Contact, ContactCard, ContactCardJson, ContactJson, ContactState, ContactStateJson, Conversation, ConversationFlags, ConversationFlagsJson, ConversationJson, ConversationKind, ConversationKindJson, ErrorCode, ErrorCodeJson, Event, EventJson, MemberRole, MemberRoleJson, Presence, PresenceJson, Receipt, ReceiptJson, Typing, TypingJson } from "../../chat/v1/chat_pb.js";
 import type { Timestamp, TimestampJson } from "@bufbuild/protobuf/wkt";
 
 /**
@@ -185,6 +185,24 @@ export declare type ClientFrame = Message<"parley.client.v1.ClientFrame"> & {
     case: "unblockUser";
   } | {
     /**
+     * @generated from field: parley.client.v1.RequestContact request_contact = 42;
+     */
+    value: RequestContact;
+    case: "requestContact";
+  } | {
+    /**
+     * @generated from field: parley.client.v1.RespondContact respond_contact = 43;
+     */
+    value: RespondContact;
+    case: "respondContact";
+  } | {
+    /**
+     * @generated from field: parley.client.v1.CancelContact cancel_contact = 44;
+     */
+    value: CancelContact;
+    case: "cancelContact";
+  } | {
+    /**
      * @generated from field: parley.client.v1.EditMessage edit_message = 50;
      */
     value: EditMessage;
@@ -213,6 +231,12 @@ export declare type ClientFrame = Message<"parley.client.v1.ClientFrame"> & {
      */
     value: ListBlocks;
     case: "listBlocks";
+  } | {
+    /**
+     * @generated from field: parley.client.v1.ListContacts list_contacts = 71;
+     */
+    value: ListContacts;
+    case: "listContacts";
   } | {
     /**
      * @generated from field: parley.client.v1.RefreshToken refresh_token = 80;
@@ -362,6 +386,21 @@ export declare type ClientFrameJson = {
   unblockUser?: UnblockUserJson;
 
   /**
+   * @generated from field: parley.client.v1.RequestContact request_contact = 42;
+   */
+  requestContact?: RequestContactJson;
+
+  /**
+   * @generated from field: parley.client.v1.RespondContact respond_contact = 43;
+   */
+  respondContact?: RespondContactJson;
+
+  /**
+   * @generated from field: parley.client.v1.CancelContact cancel_contact = 44;
+   */
+  cancelContact?: CancelContactJson;
+
+  /**
    * @generated from field: parley.client.v1.EditMessage edit_message = 50;
    */
   editMessage?: EditMessageJson;
@@ -385,6 +424,11 @@ export declare type ClientFrameJson = {
    * @generated from field: parley.client.v1.ListBlocks list_blocks = 70;
    */
   listBlocks?: ListBlocksJson;
+
+  /**
+   * @generated from field: parley.client.v1.ListContacts list_contacts = 71;
+   */
+  listContacts?: ListContactsJson;
 
   /**
    * @generated from field: parley.client.v1.RefreshToken refresh_token = 80;
@@ -1623,6 +1667,142 @@ export declare type ListBlocksJson = {
 export declare const ListBlocksSchema: GenMessage<ListBlocks, {jsonType: ListBlocksJson}>;
 
 /**
+ * RequestContact asks user_id to become a contact: the request waits in
+ * their inbox (ContactUpdated) until they accept or decline it, and shows
+ * in the asker's own inbox on their other devices. If user_id had asked
+ * first, this accepts their request. Answered with ContactStatus. Refused
+ * with BLOCKED if either blocks the other.
+ *
+ * @generated from message parley.client.v1.RequestContact
+ */
+export declare type RequestContact = Message<"parley.client.v1.RequestContact"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+};
+
+/**
+ * RequestContact asks user_id to become a contact: the request waits in
+ * their inbox (ContactUpdated) until they accept or decline it, and shows
+ * in the asker's own inbox on their other devices. If user_id had asked
+ * first, this accepts their request. Answered with ContactStatus. Refused
+ * with BLOCKED if either blocks the other.
+ *
+ * @generated from message parley.client.v1.RequestContact
+ */
+export declare type RequestContactJson = {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId?: string;
+};
+
+/**
+ * Describes the message parley.client.v1.RequestContact.
+ * Use `create(RequestContactSchema)` to create a new message.
+ */
+export declare const RequestContactSchema: GenMessage<RequestContact, {jsonType: RequestContactJson}>;
+
+/**
+ * RespondContact accepts or declines user_id's pending request (NOT_FOUND
+ * if there is none). Accepting opens the direct conversation of the pair;
+ * a decline is told to nobody but the decliner's own devices.
+ *
+ * @generated from message parley.client.v1.RespondContact
+ */
+export declare type RespondContact = Message<"parley.client.v1.RespondContact"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * @generated from field: bool accept = 2;
+   */
+  accept: boolean;
+};
+
+/**
+ * RespondContact accepts or declines user_id's pending request (NOT_FOUND
+ * if there is none). Accepting opens the direct conversation of the pair;
+ * a decline is told to nobody but the decliner's own devices.
+ *
+ * @generated from message parley.client.v1.RespondContact
+ */
+export declare type RespondContactJson = {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId?: string;
+
+  /**
+   * @generated from field: bool accept = 2;
+   */
+  accept?: boolean;
+};
+
+/**
+ * Describes the message parley.client.v1.RespondContact.
+ * Use `create(RespondContactSchema)` to create a new message.
+ */
+export declare const RespondContactSchema: GenMessage<RespondContact, {jsonType: RespondContactJson}>;
+
+/**
+ * CancelContact withdraws the user's own request to user_id, or removes
+ * user_id from the user's contacts.
+ *
+ * @generated from message parley.client.v1.CancelContact
+ */
+export declare type CancelContact = Message<"parley.client.v1.CancelContact"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+};
+
+/**
+ * CancelContact withdraws the user's own request to user_id, or removes
+ * user_id from the user's contacts.
+ *
+ * @generated from message parley.client.v1.CancelContact
+ */
+export declare type CancelContactJson = {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId?: string;
+};
+
+/**
+ * Describes the message parley.client.v1.CancelContact.
+ * Use `create(CancelContactSchema)` to create a new message.
+ */
+export declare const CancelContactSchema: GenMessage<CancelContact, {jsonType: CancelContactJson}>;
+
+/**
+ * ListContacts lists the user's contacts and pending requests either way.
+ *
+ * @generated from message parley.client.v1.ListContacts
+ */
+export declare type ListContacts = Message<"parley.client.v1.ListContacts"> & {
+};
+
+/**
+ * ListContacts lists the user's contacts and pending requests either way.
+ *
+ * @generated from message parley.client.v1.ListContacts
+ */
+export declare type ListContactsJson = {
+};
+
+/**
+ * Describes the message parley.client.v1.ListContacts.
+ * Use `create(ListContactsSchema)` to create a new message.
+ */
+export declare const ListContactsSchema: GenMessage<ListContacts, {jsonType: ListContactsJson}>;
+
+/**
  * AddMember adds a user to a group.
  *
  * @generated from message parley.client.v1.AddMember
@@ -2140,6 +2320,12 @@ export declare type ServerFrame = Message<"parley.client.v1.ServerFrame"> & {
     case: "blockStatus";
   } | {
     /**
+     * @generated from field: parley.client.v1.ContactStatus contact_status = 31;
+     */
+    value: ContactStatus;
+    case: "contactStatus";
+  } | {
+    /**
      * @generated from field: parley.client.v1.FlagsBatch flags = 60;
      */
     value: FlagsBatch;
@@ -2150,6 +2336,12 @@ export declare type ServerFrame = Message<"parley.client.v1.ServerFrame"> & {
      */
     value: BlockList;
     case: "blocks";
+  } | {
+    /**
+     * @generated from field: parley.client.v1.ContactList contacts = 71;
+     */
+    value: ContactList;
+    case: "contacts";
   } | {
     /**
      * @generated from field: parley.client.v1.TokenExpiring token_expiring = 80;
@@ -2239,6 +2431,11 @@ export declare type ServerFrameJson = {
   blockStatus?: BlockStatusJson;
 
   /**
+   * @generated from field: parley.client.v1.ContactStatus contact_status = 31;
+   */
+  contactStatus?: ContactStatusJson;
+
+  /**
    * @generated from field: parley.client.v1.FlagsBatch flags = 60;
    */
   flags?: FlagsBatchJson;
@@ -2247,6 +2444,11 @@ export declare type ServerFrameJson = {
    * @generated from field: parley.client.v1.BlockList blocks = 70;
    */
   blocks?: BlockListJson;
+
+  /**
+   * @generated from field: parley.client.v1.ContactList contacts = 71;
+   */
+  contacts?: ContactListJson;
 
   /**
    * @generated from field: parley.client.v1.TokenExpiring token_expiring = 80;
@@ -2444,6 +2646,80 @@ export declare type BlockStatusJson = {
 export declare const BlockStatusSchema: GenMessage<BlockStatus, {jsonType: BlockStatusJson}>;
 
 /**
+ * ContactStatus answers a contact command: the user's view of the pair
+ * after it, changed or not.
+ *
+ * @generated from message parley.client.v1.ContactStatus
+ */
+export declare type ContactStatus = Message<"parley.client.v1.ContactStatus"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * @generated from field: parley.chat.v1.ContactState state = 2;
+   */
+  state: ContactState;
+};
+
+/**
+ * ContactStatus answers a contact command: the user's view of the pair
+ * after it, changed or not.
+ *
+ * @generated from message parley.client.v1.ContactStatus
+ */
+export declare type ContactStatusJson = {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId?: string;
+
+  /**
+   * @generated from field: parley.chat.v1.ContactState state = 2;
+   */
+  state?: ContactStateJson;
+};
+
+/**
+ * Describes the message parley.client.v1.ContactStatus.
+ * Use `create(ContactStatusSchema)` to create a new message.
+ */
+export declare const ContactStatusSchema: GenMessage<ContactStatus, {jsonType: ContactStatusJson}>;
+
+/**
+ * ContactList answers ListContacts: every user with whom the pair's state is
+ * not UNSPECIFIED (none), in user id order.
+ *
+ * @generated from message parley.client.v1.ContactList
+ */
+export declare type ContactList = Message<"parley.client.v1.ContactList"> & {
+  /**
+   * @generated from field: repeated parley.chat.v1.Contact contacts = 1;
+   */
+  contacts: Contact[];
+};
+
+/**
+ * ContactList answers ListContacts: every user with whom the pair's state is
+ * not UNSPECIFIED (none), in user id order.
+ *
+ * @generated from message parley.client.v1.ContactList
+ */
+export declare type ContactListJson = {
+  /**
+   * @generated from field: repeated parley.chat.v1.Contact contacts = 1;
+   */
+  contacts?: ContactJson[];
+};
+
+/**
+ * Describes the message parley.client.v1.ContactList.
+ * Use `create(ContactListSchema)` to create a new message.
+ */
+export declare const ContactListSchema: GenMessage<ContactList, {jsonType: ContactListJson}>;
+
+/**
  * Resumed ends the catch-up that Authenticate.resume asked for; its
  * request_id is the Authenticate frame's.
  *
@@ -2529,6 +2805,15 @@ export declare type Authenticated = Message<"parley.client.v1.Authenticated"> & 
    * @generated from field: google.protobuf.Timestamp token_expires = 4;
    */
   tokenExpires?: Timestamp | undefined;
+
+  /**
+   * inbox_id is the id of the user's inbox (CONVERSATION_KIND_INBOX). It
+   * exists once something was delivered to it; resume it like any other
+   * conversation.
+   *
+   * @generated from field: string inbox_id = 5;
+   */
+  inboxId: string;
 };
 
 /**
@@ -2559,6 +2844,15 @@ export declare type AuthenticatedJson = {
    * @generated from field: google.protobuf.Timestamp token_expires = 4;
    */
   tokenExpires?: TimestampJson;
+
+  /**
+   * inbox_id is the id of the user's inbox (CONVERSATION_KIND_INBOX). It
+   * exists once something was delivered to it; resume it like any other
+   * conversation.
+   *
+   * @generated from field: string inbox_id = 5;
+   */
+  inboxId?: string;
 };
 
 /**

@@ -1,0 +1,54 @@
+package sdk
+
+import (
+	"context"
+	"fmt"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
+)
+
+// RequestContact asks user to become a contact. The request waits in
+// their inbox until they answer; if they had asked first, it accepts
+// theirs. It returns the caller's view of the pair after it.
+func (c *Client) RequestContact(ctx context.Context, user string) (chatv1.ContactState, error) {
+	return c.contactStatus(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_RequestContact{RequestContact: &clientv1.RequestContact{UserId: user}}})
+}
+
+// RespondContact accepts or declines user's pending request. Accepting
+// opens the direct conversation of the two.
+func (c *Client) RespondContact(ctx context.Context, user string, accept bool) (chatv1.ContactState, error) {
+	return c.contactStatus(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_RespondContact{RespondContact: &clientv1.RespondContact{UserId: user, Accept: accept}}})
+}
+
+// CancelContact withdraws the caller's request to user, or removes user
+// from the caller's contacts.
+func (c *Client) CancelContact(ctx context.Context, user string) (chatv1.ContactState, error) {
+	return c.contactStatus(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_CancelContact{CancelContact: &clientv1.CancelContact{UserId: user}}})
+}
+
+// Contacts lists the caller's contacts and pending requests either way,
+// in user id order. It is read from history, which follows the inbox by
+// a moment: a list asked for right after a change may not show it yet.
+func (c *Client) Contacts(ctx context.Context) ([]*chatv1.Contact, error) {
+	resp, err := c.Do(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_ListContacts{ListContacts: &clientv1.ListContacts{}}})
+	if err != nil {
+		return nil, err
+	}
+	if resp.GetContacts() == nil {
+		return nil, fmt.Errorf("unexpected answer %v", resp)
+	}
+	return resp.GetContacts().GetContacts(), nil
+}
+
+func (c *Client) contactStatus(ctx context.Context, f *clientv1.ClientFrame) (chatv1.ContactState, error) {
+	resp, err := c.Do(ctx, f)
+	if err != nil {
+		return chatv1.ContactState_CONTACT_STATE_UNSPECIFIED, err
+	}
+	s := resp.GetContactStatus()
+	if s == nil {
+		return chatv1.ContactState_CONTACT_STATE_UNSPECIFIED, fmt.Errorf("unexpected answer %v", resp)
+	}
+	return s.GetState(), nil
+}

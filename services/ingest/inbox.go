@@ -1,0 +1,86 @@
+package ingest
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/parleychat/parley/pkg/server/membership"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
+)
+
+// A user's inbox is a conversation of its own (CONVERSATION_KIND_INBOX,
+// id membership.InboxID), whose one member is its owner: its items get
+// contiguous seqs, are stored, listed, paged and resumed exactly as a
+// conversation's events are, and pushed to every device of the owner, with
+// no machinery of their own. Only the sequencer writes to it, by handing
+// an InboxDeliver command to the inbox's partition (see derive).
+
+// derivedNamespace makes the ids of the commands a decision hands on.
+var derivedNamespace = uuid.MustParse("5a3c1f7e-8b0d-4e62-b1a4-2c9e7d6f0a35")
+
+// derive makes the n-th command that src's decision hands on, to
+// conversation conv as user; the caller sets its body. Its ids follow
+// from src's, so deciding src again (after an aborted transaction) hands
+// on the same commands, and its client message id makes a second copy a
+// duplicate.
+func derive(src *logv1.Command, n int, conv, user string) *logv1.Command {
+	id := uuid.NewSHA1(derivedNamespace, []byte(src.GetCommandId()+"/"+strconv.Itoa(n))).String()
+	return &logv1.Command{CommandId: id, ConversationId: conv, UserId: user, ClientMsgId: "parley:" + id, SubmitTime: src.GetSubmitTime()}
+}
+
+// decideInbox appends an item to its owner's inbox, creating the inbox
+// first (its seq 1) if this is its first item.
+func decideInbox(convs map[string]*conversation, cmd *logv1.Command, out *logv1.Outcome, now time.Time) decision {
+	d := cmd.GetInboxDeliver()
+	owner := d.GetOwnerId()
+	if owner == "" || cmd.GetConversationId() != membership.InboxID(owner) || d.GetContactUpdated() == nil {
+		// Only the sequencer writes these; a bug or a foreign writer.
+		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "inbox item without its owner's inbox or an item"
+		return decision{out: out}
+	}
+	// Items have no sender (Parley writes them; the item says who did
+	// what), so their ids are remembered under none.
+	key := dedupKey{"", cmd.GetClientMsgId()}
+	c := convs[cmd.GetConversationId()]
+	if c != nil {
+		if seq, ok := c.applied[key]; ok {
+			out.Seq, out.Duplicate = seq, true
+			return decision{out: out}
+		}
+	}
+	if c == nil {
+		c = newConversation(cmd.GetConversationId())
+		convs[c.id] = c
+	}
+	var dec decision
+	if !c.exists() {
+		created := &chatv1.Event{ConversationId: c.id, EventId: uuid.Must(uuid.NewV7()).String(), SenderId: owner, Time: timestamppb.New(now),
+			Body: &chatv1.Event_ConversationCreated{ConversationCreated: &chatv1.ConversationCreated{
+				Kind: chatv1.ConversationKind_CONVERSATION_KIND_INBOX, MemberIds: []string{owner}}}}
+		dec.recs = append(dec.recs, c.appendEvent(created, cmd.GetCommandId()))
+	}
+	item := &chatv1.Event{ConversationId: c.id, EventId: uuid.Must(uuid.NewV7()).String(), Time: timestamppb.New(now),
+		ClientMsgId: cmd.GetClientMsgId(), Body: &chatv1.Event_ContactUpdated{ContactUpdated: d.GetContactUpdated()}}
+	dec.recs = append(dec.recs, c.appendEvent(item, cmd.GetCommandId()))
+	out.ConversationId, out.Seq = c.id, item.GetSeq()
+	dec.out = out
+	return dec
+}
+
+// appendEvent gives ev the conversation's next seq and folds it in, as
+// decide does for a command's event, and returns its record for the
+// conversation's members.
+func (c *conversation) appendEvent(ev *chatv1.Event, commandID string) *logv1.EventRecord {
+	c.lastSeq++
+	ev.Seq = c.lastSeq
+	if id := ev.GetClientMsgId(); id != "" {
+		c.applied[dedupKey{ev.GetSenderId(), id}] = ev.GetSeq()
+	}
+	c.apply(ev)
+	c.move(ev.GetSenderId(), ev.GetSenderDeviceId(), ev.GetSeq(), ev.GetSeq())
+	return &logv1.EventRecord{Event: ev, RecipientIds: append([]string(nil), c.members()...), CommandId: commandID}
+}

@@ -1,0 +1,133 @@
+package historytest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/services/persistence/history"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
+)
+
+// Inbox returns the records of owner's inbox as the sequencer logs them:
+// its creation at seq 1, then one ContactUpdated item per state, naming
+// peers[i] with states[i], at seqs 2, 3, ...
+func Inbox(owner string, peers []string, states []chatv1.ContactState) []*logv1.EventRecord {
+	conv := "inbox-" + owner
+	recs := []*logv1.EventRecord{{Event: &chatv1.Event{ConversationId: conv, Seq: 1, EventId: conv + "-1", SenderId: owner, Time: timestamppb.New(base),
+		Body: &chatv1.Event_ConversationCreated{ConversationCreated: &chatv1.ConversationCreated{
+			Kind: chatv1.ConversationKind_CONVERSATION_KIND_INBOX, MemberIds: []string{owner}}}}, RecipientIds: []string{owner}}}
+	for i, st := range states {
+		seq := uint64(i + 2)
+		recs = append(recs, &logv1.EventRecord{Event: &chatv1.Event{ConversationId: conv, Seq: seq, EventId: fmt.Sprintf("%s-%d", conv, seq),
+			Time: timestamppb.New(base.Add(time.Duration(seq) * time.Second)), ClientMsgId: fmt.Sprintf("parley:%s-%d", conv, seq),
+			Body: &chatv1.Event_ContactUpdated{ContactUpdated: &chatv1.ContactUpdated{UserId: peers[i], OwnerId: owner, State: st,
+				Action: chatv1.ContactAction_CONTACT_ACTION_REQUESTED}}}, RecipientIds: []string{owner}})
+	}
+	return recs
+}
+
+// wantContacts checks owner's list as "user:state:seq,...".
+func wantContacts(t *testing.T, s history.Store, owner, want string) {
+	t.Helper()
+	got, err := s.Contacts(context.Background(), owner)
+	if err != nil {
+		t.Fatalf("contacts of %s: %v", owner, err)
+	}
+	if got == nil {
+		t.Fatalf("contacts of %s: nil, want an empty list at least", owner)
+	}
+	var parts []string
+	for _, c := range got {
+		parts = append(parts, fmt.Sprintf("%s:%d:%d", c.GetUserId(), c.GetState(), c.GetInboxSeq()))
+		if want := base.Add(time.Duration(c.GetInboxSeq()) * time.Second); !c.GetSince().AsTime().Equal(want) {
+			t.Fatalf("contact %s of %s since %v, want %v (its item's time)", c.GetUserId(), owner, c.GetSince().AsTime(), want)
+		}
+	}
+	if g := strings.Join(parts, ","); g != want {
+		t.Fatalf("contacts of %s:\n got  %q\n want %q", owner, g, want)
+	}
+}
+
+// runContacts is the part of the suite about contact lists: folded from
+// the user's inbox items, the highest seq per other user wins whatever
+// order items are applied in and however often; none is left out; the
+// pair's own record changes nothing; a user sees only their own list.
+func runContacts(t *testing.T, open func(*testing.T) history.Store) {
+	const (
+		none     = chatv1.ContactState_CONTACT_STATE_UNSPECIFIED
+		outgoing = chatv1.ContactState_CONTACT_STATE_OUTGOING
+		incoming = chatv1.ContactState_CONTACT_STATE_INCOMING
+		contact  = chatv1.ContactState_CONTACT_STATE_CONTACT
+	)
+	t.Run("FoldedFromTheInbox", func(t *testing.T) {
+		s := open(t)
+		wantContacts(t, s, "alice", "")
+		recs := Inbox("alice", []string{"bob", "carol", "bob", "dave", "zed", "Amy", "dave"},
+			[]chatv1.ContactState{outgoing, incoming, contact, incoming, outgoing, contact, none})
+		apply(t, s, recs[:3]...)
+		wantContacts(t, s, "alice", "bob:1:2,carol:2:3")
+		apply(t, s, recs[3:]...)
+		// Byte order of ids; dave's request ended.
+		wantContacts(t, s, "alice", "Amy:3:7,bob:3:4,carol:2:3,zed:1:6")
+		// The inbox is a conversation like any: listed, paged.
+		list, err := s.Conversations(context.Background(), "alice", history.ListQuery{})
+		if err != nil || len(list) != 1 || list[0].GetKind() != chatv1.ConversationKind_CONVERSATION_KIND_INBOX || list[0].GetLastSeq() != 8 {
+			t.Fatalf("alice's conversations: %v, %v", list, err)
+		}
+	})
+	t.Run("ReplayAndOrderChangeNothing", func(t *testing.T) {
+		s := open(t)
+		recs := Inbox("alice", []string{"bob", "bob", "carol", "bob", "carol"}, []chatv1.ContactState{outgoing, none, incoming, outgoing, contact})
+		const want = "bob:1:5,carol:3:6"
+		apply(t, s, recs...)
+		wantContacts(t, s, "alice", want)
+		apply(t, s, recs...)
+		wantContacts(t, s, "alice", want)
+		for _, r := range recs {
+			apply(t, s, r)
+		}
+		wantContacts(t, s, "alice", want)
+		rev := slices.Clone(recs)
+		slices.Reverse(rev)
+		fresh := open(t)
+		for _, r := range rev {
+			apply(t, fresh, r)
+		}
+		wantContacts(t, fresh, "alice", want)
+		// Reversed within one Apply, too.
+		fresh = open(t)
+		apply(t, fresh, rev...)
+		wantContacts(t, fresh, "alice", want)
+	})
+	t.Run("OthersListsInvisible", func(t *testing.T) {
+		s := open(t)
+		apply(t, s, Inbox("alice", []string{"bob"}, []chatv1.ContactState{outgoing})...)
+		apply(t, s, Inbox("bob", []string{"alice"}, []chatv1.ContactState{incoming})...)
+		wantContacts(t, s, "alice", "bob:1:2")
+		wantContacts(t, s, "bob", "alice:2:2")
+		wantContacts(t, s, "ali", "")
+		wantContacts(t, s, "alice2", "")
+	})
+	t.Run("PairRecordStoresNothing", func(t *testing.T) {
+		s := open(t)
+		apply(t, s, &logv1.EventRecord{Contact: &logv1.ContactChange{ConversationId: "d-alice-bob", ActorId: "alice", OtherId: "bob",
+			Action: chatv1.ContactAction_CONTACT_ACTION_REQUESTED, Time: timestamppb.New(base)}})
+		wantContacts(t, s, "alice", "")
+		wantContacts(t, s, "bob", "")
+	})
+	t.Run("ItemWithoutOwnerRefused", func(t *testing.T) {
+		s := open(t)
+		recs := Inbox("alice", []string{"bob"}, []chatv1.ContactState{outgoing})
+		recs[1].GetEvent().GetContactUpdated().OwnerId = ""
+		if err := s.Apply(context.Background(), recs); err == nil {
+			t.Fatal("an inbox item without its owner was applied")
+		}
+	})
+}
