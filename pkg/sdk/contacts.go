@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/google/uuid"
+
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
 )
@@ -51,4 +53,28 @@ func (c *Client) contactStatus(ctx context.Context, f *clientv1.ClientFrame) (ch
 		return chatv1.ContactState_CONTACT_STATE_UNSPECIFIED, fmt.Errorf("unexpected answer %v", resp)
 	}
 	return s.GetState(), nil
+}
+
+// CreateConsentGroup creates a group with consent, the caller alone in
+// it: AddMember then invites, and each invitee joins only by accepting
+// (RespondInvitation) the item their inbox gets.
+func (c *Client) CreateConsentGroup(ctx context.Context, title string) (*clientv1.Accepted, error) {
+	return c.accepted(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_CreateConversation{CreateConversation: &clientv1.CreateConversation{
+		ClientMsgId: NewClientMsgID(), Kind: chatv1.ConversationKind_CONVERSATION_KIND_GROUP, Title: title,
+		ConversationId: uuid.Must(uuid.NewV7()).String(), Consent: true,
+	}}})
+}
+
+// RespondInvitation accepts (joining) or declines the caller's invitation
+// into conversationID.
+func (c *Client) RespondInvitation(ctx context.Context, conversationID string, accept bool) (*clientv1.InvitationStatus, error) {
+	resp, err := c.Do(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_RespondInvitation{RespondInvitation: &clientv1.RespondInvitation{
+		ConversationId: conversationID, Accept: accept}}})
+	if err != nil {
+		return nil, err
+	}
+	if resp.GetInvitationStatus() == nil {
+		return nil, fmt.Errorf("unexpected answer %v", resp)
+	}
+	return resp.GetInvitationStatus(), nil
 }

@@ -50,3 +50,17 @@ func listContacts(ctx context.Context, c *conn, _ *clientv1.ClientFrame_ListCont
 	}
 	return &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Contacts{Contacts: &clientv1.ContactList{Contacts: resp.GetContacts()}}}
 }
+
+// An answer to an invitation is the invitee's command in the
+// conversation they were invited into, decided by its sequencer.
+
+func respondInvitation(b *clientv1.ClientFrame_RespondInvitation, cmd *logv1.Command) {
+	cmd.ConversationId = b.RespondInvitation.GetConversationId()
+	cmd.Body = &logv1.Command_AnswerInvitation{AnswerInvitation: &logv1.AnswerInvitation{Accept: b.RespondInvitation.GetAccept()}}
+}
+
+func invitationStatus(cmd *logv1.Command, o *logv1.Outcome) *clientv1.ServerFrame {
+	accept := cmd.GetAnswerInvitation().GetAccept()
+	return &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_InvitationStatus{InvitationStatus: &clientv1.InvitationStatus{
+		ConversationId: cmd.GetConversationId(), Joined: accept, Seq: o.GetSeq()}}}
+}

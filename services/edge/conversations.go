@@ -16,7 +16,7 @@ func createConversation(b *clientv1.ClientFrame_CreateConversation, cmd *logv1.C
 	cc := b.CreateConversation
 	cmd.ConversationId, cmd.ClientMsgId = cc.GetConversationId(), cc.GetClientMsgId()
 	cmd.Body = &logv1.Command_CreateConversation{CreateConversation: &logv1.CreateConversation{
-		Kind: cc.GetKind(), Title: cc.GetTitle(), MemberIds: cc.GetMemberIds(), Public: cc.GetPublic(),
+		Kind: cc.GetKind(), Title: cc.GetTitle(), MemberIds: cc.GetMemberIds(), Public: cc.GetPublic(), Consent: cc.GetConsent(),
 	}}
 }
 

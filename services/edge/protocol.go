@@ -63,6 +63,7 @@ var handlers = table(
 	on(command(respondContact, contactStatus)),
 	on(command(cancelContact, contactStatus)),
 	on(listContacts),
+	on(command(respondInvitation, invitationStatus)),
 
 	on(getHistory), // history.go
 )

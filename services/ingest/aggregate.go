@@ -53,6 +53,11 @@ type conversation struct {
 	// contact is, for a direct conversation, the pair's contact state
 	// (contacts.go).
 	contact pairContact
+	// invited maps each user with a pending invitation (a conversation
+	// with consent) to who invited them, and invitedAt to the seq of the
+	// invitation (invitations.go).
+	invited   map[string]string
+	invitedAt map[string]uint64
 }
 
 type deviceKey struct{ user, device string }
@@ -60,7 +65,8 @@ type deviceKey struct{ user, device string }
 func newConversation(id string) *conversation {
 	return &conversation{id: id, sum: &chatv1.Conversation{ConversationId: id}, applied: map[dedupKey]uint64{}, delivered: map[deviceKey]uint64{}, read: map[string]uint64{},
 		invites: map[string]bool{}, blocks: map[string]bool{},
-		messages: map[uint64]*message{}, reactions: map[reactionKey]uint64{}, flags: map[string]*chatv1.ConversationFlags{}}
+		messages: map[uint64]*message{}, reactions: map[reactionKey]uint64{}, flags: map[string]*chatv1.ConversationFlags{},
+		invited: map[string]string{}, invitedAt: map[string]uint64{}}
 }
 
 // receipt is the device's position as a receipt.
@@ -100,6 +106,12 @@ func replay(convs map[string]*conversation, rec *logv1.EventRecord) {
 	if f := rec.GetFlags(); f != nil {
 		if c := convs[f.GetConversationId()]; c != nil {
 			c.applyFlags(f)
+		}
+		return
+	}
+	if d := rec.GetDeclined(); d != nil {
+		if c := convs[d.GetConversationId()]; c != nil {
+			c.endInvitation(d.GetUserId())
 		}
 		return
 	}

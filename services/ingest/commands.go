@@ -30,7 +30,10 @@ type family struct {
 	// decideMore decides a command whose decision may log several
 	// records or hand commands on to other conversations (contacts,
 	// inboxes); see decideCommand.
-	decideMore func(convs map[string]*conversation, cmd *logv1.Command, out *logv1.Outcome, now time.Time) decision
+	decideMore func(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, out *logv1.Outcome, now time.Time) decision
+	// handOn, when set, names the commands a decision of this family
+	// hands on, given the record it logged (an invitation's inbox item).
+	handOn func(convs map[string]*conversation, cmd *logv1.Command, rec *logv1.EventRecord) []*logv1.Command
 	// internal families are written by the sequencer alone: ingest
 	// refuses them at Submit.
 	internal bool
@@ -49,12 +52,15 @@ type decision struct {
 func decideCommand(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, now time.Time) decision {
 	if f := familyOf(cmd); f != nil && f.decideMore != nil {
 		out := &logv1.Outcome{CommandId: cmd.GetCommandId(), ConversationId: cmd.GetConversationId(), ClientMsgId: cmd.GetClientMsgId()}
-		return f.decideMore(convs, cmd, out, now)
+		return f.decideMore(convs, cmd, maxMembers, out, now)
 	}
 	rec, out := decide(convs, cmd, maxMembers, now)
 	d := decision{out: out}
 	if rec != nil {
 		d.recs = []*logv1.EventRecord{rec}
+		if f := familyOf(cmd); f != nil && f.handOn != nil {
+			d.derived = f.handOn(convs, cmd, rec)
+		}
 	}
 	return d
 }
@@ -77,6 +83,8 @@ func familyOf(cmd *logv1.Command) *family {
 		return &contactFamily
 	case *logv1.Command_InboxDeliver:
 		return &inboxFamily
+	case *logv1.Command_AnswerInvitation:
+		return &answerFamily
 	case *logv1.Command_CreateConversation:
 		return &createFamily
 	case *logv1.Command_AddMember, *logv1.Command_RemoveMember, *logv1.Command_Leave, *logv1.Command_SetRole,
@@ -108,15 +116,21 @@ var (
 		return decideBlock(convs, cmd, cmd.GetBlock(), out, now)
 	}}
 	// contacts: contacts.go.
-	contactFamily = family{state: true, prepare: prepareContact, decideMore: decideContact}
+	contactFamily = family{state: true, prepare: prepareContact, decideMore: func(convs map[string]*conversation, cmd *logv1.Command, _ int, out *logv1.Outcome, now time.Time) decision {
+		return decideContact(convs, cmd, out, now)
+	}}
+	// answers to invitations: invitations.go.
+	answerFamily = family{state: true, prepare: needConversation, decideMore: decideAnswer}
 	// inbox items: inbox.go.
-	inboxFamily = family{internal: true, decideMore: decideInbox}
+	inboxFamily = family{internal: true, decideMore: func(convs map[string]*conversation, cmd *logv1.Command, _ int, out *logv1.Outcome, now time.Time) decision {
+		return decideInbox(convs, cmd, out, now)
+	}}
 	// creates: conversations.go.
 	createFamily = family{prepare: prepareCreate, decideEvent: decideCreate}
 	// membership and administration: groups.go.
 	memberFamily = family{prepare: prepareMembership, decideEvent: func(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, ev *chatv1.Event) verdict {
 		return decideGroup(convs[cmd.GetConversationId()], cmd, maxMembers, ev)
-	}}
+	}, handOn: handOnInvitation}
 	// messages: messages.go.
 	messageFamily = family{prepare: prepareMessage, decideEvent: func(convs map[string]*conversation, cmd *logv1.Command, _ int, ev *chatv1.Event) verdict {
 		return decideMessage(convs[cmd.GetConversationId()], cmd, ev)

@@ -48,7 +48,7 @@ func prepareCreate(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 			return invalid, "a direct conversation needs exactly one other member"
 		}
 		cmd.ConversationId = DirectID(members[0], members[1])
-		cc.Title, cc.Public = "", false
+		cc.Title, cc.Public, cc.Consent = "", false, false
 	case chatv1.ConversationKind_CONVERSATION_KIND_GROUP, chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL:
 		if cmd.GetConversationId() == "" {
 			cmd.ConversationId = uuid.Must(uuid.NewV7()).String()
@@ -63,6 +63,9 @@ func prepareCreate(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 		}
 		if cc.GetKind() == chatv1.ConversationKind_CONVERSATION_KIND_GROUP {
 			cc.Public = false
+		}
+		if cc.GetConsent() && len(members) > 1 {
+			return invalid, "a conversation with consent starts with its creator alone: invite the others with add_member"
 		}
 	default:
 		return invalid, "unknown conversation kind"
@@ -95,7 +98,7 @@ func decideCreate(convs map[string]*conversation, cmd *logv1.Command, maxMembers
 	}
 	ev.Body = &chatv1.Event_ConversationCreated{ConversationCreated: &chatv1.ConversationCreated{
 		Kind: cc.GetKind(), Title: cc.GetTitle(), MemberIds: append(append([]string(nil), c.members()...), cc.GetMemberIds()...),
-		Public: cc.GetPublic(),
+		Public: cc.GetPublic(), Consent: cc.GetConsent(),
 	}}
 	return verdict{}
 }

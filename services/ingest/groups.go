@@ -63,6 +63,13 @@ func (c *conversation) mayPost(user string) (chatv1.ErrorCode, string) {
 // invite codes.
 func (c *conversation) applyGroupEvent(ev *chatv1.Event) {
 	switch b := ev.GetBody().(type) {
+	case *chatv1.Event_MemberInvited:
+		c.invited[b.MemberInvited.GetUserId()] = ev.GetSenderId()
+		c.invitedAt[b.MemberInvited.GetUserId()] = ev.GetSeq()
+	case *chatv1.Event_MemberJoined:
+		c.endInvitation(b.MemberJoined.GetUserId())
+	case *chatv1.Event_MemberAdded:
+		c.endInvitation(b.MemberAdded.GetUserId())
 	case *chatv1.Event_InviteCreated:
 		c.invites[b.InviteCreated.GetCode()] = true
 	case *chatv1.Event_InviteRevoked:
@@ -169,6 +176,15 @@ func decideAdd(c *conversation, cmd *logv1.Command, maxMembers int, ev *chatv1.E
 	}
 	if len(c.members()) >= maxMembers {
 		return refuse(chatv1.ErrorCode_ERROR_CODE_CONVERSATION_FULL, "conversation is full")
+	}
+	if c.sum.GetConsent() {
+		// Nobody is put in without saying yes: an invitation, which
+		// handOnInvitation takes to the invitee's inbox.
+		if _, ok := c.invited[u]; ok {
+			return verdict{noop: true, seq: c.invitedAt[u]}
+		}
+		ev.Body = &chatv1.Event_MemberInvited{MemberInvited: &chatv1.MemberInvited{UserId: u}}
+		return verdict{}
 	}
 	ev.Body = &chatv1.Event_MemberAdded{MemberAdded: &chatv1.MemberAdded{UserId: u}}
 	return verdict{}

@@ -37,7 +37,7 @@ func derive(src *logv1.Command, n int, conv, user string) *logv1.Command {
 func decideInbox(convs map[string]*conversation, cmd *logv1.Command, out *logv1.Outcome, now time.Time) decision {
 	d := cmd.GetInboxDeliver()
 	owner := d.GetOwnerId()
-	if owner == "" || cmd.GetConversationId() != membership.InboxID(owner) || d.GetContactUpdated() == nil {
+	if owner == "" || cmd.GetConversationId() != membership.InboxID(owner) || d.GetItem() == nil {
 		// Only the sequencer writes these; a bug or a foreign writer.
 		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "inbox item without its owner's inbox or an item"
 		return decision{out: out}
@@ -64,7 +64,13 @@ func decideInbox(convs map[string]*conversation, cmd *logv1.Command, out *logv1.
 		dec.recs = append(dec.recs, c.appendEvent(created, cmd.GetCommandId()))
 	}
 	item := &chatv1.Event{ConversationId: c.id, EventId: uuid.Must(uuid.NewV7()).String(), Time: timestamppb.New(now),
-		ClientMsgId: cmd.GetClientMsgId(), Body: &chatv1.Event_ContactUpdated{ContactUpdated: d.GetContactUpdated()}}
+		ClientMsgId: cmd.GetClientMsgId()}
+	switch it := d.GetItem().(type) {
+	case *logv1.InboxDeliver_ContactUpdated:
+		item.Body = &chatv1.Event_ContactUpdated{ContactUpdated: it.ContactUpdated}
+	case *logv1.InboxDeliver_InvitationUpdated:
+		item.Body = &chatv1.Event_InvitationUpdated{InvitationUpdated: it.InvitationUpdated}
+	}
 	dec.recs = append(dec.recs, c.appendEvent(item, cmd.GetCommandId()))
 	out.ConversationId, out.Seq = c.id, item.GetSeq()
 	dec.out = out

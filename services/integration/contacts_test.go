@@ -93,3 +93,55 @@ func TestContactRequestToOfflineUser(t *testing.T) {
 		})
 	}
 }
+
+// TestInvitationsWithConsent (real stack, two edges): in a group with
+// consent one invitee declines and one accepts; only the one who accepted
+// is a member, and gets what is posted after.
+func TestInvitationsWithConsent(t *testing.T) {
+	s := requireStack(t)
+	c := startCluster(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	run := fmt.Sprint(time.Now().UnixNano())
+	alice, bob, carol := "alice-"+run, "bob-"+run, "carol-"+run
+	a := discardEvents(c.dial(0, alice, "a1"))
+	b := discardEvents(c.dial(1, bob, "b1"))
+	cc := discardEvents(c.dial(0, carol, "c1"))
+	acc, err := a.CreateConsentGroup(ctx, "club")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := acc.GetConversationId()
+	for _, u := range []string{bob, carol} {
+		if _, err := a.AddMember(ctx, g, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, cl := range []*sdk.Client{b, cc} {
+		waitExists(t, ctx, cl, cl.InboxID)
+		got := catchUp(t, ctx, cl, cl.InboxID, 0, 2)
+		if u := got[1].GetInvitationUpdated(); u.GetConversationId() != g || u.GetInviterId() != alice || u.GetAction() != chatv1.InvitationAction_INVITATION_ACTION_INVITED {
+			t.Fatalf("%s's inbox: %v", cl.UserID, got)
+		}
+	}
+	if st, err := cc.RespondInvitation(ctx, g, false); err != nil || st.GetJoined() {
+		t.Fatalf("decline: %v, %v", st, err)
+	}
+	st, err := b.RespondInvitation(ctx, g, true)
+	if err != nil || !st.GetJoined() || st.GetSeq() != 4 {
+		t.Fatalf("accept: %v, %v", st, err)
+	}
+	if _, err := a.Send(ctx, g, "welcome"); err != nil {
+		t.Fatal(err)
+	}
+	got := catchUp(t, ctx, b, g, 3, 5)
+	if got[0].GetMemberJoined().GetUserId() != bob || got[1].GetMessagePosted().GetText() != "welcome" {
+		t.Fatalf("bob reads %v", got)
+	}
+	if got := catchUp(t, ctx, cc, cc.InboxID, 2, 3); got[0].GetInvitationUpdated().GetAction() != chatv1.InvitationAction_INVITATION_ACTION_DECLINED {
+		t.Fatalf("carol's inbox after declining: %v", got)
+	}
+	if _, err := cc.History(ctx, &clientv1.GetHistory{ConversationId: g}); err == nil {
+		t.Fatal("carol declined, yet reads the group")
+	}
+}

@@ -111,7 +111,17 @@ func TestReplayIntoCassandra(t *testing.T) {
 	must("request", err)
 	_, err = cc.RespondContact(ctx, bob, false)
 	must("decline", err)
-	for cl, last := range map[*sdk.Client]uint64{a: 3, b: 4, cc: 3} {
+	club, err := cc.CreateConsentGroup(ctx, "club")
+	must("consent group", err)
+	_, err = cc.AddMember(ctx, club.GetConversationId(), alice)
+	must("invite", err)
+	_, err = cc.AddMember(ctx, club.GetConversationId(), bob)
+	must("invite", err)
+	_, err = a.RespondInvitation(ctx, club.GetConversationId(), true)
+	must("join", err)
+	_, err = b.RespondInvitation(ctx, club.GetConversationId(), false)
+	must("decline", err)
+	for cl, last := range map[*sdk.Client]uint64{a: 5, b: 6, cc: 3} {
 		waitExists(t, ctx, cl, cl.InboxID)
 		catchUp(t, ctx, cl, cl.InboxID, 0, last)
 	}

@@ -290,6 +290,10 @@ func authzRows() []authzRow {
 		{frame: "cancel_contact", what: "zed", want: cells(ok, ok), build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
 			return &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_CancelContact{CancelContact: &clientv1.CancelContact{UserId: "zed"}}}
 		}},
+		{frame: "respond_invitation", what: "accept, uninvited", want: cells(ok, notFound), build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
+			// A member accepting is answered as joined already.
+			return &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_RespondInvitation{RespondInvitation: &clientv1.RespondInvitation{ConversationId: s.group, Accept: true}}}
+		}},
 		{frame: "list_contacts", what: "their own", want: cells(ok, ok), build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
 			return &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_ListContacts{ListContacts: &clientv1.ListContacts{}}}
 		}},

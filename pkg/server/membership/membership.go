@@ -36,6 +36,7 @@ func Fold(c *chatv1.Conversation, ev *chatv1.Event) (joined, left []string) {
 		c.Kind = b.ConversationCreated.GetKind()
 		c.Title = b.ConversationCreated.GetTitle()
 		c.Public = b.ConversationCreated.GetPublic()
+		c.Consent = b.ConversationCreated.GetConsent()
 		if Managed(c) {
 			c.OwnerId = ev.GetSenderId()
 		}

@@ -19,7 +19,7 @@ const (
 	// ReasonUndecodable: the value is not an EventRecord.
 	ReasonUndecodable = "undecodable"
 	// ReasonEmpty: the record holds neither an event, a receipt, a block,
-	// flags nor a contact change.
+	// flags, a contact change nor a declined invitation.
 	ReasonEmpty = "empty"
 	// ReasonInvalid: it decodes, but no sequencer writes it (an event
 	// without conversation id or seq, a receipt without conversation or
@@ -46,12 +46,14 @@ func DecodeEventRecord(value []byte) (*logv1.EventRecord, error) {
 	if err := proto.Unmarshal(value, rec); err != nil {
 		return nil, &BadRecord{ReasonUndecodable, err}
 	}
-	ev, rc, bl, fl, ct := rec.GetEvent(), rec.GetReceipt(), rec.GetBlock(), rec.GetFlags(), rec.GetContact()
-	switch n := count(ev != nil, rc != nil, bl != nil, fl != nil, ct != nil); {
+	ev, rc, bl, fl, ct, dc := rec.GetEvent(), rec.GetReceipt(), rec.GetBlock(), rec.GetFlags(), rec.GetContact(), rec.GetDeclined()
+	switch n := count(ev != nil, rc != nil, bl != nil, fl != nil, ct != nil, dc != nil); {
 	case n == 0:
-		return nil, &BadRecord{ReasonEmpty, errors.New("neither event nor receipt nor block nor flags nor contact")}
+		return nil, &BadRecord{ReasonEmpty, errors.New("neither event nor receipt nor block nor flags nor contact nor declined invitation")}
 	case n > 1:
-		return nil, &BadRecord{ReasonInvalid, errors.New("more than one of event, receipt, block, flags and contact")}
+		return nil, &BadRecord{ReasonInvalid, errors.New("more than one of event, receipt, block, flags, contact and declined invitation")}
+	case dc != nil && (dc.GetConversationId() == "" || dc.GetUserId() == ""):
+		return nil, &BadRecord{ReasonInvalid, errors.New("declined invitation without conversation or user id")}
 	case ct != nil && (ct.GetConversationId() == "" || ct.GetActorId() == "" || ct.GetOtherId() == ""):
 		return nil, &BadRecord{ReasonInvalid, errors.New("contact change without conversation, actor or other id")}
 	case fl != nil && (fl.GetConversationId() == "" || fl.GetUserId() == "" || fl.GetVersion() == 0):
@@ -62,6 +64,8 @@ func DecodeEventRecord(value []byte) (*logv1.EventRecord, error) {
 		return nil, &BadRecord{ReasonInvalid, errors.New("block without conversation, blocker or blocked id, or time")}
 	case ev != nil && (ev.GetConversationId() == "" || ev.GetSeq() == 0):
 		return nil, &BadRecord{ReasonInvalid, fmt.Errorf("event %q without conversation id or seq", ev.GetEventId())}
+	case ev.GetInvitationUpdated() != nil && (ev.GetInvitationUpdated().GetOwnerId() == "" || ev.GetInvitationUpdated().GetConversationId() == ""):
+		return nil, &BadRecord{ReasonInvalid, fmt.Errorf("inbox item %q without its owner or conversation id", ev.GetEventId())}
 	case ev.GetContactUpdated() != nil && (ev.GetContactUpdated().GetOwnerId() == "" || ev.GetContactUpdated().GetUserId() == ""):
 		// The stores key the owner's contact list by both.
 		return nil, &BadRecord{ReasonInvalid, fmt.Errorf("inbox item %q without its owner or user id", ev.GetEventId())}
@@ -69,7 +73,8 @@ func DecodeEventRecord(value []byte) (*logv1.EventRecord, error) {
 		return nil, &BadRecord{ReasonInvalid, errors.New("receipt without conversation or user id")}
 	case hasNUL(ev.GetConversationId(), ev.GetSenderId(), ev.GetSenderDeviceId(), rc.GetConversationId(), rc.GetUserId(), rc.GetDeviceId(),
 		fl.GetConversationId(), fl.GetUserId(), bl.GetBlockerId(), bl.GetBlockedId(),
-		ct.GetConversationId(), ct.GetActorId(), ct.GetOtherId(), ev.GetContactUpdated().GetOwnerId(), ev.GetContactUpdated().GetUserId()):
+		ct.GetConversationId(), ct.GetActorId(), ct.GetOtherId(), ev.GetContactUpdated().GetOwnerId(), ev.GetContactUpdated().GetUserId(),
+		dc.GetConversationId(), dc.GetUserId()):
 		// Ingest never lets one through, and stores that build keys from
 		// ids (Pebble) use NUL as the separator.
 		return nil, &BadRecord{ReasonInvalid, errors.New("an id holds a NUL byte")}

@@ -58,7 +58,8 @@ type Store interface {
 	// only once the records are durable.
 	//
 	// A record holds an event, a receipt (see ApplyReceipt), a contact
-	// change (nothing to store: see Contacts), a block or
+	// change or a declined invitation (nothing to store: see Contacts; the
+	// invitee's inbox says it), a block or
 	// unblock (shown to the blocker alone by Blocks; the latest wins, see
 	// NewerBlock) or a user's conversation flags (the highest version
 	// wins; see NewerFlags). An event also moves its sender's read

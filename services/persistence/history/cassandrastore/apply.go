@@ -108,9 +108,10 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 			}
 			blocks.add(bl)
 			continue
-		case rec.GetContact() != nil && ev == nil && r == nil:
-			// The pair's own record is the sequencer's; each user's
-			// contact list is folded from the items of their inbox.
+		case (rec.GetContact() != nil || rec.GetDeclined() != nil) && ev == nil && r == nil:
+			// The sequencer's own records: each user's contact list is
+			// folded from the items of their inbox, and nobody is shown
+			// a declined invitation but the invitee, in theirs.
 			continue
 		case f != nil && ev == nil && r == nil:
 			conv, user := f.GetConversationId(), f.GetUserId()

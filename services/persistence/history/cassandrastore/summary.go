@@ -39,6 +39,8 @@ const (
 	deleteUser   = `DELETE FROM conversations_by_user USING TIMESTAMP ? WHERE user_id = ? AND conversation_id = ?`
 	setOwner     = `UPDATE conversations USING TIMESTAMP ? SET owner_id = ? WHERE conversation_id = ?`
 	setPublic    = `UPDATE conversations USING TIMESTAMP ? SET public = ? WHERE conversation_id = ?`
+	// 0008_consent.cql.
+	setConsent   = `UPDATE conversations USING TIMESTAMP ? SET consent = ? WHERE conversation_id = ?`
 	setTitle     = `UPDATE conversations USING TIMESTAMP ? SET title = ? WHERE conversation_id = ?`
 	addAdmin     = `UPDATE conversations USING TIMESTAMP ? SET admins = admins + ? WHERE conversation_id = ?`
 	removeAdmin  = `UPDATE conversations USING TIMESTAMP ? SET admins = admins - ? WHERE conversation_id = ?`
@@ -134,6 +136,11 @@ func (s *Store) writeSummary(ctx context.Context, g *errgroup.Group, w *convWrit
 		c := created.GetConversationCreated()
 		batch.Query(updateCreated, int64(created.GetSeq()), int32(c.GetKind()), c.GetTitle(), w.id)
 		batch.Query(setPublic, int64(created.GetSeq()), c.GetPublic(), w.id)
+		if c.GetConsent() {
+			// Absent reads as false: only a conversation with consent
+			// pays the statement.
+			batch.Query(setConsent, int64(created.GetSeq()), true, w.id)
+		}
 		if c.GetKind() == chatv1.ConversationKind_CONVERSATION_KIND_GROUP || c.GetKind() == chatv1.ConversationKind_CONVERSATION_KIND_CHANNEL {
 			batch.Query(setOwner, int64(created.GetSeq()), created.GetSenderId(), w.id)
 		}
@@ -233,7 +240,7 @@ func groupWrites(batch *gocql.Batch, conv string, ev *chatv1.Event) (removed str
 }
 
 const selectSummary = `SELECT kind, title, members, last_seq, last_activity, last_message_preview, changed_at,
-member_left, owner_id, admins, muted, public, last_message_seq, last_message_kind, last_message_deleted FROM conversations WHERE conversation_id = ?`
+member_left, owner_id, admins, muted, public, last_message_seq, last_message_kind, last_message_deleted, consent FROM conversations WHERE conversation_id = ?`
 
 // Conversation implements history.Store.
 func (s *Store) Conversation(ctx context.Context, conv string) (*chatv1.Conversation, error) {
@@ -263,9 +270,10 @@ func (s *Store) summary(ctx context.Context, conv string) (*chatv1.Conversation,
 		msgSeq   int64
 		msgKind  int32
 		msgGone  bool
+		consent  bool
 	)
 	err := s.sess.Query(selectSummary, conv).WithContext(ctx).Scan(&kind, &title, &members, &lastSeq, &activity, &preview, &changed,
-		&left, &owner, &admins, &muted, &public, &msgSeq, &msgKind, &msgGone)
+		&left, &owner, &admins, &muted, &public, &msgSeq, &msgKind, &msgGone, &consent)
 	if errors.Is(err, gocql.ErrNotFound) {
 		return nil, 0, history.ErrNotFound
 	}
@@ -288,6 +296,7 @@ func (s *Store) summary(ctx context.Context, conv string) (*chatv1.Conversation,
 		AdminIds:           admins,
 		MutedIds:           muted,
 		Public:             public,
+		Consent:            consent,
 		LastMessageSeq:     uint64(msgSeq),
 		LastMessageKind:    chatv1.MessageKind(msgKind),
 		LastMessageDeleted: msgGone,

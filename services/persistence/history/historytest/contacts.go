@@ -122,6 +122,36 @@ func runContacts(t *testing.T, open func(*testing.T) history.Store) {
 		wantContacts(t, s, "alice", "")
 		wantContacts(t, s, "bob", "")
 	})
+	t.Run("ConsentAndInvitations", func(t *testing.T) {
+		// A conversation with consent shows it in its summary; an
+		// invitation is history, not membership; a declined one stores
+		// nothing; accepting is a membership like any join.
+		s := open(t)
+		created := Created("g", chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "team", "alice")
+		created.GetEvent().GetConversationCreated().Consent = true
+		invited := &logv1.EventRecord{Event: &chatv1.Event{ConversationId: "g", Seq: 2, EventId: "g-2", SenderId: "alice", Time: timestamppb.New(base),
+			Body: &chatv1.Event_MemberInvited{MemberInvited: &chatv1.MemberInvited{UserId: "bob"}}}, RecipientIds: []string{"alice"}}
+		declined := &logv1.EventRecord{Declined: &logv1.InvitationDeclined{ConversationId: "g", UserId: "bob", Time: timestamppb.New(base)}}
+		apply(t, s, created, invited, declined)
+		sum, err := s.Conversation(context.Background(), "g")
+		if err != nil || !sum.GetConsent() || fmt.Sprint(sum.GetMemberIds()) != "[alice]" || sum.GetLastSeq() != 2 {
+			t.Fatalf("summary after an invitation: %v, %v", sum, err)
+		}
+		if l, err := s.Conversations(context.Background(), "bob", history.ListQuery{}); err != nil || len(l) != 0 {
+			t.Fatalf("the invitee lists %v, %v", l, err)
+		}
+		joined := &logv1.EventRecord{Event: &chatv1.Event{ConversationId: "g", Seq: 3, EventId: "g-3", SenderId: "bob", Time: timestamppb.New(base),
+			Body: &chatv1.Event_MemberJoined{MemberJoined: &chatv1.MemberJoined{UserId: "bob"}}}, RecipientIds: []string{"alice", "bob"}}
+		apply(t, s, joined)
+		if l, err := s.Conversations(context.Background(), "bob", history.ListQuery{}); err != nil || len(l) != 1 || !l[0].GetConsent() {
+			t.Fatalf("bob lists %v, %v after accepting", l, err)
+		}
+		plain := open(t)
+		apply(t, plain, Created("h", chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "t", "alice"))
+		if sum, err := plain.Conversation(context.Background(), "h"); err != nil || sum.GetConsent() {
+			t.Fatalf("a group without consent: %v, %v", sum, err)
+		}
+	})
 	t.Run("ItemWithoutOwnerRefused", func(t *testing.T) {
 		s := open(t)
 		recs := Inbox("alice", []string{"bob"}, []chatv1.ContactState{outgoing})

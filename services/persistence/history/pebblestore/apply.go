@@ -62,9 +62,10 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 		switch ev, r := rec.GetEvent(), rec.GetReceipt(); {
 		case rec.GetBlock() != nil && ev == nil && r == nil:
 			err = a.block(rec.GetBlock())
-		case rec.GetContact() != nil && ev == nil && r == nil:
-			// The pair's own record is the sequencer's; each user's
-			// contact list is folded from the items of their inbox.
+		case (rec.GetContact() != nil || rec.GetDeclined() != nil) && ev == nil && r == nil:
+			// The sequencer's own records: each user's contact list is
+			// folded from the items of their inbox, and nobody is shown
+			// a declined invitation but the invitee, in theirs.
 		case rec.GetFlags() != nil && ev == nil && r == nil:
 			err = a.setFlags(rec.GetFlags())
 		case ev != nil && r != nil:

@@ -422,6 +422,59 @@ func (ContactAction) EnumDescriptor() ([]byte, []int) {
 	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{4}
 }
 
+// InvitationAction is what happened to an invitation.
+type InvitationAction int32
+
+const (
+	InvitationAction_INVITATION_ACTION_UNSPECIFIED InvitationAction = 0
+	InvitationAction_INVITATION_ACTION_INVITED     InvitationAction = 1
+	InvitationAction_INVITATION_ACTION_ACCEPTED    InvitationAction = 2
+	InvitationAction_INVITATION_ACTION_DECLINED    InvitationAction = 3
+)
+
+// Enum value maps for InvitationAction.
+var (
+	InvitationAction_name = map[int32]string{
+		0: "INVITATION_ACTION_UNSPECIFIED",
+		1: "INVITATION_ACTION_INVITED",
+		2: "INVITATION_ACTION_ACCEPTED",
+		3: "INVITATION_ACTION_DECLINED",
+	}
+	InvitationAction_value = map[string]int32{
+		"INVITATION_ACTION_UNSPECIFIED": 0,
+		"INVITATION_ACTION_INVITED":     1,
+		"INVITATION_ACTION_ACCEPTED":    2,
+		"INVITATION_ACTION_DECLINED":    3,
+	}
+)
+
+func (x InvitationAction) Enum() *InvitationAction {
+	p := new(InvitationAction)
+	*p = x
+	return p
+}
+
+func (x InvitationAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (InvitationAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_chat_v1_chat_proto_enumTypes[5].Descriptor()
+}
+
+func (InvitationAction) Type() protoreflect.EnumType {
+	return &file_parley_chat_v1_chat_proto_enumTypes[5]
+}
+
+func (x InvitationAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use InvitationAction.Descriptor instead.
+func (InvitationAction) EnumDescriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{5}
+}
+
 // AttachmentKind says how a client should present an attachment.
 type AttachmentKind int32
 
@@ -462,11 +515,11 @@ func (x AttachmentKind) String() string {
 }
 
 func (AttachmentKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_parley_chat_v1_chat_proto_enumTypes[5].Descriptor()
+	return file_parley_chat_v1_chat_proto_enumTypes[6].Descriptor()
 }
 
 func (AttachmentKind) Type() protoreflect.EnumType {
-	return &file_parley_chat_v1_chat_proto_enumTypes[5]
+	return &file_parley_chat_v1_chat_proto_enumTypes[6]
 }
 
 func (x AttachmentKind) Number() protoreflect.EnumNumber {
@@ -475,7 +528,7 @@ func (x AttachmentKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AttachmentKind.Descriptor instead.
 func (AttachmentKind) EnumDescriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{5}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{6}
 }
 
 // MessageKind is what the latest message of a conversation holds, for its
@@ -516,11 +569,11 @@ func (x MessageKind) String() string {
 }
 
 func (MessageKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_parley_chat_v1_chat_proto_enumTypes[6].Descriptor()
+	return file_parley_chat_v1_chat_proto_enumTypes[7].Descriptor()
 }
 
 func (MessageKind) Type() protoreflect.EnumType {
-	return &file_parley_chat_v1_chat_proto_enumTypes[6]
+	return &file_parley_chat_v1_chat_proto_enumTypes[7]
 }
 
 func (x MessageKind) Number() protoreflect.EnumNumber {
@@ -529,7 +582,7 @@ func (x MessageKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MessageKind.Descriptor instead.
 func (MessageKind) EnumDescriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{6}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{7}
 }
 
 // PresenceState is what others see of a user.
@@ -572,11 +625,11 @@ func (x PresenceState) String() string {
 }
 
 func (PresenceState) Descriptor() protoreflect.EnumDescriptor {
-	return file_parley_chat_v1_chat_proto_enumTypes[7].Descriptor()
+	return file_parley_chat_v1_chat_proto_enumTypes[8].Descriptor()
 }
 
 func (PresenceState) Type() protoreflect.EnumType {
-	return &file_parley_chat_v1_chat_proto_enumTypes[7]
+	return &file_parley_chat_v1_chat_proto_enumTypes[8]
 }
 
 func (x PresenceState) Number() protoreflect.EnumNumber {
@@ -585,7 +638,7 @@ func (x PresenceState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PresenceState.Descriptor instead.
 func (PresenceState) EnumDescriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{7}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{8}
 }
 
 // Event is one entry of a conversation's log. seq is contiguous per
@@ -616,11 +669,13 @@ type Event struct {
 	//	*Event_InviteCreated
 	//	*Event_InviteRevoked
 	//	*Event_MemberJoined
+	//	*Event_MemberInvited
 	//	*Event_MessageEdited
 	//	*Event_MessageDeleted
 	//	*Event_ReactionAdded
 	//	*Event_ReactionRemoved
 	//	*Event_ContactUpdated
+	//	*Event_InvitationUpdated
 	Body          isEvent_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -820,6 +875,15 @@ func (x *Event) GetMemberJoined() *MemberJoined {
 	return nil
 }
 
+func (x *Event) GetMemberInvited() *MemberInvited {
+	if x != nil {
+		if x, ok := x.Body.(*Event_MemberInvited); ok {
+			return x.MemberInvited
+		}
+	}
+	return nil
+}
+
 func (x *Event) GetMessageEdited() *MessageEdited {
 	if x != nil {
 		if x, ok := x.Body.(*Event_MessageEdited); ok {
@@ -860,6 +924,15 @@ func (x *Event) GetContactUpdated() *ContactUpdated {
 	if x != nil {
 		if x, ok := x.Body.(*Event_ContactUpdated); ok {
 			return x.ContactUpdated
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetInvitationUpdated() *InvitationUpdated {
+	if x != nil {
+		if x, ok := x.Body.(*Event_InvitationUpdated); ok {
+			return x.InvitationUpdated
 		}
 	}
 	return nil
@@ -917,6 +990,10 @@ type Event_MemberJoined struct {
 	MemberJoined *MemberJoined `protobuf:"bytes,28,opt,name=member_joined,json=memberJoined,proto3,oneof"`
 }
 
+type Event_MemberInvited struct {
+	MemberInvited *MemberInvited `protobuf:"bytes,29,opt,name=member_invited,json=memberInvited,proto3,oneof"`
+}
+
 type Event_MessageEdited struct {
 	MessageEdited *MessageEdited `protobuf:"bytes,40,opt,name=message_edited,json=messageEdited,proto3,oneof"`
 }
@@ -935,6 +1012,10 @@ type Event_ReactionRemoved struct {
 
 type Event_ContactUpdated struct {
 	ContactUpdated *ContactUpdated `protobuf:"bytes,50,opt,name=contact_updated,json=contactUpdated,proto3,oneof"`
+}
+
+type Event_InvitationUpdated struct {
+	InvitationUpdated *InvitationUpdated `protobuf:"bytes,51,opt,name=invitation_updated,json=invitationUpdated,proto3,oneof"`
 }
 
 func (*Event_ConversationCreated) isEvent_Body() {}
@@ -961,6 +1042,8 @@ func (*Event_InviteRevoked) isEvent_Body() {}
 
 func (*Event_MemberJoined) isEvent_Body() {}
 
+func (*Event_MemberInvited) isEvent_Body() {}
+
 func (*Event_MessageEdited) isEvent_Body() {}
 
 func (*Event_MessageDeleted) isEvent_Body() {}
@@ -970,6 +1053,8 @@ func (*Event_ReactionAdded) isEvent_Body() {}
 func (*Event_ReactionRemoved) isEvent_Body() {}
 
 func (*Event_ContactUpdated) isEvent_Body() {}
+
+func (*Event_InvitationUpdated) isEvent_Body() {}
 
 // ContactUpdated is an inbox event: the contact state between the inbox's
 // owner and user_id changed. Parley writes it, so it has no sender:
@@ -1055,6 +1140,93 @@ func (x *ContactUpdated) GetOwnerId() string {
 	return ""
 }
 
+// InvitationUpdated is an inbox event: the inbox's owner was invited into
+// a conversation with consent, or answered an invitation (on any of their
+// devices). It carries what an invitee who is not a member yet may see.
+type InvitationUpdated struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Title          string                 `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
+	Kind           ConversationKind       `protobuf:"varint,3,opt,name=kind,proto3,enum=parley.chat.v1.ConversationKind" json:"kind,omitempty"`
+	InviterId      string                 `protobuf:"bytes,4,opt,name=inviter_id,json=inviterId,proto3" json:"inviter_id,omitempty"`
+	Action         InvitationAction       `protobuf:"varint,5,opt,name=action,proto3,enum=parley.chat.v1.InvitationAction" json:"action,omitempty"`
+	OwnerId        string                 `protobuf:"bytes,6,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *InvitationUpdated) Reset() {
+	*x = InvitationUpdated{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InvitationUpdated) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InvitationUpdated) ProtoMessage() {}
+
+func (x *InvitationUpdated) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InvitationUpdated.ProtoReflect.Descriptor instead.
+func (*InvitationUpdated) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *InvitationUpdated) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *InvitationUpdated) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *InvitationUpdated) GetKind() ConversationKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ConversationKind_CONVERSATION_KIND_UNSPECIFIED
+}
+
+func (x *InvitationUpdated) GetInviterId() string {
+	if x != nil {
+		return x.InviterId
+	}
+	return ""
+}
+
+func (x *InvitationUpdated) GetAction() InvitationAction {
+	if x != nil {
+		return x.Action
+	}
+	return InvitationAction_INVITATION_ACTION_UNSPECIFIED
+}
+
+func (x *InvitationUpdated) GetOwnerId() string {
+	if x != nil {
+		return x.OwnerId
+	}
+	return ""
+}
+
 // Contact is one entry of a user's contact list: another user and where
 // the pair stands, with the inbox seq of the event that set it.
 type Contact struct {
@@ -1069,7 +1241,7 @@ type Contact struct {
 
 func (x *Contact) Reset() {
 	*x = Contact{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[2]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1253,7 @@ func (x *Contact) String() string {
 func (*Contact) ProtoMessage() {}
 
 func (x *Contact) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[2]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1266,7 @@ func (x *Contact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Contact.ProtoReflect.Descriptor instead.
 func (*Contact) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{2}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Contact) GetUserId() string {
@@ -1134,14 +1306,18 @@ type ConversationCreated struct {
 	// channel (sender_id).
 	MemberIds []string `protobuf:"bytes,3,rep,name=member_ids,json=memberIds,proto3" json:"member_ids,omitempty"`
 	// public channels may be followed without an invite.
-	Public        bool `protobuf:"varint,20,opt,name=public,proto3" json:"public,omitempty"`
+	Public bool `protobuf:"varint,20,opt,name=public,proto3" json:"public,omitempty"`
+	// consent: nobody is put in without saying yes. addMember invites (a
+	// MemberInvited event and an item in the invitee's inbox) and the
+	// invitee joins by accepting; the creator starts alone.
+	Consent       bool `protobuf:"varint,21,opt,name=consent,proto3" json:"consent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConversationCreated) Reset() {
 	*x = ConversationCreated{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[3]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1329,7 @@ func (x *ConversationCreated) String() string {
 func (*ConversationCreated) ProtoMessage() {}
 
 func (x *ConversationCreated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[3]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1342,7 @@ func (x *ConversationCreated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationCreated.ProtoReflect.Descriptor instead.
 func (*ConversationCreated) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{3}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ConversationCreated) GetKind() ConversationKind {
@@ -1197,6 +1373,13 @@ func (x *ConversationCreated) GetPublic() bool {
 	return false
 }
 
+func (x *ConversationCreated) GetConsent() bool {
+	if x != nil {
+		return x.Consent
+	}
+	return false
+}
+
 // MemberAdded names the user who joined; sender_id is who added them.
 type MemberAdded struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1207,7 +1390,7 @@ type MemberAdded struct {
 
 func (x *MemberAdded) Reset() {
 	*x = MemberAdded{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[4]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1219,7 +1402,7 @@ func (x *MemberAdded) String() string {
 func (*MemberAdded) ProtoMessage() {}
 
 func (x *MemberAdded) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[4]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1232,7 +1415,7 @@ func (x *MemberAdded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberAdded.ProtoReflect.Descriptor instead.
 func (*MemberAdded) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{4}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MemberAdded) GetUserId() string {
@@ -1254,7 +1437,7 @@ type MemberRemoved struct {
 
 func (x *MemberRemoved) Reset() {
 	*x = MemberRemoved{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1449,7 @@ func (x *MemberRemoved) String() string {
 func (*MemberRemoved) ProtoMessage() {}
 
 func (x *MemberRemoved) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1462,7 @@ func (x *MemberRemoved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRemoved.ProtoReflect.Descriptor instead.
 func (*MemberRemoved) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{5}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MemberRemoved) GetUserId() string {
@@ -1300,7 +1483,7 @@ type MemberLeft struct {
 
 func (x *MemberLeft) Reset() {
 	*x = MemberLeft{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1495,7 @@ func (x *MemberLeft) String() string {
 func (*MemberLeft) ProtoMessage() {}
 
 func (x *MemberLeft) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1508,7 @@ func (x *MemberLeft) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberLeft.ProtoReflect.Descriptor instead.
 func (*MemberLeft) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{6}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MemberLeft) GetUserId() string {
@@ -1347,7 +1530,7 @@ type RoleChanged struct {
 
 func (x *RoleChanged) Reset() {
 	*x = RoleChanged{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[7]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1359,7 +1542,7 @@ func (x *RoleChanged) String() string {
 func (*RoleChanged) ProtoMessage() {}
 
 func (x *RoleChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[7]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1372,7 +1555,7 @@ func (x *RoleChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleChanged.ProtoReflect.Descriptor instead.
 func (*RoleChanged) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{7}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RoleChanged) GetUserId() string {
@@ -1400,7 +1583,7 @@ type OwnershipTransferred struct {
 
 func (x *OwnershipTransferred) Reset() {
 	*x = OwnershipTransferred{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[8]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1412,7 +1595,7 @@ func (x *OwnershipTransferred) String() string {
 func (*OwnershipTransferred) ProtoMessage() {}
 
 func (x *OwnershipTransferred) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[8]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1425,7 +1608,7 @@ func (x *OwnershipTransferred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnershipTransferred.ProtoReflect.Descriptor instead.
 func (*OwnershipTransferred) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{8}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *OwnershipTransferred) GetNewOwnerId() string {
@@ -1447,7 +1630,7 @@ type MemberMuted struct {
 
 func (x *MemberMuted) Reset() {
 	*x = MemberMuted{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[9]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1459,7 +1642,7 @@ func (x *MemberMuted) String() string {
 func (*MemberMuted) ProtoMessage() {}
 
 func (x *MemberMuted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[9]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1472,7 +1655,7 @@ func (x *MemberMuted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberMuted.ProtoReflect.Descriptor instead.
 func (*MemberMuted) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{9}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MemberMuted) GetUserId() string {
@@ -1499,7 +1682,7 @@ type ConversationRenamed struct {
 
 func (x *ConversationRenamed) Reset() {
 	*x = ConversationRenamed{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[10]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1694,7 @@ func (x *ConversationRenamed) String() string {
 func (*ConversationRenamed) ProtoMessage() {}
 
 func (x *ConversationRenamed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[10]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1707,7 @@ func (x *ConversationRenamed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationRenamed.ProtoReflect.Descriptor instead.
 func (*ConversationRenamed) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{10}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ConversationRenamed) GetTitle() string {
@@ -1545,7 +1728,7 @@ type InviteCreated struct {
 
 func (x *InviteCreated) Reset() {
 	*x = InviteCreated{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[11]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1557,7 +1740,7 @@ func (x *InviteCreated) String() string {
 func (*InviteCreated) ProtoMessage() {}
 
 func (x *InviteCreated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[11]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1570,7 +1753,7 @@ func (x *InviteCreated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InviteCreated.ProtoReflect.Descriptor instead.
 func (*InviteCreated) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{11}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *InviteCreated) GetCode() string {
@@ -1590,7 +1773,7 @@ type InviteRevoked struct {
 
 func (x *InviteRevoked) Reset() {
 	*x = InviteRevoked{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[12]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +1785,7 @@ func (x *InviteRevoked) String() string {
 func (*InviteRevoked) ProtoMessage() {}
 
 func (x *InviteRevoked) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[12]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +1798,7 @@ func (x *InviteRevoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InviteRevoked.ProtoReflect.Descriptor instead.
 func (*InviteRevoked) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{12}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *InviteRevoked) GetCode() string {
@@ -1625,8 +1808,55 @@ func (x *InviteRevoked) GetCode() string {
 	return ""
 }
 
-// MemberJoined says user_id (the sender) joined by invite_code, or followed
-// a public channel (no code).
+// MemberInvited says the sender invited user_id into a conversation with
+// consent: they join only by accepting (then a MemberJoined, sender them,
+// without a code).
+type MemberInvited struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberInvited) Reset() {
+	*x = MemberInvited{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberInvited) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberInvited) ProtoMessage() {}
+
+func (x *MemberInvited) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberInvited.ProtoReflect.Descriptor instead.
+func (*MemberInvited) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *MemberInvited) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// MemberJoined says user_id (the sender) joined by invite_code, followed
+// a public channel, or accepted an invitation (no code).
 type MemberJoined struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
@@ -1637,7 +1867,7 @@ type MemberJoined struct {
 
 func (x *MemberJoined) Reset() {
 	*x = MemberJoined{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[13]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1879,7 @@ func (x *MemberJoined) String() string {
 func (*MemberJoined) ProtoMessage() {}
 
 func (x *MemberJoined) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[13]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1892,7 @@ func (x *MemberJoined) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberJoined.ProtoReflect.Descriptor instead.
 func (*MemberJoined) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{13}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MemberJoined) GetUserId() string {
@@ -1717,7 +1947,7 @@ type MessagePosted struct {
 
 func (x *MessagePosted) Reset() {
 	*x = MessagePosted{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[14]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1729,7 +1959,7 @@ func (x *MessagePosted) String() string {
 func (*MessagePosted) ProtoMessage() {}
 
 func (x *MessagePosted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[14]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1742,7 +1972,7 @@ func (x *MessagePosted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessagePosted.ProtoReflect.Descriptor instead.
 func (*MessagePosted) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{14}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MessagePosted) GetText() string {
@@ -1842,7 +2072,7 @@ type Attachment struct {
 
 func (x *Attachment) Reset() {
 	*x = Attachment{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[15]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1854,7 +2084,7 @@ func (x *Attachment) String() string {
 func (*Attachment) ProtoMessage() {}
 
 func (x *Attachment) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[15]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1867,7 +2097,7 @@ func (x *Attachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attachment.ProtoReflect.Descriptor instead.
 func (*Attachment) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{15}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Attachment) GetKind() AttachmentKind {
@@ -1933,7 +2163,7 @@ type ContactCard struct {
 
 func (x *ContactCard) Reset() {
 	*x = ContactCard{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[16]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1945,7 +2175,7 @@ func (x *ContactCard) String() string {
 func (*ContactCard) ProtoMessage() {}
 
 func (x *ContactCard) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[16]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1958,7 +2188,7 @@ func (x *ContactCard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactCard.ProtoReflect.Descriptor instead.
 func (*ContactCard) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{16}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ContactCard) GetDisplayName() string {
@@ -2005,7 +2235,7 @@ type LinkSpan struct {
 
 func (x *LinkSpan) Reset() {
 	*x = LinkSpan{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[17]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2017,7 +2247,7 @@ func (x *LinkSpan) String() string {
 func (*LinkSpan) ProtoMessage() {}
 
 func (x *LinkSpan) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[17]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2030,7 +2260,7 @@ func (x *LinkSpan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkSpan.ProtoReflect.Descriptor instead.
 func (*LinkSpan) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{17}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LinkSpan) GetStart() uint32 {
@@ -2067,7 +2297,7 @@ type ReactionCount struct {
 
 func (x *ReactionCount) Reset() {
 	*x = ReactionCount{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[18]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2079,7 +2309,7 @@ func (x *ReactionCount) String() string {
 func (*ReactionCount) ProtoMessage() {}
 
 func (x *ReactionCount) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[18]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2092,7 +2322,7 @@ func (x *ReactionCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReactionCount.ProtoReflect.Descriptor instead.
 func (*ReactionCount) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{18}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReactionCount) GetEmoji() string {
@@ -2133,7 +2363,7 @@ type MessageEdited struct {
 
 func (x *MessageEdited) Reset() {
 	*x = MessageEdited{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[19]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2145,7 +2375,7 @@ func (x *MessageEdited) String() string {
 func (*MessageEdited) ProtoMessage() {}
 
 func (x *MessageEdited) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[19]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2158,7 +2388,7 @@ func (x *MessageEdited) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageEdited.ProtoReflect.Descriptor instead.
 func (*MessageEdited) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{19}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MessageEdited) GetTargetSeq() uint64 {
@@ -2209,7 +2439,7 @@ type MessageDeleted struct {
 
 func (x *MessageDeleted) Reset() {
 	*x = MessageDeleted{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[20]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2221,7 +2451,7 @@ func (x *MessageDeleted) String() string {
 func (*MessageDeleted) ProtoMessage() {}
 
 func (x *MessageDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[20]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2464,7 @@ func (x *MessageDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageDeleted.ProtoReflect.Descriptor instead.
 func (*MessageDeleted) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{20}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MessageDeleted) GetTargetSeq() uint64 {
@@ -2262,7 +2492,7 @@ type ReactionAdded struct {
 
 func (x *ReactionAdded) Reset() {
 	*x = ReactionAdded{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[21]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2274,7 +2504,7 @@ func (x *ReactionAdded) String() string {
 func (*ReactionAdded) ProtoMessage() {}
 
 func (x *ReactionAdded) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[21]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2287,7 +2517,7 @@ func (x *ReactionAdded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReactionAdded.ProtoReflect.Descriptor instead.
 func (*ReactionAdded) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{21}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReactionAdded) GetTargetSeq() uint64 {
@@ -2315,7 +2545,7 @@ type ReactionRemoved struct {
 
 func (x *ReactionRemoved) Reset() {
 	*x = ReactionRemoved{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[22]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2327,7 +2557,7 @@ func (x *ReactionRemoved) String() string {
 func (*ReactionRemoved) ProtoMessage() {}
 
 func (x *ReactionRemoved) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[22]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2340,7 +2570,7 @@ func (x *ReactionRemoved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReactionRemoved.ProtoReflect.Descriptor instead.
 func (*ReactionRemoved) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{22}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReactionRemoved) GetTargetSeq() uint64 {
@@ -2383,6 +2613,8 @@ type Conversation struct {
 	MutedIds []string `protobuf:"bytes,22,rep,name=muted_ids,json=mutedIds,proto3" json:"muted_ids,omitempty"`
 	// public is set for a channel anyone may follow.
 	Public bool `protobuf:"varint,23,opt,name=public,proto3" json:"public,omitempty"`
+	// consent: members join only by accepting an invitation.
+	Consent bool `protobuf:"varint,24,opt,name=consent,proto3" json:"consent,omitempty"`
 	// last_message_seq is the seq of the latest message (0: none yet).
 	LastMessageSeq uint64 `protobuf:"varint,30,opt,name=last_message_seq,json=lastMessageSeq,proto3" json:"last_message_seq,omitempty"`
 	// last_message_kind says what the latest message holds. Its preview is a
@@ -2405,7 +2637,7 @@ type Conversation struct {
 
 func (x *Conversation) Reset() {
 	*x = Conversation{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[23]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2417,7 +2649,7 @@ func (x *Conversation) String() string {
 func (*Conversation) ProtoMessage() {}
 
 func (x *Conversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[23]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2430,7 +2662,7 @@ func (x *Conversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conversation.ProtoReflect.Descriptor instead.
 func (*Conversation) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{23}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Conversation) GetConversationId() string {
@@ -2524,6 +2756,13 @@ func (x *Conversation) GetPublic() bool {
 	return false
 }
 
+func (x *Conversation) GetConsent() bool {
+	if x != nil {
+		return x.Consent
+	}
+	return false
+}
+
 func (x *Conversation) GetLastMessageSeq() uint64 {
 	if x != nil {
 		return x.LastMessageSeq
@@ -2583,7 +2822,7 @@ type ConversationFlags struct {
 
 func (x *ConversationFlags) Reset() {
 	*x = ConversationFlags{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[24]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2595,7 +2834,7 @@ func (x *ConversationFlags) String() string {
 func (*ConversationFlags) ProtoMessage() {}
 
 func (x *ConversationFlags) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[24]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2608,7 +2847,7 @@ func (x *ConversationFlags) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationFlags.ProtoReflect.Descriptor instead.
 func (*ConversationFlags) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{24}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ConversationFlags) GetConversationId() string {
@@ -2665,7 +2904,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[25]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2677,7 +2916,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[25]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2690,7 +2929,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{25}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Presence) GetUserId() string {
@@ -2731,7 +2970,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[26]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2743,7 +2982,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[26]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2756,7 +2995,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{26}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Typing) GetConversationId() string {
@@ -2812,7 +3051,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[27]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2824,7 +3063,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[27]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2837,7 +3076,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{27}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Receipt) GetConversationId() string {
@@ -2886,7 +3125,7 @@ var File_parley_chat_v1_chat_proto protoreflect.FileDescriptor
 
 const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\n" +
-	"\x19parley/chat/v1/chat.proto\x12\x0eparley.chat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\v\n" +
+	"\x19parley/chat/v1/chat.proto\x12\x0eparley.chat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\r\n" +
 	"\x05Event\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x19\n" +
@@ -2909,29 +3148,40 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\x0einvite_created\x18\x1a \x01(\v2\x1d.parley.chat.v1.InviteCreatedH\x00R\rinviteCreated\x12F\n" +
 	"\x0einvite_revoked\x18\x1b \x01(\v2\x1d.parley.chat.v1.InviteRevokedH\x00R\rinviteRevoked\x12C\n" +
 	"\rmember_joined\x18\x1c \x01(\v2\x1c.parley.chat.v1.MemberJoinedH\x00R\fmemberJoined\x12F\n" +
+	"\x0emember_invited\x18\x1d \x01(\v2\x1d.parley.chat.v1.MemberInvitedH\x00R\rmemberInvited\x12F\n" +
 	"\x0emessage_edited\x18( \x01(\v2\x1d.parley.chat.v1.MessageEditedH\x00R\rmessageEdited\x12I\n" +
 	"\x0fmessage_deleted\x18) \x01(\v2\x1e.parley.chat.v1.MessageDeletedH\x00R\x0emessageDeleted\x12F\n" +
 	"\x0ereaction_added\x18* \x01(\v2\x1d.parley.chat.v1.ReactionAddedH\x00R\rreactionAdded\x12L\n" +
 	"\x10reaction_removed\x18+ \x01(\v2\x1f.parley.chat.v1.ReactionRemovedH\x00R\x0freactionRemoved\x12I\n" +
-	"\x0fcontact_updated\x182 \x01(\v2\x1e.parley.chat.v1.ContactUpdatedH\x00R\x0econtactUpdatedB\x06\n" +
+	"\x0fcontact_updated\x182 \x01(\v2\x1e.parley.chat.v1.ContactUpdatedH\x00R\x0econtactUpdated\x12R\n" +
+	"\x12invitation_updated\x183 \x01(\v2!.parley.chat.v1.InvitationUpdatedH\x00R\x11invitationUpdatedB\x06\n" +
 	"\x04body\"\xcb\x01\n" +
 	"\x0eContactUpdated\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x125\n" +
 	"\x06action\x18\x02 \x01(\x0e2\x1d.parley.chat.v1.ContactActionR\x06action\x12\x1a\n" +
 	"\boutgoing\x18\x03 \x01(\bR\boutgoing\x122\n" +
 	"\x05state\x18\x04 \x01(\x0e2\x1c.parley.chat.v1.ContactStateR\x05state\x12\x19\n" +
-	"\bowner_id\x18\x05 \x01(\tR\aownerId\"\xa5\x01\n" +
+	"\bowner_id\x18\x05 \x01(\tR\aownerId\"\xfc\x01\n" +
+	"\x11InvitationUpdated\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x14\n" +
+	"\x05title\x18\x02 \x01(\tR\x05title\x124\n" +
+	"\x04kind\x18\x03 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x1d\n" +
+	"\n" +
+	"inviter_id\x18\x04 \x01(\tR\tinviterId\x128\n" +
+	"\x06action\x18\x05 \x01(\x0e2 .parley.chat.v1.InvitationActionR\x06action\x12\x19\n" +
+	"\bowner_id\x18\x06 \x01(\tR\aownerId\"\xa5\x01\n" +
 	"\aContact\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x122\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1c.parley.chat.v1.ContactStateR\x05state\x120\n" +
 	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x1b\n" +
-	"\tinbox_seq\x18\x04 \x01(\x04R\binboxSeq\"\x98\x01\n" +
+	"\tinbox_seq\x18\x04 \x01(\x04R\binboxSeq\"\xb2\x01\n" +
 	"\x13ConversationCreated\x124\n" +
 	"\x04kind\x18\x01 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x14\n" +
 	"\x05title\x18\x02 \x01(\tR\x05title\x12\x1d\n" +
 	"\n" +
 	"member_ids\x18\x03 \x03(\tR\tmemberIds\x12\x16\n" +
-	"\x06public\x18\x14 \x01(\bR\x06public\"&\n" +
+	"\x06public\x18\x14 \x01(\bR\x06public\x12\x18\n" +
+	"\aconsent\x18\x15 \x01(\bR\aconsent\"&\n" +
 	"\vMemberAdded\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"(\n" +
 	"\rMemberRemoved\x12\x17\n" +
@@ -2953,7 +3203,9 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\rInviteCreated\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\"#\n" +
 	"\rInviteRevoked\x12\x12\n" +
-	"\x04code\x18\x01 \x01(\tR\x04code\"H\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\"(\n" +
+	"\rMemberInvited\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"H\n" +
 	"\fMemberJoined\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1f\n" +
 	"\vinvite_code\x18\x02 \x01(\tR\n" +
@@ -3017,7 +3269,7 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\x0fReactionRemoved\x12\x1d\n" +
 	"\n" +
 	"target_seq\x18\x01 \x01(\x04R\ttargetSeq\x12\x14\n" +
-	"\x05emoji\x18\x02 \x01(\tR\x05emoji\"\xae\x05\n" +
+	"\x05emoji\x18\x02 \x01(\tR\x05emoji\"\xc8\x05\n" +
 	"\fConversation\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x124\n" +
 	"\x04kind\x18\x02 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x14\n" +
@@ -3032,7 +3284,8 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\bowner_id\x18\x14 \x01(\tR\aownerId\x12\x1b\n" +
 	"\tadmin_ids\x18\x15 \x03(\tR\badminIds\x12\x1b\n" +
 	"\tmuted_ids\x18\x16 \x03(\tR\bmutedIds\x12\x16\n" +
-	"\x06public\x18\x17 \x01(\bR\x06public\x12(\n" +
+	"\x06public\x18\x17 \x01(\bR\x06public\x12\x18\n" +
+	"\aconsent\x18\x18 \x01(\bR\aconsent\x12(\n" +
 	"\x10last_message_seq\x18\x1e \x01(\x04R\x0elastMessageSeq\x12G\n" +
 	"\x11last_message_kind\x18\x1f \x01(\x0e2\x1b.parley.chat.v1.MessageKindR\x0flastMessageKind\x120\n" +
 	"\x14last_message_deleted\x18  \x01(\bR\x12lastMessageDeleted\x12\x14\n" +
@@ -3111,7 +3364,12 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\x17CONTACT_ACTION_ACCEPTED\x10\x02\x12\x1b\n" +
 	"\x17CONTACT_ACTION_DECLINED\x10\x03\x12\x1c\n" +
 	"\x18CONTACT_ACTION_CANCELLED\x10\x04\x12\x1a\n" +
-	"\x16CONTACT_ACTION_REMOVED\x10\x05*\x9c\x01\n" +
+	"\x16CONTACT_ACTION_REMOVED\x10\x05*\x94\x01\n" +
+	"\x10InvitationAction\x12!\n" +
+	"\x1dINVITATION_ACTION_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19INVITATION_ACTION_INVITED\x10\x01\x12\x1e\n" +
+	"\x1aINVITATION_ACTION_ACCEPTED\x10\x02\x12\x1e\n" +
+	"\x1aINVITATION_ACTION_DECLINED\x10\x03*\x9c\x01\n" +
 	"\x0eAttachmentKind\x12\x1f\n" +
 	"\x1bATTACHMENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ATTACHMENT_KIND_IMAGE\x10\x01\x12\x19\n" +
@@ -3141,91 +3399,98 @@ func file_parley_chat_v1_chat_proto_rawDescGZIP() []byte {
 	return file_parley_chat_v1_chat_proto_rawDescData
 }
 
-var file_parley_chat_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
-var file_parley_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_parley_chat_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
+var file_parley_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_parley_chat_v1_chat_proto_goTypes = []any{
 	(ConversationKind)(0),         // 0: parley.chat.v1.ConversationKind
 	(MemberRole)(0),               // 1: parley.chat.v1.MemberRole
 	(ErrorCode)(0),                // 2: parley.chat.v1.ErrorCode
 	(ContactState)(0),             // 3: parley.chat.v1.ContactState
 	(ContactAction)(0),            // 4: parley.chat.v1.ContactAction
-	(AttachmentKind)(0),           // 5: parley.chat.v1.AttachmentKind
-	(MessageKind)(0),              // 6: parley.chat.v1.MessageKind
-	(PresenceState)(0),            // 7: parley.chat.v1.PresenceState
-	(*Event)(nil),                 // 8: parley.chat.v1.Event
-	(*ContactUpdated)(nil),        // 9: parley.chat.v1.ContactUpdated
-	(*Contact)(nil),               // 10: parley.chat.v1.Contact
-	(*ConversationCreated)(nil),   // 11: parley.chat.v1.ConversationCreated
-	(*MemberAdded)(nil),           // 12: parley.chat.v1.MemberAdded
-	(*MemberRemoved)(nil),         // 13: parley.chat.v1.MemberRemoved
-	(*MemberLeft)(nil),            // 14: parley.chat.v1.MemberLeft
-	(*RoleChanged)(nil),           // 15: parley.chat.v1.RoleChanged
-	(*OwnershipTransferred)(nil),  // 16: parley.chat.v1.OwnershipTransferred
-	(*MemberMuted)(nil),           // 17: parley.chat.v1.MemberMuted
-	(*ConversationRenamed)(nil),   // 18: parley.chat.v1.ConversationRenamed
-	(*InviteCreated)(nil),         // 19: parley.chat.v1.InviteCreated
-	(*InviteRevoked)(nil),         // 20: parley.chat.v1.InviteRevoked
-	(*MemberJoined)(nil),          // 21: parley.chat.v1.MemberJoined
-	(*MessagePosted)(nil),         // 22: parley.chat.v1.MessagePosted
-	(*Attachment)(nil),            // 23: parley.chat.v1.Attachment
-	(*ContactCard)(nil),           // 24: parley.chat.v1.ContactCard
-	(*LinkSpan)(nil),              // 25: parley.chat.v1.LinkSpan
-	(*ReactionCount)(nil),         // 26: parley.chat.v1.ReactionCount
-	(*MessageEdited)(nil),         // 27: parley.chat.v1.MessageEdited
-	(*MessageDeleted)(nil),        // 28: parley.chat.v1.MessageDeleted
-	(*ReactionAdded)(nil),         // 29: parley.chat.v1.ReactionAdded
-	(*ReactionRemoved)(nil),       // 30: parley.chat.v1.ReactionRemoved
-	(*Conversation)(nil),          // 31: parley.chat.v1.Conversation
-	(*ConversationFlags)(nil),     // 32: parley.chat.v1.ConversationFlags
-	(*Presence)(nil),              // 33: parley.chat.v1.Presence
-	(*Typing)(nil),                // 34: parley.chat.v1.Typing
-	(*Receipt)(nil),               // 35: parley.chat.v1.Receipt
-	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
+	(InvitationAction)(0),         // 5: parley.chat.v1.InvitationAction
+	(AttachmentKind)(0),           // 6: parley.chat.v1.AttachmentKind
+	(MessageKind)(0),              // 7: parley.chat.v1.MessageKind
+	(PresenceState)(0),            // 8: parley.chat.v1.PresenceState
+	(*Event)(nil),                 // 9: parley.chat.v1.Event
+	(*ContactUpdated)(nil),        // 10: parley.chat.v1.ContactUpdated
+	(*InvitationUpdated)(nil),     // 11: parley.chat.v1.InvitationUpdated
+	(*Contact)(nil),               // 12: parley.chat.v1.Contact
+	(*ConversationCreated)(nil),   // 13: parley.chat.v1.ConversationCreated
+	(*MemberAdded)(nil),           // 14: parley.chat.v1.MemberAdded
+	(*MemberRemoved)(nil),         // 15: parley.chat.v1.MemberRemoved
+	(*MemberLeft)(nil),            // 16: parley.chat.v1.MemberLeft
+	(*RoleChanged)(nil),           // 17: parley.chat.v1.RoleChanged
+	(*OwnershipTransferred)(nil),  // 18: parley.chat.v1.OwnershipTransferred
+	(*MemberMuted)(nil),           // 19: parley.chat.v1.MemberMuted
+	(*ConversationRenamed)(nil),   // 20: parley.chat.v1.ConversationRenamed
+	(*InviteCreated)(nil),         // 21: parley.chat.v1.InviteCreated
+	(*InviteRevoked)(nil),         // 22: parley.chat.v1.InviteRevoked
+	(*MemberInvited)(nil),         // 23: parley.chat.v1.MemberInvited
+	(*MemberJoined)(nil),          // 24: parley.chat.v1.MemberJoined
+	(*MessagePosted)(nil),         // 25: parley.chat.v1.MessagePosted
+	(*Attachment)(nil),            // 26: parley.chat.v1.Attachment
+	(*ContactCard)(nil),           // 27: parley.chat.v1.ContactCard
+	(*LinkSpan)(nil),              // 28: parley.chat.v1.LinkSpan
+	(*ReactionCount)(nil),         // 29: parley.chat.v1.ReactionCount
+	(*MessageEdited)(nil),         // 30: parley.chat.v1.MessageEdited
+	(*MessageDeleted)(nil),        // 31: parley.chat.v1.MessageDeleted
+	(*ReactionAdded)(nil),         // 32: parley.chat.v1.ReactionAdded
+	(*ReactionRemoved)(nil),       // 33: parley.chat.v1.ReactionRemoved
+	(*Conversation)(nil),          // 34: parley.chat.v1.Conversation
+	(*ConversationFlags)(nil),     // 35: parley.chat.v1.ConversationFlags
+	(*Presence)(nil),              // 36: parley.chat.v1.Presence
+	(*Typing)(nil),                // 37: parley.chat.v1.Typing
+	(*Receipt)(nil),               // 38: parley.chat.v1.Receipt
+	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
 }
 var file_parley_chat_v1_chat_proto_depIdxs = []int32{
-	36, // 0: parley.chat.v1.Event.time:type_name -> google.protobuf.Timestamp
-	11, // 1: parley.chat.v1.Event.conversation_created:type_name -> parley.chat.v1.ConversationCreated
-	12, // 2: parley.chat.v1.Event.member_added:type_name -> parley.chat.v1.MemberAdded
-	22, // 3: parley.chat.v1.Event.message_posted:type_name -> parley.chat.v1.MessagePosted
-	13, // 4: parley.chat.v1.Event.member_removed:type_name -> parley.chat.v1.MemberRemoved
-	14, // 5: parley.chat.v1.Event.member_left:type_name -> parley.chat.v1.MemberLeft
-	15, // 6: parley.chat.v1.Event.role_changed:type_name -> parley.chat.v1.RoleChanged
-	16, // 7: parley.chat.v1.Event.ownership_transferred:type_name -> parley.chat.v1.OwnershipTransferred
-	17, // 8: parley.chat.v1.Event.member_muted:type_name -> parley.chat.v1.MemberMuted
-	18, // 9: parley.chat.v1.Event.conversation_renamed:type_name -> parley.chat.v1.ConversationRenamed
-	19, // 10: parley.chat.v1.Event.invite_created:type_name -> parley.chat.v1.InviteCreated
-	20, // 11: parley.chat.v1.Event.invite_revoked:type_name -> parley.chat.v1.InviteRevoked
-	21, // 12: parley.chat.v1.Event.member_joined:type_name -> parley.chat.v1.MemberJoined
-	27, // 13: parley.chat.v1.Event.message_edited:type_name -> parley.chat.v1.MessageEdited
-	28, // 14: parley.chat.v1.Event.message_deleted:type_name -> parley.chat.v1.MessageDeleted
-	29, // 15: parley.chat.v1.Event.reaction_added:type_name -> parley.chat.v1.ReactionAdded
-	30, // 16: parley.chat.v1.Event.reaction_removed:type_name -> parley.chat.v1.ReactionRemoved
-	9,  // 17: parley.chat.v1.Event.contact_updated:type_name -> parley.chat.v1.ContactUpdated
-	4,  // 18: parley.chat.v1.ContactUpdated.action:type_name -> parley.chat.v1.ContactAction
-	3,  // 19: parley.chat.v1.ContactUpdated.state:type_name -> parley.chat.v1.ContactState
-	3,  // 20: parley.chat.v1.Contact.state:type_name -> parley.chat.v1.ContactState
-	36, // 21: parley.chat.v1.Contact.since:type_name -> google.protobuf.Timestamp
-	0,  // 22: parley.chat.v1.ConversationCreated.kind:type_name -> parley.chat.v1.ConversationKind
-	1,  // 23: parley.chat.v1.RoleChanged.role:type_name -> parley.chat.v1.MemberRole
-	23, // 24: parley.chat.v1.MessagePosted.attachments:type_name -> parley.chat.v1.Attachment
-	24, // 25: parley.chat.v1.MessagePosted.contact:type_name -> parley.chat.v1.ContactCard
-	25, // 26: parley.chat.v1.MessagePosted.links:type_name -> parley.chat.v1.LinkSpan
-	36, // 27: parley.chat.v1.MessagePosted.edited_time:type_name -> google.protobuf.Timestamp
-	26, // 28: parley.chat.v1.MessagePosted.reactions:type_name -> parley.chat.v1.ReactionCount
-	5,  // 29: parley.chat.v1.Attachment.kind:type_name -> parley.chat.v1.AttachmentKind
-	25, // 30: parley.chat.v1.MessageEdited.links:type_name -> parley.chat.v1.LinkSpan
-	0,  // 31: parley.chat.v1.Conversation.kind:type_name -> parley.chat.v1.ConversationKind
-	36, // 32: parley.chat.v1.Conversation.last_activity:type_name -> google.protobuf.Timestamp
-	6,  // 33: parley.chat.v1.Conversation.last_message_kind:type_name -> parley.chat.v1.MessageKind
-	36, // 34: parley.chat.v1.ConversationFlags.time:type_name -> google.protobuf.Timestamp
-	7,  // 35: parley.chat.v1.Presence.state:type_name -> parley.chat.v1.PresenceState
-	36, // 36: parley.chat.v1.Presence.last_seen:type_name -> google.protobuf.Timestamp
-	36, // 37: parley.chat.v1.Receipt.time:type_name -> google.protobuf.Timestamp
-	38, // [38:38] is the sub-list for method output_type
-	38, // [38:38] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	39, // 0: parley.chat.v1.Event.time:type_name -> google.protobuf.Timestamp
+	13, // 1: parley.chat.v1.Event.conversation_created:type_name -> parley.chat.v1.ConversationCreated
+	14, // 2: parley.chat.v1.Event.member_added:type_name -> parley.chat.v1.MemberAdded
+	25, // 3: parley.chat.v1.Event.message_posted:type_name -> parley.chat.v1.MessagePosted
+	15, // 4: parley.chat.v1.Event.member_removed:type_name -> parley.chat.v1.MemberRemoved
+	16, // 5: parley.chat.v1.Event.member_left:type_name -> parley.chat.v1.MemberLeft
+	17, // 6: parley.chat.v1.Event.role_changed:type_name -> parley.chat.v1.RoleChanged
+	18, // 7: parley.chat.v1.Event.ownership_transferred:type_name -> parley.chat.v1.OwnershipTransferred
+	19, // 8: parley.chat.v1.Event.member_muted:type_name -> parley.chat.v1.MemberMuted
+	20, // 9: parley.chat.v1.Event.conversation_renamed:type_name -> parley.chat.v1.ConversationRenamed
+	21, // 10: parley.chat.v1.Event.invite_created:type_name -> parley.chat.v1.InviteCreated
+	22, // 11: parley.chat.v1.Event.invite_revoked:type_name -> parley.chat.v1.InviteRevoked
+	24, // 12: parley.chat.v1.Event.member_joined:type_name -> parley.chat.v1.MemberJoined
+	23, // 13: parley.chat.v1.Event.member_invited:type_name -> parley.chat.v1.MemberInvited
+	30, // 14: parley.chat.v1.Event.message_edited:type_name -> parley.chat.v1.MessageEdited
+	31, // 15: parley.chat.v1.Event.message_deleted:type_name -> parley.chat.v1.MessageDeleted
+	32, // 16: parley.chat.v1.Event.reaction_added:type_name -> parley.chat.v1.ReactionAdded
+	33, // 17: parley.chat.v1.Event.reaction_removed:type_name -> parley.chat.v1.ReactionRemoved
+	10, // 18: parley.chat.v1.Event.contact_updated:type_name -> parley.chat.v1.ContactUpdated
+	11, // 19: parley.chat.v1.Event.invitation_updated:type_name -> parley.chat.v1.InvitationUpdated
+	4,  // 20: parley.chat.v1.ContactUpdated.action:type_name -> parley.chat.v1.ContactAction
+	3,  // 21: parley.chat.v1.ContactUpdated.state:type_name -> parley.chat.v1.ContactState
+	0,  // 22: parley.chat.v1.InvitationUpdated.kind:type_name -> parley.chat.v1.ConversationKind
+	5,  // 23: parley.chat.v1.InvitationUpdated.action:type_name -> parley.chat.v1.InvitationAction
+	3,  // 24: parley.chat.v1.Contact.state:type_name -> parley.chat.v1.ContactState
+	39, // 25: parley.chat.v1.Contact.since:type_name -> google.protobuf.Timestamp
+	0,  // 26: parley.chat.v1.ConversationCreated.kind:type_name -> parley.chat.v1.ConversationKind
+	1,  // 27: parley.chat.v1.RoleChanged.role:type_name -> parley.chat.v1.MemberRole
+	26, // 28: parley.chat.v1.MessagePosted.attachments:type_name -> parley.chat.v1.Attachment
+	27, // 29: parley.chat.v1.MessagePosted.contact:type_name -> parley.chat.v1.ContactCard
+	28, // 30: parley.chat.v1.MessagePosted.links:type_name -> parley.chat.v1.LinkSpan
+	39, // 31: parley.chat.v1.MessagePosted.edited_time:type_name -> google.protobuf.Timestamp
+	29, // 32: parley.chat.v1.MessagePosted.reactions:type_name -> parley.chat.v1.ReactionCount
+	6,  // 33: parley.chat.v1.Attachment.kind:type_name -> parley.chat.v1.AttachmentKind
+	28, // 34: parley.chat.v1.MessageEdited.links:type_name -> parley.chat.v1.LinkSpan
+	0,  // 35: parley.chat.v1.Conversation.kind:type_name -> parley.chat.v1.ConversationKind
+	39, // 36: parley.chat.v1.Conversation.last_activity:type_name -> google.protobuf.Timestamp
+	7,  // 37: parley.chat.v1.Conversation.last_message_kind:type_name -> parley.chat.v1.MessageKind
+	39, // 38: parley.chat.v1.ConversationFlags.time:type_name -> google.protobuf.Timestamp
+	8,  // 39: parley.chat.v1.Presence.state:type_name -> parley.chat.v1.PresenceState
+	39, // 40: parley.chat.v1.Presence.last_seen:type_name -> google.protobuf.Timestamp
+	39, // 41: parley.chat.v1.Receipt.time:type_name -> google.protobuf.Timestamp
+	42, // [42:42] is the sub-list for method output_type
+	42, // [42:42] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_parley_chat_v1_chat_proto_init() }
@@ -3246,19 +3511,21 @@ func file_parley_chat_v1_chat_proto_init() {
 		(*Event_InviteCreated)(nil),
 		(*Event_InviteRevoked)(nil),
 		(*Event_MemberJoined)(nil),
+		(*Event_MemberInvited)(nil),
 		(*Event_MessageEdited)(nil),
 		(*Event_MessageDeleted)(nil),
 		(*Event_ReactionAdded)(nil),
 		(*Event_ReactionRemoved)(nil),
 		(*Event_ContactUpdated)(nil),
+		(*Event_InvitationUpdated)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_chat_v1_chat_proto_rawDesc), len(file_parley_chat_v1_chat_proto_rawDesc)),
-			NumEnums:      8,
-			NumMessages:   28,
+			NumEnums:      9,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

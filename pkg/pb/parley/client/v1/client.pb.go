@@ -63,6 +63,7 @@ type ClientFrame struct {
 	//	*ClientFrame_RequestContact
 	//	*ClientFrame_RespondContact
 	//	*ClientFrame_CancelContact
+	//	*ClientFrame_RespondInvitation
 	//	*ClientFrame_EditMessage
 	//	*ClientFrame_DeleteMessage
 	//	*ClientFrame_React
@@ -371,6 +372,15 @@ func (x *ClientFrame) GetCancelContact() *CancelContact {
 	return nil
 }
 
+func (x *ClientFrame) GetRespondInvitation() *RespondInvitation {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_RespondInvitation); ok {
+			return x.RespondInvitation
+		}
+	}
+	return nil
+}
+
 func (x *ClientFrame) GetEditMessage() *EditMessage {
 	if x != nil {
 		if x, ok := x.Frame.(*ClientFrame_EditMessage); ok {
@@ -550,6 +560,10 @@ type ClientFrame_CancelContact struct {
 	CancelContact *CancelContact `protobuf:"bytes,44,opt,name=cancel_contact,json=cancelContact,proto3,oneof"`
 }
 
+type ClientFrame_RespondInvitation struct {
+	RespondInvitation *RespondInvitation `protobuf:"bytes,45,opt,name=respond_invitation,json=respondInvitation,proto3,oneof"`
+}
+
 type ClientFrame_EditMessage struct {
 	EditMessage *EditMessage `protobuf:"bytes,50,opt,name=edit_message,json=editMessage,proto3,oneof"`
 }
@@ -633,6 +647,8 @@ func (*ClientFrame_RequestContact) isClientFrame_Frame() {}
 func (*ClientFrame_RespondContact) isClientFrame_Frame() {}
 
 func (*ClientFrame_CancelContact) isClientFrame_Frame() {}
+
+func (*ClientFrame_RespondInvitation) isClientFrame_Frame() {}
 
 func (*ClientFrame_EditMessage) isClientFrame_Frame() {}
 
@@ -1220,7 +1236,11 @@ type CreateConversation struct {
 	ConversationId string `protobuf:"bytes,5,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	// public makes a channel followable by anyone (FollowChannel); otherwise
 	// it is joined by invite. Ignored for other kinds.
-	Public        bool `protobuf:"varint,30,opt,name=public,proto3" json:"public,omitempty"`
+	Public bool `protobuf:"varint,30,opt,name=public,proto3" json:"public,omitempty"`
+	// consent (groups and channels): nobody is put in without saying yes.
+	// add_member then invites, and the invitee joins with
+	// RespondInvitation; the creation names no other member.
+	Consent       bool `protobuf:"varint,31,opt,name=consent,proto3" json:"consent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1293,6 +1313,13 @@ func (x *CreateConversation) GetConversationId() string {
 func (x *CreateConversation) GetPublic() bool {
 	if x != nil {
 		return x.Public
+	}
+	return false
+}
+
+func (x *CreateConversation) GetConsent() bool {
+	if x != nil {
+		return x.Consent
 	}
 	return false
 }
@@ -2196,6 +2223,61 @@ func (x *CancelContact) GetUserId() string {
 	return ""
 }
 
+// RespondInvitation accepts (joining) or declines the user's pending
+// invitation into conversation_id. Answered with InvitationStatus;
+// NOT_FOUND when there is none.
+type RespondInvitation struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Accept         bool                   `protobuf:"varint,2,opt,name=accept,proto3" json:"accept,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RespondInvitation) Reset() {
+	*x = RespondInvitation{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RespondInvitation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RespondInvitation) ProtoMessage() {}
+
+func (x *RespondInvitation) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RespondInvitation.ProtoReflect.Descriptor instead.
+func (*RespondInvitation) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RespondInvitation) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *RespondInvitation) GetAccept() bool {
+	if x != nil {
+		return x.Accept
+	}
+	return false
+}
+
 // ListContacts lists the user's contacts and pending requests either way.
 type ListContacts struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2205,7 +2287,7 @@ type ListContacts struct {
 
 func (x *ListContacts) Reset() {
 	*x = ListContacts{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[26]
+	mi := &file_parley_client_v1_client_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2299,7 @@ func (x *ListContacts) String() string {
 func (*ListContacts) ProtoMessage() {}
 
 func (x *ListContacts) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[26]
+	mi := &file_parley_client_v1_client_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2312,7 @@ func (x *ListContacts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContacts.ProtoReflect.Descriptor instead.
 func (*ListContacts) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{26}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{27}
 }
 
 // AddMember adds a user to a group.
@@ -2245,7 +2327,7 @@ type AddMember struct {
 
 func (x *AddMember) Reset() {
 	*x = AddMember{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[27]
+	mi := &file_parley_client_v1_client_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2257,7 +2339,7 @@ func (x *AddMember) String() string {
 func (*AddMember) ProtoMessage() {}
 
 func (x *AddMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[27]
+	mi := &file_parley_client_v1_client_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2270,7 +2352,7 @@ func (x *AddMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMember.ProtoReflect.Descriptor instead.
 func (*AddMember) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{27}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AddMember) GetConversationId() string {
@@ -2309,7 +2391,7 @@ type ListConversations struct {
 
 func (x *ListConversations) Reset() {
 	*x = ListConversations{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[28]
+	mi := &file_parley_client_v1_client_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2321,7 +2403,7 @@ func (x *ListConversations) String() string {
 func (*ListConversations) ProtoMessage() {}
 
 func (x *ListConversations) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[28]
+	mi := &file_parley_client_v1_client_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2334,7 +2416,7 @@ func (x *ListConversations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversations.ProtoReflect.Descriptor instead.
 func (*ListConversations) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{28}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListConversations) GetLimit() uint32 {
@@ -2366,7 +2448,7 @@ type Mark struct {
 
 func (x *Mark) Reset() {
 	*x = Mark{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[29]
+	mi := &file_parley_client_v1_client_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2378,7 +2460,7 @@ func (x *Mark) String() string {
 func (*Mark) ProtoMessage() {}
 
 func (x *Mark) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[29]
+	mi := &file_parley_client_v1_client_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2391,7 +2473,7 @@ func (x *Mark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mark.ProtoReflect.Descriptor instead.
 func (*Mark) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{29}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Mark) GetConversationId() string {
@@ -2429,7 +2511,7 @@ type SetTyping struct {
 
 func (x *SetTyping) Reset() {
 	*x = SetTyping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[30]
+	mi := &file_parley_client_v1_client_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2441,7 +2523,7 @@ func (x *SetTyping) String() string {
 func (*SetTyping) ProtoMessage() {}
 
 func (x *SetTyping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[30]
+	mi := &file_parley_client_v1_client_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2454,7 +2536,7 @@ func (x *SetTyping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTyping.ProtoReflect.Descriptor instead.
 func (*SetTyping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{30}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SetTyping) GetConversationId() string {
@@ -2483,7 +2565,7 @@ type GetPresence struct {
 
 func (x *GetPresence) Reset() {
 	*x = GetPresence{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[31]
+	mi := &file_parley_client_v1_client_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2495,7 +2577,7 @@ func (x *GetPresence) String() string {
 func (*GetPresence) ProtoMessage() {}
 
 func (x *GetPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[31]
+	mi := &file_parley_client_v1_client_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2508,7 +2590,7 @@ func (x *GetPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresence.ProtoReflect.Descriptor instead.
 func (*GetPresence) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{31}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetPresence) GetUserIds() []string {
@@ -2532,7 +2614,7 @@ type WatchPresence struct {
 
 func (x *WatchPresence) Reset() {
 	*x = WatchPresence{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[32]
+	mi := &file_parley_client_v1_client_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2544,7 +2626,7 @@ func (x *WatchPresence) String() string {
 func (*WatchPresence) ProtoMessage() {}
 
 func (x *WatchPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[32]
+	mi := &file_parley_client_v1_client_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2557,7 +2639,7 @@ func (x *WatchPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPresence.ProtoReflect.Descriptor instead.
 func (*WatchPresence) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{32}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WatchPresence) GetUserIds() []string {
@@ -2579,7 +2661,7 @@ type SetIdle struct {
 
 func (x *SetIdle) Reset() {
 	*x = SetIdle{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[33]
+	mi := &file_parley_client_v1_client_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2591,7 +2673,7 @@ func (x *SetIdle) String() string {
 func (*SetIdle) ProtoMessage() {}
 
 func (x *SetIdle) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[33]
+	mi := &file_parley_client_v1_client_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2604,7 +2686,7 @@ func (x *SetIdle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetIdle.ProtoReflect.Descriptor instead.
 func (*SetIdle) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{33}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SetIdle) GetIdle() bool {
@@ -2626,7 +2708,7 @@ type GetReceipts struct {
 
 func (x *GetReceipts) Reset() {
 	*x = GetReceipts{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[34]
+	mi := &file_parley_client_v1_client_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2638,7 +2720,7 @@ func (x *GetReceipts) String() string {
 func (*GetReceipts) ProtoMessage() {}
 
 func (x *GetReceipts) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[34]
+	mi := &file_parley_client_v1_client_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2651,7 +2733,7 @@ func (x *GetReceipts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReceipts.ProtoReflect.Descriptor instead.
 func (*GetReceipts) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{34}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetReceipts) GetConversationId() string {
@@ -2677,7 +2759,7 @@ type GetHistory struct {
 
 func (x *GetHistory) Reset() {
 	*x = GetHistory{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[35]
+	mi := &file_parley_client_v1_client_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2689,7 +2771,7 @@ func (x *GetHistory) String() string {
 func (*GetHistory) ProtoMessage() {}
 
 func (x *GetHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[35]
+	mi := &file_parley_client_v1_client_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2702,7 +2784,7 @@ func (x *GetHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistory.ProtoReflect.Descriptor instead.
 func (*GetHistory) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{35}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetHistory) GetConversationId() string {
@@ -2742,7 +2824,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[36]
+	mi := &file_parley_client_v1_client_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2754,7 +2836,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[36]
+	mi := &file_parley_client_v1_client_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2767,7 +2849,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{36}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{37}
 }
 
 // ServerFrame is every frame the server sends.
@@ -2790,6 +2872,7 @@ type ServerFrame struct {
 	//	*ServerFrame_Presence
 	//	*ServerFrame_BlockStatus
 	//	*ServerFrame_ContactStatus
+	//	*ServerFrame_InvitationStatus
 	//	*ServerFrame_Flags
 	//	*ServerFrame_Blocks
 	//	*ServerFrame_Contacts
@@ -2802,7 +2885,7 @@ type ServerFrame struct {
 
 func (x *ServerFrame) Reset() {
 	*x = ServerFrame{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[37]
+	mi := &file_parley_client_v1_client_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2814,7 +2897,7 @@ func (x *ServerFrame) String() string {
 func (*ServerFrame) ProtoMessage() {}
 
 func (x *ServerFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[37]
+	mi := &file_parley_client_v1_client_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2827,7 +2910,7 @@ func (x *ServerFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerFrame.ProtoReflect.Descriptor instead.
 func (*ServerFrame) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{37}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ServerFrame) GetRequestId() string {
@@ -2961,6 +3044,15 @@ func (x *ServerFrame) GetContactStatus() *ContactStatus {
 	return nil
 }
 
+func (x *ServerFrame) GetInvitationStatus() *InvitationStatus {
+	if x != nil {
+		if x, ok := x.Frame.(*ServerFrame_InvitationStatus); ok {
+			return x.InvitationStatus
+		}
+	}
+	return nil
+}
+
 func (x *ServerFrame) GetFlags() *FlagsBatch {
 	if x != nil {
 		if x, ok := x.Frame.(*ServerFrame_Flags); ok {
@@ -3062,6 +3154,10 @@ type ServerFrame_ContactStatus struct {
 	ContactStatus *ContactStatus `protobuf:"bytes,31,opt,name=contact_status,json=contactStatus,proto3,oneof"`
 }
 
+type ServerFrame_InvitationStatus struct {
+	InvitationStatus *InvitationStatus `protobuf:"bytes,32,opt,name=invitation_status,json=invitationStatus,proto3,oneof"`
+}
+
 type ServerFrame_Flags struct {
 	Flags *FlagsBatch `protobuf:"bytes,60,opt,name=flags,proto3,oneof"`
 }
@@ -3108,6 +3204,8 @@ func (*ServerFrame_BlockStatus) isServerFrame_Frame() {}
 
 func (*ServerFrame_ContactStatus) isServerFrame_Frame() {}
 
+func (*ServerFrame_InvitationStatus) isServerFrame_Frame() {}
+
 func (*ServerFrame_Flags) isServerFrame_Frame() {}
 
 func (*ServerFrame_Blocks) isServerFrame_Frame() {}
@@ -3131,7 +3229,7 @@ type TokenExpiring struct {
 
 func (x *TokenExpiring) Reset() {
 	*x = TokenExpiring{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[38]
+	mi := &file_parley_client_v1_client_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3143,7 +3241,7 @@ func (x *TokenExpiring) String() string {
 func (*TokenExpiring) ProtoMessage() {}
 
 func (x *TokenExpiring) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[38]
+	mi := &file_parley_client_v1_client_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3156,7 +3254,7 @@ func (x *TokenExpiring) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenExpiring.ProtoReflect.Descriptor instead.
 func (*TokenExpiring) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{38}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *TokenExpiring) GetExpires() *timestamppb.Timestamp {
@@ -3177,7 +3275,7 @@ type TokenRefreshed struct {
 
 func (x *TokenRefreshed) Reset() {
 	*x = TokenRefreshed{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[39]
+	mi := &file_parley_client_v1_client_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3189,7 +3287,7 @@ func (x *TokenRefreshed) String() string {
 func (*TokenRefreshed) ProtoMessage() {}
 
 func (x *TokenRefreshed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[39]
+	mi := &file_parley_client_v1_client_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3202,7 +3300,7 @@ func (x *TokenRefreshed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRefreshed.ProtoReflect.Descriptor instead.
 func (*TokenRefreshed) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{39}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *TokenRefreshed) GetExpires() *timestamppb.Timestamp {
@@ -3224,7 +3322,7 @@ type BlockList struct {
 
 func (x *BlockList) Reset() {
 	*x = BlockList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[40]
+	mi := &file_parley_client_v1_client_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3236,7 +3334,7 @@ func (x *BlockList) String() string {
 func (*BlockList) ProtoMessage() {}
 
 func (x *BlockList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[40]
+	mi := &file_parley_client_v1_client_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3249,7 +3347,7 @@ func (x *BlockList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockList.ProtoReflect.Descriptor instead.
 func (*BlockList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{40}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *BlockList) GetUserIds() []string {
@@ -3271,7 +3369,7 @@ type FlagsBatch struct {
 
 func (x *FlagsBatch) Reset() {
 	*x = FlagsBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[41]
+	mi := &file_parley_client_v1_client_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3283,7 +3381,7 @@ func (x *FlagsBatch) String() string {
 func (*FlagsBatch) ProtoMessage() {}
 
 func (x *FlagsBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[41]
+	mi := &file_parley_client_v1_client_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3296,7 +3394,7 @@ func (x *FlagsBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlagsBatch.ProtoReflect.Descriptor instead.
 func (*FlagsBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{41}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *FlagsBatch) GetFlags() []*v1.ConversationFlags {
@@ -3318,7 +3416,7 @@ type BlockStatus struct {
 
 func (x *BlockStatus) Reset() {
 	*x = BlockStatus{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[42]
+	mi := &file_parley_client_v1_client_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3330,7 +3428,7 @@ func (x *BlockStatus) String() string {
 func (*BlockStatus) ProtoMessage() {}
 
 func (x *BlockStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[42]
+	mi := &file_parley_client_v1_client_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3343,7 +3441,7 @@ func (x *BlockStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockStatus.ProtoReflect.Descriptor instead.
 func (*BlockStatus) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{42}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *BlockStatus) GetUserId() string {
@@ -3372,7 +3470,7 @@ type ContactStatus struct {
 
 func (x *ContactStatus) Reset() {
 	*x = ContactStatus{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[43]
+	mi := &file_parley_client_v1_client_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3384,7 +3482,7 @@ func (x *ContactStatus) String() string {
 func (*ContactStatus) ProtoMessage() {}
 
 func (x *ContactStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[43]
+	mi := &file_parley_client_v1_client_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3397,7 +3495,7 @@ func (x *ContactStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactStatus.ProtoReflect.Descriptor instead.
 func (*ContactStatus) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{43}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ContactStatus) GetUserId() string {
@@ -3414,6 +3512,68 @@ func (x *ContactStatus) GetState() v1.ContactState {
 	return v1.ContactState(0)
 }
 
+// InvitationStatus answers RespondInvitation: joined, with the seq of the
+// MemberJoined event, or declined.
+type InvitationStatus struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Joined         bool                   `protobuf:"varint,2,opt,name=joined,proto3" json:"joined,omitempty"`
+	Seq            uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *InvitationStatus) Reset() {
+	*x = InvitationStatus{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InvitationStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InvitationStatus) ProtoMessage() {}
+
+func (x *InvitationStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InvitationStatus.ProtoReflect.Descriptor instead.
+func (*InvitationStatus) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *InvitationStatus) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *InvitationStatus) GetJoined() bool {
+	if x != nil {
+		return x.Joined
+	}
+	return false
+}
+
+func (x *InvitationStatus) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 // ContactList answers ListContacts: every user with whom the pair's state is
 // not UNSPECIFIED (none), in user id order.
 type ContactList struct {
@@ -3425,7 +3585,7 @@ type ContactList struct {
 
 func (x *ContactList) Reset() {
 	*x = ContactList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[44]
+	mi := &file_parley_client_v1_client_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3437,7 +3597,7 @@ func (x *ContactList) String() string {
 func (*ContactList) ProtoMessage() {}
 
 func (x *ContactList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[44]
+	mi := &file_parley_client_v1_client_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3450,7 +3610,7 @@ func (x *ContactList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactList.ProtoReflect.Descriptor instead.
 func (*ContactList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{44}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ContactList) GetContacts() []*v1.Contact {
@@ -3478,7 +3638,7 @@ type Resumed struct {
 
 func (x *Resumed) Reset() {
 	*x = Resumed{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[45]
+	mi := &file_parley_client_v1_client_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3490,7 +3650,7 @@ func (x *Resumed) String() string {
 func (*Resumed) ProtoMessage() {}
 
 func (x *Resumed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[45]
+	mi := &file_parley_client_v1_client_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3503,7 +3663,7 @@ func (x *Resumed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resumed.ProtoReflect.Descriptor instead.
 func (*Resumed) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{45}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Resumed) GetCaughtUp() []*Cursor {
@@ -3539,7 +3699,7 @@ type Authenticated struct {
 
 func (x *Authenticated) Reset() {
 	*x = Authenticated{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[46]
+	mi := &file_parley_client_v1_client_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3551,7 +3711,7 @@ func (x *Authenticated) String() string {
 func (*Authenticated) ProtoMessage() {}
 
 func (x *Authenticated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[46]
+	mi := &file_parley_client_v1_client_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3564,7 +3724,7 @@ func (x *Authenticated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authenticated.ProtoReflect.Descriptor instead.
 func (*Authenticated) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{46}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Authenticated) GetUserId() string {
@@ -3617,7 +3777,7 @@ type Accepted struct {
 
 func (x *Accepted) Reset() {
 	*x = Accepted{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[47]
+	mi := &file_parley_client_v1_client_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3629,7 +3789,7 @@ func (x *Accepted) String() string {
 func (*Accepted) ProtoMessage() {}
 
 func (x *Accepted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[47]
+	mi := &file_parley_client_v1_client_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3642,7 +3802,7 @@ func (x *Accepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accepted.ProtoReflect.Descriptor instead.
 func (*Accepted) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{47}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *Accepted) GetClientMsgId() string {
@@ -3684,7 +3844,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[48]
+	mi := &file_parley_client_v1_client_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3696,7 +3856,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[48]
+	mi := &file_parley_client_v1_client_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3709,7 +3869,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{48}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *EventBatch) GetEvents() []*v1.Event {
@@ -3731,7 +3891,7 @@ type ConversationList struct {
 
 func (x *ConversationList) Reset() {
 	*x = ConversationList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[49]
+	mi := &file_parley_client_v1_client_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3743,7 +3903,7 @@ func (x *ConversationList) String() string {
 func (*ConversationList) ProtoMessage() {}
 
 func (x *ConversationList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[49]
+	mi := &file_parley_client_v1_client_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3756,7 +3916,7 @@ func (x *ConversationList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationList.ProtoReflect.Descriptor instead.
 func (*ConversationList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{49}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ConversationList) GetConversations() []*v1.Conversation {
@@ -3784,7 +3944,7 @@ type TypingBatch struct {
 
 func (x *TypingBatch) Reset() {
 	*x = TypingBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[50]
+	mi := &file_parley_client_v1_client_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3796,7 +3956,7 @@ func (x *TypingBatch) String() string {
 func (*TypingBatch) ProtoMessage() {}
 
 func (x *TypingBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[50]
+	mi := &file_parley_client_v1_client_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3809,7 +3969,7 @@ func (x *TypingBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingBatch.ProtoReflect.Descriptor instead.
 func (*TypingBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{50}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *TypingBatch) GetTyping() []*v1.Typing {
@@ -3830,7 +3990,7 @@ type PresenceList struct {
 
 func (x *PresenceList) Reset() {
 	*x = PresenceList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[51]
+	mi := &file_parley_client_v1_client_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3842,7 +4002,7 @@ func (x *PresenceList) String() string {
 func (*PresenceList) ProtoMessage() {}
 
 func (x *PresenceList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[51]
+	mi := &file_parley_client_v1_client_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3855,7 +4015,7 @@ func (x *PresenceList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceList.ProtoReflect.Descriptor instead.
 func (*PresenceList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{51}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *PresenceList) GetPresence() []*v1.Presence {
@@ -3876,7 +4036,7 @@ type ReceiptBatch struct {
 
 func (x *ReceiptBatch) Reset() {
 	*x = ReceiptBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[52]
+	mi := &file_parley_client_v1_client_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3888,7 +4048,7 @@ func (x *ReceiptBatch) String() string {
 func (*ReceiptBatch) ProtoMessage() {}
 
 func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[52]
+	mi := &file_parley_client_v1_client_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3901,7 +4061,7 @@ func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptBatch.ProtoReflect.Descriptor instead.
 func (*ReceiptBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{52}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ReceiptBatch) GetReceipts() []*v1.Receipt {
@@ -3924,7 +4084,7 @@ type HistoryPage struct {
 
 func (x *HistoryPage) Reset() {
 	*x = HistoryPage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[53]
+	mi := &file_parley_client_v1_client_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3936,7 +4096,7 @@ func (x *HistoryPage) String() string {
 func (*HistoryPage) ProtoMessage() {}
 
 func (x *HistoryPage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[53]
+	mi := &file_parley_client_v1_client_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3949,7 +4109,7 @@ func (x *HistoryPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryPage.ProtoReflect.Descriptor instead.
 func (*HistoryPage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{53}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *HistoryPage) GetConversationId() string {
@@ -3994,7 +4154,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[54]
+	mi := &file_parley_client_v1_client_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4006,7 +4166,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[54]
+	mi := &file_parley_client_v1_client_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4019,7 +4179,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{54}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *Error) GetCode() v1.ErrorCode {
@@ -4066,7 +4226,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[55]
+	mi := &file_parley_client_v1_client_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4078,7 +4238,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[55]
+	mi := &file_parley_client_v1_client_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4091,14 +4251,14 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{55}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{57}
 }
 
 var File_parley_client_v1_client_proto protoreflect.FileDescriptor
 
 const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\n" +
-	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xef\x12\n" +
+	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xc5\x13\n" +
 	"\vClientFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12D\n" +
@@ -4134,7 +4294,8 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\funblock_user\x18) \x01(\v2\x1d.parley.client.v1.UnblockUserH\x00R\vunblockUser\x12K\n" +
 	"\x0frequest_contact\x18* \x01(\v2 .parley.client.v1.RequestContactH\x00R\x0erequestContact\x12K\n" +
 	"\x0frespond_contact\x18+ \x01(\v2 .parley.client.v1.RespondContactH\x00R\x0erespondContact\x12H\n" +
-	"\x0ecancel_contact\x18, \x01(\v2\x1f.parley.client.v1.CancelContactH\x00R\rcancelContact\x12B\n" +
+	"\x0ecancel_contact\x18, \x01(\v2\x1f.parley.client.v1.CancelContactH\x00R\rcancelContact\x12T\n" +
+	"\x12respond_invitation\x18- \x01(\v2#.parley.client.v1.RespondInvitationH\x00R\x11respondInvitation\x12B\n" +
 	"\fedit_message\x182 \x01(\v2\x1d.parley.client.v1.EditMessageH\x00R\veditMessage\x12H\n" +
 	"\x0edelete_message\x183 \x01(\v2\x1f.parley.client.v1.DeleteMessageH\x00R\rdeleteMessage\x12/\n" +
 	"\x05react\x184 \x01(\v2\x17.parley.client.v1.ReactH\x00R\x05react\x12E\n" +
@@ -4188,7 +4349,7 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\n" +
 	"target_seq\x18\x03 \x01(\x04R\ttargetSeq\x12\x14\n" +
 	"\x05emoji\x18\x04 \x01(\tR\x05emoji\x12\x16\n" +
-	"\x06remove\x18\x05 \x01(\bR\x06remove\"\xe4\x01\n" +
+	"\x06remove\x18\x05 \x01(\bR\x06remove\"\xfe\x01\n" +
 	"\x12CreateConversation\x12\"\n" +
 	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x124\n" +
 	"\x04kind\x18\x02 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x14\n" +
@@ -4196,7 +4357,8 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\n" +
 	"member_ids\x18\x04 \x03(\tR\tmemberIds\x12'\n" +
 	"\x0fconversation_id\x18\x05 \x01(\tR\x0econversationId\x12\x16\n" +
-	"\x06public\x18\x1e \x01(\bR\x06public\"t\n" +
+	"\x06public\x18\x1e \x01(\bR\x06public\x12\x18\n" +
+	"\aconsent\x18\x1f \x01(\bR\aconsent\"t\n" +
 	"\fRemoveMember\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
 	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x17\n" +
@@ -4250,7 +4412,10 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
 	"\x06accept\x18\x02 \x01(\bR\x06accept\"(\n" +
 	"\rCancelContact\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\"\x0e\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"T\n" +
+	"\x11RespondInvitation\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x16\n" +
+	"\x06accept\x18\x02 \x01(\bR\x06accept\"\x0e\n" +
 	"\fListContacts\"q\n" +
 	"\tAddMember\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
@@ -4283,7 +4448,7 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x05limit\x18\x04 \x01(\rR\x05limitB\f\n" +
 	"\n" +
 	"_after_seq\"\x06\n" +
-	"\x04Ping\"\x91\t\n" +
+	"\x04Ping\"\xe4\t\n" +
 	"\vServerFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12G\n" +
@@ -4300,7 +4465,8 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x06typing\x18\x13 \x01(\v2\x1d.parley.client.v1.TypingBatchH\x00R\x06typing\x12<\n" +
 	"\bpresence\x18\x14 \x01(\v2\x1e.parley.client.v1.PresenceListH\x00R\bpresence\x12B\n" +
 	"\fblock_status\x18\x1e \x01(\v2\x1d.parley.client.v1.BlockStatusH\x00R\vblockStatus\x12H\n" +
-	"\x0econtact_status\x18\x1f \x01(\v2\x1f.parley.client.v1.ContactStatusH\x00R\rcontactStatus\x124\n" +
+	"\x0econtact_status\x18\x1f \x01(\v2\x1f.parley.client.v1.ContactStatusH\x00R\rcontactStatus\x12Q\n" +
+	"\x11invitation_status\x18  \x01(\v2\".parley.client.v1.InvitationStatusH\x00R\x10invitationStatus\x124\n" +
 	"\x05flags\x18< \x01(\v2\x1c.parley.client.v1.FlagsBatchH\x00R\x05flags\x125\n" +
 	"\x06blocks\x18F \x01(\v2\x1b.parley.client.v1.BlockListH\x00R\x06blocks\x12;\n" +
 	"\bcontacts\x18G \x01(\v2\x1d.parley.client.v1.ContactListH\x00R\bcontacts\x12H\n" +
@@ -4321,7 +4487,11 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\ablocked\x18\x02 \x01(\bR\ablocked\"\\\n" +
 	"\rContactStatus\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x122\n" +
-	"\x05state\x18\x02 \x01(\x0e2\x1c.parley.chat.v1.ContactStateR\x05state\"B\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1c.parley.chat.v1.ContactStateR\x05state\"e\n" +
+	"\x10InvitationStatus\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x16\n" +
+	"\x06joined\x18\x02 \x01(\bR\x06joined\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\"B\n" +
 	"\vContactList\x123\n" +
 	"\bcontacts\x18\x01 \x03(\v2\x17.parley.chat.v1.ContactR\bcontacts\"r\n" +
 	"\aResumed\x125\n" +
@@ -4376,7 +4546,7 @@ func file_parley_client_v1_client_proto_rawDescGZIP() []byte {
 	return file_parley_client_v1_client_proto_rawDescData
 }
 
-var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_parley_client_v1_client_proto_goTypes = []any{
 	(*ClientFrame)(nil),           // 0: parley.client.v1.ClientFrame
 	(*RefreshToken)(nil),          // 1: parley.client.v1.RefreshToken
@@ -4404,65 +4574,67 @@ var file_parley_client_v1_client_proto_goTypes = []any{
 	(*RequestContact)(nil),        // 23: parley.client.v1.RequestContact
 	(*RespondContact)(nil),        // 24: parley.client.v1.RespondContact
 	(*CancelContact)(nil),         // 25: parley.client.v1.CancelContact
-	(*ListContacts)(nil),          // 26: parley.client.v1.ListContacts
-	(*AddMember)(nil),             // 27: parley.client.v1.AddMember
-	(*ListConversations)(nil),     // 28: parley.client.v1.ListConversations
-	(*Mark)(nil),                  // 29: parley.client.v1.Mark
-	(*SetTyping)(nil),             // 30: parley.client.v1.SetTyping
-	(*GetPresence)(nil),           // 31: parley.client.v1.GetPresence
-	(*WatchPresence)(nil),         // 32: parley.client.v1.WatchPresence
-	(*SetIdle)(nil),               // 33: parley.client.v1.SetIdle
-	(*GetReceipts)(nil),           // 34: parley.client.v1.GetReceipts
-	(*GetHistory)(nil),            // 35: parley.client.v1.GetHistory
-	(*Ping)(nil),                  // 36: parley.client.v1.Ping
-	(*ServerFrame)(nil),           // 37: parley.client.v1.ServerFrame
-	(*TokenExpiring)(nil),         // 38: parley.client.v1.TokenExpiring
-	(*TokenRefreshed)(nil),        // 39: parley.client.v1.TokenRefreshed
-	(*BlockList)(nil),             // 40: parley.client.v1.BlockList
-	(*FlagsBatch)(nil),            // 41: parley.client.v1.FlagsBatch
-	(*BlockStatus)(nil),           // 42: parley.client.v1.BlockStatus
-	(*ContactStatus)(nil),         // 43: parley.client.v1.ContactStatus
-	(*ContactList)(nil),           // 44: parley.client.v1.ContactList
-	(*Resumed)(nil),               // 45: parley.client.v1.Resumed
-	(*Authenticated)(nil),         // 46: parley.client.v1.Authenticated
-	(*Accepted)(nil),              // 47: parley.client.v1.Accepted
-	(*EventBatch)(nil),            // 48: parley.client.v1.EventBatch
-	(*ConversationList)(nil),      // 49: parley.client.v1.ConversationList
-	(*TypingBatch)(nil),           // 50: parley.client.v1.TypingBatch
-	(*PresenceList)(nil),          // 51: parley.client.v1.PresenceList
-	(*ReceiptBatch)(nil),          // 52: parley.client.v1.ReceiptBatch
-	(*HistoryPage)(nil),           // 53: parley.client.v1.HistoryPage
-	(*Error)(nil),                 // 54: parley.client.v1.Error
-	(*Pong)(nil),                  // 55: parley.client.v1.Pong
-	(*v1.Attachment)(nil),         // 56: parley.chat.v1.Attachment
-	(*v1.ContactCard)(nil),        // 57: parley.chat.v1.ContactCard
-	(v1.ConversationKind)(0),      // 58: parley.chat.v1.ConversationKind
-	(v1.MemberRole)(0),            // 59: parley.chat.v1.MemberRole
-	(*timestamppb.Timestamp)(nil), // 60: google.protobuf.Timestamp
-	(*v1.ConversationFlags)(nil),  // 61: parley.chat.v1.ConversationFlags
-	(v1.ContactState)(0),          // 62: parley.chat.v1.ContactState
-	(*v1.Contact)(nil),            // 63: parley.chat.v1.Contact
-	(*v1.Event)(nil),              // 64: parley.chat.v1.Event
-	(*v1.Conversation)(nil),       // 65: parley.chat.v1.Conversation
-	(*v1.Typing)(nil),             // 66: parley.chat.v1.Typing
-	(*v1.Presence)(nil),           // 67: parley.chat.v1.Presence
-	(*v1.Receipt)(nil),            // 68: parley.chat.v1.Receipt
-	(v1.ErrorCode)(0),             // 69: parley.chat.v1.ErrorCode
+	(*RespondInvitation)(nil),     // 26: parley.client.v1.RespondInvitation
+	(*ListContacts)(nil),          // 27: parley.client.v1.ListContacts
+	(*AddMember)(nil),             // 28: parley.client.v1.AddMember
+	(*ListConversations)(nil),     // 29: parley.client.v1.ListConversations
+	(*Mark)(nil),                  // 30: parley.client.v1.Mark
+	(*SetTyping)(nil),             // 31: parley.client.v1.SetTyping
+	(*GetPresence)(nil),           // 32: parley.client.v1.GetPresence
+	(*WatchPresence)(nil),         // 33: parley.client.v1.WatchPresence
+	(*SetIdle)(nil),               // 34: parley.client.v1.SetIdle
+	(*GetReceipts)(nil),           // 35: parley.client.v1.GetReceipts
+	(*GetHistory)(nil),            // 36: parley.client.v1.GetHistory
+	(*Ping)(nil),                  // 37: parley.client.v1.Ping
+	(*ServerFrame)(nil),           // 38: parley.client.v1.ServerFrame
+	(*TokenExpiring)(nil),         // 39: parley.client.v1.TokenExpiring
+	(*TokenRefreshed)(nil),        // 40: parley.client.v1.TokenRefreshed
+	(*BlockList)(nil),             // 41: parley.client.v1.BlockList
+	(*FlagsBatch)(nil),            // 42: parley.client.v1.FlagsBatch
+	(*BlockStatus)(nil),           // 43: parley.client.v1.BlockStatus
+	(*ContactStatus)(nil),         // 44: parley.client.v1.ContactStatus
+	(*InvitationStatus)(nil),      // 45: parley.client.v1.InvitationStatus
+	(*ContactList)(nil),           // 46: parley.client.v1.ContactList
+	(*Resumed)(nil),               // 47: parley.client.v1.Resumed
+	(*Authenticated)(nil),         // 48: parley.client.v1.Authenticated
+	(*Accepted)(nil),              // 49: parley.client.v1.Accepted
+	(*EventBatch)(nil),            // 50: parley.client.v1.EventBatch
+	(*ConversationList)(nil),      // 51: parley.client.v1.ConversationList
+	(*TypingBatch)(nil),           // 52: parley.client.v1.TypingBatch
+	(*PresenceList)(nil),          // 53: parley.client.v1.PresenceList
+	(*ReceiptBatch)(nil),          // 54: parley.client.v1.ReceiptBatch
+	(*HistoryPage)(nil),           // 55: parley.client.v1.HistoryPage
+	(*Error)(nil),                 // 56: parley.client.v1.Error
+	(*Pong)(nil),                  // 57: parley.client.v1.Pong
+	(*v1.Attachment)(nil),         // 58: parley.chat.v1.Attachment
+	(*v1.ContactCard)(nil),        // 59: parley.chat.v1.ContactCard
+	(v1.ConversationKind)(0),      // 60: parley.chat.v1.ConversationKind
+	(v1.MemberRole)(0),            // 61: parley.chat.v1.MemberRole
+	(*timestamppb.Timestamp)(nil), // 62: google.protobuf.Timestamp
+	(*v1.ConversationFlags)(nil),  // 63: parley.chat.v1.ConversationFlags
+	(v1.ContactState)(0),          // 64: parley.chat.v1.ContactState
+	(*v1.Contact)(nil),            // 65: parley.chat.v1.Contact
+	(*v1.Event)(nil),              // 66: parley.chat.v1.Event
+	(*v1.Conversation)(nil),       // 67: parley.chat.v1.Conversation
+	(*v1.Typing)(nil),             // 68: parley.chat.v1.Typing
+	(*v1.Presence)(nil),           // 69: parley.chat.v1.Presence
+	(*v1.Receipt)(nil),            // 70: parley.chat.v1.Receipt
+	(v1.ErrorCode)(0),             // 71: parley.chat.v1.ErrorCode
 }
 var file_parley_client_v1_client_proto_depIdxs = []int32{
 	3,  // 0: parley.client.v1.ClientFrame.authenticate:type_name -> parley.client.v1.Authenticate
 	5,  // 1: parley.client.v1.ClientFrame.send_message:type_name -> parley.client.v1.SendMessage
 	9,  // 2: parley.client.v1.ClientFrame.create_conversation:type_name -> parley.client.v1.CreateConversation
-	27, // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
-	28, // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
-	35, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
-	36, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
-	29, // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
-	34, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
-	30, // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
-	31, // 10: parley.client.v1.ClientFrame.get_presence:type_name -> parley.client.v1.GetPresence
-	32, // 11: parley.client.v1.ClientFrame.watch_presence:type_name -> parley.client.v1.WatchPresence
-	33, // 12: parley.client.v1.ClientFrame.set_idle:type_name -> parley.client.v1.SetIdle
+	28, // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
+	29, // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
+	36, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
+	37, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
+	30, // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
+	35, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
+	31, // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
+	32, // 10: parley.client.v1.ClientFrame.get_presence:type_name -> parley.client.v1.GetPresence
+	33, // 11: parley.client.v1.ClientFrame.watch_presence:type_name -> parley.client.v1.WatchPresence
+	34, // 12: parley.client.v1.ClientFrame.set_idle:type_name -> parley.client.v1.SetIdle
 	10, // 13: parley.client.v1.ClientFrame.remove_member:type_name -> parley.client.v1.RemoveMember
 	11, // 14: parley.client.v1.ClientFrame.leave:type_name -> parley.client.v1.LeaveConversation
 	12, // 15: parley.client.v1.ClientFrame.set_role:type_name -> parley.client.v1.SetMemberRole
@@ -4478,56 +4650,58 @@ var file_parley_client_v1_client_proto_depIdxs = []int32{
 	23, // 25: parley.client.v1.ClientFrame.request_contact:type_name -> parley.client.v1.RequestContact
 	24, // 26: parley.client.v1.ClientFrame.respond_contact:type_name -> parley.client.v1.RespondContact
 	25, // 27: parley.client.v1.ClientFrame.cancel_contact:type_name -> parley.client.v1.CancelContact
-	6,  // 28: parley.client.v1.ClientFrame.edit_message:type_name -> parley.client.v1.EditMessage
-	7,  // 29: parley.client.v1.ClientFrame.delete_message:type_name -> parley.client.v1.DeleteMessage
-	8,  // 30: parley.client.v1.ClientFrame.react:type_name -> parley.client.v1.React
-	2,  // 31: parley.client.v1.ClientFrame.set_flags:type_name -> parley.client.v1.SetConversationFlags
-	22, // 32: parley.client.v1.ClientFrame.list_blocks:type_name -> parley.client.v1.ListBlocks
-	26, // 33: parley.client.v1.ClientFrame.list_contacts:type_name -> parley.client.v1.ListContacts
-	1,  // 34: parley.client.v1.ClientFrame.refresh_token:type_name -> parley.client.v1.RefreshToken
-	4,  // 35: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
-	56, // 36: parley.client.v1.SendMessage.attachments:type_name -> parley.chat.v1.Attachment
-	57, // 37: parley.client.v1.SendMessage.contact:type_name -> parley.chat.v1.ContactCard
-	58, // 38: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	59, // 39: parley.client.v1.SetMemberRole.role:type_name -> parley.chat.v1.MemberRole
-	46, // 40: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
-	47, // 41: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
-	48, // 42: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
-	49, // 43: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
-	53, // 44: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
-	54, // 45: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
-	55, // 46: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
-	45, // 47: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
-	52, // 48: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
-	50, // 49: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
-	51, // 50: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
-	42, // 51: parley.client.v1.ServerFrame.block_status:type_name -> parley.client.v1.BlockStatus
-	43, // 52: parley.client.v1.ServerFrame.contact_status:type_name -> parley.client.v1.ContactStatus
-	41, // 53: parley.client.v1.ServerFrame.flags:type_name -> parley.client.v1.FlagsBatch
-	40, // 54: parley.client.v1.ServerFrame.blocks:type_name -> parley.client.v1.BlockList
-	44, // 55: parley.client.v1.ServerFrame.contacts:type_name -> parley.client.v1.ContactList
-	38, // 56: parley.client.v1.ServerFrame.token_expiring:type_name -> parley.client.v1.TokenExpiring
-	39, // 57: parley.client.v1.ServerFrame.token_refreshed:type_name -> parley.client.v1.TokenRefreshed
-	60, // 58: parley.client.v1.TokenExpiring.expires:type_name -> google.protobuf.Timestamp
-	60, // 59: parley.client.v1.TokenRefreshed.expires:type_name -> google.protobuf.Timestamp
-	61, // 60: parley.client.v1.FlagsBatch.flags:type_name -> parley.chat.v1.ConversationFlags
-	62, // 61: parley.client.v1.ContactStatus.state:type_name -> parley.chat.v1.ContactState
-	63, // 62: parley.client.v1.ContactList.contacts:type_name -> parley.chat.v1.Contact
-	4,  // 63: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
-	4,  // 64: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
-	60, // 65: parley.client.v1.Authenticated.token_expires:type_name -> google.protobuf.Timestamp
-	64, // 66: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
-	65, // 67: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
-	66, // 68: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
-	67, // 69: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
-	68, // 70: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
-	64, // 71: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
-	69, // 72: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
-	73, // [73:73] is the sub-list for method output_type
-	73, // [73:73] is the sub-list for method input_type
-	73, // [73:73] is the sub-list for extension type_name
-	73, // [73:73] is the sub-list for extension extendee
-	0,  // [0:73] is the sub-list for field type_name
+	26, // 28: parley.client.v1.ClientFrame.respond_invitation:type_name -> parley.client.v1.RespondInvitation
+	6,  // 29: parley.client.v1.ClientFrame.edit_message:type_name -> parley.client.v1.EditMessage
+	7,  // 30: parley.client.v1.ClientFrame.delete_message:type_name -> parley.client.v1.DeleteMessage
+	8,  // 31: parley.client.v1.ClientFrame.react:type_name -> parley.client.v1.React
+	2,  // 32: parley.client.v1.ClientFrame.set_flags:type_name -> parley.client.v1.SetConversationFlags
+	22, // 33: parley.client.v1.ClientFrame.list_blocks:type_name -> parley.client.v1.ListBlocks
+	27, // 34: parley.client.v1.ClientFrame.list_contacts:type_name -> parley.client.v1.ListContacts
+	1,  // 35: parley.client.v1.ClientFrame.refresh_token:type_name -> parley.client.v1.RefreshToken
+	4,  // 36: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
+	58, // 37: parley.client.v1.SendMessage.attachments:type_name -> parley.chat.v1.Attachment
+	59, // 38: parley.client.v1.SendMessage.contact:type_name -> parley.chat.v1.ContactCard
+	60, // 39: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	61, // 40: parley.client.v1.SetMemberRole.role:type_name -> parley.chat.v1.MemberRole
+	48, // 41: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
+	49, // 42: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
+	50, // 43: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
+	51, // 44: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
+	55, // 45: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
+	56, // 46: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
+	57, // 47: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
+	47, // 48: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
+	54, // 49: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
+	52, // 50: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
+	53, // 51: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
+	43, // 52: parley.client.v1.ServerFrame.block_status:type_name -> parley.client.v1.BlockStatus
+	44, // 53: parley.client.v1.ServerFrame.contact_status:type_name -> parley.client.v1.ContactStatus
+	45, // 54: parley.client.v1.ServerFrame.invitation_status:type_name -> parley.client.v1.InvitationStatus
+	42, // 55: parley.client.v1.ServerFrame.flags:type_name -> parley.client.v1.FlagsBatch
+	41, // 56: parley.client.v1.ServerFrame.blocks:type_name -> parley.client.v1.BlockList
+	46, // 57: parley.client.v1.ServerFrame.contacts:type_name -> parley.client.v1.ContactList
+	39, // 58: parley.client.v1.ServerFrame.token_expiring:type_name -> parley.client.v1.TokenExpiring
+	40, // 59: parley.client.v1.ServerFrame.token_refreshed:type_name -> parley.client.v1.TokenRefreshed
+	62, // 60: parley.client.v1.TokenExpiring.expires:type_name -> google.protobuf.Timestamp
+	62, // 61: parley.client.v1.TokenRefreshed.expires:type_name -> google.protobuf.Timestamp
+	63, // 62: parley.client.v1.FlagsBatch.flags:type_name -> parley.chat.v1.ConversationFlags
+	64, // 63: parley.client.v1.ContactStatus.state:type_name -> parley.chat.v1.ContactState
+	65, // 64: parley.client.v1.ContactList.contacts:type_name -> parley.chat.v1.Contact
+	4,  // 65: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
+	4,  // 66: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
+	62, // 67: parley.client.v1.Authenticated.token_expires:type_name -> google.protobuf.Timestamp
+	66, // 68: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
+	67, // 69: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
+	68, // 70: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
+	69, // 71: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
+	70, // 72: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
+	66, // 73: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
+	71, // 74: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
+	75, // [75:75] is the sub-list for method output_type
+	75, // [75:75] is the sub-list for method input_type
+	75, // [75:75] is the sub-list for extension type_name
+	75, // [75:75] is the sub-list for extension extendee
+	0,  // [0:75] is the sub-list for field type_name
 }
 
 func init() { file_parley_client_v1_client_proto_init() }
@@ -4564,6 +4738,7 @@ func file_parley_client_v1_client_proto_init() {
 		(*ClientFrame_RequestContact)(nil),
 		(*ClientFrame_RespondContact)(nil),
 		(*ClientFrame_CancelContact)(nil),
+		(*ClientFrame_RespondInvitation)(nil),
 		(*ClientFrame_EditMessage)(nil),
 		(*ClientFrame_DeleteMessage)(nil),
 		(*ClientFrame_React)(nil),
@@ -4573,8 +4748,8 @@ func file_parley_client_v1_client_proto_init() {
 		(*ClientFrame_RefreshToken)(nil),
 	}
 	file_parley_client_v1_client_proto_msgTypes[2].OneofWrappers = []any{}
-	file_parley_client_v1_client_proto_msgTypes[35].OneofWrappers = []any{}
-	file_parley_client_v1_client_proto_msgTypes[37].OneofWrappers = []any{
+	file_parley_client_v1_client_proto_msgTypes[36].OneofWrappers = []any{}
+	file_parley_client_v1_client_proto_msgTypes[38].OneofWrappers = []any{
 		(*ServerFrame_Authenticated)(nil),
 		(*ServerFrame_Accepted)(nil),
 		(*ServerFrame_Events)(nil),
@@ -4588,6 +4763,7 @@ func file_parley_client_v1_client_proto_init() {
 		(*ServerFrame_Presence)(nil),
 		(*ServerFrame_BlockStatus)(nil),
 		(*ServerFrame_ContactStatus)(nil),
+		(*ServerFrame_InvitationStatus)(nil),
 		(*ServerFrame_Flags)(nil),
 		(*ServerFrame_Blocks)(nil),
 		(*ServerFrame_Contacts)(nil),
@@ -4600,7 +4776,7 @@ func file_parley_client_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_client_v1_client_proto_rawDesc), len(file_parley_client_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   56,
+			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

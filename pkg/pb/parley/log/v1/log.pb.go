@@ -58,6 +58,7 @@ type Command struct {
 	//	*Command_ContactRequest
 	//	*Command_ContactResponse
 	//	*Command_ContactCancel
+	//	*Command_AnswerInvitation
 	//	*Command_EditMessage
 	//	*Command_DeleteMessage
 	//	*Command_React
@@ -310,6 +311,15 @@ func (x *Command) GetContactCancel() *ContactCancel {
 	return nil
 }
 
+func (x *Command) GetAnswerInvitation() *AnswerInvitation {
+	if x != nil {
+		if x, ok := x.Body.(*Command_AnswerInvitation); ok {
+			return x.AnswerInvitation
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetEditMessage() *EditMessage {
 	if x != nil {
 		if x, ok := x.Body.(*Command_EditMessage); ok {
@@ -440,6 +450,10 @@ type Command_ContactCancel struct {
 	ContactCancel *ContactCancel `protobuf:"bytes,33,opt,name=contact_cancel,json=contactCancel,proto3,oneof"`
 }
 
+type Command_AnswerInvitation struct {
+	AnswerInvitation *AnswerInvitation `protobuf:"bytes,34,opt,name=answer_invitation,json=answerInvitation,proto3,oneof"`
+}
+
 type Command_EditMessage struct {
 	EditMessage *EditMessage `protobuf:"bytes,40,opt,name=edit_message,json=editMessage,proto3,oneof"`
 }
@@ -499,6 +513,8 @@ func (*Command_ContactRequest) isCommand_Body() {}
 func (*Command_ContactResponse) isCommand_Body() {}
 
 func (*Command_ContactCancel) isCommand_Body() {}
+
+func (*Command_AnswerInvitation) isCommand_Body() {}
 
 func (*Command_EditMessage) isCommand_Body() {}
 
@@ -660,6 +676,115 @@ func (x *ContactCancel) GetUserId() string {
 	return ""
 }
 
+// AnswerInvitation accepts (joining) or declines the user's pending
+// invitation into the command's conversation.
+type AnswerInvitation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Accept        bool                   `protobuf:"varint,1,opt,name=accept,proto3" json:"accept,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnswerInvitation) Reset() {
+	*x = AnswerInvitation{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnswerInvitation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnswerInvitation) ProtoMessage() {}
+
+func (x *AnswerInvitation) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnswerInvitation.ProtoReflect.Descriptor instead.
+func (*AnswerInvitation) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AnswerInvitation) GetAccept() bool {
+	if x != nil {
+		return x.Accept
+	}
+	return false
+}
+
+// InvitationDeclined is the log's record of a declined invitation (no seq,
+// no recipients): the sequencer replays it; the conversation's members are
+// not told. The invitee's devices learn it from their inbox.
+type InvitationDeclined struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	UserId         string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Time           *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *InvitationDeclined) Reset() {
+	*x = InvitationDeclined{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InvitationDeclined) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InvitationDeclined) ProtoMessage() {}
+
+func (x *InvitationDeclined) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InvitationDeclined.ProtoReflect.Descriptor instead.
+func (*InvitationDeclined) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *InvitationDeclined) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *InvitationDeclined) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *InvitationDeclined) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 // ContactChange is the log's record of a pair's contact state, in the
 // pair's direct conversation (like BlockChange: no seq, no recipients).
 // The sequencer rebuilds the pair's state from it; what each user sees is
@@ -677,7 +802,7 @@ type ContactChange struct {
 
 func (x *ContactChange) Reset() {
 	*x = ContactChange{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	mi := &file_parley_log_v1_log_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +814,7 @@ func (x *ContactChange) String() string {
 func (*ContactChange) ProtoMessage() {}
 
 func (x *ContactChange) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	mi := &file_parley_log_v1_log_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +827,7 @@ func (x *ContactChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactChange.ProtoReflect.Descriptor instead.
 func (*ContactChange) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{4}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ContactChange) GetConversationId() string {
@@ -751,6 +876,7 @@ type InboxDeliver struct {
 	// Types that are valid to be assigned to Item:
 	//
 	//	*InboxDeliver_ContactUpdated
+	//	*InboxDeliver_InvitationUpdated
 	Item          isInboxDeliver_Item `protobuf_oneof:"item"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -758,7 +884,7 @@ type InboxDeliver struct {
 
 func (x *InboxDeliver) Reset() {
 	*x = InboxDeliver{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	mi := &file_parley_log_v1_log_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +896,7 @@ func (x *InboxDeliver) String() string {
 func (*InboxDeliver) ProtoMessage() {}
 
 func (x *InboxDeliver) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	mi := &file_parley_log_v1_log_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +909,7 @@ func (x *InboxDeliver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxDeliver.ProtoReflect.Descriptor instead.
 func (*InboxDeliver) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{5}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *InboxDeliver) GetOwnerId() string {
@@ -809,6 +935,15 @@ func (x *InboxDeliver) GetContactUpdated() *v1.ContactUpdated {
 	return nil
 }
 
+func (x *InboxDeliver) GetInvitationUpdated() *v1.InvitationUpdated {
+	if x != nil {
+		if x, ok := x.Item.(*InboxDeliver_InvitationUpdated); ok {
+			return x.InvitationUpdated
+		}
+	}
+	return nil
+}
+
 type isInboxDeliver_Item interface {
 	isInboxDeliver_Item()
 }
@@ -817,7 +952,13 @@ type InboxDeliver_ContactUpdated struct {
 	ContactUpdated *v1.ContactUpdated `protobuf:"bytes,2,opt,name=contact_updated,json=contactUpdated,proto3,oneof"`
 }
 
+type InboxDeliver_InvitationUpdated struct {
+	InvitationUpdated *v1.InvitationUpdated `protobuf:"bytes,3,opt,name=invitation_updated,json=invitationUpdated,proto3,oneof"`
+}
+
 func (*InboxDeliver_ContactUpdated) isInboxDeliver_Item() {}
+
+func (*InboxDeliver_InvitationUpdated) isInboxDeliver_Item() {}
 
 // SetFlags sets the user's own muted and/or pinned flag of the
 // conversation; an absent field stays as it is. Like a Mark it needs no
@@ -832,7 +973,7 @@ type SetFlags struct {
 
 func (x *SetFlags) Reset() {
 	*x = SetFlags{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[6]
+	mi := &file_parley_log_v1_log_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +985,7 @@ func (x *SetFlags) String() string {
 func (*SetFlags) ProtoMessage() {}
 
 func (x *SetFlags) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[6]
+	mi := &file_parley_log_v1_log_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +998,7 @@ func (x *SetFlags) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFlags.ProtoReflect.Descriptor instead.
 func (*SetFlags) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{6}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SetFlags) GetMuted() bool {
@@ -882,14 +1023,16 @@ type CreateConversation struct {
 	// member_ids includes the creator.
 	MemberIds []string `protobuf:"bytes,3,rep,name=member_ids,json=memberIds,proto3" json:"member_ids,omitempty"`
 	// public makes a channel followable without an invite.
-	Public        bool `protobuf:"varint,20,opt,name=public,proto3" json:"public,omitempty"`
+	Public bool `protobuf:"varint,20,opt,name=public,proto3" json:"public,omitempty"`
+	// consent: see parley.chat.v1.ConversationCreated.consent.
+	Consent       bool `protobuf:"varint,21,opt,name=consent,proto3" json:"consent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateConversation) Reset() {
 	*x = CreateConversation{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[7]
+	mi := &file_parley_log_v1_log_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -901,7 +1044,7 @@ func (x *CreateConversation) String() string {
 func (*CreateConversation) ProtoMessage() {}
 
 func (x *CreateConversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[7]
+	mi := &file_parley_log_v1_log_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -914,7 +1057,7 @@ func (x *CreateConversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversation.ProtoReflect.Descriptor instead.
 func (*CreateConversation) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{7}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateConversation) GetKind() v1.ConversationKind {
@@ -945,6 +1088,13 @@ func (x *CreateConversation) GetPublic() bool {
 	return false
 }
 
+func (x *CreateConversation) GetConsent() bool {
+	if x != nil {
+		return x.Consent
+	}
+	return false
+}
+
 // RemoveMember removes user_id (owner or admin only; never the owner).
 type RemoveMember struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -955,7 +1105,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[8]
+	mi := &file_parley_log_v1_log_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1117,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[8]
+	mi := &file_parley_log_v1_log_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1130,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{8}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RemoveMember) GetUserId() string {
@@ -1000,7 +1150,7 @@ type Leave struct {
 
 func (x *Leave) Reset() {
 	*x = Leave{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[9]
+	mi := &file_parley_log_v1_log_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1012,7 +1162,7 @@ func (x *Leave) String() string {
 func (*Leave) ProtoMessage() {}
 
 func (x *Leave) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[9]
+	mi := &file_parley_log_v1_log_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1025,7 +1175,7 @@ func (x *Leave) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Leave.ProtoReflect.Descriptor instead.
 func (*Leave) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{9}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{11}
 }
 
 // SetRole makes user_id an ADMIN or a MEMBER (owner only).
@@ -1039,7 +1189,7 @@ type SetRole struct {
 
 func (x *SetRole) Reset() {
 	*x = SetRole{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[10]
+	mi := &file_parley_log_v1_log_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1201,7 @@ func (x *SetRole) String() string {
 func (*SetRole) ProtoMessage() {}
 
 func (x *SetRole) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[10]
+	mi := &file_parley_log_v1_log_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1214,7 @@ func (x *SetRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRole.ProtoReflect.Descriptor instead.
 func (*SetRole) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{10}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SetRole) GetUserId() string {
@@ -1091,7 +1241,7 @@ type TransferOwnership struct {
 
 func (x *TransferOwnership) Reset() {
 	*x = TransferOwnership{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[11]
+	mi := &file_parley_log_v1_log_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1253,7 @@ func (x *TransferOwnership) String() string {
 func (*TransferOwnership) ProtoMessage() {}
 
 func (x *TransferOwnership) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[11]
+	mi := &file_parley_log_v1_log_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1266,7 @@ func (x *TransferOwnership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferOwnership.ProtoReflect.Descriptor instead.
 func (*TransferOwnership) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{11}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TransferOwnership) GetUserId() string {
@@ -1137,7 +1287,7 @@ type MuteMember struct {
 
 func (x *MuteMember) Reset() {
 	*x = MuteMember{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[12]
+	mi := &file_parley_log_v1_log_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1299,7 @@ func (x *MuteMember) String() string {
 func (*MuteMember) ProtoMessage() {}
 
 func (x *MuteMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[12]
+	mi := &file_parley_log_v1_log_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1312,7 @@ func (x *MuteMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MuteMember.ProtoReflect.Descriptor instead.
 func (*MuteMember) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{12}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MuteMember) GetUserId() string {
@@ -1189,7 +1339,7 @@ type Rename struct {
 
 func (x *Rename) Reset() {
 	*x = Rename{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[13]
+	mi := &file_parley_log_v1_log_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1351,7 @@ func (x *Rename) String() string {
 func (*Rename) ProtoMessage() {}
 
 func (x *Rename) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[13]
+	mi := &file_parley_log_v1_log_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1364,7 @@ func (x *Rename) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rename.ProtoReflect.Descriptor instead.
 func (*Rename) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{13}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Rename) GetTitle() string {
@@ -1236,7 +1386,7 @@ type CreateInvite struct {
 
 func (x *CreateInvite) Reset() {
 	*x = CreateInvite{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[14]
+	mi := &file_parley_log_v1_log_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1398,7 @@ func (x *CreateInvite) String() string {
 func (*CreateInvite) ProtoMessage() {}
 
 func (x *CreateInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[14]
+	mi := &file_parley_log_v1_log_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1411,7 @@ func (x *CreateInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateInvite.ProtoReflect.Descriptor instead.
 func (*CreateInvite) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{14}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CreateInvite) GetCode() string {
@@ -1281,7 +1431,7 @@ type RevokeInvite struct {
 
 func (x *RevokeInvite) Reset() {
 	*x = RevokeInvite{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[15]
+	mi := &file_parley_log_v1_log_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1443,7 @@ func (x *RevokeInvite) String() string {
 func (*RevokeInvite) ProtoMessage() {}
 
 func (x *RevokeInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[15]
+	mi := &file_parley_log_v1_log_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1456,7 @@ func (x *RevokeInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeInvite.ProtoReflect.Descriptor instead.
 func (*RevokeInvite) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{15}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RevokeInvite) GetCode() string {
@@ -1326,7 +1476,7 @@ type JoinByInvite struct {
 
 func (x *JoinByInvite) Reset() {
 	*x = JoinByInvite{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[16]
+	mi := &file_parley_log_v1_log_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1488,7 @@ func (x *JoinByInvite) String() string {
 func (*JoinByInvite) ProtoMessage() {}
 
 func (x *JoinByInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[16]
+	mi := &file_parley_log_v1_log_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1501,7 @@ func (x *JoinByInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinByInvite.ProtoReflect.Descriptor instead.
 func (*JoinByInvite) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{16}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JoinByInvite) GetCode() string {
@@ -1370,7 +1520,7 @@ type Follow struct {
 
 func (x *Follow) Reset() {
 	*x = Follow{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[17]
+	mi := &file_parley_log_v1_log_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1532,7 @@ func (x *Follow) String() string {
 func (*Follow) ProtoMessage() {}
 
 func (x *Follow) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[17]
+	mi := &file_parley_log_v1_log_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1545,7 @@ func (x *Follow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Follow.ProtoReflect.Descriptor instead.
 func (*Follow) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{17}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{19}
 }
 
 // Block blocks (blocked) or unblocks user_id. The command's conversation is
@@ -1410,7 +1560,7 @@ type Block struct {
 
 func (x *Block) Reset() {
 	*x = Block{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[18]
+	mi := &file_parley_log_v1_log_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1572,7 @@ func (x *Block) String() string {
 func (*Block) ProtoMessage() {}
 
 func (x *Block) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[18]
+	mi := &file_parley_log_v1_log_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1585,7 @@ func (x *Block) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Block.ProtoReflect.Descriptor instead.
 func (*Block) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{18}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Block) GetUserId() string {
@@ -1468,7 +1618,7 @@ type BlockChange struct {
 
 func (x *BlockChange) Reset() {
 	*x = BlockChange{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[19]
+	mi := &file_parley_log_v1_log_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +1630,7 @@ func (x *BlockChange) String() string {
 func (*BlockChange) ProtoMessage() {}
 
 func (x *BlockChange) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[19]
+	mi := &file_parley_log_v1_log_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +1643,7 @@ func (x *BlockChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockChange.ProtoReflect.Descriptor instead.
 func (*BlockChange) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{19}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *BlockChange) GetConversationId() string {
@@ -1541,7 +1691,7 @@ type AddMember struct {
 
 func (x *AddMember) Reset() {
 	*x = AddMember{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[20]
+	mi := &file_parley_log_v1_log_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +1703,7 @@ func (x *AddMember) String() string {
 func (*AddMember) ProtoMessage() {}
 
 func (x *AddMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[20]
+	mi := &file_parley_log_v1_log_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +1716,7 @@ func (x *AddMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMember.ProtoReflect.Descriptor instead.
 func (*AddMember) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{20}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AddMember) GetUserId() string {
@@ -1595,7 +1745,7 @@ type PostMessage struct {
 
 func (x *PostMessage) Reset() {
 	*x = PostMessage{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[21]
+	mi := &file_parley_log_v1_log_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1607,7 +1757,7 @@ func (x *PostMessage) String() string {
 func (*PostMessage) ProtoMessage() {}
 
 func (x *PostMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[21]
+	mi := &file_parley_log_v1_log_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1620,7 +1770,7 @@ func (x *PostMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PostMessage.ProtoReflect.Descriptor instead.
 func (*PostMessage) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{21}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PostMessage) GetText() string {
@@ -1677,7 +1827,7 @@ type EditMessage struct {
 
 func (x *EditMessage) Reset() {
 	*x = EditMessage{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[22]
+	mi := &file_parley_log_v1_log_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1689,7 +1839,7 @@ func (x *EditMessage) String() string {
 func (*EditMessage) ProtoMessage() {}
 
 func (x *EditMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[22]
+	mi := &file_parley_log_v1_log_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1702,7 +1852,7 @@ func (x *EditMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditMessage.ProtoReflect.Descriptor instead.
 func (*EditMessage) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{22}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *EditMessage) GetTargetSeq() uint64 {
@@ -1736,7 +1886,7 @@ type DeleteMessage struct {
 
 func (x *DeleteMessage) Reset() {
 	*x = DeleteMessage{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[23]
+	mi := &file_parley_log_v1_log_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1748,7 +1898,7 @@ func (x *DeleteMessage) String() string {
 func (*DeleteMessage) ProtoMessage() {}
 
 func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[23]
+	mi := &file_parley_log_v1_log_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1761,7 +1911,7 @@ func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMessage.ProtoReflect.Descriptor instead.
 func (*DeleteMessage) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{23}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteMessage) GetTargetSeq() uint64 {
@@ -1783,7 +1933,7 @@ type React struct {
 
 func (x *React) Reset() {
 	*x = React{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[24]
+	mi := &file_parley_log_v1_log_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1795,7 +1945,7 @@ func (x *React) String() string {
 func (*React) ProtoMessage() {}
 
 func (x *React) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[24]
+	mi := &file_parley_log_v1_log_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1808,7 +1958,7 @@ func (x *React) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use React.ProtoReflect.Descriptor instead.
 func (*React) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{24}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *React) GetTargetSeq() uint64 {
@@ -1844,7 +1994,7 @@ type Mark struct {
 
 func (x *Mark) Reset() {
 	*x = Mark{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[25]
+	mi := &file_parley_log_v1_log_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +2006,7 @@ func (x *Mark) String() string {
 func (*Mark) ProtoMessage() {}
 
 func (x *Mark) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[25]
+	mi := &file_parley_log_v1_log_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +2019,7 @@ func (x *Mark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mark.ProtoReflect.Descriptor instead.
 func (*Mark) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{25}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Mark) GetDeliveredSeq() uint64 {
@@ -1899,7 +2049,7 @@ type HeadProbe struct {
 
 func (x *HeadProbe) Reset() {
 	*x = HeadProbe{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[26]
+	mi := &file_parley_log_v1_log_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1911,7 +2061,7 @@ func (x *HeadProbe) String() string {
 func (*HeadProbe) ProtoMessage() {}
 
 func (x *HeadProbe) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[26]
+	mi := &file_parley_log_v1_log_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1924,7 +2074,7 @@ func (x *HeadProbe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeadProbe.ProtoReflect.Descriptor instead.
 func (*HeadProbe) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{26}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *HeadProbe) GetAsks() []*HeadAsk {
@@ -1945,7 +2095,7 @@ type HeadAsk struct {
 
 func (x *HeadAsk) Reset() {
 	*x = HeadAsk{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[27]
+	mi := &file_parley_log_v1_log_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1957,7 +2107,7 @@ func (x *HeadAsk) String() string {
 func (*HeadAsk) ProtoMessage() {}
 
 func (x *HeadAsk) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[27]
+	mi := &file_parley_log_v1_log_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1970,7 +2120,7 @@ func (x *HeadAsk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeadAsk.ProtoReflect.Descriptor instead.
 func (*HeadAsk) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{27}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *HeadAsk) GetConversationId() string {
@@ -2011,14 +2161,17 @@ type EventRecord struct {
 	// contact is a pair's contact change (no seq, no recipients): the
 	// sequencer replays it; persistence and fan-out pass it by (the
 	// users see the ContactUpdated events in their inboxes).
-	Contact       *ContactChange `protobuf:"bytes,23,opt,name=contact,proto3" json:"contact,omitempty"`
+	Contact *ContactChange `protobuf:"bytes,23,opt,name=contact,proto3" json:"contact,omitempty"`
+	// declined is a declined invitation (no seq, no recipients): the
+	// sequencer replays it; persistence and fan-out pass it by.
+	Declined      *InvitationDeclined `protobuf:"bytes,24,opt,name=declined,proto3" json:"declined,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EventRecord) Reset() {
 	*x = EventRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[28]
+	mi := &file_parley_log_v1_log_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2030,7 +2183,7 @@ func (x *EventRecord) String() string {
 func (*EventRecord) ProtoMessage() {}
 
 func (x *EventRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[28]
+	mi := &file_parley_log_v1_log_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2043,7 +2196,7 @@ func (x *EventRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventRecord.ProtoReflect.Descriptor instead.
 func (*EventRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{28}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *EventRecord) GetEvent() *v1.Event {
@@ -2102,6 +2255,13 @@ func (x *EventRecord) GetContact() *ContactChange {
 	return nil
 }
 
+func (x *EventRecord) GetDeclined() *InvitationDeclined {
+	if x != nil {
+		return x.Declined
+	}
+	return nil
+}
+
 // NotificationRecord is a record of parley.notifications.v1, keyed by
 // user id: a message for a user none of whose devices was connected when
 // fan-out pushed it, and who has not muted the conversation. Fan-out's
@@ -2123,7 +2283,7 @@ type NotificationRecord struct {
 
 func (x *NotificationRecord) Reset() {
 	*x = NotificationRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[29]
+	mi := &file_parley_log_v1_log_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2135,7 +2295,7 @@ func (x *NotificationRecord) String() string {
 func (*NotificationRecord) ProtoMessage() {}
 
 func (x *NotificationRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[29]
+	mi := &file_parley_log_v1_log_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2148,7 +2308,7 @@ func (x *NotificationRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotificationRecord.ProtoReflect.Descriptor instead.
 func (*NotificationRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{29}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *NotificationRecord) GetUserId() string {
@@ -2230,7 +2390,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[30]
+	mi := &file_parley_log_v1_log_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2242,7 +2402,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[30]
+	mi := &file_parley_log_v1_log_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2255,7 +2415,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{30}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Outcome) GetCommandId() string {
@@ -2358,7 +2518,7 @@ type PresenceRecord struct {
 
 func (x *PresenceRecord) Reset() {
 	*x = PresenceRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[31]
+	mi := &file_parley_log_v1_log_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2370,7 +2530,7 @@ func (x *PresenceRecord) String() string {
 func (*PresenceRecord) ProtoMessage() {}
 
 func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[31]
+	mi := &file_parley_log_v1_log_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2383,7 +2543,7 @@ func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRecord.ProtoReflect.Descriptor instead.
 func (*PresenceRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{31}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PresenceRecord) GetBody() isPresenceRecord_Body {
@@ -2456,7 +2616,7 @@ type PresenceSession struct {
 
 func (x *PresenceSession) Reset() {
 	*x = PresenceSession{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[32]
+	mi := &file_parley_log_v1_log_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2468,7 +2628,7 @@ func (x *PresenceSession) String() string {
 func (*PresenceSession) ProtoMessage() {}
 
 func (x *PresenceSession) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[32]
+	mi := &file_parley_log_v1_log_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2481,7 +2641,7 @@ func (x *PresenceSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
 func (*PresenceSession) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{32}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PresenceSession) GetNodeId() string {
@@ -2532,7 +2692,7 @@ type PresenceBeat struct {
 
 func (x *PresenceBeat) Reset() {
 	*x = PresenceBeat{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[33]
+	mi := &file_parley_log_v1_log_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2544,7 +2704,7 @@ func (x *PresenceBeat) String() string {
 func (*PresenceBeat) ProtoMessage() {}
 
 func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[33]
+	mi := &file_parley_log_v1_log_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2557,7 +2717,7 @@ func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceBeat.ProtoReflect.Descriptor instead.
 func (*PresenceBeat) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{33}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PresenceBeat) GetNodeId() string {
@@ -2599,7 +2759,7 @@ type PresenceSeen struct {
 
 func (x *PresenceSeen) Reset() {
 	*x = PresenceSeen{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[34]
+	mi := &file_parley_log_v1_log_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2611,7 +2771,7 @@ func (x *PresenceSeen) String() string {
 func (*PresenceSeen) ProtoMessage() {}
 
 func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[34]
+	mi := &file_parley_log_v1_log_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2624,7 +2784,7 @@ func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSeen.ProtoReflect.Descriptor instead.
 func (*PresenceSeen) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{34}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PresenceSeen) GetUserId() string {
@@ -2645,7 +2805,7 @@ var File_parley_log_v1_log_proto protoreflect.FileDescriptor
 
 const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\n" +
-	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xcd\r\n" +
+	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\x9d\x0e\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12'\n" +
@@ -2675,7 +2835,8 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\x05block\x18\x1e \x01(\v2\x14.parley.log.v1.BlockH\x00R\x05block\x12H\n" +
 	"\x0fcontact_request\x18\x1f \x01(\v2\x1d.parley.log.v1.ContactRequestH\x00R\x0econtactRequest\x12K\n" +
 	"\x10contact_response\x18  \x01(\v2\x1e.parley.log.v1.ContactResponseH\x00R\x0fcontactResponse\x12E\n" +
-	"\x0econtact_cancel\x18! \x01(\v2\x1c.parley.log.v1.ContactCancelH\x00R\rcontactCancel\x12?\n" +
+	"\x0econtact_cancel\x18! \x01(\v2\x1c.parley.log.v1.ContactCancelH\x00R\rcontactCancel\x12N\n" +
+	"\x11answer_invitation\x18\" \x01(\v2\x1f.parley.log.v1.AnswerInvitationH\x00R\x10answerInvitation\x12?\n" +
 	"\fedit_message\x18( \x01(\v2\x1a.parley.log.v1.EditMessageH\x00R\veditMessage\x12E\n" +
 	"\x0edelete_message\x18) \x01(\v2\x1c.parley.log.v1.DeleteMessageH\x00R\rdeleteMessage\x12,\n" +
 	"\x05react\x18* \x01(\v2\x14.parley.log.v1.ReactH\x00R\x05react\x126\n" +
@@ -2690,28 +2851,36 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
 	"\x06accept\x18\x02 \x01(\bR\x06accept\"(\n" +
 	"\rContactCancel\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\"\xd5\x01\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"*\n" +
+	"\x10AnswerInvitation\x12\x16\n" +
+	"\x06accept\x18\x01 \x01(\bR\x06accept\"\x86\x01\n" +
+	"\x12InvitationDeclined\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12.\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xd5\x01\n" +
 	"\rContactChange\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x19\n" +
 	"\bactor_id\x18\x02 \x01(\tR\aactorId\x12\x19\n" +
 	"\bother_id\x18\x03 \x01(\tR\aotherId\x125\n" +
 	"\x06action\x18\x04 \x01(\x0e2\x1d.parley.chat.v1.ContactActionR\x06action\x12.\n" +
-	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"|\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xd0\x01\n" +
 	"\fInboxDeliver\x12\x19\n" +
 	"\bowner_id\x18\x01 \x01(\tR\aownerId\x12I\n" +
-	"\x0fcontact_updated\x18\x02 \x01(\v2\x1e.parley.chat.v1.ContactUpdatedH\x00R\x0econtactUpdatedB\x06\n" +
+	"\x0fcontact_updated\x18\x02 \x01(\v2\x1e.parley.chat.v1.ContactUpdatedH\x00R\x0econtactUpdated\x12R\n" +
+	"\x12invitation_updated\x18\x03 \x01(\v2!.parley.chat.v1.InvitationUpdatedH\x00R\x11invitationUpdatedB\x06\n" +
 	"\x04item\"W\n" +
 	"\bSetFlags\x12\x19\n" +
 	"\x05muted\x18\x01 \x01(\bH\x00R\x05muted\x88\x01\x01\x12\x1b\n" +
 	"\x06pinned\x18\x02 \x01(\bH\x01R\x06pinned\x88\x01\x01B\b\n" +
 	"\x06_mutedB\t\n" +
-	"\a_pinned\"\x97\x01\n" +
+	"\a_pinned\"\xb1\x01\n" +
 	"\x12CreateConversation\x124\n" +
 	"\x04kind\x18\x01 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x14\n" +
 	"\x05title\x18\x02 \x01(\tR\x05title\x12\x1d\n" +
 	"\n" +
 	"member_ids\x18\x03 \x03(\tR\tmemberIds\x12\x16\n" +
-	"\x06public\x18\x14 \x01(\bR\x06public\"'\n" +
+	"\x06public\x18\x14 \x01(\bR\x06public\x12\x18\n" +
+	"\aconsent\x18\x15 \x01(\bR\aconsent\"'\n" +
 	"\fRemoveMember\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"\a\n" +
 	"\x05Leave\"R\n" +
@@ -2776,7 +2945,7 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\x04asks\x18\x01 \x03(\v2\x16.parley.log.v1.HeadAskR\x04asks\"K\n" +
 	"\aHeadAsk\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x17\n" +
-	"\auser_id\x18\x02 \x01(\tR\x06userId\"\xf1\x02\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"\xb0\x03\n" +
 	"\vEventRecord\x12+\n" +
 	"\x05event\x18\x01 \x01(\v2\x15.parley.chat.v1.EventR\x05event\x12#\n" +
 	"\rrecipient_ids\x18\x02 \x03(\tR\frecipientIds\x12\x1d\n" +
@@ -2786,7 +2955,8 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\x05block\x18\x14 \x01(\v2\x1a.parley.log.v1.BlockChangeR\x05block\x127\n" +
 	"\x05flags\x18\x15 \x01(\v2!.parley.chat.v1.ConversationFlagsR\x05flags\x12\x1b\n" +
 	"\tmuted_ids\x18\x16 \x03(\tR\bmutedIds\x126\n" +
-	"\acontact\x18\x17 \x01(\v2\x1c.parley.log.v1.ContactChangeR\acontact\"\xe4\x01\n" +
+	"\acontact\x18\x17 \x01(\v2\x1c.parley.log.v1.ContactChangeR\acontact\x12=\n" +
+	"\bdeclined\x18\x18 \x01(\v2!.parley.log.v1.InvitationDeclinedR\bdeclined\"\xe4\x01\n" +
 	"\x12NotificationRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x10\n" +
@@ -2842,113 +3012,120 @@ func file_parley_log_v1_log_proto_rawDescGZIP() []byte {
 	return file_parley_log_v1_log_proto_rawDescData
 }
 
-var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_parley_log_v1_log_proto_goTypes = []any{
 	(*Command)(nil),               // 0: parley.log.v1.Command
 	(*ContactRequest)(nil),        // 1: parley.log.v1.ContactRequest
 	(*ContactResponse)(nil),       // 2: parley.log.v1.ContactResponse
 	(*ContactCancel)(nil),         // 3: parley.log.v1.ContactCancel
-	(*ContactChange)(nil),         // 4: parley.log.v1.ContactChange
-	(*InboxDeliver)(nil),          // 5: parley.log.v1.InboxDeliver
-	(*SetFlags)(nil),              // 6: parley.log.v1.SetFlags
-	(*CreateConversation)(nil),    // 7: parley.log.v1.CreateConversation
-	(*RemoveMember)(nil),          // 8: parley.log.v1.RemoveMember
-	(*Leave)(nil),                 // 9: parley.log.v1.Leave
-	(*SetRole)(nil),               // 10: parley.log.v1.SetRole
-	(*TransferOwnership)(nil),     // 11: parley.log.v1.TransferOwnership
-	(*MuteMember)(nil),            // 12: parley.log.v1.MuteMember
-	(*Rename)(nil),                // 13: parley.log.v1.Rename
-	(*CreateInvite)(nil),          // 14: parley.log.v1.CreateInvite
-	(*RevokeInvite)(nil),          // 15: parley.log.v1.RevokeInvite
-	(*JoinByInvite)(nil),          // 16: parley.log.v1.JoinByInvite
-	(*Follow)(nil),                // 17: parley.log.v1.Follow
-	(*Block)(nil),                 // 18: parley.log.v1.Block
-	(*BlockChange)(nil),           // 19: parley.log.v1.BlockChange
-	(*AddMember)(nil),             // 20: parley.log.v1.AddMember
-	(*PostMessage)(nil),           // 21: parley.log.v1.PostMessage
-	(*EditMessage)(nil),           // 22: parley.log.v1.EditMessage
-	(*DeleteMessage)(nil),         // 23: parley.log.v1.DeleteMessage
-	(*React)(nil),                 // 24: parley.log.v1.React
-	(*Mark)(nil),                  // 25: parley.log.v1.Mark
-	(*HeadProbe)(nil),             // 26: parley.log.v1.HeadProbe
-	(*HeadAsk)(nil),               // 27: parley.log.v1.HeadAsk
-	(*EventRecord)(nil),           // 28: parley.log.v1.EventRecord
-	(*NotificationRecord)(nil),    // 29: parley.log.v1.NotificationRecord
-	(*Outcome)(nil),               // 30: parley.log.v1.Outcome
-	(*PresenceRecord)(nil),        // 31: parley.log.v1.PresenceRecord
-	(*PresenceSession)(nil),       // 32: parley.log.v1.PresenceSession
-	(*PresenceBeat)(nil),          // 33: parley.log.v1.PresenceBeat
-	(*PresenceSeen)(nil),          // 34: parley.log.v1.PresenceSeen
-	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
-	(v1.ContactAction)(0),         // 36: parley.chat.v1.ContactAction
-	(*v1.ContactUpdated)(nil),     // 37: parley.chat.v1.ContactUpdated
-	(v1.ConversationKind)(0),      // 38: parley.chat.v1.ConversationKind
-	(v1.MemberRole)(0),            // 39: parley.chat.v1.MemberRole
-	(*v1.Attachment)(nil),         // 40: parley.chat.v1.Attachment
-	(*v1.ContactCard)(nil),        // 41: parley.chat.v1.ContactCard
-	(*v1.Event)(nil),              // 42: parley.chat.v1.Event
-	(*v1.Receipt)(nil),            // 43: parley.chat.v1.Receipt
-	(*v1.ConversationFlags)(nil),  // 44: parley.chat.v1.ConversationFlags
-	(v1.ErrorCode)(0),             // 45: parley.chat.v1.ErrorCode
-	(v1.ContactState)(0),          // 46: parley.chat.v1.ContactState
-	(*durationpb.Duration)(nil),   // 47: google.protobuf.Duration
+	(*AnswerInvitation)(nil),      // 4: parley.log.v1.AnswerInvitation
+	(*InvitationDeclined)(nil),    // 5: parley.log.v1.InvitationDeclined
+	(*ContactChange)(nil),         // 6: parley.log.v1.ContactChange
+	(*InboxDeliver)(nil),          // 7: parley.log.v1.InboxDeliver
+	(*SetFlags)(nil),              // 8: parley.log.v1.SetFlags
+	(*CreateConversation)(nil),    // 9: parley.log.v1.CreateConversation
+	(*RemoveMember)(nil),          // 10: parley.log.v1.RemoveMember
+	(*Leave)(nil),                 // 11: parley.log.v1.Leave
+	(*SetRole)(nil),               // 12: parley.log.v1.SetRole
+	(*TransferOwnership)(nil),     // 13: parley.log.v1.TransferOwnership
+	(*MuteMember)(nil),            // 14: parley.log.v1.MuteMember
+	(*Rename)(nil),                // 15: parley.log.v1.Rename
+	(*CreateInvite)(nil),          // 16: parley.log.v1.CreateInvite
+	(*RevokeInvite)(nil),          // 17: parley.log.v1.RevokeInvite
+	(*JoinByInvite)(nil),          // 18: parley.log.v1.JoinByInvite
+	(*Follow)(nil),                // 19: parley.log.v1.Follow
+	(*Block)(nil),                 // 20: parley.log.v1.Block
+	(*BlockChange)(nil),           // 21: parley.log.v1.BlockChange
+	(*AddMember)(nil),             // 22: parley.log.v1.AddMember
+	(*PostMessage)(nil),           // 23: parley.log.v1.PostMessage
+	(*EditMessage)(nil),           // 24: parley.log.v1.EditMessage
+	(*DeleteMessage)(nil),         // 25: parley.log.v1.DeleteMessage
+	(*React)(nil),                 // 26: parley.log.v1.React
+	(*Mark)(nil),                  // 27: parley.log.v1.Mark
+	(*HeadProbe)(nil),             // 28: parley.log.v1.HeadProbe
+	(*HeadAsk)(nil),               // 29: parley.log.v1.HeadAsk
+	(*EventRecord)(nil),           // 30: parley.log.v1.EventRecord
+	(*NotificationRecord)(nil),    // 31: parley.log.v1.NotificationRecord
+	(*Outcome)(nil),               // 32: parley.log.v1.Outcome
+	(*PresenceRecord)(nil),        // 33: parley.log.v1.PresenceRecord
+	(*PresenceSession)(nil),       // 34: parley.log.v1.PresenceSession
+	(*PresenceBeat)(nil),          // 35: parley.log.v1.PresenceBeat
+	(*PresenceSeen)(nil),          // 36: parley.log.v1.PresenceSeen
+	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
+	(v1.ContactAction)(0),         // 38: parley.chat.v1.ContactAction
+	(*v1.ContactUpdated)(nil),     // 39: parley.chat.v1.ContactUpdated
+	(*v1.InvitationUpdated)(nil),  // 40: parley.chat.v1.InvitationUpdated
+	(v1.ConversationKind)(0),      // 41: parley.chat.v1.ConversationKind
+	(v1.MemberRole)(0),            // 42: parley.chat.v1.MemberRole
+	(*v1.Attachment)(nil),         // 43: parley.chat.v1.Attachment
+	(*v1.ContactCard)(nil),        // 44: parley.chat.v1.ContactCard
+	(*v1.Event)(nil),              // 45: parley.chat.v1.Event
+	(*v1.Receipt)(nil),            // 46: parley.chat.v1.Receipt
+	(*v1.ConversationFlags)(nil),  // 47: parley.chat.v1.ConversationFlags
+	(v1.ErrorCode)(0),             // 48: parley.chat.v1.ErrorCode
+	(v1.ContactState)(0),          // 49: parley.chat.v1.ContactState
+	(*durationpb.Duration)(nil),   // 50: google.protobuf.Duration
 }
 var file_parley_log_v1_log_proto_depIdxs = []int32{
-	35, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
-	7,  // 1: parley.log.v1.Command.create_conversation:type_name -> parley.log.v1.CreateConversation
-	20, // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
-	21, // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
-	25, // 4: parley.log.v1.Command.mark:type_name -> parley.log.v1.Mark
-	8,  // 5: parley.log.v1.Command.remove_member:type_name -> parley.log.v1.RemoveMember
-	9,  // 6: parley.log.v1.Command.leave:type_name -> parley.log.v1.Leave
-	10, // 7: parley.log.v1.Command.set_role:type_name -> parley.log.v1.SetRole
-	11, // 8: parley.log.v1.Command.transfer_ownership:type_name -> parley.log.v1.TransferOwnership
-	12, // 9: parley.log.v1.Command.mute_member:type_name -> parley.log.v1.MuteMember
-	13, // 10: parley.log.v1.Command.rename:type_name -> parley.log.v1.Rename
-	14, // 11: parley.log.v1.Command.create_invite:type_name -> parley.log.v1.CreateInvite
-	15, // 12: parley.log.v1.Command.revoke_invite:type_name -> parley.log.v1.RevokeInvite
-	16, // 13: parley.log.v1.Command.join_by_invite:type_name -> parley.log.v1.JoinByInvite
-	17, // 14: parley.log.v1.Command.follow:type_name -> parley.log.v1.Follow
-	18, // 15: parley.log.v1.Command.block:type_name -> parley.log.v1.Block
+	37, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
+	9,  // 1: parley.log.v1.Command.create_conversation:type_name -> parley.log.v1.CreateConversation
+	22, // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
+	23, // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
+	27, // 4: parley.log.v1.Command.mark:type_name -> parley.log.v1.Mark
+	10, // 5: parley.log.v1.Command.remove_member:type_name -> parley.log.v1.RemoveMember
+	11, // 6: parley.log.v1.Command.leave:type_name -> parley.log.v1.Leave
+	12, // 7: parley.log.v1.Command.set_role:type_name -> parley.log.v1.SetRole
+	13, // 8: parley.log.v1.Command.transfer_ownership:type_name -> parley.log.v1.TransferOwnership
+	14, // 9: parley.log.v1.Command.mute_member:type_name -> parley.log.v1.MuteMember
+	15, // 10: parley.log.v1.Command.rename:type_name -> parley.log.v1.Rename
+	16, // 11: parley.log.v1.Command.create_invite:type_name -> parley.log.v1.CreateInvite
+	17, // 12: parley.log.v1.Command.revoke_invite:type_name -> parley.log.v1.RevokeInvite
+	18, // 13: parley.log.v1.Command.join_by_invite:type_name -> parley.log.v1.JoinByInvite
+	19, // 14: parley.log.v1.Command.follow:type_name -> parley.log.v1.Follow
+	20, // 15: parley.log.v1.Command.block:type_name -> parley.log.v1.Block
 	1,  // 16: parley.log.v1.Command.contact_request:type_name -> parley.log.v1.ContactRequest
 	2,  // 17: parley.log.v1.Command.contact_response:type_name -> parley.log.v1.ContactResponse
 	3,  // 18: parley.log.v1.Command.contact_cancel:type_name -> parley.log.v1.ContactCancel
-	22, // 19: parley.log.v1.Command.edit_message:type_name -> parley.log.v1.EditMessage
-	23, // 20: parley.log.v1.Command.delete_message:type_name -> parley.log.v1.DeleteMessage
-	24, // 21: parley.log.v1.Command.react:type_name -> parley.log.v1.React
-	6,  // 22: parley.log.v1.Command.set_flags:type_name -> parley.log.v1.SetFlags
-	26, // 23: parley.log.v1.Command.head_probe:type_name -> parley.log.v1.HeadProbe
-	5,  // 24: parley.log.v1.Command.inbox_deliver:type_name -> parley.log.v1.InboxDeliver
-	36, // 25: parley.log.v1.ContactChange.action:type_name -> parley.chat.v1.ContactAction
-	35, // 26: parley.log.v1.ContactChange.time:type_name -> google.protobuf.Timestamp
-	37, // 27: parley.log.v1.InboxDeliver.contact_updated:type_name -> parley.chat.v1.ContactUpdated
-	38, // 28: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	39, // 29: parley.log.v1.SetRole.role:type_name -> parley.chat.v1.MemberRole
-	35, // 30: parley.log.v1.BlockChange.time:type_name -> google.protobuf.Timestamp
-	40, // 31: parley.log.v1.PostMessage.attachments:type_name -> parley.chat.v1.Attachment
-	41, // 32: parley.log.v1.PostMessage.contact:type_name -> parley.chat.v1.ContactCard
-	27, // 33: parley.log.v1.HeadProbe.asks:type_name -> parley.log.v1.HeadAsk
-	42, // 34: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
-	43, // 35: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
-	19, // 36: parley.log.v1.EventRecord.block:type_name -> parley.log.v1.BlockChange
-	44, // 37: parley.log.v1.EventRecord.flags:type_name -> parley.chat.v1.ConversationFlags
-	4,  // 38: parley.log.v1.EventRecord.contact:type_name -> parley.log.v1.ContactChange
-	35, // 39: parley.log.v1.NotificationRecord.time:type_name -> google.protobuf.Timestamp
-	45, // 40: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
-	43, // 41: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
-	44, // 42: parley.log.v1.Outcome.flags:type_name -> parley.chat.v1.ConversationFlags
-	46, // 43: parley.log.v1.Outcome.contact_state:type_name -> parley.chat.v1.ContactState
-	32, // 44: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
-	33, // 45: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
-	34, // 46: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
-	35, // 47: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
-	47, // 48: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
-	35, // 49: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
-	50, // [50:50] is the sub-list for method output_type
-	50, // [50:50] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	4,  // 19: parley.log.v1.Command.answer_invitation:type_name -> parley.log.v1.AnswerInvitation
+	24, // 20: parley.log.v1.Command.edit_message:type_name -> parley.log.v1.EditMessage
+	25, // 21: parley.log.v1.Command.delete_message:type_name -> parley.log.v1.DeleteMessage
+	26, // 22: parley.log.v1.Command.react:type_name -> parley.log.v1.React
+	8,  // 23: parley.log.v1.Command.set_flags:type_name -> parley.log.v1.SetFlags
+	28, // 24: parley.log.v1.Command.head_probe:type_name -> parley.log.v1.HeadProbe
+	7,  // 25: parley.log.v1.Command.inbox_deliver:type_name -> parley.log.v1.InboxDeliver
+	37, // 26: parley.log.v1.InvitationDeclined.time:type_name -> google.protobuf.Timestamp
+	38, // 27: parley.log.v1.ContactChange.action:type_name -> parley.chat.v1.ContactAction
+	37, // 28: parley.log.v1.ContactChange.time:type_name -> google.protobuf.Timestamp
+	39, // 29: parley.log.v1.InboxDeliver.contact_updated:type_name -> parley.chat.v1.ContactUpdated
+	40, // 30: parley.log.v1.InboxDeliver.invitation_updated:type_name -> parley.chat.v1.InvitationUpdated
+	41, // 31: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	42, // 32: parley.log.v1.SetRole.role:type_name -> parley.chat.v1.MemberRole
+	37, // 33: parley.log.v1.BlockChange.time:type_name -> google.protobuf.Timestamp
+	43, // 34: parley.log.v1.PostMessage.attachments:type_name -> parley.chat.v1.Attachment
+	44, // 35: parley.log.v1.PostMessage.contact:type_name -> parley.chat.v1.ContactCard
+	29, // 36: parley.log.v1.HeadProbe.asks:type_name -> parley.log.v1.HeadAsk
+	45, // 37: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
+	46, // 38: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
+	21, // 39: parley.log.v1.EventRecord.block:type_name -> parley.log.v1.BlockChange
+	47, // 40: parley.log.v1.EventRecord.flags:type_name -> parley.chat.v1.ConversationFlags
+	6,  // 41: parley.log.v1.EventRecord.contact:type_name -> parley.log.v1.ContactChange
+	5,  // 42: parley.log.v1.EventRecord.declined:type_name -> parley.log.v1.InvitationDeclined
+	37, // 43: parley.log.v1.NotificationRecord.time:type_name -> google.protobuf.Timestamp
+	48, // 44: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
+	46, // 45: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
+	47, // 46: parley.log.v1.Outcome.flags:type_name -> parley.chat.v1.ConversationFlags
+	49, // 47: parley.log.v1.Outcome.contact_state:type_name -> parley.chat.v1.ContactState
+	34, // 48: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
+	35, // 49: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
+	36, // 50: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
+	37, // 51: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
+	50, // 52: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
+	37, // 53: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
+	54, // [54:54] is the sub-list for method output_type
+	54, // [54:54] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_parley_log_v1_log_proto_init() }
@@ -2975,6 +3152,7 @@ func file_parley_log_v1_log_proto_init() {
 		(*Command_ContactRequest)(nil),
 		(*Command_ContactResponse)(nil),
 		(*Command_ContactCancel)(nil),
+		(*Command_AnswerInvitation)(nil),
 		(*Command_EditMessage)(nil),
 		(*Command_DeleteMessage)(nil),
 		(*Command_React)(nil),
@@ -2982,11 +3160,12 @@ func file_parley_log_v1_log_proto_init() {
 		(*Command_HeadProbe)(nil),
 		(*Command_InboxDeliver)(nil),
 	}
-	file_parley_log_v1_log_proto_msgTypes[5].OneofWrappers = []any{
+	file_parley_log_v1_log_proto_msgTypes[7].OneofWrappers = []any{
 		(*InboxDeliver_ContactUpdated)(nil),
+		(*InboxDeliver_InvitationUpdated)(nil),
 	}
-	file_parley_log_v1_log_proto_msgTypes[6].OneofWrappers = []any{}
-	file_parley_log_v1_log_proto_msgTypes[31].OneofWrappers = []any{
+	file_parley_log_v1_log_proto_msgTypes[8].OneofWrappers = []any{}
+	file_parley_log_v1_log_proto_msgTypes[33].OneofWrappers = []any{
 		(*PresenceRecord_Session)(nil),
 		(*PresenceRecord_Beat)(nil),
 		(*PresenceRecord_Seen)(nil),
@@ -2997,7 +3176,7 @@ func file_parley_log_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_log_v1_log_proto_rawDesc), len(file_parley_log_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

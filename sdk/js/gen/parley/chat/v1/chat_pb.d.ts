@@ -140,6 +140,12 @@ export declare type Event = Message<"parley.chat.v1.Event"> & {
     case: "memberJoined";
   } | {
     /**
+     * @generated from field: parley.chat.v1.MemberInvited member_invited = 29;
+     */
+    value: MemberInvited;
+    case: "memberInvited";
+  } | {
+    /**
      * @generated from field: parley.chat.v1.MessageEdited message_edited = 40;
      */
     value: MessageEdited;
@@ -168,6 +174,12 @@ export declare type Event = Message<"parley.chat.v1.Event"> & {
      */
     value: ContactUpdated;
     case: "contactUpdated";
+  } | {
+    /**
+     * @generated from field: parley.chat.v1.InvitationUpdated invitation_updated = 51;
+     */
+    value: InvitationUpdated;
+    case: "invitationUpdated";
   } | { case: undefined; value?: undefined };
 };
 
@@ -280,6 +292,11 @@ export declare type EventJson = {
   memberJoined?: MemberJoinedJson;
 
   /**
+   * @generated from field: parley.chat.v1.MemberInvited member_invited = 29;
+   */
+  memberInvited?: MemberInvitedJson;
+
+  /**
    * @generated from field: parley.chat.v1.MessageEdited message_edited = 40;
    */
   messageEdited?: MessageEditedJson;
@@ -303,6 +320,11 @@ export declare type EventJson = {
    * @generated from field: parley.chat.v1.ContactUpdated contact_updated = 50;
    */
   contactUpdated?: ContactUpdatedJson;
+
+  /**
+   * @generated from field: parley.chat.v1.InvitationUpdated invitation_updated = 51;
+   */
+  invitationUpdated?: InvitationUpdatedJson;
 };
 
 /**
@@ -404,6 +426,90 @@ export declare type ContactUpdatedJson = {
 export declare const ContactUpdatedSchema: GenMessage<ContactUpdated, {jsonType: ContactUpdatedJson}>;
 
 /**
+ * InvitationUpdated is an inbox event: the inbox's owner was invited into
+ * a conversation with consent, or answered an invitation (on any of their
+ * devices). It carries what an invitee who is not a member yet may see.
+ *
+ * @generated from message parley.chat.v1.InvitationUpdated
+ */
+export declare type InvitationUpdated = Message<"parley.chat.v1.InvitationUpdated"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * @generated from field: string title = 2;
+   */
+  title: string;
+
+  /**
+   * @generated from field: parley.chat.v1.ConversationKind kind = 3;
+   */
+  kind: ConversationKind;
+
+  /**
+   * @generated from field: string inviter_id = 4;
+   */
+  inviterId: string;
+
+  /**
+   * @generated from field: parley.chat.v1.InvitationAction action = 5;
+   */
+  action: InvitationAction;
+
+  /**
+   * @generated from field: string owner_id = 6;
+   */
+  ownerId: string;
+};
+
+/**
+ * InvitationUpdated is an inbox event: the inbox's owner was invited into
+ * a conversation with consent, or answered an invitation (on any of their
+ * devices). It carries what an invitee who is not a member yet may see.
+ *
+ * @generated from message parley.chat.v1.InvitationUpdated
+ */
+export declare type InvitationUpdatedJson = {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId?: string;
+
+  /**
+   * @generated from field: string title = 2;
+   */
+  title?: string;
+
+  /**
+   * @generated from field: parley.chat.v1.ConversationKind kind = 3;
+   */
+  kind?: ConversationKindJson;
+
+  /**
+   * @generated from field: string inviter_id = 4;
+   */
+  inviterId?: string;
+
+  /**
+   * @generated from field: parley.chat.v1.InvitationAction action = 5;
+   */
+  action?: InvitationActionJson;
+
+  /**
+   * @generated from field: string owner_id = 6;
+   */
+  ownerId?: string;
+};
+
+/**
+ * Describes the message parley.chat.v1.InvitationUpdated.
+ * Use `create(InvitationUpdatedSchema)` to create a new message.
+ */
+export declare const InvitationUpdatedSchema: GenMessage<InvitationUpdated, {jsonType: InvitationUpdatedJson}>;
+
+/**
  * Contact is one entry of a user's contact list: another user and where
  * the pair stands, with the inbox seq of the event that set it.
  *
@@ -495,6 +601,15 @@ export declare type ConversationCreated = Message<"parley.chat.v1.ConversationCr
    * @generated from field: bool public = 20;
    */
   public: boolean;
+
+  /**
+   * consent: nobody is put in without saying yes. addMember invites (a
+   * MemberInvited event and an item in the invitee's inbox) and the
+   * invitee joins by accepting; the creator starts alone.
+   *
+   * @generated from field: bool consent = 21;
+   */
+  consent: boolean;
 };
 
 /**
@@ -527,6 +642,15 @@ export declare type ConversationCreatedJson = {
    * @generated from field: bool public = 20;
    */
   public?: boolean;
+
+  /**
+   * consent: nobody is put in without saying yes. addMember invites (a
+   * MemberInvited event and an item in the invitee's inbox) and the
+   * invitee joins by accepting; the creator starts alone.
+   *
+   * @generated from field: bool consent = 21;
+   */
+  consent?: boolean;
 };
 
 /**
@@ -840,8 +964,42 @@ export declare type InviteRevokedJson = {
 export declare const InviteRevokedSchema: GenMessage<InviteRevoked, {jsonType: InviteRevokedJson}>;
 
 /**
- * MemberJoined says user_id (the sender) joined by invite_code, or followed
- * a public channel (no code).
+ * MemberInvited says the sender invited user_id into a conversation with
+ * consent: they join only by accepting (then a MemberJoined, sender them,
+ * without a code).
+ *
+ * @generated from message parley.chat.v1.MemberInvited
+ */
+export declare type MemberInvited = Message<"parley.chat.v1.MemberInvited"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+};
+
+/**
+ * MemberInvited says the sender invited user_id into a conversation with
+ * consent: they join only by accepting (then a MemberJoined, sender them,
+ * without a code).
+ *
+ * @generated from message parley.chat.v1.MemberInvited
+ */
+export declare type MemberInvitedJson = {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId?: string;
+};
+
+/**
+ * Describes the message parley.chat.v1.MemberInvited.
+ * Use `create(MemberInvitedSchema)` to create a new message.
+ */
+export declare const MemberInvitedSchema: GenMessage<MemberInvited, {jsonType: MemberInvitedJson}>;
+
+/**
+ * MemberJoined says user_id (the sender) joined by invite_code, followed
+ * a public channel, or accepted an invitation (no code).
  *
  * @generated from message parley.chat.v1.MemberJoined
  */
@@ -858,8 +1016,8 @@ export declare type MemberJoined = Message<"parley.chat.v1.MemberJoined"> & {
 };
 
 /**
- * MemberJoined says user_id (the sender) joined by invite_code, or followed
- * a public channel (no code).
+ * MemberJoined says user_id (the sender) joined by invite_code, followed
+ * a public channel, or accepted an invitation (no code).
  *
  * @generated from message parley.chat.v1.MemberJoined
  */
@@ -1640,6 +1798,13 @@ export declare type Conversation = Message<"parley.chat.v1.Conversation"> & {
   public: boolean;
 
   /**
+   * consent: members join only by accepting an invitation.
+   *
+   * @generated from field: bool consent = 24;
+   */
+  consent: boolean;
+
+  /**
    * last_message_seq is the seq of the latest message (0: none yet).
    *
    * @generated from field: uint64 last_message_seq = 30;
@@ -1768,6 +1933,13 @@ export declare type ConversationJson = {
    * @generated from field: bool public = 23;
    */
   public?: boolean;
+
+  /**
+   * consent: members join only by accepting an invitation.
+   *
+   * @generated from field: bool consent = 24;
+   */
+  consent?: boolean;
 
   /**
    * last_message_seq is the seq of the latest message (0: none yet).
@@ -2544,6 +2716,45 @@ export declare type ContactActionJson = "CONTACT_ACTION_UNSPECIFIED" | "CONTACT_
  * Describes the enum parley.chat.v1.ContactAction.
  */
 export declare const ContactActionSchema: GenEnum<ContactAction, ContactActionJson>;
+
+/**
+ * InvitationAction is what happened to an invitation.
+ *
+ * @generated from enum parley.chat.v1.InvitationAction
+ */
+export enum InvitationAction {
+  /**
+   * @generated from enum value: INVITATION_ACTION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: INVITATION_ACTION_INVITED = 1;
+   */
+  INVITED = 1,
+
+  /**
+   * @generated from enum value: INVITATION_ACTION_ACCEPTED = 2;
+   */
+  ACCEPTED = 2,
+
+  /**
+   * @generated from enum value: INVITATION_ACTION_DECLINED = 3;
+   */
+  DECLINED = 3,
+}
+
+/**
+ * InvitationAction is what happened to an invitation.
+ *
+ * @generated from enum parley.chat.v1.InvitationAction
+ */
+export declare type InvitationActionJson = "INVITATION_ACTION_UNSPECIFIED" | "INVITATION_ACTION_INVITED" | "INVITATION_ACTION_ACCEPTED" | "INVITATION_ACTION_DECLINED";
+
+/**
+ * Describes the enum parley.chat.v1.InvitationAction.
+ */
+export declare const InvitationActionSchema: GenEnum<InvitationAction, InvitationActionJson>;
 
 /**
  * AttachmentKind says how a client should present an attachment.

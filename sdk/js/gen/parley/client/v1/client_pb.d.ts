@@ -203,6 +203,12 @@ export declare type ClientFrame = Message<"parley.client.v1.ClientFrame"> & {
     case: "cancelContact";
   } | {
     /**
+     * @generated from field: parley.client.v1.RespondInvitation respond_invitation = 45;
+     */
+    value: RespondInvitation;
+    case: "respondInvitation";
+  } | {
+    /**
      * @generated from field: parley.client.v1.EditMessage edit_message = 50;
      */
     value: EditMessage;
@@ -399,6 +405,11 @@ export declare type ClientFrameJson = {
    * @generated from field: parley.client.v1.CancelContact cancel_contact = 44;
    */
   cancelContact?: CancelContactJson;
+
+  /**
+   * @generated from field: parley.client.v1.RespondInvitation respond_invitation = 45;
+   */
+  respondInvitation?: RespondInvitationJson;
 
   /**
    * @generated from field: parley.client.v1.EditMessage edit_message = 50;
@@ -1006,6 +1017,15 @@ export declare type CreateConversation = Message<"parley.client.v1.CreateConvers
    * @generated from field: bool public = 30;
    */
   public: boolean;
+
+  /**
+   * consent (groups and channels): nobody is put in without saying yes.
+   * add_member then invites, and the invitee joins with
+   * RespondInvitation; the creation names no other member.
+   *
+   * @generated from field: bool consent = 31;
+   */
+  consent: boolean;
 };
 
 /**
@@ -1052,6 +1072,15 @@ export declare type CreateConversationJson = {
    * @generated from field: bool public = 30;
    */
   public?: boolean;
+
+  /**
+   * consent (groups and channels): nobody is put in without saying yes.
+   * add_member then invites, and the invitee joins with
+   * RespondInvitation; the creation names no other member.
+   *
+   * @generated from field: bool consent = 31;
+   */
+  consent?: boolean;
 };
 
 /**
@@ -1781,6 +1810,50 @@ export declare type CancelContactJson = {
 export declare const CancelContactSchema: GenMessage<CancelContact, {jsonType: CancelContactJson}>;
 
 /**
+ * RespondInvitation accepts (joining) or declines the user's pending
+ * invitation into conversation_id. Answered with InvitationStatus;
+ * NOT_FOUND when there is none.
+ *
+ * @generated from message parley.client.v1.RespondInvitation
+ */
+export declare type RespondInvitation = Message<"parley.client.v1.RespondInvitation"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * @generated from field: bool accept = 2;
+   */
+  accept: boolean;
+};
+
+/**
+ * RespondInvitation accepts (joining) or declines the user's pending
+ * invitation into conversation_id. Answered with InvitationStatus;
+ * NOT_FOUND when there is none.
+ *
+ * @generated from message parley.client.v1.RespondInvitation
+ */
+export declare type RespondInvitationJson = {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId?: string;
+
+  /**
+   * @generated from field: bool accept = 2;
+   */
+  accept?: boolean;
+};
+
+/**
+ * Describes the message parley.client.v1.RespondInvitation.
+ * Use `create(RespondInvitationSchema)` to create a new message.
+ */
+export declare const RespondInvitationSchema: GenMessage<RespondInvitation, {jsonType: RespondInvitationJson}>;
+
+/**
  * ListContacts lists the user's contacts and pending requests either way.
  *
  * @generated from message parley.client.v1.ListContacts
@@ -2326,6 +2399,12 @@ export declare type ServerFrame = Message<"parley.client.v1.ServerFrame"> & {
     case: "contactStatus";
   } | {
     /**
+     * @generated from field: parley.client.v1.InvitationStatus invitation_status = 32;
+     */
+    value: InvitationStatus;
+    case: "invitationStatus";
+  } | {
+    /**
      * @generated from field: parley.client.v1.FlagsBatch flags = 60;
      */
     value: FlagsBatch;
@@ -2434,6 +2513,11 @@ export declare type ServerFrameJson = {
    * @generated from field: parley.client.v1.ContactStatus contact_status = 31;
    */
   contactStatus?: ContactStatusJson;
+
+  /**
+   * @generated from field: parley.client.v1.InvitationStatus invitation_status = 32;
+   */
+  invitationStatus?: InvitationStatusJson;
 
   /**
    * @generated from field: parley.client.v1.FlagsBatch flags = 60;
@@ -2686,6 +2770,58 @@ export declare type ContactStatusJson = {
  * Use `create(ContactStatusSchema)` to create a new message.
  */
 export declare const ContactStatusSchema: GenMessage<ContactStatus, {jsonType: ContactStatusJson}>;
+
+/**
+ * InvitationStatus answers RespondInvitation: joined, with the seq of the
+ * MemberJoined event, or declined.
+ *
+ * @generated from message parley.client.v1.InvitationStatus
+ */
+export declare type InvitationStatus = Message<"parley.client.v1.InvitationStatus"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * @generated from field: bool joined = 2;
+   */
+  joined: boolean;
+
+  /**
+   * @generated from field: uint64 seq = 3;
+   */
+  seq: bigint;
+};
+
+/**
+ * InvitationStatus answers RespondInvitation: joined, with the seq of the
+ * MemberJoined event, or declined.
+ *
+ * @generated from message parley.client.v1.InvitationStatus
+ */
+export declare type InvitationStatusJson = {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId?: string;
+
+  /**
+   * @generated from field: bool joined = 2;
+   */
+  joined?: boolean;
+
+  /**
+   * @generated from field: uint64 seq = 3;
+   */
+  seq?: string;
+};
+
+/**
+ * Describes the message parley.client.v1.InvitationStatus.
+ * Use `create(InvitationStatusSchema)` to create a new message.
+ */
+export declare const InvitationStatusSchema: GenMessage<InvitationStatus, {jsonType: InvitationStatusJson}>;
 
 /**
  * ContactList answers ListContacts: every user with whom the pair's state is
