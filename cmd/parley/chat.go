@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/sdk"
 	"github.com/parleychat/parley/pkg/server/daemon"
+	"github.com/parleychat/parley/pkg/wire"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
@@ -27,6 +30,11 @@ const chatHelp = `commands:
   /group TITLE [USER...]     open your group TITLE, creating it with USERs
   /add USER                  add USER to the open group
   /history                   the last 20 events of the open conversation
+  /contact USER              ask USER to be your contact
+  /accept USER               accept USER's contact request (/decline USER)
+  /contacts                  your contacts and requests
+  /inbox                     requests and invitations sent to you
+  /join N                    accept invitation N of /inbox (/refuse N)
   /quit                      leave (or Ctrl-D)
 anything else is sent to the open conversation`
 
@@ -113,6 +121,8 @@ type chat struct {
 	open  string
 	list  []*chatv1.Conversation
 	names map[string]string
+	// invites are the invitations /inbox listed, for /join and /refuse.
+	invites []*chatv1.InvitationUpdated
 }
 
 func newChat(ctx context.Context, url, user, device string, out io.Writer) (*chat, error) {
@@ -228,9 +238,75 @@ func describe(ev *chatv1.Event, me string, loc *time.Location) string {
 	case *chatv1.Event_MessageDeleted:
 		return fmt.Sprintf("%s * %s deleted message %d", at, who, b.MessageDeleted.GetTargetSeq())
 	case *chatv1.Event_ConversationCreated:
+		if b.ConversationCreated.GetKind() == chatv1.ConversationKind_CONVERSATION_KIND_INBOX {
+			return fmt.Sprintf("%s * your inbox", at)
+		}
 		return fmt.Sprintf("%s * %s", at, created(who, b.ConversationCreated))
+	case *chatv1.Event_MemberInvited:
+		return fmt.Sprintf("%s * %s invited %s", at, who, b.MemberInvited.GetUserId())
+	case *chatv1.Event_ContactUpdated:
+		return fmt.Sprintf("%s * %s", at, contactLine(b.ContactUpdated))
+	case *chatv1.Event_InvitationUpdated:
+		return fmt.Sprintf("%s * %s", at, invitationLine(b.InvitationUpdated))
 	}
 	return fmt.Sprintf("%s * event %d", at, ev.GetSeq())
+}
+
+// contactLine describes an inbox item about a contact request, as its
+// owner reads it.
+func contactLine(u *chatv1.ContactUpdated) string {
+	who := u.GetUserId()
+	switch a := u.GetAction(); {
+	case a == chatv1.ContactAction_CONTACT_ACTION_REQUESTED && u.GetOutgoing():
+		return "you asked " + who + " to be your contact"
+	case a == chatv1.ContactAction_CONTACT_ACTION_REQUESTED:
+		return who + " asks to be your contact (/accept " + who + " or /decline " + who + ")"
+	case a == chatv1.ContactAction_CONTACT_ACTION_ACCEPTED && u.GetOutgoing():
+		return "you and " + who + " are contacts now"
+	case a == chatv1.ContactAction_CONTACT_ACTION_ACCEPTED:
+		return who + " accepted: you are contacts now"
+	case a == chatv1.ContactAction_CONTACT_ACTION_DECLINED:
+		return "you declined " + who + "'s request"
+	case a == chatv1.ContactAction_CONTACT_ACTION_CANCELLED && u.GetOutgoing():
+		return "you withdrew your request to " + who
+	case a == chatv1.ContactAction_CONTACT_ACTION_CANCELLED:
+		return who + " withdrew their request"
+	case a == chatv1.ContactAction_CONTACT_ACTION_REMOVED && u.GetOutgoing():
+		return "you removed " + who + " from your contacts"
+	case a == chatv1.ContactAction_CONTACT_ACTION_REMOVED:
+		return who + " removed you from their contacts"
+	}
+	return "contact " + who + ": " + u.GetState().String()
+}
+
+// invitationLine describes an inbox item about an invitation.
+func invitationLine(u *chatv1.InvitationUpdated) string {
+	switch u.GetAction() {
+	case chatv1.InvitationAction_INVITATION_ACTION_INVITED:
+		return fmt.Sprintf("%s invites you to %q (/inbox, then /join N)", u.GetInviterId(), u.GetTitle())
+	case chatv1.InvitationAction_INVITATION_ACTION_ACCEPTED:
+		return fmt.Sprintf("you joined %q", u.GetTitle())
+	case chatv1.InvitationAction_INVITATION_ACTION_DECLINED:
+		return fmt.Sprintf("you declined the invitation to %q", u.GetTitle())
+	}
+	return fmt.Sprintf("invitation to %q", u.GetTitle())
+}
+
+// pendingInvitations are the invitations of an inbox's events (in seq
+// order) not answered since, oldest first.
+func pendingInvitations(events []*chatv1.Event) []*chatv1.InvitationUpdated {
+	var out []*chatv1.InvitationUpdated
+	for _, ev := range events {
+		u := ev.GetInvitationUpdated()
+		if u == nil {
+			continue
+		}
+		out = slices.DeleteFunc(out, func(p *chatv1.InvitationUpdated) bool { return p.GetConversationId() == u.GetConversationId() })
+		if u.GetAction() == chatv1.InvitationAction_INVITATION_ACTION_INVITED {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // created describes a creation: memberIds holds the creator too, who is
@@ -411,6 +487,76 @@ func (ch *chat) do(ctx context.Context, line string) error {
 			return fmt.Errorf("no conversation open")
 		}
 		return ch.history(ctx, open)
+	case "/contact", "/accept", "/decline":
+		if len(fields) != 2 {
+			return fmt.Errorf("usage: %s USER", fields[0])
+		}
+		var st chatv1.ContactState
+		var err error
+		switch fields[0] {
+		case "/contact":
+			st, err = ch.c.RequestContact(ctx, fields[1])
+		default:
+			st, err = ch.c.RespondContact(ctx, fields[1], fields[0] == "/accept")
+		}
+		if err != nil {
+			return err
+		}
+		ch.printf("%s: %s\n", fields[1], contactState(st))
+	case "/contacts":
+		list, err := ch.c.Contacts(ctx)
+		if err != nil {
+			return err
+		}
+		if len(list) == 0 {
+			ch.printf("no contacts yet: /contact USER\n")
+		}
+		for _, c := range list {
+			ch.printf("  %-24s %s\n", c.GetUserId(), contactState(c.GetState()))
+		}
+	case "/inbox":
+		page, err := ch.c.History(ctx, &clientv1.GetHistory{ConversationId: ch.c.InboxID, Limit: 200})
+		if err != nil {
+			if we := (*wire.Error)(nil); errors.As(err, &we) && we.Code == chatv1.ErrorCode_ERROR_CODE_NOT_FOUND {
+				ch.printf("your inbox is empty\n")
+				return nil
+			}
+			return err
+		}
+		for _, ev := range page.GetEvents() {
+			if ev.GetConversationCreated() == nil {
+				ch.printf("%s\n", describe(ev, ch.me, time.Local))
+			}
+		}
+		invites := pendingInvitations(page.GetEvents())
+		ch.mu.Lock()
+		ch.invites = invites
+		ch.mu.Unlock()
+		for i, u := range invites {
+			ch.printf("%2d. %s invites you to %q\n", i+1, u.GetInviterId(), u.GetTitle())
+		}
+	case "/join", "/refuse":
+		var n int
+		if len(fields) != 2 || func() bool { _, err := fmt.Sscan(fields[1], &n); return err != nil }() {
+			return fmt.Errorf("usage: %s N", fields[0])
+		}
+		ch.mu.Lock()
+		if n < 1 || n > len(ch.invites) {
+			ch.mu.Unlock()
+			return fmt.Errorf("no invitation %d; /inbox shows them", n)
+		}
+		u := ch.invites[n-1]
+		ch.mu.Unlock()
+		st, err := ch.c.RespondInvitation(ctx, u.GetConversationId(), fields[0] == "/join")
+		if err != nil {
+			return err
+		}
+		if !st.GetJoined() {
+			ch.printf("declined %q\n", u.GetTitle())
+			return nil
+		}
+		ch.setOpen(u.GetConversationId(), u.GetTitle())
+		return ch.history(ctx, u.GetConversationId())
 	default:
 		if strings.HasPrefix(fields[0], "/") {
 			return fmt.Errorf("unknown command %s; /help lists them", fields[0])
@@ -443,9 +589,25 @@ func (ch *chat) history(ctx context.Context, conv string) error {
 	return nil
 }
 
+// contactState is how the chat shows where a pair stands.
+func contactState(st chatv1.ContactState) string {
+	switch st {
+	case chatv1.ContactState_CONTACT_STATE_OUTGOING:
+		return "asked, waiting for an answer"
+	case chatv1.ContactState_CONTACT_STATE_INCOMING:
+		return "asks to be your contact"
+	case chatv1.ContactState_CONTACT_STATE_CONTACT:
+		return "contact"
+	}
+	return "not a contact"
+}
+
 // title names a conversation for user: the group's or channel's title,
-// or the other member of a direct conversation.
+// the other member of a direct conversation, or "inbox".
 func title(c *chatv1.Conversation, user string) string {
+	if c.GetKind() == chatv1.ConversationKind_CONVERSATION_KIND_INBOX {
+		return "inbox"
+	}
 	if c.GetKind() != chatv1.ConversationKind_CONVERSATION_KIND_DIRECT {
 		return c.GetTitle()
 	}

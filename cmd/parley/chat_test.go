@@ -208,4 +208,26 @@ func TestChatEndToEnd(t *testing.T) {
 			t.Errorf("carol's line %q is not labelled [team]", l)
 		}
 	}
+
+	// Contacts and invitations come through the inbox.
+	chats["alice"].command(ctx, "/contact carol")
+	waitFor(t, "alice", term["alice"], "carol: asked, waiting for an answer")
+	waitFor(t, "carol", term["carol"], "[inbox] ", "alice asks to be your contact (/accept alice or /decline alice)")
+	chats["carol"].command(ctx, "/accept alice")
+	waitFor(t, "alice", term["alice"], "carol accepted: you are contacts now")
+	chats["carol"].command(ctx, "/contacts")
+	waitFor(t, "carol", term["carol"], "alice                    contact")
+
+	club, err := chats["bob"].c.CreateConsentGroup(ctx, "club")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chats["bob"].c.AddMember(ctx, club.GetConversationId(), "carol"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "carol", term["carol"], `bob invites you to "club" (/inbox, then /join N)`)
+	chats["carol"].command(ctx, "/inbox")
+	waitFor(t, "carol", term["carol"], ` 1. bob invites you to "club"`)
+	chats["carol"].command(ctx, "/join 1")
+	waitFor(t, "carol", term["carol"], "-- club --", "* carol joined")
 }
