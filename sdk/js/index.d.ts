@@ -8,12 +8,12 @@ import type {
   TokenRefreshedJson, SendMessageJson, CursorJson,
 } from './gen/parley/client/v1/client_pb.js';
 import type {
-  ConversationFlagsJson, ConversationJson, EventJson, PresenceJson, ReceiptJson, TypingJson,
+  ContactJson, ConversationFlagsJson, ConversationJson, EventJson, PresenceJson, ReceiptJson, TypingJson,
 } from './gen/parley/chat/v1/chat_pb.js';
 
 export type {
   AcceptedJson, AuthenticatedJson, ClientFrameJson, HistoryPageJson, ResumedJson, ServerFrameJson,
-  ConversationFlagsJson, ConversationJson, EventJson, PresenceJson, ReceiptJson, TypingJson, CursorJson,
+  ContactJson, ConversationFlagsJson, ConversationJson, EventJson, PresenceJson, ReceiptJson, TypingJson, CursorJson,
 };
 
 /** One ClientFrame member, without requestId: e.g. `{ ping: {} }`. */
@@ -155,7 +155,7 @@ export declare class Client {
   deleteMessage(conversationId: string, targetSeq: number | string, options?: CommandOptions): Promise<AcceptedJson>;
   react(conversationId: string, targetSeq: number | string, emoji: string, options?: CommandOptions & { remove?: boolean }): Promise<AcceptedJson>;
   openDirect(userId: string, options?: CommandOptions): Promise<AcceptedJson>;
-  createGroup(title: string, memberIds?: string[], options?: CommandOptions & { channel?: boolean; public?: boolean; conversationId?: string }): Promise<AcceptedJson>;
+  createGroup(title: string, memberIds?: string[], options?: CommandOptions & { channel?: boolean; public?: boolean; consent?: boolean; conversationId?: string }): Promise<AcceptedJson>;
   addMember(conversationId: string, userId: string, options?: CommandOptions): Promise<AcceptedJson>;
 
   listConversations(options?: { limit?: number; changedSince?: string }): Promise<{ conversations: ConversationJson[]; syncToken: string }>;
@@ -173,7 +173,16 @@ export declare class Client {
   setFlags(conversationId: string, flags: { muted?: boolean; pinned?: boolean }): Promise<ConversationFlagsJson | undefined>;
   refreshToken(token: string): Promise<TokenRefreshedJson>;
   ping(): Promise<void>;
+
+  /** The caller's view of the pair after it: a ContactState name, '' for none. */
+  requestContact(userId: string): Promise<ContactStateName>;
+  respondContact(userId: string, accept: boolean): Promise<ContactStateName>;
+  cancelContact(userId: string): Promise<ContactStateName>;
+  listContacts(): Promise<ContactJson[]>;
+  respondInvitation(conversationId: string, accept: boolean): Promise<{ conversationId: string; joined: boolean; seq: string }>;
 }
+
+export type ContactStateName = '' | 'CONTACT_STATE_OUTGOING' | 'CONTACT_STATE_INCOMING' | 'CONTACT_STATE_CONTACT';
 
 export declare class ParleyError extends Error {
   constructor(code: string, message?: string, extra?: { clientMsgId?: string; conversationId?: string; retryAfterMs?: number; requestId?: string; closeCode?: number; cause?: unknown });

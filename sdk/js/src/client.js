@@ -854,6 +854,9 @@ export class Client {
     };
     if (options.conversationId) body.conversationId = options.conversationId;
     if (options.public) body.public = true;
+    // consent: addMember invites, and the invitee joins by accepting
+    // (respondInvitation); the creator starts alone.
+    if (options.consent) body.consent = true;
     return this.command('createConversation', body, options);
   }
 
@@ -984,6 +987,42 @@ export class Client {
     return ((f.flags && f.flags.flags) || [])[0];
   }
 
+  /**
+   * requestContact asks userId to become a contact (accepting theirs if
+   * they asked first); the answer is the caller's view of the pair,
+   * a ContactState name ('' for none). What each side is told arrives as
+   * contactUpdated events of their inbox (authenticated.inboxId).
+   */
+  async requestContact(userId) {
+    return contactState(await this.request({ requestContact: { userId } }));
+  }
+
+  /** respondContact accepts or declines userId's waiting request. */
+  async respondContact(userId, accept) {
+    return contactState(await this.request({ respondContact: { userId, accept: !!accept } }));
+  }
+
+  /** cancelContact withdraws the caller's request, or ends a contact. */
+  async cancelContact(userId) {
+    return contactState(await this.request({ cancelContact: { userId } }));
+  }
+
+  /** listContacts: the caller's contacts and waiting requests, by user id. */
+  async listContacts() {
+    const f = await this.request({ listContacts: {} });
+    return (f.contacts && f.contacts.contacts) || [];
+  }
+
+  /**
+   * respondInvitation accepts (joining) or declines the caller's
+   * invitation into a conversation with consent: {conversationId, joined, seq}.
+   */
+  async respondInvitation(conversationId, accept) {
+    const f = await this.request({ respondInvitation: { conversationId, accept: !!accept } });
+    const s = f.invitationStatus || {};
+    return { conversationId: s.conversationId || conversationId, joined: !!s.joined, seq: s.seq || '0' };
+  }
+
   /** refreshToken hands the connection a fresh token of the same user. */
   async refreshToken(token) {
     const f = await this.request({ refreshToken: { token } });
@@ -994,4 +1033,11 @@ export class Client {
   async ping() {
     await this.request({ ping: {} });
   }
+}
+
+// contactState is a contactStatus answer's state ('' for none: protojson
+// leaves the zero value out).
+function contactState(f) {
+  if (!f.contactStatus) throw new ParleyError('ERROR_CODE_INTERNAL', `unexpected answer ${JSON.stringify(f)}`);
+  return f.contactStatus.state || '';
 }

@@ -50,6 +50,21 @@ async function waitHistory(c, conv, seq) {
   throw new Error(`history of ${conv} never reached seq ${seq}`);
 }
 
+// waitInbox is waitHistory for an inbox, which exists only once its first
+// item was sequenced and stored: NOT_FOUND until then.
+async function waitInbox(c, inbox, seq) {
+  for (let i = 0; i < 100; i++) {
+    try {
+      await waitHistory(c, inbox, seq);
+      return;
+    } catch (err) {
+      if (err.code !== 'ERROR_CODE_NOT_FOUND') throw err;
+      await sleep(50);
+    }
+  }
+  throw new Error(`inbox ${inbox} never reached seq ${seq}`);
+}
+
 for (const subprotocol of ['json', 'binary']) {
   // Timeouts turn a wait that never ends into a failure.
   describe(`${subprotocol} subprotocol`, { timeout: 120000 }, () => {
@@ -209,6 +224,42 @@ for (const subprotocol of ['json', 'binary']) {
       assert.deepEqual(fwd.map((p) => seqs(p.events)), [range(4, 13), range(14, 23), range(24, 26)]);
       assert.equal(fwd[0].events[0].messagePosted.text, 'p2');
       assert.equal(fwd[0].events[0].conversationId, g);
+    });
+
+    test('contact requests and invitations through the inbox', async () => {
+      const alice = uniq('alice');
+      const bob = uniq('bob');
+      const a = await client(subprotocol, alice);
+      assert.equal(await a.c.requestContact(bob), 'CONTACT_STATE_OUTGOING');
+      // bob was offline: his inbox holds the request when he connects.
+      const b = await client(subprotocol, bob);
+      const me = await b.c.connect();
+      assert.ok(me.inboxId);
+      await waitInbox(b.c, me.inboxId, 2);
+      const inbox = await b.c.history(me.inboxId, { afterSeq: 0 });
+      assert.equal(inbox.events[0].conversationCreated.kind, 'CONVERSATION_KIND_INBOX');
+      assert.deepEqual(inbox.events[1].contactUpdated,
+        { userId: alice, action: 'CONTACT_ACTION_REQUESTED', state: 'CONTACT_STATE_INCOMING', ownerId: bob });
+      assert.equal(await b.c.respondContact(alice, true), 'CONTACT_STATE_CONTACT');
+      // The list is read from history, a moment behind the inbox.
+      let contacts = [];
+      for (let i = 0; i < 100; i++) {
+        contacts = await a.c.listContacts();
+        if (contacts.length && contacts[0].state === 'CONTACT_STATE_CONTACT') break;
+        await sleep(50);
+      }
+      assert.deepEqual(contacts.map((x) => [x.userId, x.state]), [[bob, 'CONTACT_STATE_CONTACT']]);
+
+      const club = (await a.c.createGroup('club', [], { consent: true })).conversationId;
+      await a.c.addMember(club, bob);
+      await waitInbox(b.c, me.inboxId, 4);
+      const item = (await b.c.history(me.inboxId, { limit: 1 })).events[0].invitationUpdated;
+      assert.equal(item.conversationId, club);
+      assert.equal(item.action, 'INVITATION_ACTION_INVITED');
+      const joined = await b.c.respondInvitation(club, true);
+      assert.equal(joined.joined, true);
+      assert.equal(Number(joined.seq), 3);
+      await assert.rejects(b.c.respondInvitation(uniq('nowhere'), true), { code: 'ERROR_CODE_NOT_FOUND' });
     });
 
     test('receipts, status, typing and presence', async () => {

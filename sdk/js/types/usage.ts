@@ -1,7 +1,7 @@
 // A typed use of the SDK: `tsc -p types` (in npm test) checks that
 // index.d.ts describes an API a TypeScript app can call. Never run.
 
-import { Client, ParleyError, type EventJson, type MessageStatus, type StateChange } from '@parley/sdk';
+import { Client, ParleyError, type ContactStateName, type EventJson, type MessageStatus, type StateChange } from '@parley/sdk';
 
 export async function example(url: string, getToken: () => Promise<string>): Promise<void> {
   const c = new Client({
@@ -38,6 +38,11 @@ export async function example(url: string, getToken: () => Promise<string>): Pro
   await c.mark(conv, { readSeq: acc.seq ?? 0 });
   const list = await c.listConversations({ limit: 10 });
   console.log(list.conversations[0]?.unreadCount, list.syncToken);
+  const st: ContactStateName = await c.requestContact('bob');
+  for (const ct of await c.listContacts()) console.log(ct.userId, ct.state, st);
+  const club = await c.createGroup('club', [], { consent: true });
+  const answer = await c.respondInvitation(club.conversationId ?? '', true);
+  console.log(me.inboxId, answer.joined, answer.seq);
   off();
   await c.close();
 }
