@@ -564,3 +564,53 @@ func TestWebChatChannelsAndBlocks(t *testing.T) {
 	w.waitJS(alice, "alice", listEntry("bob", ".conv-preview"), "Message deleted")
 	w.waitJS(alice, "alice", `(Array.from(document.querySelectorAll('#conversation-list .conversation')).find(n => n.querySelector('.conv-title').textContent === 'bob')).querySelector('.conv-preview').dataset.kind`, "deleted")
 }
+
+// TestWebChatContactsAndInvitations drives the inbox through the page:
+// alice asks bob to be her contact from the "New" panel; bob finds the
+// request in his inbox and accepts it with its button, and alice's inbox
+// says so; then alice creates a group joined by accepting, naming bob,
+// who joins it from his inbox.
+func TestWebChatContactsAndInvitations(t *testing.T) {
+	w := startWeb(t, 4*time.Minute)
+	alice, bob := w.tab("alice"), w.tab("bob")
+
+	w.typeInto(alice, "alice", "#new-contact-input", "bob")
+	w.click(alice, "alice", `Q('#new-contact-button')`)
+	w.waitHas(alice, "alice", `T('#toast-text')`, "Asked bob: the request waits in their inbox.")
+
+	w.waitJS(bob, "bob", listEntry("Inbox", ".kind-tag"), "inbox")
+	w.openConv(bob, "bob", "Inbox")
+	w.waitHas(bob, "bob", `T('#messages')`, "alice asks to be your contact")
+	w.waitJS(bob, "bob", `Q('#composer').hidden`, "true")
+	w.waitHas(bob, "bob", `T('#composer-note')`, "Your inbox")
+	w.click(bob, "bob", `Q('#messages .inbox-accept')`)
+	w.waitHas(bob, "bob", `T('#messages')`, "You and alice are contacts now")
+	// Answered: the request's buttons are gone.
+	w.waitJS(bob, "bob", `document.querySelectorAll('#messages .inbox-actions').length`, "0")
+	// Also after a reload, which renders the request from history before
+	// the answer that settles it.
+	if err := chromedp.Run(bob, chromedp.Reload()); err != nil {
+		t.Fatal(err)
+	}
+	w.waitJS(bob, "bob", `T('#conversation-title')`, "Inbox")
+	w.waitHas(bob, "bob", `T('#messages')`, "You and alice are contacts now")
+	w.waitJS(bob, "bob", `document.querySelectorAll('#messages .system').length + ' ' + document.querySelectorAll('#messages .inbox-actions').length`, "3 0")
+	w.openConv(alice, "alice", "Inbox")
+	w.waitHas(alice, "alice", `T('#messages')`, "bob accepted: you are contacts now")
+
+	w.typeInto(alice, "alice", "#new-group-title", "Club")
+	w.typeInto(alice, "alice", "#new-group-members", "bob")
+	if err := chromedp.Run(alice, chromedp.SetValue("#new-group-kind", "consent", chromedp.ByQuery, chromedp.NodeVisible)); err != nil {
+		t.Fatal(err)
+	}
+	w.click(alice, "alice", `Q('#new-group-button')`)
+	w.waitJS(alice, "alice", `T('#conversation-title')`, "Club")
+	w.waitHas(alice, "alice", `T('#messages')`, "alice invited bob (they join by accepting)")
+	w.waitHas(bob, "bob", `T('#messages')`, "alice invites you to “Club”")
+	w.click(bob, "bob", `Q('#messages .inbox-accept')`)
+	w.waitJS(bob, "bob", `T('#conversation-title')`, "Club")
+	w.waitHas(alice, "alice", `T('#messages')`, "bob joined")
+	w.typeInto(bob, "bob", "#composer-input", "thanks for the invite")
+	w.click(bob, "bob", `Q('#send-button')`)
+	w.waitJS(alice, "alice", `M('thanks for the invite').dataset.sender`, "bob")
+}

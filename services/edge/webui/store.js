@@ -7,6 +7,7 @@ import { arr, parseTime, preview, seqOf } from './util.js';
 export var KIND_DIRECT = 'CONVERSATION_KIND_DIRECT';
 export var KIND_GROUP = 'CONVERSATION_KIND_GROUP';
 export var KIND_CHANNEL = 'CONVERSATION_KIND_CHANNEL';
+export var KIND_INBOX = 'CONVERSATION_KIND_INBOX';
 export var ROLE_OWNER = 'MEMBER_ROLE_OWNER';
 export var ROLE_ADMIN = 'MEMBER_ROLE_ADMIN';
 export var ROLE_MEMBER = 'MEMBER_ROLE_MEMBER';
@@ -115,11 +116,12 @@ export function convName(c) {
   if (c.kind === KIND_GROUP) return c.title || 'Untitled group';
   if (c.kind === KIND_CHANNEL) return c.title || 'Untitled channel';
   if (c.kind === KIND_DIRECT) return others[0] || c.title || 'Direct chat';
+  if (c.kind === KIND_INBOX) return 'Inbox';
   return c.title || others.join(', ') || 'Conversation';
 }
 
 export function kindLabel(c) {
-  return c.kind === KIND_GROUP ? 'group' : c.kind === KIND_CHANNEL ? 'channel' : c.kind === KIND_DIRECT ? 'direct' : '';
+  return c.kind === KIND_GROUP ? 'group' : c.kind === KIND_CHANNEL ? 'channel' : c.kind === KIND_DIRECT ? 'direct' : c.kind === KIND_INBOX ? 'inbox' : '';
 }
 
 export function previewLabel(c) {
@@ -146,6 +148,7 @@ export function isModerator(c) { var r = roleOf(c, myId()); return r === ROLE_OW
 export function postBlock(c) {
   if (!c) return '';
   var me = myId();
+  if (c.kind === KIND_INBOX) return 'Your inbox: contact requests and invitations arrive here, to answer with their buttons.';
   if (c.kind === KIND_CHANNEL && !isModerator(c)) return 'Only the owner and admins post in this channel; you follow it.';
   if (c.mutedIds.indexOf(me) >= 0) return 'You are muted in this conversation: you can read but not post.';
   if (c.kind === KIND_DIRECT) {

@@ -8,6 +8,7 @@ import { seqOf } from '../util.js';
 import { $, showError, showToast } from './dom.js';
 import { renderList } from './list.js';
 import { fillQuote, messageNode, refreshQuotes, systemNode } from './message.js';
+import { settleInbox } from './inbox.js';
 import { loadReceipts, renderReceipts, renderSeenBy } from './receipts.js';
 import { renderChatHeader } from './header.js';
 import { updateWatch } from './presence.js';
@@ -198,6 +199,7 @@ function loadOlder() {
       if (node) frag.appendChild(node);
     });
     box.insertBefore(frag, box.firstChild);
+    settleInbox(box);
     if (evs.length) o.firstSeq = seqOf(evs[0].seq);
     o.hasMore = !!page.hasMore && evs.length > 0;
     scroller.scrollTop = scroller.scrollHeight - before;
@@ -228,6 +230,7 @@ function appendEvent(o, ev, snap) {
   if (c) noteEvent(c, ev, false);
   var node = eventNode(o, ev, snap);
   if (node) $('messages').appendChild(node);
+  if (ev.contactUpdated || ev.invitationUpdated) settleInbox($('messages'));
   // The server moves a sender's positions to their own event and
   // pushes no receipt for it.
   if (ev.senderId && foldReceipt(o.rc, { userId: ev.senderId, deviceId: ev.senderDeviceId, deliveredSeq: ev.seq, readSeq: ev.seq }) && !snap) {

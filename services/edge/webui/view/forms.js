@@ -48,16 +48,25 @@ function onNewGroup(e) {
   if (bad.length) { showToast('Not a valid user name: ' + bad.join(', ')); membersInput.focus(); return; }
   members = members.filter(function (m) { return m !== myId(); });
   var kindSel = $('new-group-kind').value;
-  var kind = kindSel === 'group' ? KIND_GROUP : KIND_CHANNEL;
+  var kind = kindSel === 'group' || kindSel === 'consent' ? KIND_GROUP : KIND_CHANNEL;
+  // A group with consent starts with its creator alone: the others are
+  // invited once it exists, and join by accepting in their inbox.
+  var invitees = kindSel === 'consent' ? members : [];
+  if (kindSel === 'consent') members = [];
   var btn = $('new-group-button');
   btn.disabled = true;
   // Choosing the id here makes a retried create land on the same group.
   var body = { clientMsgId: uuid4(), kind: kind, title: title, conversationId: uuid7() };
   if (kindSel === 'public') body.public = true;
+  if (kindSel === 'consent') body.consent = true;
   if (members.length) body.memberIds = members;
   request({ createConversation: body }).then(function (f) {
     var a = f.accepted || {};
     var id = a.conversationId || body.conversationId;
+    invitees.forEach(function (u) {
+      request({ addMember: { conversationId: id, clientMsgId: uuid4(), userId: u } }).catch(showError);
+    });
+    if (invitees.length) showToast('Invited ' + invitees.join(', ') + ': they join by accepting.', true);
     titleInput.value = '';
     membersInput.value = '';
     setNewPanel(false);
@@ -93,6 +102,30 @@ function onJoin(e) {
   }, showError).then(function () { btn.disabled = false; });
 }
 
+var CONTACT_STATE_TEXT = {
+  CONTACT_STATE_OUTGOING: 'Asked {}: the request waits in their inbox.',
+  CONTACT_STATE_INCOMING: '{} asks you too: answer in your inbox.',
+  CONTACT_STATE_CONTACT: 'You and {} are contacts.'
+};
+
+// onNewContact asks a user to become a contact.
+function onNewContact(e) {
+  e.preventDefault();
+  var input = $('new-contact-input');
+  var other = input.value.trim();
+  if (!validUser(other)) { showToast('Enter a valid user name (letters, digits, “-”, “_”, “.”).'); input.focus(); return; }
+  if (other === myId()) { showToast('Pick someone other than yourself.'); input.focus(); return; }
+  var btn = $('new-contact-button');
+  btn.disabled = true;
+  request({ requestContact: { userId: other } }).then(function (f) {
+    var st = (f.contactStatus && f.contactStatus.state) || '';
+    input.value = '';
+    setNewPanel(false);
+    showToast((CONTACT_STATE_TEXT[st] || 'Asked {}.').replace('{}', other), true);
+    scheduleListRefresh(300);
+  }, showError).then(function () { btn.disabled = false; });
+}
+
 export function openDirectWith(other) {
   request({ createConversation: { clientMsgId: uuid4(), kind: KIND_DIRECT, memberIds: [other] } }).then(function (f) {
     var a = f.accepted || {};
@@ -120,4 +153,5 @@ export function initForms() {
   $('new-direct-form').addEventListener('submit', onNewDirect);
   $('new-group-form').addEventListener('submit', onNewGroup);
   $('join-form').addEventListener('submit', onJoin);
+  $('new-contact-form').addEventListener('submit', onNewContact);
 }

@@ -1,11 +1,13 @@
 // How an event looks: messages with their text, links, mentions,
 // attachments, contacts, quotes and reactions, and one-line system events.
 
-import { isModerator, KIND_CHANNEL, KIND_GROUP, messageFrom, myId, postBlock, ROLE_ADMIN, state } from '../store.js';
+import { ensureLocalConv, isModerator, KIND_CHANNEL, KIND_GROUP, messageFrom, myId, postBlock, ROLE_ADMIN, state } from '../store.js';
 import { request } from '../session.js';
 import { fmtSize, fmtTime, parseTime, preview, safeHref, seqOf, uuid4 } from '../util.js';
 import { $, actionButton, confirmButton, el, showError, timeNode } from './dom.js';
-import { fetchMessage, scrollToMessage } from './chat.js';
+import { fetchMessage, openConversation, scrollToMessage } from './chat.js';
+import { contactText, inboxActions, invitationText } from './inbox.js';
+import { scheduleListRefresh } from './list.js';
 import { receiptNode } from './receipts.js';
 import { startEdit, startReply } from './composer.js';
 import { openDirectWith } from './forms.js';
@@ -69,6 +71,13 @@ export function messageNode(o, m) {
   return node;
 }
 
+// onJoined opens a conversation the user just joined from their inbox.
+function onJoined(id, inv) {
+  ensureLocalConv(id, inv.kind || KIND_GROUP, inv.title || '', [myId()]);
+  openConversation(id);
+  scheduleListRefresh(300);
+}
+
 export function systemNode(ev) {
   var s = seqOf(ev.seq);
   var node = el('div', 'system event');
@@ -103,6 +112,12 @@ export function systemNode(ev) {
     line = who + ' created an invite';
   } else if (ev.inviteRevoked) {
     line = who + ' revoked an invite';
+  } else if (ev.memberInvited) {
+    line = who + ' invited ' + (ev.memberInvited.userId || 'someone') + ' (they join by accepting)';
+  } else if (ev.contactUpdated) {
+    line = contactText(ev.contactUpdated);
+  } else if (ev.invitationUpdated) {
+    line = invitationText(ev.invitationUpdated);
   } else if (ev.messagePosted && ev.messagePosted.system) {
     node.classList.add('notice');
     line = ev.messagePosted.text || '';
@@ -111,6 +126,7 @@ export function systemNode(ev) {
   }
   node.appendChild(el('span', 'text', line));
   node.appendChild(timeNode(parseTime(ev.time), ev.time));
+  if (ev.contactUpdated || ev.invitationUpdated) inboxActions(node, ev, onJoined);
   node.dataset.seq = String(s);
   if (ev.eventId) node.dataset.eventId = ev.eventId;
   if (ev.senderId) node.dataset.sender = ev.senderId;
