@@ -35,7 +35,7 @@ func (l *Limits) RegisterFlags(fs *flag.FlagSet) {
 	rate(&l.UserMessages, "user-message-rate", "PARLEY_USER_MESSAGE_RATE", "message frames per user on this node")
 	rate(&l.ConnRequests, "conn-request-rate", "PARLEY_CONN_REQUEST_RATE", "frames of any kind per connection")
 	rate(&l.UserRequests, "user-request-rate", "PARLEY_USER_REQUEST_RATE", "frames of any kind per user on this node")
-	rate(&l.GroupOps, "group-op-rate", "PARLEY_GROUP_OP_RATE", "create_conversation and add_member frames per user on this node")
+	rate(&l.GroupOps, "group-op-rate", "PARLEY_GROUP_OP_RATE", "create_conversation, add_member and request_contact frames per user on this node")
 	rate(&l.Blocks, "block-rate", "PARLEY_BLOCK_RATE", "block_user frames per user on this node")
 	count(&l.ConnsPerUser, "max-conns-per-user", "PARLEY_MAX_CONNS_PER_USER", "connections per user on this node")
 	count(&l.ConnsPerIP, "max-conns-per-ip", "PARLEY_MAX_CONNS_PER_IP", "connections per client address on this node")

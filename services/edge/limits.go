@@ -125,7 +125,8 @@ type Limits struct {
 	// ConnRequests and UserRequests bound every frame after authenticate,
 	// messages included.
 	ConnRequests, UserRequests Rate
-	// GroupOps bounds a user's create_conversation and add_member frames.
+	// GroupOps bounds a user's create_conversation, add_member and
+	// request_contact frames: each reaches out to other people.
 	GroupOps Rate
 	// Blocks bounds a user's block_user frames.
 	Blocks Rate
@@ -502,7 +503,7 @@ var (
 		&clientv1.ClientFrame_SendMessage{}, &clientv1.ClientFrame_EditMessage{},
 		&clientv1.ClientFrame_DeleteMessage{}, &clientv1.ClientFrame_React{},
 	)
-	groupFrames = frameTypes(&clientv1.ClientFrame_CreateConversation{}, &clientv1.ClientFrame_AddMember{})
+	groupFrames = frameTypes(&clientv1.ClientFrame_CreateConversation{}, &clientv1.ClientFrame_AddMember{}, &clientv1.ClientFrame_RequestContact{})
 	blockFrames = frameTypes(&clientv1.ClientFrame_BlockUser{})
 )
 

@@ -191,6 +191,9 @@ func TestAdmitGroupsAndBlocks(t *testing.T) {
 		t.Fatal("group operations within the burst refused")
 	}
 	wantLimited(t, c.admit(add), "third group operation")
+	// A contact request reaches out to someone as an add does: the same
+	// bucket.
+	wantLimited(t, c.admit(&clientv1.ClientFrame{Frame: &clientv1.ClientFrame_RequestContact{RequestContact: &clientv1.RequestContact{UserId: "x"}}}), "contact request after two group operations")
 	if c.admit(block) != nil {
 		t.Fatal("first block refused")
 	}
