@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
 	"github.com/parleychat/parley/pkg/server/records"
@@ -99,15 +100,24 @@ func checkWebhook(raw string) error {
 	return fmt.Errorf("notify webhook %s: the scheme must be https (or http on loopback)", raw)
 }
 
-// Offline lists the notifications a batch owes: for each message, every
-// recipient but the sender who is not located (no connected device) and
-// has not muted the conversation. located holds who presence placed.
+// Kinds of notification (NotificationRecord.kind, Notification.Kind).
+const (
+	KindMessage        = "message"
+	KindContactRequest = "contact_request"
+	KindInvitation     = "invitation"
+)
+
+// Offline lists the notifications a batch owes: for each message, and
+// each inbox item that asks its owner for an answer (a contact request to
+// them, an invitation), every recipient but the sender who is not located
+// (no connected device) and has not muted the conversation. located holds
+// who presence placed.
 func Offline(recs []*logv1.EventRecord, located map[string]bool, includeText bool) []*logv1.NotificationRecord {
 	var out []*logv1.NotificationRecord
 	for _, r := range recs {
 		ev := r.GetEvent()
-		m := ev.GetMessagePosted()
-		if m == nil {
+		kind, from := notifyKind(ev)
+		if kind == "" {
 			continue
 		}
 		for _, u := range r.GetRecipientIds() {
@@ -115,14 +125,29 @@ func Offline(recs []*logv1.EventRecord, located map[string]bool, includeText boo
 				continue
 			}
 			n := &logv1.NotificationRecord{UserId: u, ConversationId: ev.GetConversationId(), Seq: ev.GetSeq(),
-				EventId: ev.GetEventId(), SenderId: ev.GetSenderId(), Time: ev.GetTime()}
+				EventId: ev.GetEventId(), SenderId: from, Time: ev.GetTime(), Kind: kind}
 			if includeText {
-				n.Text = m.GetText()
+				n.Text = ev.GetMessagePosted().GetText()
 			}
 			out = append(out, n)
 		}
 	}
 	return out
+}
+
+// notifyKind says whether ev asks for its recipients' attention, and who
+// it comes from: a message (its sender), or an inbox item asking its owner
+// to answer (who asked or invited). Anything else notifies nobody.
+func notifyKind(ev *chatv1.Event) (kind, from string) {
+	switch {
+	case ev.GetMessagePosted() != nil:
+		return KindMessage, ev.GetSenderId()
+	case ev.GetContactUpdated().GetAction() == chatv1.ContactAction_CONTACT_ACTION_REQUESTED && !ev.GetContactUpdated().GetOutgoing():
+		return KindContactRequest, ev.GetContactUpdated().GetUserId()
+	case ev.GetInvitationUpdated().GetAction() == chatv1.InvitationAction_INVITATION_ACTION_INVITED:
+		return KindInvitation, ev.GetInvitationUpdated().GetInviterId()
+	}
+	return "", ""
 }
 
 // locatedUsers is who of locs has a connected device.
@@ -217,6 +242,9 @@ type Notification struct {
 	EventID        string    `json:"event_id"`
 	Time           time.Time `json:"time"`
 	Text           string    `json:"text,omitempty"`
+	// Kind is the latest's: KindMessage, KindContactRequest or
+	// KindInvitation.
+	Kind string `json:"kind"`
 }
 
 // WebhookBody is what one POST carries.
@@ -244,6 +272,10 @@ func Collapse(ns []*logv1.NotificationRecord) []Notification {
 		if n.GetSeq() >= e.LastSeq {
 			e.LastSeq, e.SenderID, e.EventID, e.Text = n.GetSeq(), n.GetSenderId(), n.GetEventId(), n.GetText()
 			e.Time = timeOf(n.GetTime())
+			e.Kind = n.GetKind()
+			if e.Kind == "" {
+				e.Kind = KindMessage
+			}
 		}
 	}
 	return out

@@ -3,6 +3,7 @@ package fanout
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -50,6 +51,41 @@ func TestOffline(t *testing.T) {
 	}
 	if got := Offline(recs, map[string]bool{"bob": true}, true); got[0].GetText() != "hi" {
 		t.Fatalf("with IncludeText: text %q, want hi", got[0].GetText())
+	}
+}
+
+// TestOfflineInboxItems: a contact request or an invitation in an
+// offline user's inbox notifies them, from who asked; their own request,
+// an answer, or a muted inbox does not.
+func TestOfflineInboxItems(t *testing.T) {
+	item := func(seq uint64, owner string, body any, muted ...string) *logv1.EventRecord {
+		ev := &chatv1.Event{ConversationId: "inbox-" + owner, Seq: seq, EventId: "i" + owner + string(rune('0'+seq))}
+		switch b := body.(type) {
+		case *chatv1.ContactUpdated:
+			ev.Body = &chatv1.Event_ContactUpdated{ContactUpdated: b}
+		case *chatv1.InvitationUpdated:
+			ev.Body = &chatv1.Event_InvitationUpdated{InvitationUpdated: b}
+		}
+		return &logv1.EventRecord{RecipientIds: []string{owner}, MutedIds: muted, Event: ev}
+	}
+	recs := []*logv1.EventRecord{
+		item(2, "bob", &chatv1.ContactUpdated{UserId: "alice", OwnerId: "bob", Action: chatv1.ContactAction_CONTACT_ACTION_REQUESTED}),
+		item(2, "alice", &chatv1.ContactUpdated{UserId: "bob", OwnerId: "alice", Action: chatv1.ContactAction_CONTACT_ACTION_REQUESTED, Outgoing: true}),
+		item(3, "bob", &chatv1.InvitationUpdated{ConversationId: "g", InviterId: "carol", OwnerId: "bob", Action: chatv1.InvitationAction_INVITATION_ACTION_INVITED}),
+		item(4, "bob", &chatv1.InvitationUpdated{ConversationId: "g", InviterId: "carol", OwnerId: "bob", Action: chatv1.InvitationAction_INVITATION_ACTION_ACCEPTED}),
+		item(2, "dave", &chatv1.ContactUpdated{UserId: "alice", OwnerId: "dave", Action: chatv1.ContactAction_CONTACT_ACTION_REQUESTED}, "dave"),
+		item(2, "erin", &chatv1.ContactUpdated{UserId: "alice", OwnerId: "erin", Action: chatv1.ContactAction_CONTACT_ACTION_ACCEPTED}),
+	}
+	var got []string
+	for _, n := range Offline(recs, map[string]bool{}, true) {
+		got = append(got, n.GetUserId()+" "+n.GetKind()+" from "+n.GetSenderId()+" text="+n.GetText())
+	}
+	want := "[bob contact_request from alice text= bob invitation from carol text=]"
+	if fmt.Sprint(got) != want {
+		t.Fatalf("Offline = %v, want %s", got, want)
+	}
+	if c := Collapse([]*logv1.NotificationRecord{{UserId: "carol", ConversationId: "g", Seq: 1}}); c[0].Kind != KindMessage {
+		t.Fatalf("a record without a kind collapses to kind %q, want %q", c[0].Kind, KindMessage)
 	}
 }
 

@@ -71,7 +71,13 @@ func decideInbox(convs map[string]*conversation, cmd *logv1.Command, out *logv1.
 	case *logv1.InboxDeliver_InvitationUpdated:
 		item.Body = &chatv1.Event_InvitationUpdated{InvitationUpdated: it.InvitationUpdated}
 	}
-	dec.recs = append(dec.recs, c.appendEvent(item, cmd.GetCommandId()))
+	rec := c.appendEvent(item, cmd.GetCommandId())
+	if c.flags[owner].GetMuted() {
+		// An owner who muted their inbox gets no offline notification
+		// of it, as for any conversation.
+		rec.MutedIds = []string{owner}
+	}
+	dec.recs = append(dec.recs, rec)
 	out.ConversationId, out.Seq = c.id, item.GetSeq()
 	dec.out = out
 	return dec

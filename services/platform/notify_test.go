@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/pkg/sdk"
+	"github.com/parleychat/parley/pkg/server/membership"
 	"github.com/parleychat/parley/services/fanout"
 	"github.com/parleychat/parley/services/platform"
 
@@ -179,4 +180,64 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestContactRequestNotifiesOfflineUser: a contact request and an
+// invitation to a user with no connected device reach the webhook, as
+// kinds of their own from who asked; the same to a connected user, and
+// the asker's own inbox item, do not.
+func TestContactRequestNotifiesOfflineUser(t *testing.T) {
+	hook := &webhook{}
+	srv := httptest.NewServer(hook)
+	defer srv.Close()
+	e, stop := startWith(t, platform.Config{DataDir: t.TempDir(),
+		Notify: fanout.NotifyConfig{Webhook: srv.URL, Secret: []byte("notify-secret"), Backoff: 10 * time.Millisecond}})
+	defer stop()
+	ctx := tctx(t)
+	alice := e.dial("alice", "alice-phone", false)
+	bob := e.dial("bob", "bob-phone", false)
+	if _, err := alice.RequestContact(ctx, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.RequestContact(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	club, err := alice.CreateConsentGroup(ctx, "club")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.AddMember(ctx, club.GetConversationId(), "carol"); err != nil {
+		t.Fatal(err)
+	}
+	// bob, online, has his request (seq 2): its batch was pushed, so
+	// its notifications, had it any, were produced before.
+	bob.upTo(t, bob.InboxID, 2)
+	// Both items are in carol's inbox: one POST may collapse them into
+	// one entry (counting 2, of the latest's kind), or two may carry one
+	// each.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got, bad := hook.snapshot()
+		if len(bad) > 0 {
+			t.Fatalf("the webhook got bad POSTs: %v", bad)
+		}
+		count, kinds := 0, []string{}
+		for _, n := range got {
+			if n.UserID != "carol" || n.SenderID != "alice" || n.Text != "" || n.ConversationID != membership.InboxID("carol") {
+				t.Fatalf("notification %+v: want only carol's inbox, from alice, without text", n)
+			}
+			count += n.Count
+			kinds = append(kinds, n.Kind)
+		}
+		if count == 2 {
+			if k := strings.Join(kinds, " "); k != fanout.KindContactRequest+" "+fanout.KindInvitation && k != fanout.KindInvitation {
+				t.Fatalf("kinds %q, want the request's then the invitation's, or the invitation's alone", k)
+			}
+			break
+		}
+		if count > 2 || time.Now().After(deadline) {
+			t.Fatalf("carol's notifications: %+v, want 2 (a request and an invitation)", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

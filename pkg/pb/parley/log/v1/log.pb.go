@@ -2276,7 +2276,12 @@ type NotificationRecord struct {
 	Time           *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time,proto3" json:"time,omitempty"`
 	// text is the message's text, set only when fan-out is told to include
 	// it (-notify-text); otherwise no message content leaves Parley.
-	Text          string `protobuf:"bytes,7,opt,name=text,proto3" json:"text,omitempty"`
+	Text string `protobuf:"bytes,7,opt,name=text,proto3" json:"text,omitempty"`
+	// kind is what asks for the user's attention: "message" (also when
+	// empty, as records written before it say), or, for an item of the
+	// user's inbox, "contact_request" or "invitation"; sender_id is then
+	// who asked or invited.
+	Kind          string `protobuf:"bytes,8,opt,name=kind,proto3" json:"kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2356,6 +2361,13 @@ func (x *NotificationRecord) GetTime() *timestamppb.Timestamp {
 func (x *NotificationRecord) GetText() string {
 	if x != nil {
 		return x.Text
+	}
+	return ""
+}
+
+func (x *NotificationRecord) GetKind() string {
+	if x != nil {
+		return x.Kind
 	}
 	return ""
 }
@@ -2956,7 +2968,7 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\x05flags\x18\x15 \x01(\v2!.parley.chat.v1.ConversationFlagsR\x05flags\x12\x1b\n" +
 	"\tmuted_ids\x18\x16 \x03(\tR\bmutedIds\x126\n" +
 	"\acontact\x18\x17 \x01(\v2\x1c.parley.log.v1.ContactChangeR\acontact\x12=\n" +
-	"\bdeclined\x18\x18 \x01(\v2!.parley.log.v1.InvitationDeclinedR\bdeclined\"\xe4\x01\n" +
+	"\bdeclined\x18\x18 \x01(\v2!.parley.log.v1.InvitationDeclinedR\bdeclined\"\xf8\x01\n" +
 	"\x12NotificationRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x10\n" +
@@ -2964,7 +2976,8 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\bevent_id\x18\x04 \x01(\tR\aeventId\x12\x1b\n" +
 	"\tsender_id\x18\x05 \x01(\tR\bsenderId\x12.\n" +
 	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
-	"\x04text\x18\a \x01(\tR\x04text\"\xc9\x03\n" +
+	"\x04text\x18\a \x01(\tR\x04text\x12\x12\n" +
+	"\x04kind\x18\b \x01(\tR\x04kind\"\xc9\x03\n" +
 	"\aOutcome\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12'\n" +
