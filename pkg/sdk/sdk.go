@@ -108,6 +108,9 @@ type Client struct {
 	// requests and their answers arrive there as events, like any
 	// conversation's.
 	InboxID string
+	// Audiences are the broadcast audiences the token's attributes put
+	// the user in: each a conversation to resume and page like any.
+	Audiences []*clientv1.Audience
 
 	nextID atomic.Uint64
 	// installs counts the connections the client has had.
@@ -196,6 +199,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		return nil, err
 	}
 	c.UserID, c.DeviceID, c.SessionID, c.InboxID = a.GetUserId(), a.GetDeviceId(), a.GetSessionId(), a.GetInboxId()
+	c.Audiences = a.GetAudiences()
 	if o.TrackStatus {
 		c.pos.mu.Lock()
 		c.pos.tracker = NewStatusTracker(c.UserID)

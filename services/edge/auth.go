@@ -92,10 +92,17 @@ func (c *conn) authenticate(ctx context.Context) bool {
 		return false
 	}
 	c.user, c.device, c.session = id.User, device, uuid.Must(uuid.NewV7()).String()
+	c.audiences = audiencesOf(id.Attributes)
 	// Hold before joining the hub, so no live event of a resumed
 	// conversation can overtake its catch-up.
 	c.hold(resume)
 	c.svc.hub.add(c)
+	// The audiences' sessions are queued first, so the report that
+	// carries the user's, which the handshake waits for, carries them too
+	// (reports go one at a time, in order).
+	for _, s := range c.audienceSessions() {
+		c.svc.reporter.connect(s)
+	}
 	fate := c.svc.reporter.connect(&presencev1.Session{SessionId: c.session, UserId: c.user, DeviceId: c.device})
 	// Authenticated promises live events from here on, which fan-out can
 	// push only once presence has the session: wait for the report that
@@ -112,7 +119,7 @@ func (c *conn) authenticate(ctx context.Context) bool {
 	}
 	c.send(&clientv1.ServerFrame{RequestId: frame.GetRequestId(), Frame: &clientv1.ServerFrame_Authenticated{
 		Authenticated: &clientv1.Authenticated{UserId: c.user, DeviceId: c.device, SessionId: c.session, TokenExpires: timestamppb.New(id.Expires),
-			InboxId: membership.InboxID(c.user)},
+			InboxId: membership.InboxID(c.user), Audiences: c.audienceRefs()},
 	}})
 	// Armed after authenticated is queued, so a token_expiring for a
 	// token that is nearly spent follows it.

@@ -313,6 +313,21 @@ func (b *backendAPI) SendMessage(ctx context.Context, req *backendv1.SendMessage
 	return &backendv1.SendMessageResponse{Seq: o.GetSeq(), Duplicate: o.GetDuplicate()}, nil
 }
 
+// Broadcast implements BackendService: a system notice to the audience
+// of key=value, posted as the calling service.
+func (b *backendAPI) Broadcast(ctx context.Context, req *backendv1.BroadcastRequest) (*backendv1.BroadcastResponse, error) {
+	sel, err := auth.Selector(req.GetKey(), req.GetValue())
+	if err != nil {
+		return nil, backendError(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, err.Error())
+	}
+	o, err := b.submit(ctx, "system", &logv1.Command{ClientMsgId: req.GetClientMsgId(),
+		Body: &logv1.Command_Announce{Announce: &logv1.Announce{Selector: sel, Text: req.GetText()}}})
+	if err != nil {
+		return nil, err
+	}
+	return &backendv1.BroadcastResponse{ConversationId: o.GetConversationId(), Seq: o.GetSeq(), Duplicate: o.GetDuplicate()}, nil
+}
+
 // CreateConversation implements BackendService.
 func (b *backendAPI) CreateConversation(ctx context.Context, req *backendv1.CreateConversationRequest) (*backendv1.CreateConversationResponse, error) {
 	o, err := b.submit(ctx, req.GetCreatorId(), &logv1.Command{

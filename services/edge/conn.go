@@ -38,6 +38,9 @@ type conn struct {
 	format wire.Format
 
 	user, device, session string
+	// audiences are those the token put the user in (audiences.go), set
+	// before the connection joins the hub and fixed from then on.
+	audiences []audience
 
 	// mu guards every field below it. It is never held across a socket
 	// write or a remote call, so Push (under the hub's lock) never waits
@@ -197,6 +200,9 @@ func (c *conn) shutdown() {
 		c.svc.hub.remove(c)
 		c.svc.watchers.remove(c)
 		c.svc.reporter.disconnect(&presencev1.Session{SessionId: c.session, UserId: c.user, DeviceId: c.device})
+		for _, s := range c.audienceSessions() {
+			c.svc.reporter.disconnect(s)
+		}
 	}
 	c.closeSocket()
 	c.releaseLimits()

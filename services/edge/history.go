@@ -16,7 +16,7 @@ func getHistory(ctx context.Context, c *conn, b *clientv1.ClientFrame_GetHistory
 		return errorFrame(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "conversation_id is required", "")
 	}
 	resp, err := c.svc.clients.persistence.History(ctx, &persistencev1.HistoryRequest{
-		UserId: c.user, ConversationId: q.GetConversationId(), BeforeSeq: q.GetBeforeSeq(), AfterSeq: q.AfterSeq, Limit: q.GetLimit(),
+		UserId: c.reader(q.GetConversationId()), ConversationId: q.GetConversationId(), BeforeSeq: q.GetBeforeSeq(), AfterSeq: q.AfterSeq, Limit: q.GetLimit(),
 	})
 	if err != nil {
 		return failed(err)

@@ -3,6 +3,8 @@ package edge
 import (
 	"sync"
 
+	"github.com/parleychat/parley/pkg/server/membership"
+
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
 )
 
@@ -12,29 +14,57 @@ type hub struct {
 	// disconnects write it.
 	mu    sync.RWMutex
 	users map[string]map[*conn]struct{}
+	// audiences indexes the connections by the members of their
+	// audiences (audiences.go), apart from users, so that the sessions
+	// listed are each connection's once.
+	audiences map[string]map[*conn]struct{}
 }
 
-func newHub() *hub { return &hub{users: map[string]map[*conn]struct{}{}} }
+func newHub() *hub {
+	return &hub{users: map[string]map[*conn]struct{}{}, audiences: map[string]map[*conn]struct{}{}}
+}
 
 func (h *hub) add(c *conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	set := h.users[c.user]
-	if set == nil {
-		set = map[*conn]struct{}{}
-		h.users[c.user] = set
+	indexAdd(h.users, c.user, c)
+	for _, a := range c.audiences {
+		indexAdd(h.audiences, a.member, c)
 	}
-	set[c] = struct{}{}
 }
 
 func (h *hub) remove(c *conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	set := h.users[c.user]
+	indexRemove(h.users, c.user, c)
+	for _, a := range c.audiences {
+		indexRemove(h.audiences, a.member, c)
+	}
+}
+
+func indexAdd(index map[string]map[*conn]struct{}, key string, c *conn) {
+	set := index[key]
+	if set == nil {
+		set = map[*conn]struct{}{}
+		index[key] = set
+	}
+	set[c] = struct{}{}
+}
+
+func indexRemove(index map[string]map[*conn]struct{}, key string, c *conn) {
+	set := index[key]
 	delete(set, c)
 	if len(set) == 0 {
-		delete(h.users, c.user)
+		delete(index, key)
 	}
+}
+
+// holding is who of users and audience members holds c, for deliver.
+func (h *hub) holding(u string) map[*conn]struct{} {
+	if membership.IsAudienceMember(u) {
+		return h.audiences[u]
+	}
+	return h.users[u]
 }
 
 // deliver queues an event (durably) or a receipt, typing indicator,
@@ -49,7 +79,7 @@ func (h *hub) deliver(it item, users []string) int {
 	defer h.mu.RUnlock()
 	n := 0
 	for _, u := range users {
-		for c := range h.users[u] {
+		for c := range h.holding(u) {
 			if it.ephemeral() && c.pushEphemeral(it) || !it.ephemeral() && c.pushShared(it.event, it.shared) {
 				n++
 			}
@@ -67,6 +97,7 @@ func (h *hub) sessions() []*presencev1.Session {
 			c.mu.Lock()
 			out = append(out, c.sessionLocked())
 			c.mu.Unlock()
+			out = append(out, c.audienceSessions()...)
 		}
 	}
 	return out

@@ -118,7 +118,7 @@ func (c *conn) heads(ctx context.Context, cursors []*clientv1.Cursor) ([]uint64,
 	heads, errs := make([]uint64, len(cursors)), make([]error, len(cursors))
 	req := &ingestv1.HeadsRequest{Asks: make([]*logv1.HeadAsk, len(cursors))}
 	for i, cur := range cursors {
-		req.Asks[i] = &logv1.HeadAsk{ConversationId: cur.GetConversationId(), UserId: c.user}
+		req.Asks[i] = &logv1.HeadAsk{ConversationId: cur.GetConversationId(), UserId: c.reader(cur.GetConversationId())}
 	}
 	rctx, cancel := context.WithTimeout(ctx, c.svc.cfg.RequestTimeout)
 	resp, err := c.svc.clients.ingest.Heads(rctx, req)
@@ -155,7 +155,7 @@ func (c *conn) probeEach(ctx context.Context, cursors []*clientv1.Cursor) ([]uin
 			rctx, cancel := context.WithTimeout(ctx, c.svc.cfg.RequestTimeout)
 			defer cancel()
 			resp, err := c.svc.clients.ingest.Submit(rctx, &ingestv1.SubmitRequest{Command: &logv1.Command{
-				ConversationId: cur.GetConversationId(), UserId: c.user, DeviceId: c.device,
+				ConversationId: cur.GetConversationId(), UserId: c.reader(cur.GetConversationId()), DeviceId: c.device,
 				Body: &logv1.Command_Mark{Mark: &logv1.Mark{}},
 			}})
 			switch o := resp.GetOutcome(); {
@@ -182,7 +182,11 @@ func (c *conn) firstPages(ctx context.Context, cursors []*clientv1.Cursor, errs 
 	var idx []int
 	for i, cur := range cursors {
 		if errs[i] == nil {
-			req.Cursors = append(req.Cursors, &persistencev1.CatchUpCursor{ConversationId: cur.GetConversationId(), AfterSeq: cur.GetLastSeq()})
+			cc := &persistencev1.CatchUpCursor{ConversationId: cur.GetConversationId(), AfterSeq: cur.GetLastSeq()}
+			if r := c.reader(cc.ConversationId); r != c.user {
+				cc.ReaderId = r
+			}
+			req.Cursors = append(req.Cursors, cc)
 			idx = append(idx, i)
 		}
 	}
@@ -256,7 +260,7 @@ func (c *conn) catchUp(ctx context.Context, cur *clientv1.Cursor, head uint64, f
 		} else {
 			rctx, cancel := context.WithTimeout(ctx, c.svc.cfg.RequestTimeout)
 			resp, err = c.svc.clients.persistence.History(rctx, &persistencev1.HistoryRequest{
-				UserId: c.user, ConversationId: conv, AfterSeq: proto.Uint64(seq), Limit: resumePage,
+				UserId: c.reader(conv), ConversationId: conv, AfterSeq: proto.Uint64(seq), Limit: resumePage,
 			})
 			cancel()
 		}

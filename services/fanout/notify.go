@@ -29,6 +29,7 @@ import (
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
 	presencev1 "github.com/parleychat/parley/pkg/pb/parley/presence/v1"
+	"github.com/parleychat/parley/pkg/server/membership"
 	"github.com/parleychat/parley/pkg/server/records"
 	"github.com/parleychat/parley/pkg/server/topics"
 )
@@ -121,7 +122,9 @@ func Offline(recs []*logv1.EventRecord, located map[string]bool, includeText boo
 			continue
 		}
 		for _, u := range r.GetRecipientIds() {
-			if u == ev.GetSenderId() || located[u] || slices.Contains(r.GetMutedIds(), u) {
+			if u == ev.GetSenderId() || located[u] || slices.Contains(r.GetMutedIds(), u) || membership.IsAudienceMember(u) {
+				// An audience is no one to notify: its users are reached
+				// on their devices, live or by resuming.
 				continue
 			}
 			n := &logv1.NotificationRecord{UserId: u, ConversationId: ev.GetConversationId(), Seq: ev.GetSeq(),

@@ -268,8 +268,12 @@ func (s *Service) CatchUp(ctx context.Context, req *persistencev1.CatchUpRequest
 	resp := &persistencev1.CatchUpResponse{Pages: make([]*persistencev1.CatchUpPage, 0, len(req.GetCursors()))}
 	for _, cur := range req.GetCursors() {
 		page := &persistencev1.CatchUpPage{ConversationId: cur.GetConversationId()}
+		reader := req.GetUserId()
+		if cur.GetReaderId() != "" {
+			reader = cur.GetReaderId()
+		}
 		h, err := s.History(ctx, &persistencev1.HistoryRequest{
-			UserId: req.GetUserId(), ConversationId: cur.GetConversationId(), AfterSeq: proto.Uint64(cur.GetAfterSeq()), Limit: req.GetLimit(),
+			UserId: reader, ConversationId: cur.GetConversationId(), AfterSeq: proto.Uint64(cur.GetAfterSeq()), Limit: req.GetLimit(),
 		})
 		if err != nil {
 			if ctx.Err() != nil {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/pkg/server/membership"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/pkg/server/topics/topicstest"
 	"github.com/parleychat/parley/services/persistence"
@@ -13,6 +14,7 @@ import (
 	"github.com/parleychat/parley/services/persistence/history/historytest"
 	"github.com/parleychat/parley/services/persistence/history/pebblestore"
 
+	backendv1 "github.com/parleychat/parley/pkg/pb/parley/backend/v1"
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
 )
@@ -36,12 +38,14 @@ func must[T any](t *testing.T, what string) func(T, error) T {
 // path (persistence.Replay) into a new Pebble store, and every user's
 // view of it must equal the live store's (historytest.Compare).
 func TestReplayReproducesViews(t *testing.T) {
-	e, stop := start(t, t.TempDir())
+	e, api, _, stop := startBackend(t)
 	defer stop()
 	ctx := tctx(t)
-	users := []string{"alice", "bob", "carol", "dave", "erin", "frank"}
+	// The audience's member is compared as a user is: its list, and the
+	// audience's summary and history.
+	users := []string{"alice", "bob", "carol", "dave", "erin", "frank", membership.AudienceMember("region=eu")}
 	dev := map[string]*device{}
-	for _, u := range users {
+	for _, u := range users[:6] {
 		dev[u] = e.dial(u, u+"-phone", u == "bob")
 	}
 	alice, bob, carol, dave, erin, frank := dev["alice"], dev["bob"], dev["carol"], dev["dave"], dev["erin"], dev["frank"]
@@ -134,6 +138,12 @@ func TestReplayReproducesViews(t *testing.T) {
 	state("request")(frank.RequestContact(ctx, "bob"))
 	state("withdraw")(frank.CancelContact(ctx, "bob"))
 	state("request")(bob.RequestContact(ctx, "erin"))
+	// Two broadcasts to an audience (the first creates it).
+	for i, text := range []string{"maintenance tonight", "done"} {
+		if _, err := api.Broadcast(withToken(ctx, backendToken), &backendv1.BroadcastRequest{Key: "region", Value: "eu", Text: text, ClientMsgId: fmt.Sprint("b-", i)}); err != nil {
+			t.Fatalf("broadcast: %v", err)
+		}
+	}
 	// A group with consent: bob invited and joining, frank invited and
 	// declining, erin invited and not answering.
 	club := acc("consent group")(carol.CreateConsentGroup(ctx, "club")).GetConversationId()
@@ -217,6 +227,10 @@ func TestReplayReproducesViews(t *testing.T) {
 			if err != nil || strings.Join(got, ",") != want {
 				t.Fatalf("%s's rebuilt contacts: %q, %v; want %q", u, got, err, want)
 			}
+		}
+		if p, err := rebuilt.History(ctx, membership.AudienceID("region=eu"), history.Query{Limit: 10}); err != nil || len(p.Events) != 3 ||
+			p.Events[2].GetMessagePosted().GetText() != "done" || !p.Events[2].GetMessagePosted().GetSystem() {
+			t.Fatalf("the rebuilt audience: %v, %v", p, err)
 		}
 		// carol was removed from the group; what she lists is her club
 		// (with bob, who accepted, alone), her inbox and the direct

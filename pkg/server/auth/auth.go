@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -91,6 +92,13 @@ func (a *HS256) Mint(user string, ttl time.Duration) (string, error) {
 
 // MintAt signs a token issued at now; tests use it for expired tokens.
 func (a *HS256) MintAt(user string, now time.Time, ttl time.Duration) (string, error) {
+	return a.MintWith(user, now, ttl, nil)
+}
+
+// MintWith signs a token issued at now carrying attrs (AttributesClaim:
+// key to value, or to several values separated by commas), which put the
+// user in audiences.
+func (a *HS256) MintWith(user string, now time.Time, ttl time.Duration, attrs map[string]string) (string, error) {
 	if !ValidUserID(user) {
 		return "", fmt.Errorf("mint token: %q is not a valid user id (1-64 of A-Z a-z 0-9 . _ @ -)", user)
 	}
@@ -103,7 +111,25 @@ func (a *HS256) MintAt(user string, now time.Time, ttl time.Duration) (string, e
 	if a.audience != "" {
 		claims.Audience = jwt.ClaimStrings{a.audience}
 	}
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(a.secret)
+	var token jwt.Claims = claims
+	if len(attrs) > 0 {
+		m := map[string]any{}
+		for k, v := range attrs {
+			var vals []any
+			for _, one := range strings.Split(v, ",") {
+				vals = append(vals, one)
+			}
+			m[k] = vals
+		}
+		if _, err := ParseAttributes(m); err != nil {
+			return "", fmt.Errorf("mint token: %w", err)
+		}
+		token = struct {
+			jwt.RegisteredClaims
+			Attributes map[string]any `json:"parley_attrs"`
+		}{claims, m}
+	}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, token).SignedString(a.secret)
 	if err != nil {
 		return "", fmt.Errorf("mint token: %w", err)
 	}

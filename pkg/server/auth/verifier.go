@@ -46,6 +46,15 @@ type Config struct {
 type Identity struct {
 	User    string
 	Expires time.Time
+	// Attributes are the user's audience selectors from the token
+	// (AttributesClaim), "key=value", sorted.
+	Attributes []string
+}
+
+// claims are the token's registered claims and Parley's own.
+type claims struct {
+	jwt.RegisteredClaims
+	Attributes any `json:"parley_attrs,omitempty"`
 }
 
 // Verifier checks tokens against a Config.
@@ -179,7 +188,7 @@ func (v *Verifier) Minter() *HS256 { return v.minter }
 // and audience, and returns who it names. ctx bounds a key set fetch an
 // unknown kid may cause.
 func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
-	claims := &jwt.RegisteredClaims{}
+	claims := &claims{}
 	_, err := v.parser.ParseWithClaims(token, claims, v.key(ctx))
 	if errors.Is(err, jwt.ErrTokenExpired) {
 		return Identity{}, ErrExpired
@@ -190,7 +199,11 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
 	if !ValidUserID(claims.Subject) {
 		return Identity{}, fmt.Errorf("verify token: subject %q is not a valid user id", claims.Subject)
 	}
-	return Identity{User: claims.Subject, Expires: claims.ExpiresAt.Time}, nil
+	attrs, err := ParseAttributes(claims.Attributes)
+	if err != nil {
+		return Identity{}, fmt.Errorf("verify token: %w", err)
+	}
+	return Identity{User: claims.Subject, Expires: claims.ExpiresAt.Time, Attributes: attrs}, nil
 }
 
 // key picks the key by the token's algorithm, which the parser has already

@@ -8,6 +8,7 @@ package membership
 
 import (
 	"slices"
+	"strings"
 
 	"github.com/google/uuid"
 
@@ -126,3 +127,27 @@ var inboxNamespace = uuid.MustParse("0b8f6a3e-2f43-4c1e-9a57-5d2f0f1c7e64")
 func InboxID(user string) string {
 	return uuid.NewSHA1(inboxNamespace, []byte(user)).String()
 }
+
+// audienceNamespace derives audience ids from their selectors.
+var audienceNamespace = uuid.MustParse("c7a4e2d9-3f61-4b8a-9e05-71d2b6f8a413")
+
+// AudiencePrefix starts the id of every audience's member: a user id
+// never holds a ':' (auth.ValidUserID), so none can be taken for one.
+const AudiencePrefix = "aud:"
+
+// AudienceID is the id of the audience of selector ("key=value", see
+// auth.ParseAttributes), CONVERSATION_KIND_AUDIENCE: a UUIDv5, so the
+// backend that broadcasts to it and the edge that lets matching users read
+// it agree without asking anyone.
+func AudienceID(selector string) string {
+	return uuid.NewSHA1(audienceNamespace, []byte(selector)).String()
+}
+
+// AudienceMember is the one member of an audience's conversation: not a
+// user but the selector, under which each edge registers the connections
+// whose user has that attribute, so fan-out and presence find them as
+// they find a user's.
+func AudienceMember(selector string) string { return AudiencePrefix + selector }
+
+// IsAudienceMember reports whether id is an audience's member, not a user.
+func IsAudienceMember(id string) bool { return strings.HasPrefix(id, AudiencePrefix) }

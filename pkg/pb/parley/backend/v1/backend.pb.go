@@ -28,6 +28,140 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// BroadcastRequest is a notice to an audience.
+type BroadcastRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key and value select the audience: key 1-32 of a-z 0-9 _ -, value
+	// 1-64 bytes.
+	Key   string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value string `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Text  string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	// client_msg_id makes a retry safe: required, 1-64 bytes.
+	ClientMsgId   string `protobuf:"bytes,4,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BroadcastRequest) Reset() {
+	*x = BroadcastRequest{}
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BroadcastRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BroadcastRequest) ProtoMessage() {}
+
+func (x *BroadcastRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BroadcastRequest.ProtoReflect.Descriptor instead.
+func (*BroadcastRequest) Descriptor() ([]byte, []int) {
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *BroadcastRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *BroadcastRequest) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *BroadcastRequest) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *BroadcastRequest) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+// BroadcastResponse says where the notice landed.
+type BroadcastResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// conversation_id is the audience's conversation.
+	ConversationId string `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Seq            uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Duplicate      bool   `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *BroadcastResponse) Reset() {
+	*x = BroadcastResponse{}
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BroadcastResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BroadcastResponse) ProtoMessage() {}
+
+func (x *BroadcastResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BroadcastResponse.ProtoReflect.Descriptor instead.
+func (*BroadcastResponse) Descriptor() ([]byte, []int) {
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BroadcastResponse) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *BroadcastResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *BroadcastResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
 // SendMessageRequest is a message to post.
 type SendMessageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -51,7 +185,7 @@ type SendMessageRequest struct {
 
 func (x *SendMessageRequest) Reset() {
 	*x = SendMessageRequest{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[0]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -63,7 +197,7 @@ func (x *SendMessageRequest) String() string {
 func (*SendMessageRequest) ProtoMessage() {}
 
 func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[0]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -76,7 +210,7 @@ func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageRequest.ProtoReflect.Descriptor instead.
 func (*SendMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{0}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SendMessageRequest) GetSenderId() string {
@@ -141,7 +275,7 @@ type SendMessageResponse struct {
 
 func (x *SendMessageResponse) Reset() {
 	*x = SendMessageResponse{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[1]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -153,7 +287,7 @@ func (x *SendMessageResponse) String() string {
 func (*SendMessageResponse) ProtoMessage() {}
 
 func (x *SendMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[1]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -166,7 +300,7 @@ func (x *SendMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageResponse.ProtoReflect.Descriptor instead.
 func (*SendMessageResponse) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{1}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SendMessageResponse) GetSeq() uint64 {
@@ -206,7 +340,7 @@ type CreateConversationRequest struct {
 
 func (x *CreateConversationRequest) Reset() {
 	*x = CreateConversationRequest{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[2]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -218,7 +352,7 @@ func (x *CreateConversationRequest) String() string {
 func (*CreateConversationRequest) ProtoMessage() {}
 
 func (x *CreateConversationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[2]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -231,7 +365,7 @@ func (x *CreateConversationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversationRequest.ProtoReflect.Descriptor instead.
 func (*CreateConversationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{2}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateConversationRequest) GetCreatorId() string {
@@ -295,7 +429,7 @@ type CreateConversationResponse struct {
 
 func (x *CreateConversationResponse) Reset() {
 	*x = CreateConversationResponse{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[3]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -307,7 +441,7 @@ func (x *CreateConversationResponse) String() string {
 func (*CreateConversationResponse) ProtoMessage() {}
 
 func (x *CreateConversationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[3]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -320,7 +454,7 @@ func (x *CreateConversationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversationResponse.ProtoReflect.Descriptor instead.
 func (*CreateConversationResponse) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{3}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateConversationResponse) GetConversationId() string {
@@ -358,7 +492,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[4]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -370,7 +504,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[4]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -383,7 +517,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{4}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AddMemberRequest) GetActorId() string {
@@ -425,7 +559,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[5]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -437,7 +571,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[5]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -450,7 +584,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{5}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AddMemberResponse) GetSeq() uint64 {
@@ -481,7 +615,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[6]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -493,7 +627,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[6]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -506,7 +640,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{6}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RemoveMemberRequest) GetActorId() string {
@@ -548,7 +682,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[7]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +694,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[7]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +707,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{7}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RemoveMemberResponse) GetSeq() uint64 {
@@ -606,7 +740,7 @@ type GetHistoryRequest struct {
 
 func (x *GetHistoryRequest) Reset() {
 	*x = GetHistoryRequest{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[8]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -618,7 +752,7 @@ func (x *GetHistoryRequest) String() string {
 func (*GetHistoryRequest) ProtoMessage() {}
 
 func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[8]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -631,7 +765,7 @@ func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{8}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetHistoryRequest) GetAsUserId() string {
@@ -680,7 +814,7 @@ type GetHistoryResponse struct {
 
 func (x *GetHistoryResponse) Reset() {
 	*x = GetHistoryResponse{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[9]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +826,7 @@ func (x *GetHistoryResponse) String() string {
 func (*GetHistoryResponse) ProtoMessage() {}
 
 func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[9]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +839,7 @@ func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{9}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetHistoryResponse) GetEvents() []*v1.Event {
@@ -726,7 +860,16 @@ var File_parley_backend_v1_backend_proto protoreflect.FileDescriptor
 
 const file_parley_backend_v1_backend_proto_rawDesc = "" +
 	"\n" +
-	"\x1fparley/backend/v1/backend.proto\x12\x11parley.backend.v1\x1a\x19parley/chat/v1/chat.proto\"\xf2\x01\n" +
+	"\x1fparley/backend/v1/backend.proto\x12\x11parley.backend.v1\x1a\x19parley/chat/v1/chat.proto\"r\n" +
+	"\x10BroadcastRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\x12\"\n" +
+	"\rclient_msg_id\x18\x04 \x01(\tR\vclientMsgId\"l\n" +
+	"\x11BroadcastResponse\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1c\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"\xf2\x01\n" +
 	"\x12SendMessageRequest\x12\x1b\n" +
 	"\tsender_id\x18\x01 \x01(\tR\bsenderId\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\"\n" +
@@ -782,14 +925,15 @@ const file_parley_backend_v1_backend_proto_rawDesc = "" +
 	"_after_seq\"^\n" +
 	"\x12GetHistoryResponse\x12-\n" +
 	"\x06events\x18\x01 \x03(\v2\x15.parley.chat.v1.EventR\x06events\x12\x19\n" +
-	"\bhas_more\x18\x02 \x01(\bR\ahasMore2\xf5\x03\n" +
+	"\bhas_more\x18\x02 \x01(\bR\ahasMore2\xcd\x04\n" +
 	"\x0eBackendService\x12\\\n" +
 	"\vSendMessage\x12%.parley.backend.v1.SendMessageRequest\x1a&.parley.backend.v1.SendMessageResponse\x12q\n" +
 	"\x12CreateConversation\x12,.parley.backend.v1.CreateConversationRequest\x1a-.parley.backend.v1.CreateConversationResponse\x12V\n" +
 	"\tAddMember\x12#.parley.backend.v1.AddMemberRequest\x1a$.parley.backend.v1.AddMemberResponse\x12_\n" +
 	"\fRemoveMember\x12&.parley.backend.v1.RemoveMemberRequest\x1a'.parley.backend.v1.RemoveMemberResponse\x12Y\n" +
 	"\n" +
-	"GetHistory\x12$.parley.backend.v1.GetHistoryRequest\x1a%.parley.backend.v1.GetHistoryResponseBAZ?github.com/parleychat/parley/pkg/pb/parley/backend/v1;backendv1b\x06proto3"
+	"GetHistory\x12$.parley.backend.v1.GetHistoryRequest\x1a%.parley.backend.v1.GetHistoryResponse\x12V\n" +
+	"\tBroadcast\x12#.parley.backend.v1.BroadcastRequest\x1a$.parley.backend.v1.BroadcastResponseBAZ?github.com/parleychat/parley/pkg/pb/parley/backend/v1;backendv1b\x06proto3"
 
 var (
 	file_parley_backend_v1_backend_proto_rawDescOnce sync.Once
@@ -803,36 +947,40 @@ func file_parley_backend_v1_backend_proto_rawDescGZIP() []byte {
 	return file_parley_backend_v1_backend_proto_rawDescData
 }
 
-var file_parley_backend_v1_backend_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_parley_backend_v1_backend_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_parley_backend_v1_backend_proto_goTypes = []any{
-	(*SendMessageRequest)(nil),         // 0: parley.backend.v1.SendMessageRequest
-	(*SendMessageResponse)(nil),        // 1: parley.backend.v1.SendMessageResponse
-	(*CreateConversationRequest)(nil),  // 2: parley.backend.v1.CreateConversationRequest
-	(*CreateConversationResponse)(nil), // 3: parley.backend.v1.CreateConversationResponse
-	(*AddMemberRequest)(nil),           // 4: parley.backend.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),          // 5: parley.backend.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),        // 6: parley.backend.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),       // 7: parley.backend.v1.RemoveMemberResponse
-	(*GetHistoryRequest)(nil),          // 8: parley.backend.v1.GetHistoryRequest
-	(*GetHistoryResponse)(nil),         // 9: parley.backend.v1.GetHistoryResponse
-	(v1.ConversationKind)(0),           // 10: parley.chat.v1.ConversationKind
-	(*v1.Event)(nil),                   // 11: parley.chat.v1.Event
+	(*BroadcastRequest)(nil),           // 0: parley.backend.v1.BroadcastRequest
+	(*BroadcastResponse)(nil),          // 1: parley.backend.v1.BroadcastResponse
+	(*SendMessageRequest)(nil),         // 2: parley.backend.v1.SendMessageRequest
+	(*SendMessageResponse)(nil),        // 3: parley.backend.v1.SendMessageResponse
+	(*CreateConversationRequest)(nil),  // 4: parley.backend.v1.CreateConversationRequest
+	(*CreateConversationResponse)(nil), // 5: parley.backend.v1.CreateConversationResponse
+	(*AddMemberRequest)(nil),           // 6: parley.backend.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),          // 7: parley.backend.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),        // 8: parley.backend.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),       // 9: parley.backend.v1.RemoveMemberResponse
+	(*GetHistoryRequest)(nil),          // 10: parley.backend.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),         // 11: parley.backend.v1.GetHistoryResponse
+	(v1.ConversationKind)(0),           // 12: parley.chat.v1.ConversationKind
+	(*v1.Event)(nil),                   // 13: parley.chat.v1.Event
 }
 var file_parley_backend_v1_backend_proto_depIdxs = []int32{
-	10, // 0: parley.backend.v1.CreateConversationRequest.kind:type_name -> parley.chat.v1.ConversationKind
-	11, // 1: parley.backend.v1.GetHistoryResponse.events:type_name -> parley.chat.v1.Event
-	0,  // 2: parley.backend.v1.BackendService.SendMessage:input_type -> parley.backend.v1.SendMessageRequest
-	2,  // 3: parley.backend.v1.BackendService.CreateConversation:input_type -> parley.backend.v1.CreateConversationRequest
-	4,  // 4: parley.backend.v1.BackendService.AddMember:input_type -> parley.backend.v1.AddMemberRequest
-	6,  // 5: parley.backend.v1.BackendService.RemoveMember:input_type -> parley.backend.v1.RemoveMemberRequest
-	8,  // 6: parley.backend.v1.BackendService.GetHistory:input_type -> parley.backend.v1.GetHistoryRequest
-	1,  // 7: parley.backend.v1.BackendService.SendMessage:output_type -> parley.backend.v1.SendMessageResponse
-	3,  // 8: parley.backend.v1.BackendService.CreateConversation:output_type -> parley.backend.v1.CreateConversationResponse
-	5,  // 9: parley.backend.v1.BackendService.AddMember:output_type -> parley.backend.v1.AddMemberResponse
-	7,  // 10: parley.backend.v1.BackendService.RemoveMember:output_type -> parley.backend.v1.RemoveMemberResponse
-	9,  // 11: parley.backend.v1.BackendService.GetHistory:output_type -> parley.backend.v1.GetHistoryResponse
-	7,  // [7:12] is the sub-list for method output_type
-	2,  // [2:7] is the sub-list for method input_type
+	12, // 0: parley.backend.v1.CreateConversationRequest.kind:type_name -> parley.chat.v1.ConversationKind
+	13, // 1: parley.backend.v1.GetHistoryResponse.events:type_name -> parley.chat.v1.Event
+	2,  // 2: parley.backend.v1.BackendService.SendMessage:input_type -> parley.backend.v1.SendMessageRequest
+	4,  // 3: parley.backend.v1.BackendService.CreateConversation:input_type -> parley.backend.v1.CreateConversationRequest
+	6,  // 4: parley.backend.v1.BackendService.AddMember:input_type -> parley.backend.v1.AddMemberRequest
+	8,  // 5: parley.backend.v1.BackendService.RemoveMember:input_type -> parley.backend.v1.RemoveMemberRequest
+	10, // 6: parley.backend.v1.BackendService.GetHistory:input_type -> parley.backend.v1.GetHistoryRequest
+	0,  // 7: parley.backend.v1.BackendService.Broadcast:input_type -> parley.backend.v1.BroadcastRequest
+	3,  // 8: parley.backend.v1.BackendService.SendMessage:output_type -> parley.backend.v1.SendMessageResponse
+	5,  // 9: parley.backend.v1.BackendService.CreateConversation:output_type -> parley.backend.v1.CreateConversationResponse
+	7,  // 10: parley.backend.v1.BackendService.AddMember:output_type -> parley.backend.v1.AddMemberResponse
+	9,  // 11: parley.backend.v1.BackendService.RemoveMember:output_type -> parley.backend.v1.RemoveMemberResponse
+	11, // 12: parley.backend.v1.BackendService.GetHistory:output_type -> parley.backend.v1.GetHistoryResponse
+	1,  // 13: parley.backend.v1.BackendService.Broadcast:output_type -> parley.backend.v1.BroadcastResponse
+	8,  // [8:14] is the sub-list for method output_type
+	2,  // [2:8] is the sub-list for method input_type
 	2,  // [2:2] is the sub-list for extension type_name
 	2,  // [2:2] is the sub-list for extension extendee
 	0,  // [0:2] is the sub-list for field type_name
@@ -843,14 +991,14 @@ func file_parley_backend_v1_backend_proto_init() {
 	if File_parley_backend_v1_backend_proto != nil {
 		return
 	}
-	file_parley_backend_v1_backend_proto_msgTypes[8].OneofWrappers = []any{}
+	file_parley_backend_v1_backend_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_backend_v1_backend_proto_rawDesc), len(file_parley_backend_v1_backend_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

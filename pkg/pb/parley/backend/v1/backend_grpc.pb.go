@@ -30,6 +30,7 @@ const (
 	BackendService_AddMember_FullMethodName          = "/parley.backend.v1.BackendService/AddMember"
 	BackendService_RemoveMember_FullMethodName       = "/parley.backend.v1.BackendService/RemoveMember"
 	BackendService_GetHistory_FullMethodName         = "/parley.backend.v1.BackendService/GetHistory"
+	BackendService_Broadcast_FullMethodName          = "/parley.backend.v1.BackendService/Broadcast"
 )
 
 // BackendServiceClient is the client API for BackendService service.
@@ -54,6 +55,11 @@ type BackendServiceClient interface {
 	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error)
 	// GetHistory pages a conversation's events as as_user_id, a member.
 	GetHistory(ctx context.Context, in *GetHistoryRequest, opts ...grpc.CallOption) (*GetHistoryResponse, error)
+	// Broadcast posts a notice to every user whose token carries the
+	// attribute key = value (the parley_attrs claim): stored once, in the
+	// audience's conversation, pushed to their connected devices and
+	// resumed by the others when they connect.
+	Broadcast(ctx context.Context, in *BroadcastRequest, opts ...grpc.CallOption) (*BroadcastResponse, error)
 }
 
 type backendServiceClient struct {
@@ -114,6 +120,16 @@ func (c *backendServiceClient) GetHistory(ctx context.Context, in *GetHistoryReq
 	return out, nil
 }
 
+func (c *backendServiceClient) Broadcast(ctx context.Context, in *BroadcastRequest, opts ...grpc.CallOption) (*BroadcastResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BroadcastResponse)
+	err := c.cc.Invoke(ctx, BackendService_Broadcast_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BackendServiceServer is the server API for BackendService service.
 // All implementations must embed UnimplementedBackendServiceServer
 // for forward compatibility.
@@ -136,6 +152,11 @@ type BackendServiceServer interface {
 	RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error)
 	// GetHistory pages a conversation's events as as_user_id, a member.
 	GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error)
+	// Broadcast posts a notice to every user whose token carries the
+	// attribute key = value (the parley_attrs claim): stored once, in the
+	// audience's conversation, pushed to their connected devices and
+	// resumed by the others when they connect.
+	Broadcast(context.Context, *BroadcastRequest) (*BroadcastResponse, error)
 	mustEmbedUnimplementedBackendServiceServer()
 }
 
@@ -160,6 +181,9 @@ func (UnimplementedBackendServiceServer) RemoveMember(context.Context, *RemoveMe
 }
 func (UnimplementedBackendServiceServer) GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetHistory not implemented")
+}
+func (UnimplementedBackendServiceServer) Broadcast(context.Context, *BroadcastRequest) (*BroadcastResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Broadcast not implemented")
 }
 func (UnimplementedBackendServiceServer) mustEmbedUnimplementedBackendServiceServer() {}
 func (UnimplementedBackendServiceServer) testEmbeddedByValue()                        {}
@@ -272,6 +296,24 @@ func _BackendService_GetHistory_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _BackendService_Broadcast_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BroadcastRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackendServiceServer).Broadcast(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BackendService_Broadcast_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackendServiceServer).Broadcast(ctx, req.(*BroadcastRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // BackendService_ServiceDesc is the grpc.ServiceDesc for BackendService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -298,6 +340,10 @@ var BackendService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetHistory",
 			Handler:    _BackendService_GetHistory_Handler,
+		},
+		{
+			MethodName: "Broadcast",
+			Handler:    _BackendService_Broadcast_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

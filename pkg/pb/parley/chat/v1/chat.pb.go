@@ -47,6 +47,13 @@ const (
 	// posts, edits or reacts in it, but it is listed, paged, marked read and
 	// resumed like any conversation. Its id is Authenticated.inbox_id.
 	ConversationKind_CONVERSATION_KIND_INBOX ConversationKind = 4
+	// AUDIENCE holds the application's broadcasts to every user with one
+	// attribute (its title, "key=value", as "region=eu"), stored once. Its
+	// one member is the audience itself ("aud:" and the selector), not a
+	// user: a user reads it, live and by resuming, while their token gives
+	// them the attribute (Authenticated.audiences). Nobody posts in it but
+	// the backend API's Broadcast.
+	ConversationKind_CONVERSATION_KIND_AUDIENCE ConversationKind = 5
 )
 
 // Enum value maps for ConversationKind.
@@ -57,6 +64,7 @@ var (
 		2: "CONVERSATION_KIND_GROUP",
 		3: "CONVERSATION_KIND_CHANNEL",
 		4: "CONVERSATION_KIND_INBOX",
+		5: "CONVERSATION_KIND_AUDIENCE",
 	}
 	ConversationKind_value = map[string]int32{
 		"CONVERSATION_KIND_UNSPECIFIED": 0,
@@ -64,6 +72,7 @@ var (
 		"CONVERSATION_KIND_GROUP":       2,
 		"CONVERSATION_KIND_CHANNEL":     3,
 		"CONVERSATION_KIND_INBOX":       4,
+		"CONVERSATION_KIND_AUDIENCE":    5,
 	}
 )
 
@@ -3314,13 +3323,14 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x12#\n" +
 	"\rdelivered_seq\x18\x04 \x01(\x04R\fdeliveredSeq\x12\x19\n" +
 	"\bread_seq\x18\x05 \x01(\x04R\areadSeq\x12.\n" +
-	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time*\xac\x01\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time*\xcc\x01\n" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONVERSATION_KIND_DIRECT\x10\x01\x12\x1b\n" +
 	"\x17CONVERSATION_KIND_GROUP\x10\x02\x12\x1d\n" +
 	"\x19CONVERSATION_KIND_CHANNEL\x10\x03\x12\x1b\n" +
-	"\x17CONVERSATION_KIND_INBOX\x10\x04*o\n" +
+	"\x17CONVERSATION_KIND_INBOX\x10\x04\x12\x1e\n" +
+	"\x1aCONVERSATION_KIND_AUDIENCE\x10\x05*o\n" +
 	"\n" +
 	"MemberRole\x12\x1b\n" +
 	"\x17MEMBER_ROLE_UNSPECIFIED\x10\x00\x12\x16\n" +

@@ -3692,7 +3692,11 @@ type Authenticated struct {
 	// inbox_id is the id of the user's inbox (CONVERSATION_KIND_INBOX). It
 	// exists once something was delivered to it; resume it like any other
 	// conversation.
-	InboxId       string `protobuf:"bytes,5,opt,name=inbox_id,json=inboxId,proto3" json:"inbox_id,omitempty"`
+	InboxId string `protobuf:"bytes,5,opt,name=inbox_id,json=inboxId,proto3" json:"inbox_id,omitempty"`
+	// audiences are those the token's attributes put the user in: their
+	// broadcasts are pushed to this connection, and each may be resumed and
+	// paged like a conversation.
+	Audiences     []*Audience `protobuf:"bytes,6,rep,name=audiences,proto3" json:"audiences,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3762,6 +3766,68 @@ func (x *Authenticated) GetInboxId() string {
 	return ""
 }
 
+func (x *Authenticated) GetAudiences() []*Audience {
+	if x != nil {
+		return x.Audiences
+	}
+	return nil
+}
+
+// Audience is a broadcast conversation the user belongs to by an
+// attribute.
+type Audience struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// selector is the attribute, "key=value".
+	Selector       string `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	ConversationId string `protobuf:"bytes,2,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Audience) Reset() {
+	*x = Audience{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Audience) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Audience) ProtoMessage() {}
+
+func (x *Audience) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Audience.ProtoReflect.Descriptor instead.
+func (*Audience) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *Audience) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+func (x *Audience) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
 // Accepted means the command is durably in the log and has been sequenced.
 type Accepted struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -3777,7 +3843,7 @@ type Accepted struct {
 
 func (x *Accepted) Reset() {
 	*x = Accepted{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[49]
+	mi := &file_parley_client_v1_client_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3789,7 +3855,7 @@ func (x *Accepted) String() string {
 func (*Accepted) ProtoMessage() {}
 
 func (x *Accepted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[49]
+	mi := &file_parley_client_v1_client_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3802,7 +3868,7 @@ func (x *Accepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accepted.ProtoReflect.Descriptor instead.
 func (*Accepted) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{49}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *Accepted) GetClientMsgId() string {
@@ -3844,7 +3910,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[50]
+	mi := &file_parley_client_v1_client_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3856,7 +3922,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[50]
+	mi := &file_parley_client_v1_client_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3869,7 +3935,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{50}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *EventBatch) GetEvents() []*v1.Event {
@@ -3891,7 +3957,7 @@ type ConversationList struct {
 
 func (x *ConversationList) Reset() {
 	*x = ConversationList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[51]
+	mi := &file_parley_client_v1_client_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3903,7 +3969,7 @@ func (x *ConversationList) String() string {
 func (*ConversationList) ProtoMessage() {}
 
 func (x *ConversationList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[51]
+	mi := &file_parley_client_v1_client_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3916,7 +3982,7 @@ func (x *ConversationList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationList.ProtoReflect.Descriptor instead.
 func (*ConversationList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{51}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ConversationList) GetConversations() []*v1.Conversation {
@@ -3944,7 +4010,7 @@ type TypingBatch struct {
 
 func (x *TypingBatch) Reset() {
 	*x = TypingBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[52]
+	mi := &file_parley_client_v1_client_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3956,7 +4022,7 @@ func (x *TypingBatch) String() string {
 func (*TypingBatch) ProtoMessage() {}
 
 func (x *TypingBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[52]
+	mi := &file_parley_client_v1_client_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3969,7 +4035,7 @@ func (x *TypingBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingBatch.ProtoReflect.Descriptor instead.
 func (*TypingBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{52}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *TypingBatch) GetTyping() []*v1.Typing {
@@ -3990,7 +4056,7 @@ type PresenceList struct {
 
 func (x *PresenceList) Reset() {
 	*x = PresenceList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[53]
+	mi := &file_parley_client_v1_client_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4002,7 +4068,7 @@ func (x *PresenceList) String() string {
 func (*PresenceList) ProtoMessage() {}
 
 func (x *PresenceList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[53]
+	mi := &file_parley_client_v1_client_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4015,7 +4081,7 @@ func (x *PresenceList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceList.ProtoReflect.Descriptor instead.
 func (*PresenceList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{53}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *PresenceList) GetPresence() []*v1.Presence {
@@ -4036,7 +4102,7 @@ type ReceiptBatch struct {
 
 func (x *ReceiptBatch) Reset() {
 	*x = ReceiptBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[54]
+	mi := &file_parley_client_v1_client_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4048,7 +4114,7 @@ func (x *ReceiptBatch) String() string {
 func (*ReceiptBatch) ProtoMessage() {}
 
 func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[54]
+	mi := &file_parley_client_v1_client_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4061,7 +4127,7 @@ func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptBatch.ProtoReflect.Descriptor instead.
 func (*ReceiptBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{54}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ReceiptBatch) GetReceipts() []*v1.Receipt {
@@ -4084,7 +4150,7 @@ type HistoryPage struct {
 
 func (x *HistoryPage) Reset() {
 	*x = HistoryPage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[55]
+	mi := &file_parley_client_v1_client_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4096,7 +4162,7 @@ func (x *HistoryPage) String() string {
 func (*HistoryPage) ProtoMessage() {}
 
 func (x *HistoryPage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[55]
+	mi := &file_parley_client_v1_client_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4109,7 +4175,7 @@ func (x *HistoryPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryPage.ProtoReflect.Descriptor instead.
 func (*HistoryPage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{55}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *HistoryPage) GetConversationId() string {
@@ -4154,7 +4220,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[56]
+	mi := &file_parley_client_v1_client_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4166,7 +4232,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[56]
+	mi := &file_parley_client_v1_client_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4179,7 +4245,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{56}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *Error) GetCode() v1.ErrorCode {
@@ -4226,7 +4292,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[57]
+	mi := &file_parley_client_v1_client_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4238,7 +4304,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[57]
+	mi := &file_parley_client_v1_client_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4251,7 +4317,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{57}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{58}
 }
 
 var File_parley_client_v1_client_proto protoreflect.FileDescriptor
@@ -4496,14 +4562,18 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\bcontacts\x18\x01 \x03(\v2\x17.parley.chat.v1.ContactR\bcontacts\"r\n" +
 	"\aResumed\x125\n" +
 	"\tcaught_up\x18\x01 \x03(\v2\x18.parley.client.v1.CursorR\bcaughtUp\x120\n" +
-	"\x06failed\x18\x02 \x03(\v2\x18.parley.client.v1.CursorR\x06failed\"\xc0\x01\n" +
+	"\x06failed\x18\x02 \x03(\v2\x18.parley.client.v1.CursorR\x06failed\"\xfa\x01\n" +
 	"\rAuthenticated\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x03 \x01(\tR\tsessionId\x12?\n" +
 	"\rtoken_expires\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\ftokenExpires\x12\x19\n" +
-	"\binbox_id\x18\x05 \x01(\tR\ainboxId\"\x87\x01\n" +
+	"\binbox_id\x18\x05 \x01(\tR\ainboxId\x128\n" +
+	"\taudiences\x18\x06 \x03(\v2\x1a.parley.client.v1.AudienceR\taudiences\"O\n" +
+	"\bAudience\x12\x1a\n" +
+	"\bselector\x18\x01 \x01(\tR\bselector\x12'\n" +
+	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\"\x87\x01\n" +
 	"\bAccepted\x12\"\n" +
 	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x10\n" +
@@ -4546,7 +4616,7 @@ func file_parley_client_v1_client_proto_rawDescGZIP() []byte {
 	return file_parley_client_v1_client_proto_rawDescData
 }
 
-var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_parley_client_v1_client_proto_goTypes = []any{
 	(*ClientFrame)(nil),           // 0: parley.client.v1.ClientFrame
 	(*RefreshToken)(nil),          // 1: parley.client.v1.RefreshToken
@@ -4597,29 +4667,30 @@ var file_parley_client_v1_client_proto_goTypes = []any{
 	(*ContactList)(nil),           // 46: parley.client.v1.ContactList
 	(*Resumed)(nil),               // 47: parley.client.v1.Resumed
 	(*Authenticated)(nil),         // 48: parley.client.v1.Authenticated
-	(*Accepted)(nil),              // 49: parley.client.v1.Accepted
-	(*EventBatch)(nil),            // 50: parley.client.v1.EventBatch
-	(*ConversationList)(nil),      // 51: parley.client.v1.ConversationList
-	(*TypingBatch)(nil),           // 52: parley.client.v1.TypingBatch
-	(*PresenceList)(nil),          // 53: parley.client.v1.PresenceList
-	(*ReceiptBatch)(nil),          // 54: parley.client.v1.ReceiptBatch
-	(*HistoryPage)(nil),           // 55: parley.client.v1.HistoryPage
-	(*Error)(nil),                 // 56: parley.client.v1.Error
-	(*Pong)(nil),                  // 57: parley.client.v1.Pong
-	(*v1.Attachment)(nil),         // 58: parley.chat.v1.Attachment
-	(*v1.ContactCard)(nil),        // 59: parley.chat.v1.ContactCard
-	(v1.ConversationKind)(0),      // 60: parley.chat.v1.ConversationKind
-	(v1.MemberRole)(0),            // 61: parley.chat.v1.MemberRole
-	(*timestamppb.Timestamp)(nil), // 62: google.protobuf.Timestamp
-	(*v1.ConversationFlags)(nil),  // 63: parley.chat.v1.ConversationFlags
-	(v1.ContactState)(0),          // 64: parley.chat.v1.ContactState
-	(*v1.Contact)(nil),            // 65: parley.chat.v1.Contact
-	(*v1.Event)(nil),              // 66: parley.chat.v1.Event
-	(*v1.Conversation)(nil),       // 67: parley.chat.v1.Conversation
-	(*v1.Typing)(nil),             // 68: parley.chat.v1.Typing
-	(*v1.Presence)(nil),           // 69: parley.chat.v1.Presence
-	(*v1.Receipt)(nil),            // 70: parley.chat.v1.Receipt
-	(v1.ErrorCode)(0),             // 71: parley.chat.v1.ErrorCode
+	(*Audience)(nil),              // 49: parley.client.v1.Audience
+	(*Accepted)(nil),              // 50: parley.client.v1.Accepted
+	(*EventBatch)(nil),            // 51: parley.client.v1.EventBatch
+	(*ConversationList)(nil),      // 52: parley.client.v1.ConversationList
+	(*TypingBatch)(nil),           // 53: parley.client.v1.TypingBatch
+	(*PresenceList)(nil),          // 54: parley.client.v1.PresenceList
+	(*ReceiptBatch)(nil),          // 55: parley.client.v1.ReceiptBatch
+	(*HistoryPage)(nil),           // 56: parley.client.v1.HistoryPage
+	(*Error)(nil),                 // 57: parley.client.v1.Error
+	(*Pong)(nil),                  // 58: parley.client.v1.Pong
+	(*v1.Attachment)(nil),         // 59: parley.chat.v1.Attachment
+	(*v1.ContactCard)(nil),        // 60: parley.chat.v1.ContactCard
+	(v1.ConversationKind)(0),      // 61: parley.chat.v1.ConversationKind
+	(v1.MemberRole)(0),            // 62: parley.chat.v1.MemberRole
+	(*timestamppb.Timestamp)(nil), // 63: google.protobuf.Timestamp
+	(*v1.ConversationFlags)(nil),  // 64: parley.chat.v1.ConversationFlags
+	(v1.ContactState)(0),          // 65: parley.chat.v1.ContactState
+	(*v1.Contact)(nil),            // 66: parley.chat.v1.Contact
+	(*v1.Event)(nil),              // 67: parley.chat.v1.Event
+	(*v1.Conversation)(nil),       // 68: parley.chat.v1.Conversation
+	(*v1.Typing)(nil),             // 69: parley.chat.v1.Typing
+	(*v1.Presence)(nil),           // 70: parley.chat.v1.Presence
+	(*v1.Receipt)(nil),            // 71: parley.chat.v1.Receipt
+	(v1.ErrorCode)(0),             // 72: parley.chat.v1.ErrorCode
 }
 var file_parley_client_v1_client_proto_depIdxs = []int32{
 	3,  // 0: parley.client.v1.ClientFrame.authenticate:type_name -> parley.client.v1.Authenticate
@@ -4659,21 +4730,21 @@ var file_parley_client_v1_client_proto_depIdxs = []int32{
 	27, // 34: parley.client.v1.ClientFrame.list_contacts:type_name -> parley.client.v1.ListContacts
 	1,  // 35: parley.client.v1.ClientFrame.refresh_token:type_name -> parley.client.v1.RefreshToken
 	4,  // 36: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
-	58, // 37: parley.client.v1.SendMessage.attachments:type_name -> parley.chat.v1.Attachment
-	59, // 38: parley.client.v1.SendMessage.contact:type_name -> parley.chat.v1.ContactCard
-	60, // 39: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	61, // 40: parley.client.v1.SetMemberRole.role:type_name -> parley.chat.v1.MemberRole
+	59, // 37: parley.client.v1.SendMessage.attachments:type_name -> parley.chat.v1.Attachment
+	60, // 38: parley.client.v1.SendMessage.contact:type_name -> parley.chat.v1.ContactCard
+	61, // 39: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	62, // 40: parley.client.v1.SetMemberRole.role:type_name -> parley.chat.v1.MemberRole
 	48, // 41: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
-	49, // 42: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
-	50, // 43: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
-	51, // 44: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
-	55, // 45: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
-	56, // 46: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
-	57, // 47: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
+	50, // 42: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
+	51, // 43: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
+	52, // 44: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
+	56, // 45: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
+	57, // 46: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
+	58, // 47: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
 	47, // 48: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
-	54, // 49: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
-	52, // 50: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
-	53, // 51: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
+	55, // 49: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
+	53, // 50: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
+	54, // 51: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
 	43, // 52: parley.client.v1.ServerFrame.block_status:type_name -> parley.client.v1.BlockStatus
 	44, // 53: parley.client.v1.ServerFrame.contact_status:type_name -> parley.client.v1.ContactStatus
 	45, // 54: parley.client.v1.ServerFrame.invitation_status:type_name -> parley.client.v1.InvitationStatus
@@ -4682,26 +4753,27 @@ var file_parley_client_v1_client_proto_depIdxs = []int32{
 	46, // 57: parley.client.v1.ServerFrame.contacts:type_name -> parley.client.v1.ContactList
 	39, // 58: parley.client.v1.ServerFrame.token_expiring:type_name -> parley.client.v1.TokenExpiring
 	40, // 59: parley.client.v1.ServerFrame.token_refreshed:type_name -> parley.client.v1.TokenRefreshed
-	62, // 60: parley.client.v1.TokenExpiring.expires:type_name -> google.protobuf.Timestamp
-	62, // 61: parley.client.v1.TokenRefreshed.expires:type_name -> google.protobuf.Timestamp
-	63, // 62: parley.client.v1.FlagsBatch.flags:type_name -> parley.chat.v1.ConversationFlags
-	64, // 63: parley.client.v1.ContactStatus.state:type_name -> parley.chat.v1.ContactState
-	65, // 64: parley.client.v1.ContactList.contacts:type_name -> parley.chat.v1.Contact
+	63, // 60: parley.client.v1.TokenExpiring.expires:type_name -> google.protobuf.Timestamp
+	63, // 61: parley.client.v1.TokenRefreshed.expires:type_name -> google.protobuf.Timestamp
+	64, // 62: parley.client.v1.FlagsBatch.flags:type_name -> parley.chat.v1.ConversationFlags
+	65, // 63: parley.client.v1.ContactStatus.state:type_name -> parley.chat.v1.ContactState
+	66, // 64: parley.client.v1.ContactList.contacts:type_name -> parley.chat.v1.Contact
 	4,  // 65: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
 	4,  // 66: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
-	62, // 67: parley.client.v1.Authenticated.token_expires:type_name -> google.protobuf.Timestamp
-	66, // 68: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
-	67, // 69: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
-	68, // 70: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
-	69, // 71: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
-	70, // 72: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
-	66, // 73: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
-	71, // 74: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
-	75, // [75:75] is the sub-list for method output_type
-	75, // [75:75] is the sub-list for method input_type
-	75, // [75:75] is the sub-list for extension type_name
-	75, // [75:75] is the sub-list for extension extendee
-	0,  // [0:75] is the sub-list for field type_name
+	63, // 67: parley.client.v1.Authenticated.token_expires:type_name -> google.protobuf.Timestamp
+	49, // 68: parley.client.v1.Authenticated.audiences:type_name -> parley.client.v1.Audience
+	67, // 69: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
+	68, // 70: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
+	69, // 71: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
+	70, // 72: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
+	71, // 73: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
+	67, // 74: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
+	72, // 75: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
+	76, // [76:76] is the sub-list for method output_type
+	76, // [76:76] is the sub-list for method input_type
+	76, // [76:76] is the sub-list for extension type_name
+	76, // [76:76] is the sub-list for extension extendee
+	0,  // [0:76] is the sub-list for field type_name
 }
 
 func init() { file_parley_client_v1_client_proto_init() }
@@ -4776,7 +4848,7 @@ func file_parley_client_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_client_v1_client_proto_rawDesc), len(file_parley_client_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   58,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -65,6 +65,7 @@ type Command struct {
 	//	*Command_SetFlags
 	//	*Command_HeadProbe
 	//	*Command_InboxDeliver
+	//	*Command_Announce
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -374,6 +375,15 @@ func (x *Command) GetInboxDeliver() *InboxDeliver {
 	return nil
 }
 
+func (x *Command) GetAnnounce() *Announce {
+	if x != nil {
+		if x, ok := x.Body.(*Command_Announce); ok {
+			return x.Announce
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -478,6 +488,10 @@ type Command_InboxDeliver struct {
 	InboxDeliver *InboxDeliver `protobuf:"bytes,70,opt,name=inbox_deliver,json=inboxDeliver,proto3,oneof"`
 }
 
+type Command_Announce struct {
+	Announce *Announce `protobuf:"bytes,80,opt,name=announce,proto3,oneof"`
+}
+
 func (*Command_CreateConversation) isCommand_Body() {}
 
 func (*Command_AddMember) isCommand_Body() {}
@@ -528,6 +542,64 @@ func (*Command_HeadProbe) isCommand_Body() {}
 
 func (*Command_InboxDeliver) isCommand_Body() {}
 
+func (*Command_Announce) isCommand_Body() {}
+
+// Announce posts a broadcast to the audience of selector (the command's
+// conversation, parley.chat.v1 CONVERSATION_KIND_AUDIENCE), creating the
+// audience first if it has none. Only the backend API's Broadcast makes
+// it; the message is a system one.
+type Announce struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Selector      string                 `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	Text          string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Announce) Reset() {
+	*x = Announce{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Announce) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Announce) ProtoMessage() {}
+
+func (x *Announce) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Announce.ProtoReflect.Descriptor instead.
+func (*Announce) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Announce) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+func (x *Announce) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
 // ContactRequest asks user_id to become a contact. The command's
 // conversation is the pair's direct one (whether or not it was opened),
 // whose aggregate holds the pair's contact state and blocks. If user_id
@@ -541,7 +613,7 @@ type ContactRequest struct {
 
 func (x *ContactRequest) Reset() {
 	*x = ContactRequest{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[1]
+	mi := &file_parley_log_v1_log_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -553,7 +625,7 @@ func (x *ContactRequest) String() string {
 func (*ContactRequest) ProtoMessage() {}
 
 func (x *ContactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[1]
+	mi := &file_parley_log_v1_log_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -566,7 +638,7 @@ func (x *ContactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactRequest.ProtoReflect.Descriptor instead.
 func (*ContactRequest) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{1}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ContactRequest) GetUserId() string {
@@ -588,7 +660,7 @@ type ContactResponse struct {
 
 func (x *ContactResponse) Reset() {
 	*x = ContactResponse{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[2]
+	mi := &file_parley_log_v1_log_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -600,7 +672,7 @@ func (x *ContactResponse) String() string {
 func (*ContactResponse) ProtoMessage() {}
 
 func (x *ContactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[2]
+	mi := &file_parley_log_v1_log_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -613,7 +685,7 @@ func (x *ContactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactResponse.ProtoReflect.Descriptor instead.
 func (*ContactResponse) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{2}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ContactResponse) GetUserId() string {
@@ -641,7 +713,7 @@ type ContactCancel struct {
 
 func (x *ContactCancel) Reset() {
 	*x = ContactCancel{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[3]
+	mi := &file_parley_log_v1_log_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +725,7 @@ func (x *ContactCancel) String() string {
 func (*ContactCancel) ProtoMessage() {}
 
 func (x *ContactCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[3]
+	mi := &file_parley_log_v1_log_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +738,7 @@ func (x *ContactCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactCancel.ProtoReflect.Descriptor instead.
 func (*ContactCancel) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{3}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ContactCancel) GetUserId() string {
@@ -687,7 +759,7 @@ type AnswerInvitation struct {
 
 func (x *AnswerInvitation) Reset() {
 	*x = AnswerInvitation{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	mi := &file_parley_log_v1_log_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +771,7 @@ func (x *AnswerInvitation) String() string {
 func (*AnswerInvitation) ProtoMessage() {}
 
 func (x *AnswerInvitation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	mi := &file_parley_log_v1_log_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +784,7 @@ func (x *AnswerInvitation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnswerInvitation.ProtoReflect.Descriptor instead.
 func (*AnswerInvitation) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{4}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AnswerInvitation) GetAccept() bool {
@@ -736,7 +808,7 @@ type InvitationDeclined struct {
 
 func (x *InvitationDeclined) Reset() {
 	*x = InvitationDeclined{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	mi := &file_parley_log_v1_log_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -748,7 +820,7 @@ func (x *InvitationDeclined) String() string {
 func (*InvitationDeclined) ProtoMessage() {}
 
 func (x *InvitationDeclined) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	mi := &file_parley_log_v1_log_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -761,7 +833,7 @@ func (x *InvitationDeclined) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvitationDeclined.ProtoReflect.Descriptor instead.
 func (*InvitationDeclined) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{5}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *InvitationDeclined) GetConversationId() string {
@@ -802,7 +874,7 @@ type ContactChange struct {
 
 func (x *ContactChange) Reset() {
 	*x = ContactChange{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[6]
+	mi := &file_parley_log_v1_log_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +886,7 @@ func (x *ContactChange) String() string {
 func (*ContactChange) ProtoMessage() {}
 
 func (x *ContactChange) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[6]
+	mi := &file_parley_log_v1_log_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +899,7 @@ func (x *ContactChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactChange.ProtoReflect.Descriptor instead.
 func (*ContactChange) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{6}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ContactChange) GetConversationId() string {
@@ -884,7 +956,7 @@ type InboxDeliver struct {
 
 func (x *InboxDeliver) Reset() {
 	*x = InboxDeliver{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[7]
+	mi := &file_parley_log_v1_log_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +968,7 @@ func (x *InboxDeliver) String() string {
 func (*InboxDeliver) ProtoMessage() {}
 
 func (x *InboxDeliver) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[7]
+	mi := &file_parley_log_v1_log_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +981,7 @@ func (x *InboxDeliver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxDeliver.ProtoReflect.Descriptor instead.
 func (*InboxDeliver) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{7}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *InboxDeliver) GetOwnerId() string {
@@ -973,7 +1045,7 @@ type SetFlags struct {
 
 func (x *SetFlags) Reset() {
 	*x = SetFlags{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[8]
+	mi := &file_parley_log_v1_log_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1057,7 @@ func (x *SetFlags) String() string {
 func (*SetFlags) ProtoMessage() {}
 
 func (x *SetFlags) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[8]
+	mi := &file_parley_log_v1_log_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1070,7 @@ func (x *SetFlags) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFlags.ProtoReflect.Descriptor instead.
 func (*SetFlags) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{8}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SetFlags) GetMuted() bool {
@@ -1032,7 +1104,7 @@ type CreateConversation struct {
 
 func (x *CreateConversation) Reset() {
 	*x = CreateConversation{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[9]
+	mi := &file_parley_log_v1_log_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1044,7 +1116,7 @@ func (x *CreateConversation) String() string {
 func (*CreateConversation) ProtoMessage() {}
 
 func (x *CreateConversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[9]
+	mi := &file_parley_log_v1_log_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1057,7 +1129,7 @@ func (x *CreateConversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversation.ProtoReflect.Descriptor instead.
 func (*CreateConversation) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{9}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateConversation) GetKind() v1.ConversationKind {
@@ -1105,7 +1177,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[10]
+	mi := &file_parley_log_v1_log_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1189,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[10]
+	mi := &file_parley_log_v1_log_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1202,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{10}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RemoveMember) GetUserId() string {
@@ -1150,7 +1222,7 @@ type Leave struct {
 
 func (x *Leave) Reset() {
 	*x = Leave{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[11]
+	mi := &file_parley_log_v1_log_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1162,7 +1234,7 @@ func (x *Leave) String() string {
 func (*Leave) ProtoMessage() {}
 
 func (x *Leave) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[11]
+	mi := &file_parley_log_v1_log_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1175,7 +1247,7 @@ func (x *Leave) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Leave.ProtoReflect.Descriptor instead.
 func (*Leave) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{11}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{12}
 }
 
 // SetRole makes user_id an ADMIN or a MEMBER (owner only).
@@ -1189,7 +1261,7 @@ type SetRole struct {
 
 func (x *SetRole) Reset() {
 	*x = SetRole{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[12]
+	mi := &file_parley_log_v1_log_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1273,7 @@ func (x *SetRole) String() string {
 func (*SetRole) ProtoMessage() {}
 
 func (x *SetRole) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[12]
+	mi := &file_parley_log_v1_log_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1286,7 @@ func (x *SetRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRole.ProtoReflect.Descriptor instead.
 func (*SetRole) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{12}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SetRole) GetUserId() string {
@@ -1241,7 +1313,7 @@ type TransferOwnership struct {
 
 func (x *TransferOwnership) Reset() {
 	*x = TransferOwnership{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[13]
+	mi := &file_parley_log_v1_log_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1325,7 @@ func (x *TransferOwnership) String() string {
 func (*TransferOwnership) ProtoMessage() {}
 
 func (x *TransferOwnership) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[13]
+	mi := &file_parley_log_v1_log_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1338,7 @@ func (x *TransferOwnership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferOwnership.ProtoReflect.Descriptor instead.
 func (*TransferOwnership) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{13}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TransferOwnership) GetUserId() string {
@@ -1287,7 +1359,7 @@ type MuteMember struct {
 
 func (x *MuteMember) Reset() {
 	*x = MuteMember{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[14]
+	mi := &file_parley_log_v1_log_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1371,7 @@ func (x *MuteMember) String() string {
 func (*MuteMember) ProtoMessage() {}
 
 func (x *MuteMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[14]
+	mi := &file_parley_log_v1_log_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1384,7 @@ func (x *MuteMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MuteMember.ProtoReflect.Descriptor instead.
 func (*MuteMember) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{14}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MuteMember) GetUserId() string {
@@ -1339,7 +1411,7 @@ type Rename struct {
 
 func (x *Rename) Reset() {
 	*x = Rename{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[15]
+	mi := &file_parley_log_v1_log_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1351,7 +1423,7 @@ func (x *Rename) String() string {
 func (*Rename) ProtoMessage() {}
 
 func (x *Rename) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[15]
+	mi := &file_parley_log_v1_log_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1364,7 +1436,7 @@ func (x *Rename) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rename.ProtoReflect.Descriptor instead.
 func (*Rename) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{15}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Rename) GetTitle() string {
@@ -1386,7 +1458,7 @@ type CreateInvite struct {
 
 func (x *CreateInvite) Reset() {
 	*x = CreateInvite{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[16]
+	mi := &file_parley_log_v1_log_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1470,7 @@ func (x *CreateInvite) String() string {
 func (*CreateInvite) ProtoMessage() {}
 
 func (x *CreateInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[16]
+	mi := &file_parley_log_v1_log_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1483,7 @@ func (x *CreateInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateInvite.ProtoReflect.Descriptor instead.
 func (*CreateInvite) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{16}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateInvite) GetCode() string {
@@ -1431,7 +1503,7 @@ type RevokeInvite struct {
 
 func (x *RevokeInvite) Reset() {
 	*x = RevokeInvite{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[17]
+	mi := &file_parley_log_v1_log_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1515,7 @@ func (x *RevokeInvite) String() string {
 func (*RevokeInvite) ProtoMessage() {}
 
 func (x *RevokeInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[17]
+	mi := &file_parley_log_v1_log_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1528,7 @@ func (x *RevokeInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeInvite.ProtoReflect.Descriptor instead.
 func (*RevokeInvite) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{17}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RevokeInvite) GetCode() string {
@@ -1476,7 +1548,7 @@ type JoinByInvite struct {
 
 func (x *JoinByInvite) Reset() {
 	*x = JoinByInvite{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[18]
+	mi := &file_parley_log_v1_log_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1488,7 +1560,7 @@ func (x *JoinByInvite) String() string {
 func (*JoinByInvite) ProtoMessage() {}
 
 func (x *JoinByInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[18]
+	mi := &file_parley_log_v1_log_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1501,7 +1573,7 @@ func (x *JoinByInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinByInvite.ProtoReflect.Descriptor instead.
 func (*JoinByInvite) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{18}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JoinByInvite) GetCode() string {
@@ -1520,7 +1592,7 @@ type Follow struct {
 
 func (x *Follow) Reset() {
 	*x = Follow{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[19]
+	mi := &file_parley_log_v1_log_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +1604,7 @@ func (x *Follow) String() string {
 func (*Follow) ProtoMessage() {}
 
 func (x *Follow) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[19]
+	mi := &file_parley_log_v1_log_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,7 +1617,7 @@ func (x *Follow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Follow.ProtoReflect.Descriptor instead.
 func (*Follow) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{19}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{20}
 }
 
 // Block blocks (blocked) or unblocks user_id. The command's conversation is
@@ -1560,7 +1632,7 @@ type Block struct {
 
 func (x *Block) Reset() {
 	*x = Block{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[20]
+	mi := &file_parley_log_v1_log_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1572,7 +1644,7 @@ func (x *Block) String() string {
 func (*Block) ProtoMessage() {}
 
 func (x *Block) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[20]
+	mi := &file_parley_log_v1_log_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1585,7 +1657,7 @@ func (x *Block) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Block.ProtoReflect.Descriptor instead.
 func (*Block) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{20}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Block) GetUserId() string {
@@ -1618,7 +1690,7 @@ type BlockChange struct {
 
 func (x *BlockChange) Reset() {
 	*x = BlockChange{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[21]
+	mi := &file_parley_log_v1_log_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1630,7 +1702,7 @@ func (x *BlockChange) String() string {
 func (*BlockChange) ProtoMessage() {}
 
 func (x *BlockChange) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[21]
+	mi := &file_parley_log_v1_log_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1643,7 +1715,7 @@ func (x *BlockChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockChange.ProtoReflect.Descriptor instead.
 func (*BlockChange) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{21}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BlockChange) GetConversationId() string {
@@ -1691,7 +1763,7 @@ type AddMember struct {
 
 func (x *AddMember) Reset() {
 	*x = AddMember{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[22]
+	mi := &file_parley_log_v1_log_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1703,7 +1775,7 @@ func (x *AddMember) String() string {
 func (*AddMember) ProtoMessage() {}
 
 func (x *AddMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[22]
+	mi := &file_parley_log_v1_log_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1716,7 +1788,7 @@ func (x *AddMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMember.ProtoReflect.Descriptor instead.
 func (*AddMember) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{22}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AddMember) GetUserId() string {
@@ -1745,7 +1817,7 @@ type PostMessage struct {
 
 func (x *PostMessage) Reset() {
 	*x = PostMessage{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[23]
+	mi := &file_parley_log_v1_log_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +1829,7 @@ func (x *PostMessage) String() string {
 func (*PostMessage) ProtoMessage() {}
 
 func (x *PostMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[23]
+	mi := &file_parley_log_v1_log_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +1842,7 @@ func (x *PostMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PostMessage.ProtoReflect.Descriptor instead.
 func (*PostMessage) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{23}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PostMessage) GetText() string {
@@ -1827,7 +1899,7 @@ type EditMessage struct {
 
 func (x *EditMessage) Reset() {
 	*x = EditMessage{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[24]
+	mi := &file_parley_log_v1_log_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +1911,7 @@ func (x *EditMessage) String() string {
 func (*EditMessage) ProtoMessage() {}
 
 func (x *EditMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[24]
+	mi := &file_parley_log_v1_log_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +1924,7 @@ func (x *EditMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditMessage.ProtoReflect.Descriptor instead.
 func (*EditMessage) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{24}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *EditMessage) GetTargetSeq() uint64 {
@@ -1886,7 +1958,7 @@ type DeleteMessage struct {
 
 func (x *DeleteMessage) Reset() {
 	*x = DeleteMessage{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[25]
+	mi := &file_parley_log_v1_log_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1898,7 +1970,7 @@ func (x *DeleteMessage) String() string {
 func (*DeleteMessage) ProtoMessage() {}
 
 func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[25]
+	mi := &file_parley_log_v1_log_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1911,7 +1983,7 @@ func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMessage.ProtoReflect.Descriptor instead.
 func (*DeleteMessage) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{25}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeleteMessage) GetTargetSeq() uint64 {
@@ -1933,7 +2005,7 @@ type React struct {
 
 func (x *React) Reset() {
 	*x = React{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[26]
+	mi := &file_parley_log_v1_log_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1945,7 +2017,7 @@ func (x *React) String() string {
 func (*React) ProtoMessage() {}
 
 func (x *React) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[26]
+	mi := &file_parley_log_v1_log_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1958,7 +2030,7 @@ func (x *React) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use React.ProtoReflect.Descriptor instead.
 func (*React) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{26}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *React) GetTargetSeq() uint64 {
@@ -1994,7 +2066,7 @@ type Mark struct {
 
 func (x *Mark) Reset() {
 	*x = Mark{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[27]
+	mi := &file_parley_log_v1_log_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2006,7 +2078,7 @@ func (x *Mark) String() string {
 func (*Mark) ProtoMessage() {}
 
 func (x *Mark) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[27]
+	mi := &file_parley_log_v1_log_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2019,7 +2091,7 @@ func (x *Mark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mark.ProtoReflect.Descriptor instead.
 func (*Mark) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{27}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Mark) GetDeliveredSeq() uint64 {
@@ -2049,7 +2121,7 @@ type HeadProbe struct {
 
 func (x *HeadProbe) Reset() {
 	*x = HeadProbe{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[28]
+	mi := &file_parley_log_v1_log_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2061,7 +2133,7 @@ func (x *HeadProbe) String() string {
 func (*HeadProbe) ProtoMessage() {}
 
 func (x *HeadProbe) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[28]
+	mi := &file_parley_log_v1_log_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2074,7 +2146,7 @@ func (x *HeadProbe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeadProbe.ProtoReflect.Descriptor instead.
 func (*HeadProbe) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{28}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *HeadProbe) GetAsks() []*HeadAsk {
@@ -2095,7 +2167,7 @@ type HeadAsk struct {
 
 func (x *HeadAsk) Reset() {
 	*x = HeadAsk{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[29]
+	mi := &file_parley_log_v1_log_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2107,7 +2179,7 @@ func (x *HeadAsk) String() string {
 func (*HeadAsk) ProtoMessage() {}
 
 func (x *HeadAsk) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[29]
+	mi := &file_parley_log_v1_log_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2120,7 +2192,7 @@ func (x *HeadAsk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeadAsk.ProtoReflect.Descriptor instead.
 func (*HeadAsk) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{29}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *HeadAsk) GetConversationId() string {
@@ -2171,7 +2243,7 @@ type EventRecord struct {
 
 func (x *EventRecord) Reset() {
 	*x = EventRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[30]
+	mi := &file_parley_log_v1_log_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2183,7 +2255,7 @@ func (x *EventRecord) String() string {
 func (*EventRecord) ProtoMessage() {}
 
 func (x *EventRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[30]
+	mi := &file_parley_log_v1_log_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2196,7 +2268,7 @@ func (x *EventRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventRecord.ProtoReflect.Descriptor instead.
 func (*EventRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{30}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *EventRecord) GetEvent() *v1.Event {
@@ -2288,7 +2360,7 @@ type NotificationRecord struct {
 
 func (x *NotificationRecord) Reset() {
 	*x = NotificationRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[31]
+	mi := &file_parley_log_v1_log_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2300,7 +2372,7 @@ func (x *NotificationRecord) String() string {
 func (*NotificationRecord) ProtoMessage() {}
 
 func (x *NotificationRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[31]
+	mi := &file_parley_log_v1_log_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2313,7 +2385,7 @@ func (x *NotificationRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotificationRecord.ProtoReflect.Descriptor instead.
 func (*NotificationRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{31}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *NotificationRecord) GetUserId() string {
@@ -2402,7 +2474,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[32]
+	mi := &file_parley_log_v1_log_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2414,7 +2486,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[32]
+	mi := &file_parley_log_v1_log_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2427,7 +2499,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{32}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Outcome) GetCommandId() string {
@@ -2530,7 +2602,7 @@ type PresenceRecord struct {
 
 func (x *PresenceRecord) Reset() {
 	*x = PresenceRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[33]
+	mi := &file_parley_log_v1_log_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2542,7 +2614,7 @@ func (x *PresenceRecord) String() string {
 func (*PresenceRecord) ProtoMessage() {}
 
 func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[33]
+	mi := &file_parley_log_v1_log_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2555,7 +2627,7 @@ func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRecord.ProtoReflect.Descriptor instead.
 func (*PresenceRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{33}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PresenceRecord) GetBody() isPresenceRecord_Body {
@@ -2628,7 +2700,7 @@ type PresenceSession struct {
 
 func (x *PresenceSession) Reset() {
 	*x = PresenceSession{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[34]
+	mi := &file_parley_log_v1_log_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2640,7 +2712,7 @@ func (x *PresenceSession) String() string {
 func (*PresenceSession) ProtoMessage() {}
 
 func (x *PresenceSession) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[34]
+	mi := &file_parley_log_v1_log_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2653,7 +2725,7 @@ func (x *PresenceSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
 func (*PresenceSession) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{34}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PresenceSession) GetNodeId() string {
@@ -2704,7 +2776,7 @@ type PresenceBeat struct {
 
 func (x *PresenceBeat) Reset() {
 	*x = PresenceBeat{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[35]
+	mi := &file_parley_log_v1_log_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2716,7 +2788,7 @@ func (x *PresenceBeat) String() string {
 func (*PresenceBeat) ProtoMessage() {}
 
 func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[35]
+	mi := &file_parley_log_v1_log_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2729,7 +2801,7 @@ func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceBeat.ProtoReflect.Descriptor instead.
 func (*PresenceBeat) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{35}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PresenceBeat) GetNodeId() string {
@@ -2771,7 +2843,7 @@ type PresenceSeen struct {
 
 func (x *PresenceSeen) Reset() {
 	*x = PresenceSeen{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[36]
+	mi := &file_parley_log_v1_log_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2783,7 +2855,7 @@ func (x *PresenceSeen) String() string {
 func (*PresenceSeen) ProtoMessage() {}
 
 func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[36]
+	mi := &file_parley_log_v1_log_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2796,7 +2868,7 @@ func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSeen.ProtoReflect.Descriptor instead.
 func (*PresenceSeen) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{36}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PresenceSeen) GetUserId() string {
@@ -2817,7 +2889,7 @@ var File_parley_log_v1_log_proto protoreflect.FileDescriptor
 
 const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\n" +
-	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\x9d\x0e\n" +
+	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xd4\x0e\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12'\n" +
@@ -2855,8 +2927,12 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\tset_flags\x182 \x01(\v2\x17.parley.log.v1.SetFlagsH\x00R\bsetFlags\x129\n" +
 	"\n" +
 	"head_probe\x18< \x01(\v2\x18.parley.log.v1.HeadProbeH\x00R\theadProbe\x12B\n" +
-	"\rinbox_deliver\x18F \x01(\v2\x1b.parley.log.v1.InboxDeliverH\x00R\finboxDeliverB\x06\n" +
-	"\x04body\")\n" +
+	"\rinbox_deliver\x18F \x01(\v2\x1b.parley.log.v1.InboxDeliverH\x00R\finboxDeliver\x125\n" +
+	"\bannounce\x18P \x01(\v2\x17.parley.log.v1.AnnounceH\x00R\bannounceB\x06\n" +
+	"\x04body\":\n" +
+	"\bAnnounce\x12\x1a\n" +
+	"\bselector\x18\x01 \x01(\tR\bselector\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\")\n" +
 	"\x0eContactRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"B\n" +
 	"\x0fContactResponse\x12\x17\n" +
@@ -3025,120 +3101,122 @@ func file_parley_log_v1_log_proto_rawDescGZIP() []byte {
 	return file_parley_log_v1_log_proto_rawDescData
 }
 
-var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_parley_log_v1_log_proto_goTypes = []any{
 	(*Command)(nil),               // 0: parley.log.v1.Command
-	(*ContactRequest)(nil),        // 1: parley.log.v1.ContactRequest
-	(*ContactResponse)(nil),       // 2: parley.log.v1.ContactResponse
-	(*ContactCancel)(nil),         // 3: parley.log.v1.ContactCancel
-	(*AnswerInvitation)(nil),      // 4: parley.log.v1.AnswerInvitation
-	(*InvitationDeclined)(nil),    // 5: parley.log.v1.InvitationDeclined
-	(*ContactChange)(nil),         // 6: parley.log.v1.ContactChange
-	(*InboxDeliver)(nil),          // 7: parley.log.v1.InboxDeliver
-	(*SetFlags)(nil),              // 8: parley.log.v1.SetFlags
-	(*CreateConversation)(nil),    // 9: parley.log.v1.CreateConversation
-	(*RemoveMember)(nil),          // 10: parley.log.v1.RemoveMember
-	(*Leave)(nil),                 // 11: parley.log.v1.Leave
-	(*SetRole)(nil),               // 12: parley.log.v1.SetRole
-	(*TransferOwnership)(nil),     // 13: parley.log.v1.TransferOwnership
-	(*MuteMember)(nil),            // 14: parley.log.v1.MuteMember
-	(*Rename)(nil),                // 15: parley.log.v1.Rename
-	(*CreateInvite)(nil),          // 16: parley.log.v1.CreateInvite
-	(*RevokeInvite)(nil),          // 17: parley.log.v1.RevokeInvite
-	(*JoinByInvite)(nil),          // 18: parley.log.v1.JoinByInvite
-	(*Follow)(nil),                // 19: parley.log.v1.Follow
-	(*Block)(nil),                 // 20: parley.log.v1.Block
-	(*BlockChange)(nil),           // 21: parley.log.v1.BlockChange
-	(*AddMember)(nil),             // 22: parley.log.v1.AddMember
-	(*PostMessage)(nil),           // 23: parley.log.v1.PostMessage
-	(*EditMessage)(nil),           // 24: parley.log.v1.EditMessage
-	(*DeleteMessage)(nil),         // 25: parley.log.v1.DeleteMessage
-	(*React)(nil),                 // 26: parley.log.v1.React
-	(*Mark)(nil),                  // 27: parley.log.v1.Mark
-	(*HeadProbe)(nil),             // 28: parley.log.v1.HeadProbe
-	(*HeadAsk)(nil),               // 29: parley.log.v1.HeadAsk
-	(*EventRecord)(nil),           // 30: parley.log.v1.EventRecord
-	(*NotificationRecord)(nil),    // 31: parley.log.v1.NotificationRecord
-	(*Outcome)(nil),               // 32: parley.log.v1.Outcome
-	(*PresenceRecord)(nil),        // 33: parley.log.v1.PresenceRecord
-	(*PresenceSession)(nil),       // 34: parley.log.v1.PresenceSession
-	(*PresenceBeat)(nil),          // 35: parley.log.v1.PresenceBeat
-	(*PresenceSeen)(nil),          // 36: parley.log.v1.PresenceSeen
-	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
-	(v1.ContactAction)(0),         // 38: parley.chat.v1.ContactAction
-	(*v1.ContactUpdated)(nil),     // 39: parley.chat.v1.ContactUpdated
-	(*v1.InvitationUpdated)(nil),  // 40: parley.chat.v1.InvitationUpdated
-	(v1.ConversationKind)(0),      // 41: parley.chat.v1.ConversationKind
-	(v1.MemberRole)(0),            // 42: parley.chat.v1.MemberRole
-	(*v1.Attachment)(nil),         // 43: parley.chat.v1.Attachment
-	(*v1.ContactCard)(nil),        // 44: parley.chat.v1.ContactCard
-	(*v1.Event)(nil),              // 45: parley.chat.v1.Event
-	(*v1.Receipt)(nil),            // 46: parley.chat.v1.Receipt
-	(*v1.ConversationFlags)(nil),  // 47: parley.chat.v1.ConversationFlags
-	(v1.ErrorCode)(0),             // 48: parley.chat.v1.ErrorCode
-	(v1.ContactState)(0),          // 49: parley.chat.v1.ContactState
-	(*durationpb.Duration)(nil),   // 50: google.protobuf.Duration
+	(*Announce)(nil),              // 1: parley.log.v1.Announce
+	(*ContactRequest)(nil),        // 2: parley.log.v1.ContactRequest
+	(*ContactResponse)(nil),       // 3: parley.log.v1.ContactResponse
+	(*ContactCancel)(nil),         // 4: parley.log.v1.ContactCancel
+	(*AnswerInvitation)(nil),      // 5: parley.log.v1.AnswerInvitation
+	(*InvitationDeclined)(nil),    // 6: parley.log.v1.InvitationDeclined
+	(*ContactChange)(nil),         // 7: parley.log.v1.ContactChange
+	(*InboxDeliver)(nil),          // 8: parley.log.v1.InboxDeliver
+	(*SetFlags)(nil),              // 9: parley.log.v1.SetFlags
+	(*CreateConversation)(nil),    // 10: parley.log.v1.CreateConversation
+	(*RemoveMember)(nil),          // 11: parley.log.v1.RemoveMember
+	(*Leave)(nil),                 // 12: parley.log.v1.Leave
+	(*SetRole)(nil),               // 13: parley.log.v1.SetRole
+	(*TransferOwnership)(nil),     // 14: parley.log.v1.TransferOwnership
+	(*MuteMember)(nil),            // 15: parley.log.v1.MuteMember
+	(*Rename)(nil),                // 16: parley.log.v1.Rename
+	(*CreateInvite)(nil),          // 17: parley.log.v1.CreateInvite
+	(*RevokeInvite)(nil),          // 18: parley.log.v1.RevokeInvite
+	(*JoinByInvite)(nil),          // 19: parley.log.v1.JoinByInvite
+	(*Follow)(nil),                // 20: parley.log.v1.Follow
+	(*Block)(nil),                 // 21: parley.log.v1.Block
+	(*BlockChange)(nil),           // 22: parley.log.v1.BlockChange
+	(*AddMember)(nil),             // 23: parley.log.v1.AddMember
+	(*PostMessage)(nil),           // 24: parley.log.v1.PostMessage
+	(*EditMessage)(nil),           // 25: parley.log.v1.EditMessage
+	(*DeleteMessage)(nil),         // 26: parley.log.v1.DeleteMessage
+	(*React)(nil),                 // 27: parley.log.v1.React
+	(*Mark)(nil),                  // 28: parley.log.v1.Mark
+	(*HeadProbe)(nil),             // 29: parley.log.v1.HeadProbe
+	(*HeadAsk)(nil),               // 30: parley.log.v1.HeadAsk
+	(*EventRecord)(nil),           // 31: parley.log.v1.EventRecord
+	(*NotificationRecord)(nil),    // 32: parley.log.v1.NotificationRecord
+	(*Outcome)(nil),               // 33: parley.log.v1.Outcome
+	(*PresenceRecord)(nil),        // 34: parley.log.v1.PresenceRecord
+	(*PresenceSession)(nil),       // 35: parley.log.v1.PresenceSession
+	(*PresenceBeat)(nil),          // 36: parley.log.v1.PresenceBeat
+	(*PresenceSeen)(nil),          // 37: parley.log.v1.PresenceSeen
+	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
+	(v1.ContactAction)(0),         // 39: parley.chat.v1.ContactAction
+	(*v1.ContactUpdated)(nil),     // 40: parley.chat.v1.ContactUpdated
+	(*v1.InvitationUpdated)(nil),  // 41: parley.chat.v1.InvitationUpdated
+	(v1.ConversationKind)(0),      // 42: parley.chat.v1.ConversationKind
+	(v1.MemberRole)(0),            // 43: parley.chat.v1.MemberRole
+	(*v1.Attachment)(nil),         // 44: parley.chat.v1.Attachment
+	(*v1.ContactCard)(nil),        // 45: parley.chat.v1.ContactCard
+	(*v1.Event)(nil),              // 46: parley.chat.v1.Event
+	(*v1.Receipt)(nil),            // 47: parley.chat.v1.Receipt
+	(*v1.ConversationFlags)(nil),  // 48: parley.chat.v1.ConversationFlags
+	(v1.ErrorCode)(0),             // 49: parley.chat.v1.ErrorCode
+	(v1.ContactState)(0),          // 50: parley.chat.v1.ContactState
+	(*durationpb.Duration)(nil),   // 51: google.protobuf.Duration
 }
 var file_parley_log_v1_log_proto_depIdxs = []int32{
-	37, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
-	9,  // 1: parley.log.v1.Command.create_conversation:type_name -> parley.log.v1.CreateConversation
-	22, // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
-	23, // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
-	27, // 4: parley.log.v1.Command.mark:type_name -> parley.log.v1.Mark
-	10, // 5: parley.log.v1.Command.remove_member:type_name -> parley.log.v1.RemoveMember
-	11, // 6: parley.log.v1.Command.leave:type_name -> parley.log.v1.Leave
-	12, // 7: parley.log.v1.Command.set_role:type_name -> parley.log.v1.SetRole
-	13, // 8: parley.log.v1.Command.transfer_ownership:type_name -> parley.log.v1.TransferOwnership
-	14, // 9: parley.log.v1.Command.mute_member:type_name -> parley.log.v1.MuteMember
-	15, // 10: parley.log.v1.Command.rename:type_name -> parley.log.v1.Rename
-	16, // 11: parley.log.v1.Command.create_invite:type_name -> parley.log.v1.CreateInvite
-	17, // 12: parley.log.v1.Command.revoke_invite:type_name -> parley.log.v1.RevokeInvite
-	18, // 13: parley.log.v1.Command.join_by_invite:type_name -> parley.log.v1.JoinByInvite
-	19, // 14: parley.log.v1.Command.follow:type_name -> parley.log.v1.Follow
-	20, // 15: parley.log.v1.Command.block:type_name -> parley.log.v1.Block
-	1,  // 16: parley.log.v1.Command.contact_request:type_name -> parley.log.v1.ContactRequest
-	2,  // 17: parley.log.v1.Command.contact_response:type_name -> parley.log.v1.ContactResponse
-	3,  // 18: parley.log.v1.Command.contact_cancel:type_name -> parley.log.v1.ContactCancel
-	4,  // 19: parley.log.v1.Command.answer_invitation:type_name -> parley.log.v1.AnswerInvitation
-	24, // 20: parley.log.v1.Command.edit_message:type_name -> parley.log.v1.EditMessage
-	25, // 21: parley.log.v1.Command.delete_message:type_name -> parley.log.v1.DeleteMessage
-	26, // 22: parley.log.v1.Command.react:type_name -> parley.log.v1.React
-	8,  // 23: parley.log.v1.Command.set_flags:type_name -> parley.log.v1.SetFlags
-	28, // 24: parley.log.v1.Command.head_probe:type_name -> parley.log.v1.HeadProbe
-	7,  // 25: parley.log.v1.Command.inbox_deliver:type_name -> parley.log.v1.InboxDeliver
-	37, // 26: parley.log.v1.InvitationDeclined.time:type_name -> google.protobuf.Timestamp
-	38, // 27: parley.log.v1.ContactChange.action:type_name -> parley.chat.v1.ContactAction
-	37, // 28: parley.log.v1.ContactChange.time:type_name -> google.protobuf.Timestamp
-	39, // 29: parley.log.v1.InboxDeliver.contact_updated:type_name -> parley.chat.v1.ContactUpdated
-	40, // 30: parley.log.v1.InboxDeliver.invitation_updated:type_name -> parley.chat.v1.InvitationUpdated
-	41, // 31: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	42, // 32: parley.log.v1.SetRole.role:type_name -> parley.chat.v1.MemberRole
-	37, // 33: parley.log.v1.BlockChange.time:type_name -> google.protobuf.Timestamp
-	43, // 34: parley.log.v1.PostMessage.attachments:type_name -> parley.chat.v1.Attachment
-	44, // 35: parley.log.v1.PostMessage.contact:type_name -> parley.chat.v1.ContactCard
-	29, // 36: parley.log.v1.HeadProbe.asks:type_name -> parley.log.v1.HeadAsk
-	45, // 37: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
-	46, // 38: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
-	21, // 39: parley.log.v1.EventRecord.block:type_name -> parley.log.v1.BlockChange
-	47, // 40: parley.log.v1.EventRecord.flags:type_name -> parley.chat.v1.ConversationFlags
-	6,  // 41: parley.log.v1.EventRecord.contact:type_name -> parley.log.v1.ContactChange
-	5,  // 42: parley.log.v1.EventRecord.declined:type_name -> parley.log.v1.InvitationDeclined
-	37, // 43: parley.log.v1.NotificationRecord.time:type_name -> google.protobuf.Timestamp
-	48, // 44: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
-	46, // 45: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
-	47, // 46: parley.log.v1.Outcome.flags:type_name -> parley.chat.v1.ConversationFlags
-	49, // 47: parley.log.v1.Outcome.contact_state:type_name -> parley.chat.v1.ContactState
-	34, // 48: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
-	35, // 49: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
-	36, // 50: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
-	37, // 51: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
-	50, // 52: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
-	37, // 53: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
-	54, // [54:54] is the sub-list for method output_type
-	54, // [54:54] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	38, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
+	10, // 1: parley.log.v1.Command.create_conversation:type_name -> parley.log.v1.CreateConversation
+	23, // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
+	24, // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
+	28, // 4: parley.log.v1.Command.mark:type_name -> parley.log.v1.Mark
+	11, // 5: parley.log.v1.Command.remove_member:type_name -> parley.log.v1.RemoveMember
+	12, // 6: parley.log.v1.Command.leave:type_name -> parley.log.v1.Leave
+	13, // 7: parley.log.v1.Command.set_role:type_name -> parley.log.v1.SetRole
+	14, // 8: parley.log.v1.Command.transfer_ownership:type_name -> parley.log.v1.TransferOwnership
+	15, // 9: parley.log.v1.Command.mute_member:type_name -> parley.log.v1.MuteMember
+	16, // 10: parley.log.v1.Command.rename:type_name -> parley.log.v1.Rename
+	17, // 11: parley.log.v1.Command.create_invite:type_name -> parley.log.v1.CreateInvite
+	18, // 12: parley.log.v1.Command.revoke_invite:type_name -> parley.log.v1.RevokeInvite
+	19, // 13: parley.log.v1.Command.join_by_invite:type_name -> parley.log.v1.JoinByInvite
+	20, // 14: parley.log.v1.Command.follow:type_name -> parley.log.v1.Follow
+	21, // 15: parley.log.v1.Command.block:type_name -> parley.log.v1.Block
+	2,  // 16: parley.log.v1.Command.contact_request:type_name -> parley.log.v1.ContactRequest
+	3,  // 17: parley.log.v1.Command.contact_response:type_name -> parley.log.v1.ContactResponse
+	4,  // 18: parley.log.v1.Command.contact_cancel:type_name -> parley.log.v1.ContactCancel
+	5,  // 19: parley.log.v1.Command.answer_invitation:type_name -> parley.log.v1.AnswerInvitation
+	25, // 20: parley.log.v1.Command.edit_message:type_name -> parley.log.v1.EditMessage
+	26, // 21: parley.log.v1.Command.delete_message:type_name -> parley.log.v1.DeleteMessage
+	27, // 22: parley.log.v1.Command.react:type_name -> parley.log.v1.React
+	9,  // 23: parley.log.v1.Command.set_flags:type_name -> parley.log.v1.SetFlags
+	29, // 24: parley.log.v1.Command.head_probe:type_name -> parley.log.v1.HeadProbe
+	8,  // 25: parley.log.v1.Command.inbox_deliver:type_name -> parley.log.v1.InboxDeliver
+	1,  // 26: parley.log.v1.Command.announce:type_name -> parley.log.v1.Announce
+	38, // 27: parley.log.v1.InvitationDeclined.time:type_name -> google.protobuf.Timestamp
+	39, // 28: parley.log.v1.ContactChange.action:type_name -> parley.chat.v1.ContactAction
+	38, // 29: parley.log.v1.ContactChange.time:type_name -> google.protobuf.Timestamp
+	40, // 30: parley.log.v1.InboxDeliver.contact_updated:type_name -> parley.chat.v1.ContactUpdated
+	41, // 31: parley.log.v1.InboxDeliver.invitation_updated:type_name -> parley.chat.v1.InvitationUpdated
+	42, // 32: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	43, // 33: parley.log.v1.SetRole.role:type_name -> parley.chat.v1.MemberRole
+	38, // 34: parley.log.v1.BlockChange.time:type_name -> google.protobuf.Timestamp
+	44, // 35: parley.log.v1.PostMessage.attachments:type_name -> parley.chat.v1.Attachment
+	45, // 36: parley.log.v1.PostMessage.contact:type_name -> parley.chat.v1.ContactCard
+	30, // 37: parley.log.v1.HeadProbe.asks:type_name -> parley.log.v1.HeadAsk
+	46, // 38: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
+	47, // 39: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
+	22, // 40: parley.log.v1.EventRecord.block:type_name -> parley.log.v1.BlockChange
+	48, // 41: parley.log.v1.EventRecord.flags:type_name -> parley.chat.v1.ConversationFlags
+	7,  // 42: parley.log.v1.EventRecord.contact:type_name -> parley.log.v1.ContactChange
+	6,  // 43: parley.log.v1.EventRecord.declined:type_name -> parley.log.v1.InvitationDeclined
+	38, // 44: parley.log.v1.NotificationRecord.time:type_name -> google.protobuf.Timestamp
+	49, // 45: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
+	47, // 46: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
+	48, // 47: parley.log.v1.Outcome.flags:type_name -> parley.chat.v1.ConversationFlags
+	50, // 48: parley.log.v1.Outcome.contact_state:type_name -> parley.chat.v1.ContactState
+	35, // 49: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
+	36, // 50: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
+	37, // 51: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
+	38, // 52: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
+	51, // 53: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
+	38, // 54: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
+	55, // [55:55] is the sub-list for method output_type
+	55, // [55:55] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_parley_log_v1_log_proto_init() }
@@ -3172,13 +3250,14 @@ func file_parley_log_v1_log_proto_init() {
 		(*Command_SetFlags)(nil),
 		(*Command_HeadProbe)(nil),
 		(*Command_InboxDeliver)(nil),
+		(*Command_Announce)(nil),
 	}
-	file_parley_log_v1_log_proto_msgTypes[7].OneofWrappers = []any{
+	file_parley_log_v1_log_proto_msgTypes[8].OneofWrappers = []any{
 		(*InboxDeliver_ContactUpdated)(nil),
 		(*InboxDeliver_InvitationUpdated)(nil),
 	}
-	file_parley_log_v1_log_proto_msgTypes[8].OneofWrappers = []any{}
-	file_parley_log_v1_log_proto_msgTypes[33].OneofWrappers = []any{
+	file_parley_log_v1_log_proto_msgTypes[9].OneofWrappers = []any{}
+	file_parley_log_v1_log_proto_msgTypes[34].OneofWrappers = []any{
 		(*PresenceRecord_Session)(nil),
 		(*PresenceRecord_Beat)(nil),
 		(*PresenceRecord_Seen)(nil),
@@ -3189,7 +3268,7 @@ func file_parley_log_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_log_v1_log_proto_rawDesc), len(file_parley_log_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -314,8 +314,13 @@ type CatchUpCursor struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	AfterSeq       uint64                 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// reader_id, when set, reads this cursor as another member than the
+	// request's user: the edge reads an audience's conversation as the
+	// audience (parley.chat.v1 CONVERSATION_KIND_AUDIENCE) for a user whose
+	// token puts them in it.
+	ReaderId      string `protobuf:"bytes,3,opt,name=reader_id,json=readerId,proto3" json:"reader_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CatchUpCursor) Reset() {
@@ -360,6 +365,13 @@ func (x *CatchUpCursor) GetAfterSeq() uint64 {
 		return x.AfterSeq
 	}
 	return 0
+}
+
+func (x *CatchUpCursor) GetReaderId() string {
+	if x != nil {
+		return x.ReaderId
+	}
+	return ""
 }
 
 // CatchUpResponse has a page per cursor, in the request's order.
@@ -914,10 +926,11 @@ const file_parley_persistence_v1_persistence_proto_rawDesc = "" +
 	"\x0eCatchUpRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12>\n" +
 	"\acursors\x18\x02 \x03(\v2$.parley.persistence.v1.CatchUpCursorR\acursors\x12\x14\n" +
-	"\x05limit\x18\x03 \x01(\rR\x05limit\"U\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"r\n" +
 	"\rCatchUpCursor\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x1b\n" +
-	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\"K\n" +
+	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\x12\x1b\n" +
+	"\treader_id\x18\x03 \x01(\tR\breaderId\"K\n" +
 	"\x0fCatchUpResponse\x128\n" +
 	"\x05pages\x18\x01 \x03(\v2\".parley.persistence.v1.CatchUpPageR\x05pages\"\xc4\x01\n" +
 	"\vCatchUpPage\x12'\n" +

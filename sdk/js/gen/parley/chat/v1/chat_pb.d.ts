@@ -2353,6 +2353,18 @@ export enum ConversationKind {
    * @generated from enum value: CONVERSATION_KIND_INBOX = 4;
    */
   INBOX = 4,
+
+  /**
+   * AUDIENCE holds the application's broadcasts to every user with one
+   * attribute (its title, "key=value", as "region=eu"), stored once. Its
+   * one member is the audience itself ("aud:" and the selector), not a
+   * user: a user reads it, live and by resuming, while their token gives
+   * them the attribute (Authenticated.audiences). Nobody posts in it but
+   * the backend API's Broadcast.
+   *
+   * @generated from enum value: CONVERSATION_KIND_AUDIENCE = 5;
+   */
+  AUDIENCE = 5,
 }
 
 /**
@@ -2360,7 +2372,7 @@ export enum ConversationKind {
  *
  * @generated from enum parley.chat.v1.ConversationKind
  */
-export declare type ConversationKindJson = "CONVERSATION_KIND_UNSPECIFIED" | "CONVERSATION_KIND_DIRECT" | "CONVERSATION_KIND_GROUP" | "CONVERSATION_KIND_CHANNEL" | "CONVERSATION_KIND_INBOX";
+export declare type ConversationKindJson = "CONVERSATION_KIND_UNSPECIFIED" | "CONVERSATION_KIND_DIRECT" | "CONVERSATION_KIND_GROUP" | "CONVERSATION_KIND_CHANNEL" | "CONVERSATION_KIND_INBOX" | "CONVERSATION_KIND_AUDIENCE";
 
 /**
  * Describes the enum parley.chat.v1.ConversationKind.

@@ -2950,6 +2950,15 @@ export declare type Authenticated = Message<"parley.client.v1.Authenticated"> & 
    * @generated from field: string inbox_id = 5;
    */
   inboxId: string;
+
+  /**
+   * audiences are those the token's attributes put the user in: their
+   * broadcasts are pushed to this connection, and each may be resumed and
+   * paged like a conversation.
+   *
+   * @generated from field: repeated parley.client.v1.Audience audiences = 6;
+   */
+  audiences: Audience[];
 };
 
 /**
@@ -2989,6 +2998,15 @@ export declare type AuthenticatedJson = {
    * @generated from field: string inbox_id = 5;
    */
   inboxId?: string;
+
+  /**
+   * audiences are those the token's attributes put the user in: their
+   * broadcasts are pushed to this connection, and each may be resumed and
+   * paged like a conversation.
+   *
+   * @generated from field: repeated parley.client.v1.Audience audiences = 6;
+   */
+  audiences?: AudienceJson[];
 };
 
 /**
@@ -2996,6 +3014,52 @@ export declare type AuthenticatedJson = {
  * Use `create(AuthenticatedSchema)` to create a new message.
  */
 export declare const AuthenticatedSchema: GenMessage<Authenticated, {jsonType: AuthenticatedJson}>;
+
+/**
+ * Audience is a broadcast conversation the user belongs to by an
+ * attribute.
+ *
+ * @generated from message parley.client.v1.Audience
+ */
+export declare type Audience = Message<"parley.client.v1.Audience"> & {
+  /**
+   * selector is the attribute, "key=value".
+   *
+   * @generated from field: string selector = 1;
+   */
+  selector: string;
+
+  /**
+   * @generated from field: string conversation_id = 2;
+   */
+  conversationId: string;
+};
+
+/**
+ * Audience is a broadcast conversation the user belongs to by an
+ * attribute.
+ *
+ * @generated from message parley.client.v1.Audience
+ */
+export declare type AudienceJson = {
+  /**
+   * selector is the attribute, "key=value".
+   *
+   * @generated from field: string selector = 1;
+   */
+  selector?: string;
+
+  /**
+   * @generated from field: string conversation_id = 2;
+   */
+  conversationId?: string;
+};
+
+/**
+ * Describes the message parley.client.v1.Audience.
+ * Use `create(AudienceSchema)` to create a new message.
+ */
+export declare const AudienceSchema: GenMessage<Audience, {jsonType: AudienceJson}>;
 
 /**
  * Accepted means the command is durably in the log and has been sequenced.

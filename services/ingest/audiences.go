@@ -1,0 +1,83 @@
+package ingest
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/parleychat/parley/pkg/server/auth"
+	"github.com/parleychat/parley/pkg/server/membership"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
+)
+
+// An audience is a conversation (CONVERSATION_KIND_AUDIENCE, id
+// membership.AudienceID of its selector) whose one member is the audience
+// itself (membership.AudienceMember), not a user. A broadcast is a system
+// message in it, stored once and pushed, like any event, to its member:
+// each edge registers under that member the connections whose token
+// carries the attribute, and reads the conversation as it for them. So
+// the broadcast reaches every matching device once, live or by resuming,
+// with the seqs and seam of any conversation, and nobody else.
+
+// prepareAnnounce checks a broadcast and addresses it to its audience.
+func prepareAnnounce(cmd *logv1.Command) (chatv1.ErrorCode, string) {
+	a := cmd.GetAnnounce()
+	if !auth.ValidSelector(a.GetSelector()) {
+		return chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "an audience is one attribute, key=value: key 1-32 of a-z 0-9 _ -, value 1-64 bytes"
+	}
+	if code, msg := validText(a.GetText()); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+		return code, msg
+	}
+	if a.GetText() == "" {
+		return chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "a broadcast needs text"
+	}
+	cmd.ConversationId = membership.AudienceID(a.GetSelector())
+	return chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, ""
+}
+
+// decideAnnounce posts a broadcast, creating its audience (seq 1) first if
+// this is its first. A retry with the same client message id is answered
+// with the first post's seq.
+func decideAnnounce(convs map[string]*conversation, cmd *logv1.Command, _ int, out *logv1.Outcome, now time.Time) decision {
+	a := cmd.GetAnnounce()
+	key := dedupKey{cmd.GetUserId(), cmd.GetClientMsgId()}
+	c := convs[cmd.GetConversationId()]
+	switch {
+	case cmd.GetConversationId() != membership.AudienceID(a.GetSelector()):
+		// Prepare derives the id; only a forged command lands here.
+		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "a broadcast goes to its selector's audience"
+		return decision{out: out}
+	case c.exists() && c.kind() != chatv1.ConversationKind_CONVERSATION_KIND_AUDIENCE:
+		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "not an audience"
+		return decision{out: out}
+	}
+	if c != nil {
+		if seq, ok := c.applied[key]; ok {
+			out.Seq, out.Duplicate = seq, true
+			return decision{out: out}
+		}
+	} else {
+		c = newConversation(cmd.GetConversationId())
+		convs[c.id] = c
+	}
+	d := decision{out: out}
+	event := func() *chatv1.Event {
+		return &chatv1.Event{ConversationId: c.id, EventId: uuid.Must(uuid.NewV7()).String(), SenderId: cmd.GetUserId(),
+			SenderDeviceId: cmd.GetDeviceId(), Time: timestamppb.New(now)}
+	}
+	if !c.exists() {
+		created := event()
+		created.Body = &chatv1.Event_ConversationCreated{ConversationCreated: &chatv1.ConversationCreated{
+			Kind: chatv1.ConversationKind_CONVERSATION_KIND_AUDIENCE, Title: a.GetSelector(),
+			MemberIds: []string{membership.AudienceMember(a.GetSelector())}}}
+		d.recs = append(d.recs, c.appendEvent(created, cmd.GetCommandId()))
+	}
+	post := event()
+	post.ClientMsgId = cmd.GetClientMsgId()
+	post.Body = &chatv1.Event_MessagePosted{MessagePosted: &chatv1.MessagePosted{Text: a.GetText(), Links: FindLinks(a.GetText()), System: true}}
+	d.recs = append(d.recs, c.appendEvent(post, cmd.GetCommandId()))
+	out.Seq = post.GetSeq()
+	return d
+}

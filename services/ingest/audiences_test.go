@@ -1,0 +1,61 @@
+package ingest
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/parleychat/parley/pkg/server/membership"
+
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
+)
+
+func announceCmd(id, selector, text string) *logv1.Command {
+	return &logv1.Command{UserId: "system", DeviceId: "backend:app", ClientMsgId: id,
+		Body: &logv1.Command_Announce{Announce: &logv1.Announce{Selector: selector, Text: text}}}
+}
+
+func TestAnnounce(t *testing.T) {
+	l := newContactLog(t)
+	aud := membership.AudienceID("region=eu")
+	out, recs := l.run(announceCmd("b-1", "region=eu", "maintenance"))
+	if out.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED || out.GetSeq() != 2 || out.GetConversationId() != aud || len(recs) != 2 {
+		t.Fatalf("first broadcast: %v, %d records", out, len(recs))
+	}
+	created, post := recs[0].GetEvent(), recs[1].GetEvent()
+	if cc := created.GetConversationCreated(); cc.GetKind() != chatv1.ConversationKind_CONVERSATION_KIND_AUDIENCE || cc.GetTitle() != "region=eu" ||
+		fmt.Sprint(cc.GetMemberIds()) != "[aud:region=eu]" {
+		t.Fatalf("the audience: %v", created)
+	}
+	if !post.GetMessagePosted().GetSystem() || post.GetMessagePosted().GetText() != "maintenance" || fmt.Sprint(recs[1].GetRecipientIds()) != "[aud:region=eu]" {
+		t.Fatalf("the broadcast: %v", recs[1])
+	}
+	if out, recs := l.run(announceCmd("b-1", "region=eu", "maintenance")); !out.GetDuplicate() || out.GetSeq() != 2 || len(recs) != 0 {
+		t.Fatalf("retried: %v, %d records", out, len(recs))
+	}
+	if out, recs := l.run(announceCmd("b-2", "region=eu", "done")); out.GetSeq() != 3 || len(recs) != 1 {
+		t.Fatalf("second broadcast: %v, %d records", out, len(recs))
+	}
+	for name, cmd := range map[string]*logv1.Command{
+		"bad selector": announceCmd("b-3", "Region=eu", "x"),
+		"no value":     announceCmd("b-4", "region=", "x"),
+		"no text":      announceCmd("b-5", "region=eu", ""),
+	} {
+		if out, _ := l.run(cmd); out.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
+			t.Errorf("%s: %v", name, out)
+		}
+	}
+	// Nobody posts in an audience: a user is no member of it.
+	if out, _ := l.run(postCmd(aud, "alice", "m1", "hi all")); out.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_NOT_FOUND {
+		t.Fatalf("a user posting in an audience: %v", out)
+	}
+	// The rebuilt aggregate answers a retry the same.
+	rebuilt := map[string]*conversation{}
+	for _, r := range l.recs {
+		replay(rebuilt, r)
+	}
+	if d := decideCommand(rebuilt, &logv1.Command{CommandId: "again", ConversationId: aud, UserId: "system", ClientMsgId: "b-2",
+		Body: &logv1.Command_Announce{Announce: &logv1.Announce{Selector: "region=eu", Text: "done"}}}, 10, l.now); !d.out.GetDuplicate() || d.out.GetSeq() != 3 {
+		t.Fatalf("retried after a rebuild: %v", d.out)
+	}
+}

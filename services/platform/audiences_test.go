@@ -1,0 +1,118 @@
+package platform_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/pkg/sdk"
+	"github.com/parleychat/parley/pkg/server/membership"
+
+	backendv1 "github.com/parleychat/parley/pkg/pb/parley/backend/v1"
+	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
+	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
+)
+
+// dialAttrs connects user's device with a token carrying attrs.
+func (e *env) dialAttrs(user, dev string, attrs map[string]string, resume ...*clientv1.Cursor) *device {
+	e.t.Helper()
+	tok, err := e.minter.MintWith(user, time.Now(), time.Hour, attrs)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := sdk.Dial(ctx, sdk.Options{URL: e.url, Token: tok, DeviceID: dev, Resume: resume})
+	if err != nil {
+		e.t.Fatalf("dial %s/%s: %v", user, dev, err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	return &device{Client: c, last: map[string]uint64{}}
+}
+
+// TestAudienceBroadcast: the backend broadcasts to region=eu. alice (eu,
+// online) gets it live; carol (eu, offline) gets it when she connects and
+// resumes the audience from its start, once; bob (us) gets nothing and
+// cannot read it; a broadcast retried with its client message id lands
+// once.
+func TestAudienceBroadcast(t *testing.T) {
+	e, api, _, stop := startBackend(t)
+	defer stop()
+	ctx := withToken(tctx(t), backendToken)
+	eu := map[string]string{"region": "eu", "plan": "pro"}
+	alice := e.dialAttrs("alice", "a1", eu)
+	bob := e.dialAttrs("bob", "b1", map[string]string{"region": "us"})
+	aud := membership.AudienceID("region=eu")
+	var got []string
+	for _, a := range alice.Audiences {
+		got = append(got, a.GetSelector()+" "+a.GetConversationId())
+	}
+	if len(got) != 2 || got[1] != "region=eu "+aud {
+		t.Fatalf("alice's audiences %v, want plan=pro and region=eu %s", got, aud)
+	}
+
+	first, err := api.Broadcast(ctx, &backendv1.BroadcastRequest{Key: "region", Value: "eu", Text: "maintenance tonight", ClientMsgId: "b-1"})
+	if err != nil || first.GetConversationId() != aud || first.GetSeq() != 2 {
+		t.Fatalf("broadcast: %v, %v", first, err)
+	}
+	again, err := api.Broadcast(ctx, &backendv1.BroadcastRequest{Key: "region", Value: "eu", Text: "maintenance tonight", ClientMsgId: "b-1"})
+	if err != nil || !again.GetDuplicate() || again.GetSeq() != 2 {
+		t.Fatalf("broadcast retried: %v, %v", again, err)
+	}
+	if _, err := api.Broadcast(ctx, &backendv1.BroadcastRequest{Key: "region", Value: "eu", Text: "done", ClientMsgId: "b-2"}); err != nil {
+		t.Fatal(err)
+	}
+	live := alice.upTo(t, aud, 3)
+	if live[0].GetConversationCreated().GetKind() != chatv1.ConversationKind_CONVERSATION_KIND_AUDIENCE ||
+		live[1].GetMessagePosted().GetText() != "maintenance tonight" || !live[1].GetMessagePosted().GetSystem() || live[2].GetMessagePosted().GetText() != "done" {
+		t.Fatalf("alice got %v", live)
+	}
+
+	// carol was offline: she resumes the audience from its start and
+	// gets each broadcast once, then the next one live.
+	carol := e.dialAttrs("carol", "c1", map[string]string{"region": "eu"}, &clientv1.Cursor{ConversationId: aud, LastSeq: 0})
+	if got := carol.upTo(t, aud, 3); len(got) != 3 || got[2].GetMessagePosted().GetText() != "done" {
+		t.Fatalf("carol resumed %v", got)
+	}
+	if _, err := api.Broadcast(ctx, &backendv1.BroadcastRequest{Key: "region", Value: "eu", Text: "back up", ClientMsgId: "b-3"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := carol.upTo(t, aud, 4); got[0].GetMessagePosted().GetText() != "back up" {
+		t.Fatalf("carol live: %v", got)
+	}
+	// Her history of it, paged as any conversation's.
+	page, err := carol.History(ctx, &clientv1.GetHistory{ConversationId: aud})
+	if err != nil || len(page.GetEvents()) != 4 {
+		t.Fatalf("carol's history of the audience: %v, %v", page, err)
+	}
+
+	// bob, in another region, got none of it, and cannot read or resume it.
+	alice.upTo(t, aud, 4)
+	select {
+	case ev := <-bob.Events():
+		t.Fatalf("bob (us) got %v", ev)
+	case <-time.After(200 * time.Millisecond):
+	}
+	_, err = bob.History(ctx, &clientv1.GetHistory{ConversationId: aud})
+	wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND)
+	tok, _ := e.minter.MintWith("bob", time.Now(), time.Hour, map[string]string{"region": "us"})
+	bob2, err := sdk.Dial(ctx, sdk.Options{URL: e.url, Token: tok, DeviceID: "b2", Resume: []*clientv1.Cursor{{ConversationId: aud}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob2.Close()
+	select {
+	case r := <-bob2.Resumed():
+		if len(r.GetFailed()) != 1 || r.GetFailed()[0].GetConversationId() != aud || len(r.GetCaughtUp()) != 0 {
+			t.Fatalf("bob resuming the eu audience: %v", r)
+		}
+	case ev := <-bob2.Events():
+		t.Fatalf("bob resumed %v", ev)
+	case <-time.After(10 * time.Second):
+		t.Fatal("bob's resume never answered")
+	}
+	// A bad audience is refused.
+	if _, err := api.Broadcast(ctx, &backendv1.BroadcastRequest{Key: "Region!", Value: "eu", Text: "x", ClientMsgId: "b-4"}); parleyCode(err) != "ERROR_CODE_INVALID_ARGUMENT" {
+		t.Fatalf("a bad key: %v", err)
+	}
+}
