@@ -11,10 +11,15 @@ import (
 
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+	backendv1 "github.com/parleychat/parley/pkg/pb/parley/backend/v1"
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
 	"github.com/parleychat/parley/pkg/sdk"
+	"github.com/parleychat/parley/pkg/server/auth"
+	"github.com/parleychat/parley/services/edge"
 	"github.com/parleychat/parley/services/platform"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // webEnv is a platform on Pebble and kfake and a headless Chromium whose
@@ -613,4 +618,55 @@ func TestWebChatContactsAndInvitations(t *testing.T) {
 	w.typeInto(bob, "bob", "#composer-input", "thanks for the invite")
 	w.click(bob, "bob", `Q('#send-button')`)
 	w.waitJS(alice, "alice", `M('thanks for the invite').dataset.sender`, "bob")
+}
+
+// TestWebChatAnnouncements: a page whose token puts alice in region=eu
+// lists that audience; a broadcast shows in it live, without a composer;
+// after a reload it is still there, with what was broadcast meanwhile.
+func TestWebChatAnnouncements(t *testing.T) {
+	w := startWebWith(t, 4*time.Minute, platform.Config{BackendAddr: "127.0.0.1:0",
+		BackendTokens: []edge.BackendToken{{Name: "test-app", Token: backendToken}}})
+	alice := w.tab("alice")
+	// The page keeps its token in sessionStorage: one with attributes
+	// there, and a reload, sign it in as an app's login service would.
+	m, err := auth.NewHS256(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := m.MintWith("alice", time.Now(), time.Hour, map[string]string{"region": "eu"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ok bool
+	if err := w.eval(alice, `(sessionStorage.setItem('parley.token', `+jsq(tok)+`), true)`, &ok); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Run(alice, chromedp.Reload()); err != nil {
+		t.Fatal(err)
+	}
+	w.waitJS(alice, "alice", listEntry("Announcements · region=eu", ".kind-tag"), "announcements")
+
+	cc, err := grpc.NewClient(w.p.Edge.BackendAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	api := backendv1.NewBackendServiceClient(cc)
+	ctx := withToken(context.Background(), backendToken)
+	if _, err := api.Broadcast(ctx, &backendv1.BroadcastRequest{Key: "region", Value: "eu", Text: "Maintenance at 22:00", ClientMsgId: "b-1"}); err != nil {
+		t.Fatal(err)
+	}
+	w.openConv(alice, "alice", "Announcements · region=eu")
+	w.waitHas(alice, "alice", `T('#messages')`, "Maintenance at 22:00")
+	w.waitJS(alice, "alice", `Q('#composer').hidden`, "true")
+	w.waitHas(alice, "alice", `T('#composer-note')`, "Announcements to everyone with region=eu")
+	if _, err := api.Broadcast(ctx, &backendv1.BroadcastRequest{Key: "region", Value: "eu", Text: "Done", ClientMsgId: "b-2"}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitHas(alice, "alice", `T('#messages')`, "Done")
+	if err := chromedp.Run(alice, chromedp.Reload()); err != nil {
+		t.Fatal(err)
+	}
+	w.waitJS(alice, "alice", `T('#conversation-title')`, "Announcements · region=eu")
+	w.waitHas(alice, "alice", `T('#messages')`, "Done")
 }

@@ -2,7 +2,7 @@
 // handed to the views, and the wiring of the page's controls.
 
 import { describe, fetchToken } from './protocol.js';
-import { clearTypingIn, convFromWire, dropTyping, myId, noteEvent, state } from './store.js';
+import { clearTypingIn, convFromWire, dropTyping, myId, noteAudiences, noteEvent, state } from './store.js';
 import { client, getDeviceId, request, SS_OPEN, SS_TOKEN, SS_USER, ssGet, ssSet } from './session.js';
 import { seqOf, USER_RE } from './util.js';
 import { $, hideToast, setStatus, showError, showToast } from './view/dom.js';
@@ -104,6 +104,8 @@ function onStatus(kind, detail) {
 
 function onAuthenticated(me) {
   state.me = me;
+  noteAudiences(me.audiences);
+  renderList();
   $('me-user').textContent = me.userId;
   $('whoami').title = 'user ' + me.userId + ', device ' + me.deviceId + ', session ' + me.sessionId;
   // A new connection starts not idle, and watches no one.

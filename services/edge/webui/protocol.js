@@ -99,7 +99,7 @@ export function fetchToken(name) {
 //   status(state, detail): 'connecting' (detail.phase: 'connect',
 //     'catch-up' or 'token'), 'connected', or 'disconnected'
 //     (detail.retryIn: seconds to the next attempt);
-//   authenticated(me): {userId, deviceId, sessionId}; requests may go;
+//   authenticated(me): {userId, deviceId, sessionId, inboxId, audiences}; requests may go;
 //   ready(caughtUp): what the connection may have missed can be synced;
 //     caughtUp is the Set of conversations a resume brought up to date,
 //     or null when nothing was resumed;
@@ -225,7 +225,8 @@ export class Client {
       if (s.reason !== 'rejected') this.emit('status', 'connecting', { phase: 'connect' });
     } else if (s.state === 'connected') {
       var a = s.authenticated || {};
-      this.me = { userId: a.userId || this.user, deviceId: a.deviceId || sdk.deviceId, sessionId: a.sessionId || '' };
+      this.me = { userId: a.userId || this.user, deviceId: a.deviceId || sdk.deviceId, sessionId: a.sessionId || '',
+        inboxId: a.inboxId || '', audiences: a.audiences || [] };
       this.tokenFresh = false;
       this.setConnected(true);
       this.emit('authenticated', this.me);

@@ -8,6 +8,7 @@ export var KIND_DIRECT = 'CONVERSATION_KIND_DIRECT';
 export var KIND_GROUP = 'CONVERSATION_KIND_GROUP';
 export var KIND_CHANNEL = 'CONVERSATION_KIND_CHANNEL';
 export var KIND_INBOX = 'CONVERSATION_KIND_INBOX';
+export var KIND_AUDIENCE = 'CONVERSATION_KIND_AUDIENCE';
 export var ROLE_OWNER = 'MEMBER_ROLE_OWNER';
 export var ROLE_ADMIN = 'MEMBER_ROLE_ADMIN';
 export var ROLE_MEMBER = 'MEMBER_ROLE_MEMBER';
@@ -117,11 +118,12 @@ export function convName(c) {
   if (c.kind === KIND_CHANNEL) return c.title || 'Untitled channel';
   if (c.kind === KIND_DIRECT) return others[0] || c.title || 'Direct chat';
   if (c.kind === KIND_INBOX) return 'Inbox';
+  if (c.kind === KIND_AUDIENCE) return 'Announcements · ' + c.title;
   return c.title || others.join(', ') || 'Conversation';
 }
 
 export function kindLabel(c) {
-  return c.kind === KIND_GROUP ? 'group' : c.kind === KIND_CHANNEL ? 'channel' : c.kind === KIND_DIRECT ? 'direct' : c.kind === KIND_INBOX ? 'inbox' : '';
+  return c.kind === KIND_GROUP ? 'group' : c.kind === KIND_CHANNEL ? 'channel' : c.kind === KIND_DIRECT ? 'direct' : c.kind === KIND_INBOX ? 'inbox' : c.kind === KIND_AUDIENCE ? 'announcements' : '';
 }
 
 export function previewLabel(c) {
@@ -149,6 +151,7 @@ export function postBlock(c) {
   if (!c) return '';
   var me = myId();
   if (c.kind === KIND_INBOX) return 'Your inbox: contact requests and invitations arrive here, to answer with their buttons.';
+  if (c.kind === KIND_AUDIENCE) return 'Announcements to everyone with ' + c.title + ': only the application posts here.';
   if (c.kind === KIND_CHANNEL && !isModerator(c)) return 'Only the owner and admins post in this channel; you follow it.';
   if (c.mutedIds.indexOf(me) >= 0) return 'You are muted in this conversation: you can read but not post.';
   if (c.kind === KIND_DIRECT) {
@@ -339,6 +342,8 @@ export function mergeList(list, flagsGen) {
   state.convs.forEach(function (old, id) {
     if (next.has(id)) return;
     if (old.localOnly) { next.set(id, old); missing = true; }
+    // An audience is the token's, never listed: kept as it is.
+    else if (old.audience) next.set(id, old);
     else if (state.open && state.open.id === id) next.set(id, old);
   });
   state.convs = next;
@@ -377,6 +382,19 @@ export function ensureLocalConv(id, kind, title, memberIds) {
     memberIds.forEach(function (m) { addMemberTo(c, m); });
   }
   return c;
+}
+
+// noteAudiences adds the audiences the token puts the user in
+// (authenticated.audiences) to the conversations, once each: they are
+// never listed, since the user is not their member, and are resumed and
+// paged like any other.
+export function noteAudiences(list) {
+  arr(list).forEach(function (a) {
+    if (!a || !a.conversationId || state.convs.has(a.conversationId)) return;
+    var c = convFromWire({ conversationId: a.conversationId, kind: KIND_AUDIENCE, title: a.selector || '' });
+    c.audience = true;
+    state.convs.set(c.id, c);
+  });
 }
 
 // forget drops a conversation the user left or was removed from, as of
