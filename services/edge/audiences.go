@@ -43,6 +43,17 @@ func (c *conn) reader(conv string) string {
 	return c.user
 }
 
+// audienceMember is the member of conv if it is one of the connection's
+// audiences, else "".
+func (c *conn) audienceMember(conv string) string {
+	for _, a := range c.audiences {
+		if a.conv == conv {
+			return a.member
+		}
+	}
+	return ""
+}
+
 // audienceSessions are the sessions of the connection's audiences, as
 // presence knows them: one per audience, under its member.
 func (c *conn) audienceSessions() []*presencev1.Session {

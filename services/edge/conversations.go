@@ -82,7 +82,22 @@ func listConversations(ctx context.Context, c *conn, b *clientv1.ClientFrame_Lis
 	if err != nil {
 		return failed(err)
 	}
+	list := resp.GetConversations()
+	if len(c.audiences) > 0 {
+		// The user is no member of their audiences, so persistence does
+		// not list them; they follow the list, each as the user reads it
+		// (whatever changed_since says: they are few).
+		ids := make([]string, len(c.audiences))
+		for i, a := range c.audiences {
+			ids[i] = a.conv
+		}
+		aud, err := c.svc.clients.persistence.Summaries(ctx, &persistencev1.SummariesRequest{UserId: c.user, ConversationIds: ids})
+		if err != nil {
+			return failed(err)
+		}
+		list = append(list, aud.GetConversations()...)
+	}
 	return &clientv1.ServerFrame{Frame: &clientv1.ServerFrame_Conversations{Conversations: &clientv1.ConversationList{
-		Conversations: resp.GetConversations(), SyncToken: resp.GetSyncToken(),
+		Conversations: list, SyncToken: resp.GetSyncToken(),
 	}}}
 }

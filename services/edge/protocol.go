@@ -132,6 +132,9 @@ func command[B any](build func(body B, cmd *logv1.Command), answer func(*logv1.C
 	return func(ctx context.Context, c *conn, body B) *clientv1.ServerFrame {
 		cmd := &logv1.Command{UserId: c.user, DeviceId: c.device}
 		build(body, cmd)
+		// A mark or a flag of an audience of the user's is theirs to set
+		// (audiences.go): the edge vouches for it.
+		cmd.Audience = c.audienceMember(cmd.GetConversationId())
 		trace.SpanFromContext(ctx).SetAttributes(attrConv.String(cmd.GetConversationId()))
 		resp, err := c.svc.clients.ingest.Submit(ctx, &ingestv1.SubmitRequest{Command: cmd})
 		if err != nil {

@@ -21,6 +21,15 @@ import (
 // the broadcast reaches every matching device once, live or by resuming,
 // with the seqs and seam of any conversation, and nobody else.
 
+// readsAudience reports whether cmd's user reads c as an audience they
+// belong to: an edge vouches for it (Command.audience) with c's member.
+// They may then mark their read position and set their own flags in it,
+// as a member would.
+func (c *conversation) readsAudience(cmd *logv1.Command) bool {
+	return c.kind() == chatv1.ConversationKind_CONVERSATION_KIND_AUDIENCE && cmd.GetAudience() != "" &&
+		len(c.members()) == 1 && c.members()[0] == cmd.GetAudience()
+}
+
 // prepareAnnounce checks a broadcast and addresses it to its audience.
 func prepareAnnounce(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 	a := cmd.GetAnnounce()

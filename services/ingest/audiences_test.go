@@ -49,6 +49,28 @@ func TestAnnounce(t *testing.T) {
 	if out, _ := l.run(postCmd(aud, "alice", "m1", "hi all")); out.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_NOT_FOUND {
 		t.Fatalf("a user posting in an audience: %v", out)
 	}
+	// A reader marks and mutes it only with an edge's word that they
+	// belong to it; their receipt is pushed to them alone.
+	mark := markCmd(aud, "alice", "a1", 3, 3)
+	if out, _ := l.run(mark); out.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_NOT_FOUND {
+		t.Fatalf("a mark without the audience's grant: %v", out)
+	}
+	wrong := markCmd(aud, "alice", "a1", 3, 3)
+	wrong.Audience = membership.AudienceMember("region=us")
+	if out, _ := l.run(wrong); out.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_NOT_FOUND {
+		t.Fatalf("a mark with another audience's grant: %v", out)
+	}
+	granted := markCmd(aud, "alice", "a1", 3, 3)
+	granted.Audience = membership.AudienceMember("region=eu")
+	out, recs = l.run(granted)
+	if out.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED || out.GetReceipt().GetReadSeq() != 3 || len(recs) != 1 || fmt.Sprint(recs[0].GetRecipientIds()) != "[alice]" {
+		t.Fatalf("a granted mark: %v, %v", out, recs)
+	}
+	muted := true
+	mute := &logv1.Command{ConversationId: aud, UserId: "alice", Audience: membership.AudienceMember("region=eu"), Body: &logv1.Command_SetFlags{SetFlags: &logv1.SetFlags{Muted: &muted}}}
+	if out, recs := l.run(mute); out.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED || !out.GetFlags().GetMuted() || fmt.Sprint(recs[0].GetRecipientIds()) != "[alice]" {
+		t.Fatalf("muting the audience: %v, %v", out, recs)
+	}
 	// The rebuilt aggregate answers a retry the same.
 	rebuilt := map[string]*conversation{}
 	for _, r := range l.recs {

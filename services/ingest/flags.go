@@ -29,7 +29,7 @@ func prepareFlags(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 func decideFlags(c *conversation, cmd *logv1.Command, f *logv1.SetFlags, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
 	user := cmd.GetUserId()
 	switch {
-	case !c.exists() || !c.isMember(user):
+	case !c.exists() || !c.isMember(user) && !c.readsAudience(cmd):
 		// One answer for both (notFound).
 		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, NoSuchConversation
 		return nil, out

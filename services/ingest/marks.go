@@ -27,7 +27,7 @@ func prepareMark(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 // repeated Mark free and idempotent.
 func decideMark(c *conversation, cmd *logv1.Command, m *logv1.Mark, out *logv1.Outcome, now time.Time) (*logv1.EventRecord, *logv1.Outcome) {
 	switch {
-	case !c.exists() || !c.isMember(cmd.GetUserId()):
+	case !c.exists() || !c.isMember(cmd.GetUserId()) && !c.readsAudience(cmd):
 		// One answer for both (notFound).
 		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, NoSuchConversation
 		return nil, out
@@ -50,5 +50,11 @@ func decideMark(c *conversation, cmd *logv1.Command, m *logv1.Mark, out *logv1.O
 	}
 	r := proto.CloneOf(out.Receipt)
 	r.Time = timestamppb.New(now)
-	return &logv1.EventRecord{Receipt: r, RecipientIds: append([]string(nil), c.members()...), CommandId: cmd.GetCommandId()}, out
+	recipients := append([]string(nil), c.members()...)
+	if c.kind() == chatv1.ConversationKind_CONVERSATION_KIND_AUDIENCE {
+		// A reader's position is theirs alone: not the whole audience's
+		// to be pushed.
+		recipients = []string{cmd.GetUserId()}
+	}
+	return &logv1.EventRecord{Receipt: r, RecipientIds: recipients, CommandId: cmd.GetCommandId()}, out
 }

@@ -2,11 +2,13 @@ package persistence
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/parleychat/parley/services/persistence/history"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -90,4 +92,32 @@ func (s *Service) Contacts(ctx context.Context, req *persistencev1.ContactsReque
 		return nil, storeErr(err)
 	}
 	return &persistencev1.ContactsResponse{Contacts: contacts}, nil
+}
+
+// maxSummaries bounds one Summaries call, as a token bounds its
+// audiences.
+const maxSummaries = 64
+
+// Summaries implements PersistenceService. It trusts user_id and asks no
+// membership: the edge asks only for the audiences the user's token puts
+// them in.
+func (s *Service) Summaries(ctx context.Context, req *persistencev1.SummariesRequest) (*persistencev1.SummariesResponse, error) {
+	if req.GetUserId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "user_id is required")
+	}
+	if n := len(req.GetConversationIds()); n > maxSummaries {
+		return nil, status.Errorf(codes.InvalidArgument, "at most %d conversations, got %d", maxSummaries, n)
+	}
+	resp := &persistencev1.SummariesResponse{}
+	for _, conv := range req.GetConversationIds() {
+		c, err := s.store.ConversationFor(ctx, conv, req.GetUserId())
+		if errors.Is(err, history.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, storeErr(err)
+		}
+		resp.Conversations = append(resp.Conversations, c)
+	}
+	return resp, nil
 }

@@ -86,6 +86,43 @@ func TestAudienceBroadcast(t *testing.T) {
 		t.Fatalf("carol's history of the audience: %v, %v", page, err)
 	}
 
+	// Her read position and her mute of it are hers: the list shows the
+	// audience (after her conversations) as she reads it.
+	if r, err := carol.Mark(ctx, aud, 3, 3); err != nil || r.GetReadSeq() != 3 {
+		t.Fatalf("carol marks the audience: %v, %v", r, err)
+	}
+	if _, err := carol.SetMuted(ctx, aud, true); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		list, err := carol.Conversations(ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a *chatv1.Conversation
+		for _, c := range list {
+			if c.GetConversationId() == aud {
+				a = c
+			}
+		}
+		if a != nil && a.GetReadSeq() == 3 && a.GetUnreadCount() == 1 && a.GetMuted() && a.GetKind() == chatv1.ConversationKind_CONVERSATION_KIND_AUDIENCE {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("carol's list: %v", list)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Nobody else sees her position: alice's is her own (and plan=pro,
+	// which nothing was broadcast to, does not exist to be listed).
+	if list, err := alice.Conversations(ctx, 0); err != nil || len(list) != 1 || list[0].GetReadSeq() != 0 || list[0].GetUnreadCount() != 3 || list[0].GetMuted() {
+		t.Fatalf("alice's list: %v, %v", list, err)
+	}
+	// A mark of an audience one is not in is refused.
+	_, err = bob.Mark(ctx, aud, 1, 1)
+	wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_NOT_FOUND)
+
 	// bob, in another region, got none of it, and cannot read or resume it.
 	alice.upTo(t, aud, 4)
 	select {

@@ -83,6 +83,11 @@ type Store interface {
 	// change becomes visible at most ChangeLag after the time it counts
 	// as changed at.
 	Conversations(ctx context.Context, userID string, q ListQuery) ([]*chatv1.Conversation, error)
+	// ConversationFor returns one conversation as Conversations lists it
+	// for userID (ReadSeq, UnreadCount, own flags), whether or not they
+	// are a member: how a user reads an audience they belong to by an
+	// attribute. ErrNotFound if it does not exist.
+	ConversationFor(ctx context.Context, conversationID, userID string) (*chatv1.Conversation, error)
 	// Receipts lists one receipt per device that has a position in the
 	// conversation (by a receipt or by posting), each with its user's read
 	// position, ordered by user then device. ErrNotFound if the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/gocql/gocql"
 	"github.com/parleychat/parley/services/persistence/history"
 	"golang.org/x/sync/errgroup"
 
@@ -142,6 +143,51 @@ func (s *Store) Conversations(ctx context.Context, user string, q history.ListQu
 		out = out[:n]
 	}
 	return out, nil
+}
+
+// ConversationFor implements history.Store: the summary, and the user's
+// read position and flags in it (single-row reads, concurrent), then the
+// unread count as Conversations counts it.
+func (s *Store) ConversationFor(ctx context.Context, conv, user string) (*chatv1.Conversation, error) {
+	var (
+		c             *chatv1.Conversation
+		seq           *int64
+		muted, pinned *bool
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		var err error
+		c, _, err = s.summary(gctx, conv)
+		return err
+	})
+	g.Go(func() error {
+		err := s.sess.Query(`SELECT read_seq FROM read_positions WHERE user_id = ? AND conversation_id = ?`, user, conv).WithContext(gctx).Scan(&seq)
+		if err != nil && !errors.Is(err, gocql.ErrNotFound) {
+			return fmt.Errorf("read read position of %s in %s: %w", user, conv, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		err := s.sess.Query(`SELECT muted, pinned FROM conversation_flags WHERE user_id = ? AND conversation_id = ?`, user, conv).WithContext(gctx).Scan(&muted, &pinned)
+		if err != nil && !errors.Is(err, gocql.ErrNotFound) {
+			return fmt.Errorf("read flags of %s in %s: %w", user, conv, err)
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if seq != nil {
+		c.ReadSeq = uint64(*seq)
+	}
+	if c.ReadSeq < c.GetLastSeq() {
+		var err error
+		if c.UnreadCount, err = s.unread(ctx, conv, user, c.ReadSeq, c.GetLastSeq()); err != nil {
+			return nil, err
+		}
+	}
+	c.Muted, c.Pinned = muted != nil && *muted, pinned != nil && *pinned
+	return c, nil
 }
 
 // unread counts the events in (read, last] that history.CountsAsUnread

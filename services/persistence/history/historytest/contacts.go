@@ -2,6 +2,7 @@ package historytest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -150,6 +151,28 @@ func runContacts(t *testing.T, open func(*testing.T) history.Store) {
 		apply(t, plain, Created("h", chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "t", "alice"))
 		if sum, err := plain.Conversation(context.Background(), "h"); err != nil || sum.GetConsent() {
 			t.Fatalf("a group without consent: %v, %v", sum, err)
+		}
+	})
+	t.Run("ConversationForAnAudienceReader", func(t *testing.T) {
+		// A user who is no member (an audience's reader) has a read
+		// position, an unread count and flags in it all the same.
+		s := open(t)
+		apply(t, s, Created("aud", chatv1.ConversationKind_CONVERSATION_KIND_AUDIENCE, "region=eu", "aud:region=eu"),
+			Posted("aud", 2, "system", "one"), Posted("aud", 3, "system", "two"), Posted("aud", 4, "system", "three"))
+		c, err := s.ConversationFor(context.Background(), "aud", "alice")
+		if err != nil || c.GetReadSeq() != 0 || c.GetUnreadCount() != 3 || c.GetMuted() || c.GetKind() != chatv1.ConversationKind_CONVERSATION_KIND_AUDIENCE {
+			t.Fatalf("alice's view before reading: %v, %v", c, err)
+		}
+		apply(t, s, Receipt("aud", "alice", "a1", 3, 3), Flags("aud", "alice", 1, true, false))
+		c, err = s.ConversationFor(context.Background(), "aud", "alice")
+		if err != nil || c.GetReadSeq() != 3 || c.GetUnreadCount() != 1 || !c.GetMuted() || c.GetLastSeq() != 4 {
+			t.Fatalf("alice's view after reading to 3 and muting: %v, %v", c, err)
+		}
+		if l, err := s.Conversations(context.Background(), "alice", history.ListQuery{}); err != nil || len(l) != 0 {
+			t.Fatalf("alice lists %v, %v: she is no member", l, err)
+		}
+		if _, err := s.ConversationFor(context.Background(), "nowhere", "alice"); !errors.Is(err, history.ErrNotFound) {
+			t.Fatalf("a conversation that does not exist: %v", err)
 		}
 	})
 	t.Run("ItemWithoutOwnerRefused", func(t *testing.T) {

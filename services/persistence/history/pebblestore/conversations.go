@@ -79,6 +79,33 @@ func unread(ctx context.Context, snap *pebble.Snapshot, conv, user string, read 
 	return n, nil
 }
 
+// ConversationFor implements history.Store, from one snapshot as
+// Conversations.
+func (s *Store) ConversationFor(ctx context.Context, conv, user string) (*chatv1.Conversation, error) {
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	c, err := getConversation(snap, conv)
+	if err != nil {
+		return nil, err
+	}
+	read, _, err := getRead(snap, conv, user)
+	if err != nil {
+		return nil, err
+	}
+	flags, err := getFlags(snap, user, conv)
+	if err != nil {
+		return nil, err
+	}
+	c.ReadSeq = read
+	if read < c.GetLastSeq() {
+		if c.UnreadCount, err = unread(ctx, snap, conv, user, read); err != nil {
+			return nil, err
+		}
+	}
+	c.Muted, c.Pinned = flags.f.GetMuted(), flags.f.GetPinned()
+	return c, nil
+}
+
 // Conversations implements history.Store. It reads from one snapshot, so
 // a summary and the user's read position in it agree.
 func (s *Store) Conversations(ctx context.Context, user string, q history.ListQuery) ([]*chatv1.Conversation, error) {

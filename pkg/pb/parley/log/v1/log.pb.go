@@ -38,6 +38,11 @@ type Command struct {
 	DeviceId       string                 `protobuf:"bytes,4,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
 	ClientMsgId    string                 `protobuf:"bytes,5,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
 	SubmitTime     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=submit_time,json=submitTime,proto3" json:"submit_time,omitempty"`
+	// audience, set by an edge, vouches that the user belongs to the
+	// audience of that member (parley.chat.v1 CONVERSATION_KIND_AUDIENCE)
+	// by their token: the sequencer then lets them move their own read
+	// position and flags in it, which only members may elsewhere.
+	Audience string `protobuf:"bytes,7,opt,name=audience,proto3" json:"audience,omitempty"`
 	// Types that are valid to be assigned to Body:
 	//
 	//	*Command_CreateConversation
@@ -141,6 +146,13 @@ func (x *Command) GetSubmitTime() *timestamppb.Timestamp {
 		return x.SubmitTime
 	}
 	return nil
+}
+
+func (x *Command) GetAudience() string {
+	if x != nil {
+		return x.Audience
+	}
+	return ""
 }
 
 func (x *Command) GetBody() isCommand_Body {
@@ -2889,7 +2901,7 @@ var File_parley_log_v1_log_proto protoreflect.FileDescriptor
 
 const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\n" +
-	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xd4\x0e\n" +
+	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xf0\x0e\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12'\n" +
@@ -2898,7 +2910,8 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\tdevice_id\x18\x04 \x01(\tR\bdeviceId\x12\"\n" +
 	"\rclient_msg_id\x18\x05 \x01(\tR\vclientMsgId\x12;\n" +
 	"\vsubmit_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"submitTime\x12T\n" +
+	"submitTime\x12\x1a\n" +
+	"\baudience\x18\a \x01(\tR\baudience\x12T\n" +
 	"\x13create_conversation\x18\n" +
 	" \x01(\v2!.parley.log.v1.CreateConversationH\x00R\x12createConversation\x129\n" +
 	"\n" +

@@ -901,6 +901,105 @@ func (x *ContactsResponse) GetContacts() []*v1.Contact {
 	return nil
 }
 
+// SummariesRequest names the reader and the conversations.
+type SummariesRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	UserId          string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	ConversationIds []string               `protobuf:"bytes,2,rep,name=conversation_ids,json=conversationIds,proto3" json:"conversation_ids,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SummariesRequest) Reset() {
+	*x = SummariesRequest{}
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SummariesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SummariesRequest) ProtoMessage() {}
+
+func (x *SummariesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SummariesRequest.ProtoReflect.Descriptor instead.
+func (*SummariesRequest) Descriptor() ([]byte, []int) {
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SummariesRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *SummariesRequest) GetConversationIds() []string {
+	if x != nil {
+		return x.ConversationIds
+	}
+	return nil
+}
+
+// SummariesResponse has the conversations that exist, in the request's
+// order.
+type SummariesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversations []*v1.Conversation     `protobuf:"bytes,1,rep,name=conversations,proto3" json:"conversations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SummariesResponse) Reset() {
+	*x = SummariesResponse{}
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SummariesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SummariesResponse) ProtoMessage() {}
+
+func (x *SummariesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_persistence_v1_persistence_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SummariesResponse.ProtoReflect.Descriptor instead.
+func (*SummariesResponse) Descriptor() ([]byte, []int) {
+	return file_parley_persistence_v1_persistence_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SummariesResponse) GetConversations() []*v1.Conversation {
+	if x != nil {
+		return x.Conversations
+	}
+	return nil
+}
+
 var File_parley_persistence_v1_persistence_proto protoreflect.FileDescriptor
 
 const file_parley_persistence_v1_persistence_proto_rawDesc = "" +
@@ -961,7 +1060,12 @@ const file_parley_persistence_v1_persistence_proto_rawDesc = "" +
 	"\x0fContactsRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"G\n" +
 	"\x10ContactsResponse\x123\n" +
-	"\bcontacts\x18\x01 \x03(\v2\x17.parley.chat.v1.ContactR\bcontacts2\xae\x05\n" +
+	"\bcontacts\x18\x01 \x03(\v2\x17.parley.chat.v1.ContactR\bcontacts\"V\n" +
+	"\x10SummariesRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12)\n" +
+	"\x10conversation_ids\x18\x02 \x03(\tR\x0fconversationIds\"W\n" +
+	"\x11SummariesResponse\x12B\n" +
+	"\rconversations\x18\x01 \x03(\v2\x1c.parley.chat.v1.ConversationR\rconversations2\x8e\x06\n" +
 	"\x12PersistenceService\x12X\n" +
 	"\aHistory\x12%.parley.persistence.v1.HistoryRequest\x1a&.parley.persistence.v1.HistoryResponse\x12X\n" +
 	"\aCatchUp\x12%.parley.persistence.v1.CatchUpRequest\x1a&.parley.persistence.v1.CatchUpResponse\x12j\n" +
@@ -969,7 +1073,8 @@ const file_parley_persistence_v1_persistence_proto_rawDesc = "" +
 	"\bReceipts\x12&.parley.persistence.v1.ReceiptsRequest\x1a'.parley.persistence.v1.ReceiptsResponse\x12g\n" +
 	"\fConversation\x12*.parley.persistence.v1.ConversationRequest\x1a+.parley.persistence.v1.ConversationResponse\x12U\n" +
 	"\x06Blocks\x12$.parley.persistence.v1.BlocksRequest\x1a%.parley.persistence.v1.BlocksResponse\x12[\n" +
-	"\bContacts\x12&.parley.persistence.v1.ContactsRequest\x1a'.parley.persistence.v1.ContactsResponseBIZGgithub.com/parleychat/parley/pkg/pb/parley/persistence/v1;persistencev1b\x06proto3"
+	"\bContacts\x12&.parley.persistence.v1.ContactsRequest\x1a'.parley.persistence.v1.ContactsResponse\x12^\n" +
+	"\tSummaries\x12'.parley.persistence.v1.SummariesRequest\x1a(.parley.persistence.v1.SummariesResponseBIZGgithub.com/parleychat/parley/pkg/pb/parley/persistence/v1;persistencev1b\x06proto3"
 
 var (
 	file_parley_persistence_v1_persistence_proto_rawDescOnce sync.Once
@@ -983,7 +1088,7 @@ func file_parley_persistence_v1_persistence_proto_rawDescGZIP() []byte {
 	return file_parley_persistence_v1_persistence_proto_rawDescData
 }
 
-var file_parley_persistence_v1_persistence_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_parley_persistence_v1_persistence_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_parley_persistence_v1_persistence_proto_goTypes = []any{
 	(*BlocksRequest)(nil),         // 0: parley.persistence.v1.BlocksRequest
 	(*BlocksResponse)(nil),        // 1: parley.persistence.v1.BlocksResponse
@@ -1001,39 +1106,44 @@ var file_parley_persistence_v1_persistence_proto_goTypes = []any{
 	(*ReceiptsResponse)(nil),      // 13: parley.persistence.v1.ReceiptsResponse
 	(*ContactsRequest)(nil),       // 14: parley.persistence.v1.ContactsRequest
 	(*ContactsResponse)(nil),      // 15: parley.persistence.v1.ContactsResponse
-	(*v1.Event)(nil),              // 16: parley.chat.v1.Event
-	(*v1.Conversation)(nil),       // 17: parley.chat.v1.Conversation
-	(*v1.Receipt)(nil),            // 18: parley.chat.v1.Receipt
-	(*v1.Contact)(nil),            // 19: parley.chat.v1.Contact
+	(*SummariesRequest)(nil),      // 16: parley.persistence.v1.SummariesRequest
+	(*SummariesResponse)(nil),     // 17: parley.persistence.v1.SummariesResponse
+	(*v1.Event)(nil),              // 18: parley.chat.v1.Event
+	(*v1.Conversation)(nil),       // 19: parley.chat.v1.Conversation
+	(*v1.Receipt)(nil),            // 20: parley.chat.v1.Receipt
+	(*v1.Contact)(nil),            // 21: parley.chat.v1.Contact
 }
 var file_parley_persistence_v1_persistence_proto_depIdxs = []int32{
-	16, // 0: parley.persistence.v1.HistoryResponse.events:type_name -> parley.chat.v1.Event
+	18, // 0: parley.persistence.v1.HistoryResponse.events:type_name -> parley.chat.v1.Event
 	5,  // 1: parley.persistence.v1.CatchUpRequest.cursors:type_name -> parley.persistence.v1.CatchUpCursor
 	7,  // 2: parley.persistence.v1.CatchUpResponse.pages:type_name -> parley.persistence.v1.CatchUpPage
-	16, // 3: parley.persistence.v1.CatchUpPage.events:type_name -> parley.chat.v1.Event
-	17, // 4: parley.persistence.v1.ConversationsResponse.conversations:type_name -> parley.chat.v1.Conversation
-	17, // 5: parley.persistence.v1.ConversationResponse.conversation:type_name -> parley.chat.v1.Conversation
-	18, // 6: parley.persistence.v1.ReceiptsResponse.receipts:type_name -> parley.chat.v1.Receipt
-	19, // 7: parley.persistence.v1.ContactsResponse.contacts:type_name -> parley.chat.v1.Contact
-	2,  // 8: parley.persistence.v1.PersistenceService.History:input_type -> parley.persistence.v1.HistoryRequest
-	4,  // 9: parley.persistence.v1.PersistenceService.CatchUp:input_type -> parley.persistence.v1.CatchUpRequest
-	8,  // 10: parley.persistence.v1.PersistenceService.Conversations:input_type -> parley.persistence.v1.ConversationsRequest
-	12, // 11: parley.persistence.v1.PersistenceService.Receipts:input_type -> parley.persistence.v1.ReceiptsRequest
-	10, // 12: parley.persistence.v1.PersistenceService.Conversation:input_type -> parley.persistence.v1.ConversationRequest
-	0,  // 13: parley.persistence.v1.PersistenceService.Blocks:input_type -> parley.persistence.v1.BlocksRequest
-	14, // 14: parley.persistence.v1.PersistenceService.Contacts:input_type -> parley.persistence.v1.ContactsRequest
-	3,  // 15: parley.persistence.v1.PersistenceService.History:output_type -> parley.persistence.v1.HistoryResponse
-	6,  // 16: parley.persistence.v1.PersistenceService.CatchUp:output_type -> parley.persistence.v1.CatchUpResponse
-	9,  // 17: parley.persistence.v1.PersistenceService.Conversations:output_type -> parley.persistence.v1.ConversationsResponse
-	13, // 18: parley.persistence.v1.PersistenceService.Receipts:output_type -> parley.persistence.v1.ReceiptsResponse
-	11, // 19: parley.persistence.v1.PersistenceService.Conversation:output_type -> parley.persistence.v1.ConversationResponse
-	1,  // 20: parley.persistence.v1.PersistenceService.Blocks:output_type -> parley.persistence.v1.BlocksResponse
-	15, // 21: parley.persistence.v1.PersistenceService.Contacts:output_type -> parley.persistence.v1.ContactsResponse
-	15, // [15:22] is the sub-list for method output_type
-	8,  // [8:15] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	18, // 3: parley.persistence.v1.CatchUpPage.events:type_name -> parley.chat.v1.Event
+	19, // 4: parley.persistence.v1.ConversationsResponse.conversations:type_name -> parley.chat.v1.Conversation
+	19, // 5: parley.persistence.v1.ConversationResponse.conversation:type_name -> parley.chat.v1.Conversation
+	20, // 6: parley.persistence.v1.ReceiptsResponse.receipts:type_name -> parley.chat.v1.Receipt
+	21, // 7: parley.persistence.v1.ContactsResponse.contacts:type_name -> parley.chat.v1.Contact
+	19, // 8: parley.persistence.v1.SummariesResponse.conversations:type_name -> parley.chat.v1.Conversation
+	2,  // 9: parley.persistence.v1.PersistenceService.History:input_type -> parley.persistence.v1.HistoryRequest
+	4,  // 10: parley.persistence.v1.PersistenceService.CatchUp:input_type -> parley.persistence.v1.CatchUpRequest
+	8,  // 11: parley.persistence.v1.PersistenceService.Conversations:input_type -> parley.persistence.v1.ConversationsRequest
+	12, // 12: parley.persistence.v1.PersistenceService.Receipts:input_type -> parley.persistence.v1.ReceiptsRequest
+	10, // 13: parley.persistence.v1.PersistenceService.Conversation:input_type -> parley.persistence.v1.ConversationRequest
+	0,  // 14: parley.persistence.v1.PersistenceService.Blocks:input_type -> parley.persistence.v1.BlocksRequest
+	14, // 15: parley.persistence.v1.PersistenceService.Contacts:input_type -> parley.persistence.v1.ContactsRequest
+	16, // 16: parley.persistence.v1.PersistenceService.Summaries:input_type -> parley.persistence.v1.SummariesRequest
+	3,  // 17: parley.persistence.v1.PersistenceService.History:output_type -> parley.persistence.v1.HistoryResponse
+	6,  // 18: parley.persistence.v1.PersistenceService.CatchUp:output_type -> parley.persistence.v1.CatchUpResponse
+	9,  // 19: parley.persistence.v1.PersistenceService.Conversations:output_type -> parley.persistence.v1.ConversationsResponse
+	13, // 20: parley.persistence.v1.PersistenceService.Receipts:output_type -> parley.persistence.v1.ReceiptsResponse
+	11, // 21: parley.persistence.v1.PersistenceService.Conversation:output_type -> parley.persistence.v1.ConversationResponse
+	1,  // 22: parley.persistence.v1.PersistenceService.Blocks:output_type -> parley.persistence.v1.BlocksResponse
+	15, // 23: parley.persistence.v1.PersistenceService.Contacts:output_type -> parley.persistence.v1.ContactsResponse
+	17, // 24: parley.persistence.v1.PersistenceService.Summaries:output_type -> parley.persistence.v1.SummariesResponse
+	17, // [17:25] is the sub-list for method output_type
+	9,  // [9:17] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_parley_persistence_v1_persistence_proto_init() }
@@ -1048,7 +1158,7 @@ func file_parley_persistence_v1_persistence_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_persistence_v1_persistence_proto_rawDesc), len(file_parley_persistence_v1_persistence_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,7 @@ const (
 	PersistenceService_Conversation_FullMethodName  = "/parley.persistence.v1.PersistenceService/Conversation"
 	PersistenceService_Blocks_FullMethodName        = "/parley.persistence.v1.PersistenceService/Blocks"
 	PersistenceService_Contacts_FullMethodName      = "/parley.persistence.v1.PersistenceService/Contacts"
+	PersistenceService_Summaries_FullMethodName     = "/parley.persistence.v1.PersistenceService/Summaries"
 )
 
 // PersistenceServiceClient is the client API for PersistenceService service.
@@ -60,6 +61,10 @@ type PersistenceServiceClient interface {
 	// Contacts lists user_id's contact list (see the history store's
 	// Contacts). The caller is trusted to ask for the user it serves.
 	Contacts(ctx context.Context, in *ContactsRequest, opts ...grpc.CallOption) (*ContactsResponse, error)
+	// Summaries gives conversations as user_id reads them (read position,
+	// unread count, own flags), whether or not a member: the edge asks only
+	// for the audiences the user's token puts them in.
+	Summaries(ctx context.Context, in *SummariesRequest, opts ...grpc.CallOption) (*SummariesResponse, error)
 }
 
 type persistenceServiceClient struct {
@@ -140,6 +145,16 @@ func (c *persistenceServiceClient) Contacts(ctx context.Context, in *ContactsReq
 	return out, nil
 }
 
+func (c *persistenceServiceClient) Summaries(ctx context.Context, in *SummariesRequest, opts ...grpc.CallOption) (*SummariesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SummariesResponse)
+	err := c.cc.Invoke(ctx, PersistenceService_Summaries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PersistenceServiceServer is the server API for PersistenceService service.
 // All implementations must embed UnimplementedPersistenceServiceServer
 // for forward compatibility.
@@ -169,6 +184,10 @@ type PersistenceServiceServer interface {
 	// Contacts lists user_id's contact list (see the history store's
 	// Contacts). The caller is trusted to ask for the user it serves.
 	Contacts(context.Context, *ContactsRequest) (*ContactsResponse, error)
+	// Summaries gives conversations as user_id reads them (read position,
+	// unread count, own flags), whether or not a member: the edge asks only
+	// for the audiences the user's token puts them in.
+	Summaries(context.Context, *SummariesRequest) (*SummariesResponse, error)
 	mustEmbedUnimplementedPersistenceServiceServer()
 }
 
@@ -199,6 +218,9 @@ func (UnimplementedPersistenceServiceServer) Blocks(context.Context, *BlocksRequ
 }
 func (UnimplementedPersistenceServiceServer) Contacts(context.Context, *ContactsRequest) (*ContactsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Contacts not implemented")
+}
+func (UnimplementedPersistenceServiceServer) Summaries(context.Context, *SummariesRequest) (*SummariesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Summaries not implemented")
 }
 func (UnimplementedPersistenceServiceServer) mustEmbedUnimplementedPersistenceServiceServer() {}
 func (UnimplementedPersistenceServiceServer) testEmbeddedByValue()                            {}
@@ -347,6 +369,24 @@ func _PersistenceService_Contacts_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PersistenceService_Summaries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SummariesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PersistenceServiceServer).Summaries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PersistenceService_Summaries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PersistenceServiceServer).Summaries(ctx, req.(*SummariesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PersistenceService_ServiceDesc is the grpc.ServiceDesc for PersistenceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -381,6 +421,10 @@ var PersistenceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Contacts",
 			Handler:    _PersistenceService_Contacts_Handler,
+		},
+		{
+			MethodName: "Summaries",
+			Handler:    _PersistenceService_Summaries_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
