@@ -35,6 +35,7 @@ const chatHelp = `commands:
   /contacts                  your contacts and requests
   /inbox                     requests and invitations sent to you
   /join N                    accept invitation N of /inbox (/refuse N)
+  /contacts-only on|off      take direct chats from your contacts only
   /quit                      leave (or Ctrl-D)
 anything else is sent to the open conversation`
 
@@ -248,6 +249,11 @@ func describe(ev *chatv1.Event, me string, loc *time.Location) string {
 		return fmt.Sprintf("%s * %s", at, contactLine(b.ContactUpdated))
 	case *chatv1.Event_InvitationUpdated:
 		return fmt.Sprintf("%s * %s", at, invitationLine(b.InvitationUpdated))
+	case *chatv1.Event_SettingsChanged:
+		if b.SettingsChanged.GetContactsOnly() {
+			return fmt.Sprintf("%s * you take direct chats from your contacts only", at)
+		}
+		return fmt.Sprintf("%s * you take direct chats from anyone", at)
 	}
 	return fmt.Sprintf("%s * event %d", at, ev.GetSeq())
 }
@@ -534,6 +540,19 @@ func (ch *chat) do(ctx context.Context, line string) error {
 		ch.mu.Unlock()
 		for i, u := range invites {
 			ch.printf("%2d. %s invites you to %q\n", i+1, u.GetInviterId(), u.GetTitle())
+		}
+	case "/contacts-only":
+		if len(fields) != 2 || fields[1] != "on" && fields[1] != "off" {
+			return fmt.Errorf("usage: /contacts-only on|off")
+		}
+		s, err := ch.c.SetContactsOnly(ctx, fields[1] == "on")
+		if err != nil {
+			return err
+		}
+		if s.GetContactsOnly() {
+			ch.printf("only your contacts can start a chat with you now\n")
+		} else {
+			ch.printf("anyone can start a chat with you now\n")
 		}
 	case "/join", "/refuse":
 		var n int

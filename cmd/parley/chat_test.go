@@ -230,4 +230,6 @@ func TestChatEndToEnd(t *testing.T) {
 	waitFor(t, "carol", term["carol"], ` 1. bob invites you to "club"`)
 	chats["carol"].command(ctx, "/join 1")
 	waitFor(t, "carol", term["carol"], "-- club --", "* carol joined")
+	chats["carol"].command(ctx, "/contacts-only on")
+	waitFor(t, "carol", term["carol"], "only your contacts can start a chat with you now", "[inbox] ", "you take direct chats from your contacts only")
 }

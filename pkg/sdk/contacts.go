@@ -78,3 +78,26 @@ func (c *Client) RespondInvitation(ctx context.Context, conversationID string, a
 	}
 	return resp.GetInvitationStatus(), nil
 }
+
+// SetContactsOnly sets whether only the caller's contacts may open a
+// direct conversation with them; their other devices get a
+// SettingsChanged event in the inbox.
+func (c *Client) SetContactsOnly(ctx context.Context, on bool) (*clientv1.Settings, error) {
+	return c.settings(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_SetSettings{SetSettings: &clientv1.SetSettings{ContactsOnly: &on}}})
+}
+
+// Settings reads the caller's settings.
+func (c *Client) Settings(ctx context.Context) (*clientv1.Settings, error) {
+	return c.settings(ctx, &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_GetSettings{GetSettings: &clientv1.GetSettings{}}})
+}
+
+func (c *Client) settings(ctx context.Context, f *clientv1.ClientFrame) (*clientv1.Settings, error) {
+	resp, err := c.Do(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	if resp.GetSettings() == nil {
+		return nil, fmt.Errorf("unexpected answer %v", resp)
+	}
+	return resp.GetSettings(), nil
+}

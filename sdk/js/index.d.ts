@@ -180,6 +180,8 @@ export declare class Client {
   cancelContact(userId: string): Promise<ContactStateName>;
   listContacts(): Promise<ContactJson[]>;
   respondInvitation(conversationId: string, accept: boolean): Promise<{ conversationId: string; joined: boolean; seq: string }>;
+  setContactsOnly(on: boolean): Promise<{ contactsOnly: boolean }>;
+  getSettings(): Promise<{ contactsOnly: boolean }>;
 }
 
 export type ContactStateName = '' | 'CONTACT_STATE_OUTGOING' | 'CONTACT_STATE_INCOMING' | 'CONTACT_STATE_CONTACT';

@@ -345,3 +345,17 @@ func (c *ttlCache[V]) put(key string, v V, now time.Time) {
 	}
 	c.m[key] = ttlEntry[V]{v, now}
 }
+
+// contactsOnly reports whether user takes direct conversations from their
+// contacts only (their inbox's summary; false without an inbox), read
+// fresh.
+func (a *access) contactsOnly(ctx context.Context, user string) (bool, error) {
+	resp, err := a.persistence.Summaries(ctx, &persistencev1.SummariesRequest{UserId: user, ConversationIds: []string{membership.InboxID(user)}})
+	if err != nil {
+		return false, err
+	}
+	for _, c := range resp.GetConversations() {
+		return c.GetContactsOnly(), nil
+	}
+	return false, nil
+}

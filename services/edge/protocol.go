@@ -31,7 +31,7 @@ var handlers = table(
 	on(command(deleteMessage, accepted)),
 	on(command(react, accepted)),
 
-	on(consent(groupMembers, command(createConversation, accepted))), // conversations.go; consent: access.go
+	on(consent(groupMembers, strangers(command(createConversation, accepted)))), // conversations.go; consent: access.go; strangers: contacts.go
 	on(consent(addedMember, command(addMember, accepted))),
 	on(command(removeMember, accepted)),
 	on(command(leave, accepted)),
@@ -64,6 +64,8 @@ var handlers = table(
 	on(command(cancelContact, contactStatus)),
 	on(listContacts),
 	on(command(respondInvitation, invitationStatus)),
+	on(command(setSettings, settingsSet)),
+	on(getSettings),
 
 	on(getHistory), // history.go
 )

@@ -87,6 +87,8 @@ func familyOf(cmd *logv1.Command) *family {
 		return &answerFamily
 	case *logv1.Command_Announce:
 		return &announceFamily
+	case *logv1.Command_SetSettings:
+		return &settingsFamily
 	case *logv1.Command_CreateConversation:
 		return &createFamily
 	case *logv1.Command_AddMember, *logv1.Command_RemoveMember, *logv1.Command_Leave, *logv1.Command_SetRole,
@@ -121,6 +123,8 @@ var (
 	contactFamily = family{state: true, prepare: prepareContact, decideMore: func(convs map[string]*conversation, cmd *logv1.Command, _ int, out *logv1.Outcome, now time.Time) decision {
 		return decideContact(convs, cmd, out, now)
 	}}
+	// the user's settings: inbox.go.
+	settingsFamily = family{state: true, prepare: prepareSettings, decideMore: decideSettings}
 	// broadcasts: audiences.go.
 	announceFamily = family{prepare: prepareAnnounce, decideMore: decideAnnounce}
 	// answers to invitations: invitations.go.

@@ -385,3 +385,36 @@ func TestSequencerHandsOnInboxItems(t *testing.T) {
 		t.Fatalf("inbox items for %v, want alice and bob", items)
 	}
 }
+
+func TestSettings(t *testing.T) {
+	l := newContactLog(t)
+	on, off := true, false
+	set := func(v *bool) *logv1.Command {
+		return &logv1.Command{UserId: "bob", DeviceId: "b1", Body: &logv1.Command_SetSettings{SetSettings: &logv1.SetSettings{ContactsOnly: v}}}
+	}
+	out, recs := l.run(set(&on))
+	inbox := membership.InboxID("bob")
+	if out.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED || out.GetConversationId() != inbox || len(recs) != 2 ||
+		!recs[1].GetEvent().GetSettingsChanged().GetContactsOnly() || fmt.Sprint(recs[1].GetRecipientIds()) != "[bob]" {
+		t.Fatalf("turning contacts-only on: %v, %v", out, recs)
+	}
+	if !l.convs[inbox].sum.GetContactsOnly() {
+		t.Fatal("the inbox's summary does not hold the setting")
+	}
+	if out, recs := l.run(set(&on)); !out.GetDuplicate() || len(recs) != 0 {
+		t.Fatalf("setting it again: %v, %d records", out, len(recs))
+	}
+	if out, recs := l.run(set(&off)); out.GetSeq() != 3 || len(recs) != 1 {
+		t.Fatalf("turning it off: %v, %d records", out, len(recs))
+	}
+	if out, _ := l.run(set(nil)); out.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
+		t.Fatalf("setting nothing: %v", out)
+	}
+	rebuilt := map[string]*conversation{}
+	for _, r := range l.recs {
+		replay(rebuilt, r)
+	}
+	if rebuilt[inbox].sum.GetContactsOnly() || rebuilt[inbox].lastSeq != 3 {
+		t.Fatalf("rebuilt: %v", rebuilt[inbox].sum)
+	}
+}

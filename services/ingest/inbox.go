@@ -83,6 +83,52 @@ func decideInbox(convs map[string]*conversation, cmd *logv1.Command, out *logv1.
 	return dec
 }
 
+// prepareSettings checks a settings command and addresses it to the
+// user's inbox, which keeps their settings.
+func prepareSettings(cmd *logv1.Command) (chatv1.ErrorCode, string) {
+	if cmd.GetSetSettings().ContactsOnly == nil {
+		return chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "set contacts_only"
+	}
+	cmd.ConversationId = membership.InboxID(cmd.GetUserId())
+	return chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, ""
+}
+
+// decideSettings changes the user's settings: a SettingsChanged event in
+// their inbox (created first if it has none), so every device of theirs
+// learns it, and persistence keeps it in the inbox's summary. Setting
+// what is set logs nothing.
+func decideSettings(convs map[string]*conversation, cmd *logv1.Command, _ int, out *logv1.Outcome, now time.Time) decision {
+	user := cmd.GetUserId()
+	if cmd.GetConversationId() != membership.InboxID(user) {
+		// Prepare derives it; only a forged command lands here.
+		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "settings belong to the user's inbox"
+		return decision{out: out}
+	}
+	want := cmd.GetSetSettings().GetContactsOnly()
+	c := convs[cmd.GetConversationId()]
+	if c.exists() && c.sum.GetContactsOnly() == want {
+		out.Seq, out.Duplicate = c.lastSeq, true
+		return decision{out: out}
+	}
+	if c == nil {
+		c = newConversation(cmd.GetConversationId())
+		convs[c.id] = c
+	}
+	var d decision
+	if !c.exists() {
+		created := &chatv1.Event{ConversationId: c.id, EventId: uuid.Must(uuid.NewV7()).String(), SenderId: user, Time: timestamppb.New(now),
+			Body: &chatv1.Event_ConversationCreated{ConversationCreated: &chatv1.ConversationCreated{
+				Kind: chatv1.ConversationKind_CONVERSATION_KIND_INBOX, MemberIds: []string{user}}}}
+		d.recs = append(d.recs, c.appendEvent(created, cmd.GetCommandId()))
+	}
+	ev := &chatv1.Event{ConversationId: c.id, EventId: uuid.Must(uuid.NewV7()).String(), SenderId: user, SenderDeviceId: cmd.GetDeviceId(),
+		Time: timestamppb.New(now), Body: &chatv1.Event_SettingsChanged{SettingsChanged: &chatv1.SettingsChanged{ContactsOnly: want}}}
+	d.recs = append(d.recs, c.appendEvent(ev, cmd.GetCommandId()))
+	out.Seq = ev.GetSeq()
+	d.out = out
+	return d
+}
+
 // appendEvent gives ev the conversation's next seq and folds it in, as
 // decide does for a command's event, and returns its record for the
 // conversation's members.

@@ -294,6 +294,12 @@ func authzRows() []authzRow {
 			// A member accepting is answered as joined already.
 			return &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_RespondInvitation{RespondInvitation: &clientv1.RespondInvitation{ConversationId: s.group, Accept: true}}}
 		}},
+		{frame: "set_settings", what: "contacts only, their own", want: cells(ok, ok), build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
+			return &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_SetSettings{SetSettings: &clientv1.SetSettings{ContactsOnly: proto.Bool(false)}}}
+		}},
+		{frame: "get_settings", what: "their own", want: cells(ok, ok), build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
+			return &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_GetSettings{GetSettings: &clientv1.GetSettings{}}}
+		}},
 		{frame: "list_contacts", what: "their own", want: cells(ok, ok), build: func(s *authzScene, a *authzActor) *clientv1.ClientFrame {
 			return &clientv1.ClientFrame{Frame: &clientv1.ClientFrame_ListContacts{ListContacts: &clientv1.ListContacts{}}}
 		}},

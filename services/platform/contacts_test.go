@@ -275,3 +275,65 @@ func TestInvitationsWithConsent(t *testing.T) {
 	}
 	wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_BLOCKED)
 }
+
+// TestContactsOnly: bob takes direct conversations from contacts only;
+// carol, a stranger, cannot open one with him (and may still ask to be
+// his contact), alice, his contact, can; his other device learns the
+// setting from his inbox; turned off, carol can.
+func TestContactsOnly(t *testing.T) {
+	e, stop := start(t, t.TempDir())
+	defer stop()
+	ctx := tctx(t)
+	alice, bob, carol := e.dial("alice", "a1", false), e.dial("bob", "b1", false), e.dial("carol", "c1", true)
+	if _, err := alice.RequestContact(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.RespondContact(ctx, "alice", true); err != nil {
+		t.Fatal(err)
+	}
+	laptop := e.dial("bob", "b2", false)
+	if s, err := bob.SetContactsOnly(ctx, true); err != nil || !s.GetContactsOnly() {
+		t.Fatalf("set: %v, %v", s, err)
+	}
+	// The inbox: created, alice's request, the answer, the setting.
+	if got := laptop.upTo(t, laptop.InboxID, 4); !got[len(got)-1].GetSettingsChanged().GetContactsOnly() {
+		t.Fatalf("bob's other device got %v", got)
+	}
+	// The edge reads the setting from history, a moment behind.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := laptop.Settings(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.GetContactsOnly() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the setting never read back")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_, err := carol.OpenDirect(ctx, "bob")
+	wantCode(t, err, chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED)
+	if _, err := carol.RequestContact(ctx, "bob"); err != nil {
+		t.Fatalf("a stranger's contact request: %v", err)
+	}
+	if _, err := alice.OpenDirect(ctx, "bob"); err != nil {
+		t.Fatalf("a contact opens the direct conversation: %v", err)
+	}
+	if s, err := bob.SetContactsOnly(ctx, false); err != nil || s.GetContactsOnly() {
+		t.Fatalf("unset: %v, %v", s, err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		_, err = carol.OpenDirect(ctx, "bob")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("carol still refused once the setting is off: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -67,6 +67,9 @@ func Fold(c *chatv1.Conversation, ev *chatv1.Event) (joined, left []string) {
 		c.MutedIds = setIn(c.MutedIds, b.MemberMuted.GetUserId(), b.MemberMuted.GetMuted())
 	case *chatv1.Event_ConversationRenamed:
 		c.Title = b.ConversationRenamed.GetTitle()
+	case *chatv1.Event_SettingsChanged:
+		// An inbox's owner's settings, kept in its summary.
+		c.ContactsOnly = b.SettingsChanged.GetContactsOnly()
 	}
 	return joined, left
 }

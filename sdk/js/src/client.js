@@ -1023,6 +1023,21 @@ export class Client {
     return { conversationId: s.conversationId || conversationId, joined: !!s.joined, seq: s.seq || '0' };
   }
 
+  /**
+   * setContactsOnly sets whether only the caller's contacts may open a
+   * direct conversation with them: {contactsOnly}.
+   */
+  async setContactsOnly(on) {
+    const f = await this.request({ setSettings: { contactsOnly: !!on } });
+    return { contactsOnly: !!(f.settings && f.settings.contactsOnly) };
+  }
+
+  /** getSettings reads the caller's settings: {contactsOnly}. */
+  async getSettings() {
+    const f = await this.request({ getSettings: {} });
+    return { contactsOnly: !!(f.settings && f.settings.contactsOnly) };
+  }
+
   /** refreshToken hands the connection a fresh token of the same user. */
   async refreshToken(token) {
     const f = await this.request({ refreshToken: { token } });

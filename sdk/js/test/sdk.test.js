@@ -260,6 +260,7 @@ for (const subprotocol of ['json', 'binary']) {
       assert.equal(joined.joined, true);
       assert.equal(Number(joined.seq), 3);
       await assert.rejects(b.c.respondInvitation(uniq('nowhere'), true), { code: 'ERROR_CODE_NOT_FOUND' });
+      assert.deepEqual(await b.c.setContactsOnly(true), { contactsOnly: true });
     });
 
     test('receipts, status, typing and presence', async () => {

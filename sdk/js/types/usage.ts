@@ -42,7 +42,7 @@ export async function example(url: string, getToken: () => Promise<string>): Pro
   for (const ct of await c.listContacts()) console.log(ct.userId, ct.state, st);
   const club = await c.createGroup('club', [], { consent: true });
   const answer = await c.respondInvitation(club.conversationId ?? '', true);
-  console.log(me.inboxId, answer.joined, answer.seq);
+  console.log(me.inboxId, answer.joined, answer.seq, (await c.setContactsOnly(true)).contactsOnly, (await c.getSettings()).contactsOnly);
   off();
   await c.close();
 }

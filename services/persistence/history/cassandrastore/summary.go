@@ -40,17 +40,19 @@ const (
 	setOwner     = `UPDATE conversations USING TIMESTAMP ? SET owner_id = ? WHERE conversation_id = ?`
 	setPublic    = `UPDATE conversations USING TIMESTAMP ? SET public = ? WHERE conversation_id = ?`
 	// 0008_consent.cql.
-	setConsent   = `UPDATE conversations USING TIMESTAMP ? SET consent = ? WHERE conversation_id = ?`
-	setTitle     = `UPDATE conversations USING TIMESTAMP ? SET title = ? WHERE conversation_id = ?`
-	addAdmin     = `UPDATE conversations USING TIMESTAMP ? SET admins = admins + ? WHERE conversation_id = ?`
-	removeAdmin  = `UPDATE conversations USING TIMESTAMP ? SET admins = admins - ? WHERE conversation_id = ?`
-	addMuted     = `UPDATE conversations USING TIMESTAMP ? SET muted = muted + ? WHERE conversation_id = ?`
-	removeMuted  = `UPDATE conversations USING TIMESTAMP ? SET muted = muted - ? WHERE conversation_id = ?`
-	updateRead   = `UPDATE read_positions_by_conversation USING TIMESTAMP ? SET read_seq = ? WHERE conversation_id = ? AND user_id = ?`
-	updateDevice = `UPDATE device_positions USING TIMESTAMP ? SET delivered_seq = ? WHERE conversation_id = ? AND user_id = ? AND device_id = ?`
-	updateUser   = `UPDATE read_positions USING TIMESTAMP ? SET read_seq = ?, changed_at = ? WHERE user_id = ? AND conversation_id = ?`
-	restampConv  = `UPDATE conversations USING TIMESTAMP ? SET changed_at = ? WHERE conversation_id = ?`
-	restampUser  = `UPDATE read_positions USING TIMESTAMP ? SET changed_at = ? WHERE user_id = ? AND conversation_id = ?`
+	setConsent = `UPDATE conversations USING TIMESTAMP ? SET consent = ? WHERE conversation_id = ?`
+	// 0009_settings.cql.
+	setContactsOnly = `UPDATE conversations USING TIMESTAMP ? SET contacts_only = ? WHERE conversation_id = ?`
+	setTitle        = `UPDATE conversations USING TIMESTAMP ? SET title = ? WHERE conversation_id = ?`
+	addAdmin        = `UPDATE conversations USING TIMESTAMP ? SET admins = admins + ? WHERE conversation_id = ?`
+	removeAdmin     = `UPDATE conversations USING TIMESTAMP ? SET admins = admins - ? WHERE conversation_id = ?`
+	addMuted        = `UPDATE conversations USING TIMESTAMP ? SET muted = muted + ? WHERE conversation_id = ?`
+	removeMuted     = `UPDATE conversations USING TIMESTAMP ? SET muted = muted - ? WHERE conversation_id = ?`
+	updateRead      = `UPDATE read_positions_by_conversation USING TIMESTAMP ? SET read_seq = ? WHERE conversation_id = ? AND user_id = ?`
+	updateDevice    = `UPDATE device_positions USING TIMESTAMP ? SET delivered_seq = ? WHERE conversation_id = ? AND user_id = ? AND device_id = ?`
+	updateUser      = `UPDATE read_positions USING TIMESTAMP ? SET read_seq = ?, changed_at = ? WHERE user_id = ? AND conversation_id = ?`
+	restampConv     = `UPDATE conversations USING TIMESTAMP ? SET changed_at = ? WHERE conversation_id = ?`
+	restampUser     = `UPDATE read_positions USING TIMESTAMP ? SET changed_at = ? WHERE user_id = ? AND conversation_id = ?`
 	// Flags (0005_flags.cql), USING TIMESTAMP their version.
 	updateFlags  = `UPDATE conversation_flags USING TIMESTAMP ? SET muted = ?, pinned = ?, version = ?, changed_at = ? WHERE user_id = ? AND conversation_id = ?`
 	restampFlags = `UPDATE conversation_flags USING TIMESTAMP ? SET changed_at = ? WHERE user_id = ? AND conversation_id = ?`
@@ -230,6 +232,8 @@ func groupWrites(batch *gocql.Batch, conv string, ev *chatv1.Event) (removed str
 		batch.Query(q, seq, one(b.MemberMuted.GetUserId()), conv)
 	case *chatv1.Event_ConversationRenamed:
 		batch.Query(setTitle, seq, b.ConversationRenamed.GetTitle(), conv)
+	case *chatv1.Event_SettingsChanged:
+		batch.Query(setContactsOnly, seq, b.SettingsChanged.GetContactsOnly(), conv)
 	}
 	if removed != "" {
 		batch.Query(setLeft, seq, removed, seq, conv)
@@ -240,7 +244,7 @@ func groupWrites(batch *gocql.Batch, conv string, ev *chatv1.Event) (removed str
 }
 
 const selectSummary = `SELECT kind, title, members, last_seq, last_activity, last_message_preview, changed_at,
-member_left, owner_id, admins, muted, public, last_message_seq, last_message_kind, last_message_deleted, consent FROM conversations WHERE conversation_id = ?`
+member_left, owner_id, admins, muted, public, last_message_seq, last_message_kind, last_message_deleted, consent, contacts_only FROM conversations WHERE conversation_id = ?`
 
 // Conversation implements history.Store.
 func (s *Store) Conversation(ctx context.Context, conv string) (*chatv1.Conversation, error) {
@@ -271,9 +275,10 @@ func (s *Store) summary(ctx context.Context, conv string) (*chatv1.Conversation,
 		msgKind  int32
 		msgGone  bool
 		consent  bool
+		contacts bool
 	)
 	err := s.sess.Query(selectSummary, conv).WithContext(ctx).Scan(&kind, &title, &members, &lastSeq, &activity, &preview, &changed,
-		&left, &owner, &admins, &muted, &public, &msgSeq, &msgKind, &msgGone, &consent)
+		&left, &owner, &admins, &muted, &public, &msgSeq, &msgKind, &msgGone, &consent, &contacts)
 	if errors.Is(err, gocql.ErrNotFound) {
 		return nil, 0, history.ErrNotFound
 	}
@@ -297,6 +302,7 @@ func (s *Store) summary(ctx context.Context, conv string) (*chatv1.Conversation,
 		MutedIds:           muted,
 		Public:             public,
 		Consent:            consent,
+		ContactsOnly:       contacts,
 		LastMessageSeq:     uint64(msgSeq),
 		LastMessageKind:    chatv1.MessageKind(msgKind),
 		LastMessageDeleted: msgGone,

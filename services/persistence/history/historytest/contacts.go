@@ -175,6 +175,34 @@ func runContacts(t *testing.T, open func(*testing.T) history.Store) {
 			t.Fatalf("a conversation that does not exist: %v", err)
 		}
 	})
+	t.Run("SettingsInTheInboxSummary", func(t *testing.T) {
+		// The owner's settings are the latest SettingsChanged of their
+		// inbox, also when the log is applied again (a replay).
+		setting := func(seq uint64, on bool) *logv1.EventRecord {
+			return &logv1.EventRecord{Event: &chatv1.Event{ConversationId: "inbox-alice", Seq: seq, EventId: fmt.Sprint("s", seq), SenderId: "alice",
+				Time: timestamppb.New(base), Body: &chatv1.Event_SettingsChanged{SettingsChanged: &chatv1.SettingsChanged{ContactsOnly: on}}},
+				RecipientIds: []string{"alice"}}
+		}
+		created := Inbox("alice", nil, nil)[0]
+		for name, order := range map[string][]*logv1.EventRecord{
+			"in order": {created, setting(2, true), setting(3, false), setting(4, true)},
+			"replayed": {created, setting(2, true), setting(3, false), setting(4, true), created, setting(2, true), setting(3, false), setting(4, true), setting(3, false)},
+		} {
+			s := open(t)
+			for _, r := range order {
+				apply(t, s, r)
+			}
+			sum, err := s.Conversation(context.Background(), "inbox-alice")
+			if err != nil || !sum.GetContactsOnly() || sum.GetLastSeq() != 4 {
+				t.Fatalf("%s: %v, %v", name, sum, err)
+			}
+		}
+		s := open(t)
+		apply(t, s, created, setting(2, true), setting(3, false))
+		if sum, err := s.Conversation(context.Background(), "inbox-alice"); err != nil || sum.GetContactsOnly() {
+			t.Fatalf("turned off: %v, %v", sum, err)
+		}
+	})
 	t.Run("ItemWithoutOwnerRefused", func(t *testing.T) {
 		s := open(t)
 		recs := Inbox("alice", []string{"bob"}, []chatv1.ContactState{outgoing})

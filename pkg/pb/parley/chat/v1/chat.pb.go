@@ -685,6 +685,7 @@ type Event struct {
 	//	*Event_ReactionRemoved
 	//	*Event_ContactUpdated
 	//	*Event_InvitationUpdated
+	//	*Event_SettingsChanged
 	Body          isEvent_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -947,6 +948,15 @@ func (x *Event) GetInvitationUpdated() *InvitationUpdated {
 	return nil
 }
 
+func (x *Event) GetSettingsChanged() *SettingsChanged {
+	if x != nil {
+		if x, ok := x.Body.(*Event_SettingsChanged); ok {
+			return x.SettingsChanged
+		}
+	}
+	return nil
+}
+
 type isEvent_Body interface {
 	isEvent_Body()
 }
@@ -1027,6 +1037,10 @@ type Event_InvitationUpdated struct {
 	InvitationUpdated *InvitationUpdated `protobuf:"bytes,51,opt,name=invitation_updated,json=invitationUpdated,proto3,oneof"`
 }
 
+type Event_SettingsChanged struct {
+	SettingsChanged *SettingsChanged `protobuf:"bytes,52,opt,name=settings_changed,json=settingsChanged,proto3,oneof"`
+}
+
 func (*Event_ConversationCreated) isEvent_Body() {}
 
 func (*Event_MemberAdded) isEvent_Body() {}
@@ -1064,6 +1078,8 @@ func (*Event_ReactionRemoved) isEvent_Body() {}
 func (*Event_ContactUpdated) isEvent_Body() {}
 
 func (*Event_InvitationUpdated) isEvent_Body() {}
+
+func (*Event_SettingsChanged) isEvent_Body() {}
 
 // ContactUpdated is an inbox event: the contact state between the inbox's
 // owner and user_id changed. Parley writes it, so it has no sender:
@@ -1149,6 +1165,54 @@ func (x *ContactUpdated) GetOwnerId() string {
 	return ""
 }
 
+// SettingsChanged is an inbox event: its owner changed their settings
+// (on any of their devices).
+type SettingsChanged struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// contacts_only: only the owner's contacts may open a direct
+	// conversation with them.
+	ContactsOnly  bool `protobuf:"varint,1,opt,name=contacts_only,json=contactsOnly,proto3" json:"contacts_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SettingsChanged) Reset() {
+	*x = SettingsChanged{}
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SettingsChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SettingsChanged) ProtoMessage() {}
+
+func (x *SettingsChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SettingsChanged.ProtoReflect.Descriptor instead.
+func (*SettingsChanged) Descriptor() ([]byte, []int) {
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SettingsChanged) GetContactsOnly() bool {
+	if x != nil {
+		return x.ContactsOnly
+	}
+	return false
+}
+
 // InvitationUpdated is an inbox event: the inbox's owner was invited into
 // a conversation with consent, or answered an invitation (on any of their
 // devices). It carries what an invitee who is not a member yet may see.
@@ -1166,7 +1230,7 @@ type InvitationUpdated struct {
 
 func (x *InvitationUpdated) Reset() {
 	*x = InvitationUpdated{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[2]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1242,7 @@ func (x *InvitationUpdated) String() string {
 func (*InvitationUpdated) ProtoMessage() {}
 
 func (x *InvitationUpdated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[2]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1255,7 @@ func (x *InvitationUpdated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvitationUpdated.ProtoReflect.Descriptor instead.
 func (*InvitationUpdated) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{2}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *InvitationUpdated) GetConversationId() string {
@@ -1250,7 +1314,7 @@ type Contact struct {
 
 func (x *Contact) Reset() {
 	*x = Contact{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[3]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1262,7 +1326,7 @@ func (x *Contact) String() string {
 func (*Contact) ProtoMessage() {}
 
 func (x *Contact) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[3]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1275,7 +1339,7 @@ func (x *Contact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Contact.ProtoReflect.Descriptor instead.
 func (*Contact) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{3}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Contact) GetUserId() string {
@@ -1326,7 +1390,7 @@ type ConversationCreated struct {
 
 func (x *ConversationCreated) Reset() {
 	*x = ConversationCreated{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[4]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1402,7 @@ func (x *ConversationCreated) String() string {
 func (*ConversationCreated) ProtoMessage() {}
 
 func (x *ConversationCreated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[4]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1415,7 @@ func (x *ConversationCreated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationCreated.ProtoReflect.Descriptor instead.
 func (*ConversationCreated) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{4}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ConversationCreated) GetKind() ConversationKind {
@@ -1399,7 +1463,7 @@ type MemberAdded struct {
 
 func (x *MemberAdded) Reset() {
 	*x = MemberAdded{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1411,7 +1475,7 @@ func (x *MemberAdded) String() string {
 func (*MemberAdded) ProtoMessage() {}
 
 func (x *MemberAdded) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[5]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1424,7 +1488,7 @@ func (x *MemberAdded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberAdded.ProtoReflect.Descriptor instead.
 func (*MemberAdded) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{5}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MemberAdded) GetUserId() string {
@@ -1446,7 +1510,7 @@ type MemberRemoved struct {
 
 func (x *MemberRemoved) Reset() {
 	*x = MemberRemoved{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1458,7 +1522,7 @@ func (x *MemberRemoved) String() string {
 func (*MemberRemoved) ProtoMessage() {}
 
 func (x *MemberRemoved) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[6]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1471,7 +1535,7 @@ func (x *MemberRemoved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRemoved.ProtoReflect.Descriptor instead.
 func (*MemberRemoved) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{6}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MemberRemoved) GetUserId() string {
@@ -1492,7 +1556,7 @@ type MemberLeft struct {
 
 func (x *MemberLeft) Reset() {
 	*x = MemberLeft{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[7]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1504,7 +1568,7 @@ func (x *MemberLeft) String() string {
 func (*MemberLeft) ProtoMessage() {}
 
 func (x *MemberLeft) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[7]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1517,7 +1581,7 @@ func (x *MemberLeft) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberLeft.ProtoReflect.Descriptor instead.
 func (*MemberLeft) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{7}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *MemberLeft) GetUserId() string {
@@ -1539,7 +1603,7 @@ type RoleChanged struct {
 
 func (x *RoleChanged) Reset() {
 	*x = RoleChanged{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[8]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1615,7 @@ func (x *RoleChanged) String() string {
 func (*RoleChanged) ProtoMessage() {}
 
 func (x *RoleChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[8]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1628,7 @@ func (x *RoleChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleChanged.ProtoReflect.Descriptor instead.
 func (*RoleChanged) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{8}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RoleChanged) GetUserId() string {
@@ -1592,7 +1656,7 @@ type OwnershipTransferred struct {
 
 func (x *OwnershipTransferred) Reset() {
 	*x = OwnershipTransferred{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[9]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1604,7 +1668,7 @@ func (x *OwnershipTransferred) String() string {
 func (*OwnershipTransferred) ProtoMessage() {}
 
 func (x *OwnershipTransferred) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[9]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1617,7 +1681,7 @@ func (x *OwnershipTransferred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnershipTransferred.ProtoReflect.Descriptor instead.
 func (*OwnershipTransferred) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{9}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *OwnershipTransferred) GetNewOwnerId() string {
@@ -1639,7 +1703,7 @@ type MemberMuted struct {
 
 func (x *MemberMuted) Reset() {
 	*x = MemberMuted{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[10]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1651,7 +1715,7 @@ func (x *MemberMuted) String() string {
 func (*MemberMuted) ProtoMessage() {}
 
 func (x *MemberMuted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[10]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1664,7 +1728,7 @@ func (x *MemberMuted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberMuted.ProtoReflect.Descriptor instead.
 func (*MemberMuted) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{10}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MemberMuted) GetUserId() string {
@@ -1691,7 +1755,7 @@ type ConversationRenamed struct {
 
 func (x *ConversationRenamed) Reset() {
 	*x = ConversationRenamed{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[11]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1703,7 +1767,7 @@ func (x *ConversationRenamed) String() string {
 func (*ConversationRenamed) ProtoMessage() {}
 
 func (x *ConversationRenamed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[11]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1716,7 +1780,7 @@ func (x *ConversationRenamed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationRenamed.ProtoReflect.Descriptor instead.
 func (*ConversationRenamed) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{11}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ConversationRenamed) GetTitle() string {
@@ -1737,7 +1801,7 @@ type InviteCreated struct {
 
 func (x *InviteCreated) Reset() {
 	*x = InviteCreated{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[12]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +1813,7 @@ func (x *InviteCreated) String() string {
 func (*InviteCreated) ProtoMessage() {}
 
 func (x *InviteCreated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[12]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +1826,7 @@ func (x *InviteCreated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InviteCreated.ProtoReflect.Descriptor instead.
 func (*InviteCreated) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{12}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *InviteCreated) GetCode() string {
@@ -1782,7 +1846,7 @@ type InviteRevoked struct {
 
 func (x *InviteRevoked) Reset() {
 	*x = InviteRevoked{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[13]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1794,7 +1858,7 @@ func (x *InviteRevoked) String() string {
 func (*InviteRevoked) ProtoMessage() {}
 
 func (x *InviteRevoked) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[13]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1807,7 +1871,7 @@ func (x *InviteRevoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InviteRevoked.ProtoReflect.Descriptor instead.
 func (*InviteRevoked) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{13}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *InviteRevoked) GetCode() string {
@@ -1829,7 +1893,7 @@ type MemberInvited struct {
 
 func (x *MemberInvited) Reset() {
 	*x = MemberInvited{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[14]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +1905,7 @@ func (x *MemberInvited) String() string {
 func (*MemberInvited) ProtoMessage() {}
 
 func (x *MemberInvited) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[14]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +1918,7 @@ func (x *MemberInvited) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberInvited.ProtoReflect.Descriptor instead.
 func (*MemberInvited) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{14}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MemberInvited) GetUserId() string {
@@ -1876,7 +1940,7 @@ type MemberJoined struct {
 
 func (x *MemberJoined) Reset() {
 	*x = MemberJoined{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[15]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +1952,7 @@ func (x *MemberJoined) String() string {
 func (*MemberJoined) ProtoMessage() {}
 
 func (x *MemberJoined) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[15]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +1965,7 @@ func (x *MemberJoined) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberJoined.ProtoReflect.Descriptor instead.
 func (*MemberJoined) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{15}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MemberJoined) GetUserId() string {
@@ -1956,7 +2020,7 @@ type MessagePosted struct {
 
 func (x *MessagePosted) Reset() {
 	*x = MessagePosted{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[16]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1968,7 +2032,7 @@ func (x *MessagePosted) String() string {
 func (*MessagePosted) ProtoMessage() {}
 
 func (x *MessagePosted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[16]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1981,7 +2045,7 @@ func (x *MessagePosted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessagePosted.ProtoReflect.Descriptor instead.
 func (*MessagePosted) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{16}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MessagePosted) GetText() string {
@@ -2081,7 +2145,7 @@ type Attachment struct {
 
 func (x *Attachment) Reset() {
 	*x = Attachment{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[17]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2093,7 +2157,7 @@ func (x *Attachment) String() string {
 func (*Attachment) ProtoMessage() {}
 
 func (x *Attachment) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[17]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2106,7 +2170,7 @@ func (x *Attachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attachment.ProtoReflect.Descriptor instead.
 func (*Attachment) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{17}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Attachment) GetKind() AttachmentKind {
@@ -2172,7 +2236,7 @@ type ContactCard struct {
 
 func (x *ContactCard) Reset() {
 	*x = ContactCard{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[18]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2184,7 +2248,7 @@ func (x *ContactCard) String() string {
 func (*ContactCard) ProtoMessage() {}
 
 func (x *ContactCard) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[18]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2197,7 +2261,7 @@ func (x *ContactCard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactCard.ProtoReflect.Descriptor instead.
 func (*ContactCard) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{18}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ContactCard) GetDisplayName() string {
@@ -2244,7 +2308,7 @@ type LinkSpan struct {
 
 func (x *LinkSpan) Reset() {
 	*x = LinkSpan{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[19]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2256,7 +2320,7 @@ func (x *LinkSpan) String() string {
 func (*LinkSpan) ProtoMessage() {}
 
 func (x *LinkSpan) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[19]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2269,7 +2333,7 @@ func (x *LinkSpan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkSpan.ProtoReflect.Descriptor instead.
 func (*LinkSpan) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{19}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LinkSpan) GetStart() uint32 {
@@ -2306,7 +2370,7 @@ type ReactionCount struct {
 
 func (x *ReactionCount) Reset() {
 	*x = ReactionCount{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[20]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2318,7 +2382,7 @@ func (x *ReactionCount) String() string {
 func (*ReactionCount) ProtoMessage() {}
 
 func (x *ReactionCount) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[20]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2331,7 +2395,7 @@ func (x *ReactionCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReactionCount.ProtoReflect.Descriptor instead.
 func (*ReactionCount) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{20}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReactionCount) GetEmoji() string {
@@ -2372,7 +2436,7 @@ type MessageEdited struct {
 
 func (x *MessageEdited) Reset() {
 	*x = MessageEdited{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[21]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2384,7 +2448,7 @@ func (x *MessageEdited) String() string {
 func (*MessageEdited) ProtoMessage() {}
 
 func (x *MessageEdited) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[21]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2397,7 +2461,7 @@ func (x *MessageEdited) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageEdited.ProtoReflect.Descriptor instead.
 func (*MessageEdited) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{21}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MessageEdited) GetTargetSeq() uint64 {
@@ -2448,7 +2512,7 @@ type MessageDeleted struct {
 
 func (x *MessageDeleted) Reset() {
 	*x = MessageDeleted{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[22]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2460,7 +2524,7 @@ func (x *MessageDeleted) String() string {
 func (*MessageDeleted) ProtoMessage() {}
 
 func (x *MessageDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[22]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2473,7 +2537,7 @@ func (x *MessageDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageDeleted.ProtoReflect.Descriptor instead.
 func (*MessageDeleted) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{22}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MessageDeleted) GetTargetSeq() uint64 {
@@ -2501,7 +2565,7 @@ type ReactionAdded struct {
 
 func (x *ReactionAdded) Reset() {
 	*x = ReactionAdded{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[23]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2513,7 +2577,7 @@ func (x *ReactionAdded) String() string {
 func (*ReactionAdded) ProtoMessage() {}
 
 func (x *ReactionAdded) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[23]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2526,7 +2590,7 @@ func (x *ReactionAdded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReactionAdded.ProtoReflect.Descriptor instead.
 func (*ReactionAdded) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{23}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReactionAdded) GetTargetSeq() uint64 {
@@ -2554,7 +2618,7 @@ type ReactionRemoved struct {
 
 func (x *ReactionRemoved) Reset() {
 	*x = ReactionRemoved{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[24]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2566,7 +2630,7 @@ func (x *ReactionRemoved) String() string {
 func (*ReactionRemoved) ProtoMessage() {}
 
 func (x *ReactionRemoved) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[24]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2579,7 +2643,7 @@ func (x *ReactionRemoved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReactionRemoved.ProtoReflect.Descriptor instead.
 func (*ReactionRemoved) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{24}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReactionRemoved) GetTargetSeq() uint64 {
@@ -2624,6 +2688,9 @@ type Conversation struct {
 	Public bool `protobuf:"varint,23,opt,name=public,proto3" json:"public,omitempty"`
 	// consent: members join only by accepting an invitation.
 	Consent bool `protobuf:"varint,24,opt,name=consent,proto3" json:"consent,omitempty"`
+	// contacts_only, of an inbox: its owner takes direct conversations
+	// from their contacts only (SettingsChanged).
+	ContactsOnly bool `protobuf:"varint,25,opt,name=contacts_only,json=contactsOnly,proto3" json:"contacts_only,omitempty"`
 	// last_message_seq is the seq of the latest message (0: none yet).
 	LastMessageSeq uint64 `protobuf:"varint,30,opt,name=last_message_seq,json=lastMessageSeq,proto3" json:"last_message_seq,omitempty"`
 	// last_message_kind says what the latest message holds. Its preview is a
@@ -2646,7 +2713,7 @@ type Conversation struct {
 
 func (x *Conversation) Reset() {
 	*x = Conversation{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[25]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2658,7 +2725,7 @@ func (x *Conversation) String() string {
 func (*Conversation) ProtoMessage() {}
 
 func (x *Conversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[25]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2671,7 +2738,7 @@ func (x *Conversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conversation.ProtoReflect.Descriptor instead.
 func (*Conversation) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{25}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Conversation) GetConversationId() string {
@@ -2772,6 +2839,13 @@ func (x *Conversation) GetConsent() bool {
 	return false
 }
 
+func (x *Conversation) GetContactsOnly() bool {
+	if x != nil {
+		return x.ContactsOnly
+	}
+	return false
+}
+
 func (x *Conversation) GetLastMessageSeq() uint64 {
 	if x != nil {
 		return x.LastMessageSeq
@@ -2831,7 +2905,7 @@ type ConversationFlags struct {
 
 func (x *ConversationFlags) Reset() {
 	*x = ConversationFlags{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[26]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2843,7 +2917,7 @@ func (x *ConversationFlags) String() string {
 func (*ConversationFlags) ProtoMessage() {}
 
 func (x *ConversationFlags) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[26]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2856,7 +2930,7 @@ func (x *ConversationFlags) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationFlags.ProtoReflect.Descriptor instead.
 func (*ConversationFlags) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{26}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ConversationFlags) GetConversationId() string {
@@ -2913,7 +2987,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[27]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2925,7 +2999,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[27]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2938,7 +3012,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{27}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Presence) GetUserId() string {
@@ -2979,7 +3053,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[28]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2991,7 +3065,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[28]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3004,7 +3078,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{28}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Typing) GetConversationId() string {
@@ -3060,7 +3134,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[29]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3072,7 +3146,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_chat_v1_chat_proto_msgTypes[29]
+	mi := &file_parley_chat_v1_chat_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3085,7 +3159,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{29}
+	return file_parley_chat_v1_chat_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Receipt) GetConversationId() string {
@@ -3134,7 +3208,7 @@ var File_parley_chat_v1_chat_proto protoreflect.FileDescriptor
 
 const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\n" +
-	"\x19parley/chat/v1/chat.proto\x12\x0eparley.chat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\r\n" +
+	"\x19parley/chat/v1/chat.proto\x12\x0eparley.chat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd9\r\n" +
 	"\x05Event\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x19\n" +
@@ -3163,14 +3237,17 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\x0ereaction_added\x18* \x01(\v2\x1d.parley.chat.v1.ReactionAddedH\x00R\rreactionAdded\x12L\n" +
 	"\x10reaction_removed\x18+ \x01(\v2\x1f.parley.chat.v1.ReactionRemovedH\x00R\x0freactionRemoved\x12I\n" +
 	"\x0fcontact_updated\x182 \x01(\v2\x1e.parley.chat.v1.ContactUpdatedH\x00R\x0econtactUpdated\x12R\n" +
-	"\x12invitation_updated\x183 \x01(\v2!.parley.chat.v1.InvitationUpdatedH\x00R\x11invitationUpdatedB\x06\n" +
+	"\x12invitation_updated\x183 \x01(\v2!.parley.chat.v1.InvitationUpdatedH\x00R\x11invitationUpdated\x12L\n" +
+	"\x10settings_changed\x184 \x01(\v2\x1f.parley.chat.v1.SettingsChangedH\x00R\x0fsettingsChangedB\x06\n" +
 	"\x04body\"\xcb\x01\n" +
 	"\x0eContactUpdated\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x125\n" +
 	"\x06action\x18\x02 \x01(\x0e2\x1d.parley.chat.v1.ContactActionR\x06action\x12\x1a\n" +
 	"\boutgoing\x18\x03 \x01(\bR\boutgoing\x122\n" +
 	"\x05state\x18\x04 \x01(\x0e2\x1c.parley.chat.v1.ContactStateR\x05state\x12\x19\n" +
-	"\bowner_id\x18\x05 \x01(\tR\aownerId\"\xfc\x01\n" +
+	"\bowner_id\x18\x05 \x01(\tR\aownerId\"6\n" +
+	"\x0fSettingsChanged\x12#\n" +
+	"\rcontacts_only\x18\x01 \x01(\bR\fcontactsOnly\"\xfc\x01\n" +
 	"\x11InvitationUpdated\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x14\n" +
 	"\x05title\x18\x02 \x01(\tR\x05title\x124\n" +
@@ -3278,7 +3355,7 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\x0fReactionRemoved\x12\x1d\n" +
 	"\n" +
 	"target_seq\x18\x01 \x01(\x04R\ttargetSeq\x12\x14\n" +
-	"\x05emoji\x18\x02 \x01(\tR\x05emoji\"\xc8\x05\n" +
+	"\x05emoji\x18\x02 \x01(\tR\x05emoji\"\xed\x05\n" +
 	"\fConversation\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x124\n" +
 	"\x04kind\x18\x02 \x01(\x0e2 .parley.chat.v1.ConversationKindR\x04kind\x12\x14\n" +
@@ -3294,7 +3371,8 @@ const file_parley_chat_v1_chat_proto_rawDesc = "" +
 	"\tadmin_ids\x18\x15 \x03(\tR\badminIds\x12\x1b\n" +
 	"\tmuted_ids\x18\x16 \x03(\tR\bmutedIds\x12\x16\n" +
 	"\x06public\x18\x17 \x01(\bR\x06public\x12\x18\n" +
-	"\aconsent\x18\x18 \x01(\bR\aconsent\x12(\n" +
+	"\aconsent\x18\x18 \x01(\bR\aconsent\x12#\n" +
+	"\rcontacts_only\x18\x19 \x01(\bR\fcontactsOnly\x12(\n" +
 	"\x10last_message_seq\x18\x1e \x01(\x04R\x0elastMessageSeq\x12G\n" +
 	"\x11last_message_kind\x18\x1f \x01(\x0e2\x1b.parley.chat.v1.MessageKindR\x0flastMessageKind\x120\n" +
 	"\x14last_message_deleted\x18  \x01(\bR\x12lastMessageDeleted\x12\x14\n" +
@@ -3410,7 +3488,7 @@ func file_parley_chat_v1_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_parley_chat_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_parley_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_parley_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_parley_chat_v1_chat_proto_goTypes = []any{
 	(ConversationKind)(0),         // 0: parley.chat.v1.ConversationKind
 	(MemberRole)(0),               // 1: parley.chat.v1.MemberRole
@@ -3423,84 +3501,86 @@ var file_parley_chat_v1_chat_proto_goTypes = []any{
 	(PresenceState)(0),            // 8: parley.chat.v1.PresenceState
 	(*Event)(nil),                 // 9: parley.chat.v1.Event
 	(*ContactUpdated)(nil),        // 10: parley.chat.v1.ContactUpdated
-	(*InvitationUpdated)(nil),     // 11: parley.chat.v1.InvitationUpdated
-	(*Contact)(nil),               // 12: parley.chat.v1.Contact
-	(*ConversationCreated)(nil),   // 13: parley.chat.v1.ConversationCreated
-	(*MemberAdded)(nil),           // 14: parley.chat.v1.MemberAdded
-	(*MemberRemoved)(nil),         // 15: parley.chat.v1.MemberRemoved
-	(*MemberLeft)(nil),            // 16: parley.chat.v1.MemberLeft
-	(*RoleChanged)(nil),           // 17: parley.chat.v1.RoleChanged
-	(*OwnershipTransferred)(nil),  // 18: parley.chat.v1.OwnershipTransferred
-	(*MemberMuted)(nil),           // 19: parley.chat.v1.MemberMuted
-	(*ConversationRenamed)(nil),   // 20: parley.chat.v1.ConversationRenamed
-	(*InviteCreated)(nil),         // 21: parley.chat.v1.InviteCreated
-	(*InviteRevoked)(nil),         // 22: parley.chat.v1.InviteRevoked
-	(*MemberInvited)(nil),         // 23: parley.chat.v1.MemberInvited
-	(*MemberJoined)(nil),          // 24: parley.chat.v1.MemberJoined
-	(*MessagePosted)(nil),         // 25: parley.chat.v1.MessagePosted
-	(*Attachment)(nil),            // 26: parley.chat.v1.Attachment
-	(*ContactCard)(nil),           // 27: parley.chat.v1.ContactCard
-	(*LinkSpan)(nil),              // 28: parley.chat.v1.LinkSpan
-	(*ReactionCount)(nil),         // 29: parley.chat.v1.ReactionCount
-	(*MessageEdited)(nil),         // 30: parley.chat.v1.MessageEdited
-	(*MessageDeleted)(nil),        // 31: parley.chat.v1.MessageDeleted
-	(*ReactionAdded)(nil),         // 32: parley.chat.v1.ReactionAdded
-	(*ReactionRemoved)(nil),       // 33: parley.chat.v1.ReactionRemoved
-	(*Conversation)(nil),          // 34: parley.chat.v1.Conversation
-	(*ConversationFlags)(nil),     // 35: parley.chat.v1.ConversationFlags
-	(*Presence)(nil),              // 36: parley.chat.v1.Presence
-	(*Typing)(nil),                // 37: parley.chat.v1.Typing
-	(*Receipt)(nil),               // 38: parley.chat.v1.Receipt
-	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
+	(*SettingsChanged)(nil),       // 11: parley.chat.v1.SettingsChanged
+	(*InvitationUpdated)(nil),     // 12: parley.chat.v1.InvitationUpdated
+	(*Contact)(nil),               // 13: parley.chat.v1.Contact
+	(*ConversationCreated)(nil),   // 14: parley.chat.v1.ConversationCreated
+	(*MemberAdded)(nil),           // 15: parley.chat.v1.MemberAdded
+	(*MemberRemoved)(nil),         // 16: parley.chat.v1.MemberRemoved
+	(*MemberLeft)(nil),            // 17: parley.chat.v1.MemberLeft
+	(*RoleChanged)(nil),           // 18: parley.chat.v1.RoleChanged
+	(*OwnershipTransferred)(nil),  // 19: parley.chat.v1.OwnershipTransferred
+	(*MemberMuted)(nil),           // 20: parley.chat.v1.MemberMuted
+	(*ConversationRenamed)(nil),   // 21: parley.chat.v1.ConversationRenamed
+	(*InviteCreated)(nil),         // 22: parley.chat.v1.InviteCreated
+	(*InviteRevoked)(nil),         // 23: parley.chat.v1.InviteRevoked
+	(*MemberInvited)(nil),         // 24: parley.chat.v1.MemberInvited
+	(*MemberJoined)(nil),          // 25: parley.chat.v1.MemberJoined
+	(*MessagePosted)(nil),         // 26: parley.chat.v1.MessagePosted
+	(*Attachment)(nil),            // 27: parley.chat.v1.Attachment
+	(*ContactCard)(nil),           // 28: parley.chat.v1.ContactCard
+	(*LinkSpan)(nil),              // 29: parley.chat.v1.LinkSpan
+	(*ReactionCount)(nil),         // 30: parley.chat.v1.ReactionCount
+	(*MessageEdited)(nil),         // 31: parley.chat.v1.MessageEdited
+	(*MessageDeleted)(nil),        // 32: parley.chat.v1.MessageDeleted
+	(*ReactionAdded)(nil),         // 33: parley.chat.v1.ReactionAdded
+	(*ReactionRemoved)(nil),       // 34: parley.chat.v1.ReactionRemoved
+	(*Conversation)(nil),          // 35: parley.chat.v1.Conversation
+	(*ConversationFlags)(nil),     // 36: parley.chat.v1.ConversationFlags
+	(*Presence)(nil),              // 37: parley.chat.v1.Presence
+	(*Typing)(nil),                // 38: parley.chat.v1.Typing
+	(*Receipt)(nil),               // 39: parley.chat.v1.Receipt
+	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
 }
 var file_parley_chat_v1_chat_proto_depIdxs = []int32{
-	39, // 0: parley.chat.v1.Event.time:type_name -> google.protobuf.Timestamp
-	13, // 1: parley.chat.v1.Event.conversation_created:type_name -> parley.chat.v1.ConversationCreated
-	14, // 2: parley.chat.v1.Event.member_added:type_name -> parley.chat.v1.MemberAdded
-	25, // 3: parley.chat.v1.Event.message_posted:type_name -> parley.chat.v1.MessagePosted
-	15, // 4: parley.chat.v1.Event.member_removed:type_name -> parley.chat.v1.MemberRemoved
-	16, // 5: parley.chat.v1.Event.member_left:type_name -> parley.chat.v1.MemberLeft
-	17, // 6: parley.chat.v1.Event.role_changed:type_name -> parley.chat.v1.RoleChanged
-	18, // 7: parley.chat.v1.Event.ownership_transferred:type_name -> parley.chat.v1.OwnershipTransferred
-	19, // 8: parley.chat.v1.Event.member_muted:type_name -> parley.chat.v1.MemberMuted
-	20, // 9: parley.chat.v1.Event.conversation_renamed:type_name -> parley.chat.v1.ConversationRenamed
-	21, // 10: parley.chat.v1.Event.invite_created:type_name -> parley.chat.v1.InviteCreated
-	22, // 11: parley.chat.v1.Event.invite_revoked:type_name -> parley.chat.v1.InviteRevoked
-	24, // 12: parley.chat.v1.Event.member_joined:type_name -> parley.chat.v1.MemberJoined
-	23, // 13: parley.chat.v1.Event.member_invited:type_name -> parley.chat.v1.MemberInvited
-	30, // 14: parley.chat.v1.Event.message_edited:type_name -> parley.chat.v1.MessageEdited
-	31, // 15: parley.chat.v1.Event.message_deleted:type_name -> parley.chat.v1.MessageDeleted
-	32, // 16: parley.chat.v1.Event.reaction_added:type_name -> parley.chat.v1.ReactionAdded
-	33, // 17: parley.chat.v1.Event.reaction_removed:type_name -> parley.chat.v1.ReactionRemoved
+	40, // 0: parley.chat.v1.Event.time:type_name -> google.protobuf.Timestamp
+	14, // 1: parley.chat.v1.Event.conversation_created:type_name -> parley.chat.v1.ConversationCreated
+	15, // 2: parley.chat.v1.Event.member_added:type_name -> parley.chat.v1.MemberAdded
+	26, // 3: parley.chat.v1.Event.message_posted:type_name -> parley.chat.v1.MessagePosted
+	16, // 4: parley.chat.v1.Event.member_removed:type_name -> parley.chat.v1.MemberRemoved
+	17, // 5: parley.chat.v1.Event.member_left:type_name -> parley.chat.v1.MemberLeft
+	18, // 6: parley.chat.v1.Event.role_changed:type_name -> parley.chat.v1.RoleChanged
+	19, // 7: parley.chat.v1.Event.ownership_transferred:type_name -> parley.chat.v1.OwnershipTransferred
+	20, // 8: parley.chat.v1.Event.member_muted:type_name -> parley.chat.v1.MemberMuted
+	21, // 9: parley.chat.v1.Event.conversation_renamed:type_name -> parley.chat.v1.ConversationRenamed
+	22, // 10: parley.chat.v1.Event.invite_created:type_name -> parley.chat.v1.InviteCreated
+	23, // 11: parley.chat.v1.Event.invite_revoked:type_name -> parley.chat.v1.InviteRevoked
+	25, // 12: parley.chat.v1.Event.member_joined:type_name -> parley.chat.v1.MemberJoined
+	24, // 13: parley.chat.v1.Event.member_invited:type_name -> parley.chat.v1.MemberInvited
+	31, // 14: parley.chat.v1.Event.message_edited:type_name -> parley.chat.v1.MessageEdited
+	32, // 15: parley.chat.v1.Event.message_deleted:type_name -> parley.chat.v1.MessageDeleted
+	33, // 16: parley.chat.v1.Event.reaction_added:type_name -> parley.chat.v1.ReactionAdded
+	34, // 17: parley.chat.v1.Event.reaction_removed:type_name -> parley.chat.v1.ReactionRemoved
 	10, // 18: parley.chat.v1.Event.contact_updated:type_name -> parley.chat.v1.ContactUpdated
-	11, // 19: parley.chat.v1.Event.invitation_updated:type_name -> parley.chat.v1.InvitationUpdated
-	4,  // 20: parley.chat.v1.ContactUpdated.action:type_name -> parley.chat.v1.ContactAction
-	3,  // 21: parley.chat.v1.ContactUpdated.state:type_name -> parley.chat.v1.ContactState
-	0,  // 22: parley.chat.v1.InvitationUpdated.kind:type_name -> parley.chat.v1.ConversationKind
-	5,  // 23: parley.chat.v1.InvitationUpdated.action:type_name -> parley.chat.v1.InvitationAction
-	3,  // 24: parley.chat.v1.Contact.state:type_name -> parley.chat.v1.ContactState
-	39, // 25: parley.chat.v1.Contact.since:type_name -> google.protobuf.Timestamp
-	0,  // 26: parley.chat.v1.ConversationCreated.kind:type_name -> parley.chat.v1.ConversationKind
-	1,  // 27: parley.chat.v1.RoleChanged.role:type_name -> parley.chat.v1.MemberRole
-	26, // 28: parley.chat.v1.MessagePosted.attachments:type_name -> parley.chat.v1.Attachment
-	27, // 29: parley.chat.v1.MessagePosted.contact:type_name -> parley.chat.v1.ContactCard
-	28, // 30: parley.chat.v1.MessagePosted.links:type_name -> parley.chat.v1.LinkSpan
-	39, // 31: parley.chat.v1.MessagePosted.edited_time:type_name -> google.protobuf.Timestamp
-	29, // 32: parley.chat.v1.MessagePosted.reactions:type_name -> parley.chat.v1.ReactionCount
-	6,  // 33: parley.chat.v1.Attachment.kind:type_name -> parley.chat.v1.AttachmentKind
-	28, // 34: parley.chat.v1.MessageEdited.links:type_name -> parley.chat.v1.LinkSpan
-	0,  // 35: parley.chat.v1.Conversation.kind:type_name -> parley.chat.v1.ConversationKind
-	39, // 36: parley.chat.v1.Conversation.last_activity:type_name -> google.protobuf.Timestamp
-	7,  // 37: parley.chat.v1.Conversation.last_message_kind:type_name -> parley.chat.v1.MessageKind
-	39, // 38: parley.chat.v1.ConversationFlags.time:type_name -> google.protobuf.Timestamp
-	8,  // 39: parley.chat.v1.Presence.state:type_name -> parley.chat.v1.PresenceState
-	39, // 40: parley.chat.v1.Presence.last_seen:type_name -> google.protobuf.Timestamp
-	39, // 41: parley.chat.v1.Receipt.time:type_name -> google.protobuf.Timestamp
-	42, // [42:42] is the sub-list for method output_type
-	42, // [42:42] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	12, // 19: parley.chat.v1.Event.invitation_updated:type_name -> parley.chat.v1.InvitationUpdated
+	11, // 20: parley.chat.v1.Event.settings_changed:type_name -> parley.chat.v1.SettingsChanged
+	4,  // 21: parley.chat.v1.ContactUpdated.action:type_name -> parley.chat.v1.ContactAction
+	3,  // 22: parley.chat.v1.ContactUpdated.state:type_name -> parley.chat.v1.ContactState
+	0,  // 23: parley.chat.v1.InvitationUpdated.kind:type_name -> parley.chat.v1.ConversationKind
+	5,  // 24: parley.chat.v1.InvitationUpdated.action:type_name -> parley.chat.v1.InvitationAction
+	3,  // 25: parley.chat.v1.Contact.state:type_name -> parley.chat.v1.ContactState
+	40, // 26: parley.chat.v1.Contact.since:type_name -> google.protobuf.Timestamp
+	0,  // 27: parley.chat.v1.ConversationCreated.kind:type_name -> parley.chat.v1.ConversationKind
+	1,  // 28: parley.chat.v1.RoleChanged.role:type_name -> parley.chat.v1.MemberRole
+	27, // 29: parley.chat.v1.MessagePosted.attachments:type_name -> parley.chat.v1.Attachment
+	28, // 30: parley.chat.v1.MessagePosted.contact:type_name -> parley.chat.v1.ContactCard
+	29, // 31: parley.chat.v1.MessagePosted.links:type_name -> parley.chat.v1.LinkSpan
+	40, // 32: parley.chat.v1.MessagePosted.edited_time:type_name -> google.protobuf.Timestamp
+	30, // 33: parley.chat.v1.MessagePosted.reactions:type_name -> parley.chat.v1.ReactionCount
+	6,  // 34: parley.chat.v1.Attachment.kind:type_name -> parley.chat.v1.AttachmentKind
+	29, // 35: parley.chat.v1.MessageEdited.links:type_name -> parley.chat.v1.LinkSpan
+	0,  // 36: parley.chat.v1.Conversation.kind:type_name -> parley.chat.v1.ConversationKind
+	40, // 37: parley.chat.v1.Conversation.last_activity:type_name -> google.protobuf.Timestamp
+	7,  // 38: parley.chat.v1.Conversation.last_message_kind:type_name -> parley.chat.v1.MessageKind
+	40, // 39: parley.chat.v1.ConversationFlags.time:type_name -> google.protobuf.Timestamp
+	8,  // 40: parley.chat.v1.Presence.state:type_name -> parley.chat.v1.PresenceState
+	40, // 41: parley.chat.v1.Presence.last_seen:type_name -> google.protobuf.Timestamp
+	40, // 42: parley.chat.v1.Receipt.time:type_name -> google.protobuf.Timestamp
+	43, // [43:43] is the sub-list for method output_type
+	43, // [43:43] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_parley_chat_v1_chat_proto_init() }
@@ -3528,6 +3608,7 @@ func file_parley_chat_v1_chat_proto_init() {
 		(*Event_ReactionRemoved)(nil),
 		(*Event_ContactUpdated)(nil),
 		(*Event_InvitationUpdated)(nil),
+		(*Event_SettingsChanged)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3535,7 +3616,7 @@ func file_parley_chat_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_chat_v1_chat_proto_rawDesc), len(file_parley_chat_v1_chat_proto_rawDesc)),
 			NumEnums:      9,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -64,12 +64,14 @@ type ClientFrame struct {
 	//	*ClientFrame_RespondContact
 	//	*ClientFrame_CancelContact
 	//	*ClientFrame_RespondInvitation
+	//	*ClientFrame_SetSettings
 	//	*ClientFrame_EditMessage
 	//	*ClientFrame_DeleteMessage
 	//	*ClientFrame_React
 	//	*ClientFrame_SetFlags
 	//	*ClientFrame_ListBlocks
 	//	*ClientFrame_ListContacts
+	//	*ClientFrame_GetSettings
 	//	*ClientFrame_RefreshToken
 	Frame         isClientFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
@@ -381,6 +383,15 @@ func (x *ClientFrame) GetRespondInvitation() *RespondInvitation {
 	return nil
 }
 
+func (x *ClientFrame) GetSetSettings() *SetSettings {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_SetSettings); ok {
+			return x.SetSettings
+		}
+	}
+	return nil
+}
+
 func (x *ClientFrame) GetEditMessage() *EditMessage {
 	if x != nil {
 		if x, ok := x.Frame.(*ClientFrame_EditMessage); ok {
@@ -430,6 +441,15 @@ func (x *ClientFrame) GetListContacts() *ListContacts {
 	if x != nil {
 		if x, ok := x.Frame.(*ClientFrame_ListContacts); ok {
 			return x.ListContacts
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetGetSettings() *GetSettings {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_GetSettings); ok {
+			return x.GetSettings
 		}
 	}
 	return nil
@@ -564,6 +584,10 @@ type ClientFrame_RespondInvitation struct {
 	RespondInvitation *RespondInvitation `protobuf:"bytes,45,opt,name=respond_invitation,json=respondInvitation,proto3,oneof"`
 }
 
+type ClientFrame_SetSettings struct {
+	SetSettings *SetSettings `protobuf:"bytes,46,opt,name=set_settings,json=setSettings,proto3,oneof"`
+}
+
 type ClientFrame_EditMessage struct {
 	EditMessage *EditMessage `protobuf:"bytes,50,opt,name=edit_message,json=editMessage,proto3,oneof"`
 }
@@ -586,6 +610,10 @@ type ClientFrame_ListBlocks struct {
 
 type ClientFrame_ListContacts struct {
 	ListContacts *ListContacts `protobuf:"bytes,71,opt,name=list_contacts,json=listContacts,proto3,oneof"`
+}
+
+type ClientFrame_GetSettings struct {
+	GetSettings *GetSettings `protobuf:"bytes,72,opt,name=get_settings,json=getSettings,proto3,oneof"`
 }
 
 type ClientFrame_RefreshToken struct {
@@ -650,6 +678,8 @@ func (*ClientFrame_CancelContact) isClientFrame_Frame() {}
 
 func (*ClientFrame_RespondInvitation) isClientFrame_Frame() {}
 
+func (*ClientFrame_SetSettings) isClientFrame_Frame() {}
+
 func (*ClientFrame_EditMessage) isClientFrame_Frame() {}
 
 func (*ClientFrame_DeleteMessage) isClientFrame_Frame() {}
@@ -661,6 +691,8 @@ func (*ClientFrame_SetFlags) isClientFrame_Frame() {}
 func (*ClientFrame_ListBlocks) isClientFrame_Frame() {}
 
 func (*ClientFrame_ListContacts) isClientFrame_Frame() {}
+
+func (*ClientFrame_GetSettings) isClientFrame_Frame() {}
 
 func (*ClientFrame_RefreshToken) isClientFrame_Frame() {}
 
@@ -2278,6 +2310,92 @@ func (x *RespondInvitation) GetAccept() bool {
 	return false
 }
 
+// SetSettings changes the user's own settings (an absent field stays as
+// it is), kept in their inbox, whose other devices get a SettingsChanged
+// event. Answered with Settings.
+type SetSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// contacts_only: only the user's contacts may open a direct
+	// conversation with them (others get PERMISSION_DENIED).
+	ContactsOnly  *bool `protobuf:"varint,1,opt,name=contacts_only,json=contactsOnly,proto3,oneof" json:"contacts_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSettings) Reset() {
+	*x = SetSettings{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSettings) ProtoMessage() {}
+
+func (x *SetSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSettings.ProtoReflect.Descriptor instead.
+func (*SetSettings) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *SetSettings) GetContactsOnly() bool {
+	if x != nil && x.ContactsOnly != nil {
+		return *x.ContactsOnly
+	}
+	return false
+}
+
+// GetSettings asks for the user's own settings. Answered with Settings.
+type GetSettings struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSettings) Reset() {
+	*x = GetSettings{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSettings) ProtoMessage() {}
+
+func (x *GetSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSettings.ProtoReflect.Descriptor instead.
+func (*GetSettings) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{28}
+}
+
 // ListContacts lists the user's contacts and pending requests either way.
 type ListContacts struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2287,7 +2405,7 @@ type ListContacts struct {
 
 func (x *ListContacts) Reset() {
 	*x = ListContacts{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[27]
+	mi := &file_parley_client_v1_client_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2417,7 @@ func (x *ListContacts) String() string {
 func (*ListContacts) ProtoMessage() {}
 
 func (x *ListContacts) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[27]
+	mi := &file_parley_client_v1_client_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2430,7 @@ func (x *ListContacts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContacts.ProtoReflect.Descriptor instead.
 func (*ListContacts) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{27}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{29}
 }
 
 // AddMember adds a user to a group.
@@ -2327,7 +2445,7 @@ type AddMember struct {
 
 func (x *AddMember) Reset() {
 	*x = AddMember{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[28]
+	mi := &file_parley_client_v1_client_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2339,7 +2457,7 @@ func (x *AddMember) String() string {
 func (*AddMember) ProtoMessage() {}
 
 func (x *AddMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[28]
+	mi := &file_parley_client_v1_client_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2352,7 +2470,7 @@ func (x *AddMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMember.ProtoReflect.Descriptor instead.
 func (*AddMember) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{28}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AddMember) GetConversationId() string {
@@ -2391,7 +2509,7 @@ type ListConversations struct {
 
 func (x *ListConversations) Reset() {
 	*x = ListConversations{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[29]
+	mi := &file_parley_client_v1_client_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2403,7 +2521,7 @@ func (x *ListConversations) String() string {
 func (*ListConversations) ProtoMessage() {}
 
 func (x *ListConversations) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[29]
+	mi := &file_parley_client_v1_client_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2416,7 +2534,7 @@ func (x *ListConversations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversations.ProtoReflect.Descriptor instead.
 func (*ListConversations) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{29}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListConversations) GetLimit() uint32 {
@@ -2448,7 +2566,7 @@ type Mark struct {
 
 func (x *Mark) Reset() {
 	*x = Mark{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[30]
+	mi := &file_parley_client_v1_client_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2460,7 +2578,7 @@ func (x *Mark) String() string {
 func (*Mark) ProtoMessage() {}
 
 func (x *Mark) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[30]
+	mi := &file_parley_client_v1_client_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2473,7 +2591,7 @@ func (x *Mark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mark.ProtoReflect.Descriptor instead.
 func (*Mark) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{30}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Mark) GetConversationId() string {
@@ -2511,7 +2629,7 @@ type SetTyping struct {
 
 func (x *SetTyping) Reset() {
 	*x = SetTyping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[31]
+	mi := &file_parley_client_v1_client_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2523,7 +2641,7 @@ func (x *SetTyping) String() string {
 func (*SetTyping) ProtoMessage() {}
 
 func (x *SetTyping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[31]
+	mi := &file_parley_client_v1_client_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2536,7 +2654,7 @@ func (x *SetTyping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTyping.ProtoReflect.Descriptor instead.
 func (*SetTyping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{31}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SetTyping) GetConversationId() string {
@@ -2565,7 +2683,7 @@ type GetPresence struct {
 
 func (x *GetPresence) Reset() {
 	*x = GetPresence{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[32]
+	mi := &file_parley_client_v1_client_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2577,7 +2695,7 @@ func (x *GetPresence) String() string {
 func (*GetPresence) ProtoMessage() {}
 
 func (x *GetPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[32]
+	mi := &file_parley_client_v1_client_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2590,7 +2708,7 @@ func (x *GetPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresence.ProtoReflect.Descriptor instead.
 func (*GetPresence) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{32}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetPresence) GetUserIds() []string {
@@ -2614,7 +2732,7 @@ type WatchPresence struct {
 
 func (x *WatchPresence) Reset() {
 	*x = WatchPresence{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[33]
+	mi := &file_parley_client_v1_client_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2626,7 +2744,7 @@ func (x *WatchPresence) String() string {
 func (*WatchPresence) ProtoMessage() {}
 
 func (x *WatchPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[33]
+	mi := &file_parley_client_v1_client_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2639,7 +2757,7 @@ func (x *WatchPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPresence.ProtoReflect.Descriptor instead.
 func (*WatchPresence) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{33}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchPresence) GetUserIds() []string {
@@ -2661,7 +2779,7 @@ type SetIdle struct {
 
 func (x *SetIdle) Reset() {
 	*x = SetIdle{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[34]
+	mi := &file_parley_client_v1_client_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2673,7 +2791,7 @@ func (x *SetIdle) String() string {
 func (*SetIdle) ProtoMessage() {}
 
 func (x *SetIdle) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[34]
+	mi := &file_parley_client_v1_client_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2686,7 +2804,7 @@ func (x *SetIdle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetIdle.ProtoReflect.Descriptor instead.
 func (*SetIdle) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{34}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SetIdle) GetIdle() bool {
@@ -2708,7 +2826,7 @@ type GetReceipts struct {
 
 func (x *GetReceipts) Reset() {
 	*x = GetReceipts{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[35]
+	mi := &file_parley_client_v1_client_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2720,7 +2838,7 @@ func (x *GetReceipts) String() string {
 func (*GetReceipts) ProtoMessage() {}
 
 func (x *GetReceipts) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[35]
+	mi := &file_parley_client_v1_client_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2733,7 +2851,7 @@ func (x *GetReceipts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReceipts.ProtoReflect.Descriptor instead.
 func (*GetReceipts) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{35}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetReceipts) GetConversationId() string {
@@ -2759,7 +2877,7 @@ type GetHistory struct {
 
 func (x *GetHistory) Reset() {
 	*x = GetHistory{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[36]
+	mi := &file_parley_client_v1_client_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2771,7 +2889,7 @@ func (x *GetHistory) String() string {
 func (*GetHistory) ProtoMessage() {}
 
 func (x *GetHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[36]
+	mi := &file_parley_client_v1_client_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2784,7 +2902,7 @@ func (x *GetHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistory.ProtoReflect.Descriptor instead.
 func (*GetHistory) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{36}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetHistory) GetConversationId() string {
@@ -2824,7 +2942,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[37]
+	mi := &file_parley_client_v1_client_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2836,7 +2954,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[37]
+	mi := &file_parley_client_v1_client_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2849,7 +2967,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{37}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{39}
 }
 
 // ServerFrame is every frame the server sends.
@@ -2873,6 +2991,7 @@ type ServerFrame struct {
 	//	*ServerFrame_BlockStatus
 	//	*ServerFrame_ContactStatus
 	//	*ServerFrame_InvitationStatus
+	//	*ServerFrame_Settings
 	//	*ServerFrame_Flags
 	//	*ServerFrame_Blocks
 	//	*ServerFrame_Contacts
@@ -2885,7 +3004,7 @@ type ServerFrame struct {
 
 func (x *ServerFrame) Reset() {
 	*x = ServerFrame{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[38]
+	mi := &file_parley_client_v1_client_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2897,7 +3016,7 @@ func (x *ServerFrame) String() string {
 func (*ServerFrame) ProtoMessage() {}
 
 func (x *ServerFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[38]
+	mi := &file_parley_client_v1_client_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2910,7 +3029,7 @@ func (x *ServerFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerFrame.ProtoReflect.Descriptor instead.
 func (*ServerFrame) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{38}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ServerFrame) GetRequestId() string {
@@ -3053,6 +3172,15 @@ func (x *ServerFrame) GetInvitationStatus() *InvitationStatus {
 	return nil
 }
 
+func (x *ServerFrame) GetSettings() *Settings {
+	if x != nil {
+		if x, ok := x.Frame.(*ServerFrame_Settings); ok {
+			return x.Settings
+		}
+	}
+	return nil
+}
+
 func (x *ServerFrame) GetFlags() *FlagsBatch {
 	if x != nil {
 		if x, ok := x.Frame.(*ServerFrame_Flags); ok {
@@ -3158,6 +3286,10 @@ type ServerFrame_InvitationStatus struct {
 	InvitationStatus *InvitationStatus `protobuf:"bytes,32,opt,name=invitation_status,json=invitationStatus,proto3,oneof"`
 }
 
+type ServerFrame_Settings struct {
+	Settings *Settings `protobuf:"bytes,33,opt,name=settings,proto3,oneof"`
+}
+
 type ServerFrame_Flags struct {
 	Flags *FlagsBatch `protobuf:"bytes,60,opt,name=flags,proto3,oneof"`
 }
@@ -3206,6 +3338,8 @@ func (*ServerFrame_ContactStatus) isServerFrame_Frame() {}
 
 func (*ServerFrame_InvitationStatus) isServerFrame_Frame() {}
 
+func (*ServerFrame_Settings) isServerFrame_Frame() {}
+
 func (*ServerFrame_Flags) isServerFrame_Frame() {}
 
 func (*ServerFrame_Blocks) isServerFrame_Frame() {}
@@ -3229,7 +3363,7 @@ type TokenExpiring struct {
 
 func (x *TokenExpiring) Reset() {
 	*x = TokenExpiring{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[39]
+	mi := &file_parley_client_v1_client_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3241,7 +3375,7 @@ func (x *TokenExpiring) String() string {
 func (*TokenExpiring) ProtoMessage() {}
 
 func (x *TokenExpiring) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[39]
+	mi := &file_parley_client_v1_client_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3254,7 +3388,7 @@ func (x *TokenExpiring) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenExpiring.ProtoReflect.Descriptor instead.
 func (*TokenExpiring) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{39}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *TokenExpiring) GetExpires() *timestamppb.Timestamp {
@@ -3275,7 +3409,7 @@ type TokenRefreshed struct {
 
 func (x *TokenRefreshed) Reset() {
 	*x = TokenRefreshed{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[40]
+	mi := &file_parley_client_v1_client_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3287,7 +3421,7 @@ func (x *TokenRefreshed) String() string {
 func (*TokenRefreshed) ProtoMessage() {}
 
 func (x *TokenRefreshed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[40]
+	mi := &file_parley_client_v1_client_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3300,7 +3434,7 @@ func (x *TokenRefreshed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRefreshed.ProtoReflect.Descriptor instead.
 func (*TokenRefreshed) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{40}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *TokenRefreshed) GetExpires() *timestamppb.Timestamp {
@@ -3322,7 +3456,7 @@ type BlockList struct {
 
 func (x *BlockList) Reset() {
 	*x = BlockList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[41]
+	mi := &file_parley_client_v1_client_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3334,7 +3468,7 @@ func (x *BlockList) String() string {
 func (*BlockList) ProtoMessage() {}
 
 func (x *BlockList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[41]
+	mi := &file_parley_client_v1_client_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3347,7 +3481,7 @@ func (x *BlockList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockList.ProtoReflect.Descriptor instead.
 func (*BlockList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{41}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *BlockList) GetUserIds() []string {
@@ -3369,7 +3503,7 @@ type FlagsBatch struct {
 
 func (x *FlagsBatch) Reset() {
 	*x = FlagsBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[42]
+	mi := &file_parley_client_v1_client_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3381,7 +3515,7 @@ func (x *FlagsBatch) String() string {
 func (*FlagsBatch) ProtoMessage() {}
 
 func (x *FlagsBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[42]
+	mi := &file_parley_client_v1_client_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3394,7 +3528,7 @@ func (x *FlagsBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlagsBatch.ProtoReflect.Descriptor instead.
 func (*FlagsBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{42}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *FlagsBatch) GetFlags() []*v1.ConversationFlags {
@@ -3416,7 +3550,7 @@ type BlockStatus struct {
 
 func (x *BlockStatus) Reset() {
 	*x = BlockStatus{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[43]
+	mi := &file_parley_client_v1_client_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3428,7 +3562,7 @@ func (x *BlockStatus) String() string {
 func (*BlockStatus) ProtoMessage() {}
 
 func (x *BlockStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[43]
+	mi := &file_parley_client_v1_client_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3441,7 +3575,7 @@ func (x *BlockStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockStatus.ProtoReflect.Descriptor instead.
 func (*BlockStatus) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{43}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *BlockStatus) GetUserId() string {
@@ -3470,7 +3604,7 @@ type ContactStatus struct {
 
 func (x *ContactStatus) Reset() {
 	*x = ContactStatus{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[44]
+	mi := &file_parley_client_v1_client_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3482,7 +3616,7 @@ func (x *ContactStatus) String() string {
 func (*ContactStatus) ProtoMessage() {}
 
 func (x *ContactStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[44]
+	mi := &file_parley_client_v1_client_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3495,7 +3629,7 @@ func (x *ContactStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactStatus.ProtoReflect.Descriptor instead.
 func (*ContactStatus) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{44}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ContactStatus) GetUserId() string {
@@ -3525,7 +3659,7 @@ type InvitationStatus struct {
 
 func (x *InvitationStatus) Reset() {
 	*x = InvitationStatus{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[45]
+	mi := &file_parley_client_v1_client_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3537,7 +3671,7 @@ func (x *InvitationStatus) String() string {
 func (*InvitationStatus) ProtoMessage() {}
 
 func (x *InvitationStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[45]
+	mi := &file_parley_client_v1_client_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3550,7 +3684,7 @@ func (x *InvitationStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvitationStatus.ProtoReflect.Descriptor instead.
 func (*InvitationStatus) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{45}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *InvitationStatus) GetConversationId() string {
@@ -3574,6 +3708,51 @@ func (x *InvitationStatus) GetSeq() uint64 {
 	return 0
 }
 
+// Settings answers SetSettings and GetSettings: the user's settings.
+type Settings struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContactsOnly  bool                   `protobuf:"varint,1,opt,name=contacts_only,json=contactsOnly,proto3" json:"contacts_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Settings) Reset() {
+	*x = Settings{}
+	mi := &file_parley_client_v1_client_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Settings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Settings) ProtoMessage() {}
+
+func (x *Settings) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_client_v1_client_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Settings.ProtoReflect.Descriptor instead.
+func (*Settings) Descriptor() ([]byte, []int) {
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *Settings) GetContactsOnly() bool {
+	if x != nil {
+		return x.ContactsOnly
+	}
+	return false
+}
+
 // ContactList answers ListContacts: every user with whom the pair's state is
 // not UNSPECIFIED (none), in user id order.
 type ContactList struct {
@@ -3585,7 +3764,7 @@ type ContactList struct {
 
 func (x *ContactList) Reset() {
 	*x = ContactList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[46]
+	mi := &file_parley_client_v1_client_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3597,7 +3776,7 @@ func (x *ContactList) String() string {
 func (*ContactList) ProtoMessage() {}
 
 func (x *ContactList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[46]
+	mi := &file_parley_client_v1_client_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3610,7 +3789,7 @@ func (x *ContactList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactList.ProtoReflect.Descriptor instead.
 func (*ContactList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{46}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ContactList) GetContacts() []*v1.Contact {
@@ -3638,7 +3817,7 @@ type Resumed struct {
 
 func (x *Resumed) Reset() {
 	*x = Resumed{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[47]
+	mi := &file_parley_client_v1_client_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3650,7 +3829,7 @@ func (x *Resumed) String() string {
 func (*Resumed) ProtoMessage() {}
 
 func (x *Resumed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[47]
+	mi := &file_parley_client_v1_client_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3663,7 +3842,7 @@ func (x *Resumed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resumed.ProtoReflect.Descriptor instead.
 func (*Resumed) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{47}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *Resumed) GetCaughtUp() []*Cursor {
@@ -3703,7 +3882,7 @@ type Authenticated struct {
 
 func (x *Authenticated) Reset() {
 	*x = Authenticated{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[48]
+	mi := &file_parley_client_v1_client_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3715,7 +3894,7 @@ func (x *Authenticated) String() string {
 func (*Authenticated) ProtoMessage() {}
 
 func (x *Authenticated) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[48]
+	mi := &file_parley_client_v1_client_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3728,7 +3907,7 @@ func (x *Authenticated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authenticated.ProtoReflect.Descriptor instead.
 func (*Authenticated) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{48}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Authenticated) GetUserId() string {
@@ -3786,7 +3965,7 @@ type Audience struct {
 
 func (x *Audience) Reset() {
 	*x = Audience{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[49]
+	mi := &file_parley_client_v1_client_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3798,7 +3977,7 @@ func (x *Audience) String() string {
 func (*Audience) ProtoMessage() {}
 
 func (x *Audience) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[49]
+	mi := &file_parley_client_v1_client_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3811,7 +3990,7 @@ func (x *Audience) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Audience.ProtoReflect.Descriptor instead.
 func (*Audience) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{49}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Audience) GetSelector() string {
@@ -3843,7 +4022,7 @@ type Accepted struct {
 
 func (x *Accepted) Reset() {
 	*x = Accepted{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[50]
+	mi := &file_parley_client_v1_client_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3855,7 +4034,7 @@ func (x *Accepted) String() string {
 func (*Accepted) ProtoMessage() {}
 
 func (x *Accepted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[50]
+	mi := &file_parley_client_v1_client_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3868,7 +4047,7 @@ func (x *Accepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accepted.ProtoReflect.Descriptor instead.
 func (*Accepted) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{50}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Accepted) GetClientMsgId() string {
@@ -3910,7 +4089,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[51]
+	mi := &file_parley_client_v1_client_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3922,7 +4101,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[51]
+	mi := &file_parley_client_v1_client_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3935,7 +4114,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{51}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *EventBatch) GetEvents() []*v1.Event {
@@ -3957,7 +4136,7 @@ type ConversationList struct {
 
 func (x *ConversationList) Reset() {
 	*x = ConversationList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[52]
+	mi := &file_parley_client_v1_client_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3969,7 +4148,7 @@ func (x *ConversationList) String() string {
 func (*ConversationList) ProtoMessage() {}
 
 func (x *ConversationList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[52]
+	mi := &file_parley_client_v1_client_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3982,7 +4161,7 @@ func (x *ConversationList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationList.ProtoReflect.Descriptor instead.
 func (*ConversationList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{52}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ConversationList) GetConversations() []*v1.Conversation {
@@ -4010,7 +4189,7 @@ type TypingBatch struct {
 
 func (x *TypingBatch) Reset() {
 	*x = TypingBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[53]
+	mi := &file_parley_client_v1_client_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4022,7 +4201,7 @@ func (x *TypingBatch) String() string {
 func (*TypingBatch) ProtoMessage() {}
 
 func (x *TypingBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[53]
+	mi := &file_parley_client_v1_client_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4035,7 +4214,7 @@ func (x *TypingBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingBatch.ProtoReflect.Descriptor instead.
 func (*TypingBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{53}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *TypingBatch) GetTyping() []*v1.Typing {
@@ -4056,7 +4235,7 @@ type PresenceList struct {
 
 func (x *PresenceList) Reset() {
 	*x = PresenceList{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[54]
+	mi := &file_parley_client_v1_client_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4068,7 +4247,7 @@ func (x *PresenceList) String() string {
 func (*PresenceList) ProtoMessage() {}
 
 func (x *PresenceList) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[54]
+	mi := &file_parley_client_v1_client_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4081,7 +4260,7 @@ func (x *PresenceList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceList.ProtoReflect.Descriptor instead.
 func (*PresenceList) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{54}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *PresenceList) GetPresence() []*v1.Presence {
@@ -4102,7 +4281,7 @@ type ReceiptBatch struct {
 
 func (x *ReceiptBatch) Reset() {
 	*x = ReceiptBatch{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[55]
+	mi := &file_parley_client_v1_client_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4114,7 +4293,7 @@ func (x *ReceiptBatch) String() string {
 func (*ReceiptBatch) ProtoMessage() {}
 
 func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[55]
+	mi := &file_parley_client_v1_client_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4127,7 +4306,7 @@ func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptBatch.ProtoReflect.Descriptor instead.
 func (*ReceiptBatch) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{55}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ReceiptBatch) GetReceipts() []*v1.Receipt {
@@ -4150,7 +4329,7 @@ type HistoryPage struct {
 
 func (x *HistoryPage) Reset() {
 	*x = HistoryPage{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[56]
+	mi := &file_parley_client_v1_client_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4162,7 +4341,7 @@ func (x *HistoryPage) String() string {
 func (*HistoryPage) ProtoMessage() {}
 
 func (x *HistoryPage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[56]
+	mi := &file_parley_client_v1_client_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4175,7 +4354,7 @@ func (x *HistoryPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryPage.ProtoReflect.Descriptor instead.
 func (*HistoryPage) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{56}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *HistoryPage) GetConversationId() string {
@@ -4220,7 +4399,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[57]
+	mi := &file_parley_client_v1_client_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4232,7 +4411,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[57]
+	mi := &file_parley_client_v1_client_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4245,7 +4424,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{57}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *Error) GetCode() v1.ErrorCode {
@@ -4292,7 +4471,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_client_v1_client_proto_msgTypes[58]
+	mi := &file_parley_client_v1_client_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4304,7 +4483,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_client_v1_client_proto_msgTypes[58]
+	mi := &file_parley_client_v1_client_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4317,14 +4496,14 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{58}
+	return file_parley_client_v1_client_proto_rawDescGZIP(), []int{61}
 }
 
 var File_parley_client_v1_client_proto protoreflect.FileDescriptor
 
 const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\n" +
-	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xc5\x13\n" +
+	"\x1dparley/client/v1/client.proto\x12\x10parley.client.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xcd\x14\n" +
 	"\vClientFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12D\n" +
@@ -4362,13 +4541,15 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x0frespond_contact\x18+ \x01(\v2 .parley.client.v1.RespondContactH\x00R\x0erespondContact\x12H\n" +
 	"\x0ecancel_contact\x18, \x01(\v2\x1f.parley.client.v1.CancelContactH\x00R\rcancelContact\x12T\n" +
 	"\x12respond_invitation\x18- \x01(\v2#.parley.client.v1.RespondInvitationH\x00R\x11respondInvitation\x12B\n" +
+	"\fset_settings\x18. \x01(\v2\x1d.parley.client.v1.SetSettingsH\x00R\vsetSettings\x12B\n" +
 	"\fedit_message\x182 \x01(\v2\x1d.parley.client.v1.EditMessageH\x00R\veditMessage\x12H\n" +
 	"\x0edelete_message\x183 \x01(\v2\x1f.parley.client.v1.DeleteMessageH\x00R\rdeleteMessage\x12/\n" +
 	"\x05react\x184 \x01(\v2\x17.parley.client.v1.ReactH\x00R\x05react\x12E\n" +
 	"\tset_flags\x18< \x01(\v2&.parley.client.v1.SetConversationFlagsH\x00R\bsetFlags\x12?\n" +
 	"\vlist_blocks\x18F \x01(\v2\x1c.parley.client.v1.ListBlocksH\x00R\n" +
 	"listBlocks\x12E\n" +
-	"\rlist_contacts\x18G \x01(\v2\x1e.parley.client.v1.ListContactsH\x00R\flistContacts\x12E\n" +
+	"\rlist_contacts\x18G \x01(\v2\x1e.parley.client.v1.ListContactsH\x00R\flistContacts\x12B\n" +
+	"\fget_settings\x18H \x01(\v2\x1d.parley.client.v1.GetSettingsH\x00R\vgetSettings\x12E\n" +
 	"\rrefresh_token\x18P \x01(\v2\x1e.parley.client.v1.RefreshTokenH\x00R\frefreshTokenB\a\n" +
 	"\x05frame\"$\n" +
 	"\fRefreshToken\x12\x14\n" +
@@ -4481,7 +4662,11 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"T\n" +
 	"\x11RespondInvitation\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x16\n" +
-	"\x06accept\x18\x02 \x01(\bR\x06accept\"\x0e\n" +
+	"\x06accept\x18\x02 \x01(\bR\x06accept\"I\n" +
+	"\vSetSettings\x12(\n" +
+	"\rcontacts_only\x18\x01 \x01(\bH\x00R\fcontactsOnly\x88\x01\x01B\x10\n" +
+	"\x0e_contacts_only\"\r\n" +
+	"\vGetSettings\"\x0e\n" +
 	"\fListContacts\"q\n" +
 	"\tAddMember\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
@@ -4514,7 +4699,8 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x05limit\x18\x04 \x01(\rR\x05limitB\f\n" +
 	"\n" +
 	"_after_seq\"\x06\n" +
-	"\x04Ping\"\xe4\t\n" +
+	"\x04Ping\"\x9e\n" +
+	"\n" +
 	"\vServerFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12G\n" +
@@ -4532,7 +4718,8 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\bpresence\x18\x14 \x01(\v2\x1e.parley.client.v1.PresenceListH\x00R\bpresence\x12B\n" +
 	"\fblock_status\x18\x1e \x01(\v2\x1d.parley.client.v1.BlockStatusH\x00R\vblockStatus\x12H\n" +
 	"\x0econtact_status\x18\x1f \x01(\v2\x1f.parley.client.v1.ContactStatusH\x00R\rcontactStatus\x12Q\n" +
-	"\x11invitation_status\x18  \x01(\v2\".parley.client.v1.InvitationStatusH\x00R\x10invitationStatus\x124\n" +
+	"\x11invitation_status\x18  \x01(\v2\".parley.client.v1.InvitationStatusH\x00R\x10invitationStatus\x128\n" +
+	"\bsettings\x18! \x01(\v2\x1a.parley.client.v1.SettingsH\x00R\bsettings\x124\n" +
 	"\x05flags\x18< \x01(\v2\x1c.parley.client.v1.FlagsBatchH\x00R\x05flags\x125\n" +
 	"\x06blocks\x18F \x01(\v2\x1b.parley.client.v1.BlockListH\x00R\x06blocks\x12;\n" +
 	"\bcontacts\x18G \x01(\v2\x1d.parley.client.v1.ContactListH\x00R\bcontacts\x12H\n" +
@@ -4557,7 +4744,9 @@ const file_parley_client_v1_client_proto_rawDesc = "" +
 	"\x10InvitationStatus\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x16\n" +
 	"\x06joined\x18\x02 \x01(\bR\x06joined\x12\x10\n" +
-	"\x03seq\x18\x03 \x01(\x04R\x03seq\"B\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\"/\n" +
+	"\bSettings\x12#\n" +
+	"\rcontacts_only\x18\x01 \x01(\bR\fcontactsOnly\"B\n" +
 	"\vContactList\x123\n" +
 	"\bcontacts\x18\x01 \x03(\v2\x17.parley.chat.v1.ContactR\bcontacts\"r\n" +
 	"\aResumed\x125\n" +
@@ -4616,7 +4805,7 @@ func file_parley_client_v1_client_proto_rawDescGZIP() []byte {
 	return file_parley_client_v1_client_proto_rawDescData
 }
 
-var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_parley_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_parley_client_v1_client_proto_goTypes = []any{
 	(*ClientFrame)(nil),           // 0: parley.client.v1.ClientFrame
 	(*RefreshToken)(nil),          // 1: parley.client.v1.RefreshToken
@@ -4645,67 +4834,70 @@ var file_parley_client_v1_client_proto_goTypes = []any{
 	(*RespondContact)(nil),        // 24: parley.client.v1.RespondContact
 	(*CancelContact)(nil),         // 25: parley.client.v1.CancelContact
 	(*RespondInvitation)(nil),     // 26: parley.client.v1.RespondInvitation
-	(*ListContacts)(nil),          // 27: parley.client.v1.ListContacts
-	(*AddMember)(nil),             // 28: parley.client.v1.AddMember
-	(*ListConversations)(nil),     // 29: parley.client.v1.ListConversations
-	(*Mark)(nil),                  // 30: parley.client.v1.Mark
-	(*SetTyping)(nil),             // 31: parley.client.v1.SetTyping
-	(*GetPresence)(nil),           // 32: parley.client.v1.GetPresence
-	(*WatchPresence)(nil),         // 33: parley.client.v1.WatchPresence
-	(*SetIdle)(nil),               // 34: parley.client.v1.SetIdle
-	(*GetReceipts)(nil),           // 35: parley.client.v1.GetReceipts
-	(*GetHistory)(nil),            // 36: parley.client.v1.GetHistory
-	(*Ping)(nil),                  // 37: parley.client.v1.Ping
-	(*ServerFrame)(nil),           // 38: parley.client.v1.ServerFrame
-	(*TokenExpiring)(nil),         // 39: parley.client.v1.TokenExpiring
-	(*TokenRefreshed)(nil),        // 40: parley.client.v1.TokenRefreshed
-	(*BlockList)(nil),             // 41: parley.client.v1.BlockList
-	(*FlagsBatch)(nil),            // 42: parley.client.v1.FlagsBatch
-	(*BlockStatus)(nil),           // 43: parley.client.v1.BlockStatus
-	(*ContactStatus)(nil),         // 44: parley.client.v1.ContactStatus
-	(*InvitationStatus)(nil),      // 45: parley.client.v1.InvitationStatus
-	(*ContactList)(nil),           // 46: parley.client.v1.ContactList
-	(*Resumed)(nil),               // 47: parley.client.v1.Resumed
-	(*Authenticated)(nil),         // 48: parley.client.v1.Authenticated
-	(*Audience)(nil),              // 49: parley.client.v1.Audience
-	(*Accepted)(nil),              // 50: parley.client.v1.Accepted
-	(*EventBatch)(nil),            // 51: parley.client.v1.EventBatch
-	(*ConversationList)(nil),      // 52: parley.client.v1.ConversationList
-	(*TypingBatch)(nil),           // 53: parley.client.v1.TypingBatch
-	(*PresenceList)(nil),          // 54: parley.client.v1.PresenceList
-	(*ReceiptBatch)(nil),          // 55: parley.client.v1.ReceiptBatch
-	(*HistoryPage)(nil),           // 56: parley.client.v1.HistoryPage
-	(*Error)(nil),                 // 57: parley.client.v1.Error
-	(*Pong)(nil),                  // 58: parley.client.v1.Pong
-	(*v1.Attachment)(nil),         // 59: parley.chat.v1.Attachment
-	(*v1.ContactCard)(nil),        // 60: parley.chat.v1.ContactCard
-	(v1.ConversationKind)(0),      // 61: parley.chat.v1.ConversationKind
-	(v1.MemberRole)(0),            // 62: parley.chat.v1.MemberRole
-	(*timestamppb.Timestamp)(nil), // 63: google.protobuf.Timestamp
-	(*v1.ConversationFlags)(nil),  // 64: parley.chat.v1.ConversationFlags
-	(v1.ContactState)(0),          // 65: parley.chat.v1.ContactState
-	(*v1.Contact)(nil),            // 66: parley.chat.v1.Contact
-	(*v1.Event)(nil),              // 67: parley.chat.v1.Event
-	(*v1.Conversation)(nil),       // 68: parley.chat.v1.Conversation
-	(*v1.Typing)(nil),             // 69: parley.chat.v1.Typing
-	(*v1.Presence)(nil),           // 70: parley.chat.v1.Presence
-	(*v1.Receipt)(nil),            // 71: parley.chat.v1.Receipt
-	(v1.ErrorCode)(0),             // 72: parley.chat.v1.ErrorCode
+	(*SetSettings)(nil),           // 27: parley.client.v1.SetSettings
+	(*GetSettings)(nil),           // 28: parley.client.v1.GetSettings
+	(*ListContacts)(nil),          // 29: parley.client.v1.ListContacts
+	(*AddMember)(nil),             // 30: parley.client.v1.AddMember
+	(*ListConversations)(nil),     // 31: parley.client.v1.ListConversations
+	(*Mark)(nil),                  // 32: parley.client.v1.Mark
+	(*SetTyping)(nil),             // 33: parley.client.v1.SetTyping
+	(*GetPresence)(nil),           // 34: parley.client.v1.GetPresence
+	(*WatchPresence)(nil),         // 35: parley.client.v1.WatchPresence
+	(*SetIdle)(nil),               // 36: parley.client.v1.SetIdle
+	(*GetReceipts)(nil),           // 37: parley.client.v1.GetReceipts
+	(*GetHistory)(nil),            // 38: parley.client.v1.GetHistory
+	(*Ping)(nil),                  // 39: parley.client.v1.Ping
+	(*ServerFrame)(nil),           // 40: parley.client.v1.ServerFrame
+	(*TokenExpiring)(nil),         // 41: parley.client.v1.TokenExpiring
+	(*TokenRefreshed)(nil),        // 42: parley.client.v1.TokenRefreshed
+	(*BlockList)(nil),             // 43: parley.client.v1.BlockList
+	(*FlagsBatch)(nil),            // 44: parley.client.v1.FlagsBatch
+	(*BlockStatus)(nil),           // 45: parley.client.v1.BlockStatus
+	(*ContactStatus)(nil),         // 46: parley.client.v1.ContactStatus
+	(*InvitationStatus)(nil),      // 47: parley.client.v1.InvitationStatus
+	(*Settings)(nil),              // 48: parley.client.v1.Settings
+	(*ContactList)(nil),           // 49: parley.client.v1.ContactList
+	(*Resumed)(nil),               // 50: parley.client.v1.Resumed
+	(*Authenticated)(nil),         // 51: parley.client.v1.Authenticated
+	(*Audience)(nil),              // 52: parley.client.v1.Audience
+	(*Accepted)(nil),              // 53: parley.client.v1.Accepted
+	(*EventBatch)(nil),            // 54: parley.client.v1.EventBatch
+	(*ConversationList)(nil),      // 55: parley.client.v1.ConversationList
+	(*TypingBatch)(nil),           // 56: parley.client.v1.TypingBatch
+	(*PresenceList)(nil),          // 57: parley.client.v1.PresenceList
+	(*ReceiptBatch)(nil),          // 58: parley.client.v1.ReceiptBatch
+	(*HistoryPage)(nil),           // 59: parley.client.v1.HistoryPage
+	(*Error)(nil),                 // 60: parley.client.v1.Error
+	(*Pong)(nil),                  // 61: parley.client.v1.Pong
+	(*v1.Attachment)(nil),         // 62: parley.chat.v1.Attachment
+	(*v1.ContactCard)(nil),        // 63: parley.chat.v1.ContactCard
+	(v1.ConversationKind)(0),      // 64: parley.chat.v1.ConversationKind
+	(v1.MemberRole)(0),            // 65: parley.chat.v1.MemberRole
+	(*timestamppb.Timestamp)(nil), // 66: google.protobuf.Timestamp
+	(*v1.ConversationFlags)(nil),  // 67: parley.chat.v1.ConversationFlags
+	(v1.ContactState)(0),          // 68: parley.chat.v1.ContactState
+	(*v1.Contact)(nil),            // 69: parley.chat.v1.Contact
+	(*v1.Event)(nil),              // 70: parley.chat.v1.Event
+	(*v1.Conversation)(nil),       // 71: parley.chat.v1.Conversation
+	(*v1.Typing)(nil),             // 72: parley.chat.v1.Typing
+	(*v1.Presence)(nil),           // 73: parley.chat.v1.Presence
+	(*v1.Receipt)(nil),            // 74: parley.chat.v1.Receipt
+	(v1.ErrorCode)(0),             // 75: parley.chat.v1.ErrorCode
 }
 var file_parley_client_v1_client_proto_depIdxs = []int32{
 	3,  // 0: parley.client.v1.ClientFrame.authenticate:type_name -> parley.client.v1.Authenticate
 	5,  // 1: parley.client.v1.ClientFrame.send_message:type_name -> parley.client.v1.SendMessage
 	9,  // 2: parley.client.v1.ClientFrame.create_conversation:type_name -> parley.client.v1.CreateConversation
-	28, // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
-	29, // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
-	36, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
-	37, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
-	30, // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
-	35, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
-	31, // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
-	32, // 10: parley.client.v1.ClientFrame.get_presence:type_name -> parley.client.v1.GetPresence
-	33, // 11: parley.client.v1.ClientFrame.watch_presence:type_name -> parley.client.v1.WatchPresence
-	34, // 12: parley.client.v1.ClientFrame.set_idle:type_name -> parley.client.v1.SetIdle
+	30, // 3: parley.client.v1.ClientFrame.add_member:type_name -> parley.client.v1.AddMember
+	31, // 4: parley.client.v1.ClientFrame.list_conversations:type_name -> parley.client.v1.ListConversations
+	38, // 5: parley.client.v1.ClientFrame.get_history:type_name -> parley.client.v1.GetHistory
+	39, // 6: parley.client.v1.ClientFrame.ping:type_name -> parley.client.v1.Ping
+	32, // 7: parley.client.v1.ClientFrame.mark:type_name -> parley.client.v1.Mark
+	37, // 8: parley.client.v1.ClientFrame.get_receipts:type_name -> parley.client.v1.GetReceipts
+	33, // 9: parley.client.v1.ClientFrame.typing:type_name -> parley.client.v1.SetTyping
+	34, // 10: parley.client.v1.ClientFrame.get_presence:type_name -> parley.client.v1.GetPresence
+	35, // 11: parley.client.v1.ClientFrame.watch_presence:type_name -> parley.client.v1.WatchPresence
+	36, // 12: parley.client.v1.ClientFrame.set_idle:type_name -> parley.client.v1.SetIdle
 	10, // 13: parley.client.v1.ClientFrame.remove_member:type_name -> parley.client.v1.RemoveMember
 	11, // 14: parley.client.v1.ClientFrame.leave:type_name -> parley.client.v1.LeaveConversation
 	12, // 15: parley.client.v1.ClientFrame.set_role:type_name -> parley.client.v1.SetMemberRole
@@ -4722,58 +4914,61 @@ var file_parley_client_v1_client_proto_depIdxs = []int32{
 	24, // 26: parley.client.v1.ClientFrame.respond_contact:type_name -> parley.client.v1.RespondContact
 	25, // 27: parley.client.v1.ClientFrame.cancel_contact:type_name -> parley.client.v1.CancelContact
 	26, // 28: parley.client.v1.ClientFrame.respond_invitation:type_name -> parley.client.v1.RespondInvitation
-	6,  // 29: parley.client.v1.ClientFrame.edit_message:type_name -> parley.client.v1.EditMessage
-	7,  // 30: parley.client.v1.ClientFrame.delete_message:type_name -> parley.client.v1.DeleteMessage
-	8,  // 31: parley.client.v1.ClientFrame.react:type_name -> parley.client.v1.React
-	2,  // 32: parley.client.v1.ClientFrame.set_flags:type_name -> parley.client.v1.SetConversationFlags
-	22, // 33: parley.client.v1.ClientFrame.list_blocks:type_name -> parley.client.v1.ListBlocks
-	27, // 34: parley.client.v1.ClientFrame.list_contacts:type_name -> parley.client.v1.ListContacts
-	1,  // 35: parley.client.v1.ClientFrame.refresh_token:type_name -> parley.client.v1.RefreshToken
-	4,  // 36: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
-	59, // 37: parley.client.v1.SendMessage.attachments:type_name -> parley.chat.v1.Attachment
-	60, // 38: parley.client.v1.SendMessage.contact:type_name -> parley.chat.v1.ContactCard
-	61, // 39: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	62, // 40: parley.client.v1.SetMemberRole.role:type_name -> parley.chat.v1.MemberRole
-	48, // 41: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
-	50, // 42: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
-	51, // 43: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
-	52, // 44: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
-	56, // 45: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
-	57, // 46: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
-	58, // 47: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
-	47, // 48: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
-	55, // 49: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
-	53, // 50: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
-	54, // 51: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
-	43, // 52: parley.client.v1.ServerFrame.block_status:type_name -> parley.client.v1.BlockStatus
-	44, // 53: parley.client.v1.ServerFrame.contact_status:type_name -> parley.client.v1.ContactStatus
-	45, // 54: parley.client.v1.ServerFrame.invitation_status:type_name -> parley.client.v1.InvitationStatus
-	42, // 55: parley.client.v1.ServerFrame.flags:type_name -> parley.client.v1.FlagsBatch
-	41, // 56: parley.client.v1.ServerFrame.blocks:type_name -> parley.client.v1.BlockList
-	46, // 57: parley.client.v1.ServerFrame.contacts:type_name -> parley.client.v1.ContactList
-	39, // 58: parley.client.v1.ServerFrame.token_expiring:type_name -> parley.client.v1.TokenExpiring
-	40, // 59: parley.client.v1.ServerFrame.token_refreshed:type_name -> parley.client.v1.TokenRefreshed
-	63, // 60: parley.client.v1.TokenExpiring.expires:type_name -> google.protobuf.Timestamp
-	63, // 61: parley.client.v1.TokenRefreshed.expires:type_name -> google.protobuf.Timestamp
-	64, // 62: parley.client.v1.FlagsBatch.flags:type_name -> parley.chat.v1.ConversationFlags
-	65, // 63: parley.client.v1.ContactStatus.state:type_name -> parley.chat.v1.ContactState
-	66, // 64: parley.client.v1.ContactList.contacts:type_name -> parley.chat.v1.Contact
-	4,  // 65: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
-	4,  // 66: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
-	63, // 67: parley.client.v1.Authenticated.token_expires:type_name -> google.protobuf.Timestamp
-	49, // 68: parley.client.v1.Authenticated.audiences:type_name -> parley.client.v1.Audience
-	67, // 69: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
-	68, // 70: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
-	69, // 71: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
-	70, // 72: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
-	71, // 73: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
-	67, // 74: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
-	72, // 75: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
-	76, // [76:76] is the sub-list for method output_type
-	76, // [76:76] is the sub-list for method input_type
-	76, // [76:76] is the sub-list for extension type_name
-	76, // [76:76] is the sub-list for extension extendee
-	0,  // [0:76] is the sub-list for field type_name
+	27, // 29: parley.client.v1.ClientFrame.set_settings:type_name -> parley.client.v1.SetSettings
+	6,  // 30: parley.client.v1.ClientFrame.edit_message:type_name -> parley.client.v1.EditMessage
+	7,  // 31: parley.client.v1.ClientFrame.delete_message:type_name -> parley.client.v1.DeleteMessage
+	8,  // 32: parley.client.v1.ClientFrame.react:type_name -> parley.client.v1.React
+	2,  // 33: parley.client.v1.ClientFrame.set_flags:type_name -> parley.client.v1.SetConversationFlags
+	22, // 34: parley.client.v1.ClientFrame.list_blocks:type_name -> parley.client.v1.ListBlocks
+	29, // 35: parley.client.v1.ClientFrame.list_contacts:type_name -> parley.client.v1.ListContacts
+	28, // 36: parley.client.v1.ClientFrame.get_settings:type_name -> parley.client.v1.GetSettings
+	1,  // 37: parley.client.v1.ClientFrame.refresh_token:type_name -> parley.client.v1.RefreshToken
+	4,  // 38: parley.client.v1.Authenticate.resume:type_name -> parley.client.v1.Cursor
+	62, // 39: parley.client.v1.SendMessage.attachments:type_name -> parley.chat.v1.Attachment
+	63, // 40: parley.client.v1.SendMessage.contact:type_name -> parley.chat.v1.ContactCard
+	64, // 41: parley.client.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	65, // 42: parley.client.v1.SetMemberRole.role:type_name -> parley.chat.v1.MemberRole
+	51, // 43: parley.client.v1.ServerFrame.authenticated:type_name -> parley.client.v1.Authenticated
+	53, // 44: parley.client.v1.ServerFrame.accepted:type_name -> parley.client.v1.Accepted
+	54, // 45: parley.client.v1.ServerFrame.events:type_name -> parley.client.v1.EventBatch
+	55, // 46: parley.client.v1.ServerFrame.conversations:type_name -> parley.client.v1.ConversationList
+	59, // 47: parley.client.v1.ServerFrame.history:type_name -> parley.client.v1.HistoryPage
+	60, // 48: parley.client.v1.ServerFrame.error:type_name -> parley.client.v1.Error
+	61, // 49: parley.client.v1.ServerFrame.pong:type_name -> parley.client.v1.Pong
+	50, // 50: parley.client.v1.ServerFrame.resumed:type_name -> parley.client.v1.Resumed
+	58, // 51: parley.client.v1.ServerFrame.receipts:type_name -> parley.client.v1.ReceiptBatch
+	56, // 52: parley.client.v1.ServerFrame.typing:type_name -> parley.client.v1.TypingBatch
+	57, // 53: parley.client.v1.ServerFrame.presence:type_name -> parley.client.v1.PresenceList
+	45, // 54: parley.client.v1.ServerFrame.block_status:type_name -> parley.client.v1.BlockStatus
+	46, // 55: parley.client.v1.ServerFrame.contact_status:type_name -> parley.client.v1.ContactStatus
+	47, // 56: parley.client.v1.ServerFrame.invitation_status:type_name -> parley.client.v1.InvitationStatus
+	48, // 57: parley.client.v1.ServerFrame.settings:type_name -> parley.client.v1.Settings
+	44, // 58: parley.client.v1.ServerFrame.flags:type_name -> parley.client.v1.FlagsBatch
+	43, // 59: parley.client.v1.ServerFrame.blocks:type_name -> parley.client.v1.BlockList
+	49, // 60: parley.client.v1.ServerFrame.contacts:type_name -> parley.client.v1.ContactList
+	41, // 61: parley.client.v1.ServerFrame.token_expiring:type_name -> parley.client.v1.TokenExpiring
+	42, // 62: parley.client.v1.ServerFrame.token_refreshed:type_name -> parley.client.v1.TokenRefreshed
+	66, // 63: parley.client.v1.TokenExpiring.expires:type_name -> google.protobuf.Timestamp
+	66, // 64: parley.client.v1.TokenRefreshed.expires:type_name -> google.protobuf.Timestamp
+	67, // 65: parley.client.v1.FlagsBatch.flags:type_name -> parley.chat.v1.ConversationFlags
+	68, // 66: parley.client.v1.ContactStatus.state:type_name -> parley.chat.v1.ContactState
+	69, // 67: parley.client.v1.ContactList.contacts:type_name -> parley.chat.v1.Contact
+	4,  // 68: parley.client.v1.Resumed.caught_up:type_name -> parley.client.v1.Cursor
+	4,  // 69: parley.client.v1.Resumed.failed:type_name -> parley.client.v1.Cursor
+	66, // 70: parley.client.v1.Authenticated.token_expires:type_name -> google.protobuf.Timestamp
+	52, // 71: parley.client.v1.Authenticated.audiences:type_name -> parley.client.v1.Audience
+	70, // 72: parley.client.v1.EventBatch.events:type_name -> parley.chat.v1.Event
+	71, // 73: parley.client.v1.ConversationList.conversations:type_name -> parley.chat.v1.Conversation
+	72, // 74: parley.client.v1.TypingBatch.typing:type_name -> parley.chat.v1.Typing
+	73, // 75: parley.client.v1.PresenceList.presence:type_name -> parley.chat.v1.Presence
+	74, // 76: parley.client.v1.ReceiptBatch.receipts:type_name -> parley.chat.v1.Receipt
+	70, // 77: parley.client.v1.HistoryPage.events:type_name -> parley.chat.v1.Event
+	75, // 78: parley.client.v1.Error.code:type_name -> parley.chat.v1.ErrorCode
+	79, // [79:79] is the sub-list for method output_type
+	79, // [79:79] is the sub-list for method input_type
+	79, // [79:79] is the sub-list for extension type_name
+	79, // [79:79] is the sub-list for extension extendee
+	0,  // [0:79] is the sub-list for field type_name
 }
 
 func init() { file_parley_client_v1_client_proto_init() }
@@ -4811,17 +5006,20 @@ func file_parley_client_v1_client_proto_init() {
 		(*ClientFrame_RespondContact)(nil),
 		(*ClientFrame_CancelContact)(nil),
 		(*ClientFrame_RespondInvitation)(nil),
+		(*ClientFrame_SetSettings)(nil),
 		(*ClientFrame_EditMessage)(nil),
 		(*ClientFrame_DeleteMessage)(nil),
 		(*ClientFrame_React)(nil),
 		(*ClientFrame_SetFlags)(nil),
 		(*ClientFrame_ListBlocks)(nil),
 		(*ClientFrame_ListContacts)(nil),
+		(*ClientFrame_GetSettings)(nil),
 		(*ClientFrame_RefreshToken)(nil),
 	}
 	file_parley_client_v1_client_proto_msgTypes[2].OneofWrappers = []any{}
-	file_parley_client_v1_client_proto_msgTypes[36].OneofWrappers = []any{}
-	file_parley_client_v1_client_proto_msgTypes[38].OneofWrappers = []any{
+	file_parley_client_v1_client_proto_msgTypes[27].OneofWrappers = []any{}
+	file_parley_client_v1_client_proto_msgTypes[38].OneofWrappers = []any{}
+	file_parley_client_v1_client_proto_msgTypes[40].OneofWrappers = []any{
 		(*ServerFrame_Authenticated)(nil),
 		(*ServerFrame_Accepted)(nil),
 		(*ServerFrame_Events)(nil),
@@ -4836,6 +5034,7 @@ func file_parley_client_v1_client_proto_init() {
 		(*ServerFrame_BlockStatus)(nil),
 		(*ServerFrame_ContactStatus)(nil),
 		(*ServerFrame_InvitationStatus)(nil),
+		(*ServerFrame_Settings)(nil),
 		(*ServerFrame_Flags)(nil),
 		(*ServerFrame_Blocks)(nil),
 		(*ServerFrame_Contacts)(nil),
@@ -4848,7 +5047,7 @@ func file_parley_client_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_client_v1_client_proto_rawDesc), len(file_parley_client_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   59,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -64,6 +64,7 @@ type Command struct {
 	//	*Command_ContactResponse
 	//	*Command_ContactCancel
 	//	*Command_AnswerInvitation
+	//	*Command_SetSettings
 	//	*Command_EditMessage
 	//	*Command_DeleteMessage
 	//	*Command_React
@@ -333,6 +334,15 @@ func (x *Command) GetAnswerInvitation() *AnswerInvitation {
 	return nil
 }
 
+func (x *Command) GetSetSettings() *SetSettings {
+	if x != nil {
+		if x, ok := x.Body.(*Command_SetSettings); ok {
+			return x.SetSettings
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetEditMessage() *EditMessage {
 	if x != nil {
 		if x, ok := x.Body.(*Command_EditMessage); ok {
@@ -476,6 +486,10 @@ type Command_AnswerInvitation struct {
 	AnswerInvitation *AnswerInvitation `protobuf:"bytes,34,opt,name=answer_invitation,json=answerInvitation,proto3,oneof"`
 }
 
+type Command_SetSettings struct {
+	SetSettings *SetSettings `protobuf:"bytes,35,opt,name=set_settings,json=setSettings,proto3,oneof"`
+}
+
 type Command_EditMessage struct {
 	EditMessage *EditMessage `protobuf:"bytes,40,opt,name=edit_message,json=editMessage,proto3,oneof"`
 }
@@ -541,6 +555,8 @@ func (*Command_ContactResponse) isCommand_Body() {}
 func (*Command_ContactCancel) isCommand_Body() {}
 
 func (*Command_AnswerInvitation) isCommand_Body() {}
+
+func (*Command_SetSettings) isCommand_Body() {}
 
 func (*Command_EditMessage) isCommand_Body() {}
 
@@ -760,6 +776,53 @@ func (x *ContactCancel) GetUserId() string {
 	return ""
 }
 
+// SetSettings changes the user's own settings; the command's conversation
+// is their inbox, which keeps them (SettingsChanged events). An absent
+// field stays as it is.
+type SetSettings struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContactsOnly  *bool                  `protobuf:"varint,1,opt,name=contacts_only,json=contactsOnly,proto3,oneof" json:"contacts_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSettings) Reset() {
+	*x = SetSettings{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSettings) ProtoMessage() {}
+
+func (x *SetSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSettings.ProtoReflect.Descriptor instead.
+func (*SetSettings) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SetSettings) GetContactsOnly() bool {
+	if x != nil && x.ContactsOnly != nil {
+		return *x.ContactsOnly
+	}
+	return false
+}
+
 // AnswerInvitation accepts (joining) or declines the user's pending
 // invitation into the command's conversation.
 type AnswerInvitation struct {
@@ -771,7 +834,7 @@ type AnswerInvitation struct {
 
 func (x *AnswerInvitation) Reset() {
 	*x = AnswerInvitation{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	mi := &file_parley_log_v1_log_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +846,7 @@ func (x *AnswerInvitation) String() string {
 func (*AnswerInvitation) ProtoMessage() {}
 
 func (x *AnswerInvitation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	mi := &file_parley_log_v1_log_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +859,7 @@ func (x *AnswerInvitation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnswerInvitation.ProtoReflect.Descriptor instead.
 func (*AnswerInvitation) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{5}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AnswerInvitation) GetAccept() bool {
@@ -820,7 +883,7 @@ type InvitationDeclined struct {
 
 func (x *InvitationDeclined) Reset() {
 	*x = InvitationDeclined{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[6]
+	mi := &file_parley_log_v1_log_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +895,7 @@ func (x *InvitationDeclined) String() string {
 func (*InvitationDeclined) ProtoMessage() {}
 
 func (x *InvitationDeclined) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[6]
+	mi := &file_parley_log_v1_log_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +908,7 @@ func (x *InvitationDeclined) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvitationDeclined.ProtoReflect.Descriptor instead.
 func (*InvitationDeclined) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{6}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *InvitationDeclined) GetConversationId() string {
@@ -886,7 +949,7 @@ type ContactChange struct {
 
 func (x *ContactChange) Reset() {
 	*x = ContactChange{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[7]
+	mi := &file_parley_log_v1_log_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +961,7 @@ func (x *ContactChange) String() string {
 func (*ContactChange) ProtoMessage() {}
 
 func (x *ContactChange) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[7]
+	mi := &file_parley_log_v1_log_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +974,7 @@ func (x *ContactChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactChange.ProtoReflect.Descriptor instead.
 func (*ContactChange) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{7}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ContactChange) GetConversationId() string {
@@ -968,7 +1031,7 @@ type InboxDeliver struct {
 
 func (x *InboxDeliver) Reset() {
 	*x = InboxDeliver{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[8]
+	mi := &file_parley_log_v1_log_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1043,7 @@ func (x *InboxDeliver) String() string {
 func (*InboxDeliver) ProtoMessage() {}
 
 func (x *InboxDeliver) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[8]
+	mi := &file_parley_log_v1_log_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1056,7 @@ func (x *InboxDeliver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxDeliver.ProtoReflect.Descriptor instead.
 func (*InboxDeliver) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{8}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *InboxDeliver) GetOwnerId() string {
@@ -1057,7 +1120,7 @@ type SetFlags struct {
 
 func (x *SetFlags) Reset() {
 	*x = SetFlags{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[9]
+	mi := &file_parley_log_v1_log_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1069,7 +1132,7 @@ func (x *SetFlags) String() string {
 func (*SetFlags) ProtoMessage() {}
 
 func (x *SetFlags) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[9]
+	mi := &file_parley_log_v1_log_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1082,7 +1145,7 @@ func (x *SetFlags) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFlags.ProtoReflect.Descriptor instead.
 func (*SetFlags) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{9}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SetFlags) GetMuted() bool {
@@ -1116,7 +1179,7 @@ type CreateConversation struct {
 
 func (x *CreateConversation) Reset() {
 	*x = CreateConversation{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[10]
+	mi := &file_parley_log_v1_log_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1128,7 +1191,7 @@ func (x *CreateConversation) String() string {
 func (*CreateConversation) ProtoMessage() {}
 
 func (x *CreateConversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[10]
+	mi := &file_parley_log_v1_log_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1141,7 +1204,7 @@ func (x *CreateConversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversation.ProtoReflect.Descriptor instead.
 func (*CreateConversation) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{10}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreateConversation) GetKind() v1.ConversationKind {
@@ -1189,7 +1252,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[11]
+	mi := &file_parley_log_v1_log_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1264,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[11]
+	mi := &file_parley_log_v1_log_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1277,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{11}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RemoveMember) GetUserId() string {
@@ -1234,7 +1297,7 @@ type Leave struct {
 
 func (x *Leave) Reset() {
 	*x = Leave{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[12]
+	mi := &file_parley_log_v1_log_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +1309,7 @@ func (x *Leave) String() string {
 func (*Leave) ProtoMessage() {}
 
 func (x *Leave) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[12]
+	mi := &file_parley_log_v1_log_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +1322,7 @@ func (x *Leave) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Leave.ProtoReflect.Descriptor instead.
 func (*Leave) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{12}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{13}
 }
 
 // SetRole makes user_id an ADMIN or a MEMBER (owner only).
@@ -1273,7 +1336,7 @@ type SetRole struct {
 
 func (x *SetRole) Reset() {
 	*x = SetRole{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[13]
+	mi := &file_parley_log_v1_log_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1285,7 +1348,7 @@ func (x *SetRole) String() string {
 func (*SetRole) ProtoMessage() {}
 
 func (x *SetRole) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[13]
+	mi := &file_parley_log_v1_log_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1298,7 +1361,7 @@ func (x *SetRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRole.ProtoReflect.Descriptor instead.
 func (*SetRole) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{13}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SetRole) GetUserId() string {
@@ -1325,7 +1388,7 @@ type TransferOwnership struct {
 
 func (x *TransferOwnership) Reset() {
 	*x = TransferOwnership{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[14]
+	mi := &file_parley_log_v1_log_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1337,7 +1400,7 @@ func (x *TransferOwnership) String() string {
 func (*TransferOwnership) ProtoMessage() {}
 
 func (x *TransferOwnership) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[14]
+	mi := &file_parley_log_v1_log_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1350,7 +1413,7 @@ func (x *TransferOwnership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferOwnership.ProtoReflect.Descriptor instead.
 func (*TransferOwnership) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{14}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TransferOwnership) GetUserId() string {
@@ -1371,7 +1434,7 @@ type MuteMember struct {
 
 func (x *MuteMember) Reset() {
 	*x = MuteMember{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[15]
+	mi := &file_parley_log_v1_log_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1383,7 +1446,7 @@ func (x *MuteMember) String() string {
 func (*MuteMember) ProtoMessage() {}
 
 func (x *MuteMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[15]
+	mi := &file_parley_log_v1_log_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1396,7 +1459,7 @@ func (x *MuteMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MuteMember.ProtoReflect.Descriptor instead.
 func (*MuteMember) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{15}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MuteMember) GetUserId() string {
@@ -1423,7 +1486,7 @@ type Rename struct {
 
 func (x *Rename) Reset() {
 	*x = Rename{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[16]
+	mi := &file_parley_log_v1_log_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +1498,7 @@ func (x *Rename) String() string {
 func (*Rename) ProtoMessage() {}
 
 func (x *Rename) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[16]
+	mi := &file_parley_log_v1_log_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +1511,7 @@ func (x *Rename) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rename.ProtoReflect.Descriptor instead.
 func (*Rename) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{16}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Rename) GetTitle() string {
@@ -1470,7 +1533,7 @@ type CreateInvite struct {
 
 func (x *CreateInvite) Reset() {
 	*x = CreateInvite{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[17]
+	mi := &file_parley_log_v1_log_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1545,7 @@ func (x *CreateInvite) String() string {
 func (*CreateInvite) ProtoMessage() {}
 
 func (x *CreateInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[17]
+	mi := &file_parley_log_v1_log_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,7 +1558,7 @@ func (x *CreateInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateInvite.ProtoReflect.Descriptor instead.
 func (*CreateInvite) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{17}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateInvite) GetCode() string {
@@ -1515,7 +1578,7 @@ type RevokeInvite struct {
 
 func (x *RevokeInvite) Reset() {
 	*x = RevokeInvite{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[18]
+	mi := &file_parley_log_v1_log_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1527,7 +1590,7 @@ func (x *RevokeInvite) String() string {
 func (*RevokeInvite) ProtoMessage() {}
 
 func (x *RevokeInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[18]
+	mi := &file_parley_log_v1_log_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1540,7 +1603,7 @@ func (x *RevokeInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeInvite.ProtoReflect.Descriptor instead.
 func (*RevokeInvite) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{18}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RevokeInvite) GetCode() string {
@@ -1560,7 +1623,7 @@ type JoinByInvite struct {
 
 func (x *JoinByInvite) Reset() {
 	*x = JoinByInvite{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[19]
+	mi := &file_parley_log_v1_log_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1572,7 +1635,7 @@ func (x *JoinByInvite) String() string {
 func (*JoinByInvite) ProtoMessage() {}
 
 func (x *JoinByInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[19]
+	mi := &file_parley_log_v1_log_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1585,7 +1648,7 @@ func (x *JoinByInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinByInvite.ProtoReflect.Descriptor instead.
 func (*JoinByInvite) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{19}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *JoinByInvite) GetCode() string {
@@ -1604,7 +1667,7 @@ type Follow struct {
 
 func (x *Follow) Reset() {
 	*x = Follow{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[20]
+	mi := &file_parley_log_v1_log_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +1679,7 @@ func (x *Follow) String() string {
 func (*Follow) ProtoMessage() {}
 
 func (x *Follow) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[20]
+	mi := &file_parley_log_v1_log_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +1692,7 @@ func (x *Follow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Follow.ProtoReflect.Descriptor instead.
 func (*Follow) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{20}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{21}
 }
 
 // Block blocks (blocked) or unblocks user_id. The command's conversation is
@@ -1644,7 +1707,7 @@ type Block struct {
 
 func (x *Block) Reset() {
 	*x = Block{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[21]
+	mi := &file_parley_log_v1_log_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1656,7 +1719,7 @@ func (x *Block) String() string {
 func (*Block) ProtoMessage() {}
 
 func (x *Block) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[21]
+	mi := &file_parley_log_v1_log_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1669,7 +1732,7 @@ func (x *Block) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Block.ProtoReflect.Descriptor instead.
 func (*Block) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{21}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Block) GetUserId() string {
@@ -1702,7 +1765,7 @@ type BlockChange struct {
 
 func (x *BlockChange) Reset() {
 	*x = BlockChange{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[22]
+	mi := &file_parley_log_v1_log_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +1777,7 @@ func (x *BlockChange) String() string {
 func (*BlockChange) ProtoMessage() {}
 
 func (x *BlockChange) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[22]
+	mi := &file_parley_log_v1_log_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +1790,7 @@ func (x *BlockChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockChange.ProtoReflect.Descriptor instead.
 func (*BlockChange) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{22}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BlockChange) GetConversationId() string {
@@ -1775,7 +1838,7 @@ type AddMember struct {
 
 func (x *AddMember) Reset() {
 	*x = AddMember{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[23]
+	mi := &file_parley_log_v1_log_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1787,7 +1850,7 @@ func (x *AddMember) String() string {
 func (*AddMember) ProtoMessage() {}
 
 func (x *AddMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[23]
+	mi := &file_parley_log_v1_log_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1800,7 +1863,7 @@ func (x *AddMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMember.ProtoReflect.Descriptor instead.
 func (*AddMember) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{23}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AddMember) GetUserId() string {
@@ -1829,7 +1892,7 @@ type PostMessage struct {
 
 func (x *PostMessage) Reset() {
 	*x = PostMessage{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[24]
+	mi := &file_parley_log_v1_log_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +1904,7 @@ func (x *PostMessage) String() string {
 func (*PostMessage) ProtoMessage() {}
 
 func (x *PostMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[24]
+	mi := &file_parley_log_v1_log_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +1917,7 @@ func (x *PostMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PostMessage.ProtoReflect.Descriptor instead.
 func (*PostMessage) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{24}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PostMessage) GetText() string {
@@ -1911,7 +1974,7 @@ type EditMessage struct {
 
 func (x *EditMessage) Reset() {
 	*x = EditMessage{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[25]
+	mi := &file_parley_log_v1_log_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +1986,7 @@ func (x *EditMessage) String() string {
 func (*EditMessage) ProtoMessage() {}
 
 func (x *EditMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[25]
+	mi := &file_parley_log_v1_log_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +1999,7 @@ func (x *EditMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditMessage.ProtoReflect.Descriptor instead.
 func (*EditMessage) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{25}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *EditMessage) GetTargetSeq() uint64 {
@@ -1970,7 +2033,7 @@ type DeleteMessage struct {
 
 func (x *DeleteMessage) Reset() {
 	*x = DeleteMessage{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[26]
+	mi := &file_parley_log_v1_log_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2045,7 @@ func (x *DeleteMessage) String() string {
 func (*DeleteMessage) ProtoMessage() {}
 
 func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[26]
+	mi := &file_parley_log_v1_log_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2058,7 @@ func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMessage.ProtoReflect.Descriptor instead.
 func (*DeleteMessage) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{26}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DeleteMessage) GetTargetSeq() uint64 {
@@ -2017,7 +2080,7 @@ type React struct {
 
 func (x *React) Reset() {
 	*x = React{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[27]
+	mi := &file_parley_log_v1_log_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2029,7 +2092,7 @@ func (x *React) String() string {
 func (*React) ProtoMessage() {}
 
 func (x *React) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[27]
+	mi := &file_parley_log_v1_log_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2042,7 +2105,7 @@ func (x *React) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use React.ProtoReflect.Descriptor instead.
 func (*React) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{27}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *React) GetTargetSeq() uint64 {
@@ -2078,7 +2141,7 @@ type Mark struct {
 
 func (x *Mark) Reset() {
 	*x = Mark{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[28]
+	mi := &file_parley_log_v1_log_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2153,7 @@ func (x *Mark) String() string {
 func (*Mark) ProtoMessage() {}
 
 func (x *Mark) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[28]
+	mi := &file_parley_log_v1_log_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2166,7 @@ func (x *Mark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mark.ProtoReflect.Descriptor instead.
 func (*Mark) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{28}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Mark) GetDeliveredSeq() uint64 {
@@ -2133,7 +2196,7 @@ type HeadProbe struct {
 
 func (x *HeadProbe) Reset() {
 	*x = HeadProbe{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[29]
+	mi := &file_parley_log_v1_log_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2145,7 +2208,7 @@ func (x *HeadProbe) String() string {
 func (*HeadProbe) ProtoMessage() {}
 
 func (x *HeadProbe) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[29]
+	mi := &file_parley_log_v1_log_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2158,7 +2221,7 @@ func (x *HeadProbe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeadProbe.ProtoReflect.Descriptor instead.
 func (*HeadProbe) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{29}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *HeadProbe) GetAsks() []*HeadAsk {
@@ -2179,7 +2242,7 @@ type HeadAsk struct {
 
 func (x *HeadAsk) Reset() {
 	*x = HeadAsk{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[30]
+	mi := &file_parley_log_v1_log_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2191,7 +2254,7 @@ func (x *HeadAsk) String() string {
 func (*HeadAsk) ProtoMessage() {}
 
 func (x *HeadAsk) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[30]
+	mi := &file_parley_log_v1_log_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2204,7 +2267,7 @@ func (x *HeadAsk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeadAsk.ProtoReflect.Descriptor instead.
 func (*HeadAsk) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{30}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *HeadAsk) GetConversationId() string {
@@ -2255,7 +2318,7 @@ type EventRecord struct {
 
 func (x *EventRecord) Reset() {
 	*x = EventRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[31]
+	mi := &file_parley_log_v1_log_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2267,7 +2330,7 @@ func (x *EventRecord) String() string {
 func (*EventRecord) ProtoMessage() {}
 
 func (x *EventRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[31]
+	mi := &file_parley_log_v1_log_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2280,7 +2343,7 @@ func (x *EventRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventRecord.ProtoReflect.Descriptor instead.
 func (*EventRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{31}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *EventRecord) GetEvent() *v1.Event {
@@ -2372,7 +2435,7 @@ type NotificationRecord struct {
 
 func (x *NotificationRecord) Reset() {
 	*x = NotificationRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[32]
+	mi := &file_parley_log_v1_log_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2384,7 +2447,7 @@ func (x *NotificationRecord) String() string {
 func (*NotificationRecord) ProtoMessage() {}
 
 func (x *NotificationRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[32]
+	mi := &file_parley_log_v1_log_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2397,7 +2460,7 @@ func (x *NotificationRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotificationRecord.ProtoReflect.Descriptor instead.
 func (*NotificationRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{32}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *NotificationRecord) GetUserId() string {
@@ -2486,7 +2549,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[33]
+	mi := &file_parley_log_v1_log_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2498,7 +2561,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[33]
+	mi := &file_parley_log_v1_log_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2511,7 +2574,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{33}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Outcome) GetCommandId() string {
@@ -2614,7 +2677,7 @@ type PresenceRecord struct {
 
 func (x *PresenceRecord) Reset() {
 	*x = PresenceRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[34]
+	mi := &file_parley_log_v1_log_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2626,7 +2689,7 @@ func (x *PresenceRecord) String() string {
 func (*PresenceRecord) ProtoMessage() {}
 
 func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[34]
+	mi := &file_parley_log_v1_log_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2639,7 +2702,7 @@ func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRecord.ProtoReflect.Descriptor instead.
 func (*PresenceRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{34}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PresenceRecord) GetBody() isPresenceRecord_Body {
@@ -2712,7 +2775,7 @@ type PresenceSession struct {
 
 func (x *PresenceSession) Reset() {
 	*x = PresenceSession{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[35]
+	mi := &file_parley_log_v1_log_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2724,7 +2787,7 @@ func (x *PresenceSession) String() string {
 func (*PresenceSession) ProtoMessage() {}
 
 func (x *PresenceSession) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[35]
+	mi := &file_parley_log_v1_log_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2737,7 +2800,7 @@ func (x *PresenceSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
 func (*PresenceSession) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{35}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PresenceSession) GetNodeId() string {
@@ -2788,7 +2851,7 @@ type PresenceBeat struct {
 
 func (x *PresenceBeat) Reset() {
 	*x = PresenceBeat{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[36]
+	mi := &file_parley_log_v1_log_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2800,7 +2863,7 @@ func (x *PresenceBeat) String() string {
 func (*PresenceBeat) ProtoMessage() {}
 
 func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[36]
+	mi := &file_parley_log_v1_log_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2813,7 +2876,7 @@ func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceBeat.ProtoReflect.Descriptor instead.
 func (*PresenceBeat) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{36}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PresenceBeat) GetNodeId() string {
@@ -2855,7 +2918,7 @@ type PresenceSeen struct {
 
 func (x *PresenceSeen) Reset() {
 	*x = PresenceSeen{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[37]
+	mi := &file_parley_log_v1_log_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2867,7 +2930,7 @@ func (x *PresenceSeen) String() string {
 func (*PresenceSeen) ProtoMessage() {}
 
 func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[37]
+	mi := &file_parley_log_v1_log_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2880,7 +2943,7 @@ func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSeen.ProtoReflect.Descriptor instead.
 func (*PresenceSeen) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{37}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PresenceSeen) GetUserId() string {
@@ -2901,7 +2964,7 @@ var File_parley_log_v1_log_proto protoreflect.FileDescriptor
 
 const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\n" +
-	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xf0\x0e\n" +
+	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xb1\x0f\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12'\n" +
@@ -2934,6 +2997,7 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\x10contact_response\x18  \x01(\v2\x1e.parley.log.v1.ContactResponseH\x00R\x0fcontactResponse\x12E\n" +
 	"\x0econtact_cancel\x18! \x01(\v2\x1c.parley.log.v1.ContactCancelH\x00R\rcontactCancel\x12N\n" +
 	"\x11answer_invitation\x18\" \x01(\v2\x1f.parley.log.v1.AnswerInvitationH\x00R\x10answerInvitation\x12?\n" +
+	"\fset_settings\x18# \x01(\v2\x1a.parley.log.v1.SetSettingsH\x00R\vsetSettings\x12?\n" +
 	"\fedit_message\x18( \x01(\v2\x1a.parley.log.v1.EditMessageH\x00R\veditMessage\x12E\n" +
 	"\x0edelete_message\x18) \x01(\v2\x1c.parley.log.v1.DeleteMessageH\x00R\rdeleteMessage\x12,\n" +
 	"\x05react\x18* \x01(\v2\x14.parley.log.v1.ReactH\x00R\x05react\x126\n" +
@@ -2952,7 +3016,10 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
 	"\x06accept\x18\x02 \x01(\bR\x06accept\"(\n" +
 	"\rContactCancel\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\"*\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"I\n" +
+	"\vSetSettings\x12(\n" +
+	"\rcontacts_only\x18\x01 \x01(\bH\x00R\fcontactsOnly\x88\x01\x01B\x10\n" +
+	"\x0e_contacts_only\"*\n" +
 	"\x10AnswerInvitation\x12\x16\n" +
 	"\x06accept\x18\x01 \x01(\bR\x06accept\"\x86\x01\n" +
 	"\x12InvitationDeclined\x12'\n" +
@@ -3114,122 +3181,124 @@ func file_parley_log_v1_log_proto_rawDescGZIP() []byte {
 	return file_parley_log_v1_log_proto_rawDescData
 }
 
-var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_parley_log_v1_log_proto_goTypes = []any{
 	(*Command)(nil),               // 0: parley.log.v1.Command
 	(*Announce)(nil),              // 1: parley.log.v1.Announce
 	(*ContactRequest)(nil),        // 2: parley.log.v1.ContactRequest
 	(*ContactResponse)(nil),       // 3: parley.log.v1.ContactResponse
 	(*ContactCancel)(nil),         // 4: parley.log.v1.ContactCancel
-	(*AnswerInvitation)(nil),      // 5: parley.log.v1.AnswerInvitation
-	(*InvitationDeclined)(nil),    // 6: parley.log.v1.InvitationDeclined
-	(*ContactChange)(nil),         // 7: parley.log.v1.ContactChange
-	(*InboxDeliver)(nil),          // 8: parley.log.v1.InboxDeliver
-	(*SetFlags)(nil),              // 9: parley.log.v1.SetFlags
-	(*CreateConversation)(nil),    // 10: parley.log.v1.CreateConversation
-	(*RemoveMember)(nil),          // 11: parley.log.v1.RemoveMember
-	(*Leave)(nil),                 // 12: parley.log.v1.Leave
-	(*SetRole)(nil),               // 13: parley.log.v1.SetRole
-	(*TransferOwnership)(nil),     // 14: parley.log.v1.TransferOwnership
-	(*MuteMember)(nil),            // 15: parley.log.v1.MuteMember
-	(*Rename)(nil),                // 16: parley.log.v1.Rename
-	(*CreateInvite)(nil),          // 17: parley.log.v1.CreateInvite
-	(*RevokeInvite)(nil),          // 18: parley.log.v1.RevokeInvite
-	(*JoinByInvite)(nil),          // 19: parley.log.v1.JoinByInvite
-	(*Follow)(nil),                // 20: parley.log.v1.Follow
-	(*Block)(nil),                 // 21: parley.log.v1.Block
-	(*BlockChange)(nil),           // 22: parley.log.v1.BlockChange
-	(*AddMember)(nil),             // 23: parley.log.v1.AddMember
-	(*PostMessage)(nil),           // 24: parley.log.v1.PostMessage
-	(*EditMessage)(nil),           // 25: parley.log.v1.EditMessage
-	(*DeleteMessage)(nil),         // 26: parley.log.v1.DeleteMessage
-	(*React)(nil),                 // 27: parley.log.v1.React
-	(*Mark)(nil),                  // 28: parley.log.v1.Mark
-	(*HeadProbe)(nil),             // 29: parley.log.v1.HeadProbe
-	(*HeadAsk)(nil),               // 30: parley.log.v1.HeadAsk
-	(*EventRecord)(nil),           // 31: parley.log.v1.EventRecord
-	(*NotificationRecord)(nil),    // 32: parley.log.v1.NotificationRecord
-	(*Outcome)(nil),               // 33: parley.log.v1.Outcome
-	(*PresenceRecord)(nil),        // 34: parley.log.v1.PresenceRecord
-	(*PresenceSession)(nil),       // 35: parley.log.v1.PresenceSession
-	(*PresenceBeat)(nil),          // 36: parley.log.v1.PresenceBeat
-	(*PresenceSeen)(nil),          // 37: parley.log.v1.PresenceSeen
-	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
-	(v1.ContactAction)(0),         // 39: parley.chat.v1.ContactAction
-	(*v1.ContactUpdated)(nil),     // 40: parley.chat.v1.ContactUpdated
-	(*v1.InvitationUpdated)(nil),  // 41: parley.chat.v1.InvitationUpdated
-	(v1.ConversationKind)(0),      // 42: parley.chat.v1.ConversationKind
-	(v1.MemberRole)(0),            // 43: parley.chat.v1.MemberRole
-	(*v1.Attachment)(nil),         // 44: parley.chat.v1.Attachment
-	(*v1.ContactCard)(nil),        // 45: parley.chat.v1.ContactCard
-	(*v1.Event)(nil),              // 46: parley.chat.v1.Event
-	(*v1.Receipt)(nil),            // 47: parley.chat.v1.Receipt
-	(*v1.ConversationFlags)(nil),  // 48: parley.chat.v1.ConversationFlags
-	(v1.ErrorCode)(0),             // 49: parley.chat.v1.ErrorCode
-	(v1.ContactState)(0),          // 50: parley.chat.v1.ContactState
-	(*durationpb.Duration)(nil),   // 51: google.protobuf.Duration
+	(*SetSettings)(nil),           // 5: parley.log.v1.SetSettings
+	(*AnswerInvitation)(nil),      // 6: parley.log.v1.AnswerInvitation
+	(*InvitationDeclined)(nil),    // 7: parley.log.v1.InvitationDeclined
+	(*ContactChange)(nil),         // 8: parley.log.v1.ContactChange
+	(*InboxDeliver)(nil),          // 9: parley.log.v1.InboxDeliver
+	(*SetFlags)(nil),              // 10: parley.log.v1.SetFlags
+	(*CreateConversation)(nil),    // 11: parley.log.v1.CreateConversation
+	(*RemoveMember)(nil),          // 12: parley.log.v1.RemoveMember
+	(*Leave)(nil),                 // 13: parley.log.v1.Leave
+	(*SetRole)(nil),               // 14: parley.log.v1.SetRole
+	(*TransferOwnership)(nil),     // 15: parley.log.v1.TransferOwnership
+	(*MuteMember)(nil),            // 16: parley.log.v1.MuteMember
+	(*Rename)(nil),                // 17: parley.log.v1.Rename
+	(*CreateInvite)(nil),          // 18: parley.log.v1.CreateInvite
+	(*RevokeInvite)(nil),          // 19: parley.log.v1.RevokeInvite
+	(*JoinByInvite)(nil),          // 20: parley.log.v1.JoinByInvite
+	(*Follow)(nil),                // 21: parley.log.v1.Follow
+	(*Block)(nil),                 // 22: parley.log.v1.Block
+	(*BlockChange)(nil),           // 23: parley.log.v1.BlockChange
+	(*AddMember)(nil),             // 24: parley.log.v1.AddMember
+	(*PostMessage)(nil),           // 25: parley.log.v1.PostMessage
+	(*EditMessage)(nil),           // 26: parley.log.v1.EditMessage
+	(*DeleteMessage)(nil),         // 27: parley.log.v1.DeleteMessage
+	(*React)(nil),                 // 28: parley.log.v1.React
+	(*Mark)(nil),                  // 29: parley.log.v1.Mark
+	(*HeadProbe)(nil),             // 30: parley.log.v1.HeadProbe
+	(*HeadAsk)(nil),               // 31: parley.log.v1.HeadAsk
+	(*EventRecord)(nil),           // 32: parley.log.v1.EventRecord
+	(*NotificationRecord)(nil),    // 33: parley.log.v1.NotificationRecord
+	(*Outcome)(nil),               // 34: parley.log.v1.Outcome
+	(*PresenceRecord)(nil),        // 35: parley.log.v1.PresenceRecord
+	(*PresenceSession)(nil),       // 36: parley.log.v1.PresenceSession
+	(*PresenceBeat)(nil),          // 37: parley.log.v1.PresenceBeat
+	(*PresenceSeen)(nil),          // 38: parley.log.v1.PresenceSeen
+	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
+	(v1.ContactAction)(0),         // 40: parley.chat.v1.ContactAction
+	(*v1.ContactUpdated)(nil),     // 41: parley.chat.v1.ContactUpdated
+	(*v1.InvitationUpdated)(nil),  // 42: parley.chat.v1.InvitationUpdated
+	(v1.ConversationKind)(0),      // 43: parley.chat.v1.ConversationKind
+	(v1.MemberRole)(0),            // 44: parley.chat.v1.MemberRole
+	(*v1.Attachment)(nil),         // 45: parley.chat.v1.Attachment
+	(*v1.ContactCard)(nil),        // 46: parley.chat.v1.ContactCard
+	(*v1.Event)(nil),              // 47: parley.chat.v1.Event
+	(*v1.Receipt)(nil),            // 48: parley.chat.v1.Receipt
+	(*v1.ConversationFlags)(nil),  // 49: parley.chat.v1.ConversationFlags
+	(v1.ErrorCode)(0),             // 50: parley.chat.v1.ErrorCode
+	(v1.ContactState)(0),          // 51: parley.chat.v1.ContactState
+	(*durationpb.Duration)(nil),   // 52: google.protobuf.Duration
 }
 var file_parley_log_v1_log_proto_depIdxs = []int32{
-	38, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
-	10, // 1: parley.log.v1.Command.create_conversation:type_name -> parley.log.v1.CreateConversation
-	23, // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
-	24, // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
-	28, // 4: parley.log.v1.Command.mark:type_name -> parley.log.v1.Mark
-	11, // 5: parley.log.v1.Command.remove_member:type_name -> parley.log.v1.RemoveMember
-	12, // 6: parley.log.v1.Command.leave:type_name -> parley.log.v1.Leave
-	13, // 7: parley.log.v1.Command.set_role:type_name -> parley.log.v1.SetRole
-	14, // 8: parley.log.v1.Command.transfer_ownership:type_name -> parley.log.v1.TransferOwnership
-	15, // 9: parley.log.v1.Command.mute_member:type_name -> parley.log.v1.MuteMember
-	16, // 10: parley.log.v1.Command.rename:type_name -> parley.log.v1.Rename
-	17, // 11: parley.log.v1.Command.create_invite:type_name -> parley.log.v1.CreateInvite
-	18, // 12: parley.log.v1.Command.revoke_invite:type_name -> parley.log.v1.RevokeInvite
-	19, // 13: parley.log.v1.Command.join_by_invite:type_name -> parley.log.v1.JoinByInvite
-	20, // 14: parley.log.v1.Command.follow:type_name -> parley.log.v1.Follow
-	21, // 15: parley.log.v1.Command.block:type_name -> parley.log.v1.Block
+	39, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
+	11, // 1: parley.log.v1.Command.create_conversation:type_name -> parley.log.v1.CreateConversation
+	24, // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
+	25, // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
+	29, // 4: parley.log.v1.Command.mark:type_name -> parley.log.v1.Mark
+	12, // 5: parley.log.v1.Command.remove_member:type_name -> parley.log.v1.RemoveMember
+	13, // 6: parley.log.v1.Command.leave:type_name -> parley.log.v1.Leave
+	14, // 7: parley.log.v1.Command.set_role:type_name -> parley.log.v1.SetRole
+	15, // 8: parley.log.v1.Command.transfer_ownership:type_name -> parley.log.v1.TransferOwnership
+	16, // 9: parley.log.v1.Command.mute_member:type_name -> parley.log.v1.MuteMember
+	17, // 10: parley.log.v1.Command.rename:type_name -> parley.log.v1.Rename
+	18, // 11: parley.log.v1.Command.create_invite:type_name -> parley.log.v1.CreateInvite
+	19, // 12: parley.log.v1.Command.revoke_invite:type_name -> parley.log.v1.RevokeInvite
+	20, // 13: parley.log.v1.Command.join_by_invite:type_name -> parley.log.v1.JoinByInvite
+	21, // 14: parley.log.v1.Command.follow:type_name -> parley.log.v1.Follow
+	22, // 15: parley.log.v1.Command.block:type_name -> parley.log.v1.Block
 	2,  // 16: parley.log.v1.Command.contact_request:type_name -> parley.log.v1.ContactRequest
 	3,  // 17: parley.log.v1.Command.contact_response:type_name -> parley.log.v1.ContactResponse
 	4,  // 18: parley.log.v1.Command.contact_cancel:type_name -> parley.log.v1.ContactCancel
-	5,  // 19: parley.log.v1.Command.answer_invitation:type_name -> parley.log.v1.AnswerInvitation
-	25, // 20: parley.log.v1.Command.edit_message:type_name -> parley.log.v1.EditMessage
-	26, // 21: parley.log.v1.Command.delete_message:type_name -> parley.log.v1.DeleteMessage
-	27, // 22: parley.log.v1.Command.react:type_name -> parley.log.v1.React
-	9,  // 23: parley.log.v1.Command.set_flags:type_name -> parley.log.v1.SetFlags
-	29, // 24: parley.log.v1.Command.head_probe:type_name -> parley.log.v1.HeadProbe
-	8,  // 25: parley.log.v1.Command.inbox_deliver:type_name -> parley.log.v1.InboxDeliver
-	1,  // 26: parley.log.v1.Command.announce:type_name -> parley.log.v1.Announce
-	38, // 27: parley.log.v1.InvitationDeclined.time:type_name -> google.protobuf.Timestamp
-	39, // 28: parley.log.v1.ContactChange.action:type_name -> parley.chat.v1.ContactAction
-	38, // 29: parley.log.v1.ContactChange.time:type_name -> google.protobuf.Timestamp
-	40, // 30: parley.log.v1.InboxDeliver.contact_updated:type_name -> parley.chat.v1.ContactUpdated
-	41, // 31: parley.log.v1.InboxDeliver.invitation_updated:type_name -> parley.chat.v1.InvitationUpdated
-	42, // 32: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	43, // 33: parley.log.v1.SetRole.role:type_name -> parley.chat.v1.MemberRole
-	38, // 34: parley.log.v1.BlockChange.time:type_name -> google.protobuf.Timestamp
-	44, // 35: parley.log.v1.PostMessage.attachments:type_name -> parley.chat.v1.Attachment
-	45, // 36: parley.log.v1.PostMessage.contact:type_name -> parley.chat.v1.ContactCard
-	30, // 37: parley.log.v1.HeadProbe.asks:type_name -> parley.log.v1.HeadAsk
-	46, // 38: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
-	47, // 39: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
-	22, // 40: parley.log.v1.EventRecord.block:type_name -> parley.log.v1.BlockChange
-	48, // 41: parley.log.v1.EventRecord.flags:type_name -> parley.chat.v1.ConversationFlags
-	7,  // 42: parley.log.v1.EventRecord.contact:type_name -> parley.log.v1.ContactChange
-	6,  // 43: parley.log.v1.EventRecord.declined:type_name -> parley.log.v1.InvitationDeclined
-	38, // 44: parley.log.v1.NotificationRecord.time:type_name -> google.protobuf.Timestamp
-	49, // 45: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
-	47, // 46: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
-	48, // 47: parley.log.v1.Outcome.flags:type_name -> parley.chat.v1.ConversationFlags
-	50, // 48: parley.log.v1.Outcome.contact_state:type_name -> parley.chat.v1.ContactState
-	35, // 49: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
-	36, // 50: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
-	37, // 51: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
-	38, // 52: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
-	51, // 53: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
-	38, // 54: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
-	55, // [55:55] is the sub-list for method output_type
-	55, // [55:55] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	6,  // 19: parley.log.v1.Command.answer_invitation:type_name -> parley.log.v1.AnswerInvitation
+	5,  // 20: parley.log.v1.Command.set_settings:type_name -> parley.log.v1.SetSettings
+	26, // 21: parley.log.v1.Command.edit_message:type_name -> parley.log.v1.EditMessage
+	27, // 22: parley.log.v1.Command.delete_message:type_name -> parley.log.v1.DeleteMessage
+	28, // 23: parley.log.v1.Command.react:type_name -> parley.log.v1.React
+	10, // 24: parley.log.v1.Command.set_flags:type_name -> parley.log.v1.SetFlags
+	30, // 25: parley.log.v1.Command.head_probe:type_name -> parley.log.v1.HeadProbe
+	9,  // 26: parley.log.v1.Command.inbox_deliver:type_name -> parley.log.v1.InboxDeliver
+	1,  // 27: parley.log.v1.Command.announce:type_name -> parley.log.v1.Announce
+	39, // 28: parley.log.v1.InvitationDeclined.time:type_name -> google.protobuf.Timestamp
+	40, // 29: parley.log.v1.ContactChange.action:type_name -> parley.chat.v1.ContactAction
+	39, // 30: parley.log.v1.ContactChange.time:type_name -> google.protobuf.Timestamp
+	41, // 31: parley.log.v1.InboxDeliver.contact_updated:type_name -> parley.chat.v1.ContactUpdated
+	42, // 32: parley.log.v1.InboxDeliver.invitation_updated:type_name -> parley.chat.v1.InvitationUpdated
+	43, // 33: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	44, // 34: parley.log.v1.SetRole.role:type_name -> parley.chat.v1.MemberRole
+	39, // 35: parley.log.v1.BlockChange.time:type_name -> google.protobuf.Timestamp
+	45, // 36: parley.log.v1.PostMessage.attachments:type_name -> parley.chat.v1.Attachment
+	46, // 37: parley.log.v1.PostMessage.contact:type_name -> parley.chat.v1.ContactCard
+	31, // 38: parley.log.v1.HeadProbe.asks:type_name -> parley.log.v1.HeadAsk
+	47, // 39: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
+	48, // 40: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
+	23, // 41: parley.log.v1.EventRecord.block:type_name -> parley.log.v1.BlockChange
+	49, // 42: parley.log.v1.EventRecord.flags:type_name -> parley.chat.v1.ConversationFlags
+	8,  // 43: parley.log.v1.EventRecord.contact:type_name -> parley.log.v1.ContactChange
+	7,  // 44: parley.log.v1.EventRecord.declined:type_name -> parley.log.v1.InvitationDeclined
+	39, // 45: parley.log.v1.NotificationRecord.time:type_name -> google.protobuf.Timestamp
+	50, // 46: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
+	48, // 47: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
+	49, // 48: parley.log.v1.Outcome.flags:type_name -> parley.chat.v1.ConversationFlags
+	51, // 49: parley.log.v1.Outcome.contact_state:type_name -> parley.chat.v1.ContactState
+	36, // 50: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
+	37, // 51: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
+	38, // 52: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
+	39, // 53: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
+	52, // 54: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
+	39, // 55: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
+	56, // [56:56] is the sub-list for method output_type
+	56, // [56:56] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_parley_log_v1_log_proto_init() }
@@ -3257,6 +3326,7 @@ func file_parley_log_v1_log_proto_init() {
 		(*Command_ContactResponse)(nil),
 		(*Command_ContactCancel)(nil),
 		(*Command_AnswerInvitation)(nil),
+		(*Command_SetSettings)(nil),
 		(*Command_EditMessage)(nil),
 		(*Command_DeleteMessage)(nil),
 		(*Command_React)(nil),
@@ -3265,12 +3335,13 @@ func file_parley_log_v1_log_proto_init() {
 		(*Command_InboxDeliver)(nil),
 		(*Command_Announce)(nil),
 	}
-	file_parley_log_v1_log_proto_msgTypes[8].OneofWrappers = []any{
+	file_parley_log_v1_log_proto_msgTypes[5].OneofWrappers = []any{}
+	file_parley_log_v1_log_proto_msgTypes[9].OneofWrappers = []any{
 		(*InboxDeliver_ContactUpdated)(nil),
 		(*InboxDeliver_InvitationUpdated)(nil),
 	}
-	file_parley_log_v1_log_proto_msgTypes[9].OneofWrappers = []any{}
-	file_parley_log_v1_log_proto_msgTypes[34].OneofWrappers = []any{
+	file_parley_log_v1_log_proto_msgTypes[10].OneofWrappers = []any{}
+	file_parley_log_v1_log_proto_msgTypes[35].OneofWrappers = []any{
 		(*PresenceRecord_Session)(nil),
 		(*PresenceRecord_Beat)(nil),
 		(*PresenceRecord_Seen)(nil),
@@ -3281,7 +3352,7 @@ func file_parley_log_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_log_v1_log_proto_rawDesc), len(file_parley_log_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   38,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

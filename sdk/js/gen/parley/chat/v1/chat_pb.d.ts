@@ -180,6 +180,12 @@ export declare type Event = Message<"parley.chat.v1.Event"> & {
      */
     value: InvitationUpdated;
     case: "invitationUpdated";
+  } | {
+    /**
+     * @generated from field: parley.chat.v1.SettingsChanged settings_changed = 52;
+     */
+    value: SettingsChanged;
+    case: "settingsChanged";
   } | { case: undefined; value?: undefined };
 };
 
@@ -325,6 +331,11 @@ export declare type EventJson = {
    * @generated from field: parley.chat.v1.InvitationUpdated invitation_updated = 51;
    */
   invitationUpdated?: InvitationUpdatedJson;
+
+  /**
+   * @generated from field: parley.chat.v1.SettingsChanged settings_changed = 52;
+   */
+  settingsChanged?: SettingsChangedJson;
 };
 
 /**
@@ -424,6 +435,44 @@ export declare type ContactUpdatedJson = {
  * Use `create(ContactUpdatedSchema)` to create a new message.
  */
 export declare const ContactUpdatedSchema: GenMessage<ContactUpdated, {jsonType: ContactUpdatedJson}>;
+
+/**
+ * SettingsChanged is an inbox event: its owner changed their settings
+ * (on any of their devices).
+ *
+ * @generated from message parley.chat.v1.SettingsChanged
+ */
+export declare type SettingsChanged = Message<"parley.chat.v1.SettingsChanged"> & {
+  /**
+   * contacts_only: only the owner's contacts may open a direct
+   * conversation with them.
+   *
+   * @generated from field: bool contacts_only = 1;
+   */
+  contactsOnly: boolean;
+};
+
+/**
+ * SettingsChanged is an inbox event: its owner changed their settings
+ * (on any of their devices).
+ *
+ * @generated from message parley.chat.v1.SettingsChanged
+ */
+export declare type SettingsChangedJson = {
+  /**
+   * contacts_only: only the owner's contacts may open a direct
+   * conversation with them.
+   *
+   * @generated from field: bool contacts_only = 1;
+   */
+  contactsOnly?: boolean;
+};
+
+/**
+ * Describes the message parley.chat.v1.SettingsChanged.
+ * Use `create(SettingsChangedSchema)` to create a new message.
+ */
+export declare const SettingsChangedSchema: GenMessage<SettingsChanged, {jsonType: SettingsChangedJson}>;
 
 /**
  * InvitationUpdated is an inbox event: the inbox's owner was invited into
@@ -1805,6 +1854,14 @@ export declare type Conversation = Message<"parley.chat.v1.Conversation"> & {
   consent: boolean;
 
   /**
+   * contacts_only, of an inbox: its owner takes direct conversations
+   * from their contacts only (SettingsChanged).
+   *
+   * @generated from field: bool contacts_only = 25;
+   */
+  contactsOnly: boolean;
+
+  /**
    * last_message_seq is the seq of the latest message (0: none yet).
    *
    * @generated from field: uint64 last_message_seq = 30;
@@ -1940,6 +1997,14 @@ export declare type ConversationJson = {
    * @generated from field: bool consent = 24;
    */
   consent?: boolean;
+
+  /**
+   * contacts_only, of an inbox: its owner takes direct conversations
+   * from their contacts only (SettingsChanged).
+   *
+   * @generated from field: bool contacts_only = 25;
+   */
+  contactsOnly?: boolean;
 
   /**
    * last_message_seq is the seq of the latest message (0: none yet).

@@ -209,6 +209,12 @@ export declare type ClientFrame = Message<"parley.client.v1.ClientFrame"> & {
     case: "respondInvitation";
   } | {
     /**
+     * @generated from field: parley.client.v1.SetSettings set_settings = 46;
+     */
+    value: SetSettings;
+    case: "setSettings";
+  } | {
+    /**
      * @generated from field: parley.client.v1.EditMessage edit_message = 50;
      */
     value: EditMessage;
@@ -243,6 +249,12 @@ export declare type ClientFrame = Message<"parley.client.v1.ClientFrame"> & {
      */
     value: ListContacts;
     case: "listContacts";
+  } | {
+    /**
+     * @generated from field: parley.client.v1.GetSettings get_settings = 72;
+     */
+    value: GetSettings;
+    case: "getSettings";
   } | {
     /**
      * @generated from field: parley.client.v1.RefreshToken refresh_token = 80;
@@ -412,6 +424,11 @@ export declare type ClientFrameJson = {
   respondInvitation?: RespondInvitationJson;
 
   /**
+   * @generated from field: parley.client.v1.SetSettings set_settings = 46;
+   */
+  setSettings?: SetSettingsJson;
+
+  /**
    * @generated from field: parley.client.v1.EditMessage edit_message = 50;
    */
   editMessage?: EditMessageJson;
@@ -440,6 +457,11 @@ export declare type ClientFrameJson = {
    * @generated from field: parley.client.v1.ListContacts list_contacts = 71;
    */
   listContacts?: ListContactsJson;
+
+  /**
+   * @generated from field: parley.client.v1.GetSettings get_settings = 72;
+   */
+  getSettings?: GetSettingsJson;
 
   /**
    * @generated from field: parley.client.v1.RefreshToken refresh_token = 80;
@@ -1854,6 +1876,68 @@ export declare type RespondInvitationJson = {
 export declare const RespondInvitationSchema: GenMessage<RespondInvitation, {jsonType: RespondInvitationJson}>;
 
 /**
+ * SetSettings changes the user's own settings (an absent field stays as
+ * it is), kept in their inbox, whose other devices get a SettingsChanged
+ * event. Answered with Settings.
+ *
+ * @generated from message parley.client.v1.SetSettings
+ */
+export declare type SetSettings = Message<"parley.client.v1.SetSettings"> & {
+  /**
+   * contacts_only: only the user's contacts may open a direct
+   * conversation with them (others get PERMISSION_DENIED).
+   *
+   * @generated from field: optional bool contacts_only = 1;
+   */
+  contactsOnly?: boolean | undefined;
+};
+
+/**
+ * SetSettings changes the user's own settings (an absent field stays as
+ * it is), kept in their inbox, whose other devices get a SettingsChanged
+ * event. Answered with Settings.
+ *
+ * @generated from message parley.client.v1.SetSettings
+ */
+export declare type SetSettingsJson = {
+  /**
+   * contacts_only: only the user's contacts may open a direct
+   * conversation with them (others get PERMISSION_DENIED).
+   *
+   * @generated from field: optional bool contacts_only = 1;
+   */
+  contactsOnly?: boolean;
+};
+
+/**
+ * Describes the message parley.client.v1.SetSettings.
+ * Use `create(SetSettingsSchema)` to create a new message.
+ */
+export declare const SetSettingsSchema: GenMessage<SetSettings, {jsonType: SetSettingsJson}>;
+
+/**
+ * GetSettings asks for the user's own settings. Answered with Settings.
+ *
+ * @generated from message parley.client.v1.GetSettings
+ */
+export declare type GetSettings = Message<"parley.client.v1.GetSettings"> & {
+};
+
+/**
+ * GetSettings asks for the user's own settings. Answered with Settings.
+ *
+ * @generated from message parley.client.v1.GetSettings
+ */
+export declare type GetSettingsJson = {
+};
+
+/**
+ * Describes the message parley.client.v1.GetSettings.
+ * Use `create(GetSettingsSchema)` to create a new message.
+ */
+export declare const GetSettingsSchema: GenMessage<GetSettings, {jsonType: GetSettingsJson}>;
+
+/**
  * ListContacts lists the user's contacts and pending requests either way.
  *
  * @generated from message parley.client.v1.ListContacts
@@ -2405,6 +2489,12 @@ export declare type ServerFrame = Message<"parley.client.v1.ServerFrame"> & {
     case: "invitationStatus";
   } | {
     /**
+     * @generated from field: parley.client.v1.Settings settings = 33;
+     */
+    value: Settings;
+    case: "settings";
+  } | {
+    /**
      * @generated from field: parley.client.v1.FlagsBatch flags = 60;
      */
     value: FlagsBatch;
@@ -2518,6 +2608,11 @@ export declare type ServerFrameJson = {
    * @generated from field: parley.client.v1.InvitationStatus invitation_status = 32;
    */
   invitationStatus?: InvitationStatusJson;
+
+  /**
+   * @generated from field: parley.client.v1.Settings settings = 33;
+   */
+  settings?: SettingsJson;
 
   /**
    * @generated from field: parley.client.v1.FlagsBatch flags = 60;
@@ -2822,6 +2917,36 @@ export declare type InvitationStatusJson = {
  * Use `create(InvitationStatusSchema)` to create a new message.
  */
 export declare const InvitationStatusSchema: GenMessage<InvitationStatus, {jsonType: InvitationStatusJson}>;
+
+/**
+ * Settings answers SetSettings and GetSettings: the user's settings.
+ *
+ * @generated from message parley.client.v1.Settings
+ */
+export declare type Settings = Message<"parley.client.v1.Settings"> & {
+  /**
+   * @generated from field: bool contacts_only = 1;
+   */
+  contactsOnly: boolean;
+};
+
+/**
+ * Settings answers SetSettings and GetSettings: the user's settings.
+ *
+ * @generated from message parley.client.v1.Settings
+ */
+export declare type SettingsJson = {
+  /**
+   * @generated from field: bool contacts_only = 1;
+   */
+  contactsOnly?: boolean;
+};
+
+/**
+ * Describes the message parley.client.v1.Settings.
+ * Use `create(SettingsSchema)` to create a new message.
+ */
+export declare const SettingsSchema: GenMessage<Settings, {jsonType: SettingsJson}>;
 
 /**
  * ContactList answers ListContacts: every user with whom the pair's state is
