@@ -328,6 +328,17 @@ func (b *backendAPI) Broadcast(ctx context.Context, req *backendv1.BroadcastRequ
 	return &backendv1.BroadcastResponse{ConversationId: o.GetConversationId(), Seq: o.GetSeq(), Duplicate: o.GetDuplicate()}, nil
 }
 
+// SendNotice implements BackendService: a system notice to one user's
+// inbox, posted as the calling service.
+func (b *backendAPI) SendNotice(ctx context.Context, req *backendv1.SendNoticeRequest) (*backendv1.SendNoticeResponse, error) {
+	o, err := b.submit(ctx, "system", &logv1.Command{ClientMsgId: req.GetClientMsgId(),
+		Body: &logv1.Command_Notice{Notice: &logv1.Notice{OwnerId: req.GetUserId(), Text: req.GetText()}}})
+	if err != nil {
+		return nil, err
+	}
+	return &backendv1.SendNoticeResponse{ConversationId: o.GetConversationId(), Seq: o.GetSeq(), Duplicate: o.GetDuplicate()}, nil
+}
+
 // CreateConversation implements BackendService.
 func (b *backendAPI) CreateConversation(ctx context.Context, req *backendv1.CreateConversationRequest) (*backendv1.CreateConversationResponse, error) {
 	o, err := b.submit(ctx, req.GetCreatorId(), &logv1.Command{

@@ -81,3 +81,28 @@ func TestAnnounce(t *testing.T) {
 		t.Fatalf("retried after a rebuild: %v", d.out)
 	}
 }
+
+func TestNotice(t *testing.T) {
+	l := newContactLog(t)
+	notice := func(id, owner, text string) *logv1.Command {
+		return &logv1.Command{UserId: "system", DeviceId: "backend:app", ClientMsgId: id, Body: &logv1.Command_Notice{Notice: &logv1.Notice{OwnerId: owner, Text: text}}}
+	}
+	inbox := membership.InboxID("dave")
+	out, recs := l.run(notice("n-1", "dave", "ready"))
+	if out.GetSeq() != 2 || out.GetConversationId() != inbox || len(recs) != 2 || !recs[1].GetEvent().GetMessagePosted().GetSystem() || fmt.Sprint(recs[1].GetRecipientIds()) != "[dave]" {
+		t.Fatalf("first notice: %v, %v", out, recs)
+	}
+	if out, recs := l.run(notice("n-1", "dave", "ready")); !out.GetDuplicate() || out.GetSeq() != 2 || len(recs) != 0 {
+		t.Fatalf("retried: %v, %d records", out, len(recs))
+	}
+	// After a contact request the inbox exists: the next notice is one event.
+	l.run(contactCmd("alice", &logv1.ContactRequest{UserId: "dave"}))
+	if out, recs := l.run(notice("n-2", "dave", "again")); out.GetSeq() != 4 || len(recs) != 1 {
+		t.Fatalf("a notice to an inbox that exists: %v, %d records", out, len(recs))
+	}
+	for name, cmd := range map[string]*logv1.Command{"bad user": notice("n-3", "not a user", "x"), "no text": notice("n-4", "dave", "")} {
+		if out, _ := l.run(cmd); out.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
+			t.Errorf("%s: %v", name, out)
+		}
+	}
+}

@@ -89,6 +89,8 @@ func familyOf(cmd *logv1.Command) *family {
 		return &announceFamily
 	case *logv1.Command_SetSettings:
 		return &settingsFamily
+	case *logv1.Command_Notice:
+		return &noticeFamily
 	case *logv1.Command_CreateConversation:
 		return &createFamily
 	case *logv1.Command_AddMember, *logv1.Command_RemoveMember, *logv1.Command_Leave, *logv1.Command_SetRole,
@@ -123,6 +125,8 @@ var (
 	contactFamily = family{state: true, prepare: prepareContact, decideMore: func(convs map[string]*conversation, cmd *logv1.Command, _ int, out *logv1.Outcome, now time.Time) decision {
 		return decideContact(convs, cmd, out, now)
 	}}
+	// notices to a user's inbox: inbox.go.
+	noticeFamily = family{prepare: prepareNotice, decideMore: decideNotice}
 	// the user's settings: inbox.go.
 	settingsFamily = family{state: true, prepare: prepareSettings, decideMore: decideSettings}
 	// broadcasts: audiences.go.

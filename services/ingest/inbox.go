@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/server/membership"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -126,6 +127,63 @@ func decideSettings(convs map[string]*conversation, cmd *logv1.Command, _ int, o
 	d.recs = append(d.recs, c.appendEvent(ev, cmd.GetCommandId()))
 	out.Seq = ev.GetSeq()
 	d.out = out
+	return d
+}
+
+// prepareNotice checks a notice and addresses it to its user's inbox.
+func prepareNotice(cmd *logv1.Command) (chatv1.ErrorCode, string) {
+	n := cmd.GetNotice()
+	if !auth.ValidUserID(n.GetOwnerId()) {
+		return chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "invalid user id"
+	}
+	if code, msg := validText(n.GetText()); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+		return code, msg
+	}
+	if n.GetText() == "" {
+		return chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "a notice needs text"
+	}
+	cmd.ConversationId = membership.InboxID(n.GetOwnerId())
+	return chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, ""
+}
+
+// decideNotice posts a system message to the owner's inbox, creating
+// the inbox first if it has none. A retry with the same client message
+// id is answered with the first post's seq.
+func decideNotice(convs map[string]*conversation, cmd *logv1.Command, _ int, out *logv1.Outcome, now time.Time) decision {
+	n := cmd.GetNotice()
+	owner := n.GetOwnerId()
+	if cmd.GetConversationId() != membership.InboxID(owner) {
+		// Prepare derives it; only a forged command lands here.
+		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "a notice goes to its user's inbox"
+		return decision{out: out}
+	}
+	key := dedupKey{cmd.GetUserId(), cmd.GetClientMsgId()}
+	c := convs[cmd.GetConversationId()]
+	if c != nil {
+		if seq, ok := c.applied[key]; ok {
+			out.Seq, out.Duplicate = seq, true
+			return decision{out: out}
+		}
+	} else {
+		c = newConversation(cmd.GetConversationId())
+		convs[c.id] = c
+	}
+	d := decision{out: out}
+	if !c.exists() {
+		created := &chatv1.Event{ConversationId: c.id, EventId: uuid.Must(uuid.NewV7()).String(), SenderId: owner, Time: timestamppb.New(now),
+			Body: &chatv1.Event_ConversationCreated{ConversationCreated: &chatv1.ConversationCreated{
+				Kind: chatv1.ConversationKind_CONVERSATION_KIND_INBOX, MemberIds: []string{owner}}}}
+		d.recs = append(d.recs, c.appendEvent(created, cmd.GetCommandId()))
+	}
+	post := &chatv1.Event{ConversationId: c.id, EventId: uuid.Must(uuid.NewV7()).String(), SenderId: cmd.GetUserId(),
+		SenderDeviceId: cmd.GetDeviceId(), Time: timestamppb.New(now), ClientMsgId: cmd.GetClientMsgId(),
+		Body: &chatv1.Event_MessagePosted{MessagePosted: &chatv1.MessagePosted{Text: n.GetText(), Links: FindLinks(n.GetText()), System: true}}}
+	rec := c.appendEvent(post, cmd.GetCommandId())
+	if c.flags[owner].GetMuted() {
+		rec.MutedIds = []string{owner}
+	}
+	d.recs = append(d.recs, rec)
+	out.Seq = post.GetSeq()
 	return d
 }
 

@@ -153,3 +153,37 @@ func TestAudienceBroadcast(t *testing.T) {
 		t.Fatalf("a bad key: %v", err)
 	}
 }
+
+// TestNoticeToAnInbox: the backend sends a notice to a user with no
+// device connected; it waits in their inbox and both of their devices
+// find it when they connect; a retry lands once; a notice to a user who
+// is online arrives live.
+func TestNoticeToAnInbox(t *testing.T) {
+	e, api, _, stop := startBackend(t)
+	defer stop()
+	ctx := withToken(tctx(t), backendToken)
+	first, err := api.SendNotice(ctx, &backendv1.SendNoticeRequest{UserId: "dave", Text: "Your export is ready", ClientMsgId: "n-1"})
+	if err != nil || first.GetConversationId() != membership.InboxID("dave") || first.GetSeq() != 2 {
+		t.Fatalf("notice: %v, %v", first, err)
+	}
+	if again, err := api.SendNotice(ctx, &backendv1.SendNoticeRequest{UserId: "dave", Text: "Your export is ready", ClientMsgId: "n-1"}); err != nil || !again.GetDuplicate() || again.GetSeq() != 2 {
+		t.Fatalf("retried: %v, %v", again, err)
+	}
+	for _, dev := range []string{"d1", "d2"} {
+		d := e.dialAttrs("dave", dev, nil, &clientv1.Cursor{ConversationId: membership.InboxID("dave")})
+		got := d.upTo(t, d.InboxID, 2)
+		if m := got[1].GetMessagePosted(); m.GetText() != "Your export is ready" || !m.GetSystem() {
+			t.Fatalf("%s found %v", dev, got)
+		}
+	}
+	erin := e.dial("erin", "e1", false)
+	if _, err := api.SendNotice(ctx, &backendv1.SendNoticeRequest{UserId: "erin", Text: "Welcome", ClientMsgId: "n-2"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := erin.upTo(t, erin.InboxID, 2); got[1].GetMessagePosted().GetText() != "Welcome" {
+		t.Fatalf("erin got %v", got)
+	}
+	if _, err := api.SendNotice(ctx, &backendv1.SendNoticeRequest{UserId: "not a user!", Text: "x", ClientMsgId: "n-3"}); parleyCode(err) != "ERROR_CODE_INVALID_ARGUMENT" {
+		t.Fatalf("a bad user id: %v", err)
+	}
+}

@@ -28,6 +28,130 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// SendNoticeRequest is a notice to one user.
+type SendNoticeRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Text   string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	// client_msg_id makes a retry safe: required, 1-64 bytes.
+	ClientMsgId   string `protobuf:"bytes,3,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendNoticeRequest) Reset() {
+	*x = SendNoticeRequest{}
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendNoticeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendNoticeRequest) ProtoMessage() {}
+
+func (x *SendNoticeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendNoticeRequest.ProtoReflect.Descriptor instead.
+func (*SendNoticeRequest) Descriptor() ([]byte, []int) {
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *SendNoticeRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *SendNoticeRequest) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *SendNoticeRequest) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+// SendNoticeResponse says where the notice landed.
+type SendNoticeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// conversation_id is the user's inbox.
+	ConversationId string `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Seq            uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Duplicate      bool   `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SendNoticeResponse) Reset() {
+	*x = SendNoticeResponse{}
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendNoticeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendNoticeResponse) ProtoMessage() {}
+
+func (x *SendNoticeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendNoticeResponse.ProtoReflect.Descriptor instead.
+func (*SendNoticeResponse) Descriptor() ([]byte, []int) {
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SendNoticeResponse) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *SendNoticeResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *SendNoticeResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
 // BroadcastRequest is a notice to an audience.
 type BroadcastRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -44,7 +168,7 @@ type BroadcastRequest struct {
 
 func (x *BroadcastRequest) Reset() {
 	*x = BroadcastRequest{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[0]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -56,7 +180,7 @@ func (x *BroadcastRequest) String() string {
 func (*BroadcastRequest) ProtoMessage() {}
 
 func (x *BroadcastRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[0]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -69,7 +193,7 @@ func (x *BroadcastRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastRequest.ProtoReflect.Descriptor instead.
 func (*BroadcastRequest) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{0}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *BroadcastRequest) GetKey() string {
@@ -113,7 +237,7 @@ type BroadcastResponse struct {
 
 func (x *BroadcastResponse) Reset() {
 	*x = BroadcastResponse{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[1]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -125,7 +249,7 @@ func (x *BroadcastResponse) String() string {
 func (*BroadcastResponse) ProtoMessage() {}
 
 func (x *BroadcastResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[1]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -138,7 +262,7 @@ func (x *BroadcastResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastResponse.ProtoReflect.Descriptor instead.
 func (*BroadcastResponse) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{1}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *BroadcastResponse) GetConversationId() string {
@@ -185,7 +309,7 @@ type SendMessageRequest struct {
 
 func (x *SendMessageRequest) Reset() {
 	*x = SendMessageRequest{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[2]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -197,7 +321,7 @@ func (x *SendMessageRequest) String() string {
 func (*SendMessageRequest) ProtoMessage() {}
 
 func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[2]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -210,7 +334,7 @@ func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageRequest.ProtoReflect.Descriptor instead.
 func (*SendMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{2}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SendMessageRequest) GetSenderId() string {
@@ -275,7 +399,7 @@ type SendMessageResponse struct {
 
 func (x *SendMessageResponse) Reset() {
 	*x = SendMessageResponse{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[3]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -287,7 +411,7 @@ func (x *SendMessageResponse) String() string {
 func (*SendMessageResponse) ProtoMessage() {}
 
 func (x *SendMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[3]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -300,7 +424,7 @@ func (x *SendMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageResponse.ProtoReflect.Descriptor instead.
 func (*SendMessageResponse) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{3}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SendMessageResponse) GetSeq() uint64 {
@@ -340,7 +464,7 @@ type CreateConversationRequest struct {
 
 func (x *CreateConversationRequest) Reset() {
 	*x = CreateConversationRequest{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[4]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -352,7 +476,7 @@ func (x *CreateConversationRequest) String() string {
 func (*CreateConversationRequest) ProtoMessage() {}
 
 func (x *CreateConversationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[4]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -365,7 +489,7 @@ func (x *CreateConversationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversationRequest.ProtoReflect.Descriptor instead.
 func (*CreateConversationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{4}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateConversationRequest) GetCreatorId() string {
@@ -429,7 +553,7 @@ type CreateConversationResponse struct {
 
 func (x *CreateConversationResponse) Reset() {
 	*x = CreateConversationResponse{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[5]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -441,7 +565,7 @@ func (x *CreateConversationResponse) String() string {
 func (*CreateConversationResponse) ProtoMessage() {}
 
 func (x *CreateConversationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[5]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -454,7 +578,7 @@ func (x *CreateConversationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversationResponse.ProtoReflect.Descriptor instead.
 func (*CreateConversationResponse) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{5}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateConversationResponse) GetConversationId() string {
@@ -492,7 +616,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[6]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +628,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[6]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +641,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{6}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AddMemberRequest) GetActorId() string {
@@ -559,7 +683,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[7]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +695,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[7]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +708,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{7}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AddMemberResponse) GetSeq() uint64 {
@@ -615,7 +739,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[8]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +751,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[8]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +764,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{8}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RemoveMemberRequest) GetActorId() string {
@@ -682,7 +806,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[9]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +818,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[9]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +831,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{9}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RemoveMemberResponse) GetSeq() uint64 {
@@ -740,7 +864,7 @@ type GetHistoryRequest struct {
 
 func (x *GetHistoryRequest) Reset() {
 	*x = GetHistoryRequest{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[10]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -752,7 +876,7 @@ func (x *GetHistoryRequest) String() string {
 func (*GetHistoryRequest) ProtoMessage() {}
 
 func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[10]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -765,7 +889,7 @@ func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{10}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetHistoryRequest) GetAsUserId() string {
@@ -814,7 +938,7 @@ type GetHistoryResponse struct {
 
 func (x *GetHistoryResponse) Reset() {
 	*x = GetHistoryResponse{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[11]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +950,7 @@ func (x *GetHistoryResponse) String() string {
 func (*GetHistoryResponse) ProtoMessage() {}
 
 func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[11]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +963,7 @@ func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{11}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetHistoryResponse) GetEvents() []*v1.Event {
@@ -860,7 +984,15 @@ var File_parley_backend_v1_backend_proto protoreflect.FileDescriptor
 
 const file_parley_backend_v1_backend_proto_rawDesc = "" +
 	"\n" +
-	"\x1fparley/backend/v1/backend.proto\x12\x11parley.backend.v1\x1a\x19parley/chat/v1/chat.proto\"r\n" +
+	"\x1fparley/backend/v1/backend.proto\x12\x11parley.backend.v1\x1a\x19parley/chat/v1/chat.proto\"d\n" +
+	"\x11SendNoticeRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\x12\"\n" +
+	"\rclient_msg_id\x18\x03 \x01(\tR\vclientMsgId\"m\n" +
+	"\x12SendNoticeResponse\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1c\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"r\n" +
 	"\x10BroadcastRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\x12\x12\n" +
@@ -925,7 +1057,7 @@ const file_parley_backend_v1_backend_proto_rawDesc = "" +
 	"_after_seq\"^\n" +
 	"\x12GetHistoryResponse\x12-\n" +
 	"\x06events\x18\x01 \x03(\v2\x15.parley.chat.v1.EventR\x06events\x12\x19\n" +
-	"\bhas_more\x18\x02 \x01(\bR\ahasMore2\xcd\x04\n" +
+	"\bhas_more\x18\x02 \x01(\bR\ahasMore2\xa8\x05\n" +
 	"\x0eBackendService\x12\\\n" +
 	"\vSendMessage\x12%.parley.backend.v1.SendMessageRequest\x1a&.parley.backend.v1.SendMessageResponse\x12q\n" +
 	"\x12CreateConversation\x12,.parley.backend.v1.CreateConversationRequest\x1a-.parley.backend.v1.CreateConversationResponse\x12V\n" +
@@ -933,7 +1065,9 @@ const file_parley_backend_v1_backend_proto_rawDesc = "" +
 	"\fRemoveMember\x12&.parley.backend.v1.RemoveMemberRequest\x1a'.parley.backend.v1.RemoveMemberResponse\x12Y\n" +
 	"\n" +
 	"GetHistory\x12$.parley.backend.v1.GetHistoryRequest\x1a%.parley.backend.v1.GetHistoryResponse\x12V\n" +
-	"\tBroadcast\x12#.parley.backend.v1.BroadcastRequest\x1a$.parley.backend.v1.BroadcastResponseBAZ?github.com/parleychat/parley/pkg/pb/parley/backend/v1;backendv1b\x06proto3"
+	"\tBroadcast\x12#.parley.backend.v1.BroadcastRequest\x1a$.parley.backend.v1.BroadcastResponse\x12Y\n" +
+	"\n" +
+	"SendNotice\x12$.parley.backend.v1.SendNoticeRequest\x1a%.parley.backend.v1.SendNoticeResponseBAZ?github.com/parleychat/parley/pkg/pb/parley/backend/v1;backendv1b\x06proto3"
 
 var (
 	file_parley_backend_v1_backend_proto_rawDescOnce sync.Once
@@ -947,40 +1081,44 @@ func file_parley_backend_v1_backend_proto_rawDescGZIP() []byte {
 	return file_parley_backend_v1_backend_proto_rawDescData
 }
 
-var file_parley_backend_v1_backend_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_parley_backend_v1_backend_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_parley_backend_v1_backend_proto_goTypes = []any{
-	(*BroadcastRequest)(nil),           // 0: parley.backend.v1.BroadcastRequest
-	(*BroadcastResponse)(nil),          // 1: parley.backend.v1.BroadcastResponse
-	(*SendMessageRequest)(nil),         // 2: parley.backend.v1.SendMessageRequest
-	(*SendMessageResponse)(nil),        // 3: parley.backend.v1.SendMessageResponse
-	(*CreateConversationRequest)(nil),  // 4: parley.backend.v1.CreateConversationRequest
-	(*CreateConversationResponse)(nil), // 5: parley.backend.v1.CreateConversationResponse
-	(*AddMemberRequest)(nil),           // 6: parley.backend.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),          // 7: parley.backend.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),        // 8: parley.backend.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),       // 9: parley.backend.v1.RemoveMemberResponse
-	(*GetHistoryRequest)(nil),          // 10: parley.backend.v1.GetHistoryRequest
-	(*GetHistoryResponse)(nil),         // 11: parley.backend.v1.GetHistoryResponse
-	(v1.ConversationKind)(0),           // 12: parley.chat.v1.ConversationKind
-	(*v1.Event)(nil),                   // 13: parley.chat.v1.Event
+	(*SendNoticeRequest)(nil),          // 0: parley.backend.v1.SendNoticeRequest
+	(*SendNoticeResponse)(nil),         // 1: parley.backend.v1.SendNoticeResponse
+	(*BroadcastRequest)(nil),           // 2: parley.backend.v1.BroadcastRequest
+	(*BroadcastResponse)(nil),          // 3: parley.backend.v1.BroadcastResponse
+	(*SendMessageRequest)(nil),         // 4: parley.backend.v1.SendMessageRequest
+	(*SendMessageResponse)(nil),        // 5: parley.backend.v1.SendMessageResponse
+	(*CreateConversationRequest)(nil),  // 6: parley.backend.v1.CreateConversationRequest
+	(*CreateConversationResponse)(nil), // 7: parley.backend.v1.CreateConversationResponse
+	(*AddMemberRequest)(nil),           // 8: parley.backend.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),          // 9: parley.backend.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),        // 10: parley.backend.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),       // 11: parley.backend.v1.RemoveMemberResponse
+	(*GetHistoryRequest)(nil),          // 12: parley.backend.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),         // 13: parley.backend.v1.GetHistoryResponse
+	(v1.ConversationKind)(0),           // 14: parley.chat.v1.ConversationKind
+	(*v1.Event)(nil),                   // 15: parley.chat.v1.Event
 }
 var file_parley_backend_v1_backend_proto_depIdxs = []int32{
-	12, // 0: parley.backend.v1.CreateConversationRequest.kind:type_name -> parley.chat.v1.ConversationKind
-	13, // 1: parley.backend.v1.GetHistoryResponse.events:type_name -> parley.chat.v1.Event
-	2,  // 2: parley.backend.v1.BackendService.SendMessage:input_type -> parley.backend.v1.SendMessageRequest
-	4,  // 3: parley.backend.v1.BackendService.CreateConversation:input_type -> parley.backend.v1.CreateConversationRequest
-	6,  // 4: parley.backend.v1.BackendService.AddMember:input_type -> parley.backend.v1.AddMemberRequest
-	8,  // 5: parley.backend.v1.BackendService.RemoveMember:input_type -> parley.backend.v1.RemoveMemberRequest
-	10, // 6: parley.backend.v1.BackendService.GetHistory:input_type -> parley.backend.v1.GetHistoryRequest
-	0,  // 7: parley.backend.v1.BackendService.Broadcast:input_type -> parley.backend.v1.BroadcastRequest
-	3,  // 8: parley.backend.v1.BackendService.SendMessage:output_type -> parley.backend.v1.SendMessageResponse
-	5,  // 9: parley.backend.v1.BackendService.CreateConversation:output_type -> parley.backend.v1.CreateConversationResponse
-	7,  // 10: parley.backend.v1.BackendService.AddMember:output_type -> parley.backend.v1.AddMemberResponse
-	9,  // 11: parley.backend.v1.BackendService.RemoveMember:output_type -> parley.backend.v1.RemoveMemberResponse
-	11, // 12: parley.backend.v1.BackendService.GetHistory:output_type -> parley.backend.v1.GetHistoryResponse
-	1,  // 13: parley.backend.v1.BackendService.Broadcast:output_type -> parley.backend.v1.BroadcastResponse
-	8,  // [8:14] is the sub-list for method output_type
-	2,  // [2:8] is the sub-list for method input_type
+	14, // 0: parley.backend.v1.CreateConversationRequest.kind:type_name -> parley.chat.v1.ConversationKind
+	15, // 1: parley.backend.v1.GetHistoryResponse.events:type_name -> parley.chat.v1.Event
+	4,  // 2: parley.backend.v1.BackendService.SendMessage:input_type -> parley.backend.v1.SendMessageRequest
+	6,  // 3: parley.backend.v1.BackendService.CreateConversation:input_type -> parley.backend.v1.CreateConversationRequest
+	8,  // 4: parley.backend.v1.BackendService.AddMember:input_type -> parley.backend.v1.AddMemberRequest
+	10, // 5: parley.backend.v1.BackendService.RemoveMember:input_type -> parley.backend.v1.RemoveMemberRequest
+	12, // 6: parley.backend.v1.BackendService.GetHistory:input_type -> parley.backend.v1.GetHistoryRequest
+	2,  // 7: parley.backend.v1.BackendService.Broadcast:input_type -> parley.backend.v1.BroadcastRequest
+	0,  // 8: parley.backend.v1.BackendService.SendNotice:input_type -> parley.backend.v1.SendNoticeRequest
+	5,  // 9: parley.backend.v1.BackendService.SendMessage:output_type -> parley.backend.v1.SendMessageResponse
+	7,  // 10: parley.backend.v1.BackendService.CreateConversation:output_type -> parley.backend.v1.CreateConversationResponse
+	9,  // 11: parley.backend.v1.BackendService.AddMember:output_type -> parley.backend.v1.AddMemberResponse
+	11, // 12: parley.backend.v1.BackendService.RemoveMember:output_type -> parley.backend.v1.RemoveMemberResponse
+	13, // 13: parley.backend.v1.BackendService.GetHistory:output_type -> parley.backend.v1.GetHistoryResponse
+	3,  // 14: parley.backend.v1.BackendService.Broadcast:output_type -> parley.backend.v1.BroadcastResponse
+	1,  // 15: parley.backend.v1.BackendService.SendNotice:output_type -> parley.backend.v1.SendNoticeResponse
+	9,  // [9:16] is the sub-list for method output_type
+	2,  // [2:9] is the sub-list for method input_type
 	2,  // [2:2] is the sub-list for extension type_name
 	2,  // [2:2] is the sub-list for extension extendee
 	0,  // [0:2] is the sub-list for field type_name
@@ -991,14 +1129,14 @@ func file_parley_backend_v1_backend_proto_init() {
 	if File_parley_backend_v1_backend_proto != nil {
 		return
 	}
-	file_parley_backend_v1_backend_proto_msgTypes[10].OneofWrappers = []any{}
+	file_parley_backend_v1_backend_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_backend_v1_backend_proto_rawDesc), len(file_parley_backend_v1_backend_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

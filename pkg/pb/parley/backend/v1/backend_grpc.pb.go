@@ -31,6 +31,7 @@ const (
 	BackendService_RemoveMember_FullMethodName       = "/parley.backend.v1.BackendService/RemoveMember"
 	BackendService_GetHistory_FullMethodName         = "/parley.backend.v1.BackendService/GetHistory"
 	BackendService_Broadcast_FullMethodName          = "/parley.backend.v1.BackendService/Broadcast"
+	BackendService_SendNotice_FullMethodName         = "/parley.backend.v1.BackendService/SendNotice"
 )
 
 // BackendServiceClient is the client API for BackendService service.
@@ -60,6 +61,11 @@ type BackendServiceClient interface {
 	// audience's conversation, pushed to their connected devices and
 	// resumed by the others when they connect.
 	Broadcast(ctx context.Context, in *BroadcastRequest, opts ...grpc.CallOption) (*BroadcastResponse, error)
+	// SendNotice posts a notice to user_id's inbox (their own
+	// conversation for what is addressed to them): pushed to their devices,
+	// resumed by those that were offline, and notified to a device that is
+	// not connected like a message.
+	SendNotice(ctx context.Context, in *SendNoticeRequest, opts ...grpc.CallOption) (*SendNoticeResponse, error)
 }
 
 type backendServiceClient struct {
@@ -130,6 +136,16 @@ func (c *backendServiceClient) Broadcast(ctx context.Context, in *BroadcastReque
 	return out, nil
 }
 
+func (c *backendServiceClient) SendNotice(ctx context.Context, in *SendNoticeRequest, opts ...grpc.CallOption) (*SendNoticeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SendNoticeResponse)
+	err := c.cc.Invoke(ctx, BackendService_SendNotice_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BackendServiceServer is the server API for BackendService service.
 // All implementations must embed UnimplementedBackendServiceServer
 // for forward compatibility.
@@ -157,6 +173,11 @@ type BackendServiceServer interface {
 	// audience's conversation, pushed to their connected devices and
 	// resumed by the others when they connect.
 	Broadcast(context.Context, *BroadcastRequest) (*BroadcastResponse, error)
+	// SendNotice posts a notice to user_id's inbox (their own
+	// conversation for what is addressed to them): pushed to their devices,
+	// resumed by those that were offline, and notified to a device that is
+	// not connected like a message.
+	SendNotice(context.Context, *SendNoticeRequest) (*SendNoticeResponse, error)
 	mustEmbedUnimplementedBackendServiceServer()
 }
 
@@ -184,6 +205,9 @@ func (UnimplementedBackendServiceServer) GetHistory(context.Context, *GetHistory
 }
 func (UnimplementedBackendServiceServer) Broadcast(context.Context, *BroadcastRequest) (*BroadcastResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Broadcast not implemented")
+}
+func (UnimplementedBackendServiceServer) SendNotice(context.Context, *SendNoticeRequest) (*SendNoticeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SendNotice not implemented")
 }
 func (UnimplementedBackendServiceServer) mustEmbedUnimplementedBackendServiceServer() {}
 func (UnimplementedBackendServiceServer) testEmbeddedByValue()                        {}
@@ -314,6 +338,24 @@ func _BackendService_Broadcast_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _BackendService_SendNotice_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SendNoticeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackendServiceServer).SendNotice(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BackendService_SendNotice_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackendServiceServer).SendNotice(ctx, req.(*SendNoticeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // BackendService_ServiceDesc is the grpc.ServiceDesc for BackendService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -344,6 +386,10 @@ var BackendService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Broadcast",
 			Handler:    _BackendService_Broadcast_Handler,
+		},
+		{
+			MethodName: "SendNotice",
+			Handler:    _BackendService_SendNotice_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

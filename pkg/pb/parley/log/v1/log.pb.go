@@ -65,6 +65,7 @@ type Command struct {
 	//	*Command_ContactCancel
 	//	*Command_AnswerInvitation
 	//	*Command_SetSettings
+	//	*Command_Notice
 	//	*Command_EditMessage
 	//	*Command_DeleteMessage
 	//	*Command_React
@@ -343,6 +344,15 @@ func (x *Command) GetSetSettings() *SetSettings {
 	return nil
 }
 
+func (x *Command) GetNotice() *Notice {
+	if x != nil {
+		if x, ok := x.Body.(*Command_Notice); ok {
+			return x.Notice
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetEditMessage() *EditMessage {
 	if x != nil {
 		if x, ok := x.Body.(*Command_EditMessage); ok {
@@ -490,6 +500,10 @@ type Command_SetSettings struct {
 	SetSettings *SetSettings `protobuf:"bytes,35,opt,name=set_settings,json=setSettings,proto3,oneof"`
 }
 
+type Command_Notice struct {
+	Notice *Notice `protobuf:"bytes,81,opt,name=notice,proto3,oneof"`
+}
+
 type Command_EditMessage struct {
 	EditMessage *EditMessage `protobuf:"bytes,40,opt,name=edit_message,json=editMessage,proto3,oneof"`
 }
@@ -558,6 +572,8 @@ func (*Command_AnswerInvitation) isCommand_Body() {}
 
 func (*Command_SetSettings) isCommand_Body() {}
 
+func (*Command_Notice) isCommand_Body() {}
+
 func (*Command_EditMessage) isCommand_Body() {}
 
 func (*Command_DeleteMessage) isCommand_Body() {}
@@ -571,6 +587,61 @@ func (*Command_HeadProbe) isCommand_Body() {}
 func (*Command_InboxDeliver) isCommand_Body() {}
 
 func (*Command_Announce) isCommand_Body() {}
+
+// Notice posts a system notice to owner_id's inbox (the command's
+// conversation), creating the inbox first if it has none. Only the
+// backend API's SendNotice makes it.
+type Notice struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	OwnerId       string                 `protobuf:"bytes,1,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	Text          string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Notice) Reset() {
+	*x = Notice{}
+	mi := &file_parley_log_v1_log_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Notice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Notice) ProtoMessage() {}
+
+func (x *Notice) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_log_v1_log_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Notice.ProtoReflect.Descriptor instead.
+func (*Notice) Descriptor() ([]byte, []int) {
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Notice) GetOwnerId() string {
+	if x != nil {
+		return x.OwnerId
+	}
+	return ""
+}
+
+func (x *Notice) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
 
 // Announce posts a broadcast to the audience of selector (the command's
 // conversation, parley.chat.v1 CONVERSATION_KIND_AUDIENCE), creating the
@@ -586,7 +657,7 @@ type Announce struct {
 
 func (x *Announce) Reset() {
 	*x = Announce{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[1]
+	mi := &file_parley_log_v1_log_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +669,7 @@ func (x *Announce) String() string {
 func (*Announce) ProtoMessage() {}
 
 func (x *Announce) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[1]
+	mi := &file_parley_log_v1_log_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +682,7 @@ func (x *Announce) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Announce.ProtoReflect.Descriptor instead.
 func (*Announce) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{1}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Announce) GetSelector() string {
@@ -641,7 +712,7 @@ type ContactRequest struct {
 
 func (x *ContactRequest) Reset() {
 	*x = ContactRequest{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[2]
+	mi := &file_parley_log_v1_log_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +724,7 @@ func (x *ContactRequest) String() string {
 func (*ContactRequest) ProtoMessage() {}
 
 func (x *ContactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[2]
+	mi := &file_parley_log_v1_log_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +737,7 @@ func (x *ContactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactRequest.ProtoReflect.Descriptor instead.
 func (*ContactRequest) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{2}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ContactRequest) GetUserId() string {
@@ -688,7 +759,7 @@ type ContactResponse struct {
 
 func (x *ContactResponse) Reset() {
 	*x = ContactResponse{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[3]
+	mi := &file_parley_log_v1_log_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +771,7 @@ func (x *ContactResponse) String() string {
 func (*ContactResponse) ProtoMessage() {}
 
 func (x *ContactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[3]
+	mi := &file_parley_log_v1_log_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +784,7 @@ func (x *ContactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactResponse.ProtoReflect.Descriptor instead.
 func (*ContactResponse) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{3}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ContactResponse) GetUserId() string {
@@ -741,7 +812,7 @@ type ContactCancel struct {
 
 func (x *ContactCancel) Reset() {
 	*x = ContactCancel{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	mi := &file_parley_log_v1_log_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +824,7 @@ func (x *ContactCancel) String() string {
 func (*ContactCancel) ProtoMessage() {}
 
 func (x *ContactCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[4]
+	mi := &file_parley_log_v1_log_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +837,7 @@ func (x *ContactCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactCancel.ProtoReflect.Descriptor instead.
 func (*ContactCancel) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{4}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ContactCancel) GetUserId() string {
@@ -788,7 +859,7 @@ type SetSettings struct {
 
 func (x *SetSettings) Reset() {
 	*x = SetSettings{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	mi := &file_parley_log_v1_log_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +871,7 @@ func (x *SetSettings) String() string {
 func (*SetSettings) ProtoMessage() {}
 
 func (x *SetSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[5]
+	mi := &file_parley_log_v1_log_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +884,7 @@ func (x *SetSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettings.ProtoReflect.Descriptor instead.
 func (*SetSettings) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{5}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SetSettings) GetContactsOnly() bool {
@@ -834,7 +905,7 @@ type AnswerInvitation struct {
 
 func (x *AnswerInvitation) Reset() {
 	*x = AnswerInvitation{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[6]
+	mi := &file_parley_log_v1_log_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -846,7 +917,7 @@ func (x *AnswerInvitation) String() string {
 func (*AnswerInvitation) ProtoMessage() {}
 
 func (x *AnswerInvitation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[6]
+	mi := &file_parley_log_v1_log_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -859,7 +930,7 @@ func (x *AnswerInvitation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnswerInvitation.ProtoReflect.Descriptor instead.
 func (*AnswerInvitation) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{6}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AnswerInvitation) GetAccept() bool {
@@ -883,7 +954,7 @@ type InvitationDeclined struct {
 
 func (x *InvitationDeclined) Reset() {
 	*x = InvitationDeclined{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[7]
+	mi := &file_parley_log_v1_log_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +966,7 @@ func (x *InvitationDeclined) String() string {
 func (*InvitationDeclined) ProtoMessage() {}
 
 func (x *InvitationDeclined) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[7]
+	mi := &file_parley_log_v1_log_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +979,7 @@ func (x *InvitationDeclined) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvitationDeclined.ProtoReflect.Descriptor instead.
 func (*InvitationDeclined) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{7}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *InvitationDeclined) GetConversationId() string {
@@ -949,7 +1020,7 @@ type ContactChange struct {
 
 func (x *ContactChange) Reset() {
 	*x = ContactChange{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[8]
+	mi := &file_parley_log_v1_log_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -961,7 +1032,7 @@ func (x *ContactChange) String() string {
 func (*ContactChange) ProtoMessage() {}
 
 func (x *ContactChange) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[8]
+	mi := &file_parley_log_v1_log_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -974,7 +1045,7 @@ func (x *ContactChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactChange.ProtoReflect.Descriptor instead.
 func (*ContactChange) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{8}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ContactChange) GetConversationId() string {
@@ -1031,7 +1102,7 @@ type InboxDeliver struct {
 
 func (x *InboxDeliver) Reset() {
 	*x = InboxDeliver{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[9]
+	mi := &file_parley_log_v1_log_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1114,7 @@ func (x *InboxDeliver) String() string {
 func (*InboxDeliver) ProtoMessage() {}
 
 func (x *InboxDeliver) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[9]
+	mi := &file_parley_log_v1_log_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1127,7 @@ func (x *InboxDeliver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxDeliver.ProtoReflect.Descriptor instead.
 func (*InboxDeliver) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{9}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InboxDeliver) GetOwnerId() string {
@@ -1120,7 +1191,7 @@ type SetFlags struct {
 
 func (x *SetFlags) Reset() {
 	*x = SetFlags{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[10]
+	mi := &file_parley_log_v1_log_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1203,7 @@ func (x *SetFlags) String() string {
 func (*SetFlags) ProtoMessage() {}
 
 func (x *SetFlags) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[10]
+	mi := &file_parley_log_v1_log_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1216,7 @@ func (x *SetFlags) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFlags.ProtoReflect.Descriptor instead.
 func (*SetFlags) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{10}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetFlags) GetMuted() bool {
@@ -1179,7 +1250,7 @@ type CreateConversation struct {
 
 func (x *CreateConversation) Reset() {
 	*x = CreateConversation{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[11]
+	mi := &file_parley_log_v1_log_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +1262,7 @@ func (x *CreateConversation) String() string {
 func (*CreateConversation) ProtoMessage() {}
 
 func (x *CreateConversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[11]
+	mi := &file_parley_log_v1_log_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,7 +1275,7 @@ func (x *CreateConversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversation.ProtoReflect.Descriptor instead.
 func (*CreateConversation) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{11}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateConversation) GetKind() v1.ConversationKind {
@@ -1252,7 +1323,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[12]
+	mi := &file_parley_log_v1_log_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1335,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[12]
+	mi := &file_parley_log_v1_log_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1348,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{12}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RemoveMember) GetUserId() string {
@@ -1297,7 +1368,7 @@ type Leave struct {
 
 func (x *Leave) Reset() {
 	*x = Leave{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[13]
+	mi := &file_parley_log_v1_log_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1309,7 +1380,7 @@ func (x *Leave) String() string {
 func (*Leave) ProtoMessage() {}
 
 func (x *Leave) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[13]
+	mi := &file_parley_log_v1_log_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1322,7 +1393,7 @@ func (x *Leave) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Leave.ProtoReflect.Descriptor instead.
 func (*Leave) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{13}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{14}
 }
 
 // SetRole makes user_id an ADMIN or a MEMBER (owner only).
@@ -1336,7 +1407,7 @@ type SetRole struct {
 
 func (x *SetRole) Reset() {
 	*x = SetRole{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[14]
+	mi := &file_parley_log_v1_log_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1419,7 @@ func (x *SetRole) String() string {
 func (*SetRole) ProtoMessage() {}
 
 func (x *SetRole) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[14]
+	mi := &file_parley_log_v1_log_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1432,7 @@ func (x *SetRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRole.ProtoReflect.Descriptor instead.
 func (*SetRole) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{14}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetRole) GetUserId() string {
@@ -1388,7 +1459,7 @@ type TransferOwnership struct {
 
 func (x *TransferOwnership) Reset() {
 	*x = TransferOwnership{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[15]
+	mi := &file_parley_log_v1_log_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1400,7 +1471,7 @@ func (x *TransferOwnership) String() string {
 func (*TransferOwnership) ProtoMessage() {}
 
 func (x *TransferOwnership) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[15]
+	mi := &file_parley_log_v1_log_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1413,7 +1484,7 @@ func (x *TransferOwnership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferOwnership.ProtoReflect.Descriptor instead.
 func (*TransferOwnership) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{15}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TransferOwnership) GetUserId() string {
@@ -1434,7 +1505,7 @@ type MuteMember struct {
 
 func (x *MuteMember) Reset() {
 	*x = MuteMember{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[16]
+	mi := &file_parley_log_v1_log_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1517,7 @@ func (x *MuteMember) String() string {
 func (*MuteMember) ProtoMessage() {}
 
 func (x *MuteMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[16]
+	mi := &file_parley_log_v1_log_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1530,7 @@ func (x *MuteMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MuteMember.ProtoReflect.Descriptor instead.
 func (*MuteMember) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{16}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MuteMember) GetUserId() string {
@@ -1486,7 +1557,7 @@ type Rename struct {
 
 func (x *Rename) Reset() {
 	*x = Rename{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[17]
+	mi := &file_parley_log_v1_log_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1569,7 @@ func (x *Rename) String() string {
 func (*Rename) ProtoMessage() {}
 
 func (x *Rename) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[17]
+	mi := &file_parley_log_v1_log_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1582,7 @@ func (x *Rename) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rename.ProtoReflect.Descriptor instead.
 func (*Rename) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{17}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Rename) GetTitle() string {
@@ -1533,7 +1604,7 @@ type CreateInvite struct {
 
 func (x *CreateInvite) Reset() {
 	*x = CreateInvite{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[18]
+	mi := &file_parley_log_v1_log_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1545,7 +1616,7 @@ func (x *CreateInvite) String() string {
 func (*CreateInvite) ProtoMessage() {}
 
 func (x *CreateInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[18]
+	mi := &file_parley_log_v1_log_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1558,7 +1629,7 @@ func (x *CreateInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateInvite.ProtoReflect.Descriptor instead.
 func (*CreateInvite) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{18}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateInvite) GetCode() string {
@@ -1578,7 +1649,7 @@ type RevokeInvite struct {
 
 func (x *RevokeInvite) Reset() {
 	*x = RevokeInvite{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[19]
+	mi := &file_parley_log_v1_log_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1590,7 +1661,7 @@ func (x *RevokeInvite) String() string {
 func (*RevokeInvite) ProtoMessage() {}
 
 func (x *RevokeInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[19]
+	mi := &file_parley_log_v1_log_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1603,7 +1674,7 @@ func (x *RevokeInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeInvite.ProtoReflect.Descriptor instead.
 func (*RevokeInvite) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{19}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RevokeInvite) GetCode() string {
@@ -1623,7 +1694,7 @@ type JoinByInvite struct {
 
 func (x *JoinByInvite) Reset() {
 	*x = JoinByInvite{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[20]
+	mi := &file_parley_log_v1_log_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1635,7 +1706,7 @@ func (x *JoinByInvite) String() string {
 func (*JoinByInvite) ProtoMessage() {}
 
 func (x *JoinByInvite) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[20]
+	mi := &file_parley_log_v1_log_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1648,7 +1719,7 @@ func (x *JoinByInvite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinByInvite.ProtoReflect.Descriptor instead.
 func (*JoinByInvite) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{20}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *JoinByInvite) GetCode() string {
@@ -1667,7 +1738,7 @@ type Follow struct {
 
 func (x *Follow) Reset() {
 	*x = Follow{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[21]
+	mi := &file_parley_log_v1_log_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1679,7 +1750,7 @@ func (x *Follow) String() string {
 func (*Follow) ProtoMessage() {}
 
 func (x *Follow) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[21]
+	mi := &file_parley_log_v1_log_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1692,7 +1763,7 @@ func (x *Follow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Follow.ProtoReflect.Descriptor instead.
 func (*Follow) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{21}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{22}
 }
 
 // Block blocks (blocked) or unblocks user_id. The command's conversation is
@@ -1707,7 +1778,7 @@ type Block struct {
 
 func (x *Block) Reset() {
 	*x = Block{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[22]
+	mi := &file_parley_log_v1_log_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1719,7 +1790,7 @@ func (x *Block) String() string {
 func (*Block) ProtoMessage() {}
 
 func (x *Block) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[22]
+	mi := &file_parley_log_v1_log_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1732,7 +1803,7 @@ func (x *Block) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Block.ProtoReflect.Descriptor instead.
 func (*Block) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{22}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Block) GetUserId() string {
@@ -1765,7 +1836,7 @@ type BlockChange struct {
 
 func (x *BlockChange) Reset() {
 	*x = BlockChange{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[23]
+	mi := &file_parley_log_v1_log_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1777,7 +1848,7 @@ func (x *BlockChange) String() string {
 func (*BlockChange) ProtoMessage() {}
 
 func (x *BlockChange) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[23]
+	mi := &file_parley_log_v1_log_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1790,7 +1861,7 @@ func (x *BlockChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockChange.ProtoReflect.Descriptor instead.
 func (*BlockChange) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{23}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BlockChange) GetConversationId() string {
@@ -1838,7 +1909,7 @@ type AddMember struct {
 
 func (x *AddMember) Reset() {
 	*x = AddMember{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[24]
+	mi := &file_parley_log_v1_log_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +1921,7 @@ func (x *AddMember) String() string {
 func (*AddMember) ProtoMessage() {}
 
 func (x *AddMember) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[24]
+	mi := &file_parley_log_v1_log_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +1934,7 @@ func (x *AddMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMember.ProtoReflect.Descriptor instead.
 func (*AddMember) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{24}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AddMember) GetUserId() string {
@@ -1892,7 +1963,7 @@ type PostMessage struct {
 
 func (x *PostMessage) Reset() {
 	*x = PostMessage{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[25]
+	mi := &file_parley_log_v1_log_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1904,7 +1975,7 @@ func (x *PostMessage) String() string {
 func (*PostMessage) ProtoMessage() {}
 
 func (x *PostMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[25]
+	mi := &file_parley_log_v1_log_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1917,7 +1988,7 @@ func (x *PostMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PostMessage.ProtoReflect.Descriptor instead.
 func (*PostMessage) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{25}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PostMessage) GetText() string {
@@ -1974,7 +2045,7 @@ type EditMessage struct {
 
 func (x *EditMessage) Reset() {
 	*x = EditMessage{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[26]
+	mi := &file_parley_log_v1_log_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1986,7 +2057,7 @@ func (x *EditMessage) String() string {
 func (*EditMessage) ProtoMessage() {}
 
 func (x *EditMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[26]
+	mi := &file_parley_log_v1_log_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1999,7 +2070,7 @@ func (x *EditMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditMessage.ProtoReflect.Descriptor instead.
 func (*EditMessage) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{26}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *EditMessage) GetTargetSeq() uint64 {
@@ -2033,7 +2104,7 @@ type DeleteMessage struct {
 
 func (x *DeleteMessage) Reset() {
 	*x = DeleteMessage{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[27]
+	mi := &file_parley_log_v1_log_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2045,7 +2116,7 @@ func (x *DeleteMessage) String() string {
 func (*DeleteMessage) ProtoMessage() {}
 
 func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[27]
+	mi := &file_parley_log_v1_log_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2058,7 +2129,7 @@ func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMessage.ProtoReflect.Descriptor instead.
 func (*DeleteMessage) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{27}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeleteMessage) GetTargetSeq() uint64 {
@@ -2080,7 +2151,7 @@ type React struct {
 
 func (x *React) Reset() {
 	*x = React{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[28]
+	mi := &file_parley_log_v1_log_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2092,7 +2163,7 @@ func (x *React) String() string {
 func (*React) ProtoMessage() {}
 
 func (x *React) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[28]
+	mi := &file_parley_log_v1_log_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2105,7 +2176,7 @@ func (x *React) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use React.ProtoReflect.Descriptor instead.
 func (*React) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{28}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *React) GetTargetSeq() uint64 {
@@ -2141,7 +2212,7 @@ type Mark struct {
 
 func (x *Mark) Reset() {
 	*x = Mark{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[29]
+	mi := &file_parley_log_v1_log_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2153,7 +2224,7 @@ func (x *Mark) String() string {
 func (*Mark) ProtoMessage() {}
 
 func (x *Mark) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[29]
+	mi := &file_parley_log_v1_log_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2166,7 +2237,7 @@ func (x *Mark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mark.ProtoReflect.Descriptor instead.
 func (*Mark) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{29}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Mark) GetDeliveredSeq() uint64 {
@@ -2196,7 +2267,7 @@ type HeadProbe struct {
 
 func (x *HeadProbe) Reset() {
 	*x = HeadProbe{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[30]
+	mi := &file_parley_log_v1_log_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2208,7 +2279,7 @@ func (x *HeadProbe) String() string {
 func (*HeadProbe) ProtoMessage() {}
 
 func (x *HeadProbe) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[30]
+	mi := &file_parley_log_v1_log_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2221,7 +2292,7 @@ func (x *HeadProbe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeadProbe.ProtoReflect.Descriptor instead.
 func (*HeadProbe) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{30}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *HeadProbe) GetAsks() []*HeadAsk {
@@ -2242,7 +2313,7 @@ type HeadAsk struct {
 
 func (x *HeadAsk) Reset() {
 	*x = HeadAsk{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[31]
+	mi := &file_parley_log_v1_log_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2254,7 +2325,7 @@ func (x *HeadAsk) String() string {
 func (*HeadAsk) ProtoMessage() {}
 
 func (x *HeadAsk) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[31]
+	mi := &file_parley_log_v1_log_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2267,7 +2338,7 @@ func (x *HeadAsk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeadAsk.ProtoReflect.Descriptor instead.
 func (*HeadAsk) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{31}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *HeadAsk) GetConversationId() string {
@@ -2318,7 +2389,7 @@ type EventRecord struct {
 
 func (x *EventRecord) Reset() {
 	*x = EventRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[32]
+	mi := &file_parley_log_v1_log_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2330,7 +2401,7 @@ func (x *EventRecord) String() string {
 func (*EventRecord) ProtoMessage() {}
 
 func (x *EventRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[32]
+	mi := &file_parley_log_v1_log_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2343,7 +2414,7 @@ func (x *EventRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventRecord.ProtoReflect.Descriptor instead.
 func (*EventRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{32}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *EventRecord) GetEvent() *v1.Event {
@@ -2435,7 +2506,7 @@ type NotificationRecord struct {
 
 func (x *NotificationRecord) Reset() {
 	*x = NotificationRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[33]
+	mi := &file_parley_log_v1_log_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2447,7 +2518,7 @@ func (x *NotificationRecord) String() string {
 func (*NotificationRecord) ProtoMessage() {}
 
 func (x *NotificationRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[33]
+	mi := &file_parley_log_v1_log_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2460,7 +2531,7 @@ func (x *NotificationRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotificationRecord.ProtoReflect.Descriptor instead.
 func (*NotificationRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{33}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *NotificationRecord) GetUserId() string {
@@ -2549,7 +2620,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[34]
+	mi := &file_parley_log_v1_log_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2561,7 +2632,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[34]
+	mi := &file_parley_log_v1_log_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2574,7 +2645,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{34}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Outcome) GetCommandId() string {
@@ -2677,7 +2748,7 @@ type PresenceRecord struct {
 
 func (x *PresenceRecord) Reset() {
 	*x = PresenceRecord{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[35]
+	mi := &file_parley_log_v1_log_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2689,7 +2760,7 @@ func (x *PresenceRecord) String() string {
 func (*PresenceRecord) ProtoMessage() {}
 
 func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[35]
+	mi := &file_parley_log_v1_log_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2702,7 +2773,7 @@ func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRecord.ProtoReflect.Descriptor instead.
 func (*PresenceRecord) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{35}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PresenceRecord) GetBody() isPresenceRecord_Body {
@@ -2775,7 +2846,7 @@ type PresenceSession struct {
 
 func (x *PresenceSession) Reset() {
 	*x = PresenceSession{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[36]
+	mi := &file_parley_log_v1_log_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2787,7 +2858,7 @@ func (x *PresenceSession) String() string {
 func (*PresenceSession) ProtoMessage() {}
 
 func (x *PresenceSession) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[36]
+	mi := &file_parley_log_v1_log_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2800,7 +2871,7 @@ func (x *PresenceSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
 func (*PresenceSession) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{36}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PresenceSession) GetNodeId() string {
@@ -2851,7 +2922,7 @@ type PresenceBeat struct {
 
 func (x *PresenceBeat) Reset() {
 	*x = PresenceBeat{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[37]
+	mi := &file_parley_log_v1_log_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2863,7 +2934,7 @@ func (x *PresenceBeat) String() string {
 func (*PresenceBeat) ProtoMessage() {}
 
 func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[37]
+	mi := &file_parley_log_v1_log_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2876,7 +2947,7 @@ func (x *PresenceBeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceBeat.ProtoReflect.Descriptor instead.
 func (*PresenceBeat) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{37}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PresenceBeat) GetNodeId() string {
@@ -2918,7 +2989,7 @@ type PresenceSeen struct {
 
 func (x *PresenceSeen) Reset() {
 	*x = PresenceSeen{}
-	mi := &file_parley_log_v1_log_proto_msgTypes[38]
+	mi := &file_parley_log_v1_log_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2930,7 +3001,7 @@ func (x *PresenceSeen) String() string {
 func (*PresenceSeen) ProtoMessage() {}
 
 func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_log_v1_log_proto_msgTypes[38]
+	mi := &file_parley_log_v1_log_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2943,7 +3014,7 @@ func (x *PresenceSeen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSeen.ProtoReflect.Descriptor instead.
 func (*PresenceSeen) Descriptor() ([]byte, []int) {
-	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{38}
+	return file_parley_log_v1_log_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PresenceSeen) GetUserId() string {
@@ -2964,7 +3035,7 @@ var File_parley_log_v1_log_proto protoreflect.FileDescriptor
 
 const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\n" +
-	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xb1\x0f\n" +
+	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xe2\x0f\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12'\n" +
@@ -2997,7 +3068,8 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\x10contact_response\x18  \x01(\v2\x1e.parley.log.v1.ContactResponseH\x00R\x0fcontactResponse\x12E\n" +
 	"\x0econtact_cancel\x18! \x01(\v2\x1c.parley.log.v1.ContactCancelH\x00R\rcontactCancel\x12N\n" +
 	"\x11answer_invitation\x18\" \x01(\v2\x1f.parley.log.v1.AnswerInvitationH\x00R\x10answerInvitation\x12?\n" +
-	"\fset_settings\x18# \x01(\v2\x1a.parley.log.v1.SetSettingsH\x00R\vsetSettings\x12?\n" +
+	"\fset_settings\x18# \x01(\v2\x1a.parley.log.v1.SetSettingsH\x00R\vsetSettings\x12/\n" +
+	"\x06notice\x18Q \x01(\v2\x15.parley.log.v1.NoticeH\x00R\x06notice\x12?\n" +
 	"\fedit_message\x18( \x01(\v2\x1a.parley.log.v1.EditMessageH\x00R\veditMessage\x12E\n" +
 	"\x0edelete_message\x18) \x01(\v2\x1c.parley.log.v1.DeleteMessageH\x00R\rdeleteMessage\x12,\n" +
 	"\x05react\x18* \x01(\v2\x14.parley.log.v1.ReactH\x00R\x05react\x126\n" +
@@ -3006,7 +3078,10 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"head_probe\x18< \x01(\v2\x18.parley.log.v1.HeadProbeH\x00R\theadProbe\x12B\n" +
 	"\rinbox_deliver\x18F \x01(\v2\x1b.parley.log.v1.InboxDeliverH\x00R\finboxDeliver\x125\n" +
 	"\bannounce\x18P \x01(\v2\x17.parley.log.v1.AnnounceH\x00R\bannounceB\x06\n" +
-	"\x04body\":\n" +
+	"\x04body\"7\n" +
+	"\x06Notice\x12\x19\n" +
+	"\bowner_id\x18\x01 \x01(\tR\aownerId\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\":\n" +
 	"\bAnnounce\x12\x1a\n" +
 	"\bselector\x18\x01 \x01(\tR\bselector\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\")\n" +
@@ -3181,124 +3256,126 @@ func file_parley_log_v1_log_proto_rawDescGZIP() []byte {
 	return file_parley_log_v1_log_proto_rawDescData
 }
 
-var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_parley_log_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_parley_log_v1_log_proto_goTypes = []any{
 	(*Command)(nil),               // 0: parley.log.v1.Command
-	(*Announce)(nil),              // 1: parley.log.v1.Announce
-	(*ContactRequest)(nil),        // 2: parley.log.v1.ContactRequest
-	(*ContactResponse)(nil),       // 3: parley.log.v1.ContactResponse
-	(*ContactCancel)(nil),         // 4: parley.log.v1.ContactCancel
-	(*SetSettings)(nil),           // 5: parley.log.v1.SetSettings
-	(*AnswerInvitation)(nil),      // 6: parley.log.v1.AnswerInvitation
-	(*InvitationDeclined)(nil),    // 7: parley.log.v1.InvitationDeclined
-	(*ContactChange)(nil),         // 8: parley.log.v1.ContactChange
-	(*InboxDeliver)(nil),          // 9: parley.log.v1.InboxDeliver
-	(*SetFlags)(nil),              // 10: parley.log.v1.SetFlags
-	(*CreateConversation)(nil),    // 11: parley.log.v1.CreateConversation
-	(*RemoveMember)(nil),          // 12: parley.log.v1.RemoveMember
-	(*Leave)(nil),                 // 13: parley.log.v1.Leave
-	(*SetRole)(nil),               // 14: parley.log.v1.SetRole
-	(*TransferOwnership)(nil),     // 15: parley.log.v1.TransferOwnership
-	(*MuteMember)(nil),            // 16: parley.log.v1.MuteMember
-	(*Rename)(nil),                // 17: parley.log.v1.Rename
-	(*CreateInvite)(nil),          // 18: parley.log.v1.CreateInvite
-	(*RevokeInvite)(nil),          // 19: parley.log.v1.RevokeInvite
-	(*JoinByInvite)(nil),          // 20: parley.log.v1.JoinByInvite
-	(*Follow)(nil),                // 21: parley.log.v1.Follow
-	(*Block)(nil),                 // 22: parley.log.v1.Block
-	(*BlockChange)(nil),           // 23: parley.log.v1.BlockChange
-	(*AddMember)(nil),             // 24: parley.log.v1.AddMember
-	(*PostMessage)(nil),           // 25: parley.log.v1.PostMessage
-	(*EditMessage)(nil),           // 26: parley.log.v1.EditMessage
-	(*DeleteMessage)(nil),         // 27: parley.log.v1.DeleteMessage
-	(*React)(nil),                 // 28: parley.log.v1.React
-	(*Mark)(nil),                  // 29: parley.log.v1.Mark
-	(*HeadProbe)(nil),             // 30: parley.log.v1.HeadProbe
-	(*HeadAsk)(nil),               // 31: parley.log.v1.HeadAsk
-	(*EventRecord)(nil),           // 32: parley.log.v1.EventRecord
-	(*NotificationRecord)(nil),    // 33: parley.log.v1.NotificationRecord
-	(*Outcome)(nil),               // 34: parley.log.v1.Outcome
-	(*PresenceRecord)(nil),        // 35: parley.log.v1.PresenceRecord
-	(*PresenceSession)(nil),       // 36: parley.log.v1.PresenceSession
-	(*PresenceBeat)(nil),          // 37: parley.log.v1.PresenceBeat
-	(*PresenceSeen)(nil),          // 38: parley.log.v1.PresenceSeen
-	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
-	(v1.ContactAction)(0),         // 40: parley.chat.v1.ContactAction
-	(*v1.ContactUpdated)(nil),     // 41: parley.chat.v1.ContactUpdated
-	(*v1.InvitationUpdated)(nil),  // 42: parley.chat.v1.InvitationUpdated
-	(v1.ConversationKind)(0),      // 43: parley.chat.v1.ConversationKind
-	(v1.MemberRole)(0),            // 44: parley.chat.v1.MemberRole
-	(*v1.Attachment)(nil),         // 45: parley.chat.v1.Attachment
-	(*v1.ContactCard)(nil),        // 46: parley.chat.v1.ContactCard
-	(*v1.Event)(nil),              // 47: parley.chat.v1.Event
-	(*v1.Receipt)(nil),            // 48: parley.chat.v1.Receipt
-	(*v1.ConversationFlags)(nil),  // 49: parley.chat.v1.ConversationFlags
-	(v1.ErrorCode)(0),             // 50: parley.chat.v1.ErrorCode
-	(v1.ContactState)(0),          // 51: parley.chat.v1.ContactState
-	(*durationpb.Duration)(nil),   // 52: google.protobuf.Duration
+	(*Notice)(nil),                // 1: parley.log.v1.Notice
+	(*Announce)(nil),              // 2: parley.log.v1.Announce
+	(*ContactRequest)(nil),        // 3: parley.log.v1.ContactRequest
+	(*ContactResponse)(nil),       // 4: parley.log.v1.ContactResponse
+	(*ContactCancel)(nil),         // 5: parley.log.v1.ContactCancel
+	(*SetSettings)(nil),           // 6: parley.log.v1.SetSettings
+	(*AnswerInvitation)(nil),      // 7: parley.log.v1.AnswerInvitation
+	(*InvitationDeclined)(nil),    // 8: parley.log.v1.InvitationDeclined
+	(*ContactChange)(nil),         // 9: parley.log.v1.ContactChange
+	(*InboxDeliver)(nil),          // 10: parley.log.v1.InboxDeliver
+	(*SetFlags)(nil),              // 11: parley.log.v1.SetFlags
+	(*CreateConversation)(nil),    // 12: parley.log.v1.CreateConversation
+	(*RemoveMember)(nil),          // 13: parley.log.v1.RemoveMember
+	(*Leave)(nil),                 // 14: parley.log.v1.Leave
+	(*SetRole)(nil),               // 15: parley.log.v1.SetRole
+	(*TransferOwnership)(nil),     // 16: parley.log.v1.TransferOwnership
+	(*MuteMember)(nil),            // 17: parley.log.v1.MuteMember
+	(*Rename)(nil),                // 18: parley.log.v1.Rename
+	(*CreateInvite)(nil),          // 19: parley.log.v1.CreateInvite
+	(*RevokeInvite)(nil),          // 20: parley.log.v1.RevokeInvite
+	(*JoinByInvite)(nil),          // 21: parley.log.v1.JoinByInvite
+	(*Follow)(nil),                // 22: parley.log.v1.Follow
+	(*Block)(nil),                 // 23: parley.log.v1.Block
+	(*BlockChange)(nil),           // 24: parley.log.v1.BlockChange
+	(*AddMember)(nil),             // 25: parley.log.v1.AddMember
+	(*PostMessage)(nil),           // 26: parley.log.v1.PostMessage
+	(*EditMessage)(nil),           // 27: parley.log.v1.EditMessage
+	(*DeleteMessage)(nil),         // 28: parley.log.v1.DeleteMessage
+	(*React)(nil),                 // 29: parley.log.v1.React
+	(*Mark)(nil),                  // 30: parley.log.v1.Mark
+	(*HeadProbe)(nil),             // 31: parley.log.v1.HeadProbe
+	(*HeadAsk)(nil),               // 32: parley.log.v1.HeadAsk
+	(*EventRecord)(nil),           // 33: parley.log.v1.EventRecord
+	(*NotificationRecord)(nil),    // 34: parley.log.v1.NotificationRecord
+	(*Outcome)(nil),               // 35: parley.log.v1.Outcome
+	(*PresenceRecord)(nil),        // 36: parley.log.v1.PresenceRecord
+	(*PresenceSession)(nil),       // 37: parley.log.v1.PresenceSession
+	(*PresenceBeat)(nil),          // 38: parley.log.v1.PresenceBeat
+	(*PresenceSeen)(nil),          // 39: parley.log.v1.PresenceSeen
+	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
+	(v1.ContactAction)(0),         // 41: parley.chat.v1.ContactAction
+	(*v1.ContactUpdated)(nil),     // 42: parley.chat.v1.ContactUpdated
+	(*v1.InvitationUpdated)(nil),  // 43: parley.chat.v1.InvitationUpdated
+	(v1.ConversationKind)(0),      // 44: parley.chat.v1.ConversationKind
+	(v1.MemberRole)(0),            // 45: parley.chat.v1.MemberRole
+	(*v1.Attachment)(nil),         // 46: parley.chat.v1.Attachment
+	(*v1.ContactCard)(nil),        // 47: parley.chat.v1.ContactCard
+	(*v1.Event)(nil),              // 48: parley.chat.v1.Event
+	(*v1.Receipt)(nil),            // 49: parley.chat.v1.Receipt
+	(*v1.ConversationFlags)(nil),  // 50: parley.chat.v1.ConversationFlags
+	(v1.ErrorCode)(0),             // 51: parley.chat.v1.ErrorCode
+	(v1.ContactState)(0),          // 52: parley.chat.v1.ContactState
+	(*durationpb.Duration)(nil),   // 53: google.protobuf.Duration
 }
 var file_parley_log_v1_log_proto_depIdxs = []int32{
-	39, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
-	11, // 1: parley.log.v1.Command.create_conversation:type_name -> parley.log.v1.CreateConversation
-	24, // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
-	25, // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
-	29, // 4: parley.log.v1.Command.mark:type_name -> parley.log.v1.Mark
-	12, // 5: parley.log.v1.Command.remove_member:type_name -> parley.log.v1.RemoveMember
-	13, // 6: parley.log.v1.Command.leave:type_name -> parley.log.v1.Leave
-	14, // 7: parley.log.v1.Command.set_role:type_name -> parley.log.v1.SetRole
-	15, // 8: parley.log.v1.Command.transfer_ownership:type_name -> parley.log.v1.TransferOwnership
-	16, // 9: parley.log.v1.Command.mute_member:type_name -> parley.log.v1.MuteMember
-	17, // 10: parley.log.v1.Command.rename:type_name -> parley.log.v1.Rename
-	18, // 11: parley.log.v1.Command.create_invite:type_name -> parley.log.v1.CreateInvite
-	19, // 12: parley.log.v1.Command.revoke_invite:type_name -> parley.log.v1.RevokeInvite
-	20, // 13: parley.log.v1.Command.join_by_invite:type_name -> parley.log.v1.JoinByInvite
-	21, // 14: parley.log.v1.Command.follow:type_name -> parley.log.v1.Follow
-	22, // 15: parley.log.v1.Command.block:type_name -> parley.log.v1.Block
-	2,  // 16: parley.log.v1.Command.contact_request:type_name -> parley.log.v1.ContactRequest
-	3,  // 17: parley.log.v1.Command.contact_response:type_name -> parley.log.v1.ContactResponse
-	4,  // 18: parley.log.v1.Command.contact_cancel:type_name -> parley.log.v1.ContactCancel
-	6,  // 19: parley.log.v1.Command.answer_invitation:type_name -> parley.log.v1.AnswerInvitation
-	5,  // 20: parley.log.v1.Command.set_settings:type_name -> parley.log.v1.SetSettings
-	26, // 21: parley.log.v1.Command.edit_message:type_name -> parley.log.v1.EditMessage
-	27, // 22: parley.log.v1.Command.delete_message:type_name -> parley.log.v1.DeleteMessage
-	28, // 23: parley.log.v1.Command.react:type_name -> parley.log.v1.React
-	10, // 24: parley.log.v1.Command.set_flags:type_name -> parley.log.v1.SetFlags
-	30, // 25: parley.log.v1.Command.head_probe:type_name -> parley.log.v1.HeadProbe
-	9,  // 26: parley.log.v1.Command.inbox_deliver:type_name -> parley.log.v1.InboxDeliver
-	1,  // 27: parley.log.v1.Command.announce:type_name -> parley.log.v1.Announce
-	39, // 28: parley.log.v1.InvitationDeclined.time:type_name -> google.protobuf.Timestamp
-	40, // 29: parley.log.v1.ContactChange.action:type_name -> parley.chat.v1.ContactAction
-	39, // 30: parley.log.v1.ContactChange.time:type_name -> google.protobuf.Timestamp
-	41, // 31: parley.log.v1.InboxDeliver.contact_updated:type_name -> parley.chat.v1.ContactUpdated
-	42, // 32: parley.log.v1.InboxDeliver.invitation_updated:type_name -> parley.chat.v1.InvitationUpdated
-	43, // 33: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
-	44, // 34: parley.log.v1.SetRole.role:type_name -> parley.chat.v1.MemberRole
-	39, // 35: parley.log.v1.BlockChange.time:type_name -> google.protobuf.Timestamp
-	45, // 36: parley.log.v1.PostMessage.attachments:type_name -> parley.chat.v1.Attachment
-	46, // 37: parley.log.v1.PostMessage.contact:type_name -> parley.chat.v1.ContactCard
-	31, // 38: parley.log.v1.HeadProbe.asks:type_name -> parley.log.v1.HeadAsk
-	47, // 39: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
-	48, // 40: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
-	23, // 41: parley.log.v1.EventRecord.block:type_name -> parley.log.v1.BlockChange
-	49, // 42: parley.log.v1.EventRecord.flags:type_name -> parley.chat.v1.ConversationFlags
-	8,  // 43: parley.log.v1.EventRecord.contact:type_name -> parley.log.v1.ContactChange
-	7,  // 44: parley.log.v1.EventRecord.declined:type_name -> parley.log.v1.InvitationDeclined
-	39, // 45: parley.log.v1.NotificationRecord.time:type_name -> google.protobuf.Timestamp
-	50, // 46: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
-	48, // 47: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
-	49, // 48: parley.log.v1.Outcome.flags:type_name -> parley.chat.v1.ConversationFlags
-	51, // 49: parley.log.v1.Outcome.contact_state:type_name -> parley.chat.v1.ContactState
-	36, // 50: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
-	37, // 51: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
-	38, // 52: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
-	39, // 53: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
-	52, // 54: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
-	39, // 55: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
-	56, // [56:56] is the sub-list for method output_type
-	56, // [56:56] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	40, // 0: parley.log.v1.Command.submit_time:type_name -> google.protobuf.Timestamp
+	12, // 1: parley.log.v1.Command.create_conversation:type_name -> parley.log.v1.CreateConversation
+	25, // 2: parley.log.v1.Command.add_member:type_name -> parley.log.v1.AddMember
+	26, // 3: parley.log.v1.Command.post_message:type_name -> parley.log.v1.PostMessage
+	30, // 4: parley.log.v1.Command.mark:type_name -> parley.log.v1.Mark
+	13, // 5: parley.log.v1.Command.remove_member:type_name -> parley.log.v1.RemoveMember
+	14, // 6: parley.log.v1.Command.leave:type_name -> parley.log.v1.Leave
+	15, // 7: parley.log.v1.Command.set_role:type_name -> parley.log.v1.SetRole
+	16, // 8: parley.log.v1.Command.transfer_ownership:type_name -> parley.log.v1.TransferOwnership
+	17, // 9: parley.log.v1.Command.mute_member:type_name -> parley.log.v1.MuteMember
+	18, // 10: parley.log.v1.Command.rename:type_name -> parley.log.v1.Rename
+	19, // 11: parley.log.v1.Command.create_invite:type_name -> parley.log.v1.CreateInvite
+	20, // 12: parley.log.v1.Command.revoke_invite:type_name -> parley.log.v1.RevokeInvite
+	21, // 13: parley.log.v1.Command.join_by_invite:type_name -> parley.log.v1.JoinByInvite
+	22, // 14: parley.log.v1.Command.follow:type_name -> parley.log.v1.Follow
+	23, // 15: parley.log.v1.Command.block:type_name -> parley.log.v1.Block
+	3,  // 16: parley.log.v1.Command.contact_request:type_name -> parley.log.v1.ContactRequest
+	4,  // 17: parley.log.v1.Command.contact_response:type_name -> parley.log.v1.ContactResponse
+	5,  // 18: parley.log.v1.Command.contact_cancel:type_name -> parley.log.v1.ContactCancel
+	7,  // 19: parley.log.v1.Command.answer_invitation:type_name -> parley.log.v1.AnswerInvitation
+	6,  // 20: parley.log.v1.Command.set_settings:type_name -> parley.log.v1.SetSettings
+	1,  // 21: parley.log.v1.Command.notice:type_name -> parley.log.v1.Notice
+	27, // 22: parley.log.v1.Command.edit_message:type_name -> parley.log.v1.EditMessage
+	28, // 23: parley.log.v1.Command.delete_message:type_name -> parley.log.v1.DeleteMessage
+	29, // 24: parley.log.v1.Command.react:type_name -> parley.log.v1.React
+	11, // 25: parley.log.v1.Command.set_flags:type_name -> parley.log.v1.SetFlags
+	31, // 26: parley.log.v1.Command.head_probe:type_name -> parley.log.v1.HeadProbe
+	10, // 27: parley.log.v1.Command.inbox_deliver:type_name -> parley.log.v1.InboxDeliver
+	2,  // 28: parley.log.v1.Command.announce:type_name -> parley.log.v1.Announce
+	40, // 29: parley.log.v1.InvitationDeclined.time:type_name -> google.protobuf.Timestamp
+	41, // 30: parley.log.v1.ContactChange.action:type_name -> parley.chat.v1.ContactAction
+	40, // 31: parley.log.v1.ContactChange.time:type_name -> google.protobuf.Timestamp
+	42, // 32: parley.log.v1.InboxDeliver.contact_updated:type_name -> parley.chat.v1.ContactUpdated
+	43, // 33: parley.log.v1.InboxDeliver.invitation_updated:type_name -> parley.chat.v1.InvitationUpdated
+	44, // 34: parley.log.v1.CreateConversation.kind:type_name -> parley.chat.v1.ConversationKind
+	45, // 35: parley.log.v1.SetRole.role:type_name -> parley.chat.v1.MemberRole
+	40, // 36: parley.log.v1.BlockChange.time:type_name -> google.protobuf.Timestamp
+	46, // 37: parley.log.v1.PostMessage.attachments:type_name -> parley.chat.v1.Attachment
+	47, // 38: parley.log.v1.PostMessage.contact:type_name -> parley.chat.v1.ContactCard
+	32, // 39: parley.log.v1.HeadProbe.asks:type_name -> parley.log.v1.HeadAsk
+	48, // 40: parley.log.v1.EventRecord.event:type_name -> parley.chat.v1.Event
+	49, // 41: parley.log.v1.EventRecord.receipt:type_name -> parley.chat.v1.Receipt
+	24, // 42: parley.log.v1.EventRecord.block:type_name -> parley.log.v1.BlockChange
+	50, // 43: parley.log.v1.EventRecord.flags:type_name -> parley.chat.v1.ConversationFlags
+	9,  // 44: parley.log.v1.EventRecord.contact:type_name -> parley.log.v1.ContactChange
+	8,  // 45: parley.log.v1.EventRecord.declined:type_name -> parley.log.v1.InvitationDeclined
+	40, // 46: parley.log.v1.NotificationRecord.time:type_name -> google.protobuf.Timestamp
+	51, // 47: parley.log.v1.Outcome.error_code:type_name -> parley.chat.v1.ErrorCode
+	49, // 48: parley.log.v1.Outcome.receipt:type_name -> parley.chat.v1.Receipt
+	50, // 49: parley.log.v1.Outcome.flags:type_name -> parley.chat.v1.ConversationFlags
+	52, // 50: parley.log.v1.Outcome.contact_state:type_name -> parley.chat.v1.ContactState
+	37, // 51: parley.log.v1.PresenceRecord.session:type_name -> parley.log.v1.PresenceSession
+	38, // 52: parley.log.v1.PresenceRecord.beat:type_name -> parley.log.v1.PresenceBeat
+	39, // 53: parley.log.v1.PresenceRecord.seen:type_name -> parley.log.v1.PresenceSeen
+	40, // 54: parley.log.v1.PresenceBeat.at:type_name -> google.protobuf.Timestamp
+	53, // 55: parley.log.v1.PresenceBeat.lease:type_name -> google.protobuf.Duration
+	40, // 56: parley.log.v1.PresenceSeen.last_seen:type_name -> google.protobuf.Timestamp
+	57, // [57:57] is the sub-list for method output_type
+	57, // [57:57] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_parley_log_v1_log_proto_init() }
@@ -3327,6 +3404,7 @@ func file_parley_log_v1_log_proto_init() {
 		(*Command_ContactCancel)(nil),
 		(*Command_AnswerInvitation)(nil),
 		(*Command_SetSettings)(nil),
+		(*Command_Notice)(nil),
 		(*Command_EditMessage)(nil),
 		(*Command_DeleteMessage)(nil),
 		(*Command_React)(nil),
@@ -3335,13 +3413,13 @@ func file_parley_log_v1_log_proto_init() {
 		(*Command_InboxDeliver)(nil),
 		(*Command_Announce)(nil),
 	}
-	file_parley_log_v1_log_proto_msgTypes[5].OneofWrappers = []any{}
-	file_parley_log_v1_log_proto_msgTypes[9].OneofWrappers = []any{
+	file_parley_log_v1_log_proto_msgTypes[6].OneofWrappers = []any{}
+	file_parley_log_v1_log_proto_msgTypes[10].OneofWrappers = []any{
 		(*InboxDeliver_ContactUpdated)(nil),
 		(*InboxDeliver_InvitationUpdated)(nil),
 	}
-	file_parley_log_v1_log_proto_msgTypes[10].OneofWrappers = []any{}
-	file_parley_log_v1_log_proto_msgTypes[35].OneofWrappers = []any{
+	file_parley_log_v1_log_proto_msgTypes[11].OneofWrappers = []any{}
+	file_parley_log_v1_log_proto_msgTypes[36].OneofWrappers = []any{
 		(*PresenceRecord_Session)(nil),
 		(*PresenceRecord_Beat)(nil),
 		(*PresenceRecord_Seen)(nil),
@@ -3352,7 +3430,7 @@ func file_parley_log_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_log_v1_log_proto_rawDesc), len(file_parley_log_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   39,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
