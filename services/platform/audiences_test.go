@@ -2,11 +2,16 @@ package platform_test
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"testing"
 	"time"
 
 	"github.com/parleychat/parley/pkg/sdk"
 	"github.com/parleychat/parley/pkg/server/membership"
+	"github.com/parleychat/parley/services/ingest"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	backendv1 "github.com/parleychat/parley/pkg/pb/parley/backend/v1"
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
@@ -185,5 +190,99 @@ func TestNoticeToAnInbox(t *testing.T) {
 	}
 	if _, err := api.SendNotice(ctx, &backendv1.SendNoticeRequest{UserId: "not a user!", Text: "x", ClientMsgId: "n-3"}); parleyCode(err) != "ERROR_CODE_INVALID_ARGUMENT" {
 		t.Fatalf("a bad user id: %v", err)
+	}
+}
+
+// TestExportUser: an export holds each of the user's conversations as
+// they see it, followed by its whole history (more than a page of it),
+// then their contacts, whom they block and their settings; a call without
+// credentials is refused.
+func TestExportUser(t *testing.T) {
+	e, api, _, stop := startBackend(t)
+	defer stop()
+	ctx := withToken(tctx(t), backendToken)
+	alice, bob := e.dial("alice", "a1", false), e.dial("bob", "b1", false)
+	g, err := alice.CreateGroup(ctx, "team", "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// More than a page, through the backend (a client's frames are
+	// rate-limited).
+	for i := range 230 {
+		if _, err := api.SendMessage(ctx, &backendv1.SendMessageRequest{SenderId: "alice", ConversationId: g.GetConversationId(),
+			ClientMsgId: fmt.Sprint("m", i), Text: fmt.Sprint("m", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := alice.RequestContact(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.RespondContact(ctx, "alice", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.Block(ctx, "mallory"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.SetContactsOnly(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	// What persistence holds trails the answers by a moment: wait for the
+	// last of each.
+	waitHistory(t, alice.Client, g.GetConversationId(), 231)
+	waitHistory(t, alice.Client, alice.InboxID, 4)
+	waitHistory(t, alice.Client, ingest.DirectID("alice", "bob"), 1)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if b, _ := alice.Blocks(ctx); len(b) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the block never stored")
+		}
+	}
+
+	// Without credentials: refused (a stream's error comes with its
+	// first Recv).
+	if s, err := api.ExportUser(tctx(t), &backendv1.ExportUserRequest{UserId: "alice"}); err == nil {
+		if _, err := s.Recv(); status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("an export without credentials: %v", err)
+		}
+	}
+	stream, err := api.ExportUser(ctx, &backendv1.ExportUserRequest{UserId: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := map[string]int{}
+	var convs []string
+	var parts []string
+	for {
+		part, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch p := part.GetPart().(type) {
+		case *backendv1.ExportUserResponse_Conversation:
+			convs = append(convs, p.Conversation.GetConversationId())
+			parts = append(parts, "conversation")
+		case *backendv1.ExportUserResponse_Events:
+			if last := convs[len(convs)-1]; p.Events.GetConversationId() != last {
+				t.Fatalf("events of %s after the summary of %s", p.Events.GetConversationId(), last)
+			}
+			events[p.Events.GetConversationId()] += len(p.Events.GetEvents())
+		case *backendv1.ExportUserResponse_Contacts:
+			parts = append(parts, fmt.Sprint("contacts ", len(p.Contacts.GetContacts()), " ", p.Contacts.GetContacts()[0].GetUserId()))
+		case *backendv1.ExportUserResponse_Blocked:
+			parts = append(parts, fmt.Sprint("blocked ", p.Blocked.GetUserIds()))
+		case *backendv1.ExportUserResponse_Settings:
+			parts = append(parts, fmt.Sprint("contacts only ", p.Settings.GetContactsOnly()))
+		}
+	}
+	if want := "[conversation conversation conversation contacts 1 bob blocked [mallory] contacts only true]"; fmt.Sprint(parts) != want {
+		t.Fatalf("export parts %v, want %s", parts, want)
+	}
+	if events[g.GetConversationId()] != 231 || events[alice.InboxID] != 4 || events[ingest.DirectID("alice", "bob")] != 1 {
+		t.Fatalf("events per conversation %v, want the group's 231, the inbox's 4 and the direct one's 1", events)
 	}
 }

@@ -28,6 +28,376 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ExportUserRequest names the user.
+type ExportUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportUserRequest) Reset() {
+	*x = ExportUserRequest{}
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportUserRequest) ProtoMessage() {}
+
+func (x *ExportUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportUserRequest.ProtoReflect.Descriptor instead.
+func (*ExportUserRequest) Descriptor() ([]byte, []int) {
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ExportUserRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// ExportUserResponse is one part of an export.
+type ExportUserResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Part:
+	//
+	//	*ExportUserResponse_Conversation
+	//	*ExportUserResponse_Events
+	//	*ExportUserResponse_Contacts
+	//	*ExportUserResponse_Blocked
+	//	*ExportUserResponse_Settings
+	Part          isExportUserResponse_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportUserResponse) Reset() {
+	*x = ExportUserResponse{}
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportUserResponse) ProtoMessage() {}
+
+func (x *ExportUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportUserResponse.ProtoReflect.Descriptor instead.
+func (*ExportUserResponse) Descriptor() ([]byte, []int) {
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ExportUserResponse) GetPart() isExportUserResponse_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *ExportUserResponse) GetConversation() *v1.Conversation {
+	if x != nil {
+		if x, ok := x.Part.(*ExportUserResponse_Conversation); ok {
+			return x.Conversation
+		}
+	}
+	return nil
+}
+
+func (x *ExportUserResponse) GetEvents() *ExportEvents {
+	if x != nil {
+		if x, ok := x.Part.(*ExportUserResponse_Events); ok {
+			return x.Events
+		}
+	}
+	return nil
+}
+
+func (x *ExportUserResponse) GetContacts() *ExportContacts {
+	if x != nil {
+		if x, ok := x.Part.(*ExportUserResponse_Contacts); ok {
+			return x.Contacts
+		}
+	}
+	return nil
+}
+
+func (x *ExportUserResponse) GetBlocked() *ExportBlocked {
+	if x != nil {
+		if x, ok := x.Part.(*ExportUserResponse_Blocked); ok {
+			return x.Blocked
+		}
+	}
+	return nil
+}
+
+func (x *ExportUserResponse) GetSettings() *ExportSettings {
+	if x != nil {
+		if x, ok := x.Part.(*ExportUserResponse_Settings); ok {
+			return x.Settings
+		}
+	}
+	return nil
+}
+
+type isExportUserResponse_Part interface {
+	isExportUserResponse_Part()
+}
+
+type ExportUserResponse_Conversation struct {
+	// conversation is one of the user's conversations as they see it;
+	// its events follow.
+	Conversation *v1.Conversation `protobuf:"bytes,1,opt,name=conversation,proto3,oneof"`
+}
+
+type ExportUserResponse_Events struct {
+	// events are a page of the last conversation's history, oldest first.
+	Events *ExportEvents `protobuf:"bytes,2,opt,name=events,proto3,oneof"`
+}
+
+type ExportUserResponse_Contacts struct {
+	// contacts are the user's contact list.
+	Contacts *ExportContacts `protobuf:"bytes,3,opt,name=contacts,proto3,oneof"`
+}
+
+type ExportUserResponse_Blocked struct {
+	// blocked are the users the user blocks.
+	Blocked *ExportBlocked `protobuf:"bytes,4,opt,name=blocked,proto3,oneof"`
+}
+
+type ExportUserResponse_Settings struct {
+	// settings are the user's own.
+	Settings *ExportSettings `protobuf:"bytes,5,opt,name=settings,proto3,oneof"`
+}
+
+func (*ExportUserResponse_Conversation) isExportUserResponse_Part() {}
+
+func (*ExportUserResponse_Events) isExportUserResponse_Part() {}
+
+func (*ExportUserResponse_Contacts) isExportUserResponse_Part() {}
+
+func (*ExportUserResponse_Blocked) isExportUserResponse_Part() {}
+
+func (*ExportUserResponse_Settings) isExportUserResponse_Part() {}
+
+// ExportEvents is a page of one conversation's history.
+type ExportEvents struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Events         []*v1.Event            `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ExportEvents) Reset() {
+	*x = ExportEvents{}
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportEvents) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportEvents) ProtoMessage() {}
+
+func (x *ExportEvents) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportEvents.ProtoReflect.Descriptor instead.
+func (*ExportEvents) Descriptor() ([]byte, []int) {
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ExportEvents) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *ExportEvents) GetEvents() []*v1.Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// ExportContacts is the user's contact list.
+type ExportContacts struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Contacts      []*v1.Contact          `protobuf:"bytes,1,rep,name=contacts,proto3" json:"contacts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportContacts) Reset() {
+	*x = ExportContacts{}
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportContacts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportContacts) ProtoMessage() {}
+
+func (x *ExportContacts) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportContacts.ProtoReflect.Descriptor instead.
+func (*ExportContacts) Descriptor() ([]byte, []int) {
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ExportContacts) GetContacts() []*v1.Contact {
+	if x != nil {
+		return x.Contacts
+	}
+	return nil
+}
+
+// ExportBlocked lists the users the user blocks.
+type ExportBlocked struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserIds       []string               `protobuf:"bytes,1,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportBlocked) Reset() {
+	*x = ExportBlocked{}
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportBlocked) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportBlocked) ProtoMessage() {}
+
+func (x *ExportBlocked) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportBlocked.ProtoReflect.Descriptor instead.
+func (*ExportBlocked) Descriptor() ([]byte, []int) {
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ExportBlocked) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+// ExportSettings are the user's settings.
+type ExportSettings struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContactsOnly  bool                   `protobuf:"varint,1,opt,name=contacts_only,json=contactsOnly,proto3" json:"contacts_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportSettings) Reset() {
+	*x = ExportSettings{}
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportSettings) ProtoMessage() {}
+
+func (x *ExportSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportSettings.ProtoReflect.Descriptor instead.
+func (*ExportSettings) Descriptor() ([]byte, []int) {
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ExportSettings) GetContactsOnly() bool {
+	if x != nil {
+		return x.ContactsOnly
+	}
+	return false
+}
+
 // SendNoticeRequest is a notice to one user.
 type SendNoticeRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -41,7 +411,7 @@ type SendNoticeRequest struct {
 
 func (x *SendNoticeRequest) Reset() {
 	*x = SendNoticeRequest{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[0]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -53,7 +423,7 @@ func (x *SendNoticeRequest) String() string {
 func (*SendNoticeRequest) ProtoMessage() {}
 
 func (x *SendNoticeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[0]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -66,7 +436,7 @@ func (x *SendNoticeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendNoticeRequest.ProtoReflect.Descriptor instead.
 func (*SendNoticeRequest) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{0}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SendNoticeRequest) GetUserId() string {
@@ -103,7 +473,7 @@ type SendNoticeResponse struct {
 
 func (x *SendNoticeResponse) Reset() {
 	*x = SendNoticeResponse{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[1]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -115,7 +485,7 @@ func (x *SendNoticeResponse) String() string {
 func (*SendNoticeResponse) ProtoMessage() {}
 
 func (x *SendNoticeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[1]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -128,7 +498,7 @@ func (x *SendNoticeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendNoticeResponse.ProtoReflect.Descriptor instead.
 func (*SendNoticeResponse) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{1}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SendNoticeResponse) GetConversationId() string {
@@ -168,7 +538,7 @@ type BroadcastRequest struct {
 
 func (x *BroadcastRequest) Reset() {
 	*x = BroadcastRequest{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[2]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -180,7 +550,7 @@ func (x *BroadcastRequest) String() string {
 func (*BroadcastRequest) ProtoMessage() {}
 
 func (x *BroadcastRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[2]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -193,7 +563,7 @@ func (x *BroadcastRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastRequest.ProtoReflect.Descriptor instead.
 func (*BroadcastRequest) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{2}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BroadcastRequest) GetKey() string {
@@ -237,7 +607,7 @@ type BroadcastResponse struct {
 
 func (x *BroadcastResponse) Reset() {
 	*x = BroadcastResponse{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[3]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -249,7 +619,7 @@ func (x *BroadcastResponse) String() string {
 func (*BroadcastResponse) ProtoMessage() {}
 
 func (x *BroadcastResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[3]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -262,7 +632,7 @@ func (x *BroadcastResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastResponse.ProtoReflect.Descriptor instead.
 func (*BroadcastResponse) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{3}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BroadcastResponse) GetConversationId() string {
@@ -309,7 +679,7 @@ type SendMessageRequest struct {
 
 func (x *SendMessageRequest) Reset() {
 	*x = SendMessageRequest{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[4]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -321,7 +691,7 @@ func (x *SendMessageRequest) String() string {
 func (*SendMessageRequest) ProtoMessage() {}
 
 func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[4]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -334,7 +704,7 @@ func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageRequest.ProtoReflect.Descriptor instead.
 func (*SendMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{4}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SendMessageRequest) GetSenderId() string {
@@ -399,7 +769,7 @@ type SendMessageResponse struct {
 
 func (x *SendMessageResponse) Reset() {
 	*x = SendMessageResponse{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[5]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -411,7 +781,7 @@ func (x *SendMessageResponse) String() string {
 func (*SendMessageResponse) ProtoMessage() {}
 
 func (x *SendMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[5]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -424,7 +794,7 @@ func (x *SendMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageResponse.ProtoReflect.Descriptor instead.
 func (*SendMessageResponse) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{5}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SendMessageResponse) GetSeq() uint64 {
@@ -464,7 +834,7 @@ type CreateConversationRequest struct {
 
 func (x *CreateConversationRequest) Reset() {
 	*x = CreateConversationRequest{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[6]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -476,7 +846,7 @@ func (x *CreateConversationRequest) String() string {
 func (*CreateConversationRequest) ProtoMessage() {}
 
 func (x *CreateConversationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[6]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -489,7 +859,7 @@ func (x *CreateConversationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversationRequest.ProtoReflect.Descriptor instead.
 func (*CreateConversationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{6}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateConversationRequest) GetCreatorId() string {
@@ -553,7 +923,7 @@ type CreateConversationResponse struct {
 
 func (x *CreateConversationResponse) Reset() {
 	*x = CreateConversationResponse{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[7]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +935,7 @@ func (x *CreateConversationResponse) String() string {
 func (*CreateConversationResponse) ProtoMessage() {}
 
 func (x *CreateConversationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[7]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +948,7 @@ func (x *CreateConversationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConversationResponse.ProtoReflect.Descriptor instead.
 func (*CreateConversationResponse) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{7}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateConversationResponse) GetConversationId() string {
@@ -616,7 +986,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[8]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +998,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[8]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +1011,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{8}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AddMemberRequest) GetActorId() string {
@@ -683,7 +1053,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[9]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -695,7 +1065,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[9]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -708,7 +1078,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{9}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AddMemberResponse) GetSeq() uint64 {
@@ -739,7 +1109,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[10]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +1121,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[10]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +1134,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{10}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RemoveMemberRequest) GetActorId() string {
@@ -806,7 +1176,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[11]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +1188,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[11]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +1201,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{11}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RemoveMemberResponse) GetSeq() uint64 {
@@ -864,7 +1234,7 @@ type GetHistoryRequest struct {
 
 func (x *GetHistoryRequest) Reset() {
 	*x = GetHistoryRequest{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[12]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -876,7 +1246,7 @@ func (x *GetHistoryRequest) String() string {
 func (*GetHistoryRequest) ProtoMessage() {}
 
 func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[12]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -889,7 +1259,7 @@ func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{12}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetHistoryRequest) GetAsUserId() string {
@@ -938,7 +1308,7 @@ type GetHistoryResponse struct {
 
 func (x *GetHistoryResponse) Reset() {
 	*x = GetHistoryResponse{}
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[13]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -950,7 +1320,7 @@ func (x *GetHistoryResponse) String() string {
 func (*GetHistoryResponse) ProtoMessage() {}
 
 func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_backend_v1_backend_proto_msgTypes[13]
+	mi := &file_parley_backend_v1_backend_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -963,7 +1333,7 @@ func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{13}
+	return file_parley_backend_v1_backend_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetHistoryResponse) GetEvents() []*v1.Event {
@@ -984,7 +1354,25 @@ var File_parley_backend_v1_backend_proto protoreflect.FileDescriptor
 
 const file_parley_backend_v1_backend_proto_rawDesc = "" +
 	"\n" +
-	"\x1fparley/backend/v1/backend.proto\x12\x11parley.backend.v1\x1a\x19parley/chat/v1/chat.proto\"d\n" +
+	"\x1fparley/backend/v1/backend.proto\x12\x11parley.backend.v1\x1a\x19parley/chat/v1/chat.proto\",\n" +
+	"\x11ExportUserRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"\xdb\x02\n" +
+	"\x12ExportUserResponse\x12B\n" +
+	"\fconversation\x18\x01 \x01(\v2\x1c.parley.chat.v1.ConversationH\x00R\fconversation\x129\n" +
+	"\x06events\x18\x02 \x01(\v2\x1f.parley.backend.v1.ExportEventsH\x00R\x06events\x12?\n" +
+	"\bcontacts\x18\x03 \x01(\v2!.parley.backend.v1.ExportContactsH\x00R\bcontacts\x12<\n" +
+	"\ablocked\x18\x04 \x01(\v2 .parley.backend.v1.ExportBlockedH\x00R\ablocked\x12?\n" +
+	"\bsettings\x18\x05 \x01(\v2!.parley.backend.v1.ExportSettingsH\x00R\bsettingsB\x06\n" +
+	"\x04part\"f\n" +
+	"\fExportEvents\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12-\n" +
+	"\x06events\x18\x02 \x03(\v2\x15.parley.chat.v1.EventR\x06events\"E\n" +
+	"\x0eExportContacts\x123\n" +
+	"\bcontacts\x18\x01 \x03(\v2\x17.parley.chat.v1.ContactR\bcontacts\"*\n" +
+	"\rExportBlocked\x12\x19\n" +
+	"\buser_ids\x18\x01 \x03(\tR\auserIds\"5\n" +
+	"\x0eExportSettings\x12#\n" +
+	"\rcontacts_only\x18\x01 \x01(\bR\fcontactsOnly\"d\n" +
 	"\x11SendNoticeRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12\"\n" +
@@ -1057,7 +1445,7 @@ const file_parley_backend_v1_backend_proto_rawDesc = "" +
 	"_after_seq\"^\n" +
 	"\x12GetHistoryResponse\x12-\n" +
 	"\x06events\x18\x01 \x03(\v2\x15.parley.chat.v1.EventR\x06events\x12\x19\n" +
-	"\bhas_more\x18\x02 \x01(\bR\ahasMore2\xa8\x05\n" +
+	"\bhas_more\x18\x02 \x01(\bR\ahasMore2\x85\x06\n" +
 	"\x0eBackendService\x12\\\n" +
 	"\vSendMessage\x12%.parley.backend.v1.SendMessageRequest\x1a&.parley.backend.v1.SendMessageResponse\x12q\n" +
 	"\x12CreateConversation\x12,.parley.backend.v1.CreateConversationRequest\x1a-.parley.backend.v1.CreateConversationResponse\x12V\n" +
@@ -1067,7 +1455,9 @@ const file_parley_backend_v1_backend_proto_rawDesc = "" +
 	"GetHistory\x12$.parley.backend.v1.GetHistoryRequest\x1a%.parley.backend.v1.GetHistoryResponse\x12V\n" +
 	"\tBroadcast\x12#.parley.backend.v1.BroadcastRequest\x1a$.parley.backend.v1.BroadcastResponse\x12Y\n" +
 	"\n" +
-	"SendNotice\x12$.parley.backend.v1.SendNoticeRequest\x1a%.parley.backend.v1.SendNoticeResponseBAZ?github.com/parleychat/parley/pkg/pb/parley/backend/v1;backendv1b\x06proto3"
+	"SendNotice\x12$.parley.backend.v1.SendNoticeRequest\x1a%.parley.backend.v1.SendNoticeResponse\x12[\n" +
+	"\n" +
+	"ExportUser\x12$.parley.backend.v1.ExportUserRequest\x1a%.parley.backend.v1.ExportUserResponse0\x01BAZ?github.com/parleychat/parley/pkg/pb/parley/backend/v1;backendv1b\x06proto3"
 
 var (
 	file_parley_backend_v1_backend_proto_rawDescOnce sync.Once
@@ -1081,47 +1471,64 @@ func file_parley_backend_v1_backend_proto_rawDescGZIP() []byte {
 	return file_parley_backend_v1_backend_proto_rawDescData
 }
 
-var file_parley_backend_v1_backend_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_parley_backend_v1_backend_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_parley_backend_v1_backend_proto_goTypes = []any{
-	(*SendNoticeRequest)(nil),          // 0: parley.backend.v1.SendNoticeRequest
-	(*SendNoticeResponse)(nil),         // 1: parley.backend.v1.SendNoticeResponse
-	(*BroadcastRequest)(nil),           // 2: parley.backend.v1.BroadcastRequest
-	(*BroadcastResponse)(nil),          // 3: parley.backend.v1.BroadcastResponse
-	(*SendMessageRequest)(nil),         // 4: parley.backend.v1.SendMessageRequest
-	(*SendMessageResponse)(nil),        // 5: parley.backend.v1.SendMessageResponse
-	(*CreateConversationRequest)(nil),  // 6: parley.backend.v1.CreateConversationRequest
-	(*CreateConversationResponse)(nil), // 7: parley.backend.v1.CreateConversationResponse
-	(*AddMemberRequest)(nil),           // 8: parley.backend.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),          // 9: parley.backend.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),        // 10: parley.backend.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),       // 11: parley.backend.v1.RemoveMemberResponse
-	(*GetHistoryRequest)(nil),          // 12: parley.backend.v1.GetHistoryRequest
-	(*GetHistoryResponse)(nil),         // 13: parley.backend.v1.GetHistoryResponse
-	(v1.ConversationKind)(0),           // 14: parley.chat.v1.ConversationKind
-	(*v1.Event)(nil),                   // 15: parley.chat.v1.Event
+	(*ExportUserRequest)(nil),          // 0: parley.backend.v1.ExportUserRequest
+	(*ExportUserResponse)(nil),         // 1: parley.backend.v1.ExportUserResponse
+	(*ExportEvents)(nil),               // 2: parley.backend.v1.ExportEvents
+	(*ExportContacts)(nil),             // 3: parley.backend.v1.ExportContacts
+	(*ExportBlocked)(nil),              // 4: parley.backend.v1.ExportBlocked
+	(*ExportSettings)(nil),             // 5: parley.backend.v1.ExportSettings
+	(*SendNoticeRequest)(nil),          // 6: parley.backend.v1.SendNoticeRequest
+	(*SendNoticeResponse)(nil),         // 7: parley.backend.v1.SendNoticeResponse
+	(*BroadcastRequest)(nil),           // 8: parley.backend.v1.BroadcastRequest
+	(*BroadcastResponse)(nil),          // 9: parley.backend.v1.BroadcastResponse
+	(*SendMessageRequest)(nil),         // 10: parley.backend.v1.SendMessageRequest
+	(*SendMessageResponse)(nil),        // 11: parley.backend.v1.SendMessageResponse
+	(*CreateConversationRequest)(nil),  // 12: parley.backend.v1.CreateConversationRequest
+	(*CreateConversationResponse)(nil), // 13: parley.backend.v1.CreateConversationResponse
+	(*AddMemberRequest)(nil),           // 14: parley.backend.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),          // 15: parley.backend.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),        // 16: parley.backend.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),       // 17: parley.backend.v1.RemoveMemberResponse
+	(*GetHistoryRequest)(nil),          // 18: parley.backend.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),         // 19: parley.backend.v1.GetHistoryResponse
+	(*v1.Conversation)(nil),            // 20: parley.chat.v1.Conversation
+	(*v1.Event)(nil),                   // 21: parley.chat.v1.Event
+	(*v1.Contact)(nil),                 // 22: parley.chat.v1.Contact
+	(v1.ConversationKind)(0),           // 23: parley.chat.v1.ConversationKind
 }
 var file_parley_backend_v1_backend_proto_depIdxs = []int32{
-	14, // 0: parley.backend.v1.CreateConversationRequest.kind:type_name -> parley.chat.v1.ConversationKind
-	15, // 1: parley.backend.v1.GetHistoryResponse.events:type_name -> parley.chat.v1.Event
-	4,  // 2: parley.backend.v1.BackendService.SendMessage:input_type -> parley.backend.v1.SendMessageRequest
-	6,  // 3: parley.backend.v1.BackendService.CreateConversation:input_type -> parley.backend.v1.CreateConversationRequest
-	8,  // 4: parley.backend.v1.BackendService.AddMember:input_type -> parley.backend.v1.AddMemberRequest
-	10, // 5: parley.backend.v1.BackendService.RemoveMember:input_type -> parley.backend.v1.RemoveMemberRequest
-	12, // 6: parley.backend.v1.BackendService.GetHistory:input_type -> parley.backend.v1.GetHistoryRequest
-	2,  // 7: parley.backend.v1.BackendService.Broadcast:input_type -> parley.backend.v1.BroadcastRequest
-	0,  // 8: parley.backend.v1.BackendService.SendNotice:input_type -> parley.backend.v1.SendNoticeRequest
-	5,  // 9: parley.backend.v1.BackendService.SendMessage:output_type -> parley.backend.v1.SendMessageResponse
-	7,  // 10: parley.backend.v1.BackendService.CreateConversation:output_type -> parley.backend.v1.CreateConversationResponse
-	9,  // 11: parley.backend.v1.BackendService.AddMember:output_type -> parley.backend.v1.AddMemberResponse
-	11, // 12: parley.backend.v1.BackendService.RemoveMember:output_type -> parley.backend.v1.RemoveMemberResponse
-	13, // 13: parley.backend.v1.BackendService.GetHistory:output_type -> parley.backend.v1.GetHistoryResponse
-	3,  // 14: parley.backend.v1.BackendService.Broadcast:output_type -> parley.backend.v1.BroadcastResponse
-	1,  // 15: parley.backend.v1.BackendService.SendNotice:output_type -> parley.backend.v1.SendNoticeResponse
-	9,  // [9:16] is the sub-list for method output_type
-	2,  // [2:9] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	20, // 0: parley.backend.v1.ExportUserResponse.conversation:type_name -> parley.chat.v1.Conversation
+	2,  // 1: parley.backend.v1.ExportUserResponse.events:type_name -> parley.backend.v1.ExportEvents
+	3,  // 2: parley.backend.v1.ExportUserResponse.contacts:type_name -> parley.backend.v1.ExportContacts
+	4,  // 3: parley.backend.v1.ExportUserResponse.blocked:type_name -> parley.backend.v1.ExportBlocked
+	5,  // 4: parley.backend.v1.ExportUserResponse.settings:type_name -> parley.backend.v1.ExportSettings
+	21, // 5: parley.backend.v1.ExportEvents.events:type_name -> parley.chat.v1.Event
+	22, // 6: parley.backend.v1.ExportContacts.contacts:type_name -> parley.chat.v1.Contact
+	23, // 7: parley.backend.v1.CreateConversationRequest.kind:type_name -> parley.chat.v1.ConversationKind
+	21, // 8: parley.backend.v1.GetHistoryResponse.events:type_name -> parley.chat.v1.Event
+	10, // 9: parley.backend.v1.BackendService.SendMessage:input_type -> parley.backend.v1.SendMessageRequest
+	12, // 10: parley.backend.v1.BackendService.CreateConversation:input_type -> parley.backend.v1.CreateConversationRequest
+	14, // 11: parley.backend.v1.BackendService.AddMember:input_type -> parley.backend.v1.AddMemberRequest
+	16, // 12: parley.backend.v1.BackendService.RemoveMember:input_type -> parley.backend.v1.RemoveMemberRequest
+	18, // 13: parley.backend.v1.BackendService.GetHistory:input_type -> parley.backend.v1.GetHistoryRequest
+	8,  // 14: parley.backend.v1.BackendService.Broadcast:input_type -> parley.backend.v1.BroadcastRequest
+	6,  // 15: parley.backend.v1.BackendService.SendNotice:input_type -> parley.backend.v1.SendNoticeRequest
+	0,  // 16: parley.backend.v1.BackendService.ExportUser:input_type -> parley.backend.v1.ExportUserRequest
+	11, // 17: parley.backend.v1.BackendService.SendMessage:output_type -> parley.backend.v1.SendMessageResponse
+	13, // 18: parley.backend.v1.BackendService.CreateConversation:output_type -> parley.backend.v1.CreateConversationResponse
+	15, // 19: parley.backend.v1.BackendService.AddMember:output_type -> parley.backend.v1.AddMemberResponse
+	17, // 20: parley.backend.v1.BackendService.RemoveMember:output_type -> parley.backend.v1.RemoveMemberResponse
+	19, // 21: parley.backend.v1.BackendService.GetHistory:output_type -> parley.backend.v1.GetHistoryResponse
+	9,  // 22: parley.backend.v1.BackendService.Broadcast:output_type -> parley.backend.v1.BroadcastResponse
+	7,  // 23: parley.backend.v1.BackendService.SendNotice:output_type -> parley.backend.v1.SendNoticeResponse
+	1,  // 24: parley.backend.v1.BackendService.ExportUser:output_type -> parley.backend.v1.ExportUserResponse
+	17, // [17:25] is the sub-list for method output_type
+	9,  // [9:17] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_parley_backend_v1_backend_proto_init() }
@@ -1129,14 +1536,21 @@ func file_parley_backend_v1_backend_proto_init() {
 	if File_parley_backend_v1_backend_proto != nil {
 		return
 	}
-	file_parley_backend_v1_backend_proto_msgTypes[12].OneofWrappers = []any{}
+	file_parley_backend_v1_backend_proto_msgTypes[1].OneofWrappers = []any{
+		(*ExportUserResponse_Conversation)(nil),
+		(*ExportUserResponse_Events)(nil),
+		(*ExportUserResponse_Contacts)(nil),
+		(*ExportUserResponse_Blocked)(nil),
+		(*ExportUserResponse_Settings)(nil),
+	}
+	file_parley_backend_v1_backend_proto_msgTypes[18].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_backend_v1_backend_proto_rawDesc), len(file_parley_backend_v1_backend_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

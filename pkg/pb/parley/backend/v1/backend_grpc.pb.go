@@ -32,6 +32,7 @@ const (
 	BackendService_GetHistory_FullMethodName         = "/parley.backend.v1.BackendService/GetHistory"
 	BackendService_Broadcast_FullMethodName          = "/parley.backend.v1.BackendService/Broadcast"
 	BackendService_SendNotice_FullMethodName         = "/parley.backend.v1.BackendService/SendNotice"
+	BackendService_ExportUser_FullMethodName         = "/parley.backend.v1.BackendService/ExportUser"
 )
 
 // BackendServiceClient is the client API for BackendService service.
@@ -66,6 +67,11 @@ type BackendServiceClient interface {
 	// resumed by those that were offline, and notified to a device that is
 	// not connected like a message.
 	SendNotice(ctx context.Context, in *SendNoticeRequest, opts ...grpc.CallOption) (*SendNoticeResponse, error)
+	// ExportUser streams what Parley holds of user_id, for a data-access
+	// request: each conversation they are in as they see it, followed by
+	// its whole history as they read it, then their contacts, whom they
+	// block and their settings. At most 200 conversations (the list's cap).
+	ExportUser(ctx context.Context, in *ExportUserRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportUserResponse], error)
 }
 
 type backendServiceClient struct {
@@ -146,6 +152,25 @@ func (c *backendServiceClient) SendNotice(ctx context.Context, in *SendNoticeReq
 	return out, nil
 }
 
+func (c *backendServiceClient) ExportUser(ctx context.Context, in *ExportUserRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportUserResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &BackendService_ServiceDesc.Streams[0], BackendService_ExportUser_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExportUserRequest, ExportUserResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BackendService_ExportUserClient = grpc.ServerStreamingClient[ExportUserResponse]
+
 // BackendServiceServer is the server API for BackendService service.
 // All implementations must embed UnimplementedBackendServiceServer
 // for forward compatibility.
@@ -178,6 +203,11 @@ type BackendServiceServer interface {
 	// resumed by those that were offline, and notified to a device that is
 	// not connected like a message.
 	SendNotice(context.Context, *SendNoticeRequest) (*SendNoticeResponse, error)
+	// ExportUser streams what Parley holds of user_id, for a data-access
+	// request: each conversation they are in as they see it, followed by
+	// its whole history as they read it, then their contacts, whom they
+	// block and their settings. At most 200 conversations (the list's cap).
+	ExportUser(*ExportUserRequest, grpc.ServerStreamingServer[ExportUserResponse]) error
 	mustEmbedUnimplementedBackendServiceServer()
 }
 
@@ -208,6 +238,9 @@ func (UnimplementedBackendServiceServer) Broadcast(context.Context, *BroadcastRe
 }
 func (UnimplementedBackendServiceServer) SendNotice(context.Context, *SendNoticeRequest) (*SendNoticeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SendNotice not implemented")
+}
+func (UnimplementedBackendServiceServer) ExportUser(*ExportUserRequest, grpc.ServerStreamingServer[ExportUserResponse]) error {
+	return status.Error(codes.Unimplemented, "method ExportUser not implemented")
 }
 func (UnimplementedBackendServiceServer) mustEmbedUnimplementedBackendServiceServer() {}
 func (UnimplementedBackendServiceServer) testEmbeddedByValue()                        {}
@@ -356,6 +389,17 @@ func _BackendService_SendNotice_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _BackendService_ExportUser_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportUserRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(BackendServiceServer).ExportUser(m, &grpc.GenericServerStream[ExportUserRequest, ExportUserResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BackendService_ExportUserServer = grpc.ServerStreamingServer[ExportUserResponse]
+
 // BackendService_ServiceDesc is the grpc.ServiceDesc for BackendService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -392,6 +436,12 @@ var BackendService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _BackendService_SendNotice_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ExportUser",
+			Handler:       _BackendService_ExportUser_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "parley/backend/v1/backend.proto",
 }
