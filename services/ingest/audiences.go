@@ -54,7 +54,7 @@ func decideAnnounce(convs map[string]*conversation, cmd *logv1.Command, _ int, o
 	key := dedupKey{cmd.GetUserId(), cmd.GetClientMsgId()}
 	c := convs[cmd.GetConversationId()]
 	switch {
-	case cmd.GetConversationId() != membership.AudienceID(a.GetSelector()):
+	case cmd.GetConversationId() != membership.AudienceID(a.GetSelector()) || cmd.GetClientMsgId() == "":
 		// Prepare derives the id; only a forged command lands here.
 		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "a broadcast goes to its selector's audience"
 		return decision{out: out}

@@ -38,7 +38,7 @@ func derive(src *logv1.Command, n int, conv, user string) *logv1.Command {
 func decideInbox(convs map[string]*conversation, cmd *logv1.Command, out *logv1.Outcome, now time.Time) decision {
 	d := cmd.GetInboxDeliver()
 	owner := d.GetOwnerId()
-	if owner == "" || cmd.GetConversationId() != membership.InboxID(owner) || d.GetItem() == nil {
+	if owner == "" || cmd.GetConversationId() != membership.InboxID(owner) || d.GetItem() == nil || cmd.GetClientMsgId() == "" {
 		// Only the sequencer writes these; a bug or a foreign writer.
 		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "inbox item without its owner's inbox or an item"
 		return decision{out: out}
@@ -152,7 +152,7 @@ func prepareNotice(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 func decideNotice(convs map[string]*conversation, cmd *logv1.Command, _ int, out *logv1.Outcome, now time.Time) decision {
 	n := cmd.GetNotice()
 	owner := n.GetOwnerId()
-	if cmd.GetConversationId() != membership.InboxID(owner) {
+	if cmd.GetConversationId() != membership.InboxID(owner) || cmd.GetClientMsgId() == "" {
 		// Prepare derives it; only a forged command lands here.
 		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "a notice goes to its user's inbox"
 		return decision{out: out}

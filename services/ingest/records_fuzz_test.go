@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"fmt"
+	"github.com/parleychat/parley/pkg/server/membership"
 	"testing"
 	"time"
 
@@ -48,6 +49,19 @@ func FuzzSequencerRecords(f *testing.F) {
 		deleteCmd("g1", "bob", "d2", 2),
 		reactCmd("g1", "bob", "r1", 2, "👍", false),
 		reactCmd("g1", "alice", "r2", 2, "👍", true),
+		contactCmd("alice", &logv1.ContactRequest{UserId: "bob"}),
+		contactCmd("bob", &logv1.ContactResponse{UserId: "alice", Accept: true}),
+		contactCmd("alice", &logv1.ContactCancel{UserId: "bob"}),
+		answerCmd("g1", "carol", true),
+		announceCmd("b-1", "region=eu", "maintenance"),
+		{CommandId: "n", UserId: "system", ClientMsgId: "n-1", Body: &logv1.Command_Notice{Notice: &logv1.Notice{OwnerId: "dave", Text: "hi"}}},
+		{CommandId: "s", UserId: "bob", Body: &logv1.Command_SetSettings{SetSettings: &logv1.SetSettings{ContactsOnly: proto.Bool(true)}}},
+		{CommandId: "i", ConversationId: membership.InboxID("bob"), UserId: "alice", ClientMsgId: "parley:x", Body: &logv1.Command_InboxDeliver{InboxDeliver: &logv1.InboxDeliver{
+			OwnerId: "bob", Item: &logv1.InboxDeliver_ContactUpdated{ContactUpdated: &chatv1.ContactUpdated{UserId: "alice", OwnerId: "bob"}}}}},
+	}
+	for _, c := range seedCmds[len(seedCmds)-8:] {
+		// As ingest would have them: ids derived.
+		Prepare(c)
 	}
 	for _, c := range seedCmds {
 		b, _ := proto.Marshal(c)
@@ -113,6 +127,10 @@ func FuzzSequencerRecords(f *testing.F) {
 			checkBlock(t, convs, cmd, last, ev, out)
 			return
 		}
+		if f := familyOf(cmd); f != nil && (f.decideMore != nil || f.handOn != nil) {
+			checkDecision(t, convs, cmd)
+			return
+		}
 		if ev == nil {
 			if out.GetErrorCode() == chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED && !out.GetDuplicate() {
 				t.Fatalf("no event, no error and no duplicate: %v", out)
@@ -127,6 +145,50 @@ func FuzzSequencerRecords(f *testing.F) {
 			t.Fatalf("second decision of the same command: event %v outcome %v, want a duplicate of seq %d", again, dup, out.GetSeq())
 		}
 	})
+}
+
+// checkDecision is the oracle for a command whose decision may log
+// several records and hand commands on (contacts, inboxes, invitations,
+// audiences, settings, notices): every event it logs, and every event
+// the commands it hands on log in turn, takes its conversation's next
+// seq; deciding the command again logs no event; and nothing panics.
+func checkDecision(t *testing.T, convs map[string]*conversation, cmd *logv1.Command) {
+	t.Helper()
+	queue := []*logv1.Command{cmd}
+	for n := 0; len(queue) > 0 && n < 50; n++ {
+		next := queue[0]
+		queue = queue[1:]
+		last := map[string]uint64{}
+		for id, c := range convs {
+			last[id] = c.lastSeq
+		}
+		d := decideCommand(convs, next, 10, time.Unix(0, 0))
+		if d.out == nil {
+			t.Fatal("no outcome")
+		}
+		for _, r := range d.recs {
+			ev := r.GetEvent()
+			if ev == nil {
+				continue
+			}
+			if ev.GetSeq() != last[ev.GetConversationId()]+1 {
+				t.Fatalf("%T logged seq %d of %s after %d", next.GetBody(), ev.GetSeq(), ev.GetConversationId(), last[ev.GetConversationId()])
+			}
+			last[ev.GetConversationId()] = ev.GetSeq()
+		}
+		if len(d.recs) > 0 && d.out.GetErrorCode() != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+			t.Fatalf("refused (%v) yet logged %v", d.out, d.recs)
+		}
+		if len(d.recs) > 0 {
+			again := decideCommand(convs, next, 10, time.Unix(0, 0))
+			for _, r := range again.recs {
+				if r.GetEvent() != nil {
+					t.Fatalf("%T decided twice logged %v", next.GetBody(), r)
+				}
+			}
+		}
+		queue = append(queue, d.derived...)
+	}
 }
 
 // checkMark is the oracle for a decided mark: it never takes a seq, logs a
