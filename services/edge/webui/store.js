@@ -226,10 +226,14 @@ function postedPreview(c, seq, mp) {
 
 // countsAsUnread is the one definition of unread (docs/PROTOCOL.md,
 // "Unread"; the server's history.CountsAsUnread): a message posted by
-// someone else. Creation, membership, edits, deletes and reactions do
-// not count.
+// someone else, or an inbox item asking for an answer (a contact request
+// to the user, an invitation). Creation, membership, edits, deletes and
+// reactions do not count.
 export function countsAsUnread(ev) {
-  return !!ev.messagePosted && ev.senderId !== myId();
+  if (ev.messagePosted) return ev.senderId !== myId();
+  if (ev.contactUpdated) return ev.contactUpdated.action === 'CONTACT_ACTION_REQUESTED' && !ev.contactUpdated.outgoing;
+  if (ev.invitationUpdated) return ev.invitationUpdated.action === 'INVITATION_ACTION_INVITED';
+  return false;
 }
 
 // countUnread folds a pushed event after the user's read position into

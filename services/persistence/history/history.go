@@ -195,14 +195,25 @@ func ListOrder(a, b *chatv1.Conversation) int {
 const UnreadCap = 100
 
 // CountsAsUnread reports whether ev, after user's read position, counts
-// toward user's unread count: a message posted by someone else. Creation,
-// membership, role, invite, edit, delete and reaction events do not, nor
-// does anything user sent (posting moves one's read position anyway). A
-// message deleted since it was posted still counts, as it did for a
-// client that counted it live. Clients counting pushed events apply the
-// same rule, so a live count and a listed one agree.
+// toward user's unread count: a message posted by someone else, or an
+// inbox item that asks the user for an answer (a contact request to them,
+// an invitation). Creation, membership, role, invite, edit, delete and
+// reaction events do not, nor does anything user sent (posting moves
+// one's read position anyway). A message deleted since it was posted
+// still counts, as it did for a client that counted it live. Clients
+// counting pushed events apply the same rule, so a live count and a
+// listed one agree.
 func CountsAsUnread(ev *chatv1.Event, user string) bool {
-	return ev.GetMessagePosted() != nil && ev.GetSenderId() != user
+	switch {
+	case ev.GetMessagePosted() != nil:
+		return ev.GetSenderId() != user
+	case ev.GetContactUpdated() != nil:
+		u := ev.GetContactUpdated()
+		return u.GetAction() == chatv1.ContactAction_CONTACT_ACTION_REQUESTED && !u.GetOutgoing()
+	case ev.GetInvitationUpdated() != nil:
+		return ev.GetInvitationUpdated().GetAction() == chatv1.InvitationAction_INVITATION_ACTION_INVITED
+	}
+	return false
 }
 
 // ClampLimit applies the default and the cap to a page size.

@@ -203,6 +203,19 @@ func runContacts(t *testing.T, open func(*testing.T) history.Store) {
 			t.Fatalf("turned off: %v, %v", sum, err)
 		}
 	})
+	t.Run("RequestsCountAsUnread", func(t *testing.T) {
+		// Items asking the owner for an answer count as unread; their own
+		// request and answers do not.
+		s := open(t)
+		recs := Inbox("alice", []string{"bob", "carol", "dave"}, []chatv1.ContactState{incoming, outgoing, contact})
+		recs[2].GetEvent().GetContactUpdated().Outgoing = true
+		recs[3].GetEvent().GetContactUpdated().Action = chatv1.ContactAction_CONTACT_ACTION_ACCEPTED
+		apply(t, s, recs...)
+		l, err := s.Conversations(context.Background(), "alice", history.ListQuery{})
+		if err != nil || len(l) != 1 || l[0].GetUnreadCount() != 1 {
+			t.Fatalf("alice's inbox listed %v, %v; want 1 unread (bob's request)", l, err)
+		}
+	})
 	t.Run("ItemWithoutOwnerRefused", func(t *testing.T) {
 		s := open(t)
 		recs := Inbox("alice", []string{"bob"}, []chatv1.ContactState{outgoing})
