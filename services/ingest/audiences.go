@@ -3,10 +3,8 @@ package ingest
 import (
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/server/auth"
 	"github.com/parleychat/parley/pkg/server/membership"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	logv1 "github.com/parleychat/parley/pkg/pb/parley/log/v1"
@@ -62,30 +60,14 @@ func decideAnnounce(convs map[string]*conversation, cmd *logv1.Command, _ int, o
 		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "not an audience"
 		return decision{out: out}
 	}
-	if c != nil {
-		if seq, ok := c.applied[key]; ok {
-			out.Seq, out.Duplicate = seq, true
-			return decision{out: out}
-		}
-	} else {
-		c = newConversation(cmd.GetConversationId())
-		convs[c.id] = c
+	c, seq, dup := applied(convs, cmd.GetConversationId(), key)
+	if dup {
+		out.Seq, out.Duplicate = seq, true
+		return decision{out: out}
 	}
-	d := decision{out: out}
-	event := func() *chatv1.Event {
-		return &chatv1.Event{ConversationId: c.id, EventId: uuid.Must(uuid.NewV7()).String(), SenderId: cmd.GetUserId(),
-			SenderDeviceId: cmd.GetDeviceId(), Time: timestamppb.New(now)}
-	}
-	if !c.exists() {
-		created := event()
-		created.Body = &chatv1.Event_ConversationCreated{ConversationCreated: &chatv1.ConversationCreated{
-			Kind: chatv1.ConversationKind_CONVERSATION_KIND_AUDIENCE, Title: a.GetSelector(),
-			MemberIds: []string{membership.AudienceMember(a.GetSelector())}}}
-		d.recs = append(d.recs, c.appendEvent(created, cmd.GetCommandId()))
-	}
-	post := event()
-	post.ClientMsgId = cmd.GetClientMsgId()
-	post.Body = &chatv1.Event_MessagePosted{MessagePosted: &chatv1.MessagePosted{Text: a.GetText(), Links: FindLinks(a.GetText()), System: true}}
+	d := decision{out: out, recs: c.create(chatv1.ConversationKind_CONVERSATION_KIND_AUDIENCE, a.GetSelector(),
+		membership.AudienceMember(a.GetSelector()), cmd.GetUserId(), cmd, now)}
+	post := c.systemPost(cmd, a.GetText(), now)
 	d.recs = append(d.recs, c.appendEvent(post, cmd.GetCommandId()))
 	out.Seq = post.GetSeq()
 	return d

@@ -45,40 +45,21 @@ func decideInbox(convs map[string]*conversation, cmd *logv1.Command, out *logv1.
 	}
 	// Items have no sender (Parley writes them; the item says who did
 	// what), so their ids are remembered under none.
-	key := dedupKey{"", cmd.GetClientMsgId()}
-	c := convs[cmd.GetConversationId()]
-	if c != nil {
-		if seq, ok := c.applied[key]; ok {
-			out.Seq, out.Duplicate = seq, true
-			return decision{out: out}
-		}
+	c, seq, dup := applied(convs, cmd.GetConversationId(), dedupKey{"", cmd.GetClientMsgId()})
+	if dup {
+		out.Seq, out.Duplicate = seq, true
+		return decision{out: out}
 	}
-	if c == nil {
-		c = newConversation(cmd.GetConversationId())
-		convs[c.id] = c
-	}
-	var dec decision
-	if !c.exists() {
-		created := &chatv1.Event{ConversationId: c.id, EventId: uuid.Must(uuid.NewV7()).String(), SenderId: owner, Time: timestamppb.New(now),
-			Body: &chatv1.Event_ConversationCreated{ConversationCreated: &chatv1.ConversationCreated{
-				Kind: chatv1.ConversationKind_CONVERSATION_KIND_INBOX, MemberIds: []string{owner}}}}
-		dec.recs = append(dec.recs, c.appendEvent(created, cmd.GetCommandId()))
-	}
-	item := &chatv1.Event{ConversationId: c.id, EventId: uuid.Must(uuid.NewV7()).String(), Time: timestamppb.New(now),
-		ClientMsgId: cmd.GetClientMsgId()}
+	dec := decision{recs: c.createInbox(owner, cmd, now)}
+	item := c.newEvent("", "", now)
+	item.ClientMsgId = cmd.GetClientMsgId()
 	switch it := d.GetItem().(type) {
 	case *logv1.InboxDeliver_ContactUpdated:
 		item.Body = &chatv1.Event_ContactUpdated{ContactUpdated: it.ContactUpdated}
 	case *logv1.InboxDeliver_InvitationUpdated:
 		item.Body = &chatv1.Event_InvitationUpdated{InvitationUpdated: it.InvitationUpdated}
 	}
-	rec := c.appendEvent(item, cmd.GetCommandId())
-	if c.flags[owner].GetMuted() {
-		// An owner who muted their inbox gets no offline notification
-		// of it, as for any conversation.
-		rec.MutedIds = []string{owner}
-	}
-	dec.recs = append(dec.recs, rec)
+	dec.recs = append(dec.recs, c.appendInboxItem(owner, item, cmd.GetCommandId()))
 	out.ConversationId, out.Seq = c.id, item.GetSeq()
 	dec.out = out
 	return dec
@@ -106,24 +87,14 @@ func decideSettings(convs map[string]*conversation, cmd *logv1.Command, _ int, o
 		return decision{out: out}
 	}
 	want := cmd.GetSetSettings().GetContactsOnly()
-	c := convs[cmd.GetConversationId()]
-	if c.exists() && c.sum.GetContactsOnly() == want {
+	if c := convs[cmd.GetConversationId()]; c.exists() && c.sum.GetContactsOnly() == want {
 		out.Seq, out.Duplicate = c.lastSeq, true
 		return decision{out: out}
 	}
-	if c == nil {
-		c = newConversation(cmd.GetConversationId())
-		convs[c.id] = c
-	}
-	var d decision
-	if !c.exists() {
-		created := &chatv1.Event{ConversationId: c.id, EventId: uuid.Must(uuid.NewV7()).String(), SenderId: user, Time: timestamppb.New(now),
-			Body: &chatv1.Event_ConversationCreated{ConversationCreated: &chatv1.ConversationCreated{
-				Kind: chatv1.ConversationKind_CONVERSATION_KIND_INBOX, MemberIds: []string{user}}}}
-		d.recs = append(d.recs, c.appendEvent(created, cmd.GetCommandId()))
-	}
-	ev := &chatv1.Event{ConversationId: c.id, EventId: uuid.Must(uuid.NewV7()).String(), SenderId: user, SenderDeviceId: cmd.GetDeviceId(),
-		Time: timestamppb.New(now), Body: &chatv1.Event_SettingsChanged{SettingsChanged: &chatv1.SettingsChanged{ContactsOnly: want}}}
+	c, _, _ := applied(convs, cmd.GetConversationId(), dedupKey{})
+	d := decision{recs: c.createInbox(user, cmd, now)}
+	ev := c.newEvent(user, cmd.GetDeviceId(), now)
+	ev.Body = &chatv1.Event_SettingsChanged{SettingsChanged: &chatv1.SettingsChanged{ContactsOnly: want}}
 	d.recs = append(d.recs, c.appendEvent(ev, cmd.GetCommandId()))
 	out.Seq = ev.GetSeq()
 	d.out = out
@@ -157,34 +128,70 @@ func decideNotice(convs map[string]*conversation, cmd *logv1.Command, _ int, out
 		out.ErrorCode, out.ErrorMessage = chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "a notice goes to its user's inbox"
 		return decision{out: out}
 	}
-	key := dedupKey{cmd.GetUserId(), cmd.GetClientMsgId()}
-	c := convs[cmd.GetConversationId()]
-	if c != nil {
-		if seq, ok := c.applied[key]; ok {
-			out.Seq, out.Duplicate = seq, true
-			return decision{out: out}
-		}
-	} else {
-		c = newConversation(cmd.GetConversationId())
-		convs[c.id] = c
+	c, seq, dup := applied(convs, cmd.GetConversationId(), dedupKey{cmd.GetUserId(), cmd.GetClientMsgId()})
+	if dup {
+		out.Seq, out.Duplicate = seq, true
+		return decision{out: out}
 	}
-	d := decision{out: out}
-	if !c.exists() {
-		created := &chatv1.Event{ConversationId: c.id, EventId: uuid.Must(uuid.NewV7()).String(), SenderId: owner, Time: timestamppb.New(now),
-			Body: &chatv1.Event_ConversationCreated{ConversationCreated: &chatv1.ConversationCreated{
-				Kind: chatv1.ConversationKind_CONVERSATION_KIND_INBOX, MemberIds: []string{owner}}}}
-		d.recs = append(d.recs, c.appendEvent(created, cmd.GetCommandId()))
+	d := decision{out: out, recs: c.createInbox(owner, cmd, now)}
+	post := c.systemPost(cmd, n.GetText(), now)
+	d.recs = append(d.recs, c.appendInboxItem(owner, post, cmd.GetCommandId()))
+	out.Seq = post.GetSeq()
+	return d
+}
+
+// applied returns the aggregate of conversation id, made empty if it has
+// none, and the seq key was applied at, if it was.
+func applied(convs map[string]*conversation, id string, key dedupKey) (c *conversation, seq uint64, dup bool) {
+	c = convs[id]
+	if c == nil {
+		c = newConversation(id)
+		convs[id] = c
+		return c, 0, false
 	}
-	post := &chatv1.Event{ConversationId: c.id, EventId: uuid.Must(uuid.NewV7()).String(), SenderId: cmd.GetUserId(),
-		SenderDeviceId: cmd.GetDeviceId(), Time: timestamppb.New(now), ClientMsgId: cmd.GetClientMsgId(),
-		Body: &chatv1.Event_MessagePosted{MessagePosted: &chatv1.MessagePosted{Text: n.GetText(), Links: FindLinks(n.GetText()), System: true}}}
-	rec := c.appendEvent(post, cmd.GetCommandId())
+	seq, dup = c.applied[key]
+	return c, seq, dup
+}
+
+// createInbox creates c as owner's inbox (its seq 1) if it does not exist
+// yet: the record to log, or none.
+func (c *conversation) createInbox(owner string, cmd *logv1.Command, now time.Time) []*logv1.EventRecord {
+	return c.create(chatv1.ConversationKind_CONVERSATION_KIND_INBOX, "", owner, owner, cmd, now)
+}
+
+// create creates c (its seq 1) of kind, with title and its one member,
+// by sender, if it does not exist yet: the record to log, or none.
+func (c *conversation) create(kind chatv1.ConversationKind, title, member, sender string, cmd *logv1.Command, now time.Time) []*logv1.EventRecord {
+	if c.exists() {
+		return nil
+	}
+	ev := c.newEvent(sender, "", now)
+	ev.Body = &chatv1.Event_ConversationCreated{ConversationCreated: &chatv1.ConversationCreated{Kind: kind, Title: title, MemberIds: []string{member}}}
+	return []*logv1.EventRecord{c.appendEvent(ev, cmd.GetCommandId())}
+}
+
+// newEvent is an event of c by sender at now, its seq and body to come.
+func (c *conversation) newEvent(sender, device string, now time.Time) *chatv1.Event {
+	return &chatv1.Event{ConversationId: c.id, EventId: uuid.Must(uuid.NewV7()).String(), SenderId: sender, SenderDeviceId: device, Time: timestamppb.New(now)}
+}
+
+// systemPost is the application's message text, by cmd's user and device
+// under its client message id, its seq to come.
+func (c *conversation) systemPost(cmd *logv1.Command, text string, now time.Time) *chatv1.Event {
+	ev := c.newEvent(cmd.GetUserId(), cmd.GetDeviceId(), now)
+	ev.ClientMsgId = cmd.GetClientMsgId()
+	ev.Body = &chatv1.Event_MessagePosted{MessagePosted: &chatv1.MessagePosted{Text: text, Links: FindLinks(text), System: true}}
+	return ev
+}
+
+// appendInboxItem appends ev to owner's inbox c: an owner who muted their
+// inbox gets no offline notification of it, as for any conversation.
+func (c *conversation) appendInboxItem(owner string, ev *chatv1.Event, commandID string) *logv1.EventRecord {
+	rec := c.appendEvent(ev, commandID)
 	if c.flags[owner].GetMuted() {
 		rec.MutedIds = []string{owner}
 	}
-	d.recs = append(d.recs, rec)
-	out.Seq = post.GetSeq()
-	return d
+	return rec
 }
 
 // appendEvent gives ev the conversation's next seq and folds it in, as

@@ -84,26 +84,42 @@ func unread(ctx context.Context, snap *pebble.Snapshot, conv, user string, read 
 func (s *Store) ConversationFor(ctx context.Context, conv, user string) (*chatv1.Conversation, error) {
 	snap := s.db.NewSnapshot()
 	defer snap.Close()
-	c, err := getConversation(snap, conv)
+	c, _, err := asRead(snap, conv, user)
 	if err != nil {
 		return nil, err
 	}
-	read, _, err := getRead(snap, conv, user)
+	return c, countUnread(ctx, snap, c, user)
+}
+
+// asRead is conv's summary as user reads it (read position, own flags;
+// countUnread adds the unread count), and when that position or those
+// flags last changed (the later of the two, Unix nanoseconds).
+func asRead(snap *pebble.Snapshot, conv, user string) (*chatv1.Conversation, int64, error) {
+	c, err := getConversation(snap, conv)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
+	}
+	read, readChanged, err := getRead(snap, conv, user)
+	if err != nil {
+		return nil, 0, err
 	}
 	flags, err := getFlags(snap, user, conv)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	c.ReadSeq = read
-	if read < c.GetLastSeq() {
-		if c.UnreadCount, err = unread(ctx, snap, conv, user, read); err != nil {
-			return nil, err
-		}
-	}
 	c.Muted, c.Pinned = flags.f.GetMuted(), flags.f.GetPinned()
-	return c, nil
+	return c, max(readChanged, flags.changed), nil
+}
+
+// countUnread sets c's unread count for user, who has read to c.ReadSeq.
+func countUnread(ctx context.Context, snap *pebble.Snapshot, c *chatv1.Conversation, user string) error {
+	if c.GetReadSeq() >= c.GetLastSeq() {
+		return nil
+	}
+	var err error
+	c.UnreadCount, err = unread(ctx, snap, c.GetConversationId(), user, c.GetReadSeq())
+	return err
 }
 
 // Conversations implements history.Store. It reads from one snapshot, so
@@ -124,19 +140,11 @@ func (s *Store) Conversations(ctx context.Context, user string, q history.ListQu
 	var out []*chatv1.Conversation
 	for ok := it.First(); ok; ok = it.Next() {
 		conv := string(it.Key()[len(prefix):])
-		c, err := getConversation(snap, conv)
+		c, userChanged, err := asRead(snap, conv, user)
 		if err != nil {
 			return nil, err
 		}
-		read, readChanged, err := getRead(snap, conv, user)
-		if err != nil {
-			return nil, err
-		}
-		flags, err := getFlags(snap, user, conv)
-		if err != nil {
-			return nil, err
-		}
-		if since != 0 && readChanged < since && flags.changed < since {
+		if since != 0 && userChanged < since {
 			changed, err := getChanged(snap, conv)
 			if err != nil {
 				return nil, err
@@ -145,13 +153,9 @@ func (s *Store) Conversations(ctx context.Context, user string, q history.ListQu
 				continue
 			}
 		}
-		c.ReadSeq = read
-		if read < c.GetLastSeq() {
-			if c.UnreadCount, err = unread(ctx, snap, conv, user, read); err != nil {
-				return nil, err
-			}
+		if err := countUnread(ctx, snap, c, user); err != nil {
+			return nil, err
 		}
-		c.Muted, c.Pinned = flags.f.GetMuted(), flags.f.GetPinned()
 		out = append(out, c)
 	}
 	if err := it.Error(); err != nil {
