@@ -16,6 +16,7 @@ import (
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
 	"github.com/parleychat/parley/pkg/sdk"
 	"github.com/parleychat/parley/pkg/server/auth"
+	"github.com/parleychat/parley/pkg/server/membership"
 	"github.com/parleychat/parley/services/edge"
 	"github.com/parleychat/parley/services/platform"
 	"google.golang.org/grpc"
@@ -664,6 +665,15 @@ func TestWebChatAnnouncements(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.waitHas(alice, "alice", `T('#messages')`, "Done")
+	// The reload reads the audience from history: wait until it is stored.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := w.p.Store().Conversation(context.Background(), membership.AudienceID("region=eu")); err == nil && c.GetLastSeq() == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second broadcast never stored")
+		}
+	}
 	if err := chromedp.Run(alice, chromedp.Reload()); err != nil {
 		t.Fatal(err)
 	}
