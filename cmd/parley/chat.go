@@ -424,9 +424,9 @@ func (ch *chat) do(ctx context.Context, line string) error {
 			ch.printf("%2d. %-24s %s\n", i+1, title(c, ch.me), c.GetLastMessagePreview())
 		}
 	case "/open":
-		var n int
-		if len(fields) != 2 || func() bool { _, err := fmt.Sscan(fields[1], &n); return err != nil }() {
-			return fmt.Errorf("usage: /open N")
+		n, err := number(fields)
+		if err != nil {
+			return err
 		}
 		ch.mu.Lock()
 		if n < 1 || n > len(ch.list) {
@@ -555,9 +555,9 @@ func (ch *chat) do(ctx context.Context, line string) error {
 			ch.printf("anyone can start a chat with you now\n")
 		}
 	case "/join", "/refuse":
-		var n int
-		if len(fields) != 2 || func() bool { _, err := fmt.Sscan(fields[1], &n); return err != nil }() {
-			return fmt.Errorf("usage: %s N", fields[0])
+		n, err := number(fields)
+		if err != nil {
+			return err
 		}
 		ch.mu.Lock()
 		if n < 1 || n > len(ch.invites) {
@@ -587,6 +587,18 @@ func (ch *chat) do(ctx context.Context, line string) error {
 		return err
 	}
 	return nil
+}
+
+// number is the N of a command "/cmd N" (one of a listing).
+func number(fields []string) (int, error) {
+	var n int
+	if len(fields) != 2 {
+		return 0, fmt.Errorf("usage: %s N", fields[0])
+	}
+	if _, err := fmt.Sscan(fields[1], &n); err != nil {
+		return 0, fmt.Errorf("usage: %s N", fields[0])
+	}
+	return n, nil
 }
 
 func (ch *chat) history(ctx context.Context, conv string) error {

@@ -34,14 +34,20 @@ func prepareAnnounce(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 	if !auth.ValidSelector(a.GetSelector()) {
 		return chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "an audience is one attribute, key=value: key 1-32 of a-z 0-9 _ -, value 1-64 bytes"
 	}
-	if code, msg := validText(a.GetText()); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+	if code, msg := validNotice(a.GetText()); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
 		return code, msg
-	}
-	if a.GetText() == "" {
-		return chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "a broadcast needs text"
 	}
 	cmd.ConversationId = membership.AudienceID(a.GetSelector())
 	return chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, ""
+}
+
+// validNotice checks the text of what the application posts as itself (a
+// broadcast, a notice): valid text, and some.
+func validNotice(text string) (chatv1.ErrorCode, string) {
+	if text == "" {
+		return chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "a notice needs text"
+	}
+	return validText(text)
 }
 
 // decideAnnounce posts a broadcast, creating its audience (seq 1) first if

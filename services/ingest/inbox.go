@@ -107,11 +107,8 @@ func prepareNotice(cmd *logv1.Command) (chatv1.ErrorCode, string) {
 	if !auth.ValidUserID(n.GetOwnerId()) {
 		return chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "invalid user id"
 	}
-	if code, msg := validText(n.GetText()); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+	if code, msg := validNotice(n.GetText()); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
 		return code, msg
-	}
-	if n.GetText() == "" {
-		return chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "a notice needs text"
 	}
 	cmd.ConversationId = membership.InboxID(n.GetOwnerId())
 	return chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED, ""

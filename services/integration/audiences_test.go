@@ -8,8 +8,6 @@ import (
 
 	"github.com/parleychat/parley/pkg/sdk"
 	"github.com/parleychat/parley/pkg/server/membership"
-	"github.com/parleychat/parley/pkg/server/mtls"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
 	backendv1 "github.com/parleychat/parley/pkg/pb/parley/backend/v1"
@@ -26,16 +24,7 @@ func TestAudienceBroadcastOnTheStack(t *testing.T) {
 	c := startClusterEdges(t, s, [2][]string{backendArgs(t), nil})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var tlsSrc *mtls.Source
-	if f := mtls.FromEnv(""); f.Enabled() {
-		tlsSrc = open(t, f)
-	}
-	cc, err := grpc.NewClient(flagValue(t, c.procs["edge0"].args, "-backend-addr"), mtls.DialOption(tlsSrc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	api := backendv1.NewBackendServiceClient(cc)
+	api := backendClient(t, c)
 	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+backendToken)
 
 	// A region of this run's own, so the stack's earlier runs do not

@@ -30,6 +30,23 @@ func backendArgs(t *testing.T) []string {
 	return []string{"-backend-addr", freeAddr(t), "-backend-tokens-file", file}
 }
 
+// backendClient dials edge0's backend API (started with backendArgs),
+// with the stack's internal mTLS when it runs with it (stack.sh env), which
+// the backend API then asks for too; the client is closed with the test.
+func backendClient(t *testing.T, c *cluster) backendv1.BackendServiceClient {
+	t.Helper()
+	var tlsSrc *mtls.Source
+	if f := mtls.FromEnv(""); f.Enabled() {
+		tlsSrc = open(t, f)
+	}
+	cc, err := grpc.NewClient(flagValue(t, c.procs["edge0"].args, "-backend-addr"), mtls.DialOption(tlsSrc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return backendv1.NewBackendServiceClient(cc)
+}
+
 // TestBackendAPIOnTheStack (real stack): an application's server, through
 // edge0's backend API, creates a group as a bot and posts to it; alice on
 // edge1 gets both events, and history on Cassandra has the message. A
@@ -39,18 +56,7 @@ func TestBackendAPIOnTheStack(t *testing.T) {
 	c := startClusterEdges(t, s, [2][]string{backendArgs(t), nil})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	// The stack's services run with internal mTLS (stack.sh env), which
-	// the backend API then asks for too.
-	var tlsSrc *mtls.Source
-	if f := mtls.FromEnv(""); f.Enabled() {
-		tlsSrc = open(t, f)
-	}
-	cc, err := grpc.NewClient(flagValue(t, c.procs["edge0"].args, "-backend-addr"), mtls.DialOption(tlsSrc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	api := backendv1.NewBackendServiceClient(cc)
+	api := backendClient(t, c)
 	create := &backendv1.CreateConversationRequest{CreatorId: "bot-news", Kind: chatv1.ConversationKind_CONVERSATION_KIND_GROUP,
 		Title: "news", MemberIds: []string{"alice"}, ClientMsgId: "create-news"}
 	if _, err := api.CreateConversation(ctx, create); status.Code(err) != codes.Unauthenticated {

@@ -11,7 +11,6 @@ import (
 	"github.com/parleychat/parley/pkg/sdk"
 	"github.com/parleychat/parley/pkg/server/logread"
 	"github.com/parleychat/parley/pkg/server/membership"
-	"github.com/parleychat/parley/pkg/server/mtls"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/parleychat/parley/pkg/server/topics/topicstest"
 	"github.com/parleychat/parley/services/persistence"
@@ -19,7 +18,6 @@ import (
 	"github.com/parleychat/parley/services/persistence/history/historytest"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
 	backendv1 "github.com/parleychat/parley/pkg/pb/parley/backend/v1"
@@ -128,15 +126,8 @@ func TestReplayIntoCassandra(t *testing.T) {
 	must("decline", err)
 	// A broadcast to this run's own audience, which the comparison
 	// covers as it covers a user.
-	var tlsSrc *mtls.Source
-	if f := mtls.FromEnv(""); f.Enabled() {
-		tlsSrc = open(t, f)
-	}
-	gc, err := grpc.NewClient(flagValue(t, c.procs["edge0"].args, "-backend-addr"), mtls.DialOption(tlsSrc))
-	must("backend client", err)
-	defer gc.Close()
 	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+backendToken)
-	_, err = backendv1.NewBackendServiceClient(gc).Broadcast(authed, &backendv1.BroadcastRequest{Key: "run", Value: run, Text: "replayed", ClientMsgId: "b-1"})
+	_, err = backendClient(t, c).Broadcast(authed, &backendv1.BroadcastRequest{Key: "run", Value: run, Text: "replayed", ClientMsgId: "b-1"})
 	must("broadcast", err)
 	for cl, last := range map[*sdk.Client]uint64{a: 5, b: 6, cc: 3} {
 		waitExists(t, ctx, cl, cl.InboxID)

@@ -46,16 +46,24 @@ func (w *webhook) snapshot() ([]fanout.Notification, []string) {
 	return append([]fanout.Notification(nil), w.got...), append([]string(nil), w.bad...)
 }
 
+// startNotifying starts the platform with its notifier posting to a
+// webhook of the test's, signed with "notify-secret".
+func startNotifying(t *testing.T) (*webhook, *env, func()) {
+	t.Helper()
+	hook := &webhook{}
+	srv := httptest.NewServer(hook)
+	t.Cleanup(srv.Close)
+	e, stop := startWith(t, platform.Config{DataDir: t.TempDir(),
+		Notify: fanout.NotifyConfig{Webhook: srv.URL, Secret: []byte("notify-secret"), Backoff: 10 * time.Millisecond}})
+	return hook, e, stop
+}
+
 // TestOfflineNotificationsReachTheWebhook: a message to a group notifies,
 // through the webhook, the members with no connected device, and neither
 // the member who is online, nor the offline one who muted the
 // conversation, nor the sender; without -notify-text no text leaves.
 func TestOfflineNotificationsReachTheWebhook(t *testing.T) {
-	hook := &webhook{}
-	srv := httptest.NewServer(hook)
-	defer srv.Close()
-	e, stop := startWith(t, platform.Config{DataDir: t.TempDir(),
-		Notify: fanout.NotifyConfig{Webhook: srv.URL, Secret: []byte("notify-secret"), Backoff: 10 * time.Millisecond}})
+	hook, e, stop := startNotifying(t)
 	defer stop()
 	ctx := tctx(t)
 
@@ -187,11 +195,7 @@ func grepLines(s, sub string) string {
 // kinds of their own from who asked; the same to a connected user, and
 // the asker's own inbox item, do not.
 func TestContactRequestNotifiesOfflineUser(t *testing.T) {
-	hook := &webhook{}
-	srv := httptest.NewServer(hook)
-	defer srv.Close()
-	e, stop := startWith(t, platform.Config{DataDir: t.TempDir(),
-		Notify: fanout.NotifyConfig{Webhook: srv.URL, Secret: []byte("notify-secret"), Backoff: 10 * time.Millisecond}})
+	hook, e, stop := startNotifying(t)
 	defer stop()
 	ctx := tctx(t)
 	alice := e.dial("alice", "alice-phone", false)
