@@ -50,7 +50,8 @@ type decision struct {
 
 // decideCommand decides one command (see decide), for every family.
 func decideCommand(convs map[string]*conversation, cmd *logv1.Command, maxMembers int, now time.Time) decision {
-	if f := familyOf(cmd); f != nil && f.decideMore != nil {
+	f := familyOf(cmd)
+	if f != nil && f.decideMore != nil {
 		out := &logv1.Outcome{CommandId: cmd.GetCommandId(), ConversationId: cmd.GetConversationId(), ClientMsgId: cmd.GetClientMsgId()}
 		return f.decideMore(convs, cmd, maxMembers, out, now)
 	}
@@ -58,7 +59,7 @@ func decideCommand(convs map[string]*conversation, cmd *logv1.Command, maxMember
 	d := decision{out: out}
 	if rec != nil {
 		d.recs = []*logv1.EventRecord{rec}
-		if f := familyOf(cmd); f != nil && f.handOn != nil {
+		if f != nil && f.handOn != nil {
 			d.derived = f.handOn(convs, cmd, rec)
 		}
 	}
