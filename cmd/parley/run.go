@@ -18,6 +18,7 @@ func runCmd(args []string) int {
 	httpAddr := fs.String("http", daemon.Env("PARLEY_HTTP_ADDR", "127.0.0.1:8080"), "WebSocket endpoint and web page address (PARLEY_HTTP_ADDR)")
 	adminAddr := fs.String("admin", daemon.Env("PARLEY_ADMIN_ADDR", "127.0.0.1:8100"), "the edge's /healthz, /readyz, /metrics and, with PARLEY_PPROF=1, /debug/pprof (PARLEY_ADMIN_ADDR)")
 	kafkaPort := fs.Int("kafka-port", 0, "embedded Kafka port (0: any free port)")
+	syncWrites := kafkaSyncFlag(fs)
 	var limits edge.Limits
 	limits.RegisterFlags(fs)
 	var backend edge.BackendFlags
@@ -41,7 +42,7 @@ func runCmd(args []string) int {
 	// The edge serves /healthz, /readyz and every service's /metrics on -admin.
 	return daemon.Run(log, "", nil, func(ctx context.Context) error {
 		p, err := platform.Start(ctx, platform.Config{
-			DataDir: *dataDir, HTTPAddr: *httpAddr, AdminAddr: *adminAddr, Limits: limits, KafkaPort: *kafkaPort,
+			DataDir: *dataDir, HTTPAddr: *httpAddr, AdminAddr: *adminAddr, Limits: limits, KafkaPort: *kafkaPort, KafkaSyncWrites: *syncWrites,
 			JWTSecret: secret(), DevTokens: true, InsecureDev: *insecureDev, Logger: log, TracerProvider: tp,
 			BackendAddr: backend.Addr, BackendTokens: backendTokens, BackendRate: backend.Rate, Notify: notify,
 		})
@@ -89,10 +90,11 @@ func kfakeCmd(args []string) int {
 	fs := flag.NewFlagSet("parley kfake", flag.ExitOnError)
 	dataDir := fs.String("data", daemon.Env("PARLEY_DATA_DIR", "data/kafka"), "folder for the log (PARLEY_DATA_DIR)")
 	port := fs.Int("port", 9092, "listen port on 127.0.0.1")
+	syncWrites := kafkaSyncFlag(fs)
 	daemon.Parse(fs, args)
 	log := daemon.Logger()
 	return daemon.Run(log, "", nil, func(ctx context.Context) error {
-		c, err := platform.OpenKafka(ctx, *dataDir, *port)
+		c, err := platform.OpenKafka(ctx, *dataDir, *port, *syncWrites)
 		if err != nil {
 			return err
 		}
@@ -101,4 +103,10 @@ func kfakeCmd(args []string) int {
 		<-ctx.Done()
 		return nil
 	})
+}
+
+// kafkaSyncFlag is -kafka-sync-writes, shared by run and kfake.
+func kafkaSyncFlag(fs *flag.FlagSet) *bool {
+	return fs.Bool("kafka-sync-writes", daemon.Env("PARLEY_KAFKA_SYNC_WRITES", "") == "1",
+		"fsync every embedded Kafka batch before acknowledging it, so an accepted message survives a power loss; slower under load (PARLEY_KAFKA_SYNC_WRITES=1). Off, the log is written before each answer (any process crash keeps it) and flushed to disk every second")
 }

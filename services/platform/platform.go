@@ -25,7 +25,6 @@ import (
 	"github.com/parleychat/parley/services/presence"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -43,8 +42,11 @@ type Config struct {
 	Limits edge.Limits
 	// KafkaPort is kfake's port, 0 for any.
 	KafkaPort int
-	JWTSecret []byte
-	DevTokens bool
+	// KafkaSyncWrites fsyncs every batch before it is acknowledged
+	// (OpenKafka); otherwise the log is flushed every KafkaFlushEvery.
+	KafkaSyncWrites bool
+	JWTSecret       []byte
+	DevTokens       bool
 	// InsecureDev lets DevTokens or the public dev secret serve on a
 	// non-loopback HTTPAddr (edge.Config.InsecureDev).
 	InsecureDev bool
@@ -77,7 +79,7 @@ type Config struct {
 
 // Platform is a started platform.
 type Platform struct {
-	Kafka       *kfake.Cluster
+	Kafka       *Kafka
 	Presence    []*presence.Service
 	Persistence *persistence.Service
 	Ingest      *ingest.Service
@@ -110,7 +112,7 @@ func Start(ctx context.Context, cfg Config) (p *Platform, err error) {
 		}
 	}()
 	p = started
-	if p.Kafka, err = OpenKafka(ctx, filepath.Join(cfg.DataDir, "kafka"), cfg.KafkaPort); err != nil {
+	if p.Kafka, err = OpenKafka(ctx, filepath.Join(cfg.DataDir, "kafka"), cfg.KafkaPort, cfg.KafkaSyncWrites); err != nil {
 		return nil, fmt.Errorf("platform: %w", err)
 	}
 	brokers := p.Kafka.ListenAddrs()
