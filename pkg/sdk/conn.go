@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/parleychat/parley/pkg/wire"
@@ -57,8 +60,11 @@ func (c *Client) connect(ctx context.Context, token, device string, resume []*cl
 	if c.opts.JSON {
 		sub = wire.SubprotocolJSON
 	}
-	ws, _, err := websocket.Dial(ctx, c.opts.URL, &websocket.DialOptions{HTTPClient: c.opts.HTTPClient, Subprotocols: []string{sub}})
+	ws, hresp, err := websocket.Dial(ctx, c.opts.URL, &websocket.DialOptions{HTTPClient: c.opts.HTTPClient, Subprotocols: []string{sub}})
 	if err != nil {
+		if after, ok := retryAfter(hresp); ok {
+			err = &BusyError{RetryAfter: after, Err: err}
+		}
 		return nil, nil, fmt.Errorf("dial %s: %w", c.opts.URL, err)
 	}
 	ws.SetReadLimit(readLimit)
@@ -221,4 +227,31 @@ func lost(cause error) error {
 		return ErrConnectionLost
 	}
 	return fmt.Errorf("%w: %w", ErrConnectionLost, cause)
+}
+
+// BusyError is a dial the server refused for now (HTTP 429 or 503, as an
+// edge taking a reconnect storm in turn answers): try again after
+// RetryAfter, which the server has already spread out.
+type BusyError struct {
+	RetryAfter time.Duration
+	Err        error
+}
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("server busy, retry after %v: %v", e.RetryAfter, e.Err)
+}
+
+func (e *BusyError) Unwrap() error { return e.Err }
+
+// retryAfter reads a refused upgrade's Retry-After (in seconds), if the
+// refusal was one that asks for a later try.
+func retryAfter(resp *http.Response) (time.Duration, bool) {
+	if resp == nil || (resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusTooManyRequests) {
+		return 0, false
+	}
+	secs, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+	if err != nil || secs < 0 {
+		return 0, false
+	}
+	return time.Duration(min(secs, 3600)) * time.Second, true
 }

@@ -46,6 +46,10 @@ type fakeEdge struct {
 	retryAfter time.Duration
 	// gate, when set, holds every new WebSocket handshake until closed.
 	gate chan struct{}
+	// busy refuses that many upgrades as an edge taking a storm in turn
+	// does: 503 with Retry-After busyAfter (whole seconds).
+	busy      int
+	busyAfter string
 
 	// accepted gets every authenticated connection.
 	accepted chan *fakeConn
@@ -81,7 +85,16 @@ func (e *fakeEdge) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	e.mu.Lock()
 	gate := e.gate
+	busy := e.busy > 0
+	if busy {
+		e.busy--
+	}
 	e.mu.Unlock()
+	if busy {
+		w.Header().Set("Retry-After", e.busyAfter)
+		http.Error(w, "busy", http.StatusServiceUnavailable)
+		return
+	}
 	if gate != nil {
 		select {
 		case <-gate:

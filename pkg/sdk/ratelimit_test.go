@@ -134,3 +134,45 @@ func TestRedialWaitsOutTooManyConnections(t *testing.T) {
 	}
 	accept(t, e)
 }
+
+// TestRedialWaitsOutABusyEdge: a redial whose upgrade the edge refused
+// with 503 and Retry-After (a node letting a reconnect storm in turn)
+// waits that long before the next, though the policy's own backoff is
+// milliseconds; a Retry-After it cannot read leaves the backoff alone.
+func TestRedialWaitsOutABusyEdge(t *testing.T) {
+	for _, tc := range []struct {
+		header string
+		want   time.Duration
+	}{{"1", time.Second}, {"soon", 0}} {
+		t.Run(tc.header, func(t *testing.T) {
+			e := newFakeEdge(t)
+			c := dialFake(t, e, Options{Reconnect: fast()})
+			fc := accept(t, e)
+			e.mu.Lock()
+			e.busy, e.busyAfter = 1, tc.header
+			e.mu.Unlock()
+			fc.ws.Close(1001, "going away")
+			deadline := time.After(wait)
+			for {
+				var s StateChange
+				select {
+				case s = <-c.States():
+				case <-deadline:
+					t.Fatal("no redial was refused")
+				}
+				if s.State != StateReconnecting || s.Attempt == 0 {
+					continue
+				}
+				var be *BusyError
+				if got := errors.As(s.Err, &be); got != (tc.want > 0) {
+					t.Fatalf("redial after a 503 with Retry-After %q: error %v, BusyError %v", tc.header, s.Err, got)
+				}
+				if s.Delay < tc.want || (tc.want == 0 && s.Delay >= time.Second) {
+					t.Fatalf("redial after a 503 with Retry-After %q waits %v, want at least %v", tc.header, s.Delay, tc.want)
+				}
+				break
+			}
+			accept(t, e)
+		})
+	}
+}

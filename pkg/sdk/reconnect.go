@@ -193,6 +193,9 @@ func (c *Client) redial(cause error) (*conn, error) {
 			// ours, says when another is welcome.
 			delay = max(delay, we.RetryAfter)
 		}
+		if be := (*BusyError)(nil); errors.As(cause, &be) {
+			delay = max(delay, be.RetryAfter)
+		}
 		c.state(StateChange{State: StateReconnecting, Err: cause, Attempt: attempt, Delay: delay})
 		if errors.Is(cause, ErrEventBufferFull) {
 			// Coming back at once would only refill the buffer the app is

@@ -84,6 +84,13 @@ func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 		refuseIP(w)
 		return
 	}
+	// The turn comes before the upgrade: a connection waiting for it
+	// costs a parked goroutine and its buffers, no work.
+	if wait := s.lim.handshakeTurn(r.Context()); wait > 0 {
+		s.lim.releaseIP(ip)
+		refuseBusy(w, wait)
+		return
+	}
 	heard := new(atomic.Int64)
 	opts := s.lim.acceptOptions(heard)
 	opts.Subprotocols = []string{wire.SubprotocolProto, wire.SubprotocolJSON}

@@ -46,6 +46,9 @@ func (l *Limits) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&l.MaxResumeCursors, "max-resume-cursors", daemon.EnvInt("PARLEY_MAX_RESUME_CURSORS", l.MaxResumeCursors),
 		"distinct conversations one authenticate may resume (PARLEY_MAX_RESUME_CURSORS)")
 	count(&l.ResumeConcurrency, "resume-concurrency", "PARLEY_RESUME_CONCURRENCY", "resumes this node runs at once (more wait their turn; -limits-off keeps it)")
+	rate(&l.Handshakes, "handshake-rate", "PARLEY_HANDSHAKE_RATE", "WebSocket upgrades this node starts (more wait their turn; -limits-off keeps it)")
+	fs.DurationVar(&l.HandshakeWait, "handshake-wait", daemon.EnvDuration("PARLEY_HANDSHAKE_WAIT", l.HandshakeWait),
+		"longest a new connection waits for its turn to upgrade before it is answered 503 with a Retry-After (PARLEY_HANDSHAKE_WAIT)")
 	fs.DurationVar(&l.PingInterval, "ping-interval", daemon.EnvDuration("PARLEY_PING_INTERVAL", l.PingInterval),
 		"how often the edge pings each authenticated client (PARLEY_PING_INTERVAL)")
 	fs.DurationVar(&l.IdleTimeout, "idle-timeout", daemon.EnvDuration("PARLEY_IDLE_TIMEOUT", l.IdleTimeout),

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -157,6 +158,15 @@ type Limits struct {
 	// persistence in front of live traffic. -1: no bound. It stays with
 	// Off: it is capacity, not a defence.
 	ResumeConcurrency int
+	// Handshakes bounds the WebSocket upgrades this node starts, and
+	// HandshakeWait how long a new connection may wait for its turn; past
+	// that it is answered 503 with a jittered Retry-After. A reconnect
+	// storm is let in at a pace the node can serve beside its live
+	// traffic rather than all at once. Its default scales with the cores
+	// (DefaultHandshakesPerCore); like ResumeConcurrency it stays with
+	// Off: it is capacity, not a defence.
+	Handshakes    Rate
+	HandshakeWait time.Duration
 	// PingInterval is how often the edge pings an authenticated client;
 	// a ping unanswered within Config.WriteTimeout closes the connection.
 	PingInterval time.Duration
@@ -186,6 +196,8 @@ func DefaultLimits() Limits {
 		QueueBytes:        4 << 20,
 		MaxResumeCursors:  MaxResumeCursors,
 		ResumeConcurrency: DefaultResumeConcurrency,
+		Handshakes:        DefaultHandshakes(),
+		HandshakeWait:     2 * time.Second,
 		PingInterval:      30 * time.Second,
 		IdleTimeout:       90 * time.Second,
 	}
@@ -215,6 +227,12 @@ func (l *Limits) defaults() {
 	intDefault(&l.QueueBytes, d.QueueBytes)
 	intDefault(&l.MaxResumeCursors, d.MaxResumeCursors)
 	intDefault(&l.ResumeConcurrency, d.ResumeConcurrency)
+	if l.Handshakes == (Rate{}) {
+		l.Handshakes = d.Handshakes
+	}
+	if l.HandshakeWait == 0 {
+		l.HandshakeWait = d.HandshakeWait
+	}
 	if l.PingInterval == 0 {
 		l.PingInterval = d.PingInterval
 	}
@@ -230,10 +248,55 @@ func intDefault(v *int, d int) {
 }
 
 // DefaultResumeConcurrency is Limits.ResumeConcurrency's default. In a
-// 10,000-device storm on parley run (2 cores; parley-bench -only storm)
-// 256 resumed everyone in 9.4 s with the chatters' p99 at 623 ms; 64 took
-// 17.7 s (736 ms), no bound 9.0 s (2,668 ms).
-const DefaultResumeConcurrency = 256
+// 10,000-device storm on parley run (2 cores; parley-bench -only storm,
+// upgrades paced, the embedded Kafka not syncing every batch) 64 resumed
+// everyone in 6.4 s with the chatters' p99 at 102 ms, 16 took 11.3 s
+// (64 ms), and 256 5.1 s (172 ms).
+const DefaultResumeConcurrency = 64
+
+// DefaultHandshakesPerCore paces a node's WebSocket upgrades, per core
+// (GOMAXPROCS). In a 10,000-device storm on parley run (2 cores shared
+// with the storm's client; parley-bench -only storm) upgrades let in as
+// fast as they came (about 3,000/s) held the chatters' p99 at 134 ms,
+// paced at 2,400/s at 68-117 ms and at 2,200/s at 64 ms, still 2,193
+// connects a second (docs/BENCHMARKS.md).
+const DefaultHandshakesPerCore = 1100
+
+// DefaultHandshakes is Limits.Handshakes's default: DefaultHandshakesPerCore
+// per core, a tenth of a second's worth at once.
+func DefaultHandshakes() Rate {
+	n := DefaultHandshakesPerCore * runtime.GOMAXPROCS(0)
+	return Rate{Events: float64(n), Per: time.Second, Burst: max(n/10, 1)}
+}
+
+// handshakeTurn waits for a new connection's turn to upgrade, as
+// Handshakes paces them. It returns 0 to go ahead, or, when the turn is
+// further off than HandshakeWait (or the client left meanwhile), how long
+// the client should wait before it tries again.
+func (l *limiter) handshakeTurn(ctx context.Context) time.Duration {
+	if l.handshakes == nil {
+		return 0
+	}
+	r := l.handshakes.Reserve()
+	wait := r.Delay()
+	if wait == 0 {
+		return 0
+	}
+	if !r.OK() || wait > l.cfg.HandshakeWait {
+		r.Cancel()
+		l.refused[limitHandshakes].Add(1)
+		return max(wait, time.Second)
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return 0
+	case <-ctx.Done():
+		r.Cancel()
+		return time.Second
+	}
+}
 
 // resumeTurn waits for a resume's turn, at most wait; the returned func
 // ends it. Past wait the resume goes ahead anyway: the bound keeps a storm
@@ -267,10 +330,11 @@ const (
 	limitBlocks
 	limitConnsPerUser
 	limitConnsPerIP
+	limitHandshakes
 	limitKinds
 )
 
-var limitNames = [limitKinds]string{"conn_messages", "user_messages", "conn_requests", "user_requests", "group_ops", "blocks", "conns_per_user", "conns_per_ip"}
+var limitNames = [limitKinds]string{"conn_messages", "user_messages", "conn_requests", "user_requests", "group_ops", "blocks", "conns_per_user", "conns_per_ip", "handshakes"}
 
 // limiter keeps the node's per-user and per-address state.
 type limiter struct {
@@ -278,6 +342,8 @@ type limiter struct {
 	// resumes holds a token per resume running (ResumeConcurrency); nil
 	// for no bound.
 	resumes chan struct{}
+	// handshakes paces the upgrades (Handshakes); nil for no bound.
+	handshakes *rate.Limiter
 	// mu guards users and ips; a leaf in the lock order (package doc).
 	mu    sync.Mutex
 	users map[string]*userLimits
@@ -302,6 +368,7 @@ func newLimiter(cfg Limits, reg *prometheus.Registry) *limiter {
 	if cfg.ResumeConcurrency > 0 {
 		l.resumes = make(chan struct{}, cfg.ResumeConcurrency)
 	}
+	l.handshakes = cfg.Handshakes.limiter()
 	for kind, name := range limitNames {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "parley_rate_limited_total", ConstLabels: prometheus.Labels{"service": "edge", "limit": name},
@@ -467,6 +534,15 @@ func (l *limiter) acceptOptions(heard *atomic.Int64) *websocket.AcceptOptions {
 		o.OriginPatterns = l.cfg.AllowedOrigins
 	}
 	return o
+}
+
+// refuseBusy answers an upgrade that would wait too long for its turn:
+// come back after about wait, spread over as long again so the clients
+// refused together do not return together.
+func refuseBusy(w http.ResponseWriter, wait time.Duration) {
+	secs := int((wait + time.Second - 1) / time.Second)
+	w.Header().Set("Retry-After", strconv.Itoa(secs+rand.IntN(secs+1)))
+	http.Error(w, "this node is taking connections in turn: retry after the Retry-After seconds", http.StatusServiceUnavailable)
 }
 
 // refuseIP answers an upgrade over the per-address cap.

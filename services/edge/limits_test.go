@@ -3,8 +3,10 @@ package edge
 import (
 	"context"
 	"flag"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -78,6 +80,9 @@ func TestLimitFlags(t *testing.T) {
 	off.defaults()
 	if !off.ConnMessages.Off || !off.Blocks.Off || off.ConnsPerUser != -1 || off.ConnsPerIP != -1 {
 		t.Errorf("-limits-off left limits on: %+v", off)
+	}
+	if off.Handshakes != DefaultHandshakes() || off.ResumeConcurrency != DefaultResumeConcurrency {
+		t.Errorf("-limits-off changed the capacity bounds: %+v", off)
 	}
 	if off.QueueBytes != DefaultLimits().QueueBytes || off.MaxOutstanding != DefaultLimits().MaxOutstanding {
 		t.Errorf("-limits-off changed the bounds: %+v", off)
@@ -453,5 +458,63 @@ func TestResumeTurns(t *testing.T) {
 	}
 	if unbounded := newLimiter(Limits{ResumeConcurrency: -1}, metrics.NewRegistry()); unbounded.resumes != nil {
 		t.Fatal("-1 bounded the resumes")
+	}
+}
+
+func TestHandshakeTurns(t *testing.T) {
+	ctx := context.Background()
+	l := newLimiter(Limits{Handshakes: Rate{Events: 10, Per: time.Second, Burst: 1}, HandshakeWait: time.Second}, metrics.NewRegistry())
+	if wait := l.handshakeTurn(ctx); wait != 0 {
+		t.Fatalf("the first handshake was refused for %v", wait)
+	}
+	start := time.Now()
+	if wait := l.handshakeTurn(ctx); wait != 0 {
+		t.Fatalf("a handshake within the wait was refused for %v", wait)
+	}
+	if waited := time.Since(start); waited < 50*time.Millisecond {
+		t.Fatalf("the second handshake went ahead after %v, want about its 100 ms turn", waited)
+	}
+
+	short := newLimiter(Limits{Handshakes: Rate{Events: 1, Per: time.Minute, Burst: 1}, HandshakeWait: 10 * time.Millisecond}, metrics.NewRegistry())
+	short.handshakeTurn(ctx)
+	if wait := short.handshakeTurn(ctx); wait < 50*time.Second {
+		t.Fatalf("a handshake a minute from its turn was told to come back in %v", wait)
+	}
+	if n := short.refused[limitHandshakes].Load(); n != 1 {
+		t.Fatalf("%d refusals counted, want 1", n)
+	}
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	waiting := newLimiter(Limits{Handshakes: Rate{Events: 1, Per: time.Minute, Burst: 1}, HandshakeWait: time.Hour}, metrics.NewRegistry())
+	waiting.handshakeTurn(ctx)
+	if wait := waiting.handshakeTurn(gone); wait == 0 {
+		t.Fatal("a client that left was let in")
+	}
+	if off := newLimiter(Limits{Handshakes: Rate{Off: true}}, metrics.NewRegistry()); off.handshakeTurn(ctx) != 0 || off.handshakeTurn(ctx) != 0 {
+		t.Fatal("handshakes paced with the pace off")
+	}
+}
+
+func TestRefuseBusySpreadsRetries(t *testing.T) {
+	for _, tc := range []struct {
+		wait     time.Duration
+		min, max int
+	}{{time.Second, 1, 2}, {2500 * time.Millisecond, 3, 6}} {
+		seen := map[int]bool{}
+		for range 200 {
+			w := httptest.NewRecorder()
+			refuseBusy(w, tc.wait)
+			if w.Code != http.StatusServiceUnavailable {
+				t.Fatalf("refusal answered %d", w.Code)
+			}
+			after, err := strconv.Atoi(w.Header().Get("Retry-After"))
+			if err != nil || after < tc.min || after > tc.max {
+				t.Fatalf("wait %v: Retry-After %q, want %d-%d s", tc.wait, w.Header().Get("Retry-After"), tc.min, tc.max)
+			}
+			seen[after] = true
+		}
+		if len(seen) < 2 {
+			t.Fatalf("wait %v: every refusal said the same Retry-After %v: the clients would come back together", tc.wait, seen)
+		}
 	}
 }
