@@ -120,6 +120,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.Float64Var(&o.storm.ChatRate, "storm-chat-rate", 100, "messages per second the chatters send in all")
 	fs.IntVar(&o.storm.Dialers, "storm-dialers", 1000, "storm connections being opened at once")
 	fs.BoolVar(&o.storm.NoResume, "storm-no-resume", false, "storm devices dial without resume cursors: the connect cost alone")
+	fs.IntVar(&o.storm.ClientNice, "storm-client-nice", 19, "niceness of this process (the storm's devices) during the storm, so the load generator takes only what the server and the chatters leave of the shared cores; 0 leaves it")
 	fs.StringVar(&o.only, "only", env("BENCH_ONLY", ""), "run one phase alone: storm (BENCH_ONLY)")
 	fs.StringVar(&o.brokers, "brokers", env("PARLEY_KAFKA_BROKERS", "127.0.0.1:19092"), "Kafka of the local stack (PARLEY_KAFKA_BROKERS)")
 	fs.StringVar(&o.cassandra, "cassandra", env("PARLEY_CASSANDRA_HOSTS", "127.0.0.1:19042"), "Cassandra of the local stack (PARLEY_CASSANDRA_HOSTS)")

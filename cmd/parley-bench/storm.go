@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -40,6 +43,11 @@ type stormOptions struct {
 	Dialers  int     `json:"dialers"`
 	// NoResume dials without cursors: the connect cost alone.
 	NoResume bool `json:"no_resume,omitempty"`
+	// ClientNice is the storm client's (this process's) niceness from the
+	// storm on: the devices' side runs on the server's cores only because
+	// this machine has no others, so it takes what the server and the
+	// chatters leave. 0 leaves it as it is.
+	ClientNice int `json:"client_nice"`
 }
 
 type stormResult struct {
@@ -231,6 +239,12 @@ func runStorm(ctx context.Context, so stormOptions, profile, binDir, logDir stri
 		return res, err
 	}
 	defer ch.kill()
+	if so.ClientNice != 0 {
+		// After the server and the chatters started, so they keep theirs.
+		if err := reniceSelf(so.ClientNice); err != nil {
+			return res, fmt.Errorf("storm: %w", err)
+		}
+	}
 	progress.set(func() string { return "storm: chat before the storm" })
 	time.Sleep(5 * time.Second)
 	ch.mark()
@@ -668,4 +682,25 @@ func (ch *chat) stop() {
 		}
 	}
 	ch.wg.Wait()
+}
+
+// reniceSelf sets every thread of this process to niceness n (Linux keeps
+// it per thread; threads started later inherit it from their creator).
+// It cannot be undone without privileges, so the storm, the last phase,
+// alone calls it.
+func reniceSelf(n int) error {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return fmt.Errorf("renice the storm client: %w", err)
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, n); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("renice the storm client's thread %d: %w", tid, err)
+		}
+	}
+	return nil
 }
