@@ -134,6 +134,9 @@ func TestInvitationsWithConsent(t *testing.T) {
 	if _, err := a.Send(ctx, g, "welcome"); err != nil {
 		t.Fatal(err)
 	}
+	// Persistence may not have stored bob's joining yet; until it has, it
+	// answers him as it answers any non-member.
+	waitExists(t, ctx, b, g)
 	got := catchUp(t, ctx, b, g, 3, 5)
 	if got[0].GetMemberJoined().GetUserId() != bob || got[1].GetMessagePosted().GetText() != "welcome" {
 		t.Fatalf("bob reads %v", got)
