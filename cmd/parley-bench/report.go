@@ -246,7 +246,7 @@ func (r *report) printTable(w io.Writer) {
 		row("storm connect rate", st.ConnectPerS, fmt.Sprintf("authenticated/s; all in %s s, connect p50/p99 %s / %s ms", fmtNum(st.AllAuthenticatedS), fmtNum(st.Connect.P50), fmtNum(st.Connect.P99)))
 		row("storm all resumed", st.AllResumedS, fmt.Sprintf("s from the first dial; resume p50/p99 %s / %s ms", fmtNum(st.Resume.P50), fmtNum(st.Resume.P99)))
 		row("storm missing / duplicates", fmt.Sprintf("%d / %d", st.Missing, st.Duplicates), fmt.Sprintf("of %d events owed; out of order %d", st.Expected, st.OutOfOrder))
-		row("storm cpu", fmt.Sprintf("%s / %s", fmtNum(st.ServerCPUS), fmtNum(st.ClientCPUS)), fmt.Sprintf("CPU s of the server / this client from the first dial to the last resumed (%s s)", fmtNum(st.AllResumedS)))
+		row("storm cpu", fmt.Sprintf("%s / %s / %s", fmtNum(st.ServerCPUS), fmtNum(st.ClientCPUS), fmtNum(st.MachineCPUS)), fmt.Sprintf("CPU s of the server / this client / the whole machine from the first dial to the last resumed (%s s); %s s waited for a quiet machine before (%s%% busy)", fmtNum(st.AllResumedS), fmtNum(st.QuietWaitS), fmtNum(st.BusyBeforePct)))
 		row("storm chat p50/p99 before / during", fmt.Sprintf("%s / %s, %s / %s", fmtNum(st.ChatBefore.P50), fmtNum(st.ChatBefore.P99), fmtNum(st.ChatDuring.P50), fmtNum(st.ChatDuring.P99)), fmt.Sprintf("ms, %d chatters at %s msg/s; lost %d", o.Chatters, fmtNum(o.ChatRate), st.ChatLost))
 	}
 	if c := r.CPU; c != nil {

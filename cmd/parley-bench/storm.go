@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -99,7 +100,38 @@ type stormResult struct {
 	// process used from the first dial to the last resumed.
 	ServerCPUS float64 `json:"server_cpu_s"`
 	ClientCPUS float64 `json:"client_cpu_s"`
-	Profile    string  `json:"cpu_profile,omitempty"`
+	// MachineCPUS is the CPU seconds of the whole machine over the same
+	// span: what is left after the server and the client is the chatters
+	// and anything else running (a real stack's JVMs, say).
+	MachineCPUS float64 `json:"machine_cpu_s"`
+	// QuietWaitS is how long the storm waited, before it started, for the
+	// machine to fall quiet (a real stack left running by the phases
+	// before compacts and collects for a while), and BusyBeforePct how
+	// busy the machine was in the last second of that wait.
+	QuietWaitS    float64 `json:"quiet_wait_s"`
+	BusyBeforePct float64 `json:"busy_before_pct"`
+	Profile       string  `json:"cpu_profile,omitempty"`
+}
+
+// Before the storm the machine should be quiet: a busy second is waited
+// out, up to quietMaxWait.
+const (
+	quietBusyPct = 10
+	quietMaxWait = 2 * time.Minute
+)
+
+// waitQuiet waits until the machine is at most quietBusyPct busy over a
+// second, or quietMaxWait has passed.
+func waitQuiet(ctx context.Context, res *stormResult, progress *progressLine) {
+	began := time.Now()
+	progress.set(func() string { return "storm: waiting for the machine to be quiet" })
+	for ctx.Err() == nil {
+		res.BusyBeforePct = busyPct(time.Second)
+		if res.BusyBeforePct <= quietBusyPct || time.Since(began) > quietMaxWait {
+			break
+		}
+	}
+	res.QuietWaitS = stats.Round3(time.Since(began).Seconds())
 }
 
 // stormConv is one conversation of the storm.
@@ -145,6 +177,7 @@ func runStorm(ctx context.Context, so stormOptions, profile, binDir, logDir stri
 		}
 		defer os.RemoveAll(binDir)
 	}
+	waitQuiet(ctx, &res, progress)
 	dataDir, err := os.MkdirTemp("", "parley-bench-storm-")
 	if err != nil {
 		return res, err
@@ -257,6 +290,7 @@ func runStorm(ctx context.Context, so stormOptions, profile, binDir, logDir stri
 	server := c.Procs[0]
 	serverCPU0, _ := cpuSeconds(server.PID())
 	clientCPU0, _ := cpuSeconds(os.Getpid())
+	busy0, total0 := machineBusy()
 	profDone := make(chan string, 1)
 	go func() {
 		// The server's CPU profile over the storm's first 10 s.
@@ -321,6 +355,11 @@ func runStorm(ctx context.Context, so stormOptions, profile, binDir, logDir stri
 	}
 	serverCPU1, _ := cpuSeconds(server.PID())
 	clientCPU1, _ := cpuSeconds(os.Getpid())
+	if busy1, total1 := machineBusy(); total1 > total0 {
+		// /proc/stat counts every core's ticks: the busy share of them,
+		// times the cores, over the span.
+		res.MachineCPUS = stats.Round3(float64(busy1-busy0) / float64(total1-total0) * float64(runtime.NumCPU()) * time.Since(start).Seconds())
+	}
 	res.ServerCPUS, res.ClientCPUS = stats.Round3(serverCPU1-serverCPU0), stats.Round3(clientCPU1-clientCPU0)
 	progress.set(func() string { return "storm: chat after the storm" })
 
