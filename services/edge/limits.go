@@ -278,11 +278,16 @@ func (l *limiter) handshakeTurn(ctx context.Context) time.Duration {
 		return 0
 	}
 	r := l.handshakes.Reserve()
+	if !r.OK() {
+		// A burst of 0 never lets one in.
+		l.refused[limitHandshakes].Add(1)
+		return time.Minute
+	}
 	wait := r.Delay()
 	if wait == 0 {
 		return 0
 	}
-	if !r.OK() || wait > l.cfg.HandshakeWait {
+	if wait > l.cfg.HandshakeWait {
 		r.Cancel()
 		l.refused[limitHandshakes].Add(1)
 		return max(wait, time.Second)
@@ -540,7 +545,7 @@ func (l *limiter) acceptOptions(heard *atomic.Int64) *websocket.AcceptOptions {
 // come back after about wait, spread over as long again so the clients
 // refused together do not return together.
 func refuseBusy(w http.ResponseWriter, wait time.Duration) {
-	secs := int((wait + time.Second - 1) / time.Second)
+	secs := int((min(wait, time.Hour) + time.Second - 1) / time.Second)
 	w.Header().Set("Retry-After", strconv.Itoa(secs+rand.IntN(secs+1)))
 	http.Error(w, "this node is taking connections in turn: retry after the Retry-After seconds", http.StatusServiceUnavailable)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/parleychat/parley/pkg/server/metrics"
+	"golang.org/x/time/rate"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 	clientv1 "github.com/parleychat/parley/pkg/pb/parley/client/v1"
@@ -490,6 +491,9 @@ func TestHandshakeTurns(t *testing.T) {
 	if wait := waiting.handshakeTurn(gone); wait == 0 {
 		t.Fatal("a client that left was let in")
 	}
+	if none := newLimiter(Limits{Handshakes: Rate{Events: 1, Per: time.Second, Burst: 0}}, metrics.NewRegistry()); none.handshakeTurn(ctx) == 0 {
+		t.Fatal("a burst of 0 let a handshake in")
+	}
 	if off := newLimiter(Limits{Handshakes: Rate{Off: true}}, metrics.NewRegistry()); off.handshakeTurn(ctx) != 0 || off.handshakeTurn(ctx) != 0 {
 		t.Fatal("handshakes paced with the pace off")
 	}
@@ -499,7 +503,7 @@ func TestRefuseBusySpreadsRetries(t *testing.T) {
 	for _, tc := range []struct {
 		wait     time.Duration
 		min, max int
-	}{{time.Second, 1, 2}, {2500 * time.Millisecond, 3, 6}} {
+	}{{time.Second, 1, 2}, {2500 * time.Millisecond, 3, 6}, {rate.InfDuration, 3600, 7200}} {
 		seen := map[int]bool{}
 		for range 200 {
 			w := httptest.NewRecorder()
