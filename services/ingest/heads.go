@@ -11,7 +11,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
@@ -185,11 +184,7 @@ func (s *Service) probeHeads(ctx context.Context, asks []*logv1.HeadAsk) ([]uint
 		UserId: asks[0].GetUserId(), ConversationId: asks[0].GetConversationId(),
 		Body: &logv1.Command_HeadProbe{HeadProbe: &logv1.HeadProbe{Asks: asks}},
 	}
-	value, err := proto.Marshal(cmd)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "marshal head probe: %v", err)
-	}
-	o, err := s.appendAndWait(ctx, cmd, value)
+	o, err := s.appendAndWait(ctx, cmd)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,8 @@
 // Package ingest is the write side: it validates commands, appends them to
 // parley.commands.v1 and answers Submit with the sequencer's outcome. The
-// sequencer stage (sequencer.go) runs in the same service.
+// sequencer stage (sequencer.go) runs in the same service and hands the
+// outcomes of this process's Submits straight to them once its transaction
+// commits; outcomes for other processes go through parley.outcomes.v1.
 package ingest
 
 import (
@@ -100,7 +102,11 @@ type Service struct {
 	tracer   trace.Tracer
 	Probe    health.Probe
 
-	// mu guards waiters: Submit adds, the outcome reader resolves.
+	// replyTo is this process's Command.reply_to: the sequencer beside
+	// Submit answers the commands that carry it without an outcome record.
+	replyTo string
+	// mu guards waiters: Submit adds; the sequencer of this process and
+	// the outcome reader (for commands decided elsewhere) resolve.
 	mu      sync.Mutex
 	waiters map[string]chan *logv1.Outcome
 	// heads gathers Heads calls into probes; set once the commands topic's
@@ -149,7 +155,8 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("ingest: grpc address: %w", err)
 	}
 	s := &Service{cfg: cfg, log: log, lis: lis, grpc: grpc.NewServer(append(append(m.GRPCServer(), tracing.GRPCServer(cfg.TracerProvider)...), mtls.ServerOption(cfg.TLS))...), producer: producer, seq: seq, reg: reg, metrics: m,
-		tracer: tracing.Tracer(cfg.TracerProvider), waiters: map[string]chan *logv1.Outcome{}}
+		tracer: tracing.Tracer(cfg.TracerProvider), waiters: map[string]chan *logv1.Outcome{}, replyTo: uuid.NewString()}
+	seq.self, seq.answer = s.replyTo, s.answer
 	ingestv1.RegisterIngestServiceServer(s.grpc, s)
 	return s, nil
 }
@@ -278,21 +285,29 @@ func (s *Service) readOutcomes(ctx context.Context, cl *kgo.Client) error {
 }
 
 // resolve hands an outcome record to the Submit waiting for its command,
-// if one is. Each waiter is removed as it is answered, so its one-slot
-// channel never blocks the reader, whatever the topic holds.
+// if one is.
 func (s *Service) resolve(value []byte) error {
 	o := &logv1.Outcome{}
 	if err := proto.Unmarshal(value, o); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	ch := s.waiters[o.GetCommandId()]
-	delete(s.waiters, o.GetCommandId())
-	s.mu.Unlock()
-	if ch != nil {
-		ch <- o
-	}
+	s.answer([]*logv1.Outcome{o})
 	return nil
+}
+
+// answer hands each outcome to the Submit waiting for its command, if one
+// is. Each waiter is removed as it is answered, so its one-slot channel
+// never blocks the caller (the outcome reader, or the sequencer once a
+// transaction has committed), whatever comes twice.
+func (s *Service) answer(outcomes []*logv1.Outcome) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, o := range outcomes {
+		if ch := s.waiters[o.GetCommandId()]; ch != nil {
+			delete(s.waiters, o.GetCommandId())
+			ch <- o
+		}
+	}
 }
 
 // Submit implements IngestService.
@@ -309,20 +324,22 @@ func (s *Service) Submit(ctx context.Context, req *ingestv1.SubmitRequest) (*ing
 	}
 	cmd.CommandId = uuid.Must(uuid.NewV7()).String()
 	cmd.SubmitTime = timestamppb.Now()
-	value, err := proto.Marshal(cmd)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "marshal command: %v", err)
-	}
-	o, err := s.appendAndWait(ctx, cmd, value)
+	o, err := s.appendAndWait(ctx, cmd)
 	if err != nil {
 		return nil, err
 	}
 	return &ingestv1.SubmitResponse{Outcome: o}, nil
 }
 
-// appendAndWait appends a prepared command (value is its encoding) and
-// waits, at most SubmitTimeout, for the sequencer's outcome.
-func (s *Service) appendAndWait(ctx context.Context, cmd *logv1.Command, value []byte) (*logv1.Outcome, error) {
+// appendAndWait appends a prepared command, addressed to this process
+// (reply_to), and waits, at most SubmitTimeout, for the sequencer's
+// outcome.
+func (s *Service) appendAndWait(ctx context.Context, cmd *logv1.Command) (*logv1.Outcome, error) {
+	cmd.ReplyTo = s.replyTo
+	value, err := proto.Marshal(cmd)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "marshal command: %v", err)
+	}
 	ch := make(chan *logv1.Outcome, 1)
 	s.mu.Lock()
 	s.waiters[cmd.CommandId] = ch

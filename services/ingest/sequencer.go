@@ -82,6 +82,13 @@ type Sequencer struct {
 	// gather is the loop's Gather: how long a batch keeps collecting
 	// commands after its first (Config.BatchWindow).
 	gather time.Duration
+	// self is the reply_to of the Submits of this process, which answer
+	// (when set, by ingest.New) takes the outcomes of once their
+	// transaction has committed; answers holds them for the batch in
+	// hand. Without answer every outcome is a record.
+	self    string
+	answer  func([]*logv1.Outcome)
+	answers []*logv1.Outcome
 
 	// What measure sets; nil (not measured) until then. accepted holds
 	// the submit times of the batch in hand's events, for sequenced.
@@ -273,6 +280,8 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) (err error) 
 		return fmt.Errorf("%w: begin: %w", errTxn, err)
 	}
 	s.accepted = s.accepted[:0]
+	clear(s.answers)
+	s.answers = s.answers[:0]
 	out, rejected, ok := s.decideAll(ctx, fetches)
 	end := kgo.TryCommit
 	if !ok {
@@ -305,6 +314,11 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) (err error) 
 		clear(s.parts)
 		s.mu.Unlock()
 		return nil
+	}
+	// Only now, committed, are the outcomes answers: an aborted batch is
+	// decided again.
+	if len(s.answers) > 0 {
+		s.answer(s.answers)
 	}
 	for _, r := range rejected {
 		s.deadLetters.WithLabelValues(records.ReasonOf(r.Err)).Inc()
@@ -358,7 +372,7 @@ func (s *Sequencer) decideAll(ctx context.Context, fetches kgo.Fetches) ([]*kgo.
 				outcome := &logv1.Outcome{CommandId: cmd.GetCommandId(), ClientMsgId: cmd.GetClientMsgId(),
 					ErrorCode: chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, ErrorMessage: "command is missing its conversation id"}
 				if outcome.CommandId != "" {
-					out = append(out, s.record(dctx, topics.Outcomes, r, outcome))
+					out = s.reply(dctx, out, r, cmd, outcome)
 				}
 				s.decided(dctx, span, cmd, outcome)
 				continue
@@ -374,11 +388,21 @@ func (s *Sequencer) decideAll(ctx context.Context, fetches kgo.Fetches) ([]*kgo.
 				out = append(out, s.handOn(dctx, next))
 			}
 			outcome := d.out
-			out = append(out, s.record(dctx, topics.Outcomes, r, outcome))
+			out = s.reply(dctx, out, r, cmd, outcome)
 			s.decided(dctx, span, cmd, outcome)
 		}
 	})
 	return out, rejected, ok
+}
+
+// reply answers cmd with outcome: kept for this process's Submit (see
+// self) or appended to out as an outcome record for another's.
+func (s *Sequencer) reply(ctx context.Context, out []*kgo.Record, r *kgo.Record, cmd *logv1.Command, outcome *logv1.Outcome) []*kgo.Record {
+	if s.answer != nil && s.self != "" && cmd.GetReplyTo() == s.self {
+		s.answers = append(s.answers, outcome)
+		return out
+	}
+	return append(out, s.record(ctx, topics.Outcomes, r, outcome))
 }
 
 // record addresses m to topic at the command's partition, carrying the

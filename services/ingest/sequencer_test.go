@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"slices"
@@ -123,11 +124,28 @@ func zombieSequencer(t *testing.T, pastTimeout bool) {
 	if pastTimeout {
 		fast = append(fast, kgo.TransactionTimeout(1500*time.Millisecond))
 	}
+	// Every command is Submitted in A's process: A answers those it
+	// commits itself, B writes outcome records for those it decides.
+	var answersMu sync.Mutex
+	answers := map[string][]*logv1.Outcome{}
+	answered := func(name string) []*logv1.Outcome {
+		answersMu.Lock()
+		defer answersMu.Unlock()
+		return slices.Clone(answers[name])
+	}
 	start := func(name string) *Sequencer {
 		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 		s, err := NewSequencer(topics.ClientOpts(brokers), "", 10, log.With("seq", name), newDeadLetters(metrics.NewRegistry()), fast...)
 		if err != nil {
 			t.Fatal(err)
+		}
+		s.self = "proc-" + name
+		s.answer = func(outs []*logv1.Outcome) {
+			answersMu.Lock()
+			defer answersMu.Unlock()
+			for _, o := range outs {
+				answers[name] = append(answers[name], proto.CloneOf(o))
+			}
 		}
 		return s
 	}
@@ -151,11 +169,12 @@ func zombieSequencer(t *testing.T, pastTimeout bool) {
 	run(a)
 
 	send := func(cmd *logv1.Command) {
+		cmd.ReplyTo = "proc-a"
 		b, _ := proto.Marshal(cmd)
 		topicstest.Produce(t, cl, topics.Commands, cmd.GetConversationId(), b)
 	}
 	send(createCmd("g", "alice", "c1", chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "alice", "bob"))
-	readAtLeast(t, brokers, topics.Outcomes, 1)
+	topicstest.WaitFor(t, "A answering the create itself", func() bool { return len(answered("a")) == 1 })
 
 	armed.Store(true)
 	send(postCmd("g", "alice", "m1", "hi"))
@@ -232,5 +251,25 @@ func zombieSequencer(t *testing.T, pastTimeout bool) {
 	case err := <-errs:
 		t.Fatalf("a sequencer stopped: %v", err)
 	default:
+	}
+
+	// A answered what it committed, the create, and never the post its
+	// failed transaction held; B, deciding for A's process, wrote records.
+	if got := answered("a"); len(got) != 1 || got[0].GetCommandId() != "cmd-c1" || got[0].GetSeq() != 1 {
+		t.Fatalf("A answered %v, want only the create at seq 1", got)
+	}
+	if got := answered("b"); len(got) != 0 {
+		t.Fatalf("B answered %v itself; those Submits wait in A's process", got)
+	}
+	var outcomes []string
+	for _, r := range readAtLeast(t, brokers, topics.Outcomes, 2) {
+		o := &logv1.Outcome{}
+		if err := proto.Unmarshal(r.Value, o); err != nil {
+			t.Fatal(err)
+		}
+		outcomes = append(outcomes, fmt.Sprintf("%s@%d", o.GetCommandId(), o.GetSeq()))
+	}
+	if !slices.Equal(outcomes, []string{"cmd-m1@2", "cmd-m2@3"}) {
+		t.Fatalf("outcome records %v, want B's for m1 and m2 (none for the create A answered)", outcomes)
 	}
 }

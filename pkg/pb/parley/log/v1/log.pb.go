@@ -43,6 +43,14 @@ type Command struct {
 	// by their token: the sequencer then lets them move their own read
 	// position and flags in it, which only members may elsewhere.
 	Audience string `protobuf:"bytes,7,opt,name=audience,proto3" json:"audience,omitempty"`
+	// reply_to names the ingest process whose Submit waits for this
+	// command: a random id it draws at start. The sequencer in that same
+	// process answers the Submit itself once the batch's transaction has
+	// committed, and writes no outcome record for it; any other sequencer
+	// writes the outcome to parley.outcomes.v1 for the waiting process to
+	// read. Empty (commands the sequencer hands on, older writers): always
+	// an outcome record.
+	ReplyTo string `protobuf:"bytes,8,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
 	// Types that are valid to be assigned to Body:
 	//
 	//	*Command_CreateConversation
@@ -153,6 +161,13 @@ func (x *Command) GetSubmitTime() *timestamppb.Timestamp {
 func (x *Command) GetAudience() string {
 	if x != nil {
 		return x.Audience
+	}
+	return ""
+}
+
+func (x *Command) GetReplyTo() string {
+	if x != nil {
+		return x.ReplyTo
 	}
 	return ""
 }
@@ -3035,7 +3050,7 @@ var File_parley_log_v1_log_proto protoreflect.FileDescriptor
 
 const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\n" +
-	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xe2\x0f\n" +
+	"\x17parley/log/v1/log.proto\x12\rparley.log.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19parley/chat/v1/chat.proto\"\xfd\x0f\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12'\n" +
@@ -3045,7 +3060,8 @@ const file_parley_log_v1_log_proto_rawDesc = "" +
 	"\rclient_msg_id\x18\x05 \x01(\tR\vclientMsgId\x12;\n" +
 	"\vsubmit_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"submitTime\x12\x1a\n" +
-	"\baudience\x18\a \x01(\tR\baudience\x12T\n" +
+	"\baudience\x18\a \x01(\tR\baudience\x12\x19\n" +
+	"\breply_to\x18\b \x01(\tR\areplyTo\x12T\n" +
 	"\x13create_conversation\x18\n" +
 	" \x01(\v2!.parley.log.v1.CreateConversationH\x00R\x12createConversation\x129\n" +
 	"\n" +
