@@ -35,6 +35,7 @@ func main() {
 	sc.cassandraConn = cassandrastore.Register(fs)
 	fs.StringVar(&sc.cassandra.Keyspace, "cassandra-keyspace", daemon.Env("PARLEY_CASSANDRA_KEYSPACE", cassandrastore.DefaultKeyspace), "Cassandra keyspace (PARLEY_CASSANDRA_KEYSPACE)")
 	fs.StringVar(&sc.cassandra.Consistency, "cassandra-consistency", daemon.Env("PARLEY_CASSANDRA_CONSISTENCY", "local_quorum"), "consistency of Cassandra reads and writes: one, quorum, local_quorum, ... (PARLEY_CASSANDRA_CONSISTENCY)")
+	fs.IntVar(&sc.cassandra.GroupPartitions, "cassandra-group", daemon.EnvInt("PARLEY_CASSANDRA_GROUP", cassandrastore.DefaultGroupPartitions), "how many partitions' writes share one request (an unlogged batch); 1 sends each partition's on its own, which suits large clusters (PARLEY_CASSANDRA_GROUP)")
 	fs.BoolVar(&sc.migrate, "migrate", envBool("PARLEY_MIGRATE"), "with -store cassandra: create the keyspace and apply pending schema migrations before starting (PARLEY_MIGRATE=1)")
 	commitEvery := fs.Duration("commit-every", daemon.EnvDuration("PARLEY_COMMIT_EVERY", consumer.DefaultCommitEvery), "how often the consumer commits its offsets; a crash or rebalance applies up to this much again, idempotently; negative: after every batch (PARLEY_COMMIT_EVERY)")
 	syncMargin := fs.Duration("sync-margin", daemon.EnvDuration("PARLEY_SYNC_MARGIN", 0), "how far back a conversation-list sync token reaches, covering clock skew between persistence nodes and slow writes (PARLEY_SYNC_MARGIN; 1m if 0)")

@@ -188,10 +188,12 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 	// events.
 	s.writeBlocks(gctx, g, &blocks)
 	s.writeContacts(gctx, g, &contacts)
+	events := s.newPack(gctx)
 	for _, w := range convs {
-		s.writeEvents(gctx, g, w)
-		s.writeStates(gctx, g, w)
+		s.writeEvents(events, w)
+		s.writeStates(events, w)
 	}
+	events.run(g)
 	if err := g.Wait(); err != nil {
 		return err
 	}
@@ -201,10 +203,12 @@ func (s *Store) Apply(ctx context.Context, recs []*logv1.EventRecord) error {
 	stamp := s.now()
 	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(parallel)
+	views := s.newPack(gctx)
 	for _, w := range convs {
-		s.writeSummary(gctx, g, w, stamp.UnixNano())
+		s.writeSummary(views, w, stamp.UnixNano())
 	}
-	s.writeUserReads(gctx, g, convs, stamp.UnixNano())
+	s.writeUserReads(views, convs, stamp.UnixNano())
+	views.run(g)
 	s.writeFlags(gctx, g, convs, stamp.UnixNano(), false)
 	if err := g.Wait(); err != nil {
 		return err

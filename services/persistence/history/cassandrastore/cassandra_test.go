@@ -498,7 +498,9 @@ func TestHistoryBoundedByLastSeq(t *testing.T) {
 		w.blobs = append(w.blobs, b)
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	s.writeEvents(gctx, g, w)
+	events := s.newPack(gctx)
+	s.writeEvents(events, w)
+	events.run(g)
 	if err := g.Wait(); err != nil {
 		t.Fatal(err)
 	}

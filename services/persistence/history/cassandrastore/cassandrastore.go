@@ -53,7 +53,9 @@ type Store struct {
 	sess       *gocql.Session
 	keyspace   string
 	bucketSize uint64
-	now        func() time.Time
+	// group is Config.GroupPartitions.
+	group int
+	now   func() time.Time
 }
 
 var _ history.Store = (*Store)(nil)
@@ -91,7 +93,11 @@ func newStore(ctx context.Context, sess *gocql.Session, cfg Config) (*Store, err
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{sess: sess, keyspace: cfg.Keyspace, bucketSize: uint64(size), now: now}, nil
+	group := cfg.GroupPartitions
+	if group <= 0 {
+		group = DefaultGroupPartitions
+	}
+	return &Store{sess: sess, keyspace: cfg.Keyspace, bucketSize: uint64(size), group: group, now: now}, nil
 }
 
 // Close closes the session.

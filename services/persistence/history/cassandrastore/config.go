@@ -85,6 +85,13 @@ type Config struct {
 	// DefaultBucketSize for a new keyspace.
 	BucketSize int
 
+	// GroupPartitions is how many partitions' writes one request carries
+	// at most, in one unlogged batch (DefaultGroupPartitions when 0; 1
+	// sends each partition's writes on its own). Fewer requests cost less
+	// on both sides; on a large cluster a batch spanning partitions makes
+	// its coordinator forward most of them, which 1 avoids.
+	GroupPartitions int
+
 	// Now is the clock change times (history.ListQuery.ChangedSince) are
 	// measured with; time.Now when nil. Every persistence instance's clock
 	// counts, so they should agree (NTP) well within history.ChangeLag.
@@ -122,6 +129,12 @@ func (cfg Config) normalized() (Config, gocql.Consistency, error) {
 	}
 	if cfg.ReplicationFactor <= 0 {
 		cfg.ReplicationFactor = DefaultReplicationFactor
+	}
+	if cfg.GroupPartitions < 0 {
+		return cfg, 0, fmt.Errorf("cassandra: group of %d partitions per request is negative", cfg.GroupPartitions)
+	}
+	if cfg.GroupPartitions == 0 {
+		cfg.GroupPartitions = DefaultGroupPartitions
 	}
 	if cfg.BucketSize < 0 {
 		return cfg, 0, fmt.Errorf("cassandra: bucket size %d is negative", cfg.BucketSize)

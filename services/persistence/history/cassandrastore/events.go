@@ -1,11 +1,9 @@
 package cassandrastore
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/gocql/gocql"
-	"golang.org/x/sync/errgroup"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
 )
@@ -13,10 +11,10 @@ import (
 const insertEvent = `INSERT INTO history_events (conversation_id, bucket, seq, event_id, sender_id, event_time, event)
 VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?`
 
-// writeEvents queues one unlogged batch per history partition (and per
-// maxBatchStatements or maxBatchBytes): a single-partition batch is one
-// mutation on each replica, so it costs one round trip and lands whole.
-func (s *Store) writeEvents(ctx context.Context, g *errgroup.Group, w *convWrites) {
+// writeEvents queues one unit per history partition (and per
+// maxBatchStatements or maxBatchBytes): a partition's writes are one
+// mutation on each replica, so they land whole.
+func (s *Store) writeEvents(p *pack, w *convWrites) {
 	type chunk struct {
 		bucket int64
 		idx    []int
@@ -36,19 +34,14 @@ func (s *Store) writeEvents(ctx context.Context, g *errgroup.Group, w *convWrite
 		c.bytes += len(w.blobs[i])
 	}
 	for _, c := range chunks {
-		g.Go(func() error {
-			batch := s.sess.NewBatch(gocql.UnloggedBatch).WithContext(ctx)
-			for _, i := range c.idx {
-				ev := w.events[i]
-				seq := int64(ev.GetSeq())
-				batch.Query(insertEvent, w.id, c.bucket, seq, ev.GetEventId(), ev.GetSenderId(), eventTime(ev), w.blobs[i], seq)
-			}
-			if err := s.sess.ExecuteBatch(batch); err != nil {
-				first, last := w.events[c.idx[0]].GetSeq(), w.events[c.idx[len(c.idx)-1]].GetSeq()
-				return fmt.Errorf("write events %d..%d of %s (bucket %d): %w", first, last, w.id, c.bucket, err)
-			}
-			return nil
-		})
+		batch := s.sess.NewBatch(gocql.UnloggedBatch)
+		for _, i := range c.idx {
+			ev := w.events[i]
+			seq := int64(ev.GetSeq())
+			batch.Query(insertEvent, w.id, c.bucket, seq, ev.GetEventId(), ev.GetSenderId(), eventTime(ev), w.blobs[i], seq)
+		}
+		first, last := w.events[c.idx[0]].GetSeq(), w.events[c.idx[len(c.idx)-1]].GetSeq()
+		p.add(batch, fmt.Sprintf("write events %d..%d of %s (bucket %d)", first, last, w.id, c.bucket))
 	}
 }
 
@@ -78,18 +71,18 @@ const (
 // targets: one unlogged batch per target partition and table, each write
 // at its event's seq, so the newest wins in any order. They go with the
 // events, before the summary, like the events they come from.
-func (s *Store) writeStates(ctx context.Context, g *errgroup.Group, w *convWrites) {
+func (s *Store) writeStates(p *pack, w *convWrites) {
 	type part struct {
 		reactions bool
 		bucket    int64
 	}
 	open := map[part]*gocql.Batch{}
 	var batches []*gocql.Batch
-	batch := func(p part) *gocql.Batch {
-		b := open[p]
+	batch := func(k part) *gocql.Batch {
+		b := open[k]
 		if b == nil || b.Size() >= maxBatchStatements {
-			b = s.sess.NewBatch(gocql.UnloggedBatch).WithContext(ctx)
-			open[p] = b
+			b = s.sess.NewBatch(gocql.UnloggedBatch)
+			open[k] = b
 			batches = append(batches, b)
 		}
 		return b
@@ -108,12 +101,7 @@ func (s *Store) writeStates(ctx context.Context, g *errgroup.Group, w *convWrite
 		}
 	}
 	for _, b := range batches {
-		g.Go(func() error {
-			if err := s.sess.ExecuteBatch(b); err != nil {
-				return fmt.Errorf("write edits, deletes and reactions in %s: %w", w.id, err)
-			}
-			return nil
-		})
+		p.add(b, "write edits, deletes and reactions in "+w.id)
 	}
 }
 

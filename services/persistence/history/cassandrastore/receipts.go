@@ -28,20 +28,15 @@ func userReads(convs []*convWrites) (users []string, byUser map[string][]*convWr
 
 // writeUserReads queues each user's read_positions batch, stamped: what
 // the conversation list reads for unread counts and changes.
-func (s *Store) writeUserReads(ctx context.Context, g *errgroup.Group, convs []*convWrites, stamp int64) {
+func (s *Store) writeUserReads(p *pack, convs []*convWrites, stamp int64) {
 	users, byUser := userReads(convs)
 	for _, u := range users {
-		batch := s.sess.NewBatch(gocql.UnloggedBatch).WithContext(ctx)
+		batch := s.sess.NewBatch(gocql.UnloggedBatch)
 		for _, w := range byUser[u] {
 			seq := int64(w.reads[u])
 			batch.Query(updateUser, seq, seq, stamp, u, w.id)
 		}
-		g.Go(func() error {
-			if err := s.sess.ExecuteBatch(batch); err != nil {
-				return fmt.Errorf("write read positions of %s in %d conversations: %w", u, len(byUser[u]), err)
-			}
-			return nil
-		})
+		p.add(batch, fmt.Sprintf("write read positions of %s in %d conversations", u, len(byUser[u])))
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 
 	"github.com/gocql/gocql"
 	"github.com/parleychat/parley/services/persistence/history"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
@@ -69,7 +68,7 @@ const (
 // MessagePosted the preview, ConversationCreated kind and title, and each
 // position is written once, at its highest. The others would lose to those
 // timestamps anyway. Every join is written.
-func (s *Store) writeSummary(ctx context.Context, g *errgroup.Group, w *convWrites, stamp int64) {
+func (s *Store) writeSummary(p *pack, w *convWrites, stamp int64) {
 	var last, created, posted, edited, gone *chatv1.Event
 	type join struct {
 		user string
@@ -77,7 +76,7 @@ func (s *Store) writeSummary(ctx context.Context, g *errgroup.Group, w *convWrit
 		pos  int64
 	}
 	var joins, leaves []join
-	batch := s.sess.NewBatch(gocql.UnloggedBatch).WithContext(ctx)
+	batch := s.sess.NewBatch(gocql.UnloggedBatch)
 	for _, ev := range w.events {
 		seq := ev.GetSeq()
 		if last == nil || seq > last.GetSeq() {
@@ -172,30 +171,16 @@ func (s *Store) writeSummary(ctx context.Context, g *errgroup.Group, w *convWrit
 	if batch.Size() == 0 {
 		return // receipts that moved nothing
 	}
-	g.Go(func() error {
-		if err := s.sess.ExecuteBatch(batch); err != nil {
-			if last == nil {
-				return fmt.Errorf("write positions in %s: %w", w.id, err)
-			}
-			return fmt.Errorf("write summary of %s up to seq %d: %w", w.id, last.GetSeq(), err)
-		}
-		return nil
-	})
+	if last == nil {
+		p.add(batch, "write positions in "+w.id)
+	} else {
+		p.add(batch, fmt.Sprintf("write summary of %s up to seq %d", w.id, last.GetSeq()))
+	}
 	for _, j := range joins {
-		g.Go(func() error {
-			if err := s.sess.Query(insertUser, j.user, w.id, j.seq, j.seq).WithContext(ctx).Exec(); err != nil {
-				return fmt.Errorf("write conversation list entry %s of %s: %w", w.id, j.user, err)
-			}
-			return nil
-		})
+		p.query(fmt.Sprintf("write conversation list entry %s of %s", w.id, j.user), insertUser, j.user, w.id, j.seq, j.seq)
 	}
 	for _, l := range leaves {
-		g.Go(func() error {
-			if err := s.sess.Query(deleteUser, l.seq, l.user, w.id).WithContext(ctx).Exec(); err != nil {
-				return fmt.Errorf("delete conversation list entry %s of %s: %w", w.id, l.user, err)
-			}
-			return nil
-		})
+		p.query(fmt.Sprintf("delete conversation list entry %s of %s", w.id, l.user), deleteUser, l.seq, l.user, w.id)
 	}
 }
 

@@ -1,7 +1,9 @@
 package cassandrastore
 
 import (
+	"cmp"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"path/filepath"
 	"slices"
@@ -91,6 +93,58 @@ func TestParseConsistency(t *testing.T) {
 		if _, err := ParseConsistency(bad); err == nil {
 			t.Errorf("ParseConsistency(%q): no error", bad)
 		}
+	}
+}
+
+// TestSplitGroups: writes of many partitions share requests of at most
+// the group's partitions and groupBytes, in order; a heavy partition goes
+// alone, and a group of 1 sends each on its own.
+func TestSplitGroups(t *testing.T) {
+	units := func(bytes ...int) []unit {
+		var out []unit
+		for i, b := range bytes {
+			out = append(out, unit{bytes: b, what: fmt.Sprint(i)})
+		}
+		return out
+	}
+	shape := func(groups [][]unit) string {
+		var parts []string
+		for _, g := range groups {
+			var names []string
+			for _, u := range g {
+				names = append(names, u.what)
+			}
+			parts = append(parts, strings.Join(names, ","))
+		}
+		return strings.Join(parts, " | ")
+	}
+	for _, c := range []struct {
+		name  string
+		units []unit
+		group int
+		want  string
+	}{
+		{"none", nil, 10, ""},
+		{"all in one", units(300, 300, 300), 10, "0,1,2"},
+		{"by count", units(10, 10, 10, 10, 10), 2, "0,1 | 2,3 | 4"},
+		{"by bytes", units(2000, 2000, 2000), 10, "0,1 | 2"},
+		{"heavy alone", units(100, groupBytes+1, 100), 10, "0 | 1 | 2"},
+		{"off", units(10, 10), 1, "0 | 1"},
+		{"zero is one", units(10, 10), 0, "0 | 1"},
+	} {
+		if got := shape(split(c.units, c.group)); got != c.want {
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		}
+	}
+	for _, cfg := range []Config{{Hosts: []string{"h"}}, {Hosts: []string{"h"}, GroupPartitions: 3}} {
+		got, _, err := cfg.normalized()
+		want := cmp.Or(cfg.GroupPartitions, DefaultGroupPartitions)
+		if err != nil || got.GroupPartitions != want {
+			t.Errorf("GroupPartitions %d normalized to %d, %v; want %d", cfg.GroupPartitions, got.GroupPartitions, err, want)
+		}
+	}
+	if _, _, err := (Config{Hosts: []string{"h"}, GroupPartitions: -1}).normalized(); err == nil {
+		t.Error("a negative group was accepted")
 	}
 }
 

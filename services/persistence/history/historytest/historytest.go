@@ -427,6 +427,35 @@ func Run(t *testing.T, newStore Factory) {
 			t.Fatalf("alice lists %d conversations, want %d", len(l), writers)
 		}
 	})
+	// One Apply across many conversations, as a busy log hands persistence
+	// (a backend may pack their writes into shared requests): every
+	// conversation whole, its summary and its posters' positions.
+	t.Run("OneApplyManyConversations", func(t *testing.T) {
+		s := open(t)
+		const n = 37
+		var recs []*logv1.EventRecord
+		var convs []string
+		for i := range n {
+			c := fmt.Sprintf("%s-%d", conv(t), i)
+			convs = append(convs, c)
+			recs = append(recs, FromDevice(Created(c, chatv1.ConversationKind_CONVERSATION_KIND_GROUP, c, "alice", "bob"), "a1"))
+		}
+		for i, c := range convs {
+			recs = append(recs, FromDevice(Posted(c, 2, "bob", strings.Repeat("x", 40*i)), "b1"))
+		}
+		apply(t, s, recs...)
+		for _, c := range convs {
+			p, err := s.History(ctx, c, history.Query{Forward: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantRange(t, p, 1, 2, false)
+			wantReceipts(t, s, c, "alice/a1 d1 r1, bob/b1 d2 r2")
+		}
+		if l, _ := s.Conversations(ctx, "bob", history.ListQuery{Limit: history.MaxLimit}); len(l) != n {
+			t.Fatalf("bob lists %d conversations, want %d", len(l), n)
+		}
+	})
 	t.Run("EventRoundTrip", func(t *testing.T) {
 		s := open(t)
 		c := conv(t)
