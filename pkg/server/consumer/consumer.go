@@ -74,11 +74,14 @@ type Loop struct {
 const DefaultCommitEvery = time.Second
 
 // DefaultBatchWindow is the sequencer's Gather (ingest's BatchWindow
-// default). Measured on the real stack, three interleaved pairs of knee
-// runs (docs/BENCHMARKS.md): knee 400, 400, 275 msg/s without a window
-// and 500, 500, 700 with 8 ms; the price is about 2.5 ms of p50 at
-// 100 msg/s, the quarter window a lone command waits.
-const DefaultBatchWindow = 8 * time.Millisecond
+// default). Measured on the real stack (docs/BENCHMARKS.md): knee 400,
+// 400, 275 msg/s without a window and 500, 500, 700 with 8 ms; later,
+// knee searches gave 600, 600, 600, 188, 400, 600 msg/s with 8 ms and
+// 600, 800, 700, 700 with 16 ms, whose transactions at 400 msg/s hold
+// twice the commands (about 7 against 3.6) for 9% less CPU per
+// message. The price is the quarter window a lone command waits: about
+// 4 ms of p50 at 100 msg/s against 8 ms's window.
+const DefaultBatchWindow = 16 * time.Millisecond
 
 // CommitPeriod reads a service's CommitEvery setting: the default if
 // zero, after every batch (0) if negative.
