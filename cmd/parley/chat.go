@@ -124,6 +124,9 @@ type chat struct {
 	names map[string]string
 	// invites are the invitations /inbox listed, for /join and /refuse.
 	invites []*chatv1.InvitationUpdated
+	// inboxSeen is the highest seq of the inbox shown live, which /inbox
+	// waits for history to reach.
+	inboxSeen uint64
 }
 
 func newChat(ctx context.Context, url, user, device string, out io.Writer) (*chat, error) {
@@ -162,6 +165,9 @@ func (ch *chat) printEvents() {
 		if name, ok := nameFromEvent(ev, ch.me); ok {
 			ch.names[conv] = name
 		}
+		if conv == ch.c.InboxID {
+			ch.inboxSeen = max(ch.inboxSeen, ev.GetSeq())
+		}
 		open, name, known := ch.open, ch.names[conv], ch.names[conv] != ""
 		ch.mu.Unlock()
 		if conv != open && !known {
@@ -169,6 +175,38 @@ func (ch *chat) printEvents() {
 		}
 		ch.printf("%s\n", eventLine(ev, open, name, ch.me, time.Local))
 	}
+}
+
+// inbox reads the inbox's history. History is a view that trails live
+// delivery by a moment, so it asks again, for up to 2 seconds, until the
+// page holds what was shown live.
+func (ch *chat) inbox(ctx context.Context) (*clientv1.HistoryPage, error) {
+	ch.mu.Lock()
+	seen := ch.inboxSeen
+	ch.mu.Unlock()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		page, err := ch.c.History(ctx, &clientv1.GetHistory{ConversationId: ch.c.InboxID, Limit: 200})
+		var last uint64
+		if evs := page.GetEvents(); len(evs) > 0 {
+			last = evs[len(evs)-1].GetSeq()
+		}
+		notYet := seen > 0 && (isNotFound(err) || err == nil && last < seen)
+		if !notYet || time.Now().After(deadline) {
+			return page, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// isNotFound says whether err is the server's NOT_FOUND.
+func isNotFound(err error) bool {
+	we := (*wire.Error)(nil)
+	return errors.As(err, &we) && we.Code == chatv1.ErrorCode_ERROR_CODE_NOT_FOUND
 }
 
 // lookup names a conversation the client has not seen yet (a group it
@@ -521,9 +559,9 @@ func (ch *chat) do(ctx context.Context, line string) error {
 			ch.printf("  %-24s %s\n", c.GetUserId(), contactState(c.GetState()))
 		}
 	case "/inbox":
-		page, err := ch.c.History(ctx, &clientv1.GetHistory{ConversationId: ch.c.InboxID, Limit: 200})
+		page, err := ch.inbox(ctx)
 		if err != nil {
-			if we := (*wire.Error)(nil); errors.As(err, &we) && we.Code == chatv1.ErrorCode_ERROR_CODE_NOT_FOUND {
+			if isNotFound(err) {
 				ch.printf("your inbox is empty\n")
 				return nil
 			}
