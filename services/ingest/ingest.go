@@ -79,6 +79,11 @@ type Config struct {
 	// (consumer.Loop.Gather): consumer.DefaultBatchWindow if zero; negative
 	// decides what each poll brings.
 	BatchWindow time.Duration
+	// CommandLinger is how long the first command of a produce request
+	// waits for others (franz-go's ProducerLinger): the Submits that arrive
+	// meanwhile share one request to the broker instead of paying one
+	// each. 0 sends each at once.
+	CommandLinger time.Duration
 	// StartupTimeout bounds Run's wait for Kafka to answer, after which
 	// Run fails naming the brokers (topics.StartupTimeout if 0).
 	StartupTimeout time.Duration
@@ -131,7 +136,7 @@ func New(cfg Config) (*Service, error) {
 	log := cfg.Logger.With("service", "ingest")
 	reg := cfg.Registry
 	m := metrics.ForService(reg, "ingest")
-	producer, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers, cfg.Kafka...), m.Kafka("producer"))...)
+	producer, err := kgo.NewClient(append(topics.ClientOpts(cfg.Brokers, cfg.Kafka...), m.Kafka("producer"), kgo.ProducerLinger(max(cfg.CommandLinger, 0)))...)
 	if err != nil {
 		return nil, fmt.Errorf("ingest kafka producer: %w", err)
 	}
@@ -380,7 +385,11 @@ func (s *Service) append(ctx context.Context, cmd *logv1.Command, value []byte) 
 	defer span.End()
 	rec := &kgo.Record{Topic: topics.Commands, Key: []byte(cmd.ConversationId), Value: value}
 	tracing.Inject(ctx, rec)
-	if err := s.producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
+	// Not ProduceSync, which skips the linger: with CommandLinger the
+	// Submits in flight share requests.
+	done := make(chan error, 1)
+	s.producer.Produce(ctx, rec, func(_ *kgo.Record, err error) { done <- err })
+	if err := <-done; err != nil {
 		span.SetStatus(otelcodes.Error, err.Error())
 		return err
 	}

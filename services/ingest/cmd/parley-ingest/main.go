@@ -22,6 +22,7 @@ func main() {
 	instance := fs.String("instance-id", daemon.Env("PARLEY_INSTANCE_ID", ""), "static consumer-group member id, stable across restarts (PARLEY_INSTANCE_ID)")
 	maxMembers := fs.Int("max-members", daemon.EnvInt("PARLEY_MAX_MEMBERS", ingest.DefaultMembers), "members a group or channel may hold; adding, joining or following beyond it is CONVERSATION_FULL (PARLEY_MAX_MEMBERS)")
 	startupTimeout := fs.Duration("startup-timeout", daemon.EnvDuration("PARLEY_STARTUP_TIMEOUT", topics.StartupTimeout), "how long to wait at startup for Kafka to answer before exiting with an error (PARLEY_STARTUP_TIMEOUT)")
+	linger := fs.Duration("command-linger", daemon.EnvDuration("PARLEY_COMMAND_LINGER", 0), "how long a command waits for others to share its produce request to Kafka; 0: none (PARLEY_COMMAND_LINGER)")
 	window := fs.Duration("batch-window", daemon.EnvDuration("PARLEY_BATCH_WINDOW", consumer.DefaultBatchWindow), "how long the sequencer collects commands after a batch's first before one transaction decides them all; it stops early when a quarter of it brings nothing; negative: one poll per batch (PARLEY_BATCH_WINDOW)")
 	tr := daemon.TracingFlags(fs, "parley-ingest")
 	sec := transport.Register(fs)
@@ -35,7 +36,7 @@ func main() {
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
-	svc, err := ingest.New(ingest.Config{Brokers: daemon.List(*brokers), Kafka: kafkaOpts, TLS: tlsSrc, InstanceID: *instance, MaxMembers: *maxMembers, BatchWindow: *window, GRPCAddr: *grpcAddr, SubmitTimeout: *timeout, StartupTimeout: *startupTimeout, Logger: log, TracerProvider: tp, Registry: metrics.NewRegistry()})
+	svc, err := ingest.New(ingest.Config{Brokers: daemon.List(*brokers), Kafka: kafkaOpts, TLS: tlsSrc, InstanceID: *instance, MaxMembers: *maxMembers, BatchWindow: *window, CommandLinger: *linger, GRPCAddr: *grpcAddr, SubmitTimeout: *timeout, StartupTimeout: *startupTimeout, Logger: log, TracerProvider: tp, Registry: metrics.NewRegistry()})
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
