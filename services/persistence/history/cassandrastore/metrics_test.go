@@ -121,3 +121,66 @@ func histogramCount(g prometheus.Gatherer, name, op string) (uint64, error) {
 	}
 	return 0, nil
 }
+
+// TestPostStatements: a message posted alone costs four statements: its
+// event, then one batch on the conversation's partition holding one
+// summary update (last seq and preview together; they were two) and the
+// poster's read and delivered positions.
+func TestPostStatements(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	cfg := h.cfg
+	cfg.Keyspace = testKeyspace()
+	h.dropLater(t, cfg.Keyspace)
+	if err := Migrate(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	cfg.Metrics = NewQueryMetrics(reg, "persistence")
+	s, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	conv := "c-post"
+	if err := s.Apply(ctx, []*logv1.EventRecord{
+		historytest.Created(conv, chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "post", "alice", "bob"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	byOp := func() map[string]float64 {
+		n := map[string]float64{}
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "parley_cassandra_statements_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "op" {
+						n[l.GetValue()] += m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		return n
+	}
+	before := byOp()
+	if err := s.Apply(ctx, []*logv1.EventRecord{historytest.Posted(conv, 2, "alice", "hi")}); err != nil {
+		t.Fatal(err)
+	}
+	var got float64
+	diff := map[string]float64{}
+	for op, n := range byOp() {
+		if d := n - before[op]; d != 0 {
+			diff[op] = d
+			got += d
+		}
+	}
+	if got != 4 {
+		t.Errorf("one post wrote %v statements (%v), want 4", got, diff)
+	}
+}

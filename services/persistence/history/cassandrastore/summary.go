@@ -27,11 +27,15 @@ const (
 	updateLast    = `UPDATE conversations USING TIMESTAMP ? SET last_seq = ?, last_activity = ?, changed_at = ? WHERE conversation_id = ?`
 	updateCreated = `UPDATE conversations USING TIMESTAMP ? SET kind = ?, title = ? WHERE conversation_id = ?`
 	updatePreview = `UPDATE conversations USING TIMESTAMP ? SET last_message_preview = ?, last_message_seq = ?, last_message_kind = ?, last_message_deleted = false WHERE conversation_id = ?`
-	updateEdited  = `UPDATE conversations USING TIMESTAMP ? SET last_message_preview = ? WHERE conversation_id = ?`
-	updateGone    = `UPDATE conversations USING TIMESTAMP ? SET last_message_preview = '', last_message_deleted = true WHERE conversation_id = ?`
-	addMembers    = `UPDATE conversations USING TIMESTAMP ? SET members = members + ? WHERE conversation_id = ?`
-	insertMember  = `INSERT INTO members_by_conversation (conversation_id, user_id, joined_seq, join_pos) VALUES (?, ?, ?, ?) USING TIMESTAMP ?`
-	insertUser    = `INSERT INTO conversations_by_user (user_id, conversation_id, joined_seq) VALUES (?, ?, ?) USING TIMESTAMP ?`
+	// updateLastPosted is updateLast and updatePreview in one statement,
+	// for the usual write whose newest event is the newest post: both
+	// carry that seq as their timestamp.
+	updateLastPosted = `UPDATE conversations USING TIMESTAMP ? SET last_seq = ?, last_activity = ?, changed_at = ?, last_message_preview = ?, last_message_seq = ?, last_message_kind = ?, last_message_deleted = false WHERE conversation_id = ?`
+	updateEdited     = `UPDATE conversations USING TIMESTAMP ? SET last_message_preview = ? WHERE conversation_id = ?`
+	updateGone       = `UPDATE conversations USING TIMESTAMP ? SET last_message_preview = '', last_message_deleted = true WHERE conversation_id = ?`
+	addMembers       = `UPDATE conversations USING TIMESTAMP ? SET members = members + ? WHERE conversation_id = ?`
+	insertMember     = `INSERT INTO members_by_conversation (conversation_id, user_id, joined_seq, join_pos) VALUES (?, ?, ?, ?) USING TIMESTAMP ?`
+	insertUser       = `INSERT INTO conversations_by_user (user_id, conversation_id, joined_seq) VALUES (?, ?, ?) USING TIMESTAMP ?`
 	// Groups (0003_groups.cql).
 	setLeft      = `UPDATE conversations USING TIMESTAMP ? SET member_left[?] = ? WHERE conversation_id = ?`
 	deleteMember = `DELETE FROM members_by_conversation USING TIMESTAMP ? WHERE conversation_id = ? AND user_id = ?`
@@ -129,7 +133,13 @@ func (s *Store) writeSummary(p *pack, w *convWrites, stamp int64) {
 		}
 		batch.Query(addMembers, int64(seq), entries, w.id)
 	}
-	if last != nil {
+	switch {
+	case last != nil && last == posted:
+		ts := int64(last.GetSeq())
+		preview, kind := history.MessagePreview(posted.GetMessagePosted())
+		batch.Query(updateLastPosted, ts, ts, eventNanos(last), stamp, preview, ts, int32(kind), w.id)
+		posted = nil
+	case last != nil:
 		ts := int64(last.GetSeq())
 		batch.Query(updateLast, ts, ts, eventNanos(last), stamp, w.id)
 	}
