@@ -243,12 +243,13 @@ func storeBatch(ctx context.Context, store history.Store, log *slog.Logger, reco
 
 // History implements PersistenceService.
 func (s *Service) History(ctx context.Context, req *persistencev1.HistoryRequest) (*persistencev1.HistoryResponse, error) {
-	if _, err := s.authorize(ctx, req.GetConversationId(), req.GetUserId()); err != nil {
+	sum, err := s.authorize(ctx, req.GetConversationId(), req.GetUserId())
+	if err != nil {
 		return nil, err
 	}
 	page, err := s.store.History(ctx, req.GetConversationId(), history.Query{
 		Forward: req.AfterSeq != nil, AfterSeq: req.GetAfterSeq(), BeforeSeq: req.GetBeforeSeq(), Limit: int(req.GetLimit()),
-		Viewer: req.GetUserId(),
+		Viewer: req.GetUserId(), LastSeq: sum.GetLastSeq(),
 	})
 	if err != nil {
 		return nil, storeErr(err)

@@ -37,6 +37,11 @@ type Query struct {
 	Limit     int
 	// Viewer is the user reading, for ReactionCount.Me; empty: nobody.
 	Viewer string
+	// LastSeq, when not 0, is the conversation's last seq as the caller
+	// has just read it (from its summary, authorizing the read): a
+	// backend that would read it again takes this one instead, saving a
+	// round trip. The page is then as of the caller's read.
+	LastSeq uint64
 }
 
 // Page is events in ascending seq order; HasMore says whether the query's

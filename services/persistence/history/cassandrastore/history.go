@@ -8,6 +8,7 @@ import (
 
 	"github.com/gocql/gocql"
 	"github.com/parleychat/parley/services/persistence/history"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 
 	chatv1 "github.com/parleychat/parley/pkg/pb/parley/chat/v1"
@@ -30,51 +31,67 @@ func (s *Store) lastSeq(ctx context.Context, conv string) (uint64, error) {
 	return uint64(last), nil
 }
 
-// History implements history.Store. It reads the conversation's last_seq,
-// then walks buckets from the starting seq in the query's direction, one
-// single-partition read per bucket, until it holds one event more than the
-// limit (which is how it knows there are more) or runs out of buckets.
+// History implements history.Store. It reads the conversation's last_seq
+// (unless the query brings it), then walks buckets from the starting seq
+// in the query's direction, one single-partition read per bucket, until it
+// holds one event more than the limit (which is how it knows there are
+// more) or runs out of buckets. Seqs are contiguous, so the seqs a page
+// can hold are known before the walk: their reactions are read beside it.
 func (s *Store) History(ctx context.Context, conv string, q history.Query) (history.Page, error) {
-	last, err := s.lastSeq(ctx, conv)
-	if err != nil {
-		return history.Page{}, err
+	last := q.LastSeq
+	if last == 0 {
+		var err error
+		if last, err = s.lastSeq(ctx, conv); err != nil {
+			return history.Page{}, err
+		}
 	}
-	limit := history.ClampLimit(q.Limit)
-	var page history.Page
+	limit := uint64(history.ClampLimit(q.Limit))
+	// lo..hi bounds the walk; from..to, the seqs the page can hold.
+	var lo, hi, from, to uint64
 	if q.Forward {
 		if q.AfterSeq >= last {
-			return page, nil
+			return history.Page{}, nil
 		}
-		evs, states, err := s.scan(ctx, conv, q.AfterSeq+1, last, limit+1, true)
-		if err != nil {
-			return history.Page{}, err
+		lo, hi = q.AfterSeq+1, last
+		from, to = lo, min(hi, q.AfterSeq+limit)
+	} else {
+		lo, hi = 1, last
+		if q.BeforeSeq > 0 && q.BeforeSeq-1 < hi {
+			hi = q.BeforeSeq - 1
 		}
-		if len(evs) > limit {
-			evs, page.HasMore = evs[:limit], true
+		if hi == 0 {
+			return history.Page{}, nil
 		}
-		page.Events = evs
-		if err := s.overlay(ctx, conv, evs, states, q.Viewer); err != nil {
-			return history.Page{}, err
-		}
-		return page, nil
+		from, to = max(hi, limit)-limit+1, hi
 	}
-	hi := last
-	if q.BeforeSeq > 0 && q.BeforeSeq-1 < hi {
-		hi = q.BeforeSeq - 1
-	}
-	if hi == 0 {
-		return page, nil
-	}
-	evs, states, err := s.scan(ctx, conv, 1, hi, limit+1, false)
-	if err != nil {
+	var (
+		evs    []*chatv1.Event
+		states map[uint64]*history.MessageState
+		ahead  reactionRange
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		var err error
+		ahead, err = s.reactions(gctx, conv, from, to, q.Viewer)
+		return err
+	})
+	g.Go(func() error {
+		var err error
+		evs, states, err = s.scan(gctx, conv, lo, hi, int(limit)+1, q.Forward)
+		return err
+	})
+	if err := g.Wait(); err != nil {
 		return history.Page{}, err
 	}
-	if len(evs) > limit {
+	var page history.Page
+	if uint64(len(evs)) > limit {
 		evs, page.HasMore = evs[:limit], true
 	}
-	slices.Reverse(evs)
+	if !q.Forward {
+		slices.Reverse(evs)
+	}
 	page.Events = evs
-	if err := s.overlay(ctx, conv, evs, states, q.Viewer); err != nil {
+	if err := s.overlay(ctx, conv, evs, states, q.Viewer, ahead); err != nil {
 		return history.Page{}, err
 	}
 	return page, nil
@@ -140,8 +157,9 @@ func (s *Store) scan(ctx context.Context, conv string, lo, hi uint64, n int, asc
 // overlay shows a page's messages as they are now (history.Overlay): the
 // edit and delete state scan read with them, whether the targets of the
 // page's edits elsewhere were deleted (one read per bucket), and the
-// reactions of its messages (one range read per bucket).
-func (s *Store) overlay(ctx context.Context, conv string, evs []*chatv1.Event, states map[uint64]*history.MessageState, viewer string) error {
+// reactions of its messages: those of ahead when it covers them (History
+// reads them beside the page), else one range read per bucket.
+func (s *Store) overlay(ctx context.Context, conv string, evs []*chatv1.Event, states map[uint64]*history.MessageState, viewer string, ahead reactionRange) error {
 	byBucket := map[int64][]int64{}
 	for _, seq := range history.OverlaySeqs(evs) {
 		if states[seq] == nil {
@@ -170,9 +188,34 @@ func (s *Store) overlay(ctx context.Context, conv string, evs []*chatv1.Event, s
 			hi = ev.GetSeq()
 		}
 	}
-	counts := map[uint64]*history.Reactions{}
-	for b := s.bucket(max(lo, 1)); lo != 0 && b <= s.bucket(hi); b++ {
-		iter := s.sess.Query(selectReactions, conv, b, int64(lo), int64(hi)).WithContext(ctx).Iter()
+	counts := ahead
+	if lo != 0 && (lo < ahead.from || hi > ahead.to) {
+		var err error
+		if counts, err = s.reactions(ctx, conv, lo, hi, viewer); err != nil {
+			return err
+		}
+	}
+	for seq, r := range counts.bySeq {
+		if st := states[seq]; st != nil && lo != 0 && seq >= lo && seq <= hi {
+			st.Reactions = r.Counts()
+		}
+	}
+	history.Overlay(evs, states)
+	return nil
+}
+
+// reactionRange is the reactions of the messages from..to, by seq.
+type reactionRange struct {
+	from, to uint64
+	bySeq    map[uint64]*history.Reactions
+}
+
+// reactions reads the reactions of the messages from..to, one range read
+// per bucket; viewer is the user reading, for ReactionCount.Me.
+func (s *Store) reactions(ctx context.Context, conv string, from, to uint64, viewer string) (reactionRange, error) {
+	out := reactionRange{from: from, to: to, bySeq: map[uint64]*history.Reactions{}}
+	for b := s.bucket(max(from, 1)); from != 0 && from <= to && b <= s.bucket(to); b++ {
+		iter := s.sess.Query(selectReactions, conv, b, int64(from), int64(to)).WithContext(ctx).Iter()
 		var (
 			seq         int64
 			emoji, user string
@@ -182,22 +225,16 @@ func (s *Store) overlay(ctx context.Context, conv string, evs []*chatv1.Event, s
 			if !present {
 				continue
 			}
-			r := counts[uint64(seq)]
+			r := out.bySeq[uint64(seq)]
 			if r == nil {
 				r = &history.Reactions{}
-				counts[uint64(seq)] = r
+				out.bySeq[uint64(seq)] = r
 			}
 			r.Add(emoji, user, viewer)
 		}
 		if err := iter.Close(); err != nil {
-			return fmt.Errorf("read reactions in %s, bucket %d: %w", conv, b, err)
+			return reactionRange{}, fmt.Errorf("read reactions in %s, bucket %d: %w", conv, b, err)
 		}
 	}
-	for seq, r := range counts {
-		if st := states[seq]; st != nil {
-			st.Reactions = r.Counts()
-		}
-	}
-	history.Overlay(evs, states)
-	return nil
+	return out, nil
 }

@@ -3,6 +3,7 @@ package cassandrastore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -148,26 +149,7 @@ func TestPostStatements(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	byOp := func() map[string]float64 {
-		n := map[string]float64{}
-		mfs, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, mf := range mfs {
-			if mf.GetName() != "parley_cassandra_statements_total" {
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				for _, l := range m.GetLabel() {
-					if l.GetName() == "op" {
-						n[l.GetValue()] += m.GetCounter().GetValue()
-					}
-				}
-			}
-		}
-		return n
-	}
+	byOp := func() map[string]float64 { return statementsByOp(t, reg) }
 	before := byOp()
 	if err := s.Apply(ctx, []*logv1.EventRecord{historytest.Posted(conv, 2, "alice", "hi")}); err != nil {
 		t.Fatal(err)
@@ -183,4 +165,86 @@ func TestPostStatements(t *testing.T) {
 	if got != 4 {
 		t.Errorf("one post wrote %v statements (%v), want 4", got, diff)
 	}
+}
+
+// statementsByOp is parley_cassandra_statements_total of reg by op.
+func statementsByOp(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
+	t.Helper()
+	n := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "parley_cassandra_statements_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "op" {
+					n[l.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return n
+}
+
+// TestHistoryWithKnownLastSeq: a query that brings the last seq (as
+// PersistenceService.History does, from the summary it authorized with)
+// gets the same page without reading the conversations row again.
+func TestHistoryWithKnownLastSeq(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	cfg := h.cfg
+	cfg.Keyspace = testKeyspace()
+	h.dropLater(t, cfg.Keyspace)
+	if err := Migrate(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	cfg.Metrics = NewQueryMetrics(reg, "persistence")
+	s, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	conv := "c-known"
+	recs := []*logv1.EventRecord{historytest.Created(conv, chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "known", "alice", "bob")}
+	for seq := uint64(2); seq <= 6; seq++ {
+		recs = append(recs, historytest.Posted(conv, seq, "alice", "m"))
+	}
+	if err := s.Apply(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	read := func(q history.Query) (history.Page, float64) {
+		before := statementsByOp(t, reg)["select_conversations"]
+		page, err := s.History(ctx, conv, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return page, statementsByOp(t, reg)["select_conversations"] - before
+	}
+	for _, q := range []history.Query{{Limit: 3}, {Limit: 3, BeforeSeq: 4}, {Forward: true, AfterSeq: 2, Limit: 2}} {
+		plain, n := read(q)
+		if n != 1 {
+			t.Fatalf("%+v: %v reads of conversations, want 1 (its last seq)", q, n)
+		}
+		q.LastSeq = 6
+		known, n := read(q)
+		if n != 0 {
+			t.Errorf("%+v: %v reads of conversations, want none", q, n)
+		}
+		if fmt.Sprint(seqs(plain)) != fmt.Sprint(seqs(known)) || plain.HasMore != known.HasMore {
+			t.Errorf("%+v: page %v (more %v), want %v (more %v) as without it", q, seqs(known), known.HasMore, seqs(plain), plain.HasMore)
+		}
+	}
+}
+
+func seqs(p history.Page) []uint64 {
+	out := make([]uint64, 0, len(p.Events))
+	for _, ev := range p.Events {
+		out = append(out, ev.GetSeq())
+	}
+	return out
 }

@@ -228,6 +228,34 @@ func runMessages(t *testing.T, open func(t *testing.T) history.Store) {
 			t.Fatalf("attachments %v", got)
 		}
 	})
+	t.Run("ReactionsOnBackwardPages", func(t *testing.T) {
+		// Pages ending before a seq, or the newest, one of them across a
+		// Cassandra bucket boundary (100): the reactions of their
+		// messages and of no others.
+		s := open(t)
+		c := "c-" + t.Name()
+		log := []*logv1.EventRecord{group(c)}
+		for seq := uint64(2); seq <= 130; seq++ {
+			log = append(log, Posted(c, seq, "bob", fmt.Sprint("m", seq)))
+		}
+		log = append(log,
+			Reacted(c, 131, "alice", 5, "a", true),
+			Reacted(c, 132, "alice", 101, "b", true),
+			Reacted(c, 133, "bob", 129, "c", true),
+			Reacted(c, 134, "bob", 98, "d", true),
+			Posted(c, 135, "bob", "m135"),
+		)
+		apply(t, s, log...)
+		wantShown(t, s, c, history.Query{BeforeSeq: 131, Limit: 3, Viewer: "alice"}, `128:msg "m128"; 129:msg "m129" c1; 130:msg "m130"`)
+		wantShown(t, s, c, history.Query{BeforeSeq: 103, Limit: 6, Viewer: "alice"},
+			`97:msg "m97"; 98:msg "m98" d1; 99:msg "m99"; 100:msg "m100"; 101:msg "m101" b1*; 102:msg "m102"`)
+		wantShown(t, s, c, history.Query{BeforeSeq: 7, Limit: 3}, `4:msg "m4"; 5:msg "m5" a1; 6:msg "m6"`)
+		wantShown(t, s, c, history.Query{BeforeSeq: 5, Limit: 2}, `3:msg "m3"; 4:msg "m4"`)
+		// Reactions on a page's first and last message.
+		wantShown(t, s, c, history.Query{BeforeSeq: 130, Limit: 2}, `128:msg "m128"; 129:msg "m129" c1`)
+		wantShown(t, s, c, history.Query{BeforeSeq: 8, Limit: 3}, `5:msg "m5" a1; 6:msg "m6"; 7:msg "m7"`)
+		wantShown(t, s, c, history.Query{Limit: 2, Viewer: "bob"}, `134:react 98 d; 135:msg "m135"`)
+	})
 	t.Run("AcrossBuckets", func(t *testing.T) {
 		// Targets far behind their edits (another Cassandra bucket).
 		s := open(t)
