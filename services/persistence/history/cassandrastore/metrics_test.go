@@ -67,21 +67,8 @@ func TestQueryMetricsCount(t *testing.T) {
 // TestQueryMetricsOnCassandra: a store opened with Metrics reports the
 // requests its writes and reads make.
 func TestQueryMetricsOnCassandra(t *testing.T) {
-	h := newHarness(t)
 	ctx := context.Background()
-	cfg := h.cfg
-	cfg.Keyspace = testKeyspace()
-	h.dropLater(t, cfg.Keyspace)
-	if err := Migrate(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	cfg.Metrics = NewQueryMetrics(reg, "persistence")
-	s, err := Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, reg := metricsStore(t)
 	conv := "c-metrics"
 	if err := s.Apply(ctx, []*logv1.EventRecord{
 		historytest.Created(conv, chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "metrics", "alice", "bob"),
@@ -128,21 +115,8 @@ func histogramCount(g prometheus.Gatherer, name, op string) (uint64, error) {
 // summary update (last seq and preview together; they were two) and the
 // poster's read and delivered positions.
 func TestPostStatements(t *testing.T) {
-	h := newHarness(t)
 	ctx := context.Background()
-	cfg := h.cfg
-	cfg.Keyspace = testKeyspace()
-	h.dropLater(t, cfg.Keyspace)
-	if err := Migrate(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	cfg.Metrics = NewQueryMetrics(reg, "persistence")
-	s, err := Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, reg := metricsStore(t)
 	conv := "c-post"
 	if err := s.Apply(ctx, []*logv1.EventRecord{
 		historytest.Created(conv, chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "post", "alice", "bob"),
@@ -194,21 +168,8 @@ func statementsByOp(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
 // PersistenceService.History does, from the summary it authorized with)
 // gets the same page without reading the conversations row again.
 func TestHistoryWithKnownLastSeq(t *testing.T) {
-	h := newHarness(t)
 	ctx := context.Background()
-	cfg := h.cfg
-	cfg.Keyspace = testKeyspace()
-	h.dropLater(t, cfg.Keyspace)
-	if err := Migrate(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	cfg.Metrics = NewQueryMetrics(reg, "persistence")
-	s, err := Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, reg := metricsStore(t)
 	conv := "c-known"
 	recs := []*logv1.EventRecord{historytest.Created(conv, chatv1.ConversationKind_CONVERSATION_KIND_GROUP, "known", "alice", "bob")}
 	for seq := uint64(2); seq <= 6; seq++ {
@@ -247,4 +208,26 @@ func seqs(p history.Page) []uint64 {
 		out = append(out, ev.GetSeq())
 	}
 	return out
+}
+
+// metricsStore opens a store on a fresh migrated keyspace, with its
+// query metrics on the registry it returns; both closed with t.
+func metricsStore(t *testing.T) (*Store, *prometheus.Registry) {
+	t.Helper()
+	h := newHarness(t)
+	ctx := context.Background()
+	cfg := h.cfg
+	cfg.Keyspace = testKeyspace()
+	h.dropLater(t, cfg.Keyspace)
+	if err := Migrate(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	cfg.Metrics = NewQueryMetrics(reg, "persistence")
+	s, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, reg
 }
