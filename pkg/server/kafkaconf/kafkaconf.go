@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -41,6 +42,15 @@ type Config struct {
 	// Mechanism is the SASL mechanism, empty for none.
 	Mechanism      string
 	User, Password string
+	// LogLevel is how much of franz-go's own log the clients write: none
+	// (or empty), error, warn, info or debug. Its info level tells a
+	// transaction's and a group session's steps (one line or more per
+	// batch), which is what a broker restart's aftermath needs and too
+	// much to keep on.
+	LogLevel string
+	// Log receives those lines (text on stderr when nil); they pass its
+	// handler's level too.
+	Log *slog.Logger
 }
 
 // Register adds the -kafka-tls*, -kafka-sasl-* flags to fs, each with a
@@ -51,6 +61,7 @@ func Register(fs *flag.FlagSet) *Config {
 	mtls.Register(fs, &c.Files, "kafka-", "KAFKA_", "Kafka")
 	fs.StringVar(&c.Mechanism, "kafka-sasl-mechanism", daemon.Env("PARLEY_KAFKA_SASL_MECHANISM", ""), "SASL mechanism: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN (TLS only); none if empty (PARLEY_KAFKA_SASL_MECHANISM)")
 	fs.StringVar(&c.User, "kafka-sasl-user", daemon.Env("PARLEY_KAFKA_SASL_USER", ""), "SASL user name (PARLEY_KAFKA_SASL_USER)")
+	fs.StringVar(&c.LogLevel, "kafka-log-level", daemon.Env("PARLEY_KAFKA_LOG_LEVEL", ""), "franz-go's own log: none, error, warn, info (a transaction's steps, one line or more per batch) or debug; none if empty (PARLEY_KAFKA_LOG_LEVEL)")
 	fs.StringVar(&c.Password, "kafka-sasl-password", daemon.Env("PARLEY_KAFKA_SASL_PASSWORD", ""), "SASL password; prefer the environment variable, which ps does not show (PARLEY_KAFKA_SASL_PASSWORD)")
 	return c
 }
@@ -64,6 +75,7 @@ func FromEnv() Config {
 		Mechanism: os.Getenv("PARLEY_KAFKA_SASL_MECHANISM"),
 		User:      os.Getenv("PARLEY_KAFKA_SASL_USER"),
 		Password:  os.Getenv("PARLEY_KAFKA_SASL_PASSWORD"),
+		LogLevel:  os.Getenv("PARLEY_KAFKA_LOG_LEVEL"),
 	}
 }
 
@@ -90,6 +102,17 @@ func envBool(key string) bool {
 // at the next connection.
 func (c Config) Opts() ([]kgo.Opt, error) {
 	var opts []kgo.Opt
+	level, err := parseLogLevel(c.LogLevel)
+	if err != nil {
+		return nil, err
+	}
+	if level != kgo.LogLevelNone {
+		log := c.Log
+		if log == nil {
+			log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		}
+		opts = append(opts, kgo.WithLogger(clientLog{log: log.With("kafka_client", true), level: level}))
+	}
 	tlsOn := c.TLS || c.Files.Enabled()
 	if tlsOn {
 		src, err := mtls.Open(c.Files)
@@ -124,4 +147,41 @@ func (c Config) Opts() ([]kgo.Opt, error) {
 		return nil, fmt.Errorf("kafka: unknown SASL mechanism %q (want %s, %s or %s)", c.Mechanism, ScramSHA512, ScramSHA256, Plain)
 	}
 	return opts, nil
+}
+
+func parseLogLevel(s string) (kgo.LogLevel, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "none":
+		return kgo.LogLevelNone, nil
+	case "error":
+		return kgo.LogLevelError, nil
+	case "warn":
+		return kgo.LogLevelWarn, nil
+	case "info":
+		return kgo.LogLevelInfo, nil
+	case "debug":
+		return kgo.LogLevelDebug, nil
+	}
+	return kgo.LogLevelNone, fmt.Errorf("kafka: unknown client log level %q (want none, error, warn, info or debug)", s)
+}
+
+// clientLog writes franz-go's log to slog, from its own level up.
+type clientLog struct {
+	log   *slog.Logger
+	level kgo.LogLevel
+}
+
+func (l clientLog) Level() kgo.LogLevel { return l.level }
+
+func (l clientLog) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	lv := slog.LevelDebug
+	switch level {
+	case kgo.LogLevelError:
+		lv = slog.LevelError
+	case kgo.LogLevelWarn:
+		lv = slog.LevelWarn
+	case kgo.LogLevelInfo:
+		lv = slog.LevelInfo
+	}
+	l.log.Log(context.Background(), lv, msg, keyvals...)
 }

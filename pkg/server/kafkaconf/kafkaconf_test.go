@@ -1,10 +1,13 @@
 package kafkaconf_test
 
 import (
+	"bytes"
 	"context"
 	"flag"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,6 +98,7 @@ func TestBadSettingsAreRefused(t *testing.T) {
 		"missing ca file":     {Files: mtls.Files{CA: filepath.Join(os.TempDir(), "parley-no-such-ca.crt")}},
 		"cert without key":    {Files: mtls.Files{Cert: "tls.crt"}},
 		"scram over tls, bad": {TLS: true, Mechanism: "scram-sha-1", User: "u", Password: "p"},
+		"unknown log level":   {LogLevel: "loud"},
 	} {
 		if _, err := cfg.Opts(); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -111,17 +115,41 @@ func TestFlagsAndEnvironmentGiveTheSameSettings(t *testing.T) {
 	t.Setenv("PARLEY_KAFKA_SASL_MECHANISM", kafkaconf.ScramSHA512)
 	t.Setenv("PARLEY_KAFKA_SASL_USER", "parley")
 	t.Setenv("PARLEY_KAFKA_SASL_PASSWORD", "from-env")
+	t.Setenv("PARLEY_KAFKA_LOG_LEVEL", "info")
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	c := kafkaconf.Register(fs)
 	if err := fs.Parse([]string{"-kafka-sasl-password", "from-flag", "-kafka-tls-server-name", "kafka.internal"}); err != nil {
 		t.Fatal(err)
 	}
-	want := kafkaconf.Config{TLS: true, Files: mtls.Files{CA: "/etc/kafka-ca/ca.crt", ServerName: "kafka.internal"}, Mechanism: kafkaconf.ScramSHA512, User: "parley", Password: "from-flag"}
+	want := kafkaconf.Config{TLS: true, Files: mtls.Files{CA: "/etc/kafka-ca/ca.crt", ServerName: "kafka.internal"}, Mechanism: kafkaconf.ScramSHA512, User: "parley", Password: "from-flag", LogLevel: "info"}
 	if *c != want {
 		t.Fatalf("flags: %+v, want %+v", *c, want)
 	}
 	want.Password, want.Files.ServerName = "from-env", ""
 	if got := kafkaconf.FromEnv(); got != want {
 		t.Fatalf("environment: %+v, want %+v", got, want)
+	}
+}
+
+// TestClientLogGoesToSlog: with a log level, franz-go's own lines reach the
+// service's logger, tagged; without one, none do.
+func TestClientLogGoesToSlog(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, tc := range []struct {
+		level string
+		lines bool
+	}{{"", false}, {"none", false}, {"error", false}, {"debug", true}, {"DEBUG", true}} {
+		var buf bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		if err := ping(t, c.ListenAddrs(), kafkaconf.Config{LogLevel: tc.level, Log: log}); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Count(buf.String(), "kafka_client=true"); (got > 0) != tc.lines || strings.Count(buf.String(), "\n") != got {
+			t.Errorf("level %q: %d client lines of %d (want some: %v):\n%s", tc.level, got, strings.Count(buf.String(), "\n"), tc.lines, buf.String())
+		}
 	}
 }

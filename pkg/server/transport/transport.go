@@ -6,6 +6,7 @@ package transport
 
 import (
 	"flag"
+	"log/slog"
 
 	"github.com/parleychat/parley/pkg/server/kafkaconf"
 	"github.com/parleychat/parley/pkg/server/mtls"
@@ -28,14 +29,17 @@ func Register(fs *flag.FlagSet) *Flags {
 }
 
 // Open reads the parsed flags: the internal mTLS source (nil without
-// files: plaintext) and the Kafka client options.
-func (f *Flags) Open() (*mtls.Source, []kgo.Opt, error) {
+// files: plaintext) and the Kafka client options; the Kafka clients' own
+// log, when asked for (-kafka-log-level), goes to log.
+func (f *Flags) Open(log *slog.Logger) (*mtls.Source, []kgo.Opt, error) {
 	// Both errors already name what failed ("tls: …", "kafka: …").
 	src, err := mtls.OpenMutual(f.internal)
 	if err != nil {
 		return nil, nil, err
 	}
-	opts, err := f.kafka.Opts()
+	kc := *f.kafka
+	kc.Log = log
+	opts, err := kc.Opts()
 	if err != nil {
 		return nil, nil, err
 	}

@@ -48,7 +48,7 @@ func main() {
 		sc.startupTimeout = topics.StartupTimeout
 	}
 	log := daemon.Logger()
-	tlsSrc, kafkaOpts, err := sec.Open()
+	tlsSrc, kafkaOpts, err := sec.Open(log)
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}

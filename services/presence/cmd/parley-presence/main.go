@@ -25,7 +25,7 @@ func main() {
 	sec := transport.Register(fs)
 	daemon.Parse(fs, os.Args[1:])
 	log := daemon.Logger()
-	tlsSrc, kafkaOpts, err := sec.Open()
+	tlsSrc, kafkaOpts, err := sec.Open(log)
 	if err != nil {
 		os.Exit(daemon.Fail(log, err))
 	}
