@@ -113,7 +113,7 @@ unit: ## unit and in-process end-to-end tests only (skips what needs the real st
 .PHONY: test-all
 # Tests that stop a shared server (PARLEY_STACK_CONTROL=1) run after all
 # the others, alone.
-STACK_CONTROL_TESTS := TestCassandraOutage
+STACK_CONTROL_TESTS := TestCassandraOutage|TestSequencerAcrossKafkaRestarts
 test-all: $(BIN)/grpcurl ## every Go test, with real Kafka and Cassandra up (started and stopped if needed)
 	bash deployments/local/with-stack.sh bash -c '\
 		go test -race -count=1 -timeout 20m -skip "^($(STACK_CONTROL_TESTS))$$" work && \

@@ -69,6 +69,10 @@ type Sequencer struct {
 	opts []kgo.Opt
 	// live, when set, is the liveness watch of the poll loop.
 	live *health.Loop
+	// lost is set when the group session was lost (a heartbeat failed:
+	// the broker went away or forgot this member): the next poll starts a
+	// new Kafka session (see PollRecords).
+	lost atomic.Bool
 	// loading counts the partitions being rebuilt now.
 	loading atomic.Int32
 	// beforeEnd, when set (by tests), runs after a batch is produced and
@@ -132,12 +136,15 @@ func NewSequencer(conn []kgo.Opt, instanceID string, maxMembers int, log *slog.L
 		// A transaction left open by a process that died holds back every
 		// committed reader of its partitions until the broker aborts it, so
 		// keep that short: a batch's transaction lasts milliseconds.
-		kgo.TransactionTimeout(10*time.Second),
+		kgo.TransactionTimeout(transactionTimeout),
 		// Rebalances wait until the batch in hand is committed or aborted,
 		// so a partition never has two owners deciding at once.
 		kgo.BlockRebalanceOnPoll(),
 		kgo.OnPartitionsRevoked(drop),
-		kgo.OnPartitionsLost(drop),
+		kgo.OnPartitionsLost(func(ctx context.Context, cl *kgo.Client, lost map[string][]int32) {
+			drop(ctx, cl, lost)
+			s.lost.Store(true)
+		}),
 		kgo.RecordPartitioner(commandPartitions()),
 	)...), extra...)
 	sess, err := kgo.NewGroupTransactSession(s.opts...)
@@ -147,6 +154,17 @@ func NewSequencer(conn []kgo.Opt, instanceID string, maxMembers int, log *slog.L
 	s.sess = sess
 	return s, nil
 }
+
+// transactionTimeout is how long the broker lets a transaction stay open
+// before it aborts it. It also bounds the sequencer's own waits inside a
+// transaction (its produce, and its end): past it the broker has aborted
+// the transaction or is about to, so waiting on cannot commit anything. A
+// broker restart showed why the bound is needed: franz-go's produce or end
+// can wait for good on a client whose connection died mid-request (the
+// client's produce never resumed, or End waited on a group heartbeat that
+// no longer runs), and a sequencer stuck there also holds its group's
+// rebalance (BlockRebalanceOnPoll), so no other node takes its partitions.
+const transactionTimeout = 10 * time.Second
 
 // errTxn marks a failure of the transaction itself (begin or end), after
 // which franz-go's transactional client cannot go on: typically a zombie
@@ -158,7 +176,17 @@ var errTxn = errors.New("sequencer transaction failed")
 // producer epoch and rejoins the group; every aggregate is forgotten, since
 // what the failed transaction decided may or may not be on the log.
 func (s *Sequencer) renew() error {
-	s.sess.CloseAllowingRebalance()
+	// The old client may be the wedged one: its close is not waited for
+	// past the transaction timeout. Left behind, it is fenced anyway: the
+	// new session's producer id bumps its epoch, and a static member's
+	// rejoin under the same instance id replaces it in the group.
+	closed := make(chan struct{})
+	go func(old *kgo.GroupTransactSession) { old.CloseAllowingRebalance(); close(closed) }(s.sess)
+	select {
+	case <-closed:
+	case <-time.After(transactionTimeout):
+		s.log.Warn("sequencer: the failed Kafka session did not close in time; going on without it", "waited", transactionTimeout)
+	}
 	s.mu.Lock()
 	clear(s.parts)
 	s.mu.Unlock()
@@ -170,6 +198,8 @@ func (s *Sequencer) renew() error {
 	s.sess = sess
 	s.claimed = false
 	s.mu.Unlock()
+	// The old session's close reports its partitions lost too.
+	s.lost.Store(false)
 	// The new session's offsets read must not wait on the old session's
 	// transaction either (see claim).
 	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -246,7 +276,22 @@ func (s *Sequencer) Run(ctx context.Context) error {
 
 // PollRecords and AllowRebalance make the current Kafka session, which
 // renew replaces, the loop's source.
+//
+// A lost group session is renewed before the next poll. A broker restart
+// in the middle of a transaction can leave that transaction's group
+// offsets pending on the broker for good (measured: over a minute, with no
+// timeout abort logged), and every member's offset read for those
+// partitions then answers UNSTABLE_OFFSET_COMMIT until the transactional
+// id's owner initializes its producer again, which a new session does
+// (claim). The session's own client would carry on with its old producer
+// id and never clear them.
 func (s *Sequencer) PollRecords(ctx context.Context, n int) kgo.Fetches {
+	if s.lost.Load() && ctx.Err() == nil {
+		s.log.Warn("sequencer: group session lost; starting a new Kafka session")
+		if err := s.renew(); err != nil {
+			return kgo.NewErrFetch(err)
+		}
+	}
 	return s.sess.PollRecords(ctx, n)
 }
 
@@ -290,7 +335,10 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) (err error) 
 		// without its events would lose them.
 		end = kgo.TryAbort
 	} else if len(out) > 0 {
-		if err := s.sess.ProduceSync(ctx, out...).FirstErr(); err != nil {
+		pctx, cancel := context.WithTimeout(ctx, transactionTimeout)
+		err := s.sess.ProduceSync(pctx, out...).FirstErr()
+		cancel()
+		if err != nil {
 			// The transaction cannot commit now; End aborts it and rewinds
 			// the consumer to the last committed offsets.
 			s.log.WarnContext(ctx, "sequencer: produce failed; the batch is aborted and decided again", "records", len(out), "err", err)
@@ -300,7 +348,11 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) (err error) 
 	if s.beforeEnd != nil {
 		s.beforeEnd()
 	}
-	committed, err = s.sess.End(ctx, end)
+	// A bounded End that fails leaves the client in a state franz-go does
+	// not promise to recover from: errTxn makes Run replace the session.
+	ectx, cancel := context.WithTimeout(ctx, transactionTimeout)
+	committed, err = s.sess.End(ectx, end)
+	cancel()
 	if err != nil {
 		return fmt.Errorf("%w: end: %w", errTxn, err)
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -19,8 +17,7 @@ import (
 // if it fails.
 func stackControl(t *testing.T, args ...string) {
 	t.Helper()
-	cmd := exec.Command("bash", append([]string{"../../deployments/local/stack.sh"}, args...)...)
-	out, err := cmd.CombinedOutput()
+	out, err := stackCommand(args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("stack.sh %v: %v\n%s", args, err, out)
 	}
@@ -38,13 +35,7 @@ func stackControl(t *testing.T, args ...string) {
 // every other test.
 func TestCassandraOutage(t *testing.T) {
 	s := requireStack(t)
-	if os.Getenv("PARLEY_STACK_CONTROL") != "1" {
-		msg := "stops the shared Cassandra: run alone with PARLEY_STACK_CONTROL=1 (make test does)"
-		if os.Getenv("PARLEY_INTEGRATION") == "require" && os.Getenv("PARLEY_STACK_CONTROL") != "0" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	requireStackControl(t, "stops the shared Cassandra")
 	c := startCluster(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -79,7 +70,7 @@ func TestCassandraOutage(t *testing.T) {
 
 	t.Cleanup(func() {
 		// Leave the stack as found even when the test fails midway.
-		_ = exec.Command("bash", "../../deployments/local/stack.sh", "up", "cassandra").Run()
+		_ = stackCommand("up", "cassandra").Run()
 	})
 	stackControl(t, "stop", "cassandra")
 	down := time.Now()
