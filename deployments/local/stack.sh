@@ -657,6 +657,13 @@ launch() {
   while IFS= read -r line; do
     argv+=("$line")
   done < <("${comp}_command")
+  # The logs of the last five starts stay (.1 the newest): a chaos run
+  # restarts the broker, and the shutdown log of a failed run must
+  # survive the next start or two.
+  local i
+  for i in 4 3 2 1; do
+    [[ -f $log.$i ]] && mv -f "$log.$i" "$log.$((i + 1))"
+  done
   [[ -f $log ]] && mv -f "$log" "$log.1"
   rm -f "$pidfile"
   # shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
