@@ -166,6 +166,12 @@ func NewSequencer(conn []kgo.Opt, instanceID string, maxMembers int, log *slog.L
 // rebalance (BlockRebalanceOnPoll), so no other node takes its partitions.
 const transactionTimeout = 10 * time.Second
 
+// hangingAfter is how long a partition's load may wait on an open
+// transaction before the sequencer reports it: the broker aborts a
+// transaction within the timeout plus its abort check interval (10 s by
+// default), so past this it is not going to.
+const hangingAfter = 3 * transactionTimeout
+
 // errTxn marks a failure of the transaction itself (begin or end), after
 // which franz-go's transactional client cannot go on: typically a zombie
 // whose transaction the broker already aborted on timeout, fencing its
@@ -511,7 +517,17 @@ func (s *Sequencer) partition(ctx context.Context, p int32) (map[string]*convers
 	}
 	start := time.Now()
 	s.loading.Add(1)
+	// Loading waits until no transaction is open on the partition, which
+	// the broker ends within the transaction timeout plus its abort check
+	// (20 s by default). A wait past that is a transaction the broker will
+	// not end (a hanging one): say so, since every command of the
+	// partition waits on it.
+	waiting := time.AfterFunc(hangingAfter, func() {
+		s.log.Error("sequencer: partition still loading: an open transaction on the event partition blocks it; if it lasts, see docs/OPERATIONS.md (hanging transaction)",
+			"partition", p, "waited", time.Since(start).Round(time.Second))
+	})
 	convs, n, err := loadPartition(ctx, s.conn, p)
+	waiting.Stop()
 	s.loading.Add(-1)
 	if err != nil {
 		return nil, err

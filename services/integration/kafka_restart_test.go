@@ -240,9 +240,14 @@ func TestSequencerAcrossKafkaRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admCl.Close()
-	ends, err := logread.SettledEnds(ctx, kadm.NewClient(admCl), topics.Events)
+	// The broker ends a transaction its producer left within the timeout
+	// plus its abort check (20 s): one open past a minute hangs, and what
+	// it holds never reaches a committed reader.
+	sctx, scancel := context.WithTimeout(ctx, time.Minute)
+	ends, err := logread.SettledEnds(sctx, kadm.NewClient(admCl), topics.Events)
+	scancel()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the event log's ends: %v (a transaction still open after a minute is a hanging one: see the broker's log for skipped markers)", err)
 	}
 	got := map[string][]*chatv1.Event{}
 	if _, err := logread.ReadToEnd(ctx, s.kafka(), topics.Events, ends, func(recs []*kgo.Record) error {
