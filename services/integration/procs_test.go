@@ -375,10 +375,20 @@ func ensureTopics(t *testing.T, brokers string) {
 
 func (c *cluster) dial(edge int, user, device string) *sdk.Client {
 	c.t.Helper()
+	return c.dialBuffered(edge, user, device, 0)
+}
+
+// dialBuffered dials a device whose SDK holds up to events pushed events
+// unread (the SDK's default when 0). A test that reads its device's
+// events only after the load must hold them all: past the bound the SDK
+// stops reading the socket, pongs go unanswered, and the edge ends the
+// connection (CI saw that with 5,050 events against the default 4,096).
+func (c *cluster) dialBuffered(edge int, user, device string, events int) *sdk.Client {
+	c.t.Helper()
 	tok, _ := c.minter.Mint(user, time.Hour)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cl, err := sdk.Dial(ctx, sdk.Options{URL: c.edgeURLs[edge], Token: tok, DeviceID: device})
+	cl, err := sdk.Dial(ctx, sdk.Options{URL: c.edgeURLs[edge], Token: tok, DeviceID: device, EventBuffer: events})
 	if err != nil {
 		c.t.Fatalf("dial edge%d as %s: %v", edge, user, err)
 	}

@@ -144,7 +144,8 @@ func TestKillSequencerMidStream(t *testing.T) {
 
 	const convs, senders, perSender = 50, 10, 500
 	creator := c.dial(0, "alice", "alice-creator")
-	reader := c.dial(1, "bob", "bob-reader")
+	// The reader reads its events only after the load and the resends.
+	reader := c.dialBuffered(1, "bob", "bob-reader", 2*(senders*perSender+convs))
 	ids := createGroups(t, ctx, creator, convs, "g", "bob")
 	l := newLedger(ids)
 	c.sendKilling(t, ctx, l, ids, killLoad{senders: senders, perSender: perSender, stride: 7, proc: "ingest", killAt: 300, down: time.Second})
