@@ -285,12 +285,13 @@ func (s *Sequencer) Run(ctx context.Context) error {
 //
 // A lost group session is renewed before the next poll. A broker restart
 // in the middle of a transaction can leave that transaction's group
-// offsets pending on the broker for good (measured: over a minute, with no
-// timeout abort logged), and every member's offset read for those
-// partitions then answers UNSTABLE_OFFSET_COMMIT until the transactional
-// id's owner initializes its producer again, which a new session does
-// (claim). The session's own client would carry on with its old producer
-// id and never clear them.
+// offsets pending (measured: over a minute, with no timeout abort logged),
+// and every member's offset read for those partitions then answers
+// UNSTABLE_OFFSET_COMMIT. In TestSequencerAcrossKafkaRestarts they cleared
+// as soon as the transactional id initialized its producer again, which a
+// new session does (claim); the old client would carry on with its old
+// producer id. (When the broker skipped the transaction's markers
+// altogether, not even that clears them: docs/GUARANTEES.md, guarantee 1.)
 func (s *Sequencer) PollRecords(ctx context.Context, n int) kgo.Fetches {
 	if s.lost.Load() && ctx.Err() == nil {
 		s.log.Warn("sequencer: group session lost; starting a new Kafka session")
