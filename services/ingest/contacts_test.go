@@ -335,7 +335,7 @@ func TestContactsReplay(t *testing.T) {
 func TestSequencerHandsOnInboxItems(t *testing.T) {
 	const partitions = 8
 	brokers, cl := topicstest.Cluster(t, partitions)
-	seq, err := NewSequencer(topics.ClientOpts(brokers), "", 10, slog.New(slog.DiscardHandler), newDeadLetters(metrics.NewRegistry()))
+	seq, err := NewSequencer(topics.ClientOpts(brokers), "", 10, slog.New(slog.DiscardHandler), newDeadLetters(metrics.NewRegistry()), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,7 +70,7 @@ func crashInsideTransaction(t *testing.T, committed []string) {
 	}
 	runSequencer := func(brokers []string) (*Sequencer, func()) {
 		t.Helper()
-		s, err := NewSequencer(topics.ClientOpts(brokers), "seq-0", 10, log, newDeadLetters(metrics.NewRegistry()))
+		s, err := NewSequencer(topics.ClientOpts(brokers), "seq-0", 10, log, newDeadLetters(metrics.NewRegistry()), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

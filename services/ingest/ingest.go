@@ -140,7 +140,7 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ingest kafka producer: %w", err)
 	}
-	seq, err := NewSequencer(topics.ClientOpts(cfg.Brokers, cfg.Kafka...), cfg.InstanceID, cfg.MaxMembers, log, newDeadLetters(reg), m.Kafka("sequencer"))
+	seq, err := NewSequencer(topics.ClientOpts(cfg.Brokers, cfg.Kafka...), cfg.InstanceID, cfg.MaxMembers, log, newDeadLetters(reg), func() kgo.Opt { return m.Kafka("sequencer") })
 	if err != nil {
 		producer.Close()
 		return nil, err

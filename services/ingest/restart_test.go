@@ -47,7 +47,7 @@ func restartCluster(t *testing.T) (*kfake.Cluster, []string, *kgo.Client, contex
 func restartSequencer(t *testing.T, ctx context.Context, brokers []string, admin *kgo.Client) time.Time {
 	t.Helper()
 	began := time.Now()
-	seq, err := NewSequencer(topics.ClientOpts(brokers), "seq-0", 10, slog.New(slog.DiscardHandler), newDeadLetters(metrics.NewRegistry()))
+	seq, err := NewSequencer(topics.ClientOpts(brokers), "seq-0", 10, slog.New(slog.DiscardHandler), newDeadLetters(metrics.NewRegistry()), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

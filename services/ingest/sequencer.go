@@ -65,8 +65,10 @@ type Sequencer struct {
 	parts map[int32]map[string]*conversation
 	// deadLetters counts commands set aside, by reason.
 	deadLetters *prometheus.CounterVec
-	// opts make the Kafka session (again, after a failed transaction).
-	opts []kgo.Opt
+	// opts make the Kafka session (again, after a failed transaction),
+	// with a metrics hook from kafkaMetrics, when set, for each.
+	opts         []kgo.Opt
+	kafkaMetrics func() kgo.Opt
 	// live, when set, is the liveness watch of the poll loop.
 	live *health.Loop
 	// lost is set when the group session was lost (a heartbeat failed:
@@ -109,11 +111,14 @@ func (s *Sequencer) measure(m *metrics.Service) {
 
 // NewSequencer joins the group lazily: nothing happens until Run polls.
 // conn reaches the cluster (topics.ClientOpts with the connection's
-// security). Options in extra are applied last (tests shorten the group's
-// timeouts).
-func NewSequencer(conn []kgo.Opt, instanceID string, maxMembers int, log *slog.Logger, deadLetters *prometheus.CounterVec, extra ...kgo.Opt) (*Sequencer, error) {
+// security). kafkaMetrics, when set, makes each Kafka session's metrics
+// hook: one of its own per session, since a hook (kprom's) belongs to one
+// client, and a renewed session sharing it races with the old client's
+// last goroutines. Options in extra are applied last (tests shorten the
+// group's timeouts).
+func NewSequencer(conn []kgo.Opt, instanceID string, maxMembers int, log *slog.Logger, deadLetters *prometheus.CounterVec, kafkaMetrics func() kgo.Opt, extra ...kgo.Opt) (*Sequencer, error) {
 	s := &Sequencer{conn: conn, maxMembers: maxMembers, log: log, parts: map[int32]map[string]*conversation{}, deadLetters: deadLetters,
-		tracer: tracing.Tracer(nil)}
+		tracer: tracing.Tracer(nil), kafkaMetrics: kafkaMetrics}
 	drop := func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -147,12 +152,21 @@ func NewSequencer(conn []kgo.Opt, instanceID string, maxMembers int, log *slog.L
 		}),
 		kgo.RecordPartitioner(commandPartitions()),
 	)...), extra...)
-	sess, err := kgo.NewGroupTransactSession(s.opts...)
+	sess, err := s.newSession()
 	if err != nil {
 		return nil, fmt.Errorf("sequencer kafka client: %w", err)
 	}
 	s.sess = sess
 	return s, nil
+}
+
+// newSession makes a Kafka session from opts and a metrics hook of its own.
+func (s *Sequencer) newSession() (*kgo.GroupTransactSession, error) {
+	opts := s.opts
+	if s.kafkaMetrics != nil {
+		opts = append(slices.Clip(opts), s.kafkaMetrics())
+	}
+	return kgo.NewGroupTransactSession(opts...)
 }
 
 // transactionTimeout is how long the broker lets a transaction stay open
@@ -182,21 +196,13 @@ var errTxn = errors.New("sequencer transaction failed")
 // producer epoch and rejoins the group; every aggregate is forgotten, since
 // what the failed transaction decided may or may not be on the log.
 func (s *Sequencer) renew() error {
-	// The old client may be the wedged one: its close is not waited for
-	// past the transaction timeout. Left behind, it is fenced anyway: the
-	// new session's producer id bumps its epoch, and a static member's
-	// rejoin under the same instance id replaces it in the group.
-	closed := make(chan struct{})
-	go func(old *kgo.GroupTransactSession) { old.CloseAllowingRebalance(); close(closed) }(s.sess)
-	select {
-	case <-closed:
-	case <-time.After(transactionTimeout):
-		s.log.Warn("sequencer: the failed Kafka session did not close in time; going on without it", "waited", transactionTimeout)
-	}
+	// Closed before the next is made: its metrics hook unregisters as it
+	// closes, and the next one registers the same names.
+	s.sess.CloseAllowingRebalance()
 	s.mu.Lock()
 	clear(s.parts)
 	s.mu.Unlock()
-	sess, err := kgo.NewGroupTransactSession(s.opts...)
+	sess, err := s.newSession()
 	if err != nil {
 		return fmt.Errorf("sequencer kafka client: %w", err)
 	}

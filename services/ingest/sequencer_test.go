@@ -41,7 +41,7 @@ func readAtLeast(t *testing.T, brokers []string, topic string, n int) []*kgo.Rec
 func TestSequencerSetsAsideBadCommands(t *testing.T) {
 	brokers, cl := topicstest.Cluster(t, 1)
 	deadLetters := newDeadLetters(metrics.NewRegistry())
-	seq, err := NewSequencer(topics.ClientOpts(brokers), "", 10, slog.New(slog.DiscardHandler), deadLetters)
+	seq, err := NewSequencer(topics.ClientOpts(brokers), "", 10, slog.New(slog.DiscardHandler), deadLetters, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func zombieSequencer(t *testing.T, pastTimeout bool) {
 	}
 	start := func(name string) *Sequencer {
 		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-		s, err := NewSequencer(topics.ClientOpts(brokers), "", 10, log.With("seq", name), newDeadLetters(metrics.NewRegistry()), fast...)
+		s, err := NewSequencer(topics.ClientOpts(brokers), "", 10, log.With("seq", name), newDeadLetters(metrics.NewRegistry()), nil, fast...)
 		if err != nil {
 			t.Fatal(err)
 		}
