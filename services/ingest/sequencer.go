@@ -189,7 +189,8 @@ const hangingAfter = 3 * transactionTimeout
 // errTxn marks a failure of the transaction itself (begin or end), after
 // which franz-go's transactional client cannot go on: typically a zombie
 // whose transaction the broker already aborted on timeout, fencing its
-// producer epoch.
+// producer epoch. A batch whose partitions could not be loaded fails the
+// same way: its records are polled, and a new session polls them again.
 var errTxn = errors.New("sequencer transaction failed")
 
 // renew replaces the Kafka session after errTxn: a new client gets a new
@@ -332,7 +333,10 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) (err error) 
 		}
 	})
 	if err != nil {
-		return err
+		// Typically the broker just restarted (LEADER_NOT_AVAILABLE). The
+		// batch is polled already, so only a new session, reading from the
+		// committed offsets, polls it again.
+		return fmt.Errorf("%w: %w", errTxn, err)
 	}
 	if err := s.sess.Begin(); err != nil {
 		return fmt.Errorf("%w: begin: %w", errTxn, err)
