@@ -134,6 +134,14 @@ CRASH_ROUNDS ?= 50
 crash: ## kill -9 `parley run` CRASH_ROUNDS (50) times mid-traffic, checking every guarantee after each restart (PARLEY_CRASH_SEED replays)
 	PARLEY_CRASH_ROUNDS=$(CRASH_ROUNDS) go test -count=1 -run '^TestCrashLoop$$' -v -timeout 60m ./cmd/parley
 
+# TestSequencerAcrossKafkaRestarts restarts the broker once in test-all;
+# this is the same test with eight restarts.
+KAFKA_RESTARTS ?= 8
+.PHONY: kafka-restarts
+kafka-restarts: ## restart the real broker KAFKA_RESTARTS (8) times under two sequencers; every acknowledged command must be on the log
+	bash deployments/local/with-stack.sh env PARLEY_STACK_CONTROL=1 PARLEY_KAFKA_RESTARTS=$(KAFKA_RESTARTS) \
+		go test -count=1 -run '^TestSequencerAcrossKafkaRestarts$$' -v -timeout 20m ./services/integration
+
 .PHONY: sdk-js-test
 sdk-js-test: ## the JavaScript SDK (sdk/js): npm ci, its types, and its tests against a real `parley run`
 	cd sdk/js && npm ci --no-audit --no-fund && npm test

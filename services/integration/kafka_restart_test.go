@@ -47,11 +47,15 @@ func requireStackControl(t *testing.T, what string) {
 }
 
 // kafkaRestarts is how many times TestSequencerAcrossKafkaRestarts
-// restarts the broker (PARLEY_KAFKA_RESTARTS to hunt a rare window).
+// restarts the broker: once in make test, PARLEY_KAFKA_RESTARTS times with
+// make kafka-restarts (8). Each restart of the single local broker risks
+// Kafka's own marker skip (docs/GUARANTEES.md, guarantee 1), which hangs
+// the stack's topics until their data is purged; before the sequencer's
+// fixes the first restart already stopped it in two of three variants.
 func kafkaRestarts() int {
-	n := 4
+	n := 1
 	if _, err := fmt.Sscan(os.Getenv("PARLEY_KAFKA_RESTARTS"), &n); err != nil || n < 1 {
-		return 4
+		return 1
 	}
 	return n
 }
