@@ -146,6 +146,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	seq.measure(m)
+	seq.hanging = newHangingTxns(reg)
 	switch {
 	case cfg.BatchWindow == 0:
 		seq.gather = consumer.DefaultBatchWindow

@@ -34,6 +34,21 @@ func newDeadLetters(reg *prometheus.Registry) *prometheus.CounterVec {
 		records.ReasonUndecodable, records.ReasonInvalid)
 }
 
+// newHangingTxns registers the counter of hanging transactions the
+// sequencer met (hanging.go), by what became of each: committed or
+// aborted (it wrote the missing marker), or reported (not its own).
+func newHangingTxns(reg *prometheus.Registry) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "parley_hanging_transactions_total", ConstLabels: prometheus.Labels{"service": "ingest"},
+		Help: "Transactions a broker left open on a partition after their end, by what the sequencer did: committed or aborted (it wrote the missing marker), or reported (another producer's).",
+	}, []string{"outcome"})
+	for _, o := range []string{"committed", "aborted", "reported"} {
+		c.WithLabelValues(o)
+	}
+	reg.MustRegister(c)
+	return c
+}
+
 // SequencerGroup is the consumer group whose members own command partitions.
 const SequencerGroup = "parley-sequencer"
 
@@ -75,6 +90,11 @@ type Sequencer struct {
 	// the broker went away or forgot this member): the next poll starts a
 	// new Kafka session (see PollRecords).
 	lost atomic.Bool
+	// ends remembers how this process's transactions ended, for the
+	// hanging transaction watch Run starts (see hanging.go), which counts
+	// what it met in hanging (when set, by ingest.New).
+	ends    *endings
+	hanging *prometheus.CounterVec
 	// loading counts the partitions being rebuilt now.
 	loading atomic.Int32
 	// beforeEnd, when set (by tests), runs after a batch is produced and
@@ -118,7 +138,7 @@ func (s *Sequencer) measure(m *metrics.Service) {
 // group's timeouts).
 func NewSequencer(conn []kgo.Opt, instanceID string, maxMembers int, log *slog.Logger, deadLetters *prometheus.CounterVec, kafkaMetrics func() kgo.Opt, extra ...kgo.Opt) (*Sequencer, error) {
 	s := &Sequencer{conn: conn, maxMembers: maxMembers, log: log, parts: map[int32]map[string]*conversation{}, deadLetters: deadLetters,
-		tracer: tracing.Tracer(nil), kafkaMetrics: kafkaMetrics}
+		tracer: tracing.Tracer(nil), kafkaMetrics: kafkaMetrics, ends: newEndings()}
 	drop := func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -274,6 +294,20 @@ func (s *Sequencer) Run(ctx context.Context) error {
 	if err := s.claim(ctx); err != nil && ctx.Err() == nil {
 		s.log.Warn("sequencer: producer id not claimed yet; the first batch claims it", "err", err)
 	}
+	adminCl, err := kgo.NewClient(s.conn...)
+	if err != nil {
+		return fmt.Errorf("sequencer admin client: %w", err)
+	}
+	defer adminCl.Close()
+	wctx, stopWatch := context.WithCancel(ctx)
+	watching := make(chan struct{})
+	go func() {
+		defer close(watching)
+		w := newHangingWatch(kadm.NewClient(adminCl), s.ends, s.log)
+		w.count = s.hanging
+		w.run(wctx)
+	}()
+	defer func() { stopWatch(); <-watching }()
 	loop := consumer.Loop{Name: SequencerGroup, Source: s, MaxRecords: 2000, Log: s.log, Lag: s.lag, Live: s.live, Gather: s.gather,
 		Handle: func(ctx context.Context, fetches kgo.Fetches) (bool, error) {
 			err := s.batch(ctx, fetches)
@@ -367,9 +401,22 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) (err error) 
 	}
 	// A bounded End that fails leaves the client in a state franz-go does
 	// not promise to recover from: errTxn makes Run replace the session.
+	// The transaction's producer epoch, to remember how it ended: the
+	// broker may lose its marker (hanging.go).
+	id, epoch, idErr := s.sess.Client().ProducerID(ctx)
 	ectx, cancel := context.WithTimeout(ctx, transactionTimeout)
 	committed, err = s.sess.End(ectx, end)
 	cancel()
+	if idErr == nil {
+		how := endUnknown
+		switch {
+		case end == kgo.TryAbort || (err == nil && !committed):
+			how = endAbort
+		case err == nil:
+			how = endCommit
+		}
+		s.ends.add(producerEpoch{id, epoch}, how, time.Now())
+	}
 	if err != nil {
 		return fmt.Errorf("%w: end: %w", errTxn, err)
 	}
@@ -534,7 +581,7 @@ func (s *Sequencer) partition(ctx context.Context, p int32) (map[string]*convers
 	// not end (a hanging one): say so, since every command of the
 	// partition waits on it.
 	waiting := time.AfterFunc(hangingAfter, func() {
-		s.log.Error("sequencer: partition still loading: an open transaction on the event partition blocks it; if it lasts, see docs/OPERATIONS.md (hanging transaction)",
+		s.log.Error("sequencer: partition still loading: an open transaction on the event partition blocks it; if it lasts, see docs/OPERATIONS.md (ParleyHangingTransaction)",
 			"partition", p, "waited", time.Since(start).Round(time.Second))
 	})
 	convs, n, err := loadPartition(ctx, s.conn, p)

@@ -20,21 +20,22 @@ import (
 // labels its series carry; histograms also have _bucket (with le), _sum
 // and _count.
 var agreedMetrics = map[string][]string{
-	"parley_build_info":              {"version", "commit", "go_version"},
-	"parley_event_stage_seconds":     {"stage"},
-	"parley_consumer_lag":            {"group", "topic", "partition"},
-	"parley_batch_size":              {"kind"},
-	"parley_connections":             nil,
-	"parley_resyncs_total":           nil,
-	"parley_ephemeral_shed_total":    nil,
-	"parley_pushed_deliveries_total": {"kind"},
-	"parley_dead_letters_total":      {"reason"},
-	"parley_stale_events_total":      nil,
-	"parley_seq_gaps_total":          nil,
-	"grpc_server_handled_total":      {"grpc_type", "grpc_service", "grpc_method", "grpc_code"},
-	"grpc_server_handling_seconds":   {"grpc_type", "grpc_service", "grpc_method"},
-	"grpc_client_handled_total":      {"grpc_type", "grpc_service", "grpc_method", "grpc_code"},
-	"grpc_client_handling_seconds":   {"grpc_type", "grpc_service", "grpc_method"},
+	"parley_build_info":                 {"version", "commit", "go_version"},
+	"parley_event_stage_seconds":        {"stage"},
+	"parley_consumer_lag":               {"group", "topic", "partition"},
+	"parley_batch_size":                 {"kind"},
+	"parley_connections":                nil,
+	"parley_resyncs_total":              nil,
+	"parley_ephemeral_shed_total":       nil,
+	"parley_pushed_deliveries_total":    {"kind"},
+	"parley_dead_letters_total":         {"reason"},
+	"parley_hanging_transactions_total": {"outcome"},
+	"parley_stale_events_total":         nil,
+	"parley_seq_gaps_total":             nil,
+	"grpc_server_handled_total":         {"grpc_type", "grpc_service", "grpc_method", "grpc_code"},
+	"grpc_server_handling_seconds":      {"grpc_type", "grpc_service", "grpc_method"},
+	"grpc_client_handled_total":         {"grpc_type", "grpc_service", "grpc_method", "grpc_code"},
+	"grpc_client_handling_seconds":      {"grpc_type", "grpc_service", "grpc_method"},
 	// franz-go's kprom plugin, namespace parley, subsystem kafka.
 	"parley_kafka_connects_total":               {"node_id"},
 	"parley_kafka_write_bytes_total":            {"node_id"},
@@ -287,7 +288,7 @@ func TestAlerts(t *testing.T) {
 	// What the alerts must cover: lag growing, dead letters, resyncs,
 	// error rates, a service down.
 	for _, a := range []string{"ParleyConsumerLagGrowing", "ParleyDeadLetters", "ParleyResyncsHigh",
-		"ParleyGRPCErrors", "ParleyCassandraErrors", "ParleyServiceDown"} {
+		"ParleyGRPCErrors", "ParleyCassandraErrors", "ParleyServiceDown", "ParleyHangingTransaction"} {
 		if !alerts[a] {
 			t.Errorf("no alert %s", a)
 		}
