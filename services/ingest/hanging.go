@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,12 +25,16 @@ import (
 // acknowledged message that nobody ever receives, and a conversation
 // partition that no sequencer can load again.
 //
-// Only the producer knows how such a transaction ended, so each sequencer
+// The producer knows best how such a transaction ended, so each sequencer
 // remembers how its own recent transactions ended (endings), and a watch
 // (hangingWatch) looks for transactions left open on the partitions
-// sequencers write, and writes the missing marker for its own: the one the
-// coordinator should have written. Anyone else's it reports, for an
-// operator (docs/OPERATIONS.md, ParleyHangingTransaction).
+// sequencers write. Its own it finishes with the marker its end called
+// for. Those of a sequencer no longer running (its transactional id says
+// whose) it finishes as the coordinator's state of that id says
+// (goneOutcome). Anyone else's it reports, for an operator
+// (docs/OPERATIONS.md, ParleyHangingTransaction). Every ingest node
+// watches; two writing the same marker do no harm, since a marker for a
+// transaction no longer open changes nothing.
 
 // producerEpoch names one transaction: Kafka 4's transactions (version 2)
 // bump the producer epoch at every end, so a producer id and epoch are one
@@ -105,11 +111,12 @@ type openTxn struct {
 	start int64
 }
 
-// hangingWatch looks for hanging transactions every `every` and finishes
-// the ones ends knows. A transaction counts as hanging once it has been
-// seen open for `every` after its End returned: the coordinator writes its
-// markers within milliseconds of the end, and one it is still retrying it
-// writes with the same outcome, so an extra marker does no harm.
+// hangingWatch looks for hanging transactions every `every`. One of its
+// own counts as hanging once seen open for `every` after its End returned:
+// the coordinator writes its markers within milliseconds of the end, and
+// one it is still retrying it writes with the same outcome. Another's
+// counts once seen open for goneAfter, past the broker's own timeout
+// abort, and only if its coordinator no longer holds it.
 type hangingWatch struct {
 	adm    *kadm.Client
 	ends   *endings
@@ -120,8 +127,13 @@ type hangingWatch struct {
 	// (committed, aborted, reported).
 	count *prometheus.CounterVec
 
+	// goneAfter: how long a transaction this process did not end must be
+	// open before it is decided: past the broker's own timeout abort
+	// (hangingAfter).
+	goneAfter time.Duration
+
 	// seen: when each open transaction was first seen; reported: the
-	// foreign ones already reported.
+	// ones of a producer not a sequencer, already reported.
 	seen     map[openTxn]time.Time
 	reported map[openTxn]bool
 }
@@ -131,7 +143,7 @@ type hangingWatch struct {
 var sequencerTopics = []string{topics.Events, topics.Outcomes, topics.Commands, topics.DeadLetter, "__consumer_offsets"}
 
 func newHangingWatch(adm *kadm.Client, ends *endings, log *slog.Logger) *hangingWatch {
-	return &hangingWatch{adm: adm, ends: ends, log: log, every: transactionTimeout, topics: sequencerTopics,
+	return &hangingWatch{adm: adm, ends: ends, log: log, every: transactionTimeout, goneAfter: hangingAfter, topics: sequencerTopics,
 		seen: map[openTxn]time.Time{}, reported: map[openTxn]bool{}}
 }
 
@@ -161,6 +173,93 @@ func (w *hangingWatch) run(ctx context.Context) {
 func (w *hangingWatch) counted(outcome string) {
 	if w.count != nil {
 		w.count.WithLabelValues(outcome).Inc()
+	}
+}
+
+// marker is one WriteTxnMarkers entry: a transaction, how it ends, and
+// the coordinator epoch the partitions last saw.
+type marker struct {
+	producerEpoch
+	commit     bool
+	coordEpoch int32
+}
+
+// decideGone decides the open transactions this process did not end (or
+// no longer remembers): a sequencer's, known by its transactional id, is
+// finished as goneOutcome says, unless its coordinator still holds it;
+// anyone else's is reported, once.
+func (w *hangingWatch) decideGone(ctx context.Context, gone []openTxn, finish func(openTxn, bool)) error {
+	var pids []int64
+	for _, k := range gone {
+		if !slices.Contains(pids, k.id) {
+			pids = append(pids, k.id)
+		}
+	}
+	listed, err := w.adm.ListTransactions(ctx, pids, nil)
+	if err != nil {
+		return fmt.Errorf("list transactions: %w", err)
+	}
+	txnIDs := map[int64]string{}
+	var ids []string
+	for _, l := range listed {
+		if strings.HasPrefix(l.TxnID, sequencerTxnPrefix) {
+			txnIDs[l.ProducerID] = l.TxnID
+			ids = append(ids, l.TxnID)
+		}
+	}
+	described := kadm.DescribedTransactions{}
+	if len(ids) > 0 {
+		if described, err = w.adm.DescribeTransactions(ctx, ids...); err != nil {
+			return fmt.Errorf("describe transactions: %w", err)
+		}
+	}
+	for _, k := range gone {
+		d, ok := described[txnIDs[k.id]]
+		if !ok || d.Err != nil {
+			if !w.reported[k] {
+				w.reported[k] = true
+				w.counted("reported")
+				w.log.Error("sequencer: a transaction of another producer has been open on a partition the sequencers write; see docs/OPERATIONS.md (ParleyHangingTransaction)",
+					"topic", k.topic, "partition", k.partition, "producer_id", k.id, "producer_epoch", k.epoch, "start_offset", k.start)
+			}
+			continue
+		}
+		commit, ok := goneOutcome(d, k.epoch)
+		if !ok {
+			continue
+		}
+		w.log.Warn("sequencer: a transaction of a sequencer no longer running is open; finishing it as its coordinator's state says",
+			"topic", k.topic, "partition", k.partition, "transactional_id", d.TxnID, "producer_id", k.id, "producer_epoch", k.epoch,
+			"coordinator_state", d.State, "coordinator_epoch", d.ProducerEpoch, "commit", commit)
+		finish(k, commit)
+	}
+	return nil
+}
+
+// goneOutcome says how to finish a sequencer's transaction of producer
+// epoch epoch, open on a partition, given its coordinator's state d; false
+// if the coordinator still holds it (it ends it, with markers, itself).
+//
+// The coordinator's state names the last transaction of the id: with
+// transactions version 2 its end bumped the epoch to epoch+1, with version
+// 1 it kept epoch. When it has moved past (a new session, a later
+// transaction), the end is unknown and the transaction is committed:
+// every command in it was either answered from it, or got no answer and
+// is decided again, and deciding a command already on the log answers it
+// as a duplicate of its first decision. Aborting instead could hide
+// messages already acknowledged, and leave a command's offset consumed
+// with its events gone.
+func goneOutcome(d kadm.DescribedTransaction, epoch int16) (commit, finish bool) {
+	last := d.ProducerEpoch == epoch || d.ProducerEpoch == epoch+1
+	switch d.State {
+	case "CompleteCommit":
+		return true, true
+	case "CompleteAbort":
+		return !last, true
+	case "Empty", "Dead":
+		return true, true
+	default: // Ongoing, PrepareCommit, PrepareAbort, PrepareEpochFence
+		return true, d.ProducerEpoch > epoch+1
 	}
 }
 
@@ -205,13 +304,18 @@ func (w *hangingWatch) scan(ctx context.Context) (int, error) {
 			delete(w.reported, k)
 		}
 	}
-	type marker struct {
-		producerEpoch
-		commit     bool
-		coordEpoch int32
-	}
 	markers := map[marker]kadm.TopicsSet{}
-	for k, coordEpoch := range open {
+	finish := func(k openTxn, commit bool) {
+		m := marker{k.producerEpoch, commit, open[k]}
+		parts := markers[m]
+		if parts == nil {
+			parts = kadm.TopicsSet{}
+			markers[m] = parts
+		}
+		parts.Add(k.topic, k.partition)
+	}
+	var gone []openTxn
+	for k := range open {
 		first, ok := w.seen[k]
 		if !ok {
 			w.seen[k] = now
@@ -221,29 +325,20 @@ func (w *hangingWatch) scan(ctx context.Context) (int, error) {
 			continue
 		}
 		e, ours := w.ends.get(k.producerEpoch)
-		if !ours || !e.at.Before(first) {
-			// Someone else's, or this session's (version 1) still going on.
-			if now.Sub(first) >= hangingAfter && !w.reported[k] && !ours {
-				w.reported[k] = true
-				w.counted("reported")
-				w.log.Error("sequencer: a transaction of another producer has been open on a partition the sequencers write; see docs/OPERATIONS.md (ParleyHangingTransaction)",
-					"topic", k.topic, "partition", k.partition, "producer_id", k.id, "producer_epoch", k.epoch, "start_offset", k.start, "open_for", now.Sub(first).Round(time.Second))
-			}
-			continue
+		switch {
+		case ours && e.at.Before(first):
+			// An End that failed is finished as committed: see goneOutcome.
+			finish(k, e.how != endAbort)
+		case !ours && now.Sub(first) >= w.goneAfter:
+			gone = append(gone, k)
 		}
-		// An End that failed is finished as committed: its commands got
-		// no answer, so the worst a wrong guess does is to have them
-		// decided again, and a decision is idempotent: a command already
-		// on the log is answered as a duplicate of its first decision.
-		// Aborting records the coordinator committed elsewhere could leave
-		// a command's offset consumed and its events gone.
-		m := marker{k.producerEpoch, e.how != endAbort, coordEpoch}
-		parts := markers[m]
-		if parts == nil {
-			parts = kadm.TopicsSet{}
-			markers[m] = parts
+		// Otherwise this session's (transaction version 1) still going on,
+		// or not open long enough to be another's for sure.
+	}
+	if len(gone) > 0 {
+		if err := w.decideGone(ctx, gone, finish); err != nil {
+			return 0, err
 		}
-		parts.Add(k.topic, k.partition)
 	}
 	done := 0
 	for m, parts := range markers {

@@ -49,6 +49,9 @@ func newHangingTxns(reg *prometheus.Registry) *prometheus.CounterVec {
 	return c
 }
 
+// sequencerTxnPrefix starts the transactional id of every sequencer.
+const sequencerTxnPrefix = "parley-sequencer-"
+
 // SequencerGroup is the consumer group whose members own command partitions.
 const SequencerGroup = "parley-sequencer"
 
@@ -151,9 +154,9 @@ func NewSequencer(conn []kgo.Opt, instanceID string, maxMembers int, log *slog.L
 	// member keeps its id across restarts, so a restarted process also
 	// fences its predecessor's producer; otherwise any unique id will do,
 	// since the group generation fences a zombie (KIP-447).
-	txnID := "parley-sequencer-" + instanceID
+	txnID := sequencerTxnPrefix + instanceID
 	if instanceID == "" {
-		txnID = "parley-sequencer-" + uuid.NewString()
+		txnID = sequencerTxnPrefix + uuid.NewString()
 	}
 	s.opts = append(append(slices.Clip(conn), topics.GroupOpts(SequencerGroup, instanceID,
 		kgo.ConsumeTopics(topics.Commands),
