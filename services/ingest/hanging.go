@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -12,6 +13,8 @@ import (
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // A hanging transaction is one the coordinator has ended but whose marker
@@ -25,16 +28,23 @@ import (
 // acknowledged message that nobody ever receives, and a conversation
 // partition that no sequencer can load again.
 //
-// The producer knows best how such a transaction ended, so each sequencer
-// remembers how its own recent transactions ended (endings), and a watch
-// (hangingWatch) looks for transactions left open on the partitions
-// sequencers write. Its own it finishes with the marker its end called
-// for. Those of a sequencer no longer running (its transactional id says
-// whose) it finishes as the coordinator's state of that id says
-// (goneOutcome). Anyone else's it reports, for an operator
-// (docs/OPERATIONS.md, ParleyHangingTransaction). Every ingest node
-// watches; two writing the same marker do no harm, since a marker for a
-// transaction no longer open changes nothing.
+// A watch (hangingWatch) in every ingest process looks for transactions
+// left open on the partitions sequencers write, and writes the marker the
+// coordinator should have written:
+//   - for its own, whose End answered committed or aborted, that outcome
+//     (endings remembers them);
+//   - for any other sequencer's (its transactional id says whose; its own
+//     whose End failed among them), once the coordinator no longer holds
+//     it, the outcome the coordinator wrote on the transaction's other
+//     partitions (findMarker). With no marker anywhere, every partition of
+//     the transaction hangs, so either outcome keeps it atomic, and commit
+//     keeps what may have been acknowledged.
+//
+// Anyone else's it reports, for an operator (docs/OPERATIONS.md,
+// ParleyHangingTransaction). All of it needs transactions version 2
+// (Kafka 4's default), where a producer id and epoch name one transaction
+// and its markers carry the epoch after it; under version 1 the watch only
+// reports.
 
 // producerEpoch names one transaction: Kafka 4's transactions (version 2)
 // bump the producer epoch at every end, so a producer id and epoch are one
@@ -111,40 +121,48 @@ type openTxn struct {
 	start int64
 }
 
+// openInfo is what DescribeProducers says of an open transaction besides.
+type openInfo struct {
+	coordEpoch int32 // of its last write: a marker must carry at least this
+	lastWrite  int64 // the time of its last record, in ms
+}
+
 // hangingWatch looks for hanging transactions every `every`. One of its
-// own counts as hanging once seen open for `every` after its End returned:
-// the coordinator writes its markers within milliseconds of the end, and
-// one it is still retrying it writes with the same outcome. Another's
-// counts once seen open for goneAfter, past the broker's own timeout
-// abort, and only if its coordinator no longer holds it.
+// own counts as hanging once open for `every` after both its first sight
+// and its End's return: the coordinator writes its markers within
+// milliseconds of the end, and one it is still retrying it writes with the
+// same outcome. Another's counts once open for goneAfter, past the
+// broker's own timeout abort, and only if its coordinator no longer holds
+// it.
 type hangingWatch struct {
 	adm    *kadm.Client
+	conn   []kgo.Opt // for findMarker's reader
 	ends   *endings
 	log    *slog.Logger
 	every  time.Duration
 	topics []string // the topics to look at: the ones a sequencer's transactions write
+	// goneAfter: how long a transaction this process cannot decide alone
+	// must be open before it is decided.
+	goneAfter time.Duration
 	// count, when set, counts the hanging transactions by outcome
 	// (committed, aborted, reported).
 	count *prometheus.CounterVec
 
-	// goneAfter: how long a transaction this process did not end must be
-	// open before it is decided: past the broker's own timeout abort
-	// (hangingAfter).
-	goneAfter time.Duration
-
-	// seen: when each open transaction was first seen; reported: the
-	// ones of a producer not a sequencer, already reported.
+	// seen: when each open transaction was first seen. reported: the
+	// ones reported (another producer's, or undecidable), and the
+	// transactions whose marker failed to be written, logged once.
 	seen     map[openTxn]time.Time
 	reported map[openTxn]bool
+	failed   map[producerEpoch]bool
 }
 
 // sequencerTopics are the topics a sequencer's transaction writes:
 // records to the first four, its group's offsets to the last.
 var sequencerTopics = []string{topics.Events, topics.Outcomes, topics.Commands, topics.DeadLetter, "__consumer_offsets"}
 
-func newHangingWatch(adm *kadm.Client, ends *endings, log *slog.Logger) *hangingWatch {
-	return &hangingWatch{adm: adm, ends: ends, log: log, every: transactionTimeout, goneAfter: hangingAfter, topics: sequencerTopics,
-		seen: map[openTxn]time.Time{}, reported: map[openTxn]bool{}}
+func newHangingWatch(adm *kadm.Client, conn []kgo.Opt, ends *endings, log *slog.Logger) *hangingWatch {
+	return &hangingWatch{adm: adm, conn: conn, ends: ends, log: log, every: transactionTimeout, goneAfter: hangingAfter, topics: sequencerTopics,
+		seen: map[openTxn]time.Time{}, reported: map[openTxn]bool{}, failed: map[producerEpoch]bool{}}
 }
 
 // run scans every w.every until ctx ends.
@@ -176,23 +194,183 @@ func (w *hangingWatch) counted(outcome string) {
 	}
 }
 
-// marker is one WriteTxnMarkers entry: a transaction, how it ends, and
-// the coordinator epoch the partitions last saw.
-type marker struct {
-	producerEpoch
-	commit     bool
-	coordEpoch int32
+// report logs and counts k once.
+func (w *hangingWatch) report(k openTxn, msg string, args ...any) {
+	if w.reported[k] {
+		return
+	}
+	w.reported[k] = true
+	w.counted("reported")
+	w.log.Error(msg, append([]any{"topic", k.topic, "partition", k.partition, "producer_id", k.id, "producer_epoch", k.epoch, "start_offset", k.start}, args...)...)
 }
 
-// decideGone decides the open transactions this process did not end (or
-// no longer remembers): a sequencer's, known by its transactional id, is
-// finished as goneOutcome says, unless its coordinator still holds it;
-// anyone else's is reported, once.
-func (w *hangingWatch) decideGone(ctx context.Context, gone []openTxn, finish func(openTxn, bool)) error {
+// marker is one WriteTxnMarkers entry: a transaction and how it ends.
+type marker struct {
+	producerEpoch
+	commit bool
+}
+
+// scan looks at the open transactions of w.topics once, writes the markers
+// of the hanging ones it can decide, and returns the partitions it
+// finished.
+func (w *hangingWatch) scan(ctx context.Context) (int, error) {
+	tv, err := w.transactionVersion(ctx)
+	if err != nil {
+		return 0, err
+	}
+	details, err := w.adm.ListTopics(ctx, w.topics...)
+	if err != nil {
+		return 0, fmt.Errorf("list topics: %w", err)
+	}
+	set := kadm.TopicsSet{}
+	for _, d := range details {
+		if d.Err != nil {
+			continue // a topic not made yet (the dead letters are made on first use)
+		}
+		for p := range d.Partitions {
+			set.Add(d.Topic, p)
+		}
+	}
+	described, err := w.adm.DescribeProducers(ctx, set)
+	if err != nil {
+		return 0, fmt.Errorf("describe producers: %w", err)
+	}
+	now := time.Now()
+	open := map[openTxn]openInfo{}
+	unseen := kadm.TopicsSet{} // partitions whose producers could not be described
+	for _, p := range described.SortedPartitions() {
+		if p.Err != nil {
+			unseen.Add(p.Topic, p.Partition) // its leader is away: the next scan sees it
+			continue
+		}
+		for _, d := range p.ActiveProducers {
+			if d.CurrentTxnStartOffset < 0 {
+				continue
+			}
+			k := openTxn{d.Topic, d.Partition, producerEpoch{d.ProducerID, d.ProducerEpoch}, d.CurrentTxnStartOffset}
+			open[k] = openInfo{d.CoordinatorEpoch, d.LastTimestamp}
+		}
+	}
+	// Forget what is no longer open (not what could not be looked at).
+	stillOpen := map[producerEpoch]bool{}
+	for k := range w.seen {
+		if _, ok := open[k]; !ok && !unseen.Lookup(k.topic, k.partition) {
+			delete(w.seen, k)
+			delete(w.reported, k)
+		} else {
+			stillOpen[k.producerEpoch] = true
+		}
+	}
+	for pe := range w.failed {
+		if !stillOpen[pe] {
+			delete(w.failed, pe)
+		}
+	}
+	markers := map[marker]kadm.TopicsSet{}
+	finish := func(k openTxn, commit bool) {
+		m := marker{k.producerEpoch, commit}
+		if markers[m] == nil {
+			markers[m] = kadm.TopicsSet{}
+		}
+		parts := markers[m]
+		parts.Add(k.topic, k.partition)
+	}
+	undecided := map[producerEpoch][]openTxn{}
+	for k := range open {
+		first, ok := w.seen[k]
+		if !ok {
+			w.seen[k] = now
+			continue
+		}
+		if tv < 2 {
+			if now.Sub(first) >= w.goneAfter {
+				w.report(k, "sequencer: a transaction has been open on a partition the sequencers write; the cluster's transactions are version 1, under which the sequencers do not finish them; see docs/OPERATIONS.md (ParleyHangingTransaction)")
+			}
+			continue
+		}
+		e, ours := w.ends.get(k.producerEpoch)
+		since := first
+		if ours && e.at.After(since) {
+			since = e.at
+		}
+		switch {
+		case ours && e.how != endUnknown && now.Sub(since) >= w.every:
+			finish(k, e.how == endCommit)
+		case (!ours || e.how == endUnknown) && now.Sub(since) >= w.goneAfter:
+			undecided[k.producerEpoch] = append(undecided[k.producerEpoch], k)
+		}
+	}
+	// Its own first: deciding others' asks more of the cluster, and fails
+	// more easily right after a restart.
+	done := w.write(ctx, markers, open)
+	if len(undecided) > 0 {
+		markers = map[marker]kadm.TopicsSet{}
+		err = w.decide(ctx, undecided, open, set, finish)
+		done += w.write(ctx, markers, open)
+	}
+	return done, err
+}
+
+// write writes markers and returns the partitions they finished.
+func (w *hangingWatch) write(ctx context.Context, markers map[marker]kadm.TopicsSet, open map[openTxn]openInfo) int {
+	done := 0
+	for m, parts := range markers {
+		// The coordinator epoch a marker must carry: the highest its
+		// partitions saw. The producer epoch is the transaction's own, which
+		// a partition takes as the legacy marker (transaction version 0/1)
+		// does: at least its producer's epoch.
+		var coordEpoch int32
+		for k, info := range open {
+			if k.producerEpoch == m.producerEpoch && parts.Lookup(k.topic, k.partition) {
+				coordEpoch = max(coordEpoch, info.coordEpoch)
+			}
+		}
+		resp, err := w.adm.WriteTxnMarkers(ctx, kadm.TxnMarkers{ProducerID: m.id, ProducerEpoch: m.epoch, Commit: m.commit, CoordinatorEpoch: coordEpoch, Topics: parts})
+		if err == nil {
+			err = markersError(resp)
+		}
+		if err != nil {
+			if !w.failed[m.producerEpoch] {
+				w.failed[m.producerEpoch] = true
+				w.log.Warn("sequencer: writing a hanging transaction's markers failed; trying again at each scan", "producer_id", m.id, "producer_epoch", m.epoch, "commit", m.commit, "partitions", parts.Sorted(), "err", err)
+			}
+			continue
+		}
+		for _, ps := range parts {
+			done += len(ps)
+		}
+		if m.commit {
+			w.counted("committed")
+		} else {
+			w.counted("aborted")
+		}
+		w.log.Warn("sequencer: finished a transaction the broker had left open", "producer_id", m.id, "producer_epoch", m.epoch, "commit", m.commit, "partitions", parts.Sorted())
+	}
+	return done
+}
+
+// markersError is the first partition error of resp.
+func markersError(resp kadm.TxnMarkersResponses) error {
+	for _, r := range resp {
+		for _, t := range r.Topics {
+			for _, p := range t.Partitions {
+				if p.Err != nil {
+					return fmt.Errorf("%s/%d: %w", p.Topic, p.Partition, p.Err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// decide decides the hanging transactions this process cannot decide
+// alone (see the top of this file), calling finish for each partition of
+// the ones it decided; all is every partition of w.topics.
+func (w *hangingWatch) decide(ctx context.Context, undecided map[producerEpoch][]openTxn, open map[openTxn]openInfo, all kadm.TopicsSet, finish func(openTxn, bool)) error {
 	var pids []int64
-	for _, k := range gone {
-		if !slices.Contains(pids, k.id) {
-			pids = append(pids, k.id)
+	for pe := range undecided {
+		if !slices.Contains(pids, pe.id) {
+			pids = append(pids, pe.id)
 		}
 	}
 	listed, err := w.adm.ListTransactions(ctx, pids, nil)
@@ -213,156 +391,187 @@ func (w *hangingWatch) decideGone(ctx context.Context, gone []openTxn, finish fu
 			return fmt.Errorf("describe transactions: %w", err)
 		}
 	}
-	for _, k := range gone {
-		d, ok := described[txnIDs[k.id]]
-		if !ok || d.Err != nil {
-			if !w.reported[k] {
-				w.reported[k] = true
-				w.counted("reported")
-				w.log.Error("sequencer: a transaction of another producer has been open on a partition the sequencers write; see docs/OPERATIONS.md (ParleyHangingTransaction)",
-					"topic", k.topic, "partition", k.partition, "producer_id", k.id, "producer_epoch", k.epoch, "start_offset", k.start)
+	var errs []error
+	for pe, ks := range undecided {
+		id, ok := txnIDs[pe.id]
+		if !ok {
+			for _, k := range ks {
+				w.report(k, "sequencer: a transaction of another producer has been open on a partition the sequencers write; see docs/OPERATIONS.md (ParleyHangingTransaction)")
 			}
 			continue
 		}
-		commit, ok := goneOutcome(d, k.epoch)
-		if !ok {
-			continue
+		d, ok := described[id]
+		if !ok || d.Err != nil {
+			continue // the coordinator is busy (loading after a restart): the next scan asks again
 		}
-		w.log.Warn("sequencer: a transaction of a sequencer no longer running is open; finishing it as its coordinator's state says",
-			"topic", k.topic, "partition", k.partition, "transactional_id", d.TxnID, "producer_id", k.id, "producer_epoch", k.epoch,
-			"coordinator_state", d.State, "coordinator_epoch", d.ProducerEpoch, "commit", commit)
-		finish(k, commit)
-	}
-	return nil
-}
-
-// goneOutcome says how to finish a sequencer's transaction of producer
-// epoch epoch, open on a partition, given its coordinator's state d; false
-// if the coordinator still holds it (it ends it, with markers, itself).
-//
-// The coordinator's state names the last transaction of the id: with
-// transactions version 2 its end bumped the epoch to epoch+1, with version
-// 1 it kept epoch. When it has moved past (a new session, a later
-// transaction), the end is unknown and the transaction is committed:
-// every command in it was either answered from it, or got no answer and
-// is decided again, and deciding a command already on the log answers it
-// as a duplicate of its first decision. Aborting instead could hide
-// messages already acknowledged, and leave a command's offset consumed
-// with its events gone.
-func goneOutcome(d kadm.DescribedTransaction, epoch int16) (commit, finish bool) {
-	last := d.ProducerEpoch == epoch || d.ProducerEpoch == epoch+1
-	switch d.State {
-	case "CompleteCommit":
-		return true, true
-	case "CompleteAbort":
-		return !last, true
-	case "Empty", "Dead":
-		return true, true
-	default: // Ongoing, PrepareCommit, PrepareAbort, PrepareEpochFence
-		return true, d.ProducerEpoch > epoch+1
-	}
-}
-
-// scan looks at the open transactions of w.topics once, writes the markers
-// of the hanging ones ends knows, and returns how many it finished.
-func (w *hangingWatch) scan(ctx context.Context) (int, error) {
-	details, err := w.adm.ListTopics(ctx, w.topics...)
-	if err != nil {
-		return 0, fmt.Errorf("list topics: %w", err)
-	}
-	set := kadm.TopicsSet{}
-	for _, d := range details {
-		if d.Err != nil {
-			continue // a topic not made yet (the dead letters are made on first use)
+		commit, known, holds := coordinatorOutcome(d, pe)
+		if holds {
+			continue // it ends the transaction itself, with markers
 		}
-		for p := range d.Partitions {
-			set.Add(d.Topic, p)
-		}
-	}
-	described, err := w.adm.DescribeProducers(ctx, set)
-	if err != nil {
-		return 0, fmt.Errorf("describe producers: %w", err)
-	}
-	now := time.Now()
-	open := map[openTxn]int32{} // the coordinator epoch of each
-	for _, p := range described.SortedPartitions() {
-		if p.Err != nil {
-			continue // its leader is away: the next scan sees it
-		}
-		for _, d := range p.ActiveProducers {
-			if d.CurrentTxnStartOffset < 0 {
+		how := "coordinator state"
+		if !known {
+			// The window to read: the transaction's records came within its
+			// timeout before its last one, its markers within moments of
+			// its end, which came at most the timeout after.
+			var last int64
+			hung := kadm.TopicsSet{}
+			for _, k := range ks {
+				last = max(last, open[k].lastWrite)
+				hung.Add(k.topic, k.partition)
+			}
+			from := time.UnixMilli(last).Add(-2 * transactionTimeout)
+			to := time.UnixMilli(last).Add(3 * transactionTimeout)
+			var found bool
+			commit, found, err = w.findMarker(ctx, pe, all, hung, from, to)
+			if err != nil {
+				errs = append(errs, err)
 				continue
 			}
-			k := openTxn{d.Topic, d.Partition, producerEpoch{d.ProducerID, d.ProducerEpoch}, d.CurrentTxnStartOffset}
-			open[k] = d.CoordinatorEpoch
-		}
-	}
-	// Forget what is no longer open; remember when the rest was first seen.
-	for k := range w.seen {
-		if _, ok := open[k]; !ok {
-			delete(w.seen, k)
-			delete(w.reported, k)
-		}
-	}
-	markers := map[marker]kadm.TopicsSet{}
-	finish := func(k openTxn, commit bool) {
-		m := marker{k.producerEpoch, commit, open[k]}
-		parts := markers[m]
-		if parts == nil {
-			parts = kadm.TopicsSet{}
-			markers[m] = parts
-		}
-		parts.Add(k.topic, k.partition)
-	}
-	var gone []openTxn
-	for k := range open {
-		first, ok := w.seen[k]
-		if !ok {
-			w.seen[k] = now
-			continue
-		}
-		if now.Sub(first) < w.every {
-			continue
-		}
-		e, ours := w.ends.get(k.producerEpoch)
-		switch {
-		case ours && e.at.Before(first):
-			// An End that failed is finished as committed: see goneOutcome.
-			finish(k, e.how != endAbort)
-		case !ours && now.Sub(first) >= w.goneAfter:
-			gone = append(gone, k)
-		}
-		// Otherwise this session's (transaction version 1) still going on,
-		// or not open long enough to be another's for sure.
-	}
-	if len(gone) > 0 {
-		if err := w.decideGone(ctx, gone, finish); err != nil {
-			return 0, err
-		}
-	}
-	done := 0
-	for m, parts := range markers {
-		resp, err := w.adm.WriteTxnMarkers(ctx, kadm.TxnMarkers{ProducerID: m.id, ProducerEpoch: m.epoch, Commit: m.commit, CoordinatorEpoch: m.coordEpoch, Topics: parts})
-		if err != nil {
-			return done, fmt.Errorf("write markers of producer %d epoch %d: %w", m.id, m.epoch, err)
-		}
-		for _, r := range resp {
-			for _, t := range r.Topics {
-				for _, p := range t.Partitions {
-					if p.Err != nil {
-						w.log.Warn("sequencer: writing a hanging transaction's marker failed; trying again", "topic", p.Topic, "partition", p.Partition, "producer_id", m.id, "producer_epoch", m.epoch, "err", p.Err)
-						continue
-					}
-					done++
-				}
+			how = "its markers elsewhere"
+			if !found {
+				commit, how = true, "no marker anywhere: all of it hangs"
 			}
 		}
-		if m.commit {
-			w.counted("committed")
-		} else {
-			w.counted("aborted")
+		w.log.Warn("sequencer: a transaction of a sequencer that cannot say how it ended is open; finishing it",
+			"transactional_id", id, "producer_id", pe.id, "producer_epoch", pe.epoch, "coordinator_state", d.State, "coordinator_epoch", d.ProducerEpoch,
+			"commit", commit, "decided_by", how)
+		for _, k := range ks {
+			finish(k, commit)
 		}
-		w.log.Warn("sequencer: finished a transaction the broker had left open", "producer_id", m.id, "producer_epoch", m.epoch, "commit", m.commit, "partitions", parts.Sorted())
 	}
-	return done, nil
+	return errors.Join(errs...)
+}
+
+// coordinatorOutcome reads transaction pe's outcome from its
+// transactional id's state at the coordinator: known when the state is the
+// end of pe itself (version 2 bumped the epoch at that end); holds when the
+// coordinator has not ended pe yet.
+func coordinatorOutcome(d kadm.DescribedTransaction, pe producerEpoch) (commit, known, holds bool) {
+	if d.ProducerID != pe.id {
+		return false, false, false // the id has a new producer id since
+	}
+	now, was := int32(d.ProducerEpoch), int32(pe.epoch) // no int16 wrap at the last epoch
+	switch d.State {
+	case "CompleteCommit":
+		return true, now == was+1, false
+	case "CompleteAbort":
+		return false, now == was+1, false
+	case "Empty", "Dead":
+		return false, false, false
+	default: // Ongoing, PrepareCommit, PrepareAbort, PrepareEpochFence
+		return false, false, now <= was+1
+	}
+}
+
+// findMarker reads the partitions of all but hung, from the first record
+// at or after from up to the first past to, for the marker the coordinator
+// wrote for transaction pe (its epoch is pe's plus one). It reports the
+// marker's outcome and whether one was found; not found means the window
+// holds none.
+func (w *hangingWatch) findMarker(ctx context.Context, pe producerEpoch, all, hung kadm.TopicsSet, from, to time.Time) (commit, found bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*transactionTimeout)
+	defer cancel()
+	names := all.Topics()
+	starts, err := w.adm.ListOffsetsAfterMilli(ctx, from.UnixMilli(), names...)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return false, false, fmt.Errorf("find marker: offsets at %s: %w", from.Format(time.RFC3339), err)
+	}
+	ends, err := w.adm.ListEndOffsets(ctx, names...)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return false, false, fmt.Errorf("find marker: end offsets: %w", err)
+	}
+	type tp struct {
+		topic     string
+		partition int32
+	}
+	left := map[tp]int64{} // each partition still to read, to its end
+	from0 := map[string]map[int32]kgo.Offset{}
+	for _, tps := range all.Sorted() {
+		for _, p := range tps.Partitions {
+			if hung.Lookup(tps.Topic, p) {
+				continue
+			}
+			start, ok1 := starts.Lookup(tps.Topic, p)
+			end, ok2 := ends.Lookup(tps.Topic, p)
+			if !ok1 || !ok2 || start.Offset < 0 || start.Offset >= end.Offset {
+				continue
+			}
+			left[tp{tps.Topic, p}] = end.Offset
+			if from0[tps.Topic] == nil {
+				from0[tps.Topic] = map[int32]kgo.Offset{}
+			}
+			from0[tps.Topic][p] = kgo.NewOffset().At(start.Offset)
+		}
+	}
+	if len(left) == 0 {
+		return false, false, nil
+	}
+	cl, err := kgo.NewClient(append(slices.Clip(w.conn), kgo.ConsumePartitions(from0), kgo.KeepControlRecords(),
+		kgo.FetchIsolationLevel(kgo.ReadUncommitted()))...)
+	if err != nil {
+		return false, false, fmt.Errorf("find marker: %w", err)
+	}
+	defer cl.Close()
+	for len(left) > 0 {
+		fetches := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return false, false, fmt.Errorf("find marker: %d partitions not read to their end: %w", len(left), err)
+		}
+		var ferr error
+		fetches.EachError(func(t string, p int32, err error) { ferr = fmt.Errorf("find marker: fetch %s/%d: %w", t, p, err) })
+		if ferr != nil {
+			return false, false, ferr
+		}
+		iter := fetches.RecordIter()
+		for !iter.Done() {
+			r := iter.Next()
+			k := tp{r.Topic, r.Partition}
+			end, ok := left[k]
+			if !ok {
+				continue
+			}
+			if r.Attrs.IsControl() && r.ProducerID == pe.id && int32(r.ProducerEpoch) == int32(pe.epoch)+1 {
+				var key kmsg.ControlRecordKey
+				if err := key.ReadFrom(r.Key); err == nil {
+					switch key.Type {
+					case kmsg.ControlRecordKeyTypeCommit:
+						return true, true, nil
+					case kmsg.ControlRecordKeyTypeAbort:
+						return false, true, nil
+					}
+				}
+			}
+			if r.Offset+1 >= end || r.Timestamp.After(to) {
+				delete(left, k)
+			}
+		}
+	}
+	return false, false, nil
+}
+
+// transactionVersion is the cluster's finalized transaction.version
+// feature (0 when the brokers do not say).
+func (w *hangingWatch) transactionVersion(ctx context.Context) (int16, error) {
+	vs, err := w.adm.ApiVersions(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("api versions: %w", err)
+	}
+	for _, v := range vs.Sorted() {
+		if v.Err != nil || v.Raw() == nil {
+			continue
+		}
+		for _, f := range v.Raw().FinalizedFeatures {
+			if f.Name == "transaction.version" {
+				return f.MaxVersionLevel, nil
+			}
+		}
+		return 0, nil
+	}
+	return 0, errors.New("api versions: no broker answered")
 }

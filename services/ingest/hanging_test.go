@@ -37,15 +37,60 @@ func realKafka(t *testing.T) []kgo.Opt {
 	return topics.ClientOpts(strings.Split(brokers, ","), kafkaconf.MustEnv()...)
 }
 
+// hangingTopic makes a topic of n partitions for one test, deleted after.
+func hangingTopic(t *testing.T, ctx context.Context, adm *kadm.Client, prefix string, n int32) string {
+	t.Helper()
+	topic := prefix + uuid.NewString()[:8]
+	if _, err := adm.CreateTopic(ctx, n, 1, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = adm.DeleteTopic(context.Background(), topic) })
+	return topic
+}
+
+// stableOffsets is each partition's last stable offset: where a
+// transaction still open holds every committed reader.
+func stableOffsets(t *testing.T, ctx context.Context, adm *kadm.Client, topic string) map[int32]int64 {
+	t.Helper()
+	lso, err := adm.ListCommittedOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int32]int64{}
+	lso.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+	return out
+}
+
+// committedCounts is how many records a committed reader reads from each
+// of partitions.
+func committedCounts(t *testing.T, ctx context.Context, conn []kgo.Opt, adm *kadm.Client, topic string, partitions ...int32) map[int32]int {
+	t.Helper()
+	ends, err := logread.SettledEnds(ctx, adm, topic, partitions...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int32]int{}
+	if _, err := logread.ReadToEnd(ctx, conn, topic, ends, func(recs []*kgo.Record) error {
+		for _, r := range recs {
+			got[r.Partition]++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
 // TestHangingWatchFinishesItsOwnTransactions runs the watch against real
 // Kafka. A hanging transaction cannot be made on demand (it takes the
 // broker's marker skip during a restart, which TestSequencerAcrossKafkaRestarts
 // meets now and then), so the test makes the closest thing: transactions
-// left open on their partitions, which ends says ended, as the coordinator
-// would have it after skipping their markers. The watch must finish each
-// the way ends says (commit, abort, and commit for an End that failed),
-// leave another producer's open transaction alone, and its markers must
-// hold when the coordinator later ends the same transactions itself.
+// left open on their partitions, which ends says ended, as they would be
+// after the coordinator skipped their markers. The watch must finish each
+// the way ends says; one whose End failed, and one ends does not know, it
+// must leave to their coordinator, which here still holds them. A marker
+// the coordinator writes later, for a transaction no longer open on the
+// partition, must change nothing.
 func TestHangingWatchFinishesItsOwnTransactions(t *testing.T) {
 	conn := realKafka(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
@@ -56,11 +101,7 @@ func TestHangingWatchFinishesItsOwnTransactions(t *testing.T) {
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	topic := "parley-test-hanging-" + uuid.NewString()[:8]
-	if _, err := adm.CreateTopic(ctx, 4, 1, nil, topic); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = adm.DeleteTopic(context.Background(), topic) })
+	topic := hangingTopic(t, ctx, adm, "parley-test-hanging-", 4)
 
 	// One open transaction per partition, each with one record.
 	type txn struct {
@@ -70,7 +111,7 @@ func TestHangingWatchFinishesItsOwnTransactions(t *testing.T) {
 	}
 	open := func(p int32) txn {
 		t.Helper()
-		tcl, err := kgo.NewClient(append(conn, kgo.TransactionalID(topic+"-"+string(rune('a'+p))),
+		tcl, err := kgo.NewClient(append(conn, kgo.TransactionalID(sequencerTxnPrefix+topic+"-"+string(rune('a'+p))),
 			kgo.TransactionTimeout(time.Minute), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
 		if err != nil {
 			t.Fatal(err)
@@ -83,21 +124,17 @@ func TestHangingWatchFinishesItsOwnTransactions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		id, epoch, err := tcl.ProducerID(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return txn{tcl, producerEpoch{id, epoch}, r.Offset}
+		return txn{tcl, producerEpoch{r.ProducerID, r.ProducerEpoch}, r.Offset}
 	}
-	commit, abort, failed, foreign := open(0), open(1), open(2), open(3)
+	commit, abort, failed, unknown := open(0), open(1), open(2), open(3)
 
 	ends := newEndings()
 	now := time.Now()
 	ends.add(commit.pe, endCommit, now)
 	ends.add(abort.pe, endAbort, now)
 	ends.add(failed.pe, endUnknown, now)
-	w := newHangingWatch(adm, ends, slog.New(slog.NewTextHandler(os.Stderr, nil)))
-	w.topics, w.every = []string{topic}, 500*time.Millisecond
+	w := newHangingWatch(adm, conn, ends, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	w.topics, w.every, w.goneAfter = []string{topic}, 300*time.Millisecond, 300*time.Millisecond
 
 	// The first scan sees them open; one is finished only once seen open
 	// for w.every after its End.
@@ -105,62 +142,38 @@ func TestHangingWatchFinishesItsOwnTransactions(t *testing.T) {
 		t.Fatalf("first scan: finished %d, err %v; want none yet", n, err)
 	}
 	time.Sleep(w.every)
-	if n, err := w.scan(ctx); err != nil || n != 3 {
-		t.Fatalf("second scan: finished %d, err %v; want 3", n, err)
+	if n, err := w.scan(ctx); err != nil || n != 2 {
+		t.Fatalf("second scan: finished %d, err %v; want 2", n, err)
+	}
+	time.Sleep(w.every)
+	if n, err := w.scan(ctx); err != nil || n != 0 {
+		t.Fatalf("third scan: finished %d, err %v; want none (the coordinator holds the rest)", n, err)
 	}
 
-	stable := func() map[int32]int64 {
-		t.Helper()
-		lso, err := adm.ListCommittedOffsets(ctx, topic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := map[int32]int64{}
-		lso.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
-		return out
-	}
-	lso := stable()
-	for p, x := range map[int32]txn{0: commit, 1: abort, 2: failed} {
+	lso := stableOffsets(t, ctx, adm, topic)
+	for p, x := range map[int32]txn{0: commit, 1: abort} {
 		if lso[p] <= x.at {
 			t.Errorf("partition %d: last stable offset %d, still held by the transaction at %d", p, lso[p], x.at)
 		}
 	}
-	if lso[3] != foreign.at {
-		t.Errorf("partition 3: last stable offset %d; another producer's open transaction at %d must be left alone", lso[3], foreign.at)
-	}
-
-	// What a committed reader sees of partitions 0-2.
-	visible := func() map[int32]int {
-		t.Helper()
-		ends, err := logread.SettledEnds(ctx, adm, topic, 0, 1, 2)
-		if err != nil {
-			t.Fatal(err)
+	for p, x := range map[int32]txn{2: failed, 3: unknown} {
+		if lso[p] != x.at {
+			t.Errorf("partition %d: last stable offset %d; the transaction at %d, which its coordinator holds, must be left alone", p, lso[p], x.at)
 		}
-		got := map[int32]int{}
-		if _, err := logread.ReadToEnd(ctx, conn, topic, ends, func(recs []*kgo.Record) error {
-			for _, r := range recs {
-				got[r.Partition]++
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-		return got
 	}
-	want := map[int32]int{0: 1, 2: 1}
-	if got := visible(); !equalCounts(got, want) {
+	want := map[int32]int{0: 1}
+	if got := committedCounts(t, ctx, conn, adm, topic, 0, 1); !equalCounts(got, want) {
 		t.Fatalf("committed records by partition: %v, want %v", got, want)
 	}
 
-	// The coordinator still holds the transactions open; ending them now
-	// (as it would have) writes its markers after the watch's: they must
-	// change nothing.
-	for _, x := range []txn{commit, abort, failed, foreign} {
+	// The coordinator ends them all now, writing its markers after the
+	// watch's on partitions 0 and 1 (an abort here, for both).
+	for _, x := range []txn{commit, abort, failed, unknown} {
 		if err := x.cl.EndTransaction(ctx, kgo.TryAbort); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := visible(); !equalCounts(got, want) {
+	if got := committedCounts(t, ctx, conn, adm, topic, 0, 1); !equalCounts(got, want) {
 		t.Fatalf("after the coordinator's own markers, committed records by partition: %v, want %v", got, want)
 	}
 }
@@ -211,19 +224,19 @@ func TestEndingsKeepsTheLast(t *testing.T) {
 	}
 }
 
-// TestHangingWatchFinishesAGoneSequencersTransactions: transactions open on
-// their partitions that the coordinator no longer holds, of sequencers that
-// are gone (no running process remembers how they ended), are finished as
-// the coordinator's state says: committed when it moved past them (see
-// goneOutcome), aborted when its last end was their abort. One the
-// coordinator still holds open is left to it, and so is one of a producer
-// that is not a sequencer.
+// TestHangingWatchFinishesOtherSequencersTransactions: transactions open
+// on their partitions that the coordinator no longer holds, of sequencers
+// this process knows nothing of, are finished as the coordinator decided:
+// from its state when that is their own end, else from the marker it
+// wrote on another partition, else (no marker anywhere: all of the
+// transaction hangs) committed. One the coordinator still holds open is
+// left to it, and one of a producer that is not a sequencer is reported.
 //
 // Made on the real broker the way hanging transactions were made before
 // Kafka 3.6 (KAFKA-14402): with its partition verification off, a
 // transactional producer's records reach a partition it never added to
 // its transaction, so the coordinator never marks them.
-func TestHangingWatchFinishesAGoneSequencersTransactions(t *testing.T) {
+func TestHangingWatchFinishesOtherSequencersTransactions(t *testing.T) {
 	conn := realKafka(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
@@ -233,12 +246,8 @@ func TestHangingWatchFinishesAGoneSequencersTransactions(t *testing.T) {
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	run := uuid.NewString()[:8]
-	topic := "parley-test-gone-" + run
-	if _, err := adm.CreateTopic(ctx, 5, 1, nil, topic); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = adm.DeleteTopic(context.Background(), topic) })
+	topic := hangingTopic(t, ctx, adm, "parley-test-gone-", 7)
+	run := strings.TrimPrefix(topic, "parley-test-gone-")
 	verification := "transaction.partition.verification.enable"
 	off := "false"
 	if _, err := adm.AlterBrokerConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: verification, Value: &off}}); err != nil {
@@ -247,7 +256,6 @@ func TestHangingWatchFinishesAGoneSequencersTransactions(t *testing.T) {
 	t.Cleanup(func() {
 		_, _ = adm.AlterBrokerConfigs(context.Background(), []kadm.AlterConfig{{Op: kadm.DeleteConfig, Name: verification}})
 	})
-
 	rawCl, err := kgo.NewClient(append(conn, kgo.MaxVersions(kversion.V3_3_0()))...)
 	if err != nil {
 		t.Fatal(err)
@@ -267,76 +275,76 @@ func TestHangingWatchFinishesAGoneSequencersTransactions(t *testing.T) {
 		}
 		return tcl, producerEpoch{id, epoch}
 	}
-	// Partition 0: a gone sequencer's, its coordinator moved on (Empty).
-	movedID := sequencerTxnPrefix + "test-" + run + "-a"
-	_, moved := producer(movedID)
-	rawTxnRecord(t, ctx, rawCl, movedID, topic, 0, moved)
-	// Partition 1: a gone sequencer's, whose coordinator's last end aborted it.
-	abortedID := sequencerTxnPrefix + "test-" + run + "-b"
-	abortCl, aborted := producer(abortedID)
-	rawTxnRecord(t, ctx, rawCl, abortedID, topic, 1, aborted)
-	if err := abortCl.BeginTransaction(); err != nil {
-		t.Fatal(err)
+	// hang leaves a record of txnID's transaction open on partition p.
+	hang := func(txnID string, p int32) (*kgo.Client, producerEpoch) {
+		t.Helper()
+		tcl, pe := producer(txnID)
+		rawTxnRecord(t, ctx, rawCl, txnID, topic, p, pe)
+		return tcl, pe
 	}
-	if err := abortCl.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: 4, Value: []byte("aborted")}).FirstErr(); err != nil {
-		t.Fatal(err)
+	// Then ends the same transaction on partition other, through its
+	// coordinator, which marks other only.
+	endOn := func(tcl *kgo.Client, other int32, how kgo.TransactionEndTry) {
+		t.Helper()
+		if err := tcl.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		if err := tcl.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: other, Value: []byte("ended")}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if err := tcl.EndTransaction(ctx, how); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := abortCl.EndTransaction(ctx, kgo.TryAbort); err != nil {
-		t.Fatal(err)
-	}
+	id := func(s string) string { return sequencerTxnPrefix + "test-" + run + "-" + s }
+
+	// Partition 0: no marker anywhere, its id moved on (Empty): committed.
+	hang(id("a"), 0)
+	// Partition 1: aborted on partition 4, its id moved on since (a new
+	// session): the marker on 4 decides.
+	b, _ := hang(id("b"), 1)
+	endOn(b, 4, kgo.TryAbort)
+	producer(id("b"))
+	// Partition 5: committed on partition 6, its id's state that commit.
+	c, _ := hang(id("c"), 5)
+	endOn(c, 6, kgo.TryCommit)
 	// Partition 2: a sequencer's transaction its coordinator holds open.
-	ongoingCl, _ := producer(sequencerTxnPrefix + "test-" + run + "-c")
-	if err := ongoingCl.BeginTransaction(); err != nil {
+	ongoing, _ := producer(id("d"))
+	if err := ongoing.BeginTransaction(); err != nil {
 		t.Fatal(err)
 	}
-	if err := ongoingCl.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: 2, Value: []byte("ongoing")}).FirstErr(); err != nil {
+	if err := ongoing.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: 2, Value: []byte("ongoing")}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	// Partition 3: not a sequencer's.
-	foreignID := "parley-test-" + run + "-d"
-	_, foreign := producer(foreignID)
-	rawTxnRecord(t, ctx, rawCl, foreignID, topic, 3, foreign)
+	_, foreign := hang("parley-test-"+run+"-e", 3)
 
-	w := newHangingWatch(adm, newEndings(), slog.New(slog.NewTextHandler(os.Stderr, nil)))
-	w.topics, w.every, w.goneAfter = []string{topic}, 300*time.Millisecond, 600*time.Millisecond
+	w := newHangingWatch(adm, conn, newEndings(), slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	w.topics, w.every, w.goneAfter = []string{topic}, 300*time.Millisecond, 300*time.Millisecond
+	finished := 0
 	for range 3 {
-		if _, err := w.scan(ctx); err != nil {
+		n, err := w.scan(ctx)
+		if err != nil {
 			t.Fatal(err)
 		}
+		finished += n
 		time.Sleep(w.every)
 	}
-	n, err := w.scan(ctx)
-	if err != nil || n != 0 {
-		t.Fatalf("a scan after the finishing one finished %d more, err %v", n, err)
+	if finished != 3 {
+		t.Errorf("finished %d partitions, want 3", finished)
 	}
 
-	lso, err := adm.ListCommittedOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for p, held := range map[int32]bool{0: false, 1: false, 2: true, 3: true} {
-		o, _ := lso.Lookup(topic, p)
-		if (o.Offset == 0) != held {
-			t.Errorf("partition %d: last stable offset %d; held by its open transaction: %v, want %v", p, o.Offset, o.Offset == 0, held)
+	lso := stableOffsets(t, ctx, adm, topic)
+	for p, held := range map[int32]bool{0: false, 1: false, 5: false, 2: true, 3: true} {
+		if (lso[p] == 0) != held {
+			t.Errorf("partition %d: last stable offset %d; held by its open transaction: %v, want %v", p, lso[p], lso[p] == 0, held)
 		}
 	}
-	ends, err := logread.SettledEnds(ctx, adm, topic, 0, 1)
-	if err != nil {
-		t.Fatal(err)
+	want := map[int32]int{0: 1, 5: 1, 6: 1}
+	if got := committedCounts(t, ctx, conn, adm, topic, 0, 1, 4, 5, 6); !equalCounts(got, want) {
+		t.Fatalf("committed records by partition: %v, want %v", got, want)
 	}
-	got := map[int32]int{}
-	if _, err := logread.ReadToEnd(ctx, conn, topic, ends, func(recs []*kgo.Record) error {
-		for _, r := range recs {
-			got[r.Partition]++
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if want := map[int32]int{0: 1}; !equalCounts(got, want) {
-		t.Fatalf("committed records by partition: %v, want %v (the moved-on one committed, the aborted one not)", got, want)
-	}
-	if err := ongoingCl.EndTransaction(ctx, kgo.TryAbort); err != nil {
+	if err := ongoing.EndTransaction(ctx, kgo.TryAbort); err != nil {
 		t.Fatal(err)
 	}
 	// The foreign one: the watch must not, so the test does (abort).
@@ -380,5 +388,37 @@ func rawTxnRecord(t *testing.T, ctx context.Context, cl *kgo.Client, txnID, topi
 	}
 	if err := kerr.ErrorForCode(resp.Topics[0].Partitions[0].ErrorCode); err != nil {
 		t.Fatalf("raw transactional produce to %s/%d: %v", topic, partition, err)
+	}
+}
+
+// TestCoordinatorOutcome: what a transactional id's state at the
+// coordinator says of its transaction of epoch 7 (producer id 1).
+func TestCoordinatorOutcome(t *testing.T) {
+	for _, c := range []struct {
+		state               string
+		id                  int64
+		epoch               int16
+		commit, known, hold bool
+	}{
+		{"CompleteCommit", 1, 8, true, true, false},    // its own commit (version 2 bumps the epoch at the end)
+		{"CompleteAbort", 1, 8, false, true, false},    // its own abort
+		{"CompleteCommit", 1, 12, false, false, false}, // a later transaction's
+		{"CompleteAbort", 1, 12, false, false, false},
+		{"Empty", 1, 9, false, false, false}, // a new session since
+		{"Dead", 1, 9, false, false, false},
+		{"Ongoing", 1, 7, false, false, true}, // the coordinator still holds it
+		{"PrepareCommit", 1, 8, false, false, true},
+		{"PrepareAbort", 1, 8, false, false, true},
+		{"PrepareEpochFence", 1, 8, false, false, true},
+		{"Ongoing", 1, 9, false, false, false},        // a later transaction is going on
+		{"CompleteCommit", 2, 8, false, false, false}, // the id has another producer id since
+	} {
+		commit, known, hold := coordinatorOutcome(kadm.DescribedTransaction{State: c.state, ProducerID: c.id, ProducerEpoch: c.epoch}, producerEpoch{1, 7})
+		if known != c.known || hold != c.hold || (known && commit != c.commit) {
+			t.Errorf("%s of %d at epoch %d: commit %v, known %v, holds %v; want %v, %v, %v", c.state, c.id, c.epoch, commit, known, hold, c.commit, c.known, c.hold)
+		}
+	}
+	if _, _, hold := coordinatorOutcome(kadm.DescribedTransaction{State: "Ongoing", ProducerID: 1, ProducerEpoch: 32767}, producerEpoch{1, 32767}); !hold {
+		t.Error("the last epoch, ongoing: not held")
 	}
 }

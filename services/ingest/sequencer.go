@@ -306,7 +306,7 @@ func (s *Sequencer) Run(ctx context.Context) error {
 	watching := make(chan struct{})
 	go func() {
 		defer close(watching)
-		w := newHangingWatch(kadm.NewClient(adminCl), s.ends, s.log)
+		w := newHangingWatch(kadm.NewClient(adminCl), s.conn, s.ends, s.log)
 		w.count = s.hanging
 		w.run(wctx)
 	}()
@@ -383,6 +383,8 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) (err error) 
 	s.answers = s.answers[:0]
 	out, rejected, ok := s.decideAll(ctx, fetches)
 	end := kgo.TryCommit
+	var txn producerEpoch
+	named := false
 	if !ok {
 		// A partition was lost while its commands were in hand: what was
 		// decided for it cannot be trusted, and committing its offsets
@@ -390,8 +392,18 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) (err error) 
 		end = kgo.TryAbort
 	} else if len(out) > 0 {
 		pctx, cancel := context.WithTimeout(ctx, transactionTimeout)
-		err := s.sess.ProduceSync(pctx, out...).FirstErr()
+		results := s.sess.ProduceSync(pctx, out...)
 		cancel()
+		err := results.FirstErr()
+		// The producer id and epoch the records carry name this
+		// transaction, to remember how it ended: the broker may lose its
+		// markers (hanging.go).
+		for _, r := range results {
+			if r.Err == nil {
+				txn, named = producerEpoch{r.Record.ProducerID, r.Record.ProducerEpoch}, true
+				break
+			}
+		}
 		if err != nil {
 			// The transaction cannot commit now; End aborts it and rewinds
 			// the consumer to the last committed offsets.
@@ -404,13 +416,10 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) (err error) 
 	}
 	// A bounded End that fails leaves the client in a state franz-go does
 	// not promise to recover from: errTxn makes Run replace the session.
-	// The transaction's producer epoch, to remember how it ended: the
-	// broker may lose its marker (hanging.go).
-	id, epoch, idErr := s.sess.Client().ProducerID(ctx)
 	ectx, cancel := context.WithTimeout(ctx, transactionTimeout)
 	committed, err = s.sess.End(ectx, end)
 	cancel()
-	if idErr == nil {
+	if named {
 		how := endUnknown
 		switch {
 		case end == kgo.TryAbort || (err == nil && !committed):
@@ -418,7 +427,7 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) (err error) 
 		case err == nil:
 			how = endCommit
 		}
-		s.ends.add(producerEpoch{id, epoch}, how, time.Now())
+		s.ends.add(txn, how, time.Now())
 	}
 	if err != nil {
 		return fmt.Errorf("%w: end: %w", errTxn, err)
