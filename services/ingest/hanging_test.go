@@ -37,15 +37,26 @@ func realKafka(t *testing.T) []kgo.Opt {
 	return topics.ClientOpts(strings.Split(brokers, ","), kafkaconf.MustEnv()...)
 }
 
-// hangingTopic makes a topic of n partitions for one test, deleted after.
-func hangingTopic(t *testing.T, ctx context.Context, adm *kadm.Client, prefix string, n int32) string {
+// hangingTopic reaches the real Kafka (realKafka) with a context bounding
+// the test and an admin client, and makes a topic of n partitions for the
+// test alone, deleted after it.
+func hangingTopic(t *testing.T, prefix string, n int32) (context.Context, []kgo.Opt, *kadm.Client, string) {
 	t.Helper()
+	conn := realKafka(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	t.Cleanup(cancel)
+	cl, err := kgo.NewClient(conn...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	adm := kadm.NewClient(cl)
 	topic := prefix + uuid.NewString()[:8]
 	if _, err := adm.CreateTopic(ctx, n, 1, nil, topic); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _, _ = adm.DeleteTopic(context.Background(), topic) })
-	return topic
+	return ctx, conn, adm, topic
 }
 
 // stableOffsets is each partition's last stable offset: where a
@@ -92,16 +103,7 @@ func committedCounts(t *testing.T, ctx context.Context, conn []kgo.Opt, adm *kad
 // the coordinator writes later, for a transaction no longer open on the
 // partition, must change nothing.
 func TestHangingWatchFinishesItsOwnTransactions(t *testing.T) {
-	conn := realKafka(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	cl, err := kgo.NewClient(conn...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	topic := hangingTopic(t, ctx, adm, "parley-test-hanging-", 4)
+	ctx, conn, adm, topic := hangingTopic(t, "parley-test-hanging-", 4)
 
 	// One open transaction per partition, each with one record.
 	type txn struct {
@@ -237,16 +239,7 @@ func TestEndingsKeepsTheLast(t *testing.T) {
 // transactional producer's records reach a partition it never added to
 // its transaction, so the coordinator never marks them.
 func TestHangingWatchFinishesOtherSequencersTransactions(t *testing.T) {
-	conn := realKafka(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	cl, err := kgo.NewClient(conn...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	topic := hangingTopic(t, ctx, adm, "parley-test-gone-", 7)
+	ctx, conn, adm, topic := hangingTopic(t, "parley-test-gone-", 7)
 	run := strings.TrimPrefix(topic, "parley-test-gone-")
 	verification := "transaction.partition.verification.enable"
 	off := "false"
