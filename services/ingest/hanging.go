@@ -13,6 +13,7 @@ import (
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -210,6 +211,20 @@ type marker struct {
 	commit bool
 }
 
+// finishing is a marker to write and why, for its log line.
+type finishing struct {
+	parts kadm.TopicsSet
+	why   string
+}
+
+// producerState is a producer's latest epoch on one partition, as
+// DescribeProducers shows it.
+type producerState struct {
+	topic     string
+	partition int32
+	epoch     int16
+}
+
 // scan looks at the open transactions of w.topics once, writes the markers
 // of the hanging ones it can decide, and returns the partitions it
 // finished.
@@ -222,34 +237,53 @@ func (w *hangingWatch) scan(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("list topics: %w", err)
 	}
+	// Deciding another's transaction needs every partition it may have
+	// touched in view (see decide); its own it can decide regardless.
+	complete := true
 	set := kadm.TopicsSet{}
 	for _, d := range details {
 		if d.Err != nil {
-			continue // a topic not made yet (the dead letters are made on first use)
+			// The dead letters are made on first use; any other topic that
+			// cannot be described now hides partitions.
+			complete = complete && d.Topic == topics.DeadLetter && errors.Is(d.Err, kerr.UnknownTopicOrPartition)
+			continue
 		}
 		for p := range d.Partitions {
 			set.Add(d.Topic, p)
 		}
 	}
 	described, err := w.adm.DescribeProducers(ctx, set)
-	if err != nil {
+	var shardErrs *kadm.ShardErrors
+	if errors.As(err, &shardErrs) {
+		complete, err = false, nil // a broker did not answer: its partitions are unseen below
+	} else if err != nil {
 		return 0, fmt.Errorf("describe producers: %w", err)
 	}
 	now := time.Now()
 	open := map[openTxn]openInfo{}
+	producers := map[int64][]producerState{}
 	unseen := kadm.TopicsSet{} // partitions whose producers could not be described
+	set.Each(func(t string, p int32) {
+		if _, ok := described[t].Partitions[p]; !ok {
+			unseen.Add(t, p)
+		}
+	})
 	for _, p := range described.SortedPartitions() {
 		if p.Err != nil {
 			unseen.Add(p.Topic, p.Partition) // its leader is away: the next scan sees it
 			continue
 		}
 		for _, d := range p.ActiveProducers {
+			producers[d.ProducerID] = append(producers[d.ProducerID], producerState{d.Topic, d.Partition, d.ProducerEpoch})
 			if d.CurrentTxnStartOffset < 0 {
 				continue
 			}
 			k := openTxn{d.Topic, d.Partition, producerEpoch{d.ProducerID, d.ProducerEpoch}, d.CurrentTxnStartOffset}
 			open[k] = openInfo{d.CoordinatorEpoch, d.LastTimestamp}
 		}
+	}
+	if len(unseen) > 0 {
+		complete = false
 	}
 	// Forget what is no longer open (not what could not be looked at).
 	stillOpen := map[producerEpoch]bool{}
@@ -266,14 +300,13 @@ func (w *hangingWatch) scan(ctx context.Context) (int, error) {
 			delete(w.failed, pe)
 		}
 	}
-	markers := map[marker]kadm.TopicsSet{}
-	finish := func(k openTxn, commit bool) {
+	markers := map[marker]*finishing{}
+	finish := func(k openTxn, commit bool, why string) {
 		m := marker{k.producerEpoch, commit}
 		if markers[m] == nil {
-			markers[m] = kadm.TopicsSet{}
+			markers[m] = &finishing{parts: kadm.TopicsSet{}, why: why}
 		}
-		parts := markers[m]
-		parts.Add(k.topic, k.partition)
+		markers[m].parts.Add(k.topic, k.partition)
 	}
 	undecided := map[producerEpoch][]openTxn{}
 	for k := range open {
@@ -295,7 +328,7 @@ func (w *hangingWatch) scan(ctx context.Context) (int, error) {
 		}
 		switch {
 		case ours && e.how != endUnknown && now.Sub(since) >= w.every:
-			finish(k, e.how == endCommit)
+			finish(k, e.how == endCommit, "its own end")
 		case (!ours || e.how == endUnknown) && now.Sub(since) >= w.goneAfter:
 			undecided[k.producerEpoch] = append(undecided[k.producerEpoch], k)
 		}
@@ -303,40 +336,43 @@ func (w *hangingWatch) scan(ctx context.Context) (int, error) {
 	// Its own first: deciding others' asks more of the cluster, and fails
 	// more easily right after a restart.
 	done := w.write(ctx, markers, open)
-	if len(undecided) > 0 {
-		markers = map[marker]kadm.TopicsSet{}
-		err = w.decide(ctx, undecided, open, set, finish)
+	if len(undecided) > 0 && complete {
+		markers = map[marker]*finishing{}
+		err = w.decide(ctx, undecided, open, producers, finish)
 		done += w.write(ctx, markers, open)
 	}
 	return done, err
 }
 
-// write writes markers and returns the partitions they finished.
-func (w *hangingWatch) write(ctx context.Context, markers map[marker]kadm.TopicsSet, open map[openTxn]openInfo) int {
+// write writes markers and returns the partitions they finished. A marker
+// carries the epoch after the transaction's, as the coordinator's do with
+// transactions version 2, so that a later search for the coordinator's
+// outcome (findMarker) finds it too; a partition takes it either way,
+// since it is above its producer's epoch.
+func (w *hangingWatch) write(ctx context.Context, markers map[marker]*finishing, open map[openTxn]openInfo) int {
 	done := 0
-	for m, parts := range markers {
+	for m, d := range markers {
 		// The coordinator epoch a marker must carry: the highest its
-		// partitions saw. The producer epoch is the transaction's own, which
-		// a partition takes as the legacy marker (transaction version 0/1)
-		// does: at least its producer's epoch.
+		// partitions saw.
 		var coordEpoch int32
 		for k, info := range open {
-			if k.producerEpoch == m.producerEpoch && parts.Lookup(k.topic, k.partition) {
+			if k.producerEpoch == m.producerEpoch && d.parts.Lookup(k.topic, k.partition) {
 				coordEpoch = max(coordEpoch, info.coordEpoch)
 			}
 		}
-		resp, err := w.adm.WriteTxnMarkers(ctx, kadm.TxnMarkers{ProducerID: m.id, ProducerEpoch: m.epoch, Commit: m.commit, CoordinatorEpoch: coordEpoch, Topics: parts})
+		resp, err := w.adm.WriteTxnMarkers(ctx, kadm.TxnMarkers{ProducerID: m.id, ProducerEpoch: m.epoch + 1, Commit: m.commit, CoordinatorEpoch: coordEpoch, Topics: d.parts})
 		if err == nil {
 			err = markersError(resp)
 		}
 		if err != nil {
 			if !w.failed[m.producerEpoch] {
 				w.failed[m.producerEpoch] = true
-				w.log.Warn("sequencer: writing a hanging transaction's markers failed; trying again at each scan", "producer_id", m.id, "producer_epoch", m.epoch, "commit", m.commit, "partitions", parts.Sorted(), "err", err)
+				w.log.Warn("sequencer: writing a hanging transaction's markers failed; trying again at each scan", "producer_id", m.id, "producer_epoch", m.epoch, "commit", m.commit, "partitions", d.parts.Sorted(), "err", err)
 			}
 			continue
 		}
-		for _, ps := range parts {
+		delete(w.failed, m.producerEpoch)
+		for _, ps := range d.parts {
 			done += len(ps)
 		}
 		if m.commit {
@@ -344,7 +380,7 @@ func (w *hangingWatch) write(ctx context.Context, markers map[marker]kadm.Topics
 		} else {
 			w.counted("aborted")
 		}
-		w.log.Warn("sequencer: finished a transaction the broker had left open", "producer_id", m.id, "producer_epoch", m.epoch, "commit", m.commit, "partitions", parts.Sorted())
+		w.log.Warn("sequencer: finished a transaction the broker had left open", "producer_id", m.id, "producer_epoch", m.epoch, "commit", m.commit, "decided_by", d.why, "partitions", d.parts.Sorted())
 	}
 	return done
 }
@@ -365,8 +401,15 @@ func markersError(resp kadm.TxnMarkersResponses) error {
 
 // decide decides the hanging transactions this process cannot decide
 // alone (see the top of this file), calling finish for each partition of
-// the ones it decided; all is every partition of w.topics.
-func (w *hangingWatch) decide(ctx context.Context, undecided map[producerEpoch][]openTxn, open map[openTxn]openInfo, all kadm.TopicsSet, finish func(openTxn, bool)) error {
+// the ones it decided. producers holds every producer's epoch on every
+// partition of w.topics, from the same scan.
+//
+// A marker of transaction pe (epoch E) sets its producer's epoch on that
+// partition to E+1, so it can only be on a partition where the producer's
+// epoch is E+1 or more: if no partition but the hanging ones has that,
+// the coordinator marked none, every partition of pe hangs, and either
+// outcome keeps it whole.
+func (w *hangingWatch) decide(ctx context.Context, undecided map[producerEpoch][]openTxn, open map[openTxn]openInfo, producers map[int64][]producerState, finish func(openTxn, bool, string)) error {
 	var pids []int64
 	for pe := range undecided {
 		if !slices.Contains(pids, pe.id) {
@@ -408,35 +451,42 @@ func (w *hangingWatch) decide(ctx context.Context, undecided map[producerEpoch][
 		if holds {
 			continue // it ends the transaction itself, with markers
 		}
-		how := "coordinator state"
+		why := "its coordinator's state (" + d.State + ")"
 		if !known {
-			// The window to read: the transaction's records came within its
-			// timeout before its last one, its markers within moments of
-			// its end, which came at most the timeout after.
 			var last int64
 			hung := kadm.TopicsSet{}
 			for _, k := range ks {
 				last = max(last, open[k].lastWrite)
 				hung.Add(k.topic, k.partition)
 			}
-			from := time.UnixMilli(last).Add(-2 * transactionTimeout)
-			to := time.UnixMilli(last).Add(3 * transactionTimeout)
-			var found bool
-			commit, found, err = w.findMarker(ctx, pe, all, hung, from, to)
-			if err != nil {
-				errs = append(errs, err)
-				continue
+			marked := kadm.TopicsSet{}
+			for _, st := range producers[pe.id] {
+				if int32(st.epoch) > int32(pe.epoch) && !hung.Lookup(st.topic, st.partition) {
+					marked.Add(st.topic, st.partition)
+				}
 			}
-			how = "its markers elsewhere"
-			if !found {
-				commit, how = true, "no marker anywhere: all of it hangs"
+			switch {
+			case len(marked) == 0:
+				commit, why = true, "no marker anywhere: all of it hangs"
+			case last <= 0:
+				continue // no time to search from
+			default:
+				// Its records came within its timeout before its last one;
+				// the marker, whenever the coordinator wrote it, after them.
+				var found bool
+				commit, found, err = w.findMarker(ctx, pe, marked, time.UnixMilli(last).Add(-6*transactionTimeout))
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				why = "its coordinator's marker on another partition"
+				if !found {
+					commit, why = true, "no marker anywhere: all of it hangs"
+				}
 			}
 		}
-		w.log.Warn("sequencer: a transaction of a sequencer that cannot say how it ended is open; finishing it",
-			"transactional_id", id, "producer_id", pe.id, "producer_epoch", pe.epoch, "coordinator_state", d.State, "coordinator_epoch", d.ProducerEpoch,
-			"commit", commit, "decided_by", how)
 		for _, k := range ks {
-			finish(k, commit)
+			finish(k, commit, why)
 		}
 	}
 	return errors.Join(errs...)
@@ -444,7 +494,7 @@ func (w *hangingWatch) decide(ctx context.Context, undecided map[producerEpoch][
 
 // coordinatorOutcome reads transaction pe's outcome from its
 // transactional id's state at the coordinator: known when the state is the
-// end of pe itself (version 2 bumped the epoch at that end); holds when the
+// end of pe itself (version 2 bumps the epoch at the end); holds when the
 // coordinator has not ended pe yet.
 func coordinatorOutcome(d kadm.DescribedTransaction, pe producerEpoch) (commit, known, holds bool) {
 	if d.ProducerID != pe.id {
@@ -456,22 +506,23 @@ func coordinatorOutcome(d kadm.DescribedTransaction, pe producerEpoch) (commit, 
 		return true, now == was+1, false
 	case "CompleteAbort":
 		return false, now == was+1, false
+	case "Ongoing":
+		return false, false, now <= was // past it, the next transaction is going on
 	case "Empty", "Dead":
 		return false, false, false
-	default: // Ongoing, PrepareCommit, PrepareAbort, PrepareEpochFence
+	default: // PrepareCommit, PrepareAbort, PrepareEpochFence
 		return false, false, now <= was+1
 	}
 }
 
-// findMarker reads the partitions of all but hung, from the first record
-// at or after from up to the first past to, for the marker the coordinator
-// wrote for transaction pe (its epoch is pe's plus one). It reports the
-// marker's outcome and whether one was found; not found means the window
-// holds none.
-func (w *hangingWatch) findMarker(ctx context.Context, pe producerEpoch, all, hung kadm.TopicsSet, from, to time.Time) (commit, found bool, err error) {
+// findMarker reads the partitions of marked, from their first record at or
+// after from to their ends as they are now, for the marker of transaction
+// pe (at pe's epoch plus one). It reports the marker's outcome and whether
+// one was found; an error when it could not read all of it.
+func (w *hangingWatch) findMarker(ctx context.Context, pe producerEpoch, marked kadm.TopicsSet, from time.Time) (commit, found bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*transactionTimeout)
 	defer cancel()
-	names := all.Topics()
+	names := marked.Topics()
 	starts, err := w.adm.ListOffsetsAfterMilli(ctx, from.UnixMilli(), names...)
 	if err == nil {
 		err = starts.Error()
@@ -491,28 +542,31 @@ func (w *hangingWatch) findMarker(ctx context.Context, pe producerEpoch, all, hu
 		partition int32
 	}
 	left := map[tp]int64{} // each partition still to read, to its end
-	from0 := map[string]map[int32]kgo.Offset{}
-	for _, tps := range all.Sorted() {
-		for _, p := range tps.Partitions {
-			if hung.Lookup(tps.Topic, p) {
-				continue
-			}
-			start, ok1 := starts.Lookup(tps.Topic, p)
-			end, ok2 := ends.Lookup(tps.Topic, p)
-			if !ok1 || !ok2 || start.Offset < 0 || start.Offset >= end.Offset {
-				continue
-			}
-			left[tp{tps.Topic, p}] = end.Offset
-			if from0[tps.Topic] == nil {
-				from0[tps.Topic] = map[int32]kgo.Offset{}
-			}
-			from0[tps.Topic][p] = kgo.NewOffset().At(start.Offset)
+	offsets := map[string]map[int32]kgo.Offset{}
+	var missing error
+	marked.Each(func(t string, p int32) {
+		start, ok1 := starts.Lookup(t, p)
+		end, ok2 := ends.Lookup(t, p)
+		if !ok1 || !ok2 {
+			missing = fmt.Errorf("find marker: no offsets for %s/%d", t, p)
+			return
 		}
+		if start.Offset < 0 || start.Offset >= end.Offset {
+			return // nothing written since from
+		}
+		left[tp{t, p}] = end.Offset
+		if offsets[t] == nil {
+			offsets[t] = map[int32]kgo.Offset{}
+		}
+		offsets[t][p] = kgo.NewOffset().At(start.Offset)
+	})
+	if missing != nil {
+		return false, false, missing
 	}
 	if len(left) == 0 {
 		return false, false, nil
 	}
-	cl, err := kgo.NewClient(append(slices.Clip(w.conn), kgo.ConsumePartitions(from0), kgo.KeepControlRecords(),
+	cl, err := kgo.NewClient(append(slices.Clip(w.conn), kgo.ConsumePartitions(offsets), kgo.KeepControlRecords(),
 		kgo.FetchIsolationLevel(kgo.ReadUncommitted()))...)
 	if err != nil {
 		return false, false, fmt.Errorf("find marker: %w", err)
@@ -547,7 +601,7 @@ func (w *hangingWatch) findMarker(ctx context.Context, pe producerEpoch, all, hu
 					}
 				}
 			}
-			if r.Offset+1 >= end || r.Timestamp.After(to) {
+			if r.Offset+1 >= end {
 				delete(left, k)
 			}
 		}

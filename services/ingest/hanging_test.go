@@ -403,7 +403,7 @@ func TestCoordinatorOutcome(t *testing.T) {
 		{"PrepareCommit", 1, 8, false, false, true},
 		{"PrepareAbort", 1, 8, false, false, true},
 		{"PrepareEpochFence", 1, 8, false, false, true},
-		{"Ongoing", 1, 9, false, false, false},        // a later transaction is going on
+		{"Ongoing", 1, 8, false, false, false},        // the next transaction is going on
 		{"CompleteCommit", 2, 8, false, false, false}, // the id has another producer id since
 	} {
 		commit, known, hold := coordinatorOutcome(kadm.DescribedTransaction{State: c.state, ProducerID: c.id, ProducerEpoch: c.epoch}, producerEpoch{1, 7})
