@@ -629,3 +629,128 @@ func (w *hangingWatch) transactionVersion(ctx context.Context) (int16, error) {
 	}
 	return 0, errors.New("api versions: no broker answered")
 }
+
+// settling is a committed transaction of this sequencer and the
+// partitions it wrote where its markers have not been seen yet.
+type settling struct {
+	txn   producerEpoch
+	parts kadm.TopicsSet
+	at    time.Time // when it committed
+}
+
+// settleWait is how long the sequencer waits for the coordinator's markers
+// of a transaction before writing them itself; settleKept, how long it
+// keeps a transaction to check: past it, the hanging watch has finished
+// the transaction if it hung.
+const (
+	settleWait = 2 * time.Second
+	settleKept = time.Minute
+)
+
+// settle makes sure the committed transactions' markers are on every
+// partition the records in out go to before they are produced. A
+// partition still open under an earlier transaction of the same producer
+// takes a later one's records into the same open range, and the later
+// one's abort (a produce failure, a fence after a failed end) then aborts
+// both: measured in TestSequencerAcrossKafkaRestarts, an acknowledged
+// message lost after the broker skipped a commit's markers and the next
+// transaction on that partition was fenced. The coordinator's markers
+// normally land within milliseconds of the end; if they have not within
+// settleWait, it skipped them, and the sequencer writes them itself.
+func (s *Sequencer) settle(ctx context.Context, out []*kgo.Record) error {
+	now := time.Now()
+	s.unsettled = slices.DeleteFunc(s.unsettled, func(u *settling) bool { return len(u.parts) == 0 || now.Sub(u.at) > settleKept })
+	if len(s.unsettled) == 0 {
+		return nil
+	}
+	// Where out goes: a command handed on goes where its key puts it, so
+	// any partition of the commands topic.
+	target := kadm.TopicsSet{}
+	anyCommand := false
+	for _, r := range out {
+		if r.Topic == topics.Commands {
+			anyCommand = true
+			continue
+		}
+		target.Add(r.Topic, r.Partition)
+	}
+	overlaps := func(t string, p int32) bool { return target.Lookup(t, p) || (anyCommand && t == topics.Commands) }
+	check := kadm.TopicsSet{}
+	for _, u := range s.unsettled {
+		u.parts.Each(func(t string, p int32) {
+			if overlaps(t, p) {
+				check.Add(t, p)
+			}
+		})
+	}
+	if len(check) == 0 {
+		return nil
+	}
+	adm := kadm.NewClient(s.client())
+	deadline := now.Add(settleWait)
+	wrote := false
+	for {
+		described, err := adm.DescribeProducers(ctx, check)
+		open := map[*settling]kadm.TopicsSet{}
+		coordEpochs := map[*settling]int32{}
+		if err == nil {
+			for _, u := range s.unsettled {
+				u.parts.Each(func(t string, p int32) {
+					if !check.Lookup(t, p) || err != nil {
+						return
+					}
+					dp, ok := described[t].Partitions[p]
+					switch {
+					case !ok:
+						err = fmt.Errorf("%s/%d: not described", t, p)
+					case errors.Is(dp.Err, kerr.TopicAuthorizationFailed):
+						u.parts.Delete(t, p) // not allowed to look: unchecked, as before settle
+					case dp.Err != nil:
+						err = fmt.Errorf("%s/%d: %w", t, p, dp.Err)
+					default:
+						if d, ok := dp.ActiveProducers[u.txn.id]; ok && d.ProducerEpoch == u.txn.epoch && d.CurrentTxnStartOffset >= 0 {
+							parts := open[u]
+							parts.Add(t, p)
+							open[u] = parts
+							coordEpochs[u] = max(coordEpochs[u], d.CoordinatorEpoch)
+						} else {
+							u.parts.Delete(t, p) // its marker is there
+						}
+					}
+				})
+			}
+		}
+		if err == nil && len(open) == 0 {
+			return nil
+		}
+		switch {
+		case time.Now().Before(deadline):
+		case err != nil:
+			return fmt.Errorf("settle committed transactions: %w", err)
+		case wrote:
+			return fmt.Errorf("settle committed transactions: still open after their markers were written: %d", len(open))
+		default:
+			for u, parts := range open {
+				resp, err := adm.WriteTxnMarkers(ctx, kadm.TxnMarkers{ProducerID: u.txn.id, ProducerEpoch: u.txn.epoch + 1, Commit: true, CoordinatorEpoch: coordEpochs[u], Topics: parts})
+				if err == nil {
+					err = markersError(resp)
+				}
+				if err != nil {
+					return fmt.Errorf("settle committed transactions: write markers: %w", err)
+				}
+				if s.hanging != nil {
+					s.hanging.WithLabelValues("committed").Inc()
+				}
+				s.log.Warn("sequencer: the broker answered a transaction committed without its markers; wrote them",
+					"producer_id", u.txn.id, "producer_epoch", u.txn.epoch, "partitions", parts.Sorted())
+			}
+			wrote = true
+			deadline = time.Now().Add(settleWait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}

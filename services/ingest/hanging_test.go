@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/parleychat/parley/pkg/server/kafkaconf"
 	"github.com/parleychat/parley/pkg/server/logread"
+	"github.com/parleychat/parley/pkg/server/metrics"
 	"github.com/parleychat/parley/pkg/server/topics"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -414,4 +415,62 @@ func TestCoordinatorOutcome(t *testing.T) {
 	if _, _, hold := coordinatorOutcome(kadm.DescribedTransaction{State: "Ongoing", ProducerID: 1, ProducerEpoch: 32767}, producerEpoch{1, 32767}); !hold {
 		t.Error("the last epoch, ongoing: not held")
 	}
+}
+
+// TestSettleWritesSkippedMarkers: a committed transaction still open on a
+// partition (its markers skipped) holds back a batch that writes to that
+// partition, not one that writes elsewhere, until its markers are there,
+// and the sequencer writes them itself after settleWait. Made as TestHangingWatchFinishesItsOwnTransactions makes
+// its transactions.
+func TestSettleWritesSkippedMarkers(t *testing.T) {
+	ctx, conn, adm, topic := hangingTopic(t, "parley-test-settle-", 2)
+	tcl, err := kgo.NewClient(append(conn, kgo.TransactionalID(sequencerTxnPrefix+topic),
+		kgo.TransactionTimeout(time.Minute), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcl.Close()
+	if err := tcl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := tcl.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: 1, Value: []byte("acknowledged")}).First()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewSequencer(conn, "", 10, slog.New(slog.NewTextHandler(os.Stderr, nil)), newDeadLetters(metrics.NewRegistry()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.sess.Close()
+	unsettled := func() []*settling {
+		return []*settling{{txn: producerEpoch{r.ProducerID, r.ProducerEpoch}, parts: kadm.TopicsSet{topic: {1: {}}}, at: time.Now()}}
+	}
+	// A batch that writes elsewhere does not wait.
+	s.unsettled = unsettled()
+	if err := s.settle(ctx, []*kgo.Record{{Topic: topic, Partition: 0}}); err != nil || len(s.unsettled[0].parts) != 1 {
+		t.Fatalf("a batch for partition 0: %v, %v", err, s.unsettled[0].parts)
+	}
+	start := time.Now()
+	if err := s.settle(ctx, []*kgo.Record{{Topic: topic, Partition: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < settleWait {
+		t.Errorf("settled in %s, before the coordinator's markers were given %s", took, settleWait)
+	}
+	if len(s.unsettled[0].parts) != 0 {
+		t.Error("still unsettled")
+	}
+	if got, want := committedCounts(t, ctx, conn, adm, topic, 1), map[int32]int{1: 1}; !equalCounts(got, want) {
+		t.Fatalf("committed records by partition: %v, want %v", got, want)
+	}
+	// A settled transaction costs one look.
+	s.unsettled = unsettled()
+	start = time.Now()
+	if err := s.settle(ctx, []*kgo.Record{{Topic: topic, Partition: 1}}); err != nil || len(s.unsettled[0].parts) != 0 {
+		t.Fatalf("settled again: %v, %v", err, s.unsettled[0].parts)
+	}
+	if took := time.Since(start); took >= settleWait {
+		t.Errorf("a settled transaction took %s to check", took)
+	}
+	_ = tcl.EndTransaction(ctx, kgo.TryAbort)
 }

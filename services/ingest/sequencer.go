@@ -98,6 +98,9 @@ type Sequencer struct {
 	// what it met in hanging (when set, by ingest.New).
 	ends    *endings
 	hanging *prometheus.CounterVec
+	// unsettled holds the committed transactions whose markers settle
+	// has not seen yet on every partition they wrote.
+	unsettled []*settling
 	// loading counts the partitions being rebuilt now.
 	loading atomic.Int32
 	// beforeEnd, when set (by tests), runs after a batch is produced and
@@ -385,10 +388,15 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) (err error) 
 	end := kgo.TryCommit
 	var txn producerEpoch
 	named := false
+	wrote := kadm.TopicsSet{}
+	var settleErr error
 	if !ok {
 		// A partition was lost while its commands were in hand: what was
 		// decided for it cannot be trusted, and committing its offsets
 		// without its events would lose them.
+		end = kgo.TryAbort
+	} else if settleErr = s.settle(ctx, out); settleErr != nil {
+		// Nothing goes where an earlier transaction's markers are not.
 		end = kgo.TryAbort
 	} else if len(out) > 0 {
 		pctx, cancel := context.WithTimeout(ctx, transactionTimeout)
@@ -401,7 +409,7 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) (err error) 
 		for _, r := range results {
 			if r.Err == nil {
 				txn, named = producerEpoch{r.Record.ProducerID, r.Record.ProducerEpoch}, true
-				break
+				wrote.Add(r.Record.Topic, r.Record.Partition)
 			}
 		}
 		if err != nil {
@@ -432,6 +440,9 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) (err error) 
 	if err != nil {
 		return fmt.Errorf("%w: end: %w", errTxn, err)
 	}
+	if settleErr != nil {
+		return fmt.Errorf("%w: %w", errTxn, settleErr)
+	}
 	if !committed {
 		// Aborted: typically this node was expelled from the group, or a
 		// produce failed. The aggregates hold decisions nobody will see, so
@@ -442,6 +453,9 @@ func (s *Sequencer) batch(ctx context.Context, fetches kgo.Fetches) (err error) 
 		clear(s.parts)
 		s.mu.Unlock()
 		return nil
+	}
+	if named {
+		s.unsettled = append(s.unsettled, &settling{txn: txn, parts: wrote, at: time.Now()})
 	}
 	// Only now, committed, are the outcomes answers: an aborted batch is
 	// decided again.
