@@ -686,6 +686,10 @@ func (s *Sequencer) settle(ctx context.Context, out []*kgo.Record) error {
 	if len(check) == 0 {
 		return nil
 	}
+	// Bounded like the transaction's other waits: a broker away would
+	// hold a request for the client's whole retry time.
+	ctx, cancel := context.WithTimeout(ctx, transactionTimeout)
+	defer cancel()
 	adm := kadm.NewClient(s.client())
 	deadline := now.Add(settleWait)
 	wrote := false

@@ -253,23 +253,32 @@ func zombieSequencer(t *testing.T, pastTimeout bool) {
 	default:
 	}
 
-	// A answered what it committed, the create, and never the post its
-	// failed transaction held; B, deciding for A's process, wrote records.
-	if got := answered("a"); len(got) != 1 || got[0].GetCommandId() != "cmd-c1" || got[0].GetSeq() != 1 {
-		t.Fatalf("A answered %v, want only the create at seq 1", got)
-	}
+	// Every command answered once, at the seq the committed log gives it:
+	// by A from a transaction of its own that committed, or by B with an
+	// outcome record for A's process. A answered the create; the post its
+	// failed transaction held it answers only if, in the new session it
+	// starts after that failure, it owns the partition again and commits
+	// the post itself (the log check above shows each seq committed once).
+	// B answers nothing itself: those Submits wait in A's process.
 	if got := answered("b"); len(got) != 0 {
 		t.Fatalf("B answered %v itself; those Submits wait in A's process", got)
 	}
-	var outcomes []string
-	for _, r := range readAtLeast(t, brokers, topics.Outcomes, 2) {
-		o := &logv1.Outcome{}
-		if err := proto.Unmarshal(r.Value, o); err != nil {
-			t.Fatal(err)
-		}
-		outcomes = append(outcomes, fmt.Sprintf("%s@%d", o.GetCommandId(), o.GetSeq()))
+	byA := answered("a")
+	var replies []string
+	for _, o := range byA {
+		replies = append(replies, fmt.Sprintf("%s@%d", o.GetCommandId(), o.GetSeq()))
 	}
-	if !slices.Equal(outcomes, []string{"cmd-m1@2", "cmd-m2@3"}) {
-		t.Fatalf("outcome records %v, want B's for m1 and m2 (none for the create A answered)", outcomes)
+	if len(byA) < 3 {
+		for _, r := range readAtLeast(t, brokers, topics.Outcomes, 3-len(byA)) {
+			o := &logv1.Outcome{}
+			if err := proto.Unmarshal(r.Value, o); err != nil {
+				t.Fatal(err)
+			}
+			replies = append(replies, fmt.Sprintf("%s@%d", o.GetCommandId(), o.GetSeq()))
+		}
+	}
+	slices.Sort(replies)
+	if !slices.Equal(replies, []string{"cmd-c1@1", "cmd-m1@2", "cmd-m2@3"}) || len(byA) == 0 || byA[0].GetCommandId() != "cmd-c1" {
+		t.Fatalf("answers (A's, then outcome records) %v, A's %d; want the create by A and each post once at its committed seq", replies, len(byA))
 	}
 }
