@@ -166,7 +166,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	s.clients.open = append(s.clients.open, prc)
 	s.clients.conns = append([]*grpc.ClientConn{ic}, prc.Conns()...)
-	s.clients.ingest = ingestv1.NewIngestServiceClient(ic)
+	ingest := newStreamedIngest(ingestv1.NewIngestServiceClient(ic), s.tracer, s.log)
+	s.clients.open = append(s.clients.open, ingest)
+	s.clients.ingest = ingest
 	s.clients.persistence = persistencev1.NewPersistenceServiceClient(pc)
 	s.clients.presence = prc
 	s.access.persistence = s.clients.persistence

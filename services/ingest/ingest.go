@@ -117,6 +117,11 @@ type Service struct {
 	// heads gathers Heads calls into probes; set once the commands topic's
 	// partitions are known (start).
 	heads atomic.Pointer[headBatcher]
+	// stopping closes when Run starts shutting down: SubmitStream stops
+	// reading, answers what it read, and ends its stream, which
+	// GracefulStop would otherwise wait for.
+	stopping chan struct{}
+	streamed *prometheus.CounterVec
 }
 
 // New binds the gRPC listener and creates the Kafka clients.
@@ -161,7 +166,8 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("ingest: grpc address: %w", err)
 	}
 	s := &Service{cfg: cfg, log: log, lis: lis, grpc: grpc.NewServer(append(append(m.GRPCServer(), tracing.GRPCServer(cfg.TracerProvider)...), mtls.ServerOption(cfg.TLS))...), producer: producer, seq: seq, reg: reg, metrics: m,
-		tracer: tracing.Tracer(cfg.TracerProvider), waiters: map[string]chan *logv1.Outcome{}, replyTo: uuid.NewString()}
+		tracer: tracing.Tracer(cfg.TracerProvider), waiters: map[string]chan *logv1.Outcome{}, replyTo: uuid.NewString(),
+		stopping: make(chan struct{}), streamed: newStreamedSubmits(reg)}
 	seq.self, seq.answer = s.replyTo, s.answer
 	ingestv1.RegisterIngestServiceServer(s.grpc, s)
 	return s, nil
@@ -217,6 +223,7 @@ func (s *Service) Run(ctx context.Context) error {
 	case <-gctx.Done():
 	}
 	s.Probe.SetReady(false)
+	close(s.stopping)
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()
 	select {
@@ -318,23 +325,30 @@ func (s *Service) answer(outcomes []*logv1.Outcome) {
 
 // Submit implements IngestService.
 func (s *Service) Submit(ctx context.Context, req *ingestv1.SubmitRequest) (*ingestv1.SubmitResponse, error) {
-	cmd := req.GetCommand()
-	if cmd == nil {
-		return nil, status.Error(codes.InvalidArgument, "command is required")
-	}
-	cmd = proto.CloneOf(cmd)
-	if code, msg := Prepare(cmd); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
-		return &ingestv1.SubmitResponse{Outcome: &logv1.Outcome{
-			ConversationId: cmd.GetConversationId(), ClientMsgId: cmd.GetClientMsgId(), ErrorCode: code, ErrorMessage: msg,
-		}}, nil
-	}
-	cmd.CommandId = uuid.Must(uuid.NewV7()).String()
-	cmd.SubmitTime = timestamppb.Now()
-	o, err := s.appendAndWait(ctx, cmd)
+	// A caller in the same process (tests, parley run) may hold on to
+	// the request: ingest fills in the command's ids on a copy.
+	o, err := s.submit(ctx, proto.CloneOf(req.GetCommand()))
 	if err != nil {
 		return nil, err
 	}
 	return &ingestv1.SubmitResponse{Outcome: o}, nil
+}
+
+// submit is one Submit, unary or on a stream: the outcome, or the gRPC
+// status error that leaves it unknown. It fills in cmd's ids, so cmd
+// must be the caller's own.
+func (s *Service) submit(ctx context.Context, cmd *logv1.Command) (*logv1.Outcome, error) {
+	if cmd == nil {
+		return nil, status.Error(codes.InvalidArgument, "command is required")
+	}
+	if code, msg := Prepare(cmd); code != chatv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+		return &logv1.Outcome{
+			ConversationId: cmd.GetConversationId(), ClientMsgId: cmd.GetClientMsgId(), ErrorCode: code, ErrorMessage: msg,
+		}, nil
+	}
+	cmd.CommandId = uuid.Must(uuid.NewV7()).String()
+	cmd.SubmitTime = timestamppb.Now()
+	return s.appendAndWait(ctx, cmd)
 }
 
 // appendAndWait appends a prepared command, addressed to this process

@@ -30,6 +30,7 @@ var agreedMetrics = map[string][]string{
 	"parley_pushed_deliveries_total":    {"kind"},
 	"parley_dead_letters_total":         {"reason"},
 	"parley_hanging_transactions_total": {"outcome"},
+	"parley_streamed_submits_total":     {"grpc_code"},
 	"parley_stale_events_total":         nil,
 	"parley_seq_gaps_total":             nil,
 	"grpc_server_handled_total":         {"grpc_type", "grpc_service", "grpc_method", "grpc_code"},
@@ -288,7 +289,7 @@ func TestAlerts(t *testing.T) {
 	// What the alerts must cover: lag growing, dead letters, resyncs,
 	// error rates, a service down.
 	for _, a := range []string{"ParleyConsumerLagGrowing", "ParleyDeadLetters", "ParleyResyncsHigh",
-		"ParleyGRPCErrors", "ParleyCassandraErrors", "ParleyServiceDown", "ParleyHangingTransaction"} {
+		"ParleyGRPCErrors", "ParleyCassandraErrors", "ParleyServiceDown", "ParleyHangingTransaction", "ParleySubmitErrors"} {
 		if !alerts[a] {
 			t.Errorf("no alert %s", a)
 		}

@@ -193,3 +193,30 @@ func (s linkSampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.Sampli
 func (s linkSampler) Description() string {
 	return "LinkSampler{" + s.base.Description() + "}"
 }
+
+// Carry is what a message sent on a long-lived stream carries for its own
+// trace, as a unary call's metadata does: ctx's span context and request
+// id. Nil when ctx has neither.
+func Carry(ctx context.Context) map[string]string {
+	m := propagation.MapCarrier{}
+	Propagator().Inject(ctx, m)
+	if id := RequestID(ctx); id != "" {
+		m[requestIDHeader] = id
+	}
+	if len(m) == 0 {
+		return nil
+	}
+	return m
+}
+
+// Received puts into ctx what Carry took from the sender's.
+func Received(ctx context.Context, m map[string]string) context.Context {
+	if len(m) == 0 {
+		return ctx
+	}
+	ctx = Propagator().Extract(ctx, propagation.MapCarrier(m))
+	if id := m[requestIDHeader]; id != "" {
+		ctx = WithRequestID(ctx, id)
+	}
+	return ctx
+}

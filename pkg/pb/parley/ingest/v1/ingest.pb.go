@@ -205,6 +205,141 @@ func (x *SubmitResponse) GetOutcome() *v1.Outcome {
 	return nil
 }
 
+// SubmitStreamRequest is one Submit on a SubmitStream.
+type SubmitStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id names the request in its answer; the caller keeps it unique among
+	// its requests not yet answered on the stream.
+	Id      uint64      `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Command *v1.Command `protobuf:"bytes,2,opt,name=command,proto3" json:"command,omitempty"`
+	// trace is the caller's W3C trace context (traceparent, tracestate),
+	// which a unary call carries in its metadata.
+	Trace         map[string]string `protobuf:"bytes,3,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitStreamRequest) Reset() {
+	*x = SubmitStreamRequest{}
+	mi := &file_parley_ingest_v1_ingest_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitStreamRequest) ProtoMessage() {}
+
+func (x *SubmitStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_ingest_v1_ingest_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitStreamRequest.ProtoReflect.Descriptor instead.
+func (*SubmitStreamRequest) Descriptor() ([]byte, []int) {
+	return file_parley_ingest_v1_ingest_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SubmitStreamRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *SubmitStreamRequest) GetCommand() *v1.Command {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *SubmitStreamRequest) GetTrace() map[string]string {
+	if x != nil {
+		return x.Trace
+	}
+	return nil
+}
+
+// SubmitStreamResponse answers the request of the same id: its outcome,
+// or the gRPC status code (and message) a Submit would have failed with.
+type SubmitStreamResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Outcome       *v1.Outcome            `protobuf:"bytes,2,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	ErrorCode     uint32                 `protobuf:"varint,3,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorMessage  string                 `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitStreamResponse) Reset() {
+	*x = SubmitStreamResponse{}
+	mi := &file_parley_ingest_v1_ingest_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitStreamResponse) ProtoMessage() {}
+
+func (x *SubmitStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_ingest_v1_ingest_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitStreamResponse.ProtoReflect.Descriptor instead.
+func (*SubmitStreamResponse) Descriptor() ([]byte, []int) {
+	return file_parley_ingest_v1_ingest_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SubmitStreamResponse) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *SubmitStreamResponse) GetOutcome() *v1.Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+func (x *SubmitStreamResponse) GetErrorCode() uint32 {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return 0
+}
+
+func (x *SubmitStreamResponse) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
 var File_parley_ingest_v1_ingest_proto protoreflect.FileDescriptor
 
 const file_parley_ingest_v1_ingest_proto_rawDesc = "" +
@@ -217,9 +352,24 @@ const file_parley_ingest_v1_ingest_proto_rawDesc = "" +
 	"\rSubmitRequest\x120\n" +
 	"\acommand\x18\x01 \x01(\v2\x16.parley.log.v1.CommandR\acommand\"B\n" +
 	"\x0eSubmitResponse\x120\n" +
-	"\aoutcome\x18\x01 \x01(\v2\x16.parley.log.v1.OutcomeR\aoutcome2\xa6\x01\n" +
+	"\aoutcome\x18\x01 \x01(\v2\x16.parley.log.v1.OutcomeR\aoutcome\"\xd9\x01\n" +
+	"\x13SubmitStreamRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x120\n" +
+	"\acommand\x18\x02 \x01(\v2\x16.parley.log.v1.CommandR\acommand\x12F\n" +
+	"\x05trace\x18\x03 \x03(\v20.parley.ingest.v1.SubmitStreamRequest.TraceEntryR\x05trace\x1a8\n" +
+	"\n" +
+	"TraceEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9c\x01\n" +
+	"\x14SubmitStreamResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x120\n" +
+	"\aoutcome\x18\x02 \x01(\v2\x16.parley.log.v1.OutcomeR\aoutcome\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x03 \x01(\rR\terrorCode\x12#\n" +
+	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage2\x89\x02\n" +
 	"\rIngestService\x12K\n" +
-	"\x06Submit\x12\x1f.parley.ingest.v1.SubmitRequest\x1a .parley.ingest.v1.SubmitResponse\x12H\n" +
+	"\x06Submit\x12\x1f.parley.ingest.v1.SubmitRequest\x1a .parley.ingest.v1.SubmitResponse\x12a\n" +
+	"\fSubmitStream\x12%.parley.ingest.v1.SubmitStreamRequest\x1a&.parley.ingest.v1.SubmitStreamResponse(\x010\x01\x12H\n" +
 	"\x05Heads\x12\x1e.parley.ingest.v1.HeadsRequest\x1a\x1f.parley.ingest.v1.HeadsResponseB?Z=github.com/parleychat/parley/pkg/pb/parley/ingest/v1;ingestv1b\x06proto3"
 
 var (
@@ -234,29 +384,37 @@ func file_parley_ingest_v1_ingest_proto_rawDescGZIP() []byte {
 	return file_parley_ingest_v1_ingest_proto_rawDescData
 }
 
-var file_parley_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_parley_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_parley_ingest_v1_ingest_proto_goTypes = []any{
-	(*HeadsRequest)(nil),   // 0: parley.ingest.v1.HeadsRequest
-	(*HeadsResponse)(nil),  // 1: parley.ingest.v1.HeadsResponse
-	(*SubmitRequest)(nil),  // 2: parley.ingest.v1.SubmitRequest
-	(*SubmitResponse)(nil), // 3: parley.ingest.v1.SubmitResponse
-	(*v1.HeadAsk)(nil),     // 4: parley.log.v1.HeadAsk
-	(*v1.Command)(nil),     // 5: parley.log.v1.Command
-	(*v1.Outcome)(nil),     // 6: parley.log.v1.Outcome
+	(*HeadsRequest)(nil),         // 0: parley.ingest.v1.HeadsRequest
+	(*HeadsResponse)(nil),        // 1: parley.ingest.v1.HeadsResponse
+	(*SubmitRequest)(nil),        // 2: parley.ingest.v1.SubmitRequest
+	(*SubmitResponse)(nil),       // 3: parley.ingest.v1.SubmitResponse
+	(*SubmitStreamRequest)(nil),  // 4: parley.ingest.v1.SubmitStreamRequest
+	(*SubmitStreamResponse)(nil), // 5: parley.ingest.v1.SubmitStreamResponse
+	nil,                          // 6: parley.ingest.v1.SubmitStreamRequest.TraceEntry
+	(*v1.HeadAsk)(nil),           // 7: parley.log.v1.HeadAsk
+	(*v1.Command)(nil),           // 8: parley.log.v1.Command
+	(*v1.Outcome)(nil),           // 9: parley.log.v1.Outcome
 }
 var file_parley_ingest_v1_ingest_proto_depIdxs = []int32{
-	4, // 0: parley.ingest.v1.HeadsRequest.asks:type_name -> parley.log.v1.HeadAsk
-	5, // 1: parley.ingest.v1.SubmitRequest.command:type_name -> parley.log.v1.Command
-	6, // 2: parley.ingest.v1.SubmitResponse.outcome:type_name -> parley.log.v1.Outcome
-	2, // 3: parley.ingest.v1.IngestService.Submit:input_type -> parley.ingest.v1.SubmitRequest
-	0, // 4: parley.ingest.v1.IngestService.Heads:input_type -> parley.ingest.v1.HeadsRequest
-	3, // 5: parley.ingest.v1.IngestService.Submit:output_type -> parley.ingest.v1.SubmitResponse
-	1, // 6: parley.ingest.v1.IngestService.Heads:output_type -> parley.ingest.v1.HeadsResponse
-	5, // [5:7] is the sub-list for method output_type
-	3, // [3:5] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	7, // 0: parley.ingest.v1.HeadsRequest.asks:type_name -> parley.log.v1.HeadAsk
+	8, // 1: parley.ingest.v1.SubmitRequest.command:type_name -> parley.log.v1.Command
+	9, // 2: parley.ingest.v1.SubmitResponse.outcome:type_name -> parley.log.v1.Outcome
+	8, // 3: parley.ingest.v1.SubmitStreamRequest.command:type_name -> parley.log.v1.Command
+	6, // 4: parley.ingest.v1.SubmitStreamRequest.trace:type_name -> parley.ingest.v1.SubmitStreamRequest.TraceEntry
+	9, // 5: parley.ingest.v1.SubmitStreamResponse.outcome:type_name -> parley.log.v1.Outcome
+	2, // 6: parley.ingest.v1.IngestService.Submit:input_type -> parley.ingest.v1.SubmitRequest
+	4, // 7: parley.ingest.v1.IngestService.SubmitStream:input_type -> parley.ingest.v1.SubmitStreamRequest
+	0, // 8: parley.ingest.v1.IngestService.Heads:input_type -> parley.ingest.v1.HeadsRequest
+	3, // 9: parley.ingest.v1.IngestService.Submit:output_type -> parley.ingest.v1.SubmitResponse
+	5, // 10: parley.ingest.v1.IngestService.SubmitStream:output_type -> parley.ingest.v1.SubmitStreamResponse
+	1, // 11: parley.ingest.v1.IngestService.Heads:output_type -> parley.ingest.v1.HeadsResponse
+	9, // [9:12] is the sub-list for method output_type
+	6, // [6:9] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_parley_ingest_v1_ingest_proto_init() }
@@ -270,7 +428,7 @@ func file_parley_ingest_v1_ingest_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_ingest_v1_ingest_proto_rawDesc), len(file_parley_ingest_v1_ingest_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

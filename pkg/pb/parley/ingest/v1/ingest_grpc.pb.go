@@ -22,8 +22,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	IngestService_Submit_FullMethodName = "/parley.ingest.v1.IngestService/Submit"
-	IngestService_Heads_FullMethodName  = "/parley.ingest.v1.IngestService/Heads"
+	IngestService_Submit_FullMethodName       = "/parley.ingest.v1.IngestService/Submit"
+	IngestService_SubmitStream_FullMethodName = "/parley.ingest.v1.IngestService/SubmitStream"
+	IngestService_Heads_FullMethodName        = "/parley.ingest.v1.IngestService/Heads"
 )
 
 // IngestServiceClient is the client API for IngestService service.
@@ -36,6 +37,12 @@ type IngestServiceClient interface {
 	// it again with the same user and client_msg_id returns the same outcome.
 	// A gRPC error means the outcome is unknown: retry with the same ids.
 	Submit(ctx context.Context, in *SubmitRequest, opts ...grpc.CallOption) (*SubmitResponse, error)
+	// SubmitStream is Submit for a caller with many commands in flight (an
+	// edge): one stream carries them all, each request answered by its id
+	// as its outcome comes, not in the order asked. When the stream ends,
+	// every request not yet answered has an unknown outcome, as a failed
+	// Submit has: retry it with the same ids.
+	SubmitStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubmitStreamRequest, SubmitStreamResponse], error)
 	// Heads answers the head of each conversation for its user: the last
 	// seq, every event up to it on the log by the time of the answer, or 0
 	// for a conversation that does not exist or that the user is not in. A
@@ -62,6 +69,19 @@ func (c *ingestServiceClient) Submit(ctx context.Context, in *SubmitRequest, opt
 	return out, nil
 }
 
+func (c *ingestServiceClient) SubmitStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubmitStreamRequest, SubmitStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &IngestService_ServiceDesc.Streams[0], IngestService_SubmitStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SubmitStreamRequest, SubmitStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type IngestService_SubmitStreamClient = grpc.BidiStreamingClient[SubmitStreamRequest, SubmitStreamResponse]
+
 func (c *ingestServiceClient) Heads(ctx context.Context, in *HeadsRequest, opts ...grpc.CallOption) (*HeadsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(HeadsResponse)
@@ -82,6 +102,12 @@ type IngestServiceServer interface {
 	// it again with the same user and client_msg_id returns the same outcome.
 	// A gRPC error means the outcome is unknown: retry with the same ids.
 	Submit(context.Context, *SubmitRequest) (*SubmitResponse, error)
+	// SubmitStream is Submit for a caller with many commands in flight (an
+	// edge): one stream carries them all, each request answered by its id
+	// as its outcome comes, not in the order asked. When the stream ends,
+	// every request not yet answered has an unknown outcome, as a failed
+	// Submit has: retry it with the same ids.
+	SubmitStream(grpc.BidiStreamingServer[SubmitStreamRequest, SubmitStreamResponse]) error
 	// Heads answers the head of each conversation for its user: the last
 	// seq, every event up to it on the log by the time of the answer, or 0
 	// for a conversation that does not exist or that the user is not in. A
@@ -100,6 +126,9 @@ type UnimplementedIngestServiceServer struct{}
 
 func (UnimplementedIngestServiceServer) Submit(context.Context, *SubmitRequest) (*SubmitResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Submit not implemented")
+}
+func (UnimplementedIngestServiceServer) SubmitStream(grpc.BidiStreamingServer[SubmitStreamRequest, SubmitStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method SubmitStream not implemented")
 }
 func (UnimplementedIngestServiceServer) Heads(context.Context, *HeadsRequest) (*HeadsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Heads not implemented")
@@ -143,6 +172,13 @@ func _IngestService_Submit_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _IngestService_SubmitStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(IngestServiceServer).SubmitStream(&grpc.GenericServerStream[SubmitStreamRequest, SubmitStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type IngestService_SubmitStreamServer = grpc.BidiStreamingServer[SubmitStreamRequest, SubmitStreamResponse]
+
 func _IngestService_Heads_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(HeadsRequest)
 	if err := dec(in); err != nil {
@@ -177,6 +213,13 @@ var IngestService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _IngestService_Heads_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SubmitStream",
+			Handler:       _IngestService_SubmitStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "parley/ingest/v1/ingest.proto",
 }
