@@ -279,7 +279,8 @@ func TestLoopGathersABatch(t *testing.T) {
 			defer cancel()
 			var batches []int
 			seen := 0
-			loop := consumer.Loop{Name: "g", Source: src, MaxRecords: tc.max, Gather: tc.gather, Log: slog.New(slog.DiscardHandler),
+			// A quiet bound far above what a produce takes to arrive.
+			loop := consumer.Loop{Name: "g", Source: src, MaxRecords: tc.max, Gather: tc.gather, Quiet: tc.gather / 4, Log: slog.New(slog.DiscardHandler),
 				Handle: func(_ context.Context, f kgo.Fetches) (bool, error) {
 					batches = append(batches, f.NumRecords())
 					seen += f.NumRecords()
@@ -297,6 +298,47 @@ func TestLoopGathersABatch(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLoopQuietEndsABatch: a long window does not hold a lone record: the
+// batch ends once polls bring nothing for MaxQuiet, long before the
+// window (or a quarter of it) has passed.
+func TestLoopQuietEndsABatch(t *testing.T) {
+	brokers, cl := topicstest.Cluster(t, 1)
+	topicstest.Produce(t, cl, topics.Events, "k", []byte("a"))
+	group := newGroup(t, brokers)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	var polled, handled time.Time
+	src := &timedSource{Client: group, first: &polled}
+	loop := consumer.Loop{Name: "g", Source: src, MaxRecords: 10, Gather: 4 * time.Second, Log: slog.New(slog.DiscardHandler),
+		Handle: func(context.Context, kgo.Fetches) (bool, error) {
+			handled = time.Now()
+			cancel()
+			return true, nil
+		},
+	}
+	if err := loop.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A quarter of the window is 1 s; MaxQuiet is 4 ms.
+	if took := handled.Sub(polled); took > 500*time.Millisecond {
+		t.Fatalf("a lone record waited %v after its poll, want about %v", took, consumer.MaxQuiet)
+	}
+}
+
+// timedSource notes when the first poll that brought records returned.
+type timedSource struct {
+	*kgo.Client
+	first *time.Time
+}
+
+func (s *timedSource) PollRecords(ctx context.Context, n int) kgo.Fetches {
+	f := s.Client.PollRecords(ctx, n)
+	if f.NumRecords() > 0 && s.first.IsZero() {
+		*s.first = time.Now()
+	}
+	return f
 }
 
 // newGroup is a client of group "g" on topics.Events, as the services make

@@ -23,7 +23,7 @@ func main() {
 	maxMembers := fs.Int("max-members", daemon.EnvInt("PARLEY_MAX_MEMBERS", ingest.DefaultMembers), "members a group or channel may hold; adding, joining or following beyond it is CONVERSATION_FULL (PARLEY_MAX_MEMBERS)")
 	startupTimeout := fs.Duration("startup-timeout", daemon.EnvDuration("PARLEY_STARTUP_TIMEOUT", topics.StartupTimeout), "how long to wait at startup for Kafka to answer before exiting with an error (PARLEY_STARTUP_TIMEOUT)")
 	linger := fs.Duration("command-linger", daemon.EnvDuration("PARLEY_COMMAND_LINGER", 0), "how long a command waits for others to share its produce request to Kafka; 0: none (PARLEY_COMMAND_LINGER)")
-	window := fs.Duration("batch-window", daemon.EnvDuration("PARLEY_BATCH_WINDOW", consumer.DefaultBatchWindow), "how long the sequencer collects commands after a batch's first before one transaction decides them all; it stops early when a quarter of it brings nothing; negative: one poll per batch (PARLEY_BATCH_WINDOW)")
+	window := fs.Duration("batch-window", daemon.EnvDuration("PARLEY_BATCH_WINDOW", consumer.DefaultBatchWindow), "how long the sequencer collects commands after a batch's first before one transaction decides them all; it stops early when a quarter of it, or 4 ms if less, brings nothing; negative: one poll per batch (PARLEY_BATCH_WINDOW)")
 	tr := daemon.TracingFlags(fs, "parley-ingest")
 	sec := transport.Register(fs)
 	daemon.Parse(fs, os.Args[1:])
