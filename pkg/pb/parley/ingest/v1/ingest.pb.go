@@ -212,8 +212,9 @@ type SubmitStreamRequest struct {
 	// its requests not yet answered on the stream.
 	Id      uint64      `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	Command *v1.Command `protobuf:"bytes,2,opt,name=command,proto3" json:"command,omitempty"`
-	// trace is the caller's W3C trace context (traceparent, tracestate),
-	// which a unary call carries in its metadata.
+	// trace is the caller's W3C trace context (traceparent, tracestate) and
+	// request id (parley-request-id), which a unary call carries in its
+	// metadata.
 	Trace         map[string]string `protobuf:"bytes,3,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
