@@ -30,10 +30,12 @@ type streamedIngest struct {
 	// unary is set once ingest answered Unimplemented.
 	unary atomic.Bool
 
-	mu     sync.Mutex
-	cur    *submitStream // nil until the first Submit, and after a stream ends
-	nextID uint64
-	closed bool
+	mu  sync.Mutex
+	cur *submitStream // nil until the first Submit, and after a stream ends
+	// opening is the stream being opened, if one is.
+	opening *openAttempt
+	nextID  uint64
+	closed  bool
 }
 
 func newStreamedIngest(c ingestv1.IngestServiceClient, tracer trace.Tracer, log *slog.Logger) *streamedIngest {
@@ -72,7 +74,7 @@ func (c *streamedIngest) Submit(ctx context.Context, req *ingestv1.SubmitRequest
 }
 
 func (c *streamedIngest) submit(ctx context.Context, req *ingestv1.SubmitRequest) (*ingestv1.SubmitResponse, error) {
-	st, id, answer, err := c.open()
+	st, id, answer, err := c.open(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -87,19 +89,14 @@ func (c *streamedIngest) submit(ctx context.Context, req *ingestv1.SubmitRequest
 	}
 	select {
 	case a := <-answer:
-		if a.GetErrorCode() != uint32(codes.OK) {
-			return nil, status.Error(codes.Code(a.GetErrorCode()), a.GetErrorMessage())
-		}
-		return &ingestv1.SubmitResponse{Outcome: a.GetOutcome()}, nil
+		return answered(a)
 	case <-st.done:
-		// The stream ended after the request was sent: whether ingest
-		// read it is unknown, so is its outcome.
+		// The stream ended after the request was sent: unless its answer
+		// came first, whether ingest read it is unknown, so is its
+		// outcome.
 		select {
 		case a := <-answer:
-			if a.GetErrorCode() != uint32(codes.OK) {
-				return nil, status.Error(codes.Code(a.GetErrorCode()), a.GetErrorMessage())
-			}
-			return &ingestv1.SubmitResponse{Outcome: a.GetOutcome()}, nil
+			return answered(a)
 		default:
 			return nil, st.err
 		}
@@ -108,32 +105,81 @@ func (c *streamedIngest) submit(ctx context.Context, req *ingestv1.SubmitRequest
 	}
 }
 
+// answered is what a unary Submit would have returned for a.
+func answered(a *ingestv1.SubmitStreamResponse) (*ingestv1.SubmitResponse, error) {
+	if a.GetErrorCode() != uint32(codes.OK) {
+		return nil, status.Error(codes.Code(a.GetErrorCode()), a.GetErrorMessage())
+	}
+	return &ingestv1.SubmitResponse{Outcome: a.GetOutcome()}, nil
+}
+
 // open registers a request on the current stream, opening one if there is
 // none: the stream, the request's id and where its answer comes.
-func (c *streamedIngest) open() (*submitStream, uint64, chan *ingestv1.SubmitStreamResponse, error) {
+func (c *streamedIngest) open(ctx context.Context) (*submitStream, uint64, chan *ingestv1.SubmitStreamResponse, error) {
+	c.mu.Lock()
+	for {
+		if c.closed {
+			c.mu.Unlock()
+			return nil, 0, nil, status.Error(codes.Unavailable, "edge is closing its ingest client")
+		}
+		if st := c.cur; st != nil {
+			c.nextID++
+			id := c.nextID
+			answer := make(chan *ingestv1.SubmitStreamResponse, 1)
+			st.waiting[id] = answer
+			c.mu.Unlock()
+			return st, id, answer, nil
+		}
+		// Opening a stream waits while the connection is being made, so
+		// it runs on its own and each Submit waits for it at most its
+		// own deadline.
+		at := c.opening
+		if at == nil {
+			at = &openAttempt{done: make(chan struct{})}
+			c.opening = at
+			go c.openStream(at)
+		}
+		c.mu.Unlock()
+		select {
+		case <-at.done:
+			if at.err != nil {
+				return nil, 0, nil, at.err
+			}
+		case <-ctx.Done():
+			return nil, 0, nil, status.FromContextError(ctx.Err()).Err()
+		}
+		c.mu.Lock()
+	}
+}
+
+// openAttempt is one opening of the stream; err is set before done
+// closes.
+type openAttempt struct {
+	done chan struct{}
+	err  error
+}
+
+func (c *streamedIngest) openStream(at *openAttempt) {
+	// The stream outlives the request that opens it, and is no part of
+	// its trace.
+	sctx, cancel := context.WithCancel(context.Background())
+	stream, err := c.IngestServiceClient.SubmitStream(sctx)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		return nil, 0, nil, status.Error(codes.Unavailable, "edge is closing its ingest client")
+	c.opening = nil
+	defer close(at.done)
+	if err == nil && c.closed {
+		err = status.Error(codes.Unavailable, "edge is closing its ingest client")
 	}
-	if c.cur == nil {
-		// The stream outlives the request that opens it, and is no part
-		// of its trace.
-		sctx, cancel := context.WithCancel(context.Background())
-		stream, err := c.IngestServiceClient.SubmitStream(sctx)
-		if err != nil {
-			cancel()
-			return nil, 0, nil, err
-		}
-		st := &submitStream{send: make(chan *ingestv1.SubmitStreamRequest), cancel: cancel,
-			waiting: map[uint64]chan *ingestv1.SubmitStreamResponse{}, done: make(chan struct{})}
-		c.cur = st
-		go c.pump(st, stream)
+	if err != nil {
+		cancel()
+		at.err = err
+		return
 	}
-	c.nextID++
-	answer := make(chan *ingestv1.SubmitStreamResponse, 1)
-	c.cur.waiting[c.nextID] = answer
-	return c.cur, c.nextID, answer, nil
+	st := &submitStream{send: make(chan *ingestv1.SubmitStreamRequest), cancel: cancel,
+		waiting: map[uint64]chan *ingestv1.SubmitStreamResponse{}, done: make(chan struct{})}
+	c.cur = st
+	go c.pump(st, stream)
 }
 
 func (c *streamedIngest) forget(st *submitStream, id uint64) {

@@ -206,3 +206,48 @@ func TestStreamedSubmitsFallBackToUnary(t *testing.T) {
 		t.Fatal("still trying streams")
 	}
 }
+
+// TestStreamedSubmitsKeepTheirDeadlines: while the stream cannot be
+// opened (an ingest that takes the connection and never answers), each
+// Submit fails at its own deadline, not when the connection attempt
+// gives up.
+func TestStreamedSubmitsKeepTheirDeadlines(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	go func() {
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { conn.Close() })
+		}
+	}()
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := newStreamedIngest(ingestv1.NewIngestServiceClient(cc), noop.NewTracerProvider().Tracer(""), slog.New(slog.DiscardHandler))
+	defer c.Close()
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			_, err := submitID(ctx, c, fmt.Sprintf("m%d", i))
+			if status.Code(err) != codes.DeadlineExceeded {
+				t.Errorf("Submit %d: %v, want DeadlineExceeded", i, err)
+			}
+			// gRPC's own connection attempt lasts 20 s.
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("Submit %d returned after %v, its deadline was 300ms", i, took)
+			}
+		})
+	}
+	wg.Wait()
+}
