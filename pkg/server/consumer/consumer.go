@@ -78,7 +78,6 @@ type Loop struct {
 // rate more than this: the window only fills while records keep coming.
 const MaxQuiet = 4 * time.Millisecond
 
-
 // DefaultCommitEvery is the commit period of persistence and fan-out
 // (their CommitEvery flag's default).
 const DefaultCommitEvery = time.Second
