@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -38,6 +39,10 @@ type streamedIngest struct {
 	closed  bool
 }
 
+// submitSpan names a streamed Submit's client span as otelgrpc names a
+// unary call's, so that a trace reads the same either way.
+var submitSpan = strings.TrimPrefix(ingestv1.IngestService_Submit_FullMethodName, "/")
+
 func newStreamedIngest(c ingestv1.IngestServiceClient, tracer trace.Tracer, log *slog.Logger) *streamedIngest {
 	return &streamedIngest{IngestServiceClient: c, tracer: tracer, log: log}
 }
@@ -57,7 +62,7 @@ func (c *streamedIngest) Submit(ctx context.Context, req *ingestv1.SubmitRequest
 	if c.unary.Load() {
 		return c.IngestServiceClient.Submit(ctx, req, opts...)
 	}
-	ctx, span := c.tracer.Start(ctx, "parley.ingest.v1.IngestService/Submit", trace.WithSpanKind(trace.SpanKindClient))
+	ctx, span := c.tracer.Start(ctx, submitSpan, trace.WithSpanKind(trace.SpanKindClient))
 	defer span.End()
 	resp, err := c.submit(ctx, req)
 	if status.Code(err) == codes.Unimplemented {

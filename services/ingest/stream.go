@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"sync"
 
 	"github.com/parleychat/parley/pkg/server/tracing"
@@ -115,5 +116,6 @@ func (s *Service) submitOnStream(ctx context.Context, req *ingestv1.SubmitStream
 }
 
 // submitSpan names the spans of a streamed Submit as otelgrpc names a
-// unary one's, so that a trace reads the same either way.
-const submitSpan = "parley.ingest.v1.IngestService/Submit"
+// unary one's (the method without its leading slash), so that a trace
+// reads the same either way.
+var submitSpan = strings.TrimPrefix(ingestv1.IngestService_Submit_FullMethodName, "/")
