@@ -266,7 +266,11 @@ func TestLoopGathersABatch(t *testing.T) {
 		max     int
 		batches []int
 	}{
-		{name: "no window", gather: 0, max: 10, batches: []int{1, 3}},
+		// Without a window the first record is a batch alone. How the
+		// three that arrive after it split into polls depends on the
+		// producer's requests and the fetch already in flight (a loaded CI
+		// machine saw [1 1 2]), so only the first batch is fixed: nil here.
+		{name: "no window", gather: 0, max: 10},
 		{name: "window", gather: 2 * time.Second, max: 10, batches: []int{4}},
 		{name: "window up to MaxRecords", gather: 2 * time.Second, max: 2, batches: []int{2, 2}},
 	} {
@@ -292,6 +296,12 @@ func TestLoopGathersABatch(t *testing.T) {
 			}
 			if err := loop.Run(ctx); err != nil {
 				t.Fatal(err)
+			}
+			if tc.batches == nil {
+				if len(batches) < 2 || batches[0] != 1 {
+					t.Fatalf("batches of %v records, want the first record alone", batches)
+				}
+				return
 			}
 			if !slices.Equal(batches, tc.batches) {
 				t.Fatalf("batches of %v records, want %v", batches, tc.batches)
