@@ -39,7 +39,8 @@ FUZZMINIMIZE ?= 500x
 FUZZ_LONG ?= 2000000x
 # Fuzz targets as package:Func.
 FUZZ_TARGETS := ./pkg/wire:FuzzDecodeClient ./services/ingest:FuzzSequencerRecords ./services/ingest:FuzzOutcomeRecords ./services/fanout:FuzzPlanRecords \
-	./services/persistence:FuzzApplyRecords ./services/presence:FuzzPresenceRecords ./pkg/server/tracing:FuzzExtract
+	./services/persistence:FuzzApplyRecords ./services/presence:FuzzPresenceRecords ./pkg/server/tracing:FuzzExtract \
+	./services/edge:FuzzFrameCursor
 
 .PHONY: help
 help: ## list targets

@@ -33,8 +33,10 @@ const (
 // goroutine exists only while there is something to write, so an idle
 // connection costs one goroutine.
 type conn struct {
-	svc    *Service
-	ws     *websocket.Conn
+	svc *Service
+	ws  *websocket.Conn
+	// gate is ws's socket (gate.go): the read loop waits on it.
+	gate   *gate
 	format wire.Format
 
 	user, device, session string
@@ -94,7 +96,8 @@ func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 	heard := new(atomic.Int64)
 	opts := s.lim.acceptOptions(heard)
 	opts.Subprotocols = []string{wire.SubprotocolProto, wire.SubprotocolJSON}
-	ws, err := websocket.Accept(smallHijacker{w}, r, opts)
+	hj := &smallHijacker{ResponseWriter: w, heard: heard, writeTimeout: s.cfg.WriteTimeout}
+	ws, err := websocket.Accept(hj, r, opts)
 	if err != nil {
 		s.lim.releaseIP(ip)
 		return
@@ -108,7 +111,7 @@ func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 	// Beyond this the library closes the connection; below it, oversize
 	// frames get an error frame and the connection lives on.
 	ws.SetReadLimit(int64(s.cfg.MaxFrameBytes) * 16)
-	c := &conn{svc: s, ws: ws, format: format, lim: connLimits{ip: ip, heard: heard, room: make(chan struct{}, 1)}}
+	c := &conn{svc: s, ws: ws, gate: hj.gate, format: format, lim: connLimits{ip: ip, heard: heard}}
 	c.heardNow()
 	s.live.add(c)
 	// Authentication runs here, in the handler's goroutine, and is bounded
@@ -138,6 +141,9 @@ func (c *conn) readLoop() {
 	for {
 		c.heed()
 		if !c.awaitRoom() {
+			return
+		}
+		if err := c.gate.await(); err != nil {
 			return
 		}
 		data, ferr, err := c.readFrame(ctx)

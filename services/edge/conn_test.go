@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,14 +28,20 @@ func pair(t testing.TB, queueLimit int) (*conn, *websocket.Conn) {
 	lim.defaults()
 	svc := &Service{cfg: Config{QueueLimit: queueLimit, WriteTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler), stats: newStats(metrics.NewRegistry()),
 		lim: newLimiter(lim, metrics.NewRegistry()), tracer: tracing.Tracer(nil)}
-	accepted := make(chan *websocket.Conn, 1)
+	type accept struct {
+		ws   *websocket.Conn
+		gate *gate
+	}
+	accepted := make(chan accept, 1)
+	heard := new(atomic.Int64)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(smallHijacker{w}, r, &websocket.AcceptOptions{Subprotocols: []string{wire.SubprotocolProto}})
+		hj := &smallHijacker{ResponseWriter: w, heard: heard, writeTimeout: svc.cfg.WriteTimeout}
+		ws, err := websocket.Accept(hj, r, &websocket.AcceptOptions{Subprotocols: []string{wire.SubprotocolProto}})
 		if err != nil {
 			t.Error(err)
 			return
 		}
-		accepted <- ws
+		accepted <- accept{ws, hj.gate}
 	}))
 	t.Cleanup(srv.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -45,7 +52,8 @@ func pair(t testing.TB, queueLimit int) (*conn, *websocket.Conn) {
 	}
 	client.SetReadLimit(1 << 24)
 	t.Cleanup(func() { client.CloseNow() })
-	c := &conn{svc: svc, ws: <-accepted, format: wire.Binary, user: "u", session: "s", lim: connLimits{room: make(chan struct{}, 1)}}
+	a := <-accepted
+	c := &conn{svc: svc, ws: a.ws, gate: a.gate, format: wire.Binary, user: "u", session: "s", lim: connLimits{heard: heard}}
 	return c, client
 }
 

@@ -6,26 +6,36 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync/atomic"
+	"time"
 )
 
 // Buffer sizes of a hijacked WebSocket connection. coder/websocket keeps
 // the reader and writer that Hijack returns for the connection's life, and
-// net/http's are 4 KiB each: on an idle connection that is most of what it
-// costs. A frame header fits in the reader's 256 B and larger payloads are
-// read straight into the caller's buffer; a typical events frame fits in
-// the writer's 1 KiB, and bufio writes anything larger through.
+// net/http's are 4 KiB each: on an idle connection that would be most of
+// what it costs. The gate under them (gate.go) hands the reader no bytes
+// past a frame's end and holds back a frame's start until it can write the
+// frame whole, so a few bytes each serve: the reader's hold a frame
+// header, larger payloads are read straight into the caller's buffer.
 const (
-	hijackReadBuffer  = 256
-	hijackWriteBuffer = 1 << 10
+	hijackReadBuffer  = 16
+	hijackWriteBuffer = heldBytes
 )
 
 // smallHijacker wraps the ResponseWriter given to websocket.Accept so the
-// hijacked connection comes with small buffers instead of net/http's.
+// hijacked connection comes with small buffers instead of net/http's, over
+// a gate. heard is the connection's last-heard time, which the gate sets
+// for pings and pongs it answers itself.
 type smallHijacker struct {
 	http.ResponseWriter
+	heard *atomic.Int64
+	// writeTimeout bounds each socket write (Config.WriteTimeout).
+	writeTimeout time.Duration
+	// gate is the hijacked connection's, once Hijack has run.
+	gate *gate
 }
 
-func (h smallHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+func (h *smallHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	hj, ok := h.ResponseWriter.(http.Hijacker)
 	if !ok {
 		return nil, nil, fmt.Errorf("edge: hijack: %w", http.ErrNotSupported)
@@ -39,28 +49,14 @@ func (h smallHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// go in front of the connection itself rather than into the new reader,
 	// because coder/websocket resets the reader it is given onto the
 	// returned conn (keeping only what that reader has buffered).
+	var early []byte
 	if n := brw.Reader.Buffered(); n > 0 {
 		pending, _ := brw.Reader.Peek(n)
-		nc = &prefixedConn{Conn: nc, pending: bytes.Clone(pending)}
+		early = bytes.Clone(pending)
 	}
-	return nc, bufio.NewReadWriter(bufio.NewReaderSize(nc, hijackReadBuffer), bufio.NewWriterSize(nc, hijackWriteBuffer)), nil
-}
-
-// prefixedConn reads pending before the connection. coder/websocket reads
-// a connection from one goroutine at a time, so pending needs no lock.
-type prefixedConn struct {
-	net.Conn
-	pending []byte
-}
-
-func (c *prefixedConn) Read(p []byte) (int, error) {
-	if len(c.pending) == 0 {
-		return c.Conn.Read(p)
+	if h.heard == nil {
+		h.heard = new(atomic.Int64)
 	}
-	n := copy(p, c.pending)
-	c.pending = c.pending[n:]
-	if len(c.pending) == 0 {
-		c.pending = nil
-	}
-	return n, nil
+	h.gate = newGate(nc, early, h.heard, h.writeTimeout)
+	return h.gate, bufio.NewReadWriter(bufio.NewReaderSize(h.gate, hijackReadBuffer), bufio.NewWriterSize(h.gate, hijackWriteBuffer)), nil
 }

@@ -20,7 +20,7 @@ import (
 func echoServer(t *testing.T) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(smallHijacker{w}, r, nil)
+		ws, err := websocket.Accept(&smallHijacker{ResponseWriter: w}, r, nil)
 		if err != nil {
 			t.Error(err)
 			return

@@ -12,8 +12,11 @@ import (
 type hub struct {
 	// mu guards users; Push reads it for every delivery, connects and
 	// disconnects write it.
-	mu    sync.RWMutex
-	users map[string]map[*conn]struct{}
+	mu sync.RWMutex
+	// users holds each user's few connections (ConnsPerUser bounds them)
+	// in a slice: a map of one costs an idle connection about 130 bytes
+	// more.
+	users map[string][]*conn
 	// audiences indexes the connections by the members of their
 	// audiences (audiences.go), apart from users, so that the sessions
 	// listed are each connection's once.
@@ -21,13 +24,13 @@ type hub struct {
 }
 
 func newHub() *hub {
-	return &hub{users: map[string]map[*conn]struct{}{}, audiences: map[string]map[*conn]struct{}{}}
+	return &hub{users: map[string][]*conn{}, audiences: map[string]map[*conn]struct{}{}}
 }
 
 func (h *hub) add(c *conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	indexAdd(h.users, c.user, c)
+	h.users[c.user] = append(h.users[c.user], c)
 	for _, a := range c.audiences {
 		indexAdd(h.audiences, a.member, c)
 	}
@@ -36,9 +39,27 @@ func (h *hub) add(c *conn) {
 func (h *hub) remove(c *conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	indexRemove(h.users, c.user, c)
+	h.removeUser(c)
 	for _, a := range c.audiences {
 		indexRemove(h.audiences, a.member, c)
+	}
+}
+
+// removeUser takes c out of its user's connections. Under mu.
+func (h *hub) removeUser(c *conn) {
+	set := h.users[c.user]
+	for i, o := range set {
+		if o != c {
+			continue
+		}
+		last := len(set) - 1
+		set[i], set[last] = set[last], nil
+		if last == 0 {
+			delete(h.users, c.user)
+		} else {
+			h.users[c.user] = set[:last]
+		}
+		return
 	}
 }
 
@@ -59,14 +80,6 @@ func indexRemove(index map[string]map[*conn]struct{}, key string, c *conn) {
 	}
 }
 
-// holding is who of users and audience members holds c, for deliver.
-func (h *hub) holding(u string) map[*conn]struct{} {
-	if membership.IsAudienceMember(u) {
-		return h.audiences[u]
-	}
-	return h.users[u]
-}
-
 // deliver queues an event (durably) or a receipt, typing indicator,
 // presence change or flags change (ephemerally) on every connection of the users, and
 // returns how many connections took it.
@@ -79,13 +92,25 @@ func (h *hub) deliver(it item, users []string) int {
 	defer h.mu.RUnlock()
 	n := 0
 	for _, u := range users {
-		for c := range h.holding(u) {
-			if it.ephemeral() && c.pushEphemeral(it) || !it.ephemeral() && c.pushShared(it.event, it.shared) {
-				n++
+		if membership.IsAudienceMember(u) {
+			for c := range h.audiences[u] {
+				n += c.deliverOne(it)
 			}
+			continue
+		}
+		for _, c := range h.users[u] {
+			n += c.deliverOne(it)
 		}
 	}
 	return n
+}
+
+// deliverOne queues it on c for deliver: 1 if c took it.
+func (c *conn) deliverOne(it item) int {
+	if it.ephemeral() && c.pushEphemeral(it) || !it.ephemeral() && c.pushShared(it.event, it.shared) {
+		return 1
+	}
+	return 0
 }
 
 func (h *hub) sessions() []*presencev1.Session {
@@ -93,7 +118,7 @@ func (h *hub) sessions() []*presencev1.Session {
 	defer h.mu.RUnlock()
 	var out []*presencev1.Session
 	for _, set := range h.users {
-		for c := range set {
+		for _, c := range set {
 			c.mu.Lock()
 			out = append(out, c.sessionLocked())
 			c.mu.Unlock()

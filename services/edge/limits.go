@@ -365,7 +365,26 @@ type limiter struct {
 // refill them.
 type userLimits struct {
 	conns                                int
-	messages, requests, groupOps, blocks *rate.Limiter
+	messages, requests, groupOps, blocks lazyBucket
+}
+
+// lazyBucket is a user's bucket, made when first taken from: a bucket
+// nobody has taken from is full, so making it then changes nothing, and
+// a user whose connections only listen is spared four of them (about
+// 320 bytes). Connections of a user take from it on their own read
+// loops, hence the atomic.
+type lazyBucket struct{ p atomic.Pointer[rate.Limiter] }
+
+// get is the bucket for r, made if need be; nil when r is off.
+func (b *lazyBucket) get(r Rate) *rate.Limiter {
+	if l := b.p.Load(); l != nil {
+		return l
+	}
+	l := r.limiter()
+	if l == nil || b.p.CompareAndSwap(nil, l) {
+		return l
+	}
+	return b.p.Load()
 }
 
 func newLimiter(cfg Limits, reg *prometheus.Registry) *limiter {
@@ -402,7 +421,8 @@ type connLimits struct {
 	// authed is set once the read loop runs: the keepalive pings only
 	// connections whose frames (and so pongs) are being read.
 	authed atomic.Bool
-	// room wakes a read loop paused for its unwritten answers.
+	// room wakes a read loop paused for its unwritten answers; made, under
+	// conn.mu, when it first pauses.
 	room chan struct{}
 	// Read loop only: refusals counts the frames refused in a row, and
 	// quietUntil is when the last refused one's bucket has a token again.
@@ -450,8 +470,7 @@ func (l *limiter) join(user string) *userLimits {
 	defer l.mu.Unlock()
 	u := l.users[user]
 	if u == nil {
-		u = &userLimits{messages: l.cfg.UserMessages.limiter(), requests: l.cfg.UserRequests.limiter(),
-			groupOps: l.cfg.GroupOps.limiter(), blocks: l.cfg.Blocks.limiter()}
+		u = &userLimits{}
 		l.users[user] = u
 	}
 	if l.cfg.ConnsPerUser >= 0 && u.conns >= l.cfg.ConnsPerUser {
@@ -474,7 +493,7 @@ func (l *limiter) sweep(now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for name, u := range l.users {
-		if u.conns == 0 && full(u.messages, now) && full(u.requests, now) && full(u.groupOps, now) && full(u.blocks, now) {
+		if u.conns == 0 && full(u.messages.p.Load(), now) && full(u.requests.p.Load(), now) && full(u.groupOps.p.Load(), now) && full(u.blocks.p.Load(), now) {
 			delete(l.users, name)
 		}
 	}
@@ -522,13 +541,14 @@ func (l *limiter) trusted(ip netip.Addr) bool {
 }
 
 // acceptOptions checks the Origin of a browser's upgrade against
-// AllowedOrigins (the edge's own host always passes) and notes pings and
-// pongs as signs of life.
+// AllowedOrigins (the edge's own host always passes) and notes pongs as
+// signs of life. The gate notes the pings and pongs that come between
+// messages; this is for those inside a fragmented message, which
+// coder/websocket reads, and a pong needs noting for the keepalive (a
+// ping a frame's end merely follows is noted by the read loop anyway).
 func (l *limiter) acceptOptions(heard *atomic.Int64) *websocket.AcceptOptions {
-	alive := func() { heard.Store(time.Now().UnixNano()) }
 	o := &websocket.AcceptOptions{
-		OnPingReceived: func(context.Context, []byte) bool { alive(); return true },
-		OnPongReceived: func(context.Context, []byte) { alive() },
+		OnPongReceived: func(context.Context, []byte) { heard.Store(time.Now().UnixNano()) },
 	}
 	for _, p := range l.cfg.AllowedOrigins {
 		if p == "*" {
@@ -565,8 +585,18 @@ func (c *conn) joinUser(user string) *clientv1.ServerFrame {
 		return rateLimited(fmt.Sprintf("at most %d connections per user", cfg.ConnsPerUser), jitter(5*time.Second))
 	}
 	c.lim.user = u
-	c.lim.messages, c.lim.requests = cfg.ConnMessages.limiter(), cfg.ConnRequests.limiter()
 	return nil
+}
+
+// connBuckets gives the connection its buckets with its first frame after
+// authentication, not before: a bucket unused since it was made is full
+// either way, and an idle connection is spared two of them. Read loop
+// only.
+func (c *conn) connBuckets() {
+	if c.lim.requests == nil {
+		cfg := c.svc.lim.cfg
+		c.lim.messages, c.lim.requests = cfg.ConnMessages.limiter(), cfg.ConnRequests.limiter()
+	}
 }
 
 // releaseLimits gives back what the connection counted against its user
@@ -612,14 +642,15 @@ func (c *conn) admit(f *clientv1.ClientFrame) *clientv1.ServerFrame {
 		return e
 	}
 	body := reflect.TypeOf(f.GetFrame())
+	cfg := c.svc.lim.cfg
 	var checks []bucket
 	switch {
 	case messageFrames[body]:
-		checks = append(checks, bucket{c.lim.messages, limitConnMessages}, bucket{c.lim.user.messages, limitUserMessages})
+		checks = append(checks, bucket{c.lim.messages, limitConnMessages}, bucket{c.lim.user.messages.get(cfg.UserMessages), limitUserMessages})
 	case groupFrames[body]:
-		checks = append(checks, bucket{c.lim.user.groupOps, limitGroupOps})
+		checks = append(checks, bucket{c.lim.user.groupOps.get(cfg.GroupOps), limitGroupOps})
 	case blockFrames[body]:
-		checks = append(checks, bucket{c.lim.user.blocks, limitBlocks})
+		checks = append(checks, bucket{c.lim.user.blocks.get(cfg.Blocks), limitBlocks})
 	}
 	if refused := c.takeTokens(checks); refused != nil {
 		return refused
@@ -632,7 +663,8 @@ func (c *conn) admit(f *clientv1.ClientFrame) *clientv1.ServerFrame {
 // takes from: one that did not decode, or was too large, too, since
 // garbage costs the edge a read like any frame. Its answer if refused.
 func (c *conn) admitBad() *clientv1.ServerFrame {
-	return c.takeTokens([]bucket{{c.lim.requests, limitConnRequests}, {c.lim.user.requests, limitUserRequests}})
+	c.connBuckets()
+	return c.takeTokens([]bucket{{c.lim.requests, limitConnRequests}, {c.lim.user.requests.get(c.svc.lim.cfg.UserRequests), limitUserRequests}})
 }
 
 // takeTokens takes a token from each bucket in turn; the RATE_LIMITED answer
@@ -725,9 +757,10 @@ func (c *conn) answered(size int) {
 	c.mu.Lock()
 	c.lim.outstanding--
 	c.lim.answerBytes -= size
+	room := c.lim.room
 	c.mu.Unlock()
 	select {
-	case c.lim.room <- struct{}{}:
+	case room <- struct{}{}:
 	default:
 	}
 }
@@ -744,6 +777,12 @@ func (c *conn) awaitRoom() bool {
 		c.mu.Lock()
 		closed := c.closed
 		full := c.lim.outstanding >= cfg.MaxOutstanding || c.lim.answerBytes >= cfg.QueueBytes/2
+		if full && c.lim.room == nil {
+			// Made in the same hold of mu as the check: the writer's
+			// next answered finds it and wakes this loop.
+			c.lim.room = make(chan struct{}, 1)
+		}
+		room := c.lim.room
 		c.mu.Unlock()
 		if closed {
 			return false
@@ -758,7 +797,7 @@ func (c *conn) awaitRoom() bool {
 		// The writer wakes it; the timer covers a close, which does not.
 		t := time.NewTimer(time.Second)
 		select {
-		case <-c.lim.room:
+		case <-room:
 		case <-t.C:
 		}
 		t.Stop()
@@ -768,15 +807,15 @@ func (c *conn) awaitRoom() bool {
 // heardNow notes that the client was heard from.
 func (c *conn) heardNow() { c.lim.heard.Store(time.Now().UnixNano()) }
 
-// keepalivePings bounds the pings waiting for their pong at once.
+// keepalivePings bounds the pings being written at once.
 const keepalivePings = 128
 
 // keepalive pings every authenticated connection each PingInterval and
 // closes the ones idle for IdleTimeout, until ctx ends. One loop serves
-// the node; each ping runs in a goroutine of its own while it waits for
-// its pong, at most keepalivePings at a time, so an idle connection still
-// costs one goroutine between pings and a node of many connections does
-// not grow a goroutine for each of them every interval.
+// the node; each ping is written by a goroutine of its own (a client that
+// does not read can hold a write up to its bound), at most keepalivePings
+// at a time, and its answer is checked by a timer, so an idle connection
+// costs no goroutine of its own beyond its read loop.
 func (s *Service) keepalive(ctx context.Context) {
 	cfg := s.lim.cfg
 	t := time.NewTicker(cfg.PingInterval)
@@ -824,19 +863,26 @@ func (c *conn) needsPing() bool {
 	return !c.closed && !c.writing
 }
 
-// ping pings the client; no pong within WriteTimeout ends the connection,
-// unless it is already closing (a CloseNow would cut its close frame).
+// ping pings the client; nothing heard from it within WriteTimeout (its
+// pong, which the gate or coder/websocket notes, or any frame) ends the
+// connection, unless it is already closing (a CloseNow would cut its
+// close frame).
 func (c *conn) ping() {
-	ctx, cancel := context.WithTimeout(context.Background(), c.svc.cfg.WriteTimeout)
-	defer cancel()
-	if err := c.ws.Ping(ctx); err != nil {
+	sent := time.Now().UnixNano()
+	if err := c.gate.control(opPing, nil); err != nil {
+		return
+	}
+	time.AfterFunc(c.svc.cfg.WriteTimeout, func() {
+		if c.lim.heard.Load() >= sent {
+			return
+		}
 		c.mu.Lock()
 		closing := c.closed
 		c.mu.Unlock()
 		if !closing {
 			c.ws.CloseNow()
 		}
-	}
+	})
 }
 
 // dedupeCursors keeps the first cursor of each conversation.

@@ -117,7 +117,7 @@ func TestClientIP(t *testing.T) {
 // limitedConn is a conn with the limits of cfg, joined as user u on svc.
 func limitedConn(t *testing.T, svc *Service, user string) *conn {
 	t.Helper()
-	c := &conn{svc: svc, user: user, lim: connLimits{room: make(chan struct{}, 1)}}
+	c := &conn{svc: svc, user: user, lim: connLimits{}}
 	if refused := c.joinUser(user); refused != nil {
 		t.Fatalf("join %s: %v", user, refused)
 	}
@@ -229,7 +229,7 @@ func TestAdmitBounds(t *testing.T) {
 func TestConnsPerUserAndSweep(t *testing.T) {
 	svc := limitedService(Limits{ConnsPerUser: 2})
 	a, b := limitedConn(t, svc, "alice"), limitedConn(t, svc, "alice")
-	third := &conn{svc: svc, lim: connLimits{room: make(chan struct{}, 1)}}
+	third := &conn{svc: svc, lim: connLimits{}}
 	wantLimited(t, third.joinUser("alice"), "third connection")
 	a.releaseLimits()
 	limitedConn(t, svc, "alice").releaseLimits()

@@ -215,13 +215,12 @@ func (c *conn) writeNow(ctx context.Context, f *clientv1.ServerFrame) bool {
 	return c.writeData(ctx, data)
 }
 
-// writeData writes an encoded frame.
+// writeData writes an encoded frame. WriteTimeout bounds it through the
+// socket's write deadline, which the gate sets (gate.write).
 func (c *conn) writeData(ctx context.Context, data []byte) bool {
 	typ := websocket.MessageBinary
 	if c.format == wire.JSON {
 		typ = websocket.MessageText
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.svc.cfg.WriteTimeout)
-	defer cancel()
 	return c.ws.Write(ctx, typ, data) == nil
 }
