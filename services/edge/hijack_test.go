@@ -10,37 +10,18 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 )
 
-// echoServer accepts through smallHijacker and echoes every message.
+// echoServer accepts through smallHijacker and echoes every message,
+// waiting in the gate between messages as the edge's read loop does.
 func echoServer(t *testing.T) *httptest.Server {
 	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(&smallHijacker{ResponseWriter: w}, r, nil)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer ws.CloseNow()
-		ws.SetReadLimit(1 << 20)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		for {
-			typ, data, err := ws.Read(ctx)
-			if err != nil {
-				return
-			}
-			if err := ws.Write(ctx, typ, data); err != nil {
-				return
-			}
-		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv
+	return gateServer(t, new(atomic.Int64), nil, nil)
 }
 
 // clientFrame builds a masked binary frame, as a client must send it.
