@@ -132,7 +132,10 @@ func (c *conn) sessionLocked() *presencev1.Session {
 // readLoop serves an authenticated connection until it ends. It runs in a
 // goroutine of its own, started after authentication: the stack a goroutine
 // grows (the JWT check and the presence call run deep) stays with it, and
-// an idle connection is mostly this goroutine's stack.
+// an idle connection is mostly this goroutine's stack. Between messages it
+// waits in the gate, at the top of that stack (gate.go): 2 KiB for a
+// connection idle since it authenticated, against 4 KiB parked inside
+// coder/websocket's reader (docs/BENCHMARKS.md).
 func (c *conn) readLoop() {
 	ctx := context.Background()
 	defer c.shutdown()
