@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/coder/websocket"
 	"github.com/parleychat/parley/pkg/wire"
@@ -63,8 +62,9 @@ type conn struct {
 	heldN int
 	// ephemeral counts the queued items that may be shed.
 	ephemeral int
-	// lastTyping is when this connection last forwarded a typing indicator.
-	lastTyping time.Time
+	// lastTyping is when this connection last forwarded a typing indicator
+	// (unix nanoseconds: 8 bytes, not a time.Time's 24).
+	lastTyping int64
 	// idle is what the device last said with set_idle.
 	idle bool
 	// lim is the connection's share of the limits (limits.go); its

@@ -427,7 +427,7 @@ type connLimits struct {
 	// Read loop only: refusals counts the frames refused in a row, and
 	// quietUntil is when the last refused one's bucket has a token again.
 	refusals   int
-	quietUntil time.Time
+	quietUntil int64 // unix nanoseconds
 
 	// Under conn.mu:
 	// outstanding and answerBytes count the answers not yet written.
@@ -678,7 +678,7 @@ func (c *conn) takeTokens(checks []bucket) *clientv1.ServerFrame {
 		c.svc.lim.refused[ch.kind].Add(1)
 		wait := refillIn(ch.b, now)
 		c.lim.refusals++
-		c.lim.quietUntil = now.Add(wait)
+		c.lim.quietUntil = now.Add(wait).UnixNano()
 		return rateLimited(fmt.Sprintf("too many frames (%s limit)", limitNames[ch.kind]), jitter(wait))
 	}
 	return nil
@@ -701,7 +701,7 @@ func (c *conn) heed() {
 	if c.lim.refusals < floodRefusals {
 		return
 	}
-	if d := min(time.Until(c.lim.quietUntil), floodPause); d > 0 {
+	if d := min(time.Until(time.Unix(0, c.lim.quietUntil)), floodPause); d > 0 {
 		c.svc.lim.heeded.Add(1)
 		time.Sleep(d)
 	}
@@ -833,6 +833,7 @@ func (s *Service) keepalive(ctx context.Context) {
 			if !c.lim.authed.Load() {
 				continue
 			}
+			c.sweepTokenClock(now)
 			if now.Sub(time.Unix(0, c.lim.heard.Load())) >= cfg.IdleTimeout {
 				s.log.Info("edge: idle connection closed", "user", c.user, "session", c.session, "idle_timeout", cfg.IdleTimeout)
 				go c.ws.Close(CloseIdle, "idle")

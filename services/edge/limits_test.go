@@ -361,8 +361,8 @@ func TestHeedAfterRefusals(t *testing.T) {
 	for range floodRefusals {
 		wantLimited(t, c.admit(sendFrame("m")), "send past the burst")
 	}
-	if c.lim.refusals != floodRefusals || time.Until(c.lim.quietUntil) < 59*time.Minute {
-		t.Fatalf("after %d refusals: refusals %d, quiet for %v", floodRefusals, c.lim.refusals, time.Until(c.lim.quietUntil))
+	if c.lim.refusals != floodRefusals || time.Until(time.Unix(0, c.lim.quietUntil)) < 59*time.Minute {
+		t.Fatalf("after %d refusals: refusals %d, quiet for %v", floodRefusals, c.lim.refusals, time.Until(time.Unix(0, c.lim.quietUntil)))
 	}
 	// The wait is capped so pongs are still read: heed returns.
 	c.heed()
@@ -521,4 +521,37 @@ func TestRefuseBusySpreadsRetries(t *testing.T) {
 			t.Fatalf("wait %v: every refusal said the same Retry-After %v: the clients would come back together", tc.wait, seen)
 		}
 	}
+}
+
+// TestTokenClockArmsNearItsTick: a token far from its warning leaves the
+// connection without a timer (about 150 bytes an idle connection need
+// not hold); the keepalive's sweep arms it within two sweeps of the
+// tick, and a refresh that moves the expiry far away again drops it.
+func TestTokenClockArmsNearItsTick(t *testing.T) {
+	c, _ := pair(t, 64)
+	c.svc.cfg.TokenWarning = time.Minute
+	now := time.Now()
+	c.startTokenClock(now.Add(time.Hour))
+	c.mu.Lock()
+	armed := c.token.timer != nil
+	c.mu.Unlock()
+	if armed {
+		t.Fatal("a clock an hour from its expiry holds a timer")
+	}
+	// Two sweeps (2 × PingInterval, 60 s) before the warning is due.
+	c.sweepTokenClock(now.Add(58 * time.Minute))
+	c.mu.Lock()
+	armed = c.token.timer != nil
+	c.mu.Unlock()
+	if !armed {
+		t.Fatal("the sweep did not arm a clock whose warning is due within two sweeps")
+	}
+	c.extendToken(now.Add(2 * time.Hour))
+	c.mu.Lock()
+	armed = c.token.timer != nil
+	c.mu.Unlock()
+	if armed {
+		t.Fatal("a refresh to a far expiry kept the timer")
+	}
+	c.stopTokenClock()
 }

@@ -25,7 +25,12 @@ type tokenClock struct {
 	expired atomic.Bool
 	expires time.Time
 	warned  bool
-	// timer fires at the warning, then at the expiry; nil once stopped.
+	// running: started, and neither stopped nor expired.
+	running bool
+	// timer fires at the warning, then at the expiry. It exists only while
+	// that is near (armTokenLocked): a timer is about 150 bytes, and most
+	// connections hold tokens of an hour or more; the keepalive's sweep
+	// arms it in time.
 	timer *time.Timer
 }
 
@@ -36,28 +41,61 @@ func (c *conn) startTokenClock(expires time.Time) {
 	if c.closed {
 		return
 	}
-	c.token.expires, c.token.warned = expires, false
-	c.token.timer = time.AfterFunc(c.nextTokenTickLocked(time.Now()), c.tokenTick)
+	c.token.expires, c.token.warned, c.token.running = expires, false, true
+	c.armTokenLocked(time.Now())
 }
 
 // extendToken moves the expiry to a refreshed token's.
 func (c *conn) extendToken(expires time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.token.timer == nil {
+	if !c.token.running {
 		return
 	}
 	c.token.expires, c.token.warned = expires, false
-	c.token.timer.Reset(c.nextTokenTickLocked(time.Now()))
+	c.armTokenLocked(time.Now())
 }
 
 // stopTokenClock releases the timer when the connection ends.
 func (c *conn) stopTokenClock() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.token.running = false
 	if c.token.timer != nil {
 		c.token.timer.Stop()
 		c.token.timer = nil
+	}
+}
+
+// armTokenLocked sets the timer for the next tick if it is due within two
+// keepalive sweeps, and otherwise leaves the clock without one: the
+// keepalive, every PingInterval, calls it again (sweepTokenClock), so a
+// tick is armed at least one sweep before it is due.
+func (c *conn) armTokenLocked(now time.Time) {
+	if !c.token.running {
+		return
+	}
+	d := c.nextTokenTickLocked(now)
+	if within := 2 * c.svc.lim.cfg.PingInterval; within > 0 && d > within {
+		if c.token.timer != nil {
+			c.token.timer.Stop()
+			c.token.timer = nil
+		}
+		return
+	}
+	if c.token.timer == nil {
+		c.token.timer = time.AfterFunc(d, c.tokenTick)
+		return
+	}
+	c.token.timer.Reset(d)
+}
+
+// sweepTokenClock arms the clock's timer once its tick is near.
+func (c *conn) sweepTokenClock(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.token.timer == nil && !c.closed {
+		c.armTokenLocked(now)
 	}
 }
 
@@ -75,7 +113,7 @@ func (c *conn) nextTokenTickLocked(now time.Time) time.Duration {
 // or (when a refresh raced it) re-arms.
 func (c *conn) tokenTick() {
 	c.mu.Lock()
-	if c.closed || c.token.timer == nil {
+	if c.closed || !c.token.running {
 		c.mu.Unlock()
 		return
 	}
@@ -89,9 +127,7 @@ func (c *conn) tokenTick() {
 				TokenExpiring: &clientv1.TokenExpiring{Expires: timestamppb.New(c.token.expires)},
 			}}})
 		}
-		if c.token.timer != nil {
-			c.token.timer.Reset(c.nextTokenTickLocked(now))
-		}
+		c.armTokenLocked(now)
 		c.mu.Unlock()
 		return
 	}
@@ -101,7 +137,7 @@ func (c *conn) tokenTick() {
 	c.token.expired.Store(true)
 	c.closed = true
 	c.queue, c.held, c.heldN, c.ephemeral = nil, nil, 0, 0
-	c.token.timer = nil
+	c.token.timer, c.token.running = nil, false
 	c.mu.Unlock()
 	c.svc.tokens.expired.Add(1)
 	// A writer still in a write finishes it first (the socket serialises

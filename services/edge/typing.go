@@ -45,9 +45,9 @@ func typing(ctx context.Context, c *conn, b *clientv1.ClientFrame_Typing) *clien
 	c.mu.Lock()
 	// A stop always goes through, so an indicator never outlives typing
 	// by more than its expiry because of the rate limit.
-	forward := t.GetStopped() || now.Sub(c.lastTyping) >= typingEvery
+	forward := t.GetStopped() || now.Sub(time.Unix(0, c.lastTyping)) >= typingEvery
 	if forward {
-		c.lastTyping = now
+		c.lastTyping = now.UnixNano()
 	}
 	c.mu.Unlock()
 	if !forward {
