@@ -34,7 +34,8 @@ const (
 type conn struct {
 	svc *Service
 	ws  *websocket.Conn
-	// gate is ws's socket (gate.go): the read loop waits on it.
+	// gate is ws's socket (gate.go): the read loop waits on it, or parks
+	// the connection in the poller through it.
 	gate   *gate
 	format wire.Format
 
@@ -121,6 +122,9 @@ func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 		c.shutdown()
 		return
 	}
+	c.gate.setOwner(c)
+	c.heardNow()
+	c.lim.authed.Store(true)
 	go c.readLoop()
 }
 
@@ -129,28 +133,32 @@ func (c *conn) sessionLocked() *presencev1.Session {
 	return &presencev1.Session{SessionId: c.session, UserId: c.user, DeviceId: c.device, Idle: c.idle}
 }
 
-// readLoop serves an authenticated connection until it ends. It runs in a
-// goroutine of its own, started after authentication: the stack a goroutine
-// grows (the JWT check and the presence call run deep) stays with it, and
-// an idle connection is mostly this goroutine's stack. Between messages it
-// waits in the gate, at the top of that stack (gate.go): 2 KiB for a
-// connection idle since it authenticated, against 4 KiB parked inside
-// coder/websocket's reader (docs/BENCHMARKS.md).
+// readLoop serves an authenticated connection until it ends or parks. It
+// runs in a goroutine of its own, started after authentication: the stack
+// a goroutine grows (the JWT check and the presence call run deep) stays
+// with it. With nothing to read it hands the connection to the poller
+// and ends (gate.await, poller_linux.go), which starts it again in a new
+// goroutine when the client sends: an idle connection holds no goroutine.
+// Every end but a park shuts the connection down.
 func (c *conn) readLoop() {
 	ctx := context.Background()
-	defer c.shutdown()
-	c.heardNow()
-	c.lim.authed.Store(true)
 	for {
 		c.heed()
 		if !c.awaitRoom() {
+			c.shutdown()
 			return
 		}
-		if err := c.gate.await(); err != nil {
+		parked, err := c.gate.await()
+		if parked {
+			return
+		}
+		if err != nil {
+			c.shutdown()
 			return
 		}
 		data, ferr, err := c.readFrame(ctx)
 		if err != nil {
+			c.shutdown()
 			return
 		}
 		c.heardNow()

@@ -79,7 +79,10 @@ type Service struct {
 	clients  clients
 	// live is every accepted connection; hub indexes the authenticated
 	// ones by user, for Push.
-	live     liveConns
+	live liveConns
+	// poller holds the read loops of idle connections (poller_linux.go);
+	// nil where there is none, and they wait in their goroutines.
+	poller   *poller
 	hub      *hub
 	reporter *reporter
 	access   access
@@ -139,6 +142,11 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{cfg: cfg, log: log, verifier: verifier, hub: newHub(), stats: newStats(cfg.Registry),
 		tracer: tracing.Tracer(cfg.TracerProvider), lim: newLimiter(cfg.Limits, cfg.Registry)}
 	s.tokens.register(cfg.Registry)
+	if p, err := newPoller(); err != nil {
+		log.Warn("edge: no poller; each idle connection keeps a goroutine", "err", err)
+	} else {
+		s.poller = p
+	}
 	// Every internal client is measured (metrics) and traced.
 	clientOpts := append(s.stats.metrics.GRPCClient(), tracing.GRPCClient(cfg.TracerProvider)...)
 	dialOpts := append([]grpc.DialOption{mtls.DialOption(cfg.TLS), rpcdial.Reconnect}, clientOpts...)
@@ -313,6 +321,11 @@ func (s *Service) Run(ctx context.Context) error {
 	wctx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	watchDone := make(chan struct{})
 	go func() { s.watchLoop(wctx); close(watchDone) }()
+	// The poller wakes parked read loops until the last connection has
+	// shut down, after the drain.
+	pctx, stopPoller := context.WithCancel(context.WithoutCancel(ctx))
+	pollerDone := make(chan struct{})
+	go func() { s.poller.run(pctx); close(pollerDone) }()
 	for _, c := range s.clients.conns {
 		st := health.WatchConn(wctx, c)
 		s.Probe.Need(c.Target(), st.Err)
@@ -362,6 +375,8 @@ func (s *Service) Run(ctx context.Context) error {
 	if !s.live.wait(sctx) {
 		s.log.Warn("edge: connections did not close in time")
 	}
+	stopPoller()
+	<-pollerDone
 	s.srv.grpc.GracefulStop()
 	if s.srv.backend != nil {
 		s.srv.backend.GracefulStop()

@@ -31,6 +31,14 @@ type gate struct {
 	// if the connection has no file descriptor (then the read loop parks
 	// in coder/websocket's reader, as without the gate).
 	raw syscall.RawConn
+	// fd is the socket's descriptor, for the poller; -1 if unknown.
+	fd int32
+	// owner is the connection the gate serves, if it parks in the poller.
+	owner *conn
+	// pmu orders a park with the close: a socket closed while it is
+	// being registered would never wake its loop.
+	pmu    sync.Mutex
+	closed bool
 	// heard is when the client was last heard from (conn.heardNow).
 	heard *atomic.Int64
 	// writeTimeout bounds each write to the socket (Config.WriteTimeout):
@@ -83,13 +91,44 @@ func newGate(nc net.Conn, early []byte, heard *atomic.Int64, writeTimeout time.D
 	if writeTimeout <= 0 {
 		writeTimeout = defaultWriteTimeout
 	}
-	g := &gate{Conn: nc, early: early, heard: heard, writeTimeout: writeTimeout}
+	g := &gate{Conn: nc, fd: -1, early: early, heard: heard, writeTimeout: writeTimeout}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			g.raw = raw
+			_ = raw.Control(func(fd uintptr) { g.fd = int32(fd) })
 		}
 	}
 	return g
+}
+
+// Close closes the socket. A read loop parked in the poller is taken out
+// first and started, to find the connection closed and end it.
+func (g *gate) Close() error {
+	g.pmu.Lock()
+	g.closed = true
+	owner := g.owner
+	resume := owner != nil && owner.svc.poller.unpark(owner)
+	g.pmu.Unlock()
+	err := g.Conn.Close()
+	if resume {
+		go owner.readLoop()
+	}
+	return err
+}
+
+// setOwner makes c the connection whose loop parks through the gate.
+func (g *gate) setOwner(c *conn) {
+	g.pmu.Lock()
+	g.owner = c
+	g.pmu.Unlock()
+}
+
+// park hands the connection to the poller; false if it has none, or the
+// socket is closed.
+func (g *gate) park() bool {
+	g.pmu.Lock()
+	defer g.pmu.Unlock()
+	return g.owner != nil && !g.closed && g.owner.svc.poller.park(g.owner)
 }
 
 // rawRead reads what net/http left first, then the socket. Under rmu.
@@ -124,22 +163,36 @@ func (g *gate) Read(p []byte) (int, error) {
 }
 
 // await returns once the client has sent something other than a ping or
-// a pong, answering pings and noting pongs meanwhile. Only the read loop
-// calls it, between messages. It waits for the socket with no lock held,
-// so a close handshake on another goroutine can read meanwhile.
-func (g *gate) await() error {
+// a pong, answering pings and noting pongs meanwhile; or, with nothing to
+// read, parks the connection in the poller (parked: the caller's
+// goroutine must end, the poller starts the loop again). Only the read
+// loop calls it, between messages. It waits with no lock held, so a
+// close handshake on another goroutine can read meanwhile.
+func (g *gate) await() (parked bool, err error) {
 	if g.raw == nil {
-		return nil
+		return false, nil
 	}
 	for {
-		if err := g.waitReadable(); err != nil {
-			return err
+		if !g.hasBytes() {
+			if g.park() {
+				return true, nil
+			}
+			if err := g.waitReadable(); err != nil {
+				return false, err
+			}
 		}
 		next, err := g.takeControl()
 		if next || err != nil {
-			return err
+			return false, err
 		}
 	}
+}
+
+// hasBytes: is there something to read now (or an error to find).
+func (g *gate) hasBytes() bool {
+	g.rmu.Lock()
+	defer g.rmu.Unlock()
+	return len(g.early) > 0 || g.readable()
 }
 
 // waitReadable parks until the socket has bytes (or is closed), reading
@@ -164,7 +217,9 @@ func peek(fd uintptr) bool {
 // readable: would a read of the socket not block now.
 func (g *gate) readable() bool {
 	ready := false
-	_ = g.raw.Read(func(fd uintptr) bool { ready = peek(fd); return true })
+	if err := g.raw.Read(func(fd uintptr) bool { ready = peek(fd); return true }); err != nil {
+		return true // the read finds the error
+	}
 	return ready
 }
 

@@ -197,7 +197,7 @@ func gateServer(t *testing.T, pings *atomic.Int64, gates chan<- *gate, accepted 
 			defer ws.CloseNow()
 			ctx := context.Background()
 			for {
-				if err := hj.gate.await(); err != nil {
+				if _, err := hj.gate.await(); err != nil {
 					return
 				}
 				typ, data, err := ws.Read(ctx)
