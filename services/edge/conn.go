@@ -28,9 +28,10 @@ const (
 )
 
 // conn is one client connection. Its read loop runs in its own goroutine
-// (the HTTP handler returns, releasing net/http's buffers); its writer
+// (the HTTP handler returns, releasing net/http's buffers) while there is
+// something to read, and parks in the poller otherwise; its writer
 // goroutine exists only while there is something to write, so an idle
-// connection costs one goroutine.
+// connection costs no goroutine (one where there is no poller).
 type conn struct {
 	svc *Service
 	ws  *websocket.Conn
